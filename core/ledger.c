@@ -107,6 +107,14 @@ static dsc_status check_id(const char *field, const char *id, size_t max, dsc_er
 
 /* --- clock, heap, reservations ----------------------------------------------- */
 
+/* Copy s into a fixed field, truncating (snprintf is too slow for the hot path). */
+static void copy_str(char *dst, size_t max, const char *s) {
+    size_t n = strlen(s);
+    if (n >= max) n = max - 1;
+    memcpy(dst, s, n);
+    dst[n] = '\0';
+}
+
 static int64_t realtime_us(void *ud) {
     (void)ud;
     struct timespec ts;
@@ -183,8 +191,8 @@ dsc__reservation *dsc__reservation_new(const char *id, const char *request_id,
     size_t strs = str_size(s->org) + str_size(s->team) + str_size(s->user) + str_size(s->key);
     dsc__reservation *r = calloc(1, sizeof *r + n * sizeof r->counters[0] + strs);
     if (!r) return NULL;
-    snprintf(r->id, sizeof r->id, "%s", id);
-    if (request_id) snprintf(r->request_id, sizeof r->request_id, "%s", request_id);
+    copy_str(r->id, sizeof r->id, id);
+    if (request_id) copy_str(r->request_id, sizeof r->request_id, request_id);
     r->heap_idx = SIZE_MAX;
     r->n = n;
     for (size_t i = 0; i < n; i++) r->counters[i] = hits[i].c;
@@ -247,9 +255,8 @@ void dsc__reservation_finish(dsc_ledger *l, dsc__reservation *r, dsc__rstate st,
 void dsc__reservation_drop(dsc_ledger *l, dsc__reservation *r) {
     dsc__heap_remove(l, r);
     finished_unlink(l, r);
-    if (dsc__strmap_get(&l->reservations, r->id) == r) dsc__strmap_del(&l->reservations, r->id);
-    if (r->request_id[0] && dsc__strmap_get(&l->requests, r->request_id) == r)
-        dsc__strmap_del(&l->requests, r->request_id);
+    dsc__strmap_del_if(&l->reservations, r->id, r);
+    if (r->request_id[0]) dsc__strmap_del_if(&l->requests, r->request_id, r);
     free(r);
 }
 
@@ -316,7 +323,7 @@ static dsc_status config_apply(dsc_ledger *l, const dsc_ledger_config *cfg, dsc_
     l->now_us = cfg->now_us ? cfg->now_us : realtime_us;
     l->clock_ud = cfg->clock_ud;
     l->retain_us = (cfg->retain_s ? cfg->retain_s : 600) * 1000000LL;
-    l->retain_max = 200000;
+    l->retain_max = cfg->retain_max ? cfg->retain_max : 100000;
     return dsc_tz_parse(cfg->timezone, &l->tz, err);
 }
 
@@ -374,14 +381,18 @@ void dsc_ledger_free(dsc_ledger *l) {
 static void fill_state(dsc_ledger *l, const dsc__hit *h, const dsc_subject *s,
                        int64_t request, int64_t now, dsc_budget_state *out) {
     const dsc__budget *b = h->b;
-    memset(out, 0, sizeof *out);
-    snprintf(out->selector, sizeof out->selector, "%s", b->selector);
-    snprintf(out->window, sizeof out->window, "%s", b->window_text);
-    char key[sizeof ((dsc__counter *)0)->key];
-    size_t off = dsc__counter_key(b, s, key, sizeof key);
-    snprintf(out->counter, sizeof out->counter, "%s", key + off);
+    copy_str(out->selector, sizeof out->selector, b->selector);
+    copy_str(out->window, sizeof out->window, b->window_text);
+    if (h->c) {
+        copy_str(out->counter, sizeof out->counter, h->c->key + h->c->name_off);
+    } else {
+        char key[sizeof ((dsc__counter *)0)->key];
+        size_t off = dsc__counter_key(b, s, key, sizeof key);
+        copy_str(out->counter, sizeof out->counter, key + off);
+    }
     out->metric = b->metric;
     out->limit = b->limit;
+    out->used = out->held = 0;
     if (h->c) {
         out->used = dsc_window_counter_used(&h->c->wc, &b->win, &l->tz, now);
         out->held = h->c->held;
@@ -454,7 +465,11 @@ static dsc_status hold_new(dsc_ledger *l, const dsc_subject *s, const dsc_amount
                            int64_t now, int64_t ttl_s, const char *request_id,
                            const dsc__hit *hits, size_t nh, dsc__reservation **out) {
     char id[DSC_RESERVATION_ID_MAX];
-    snprintf(id, sizeof id, "r%016llx", (unsigned long long)l->next_rid++);
+    static const char hex[] = "0123456789abcdef";
+    uint64_t v = l->next_rid++;
+    id[0] = 'r';
+    for (int i = 16; i >= 1; i--, v >>= 4) id[i] = hex[v & 15];
+    id[17] = '\0';
     dsc__reservation *r = dsc__reservation_new(id, request_id, s, hits, nh);
     if (!r) return DSC_NOMEM;
     r->state = RS_HELD;
@@ -524,7 +539,7 @@ dsc_status dsc_ledger_reserve(dsc_ledger *l, const dsc_subject *subject,
     expire_due(l, now);
     forget_old(l, now);
     if (request_id && (r = dsc__strmap_get(&l->requests, request_id))) {
-        snprintf(reservation_id, DSC_RESERVATION_ID_MAX, "%s", r->id);
+        copy_str(reservation_id, DSC_RESERVATION_ID_MAX, r->id);
         pthread_mutex_unlock(&l->mu);
         return DSC_OK;
     }
@@ -541,7 +556,7 @@ dsc_status dsc_ledger_reserve(dsc_ledger *l, const dsc_subject *subject,
         dsc_error_set(err, st, "out of memory holding a reservation");
         goto out;
     }
-    snprintf(reservation_id, DSC_RESERVATION_ID_MAX, "%s", r->id);
+    copy_str(reservation_id, DSC_RESERVATION_ID_MAX, r->id);
     if (l->store) st = journal_reserve(l, r, &rec, err);
 out:
     pthread_mutex_unlock(&l->mu);

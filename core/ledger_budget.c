@@ -118,6 +118,7 @@ dsc_status dsc__budget_insert(dsc_ledger *l, dsc__budget *b) {
     if (live_append(l, b) != DSC_OK) goto fail_ident;
     b->next_sel = slot->head;
     slot->head = b;
+    l->shape_count[dsc__budget_shape(b)]++;
     if (b->id >= l->next_budget_id) l->next_budget_id = b->id + 1;
     return DSC_OK;
 fail_ident:
@@ -145,6 +146,7 @@ static void unlink_from_slot(dsc_ledger *l, dsc__budget *b) {
 
 void dsc__budget_remove(dsc_ledger *l, dsc__budget *b) {
     unlink_from_slot(l, b);
+    l->shape_count[dsc__budget_shape(b)]--;
     dsc__strmap_del(&l->budgets, b->ident);
     for (size_t i = 0; i < l->n_live; i++)
         if (l->live[i] == b) {
@@ -162,39 +164,81 @@ void dsc__budget_remove(dsc_ledger *l, dsc__budget *b) {
 
 static bool present(const char *s) { return s && *s; }
 
-/* The selectors that can apply to s, into cand (at most 15). */
-static size_t candidates(const dsc_subject *s, char cand[][DSC_SELECTOR_MAX]) {
+/* Append s to the string at *p, never past end (the last byte stays a NUL). The hot
+ * paths build keys with this rather than snprintf, which costs ~10x more. */
+static void put(char **p, char *end, const char *s) {
+    while (*s && *p < end - 1) *(*p)++ = *s++;
+    **p = '\0';
+}
+
+static void put_int(char **p, char *end, int64_t v) {
+    char digits[24];
+    int n = 0;
+    uint64_t u = v < 0 ? 0 : (uint64_t)v;
+    do digits[n++] = (char)('0' + u % 10), u /= 10;
+    while (u);
+    while (n && *p < end - 1) *(*p)++ = digits[--n];
+    **p = '\0';
+}
+
+/* "<level>:<v>", qualified by "org:<org>/" when org is given, into buf. */
+static void level_name(char *buf, size_t len, const char *org, int lv, const char *v) {
+    char *p = buf, *end = buf + len;
+    *p = '\0';
+    if (org) {
+        put(&p, end, "org:");
+        put(&p, end, org);
+        put(&p, end, "/");
+    }
+    put(&p, end, level_names[lv]);
+    put(&p, end, ":");
+    put(&p, end, v);
+}
+
+#define CAND_MAX 160 /* longer than any selector: an over-long candidate matches none */
+
+int dsc__budget_shape(const dsc__budget *b) {
+    bool any = strcmp(b->value, "*") == 0;
+    if (b->level == LV_ALL) return 0;
+    if (b->level == LV_ORG) return any ? 1 : 2;
+    return 3 + (b->level - LV_TEAM) * 4 + (b->org[0] ? 2 : 0) + (any ? 0 : 1);
+}
+
+/* The selectors that can apply to s and have budgets of their shape, into cand (at
+ * most DSC__SHAPES): most deployments use a few shapes, so most are skipped unbuilt. */
+static size_t candidates(const dsc_ledger *l, const dsc_subject *s, char cand[][CAND_MAX]) {
     size_t n = 0;
-    strcpy(cand[n++], "*");
+    const size_t *has = l->shape_count;
+    if (has[0]) strcpy(cand[n++], "*");
     if (present(s->org)) {
-        strcpy(cand[n++], "org:*");
-        snprintf(cand[n++], DSC_SELECTOR_MAX, "org:%s", s->org);
+        if (has[1]) strcpy(cand[n++], "org:*");
+        if (has[2]) level_name(cand[n++], CAND_MAX, NULL, LV_ORG, s->org);
     }
     const char *vals[LV_COUNT] = {NULL, NULL, s->team, s->user, s->key};
     for (int lv = LV_TEAM; lv < LV_COUNT; lv++) {
         if (!present(vals[lv])) continue;
-        snprintf(cand[n++], DSC_SELECTOR_MAX, "%s:*", level_names[lv]);
-        snprintf(cand[n++], DSC_SELECTOR_MAX, "%s:%s", level_names[lv], vals[lv]);
+        const size_t *h = has + 3 + (lv - LV_TEAM) * 4;
+        if (h[0]) level_name(cand[n++], CAND_MAX, NULL, lv, "*");
+        if (h[1]) level_name(cand[n++], CAND_MAX, NULL, lv, vals[lv]);
         if (!present(s->org)) continue;
-        snprintf(cand[n++], DSC_SELECTOR_MAX, "org:%s/%s:*", s->org, level_names[lv]);
-        snprintf(cand[n++], DSC_SELECTOR_MAX, "org:%s/%s:%s", s->org, level_names[lv],
-                 vals[lv]);
+        if (h[2]) level_name(cand[n++], CAND_MAX, s->org, lv, "*");
+        if (h[3]) level_name(cand[n++], CAND_MAX, s->org, lv, vals[lv]);
     }
     return n;
 }
 
-/* The counter key of b for subject s into key; returns the name's offset in key. */
 size_t dsc__counter_key(const dsc__budget *b, const dsc_subject *s, char *key, size_t len) {
-    int off = snprintf(key, len, "%lld#", (long long)b->id);
+    char *p = key, *end = key + len;
+    put_int(&p, end, b->id);
+    put(&p, end, "#");
+    size_t off = (size_t)(p - key);
     const char *vals[LV_COUNT] = {NULL, s->org, s->team, s->user, s->key};
     if (b->level == LV_ALL)
-        snprintf(key + off, len - (size_t)off, "*");
-    else if (b->level == LV_ORG || !present(s->org))
-        snprintf(key + off, len - (size_t)off, "%s:%s", level_names[b->level], vals[b->level]);
+        put(&p, end, "*");
     else
-        snprintf(key + off, len - (size_t)off, "org:%s/%s:%s", s->org, level_names[b->level],
-                 vals[b->level]);
-    return (size_t)off;
+        level_name(p, (size_t)(end - p), b->level == LV_ORG || !present(s->org) ? NULL : s->org,
+                   b->level, vals[b->level]);
+    return off;
 }
 
 static dsc__counter *counter_new(dsc_ledger *l, dsc__budget *b, const char *key, size_t off) {
@@ -230,8 +274,8 @@ static dsc_status add_hits(dsc_ledger *l, dsc__sel_slot *slot, const dsc_subject
 
 dsc_status dsc__match(dsc_ledger *l, const dsc_subject *s, bool create, dsc__hit *hits,
                       size_t *n, dsc_error *err) {
-    char cand[15][DSC_SELECTOR_MAX];
-    size_t nc = candidates(s, cand);
+    char cand[DSC__SHAPES][CAND_MAX];
+    size_t nc = candidates(l, s, cand);
     *n = 0;
     for (size_t i = 0; i < nc; i++) {
         dsc__sel_slot *slot = dsc__strmap_get(&l->sels, cand[i]);

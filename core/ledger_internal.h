@@ -45,7 +45,7 @@ struct dsc__counter {
     dsc_window_counter wc;
     dsc__counter *next; /* in b->counters */
     size_t name_off;    /* the counter's name inside key */
-    char key[DSC_SELECTOR_MAX + 24]; /* "<budget id>#<name>" */
+    char key[192]; /* "<budget id>#<name>" */
 };
 
 typedef struct dsc__sel_slot {
@@ -85,6 +85,7 @@ typedef struct dsc__hit {
 } dsc__hit;
 
 #define DSC__HITS_MAX 256 /* budgets that may apply to one subject */
+#define DSC__SHAPES 15    /* "*", "org:*", "org:x", then 4 per team/user/key level */
 
 struct dsc_ledger {
     pthread_mutex_t mu;
@@ -103,6 +104,7 @@ struct dsc_ledger {
     size_t n_live, cap_live;
     dsc__budget *dead;    /* deleted budgets: their counters may still be held */
     size_t n_counters;
+    size_t shape_count[DSC__SHAPES]; /* live budgets per selector shape */
     int64_t next_budget_id;
     uint64_t next_rid;
     dsc__reservation **heap; /* expiry min-heap */
@@ -121,6 +123,8 @@ dsc_status dsc__check_name(const char *field, const char *v, dsc_error *err);
 /* The ident key of (selector, metric, window) into buf. */
 void dsc__budget_ident(char *buf, size_t len, const char *selector, dsc_metric m,
                        const char *window);
+/* Which of the DSC__SHAPES selector shapes b has. */
+int dsc__budget_shape(const dsc__budget *b);
 /* Insert a new budget (id, limit, parsed fields set) into the indexes. */
 dsc_status dsc__budget_insert(dsc_ledger *l, dsc__budget *b);
 /* Remove b from the indexes and keep it on the dead list. */

@@ -141,6 +141,7 @@ typedef struct dsc_ledger_config {
     int batch_ms;                 /* BATCH: longest commit delay; 0 = 10 ms */
     int64_t retain_s;             /* finished reservations kept in memory for idempotent
                                      replies; 0 = 600 s (a store answers older ones) */
+    size_t retain_max;            /* and at most this many of them; 0 = 100 000 */
 } dsc_ledger_config;
 
 /* Open a ledger: parse cfg, open (create) the store and rebuild counters from it.
