@@ -15,6 +15,7 @@
 #include "discern/ledger.h"
 
 #include <pthread.h>
+#include <semaphore.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -190,6 +191,83 @@ static void bench_durable_mode(const char *dir, dsc_durability d, const char *na
     free(r.rids);
 }
 
+typedef struct async_run {
+    dsc_ledger *l;
+    char (*rids)[DSC_RESERVATION_ID_MAX];
+    int n, nthreads;
+    sem_t slots; /* settles in flight, like requests on open connections */
+    long done;
+    int failures;
+} async_run;
+
+typedef struct async_worker {
+    async_run *run;
+    int index;
+} async_worker;
+
+static void on_settled(void *ud, dsc_status st, const char *message) {
+    async_run *r = ud;
+    (void)message;
+    if (st != DSC_OK) __atomic_add_fetch(&r->failures, 1, __ATOMIC_RELAXED);
+    __atomic_add_fetch(&r->done, 1, __ATOMIC_RELEASE);
+    sem_post(&r->slots);
+}
+
+static void *async_settler(void *arg) {
+    async_worker *w = arg;
+    async_run *r = w->run;
+    dsc_amounts a = {{0}};
+    a.v[DSC_METRIC_GCO2E] = 5 * M;
+    a.v[DSC_METRIC_REQUESTS] = M;
+    for (int i = w->index; i < r->n; i += r->nthreads) {
+        sem_wait(&r->slots);
+        if (dsc_ledger_settle_async(r->l, r->rids[i], &a, NULL, NULL, on_settled, r, NULL) !=
+            DSC_OK)
+            on_settled(r, DSC_INTERNAL, "");
+    }
+    return NULL;
+}
+
+static int cmp_rid(const void *a, const void *b) { return strcmp(a, b); }
+
+/* Reserve with blocking threads, then settle from 2 threads with completions,
+ * at most inflight settles outstanding. */
+static void bench_durable_async(const char *dir, int inflight) {
+    char path[1024];
+    snprintf(path, sizeof path, "%s/durable-async-%d.db", dir, inflight);
+    unlink(path);
+    dsc_ledger *l = open_ledger(path, DSC_DURABILITY_FULL, NULL, NULL);
+    three_budgets(l);
+    durable_run r = {.l = l, .per_thread = 1000};
+    r.rids = calloc(64 * 1000, sizeof *r.rids);
+    run_phase(&r, 64, 0);
+    /* settles arrive roughly in the order requests were reserved */
+    qsort(r.rids, 64 * 1000, sizeof *r.rids, cmp_rid);
+    dsc_ledger_stats before;
+    dsc_ledger_stats_get(l, &before);
+    async_run ar = {.l = l, .rids = r.rids, .n = 64 * 1000, .nthreads = 2};
+    sem_init(&ar.slots, 0, (unsigned)inflight);
+    pthread_t t[2];
+    async_worker w[2] = {{&ar, 0}, {&ar, 1}};
+    double t0 = now_s();
+    for (int i = 0; i < 2; i++) pthread_create(&t[i], NULL, async_settler, &w[i]);
+    for (int i = 0; i < 2; i++) pthread_join(t[i], NULL);
+    while (__atomic_load_n(&ar.done, __ATOMIC_ACQUIRE) < ar.n) {
+        struct timespec ts = {0, 100000};
+        nanosleep(&ts, NULL);
+    }
+    double dt = now_s() - t0;
+    dsc_ledger_stats after;
+    dsc_ledger_stats_get(l, &after);
+    printf("durable full async: 2 threads, %d in flight, %d settles: %.0f settles/s; "
+           "%.1f records/commit; failures %d\n", inflight, ar.n, ar.n / dt,
+           (double)(after.store_records - before.store_records) /
+               (double)(after.store_batches - before.store_batches), ar.failures);
+    sem_destroy(&ar.slots);
+    dsc_ledger_free(l);
+    free(r.rids);
+}
+
 static void bench_durable(const char *dir) {
     bench_durable_mode(dir, DSC_DURABILITY_FULL, "full", 16, 2000);
     bench_durable_mode(dir, DSC_DURABILITY_FULL, "full", 64, 1000);
@@ -300,6 +378,10 @@ int main(int argc, char **argv) {
     setvbuf(stdout, NULL, _IOLBF, 0);
     if (wants(argc, argv, "memory")) bench_memory();
     if (wants(argc, argv, "rss")) bench_rss();
+    if (wants(argc, argv, "async")) {
+        bench_durable_async(dir, 256);
+        bench_durable_async(dir, 1024);
+    }
     if (wants(argc, argv, "durable")) bench_durable(dir);
     if (wants(argc, argv, "restart")) bench_restart(dir);
     return 0;

@@ -633,8 +633,8 @@ static const char *kind_charge_name(dsc_settle_kind k) {
 
 /* Start settling r with actual (mu held); *rec set when the caller must wait. */
 static dsc_status settle_begin(dsc_ledger *l, dsc__reservation *r, dsc_settle_kind kind,
-                               const dsc_amounts *actual, int64_t now, dsc__rec **wait_rec,
-                               dsc_error *err) {
+                               const dsc_amounts *actual, int64_t now, const dsc__done *done,
+                               dsc__rec **wait_rec, dsc_error *err) {
     dsc_amounts delta;
     for (int m = 0; m < DSC_METRIC_COUNT; m++) delta.v[m] = actual->v[m] - r->charged.v[m];
     dsc__heap_remove(l, r);
@@ -644,9 +644,11 @@ static dsc_status settle_begin(dsc_ledger *l, dsc__reservation *r, dsc_settle_ki
         dsc__apply_settle(l, r, &delta, now, true);
         return DSC_OK;
     }
-    bool wait = l->durability == DSC_DURABILITY_FULL;
+    bool wait = l->durability == DSC_DURABILITY_FULL && !done->fn;
     dsc__rec *rec = dsc__rec_for(DSC__REC_SETTLE, r, now);
     if (rec) {
+        rec->done_fn = done->fn;
+        rec->done_ud = done->ud;
         rec->amounts = delta;
         rec->charge_kind = kind_charge_name(kind);
         rec->state = "settled";
@@ -661,9 +663,9 @@ static dsc_status settle_begin(dsc_ledger *l, dsc__reservation *r, dsc_settle_ki
     return DSC_OK;
 }
 
-dsc_status dsc_ledger_settle(dsc_ledger *l, const char *reservation_id,
-                             const dsc_amounts *actual, const dsc_subject *subject_if_unknown,
-                             dsc_settle_kind *kind, dsc_error *err) {
+static dsc_status settle_impl(dsc_ledger *l, const char *reservation_id,
+                              const dsc_amounts *actual, const dsc_subject *subject_if_unknown,
+                              dsc_settle_kind *kind, dsc__done *done, dsc_error *err) {
     dsc_subject none = {0};
     const dsc_subject *s = subject_if_unknown ? subject_if_unknown : &none;
     dsc_status st = check_id("reservation_id", reservation_id, DSC_RESERVATION_ID_MAX, err);
@@ -678,11 +680,29 @@ dsc_status dsc_ledger_settle(dsc_ledger *l, const char *reservation_id,
     dsc__reservation *r = find_reservation(l, reservation_id);
     if (!r && (st = unreserved(l, reservation_id, s, &r, err)) != DSC_OK) goto out;
     if ((st = settle_kind(r, &k, err)) != DSC_OK || k == DSC_SETTLE_REPEATED) goto out;
-    st = settle_begin(l, r, k, actual, now, &rec, err);
+    st = settle_begin(l, r, k, actual, now, done, &rec, err);
+    done->queued = st == DSC_OK && l->store && done->fn;
 out:
     pthread_mutex_unlock(&l->mu);
     if (st == DSC_OK) st = wait_rec(l, rec, err);
     if (kind) *kind = k;
+    return st;
+}
+
+dsc_status dsc_ledger_settle(dsc_ledger *l, const char *reservation_id,
+                             const dsc_amounts *actual, const dsc_subject *subject_if_unknown,
+                             dsc_settle_kind *kind, dsc_error *err) {
+    dsc__done none = {0};
+    return settle_impl(l, reservation_id, actual, subject_if_unknown, kind, &none, err);
+}
+
+dsc_status dsc_ledger_settle_async(dsc_ledger *l, const char *reservation_id,
+                                   const dsc_amounts *actual,
+                                   const dsc_subject *subject_if_unknown, dsc_settle_kind *kind,
+                                   dsc_ledger_done_fn fn, void *ud, dsc_error *err) {
+    dsc__done done = {fn, ud, false};
+    dsc_status st = settle_impl(l, reservation_id, actual, subject_if_unknown, kind, &done, err);
+    if (st == DSC_OK && fn && !done.queued) fn(ud, DSC_OK, "");
     return st;
 }
 
@@ -773,14 +793,16 @@ static dsc_status decision_copy(const dsc_decision_record *d, dsc__rec *rec, dsc
     return st;
 }
 
-dsc_status dsc_ledger_record_decision(dsc_ledger *l, const dsc_decision_record *d,
-                                      dsc_error *err) {
+static dsc_status decision_impl(dsc_ledger *l, const dsc_decision_record *d,
+                                dsc__done *done, dsc_error *err) {
     if (!d) return dsc_error_set(err, DSC_BAD_REQUEST, "field 'decision' is missing");
     dsc__rec *rec = calloc(1, sizeof *rec);
     if (!rec) return dsc_error_set(err, DSC_NOMEM, "out of memory journaling a decision");
     rec->type = DSC__REC_DECISION;
+    rec->done_fn = done->fn;
+    rec->done_ud = done->ud;
     dsc_status st = decision_copy(d, rec, err);
-    bool wait = l->durability == DSC_DURABILITY_FULL;
+    bool wait = l->durability == DSC_DURABILITY_FULL && !done->fn;
     if (st != DSC_OK || !l->store) {
         free(rec);
         if (st == DSC_OK) {
@@ -798,7 +820,22 @@ dsc_status dsc_ledger_record_decision(dsc_ledger *l, const dsc_decision_record *
     if (st != DSC_OK)
         return dsc_error_set(err, st, "the ledger store is failing; the decision was not "
                              "journaled");
+    done->queued = done->fn != NULL;
     return wait_rec(l, wait ? rec : NULL, err);
+}
+
+dsc_status dsc_ledger_record_decision(dsc_ledger *l, const dsc_decision_record *d,
+                                      dsc_error *err) {
+    dsc__done none = {0};
+    return decision_impl(l, d, &none, err);
+}
+
+dsc_status dsc_ledger_record_decision_async(dsc_ledger *l, const dsc_decision_record *d,
+                                            dsc_ledger_done_fn fn, void *ud, dsc_error *err) {
+    dsc__done done = {fn, ud, false};
+    dsc_status st = decision_impl(l, d, &done, err);
+    if (st == DSC_OK && fn && !done.queued) fn(ud, DSC_OK, "");
+    return st;
 }
 
 void dsc_ledger_stats_get(dsc_ledger *l, dsc_ledger_stats *out) {

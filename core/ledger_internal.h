@@ -84,6 +84,13 @@ typedef struct dsc__hit {
     dsc__counter *c;
 } dsc__hit;
 
+/* An optional completion for the _async calls; queued = the store will call it. */
+typedef struct dsc__done {
+    dsc_ledger_done_fn fn;
+    void *ud;
+    bool queued;
+} dsc__done;
+
 #define DSC__HITS_MAX 256 /* budgets that may apply to one subject */
 #define DSC__SHAPES 15    /* "*", "org:*", "org:x", then 4 per team/user/key level */
 

@@ -222,6 +222,20 @@ dsc_status dsc_ledger_settle(dsc_ledger *l, const char *reservation_id,
                              const dsc_amounts *actual, const dsc_subject *subject_if_unknown,
                              dsc_settle_kind *kind, dsc_error *err);
 
+/* Called once when an _async operation is durable (or failed: st, message). It runs on
+ * the store's writer thread, or inside the call itself when nothing had to be written
+ * (a repeated settle, a memory-only ledger). It may call into the ledger; it should
+ * only hand the result over (to an event loop), not block. */
+typedef void (*dsc_ledger_done_fn)(void *ud, dsc_status st, const char *message);
+
+/* dsc_ledger_settle without blocking the caller: returns once the settle is queued;
+ * done(ud, ...) reports when it is committed (any durability). When this returns an
+ * error, done is never called. The in-memory counters change at the commit. */
+dsc_status dsc_ledger_settle_async(dsc_ledger *l, const char *reservation_id,
+                                   const dsc_amounts *actual,
+                                   const dsc_subject *subject_if_unknown, dsc_settle_kind *kind,
+                                   dsc_ledger_done_fn done, void *ud, dsc_error *err);
+
 /* Release a reservation's hold and journal it. Cancelling a finished reservation is a
  * no-op returning DSC_OK; DSC_UNKNOWN_RESERVATION when the id is unknown. */
 dsc_status dsc_ledger_cancel(dsc_ledger *l, const char *reservation_id, dsc_error *err);
@@ -253,6 +267,11 @@ typedef struct dsc_decision_record {
  * ledgers it is counted and dropped. DSC_BAD_REQUEST, DSC_STORE_UNAVAILABLE. */
 dsc_status dsc_ledger_record_decision(dsc_ledger *l, const dsc_decision_record *rec,
                                       dsc_error *err);
+
+/* dsc_ledger_record_decision without blocking: done reports the commit, as for
+ * dsc_ledger_settle_async. */
+dsc_status dsc_ledger_record_decision_async(dsc_ledger *l, const dsc_decision_record *rec,
+                                            dsc_ledger_done_fn done, void *ud, dsc_error *err);
 
 /* --- health --------------------------------------------------------------------- */
 
