@@ -386,7 +386,7 @@ static void fill_state(dsc_ledger *l, const dsc__hit *h, const dsc_subject *s,
     if (h->c) {
         copy_str(out->counter, sizeof out->counter, h->c->key + h->c->name_off);
     } else {
-        char key[sizeof ((dsc__counter *)0)->key];
+        char key[DSC__COUNTER_KEY_MAX];
         size_t off = dsc__counter_key(b, s, key, sizeof key);
         copy_str(out->counter, sizeof out->counter, key + off);
     }

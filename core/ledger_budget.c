@@ -51,29 +51,31 @@ static bool parse_part(const char *s, size_t len, int *level, char *value) {
 }
 
 static bool parse_selector(const char *text, dsc__budget *b) {
-    b->org[0] = '\0';
+    char org[DSC_NAME_MAX], value[DSC_NAME_MAX];
+    int level;
+    b->qualified = false;
     if (strcmp(text, "*") == 0) {
         b->level = LV_ALL;
-        strcpy(b->value, "*");
+        b->any = true;
         return true;
     }
     const char *slash = strchr(text, '/');
-    int level;
     if (!slash) {
-        if (!parse_part(text, strlen(text), &level, b->value)) return false;
-        b->level = (dsc__level)level;
-        return true;
+        if (!parse_part(text, strlen(text), &level, value)) return false;
+    } else {
+        if (!parse_part(text, (size_t)(slash - text), &level, org) || level != LV_ORG ||
+            strcmp(org, "*") == 0)
+            return false;
+        if (!parse_part(slash + 1, strlen(slash + 1), &level, value) || level == LV_ORG)
+            return false;
+        b->qualified = true;
     }
-    if (!parse_part(text, (size_t)(slash - text), &level, b->org) || level != LV_ORG ||
-        strcmp(b->org, "*") == 0)
-        return false;
-    if (!parse_part(slash + 1, strlen(slash + 1), &level, b->value) || level == LV_ORG)
-        return false;
     b->level = (dsc__level)level;
+    b->any = strcmp(value, "*") == 0;
     return true;
 }
 
-dsc_status dsc__budget_parse_selector(const char *text, dsc__budget *b, dsc_error *err) {
+static dsc_status parse_selector_checked(const char *text, dsc__budget *b, dsc_error *err) {
     if (!text || strlen(text) >= DSC_SELECTOR_MAX || !parse_selector(text, b))
         return dsc_error_set(err, DSC_BAD_REQUEST,
                              "field 'selector': '%.60s' is not '*', '<level>:<name|*>' or "
@@ -110,7 +112,7 @@ dsc_status dsc__budget_insert(dsc_ledger *l, dsc__budget *b) {
     dsc__sel_slot *slot = dsc__strmap_get(&l->sels, b->selector);
     bool new_slot = !slot;
     if (new_slot) {
-        if (!(slot = calloc(1, sizeof *slot))) return DSC_NOMEM;
+        if (!(slot = calloc(1, sizeof *slot + strlen(b->selector) + 1))) return DSC_NOMEM;
         strcpy(slot->selector, b->selector);
         if (dsc__strmap_put(&l->sels, slot->selector, slot) != DSC_OK) goto fail;
     }
@@ -198,10 +200,9 @@ static void level_name(char *buf, size_t len, const char *org, int lv, const cha
 #define CAND_MAX 160 /* longer than any selector: an over-long candidate matches none */
 
 int dsc__budget_shape(const dsc__budget *b) {
-    bool any = strcmp(b->value, "*") == 0;
     if (b->level == LV_ALL) return 0;
-    if (b->level == LV_ORG) return any ? 1 : 2;
-    return 3 + (b->level - LV_TEAM) * 4 + (b->org[0] ? 2 : 0) + (any ? 0 : 1);
+    if (b->level == LV_ORG) return b->any ? 1 : 2;
+    return 3 + (b->level - LV_TEAM) * 4 + (b->qualified ? 2 : 0) + (b->any ? 0 : 1);
 }
 
 /* The selectors that can apply to s and have budgets of their shape, into cand (at
@@ -242,7 +243,7 @@ size_t dsc__counter_key(const dsc__budget *b, const dsc_subject *s, char *key, s
 }
 
 static dsc__counter *counter_new(dsc_ledger *l, dsc__budget *b, const char *key, size_t off) {
-    dsc__counter *c = calloc(1, sizeof *c);
+    dsc__counter *c = calloc(1, sizeof *c + strlen(key) + 1);
     if (!c) return NULL;
     c->b = b;
     strcpy(c->key, key);
@@ -261,7 +262,7 @@ fail:
 
 static dsc_status add_hits(dsc_ledger *l, dsc__sel_slot *slot, const dsc_subject *s,
                            bool create, dsc__hit *hits, size_t *n) {
-    char key[sizeof ((dsc__counter *)0)->key];
+    char key[DSC__COUNTER_KEY_MAX];
     for (dsc__budget *b = slot->head; b; b = b->next_sel) {
         if (*n == DSC__HITS_MAX) return DSC_TOO_LARGE;
         size_t off = dsc__counter_key(b, s, key, sizeof key);
@@ -318,24 +319,31 @@ void dsc__budgets_free(dsc_ledger *l) {
 /* --- the public budget API ------------------------------------------------------ */
 
 /* Parse (selector, metric, window) into a fresh budget (not indexed). */
-static dsc_status budget_prepare(const char *selector, dsc_metric metric, const char *window,
-                                 dsc__budget **out, dsc_error *err) {
+dsc_status dsc__budget_new(const char *selector, dsc_metric metric, const char *window,
+                           dsc__budget **out, dsc_error *err) {
     if ((unsigned)metric >= DSC_METRIC_COUNT)
         return dsc_error_set(err, DSC_UNKNOWN_METRIC, "field 'metric': %d is not a metric",
                              (int)metric);
-    dsc__budget *b = calloc(1, sizeof *b);
+    dsc__budget tmp;
+    memset(&tmp, 0, sizeof tmp);
+    dsc_status st = parse_selector_checked(selector, &tmp, err);
+    if (st == DSC_OK) st = dsc_window_parse(window, &tmp.win, err);
+    if (st != DSC_OK) return st;
+    snprintf(tmp.window_text, sizeof tmp.window_text, "%s", window);
+    tmp.metric = metric;
+    char ident[DSC_SELECTOR_MAX + DSC_WINDOW_MAX + 16];
+    dsc__budget_ident(ident, sizeof ident, tmp.selector, metric, tmp.window_text);
+    dsc__budget *b = malloc(sizeof *b + strlen(ident) + 1);
     if (!b) return dsc_error_set(err, DSC_NOMEM, "out of memory creating a budget");
-    dsc_status st = dsc__budget_parse_selector(selector, b, err);
-    if (st == DSC_OK) st = dsc_window_parse(window, &b->win, err);
-    if (st != DSC_OK) {
-        free(b);
-        return st;
-    }
-    snprintf(b->window_text, sizeof b->window_text, "%s", window);
-    b->metric = metric;
-    dsc__budget_ident(b->ident, sizeof b->ident, b->selector, metric, b->window_text);
+    memcpy(b, &tmp, sizeof tmp);
+    strcpy(b->ident, ident);
     *out = b;
     return DSC_OK;
+}
+
+static dsc_status budget_prepare(const char *selector, dsc_metric metric, const char *window,
+                                 dsc__budget **out, dsc_error *err) {
+    return dsc__budget_new(selector, metric, window, out, err);
 }
 
 static void budget_info(const dsc__budget *b, dsc_budget_info *out) {

@@ -31,12 +31,12 @@ typedef struct dsc__budget {
     dsc_window win;
     int64_t limit;
     dsc__level level;
-    char org[DSC_NAME_MAX];   /* "org:<org>/..." qualifier, "" when none */
-    char value[DSC_NAME_MAX]; /* the name at the level, or "*" */
-    char ident[DSC_SELECTOR_MAX + DSC_WINDOW_MAX + 16]; /* selector|metric|window */
+    bool qualified; /* "org:<org>/<level>:..." */
+    bool any;       /* "<level>:*" */
     struct dsc__budget *next_sel; /* budgets sharing one selector */
     struct dsc__budget *next_dead;
     dsc__counter *counters;       /* this budget's counters */
+    char ident[];                 /* selector|metric|window, the budgets map's key */
 } dsc__budget;
 
 struct dsc__counter {
@@ -45,12 +45,14 @@ struct dsc__counter {
     dsc_window_counter wc;
     dsc__counter *next; /* in b->counters */
     size_t name_off;    /* the counter's name inside key */
-    char key[192]; /* "<budget id>#<name>" */
+    char key[];         /* "<budget id>#<name>", the counters map's key */
 };
 
+#define DSC__COUNTER_KEY_MAX 192
+
 typedef struct dsc__sel_slot {
-    char selector[DSC_SELECTOR_MAX];
     dsc__budget *head;
+    char selector[];
 } dsc__sel_slot;
 
 typedef enum dsc__rstate {
@@ -123,8 +125,10 @@ struct dsc_ledger {
 };
 
 /* --- ledger_budget.c -------------------------------------------------------- */
-/* Parse and normalise a selector into b's selector/level/org/value. */
-dsc_status dsc__budget_parse_selector(const char *text, dsc__budget *b, dsc_error *err);
+/* A new budget for (selector, metric, window), parsed and validated, not indexed;
+ * DSC_BAD_REQUEST / DSC_UNKNOWN_METRIC naming the field, DSC_NOMEM. */
+dsc_status dsc__budget_new(const char *selector, dsc_metric metric, const char *window,
+                           dsc__budget **out, dsc_error *err);
 /* Check one subject field: NULL/"" or 1..63 chars without ':', '/', '*', spaces. */
 dsc_status dsc__check_name(const char *field, const char *v, dsc_error *err);
 /* The ident key of (selector, metric, window) into buf. */
