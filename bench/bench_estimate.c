@@ -61,7 +61,8 @@ static const dsc_estimate_input requests[] = {
     {.provider = "openai", .model = "gpt-3.5-turbo", .output_tokens = 50, .zone = "FRA"},
     {.provider = "anthropic", .model = "claude-sonnet-4-5", .output_tokens = 800, .latency_s = 6},
     {.provider = "mistralai", .model = "mistral-large-latest", .output_tokens = 300},
-    {.provider = "huggingface_hub", .model = "meta-llama/Meta-Llama-3-70B-Instruct",
+    {.provider = "huggingface_hub",
+     .model = "meta-llama/Meta-Llama-3-70B-Instruct",
      .output_tokens = 500},
     {.provider = "google_genai", .model = "gemini-2.5-flash", .output_tokens = 1200, .zone = "DEU"},
     {.provider = "openai", .model = "gpt-4o-mini", .output_tokens = 5000, .zone = "WOR"},
@@ -94,7 +95,8 @@ static void bench_unknown_model(const dsc_catalog *cat) {
     dsc_estimate est;
     dsc_error err;
     double t0 = now_s(CLOCK_MONOTONIC);
-    for (long i = 0; i < MISS_ITERATIONS; i++) dsc_estimate_compute(cat, &in, &est, &err);
+    for (long i = 0; i < MISS_ITERATIONS; i++)
+        dsc_estimate_compute(cat, &in, &est, &err);
     double t = now_s(CLOCK_MONOTONIC) - t0;
     printf("unknown model (error with suggestions): %ld runs, %.2f us each (\"%s\")\n",
            MISS_ITERATIONS, t * 1e6 / MISS_ITERATIONS, err.message);

@@ -81,20 +81,24 @@ static int parse_seconds(const char *opt, const char *text, double *out) {
     errno = 0;
     double v = strtod(text, &end);
     if (end == text || *end != '\0' || errno == ERANGE || !isfinite(v) || !(v > 0))
-        return cli_fail(CLI_EXIT_USAGE, "option %s: '%s' is not a positive number of seconds",
-                        opt, text);
+        return cli_fail(CLI_EXIT_USAGE, "option %s: '%s' is not a positive number of seconds", opt,
+                        text);
     *out = v;
     return CLI_EXIT_OK;
 }
 
 static int exit_code_of(dsc_status st) {
     switch (st) {
-    case DSC_OK: return CLI_EXIT_OK;
-    case DSC_BAD_REQUEST: return CLI_EXIT_USAGE;
+    case DSC_OK:
+        return CLI_EXIT_OK;
+    case DSC_BAD_REQUEST:
+        return CLI_EXIT_USAGE;
     case DSC_UNKNOWN_PROVIDER:
     case DSC_UNKNOWN_MODEL:
-    case DSC_UNKNOWN_ZONE: return CLI_EXIT_UNKNOWN;
-    default: return CLI_EXIT_FAIL;
+    case DSC_UNKNOWN_ZONE:
+        return CLI_EXIT_UNKNOWN;
+    default:
+        return CLI_EXIT_FAIL;
     }
 }
 
@@ -167,7 +171,8 @@ static int estimate_input(const estimate_opts *o, dsc_estimate_input *in) {
     int rc = parse_count("--output-tokens", o->out_tokens, &in->output_tokens);
     if (rc == CLI_EXIT_OK && o->in_tokens)
         rc = parse_count("--input-tokens", o->in_tokens, &in->input_tokens);
-    if (rc == CLI_EXIT_OK && o->latency) rc = parse_seconds("--latency", o->latency, &in->latency_s);
+    if (rc == CLI_EXIT_OK && o->latency)
+        rc = parse_seconds("--latency", o->latency, &in->latency_s);
     if (rc == CLI_EXIT_OK && o->method && dsc_method_parse(o->method, &in->method) != DSC_OK)
         rc = cli_fail(CLI_EXIT_USAGE, "option --method: unknown method '%s' (known: ecologits)",
                       o->method);
@@ -195,7 +200,8 @@ static int estimate_print_json(const dsc_estimate *est) {
     }
     const char *names[8];
     int n = dsc_estimate_warning_names(est->warnings, names, 8);
-    for (int i = 0; i < n; i++) json_array_append_new(warnings, json_string(names[i]));
+    for (int i = 0; i < n; i++)
+        json_array_append_new(warnings, json_string(names[i]));
     json_object_set_new(root, "usage", impacts_json(&est->usage, 1));
     json_object_set_new(root, "embodied", impacts_json(&est->embodied, 0));
     json_object_set_new(root, "zone", json_string(est->zone));
@@ -218,9 +224,11 @@ static void fmt_range(char *buf, size_t cap, dsc_range r, double scale) {
 /* Print s left-aligned in width display columns (UTF-8 aware). */
 static void print_cell(const char *s, int width) {
     int cols = 0;
-    for (const unsigned char *p = (const unsigned char *)s; *p; p++) cols += (*p & 0xC0) != 0x80;
+    for (const unsigned char *p = (const unsigned char *)s; *p; p++)
+        cols += (*p & 0xC0) != 0x80;
     fputs(s, stdout);
-    for (; cols < width; cols++) putchar(' ');
+    for (; cols < width; cols++)
+        putchar(' ');
 }
 
 typedef struct table_row {
@@ -278,7 +286,8 @@ static void print_factors(const dsc_catalog *cat, const dsc_estimate_input *in,
     if (est->bound[0].gpu_count == est->bound[1].gpu_count)
         snprintf(gpus, sizeof gpus, "%d", est->bound[0].gpu_count);
     else
-        snprintf(gpus, sizeof gpus, "%d \u2013 %d", est->bound[0].gpu_count, est->bound[1].gpu_count);
+        snprintf(gpus, sizeof gpus, "%d \u2013 %d", est->bound[0].gpu_count,
+                 est->bound[1].gpu_count);
     fmt_range(lat, sizeof lat, (dsc_range){est->bound[0].latency_s, est->bound[1].latency_s}, 1);
     fmt_range(act, sizeof act, m->active_params_b, 1);
     fmt_range(tot, sizeof tot, m->total_params_b, 1);
@@ -304,7 +313,8 @@ static void estimate_print_human(const dsc_catalog *cat, const dsc_estimate_inpu
     int n = dsc_estimate_warning_names(est->warnings, names, 8);
     if (n > 0) {
         fputs("warnings:", stdout);
-        for (int i = 0; i < n; i++) printf("%s %s", i ? "," : "", names[i]);
+        for (int i = 0; i < n; i++)
+            printf("%s %s", i ? "," : "", names[i]);
         putchar('\n');
     }
 }
@@ -312,10 +322,14 @@ static void estimate_print_human(const dsc_catalog *cat, const dsc_estimate_inpu
 int cli_estimate(int argc, char **argv) {
     estimate_opts o = {0};
     const flag flags[] = {
-        {"--provider", &o.provider, NULL},   {"--model", &o.model, NULL},
-        {"--output-tokens", &o.out_tokens, NULL}, {"--input-tokens", &o.in_tokens, NULL},
-        {"--latency", &o.latency, NULL},     {"--zone", &o.zone, NULL},
-        {"--method", &o.method, NULL},       {"--data", &o.data, NULL},
+        {"--provider", &o.provider, NULL},
+        {"--model", &o.model, NULL},
+        {"--output-tokens", &o.out_tokens, NULL},
+        {"--input-tokens", &o.in_tokens, NULL},
+        {"--latency", &o.latency, NULL},
+        {"--zone", &o.zone, NULL},
+        {"--method", &o.method, NULL},
+        {"--data", &o.data, NULL},
         {"--json", NULL, &o.json},
     };
     int rc = parse_flags(argc, argv, flags, sizeof flags / sizeof flags[0], &o.help);
@@ -370,7 +384,8 @@ static json_t *model_json(const dsc_model *m) {
     const char *names[8];
     int n = dsc_estimate_warning_names(m->warnings, names, 8);
     json_t *warnings = json_array();
-    for (int i = 0; warnings && i < n; i++) json_array_append_new(warnings, json_string(names[i]));
+    for (int i = 0; warnings && i < n; i++)
+        json_array_append_new(warnings, json_string(names[i]));
     return json_pack("{s:s,s:s,s:s,s:o,s:o,s:o,s:o,s:o}", "provider", m->provider, "name", m->name,
                      "architecture", m->arch == DSC_ARCH_MOE ? "moe" : "dense", "active_params_b",
                      json_range(m->active_params_b), "total_params_b",
@@ -435,8 +450,8 @@ static void models_print_human(const dsc_catalog *cat, const char *provider) {
 int cli_models(int argc, char **argv) {
     const char *provider = NULL, *data = NULL;
     int json = 0, help = 0;
-    const flag flags[] = {{"--provider", &provider, NULL}, {"--data", &data, NULL},
-                          {"--json", NULL, &json}};
+    const flag flags[] = {
+        {"--provider", &provider, NULL}, {"--data", &data, NULL}, {"--json", NULL, &json}};
     int rc = parse_flags(argc, argv, flags, sizeof flags / sizeof flags[0], &help);
     if (rc != CLI_EXIT_OK) return rc;
     if (help) return fputs(models_help, stdout), CLI_EXIT_OK;
@@ -469,11 +484,10 @@ static int zones_print_json(const dsc_catalog *cat) {
     json_t *zones = json_array();
     for (size_t i = 0; i < dsc_catalog_zone_count(cat); i++) {
         const dsc_zone *z = dsc_catalog_zone_at(cat, i);
-        json_array_append_new(zones, json_pack("{s:s,s:f,s:f,s:f,s:f}", "name", z->name,
-                                               "gwp_kgco2eq_per_kwh", z->gwp_kgco2eq_per_kwh,
-                                               "adpe_kgsbeq_per_kwh", z->adpe_kgsbeq_per_kwh,
-                                               "pe_mj_per_kwh", z->pe_mj_per_kwh,
-                                               "wue_l_per_kwh", z->wue_l_per_kwh));
+        json_array_append_new(
+            zones, json_pack("{s:s,s:f,s:f,s:f,s:f}", "name", z->name, "gwp_kgco2eq_per_kwh",
+                             z->gwp_kgco2eq_per_kwh, "adpe_kgsbeq_per_kwh", z->adpe_kgsbeq_per_kwh,
+                             "pe_mj_per_kwh", z->pe_mj_per_kwh, "wue_l_per_kwh", z->wue_l_per_kwh));
     }
     return print_json(json_pack("{s:o}", "zones", zones), 15);
 }

@@ -26,6 +26,11 @@
 #define NONE UINT32_MAX
 #define PATH_MAX_LEN 4096
 #define MIXES_MAX_BYTES (16u << 20)
+/* Parameter counts accepted, in billions: positive, and small enough that the GPU
+ * count of the estimate (about 0.03 per billion) stays a small integer. */
+#define PARAMS_MIN_B 1e-9
+#define PARAMS_MAX_B 1e6
+#define PARAMS_RULE "a number of billions in (0, 1e6] or {\"min\",\"max\"} of them"
 
 /* ---- hash table: open addressing, linear probing, keys are (a, b) string pairs ---- */
 
@@ -42,15 +47,18 @@ typedef struct table {
 
 static uint64_t hash_pair(const char *a, const char *b) {
     uint64_t h = 1469598103934665603ull; /* FNV-1a 64 */
-    for (const unsigned char *p = (const unsigned char *)a; *p; p++) h = (h ^ *p) * 1099511628211ull;
+    for (const unsigned char *p = (const unsigned char *)a; *p; p++)
+        h = (h ^ *p) * 1099511628211ull;
     h = (h ^ 0xffu) * 1099511628211ull; /* separator: ("ab","c") != ("a","bc") */
-    for (const unsigned char *p = (const unsigned char *)b; *p; p++) h = (h ^ *p) * 1099511628211ull;
+    for (const unsigned char *p = (const unsigned char *)b; *p; p++)
+        h = (h ^ *p) * 1099511628211ull;
     return h;
 }
 
 static int table_init(table *t, size_t n) {
     size_t cap = 16;
-    while (cap < 2 * n) cap <<= 1;
+    while (cap < 2 * n)
+        cap <<= 1;
     t->slots = calloc(cap, sizeof *t->slots);
     t->mask = cap - 1;
     return t->slots ? 0 : -1;
@@ -114,7 +122,8 @@ static const char *own(dsc_catalog *cat, const char *s) {
 
 void dsc_catalog_free(dsc_catalog *cat) {
     if (!cat) return;
-    for (size_t i = 0; i < cat->n_strings; i++) free(cat->strings[i]);
+    for (size_t i = 0; i < cat->n_strings; i++)
+        free(cat->strings[i]);
     free(cat->strings);
     free(cat->models);
     free(cat->aliases);
@@ -148,8 +157,8 @@ static json_t *load_json(const char *path, dsc_error *err) {
     return root;
 }
 
-/* A positive finite number, or {min, max} of them with min <= max, into out. */
-static int parse_range(const json_t *v, dsc_range *out, double floor_value) {
+/* A finite number in [floor_value, ceiling], or {min, max} of them with min <= max. */
+static int parse_range(const json_t *v, dsc_range *out, double floor_value, double ceiling) {
     if (json_is_number(v)) {
         out->min = out->max = json_number_value(v);
     } else if (json_is_object(v) && json_is_number(json_object_get(v, "min")) &&
@@ -160,7 +169,7 @@ static int parse_range(const json_t *v, dsc_range *out, double floor_value) {
         return -1;
     }
     if (!isfinite(out->min) || !isfinite(out->max) || out->min > out->max) return -1;
-    if (out->min < floor_value) return -1;
+    if (out->min < floor_value || out->max > ceiling) return -1;
     return 0;
 }
 
@@ -184,21 +193,20 @@ static dsc_status parse_architecture(const model_ctx *c, const json_t *arch, dsc
     if (!type) return model_bad(c, "field 'architecture.type' must be \"dense\" or \"moe\"");
     if (strcmp(type, "dense") == 0) {
         m->arch = DSC_ARCH_DENSE;
-        if (parse_range(params, &m->total_params_b, 1e-9) != 0)
-            return model_bad(c, "field 'architecture.parameters' must be a positive number "
-                                "or {\"min\",\"max\"}");
+        if (parse_range(params, &m->total_params_b, PARAMS_MIN_B, PARAMS_MAX_B) != 0)
+            return model_bad(c, "field 'architecture.parameters' must be " PARAMS_RULE);
         m->active_params_b = m->total_params_b;
         return DSC_OK;
     }
     if (strcmp(type, "moe") != 0)
         return model_bad(c, "field 'architecture.type' must be \"dense\" or \"moe\"");
     m->arch = DSC_ARCH_MOE;
-    if (parse_range(json_object_get(params, "total"), &m->total_params_b, 1e-9) != 0)
-        return model_bad(c, "field 'architecture.parameters.total' must be a positive number "
-                            "or {\"min\",\"max\"}");
-    if (parse_range(json_object_get(params, "active"), &m->active_params_b, 1e-9) != 0)
-        return model_bad(c, "field 'architecture.parameters.active' must be a positive "
-                            "number or {\"min\",\"max\"}");
+    if (parse_range(json_object_get(params, "total"), &m->total_params_b, PARAMS_MIN_B,
+                    PARAMS_MAX_B) != 0)
+        return model_bad(c, "field 'architecture.parameters.total' must be " PARAMS_RULE);
+    if (parse_range(json_object_get(params, "active"), &m->active_params_b, PARAMS_MIN_B,
+                    PARAMS_MAX_B) != 0)
+        return model_bad(c, "field 'architecture.parameters.active' must be " PARAMS_RULE);
     return DSC_OK;
 }
 
@@ -297,16 +305,18 @@ static dsc_status parse_alias(dsc_catalog *cat, const char *path, size_t i, cons
                              path, i);
     uint32_t idx = table_get(&cat->model_index, provider, target);
     if (idx == NONE)
-        return dsc_error_set(err, DSC_PARSE, "%s: aliases[%zu] ('%s'): points to unknown model '%s/%s'",
-                             path, i, name, provider, target);
+        return dsc_error_set(err, DSC_PARSE,
+                             "%s: aliases[%zu] ('%s'): points to unknown model '%s/%s'", path, i,
+                             name, provider, target);
     dsc_alias *a = &cat->aliases[cat->n_aliases];
     a->provider = own(cat, provider);
     a->name = own(cat, name);
     a->target = &cat->models[idx];
     if (!a->provider || !a->name) return nomem(err, path);
     if (table_put(&cat->model_index, a->provider, a->name, idx) != NONE)
-        return dsc_error_set(err, DSC_PARSE, "%s: aliases[%zu]: '%s/%s' is already a model or alias",
-                             path, i, provider, name);
+        return dsc_error_set(err, DSC_PARSE,
+                             "%s: aliases[%zu]: '%s/%s' is already a model or alias", path, i,
+                             provider, name);
     cat->n_aliases++;
     return DSC_OK;
 }
@@ -360,12 +370,14 @@ typedef struct csv_ctx {
 static int csv_split(char *line, char **fields) {
     int n = 0;
     for (char *p = line;;) {
-        while (*p == ' ' || *p == '\t') p++;
+        while (*p == ' ' || *p == '\t')
+            p++;
         if (n == CSV_FIELDS_MAX) return CSV_FIELDS_MAX + 1;
         fields[n++] = p;
         char *comma = strchr(p, ',');
         char *end = comma ? comma : p + strlen(p);
-        while (end > p && (end[-1] == ' ' || end[-1] == '\t')) end--;
+        while (end > p && (end[-1] == ' ' || end[-1] == '\t'))
+            end--;
         if (!comma) {
             *end = '\0';
             return n;
@@ -406,12 +418,14 @@ static dsc_status csv_number(const csv_ctx *c, const char *text, int k, double *
 static dsc_status csv_zone_name(const csv_ctx *c, const char *text, dsc_zone *z) {
     size_t len = strlen(text);
     int ok = len > 0 && len < DSC_ZONE_MAX;
-    for (size_t i = 0; ok && i < len; i++) ok = isalnum((unsigned char)text[i]) || text[i] == '_';
+    for (size_t i = 0; ok && i < len; i++)
+        ok = isalnum((unsigned char)text[i]) || text[i] == '_';
     if (!ok)
         return dsc_error_set(c->err, DSC_PARSE,
                              "%s:%d: column 'name': '%s' is not a zone code (1-%d letters/digits)",
                              c->path, c->line, text, DSC_ZONE_MAX - 1);
-    for (size_t i = 0; i <= len; i++) z->name[i] = (char)toupper((unsigned char)text[i]);
+    for (size_t i = 0; i <= len; i++)
+        z->name[i] = (char)toupper((unsigned char)text[i]);
     return DSC_OK;
 }
 
@@ -422,7 +436,8 @@ static dsc_status csv_row(csv_ctx *c, char *line, dsc_zone *z) {
         return dsc_error_set(c->err, DSC_PARSE, "%s:%d: expected %d fields, found %d", c->path,
                              c->line, c->n_fields, n);
     dsc_status st = csv_zone_name(c, fields[c->col[COL_NAME]], z);
-    if (st == DSC_OK) st = csv_number(c, fields[c->col[COL_ADPE]], COL_ADPE, &z->adpe_kgsbeq_per_kwh);
+    if (st == DSC_OK)
+        st = csv_number(c, fields[c->col[COL_ADPE]], COL_ADPE, &z->adpe_kgsbeq_per_kwh);
     if (st == DSC_OK) st = csv_number(c, fields[c->col[COL_PE]], COL_PE, &z->pe_mj_per_kwh);
     if (st == DSC_OK) st = csv_number(c, fields[c->col[COL_GWP]], COL_GWP, &z->gwp_kgco2eq_per_kwh);
     if (st == DSC_OK) st = csv_number(c, fields[c->col[COL_WUE]], COL_WUE, &z->wue_l_per_kwh);
@@ -460,7 +475,8 @@ static char *read_text(const char *path, size_t *lines_hint, dsc_error *err) {
     }
     buf[len] = '\0';
     *lines_hint = 1;
-    for (size_t i = 0; i < len; i++) *lines_hint += buf[i] == '\n';
+    for (size_t i = 0; i < len; i++)
+        *lines_hint += buf[i] == '\n';
     return buf;
 }
 
@@ -484,8 +500,8 @@ static dsc_status parse_mix_lines(dsc_catalog *cat, csv_ctx *c, char *text) {
         if (st != DSC_OK) return st;
         if (table_put(&cat->zone_index, cat->zones[cat->n_zones].name, "",
                       (uint32_t)cat->n_zones) != NONE)
-            return dsc_error_set(c->err, DSC_PARSE, "%s:%d: duplicate zone '%s'", c->path,
-                                 c->line, cat->zones[cat->n_zones].name);
+            return dsc_error_set(c->err, DSC_PARSE, "%s:%d: duplicate zone '%s'", c->path, c->line,
+                                 cat->zones[cat->n_zones].name);
         cat->n_zones++;
     }
     if (!have_header)
@@ -532,17 +548,19 @@ static dsc_status parse_provider(dsc_catalog *cat, const char *path, const char 
     const json_t *loc = json_object_get(rec, "datacenter_location");
     const char *zone = json_is_null(loc) || !loc ? "WOR" : json_string_value(loc);
     if (!zone || !*zone || strlen(zone) >= DSC_ZONE_MAX)
-        return provider_bad(err, path, name, "field 'datacenter_location' must be a zone code or null");
-    for (size_t i = 0; i <= strlen(zone); i++) p->zone[i] = (char)toupper((unsigned char)zone[i]);
+        return provider_bad(err, path, name,
+                            "field 'datacenter_location' must be a zone code or null");
+    for (size_t i = 0; i <= strlen(zone); i++)
+        p->zone[i] = (char)toupper((unsigned char)zone[i]);
     if (!dsc_catalog_zone(cat, p->zone))
         return dsc_error_set(err, DSC_PARSE,
                              "%s: provider '%s': field 'datacenter_location': zone '%s' is not in "
                              "%s",
                              path, name, zone, DSC_CATALOG_MIXES_FILE);
-    if (parse_range(json_object_get(rec, "datacenter_pue"), &p->pue, 1.0) != 0)
+    if (parse_range(json_object_get(rec, "datacenter_pue"), &p->pue, 1.0, HUGE_VAL) != 0)
         return provider_bad(err, path, name,
                             "field 'datacenter_pue' must be a number >= 1 or {\"min\",\"max\"}");
-    if (parse_range(json_object_get(rec, "datacenter_wue"), &p->wue_l_per_kwh, 0.0) != 0)
+    if (parse_range(json_object_get(rec, "datacenter_wue"), &p->wue_l_per_kwh, 0.0, HUGE_VAL) != 0)
         return provider_bad(err, path, name,
                             "field 'datacenter_wue' must be a number >= 0 or {\"min\",\"max\"}");
     p->name = own(cat, name);
@@ -605,8 +623,7 @@ fail:
 
 /* ---- lookups ---- */
 
-const dsc_model *dsc_catalog_model(const dsc_catalog *cat, const char *provider,
-                                   const char *name) {
+const dsc_model *dsc_catalog_model(const dsc_catalog *cat, const char *provider, const char *name) {
     if (!cat || !provider || !name) return NULL;
     uint32_t i = table_get(&cat->model_index, provider, name);
     return i == NONE ? NULL : &cat->models[i];
@@ -644,16 +661,25 @@ const dsc_model *dsc_catalog_provider_models(const dsc_catalog *cat, const char 
             hi = mid;
     }
     size_t end = lo;
-    while (end < cat->n_models && strcmp(cat->models[end].provider, provider) == 0) end++;
+    while (end < cat->n_models && strcmp(cat->models[end].provider, provider) == 0)
+        end++;
     if (end == lo) return NULL;
     if (count) *count = end - lo;
     return &cat->models[lo];
 }
 
-size_t dsc_catalog_model_count(const dsc_catalog *cat) { return cat ? cat->n_models : 0; }
-size_t dsc_catalog_alias_count(const dsc_catalog *cat) { return cat ? cat->n_aliases : 0; }
-size_t dsc_catalog_zone_count(const dsc_catalog *cat) { return cat ? cat->n_zones : 0; }
-size_t dsc_catalog_provider_count(const dsc_catalog *cat) { return cat ? cat->n_providers : 0; }
+size_t dsc_catalog_model_count(const dsc_catalog *cat) {
+    return cat ? cat->n_models : 0;
+}
+size_t dsc_catalog_alias_count(const dsc_catalog *cat) {
+    return cat ? cat->n_aliases : 0;
+}
+size_t dsc_catalog_zone_count(const dsc_catalog *cat) {
+    return cat ? cat->n_zones : 0;
+}
+size_t dsc_catalog_provider_count(const dsc_catalog *cat) {
+    return cat ? cat->n_providers : 0;
+}
 
 const dsc_model *dsc_catalog_model_at(const dsc_catalog *cat, size_t i) {
     return cat && i < cat->n_models ? &cat->models[i] : NULL;
@@ -676,7 +702,8 @@ const dsc_provider *dsc_catalog_provider_at(const dsc_catalog *cat, size_t i) {
 int dsc_catalog_edit_distance(const char *a, const char *b) {
     size_t la = strnlen(a, EDIT_MAX), lb = strnlen(b, EDIT_MAX);
     int row[EDIT_MAX + 1];
-    for (size_t j = 0; j <= lb; j++) row[j] = (int)j;
+    for (size_t j = 0; j <= lb; j++)
+        row[j] = (int)j;
     for (size_t i = 1; i <= la; i++) {
         int diag = row[0];
         row[0] = (int)i;
@@ -697,7 +724,8 @@ static int contains_ci(const char *hay, const char *needle) {
     size_t n = strlen(needle);
     for (; *hay; hay++) {
         size_t k = 0;
-        while (k < n && hay[k] && tolower((unsigned char)hay[k]) == tolower((unsigned char)needle[k]))
+        while (k < n && hay[k] &&
+               tolower((unsigned char)hay[k]) == tolower((unsigned char)needle[k]))
             k++;
         if (k == n) return 1;
     }
@@ -721,7 +749,8 @@ static void consider(ranking *r, const char *candidate) {
     for (size_t i = 0; i < r->n; i++)
         if (strcmp(r->name[i], candidate) == 0) return;
     size_t at = r->n;
-    while (at > 0 && r->score[at - 1] > d) at--;
+    while (at > 0 && r->score[at - 1] > d)
+        at--;
     if (at >= r->max) return;
     size_t last = r->n < r->max ? r->n : r->max - 1;
     for (size_t i = last; i > at; i--) {
@@ -734,7 +763,8 @@ static void consider(ranking *r, const char *candidate) {
 }
 
 static size_t ranking_out(const ranking *r, const char **out) {
-    for (size_t i = 0; i < r->n; i++) out[i] = r->name[i];
+    for (size_t i = 0; i < r->n; i++)
+        out[i] = r->name[i];
     return r->n;
 }
 
@@ -745,17 +775,19 @@ static int ranking_init(ranking *r, const char *query, const char **out, size_t 
     return query && out && r->max > 0;
 }
 
-size_t dsc_catalog_suggest_models(const dsc_catalog *cat, const char *provider,
-                                  const char *query, const char **out, size_t max) {
+size_t dsc_catalog_suggest_models(const dsc_catalog *cat, const char *provider, const char *query,
+                                  const char **out, size_t max) {
     ranking r;
     if (!cat || !ranking_init(&r, query, out, max)) return 0;
     size_t n = 0;
     const dsc_model *own_models = dsc_catalog_provider_models(cat, provider, &n);
     int all = own_models == NULL;
     for (size_t i = 0; i < cat->n_models; i++)
-        if (all || strcmp(cat->models[i].provider, provider) == 0) consider(&r, cat->models[i].name);
+        if (all || strcmp(cat->models[i].provider, provider) == 0)
+            consider(&r, cat->models[i].name);
     for (size_t i = 0; i < cat->n_aliases; i++)
-        if (all || strcmp(cat->aliases[i].provider, provider) == 0) consider(&r, cat->aliases[i].name);
+        if (all || strcmp(cat->aliases[i].provider, provider) == 0)
+            consider(&r, cat->aliases[i].name);
     return ranking_out(&r, out);
 }
 
@@ -763,20 +795,21 @@ size_t dsc_catalog_suggest_zones(const dsc_catalog *cat, const char *query, cons
                                  size_t max) {
     ranking r;
     if (!cat || !ranking_init(&r, query, out, max)) return 0;
-    for (size_t i = 0; i < cat->n_zones; i++) consider(&r, cat->zones[i].name);
+    for (size_t i = 0; i < cat->n_zones; i++)
+        consider(&r, cat->zones[i].name);
     return ranking_out(&r, out);
 }
 
-size_t dsc_catalog_suggest_providers(const dsc_catalog *cat, const char *query,
-                                     const char **out, size_t max) {
+size_t dsc_catalog_suggest_providers(const dsc_catalog *cat, const char *query, const char **out,
+                                     size_t max) {
     ranking r;
     if (!cat || !ranking_init(&r, query, out, max)) return 0;
-    for (size_t i = 0; i < cat->n_providers; i++) consider(&r, cat->providers[i].name);
+    for (size_t i = 0; i < cat->n_providers; i++)
+        consider(&r, cat->providers[i].name);
     return ranking_out(&r, out);
 }
 
-char *dsc_catalog_format_suggestions(const char *const *names, size_t n, char *buf,
-                                     size_t cap) {
+char *dsc_catalog_format_suggestions(const char *const *names, size_t n, char *buf, size_t cap) {
     if (!buf || cap == 0) return buf;
     buf[0] = '\0';
     size_t used = 0;

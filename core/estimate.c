@@ -29,25 +29,25 @@
 
 /* Every constant of the method, with units and sources (see docs/methodology.md). */
 typedef struct method_constants {
-    double quantization_bits;        /* Q: bits per weight */
-    double memory_overhead;          /* x1.2 on weights (EleutherAI, Transformer Math 101) */
-    double gpu_memory_gb;            /* H100 80GB */
-    double gpu_energy_alpha;         /* Wh / token / B-param   (ML.ENERGY fit) */
-    double gpu_energy_beta;          /* 1 / batch              (ML.ENERGY fit) */
-    double gpu_energy_gamma;         /* Wh / token             (ML.ENERGY fit) */
-    double latency_alpha;            /* s / token / B-param    (ML.ENERGY fit) */
-    double latency_beta;             /* s / token / batch unit (ML.ENERGY fit) */
-    double latency_gamma;            /* s / token              (ML.ENERGY fit) */
-    double batch_size;               /* B: requests served together */
-    double server_gpu_slots;         /* GPUs per server (AWS p5.48xlarge) */
-    double server_power_kw;          /* server without GPUs, kW (BoaviztAPI) */
-    double server_embodied_gwp;      /* kgCO2eq, server without GPUs (BoaviztAPI) */
-    double server_embodied_adpe;     /* kgSbeq */
-    double server_embodied_pe;       /* MJ */
-    double gpu_embodied_gwp;         /* kgCO2eq per GPU (NVIDIA HGX H100 PCF) */
-    double gpu_embodied_adpe;        /* kgSbeq per GPU (Boavizta A100 value) */
-    double gpu_embodied_pe;          /* MJ per GPU (Boavizta A100 value) */
-    double hardware_lifetime_s;      /* 3 years */
+    double quantization_bits;    /* Q: bits per weight */
+    double memory_overhead;      /* x1.2 on weights (EleutherAI, Transformer Math 101) */
+    double gpu_memory_gb;        /* H100 80GB */
+    double gpu_energy_alpha;     /* Wh / token / B-param   (ML.ENERGY fit) */
+    double gpu_energy_beta;      /* 1 / batch              (ML.ENERGY fit) */
+    double gpu_energy_gamma;     /* Wh / token             (ML.ENERGY fit) */
+    double latency_alpha;        /* s / token / B-param    (ML.ENERGY fit) */
+    double latency_beta;         /* s / token / batch unit (ML.ENERGY fit) */
+    double latency_gamma;        /* s / token              (ML.ENERGY fit) */
+    double batch_size;           /* B: requests served together */
+    double server_gpu_slots;     /* GPUs per server (AWS p5.48xlarge) */
+    double server_power_kw;      /* server without GPUs, kW (BoaviztAPI) */
+    double server_embodied_gwp;  /* kgCO2eq, server without GPUs (BoaviztAPI) */
+    double server_embodied_adpe; /* kgSbeq */
+    double server_embodied_pe;   /* MJ */
+    double gpu_embodied_gwp;     /* kgCO2eq per GPU (NVIDIA HGX H100 PCF) */
+    double gpu_embodied_adpe;    /* kgSbeq per GPU (Boavizta A100 value) */
+    double gpu_embodied_pe;      /* MJ per GPU (Boavizta A100 value) */
+    double hardware_lifetime_s;  /* 3 years */
 } method_constants;
 
 static const method_constants ECOLOGITS_MAIN = {
@@ -191,7 +191,8 @@ static int gpu_count(const method_constants *k, double total_params_b) {
     double memory_gb = k->memory_overhead * total_params_b * k->quantization_bits / 8;
     double needed = ceil(memory_gb / k->gpu_memory_gb);
     double gpus = 1;
-    while (gpus < needed) gpus *= 2;
+    while (gpus < needed)
+        gpus *= 2;
     return (int)gpus;
 }
 
@@ -221,8 +222,7 @@ static void run_energy(const method_constants *k, double n_out, dsc_estimate_bou
 
 /* Embodied impacts: the server's share (its GPUs' slots plus the GPUs), allocated by
  * generation time over the hardware lifetime, divided among the batch. */
-static void run_embodied(const method_constants *k, const dsc_estimate_bound *b,
-                         bound_impacts *o) {
+static void run_embodied(const method_constants *k, const dsc_estimate_bound *b, bound_impacts *o) {
     double slots = b->gpu_count / k->server_gpu_slots;
     double share = b->latency_s / (k->hardware_lifetime_s * k->batch_size);
     o->gwp_e = share * (slots * k->server_embodied_gwp + b->gpu_count * k->gpu_embodied_gwp);

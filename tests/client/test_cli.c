@@ -53,7 +53,8 @@ static int scratch_fd(void) {
 static run_result run_env(const char *data_env, const char *const *args) {
     const char *argv[32] = {DISCERN};
     size_t n = 1;
-    for (; args[n - 1] && n < 31; n++) argv[n] = args[n - 1];
+    for (; args[n - 1] && n < 31; n++)
+        argv[n] = args[n - 1];
     argv[n] = NULL;
     int out = scratch_fd(), err = scratch_fd();
     pid_t pid = fork();
@@ -124,10 +125,10 @@ Test(cli, estimate_table_shows_ranges_zone_factors_and_warnings) {
     run_result r = RUN("estimate", "--provider", "openai", "--model", "gpt-4o", "--output-tokens",
                        "500", "--zone", "FRA");
     cr_assert_eq(r.code, 0, "stderr: %s", r.err);
-    const char *want[] = {"zone FRA",          "energy (Wh)",   "0.801 \u2013 1.28",
-                          "GWP (gCO2e)",       "water (mL)",    "primary energy (MJ)",
-                          "ADPe (kgSbeq)",     "usage",         "embodied",
-                          "PUE 1.2",           "16 GPUs",       "warnings: model-arch-not-released"};
+    const char *want[] = {"zone FRA",      "energy (Wh)", "0.801 \u2013 1.28",
+                          "GWP (gCO2e)",   "water (mL)",  "primary energy (MJ)",
+                          "ADPe (kgSbeq)", "usage",       "embodied",
+                          "PUE 1.2",       "16 GPUs",     "warnings: model-arch-not-released"};
     for (size_t i = 0; i < sizeof want / sizeof want[0]; i++)
         cr_assert_not_null(strstr(r.out, want[i]), "'%s' not in:\n%s", want[i], r.out);
     done(&r);
@@ -145,7 +146,8 @@ Test(cli, estimate_by_alias_names_the_model_and_a_measured_latency_caps) {
     run_result r = RUN("estimate", "--provider", "anthropic", "--model", "claude-sonnet-4-5",
                        "--output-tokens", "500", "--latency", "3");
     cr_assert_eq(r.code, 0, "stderr: %s", r.err);
-    cr_assert_not_null(strstr(r.out, "claude-sonnet-4-5-20250929 (alias claude-sonnet-4-5)"), "%s", r.out);
+    cr_assert_not_null(strstr(r.out, "claude-sonnet-4-5-20250929 (alias claude-sonnet-4-5)"), "%s",
+                       r.out);
     cr_assert_not_null(strstr(r.out, "capped by the measured latency"), "%s", r.out);
     done(&r);
 }
@@ -169,7 +171,8 @@ static void expect_same_keys(const json_t *got, const json_t *want, const char *
         const json_t *g = json_object_get(got, key);
         cr_assert_not_null(g, "%s: key '%s' missing", where, key);
         if (json_object_get(v, "min")) {
-            double a = json_number_value(json_object_get(g, "min")), b = json_number_value(json_object_get(v, "min"));
+            double a = json_number_value(json_object_get(g, "min")),
+                   b = json_number_value(json_object_get(v, "min"));
             cr_assert_leq(fabs(a - b), 1e-9 * fabs(b), "%s.%s.min %g vs %g", where, key, a, b);
             a = json_number_value(json_object_get(g, "max"));
             b = json_number_value(json_object_get(v, "max"));
@@ -209,16 +212,19 @@ Test(cli, unknown_model_zone_or_provider_exit_3_with_suggestions) {
     expect_fail(RUN("estimate", "--provider", "openai", "--model", "gpt-4o", "--output-tokens", "5",
                     "--zone", "FRX"),
                 3, "unknown zone 'FRX'");
-    expect_fail(RUN("estimate", "--provider", "open-ai", "--model", "gpt-4o", "--output-tokens", "5"),
-                3, "did you mean 'openai'");
+    expect_fail(
+        RUN("estimate", "--provider", "open-ai", "--model", "gpt-4o", "--output-tokens", "5"), 3,
+        "did you mean 'openai'");
     expect_fail(RUN("models", "--provider", "opnai"), 3, "unknown provider 'opnai'");
 }
 
 Test(cli, bad_numbers_and_flags_exit_2_naming_the_option) {
-    expect_fail(RUN("estimate", "--provider", "openai", "--model", "gpt-4o", "--output-tokens", "-5"),
-                2, "--output-tokens: '-5'");
-    expect_fail(RUN("estimate", "--provider", "openai", "--model", "gpt-4o", "--output-tokens", "abc"),
-                2, "'abc' is not a non-negative integer");
+    expect_fail(
+        RUN("estimate", "--provider", "openai", "--model", "gpt-4o", "--output-tokens", "-5"), 2,
+        "--output-tokens: '-5'");
+    expect_fail(
+        RUN("estimate", "--provider", "openai", "--model", "gpt-4o", "--output-tokens", "abc"), 2,
+        "'abc' is not a non-negative integer");
     expect_fail(RUN("estimate", "--provider", "openai", "--model", "gpt-4o", "--output-tokens",
                     "2000000000"),
                 2, "2000000000");
@@ -273,8 +279,9 @@ Test(cli, malformed_catalogue_exits_1_naming_file_and_line) {
 }
 
 Test(cli, data_flag_takes_precedence_over_the_environment) {
-    run_result r = run_env("/nonexistent-env-data",
-                           (const char *const[]){"zones", "--data", DISCERN_SOURCE_DIR "/core/data", NULL});
+    run_result r =
+        run_env("/nonexistent-env-data",
+                (const char *const[]){"zones", "--data", DISCERN_SOURCE_DIR "/core/data", NULL});
     cr_assert_eq(r.code, 0, "stderr: %s", r.err);
     cr_assert_not_null(strstr(r.out, "FRA"));
     done(&r);
@@ -314,8 +321,9 @@ Test(cli, zones_lists_every_mix_with_default_providers) {
     cr_assert_not_null(root);
     const json_t *zones = json_object_get(root, "zones");
     cr_assert_eq(json_array_size(zones), 50);
-    cr_assert_float_eq(json_number_value(json_object_get(json_array_get(zones, 0), "gwp_kgco2eq_per_kwh")),
-                       0.35895, 1e-12);
+    cr_assert_float_eq(
+        json_number_value(json_object_get(json_array_get(zones, 0), "gwp_kgco2eq_per_kwh")),
+        0.35895, 1e-12);
     json_decref(root);
     done(&r);
 }

@@ -27,14 +27,18 @@ static dsc_catalog *load_shipped(void) {
 static const char *tiny_models =
     "{\n"
     "  \"aliases\": [\n"
-    "    {\"type\": \"alias\", \"provider\": \"acme\", \"name\": \"big\", \"alias\": \"acme-big-1\"}\n"
+    "    {\"type\": \"alias\", \"provider\": \"acme\", \"name\": \"big\", \"alias\": "
+    "\"acme-big-1\"}\n"
     "  ],\n"
     "  \"models\": [\n"
     "    {\"type\": \"model\", \"provider\": \"acme\", \"name\": \"acme-big-1\",\n"
-    "     \"architecture\": {\"type\": \"moe\", \"parameters\": {\"total\": 400, \"active\": {\"min\": 40, \"max\": 120}}},\n"
-    "     \"warnings\": [\"model-arch-not-released\"], \"sources\": [], \"deployment\": {\"tps\": 50, \"ttft\": 0.5}},\n"
+    "     \"architecture\": {\"type\": \"moe\", \"parameters\": {\"total\": 400, \"active\": "
+    "{\"min\": 40, \"max\": 120}}},\n"
+    "     \"warnings\": [\"model-arch-not-released\"], \"sources\": [], \"deployment\": {\"tps\": "
+    "50, \"ttft\": 0.5}},\n"
     "    {\"type\": \"model\", \"provider\": \"acme\", \"name\": \"acme-small\",\n"
-    "     \"architecture\": {\"type\": \"dense\", \"parameters\": 8}, \"warnings\": null, \"sources\": [],\n"
+    "     \"architecture\": {\"type\": \"dense\", \"parameters\": 8}, \"warnings\": null, "
+    "\"sources\": [],\n"
     "     \"deployment\": {\"tps\": null, \"ttft\": null}}\n"
     "  ]\n"
     "}\n";
@@ -89,7 +93,8 @@ static void expect_refused(const char *models, const char *mixes, const char *pr
     cr_assert_null(cat, "a bad catalogue was accepted");
     cr_assert_eq(err.code, code, "code %d, message: %s", err.code, err.message);
     cr_assert_not_null(strstr(err.message, frag1), "'%s' not in: %s", frag1, err.message);
-    if (frag2) cr_assert_not_null(strstr(err.message, frag2), "'%s' not in: %s", frag2, err.message);
+    if (frag2)
+        cr_assert_not_null(strstr(err.message, frag2), "'%s' not in: %s", frag2, err.message);
 }
 
 /* ---- the shipped data ---- */
@@ -128,7 +133,8 @@ Test(catalog, dense_model_has_equal_active_and_total_and_no_deployment_when_null
     cr_assert_float_eq(m->total_params_b.min, 20, 0);
     cr_assert_float_eq(m->total_params_b.max, 70, 0);
     cr_assert_float_eq(m->active_params_b.max, m->total_params_b.max, 0);
-    const dsc_model *h = dsc_catalog_model(cat, "huggingface_hub", "meta-llama/Meta-Llama-3-8B-Instruct");
+    const dsc_model *h =
+        dsc_catalog_model(cat, "huggingface_hub", "meta-llama/Meta-Llama-3-8B-Instruct");
     cr_assert_not_null(h);
     cr_assert_eq(h->tps, 0);
     cr_assert_eq(h->ttft_s, 0);
@@ -143,7 +149,8 @@ Test(catalog, alias_resolves_to_the_same_record_as_its_target) {
     cr_assert_eq(alias, target);
     const dsc_alias *a = NULL;
     for (size_t i = 0; i < dsc_catalog_alias_count(cat); i++)
-        if (strcmp(dsc_catalog_alias_at(cat, i)->name, "claude-opus-4-1") == 0) a = dsc_catalog_alias_at(cat, i);
+        if (strcmp(dsc_catalog_alias_at(cat, i)->name, "claude-opus-4-1") == 0)
+            a = dsc_catalog_alias_at(cat, i);
     cr_assert_not_null(a);
     cr_assert_eq(a->target, target);
     dsc_catalog_free(cat);
@@ -206,7 +213,8 @@ Test(catalog, provider_models_are_contiguous_sorted_and_complete) {
     cr_assert_null(dsc_catalog_provider_models(cat, "nobody", &n));
     cr_assert_eq(n, 0);
     size_t total = 0;
-    const char *providers[] = {"anthropic", "cohere", "google_genai", "huggingface_hub", "mistralai", "openai"};
+    const char *providers[] = {"anthropic",       "cohere",    "google_genai",
+                               "huggingface_hub", "mistralai", "openai"};
     for (size_t i = 0; i < 6; i++) {
         dsc_catalog_provider_models(cat, providers[i], &n);
         total += n;
@@ -251,7 +259,8 @@ Test(catalog, unknown_model_suggests_the_closest_names_of_that_provider_first) {
     n = dsc_catalog_suggest_models(cat, "anthropic", "claude-sonnet-4-5", out, DSC_SUGGEST_MAX);
     cr_assert_geq(n, 1);
     cr_assert_str_eq(out[0], "claude-sonnet-4-5"); /* an alias is a valid suggestion */
-    cr_assert_eq(dsc_catalog_suggest_models(cat, "openai", "zzzzzzzzzzzz", out, DSC_SUGGEST_MAX), 0);
+    cr_assert_eq(dsc_catalog_suggest_models(cat, "openai", "zzzzzzzzzzzz", out, DSC_SUGGEST_MAX),
+                 0);
     dsc_catalog_free(cat);
 }
 
@@ -264,7 +273,8 @@ Test(catalog, unknown_zone_and_provider_get_close_matches) {
     n = dsc_catalog_suggest_zones(cat, "FRX", out, DSC_SUGGEST_MAX);
     cr_assert_eq(n, DSC_SUGGEST_MAX);
     int has_fra = 0;
-    for (size_t i = 0; i < n; i++) has_fra |= strcmp(out[i], "FRA") == 0;
+    for (size_t i = 0; i < n; i++)
+        has_fra |= strcmp(out[i], "FRA") == 0;
     cr_assert(has_fra);
     dsc_catalog_free(cat);
 }
@@ -274,7 +284,8 @@ Test(catalog, suggestions_format_as_one_readable_clause) {
     const char *one[] = {"gpt-4o"};
     const char *three[] = {"a", "b", "c"};
     cr_assert_str_eq(dsc_catalog_format_suggestions(one, 0, buf, sizeof buf), "");
-    cr_assert_str_eq(dsc_catalog_format_suggestions(one, 1, buf, sizeof buf), "; did you mean 'gpt-4o'?");
+    cr_assert_str_eq(dsc_catalog_format_suggestions(one, 1, buf, sizeof buf),
+                     "; did you mean 'gpt-4o'?");
     cr_assert_str_eq(dsc_catalog_format_suggestions(three, 2, buf, sizeof buf),
                      "; did you mean 'a' or 'b'?");
     cr_assert_str_eq(dsc_catalog_format_suggestions(three, 3, buf, sizeof buf),
@@ -293,7 +304,8 @@ Test(catalog, tiny_catalogue_loads_with_alias_and_null_deployment) {
     dsc_catalog *cat = dsc_catalog_load(s.dir, &err);
     scratch_remove(&s);
     cr_assert_not_null(cat, "%s", err.message);
-    cr_assert_eq(dsc_catalog_model(cat, "acme", "big"), dsc_catalog_model(cat, "acme", "acme-big-1"));
+    cr_assert_eq(dsc_catalog_model(cat, "acme", "big"),
+                 dsc_catalog_model(cat, "acme", "acme-big-1"));
     const dsc_model *small = dsc_catalog_model(cat, "acme", "acme-small");
     cr_assert_eq(small->tps, 0);
     cr_assert_eq(small->warnings, 0);
@@ -304,18 +316,21 @@ Test(catalog, tiny_catalogue_loads_with_alias_and_null_deployment) {
 Test(catalog, missing_file_is_an_io_error_naming_the_path) {
     expect_refused(tiny_models, NULL, tiny_providers, DSC_IO, DSC_CATALOG_MIXES_FILE,
                    "No such file");
-    expect_refused(NULL, tiny_mixes, tiny_providers, DSC_IO, DSC_CATALOG_MODELS_FILE, "cannot read");
+    expect_refused(NULL, tiny_mixes, tiny_providers, DSC_IO, DSC_CATALOG_MODELS_FILE,
+                   "cannot read");
 }
 
 Test(catalog, malformed_json_names_file_line_and_column) {
-    const char *broken = "{\n  \"aliases\": [],\n  \"models\": [ {\"provider\": \"acme\",, } ]\n}\n";
+    const char *broken =
+        "{\n  \"aliases\": [],\n  \"models\": [ {\"provider\": \"acme\",, } ]\n}\n";
     expect_refused(broken, tiny_mixes, tiny_providers, DSC_PARSE, "models.json:3:", NULL);
     expect_refused(tiny_models, tiny_mixes, "{\"acme\": {\n\n\"datacenter_pue\": }}", DSC_PARSE,
                    "providers.json:3:", NULL);
 }
 
 Test(catalog, bad_csv_names_file_line_and_column) {
-    expect_refused(tiny_models, "name,adpe,pe,gwp,wue\nFRA,1e-8,9.3,0.05,2.5\nWOR,1e-8,2.5,abc,3.9\n",
+    expect_refused(tiny_models,
+                   "name,adpe,pe,gwp,wue\nFRA,1e-8,9.3,0.05,2.5\nWOR,1e-8,2.5,abc,3.9\n",
                    tiny_providers, DSC_PARSE, "electricity_mixes.csv:3:", "column 'gwp': 'abc'");
     expect_refused(tiny_models, "name,adpe,pe,gwp\nFRA,1e-8,9.3,0.05\n", tiny_providers, DSC_PARSE,
                    "electricity_mixes.csv:1:", "missing column 'wue'");
@@ -329,7 +344,8 @@ Test(catalog, bad_csv_names_file_line_and_column) {
 
 Test(catalog, csv_accepts_reordered_columns_and_crlf_lines) {
     scratch s;
-    scratch_make(&s, tiny_models, "gwp,name,wue,pe,adpe\r\n0.05,FRA,2.5,9.31,4.858e-08\r\n\r\n", tiny_providers);
+    scratch_make(&s, tiny_models, "gwp,name,wue,pe,adpe\r\n0.05,FRA,2.5,9.31,4.858e-08\r\n\r\n",
+                 tiny_providers);
     dsc_error err;
     dsc_catalog *cat = dsc_catalog_load(s.dir, &err);
     scratch_remove(&s);
@@ -350,40 +366,52 @@ Test(catalog, invalid_model_records_name_the_entry_and_field) {
     const char *kind = "{\"models\": [{\"provider\": \"acme\", \"name\": \"x\", "
                        "\"architecture\": {\"type\": \"rnn\", \"parameters\": 3}}]}";
     expect_refused(kind, tiny_mixes, tiny_providers, DSC_PARSE, "architecture.type", NULL);
-    const char *range = "{\"models\": [{\"provider\": \"acme\", \"name\": \"x\", "
-                        "\"architecture\": {\"type\": \"dense\", \"parameters\": {\"min\": 9, \"max\": 3}}}]}";
+    const char *range =
+        "{\"models\": [{\"provider\": \"acme\", \"name\": \"x\", "
+        "\"architecture\": {\"type\": \"dense\", \"parameters\": {\"min\": 9, \"max\": 3}}}]}";
     expect_refused(range, tiny_mixes, tiny_providers, DSC_PARSE, "models[0] ('x')", NULL);
     const char *noname = "{\"models\": [{\"provider\": \"acme\", "
                          "\"architecture\": {\"type\": \"dense\", \"parameters\": 3}}]}";
     expect_refused(noname, tiny_mixes, tiny_providers, DSC_PARSE, "field 'name'", NULL);
     expect_refused("[1, 2]", tiny_mixes, tiny_providers, DSC_PARSE, "top level", NULL);
+    const char *huge = "{\"models\": [{\"provider\": \"acme\", \"name\": \"huge\", "
+                       "\"architecture\": {\"type\": \"moe\", \"parameters\": "
+                       "{\"total\": 1e12, \"active\": 5}}}]}";
+    expect_refused(huge, tiny_mixes, tiny_providers, DSC_PARSE, "models[0] ('huge')",
+                   "architecture.parameters.total");
 }
 
 Test(catalog, duplicate_models_and_dangling_aliases_are_refused) {
     const char *dup = "{\"models\": ["
-                      "{\"provider\": \"acme\", \"name\": \"x\", \"architecture\": {\"type\": \"dense\", \"parameters\": 3}},"
-                      "{\"provider\": \"acme\", \"name\": \"x\", \"architecture\": {\"type\": \"dense\", \"parameters\": 4}}]}";
+                      "{\"provider\": \"acme\", \"name\": \"x\", \"architecture\": {\"type\": "
+                      "\"dense\", \"parameters\": 3}},"
+                      "{\"provider\": \"acme\", \"name\": \"x\", \"architecture\": {\"type\": "
+                      "\"dense\", \"parameters\": 4}}]}";
     expect_refused(dup, tiny_mixes, tiny_providers, DSC_PARSE, "duplicate model 'acme/x'", NULL);
-    const char *dangling = "{\"aliases\": [{\"provider\": \"acme\", \"name\": \"y\", \"alias\": \"nope\"}],"
-                           "\"models\": [{\"provider\": \"acme\", \"name\": \"x\", "
-                           "\"architecture\": {\"type\": \"dense\", \"parameters\": 3}}]}";
+    const char *dangling =
+        "{\"aliases\": [{\"provider\": \"acme\", \"name\": \"y\", \"alias\": \"nope\"}],"
+        "\"models\": [{\"provider\": \"acme\", \"name\": \"x\", "
+        "\"architecture\": {\"type\": \"dense\", \"parameters\": 3}}]}";
     expect_refused(dangling, tiny_mixes, tiny_providers, DSC_PARSE, "aliases[0] ('y')",
                    "unknown model 'acme/nope'");
 }
 
 Test(catalog, provider_with_unknown_zone_or_bad_pue_is_refused) {
     expect_refused(tiny_models, tiny_mixes,
-                   "{\"acme\": {\"datacenter_location\": \"XYZ\", \"datacenter_pue\": 1.1, \"datacenter_wue\": 0.5}}",
+                   "{\"acme\": {\"datacenter_location\": \"XYZ\", \"datacenter_pue\": 1.1, "
+                   "\"datacenter_wue\": 0.5}}",
                    DSC_PARSE, "provider 'acme'", "zone 'XYZ'");
     expect_refused(tiny_models, tiny_mixes,
-                   "{\"acme\": {\"datacenter_location\": \"FRA\", \"datacenter_pue\": 0.5, \"datacenter_wue\": 0.5}}",
+                   "{\"acme\": {\"datacenter_location\": \"FRA\", \"datacenter_pue\": 0.5, "
+                   "\"datacenter_wue\": 0.5}}",
                    DSC_PARSE, "provider 'acme'", "datacenter_pue");
 }
 
 Test(catalog, null_location_means_the_world_mix) {
     scratch s;
     scratch_make(&s, tiny_models, tiny_mixes,
-                 "{\"acme\": {\"datacenter_location\": null, \"datacenter_pue\": 1.1, \"datacenter_wue\": 0.5}}");
+                 "{\"acme\": {\"datacenter_location\": null, \"datacenter_pue\": 1.1, "
+                 "\"datacenter_wue\": 0.5}}");
     dsc_error err;
     dsc_catalog *cat = dsc_catalog_load(s.dir, &err);
     scratch_remove(&s);

@@ -36,8 +36,8 @@ static void unload(void) {
 TestSuite(estimate, .init = load, .fini = unload);
 
 static dsc_estimate_input request(const char *provider, const char *model, int64_t out_tokens) {
-    return (dsc_estimate_input){.provider = provider, .model = model, .output_tokens = out_tokens,
-                                .input_tokens = 1000};
+    return (dsc_estimate_input){
+        .provider = provider, .model = model, .output_tokens = out_tokens, .input_tokens = 1000};
 }
 
 /* ---- conformance against the EcoLogits vectors ---- */
@@ -193,7 +193,8 @@ Test(estimate, measured_latency_only_ever_lowers_the_estimate) {
     cr_assert_float_eq(fast.bound[0].latency_s, 2.0, 0);
     cr_assert_lt(fast.total.energy_kwh.max, base.total.energy_kwh.max);
     cr_assert_lt(fast.embodied.gwp_kgco2eq.max, base.embodied.gwp_kgco2eq.max);
-    cr_assert_float_eq(fast.bound[0].gpu_energy_kwh_per_gpu, base.bound[0].gpu_energy_kwh_per_gpu, 0);
+    cr_assert_float_eq(fast.bound[0].gpu_energy_kwh_per_gpu, base.bound[0].gpu_energy_kwh_per_gpu,
+                       0);
     in.latency_s = 600.0; /* a slow request does not raise it */
     cr_assert_eq(dsc_estimate_compute(cat, &in, &slow, NULL), DSC_OK);
     cr_assert_eq(memcmp(&slow.total, &base.total, sizeof base.total), 0);
@@ -218,7 +219,8 @@ Test(estimate, every_catalogue_model_gives_finite_ordered_positive_ranges) {
         dsc_estimate est;
         dsc_error err;
         dsc_estimate_input in = request(m->provider, m->name, 300);
-        cr_assert_eq(dsc_estimate_compute(cat, &in, &est, &err), DSC_OK, "%s: %s", m->name, err.message);
+        cr_assert_eq(dsc_estimate_compute(cat, &in, &est, &err), DSC_OK, "%s: %s", m->name,
+                     err.message);
         const dsc_range *r = &est.total.energy_kwh;
         for (int k = 0; k < 5; k++, r++) {
             cr_assert(isfinite(r->min) && isfinite(r->max), "%s/%s", m->provider, m->name);
@@ -245,14 +247,16 @@ Test(estimate, zero_output_tokens_costs_only_the_time_to_first_token) {
     cr_assert_float_eq(est.bound[0].latency_s, 0.52, 1e-12);
 }
 
-static void expect_error(dsc_estimate_input in, dsc_status code, const char *frag1, const char *frag2) {
+static void expect_error(dsc_estimate_input in, dsc_status code, const char *frag1,
+                         const char *frag2) {
     dsc_estimate est;
     memset(&est, 0xab, sizeof est);
     dsc_error err;
     cr_assert_eq(dsc_estimate_compute(cat, &in, &est, &err), code, "got: %s", err.message);
     cr_assert_eq(err.code, code);
     cr_assert_not_null(strstr(err.message, frag1), "'%s' not in: %s", frag1, err.message);
-    if (frag2) cr_assert_not_null(strstr(err.message, frag2), "'%s' not in: %s", frag2, err.message);
+    if (frag2)
+        cr_assert_not_null(strstr(err.message, frag2), "'%s' not in: %s", frag2, err.message);
     cr_assert_eq(est.total.energy_kwh.max, 0, "output must be zeroed on error");
     cr_assert_eq(est.zone[0], '\0');
 }
@@ -288,7 +292,8 @@ Test(estimate, missing_provider_or_model_is_a_bad_request) {
 Test(estimate, unknown_names_get_their_own_status_and_close_matches) {
     expect_error(request("open-ai", "gpt-4o", 10), DSC_UNKNOWN_PROVIDER, "'open-ai'",
                  "did you mean 'openai'");
-    expect_error(request("openai", "gpt4o", 10), DSC_UNKNOWN_MODEL, "'gpt4o'", "did you mean 'gpt-4o'");
+    expect_error(request("openai", "gpt4o", 10), DSC_UNKNOWN_MODEL, "'gpt4o'",
+                 "did you mean 'gpt-4o'");
     expect_error(request("anthropic", "claude-3-5-sonnet-20241022", 10), DSC_UNKNOWN_MODEL,
                  "field 'model'", "claude-3-5-sonnet-20241022");
     dsc_estimate_input in = request("openai", "gpt-4o", 10);
@@ -319,6 +324,8 @@ Test(estimate, warning_names_follow_the_bits) {
     cr_assert_eq(dsc_estimate_warning_names(0, names, 2), 0);
     cr_assert_eq(dsc_estimate_warning_names(DSC_WARN_ARCH_MULTIMODAL, names, 2), 1);
     cr_assert_str_eq(names[0], "model-arch-multimodal");
-    cr_assert_eq(dsc_estimate_warning_names(DSC_WARN_ARCH_NOT_RELEASED | DSC_WARN_ARCH_MULTIMODAL, names, 1), 1);
+    cr_assert_eq(
+        dsc_estimate_warning_names(DSC_WARN_ARCH_NOT_RELEASED | DSC_WARN_ARCH_MULTIMODAL, names, 1),
+        1);
     cr_assert_str_eq(names[0], "model-arch-not-released");
 }

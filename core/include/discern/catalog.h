@@ -45,8 +45,8 @@ typedef enum dsc_arch {
 /* One model record. For a dense model active_params_b == total_params_b. A scalar
  * parameter count has min == max. */
 typedef struct dsc_model {
-    const char *provider;      /* "openai" */
-    const char *name;          /* "gpt-4o" */
+    const char *provider; /* "openai" */
+    const char *name;     /* "gpt-4o" */
     dsc_arch arch;
     dsc_range active_params_b; /* billions of parameters, > 0 */
     dsc_range total_params_b;  /* billions of parameters, > 0 */
@@ -89,8 +89,7 @@ dsc_catalog *dsc_catalog_load(const char *dir, dsc_error *err);
 void dsc_catalog_free(dsc_catalog *cat);
 
 /* The model named name (or an alias of it) at provider; NULL when unknown. */
-const dsc_model *dsc_catalog_model(const dsc_catalog *cat, const char *provider,
-                                   const char *name);
+const dsc_model *dsc_catalog_model(const dsc_catalog *cat, const char *provider, const char *name);
 /* The electricity mix of zone (case-insensitive: "fra" finds "FRA"); NULL when unknown. */
 const dsc_zone *dsc_catalog_zone(const dsc_catalog *cat, const char *zone);
 /* The provider's datacentre configuration; NULL when providers.json lacks it. */
@@ -113,16 +112,15 @@ const dsc_provider *dsc_catalog_provider_at(const dsc_catalog *cat, size_t i);
 /* Close matches for an unknown name, best first, at most max written to out (the
  * strings live as long as cat). Models (and aliases) are searched within provider,
  * or across all providers when provider is NULL or unknown. Returns how many. */
-size_t dsc_catalog_suggest_models(const dsc_catalog *cat, const char *provider,
-                                  const char *query, const char **out, size_t max);
+size_t dsc_catalog_suggest_models(const dsc_catalog *cat, const char *provider, const char *query,
+                                  const char **out, size_t max);
 size_t dsc_catalog_suggest_zones(const dsc_catalog *cat, const char *query, const char **out,
                                  size_t max);
-size_t dsc_catalog_suggest_providers(const dsc_catalog *cat, const char *query,
-                                     const char **out, size_t max);
+size_t dsc_catalog_suggest_providers(const dsc_catalog *cat, const char *query, const char **out,
+                                     size_t max);
 /* Write "; did you mean 'a' or 'b'?" for n names into buf (always NUL-terminated;
  * "" when n is 0). Returns buf. */
-char *dsc_catalog_format_suggestions(const char *const *names, size_t n, char *buf,
-                                     size_t cap);
+char *dsc_catalog_format_suggestions(const char *const *names, size_t n, char *buf, size_t cap);
 /* Case-insensitive Levenshtein distance between a and b (each compared on its first
  * 127 bytes). */
 int dsc_catalog_edit_distance(const char *a, const char *b);
