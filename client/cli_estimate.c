@@ -309,6 +309,13 @@ static void estimate_print_human(const dsc_catalog *cat, const dsc_estimate_inpu
     print_impacts_table(est);
     putchar('\n');
     print_factors(cat, in, est);
+    const dsc_price *price = dsc_catalog_price(cat, in->provider, in->model);
+    if (price)
+        printf("list price: %.6f %s for %lld input + %lld output tokens (%g / %g per M tokens, "
+               "as of %s)\n",
+               (double)dsc_price_cost_micro(price, in->input_tokens, in->output_tokens) / 1e6,
+               dsc_catalog_currency(cat), (long long)in->input_tokens, (long long)in->output_tokens,
+               price->input_per_mtok, price->output_per_mtok, price->as_of);
     const char *names[8];
     int n = dsc_estimate_warning_names(est->warnings, names, 8);
     if (n > 0) {
@@ -359,7 +366,7 @@ static const char models_help[] =
     "\n"
     "The model catalogue: each model's architecture, active and total parameters\n"
     "(billions), measured throughput (tokens/s) and time to first token when known,\n"
-    "then the aliases.\n"
+    "then the aliases. --json also gives list prices where prices.json has them.\n"
     "\n"
     "options:\n"
     "  --provider P   only this provider's models\n"
@@ -380,18 +387,27 @@ static int unknown_provider(const dsc_catalog *cat, const char *provider) {
                     dsc_catalog_format_suggestions(names, n, hint, sizeof hint));
 }
 
-static json_t *model_json(const dsc_model *m) {
+static json_t *price_json(const dsc_catalog *cat, const dsc_model *m) {
+    const dsc_price *p = dsc_catalog_price(cat, m->provider, m->name);
+    if (!p) return json_null();
+    return json_pack("{s:f,s:f,s:s,s:s,s:s}", "input_per_mtok", p->input_per_mtok,
+                     "output_per_mtok", p->output_per_mtok, "currency", dsc_catalog_currency(cat),
+                     "as_of", p->as_of, "source", p->source);
+}
+
+static json_t *model_json(const dsc_catalog *cat, const dsc_model *m) {
     const char *names[8];
     int n = dsc_estimate_warning_names(m->warnings, names, 8);
     json_t *warnings = json_array();
     for (int i = 0; warnings && i < n; i++)
         json_array_append_new(warnings, json_string(names[i]));
-    return json_pack("{s:s,s:s,s:s,s:o,s:o,s:o,s:o,s:o}", "provider", m->provider, "name", m->name,
-                     "architecture", m->arch == DSC_ARCH_MOE ? "moe" : "dense", "active_params_b",
-                     json_range(m->active_params_b), "total_params_b",
+    return json_pack("{s:s,s:s,s:s,s:o,s:o,s:o,s:o,s:o,s:o}", "provider", m->provider, "name",
+                     m->name, "architecture", m->arch == DSC_ARCH_MOE ? "moe" : "dense",
+                     "active_params_b", json_range(m->active_params_b), "total_params_b",
                      json_range(m->total_params_b), "tps",
                      m->tps > 0 ? json_real(m->tps) : json_null(), "ttft_s",
-                     m->ttft_s > 0 ? json_real(m->ttft_s) : json_null(), "warnings", warnings);
+                     m->ttft_s > 0 ? json_real(m->ttft_s) : json_null(), "warnings", warnings,
+                     "price", price_json(cat, m));
 }
 
 static int models_print_json(const dsc_catalog *cat, const char *provider) {
@@ -399,7 +415,7 @@ static int models_print_json(const dsc_catalog *cat, const char *provider) {
     for (size_t i = 0; i < dsc_catalog_model_count(cat); i++) {
         const dsc_model *m = dsc_catalog_model_at(cat, i);
         if (!provider || strcmp(m->provider, provider) == 0)
-            json_array_append_new(models, model_json(m));
+            json_array_append_new(models, model_json(cat, m));
     }
     for (size_t i = 0; i < dsc_catalog_alias_count(cat); i++) {
         const dsc_alias *a = dsc_catalog_alias_at(cat, i);

@@ -3,8 +3,9 @@
  *
  * Why: every estimate resolves (provider, model), the provider's datacentre and a
  * zone's electricity mix. Those lookups must cost nanoseconds, so the catalogue is
- * parsed once (JSON with jansson; the four-column mixes CSV by hand, it has no
- * quoting) into flat arrays with open-addressing hash tables over them.
+ * parsed once (JSON with jansson; the five-column mixes CSV by hand, it has no
+ * quoting) into flat arrays with open-addressing hash tables over them. The optional
+ * prices.json attaches a list price to some models (for the ledger's cost metric).
  *
  * Layout: models are sorted by (provider, name), so one provider's models are
  * contiguous (dsc_catalog_provider_models). The model table maps both model names
@@ -22,6 +23,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <unistd.h>
 
 #define NONE UINT32_MAX
 #define PATH_MAX_LEN 4096
@@ -98,7 +100,11 @@ struct dsc_catalog {
     size_t n_zones;
     dsc_provider *providers;
     size_t n_providers;
-    char **strings; /* every string the records point to */
+    dsc_price *prices;
+    size_t n_prices;
+    uint32_t *price_of_model; /* per model index: index into prices, or NONE */
+    char currency[16];        /* "" without prices.json */
+    char **strings;           /* every string the records point to */
     size_t n_strings, cap_strings;
     table model_index, zone_index, provider_index;
 };
@@ -129,6 +135,8 @@ void dsc_catalog_free(dsc_catalog *cat) {
     free(cat->aliases);
     free(cat->zones);
     free(cat->providers);
+    free(cat->prices);
+    free(cat->price_of_model);
     free(cat->model_index.slots);
     free(cat->zone_index.slots);
     free(cat->provider_index.slots);
@@ -603,6 +611,88 @@ static dsc_status load_providers(dsc_catalog *cat, const char *dir, dsc_error *e
     return st;
 }
 
+/* ---- prices.json (optional) ---- */
+
+#define PRICE_MAX_PER_MTOK 1e4
+
+static dsc_status price_bad(dsc_error *err, const char *path, size_t i, const char *what) {
+    return dsc_error_set(err, DSC_PARSE, "%s: prices[%zu]: %s", path, i, what);
+}
+
+static int price_number(const json_t *v, double *out) {
+    if (!json_is_number(v)) return -1;
+    *out = json_number_value(v);
+    return isfinite(*out) && *out >= 0 && *out <= PRICE_MAX_PER_MTOK ? 0 : -1;
+}
+
+static dsc_status parse_price(dsc_catalog *cat, const char *path, size_t i, const json_t *rec,
+                              dsc_error *err) {
+    const char *provider = json_string_value(json_object_get(rec, "provider"));
+    const char *model = json_string_value(json_object_get(rec, "model"));
+    const char *as_of = json_string_value(json_object_get(rec, "as_of"));
+    const char *source = json_string_value(json_object_get(rec, "source"));
+    if (!provider || !model)
+        return price_bad(err, path, i, "fields 'provider' and 'model' must be strings");
+    uint32_t idx = table_get(&cat->model_index, provider, model);
+    if (idx == NONE)
+        return dsc_error_set(err, DSC_PARSE, "%s: prices[%zu]: unknown model '%s/%s'", path, i,
+                             provider, model);
+    if (cat->price_of_model[idx] != NONE)
+        return dsc_error_set(err, DSC_PARSE, "%s: prices[%zu]: model '%s/%s' is priced twice", path,
+                             i, provider, model);
+    dsc_price *p = &cat->prices[cat->n_prices];
+    if (price_number(json_object_get(rec, "input"), &p->input_per_mtok) != 0 ||
+        price_number(json_object_get(rec, "output"), &p->output_per_mtok) != 0)
+        return price_bad(err, path, i,
+                         "fields 'input' and 'output' must be numbers in [0, 10000] per million "
+                         "tokens");
+    if (!as_of || !*as_of || !source || !*source)
+        return price_bad(err, path, i, "fields 'as_of' and 'source' must be non-empty strings");
+    p->provider = cat->models[idx].provider;
+    p->model = cat->models[idx].name;
+    p->as_of = own(cat, as_of);
+    p->source = own(cat, source);
+    if (!p->as_of || !p->source) return nomem(err, path);
+    cat->price_of_model[idx] = (uint32_t)cat->n_prices++;
+    return DSC_OK;
+}
+
+static dsc_status parse_prices(dsc_catalog *cat, const char *path, const json_t *root,
+                               dsc_error *err) {
+    const char *currency = json_string_value(json_object_get(root, "currency"));
+    const json_t *arr = json_object_get(root, "prices");
+    if (!currency || !*currency || strlen(currency) >= sizeof cat->currency)
+        return dsc_error_set(err, DSC_PARSE, "%s: field 'currency' must be a short string", path);
+    if (!json_is_array(arr))
+        return dsc_error_set(err, DSC_PARSE, "%s: field 'prices' must be an array", path);
+    size_t n = json_array_size(arr);
+    cat->prices = calloc(n ? n : 1, sizeof *cat->prices);
+    cat->price_of_model = malloc((cat->n_models ? cat->n_models : 1) * sizeof(uint32_t));
+    if (!cat->prices || !cat->price_of_model) return nomem(err, path);
+    for (size_t i = 0; i < cat->n_models; i++)
+        cat->price_of_model[i] = NONE;
+    for (size_t i = 0; i < n; i++) {
+        dsc_status st = parse_price(cat, path, i, json_array_get(arr, i), err);
+        if (st != DSC_OK) return st;
+    }
+    memcpy(cat->currency, currency, strlen(currency) + 1);
+    return DSC_OK;
+}
+
+static dsc_status load_prices(dsc_catalog *cat, const char *dir, dsc_error *err) {
+    char path[PATH_MAX_LEN];
+    join_path(path, sizeof path, dir, DSC_CATALOG_PRICES_FILE);
+    if (access(path, F_OK) != 0 && errno == ENOENT) return DSC_OK; /* prices are optional */
+    json_t *root = load_json(path, err);
+    if (!root) return err ? err->code : DSC_PARSE;
+    dsc_status st =
+        json_is_object(root)
+            ? parse_prices(cat, path, root, err)
+            : dsc_error_set(err, DSC_PARSE, "%s: the top level must be an object", path);
+    json_decref(root);
+    return st;
+}
+
 dsc_catalog *dsc_catalog_load(const char *dir, dsc_error *err) {
     dsc_error local;
     if (!err) err = &local;
@@ -615,6 +705,7 @@ dsc_catalog *dsc_catalog_load(const char *dir, dsc_error *err) {
     if (load_models(cat, dir, err) != DSC_OK) goto fail;
     if (load_mixes(cat, dir, err) != DSC_OK) goto fail;
     if (load_providers(cat, dir, err) != DSC_OK) goto fail;
+    if (load_prices(cat, dir, err) != DSC_OK) goto fail;
     return cat;
 fail:
     dsc_catalog_free(cat);
@@ -666,6 +757,34 @@ const dsc_model *dsc_catalog_provider_models(const dsc_catalog *cat, const char 
     if (end == lo) return NULL;
     if (count) *count = end - lo;
     return &cat->models[lo];
+}
+
+const dsc_price *dsc_catalog_price(const dsc_catalog *cat, const char *provider,
+                                   const char *model) {
+    if (!cat || !cat->price_of_model || !provider || !model) return NULL;
+    uint32_t i = table_get(&cat->model_index, provider, model);
+    if (i == NONE || cat->price_of_model[i] == NONE) return NULL;
+    return &cat->prices[cat->price_of_model[i]];
+}
+
+const char *dsc_catalog_currency(const dsc_catalog *cat) {
+    return cat ? cat->currency : "";
+}
+
+int64_t dsc_price_cost_micro(const dsc_price *p, int64_t input_tokens, int64_t output_tokens) {
+    if (!p || input_tokens < 0 || output_tokens < 0) return 0;
+    /* tokens x (currency per million tokens) = micro-currency */
+    double micro =
+        (double)input_tokens * p->input_per_mtok + (double)output_tokens * p->output_per_mtok;
+    return micro < 9e18 ? llround(micro) : INT64_MAX;
+}
+
+size_t dsc_catalog_price_count(const dsc_catalog *cat) {
+    return cat ? cat->n_prices : 0;
+}
+
+const dsc_price *dsc_catalog_price_at(const dsc_catalog *cat, size_t i) {
+    return cat && i < cat->n_prices ? &cat->prices[i] : NULL;
 }
 
 size_t dsc_catalog_model_count(const dsc_catalog *cat) {

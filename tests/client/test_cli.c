@@ -327,3 +327,17 @@ Test(cli, zones_lists_every_mix_with_default_providers) {
     json_decref(root);
     done(&r);
 }
+
+Test(cli, estimate_shows_the_list_price_when_the_model_has_one) {
+    run_result r = RUN("estimate", "--provider", "openai", "--model", "gpt-4o", "--output-tokens",
+                       "500", "--input-tokens", "1000");
+    cr_assert_eq(r.code, 0, "stderr: %s", r.err);
+    cr_assert_not_null(strstr(r.out, "list price: 0.007500 USD for 1000 input + 500 output"), "%s",
+                       r.out);
+    done(&r);
+    r = RUN("estimate", "--provider", "huggingface_hub", "--model",
+            "meta-llama/Meta-Llama-3-8B-Instruct", "--output-tokens", "10");
+    cr_assert_eq(r.code, 0, "stderr: %s", r.err);
+    cr_assert_null(strstr(r.out, "list price"), "%s", r.out);
+    done(&r);
+}

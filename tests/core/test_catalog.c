@@ -424,3 +424,85 @@ Test(catalog, free_null_is_a_no_op) {
     dsc_catalog_free(NULL);
     cr_assert_eq(dsc_catalog_model_count(NULL), 0);
 }
+
+/* ---- prices ---- */
+
+Test(catalog, shipped_prices_are_found_by_model_and_alias) {
+    dsc_catalog *cat = load_shipped();
+    cr_assert_str_eq(dsc_catalog_currency(cat), "USD");
+    cr_assert_geq(dsc_catalog_price_count(cat), 10);
+    const dsc_price *p = dsc_catalog_price(cat, "openai", "gpt-4o");
+    cr_assert_not_null(p);
+    cr_assert_float_eq(p->input_per_mtok, 2.5, 0);
+    cr_assert_float_eq(p->output_per_mtok, 10.0, 0);
+    cr_assert_str_eq(p->as_of, "2026-03");
+    cr_assert_not_null(strstr(p->source, "openai.com"));
+    const dsc_price *alias = dsc_catalog_price(cat, "anthropic", "claude-sonnet-4-5");
+    cr_assert_not_null(alias);
+    cr_assert_eq(alias, dsc_catalog_price(cat, "anthropic", "claude-sonnet-4-5-20250929"));
+    cr_assert_str_eq(alias->model, "claude-sonnet-4-5-20250929");
+    cr_assert_null(
+        dsc_catalog_price(cat, "huggingface_hub", "meta-llama/Meta-Llama-3-8B-Instruct"));
+    cr_assert_null(dsc_catalog_price(cat, "openai", "no-such-model"));
+    dsc_catalog_free(cat);
+}
+
+Test(catalog, cost_is_tokens_times_price_in_micro_units) {
+    dsc_price p = {.input_per_mtok = 2.5, .output_per_mtok = 10.0};
+    cr_assert_eq(dsc_price_cost_micro(&p, 1000, 500), 7500); /* $0.0075 */
+    cr_assert_eq(dsc_price_cost_micro(&p, 0, 0), 0);
+    cr_assert_eq(dsc_price_cost_micro(&p, 1000000000, 1000000000), 12500000000LL);
+    dsc_price tiny = {.input_per_mtok = 0.15, .output_per_mtok = 0.6};
+    cr_assert_eq(dsc_price_cost_micro(&tiny, 3, 1), 1); /* 1.05 rounds to 1 */
+    cr_assert_eq(dsc_price_cost_micro(NULL, 10, 10), 0);
+    cr_assert_eq(dsc_price_cost_micro(&p, -1, 10), 0);
+}
+
+Test(catalog, prices_file_is_optional) {
+    scratch s;
+    scratch_make(&s, tiny_models, tiny_mixes, tiny_providers);
+    dsc_error err;
+    dsc_catalog *cat = dsc_catalog_load(s.dir, &err);
+    scratch_remove(&s);
+    cr_assert_not_null(cat, "%s", err.message);
+    cr_assert_eq(dsc_catalog_price_count(cat), 0);
+    cr_assert_str_eq(dsc_catalog_currency(cat), "");
+    cr_assert_null(dsc_catalog_price(cat, "acme", "acme-small"));
+    dsc_catalog_free(cat);
+}
+
+static void expect_prices_refused(const char *prices, const char *frag1, const char *frag2) {
+    scratch s;
+    scratch_make(&s, tiny_models, tiny_mixes, tiny_providers);
+    write_file(&s, DSC_CATALOG_PRICES_FILE, prices);
+    dsc_error err;
+    dsc_catalog *cat = dsc_catalog_load(s.dir, &err);
+    char path[256];
+    snprintf(path, sizeof path, "%s/%s", s.dir, DSC_CATALOG_PRICES_FILE);
+    unlink(path);
+    scratch_remove(&s);
+    cr_assert_null(cat, "bad prices accepted");
+    cr_assert_eq(err.code, DSC_PARSE);
+    cr_assert_not_null(strstr(err.message, frag1), "'%s' not in: %s", frag1, err.message);
+    if (frag2)
+        cr_assert_not_null(strstr(err.message, frag2), "'%s' not in: %s", frag2, err.message);
+}
+
+Test(catalog, bad_prices_name_the_file_entry_and_field) {
+    expect_prices_refused("{\"currency\": \"USD\", \"prices\": [{\"provider\": \"acme\", "
+                          "\"model\": \"nope\", \"input\": 1, \"output\": 2, \"as_of\": \"x\", "
+                          "\"source\": \"y\"}]}",
+                          "prices.json: prices[0]", "unknown model 'acme/nope'");
+    expect_prices_refused("{\"currency\": \"USD\", \"prices\": [{\"provider\": \"acme\", "
+                          "\"model\": \"big\", \"input\": -1, \"output\": 2, \"as_of\": \"x\", "
+                          "\"source\": \"y\"}]}",
+                          "prices[0]", "'input' and 'output'");
+    expect_prices_refused("{\"currency\": \"USD\", \"prices\": ["
+                          "{\"provider\": \"acme\", \"model\": \"big\", \"input\": 1, "
+                          "\"output\": 2, \"as_of\": \"x\", \"source\": \"y\"},"
+                          "{\"provider\": \"acme\", \"model\": \"acme-big-1\", \"input\": 1, "
+                          "\"output\": 2, \"as_of\": \"x\", \"source\": \"y\"}]}",
+                          "prices[1]", "priced twice");
+    expect_prices_refused("{\"prices\": []}", "prices.json", "currency");
+    expect_prices_refused("{\"currency\": \"USD\",\n \"prices\": [\n}", "prices.json:3:", NULL);
+}

@@ -7,6 +7,8 @@
  *   electricity_mixes.csv  name,adpe,pe,gwp,wue              (EcoLogits format)
  *   providers.json         {"openai": {"datacenter_location", "datacenter_pue",
  *                           "datacenter_wue"}, ...}  (PUE/WUE a number or {min,max})
+ *   prices.json            optional list prices: {"currency": "USD", "prices": [{"provider",
+ *                          "model", "input", "output", "as_of", "source"}]} (per M tokens)
  * After loading, the catalogue is read-only: every lookup is safe from many threads.
  *
  *   dsc_error err;
@@ -26,11 +28,13 @@
 #include "discern/status.h"
 
 #include <stddef.h>
+#include <stdint.h>
 
 /* The file names a catalogue directory holds. */
 #define DSC_CATALOG_MODELS_FILE "models.json"
 #define DSC_CATALOG_MIXES_FILE "electricity_mixes.csv"
 #define DSC_CATALOG_PROVIDERS_FILE "providers.json"
+#define DSC_CATALOG_PRICES_FILE "prices.json" /* optional */
 
 /* Longest zone code kept (ISO 3166-1 alpha-3 needs 3; the field holds up to 7). */
 #define DSC_ZONE_MAX 8
@@ -79,6 +83,16 @@ typedef struct dsc_provider {
     dsc_range wue_l_per_kwh; /* on-site water usage effectiveness, L/kWh */
 } dsc_provider;
 
+/* The list price of a model, per million tokens, in the catalogue's currency. */
+typedef struct dsc_price {
+    const char *provider;
+    const char *model;      /* the catalogue model priced (aliases share it) */
+    double input_per_mtok;  /* price of one million input tokens */
+    double output_per_mtok; /* price of one million output tokens */
+    const char *as_of;      /* when the price was recorded: "2026-03" */
+    const char *source;     /* where it was published */
+} dsc_price;
+
 typedef struct dsc_catalog dsc_catalog;
 
 /* Load the three files of dir. Returns a catalogue owned by the caller (free with
@@ -99,6 +113,14 @@ const dsc_provider *dsc_catalog_provider(const dsc_catalog *cat, const char *nam
 const dsc_model *dsc_catalog_provider_models(const dsc_catalog *cat, const char *provider,
                                              size_t *count);
 
+/* The list price of a model (or alias); NULL when prices.json does not price it. */
+const dsc_price *dsc_catalog_price(const dsc_catalog *cat, const char *provider, const char *model);
+/* The currency of the prices ("USD"); "" when no prices.json was loaded. */
+const char *dsc_catalog_currency(const dsc_catalog *cat);
+/* What a request costs at price p, in micro-units of the currency (1 USD = 1 000 000),
+ * rounded to the nearest; 0 when p is NULL or a count is negative. */
+int64_t dsc_price_cost_micro(const dsc_price *p, int64_t input_tokens, int64_t output_tokens);
+
 /* Iteration, in a stable order (models by provider then name; others by name). */
 size_t dsc_catalog_model_count(const dsc_catalog *cat);
 const dsc_model *dsc_catalog_model_at(const dsc_catalog *cat, size_t i); /* NULL past end */
@@ -108,6 +130,8 @@ size_t dsc_catalog_zone_count(const dsc_catalog *cat);
 const dsc_zone *dsc_catalog_zone_at(const dsc_catalog *cat, size_t i);
 size_t dsc_catalog_provider_count(const dsc_catalog *cat);
 const dsc_provider *dsc_catalog_provider_at(const dsc_catalog *cat, size_t i);
+size_t dsc_catalog_price_count(const dsc_catalog *cat);
+const dsc_price *dsc_catalog_price_at(const dsc_catalog *cat, size_t i);
 
 /* Close matches for an unknown name, best first, at most max written to out (the
  * strings live as long as cat). Models (and aliases) are searched within provider,
