@@ -261,6 +261,10 @@ Test(catalog, unknown_model_suggests_the_closest_names_of_that_provider_first) {
     cr_assert_str_eq(out[0], "claude-sonnet-4-5"); /* an alias is a valid suggestion */
     cr_assert_eq(dsc_catalog_suggest_models(cat, "openai", "zzzzzzzzzzzz", out, DSC_SUGGEST_MAX),
                  0);
+    char longq[200]; /* longer than any name: no suggestions, bounded work */
+    memset(longq, 'g', sizeof longq - 1);
+    longq[sizeof longq - 1] = '\0';
+    cr_assert_eq(dsc_catalog_suggest_models(cat, "openai", longq, out, DSC_SUGGEST_MAX), 0);
     dsc_catalog_free(cat);
 }
 
