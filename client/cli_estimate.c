@@ -212,7 +212,7 @@ static int estimate_print_json(const dsc_estimate *est) {
 
 /* "0.801 – 1.28", or one number when the bounds agree to the digits shown. */
 static void fmt_range(char *buf, size_t cap, dsc_range r, double scale) {
-    char lo[32], hi[32];
+    char lo[16], hi[16]; /* "%.3g" needs at most 10 bytes */
     snprintf(lo, sizeof lo, "%.3g", r.min * scale);
     snprintf(hi, sizeof hi, "%.3g", r.max * scale);
     if (strcmp(lo, hi) == 0)
@@ -276,7 +276,7 @@ static void print_factors(const dsc_catalog *cat, const dsc_estimate_input *in,
     const dsc_provider *p = dsc_catalog_provider(cat, in->provider);
     const dsc_zone *z = dsc_catalog_zone(cat, est->zone);
     const dsc_model *m = dsc_catalog_model(cat, in->provider, in->model);
-    char pue[48], wue[48], gpus[32], lat[48], act[48], tot[48];
+    char pue[64], wue[64], gpus[32], lat[64], act[64], tot[64];
     fmt_range(pue, sizeof pue, p->pue, 1);
     fmt_range(wue, sizeof wue, p->wue_l_per_kwh, 1);
     printf("factors: PUE %s, on-site water %s L/kWh; %s mix %.4g gCO2e/kWh, %.4g MJ/kWh, "
