@@ -129,11 +129,30 @@ int th_server_stop(th_server *s) {
     return -1;
 }
 
+/* Fail the test when the server's log holds a sanitizer report. */
+static bool log_is_clean(const th_server *s) {
+    FILE *f = fopen(s->log, "r");
+    if (!f) return true;
+    char line[2048];
+    bool bad = false;
+    while (fgets(line, sizeof line, f))
+        if (strstr(line, "ThreadSanitizer") || strstr(line, "AddressSanitizer") ||
+            strstr(line, "LeakSanitizer") || strstr(line, "runtime error:"))
+            bad = true;
+    fclose(f);
+    if (bad) dump_log(s);
+    return !bad;
+}
+
 void th_server_cleanup(th_server *s) {
-    if (s->pid > 0) th_server_stop(s);
+    int code = s->pid > 0 ? th_server_stop(s) : 0;
+    bool clean = log_is_clean(s);
+    if (code != 0) dump_log(s);
     char cmd[400];
     snprintf(cmd, sizeof cmd, "rm -rf '%s'", s->dir);
     if (s->dir[0] && system(cmd) != 0) fprintf(stderr, "could not remove %s\n", s->dir);
+    cr_assert(clean, "discernd's log holds a sanitizer report");
+    cr_assert_eq(code, 0, "discernd exited with %d", code);
 }
 
 long th_server_rss_kib(const th_server *s) {
