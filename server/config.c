@@ -129,7 +129,7 @@ dsc_status dsc_server_config_set(dsc_server_config *cfg, const char *key, const 
                                  dsc_error *err) {
     static const char *const modes[] = {"closed", "open"};
     static const char *const durabilities[] = {"full", "batch", "off"};
-    int i;
+    int i = 0;
     if (strcmp(key, "log_level") == 0) {
         dsc_status st = set_enum(key, value, level_names, 4, &i, err);
         if (st == DSC_OK) cfg->log_level = (dsc_log_level)i;
