@@ -206,9 +206,9 @@ typedef struct async_worker {
     int index;
 } async_worker;
 
-static void on_settled(void *ud, dsc_status st, const char *message) {
+static void on_settled(void *ud, dsc_status st, const dsc_error *err) {
     async_run *r = ud;
-    (void)message;
+    (void)err;
     if (st != DSC_OK) __atomic_add_fetch(&r->failures, 1, __ATOMIC_RELAXED);
     __atomic_add_fetch(&r->done, 1, __ATOMIC_RELEASE);
     sem_post(&r->slots);
@@ -224,7 +224,7 @@ static void *async_settler(void *arg) {
         sem_wait(&r->slots);
         if (dsc_ledger_settle_async(r->l, r->rids[i], &a, NULL, NULL, on_settled, r, NULL) !=
             DSC_OK)
-            on_settled(r, DSC_INTERNAL, "");
+            on_settled(r, DSC_INTERNAL, NULL);
     }
     return NULL;
 }

@@ -491,11 +491,13 @@ fail:
 }
 
 /* Journal a new hold (mu held); *rec is set when the caller must wait for it. */
-static dsc_status journal_reserve(dsc_ledger *l, dsc__reservation *r, dsc__rec **wait_rec,
-                                  dsc_error *err) {
+static dsc_status journal_reserve(dsc_ledger *l, dsc__reservation *r, dsc__done *done,
+                                  dsc__rec **wait_rec, dsc_error *err) {
     dsc__rec *rec = dsc__rec_for(DSC__REC_RESERVE, r, r->created_us);
-    bool wait = l->durability == DSC_DURABILITY_FULL;
+    bool wait = l->durability == DSC_DURABILITY_FULL && !done->fn;
     if (rec) {
+        rec->done_fn = done->fn;
+        rec->done_ud = done->ud;
         rec->amounts = r->held;
         rec->expires_us = r->expires_us;
         rec->state = "held";
@@ -506,6 +508,7 @@ static dsc_status journal_reserve(dsc_ledger *l, dsc__reservation *r, dsc__rec *
         return dsc_error_set(err, st, st == DSC_NOMEM ? "out of memory" :
                              "the ledger store is failing; nothing was reserved");
     }
+    done->queued = done->fn != NULL;
     *wait_rec = wait ? rec : NULL;
     return DSC_OK;
 }
@@ -518,11 +521,12 @@ static dsc_status wait_rec(dsc_ledger *l, dsc__rec *rec, dsc_error *err) {
     return st;
 }
 
-dsc_status dsc_ledger_reserve(dsc_ledger *l, const dsc_subject *subject,
-                              const dsc_amounts *amounts, int64_t ttl_s, const char *request_id,
-                              char reservation_id[DSC_RESERVATION_ID_MAX],
-                              dsc_budget_state *exceeded, size_t max_exceeded,
-                              size_t *n_exceeded, dsc_error *err) {
+static dsc_status reserve_impl(dsc_ledger *l, const dsc_subject *subject,
+                               const dsc_amounts *amounts, int64_t ttl_s,
+                               const char *request_id,
+                               char reservation_id[DSC_RESERVATION_ID_MAX],
+                               dsc_budget_state *exceeded, size_t max_exceeded,
+                               size_t *n_exceeded, dsc__done *done, dsc_error *err) {
     dsc_subject none = {0};
     if (!subject) subject = &none;
     if (n_exceeded) *n_exceeded = 0;
@@ -557,11 +561,43 @@ dsc_status dsc_ledger_reserve(dsc_ledger *l, const dsc_subject *subject,
         goto out;
     }
     copy_str(reservation_id, DSC_RESERVATION_ID_MAX, r->id);
-    if (l->store) st = journal_reserve(l, r, &rec, err);
+    if (l->store) st = journal_reserve(l, r, done, &rec, err);
 out:
     pthread_mutex_unlock(&l->mu);
     if (st == DSC_OK) st = wait_rec(l, rec, err);
     return st;
+}
+
+/* Report an _async call that needed no write, at once. */
+static dsc_status done_now(dsc_status st, const dsc__done *done) {
+    if (st == DSC_OK && done->fn && !done->queued) {
+        dsc_error ok = {DSC_OK, ""};
+        done->fn(done->ud, DSC_OK, &ok);
+    }
+    return st;
+}
+
+dsc_status dsc_ledger_reserve(dsc_ledger *l, const dsc_subject *subject,
+                              const dsc_amounts *amounts, int64_t ttl_s, const char *request_id,
+                              char reservation_id[DSC_RESERVATION_ID_MAX],
+                              dsc_budget_state *exceeded, size_t max_exceeded,
+                              size_t *n_exceeded, dsc_error *err) {
+    dsc__done none = {0};
+    return reserve_impl(l, subject, amounts, ttl_s, request_id, reservation_id, exceeded,
+                        max_exceeded, n_exceeded, &none, err);
+}
+
+dsc_status dsc_ledger_reserve_async(dsc_ledger *l, const dsc_subject *subject,
+                                    const dsc_amounts *amounts, int64_t ttl_s,
+                                    const char *request_id,
+                                    char reservation_id[DSC_RESERVATION_ID_MAX],
+                                    dsc_budget_state *exceeded, size_t max_exceeded,
+                                    size_t *n_exceeded, dsc_ledger_done_fn fn, void *ud,
+                                    dsc_error *err) {
+    dsc__done done = {fn, ud, false};
+    return done_now(reserve_impl(l, subject, amounts, ttl_s, request_id, reservation_id,
+                                 exceeded, max_exceeded, n_exceeded, &done, err),
+                    &done);
 }
 
 /* --- settle and cancel ---------------------------------------------------------- */
@@ -701,42 +737,64 @@ dsc_status dsc_ledger_settle_async(dsc_ledger *l, const char *reservation_id,
                                    const dsc_subject *subject_if_unknown, dsc_settle_kind *kind,
                                    dsc_ledger_done_fn fn, void *ud, dsc_error *err) {
     dsc__done done = {fn, ud, false};
-    dsc_status st = settle_impl(l, reservation_id, actual, subject_if_unknown, kind, &done, err);
-    if (st == DSC_OK && fn && !done.queued) fn(ud, DSC_OK, "");
-    return st;
+    return done_now(settle_impl(l, reservation_id, actual, subject_if_unknown, kind, &done, err),
+                    &done);
 }
 
-dsc_status dsc_ledger_cancel(dsc_ledger *l, const char *reservation_id, dsc_error *err) {
+/* Start cancelling a held r (mu held); *rec set when the caller must wait. */
+static dsc_status cancel_begin(dsc_ledger *l, dsc__reservation *r, int64_t now,
+                               dsc__done *done, dsc__rec **wait_rec, dsc_error *err) {
+    dsc__heap_remove(l, r);
+    r->prev = r->state;
+    r->state = RS_CANCELLING;
+    if (!l->store) {
+        dsc__apply_cancel(l, r, now, true);
+        return DSC_OK;
+    }
+    bool wait = l->durability == DSC_DURABILITY_FULL && !done->fn;
+    dsc__rec *rec = dsc__rec_for(DSC__REC_CANCEL, r, now);
+    if (rec) {
+        rec->state = "cancelled";
+        rec->done_fn = done->fn;
+        rec->done_ud = done->ud;
+    }
+    dsc_status st = rec ? dsc__store_enqueue(l->store, rec, wait) : DSC_NOMEM;
+    if (st != DSC_OK) {
+        dsc__apply_cancel(l, r, now, false);
+        return dsc_error_set(err, st, "the ledger store is failing; the hold stays");
+    }
+    done->queued = done->fn != NULL;
+    *wait_rec = wait ? rec : NULL;
+    return DSC_OK;
+}
+
+static dsc_status cancel_impl(dsc_ledger *l, const char *reservation_id, dsc__done *done,
+                              dsc_error *err) {
     dsc_status st = check_id("reservation_id", reservation_id, DSC_RESERVATION_ID_MAX, err);
     if (st != DSC_OK) return st;
     dsc__rec *rec = NULL;
     pthread_mutex_lock(&l->mu);
     int64_t now = dsc__ledger_now(l);
     dsc__reservation *r = find_reservation(l, reservation_id);
-    if (!r) {
+    if (!r)
         st = dsc_error_set(err, DSC_UNKNOWN_RESERVATION, "reservation '%s' is unknown",
                            reservation_id);
-    } else if (r->state == RS_HELD) {
-        dsc__heap_remove(l, r);
-        r->prev = r->state;
-        r->state = RS_CANCELLING;
-        if (!l->store) {
-            dsc__apply_cancel(l, r, now, true);
-        } else {
-            bool wait = l->durability == DSC_DURABILITY_FULL;
-            rec = dsc__rec_for(DSC__REC_CANCEL, r, now);
-            if (rec) rec->state = "cancelled";
-            st = rec ? dsc__store_enqueue(l->store, rec, wait) : DSC_NOMEM;
-            if (st != DSC_OK) {
-                dsc__apply_cancel(l, r, now, false);
-                dsc_error_set(err, st, "the ledger store is failing; the hold stays");
-            }
-            if (!wait) rec = NULL;
-        }
-    }
+    else if (r->state == RS_HELD)
+        st = cancel_begin(l, r, now, done, &rec, err);
     pthread_mutex_unlock(&l->mu);
     if (st == DSC_OK) st = wait_rec(l, rec, err);
     return st;
+}
+
+dsc_status dsc_ledger_cancel(dsc_ledger *l, const char *reservation_id, dsc_error *err) {
+    dsc__done none = {0};
+    return cancel_impl(l, reservation_id, &none, err);
+}
+
+dsc_status dsc_ledger_cancel_async(dsc_ledger *l, const char *reservation_id,
+                                   dsc_ledger_done_fn fn, void *ud, dsc_error *err) {
+    dsc__done done = {fn, ud, false};
+    return done_now(cancel_impl(l, reservation_id, &done, err), &done);
 }
 
 size_t dsc_ledger_tick(dsc_ledger *l) {
@@ -833,9 +891,7 @@ dsc_status dsc_ledger_record_decision(dsc_ledger *l, const dsc_decision_record *
 dsc_status dsc_ledger_record_decision_async(dsc_ledger *l, const dsc_decision_record *d,
                                             dsc_ledger_done_fn fn, void *ud, dsc_error *err) {
     dsc__done done = {fn, ud, false};
-    dsc_status st = decision_impl(l, d, &done, err);
-    if (st == DSC_OK && fn && !done.queued) fn(ud, DSC_OK, "");
-    return st;
+    return done_now(decision_impl(l, d, &done, err), &done);
 }
 
 void dsc_ledger_stats_get(dsc_ledger *l, dsc_ledger_stats *out) {

@@ -58,7 +58,7 @@ typedef struct dsc__rec {
     dsc__rec_type type;
     bool waited, done;  /* owned by the store's queue lock */
     pthread_cond_t cv;  /* a waited record's own wake-up: no thundering herd */
-    void (*done_fn)(void *ud, dsc_status st, const char *message); /* async completion */
+    dsc_ledger_done_fn done_fn; /* async completion, or NULL */
     void *done_ud;
     dsc_status status;  /* filled when done */
     char message[DSC_ERROR_MESSAGE_MAX];

@@ -414,10 +414,13 @@ static void *writer_main(void *arg) {
         pthread_mutex_unlock(&s->qmu);
         bool ok = write_batch(s, s->batch, n);
         if (s->apply) s->apply(s->apply_ud, s->batch, n);
-        for (size_t i = 0; i < n; i++) /* outside every lock: callbacks may call in */
-            if (s->batch[i]->done_fn && !s->batch[i]->waited)
-                s->batch[i]->done_fn(s->batch[i]->done_ud, s->batch[i]->status,
-                                     s->batch[i]->message);
+        for (size_t i = 0; i < n; i++) { /* outside every lock: callbacks may call in */
+            dsc__rec *r = s->batch[i];
+            if (!r->done_fn || r->waited) continue;
+            dsc_error e = {.code = r->status};
+            memcpy(e.message, r->message, sizeof e.message);
+            r->done_fn(r->done_ud, r->status, &e);
+        }
         finish_batch(s, n, ok);
         pthread_mutex_lock(&s->qmu);
     }

@@ -222,11 +222,25 @@ dsc_status dsc_ledger_settle(dsc_ledger *l, const char *reservation_id,
                              const dsc_amounts *actual, const dsc_subject *subject_if_unknown,
                              dsc_settle_kind *kind, dsc_error *err);
 
-/* Called once when an _async operation is durable (or failed: st, message). It runs on
- * the store's writer thread, or inside the call itself when nothing had to be written
- * (a repeated settle, a memory-only ledger). It may call into the ledger; it should
- * only hand the result over (to an event loop), not block. */
-typedef void (*dsc_ledger_done_fn)(void *ud, dsc_status st, const char *message);
+/* Called exactly once when an _async call's record is committed (st DSC_OK) or its
+ * batch failed (st and err->message say why; DSC_STORE_UNAVAILABLE for the disk). It
+ * runs on the store's writer thread, or inside the call itself when nothing had to be
+ * written (a repeated settle, a memory-only ledger). It may call into the ledger, but
+ * should only hand the result over (to an event loop) and return: the next batch waits
+ * for it. When an _async call returns an error, done is never called. */
+typedef void (*dsc_ledger_done_fn)(void *ud, dsc_status st, const dsc_error *err);
+
+/* dsc_ledger_reserve without waiting for the commit: the hold is in place and
+ * reservation_id filled when it returns DSC_OK; done reports the commit (on failure
+ * the hold is released before done runs). DSC_BUDGET_EXCEEDED and bad input are
+ * returned at once, as by dsc_ledger_reserve. */
+dsc_status dsc_ledger_reserve_async(dsc_ledger *l, const dsc_subject *subject,
+                                    const dsc_amounts *amounts, int64_t ttl_s,
+                                    const char *request_id,
+                                    char reservation_id[DSC_RESERVATION_ID_MAX],
+                                    dsc_budget_state *exceeded, size_t max_exceeded,
+                                    size_t *n_exceeded, dsc_ledger_done_fn done, void *ud,
+                                    dsc_error *err);
 
 /* dsc_ledger_settle without blocking the caller: returns once the settle is queued;
  * done(ud, ...) reports when it is committed (any durability). When this returns an
@@ -245,6 +259,10 @@ dsc_status dsc_ledger_cancel(dsc_ledger *l, const char *reservation_id, dsc_erro
  * expired. The server calls it about once a second; reserve/preview also expire
  * lazily. */
 size_t dsc_ledger_tick(dsc_ledger *l);
+
+/* dsc_ledger_cancel without waiting: done reports the commit of the release. */
+dsc_status dsc_ledger_cancel_async(dsc_ledger *l, const char *reservation_id,
+                                   dsc_ledger_done_fn done, void *ud, dsc_error *err);
 
 /* --- the decision journal ------------------------------------------------------- */
 
