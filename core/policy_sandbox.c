@@ -207,6 +207,17 @@ static int make_decision(lua_State *L, dsc_policy_outcome outcome) {
     return 1;
 }
 
+/* utc(ts): "2026-02-01T00:00:00Z" for unix seconds ts (os.date is not in the sandbox). */
+static int l_utc(lua_State *L) {
+    time_t t = (time_t)luaL_checkinteger(L, 1);
+    struct tm tm;
+    char buf[32];
+    if (!gmtime_r(&t, &tm) || !strftime(buf, sizeof buf, "%Y-%m-%dT%H:%M:%SZ", &tm))
+        return luaL_argerror(L, 1, "time out of range");
+    lua_pushstring(L, buf);
+    return 1;
+}
+
 static int l_allow(lua_State *L) { return make_decision(L, DSC_POLICY_ALLOW); }
 static int l_throttle(lua_State *L) { return make_decision(L, DSC_POLICY_THROTTLE); }
 static int l_refuse(lua_State *L) { return make_decision(L, DSC_POLICY_REFUSE); }
@@ -290,7 +301,7 @@ static void build_base(lua_State *L, dsc__sandbox *sb) {
     }
     static const luaL_Reg fns[] = {{"setmetatable", l_setmetatable}, {"allow", l_allow},
                                    {"throttle", l_throttle},         {"refuse", l_refuse},
-                                   {NULL, NULL}};
+                                   {"utc", l_utc},                   {NULL, NULL}};
     luaL_setfuncs(L, fns, 0);
     sb->base_ref = luaL_ref(L, LUA_REGISTRYINDEX);
 }

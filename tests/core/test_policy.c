@@ -532,3 +532,76 @@ Test(policy_hostile, an_endless_top_level_chunk_is_refused_at_load) {
     cr_assert_null(dsc_policy_set_load(dir, &err));
     cr_assert(strstr(err.message, "a.lua:1: time budget"), "%s", err.message);
 }
+
+/* --- the test runner (`discern policy test`) --- */
+
+typedef struct failures {
+    int n;
+    char lines[16][320];
+} failures;
+
+static void collect(void *ud, const char *line) {
+    failures *f = ud;
+    if (f->n < 16) snprintf(f->lines[f->n], sizeof f->lines[0], "%s", line);
+    f->n++;
+}
+
+Test(policy_runner, shipped_policies_pass_their_own_tests) {
+    failures f = {0};
+    dsc_policy_test_report rep;
+    dsc_error err = {0};
+    cr_assert_eq(dsc_policy_run_tests(DISCERN_SOURCE_DIR "/policies", NULL, collect, &f, &rep, &err),
+                 DSC_OK, "%s", err.message);
+    for (int i = 0; i < f.n && i < 16; i++) cr_log_error("%s", f.lines[i]);
+    cr_assert_eq(rep.failed, 0);
+    cr_assert_geq(rep.passed, 20);
+}
+
+Test(policy_runner, failures_are_reported_with_file_line_and_counted, .init = make_dir,
+     .fini = remove_dir) {
+    put("p.lua", POLICY("if req.purpose == 'x' then return refuse('no x') end return nil"));
+    put("p_test.lua", "test('passes', function()\n"
+                      "  expect(decide{purpose = 'x'}).to_refuse('no x')\n"
+                      "end)\n"
+                      "test('fails on the outcome', function()\n"
+                      "  expect(decide{purpose = 'y'}).to_refuse('no x')\n"
+                      "end)\n"
+                      "test('fails on an error', function()\n"
+                      "  local t = nil\n"
+                      "  return t.field\n"
+                      "end)\n");
+    failures f = {0};
+    dsc_policy_test_report rep;
+    dsc_error err = {0};
+    cr_assert_eq(dsc_policy_run_tests(dir, NULL, collect, &f, &rep, &err), DSC_OK);
+    cr_assert_eq(rep.passed, 1);
+    cr_assert_eq(rep.failed, 2);
+    cr_assert_str_eq(f.lines[0], "p_test.lua:5: expected refuse, got abstain (in test 'fails on the outcome')");
+    cr_assert(strstr(f.lines[1], "p_test.lua:9: attempt to index a nil value"), "%s", f.lines[1]);
+}
+
+Test(policy_runner, a_broken_policy_fails_the_run_before_any_test, .init = make_dir,
+     .fini = remove_dir) {
+    put("p.lua", "return {");
+    put("p_test.lua", "test('never runs', function() end)\n");
+    dsc_policy_test_report rep;
+    dsc_error err = {0};
+    cr_assert_eq(dsc_policy_run_tests(dir, NULL, NULL, NULL, &rep, &err), DSC_POLICY_ERROR);
+    cr_assert(strstr(err.message, "p.lua:1:"), "%s", err.message);
+}
+
+Test(policy_runner, an_endless_test_file_is_stopped_and_counted, .init = make_dir,
+     .fini = remove_dir) {
+    put("p.lua", POLICY("return nil"));
+    put("p_test.lua", "test('loops', function() while true do end end)\nwhile true do end\n");
+    put("q_test.lua", "test('still runs', function() expect(decide_all{}).to_allow() end)\n");
+    failures f = {0};
+    dsc_policy_test_report rep;
+    dsc_error err = {0};
+    cr_assert_eq(dsc_policy_run_tests(dir, NULL, collect, &f, &rep, &err), DSC_OK);
+    cr_assert_eq(rep.failed, 2);
+    cr_assert_eq(rep.passed, 1);
+    cr_assert(strstr(f.lines[0], "p_test.lua:1: time budget of 2000 ms exceeded (in test 'loops')"),
+              "%s", f.lines[0]);
+    cr_assert(strstr(f.lines[1], "p_test.lua:2: time budget"), "%s", f.lines[1]);
+}
