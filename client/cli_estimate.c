@@ -1,0 +1,542 @@
+/*
+ * cli_estimate.c - `discern estimate`, `discern models` and `discern zones`: the
+ * offline commands, which need only the catalogue (no server).
+ *
+ *   discern estimate --provider P --model M --output-tokens N [--input-tokens N]
+ *                    [--latency S] [--zone CODE] [--method ecologits] [--json] [--data DIR]
+ *   discern models [--provider P] [--json] [--data DIR]
+ *   discern zones [--json] [--data DIR]
+ *
+ * Exit codes (cli.h): 0 ok, 1 catalogue cannot be loaded, 2 bad flags or values,
+ * 3 unknown provider/model/zone (the message suggests close matches).
+ * JSON is built with jansson; estimates are printed with 17 significant digits.
+ */
+#include "cli.h"
+
+#include "discern/catalog.h"
+#include "discern/estimate.h"
+#include "discern/paths.h"
+
+#include <errno.h>
+#include <jansson.h>
+#include <math.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+/* ---- flags ---- */
+
+typedef struct flag {
+    const char *name;   /* "--model" */
+    const char **value; /* where a valued flag's text goes; NULL for a switch */
+    int *on;            /* where a switch goes */
+} flag;
+
+/* Parse argv[1..] against flags; returns CLI_EXIT_OK or prints and returns USAGE. */
+static int parse_flags(int argc, char **argv, const flag *flags, size_t n, int *help) {
+    for (int i = 1; i < argc; i++) {
+        const char *arg = argv[i];
+        if (strcmp(arg, "--help") == 0 || strcmp(arg, "-h") == 0) {
+            *help = 1;
+            continue;
+        }
+        const char *eq = strchr(arg, '=');
+        size_t len = eq ? (size_t)(eq - arg) : strlen(arg);
+        const flag *f = NULL;
+        for (size_t k = 0; k < n && !f; k++)
+            if (strncmp(arg, flags[k].name, len) == 0 && flags[k].name[len] == '\0') f = &flags[k];
+        if (!f)
+            return cli_fail(CLI_EXIT_USAGE, "unknown option '%s' for 'discern %s' (see --help)",
+                            arg, argv[0]);
+        if (!f->value) {
+            if (eq) return cli_fail(CLI_EXIT_USAGE, "option %s takes no value", f->name);
+            *f->on = 1;
+        } else if (eq) {
+            *f->value = eq + 1;
+        } else if (i + 1 < argc) {
+            *f->value = argv[++i];
+        } else {
+            return cli_fail(CLI_EXIT_USAGE, "option %s needs a value", f->name);
+        }
+    }
+    return CLI_EXIT_OK;
+}
+
+/* A non-negative decimal integer; USAGE with a message naming the option otherwise. */
+static int parse_count(const char *opt, const char *text, int64_t *out) {
+    char *end;
+    errno = 0;
+    long long v = strtoll(text, &end, 10);
+    if (end == text || *end != '\0' || errno == ERANGE || v < 0 || text[0] == '-')
+        return cli_fail(CLI_EXIT_USAGE, "option %s: '%s' is not a non-negative integer", opt, text);
+    *out = v;
+    return CLI_EXIT_OK;
+}
+
+/* A positive finite number of seconds. */
+static int parse_seconds(const char *opt, const char *text, double *out) {
+    char *end;
+    errno = 0;
+    double v = strtod(text, &end);
+    if (end == text || *end != '\0' || errno == ERANGE || !isfinite(v) || !(v > 0))
+        return cli_fail(CLI_EXIT_USAGE, "option %s: '%s' is not a positive number of seconds", opt,
+                        text);
+    *out = v;
+    return CLI_EXIT_OK;
+}
+
+static int exit_code_of(dsc_status st) {
+    switch (st) {
+    case DSC_OK:
+        return CLI_EXIT_OK;
+    case DSC_BAD_REQUEST:
+        return CLI_EXIT_USAGE;
+    case DSC_UNKNOWN_PROVIDER:
+    case DSC_UNKNOWN_MODEL:
+    case DSC_UNKNOWN_ZONE:
+        return CLI_EXIT_UNKNOWN;
+    default:
+        return CLI_EXIT_FAIL;
+    }
+}
+
+/* Load the catalogue from --data, DISCERN_DATA_DIR or next to the binary. */
+static dsc_catalog *open_catalog(const char *data_flag) {
+    char dir[DSC_PATH_MAX];
+    dsc_error err;
+    if (dsc_paths_data_dir(data_flag, dir, sizeof dir, &err) != DSC_OK) {
+        cli_fail(CLI_EXIT_FAIL, "%s", err.message);
+        return NULL;
+    }
+    dsc_catalog *cat = dsc_catalog_load(dir, &err);
+    if (!cat) cli_fail(CLI_EXIT_FAIL, "cannot load the catalogue: %s", err.message);
+    return cat;
+}
+
+/* Print a JSON value (consumed) on stdout with digits significant digits (17 for
+ * computed values, so they round-trip; 15 for catalogue data, so 32.3 stays 32.3);
+ * FAIL if it could not be built. */
+static int print_json(json_t *root, int digits) {
+    char *text = root ? json_dumps(root, JSON_INDENT(2) | JSON_REAL_PRECISION(digits)) : NULL;
+    json_decref(root);
+    if (!text) return cli_fail(CLI_EXIT_FAIL, "out of memory while writing JSON");
+    puts(text);
+    free(text);
+    return CLI_EXIT_OK;
+}
+
+static json_t *json_range(dsc_range r) {
+    return json_pack("{s:f,s:f}", "min", r.min, "max", r.max);
+}
+
+/* ---- estimate ---- */
+
+static const char estimate_help[] =
+    "usage: discern estimate --provider P --model M --output-tokens N [options]\n"
+    "\n"
+    "The footprint of one request, computed offline from the catalogue: energy, GWP,\n"
+    "water, primary energy and ADPe, each a min-max range, split into usage and\n"
+    "embodied (manufacturing) impacts.\n"
+    "\n"
+    "options:\n"
+    "  --provider P         provider: openai, anthropic, mistralai, google_genai, ...\n"
+    "  --model M            model name or alias (see 'discern models')\n"
+    "  --output-tokens N    tokens generated (0..1000000000)\n"
+    "  --input-tokens N     prompt tokens (recorded; the ecologits method ignores them)\n"
+    "  --latency S          measured request latency in seconds (caps the modeled one)\n"
+    "  --zone CODE          electricity mix (ISO 3166-1 alpha-3 or WOR; see 'discern zones');\n"
+    "                       default: the provider's datacentre zone\n"
+    "  --method NAME        estimation method (default and only: ecologits)\n"
+    "  --json               print one JSON object instead of a table\n"
+    "  --data DIR           catalogue directory (default: $DISCERN_DATA_DIR, then the\n"
+    "                       data installed next to this program)\n"
+    "\n"
+    "exit codes: 0 ok, 1 catalogue unreadable, 2 bad options, 3 unknown provider/model/zone\n";
+
+typedef struct estimate_opts {
+    const char *provider, *model, *out_tokens, *in_tokens, *latency, *zone, *method, *data;
+    int json, help;
+} estimate_opts;
+
+static int estimate_input(const estimate_opts *o, dsc_estimate_input *in) {
+    memset(in, 0, sizeof *in);
+    if (!o->provider) return cli_fail(CLI_EXIT_USAGE, "missing --provider (see --help)");
+    if (!o->model) return cli_fail(CLI_EXIT_USAGE, "missing --model (see --help)");
+    if (!o->out_tokens) return cli_fail(CLI_EXIT_USAGE, "missing --output-tokens (see --help)");
+    in->provider = o->provider;
+    in->model = o->model;
+    in->zone = o->zone;
+    int rc = parse_count("--output-tokens", o->out_tokens, &in->output_tokens);
+    if (rc == CLI_EXIT_OK && o->in_tokens)
+        rc = parse_count("--input-tokens", o->in_tokens, &in->input_tokens);
+    if (rc == CLI_EXIT_OK && o->latency)
+        rc = parse_seconds("--latency", o->latency, &in->latency_s);
+    if (rc == CLI_EXIT_OK && o->method && dsc_method_parse(o->method, &in->method) != DSC_OK)
+        rc = cli_fail(CLI_EXIT_USAGE, "option --method: unknown method '%s' (known: ecologits)",
+                      o->method);
+    return rc;
+}
+
+static json_t *impacts_json(const dsc_impacts *im, int with_energy_and_water) {
+    json_t *o = json_object();
+    if (!o) return NULL;
+    if (with_energy_and_water) json_object_set_new(o, "energy_kwh", json_range(im->energy_kwh));
+    json_object_set_new(o, "gwp_kgco2eq", json_range(im->gwp_kgco2eq));
+    json_object_set_new(o, "adpe_kgsbeq", json_range(im->adpe_kgsbeq));
+    json_object_set_new(o, "pe_mj", json_range(im->pe_mj));
+    if (with_energy_and_water) json_object_set_new(o, "wcf_l", json_range(im->wcf_l));
+    return o;
+}
+
+static int estimate_print_json(const dsc_estimate *est) {
+    json_t *root = impacts_json(&est->total, 1);
+    json_t *warnings = json_array();
+    if (!root || !warnings) {
+        json_decref(root);
+        json_decref(warnings);
+        return cli_fail(CLI_EXIT_FAIL, "out of memory while writing JSON");
+    }
+    const char *names[8];
+    int n = dsc_estimate_warning_names(est->warnings, names, 8);
+    for (int i = 0; i < n; i++)
+        json_array_append_new(warnings, json_string(names[i]));
+    json_object_set_new(root, "usage", impacts_json(&est->usage, 1));
+    json_object_set_new(root, "embodied", impacts_json(&est->embodied, 0));
+    json_object_set_new(root, "zone", json_string(est->zone));
+    json_object_set_new(root, "warnings", warnings);
+    json_object_set_new(root, "method", json_string(dsc_method_name(est->method)));
+    return print_json(root, 17);
+}
+
+/* "0.801 – 1.28", or one number when the bounds agree to the digits shown. */
+static void fmt_range(char *buf, size_t cap, dsc_range r, double scale) {
+    char lo[16], hi[16]; /* "%.3g" needs at most 10 bytes */
+    snprintf(lo, sizeof lo, "%.3g", r.min * scale);
+    snprintf(hi, sizeof hi, "%.3g", r.max * scale);
+    if (strcmp(lo, hi) == 0)
+        snprintf(buf, cap, "%s", lo);
+    else
+        snprintf(buf, cap, "%s \u2013 %s", lo, hi);
+}
+
+/* Print s left-aligned in width display columns (UTF-8 aware). */
+static void print_cell(const char *s, int width) {
+    int cols = 0;
+    for (const unsigned char *p = (const unsigned char *)s; *p; p++)
+        cols += (*p & 0xC0) != 0x80;
+    fputs(s, stdout);
+    for (; cols < width; cols++)
+        putchar(' ');
+}
+
+typedef struct table_row {
+    const char *label;
+    size_t offset; /* of the dsc_range inside dsc_impacts */
+    double scale;  /* to the unit in the label */
+    int embodied;  /* has an embodied part */
+} table_row;
+
+static const table_row table_rows[] = {
+    {"energy (Wh)", offsetof(dsc_impacts, energy_kwh), 1e3, 0},
+    {"GWP (gCO2e)", offsetof(dsc_impacts, gwp_kgco2eq), 1e3, 1},
+    {"water (mL)", offsetof(dsc_impacts, wcf_l), 1e3, 0},
+    {"primary energy (MJ)", offsetof(dsc_impacts, pe_mj), 1, 1},
+    {"ADPe (kgSbeq)", offsetof(dsc_impacts, adpe_kgsbeq), 1, 1},
+};
+
+static dsc_range range_at(const dsc_impacts *im, size_t offset) {
+    return *(const dsc_range *)(const void *)((const char *)im + offset);
+}
+
+static void print_impacts_table(const dsc_estimate *est) {
+    print_cell("", 21);
+    print_cell("total", 22);
+    print_cell("usage", 22);
+    puts("embodied");
+    for (size_t i = 0; i < sizeof table_rows / sizeof table_rows[0]; i++) {
+        const table_row *row = &table_rows[i];
+        char cell[64];
+        print_cell(row->label, 21);
+        fmt_range(cell, sizeof cell, range_at(&est->total, row->offset), row->scale);
+        print_cell(cell, 22);
+        fmt_range(cell, sizeof cell, range_at(&est->usage, row->offset), row->scale);
+        print_cell(cell, 22);
+        if (row->embodied)
+            fmt_range(cell, sizeof cell, range_at(&est->embodied, row->offset), row->scale);
+        else
+            snprintf(cell, sizeof cell, "-");
+        puts(cell);
+    }
+}
+
+static void print_factors(const dsc_catalog *cat, const dsc_estimate_input *in,
+                          const dsc_estimate *est) {
+    const dsc_provider *p = dsc_catalog_provider(cat, in->provider);
+    const dsc_zone *z = dsc_catalog_zone(cat, est->zone);
+    const dsc_model *m = dsc_catalog_model(cat, in->provider, in->model);
+    char pue[64], wue[64], gpus[32], lat[64], act[64], tot[64];
+    fmt_range(pue, sizeof pue, p->pue, 1);
+    fmt_range(wue, sizeof wue, p->wue_l_per_kwh, 1);
+    printf("factors: PUE %s, on-site water %s L/kWh; %s mix %.4g gCO2e/kWh, %.4g MJ/kWh, "
+           "%.4g kgSbeq/kWh, %.4g L/kWh off-site water\n",
+           pue, wue, z->name, z->gwp_kgco2eq_per_kwh * 1e3, z->pe_mj_per_kwh,
+           z->adpe_kgsbeq_per_kwh, z->wue_l_per_kwh);
+    if (est->bound[0].gpu_count == est->bound[1].gpu_count)
+        snprintf(gpus, sizeof gpus, "%d", est->bound[0].gpu_count);
+    else
+        snprintf(gpus, sizeof gpus, "%d \u2013 %d", est->bound[0].gpu_count,
+                 est->bound[1].gpu_count);
+    fmt_range(lat, sizeof lat, (dsc_range){est->bound[0].latency_s, est->bound[1].latency_s}, 1);
+    fmt_range(act, sizeof act, m->active_params_b, 1);
+    fmt_range(tot, sizeof tot, m->total_params_b, 1);
+    printf("model: %s, %s B active of %s B; %s GPUs (H100 80GB); generation %s s%s\n",
+           m->arch == DSC_ARCH_MOE ? "mixture of experts" : "dense", act, tot, gpus, lat,
+           in->latency_s > 0 && est->bound[0].latency_s == in->latency_s
+               ? " (capped by the measured latency)"
+               : (m->tps > 0 ? " (measured throughput)" : " (latency model)"));
+}
+
+static void estimate_print_human(const dsc_catalog *cat, const dsc_estimate_input *in,
+                                 const dsc_estimate *est) {
+    const dsc_model *m = dsc_catalog_model(cat, in->provider, in->model);
+    int default_zone = !in->zone || !*in->zone;
+    printf("%s/%s", in->provider, m->name);
+    if (strcmp(m->name, in->model) != 0) printf(" (alias %s)", in->model);
+    printf(", %lld output tokens, method %s, zone %s%s\n\n", (long long)in->output_tokens,
+           dsc_method_name(est->method), est->zone, default_zone ? " (provider default)" : "");
+    print_impacts_table(est);
+    putchar('\n');
+    print_factors(cat, in, est);
+    const dsc_price *price = dsc_catalog_price(cat, in->provider, in->model);
+    if (price)
+        printf("list price: %.6f %s for %lld input + %lld output tokens (%g / %g per M tokens, "
+               "as of %s)\n",
+               (double)dsc_price_cost_micro(price, in->input_tokens, in->output_tokens) / 1e6,
+               dsc_catalog_currency(cat), (long long)in->input_tokens, (long long)in->output_tokens,
+               price->input_per_mtok, price->output_per_mtok, price->as_of);
+    const char *names[8];
+    int n = dsc_estimate_warning_names(est->warnings, names, 8);
+    if (n > 0) {
+        fputs("warnings:", stdout);
+        for (int i = 0; i < n; i++)
+            printf("%s %s", i ? "," : "", names[i]);
+        putchar('\n');
+    }
+}
+
+int cli_estimate(int argc, char **argv) {
+    estimate_opts o = {0};
+    const flag flags[] = {
+        {"--provider", &o.provider, NULL},
+        {"--model", &o.model, NULL},
+        {"--output-tokens", &o.out_tokens, NULL},
+        {"--input-tokens", &o.in_tokens, NULL},
+        {"--latency", &o.latency, NULL},
+        {"--zone", &o.zone, NULL},
+        {"--method", &o.method, NULL},
+        {"--data", &o.data, NULL},
+        {"--json", NULL, &o.json},
+    };
+    int rc = parse_flags(argc, argv, flags, sizeof flags / sizeof flags[0], &o.help);
+    if (rc != CLI_EXIT_OK) return rc;
+    if (o.help) return fputs(estimate_help, stdout), CLI_EXIT_OK;
+    dsc_estimate_input in;
+    if ((rc = estimate_input(&o, &in)) != CLI_EXIT_OK) return rc;
+    dsc_catalog *cat = open_catalog(o.data);
+    if (!cat) return CLI_EXIT_FAIL;
+    dsc_estimate est;
+    dsc_error err;
+    dsc_status st = dsc_estimate_compute(cat, &in, &est, &err);
+    if (st != DSC_OK)
+        rc = cli_fail(exit_code_of(st), "%s", err.message);
+    else if (o.json)
+        rc = estimate_print_json(&est);
+    else
+        estimate_print_human(cat, &in, &est);
+    dsc_catalog_free(cat);
+    return rc;
+}
+
+/* ---- models ---- */
+
+static const char models_help[] =
+    "usage: discern models [--provider P] [--json] [--data DIR]\n"
+    "\n"
+    "The model catalogue: each model's architecture, active and total parameters\n"
+    "(billions), measured throughput (tokens/s) and time to first token when known,\n"
+    "then the aliases. --json also gives list prices where prices.json has them.\n"
+    "\n"
+    "options:\n"
+    "  --provider P   only this provider's models\n"
+    "  --json         print {\"models\": [...], \"aliases\": [...]}\n"
+    "  --data DIR     catalogue directory\n";
+
+static int provider_known(const dsc_catalog *cat, const char *provider) {
+    size_t n = 0;
+    dsc_catalog_provider_models(cat, provider, &n);
+    return n > 0 || dsc_catalog_provider(cat, provider) != NULL;
+}
+
+static int unknown_provider(const dsc_catalog *cat, const char *provider) {
+    const char *names[DSC_SUGGEST_MAX];
+    char hint[160];
+    size_t n = dsc_catalog_suggest_providers(cat, provider, names, DSC_SUGGEST_MAX);
+    return cli_fail(CLI_EXIT_UNKNOWN, "option --provider: unknown provider '%s'%s", provider,
+                    dsc_catalog_format_suggestions(names, n, hint, sizeof hint));
+}
+
+static json_t *price_json(const dsc_catalog *cat, const dsc_model *m) {
+    const dsc_price *p = dsc_catalog_price(cat, m->provider, m->name);
+    if (!p) return json_null();
+    return json_pack("{s:f,s:f,s:s,s:s,s:s}", "input_per_mtok", p->input_per_mtok,
+                     "output_per_mtok", p->output_per_mtok, "currency", dsc_catalog_currency(cat),
+                     "as_of", p->as_of, "source", p->source);
+}
+
+static json_t *model_json(const dsc_catalog *cat, const dsc_model *m) {
+    const char *names[8];
+    int n = dsc_estimate_warning_names(m->warnings, names, 8);
+    json_t *warnings = json_array();
+    for (int i = 0; warnings && i < n; i++)
+        json_array_append_new(warnings, json_string(names[i]));
+    return json_pack("{s:s,s:s,s:s,s:o,s:o,s:o,s:o,s:o,s:o}", "provider", m->provider, "name",
+                     m->name, "architecture", m->arch == DSC_ARCH_MOE ? "moe" : "dense",
+                     "active_params_b", json_range(m->active_params_b), "total_params_b",
+                     json_range(m->total_params_b), "tps",
+                     m->tps > 0 ? json_real(m->tps) : json_null(), "ttft_s",
+                     m->ttft_s > 0 ? json_real(m->ttft_s) : json_null(), "warnings", warnings,
+                     "price", price_json(cat, m));
+}
+
+static int models_print_json(const dsc_catalog *cat, const char *provider) {
+    json_t *models = json_array(), *aliases = json_array();
+    for (size_t i = 0; i < dsc_catalog_model_count(cat); i++) {
+        const dsc_model *m = dsc_catalog_model_at(cat, i);
+        if (!provider || strcmp(m->provider, provider) == 0)
+            json_array_append_new(models, model_json(cat, m));
+    }
+    for (size_t i = 0; i < dsc_catalog_alias_count(cat); i++) {
+        const dsc_alias *a = dsc_catalog_alias_at(cat, i);
+        if (!provider || strcmp(a->provider, provider) == 0)
+            json_array_append_new(aliases, json_pack("{s:s,s:s,s:s}", "provider", a->provider,
+                                                     "name", a->name, "alias", a->target->name));
+    }
+    return print_json(json_pack("{s:o,s:o}", "models", models, "aliases", aliases), 15);
+}
+
+static void fmt_params(char *buf, size_t cap, dsc_range r) {
+    if (r.min == r.max)
+        snprintf(buf, cap, "%g", r.min);
+    else
+        snprintf(buf, cap, "%g-%g", r.min, r.max);
+}
+
+static void models_print_human(const dsc_catalog *cat, const char *provider) {
+    int wp = 8, wn = 5;
+    for (size_t i = 0; i < dsc_catalog_model_count(cat); i++) {
+        const dsc_model *m = dsc_catalog_model_at(cat, i);
+        if (provider && strcmp(m->provider, provider) != 0) continue;
+        if ((int)strlen(m->provider) > wp) wp = (int)strlen(m->provider);
+        if ((int)strlen(m->name) > wn) wn = (int)strlen(m->name);
+    }
+    printf("%-*s  %-*s  %-5s  %10s  %10s  %6s  %7s\n", wp, "PROVIDER", wn, "MODEL", "ARCH",
+           "ACTIVE(B)", "TOTAL(B)", "TPS", "TTFT(s)");
+    for (size_t i = 0; i < dsc_catalog_model_count(cat); i++) {
+        const dsc_model *m = dsc_catalog_model_at(cat, i);
+        if (provider && strcmp(m->provider, provider) != 0) continue;
+        char act[32], tot[32], tps[16] = "-", ttft[16] = "-";
+        fmt_params(act, sizeof act, m->active_params_b);
+        fmt_params(tot, sizeof tot, m->total_params_b);
+        if (m->tps > 0) snprintf(tps, sizeof tps, "%g", m->tps);
+        if (m->ttft_s > 0) snprintf(ttft, sizeof ttft, "%g", m->ttft_s);
+        printf("%-*s  %-*s  %-5s  %10s  %10s  %6s  %7s\n", wp, m->provider, wn, m->name,
+               m->arch == DSC_ARCH_MOE ? "moe" : "dense", act, tot, tps, ttft);
+    }
+    int header = 0;
+    for (size_t i = 0; i < dsc_catalog_alias_count(cat); i++) {
+        const dsc_alias *a = dsc_catalog_alias_at(cat, i);
+        if (provider && strcmp(a->provider, provider) != 0) continue;
+        if (!header++) puts("\naliases:");
+        printf("  %s/%s -> %s\n", a->provider, a->name, a->target->name);
+    }
+}
+
+int cli_models(int argc, char **argv) {
+    const char *provider = NULL, *data = NULL;
+    int json = 0, help = 0;
+    const flag flags[] = {
+        {"--provider", &provider, NULL}, {"--data", &data, NULL}, {"--json", NULL, &json}};
+    int rc = parse_flags(argc, argv, flags, sizeof flags / sizeof flags[0], &help);
+    if (rc != CLI_EXIT_OK) return rc;
+    if (help) return fputs(models_help, stdout), CLI_EXIT_OK;
+    dsc_catalog *cat = open_catalog(data);
+    if (!cat) return CLI_EXIT_FAIL;
+    if (provider && !provider_known(cat, provider))
+        rc = unknown_provider(cat, provider);
+    else if (json)
+        rc = models_print_json(cat, provider);
+    else
+        models_print_human(cat, provider);
+    dsc_catalog_free(cat);
+    return rc;
+}
+
+/* ---- zones ---- */
+
+static const char zones_help[] =
+    "usage: discern zones [--json] [--data DIR]\n"
+    "\n"
+    "The electricity mixes known (annual country averages; WOR = world): carbon\n"
+    "intensity, primary energy, abiotic resource depletion and off-site water per kWh,\n"
+    "and which providers use each zone by default.\n"
+    "\n"
+    "options:\n"
+    "  --json       print {\"zones\": [...]} with the factors in kg, MJ, kgSbeq and L per kWh\n"
+    "  --data DIR   catalogue directory\n";
+
+static int zones_print_json(const dsc_catalog *cat) {
+    json_t *zones = json_array();
+    for (size_t i = 0; i < dsc_catalog_zone_count(cat); i++) {
+        const dsc_zone *z = dsc_catalog_zone_at(cat, i);
+        json_array_append_new(
+            zones, json_pack("{s:s,s:f,s:f,s:f,s:f}", "name", z->name, "gwp_kgco2eq_per_kwh",
+                             z->gwp_kgco2eq_per_kwh, "adpe_kgsbeq_per_kwh", z->adpe_kgsbeq_per_kwh,
+                             "pe_mj_per_kwh", z->pe_mj_per_kwh, "wue_l_per_kwh", z->wue_l_per_kwh));
+    }
+    return print_json(json_pack("{s:o}", "zones", zones), 15);
+}
+
+static void zones_print_human(const dsc_catalog *cat) {
+    printf("%-5s  %14s  %10s  %16s  %10s  %s\n", "ZONE", "GWP(gCO2e/kWh)", "PE(MJ/kWh)",
+           "ADPE(kgSbeq/kWh)", "WUE(L/kWh)", "DEFAULT FOR");
+    for (size_t i = 0; i < dsc_catalog_zone_count(cat); i++) {
+        const dsc_zone *z = dsc_catalog_zone_at(cat, i);
+        printf("%-5s  %14.4g  %10.4g  %16.4g  %10.4g  ", z->name, z->gwp_kgco2eq_per_kwh * 1e3,
+               z->pe_mj_per_kwh, z->adpe_kgsbeq_per_kwh, z->wue_l_per_kwh);
+        int n = 0;
+        for (size_t k = 0; k < dsc_catalog_provider_count(cat); k++) {
+            const dsc_provider *p = dsc_catalog_provider_at(cat, k);
+            if (strcmp(p->zone, z->name) == 0) printf("%s%s", n++ ? ", " : "", p->name);
+        }
+        putchar('\n');
+    }
+}
+
+int cli_zones(int argc, char **argv) {
+    const char *data = NULL;
+    int json = 0, help = 0;
+    const flag flags[] = {{"--data", &data, NULL}, {"--json", NULL, &json}};
+    int rc = parse_flags(argc, argv, flags, sizeof flags / sizeof flags[0], &help);
+    if (rc != CLI_EXIT_OK) return rc;
+    if (help) return fputs(zones_help, stdout), CLI_EXIT_OK;
+    dsc_catalog *cat = open_catalog(data);
+    if (!cat) return CLI_EXIT_FAIL;
+    if (json)
+        rc = zones_print_json(cat);
+    else
+        zones_print_human(cat);
+    dsc_catalog_free(cat);
+    return rc;
+}

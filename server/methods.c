@@ -1,0 +1,181 @@
+/*
+ * methods.c - the method table of discernd and the handlers that need no core
+ * module beyond the server itself (ping, stats, auth).
+ *
+ * A handler reads its params map with the dsc_rpc_get_* getters (which name the
+ * field in every error), and on success packs exactly one result map. When it
+ * returns an error, whatever it packed is discarded and an error reply is sent
+ * instead, so a handler may fail at any point without corrupting the stream.
+ */
+#include "server_internal.h"
+
+#include <stdio.h>
+#include <string.h>
+
+const msgpack_object dsc__empty_map = {.type = MSGPACK_OBJECT_MAP};
+
+/* What one call sees. */
+typedef struct call {
+    dsc__conn *conn;
+    dsc_server *srv;
+    dsc__worker *w;
+} call;
+
+typedef dsc_status (*method_fn)(call *c, const msgpack_object *params, msgpack_packer *pk,
+                                dsc_error *err);
+
+/* Flags of a method:
+ *   M_ADMIN          needs an admin connection (auth, or an allowed Unix peer uid);
+ *                    refused with `unauthorized` otherwise.
+ *   M_WRITES_LEDGER  changes the ledger or its store (counted, refused while the
+ *                    store is unavailable and failure_mode = closed). */
+enum { M_ADMIN = 1 << 0, M_WRITES_LEDGER = 1 << 1 };
+
+typedef struct method {
+    const char *name;
+    method_fn fn;
+    unsigned flags;
+} method;
+
+static dsc_status m_ping(call *c, const msgpack_object *params, msgpack_packer *pk, dsc_error *err);
+static dsc_status m_stats(call *c, const msgpack_object *params, msgpack_packer *pk, dsc_error *err);
+static dsc_status m_auth(call *c, const msgpack_object *params, msgpack_packer *pk, dsc_error *err);
+
+/* The method table: the wire name, the handler, the flags above. docs/protocol.md
+ * documents each method's params and result. */
+static const method methods[] = {
+    {"ping", m_ping, 0},
+    {"stats", m_stats, 0},
+    {"auth", m_auth, 0},
+};
+
+#define N_METHODS (sizeof methods / sizeof methods[0])
+
+static const method *find_method(const char *name, size_t len) {
+    for (size_t i = 0; i < N_METHODS; i++)
+        if (strlen(methods[i].name) == len && memcmp(methods[i].name, name, len) == 0)
+            return &methods[i];
+    return NULL;
+}
+
+static int pack_key(msgpack_packer *pk, const char *key) { return dsc_rpc_pack_cstr(pk, key); }
+
+/* -------------------------------------------------------------------- handlers -- */
+
+static dsc_status m_ping(call *c, const msgpack_object *params, msgpack_packer *pk, dsc_error *err) {
+    (void)c;
+    (void)params;
+    (void)err;
+    msgpack_pack_map(pk, 3);
+    pack_key(pk, "pong");
+    msgpack_pack_true(pk);
+    pack_key(pk, "version");
+    dsc_rpc_pack_cstr(pk, DISCERN_VERSION);
+    pack_key(pk, "time");
+    msgpack_pack_double(pk, (double)dsc__now_us() / 1e6);
+    return DSC_OK;
+}
+
+static uint64_t sum_counter(dsc_server *srv, size_t offset) {
+    uint64_t total = 0;
+    for (int i = 0; i < srv->n_workers; i++) {
+        atomic_uint_fast64_t *v = (atomic_uint_fast64_t *)((char *)&srv->workers[i].counters + offset);
+        total += atomic_load_explicit(v, memory_order_relaxed);
+    }
+    return total;
+}
+
+#define SUM(srv, field) sum_counter((srv), offsetof(dsc__counters, field))
+
+static dsc_status m_stats(call *c, const msgpack_object *params, msgpack_packer *pk, dsc_error *err) {
+    (void)params;
+    (void)err;
+    dsc_server *srv = c->srv;
+    msgpack_pack_map(pk, 8);
+    pack_key(pk, "version");
+    dsc_rpc_pack_cstr(pk, DISCERN_VERSION);
+    pack_key(pk, "uptime_s");
+    msgpack_pack_double(pk, (double)(dsc__now_us() - srv->started_us) / 1e6);
+    pack_key(pk, "workers");
+    msgpack_pack_int(pk, srv->n_workers);
+    pack_key(pk, "connections");
+    msgpack_pack_int(pk, atomic_load(&srv->connections));
+    pack_key(pk, "connections_rejected");
+    msgpack_pack_uint64(pk, atomic_load(&srv->rejected));
+    pack_key(pk, "requests");
+    msgpack_pack_uint64(pk, SUM(srv, requests));
+    pack_key(pk, "errors");
+    msgpack_pack_uint64(pk, SUM(srv, errors));
+    pack_key(pk, "protocol_errors");
+    msgpack_pack_uint64(pk, SUM(srv, protocol_errors));
+    return DSC_OK;
+}
+
+/* Compare in time that depends only on the lengths, never on where they differ. */
+static bool token_equal(const char *a, size_t alen, const char *b, size_t blen) {
+    volatile unsigned char diff = (unsigned char)(alen != blen);
+    size_t n = alen > blen ? alen : blen;
+    for (size_t i = 0; i < n; i++) {
+        unsigned char x = i < alen ? (unsigned char)a[i] : 0;
+        unsigned char y = i < blen ? (unsigned char)b[i] : 0;
+        diff |= x ^ y;
+    }
+    return diff == 0;
+}
+
+static dsc_status m_auth(call *c, const msgpack_object *params, msgpack_packer *pk, dsc_error *err) {
+    char token[DSC_CONFIG_STR_MAX];
+    dsc_status st = dsc_rpc_get_str(params, "token", true, token, sizeof token, err);
+    if (st != DSC_OK) return st;
+    const char *want = c->srv->cfg.admin_token;
+    bool ok = want[0] && token_equal(token, strlen(token), want, strlen(want));
+    memset(token, 0, sizeof token);
+    if (!ok) {
+        dsc_log_write(&c->srv->log, DSC_LOG_WARN, "auth_failed", "conn=%llu",
+                      (unsigned long long)c->conn->id);
+        return dsc_error_set(err, DSC_UNAUTHORIZED, want[0] ? "field 'token': wrong admin token"
+                                                            : "no admin token is configured");
+    }
+    c->conn->admin = true;
+    msgpack_pack_map(pk, 1);
+    pack_key(pk, "admin");
+    msgpack_pack_true(pk);
+    return DSC_OK;
+}
+
+/* -------------------------------------------------------------------- dispatch -- */
+
+static dsc_status run(call *c, const dsc_rpc_request *req, msgpack_packer *pk, dsc_error *err) {
+    const method *m = find_method(req->method, req->method_len);
+    if (!m) {
+        int n = req->method_len > 64 ? 64 : (int)req->method_len;
+        return dsc_error_set(err, DSC_BAD_REQUEST, "method: unknown method '%.*s'", n, req->method);
+    }
+    if ((m->flags & M_ADMIN) && !c->conn->admin)
+        return dsc_error_set(err, DSC_UNAUTHORIZED, "method '%s' needs an admin connection (call auth first)",
+                             m->name);
+    return m->fn(c, req->params ? req->params : &dsc__empty_map, pk, err);
+}
+
+void dsc__dispatch(dsc__conn *conn, const dsc_rpc_request *req) {
+    call c = {conn, conn->w->srv, conn->w};
+    msgpack_sbuffer *out = &conn->out;
+    size_t mark = out->size;
+    msgpack_packer pk;
+    msgpack_packer_init(&pk, out, msgpack_sbuffer_write);
+    dsc_error err;
+    dsc_error_clear(&err);
+    atomic_fetch_add_explicit(&conn->w->counters.requests, 1, memory_order_relaxed);
+    bool is_request = req->kind == DSC_RPC_REQUEST;
+    if (is_request) dsc_rpc_pack_result_begin(&pk, req->msgid);
+    dsc_status st = run(&c, req, &pk, &err);
+    if (st == DSC_OK && is_request) return;
+    out->size = mark; /* discard a partial result, or a notification's */
+    if (st == DSC_OK) return;
+    if (err.code == DSC_OK) dsc_error_set(&err, st, "%s", dsc_status_message(st));
+    atomic_fetch_add_explicit(&conn->w->counters.errors, 1, memory_order_relaxed);
+    if (is_request) dsc_rpc_pack_error(&pk, req->msgid, &err);
+    else
+        dsc_log_write(&c.srv->log, DSC_LOG_INFO, "notification_failed", "conn=%llu code=%s",
+                      (unsigned long long)conn->id, dsc_status_wire(err.code));
+}

@@ -1,0 +1,331 @@
+/*
+ * test_estimate.c - the estimate reproduces EcoLogits and refuses bad input clearly.
+ *
+ * Conformance: every case of tests/data/ecologits_vectors.json (computed by running
+ * EcoLogits main @ 5be90da itself) must match to a relative error of 1e-9 on every
+ * min and max of every output (total, usage, embodied) and on the per-bound
+ * intermediates; the case for a model EcoLogits main removed must be unknown_model.
+ * Behaviour: aliases, default zones, the latency cap, input validation, messages.
+ */
+#include "discern/estimate.h"
+
+#include "discern/catalog.h"
+
+#include <criterion/criterion.h>
+#include <jansson.h>
+#include <math.h>
+#include <string.h>
+
+#define SHIPPED DISCERN_SOURCE_DIR "/core/data"
+#define VECTORS DISCERN_SOURCE_DIR "/tests/data/ecologits_vectors.json"
+#define REL_TOL 1e-9
+
+static dsc_catalog *cat;
+
+static void load(void) {
+    dsc_error err;
+    cat = dsc_catalog_load(SHIPPED, &err);
+    cr_assert_not_null(cat, "catalogue failed to load: %s", err.message);
+}
+
+static void unload(void) {
+    dsc_catalog_free(cat);
+    cat = NULL;
+}
+
+TestSuite(estimate, .init = load, .fini = unload);
+
+static dsc_estimate_input request(const char *provider, const char *model, int64_t out_tokens) {
+    return (dsc_estimate_input){
+        .provider = provider, .model = model, .output_tokens = out_tokens, .input_tokens = 1000};
+}
+
+/* ---- conformance against the EcoLogits vectors ---- */
+
+static void expect_close(const char *id, const char *what, double got, double want) {
+    double scale = fmax(fabs(got), fabs(want));
+    double rel = scale == 0 ? 0 : fabs(got - want) / scale;
+    cr_assert_leq(rel, REL_TOL, "%s: %s = %.17g, expected %.17g (relative error %.3g)", id, what,
+                  got, want, rel);
+}
+
+static void expect_range(const char *id, const char *what, dsc_range got, const json_t *want) {
+    char label[96];
+    cr_assert(json_is_object(want), "%s: %s missing from the vectors", id, what);
+    snprintf(label, sizeof label, "%s.min", what);
+    expect_close(id, label, got.min, json_number_value(json_object_get(want, "min")));
+    snprintf(label, sizeof label, "%s.max", what);
+    expect_close(id, label, got.max, json_number_value(json_object_get(want, "max")));
+}
+
+static void expect_impacts(const char *id, const char *part, const dsc_impacts *got,
+                           const json_t *want, int with_energy_and_water) {
+    char label[64];
+#define CHECK(field)                                                                               \
+    snprintf(label, sizeof label, "%s.%s", part, #field);                                          \
+    expect_range(id, label, got->field, json_object_get(want, #field))
+    CHECK(gwp_kgco2eq);
+    CHECK(adpe_kgsbeq);
+    CHECK(pe_mj);
+    if (with_energy_and_water) {
+        CHECK(energy_kwh);
+        CHECK(wcf_l);
+    }
+#undef CHECK
+}
+
+static void expect_bound(const char *id, int i, const dsc_estimate_bound *b, const json_t *want) {
+    cr_assert_eq(b->gpu_count, json_integer_value(json_object_get(want, "gpu_required_count")),
+                 "%s: bound %d gpu count %d", id, i, b->gpu_count);
+    expect_close(id, "active_params_b", b->active_params_b,
+                 json_number_value(json_object_get(want, "active_params_b")));
+    expect_close(id, "total_params_b", b->total_params_b,
+                 json_number_value(json_object_get(want, "total_params_b")));
+    expect_close(id, "generation_latency_s", b->latency_s,
+                 json_number_value(json_object_get(want, "generation_latency_s")));
+    expect_close(id, "gpu_energy_kwh_per_gpu", b->gpu_energy_kwh_per_gpu,
+                 json_number_value(json_object_get(want, "gpu_energy_kwh_per_gpu")));
+    expect_close(id, "server_energy_kwh", b->server_energy_kwh,
+                 json_number_value(json_object_get(want, "server_energy_kwh")));
+    expect_close(id, "it_energy_kwh", b->it_energy_kwh,
+                 json_number_value(json_object_get(want, "it_energy_kwh")));
+}
+
+static void expect_warnings(const char *id, unsigned bits, const json_t *want) {
+    const char *names[8];
+    int n = dsc_estimate_warning_names(bits, names, 8);
+    cr_assert_eq((size_t)n, json_array_size(want), "%s: %d warnings", id, n);
+    for (int i = 0; i < n; i++)
+        cr_assert_str_eq(names[i], json_string_value(json_array_get(want, (size_t)i)), "%s", id);
+}
+
+static dsc_estimate_input vector_input(const json_t *in) {
+    const json_t *lat = json_object_get(in, "request_latency_s");
+    return (dsc_estimate_input){
+        .provider = json_string_value(json_object_get(in, "provider")),
+        .model = json_string_value(json_object_get(in, "model")),
+        .input_tokens = json_integer_value(json_object_get(in, "input_tokens")),
+        .output_tokens = json_integer_value(json_object_get(in, "output_tokens")),
+        .latency_s = json_is_number(lat) ? json_number_value(lat) : 0,
+        .zone = json_string_value(json_object_get(in, "zone")), /* NULL when null */
+    };
+}
+
+/* Run one case; returns 1 when it expected numbers, 0 when it expected an error. */
+static int run_case(const json_t *c) {
+    const char *id = json_string_value(json_object_get(c, "id"));
+    const json_t *expected = json_object_get(c, "expected");
+    dsc_estimate_input in = vector_input(json_object_get(c, "inputs"));
+    dsc_estimate est;
+    dsc_error err;
+    dsc_status st = dsc_estimate_compute(cat, &in, &est, &err);
+    const json_t *errors = json_object_get(expected, "errors");
+    if (errors) {
+        cr_assert_str_eq(json_string_value(json_array_get(errors, 0)), "model-not-registered");
+        cr_assert_eq(st, DSC_UNKNOWN_MODEL, "%s: status %d (%s)", id, st, err.message);
+        return 0;
+    }
+    cr_assert_eq(st, DSC_OK, "%s: %s", id, err.message);
+    const json_t *outputs = json_object_get(expected, "outputs");
+    expect_impacts(id, "total", &est.total, outputs, 1);
+    expect_impacts(id, "usage", &est.usage, json_object_get(outputs, "usage"), 1);
+    expect_impacts(id, "embodied", &est.embodied, json_object_get(outputs, "embodied"), 0);
+    const json_t *resolved = json_object_get(expected, "resolved");
+    cr_assert_str_eq(est.zone, json_string_value(json_object_get(resolved, "zone")), "%s", id);
+    expect_warnings(id, est.warnings, json_object_get(expected, "warnings"));
+    const json_t *inter = json_object_get(expected, "intermediates");
+    /* EcoLogits runs once for scalar parameters (both bounds equal), twice for ranges. */
+    size_t runs = json_array_size(inter);
+    cr_assert(runs == 1 || runs == 2, "%s: %zu runs", id, runs);
+    for (int i = 0; i < 2; i++)
+        expect_bound(id, i, &est.bound[i], json_array_get(inter, runs == 2 ? (size_t)i : 0));
+    return 1;
+}
+
+Test(estimate, reproduces_every_ecologits_reference_vector_to_1e_9) {
+    json_error_t je;
+    json_t *root = json_load_file(VECTORS, 0, &je);
+    cr_assert_not_null(root, "%s:%d: %s", VECTORS, je.line, je.text);
+    const json_t *cases = json_object_get(root, "cases");
+    size_t i, numeric = 0, errors = 0;
+    const json_t *c;
+    json_array_foreach(cases, i, c) {
+        if (run_case(c))
+            numeric++;
+        else
+            errors++;
+    }
+    cr_assert_eq(numeric, 21);
+    cr_assert_eq(errors, 1);
+    json_decref(root);
+}
+
+/* ---- behaviour ---- */
+
+Test(estimate, alias_gives_the_same_numbers_as_its_target) {
+    dsc_estimate a, b;
+    dsc_estimate_input in = request("anthropic", "claude-opus-4-1", 500);
+    cr_assert_eq(dsc_estimate_compute(cat, &in, &a, NULL), DSC_OK);
+    in.model = "claude-opus-4-1-20250805";
+    cr_assert_eq(dsc_estimate_compute(cat, &in, &b, NULL), DSC_OK);
+    cr_assert_eq(memcmp(&a.total, &b.total, sizeof a.total), 0);
+}
+
+Test(estimate, without_zone_the_provider_default_applies_and_zone_is_case_insensitive) {
+    dsc_estimate est;
+    dsc_estimate_input in = request("mistralai", "mistral-large-latest", 500);
+    cr_assert_eq(dsc_estimate_compute(cat, &in, &est, NULL), DSC_OK);
+    cr_assert_str_eq(est.zone, "SWE");
+    in.zone = "";
+    cr_assert_eq(dsc_estimate_compute(cat, &in, &est, NULL), DSC_OK);
+    cr_assert_str_eq(est.zone, "SWE");
+    in.zone = "fra";
+    cr_assert_eq(dsc_estimate_compute(cat, &in, &est, NULL), DSC_OK);
+    cr_assert_str_eq(est.zone, "FRA");
+}
+
+Test(estimate, measured_latency_only_ever_lowers_the_estimate) {
+    dsc_estimate base, fast, slow;
+    dsc_estimate_input in = request("openai", "gpt-4o", 500);
+    cr_assert_eq(dsc_estimate_compute(cat, &in, &base, NULL), DSC_OK);
+    in.latency_s = 2.0; /* below the modeled 13.75 s */
+    cr_assert_eq(dsc_estimate_compute(cat, &in, &fast, NULL), DSC_OK);
+    cr_assert_float_eq(fast.bound[0].latency_s, 2.0, 0);
+    cr_assert_lt(fast.total.energy_kwh.max, base.total.energy_kwh.max);
+    cr_assert_lt(fast.embodied.gwp_kgco2eq.max, base.embodied.gwp_kgco2eq.max);
+    cr_assert_float_eq(fast.bound[0].gpu_energy_kwh_per_gpu, base.bound[0].gpu_energy_kwh_per_gpu,
+                       0);
+    in.latency_s = 600.0; /* a slow request does not raise it */
+    cr_assert_eq(dsc_estimate_compute(cat, &in, &slow, NULL), DSC_OK);
+    cr_assert_eq(memcmp(&slow.total, &base.total, sizeof base.total), 0);
+    in.latency_s = -1; /* not measured */
+    cr_assert_eq(dsc_estimate_compute(cat, &in, &slow, NULL), DSC_OK);
+    cr_assert_eq(memcmp(&slow.total, &base.total, sizeof base.total), 0);
+}
+
+Test(estimate, input_tokens_do_not_change_the_ecologits_numbers) {
+    dsc_estimate a, b;
+    dsc_estimate_input in = request("openai", "gpt-4o-mini", 200);
+    in.input_tokens = 0;
+    cr_assert_eq(dsc_estimate_compute(cat, &in, &a, NULL), DSC_OK);
+    in.input_tokens = 500000;
+    cr_assert_eq(dsc_estimate_compute(cat, &in, &b, NULL), DSC_OK);
+    cr_assert_eq(memcmp(&a.total, &b.total, sizeof a.total), 0);
+}
+
+Test(estimate, every_catalogue_model_gives_finite_ordered_positive_ranges) {
+    for (size_t i = 0; i < dsc_catalog_model_count(cat); i++) {
+        const dsc_model *m = dsc_catalog_model_at(cat, i);
+        dsc_estimate est;
+        dsc_error err;
+        dsc_estimate_input in = request(m->provider, m->name, 300);
+        cr_assert_eq(dsc_estimate_compute(cat, &in, &est, &err), DSC_OK, "%s: %s", m->name,
+                     err.message);
+        const dsc_range *r = &est.total.energy_kwh;
+        for (int k = 0; k < 5; k++, r++) {
+            cr_assert(isfinite(r->min) && isfinite(r->max), "%s/%s", m->provider, m->name);
+            cr_assert_gt(r->min, 0, "%s/%s field %d", m->provider, m->name, k);
+            cr_assert_leq(r->min, r->max, "%s/%s field %d", m->provider, m->name, k);
+        }
+    }
+}
+
+Test(estimate, more_output_tokens_cost_more) {
+    dsc_estimate a, b;
+    dsc_estimate_input in = request("openai", "gpt-4o", 50);
+    cr_assert_eq(dsc_estimate_compute(cat, &in, &a, NULL), DSC_OK);
+    in.output_tokens = 5000;
+    cr_assert_eq(dsc_estimate_compute(cat, &in, &b, NULL), DSC_OK);
+    cr_assert_gt(b.total.gwp_kgco2eq.min, 50 * a.total.gwp_kgco2eq.min);
+}
+
+Test(estimate, zero_output_tokens_costs_only_the_time_to_first_token) {
+    dsc_estimate est;
+    dsc_estimate_input in = request("openai", "gpt-4o", 0);
+    cr_assert_eq(dsc_estimate_compute(cat, &in, &est, NULL), DSC_OK);
+    cr_assert_eq(est.bound[0].gpu_energy_kwh_per_gpu, 0);
+    cr_assert_float_eq(est.bound[0].latency_s, 0.52, 1e-12);
+}
+
+static void expect_error(dsc_estimate_input in, dsc_status code, const char *frag1,
+                         const char *frag2) {
+    dsc_estimate est;
+    memset(&est, 0xab, sizeof est);
+    dsc_error err;
+    cr_assert_eq(dsc_estimate_compute(cat, &in, &est, &err), code, "got: %s", err.message);
+    cr_assert_eq(err.code, code);
+    cr_assert_not_null(strstr(err.message, frag1), "'%s' not in: %s", frag1, err.message);
+    if (frag2)
+        cr_assert_not_null(strstr(err.message, frag2), "'%s' not in: %s", frag2, err.message);
+    cr_assert_eq(est.total.energy_kwh.max, 0, "output must be zeroed on error");
+    cr_assert_eq(est.zone[0], '\0');
+}
+
+Test(estimate, negative_or_absurd_token_counts_are_bad_requests_naming_the_field) {
+    dsc_estimate_input in = request("openai", "gpt-4o", -5);
+    expect_error(in, DSC_BAD_REQUEST, "output_tokens", "-5");
+    in.output_tokens = 2000000000;
+    expect_error(in, DSC_BAD_REQUEST, "output_tokens", "2000000000");
+    in.output_tokens = 10;
+    in.input_tokens = -1;
+    expect_error(in, DSC_BAD_REQUEST, "input_tokens", "-1");
+    in.input_tokens = 1000000001;
+    expect_error(in, DSC_BAD_REQUEST, "input_tokens", "1000000001");
+}
+
+Test(estimate, nan_or_infinite_latency_is_a_bad_request) {
+    dsc_estimate_input in = request("openai", "gpt-4o", 10);
+    in.latency_s = NAN;
+    expect_error(in, DSC_BAD_REQUEST, "latency_s", "nan");
+    in.latency_s = INFINITY;
+    expect_error(in, DSC_BAD_REQUEST, "latency_s", "inf");
+}
+
+Test(estimate, missing_provider_or_model_is_a_bad_request) {
+    expect_error(request(NULL, "gpt-4o", 10), DSC_BAD_REQUEST, "field 'provider'", NULL);
+    expect_error(request("openai", "", 10), DSC_BAD_REQUEST, "field 'model'", NULL);
+    dsc_estimate_input in = request("openai", "gpt-4o", 10);
+    in.method = DSC_METHOD_COUNT;
+    expect_error(in, DSC_BAD_REQUEST, "field 'method'", NULL);
+}
+
+Test(estimate, unknown_names_get_their_own_status_and_close_matches) {
+    expect_error(request("open-ai", "gpt-4o", 10), DSC_UNKNOWN_PROVIDER, "'open-ai'",
+                 "did you mean 'openai'");
+    expect_error(request("openai", "gpt4o", 10), DSC_UNKNOWN_MODEL, "'gpt4o'",
+                 "did you mean 'gpt-4o'");
+    expect_error(request("anthropic", "claude-3-5-sonnet-20241022", 10), DSC_UNKNOWN_MODEL,
+                 "field 'model'", "claude-3-5-sonnet-20241022");
+    dsc_estimate_input in = request("openai", "gpt-4o", 10);
+    in.zone = "FRX";
+    expect_error(in, DSC_UNKNOWN_ZONE, "field 'zone'", "'FRA'");
+}
+
+Test(estimate, estimate_without_catalogue_or_output_fails_cleanly) {
+    dsc_estimate est;
+    dsc_estimate_input in = request("openai", "gpt-4o", 10);
+    cr_assert_eq(dsc_estimate_compute(NULL, &in, &est, NULL), DSC_INTERNAL);
+    cr_assert_eq(dsc_estimate_compute(cat, &in, NULL, NULL), DSC_BAD_REQUEST);
+    cr_assert_eq(dsc_estimate_compute(cat, NULL, &est, NULL), DSC_BAD_REQUEST);
+}
+
+Test(estimate, method_names_parse_and_print) {
+    dsc_method m = DSC_METHOD_COUNT;
+    cr_assert_eq(dsc_method_parse("ecologits", &m), DSC_OK);
+    cr_assert_eq(m, DSC_METHOD_ECOLOGITS);
+    cr_assert_str_eq(dsc_method_name(DSC_METHOD_ECOLOGITS), "ecologits");
+    cr_assert_eq(dsc_method_parse("magic", &m), DSC_BAD_REQUEST);
+    cr_assert_eq(dsc_method_parse(NULL, &m), DSC_BAD_REQUEST);
+    cr_assert_null(dsc_method_name(DSC_METHOD_COUNT));
+}
+
+Test(estimate, warning_names_follow_the_bits) {
+    const char *names[2];
+    cr_assert_eq(dsc_estimate_warning_names(0, names, 2), 0);
+    cr_assert_eq(dsc_estimate_warning_names(DSC_WARN_ARCH_MULTIMODAL, names, 2), 1);
+    cr_assert_str_eq(names[0], "model-arch-multimodal");
+    cr_assert_eq(
+        dsc_estimate_warning_names(DSC_WARN_ARCH_NOT_RELEASED | DSC_WARN_ARCH_MULTIMODAL, names, 1),
+        1);
+    cr_assert_str_eq(names[0], "model-arch-not-released");
+}

@@ -1,0 +1,379 @@
+/*
+ * harness.c - integration-test helpers (see harness.h).
+ */
+#include "harness.h"
+
+#include <criterion/criterion.h>
+#include <errno.h>
+#include <fcntl.h>
+#include <msgpack.h>
+#include <netinet/in.h>
+#include <netinet/tcp.h>
+#include <poll.h>
+#include <signal.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/socket.h>
+#include <sys/un.h>
+#include <sys/wait.h>
+#include <time.h>
+#include <unistd.h>
+
+struct th_client {
+    int fd;
+    uint32_t next_id;
+    msgpack_unpacker up;
+};
+
+static int64_t now_ms(void) {
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (int64_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
+}
+
+void th_sleep_ms(int ms) {
+    struct timespec ts = {ms / 1000, (long)(ms % 1000) * 1000000L};
+    while (nanosleep(&ts, &ts) != 0 && errno == EINTR) {}
+}
+
+static void write_config(const th_server *s, const char *extra) {
+    char path[400];
+    snprintf(path, sizeof path, "%s/discernd.conf", s->dir);
+    FILE *f = fopen(path, "w");
+    cr_assert_not_null(f);
+    fprintf(f,
+            "listen = \"127.0.0.1:0\"\nunix = \"%s\"\nhttp = \"127.0.0.1:0\"\n"
+            "port_file = \"%s/ports\"\nstore = \"%s\"\nadmin_token = \"%s\"\n"
+            "unix_admin_uids = \"none\"\nworkers = 2\n"
+            "data = \"%s/core/data\"\npolicies = \"%s/policies\"\n%s\n",
+            s->unix_path, s->dir, s->store, TH_ADMIN_TOKEN, DISCERN_SOURCE_DIR, DISCERN_SOURCE_DIR,
+            extra ? extra : "");
+    fclose(f);
+}
+
+static void dump_log(const th_server *s) {
+    FILE *f = fopen(s->log, "r");
+    if (!f) return;
+    char line[1024];
+    while (fgets(line, sizeof line, f)) fprintf(stderr, "discernd: %s", line);
+    fclose(f);
+}
+
+static bool read_ports(th_server *s) {
+    char path[400];
+    snprintf(path, sizeof path, "%s/ports", s->dir);
+    FILE *f = fopen(path, "r");
+    if (!f) return false;
+    int ok = fscanf(f, "%d %d", &s->port, &s->http_port);
+    fclose(f);
+    return ok == 2;
+}
+
+static void spawn(th_server *s, const char *extra) {
+    char conf[400], ports[400];
+    write_config(s, extra);
+    snprintf(conf, sizeof conf, "%s/discernd.conf", s->dir);
+    snprintf(ports, sizeof ports, "%s/ports", s->dir);
+    unlink(ports);
+    pid_t pid = fork();
+    cr_assert(pid >= 0);
+    if (pid == 0) {
+        int fd = open(s->log, O_WRONLY | O_CREAT | O_APPEND, 0644);
+        if (fd >= 0) dup2(fd, 2);
+        execl(DISCERND_PATH, "discernd", "--config", conf, (char *)NULL);
+        _exit(127);
+    }
+    s->pid = pid;
+    for (int64_t deadline = now_ms() + 10000; now_ms() < deadline;) {
+        if (read_ports(s)) return;
+        int status;
+        if (waitpid(pid, &status, WNOHANG) == pid) {
+            s->pid = 0;
+            dump_log(s);
+            cr_assert_fail("discernd exited at start with status %d", status);
+        }
+        th_sleep_ms(10);
+    }
+    dump_log(s);
+    cr_assert_fail("discernd did not write its port file within 10 s");
+}
+
+void th_server_start(th_server *s, const char *extra) {
+    memset(s, 0, sizeof *s);
+    strcpy(s->dir, "/tmp/discernd-test-XXXXXX");
+    cr_assert_not_null(mkdtemp(s->dir));
+    snprintf(s->unix_path, sizeof s->unix_path, "%s/d.sock", s->dir);
+    snprintf(s->store, sizeof s->store, "%s/discern.db", s->dir);
+    snprintf(s->log, sizeof s->log, "%s/discernd.log", s->dir);
+    spawn(s, extra);
+}
+
+void th_server_restart(th_server *s, const char *extra) { spawn(s, extra); }
+
+int th_server_stop(th_server *s) {
+    if (s->pid <= 0) return -1;
+    kill(s->pid, SIGTERM);
+    int status = 0;
+    for (int64_t deadline = now_ms() + 15000; now_ms() < deadline; th_sleep_ms(5)) {
+        if (waitpid(s->pid, &status, WNOHANG) == s->pid) {
+            s->pid = 0;
+            if (!WIFEXITED(status)) dump_log(s);
+            return WIFEXITED(status) ? WEXITSTATUS(status) : -1;
+        }
+    }
+    kill(s->pid, SIGKILL);
+    waitpid(s->pid, &status, 0);
+    s->pid = 0;
+    dump_log(s);
+    return -1;
+}
+
+/* Fail the test when the server's log holds a sanitizer report. */
+static bool log_is_clean(const th_server *s) {
+    FILE *f = fopen(s->log, "r");
+    if (!f) return true;
+    char line[2048];
+    bool bad = false;
+    while (fgets(line, sizeof line, f))
+        if (strstr(line, "ThreadSanitizer") || strstr(line, "AddressSanitizer") ||
+            strstr(line, "LeakSanitizer") || strstr(line, "runtime error:"))
+            bad = true;
+    fclose(f);
+    if (bad) dump_log(s);
+    return !bad;
+}
+
+void th_server_cleanup(th_server *s) {
+    int code = s->pid > 0 ? th_server_stop(s) : 0;
+    bool clean = log_is_clean(s);
+    if (code != 0) dump_log(s);
+    char cmd[400];
+    snprintf(cmd, sizeof cmd, "rm -rf '%s'", s->dir);
+    if (s->dir[0] && system(cmd) != 0) fprintf(stderr, "could not remove %s\n", s->dir);
+    cr_assert(clean, "discernd's log holds a sanitizer report");
+    cr_assert_eq(code, 0, "discernd exited with %d", code);
+}
+
+long th_server_rss_kib(const th_server *s) {
+    char path[64], line[256];
+    snprintf(path, sizeof path, "/proc/%d/status", (int)s->pid);
+    FILE *f = fopen(path, "r");
+    if (!f) return -1;
+    long kib = -1;
+    while (fgets(line, sizeof line, f))
+        if (sscanf(line, "VmRSS: %ld kB", &kib) == 1) break;
+    fclose(f);
+    return kib;
+}
+
+/* --------------------------------------------------------------------- client -- */
+
+static th_client *client_new(int fd) {
+    th_client *c = calloc(1, sizeof *c);
+    cr_assert_not_null(c);
+    c->fd = fd;
+    c->next_id = 1000000;
+    cr_assert(msgpack_unpacker_init(&c->up, 1 << 16));
+    return c;
+}
+
+th_client *th_connect_tcp(const th_server *s) {
+    int fd = socket(AF_INET, SOCK_STREAM, 0);
+    struct sockaddr_in a = {.sin_family = AF_INET, .sin_port = htons((uint16_t)s->port)};
+    a.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+    cr_assert(connect(fd, (struct sockaddr *)&a, sizeof a) == 0, "connect: %s", strerror(errno));
+    int one = 1;
+    setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof one);
+    return client_new(fd);
+}
+
+th_client *th_connect_unix(const th_server *s) {
+    int fd = socket(AF_UNIX, SOCK_STREAM, 0);
+    struct sockaddr_un a = {.sun_family = AF_UNIX};
+    cr_assert_lt(strlen(s->unix_path), sizeof a.sun_path);
+    memcpy(a.sun_path, s->unix_path, strlen(s->unix_path) + 1);
+    cr_assert(connect(fd, (struct sockaddr *)&a, sizeof a) == 0, "connect: %s", strerror(errno));
+    return client_new(fd);
+}
+
+void th_client_free(th_client *c) {
+    if (!c) return;
+    close(c->fd);
+    msgpack_unpacker_destroy(&c->up);
+    free(c);
+}
+
+void th_send_raw(th_client *c, const void *data, size_t n) {
+    const char *p = data;
+    while (n > 0) {
+        ssize_t w = send(c->fd, p, n, MSG_NOSIGNAL);
+        if (w < 0 && errno == EINTR) continue;
+        if (w <= 0) return; /* the server may have closed: the test checks that */
+        p += w;
+        n -= (size_t)w;
+    }
+}
+
+static void pack_json(msgpack_packer *pk, json_t *v) {
+    switch (json_typeof(v)) {
+    case JSON_OBJECT: {
+        msgpack_pack_map(pk, json_object_size(v));
+        const char *k;
+        json_t *x;
+        json_object_foreach(v, k, x) {
+            msgpack_pack_str(pk, strlen(k));
+            msgpack_pack_str_body(pk, k, strlen(k));
+            pack_json(pk, x);
+        }
+        break;
+    }
+    case JSON_ARRAY: {
+        msgpack_pack_array(pk, json_array_size(v));
+        size_t i;
+        json_t *x;
+        json_array_foreach(v, i, x) pack_json(pk, x);
+        break;
+    }
+    case JSON_STRING:
+        msgpack_pack_str(pk, json_string_length(v));
+        msgpack_pack_str_body(pk, json_string_value(v), json_string_length(v));
+        break;
+    case JSON_INTEGER: msgpack_pack_int64(pk, json_integer_value(v)); break;
+    case JSON_REAL: msgpack_pack_double(pk, json_real_value(v)); break;
+    case JSON_TRUE: msgpack_pack_true(pk); break;
+    case JSON_FALSE: msgpack_pack_false(pk); break;
+    case JSON_NULL: msgpack_pack_nil(pk); break;
+    }
+}
+
+static void send_message(th_client *c, int kind, uint32_t msgid, const char *method, const char *params) {
+    msgpack_sbuffer sb;
+    msgpack_sbuffer_init(&sb);
+    msgpack_packer pk;
+    msgpack_packer_init(&pk, &sb, msgpack_sbuffer_write);
+    msgpack_pack_array(&pk, kind == 0 ? 4 : 3);
+    msgpack_pack_int(&pk, kind);
+    if (kind == 0) msgpack_pack_uint32(&pk, msgid);
+    msgpack_pack_str(&pk, strlen(method));
+    msgpack_pack_str_body(&pk, method, strlen(method));
+    if (params) {
+        json_error_t jerr;
+        json_t *p = json_loads(params, 0, &jerr);
+        cr_assert_not_null(p, "bad test params %s: %s", params, jerr.text);
+        msgpack_pack_array(&pk, 1);
+        pack_json(&pk, p);
+        json_decref(p);
+    } else {
+        msgpack_pack_array(&pk, 0);
+    }
+    th_send_raw(c, sb.data, sb.size);
+    msgpack_sbuffer_destroy(&sb);
+}
+
+void th_send_request(th_client *c, uint32_t msgid, const char *method, const char *params) {
+    send_message(c, 0, msgid, method, params);
+}
+
+void th_send_notification(th_client *c, const char *method, const char *params) {
+    send_message(c, 2, 0, method, params);
+}
+
+static json_t *to_json(const msgpack_object *o) {
+    switch (o->type) {
+    case MSGPACK_OBJECT_NIL: return json_null();
+    case MSGPACK_OBJECT_BOOLEAN: return json_boolean(o->via.boolean);
+    case MSGPACK_OBJECT_POSITIVE_INTEGER: return json_integer((json_int_t)o->via.u64);
+    case MSGPACK_OBJECT_NEGATIVE_INTEGER: return json_integer((json_int_t)o->via.i64);
+    case MSGPACK_OBJECT_FLOAT32:
+    case MSGPACK_OBJECT_FLOAT64: return json_real(o->via.f64);
+    case MSGPACK_OBJECT_STR:
+    case MSGPACK_OBJECT_BIN: return json_stringn(o->via.str.ptr, o->via.str.size);
+    case MSGPACK_OBJECT_ARRAY: {
+        json_t *a = json_array();
+        for (uint32_t i = 0; i < o->via.array.size; i++)
+            json_array_append_new(a, to_json(&o->via.array.ptr[i]));
+        return a;
+    }
+    case MSGPACK_OBJECT_MAP: {
+        json_t *m = json_object();
+        for (uint32_t i = 0; i < o->via.map.size; i++) {
+            const msgpack_object *k = &o->via.map.ptr[i].key;
+            char key[256];
+            snprintf(key, sizeof key, "%.*s", (int)k->via.str.size, k->via.str.ptr);
+            json_object_set_new(m, key, to_json(&o->via.map.ptr[i].val));
+        }
+        return m;
+    }
+    default: return json_null();
+    }
+}
+
+/* Receive more bytes into the unpacker: 1 got some, 0 closed, -1 timeout. */
+static int receive(th_client *c, int64_t deadline) {
+    int wait = (int)(deadline - now_ms());
+    if (wait < 0) wait = 0;
+    struct pollfd p = {.fd = c->fd, .events = POLLIN};
+    if (poll(&p, 1, wait) <= 0) return -1;
+    msgpack_unpacker_reserve_buffer(&c->up, 1 << 16);
+    ssize_t n = recv(c->fd, msgpack_unpacker_buffer(&c->up), msgpack_unpacker_buffer_capacity(&c->up), 0);
+    if (n <= 0) return 0;
+    msgpack_unpacker_buffer_consumed(&c->up, (size_t)n);
+    return 1;
+}
+
+json_t *th_read(th_client *c, int timeout_ms) {
+    int64_t deadline = now_ms() + timeout_ms;
+    msgpack_unpacked u;
+    msgpack_unpacked_init(&u);
+    json_t *out = NULL;
+    for (;;) {
+        if (msgpack_unpacker_next(&c->up, &u) == MSGPACK_UNPACK_SUCCESS) {
+            out = to_json(&u.data);
+            break;
+        }
+        if (receive(c, deadline) <= 0) break;
+    }
+    msgpack_unpacked_destroy(&u);
+    return out;
+}
+
+bool th_closed(th_client *c, int timeout_ms) {
+    int64_t deadline = now_ms() + timeout_ms;
+    msgpack_unpacked u;
+    msgpack_unpacked_init(&u);
+    int r;
+    do {
+        while (msgpack_unpacker_next(&c->up, &u) == MSGPACK_UNPACK_SUCCESS) {}
+    } while ((r = receive(c, deadline)) == 1);
+    msgpack_unpacked_destroy(&u);
+    return r == 0;
+}
+
+json_t *th_call(th_client *c, const char *method, const char *params) {
+    uint32_t id = c->next_id++;
+    th_send_request(c, id, method, params);
+    for (;;) {
+        json_t *m = th_read(c, 5000);
+        cr_assert_not_null(m, "no response to %s within 5 s", method);
+        if (json_is_array(m) && json_array_size(m) == 4 &&
+            json_integer_value(json_array_get(m, 1)) == (json_int_t)id)
+            return m;
+        json_decref(m);
+    }
+}
+
+json_t *th_result(json_t *response) {
+    json_t *r = json_array_get(response, 3);
+    return json_is_object(r) ? r : NULL;
+}
+
+const char *th_error_code(json_t *response) {
+    json_t *e = json_array_get(response, 2);
+    return json_is_object(e) ? json_string_value(json_object_get(e, "code")) : "";
+}
+
+const char *th_error_message(json_t *response) {
+    json_t *e = json_array_get(response, 2);
+    return json_is_object(e) ? json_string_value(json_object_get(e, "message")) : "";
+}

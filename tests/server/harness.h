@@ -1,0 +1,74 @@
+/*
+ * harness.h - integration-test helpers: start a real discernd on an ephemeral port
+ * and a Unix socket in a temporary folder, and talk MessagePack-RPC to it.
+ *
+ *   th_server s;
+ *   th_server_start(&s, "workers = 2\n");            extra config lines (may be NULL)
+ *   th_client *c = th_connect_tcp(&s);               or th_connect_unix(&s)
+ *   json_t *r = th_call(c, "ping", "{}");            [1, msgid, error, result] as JSON
+ *   th_client_free(c);
+ *   int code = th_server_stop(&s);                   SIGTERM, wait, exit status
+ *
+ * Params are written as JSON text and sent as MessagePack; replies are converted to
+ * jansson values, which keeps the assertions short. Every wait is bounded.
+ */
+#ifndef DISCERN_TEST_HARNESS_H
+#define DISCERN_TEST_HARNESS_H
+
+#include <jansson.h>
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <sys/types.h>
+
+typedef struct th_server {
+    pid_t pid;
+    int port, http_port;
+    char dir[256];
+    char unix_path[300];
+    char store[300];
+    char log[300];
+} th_server;
+
+typedef struct th_client th_client;
+
+#define TH_ADMIN_TOKEN "test-admin-token"
+
+/* Start discernd with the test config plus extra (config lines, may be NULL).
+ * Aborts the test when it does not come up within 10 s. */
+void th_server_start(th_server *s, const char *extra);
+/* Start again on the same folder and store (after a stop). */
+void th_server_restart(th_server *s, const char *extra);
+/* SIGTERM and wait (bounded); returns the exit status, or -1 if it had to be killed. */
+int th_server_stop(th_server *s);
+/* Stop if running and remove the temporary folder. */
+void th_server_cleanup(th_server *s);
+/* The server's resident memory in KiB (from /proc). */
+long th_server_rss_kib(const th_server *s);
+
+th_client *th_connect_tcp(const th_server *s);
+th_client *th_connect_unix(const th_server *s);
+void th_client_free(th_client *c);
+/* Send raw bytes. */
+void th_send_raw(th_client *c, const void *data, size_t n);
+/* Send [0, msgid, method, [params]] (params JSON text; NULL = []) without waiting. */
+void th_send_request(th_client *c, uint32_t msgid, const char *method, const char *params);
+/* Send [2, method, [params]]. */
+void th_send_notification(th_client *c, const char *method, const char *params);
+/* The next message from the server as JSON, or NULL on close or after timeout_ms. */
+json_t *th_read(th_client *c, int timeout_ms);
+/* True when the server closes the connection within timeout_ms (replies before the
+ * close are skipped). */
+bool th_closed(th_client *c, int timeout_ms);
+/* Send a request with a fresh msgid and wait (5 s) for its response. */
+json_t *th_call(th_client *c, const char *method, const char *params);
+/* The result map of a response (NULL when it is an error); borrowed. */
+json_t *th_result(json_t *response);
+/* The error code of a response ("" when it succeeded); borrowed. */
+const char *th_error_code(json_t *response);
+/* Sleep for ms milliseconds. */
+void th_sleep_ms(int ms);
+/* The error message of a response ("" when it succeeded); borrowed. */
+const char *th_error_message(json_t *response);
+
+#endif
