@@ -7,6 +7,8 @@
  */
 #include "discern/grid.h"
 
+#include "discern/catalog.h"
+
 #include <math.h>
 #include <pthread.h>
 #include <stdlib.h>
@@ -132,6 +134,16 @@ dsc_status dsc_grid_set_live(dsc_grid *g, const char *zone, double gco2e_kwh, in
     }
     pthread_rwlock_unlock(&g->lock);
     return s ? DSC_OK : DSC_NOMEM;
+}
+
+dsc_status dsc_grid_load_catalog(dsc_grid *g, const dsc_catalog *cat, dsc_error *err) {
+    size_t n = dsc_catalog_zone_count(cat);
+    for (size_t i = 0; i < n; i++) {
+        const dsc_zone *z = dsc_catalog_zone_at(cat, i);
+        dsc_status st = dsc_grid_set_annual(g, z->name, z->gwp_kgco2eq_per_kwh * 1000.0, err);
+        if (st != DSC_OK) return st;
+    }
+    return DSC_OK;
 }
 
 static int point_cmp(const void *a, const void *b) {

@@ -16,16 +16,6 @@
 #include <stdlib.h>
 #include <string.h>
 
-static const char *const metric_names[] = {
-#define METRIC_NAME(name, wire, unit) wire,
-    DSC_METRIC_MAP(METRIC_NAME)
-#undef METRIC_NAME
-};
-
-const char *dsc__metric_name(dsc_metric m) {
-    return (unsigned)m < DSC_METRIC_COUNT ? metric_names[m] : NULL;
-}
-
 /* The estimate's metrics as policies see them, with their factor from estimate.h's
  * units to API units (kWh -> Wh, kg -> g, L -> mL). */
 static const struct {
@@ -114,7 +104,7 @@ static int l_whatif(lua_State *L) {
 static void fill_budget(lua_State *L, int t, const dsc_budget_state *b) {
     set_string(L, t, "selector", b->selector);
     set_string(L, t, "counter", b->counter);
-    set_string(L, t, "metric", dsc__metric_name(b->metric));
+    set_string(L, t, "metric", dsc_metric_name(b->metric));
     set_string(L, t, "window", b->window);
     set_number(L, t, "limit", (double)b->limit / (double)DSC_MICRO);
     set_number(L, t, "used", (double)b->used / (double)DSC_MICRO);
@@ -170,7 +160,7 @@ static int l_budgets(lua_State *L) {
 }
 
 static bool budget_matches(const dsc_budget_state *b, const char *sel, const char *metric) {
-    if (metric && strcmp(dsc__metric_name(b->metric) ? dsc__metric_name(b->metric) : "", metric))
+    if (metric && strcmp(dsc_metric_name(b->metric) ? dsc_metric_name(b->metric) : "", metric))
         return false;
     if (!sel || strcmp(sel, b->selector) == 0 || strcmp(sel, b->counter) == 0) return true;
     size_t n = strlen(sel); /* a bare kind ("team") matches every team budget */

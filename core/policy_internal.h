@@ -139,7 +139,4 @@ void dsc__purpose_class(lua_State *L, dsc_policy_vm *vm, const char *purpose);
 dsc_status dsc__vm_run(dsc_policy_vm *vm, const dsc_policy_input *in, int only,
                        dsc_decision *out);
 
-/* The wire name of a metric, from DSC_METRIC_MAP (NULL when out of range). */
-const char *dsc__metric_name(dsc_metric m);
-
 #endif

@@ -8,14 +8,18 @@
  *   clock(unix_seconds)     what ctx.now() returns (default 2026-01-01T00:00:00Z)
  *   model{provider=, name=, params_b=, gco2e=, energy_wh=, water_ml=}  per 1000
  *                           output tokens: estimates and ctx.models() come from these
+ *                           (without any, from the catalogue when one is given)
  *   grid{zone=, gco2e_kwh=, live=true, valid_until=, forecast={{at=, gco2e_kwh=}...}}
  *   decide{...}             the policy under test (x_test.lua tests x.lua) alone
  *   decide_all{...}         every enabled policy, combined as in production
  *   expect(d).to_allow(s) / to_refuse(s) / to_throttle(s) / to_abstain()
  *            .to_suggest(model [, provider]) / to_not_suggest() / to_retry_after(n)
+ *   ok(condition, message)  a plain check, failing at the caller's line
  * A failure is reported as "file:line: message (in test 'name')".
  */
 #include "policy_internal.h"
+
+#include "discern/catalog.h"
 
 #include <dirent.h>
 #include <stdio.h>
@@ -132,10 +136,8 @@ static int l_budget(lua_State *L) {
     opt_string(L, 1, "selector", b->selector, sizeof b->selector, NULL);
     opt_string(L, 1, "metric", metric, sizeof metric, NULL);
     opt_string(L, 1, "window", b->window, sizeof b->window, "month");
-    int m = 0;
-    while (m < DSC_METRIC_COUNT && strcmp(dsc__metric_name((dsc_metric)m), metric)) m++;
-    if (m == DSC_METRIC_COUNT) return luaL_error(L, "unknown metric '%s'", metric);
-    b->metric = (dsc_metric)m;
+    if (dsc_metric_parse(metric, &b->metric) != DSC_OK)
+        return luaL_error(L, "unknown metric '%s'", metric);
     b->limit = micro(opt_number(L, 1, "limit", 0));
     b->used = micro(opt_number(L, 1, "used", 0));
     b->held = micro(opt_number(L, 1, "held", 0));
@@ -271,12 +273,14 @@ static void read_estimate(lua_State *L, runner *r, int t, request *q) {
         return;
     }
     lua_pop(L, 1);
-    if (r->nm == 0) return; /* no models declared: a zero footprint */
+    if (r->nm == 0 && !r->cat) return; /* no models and no catalogue: a zero footprint */
     dsc_estimate_input ei = {.provider = q->in.provider, .model = q->in.model,
                              .input_tokens = q->in.input_tokens,
                              .output_tokens = q->in.output_tokens, .zone = q->in.zone};
     dsc_error err;
-    if (fake_estimate(r, &ei, &q->est, &err) != DSC_OK) luaL_error(L, "decide: %s", err.message);
+    dsc_status st = r->nm ? fake_estimate(r, &ei, &q->est, &err)
+                          : dsc_estimate_compute(r->cat, &ei, &q->est, &err);
+    if (st != DSC_OK) luaL_error(L, "decide: %s", err.message);
 }
 
 static bool selector_applies(const char *sel, const dsc_subject *s, char *counter, size_t n) {
@@ -402,12 +406,17 @@ static int begin_test(lua_State *L, runner *r) {
     memcpy(r->models, r->file_models, sizeof r->models);
     r->now = r->file_now;
     r->grid = dsc_grid_new();
+    if (r->grid && r->cat && dsc_grid_load_catalog(r->grid, r->cat, &err) != DSC_OK) {
+        end_test(r);
+        return luaL_error(L, "%s", err.message);
+    }
     r->vm = r->grid ? dsc_policy_vm_new(r->set, r->cat, r->grid, NULL, &err) : NULL;
     if (!r->vm) {
         end_test(r);
         return luaL_error(L, "cannot create a policy VM: %s", r->grid ? err.message : "out of memory");
     }
-    if (!r->cat) dsc_policy_vm_set_oracle(r->vm, &(dsc_policy_oracle){r, fake_estimate, fake_models});
+    if (!r->cat || r->nm) /* declared models replace the catalogue */
+        dsc_policy_vm_set_oracle(r->vm, &(dsc_policy_oracle){r, fake_estimate, fake_models});
     return 0;
 }
 
@@ -440,6 +449,9 @@ static int l_test(lua_State *L) {
 static const char expect_src[] =
     "local function show(d)\n"
     "  return d.outcome .. (d.reason ~= '' and (' (' .. d.reason .. ')') or '')\n"
+    "end\n"
+    "function ok(cond, message)\n"
+    "  if not cond then error(message or 'check failed', 2) end\n"
     "end\n"
     "return function(d)\n"
     "  local m = {}\n"

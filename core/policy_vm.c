@@ -9,6 +9,8 @@
  */
 #include "policy_internal.h"
 
+#include "discern/catalog.h"
+
 #include <ctype.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -119,6 +121,22 @@ found:
     lua_remove(L, map);
 }
 
+/* --- the catalogue as oracle: what-if estimates and model lists --- */
+
+static dsc_status catalog_estimate(void *ud, const dsc_estimate_input *in, dsc_estimate *out,
+                                   dsc_error *err) {
+    return dsc_estimate_compute(ud, in, out, err);
+}
+
+static int catalog_models(void *ud, const char *provider, dsc_policy_model *out, int max) {
+    size_t n = 0;
+    const dsc_model *ms = dsc_catalog_provider_models(ud, provider, &n);
+    if (!ms || n == 0) return -1;
+    for (size_t i = 0; i < n && (int)i < max; i++)
+        out[i] = (dsc_policy_model){ms[i].name, ms[i].active_params_b.max};
+    return (int)n;
+}
+
 /* --- creation --- */
 
 static int load_all(lua_State *L) {
@@ -158,6 +176,7 @@ dsc_policy_vm *dsc_policy_vm_new(dsc_policy_set *set, const dsc_catalog *cat, ds
     vm->set = dsc_policy_set_ref(set);
     vm->cat = cat;
     vm->grid = grid;
+    if (cat) vm->oracle = (dsc_policy_oracle){(void *)cat, catalog_estimate, catalog_models};
     snprintf(vm->default_class, sizeof vm->default_class, "productive");
     vm->L = dsc__sandbox_open(&vm->sb, vm->limits.memory_bytes);
     if (!vm->L) {
@@ -197,6 +216,8 @@ static int clear_models(lua_State *L) {
 void dsc_policy_vm_set_oracle(dsc_policy_vm *vm, const dsc_policy_oracle *oracle) {
     memset(&vm->oracle, 0, sizeof vm->oracle);
     if (oracle) vm->oracle = *oracle;
+    else if (vm->cat)
+        vm->oracle = (dsc_policy_oracle){(void *)vm->cat, catalog_estimate, catalog_models};
     lua_pushcfunction(vm->L, clear_models); /* the model lists came from the old oracle */
     if (lua_pcall(vm->L, 0, 0, 0) != LUA_OK) lua_pop(vm->L, 1);
 }

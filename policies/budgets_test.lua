@@ -46,5 +46,5 @@ test("all shipped policies together: the budget refusal wins", function()
     budget{selector = "team:*", metric = "gco2e", limit = 50, used = 49}
     local d = decide_all{team = "infra", purpose = "code-review", estimate = {gco2e = 4}}
     expect(d).to_refuse("team:infra")
-    assert(d.policy == "budgets", "the winning policy is named")
+    ok(d.policy == "budgets", "the winning policy is named")
 end)

@@ -45,5 +45,8 @@ end)
 
 test("it is off in production: decide_all does not run it", function()
     grid{zone = "DEU", gco2e_kwh = 450}
-    expect(decide_all{zone = "DEU", purpose = "entertainment"}).to_allow("no policy objected")
+    local d = decide_all{zone = "DEU", purpose = "entertainment"}
+    for _, v in ipairs(d.verdicts) do
+        ok(v.policy ~= "grid-aware", "grid-aware ran although it is disabled")
+    end
 end)

@@ -6,6 +6,8 @@
  */
 #include "discern/policy.h"
 
+#include "discern/catalog.h"
+
 #include <criterion/criterion.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -604,4 +606,58 @@ Test(policy_runner, an_endless_test_file_is_stopped_and_counted, .init = make_di
     cr_assert(strstr(f.lines[0], "p_test.lua:1: time budget of 2000 ms exceeded (in test 'loops')"),
               "%s", f.lines[0]);
     cr_assert(strstr(f.lines[1], "p_test.lua:2: time budget"), "%s", f.lines[1]);
+}
+
+/* --- with the real catalogue --- */
+
+static dsc_catalog *shipped_catalog(void) {
+    dsc_error err = {0};
+    dsc_catalog *cat = dsc_catalog_load(DISCERN_SOURCE_DIR "/core/data", &err);
+    cr_assert_not_null(cat, "%s", err.message);
+    return cat;
+}
+
+Test(policy_runner, shipped_policies_pass_their_tests_with_the_catalogue_too) {
+    dsc_catalog *cat = shipped_catalog();
+    failures f = {0};
+    dsc_policy_test_report rep;
+    dsc_error err = {0};
+    cr_assert_eq(dsc_policy_run_tests(DISCERN_SOURCE_DIR "/policies", cat, collect, &f, &rep, &err),
+                 DSC_OK, "%s", err.message);
+    for (int i = 0; i < f.n && i < 16; i++) cr_log_error("%s", f.lines[i]);
+    cr_assert_eq(rep.failed, 0);
+    dsc_catalog_free(cat);
+}
+
+Test(policy, the_catalogue_answers_what_if_estimates_and_model_lists) {
+    put("a.lua", POLICY("local ms = ctx.models('openai')\n"
+                        "  local small = ctx.estimate{model = 'gpt-4o-mini'}\n"
+                        "  local big = ctx.estimate{model = 'gpt-4o'}\n"
+                        "  local _, err = ctx.estimate{model = 'no-such-model'}\n"
+                        "  assert(#ms > 3 and ms[1].params_b <= ms[#ms].params_b)\n"
+                        "  return allow(string.format('%s %s', tostring(small.gco2e.max < big.gco2e.max), err))"));
+    dsc_catalog *cat = shipped_catalog();
+    dsc_error err = {0};
+    dsc_policy_set *set = dsc_policy_set_load(dir, &err);
+    dsc_policy_vm *vm = dsc_policy_vm_new(set, cat, NULL, NULL, &err);
+    cr_assert_not_null(vm, "%s", err.message);
+    dsc_decision d = decide(vm);
+    cr_assert(strstr(d.reason, "true "), "%s", d.reason);
+    cr_assert(strstr(d.reason, "no-such-model"), "%s", d.reason);
+    dsc_policy_vm_free(vm);
+    dsc_policy_set_unref(set);
+    dsc_catalog_free(cat);
+}
+
+Test(policy, the_grid_falls_back_to_the_catalogue_annual_mix) {
+    dsc_catalog *cat = shipped_catalog();
+    dsc_grid *g = dsc_grid_new();
+    dsc_error err = {0};
+    cr_assert_eq(dsc_grid_load_catalog(g, cat, &err), DSC_OK, "%s", err.message);
+    double v;
+    cr_assert_eq(dsc_grid_get(g, "FRA", 0, &v), DSC_GRID_ANNUAL);
+    const dsc_zone *z = dsc_catalog_zone(cat, "FRA");
+    cr_assert_float_eq(v, z->gwp_kgco2eq_per_kwh * 1000.0, 1e-9);
+    dsc_grid_free(g);
+    dsc_catalog_free(cat);
 }

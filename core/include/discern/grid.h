@@ -22,6 +22,7 @@
 #include <stdint.h>
 
 typedef struct dsc_grid dsc_grid;
+typedef struct dsc_catalog dsc_catalog;
 
 /* Longest zone code accepted (plus the terminating NUL fits in 8 bytes). */
 #define DSC_GRID_ZONE_MAX 7
@@ -45,6 +46,9 @@ dsc_grid *dsc_grid_new(void);
 /* Free g and everything in it; NULL is a no-op. */
 void dsc_grid_free(dsc_grid *g);
 
+/* Set the annual average of every zone of the catalogue's electricity mixes (its gwp
+ * in kgCO2e/kWh x 1000). Errors as dsc_grid_set_annual. */
+dsc_status dsc_grid_load_catalog(dsc_grid *g, const dsc_catalog *cat, dsc_error *err);
 /* Set the annual average of zone. DSC_BAD_REQUEST for a bad zone or a negative or
  * non-finite value, DSC_NOMEM when the table cannot grow. */
 dsc_status dsc_grid_set_annual(dsc_grid *g, const char *zone, double gco2e_kwh, dsc_error *err);
