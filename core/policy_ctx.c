@@ -8,7 +8,8 @@
  * (micro-units / 1e6).
  *
  * ctx: estimate (ranges per metric; callable for what-if), budget(selector, metric),
- * budgets(), grid(zone), grid_forecast(zone), models(provider), now(), log(...),
+ * budgets(), grid(zone), grid_forecast(zone), models(provider), model(name, provider),
+ * now(), log(...),
  * purpose_class(purpose). See docs/policies.md.
  */
 #include "policy_internal.h"
@@ -254,23 +255,49 @@ static int cmp_models(const void *a, const void *b) {
     return (x > y) - (x < y);
 }
 
-/* Build the read-only list of provider's models, smallest first. */
+/* Push {list, index} for provider: the read-only list of its models, smallest
+ * first, and a table name -> entry. Returns 0 (nothing pushed) when unknown. */
 static int build_models(lua_State *L, dsc_policy_vm *vm, const char *provider) {
     dsc_policy_model ms[256];
     int n = vm->oracle.models ? vm->oracle.models(vm->oracle.ud, provider, ms, 256) : -1;
     if (n < 0) return 0;
     if (n > 256) n = 256;
     qsort(ms, (size_t)n, sizeof *ms, cmp_models);
+    lua_createtable(L, 2, 0);
     lua_createtable(L, n, 0);
+    lua_createtable(L, 0, n);
+    int list = lua_gettop(L) - 1, index = lua_gettop(L);
     for (int i = 0; i < n; i++) {
         lua_createtable(L, 0, 2);
         set_string(L, lua_gettop(L), "name", ms[i].name);
         set_number(L, lua_gettop(L), "params_b", ms[i].params_b);
         dsc__sandbox_readonly(L, -1, "model");
-        lua_rawseti(L, -3, i + 1);
+        lua_pushvalue(L, -1);
+        lua_rawseti(L, list, i + 1);
+        lua_setfield(L, index, ms[i].name);
         lua_pop(L, 1);
     }
-    dsc__sandbox_readonly(L, -1, "models");
+    lua_rawseti(L, list - 1, 2);
+    dsc__sandbox_readonly(L, list, "models");
+    lua_rawseti(L, list - 1, 1);
+    lua_pop(L, 1);
+    return 1;
+}
+
+/* Push the cached {list, index} of provider (built on first use); 0 when unknown. */
+static int provider_models(lua_State *L, dsc_policy_vm *vm, const char *provider) {
+    push_ref(L, vm->models_ref);
+    if (lua_getfield(L, -1, provider) != LUA_TNIL) {
+        lua_remove(L, -2);
+        return 1;
+    }
+    lua_pop(L, 1);
+    if (!build_models(L, vm, provider)) {
+        lua_pop(L, 1);
+        return 0;
+    }
+    lua_pushvalue(L, -1);
+    lua_setfield(L, -3, provider);
     lua_remove(L, -2);
     return 1;
 }
@@ -279,15 +306,26 @@ static int build_models(lua_State *L, dsc_policy_vm *vm, const char *provider) {
 static int l_models(lua_State *L) {
     dsc_policy_vm *vm = dsc__vm_of(L);
     const char *provider = luaL_optstring(L, 1, input_of(L, vm)->provider);
-    push_ref(L, vm->models_ref);
-    if (lua_getfield(L, -1, provider) != LUA_TNIL) return 1;
-    lua_pop(L, 1);
-    if (!build_models(L, vm, provider)) {
+    if (!provider_models(L, vm, provider)) {
         lua_pushnil(L);
         return 1;
     }
-    lua_pushvalue(L, -1);
-    lua_setfield(L, -3, provider);
+    lua_rawgeti(L, -1, 1);
+    return 1;
+}
+
+/* ctx.model(name, provider): {name=, params_b=} of one model, or nil if unknown. */
+static int l_model(lua_State *L) {
+    dsc_policy_vm *vm = dsc__vm_of(L);
+    const dsc_policy_input *in = input_of(L, vm);
+    const char *name = luaL_optstring(L, 1, in->model);
+    const char *provider = luaL_optstring(L, 2, in->provider);
+    if (!provider_models(L, vm, provider)) {
+        lua_pushnil(L);
+        return 1;
+    }
+    lua_rawgeti(L, -1, 2);
+    lua_getfield(L, -1, name);
     return 1;
 }
 
@@ -343,7 +381,8 @@ int dsc__ctx_build(lua_State *L) {
     static const luaL_Reg fns[] = {
         {"budget", l_budget}, {"budgets", l_budgets}, {"grid", l_grid},
         {"grid_forecast", l_grid_forecast}, {"now", l_now}, {"log", l_log},
-        {"models", l_models}, {"purpose_class", l_purpose_class}, {NULL, NULL}};
+        {"models", l_models}, {"model", l_model}, {"purpose_class", l_purpose_class},
+        {NULL, NULL}};
     luaL_setfuncs(L, fns, 0);
     dsc__sandbox_readonly(L, data, "ctx");
     vm->ctx_ref = new_ref(L);

@@ -2,7 +2,7 @@
  * policy_internal.h - what the files of the policy engine share (not public).
  *
  *   policy.c          the set: loading, compiling in a scratch state, version, refs
- *   policy_sandbox.c  one sandboxed lua_State: capped allocator, deadline hook, the
+ *   policy_sandbox.c  one sandboxed lua_State: capped allocator, time budget hook, the
  *                     whitelisted environment, decision constructors, read-only tables
  *   policy_vm.c       the per-thread VM: policies loaded, decide, combination, purposes
  *   policy_ctx.c      the req and ctx tables handed to decide, rebuilt in place per request
@@ -41,9 +41,10 @@ struct dsc_policy_set {
 /* The sandbox of one lua_State; its address is in the state's extra space. */
 typedef struct dsc__sandbox {
     size_t used, cap;    /* bytes held by the state, and the cap */
-    int64_t deadline_ns; /* CLOCK_MONOTONIC; INT64_MAX when no evaluation runs */
-    int64_t budget_ns;   /* for the message: what the budget was */
-    bool expired;        /* the deadline passed: every instruction raises until disarmed */
+    int64_t budget_ns;   /* CPU time allowed to the evaluation running */
+    int64_t start_ns;    /* its thread CPU time at the first hook call; -1 before */
+    bool armed;          /* an evaluation runs under a budget */
+    bool expired;        /* the budget ran out: every instruction raises until disarmed */
     int base_ref;        /* registry ref of the whitelisted environment */
     int decision_mt_ref; /* registry ref of the decision userdata's metatable */
 } dsc__sandbox;
@@ -64,7 +65,8 @@ typedef struct dsc__decision {
 lua_State *dsc__sandbox_open(dsc__sandbox *sb, size_t cap);
 /* The sandbox of L. */
 dsc__sandbox *dsc__sandbox_of(lua_State *L);
-/* Start a deadline of budget_ns from now; disarm ends it (and the re-armed hook). */
+/* Give the evaluation that starts budget_ns of CPU time; disarm ends it (and the
+ * re-armed hook). */
 void dsc__sandbox_arm(lua_State *L, int64_t budget_ns);
 void dsc__sandbox_disarm(lua_State *L);
 /* Message handler for lua_pcall: turns any error value into a string. */
@@ -76,8 +78,6 @@ int dsc__sandbox_load_policy(lua_State *L, const dsc__policy_file *f, bool want_
 void dsc__sandbox_readonly(lua_State *L, int idx, const char *name);
 /* The decision at idx when it is one made by allow/throttle/refuse, else NULL. */
 dsc__decision *dsc__sandbox_todecision(lua_State *L, int idx);
-/* CLOCK_MONOTONIC in nanoseconds. */
-int64_t dsc__now_ns(void);
 
 /* --- policy.c --- */
 
@@ -117,7 +117,7 @@ struct dsc_policy_vm {
     int budgets_filled;   /* -1 = not yet this request, else how many are filled */
     int budgets_shown;    /* how many entries the array proxy holds now */
     int purposes_ref;     /* normalised purpose -> class */
-    int models_ref;       /* provider -> read-only list of models (cache) */
+    int models_ref;       /* provider -> {read-only list of models, name -> model} */
     char default_class[32];
     char class_buf[32]; /* for dsc_policy_vm_purpose_class */
     const dsc_policy_input *in; /* the request under review, during decide */

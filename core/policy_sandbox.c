@@ -4,12 +4,13 @@
  * Why each piece exists:
  * - a capped lua_Alloc: a policy that allocates without end gets "not enough memory"
  *   instead of taking the process down;
- * - a count hook checking a deadline: on expiry it re-arms itself to fire on every
- *   instruction before raising, so a pcall inside the policy cannot swallow the kill;
+ * - a count hook checking the evaluation's CPU time: on expiry it re-arms itself to fire
+ *   on every instruction before raising, so a pcall inside the policy cannot swallow
+ *   the kill;
  * - a whitelisted environment: base (without dofile, loadfile, load, require,
  *   collectgarbage, rawset, print), and read-only views of string, table, math, utf8;
  *   string.dump is gone and the string metatable is hidden; setmetatable refuses __gc
- *   (a finalizer could run outside any deadline) and protected metatables;
+ *   (a finalizer could run outside any time budget) and protected metatables;
  * - chunks are loaded as text only, each with its own _ENV that is frozen after the
  *   top-level chunk ran: a write to a global inside decide raises, so nothing written
  *   by one request can be seen by the next;
@@ -23,13 +24,7 @@
 #include <string.h>
 #include <time.h>
 
-#define HOOK_EVERY 1000 /* instructions between deadline checks */
-
-int64_t dsc__now_ns(void) {
-    struct timespec ts;
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-    return (int64_t)ts.tv_sec * 1000000000LL + ts.tv_nsec;
-}
+#define HOOK_EVERY 1000 /* instructions between time budget checks */
 
 dsc__sandbox *dsc__sandbox_of(lua_State *L) {
     return *(dsc__sandbox **)lua_getextraspace(L);
@@ -49,12 +44,28 @@ static void *capped_alloc(void *ud, void *ptr, size_t osize, size_t nsize) {
     return p;
 }
 
+/* CPU time of the calling thread: a worker preempted by the OS does not burn the
+ * policy's budget. */
+static int64_t thread_cpu_ns(void) {
+    struct timespec ts;
+    clock_gettime(CLOCK_THREAD_CPUTIME_ID, &ts);
+    return (int64_t)ts.tv_sec * 1000000000LL + ts.tv_nsec;
+}
+
+/* Every HOOK_EVERY instructions. The first call of an evaluation starts its clock
+ * (evaluations shorter than HOOK_EVERY instructions never read one); later calls
+ * compare. On expiry the hook fires on every instruction and raises each time. */
 static void count_hook(lua_State *L, lua_Debug *ar) {
     (void)ar;
     dsc__sandbox *sb = dsc__sandbox_of(L);
-    if (!sb->expired && dsc__now_ns() < sb->deadline_ns) return;
-    sb->expired = true;
-    lua_sethook(L, count_hook, LUA_MASKCOUNT, 1); /* every instruction raises from now on */
+    if (!sb->armed) return;
+    if (!sb->expired) {
+        int64_t t = thread_cpu_ns();
+        if (sb->start_ns < 0) sb->start_ns = t;
+        if (t - sb->start_ns < sb->budget_ns) return;
+        sb->expired = true;
+        lua_sethook(L, count_hook, LUA_MASKCOUNT, 1);
+    }
     char msg[64];
     snprintf(msg, sizeof msg, "time budget of %g ms exceeded", (double)sb->budget_ns / 1e6);
     luaL_where(L, 0); /* in a hook, level 0 is the interrupted Lua function */
@@ -66,12 +77,13 @@ static void count_hook(lua_State *L, lua_Debug *ar) {
 void dsc__sandbox_arm(lua_State *L, int64_t budget_ns) {
     dsc__sandbox *sb = dsc__sandbox_of(L);
     sb->budget_ns = budget_ns;
-    sb->deadline_ns = dsc__now_ns() + budget_ns;
+    sb->start_ns = -1;
+    sb->armed = true;
 }
 
 void dsc__sandbox_disarm(lua_State *L) {
     dsc__sandbox *sb = dsc__sandbox_of(L);
-    sb->deadline_ns = INT64_MAX;
+    sb->armed = false;
     if (sb->expired) {
         sb->expired = false;
         lua_sethook(L, count_hook, LUA_MASKCOUNT, HOOK_EVERY);
@@ -80,7 +92,7 @@ void dsc__sandbox_disarm(lua_State *L) {
 
 int dsc__sandbox_msgh(lua_State *L) {
     if (lua_type(L, 1) == LUA_TSTRING) return 1;
-    /* Never call __tostring here: it would run policy code outside its deadline. */
+    /* Never call __tostring here: it would run policy code outside its time budget. */
     lua_pushfstring(L, "error object is a %s value", luaL_typename(L, 1));
     return 1;
 }
@@ -131,7 +143,7 @@ void dsc__sandbox_readonly(lua_State *L, int idx, const char *name) {
     lua_setmetatable(L, -2);
 }
 
-/* setmetatable without __gc (finalizers would run outside any deadline). */
+/* setmetatable without __gc (finalizers would run outside any time budget). */
 static int l_setmetatable(lua_State *L) {
     luaL_checktype(L, 1, LUA_TTABLE);
     int t = lua_type(L, 2);
@@ -324,7 +336,6 @@ static int open_sandbox(lua_State *L) {
 lua_State *dsc__sandbox_open(dsc__sandbox *sb, size_t cap) {
     memset(sb, 0, sizeof *sb);
     sb->cap = cap;
-    sb->deadline_ns = INT64_MAX;
     sb->base_ref = sb->decision_mt_ref = LUA_NOREF;
     lua_State *L = lua_newstate(capped_alloc, sb);
     if (!L) return NULL;

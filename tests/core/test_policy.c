@@ -38,6 +38,7 @@ static void remove_dir(void) {
 
 TestSuite(policy, .init = make_dir, .fini = remove_dir);
 TestSuite(policy_hostile, .init = make_dir, .fini = remove_dir);
+TestSuite(policy_lint);
 
 static dsc_policy_vm *vm_for(dsc_policy_limits *limits) {
     dsc_error err = {0};
@@ -660,4 +661,47 @@ Test(policy, the_grid_falls_back_to_the_catalogue_annual_mix) {
     cr_assert_float_eq(v, z->gwp_kgco2eq_per_kwh * 1000.0, 1e-9);
     dsc_grid_free(g);
     dsc_catalog_free(cat);
+}
+
+/* --- the lint (`discern policy check`) --- */
+
+Test(policy_lint, shipped_policies_are_clean) {
+    failures f = {0};
+    dsc_error err = {0};
+    int n = dsc_policy_check(DISCERN_SOURCE_DIR "/policies", collect, &f, &err);
+    for (int i = 0; i < f.n && i < 16; i++) cr_log_error("%s", f.lines[i]);
+    cr_assert_eq(n, 0, "%s", err.message);
+}
+
+Test(policy_lint, unknown_fields_globals_and_global_writes_are_reported_with_lines,
+     .init = make_dir, .fini = remove_dir) {
+    put("p.lua", "local LIMIT = 5 -- ctx.nothing in a comment\n"
+                 "function helper(x) return x + LIMIT end\n"
+                 "return {\n"
+                 "  decide = function(req, ctx)\n"
+                 "    local b = ctx.budgt('team')\n"
+                 "    count = 1\n"
+                 "    if req.purpse == \"ctx.bogus\" then end\n"
+                 "    os.exit(1)\n"
+                 "    for i, v in ipairs(ctx.budgets()) do helper(i) end\n"
+                 "    return alow({reason = [[x]], retry_after = LIMIT})\n"
+                 "  end,\n"
+                 "}\n");
+    failures f = {0};
+    dsc_error err = {0};
+    cr_assert_eq(dsc_policy_check(dir, collect, &f, &err), 5, "%s / %s / %s", f.lines[0], f.lines[1],
+                 f.lines[5]);
+    cr_assert_str_eq(f.lines[0], "p.lua:5: unknown field ctx.budgt");
+    cr_assert(strstr(f.lines[1], "p.lua:6: assignment to global 'count' inside a function"), "%s",
+              f.lines[1]);
+    cr_assert_str_eq(f.lines[2], "p.lua:7: unknown field req.purpse");
+    cr_assert_str_eq(f.lines[3], "p.lua:8: unknown global 'os'");
+    cr_assert_str_eq(f.lines[4], "p.lua:10: unknown global 'alow'");
+}
+
+Test(policy_lint, a_folder_that_does_not_compile_is_an_error, .init = make_dir, .fini = remove_dir) {
+    put("p.lua", "return {");
+    dsc_error err = {0};
+    cr_assert_eq(dsc_policy_check(dir, NULL, NULL, &err), -1);
+    cr_assert(strstr(err.message, "p.lua:1:"), "%s", err.message);
 }
