@@ -369,6 +369,45 @@ static void copy_into(lua_State *L, int from, int to) {
     }
 }
 
+/* Push a read-only view of the table at idx whose nested tables are read-only too;
+ * seen (at index seen) maps tables already frozen to their view, for cycles. */
+static void deep_readonly(lua_State *L, int idx, int seen, int depth) {
+    if (depth > 64) luaL_error(L, "a global table is nested more than 64 levels deep");
+    luaL_checkstack(L, 8, "global table too deep");
+    idx = lua_absindex(L, idx);
+    lua_pushvalue(L, idx);
+    if (lua_rawget(L, seen) != LUA_TNIL) return;
+    lua_pop(L, 1);
+    dsc__sandbox_readonly(L, idx, "global table");
+    lua_pushvalue(L, idx);
+    lua_pushvalue(L, -2);
+    lua_rawset(L, seen);
+    for (lua_pushnil(L); lua_next(L, idx); lua_pop(L, 1)) {
+        if (!lua_istable(L, -1)) continue;
+        deep_readonly(L, -1, seen, depth + 1); /* replacing the value of an existing key is allowed */
+        lua_pushvalue(L, -3);
+        lua_insert(L, -2);
+        lua_rawset(L, idx);
+    }
+}
+
+/* Copy the policy's globals into frozen, tables as deep read-only views: a policy
+ * cannot keep state in a global table between requests either. */
+static void copy_frozen(lua_State *L, int env, int frozen) {
+    lua_newtable(L);
+    int seen = lua_gettop(L);
+    for (lua_pushnil(L); lua_next(L, env);) {
+        if (lua_istable(L, -1)) {
+            deep_readonly(L, -1, seen, 0);
+            lua_remove(L, -2);
+        }
+        lua_pushvalue(L, -2);
+        lua_insert(L, -2);
+        lua_rawset(L, frozen);
+    }
+    lua_pop(L, 1);
+}
+
 /* After the top-level chunk ran: move its globals next to the whitelisted ones in a
  * table the environment reads through, and make every further write raise. */
 static void freeze_env(lua_State *L, int env) {
@@ -378,7 +417,7 @@ static void freeze_env(lua_State *L, int env) {
     lua_rawgeti(L, LUA_REGISTRYINDEX, sb->base_ref);
     copy_into(L, lua_gettop(L), frozen);
     lua_pop(L, 1);
-    copy_into(L, env, frozen);
+    copy_frozen(L, env, frozen);
     for (lua_pushnil(L); lua_next(L, frozen);) { /* clear env, keys taken from frozen */
         lua_pop(L, 1);
         lua_pushvalue(L, -1);

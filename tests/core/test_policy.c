@@ -512,6 +512,21 @@ Test(policy_hostile, global_writes_do_not_persist_between_requests) {
                                  "assignment to global 'counter'"));
     dsc_policy_vm_free(contained(POLICY("string.upper = nil"), "read-only table 'string'"));
     dsc_policy_vm_free(contained(POLICY("_ENV.x = 1"), "assignment to global 'x'"));
+    dsc_policy_vm_free(contained("STATE = {n = 0, nested = {}}\n" POLICY("STATE.n = STATE.n + 1"),
+                                 "read-only table"));
+    dsc_policy_vm_free(contained("STATE = {n = 0, nested = {}}\n" POLICY("STATE.nested.x = 1"),
+                                 "read-only table"));
+}
+
+Test(policy, global_tables_stay_readable_after_loading) {
+    put("a.lua", "LIMITS = {team = 50, list = {1, 2, 3}}\nLIMITS.self = LIMITS\n"
+                 "function total() local s = 0 for _, v in ipairs(LIMITS.list) do s = s + v end return s end\n"
+                 POLICY("local n = 0 for _ in pairs(LIMITS) do n = n + 1 end\n"
+                        "  return allow(string.format('%d %d %d %d', LIMITS.team, total(), #LIMITS.self.list, n))"));
+    dsc_policy_vm *vm = vm_for(NULL);
+    dsc_decision d = decide(vm);
+    cr_assert_str_eq(d.reason, "50 6 3 3");
+    dsc_policy_vm_free(vm);
 }
 
 Test(policy_hostile, errors_raised_with_tables_still_give_a_reason) {
@@ -527,6 +542,14 @@ Test(policy_hostile, on_error_allow_is_honoured) {
     cr_assert_eq(d.outcome, DSC_POLICY_ALLOW);
     cr_assert(strstr(d.reason, "policy error: a.lua:1: boom"), "%s", d.reason);
     dsc_policy_vm_free(vm);
+}
+
+Test(policy_hostile, a_deeply_nested_global_table_is_refused_at_load) {
+    put("a.lua", "T = {} local t = T for i = 1, 100000 do t.x = {} t = t.x end\n"
+                 "return { decide = function() end }\n");
+    dsc_error err = {0};
+    cr_assert_null(dsc_policy_set_load(dir, &err));
+    cr_assert(strstr(err.message, "nested more than 64 levels"), "%s", err.message);
 }
 
 Test(policy_hostile, an_endless_top_level_chunk_is_refused_at_load) {
