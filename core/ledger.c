@@ -205,6 +205,7 @@ dsc__reservation *dsc__reservation_new(const char *id, const char *request_id,
 }
 
 dsc_status dsc__reservation_index(dsc_ledger *l, dsc__reservation *r) {
+    r->epoch = l->budget_epoch; /* every reservation is indexed right after matching */
     if (dsc__strmap_put(&l->reservations, r->id, r) != DSC_OK) return DSC_NOMEM;
     if (!r->request_id[0] || dsc__strmap_get(&l->requests, r->request_id)) return DSC_OK;
     if (dsc__strmap_put(&l->requests, r->request_id, r) == DSC_OK) return DSC_OK;
@@ -217,14 +218,24 @@ void dsc__reservation_hold(dsc__reservation *r, int sign) {
         r->counters[i]->held += sign * r->held.v[r->counters[i]->b->metric];
 }
 
+static void charge_counter(dsc_ledger *l, dsc__counter *c, const dsc_amounts *a, int64_t at_us) {
+    int64_t v = a->v[c->b->metric];
+    if (v) dsc_window_counter_add(&c->wc, &c->b->win, &l->tz, v, at_us);
+}
+
 void dsc__reservation_charge(dsc_ledger *l, dsc__reservation *r, const dsc_amounts *a,
                              int64_t at_us) {
-    for (size_t i = 0; i < r->n; i++) {
-        dsc__counter *c = r->counters[i];
-        int64_t v = a->v[c->b->metric];
-        if (v) dsc_window_counter_add(&c->wc, &c->b->win, &l->tz, v, at_us);
-    }
     for (int m = 0; m < DSC_METRIC_COUNT; m++) r->charged.v[m] += a->v[m];
+    dsc__hit hits[DSC__HITS_MAX];
+    size_t nh = 0;
+    dsc_subject s = {r->org, r->team, r->user, r->key};
+    /* Budgets changed since the hold: usage goes to the budgets that apply now, as a
+     * restart would count it. On failure (out of memory), to those of the hold. */
+    if (r->epoch != l->budget_epoch && dsc__match(l, &s, true, hits, &nh, NULL) == DSC_OK) {
+        for (size_t i = 0; i < nh; i++) charge_counter(l, hits[i].c, a, at_us);
+        return;
+    }
+    for (size_t i = 0; i < r->n; i++) charge_counter(l, r->counters[i], a, at_us);
 }
 
 static void finished_unlink(dsc_ledger *l, dsc__reservation *r) {

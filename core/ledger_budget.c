@@ -118,11 +118,25 @@ dsc_status dsc__budget_insert(dsc_ledger *l, dsc__budget *b) {
     }
     if (dsc__strmap_put(&l->budgets, b->ident, b) != DSC_OK) goto fail_sel;
     if (live_append(l, b) != DSC_OK) goto fail_ident;
+    for (dsc__counter *c = b->counters; c; c = c->next) {
+        if (dsc__strmap_put(&l->counters, c->key, c) != DSC_OK) goto fail_counters;
+        l->n_counters++;
+    }
+    l->budget_epoch++;
     b->next_sel = slot->head;
     slot->head = b;
     l->shape_count[dsc__budget_shape(b)]++;
     if (b->id >= l->next_budget_id) l->next_budget_id = b->id + 1;
     return DSC_OK;
+fail_counters:
+    for (dsc__counter *c = b->counters; c; c = c->next)
+        if (dsc__strmap_del_if(&l->counters, c->key, c)) l->n_counters--;
+    for (size_t i = 0; i < l->n_live; i++)
+        if (l->live[i] == b) {
+            memmove(&l->live[i], &l->live[i + 1], (l->n_live - i - 1) * sizeof *l->live);
+            l->n_live--;
+            break;
+        }
 fail_ident:
     dsc__strmap_del(&l->budgets, b->ident);
 fail_sel:
@@ -147,6 +161,7 @@ static void unlink_from_slot(dsc_ledger *l, dsc__budget *b) {
 }
 
 void dsc__budget_remove(dsc_ledger *l, dsc__budget *b) {
+    l->budget_epoch++;
     unlink_from_slot(l, b);
     l->shape_count[dsc__budget_shape(b)]--;
     dsc__strmap_del(&l->budgets, b->ident);
@@ -242,22 +257,41 @@ size_t dsc__counter_key(const dsc__budget *b, const dsc_subject *s, char *key, s
     return off;
 }
 
-static dsc__counter *counter_new(dsc_ledger *l, dsc__budget *b, const char *key, size_t off) {
+static dsc__counter *counter_new(dsc__strmap *map, dsc__budget *b, const char *key,
+                                 size_t off) {
     dsc__counter *c = calloc(1, sizeof *c + strlen(key) + 1);
     if (!c) return NULL;
     c->b = b;
     strcpy(c->key, key);
     c->name_off = off;
     if (dsc_window_counter_init(&c->wc, &b->win) != DSC_OK) goto fail;
-    if (dsc__strmap_put(&l->counters, c->key, c) != DSC_OK) goto fail;
+    if (dsc__strmap_put(map, c->key, c) != DSC_OK) goto fail;
     c->next = b->counters;
     b->counters = c;
-    l->n_counters++;
     return c;
 fail:
     dsc_window_counter_destroy(&c->wc);
     free(c);
     return NULL;
+}
+
+dsc__counter *dsc__budget_counter(dsc__strmap *map, dsc__budget *b, const dsc_subject *s,
+                                  bool *created) {
+    char key[DSC__COUNTER_KEY_MAX];
+    size_t off = dsc__counter_key(b, s, key, sizeof key);
+    dsc__counter *c = dsc__strmap_get(map, key);
+    *created = !c;
+    return c ? c : counter_new(map, b, key, off);
+}
+
+bool dsc__budget_applies(const dsc__budget *b, const dsc_subject *s) {
+    const char *vals[LV_COUNT] = {NULL, s->org, s->team, s->user, s->key};
+    if (b->level == LV_ALL) return true;
+    if (!present(vals[b->level]) || (b->qualified && !present(s->org))) return false;
+    char cand[CAND_MAX];
+    level_name(cand, sizeof cand, b->qualified ? s->org : NULL, b->level,
+               b->any ? "*" : vals[b->level]);
+    return strcmp(cand, b->selector) == 0;
 }
 
 static dsc_status add_hits(dsc_ledger *l, dsc__sel_slot *slot, const dsc_subject *s,
@@ -267,7 +301,10 @@ static dsc_status add_hits(dsc_ledger *l, dsc__sel_slot *slot, const dsc_subject
         if (*n == DSC__HITS_MAX) return DSC_TOO_LARGE;
         size_t off = dsc__counter_key(b, s, key, sizeof key);
         dsc__counter *c = dsc__strmap_get(&l->counters, key);
-        if (!c && create && !(c = counter_new(l, b, key, off))) return DSC_NOMEM;
+        if (!c && create) {
+            if (!(c = counter_new(&l->counters, b, key, off))) return DSC_NOMEM;
+            l->n_counters++;
+        }
         hits[(*n)++] = (dsc__hit){b, c};
     }
     return DSC_OK;
@@ -290,12 +327,17 @@ dsc_status dsc__match(dsc_ledger *l, const dsc_subject *s, bool create, dsc__hit
     return DSC_OK;
 }
 
-static void budget_free(dsc__budget *b) {
+void dsc__budget_drop_counters(dsc__budget *b) {
     for (dsc__counter *c = b->counters, *next; c; c = next) {
         next = c->next;
         dsc_window_counter_destroy(&c->wc);
         free(c);
     }
+    b->counters = NULL;
+}
+
+static void budget_free(dsc__budget *b) {
+    dsc__budget_drop_counters(b);
     free(b);
 }
 
@@ -414,8 +456,13 @@ dsc_status dsc_ledger_budget_set(dsc_ledger *l, const char *selector, dsc_metric
     b->id = old ? old->id : l->next_budget_id++;
     int64_t now = dsc__ledger_now(l);
     pthread_mutex_unlock(&l->mu);
-    if (l->store &&
-        (st = budget_persist(l, budget_rec(DSC__REC_BUDGET_SET, b, b->id, micro, now), err))) {
+    if (l->store) { /* the writer applies it, counting the window's past usage */
+        st = budget_persist(l, budget_rec(DSC__REC_BUDGET_SET, b, b->id, micro, now), err);
+        pthread_mutex_lock(&l->mu);
+        dsc__budget *now_b = dsc__strmap_get(&l->budgets, b->ident);
+        if (st == DSC_OK && now_b) budget_info(now_b, out);
+        else if (st == DSC_OK) st = dsc_error_set(err, DSC_NOMEM, "out of memory indexing a budget");
+        pthread_mutex_unlock(&l->mu);
         free(b);
         return st;
     }
@@ -439,9 +486,10 @@ dsc_status dsc_ledger_budget_delete(dsc_ledger *l, const char *selector, dsc_met
                            key->selector, dsc_metric_name(metric), key->window_text);
         goto out;
     }
-    if (l->store &&
-        (st = budget_persist(l, budget_rec(DSC__REC_BUDGET_DELETE, key, id, 0, now), err)))
+    if (l->store) { /* the writer removes it after the commit */
+        st = budget_persist(l, budget_rec(DSC__REC_BUDGET_DELETE, key, id, 0, now), err);
         goto out;
+    }
     pthread_mutex_lock(&l->mu);
     b = dsc__strmap_get(&l->budgets, key->ident);
     if (b && b->id == id) dsc__budget_remove(l, b);

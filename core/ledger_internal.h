@@ -71,6 +71,7 @@ typedef struct dsc__reservation {
     char id[DSC_RESERVATION_ID_MAX];
     char request_id[DSC_NAME_MAX];
     dsc__rstate state, prev;
+    uint64_t epoch; /* budget_epoch when counters[] was resolved */
     int64_t created_us, expires_us, finished_us;
     dsc_amounts held, charged;
     size_t heap_idx; /* SIZE_MAX when not in the expiry heap */
@@ -114,6 +115,7 @@ struct dsc_ledger {
     dsc__budget *dead;    /* deleted budgets: their counters may still be held */
     size_t n_counters;
     size_t shape_count[DSC__SHAPES]; /* live budgets per selector shape */
+    uint64_t budget_epoch;           /* bumped whenever a budget appears or goes */
     int64_t next_budget_id;
     uint64_t next_rid;
     dsc__reservation **heap; /* expiry min-heap */
@@ -136,7 +138,14 @@ void dsc__budget_ident(char *buf, size_t len, const char *selector, dsc_metric m
                        const char *window);
 /* Which of the DSC__SHAPES selector shapes b has. */
 int dsc__budget_shape(const dsc__budget *b);
-/* Insert a new budget (id, limit, parsed fields set) into the indexes. */
+/* Whether b applies to subject s. */
+bool dsc__budget_applies(const dsc__budget *b, const dsc_subject *s);
+/* b's counter for s, found or created in map (the ledger's, or a private one while a
+ * new budget is replayed); NULL when out of memory. *created tells which. */
+dsc__counter *dsc__budget_counter(dsc__strmap *map, dsc__budget *b, const dsc_subject *s,
+                                  bool *created);
+/* Insert a new budget (id, limit, parsed fields set; its counters, if any, built in
+ * a private map) into the indexes. */
 dsc_status dsc__budget_insert(dsc_ledger *l, dsc__budget *b);
 /* Remove b from the indexes and keep it on the dead list. */
 void dsc__budget_remove(dsc_ledger *l, dsc__budget *b);
@@ -147,6 +156,10 @@ dsc_status dsc__match(dsc_ledger *l, const dsc_subject *s, bool create, dsc__hit
 /* The counter key "<id>#<name>" of b for subject s into key; returns the name's
  * offset in key. */
 size_t dsc__counter_key(const dsc__budget *b, const dsc_subject *s, char *key, size_t len);
+/* Free b's counters (a budget that was never indexed). */
+void dsc__budget_drop_counters(dsc__budget *b);
+/* How far back from now b's window can reach (µs): the charges that can count. */
+int64_t dsc__window_reach(const dsc__budget *b);
 /* Free every budget and counter. */
 void dsc__budgets_free(dsc_ledger *l);
 

@@ -641,3 +641,26 @@ out:
     pthread_mutex_unlock(&s->rmu);
     return res;
 }
+
+typedef struct replay_ctx {
+    dsc_status (*fn)(void *ud, const dsc__rec *charge);
+    void *ud;
+} replay_ctx;
+
+static dsc_status replay_charge(void *ud, const dsc__rec *charge) {
+    replay_ctx *c = ud;
+    return c->fn(c->ud, charge);
+}
+
+dsc_status dsc__store_replay(dsc__store *s, int64_t since_us,
+                             dsc_status (*fn)(void *ud, const dsc__rec *charge), void *ud) {
+    replay_ctx ctx = {fn, ud};
+    dsc__store_loader ld = {.ud = &ctx, .charge = replay_charge};
+    pthread_mutex_lock(&s->dbmu);
+    dsc_status st = each_row(s, "SELECT at_us, org, team, user, key, " METRIC_COLS("")
+                                " FROM charges WHERE seq >= (SELECT min(seq) FROM charges"
+                                " WHERE at_us >= ?1) ORDER BY seq",
+                             true, since_us, &ld, row_charge, NULL);
+    pthread_mutex_unlock(&s->dbmu);
+    return st;
+}

@@ -451,3 +451,24 @@ Test(ledger, eight_threads_reserving_against_one_budget_never_exceed_it) {
     cr_assert_gt(s.used, 0);
     dsc_ledger_free(r.l);
 }
+
+Test(ledger, usage_settled_after_a_budget_appears_counts_on_it) {
+    fake_clock clk;
+    dsc_ledger *l = open_ledger(&clk, DSC_EXPIRED_CHARGE);
+    char rid[DSC_RESERVATION_ID_MAX];
+    dsc_amounts a = amt(DSC_METRIC_GCO2E, 3 * M);
+    cr_assert_eq(dsc_ledger_reserve(l, &ana, &a, 60, NULL, rid, NULL, 0, NULL, NULL), DSC_OK);
+    budget(l, "user:ana", DSC_METRIC_GCO2E, "day", 10);
+    cr_assert_eq(dsc_ledger_settle(l, rid, &a, NULL, NULL, NULL), DSC_OK);
+    dsc_budget_state s = state_of(l, &ana, "user:ana");
+    cr_assert_eq(s.used, 3 * M);
+    cr_assert_eq(s.held, 0);
+    /* and a deleted budget takes nothing more */
+    cr_assert_eq(dsc_ledger_reserve(l, &ana, &a, 60, NULL, rid, NULL, 0, NULL, NULL), DSC_OK);
+    cr_assert_eq(dsc_ledger_budget_delete(l, "user:ana", DSC_METRIC_GCO2E, "day", NULL), DSC_OK);
+    cr_assert_eq(dsc_ledger_settle(l, rid, &a, NULL, NULL, NULL), DSC_OK);
+    size_t n;
+    cr_assert_eq(dsc_ledger_preview(l, &ana, NULL, NULL, 0, &n, NULL), DSC_OK);
+    cr_assert_eq(n, 0);
+    dsc_ledger_free(l);
+}

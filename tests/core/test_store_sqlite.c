@@ -410,3 +410,38 @@ Test(store_sqlite, async_reserve_and_cancel_complete_and_a_full_disk_reports_thr
                  "the failed reserve holds nothing");
     dsc_ledger_free(l);
 }
+
+Test(store_sqlite, a_budget_created_mid_window_counts_the_usage_already_there) {
+    char path[600];
+    temp_db(path, sizeof path);
+    fake_clock clk = {T0};
+    dsc_ledger *l = open_at(path, &clk, 0);
+    dsc_error err;
+    cr_assert_eq(dsc_ledger_budget_set(l, "*", DSC_METRIC_GCO2E, "year", 1000, NULL, &err), DSC_OK);
+    dsc_subject other = {.org = "beta", .team = "infra"};
+    char rid[DSC_RESERVATION_ID_MAX], early[DSC_RESERVATION_ID_MAX];
+    dsc_amounts a = amt(DSC_METRIC_GCO2E, 4 * M);
+    for (int i = 0; i < 3; i++) {
+        cr_assert_eq(dsc_ledger_reserve(l, &ana, &a, 600, NULL, rid, NULL, 0, NULL, &err), DSC_OK);
+        cr_assert_eq(dsc_ledger_settle(l, rid, &a, NULL, NULL, &err), DSC_OK);
+    }
+    cr_assert_eq(dsc_ledger_reserve(l, &other, &a, 600, NULL, rid, NULL, 0, NULL, &err), DSC_OK);
+    cr_assert_eq(dsc_ledger_settle(l, rid, &a, NULL, NULL, &err), DSC_OK);
+    cr_assert_eq(dsc_ledger_reserve(l, &ana, &a, 600, NULL, early, NULL, 0, NULL, &err), DSC_OK);
+    clk.now += 10 * S;
+    cr_assert_eq(dsc_ledger_budget_set(l, "team:*", DSC_METRIC_GCO2E, "month", 50, NULL, &err),
+                 DSC_OK);
+    dsc_budget_state st[4];
+    dsc_budget_state s = find(st, preview(l, st, 4), "team:*");
+    cr_assert_eq(s.used, 12 * M, "acme/infra's usage this month, not beta's");
+    cr_assert_eq(s.held, 0, "a hold taken before the budget existed is not on it");
+    /* the early reservation's usage lands on the budget that applies when it settles */
+    cr_assert_eq(dsc_ledger_settle(l, early, &a, NULL, NULL, &err), DSC_OK);
+    s = find(st, preview(l, st, 4), "team:*");
+    cr_assert_eq(s.used, 16 * M);
+    dsc_ledger_free(l);
+    l = open_at(path, &clk, 0);
+    cr_assert_eq(find(st, preview(l, st, 4), "team:*").used, 16 * M, "a restart agrees");
+    cr_assert_eq(find(st, preview(l, st, 4), "*").used, 20 * M);
+    dsc_ledger_free(l);
+}
