@@ -520,6 +520,7 @@ static dsc_status journal_reserve(dsc_ledger *l, dsc__reservation *r, dsc__done 
                              "the ledger store is failing; nothing was reserved");
     }
     done->queued = done->fn != NULL;
+    r->committing = true;
     *wait_rec = wait ? rec : NULL;
     return DSC_OK;
 }
@@ -555,8 +556,11 @@ static dsc_status reserve_impl(dsc_ledger *l, const dsc_subject *subject,
     forget_old(l, now);
     if (request_id && (r = dsc__strmap_get(&l->requests, request_id))) {
         copy_str(reservation_id, DSC_RESERVATION_ID_MAX, r->id);
+        st = r->committing ? dsc_error_set(err, DSC_STORE_UNAVAILABLE, "request '%s' is "
+                                           "still being reserved; retry", request_id)
+                           : DSC_OK;
         pthread_mutex_unlock(&l->mu);
-        return DSC_OK;
+        return st;
     }
     if ((st = dsc__match(l, subject, true, hits, &nh, err)) != DSC_OK) goto out;
     size_t nx = find_exceeded(l, hits, nh, subject, amounts, now, exceeded, max_exceeded);
@@ -662,8 +666,10 @@ static dsc_status settle_kind(dsc__reservation *r, dsc_settle_kind *kind, dsc_er
     switch (r->state) {
     case RS_NONE: *kind = DSC_SETTLE_UNRESERVED; return DSC_OK;
     case RS_HELD: *kind = DSC_SETTLE_RESERVED; return DSC_OK;
-    case RS_SETTLING:
     case RS_SETTLED: *kind = DSC_SETTLE_REPEATED; return DSC_OK;
+    case RS_SETTLING: /* answering OK before the first commit could ack a lost settle */
+        return dsc_error_set(err, DSC_STORE_UNAVAILABLE, "a settle of reservation '%s' is "
+                             "being committed right now; retry", r->id);
     case RS_CANCELLED:
     case RS_EXPIRED:
     case RS_RELEASED: *kind = DSC_SETTLE_LATE; return DSC_OK;

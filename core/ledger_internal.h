@@ -71,7 +71,8 @@ typedef struct dsc__reservation {
     char id[DSC_RESERVATION_ID_MAX];
     char request_id[DSC_NAME_MAX];
     dsc__rstate state, prev;
-    uint64_t epoch; /* budget_epoch when counters[] was resolved */
+    uint64_t epoch;  /* budget_epoch when counters[] was resolved */
+    bool committing; /* its reserve record is not committed yet */
     int64_t created_us, expires_us, finished_us;
     dsc_amounts held, charged;
     size_t heap_idx; /* SIZE_MAX when not in the expiry heap */

@@ -96,6 +96,7 @@ static void apply_one(dsc_ledger *l, dsc__rec *rec) {
     bool ok = rec->status == DSC_OK;
     switch (rec->type) {
     case DSC__REC_RESERVE:
+        r->committing = false;
         if (!ok) dsc__apply_reserve_failed(l, r);
         break;
     case DSC__REC_SETTLE:
