@@ -445,3 +445,72 @@ Test(store_sqlite, a_budget_created_mid_window_counts_the_usage_already_there) {
     cr_assert_eq(find(st, preview(l, st, 4), "*").used, 20 * M);
     dsc_ledger_free(l);
 }
+
+/* --- group commit under concurrency, and the faster modes ---------------------- */
+
+typedef struct hammer {
+    dsc_ledger *l;
+    int64_t settled[8];
+} hammer;
+
+typedef struct hammer_arg {
+    hammer *h;
+    int index;
+} hammer_arg;
+
+static void *hammer_thread(void *arg) {
+    hammer_arg *a = arg;
+    dsc_subject s = {.org = "acme", .team = a->index % 2 ? "infra" : "web"};
+    for (int i = 0; i < 150; i++) {
+        dsc_amounts want = amt(DSC_METRIC_GCO2E, 2 * M);
+        char rid[DSC_RESERVATION_ID_MAX];
+        if (dsc_ledger_reserve(a->h->l, &s, &want, 60, NULL, rid, NULL, 0, NULL, NULL) != DSC_OK)
+            continue;
+        dsc_amounts act = amt(DSC_METRIC_GCO2E, (i % 7) * M / 4);
+        if (i % 5 == 0)
+            cr_assert_eq(dsc_ledger_cancel(a->h->l, rid, NULL), DSC_OK);
+        else if (dsc_ledger_settle(a->h->l, rid, &act, NULL, NULL, NULL) == DSC_OK)
+            a->h->settled[a->index] += act.v[DSC_METRIC_GCO2E];
+    }
+    return NULL;
+}
+
+static void hammer_mode(dsc_durability mode) {
+    char path[600];
+    temp_db(path, sizeof path);
+    dsc_ledger_config cfg = {.store_path = path, .durability = mode, .batch_ms = 5};
+    dsc_error err;
+    hammer h = {.l = dsc_ledger_new(&cfg, &err)};
+    cr_assert(h.l, "%s", err.message);
+    cr_assert_eq(dsc_ledger_budget_set(h.l, "org:acme", DSC_METRIC_GCO2E, "month", 500, NULL, &err),
+                 DSC_OK);
+    pthread_t t[8];
+    hammer_arg args[8];
+    for (int i = 0; i < 8; i++) {
+        args[i] = (hammer_arg){&h, i};
+        pthread_create(&t[i], NULL, hammer_thread, &args[i]);
+    }
+    for (int i = 0; i < 8; i++) pthread_join(t[i], NULL);
+    int64_t total = 0;
+    for (int i = 0; i < 8; i++) total += h.settled[i];
+    dsc_ledger_stats stats;
+    dsc_ledger_stats_get(h.l, &stats);
+    dsc_ledger_free(h.l); /* commits what batch and off still queue */
+    if (mode == DSC_DURABILITY_FULL) /* batch and off may not have committed yet */
+        cr_assert_lt(stats.store_batches, stats.store_records, "records shared commits");
+    cr_assert_eq(query_int(path, "SELECT coalesce(sum(gco2e), 0) FROM charges"), total);
+    cr_assert_eq(query_int(path, "SELECT count(*) FROM reservations WHERE state = 'held'"), 0);
+    h.l = open_at(path, NULL, 0);
+    dsc_budget_state s[2];
+    cr_assert_eq(find(s, preview(h.l, s, 2), "org:acme").used, total);
+    dsc_ledger_free(h.l);
+}
+
+Test(store_sqlite, concurrent_durable_calls_share_commits_and_match_the_store_in_full_mode) {
+    hammer_mode(DSC_DURABILITY_FULL);
+}
+
+Test(store_sqlite, batch_and_off_modes_commit_everything_by_close) {
+    hammer_mode(DSC_DURABILITY_BATCH);
+    hammer_mode(DSC_DURABILITY_OFF);
+}
