@@ -32,7 +32,12 @@
  * caller of a durable operation waits for its batch (durability "full"), only for the
  * queue ("batch"), or not at all ("off"). Usage reaches the in-memory counters only
  * after it is committed; a failed commit leaves them as they were and returns
- * DSC_STORE_UNAVAILABLE. Reopening the store rebuilds every counter.
+ * DSC_STORE_UNAVAILABLE. Reopening the store rebuilds every counter. Every durable
+ * call has an _async form that returns once the record is queued and calls
+ * done(ud, st, err) from the writer thread when it is committed: a server's event
+ * loop never waits for an fsync (docs/internals.md). DSC_STORE_UNAVAILABLE always
+ * means "nothing happened, retry": also for a retry racing its own first attempt.
+ * Schema, queries and durability trade-offs: docs/operations.md.
  *
  *   dsc_ledger_config cfg = {.store_path = "var/discern.db"};
  *   dsc_ledger *l = dsc_ledger_new(&cfg, &err);
