@@ -31,12 +31,12 @@ typedef struct dsc__budget {
     dsc_window win;
     int64_t limit;
     dsc__level level;
-    bool qualified; /* "org:<org>/<level>:..." */
-    bool any;       /* "<level>:*" */
+    bool qualified;               /* "org:<org>/<level>:..." */
+    bool any;                     /* "<level>:*" */
     struct dsc__budget *next_sel; /* budgets sharing one selector */
     struct dsc__budget *next_dead;
-    dsc__counter *counters;       /* this budget's counters */
-    char ident[];                 /* selector|metric|window, the budgets map's key */
+    dsc__counter *counters; /* this budget's counters */
+    char ident[];           /* selector|metric|window, the budgets map's key */
 } dsc__budget;
 
 struct dsc__counter {
@@ -75,7 +75,7 @@ typedef struct dsc__reservation {
     bool committing; /* its reserve record is not committed yet */
     int64_t created_us, expires_us, finished_us;
     dsc_amounts held, charged;
-    size_t heap_idx; /* SIZE_MAX when not in the expiry heap */
+    size_t heap_idx;                        /* SIZE_MAX when not in the expiry heap */
     struct dsc__reservation *fprev, *fnext; /* the finished list, oldest first */
     const char *org, *team, *user, *key;    /* into the allocation's tail */
     size_t n;
@@ -111,9 +111,9 @@ struct dsc_ledger {
     dsc__strmap sels;     /* selector -> dsc__sel_slot */
     dsc__strmap counters; /* key -> counter */
     dsc__strmap reservations, requests;
-    dsc__budget **live;   /* ordered by id */
+    dsc__budget **live; /* ordered by id */
     size_t n_live, cap_live;
-    dsc__budget *dead;    /* deleted budgets: their counters may still be held */
+    dsc__budget *dead; /* deleted budgets: their counters may still be held */
     size_t n_counters;
     size_t shape_count[DSC__SHAPES]; /* live budgets per selector shape */
     uint64_t budget_epoch;           /* bumped whenever a budget appears or goes */
@@ -152,8 +152,8 @@ dsc_status dsc__budget_insert(dsc_ledger *l, dsc__budget *b);
 void dsc__budget_remove(dsc_ledger *l, dsc__budget *b);
 /* The budgets that apply to subject (validated), with counters; create: make the
  * missing counters. DSC_TOO_LARGE beyond DSC__HITS_MAX, DSC_NOMEM. */
-dsc_status dsc__match(dsc_ledger *l, const dsc_subject *s, bool create, dsc__hit *hits,
-                      size_t *n, dsc_error *err);
+dsc_status dsc__match(dsc_ledger *l, const dsc_subject *s, bool create, dsc__hit *hits, size_t *n,
+                      dsc_error *err);
 /* The counter key "<id>#<name>" of b for subject s into key; returns the name's
  * offset in key. */
 size_t dsc__counter_key(const dsc__budget *b, const dsc_subject *s, char *key, size_t len);
@@ -167,8 +167,8 @@ void dsc__budgets_free(dsc_ledger *l);
 /* --- ledger.c ------------------------------------------------------------------ */
 int64_t dsc__ledger_now(dsc_ledger *l);
 /* A reservation object for subject over the given counters (not indexed yet). */
-dsc__reservation *dsc__reservation_new(const char *id, const char *request_id,
-                                       const dsc_subject *s, const dsc__hit *hits, size_t n);
+dsc__reservation *dsc__reservation_new(const char *id, const char *request_id, const dsc_subject *s,
+                                       const dsc__hit *hits, size_t n);
 /* Index r by id and request id; DSC_NOMEM. */
 dsc_status dsc__reservation_index(dsc_ledger *l, dsc__reservation *r);
 /* Add or remove r's holds on its counters (sign +1 / -1). */
@@ -179,8 +179,7 @@ void dsc__reservation_charge(dsc_ledger *l, dsc__reservation *r, const dsc_amoun
 dsc_status dsc__heap_push(dsc_ledger *l, dsc__reservation *r);
 void dsc__heap_remove(dsc_ledger *l, dsc__reservation *r);
 /* Move r to a final state, onto the finished list. */
-void dsc__reservation_finish(dsc_ledger *l, dsc__reservation *r, dsc__rstate st,
-                             int64_t at_us);
+void dsc__reservation_finish(dsc_ledger *l, dsc__reservation *r, dsc__rstate st, int64_t at_us);
 /* Unindex and free r (off the heap and the finished list first). */
 void dsc__reservation_drop(dsc_ledger *l, dsc__reservation *r);
 /* Bump next_rid past a loaded id. */
@@ -188,18 +187,17 @@ void dsc__rid_seen(dsc_ledger *l, const char *id);
 
 /* --- ledger_store.c ------------------------------------------------------------ */
 /* Open the store at path and rebuild budgets, holds and counters from it. */
-dsc_status dsc__ledger_store_open(dsc_ledger *l, const char *path, int batch_ms,
-                                  dsc_error *err);
+dsc_status dsc__ledger_store_open(dsc_ledger *l, const char *path, int batch_ms, dsc_error *err);
 /* The writer's callback: apply a finished batch to memory (takes mu). */
 void dsc__ledger_apply(void *ud, dsc__rec **recs, size_t n);
 /* A zeroed record of type with r's id and subject filled (NULL: DSC_NOMEM). */
 dsc__rec *dsc__rec_for(dsc__rec_type type, const dsc__reservation *r, int64_t at_us);
 /* Apply the outcome of one record (under mu). */
-void dsc__apply_settle(dsc_ledger *l, dsc__reservation *r, const dsc_amounts *delta,
-                       int64_t at_us, bool ok);
+void dsc__apply_settle(dsc_ledger *l, dsc__reservation *r, const dsc_amounts *delta, int64_t at_us,
+                       bool ok);
 void dsc__apply_cancel(dsc_ledger *l, dsc__reservation *r, int64_t at_us, bool ok);
-void dsc__apply_expire(dsc_ledger *l, dsc__reservation *r, const dsc_amounts *charge,
-                       int64_t at_us, bool ok);
+void dsc__apply_expire(dsc_ledger *l, dsc__reservation *r, const dsc_amounts *charge, int64_t at_us,
+                       bool ok);
 void dsc__apply_reserve_failed(dsc_ledger *l, dsc__reservation *r);
 /* Run SQL on the store's writer connection (tests: simulate a full disk). */
 dsc_status dsc__ledger_store_exec(dsc_ledger *l, const char *sql, dsc_error *err);

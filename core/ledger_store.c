@@ -14,11 +14,13 @@
 #include <stdlib.h>
 #include <string.h>
 
-static const char *const rstate_names[] = {"none",     "held",      "settling",
+static const char *const rstate_names[] = {"none",     "held",       "settling",
                                            "settled",  "cancelling", "cancelled",
-                                           "expiring", "expired",   "released"};
+                                           "expiring", "expired",    "released"};
 
-const char *dsc__rstate_name(dsc__rstate st) { return rstate_names[st]; }
+const char *dsc__rstate_name(dsc__rstate st) {
+    return rstate_names[st];
+}
 
 dsc__rstate dsc__rstate_parse(const char *name) {
     for (size_t i = 0; name && i < sizeof rstate_names / sizeof rstate_names[0]; i++)
@@ -47,11 +49,13 @@ static void back_to_held(dsc_ledger *l, dsc__reservation *r) {
     if (r->state == RS_HELD) dsc__heap_push(l, r);
 }
 
-void dsc__apply_settle(dsc_ledger *l, dsc__reservation *r, const dsc_amounts *delta,
-                       int64_t at_us, bool ok) {
+void dsc__apply_settle(dsc_ledger *l, dsc__reservation *r, const dsc_amounts *delta, int64_t at_us,
+                       bool ok) {
     if (!ok) {
-        if (r->prev == RS_NONE) dsc__reservation_drop(l, r);
-        else back_to_held(l, r);
+        if (r->prev == RS_NONE)
+            dsc__reservation_drop(l, r);
+        else
+            back_to_held(l, r);
         return;
     }
     if (r->prev == RS_HELD) dsc__reservation_hold(r, -1);
@@ -69,8 +73,8 @@ void dsc__apply_cancel(dsc_ledger *l, dsc__reservation *r, int64_t at_us, bool o
     dsc__reservation_finish(l, r, RS_CANCELLED, at_us);
 }
 
-void dsc__apply_expire(dsc_ledger *l, dsc__reservation *r, const dsc_amounts *charge,
-                       int64_t at_us, bool ok) {
+void dsc__apply_expire(dsc_ledger *l, dsc__reservation *r, const dsc_amounts *charge, int64_t at_us,
+                       bool ok) {
     if (!ok) {
         back_to_held(l, r);
         return;
@@ -108,7 +112,8 @@ static void apply_one(dsc_ledger *l, dsc__rec *rec) {
     case DSC__REC_EXPIRE:
         if (r->state == RS_EXPIRING) dsc__apply_expire(l, r, &rec->amounts, rec->at_us, ok);
         break;
-    default: break;
+    default:
+        break;
     }
 }
 
@@ -226,8 +231,7 @@ static dsc__reservation *load_reservation(rebuild *rb, const dsc__rec *rec) {
     dsc__hit hits[DSC__HITS_MAX];
     size_t nh = 0;
     if (dsc__match(rb->l, &s, true, hits, &nh, NULL) != DSC_OK) return NULL;
-    dsc__reservation *r =
-        dsc__reservation_new(rec->reservation_id, rec->request_id, &s, hits, nh);
+    dsc__reservation *r = dsc__reservation_new(rec->reservation_id, rec->request_id, &s, hits, nh);
     if (!r) return NULL;
     if (dsc__reservation_index(rb->l, r) != DSC_OK) {
         free(r);
@@ -288,11 +292,16 @@ static dsc_status load_charge(void *ud, const dsc__rec *rec) {
 
 int64_t dsc__window_reach(const dsc__budget *b) {
     switch (b->win.kind) {
-    case DSC_WINDOW_DAY: return 2 * 86400LL * 1000000;
-    case DSC_WINDOW_WEEK: return 8 * 86400LL * 1000000;
-    case DSC_WINDOW_MONTH: return 32 * 86400LL * 1000000;
-    case DSC_WINDOW_YEAR: return 367 * 86400LL * 1000000;
-    case DSC_WINDOW_ROLLING: return b->win.span_us + b->win.span_us / DSC_WINDOW_BUCKETS;
+    case DSC_WINDOW_DAY:
+        return 2 * 86400LL * 1000000;
+    case DSC_WINDOW_WEEK:
+        return 8 * 86400LL * 1000000;
+    case DSC_WINDOW_MONTH:
+        return 32 * 86400LL * 1000000;
+    case DSC_WINDOW_YEAR:
+        return 367 * 86400LL * 1000000;
+    case DSC_WINDOW_ROLLING:
+        return b->win.span_us + b->win.span_us / DSC_WINDOW_BUCKETS;
     default: /* a token bucket empties in limit / rate periods */
         return (int64_t)((double)b->limit / (double)b->win.rate_micro * (double)b->win.span_us) +
                b->win.span_us;
@@ -315,8 +324,7 @@ static void budgets_loaded(void *ud, dsc__store_loader *ld) {
     ld->finished_since_us = rb->now - rb->l->retain_us;
 }
 
-dsc_status dsc__ledger_store_open(dsc_ledger *l, const char *path, int batch_ms,
-                                  dsc_error *err) {
+dsc_status dsc__ledger_store_open(dsc_ledger *l, const char *path, int batch_ms, dsc_error *err) {
     dsc_error local;
     if (!err) err = &local;
     l->store = dsc__store_open(path, l->durability, batch_ms, err);
