@@ -322,6 +322,7 @@ static void budgets_loaded(void *ud, dsc__store_loader *ld) {
     rebuild *rb = ud;
     ld->since_us = rb->now - longest_window(rb->l);
     ld->finished_since_us = rb->now - rb->l->retain_us;
+    ld->finished_max = rb->l->retain_max;
 }
 
 dsc_status dsc__ledger_store_open(dsc_ledger *l, const char *path, int batch_ms, dsc_error *err) {

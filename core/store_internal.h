@@ -91,6 +91,7 @@ typedef struct dsc__store_loader {
     dsc_status (*charge)(void *ud, const dsc__rec *charge);
     int64_t since_us;          /* charges older than this are not replayed */
     int64_t finished_since_us; /* finished reservations older than this are skipped */
+    size_t finished_max;       /* and at most this many of the newest are reloaded */
 } dsc__store_loader;
 
 /* Open or create the SQLite file at path (WAL, schema), without a writer yet.

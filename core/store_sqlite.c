@@ -627,6 +627,24 @@ static dsc_status row_charge(dsc__store_loader *ld, sqlite3_stmt *st, dsc__rec *
     return ld->charge(ld->ud, rec);
 }
 
+/* Reload at most finished_max finished reservations: the bound on finished_us. */
+static int64_t newest_finished_bound(dsc__store *s, const dsc__store_loader *ld) {
+    sqlite3_stmt *st = NULL;
+    int64_t since = ld->finished_since_us;
+    if (!ld->finished_max ||
+        sqlite3_prepare_v2(s->db,
+                           "SELECT finished_us FROM reservations WHERE finished_us >= ?1"
+                           " ORDER BY finished_us DESC LIMIT 1 OFFSET ?2",
+                           -1, &st, NULL) != SQLITE_OK)
+        goto out;
+    sqlite3_bind_int64(st, 1, since);
+    sqlite3_bind_int64(st, 2, (sqlite3_int64)ld->finished_max);
+    if (sqlite3_step(st) == SQLITE_ROW) since = sqlite3_column_int64(st, 0) + 1;
+out:
+    sqlite3_finalize(st);
+    return since;
+}
+
 dsc_status dsc__store_load(dsc__store *s, dsc__store_loader *ld, dsc_error *err) {
     dsc_status res = each_row(s,
                               "SELECT id, selector, metric, window, limit_micro FROM budgets"
@@ -640,6 +658,7 @@ dsc_status dsc__store_load(dsc__store *s, dsc__store_loader *ld, dsc_error *err)
             "held_") " FROM reservations WHERE state = 'held'",
         false, 0, ld, row_held, err);
     if (res != DSC_OK) return res;
+    ld->finished_since_us = newest_finished_bound(s, ld);
     res = each_row(s,
                    "SELECT id, request_id, org, team, user, key, state, finished_us, " METRIC_COLS(
                        "charged_") " FROM reservations WHERE finished_us >= ?1"
