@@ -27,6 +27,7 @@ typedef struct th_server {
     char dir[256];
     char unix_path[300];
     char store[300];
+    char policies[300]; /* a copy of fixtures/policies the test may change */
     char log[300];
 } th_server;
 
@@ -66,6 +67,12 @@ json_t *th_call(th_client *c, const char *method, const char *params);
 json_t *th_result(json_t *response);
 /* The error code of a response ("" when it succeeded); borrowed. */
 const char *th_error_code(json_t *response);
+/* Write (replace) file name in the server's policy folder. */
+void th_write_policy(th_server *s, const char *name, const char *text);
+/* GET path from the HTTP listener; returns the body (caller frees) and the status. */
+char *th_http_get(const th_server *s, const char *path, int *status);
+/* The first column of the first row of sql run on the server's store (-1 if none). */
+long long th_sql_int(const th_server *s, const char *sql);
 /* Sleep for ms milliseconds. */
 void th_sleep_ms(int ms);
 /* The error message of a response ("" when it succeeded); borrowed. */
