@@ -1,6 +1,10 @@
 /*
  * harness.c - integration-test helpers (see harness.h).
+ *
+ * _GNU_SOURCE: prlimit(2), to lift the file-size limit of a running server, and
+ * prctl(PR_SET_PDEATHSIG).
  */
+#define _GNU_SOURCE
 #include "harness.h"
 
 #include <criterion/criterion.h>
@@ -15,11 +19,15 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/prctl.h>
+#include <sys/resource.h>
 #include <sys/socket.h>
 #include <sys/un.h>
 #include <sys/wait.h>
 #include <time.h>
 #include <unistd.h>
+
+static void start_server(th_server *s, const char *extra, long long fsize);
 
 struct th_client {
     int fd;
@@ -82,6 +90,11 @@ static void spawn(th_server *s, const char *extra) {
     if (pid == 0) {
         int fd = open(s->log, O_WRONLY | O_CREAT | O_APPEND, 0644);
         if (fd >= 0) dup2(fd, 2);
+        prctl(PR_SET_PDEATHSIG, SIGKILL); /* a test killed by its timeout leaves no server */
+        if (s->fsize_limit > 0) {
+            struct rlimit rl = {(rlim_t)s->fsize_limit, RLIM_INFINITY};
+            setrlimit(RLIMIT_FSIZE, &rl);
+        }
         execl(DISCERND_PATH, "discernd", "--config", conf, (char *)NULL);
         _exit(127);
     }
@@ -100,8 +113,20 @@ static void spawn(th_server *s, const char *extra) {
     cr_assert_fail("discernd did not write its port file within 10 s");
 }
 
-void th_server_start(th_server *s, const char *extra) {
+void th_server_start_fsize(th_server *s, const char *extra, long long bytes) {
+    start_server(s, extra, bytes);
+}
+
+void th_server_set_fsize(th_server *s, long long bytes) {
+    struct rlimit rl = {bytes > 0 ? (rlim_t)bytes : RLIM_INFINITY, RLIM_INFINITY};
+    cr_assert_eq(prlimit(s->pid, RLIMIT_FSIZE, &rl, NULL), 0, "prlimit: %s", strerror(errno));
+}
+
+void th_server_start(th_server *s, const char *extra) { start_server(s, extra, 0); }
+
+static void start_server(th_server *s, const char *extra, long long fsize) {
     memset(s, 0, sizeof *s);
+    s->fsize_limit = fsize;
     strcpy(s->dir, "/tmp/discernd-test-XXXXXX");
     cr_assert_not_null(mkdtemp(s->dir));
     snprintf(s->unix_path, sizeof s->unix_path, "%s/d.sock", s->dir);

@@ -28,6 +28,7 @@ typedef struct th_server {
     char unix_path[300];
     char store[300];
     char policies[300]; /* a copy of fixtures/policies the test may change */
+    long long fsize_limit; /* > 0: RLIMIT_FSIZE soft limit of the server (bytes) */
     char log[300];
 } th_server;
 
@@ -38,6 +39,11 @@ typedef struct th_client th_client;
 /* Start discernd with the test config plus extra (config lines, may be NULL).
  * Aborts the test when it does not come up within 10 s. */
 void th_server_start(th_server *s, const char *extra);
+/* Start with a soft file-size limit (a disk that fills up); the hard limit stays
+ * unlimited so th_server_set_fsize can lift it while the server runs. */
+void th_server_start_fsize(th_server *s, const char *extra, long long bytes);
+/* Change the running server's soft file-size limit (0 = unlimited). */
+void th_server_set_fsize(th_server *s, long long bytes);
 /* Start again on the same folder and store (after a stop). */
 void th_server_restart(th_server *s, const char *extra);
 /* SIGTERM and wait (bounded); returns the exit status, or -1 if it had to be killed. */
