@@ -9,6 +9,37 @@
  *                     (1 gco2e = 1 000 000 µg; amounts reconcile exactly)
  *   dsc_budget_state  one budget as seen by one subject: limit, used, held,
  *                     remaining, when it resets, and what a request would add
+ *
+ * The ledger (dsc_ledger, opaque, shared by all threads):
+ *   budgets      (selector, metric, window) -> limit; set/get/delete/list, persisted.
+ *                Selectors: "*", "org:acme", "org:*", "team:infra", "team:*",
+ *                "user:ana", "user:*", "key:k1", "key:*", and org-qualified
+ *                "org:acme/team:infra", "org:acme/user:*". Counters below the org
+ *                level are scoped by the subject's org: "team:*" keeps one counter
+ *                per (org, team), named "org:acme/team:infra" ("team:infra" when the
+ *                subject names no org). "team:infra" matches team infra of every org,
+ *                each with its own counter.
+ *   preview      every budget that applies to a subject, with what a request would do
+ *   reserve      hold an upper bound on every matching budget, all or nothing;
+ *                idempotent by request_id
+ *   settle       replace the hold with the actual usage; idempotent
+ *   cancel       release the hold
+ *   tick         expire holds past their ttl (charged or released, as configured)
+ *   record_decision  the audit journal of every decision
+ *
+ * With a store (SQLite, WAL), settles, expiries, cancels, reservations and decisions
+ * are written by one writer thread that commits them in batches (group commit); a
+ * caller of a durable operation waits for its batch (durability "full"), only for the
+ * queue ("batch"), or not at all ("off"). Usage reaches the in-memory counters only
+ * after it is committed; a failed commit leaves them as they were and returns
+ * DSC_STORE_UNAVAILABLE. Reopening the store rebuilds every counter.
+ *
+ *   dsc_ledger_config cfg = {.store_path = "var/discern.db"};
+ *   dsc_ledger *l = dsc_ledger_new(&cfg, &err);
+ *   dsc_ledger_budget_set(l, "team:*", DSC_METRIC_GCO2E, "month", 50000.0, NULL, &err);
+ *   st = dsc_ledger_reserve(l, &subj, &amounts, 60, "req-1", rid, ex, 8, &nex, &err);
+ *   st = dsc_ledger_settle(l, rid, &actual, NULL, NULL, &err);
+ *   dsc_ledger_free(l);
  */
 #ifndef DISCERN_LEDGER_H
 #define DISCERN_LEDGER_H
@@ -73,5 +104,204 @@ dsc_status dsc_metric_parse(const char *name, dsc_metric *out);
  * requests = 1, cost = cost_micro (micro-currency, 0 when unknown). */
 void dsc_amounts_from_estimate(const dsc_estimate *est, int64_t input_tokens,
                                int64_t output_tokens, int64_t cost_micro, dsc_amounts *out);
+
+/* --- amounts on the API boundary ------------------------------------------------ */
+
+/* Largest amount or limit accepted on the API, in API units (keeps sums in int64). */
+#define DSC_AMOUNT_API_MAX 1e12
+
+/* Convert an API amount (>= 0, finite, <= DSC_AMOUNT_API_MAX) to micro-units;
+ * DSC_BAD_REQUEST naming field and value otherwise. */
+dsc_status dsc_amount_from_api(const char *field, double v, int64_t *micro, dsc_error *err);
+/* Micro-units back to API units. */
+double dsc_amount_to_api(int64_t micro);
+
+/* --- the ledger ----------------------------------------------------------------- */
+
+typedef struct dsc_ledger dsc_ledger;
+
+typedef enum dsc_durability {
+    DSC_DURABILITY_FULL = 0, /* wait until the batch is committed with synchronous=FULL */
+    DSC_DURABILITY_BATCH,    /* wait until queued; committed within batch_ms */
+    DSC_DURABILITY_OFF       /* no wait, synchronous=OFF: an OS crash may lose data */
+} dsc_durability;
+
+typedef enum dsc_expired_policy {
+    DSC_EXPIRED_CHARGE = 0, /* an expired hold is charged as usage (default) */
+    DSC_EXPIRED_RELEASE     /* an expired hold is released */
+} dsc_expired_policy;
+
+typedef struct dsc_ledger_config {
+    const char *store_path;       /* SQLite file; NULL = memory only (nothing persists) */
+    dsc_durability durability;    /* default FULL */
+    dsc_expired_policy expired;   /* default CHARGE */
+    const char *timezone;         /* calendar windows: NULL/"UTC", "+02:00", "local" */
+    int64_t (*now_us)(void *ud);  /* the clock (unix µs); NULL = CLOCK_REALTIME */
+    void *clock_ud;
+    int batch_ms;                 /* BATCH: longest commit delay; 0 = 10 ms */
+    int64_t retain_s;             /* finished reservations kept in memory for idempotent
+                                     replies; 0 = 600 s (a store answers older ones) */
+    size_t retain_max;            /* and at most this many of them; 0 = 100 000 */
+} dsc_ledger_config;
+
+/* Open a ledger: parse cfg, open (create) the store and rebuild counters from it.
+ * Returns NULL with err set (DSC_BAD_REQUEST for a bad field, DSC_STORE_UNAVAILABLE
+ * when the store cannot be opened, DSC_NOMEM). The caller owns the ledger. */
+dsc_ledger *dsc_ledger_new(const dsc_ledger_config *cfg, dsc_error *err);
+/* Flush the store queue, stop the writer and free everything; NULL is a no-op. */
+void dsc_ledger_free(dsc_ledger *l);
+
+/* --- budgets -------------------------------------------------------------------- */
+
+typedef struct dsc_budget_info {
+    int64_t id;                      /* stable while the budget exists */
+    char selector[DSC_SELECTOR_MAX]; /* normalised: "org:acme/team:*" */
+    dsc_metric metric;
+    char window[DSC_WINDOW_MAX];     /* as given: "month", "rolling:1h", "rate:10/s" */
+    int64_t limit;                   /* micro-units */
+} dsc_budget_info;
+
+/* Create the budget (selector, metric, window) or change its limit (API units, >= 0).
+ * Persisted before it returns. Fills out (may be NULL). DSC_BAD_REQUEST naming the
+ * field for a bad selector, window or limit; DSC_STORE_UNAVAILABLE; DSC_NOMEM. */
+dsc_status dsc_ledger_budget_set(dsc_ledger *l, const char *selector, dsc_metric metric,
+                                 const char *window, double limit, dsc_budget_info *out,
+                                 dsc_error *err);
+/* Delete a budget; DSC_UNKNOWN_BUDGET when there is none. Holds already placed on it
+ * are released with their reservations. */
+dsc_status dsc_ledger_budget_delete(dsc_ledger *l, const char *selector, dsc_metric metric,
+                                    const char *window, dsc_error *err);
+/* Look a budget up; DSC_UNKNOWN_BUDGET when there is none. */
+dsc_status dsc_ledger_budget_get(dsc_ledger *l, const char *selector, dsc_metric metric,
+                                 const char *window, dsc_budget_info *out, dsc_error *err);
+/* Copy up to max budgets, ordered by id, starting at the offset-th; *total is the
+ * number of budgets (either pointer may be NULL). Returns how many were copied. */
+size_t dsc_ledger_budget_list(dsc_ledger *l, size_t offset, dsc_budget_info *out, size_t max,
+                              size_t *total);
+
+/* --- requests ------------------------------------------------------------------- */
+
+#define DSC_RESERVATION_ID_MAX 40
+#define DSC_NAME_MAX 64 /* longest subject field, request id, decision field */
+
+/* Every budget that applies to subject, its state now, and what request (may be NULL:
+ * zero) would do to it. Fills up to max states; *n is how many apply (may exceed
+ * max). DSC_BAD_REQUEST naming a bad subject field. Allocates nothing lasting. */
+dsc_status dsc_ledger_preview(dsc_ledger *l, const dsc_subject *subject,
+                              const dsc_amounts *request, dsc_budget_state *out, size_t max,
+                              size_t *n, dsc_error *err);
+
+/* Hold amounts on every budget that applies to subject, for ttl_s seconds (> 0), or
+ * on none. DSC_OK: reservation_id filled. DSC_BUDGET_EXCEEDED: nothing held, the
+ * budgets that would be exceeded are in exceeded[0..min(*n_exceeded, max)). A
+ * request_id (may be NULL) already reserved returns the same reservation id and holds
+ * nothing more; a refused request holds nothing, so its retry is evaluated afresh.
+ * With durability FULL the reservation is committed before DSC_OK is returned.
+ * DSC_BAD_REQUEST naming a bad field; DSC_STORE_UNAVAILABLE; DSC_NOMEM. */
+dsc_status dsc_ledger_reserve(dsc_ledger *l, const dsc_subject *subject,
+                              const dsc_amounts *amounts, int64_t ttl_s, const char *request_id,
+                              char reservation_id[DSC_RESERVATION_ID_MAX],
+                              dsc_budget_state *exceeded, size_t max_exceeded,
+                              size_t *n_exceeded, dsc_error *err);
+
+typedef enum dsc_settle_kind {
+    DSC_SETTLE_RESERVED = 0, /* the hold was replaced by the actual usage */
+    DSC_SETTLE_REPEATED,     /* already settled: nothing charged again */
+    DSC_SETTLE_LATE,         /* the reservation had expired or was cancelled: the
+                                actual replaces whatever its expiry charged */
+    DSC_SETTLE_UNRESERVED    /* no such reservation: charged as unreserved usage to
+                                subject (or only to "*" budgets when none is given) */
+} dsc_settle_kind;
+
+/* Charge actual usage for a reservation, replacing its hold. Idempotent: a repeat
+ * charges nothing and reports DSC_SETTLE_REPEATED. An unknown reservation is still
+ * recorded and charged to subject_if_unknown (may be NULL). Usage is durable before
+ * DSC_OK with durability FULL. kind may be NULL. DSC_BAD_REQUEST (negative amount, bad
+ * id), DSC_STORE_UNAVAILABLE (nothing charged: retry), DSC_NOMEM. */
+dsc_status dsc_ledger_settle(dsc_ledger *l, const char *reservation_id,
+                             const dsc_amounts *actual, const dsc_subject *subject_if_unknown,
+                             dsc_settle_kind *kind, dsc_error *err);
+
+/* Called exactly once when an _async call's record is committed (st DSC_OK) or its
+ * batch failed (st and err->message say why; DSC_STORE_UNAVAILABLE for the disk). It
+ * runs on the store's writer thread, or inside the call itself when nothing had to be
+ * written (a repeated settle, a memory-only ledger). It may call into the ledger, but
+ * should only hand the result over (to an event loop) and return: the next batch waits
+ * for it. When an _async call returns an error, done is never called. */
+typedef void (*dsc_ledger_done_fn)(void *ud, dsc_status st, const dsc_error *err);
+
+/* dsc_ledger_reserve without waiting for the commit: the hold is in place and
+ * reservation_id filled when it returns DSC_OK; done reports the commit (on failure
+ * the hold is released before done runs). DSC_BUDGET_EXCEEDED and bad input are
+ * returned at once, as by dsc_ledger_reserve. */
+dsc_status dsc_ledger_reserve_async(dsc_ledger *l, const dsc_subject *subject,
+                                    const dsc_amounts *amounts, int64_t ttl_s,
+                                    const char *request_id,
+                                    char reservation_id[DSC_RESERVATION_ID_MAX],
+                                    dsc_budget_state *exceeded, size_t max_exceeded,
+                                    size_t *n_exceeded, dsc_ledger_done_fn done, void *ud,
+                                    dsc_error *err);
+
+/* dsc_ledger_settle without blocking the caller: returns once the settle is queued;
+ * done(ud, ...) reports when it is committed (any durability). When this returns an
+ * error, done is never called. The in-memory counters change at the commit. */
+dsc_status dsc_ledger_settle_async(dsc_ledger *l, const char *reservation_id,
+                                   const dsc_amounts *actual,
+                                   const dsc_subject *subject_if_unknown, dsc_settle_kind *kind,
+                                   dsc_ledger_done_fn done, void *ud, dsc_error *err);
+
+/* Release a reservation's hold and journal it. Cancelling a finished reservation is a
+ * no-op returning DSC_OK; DSC_UNKNOWN_RESERVATION when the id is unknown. */
+dsc_status dsc_ledger_cancel(dsc_ledger *l, const char *reservation_id, dsc_error *err);
+
+/* Expire holds whose ttl has passed (charged or released per the config, journaled)
+ * and forget finished reservations older than retain_s. Returns how many holds
+ * expired. The server calls it about once a second; reserve/preview also expire
+ * lazily. */
+size_t dsc_ledger_tick(dsc_ledger *l);
+
+/* dsc_ledger_cancel without waiting: done reports the commit of the release. */
+dsc_status dsc_ledger_cancel_async(dsc_ledger *l, const char *reservation_id,
+                                   dsc_ledger_done_fn done, void *ud, dsc_error *err);
+
+/* --- the decision journal ------------------------------------------------------- */
+
+/* One decision, as journaled. Strings may be NULL; longer than DSC_NAME_MAX (reason:
+ * 512) is refused with DSC_BAD_REQUEST naming the field. */
+typedef struct dsc_decision_record {
+    const char *decision_id, *request_id;
+    int64_t at_us; /* 0 = now */
+    dsc_subject subject;
+    const char *purpose, *provider, *model;
+    int64_t input_tokens, output_tokens;
+    int64_t est_energy_wh, est_gco2e, est_water_ml; /* upper bounds, micro-units */
+    const char *outcome;        /* "allow", "throttle" or "refuse" */
+    const char *policy, *policy_version;
+    const char *reason;
+    const char *reservation_id; /* the hold taken for an allow, or NULL */
+} dsc_decision_record;
+
+/* Journal one decision; durable before DSC_OK with durability FULL. In memory-only
+ * ledgers it is counted and dropped. DSC_BAD_REQUEST, DSC_STORE_UNAVAILABLE. */
+dsc_status dsc_ledger_record_decision(dsc_ledger *l, const dsc_decision_record *rec,
+                                      dsc_error *err);
+
+/* dsc_ledger_record_decision without blocking: done reports the commit, as for
+ * dsc_ledger_settle_async. */
+dsc_status dsc_ledger_record_decision_async(dsc_ledger *l, const dsc_decision_record *rec,
+                                            dsc_ledger_done_fn done, void *ud, dsc_error *err);
+
+/* --- health --------------------------------------------------------------------- */
+
+typedef struct dsc_ledger_stats {
+    size_t budgets, counters, holds, reservations; /* reservations: held + remembered */
+    uint64_t decisions, settles, expired;
+    uint64_t store_failures;   /* batches that failed to commit */
+    uint64_t store_batches, store_records;
+    bool store_ok;             /* the last commit succeeded (or there is no store) */
+} dsc_ledger_stats;
+
+/* A snapshot of the ledger's counts. */
+void dsc_ledger_stats_get(dsc_ledger *l, dsc_ledger_stats *out);
 
 #endif

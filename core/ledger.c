@@ -1,0 +1,914 @@
+/*
+ * ledger.c - the reserve -> settle -> cancel protocol over budgets (see ledger.h).
+ *
+ * Everything lives under one mutex: a reserve is a handful of hash lookups and
+ * additions, far shorter than any I/O, so one lock keeps the all-or-nothing check
+ * and the holds atomic without ordering problems between budgets.
+ *
+ * A reservation moves HELD -> SETTLING -> SETTLED (or CANCELLING -> CANCELLED,
+ * EXPIRING -> EXPIRED/RELEASED). The -ING states mean "written to the store, not
+ * committed yet": the hold stays on the counters until the commit, and usage reaches
+ * the counters only after it (ledger_store.c applies it), so memory never runs
+ * ahead of what is durable. Without a store, the same transitions happen at once.
+ *
+ * Expiry uses a min-heap on expires_us; finished reservations stay on a FIFO list
+ * for retain_s (at most retain_max of them) so that repeated settles and reserves
+ * get the same answer; with a store, older ones are looked up there.
+ */
+#include "ledger_internal.h"
+
+#include <math.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+
+/* --- metrics and amounts ------------------------------------------------------ */
+
+static const char *const metric_names[] = {
+#define DSC_METRIC_NAME(name, wire, unit) wire,
+    DSC_METRIC_MAP(DSC_METRIC_NAME)
+#undef DSC_METRIC_NAME
+};
+static const char *const metric_units[] = {
+#define DSC_METRIC_UNIT(name, wire, unit) unit,
+    DSC_METRIC_MAP(DSC_METRIC_UNIT)
+#undef DSC_METRIC_UNIT
+};
+
+const char *dsc_metric_name(dsc_metric m) {
+    return (unsigned)m < DSC_METRIC_COUNT ? metric_names[m] : NULL;
+}
+
+const char *dsc_metric_unit(dsc_metric m) {
+    return (unsigned)m < DSC_METRIC_COUNT ? metric_units[m] : NULL;
+}
+
+dsc_status dsc_metric_parse(const char *name, dsc_metric *out) {
+    for (int i = 0; name && i < DSC_METRIC_COUNT; i++)
+        if (strcmp(name, metric_names[i]) == 0) {
+            *out = (dsc_metric)i;
+            return DSC_OK;
+        }
+    return DSC_UNKNOWN_METRIC;
+}
+
+static int64_t to_micro(double v) { return v > 0 ? llround(v * 1e6) : 0; }
+
+void dsc_amounts_from_estimate(const dsc_estimate *est, int64_t input_tokens,
+                               int64_t output_tokens, int64_t cost_micro, dsc_amounts *out) {
+    memset(out, 0, sizeof *out);
+    if (est) {
+        out->v[DSC_METRIC_ENERGY_WH] = to_micro(est->total.energy_kwh.max * 1e3);
+        out->v[DSC_METRIC_GCO2E] = to_micro(est->total.gwp_kgco2eq.max * 1e3);
+        out->v[DSC_METRIC_WATER_ML] = to_micro(est->total.wcf_l.max * 1e3);
+        out->v[DSC_METRIC_PE_MJ] = to_micro(est->total.pe_mj.max);
+    }
+    int64_t tokens = (input_tokens > 0 ? input_tokens : 0) + (output_tokens > 0 ? output_tokens : 0);
+    out->v[DSC_METRIC_TOKENS] = tokens * DSC_MICRO;
+    out->v[DSC_METRIC_REQUESTS] = DSC_MICRO;
+    out->v[DSC_METRIC_COST] = cost_micro > 0 ? cost_micro : 0;
+}
+
+dsc_status dsc_amount_from_api(const char *field, double v, int64_t *micro, dsc_error *err) {
+    if (!isfinite(v) || v < 0 || v > DSC_AMOUNT_API_MAX)
+        return dsc_error_set(err, DSC_BAD_REQUEST,
+                             "field '%s': %g is not a number between 0 and %g", field, v,
+                             DSC_AMOUNT_API_MAX);
+    *micro = llround(v * 1e6);
+    return DSC_OK;
+}
+
+double dsc_amount_to_api(int64_t micro) { return (double)micro / 1e6; }
+
+static dsc_status check_amounts(const char *what, const dsc_amounts *a, dsc_error *err) {
+    for (int m = 0; m < DSC_METRIC_COUNT; m++)
+        if (a->v[m] < 0 || a->v[m] > (int64_t)(DSC_AMOUNT_API_MAX * 1e6))
+            return dsc_error_set(err, DSC_BAD_REQUEST, "field '%s.%s': %lld is out of range",
+                                 what, metric_names[m], (long long)a->v[m]);
+    return DSC_OK;
+}
+
+static dsc_status check_subject(const dsc_subject *s, dsc_error *err) {
+    dsc_status st;
+    if ((st = dsc__check_name("org", s->org, err)) != DSC_OK) return st;
+    if ((st = dsc__check_name("team", s->team, err)) != DSC_OK) return st;
+    if ((st = dsc__check_name("user", s->user, err)) != DSC_OK) return st;
+    return dsc__check_name("key", s->key, err);
+}
+
+static dsc_status check_id(const char *field, const char *id, size_t max, dsc_error *err) {
+    if (!id || !*id) return dsc_error_set(err, DSC_BAD_REQUEST, "field '%s' is missing", field);
+    if (strlen(id) >= max)
+        return dsc_error_set(err, DSC_BAD_REQUEST, "field '%s': longer than %zu characters",
+                             field, max - 1);
+    return DSC_OK;
+}
+
+/* --- clock, heap, reservations ----------------------------------------------- */
+
+/* Copy s into a fixed field, truncating (snprintf is too slow for the hot path). */
+static void copy_str(char *dst, size_t max, const char *s) {
+    size_t n = strlen(s);
+    if (n >= max) n = max - 1;
+    memcpy(dst, s, n);
+    dst[n] = '\0';
+}
+
+static int64_t realtime_us(void *ud) {
+    (void)ud;
+    struct timespec ts;
+    clock_gettime(CLOCK_REALTIME, &ts);
+    return (int64_t)ts.tv_sec * 1000000 + ts.tv_nsec / 1000;
+}
+
+int64_t dsc__ledger_now(dsc_ledger *l) { return l->now_us(l->clock_ud); }
+
+static void heap_set(dsc_ledger *l, size_t i, dsc__reservation *r) {
+    l->heap[i] = r;
+    r->heap_idx = i;
+}
+
+static void heap_up(dsc_ledger *l, size_t i) {
+    dsc__reservation *r = l->heap[i];
+    while (i > 0 && l->heap[(i - 1) / 2]->expires_us > r->expires_us) {
+        heap_set(l, i, l->heap[(i - 1) / 2]);
+        i = (i - 1) / 2;
+    }
+    heap_set(l, i, r);
+}
+
+static void heap_down(dsc_ledger *l, size_t i) {
+    dsc__reservation *r = l->heap[i];
+    for (;;) {
+        size_t c = 2 * i + 1;
+        if (c >= l->heap_n) break;
+        if (c + 1 < l->heap_n && l->heap[c + 1]->expires_us < l->heap[c]->expires_us) c++;
+        if (l->heap[c]->expires_us >= r->expires_us) break;
+        heap_set(l, i, l->heap[c]);
+        i = c;
+    }
+    heap_set(l, i, r);
+}
+
+dsc_status dsc__heap_push(dsc_ledger *l, dsc__reservation *r) {
+    if (l->heap_n == l->heap_cap) {
+        size_t cap = l->heap_cap ? l->heap_cap * 2 : 256;
+        dsc__reservation **h = realloc(l->heap, cap * sizeof *h);
+        if (!h) return DSC_NOMEM;
+        l->heap = h;
+        l->heap_cap = cap;
+    }
+    l->heap[l->heap_n++] = r;
+    heap_up(l, l->heap_n - 1);
+    return DSC_OK;
+}
+
+void dsc__heap_remove(dsc_ledger *l, dsc__reservation *r) {
+    size_t i = r->heap_idx;
+    if (i == SIZE_MAX) return;
+    r->heap_idx = SIZE_MAX;
+    dsc__reservation *last = l->heap[--l->heap_n];
+    if (i == l->heap_n) return;
+    heap_set(l, i, last);
+    heap_up(l, i);
+    heap_down(l, last->heap_idx);
+}
+
+static size_t str_size(const char *s) { return s && *s ? strlen(s) + 1 : 1; }
+
+static const char *put_str(char **tail, const char *s) {
+    char *start = *tail;
+    size_t n = str_size(s);
+    if (s && *s) memcpy(start, s, n);
+    else start[0] = '\0';
+    *tail += n;
+    return start;
+}
+
+dsc__reservation *dsc__reservation_new(const char *id, const char *request_id,
+                                       const dsc_subject *s, const dsc__hit *hits, size_t n) {
+    size_t strs = str_size(s->org) + str_size(s->team) + str_size(s->user) + str_size(s->key);
+    dsc__reservation *r = calloc(1, sizeof *r + n * sizeof r->counters[0] + strs);
+    if (!r) return NULL;
+    copy_str(r->id, sizeof r->id, id);
+    if (request_id) copy_str(r->request_id, sizeof r->request_id, request_id);
+    r->heap_idx = SIZE_MAX;
+    r->n = n;
+    for (size_t i = 0; i < n; i++) r->counters[i] = hits[i].c;
+    char *tail = (char *)&r->counters[n];
+    r->org = put_str(&tail, s->org);
+    r->team = put_str(&tail, s->team);
+    r->user = put_str(&tail, s->user);
+    r->key = put_str(&tail, s->key);
+    return r;
+}
+
+dsc_status dsc__reservation_index(dsc_ledger *l, dsc__reservation *r) {
+    if (dsc__strmap_put(&l->reservations, r->id, r) != DSC_OK) return DSC_NOMEM;
+    if (!r->request_id[0] || dsc__strmap_get(&l->requests, r->request_id)) return DSC_OK;
+    if (dsc__strmap_put(&l->requests, r->request_id, r) == DSC_OK) return DSC_OK;
+    dsc__strmap_del(&l->reservations, r->id);
+    return DSC_NOMEM;
+}
+
+void dsc__reservation_hold(dsc__reservation *r, int sign) {
+    for (size_t i = 0; i < r->n; i++)
+        r->counters[i]->held += sign * r->held.v[r->counters[i]->b->metric];
+}
+
+void dsc__reservation_charge(dsc_ledger *l, dsc__reservation *r, const dsc_amounts *a,
+                             int64_t at_us) {
+    for (size_t i = 0; i < r->n; i++) {
+        dsc__counter *c = r->counters[i];
+        int64_t v = a->v[c->b->metric];
+        if (v) dsc_window_counter_add(&c->wc, &c->b->win, &l->tz, v, at_us);
+    }
+    for (int m = 0; m < DSC_METRIC_COUNT; m++) r->charged.v[m] += a->v[m];
+}
+
+static void finished_unlink(dsc_ledger *l, dsc__reservation *r) {
+    if (!r->finished_us) return;
+    if (r->fprev) r->fprev->fnext = r->fnext;
+    else l->fhead = r->fnext;
+    if (r->fnext) r->fnext->fprev = r->fprev;
+    else l->ftail = r->fprev;
+    r->fprev = r->fnext = NULL;
+    r->finished_us = 0;
+    l->n_finished--;
+}
+
+void dsc__reservation_finish(dsc_ledger *l, dsc__reservation *r, dsc__rstate st,
+                             int64_t at_us) {
+    if (r->prev == RS_HELD || r->state == RS_HELD) l->n_held--;
+    r->state = st;
+    finished_unlink(l, r);
+    r->finished_us = at_us > 0 ? at_us : 1;
+    r->fprev = l->ftail;
+    r->fnext = NULL;
+    if (l->ftail) l->ftail->fnext = r;
+    else l->fhead = r;
+    l->ftail = r;
+    l->n_finished++;
+}
+
+void dsc__reservation_drop(dsc_ledger *l, dsc__reservation *r) {
+    dsc__heap_remove(l, r);
+    finished_unlink(l, r);
+    dsc__strmap_del_if(&l->reservations, r->id, r);
+    if (r->request_id[0]) dsc__strmap_del_if(&l->requests, r->request_id, r);
+    free(r);
+}
+
+void dsc__rid_seen(dsc_ledger *l, const char *id) {
+    unsigned long long v;
+    if (sscanf(id, "r%16llx", &v) == 1 && v >= l->next_rid) l->next_rid = v + 1;
+}
+
+static void forget_old(dsc_ledger *l, int64_t now) {
+    while (l->fhead &&
+           (l->n_finished > l->retain_max || l->fhead->finished_us < now - l->retain_us))
+        dsc__reservation_drop(l, l->fhead);
+}
+
+/* --- expiry ------------------------------------------------------------------ */
+
+static bool expire_one(dsc_ledger *l, dsc__reservation *r, int64_t now) {
+    dsc_amounts charge = {{0}};
+    if (l->expired == DSC_EXPIRED_CHARGE) charge = r->held;
+    dsc__heap_remove(l, r);
+    r->prev = r->state;
+    r->state = RS_EXPIRING;
+    if (!l->store) {
+        dsc__apply_expire(l, r, &charge, now, true);
+        return true;
+    }
+    dsc__rec *rec = dsc__rec_for(DSC__REC_EXPIRE, r, now);
+    if (rec) {
+        rec->amounts = charge;
+        rec->charge_kind = l->expired == DSC_EXPIRED_CHARGE ? "expire" : NULL;
+        rec->state = l->expired == DSC_EXPIRED_CHARGE ? "expired" : "released";
+    }
+    if (!rec || dsc__store_enqueue(l->store, rec, false) != DSC_OK) {
+        r->state = r->prev; /* retried at the next tick */
+        dsc__heap_push(l, r);
+        return false;
+    }
+    return true;
+}
+
+static size_t expire_due(dsc_ledger *l, int64_t now) {
+    size_t n = 0;
+    while (l->heap_n && l->heap[0]->expires_us <= now) {
+        if (!expire_one(l, l->heap[0], now)) break;
+        n++;
+    }
+    return n;
+}
+
+/* --- lifecycle ---------------------------------------------------------------- */
+
+static dsc_status config_apply(dsc_ledger *l, const dsc_ledger_config *cfg, dsc_error *err) {
+    if ((unsigned)cfg->durability > DSC_DURABILITY_OFF)
+        return dsc_error_set(err, DSC_BAD_REQUEST, "field 'durability': %d is not full, batch "
+                             "or off", (int)cfg->durability);
+    if ((unsigned)cfg->expired > DSC_EXPIRED_RELEASE)
+        return dsc_error_set(err, DSC_BAD_REQUEST, "field 'expired': %d is not charge or "
+                             "release", (int)cfg->expired);
+    if (cfg->batch_ms < 0 || cfg->retain_s < 0)
+        return dsc_error_set(err, DSC_BAD_REQUEST, "fields 'batch_ms' and 'retain_s' must be "
+                             ">= 0");
+    l->durability = cfg->durability;
+    l->expired = cfg->expired;
+    l->now_us = cfg->now_us ? cfg->now_us : realtime_us;
+    l->clock_ud = cfg->clock_ud;
+    l->retain_us = (cfg->retain_s ? cfg->retain_s : 600) * 1000000LL;
+    l->retain_max = cfg->retain_max ? cfg->retain_max : 100000;
+    return dsc_tz_parse(cfg->timezone, &l->tz, err);
+}
+
+dsc_ledger *dsc_ledger_new(const dsc_ledger_config *cfg, dsc_error *err) {
+    dsc_ledger_config none = {0};
+    if (!cfg) cfg = &none;
+    dsc_ledger *l = calloc(1, sizeof *l);
+    if (!l) {
+        dsc_error_set(err, DSC_NOMEM, "out of memory allocating the ledger");
+        return NULL;
+    }
+    if (pthread_mutex_init(&l->mu, NULL) != 0) {
+        free(l);
+        dsc_error_set(err, DSC_INTERNAL, "cannot create the ledger's mutex");
+        return NULL;
+    }
+    dsc__strmap_init(&l->budgets);
+    dsc__strmap_init(&l->sels);
+    dsc__strmap_init(&l->counters);
+    dsc__strmap_init(&l->reservations);
+    dsc__strmap_init(&l->requests);
+    l->next_budget_id = 1;
+    if (config_apply(l, cfg, err) != DSC_OK) goto fail;
+    l->next_rid = (uint64_t)dsc__ledger_now(l);
+    if (cfg->store_path && dsc__ledger_store_open(l, cfg->store_path, cfg->batch_ms, err))
+        goto fail;
+    return l;
+fail:
+    dsc_ledger_free(l);
+    return NULL;
+}
+
+static void free_reservation(void *val, void *ud) {
+    (void)ud;
+    free(val);
+}
+
+void dsc_ledger_free(dsc_ledger *l) {
+    if (!l) return;
+    dsc__store_close(l->store); /* drains the queue, applying the last batch */
+    dsc__strmap_each(&l->reservations, free_reservation, NULL);
+    dsc__budgets_free(l);
+    dsc__strmap_destroy(&l->budgets);
+    dsc__strmap_destroy(&l->sels);
+    dsc__strmap_destroy(&l->counters);
+    dsc__strmap_destroy(&l->reservations);
+    dsc__strmap_destroy(&l->requests);
+    free(l->heap);
+    pthread_mutex_destroy(&l->mu);
+    free(l);
+}
+
+/* --- preview and reserve ------------------------------------------------------ */
+
+static void fill_state(dsc_ledger *l, const dsc__hit *h, const dsc_subject *s,
+                       int64_t request, int64_t now, dsc_budget_state *out) {
+    const dsc__budget *b = h->b;
+    copy_str(out->selector, sizeof out->selector, b->selector);
+    copy_str(out->window, sizeof out->window, b->window_text);
+    if (h->c) {
+        copy_str(out->counter, sizeof out->counter, h->c->key + h->c->name_off);
+    } else {
+        char key[DSC__COUNTER_KEY_MAX];
+        size_t off = dsc__counter_key(b, s, key, sizeof key);
+        copy_str(out->counter, sizeof out->counter, key + off);
+    }
+    out->metric = b->metric;
+    out->limit = b->limit;
+    out->used = out->held = 0;
+    if (h->c) {
+        out->used = dsc_window_counter_used(&h->c->wc, &b->win, &l->tz, now);
+        out->held = h->c->held;
+        out->resets_at = dsc_window_counter_resets_at(&h->c->wc, &b->win, now);
+    } else if (b->win.kind <= DSC_WINDOW_YEAR) {
+        int64_t start;
+        dsc_window_period(&b->win, &l->tz, now / 1000000, &start, &out->resets_at);
+    } else {
+        out->resets_at = (now + 999999) / 1000000;
+    }
+    int64_t rem = out->limit - out->used - out->held;
+    out->remaining = rem > 0 ? rem : 0;
+    out->request = request;
+    out->would_exceed = out->used + out->held + request > out->limit;
+}
+
+dsc_status dsc_ledger_preview(dsc_ledger *l, const dsc_subject *subject,
+                              const dsc_amounts *request, dsc_budget_state *out, size_t max,
+                              size_t *n, dsc_error *err) {
+    static const dsc_amounts zero = {{0}};
+    dsc_subject none = {0};
+    if (!subject) subject = &none;
+    if (!request) request = &zero;
+    dsc_status st = check_subject(subject, err);
+    if (st != DSC_OK) return st;
+    dsc__hit hits[DSC__HITS_MAX];
+    size_t nh = 0;
+    pthread_mutex_lock(&l->mu);
+    int64_t now = dsc__ledger_now(l);
+    expire_due(l, now);
+    st = dsc__match(l, subject, false, hits, &nh, err);
+    for (size_t i = 0; st == DSC_OK && i < nh && i < max; i++)
+        fill_state(l, &hits[i], subject, request->v[hits[i].b->metric], now, &out[i]);
+    pthread_mutex_unlock(&l->mu);
+    if (n) *n = nh;
+    return st;
+}
+
+/* The budgets amounts would exceed, into exceeded; how many there are. */
+static size_t find_exceeded(dsc_ledger *l, const dsc__hit *hits, size_t nh,
+                            const dsc_subject *s, const dsc_amounts *a, int64_t now,
+                            dsc_budget_state *exceeded, size_t max) {
+    size_t n = 0;
+    for (size_t i = 0; i < nh; i++) {
+        const dsc__hit *h = &hits[i];
+        int64_t req = a->v[h->b->metric];
+        int64_t used = dsc_window_counter_used(&h->c->wc, &h->b->win, &l->tz, now);
+        if (used + h->c->held + req <= h->b->limit) continue;
+        if (n < max) fill_state(l, h, s, req, now, &exceeded[n]);
+        n++;
+    }
+    return n;
+}
+
+static dsc_status reserve_validate(const dsc_subject *s, const dsc_amounts *a, int64_t ttl_s,
+                                   const char *request_id, dsc_error *err) {
+    dsc_status st = check_subject(s, err);
+    if (st == DSC_OK) st = check_amounts("amounts", a, err);
+    if (st != DSC_OK) return st;
+    if (ttl_s <= 0 || ttl_s > 7 * 86400)
+        return dsc_error_set(err, DSC_BAD_REQUEST, "field 'ttl': %lld is not between 1 and "
+                             "604800 seconds", (long long)ttl_s);
+    if (request_id && *request_id)
+        return check_id("request_id", request_id, DSC_NAME_MAX, err);
+    return DSC_OK;
+}
+
+/* Create, index and hold a new reservation (mu held). */
+static dsc_status hold_new(dsc_ledger *l, const dsc_subject *s, const dsc_amounts *a,
+                           int64_t now, int64_t ttl_s, const char *request_id,
+                           const dsc__hit *hits, size_t nh, dsc__reservation **out) {
+    char id[DSC_RESERVATION_ID_MAX];
+    static const char hex[] = "0123456789abcdef";
+    uint64_t v = l->next_rid++;
+    id[0] = 'r';
+    for (int i = 16; i >= 1; i--, v >>= 4) id[i] = hex[v & 15];
+    id[17] = '\0';
+    dsc__reservation *r = dsc__reservation_new(id, request_id, s, hits, nh);
+    if (!r) return DSC_NOMEM;
+    r->state = RS_HELD;
+    r->held = *a;
+    r->created_us = now;
+    r->expires_us = now + ttl_s * 1000000;
+    if (dsc__reservation_index(l, r) != DSC_OK) goto fail;
+    if (dsc__heap_push(l, r) != DSC_OK) goto fail_index;
+    dsc__reservation_hold(r, +1);
+    l->n_held++;
+    *out = r;
+    return DSC_OK;
+fail_index:
+    dsc__strmap_del(&l->reservations, r->id);
+    if (dsc__strmap_get(&l->requests, r->request_id) == r) dsc__strmap_del(&l->requests, r->request_id);
+fail:
+    free(r);
+    return DSC_NOMEM;
+}
+
+/* Journal a new hold (mu held); *rec is set when the caller must wait for it. */
+static dsc_status journal_reserve(dsc_ledger *l, dsc__reservation *r, dsc__done *done,
+                                  dsc__rec **wait_rec, dsc_error *err) {
+    dsc__rec *rec = dsc__rec_for(DSC__REC_RESERVE, r, r->created_us);
+    bool wait = l->durability == DSC_DURABILITY_FULL && !done->fn;
+    if (rec) {
+        rec->done_fn = done->fn;
+        rec->done_ud = done->ud;
+        rec->amounts = r->held;
+        rec->expires_us = r->expires_us;
+        rec->state = "held";
+    }
+    dsc_status st = rec ? dsc__store_enqueue(l->store, rec, wait) : DSC_NOMEM;
+    if (st != DSC_OK) {
+        dsc__apply_reserve_failed(l, r);
+        return dsc_error_set(err, st, st == DSC_NOMEM ? "out of memory" :
+                             "the ledger store is failing; nothing was reserved");
+    }
+    done->queued = done->fn != NULL;
+    *wait_rec = wait ? rec : NULL;
+    return DSC_OK;
+}
+
+static dsc_status wait_rec(dsc_ledger *l, dsc__rec *rec, dsc_error *err) {
+    if (!rec) return DSC_OK;
+    dsc_status st = dsc__store_wait(l->store, rec);
+    if (st != DSC_OK) dsc_error_set(err, st, "%s", rec->message);
+    free(rec);
+    return st;
+}
+
+static dsc_status reserve_impl(dsc_ledger *l, const dsc_subject *subject,
+                               const dsc_amounts *amounts, int64_t ttl_s,
+                               const char *request_id,
+                               char reservation_id[DSC_RESERVATION_ID_MAX],
+                               dsc_budget_state *exceeded, size_t max_exceeded,
+                               size_t *n_exceeded, dsc__done *done, dsc_error *err) {
+    dsc_subject none = {0};
+    if (!subject) subject = &none;
+    if (n_exceeded) *n_exceeded = 0;
+    if (!amounts) return dsc_error_set(err, DSC_BAD_REQUEST, "field 'amounts' is missing");
+    dsc_status st = reserve_validate(subject, amounts, ttl_s, request_id, err);
+    if (st != DSC_OK) return st;
+    if (request_id && !*request_id) request_id = NULL;
+    dsc__hit hits[DSC__HITS_MAX];
+    size_t nh = 0;
+    dsc__reservation *r = NULL;
+    dsc__rec *rec = NULL;
+    pthread_mutex_lock(&l->mu);
+    int64_t now = dsc__ledger_now(l);
+    expire_due(l, now);
+    forget_old(l, now);
+    if (request_id && (r = dsc__strmap_get(&l->requests, request_id))) {
+        copy_str(reservation_id, DSC_RESERVATION_ID_MAX, r->id);
+        pthread_mutex_unlock(&l->mu);
+        return DSC_OK;
+    }
+    if ((st = dsc__match(l, subject, true, hits, &nh, err)) != DSC_OK) goto out;
+    size_t nx = find_exceeded(l, hits, nh, subject, amounts, now, exceeded, max_exceeded);
+    if (n_exceeded) *n_exceeded = nx;
+    if (nx) {
+        st = dsc_error_set(err, DSC_BUDGET_EXCEEDED, "%zu budget%s would be exceeded", nx,
+                           nx == 1 ? "" : "s");
+        goto out;
+    }
+    st = hold_new(l, subject, amounts, now, ttl_s, request_id, hits, nh, &r);
+    if (st != DSC_OK) {
+        dsc_error_set(err, st, "out of memory holding a reservation");
+        goto out;
+    }
+    copy_str(reservation_id, DSC_RESERVATION_ID_MAX, r->id);
+    if (l->store) st = journal_reserve(l, r, done, &rec, err);
+out:
+    pthread_mutex_unlock(&l->mu);
+    if (st == DSC_OK) st = wait_rec(l, rec, err);
+    return st;
+}
+
+/* Report an _async call that needed no write, at once. */
+static dsc_status done_now(dsc_status st, const dsc__done *done) {
+    if (st == DSC_OK && done->fn && !done->queued) {
+        dsc_error ok = {DSC_OK, ""};
+        done->fn(done->ud, DSC_OK, &ok);
+    }
+    return st;
+}
+
+dsc_status dsc_ledger_reserve(dsc_ledger *l, const dsc_subject *subject,
+                              const dsc_amounts *amounts, int64_t ttl_s, const char *request_id,
+                              char reservation_id[DSC_RESERVATION_ID_MAX],
+                              dsc_budget_state *exceeded, size_t max_exceeded,
+                              size_t *n_exceeded, dsc_error *err) {
+    dsc__done none = {0};
+    return reserve_impl(l, subject, amounts, ttl_s, request_id, reservation_id, exceeded,
+                        max_exceeded, n_exceeded, &none, err);
+}
+
+dsc_status dsc_ledger_reserve_async(dsc_ledger *l, const dsc_subject *subject,
+                                    const dsc_amounts *amounts, int64_t ttl_s,
+                                    const char *request_id,
+                                    char reservation_id[DSC_RESERVATION_ID_MAX],
+                                    dsc_budget_state *exceeded, size_t max_exceeded,
+                                    size_t *n_exceeded, dsc_ledger_done_fn fn, void *ud,
+                                    dsc_error *err) {
+    dsc__done done = {fn, ud, false};
+    return done_now(reserve_impl(l, subject, amounts, ttl_s, request_id, reservation_id,
+                                 exceeded, max_exceeded, n_exceeded, &done, err),
+                    &done);
+}
+
+/* --- settle and cancel ---------------------------------------------------------- */
+
+/* The reservation id names, from memory or (when forgotten) from the store. */
+static dsc__reservation *find_reservation(dsc_ledger *l, const char *id) {
+    dsc__reservation *r = dsc__strmap_get(&l->reservations, id);
+    if (r || !l->store) return r;
+    dsc__rec *row = calloc(1, sizeof *row);
+    const char *state = NULL;
+    if (!row || dsc__store_find_reservation(l->store, id, row, &state) != DSC_OK) goto out;
+    dsc__rstate rs = dsc__rstate_parse(state);
+    if (rs == RS_NONE || rs == RS_HELD) goto out; /* held ones are never forgotten */
+    dsc_subject s = {row->subject.org, row->subject.team, row->subject.user, row->subject.key};
+    dsc__hit hits[DSC__HITS_MAX];
+    size_t nh = 0;
+    if (dsc__match(l, &s, true, hits, &nh, NULL) != DSC_OK) goto out;
+    if (!(r = dsc__reservation_new(id, NULL, &s, hits, nh))) goto out;
+    r->charged = row->amounts;
+    r->state = rs;
+    if (dsc__reservation_index(l, r) != DSC_OK) {
+        free(r);
+        r = NULL;
+        goto out;
+    }
+    dsc__reservation_finish(l, r, rs, dsc__ledger_now(l));
+out:
+    free(row);
+    return r;
+}
+
+/* A reservation object for a settle of an unknown id (mu held). */
+static dsc_status unreserved(dsc_ledger *l, const char *id, const dsc_subject *s,
+                             dsc__reservation **out, dsc_error *err) {
+    dsc__hit hits[DSC__HITS_MAX];
+    size_t nh = 0;
+    dsc_status st = dsc__match(l, s, true, hits, &nh, err);
+    if (st != DSC_OK) return st;
+    dsc__reservation *r = dsc__reservation_new(id, NULL, s, hits, nh);
+    if (!r || dsc__reservation_index(l, r) != DSC_OK) {
+        free(r);
+        return dsc_error_set(err, DSC_NOMEM, "out of memory recording a settle");
+    }
+    r->state = RS_NONE;
+    *out = r;
+    return DSC_OK;
+}
+
+/* What settling r means now: its kind, and DSC_OK to go on (mu held). */
+static dsc_status settle_kind(dsc__reservation *r, dsc_settle_kind *kind, dsc_error *err) {
+    switch (r->state) {
+    case RS_NONE: *kind = DSC_SETTLE_UNRESERVED; return DSC_OK;
+    case RS_HELD: *kind = DSC_SETTLE_RESERVED; return DSC_OK;
+    case RS_SETTLING:
+    case RS_SETTLED: *kind = DSC_SETTLE_REPEATED; return DSC_OK;
+    case RS_CANCELLED:
+    case RS_EXPIRED:
+    case RS_RELEASED: *kind = DSC_SETTLE_LATE; return DSC_OK;
+    default:
+        return dsc_error_set(err, DSC_STORE_UNAVAILABLE, "reservation '%s' is being %s right "
+                             "now; retry the settle", r->id,
+                             r->state == RS_CANCELLING ? "cancelled" : "expired");
+    }
+}
+
+static const char *kind_charge_name(dsc_settle_kind k) {
+    return k == DSC_SETTLE_RESERVED ? "settle" : k == DSC_SETTLE_LATE ? "late" : "unreserved";
+}
+
+/* Start settling r with actual (mu held); *rec set when the caller must wait. */
+static dsc_status settle_begin(dsc_ledger *l, dsc__reservation *r, dsc_settle_kind kind,
+                               const dsc_amounts *actual, int64_t now, const dsc__done *done,
+                               dsc__rec **wait_rec, dsc_error *err) {
+    dsc_amounts delta;
+    for (int m = 0; m < DSC_METRIC_COUNT; m++) delta.v[m] = actual->v[m] - r->charged.v[m];
+    dsc__heap_remove(l, r);
+    r->prev = r->state;
+    r->state = RS_SETTLING;
+    if (!l->store) {
+        dsc__apply_settle(l, r, &delta, now, true);
+        return DSC_OK;
+    }
+    bool wait = l->durability == DSC_DURABILITY_FULL && !done->fn;
+    dsc__rec *rec = dsc__rec_for(DSC__REC_SETTLE, r, now);
+    if (rec) {
+        rec->done_fn = done->fn;
+        rec->done_ud = done->ud;
+        rec->amounts = delta;
+        rec->charge_kind = kind_charge_name(kind);
+        rec->state = "settled";
+    }
+    dsc_status st = rec ? dsc__store_enqueue(l->store, rec, wait) : DSC_NOMEM;
+    if (st != DSC_OK) {
+        dsc__apply_settle(l, r, &delta, now, false);
+        return dsc_error_set(err, st, st == DSC_NOMEM ? "out of memory" :
+                             "the ledger store is failing; nothing was charged, retry");
+    }
+    *wait_rec = wait ? rec : NULL;
+    return DSC_OK;
+}
+
+static dsc_status settle_impl(dsc_ledger *l, const char *reservation_id,
+                              const dsc_amounts *actual, const dsc_subject *subject_if_unknown,
+                              dsc_settle_kind *kind, dsc__done *done, dsc_error *err) {
+    dsc_subject none = {0};
+    const dsc_subject *s = subject_if_unknown ? subject_if_unknown : &none;
+    dsc_status st = check_id("reservation_id", reservation_id, DSC_RESERVATION_ID_MAX, err);
+    if (st == DSC_OK && !actual) st = dsc_error_set(err, DSC_BAD_REQUEST, "field 'actual' is missing");
+    if (st == DSC_OK) st = check_amounts("actual", actual, err);
+    if (st == DSC_OK) st = check_subject(s, err);
+    if (st != DSC_OK) return st;
+    dsc_settle_kind k = DSC_SETTLE_RESERVED;
+    dsc__rec *rec = NULL;
+    pthread_mutex_lock(&l->mu);
+    int64_t now = dsc__ledger_now(l);
+    dsc__reservation *r = find_reservation(l, reservation_id);
+    if (!r && (st = unreserved(l, reservation_id, s, &r, err)) != DSC_OK) goto out;
+    if ((st = settle_kind(r, &k, err)) != DSC_OK || k == DSC_SETTLE_REPEATED) goto out;
+    st = settle_begin(l, r, k, actual, now, done, &rec, err);
+    done->queued = st == DSC_OK && l->store && done->fn;
+out:
+    pthread_mutex_unlock(&l->mu);
+    if (st == DSC_OK) st = wait_rec(l, rec, err);
+    if (kind) *kind = k;
+    return st;
+}
+
+dsc_status dsc_ledger_settle(dsc_ledger *l, const char *reservation_id,
+                             const dsc_amounts *actual, const dsc_subject *subject_if_unknown,
+                             dsc_settle_kind *kind, dsc_error *err) {
+    dsc__done none = {0};
+    return settle_impl(l, reservation_id, actual, subject_if_unknown, kind, &none, err);
+}
+
+dsc_status dsc_ledger_settle_async(dsc_ledger *l, const char *reservation_id,
+                                   const dsc_amounts *actual,
+                                   const dsc_subject *subject_if_unknown, dsc_settle_kind *kind,
+                                   dsc_ledger_done_fn fn, void *ud, dsc_error *err) {
+    dsc__done done = {fn, ud, false};
+    return done_now(settle_impl(l, reservation_id, actual, subject_if_unknown, kind, &done, err),
+                    &done);
+}
+
+/* Start cancelling a held r (mu held); *rec set when the caller must wait. */
+static dsc_status cancel_begin(dsc_ledger *l, dsc__reservation *r, int64_t now,
+                               dsc__done *done, dsc__rec **wait_rec, dsc_error *err) {
+    dsc__heap_remove(l, r);
+    r->prev = r->state;
+    r->state = RS_CANCELLING;
+    if (!l->store) {
+        dsc__apply_cancel(l, r, now, true);
+        return DSC_OK;
+    }
+    bool wait = l->durability == DSC_DURABILITY_FULL && !done->fn;
+    dsc__rec *rec = dsc__rec_for(DSC__REC_CANCEL, r, now);
+    if (rec) {
+        rec->state = "cancelled";
+        rec->done_fn = done->fn;
+        rec->done_ud = done->ud;
+    }
+    dsc_status st = rec ? dsc__store_enqueue(l->store, rec, wait) : DSC_NOMEM;
+    if (st != DSC_OK) {
+        dsc__apply_cancel(l, r, now, false);
+        return dsc_error_set(err, st, "the ledger store is failing; the hold stays");
+    }
+    done->queued = done->fn != NULL;
+    *wait_rec = wait ? rec : NULL;
+    return DSC_OK;
+}
+
+static dsc_status cancel_impl(dsc_ledger *l, const char *reservation_id, dsc__done *done,
+                              dsc_error *err) {
+    dsc_status st = check_id("reservation_id", reservation_id, DSC_RESERVATION_ID_MAX, err);
+    if (st != DSC_OK) return st;
+    dsc__rec *rec = NULL;
+    pthread_mutex_lock(&l->mu);
+    int64_t now = dsc__ledger_now(l);
+    dsc__reservation *r = find_reservation(l, reservation_id);
+    if (!r)
+        st = dsc_error_set(err, DSC_UNKNOWN_RESERVATION, "reservation '%s' is unknown",
+                           reservation_id);
+    else if (r->state == RS_HELD)
+        st = cancel_begin(l, r, now, done, &rec, err);
+    pthread_mutex_unlock(&l->mu);
+    if (st == DSC_OK) st = wait_rec(l, rec, err);
+    return st;
+}
+
+dsc_status dsc_ledger_cancel(dsc_ledger *l, const char *reservation_id, dsc_error *err) {
+    dsc__done none = {0};
+    return cancel_impl(l, reservation_id, &none, err);
+}
+
+dsc_status dsc_ledger_cancel_async(dsc_ledger *l, const char *reservation_id,
+                                   dsc_ledger_done_fn fn, void *ud, dsc_error *err) {
+    dsc__done done = {fn, ud, false};
+    return done_now(cancel_impl(l, reservation_id, &done, err), &done);
+}
+
+size_t dsc_ledger_tick(dsc_ledger *l) {
+    pthread_mutex_lock(&l->mu);
+    int64_t now = dsc__ledger_now(l);
+    size_t n = expire_due(l, now);
+    forget_old(l, now);
+    pthread_mutex_unlock(&l->mu);
+    return n;
+}
+
+/* --- decisions and stats ------------------------------------------------------- */
+
+static dsc_status copy_field(const char *field, const char *v, char *dst, size_t max,
+                             dsc_error *err) {
+    if (!v) v = "";
+    size_t n = strlen(v);
+    if (n >= max)
+        return dsc_error_set(err, DSC_BAD_REQUEST, "field '%s': longer than %zu characters",
+                             field, max - 1);
+    memcpy(dst, v, n + 1);
+    return DSC_OK;
+}
+
+static dsc_status decision_copy(const dsc_decision_record *d, dsc__rec *rec, dsc_error *err) {
+    dsc__rec_decision *o = &rec->u.decision;
+    dsc_subject s = d->subject;
+    dsc_status st = check_subject(&s, err);
+    const struct {
+        const char *name, *v;
+        char *dst;
+        size_t max;
+    } f[] = {{"decision_id", d->decision_id, o->decision_id, sizeof o->decision_id},
+             {"request_id", d->request_id, o->request_id, sizeof o->request_id},
+             {"purpose", d->purpose, o->purpose, sizeof o->purpose},
+             {"provider", d->provider, o->provider, sizeof o->provider},
+             {"model", d->model, o->model, sizeof o->model},
+             {"outcome", d->outcome, o->outcome, sizeof o->outcome},
+             {"policy", d->policy, o->policy, sizeof o->policy},
+             {"policy_version", d->policy_version, o->policy_version, sizeof o->policy_version},
+             {"reason", d->reason, o->reason, sizeof o->reason},
+             {"reservation_id", d->reservation_id, rec->reservation_id, sizeof rec->reservation_id},
+             {"org", s.org, rec->subject.org, DSC_NAME_MAX},
+             {"team", s.team, rec->subject.team, DSC_NAME_MAX},
+             {"user", s.user, rec->subject.user, DSC_NAME_MAX},
+             {"key", s.key, rec->subject.key, DSC_NAME_MAX}};
+    for (size_t i = 0; st == DSC_OK && i < sizeof f / sizeof f[0]; i++)
+        st = copy_field(f[i].name, f[i].v, f[i].dst, f[i].max, err);
+    o->input_tokens = d->input_tokens;
+    o->output_tokens = d->output_tokens;
+    o->est_energy_wh = d->est_energy_wh;
+    o->est_gco2e = d->est_gco2e;
+    o->est_water_ml = d->est_water_ml;
+    return st;
+}
+
+static dsc_status decision_impl(dsc_ledger *l, const dsc_decision_record *d,
+                                dsc__done *done, dsc_error *err) {
+    if (!d) return dsc_error_set(err, DSC_BAD_REQUEST, "field 'decision' is missing");
+    dsc__rec *rec = calloc(1, sizeof *rec);
+    if (!rec) return dsc_error_set(err, DSC_NOMEM, "out of memory journaling a decision");
+    rec->type = DSC__REC_DECISION;
+    rec->done_fn = done->fn;
+    rec->done_ud = done->ud;
+    dsc_status st = decision_copy(d, rec, err);
+    bool wait = l->durability == DSC_DURABILITY_FULL && !done->fn;
+    if (st != DSC_OK || !l->store) {
+        free(rec);
+        if (st == DSC_OK) {
+            pthread_mutex_lock(&l->mu);
+            l->decisions++;
+            pthread_mutex_unlock(&l->mu);
+        }
+        return st;
+    }
+    pthread_mutex_lock(&l->mu);
+    rec->at_us = d->at_us ? d->at_us : dsc__ledger_now(l);
+    l->decisions++;
+    st = dsc__store_enqueue(l->store, rec, wait);
+    pthread_mutex_unlock(&l->mu);
+    if (st != DSC_OK)
+        return dsc_error_set(err, st, "the ledger store is failing; the decision was not "
+                             "journaled");
+    done->queued = done->fn != NULL;
+    return wait_rec(l, wait ? rec : NULL, err);
+}
+
+dsc_status dsc_ledger_record_decision(dsc_ledger *l, const dsc_decision_record *d,
+                                      dsc_error *err) {
+    dsc__done none = {0};
+    return decision_impl(l, d, &none, err);
+}
+
+dsc_status dsc_ledger_record_decision_async(dsc_ledger *l, const dsc_decision_record *d,
+                                            dsc_ledger_done_fn fn, void *ud, dsc_error *err) {
+    dsc__done done = {fn, ud, false};
+    return done_now(decision_impl(l, d, &done, err), &done);
+}
+
+void dsc_ledger_stats_get(dsc_ledger *l, dsc_ledger_stats *out) {
+    memset(out, 0, sizeof *out);
+    pthread_mutex_lock(&l->mu);
+    out->budgets = l->n_live;
+    out->counters = l->n_counters;
+    out->holds = l->n_held;
+    out->reservations = l->reservations.len;
+    out->decisions = l->decisions;
+    out->settles = l->settles;
+    out->expired = l->expired_count;
+    pthread_mutex_unlock(&l->mu);
+    out->store_ok = true;
+    if (l->store) {
+        dsc__store_counts(l->store, &out->store_batches, &out->store_records,
+                          &out->store_failures);
+        out->store_ok = dsc__store_healthy(l->store);
+    }
+}

@@ -1,0 +1,196 @@
+/*
+ * ledger_internal.h - the ledger's in-memory structures, shared by ledger.c
+ * (requests: preview, reserve, settle, cancel, expiry), ledger_budget.c (budgets,
+ * selectors, counters) and ledger_store.c (store records, apply after commit,
+ * rebuild on open). Not public.
+ *
+ * Locking: one mutex (dsc_ledger.mu) guards everything below; the store's writer
+ * takes it once per batch to apply committed records. The store queue's own lock
+ * nests inside mu, never the other way round.
+ */
+#ifndef DISCERN_LEDGER_INTERNAL_H
+#define DISCERN_LEDGER_INTERNAL_H
+
+#include "discern/ledger.h"
+#include "discern/window.h"
+#include "store_internal.h"
+#include "strmap_internal.h"
+
+#include <pthread.h>
+#include <stddef.h>
+
+typedef enum dsc__level { LV_ALL, LV_ORG, LV_TEAM, LV_USER, LV_KEY, LV_COUNT } dsc__level;
+
+typedef struct dsc__counter dsc__counter;
+
+typedef struct dsc__budget {
+    int64_t id;
+    char selector[DSC_SELECTOR_MAX];
+    dsc_metric metric;
+    char window_text[DSC_WINDOW_MAX];
+    dsc_window win;
+    int64_t limit;
+    dsc__level level;
+    bool qualified; /* "org:<org>/<level>:..." */
+    bool any;       /* "<level>:*" */
+    struct dsc__budget *next_sel; /* budgets sharing one selector */
+    struct dsc__budget *next_dead;
+    dsc__counter *counters;       /* this budget's counters */
+    char ident[];                 /* selector|metric|window, the budgets map's key */
+} dsc__budget;
+
+struct dsc__counter {
+    dsc__budget *b;
+    int64_t held;
+    dsc_window_counter wc;
+    dsc__counter *next; /* in b->counters */
+    size_t name_off;    /* the counter's name inside key */
+    char key[];         /* "<budget id>#<name>", the counters map's key */
+};
+
+#define DSC__COUNTER_KEY_MAX 192
+
+typedef struct dsc__sel_slot {
+    dsc__budget *head;
+    char selector[];
+} dsc__sel_slot;
+
+typedef enum dsc__rstate {
+    RS_NONE, /* created by a settle of an unknown reservation, not yet committed */
+    RS_HELD,
+    RS_SETTLING,
+    RS_SETTLED,
+    RS_CANCELLING,
+    RS_CANCELLED,
+    RS_EXPIRING,
+    RS_EXPIRED, /* expired and charged */
+    RS_RELEASED /* expired and released */
+} dsc__rstate;
+
+typedef struct dsc__reservation {
+    char id[DSC_RESERVATION_ID_MAX];
+    char request_id[DSC_NAME_MAX];
+    dsc__rstate state, prev;
+    int64_t created_us, expires_us, finished_us;
+    dsc_amounts held, charged;
+    size_t heap_idx; /* SIZE_MAX when not in the expiry heap */
+    struct dsc__reservation *fprev, *fnext; /* the finished list, oldest first */
+    const char *org, *team, *user, *key;    /* into the allocation's tail */
+    size_t n;
+    dsc__counter *counters[]; /* then the subject strings */
+} dsc__reservation;
+
+/* A budget that applies to a subject, and its counter (NULL until first charged). */
+typedef struct dsc__hit {
+    dsc__budget *b;
+    dsc__counter *c;
+} dsc__hit;
+
+/* An optional completion for the _async calls; queued = the store will call it. */
+typedef struct dsc__done {
+    dsc_ledger_done_fn fn;
+    void *ud;
+    bool queued;
+} dsc__done;
+
+#define DSC__HITS_MAX 256 /* budgets that may apply to one subject */
+#define DSC__SHAPES 15    /* "*", "org:*", "org:x", then 4 per team/user/key level */
+
+struct dsc_ledger {
+    pthread_mutex_t mu;
+    dsc_durability durability;
+    dsc_expired_policy expired;
+    dsc_tz tz;
+    int64_t (*now_us)(void *ud);
+    void *clock_ud;
+    int64_t retain_us;
+    size_t retain_max;
+    dsc__strmap budgets;  /* ident -> budget */
+    dsc__strmap sels;     /* selector -> dsc__sel_slot */
+    dsc__strmap counters; /* key -> counter */
+    dsc__strmap reservations, requests;
+    dsc__budget **live;   /* ordered by id */
+    size_t n_live, cap_live;
+    dsc__budget *dead;    /* deleted budgets: their counters may still be held */
+    size_t n_counters;
+    size_t shape_count[DSC__SHAPES]; /* live budgets per selector shape */
+    int64_t next_budget_id;
+    uint64_t next_rid;
+    dsc__reservation **heap; /* expiry min-heap */
+    size_t heap_n, heap_cap, n_held;
+    dsc__reservation *fhead, *ftail;
+    size_t n_finished;
+    uint64_t decisions, settles, expired_count;
+    dsc__store *store;
+};
+
+/* --- ledger_budget.c -------------------------------------------------------- */
+/* A new budget for (selector, metric, window), parsed and validated, not indexed;
+ * DSC_BAD_REQUEST / DSC_UNKNOWN_METRIC naming the field, DSC_NOMEM. */
+dsc_status dsc__budget_new(const char *selector, dsc_metric metric, const char *window,
+                           dsc__budget **out, dsc_error *err);
+/* Check one subject field: NULL/"" or 1..63 chars without ':', '/', '*', spaces. */
+dsc_status dsc__check_name(const char *field, const char *v, dsc_error *err);
+/* The ident key of (selector, metric, window) into buf. */
+void dsc__budget_ident(char *buf, size_t len, const char *selector, dsc_metric m,
+                       const char *window);
+/* Which of the DSC__SHAPES selector shapes b has. */
+int dsc__budget_shape(const dsc__budget *b);
+/* Insert a new budget (id, limit, parsed fields set) into the indexes. */
+dsc_status dsc__budget_insert(dsc_ledger *l, dsc__budget *b);
+/* Remove b from the indexes and keep it on the dead list. */
+void dsc__budget_remove(dsc_ledger *l, dsc__budget *b);
+/* The budgets that apply to subject (validated), with counters; create: make the
+ * missing counters. DSC_TOO_LARGE beyond DSC__HITS_MAX, DSC_NOMEM. */
+dsc_status dsc__match(dsc_ledger *l, const dsc_subject *s, bool create, dsc__hit *hits,
+                      size_t *n, dsc_error *err);
+/* The counter key "<id>#<name>" of b for subject s into key; returns the name's
+ * offset in key. */
+size_t dsc__counter_key(const dsc__budget *b, const dsc_subject *s, char *key, size_t len);
+/* Free every budget and counter. */
+void dsc__budgets_free(dsc_ledger *l);
+
+/* --- ledger.c ------------------------------------------------------------------ */
+int64_t dsc__ledger_now(dsc_ledger *l);
+/* A reservation object for subject over the given counters (not indexed yet). */
+dsc__reservation *dsc__reservation_new(const char *id, const char *request_id,
+                                       const dsc_subject *s, const dsc__hit *hits, size_t n);
+/* Index r by id and request id; DSC_NOMEM. */
+dsc_status dsc__reservation_index(dsc_ledger *l, dsc__reservation *r);
+/* Add or remove r's holds on its counters (sign +1 / -1). */
+void dsc__reservation_hold(dsc__reservation *r, int sign);
+/* Charge amounts to r's counters at at_us. */
+void dsc__reservation_charge(dsc_ledger *l, dsc__reservation *r, const dsc_amounts *a,
+                             int64_t at_us);
+dsc_status dsc__heap_push(dsc_ledger *l, dsc__reservation *r);
+void dsc__heap_remove(dsc_ledger *l, dsc__reservation *r);
+/* Move r to a final state, onto the finished list. */
+void dsc__reservation_finish(dsc_ledger *l, dsc__reservation *r, dsc__rstate st,
+                             int64_t at_us);
+/* Unindex and free r (off the heap and the finished list first). */
+void dsc__reservation_drop(dsc_ledger *l, dsc__reservation *r);
+/* Bump next_rid past a loaded id. */
+void dsc__rid_seen(dsc_ledger *l, const char *id);
+
+/* --- ledger_store.c ------------------------------------------------------------ */
+/* Open the store at path and rebuild budgets, holds and counters from it. */
+dsc_status dsc__ledger_store_open(dsc_ledger *l, const char *path, int batch_ms,
+                                  dsc_error *err);
+/* The writer's callback: apply a finished batch to memory (takes mu). */
+void dsc__ledger_apply(void *ud, dsc__rec **recs, size_t n);
+/* A zeroed record of type with r's id and subject filled (NULL: DSC_NOMEM). */
+dsc__rec *dsc__rec_for(dsc__rec_type type, const dsc__reservation *r, int64_t at_us);
+/* Apply the outcome of one record (under mu). */
+void dsc__apply_settle(dsc_ledger *l, dsc__reservation *r, const dsc_amounts *delta,
+                       int64_t at_us, bool ok);
+void dsc__apply_cancel(dsc_ledger *l, dsc__reservation *r, int64_t at_us, bool ok);
+void dsc__apply_expire(dsc_ledger *l, dsc__reservation *r, const dsc_amounts *charge,
+                       int64_t at_us, bool ok);
+void dsc__apply_reserve_failed(dsc_ledger *l, dsc__reservation *r);
+/* Run SQL on the store's writer connection (tests: simulate a full disk). */
+dsc_status dsc__ledger_store_exec(dsc_ledger *l, const char *sql, dsc_error *err);
+/* State names in the store. */
+const char *dsc__rstate_name(dsc__rstate st);
+dsc__rstate dsc__rstate_parse(const char *name);
+
+#endif

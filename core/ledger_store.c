@@ -1,0 +1,269 @@
+/*
+ * ledger_store.c - between the ledger's memory and its store.
+ *
+ * After each batch the store's writer calls dsc__ledger_apply: committed settles,
+ * cancels and expiries release their holds and charge the counters; records of a
+ * failed batch are undone in reverse order (a settle back to HELD, then its
+ * reservation dropped if the reserve itself failed). On open, the store replays
+ * budgets, open holds, recently finished reservations and the charges inside every
+ * budget's window, which rebuilds the counters exactly as they were.
+ */
+#include "ledger_internal.h"
+
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+static const char *const rstate_names[] = {"none",     "held",      "settling",
+                                           "settled",  "cancelling", "cancelled",
+                                           "expiring", "expired",   "released"};
+
+const char *dsc__rstate_name(dsc__rstate st) { return rstate_names[st]; }
+
+dsc__rstate dsc__rstate_parse(const char *name) {
+    for (size_t i = 0; name && i < sizeof rstate_names / sizeof rstate_names[0]; i++)
+        if (strcmp(name, rstate_names[i]) == 0) return (dsc__rstate)i;
+    return RS_NONE;
+}
+
+dsc__rec *dsc__rec_for(dsc__rec_type type, const dsc__reservation *r, int64_t at_us) {
+    dsc__rec *rec = calloc(1, sizeof *rec);
+    if (!rec) return NULL;
+    rec->type = type;
+    rec->at_us = at_us;
+    snprintf(rec->reservation_id, sizeof rec->reservation_id, "%s", r->id);
+    snprintf(rec->request_id, sizeof rec->request_id, "%s", r->request_id);
+    snprintf(rec->subject.org, DSC_NAME_MAX, "%s", r->org);
+    snprintf(rec->subject.team, DSC_NAME_MAX, "%s", r->team);
+    snprintf(rec->subject.user, DSC_NAME_MAX, "%s", r->user);
+    snprintf(rec->subject.key, DSC_NAME_MAX, "%s", r->key);
+    return rec;
+}
+
+/* --- applying outcomes (mu held) ---------------------------------------------- */
+
+static void back_to_held(dsc_ledger *l, dsc__reservation *r) {
+    r->state = r->prev;
+    if (r->state == RS_HELD) dsc__heap_push(l, r);
+}
+
+void dsc__apply_settle(dsc_ledger *l, dsc__reservation *r, const dsc_amounts *delta,
+                       int64_t at_us, bool ok) {
+    if (!ok) {
+        if (r->prev == RS_NONE) dsc__reservation_drop(l, r);
+        else back_to_held(l, r);
+        return;
+    }
+    if (r->prev == RS_HELD) dsc__reservation_hold(r, -1);
+    dsc__reservation_charge(l, r, delta, at_us);
+    l->settles++;
+    dsc__reservation_finish(l, r, RS_SETTLED, at_us);
+}
+
+void dsc__apply_cancel(dsc_ledger *l, dsc__reservation *r, int64_t at_us, bool ok) {
+    if (!ok) {
+        back_to_held(l, r);
+        return;
+    }
+    dsc__reservation_hold(r, -1);
+    dsc__reservation_finish(l, r, RS_CANCELLED, at_us);
+}
+
+void dsc__apply_expire(dsc_ledger *l, dsc__reservation *r, const dsc_amounts *charge,
+                       int64_t at_us, bool ok) {
+    if (!ok) {
+        back_to_held(l, r);
+        return;
+    }
+    dsc__reservation_hold(r, -1);
+    dsc__reservation_charge(l, r, charge, at_us);
+    l->expired_count++;
+    dsc__reservation_finish(l, r, l->expired == DSC_EXPIRED_CHARGE ? RS_EXPIRED : RS_RELEASED,
+                            at_us);
+}
+
+void dsc__apply_reserve_failed(dsc_ledger *l, dsc__reservation *r) {
+    if (r->state != RS_HELD) return;
+    dsc__reservation_hold(r, -1);
+    l->n_held--;
+    dsc__reservation_drop(l, r);
+}
+
+static void apply_one(dsc_ledger *l, dsc__rec *rec) {
+    if (rec->type >= DSC__REC_DECISION) return;
+    dsc__reservation *r = dsc__strmap_get(&l->reservations, rec->reservation_id);
+    if (!r) return;
+    bool ok = rec->status == DSC_OK;
+    switch (rec->type) {
+    case DSC__REC_RESERVE:
+        if (!ok) dsc__apply_reserve_failed(l, r);
+        break;
+    case DSC__REC_SETTLE:
+        if (r->state == RS_SETTLING) dsc__apply_settle(l, r, &rec->amounts, rec->at_us, ok);
+        break;
+    case DSC__REC_CANCEL:
+        if (r->state == RS_CANCELLING) dsc__apply_cancel(l, r, rec->at_us, ok);
+        break;
+    case DSC__REC_EXPIRE:
+        if (r->state == RS_EXPIRING) dsc__apply_expire(l, r, &rec->amounts, rec->at_us, ok);
+        break;
+    default: break;
+    }
+}
+
+void dsc__ledger_apply(void *ud, dsc__rec **recs, size_t n) {
+    dsc_ledger *l = ud;
+    pthread_mutex_lock(&l->mu);
+    for (size_t i = 0; i < n; i++)
+        if (recs[i]->status == DSC_OK) apply_one(l, recs[i]);
+    for (size_t i = n; i-- > 0;) /* failures are undone newest first */
+        if (recs[i]->status != DSC_OK) apply_one(l, recs[i]);
+    pthread_mutex_unlock(&l->mu);
+}
+
+/* --- rebuilding from the store ------------------------------------------------ */
+
+typedef struct rebuild {
+    dsc_ledger *l;
+    int64_t now;
+    dsc__rec_subject last; /* the previous charge's subject and its budgets */
+    dsc__hit hits[DSC__HITS_MAX];
+    size_t nh;
+    bool have_last;
+} rebuild;
+
+static dsc_subject subject_of(const dsc__rec_subject *s) {
+    return (dsc_subject){s->org, s->team, s->user, s->key};
+}
+
+static dsc_status load_budget(void *ud, const dsc__rec_budget *rb) {
+    rebuild *rb_ = ud;
+    dsc__budget *b = NULL;
+    dsc_status st = dsc__budget_new(rb->selector, rb->metric, rb->window, &b, NULL);
+    if (st == DSC_NOMEM) return st;
+    if (st != DSC_OK) return DSC_OK; /* a row edited by hand into nonsense: skipped */
+    b->id = rb->id;
+    b->limit = rb->limit;
+    if (dsc__budget_insert(rb_->l, b) == DSC_OK) return DSC_OK;
+    free(b);
+    return DSC_NOMEM;
+}
+
+static dsc__reservation *load_reservation(rebuild *rb, const dsc__rec *rec) {
+    dsc_subject s = subject_of(&rec->subject);
+    dsc__hit hits[DSC__HITS_MAX];
+    size_t nh = 0;
+    if (dsc__match(rb->l, &s, true, hits, &nh, NULL) != DSC_OK) return NULL;
+    dsc__reservation *r =
+        dsc__reservation_new(rec->reservation_id, rec->request_id, &s, hits, nh);
+    if (!r) return NULL;
+    if (dsc__reservation_index(rb->l, r) != DSC_OK) {
+        free(r);
+        return NULL;
+    }
+    dsc__rid_seen(rb->l, r->id);
+    return r;
+}
+
+static dsc_status load_held(void *ud, const dsc__rec *rec, int64_t created_us) {
+    rebuild *rb = ud;
+    dsc__reservation *r = load_reservation(rb, rec);
+    if (!r) return DSC_NOMEM;
+    r->state = RS_HELD;
+    r->held = rec->amounts;
+    r->created_us = created_us;
+    r->expires_us = rec->expires_us;
+    dsc__reservation_hold(r, +1);
+    rb->l->n_held++;
+    return dsc__heap_push(rb->l, r);
+}
+
+static dsc_status load_finished(void *ud, const dsc__rec *rec, int64_t finished_us) {
+    rebuild *rb = ud;
+    dsc__reservation *r = load_reservation(rb, rec);
+    if (!r) return DSC_NOMEM;
+    r->charged = rec->amounts;
+    dsc__rstate st = dsc__rstate_parse(rec->state);
+    r->state = st == RS_NONE ? RS_SETTLED : st;
+    dsc__reservation_finish(rb->l, r, r->state, finished_us);
+    return DSC_OK;
+}
+
+static bool same_subject(const dsc__rec_subject *a, const dsc__rec_subject *b) {
+    return strcmp(a->org, b->org) == 0 && strcmp(a->team, b->team) == 0 &&
+           strcmp(a->user, b->user) == 0 && strcmp(a->key, b->key) == 0;
+}
+
+static dsc_status load_charge(void *ud, const dsc__rec *rec) {
+    rebuild *rb = ud;
+    if (!rb->have_last || !same_subject(&rb->last, &rec->subject)) {
+        dsc_subject s = subject_of(&rec->subject);
+        if (dsc__check_name("org", s.org, NULL) || dsc__check_name("team", s.team, NULL) ||
+            dsc__check_name("user", s.user, NULL) || dsc__check_name("key", s.key, NULL))
+            return DSC_OK; /* not a subject the ledger could have written: skipped */
+        dsc_status st = dsc__match(rb->l, &s, true, rb->hits, &rb->nh, NULL);
+        if (st != DSC_OK) return st;
+        rb->last = rec->subject;
+        rb->have_last = true;
+    }
+    for (size_t i = 0; i < rb->nh; i++) {
+        dsc__counter *c = rb->hits[i].c;
+        int64_t v = rec->amounts.v[c->b->metric];
+        if (v) dsc_window_counter_add(&c->wc, &c->b->win, &rb->l->tz, v, rec->at_us);
+    }
+    return DSC_OK;
+}
+
+/* How far back any budget's window reaches from now (µs). */
+static int64_t longest_window(dsc_ledger *l) {
+    int64_t longest = 0;
+    for (size_t i = 0; i < l->n_live; i++) {
+        const dsc__budget *b = l->live[i];
+        int64_t span;
+        switch (b->win.kind) {
+        case DSC_WINDOW_DAY: span = 2 * 86400LL * 1000000; break;
+        case DSC_WINDOW_WEEK: span = 8 * 86400LL * 1000000; break;
+        case DSC_WINDOW_MONTH: span = 32 * 86400LL * 1000000; break;
+        case DSC_WINDOW_YEAR: span = 367 * 86400LL * 1000000; break;
+        case DSC_WINDOW_ROLLING: span = b->win.span_us + b->win.span_us / DSC_WINDOW_BUCKETS; break;
+        default: /* a token bucket empties in limit / rate periods */
+            span = (int64_t)((double)b->limit / (double)b->win.rate_micro *
+                             (double)b->win.span_us) + b->win.span_us;
+        }
+        if (span > longest) longest = span;
+    }
+    return longest;
+}
+
+static void budgets_loaded(void *ud, dsc__store_loader *ld) {
+    rebuild *rb = ud;
+    ld->since_us = rb->now - longest_window(rb->l);
+    ld->finished_since_us = rb->now - rb->l->retain_us;
+}
+
+dsc_status dsc__ledger_store_open(dsc_ledger *l, const char *path, int batch_ms,
+                                  dsc_error *err) {
+    dsc_error local;
+    if (!err) err = &local;
+    l->store = dsc__store_open(path, l->durability, batch_ms, err);
+    if (!l->store) return err->code;
+    rebuild *rb = calloc(1, sizeof *rb);
+    if (!rb) return dsc_error_set(err, DSC_NOMEM, "out of memory rebuilding the ledger");
+    rb->l = l;
+    rb->now = dsc__ledger_now(l);
+    dsc__store_loader ld = {.ud = rb,
+                            .budget = load_budget,
+                            .budgets_done = budgets_loaded,
+                            .held = load_held,
+                            .finished = load_finished,
+                            .charge = load_charge};
+    dsc_status st = dsc__store_load(l->store, &ld, err);
+    free(rb);
+    if (st != DSC_OK) return st;
+    return dsc__store_start(l->store, dsc__ledger_apply, l, err);
+}
+
+dsc_status dsc__ledger_store_exec(dsc_ledger *l, const char *sql, dsc_error *err) {
+    if (!l->store) return dsc_error_set(err, DSC_BAD_REQUEST, "this ledger has no store");
+    return dsc__store_exec(l->store, sql, err);
+}

@@ -1,0 +1,643 @@
+/*
+ * store_sqlite.c - the ledger's SQLite store: schema, group-commit writer, reload.
+ *
+ * One file in WAL mode. One writer thread owns the write connection: it takes every
+ * queued record, writes them all in one transaction and commits (one fsync per batch
+ * with synchronous=FULL), then lets the ledger apply the batch and wakes the callers
+ * waiting on it. A failed statement that is the record's own fault (a constraint)
+ * fails only that record; an I/O error (SQLITE_FULL, IOERR, READONLY, ...) rolls the
+ * whole batch back and fails every record in it with DSC_STORE_UNAVAILABLE. While the
+ * store is failing, the writer probes it every 100 ms so that it recovers by itself.
+ * Schema and queries for admins: docs/operations.md.
+ */
+#include "store_internal.h"
+
+#include <errno.h>
+#include <pthread.h>
+#include <sqlite3.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <time.h>
+
+enum {
+    ST_RES_INSERT,
+    ST_RES_UPSERT,
+    ST_CHARGE,
+    ST_DECISION,
+    ST_BUDGET_UPSERT,
+    ST_BUDGET_DELETE,
+    ST_COUNT
+};
+
+struct dsc__store {
+    sqlite3 *db, *rdb;     /* writer connection; reader for lookups (lazy) */
+    sqlite3_stmt *st[ST_COUNT];
+    dsc_durability durability;
+    int batch_ms;
+    char path[1024];
+    pthread_mutex_t qmu, dbmu, rmu;
+    pthread_cond_t nonempty;
+    dsc__rec *head, *tail;
+    bool stop, healthy, started;
+    pthread_t writer;
+    dsc__store_apply_fn apply;
+    void *apply_ud;
+    dsc__rec **batch;
+    size_t batch_cap;
+    uint64_t batches, records, failures;
+};
+
+#define METRIC_COLS(p)                                                                             \
+    p "energy_wh, " p "gco2e, " p "water_ml, " p "pe_mj, " p "cost, " p "tokens, " p "requests"
+#define METRIC_DEFS(p)                                                                             \
+    p "energy_wh INTEGER NOT NULL DEFAULT 0, " p "gco2e INTEGER NOT NULL DEFAULT 0, " p            \
+      "water_ml INTEGER NOT NULL DEFAULT 0, " p "pe_mj INTEGER NOT NULL DEFAULT 0, " p             \
+      "cost INTEGER NOT NULL DEFAULT 0, " p "tokens INTEGER NOT NULL DEFAULT 0, " p                \
+      "requests INTEGER NOT NULL DEFAULT 0"
+#define Q7 "?,?,?,?,?,?,?"
+
+static const char schema_sql[] =
+    "CREATE TABLE IF NOT EXISTS meta(key TEXT PRIMARY KEY, value TEXT);"
+    "INSERT OR IGNORE INTO meta VALUES('schema_version', '1');"
+    "CREATE TABLE IF NOT EXISTS budgets(id INTEGER PRIMARY KEY, selector TEXT NOT NULL,"
+    " metric TEXT NOT NULL, window TEXT NOT NULL, limit_micro INTEGER NOT NULL,"
+    " updated_us INTEGER NOT NULL, UNIQUE(selector, metric, window));"
+    "CREATE TABLE IF NOT EXISTS reservations(id TEXT PRIMARY KEY, request_id TEXT,"
+    " org TEXT, team TEXT, user TEXT, key TEXT, created_us INTEGER, expires_us INTEGER,"
+    " state TEXT NOT NULL, finished_us INTEGER, " METRIC_DEFS("held_") ", "
+    METRIC_DEFS("charged_") ");"
+    "CREATE INDEX IF NOT EXISTS reservations_held ON reservations(state) WHERE state = 'held';"
+    "CREATE INDEX IF NOT EXISTS reservations_finished ON reservations(finished_us);"
+    "CREATE TABLE IF NOT EXISTS charges(seq INTEGER PRIMARY KEY, at_us INTEGER NOT NULL,"
+    " kind TEXT NOT NULL, reservation_id TEXT, org TEXT, team TEXT, user TEXT, key TEXT, "
+    METRIC_DEFS("") ");"
+    "CREATE INDEX IF NOT EXISTS charges_at ON charges(at_us);"
+    "CREATE UNIQUE INDEX IF NOT EXISTS charges_settle_once ON charges(reservation_id)"
+    " WHERE kind IN ('settle', 'late', 'unreserved');"
+    "CREATE TABLE IF NOT EXISTS decisions(seq INTEGER PRIMARY KEY, decision_id TEXT,"
+    " request_id TEXT, at_us INTEGER NOT NULL, org TEXT, team TEXT, user TEXT, key TEXT,"
+    " purpose TEXT, provider TEXT, model TEXT, input_tokens INTEGER, output_tokens INTEGER,"
+    " est_energy_wh INTEGER, est_gco2e INTEGER, est_water_ml INTEGER, outcome TEXT,"
+    " policy TEXT, policy_version TEXT, reason TEXT, reservation_id TEXT);"
+    "CREATE INDEX IF NOT EXISTS decisions_at ON decisions(at_us);";
+
+static const char *const stmt_sql[ST_COUNT] = {
+    [ST_RES_INSERT] = "INSERT INTO reservations(id, request_id, org, team, user, key,"
+                      " created_us, expires_us, state, " METRIC_COLS("held_") ")"
+                      " VALUES(?,?,?,?,?,?,?,?,?," Q7 ")",
+    [ST_RES_UPSERT] =
+        "INSERT INTO reservations(id, request_id, org, team, user, key, created_us, state,"
+        " finished_us, " METRIC_COLS("charged_") ") VALUES(?,?,?,?,?,?,?,?,?," Q7 ")"
+        " ON CONFLICT(id) DO UPDATE SET state = excluded.state,"
+        " finished_us = excluded.finished_us,"
+        " charged_energy_wh = charged_energy_wh + excluded.charged_energy_wh,"
+        " charged_gco2e = charged_gco2e + excluded.charged_gco2e,"
+        " charged_water_ml = charged_water_ml + excluded.charged_water_ml,"
+        " charged_pe_mj = charged_pe_mj + excluded.charged_pe_mj,"
+        " charged_cost = charged_cost + excluded.charged_cost,"
+        " charged_tokens = charged_tokens + excluded.charged_tokens,"
+        " charged_requests = charged_requests + excluded.charged_requests",
+    [ST_CHARGE] = "INSERT INTO charges(at_us, kind, reservation_id, org, team, user, key, "
+                  METRIC_COLS("") ") VALUES(?,?,?,?,?,?,?," Q7 ")",
+    [ST_DECISION] = "INSERT INTO decisions(decision_id, request_id, at_us, org, team, user,"
+                    " key, purpose, provider, model, input_tokens, output_tokens,"
+                    " est_energy_wh, est_gco2e, est_water_ml, outcome, policy,"
+                    " policy_version, reason, reservation_id)"
+                    " VALUES(?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?)",
+    [ST_BUDGET_UPSERT] = "INSERT INTO budgets(id, selector, metric, window, limit_micro,"
+                         " updated_us) VALUES(?,?,?,?,?,?) ON CONFLICT(selector, metric,"
+                         " window) DO UPDATE SET limit_micro = excluded.limit_micro,"
+                         " updated_us = excluded.updated_us",
+    [ST_BUDGET_DELETE] = "DELETE FROM budgets WHERE id = ?"};
+
+static dsc_status db_error(sqlite3 *db, const char *what, dsc_error *err) {
+    return dsc_error_set(err, DSC_STORE_UNAVAILABLE, "ledger store: %s: %s", what,
+                         db ? sqlite3_errmsg(db) : "cannot allocate a connection");
+}
+
+/* Create the parent directory of path when missing (one level, like var/). */
+static void make_parent(const char *path) {
+    char dir[1024];
+    snprintf(dir, sizeof dir, "%s", path);
+    char *slash = strrchr(dir, '/');
+    if (!slash || slash == dir) return;
+    *slash = '\0';
+    if (mkdir(dir, 0755) != 0 && errno != EEXIST) return;
+}
+
+static dsc_status open_conn(const char *path, sqlite3 **db, dsc_error *err) {
+    int rc = sqlite3_open_v2(path, db, SQLITE_OPEN_READWRITE | SQLITE_OPEN_CREATE |
+                             SQLITE_OPEN_NOMUTEX, NULL);
+    if (rc != SQLITE_OK) {
+        dsc_error_set(err, DSC_STORE_UNAVAILABLE, "ledger store: cannot open '%s': %s", path,
+                      *db ? sqlite3_errmsg(*db) : sqlite3_errstr(rc));
+        sqlite3_close(*db);
+        *db = NULL;
+        return DSC_STORE_UNAVAILABLE;
+    }
+    sqlite3_busy_timeout(*db, 5000);
+    return DSC_OK;
+}
+
+static dsc_status setup_db(dsc__store *s, dsc_error *err) {
+    char pragmas[128];
+    snprintf(pragmas, sizeof pragmas, "PRAGMA journal_mode=WAL; PRAGMA synchronous=%s;"
+             " PRAGMA cache_size=-32768;",
+             s->durability == DSC_DURABILITY_OFF ? "OFF" : "FULL");
+    if (sqlite3_exec(s->db, pragmas, NULL, NULL, NULL) != SQLITE_OK)
+        return db_error(s->db, "setting WAL mode", err);
+    if (sqlite3_exec(s->db, schema_sql, NULL, NULL, NULL) != SQLITE_OK)
+        return db_error(s->db, "creating the schema", err);
+    for (int i = 0; i < ST_COUNT; i++)
+        if (sqlite3_prepare_v3(s->db, stmt_sql[i], -1, SQLITE_PREPARE_PERSISTENT, &s->st[i],
+                               NULL) != SQLITE_OK)
+            return db_error(s->db, "preparing statements", err);
+    return DSC_OK;
+}
+
+dsc__store *dsc__store_open(const char *path, dsc_durability durability, int batch_ms,
+                            dsc_error *err) {
+    dsc__store *s = calloc(1, sizeof *s);
+    if (!s) {
+        dsc_error_set(err, DSC_NOMEM, "out of memory opening the ledger store");
+        return NULL;
+    }
+    s->durability = durability;
+    s->batch_ms = batch_ms > 0 ? batch_ms : 10;
+    s->healthy = true;
+    snprintf(s->path, sizeof s->path, "%s", path);
+    pthread_mutex_init(&s->qmu, NULL);
+    pthread_mutex_init(&s->dbmu, NULL);
+    pthread_mutex_init(&s->rmu, NULL);
+    pthread_cond_init(&s->nonempty, NULL);
+    make_parent(path);
+    if (open_conn(path, &s->db, err) != DSC_OK || setup_db(s, err) != DSC_OK) {
+        dsc__store_close(s);
+        return NULL;
+    }
+    return s;
+}
+
+/* --- binding helpers -------------------------------------------------------- */
+
+static void bind_text(sqlite3_stmt *st, int i, const char *v) {
+    if (v && *v) sqlite3_bind_text(st, i, v, -1, SQLITE_STATIC);
+    else sqlite3_bind_null(st, i);
+}
+
+static void bind_amounts(sqlite3_stmt *st, int first, const dsc_amounts *a) {
+    for (int m = 0; m < DSC_METRIC_COUNT; m++) sqlite3_bind_int64(st, first + m, a->v[m]);
+}
+
+static void bind_subject(sqlite3_stmt *st, int first, const dsc__rec_subject *s) {
+    bind_text(st, first, s->org);
+    bind_text(st, first + 1, s->team);
+    bind_text(st, first + 2, s->user);
+    bind_text(st, first + 3, s->key);
+}
+
+static int step(sqlite3_stmt *st) {
+    int rc = sqlite3_step(st);
+    sqlite3_reset(st);
+    sqlite3_clear_bindings(st);
+    return rc == SQLITE_DONE ? SQLITE_OK : rc;
+}
+
+static int write_reserve(dsc__store *s, const dsc__rec *r) {
+    sqlite3_stmt *st = s->st[ST_RES_INSERT];
+    bind_text(st, 1, r->reservation_id);
+    bind_text(st, 2, r->request_id);
+    bind_subject(st, 3, &r->subject);
+    sqlite3_bind_int64(st, 7, r->at_us);
+    sqlite3_bind_int64(st, 8, r->expires_us);
+    bind_text(st, 9, r->state);
+    bind_amounts(st, 10, &r->amounts);
+    return step(st);
+}
+
+/* The reservation's new state, with what this record charged added to it. */
+static int write_state(dsc__store *s, const dsc__rec *r) {
+    sqlite3_stmt *st = s->st[ST_RES_UPSERT];
+    static const dsc_amounts zero = {{0}};
+    bind_text(st, 1, r->reservation_id);
+    bind_text(st, 2, r->request_id);
+    bind_subject(st, 3, &r->subject);
+    sqlite3_bind_int64(st, 7, r->at_us);
+    bind_text(st, 8, r->state);
+    sqlite3_bind_int64(st, 9, r->at_us);
+    bind_amounts(st, 10, r->charge_kind ? &r->amounts : &zero);
+    return step(st);
+}
+
+static int write_charge(dsc__store *s, const dsc__rec *r) {
+    if (!r->charge_kind) return SQLITE_OK;
+    sqlite3_stmt *st = s->st[ST_CHARGE];
+    sqlite3_bind_int64(st, 1, r->at_us);
+    bind_text(st, 2, r->charge_kind);
+    bind_text(st, 3, r->reservation_id);
+    bind_subject(st, 4, &r->subject);
+    bind_amounts(st, 8, &r->amounts);
+    return step(st);
+}
+
+static int write_decision(dsc__store *s, const dsc__rec *r) {
+    const dsc__rec_decision *d = &r->u.decision;
+    sqlite3_stmt *st = s->st[ST_DECISION];
+    bind_text(st, 1, d->decision_id);
+    bind_text(st, 2, d->request_id);
+    sqlite3_bind_int64(st, 3, r->at_us);
+    bind_subject(st, 4, &r->subject);
+    bind_text(st, 8, d->purpose);
+    bind_text(st, 9, d->provider);
+    bind_text(st, 10, d->model);
+    sqlite3_bind_int64(st, 11, d->input_tokens);
+    sqlite3_bind_int64(st, 12, d->output_tokens);
+    sqlite3_bind_int64(st, 13, d->est_energy_wh);
+    sqlite3_bind_int64(st, 14, d->est_gco2e);
+    sqlite3_bind_int64(st, 15, d->est_water_ml);
+    bind_text(st, 16, d->outcome);
+    bind_text(st, 17, d->policy);
+    bind_text(st, 18, d->policy_version);
+    bind_text(st, 19, d->reason);
+    bind_text(st, 20, r->reservation_id);
+    return step(st);
+}
+
+static int write_budget(dsc__store *s, const dsc__rec *r) {
+    const dsc__rec_budget *b = &r->u.budget;
+    if (r->type == DSC__REC_BUDGET_DELETE) {
+        sqlite3_bind_int64(s->st[ST_BUDGET_DELETE], 1, b->id);
+        return step(s->st[ST_BUDGET_DELETE]);
+    }
+    sqlite3_stmt *st = s->st[ST_BUDGET_UPSERT];
+    sqlite3_bind_int64(st, 1, b->id);
+    bind_text(st, 2, b->selector);
+    bind_text(st, 3, dsc_metric_name(b->metric));
+    bind_text(st, 4, b->window);
+    sqlite3_bind_int64(st, 5, b->limit);
+    sqlite3_bind_int64(st, 6, r->at_us);
+    return step(st);
+}
+
+static int write_rec(dsc__store *s, const dsc__rec *r) {
+    int rc;
+    switch (r->type) {
+    case DSC__REC_RESERVE: return write_reserve(s, r);
+    case DSC__REC_SETTLE:
+    case DSC__REC_CANCEL:
+    case DSC__REC_EXPIRE:
+        rc = write_charge(s, r);
+        return rc == SQLITE_OK ? write_state(s, r) : rc;
+    case DSC__REC_DECISION: return write_decision(s, r);
+    default: return write_budget(s, r);
+    }
+}
+
+/* --- the writer ----------------------------------------------------------------- */
+
+static bool own_fault(int rc) { return (rc & 0xff) == SQLITE_CONSTRAINT; }
+
+/* Write and commit recs[0..n); fills every status. Returns whether it committed. */
+static bool write_batch(dsc__store *s, dsc__rec **recs, size_t n) {
+    char msg[DSC_ERROR_MESSAGE_MAX] = "";
+    pthread_mutex_lock(&s->dbmu);
+    int rc = sqlite3_exec(s->db, "BEGIN", NULL, NULL, NULL);
+    for (size_t i = 0; rc == SQLITE_OK && i < n; i++) {
+        recs[i]->status = DSC_OK;
+        int r = write_rec(s, recs[i]);
+        if (r == SQLITE_OK) continue;
+        if (!own_fault(r)) {
+            rc = r;
+            break;
+        }
+        recs[i]->status = DSC_INTERNAL;
+        snprintf(recs[i]->message, sizeof recs[i]->message, "ledger store refused the record: %s",
+                 sqlite3_errmsg(s->db));
+    }
+    if (rc == SQLITE_OK) rc = sqlite3_exec(s->db, "COMMIT", NULL, NULL, NULL);
+    if (rc != SQLITE_OK) {
+        snprintf(msg, sizeof msg, "ledger store unavailable (%s): %s; nothing was recorded",
+                 sqlite3_errstr(rc), sqlite3_errmsg(s->db));
+        sqlite3_exec(s->db, "ROLLBACK", NULL, NULL, NULL);
+    }
+    pthread_mutex_unlock(&s->dbmu);
+    for (size_t i = 0; rc != SQLITE_OK && i < n; i++) {
+        recs[i]->status = DSC_STORE_UNAVAILABLE;
+        snprintf(recs[i]->message, sizeof recs[i]->message, "%s", msg);
+    }
+    return rc == SQLITE_OK;
+}
+
+static bool probe(dsc__store *s) {
+    pthread_mutex_lock(&s->dbmu);
+    int rc = sqlite3_exec(s->db, "BEGIN; INSERT OR REPLACE INTO meta VALUES('probe',"
+                                 " strftime('%s','now')); COMMIT;", NULL, NULL, NULL);
+    if (rc != SQLITE_OK) sqlite3_exec(s->db, "ROLLBACK", NULL, NULL, NULL);
+    pthread_mutex_unlock(&s->dbmu);
+    return rc == SQLITE_OK;
+}
+
+static void sleep_ms(int ms) {
+    struct timespec ts = {ms / 1000, (long)(ms % 1000) * 1000000L};
+    nanosleep(&ts, NULL);
+}
+
+/* Wait for work (qmu held); probes a failing store every 100 ms meanwhile. */
+static void wait_for_work(dsc__store *s) {
+    while (!s->head && !s->stop) {
+        if (s->healthy) {
+            pthread_cond_wait(&s->nonempty, &s->qmu);
+            continue;
+        }
+        struct timespec ts;
+        clock_gettime(CLOCK_REALTIME, &ts);
+        ts.tv_nsec += 100000000L;
+        if (ts.tv_nsec >= 1000000000L) ts.tv_sec++, ts.tv_nsec -= 1000000000L;
+        pthread_cond_timedwait(&s->nonempty, &s->qmu, &ts);
+        if (!s->head && !s->stop) {
+            pthread_mutex_unlock(&s->qmu);
+            bool ok = probe(s);
+            pthread_mutex_lock(&s->qmu);
+            if (ok) s->healthy = true;
+        }
+    }
+}
+
+/* Take the queue into s->batch (qmu held); returns how many. */
+static size_t take_batch(dsc__store *s) {
+    size_t n = 0;
+    for (dsc__rec *r = s->head; r; r = r->next) n++;
+    if (n > s->batch_cap) {
+        dsc__rec **b = realloc(s->batch, n * 2 * sizeof *b);
+        if (!b) n = s->batch_cap; /* take what fits; the rest waits */
+        else s->batch = b, s->batch_cap = n * 2;
+    }
+    dsc__rec *r = s->head;
+    for (size_t i = 0; i < n; i++, r = r->next) s->batch[i] = r;
+    s->head = r;
+    if (!r) s->tail = NULL;
+    return n;
+}
+
+static void finish_batch(dsc__store *s, size_t n, bool ok) {
+    pthread_mutex_lock(&s->qmu);
+    s->healthy = ok;
+    s->batches++;
+    s->records += n;
+    if (!ok) s->failures++;
+    for (size_t i = 0; i < n; i++) {
+        dsc__rec *r = s->batch[i];
+        if (!r->waited) {
+            free(r);
+            continue;
+        }
+        r->done = true;
+        pthread_cond_signal(&r->cv);
+    }
+    pthread_mutex_unlock(&s->qmu);
+}
+
+static void *writer_main(void *arg) {
+    dsc__store *s = arg;
+    pthread_mutex_lock(&s->qmu);
+    for (;;) {
+        wait_for_work(s);
+        if (!s->head) break; /* stopping with nothing left */
+        if (s->durability == DSC_DURABILITY_BATCH && !s->stop) {
+            pthread_mutex_unlock(&s->qmu); /* let a batch gather */
+            sleep_ms(s->batch_ms);
+            pthread_mutex_lock(&s->qmu);
+        }
+        size_t n = take_batch(s);
+        pthread_mutex_unlock(&s->qmu);
+        bool ok = write_batch(s, s->batch, n);
+        if (s->apply) s->apply(s->apply_ud, s->batch, n);
+        for (size_t i = 0; i < n; i++) { /* outside every lock: callbacks may call in */
+            dsc__rec *r = s->batch[i];
+            if (!r->done_fn || r->waited) continue;
+            dsc_error e = {.code = r->status};
+            memcpy(e.message, r->message, sizeof e.message);
+            r->done_fn(r->done_ud, r->status, &e);
+        }
+        finish_batch(s, n, ok);
+        pthread_mutex_lock(&s->qmu);
+    }
+    pthread_mutex_unlock(&s->qmu);
+    return NULL;
+}
+
+dsc_status dsc__store_start(dsc__store *s, dsc__store_apply_fn apply, void *ud,
+                            dsc_error *err) {
+    s->apply = apply;
+    s->apply_ud = ud;
+    if (pthread_create(&s->writer, NULL, writer_main, s) != 0)
+        return dsc_error_set(err, DSC_INTERNAL, "cannot start the ledger store's writer");
+    s->started = true;
+    return DSC_OK;
+}
+
+dsc_status dsc__store_enqueue(dsc__store *s, dsc__rec *rec, bool wait) {
+    pthread_mutex_lock(&s->qmu);
+    if (!wait && !rec->done_fn && !s->healthy) {
+        pthread_mutex_unlock(&s->qmu);
+        free(rec);
+        return DSC_STORE_UNAVAILABLE;
+    }
+    rec->waited = wait;
+    rec->done = false;
+    if (wait && pthread_cond_init(&rec->cv, NULL) != 0) {
+        pthread_mutex_unlock(&s->qmu);
+        return DSC_INTERNAL;
+    }
+    rec->next = NULL;
+    if (s->tail) s->tail->next = rec;
+    else s->head = rec;
+    s->tail = rec;
+    pthread_cond_signal(&s->nonempty);
+    pthread_mutex_unlock(&s->qmu);
+    return DSC_OK;
+}
+
+dsc_status dsc__store_wait(dsc__store *s, dsc__rec *rec) {
+    pthread_mutex_lock(&s->qmu);
+    while (!rec->done) pthread_cond_wait(&rec->cv, &s->qmu);
+    pthread_mutex_unlock(&s->qmu);
+    pthread_cond_destroy(&rec->cv);
+    return rec->status;
+}
+
+bool dsc__store_healthy(dsc__store *s) {
+    pthread_mutex_lock(&s->qmu);
+    bool ok = s->healthy;
+    pthread_mutex_unlock(&s->qmu);
+    return ok;
+}
+
+void dsc__store_counts(dsc__store *s, uint64_t *batches, uint64_t *records,
+                       uint64_t *failures) {
+    pthread_mutex_lock(&s->qmu);
+    *batches = s->batches;
+    *records = s->records;
+    *failures = s->failures;
+    pthread_mutex_unlock(&s->qmu);
+}
+
+dsc_status dsc__store_exec(dsc__store *s, const char *sql, dsc_error *err) {
+    pthread_mutex_lock(&s->dbmu);
+    dsc_status st = DSC_OK;
+    if (sqlite3_exec(s->db, sql, NULL, NULL, NULL) != SQLITE_OK) st = db_error(s->db, sql, err);
+    pthread_mutex_unlock(&s->dbmu);
+    return st;
+}
+
+void dsc__store_close(dsc__store *s) {
+    if (!s) return;
+    if (s->started) {
+        pthread_mutex_lock(&s->qmu);
+        s->stop = true;
+        pthread_cond_signal(&s->nonempty);
+        pthread_mutex_unlock(&s->qmu);
+        pthread_join(s->writer, NULL);
+    }
+    for (int i = 0; i < ST_COUNT; i++) sqlite3_finalize(s->st[i]);
+    sqlite3_close(s->db);
+    sqlite3_close(s->rdb);
+    free(s->batch);
+    pthread_mutex_destroy(&s->qmu);
+    pthread_mutex_destroy(&s->dbmu);
+    pthread_mutex_destroy(&s->rmu);
+    pthread_cond_destroy(&s->nonempty);
+    free(s);
+}
+
+/* --- reading back ---------------------------------------------------------------- */
+
+static void col_text(sqlite3_stmt *st, int i, char *dst, size_t max) {
+    const unsigned char *v = sqlite3_column_text(st, i);
+    snprintf(dst, max, "%s", v ? (const char *)v : "");
+}
+
+static void col_amounts(sqlite3_stmt *st, int first, dsc_amounts *a) {
+    for (int m = 0; m < DSC_METRIC_COUNT; m++) a->v[m] = sqlite3_column_int64(st, first + m);
+}
+
+static void col_subject(sqlite3_stmt *st, int first, dsc__rec_subject *s) {
+    col_text(st, first, s->org, sizeof s->org);
+    col_text(st, first + 1, s->team, sizeof s->team);
+    col_text(st, first + 2, s->user, sizeof s->user);
+    col_text(st, first + 3, s->key, sizeof s->key);
+}
+
+typedef dsc_status (*row_fn)(dsc__store_loader *ld, sqlite3_stmt *st, dsc__rec *rec);
+
+/* Run sql (binding at most one int64), calling fn for every row. */
+static dsc_status each_row(dsc__store *s, const char *sql, bool bind, int64_t arg,
+                           dsc__store_loader *ld, row_fn fn, dsc_error *err) {
+    sqlite3_stmt *st = NULL;
+    dsc__rec *rec = calloc(1, sizeof *rec);
+    if (!rec) return dsc_error_set(err, DSC_NOMEM, "out of memory loading the ledger");
+    dsc_status res = DSC_OK;
+    if (sqlite3_prepare_v2(s->db, sql, -1, &st, NULL) != SQLITE_OK) {
+        res = db_error(s->db, "loading", err);
+        goto out;
+    }
+    if (bind) sqlite3_bind_int64(st, 1, arg);
+    int rc;
+    while ((rc = sqlite3_step(st)) == SQLITE_ROW)
+        if ((res = fn(ld, st, rec)) != DSC_OK) {
+            dsc_error_set(err, res, "ledger store: rebuilding the counters failed (%s)",
+                          dsc_status_message(res));
+            goto out;
+        }
+    if (rc != SQLITE_DONE) res = db_error(s->db, "loading", err);
+out:
+    sqlite3_finalize(st);
+    free(rec);
+    return res;
+}
+
+static dsc_status row_budget(dsc__store_loader *ld, sqlite3_stmt *st, dsc__rec *rec) {
+    dsc__rec_budget *b = &rec->u.budget;
+    b->id = sqlite3_column_int64(st, 0);
+    col_text(st, 1, b->selector, sizeof b->selector);
+    if (dsc_metric_parse((const char *)sqlite3_column_text(st, 2), &b->metric) != DSC_OK)
+        return DSC_OK; /* an unknown metric: skipped */
+    col_text(st, 3, b->window, sizeof b->window);
+    b->limit = sqlite3_column_int64(st, 4);
+    return ld->budget(ld->ud, b);
+}
+
+static dsc_status row_held(dsc__store_loader *ld, sqlite3_stmt *st, dsc__rec *rec) {
+    col_text(st, 0, rec->reservation_id, sizeof rec->reservation_id);
+    col_text(st, 1, rec->request_id, sizeof rec->request_id);
+    col_subject(st, 2, &rec->subject);
+    rec->expires_us = sqlite3_column_int64(st, 7);
+    col_amounts(st, 8, &rec->amounts);
+    return ld->held(ld->ud, rec, sqlite3_column_int64(st, 6));
+}
+
+static dsc_status row_finished(dsc__store_loader *ld, sqlite3_stmt *st, dsc__rec *rec) {
+    col_text(st, 0, rec->reservation_id, sizeof rec->reservation_id);
+    col_text(st, 1, rec->request_id, sizeof rec->request_id);
+    col_subject(st, 2, &rec->subject);
+    char buf[16];
+    col_text(st, 6, buf, sizeof buf);
+    rec->state = buf;
+    col_amounts(st, 8, &rec->amounts);
+    dsc_status res = ld->finished(ld->ud, rec, sqlite3_column_int64(st, 7));
+    rec->state = NULL;
+    return res;
+}
+
+static dsc_status row_charge(dsc__store_loader *ld, sqlite3_stmt *st, dsc__rec *rec) {
+    rec->at_us = sqlite3_column_int64(st, 0);
+    col_subject(st, 1, &rec->subject);
+    col_amounts(st, 5, &rec->amounts);
+    return ld->charge(ld->ud, rec);
+}
+
+dsc_status dsc__store_load(dsc__store *s, dsc__store_loader *ld, dsc_error *err) {
+    dsc_status res = each_row(s, "SELECT id, selector, metric, window, limit_micro FROM budgets"
+                                 " ORDER BY id", false, 0, ld, row_budget, err);
+    if (res != DSC_OK) return res;
+    if (ld->budgets_done) ld->budgets_done(ld->ud, ld);
+    res = each_row(s, "SELECT id, request_id, org, team, user, key, created_us, expires_us, "
+                      METRIC_COLS("held_") " FROM reservations WHERE state = 'held'",
+                   false, 0, ld, row_held, err);
+    if (res != DSC_OK) return res;
+    res = each_row(s, "SELECT id, request_id, org, team, user, key, state, finished_us, "
+                      METRIC_COLS("charged_") " FROM reservations WHERE finished_us >= ?1"
+                      " AND state <> 'held' ORDER BY finished_us",
+                   true, ld->finished_since_us, ld, row_finished, err);
+    if (res != DSC_OK) return res;
+    return each_row(s, "SELECT at_us, org, team, user, key, " METRIC_COLS("") " FROM charges"
+                       " WHERE seq >= (SELECT min(seq) FROM charges WHERE at_us >= ?1)"
+                       " ORDER BY seq",
+                    true, ld->since_us, ld, row_charge, err);
+}
+
+dsc_status dsc__store_find_reservation(dsc__store *s, const char *id, dsc__rec *out,
+                                       const char **state) {
+    static const char sql[] = "SELECT org, team, user, key, state, " METRIC_COLS("charged_")
+                              " FROM reservations WHERE id = ?";
+    static const char *const states[] = {"held", "settled", "cancelled", "expired", "released"};
+    dsc_status res = DSC_UNKNOWN_RESERVATION;
+    sqlite3_stmt *st = NULL;
+    pthread_mutex_lock(&s->rmu);
+    if (!s->rdb && open_conn(s->path, &s->rdb, NULL) != DSC_OK) goto out;
+    if (sqlite3_prepare_v2(s->rdb, sql, -1, &st, NULL) != SQLITE_OK) goto out;
+    sqlite3_bind_text(st, 1, id, -1, SQLITE_STATIC);
+    if (sqlite3_step(st) != SQLITE_ROW) goto out;
+    col_subject(st, 0, &out->subject);
+    const char *v = (const char *)sqlite3_column_text(st, 4);
+    for (size_t i = 0; v && i < sizeof states / sizeof states[0]; i++)
+        if (strcmp(v, states[i]) == 0) *state = states[i];
+    col_amounts(st, 5, &out->amounts);
+    res = *state ? DSC_OK : DSC_UNKNOWN_RESERVATION;
+out:
+    sqlite3_finalize(st);
+    pthread_mutex_unlock(&s->rmu);
+    return res;
+}

@@ -1,0 +1,453 @@
+/* test_ledger.c - the in-memory ledger: budgets, selectors, reserve/settle/cancel,
+ * expiry, idempotency and concurrency, driven by a fake clock. */
+#include "discern/ledger.h"
+
+#include <criterion/criterion.h>
+#include <pthread.h>
+#include <stdatomic.h>
+#include <stdio.h>
+#include <string.h>
+
+#define S 1000000LL
+#define M DSC_MICRO
+
+typedef struct fake_clock {
+    _Atomic int64_t now;
+} fake_clock;
+
+static int64_t fake_now(void *ud) { return ((fake_clock *)ud)->now; }
+
+/* 2025-01-15 12:00:00 UTC */
+#define T0 (1736942400LL * S)
+
+static dsc_ledger *open_ledger(fake_clock *clk, dsc_expired_policy exp) {
+    clk->now = T0;
+    dsc_ledger_config cfg = {.now_us = fake_now, .clock_ud = clk, .expired = exp};
+    dsc_error err;
+    dsc_ledger *l = dsc_ledger_new(&cfg, &err);
+    cr_assert(l, "%s", err.message);
+    return l;
+}
+
+static void budget(dsc_ledger *l, const char *sel, dsc_metric m, const char *win, double lim) {
+    dsc_error err;
+    cr_assert_eq(dsc_ledger_budget_set(l, sel, m, win, lim, NULL, &err), DSC_OK, "%s",
+                 err.message);
+}
+
+static dsc_amounts amt(dsc_metric m, int64_t v) {
+    dsc_amounts a = {{0}};
+    a.v[m] = v;
+    return a;
+}
+
+static dsc_budget_state state_of(dsc_ledger *l, const dsc_subject *s, const char *sel) {
+    dsc_budget_state st[16];
+    size_t n = 0;
+    cr_assert_eq(dsc_ledger_preview(l, s, NULL, st, 16, &n, NULL), DSC_OK);
+    for (size_t i = 0; i < n && i < 16; i++)
+        if (strcmp(st[i].selector, sel) == 0) return st[i];
+    cr_assert_fail("no budget %s applies", sel);
+    return st[0];
+}
+
+static const dsc_subject ana = {.org = "acme", .team = "infra", .user = "ana", .key = "k1"};
+
+Test(ledger, budgets_are_created_changed_listed_and_deleted) {
+    fake_clock clk;
+    dsc_ledger *l = open_ledger(&clk, DSC_EXPIRED_CHARGE);
+    dsc_budget_info info;
+    dsc_error err;
+    cr_assert_eq(dsc_ledger_budget_set(l, "team:*", DSC_METRIC_GCO2E, "month", 50000, &info, &err),
+                 DSC_OK);
+    cr_assert_eq(info.limit, 50000 * M);
+    int64_t id = info.id;
+    budget(l, "org:acme", DSC_METRIC_ENERGY_WH, "year", 1e6);
+    cr_assert_eq(dsc_ledger_budget_set(l, "team:*", DSC_METRIC_GCO2E, "month", 60000, &info, &err),
+                 DSC_OK);
+    cr_assert_eq(info.id, id, "changing a limit keeps the budget");
+    cr_assert_eq(dsc_ledger_budget_get(l, "team:*", DSC_METRIC_GCO2E, "month", &info, &err), DSC_OK);
+    cr_assert_eq(info.limit, 60000 * M);
+    dsc_budget_info all[4];
+    size_t total;
+    cr_assert_eq(dsc_ledger_budget_list(l, 0, all, 4, &total), 2);
+    cr_assert_eq(total, 2);
+    cr_assert_str_eq(all[0].selector, "team:*");
+    cr_assert_str_eq(all[1].selector, "org:acme");
+    cr_assert_eq(dsc_ledger_budget_delete(l, "team:*", DSC_METRIC_GCO2E, "month", &err), DSC_OK);
+    cr_assert_eq(dsc_ledger_budget_get(l, "team:*", DSC_METRIC_GCO2E, "month", &info, &err),
+                 DSC_UNKNOWN_BUDGET);
+    cr_assert_eq(dsc_ledger_budget_delete(l, "team:*", DSC_METRIC_GCO2E, "month", &err),
+                 DSC_UNKNOWN_BUDGET);
+    cr_assert_eq(dsc_ledger_budget_list(l, 0, all, 4, &total), 1);
+    dsc_ledger_free(l);
+}
+
+Test(ledger, bad_budget_fields_are_refused_naming_the_field) {
+    fake_clock clk;
+    dsc_ledger *l = open_ledger(&clk, DSC_EXPIRED_CHARGE);
+    dsc_error err;
+    cr_assert_eq(dsc_ledger_budget_set(l, "squad:x", DSC_METRIC_GCO2E, "month", 1, NULL, &err),
+                 DSC_BAD_REQUEST);
+    cr_assert(strstr(err.message, "selector") && strstr(err.message, "squad:x"), "%s", err.message);
+    cr_assert_eq(dsc_ledger_budget_set(l, "team:a b", DSC_METRIC_GCO2E, "month", 1, NULL, &err),
+                 DSC_BAD_REQUEST);
+    cr_assert_eq(dsc_ledger_budget_set(l, "org:*/team:x", DSC_METRIC_GCO2E, "month", 1, NULL, &err),
+                 DSC_BAD_REQUEST);
+    cr_assert_eq(dsc_ledger_budget_set(l, "team:x", DSC_METRIC_GCO2E, "quarter", 1, NULL, &err),
+                 DSC_BAD_REQUEST);
+    cr_assert(strstr(err.message, "window") && strstr(err.message, "quarter"));
+    cr_assert_eq(dsc_ledger_budget_set(l, "team:x", DSC_METRIC_GCO2E, "month", -3, NULL, &err),
+                 DSC_BAD_REQUEST);
+    cr_assert(strstr(err.message, "limit"), "%s", err.message);
+    cr_assert_eq(dsc_ledger_budget_set(l, "team:x", (dsc_metric)99, "month", 1, NULL, &err),
+                 DSC_UNKNOWN_METRIC);
+    size_t total;
+    dsc_ledger_budget_list(l, 0, NULL, 0, &total);
+    cr_assert_eq(total, 0, "nothing was created");
+    dsc_ledger_free(l);
+}
+
+Test(ledger, metric_names_units_and_estimate_amounts) {
+    dsc_metric m;
+    cr_assert_eq(dsc_metric_parse("water_ml", &m), DSC_OK);
+    cr_assert_eq(m, DSC_METRIC_WATER_ML);
+    cr_assert_str_eq(dsc_metric_unit(DSC_METRIC_GCO2E), "g");
+    cr_assert_eq(dsc_metric_parse("co2", &m), DSC_UNKNOWN_METRIC);
+    cr_assert_null(dsc_metric_name(DSC_METRIC_COUNT));
+    dsc_estimate est;
+    memset(&est, 0, sizeof est);
+    est.total.energy_kwh.max = 0.002;  /* 2 Wh */
+    est.total.gwp_kgco2eq.max = 0.0005; /* 0.5 g */
+    est.total.wcf_l.max = 0.01;         /* 10 mL */
+    dsc_amounts a;
+    dsc_amounts_from_estimate(&est, 100, 400, 1234, &a);
+    cr_assert_eq(a.v[DSC_METRIC_ENERGY_WH], 2 * M);
+    cr_assert_eq(a.v[DSC_METRIC_GCO2E], M / 2);
+    cr_assert_eq(a.v[DSC_METRIC_WATER_ML], 10 * M);
+    cr_assert_eq(a.v[DSC_METRIC_TOKENS], 500 * M);
+    cr_assert_eq(a.v[DSC_METRIC_REQUESTS], M);
+    cr_assert_eq(a.v[DSC_METRIC_COST], 1234);
+}
+
+Test(ledger, team_counters_are_scoped_by_org) {
+    fake_clock clk;
+    dsc_ledger *l = open_ledger(&clk, DSC_EXPIRED_CHARGE);
+    budget(l, "team:*", DSC_METRIC_REQUESTS, "day", 5);
+    dsc_subject a = {.org = "acme", .team = "infra"}, b = {.org = "beta", .team = "infra"};
+    char rid[DSC_RESERVATION_ID_MAX];
+    dsc_amounts one = amt(DSC_METRIC_REQUESTS, 3 * M);
+    cr_assert_eq(dsc_ledger_reserve(l, &a, &one, 60, NULL, rid, NULL, 0, NULL, NULL), DSC_OK);
+    dsc_budget_state sa = state_of(l, &a, "team:*"), sb = state_of(l, &b, "team:*");
+    cr_assert_str_eq(sa.counter, "org:acme/team:infra");
+    cr_assert_str_eq(sb.counter, "org:beta/team:infra");
+    cr_assert_eq(sa.held, 3 * M);
+    cr_assert_eq(sb.held, 0);
+    cr_assert_eq(sb.remaining, 5 * M);
+    dsc_ledger_free(l);
+}
+
+Test(ledger, preview_reports_every_matching_budget_and_what_a_request_would_do) {
+    fake_clock clk;
+    dsc_ledger *l = open_ledger(&clk, DSC_EXPIRED_CHARGE);
+    budget(l, "org:acme", DSC_METRIC_GCO2E, "month", 100);
+    budget(l, "team:*", DSC_METRIC_GCO2E, "month", 10);
+    budget(l, "user:bob", DSC_METRIC_GCO2E, "month", 10); /* does not apply to ana */
+    budget(l, "org:acme/user:*", DSC_METRIC_REQUESTS, "day", 2);
+    dsc_amounts req = amt(DSC_METRIC_GCO2E, 12 * M);
+    dsc_budget_state st[8];
+    size_t n;
+    cr_assert_eq(dsc_ledger_preview(l, &ana, &req, st, 8, &n, NULL), DSC_OK);
+    cr_assert_eq(n, 3);
+    int exceed = 0;
+    for (size_t i = 0; i < n; i++) {
+        if (strcmp(st[i].selector, "team:*") == 0) {
+            cr_assert(st[i].would_exceed);
+            cr_assert_eq(st[i].request, 12 * M);
+            cr_assert_eq(st[i].resets_at, 1738368000, "2025-02-01T00:00Z");
+            exceed++;
+        } else {
+            cr_assert_not(st[i].would_exceed, "%s", st[i].selector);
+        }
+    }
+    cr_assert_eq(exceed, 1);
+    dsc_error err;
+    dsc_subject bad = {.org = "ac/me"};
+    cr_assert_eq(dsc_ledger_preview(l, &bad, &req, st, 8, &n, &err), DSC_BAD_REQUEST);
+    cr_assert(strstr(err.message, "'org'"), "%s", err.message);
+    dsc_ledger_free(l);
+}
+
+Test(ledger, charge_over_budget_is_refused_and_leaves_balance_unchanged) {
+    fake_clock clk;
+    dsc_ledger *l = open_ledger(&clk, DSC_EXPIRED_CHARGE);
+    budget(l, "org:acme", DSC_METRIC_GCO2E, "month", 100);
+    budget(l, "team:infra", DSC_METRIC_GCO2E, "month", 10);
+    char rid[DSC_RESERVATION_ID_MAX];
+    dsc_amounts six = amt(DSC_METRIC_GCO2E, 6 * M);
+    cr_assert_eq(dsc_ledger_reserve(l, &ana, &six, 60, "q1", rid, NULL, 0, NULL, NULL), DSC_OK);
+    dsc_budget_state ex[4];
+    size_t nex;
+    dsc_error err;
+    cr_assert_eq(dsc_ledger_reserve(l, &ana, &six, 60, "q2", rid, ex, 4, &nex, &err),
+                 DSC_BUDGET_EXCEEDED);
+    cr_assert_eq(nex, 1);
+    cr_assert_str_eq(ex[0].selector, "team:infra");
+    cr_assert_eq(ex[0].held, 6 * M);
+    cr_assert_eq(ex[0].remaining, 4 * M);
+    /* all or nothing: the org budget, which had room, holds only the first request */
+    cr_assert_eq(state_of(l, &ana, "org:acme").held, 6 * M);
+    cr_assert_eq(state_of(l, &ana, "team:infra").held, 6 * M);
+    dsc_ledger_free(l);
+}
+
+Test(ledger, settle_replaces_the_hold_with_the_actual_and_is_idempotent) {
+    fake_clock clk;
+    dsc_ledger *l = open_ledger(&clk, DSC_EXPIRED_CHARGE);
+    budget(l, "user:*", DSC_METRIC_GCO2E, "month", 10);
+    char rid[DSC_RESERVATION_ID_MAX];
+    dsc_amounts hold = amt(DSC_METRIC_GCO2E, 8 * M), actual = amt(DSC_METRIC_GCO2E, 3 * M);
+    cr_assert_eq(dsc_ledger_reserve(l, &ana, &hold, 60, "q1", rid, NULL, 0, NULL, NULL), DSC_OK);
+    dsc_settle_kind kind;
+    cr_assert_eq(dsc_ledger_settle(l, rid, &actual, NULL, &kind, NULL), DSC_OK);
+    cr_assert_eq(kind, DSC_SETTLE_RESERVED);
+    dsc_budget_state s = state_of(l, &ana, "user:*");
+    cr_assert_eq(s.used, 3 * M);
+    cr_assert_eq(s.held, 0);
+    cr_assert_eq(s.remaining, 7 * M);
+    cr_assert_eq(dsc_ledger_settle(l, rid, &actual, NULL, &kind, NULL), DSC_OK);
+    cr_assert_eq(kind, DSC_SETTLE_REPEATED);
+    cr_assert_eq(state_of(l, &ana, "user:*").used, 3 * M, "a repeated settle charges nothing");
+    dsc_ledger_free(l);
+}
+
+Test(ledger, reserve_with_a_repeated_request_id_holds_once) {
+    fake_clock clk;
+    dsc_ledger *l = open_ledger(&clk, DSC_EXPIRED_CHARGE);
+    budget(l, "*", DSC_METRIC_TOKENS, "day", 1000);
+    char r1[DSC_RESERVATION_ID_MAX], r2[DSC_RESERVATION_ID_MAX];
+    dsc_amounts a = amt(DSC_METRIC_TOKENS, 400 * M);
+    cr_assert_eq(dsc_ledger_reserve(l, &ana, &a, 60, "same", r1, NULL, 0, NULL, NULL), DSC_OK);
+    cr_assert_eq(dsc_ledger_reserve(l, &ana, &a, 60, "same", r2, NULL, 0, NULL, NULL), DSC_OK);
+    cr_assert_str_eq(r1, r2);
+    cr_assert_eq(state_of(l, &ana, "*").held, 400 * M);
+    cr_assert_eq(dsc_ledger_reserve(l, &ana, &a, 60, "other", r2, NULL, 0, NULL, NULL), DSC_OK);
+    cr_assert_str_neq(r1, r2);
+    cr_assert_eq(state_of(l, &ana, "*").held, 800 * M);
+    dsc_ledger_free(l);
+}
+
+Test(ledger, cancel_releases_the_hold_and_unknown_ids_are_reported) {
+    fake_clock clk;
+    dsc_ledger *l = open_ledger(&clk, DSC_EXPIRED_CHARGE);
+    budget(l, "key:k1", DSC_METRIC_REQUESTS, "rolling:1h", 1);
+    char rid[DSC_RESERVATION_ID_MAX];
+    dsc_amounts one = amt(DSC_METRIC_REQUESTS, M);
+    cr_assert_eq(dsc_ledger_reserve(l, &ana, &one, 60, NULL, rid, NULL, 0, NULL, NULL), DSC_OK);
+    cr_assert_eq(dsc_ledger_reserve(l, &ana, &one, 60, NULL, rid, NULL, 0, NULL, NULL),
+                 DSC_BUDGET_EXCEEDED);
+    char first[DSC_RESERVATION_ID_MAX];
+    cr_assert_eq(dsc_ledger_reserve(l, &(dsc_subject){.key = "k2"}, &one, 60, NULL, first, NULL,
+                                    0, NULL, NULL), DSC_OK);
+    dsc_ledger_free(l);
+    l = open_ledger(&clk, DSC_EXPIRED_CHARGE);
+    budget(l, "key:k1", DSC_METRIC_REQUESTS, "rolling:1h", 1);
+    cr_assert_eq(dsc_ledger_reserve(l, &ana, &one, 60, NULL, rid, NULL, 0, NULL, NULL), DSC_OK);
+    cr_assert_eq(dsc_ledger_cancel(l, rid, NULL), DSC_OK);
+    cr_assert_eq(state_of(l, &ana, "key:k1").held, 0);
+    cr_assert_eq(state_of(l, &ana, "key:k1").used, 0);
+    cr_assert_eq(dsc_ledger_cancel(l, rid, NULL), DSC_OK, "cancelling twice is a no-op");
+    dsc_error err;
+    cr_assert_eq(dsc_ledger_cancel(l, "r-nope", &err), DSC_UNKNOWN_RESERVATION);
+    cr_assert(strstr(err.message, "r-nope"));
+    dsc_ledger_free(l);
+}
+
+Test(ledger, expired_holds_are_charged_by_default) {
+    fake_clock clk;
+    dsc_ledger *l = open_ledger(&clk, DSC_EXPIRED_CHARGE);
+    budget(l, "user:*", DSC_METRIC_GCO2E, "month", 10);
+    char rid[DSC_RESERVATION_ID_MAX];
+    dsc_amounts hold = amt(DSC_METRIC_GCO2E, 4 * M);
+    cr_assert_eq(dsc_ledger_reserve(l, &ana, &hold, 30, NULL, rid, NULL, 0, NULL, NULL), DSC_OK);
+    clk.now += 29 * S;
+    cr_assert_eq(dsc_ledger_tick(l), 0);
+    clk.now += 2 * S;
+    cr_assert_eq(dsc_ledger_tick(l), 1);
+    dsc_budget_state s = state_of(l, &ana, "user:*");
+    cr_assert_eq(s.held, 0);
+    cr_assert_eq(s.used, 4 * M);
+    /* a late settle replaces what the expiry charged with the actual */
+    dsc_amounts actual = amt(DSC_METRIC_GCO2E, 1 * M);
+    dsc_settle_kind kind;
+    cr_assert_eq(dsc_ledger_settle(l, rid, &actual, NULL, &kind, NULL), DSC_OK);
+    cr_assert_eq(kind, DSC_SETTLE_LATE);
+    cr_assert_eq(state_of(l, &ana, "user:*").used, 1 * M);
+    dsc_ledger_stats stats;
+    dsc_ledger_stats_get(l, &stats);
+    cr_assert_eq(stats.expired, 1);
+    cr_assert_eq(stats.holds, 0);
+    dsc_ledger_free(l);
+}
+
+Test(ledger, expired_holds_are_released_when_configured) {
+    fake_clock clk;
+    dsc_ledger *l = open_ledger(&clk, DSC_EXPIRED_RELEASE);
+    budget(l, "user:*", DSC_METRIC_GCO2E, "month", 10);
+    char rid[DSC_RESERVATION_ID_MAX];
+    dsc_amounts hold = amt(DSC_METRIC_GCO2E, 4 * M);
+    cr_assert_eq(dsc_ledger_reserve(l, &ana, &hold, 30, NULL, rid, NULL, 0, NULL, NULL), DSC_OK);
+    clk.now += 31 * S;
+    /* expired lazily by the next preview, without a tick */
+    dsc_budget_state s = state_of(l, &ana, "user:*");
+    cr_assert_eq(s.held, 0);
+    cr_assert_eq(s.used, 0);
+    dsc_ledger_free(l);
+}
+
+Test(ledger, settle_of_an_unknown_reservation_is_charged_as_unreserved_usage_once) {
+    fake_clock clk;
+    dsc_ledger *l = open_ledger(&clk, DSC_EXPIRED_CHARGE);
+    budget(l, "team:*", DSC_METRIC_ENERGY_WH, "day", 100);
+    budget(l, "*", DSC_METRIC_ENERGY_WH, "day", 100);
+    dsc_amounts actual = amt(DSC_METRIC_ENERGY_WH, 7 * M);
+    dsc_settle_kind kind;
+    cr_assert_eq(dsc_ledger_settle(l, "r-lost", &actual, &ana, &kind, NULL), DSC_OK);
+    cr_assert_eq(kind, DSC_SETTLE_UNRESERVED);
+    cr_assert_eq(dsc_ledger_settle(l, "r-lost", &actual, &ana, &kind, NULL), DSC_OK);
+    cr_assert_eq(kind, DSC_SETTLE_REPEATED);
+    cr_assert_eq(state_of(l, &ana, "team:*").used, 7 * M);
+    /* with no subject it still counts, against the budgets of everyone */
+    cr_assert_eq(dsc_ledger_settle(l, "r-anon", &actual, NULL, &kind, NULL), DSC_OK);
+    cr_assert_eq(state_of(l, &ana, "*").used, 14 * M);
+    cr_assert_eq(state_of(l, &ana, "team:*").used, 7 * M);
+    dsc_error err;
+    dsc_amounts neg = amt(DSC_METRIC_ENERGY_WH, -1);
+    cr_assert_eq(dsc_ledger_settle(l, "r-x", &neg, &ana, &kind, &err), DSC_BAD_REQUEST);
+    cr_assert(strstr(err.message, "actual.energy_wh"), "%s", err.message);
+    dsc_ledger_free(l);
+}
+
+Test(ledger, calendar_month_counter_resets_at_the_first_of_the_month) {
+    fake_clock clk;
+    dsc_ledger *l = open_ledger(&clk, DSC_EXPIRED_CHARGE);
+    clk.now = 1738367999LL * S; /* 2025-01-31T23:59:59Z */
+    budget(l, "org:acme", DSC_METRIC_GCO2E, "month", 10);
+    dsc_amounts a = amt(DSC_METRIC_GCO2E, 9 * M);
+    char rid[DSC_RESERVATION_ID_MAX];
+    cr_assert_eq(dsc_ledger_reserve(l, &ana, &a, 60, NULL, rid, NULL, 0, NULL, NULL), DSC_OK);
+    cr_assert_eq(dsc_ledger_settle(l, rid, &a, NULL, NULL, NULL), DSC_OK);
+    dsc_budget_state s = state_of(l, &ana, "org:acme");
+    cr_assert_eq(s.used, 9 * M);
+    cr_assert_eq(s.resets_at, 1738368000);
+    clk.now += S; /* February */
+    s = state_of(l, &ana, "org:acme");
+    cr_assert_eq(s.used, 0);
+    cr_assert_eq(s.resets_at, 1740787200, "2025-03-01T00:00Z");
+    dsc_ledger_free(l);
+}
+
+Test(ledger, rolling_window_refuses_a_second_burst_right_after_the_edge) {
+    fake_clock clk;
+    dsc_ledger *l = open_ledger(&clk, DSC_EXPIRED_CHARGE);
+    budget(l, "user:*", DSC_METRIC_REQUESTS, "rolling:1h", 10);
+    dsc_amounts one = amt(DSC_METRIC_REQUESTS, M);
+    char rid[DSC_RESERVATION_ID_MAX];
+    clk.now += 3599 * S;
+    for (int i = 0; i < 10; i++) {
+        cr_assert_eq(dsc_ledger_reserve(l, &ana, &one, 60, NULL, rid, NULL, 0, NULL, NULL), DSC_OK);
+        cr_assert_eq(dsc_ledger_settle(l, rid, &one, NULL, NULL, NULL), DSC_OK);
+    }
+    clk.now += 2 * S;
+    cr_assert_eq(dsc_ledger_reserve(l, &ana, &one, 60, NULL, rid, NULL, 0, NULL, NULL),
+                 DSC_BUDGET_EXCEEDED);
+    clk.now = T0 + (3599 + 3600 + 120) * S;
+    cr_assert_eq(dsc_ledger_reserve(l, &ana, &one, 60, NULL, rid, NULL, 0, NULL, NULL), DSC_OK);
+    dsc_ledger_free(l);
+}
+
+Test(ledger, token_bucket_budget_allows_the_burst_then_the_rate) {
+    fake_clock clk;
+    dsc_ledger *l = open_ledger(&clk, DSC_EXPIRED_CHARGE);
+    budget(l, "key:*", DSC_METRIC_REQUESTS, "rate:2/s", 4); /* burst 4, 2 per second */
+    dsc_amounts one = amt(DSC_METRIC_REQUESTS, M);
+    char rid[DSC_RESERVATION_ID_MAX];
+    for (int i = 0; i < 4; i++) {
+        cr_assert_eq(dsc_ledger_reserve(l, &ana, &one, 60, NULL, rid, NULL, 0, NULL, NULL), DSC_OK);
+        cr_assert_eq(dsc_ledger_settle(l, rid, &one, NULL, NULL, NULL), DSC_OK);
+    }
+    dsc_budget_state ex[2];
+    size_t nex;
+    cr_assert_eq(dsc_ledger_reserve(l, &ana, &one, 60, NULL, rid, ex, 2, &nex, NULL),
+                 DSC_BUDGET_EXCEEDED);
+    cr_assert_eq(ex[0].resets_at, T0 / S + 2);
+    clk.now += S / 2; /* one token back */
+    cr_assert_eq(dsc_ledger_reserve(l, &ana, &one, 60, NULL, rid, NULL, 0, NULL, NULL), DSC_OK);
+    cr_assert_eq(dsc_ledger_settle(l, rid, &one, NULL, NULL, NULL), DSC_OK);
+    cr_assert_eq(dsc_ledger_reserve(l, &ana, &one, 60, NULL, rid, NULL, 0, NULL, NULL),
+                 DSC_BUDGET_EXCEEDED);
+    dsc_ledger_free(l);
+}
+
+/* --- concurrency ------------------------------------------------------------- */
+
+typedef struct race {
+    dsc_ledger *l;
+    _Atomic int64_t settled;
+    _Atomic int stop;
+    _Atomic int violations;
+    int seed;
+} race;
+
+static void *reserver(void *arg) {
+    race *r = arg;
+    unsigned seed = (unsigned)__atomic_fetch_add(&r->seed, 1, __ATOMIC_RELAXED) * 7919u + 1;
+    for (int i = 0; i < 3000; i++) {
+        seed = seed * 1103515245u + 12345u;
+        int64_t want = (int64_t)(seed >> 16) % 50 + 1;
+        dsc_amounts a = amt(DSC_METRIC_GCO2E, want * M);
+        char rid[DSC_RESERVATION_ID_MAX];
+        if (dsc_ledger_reserve(r->l, &ana, &a, 60, NULL, rid, NULL, 0, NULL, NULL) != DSC_OK)
+            continue;
+        int64_t actual = (int64_t)(seed >> 8) % (want * M + 1);
+        if ((seed >> 4) % 5 == 0) {
+            dsc_ledger_cancel(r->l, rid, NULL);
+            continue;
+        }
+        dsc_amounts act = amt(DSC_METRIC_GCO2E, actual);
+        if (dsc_ledger_settle(r->l, rid, &act, NULL, NULL, NULL) == DSC_OK)
+            r->settled += actual;
+    }
+    return NULL;
+}
+
+static void *watcher(void *arg) {
+    race *r = arg;
+    while (!r->stop) {
+        dsc_budget_state st;
+        size_t n;
+        dsc_ledger_preview(r->l, &ana, NULL, &st, 1, &n, NULL);
+        if (st.used + st.held > st.limit) r->violations++;
+    }
+    return NULL;
+}
+
+Test(ledger, eight_threads_reserving_against_one_budget_never_exceed_it) {
+    fake_clock clk;
+    race r = {.l = open_ledger(&clk, DSC_EXPIRED_CHARGE)};
+    budget(r.l, "team:infra", DSC_METRIC_GCO2E, "year", 1e9 / 1e6 * 200); /* 200 kg */
+    pthread_t w, t[8];
+    pthread_create(&w, NULL, watcher, &r);
+    for (int i = 0; i < 8; i++) pthread_create(&t[i], NULL, reserver, &r);
+    for (int i = 0; i < 8; i++) pthread_join(t[i], NULL);
+    r.stop = 1;
+    pthread_join(w, NULL);
+    dsc_budget_state s = state_of(r.l, &ana, "team:infra");
+    cr_assert_eq(r.violations, 0, "hold + used exceeded the limit %d times", r.violations);
+    cr_assert_eq(s.held, 0);
+    cr_assert_eq(s.used, r.settled, "used %lld != settled %lld", (long long)s.used,
+                 (long long)r.settled);
+    cr_assert_leq(s.used, s.limit);
+    cr_assert_gt(s.used, 0);
+    dsc_ledger_free(r.l);
+}

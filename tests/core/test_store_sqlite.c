@@ -1,0 +1,412 @@
+/* test_store_sqlite.c - the ledger's SQLite store: restart rebuilds every counter,
+ * decisions are journaled, a full disk fails cleanly and recovers, and a process
+ * killed with SIGKILL loses no acknowledged settle and duplicates none. */
+#include "discern/ledger.h"
+
+#include "../../core/ledger_internal.h"
+
+#include <criterion/criterion.h>
+#include <fcntl.h>
+#include <pthread.h>
+#include <signal.h>
+#include <sqlite3.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/wait.h>
+#include <time.h>
+#include <unistd.h>
+
+#define S 1000000LL
+#define M DSC_MICRO
+#define T0 (1736942400LL * S) /* 2025-01-15T12:00:00Z */
+
+typedef struct fake_clock {
+    int64_t now;
+} fake_clock;
+
+static int64_t fake_now(void *ud) { return ((fake_clock *)ud)->now; }
+
+static void temp_db(char *path, size_t len) {
+    char dir[512];
+    snprintf(dir, sizeof dir, "%s/ledger-test-XXXXXX", DISCERN_BINARY_DIR);
+    cr_assert(mkdtemp(dir), "mkdtemp");
+    snprintf(path, len, "%s/discern.db", dir);
+}
+
+static dsc_ledger *open_at(const char *path, fake_clock *clk, int64_t retain_s) {
+    dsc_ledger_config cfg = {.store_path = path, .now_us = clk ? fake_now : NULL,
+                             .clock_ud = clk, .retain_s = retain_s};
+    dsc_error err;
+    dsc_ledger *l = dsc_ledger_new(&cfg, &err);
+    cr_assert(l, "%s", err.message);
+    return l;
+}
+
+static dsc_amounts amt(dsc_metric m, int64_t v) {
+    dsc_amounts a = {{0}};
+    a.v[m] = v;
+    return a;
+}
+
+static const dsc_subject ana = {.org = "acme", .team = "infra", .user = "ana"};
+
+static size_t preview(dsc_ledger *l, dsc_budget_state *st, size_t max) {
+    size_t n = 0;
+    cr_assert_eq(dsc_ledger_preview(l, &ana, NULL, st, max, &n, NULL), DSC_OK);
+    return n;
+}
+
+static dsc_budget_state find(dsc_budget_state *st, size_t n, const char *sel) {
+    for (size_t i = 0; i < n; i++)
+        if (strcmp(st[i].selector, sel) == 0) return st[i];
+    cr_assert_fail("no %s", sel);
+    return st[0];
+}
+
+static int64_t query_int(const char *path, const char *sql) {
+    sqlite3 *db;
+    cr_assert_eq(sqlite3_open(path, &db), SQLITE_OK);
+    sqlite3_stmt *st;
+    cr_assert_eq(sqlite3_prepare_v2(db, sql, -1, &st, NULL), SQLITE_OK, "%s", sqlite3_errmsg(db));
+    cr_assert_eq(sqlite3_step(st), SQLITE_ROW);
+    int64_t v = sqlite3_column_int64(st, 0);
+    sqlite3_finalize(st);
+    sqlite3_close(db);
+    return v;
+}
+
+Test(store_sqlite, restart_rebuilds_budgets_counters_and_holds) {
+    char path[600];
+    temp_db(path, sizeof path);
+    fake_clock clk = {T0};
+    dsc_ledger *l = open_at(path, &clk, 0);
+    dsc_error err;
+    cr_assert_eq(dsc_ledger_budget_set(l, "team:*", DSC_METRIC_GCO2E, "month", 100, NULL, &err), DSC_OK);
+    cr_assert_eq(dsc_ledger_budget_set(l, "org:acme", DSC_METRIC_REQUESTS, "rolling:1h", 50, NULL, &err), DSC_OK);
+    cr_assert_eq(dsc_ledger_budget_set(l, "user:*", DSC_METRIC_TOKENS, "rate:10/s", 100, NULL, &err), DSC_OK);
+    char rid[DSC_RESERVATION_ID_MAX], first[DSC_RESERVATION_ID_MAX], open_rid[DSC_RESERVATION_ID_MAX];
+    for (int i = 0; i < 5; i++) {
+        dsc_amounts a = amt(DSC_METRIC_GCO2E, 10 * M);
+        a.v[DSC_METRIC_REQUESTS] = M;
+        a.v[DSC_METRIC_TOKENS] = 20 * M;
+        cr_assert_eq(dsc_ledger_reserve(l, &ana, &a, 60, NULL, rid, NULL, 0, NULL, &err), DSC_OK, "%s", err.message);
+        a.v[DSC_METRIC_GCO2E] = (3 + i) * M;
+        cr_assert_eq(dsc_ledger_settle(l, rid, &a, NULL, NULL, &err), DSC_OK, "%s", err.message);
+        if (i == 0) strcpy(first, rid);
+        clk.now += S / 10;
+    }
+    dsc_amounts hold = amt(DSC_METRIC_GCO2E, 7 * M);
+    cr_assert_eq(dsc_ledger_reserve(l, &ana, &hold, 600, "open", open_rid, NULL, 0, NULL, &err), DSC_OK);
+    dsc_budget_state before[8], after[8];
+    size_t nb = preview(l, before, 8);
+    dsc_ledger_free(l);
+
+    l = open_at(path, &clk, 0);
+    size_t na = preview(l, after, 8);
+    cr_assert_eq(na, nb);
+    for (size_t i = 0; i < nb; i++) {
+        dsc_budget_state a = find(after, na, before[i].selector);
+        cr_assert_eq(a.used, before[i].used, "%s used", a.selector);
+        cr_assert_eq(a.held, before[i].held, "%s held", a.selector);
+        cr_assert_eq(a.resets_at, before[i].resets_at, "%s resets_at", a.selector);
+    }
+    cr_assert_eq(find(after, na, "team:*").used, (3 + 4 + 5 + 6 + 7) * M);
+    cr_assert_eq(find(after, na, "team:*").held, 7 * M);
+    /* the hold survives and settles; the old settle stays settled */
+    dsc_settle_kind kind;
+    dsc_amounts actual = amt(DSC_METRIC_GCO2E, 2 * M);
+    cr_assert_eq(dsc_ledger_settle(l, open_rid, &actual, NULL, &kind, &err), DSC_OK);
+    cr_assert_eq(kind, DSC_SETTLE_RESERVED);
+    cr_assert_eq(dsc_ledger_settle(l, first, &actual, NULL, &kind, &err), DSC_OK);
+    cr_assert_eq(kind, DSC_SETTLE_REPEATED);
+    char again[DSC_RESERVATION_ID_MAX];
+    cr_assert_eq(dsc_ledger_reserve(l, &ana, &hold, 600, "open", again, NULL, 0, NULL, &err), DSC_OK);
+    cr_assert_str_eq(again, open_rid, "request ids survive a restart");
+    dsc_ledger_free(l);
+    cr_assert_eq(query_int(path, "SELECT SUM(gco2e) FROM charges"), (25 + 2) * M);
+}
+
+Test(store_sqlite, a_settle_forgotten_by_memory_is_still_idempotent) {
+    char path[600];
+    temp_db(path, sizeof path);
+    fake_clock clk = {T0};
+    dsc_ledger *l = open_at(path, &clk, 1); /* remember finished reservations for 1 s */
+    dsc_error err;
+    cr_assert_eq(dsc_ledger_budget_set(l, "*", DSC_METRIC_GCO2E, "day", 100, NULL, &err), DSC_OK);
+    char rid[DSC_RESERVATION_ID_MAX];
+    dsc_amounts a = amt(DSC_METRIC_GCO2E, 5 * M);
+    cr_assert_eq(dsc_ledger_reserve(l, &ana, &a, 60, NULL, rid, NULL, 0, NULL, &err), DSC_OK);
+    cr_assert_eq(dsc_ledger_settle(l, rid, &a, NULL, NULL, &err), DSC_OK);
+    clk.now += 10 * S;
+    dsc_ledger_tick(l);
+    dsc_ledger_stats stats;
+    dsc_ledger_stats_get(l, &stats);
+    cr_assert_eq(stats.reservations, 0, "forgotten by memory");
+    dsc_settle_kind kind;
+    cr_assert_eq(dsc_ledger_settle(l, rid, &a, (dsc_subject *)&ana, &kind, &err), DSC_OK);
+    cr_assert_eq(kind, DSC_SETTLE_REPEATED);
+    dsc_budget_state st[4];
+    cr_assert_eq(find(st, preview(l, st, 4), "*").used, 5 * M);
+    dsc_ledger_free(l);
+}
+
+Test(store_sqlite, decisions_are_journaled_with_their_reasons) {
+    char path[600];
+    temp_db(path, sizeof path);
+    dsc_ledger *l = open_at(path, NULL, 0);
+    dsc_decision_record d = {.decision_id = "d1", .request_id = "q1", .subject = ana,
+                             .purpose = "code-review", .provider = "openai", .model = "gpt-4o",
+                             .input_tokens = 100, .output_tokens = 800,
+                             .est_gco2e = 1500000, .outcome = "refuse", .policy = "carbon",
+                             .policy_version = "v7", .reason = "team infra is over its month"};
+    dsc_error err;
+    cr_assert_eq(dsc_ledger_record_decision(l, &d, &err), DSC_OK, "%s", err.message);
+    char long_reason[600];
+    memset(long_reason, 'x', sizeof long_reason - 1);
+    long_reason[sizeof long_reason - 1] = '\0';
+    d.reason = long_reason;
+    cr_assert_eq(dsc_ledger_record_decision(l, &d, &err), DSC_BAD_REQUEST);
+    cr_assert(strstr(err.message, "reason"), "%s", err.message);
+    dsc_ledger_free(l);
+    cr_assert_eq(query_int(path, "SELECT count(*) FROM decisions WHERE outcome = 'refuse' AND "
+                                 "policy_version = 'v7' AND team = 'infra' AND est_gco2e = 1500000"),
+                 1);
+}
+
+Test(store_sqlite, full_disk_fails_the_settle_keeps_memory_and_recovers) {
+    char path[600];
+    temp_db(path, sizeof path);
+    fake_clock clk = {T0};
+    dsc_ledger *l = open_at(path, &clk, 0);
+    dsc_error err;
+    cr_assert_eq(dsc_ledger_budget_set(l, "*", DSC_METRIC_GCO2E, "year", 1e6, NULL, &err), DSC_OK);
+    enum { N = 400 };
+    static char rids[N][DSC_RESERVATION_ID_MAX];
+    dsc_amounts a = amt(DSC_METRIC_GCO2E, 2 * M);
+    for (int i = 0; i < N; i++)
+        cr_assert_eq(dsc_ledger_reserve(l, &ana, &a, 3600, NULL, rids[i], NULL, 0, NULL, &err), DSC_OK);
+    /* the file may not grow any more: as if the disk were full */
+    cr_assert_eq(dsc__ledger_store_exec(l, "PRAGMA max_page_count = 1", &err), DSC_OK);
+    int failed = -1;
+    int64_t settled = 0;
+    for (int i = 0; i < N && failed < 0; i++) {
+        dsc_status st = dsc_ledger_settle(l, rids[i], &a, NULL, NULL, &err);
+        if (st == DSC_OK) settled += 2 * M;
+        else failed = i;
+    }
+    cr_assert_geq(failed, 0, "the store never filled up");
+    cr_assert_eq(err.code, DSC_STORE_UNAVAILABLE);
+    cr_assert(strstr(err.message, "full"), "message: %s", err.message);
+    dsc_budget_state st[2];
+    dsc_budget_state s = find(st, preview(l, st, 2), "*");
+    cr_assert_eq(s.used, settled, "memory did not advance past the store");
+    cr_assert_eq(s.held, (int64_t)(N - failed) * 2 * M, "the failed settle's hold stays");
+    dsc_ledger_stats stats;
+    dsc_ledger_stats_get(l, &stats);
+    cr_assert_not(stats.store_ok);
+    /* space comes back: the same settle now succeeds, without a restart */
+    cr_assert_eq(dsc__ledger_store_exec(l, "PRAGMA max_page_count = 1073741823", &err), DSC_OK);
+    cr_assert_eq(dsc_ledger_settle(l, rids[failed], &a, NULL, NULL, &err), DSC_OK, "%s", err.message);
+    s = find(st, preview(l, st, 2), "*");
+    cr_assert_eq(s.used, settled + 2 * M);
+    dsc_ledger_stats_get(l, &stats);
+    cr_assert(stats.store_ok);
+    dsc_ledger_free(l);
+    l = open_at(path, &clk, 0);
+    cr_assert_eq(find(st, preview(l, st, 2), "*").used, settled + 2 * M, "store and memory agree");
+    dsc_ledger_free(l);
+}
+
+Test(store_sqlite, unopenable_store_is_reported_with_its_path) {
+    dsc_ledger_config cfg = {.store_path = "/nonexistent-dir/sub/discern.db"};
+    dsc_error err;
+    cr_assert_null(dsc_ledger_new(&cfg, &err));
+    cr_assert_eq(err.code, DSC_STORE_UNAVAILABLE);
+    cr_assert(strstr(err.message, "/nonexistent-dir/sub/discern.db"), "%s", err.message);
+}
+
+/* --- crash: a child settling in a loop is killed with SIGKILL ------------------ */
+
+typedef struct ack {
+    char rid[DSC_RESERVATION_ID_MAX];
+    int64_t amount;
+} ack;
+
+static void child_settles(const char *path, int fd, unsigned seed) {
+    dsc_ledger *l = open_at(path, NULL, 0);
+    for (unsigned i = 0;; i++) {
+        seed = seed * 1103515245u + 12345u;
+        ack a = {.amount = (int64_t)(seed >> 8) % 1000 + 1};
+        dsc_amounts req = amt(DSC_METRIC_GCO2E, 1000);
+        if (dsc_ledger_reserve(l, &ana, &req, 3600, NULL, a.rid, NULL, 0, NULL, NULL) != DSC_OK)
+            _exit(2);
+        dsc_amounts act = amt(DSC_METRIC_GCO2E, a.amount);
+        if (dsc_ledger_settle(l, a.rid, &act, NULL, NULL, NULL) != DSC_OK) _exit(3);
+        if (write(fd, &a, sizeof a) != (ssize_t)sizeof a) _exit(4);
+    }
+}
+
+static size_t read_acks(int fd, ack *acks, size_t max) {
+    size_t n = 0;
+    ssize_t r;
+    while (n < max && (r = read(fd, &acks[n], sizeof acks[n])) == (ssize_t)sizeof acks[n]) n++;
+    return n;
+}
+
+Test(store_sqlite, kill_9_loses_no_acknowledged_settle_and_duplicates_none) {
+    char path[600];
+    temp_db(path, sizeof path);
+    dsc_ledger *l = open_at(path, NULL, 0);
+    cr_assert_eq(dsc_ledger_budget_set(l, "*", DSC_METRIC_GCO2E, "year", 1e9, NULL, NULL), DSC_OK);
+    dsc_ledger_free(l);
+    enum { MAX_ACKS = 200000 };
+    ack *acks = malloc(MAX_ACKS * sizeof *acks);
+    size_t total = 0;
+    int64_t acked_sum = 0;
+    srand((unsigned)time(NULL));
+    for (int round = 0; round < 20; round++) {
+        int p[2];
+        cr_assert_eq(pipe(p), 0);
+        pid_t pid = fork();
+        cr_assert_geq(pid, 0);
+        if (pid == 0) {
+            close(p[0]);
+            child_settles(path, p[1], (unsigned)round * 2654435761u + 17);
+        }
+        close(p[1]);
+        struct timespec ts = {0, (30 + rand() % 200) * 1000000L};
+        nanosleep(&ts, NULL);
+        kill(pid, SIGKILL);
+        int status;
+        waitpid(pid, &status, 0);
+        cr_assert(WIFSIGNALED(status), "child exited by itself (%d)", WEXITSTATUS(status));
+        size_t n = read_acks(p[0], acks + total, MAX_ACKS - total);
+        close(p[0]);
+        for (size_t i = total; i < total + n; i++) acked_sum += acks[i].amount;
+        total += n;
+    }
+    cr_log_info("%zu settles acknowledged over 20 rounds", total);
+    cr_assert_gt(total, 20, "the children acknowledged only %zu settles", total);
+    sqlite3 *db;
+    cr_assert_eq(sqlite3_open(path, &db), SQLITE_OK);
+    sqlite3_stmt *st;
+    cr_assert_eq(sqlite3_prepare_v2(db, "SELECT count(*), sum(gco2e) FROM charges WHERE "
+                                        "reservation_id = ? AND kind = 'settle'", -1, &st, NULL),
+                 SQLITE_OK);
+    for (size_t i = 0; i < total; i++) {
+        sqlite3_bind_text(st, 1, acks[i].rid, -1, SQLITE_STATIC);
+        cr_assert_eq(sqlite3_step(st), SQLITE_ROW);
+        cr_assert_eq(sqlite3_column_int(st, 0), 1, "settle %s present %d times", acks[i].rid,
+                     sqlite3_column_int(st, 0));
+        cr_assert_eq(sqlite3_column_int64(st, 1), acks[i].amount);
+        sqlite3_reset(st);
+    }
+    sqlite3_finalize(st);
+    sqlite3_close(db);
+    /* the rebuilt counter is exactly what the store holds, and covers every ack */
+    int64_t stored = query_int(path, "SELECT sum(gco2e) FROM charges");
+    cr_assert_geq(stored, acked_sum);
+    l = open_at(path, NULL, 0);
+    dsc_budget_state s[2];
+    cr_assert_eq(find(s, preview(l, s, 2), "*").used, stored);
+    dsc_ledger_free(l);
+    free(acks);
+}
+
+/* --- completions instead of blocking ------------------------------------------ */
+
+typedef struct completion {
+    pthread_mutex_t mu;
+    pthread_cond_t cv;
+    int calls;
+    dsc_status st;
+} completion;
+
+static void on_done(void *ud, dsc_status st, const dsc_error *err) {
+    completion *c = ud;
+    cr_assert_eq(err->code, st);
+    pthread_mutex_lock(&c->mu);
+    c->calls++;
+    c->st = st;
+    pthread_cond_signal(&c->cv);
+    pthread_mutex_unlock(&c->mu);
+}
+
+static void wait_calls(completion *c, int n) {
+    pthread_mutex_lock(&c->mu);
+    while (c->calls < n) pthread_cond_wait(&c->cv, &c->mu);
+    pthread_mutex_unlock(&c->mu);
+}
+
+Test(store_sqlite, async_settle_reports_the_commit_and_then_counts) {
+    char path[600];
+    temp_db(path, sizeof path);
+    dsc_ledger *l = open_at(path, NULL, 0);
+    dsc_error err;
+    cr_assert_eq(dsc_ledger_budget_set(l, "*", DSC_METRIC_GCO2E, "day", 100, NULL, &err), DSC_OK);
+    char rid[DSC_RESERVATION_ID_MAX];
+    dsc_amounts a = amt(DSC_METRIC_GCO2E, 5 * M);
+    cr_assert_eq(dsc_ledger_reserve(l, &ana, &a, 60, NULL, rid, NULL, 0, NULL, &err), DSC_OK);
+    completion c = {PTHREAD_MUTEX_INITIALIZER, PTHREAD_COND_INITIALIZER, 0, DSC_INTERNAL};
+    dsc_settle_kind kind;
+    cr_assert_eq(dsc_ledger_settle_async(l, rid, &a, NULL, &kind, on_done, &c, &err), DSC_OK);
+    wait_calls(&c, 1);
+    cr_assert_eq(c.st, DSC_OK);
+    cr_assert_eq(query_int(path, "SELECT count(*) FROM charges WHERE kind = 'settle'"), 1,
+                 "durable when reported");
+    dsc_budget_state st[2];
+    cr_assert_eq(find(st, preview(l, st, 2), "*").used, 5 * M);
+    /* a repeat has nothing to write: reported at once, charged nothing */
+    cr_assert_eq(dsc_ledger_settle_async(l, rid, &a, NULL, &kind, on_done, &c, &err), DSC_OK);
+    cr_assert_eq(c.calls, 2);
+    cr_assert_eq(kind, DSC_SETTLE_REPEATED);
+    dsc_decision_record d = {.decision_id = "d9", .outcome = "allow"};
+    cr_assert_eq(dsc_ledger_record_decision_async(l, &d, on_done, &c, &err), DSC_OK);
+    wait_calls(&c, 3);
+    cr_assert_eq(query_int(path, "SELECT count(*) FROM decisions WHERE decision_id = 'd9'"), 1);
+    dsc_ledger_free(l);
+}
+
+Test(store_sqlite, async_reserve_and_cancel_complete_and_a_full_disk_reports_through_done) {
+    char path[600];
+    temp_db(path, sizeof path);
+    fake_clock clk = {T0};
+    dsc_ledger *l = open_at(path, &clk, 0);
+    dsc_error err;
+    cr_assert_eq(dsc_ledger_budget_set(l, "*", DSC_METRIC_GCO2E, "day", 100, NULL, &err), DSC_OK);
+    completion c = {PTHREAD_MUTEX_INITIALIZER, PTHREAD_COND_INITIALIZER, 0, DSC_INTERNAL};
+    char rid[DSC_RESERVATION_ID_MAX];
+    dsc_amounts a = amt(DSC_METRIC_GCO2E, 30 * M);
+    cr_assert_eq(dsc_ledger_reserve_async(l, &ana, &a, 60, "q1", rid, NULL, 0, NULL, on_done, &c,
+                                          &err), DSC_OK);
+    dsc_budget_state st[2];
+    cr_assert_eq(find(st, preview(l, st, 2), "*").held, 30 * M, "held before the commit");
+    wait_calls(&c, 1);
+    cr_assert_eq(c.st, DSC_OK);
+    cr_assert_eq(query_int(path, "SELECT count(*) FROM reservations WHERE state = 'held'"), 1);
+    cr_assert_eq(dsc_ledger_cancel_async(l, rid, on_done, &c, &err), DSC_OK);
+    wait_calls(&c, 2);
+    cr_assert_eq(find(st, preview(l, st, 2), "*").held, 0);
+    cr_assert_eq(query_int(path, "SELECT count(*) FROM reservations WHERE state = 'cancelled'"), 1);
+    /* refusals are answered at once and never call done */
+    dsc_amounts big = amt(DSC_METRIC_GCO2E, 101 * M);
+    cr_assert_eq(dsc_ledger_reserve_async(l, &ana, &big, 60, NULL, rid, NULL, 0, NULL, on_done,
+                                          &c, &err), DSC_BUDGET_EXCEEDED);
+    /* a full disk: done reports store_unavailable and the hold is gone by then */
+    cr_assert_eq(dsc__ledger_store_exec(l, "PRAGMA max_page_count = 1", &err), DSC_OK);
+    dsc_amounts small = amt(DSC_METRIC_GCO2E, M / 10);
+    int ok = 0, failed = 0;
+    for (int i = 0; i < 400 && !failed; i++) {
+        int before = c.calls;
+        cr_assert_eq(dsc_ledger_reserve_async(l, &ana, &small, 60, NULL, rid, NULL, 0, NULL,
+                                              on_done, &c, &err), DSC_OK);
+        wait_calls(&c, before + 1);
+        if (c.st == DSC_OK) ok++;
+        else failed = c.st;
+    }
+    cr_assert_eq(failed, DSC_STORE_UNAVAILABLE, "the file never filled up");
+    cr_assert_eq(find(st, preview(l, st, 2), "*").held, ok * (M / 10),
+                 "the failed reserve holds nothing");
+    dsc_ledger_free(l);
+}
