@@ -18,6 +18,7 @@
 set -euo pipefail
 
 root=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
+command_line="bench/run.sh $*"
 duration=10
 connections=50
 method=check
@@ -241,6 +242,7 @@ print('%.0f %.3f %.2f' % (rps, p99, ticks / $(getconf CLK_TCK) * 1e6 / $n))")
 }
 
 # --- the runs ----------------------------------------------------------------------
+echo "command: $command_line"
 echo "machine: $(nproc) CPUs, $(lscpu | sed -n 's/^Model name: *//p' | head -1); load average $(cut -d' ' -f1-3 /proc/loadavg)"
 echo "pinning: $pinning; discernd workers: $server_ncpu"
 echo "runs: $connections connections, ${duration} s measured per run (+1 s warm-up), loadgen --method $method --settle $settle"
@@ -270,9 +272,11 @@ echo
 echo "load average after: $(cut -d' ' -f1-3 /proc/loadavg)"
 python3 - "$method" "${rows[@]}" <<'EOF'
 import sys
+# ratio: discernd checks/s (decisions) over Redis EVALSHA/s (decisions); with
+# --method estimate or ping, discernd requests/s over Redis EVALSHA/s.
 method = sys.argv[1]
-rate = "checks/s" if method == "check" else "req/s"
-print(f"| scenario | Redis | discernd {rate} | discernd req/s | Redis req/s | ratio | "
+first = "discernd checks/s" if method == "check" else f"discernd {method}/s"
+print(f"| scenario | Redis | {first} | discernd req/s | Redis req/s | ratio | "
       "discernd p99 ms | Redis p99 ms | discernd CPU us/req | Redis CPU us/req | discernd errors |")
 print("|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|")
 for row in sys.argv[2:]:
