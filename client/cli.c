@@ -20,6 +20,7 @@ static const cli_command commands[] = {
     {"estimate", cli_estimate, "footprint of one request, offline (energy, CO2e, water, ...)"},
     {"models", cli_models, "the model catalogue, with parameter counts"},
     {"zones", cli_zones, "the electricity mixes known"},
+    {"policy", cli_policy, "test and check a policy folder (discern policy test [DIR])"},
 };
 
 #define COMMAND_COUNT (sizeof commands / sizeof commands[0])

@@ -25,5 +25,6 @@ int cli_fail(int code, const char *fmt, ...) __attribute__((format(printf, 2, 3)
 int cli_estimate(int argc, char **argv);
 int cli_models(int argc, char **argv);
 int cli_zones(int argc, char **argv);
+int cli_policy(int argc, char **argv);
 
 #endif

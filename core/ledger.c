@@ -107,6 +107,14 @@ static dsc_status check_id(const char *field, const char *id, size_t max, dsc_er
 
 /* --- clock, heap, reservations ----------------------------------------------- */
 
+/* Copy s into a fixed field, truncating (snprintf is too slow for the hot path). */
+static void copy_str(char *dst, size_t max, const char *s) {
+    size_t n = strlen(s);
+    if (n >= max) n = max - 1;
+    memcpy(dst, s, n);
+    dst[n] = '\0';
+}
+
 static int64_t realtime_us(void *ud) {
     (void)ud;
     struct timespec ts;
@@ -183,8 +191,8 @@ dsc__reservation *dsc__reservation_new(const char *id, const char *request_id,
     size_t strs = str_size(s->org) + str_size(s->team) + str_size(s->user) + str_size(s->key);
     dsc__reservation *r = calloc(1, sizeof *r + n * sizeof r->counters[0] + strs);
     if (!r) return NULL;
-    snprintf(r->id, sizeof r->id, "%s", id);
-    if (request_id) snprintf(r->request_id, sizeof r->request_id, "%s", request_id);
+    copy_str(r->id, sizeof r->id, id);
+    if (request_id) copy_str(r->request_id, sizeof r->request_id, request_id);
     r->heap_idx = SIZE_MAX;
     r->n = n;
     for (size_t i = 0; i < n; i++) r->counters[i] = hits[i].c;
@@ -247,9 +255,8 @@ void dsc__reservation_finish(dsc_ledger *l, dsc__reservation *r, dsc__rstate st,
 void dsc__reservation_drop(dsc_ledger *l, dsc__reservation *r) {
     dsc__heap_remove(l, r);
     finished_unlink(l, r);
-    if (dsc__strmap_get(&l->reservations, r->id) == r) dsc__strmap_del(&l->reservations, r->id);
-    if (r->request_id[0] && dsc__strmap_get(&l->requests, r->request_id) == r)
-        dsc__strmap_del(&l->requests, r->request_id);
+    dsc__strmap_del_if(&l->reservations, r->id, r);
+    if (r->request_id[0]) dsc__strmap_del_if(&l->requests, r->request_id, r);
     free(r);
 }
 
@@ -316,7 +323,7 @@ static dsc_status config_apply(dsc_ledger *l, const dsc_ledger_config *cfg, dsc_
     l->now_us = cfg->now_us ? cfg->now_us : realtime_us;
     l->clock_ud = cfg->clock_ud;
     l->retain_us = (cfg->retain_s ? cfg->retain_s : 600) * 1000000LL;
-    l->retain_max = 200000;
+    l->retain_max = cfg->retain_max ? cfg->retain_max : 100000;
     return dsc_tz_parse(cfg->timezone, &l->tz, err);
 }
 
@@ -374,14 +381,18 @@ void dsc_ledger_free(dsc_ledger *l) {
 static void fill_state(dsc_ledger *l, const dsc__hit *h, const dsc_subject *s,
                        int64_t request, int64_t now, dsc_budget_state *out) {
     const dsc__budget *b = h->b;
-    memset(out, 0, sizeof *out);
-    snprintf(out->selector, sizeof out->selector, "%s", b->selector);
-    snprintf(out->window, sizeof out->window, "%s", b->window_text);
-    char key[sizeof ((dsc__counter *)0)->key];
-    size_t off = dsc__counter_key(b, s, key, sizeof key);
-    snprintf(out->counter, sizeof out->counter, "%s", key + off);
+    copy_str(out->selector, sizeof out->selector, b->selector);
+    copy_str(out->window, sizeof out->window, b->window_text);
+    if (h->c) {
+        copy_str(out->counter, sizeof out->counter, h->c->key + h->c->name_off);
+    } else {
+        char key[DSC__COUNTER_KEY_MAX];
+        size_t off = dsc__counter_key(b, s, key, sizeof key);
+        copy_str(out->counter, sizeof out->counter, key + off);
+    }
     out->metric = b->metric;
     out->limit = b->limit;
+    out->used = out->held = 0;
     if (h->c) {
         out->used = dsc_window_counter_used(&h->c->wc, &b->win, &l->tz, now);
         out->held = h->c->held;
@@ -454,7 +465,11 @@ static dsc_status hold_new(dsc_ledger *l, const dsc_subject *s, const dsc_amount
                            int64_t now, int64_t ttl_s, const char *request_id,
                            const dsc__hit *hits, size_t nh, dsc__reservation **out) {
     char id[DSC_RESERVATION_ID_MAX];
-    snprintf(id, sizeof id, "r%016llx", (unsigned long long)l->next_rid++);
+    static const char hex[] = "0123456789abcdef";
+    uint64_t v = l->next_rid++;
+    id[0] = 'r';
+    for (int i = 16; i >= 1; i--, v >>= 4) id[i] = hex[v & 15];
+    id[17] = '\0';
     dsc__reservation *r = dsc__reservation_new(id, request_id, s, hits, nh);
     if (!r) return DSC_NOMEM;
     r->state = RS_HELD;
@@ -476,11 +491,13 @@ fail:
 }
 
 /* Journal a new hold (mu held); *rec is set when the caller must wait for it. */
-static dsc_status journal_reserve(dsc_ledger *l, dsc__reservation *r, dsc__rec **wait_rec,
-                                  dsc_error *err) {
+static dsc_status journal_reserve(dsc_ledger *l, dsc__reservation *r, dsc__done *done,
+                                  dsc__rec **wait_rec, dsc_error *err) {
     dsc__rec *rec = dsc__rec_for(DSC__REC_RESERVE, r, r->created_us);
-    bool wait = l->durability == DSC_DURABILITY_FULL;
+    bool wait = l->durability == DSC_DURABILITY_FULL && !done->fn;
     if (rec) {
+        rec->done_fn = done->fn;
+        rec->done_ud = done->ud;
         rec->amounts = r->held;
         rec->expires_us = r->expires_us;
         rec->state = "held";
@@ -491,6 +508,7 @@ static dsc_status journal_reserve(dsc_ledger *l, dsc__reservation *r, dsc__rec *
         return dsc_error_set(err, st, st == DSC_NOMEM ? "out of memory" :
                              "the ledger store is failing; nothing was reserved");
     }
+    done->queued = done->fn != NULL;
     *wait_rec = wait ? rec : NULL;
     return DSC_OK;
 }
@@ -503,11 +521,12 @@ static dsc_status wait_rec(dsc_ledger *l, dsc__rec *rec, dsc_error *err) {
     return st;
 }
 
-dsc_status dsc_ledger_reserve(dsc_ledger *l, const dsc_subject *subject,
-                              const dsc_amounts *amounts, int64_t ttl_s, const char *request_id,
-                              char reservation_id[DSC_RESERVATION_ID_MAX],
-                              dsc_budget_state *exceeded, size_t max_exceeded,
-                              size_t *n_exceeded, dsc_error *err) {
+static dsc_status reserve_impl(dsc_ledger *l, const dsc_subject *subject,
+                               const dsc_amounts *amounts, int64_t ttl_s,
+                               const char *request_id,
+                               char reservation_id[DSC_RESERVATION_ID_MAX],
+                               dsc_budget_state *exceeded, size_t max_exceeded,
+                               size_t *n_exceeded, dsc__done *done, dsc_error *err) {
     dsc_subject none = {0};
     if (!subject) subject = &none;
     if (n_exceeded) *n_exceeded = 0;
@@ -524,7 +543,7 @@ dsc_status dsc_ledger_reserve(dsc_ledger *l, const dsc_subject *subject,
     expire_due(l, now);
     forget_old(l, now);
     if (request_id && (r = dsc__strmap_get(&l->requests, request_id))) {
-        snprintf(reservation_id, DSC_RESERVATION_ID_MAX, "%s", r->id);
+        copy_str(reservation_id, DSC_RESERVATION_ID_MAX, r->id);
         pthread_mutex_unlock(&l->mu);
         return DSC_OK;
     }
@@ -541,12 +560,44 @@ dsc_status dsc_ledger_reserve(dsc_ledger *l, const dsc_subject *subject,
         dsc_error_set(err, st, "out of memory holding a reservation");
         goto out;
     }
-    snprintf(reservation_id, DSC_RESERVATION_ID_MAX, "%s", r->id);
-    if (l->store) st = journal_reserve(l, r, &rec, err);
+    copy_str(reservation_id, DSC_RESERVATION_ID_MAX, r->id);
+    if (l->store) st = journal_reserve(l, r, done, &rec, err);
 out:
     pthread_mutex_unlock(&l->mu);
     if (st == DSC_OK) st = wait_rec(l, rec, err);
     return st;
+}
+
+/* Report an _async call that needed no write, at once. */
+static dsc_status done_now(dsc_status st, const dsc__done *done) {
+    if (st == DSC_OK && done->fn && !done->queued) {
+        dsc_error ok = {DSC_OK, ""};
+        done->fn(done->ud, DSC_OK, &ok);
+    }
+    return st;
+}
+
+dsc_status dsc_ledger_reserve(dsc_ledger *l, const dsc_subject *subject,
+                              const dsc_amounts *amounts, int64_t ttl_s, const char *request_id,
+                              char reservation_id[DSC_RESERVATION_ID_MAX],
+                              dsc_budget_state *exceeded, size_t max_exceeded,
+                              size_t *n_exceeded, dsc_error *err) {
+    dsc__done none = {0};
+    return reserve_impl(l, subject, amounts, ttl_s, request_id, reservation_id, exceeded,
+                        max_exceeded, n_exceeded, &none, err);
+}
+
+dsc_status dsc_ledger_reserve_async(dsc_ledger *l, const dsc_subject *subject,
+                                    const dsc_amounts *amounts, int64_t ttl_s,
+                                    const char *request_id,
+                                    char reservation_id[DSC_RESERVATION_ID_MAX],
+                                    dsc_budget_state *exceeded, size_t max_exceeded,
+                                    size_t *n_exceeded, dsc_ledger_done_fn fn, void *ud,
+                                    dsc_error *err) {
+    dsc__done done = {fn, ud, false};
+    return done_now(reserve_impl(l, subject, amounts, ttl_s, request_id, reservation_id,
+                                 exceeded, max_exceeded, n_exceeded, &done, err),
+                    &done);
 }
 
 /* --- settle and cancel ---------------------------------------------------------- */
@@ -618,8 +669,8 @@ static const char *kind_charge_name(dsc_settle_kind k) {
 
 /* Start settling r with actual (mu held); *rec set when the caller must wait. */
 static dsc_status settle_begin(dsc_ledger *l, dsc__reservation *r, dsc_settle_kind kind,
-                               const dsc_amounts *actual, int64_t now, dsc__rec **wait_rec,
-                               dsc_error *err) {
+                               const dsc_amounts *actual, int64_t now, const dsc__done *done,
+                               dsc__rec **wait_rec, dsc_error *err) {
     dsc_amounts delta;
     for (int m = 0; m < DSC_METRIC_COUNT; m++) delta.v[m] = actual->v[m] - r->charged.v[m];
     dsc__heap_remove(l, r);
@@ -629,9 +680,11 @@ static dsc_status settle_begin(dsc_ledger *l, dsc__reservation *r, dsc_settle_ki
         dsc__apply_settle(l, r, &delta, now, true);
         return DSC_OK;
     }
-    bool wait = l->durability == DSC_DURABILITY_FULL;
+    bool wait = l->durability == DSC_DURABILITY_FULL && !done->fn;
     dsc__rec *rec = dsc__rec_for(DSC__REC_SETTLE, r, now);
     if (rec) {
+        rec->done_fn = done->fn;
+        rec->done_ud = done->ud;
         rec->amounts = delta;
         rec->charge_kind = kind_charge_name(kind);
         rec->state = "settled";
@@ -646,9 +699,9 @@ static dsc_status settle_begin(dsc_ledger *l, dsc__reservation *r, dsc_settle_ki
     return DSC_OK;
 }
 
-dsc_status dsc_ledger_settle(dsc_ledger *l, const char *reservation_id,
-                             const dsc_amounts *actual, const dsc_subject *subject_if_unknown,
-                             dsc_settle_kind *kind, dsc_error *err) {
+static dsc_status settle_impl(dsc_ledger *l, const char *reservation_id,
+                              const dsc_amounts *actual, const dsc_subject *subject_if_unknown,
+                              dsc_settle_kind *kind, dsc__done *done, dsc_error *err) {
     dsc_subject none = {0};
     const dsc_subject *s = subject_if_unknown ? subject_if_unknown : &none;
     dsc_status st = check_id("reservation_id", reservation_id, DSC_RESERVATION_ID_MAX, err);
@@ -663,7 +716,8 @@ dsc_status dsc_ledger_settle(dsc_ledger *l, const char *reservation_id,
     dsc__reservation *r = find_reservation(l, reservation_id);
     if (!r && (st = unreserved(l, reservation_id, s, &r, err)) != DSC_OK) goto out;
     if ((st = settle_kind(r, &k, err)) != DSC_OK || k == DSC_SETTLE_REPEATED) goto out;
-    st = settle_begin(l, r, k, actual, now, &rec, err);
+    st = settle_begin(l, r, k, actual, now, done, &rec, err);
+    done->queued = st == DSC_OK && l->store && done->fn;
 out:
     pthread_mutex_unlock(&l->mu);
     if (st == DSC_OK) st = wait_rec(l, rec, err);
@@ -671,37 +725,76 @@ out:
     return st;
 }
 
-dsc_status dsc_ledger_cancel(dsc_ledger *l, const char *reservation_id, dsc_error *err) {
+dsc_status dsc_ledger_settle(dsc_ledger *l, const char *reservation_id,
+                             const dsc_amounts *actual, const dsc_subject *subject_if_unknown,
+                             dsc_settle_kind *kind, dsc_error *err) {
+    dsc__done none = {0};
+    return settle_impl(l, reservation_id, actual, subject_if_unknown, kind, &none, err);
+}
+
+dsc_status dsc_ledger_settle_async(dsc_ledger *l, const char *reservation_id,
+                                   const dsc_amounts *actual,
+                                   const dsc_subject *subject_if_unknown, dsc_settle_kind *kind,
+                                   dsc_ledger_done_fn fn, void *ud, dsc_error *err) {
+    dsc__done done = {fn, ud, false};
+    return done_now(settle_impl(l, reservation_id, actual, subject_if_unknown, kind, &done, err),
+                    &done);
+}
+
+/* Start cancelling a held r (mu held); *rec set when the caller must wait. */
+static dsc_status cancel_begin(dsc_ledger *l, dsc__reservation *r, int64_t now,
+                               dsc__done *done, dsc__rec **wait_rec, dsc_error *err) {
+    dsc__heap_remove(l, r);
+    r->prev = r->state;
+    r->state = RS_CANCELLING;
+    if (!l->store) {
+        dsc__apply_cancel(l, r, now, true);
+        return DSC_OK;
+    }
+    bool wait = l->durability == DSC_DURABILITY_FULL && !done->fn;
+    dsc__rec *rec = dsc__rec_for(DSC__REC_CANCEL, r, now);
+    if (rec) {
+        rec->state = "cancelled";
+        rec->done_fn = done->fn;
+        rec->done_ud = done->ud;
+    }
+    dsc_status st = rec ? dsc__store_enqueue(l->store, rec, wait) : DSC_NOMEM;
+    if (st != DSC_OK) {
+        dsc__apply_cancel(l, r, now, false);
+        return dsc_error_set(err, st, "the ledger store is failing; the hold stays");
+    }
+    done->queued = done->fn != NULL;
+    *wait_rec = wait ? rec : NULL;
+    return DSC_OK;
+}
+
+static dsc_status cancel_impl(dsc_ledger *l, const char *reservation_id, dsc__done *done,
+                              dsc_error *err) {
     dsc_status st = check_id("reservation_id", reservation_id, DSC_RESERVATION_ID_MAX, err);
     if (st != DSC_OK) return st;
     dsc__rec *rec = NULL;
     pthread_mutex_lock(&l->mu);
     int64_t now = dsc__ledger_now(l);
     dsc__reservation *r = find_reservation(l, reservation_id);
-    if (!r) {
+    if (!r)
         st = dsc_error_set(err, DSC_UNKNOWN_RESERVATION, "reservation '%s' is unknown",
                            reservation_id);
-    } else if (r->state == RS_HELD) {
-        dsc__heap_remove(l, r);
-        r->prev = r->state;
-        r->state = RS_CANCELLING;
-        if (!l->store) {
-            dsc__apply_cancel(l, r, now, true);
-        } else {
-            bool wait = l->durability == DSC_DURABILITY_FULL;
-            rec = dsc__rec_for(DSC__REC_CANCEL, r, now);
-            if (rec) rec->state = "cancelled";
-            st = rec ? dsc__store_enqueue(l->store, rec, wait) : DSC_NOMEM;
-            if (st != DSC_OK) {
-                dsc__apply_cancel(l, r, now, false);
-                dsc_error_set(err, st, "the ledger store is failing; the hold stays");
-            }
-            if (!wait) rec = NULL;
-        }
-    }
+    else if (r->state == RS_HELD)
+        st = cancel_begin(l, r, now, done, &rec, err);
     pthread_mutex_unlock(&l->mu);
     if (st == DSC_OK) st = wait_rec(l, rec, err);
     return st;
+}
+
+dsc_status dsc_ledger_cancel(dsc_ledger *l, const char *reservation_id, dsc_error *err) {
+    dsc__done none = {0};
+    return cancel_impl(l, reservation_id, &none, err);
+}
+
+dsc_status dsc_ledger_cancel_async(dsc_ledger *l, const char *reservation_id,
+                                   dsc_ledger_done_fn fn, void *ud, dsc_error *err) {
+    dsc__done done = {fn, ud, false};
+    return done_now(cancel_impl(l, reservation_id, &done, err), &done);
 }
 
 size_t dsc_ledger_tick(dsc_ledger *l) {
@@ -758,14 +851,16 @@ static dsc_status decision_copy(const dsc_decision_record *d, dsc__rec *rec, dsc
     return st;
 }
 
-dsc_status dsc_ledger_record_decision(dsc_ledger *l, const dsc_decision_record *d,
-                                      dsc_error *err) {
+static dsc_status decision_impl(dsc_ledger *l, const dsc_decision_record *d,
+                                dsc__done *done, dsc_error *err) {
     if (!d) return dsc_error_set(err, DSC_BAD_REQUEST, "field 'decision' is missing");
     dsc__rec *rec = calloc(1, sizeof *rec);
     if (!rec) return dsc_error_set(err, DSC_NOMEM, "out of memory journaling a decision");
     rec->type = DSC__REC_DECISION;
+    rec->done_fn = done->fn;
+    rec->done_ud = done->ud;
     dsc_status st = decision_copy(d, rec, err);
-    bool wait = l->durability == DSC_DURABILITY_FULL;
+    bool wait = l->durability == DSC_DURABILITY_FULL && !done->fn;
     if (st != DSC_OK || !l->store) {
         free(rec);
         if (st == DSC_OK) {
@@ -783,7 +878,20 @@ dsc_status dsc_ledger_record_decision(dsc_ledger *l, const dsc_decision_record *
     if (st != DSC_OK)
         return dsc_error_set(err, st, "the ledger store is failing; the decision was not "
                              "journaled");
+    done->queued = done->fn != NULL;
     return wait_rec(l, wait ? rec : NULL, err);
+}
+
+dsc_status dsc_ledger_record_decision(dsc_ledger *l, const dsc_decision_record *d,
+                                      dsc_error *err) {
+    dsc__done none = {0};
+    return decision_impl(l, d, &none, err);
+}
+
+dsc_status dsc_ledger_record_decision_async(dsc_ledger *l, const dsc_decision_record *d,
+                                            dsc_ledger_done_fn fn, void *ud, dsc_error *err) {
+    dsc__done done = {fn, ud, false};
+    return done_now(decision_impl(l, d, &done, err), &done);
 }
 
 void dsc_ledger_stats_get(dsc_ledger *l, dsc_ledger_stats *out) {

@@ -31,12 +31,12 @@ typedef struct dsc__budget {
     dsc_window win;
     int64_t limit;
     dsc__level level;
-    char org[DSC_NAME_MAX];   /* "org:<org>/..." qualifier, "" when none */
-    char value[DSC_NAME_MAX]; /* the name at the level, or "*" */
-    char ident[DSC_SELECTOR_MAX + DSC_WINDOW_MAX + 16]; /* selector|metric|window */
+    bool qualified; /* "org:<org>/<level>:..." */
+    bool any;       /* "<level>:*" */
     struct dsc__budget *next_sel; /* budgets sharing one selector */
     struct dsc__budget *next_dead;
     dsc__counter *counters;       /* this budget's counters */
+    char ident[];                 /* selector|metric|window, the budgets map's key */
 } dsc__budget;
 
 struct dsc__counter {
@@ -45,12 +45,14 @@ struct dsc__counter {
     dsc_window_counter wc;
     dsc__counter *next; /* in b->counters */
     size_t name_off;    /* the counter's name inside key */
-    char key[DSC_SELECTOR_MAX + 24]; /* "<budget id>#<name>" */
+    char key[];         /* "<budget id>#<name>", the counters map's key */
 };
 
+#define DSC__COUNTER_KEY_MAX 192
+
 typedef struct dsc__sel_slot {
-    char selector[DSC_SELECTOR_MAX];
     dsc__budget *head;
+    char selector[];
 } dsc__sel_slot;
 
 typedef enum dsc__rstate {
@@ -84,7 +86,15 @@ typedef struct dsc__hit {
     dsc__counter *c;
 } dsc__hit;
 
+/* An optional completion for the _async calls; queued = the store will call it. */
+typedef struct dsc__done {
+    dsc_ledger_done_fn fn;
+    void *ud;
+    bool queued;
+} dsc__done;
+
 #define DSC__HITS_MAX 256 /* budgets that may apply to one subject */
+#define DSC__SHAPES 15    /* "*", "org:*", "org:x", then 4 per team/user/key level */
 
 struct dsc_ledger {
     pthread_mutex_t mu;
@@ -103,6 +113,7 @@ struct dsc_ledger {
     size_t n_live, cap_live;
     dsc__budget *dead;    /* deleted budgets: their counters may still be held */
     size_t n_counters;
+    size_t shape_count[DSC__SHAPES]; /* live budgets per selector shape */
     int64_t next_budget_id;
     uint64_t next_rid;
     dsc__reservation **heap; /* expiry min-heap */
@@ -114,13 +125,17 @@ struct dsc_ledger {
 };
 
 /* --- ledger_budget.c -------------------------------------------------------- */
-/* Parse and normalise a selector into b's selector/level/org/value. */
-dsc_status dsc__budget_parse_selector(const char *text, dsc__budget *b, dsc_error *err);
+/* A new budget for (selector, metric, window), parsed and validated, not indexed;
+ * DSC_BAD_REQUEST / DSC_UNKNOWN_METRIC naming the field, DSC_NOMEM. */
+dsc_status dsc__budget_new(const char *selector, dsc_metric metric, const char *window,
+                           dsc__budget **out, dsc_error *err);
 /* Check one subject field: NULL/"" or 1..63 chars without ':', '/', '*', spaces. */
 dsc_status dsc__check_name(const char *field, const char *v, dsc_error *err);
 /* The ident key of (selector, metric, window) into buf. */
 void dsc__budget_ident(char *buf, size_t len, const char *selector, dsc_metric m,
                        const char *window);
+/* Which of the DSC__SHAPES selector shapes b has. */
+int dsc__budget_shape(const dsc__budget *b);
 /* Insert a new budget (id, limit, parsed fields set) into the indexes. */
 dsc_status dsc__budget_insert(dsc_ledger *l, dsc__budget *b);
 /* Remove b from the indexes and keep it on the dead list. */

@@ -138,19 +138,12 @@ static dsc_subject subject_of(const dsc__rec_subject *s) {
 
 static dsc_status load_budget(void *ud, const dsc__rec_budget *rb) {
     rebuild *rb_ = ud;
-    dsc__budget *b = calloc(1, sizeof *b);
-    if (!b) return DSC_NOMEM;
-    if (dsc__budget_parse_selector(rb->selector, b, NULL) != DSC_OK ||
-        dsc_window_parse(rb->window, &b->win, NULL) != DSC_OK ||
-        (unsigned)rb->metric >= DSC_METRIC_COUNT) {
-        free(b); /* a row edited by hand into nonsense: skipped */
-        return DSC_OK;
-    }
+    dsc__budget *b = NULL;
+    dsc_status st = dsc__budget_new(rb->selector, rb->metric, rb->window, &b, NULL);
+    if (st == DSC_NOMEM) return st;
+    if (st != DSC_OK) return DSC_OK; /* a row edited by hand into nonsense: skipped */
     b->id = rb->id;
     b->limit = rb->limit;
-    b->metric = rb->metric;
-    snprintf(b->window_text, sizeof b->window_text, "%s", rb->window);
-    dsc__budget_ident(b->ident, sizeof b->ident, b->selector, b->metric, b->window_text);
     if (dsc__budget_insert(rb_->l, b) == DSC_OK) return DSC_OK;
     free(b);
     return DSC_NOMEM;

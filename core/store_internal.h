@@ -19,6 +19,7 @@
 
 #include "discern/ledger.h"
 
+#include <pthread.h>
 #include <stdbool.h>
 #include <stdint.h>
 
@@ -56,6 +57,9 @@ typedef struct dsc__rec {
     struct dsc__rec *next;
     dsc__rec_type type;
     bool waited, done;  /* owned by the store's queue lock */
+    pthread_cond_t cv;  /* a waited record's own wake-up: no thundering herd */
+    dsc_ledger_done_fn done_fn; /* async completion, or NULL */
+    void *done_ud;
     dsc_status status;  /* filled when done */
     char message[DSC_ERROR_MESSAGE_MAX];
     int64_t at_us;
@@ -104,8 +108,9 @@ dsc_status dsc__store_find_reservation(dsc__store *s, const char *id, dsc__rec *
 dsc_status dsc__store_start(dsc__store *s, dsc__store_apply_fn apply, void *ud,
                             dsc_error *err);
 /* Queue rec. wait: the caller will call dsc__store_wait and then free rec. Otherwise
- * the store owns rec and frees it after its batch; when the last batch failed, rec is
- * freed at once and DSC_STORE_UNAVAILABLE returned. Callable with the ledger's mutex
+ * the store owns rec, calls rec->done_fn (when set) after its batch and frees it; when
+ * the last batch failed and rec has no done_fn, rec is freed at once and
+ * DSC_STORE_UNAVAILABLE returned. Callable with the ledger's mutex
  * held (it takes only the queue lock). */
 dsc_status dsc__store_enqueue(dsc__store *s, dsc__rec *rec, bool wait);
 /* Block until rec's batch is done (committed and applied, or failed); its status. */

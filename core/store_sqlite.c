@@ -38,7 +38,7 @@ struct dsc__store {
     int batch_ms;
     char path[1024];
     pthread_mutex_t qmu, dbmu, rmu;
-    pthread_cond_t nonempty, done;
+    pthread_cond_t nonempty;
     dsc__rec *head, *tail;
     bool stop, healthy, started;
     pthread_t writer;
@@ -143,7 +143,8 @@ static dsc_status open_conn(const char *path, sqlite3 **db, dsc_error *err) {
 
 static dsc_status setup_db(dsc__store *s, dsc_error *err) {
     char pragmas[128];
-    snprintf(pragmas, sizeof pragmas, "PRAGMA journal_mode=WAL; PRAGMA synchronous=%s;",
+    snprintf(pragmas, sizeof pragmas, "PRAGMA journal_mode=WAL; PRAGMA synchronous=%s;"
+             " PRAGMA cache_size=-32768;",
              s->durability == DSC_DURABILITY_OFF ? "OFF" : "FULL");
     if (sqlite3_exec(s->db, pragmas, NULL, NULL, NULL) != SQLITE_OK)
         return db_error(s->db, "setting WAL mode", err);
@@ -171,7 +172,6 @@ dsc__store *dsc__store_open(const char *path, dsc_durability durability, int bat
     pthread_mutex_init(&s->dbmu, NULL);
     pthread_mutex_init(&s->rmu, NULL);
     pthread_cond_init(&s->nonempty, NULL);
-    pthread_cond_init(&s->done, NULL);
     make_parent(path);
     if (open_conn(path, &s->db, err) != DSC_OK || setup_db(s, err) != DSC_OK) {
         dsc__store_close(s);
@@ -389,10 +389,13 @@ static void finish_batch(dsc__store *s, size_t n, bool ok) {
     if (!ok) s->failures++;
     for (size_t i = 0; i < n; i++) {
         dsc__rec *r = s->batch[i];
-        if (r->waited) r->done = true;
-        else free(r);
+        if (!r->waited) {
+            free(r);
+            continue;
+        }
+        r->done = true;
+        pthread_cond_signal(&r->cv);
     }
-    pthread_cond_broadcast(&s->done);
     pthread_mutex_unlock(&s->qmu);
 }
 
@@ -411,6 +414,13 @@ static void *writer_main(void *arg) {
         pthread_mutex_unlock(&s->qmu);
         bool ok = write_batch(s, s->batch, n);
         if (s->apply) s->apply(s->apply_ud, s->batch, n);
+        for (size_t i = 0; i < n; i++) { /* outside every lock: callbacks may call in */
+            dsc__rec *r = s->batch[i];
+            if (!r->done_fn || r->waited) continue;
+            dsc_error e = {.code = r->status};
+            memcpy(e.message, r->message, sizeof e.message);
+            r->done_fn(r->done_ud, r->status, &e);
+        }
         finish_batch(s, n, ok);
         pthread_mutex_lock(&s->qmu);
     }
@@ -430,13 +440,17 @@ dsc_status dsc__store_start(dsc__store *s, dsc__store_apply_fn apply, void *ud,
 
 dsc_status dsc__store_enqueue(dsc__store *s, dsc__rec *rec, bool wait) {
     pthread_mutex_lock(&s->qmu);
-    if (!wait && !s->healthy) {
+    if (!wait && !rec->done_fn && !s->healthy) {
         pthread_mutex_unlock(&s->qmu);
         free(rec);
         return DSC_STORE_UNAVAILABLE;
     }
     rec->waited = wait;
     rec->done = false;
+    if (wait && pthread_cond_init(&rec->cv, NULL) != 0) {
+        pthread_mutex_unlock(&s->qmu);
+        return DSC_INTERNAL;
+    }
     rec->next = NULL;
     if (s->tail) s->tail->next = rec;
     else s->head = rec;
@@ -448,8 +462,9 @@ dsc_status dsc__store_enqueue(dsc__store *s, dsc__rec *rec, bool wait) {
 
 dsc_status dsc__store_wait(dsc__store *s, dsc__rec *rec) {
     pthread_mutex_lock(&s->qmu);
-    while (!rec->done) pthread_cond_wait(&s->done, &s->qmu);
+    while (!rec->done) pthread_cond_wait(&rec->cv, &s->qmu);
     pthread_mutex_unlock(&s->qmu);
+    pthread_cond_destroy(&rec->cv);
     return rec->status;
 }
 
@@ -494,7 +509,6 @@ void dsc__store_close(dsc__store *s) {
     pthread_mutex_destroy(&s->dbmu);
     pthread_mutex_destroy(&s->rmu);
     pthread_cond_destroy(&s->nonempty);
-    pthread_cond_destroy(&s->done);
     free(s);
 }
 

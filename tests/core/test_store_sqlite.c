@@ -7,6 +7,7 @@
 
 #include <criterion/criterion.h>
 #include <fcntl.h>
+#include <pthread.h>
 #include <signal.h>
 #include <sqlite3.h>
 #include <stdio.h>
@@ -311,4 +312,101 @@ Test(store_sqlite, kill_9_loses_no_acknowledged_settle_and_duplicates_none) {
     cr_assert_eq(find(s, preview(l, s, 2), "*").used, stored);
     dsc_ledger_free(l);
     free(acks);
+}
+
+/* --- completions instead of blocking ------------------------------------------ */
+
+typedef struct completion {
+    pthread_mutex_t mu;
+    pthread_cond_t cv;
+    int calls;
+    dsc_status st;
+} completion;
+
+static void on_done(void *ud, dsc_status st, const dsc_error *err) {
+    completion *c = ud;
+    cr_assert_eq(err->code, st);
+    pthread_mutex_lock(&c->mu);
+    c->calls++;
+    c->st = st;
+    pthread_cond_signal(&c->cv);
+    pthread_mutex_unlock(&c->mu);
+}
+
+static void wait_calls(completion *c, int n) {
+    pthread_mutex_lock(&c->mu);
+    while (c->calls < n) pthread_cond_wait(&c->cv, &c->mu);
+    pthread_mutex_unlock(&c->mu);
+}
+
+Test(store_sqlite, async_settle_reports_the_commit_and_then_counts) {
+    char path[600];
+    temp_db(path, sizeof path);
+    dsc_ledger *l = open_at(path, NULL, 0);
+    dsc_error err;
+    cr_assert_eq(dsc_ledger_budget_set(l, "*", DSC_METRIC_GCO2E, "day", 100, NULL, &err), DSC_OK);
+    char rid[DSC_RESERVATION_ID_MAX];
+    dsc_amounts a = amt(DSC_METRIC_GCO2E, 5 * M);
+    cr_assert_eq(dsc_ledger_reserve(l, &ana, &a, 60, NULL, rid, NULL, 0, NULL, &err), DSC_OK);
+    completion c = {PTHREAD_MUTEX_INITIALIZER, PTHREAD_COND_INITIALIZER, 0, DSC_INTERNAL};
+    dsc_settle_kind kind;
+    cr_assert_eq(dsc_ledger_settle_async(l, rid, &a, NULL, &kind, on_done, &c, &err), DSC_OK);
+    wait_calls(&c, 1);
+    cr_assert_eq(c.st, DSC_OK);
+    cr_assert_eq(query_int(path, "SELECT count(*) FROM charges WHERE kind = 'settle'"), 1,
+                 "durable when reported");
+    dsc_budget_state st[2];
+    cr_assert_eq(find(st, preview(l, st, 2), "*").used, 5 * M);
+    /* a repeat has nothing to write: reported at once, charged nothing */
+    cr_assert_eq(dsc_ledger_settle_async(l, rid, &a, NULL, &kind, on_done, &c, &err), DSC_OK);
+    cr_assert_eq(c.calls, 2);
+    cr_assert_eq(kind, DSC_SETTLE_REPEATED);
+    dsc_decision_record d = {.decision_id = "d9", .outcome = "allow"};
+    cr_assert_eq(dsc_ledger_record_decision_async(l, &d, on_done, &c, &err), DSC_OK);
+    wait_calls(&c, 3);
+    cr_assert_eq(query_int(path, "SELECT count(*) FROM decisions WHERE decision_id = 'd9'"), 1);
+    dsc_ledger_free(l);
+}
+
+Test(store_sqlite, async_reserve_and_cancel_complete_and_a_full_disk_reports_through_done) {
+    char path[600];
+    temp_db(path, sizeof path);
+    fake_clock clk = {T0};
+    dsc_ledger *l = open_at(path, &clk, 0);
+    dsc_error err;
+    cr_assert_eq(dsc_ledger_budget_set(l, "*", DSC_METRIC_GCO2E, "day", 100, NULL, &err), DSC_OK);
+    completion c = {PTHREAD_MUTEX_INITIALIZER, PTHREAD_COND_INITIALIZER, 0, DSC_INTERNAL};
+    char rid[DSC_RESERVATION_ID_MAX];
+    dsc_amounts a = amt(DSC_METRIC_GCO2E, 30 * M);
+    cr_assert_eq(dsc_ledger_reserve_async(l, &ana, &a, 60, "q1", rid, NULL, 0, NULL, on_done, &c,
+                                          &err), DSC_OK);
+    dsc_budget_state st[2];
+    cr_assert_eq(find(st, preview(l, st, 2), "*").held, 30 * M, "held before the commit");
+    wait_calls(&c, 1);
+    cr_assert_eq(c.st, DSC_OK);
+    cr_assert_eq(query_int(path, "SELECT count(*) FROM reservations WHERE state = 'held'"), 1);
+    cr_assert_eq(dsc_ledger_cancel_async(l, rid, on_done, &c, &err), DSC_OK);
+    wait_calls(&c, 2);
+    cr_assert_eq(find(st, preview(l, st, 2), "*").held, 0);
+    cr_assert_eq(query_int(path, "SELECT count(*) FROM reservations WHERE state = 'cancelled'"), 1);
+    /* refusals are answered at once and never call done */
+    dsc_amounts big = amt(DSC_METRIC_GCO2E, 101 * M);
+    cr_assert_eq(dsc_ledger_reserve_async(l, &ana, &big, 60, NULL, rid, NULL, 0, NULL, on_done,
+                                          &c, &err), DSC_BUDGET_EXCEEDED);
+    /* a full disk: done reports store_unavailable and the hold is gone by then */
+    cr_assert_eq(dsc__ledger_store_exec(l, "PRAGMA max_page_count = 1", &err), DSC_OK);
+    dsc_amounts small = amt(DSC_METRIC_GCO2E, M / 10);
+    int ok = 0, failed = 0;
+    for (int i = 0; i < 400 && !failed; i++) {
+        int before = c.calls;
+        cr_assert_eq(dsc_ledger_reserve_async(l, &ana, &small, 60, NULL, rid, NULL, 0, NULL,
+                                              on_done, &c, &err), DSC_OK);
+        wait_calls(&c, before + 1);
+        if (c.st == DSC_OK) ok++;
+        else failed = c.st;
+    }
+    cr_assert_eq(failed, DSC_STORE_UNAVAILABLE, "the file never filled up");
+    cr_assert_eq(find(st, preview(l, st, 2), "*").held, ok * (M / 10),
+                 "the failed reserve holds nothing");
+    dsc_ledger_free(l);
 }

@@ -141,6 +141,7 @@ typedef struct dsc_ledger_config {
     int batch_ms;                 /* BATCH: longest commit delay; 0 = 10 ms */
     int64_t retain_s;             /* finished reservations kept in memory for idempotent
                                      replies; 0 = 600 s (a store answers older ones) */
+    size_t retain_max;            /* and at most this many of them; 0 = 100 000 */
 } dsc_ledger_config;
 
 /* Open a ledger: parse cfg, open (create) the store and rebuild counters from it.
@@ -221,6 +222,34 @@ dsc_status dsc_ledger_settle(dsc_ledger *l, const char *reservation_id,
                              const dsc_amounts *actual, const dsc_subject *subject_if_unknown,
                              dsc_settle_kind *kind, dsc_error *err);
 
+/* Called exactly once when an _async call's record is committed (st DSC_OK) or its
+ * batch failed (st and err->message say why; DSC_STORE_UNAVAILABLE for the disk). It
+ * runs on the store's writer thread, or inside the call itself when nothing had to be
+ * written (a repeated settle, a memory-only ledger). It may call into the ledger, but
+ * should only hand the result over (to an event loop) and return: the next batch waits
+ * for it. When an _async call returns an error, done is never called. */
+typedef void (*dsc_ledger_done_fn)(void *ud, dsc_status st, const dsc_error *err);
+
+/* dsc_ledger_reserve without waiting for the commit: the hold is in place and
+ * reservation_id filled when it returns DSC_OK; done reports the commit (on failure
+ * the hold is released before done runs). DSC_BUDGET_EXCEEDED and bad input are
+ * returned at once, as by dsc_ledger_reserve. */
+dsc_status dsc_ledger_reserve_async(dsc_ledger *l, const dsc_subject *subject,
+                                    const dsc_amounts *amounts, int64_t ttl_s,
+                                    const char *request_id,
+                                    char reservation_id[DSC_RESERVATION_ID_MAX],
+                                    dsc_budget_state *exceeded, size_t max_exceeded,
+                                    size_t *n_exceeded, dsc_ledger_done_fn done, void *ud,
+                                    dsc_error *err);
+
+/* dsc_ledger_settle without blocking the caller: returns once the settle is queued;
+ * done(ud, ...) reports when it is committed (any durability). When this returns an
+ * error, done is never called. The in-memory counters change at the commit. */
+dsc_status dsc_ledger_settle_async(dsc_ledger *l, const char *reservation_id,
+                                   const dsc_amounts *actual,
+                                   const dsc_subject *subject_if_unknown, dsc_settle_kind *kind,
+                                   dsc_ledger_done_fn done, void *ud, dsc_error *err);
+
 /* Release a reservation's hold and journal it. Cancelling a finished reservation is a
  * no-op returning DSC_OK; DSC_UNKNOWN_RESERVATION when the id is unknown. */
 dsc_status dsc_ledger_cancel(dsc_ledger *l, const char *reservation_id, dsc_error *err);
@@ -230,6 +259,10 @@ dsc_status dsc_ledger_cancel(dsc_ledger *l, const char *reservation_id, dsc_erro
  * expired. The server calls it about once a second; reserve/preview also expire
  * lazily. */
 size_t dsc_ledger_tick(dsc_ledger *l);
+
+/* dsc_ledger_cancel without waiting: done reports the commit of the release. */
+dsc_status dsc_ledger_cancel_async(dsc_ledger *l, const char *reservation_id,
+                                   dsc_ledger_done_fn done, void *ud, dsc_error *err);
 
 /* --- the decision journal ------------------------------------------------------- */
 
@@ -252,6 +285,11 @@ typedef struct dsc_decision_record {
  * ledgers it is counted and dropped. DSC_BAD_REQUEST, DSC_STORE_UNAVAILABLE. */
 dsc_status dsc_ledger_record_decision(dsc_ledger *l, const dsc_decision_record *rec,
                                       dsc_error *err);
+
+/* dsc_ledger_record_decision without blocking: done reports the commit, as for
+ * dsc_ledger_settle_async. */
+dsc_status dsc_ledger_record_decision_async(dsc_ledger *l, const dsc_decision_record *rec,
+                                            dsc_ledger_done_fn done, void *ud, dsc_error *err);
 
 /* --- health --------------------------------------------------------------------- */
 

@@ -1,0 +1,142 @@
+/*
+ * policy_internal.h - what the files of the policy engine share (not public).
+ *
+ *   policy.c          the set: loading, compiling in a scratch state, version, refs
+ *   policy_sandbox.c  one sandboxed lua_State: capped allocator, time budget hook, the
+ *                     whitelisted environment, decision constructors, read-only tables
+ *   policy_vm.c       the per-thread VM: policies loaded, decide, combination, purposes
+ *   policy_ctx.c      the req and ctx tables handed to decide, rebuilt in place per request
+ *   policy_runner.c   `discern policy test`: *_test.lua files with fake budgets and clock
+ *   policy_lint.c     `discern policy check`: static lint of policy sources
+ */
+#ifndef DISCERN_POLICY_INTERNAL_H
+#define DISCERN_POLICY_INTERNAL_H
+
+#include "discern/policy.h"
+
+#include <lauxlib.h>
+#include <lua.h>
+#include <stdatomic.h>
+
+/* One file of a set, as read from disk and validated. */
+typedef struct dsc__policy_file {
+    char *file;      /* "budgets.lua" */
+    char *chunkname; /* "@budgets.lua": Lua's messages then read "budgets.lua:12: ..." */
+    char *src;
+    size_t len;
+    char name[DSC_POLICY_NAME_MAX];
+    bool shadow;
+    bool enabled;
+    dsc_policy_outcome on_error;
+} dsc__policy_file;
+
+struct dsc_policy_set {
+    atomic_int refs;
+    char version[DSC_POLICY_VERSION_MAX];
+    int n;
+    dsc__policy_file files[DSC_POLICY_MAX];
+    dsc__policy_file purposes; /* src == NULL when the folder has no purposes.lua */
+};
+
+/* The sandbox of one lua_State; its address is in the state's extra space. */
+typedef struct dsc__sandbox {
+    size_t used, cap;    /* bytes held by the state, and the cap */
+    int64_t budget_ns;   /* CPU time allowed to the evaluation running */
+    int64_t start_ns;    /* its thread CPU time at the first hook call; -1 before */
+    bool armed;          /* an evaluation runs under a budget */
+    bool expired;        /* the budget ran out: every instruction raises until disarmed */
+    int base_ref;        /* registry ref of the whitelisted environment */
+    int decision_mt_ref; /* registry ref of the decision userdata's metatable */
+} dsc__sandbox;
+
+/* A decision made by allow()/throttle()/refuse(): a userdata of this shape. */
+typedef struct dsc__decision {
+    dsc_policy_outcome outcome;
+    int64_t retry_after_s;
+    char reason[DSC_POLICY_REASON_MAX];
+    char suggest_provider[DSC_POLICY_NAME_MAX];
+    char suggest_model[DSC_POLICY_MODEL_MAX];
+} dsc__decision;
+
+/* --- policy_sandbox.c --- */
+
+/* A new sandboxed state whose allocator and hook use sb (which must outlive it), with
+ * the whitelisted environment built. NULL when out of memory. */
+lua_State *dsc__sandbox_open(dsc__sandbox *sb, size_t cap);
+/* The sandbox of L. */
+dsc__sandbox *dsc__sandbox_of(lua_State *L);
+/* Give the evaluation that starts budget_ns of CPU time; disarm ends it (and the
+ * re-armed hook). */
+void dsc__sandbox_arm(lua_State *L, int64_t budget_ns);
+void dsc__sandbox_disarm(lua_State *L);
+/* Message handler for lua_pcall: turns any error value into a string. */
+int dsc__sandbox_msgh(lua_State *L);
+/* Protected: load f as text with its own environment, run it, check the table it
+ * returns, freeze the environment. Pushes the policy table. Raises "file:line: ..." */
+int dsc__sandbox_load_policy(lua_State *L, const dsc__policy_file *f, bool want_decide);
+/* Protected: push a read-only proxy of the table at idx (name appears in errors). */
+void dsc__sandbox_readonly(lua_State *L, int idx, const char *name);
+/* The decision at idx when it is one made by allow/throttle/refuse, else NULL. */
+dsc__decision *dsc__sandbox_todecision(lua_State *L, int idx);
+
+/* --- policy.c --- */
+
+/* Read path into a NUL-terminated buffer (*len without the NUL); NULL with err. */
+char *dsc__read_file(const char *path, size_t *len, dsc_error *err);
+/* The 1-based line of the last line starting with "return" in src (1 when none). */
+int dsc__last_return_line(const char *src, size_t len);
+/* Protected: fill f's fields from the policy table at the top of L (name, mode,
+ * on_error, enabled); raises "file:line: ..." for a bad value. */
+void dsc__policy_read_meta(lua_State *L, dsc__policy_file *f);
+/* Protected: replace the purposes table at the top of L (as returned by purposes.lua)
+ * by a map normalised purpose -> class, checking its shape; the default class goes
+ * into default_class (n bytes). Raises "purposes.lua:line: ..." for a bad shape. */
+void dsc__purposes_build(lua_State *L, const dsc__policy_file *f, char *default_class, size_t n);
+
+/* --- policy_vm.c / policy_ctx.c --- */
+
+#define DSC__BUDGET_POOL_MAX 64
+
+struct dsc_policy_vm {
+    dsc__sandbox sb; /* first member: the extra space points at it and at the VM */
+    lua_State *L;
+    dsc_policy_set *set;
+    const dsc_catalog *cat;
+    dsc_grid *grid;
+    dsc_policy_oracle oracle;
+    void (*log)(void *ud, const char *policy, const char *line);
+    void *log_ud;
+    dsc_policy_limits limits;
+    int decide_ref[DSC_POLICY_MAX];
+    int req_ref, req_data_ref, subject_data_ref, tags_data_ref;
+    int ctx_ref, est_data_ref, est_metric_ref[5];
+    int budgets_ref;      /* read-only array proxy over budgets_data_ref */
+    int budgets_data_ref; /* array of budget proxies, filled lazily per request */
+    int budget_pool_ref;  /* data tables behind the proxies, reused */
+    int budget_pool_n;    /* how many pool entries exist */
+    int budgets_filled;   /* -1 = not yet this request, else how many are filled */
+    int budgets_shown;    /* how many entries the array proxy holds now */
+    int purposes_ref;     /* normalised purpose -> class */
+    int models_ref;       /* provider -> {read-only list of models, name -> model} */
+    char default_class[32];
+    char class_buf[32]; /* for dsc_policy_vm_purpose_class */
+    const dsc_policy_input *in; /* the request under review, during decide */
+    int current;                /* index of the policy running */
+    dsc_policy_verdict scratch; /* what the running policy answered */
+    dsc_policy_stats stats;
+};
+
+/* The VM owning L (valid only for VM states). */
+dsc_policy_vm *dsc__vm_of(lua_State *L);
+/* Protected: build the VM's req and ctx tables once (at creation). */
+int dsc__ctx_build(lua_State *L);
+/* Protected: refill req and ctx in place from vm->in. */
+int dsc__ctx_fill(lua_State *L);
+/* Protected: push the class of the string at idx under the purposes table. */
+void dsc__purpose_class(lua_State *L, dsc_policy_vm *vm, const char *purpose);
+/* Run the policies of vm on in: all enabled ones (only = -1) or only the one with
+ * that index, enabled or not (for tests). Same contract as dsc_policy_vm_decide. */
+dsc_status dsc__vm_run(dsc_policy_vm *vm, const dsc_policy_input *in, int only,
+                       dsc_decision *out);
+
+#endif

@@ -1,0 +1,730 @@
+/*
+ * test_policy.c - the policy engine: loading, combining, the ctx API, and hostile
+ * policies that must be contained while the VM keeps serving the next request.
+ *
+ * Each test writes its policies into a fresh temporary folder.
+ */
+#include "discern/policy.h"
+
+#include "discern/catalog.h"
+
+#include <criterion/criterion.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+
+static char dir[64];
+
+static void make_dir(void) {
+    snprintf(dir, sizeof dir, "/tmp/discern-policy-XXXXXX");
+    cr_assert_not_null(mkdtemp(dir));
+}
+
+static void put(const char *name, const char *src) {
+    char path[256];
+    snprintf(path, sizeof path, "%s/%s", dir, name);
+    FILE *f = fopen(path, "wb");
+    cr_assert_not_null(f);
+    fputs(src, f);
+    fclose(f);
+}
+
+static void remove_dir(void) {
+    char cmd[128];
+    snprintf(cmd, sizeof cmd, "rm -rf '%s'", dir);
+    cr_assert_eq(system(cmd), 0);
+}
+
+TestSuite(policy, .init = make_dir, .fini = remove_dir);
+TestSuite(policy_hostile, .init = make_dir, .fini = remove_dir);
+TestSuite(policy_lint);
+
+static dsc_policy_vm *vm_for(dsc_policy_limits *limits) {
+    dsc_error err = {0};
+    dsc_policy_set *set = dsc_policy_set_load(dir, &err);
+    cr_assert_not_null(set, "load failed: %s", err.message);
+    dsc_policy_vm *vm = dsc_policy_vm_new(set, NULL, NULL, limits, &err);
+    cr_assert_not_null(vm, "vm failed: %s", err.message);
+    dsc_policy_set_unref(set);
+    return vm;
+}
+
+static dsc_estimate est_g(double gco2e) {
+    dsc_estimate e;
+    memset(&e, 0, sizeof e);
+    e.total.gwp_kgco2eq.min = gco2e / 2000.0;
+    e.total.gwp_kgco2eq.max = gco2e / 1000.0;
+    e.total.energy_kwh.max = 0.002;
+    strcpy(e.zone, "FRA");
+    return e;
+}
+
+static dsc_policy_input request(const dsc_estimate *e) {
+    dsc_policy_input in = {
+        .subject = {.org = "acme", .team = "infra", .user = "ana"},
+        .provider = "openai",
+        .model = "gpt-4o",
+        .input_tokens = 100,
+        .output_tokens = 800,
+        .purpose = "code-review",
+        .estimate = e,
+        .now = 1767225600,
+    };
+    return in;
+}
+
+static dsc_decision decide(dsc_policy_vm *vm) {
+    dsc_estimate e = est_g(4.0);
+    dsc_policy_input in = request(&e);
+    dsc_decision d;
+    cr_assert_eq(dsc_policy_vm_decide(vm, &in, &d), DSC_OK, "%s", d.reason);
+    return d;
+}
+
+#define POLICY(body) "return { decide = function(req, ctx) " body " end }\n"
+
+/* --- loading --- */
+
+Test(policy, set_loads_policies_in_file_name_order_and_skips_tests_and_purposes) {
+    put("b.lua", POLICY("return nil"));
+    put("a.lua", "return { name = 'first', decide = function() end }\n");
+    put("a_test.lua", "this is not lua at all");
+    put("purposes.lua", "return { classes = { essential = {'health'} } }\n");
+    dsc_error err = {0};
+    dsc_policy_set *set = dsc_policy_set_load(dir, &err);
+    cr_assert_not_null(set, "%s", err.message);
+    cr_assert_eq(dsc_policy_set_count(set), 2);
+    cr_assert_str_eq(dsc_policy_set_name(set, 0), "first");
+    cr_assert_str_eq(dsc_policy_set_name(set, 1), "b");
+    cr_assert_eq(strlen(dsc_policy_set_version(set)), 16);
+    dsc_policy_set_unref(set);
+}
+
+Test(policy, version_changes_when_a_file_changes) {
+    put("a.lua", POLICY("return allow('x')"));
+    dsc_error err;
+    dsc_policy_set *s1 = dsc_policy_set_load(dir, &err);
+    dsc_policy_set *s2 = dsc_policy_set_load(dir, &err);
+    put("a.lua", POLICY("return allow('y')"));
+    dsc_policy_set *s3 = dsc_policy_set_load(dir, &err);
+    cr_assert_str_eq(dsc_policy_set_version(s1), dsc_policy_set_version(s2));
+    cr_assert_str_neq(dsc_policy_set_version(s1), dsc_policy_set_version(s3));
+    dsc_policy_set_unref(s1);
+    dsc_policy_set_unref(s2);
+    dsc_policy_set_unref(s3);
+}
+
+Test(policy, syntax_error_names_file_and_line_and_refuses_the_whole_set) {
+    put("a.lua", POLICY("return allow()"));
+    put("b.lua", "return {\n  decide = function(req, ctx)\n    if then\n  end\n}\n");
+    dsc_error err = {0};
+    cr_assert_null(dsc_policy_set_load(dir, &err));
+    cr_assert_eq(err.code, DSC_POLICY_ERROR);
+    cr_assert(strstr(err.message, "b.lua:3:") != NULL, "%s", err.message);
+}
+
+Test(policy, missing_decide_names_the_file_and_refuses_the_set) {
+    put("a.lua", "local x = 1\nreturn { name = 'a' }\n");
+    dsc_error err = {0};
+    cr_assert_null(dsc_policy_set_load(dir, &err));
+    cr_assert(strstr(err.message, "a.lua:2: the policy table has no 'decide' function"), "%s",
+              err.message);
+}
+
+Test(policy, bytecode_files_are_refused) {
+    put("a.lua", "\x1bLua\x54\x00 binary");
+    dsc_error err = {0};
+    cr_assert_null(dsc_policy_set_load(dir, &err));
+    cr_assert(strstr(err.message, "binary chunk"), "%s", err.message);
+}
+
+Test(policy, bad_mode_and_on_error_values_are_refused) {
+    put("a.lua", "return { mode = 'loud', decide = function() end }\n");
+    dsc_error err = {0};
+    cr_assert_null(dsc_policy_set_load(dir, &err));
+    cr_assert(strstr(err.message, "a.lua:1: field 'mode'"), "%s", err.message);
+    put("a.lua", "return { on_error = 'maybe', decide = function() end }\n");
+    cr_assert_null(dsc_policy_set_load(dir, &err));
+    cr_assert(strstr(err.message, "field 'on_error'"), "%s", err.message);
+}
+
+Test(policy, missing_folder_is_an_io_error) {
+    dsc_error err = {0};
+    cr_assert_null(dsc_policy_set_load("/nonexistent/discern", &err));
+    cr_assert_eq(err.code, DSC_IO);
+}
+
+/* --- combining --- */
+
+Test(policy, no_policy_deciding_means_allow_with_a_reason) {
+    put("a.lua", POLICY("return nil"));
+    dsc_policy_vm *vm = vm_for(NULL);
+    dsc_decision d = decide(vm);
+    cr_assert_eq(d.outcome, DSC_POLICY_ALLOW);
+    cr_assert_str_eq(d.reason, "no policy objected");
+    cr_assert_str_eq(d.policy, "");
+    cr_assert_eq(d.n_verdicts, 1);
+    cr_assert_eq(d.verdicts[0].outcome, DSC_POLICY_ABSTAIN);
+    dsc_policy_vm_free(vm);
+}
+
+Test(policy, refuse_beats_throttle_beats_allow_and_ties_keep_the_first) {
+    put("1.lua", POLICY("return allow('fine')"));
+    put("2.lua", POLICY("return throttle{retry_after = 30, reason = 'slow down'}"));
+    put("3.lua", POLICY("return throttle{retry_after = 99, reason = 'second throttle'}"));
+    dsc_policy_vm *vm = vm_for(NULL);
+    dsc_decision d = decide(vm);
+    cr_assert_eq(d.outcome, DSC_POLICY_THROTTLE);
+    cr_assert_str_eq(d.policy, "2");
+    cr_assert_str_eq(d.reason, "slow down");
+    cr_assert_eq(d.retry_after_s, 30);
+    cr_assert_eq(d.n_verdicts, 3);
+    dsc_policy_vm_free(vm);
+    put("4.lua", POLICY("return refuse('no', {suggest = {model = 'gpt-4o-mini'}})"));
+    vm = vm_for(NULL);
+    d = decide(vm);
+    cr_assert_eq(d.outcome, DSC_POLICY_REFUSE);
+    cr_assert_str_eq(d.policy, "4");
+    cr_assert_str_eq(d.suggest_provider, "openai");
+    cr_assert_str_eq(d.suggest_model, "gpt-4o-mini");
+    dsc_policy_vm_free(vm);
+}
+
+Test(policy, shadow_policies_are_recorded_but_never_change_the_outcome) {
+    put("a.lua", POLICY("return allow('ok')"));
+    put("b.lua", "return { mode = 'shadow', decide = function() return refuse('would refuse') end }\n");
+    dsc_policy_vm *vm = vm_for(NULL);
+    dsc_decision d = decide(vm);
+    cr_assert_eq(d.outcome, DSC_POLICY_ALLOW);
+    cr_assert_str_eq(d.policy, "a");
+    cr_assert(d.verdicts[1].shadow);
+    cr_assert_eq(d.verdicts[1].outcome, DSC_POLICY_REFUSE);
+    cr_assert_str_eq(d.verdicts[1].reason, "would refuse");
+    cr_assert_str_eq(d.version, dsc_policy_set_version(dsc_policy_vm_set(vm)));
+    dsc_policy_vm_free(vm);
+}
+
+Test(policy, disabled_policies_do_not_run) {
+    put("a.lua", "return { enabled = false, decide = function() return refuse('x') end }\n");
+    dsc_policy_vm *vm = vm_for(NULL);
+    dsc_decision d = decide(vm);
+    cr_assert_eq(d.outcome, DSC_POLICY_ALLOW);
+    cr_assert_eq(d.n_verdicts, 0);
+    dsc_policy_vm_free(vm);
+}
+
+Test(policy, a_non_decision_return_value_is_an_error_with_the_line_of_decide) {
+    put("a.lua", "\nreturn {\n decide = function() return 'yes' end }\n");
+    dsc_policy_vm *vm = vm_for(NULL);
+    dsc_decision d = decide(vm);
+    cr_assert_eq(d.outcome, DSC_POLICY_REFUSE);
+    cr_assert(d.verdicts[0].error);
+    cr_assert(strstr(d.reason, "a.lua:3: decide returned a string"), "%s", d.reason);
+    dsc_policy_vm_free(vm);
+}
+
+Test(policy, invalid_input_is_a_bad_request_naming_the_field) {
+    put("a.lua", POLICY("return allow()"));
+    dsc_policy_vm *vm = vm_for(NULL);
+    dsc_policy_input in = request(NULL);
+    in.output_tokens = -1;
+    dsc_decision d;
+    cr_assert_eq(dsc_policy_vm_decide(vm, &in, &d), DSC_BAD_REQUEST);
+    cr_assert(strstr(d.reason, "output_tokens"));
+    in = request(NULL);
+    in.model = NULL;
+    cr_assert_eq(dsc_policy_vm_decide(vm, &in, &d), DSC_BAD_REQUEST);
+    cr_assert(strstr(d.reason, "'model'"));
+    dsc_policy_vm_free(vm);
+}
+
+/* --- the request and ctx --- */
+
+Test(policy, req_carries_the_request_and_ctx_the_estimate_in_api_units) {
+    put("a.lua", POLICY("local s = req.subject\n"
+                        "  return allow(string.format('%s/%s/%s %s %s %d %d %s %s %.1f %.1f %s %s %d',"
+                        " s.org, s.team, s.user, req.provider, req.model, req.input_tokens,"
+                        " req.output_tokens, req.purpose, req.tags.env, ctx.estimate.gco2e.max,"
+                        " ctx.estimate.energy_wh.max, ctx.estimate.zone, req.zone, ctx.now()))"));
+    dsc_policy_vm *vm = vm_for(NULL);
+    dsc_estimate e = est_g(4.0);
+    dsc_policy_input in = request(&e);
+    dsc_policy_tag tags[] = {{"env", "prod"}};
+    in.tags = tags;
+    in.n_tags = 1;
+    dsc_decision d;
+    cr_assert_eq(dsc_policy_vm_decide(vm, &in, &d), DSC_OK);
+    cr_assert_str_eq(d.reason, "acme/infra/ana openai gpt-4o 100 800 code-review prod 4.0 2.0 FRA FRA "
+                               "1767225600");
+    in.n_tags = 0; /* tags do not leak into the next request */
+    cr_assert_eq(dsc_policy_vm_decide(vm, &in, &d), DSC_OK);
+    cr_assert(strstr(d.reason, "code-review nil 4.0"), "%s", d.reason);
+    dsc_policy_vm_free(vm);
+}
+
+static dsc_budget_state budget(const char *sel, const char *counter, dsc_metric m, double limit,
+                               double used) {
+    dsc_budget_state b;
+    memset(&b, 0, sizeof b);
+    snprintf(b.selector, sizeof b.selector, "%s", sel);
+    snprintf(b.counter, sizeof b.counter, "%s", counter);
+    snprintf(b.window, sizeof b.window, "month");
+    b.metric = m;
+    b.limit = (int64_t)(limit * DSC_MICRO);
+    b.used = (int64_t)(used * DSC_MICRO);
+    b.remaining = b.limit - b.used;
+    b.request = 4 * DSC_MICRO;
+    b.would_exceed = b.used + b.request > b.limit;
+    b.resets_at = 1769904000;
+    return b;
+}
+
+Test(policy, ctx_budget_finds_budgets_by_selector_counter_or_kind_and_metric) {
+    put("a.lua", POLICY("local t = ctx.budget('team', 'gco2e')\n"
+                        "  local o = ctx.budget('org:acme')\n"
+                        "  local none = ctx.budget('team', 'water_ml')\n"
+                        "  return allow(string.format('%s %s %.1f %.1f %s %d %s %d %s', t.counter,"
+                        " t.metric, t.limit, t.remaining, tostring(t.would_exceed), t.resets_at,"
+                        " o.metric, #ctx.budgets(), tostring(none)))"));
+    dsc_policy_vm *vm = vm_for(NULL);
+    dsc_budget_state bs[] = {budget("org:acme", "org:acme", DSC_METRIC_ENERGY_WH, 1000, 10),
+                             budget("team:*", "team:infra", DSC_METRIC_GCO2E, 50, 48)};
+    dsc_estimate e = est_g(4.0);
+    dsc_policy_input in = request(&e);
+    in.budgets = bs;
+    in.n_budgets = 2;
+    dsc_decision d;
+    cr_assert_eq(dsc_policy_vm_decide(vm, &in, &d), DSC_OK);
+    cr_assert_str_eq(d.reason, "team:infra gco2e 50.0 2.0 true 1769904000 energy_wh 2 nil");
+    in.n_budgets = 1; /* the next request sees only its own budgets */
+    cr_assert_eq(dsc_policy_vm_decide(vm, &in, &d), DSC_OK);
+    cr_assert(d.verdicts[0].error, "%s", d.reason);
+    dsc_policy_vm_free(vm);
+}
+
+Test(policy, purposes_map_free_text_to_classes_with_a_default) {
+    put("a.lua", POLICY("return allow(req.purpose_class .. ' ' .. ctx.purpose_class('Write Marketing copy!'))"));
+    put("purposes.lua", "return { default = 'productive', classes = {\n"
+                        "  essential = {'health', 'accessibility'},\n"
+                        "  productive = {'code', 'translation'},\n"
+                        "  discretionary = {'marketing copy', 'entertainment'} } }\n");
+    dsc_policy_vm *vm = vm_for(NULL);
+    dsc_decision d = decide(vm); /* purpose "code-review" */
+    cr_assert_str_eq(d.reason, "productive discretionary");
+    cr_assert_str_eq(dsc_policy_vm_purpose_class(vm, "Health"), "essential");
+    cr_assert_str_eq(dsc_policy_vm_purpose_class(vm, "public health research"), "essential");
+    cr_assert_str_eq(dsc_policy_vm_purpose_class(vm, "knitting"), "productive");
+    cr_assert_str_eq(dsc_policy_vm_purpose_class(vm, NULL), "productive");
+    dsc_policy_vm_free(vm);
+}
+
+Test(policy, bad_purposes_file_refuses_the_set) {
+    put("a.lua", POLICY("return nil"));
+    put("purposes.lua", "return { classes = { essential = 'health' } }\n");
+    dsc_error err = {0};
+    cr_assert_null(dsc_policy_set_load(dir, &err));
+    cr_assert(strstr(err.message, "purposes.lua:1: class 'essential'"), "%s", err.message);
+}
+
+Test(policy, ctx_grid_reads_live_then_annual_values) {
+    put("a.lua", POLICY("local v, src = ctx.grid()\n"
+                        "  local f = ctx.grid_forecast()\n"
+                        "  return allow(string.format('%.0f %s %d %s', v, src, #f, tostring(ctx.grid('XXX'))))"));
+    dsc_error err = {0};
+    dsc_policy_set *set = dsc_policy_set_load(dir, &err);
+    dsc_grid *g = dsc_grid_new();
+    dsc_policy_vm *vm = dsc_policy_vm_new(set, NULL, g, NULL, &err);
+    dsc_grid_set_annual(g, "FRA", 56, &err);
+    dsc_decision d = decide(vm);
+    cr_assert_str_eq(d.reason, "56 annual 0 nil");
+    dsc_grid_set_live(g, "FRA", 120, 1767225600 + 60, &err);
+    dsc_grid_point pts[] = {{1767225600 + 3600, 30}, {1767225600, 120}};
+    dsc_grid_set_forecast(g, "FRA", pts, 2, &err);
+    d = decide(vm);
+    cr_assert_str_eq(d.reason, "120 live 2 nil");
+    dsc_policy_vm_free(vm);
+    dsc_grid_free(g);
+    dsc_policy_set_unref(set);
+}
+
+static dsc_status fake_estimate(void *ud, const dsc_estimate_input *in, dsc_estimate *out,
+                                dsc_error *err) {
+    (void)ud;
+    memset(out, 0, sizeof *out);
+    if (strcmp(in->model, "gpt-4o-mini") == 0) out->total.gwp_kgco2eq.max = 0.0005;
+    else if (strcmp(in->model, "gpt-4o") == 0) out->total.gwp_kgco2eq.max = 0.004;
+    else return dsc_error_set(err, DSC_UNKNOWN_MODEL, "unknown model '%s'", in->model);
+    return DSC_OK;
+}
+
+static int fake_models(void *ud, const char *provider, dsc_policy_model *out, int max) {
+    (void)ud;
+    if (strcmp(provider, "openai") != 0) return -1;
+    dsc_policy_model ms[] = {{"gpt-4o", 200}, {"gpt-4o-mini", 8}};
+    for (int i = 0; i < 2 && i < max; i++) out[i] = ms[i];
+    return 2;
+}
+
+Test(policy, what_if_estimates_and_model_lists_come_from_the_oracle) {
+    put("a.lua", POLICY("local m = ctx.models()\n"
+                        "  local alt = ctx.estimate{model = m[1].name}\n"
+                        "  local bad, err = ctx.estimate{model = 'nope'}\n"
+                        "  return allow(string.format('%s %.1f %s %s %s', m[1].name, alt.gco2e.max,"
+                        " tostring(bad), err, tostring(ctx.models('nobody'))))"));
+    dsc_policy_vm *vm = vm_for(NULL);
+    dsc_policy_oracle o = {NULL, fake_estimate, fake_models};
+    dsc_policy_vm_set_oracle(vm, &o);
+    dsc_decision d = decide(vm);
+    cr_assert_str_eq(d.reason, "gpt-4o-mini 0.5 nil unknown model 'nope' nil", "%s", d.reason);
+    dsc_policy_vm_free(vm);
+}
+
+static void capture_log(void *ud, const char *policy, const char *line) {
+    snprintf(ud, 128, "%s: %s", policy, line);
+}
+
+Test(policy, ctx_log_lines_reach_the_log_callback) {
+    put("a.lua", POLICY("ctx.log('seen', req.model, 3, true, {}) return nil"));
+    dsc_policy_vm *vm = vm_for(NULL);
+    char line[128] = "";
+    decide(vm); /* no callback: dropped */
+    dsc_policy_vm_set_log(vm, capture_log, line);
+    decide(vm);
+    cr_assert_str_eq(line, "a: seen gpt-4o 3 true table");
+    dsc_policy_vm_free(vm);
+}
+
+/* --- hostile policies: contained, on_error applied, the next request served --- */
+
+/* Load `hostile` as a.lua next to a well-behaved b.lua; check the hostile policy gets
+ * its on_error outcome with `expect` in the reason, then that b still answers. */
+static dsc_policy_vm *contained(const char *hostile, const char *expect) {
+    put("a.lua", hostile);
+    put("b.lua", POLICY("return allow('b is fine: ' .. req.model)"));
+    dsc_policy_limits lim = {.memory_bytes = 8u << 20, .time_budget_ns = 500000000};
+    dsc_policy_vm *vm = vm_for(&lim);
+    dsc_decision d = decide(vm);
+    cr_assert_eq(d.outcome, DSC_POLICY_REFUSE, "outcome %d: %s", d.outcome, d.reason);
+    cr_assert(d.verdicts[0].error);
+    cr_assert(strstr(d.verdicts[0].reason, expect), "reason: %s", d.verdicts[0].reason);
+    cr_assert_str_eq(d.verdicts[1].reason, "b is fine: gpt-4o");
+    d = decide(vm); /* and again: the VM is still healthy */
+    cr_assert_str_eq(d.verdicts[1].reason, "b is fine: gpt-4o");
+    cr_assert(strstr(d.verdicts[0].reason, expect), "reason: %s", d.verdicts[0].reason);
+    return vm;
+}
+
+Test(policy_hostile, infinite_loop_is_cut_by_the_time_budget) {
+    dsc_policy_vm *vm = contained(POLICY("while true do end"), "a.lua:1: time budget of 500 ms exceeded");
+    dsc_policy_stats st;
+    dsc_policy_vm_stats(vm, &st);
+    cr_assert_eq(st.timeouts, 2);
+    cr_assert_eq(st.errors, 2);
+    cr_assert_eq(st.evaluations, 4);
+    dsc_policy_vm_free(vm);
+}
+
+Test(policy_hostile, infinite_loop_inside_pcall_cannot_swallow_the_kill) {
+    dsc_policy_vm *vm = contained(POLICY("for i = 1, 100 do pcall(function() while true do end end) end\n"
+                                         "  while true do pcall(error, 'x') end"),
+                                  "time budget");
+    dsc_policy_stats st;
+    dsc_policy_vm_stats(vm, &st);
+    cr_assert_eq(st.timeouts, 2);
+    dsc_policy_vm_free(vm);
+}
+
+Test(policy_hostile, string_rep_bomb_hits_the_memory_cap) {
+    dsc_policy_vm *vm = contained(POLICY("local s = string.rep('x', 1 << 30) return allow(s)"),
+                                  "memory cap");
+    dsc_policy_stats st;
+    dsc_policy_vm_stats(vm, &st);
+    cr_assert_eq(st.memory, 2);
+    cr_assert_lt(st.memory_in_use, 8u << 20);
+    dsc_policy_vm_free(vm);
+}
+
+Test(policy_hostile, string_doubling_bomb_hits_the_memory_cap) {
+    dsc_policy_vm_free(contained(POLICY("local s = 'x' while true do s = s .. s end"), "memory cap"));
+}
+
+Test(policy_hostile, table_growth_until_the_cap_is_contained) {
+    dsc_policy_vm *vm = contained(POLICY("local t = {} local i = 0 while true do i = i + 1 t[i] = string.rep('x', 4096) .. i end"),
+                                  "memory cap");
+    dsc_policy_stats st;
+    dsc_policy_vm_stats(vm, &st);
+    cr_assert_lt(st.memory_in_use, 2u << 20, "garbage of the failed call was collected");
+    dsc_policy_vm_free(vm);
+}
+
+Test(policy_hostile, deep_recursion_is_contained) {
+    dsc_policy_vm_free(
+        contained("local function f(n) return 1 + f(n + 1) end\n" POLICY("return f(1)"), "policy error: a.lua"));
+}
+
+Test(policy_hostile, os_io_require_load_dofile_debug_collectgarbage_are_absent) {
+    const char *names[] = {"os", "io", "require", "load", "loadfile", "dofile", "debug",
+                           "collectgarbage", "package", "rawset", "coroutine", "print"};
+    for (size_t i = 0; i < sizeof names / sizeof names[0]; i++) {
+        char src[256];
+        snprintf(src, sizeof src, POLICY("return allow(type(%s))"), names[i]);
+        put("a.lua", src);
+        dsc_policy_vm *vm = vm_for(NULL);
+        dsc_decision d = decide(vm);
+        cr_assert_str_eq(d.reason, "nil", "%s is reachable", names[i]);
+        dsc_policy_vm_free(vm);
+    }
+}
+
+Test(policy_hostile, calling_os_execute_is_an_error_not_an_escape) {
+    dsc_policy_vm_free(contained(POLICY("os.execute('touch /tmp/pwned')"), "a.lua:1: attempt to index"));
+}
+
+Test(policy_hostile, bytecode_cannot_be_produced_or_loaded) {
+    dsc_policy_vm_free(contained(POLICY("local f = string.dump(function() end) return allow(f)"),
+                                 "attempt to call a nil value"));
+}
+
+Test(policy_hostile, the_string_metatable_is_hidden) {
+    dsc_policy_vm_free(contained(POLICY("getmetatable('').__index.rep = nil"), "attempt to index"));
+}
+
+Test(policy_hostile, setmetatable_on_the_request_fails) {
+    dsc_policy_vm_free(contained(POLICY("setmetatable(req, {})"), "a.lua:1: cannot change a protected"));
+}
+
+Test(policy_hostile, writing_to_the_request_fails) {
+    dsc_policy_vm_free(contained(POLICY("req.model = 'free'"), "a.lua:1: attempt to modify read-only table 'req'"));
+    dsc_policy_vm_free(contained(POLICY("req.subject.team = 'x'"), "read-only table 'req.subject'"));
+    dsc_policy_vm_free(contained(POLICY("ctx.now = function() return 0 end"), "read-only table 'ctx'"));
+}
+
+Test(policy_hostile, gc_metamethods_are_refused) {
+    dsc_policy_vm_free(contained(POLICY("setmetatable({}, {__gc = function() while true do end end})"),
+                                 "__gc metamethods are not allowed"));
+}
+
+Test(policy_hostile, global_writes_do_not_persist_between_requests) {
+    dsc_policy_vm_free(contained(POLICY("count = (count or 0) + 1 return allow(tostring(count))"),
+                                 "a.lua:1: assignment to global 'count'"));
+    dsc_policy_vm_free(contained("counter = 0\n" POLICY("counter = counter + 1"),
+                                 "assignment to global 'counter'"));
+    dsc_policy_vm_free(contained(POLICY("string.upper = nil"), "read-only table 'string'"));
+    dsc_policy_vm_free(contained(POLICY("_ENV.x = 1"), "assignment to global 'x'"));
+    dsc_policy_vm_free(contained("STATE = {n = 0, nested = {}}\n" POLICY("STATE.n = STATE.n + 1"),
+                                 "read-only table"));
+    dsc_policy_vm_free(contained("STATE = {n = 0, nested = {}}\n" POLICY("STATE.nested.x = 1"),
+                                 "read-only table"));
+}
+
+Test(policy, global_tables_stay_readable_after_loading) {
+    put("a.lua", "LIMITS = {team = 50, list = {1, 2, 3}}\nLIMITS.self = LIMITS\n"
+                 "function total() local s = 0 for _, v in ipairs(LIMITS.list) do s = s + v end return s end\n"
+                 POLICY("local n = 0 for _ in pairs(LIMITS) do n = n + 1 end\n"
+                        "  return allow(string.format('%d %d %d %d', LIMITS.team, total(), #LIMITS.self.list, n))"));
+    dsc_policy_vm *vm = vm_for(NULL);
+    dsc_decision d = decide(vm);
+    cr_assert_str_eq(d.reason, "50 6 3 3");
+    dsc_policy_vm_free(vm);
+}
+
+Test(policy_hostile, errors_raised_with_tables_still_give_a_reason) {
+    dsc_policy_vm_free(contained(
+        POLICY("error(setmetatable({}, {__tostring = function() while true do end end}))"),
+        "error object is a table value"));
+}
+
+Test(policy_hostile, on_error_allow_is_honoured) {
+    put("a.lua", "return { on_error = 'allow', decide = function() error('boom') end }\n");
+    dsc_policy_vm *vm = vm_for(NULL);
+    dsc_decision d = decide(vm);
+    cr_assert_eq(d.outcome, DSC_POLICY_ALLOW);
+    cr_assert(strstr(d.reason, "policy error: a.lua:1: boom"), "%s", d.reason);
+    dsc_policy_vm_free(vm);
+}
+
+Test(policy_hostile, a_deeply_nested_global_table_is_refused_at_load) {
+    put("a.lua", "T = {} local t = T for i = 1, 100000 do t.x = {} t = t.x end\n"
+                 "return { decide = function() end }\n");
+    dsc_error err = {0};
+    cr_assert_null(dsc_policy_set_load(dir, &err));
+    cr_assert(strstr(err.message, "nested more than 64 levels"), "%s", err.message);
+}
+
+Test(policy_hostile, an_endless_top_level_chunk_is_refused_at_load) {
+    put("a.lua", "while true do end\nreturn { decide = function() end }\n");
+    dsc_error err = {0};
+    cr_assert_null(dsc_policy_set_load(dir, &err));
+    cr_assert(strstr(err.message, "a.lua:1: time budget"), "%s", err.message);
+}
+
+/* --- the test runner (`discern policy test`) --- */
+
+typedef struct failures {
+    int n;
+    char lines[16][320];
+} failures;
+
+static void collect(void *ud, const char *line) {
+    failures *f = ud;
+    if (f->n < 16) snprintf(f->lines[f->n], sizeof f->lines[0], "%s", line);
+    f->n++;
+}
+
+Test(policy_runner, shipped_policies_pass_their_own_tests) {
+    failures f = {0};
+    dsc_policy_test_report rep;
+    dsc_error err = {0};
+    cr_assert_eq(dsc_policy_run_tests(DISCERN_SOURCE_DIR "/policies", NULL, collect, &f, &rep, &err),
+                 DSC_OK, "%s", err.message);
+    for (int i = 0; i < f.n && i < 16; i++) cr_log_error("%s", f.lines[i]);
+    cr_assert_eq(rep.failed, 0);
+    cr_assert_geq(rep.passed, 20);
+}
+
+Test(policy_runner, failures_are_reported_with_file_line_and_counted, .init = make_dir,
+     .fini = remove_dir) {
+    put("p.lua", POLICY("if req.purpose == 'x' then return refuse('no x') end return nil"));
+    put("p_test.lua", "test('passes', function()\n"
+                      "  expect(decide{purpose = 'x'}).to_refuse('no x')\n"
+                      "end)\n"
+                      "test('fails on the outcome', function()\n"
+                      "  expect(decide{purpose = 'y'}).to_refuse('no x')\n"
+                      "end)\n"
+                      "test('fails on an error', function()\n"
+                      "  local t = nil\n"
+                      "  return t.field\n"
+                      "end)\n");
+    failures f = {0};
+    dsc_policy_test_report rep;
+    dsc_error err = {0};
+    cr_assert_eq(dsc_policy_run_tests(dir, NULL, collect, &f, &rep, &err), DSC_OK);
+    cr_assert_eq(rep.passed, 1);
+    cr_assert_eq(rep.failed, 2);
+    cr_assert_str_eq(f.lines[0], "p_test.lua:5: expected refuse, got abstain (in test 'fails on the outcome')");
+    cr_assert(strstr(f.lines[1], "p_test.lua:9: attempt to index a nil value"), "%s", f.lines[1]);
+}
+
+Test(policy_runner, a_broken_policy_fails_the_run_before_any_test, .init = make_dir,
+     .fini = remove_dir) {
+    put("p.lua", "return {");
+    put("p_test.lua", "test('never runs', function() end)\n");
+    dsc_policy_test_report rep;
+    dsc_error err = {0};
+    cr_assert_eq(dsc_policy_run_tests(dir, NULL, NULL, NULL, &rep, &err), DSC_POLICY_ERROR);
+    cr_assert(strstr(err.message, "p.lua:1:"), "%s", err.message);
+}
+
+Test(policy_runner, an_endless_test_file_is_stopped_and_counted, .init = make_dir,
+     .fini = remove_dir) {
+    put("p.lua", POLICY("return nil"));
+    put("p_test.lua", "test('loops', function() while true do end end)\nwhile true do end\n");
+    put("q_test.lua", "test('still runs', function() expect(decide_all{}).to_allow() end)\n");
+    failures f = {0};
+    dsc_policy_test_report rep;
+    dsc_error err = {0};
+    cr_assert_eq(dsc_policy_run_tests(dir, NULL, collect, &f, &rep, &err), DSC_OK);
+    cr_assert_eq(rep.failed, 2);
+    cr_assert_eq(rep.passed, 1);
+    cr_assert(strstr(f.lines[0], "p_test.lua:1: time budget of 2000 ms exceeded (in test 'loops')"),
+              "%s", f.lines[0]);
+    cr_assert(strstr(f.lines[1], "p_test.lua:2: time budget"), "%s", f.lines[1]);
+}
+
+/* --- with the real catalogue --- */
+
+static dsc_catalog *shipped_catalog(void) {
+    dsc_error err = {0};
+    dsc_catalog *cat = dsc_catalog_load(DISCERN_SOURCE_DIR "/core/data", &err);
+    cr_assert_not_null(cat, "%s", err.message);
+    return cat;
+}
+
+Test(policy_runner, shipped_policies_pass_their_tests_with_the_catalogue_too) {
+    dsc_catalog *cat = shipped_catalog();
+    failures f = {0};
+    dsc_policy_test_report rep;
+    dsc_error err = {0};
+    cr_assert_eq(dsc_policy_run_tests(DISCERN_SOURCE_DIR "/policies", cat, collect, &f, &rep, &err),
+                 DSC_OK, "%s", err.message);
+    for (int i = 0; i < f.n && i < 16; i++) cr_log_error("%s", f.lines[i]);
+    cr_assert_eq(rep.failed, 0);
+    dsc_catalog_free(cat);
+}
+
+Test(policy, the_catalogue_answers_what_if_estimates_and_model_lists) {
+    put("a.lua", POLICY("local ms = ctx.models('openai')\n"
+                        "  local small = ctx.estimate{model = 'gpt-4o-mini'}\n"
+                        "  local big = ctx.estimate{model = 'gpt-4o'}\n"
+                        "  local _, err = ctx.estimate{model = 'no-such-model'}\n"
+                        "  assert(#ms > 3 and ms[1].params_b <= ms[#ms].params_b)\n"
+                        "  return allow(string.format('%s %s', tostring(small.gco2e.max < big.gco2e.max), err))"));
+    dsc_catalog *cat = shipped_catalog();
+    dsc_error err = {0};
+    dsc_policy_set *set = dsc_policy_set_load(dir, &err);
+    dsc_policy_vm *vm = dsc_policy_vm_new(set, cat, NULL, NULL, &err);
+    cr_assert_not_null(vm, "%s", err.message);
+    dsc_decision d = decide(vm);
+    cr_assert(strstr(d.reason, "true "), "%s", d.reason);
+    cr_assert(strstr(d.reason, "no-such-model"), "%s", d.reason);
+    dsc_policy_vm_free(vm);
+    dsc_policy_set_unref(set);
+    dsc_catalog_free(cat);
+}
+
+Test(policy, the_grid_falls_back_to_the_catalogue_annual_mix) {
+    dsc_catalog *cat = shipped_catalog();
+    dsc_grid *g = dsc_grid_new();
+    dsc_error err = {0};
+    cr_assert_eq(dsc_grid_load_catalog(g, cat, &err), DSC_OK, "%s", err.message);
+    double v;
+    cr_assert_eq(dsc_grid_get(g, "FRA", 0, &v), DSC_GRID_ANNUAL);
+    const dsc_zone *z = dsc_catalog_zone(cat, "FRA");
+    cr_assert_float_eq(v, z->gwp_kgco2eq_per_kwh * 1000.0, 1e-9);
+    dsc_grid_free(g);
+    dsc_catalog_free(cat);
+}
+
+/* --- the lint (`discern policy check`) --- */
+
+Test(policy_lint, shipped_policies_are_clean) {
+    failures f = {0};
+    dsc_error err = {0};
+    int n = dsc_policy_check(DISCERN_SOURCE_DIR "/policies", collect, &f, &err);
+    for (int i = 0; i < f.n && i < 16; i++) cr_log_error("%s", f.lines[i]);
+    cr_assert_eq(n, 0, "%s", err.message);
+}
+
+Test(policy_lint, unknown_fields_globals_and_global_writes_are_reported_with_lines,
+     .init = make_dir, .fini = remove_dir) {
+    put("p.lua", "local LIMIT = 5 -- ctx.nothing in a comment\n"
+                 "function helper(x) return x + LIMIT end\n"
+                 "return {\n"
+                 "  decide = function(req, ctx)\n"
+                 "    local b = ctx.budgt('team')\n"
+                 "    count = 1\n"
+                 "    if req.purpse == \"ctx.bogus\" then end\n"
+                 "    os.exit(1)\n"
+                 "    for i, v in ipairs(ctx.budgets()) do helper(i) end\n"
+                 "    return alow({reason = [[x]], retry_after = LIMIT})\n"
+                 "  end,\n"
+                 "}\n");
+    failures f = {0};
+    dsc_error err = {0};
+    cr_assert_eq(dsc_policy_check(dir, collect, &f, &err), 5, "%s / %s / %s", f.lines[0], f.lines[1],
+                 f.lines[5]);
+    cr_assert_str_eq(f.lines[0], "p.lua:5: unknown field ctx.budgt");
+    cr_assert(strstr(f.lines[1], "p.lua:6: assignment to global 'count' inside a function"), "%s",
+              f.lines[1]);
+    cr_assert_str_eq(f.lines[2], "p.lua:7: unknown field req.purpse");
+    cr_assert_str_eq(f.lines[3], "p.lua:8: unknown global 'os'");
+    cr_assert_str_eq(f.lines[4], "p.lua:10: unknown global 'alow'");
+}
+
+Test(policy_lint, a_folder_that_does_not_compile_is_an_error, .init = make_dir, .fini = remove_dir) {
+    put("p.lua", "return {");
+    dsc_error err = {0};
+    cr_assert_eq(dsc_policy_check(dir, NULL, NULL, &err), -1);
+    cr_assert(strstr(err.message, "p.lua:1:"), "%s", err.message);
+}
