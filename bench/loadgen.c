@@ -147,8 +147,8 @@ static const struct {
 };
 #define N_MODELS (sizeof models / sizeof models[0])
 
-static const char *const purposes[] = {"code-review", "chat", "summarise", "translate",
-                                       "search"};
+static const char *const purposes[] = {"code-review", "support", "translation", "analysis",
+                                       "chat"};
 #define N_PURPOSES (sizeof purposes / sizeof purposes[0])
 
 static uint64_t rng_next(uint64_t *s) { /* xorshift64* */
