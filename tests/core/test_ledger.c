@@ -476,3 +476,31 @@ Test(ledger, usage_settled_after_a_budget_appears_counts_on_it) {
     cr_assert_eq(n, 0);
     dsc_ledger_free(l);
 }
+
+Test(ledger, bad_configuration_is_refused_naming_the_field) {
+    dsc_error err;
+    dsc_ledger_config cfg = {.timezone = "Europe/Nowhere"};
+    cr_assert_null(dsc_ledger_new(&cfg, &err));
+    cr_assert_eq(err.code, DSC_BAD_REQUEST);
+    cr_assert(strstr(err.message, "timezone") && strstr(err.message, "Europe/Nowhere"), "%s",
+              err.message);
+    cfg = (dsc_ledger_config){.durability = (dsc_durability)7};
+    cr_assert_null(dsc_ledger_new(&cfg, &err));
+    cr_assert(strstr(err.message, "durability"), "%s", err.message);
+    cfg = (dsc_ledger_config){.timezone = "+05:30"};
+    dsc_ledger *l = dsc_ledger_new(&cfg, &err);
+    cr_assert(l, "%s", err.message);
+    dsc_ledger_free(l);
+    dsc_ledger_free(NULL);
+}
+
+Test(ledger, calendar_budgets_follow_the_configured_timezone) {
+    fake_clock clk = {.now = 1736899200LL * S + 30 * 60 * S}; /* 2025-01-15T00:30Z */
+    dsc_ledger_config cfg = {.now_us = fake_now, .clock_ud = &clk, .timezone = "+02:00"};
+    dsc_ledger *l = dsc_ledger_new(&cfg, NULL);
+    cr_assert(l);
+    budget(l, "org:acme", DSC_METRIC_REQUESTS, "day", 5);
+    /* 00:30Z is 02:30 at +02:00: the local day ends at 22:00Z */
+    cr_assert_eq(state_of(l, &ana, "org:acme").resets_at, 1736899200 + 22 * 3600);
+    dsc_ledger_free(l);
+}

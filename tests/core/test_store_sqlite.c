@@ -13,6 +13,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/stat.h>
 #include <sys/wait.h>
 #include <time.h>
 #include <unistd.h>
@@ -29,9 +30,12 @@ static int64_t fake_now(void *ud) {
     return ((fake_clock *)ud)->now;
 }
 
+/* A fresh database path under the build tree's ledger-tests/ (kept for inspection). */
 static void temp_db(char *path, size_t len) {
     char dir[512];
-    snprintf(dir, sizeof dir, "%s/ledger-test-XXXXXX", DISCERN_BINARY_DIR);
+    snprintf(dir, sizeof dir, "%s/ledger-tests", DISCERN_BINARY_DIR);
+    mkdir(dir, 0755);
+    snprintf(dir, sizeof dir, "%s/ledger-tests/XXXXXX", DISCERN_BINARY_DIR);
     cr_assert(mkdtemp(dir), "mkdtemp");
     snprintf(path, len, "%s/discern.db", dir);
 }
