@@ -87,7 +87,7 @@ int cli_parse(int argc, char **argv, cli_conn *conn, cli_req *req, const cli_fla
     for (size_t k = 0; k < n_extra && n < MAX_FLAGS; k++) f[n++] = extra[k];
     if (rest) *rest = argc;
     for (int i = 1; i < argc; i++) {
-        const char *arg = argv[i], *eq = strchr(arg, '='), *val;
+        const char *arg = argv[i], *eq = strchr(arg, '='), *val = NULL;
         if (strcmp(arg, "--help") == 0 || strcmp(arg, "-h") == 0) {
             conn->help = 1;
             continue;
