@@ -210,15 +210,22 @@ static int estimate_print_json(const dsc_estimate *est) {
     return print_json(root, 17);
 }
 
+/* A formatted range; big enough for two %.3g numbers and the dash. */
+typedef struct range_text {
+    char s[80];
+} range_text;
+
 /* "0.801 – 1.28", or one number when the bounds agree to the digits shown. */
-static void fmt_range(char *buf, size_t cap, dsc_range r, double scale) {
-    char lo[16], hi[16]; /* "%.3g" needs at most 10 bytes */
+static range_text fmt_range(dsc_range r, double scale) {
+    char lo[32], hi[32];
+    range_text t;
     snprintf(lo, sizeof lo, "%.3g", r.min * scale);
     snprintf(hi, sizeof hi, "%.3g", r.max * scale);
     if (strcmp(lo, hi) == 0)
-        snprintf(buf, cap, "%s", lo);
+        snprintf(t.s, sizeof t.s, "%s", lo);
     else
-        snprintf(buf, cap, "%s \u2013 %s", lo, hi);
+        snprintf(t.s, sizeof t.s, "%s \u2013 %s", lo, hi);
+    return t;
 }
 
 /* Print s left-aligned in width display columns (UTF-8 aware). */
@@ -257,17 +264,10 @@ static void print_impacts_table(const dsc_estimate *est) {
     puts("embodied");
     for (size_t i = 0; i < sizeof table_rows / sizeof table_rows[0]; i++) {
         const table_row *row = &table_rows[i];
-        char cell[64];
         print_cell(row->label, 21);
-        fmt_range(cell, sizeof cell, range_at(&est->total, row->offset), row->scale);
-        print_cell(cell, 22);
-        fmt_range(cell, sizeof cell, range_at(&est->usage, row->offset), row->scale);
-        print_cell(cell, 22);
-        if (row->embodied)
-            fmt_range(cell, sizeof cell, range_at(&est->embodied, row->offset), row->scale);
-        else
-            snprintf(cell, sizeof cell, "-");
-        puts(cell);
+        print_cell(fmt_range(range_at(&est->total, row->offset), row->scale).s, 22);
+        print_cell(fmt_range(range_at(&est->usage, row->offset), row->scale).s, 22);
+        puts(row->embodied ? fmt_range(range_at(&est->embodied, row->offset), row->scale).s : "-");
     }
 }
 
@@ -275,27 +275,25 @@ static void print_factors(const dsc_catalog *cat, const dsc_estimate_input *in,
                           const dsc_estimate *est) {
     const dsc_provider *p = dsc_catalog_provider(cat, in->provider);
     const dsc_zone *z = dsc_catalog_zone(cat, est->zone);
-    const dsc_model *m = dsc_catalog_model(cat, in->provider, in->model);
-    char pue[64], wue[64], gpus[32], lat[64], act[64], tot[64];
-    fmt_range(pue, sizeof pue, p->pue, 1);
-    fmt_range(wue, sizeof wue, p->wue_l_per_kwh, 1);
     printf("factors: PUE %s, on-site water %s L/kWh; %s mix %.4g gCO2e/kWh, %.4g MJ/kWh, "
            "%.4g kgSbeq/kWh, %.4g L/kWh off-site water\n",
-           pue, wue, z->name, z->gwp_kgco2eq_per_kwh * 1e3, z->pe_mj_per_kwh,
-           z->adpe_kgsbeq_per_kwh, z->wue_l_per_kwh);
-    if (est->bound[0].gpu_count == est->bound[1].gpu_count)
-        snprintf(gpus, sizeof gpus, "%d", est->bound[0].gpu_count);
-    else
-        snprintf(gpus, sizeof gpus, "%d \u2013 %d", est->bound[0].gpu_count,
-                 est->bound[1].gpu_count);
-    fmt_range(lat, sizeof lat, (dsc_range){est->bound[0].latency_s, est->bound[1].latency_s}, 1);
-    fmt_range(act, sizeof act, m->active_params_b, 1);
-    fmt_range(tot, sizeof tot, m->total_params_b, 1);
+           fmt_range(p->pue, 1).s, fmt_range(p->wue_l_per_kwh, 1).s, z->name,
+           z->gwp_kgco2eq_per_kwh * 1e3, z->pe_mj_per_kwh, z->adpe_kgsbeq_per_kwh,
+           z->wue_l_per_kwh);
+}
+
+static void print_model_line(const dsc_catalog *cat, const dsc_estimate_input *in,
+                             const dsc_estimate *est) {
+    const dsc_model *m = dsc_catalog_model(cat, in->provider, in->model);
+    dsc_range gpus = {est->bound[0].gpu_count, est->bound[1].gpu_count};
+    dsc_range latency = {est->bound[0].latency_s, est->bound[1].latency_s};
+    const char *why = in->latency_s > 0 && est->bound[0].latency_s == in->latency_s
+                          ? " (capped by the measured latency)"
+                          : (m->tps > 0 ? " (measured throughput)" : " (latency model)");
     printf("model: %s, %s B active of %s B; %s GPUs (H100 80GB); generation %s s%s\n",
-           m->arch == DSC_ARCH_MOE ? "mixture of experts" : "dense", act, tot, gpus, lat,
-           in->latency_s > 0 && est->bound[0].latency_s == in->latency_s
-               ? " (capped by the measured latency)"
-               : (m->tps > 0 ? " (measured throughput)" : " (latency model)"));
+           m->arch == DSC_ARCH_MOE ? "mixture of experts" : "dense",
+           fmt_range(m->active_params_b, 1).s, fmt_range(m->total_params_b, 1).s,
+           fmt_range(gpus, 1).s, fmt_range(latency, 1).s, why);
 }
 
 static void estimate_print_human(const dsc_catalog *cat, const dsc_estimate_input *in,
@@ -309,6 +307,7 @@ static void estimate_print_human(const dsc_catalog *cat, const dsc_estimate_inpu
     print_impacts_table(est);
     putchar('\n');
     print_factors(cat, in, est);
+    print_model_line(cat, in, est);
     const dsc_price *price = dsc_catalog_price(cat, in->provider, in->model);
     if (price)
         printf("list price: %.6f %s for %lld input + %lld output tokens (%g / %g per M tokens, "

@@ -817,6 +817,7 @@ const dsc_provider *dsc_catalog_provider_at(const dsc_catalog *cat, size_t i) {
 
 #define EDIT_MAX 127
 #define SUGGEST_KEEP 16
+#define SUGGEST_QUERY_MAX 96
 
 int dsc_catalog_edit_distance(const char *a, const char *b) {
     size_t la = strnlen(a, EDIT_MAX), lb = strnlen(b, EDIT_MAX);
@@ -887,11 +888,13 @@ static size_t ranking_out(const ranking *r, const char **out) {
     return r->n;
 }
 
+/* Queries longer than SUGGEST_QUERY_MAX get no suggestions: no catalogue name is
+ * that long, and it bounds the work an error costs on hostile input. */
 static int ranking_init(ranking *r, const char *query, const char **out, size_t max) {
     r->query = query;
     r->n = 0;
     r->max = max > SUGGEST_KEEP ? SUGGEST_KEEP : max;
-    return query && out && r->max > 0;
+    return query && out && r->max > 0 && strnlen(query, SUGGEST_QUERY_MAX + 1) <= SUGGEST_QUERY_MAX;
 }
 
 size_t dsc_catalog_suggest_models(const dsc_catalog *cat, const char *provider, const char *query,

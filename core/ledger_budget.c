@@ -21,8 +21,8 @@ dsc_status dsc__check_name(const char *field, const char *v, dsc_error *err) {
     if (!v || !*v) return DSC_OK;
     size_t len = strlen(v);
     if (len >= DSC_NAME_MAX)
-        return dsc_error_set(err, DSC_BAD_REQUEST, "field '%s': longer than %d characters",
-                             field, DSC_NAME_MAX - 1);
+        return dsc_error_set(err, DSC_BAD_REQUEST, "field '%s': longer than %d characters", field,
+                             DSC_NAME_MAX - 1);
     for (const char *p = v; *p; p++)
         if (*p == ':' || *p == '/' || *p == '*' || (unsigned char)*p <= ' ' || *p == 0x7f)
             return dsc_error_set(err, DSC_BAD_REQUEST,
@@ -51,29 +51,31 @@ static bool parse_part(const char *s, size_t len, int *level, char *value) {
 }
 
 static bool parse_selector(const char *text, dsc__budget *b) {
-    b->org[0] = '\0';
+    char org[DSC_NAME_MAX], value[DSC_NAME_MAX];
+    int level;
+    b->qualified = false;
     if (strcmp(text, "*") == 0) {
         b->level = LV_ALL;
-        strcpy(b->value, "*");
+        b->any = true;
         return true;
     }
     const char *slash = strchr(text, '/');
-    int level;
     if (!slash) {
-        if (!parse_part(text, strlen(text), &level, b->value)) return false;
-        b->level = (dsc__level)level;
-        return true;
+        if (!parse_part(text, strlen(text), &level, value)) return false;
+    } else {
+        if (!parse_part(text, (size_t)(slash - text), &level, org) || level != LV_ORG ||
+            strcmp(org, "*") == 0)
+            return false;
+        if (!parse_part(slash + 1, strlen(slash + 1), &level, value) || level == LV_ORG)
+            return false;
+        b->qualified = true;
     }
-    if (!parse_part(text, (size_t)(slash - text), &level, b->org) || level != LV_ORG ||
-        strcmp(b->org, "*") == 0)
-        return false;
-    if (!parse_part(slash + 1, strlen(slash + 1), &level, b->value) || level == LV_ORG)
-        return false;
     b->level = (dsc__level)level;
+    b->any = strcmp(value, "*") == 0;
     return true;
 }
 
-dsc_status dsc__budget_parse_selector(const char *text, dsc__budget *b, dsc_error *err) {
+static dsc_status parse_selector_checked(const char *text, dsc__budget *b, dsc_error *err) {
     if (!text || strlen(text) >= DSC_SELECTOR_MAX || !parse_selector(text, b))
         return dsc_error_set(err, DSC_BAD_REQUEST,
                              "field 'selector': '%.60s' is not '*', '<level>:<name|*>' or "
@@ -110,16 +112,31 @@ dsc_status dsc__budget_insert(dsc_ledger *l, dsc__budget *b) {
     dsc__sel_slot *slot = dsc__strmap_get(&l->sels, b->selector);
     bool new_slot = !slot;
     if (new_slot) {
-        if (!(slot = calloc(1, sizeof *slot))) return DSC_NOMEM;
+        if (!(slot = calloc(1, sizeof *slot + strlen(b->selector) + 1))) return DSC_NOMEM;
         strcpy(slot->selector, b->selector);
         if (dsc__strmap_put(&l->sels, slot->selector, slot) != DSC_OK) goto fail;
     }
     if (dsc__strmap_put(&l->budgets, b->ident, b) != DSC_OK) goto fail_sel;
     if (live_append(l, b) != DSC_OK) goto fail_ident;
+    for (dsc__counter *c = b->counters; c; c = c->next) {
+        if (dsc__strmap_put(&l->counters, c->key, c) != DSC_OK) goto fail_counters;
+        l->n_counters++;
+    }
+    l->budget_epoch++;
     b->next_sel = slot->head;
     slot->head = b;
+    l->shape_count[dsc__budget_shape(b)]++;
     if (b->id >= l->next_budget_id) l->next_budget_id = b->id + 1;
     return DSC_OK;
+fail_counters:
+    for (dsc__counter *c = b->counters; c; c = c->next)
+        if (dsc__strmap_del_if(&l->counters, c->key, c)) l->n_counters--;
+    for (size_t i = 0; i < l->n_live; i++)
+        if (l->live[i] == b) {
+            memmove(&l->live[i], &l->live[i + 1], (l->n_live - i - 1) * sizeof *l->live);
+            l->n_live--;
+            break;
+        }
 fail_ident:
     dsc__strmap_del(&l->budgets, b->ident);
 fail_sel:
@@ -144,7 +161,9 @@ static void unlink_from_slot(dsc_ledger *l, dsc__budget *b) {
 }
 
 void dsc__budget_remove(dsc_ledger *l, dsc__budget *b) {
+    l->budget_epoch++;
     unlink_from_slot(l, b);
+    l->shape_count[dsc__budget_shape(b)]--;
     dsc__strmap_del(&l->budgets, b->ident);
     for (size_t i = 0; i < l->n_live; i++)
         if (l->live[i] == b) {
@@ -160,54 +179,99 @@ void dsc__budget_remove(dsc_ledger *l, dsc__budget *b) {
     l->dead = b;
 }
 
-static bool present(const char *s) { return s && *s; }
+static bool present(const char *s) {
+    return s && *s;
+}
 
-/* The selectors that can apply to s, into cand (at most 15). */
-static size_t candidates(const dsc_subject *s, char cand[][DSC_SELECTOR_MAX]) {
+/* Append s to the string at *p, never past end (the last byte stays a NUL). The hot
+ * paths build keys with this rather than snprintf, which costs ~10x more. */
+static void put(char **p, char *end, const char *s) {
+    while (*s && *p < end - 1)
+        *(*p)++ = *s++;
+    **p = '\0';
+}
+
+static void put_int(char **p, char *end, int64_t v) {
+    char digits[24];
+    int n = 0;
+    uint64_t u = v < 0 ? 0 : (uint64_t)v;
+    do
+        digits[n++] = (char)('0' + u % 10), u /= 10;
+    while (u);
+    while (n && *p < end - 1)
+        *(*p)++ = digits[--n];
+    **p = '\0';
+}
+
+/* "<level>:<v>", qualified by "org:<org>/" when org is given, into buf. */
+static void level_name(char *buf, size_t len, const char *org, int lv, const char *v) {
+    char *p = buf, *end = buf + len;
+    *p = '\0';
+    if (org) {
+        put(&p, end, "org:");
+        put(&p, end, org);
+        put(&p, end, "/");
+    }
+    put(&p, end, level_names[lv]);
+    put(&p, end, ":");
+    put(&p, end, v);
+}
+
+#define CAND_MAX 160 /* longer than any selector: an over-long candidate matches none */
+
+int dsc__budget_shape(const dsc__budget *b) {
+    if (b->level == LV_ALL) return 0;
+    if (b->level == LV_ORG) return b->any ? 1 : 2;
+    return 3 + (b->level - LV_TEAM) * 4 + (b->qualified ? 2 : 0) + (b->any ? 0 : 1);
+}
+
+/* The selectors that can apply to s and have budgets of their shape, into cand (at
+ * most DSC__SHAPES): most deployments use a few shapes, so most are skipped unbuilt. */
+static size_t candidates(const dsc_ledger *l, const dsc_subject *s, char cand[][CAND_MAX]) {
     size_t n = 0;
-    strcpy(cand[n++], "*");
+    const size_t *has = l->shape_count;
+    if (has[0]) strcpy(cand[n++], "*");
     if (present(s->org)) {
-        strcpy(cand[n++], "org:*");
-        snprintf(cand[n++], DSC_SELECTOR_MAX, "org:%s", s->org);
+        if (has[1]) strcpy(cand[n++], "org:*");
+        if (has[2]) level_name(cand[n++], CAND_MAX, NULL, LV_ORG, s->org);
     }
     const char *vals[LV_COUNT] = {NULL, NULL, s->team, s->user, s->key};
     for (int lv = LV_TEAM; lv < LV_COUNT; lv++) {
         if (!present(vals[lv])) continue;
-        snprintf(cand[n++], DSC_SELECTOR_MAX, "%s:*", level_names[lv]);
-        snprintf(cand[n++], DSC_SELECTOR_MAX, "%s:%s", level_names[lv], vals[lv]);
+        const size_t *h = has + 3 + (lv - LV_TEAM) * 4;
+        if (h[0]) level_name(cand[n++], CAND_MAX, NULL, lv, "*");
+        if (h[1]) level_name(cand[n++], CAND_MAX, NULL, lv, vals[lv]);
         if (!present(s->org)) continue;
-        snprintf(cand[n++], DSC_SELECTOR_MAX, "org:%s/%s:*", s->org, level_names[lv]);
-        snprintf(cand[n++], DSC_SELECTOR_MAX, "org:%s/%s:%s", s->org, level_names[lv],
-                 vals[lv]);
+        if (h[2]) level_name(cand[n++], CAND_MAX, s->org, lv, "*");
+        if (h[3]) level_name(cand[n++], CAND_MAX, s->org, lv, vals[lv]);
     }
     return n;
 }
 
-/* The counter key of b for subject s into key; returns the name's offset in key. */
 size_t dsc__counter_key(const dsc__budget *b, const dsc_subject *s, char *key, size_t len) {
-    int off = snprintf(key, len, "%lld#", (long long)b->id);
+    char *p = key, *end = key + len;
+    put_int(&p, end, b->id);
+    put(&p, end, "#");
+    size_t off = (size_t)(p - key);
     const char *vals[LV_COUNT] = {NULL, s->org, s->team, s->user, s->key};
     if (b->level == LV_ALL)
-        snprintf(key + off, len - (size_t)off, "*");
-    else if (b->level == LV_ORG || !present(s->org))
-        snprintf(key + off, len - (size_t)off, "%s:%s", level_names[b->level], vals[b->level]);
+        put(&p, end, "*");
     else
-        snprintf(key + off, len - (size_t)off, "org:%s/%s:%s", s->org, level_names[b->level],
-                 vals[b->level]);
-    return (size_t)off;
+        level_name(p, (size_t)(end - p), b->level == LV_ORG || !present(s->org) ? NULL : s->org,
+                   b->level, vals[b->level]);
+    return off;
 }
 
-static dsc__counter *counter_new(dsc_ledger *l, dsc__budget *b, const char *key, size_t off) {
-    dsc__counter *c = calloc(1, sizeof *c);
+static dsc__counter *counter_new(dsc__strmap *map, dsc__budget *b, const char *key, size_t off) {
+    dsc__counter *c = calloc(1, sizeof *c + strlen(key) + 1);
     if (!c) return NULL;
     c->b = b;
     strcpy(c->key, key);
     c->name_off = off;
     if (dsc_window_counter_init(&c->wc, &b->win) != DSC_OK) goto fail;
-    if (dsc__strmap_put(&l->counters, c->key, c) != DSC_OK) goto fail;
+    if (dsc__strmap_put(map, c->key, c) != DSC_OK) goto fail;
     c->next = b->counters;
     b->counters = c;
-    l->n_counters++;
     return c;
 fail:
     dsc_window_counter_destroy(&c->wc);
@@ -215,23 +279,45 @@ fail:
     return NULL;
 }
 
-static dsc_status add_hits(dsc_ledger *l, dsc__sel_slot *slot, const dsc_subject *s,
-                           bool create, dsc__hit *hits, size_t *n) {
-    char key[sizeof ((dsc__counter *)0)->key];
+dsc__counter *dsc__budget_counter(dsc__strmap *map, dsc__budget *b, const dsc_subject *s,
+                                  bool *created) {
+    char key[DSC__COUNTER_KEY_MAX];
+    size_t off = dsc__counter_key(b, s, key, sizeof key);
+    dsc__counter *c = dsc__strmap_get(map, key);
+    *created = !c;
+    return c ? c : counter_new(map, b, key, off);
+}
+
+bool dsc__budget_applies(const dsc__budget *b, const dsc_subject *s) {
+    const char *vals[LV_COUNT] = {NULL, s->org, s->team, s->user, s->key};
+    if (b->level == LV_ALL) return true;
+    if (!present(vals[b->level]) || (b->qualified && !present(s->org))) return false;
+    char cand[CAND_MAX];
+    level_name(cand, sizeof cand, b->qualified ? s->org : NULL, b->level,
+               b->any ? "*" : vals[b->level]);
+    return strcmp(cand, b->selector) == 0;
+}
+
+static dsc_status add_hits(dsc_ledger *l, dsc__sel_slot *slot, const dsc_subject *s, bool create,
+                           dsc__hit *hits, size_t *n) {
+    char key[DSC__COUNTER_KEY_MAX];
     for (dsc__budget *b = slot->head; b; b = b->next_sel) {
         if (*n == DSC__HITS_MAX) return DSC_TOO_LARGE;
         size_t off = dsc__counter_key(b, s, key, sizeof key);
         dsc__counter *c = dsc__strmap_get(&l->counters, key);
-        if (!c && create && !(c = counter_new(l, b, key, off))) return DSC_NOMEM;
+        if (!c && create) {
+            if (!(c = counter_new(&l->counters, b, key, off))) return DSC_NOMEM;
+            l->n_counters++;
+        }
         hits[(*n)++] = (dsc__hit){b, c};
     }
     return DSC_OK;
 }
 
-dsc_status dsc__match(dsc_ledger *l, const dsc_subject *s, bool create, dsc__hit *hits,
-                      size_t *n, dsc_error *err) {
-    char cand[15][DSC_SELECTOR_MAX];
-    size_t nc = candidates(s, cand);
+dsc_status dsc__match(dsc_ledger *l, const dsc_subject *s, bool create, dsc__hit *hits, size_t *n,
+                      dsc_error *err) {
+    char cand[DSC__SHAPES][CAND_MAX];
+    size_t nc = candidates(l, s, cand);
     *n = 0;
     for (size_t i = 0; i < nc; i++) {
         dsc__sel_slot *slot = dsc__strmap_get(&l->sels, cand[i]);
@@ -245,12 +331,17 @@ dsc_status dsc__match(dsc_ledger *l, const dsc_subject *s, bool create, dsc__hit
     return DSC_OK;
 }
 
-static void budget_free(dsc__budget *b) {
+void dsc__budget_drop_counters(dsc__budget *b) {
     for (dsc__counter *c = b->counters, *next; c; c = next) {
         next = c->next;
         dsc_window_counter_destroy(&c->wc);
         free(c);
     }
+    b->counters = NULL;
+}
+
+static void budget_free(dsc__budget *b) {
+    dsc__budget_drop_counters(b);
     free(b);
 }
 
@@ -260,7 +351,8 @@ static void free_slot(void *val, void *ud) {
 }
 
 void dsc__budgets_free(dsc_ledger *l) {
-    for (size_t i = 0; i < l->n_live; i++) budget_free(l->live[i]);
+    for (size_t i = 0; i < l->n_live; i++)
+        budget_free(l->live[i]);
     for (dsc__budget *b = l->dead, *next; b; b = next) {
         next = b->next_dead;
         budget_free(b);
@@ -274,24 +366,31 @@ void dsc__budgets_free(dsc_ledger *l) {
 /* --- the public budget API ------------------------------------------------------ */
 
 /* Parse (selector, metric, window) into a fresh budget (not indexed). */
-static dsc_status budget_prepare(const char *selector, dsc_metric metric, const char *window,
-                                 dsc__budget **out, dsc_error *err) {
+dsc_status dsc__budget_new(const char *selector, dsc_metric metric, const char *window,
+                           dsc__budget **out, dsc_error *err) {
     if ((unsigned)metric >= DSC_METRIC_COUNT)
         return dsc_error_set(err, DSC_UNKNOWN_METRIC, "field 'metric': %d is not a metric",
                              (int)metric);
-    dsc__budget *b = calloc(1, sizeof *b);
+    dsc__budget tmp;
+    memset(&tmp, 0, sizeof tmp);
+    dsc_status st = parse_selector_checked(selector, &tmp, err);
+    if (st == DSC_OK) st = dsc_window_parse(window, &tmp.win, err);
+    if (st != DSC_OK) return st;
+    snprintf(tmp.window_text, sizeof tmp.window_text, "%s", window);
+    tmp.metric = metric;
+    char ident[DSC_SELECTOR_MAX + DSC_WINDOW_MAX + 16];
+    dsc__budget_ident(ident, sizeof ident, tmp.selector, metric, tmp.window_text);
+    dsc__budget *b = malloc(sizeof *b + strlen(ident) + 1);
     if (!b) return dsc_error_set(err, DSC_NOMEM, "out of memory creating a budget");
-    dsc_status st = dsc__budget_parse_selector(selector, b, err);
-    if (st == DSC_OK) st = dsc_window_parse(window, &b->win, err);
-    if (st != DSC_OK) {
-        free(b);
-        return st;
-    }
-    snprintf(b->window_text, sizeof b->window_text, "%s", window);
-    b->metric = metric;
-    dsc__budget_ident(b->ident, sizeof b->ident, b->selector, metric, b->window_text);
+    memcpy(b, &tmp, sizeof tmp);
+    strcpy(b->ident, ident);
     *out = b;
     return DSC_OK;
+}
+
+static dsc_status budget_prepare(const char *selector, dsc_metric metric, const char *window,
+                                 dsc__budget **out, dsc_error *err) {
+    return dsc__budget_new(selector, metric, window, out, err);
 }
 
 static void budget_info(const dsc__budget *b, dsc_budget_info *out) {
@@ -362,8 +461,15 @@ dsc_status dsc_ledger_budget_set(dsc_ledger *l, const char *selector, dsc_metric
     b->id = old ? old->id : l->next_budget_id++;
     int64_t now = dsc__ledger_now(l);
     pthread_mutex_unlock(&l->mu);
-    if (l->store &&
-        (st = budget_persist(l, budget_rec(DSC__REC_BUDGET_SET, b, b->id, micro, now), err))) {
+    if (l->store) { /* the writer applies it, counting the window's past usage */
+        st = budget_persist(l, budget_rec(DSC__REC_BUDGET_SET, b, b->id, micro, now), err);
+        pthread_mutex_lock(&l->mu);
+        dsc__budget *now_b = dsc__strmap_get(&l->budgets, b->ident);
+        if (st == DSC_OK && now_b)
+            budget_info(now_b, out);
+        else if (st == DSC_OK)
+            st = dsc_error_set(err, DSC_NOMEM, "out of memory indexing a budget");
+        pthread_mutex_unlock(&l->mu);
         free(b);
         return st;
     }
@@ -383,13 +489,14 @@ dsc_status dsc_ledger_budget_delete(dsc_ledger *l, const char *selector, dsc_met
     int64_t id = b ? b->id : 0, now = dsc__ledger_now(l);
     pthread_mutex_unlock(&l->mu);
     if (!b) {
-        st = dsc_error_set(err, DSC_UNKNOWN_BUDGET, "no budget '%s' on %s over '%s'",
-                           key->selector, dsc_metric_name(metric), key->window_text);
+        st = dsc_error_set(err, DSC_UNKNOWN_BUDGET, "no budget '%s' on %s over '%s'", key->selector,
+                           dsc_metric_name(metric), key->window_text);
         goto out;
     }
-    if (l->store &&
-        (st = budget_persist(l, budget_rec(DSC__REC_BUDGET_DELETE, key, id, 0, now), err)))
+    if (l->store) { /* the writer removes it after the commit */
+        st = budget_persist(l, budget_rec(DSC__REC_BUDGET_DELETE, key, id, 0, now), err);
         goto out;
+    }
     pthread_mutex_lock(&l->mu);
     b = dsc__strmap_get(&l->budgets, key->ident);
     if (b && b->id == id) dsc__budget_remove(l, b);
@@ -409,8 +516,8 @@ dsc_status dsc_ledger_budget_get(dsc_ledger *l, const char *selector, dsc_metric
     if (b)
         budget_info(b, out);
     else
-        st = dsc_error_set(err, DSC_UNKNOWN_BUDGET, "no budget '%s' on %s over '%s'",
-                           key->selector, dsc_metric_name(metric), key->window_text);
+        st = dsc_error_set(err, DSC_UNKNOWN_BUDGET, "no budget '%s' on %s over '%s'", key->selector,
+                           dsc_metric_name(metric), key->window_text);
     pthread_mutex_unlock(&l->mu);
     free(key);
     return st;
@@ -420,7 +527,8 @@ size_t dsc_ledger_budget_list(dsc_ledger *l, size_t offset, dsc_budget_info *out
                               size_t *total) {
     size_t n = 0;
     pthread_mutex_lock(&l->mu);
-    for (size_t i = offset; out && i < l->n_live && n < max; i++) budget_info(l->live[i], &out[n++]);
+    for (size_t i = offset; out && i < l->n_live && n < max; i++)
+        budget_info(l->live[i], &out[n++]);
     if (total) *total = l->n_live;
     pthread_mutex_unlock(&l->mu);
     return n;

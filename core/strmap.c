@@ -13,12 +13,26 @@ static const char tombstone_key[1];
 #define TOMB (tombstone_key)
 
 uint64_t dsc__strmap_hash(const char *s) {
-    uint64_t h = 1469598103934665603ULL;
-    for (; *s; s++) h = (h ^ (unsigned char)*s) * 1099511628211ULL;
-    return h ^ (h >> 29);
+    /* Eight bytes per multiply (byte-at-a-time FNV was a sixth of a reserve's time),
+     * finished like murmur3's fmix64 so that the low bits used as index are mixed. */
+    size_t n = strlen(s);
+    uint64_t h = 0x9e3779b97f4a7c15ULL ^ n, w;
+    for (; n >= 8; s += 8, n -= 8) {
+        memcpy(&w, s, 8);
+        h = (h ^ w) * 0xff51afd7ed558ccdULL;
+        h ^= h >> 32;
+    }
+    w = 0;
+    memcpy(&w, s, n);
+    h = (h ^ w) * 0xc4ceb9fe1a85ec53ULL;
+    h ^= h >> 33;
+    h *= 0xff51afd7ed558ccdULL;
+    return h ^ (h >> 33);
 }
 
-void dsc__strmap_init(dsc__strmap *m) { memset(m, 0, sizeof *m); }
+void dsc__strmap_init(dsc__strmap *m) {
+    memset(m, 0, sizeof *m);
+}
 
 void dsc__strmap_destroy(dsc__strmap *m) {
     free(m->slots);
@@ -41,13 +55,15 @@ void *dsc__strmap_get(const dsc__strmap *m, const char *key) {
 
 static void insert_fresh(dsc__strmap_entry *slots, size_t cap, const dsc__strmap_entry *src) {
     size_t i = src->hash & (cap - 1);
-    while (slots[i].key) i = (i + 1) & (cap - 1);
+    while (slots[i].key)
+        i = (i + 1) & (cap - 1);
     slots[i] = *src;
 }
 
 static dsc_status grow(dsc__strmap *m) {
     size_t cap = m->cap ? m->cap : 16;
-    while ((m->len + 1) * 10 >= cap * 5) cap *= 2; /* rehash to at most 50% full */
+    while ((m->len + 1) * 10 >= cap * 5)
+        cap *= 2; /* rehash to at most 50% full */
     dsc__strmap_entry *slots = calloc(cap, sizeof *slots);
     if (!slots) return DSC_NOMEM;
     for (size_t i = 0; i < m->cap; i++)
@@ -69,7 +85,8 @@ dsc_status dsc__strmap_put(dsc__strmap *m, const char *key, void *val) {
     }
     if ((m->used + 1) * 10 > m->cap * 7 && grow(m) != DSC_OK) return DSC_NOMEM;
     size_t i = h & (m->cap - 1);
-    while (m->slots[i].key && m->slots[i].key != TOMB) i = (i + 1) & (m->cap - 1);
+    while (m->slots[i].key && m->slots[i].key != TOMB)
+        i = (i + 1) & (m->cap - 1);
     if (!m->slots[i].key) m->used++;
     m->slots[i] = (dsc__strmap_entry){key, h, val};
     m->len++;
@@ -77,8 +94,12 @@ dsc_status dsc__strmap_put(dsc__strmap *m, const char *key, void *val) {
 }
 
 void *dsc__strmap_del(dsc__strmap *m, const char *key) {
+    return dsc__strmap_del_if(m, key, NULL);
+}
+
+void *dsc__strmap_del_if(dsc__strmap *m, const char *key, const void *only) {
     dsc__strmap_entry *e = find(m, key, dsc__strmap_hash(key));
-    if (!e) return NULL;
+    if (!e || (only && e->val != only)) return NULL;
     void *val = e->val;
     e->key = TOMB;
     e->val = NULL;

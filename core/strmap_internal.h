@@ -30,7 +30,7 @@ typedef struct dsc__strmap {
     size_t cap, len, used; /* used = live + tombstones */
 } dsc__strmap;
 
-/* A 64-bit FNV-1a hash of s. */
+/* A 64-bit hash of s. */
 uint64_t dsc__strmap_hash(const char *s);
 /* An empty map (allocates on first put). */
 void dsc__strmap_init(dsc__strmap *m);
@@ -42,6 +42,9 @@ void *dsc__strmap_get(const dsc__strmap *m, const char *key);
 dsc_status dsc__strmap_put(dsc__strmap *m, const char *key, void *val);
 /* Remove key; returns its value or NULL. */
 void *dsc__strmap_del(dsc__strmap *m, const char *key);
+/* Remove key only when it maps to val (NULL: whatever it maps to); returns the value
+ * removed or NULL. */
+void *dsc__strmap_del_if(dsc__strmap *m, const char *key, const void *val);
 /* Visit every value (order unspecified); fn must not change the map. */
 void dsc__strmap_each(const dsc__strmap *m, void (*fn)(void *val, void *ud), void *ud);
 

@@ -78,7 +78,9 @@ static int conn_flush(dsc__conn *c) {
         } else if (n < 0 && errno == EINTR) {
             continue;
         } else if (n < 0 && (errno == EAGAIN || errno == EWOULDBLOCK)) {
-            event_add(c->wev, NULL);
+            /* A peer that stops reading its replies is dropped after the idle time. */
+            struct timeval idle = {(time_t)c->w->srv->cfg.idle_timeout_s, 0};
+            event_add(c->wev, &idle);
             return 1;
         } else {
             return -1;
@@ -248,7 +250,10 @@ static void on_read(evutil_socket_t fd, short what, void *arg) {
 
 static void on_write(evutil_socket_t fd, short what, void *arg) {
     (void)fd;
-    (void)what;
+    if (what & EV_TIMEOUT) {
+        conn_close(arg, "write_timeout");
+        return;
+    }
     pump(arg);
 }
 
@@ -339,6 +344,7 @@ static void *worker_main(void *arg) {
     dsc__worker *w = arg;
     event_base_loop(w->base, EVLOOP_NO_EXIT_ON_EMPTY);
     while (w->conns) conn_close(w->conns, "shutdown");
+    dsc__worker_release_state(w);
     return NULL;
 }
 
@@ -346,6 +352,7 @@ static dsc_status worker_init(dsc_server *srv, dsc__worker *w, int index, dsc_er
     w->srv = srv;
     w->index = index;
     pthread_mutex_init(&w->lock, NULL);
+    pthread_mutex_init(&w->labels_lock, NULL);
     if (!msgpack_zone_init(&w->zone, 8192)) return dsc_error_set(err, DSC_NOMEM, "worker zone");
     w->base = event_base_new();
     if (!w->base) return dsc_error_set(err, DSC_INTERNAL, "cannot create an event loop");
@@ -396,6 +403,7 @@ static void worker_destroy(dsc__worker *w) {
     msgpack_zone_destroy(&w->zone);
     free(w->queue);
     pthread_mutex_destroy(&w->lock);
+    pthread_mutex_destroy(&w->labels_lock);
 }
 
 /* ------------------------------------------------------------------ listeners -- */
@@ -464,7 +472,7 @@ dsc_status dsc__parse_hostport(const char *key, const char *text, struct sockadd
 
 static dsc_status listen_tcp(dsc_server *srv, dsc_error *err) {
     struct sockaddr_storage ss;
-    socklen_t len;
+    socklen_t len = 0;
     dsc_status st = dsc__parse_hostport("listen", srv->cfg.listen, &ss, &len, err);
     if (st != DSC_OK) return st;
     srv->tcp = evconnlistener_new_bind(srv->base, on_accept, srv,
@@ -525,7 +533,9 @@ static void on_signal(evutil_socket_t sig, short what, void *arg) {
     (void)what;
     dsc_server *srv = arg;
     if (sig == SIGHUP) {
+        dsc_error err;
         dsc_log_write(&srv->log, DSC_LOG_INFO, "sighup", "action=reload");
+        dsc__server_reload(srv, &err); /* logs its outcome; the old state stays on failure */
         return;
     }
     begin_stop(srv);
@@ -538,6 +548,39 @@ static void on_stop_request(evutil_socket_t fd, short what, void *arg) {
 }
 
 void dsc_server_stop(dsc_server *srv) { event_active(srv->sig_stop_request, EV_READ, 0); }
+
+/* --------------------------------------------------------------------- ledger -- */
+
+static void on_tick(evutil_socket_t fd, short what, void *arg) {
+    (void)fd;
+    (void)what;
+    dsc_server *srv = arg;
+    size_t expired = dsc_ledger_tick(srv->ledger);
+    if (expired) dsc_log_write(&srv->log, DSC_LOG_INFO, "holds_expired", "count=%zu", expired);
+    dsc__resv_prune(srv->reservations, dsc__now_us() / 1000000);
+}
+
+static dsc_status open_ledger(dsc_server *srv, dsc_error *err) {
+    static const dsc_durability durabilities[] = {DSC_DURABILITY_FULL, DSC_DURABILITY_BATCH, DSC_DURABILITY_OFF};
+    static const char *const names[] = {"full", "batch", "off"};
+    dsc_ledger_config lc;
+    memset(&lc, 0, sizeof lc);
+    lc.store_path = srv->cfg.store[0] ? srv->cfg.store : NULL;
+    for (int i = 0; i < 3; i++)
+        if (strcmp(srv->cfg.durability, names[i]) == 0) lc.durability = durabilities[i];
+    lc.timezone = srv->cfg.timezone;
+    srv->ledger = dsc_ledger_new(&lc, err);
+    if (!srv->ledger) return err->code;
+    srv->reservations = dsc__resv_table_new(600);
+    if (!srv->reservations) return dsc_error_set(err, DSC_NOMEM, "reservation table");
+    struct timeval second = {1, 0};
+    srv->tick = event_new(srv->base, -1, EV_PERSIST, on_tick, srv);
+    if (!srv->tick) return dsc_error_set(err, DSC_NOMEM, "tick event");
+    event_add(srv->tick, &second);
+    dsc_log_write(&srv->log, DSC_LOG_INFO, "ledger_open", "store=%s durability=%s",
+                  lc.store_path ? lc.store_path : "(memory)", srv->cfg.durability);
+    return DSC_OK;
+}
 
 /* --------------------------------------------------------------------- server -- */
 
@@ -585,15 +628,24 @@ dsc_server *dsc_server_new(const dsc_server_config *cfg, dsc_error *err) {
     srv->log.level = cfg->log_level;
     srv->log.fd = 2;
     srv->started_us = dsc__now_us();
+    pthread_mutex_init(&srv->state_lock, NULL);
+    srv->grid = dsc_grid_new();
+    if (!srv->grid) {
+        dsc_error_set(err, DSC_NOMEM, "out of memory for the grid table");
+        goto fail;
+    }
+    if (dsc__server_reload(srv, err) != DSC_OK) goto fail;
     srv->base = event_base_new();
     if (!srv->base) {
         dsc_error_set(err, DSC_INTERNAL, "cannot create an event loop");
         goto fail;
     }
     if (setup_signals(srv, err) != DSC_OK) goto fail;
+    if (open_ledger(srv, err) != DSC_OK) goto fail;
     if (start_workers(srv, err) != DSC_OK) goto fail;
     if (cfg->listen[0] && listen_tcp(srv, err) != DSC_OK) goto fail;
     if (cfg->unix_path[0] && listen_unix(srv, err) != DSC_OK) goto fail;
+    if (cfg->http[0] && dsc__http_start(srv, err) != DSC_OK) goto fail;
     write_port_file(srv);
     dsc_log_write(&srv->log, DSC_LOG_INFO, "started", "workers=%d version=%s", srv->n_workers,
                   DISCERN_VERSION);
@@ -607,6 +659,9 @@ int dsc_server_run(dsc_server *srv) {
     event_base_dispatch(srv->base);
     begin_stop(srv);
     for (int i = 0; i < srv->n_workers; i++) worker_join(&srv->workers[i]);
+    /* Every reply is out; now make sure everything acknowledged is in the store. */
+    dsc_ledger_free(srv->ledger);
+    srv->ledger = NULL;
     dsc_log_write(&srv->log, DSC_LOG_INFO, "stopped", "exit_code=%d", srv->exit_code);
     return srv->exit_code;
 }
@@ -625,6 +680,13 @@ void dsc_server_free(dsc_server *srv) {
     if (srv->sig_int) event_free(srv->sig_int);
     if (srv->sig_hup) event_free(srv->sig_hup);
     if (srv->sig_stop_request) event_free(srv->sig_stop_request);
+    if (srv->tick) event_free(srv->tick);
+    if (srv->http) evhttp_free(srv->http);
+    dsc_ledger_free(srv->ledger);
+    dsc__resv_table_free(srv->reservations);
     if (srv->base) event_base_free(srv->base);
+    dsc__state_unref(srv->state);
+    dsc_grid_free(srv->grid);
+    pthread_mutex_destroy(&srv->state_lock);
     free(srv);
 }

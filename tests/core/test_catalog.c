@@ -506,3 +506,90 @@ Test(catalog, bad_prices_name_the_file_entry_and_field) {
     expect_prices_refused("{\"prices\": []}", "prices.json", "currency");
     expect_prices_refused("{\"currency\": \"USD\",\n \"prices\": [\n}", "prices.json:3:", NULL);
 }
+
+/* ---- robustness: mutated files never crash, and a refusal names the mutated file ---- */
+
+static uint32_t next_random(uint32_t *state) { /* xorshift32: reproducible */
+    *state ^= *state << 13;
+    *state ^= *state >> 17;
+    *state ^= *state << 5;
+    return *state;
+}
+
+static void mutate(char *buf, size_t *len, size_t cap, uint32_t *rng) {
+    static const char alphabet[] = "{}[]\",:0123456789.-e \nabcFRAWOR";
+    for (int k = 1 + (int)(next_random(rng) % 4); k > 0 && *len > 0; k--) {
+        size_t at = next_random(rng) % *len;
+        switch (next_random(rng) % 3) {
+        case 0:
+            buf[at] = alphabet[next_random(rng) % (sizeof alphabet - 1)];
+            break;
+        case 1:
+            memmove(buf + at, buf + at + 1, *len - at);
+            (*len)--;
+            break;
+        default:
+            if (*len + 1 < cap) {
+                memmove(buf + at + 1, buf + at, *len - at + 1);
+                buf[at] = alphabet[next_random(rng) % (sizeof alphabet - 1)];
+                (*len)++;
+            }
+        }
+    }
+    buf[*len] = '\0';
+}
+
+Test(catalog, mutated_catalogue_files_load_or_are_refused_naming_the_file) {
+    const char *names[3] = {DSC_CATALOG_MODELS_FILE, DSC_CATALOG_MIXES_FILE,
+                            DSC_CATALOG_PROVIDERS_FILE};
+    const char *texts[3] = {tiny_models, tiny_mixes, tiny_providers};
+    uint32_t rng = 0x9e3779b9u;
+    int loaded = 0, refused = 0;
+    for (int round = 0; round < 600; round++) {
+        int which = round % 3;
+        char buf[4096];
+        size_t len = strlen(texts[which]);
+        memcpy(buf, texts[which], len + 1);
+        mutate(buf, &len, sizeof buf, &rng);
+        scratch s;
+        scratch_make(&s, which == 0 ? buf : tiny_models, which == 1 ? buf : tiny_mixes,
+                     which == 2 ? buf : tiny_providers);
+        dsc_error err;
+        dsc_catalog *cat = dsc_catalog_load(s.dir, &err);
+        scratch_remove(&s);
+        if (cat) {
+            dsc_catalog_free(cat);
+            loaded++;
+            continue;
+        }
+        refused++;
+        cr_assert_eq(err.code, DSC_PARSE, "round %d: code %d: %s", round, err.code, err.message);
+        cr_assert_not_null(strstr(err.message, names[which]), "round %d: %s", round, err.message);
+    }
+    /* The mutations exercise both outcomes, not only one. */
+    cr_assert_gt(loaded, 20, "only %d mutated catalogues loaded", loaded);
+    cr_assert_gt(refused, 200, "only %d mutated catalogues refused", refused);
+    cr_log_info("%d loaded, %d refused", loaded, refused);
+}
+
+Test(catalog, queries_over_96_bytes_get_no_suggestions) {
+    char name[121], models[512];
+    memset(name, 'm', 120);
+    name[120] = '\0';
+    snprintf(models, sizeof models,
+             "{\"models\": [{\"provider\": \"acme\", \"name\": \"%s\", "
+             "\"architecture\": {\"type\": \"dense\", \"parameters\": 3}}]}",
+             name);
+    scratch s;
+    scratch_make(&s, models, tiny_mixes, tiny_providers);
+    dsc_error err;
+    dsc_catalog *cat = dsc_catalog_load(s.dir, &err);
+    scratch_remove(&s);
+    cr_assert_not_null(cat, "%s", err.message);
+    const char *out[DSC_SUGGEST_MAX];
+    name[119] = 'x'; /* one edit away, but 120 bytes long */
+    cr_assert_eq(dsc_catalog_suggest_models(cat, "acme", name, out, DSC_SUGGEST_MAX), 0);
+    name[90] = '\0'; /* 90 bytes: within the limit, 30 deletions away (limit 30) */
+    cr_assert_eq(dsc_catalog_suggest_models(cat, "acme", name, out, DSC_SUGGEST_MAX), 1);
+    dsc_catalog_free(cat);
+}

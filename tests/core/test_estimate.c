@@ -14,6 +14,7 @@
 #include <criterion/criterion.h>
 #include <jansson.h>
 #include <math.h>
+#include <pthread.h>
 #include <string.h>
 
 #define SHIPPED DISCERN_SOURCE_DIR "/core/data"
@@ -328,4 +329,36 @@ Test(estimate, warning_names_follow_the_bits) {
         dsc_estimate_warning_names(DSC_WARN_ARCH_NOT_RELEASED | DSC_WARN_ARCH_MULTIMODAL, names, 1),
         1);
     cr_assert_str_eq(names[0], "model-arch-not-released");
+}
+
+/* ---- concurrency: one catalogue, many threads, identical answers ---- */
+
+#define THREADS 4
+#define PER_THREAD 20000
+
+static void *estimate_many(void *arg) {
+    const dsc_estimate *want = arg;
+    dsc_estimate_input in = request("anthropic", "claude-sonnet-4-5", 700);
+    in.latency_s = 9;
+    for (int i = 0; i < PER_THREAD; i++) {
+        dsc_estimate got;
+        if (dsc_estimate_compute(cat, &in, &got, NULL) != DSC_OK) return "failed";
+        if (memcmp(&got.total, &want->total, sizeof got.total) != 0) return "differs";
+    }
+    return NULL;
+}
+
+Test(estimate, concurrent_estimates_on_one_catalogue_agree) {
+    dsc_estimate want;
+    dsc_estimate_input in = request("anthropic", "claude-sonnet-4-5", 700);
+    in.latency_s = 9;
+    cr_assert_eq(dsc_estimate_compute(cat, &in, &want, NULL), DSC_OK);
+    pthread_t t[THREADS];
+    for (int i = 0; i < THREADS; i++)
+        cr_assert_eq(pthread_create(&t[i], NULL, estimate_many, &want), 0);
+    for (int i = 0; i < THREADS; i++) {
+        void *res = NULL;
+        pthread_join(t[i], &res);
+        cr_assert_null(res, "thread %d: %s", i, (const char *)res);
+    }
 }

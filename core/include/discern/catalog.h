@@ -135,7 +135,8 @@ const dsc_price *dsc_catalog_price_at(const dsc_catalog *cat, size_t i);
 
 /* Close matches for an unknown name, best first, at most max written to out (the
  * strings live as long as cat). Models (and aliases) are searched within provider,
- * or across all providers when provider is NULL or unknown. Returns how many. */
+ * or across all providers when provider is NULL or unknown. Returns how many (0 for
+ * a query longer than 96 bytes). */
 size_t dsc_catalog_suggest_models(const dsc_catalog *cat, const char *provider, const char *query,
                                   const char **out, size_t max);
 size_t dsc_catalog_suggest_zones(const dsc_catalog *cat, const char *query, const char **out,

@@ -1,0 +1,413 @@
+/*
+ * bench_ledger.c - what the ledger costs: prints each measurement on one line.
+ *
+ *   bench_ledger [dir] [what...]
+ *     dir    where the SQLite files go (default: bench-ledger-data, created)
+ *     what   any of: memory durable rss restart (default: all)
+ *
+ *   memory   reserve+settle pairs per second, in memory, one thread, subjects
+ *            spread over 3 budgets each (org:*, team:*, user:*)
+ *   durable  settles per second with durability full, many threads, group commit
+ *            (also batch and off for comparison)
+ *   rss      resident memory with 100,000 budgets, each with a counter
+ *   restart  dsc_ledger_new over a store holding 1,000,000 charge records
+ */
+#include "discern/ledger.h"
+
+#include <pthread.h>
+#include <semaphore.h>
+#include <stdio.h>
+#include <malloc.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <time.h>
+#include <unistd.h>
+
+#define M DSC_MICRO
+
+static double now_s(void) {
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (double)ts.tv_sec + (double)ts.tv_nsec / 1e9;
+}
+
+static long rss_kb(void) {
+    FILE *f = fopen("/proc/self/status", "r");
+    char line[256];
+    long kb = -1;
+    while (f && fgets(line, sizeof line, f))
+        if (sscanf(line, "VmRSS: %ld kB", &kb) == 1) break;
+    if (f) fclose(f);
+    return kb;
+}
+
+static dsc_ledger *open_ledger(const char *path, dsc_durability d, int64_t (*clock)(void *),
+                               void *ud) {
+    dsc_ledger_config cfg = {.store_path = path, .durability = d, .now_us = clock, .clock_ud = ud};
+    dsc_error err;
+    dsc_ledger *l = dsc_ledger_new(&cfg, &err);
+    if (!l) {
+        fprintf(stderr, "bench_ledger: %s\n", err.message);
+        exit(1);
+    }
+    return l;
+}
+
+static void set_budget(dsc_ledger *l, const char *sel, dsc_metric m, const char *w, double lim) {
+    dsc_error err;
+    if (dsc_ledger_budget_set(l, sel, m, w, lim, NULL, &err) != DSC_OK) {
+        fprintf(stderr, "bench_ledger: budget %s: %s\n", sel, err.message);
+        exit(1);
+    }
+}
+
+static void subject_of(int i, char *org, char *team, char *user, dsc_subject *s) {
+    sprintf(org, "org%d", i % 5);
+    sprintf(team, "team%d", i % 50);
+    sprintf(user, "user%d", i % 1000);
+    *s = (dsc_subject){.org = org, .team = team, .user = user};
+}
+
+static void three_budgets(dsc_ledger *l) {
+    set_budget(l, "org:*", DSC_METRIC_GCO2E, "month", 1e11);
+    set_budget(l, "team:*", DSC_METRIC_GCO2E, "month", 1e11);
+    set_budget(l, "user:*", DSC_METRIC_REQUESTS, "rolling:1h", 1e11);
+}
+
+/* --- memory ----------------------------------------------------------------- */
+
+static void bench_memory(void) {
+    dsc_ledger *l = open_ledger(NULL, DSC_DURABILITY_FULL, NULL, NULL);
+    three_budgets(l);
+    enum { N = 2000000 };
+    enum { SUBJECTS = 1000 };
+    static char names[SUBJECTS][3][16];
+    static dsc_subject subjects[SUBJECTS];
+    for (int i = 0; i < SUBJECTS; i++)
+        subject_of(i, names[i][0], names[i][1], names[i][2], &subjects[i]);
+    char org[16], team[16], user[16], rid[DSC_RESERVATION_ID_MAX];
+    dsc_subject s;
+    dsc_amounts a = {{0}};
+    a.v[DSC_METRIC_GCO2E] = 5 * M;
+    a.v[DSC_METRIC_REQUESTS] = M;
+    double t0 = now_s();
+    for (int i = 0; i < N; i++) {
+        if (dsc_ledger_reserve(l, &subjects[i % SUBJECTS], &a, 60, NULL, rid, NULL, 0, NULL,
+                               NULL) != DSC_OK ||
+            dsc_ledger_settle(l, rid, &a, NULL, NULL, NULL) != DSC_OK) {
+            fprintf(stderr, "bench_ledger: memory pair %d failed\n", i);
+            exit(1);
+        }
+    }
+    double dt = now_s() - t0;
+    printf("memory: %d reserve+settle pairs, 1 thread, 3 budgets each: %.0f pairs/s "
+           "(%.2f us/pair)\n",
+           N, N / dt, dt * 1e6 / N);
+    dsc_budget_state st[4];
+    size_t n;
+    subject_of(0, org, team, user, &s);
+    t0 = now_s();
+    for (int i = 0; i < N; i++)
+        dsc_ledger_preview(l, &s, &a, st, 4, &n, NULL);
+    dt = now_s() - t0;
+    printf("memory: preview of 3 budgets: %.0f /s (%.2f us)\n", N / dt, dt * 1e6 / N);
+    dsc_ledger_free(l);
+}
+
+/* --- durable ---------------------------------------------------------------- */
+
+typedef struct durable_run {
+    dsc_ledger *l;
+    int per_thread;
+    char (*rids)[DSC_RESERVATION_ID_MAX];
+    int phase; /* 0 reserve, 1 settle */
+    pthread_barrier_t *go;
+    int failures;
+} durable_run;
+
+typedef struct worker {
+    durable_run *run;
+    int index;
+} worker;
+
+static void *durable_worker(void *arg) {
+    worker *w = arg;
+    durable_run *r = w->run;
+    char org[16], team[16], user[16];
+    dsc_subject s;
+    subject_of(w->index, org, team, user, &s);
+    dsc_amounts a = {{0}};
+    a.v[DSC_METRIC_GCO2E] = 5 * M;
+    a.v[DSC_METRIC_REQUESTS] = M;
+    pthread_barrier_wait(r->go);
+    for (int i = 0; i < r->per_thread; i++) {
+        char *rid = r->rids[w->index * r->per_thread + i];
+        dsc_status st = r->phase == 0
+                            ? dsc_ledger_reserve(r->l, &s, &a, 3600, NULL, rid, NULL, 0, NULL, NULL)
+                            : dsc_ledger_settle(r->l, rid, &a, NULL, NULL, NULL);
+        if (st != DSC_OK) __atomic_add_fetch(&r->failures, 1, __ATOMIC_RELAXED);
+    }
+    return NULL;
+}
+
+static double run_phase(durable_run *r, int threads, int phase) {
+    pthread_t *t = calloc((size_t)threads, sizeof *t);
+    worker *w = calloc((size_t)threads, sizeof *w);
+    pthread_barrier_t go;
+    pthread_barrier_init(&go, NULL, (unsigned)threads + 1);
+    r->go = &go;
+    r->phase = phase;
+    for (int i = 0; i < threads; i++) {
+        w[i] = (worker){r, i};
+        pthread_create(&t[i], NULL, durable_worker, &w[i]);
+    }
+    pthread_barrier_wait(&go);
+    double t0 = now_s();
+    for (int i = 0; i < threads; i++)
+        pthread_join(t[i], NULL);
+    double dt = now_s() - t0;
+    pthread_barrier_destroy(&go);
+    free(t);
+    free(w);
+    return dt;
+}
+
+static void bench_durable_mode(const char *dir, dsc_durability d, const char *name, int threads,
+                               int per_thread) {
+    char path[1024];
+    snprintf(path, sizeof path, "%s/durable-%s-%d.db", dir, name, threads);
+    unlink(path);
+    dsc_ledger *l = open_ledger(path, d, NULL, NULL);
+    three_budgets(l);
+    durable_run r = {.l = l, .per_thread = per_thread};
+    r.rids = calloc((size_t)threads * (size_t)per_thread, sizeof *r.rids);
+    double tr = run_phase(&r, threads, 0);
+    double ts = run_phase(&r, threads, 1);
+    dsc_ledger_stats stats;
+    dsc_ledger_stats_get(l, &stats);
+    dsc_ledger_free(l); /* flushes what batch/off modes still queue */
+    int n = threads * per_thread;
+    printf("durable %-5s: %d threads, %d settles: %.0f settles/s; reserves %.0f/s; "
+           "%.1f records/commit; failures %d\n",
+           name, threads, n, n / ts, n / tr,
+           stats.store_batches ? (double)stats.store_records / (double)stats.store_batches : 0,
+           r.failures);
+    free(r.rids);
+}
+
+typedef struct async_run {
+    dsc_ledger *l;
+    char (*rids)[DSC_RESERVATION_ID_MAX];
+    int n, nthreads;
+    sem_t slots; /* settles in flight, like requests on open connections */
+    long done;
+    int failures;
+} async_run;
+
+typedef struct async_worker {
+    async_run *run;
+    int index;
+} async_worker;
+
+static void on_settled(void *ud, dsc_status st, const dsc_error *err) {
+    async_run *r = ud;
+    (void)err;
+    if (st != DSC_OK) __atomic_add_fetch(&r->failures, 1, __ATOMIC_RELAXED);
+    __atomic_add_fetch(&r->done, 1, __ATOMIC_RELEASE);
+    sem_post(&r->slots);
+}
+
+static void *async_settler(void *arg) {
+    async_worker *w = arg;
+    async_run *r = w->run;
+    dsc_amounts a = {{0}};
+    a.v[DSC_METRIC_GCO2E] = 5 * M;
+    a.v[DSC_METRIC_REQUESTS] = M;
+    for (int i = w->index; i < r->n; i += r->nthreads) {
+        sem_wait(&r->slots);
+        if (dsc_ledger_settle_async(r->l, r->rids[i], &a, NULL, NULL, on_settled, r, NULL) !=
+            DSC_OK)
+            on_settled(r, DSC_INTERNAL, NULL);
+    }
+    return NULL;
+}
+
+static int cmp_rid(const void *a, const void *b) {
+    return strcmp(a, b);
+}
+
+/* Reserve with blocking threads, then settle from 2 threads with completions,
+ * at most inflight settles outstanding. */
+static void bench_durable_async(const char *dir, int inflight) {
+    char path[1024];
+    snprintf(path, sizeof path, "%s/durable-async-%d.db", dir, inflight);
+    unlink(path);
+    dsc_ledger *l = open_ledger(path, DSC_DURABILITY_FULL, NULL, NULL);
+    three_budgets(l);
+    durable_run r = {.l = l, .per_thread = 1000};
+    r.rids = calloc(64 * 1000, sizeof *r.rids);
+    run_phase(&r, 64, 0);
+    /* settles arrive roughly in the order requests were reserved */
+    qsort(r.rids, 64 * 1000, sizeof *r.rids, cmp_rid);
+    dsc_ledger_stats before;
+    dsc_ledger_stats_get(l, &before);
+    async_run ar = {.l = l, .rids = r.rids, .n = 64 * 1000, .nthreads = 2};
+    sem_init(&ar.slots, 0, (unsigned)inflight);
+    pthread_t t[2];
+    async_worker w[2] = {{&ar, 0}, {&ar, 1}};
+    double t0 = now_s();
+    for (int i = 0; i < 2; i++)
+        pthread_create(&t[i], NULL, async_settler, &w[i]);
+    for (int i = 0; i < 2; i++)
+        pthread_join(t[i], NULL);
+    while (__atomic_load_n(&ar.done, __ATOMIC_ACQUIRE) < ar.n) {
+        struct timespec ts = {0, 100000};
+        nanosleep(&ts, NULL);
+    }
+    double dt = now_s() - t0;
+    dsc_ledger_stats after;
+    dsc_ledger_stats_get(l, &after);
+    printf("durable full async: 2 threads, %d in flight, %d settles: %.0f settles/s; "
+           "%.1f records/commit; failures %d\n",
+           inflight, ar.n, ar.n / dt,
+           (double)(after.store_records - before.store_records) /
+               (double)(after.store_batches - before.store_batches),
+           ar.failures);
+    sem_destroy(&ar.slots);
+    dsc_ledger_free(l);
+    free(r.rids);
+}
+
+static void bench_durable(const char *dir) {
+    bench_durable_mode(dir, DSC_DURABILITY_FULL, "full", 16, 2000);
+    bench_durable_mode(dir, DSC_DURABILITY_FULL, "full", 64, 1000);
+    bench_durable_mode(dir, DSC_DURABILITY_FULL, "full", 256, 400);
+    bench_durable_mode(dir, DSC_DURABILITY_BATCH, "batch", 64, 1000);
+    bench_durable_mode(dir, DSC_DURABILITY_OFF, "off", 64, 1000);
+}
+
+/* --- rss ---------------------------------------------------------------------- */
+
+static void bench_rss(size_t retain_max) {
+    long before = rss_kb();
+    dsc_ledger_config cfg = {.retain_max = retain_max};
+    dsc_ledger *l = dsc_ledger_new(&cfg, NULL);
+    if (!l) exit(1);
+    enum { N = 100000 };
+    char sel[64], org[16], team[16], user[16], rid[DSC_RESERVATION_ID_MAX];
+    double t0 = now_s();
+    for (int i = 0; i < N; i++) {
+        snprintf(sel, sizeof sel, "user:u%d", i);
+        set_budget(l, sel, DSC_METRIC_GCO2E, i % 10 == 0 ? "rolling:1h" : "month", 1000);
+    }
+    double dt = now_s() - t0;
+    dsc_amounts a = {{0}};
+    a.v[DSC_METRIC_GCO2E] = M;
+    for (int i = 0; i < N; i++) { /* every budget gets its counter */
+        snprintf(user, sizeof user, "u%d", i);
+        snprintf(org, sizeof org, "o%d", i % 100);
+        snprintf(team, sizeof team, "t%d", i % 1000);
+        dsc_subject s = {.org = org, .team = team, .user = user};
+        if (dsc_ledger_reserve(l, &s, &a, 60, NULL, rid, NULL, 0, NULL, NULL) != DSC_OK ||
+            dsc_ledger_settle(l, rid, &a, NULL, NULL, NULL) != DSC_OK)
+            exit(1);
+    }
+    long after = rss_kb();
+    dsc_ledger_stats stats;
+    dsc_ledger_stats_get(l, &stats);
+    printf("rss: %zu budgets, %zu counters, %zu remembered reservations: %.1f MB RSS "
+           "(+%.1f MB); budget_set %.1f us each\n",
+           stats.budgets, stats.counters, stats.reservations, after / 1024.0,
+           (after - before) / 1024.0, dt * 1e6 / N);
+    dsc_ledger_free(l);
+    malloc_trim(0);
+}
+
+/* --- restart ---------------------------------------------------------------------- */
+
+typedef struct clock_state {
+    int64_t now;
+} clock_state;
+
+static int64_t bench_clock(void *ud) {
+    return ((clock_state *)ud)->now;
+}
+
+/* span_s: how far back the charges go (two weeks; or minutes, when most settled
+ * reservations are still remembered and reloaded too). */
+static void bench_restart(const char *dir, int64_t span_s) {
+    char path[1024];
+    snprintf(path, sizeof path, "%s/restart-%lld.db", dir, (long long)span_s);
+    unlink(path);
+    struct timespec ts;
+    clock_gettime(CLOCK_REALTIME, &ts);
+    int64_t end = (int64_t)ts.tv_sec * 1000000;
+    enum { N = 1000000 };
+    int64_t step = span_s * 1000000 / N;
+    clock_state clk = {end - (int64_t)N * step};
+    dsc_ledger *l = open_ledger(path, DSC_DURABILITY_OFF, bench_clock, &clk);
+    three_budgets(l);
+    set_budget(l, "*", DSC_METRIC_REQUESTS, "year", 1e11);
+    double t0 = now_s();
+    char org[16], team[16], user[16], rid[DSC_RESERVATION_ID_MAX];
+    dsc_amounts a = {{0}};
+    a.v[DSC_METRIC_GCO2E] = 3 * M;
+    a.v[DSC_METRIC_REQUESTS] = M;
+    for (int i = 0; i < N; i++) {
+        dsc_subject s;
+        subject_of(i, org, team, user, &s);
+        snprintf(rid, sizeof rid, "load-%d", i);
+        clk.now += step;
+        if (dsc_ledger_settle(l, rid, &a, &s, NULL, NULL) != DSC_OK) {
+            i--; /* the queue was briefly failing: retry */
+            continue;
+        }
+    }
+    dsc_ledger_free(l);
+    double fill = now_s() - t0;
+    dsc_budget_state st[8];
+    size_t n = 0;
+    t0 = now_s();
+    l = open_ledger(path, DSC_DURABILITY_FULL, bench_clock, &clk);
+    double dt = now_s() - t0;
+    dsc_subject s;
+    subject_of(0, org, team, user, &s);
+    dsc_ledger_preview(l, &s, NULL, st, 8, &n, NULL);
+    int64_t total = 0;
+    for (size_t i = 0; i < n && i < 8; i++)
+        if (st[i].selector[0] == '*') total = st[i].used;
+    dsc_ledger_stats stats;
+    dsc_ledger_stats_get(l, &stats);
+    printf("restart: %d charge records over %lld s (written in %.1f s with durability off): "
+           "dsc_ledger_new rebuilt the counters in %.2f s, reloading %zu reservations; "
+           "'*' counts %lld requests\n",
+           N, (long long)span_s, fill, dt, stats.reservations, (long long)(total / M));
+    dsc_ledger_free(l);
+}
+
+static bool wants(int argc, char **argv, const char *what) {
+    if (argc <= 2) return true;
+    for (int i = 2; i < argc; i++)
+        if (strcmp(argv[i], what) == 0) return true;
+    return false;
+}
+
+int main(int argc, char **argv) {
+    const char *dir = argc > 1 ? argv[1] : "bench-ledger-data";
+    mkdir(dir, 0755);
+    setvbuf(stdout, NULL, _IOLBF, 0);
+    if (wants(argc, argv, "memory")) bench_memory();
+    if (wants(argc, argv, "rss")) {
+        bench_rss(1); /* budgets and counters only */
+        bench_rss(0); /* plus the default 100 000 remembered reservations */
+    }
+    if (wants(argc, argv, "async")) {
+        bench_durable_async(dir, 256);
+        bench_durable_async(dir, 1024);
+    }
+    if (wants(argc, argv, "durable")) bench_durable(dir);
+    if (wants(argc, argv, "restart")) bench_restart(dir, 14 * 86400);
+    if (wants(argc, argv, "restart-recent")) bench_restart(dir, 500);
+    return 0;
+}
