@@ -47,19 +47,27 @@ int64_t dsc__now_us(void) {
 
 /* ---------------------------------------------------------------- connections -- */
 
+static bool worker_idle(const dsc__worker *w) { return !w->conns && w->jobs == 0; }
+
+/* Close c's socket and unlink it; the struct itself goes when its last job does. */
 static void conn_free(dsc__conn *c) {
     dsc__worker *w = c->w;
     if (c->prev) c->prev->next = c->next;
     else w->conns = c->next;
     if (c->next) c->next->prev = c->prev;
+    c->prev = c->next = NULL;
     if (c->rev) event_free(c->rev);
     if (c->wev) event_free(c->wev);
+    c->rev = c->wev = NULL;
     if (c->fd >= 0) close(c->fd);
+    c->fd = -1;
     free(c->in);
+    c->in = NULL;
     msgpack_sbuffer_destroy(&c->out);
+    msgpack_sbuffer_init(&c->out);
     atomic_fetch_sub(&w->srv->connections, 1);
-    free(c);
-    if (w->draining && !w->conns) event_base_loopexit(w->base, NULL);
+    if (c->jobs == 0) free(c);
+    if (w->draining && worker_idle(w)) event_base_loopexit(w->base, NULL);
 }
 
 static void conn_close(dsc__conn *c, const char *why) {
@@ -150,7 +158,7 @@ static int process_input(dsc__conn *c) {
     const dsc_server_config *cfg = &c->w->srv->cfg;
     size_t off = 0, batch = 0;
     int rc = 0;
-    while (!c->closing && off < c->in_len) {
+    while (!c->closing && off < c->in_len && c->jobs < cfg->max_inflight) {
         size_t size = 0;
         dsc_error err;
         dsc_rpc_scan_result r = dsc_rpc_scan(&c->sc, &cfg->limits, c->in + off, c->in_len - off, &size, &err);
@@ -202,14 +210,25 @@ static void pump(dsc__conn *c) {
         return;
     }
     if (c->closing && f == 0) {
-        conn_close(c, c->w->draining ? "draining" : "broken_stream");
+        conn_close(c, "broken_stream");
         return;
     }
-    pause_reading(c, f == 1 || c->closing || c->w->draining);
-    if (c->w->draining && f == 0) {
+    bool full = c->jobs >= c->w->srv->cfg.max_inflight;
+    pause_reading(c, f == 1 || full || c->closing || c->w->draining);
+    if (c->w->draining && f == 0 && c->jobs == 0) {
         conn_close(c, "draining");
         return;
     }
+}
+
+void dsc__conn_after_job(dsc__conn *c) {
+    dsc__worker *w = c->w;
+    if (c->fd >= 0) {
+        pump(c);
+        return;
+    }
+    if (c->jobs == 0) free(c);
+    if (w->draining && worker_idle(w)) event_base_loopexit(w->base, NULL);
 }
 
 static bool grow_input(dsc__conn *c) {
@@ -232,6 +251,10 @@ static void on_read(evutil_socket_t fd, short what, void *arg) {
     }
     if (!grow_input(c)) {
         conn_close(c, "out_of_memory");
+        return;
+    }
+    if (c->in_len == c->in_cap) { /* only while jobs hold back complete messages */
+        pause_reading(c, true);
         return;
     }
     ssize_t n = read(fd, c->in + c->in_len, c->in_cap - c->in_len);
@@ -296,7 +319,7 @@ static void worker_drain(dsc__worker *w) {
     w->draining = true;
     struct timeval deadline = {DRAIN_DEADLINE_S, 0};
     event_add(w->drain_timer, &deadline);
-    if (!w->conns) {
+    if (worker_idle(w)) {
         event_base_loopexit(w->base, NULL);
         return;
     }
@@ -321,6 +344,7 @@ static void on_notify(evutil_socket_t fd, short what, void *arg) {
     (void)fd;
     (void)what;
     dsc__worker *w = arg;
+    dsc__jobs_run_completed(w);
     for (;;) {
         pthread_mutex_lock(&w->lock);
         bool stop = w->stop;
@@ -662,6 +686,9 @@ int dsc_server_run(dsc_server *srv) {
     /* Every reply is out; now make sure everything acknowledged is in the store. */
     dsc_ledger_free(srv->ledger);
     srv->ledger = NULL;
+    /* The flush reported the last commits; their connections are closed, so this
+     * only frees the jobs (the worker threads are gone: no race). */
+    for (int i = 0; i < srv->n_workers; i++) dsc__jobs_run_completed(&srv->workers[i]);
     dsc_log_write(&srv->log, DSC_LOG_INFO, "stopped", "exit_code=%d", srv->exit_code);
     return srv->exit_code;
 }
