@@ -20,6 +20,15 @@ static const cli_command commands[] = {
     {"estimate", cli_estimate, "footprint of one request, offline (energy, CO2e, water, ...)"},
     {"models", cli_models, "the model catalogue, with parameter counts"},
     {"zones", cli_zones, "the electricity mixes known"},
+    {"check", cli_check, "ask discernd whether an AI request may go ahead"},
+    {"exec", cli_exec, "run a command only if discernd allows it, then settle"},
+    {"settle", cli_settle, "report the real usage of an allowed request"},
+    {"cancel", cli_cancel, "release the hold of a request that did not happen"},
+    {"budget", cli_budget, "list, show, set and delete budgets (list|get|set|delete)"},
+    {"grid", cli_grid, "push a live grid carbon intensity (grid set)"},
+    {"reload", cli_reload, "recompile and switch the server's policies"},
+    {"stats", cli_stats, "the server's counters"},
+    {"ping", cli_ping, "is discernd there?"},
     {"policy", cli_policy, "test and check a policy folder (discern policy test [DIR])"},
 };
 

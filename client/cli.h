@@ -26,5 +26,14 @@ int cli_estimate(int argc, char **argv);
 int cli_models(int argc, char **argv);
 int cli_zones(int argc, char **argv);
 int cli_policy(int argc, char **argv);
+int cli_check(int argc, char **argv);
+int cli_settle(int argc, char **argv);
+int cli_cancel(int argc, char **argv);
+int cli_budget(int argc, char **argv);
+int cli_grid(int argc, char **argv);
+int cli_reload(int argc, char **argv);
+int cli_stats(int argc, char **argv);
+int cli_ping(int argc, char **argv);
+int cli_exec(int argc, char **argv);
 
 #endif

@@ -1,0 +1,678 @@
+/*
+ * client_wire.c - the protocol side of libdiscern-client: one row per method that
+ * packs the request's params and decodes the result map into a plain struct, and
+ * the scanner that bounds what a reply may make us allocate.
+ *
+ * Encoders check required fields before anything is packed so that a bad request
+ * never reaches the socket. Decoders follow docs/protocol.md: unknown keys are
+ * ignored, a missing required key is DSC_PARSE naming it.
+ */
+#include "client_wire.h"
+
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+/* ------------------------------------------------------------------ packing -- */
+
+static int pack_cstr(msgpack_packer *pk, const char *s) {
+    return msgpack_pack_str_with_body(pk, s, strlen(s));
+}
+
+static int pack_kv_str(msgpack_packer *pk, const char *key, const char *val) {
+    return pack_cstr(pk, key) | pack_cstr(pk, val);
+}
+
+static int pack_kv_int(msgpack_packer *pk, const char *key, int64_t val) {
+    return pack_cstr(pk, key) | msgpack_pack_int64(pk, val);
+}
+
+static int pack_kv_num(msgpack_packer *pk, const char *key, double val) {
+    return pack_cstr(pk, key) | msgpack_pack_double(pk, val);
+}
+
+static bool given(const char *s) { return s && s[0]; }
+
+static dsc_status need(const char *field, const char *val, dsc_error *err) {
+    if (given(val)) return DSC_OK;
+    return dsc_error_set(err, DSC_BAD_REQUEST, "field '%s' is required", field);
+}
+
+static dsc_status need_count(const char *field, int64_t v, dsc_error *err) {
+    if (v >= 0) return DSC_OK;
+    return dsc_error_set(err, DSC_BAD_REQUEST, "field '%s': %lld is negative", field, (long long)v);
+}
+
+static dsc_status pack_result(int rc, dsc_error *err) {
+    return rc == 0 ? DSC_OK : dsc_error_set(err, DSC_NOMEM, "out of memory while packing");
+}
+
+static int subject_parts(const dsc_client_subject *s) {
+    return given(s->org) + given(s->team) + given(s->user) + given(s->key);
+}
+
+static int pack_subject(msgpack_packer *pk, const dsc_client_subject *s) {
+    int rc = pack_cstr(pk, "subject") | msgpack_pack_map(pk, (size_t)subject_parts(s));
+    if (given(s->org)) rc |= pack_kv_str(pk, "org", s->org);
+    if (given(s->team)) rc |= pack_kv_str(pk, "team", s->team);
+    if (given(s->user)) rc |= pack_kv_str(pk, "user", s->user);
+    if (given(s->key)) rc |= pack_kv_str(pk, "key", s->key);
+    return rc;
+}
+
+static dsc_status need_subject(const dsc_client_subject *s, dsc_error *err) {
+    if (subject_parts(s) > 0) return DSC_OK;
+    return dsc_error_set(err, DSC_BAD_REQUEST,
+                         "field 'subject': give at least one of org, team, user, key");
+}
+
+/* [ {n pairs ...} ]: every encoder opens its params like this. */
+static int open_params(msgpack_packer *pk, size_t pairs) {
+    return msgpack_pack_array(pk, 1) | msgpack_pack_map(pk, pairs);
+}
+
+static dsc_status enc_none(msgpack_packer *pk, const void *rq, const dsc__encode_ctx *ctx,
+                           dsc_error *err) {
+    (void)rq;
+    (void)ctx;
+    return pack_result(open_params(pk, 0), err);
+}
+
+static dsc_status check_validate(const dsc_client_check_request *q, dsc_error *err) {
+    dsc_status st;
+    if (!q) return dsc_error_set(err, DSC_BAD_REQUEST, "no check request");
+    if ((st = need_subject(&q->subject, err)) || (st = need("provider", q->provider, err)) ||
+        (st = need("model", q->model, err)) || (st = need("purpose", q->purpose, err)) ||
+        (st = need_count("input_tokens", q->input_tokens, err)) ||
+        (st = need_count("output_tokens", q->output_tokens, err)))
+        return st;
+    if (q->n_tags > 0 && !q->tags)
+        return dsc_error_set(err, DSC_BAD_REQUEST, "field 'tags': %zu pairs but no array",
+                             q->n_tags);
+    for (size_t i = 0; i < 2 * q->n_tags; i++)
+        if (!q->tags[i])
+            return dsc_error_set(err, DSC_BAD_REQUEST, "field 'tags': entry %zu is NULL", i);
+    if (q->ttl_s < 0 || q->ttl_s > 86400)
+        return dsc_error_set(err, DSC_BAD_REQUEST, "field 'ttl_s': %d is not in 1..86400",
+                             q->ttl_s);
+    return DSC_OK;
+}
+
+static dsc_status enc_check(msgpack_packer *pk, const void *rq, const dsc__encode_ctx *ctx,
+                            dsc_error *err) {
+    const dsc_client_check_request *q = rq;
+    dsc_status st = check_validate(q, err);
+    if (st != DSC_OK) return st;
+    size_t n = 8 + (given(q->zone) ? 1 : 0) + (q->n_tags ? 1 : 0) + (q->ttl_s ? 1 : 0);
+    int rc = open_params(pk, n) | pack_subject(pk, &q->subject) |
+             pack_kv_str(pk, "provider", q->provider) | pack_kv_str(pk, "model", q->model) |
+             pack_kv_int(pk, "input_tokens", q->input_tokens) |
+             pack_kv_int(pk, "output_tokens", q->output_tokens) |
+             pack_kv_str(pk, "purpose", q->purpose) | pack_cstr(pk, "reserve") |
+             (q->no_reserve ? msgpack_pack_false(pk) : msgpack_pack_true(pk)) |
+             pack_kv_str(pk, "request_id", given(q->request_id) ? q->request_id : ctx->request_id);
+    if (given(q->zone)) rc |= pack_kv_str(pk, "zone", q->zone);
+    if (q->ttl_s) rc |= pack_kv_int(pk, "ttl_s", q->ttl_s);
+    if (q->n_tags) {
+        rc |= pack_cstr(pk, "tags") | msgpack_pack_map(pk, q->n_tags);
+        for (size_t i = 0; i < 2 * q->n_tags; i++) rc |= pack_cstr(pk, q->tags[i]);
+    }
+    return pack_result(rc, err);
+}
+
+static dsc_status enc_settle(msgpack_packer *pk, const void *rq, const dsc__encode_ctx *ctx,
+                             dsc_error *err) {
+    (void)ctx;
+    const dsc_client_settle_request *q = rq;
+    dsc_status st;
+    if (!q) return dsc_error_set(err, DSC_BAD_REQUEST, "no settle request");
+    if ((st = need("reservation", q->reservation, err)) ||
+        (st = need_count("input_tokens", q->input_tokens, err)) ||
+        (st = need_count("output_tokens", q->output_tokens, err)))
+        return st;
+    int rc = open_params(pk, q->latency_s > 0 ? 4 : 3) |
+             pack_kv_str(pk, "reservation", q->reservation) |
+             pack_kv_int(pk, "input_tokens", q->input_tokens) |
+             pack_kv_int(pk, "output_tokens", q->output_tokens);
+    if (q->latency_s > 0) rc |= pack_kv_num(pk, "latency_s", q->latency_s);
+    return pack_result(rc, err);
+}
+
+/* Methods whose request is one optional or required string. */
+static dsc_status enc_one_str(msgpack_packer *pk, const char *key, const char *val, bool required,
+                              dsc_error *err) {
+    if (required && need(key, val, err)) return DSC_BAD_REQUEST;
+    if (!given(val)) return pack_result(open_params(pk, 0), err);
+    return pack_result(open_params(pk, 1) | pack_kv_str(pk, key, val), err);
+}
+
+static dsc_status enc_cancel(msgpack_packer *pk, const void *rq, const dsc__encode_ctx *ctx,
+                             dsc_error *err) {
+    (void)ctx;
+    return enc_one_str(pk, "reservation", rq, true, err);
+}
+
+static dsc_status enc_budget_list(msgpack_packer *pk, const void *rq, const dsc__encode_ctx *ctx,
+                                  dsc_error *err) {
+    (void)ctx;
+    return enc_one_str(pk, "selector", rq, false, err);
+}
+
+static dsc_status enc_auth(msgpack_packer *pk, const void *rq, const dsc__encode_ctx *ctx,
+                           dsc_error *err) {
+    (void)ctx;
+    return enc_one_str(pk, "token", rq, true, err);
+}
+
+static dsc_status enc_estimate(msgpack_packer *pk, const void *rq, const dsc__encode_ctx *ctx,
+                               dsc_error *err) {
+    (void)ctx;
+    const dsc_client_estimate_request *q = rq;
+    dsc_status st;
+    if (!q) return dsc_error_set(err, DSC_BAD_REQUEST, "no estimate request");
+    if ((st = need("provider", q->provider, err)) || (st = need("model", q->model, err)) ||
+        (st = need_count("input_tokens", q->input_tokens, err)) ||
+        (st = need_count("output_tokens", q->output_tokens, err)))
+        return st;
+    size_t n = 4 + (given(q->zone) ? 1 : 0) + (q->latency_s > 0 ? 1 : 0);
+    int rc = open_params(pk, n) | pack_kv_str(pk, "provider", q->provider) |
+             pack_kv_str(pk, "model", q->model) |
+             pack_kv_int(pk, "input_tokens", q->input_tokens) |
+             pack_kv_int(pk, "output_tokens", q->output_tokens);
+    if (given(q->zone)) rc |= pack_kv_str(pk, "zone", q->zone);
+    if (q->latency_s > 0) rc |= pack_kv_num(pk, "latency_s", q->latency_s);
+    return pack_result(rc, err);
+}
+
+static dsc_status enc_budget_get(msgpack_packer *pk, const void *rq, const dsc__encode_ctx *ctx,
+                                 dsc_error *err) {
+    (void)ctx;
+    const dsc_client_subject *s = rq;
+    static const dsc_client_subject none;
+    dsc_status st = need_subject(s ? s : &none, err);
+    if (st != DSC_OK) return st;
+    return pack_result(open_params(pk, 1) | pack_subject(pk, s), err);
+}
+
+static dsc_status budget_key_validate(const dsc_client_budget_set_request *q, dsc_error *err) {
+    dsc_status st;
+    if (!q) return dsc_error_set(err, DSC_BAD_REQUEST, "no budget request");
+    if ((st = need("selector", q->selector, err)) || (st = need("metric", q->metric, err)) ||
+        (st = need("window", q->window, err)))
+        return st;
+    return DSC_OK;
+}
+
+static int pack_budget_key(msgpack_packer *pk, const dsc_client_budget_set_request *q) {
+    return pack_kv_str(pk, "selector", q->selector) | pack_kv_str(pk, "metric", q->metric) |
+           pack_kv_str(pk, "window", q->window);
+}
+
+static dsc_status enc_budget_set(msgpack_packer *pk, const void *rq, const dsc__encode_ctx *ctx,
+                                 dsc_error *err) {
+    (void)ctx;
+    const dsc_client_budget_set_request *q = rq;
+    dsc_status st = budget_key_validate(q, err);
+    if (st != DSC_OK) return st;
+    if (!(q->limit >= 0))
+        return dsc_error_set(err, DSC_BAD_REQUEST, "field 'limit': %g is not >= 0", q->limit);
+    return pack_result(open_params(pk, 4) | pack_budget_key(pk, q) |
+                           pack_kv_num(pk, "limit", q->limit),
+                       err);
+}
+
+static dsc_status enc_budget_delete(msgpack_packer *pk, const void *rq,
+                                    const dsc__encode_ctx *ctx, dsc_error *err) {
+    (void)ctx;
+    const dsc_client_budget_set_request *q = rq;
+    dsc_status st = budget_key_validate(q, err);
+    if (st != DSC_OK) return st;
+    return pack_result(open_params(pk, 3) | pack_budget_key(pk, q), err);
+}
+
+static dsc_status enc_grid_set(msgpack_packer *pk, const void *rq, const dsc__encode_ctx *ctx,
+                               dsc_error *err) {
+    (void)ctx;
+    const dsc_client_grid_request *q = rq;
+    if (!q) return dsc_error_set(err, DSC_BAD_REQUEST, "no grid request");
+    if (need("zone", q->zone, err)) return DSC_BAD_REQUEST;
+    if (!(q->gco2e_per_kwh >= 0))
+        return dsc_error_set(err, DSC_BAD_REQUEST, "field 'gco2e_per_kwh': %g is not >= 0",
+                             q->gco2e_per_kwh);
+    return pack_result(open_params(pk, 3) | pack_kv_str(pk, "zone", q->zone) |
+                           pack_kv_num(pk, "gco2e_per_kwh", q->gco2e_per_kwh) |
+                           pack_kv_int(pk, "valid_until", q->valid_until),
+                       err);
+}
+
+/* ------------------------------------------------------------------ reading -- */
+
+const msgpack_object *dsc__map_get(const msgpack_object *m, const char *key) {
+    if (!m || m->type != MSGPACK_OBJECT_MAP) return NULL;
+    size_t len = strlen(key);
+    for (uint32_t i = 0; i < m->via.map.size; i++) {
+        const msgpack_object *k = &m->via.map.ptr[i].key;
+        if ((k->type == MSGPACK_OBJECT_STR || k->type == MSGPACK_OBJECT_BIN) &&
+            k->via.str.size == len && memcmp(k->via.str.ptr, key, len) == 0)
+            return &m->via.map.ptr[i].val;
+    }
+    return NULL;
+}
+
+bool dsc__obj_str(const msgpack_object *o, char *dst, size_t cap) {
+    if (!o || (o->type != MSGPACK_OBJECT_STR && o->type != MSGPACK_OBJECT_BIN)) return false;
+    size_t n = o->via.str.size < cap - 1 ? o->via.str.size : cap - 1;
+    memcpy(dst, o->via.str.ptr, n);
+    dst[n] = '\0';
+    return true;
+}
+
+static bool obj_num(const msgpack_object *o, double *out) {
+    if (!o) return false;
+    switch (o->type) {
+    case MSGPACK_OBJECT_POSITIVE_INTEGER: *out = (double)o->via.u64; return true;
+    case MSGPACK_OBJECT_NEGATIVE_INTEGER: *out = (double)o->via.i64; return true;
+    case MSGPACK_OBJECT_FLOAT32:
+    case MSGPACK_OBJECT_FLOAT64: *out = o->via.f64; return true;
+    default: return false;
+    }
+}
+
+static bool obj_int(const msgpack_object *o, int64_t *out) {
+    double d;
+    if (!o) return false;
+    if (o->type == MSGPACK_OBJECT_POSITIVE_INTEGER && o->via.u64 <= INT64_MAX)
+        return *out = (int64_t)o->via.u64, true;
+    if (o->type == MSGPACK_OBJECT_NEGATIVE_INTEGER) return *out = o->via.i64, true;
+    if (obj_num(o, &d) && d > -9.2e18 && d < 9.2e18) return *out = (int64_t)d, true;
+    return false;
+}
+
+static bool obj_bool(const msgpack_object *o, bool *out) {
+    if (!o || o->type != MSGPACK_OBJECT_BOOLEAN) return false;
+    *out = o->via.boolean;
+    return true;
+}
+
+static dsc_status lacks(const char *method, const char *key, dsc_error *err) {
+    return dsc_error_set(err, DSC_PARSE, "malformed reply to %s: no valid '%s'", method, key);
+}
+
+/* Optional getters leave *out unchanged when the key is absent or mistyped. */
+static void opt_str(const msgpack_object *m, const char *key, char *dst, size_t cap) {
+    dsc__obj_str(dsc__map_get(m, key), dst, cap);
+}
+static void opt_num(const msgpack_object *m, const char *key, double *out) {
+    obj_num(dsc__map_get(m, key), out);
+}
+static void opt_int(const msgpack_object *m, const char *key, int64_t *out) {
+    obj_int(dsc__map_get(m, key), out);
+}
+static void opt_bool(const msgpack_object *m, const char *key, bool *out) {
+    obj_bool(dsc__map_get(m, key), out);
+}
+
+/* An id the caller hands back to us (reservation): truncating it would break settle. */
+static dsc_status id_str(const msgpack_object *m, const char *method, const char *key, char *dst,
+                         size_t cap, dsc_error *err) {
+    const msgpack_object *o = dsc__map_get(m, key);
+    if (!dsc__obj_str(o, dst, cap)) return lacks(method, key, err);
+    if (o->via.str.size >= cap)
+        return dsc_error_set(err, DSC_PARSE, "malformed reply to %s: '%s' longer than %zu bytes",
+                             method, key, cap - 1);
+    return DSC_OK;
+}
+
+static void decode_range(const msgpack_object *m, dsc_client_range *r) {
+    opt_num(m, "min", &r->min);
+    opt_num(m, "max", &r->max);
+}
+
+static void decode_impacts(const msgpack_object *m, dsc_client_impacts *im) {
+    decode_range(dsc__map_get(m, "energy_kwh"), &im->energy_kwh);
+    decode_range(dsc__map_get(m, "gwp_kgco2eq"), &im->gwp_kgco2eq);
+    decode_range(dsc__map_get(m, "adpe_kgsbeq"), &im->adpe_kgsbeq);
+    decode_range(dsc__map_get(m, "pe_mj"), &im->pe_mj);
+    decode_range(dsc__map_get(m, "wcf_l"), &im->wcf_l);
+}
+
+static void decode_budget(const msgpack_object *m, dsc_client_budget *b) {
+    opt_str(m, "selector", b->selector, sizeof b->selector);
+    opt_str(m, "counter", b->counter, sizeof b->counter);
+    opt_str(m, "metric", b->metric, sizeof b->metric);
+    opt_str(m, "window", b->window, sizeof b->window);
+    opt_str(m, "unit", b->unit, sizeof b->unit);
+    opt_num(m, "limit", &b->limit);
+    opt_num(m, "used", &b->used);
+    opt_num(m, "held", &b->held);
+    opt_num(m, "remaining", &b->remaining);
+    opt_num(m, "request", &b->request);
+    opt_int(m, "resets_at", &b->resets_at);
+    opt_bool(m, "would_exceed", &b->would_exceed);
+}
+
+static dsc_status decode_budgets(const msgpack_object *m, const char *method,
+                                 dsc_client_budgets *out, dsc_error *err) {
+    const msgpack_object *a = dsc__map_get(m, "budgets");
+    if (!a || a->type != MSGPACK_OBJECT_ARRAY) return lacks(method, "budgets", err);
+    out->count = 0;
+    out->items = a->via.array.size ? calloc(a->via.array.size, sizeof *out->items) : NULL;
+    if (a->via.array.size && !out->items)
+        return dsc_error_set(err, DSC_NOMEM, "out of memory for %u budgets", a->via.array.size);
+    for (uint32_t i = 0; i < a->via.array.size; i++) {
+        if (a->via.array.ptr[i].type != MSGPACK_OBJECT_MAP) return lacks(method, "budgets[]", err);
+        decode_budget(&a->via.array.ptr[i], &out->items[out->count++]);
+    }
+    return DSC_OK;
+}
+
+static dsc_status decode_decision(const msgpack_object *m, dsc_decision *out, dsc_error *err) {
+    char d[16];
+    if (!dsc__obj_str(dsc__map_get(m, "decision"), d, sizeof d)) return lacks("check", "decision", err);
+    if (strcmp(d, "allow") == 0) *out = DSC_DECISION_ALLOW;
+    else if (strcmp(d, "throttle") == 0) *out = DSC_DECISION_THROTTLE;
+    else if (strcmp(d, "refuse") == 0) *out = DSC_DECISION_REFUSE;
+    else return dsc_error_set(err, DSC_PARSE, "malformed reply to check: decision '%s'", d);
+    return DSC_OK;
+}
+
+static dsc_status dec_check(const msgpack_object *m, void *out, dsc_error *err) {
+    dsc_client_check_result *r = out;
+    dsc_status st = decode_decision(m, &r->decision, err);
+    if (st != DSC_OK) return st;
+    opt_str(m, "reason", r->reason, sizeof r->reason);
+    opt_str(m, "policy", r->policy, sizeof r->policy);
+    opt_str(m, "policy_version", r->policy_version, sizeof r->policy_version);
+    opt_str(m, "decision_id", r->decision_id, sizeof r->decision_id);
+    opt_str(m, "zone", r->zone, sizeof r->zone);
+    decode_impacts(dsc__map_get(m, "estimate"), &r->estimate);
+    opt_num(m, "retry_after_s", &r->retry_after_s);
+    const msgpack_object *sg = dsc__map_get(m, "suggest");
+    opt_str(sg, "provider", r->suggest_provider, sizeof r->suggest_provider);
+    opt_str(sg, "model", r->suggest_model, sizeof r->suggest_model);
+    if (dsc__map_get(m, "reservation") &&
+        (st = id_str(m, "check", "reservation", r->reservation, sizeof r->reservation, err)))
+        return st;
+    opt_int(m, "expires_at", &r->expires_at);
+    opt_bool(m, "unenforced", &r->unenforced);
+    return decode_budgets(m, "check", &r->budgets, err);
+}
+
+static void clear_check(void *out) { dsc_client_check_result_clear(out); }
+
+static const struct {
+    const char *key;
+    size_t offset;
+} amount_keys[] = {
+    {"energy_wh", offsetof(dsc_client_amounts, energy_wh)},
+    {"gco2e", offsetof(dsc_client_amounts, gco2e)},
+    {"water_ml", offsetof(dsc_client_amounts, water_ml)},
+    {"pe_mj", offsetof(dsc_client_amounts, pe_mj)},
+    {"cost", offsetof(dsc_client_amounts, cost)},
+    {"tokens", offsetof(dsc_client_amounts, tokens)},
+    {"requests", offsetof(dsc_client_amounts, requests)},
+};
+
+static dsc_status dec_settle(const msgpack_object *m, void *out, dsc_error *err) {
+    dsc_client_settle_result *r = out;
+    dsc_status st = id_str(m, "settle", "reservation", r->reservation, sizeof r->reservation, err);
+    if (st != DSC_OK) return st;
+    const msgpack_object *ch = dsc__map_get(m, "charged");
+    if (!ch || ch->type != MSGPACK_OBJECT_MAP) return lacks("settle", "charged", err);
+    for (size_t i = 0; i < sizeof amount_keys / sizeof amount_keys[0]; i++)
+        opt_num(ch, amount_keys[i].key, (double *)((char *)&r->charged + amount_keys[i].offset));
+    decode_impacts(dsc__map_get(m, "estimate"), &r->estimate);
+    return decode_budgets(m, "settle", &r->budgets, err);
+}
+
+static void clear_settle(void *out) { dsc_client_settle_result_clear(out); }
+
+static dsc_status dec_cancel(const msgpack_object *m, void *out, dsc_error *err) {
+    dsc_client_cancel_result *r = out;
+    opt_str(m, "reservation", r->reservation, sizeof r->reservation);
+    if (!obj_bool(dsc__map_get(m, "released"), &r->released)) return lacks("cancel", "released", err);
+    return DSC_OK;
+}
+
+static dsc_status dec_estimate(const msgpack_object *m, void *out, dsc_error *err) {
+    dsc_client_estimate_result *r = out;
+    const msgpack_object *e = dsc__map_get(m, "estimate");
+    if (!e || e->type != MSGPACK_OBJECT_MAP) return lacks("estimate", "estimate", err);
+    decode_impacts(e, &r->estimate);
+    decode_impacts(dsc__map_get(m, "usage"), &r->usage);
+    decode_impacts(dsc__map_get(m, "embodied"), &r->embodied);
+    opt_str(m, "zone", r->zone, sizeof r->zone);
+    opt_str(m, "method", r->method, sizeof r->method);
+    const msgpack_object *w = dsc__map_get(m, "warnings");
+    if (w && w->type == MSGPACK_OBJECT_ARRAY)
+        for (uint32_t i = 0; i < w->via.array.size && r->n_warnings < 8; i++)
+            if (dsc__obj_str(&w->via.array.ptr[i], r->warnings[r->n_warnings], 48)) r->n_warnings++;
+    return DSC_OK;
+}
+
+static dsc_status dec_budgets(const msgpack_object *m, void *out, dsc_error *err) {
+    return decode_budgets(m, "budget call", out, err);
+}
+
+static void clear_budgets(void *out) { dsc_client_budgets_clear(out); }
+
+static dsc_status dec_budget_set(const msgpack_object *m, void *out, dsc_error *err) {
+    dsc_client_budget_set_result *r = out;
+    const msgpack_object *b = dsc__map_get(m, "budget");
+    if (!b || b->type != MSGPACK_OBJECT_MAP) return lacks("budget.set", "budget", err);
+    decode_budget(b, &r->budget);
+    opt_bool(m, "created", &r->created);
+    return DSC_OK;
+}
+
+static dsc_status dec_deleted(const msgpack_object *m, void *out, dsc_error *err) {
+    (void)out;
+    bool deleted = false;
+    if (!obj_bool(dsc__map_get(m, "deleted"), &deleted) || !deleted)
+        return lacks("budget.delete", "deleted", err);
+    return DSC_OK;
+}
+
+static dsc_status dec_grid(const msgpack_object *m, void *out, dsc_error *err) {
+    dsc_client_grid_result *r = out;
+    if (!dsc__obj_str(dsc__map_get(m, "zone"), r->zone, sizeof r->zone))
+        return lacks("grid.set", "zone", err);
+    opt_num(m, "gco2e_per_kwh", &r->gco2e_per_kwh);
+    opt_int(m, "valid_until", &r->valid_until);
+    return DSC_OK;
+}
+
+static dsc_status dec_reload(const msgpack_object *m, void *out, dsc_error *err) {
+    dsc_client_reload_result *r = out;
+    opt_str(m, "policy_version", r->policy_version, sizeof r->policy_version);
+    const msgpack_object *p = dsc__map_get(m, "policies");
+    if (!p || p->type != MSGPACK_OBJECT_ARRAY) return lacks("policy.reload", "policies", err);
+    if (p->via.array.size == 0) return DSC_OK;
+    r->policies = calloc(p->via.array.size, sizeof *r->policies);
+    if (!r->policies) return dsc_error_set(err, DSC_NOMEM, "out of memory for policy names");
+    for (uint32_t i = 0; i < p->via.array.size; i++) {
+        const msgpack_object *s = &p->via.array.ptr[i];
+        if (s->type != MSGPACK_OBJECT_STR) return lacks("policy.reload", "policies[]", err);
+        char *name = malloc(s->via.str.size + 1);
+        if (!name) return dsc_error_set(err, DSC_NOMEM, "out of memory for policy names");
+        dsc__obj_str(s, name, s->via.str.size + 1);
+        r->policies[r->n_policies++] = name;
+    }
+    return DSC_OK;
+}
+
+static void clear_reload(void *out) { dsc_client_reload_result_clear(out); }
+
+static dsc_status dec_ping(const msgpack_object *m, void *out, dsc_error *err) {
+    dsc_client_ping_result *r = out;
+    bool pong = false;
+    if (!obj_bool(dsc__map_get(m, "pong"), &pong) || !pong) return lacks("ping", "pong", err);
+    opt_str(m, "version", r->version, sizeof r->version);
+    opt_num(m, "time", &r->time);
+    return DSC_OK;
+}
+
+static void opt_u64(const msgpack_object *m, const char *key, uint64_t *out) {
+    int64_t v = 0;
+    if (obj_int(dsc__map_get(m, key), &v) && v >= 0) *out = (uint64_t)v;
+}
+
+static dsc_status dec_stats(const msgpack_object *m, void *out, dsc_error *err) {
+    dsc_client_stats_result *r = out;
+    if (!dsc__obj_str(dsc__map_get(m, "version"), r->version, sizeof r->version))
+        return lacks("stats", "version", err);
+    opt_str(m, "policy_version", r->policy_version, sizeof r->policy_version);
+    opt_num(m, "uptime_s", &r->uptime_s);
+    opt_u64(m, "workers", &r->workers);
+    opt_u64(m, "connections", &r->connections);
+    opt_u64(m, "requests", &r->requests);
+    opt_u64(m, "errors", &r->errors);
+    opt_u64(m, "unenforced", &r->unenforced);
+    const msgpack_object *d = dsc__map_get(m, "decisions");
+    opt_u64(d, "allow", &r->allow);
+    opt_u64(d, "throttle", &r->throttle);
+    opt_u64(d, "refuse", &r->refuse);
+    return DSC_OK;
+}
+
+static dsc_status dec_auth(const msgpack_object *m, void *out, dsc_error *err) {
+    (void)out;
+    bool admin = false;
+    if (!obj_bool(dsc__map_get(m, "admin"), &admin) || !admin) return lacks("auth", "admin", err);
+    return DSC_OK;
+}
+
+/* The method table, indexed by dsc_client_method (then the internal DSC__CALL_AUTH).
+ * retry_safe: sending the request twice has the effect of sending it once (check is,
+ * because every check carries a request_id). */
+static const dsc__method methods[DSC__CALL_COUNT] = {
+    [DSC_CALL_CHECK] = {"check", enc_check, dec_check, sizeof(dsc_client_check_result),
+                        clear_check, true},
+    [DSC_CALL_SETTLE] = {"settle", enc_settle, dec_settle, sizeof(dsc_client_settle_result),
+                         clear_settle, true},
+    [DSC_CALL_CANCEL] = {"cancel", enc_cancel, dec_cancel, sizeof(dsc_client_cancel_result),
+                         NULL, false},
+    [DSC_CALL_ESTIMATE] = {"estimate", enc_estimate, dec_estimate,
+                           sizeof(dsc_client_estimate_result), NULL, true},
+    [DSC_CALL_BUDGET_GET] = {"budget.get", enc_budget_get, dec_budgets,
+                             sizeof(dsc_client_budgets), clear_budgets, true},
+    [DSC_CALL_BUDGET_LIST] = {"budget.list", enc_budget_list, dec_budgets,
+                              sizeof(dsc_client_budgets), clear_budgets, true},
+    [DSC_CALL_BUDGET_SET] = {"budget.set", enc_budget_set, dec_budget_set,
+                             sizeof(dsc_client_budget_set_result), NULL, true},
+    [DSC_CALL_BUDGET_DELETE] = {"budget.delete", enc_budget_delete, dec_deleted, 0, NULL, false},
+    [DSC_CALL_GRID_SET] = {"grid.set", enc_grid_set, dec_grid, sizeof(dsc_client_grid_result),
+                           NULL, true},
+    [DSC_CALL_POLICY_RELOAD] = {"policy.reload", enc_none, dec_reload,
+                                sizeof(dsc_client_reload_result), clear_reload, true},
+    [DSC_CALL_PING] = {"ping", enc_none, dec_ping, sizeof(dsc_client_ping_result), NULL, true},
+    [DSC_CALL_STATS] = {"stats", enc_none, dec_stats, sizeof(dsc_client_stats_result), NULL,
+                        true},
+    [DSC__CALL_AUTH] = {"auth", enc_auth, dec_auth, 0, NULL, true},
+};
+
+const dsc__method *dsc__method_get(int m) {
+    return m >= 0 && m < DSC__CALL_COUNT ? &methods[m] : NULL;
+}
+
+/* ------------------------------------------------------------------ scanner -- */
+
+/* Bytes of big-endian length at p (n = 1, 2 or 4). */
+static uint64_t be(const unsigned char *p, int n) {
+    uint64_t v = 0;
+    for (int i = 0; i < n; i++) v = v << 8 | p[i];
+    return v;
+}
+
+/* The header of the object at p: how many header bytes (hdr, including any length
+ * field), how many payload bytes follow (body) and how many child objects (kids).
+ * -1 for 0xc1. need > 0 when the header itself is cut (need = header size). */
+static int header(const unsigned char *p, size_t avail, size_t *hdr, uint64_t *body,
+                  uint64_t *kids) {
+    unsigned b = p[0];
+    *hdr = 1, *body = 0, *kids = 0;
+    if (b <= 0x7f || b >= 0xe0 || b == 0xc0 || b == 0xc2 || b == 0xc3) return 0;
+    if (b >= 0x80 && b <= 0x8f) return *kids = 2u * (b & 0x0f), 0;
+    if (b >= 0x90 && b <= 0x9f) return *kids = b & 0x0f, 0;
+    if (b >= 0xa0 && b <= 0xbf) return *body = b & 0x1f, 0;
+    if (b == 0xc1) return -1;
+    static const signed char fixed[] = {
+        /* c4..df: length-field bytes (negative) or fixed payload bytes */
+        [0x04] = -1, [0x05] = -2, [0x06] = -4,             /* bin 8/16/32 */
+        [0x07] = -1, [0x08] = -2, [0x09] = -4,             /* ext 8/16/32 (+1 type) */
+        [0x0a] = 4,  [0x0b] = 8,                           /* float 32/64 */
+        [0x0c] = 1,  [0x0d] = 2,  [0x0e] = 4,  [0x0f] = 8, /* uint */
+        [0x10] = 1,  [0x11] = 2,  [0x12] = 4,  [0x13] = 8, /* int */
+        [0x14] = 2,  [0x15] = 3,  [0x16] = 5,  [0x17] = 9, [0x18] = 17, /* fixext + type */
+        [0x19] = -1, [0x1a] = -2, [0x1b] = -4,             /* str 8/16/32 */
+        [0x1c] = -2, [0x1d] = -4,                          /* array 16/32 */
+        [0x1e] = -2, [0x1f] = -4,                          /* map 16/32 */
+    };
+    int f = fixed[b - 0xc0];
+    if (f > 0) return *body = (uint64_t)f, 0;
+    *hdr = 1 + (size_t)-f;
+    if (avail < *hdr) return 1;
+    uint64_t n = be(p + 1, -f);
+    if (b >= 0xc7 && b <= 0xc9) *body = n + 1;
+    else if (b == 0xdc || b == 0xdd) *kids = n;
+    else if (b == 0xde || b == 0xdf) *kids = 2 * n;
+    else *body = n;
+    return 0;
+}
+
+long dsc__scan(const unsigned char *buf, size_t len, size_t limit) {
+    uint64_t pending = 1; /* objects still to read */
+    size_t pos = 0;
+    while (pending > 0) {
+        if (pos >= len) return pos >= limit ? -2 : 0;
+        size_t hdr;
+        uint64_t body, kids;
+        int h = header(buf + pos, len - pos, &hdr, &body, &kids);
+        if (h < 0) return -1;
+        if (h > 0) return pos + hdr > limit ? -2 : 0;
+        pending = pending - 1 + kids;
+        /* every pending object takes one byte at least: refuse what cannot fit */
+        if (body > limit || pos + hdr + body > limit || pending > limit - (pos + hdr + body))
+            return -2;
+        if (pos + hdr + body > len) return 0;
+        pos += hdr + (size_t)body;
+    }
+    return (long)pos;
+}
+
+/* ------------------------------------------------------------ result frees -- */
+
+void dsc_client_budgets_clear(dsc_client_budgets *b) {
+    if (!b) return;
+    free(b->items);
+    b->items = NULL;
+    b->count = 0;
+}
+
+void dsc_client_check_result_clear(dsc_client_check_result *r) {
+    if (!r) return;
+    dsc_client_budgets_clear(&r->budgets);
+    memset(r, 0, sizeof *r);
+}
+
+void dsc_client_settle_result_clear(dsc_client_settle_result *r) {
+    if (!r) return;
+    dsc_client_budgets_clear(&r->budgets);
+    memset(r, 0, sizeof *r);
+}
+
+void dsc_client_reload_result_clear(dsc_client_reload_result *r) {
+    if (!r) return;
+    for (size_t i = 0; i < r->n_policies; i++) free(r->policies[i]);
+    free(r->policies);
+    memset(r, 0, sizeof *r);
+}
+
+const char *dsc_decision_name(dsc_decision d) {
+    switch (d) {
+    case DSC_DECISION_ALLOW: return "allow";
+    case DSC_DECISION_THROTTLE: return "throttle";
+    case DSC_DECISION_REFUSE: return "refuse";
+    }
+    return "?";
+}

@@ -1,0 +1,364 @@
+/*
+ * test_cli_server.c - the server-facing `discern` commands and `discern exec`: their
+ * output (decision line, budgets table with bars, JSON), their exit codes (0 allow,
+ * 10 throttle, 11 refuse, 2 usage, 4 unreachable) and exec's allow / refuse /
+ * throttle / throttle-then-allow / failure / fallback paths.
+ *
+ * Each test runs build/bin/discern in a child process. Decisions come from a
+ * scripted peer (fake_server.c); ping, stats and admin authentication from a real
+ * discernd started by the server test harness.
+ */
+#include "fake_server.h"
+#include "harness.h"
+
+#include <criterion/criterion.h>
+#include <fcntl.h>
+#include <jansson.h>
+#include <netinet/in.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/socket.h>
+#include <sys/stat.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
+#define DISCERN DISCERN_BINARY_DIR "/bin/discern"
+
+typedef struct run_result {
+    int code;
+    char *out, *err;
+} run_result;
+
+static char *slurp(int fd) {
+    size_t cap = 1 << 16, len = 0;
+    char *buf = malloc(cap);
+    cr_assert_not_null(buf);
+    lseek(fd, 0, SEEK_SET);
+    ssize_t n;
+    while ((n = read(fd, buf + len, cap - len - 1)) > 0) {
+        len += (size_t)n;
+        if (len + 1 == cap) buf = realloc(buf, cap *= 2);
+        cr_assert_not_null(buf);
+    }
+    buf[len] = '\0';
+    close(fd);
+    return buf;
+}
+
+static int scratch_fd(void) {
+    char path[] = "/tmp/discern-cli-XXXXXX";
+    int fd = mkstemp(path);
+    cr_assert_geq(fd, 0);
+    unlink(path);
+    return fd;
+}
+
+/* Run discern with DISCERN_SERVER=server (NULL: unset) and args (NULL-terminated). */
+static run_result run(const char *server, const char *const *args) {
+    const char *argv[48] = {DISCERN};
+    size_t n = 1;
+    for (; args[n - 1] && n < 47; n++) argv[n] = args[n - 1];
+    argv[n] = NULL;
+    int out = scratch_fd(), err = scratch_fd();
+    pid_t pid = fork();
+    cr_assert_geq(pid, 0);
+    if (pid == 0) {
+        dup2(out, 1);
+        dup2(err, 2);
+        if (server) setenv("DISCERN_SERVER", server, 1);
+        else unsetenv("DISCERN_SERVER");
+        unsetenv("DISCERN_ADMIN_TOKEN");
+        unsetenv("DISCERN_USER");
+        unsetenv("DISCERN_TEAM");
+        unsetenv("DISCERN_ORG");
+        unsetenv("DISCERN_KEY");
+        execv(DISCERN, (char *const *)argv);
+        _exit(127);
+    }
+    int status = 0;
+    waitpid(pid, &status, 0);
+    cr_assert(WIFEXITED(status), "discern did not exit normally (status %d)", status);
+    return (run_result){WEXITSTATUS(status), slurp(out), slurp(err)};
+}
+
+#define RUN(server, ...) run(server, (const char *const[]){__VA_ARGS__, NULL})
+#define REQ                                                                                        \
+    "--provider", "openai", "--model", "gpt-4o", "--output-tokens", "800", "--input-tokens",       \
+        "100", "--purpose", "code-review", "--team", "infra", "--user", "ana"
+
+static void done(run_result *r) {
+    free(r->out);
+    free(r->err);
+}
+
+static void has(const char *text, const char *frag) {
+    cr_assert_not_null(strstr(text, frag), "'%s' not in:\n%s", frag, text);
+}
+
+static void expect_log(const fake_server *f, const char *want) {
+    char *log = fake_log(f);
+    cr_assert_str_eq(log, want);
+    free(log);
+}
+
+static int closed_port(void) {
+    int fd = socket(AF_INET, SOCK_STREAM, 0);
+    struct sockaddr_in a = {.sin_family = AF_INET};
+    a.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+    cr_assert(bind(fd, (struct sockaddr *)&a, sizeof a) == 0);
+    socklen_t len = sizeof a;
+    getsockname(fd, (struct sockaddr *)&a, &len);
+    close(fd);
+    return ntohs(a.sin_port);
+}
+
+/* ------------------------------------------------------------ help, usage -- */
+
+Test(cli_server, every_server_command_has_help_and_exits_zero) {
+    const char *cmds[][2] = {{"check", NULL},  {"exec", NULL},   {"settle", NULL},
+                             {"cancel", NULL}, {"budget", NULL}, {"budget", "list"},
+                             {"budget", "get"}, {"budget", "set"}, {"budget", "delete"},
+                             {"grid", NULL},   {"grid", "set"},  {"reload", NULL},
+                             {"stats", NULL},  {"ping", NULL}};
+    for (size_t i = 0; i < sizeof cmds / sizeof cmds[0]; i++) {
+        run_result r = cmds[i][1] ? RUN(NULL, cmds[i][0], cmds[i][1], "--help")
+                                  : RUN(NULL, cmds[i][0], "--help");
+        cr_assert_eq(r.code, 0, "%s %s --help: exit %d %s", cmds[i][0], cmds[i][1] ? cmds[i][1] : "",
+                     r.code, r.err);
+        char want[64];
+        snprintf(want, sizeof want, "usage: discern %s", cmds[i][0]);
+        has(r.out, want);
+        done(&r);
+    }
+}
+
+Test(cli_server, missing_or_bad_flags_are_usage_errors_naming_the_flag) {
+    run_result r = RUN(NULL, "check", "--provider", "openai", "--model", "gpt-4o",
+                       "--output-tokens", "10", "--user", "ana");
+    cr_assert_eq(r.code, 2);
+    has(r.err, "option --purpose is required");
+    done(&r);
+    r = RUN(NULL, "check", REQ, "--output-tokens", "-5");
+    cr_assert_eq(r.code, 2);
+    has(r.err, "--output-tokens: '-5' is not a non-negative integer");
+    done(&r);
+    r = RUN(NULL, "check", "--provider", "openai", "--model", "gpt-4o", "--output-tokens", "1",
+            "--purpose", "chat");
+    cr_assert_eq(r.code, 2);
+    has(r.err, "who asks?");
+    done(&r);
+    r = RUN(NULL, "ping", "--server", "nonsense");
+    cr_assert_eq(r.code, 2);
+    has(r.err, "address 'nonsense'");
+    done(&r);
+    r = RUN(NULL, "ping", "--frob");
+    cr_assert_eq(r.code, 2);
+    has(r.err, "unknown option '--frob'");
+    done(&r);
+    r = RUN(NULL, "exec", REQ);
+    cr_assert_eq(r.code, 2);
+    has(r.err, "give the command after '--'");
+    done(&r);
+    r = RUN(NULL, "budget", "frob");
+    cr_assert_eq(r.code, 2);
+    done(&r);
+}
+
+/* ------------------------------------------------------------ real server -- */
+
+Test(cli_server, ping_and_stats_talk_to_a_real_server) {
+    th_server s;
+    th_server_start(&s, NULL);
+    char addr[64];
+    snprintf(addr, sizeof addr, "127.0.0.1:%d", s.port);
+    run_result r = RUN(addr, "ping");
+    cr_assert_eq(r.code, 0, "%s", r.err);
+    has(r.out, "pong from discernd 0.1.0 in");
+    done(&r);
+    r = RUN(NULL, "stats", "--server", addr, "--json");
+    cr_assert_eq(r.code, 0, "%s", r.err);
+    json_t *j = json_loads(r.out, 0, NULL);
+    cr_assert_not_null(j, "%s", r.out);
+    cr_assert_str_eq(json_string_value(json_object_get(j, "version")), "0.1.0");
+    cr_assert_eq(json_integer_value(json_object_get(j, "workers")), 2);
+    json_decref(j);
+    done(&r);
+    char unix_addr[400];
+    snprintf(unix_addr, sizeof unix_addr, "unix:%s", s.unix_path);
+    r = RUN(unix_addr, "stats");
+    cr_assert_eq(r.code, 0, "%s", r.err);
+    has(r.out, "discernd 0.1.0");
+    has(r.out, "decisions: allow");
+    done(&r);
+    th_server_cleanup(&s);
+}
+
+Test(cli_server, a_wrong_admin_token_is_refused_before_the_admin_call) {
+    th_server s;
+    th_server_start(&s, NULL);
+    char addr[64];
+    snprintf(addr, sizeof addr, "127.0.0.1:%d", s.port);
+    run_result r = RUN(addr, "budget", "set", "--selector", "team:*", "--metric", "gco2e",
+                       "--window", "month", "--limit", "100", "--admin-token", "wrong");
+    cr_assert_eq(r.code, 1, "%s", r.err);
+    has(r.err, "admin token was refused");
+    has(r.err, "(unauthorized)");
+    done(&r);
+    r = RUN(addr, "ping", "--admin-token", "x");
+    cr_assert_eq(r.code, 2);
+    has(r.err, "--admin-token is for admin commands only");
+    done(&r);
+    th_server_cleanup(&s);
+}
+
+Test(cli_server, an_unreachable_server_exits_4) {
+    char addr[64];
+    snprintf(addr, sizeof addr, "127.0.0.1:%d", closed_port());
+    run_result r = RUN(addr, "check", REQ);
+    cr_assert_eq(r.code, 4);
+    has(r.err, "Connection refused (unreachable)");
+    cr_assert_str_eq(r.out, "");
+    done(&r);
+}
+
+/* -------------------------------------------------------- scripted checks -- */
+
+Test(cli_server, check_prints_the_decision_and_a_budgets_table_with_bars) {
+    fake_server f;
+    fake_start(&f, FAKE_SCRIPT, "allow,throttle:2.5,refuse");
+    run_result r = RUN(f.address, "check", REQ);
+    cr_assert_eq(r.code, 0, "%s", r.err);
+    has(r.out, "allow: within budgets [policy budgets]");
+    has(r.out, "reservation r-1");
+    has(r.out, "team:*");
+    has(r.out, "team:infra");
+    has(r.out, "[########++..........]");
+    has(r.out, "2027-01-01 00:00 UTC");
+    done(&r);
+    r = RUN(f.address, "check", REQ);
+    cr_assert_eq(r.code, 10);
+    has(r.out, "throttle: team:* gco2e month exhausted");
+    has(r.out, "retry after 2.5 s");
+    done(&r);
+    r = RUN(f.address, "check", REQ, "--json");
+    cr_assert_eq(r.code, 11);
+    json_t *j = json_loads(r.out, 0, NULL);
+    cr_assert_not_null(j, "%s", r.out);
+    cr_assert_str_eq(json_string_value(json_object_get(j, "decision")), "refuse");
+    json_t *b = json_array_get(json_object_get(j, "budgets"), 0);
+    cr_assert_str_eq(json_string_value(json_object_get(b, "counter")), "team:infra");
+    cr_assert_float_eq(json_real_value(json_object_get(b, "remaining")), 50.0, 1e-9);
+    json_decref(j);
+    done(&r);
+    fake_stop(&f);
+}
+
+/* ------------------------------------------------------------------- exec -- */
+
+Test(cli_server, exec_runs_an_allowed_command_and_settles_the_tokens_it_reports) {
+    fake_server f;
+    fake_start(&f, FAKE_SCRIPT, "allow");
+    run_result r = RUN(f.address, "exec", REQ, "--", "sh", "-c",
+                       "echo \"input_tokens=7\noutput_tokens=9\" > \"$DISCERN_USAGE_FILE\"; "
+                       "echo ran with $DISCERN_RESERVATION");
+    cr_assert_eq(r.code, 0, "%s", r.err);
+    cr_assert_str_eq(r.out, "ran with r-1\n");
+    has(r.err, "allow: within budgets");
+    expect_log(&f, "check code-review 800\nsettle r-1 7 9\n");
+    done(&r);
+    fake_stop(&f);
+}
+
+Test(cli_server, exec_charges_the_flags_when_the_command_reports_nothing) {
+    fake_server f;
+    fake_start(&f, FAKE_SCRIPT, "allow");
+    run_result r = RUN(f.address, "exec", REQ, "--quiet", "--", "true");
+    cr_assert_eq(r.code, 0, "%s", r.err);
+    cr_assert_str_eq(r.err, "");
+    expect_log(&f, "check code-review 800\nsettle r-1 100 800\n");
+    done(&r);
+    fake_stop(&f);
+}
+
+Test(cli_server, exec_cancels_when_the_command_fails_and_exits_with_its_status) {
+    fake_server f;
+    fake_start(&f, FAKE_SCRIPT, "allow");
+    run_result r = RUN(f.address, "exec", REQ, "--", "sh", "-c", "exit 3");
+    cr_assert_eq(r.code, 3);
+    expect_log(&f, "check code-review 800\ncancel r-1\n");
+    done(&r);
+    r = RUN(f.address, "exec", REQ, "--", "/nonexistent/command");
+    cr_assert_eq(r.code, 127);
+    has(r.err, "cannot run '/nonexistent/command'");
+    expect_log(&f, "check code-review 800\ncancel r-1\ncheck code-review 800\ncancel r-2\n");
+    done(&r);
+    fake_stop(&f);
+}
+
+static bool exists(const char *path) {
+    struct stat st;
+    return stat(path, &st) == 0;
+}
+
+Test(cli_server, exec_never_runs_a_refused_or_throttled_command) {
+    fake_server f;
+    fake_start(&f, FAKE_SCRIPT, "refuse,throttle:1,allow");
+    char marker[128], script[200];
+    snprintf(marker, sizeof marker, "%s/ran", f.dir);
+    snprintf(script, sizeof script, "touch '%s'", marker);
+    run_result r = RUN(f.address, "exec", REQ, "--", "sh", "-c", script);
+    cr_assert_eq(r.code, 11);
+    has(r.err, "exec: refuse: team:* gco2e month exhausted");
+    done(&r);
+    r = RUN(f.address, "exec", REQ, "--", "sh", "-c", script);
+    cr_assert_eq(r.code, 10);
+    has(r.err, "exec: throttle:");
+    has(r.err, "retry after 1 s");
+    done(&r);
+    cr_assert_not(exists(marker), "the command ran");
+    expect_log(&f, "check code-review 800\ncheck code-review 800\n");
+    fake_stop(&f);
+}
+
+Test(cli_server, exec_with_wait_sleeps_through_throttles_then_runs) {
+    fake_server f;
+    fake_start(&f, FAKE_SCRIPT, "throttle:0.2,throttle:0.2,allow");
+    run_result r = RUN(f.address, "exec", REQ, "--wait", "--max-wait", "5", "--", "echo", "hello");
+    cr_assert_eq(r.code, 0, "%s", r.err);
+    cr_assert_str_eq(r.out, "hello\n");
+    has(r.err, "after waiting throttles");
+    expect_log(&f, "check code-review 800\ncheck code-review 800\ncheck code-review 800\n"
+                   "settle r-1 100 800\n");
+    done(&r);
+    fake_stop(&f);
+}
+
+Test(cli_server, exec_with_wait_gives_up_past_max_wait) {
+    fake_server f;
+    fake_start(&f, FAKE_SCRIPT, "throttle:0.2,throttle:30,allow");
+    run_result r = RUN(f.address, "exec", REQ, "--wait", "--max-wait", "1", "--", "echo", "no");
+    cr_assert_eq(r.code, 10, "%s", r.err);
+    cr_assert_str_eq(r.out, "");
+    has(r.err, "waited the longest allowed");
+    done(&r);
+    fake_stop(&f);
+}
+
+Test(cli_server, exec_refuses_when_unreachable_unless_the_fallback_allows) {
+    char addr[64];
+    snprintf(addr, sizeof addr, "127.0.0.1:%d", closed_port());
+    run_result r = RUN(addr, "exec", REQ, "--", "echo", "ran");
+    cr_assert_eq(r.code, 4);
+    cr_assert_str_eq(r.out, "");
+    has(r.err, "fallback: refuse");
+    done(&r);
+    r = RUN(addr, "exec", REQ, "--fallback", "allow", "--", "echo", "ran");
+    cr_assert_eq(r.code, 0, "%s", r.err);
+    cr_assert_str_eq(r.out, "ran\n");
+    has(r.err, "fallback: allow: running unmetered");
+    done(&r);
+    r = RUN(addr, "exec", REQ, "--fallback", "maybe", "--", "echo", "ran");
+    cr_assert_eq(r.code, 2);
+    done(&r);
+}
