@@ -584,12 +584,23 @@ static void on_tick(evutil_socket_t fd, short what, void *arg) {
     dsc__resv_prune(srv->reservations, dsc__now_us() / 1000000);
 }
 
+/* Create the store's folder (one level: "var/" of "var/discern.db") when missing. */
+static void make_parent_dir(const char *path) {
+    char dir[DSC_CONFIG_STR_MAX];
+    snprintf(dir, sizeof dir, "%s", path);
+    char *slash = strrchr(dir, '/');
+    if (!slash || slash == dir) return;
+    *slash = '\0';
+    if (mkdir(dir, 0755) != 0 && errno != EEXIST) return; /* the store's open reports it */
+}
+
 static dsc_status open_ledger(dsc_server *srv, dsc_error *err) {
     static const dsc_durability durabilities[] = {DSC_DURABILITY_FULL, DSC_DURABILITY_BATCH, DSC_DURABILITY_OFF};
     static const char *const names[] = {"full", "batch", "off"};
     dsc_ledger_config lc;
     memset(&lc, 0, sizeof lc);
     lc.store_path = srv->cfg.store[0] ? srv->cfg.store : NULL;
+    make_parent_dir(srv->cfg.store);
     for (int i = 0; i < 3; i++)
         if (strcmp(srv->cfg.durability, names[i]) == 0) lc.durability = durabilities[i];
     lc.timezone = srv->cfg.timezone;
