@@ -414,13 +414,17 @@ typedef struct load {
     volatile int stop;
 } load;
 
-/* Pipelined checks on one connection until told to stop; a version may change
- * only once, from the first to the last. */
+/* Pipelined checks on one connection until told to stop. Replies may overtake each
+ * other, so versions are compared in request (msgid) order: the set may change only
+ * once, from the first to the last. */
 static void *run_load(void *arg) {
     load *l = arg;
     th_client *c = th_connect_tcp(l->s);
-    uint32_t id = 1;
+    uint32_t id = 0;
     while (!__atomic_load_n(&l->stop, __ATOMIC_ACQUIRE)) {
+        char versions[16][32];
+        memset(versions, 0, sizeof versions);
+        uint32_t base = id;
         for (int k = 0; k < 16; k++) th_send_request(c, id++, "check", CHECK(", \"reserve\": false"));
         for (int k = 0; k < 16; k++) {
             json_t *r = th_read(c, 10000);
@@ -429,12 +433,17 @@ static void *run_load(void *arg) {
                 json_decref(r);
                 continue;
             }
+            uint32_t slot = (uint32_t)json_integer_value(json_array_get(r, 1)) - base;
             const char *v = json_string_value(json_object_get(th_result(r), "policy_version"));
-            if (!l->first[0]) snprintf(l->first, sizeof l->first, "%s", v);
-            if (l->last[0] && strcmp(l->last, v) != 0) l->switches++;
-            snprintf(l->last, sizeof l->last, "%s", v);
+            if (slot < 16 && v) snprintf(versions[slot], sizeof versions[slot], "%s", v);
             l->answered++;
             json_decref(r);
+        }
+        for (int k = 0; k < 16; k++) {
+            if (!versions[k][0]) continue;
+            if (!l->first[0]) snprintf(l->first, sizeof l->first, "%s", versions[k]);
+            if (l->last[0] && strcmp(l->last, versions[k]) != 0) l->switches++;
+            snprintf(l->last, sizeof l->last, "%s", versions[k]);
         }
     }
     th_client_free(c);
