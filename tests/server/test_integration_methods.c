@@ -441,9 +441,9 @@ static void *run_load(void *arg) {
         }
         for (int k = 0; k < 16; k++) {
             if (!versions[k][0]) continue;
-            if (!l->first[0]) snprintf(l->first, sizeof l->first, "%s", versions[k]);
+            if (!l->first[0]) snprintf(l->first, sizeof l->first, "%.31s", versions[k]);
             if (l->last[0] && strcmp(l->last, versions[k]) != 0) l->switches++;
-            snprintf(l->last, sizeof l->last, "%s", versions[k]);
+            snprintf(l->last, sizeof l->last, "%.31s", versions[k]);
         }
     }
     th_client_free(c);
@@ -517,8 +517,8 @@ Test(methods, sigterm_under_load_loses_no_acknowledged_settle, .timeout = 90) {
     cr_assert_gt(acked, 0);
     for (int i = 0; i < N; i++) {
         if (!ok_ids[i]) continue;
-        char sql[200];
-        snprintf(sql, sizeof sql, "SELECT count(*) FROM charges WHERE reservation_id = '%s' AND kind = 'settle'", ids[i]);
+        char sql[256];
+        snprintf(sql, sizeof sql, "SELECT count(*) FROM charges WHERE reservation_id = '%.63s' AND kind = 'settle'", ids[i]);
         cr_assert_eq(th_sql_int(&srv, sql), 1, "acknowledged settle of %s is not in the store", ids[i]);
     }
     /* And a restarted server sees the same usage. */
