@@ -114,6 +114,7 @@ struct dsc__conn {
     struct event *rev, *wev;
     uint8_t *in;          /* received bytes; in[0..in_len) */
     size_t in_cap, in_len;
+    bool borrowed;        /* in is the worker's rbuf (only during one read's pump) */
     dsc_rpc_scanner sc;   /* the scan of the message starting at in[0] */
     msgpack_sbuffer out;  /* replies not yet written: out.data[out_off..out.size) */
     size_t out_off;
@@ -142,6 +143,8 @@ struct dsc__worker {
     bool stop;                  /* drain and exit (set under lock) */
     bool draining;              /* worker-thread copy of stop */
     msgpack_zone zone;          /* decoded requests; cleared after every message */
+    uint8_t *rbuf;              /* shared read buffer of this worker's connections */
+    size_t rcap;
     dsc__state *state;          /* the state this worker's VM runs */
     dsc_policy_vm *vm;          /* this worker's Lua policy VM */
     dsc__conn *conns;           /* this worker's connections */
