@@ -7,6 +7,7 @@
 
 #include <criterion/criterion.h>
 #include <pthread.h>
+#include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -668,4 +669,38 @@ Test(methods, a_client_that_leaves_with_checks_in_flight_does_not_disturb_the_se
     cr_assert_eq(connections, 1, "the departed clients are still counted");
     th_client_free(c);
     /* The fixture's stop then checks a clean exit with no sanitizer report. */
+}
+
+Test(methods, sighup_reloads_the_policies_and_a_broken_set_leaves_the_old_one_live) {
+    th_client *c = th_connect_tcp(&srv);
+    json_t *res, *r = ok(c, "check", CHECK(", \"reserve\": false"), &res);
+    char v1[32];
+    snprintf(v1, sizeof v1, "%s", str(res, "policy_version"));
+    json_decref(r);
+    th_write_policy(&srv, "budgets.lua", "return { decide = }\n");
+    kill(srv.pid, SIGHUP);
+    bool failed = false;
+    for (int tries = 0; tries < 100 && !failed; tries++) { /* wait for the attempt's log line */
+        th_sleep_ms(50);
+        FILE *f = fopen(srv.log, "r");
+        char line[2048];
+        while (f && fgets(line, sizeof line, f)) failed = failed || strstr(line, "event=reload_failed");
+        if (f) fclose(f);
+    }
+    cr_assert(failed, "no reload_failed in the log after SIGHUP");
+    r = ok(c, "check", CHECK(", \"reserve\": false"), &res);
+    cr_assert_str_eq(str(res, "policy_version"), v1, "a broken set must not replace the live one");
+    json_decref(r);
+    th_write_policy(&srv, "budgets.lua", POLICY_V2);
+    kill(srv.pid, SIGHUP);
+    bool switched = false;
+    for (int tries = 0; tries < 100 && !switched; tries++) {
+        r = ok(c, "check", CHECK(", \"reserve\": false"), &res);
+        switched = strcmp(str(res, "policy_version"), v1) != 0;
+        if (switched) cr_assert_str_eq(str(res, "reason"), "version two");
+        json_decref(r);
+        if (!switched) th_sleep_ms(50);
+    }
+    cr_assert(switched, "SIGHUP did not reload the policies");
+    th_client_free(c);
 }
