@@ -45,7 +45,7 @@
 
 #include <msgpack.h>
 
-#define DRAIN_S 3.0
+#define DRAIN_S 10.0
 #define MAX_DURATION_S 3600.0
 #define MAX_CONNECTIONS 10000
 #define MAX_DEPTH 1024
