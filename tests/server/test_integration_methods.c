@@ -509,7 +509,7 @@ Test(methods, sigterm_under_load_loses_no_acknowledged_settle, .timeout = 90) {
     for (int i = 0; i < N; i++) {
         if (!ok_ids[i]) continue;
         char sql[200];
-        snprintf(sql, sizeof sql, "SELECT count(*) FROM charges WHERE reservation_id = '%s' AND kind = 'settle'", ids[i]);
+        snprintf(sql, sizeof sql, "SELECT count(*) FROM charges WHERE reservation_id = '%.63s' AND kind = 'settle'", ids[i]);
         cr_assert_eq(th_sql_int(&srv, sql), 1, "acknowledged settle of %s is not in the store", ids[i]);
     }
     /* And a restarted server sees the same usage. */
