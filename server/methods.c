@@ -198,8 +198,25 @@ static dsc_status run(call *c, const dsc_rpc_request *req, msgpack_packer *pk, d
     return st;
 }
 
+/* A deferred call: nothing waited for means reply now; otherwise the job is
+ * counted on its connection and replies when its completions are in. */
+static void adopt_job(dsc__call *c, dsc_status st, const dsc_error *err) {
+    dsc__job *job = c->deferred;
+    if (st != DSC_OK && job->st == DSC_OK) {
+        job->st = st;
+        job->err = *err;
+    }
+    if (job->waiting == 0) {
+        dsc__job_finish_now(job);
+        return;
+    }
+    c->conn->jobs++;
+    c->w->jobs++;
+}
+
 void dsc__dispatch(dsc__conn *conn, const dsc_rpc_request *req) {
-    call c = {conn, conn->w->srv, conn->w};
+    bool is_request = req->kind == DSC_RPC_REQUEST;
+    call c = {conn, conn->w->srv, conn->w, req->msgid, is_request, NULL};
     msgpack_sbuffer *out = &conn->out;
     size_t mark = out->size;
     msgpack_packer pk;
@@ -207,11 +224,14 @@ void dsc__dispatch(dsc__conn *conn, const dsc_rpc_request *req) {
     dsc_error err;
     dsc_error_clear(&err);
     atomic_fetch_add_explicit(&conn->w->counters.requests, 1, memory_order_relaxed);
-    bool is_request = req->kind == DSC_RPC_REQUEST;
     if (is_request) dsc_rpc_pack_result_begin(&pk, req->msgid);
     dsc_status st = run(&c, req, &pk, &err);
-    if (st == DSC_OK && is_request) return;
-    out->size = mark; /* discard a partial result, or a notification's */
+    if (st == DSC_OK && is_request && !c.deferred) return;
+    out->size = mark; /* discard a partial or deferred result, or a notification's */
+    if (c.deferred) {
+        adopt_job(&c, st, &err);
+        return;
+    }
     if (st == DSC_OK) return;
     if (err.code == DSC_OK) dsc_error_set(&err, st, "%s", dsc_status_message(st));
     atomic_fetch_add_explicit(&conn->w->counters.errors, 1, memory_order_relaxed);

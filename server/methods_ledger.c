@@ -170,38 +170,36 @@ typedef struct check_out {
     bool unenforced;
 } check_out;
 
-/* Store trouble under failure_mode: closed is an error, open is a flagged allow. */
-static dsc_status store_failed(dsc__call *c, check_out *o, dsc_status st, dsc_error *err) {
-    if (st != DSC_STORE_UNAVAILABLE || c->srv->cfg.failure_mode == DSC_FAIL_CLOSED) return st;
-    o->unenforced = true;
-    o->reservation[0] = '\0';
-    dsc_error_clear(err);
-    return DSC_OK;
+/* A check waiting for its hold and its decision record to be committed. */
+typedef struct check_job {
+    dsc__job job; /* first: the job machinery sees only this */
+    check_args a;
+    check_out o;
+    dsc_decision_record rec;
+} check_job;
+
+static void ignore_done(void *ud, dsc_status st, const dsc_error *err) {
+    (void)ud;
+    (void)st;
+    (void)err;
 }
 
-static dsc_status reserve(dsc__call *c, const check_args *a, check_out *o, dsc_error *err) {
-    dsc_budget_state exceeded[4];
-    size_t n_exceeded = 0;
-    int64_t t0 = dsc__now_us();
-    dsc_status st = dsc_ledger_reserve(c->srv->ledger, &a->subject.subject, &o->amounts, a->ttl_s,
-                                       a->request_id[0] ? a->request_id : NULL, o->reservation,
-                                       exceeded, 4, &n_exceeded, err);
-    dsc__count_store(c->w, dsc__now_us() - t0);
-    if (st == DSC_BUDGET_EXCEEDED) {
-        /* Another request took the room between preview and reserve: the ledger is the
-         * last word, so the answer becomes a refusal naming the budget. */
-        dsc_decision *d = &o->decision;
-        d->outcome = DSC_POLICY_REFUSE;
-        snprintf(d->policy, sizeof d->policy, "ledger");
-        snprintf(d->reason, sizeof d->reason, "budget %s %s %s would be exceeded",
-                 n_exceeded ? exceeded[0].counter : "?", n_exceeded ? dsc_metric_name(exceeded[0].metric) : "?",
-                 n_exceeded ? exceeded[0].window : "?");
-        o->reservation[0] = '\0';
-        dsc_error_clear(err);
-        return DSC_OK;
-    }
-    if (st != DSC_OK) return store_failed(c, o, st, err);
-    o->expires_at = dsc__now_us() / 1000000 + a->ttl_s;
+static bool fail_open(const dsc__call *c, dsc_status st) {
+    return st == DSC_STORE_UNAVAILABLE && c->srv->cfg.failure_mode == DSC_FAIL_OPEN;
+}
+
+/* The ledger is the last word: when the hold finds a budget used up by a concurrent
+ * request after the policies allowed, the answer becomes a refusal naming it. */
+static void refuse_exceeded(check_out *o, const dsc_budget_state *b, size_t n) {
+    dsc_decision *d = &o->decision;
+    d->outcome = DSC_POLICY_REFUSE;
+    snprintf(d->policy, sizeof d->policy, "ledger");
+    snprintf(d->reason, sizeof d->reason, "budget %s %s %s would be exceeded", n ? b->counter : "?",
+             n ? dsc_metric_name(b->metric) : "?", n ? b->window : "?");
+    o->reservation[0] = '\0';
+}
+
+static void remember_reservation(dsc__call *c, const check_args *a, const check_out *o) {
     dsc__resv_info info;
     memset(&info, 0, sizeof info);
     snprintf(info.id, sizeof info.id, "%s", o->reservation);
@@ -213,11 +211,37 @@ static dsc_status reserve(dsc__call *c, const check_args *a, check_out *o, dsc_e
     snprintf(info.user, sizeof info.user, "%s", a->subject.user);
     snprintf(info.key, sizeof info.key, "%s", a->subject.key);
     info.expires_at = o->expires_at;
-    return dsc__resv_put(c->srv->reservations, &info);
+    dsc__resv_put(c->srv->reservations, &info); /* out of memory: settle then needs the model */
 }
 
-static dsc_status journal(dsc__call *c, const check_args *a, check_out *o, dsc_error *err) {
-    dsc_decision_record rec = {
+static dsc_status reserve(dsc__call *c, check_job *j, dsc_error *err) {
+    check_args *a = &j->a;
+    check_out *o = &j->o;
+    dsc_budget_state exceeded[4];
+    size_t n_exceeded = 0;
+    dsc_status st = dsc_ledger_reserve_async(c->srv->ledger, &a->subject.subject, &o->amounts, a->ttl_s,
+                                             a->request_id[0] ? a->request_id : NULL, o->reservation,
+                                             exceeded, 4, &n_exceeded, dsc__job_done,
+                                             dsc__job_slot(&j->job, 0), err);
+    if (st == DSC_OK) {
+        o->expires_at = dsc__now_us() / 1000000 + a->ttl_s;
+        remember_reservation(c, a, o);
+        return DSC_OK;
+    }
+    dsc__job_unslot(&j->job);
+    o->reservation[0] = '\0';
+    if (st == DSC_BUDGET_EXCEEDED) refuse_exceeded(o, exceeded, n_exceeded);
+    else if (fail_open(c, st)) o->unenforced = true;
+    else return st;
+    dsc_error_clear(err);
+    return DSC_OK;
+}
+
+static void journal(dsc__call *c, check_job *j) {
+    check_args *a = &j->a;
+    check_out *o = &j->o;
+    dsc__new_decision_id(c->w, o->decision_id, sizeof o->decision_id);
+    j->rec = (dsc_decision_record){
         .decision_id = o->decision_id,
         .request_id = a->request_id[0] ? a->request_id : NULL,
         .subject = a->subject.subject,
@@ -235,17 +259,18 @@ static dsc_status journal(dsc__call *c, const check_args *a, check_out *o, dsc_e
         .reason = o->decision.reason,
         .reservation_id = o->reservation[0] ? o->reservation : NULL,
     };
-    int64_t t0 = dsc__now_us();
-    dsc_status st = dsc_ledger_record_decision(c->srv->ledger, &rec, err);
-    dsc__count_store(c->w, dsc__now_us() - t0);
-    if (st == DSC_OK) return DSC_OK;
-    if (st == DSC_STORE_UNAVAILABLE && c->srv->cfg.failure_mode == DSC_FAIL_OPEN) {
+    dsc_error err;
+    dsc_status st = dsc_ledger_record_decision_async(c->srv->ledger, &j->rec, dsc__job_done,
+                                                     dsc__job_slot(&j->job, 1), &err);
+    if (st == DSC_OK) return;
+    dsc__job_unslot(&j->job);
+    if (fail_open(c, st)) {
         o->unenforced = true;
-        dsc_error_clear(err);
-        return DSC_OK;
+        return;
     }
-    if (o->reservation[0]) dsc_ledger_cancel(c->srv->ledger, o->reservation, NULL);
-    return st;
+    /* Answer with the error once the hold (if any) is settled; nothing stays held. */
+    j->job.st = st;
+    j->job.err = err;
 }
 
 static dsc_status decide(dsc__call *c, const check_args *a, check_out *o, dsc_error *err) {
@@ -270,7 +295,10 @@ static dsc_status decide(dsc__call *c, const check_args *a, check_out *o, dsc_er
     return DSC_OK;
 }
 
-static dsc_status run_check(dsc__call *c, const check_args *a, check_out *o, dsc_error *err) {
+/* Everything a check does before it waits for the store. */
+static dsc_status run_check(dsc__call *c, check_job *j, dsc_error *err) {
+    check_args *a = &j->a;
+    check_out *o = &j->o;
     dsc_status st = dsc__worker_sync(c->w, err);
     if (st == DSC_OK) st = dsc_estimate_compute(c->w->state->catalog, &a->est.in, &o->est, err);
     if (st != DSC_OK) return st;
@@ -280,10 +308,10 @@ static dsc_status run_check(dsc__call *c, const check_args *a, check_out *o, dsc
     if (st != DSC_OK) return st;
     if (o->n_states > PREVIEW_MAX) o->n_states = PREVIEW_MAX;
     if ((st = decide(c, a, o, err)) != DSC_OK) return st;
-    if (o->decision.outcome == DSC_POLICY_ALLOW && a->reserve && (st = reserve(c, a, o, err)) != DSC_OK)
+    if (o->decision.outcome == DSC_POLICY_ALLOW && a->reserve && (st = reserve(c, j, err)) != DSC_OK)
         return st;
-    dsc__new_decision_id(c->w, o->decision_id, sizeof o->decision_id);
-    return journal(c, a, o, err);
+    journal(c, j);
+    return DSC_OK;
 }
 
 static void pack_check(msgpack_packer *pk, const check_out *o) {
@@ -331,17 +359,35 @@ static void pack_check(msgpack_packer *pk, const check_out *o) {
     }
 }
 
-dsc_status dsc__m_check(dsc__call *c, const msgpack_object *p, msgpack_packer *pk, dsc_error *err) {
-    check_args a;
-    check_out o;
-    memset(&o, 0, sizeof o);
-    int64_t t0 = dsc__now_us();
-    dsc_status st = read_check_args(c, p, &a, err);
-    if (st == DSC_OK) st = run_check(c, &a, &o, err);
-    if (st != DSC_OK) return st;
-    pack_check(pk, &o);
-    dsc__count_decision(c->w, &o.decision, a.purpose, o.unenforced, dsc__now_us() - t0);
+/* The hold and the record are committed (or failed): reply. */
+static dsc_status finish_check(dsc__job *job, dsc_status st, const dsc_error *st_err, msgpack_packer *pk,
+                               dsc_error *err) {
+    check_job *j = (check_job *)job;
+    dsc_server *srv = job->w->srv;
+    if (st == DSC_STORE_UNAVAILABLE && srv->cfg.failure_mode == DSC_FAIL_OPEN) {
+        /* A failed commit released the hold: allowed, but nothing enforces it. */
+        j->o.unenforced = true;
+        j->o.reservation[0] = '\0';
+        st = DSC_OK;
+    }
+    if (st != DSC_OK) {
+        if (j->o.reservation[0]) dsc_ledger_cancel_async(srv->ledger, j->o.reservation, ignore_done, NULL, NULL);
+        *err = *st_err;
+        return st;
+    }
+    pack_check(pk, &j->o);
+    dsc__count_decision(job->w, &j->o.decision, j->a.purpose, j->o.unenforced,
+                        dsc__now_us() - job->started_us);
     return DSC_OK;
+}
+
+dsc_status dsc__m_check(dsc__call *c, const msgpack_object *p, msgpack_packer *pk, dsc_error *err) {
+    (void)pk;
+    check_job *j = (check_job *)dsc__job_defer(c, sizeof *j, finish_check);
+    if (!j) return dsc_error_set(err, DSC_INTERNAL, "out of memory for a check");
+    dsc_status st = read_check_args(c, p, &j->a, err);
+    if (st == DSC_OK) st = run_check(c, j, err);
+    return st;
 }
 
 /* ------------------------------------------------------------------ settle -- */
@@ -351,6 +397,15 @@ typedef struct settle_args {
     dsc__estimate_args est;
     subject_buf subject;
 } settle_args;
+
+typedef struct settle_job {
+    dsc__job job;
+    settle_args a;
+    dsc_estimate est;
+    dsc_amounts actual;
+    dsc_settle_kind kind;
+    bool has_subject;
+} settle_job;
 
 static void subject_from_info(subject_buf *s, const dsc__resv_info *info) {
     snprintf(s->org, FIELD_MAX, "%s", info->org);
@@ -366,7 +421,6 @@ static void subject_from_info(subject_buf *s, const dsc__resv_info *info) {
 static dsc_status read_settle_args(dsc__call *c, const msgpack_object *p, settle_args *a, dsc_error *err) {
     dsc_status st;
     dsc__resv_info info;
-    memset(a, 0, sizeof *a);
     if ((st = dsc_rpc_get_str(p, "reservation", true, a->reservation, sizeof a->reservation, err)))
         return st;
     bool known = dsc__resv_get(c->srv->reservations, a->reservation, &info);
@@ -404,51 +458,80 @@ static const char *settle_kind_name(dsc_settle_kind k) {
     return "reserved";
 }
 
-dsc_status dsc__m_settle(dsc__call *c, const msgpack_object *p, msgpack_packer *pk, dsc_error *err) {
-    settle_args a;
-    dsc_estimate est;
-    dsc_amounts actual;
-    dsc_settle_kind kind = DSC_SETTLE_RESERVED;
-    dsc_status st = read_settle_args(c, p, &a, err);
-    if (st == DSC_OK) st = dsc__worker_sync(c->w, err);
-    if (st == DSC_OK) st = dsc_estimate_compute(c->w->state->catalog, &a.est.in, &est, err);
-    if (st != DSC_OK) return st;
-    dsc_amounts_from_estimate(&est, a.est.in.input_tokens, a.est.in.output_tokens, 0, &actual);
-    bool has_subject = a.subject.org[0] || a.subject.team[0] || a.subject.user[0] || a.subject.key[0];
-    int64_t t0 = dsc__now_us();
-    st = dsc_ledger_settle(c->srv->ledger, a.reservation, &actual, has_subject ? &a.subject.subject : NULL,
-                           &kind, err);
-    dsc__count_store(c->w, dsc__now_us() - t0);
-    if (st != DSC_OK) return st;
+static dsc_status finish_settle(dsc__job *job, dsc_status st, const dsc_error *st_err, msgpack_packer *pk,
+                                dsc_error *err) {
+    settle_job *j = (settle_job *)job;
+    if (st != DSC_OK) {
+        *err = *st_err;
+        return st;
+    }
     dsc_budget_state states[PREVIEW_MAX];
     size_t n = 0;
-    if (has_subject && dsc_ledger_preview(c->srv->ledger, &a.subject.subject, NULL, states, PREVIEW_MAX, &n, NULL) != DSC_OK)
+    if (!j->has_subject ||
+        dsc_ledger_preview(job->w->srv->ledger, &j->a.subject.subject, NULL, states, PREVIEW_MAX, &n, NULL) != DSC_OK)
         n = 0;
     if (n > PREVIEW_MAX) n = PREVIEW_MAX;
     msgpack_pack_map(pk, 5);
     dsc__pack_key(pk, "reservation");
-    dsc_rpc_pack_cstr(pk, a.reservation);
+    dsc_rpc_pack_cstr(pk, j->a.reservation);
     dsc__pack_key(pk, "settled");
-    dsc_rpc_pack_cstr(pk, settle_kind_name(kind));
+    dsc_rpc_pack_cstr(pk, settle_kind_name(j->kind));
     dsc__pack_key(pk, "charged");
-    pack_amounts(pk, &actual);
+    pack_amounts(pk, &j->actual);
     dsc__pack_key(pk, "estimate");
-    dsc__pack_impacts(pk, &est.total);
+    dsc__pack_impacts(pk, &j->est.total);
     pack_budget_states(pk, states, n);
     return DSC_OK;
 }
 
-dsc_status dsc__m_cancel(dsc__call *c, const msgpack_object *p, msgpack_packer *pk, dsc_error *err) {
-    char id[DSC_RESERVATION_ID_MAX];
-    dsc_status st = dsc_rpc_get_str(p, "reservation", true, id, sizeof id, err);
-    if (st == DSC_OK) st = dsc_ledger_cancel(c->srv->ledger, id, err);
+dsc_status dsc__m_settle(dsc__call *c, const msgpack_object *p, msgpack_packer *pk, dsc_error *err) {
+    (void)pk;
+    settle_job *j = (settle_job *)dsc__job_defer(c, sizeof *j, finish_settle);
+    if (!j) return dsc_error_set(err, DSC_INTERNAL, "out of memory for a settle");
+    dsc_status st = read_settle_args(c, p, &j->a, err);
+    if (st == DSC_OK) st = dsc__worker_sync(c->w, err);
+    if (st == DSC_OK) st = dsc_estimate_compute(c->w->state->catalog, &j->a.est.in, &j->est, err);
     if (st != DSC_OK) return st;
+    dsc_amounts_from_estimate(&j->est, j->a.est.in.input_tokens, j->a.est.in.output_tokens, 0, &j->actual);
+    const subject_buf *s = &j->a.subject;
+    j->has_subject = s->org[0] || s->team[0] || s->user[0] || s->key[0];
+    st = dsc_ledger_settle_async(c->srv->ledger, j->a.reservation, &j->actual, j->has_subject ? &s->subject : NULL,
+                                 &j->kind, dsc__job_done, dsc__job_slot(&j->job, 0), err);
+    if (st != DSC_OK) dsc__job_unslot(&j->job);
+    return st;
+}
+
+/* ------------------------------------------------------------------ cancel -- */
+
+typedef struct cancel_job {
+    dsc__job job;
+    char id[DSC_RESERVATION_ID_MAX];
+} cancel_job;
+
+static dsc_status finish_cancel(dsc__job *job, dsc_status st, const dsc_error *st_err, msgpack_packer *pk,
+                                dsc_error *err) {
+    cancel_job *j = (cancel_job *)job;
+    if (st != DSC_OK) {
+        *err = *st_err;
+        return st;
+    }
     msgpack_pack_map(pk, 2);
     dsc__pack_key(pk, "reservation");
-    dsc_rpc_pack_cstr(pk, id);
+    dsc_rpc_pack_cstr(pk, j->id);
     dsc__pack_key(pk, "released");
     msgpack_pack_true(pk);
     return DSC_OK;
+}
+
+dsc_status dsc__m_cancel(dsc__call *c, const msgpack_object *p, msgpack_packer *pk, dsc_error *err) {
+    (void)pk;
+    cancel_job *j = (cancel_job *)dsc__job_defer(c, sizeof *j, finish_cancel);
+    if (!j) return dsc_error_set(err, DSC_INTERNAL, "out of memory for a cancel");
+    dsc_status st = dsc_rpc_get_str(p, "reservation", true, j->id, sizeof j->id, err);
+    if (st == DSC_OK)
+        st = dsc_ledger_cancel_async(c->srv->ledger, j->id, dsc__job_done, dsc__job_slot(&j->job, 0), err);
+    if (st != DSC_OK && j->job.waiting > 0) dsc__job_unslot(&j->job);
+    return st;
 }
 
 /* ----------------------------------------------------------------- budgets -- */

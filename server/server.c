@@ -10,9 +10,12 @@
  * epoll_ctl on every reply (measured on this design's echo floor: 15% more server CPU
  * per request at pipeline 1, 40% at pipeline 16).
  *
- * Bounded memory per connection: the input buffer never grows past
- * max_message_bytes + READ_CHUNK (the scanner refuses longer messages), and reading
- * pauses while more than OUT_HIGH bytes of replies wait for the peer.
+ * Bounded memory per connection: reads land in the worker's shared buffer and only a
+ * partial message is copied to the connection's own buffer, which never grows past
+ * max_message_bytes + READ_CHUNK (the scanner refuses longer messages) and is freed
+ * when empty; the output buffer is freed once sent, and reading pauses while more
+ * than OUT_HIGH bytes of replies wait for the peer. An idle connection costs its
+ * struct and its socket.
  */
 #include "server_internal.h"
 
@@ -32,7 +35,7 @@
 #include <unistd.h>
 
 #define READ_CHUNK (16 * 1024)
-#define IN_INITIAL (16 * 1024)
+#define IN_INITIAL (4 * 1024)
 #define OUT_HIGH (1024 * 1024)
 #define DRAIN_DEADLINE_S 10
 
@@ -47,19 +50,28 @@ int64_t dsc__now_us(void) {
 
 /* ---------------------------------------------------------------- connections -- */
 
+static bool worker_idle(const dsc__worker *w) { return !w->conns && w->jobs == 0; }
+
+/* Close c's socket and unlink it; the struct itself goes when its last job does. */
 static void conn_free(dsc__conn *c) {
     dsc__worker *w = c->w;
     if (c->prev) c->prev->next = c->next;
     else w->conns = c->next;
     if (c->next) c->next->prev = c->prev;
+    c->prev = c->next = NULL;
     if (c->rev) event_free(c->rev);
     if (c->wev) event_free(c->wev);
+    c->rev = c->wev = NULL;
     if (c->fd >= 0) close(c->fd);
-    free(c->in);
+    c->fd = -1;
+    if (!c->borrowed) free(c->in);
+    c->in = NULL;
+    c->borrowed = false;
     msgpack_sbuffer_destroy(&c->out);
+    msgpack_sbuffer_init(&c->out);
     atomic_fetch_sub(&w->srv->connections, 1);
-    free(c);
-    if (w->draining && !w->conns) event_base_loopexit(w->base, NULL);
+    if (c->jobs == 0) free(c);
+    if (w->draining && worker_idle(w)) event_base_loopexit(w->base, NULL);
 }
 
 static void conn_close(dsc__conn *c, const char *why) {
@@ -86,7 +98,9 @@ static int conn_flush(dsc__conn *c) {
             return -1;
         }
     }
-    c->out.size = 0;
+    /* All sent: give the storage back, so an idle connection holds no output memory. */
+    msgpack_sbuffer_destroy(&c->out);
+    msgpack_sbuffer_init(&c->out);
     c->out_off = 0;
     return 0;
 }
@@ -143,6 +157,34 @@ static void handle_frame(dsc__conn *c, const uint8_t *msg, size_t size) {
     msgpack_zone_clear(&w->zone);
 }
 
+/* After answering in[0..off): keep the rest in the connection's own buffer. Bytes read
+ * into the worker's shared buffer are copied out (only a partial message or messages
+ * held back usually remain); an emptied own buffer is freed, so that an idle
+ * connection holds no input memory. -1 when out of memory. */
+static int keep_rest(dsc__conn *c, size_t off) {
+    size_t rest = c->in_len - off;
+    if (c->borrowed) {
+        uint8_t *own = NULL;
+        size_t cap = rest < IN_INITIAL ? IN_INITIAL : rest + READ_CHUNK;
+        if (rest && !(own = malloc(cap))) return -1;
+        if (rest) memcpy(own, c->in + off, rest);
+        c->in = own;
+        c->in_cap = rest ? cap : 0;
+        c->in_len = rest;
+        c->borrowed = false;
+        return 0;
+    }
+    if (rest == 0) {
+        free(c->in);
+        c->in = NULL;
+        c->in_cap = c->in_len = 0;
+    } else if (off > 0) {
+        memmove(c->in, c->in + off, rest);
+        c->in_len = rest;
+    }
+    return 0;
+}
+
 /* Scan and answer every complete message in c->in. Stops early (leaving the rest
  * buffered) when max_inflight messages were answered and the output did not drain,
  * or when the stream broke. Returns -1 when the connection failed. */
@@ -150,7 +192,7 @@ static int process_input(dsc__conn *c) {
     const dsc_server_config *cfg = &c->w->srv->cfg;
     size_t off = 0, batch = 0;
     int rc = 0;
-    while (!c->closing && off < c->in_len) {
+    while (!c->closing && off < c->in_len && c->jobs < cfg->max_inflight) {
         size_t size = 0;
         dsc_error err;
         dsc_rpc_scan_result r = dsc_rpc_scan(&c->sc, &cfg->limits, c->in + off, c->in_len - off, &size, &err);
@@ -172,10 +214,7 @@ static int process_input(dsc__conn *c) {
             if ((rc = conn_flush(c)) != 0) break;
         }
     }
-    if (off > 0) {
-        memmove(c->in, c->in + off, c->in_len - off);
-        c->in_len -= off;
-    }
+    rc = keep_rest(c, off) < 0 ? -1 : rc;
     return rc < 0 ? -1 : 0;
 }
 
@@ -202,14 +241,25 @@ static void pump(dsc__conn *c) {
         return;
     }
     if (c->closing && f == 0) {
-        conn_close(c, c->w->draining ? "draining" : "broken_stream");
+        conn_close(c, "broken_stream");
         return;
     }
-    pause_reading(c, f == 1 || c->closing || c->w->draining);
-    if (c->w->draining && f == 0) {
+    bool full = c->jobs >= c->w->srv->cfg.max_inflight;
+    pause_reading(c, f == 1 || full || c->closing || c->w->draining);
+    if (c->w->draining && f == 0 && c->jobs == 0) {
         conn_close(c, "draining");
         return;
     }
+}
+
+void dsc__conn_after_job(dsc__conn *c) {
+    dsc__worker *w = c->w;
+    if (c->fd >= 0) {
+        pump(c);
+        return;
+    }
+    if (c->jobs == 0) free(c);
+    if (w->draining && worker_idle(w)) event_base_loopexit(w->base, NULL);
 }
 
 static bool grow_input(dsc__conn *c) {
@@ -224,17 +274,28 @@ static bool grow_input(dsc__conn *c) {
     return true;
 }
 
+/* Read what arrived. A connection with nothing buffered reads into its worker's
+ * shared buffer (most reads hold whole requests); one with a partial message appends
+ * to its own. */
 static void on_read(evutil_socket_t fd, short what, void *arg) {
     dsc__conn *c = arg;
+    dsc__worker *w = c->w;
     if (what & EV_TIMEOUT) {
         conn_close(c, "idle_timeout");
         return;
     }
-    if (!grow_input(c)) {
+    bool shared = c->in_len == 0;
+    if (!shared && !grow_input(c)) {
         conn_close(c, "out_of_memory");
         return;
     }
-    ssize_t n = read(fd, c->in + c->in_len, c->in_cap - c->in_len);
+    uint8_t *buf = shared ? w->rbuf : c->in;
+    size_t len = shared ? 0 : c->in_len, cap = shared ? w->rcap : c->in_cap;
+    if (len == cap) { /* only while jobs hold back complete messages */
+        pause_reading(c, true);
+        return;
+    }
+    ssize_t n = read(fd, buf + len, cap - len);
     if (n == 0) {
         conn_close(c, "peer_closed");
         return;
@@ -244,7 +305,13 @@ static void on_read(evutil_socket_t fd, short what, void *arg) {
         conn_close(c, "read_failed");
         return;
     }
-    c->in_len += (size_t)n;
+    if (shared) {
+        free(c->in); /* an emptied own buffer */
+        c->in = w->rbuf;
+        c->in_cap = w->rcap;
+        c->borrowed = true;
+    }
+    c->in_len = len + (size_t)n;
     pump(c);
 }
 
@@ -296,7 +363,7 @@ static void worker_drain(dsc__worker *w) {
     w->draining = true;
     struct timeval deadline = {DRAIN_DEADLINE_S, 0};
     event_add(w->drain_timer, &deadline);
-    if (!w->conns) {
+    if (worker_idle(w)) {
         event_base_loopexit(w->base, NULL);
         return;
     }
@@ -321,6 +388,7 @@ static void on_notify(evutil_socket_t fd, short what, void *arg) {
     (void)fd;
     (void)what;
     dsc__worker *w = arg;
+    dsc__jobs_run_completed(w);
     for (;;) {
         pthread_mutex_lock(&w->lock);
         bool stop = w->stop;
@@ -354,6 +422,8 @@ static dsc_status worker_init(dsc_server *srv, dsc__worker *w, int index, dsc_er
     pthread_mutex_init(&w->lock, NULL);
     pthread_mutex_init(&w->labels_lock, NULL);
     if (!msgpack_zone_init(&w->zone, 8192)) return dsc_error_set(err, DSC_NOMEM, "worker zone");
+    w->rcap = srv->cfg.limits.max_message_bytes + READ_CHUNK;
+    if (!(w->rbuf = malloc(w->rcap))) return dsc_error_set(err, DSC_NOMEM, "worker read buffer");
     w->base = event_base_new();
     if (!w->base) return dsc_error_set(err, DSC_INTERNAL, "cannot create an event loop");
     w->notify = event_new(w->base, -1, EV_PERSIST, on_notify, w);
@@ -401,6 +471,7 @@ static void worker_destroy(dsc__worker *w) {
     if (w->drain_timer) event_free(w->drain_timer);
     if (w->base) event_base_free(w->base);
     msgpack_zone_destroy(&w->zone);
+    free(w->rbuf);
     free(w->queue);
     pthread_mutex_destroy(&w->lock);
     pthread_mutex_destroy(&w->labels_lock);
@@ -560,12 +631,23 @@ static void on_tick(evutil_socket_t fd, short what, void *arg) {
     dsc__resv_prune(srv->reservations, dsc__now_us() / 1000000);
 }
 
+/* Create the store's folder (one level: "var/" of "var/discern.db") when missing. */
+static void make_parent_dir(const char *path) {
+    char dir[DSC_CONFIG_STR_MAX];
+    snprintf(dir, sizeof dir, "%s", path);
+    char *slash = strrchr(dir, '/');
+    if (!slash || slash == dir) return;
+    *slash = '\0';
+    if (mkdir(dir, 0755) != 0 && errno != EEXIST) return; /* the store's open reports it */
+}
+
 static dsc_status open_ledger(dsc_server *srv, dsc_error *err) {
     static const dsc_durability durabilities[] = {DSC_DURABILITY_FULL, DSC_DURABILITY_BATCH, DSC_DURABILITY_OFF};
     static const char *const names[] = {"full", "batch", "off"};
     dsc_ledger_config lc;
     memset(&lc, 0, sizeof lc);
     lc.store_path = srv->cfg.store[0] ? srv->cfg.store : NULL;
+    make_parent_dir(srv->cfg.store);
     for (int i = 0; i < 3; i++)
         if (strcmp(srv->cfg.durability, names[i]) == 0) lc.durability = durabilities[i];
     lc.timezone = srv->cfg.timezone;
@@ -662,6 +744,9 @@ int dsc_server_run(dsc_server *srv) {
     /* Every reply is out; now make sure everything acknowledged is in the store. */
     dsc_ledger_free(srv->ledger);
     srv->ledger = NULL;
+    /* The flush reported the last commits; their connections are closed, so this
+     * only frees the jobs (the worker threads are gone: no race). */
+    for (int i = 0; i < srv->n_workers; i++) dsc__jobs_run_completed(&srv->workers[i]);
     dsc_log_write(&srv->log, DSC_LOG_INFO, "stopped", "exit_code=%d", srv->exit_code);
     return srv->exit_code;
 }

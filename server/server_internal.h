@@ -30,6 +30,37 @@
 #include <sys/types.h>
 
 typedef struct dsc__worker dsc__worker;
+typedef struct dsc__job dsc__job;
+typedef struct dsc__conn dsc__conn;
+
+/* One outstanding _async ledger call of a job (jobs.c). */
+#define DSC__JOB_SLOTS 2
+typedef struct dsc__job_slot_t {
+    dsc__job *job;
+    dsc_status st;  /* what done() reported */
+    dsc_error err;
+    int64_t issued_us;
+    struct dsc__job_slot_t *next; /* on the worker's completion list */
+} dsc__job_slot_t;
+
+/* Pack the result of a finished job into pk (st/st_err: the first failure among its
+ * completions, DSC_OK when all committed); return an error to reply with instead. */
+typedef dsc_status (*dsc__job_finish_fn)(dsc__job *job, dsc_status st, const dsc_error *st_err,
+                                         msgpack_packer *pk, dsc_error *err);
+
+/* A request waiting for the store; handlers embed it first in their own struct. */
+struct dsc__job {
+    dsc__conn *conn;
+    dsc__worker *w;
+    uint32_t msgid;
+    bool is_request;
+    int waiting;          /* completions still expected (worker thread only) */
+    dsc_status st;        /* the first failed completion */
+    dsc_error err;
+    int64_t started_us;
+    dsc__job_finish_fn finish;
+    dsc__job_slot_t slots[DSC__JOB_SLOTS];
+};
 
 /* What a reload swaps as one (state.c): immutable once loaded, refcounted. */
 typedef struct dsc__state {
@@ -71,7 +102,7 @@ typedef struct dsc__label_count {
 } dsc__label_count;
 
 /* One client connection; owned by exactly one worker thread. */
-typedef struct dsc__conn {
+struct dsc__conn {
     dsc__worker *w;
     int fd;
     uint64_t id;
@@ -83,11 +114,14 @@ typedef struct dsc__conn {
     struct event *rev, *wev;
     uint8_t *in;          /* received bytes; in[0..in_len) */
     size_t in_cap, in_len;
+    bool borrowed;        /* in is the worker's rbuf (only during one read's pump) */
     dsc_rpc_scanner sc;   /* the scan of the message starting at in[0] */
     msgpack_sbuffer out;  /* replies not yet written: out.data[out_off..out.size) */
     size_t out_off;
+    uint32_t jobs;        /* requests waiting for the store; the struct outlives a close
+                             (fd = -1) until they are done */
     struct dsc__conn *prev, *next;
-} dsc__conn;
+};
 
 /* A socket handed from the acceptor to a worker. */
 typedef struct dsc__handoff {
@@ -109,11 +143,15 @@ struct dsc__worker {
     bool stop;                  /* drain and exit (set under lock) */
     bool draining;              /* worker-thread copy of stop */
     msgpack_zone zone;          /* decoded requests; cleared after every message */
+    uint8_t *rbuf;              /* shared read buffer of this worker's connections */
+    size_t rcap;
     dsc__state *state;          /* the state this worker's VM runs */
     dsc_policy_vm *vm;          /* this worker's Lua policy VM */
     dsc__conn *conns;           /* this worker's connections */
     uint64_t next_conn_id;
     dsc__counters counters;
+    size_t jobs;                /* jobs outstanding on this worker */
+    dsc__job_slot_t *completed; /* done() results not yet handled (under lock) */
     uint64_t vm_errors_seen;    /* policy errors of the current VM already counted */
     uint64_t decision_seq;      /* for decision ids */
     pthread_mutex_t labels_lock; /* guards labels (this worker writes, /metrics reads) */
@@ -162,7 +200,28 @@ typedef struct dsc__call {
     dsc__conn *conn;
     dsc_server *srv;
     dsc__worker *w;
+    uint32_t msgid;
+    bool is_request;
+    dsc__job *deferred; /* set by dsc__job_defer: the reply comes later */
 } dsc__call;
+
+/* Jobs (jobs.c). Defer the call: a zeroed job of size bytes (a struct beginning with
+ * a dsc__job) is allocated; NULL when out of memory. */
+dsc__job *dsc__job_defer(dsc__call *c, size_t size, dsc__job_finish_fn finish);
+/* The done() user data for the job's i-th _async call (counts it as outstanding). */
+void *dsc__job_slot(dsc__job *job, int i);
+/* Undo dsc__job_slot when the _async call failed at once (done will not run). */
+void dsc__job_unslot(dsc__job *job);
+/* The done() of every _async ledger call (any thread). */
+void dsc__job_done(void *ud, dsc_status st, const dsc_error *err);
+/* Worker thread: handle the completions filed by dsc__job_done. */
+void dsc__jobs_run_completed(dsc__worker *w);
+/* Reply now for a job that waits for nothing, and free it (inside dispatch). */
+void dsc__job_finish_now(dsc__job *job);
+/* Reply for a job whose completions are all in, and free it. */
+void dsc__job_complete(dsc__job *job);
+/* server.c: after a job of conn finished, send its reply or free a closed conn. */
+void dsc__conn_after_job(dsc__conn *conn);
 
 /* A method handler: read params (a map), pack one result map into pk, or return an
  * error (whatever was packed is then discarded). */
