@@ -45,7 +45,7 @@
 
 #include <msgpack.h>
 
-#define DRAIN_S 3.0
+#define DRAIN_S 10.0
 #define MAX_DURATION_S 3600.0
 #define MAX_CONNECTIONS 10000
 #define MAX_DEPTH 1024
@@ -199,6 +199,8 @@ typedef struct stats {
 
 typedef struct run {
     const opts *o;
+    long long server_ticks_end; /* server CPU when measurement ended (-1: unknown) */
+    double self_cpu_end;
     conn *conns;
     int epfd;
     uint64_t rng;
@@ -431,7 +433,7 @@ static void count_error_obj(run *r, const msgpack_object *err) {
         count_error(r, "malformed_error", 15);
 }
 
-static void on_check_result(run *r, conn *c, const msgpack_object *res) {
+static void count_decision(run *r, const msgpack_object *res) {
     const msgpack_object *d = map_get(res, "decision");
     if (str_is(d, "allow"))
         r->st.decisions[0]++;
@@ -441,6 +443,12 @@ static void on_check_result(run *r, conn *c, const msgpack_object *res) {
         r->st.decisions[2]++;
     else
         count_error(r, "malformed_check_result", 22);
+}
+
+/* Counts the decision (in the measured window) and queues the settle of its hold. */
+static void on_check_result(run *r, conn *c, const msgpack_object *res, bool measured) {
+    if (measured)
+        count_decision(r, res);
     const msgpack_object *rv = map_get(res, "reservation");
     if (!rv || rv->type != MSGPACK_OBJECT_STR || rv->via.str.size >= RES_MAX)
         return;
@@ -488,7 +496,7 @@ static void on_message(run *r, conn *c, const msgpack_object *m, uint64_t t) {
     if (a[2].type != MSGPACK_OBJECT_NIL) {
         count_error_obj(r, &a[2]);
     } else if (s->kind == K_CHECK) {
-        on_check_result(r, c, &a[3]);
+        on_check_result(r, c, &a[3], measured);
     }
     if (measured || s->kind == K_SETUP) {
         r->st.done[s->kind]++;
@@ -599,6 +607,15 @@ static bool all_dead(const run *r) {
     return true;
 }
 
+static long long proc_cpu_ticks(int pid);
+static double self_cpu_s(void);
+
+/* CPU readings when the measured window closes, before replies in flight drain. */
+static void mark_end(run *r) {
+    r->server_ticks_end = r->o->server_pid ? proc_cpu_ticks(r->o->server_pid) : -1;
+    r->self_cpu_end = self_cpu_s();
+}
+
 static void run_loop(run *r) {
     uint64_t hard_end = r->o->requests > 0 ? r->t_start + (uint64_t)(r->o->timeout_s * 1e9)
                                            : r->t_end;
@@ -613,6 +630,7 @@ static void run_loop(run *r) {
         poll_once(r, (int)((hard_end - t) / 1000000 + 1));
     }
     r->stopping = true;
+    mark_end(r);
     uint64_t drain_end = now_ns() + (uint64_t)(DRAIN_S * 1e9);
     while (total_inflight(r) > 0 && now_ns() < drain_end && !all_dead(r))
         poll_once(r, 10);
@@ -895,12 +913,12 @@ static int run_load(run *r) {
     }
     run_loop(r);
     uint64_t t_stop = now_ns();
-    long long cpu1 = o->server_pid ? proc_cpu_ticks(o->server_pid) : -1;
+    long long cpu1 = r->server_ticks_end;
     double secs = o->requests > 0 ? (double)(t_stop - r->t_start) / 1e9 : o->duration_s;
     double server_cpu = cpu1 >= 0 && cpuw >= 0
                             ? (double)(cpu1 - cpuw) / (double)sysconf(_SC_CLK_TCK)
                             : -1.0;
-    report(r, secs, server_cpu, self_cpu_s() - selfw);
+    report(r, secs, server_cpu, r->self_cpu_end - selfw);
     return r->st.errors == 0 && total_done(&r->st) > 0 ? 0 : 1;
 }
 

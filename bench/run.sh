@@ -2,7 +2,7 @@
 # run.sh - discernd and Redis doing the same budget check, side by side, in one run.
 #
 #   bench/run.sh [--quick] [--duration S] [--connections N] [--method M] [--settle F]
-#                [--no-build] [--keep-logs]
+#                [--workers N] [--durability D] [--no-build] [--keep-logs]
 #
 # Builds a Release tree (build-rel/), starts discernd (shipped policies, SQLite store
 # in a temporary folder, durability "full", budgets created through the admin API)
@@ -26,6 +26,8 @@ settle=1
 build=1
 keep_logs=0
 quick=0
+workers=
+durability=full
 
 usage() {
     sed -n '2,17p' "${BASH_SOURCE[0]}" | sed 's/^# \{0,1\}//'
@@ -36,6 +38,9 @@ Options:
   --connections N  connections of both load generators (default 50)
   --method M       loadgen method: check (default), estimate or ping
   --settle F       fraction of reservations loadgen settles (default 1)
+  --workers N      discernd worker threads (default: one per server CPU)
+  --durability D   discernd durability: full (default, the benchmark), batch or off
+                   (to see what the rest of the request costs)
   --no-build       use the existing build-rel/
   --keep-logs      keep the temporary folder with the servers' logs
 Environment: SERVER_CPUS, CLIENT_CPUS (taskset lists, e.g. "1" and "0").
@@ -51,6 +56,8 @@ while [ $# -gt 0 ]; do
         --connections) [ $# -ge 2 ] || die "--connections needs a value"; connections=$2; shift ;;
         --method) [ $# -ge 2 ] || die "--method needs a value"; method=$2; shift ;;
         --settle) [ $# -ge 2 ] || die "--settle needs a value"; settle=$2; shift ;;
+        --workers) [ $# -ge 2 ] || die "--workers needs a value"; workers=$2; shift ;;
+        --durability) [ $# -ge 2 ] || die "--durability needs a value"; durability=$2; shift ;;
         --no-build) build=0 ;;
         --keep-logs) keep_logs=1 ;;
         -h|--help) usage; exit 0 ;;
@@ -121,6 +128,9 @@ else
     pin_server=(); pin_client=(); server_ncpu=$ncpu
     pinning="not pinned (one CPU, or no taskset)"
 fi
+[ -n "$workers" ] || workers=$server_ncpu
+case "$durability" in full|batch|off) ;; *) die "--durability: expected full, batch or off, got '$durability'" ;; esac
+[[ "$workers" =~ ^[0-9]+$ ]] && [ "$workers" -ge 1 ] || die "--workers: expected a count, got '$workers'"
 
 # --- build -------------------------------------------------------------------------
 bin=$root/build-rel/bin
@@ -148,8 +158,8 @@ port_file = "$dir/ports"
 policies = "$root/policies"
 data = "$root/core/data"
 store = "$dir/discern.db"
-durability = "full"
-workers = $server_ncpu
+durability = "$durability"
+workers = $workers
 admin_token = "$token"
 log_level = "warn"
 EOF
@@ -244,7 +254,7 @@ print('%.0f %.3f %.2f' % (rps, p99, ticks / $(getconf CLK_TCK) * 1e6 / $n))")
 # --- the runs ----------------------------------------------------------------------
 echo "command: $command_line"
 echo "machine: $(nproc) CPUs, $(lscpu | sed -n 's/^Model name: *//p' | head -1); load average $(cut -d' ' -f1-3 /proc/loadavg)"
-echo "pinning: $pinning; discernd workers: $server_ncpu"
+echo "pinning: $pinning; discernd workers: $workers, durability $durability"
 echo "runs: $connections connections, ${duration} s measured per run (+1 s warm-up), loadgen --method $method --settle $settle"
 start_redis noaof --appendonly no
 start_redis aof --appendonly yes --appendfsync everysec

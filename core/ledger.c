@@ -451,6 +451,7 @@ dsc_status dsc_ledger_preview(dsc_ledger *l, const dsc_subject *subject, const d
     dsc_subject none = {0};
     if (!subject) subject = &none;
     if (!request) request = &zero;
+    if (!out) max = 0;
     dsc_status st = check_subject(subject, err);
     if (st != DSC_OK) return st;
     dsc__hit hits[DSC__HITS_MAX];
@@ -570,6 +571,9 @@ static dsc_status reserve_impl(dsc_ledger *l, const dsc_subject *subject,
     if (!subject) subject = &none;
     if (n_exceeded) *n_exceeded = 0;
     if (!amounts) return dsc_error_set(err, DSC_BAD_REQUEST, "field 'amounts' is missing");
+    if (!reservation_id)
+        return dsc_error_set(err, DSC_BAD_REQUEST, "no buffer for the reservation id");
+    if (!exceeded) max_exceeded = 0;
     dsc_status st = reserve_validate(subject, amounts, ttl_s, request_id, err);
     if (st != DSC_OK) return st;
     if (request_id && !*request_id) request_id = NULL;

@@ -476,3 +476,64 @@ Test(ledger, usage_settled_after_a_budget_appears_counts_on_it) {
     cr_assert_eq(n, 0);
     dsc_ledger_free(l);
 }
+
+Test(ledger, bad_configuration_is_refused_naming_the_field) {
+    dsc_error err;
+    dsc_ledger_config cfg = {.timezone = "Europe/Nowhere"};
+    cr_assert_null(dsc_ledger_new(&cfg, &err));
+    cr_assert_eq(err.code, DSC_BAD_REQUEST);
+    cr_assert(strstr(err.message, "timezone") && strstr(err.message, "Europe/Nowhere"), "%s",
+              err.message);
+    cfg = (dsc_ledger_config){.durability = (dsc_durability)7};
+    cr_assert_null(dsc_ledger_new(&cfg, &err));
+    cr_assert(strstr(err.message, "durability"), "%s", err.message);
+    cfg = (dsc_ledger_config){.timezone = "+05:30"};
+    dsc_ledger *l = dsc_ledger_new(&cfg, &err);
+    cr_assert(l, "%s", err.message);
+    dsc_ledger_free(l);
+    dsc_ledger_free(NULL);
+}
+
+Test(ledger, calendar_budgets_follow_the_configured_timezone) {
+    fake_clock clk = {.now = 1736899200LL * S + 30 * 60 * S}; /* 2025-01-15T00:30Z */
+    dsc_ledger_config cfg = {.now_us = fake_now, .clock_ud = &clk, .timezone = "+02:00"};
+    dsc_ledger *l = dsc_ledger_new(&cfg, NULL);
+    cr_assert(l);
+    budget(l, "org:acme", DSC_METRIC_REQUESTS, "day", 5);
+    /* 00:30Z is 02:30 at +02:00: the local day ends at 22:00Z */
+    cr_assert_eq(state_of(l, &ana, "org:acme").resets_at, 1736899200 + 22 * 3600);
+    dsc_ledger_free(l);
+}
+
+Test(ledger, missing_arguments_are_errors_not_crashes) {
+    fake_clock clk;
+    dsc_ledger *l = open_ledger(&clk, DSC_EXPIRED_CHARGE);
+    budget(l, "*", DSC_METRIC_REQUESTS, "day", 1);
+    dsc_error err;
+    dsc_amounts a = amt(DSC_METRIC_REQUESTS, 2 * M);
+    size_t n;
+    cr_assert_eq(dsc_ledger_preview(l, NULL, &a, NULL, 5, &n, &err), DSC_OK);
+    cr_assert_eq(n, 1);
+    cr_assert_eq(dsc_ledger_reserve(l, &ana, &a, 60, NULL, NULL, NULL, 0, NULL, &err),
+                 DSC_BAD_REQUEST);
+    char rid[DSC_RESERVATION_ID_MAX];
+    cr_assert_eq(dsc_ledger_reserve(l, &ana, &a, 60, NULL, rid, NULL, 5, &n, &err),
+                 DSC_BUDGET_EXCEEDED);
+    cr_assert_eq(n, 1);
+    cr_assert_eq(dsc_ledger_reserve(l, &ana, NULL, 60, NULL, rid, NULL, 0, NULL, &err),
+                 DSC_BAD_REQUEST);
+    cr_assert(strstr(err.message, "amounts"));
+    cr_assert_eq(dsc_ledger_reserve(l, &ana, &a, 0, NULL, rid, NULL, 0, NULL, &err),
+                 DSC_BAD_REQUEST);
+    cr_assert(strstr(err.message, "ttl"), "%s", err.message);
+    cr_assert_eq(dsc_ledger_settle(l, NULL, &a, NULL, NULL, &err), DSC_BAD_REQUEST);
+    cr_assert(strstr(err.message, "reservation_id"), "%s", err.message);
+    cr_assert_eq(dsc_ledger_settle(l, "r1", NULL, NULL, NULL, &err), DSC_BAD_REQUEST);
+    cr_assert_eq(dsc_ledger_cancel(l, "", &err), DSC_BAD_REQUEST);
+    cr_assert_eq(dsc_ledger_budget_set(l, NULL, DSC_METRIC_GCO2E, NULL, 1, NULL, &err),
+                 DSC_BAD_REQUEST);
+    cr_assert_eq(dsc_ledger_budget_set(l, "*", DSC_METRIC_GCO2E, NULL, 1, NULL, &err),
+                 DSC_BAD_REQUEST);
+    cr_assert_eq(dsc_ledger_record_decision(l, NULL, &err), DSC_BAD_REQUEST);
+    dsc_ledger_free(l);
+}

@@ -9,6 +9,7 @@
 #include "discern/catalog.h"
 
 #include <criterion/criterion.h>
+#include <pthread.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -760,4 +761,82 @@ Test(policy_lint, a_folder_that_does_not_compile_is_an_error, .init = make_dir,
     dsc_error err = {0};
     cr_assert_eq(dsc_policy_check(dir, NULL, NULL, &err), -1);
     cr_assert(strstr(err.message, "p.lua:1:"), "%s", err.message);
+}
+
+/* --- threads and allocation failures --- */
+
+typedef struct worker {
+    dsc_policy_set *set;
+    dsc_grid *grid;
+    int refused, allowed;
+} worker;
+
+static void *work(void *arg) {
+    worker *w = arg;
+    dsc_error err;
+    dsc_policy_vm *vm = dsc_policy_vm_new(w->set, NULL, w->grid, NULL, &err);
+    if (!vm) return NULL;
+    for (int i = 0; i < 2000; i++) {
+        dsc_estimate e = est_g(i % 2 ? 10.0 : 1.0);
+        dsc_policy_input in = request(&e);
+        dsc_decision d;
+        if (dsc_policy_vm_decide(vm, &in, &d) != DSC_OK) continue;
+        if (d.outcome == DSC_POLICY_REFUSE) w->refused++;
+        else if (d.outcome == DSC_POLICY_ALLOW) w->allowed++;
+    }
+    dsc_policy_vm_free(vm);
+    return NULL;
+}
+
+Test(policy, one_set_serves_vms_on_several_threads) {
+    put("a.lua", POLICY("if ctx.estimate.gco2e.max > 5 then return refuse('big') end\n"
+                        "  local g = ctx.grid() return allow(tostring(g))"));
+    dsc_error err = {0};
+    dsc_policy_set *set = dsc_policy_set_load(dir, &err);
+    dsc_grid *g = dsc_grid_new();
+    dsc_grid_set_annual(g, "FRA", 56, &err);
+    worker w[4];
+    pthread_t t[4];
+    for (int i = 0; i < 4; i++) {
+        w[i] = (worker){dsc_policy_set_ref(set), g, 0, 0};
+        pthread_create(&t[i], NULL, work, &w[i]);
+    }
+    dsc_policy_set_unref(set); /* the workers hold their own references */
+    for (int i = 0; i < 4; i++) {
+        pthread_join(t[i], NULL);
+        cr_assert_eq(w[i].refused, 1000);
+        cr_assert_eq(w[i].allowed, 1000);
+        dsc_policy_set_unref(w[i].set);
+    }
+    dsc_grid_free(g);
+}
+
+Test(policy, a_memory_cap_too_small_fails_cleanly_at_every_size) {
+    put("a.lua", "local big = {} for i = 1, 2000 do big[i] = 'x' .. i end\n"
+                 POLICY("return allow(big[#big] .. ' ' .. req.model)"));
+    put("purposes.lua", "return { classes = { essential = {'health'} } }\n");
+    dsc_error err = {0};
+    dsc_policy_set *set = dsc_policy_set_load(dir, &err);
+    cr_assert_not_null(set, "%s", err.message);
+    int worked = 0;
+    for (size_t cap = 8 << 10; cap <= (640u << 10); cap += 8 << 10) {
+        dsc_policy_limits lim = {.memory_bytes = cap};
+        dsc_policy_vm *vm = dsc_policy_vm_new(set, NULL, NULL, &lim, &err);
+        if (!vm) {
+            cr_assert(err.code == DSC_NOMEM || err.code == DSC_POLICY_ERROR, "%d", err.code);
+            continue;
+        }
+        dsc_estimate e = est_g(1);
+        dsc_policy_input in = request(&e);
+        dsc_decision d;
+        dsc_status st = dsc_policy_vm_decide(vm, &in, &d);
+        cr_assert(st == DSC_OK || st == DSC_NOMEM, "%d", st);
+        if (st == DSC_OK && !d.verdicts[0].error) {
+            cr_assert_str_eq(d.reason, "x2000 gpt-4o");
+            worked++;
+        }
+        dsc_policy_vm_free(vm);
+    }
+    cr_assert_gt(worked, 0, "some cap was large enough");
+    dsc_policy_set_unref(set);
 }

@@ -13,6 +13,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/stat.h>
 #include <sys/wait.h>
 #include <time.h>
 #include <unistd.h>
@@ -29,9 +30,12 @@ static int64_t fake_now(void *ud) {
     return ((fake_clock *)ud)->now;
 }
 
+/* A fresh database path under the build tree's ledger-tests/ (kept for inspection). */
 static void temp_db(char *path, size_t len) {
     char dir[512];
-    snprintf(dir, sizeof dir, "%s/ledger-test-XXXXXX", DISCERN_BINARY_DIR);
+    snprintf(dir, sizeof dir, "%s/ledger-tests", DISCERN_BINARY_DIR);
+    mkdir(dir, 0755);
+    snprintf(dir, sizeof dir, "%s/ledger-tests/XXXXXX", DISCERN_BINARY_DIR);
     cr_assert(mkdtemp(dir), "mkdtemp");
     snprintf(path, len, "%s/discern.db", dir);
 }
@@ -240,6 +244,39 @@ Test(store_sqlite, full_disk_fails_the_settle_keeps_memory_and_recovers) {
     l = open_at(path, &clk, 0);
     cr_assert_eq(find(st, preview(l, st, 2), "*").used, settled + 2 * M, "store and memory agree");
     dsc_ledger_free(l);
+}
+
+Test(store_sqlite, read_only_database_fails_the_settle_and_recovers) {
+    char path[600];
+    temp_db(path, sizeof path);
+    fake_clock clk = {T0};
+    dsc_ledger *l = open_at(path, &clk, 0);
+    dsc_error err;
+    cr_assert_eq(dsc_ledger_budget_set(l, "*", DSC_METRIC_GCO2E, "year", 100, NULL, &err), DSC_OK);
+    char rid[DSC_RESERVATION_ID_MAX];
+    dsc_amounts a = amt(DSC_METRIC_GCO2E, 3 * M);
+    cr_assert_eq(dsc_ledger_reserve(l, &ana, &a, 3600, NULL, rid, NULL, 0, NULL, &err), DSC_OK);
+    /* as if the file or its directory had become read-only */
+    cr_assert_eq(dsc__ledger_store_exec(l, "PRAGMA query_only = 1", &err), DSC_OK);
+    cr_assert_eq(dsc_ledger_settle(l, rid, &a, NULL, NULL, &err), DSC_STORE_UNAVAILABLE);
+    cr_assert(strstr(err.message, "readonly"), "message: %s", err.message);
+    dsc_budget_state st[2];
+    dsc_budget_state s = find(st, preview(l, st, 2), "*");
+    cr_assert_eq(s.used, 0);
+    cr_assert_eq(s.held, 3 * M);
+    char other[DSC_RESERVATION_ID_MAX];
+    cr_assert_eq(dsc_ledger_reserve(l, &ana, &a, 3600, NULL, other, NULL, 0, NULL, &err),
+                 DSC_STORE_UNAVAILABLE, "a reserve fails too");
+    cr_assert_eq(find(st, preview(l, st, 2), "*").held, 3 * M, "and holds nothing");
+    /* writable again: the same settle goes through, without a restart */
+    cr_assert_eq(dsc__ledger_store_exec(l, "PRAGMA query_only = 0", &err), DSC_OK);
+    cr_assert_eq(dsc_ledger_settle(l, rid, &a, NULL, NULL, &err), DSC_OK, "%s", err.message);
+    s = find(st, preview(l, st, 2), "*");
+    cr_assert_eq(s.used, 3 * M);
+    cr_assert_eq(s.held, 0);
+    dsc_ledger_free(l);
+    cr_assert_eq(query_int(path, "SELECT count(*) FROM reservations"), 1);
+    cr_assert_eq(query_int(path, "SELECT sum(gco2e) FROM charges"), 3 * M);
 }
 
 Test(store_sqlite, unopenable_store_is_reported_with_its_path) {
