@@ -12,6 +12,7 @@
 #include "harness.h"
 
 #include <criterion/criterion.h>
+#include <signal.h>
 #include <fcntl.h>
 #include <jansson.h>
 #include <netinet/in.h>
@@ -22,6 +23,25 @@
 #include <sys/stat.h>
 #include <sys/wait.h>
 #include <unistd.h>
+
+/* The discernd of the running test: the suite's fini kills it even when an
+ * assertion failed before th_server_cleanup (it would hold the test's pipes). */
+static th_server *live_server;
+
+static void kill_live_server(void) {
+    if (live_server && live_server->pid > 0) {
+        kill(live_server->pid, SIGKILL);
+        waitpid(live_server->pid, NULL, 0);
+        live_server->pid = 0;
+    }
+}
+
+TestSuite(cli_server, .fini = kill_live_server);
+
+static void start_server(th_server *s, const char *extra) {
+    th_server_start(s, extra);
+    live_server = s;
+}
 
 #define DISCERN DISCERN_BINARY_DIR "/bin/discern"
 
@@ -169,7 +189,7 @@ Test(cli_server, missing_or_bad_flags_are_usage_errors_naming_the_flag) {
 
 Test(cli_server, ping_and_stats_talk_to_a_real_server) {
     th_server s;
-    th_server_start(&s, NULL);
+    start_server(&s, NULL);
     char addr[64];
     snprintf(addr, sizeof addr, "127.0.0.1:%d", s.port);
     run_result r = RUN(addr, "ping");
@@ -196,7 +216,7 @@ Test(cli_server, ping_and_stats_talk_to_a_real_server) {
 
 Test(cli_server, a_wrong_admin_token_is_refused_before_the_admin_call) {
     th_server s;
-    th_server_start(&s, NULL);
+    start_server(&s, NULL);
     char addr[64];
     snprintf(addr, sizeof addr, "127.0.0.1:%d", s.port);
     run_result r = RUN(addr, "budget", "set", "--selector", "team:*", "--metric", "gco2e",

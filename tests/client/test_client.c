@@ -9,6 +9,7 @@
 #include "harness.h"
 
 #include <criterion/criterion.h>
+#include <sys/wait.h>
 #include <netinet/in.h>
 #include <signal.h>
 #include <stdio.h>
@@ -17,6 +18,25 @@
 #include <sys/socket.h>
 #include <time.h>
 #include <unistd.h>
+
+/* The discernd of the running test: the suite's fini kills it even when an
+ * assertion failed before th_server_cleanup (it would hold the test's pipes). */
+static th_server *live_server;
+
+static void kill_live_server(void) {
+    if (live_server && live_server->pid > 0) {
+        kill(live_server->pid, SIGKILL);
+        waitpid(live_server->pid, NULL, 0);
+        live_server->pid = 0;
+    }
+}
+
+TestSuite(client, .fini = kill_live_server);
+
+static void start_server(th_server *s, const char *extra) {
+    th_server_start(s, extra);
+    live_server = s;
+}
 
 static int64_t ms_now(void) {
     struct timespec ts;
@@ -57,7 +77,7 @@ static int closed_port(void) {
 
 Test(client, ping_over_tcp_returns_the_server_version_and_clock) {
     th_server s;
-    th_server_start(&s, NULL);
+    start_server(&s, NULL);
     dsc_client *c = tcp_client(&s, NULL);
     dsc_client_ping_result r;
     dsc_error err;
@@ -71,7 +91,7 @@ Test(client, ping_over_tcp_returns_the_server_version_and_clock) {
 
 Test(client, ping_over_the_unix_socket) {
     th_server s;
-    th_server_start(&s, NULL);
+    start_server(&s, NULL);
     char addr[400];
     snprintf(addr, sizeof addr, "unix:%s", s.unix_path);
     dsc_client *c = client_at(addr, 2000);
@@ -83,7 +103,7 @@ Test(client, ping_over_the_unix_socket) {
 
 Test(client, stats_count_the_requests_served) {
     th_server s;
-    th_server_start(&s, NULL);
+    start_server(&s, NULL);
     dsc_client *c = tcp_client(&s, NULL);
     dsc_error err;
     for (int i = 0; i < 5; i++) cr_assert_eq(dsc_client_ping(c, NULL, &err), DSC_OK);
@@ -99,7 +119,7 @@ Test(client, stats_count_the_requests_served) {
 
 Test(client, the_admin_token_is_sent_on_connect_and_a_wrong_one_is_unauthorized) {
     th_server s;
-    th_server_start(&s, NULL);
+    start_server(&s, NULL);
     dsc_error err;
     dsc_client *good = tcp_client(&s, &(dsc_client_options){.admin_token = TH_ADMIN_TOKEN});
     cr_assert_eq(dsc_client_connect(good, &err), DSC_OK, "%s", err.message);
@@ -114,7 +134,7 @@ Test(client, the_admin_token_is_sent_on_connect_and_a_wrong_one_is_unauthorized)
 
 Test(client, a_server_error_comes_back_as_its_status_and_message) {
     th_server s;
-    th_server_start(&s, NULL);
+    start_server(&s, NULL);
     /* a model no catalogue has: unknown_model from check and estimate, or
      * bad_request "unknown method" while the server does not serve them yet */
     dsc_client *c = tcp_client(&s, NULL);
@@ -135,7 +155,7 @@ Test(client, a_server_error_comes_back_as_its_status_and_message) {
 
 Test(client, pipeline_of_1000_calls_matches_every_reply_to_its_call) {
     th_server s;
-    th_server_start(&s, NULL);
+    start_server(&s, NULL);
     dsc_client *c = tcp_client(&s, &(dsc_client_options){.timeout_ms = 10000});
     enum { N = 1000 };
     dsc_client_call *calls = calloc(N, sizeof *calls);
@@ -163,7 +183,7 @@ Test(client, pipeline_of_1000_calls_matches_every_reply_to_its_call) {
 
 Test(client, an_invalid_call_in_a_pipeline_fails_alone_and_is_not_sent) {
     th_server s;
-    th_server_start(&s, NULL);
+    start_server(&s, NULL);
     dsc_client *c = tcp_client(&s, NULL);
     dsc_client_check_request bad = {.provider = "openai", .model = "gpt-4o", .purpose = "x"};
     dsc_client_call calls[3] = {{.method = DSC_CALL_PING},
@@ -232,7 +252,7 @@ Test(client, a_port_nobody_listens_on_is_unreachable_at_once) {
 
 Test(client, a_stopped_server_times_out_and_the_next_call_works_once_it_resumes) {
     th_server s;
-    th_server_start(&s, NULL);
+    start_server(&s, NULL);
     dsc_client *c = tcp_client(&s, &(dsc_client_options){.timeout_ms = 300});
     dsc_error err;
     cr_assert_eq(dsc_client_ping(c, NULL, &err), DSC_OK, "%s", err.message);
@@ -252,7 +272,7 @@ Test(client, a_stopped_server_times_out_and_the_next_call_works_once_it_resumes)
 
 Test(client, a_server_restart_is_survived_by_a_transparent_reconnect) {
     th_server s;
-    th_server_start(&s, NULL);
+    start_server(&s, NULL);
     dsc_client *c = tcp_client(&s, NULL);
     char unix_addr[400];
     snprintf(unix_addr, sizeof unix_addr, "unix:%s", s.unix_path);
@@ -279,7 +299,7 @@ Test(client, repeated_restarts_between_calls_need_no_caller_action) {
     /* the server restarts while the client holds an idle connection: the next
      * call finds it closed and reconnects before sending */
     th_server s;
-    th_server_start(&s, NULL);
+    start_server(&s, NULL);
     char unix_addr[400];
     snprintf(unix_addr, sizeof unix_addr, "unix:%s", s.unix_path);
     dsc_client *u = client_at(unix_addr, 2000);
