@@ -32,6 +32,12 @@ static double now_s(void) {
     return (double)ts.tv_sec + (double)ts.tv_nsec / 1e9;
 }
 
+static double cpu_s(void) {
+    struct timespec ts;
+    clock_gettime(CLOCK_PROCESS_CPUTIME_ID, &ts);
+    return (double)ts.tv_sec + (double)ts.tv_nsec / 1e9;
+}
+
 static long rss_kb(void) {
     FILE *f = fopen("/proc/self/status", "r");
     char line[256];
@@ -44,8 +50,7 @@ static long rss_kb(void) {
 
 static dsc_ledger *open_ledger(const char *path, dsc_durability d, int64_t (*clock)(void *),
                                void *ud) {
-    dsc_ledger_config cfg = {.store_path = path, .durability = d, .now_us = clock,
-                             .clock_ud = ud};
+    dsc_ledger_config cfg = {.store_path = path, .durability = d, .now_us = clock, .clock_ud = ud};
     dsc_error err;
     dsc_ledger *l = dsc_ledger_new(&cfg, &err);
     if (!l) {
@@ -92,22 +97,25 @@ static void bench_memory(void) {
     dsc_amounts a = {{0}};
     a.v[DSC_METRIC_GCO2E] = 5 * M;
     a.v[DSC_METRIC_REQUESTS] = M;
-    double t0 = now_s();
+    double t0 = now_s(), c0 = cpu_s();
     for (int i = 0; i < N; i++) {
-        if (dsc_ledger_reserve(l, &subjects[i % SUBJECTS], &a, 60, NULL, rid, NULL, 0, NULL, NULL) != DSC_OK ||
+        if (dsc_ledger_reserve(l, &subjects[i % SUBJECTS], &a, 60, NULL, rid, NULL, 0, NULL,
+                               NULL) != DSC_OK ||
             dsc_ledger_settle(l, rid, &a, NULL, NULL, NULL) != DSC_OK) {
             fprintf(stderr, "bench_ledger: memory pair %d failed\n", i);
             exit(1);
         }
     }
-    double dt = now_s() - t0;
+    double dt = now_s() - t0, dc = cpu_s() - c0;
     printf("memory: %d reserve+settle pairs, 1 thread, 3 budgets each: %.0f pairs/s "
-           "(%.2f us/pair)\n", N, N / dt, dt * 1e6 / N);
+           "(%.2f us/pair wall, %.2f us/pair CPU: %.0f pairs per CPU-second)\n",
+           N, N / dt, dt * 1e6 / N, dc * 1e6 / N, N / dc);
     dsc_budget_state st[4];
     size_t n;
     subject_of(0, org, team, user, &s);
     t0 = now_s();
-    for (int i = 0; i < N; i++) dsc_ledger_preview(l, &s, &a, st, 4, &n, NULL);
+    for (int i = 0; i < N; i++)
+        dsc_ledger_preview(l, &s, &a, st, 4, &n, NULL);
     dt = now_s() - t0;
     printf("memory: preview of 3 budgets: %.0f /s (%.2f us)\n", N / dt, dt * 1e6 / N);
     dsc_ledger_free(l);
@@ -162,7 +170,8 @@ static double run_phase(durable_run *r, int threads, int phase) {
     }
     pthread_barrier_wait(&go);
     double t0 = now_s();
-    for (int i = 0; i < threads; i++) pthread_join(t[i], NULL);
+    for (int i = 0; i < threads; i++)
+        pthread_join(t[i], NULL);
     double dt = now_s() - t0;
     pthread_barrier_destroy(&go);
     free(t);
@@ -186,7 +195,8 @@ static void bench_durable_mode(const char *dir, dsc_durability d, const char *na
     dsc_ledger_free(l); /* flushes what batch/off modes still queue */
     int n = threads * per_thread;
     printf("durable %-5s: %d threads, %d settles: %.0f settles/s; reserves %.0f/s; "
-           "%.1f records/commit; failures %d\n", name, threads, n, n / ts, n / tr,
+           "%.1f records/commit; failures %d\n",
+           name, threads, n, n / ts, n / tr,
            stats.store_batches ? (double)stats.store_records / (double)stats.store_batches : 0,
            r.failures);
     free(r.rids);
@@ -229,7 +239,9 @@ static void *async_settler(void *arg) {
     return NULL;
 }
 
-static int cmp_rid(const void *a, const void *b) { return strcmp(a, b); }
+static int cmp_rid(const void *a, const void *b) {
+    return strcmp(a, b);
+}
 
 /* Reserve with blocking threads, then settle from 2 threads with completions,
  * at most inflight settles outstanding. */
@@ -251,8 +263,10 @@ static void bench_durable_async(const char *dir, int inflight) {
     pthread_t t[2];
     async_worker w[2] = {{&ar, 0}, {&ar, 1}};
     double t0 = now_s();
-    for (int i = 0; i < 2; i++) pthread_create(&t[i], NULL, async_settler, &w[i]);
-    for (int i = 0; i < 2; i++) pthread_join(t[i], NULL);
+    for (int i = 0; i < 2; i++)
+        pthread_create(&t[i], NULL, async_settler, &w[i]);
+    for (int i = 0; i < 2; i++)
+        pthread_join(t[i], NULL);
     while (__atomic_load_n(&ar.done, __ATOMIC_ACQUIRE) < ar.n) {
         struct timespec ts = {0, 100000};
         nanosleep(&ts, NULL);
@@ -261,9 +275,11 @@ static void bench_durable_async(const char *dir, int inflight) {
     dsc_ledger_stats after;
     dsc_ledger_stats_get(l, &after);
     printf("durable full async: 2 threads, %d in flight, %d settles: %.0f settles/s; "
-           "%.1f records/commit; failures %d\n", inflight, ar.n, ar.n / dt,
+           "%.1f records/commit; failures %d\n",
+           inflight, ar.n, ar.n / dt,
            (double)(after.store_records - before.store_records) /
-               (double)(after.store_batches - before.store_batches), ar.failures);
+               (double)(after.store_batches - before.store_batches),
+           ar.failures);
     sem_destroy(&ar.slots);
     dsc_ledger_free(l);
     free(r.rids);
@@ -307,8 +323,9 @@ static void bench_rss(size_t retain_max) {
     dsc_ledger_stats stats;
     dsc_ledger_stats_get(l, &stats);
     printf("rss: %zu budgets, %zu counters, %zu remembered reservations: %.1f MB RSS "
-           "(+%.1f MB); budget_set %.1f us each\n", stats.budgets, stats.counters,
-           stats.reservations, after / 1024.0, (after - before) / 1024.0, dt * 1e6 / N);
+           "(+%.1f MB); budget_set %.1f us each\n",
+           stats.budgets, stats.counters, stats.reservations, after / 1024.0,
+           (after - before) / 1024.0, dt * 1e6 / N);
     dsc_ledger_free(l);
     malloc_trim(0);
 }
@@ -319,17 +336,21 @@ typedef struct clock_state {
     int64_t now;
 } clock_state;
 
-static int64_t bench_clock(void *ud) { return ((clock_state *)ud)->now; }
+static int64_t bench_clock(void *ud) {
+    return ((clock_state *)ud)->now;
+}
 
-static void bench_restart(const char *dir) {
+/* span_s: how far back the charges go (two weeks; or minutes, when most settled
+ * reservations are still remembered and reloaded too). */
+static void bench_restart(const char *dir, int64_t span_s) {
     char path[1024];
-    snprintf(path, sizeof path, "%s/restart.db", dir);
+    snprintf(path, sizeof path, "%s/restart-%lld.db", dir, (long long)span_s);
     unlink(path);
     struct timespec ts;
     clock_gettime(CLOCK_REALTIME, &ts);
     int64_t end = (int64_t)ts.tv_sec * 1000000;
     enum { N = 1000000 };
-    int64_t step = 14LL * 86400 * 1000000 / N; /* two weeks of traffic */
+    int64_t step = span_s * 1000000 / N;
     clock_state clk = {end - (int64_t)N * step};
     dsc_ledger *l = open_ledger(path, DSC_DURABILITY_OFF, bench_clock, &clk);
     three_budgets(l);
@@ -362,9 +383,12 @@ static void bench_restart(const char *dir) {
     int64_t total = 0;
     for (size_t i = 0; i < n && i < 8; i++)
         if (st[i].selector[0] == '*') total = st[i].used;
-    printf("restart: %d charge records (written in %.1f s with durability off): "
-           "dsc_ledger_new rebuilt the counters in %.2f s; '*' counts %lld requests\n",
-           N, fill, dt, (long long)(total / M));
+    dsc_ledger_stats stats;
+    dsc_ledger_stats_get(l, &stats);
+    printf("restart: %d charge records over %lld s (written in %.1f s with durability off): "
+           "dsc_ledger_new rebuilt the counters in %.2f s, reloading %zu reservations; "
+           "'*' counts %lld requests\n",
+           N, (long long)span_s, fill, dt, stats.reservations, (long long)(total / M));
     dsc_ledger_free(l);
 }
 
@@ -389,6 +413,7 @@ int main(int argc, char **argv) {
         bench_durable_async(dir, 1024);
     }
     if (wants(argc, argv, "durable")) bench_durable(dir);
-    if (wants(argc, argv, "restart")) bench_restart(dir);
+    if (wants(argc, argv, "restart")) bench_restart(dir, 14 * 86400);
+    if (wants(argc, argv, "restart-recent")) bench_restart(dir, 500);
     return 0;
 }

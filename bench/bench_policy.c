@@ -69,9 +69,10 @@ static const char *all_four(const char *dir, char *tmp, size_t n) {
     snprintf(tmp, n, "/tmp/discern-bench-XXXXXX");
     if (!mkdtemp(tmp)) return NULL;
     char cmd[8192];
-    snprintf(cmd, sizeof cmd,
-             "cp '%s'/*.lua '%s'/ && sed -i 's/enabled = false/enabled = true/' '%s'/grid_aware.lua",
-             dir, tmp, tmp);
+    snprintf(
+        cmd, sizeof cmd,
+        "cp '%s'/*.lua '%s'/ && sed -i 's/enabled = false/enabled = true/' '%s'/grid_aware.lua",
+        dir, tmp, tmp);
     return system(cmd) == 0 ? tmp : NULL;
 }
 
@@ -90,8 +91,8 @@ static int run(const char *label, const char *dir, const dsc_catalog *cat, long 
         return 1;
     }
     dsc_estimate est;
-    dsc_estimate_input ei = {.provider = "openai", .model = "gpt-4o", .input_tokens = 400,
-                             .output_tokens = 800};
+    dsc_estimate_input ei = {
+        .provider = "openai", .model = "gpt-4o", .input_tokens = 400, .output_tokens = 800};
     if (dsc_estimate_compute(cat, &ei, &est, &err) != DSC_OK) {
         fprintf(stderr, "bench_policy: %s\n", err.message);
         return 1;
@@ -105,11 +106,21 @@ static int run(const char *label, const char *dir, const dsc_catalog *cat, long 
     dsc_policy_tag tags[] = {{"app", "review-bot"}};
     dsc_policy_input in = {
         .subject = {.org = "acme", .team = "infra", .user = "ana", .key = "k1"},
-        .provider = "openai", .model = "gpt-4o", .input_tokens = 400, .output_tokens = 800,
-        .purpose = "code-review", .tags = tags, .n_tags = 1, .estimate = &est,
-        .budgets = bs, .n_budgets = 3, .now = 1767225600,
+        .provider = "openai",
+        .model = "gpt-4o",
+        .input_tokens = 400,
+        .output_tokens = 800,
+        .purpose = "code-review",
+        .tags = tags,
+        .n_tags = 1,
+        .estimate = &est,
+        .budgets = bs,
+        .n_budgets = 3,
+        .now = 1767225600,
     };
     uint32_t *hist = calloc(BUCKETS, sizeof *hist);
+    if (!hist) return 1;
+    memset(hist, 0, BUCKETS * sizeof *hist); /* touch its pages now: RSS then shows the VM */
     dsc_decision d;
     dsc_policy_stats st;
     long warm = n / 100 > 0 ? n / 100 : 1;
@@ -134,8 +145,8 @@ static int run(const char *label, const char *dir, const dsc_catalog *cat, long 
     printf("%s: %d policies run, outcome %s (%s), suggest %s\n", label, d.n_verdicts,
            dsc_policy_outcome_name(d.outcome), d.policy[0] ? d.policy : "-",
            d.suggest_model[0] ? d.suggest_model : "-");
-    printf("  %ld evaluations in %.2f s: median %.2f us, p99 %.2f us, max %.1f us, errors %llu\n", n,
-           secs, percentile(hist, n, 0.5), percentile(hist, n, 0.99), (double)max / 1000.0,
+    printf("  %ld evaluations in %.2f s: median %.2f us, p99 %.2f us, max %.1f us, errors %llu\n",
+           n, secs, percentile(hist, n, 0.5), percentile(hist, n, 0.99), (double)max / 1000.0,
            (unsigned long long)st.errors);
     printf("  Lua memory after %ld: %zu KiB, at the end: %zu KiB; RSS %ld KiB -> %ld KiB\n", warm,
            mem_warm / 1024, st.memory_in_use / 1024, rss_warm, rss_kib());

@@ -87,7 +87,8 @@ int cli_policy(int argc, char **argv) {
         } else if (!strcmp(argv[i], "--data") && i + 1 < argc) {
             data = argv[++i];
         } else if (argv[i][0] == '-' || dir) {
-            return cli_fail(CLI_EXIT_USAGE, "policy: unexpected argument '%s' (see --help)", argv[i]);
+            return cli_fail(CLI_EXIT_USAGE, "policy: unexpected argument '%s' (see --help)",
+                            argv[i]);
         } else {
             dir = argv[i];
         }

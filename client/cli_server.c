@@ -87,7 +87,7 @@ int cli_parse(int argc, char **argv, cli_conn *conn, cli_req *req, const cli_fla
     for (size_t k = 0; k < n_extra && n < MAX_FLAGS; k++) f[n++] = extra[k];
     if (rest) *rest = argc;
     for (int i = 1; i < argc; i++) {
-        const char *arg = argv[i], *eq = strchr(arg, '='), *val;
+        const char *arg = argv[i], *eq = strchr(arg, '='), *val = NULL;
         if (strcmp(arg, "--help") == 0 || strcmp(arg, "-h") == 0) {
             conn->help = 1;
             continue;
@@ -170,7 +170,7 @@ int cli_check_request(cli_req *req, dsc_client_check_request *out) {
         (rc = cli_parse_count("--input-tokens", req->input_tokens, &out->input_tokens)))
         return rc;
     if (req->ttl) {
-        int64_t ttl;
+        int64_t ttl = 0;
         if ((rc = cli_parse_count("--ttl", req->ttl, &ttl))) return rc;
         if (ttl < 1 || ttl > 86400)
             return cli_fail(CLI_EXIT_USAGE, "option --ttl: %s is not in 1..86400", req->ttl);
@@ -189,7 +189,7 @@ dsc_client *cli_connect(const cli_conn *conn, bool admin, int *code) {
     const char *server = env_or(conn->server, "DISCERN_SERVER");
     dsc_client_options o = {0};
     if (conn->timeout) {
-        double ms;
+        double ms = 0;
         if ((*code = cli_parse_number("--timeout", conn->timeout, 0, true, &ms))) return NULL;
         o.timeout_ms = ms > 3600000 ? 3600000 : (int)ceil(ms);
     }
@@ -518,7 +518,7 @@ static int grid_set(int argc, char **argv) {
                     "  --valid-for S         seconds from now\n",
                     false, true);
     dsc_client_grid_request rq = {.zone = zone};
-    double secs;
+    double secs = 0;
     if ((rc = required("--zone", zone)) || (rc = required("--gco2e-per-kwh", g)) ||
         (rc = cli_parse_number("--gco2e-per-kwh", g, 0, false, &rq.gco2e_per_kwh)))
         return rc;

@@ -80,8 +80,9 @@ static int grow(dsc_grid *g) {
 static dsc_status check_zone(const char *zone, dsc_error *err) {
     size_t n = zone ? strlen(zone) : 0;
     if (n == 0 || n > DSC_GRID_ZONE_MAX)
-        return dsc_error_set(err, DSC_BAD_REQUEST, "field 'zone' must be 1 to %d characters, got '%s'",
-                             DSC_GRID_ZONE_MAX, zone ? zone : "(null)");
+        return dsc_error_set(err, DSC_BAD_REQUEST,
+                             "field 'zone' must be 1 to %d characters, got '%s'", DSC_GRID_ZONE_MAX,
+                             zone ? zone : "(null)");
     return DSC_OK;
 }
 
@@ -156,7 +157,8 @@ dsc_status dsc_grid_set_forecast(dsc_grid *g, const char *zone, const dsc_grid_p
     dsc_status st = check_zone(zone, err);
     if (st != DSC_OK) return st;
     if (n < 0 || n > DSC_GRID_FORECAST_MAX)
-        return dsc_error_set(err, DSC_TOO_LARGE, "field 'forecast' must have 0 to %d points, got %d",
+        return dsc_error_set(err, DSC_TOO_LARGE,
+                             "field 'forecast' must have 0 to %d points, got %d",
                              DSC_GRID_FORECAST_MAX, n);
     for (int i = 0; i < n; i++)
         if ((st = check_value(pts[i].gco2e_kwh, err)) != DSC_OK) return st;
@@ -208,8 +210,11 @@ int dsc_grid_forecast(dsc_grid *g, const char *zone, int64_t now, dsc_grid_point
 
 const char *dsc_grid_source_name(dsc_grid_source s) {
     switch (s) {
-    case DSC_GRID_LIVE: return "live";
-    case DSC_GRID_ANNUAL: return "annual";
-    default: return "none";
+    case DSC_GRID_LIVE:
+        return "live";
+    case DSC_GRID_ANNUAL:
+        return "annual";
+    default:
+        return "none";
     }
 }

@@ -53,10 +53,12 @@ dsc_status dsc_metric_parse(const char *name, dsc_metric *out) {
     return DSC_UNKNOWN_METRIC;
 }
 
-static int64_t to_micro(double v) { return v > 0 ? llround(v * 1e6) : 0; }
+static int64_t to_micro(double v) {
+    return v > 0 ? llround(v * 1e6) : 0;
+}
 
-void dsc_amounts_from_estimate(const dsc_estimate *est, int64_t input_tokens,
-                               int64_t output_tokens, int64_t cost_micro, dsc_amounts *out) {
+void dsc_amounts_from_estimate(const dsc_estimate *est, int64_t input_tokens, int64_t output_tokens,
+                               int64_t cost_micro, dsc_amounts *out) {
     memset(out, 0, sizeof *out);
     if (est) {
         out->v[DSC_METRIC_ENERGY_WH] = to_micro(est->total.energy_kwh.max * 1e3);
@@ -64,7 +66,8 @@ void dsc_amounts_from_estimate(const dsc_estimate *est, int64_t input_tokens,
         out->v[DSC_METRIC_WATER_ML] = to_micro(est->total.wcf_l.max * 1e3);
         out->v[DSC_METRIC_PE_MJ] = to_micro(est->total.pe_mj.max);
     }
-    int64_t tokens = (input_tokens > 0 ? input_tokens : 0) + (output_tokens > 0 ? output_tokens : 0);
+    int64_t tokens =
+        (input_tokens > 0 ? input_tokens : 0) + (output_tokens > 0 ? output_tokens : 0);
     out->v[DSC_METRIC_TOKENS] = tokens * DSC_MICRO;
     out->v[DSC_METRIC_REQUESTS] = DSC_MICRO;
     out->v[DSC_METRIC_COST] = cost_micro > 0 ? cost_micro : 0;
@@ -79,13 +82,15 @@ dsc_status dsc_amount_from_api(const char *field, double v, int64_t *micro, dsc_
     return DSC_OK;
 }
 
-double dsc_amount_to_api(int64_t micro) { return (double)micro / 1e6; }
+double dsc_amount_to_api(int64_t micro) {
+    return (double)micro / 1e6;
+}
 
 static dsc_status check_amounts(const char *what, const dsc_amounts *a, dsc_error *err) {
     for (int m = 0; m < DSC_METRIC_COUNT; m++)
         if (a->v[m] < 0 || a->v[m] > (int64_t)(DSC_AMOUNT_API_MAX * 1e6))
-            return dsc_error_set(err, DSC_BAD_REQUEST, "field '%s.%s': %lld is out of range",
-                                 what, metric_names[m], (long long)a->v[m]);
+            return dsc_error_set(err, DSC_BAD_REQUEST, "field '%s.%s': %lld is out of range", what,
+                                 metric_names[m], (long long)a->v[m]);
     return DSC_OK;
 }
 
@@ -100,8 +105,8 @@ static dsc_status check_subject(const dsc_subject *s, dsc_error *err) {
 static dsc_status check_id(const char *field, const char *id, size_t max, dsc_error *err) {
     if (!id || !*id) return dsc_error_set(err, DSC_BAD_REQUEST, "field '%s' is missing", field);
     if (strlen(id) >= max)
-        return dsc_error_set(err, DSC_BAD_REQUEST, "field '%s': longer than %zu characters",
-                             field, max - 1);
+        return dsc_error_set(err, DSC_BAD_REQUEST, "field '%s': longer than %zu characters", field,
+                             max - 1);
     return DSC_OK;
 }
 
@@ -122,7 +127,9 @@ static int64_t realtime_us(void *ud) {
     return (int64_t)ts.tv_sec * 1000000 + ts.tv_nsec / 1000;
 }
 
-int64_t dsc__ledger_now(dsc_ledger *l) { return l->now_us(l->clock_ud); }
+int64_t dsc__ledger_now(dsc_ledger *l) {
+    return l->now_us(l->clock_ud);
+}
 
 static void heap_set(dsc_ledger *l, size_t i, dsc__reservation *r) {
     l->heap[i] = r;
@@ -175,19 +182,23 @@ void dsc__heap_remove(dsc_ledger *l, dsc__reservation *r) {
     heap_down(l, last->heap_idx);
 }
 
-static size_t str_size(const char *s) { return s && *s ? strlen(s) + 1 : 1; }
+static size_t str_size(const char *s) {
+    return s && *s ? strlen(s) + 1 : 1;
+}
 
 static const char *put_str(char **tail, const char *s) {
     char *start = *tail;
     size_t n = str_size(s);
-    if (s && *s) memcpy(start, s, n);
-    else start[0] = '\0';
+    if (s && *s)
+        memcpy(start, s, n);
+    else
+        start[0] = '\0';
     *tail += n;
     return start;
 }
 
-dsc__reservation *dsc__reservation_new(const char *id, const char *request_id,
-                                       const dsc_subject *s, const dsc__hit *hits, size_t n) {
+dsc__reservation *dsc__reservation_new(const char *id, const char *request_id, const dsc_subject *s,
+                                       const dsc__hit *hits, size_t n) {
     size_t strs = str_size(s->org) + str_size(s->team) + str_size(s->user) + str_size(s->key);
     dsc__reservation *r = calloc(1, sizeof *r + n * sizeof r->counters[0] + strs);
     if (!r) return NULL;
@@ -195,7 +206,8 @@ dsc__reservation *dsc__reservation_new(const char *id, const char *request_id,
     if (request_id) copy_str(r->request_id, sizeof r->request_id, request_id);
     r->heap_idx = SIZE_MAX;
     r->n = n;
-    for (size_t i = 0; i < n; i++) r->counters[i] = hits[i].c;
+    for (size_t i = 0; i < n; i++)
+        r->counters[i] = hits[i].c;
     char *tail = (char *)&r->counters[n];
     r->org = put_str(&tail, s->org);
     r->team = put_str(&tail, s->team);
@@ -205,6 +217,7 @@ dsc__reservation *dsc__reservation_new(const char *id, const char *request_id,
 }
 
 dsc_status dsc__reservation_index(dsc_ledger *l, dsc__reservation *r) {
+    r->epoch = l->budget_epoch; /* every reservation is indexed right after matching */
     if (dsc__strmap_put(&l->reservations, r->id, r) != DSC_OK) return DSC_NOMEM;
     if (!r->request_id[0] || dsc__strmap_get(&l->requests, r->request_id)) return DSC_OK;
     if (dsc__strmap_put(&l->requests, r->request_id, r) == DSC_OK) return DSC_OK;
@@ -217,37 +230,55 @@ void dsc__reservation_hold(dsc__reservation *r, int sign) {
         r->counters[i]->held += sign * r->held.v[r->counters[i]->b->metric];
 }
 
+static void charge_counter(dsc_ledger *l, dsc__counter *c, const dsc_amounts *a, int64_t at_us) {
+    int64_t v = a->v[c->b->metric];
+    if (v) dsc_window_counter_add(&c->wc, &c->b->win, &l->tz, v, at_us);
+}
+
 void dsc__reservation_charge(dsc_ledger *l, dsc__reservation *r, const dsc_amounts *a,
                              int64_t at_us) {
-    for (size_t i = 0; i < r->n; i++) {
-        dsc__counter *c = r->counters[i];
-        int64_t v = a->v[c->b->metric];
-        if (v) dsc_window_counter_add(&c->wc, &c->b->win, &l->tz, v, at_us);
+    for (int m = 0; m < DSC_METRIC_COUNT; m++)
+        r->charged.v[m] += a->v[m];
+    dsc__hit hits[DSC__HITS_MAX];
+    size_t nh = 0;
+    dsc_subject s = {r->org, r->team, r->user, r->key};
+    /* Budgets changed since the hold: usage goes to the budgets that apply now, as a
+     * restart would count it. On failure (out of memory), to those of the hold. */
+    if (r->epoch != l->budget_epoch && dsc__match(l, &s, true, hits, &nh, NULL) == DSC_OK) {
+        for (size_t i = 0; i < nh; i++)
+            charge_counter(l, hits[i].c, a, at_us);
+        return;
     }
-    for (int m = 0; m < DSC_METRIC_COUNT; m++) r->charged.v[m] += a->v[m];
+    for (size_t i = 0; i < r->n; i++)
+        charge_counter(l, r->counters[i], a, at_us);
 }
 
 static void finished_unlink(dsc_ledger *l, dsc__reservation *r) {
     if (!r->finished_us) return;
-    if (r->fprev) r->fprev->fnext = r->fnext;
-    else l->fhead = r->fnext;
-    if (r->fnext) r->fnext->fprev = r->fprev;
-    else l->ftail = r->fprev;
+    if (r->fprev)
+        r->fprev->fnext = r->fnext;
+    else
+        l->fhead = r->fnext;
+    if (r->fnext)
+        r->fnext->fprev = r->fprev;
+    else
+        l->ftail = r->fprev;
     r->fprev = r->fnext = NULL;
     r->finished_us = 0;
     l->n_finished--;
 }
 
-void dsc__reservation_finish(dsc_ledger *l, dsc__reservation *r, dsc__rstate st,
-                             int64_t at_us) {
+void dsc__reservation_finish(dsc_ledger *l, dsc__reservation *r, dsc__rstate st, int64_t at_us) {
     if (r->prev == RS_HELD || r->state == RS_HELD) l->n_held--;
     r->state = st;
     finished_unlink(l, r);
     r->finished_us = at_us > 0 ? at_us : 1;
     r->fprev = l->ftail;
     r->fnext = NULL;
-    if (l->ftail) l->ftail->fnext = r;
-    else l->fhead = r;
+    if (l->ftail)
+        l->ftail->fnext = r;
+    else
+        l->fhead = r;
     l->ftail = r;
     l->n_finished++;
 }
@@ -310,13 +341,18 @@ static size_t expire_due(dsc_ledger *l, int64_t now) {
 
 static dsc_status config_apply(dsc_ledger *l, const dsc_ledger_config *cfg, dsc_error *err) {
     if ((unsigned)cfg->durability > DSC_DURABILITY_OFF)
-        return dsc_error_set(err, DSC_BAD_REQUEST, "field 'durability': %d is not full, batch "
-                             "or off", (int)cfg->durability);
+        return dsc_error_set(err, DSC_BAD_REQUEST,
+                             "field 'durability': %d is not full, batch "
+                             "or off",
+                             (int)cfg->durability);
     if ((unsigned)cfg->expired > DSC_EXPIRED_RELEASE)
-        return dsc_error_set(err, DSC_BAD_REQUEST, "field 'expired': %d is not charge or "
-                             "release", (int)cfg->expired);
+        return dsc_error_set(err, DSC_BAD_REQUEST,
+                             "field 'expired': %d is not charge or "
+                             "release",
+                             (int)cfg->expired);
     if (cfg->batch_ms < 0 || cfg->retain_s < 0)
-        return dsc_error_set(err, DSC_BAD_REQUEST, "fields 'batch_ms' and 'retain_s' must be "
+        return dsc_error_set(err, DSC_BAD_REQUEST,
+                             "fields 'batch_ms' and 'retain_s' must be "
                              ">= 0");
     l->durability = cfg->durability;
     l->expired = cfg->expired;
@@ -378,8 +414,8 @@ void dsc_ledger_free(dsc_ledger *l) {
 
 /* --- preview and reserve ------------------------------------------------------ */
 
-static void fill_state(dsc_ledger *l, const dsc__hit *h, const dsc_subject *s,
-                       int64_t request, int64_t now, dsc_budget_state *out) {
+static void fill_state(dsc_ledger *l, const dsc__hit *h, const dsc_subject *s, int64_t request,
+                       int64_t now, dsc_budget_state *out) {
     const dsc__budget *b = h->b;
     copy_str(out->selector, sizeof out->selector, b->selector);
     copy_str(out->window, sizeof out->window, b->window_text);
@@ -409,13 +445,13 @@ static void fill_state(dsc_ledger *l, const dsc__hit *h, const dsc_subject *s,
     out->would_exceed = out->used + out->held + request > out->limit;
 }
 
-dsc_status dsc_ledger_preview(dsc_ledger *l, const dsc_subject *subject,
-                              const dsc_amounts *request, dsc_budget_state *out, size_t max,
-                              size_t *n, dsc_error *err) {
+dsc_status dsc_ledger_preview(dsc_ledger *l, const dsc_subject *subject, const dsc_amounts *request,
+                              dsc_budget_state *out, size_t max, size_t *n, dsc_error *err) {
     static const dsc_amounts zero = {{0}};
     dsc_subject none = {0};
     if (!subject) subject = &none;
     if (!request) request = &zero;
+    if (!out) max = 0;
     dsc_status st = check_subject(subject, err);
     if (st != DSC_OK) return st;
     dsc__hit hits[DSC__HITS_MAX];
@@ -432,9 +468,9 @@ dsc_status dsc_ledger_preview(dsc_ledger *l, const dsc_subject *subject,
 }
 
 /* The budgets amounts would exceed, into exceeded; how many there are. */
-static size_t find_exceeded(dsc_ledger *l, const dsc__hit *hits, size_t nh,
-                            const dsc_subject *s, const dsc_amounts *a, int64_t now,
-                            dsc_budget_state *exceeded, size_t max) {
+static size_t find_exceeded(dsc_ledger *l, const dsc__hit *hits, size_t nh, const dsc_subject *s,
+                            const dsc_amounts *a, int64_t now, dsc_budget_state *exceeded,
+                            size_t max) {
     size_t n = 0;
     for (size_t i = 0; i < nh; i++) {
         const dsc__hit *h = &hits[i];
@@ -453,22 +489,24 @@ static dsc_status reserve_validate(const dsc_subject *s, const dsc_amounts *a, i
     if (st == DSC_OK) st = check_amounts("amounts", a, err);
     if (st != DSC_OK) return st;
     if (ttl_s <= 0 || ttl_s > 7 * 86400)
-        return dsc_error_set(err, DSC_BAD_REQUEST, "field 'ttl': %lld is not between 1 and "
-                             "604800 seconds", (long long)ttl_s);
-    if (request_id && *request_id)
-        return check_id("request_id", request_id, DSC_NAME_MAX, err);
+        return dsc_error_set(err, DSC_BAD_REQUEST,
+                             "field 'ttl': %lld is not between 1 and "
+                             "604800 seconds",
+                             (long long)ttl_s);
+    if (request_id && *request_id) return check_id("request_id", request_id, DSC_NAME_MAX, err);
     return DSC_OK;
 }
 
 /* Create, index and hold a new reservation (mu held). */
-static dsc_status hold_new(dsc_ledger *l, const dsc_subject *s, const dsc_amounts *a,
-                           int64_t now, int64_t ttl_s, const char *request_id,
-                           const dsc__hit *hits, size_t nh, dsc__reservation **out) {
+static dsc_status hold_new(dsc_ledger *l, const dsc_subject *s, const dsc_amounts *a, int64_t now,
+                           int64_t ttl_s, const char *request_id, const dsc__hit *hits, size_t nh,
+                           dsc__reservation **out) {
     char id[DSC_RESERVATION_ID_MAX];
     static const char hex[] = "0123456789abcdef";
     uint64_t v = l->next_rid++;
     id[0] = 'r';
-    for (int i = 16; i >= 1; i--, v >>= 4) id[i] = hex[v & 15];
+    for (int i = 16; i >= 1; i--, v >>= 4)
+        id[i] = hex[v & 15];
     id[17] = '\0';
     dsc__reservation *r = dsc__reservation_new(id, request_id, s, hits, nh);
     if (!r) return DSC_NOMEM;
@@ -484,7 +522,8 @@ static dsc_status hold_new(dsc_ledger *l, const dsc_subject *s, const dsc_amount
     return DSC_OK;
 fail_index:
     dsc__strmap_del(&l->reservations, r->id);
-    if (dsc__strmap_get(&l->requests, r->request_id) == r) dsc__strmap_del(&l->requests, r->request_id);
+    if (dsc__strmap_get(&l->requests, r->request_id) == r)
+        dsc__strmap_del(&l->requests, r->request_id);
 fail:
     free(r);
     return DSC_NOMEM;
@@ -505,10 +544,12 @@ static dsc_status journal_reserve(dsc_ledger *l, dsc__reservation *r, dsc__done 
     dsc_status st = rec ? dsc__store_enqueue(l->store, rec, wait) : DSC_NOMEM;
     if (st != DSC_OK) {
         dsc__apply_reserve_failed(l, r);
-        return dsc_error_set(err, st, st == DSC_NOMEM ? "out of memory" :
-                             "the ledger store is failing; nothing was reserved");
+        return dsc_error_set(err, st,
+                             st == DSC_NOMEM ? "out of memory"
+                                             : "the ledger store is failing; nothing was reserved");
     }
     done->queued = done->fn != NULL;
+    r->committing = true;
     *wait_rec = wait ? rec : NULL;
     return DSC_OK;
 }
@@ -522,15 +563,17 @@ static dsc_status wait_rec(dsc_ledger *l, dsc__rec *rec, dsc_error *err) {
 }
 
 static dsc_status reserve_impl(dsc_ledger *l, const dsc_subject *subject,
-                               const dsc_amounts *amounts, int64_t ttl_s,
-                               const char *request_id,
+                               const dsc_amounts *amounts, int64_t ttl_s, const char *request_id,
                                char reservation_id[DSC_RESERVATION_ID_MAX],
-                               dsc_budget_state *exceeded, size_t max_exceeded,
-                               size_t *n_exceeded, dsc__done *done, dsc_error *err) {
+                               dsc_budget_state *exceeded, size_t max_exceeded, size_t *n_exceeded,
+                               dsc__done *done, dsc_error *err) {
     dsc_subject none = {0};
     if (!subject) subject = &none;
     if (n_exceeded) *n_exceeded = 0;
     if (!amounts) return dsc_error_set(err, DSC_BAD_REQUEST, "field 'amounts' is missing");
+    if (!reservation_id)
+        return dsc_error_set(err, DSC_BAD_REQUEST, "no buffer for the reservation id");
+    if (!exceeded) max_exceeded = 0;
     dsc_status st = reserve_validate(subject, amounts, ttl_s, request_id, err);
     if (st != DSC_OK) return st;
     if (request_id && !*request_id) request_id = NULL;
@@ -544,8 +587,13 @@ static dsc_status reserve_impl(dsc_ledger *l, const dsc_subject *subject,
     forget_old(l, now);
     if (request_id && (r = dsc__strmap_get(&l->requests, request_id))) {
         copy_str(reservation_id, DSC_RESERVATION_ID_MAX, r->id);
+        st = r->committing ? dsc_error_set(err, DSC_STORE_UNAVAILABLE,
+                                           "request '%s' is "
+                                           "still being reserved; retry",
+                                           request_id)
+                           : DSC_OK;
         pthread_mutex_unlock(&l->mu);
-        return DSC_OK;
+        return st;
     }
     if ((st = dsc__match(l, subject, true, hits, &nh, err)) != DSC_OK) goto out;
     size_t nx = find_exceeded(l, hits, nh, subject, amounts, now, exceeded, max_exceeded);
@@ -577,26 +625,23 @@ static dsc_status done_now(dsc_status st, const dsc__done *done) {
     return st;
 }
 
-dsc_status dsc_ledger_reserve(dsc_ledger *l, const dsc_subject *subject,
-                              const dsc_amounts *amounts, int64_t ttl_s, const char *request_id,
+dsc_status dsc_ledger_reserve(dsc_ledger *l, const dsc_subject *subject, const dsc_amounts *amounts,
+                              int64_t ttl_s, const char *request_id,
                               char reservation_id[DSC_RESERVATION_ID_MAX],
-                              dsc_budget_state *exceeded, size_t max_exceeded,
-                              size_t *n_exceeded, dsc_error *err) {
+                              dsc_budget_state *exceeded, size_t max_exceeded, size_t *n_exceeded,
+                              dsc_error *err) {
     dsc__done none = {0};
     return reserve_impl(l, subject, amounts, ttl_s, request_id, reservation_id, exceeded,
                         max_exceeded, n_exceeded, &none, err);
 }
 
-dsc_status dsc_ledger_reserve_async(dsc_ledger *l, const dsc_subject *subject,
-                                    const dsc_amounts *amounts, int64_t ttl_s,
-                                    const char *request_id,
-                                    char reservation_id[DSC_RESERVATION_ID_MAX],
-                                    dsc_budget_state *exceeded, size_t max_exceeded,
-                                    size_t *n_exceeded, dsc_ledger_done_fn fn, void *ud,
-                                    dsc_error *err) {
+dsc_status dsc_ledger_reserve_async(
+    dsc_ledger *l, const dsc_subject *subject, const dsc_amounts *amounts, int64_t ttl_s,
+    const char *request_id, char reservation_id[DSC_RESERVATION_ID_MAX], dsc_budget_state *exceeded,
+    size_t max_exceeded, size_t *n_exceeded, dsc_ledger_done_fn fn, void *ud, dsc_error *err) {
     dsc__done done = {fn, ud, false};
-    return done_now(reserve_impl(l, subject, amounts, ttl_s, request_id, reservation_id,
-                                 exceeded, max_exceeded, n_exceeded, &done, err),
+    return done_now(reserve_impl(l, subject, amounts, ttl_s, request_id, reservation_id, exceeded,
+                                 max_exceeded, n_exceeded, &done, err),
                     &done);
 }
 
@@ -649,17 +694,30 @@ static dsc_status unreserved(dsc_ledger *l, const char *id, const dsc_subject *s
 /* What settling r means now: its kind, and DSC_OK to go on (mu held). */
 static dsc_status settle_kind(dsc__reservation *r, dsc_settle_kind *kind, dsc_error *err) {
     switch (r->state) {
-    case RS_NONE: *kind = DSC_SETTLE_UNRESERVED; return DSC_OK;
-    case RS_HELD: *kind = DSC_SETTLE_RESERVED; return DSC_OK;
-    case RS_SETTLING:
-    case RS_SETTLED: *kind = DSC_SETTLE_REPEATED; return DSC_OK;
+    case RS_NONE:
+        *kind = DSC_SETTLE_UNRESERVED;
+        return DSC_OK;
+    case RS_HELD:
+        *kind = DSC_SETTLE_RESERVED;
+        return DSC_OK;
+    case RS_SETTLED:
+        *kind = DSC_SETTLE_REPEATED;
+        return DSC_OK;
+    case RS_SETTLING: /* answering OK before the first commit could ack a lost settle */
+        return dsc_error_set(err, DSC_STORE_UNAVAILABLE,
+                             "a settle of reservation '%s' is "
+                             "being committed right now; retry",
+                             r->id);
     case RS_CANCELLED:
     case RS_EXPIRED:
-    case RS_RELEASED: *kind = DSC_SETTLE_LATE; return DSC_OK;
+    case RS_RELEASED:
+        *kind = DSC_SETTLE_LATE;
+        return DSC_OK;
     default:
-        return dsc_error_set(err, DSC_STORE_UNAVAILABLE, "reservation '%s' is being %s right "
-                             "now; retry the settle", r->id,
-                             r->state == RS_CANCELLING ? "cancelled" : "expired");
+        return dsc_error_set(err, DSC_STORE_UNAVAILABLE,
+                             "reservation '%s' is being %s right "
+                             "now; retry the settle",
+                             r->id, r->state == RS_CANCELLING ? "cancelled" : "expired");
     }
 }
 
@@ -672,7 +730,8 @@ static dsc_status settle_begin(dsc_ledger *l, dsc__reservation *r, dsc_settle_ki
                                const dsc_amounts *actual, int64_t now, const dsc__done *done,
                                dsc__rec **wait_rec, dsc_error *err) {
     dsc_amounts delta;
-    for (int m = 0; m < DSC_METRIC_COUNT; m++) delta.v[m] = actual->v[m] - r->charged.v[m];
+    for (int m = 0; m < DSC_METRIC_COUNT; m++)
+        delta.v[m] = actual->v[m] - r->charged.v[m];
     dsc__heap_remove(l, r);
     r->prev = r->state;
     r->state = RS_SETTLING;
@@ -692,20 +751,23 @@ static dsc_status settle_begin(dsc_ledger *l, dsc__reservation *r, dsc_settle_ki
     dsc_status st = rec ? dsc__store_enqueue(l->store, rec, wait) : DSC_NOMEM;
     if (st != DSC_OK) {
         dsc__apply_settle(l, r, &delta, now, false);
-        return dsc_error_set(err, st, st == DSC_NOMEM ? "out of memory" :
-                             "the ledger store is failing; nothing was charged, retry");
+        return dsc_error_set(err, st,
+                             st == DSC_NOMEM
+                                 ? "out of memory"
+                                 : "the ledger store is failing; nothing was charged, retry");
     }
     *wait_rec = wait ? rec : NULL;
     return DSC_OK;
 }
 
-static dsc_status settle_impl(dsc_ledger *l, const char *reservation_id,
-                              const dsc_amounts *actual, const dsc_subject *subject_if_unknown,
-                              dsc_settle_kind *kind, dsc__done *done, dsc_error *err) {
+static dsc_status settle_impl(dsc_ledger *l, const char *reservation_id, const dsc_amounts *actual,
+                              const dsc_subject *subject_if_unknown, dsc_settle_kind *kind,
+                              dsc__done *done, dsc_error *err) {
     dsc_subject none = {0};
     const dsc_subject *s = subject_if_unknown ? subject_if_unknown : &none;
     dsc_status st = check_id("reservation_id", reservation_id, DSC_RESERVATION_ID_MAX, err);
-    if (st == DSC_OK && !actual) st = dsc_error_set(err, DSC_BAD_REQUEST, "field 'actual' is missing");
+    if (st == DSC_OK && !actual)
+        st = dsc_error_set(err, DSC_BAD_REQUEST, "field 'actual' is missing");
     if (st == DSC_OK) st = check_amounts("actual", actual, err);
     if (st == DSC_OK) st = check_subject(s, err);
     if (st != DSC_OK) return st;
@@ -725,25 +787,25 @@ out:
     return st;
 }
 
-dsc_status dsc_ledger_settle(dsc_ledger *l, const char *reservation_id,
-                             const dsc_amounts *actual, const dsc_subject *subject_if_unknown,
-                             dsc_settle_kind *kind, dsc_error *err) {
+dsc_status dsc_ledger_settle(dsc_ledger *l, const char *reservation_id, const dsc_amounts *actual,
+                             const dsc_subject *subject_if_unknown, dsc_settle_kind *kind,
+                             dsc_error *err) {
     dsc__done none = {0};
     return settle_impl(l, reservation_id, actual, subject_if_unknown, kind, &none, err);
 }
 
 dsc_status dsc_ledger_settle_async(dsc_ledger *l, const char *reservation_id,
-                                   const dsc_amounts *actual,
-                                   const dsc_subject *subject_if_unknown, dsc_settle_kind *kind,
-                                   dsc_ledger_done_fn fn, void *ud, dsc_error *err) {
+                                   const dsc_amounts *actual, const dsc_subject *subject_if_unknown,
+                                   dsc_settle_kind *kind, dsc_ledger_done_fn fn, void *ud,
+                                   dsc_error *err) {
     dsc__done done = {fn, ud, false};
     return done_now(settle_impl(l, reservation_id, actual, subject_if_unknown, kind, &done, err),
                     &done);
 }
 
 /* Start cancelling a held r (mu held); *rec set when the caller must wait. */
-static dsc_status cancel_begin(dsc_ledger *l, dsc__reservation *r, int64_t now,
-                               dsc__done *done, dsc__rec **wait_rec, dsc_error *err) {
+static dsc_status cancel_begin(dsc_ledger *l, dsc__reservation *r, int64_t now, dsc__done *done,
+                               dsc__rec **wait_rec, dsc_error *err) {
     dsc__heap_remove(l, r);
     r->prev = r->state;
     r->state = RS_CANCELLING;
@@ -791,8 +853,8 @@ dsc_status dsc_ledger_cancel(dsc_ledger *l, const char *reservation_id, dsc_erro
     return cancel_impl(l, reservation_id, &none, err);
 }
 
-dsc_status dsc_ledger_cancel_async(dsc_ledger *l, const char *reservation_id,
-                                   dsc_ledger_done_fn fn, void *ud, dsc_error *err) {
+dsc_status dsc_ledger_cancel_async(dsc_ledger *l, const char *reservation_id, dsc_ledger_done_fn fn,
+                                   void *ud, dsc_error *err) {
     dsc__done done = {fn, ud, false};
     return done_now(cancel_impl(l, reservation_id, &done, err), &done);
 }
@@ -813,8 +875,8 @@ static dsc_status copy_field(const char *field, const char *v, char *dst, size_t
     if (!v) v = "";
     size_t n = strlen(v);
     if (n >= max)
-        return dsc_error_set(err, DSC_BAD_REQUEST, "field '%s': longer than %zu characters",
-                             field, max - 1);
+        return dsc_error_set(err, DSC_BAD_REQUEST, "field '%s': longer than %zu characters", field,
+                             max - 1);
     memcpy(dst, v, n + 1);
     return DSC_OK;
 }
@@ -851,8 +913,8 @@ static dsc_status decision_copy(const dsc_decision_record *d, dsc__rec *rec, dsc
     return st;
 }
 
-static dsc_status decision_impl(dsc_ledger *l, const dsc_decision_record *d,
-                                dsc__done *done, dsc_error *err) {
+static dsc_status decision_impl(dsc_ledger *l, const dsc_decision_record *d, dsc__done *done,
+                                dsc_error *err) {
     if (!d) return dsc_error_set(err, DSC_BAD_REQUEST, "field 'decision' is missing");
     dsc__rec *rec = calloc(1, sizeof *rec);
     if (!rec) return dsc_error_set(err, DSC_NOMEM, "out of memory journaling a decision");
@@ -876,14 +938,14 @@ static dsc_status decision_impl(dsc_ledger *l, const dsc_decision_record *d,
     st = dsc__store_enqueue(l->store, rec, wait);
     pthread_mutex_unlock(&l->mu);
     if (st != DSC_OK)
-        return dsc_error_set(err, st, "the ledger store is failing; the decision was not "
+        return dsc_error_set(err, st,
+                             "the ledger store is failing; the decision was not "
                              "journaled");
     done->queued = done->fn != NULL;
     return wait_rec(l, wait ? rec : NULL, err);
 }
 
-dsc_status dsc_ledger_record_decision(dsc_ledger *l, const dsc_decision_record *d,
-                                      dsc_error *err) {
+dsc_status dsc_ledger_record_decision(dsc_ledger *l, const dsc_decision_record *d, dsc_error *err) {
     dsc__done none = {0};
     return decision_impl(l, d, &none, err);
 }
@@ -907,8 +969,7 @@ void dsc_ledger_stats_get(dsc_ledger *l, dsc_ledger_stats *out) {
     pthread_mutex_unlock(&l->mu);
     out->store_ok = true;
     if (l->store) {
-        dsc__store_counts(l->store, &out->store_batches, &out->store_records,
-                          &out->store_failures);
+        dsc__store_counts(l->store, &out->store_batches, &out->store_records, &out->store_failures);
         out->store_ok = dsc__store_healthy(l->store);
     }
 }

@@ -21,8 +21,8 @@ dsc_status dsc__check_name(const char *field, const char *v, dsc_error *err) {
     if (!v || !*v) return DSC_OK;
     size_t len = strlen(v);
     if (len >= DSC_NAME_MAX)
-        return dsc_error_set(err, DSC_BAD_REQUEST, "field '%s': longer than %d characters",
-                             field, DSC_NAME_MAX - 1);
+        return dsc_error_set(err, DSC_BAD_REQUEST, "field '%s': longer than %d characters", field,
+                             DSC_NAME_MAX - 1);
     for (const char *p = v; *p; p++)
         if (*p == ':' || *p == '/' || *p == '*' || (unsigned char)*p <= ' ' || *p == 0x7f)
             return dsc_error_set(err, DSC_BAD_REQUEST,
@@ -118,11 +118,25 @@ dsc_status dsc__budget_insert(dsc_ledger *l, dsc__budget *b) {
     }
     if (dsc__strmap_put(&l->budgets, b->ident, b) != DSC_OK) goto fail_sel;
     if (live_append(l, b) != DSC_OK) goto fail_ident;
+    for (dsc__counter *c = b->counters; c; c = c->next) {
+        if (dsc__strmap_put(&l->counters, c->key, c) != DSC_OK) goto fail_counters;
+        l->n_counters++;
+    }
+    l->budget_epoch++;
     b->next_sel = slot->head;
     slot->head = b;
     l->shape_count[dsc__budget_shape(b)]++;
     if (b->id >= l->next_budget_id) l->next_budget_id = b->id + 1;
     return DSC_OK;
+fail_counters:
+    for (dsc__counter *c = b->counters; c; c = c->next)
+        if (dsc__strmap_del_if(&l->counters, c->key, c)) l->n_counters--;
+    for (size_t i = 0; i < l->n_live; i++)
+        if (l->live[i] == b) {
+            memmove(&l->live[i], &l->live[i + 1], (l->n_live - i - 1) * sizeof *l->live);
+            l->n_live--;
+            break;
+        }
 fail_ident:
     dsc__strmap_del(&l->budgets, b->ident);
 fail_sel:
@@ -147,6 +161,7 @@ static void unlink_from_slot(dsc_ledger *l, dsc__budget *b) {
 }
 
 void dsc__budget_remove(dsc_ledger *l, dsc__budget *b) {
+    l->budget_epoch++;
     unlink_from_slot(l, b);
     l->shape_count[dsc__budget_shape(b)]--;
     dsc__strmap_del(&l->budgets, b->ident);
@@ -164,12 +179,15 @@ void dsc__budget_remove(dsc_ledger *l, dsc__budget *b) {
     l->dead = b;
 }
 
-static bool present(const char *s) { return s && *s; }
+static bool present(const char *s) {
+    return s && *s;
+}
 
 /* Append s to the string at *p, never past end (the last byte stays a NUL). The hot
  * paths build keys with this rather than snprintf, which costs ~10x more. */
 static void put(char **p, char *end, const char *s) {
-    while (*s && *p < end - 1) *(*p)++ = *s++;
+    while (*s && *p < end - 1)
+        *(*p)++ = *s++;
     **p = '\0';
 }
 
@@ -177,9 +195,11 @@ static void put_int(char **p, char *end, int64_t v) {
     char digits[24];
     int n = 0;
     uint64_t u = v < 0 ? 0 : (uint64_t)v;
-    do digits[n++] = (char)('0' + u % 10), u /= 10;
+    do
+        digits[n++] = (char)('0' + u % 10), u /= 10;
     while (u);
-    while (n && *p < end - 1) *(*p)++ = digits[--n];
+    while (n && *p < end - 1)
+        *(*p)++ = digits[--n];
     **p = '\0';
 }
 
@@ -242,17 +262,16 @@ size_t dsc__counter_key(const dsc__budget *b, const dsc_subject *s, char *key, s
     return off;
 }
 
-static dsc__counter *counter_new(dsc_ledger *l, dsc__budget *b, const char *key, size_t off) {
+static dsc__counter *counter_new(dsc__strmap *map, dsc__budget *b, const char *key, size_t off) {
     dsc__counter *c = calloc(1, sizeof *c + strlen(key) + 1);
     if (!c) return NULL;
     c->b = b;
     strcpy(c->key, key);
     c->name_off = off;
     if (dsc_window_counter_init(&c->wc, &b->win) != DSC_OK) goto fail;
-    if (dsc__strmap_put(&l->counters, c->key, c) != DSC_OK) goto fail;
+    if (dsc__strmap_put(map, c->key, c) != DSC_OK) goto fail;
     c->next = b->counters;
     b->counters = c;
-    l->n_counters++;
     return c;
 fail:
     dsc_window_counter_destroy(&c->wc);
@@ -260,21 +279,43 @@ fail:
     return NULL;
 }
 
-static dsc_status add_hits(dsc_ledger *l, dsc__sel_slot *slot, const dsc_subject *s,
-                           bool create, dsc__hit *hits, size_t *n) {
+dsc__counter *dsc__budget_counter(dsc__strmap *map, dsc__budget *b, const dsc_subject *s,
+                                  bool *created) {
+    char key[DSC__COUNTER_KEY_MAX];
+    size_t off = dsc__counter_key(b, s, key, sizeof key);
+    dsc__counter *c = dsc__strmap_get(map, key);
+    *created = !c;
+    return c ? c : counter_new(map, b, key, off);
+}
+
+bool dsc__budget_applies(const dsc__budget *b, const dsc_subject *s) {
+    const char *vals[LV_COUNT] = {NULL, s->org, s->team, s->user, s->key};
+    if (b->level == LV_ALL) return true;
+    if (!present(vals[b->level]) || (b->qualified && !present(s->org))) return false;
+    char cand[CAND_MAX];
+    level_name(cand, sizeof cand, b->qualified ? s->org : NULL, b->level,
+               b->any ? "*" : vals[b->level]);
+    return strcmp(cand, b->selector) == 0;
+}
+
+static dsc_status add_hits(dsc_ledger *l, dsc__sel_slot *slot, const dsc_subject *s, bool create,
+                           dsc__hit *hits, size_t *n) {
     char key[DSC__COUNTER_KEY_MAX];
     for (dsc__budget *b = slot->head; b; b = b->next_sel) {
         if (*n == DSC__HITS_MAX) return DSC_TOO_LARGE;
         size_t off = dsc__counter_key(b, s, key, sizeof key);
         dsc__counter *c = dsc__strmap_get(&l->counters, key);
-        if (!c && create && !(c = counter_new(l, b, key, off))) return DSC_NOMEM;
+        if (!c && create) {
+            if (!(c = counter_new(&l->counters, b, key, off))) return DSC_NOMEM;
+            l->n_counters++;
+        }
         hits[(*n)++] = (dsc__hit){b, c};
     }
     return DSC_OK;
 }
 
-dsc_status dsc__match(dsc_ledger *l, const dsc_subject *s, bool create, dsc__hit *hits,
-                      size_t *n, dsc_error *err) {
+dsc_status dsc__match(dsc_ledger *l, const dsc_subject *s, bool create, dsc__hit *hits, size_t *n,
+                      dsc_error *err) {
     char cand[DSC__SHAPES][CAND_MAX];
     size_t nc = candidates(l, s, cand);
     *n = 0;
@@ -290,12 +331,17 @@ dsc_status dsc__match(dsc_ledger *l, const dsc_subject *s, bool create, dsc__hit
     return DSC_OK;
 }
 
-static void budget_free(dsc__budget *b) {
+void dsc__budget_drop_counters(dsc__budget *b) {
     for (dsc__counter *c = b->counters, *next; c; c = next) {
         next = c->next;
         dsc_window_counter_destroy(&c->wc);
         free(c);
     }
+    b->counters = NULL;
+}
+
+static void budget_free(dsc__budget *b) {
+    dsc__budget_drop_counters(b);
     free(b);
 }
 
@@ -305,7 +351,8 @@ static void free_slot(void *val, void *ud) {
 }
 
 void dsc__budgets_free(dsc_ledger *l) {
-    for (size_t i = 0; i < l->n_live; i++) budget_free(l->live[i]);
+    for (size_t i = 0; i < l->n_live; i++)
+        budget_free(l->live[i]);
     for (dsc__budget *b = l->dead, *next; b; b = next) {
         next = b->next_dead;
         budget_free(b);
@@ -414,8 +461,15 @@ dsc_status dsc_ledger_budget_set(dsc_ledger *l, const char *selector, dsc_metric
     b->id = old ? old->id : l->next_budget_id++;
     int64_t now = dsc__ledger_now(l);
     pthread_mutex_unlock(&l->mu);
-    if (l->store &&
-        (st = budget_persist(l, budget_rec(DSC__REC_BUDGET_SET, b, b->id, micro, now), err))) {
+    if (l->store) { /* the writer applies it, counting the window's past usage */
+        st = budget_persist(l, budget_rec(DSC__REC_BUDGET_SET, b, b->id, micro, now), err);
+        pthread_mutex_lock(&l->mu);
+        dsc__budget *now_b = dsc__strmap_get(&l->budgets, b->ident);
+        if (st == DSC_OK && now_b)
+            budget_info(now_b, out);
+        else if (st == DSC_OK)
+            st = dsc_error_set(err, DSC_NOMEM, "out of memory indexing a budget");
+        pthread_mutex_unlock(&l->mu);
         free(b);
         return st;
     }
@@ -435,13 +489,14 @@ dsc_status dsc_ledger_budget_delete(dsc_ledger *l, const char *selector, dsc_met
     int64_t id = b ? b->id : 0, now = dsc__ledger_now(l);
     pthread_mutex_unlock(&l->mu);
     if (!b) {
-        st = dsc_error_set(err, DSC_UNKNOWN_BUDGET, "no budget '%s' on %s over '%s'",
-                           key->selector, dsc_metric_name(metric), key->window_text);
+        st = dsc_error_set(err, DSC_UNKNOWN_BUDGET, "no budget '%s' on %s over '%s'", key->selector,
+                           dsc_metric_name(metric), key->window_text);
         goto out;
     }
-    if (l->store &&
-        (st = budget_persist(l, budget_rec(DSC__REC_BUDGET_DELETE, key, id, 0, now), err)))
+    if (l->store) { /* the writer removes it after the commit */
+        st = budget_persist(l, budget_rec(DSC__REC_BUDGET_DELETE, key, id, 0, now), err);
         goto out;
+    }
     pthread_mutex_lock(&l->mu);
     b = dsc__strmap_get(&l->budgets, key->ident);
     if (b && b->id == id) dsc__budget_remove(l, b);
@@ -461,8 +516,8 @@ dsc_status dsc_ledger_budget_get(dsc_ledger *l, const char *selector, dsc_metric
     if (b)
         budget_info(b, out);
     else
-        st = dsc_error_set(err, DSC_UNKNOWN_BUDGET, "no budget '%s' on %s over '%s'",
-                           key->selector, dsc_metric_name(metric), key->window_text);
+        st = dsc_error_set(err, DSC_UNKNOWN_BUDGET, "no budget '%s' on %s over '%s'", key->selector,
+                           dsc_metric_name(metric), key->window_text);
     pthread_mutex_unlock(&l->mu);
     free(key);
     return st;
@@ -472,7 +527,8 @@ size_t dsc_ledger_budget_list(dsc_ledger *l, size_t offset, dsc_budget_info *out
                               size_t *total) {
     size_t n = 0;
     pthread_mutex_lock(&l->mu);
-    for (size_t i = offset; out && i < l->n_live && n < max; i++) budget_info(l->live[i], &out[n++]);
+    for (size_t i = offset; out && i < l->n_live && n < max; i++)
+        budget_info(l->live[i], &out[n++]);
     if (total) *total = l->n_live;
     pthread_mutex_unlock(&l->mu);
     return n;

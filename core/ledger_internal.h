@@ -31,12 +31,12 @@ typedef struct dsc__budget {
     dsc_window win;
     int64_t limit;
     dsc__level level;
-    bool qualified; /* "org:<org>/<level>:..." */
-    bool any;       /* "<level>:*" */
+    bool qualified;               /* "org:<org>/<level>:..." */
+    bool any;                     /* "<level>:*" */
     struct dsc__budget *next_sel; /* budgets sharing one selector */
     struct dsc__budget *next_dead;
-    dsc__counter *counters;       /* this budget's counters */
-    char ident[];                 /* selector|metric|window, the budgets map's key */
+    dsc__counter *counters; /* this budget's counters */
+    char ident[];           /* selector|metric|window, the budgets map's key */
 } dsc__budget;
 
 struct dsc__counter {
@@ -71,9 +71,11 @@ typedef struct dsc__reservation {
     char id[DSC_RESERVATION_ID_MAX];
     char request_id[DSC_NAME_MAX];
     dsc__rstate state, prev;
+    uint64_t epoch;  /* budget_epoch when counters[] was resolved */
+    bool committing; /* its reserve record is not committed yet */
     int64_t created_us, expires_us, finished_us;
     dsc_amounts held, charged;
-    size_t heap_idx; /* SIZE_MAX when not in the expiry heap */
+    size_t heap_idx;                        /* SIZE_MAX when not in the expiry heap */
     struct dsc__reservation *fprev, *fnext; /* the finished list, oldest first */
     const char *org, *team, *user, *key;    /* into the allocation's tail */
     size_t n;
@@ -109,11 +111,12 @@ struct dsc_ledger {
     dsc__strmap sels;     /* selector -> dsc__sel_slot */
     dsc__strmap counters; /* key -> counter */
     dsc__strmap reservations, requests;
-    dsc__budget **live;   /* ordered by id */
+    dsc__budget **live; /* ordered by id */
     size_t n_live, cap_live;
-    dsc__budget *dead;    /* deleted budgets: their counters may still be held */
+    dsc__budget *dead; /* deleted budgets: their counters may still be held */
     size_t n_counters;
     size_t shape_count[DSC__SHAPES]; /* live budgets per selector shape */
+    uint64_t budget_epoch;           /* bumped whenever a budget appears or goes */
     int64_t next_budget_id;
     uint64_t next_rid;
     dsc__reservation **heap; /* expiry min-heap */
@@ -136,25 +139,36 @@ void dsc__budget_ident(char *buf, size_t len, const char *selector, dsc_metric m
                        const char *window);
 /* Which of the DSC__SHAPES selector shapes b has. */
 int dsc__budget_shape(const dsc__budget *b);
-/* Insert a new budget (id, limit, parsed fields set) into the indexes. */
+/* Whether b applies to subject s. */
+bool dsc__budget_applies(const dsc__budget *b, const dsc_subject *s);
+/* b's counter for s, found or created in map (the ledger's, or a private one while a
+ * new budget is replayed); NULL when out of memory. *created tells which. */
+dsc__counter *dsc__budget_counter(dsc__strmap *map, dsc__budget *b, const dsc_subject *s,
+                                  bool *created);
+/* Insert a new budget (id, limit, parsed fields set; its counters, if any, built in
+ * a private map) into the indexes. */
 dsc_status dsc__budget_insert(dsc_ledger *l, dsc__budget *b);
 /* Remove b from the indexes and keep it on the dead list. */
 void dsc__budget_remove(dsc_ledger *l, dsc__budget *b);
 /* The budgets that apply to subject (validated), with counters; create: make the
  * missing counters. DSC_TOO_LARGE beyond DSC__HITS_MAX, DSC_NOMEM. */
-dsc_status dsc__match(dsc_ledger *l, const dsc_subject *s, bool create, dsc__hit *hits,
-                      size_t *n, dsc_error *err);
+dsc_status dsc__match(dsc_ledger *l, const dsc_subject *s, bool create, dsc__hit *hits, size_t *n,
+                      dsc_error *err);
 /* The counter key "<id>#<name>" of b for subject s into key; returns the name's
  * offset in key. */
 size_t dsc__counter_key(const dsc__budget *b, const dsc_subject *s, char *key, size_t len);
+/* Free b's counters (a budget that was never indexed). */
+void dsc__budget_drop_counters(dsc__budget *b);
+/* How far back from now b's window can reach (µs): the charges that can count. */
+int64_t dsc__window_reach(const dsc__budget *b);
 /* Free every budget and counter. */
 void dsc__budgets_free(dsc_ledger *l);
 
 /* --- ledger.c ------------------------------------------------------------------ */
 int64_t dsc__ledger_now(dsc_ledger *l);
 /* A reservation object for subject over the given counters (not indexed yet). */
-dsc__reservation *dsc__reservation_new(const char *id, const char *request_id,
-                                       const dsc_subject *s, const dsc__hit *hits, size_t n);
+dsc__reservation *dsc__reservation_new(const char *id, const char *request_id, const dsc_subject *s,
+                                       const dsc__hit *hits, size_t n);
 /* Index r by id and request id; DSC_NOMEM. */
 dsc_status dsc__reservation_index(dsc_ledger *l, dsc__reservation *r);
 /* Add or remove r's holds on its counters (sign +1 / -1). */
@@ -165,8 +179,7 @@ void dsc__reservation_charge(dsc_ledger *l, dsc__reservation *r, const dsc_amoun
 dsc_status dsc__heap_push(dsc_ledger *l, dsc__reservation *r);
 void dsc__heap_remove(dsc_ledger *l, dsc__reservation *r);
 /* Move r to a final state, onto the finished list. */
-void dsc__reservation_finish(dsc_ledger *l, dsc__reservation *r, dsc__rstate st,
-                             int64_t at_us);
+void dsc__reservation_finish(dsc_ledger *l, dsc__reservation *r, dsc__rstate st, int64_t at_us);
 /* Unindex and free r (off the heap and the finished list first). */
 void dsc__reservation_drop(dsc_ledger *l, dsc__reservation *r);
 /* Bump next_rid past a loaded id. */
@@ -174,18 +187,17 @@ void dsc__rid_seen(dsc_ledger *l, const char *id);
 
 /* --- ledger_store.c ------------------------------------------------------------ */
 /* Open the store at path and rebuild budgets, holds and counters from it. */
-dsc_status dsc__ledger_store_open(dsc_ledger *l, const char *path, int batch_ms,
-                                  dsc_error *err);
+dsc_status dsc__ledger_store_open(dsc_ledger *l, const char *path, int batch_ms, dsc_error *err);
 /* The writer's callback: apply a finished batch to memory (takes mu). */
 void dsc__ledger_apply(void *ud, dsc__rec **recs, size_t n);
 /* A zeroed record of type with r's id and subject filled (NULL: DSC_NOMEM). */
 dsc__rec *dsc__rec_for(dsc__rec_type type, const dsc__reservation *r, int64_t at_us);
 /* Apply the outcome of one record (under mu). */
-void dsc__apply_settle(dsc_ledger *l, dsc__reservation *r, const dsc_amounts *delta,
-                       int64_t at_us, bool ok);
+void dsc__apply_settle(dsc_ledger *l, dsc__reservation *r, const dsc_amounts *delta, int64_t at_us,
+                       bool ok);
 void dsc__apply_cancel(dsc_ledger *l, dsc__reservation *r, int64_t at_us, bool ok);
-void dsc__apply_expire(dsc_ledger *l, dsc__reservation *r, const dsc_amounts *charge,
-                       int64_t at_us, bool ok);
+void dsc__apply_expire(dsc_ledger *l, dsc__reservation *r, const dsc_amounts *charge, int64_t at_us,
+                       bool ok);
 void dsc__apply_reserve_failed(dsc_ledger *l, dsc__reservation *r);
 /* Run SQL on the store's writer connection (tests: simulate a full disk). */
 dsc_status dsc__ledger_store_exec(dsc_ledger *l, const char *sql, dsc_error *err);

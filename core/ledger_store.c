@@ -14,11 +14,13 @@
 #include <stdlib.h>
 #include <string.h>
 
-static const char *const rstate_names[] = {"none",     "held",      "settling",
+static const char *const rstate_names[] = {"none",     "held",       "settling",
                                            "settled",  "cancelling", "cancelled",
-                                           "expiring", "expired",   "released"};
+                                           "expiring", "expired",    "released"};
 
-const char *dsc__rstate_name(dsc__rstate st) { return rstate_names[st]; }
+const char *dsc__rstate_name(dsc__rstate st) {
+    return rstate_names[st];
+}
 
 dsc__rstate dsc__rstate_parse(const char *name) {
     for (size_t i = 0; name && i < sizeof rstate_names / sizeof rstate_names[0]; i++)
@@ -47,11 +49,13 @@ static void back_to_held(dsc_ledger *l, dsc__reservation *r) {
     if (r->state == RS_HELD) dsc__heap_push(l, r);
 }
 
-void dsc__apply_settle(dsc_ledger *l, dsc__reservation *r, const dsc_amounts *delta,
-                       int64_t at_us, bool ok) {
+void dsc__apply_settle(dsc_ledger *l, dsc__reservation *r, const dsc_amounts *delta, int64_t at_us,
+                       bool ok) {
     if (!ok) {
-        if (r->prev == RS_NONE) dsc__reservation_drop(l, r);
-        else back_to_held(l, r);
+        if (r->prev == RS_NONE)
+            dsc__reservation_drop(l, r);
+        else
+            back_to_held(l, r);
         return;
     }
     if (r->prev == RS_HELD) dsc__reservation_hold(r, -1);
@@ -69,8 +73,8 @@ void dsc__apply_cancel(dsc_ledger *l, dsc__reservation *r, int64_t at_us, bool o
     dsc__reservation_finish(l, r, RS_CANCELLED, at_us);
 }
 
-void dsc__apply_expire(dsc_ledger *l, dsc__reservation *r, const dsc_amounts *charge,
-                       int64_t at_us, bool ok) {
+void dsc__apply_expire(dsc_ledger *l, dsc__reservation *r, const dsc_amounts *charge, int64_t at_us,
+                       bool ok) {
     if (!ok) {
         back_to_held(l, r);
         return;
@@ -96,6 +100,7 @@ static void apply_one(dsc_ledger *l, dsc__rec *rec) {
     bool ok = rec->status == DSC_OK;
     switch (rec->type) {
     case DSC__REC_RESERVE:
+        r->committing = false;
         if (!ok) dsc__apply_reserve_failed(l, r);
         break;
     case DSC__REC_SETTLE:
@@ -107,8 +112,76 @@ static void apply_one(dsc_ledger *l, dsc__rec *rec) {
     case DSC__REC_EXPIRE:
         if (r->state == RS_EXPIRING) dsc__apply_expire(l, r, &rec->amounts, rec->at_us, ok);
         break;
-    default: break;
+    default:
+        break;
     }
+}
+
+/* --- budgets changed through the writer ------------------------------------------ */
+
+typedef struct budget_replay {
+    dsc_ledger *l;
+    dsc__budget *b;
+    dsc__strmap counters; /* b's counters while it is not indexed yet */
+} budget_replay;
+
+static dsc_status replay_into_budget(void *ud, const dsc__rec *charge) {
+    budget_replay *br = ud;
+    const dsc__rec_subject *rs = &charge->subject;
+    dsc_subject s = {rs->org, rs->team, rs->user, rs->key};
+    int64_t v = charge->amounts.v[br->b->metric];
+    if (!v || !dsc__budget_applies(br->b, &s)) return DSC_OK;
+    bool created;
+    dsc__counter *c = dsc__budget_counter(&br->counters, br->b, &s, &created);
+    if (!c) return DSC_NOMEM;
+    dsc_window_counter_add(&c->wc, &br->b->win, &br->l->tz, v, charge->at_us);
+    return DSC_OK;
+}
+
+/* A new budget counts the usage already in its window: replay the store's charges
+ * into it before it is indexed. Runs on the writer thread without mu: only the writer
+ * applies charges, so nothing is counted twice or missed. */
+static dsc__budget *budget_with_history(dsc_ledger *l, const dsc__rec_budget *rb, int64_t now) {
+    dsc__budget *b = NULL;
+    if (dsc__budget_new(rb->selector, rb->metric, rb->window, &b, NULL) != DSC_OK) return NULL;
+    b->id = rb->id;
+    b->limit = rb->limit;
+    budget_replay br = {.l = l, .b = b};
+    dsc__strmap_init(&br.counters);
+    int64_t since = now - dsc__window_reach(b);
+    if (dsc__store_replay(l->store, since, replay_into_budget, &br) != DSC_OK) {
+        dsc__strmap_destroy(&br.counters); /* counted from now on only */
+        dsc__budget_drop_counters(b);
+        dsc__strmap_init(&br.counters);
+    }
+    dsc__strmap_destroy(&br.counters);
+    return b;
+}
+
+static void apply_budget(dsc_ledger *l, dsc__rec *rec) {
+    const dsc__rec_budget *rb = &rec->u.budget;
+    char ident[DSC_SELECTOR_MAX + DSC_WINDOW_MAX + 16];
+    dsc__budget_ident(ident, sizeof ident, rb->selector, rb->metric, rb->window);
+    pthread_mutex_lock(&l->mu);
+    dsc__budget *old = dsc__strmap_get(&l->budgets, ident);
+    int64_t now = dsc__ledger_now(l);
+    if (rec->type == DSC__REC_BUDGET_DELETE || old) {
+        if (rec->type == DSC__REC_BUDGET_DELETE && old && old->id == rb->id)
+            dsc__budget_remove(l, old);
+        else if (rec->type == DSC__REC_BUDGET_SET)
+            old->limit = rb->limit;
+        pthread_mutex_unlock(&l->mu);
+        return;
+    }
+    pthread_mutex_unlock(&l->mu);
+    dsc__budget *b = budget_with_history(l, rb, now);
+    if (!b) return;
+    pthread_mutex_lock(&l->mu);
+    if (dsc__strmap_get(&l->budgets, ident) || dsc__budget_insert(l, b) != DSC_OK) {
+        dsc__budget_drop_counters(b);
+        free(b);
+    }
+    pthread_mutex_unlock(&l->mu);
 }
 
 void dsc__ledger_apply(void *ud, dsc__rec **recs, size_t n) {
@@ -119,6 +192,10 @@ void dsc__ledger_apply(void *ud, dsc__rec **recs, size_t n) {
     for (size_t i = n; i-- > 0;) /* failures are undone newest first */
         if (recs[i]->status != DSC_OK) apply_one(l, recs[i]);
     pthread_mutex_unlock(&l->mu);
+    /* budgets last: a new one replays every charge committed so far, this batch's too */
+    for (size_t i = 0; i < n; i++)
+        if (recs[i]->type >= DSC__REC_BUDGET_SET && recs[i]->status == DSC_OK)
+            apply_budget(l, recs[i]);
 }
 
 /* --- rebuilding from the store ------------------------------------------------ */
@@ -154,8 +231,7 @@ static dsc__reservation *load_reservation(rebuild *rb, const dsc__rec *rec) {
     dsc__hit hits[DSC__HITS_MAX];
     size_t nh = 0;
     if (dsc__match(rb->l, &s, true, hits, &nh, NULL) != DSC_OK) return NULL;
-    dsc__reservation *r =
-        dsc__reservation_new(rec->reservation_id, rec->request_id, &s, hits, nh);
+    dsc__reservation *r = dsc__reservation_new(rec->reservation_id, rec->request_id, &s, hits, nh);
     if (!r) return NULL;
     if (dsc__reservation_index(rb->l, r) != DSC_OK) {
         free(r);
@@ -214,22 +290,29 @@ static dsc_status load_charge(void *ud, const dsc__rec *rec) {
     return DSC_OK;
 }
 
+int64_t dsc__window_reach(const dsc__budget *b) {
+    switch (b->win.kind) {
+    case DSC_WINDOW_DAY:
+        return 2 * 86400LL * 1000000;
+    case DSC_WINDOW_WEEK:
+        return 8 * 86400LL * 1000000;
+    case DSC_WINDOW_MONTH:
+        return 32 * 86400LL * 1000000;
+    case DSC_WINDOW_YEAR:
+        return 367 * 86400LL * 1000000;
+    case DSC_WINDOW_ROLLING:
+        return b->win.span_us + b->win.span_us / DSC_WINDOW_BUCKETS;
+    default: /* a token bucket empties in limit / rate periods */
+        return (int64_t)((double)b->limit / (double)b->win.rate_micro * (double)b->win.span_us) +
+               b->win.span_us;
+    }
+}
+
 /* How far back any budget's window reaches from now (µs). */
 static int64_t longest_window(dsc_ledger *l) {
     int64_t longest = 0;
     for (size_t i = 0; i < l->n_live; i++) {
-        const dsc__budget *b = l->live[i];
-        int64_t span;
-        switch (b->win.kind) {
-        case DSC_WINDOW_DAY: span = 2 * 86400LL * 1000000; break;
-        case DSC_WINDOW_WEEK: span = 8 * 86400LL * 1000000; break;
-        case DSC_WINDOW_MONTH: span = 32 * 86400LL * 1000000; break;
-        case DSC_WINDOW_YEAR: span = 367 * 86400LL * 1000000; break;
-        case DSC_WINDOW_ROLLING: span = b->win.span_us + b->win.span_us / DSC_WINDOW_BUCKETS; break;
-        default: /* a token bucket empties in limit / rate periods */
-            span = (int64_t)((double)b->limit / (double)b->win.rate_micro *
-                             (double)b->win.span_us) + b->win.span_us;
-        }
+        int64_t span = dsc__window_reach(l->live[i]);
         if (span > longest) longest = span;
     }
     return longest;
@@ -239,10 +322,10 @@ static void budgets_loaded(void *ud, dsc__store_loader *ld) {
     rebuild *rb = ud;
     ld->since_us = rb->now - longest_window(rb->l);
     ld->finished_since_us = rb->now - rb->l->retain_us;
+    ld->finished_max = rb->l->retain_max;
 }
 
-dsc_status dsc__ledger_store_open(dsc_ledger *l, const char *path, int batch_ms,
-                                  dsc_error *err) {
+dsc_status dsc__ledger_store_open(dsc_ledger *l, const char *path, int batch_ms, dsc_error *err) {
     dsc_error local;
     if (!err) err = &local;
     l->store = dsc__store_open(path, l->durability, batch_ms, err);

@@ -20,10 +20,14 @@
 
 const char *dsc_policy_outcome_name(dsc_policy_outcome o) {
     switch (o) {
-    case DSC_POLICY_ALLOW: return "allow";
-    case DSC_POLICY_THROTTLE: return "throttle";
-    case DSC_POLICY_REFUSE: return "refuse";
-    default: return "abstain";
+    case DSC_POLICY_ALLOW:
+        return "allow";
+    case DSC_POLICY_THROTTLE:
+        return "throttle";
+    case DSC_POLICY_REFUSE:
+        return "refuse";
+    default:
+        return "abstain";
     }
 }
 
@@ -86,13 +90,13 @@ static void free_file(dsc__policy_file *f) {
 }
 
 static void free_set(dsc_policy_set *set) {
-    for (int i = 0; i < set->n; i++) free_file(&set->files[i]);
+    for (int i = 0; i < set->n; i++)
+        free_file(&set->files[i]);
     free_file(&set->purposes);
     free(set);
 }
 
-static dsc_status read_one(const char *dir, const char *name, dsc__policy_file *f,
-                           dsc_error *err) {
+static dsc_status read_one(const char *dir, const char *name, dsc__policy_file *f, dsc_error *err) {
     char path[4096];
     if ((size_t)snprintf(path, sizeof path, "%s/%s", dir, name) >= sizeof path)
         return dsc_error_set(err, DSC_BAD_REQUEST, "path too long: '%s/%s'", dir, name);
@@ -133,7 +137,8 @@ static char **list_policies(const char *dir, int *n, dsc_error *err) {
     return names;
 fail:
     if (err && err->code == DSC_OK) dsc_error_set(err, DSC_NOMEM, "out of memory");
-    for (int i = 0; i < k; i++) free(names[i]);
+    for (int i = 0; i < k; i++)
+        free(names[i]);
     free(names);
     closedir(d);
     return NULL;
@@ -141,7 +146,8 @@ fail:
 
 static uint64_t fnv1a(uint64_t h, const void *p, size_t n) {
     const unsigned char *s = p;
-    for (size_t i = 0; i < n; i++) h = (h ^ s[i]) * 1099511628211ULL;
+    for (size_t i = 0; i < n; i++)
+        h = (h ^ s[i]) * 1099511628211ULL;
     return h;
 }
 
@@ -187,8 +193,10 @@ void dsc__policy_read_meta(lua_State *L, dsc__policy_file *f) {
         luaL_error(L, "%s:%d: field 'mode' must be \"enforce\" or \"shadow\", got \"%s\"", f->file,
                    line, mode);
     f->shadow = strcmp(mode, "shadow") == 0;
-    if (strcmp(on_error, "refuse") == 0) f->on_error = DSC_POLICY_REFUSE;
-    else if (strcmp(on_error, "allow") == 0) f->on_error = DSC_POLICY_ALLOW;
+    if (strcmp(on_error, "refuse") == 0)
+        f->on_error = DSC_POLICY_REFUSE;
+    else if (strcmp(on_error, "allow") == 0)
+        f->on_error = DSC_POLICY_ALLOW;
     else
         luaL_error(L, "%s:%d: field 'on_error' must be \"refuse\" or \"allow\", got \"%s\"",
                    f->file, line, on_error);
@@ -224,7 +232,8 @@ static dsc_status compile_in(lua_State *L, lua_CFunction fn, dsc__policy_file *f
     dsc__sandbox_disarm(L);
     dsc_status ret = DSC_OK;
     if (st == LUA_ERRMEM)
-        ret = dsc_error_set(err, DSC_POLICY_ERROR, "%s: memory cap exceeded while loading", f->file);
+        ret =
+            dsc_error_set(err, DSC_POLICY_ERROR, "%s: memory cap exceeded while loading", f->file);
     else if (st != LUA_OK)
         ret = dsc_error_set(err, DSC_POLICY_ERROR, "%s", lua_tostring(L, -1));
     lua_settop(L, 0);
@@ -264,7 +273,8 @@ dsc_policy_set *dsc_policy_set_load(const char *dir, dsc_error *err) {
         st = read_one(dir, names[i], &set->files[i], err);
     if (st == DSC_OK) st = read_purposes(dir, &set->purposes, err);
     if (st == DSC_OK) st = compile_set(set, err);
-    for (int i = 0; i < n; i++) free(names[i]);
+    for (int i = 0; i < n; i++)
+        free(names[i]);
     free(names);
     if (st != DSC_OK) goto fail;
     compute_version(set);
@@ -284,9 +294,13 @@ void dsc_policy_set_unref(dsc_policy_set *set) {
     if (set && atomic_fetch_sub(&set->refs, 1) == 1) free_set(set);
 }
 
-const char *dsc_policy_set_version(const dsc_policy_set *set) { return set->version; }
+const char *dsc_policy_set_version(const dsc_policy_set *set) {
+    return set->version;
+}
 
-int dsc_policy_set_count(const dsc_policy_set *set) { return set->n; }
+int dsc_policy_set_count(const dsc_policy_set *set) {
+    return set->n;
+}
 
 const char *dsc_policy_set_name(const dsc_policy_set *set, int i) {
     return i >= 0 && i < set->n ? set->files[i].name : NULL;

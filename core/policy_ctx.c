@@ -31,20 +31,28 @@ static const struct {
     {"adpe_kgsbeq", offsetof(dsc_impacts, adpe_kgsbeq), 1.0},
 };
 
-dsc_policy_vm *dsc__vm_of(lua_State *L) { return (dsc_policy_vm *)dsc__sandbox_of(L); }
+dsc_policy_vm *dsc__vm_of(lua_State *L) {
+    return (dsc_policy_vm *)dsc__sandbox_of(L);
+}
 
 static const dsc_policy_input *input_of(lua_State *L, dsc_policy_vm *vm) {
     if (!vm->in) luaL_error(L, "ctx is only available while a request is decided");
     return vm->in;
 }
 
-static int new_ref(lua_State *L) { return luaL_ref(L, LUA_REGISTRYINDEX); }
+static int new_ref(lua_State *L) {
+    return luaL_ref(L, LUA_REGISTRYINDEX);
+}
 
-static void push_ref(lua_State *L, int ref) { lua_rawgeti(L, LUA_REGISTRYINDEX, ref); }
+static void push_ref(lua_State *L, int ref) {
+    lua_rawgeti(L, LUA_REGISTRYINDEX, ref);
+}
 
 static void set_string(lua_State *L, int t, const char *k, const char *v) {
-    if (v && v[0]) lua_pushstring(L, v);
-    else lua_pushnil(L);
+    if (v && v[0])
+        lua_pushstring(L, v);
+    else
+        lua_pushnil(L);
     lua_setfield(L, t, k);
 }
 
@@ -81,15 +89,17 @@ static int l_whatif(lua_State *L) {
     dsc_policy_vm *vm = dsc__vm_of(L);
     const dsc_policy_input *in = input_of(L, vm);
     luaL_checktype(L, 2, LUA_TTABLE);
-    dsc_estimate_input q = {.provider = in->provider, .model = in->model,
-                            .input_tokens = in->input_tokens, .output_tokens = in->output_tokens,
-                            .zone = in->zone, .method = DSC_METHOD_ECOLOGITS};
+    dsc_estimate_input q = {.provider = in->provider,
+                            .model = in->model,
+                            .input_tokens = in->input_tokens,
+                            .output_tokens = in->output_tokens,
+                            .zone = in->zone,
+                            .method = DSC_METHOD_ECOLOGITS};
     if (lua_getfield(L, 2, "provider") != LUA_TNIL) q.provider = luaL_checkstring(L, -1);
     if (lua_getfield(L, 2, "model") != LUA_TNIL) q.model = luaL_checkstring(L, -1);
     if (lua_getfield(L, 2, "zone") != LUA_TNIL) q.zone = luaL_checkstring(L, -1);
     if (lua_getfield(L, 2, "input_tokens") != LUA_TNIL) q.input_tokens = luaL_checkinteger(L, -1);
-    if (lua_getfield(L, 2, "output_tokens") != LUA_TNIL)
-        q.output_tokens = luaL_checkinteger(L, -1);
+    if (lua_getfield(L, 2, "output_tokens") != LUA_TNIL) q.output_tokens = luaL_checkinteger(L, -1);
     if (!vm->oracle.estimate) return luaL_error(L, "what-if estimates need a catalogue");
     dsc_estimate est;
     dsc_error err = {0};
@@ -245,8 +255,7 @@ static int l_log(lua_State *L) {
         }
     }
     luaL_pushresult(&b);
-    if (vm->log)
-        vm->log(vm->log_ud, vm->set->files[vm->current].name, lua_tostring(L, -1));
+    if (vm->log) vm->log(vm->log_ud, vm->set->files[vm->current].name, lua_tostring(L, -1));
     return 0;
 }
 
@@ -255,18 +264,21 @@ static int cmp_models(const void *a, const void *b) {
     return (x > y) - (x < y);
 }
 
-/* Push {list, index} for provider: the read-only list of its models, smallest
- * first, and a table name -> entry. Returns 0 (nothing pushed) when unknown. */
+/* Push {list, index, sizes} for provider: the read-only list of its models, smallest
+ * first, a table name -> entry, and the list's params_b as a plain array (for
+ * binary search). Returns 0 (nothing pushed) when unknown. */
 static int build_models(lua_State *L, dsc_policy_vm *vm, const char *provider) {
     dsc_policy_model ms[256];
     int n = vm->oracle.models ? vm->oracle.models(vm->oracle.ud, provider, ms, 256) : -1;
     if (n < 0) return 0;
     if (n > 256) n = 256;
     qsort(ms, (size_t)n, sizeof *ms, cmp_models);
-    lua_createtable(L, 2, 0);
+    lua_createtable(L, 3, 0);
+    int pair = lua_gettop(L);
     lua_createtable(L, n, 0);
     lua_createtable(L, 0, n);
-    int list = lua_gettop(L) - 1, index = lua_gettop(L);
+    lua_createtable(L, n, 0);
+    int list = pair + 1, index = pair + 2, sizes = pair + 3;
     for (int i = 0; i < n; i++) {
         lua_createtable(L, 0, 2);
         set_string(L, lua_gettop(L), "name", ms[i].name);
@@ -276,15 +288,32 @@ static int build_models(lua_State *L, dsc_policy_vm *vm, const char *provider) {
         lua_rawseti(L, list, i + 1);
         lua_setfield(L, index, ms[i].name);
         lua_pop(L, 1);
+        lua_pushnumber(L, ms[i].params_b);
+        lua_rawseti(L, sizes, i + 1);
     }
-    lua_rawseti(L, list - 1, 2);
+    lua_rawseti(L, pair, 3);
+    lua_rawseti(L, pair, 2);
     dsc__sandbox_readonly(L, list, "models");
-    lua_rawseti(L, list - 1, 1);
+    lua_rawseti(L, pair, 1);
     lua_pop(L, 1);
     return 1;
 }
 
-/* Push the cached {list, index} of provider (built on first use); 0 when unknown. */
+/* How many models at the start of the sorted sizes array (at idx) are under below. */
+static lua_Integer count_below(lua_State *L, int idx, double below) {
+    lua_Integer lo = 0, hi = (lua_Integer)lua_rawlen(L, idx); /* answer in [lo, hi] */
+    while (lo < hi) {
+        lua_Integer mid = lo + (hi - lo) / 2; /* is sizes[mid + 1] < below? */
+        lua_rawgeti(L, idx, mid + 1);
+        double v = lua_tonumber(L, -1);
+        lua_pop(L, 1);
+        if (v < below) lo = mid + 1;
+        else hi = mid;
+    }
+    return lo;
+}
+
+/* Push the cached {list, index, sizes} of provider (built on first use); 0 when unknown. */
 static int provider_models(lua_State *L, dsc_policy_vm *vm, const char *provider) {
     push_ref(L, vm->models_ref);
     if (lua_getfield(L, -1, provider) != LUA_TNIL) {
@@ -302,16 +331,24 @@ static int provider_models(lua_State *L, dsc_policy_vm *vm, const char *provider
     return 1;
 }
 
-/* ctx.models(provider): {{name=, params_b=}, ...} smallest first, or nil if unknown. */
+/* ctx.models(provider [, below]): {{name=, params_b=}, ...} smallest first, or nil if
+ * unknown; with below, also how many of them have params_b < below. */
 static int l_models(lua_State *L) {
     dsc_policy_vm *vm = dsc__vm_of(L);
     const char *provider = luaL_optstring(L, 1, input_of(L, vm)->provider);
+    int with_count = !lua_isnoneornil(L, 2);
+    double below = with_count ? luaL_checknumber(L, 2) : 0;
     if (!provider_models(L, vm, provider)) {
         lua_pushnil(L);
         return 1;
     }
-    lua_rawgeti(L, -1, 1);
-    return 1;
+    int pair = lua_gettop(L);
+    lua_rawgeti(L, pair, 1);
+    if (!with_count) return 1;
+    lua_rawgeti(L, pair, 3);
+    lua_pushinteger(L, count_below(L, -1, below));
+    lua_remove(L, -2);
+    return 2;
 }
 
 /* ctx.model(name, provider): {name=, params_b=} of one model, or nil if unknown. */
@@ -378,11 +415,16 @@ int dsc__ctx_build(lua_State *L) {
     int data = lua_gettop(L);
     build_estimate(L, vm);
     lua_setfield(L, data, "estimate");
-    static const luaL_Reg fns[] = {
-        {"budget", l_budget}, {"budgets", l_budgets}, {"grid", l_grid},
-        {"grid_forecast", l_grid_forecast}, {"now", l_now}, {"log", l_log},
-        {"models", l_models}, {"model", l_model}, {"purpose_class", l_purpose_class},
-        {NULL, NULL}};
+    static const luaL_Reg fns[] = {{"budget", l_budget},
+                                   {"budgets", l_budgets},
+                                   {"grid", l_grid},
+                                   {"grid_forecast", l_grid_forecast},
+                                   {"now", l_now},
+                                   {"log", l_log},
+                                   {"models", l_models},
+                                   {"model", l_model},
+                                   {"purpose_class", l_purpose_class},
+                                   {NULL, NULL}};
     luaL_setfuncs(L, fns, 0);
     dsc__sandbox_readonly(L, data, "ctx");
     vm->ctx_ref = new_ref(L);
@@ -418,7 +460,8 @@ static void fill_tags(lua_State *L, dsc_policy_vm *vm, const dsc_policy_input *i
         lua_pushnil(L);
         lua_rawset(L, t);
     }
-    for (int i = 0; i < in->n_tags; i++) set_string(L, t, in->tags[i].key, in->tags[i].value);
+    for (int i = 0; i < in->n_tags; i++)
+        set_string(L, t, in->tags[i].key, in->tags[i].value);
     lua_pop(L, 1);
 }
 

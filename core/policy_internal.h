@@ -117,9 +117,9 @@ struct dsc_policy_vm {
     int budgets_filled;   /* -1 = not yet this request, else how many are filled */
     int budgets_shown;    /* how many entries the array proxy holds now */
     int purposes_ref;     /* normalised purpose -> class */
-    int models_ref;       /* provider -> {read-only list of models, name -> model} */
+    int models_ref;       /* provider -> {read-only list, name -> model, sizes} */
     char default_class[32];
-    char class_buf[32]; /* for dsc_policy_vm_purpose_class */
+    char class_buf[32];         /* for dsc_policy_vm_purpose_class */
     const dsc_policy_input *in; /* the request under review, during decide */
     int current;                /* index of the policy running */
     dsc_policy_verdict scratch; /* what the running policy answered */
@@ -136,7 +136,6 @@ int dsc__ctx_fill(lua_State *L);
 void dsc__purpose_class(lua_State *L, dsc_policy_vm *vm, const char *purpose);
 /* Run the policies of vm on in: all enabled ones (only = -1) or only the one with
  * that index, enabled or not (for tests). Same contract as dsc_policy_vm_decide. */
-dsc_status dsc__vm_run(dsc_policy_vm *vm, const dsc_policy_input *in, int only,
-                       dsc_decision *out);
+dsc_status dsc__vm_run(dsc_policy_vm *vm, const dsc_policy_input *in, int only, dsc_decision *out);
 
 #endif

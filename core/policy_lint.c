@@ -50,26 +50,26 @@ typedef struct linter {
 } linter;
 
 static const char *const sandbox_globals[] = {
-    "assert", "error", "getmetatable", "ipairs", "next", "pairs", "pcall", "rawequal",
-    "rawget", "rawlen", "select", "tonumber", "tostring", "type", "xpcall", "_VERSION",
-    "string", "table", "math", "utf8", "setmetatable", "allow", "throttle", "refuse",
-    "utc", "_ENV", "_G", NULL,
+    "assert",   "error",    "getmetatable", "ipairs", "next",     "pairs",    "pcall",
+    "rawequal", "rawget",   "rawlen",       "select", "tonumber", "tostring", "type",
+    "xpcall",   "_VERSION", "string",       "table",  "math",     "utf8",     "setmetatable",
+    "allow",    "throttle", "refuse",       "utc",    "_ENV",     "_G",       NULL,
 };
 
 static const char *const ctx_fields[] = {
-    "estimate", "budget", "budgets", "grid", "grid_forecast", "models", "model", "now", "log",
-    "purpose_class", NULL,
+    "estimate", "budget", "budgets",       "grid", "grid_forecast", "models", "model",
+    "now",      "log",    "purpose_class", NULL,
 };
 
 static const char *const req_fields[] = {
-    "subject", "provider", "model", "input_tokens", "output_tokens", "purpose",
-    "purpose_class", "zone", "tags", NULL,
+    "subject", "provider",      "model", "input_tokens", "output_tokens",
+    "purpose", "purpose_class", "zone",  "tags",         NULL,
 };
 
 static const char *const keywords[] = {
-    "and", "break", "do", "else", "elseif", "end", "false", "for", "function", "goto", "if",
-    "in", "local", "nil", "not", "or", "repeat", "return", "then", "true", "until", "while",
-    NULL,
+    "and",      "break",  "do",   "else", "elseif", "end",   "false", "for",
+    "function", "goto",   "if",   "in",   "local",  "nil",   "not",   "or",
+    "repeat",   "return", "then", "true", "until",  "while", NULL,
 };
 
 static bool in_list(const char *const *list, const char *s) {
@@ -85,7 +85,8 @@ static bool in_set(const name_set *set, const char *s) {
 }
 
 static void add_name(name_set *set, const char *s) {
-    if (set->n < MAX_NAMES && !in_set(set, s)) snprintf(set->names[set->n++], NAME_MAX_LEN, "%s", s);
+    if (set->n < MAX_NAMES && !in_set(set, s))
+        snprintf(set->names[set->n++], NAME_MAX_LEN, "%s", s);
 }
 
 /* --- lexer --- */
@@ -94,7 +95,8 @@ static void add_name(name_set *set, const char *s) {
 static int long_bracket(const char *p, const char *end) {
     if (p >= end || *p != '[') return -1;
     int level = 0;
-    for (p++; p < end && *p == '='; p++) level++;
+    for (p++; p < end && *p == '='; p++)
+        level++;
     return p < end && *p == '[' ? level : -1;
 }
 
@@ -105,7 +107,8 @@ static void skip_long(lexer *lx, int level) {
         if (*lx->p != ']') continue;
         const char *q = lx->p + 1;
         int k = 0;
-        while (q < lx->end && *q == '=') q++, k++;
+        while (q < lx->end && *q == '=')
+            q++, k++;
         if (k == level && q < lx->end && *q == ']') {
             lx->p = q + 1;
             return;
@@ -115,14 +118,20 @@ static void skip_long(lexer *lx, int level) {
 
 static void skip_space_and_comments(lexer *lx) {
     while (lx->p < lx->end) {
-        if (*lx->p == '\n') lx->line++, lx->p++;
-        else if (isspace((unsigned char)*lx->p)) lx->p++;
+        if (*lx->p == '\n')
+            lx->line++, lx->p++;
+        else if (isspace((unsigned char)*lx->p))
+            lx->p++;
         else if (lx->end - lx->p >= 2 && lx->p[0] == '-' && lx->p[1] == '-') {
             lx->p += 2;
             int level = long_bracket(lx->p, lx->end);
-            if (level >= 0) skip_long(lx, level);
-            else while (lx->p < lx->end && *lx->p != '\n') lx->p++;
-        } else break;
+            if (level >= 0)
+                skip_long(lx, level);
+            else
+                while (lx->p < lx->end && *lx->p != '\n')
+                    lx->p++;
+        } else
+            break;
     }
 }
 
@@ -150,7 +159,8 @@ static token next_token(lexer *lx) {
     }
     const char *s = lx->p;
     if (isalpha((unsigned char)*s) || *s == '_') {
-        while (lx->p < lx->end && (isalnum((unsigned char)*lx->p) || *lx->p == '_')) lx->p++;
+        while (lx->p < lx->end && (isalnum((unsigned char)*lx->p) || *lx->p == '_'))
+            lx->p++;
         size_t n = (size_t)(lx->p - s) < NAME_MAX_LEN - 1 ? (size_t)(lx->p - s) : NAME_MAX_LEN - 1;
         memcpy(t.text, s, n);
         t.text[n] = '\0';
@@ -161,13 +171,17 @@ static token next_token(lexer *lx) {
     } else if (long_bracket(s, lx->end) >= 0) {
         skip_long(lx, long_bracket(s, lx->end));
         strcpy(t.text, "\"");
-    } else if (isdigit((unsigned char)*s) || (*s == '.' && lx->p + 1 < lx->end && isdigit((unsigned char)s[1]))) {
-        while (lx->p < lx->end && (isalnum((unsigned char)*lx->p) || *lx->p == '.' ||
-                                   ((*lx->p == '-' || *lx->p == '+') && (lx->p[-1] == 'e' || lx->p[-1] == 'E' || lx->p[-1] == 'p' || lx->p[-1] == 'P'))))
+    } else if (isdigit((unsigned char)*s) ||
+               (*s == '.' && lx->p + 1 < lx->end && isdigit((unsigned char)s[1]))) {
+        while (lx->p < lx->end &&
+               (isalnum((unsigned char)*lx->p) || *lx->p == '.' ||
+                ((*lx->p == '-' || *lx->p == '+') &&
+                 (lx->p[-1] == 'e' || lx->p[-1] == 'E' || lx->p[-1] == 'p' || lx->p[-1] == 'P'))))
             lx->p++;
         strcpy(t.text, "0");
     } else {
-        static const char *const two[] = {"==", "~=", "<=", ">=", "..", "::", "//", "<<", ">>", NULL};
+        static const char *const two[] = {"==", "~=", "<=", ">=", "..",
+                                          "::", "//", "<<", ">>", NULL};
         size_t n = 1;
         for (const char *const *o = two; *o; o++)
             if (lx->end - s >= 2 && s[0] == (*o)[0] && s[1] == (*o)[1]) n = 2;
@@ -206,16 +220,25 @@ static void pop_block(block_state *b) {
 }
 
 static void track_blocks(block_state *b, const token *t) {
-    if (!strcmp(t->text, "function")) push_block(b, 'f');
-    else if (!strcmp(t->text, "while") || !strcmp(t->text, "for")) push_block(b, 'l'), b->loop_do = true;
+    if (!strcmp(t->text, "function"))
+        push_block(b, 'f');
+    else if (!strcmp(t->text, "while") || !strcmp(t->text, "for"))
+        push_block(b, 'l'), b->loop_do = true;
     else if (!strcmp(t->text, "do")) {
-        if (b->loop_do) b->loop_do = false;
-        else push_block(b, 'd');
-    } else if (!strcmp(t->text, "if")) push_block(b, 'i');
-    else if (!strcmp(t->text, "repeat")) push_block(b, 'r');
-    else if (!strcmp(t->text, "end") || !strcmp(t->text, "until")) pop_block(b);
-    else if (!strcmp(t->text, "{")) push_block(b, '{');
-    else if (!strcmp(t->text, "}")) pop_block(b);
+        if (b->loop_do)
+            b->loop_do = false;
+        else
+            push_block(b, 'd');
+    } else if (!strcmp(t->text, "if"))
+        push_block(b, 'i');
+    else if (!strcmp(t->text, "repeat"))
+        push_block(b, 'r');
+    else if (!strcmp(t->text, "end") || !strcmp(t->text, "until"))
+        pop_block(b);
+    else if (!strcmp(t->text, "{"))
+        push_block(b, '{');
+    else if (!strcmp(t->text, "}"))
+        pop_block(b);
 }
 
 /* Pass 1: every name declared local (locals and loop variables; parameters come
@@ -238,12 +261,15 @@ static void collect(linter *li) {
                 if (!strcmp(nx.text, "=") && !key) add_name(&li->globals, t.text); /* name = */
             }
         }
-        if (!strcmp(t.text, "local")) in_local = true;
+        if (!strcmp(t.text, "local"))
+            in_local = true;
         else if (in_local && t.kind != T_NAME && strcmp(t.text, ",") && strcmp(t.text, "<") &&
                  strcmp(t.text, ">"))
             in_local = false;
-        if (!strcmp(t.text, "for")) in_for = true;
-        else if (!strcmp(t.text, "in") || !strcmp(t.text, "=")) in_for = false;
+        if (!strcmp(t.text, "for"))
+            in_for = true;
+        else if (!strcmp(t.text, "in") || !strcmp(t.text, "="))
+            in_for = false;
         track_blocks(&b, &t);
         prev = t;
     }
@@ -256,12 +282,16 @@ static void collect_params(linter *li) {
     bool after_function = false, in_params = false;
     while ((t = next_token(&lx)).kind != T_EOF) {
         if (in_params) {
-            if (!strcmp(t.text, ")")) in_params = false;
-            else if (t.kind == T_NAME) add_name(&li->locals, t.text);
+            if (!strcmp(t.text, ")"))
+                in_params = false;
+            else if (t.kind == T_NAME)
+                add_name(&li->locals, t.text);
             continue;
         }
-        if (!strcmp(t.text, "function")) after_function = true;
-        else if (after_function && !strcmp(t.text, "(")) in_params = true, after_function = false;
+        if (!strcmp(t.text, "function"))
+            after_function = true;
+        else if (after_function && !strcmp(t.text, "("))
+            in_params = true, after_function = false;
         else if (after_function && t.kind != T_NAME && strcmp(t.text, ".") && strcmp(t.text, ":"))
             after_function = false;
     }
@@ -272,12 +302,15 @@ static void check_name(linter *li, const block_state *b, const token *prev, cons
     if (!strcmp(prev->text, ".") || !strcmp(prev->text, ":") || !strcmp(prev->text, "::") ||
         !strcmp(prev->text, "goto") || in_list(keywords, t->text))
         return;
-    bool field_key = b->top > 0 && b->stack[b->top - 1] == '{' && !strcmp(next->text, "=") &&
-                     (!strcmp(prev->text, "{") || !strcmp(prev->text, ",") || !strcmp(prev->text, ";"));
+    bool field_key =
+        b->top > 0 && b->stack[b->top - 1] == '{' && !strcmp(next->text, "=") &&
+        (!strcmp(prev->text, "{") || !strcmp(prev->text, ",") || !strcmp(prev->text, ";"));
     if (field_key || in_set(&li->locals, t->text)) return;
     if (!strcmp(next->text, "=") && b->functions > 0)
-        report(li, t->line, "assignment to global '%s' inside a function (it raises at run time: "
-                            "declare it local)", t->text);
+        report(li, t->line,
+               "assignment to global '%s' inside a function (it raises at run time: "
+               "declare it local)",
+               t->text);
     else if (!in_list(sandbox_globals, t->text) && !in_set(&li->globals, t->text))
         report(li, t->line, "unknown global '%s'", t->text);
 }
@@ -306,7 +339,8 @@ static void lint_pass(linter *li) {
     }
 }
 
-static int lint_file(const dsc__policy_file *f, void (*on_finding)(void *, const char *), void *ud) {
+static int lint_file(const dsc__policy_file *f, void (*on_finding)(void *, const char *),
+                     void *ud) {
     linter *li = calloc(1, sizeof *li);
     if (!li) return 0;
     li->f = f;
@@ -325,7 +359,8 @@ int dsc_policy_check(const char *dir, void (*on_finding)(void *ud, const char *l
     dsc_policy_set *set = dsc_policy_set_load(dir, err);
     if (!set) return -1;
     int n = 0;
-    for (int i = 0; i < set->n; i++) n += lint_file(&set->files[i], on_finding, ud);
+    for (int i = 0; i < set->n; i++)
+        n += lint_file(&set->files[i], on_finding, ud);
     dsc_policy_set_unref(set);
     return n;
 }

@@ -28,7 +28,7 @@
 
 #define TEST_MEMORY (64u << 20)
 #define TEST_BUDGET_NS 2000000000LL /* per test, and for a file's top-level code */
-#define DEFAULT_NOW 1767225600 /* 2026-01-01T00:00:00Z */
+#define DEFAULT_NOW 1767225600      /* 2026-01-01T00:00:00Z */
 #define MAX_BUDGETS 64
 #define MAX_MODELS 64
 #define MAX_TESTS 256
@@ -64,7 +64,9 @@ typedef struct runner {
     int64_t file_now;
 } runner;
 
-static runner *runner_of(lua_State *L) { return (runner *)dsc__sandbox_of(L); }
+static runner *runner_of(lua_State *L) {
+    return (runner *)dsc__sandbox_of(L);
+}
 
 static void fail_line(runner *r, const char *msg) {
     r->report->failed++;
@@ -124,7 +126,9 @@ static void opt_string(lua_State *L, int t, const char *k, char *dst, size_t n, 
     lua_pop(L, 1);
 }
 
-static int64_t micro(double v) { return (int64_t)(v * (double)DSC_MICRO + (v >= 0 ? 0.5 : -0.5)); }
+static int64_t micro(double v) {
+    return (int64_t)(v * (double)DSC_MICRO + (v >= 0 ? 0.5 : -0.5));
+}
 
 static int l_budget(lua_State *L) {
     runner *r = runner_of(L);
@@ -166,8 +170,10 @@ static int l_model(lua_State *L) {
     m->energy_wh = opt_number(L, 1, "energy_wh", 0);
     m->water_ml = opt_number(L, 1, "water_ml", 0);
     r->nm++;
-    if (r->vm) dsc_policy_vm_set_oracle(r->vm, &(dsc_policy_oracle){r, fake_estimate, fake_models});
-    else r->file_models[r->file_nm++] = *m;
+    if (r->vm)
+        dsc_policy_vm_set_oracle(r->vm, &(dsc_policy_oracle){r, fake_estimate, fake_models});
+    else
+        r->file_models[r->file_nm++] = *m;
     return 0;
 }
 
@@ -182,7 +188,8 @@ static void grid_forecast(lua_State *L, runner *r, const char *zone) {
     }
     lua_pop(L, 1);
     dsc_error err;
-    if (dsc_grid_set_forecast(r->grid, zone, pts, n, &err) != DSC_OK) luaL_error(L, "%s", err.message);
+    if (dsc_grid_set_forecast(r->grid, zone, pts, n, &err) != DSC_OK)
+        luaL_error(L, "%s", err.message);
 }
 
 static int l_grid(lua_State *L) {
@@ -274,9 +281,11 @@ static void read_estimate(lua_State *L, runner *r, int t, request *q) {
     }
     lua_pop(L, 1);
     if (r->nm == 0 && !r->cat) return; /* no models and no catalogue: a zero footprint */
-    dsc_estimate_input ei = {.provider = q->in.provider, .model = q->in.model,
+    dsc_estimate_input ei = {.provider = q->in.provider,
+                             .model = q->in.model,
                              .input_tokens = q->in.input_tokens,
-                             .output_tokens = q->in.output_tokens, .zone = q->in.zone};
+                             .output_tokens = q->in.output_tokens,
+                             .zone = q->in.zone};
     dsc_error err;
     dsc_status st = r->nm ? fake_estimate(r, &ei, &q->est, &err)
                           : dsc_estimate_compute(r->cat, &ei, &q->est, &err);
@@ -386,8 +395,12 @@ static int run_decide(lua_State *L, bool all) {
     return 1;
 }
 
-static int l_decide(lua_State *L) { return run_decide(L, false); }
-static int l_decide_all(lua_State *L) { return run_decide(L, true); }
+static int l_decide(lua_State *L) {
+    return run_decide(L, false);
+}
+static int l_decide_all(lua_State *L) {
+    return run_decide(L, true);
+}
 
 /* --- tests --- */
 
@@ -413,7 +426,8 @@ static int begin_test(lua_State *L, runner *r) {
     r->vm = r->grid ? dsc_policy_vm_new(r->set, r->cat, r->grid, NULL, &err) : NULL;
     if (!r->vm) {
         end_test(r);
-        return luaL_error(L, "cannot create a policy VM: %s", r->grid ? err.message : "out of memory");
+        return luaL_error(L, "cannot create a policy VM: %s",
+                          r->grid ? err.message : "out of memory");
     }
     if (!r->cat || r->nm) /* declared models replace the catalogue */
         dsc_policy_vm_set_oracle(r->vm, &(dsc_policy_oracle){r, fake_estimate, fake_models});
@@ -455,7 +469,8 @@ static const char expect_src[] =
     "  local m = {}\n"
     "  local function outcome(want)\n"
     "    return function(text)\n"
-    "      if type(d) ~= 'table' or d.outcome == nil then error('expect() needs a decision', 2) end\n"
+    "      if type(d) ~= 'table' or d.outcome == nil then error('expect() needs a decision', 2) "
+    "end\n"
     "      if d.outcome ~= want then error('expected ' .. want .. ', got ' .. show(d), 2) end\n"
     "      if text and not string.find(d.reason, text, 1, true) then\n"
     "        error(string.format('expected reason containing %q, got %q', text, d.reason), 2)\n"
@@ -498,10 +513,9 @@ static int build_api(lua_State *L) {
         lua_rawset(L, api);
     }
     lua_pop(L, 1);
-    static const luaL_Reg fns[] = {{"test", l_test},     {"budget", l_budget},
-                                   {"clock", l_clock},   {"model", l_model},
-                                   {"grid", l_grid},     {"decide", l_decide},
-                                   {"decide_all", l_decide_all}, {NULL, NULL}};
+    static const luaL_Reg fns[] = {
+        {"test", l_test}, {"budget", l_budget}, {"clock", l_clock},           {"model", l_model},
+        {"grid", l_grid}, {"decide", l_decide}, {"decide_all", l_decide_all}, {NULL, NULL}};
     luaL_setfuncs(L, fns, 0);
     if (luaL_loadbufferx(L, expect_src, sizeof expect_src - 1, "=expect", "t") != LUA_OK)
         return lua_error(L);
@@ -599,13 +613,20 @@ dsc_status dsc_policy_run_tests(const char *dir, const dsc_catalog *cat,
     runner *r = calloc(1, sizeof *r);
     char *names[MAX_TESTS];
     int n = 0;
-    dsc_status st = r ? list_tests(dir, names, &n, err) : dsc_error_set(err, DSC_NOMEM, "out of memory");
+    dsc_status st =
+        r ? list_tests(dir, names, &n, err) : dsc_error_set(err, DSC_NOMEM, "out of memory");
     if (st == DSC_OK) {
-        *r = (runner){.dir = dir, .set = set, .cat = cat, .on_failure = on_failure, .ud = ud,
+        *r = (runner){.dir = dir,
+                      .set = set,
+                      .cat = cat,
+                      .on_failure = on_failure,
+                      .ud = ud,
                       .report = report};
-        for (int i = 0; i < n; i++) run_test_file(r, names[i]);
+        for (int i = 0; i < n; i++)
+            run_test_file(r, names[i]);
     }
-    for (int i = 0; i < n; i++) free(names[i]);
+    for (int i = 0; i < n; i++)
+        free(names[i]);
     free(r);
     dsc_policy_set_unref(set);
     return st;

@@ -210,8 +210,10 @@ static int make_decision(lua_State *L, dsc_policy_outcome outcome) {
             if (len >= sizeof d->reason) len = sizeof d->reason - 1;
             memcpy(d->reason, s, len);
         }
-        if (lua_type(L, 2) == LUA_TTABLE) read_options(L, 2, d);
-        else if (!lua_isnoneornil(L, 2)) luaL_typeerror(L, 2, "table of options");
+        if (lua_type(L, 2) == LUA_TTABLE)
+            read_options(L, 2, d);
+        else if (!lua_isnoneornil(L, 2))
+            luaL_typeerror(L, 2, "table of options");
     }
     lua_rawgeti(L, LUA_REGISTRYINDEX, dsc__sandbox_of(L)->decision_mt_ref);
     lua_setmetatable(L, ud);
@@ -230,9 +232,15 @@ static int l_utc(lua_State *L) {
     return 1;
 }
 
-static int l_allow(lua_State *L) { return make_decision(L, DSC_POLICY_ALLOW); }
-static int l_throttle(lua_State *L) { return make_decision(L, DSC_POLICY_THROTTLE); }
-static int l_refuse(lua_State *L) { return make_decision(L, DSC_POLICY_REFUSE); }
+static int l_allow(lua_State *L) {
+    return make_decision(L, DSC_POLICY_ALLOW);
+}
+static int l_throttle(lua_State *L) {
+    return make_decision(L, DSC_POLICY_THROTTLE);
+}
+static int l_refuse(lua_State *L) {
+    return make_decision(L, DSC_POLICY_REFUSE);
+}
 
 dsc__decision *dsc__sandbox_todecision(lua_State *L, int idx) {
     if (lua_type(L, idx) != LUA_TUSERDATA || !lua_getmetatable(L, idx)) return NULL;
@@ -245,16 +253,20 @@ dsc__decision *dsc__sandbox_todecision(lua_State *L, int idx) {
 static int l_decision_index(lua_State *L) {
     const dsc__decision *d = lua_touserdata(L, 1);
     const char *k = luaL_checkstring(L, 2);
-    if (strcmp(k, "outcome") == 0) lua_pushstring(L, dsc_policy_outcome_name(d->outcome));
-    else if (strcmp(k, "reason") == 0) lua_pushstring(L, d->reason);
-    else if (strcmp(k, "retry_after") == 0) lua_pushinteger(L, d->retry_after_s);
+    if (strcmp(k, "outcome") == 0)
+        lua_pushstring(L, dsc_policy_outcome_name(d->outcome));
+    else if (strcmp(k, "reason") == 0)
+        lua_pushstring(L, d->reason);
+    else if (strcmp(k, "retry_after") == 0)
+        lua_pushinteger(L, d->retry_after_s);
     else if (strcmp(k, "suggest") == 0 && d->suggest_model[0]) {
         lua_createtable(L, 0, 2);
         lua_pushstring(L, d->suggest_provider);
         lua_setfield(L, -2, "provider");
         lua_pushstring(L, d->suggest_model);
         lua_setfield(L, -2, "model");
-    } else lua_pushnil(L);
+    } else
+        lua_pushnil(L);
     return 1;
 }
 
@@ -267,9 +279,9 @@ static int l_decision_tostring(lua_State *L) {
 /* --- the environment --- */
 
 static const char *const base_names[] = {
-    "assert", "error",    "getmetatable", "ipairs",   "next",     "pairs", "pcall",
-    "rawequal", "rawget", "rawlen",       "select",   "tonumber", "tostring", "type",
-    "xpcall", "_VERSION", NULL,
+    "assert",   "error",    "getmetatable", "ipairs",   "next",   "pairs",
+    "pcall",    "rawequal", "rawget",       "rawlen",   "select", "tonumber",
+    "tostring", "type",     "xpcall",       "_VERSION", NULL,
 };
 
 static const char *const lib_names[] = {"string", "table", "math", "utf8", NULL};
@@ -311,18 +323,22 @@ static void build_base(lua_State *L, dsc__sandbox *sb) {
         lua_setfield(L, env, *n);
         lua_pop(L, 1);
     }
-    static const luaL_Reg fns[] = {{"setmetatable", l_setmetatable}, {"allow", l_allow},
-                                   {"throttle", l_throttle},         {"refuse", l_refuse},
-                                   {"utc", l_utc},                   {NULL, NULL}};
+    static const luaL_Reg fns[] = {{"setmetatable", l_setmetatable},
+                                   {"allow", l_allow},
+                                   {"throttle", l_throttle},
+                                   {"refuse", l_refuse},
+                                   {"utc", l_utc},
+                                   {NULL, NULL}};
     luaL_setfuncs(L, fns, 0);
     sb->base_ref = luaL_ref(L, LUA_REGISTRYINDEX);
 }
 
 static int open_sandbox(lua_State *L) {
     dsc__sandbox *sb = dsc__sandbox_of(L);
-    static const luaL_Reg libs[] = {{LUA_GNAME, luaopen_base},       {LUA_STRLIBNAME, luaopen_string},
-                                    {LUA_TABLIBNAME, luaopen_table}, {LUA_MATHLIBNAME, luaopen_math},
-                                    {LUA_UTF8LIBNAME, luaopen_utf8}, {NULL, NULL}};
+    static const luaL_Reg libs[] = {
+        {LUA_GNAME, luaopen_base},       {LUA_STRLIBNAME, luaopen_string},
+        {LUA_TABLIBNAME, luaopen_table}, {LUA_MATHLIBNAME, luaopen_math},
+        {LUA_UTF8LIBNAME, luaopen_utf8}, {NULL, NULL}};
     for (const luaL_Reg *l = libs; l->name; l++) {
         luaL_requiref(L, l->name, l->func, 1);
         lua_pop(L, 1);
@@ -354,8 +370,9 @@ lua_State *dsc__sandbox_open(dsc__sandbox *sb, size_t cap) {
 
 static int l_global_write(lua_State *L) {
     const char *k = lua_type(L, 2) == LUA_TSTRING ? lua_tostring(L, 2) : "?";
-    lua_pushfstring(L, "assignment to global '%s' (policies keep no globals between requests: "
-                       "declare it local)",
+    lua_pushfstring(L,
+                    "assignment to global '%s' (policies keep no globals between requests: "
+                    "declare it local)",
                     k);
     return raise_here(L, lua_tostring(L, -1));
 }
@@ -384,7 +401,8 @@ static void deep_readonly(lua_State *L, int idx, int seen, int depth) {
     lua_rawset(L, seen);
     for (lua_pushnil(L); lua_next(L, idx); lua_pop(L, 1)) {
         if (!lua_istable(L, -1)) continue;
-        deep_readonly(L, -1, seen, depth + 1); /* replacing the value of an existing key is allowed */
+        deep_readonly(L, -1, seen,
+                      depth + 1); /* replacing the value of an existing key is allowed */
         lua_pushvalue(L, -3);
         lua_insert(L, -2);
         lua_rawset(L, idx);

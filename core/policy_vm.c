@@ -29,10 +29,13 @@ static size_t normalize(const char *in, char *out, size_t n) {
     size_t k = 0;
     for (; *in && k + 1 < n; in++) {
         unsigned char c = (unsigned char)*in;
-        if (isalnum(c) || c >= 0x80) out[k++] = (char)tolower(c);
-        else if (k > 0 && out[k - 1] != '-') out[k++] = '-';
+        if (isalnum(c) || c >= 0x80)
+            out[k++] = (char)tolower(c);
+        else if (k > 0 && out[k - 1] != '-')
+            out[k++] = '-';
     }
-    while (k > 0 && out[k - 1] == '-') k--;
+    while (k > 0 && out[k - 1] == '-')
+        k--;
     out[k] = '\0';
     return k;
 }
@@ -41,14 +44,16 @@ static void purposes_add_class(lua_State *L, const dsc__policy_file *f, int map,
     /* stack: ... class-name, list */
     size_t cn;
     const char *cls = lua_tolstring(L, -2, &cn);
-    if (cn == 0 || cn >= 32) luaL_error(L, "%s:%d: class names must be 1 to 31 characters", f->file, line);
+    if (cn == 0 || cn >= 32)
+        luaL_error(L, "%s:%d: class names must be 1 to 31 characters", f->file, line);
     if (!lua_istable(L, -1))
         luaL_error(L, "%s:%d: class '%s' must list its purposes as strings", f->file, line, cls);
     lua_Integer n = luaL_len(L, -1);
     for (lua_Integer i = 1; i <= n; i++) {
         char key[PURPOSE_MAX];
         if (lua_rawgeti(L, -1, i) != LUA_TSTRING)
-            luaL_error(L, "%s:%d: class '%s' entry %d must be a string", f->file, line, cls, (int)i);
+            luaL_error(L, "%s:%d: class '%s' entry %d must be a string", f->file, line, cls,
+                       (int)i);
         if (normalize(lua_tostring(L, -1), key, sizeof key) == 0)
             luaL_error(L, "%s:%d: class '%s' entry %d is empty", f->file, line, cls, (int)i);
         lua_pop(L, 1);
@@ -63,8 +68,10 @@ void dsc__purposes_build(lua_State *L, const dsc__policy_file *f, char *default_
     lua_newtable(L);
     int map = lua_gettop(L);
     if (lua_getfield(L, src, "classes") != LUA_TTABLE)
-        luaL_error(L, "%s:%d: purposes.lua must return {classes = {class = {purposes...}}, default = class}",
-                   f->file, line);
+        luaL_error(
+            L,
+            "%s:%d: purposes.lua must return {classes = {class = {purposes...}}, default = class}",
+            f->file, line);
     for (lua_pushnil(L); lua_next(L, -2); lua_pop(L, 1)) {
         if (lua_type(L, -2) != LUA_TSTRING)
             luaL_error(L, "%s:%d: class names must be strings", f->file, line);
@@ -215,7 +222,8 @@ static int clear_models(lua_State *L) {
 
 void dsc_policy_vm_set_oracle(dsc_policy_vm *vm, const dsc_policy_oracle *oracle) {
     memset(&vm->oracle, 0, sizeof vm->oracle);
-    if (oracle) vm->oracle = *oracle;
+    if (oracle)
+        vm->oracle = *oracle;
     else if (vm->cat)
         vm->oracle = (dsc_policy_oracle){(void *)vm->cat, catalog_estimate, catalog_models};
     lua_pushcfunction(vm->L, clear_models); /* the model lists came from the old oracle */
@@ -233,7 +241,9 @@ void dsc_policy_vm_stats(const dsc_policy_vm *vm, dsc_policy_stats *out) {
     out->memory_in_use = vm->sb.used;
 }
 
-dsc_policy_set *dsc_policy_vm_set(const dsc_policy_vm *vm) { return vm->set; }
+dsc_policy_set *dsc_policy_vm_set(const dsc_policy_vm *vm) {
+    return vm->set;
+}
 
 static int class_of(lua_State *L) {
     dsc_policy_vm *vm = dsc__vm_of(L);
@@ -279,8 +289,9 @@ static int l_run_policy(lua_State *L) {
         lua_Debug ar;
         lua_rawgeti(L, LUA_REGISTRYINDEX, vm->decide_ref[i]);
         lua_getinfo(L, ">S", &ar);
-        return luaL_error(L, "%s:%d: decide returned a %s; expected allow(), throttle{}, "
-                             "refuse() or nil",
+        return luaL_error(L,
+                          "%s:%d: decide returned a %s; expected allow(), throttle{}, "
+                          "refuse() or nil",
                           vm->set->files[i].file, ar.linedefined, luaL_typename(L, -1));
     }
     v->outcome = d->outcome;
@@ -359,19 +370,26 @@ static void combine(dsc_decision *out) {
     out->retry_after_s = w->retry_after_s;
     if (w->suggest_model[0]) sugg = best;
     if (sugg >= 0) {
-        memcpy(out->suggest_provider, out->verdicts[sugg].suggest_provider, sizeof out->suggest_provider);
+        memcpy(out->suggest_provider, out->verdicts[sugg].suggest_provider,
+               sizeof out->suggest_provider);
         memcpy(out->suggest_model, out->verdicts[sugg].suggest_model, sizeof out->suggest_model);
     }
 }
 
 static dsc_status check_input(const dsc_policy_input *in, dsc_decision *out) {
     const char *bad = NULL;
-    if (!in->provider || !in->provider[0]) bad = "field 'provider' is required";
-    else if (!in->model || !in->model[0]) bad = "field 'model' is required";
-    else if (in->input_tokens < 0) bad = "field 'input_tokens' must be >= 0";
-    else if (in->output_tokens < 0) bad = "field 'output_tokens' must be >= 0";
-    else if (in->n_budgets < 0 || (in->n_budgets > 0 && !in->budgets)) bad = "field 'budgets' is invalid";
-    else if (in->n_tags < 0 || (in->n_tags > 0 && !in->tags)) bad = "field 'tags' is invalid";
+    if (!in->provider || !in->provider[0])
+        bad = "field 'provider' is required";
+    else if (!in->model || !in->model[0])
+        bad = "field 'model' is required";
+    else if (in->input_tokens < 0)
+        bad = "field 'input_tokens' must be >= 0";
+    else if (in->output_tokens < 0)
+        bad = "field 'output_tokens' must be >= 0";
+    else if (in->n_budgets < 0 || (in->n_budgets > 0 && !in->budgets))
+        bad = "field 'budgets' is invalid";
+    else if (in->n_tags < 0 || (in->n_tags > 0 && !in->tags))
+        bad = "field 'tags' is invalid";
     for (int i = 0; !bad && i < in->n_tags; i++)
         if (!in->tags[i].key || !in->tags[i].key[0] || !in->tags[i].value)
             bad = "field 'tags' has an entry without key or value";
@@ -403,8 +421,7 @@ static dsc_status fill_request(dsc_policy_vm *vm, dsc_decision *out) {
     return DSC_NOMEM;
 }
 
-dsc_status dsc__vm_run(dsc_policy_vm *vm, const dsc_policy_input *in, int only,
-                       dsc_decision *out) {
+dsc_status dsc__vm_run(dsc_policy_vm *vm, const dsc_policy_input *in, int only, dsc_decision *out) {
     reset_decision(vm, out);
     dsc_status st = check_input(in, out);
     if (st != DSC_OK) return st;

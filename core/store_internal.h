@@ -26,13 +26,13 @@
 typedef struct dsc__store dsc__store;
 
 typedef enum dsc__rec_type {
-    DSC__REC_RESERVE,       /* a new hold: reservations row */
-    DSC__REC_SETTLE,        /* a charge (kind settle/late/unreserved) + reservation state */
-    DSC__REC_CANCEL,        /* reservation state cancelled */
-    DSC__REC_EXPIRE,        /* reservation expired: charge (expire) or released */
-    DSC__REC_DECISION,      /* a decisions row */
-    DSC__REC_BUDGET_SET,    /* budgets row upsert */
-    DSC__REC_BUDGET_DELETE  /* budgets row delete */
+    DSC__REC_RESERVE,      /* a new hold: reservations row */
+    DSC__REC_SETTLE,       /* a charge (kind settle/late/unreserved) + reservation state */
+    DSC__REC_CANCEL,       /* reservation state cancelled */
+    DSC__REC_EXPIRE,       /* reservation expired: charge (expire) or released */
+    DSC__REC_DECISION,     /* a decisions row */
+    DSC__REC_BUDGET_SET,   /* budgets row upsert */
+    DSC__REC_BUDGET_DELETE /* budgets row delete */
 } dsc__rec_type;
 
 typedef struct dsc__rec_subject {
@@ -56,20 +56,20 @@ typedef struct dsc__rec_budget {
 typedef struct dsc__rec {
     struct dsc__rec *next;
     dsc__rec_type type;
-    bool waited, done;  /* owned by the store's queue lock */
-    pthread_cond_t cv;  /* a waited record's own wake-up: no thundering herd */
+    bool waited, done;          /* owned by the store's queue lock */
+    pthread_cond_t cv;          /* a waited record's own wake-up: no thundering herd */
     dsc_ledger_done_fn done_fn; /* async completion, or NULL */
     void *done_ud;
-    dsc_status status;  /* filled when done */
+    dsc_status status; /* filled when done */
     char message[DSC_ERROR_MESSAGE_MAX];
     int64_t at_us;
     char reservation_id[DSC_RESERVATION_ID_MAX];
     char request_id[DSC_NAME_MAX];
     dsc__rec_subject subject;
-    int64_t expires_us;       /* reserve */
-    dsc_amounts amounts;      /* reserve: held; settle/expire: charged (may be negative) */
-    const char *charge_kind;  /* "settle", "late", "unreserved", "expire"; NULL = none */
-    const char *state;        /* the reservation's state after this record */
+    int64_t expires_us;      /* reserve */
+    dsc_amounts amounts;     /* reserve: held; settle/expire: charged (may be negative) */
+    const char *charge_kind; /* "settle", "late", "unreserved", "expire"; NULL = none */
+    const char *state;       /* the reservation's state after this record */
     union {
         dsc__rec_decision decision;
         dsc__rec_budget budget;
@@ -91,6 +91,7 @@ typedef struct dsc__store_loader {
     dsc_status (*charge)(void *ud, const dsc__rec *charge);
     int64_t since_us;          /* charges older than this are not replayed */
     int64_t finished_since_us; /* finished reservations older than this are skipped */
+    size_t finished_max;       /* and at most this many of the newest are reloaded */
 } dsc__store_loader;
 
 /* Open or create the SQLite file at path (WAL, schema), without a writer yet.
@@ -104,9 +105,12 @@ dsc_status dsc__store_load(dsc__store *s, dsc__store_loader *loader, dsc_error *
  * in out->amounts, what it has been charged so far. Thread-safe. */
 dsc_status dsc__store_find_reservation(dsc__store *s, const char *id, dsc__rec *out,
                                        const char **state);
+/* Replay the charges at or after since_us through fn, in commit order, on the writer's
+ * connection: call it from the apply callback (the writer's own thread). */
+dsc_status dsc__store_replay(dsc__store *s, int64_t since_us,
+                             dsc_status (*fn)(void *ud, const dsc__rec *charge), void *ud);
 /* Start the writer thread, which calls apply after every batch. */
-dsc_status dsc__store_start(dsc__store *s, dsc__store_apply_fn apply, void *ud,
-                            dsc_error *err);
+dsc_status dsc__store_start(dsc__store *s, dsc__store_apply_fn apply, void *ud, dsc_error *err);
 /* Queue rec. wait: the caller will call dsc__store_wait and then free rec. Otherwise
  * the store owns rec, calls rec->done_fn (when set) after its batch and frees it; when
  * the last batch failed and rec has no done_fn, rec is freed at once and
@@ -118,8 +122,7 @@ dsc_status dsc__store_wait(dsc__store *s, dsc__rec *rec);
 /* Whether the last batch committed. */
 bool dsc__store_healthy(dsc__store *s);
 /* Counters for dsc_ledger_stats. */
-void dsc__store_counts(dsc__store *s, uint64_t *batches, uint64_t *records,
-                       uint64_t *failures);
+void dsc__store_counts(dsc__store *s, uint64_t *batches, uint64_t *records, uint64_t *failures);
 /* Run one SQL statement on the writer's connection between batches (tests use it to
  * simulate a full disk with PRAGMA max_page_count). */
 dsc_status dsc__store_exec(dsc__store *s, const char *sql, dsc_error *err);

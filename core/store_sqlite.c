@@ -32,7 +32,7 @@ enum {
 };
 
 struct dsc__store {
-    sqlite3 *db, *rdb;     /* writer connection; reader for lookups (lazy) */
+    sqlite3 *db, *rdb; /* writer connection; reader for lookups (lazy) */
     sqlite3_stmt *st[ST_COUNT];
     dsc_durability durability;
     int batch_ms;
@@ -66,41 +66,52 @@ static const char schema_sql[] =
     " updated_us INTEGER NOT NULL, UNIQUE(selector, metric, window));"
     "CREATE TABLE IF NOT EXISTS reservations(id TEXT PRIMARY KEY, request_id TEXT,"
     " org TEXT, team TEXT, user TEXT, key TEXT, created_us INTEGER, expires_us INTEGER,"
-    " state TEXT NOT NULL, finished_us INTEGER, " METRIC_DEFS("held_") ", "
-    METRIC_DEFS("charged_") ");"
-    "CREATE INDEX IF NOT EXISTS reservations_held ON reservations(state) WHERE state = 'held';"
-    "CREATE INDEX IF NOT EXISTS reservations_finished ON reservations(finished_us);"
-    "CREATE TABLE IF NOT EXISTS charges(seq INTEGER PRIMARY KEY, at_us INTEGER NOT NULL,"
-    " kind TEXT NOT NULL, reservation_id TEXT, org TEXT, team TEXT, user TEXT, key TEXT, "
-    METRIC_DEFS("") ");"
-    "CREATE INDEX IF NOT EXISTS charges_at ON charges(at_us);"
-    "CREATE UNIQUE INDEX IF NOT EXISTS charges_settle_once ON charges(reservation_id)"
-    " WHERE kind IN ('settle', 'late', 'unreserved');"
-    "CREATE TABLE IF NOT EXISTS decisions(seq INTEGER PRIMARY KEY, decision_id TEXT,"
-    " request_id TEXT, at_us INTEGER NOT NULL, org TEXT, team TEXT, user TEXT, key TEXT,"
-    " purpose TEXT, provider TEXT, model TEXT, input_tokens INTEGER, output_tokens INTEGER,"
-    " est_energy_wh INTEGER, est_gco2e INTEGER, est_water_ml INTEGER, outcome TEXT,"
-    " policy TEXT, policy_version TEXT, reason TEXT, reservation_id TEXT);"
-    "CREATE INDEX IF NOT EXISTS decisions_at ON decisions(at_us);";
+    " state TEXT NOT NULL, finished_us INTEGER, " METRIC_DEFS("held_") ", " METRIC_DEFS(
+        "charged_") ");"
+                    "CREATE INDEX IF NOT EXISTS reservations_held ON reservations(state) WHERE "
+                    "state = 'held';"
+                    "CREATE INDEX IF NOT EXISTS reservations_finished ON reservations(finished_us);"
+                    "CREATE TABLE IF NOT EXISTS charges(seq INTEGER PRIMARY KEY, at_us INTEGER NOT "
+                    "NULL,"
+                    " kind TEXT NOT NULL, reservation_id TEXT, org TEXT, team TEXT, user TEXT, key "
+                    "TEXT, " METRIC_DEFS(
+                        "") ");"
+                            "CREATE INDEX IF NOT EXISTS charges_at ON charges(at_us);"
+                            "CREATE UNIQUE INDEX IF NOT EXISTS charges_settle_once ON "
+                            "charges(reservation_id)"
+                            " WHERE kind IN ('settle', 'late', 'unreserved');"
+                            "CREATE TABLE IF NOT EXISTS decisions(seq INTEGER PRIMARY KEY, "
+                            "decision_id TEXT,"
+                            " request_id TEXT, at_us INTEGER NOT NULL, org TEXT, team TEXT, user "
+                            "TEXT, key TEXT,"
+                            " purpose TEXT, provider TEXT, model TEXT, input_tokens INTEGER, "
+                            "output_tokens INTEGER,"
+                            " est_energy_wh INTEGER, est_gco2e INTEGER, est_water_ml INTEGER, "
+                            "outcome TEXT,"
+                            " policy TEXT, policy_version TEXT, reason TEXT, reservation_id TEXT);"
+                            "CREATE INDEX IF NOT EXISTS decisions_at ON decisions(at_us);";
 
 static const char *const stmt_sql[ST_COUNT] = {
-    [ST_RES_INSERT] = "INSERT INTO reservations(id, request_id, org, team, user, key,"
-                      " created_us, expires_us, state, " METRIC_COLS("held_") ")"
-                      " VALUES(?,?,?,?,?,?,?,?,?," Q7 ")",
+    [ST_RES_INSERT] =
+        "INSERT INTO reservations(id, request_id, org, team, user, key,"
+        " created_us, expires_us, state, " METRIC_COLS("held_") ")"
+                                                                " VALUES(?,?,?,?,?,?,?,?,?," Q7 ")",
     [ST_RES_UPSERT] =
         "INSERT INTO reservations(id, request_id, org, team, user, key, created_us, state,"
-        " finished_us, " METRIC_COLS("charged_") ") VALUES(?,?,?,?,?,?,?,?,?," Q7 ")"
-        " ON CONFLICT(id) DO UPDATE SET state = excluded.state,"
-        " finished_us = excluded.finished_us,"
-        " charged_energy_wh = charged_energy_wh + excluded.charged_energy_wh,"
-        " charged_gco2e = charged_gco2e + excluded.charged_gco2e,"
-        " charged_water_ml = charged_water_ml + excluded.charged_water_ml,"
-        " charged_pe_mj = charged_pe_mj + excluded.charged_pe_mj,"
-        " charged_cost = charged_cost + excluded.charged_cost,"
-        " charged_tokens = charged_tokens + excluded.charged_tokens,"
-        " charged_requests = charged_requests + excluded.charged_requests",
-    [ST_CHARGE] = "INSERT INTO charges(at_us, kind, reservation_id, org, team, user, key, "
-                  METRIC_COLS("") ") VALUES(?,?,?,?,?,?,?," Q7 ")",
+        " finished_us, " METRIC_COLS(
+            "charged_") ") VALUES(?,?,?,?,?,?,?,?,?," Q7 ")"
+                        " ON CONFLICT(id) DO UPDATE SET state = excluded.state,"
+                        " finished_us = excluded.finished_us,"
+                        " charged_energy_wh = charged_energy_wh + excluded.charged_energy_wh,"
+                        " charged_gco2e = charged_gco2e + excluded.charged_gco2e,"
+                        " charged_water_ml = charged_water_ml + excluded.charged_water_ml,"
+                        " charged_pe_mj = charged_pe_mj + excluded.charged_pe_mj,"
+                        " charged_cost = charged_cost + excluded.charged_cost,"
+                        " charged_tokens = charged_tokens + excluded.charged_tokens,"
+                        " charged_requests = charged_requests + excluded.charged_requests",
+    [ST_CHARGE] =
+        "INSERT INTO charges(at_us, kind, reservation_id, org, team, user, key, " METRIC_COLS(
+            "") ") VALUES(?,?,?,?,?,?,?," Q7 ")",
     [ST_DECISION] = "INSERT INTO decisions(decision_id, request_id, at_us, org, team, user,"
                     " key, purpose, provider, model, input_tokens, output_tokens,"
                     " est_energy_wh, est_gco2e, est_water_ml, outcome, policy,"
@@ -128,8 +139,8 @@ static void make_parent(const char *path) {
 }
 
 static dsc_status open_conn(const char *path, sqlite3 **db, dsc_error *err) {
-    int rc = sqlite3_open_v2(path, db, SQLITE_OPEN_READWRITE | SQLITE_OPEN_CREATE |
-                             SQLITE_OPEN_NOMUTEX, NULL);
+    int rc = sqlite3_open_v2(
+        path, db, SQLITE_OPEN_READWRITE | SQLITE_OPEN_CREATE | SQLITE_OPEN_NOMUTEX, NULL);
     if (rc != SQLITE_OK) {
         dsc_error_set(err, DSC_STORE_UNAVAILABLE, "ledger store: cannot open '%s': %s", path,
                       *db ? sqlite3_errmsg(*db) : sqlite3_errstr(rc));
@@ -143,7 +154,8 @@ static dsc_status open_conn(const char *path, sqlite3 **db, dsc_error *err) {
 
 static dsc_status setup_db(dsc__store *s, dsc_error *err) {
     char pragmas[128];
-    snprintf(pragmas, sizeof pragmas, "PRAGMA journal_mode=WAL; PRAGMA synchronous=%s;"
+    snprintf(pragmas, sizeof pragmas,
+             "PRAGMA journal_mode=WAL; PRAGMA synchronous=%s;"
              " PRAGMA cache_size=-32768;",
              s->durability == DSC_DURABILITY_OFF ? "OFF" : "FULL");
     if (sqlite3_exec(s->db, pragmas, NULL, NULL, NULL) != SQLITE_OK)
@@ -183,12 +195,15 @@ dsc__store *dsc__store_open(const char *path, dsc_durability durability, int bat
 /* --- binding helpers -------------------------------------------------------- */
 
 static void bind_text(sqlite3_stmt *st, int i, const char *v) {
-    if (v && *v) sqlite3_bind_text(st, i, v, -1, SQLITE_STATIC);
-    else sqlite3_bind_null(st, i);
+    if (v && *v)
+        sqlite3_bind_text(st, i, v, -1, SQLITE_STATIC);
+    else
+        sqlite3_bind_null(st, i);
 }
 
 static void bind_amounts(sqlite3_stmt *st, int first, const dsc_amounts *a) {
-    for (int m = 0; m < DSC_METRIC_COUNT; m++) sqlite3_bind_int64(st, first + m, a->v[m]);
+    for (int m = 0; m < DSC_METRIC_COUNT; m++)
+        sqlite3_bind_int64(st, first + m, a->v[m]);
 }
 
 static void bind_subject(sqlite3_stmt *st, int first, const dsc__rec_subject *s) {
@@ -284,20 +299,25 @@ static int write_budget(dsc__store *s, const dsc__rec *r) {
 static int write_rec(dsc__store *s, const dsc__rec *r) {
     int rc;
     switch (r->type) {
-    case DSC__REC_RESERVE: return write_reserve(s, r);
+    case DSC__REC_RESERVE:
+        return write_reserve(s, r);
     case DSC__REC_SETTLE:
     case DSC__REC_CANCEL:
     case DSC__REC_EXPIRE:
         rc = write_charge(s, r);
         return rc == SQLITE_OK ? write_state(s, r) : rc;
-    case DSC__REC_DECISION: return write_decision(s, r);
-    default: return write_budget(s, r);
+    case DSC__REC_DECISION:
+        return write_decision(s, r);
+    default:
+        return write_budget(s, r);
     }
 }
 
 /* --- the writer ----------------------------------------------------------------- */
 
-static bool own_fault(int rc) { return (rc & 0xff) == SQLITE_CONSTRAINT; }
+static bool own_fault(int rc) {
+    return (rc & 0xff) == SQLITE_CONSTRAINT;
+}
 
 /* Write and commit recs[0..n); fills every status. Returns whether it committed. */
 static bool write_batch(dsc__store *s, dsc__rec **recs, size_t n) {
@@ -332,8 +352,10 @@ static bool write_batch(dsc__store *s, dsc__rec **recs, size_t n) {
 
 static bool probe(dsc__store *s) {
     pthread_mutex_lock(&s->dbmu);
-    int rc = sqlite3_exec(s->db, "BEGIN; INSERT OR REPLACE INTO meta VALUES('probe',"
-                                 " strftime('%s','now')); COMMIT;", NULL, NULL, NULL);
+    int rc = sqlite3_exec(s->db,
+                          "BEGIN; INSERT OR REPLACE INTO meta VALUES('probe',"
+                          " strftime('%s','now')); COMMIT;",
+                          NULL, NULL, NULL);
     if (rc != SQLITE_OK) sqlite3_exec(s->db, "ROLLBACK", NULL, NULL, NULL);
     pthread_mutex_unlock(&s->dbmu);
     return rc == SQLITE_OK;
@@ -368,14 +390,18 @@ static void wait_for_work(dsc__store *s) {
 /* Take the queue into s->batch (qmu held); returns how many. */
 static size_t take_batch(dsc__store *s) {
     size_t n = 0;
-    for (dsc__rec *r = s->head; r; r = r->next) n++;
+    for (dsc__rec *r = s->head; r; r = r->next)
+        n++;
     if (n > s->batch_cap) {
         dsc__rec **b = realloc(s->batch, n * 2 * sizeof *b);
-        if (!b) n = s->batch_cap; /* take what fits; the rest waits */
-        else s->batch = b, s->batch_cap = n * 2;
+        if (!b)
+            n = s->batch_cap; /* take what fits; the rest waits */
+        else
+            s->batch = b, s->batch_cap = n * 2;
     }
     dsc__rec *r = s->head;
-    for (size_t i = 0; i < n; i++, r = r->next) s->batch[i] = r;
+    for (size_t i = 0; i < n; i++, r = r->next)
+        s->batch[i] = r;
     s->head = r;
     if (!r) s->tail = NULL;
     return n;
@@ -428,8 +454,7 @@ static void *writer_main(void *arg) {
     return NULL;
 }
 
-dsc_status dsc__store_start(dsc__store *s, dsc__store_apply_fn apply, void *ud,
-                            dsc_error *err) {
+dsc_status dsc__store_start(dsc__store *s, dsc__store_apply_fn apply, void *ud, dsc_error *err) {
     s->apply = apply;
     s->apply_ud = ud;
     if (pthread_create(&s->writer, NULL, writer_main, s) != 0)
@@ -452,8 +477,10 @@ dsc_status dsc__store_enqueue(dsc__store *s, dsc__rec *rec, bool wait) {
         return DSC_INTERNAL;
     }
     rec->next = NULL;
-    if (s->tail) s->tail->next = rec;
-    else s->head = rec;
+    if (s->tail)
+        s->tail->next = rec;
+    else
+        s->head = rec;
     s->tail = rec;
     pthread_cond_signal(&s->nonempty);
     pthread_mutex_unlock(&s->qmu);
@@ -462,7 +489,8 @@ dsc_status dsc__store_enqueue(dsc__store *s, dsc__rec *rec, bool wait) {
 
 dsc_status dsc__store_wait(dsc__store *s, dsc__rec *rec) {
     pthread_mutex_lock(&s->qmu);
-    while (!rec->done) pthread_cond_wait(&rec->cv, &s->qmu);
+    while (!rec->done)
+        pthread_cond_wait(&rec->cv, &s->qmu);
     pthread_mutex_unlock(&s->qmu);
     pthread_cond_destroy(&rec->cv);
     return rec->status;
@@ -475,8 +503,7 @@ bool dsc__store_healthy(dsc__store *s) {
     return ok;
 }
 
-void dsc__store_counts(dsc__store *s, uint64_t *batches, uint64_t *records,
-                       uint64_t *failures) {
+void dsc__store_counts(dsc__store *s, uint64_t *batches, uint64_t *records, uint64_t *failures) {
     pthread_mutex_lock(&s->qmu);
     *batches = s->batches;
     *records = s->records;
@@ -501,7 +528,8 @@ void dsc__store_close(dsc__store *s) {
         pthread_mutex_unlock(&s->qmu);
         pthread_join(s->writer, NULL);
     }
-    for (int i = 0; i < ST_COUNT; i++) sqlite3_finalize(s->st[i]);
+    for (int i = 0; i < ST_COUNT; i++)
+        sqlite3_finalize(s->st[i]);
     sqlite3_close(s->db);
     sqlite3_close(s->rdb);
     free(s->batch);
@@ -520,7 +548,8 @@ static void col_text(sqlite3_stmt *st, int i, char *dst, size_t max) {
 }
 
 static void col_amounts(sqlite3_stmt *st, int first, dsc_amounts *a) {
-    for (int m = 0; m < DSC_METRIC_COUNT; m++) a->v[m] = sqlite3_column_int64(st, first + m);
+    for (int m = 0; m < DSC_METRIC_COUNT; m++)
+        a->v[m] = sqlite3_column_int64(st, first + m);
 }
 
 static void col_subject(sqlite3_stmt *st, int first, dsc__rec_subject *s) {
@@ -598,30 +627,56 @@ static dsc_status row_charge(dsc__store_loader *ld, sqlite3_stmt *st, dsc__rec *
     return ld->charge(ld->ud, rec);
 }
 
+/* Reload at most finished_max finished reservations: the bound on finished_us. */
+static int64_t newest_finished_bound(dsc__store *s, const dsc__store_loader *ld) {
+    sqlite3_stmt *st = NULL;
+    int64_t since = ld->finished_since_us;
+    if (!ld->finished_max ||
+        sqlite3_prepare_v2(s->db,
+                           "SELECT finished_us FROM reservations WHERE finished_us >= ?1"
+                           " ORDER BY finished_us DESC LIMIT 1 OFFSET ?2",
+                           -1, &st, NULL) != SQLITE_OK)
+        goto out;
+    sqlite3_bind_int64(st, 1, since);
+    sqlite3_bind_int64(st, 2, (sqlite3_int64)ld->finished_max);
+    if (sqlite3_step(st) == SQLITE_ROW) since = sqlite3_column_int64(st, 0) + 1;
+out:
+    sqlite3_finalize(st);
+    return since;
+}
+
 dsc_status dsc__store_load(dsc__store *s, dsc__store_loader *ld, dsc_error *err) {
-    dsc_status res = each_row(s, "SELECT id, selector, metric, window, limit_micro FROM budgets"
-                                 " ORDER BY id", false, 0, ld, row_budget, err);
+    dsc_status res = each_row(s,
+                              "SELECT id, selector, metric, window, limit_micro FROM budgets"
+                              " ORDER BY id",
+                              false, 0, ld, row_budget, err);
     if (res != DSC_OK) return res;
     if (ld->budgets_done) ld->budgets_done(ld->ud, ld);
-    res = each_row(s, "SELECT id, request_id, org, team, user, key, created_us, expires_us, "
-                      METRIC_COLS("held_") " FROM reservations WHERE state = 'held'",
-                   false, 0, ld, row_held, err);
+    res = each_row(
+        s,
+        "SELECT id, request_id, org, team, user, key, created_us, expires_us, " METRIC_COLS(
+            "held_") " FROM reservations WHERE state = 'held'",
+        false, 0, ld, row_held, err);
     if (res != DSC_OK) return res;
-    res = each_row(s, "SELECT id, request_id, org, team, user, key, state, finished_us, "
-                      METRIC_COLS("charged_") " FROM reservations WHERE finished_us >= ?1"
-                      " AND state <> 'held' ORDER BY finished_us",
+    ld->finished_since_us = newest_finished_bound(s, ld);
+    res = each_row(s,
+                   "SELECT id, request_id, org, team, user, key, state, finished_us, " METRIC_COLS(
+                       "charged_") " FROM reservations WHERE finished_us >= ?1"
+                                   " AND state <> 'held' ORDER BY finished_us",
                    true, ld->finished_since_us, ld, row_finished, err);
     if (res != DSC_OK) return res;
-    return each_row(s, "SELECT at_us, org, team, user, key, " METRIC_COLS("") " FROM charges"
-                       " WHERE seq >= (SELECT min(seq) FROM charges WHERE at_us >= ?1)"
-                       " ORDER BY seq",
+    return each_row(s,
+                    "SELECT at_us, org, team, user, key, " METRIC_COLS(
+                        "") " FROM charges"
+                            " WHERE seq >= (SELECT min(seq) FROM charges WHERE at_us >= ?1)"
+                            " ORDER BY seq",
                     true, ld->since_us, ld, row_charge, err);
 }
 
 dsc_status dsc__store_find_reservation(dsc__store *s, const char *id, dsc__rec *out,
                                        const char **state) {
-    static const char sql[] = "SELECT org, team, user, key, state, " METRIC_COLS("charged_")
-                              " FROM reservations WHERE id = ?";
+    static const char sql[] = "SELECT org, team, user, key, state, " METRIC_COLS(
+        "charged_") " FROM reservations WHERE id = ?";
     static const char *const states[] = {"held", "settled", "cancelled", "expired", "released"};
     dsc_status res = DSC_UNKNOWN_RESERVATION;
     sqlite3_stmt *st = NULL;
@@ -640,4 +695,28 @@ out:
     sqlite3_finalize(st);
     pthread_mutex_unlock(&s->rmu);
     return res;
+}
+
+typedef struct replay_ctx {
+    dsc_status (*fn)(void *ud, const dsc__rec *charge);
+    void *ud;
+} replay_ctx;
+
+static dsc_status replay_charge(void *ud, const dsc__rec *charge) {
+    replay_ctx *c = ud;
+    return c->fn(c->ud, charge);
+}
+
+dsc_status dsc__store_replay(dsc__store *s, int64_t since_us,
+                             dsc_status (*fn)(void *ud, const dsc__rec *charge), void *ud) {
+    replay_ctx ctx = {fn, ud};
+    dsc__store_loader ld = {.ud = &ctx, .charge = replay_charge};
+    pthread_mutex_lock(&s->dbmu);
+    dsc_status st = each_row(s,
+                             "SELECT at_us, org, team, user, key, " METRIC_COLS(
+                                 "") " FROM charges WHERE seq >= (SELECT min(seq) FROM charges"
+                                     " WHERE at_us >= ?1) ORDER BY seq",
+                             true, since_us, &ld, row_charge, NULL);
+    pthread_mutex_unlock(&s->dbmu);
+    return st;
 }

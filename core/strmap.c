@@ -30,7 +30,9 @@ uint64_t dsc__strmap_hash(const char *s) {
     return h ^ (h >> 33);
 }
 
-void dsc__strmap_init(dsc__strmap *m) { memset(m, 0, sizeof *m); }
+void dsc__strmap_init(dsc__strmap *m) {
+    memset(m, 0, sizeof *m);
+}
 
 void dsc__strmap_destroy(dsc__strmap *m) {
     free(m->slots);
@@ -53,13 +55,15 @@ void *dsc__strmap_get(const dsc__strmap *m, const char *key) {
 
 static void insert_fresh(dsc__strmap_entry *slots, size_t cap, const dsc__strmap_entry *src) {
     size_t i = src->hash & (cap - 1);
-    while (slots[i].key) i = (i + 1) & (cap - 1);
+    while (slots[i].key)
+        i = (i + 1) & (cap - 1);
     slots[i] = *src;
 }
 
 static dsc_status grow(dsc__strmap *m) {
     size_t cap = m->cap ? m->cap : 16;
-    while ((m->len + 1) * 10 >= cap * 5) cap *= 2; /* rehash to at most 50% full */
+    while ((m->len + 1) * 10 >= cap * 5)
+        cap *= 2; /* rehash to at most 50% full */
     dsc__strmap_entry *slots = calloc(cap, sizeof *slots);
     if (!slots) return DSC_NOMEM;
     for (size_t i = 0; i < m->cap; i++)
@@ -81,7 +85,8 @@ dsc_status dsc__strmap_put(dsc__strmap *m, const char *key, void *val) {
     }
     if ((m->used + 1) * 10 > m->cap * 7 && grow(m) != DSC_OK) return DSC_NOMEM;
     size_t i = h & (m->cap - 1);
-    while (m->slots[i].key && m->slots[i].key != TOMB) i = (i + 1) & (m->cap - 1);
+    while (m->slots[i].key && m->slots[i].key != TOMB)
+        i = (i + 1) & (m->cap - 1);
     if (!m->slots[i].key) m->used++;
     m->slots[i] = (dsc__strmap_entry){key, h, val};
     m->len++;

@@ -59,12 +59,23 @@ bool dsc_duration_parse(const char *text, int64_t *us) {
     }
     int64_t unit;
     switch (*p) {
-    case 's': unit = 1; break;
-    case 'm': unit = 60; break;
-    case 'h': unit = 3600; break;
-    case 'd': unit = S_PER_DAY; break;
-    case 'w': unit = 7 * S_PER_DAY; break;
-    default: return false;
+    case 's':
+        unit = 1;
+        break;
+    case 'm':
+        unit = 60;
+        break;
+    case 'h':
+        unit = 3600;
+        break;
+    case 'd':
+        unit = S_PER_DAY;
+        break;
+    case 'w':
+        unit = 7 * S_PER_DAY;
+        break;
+    default:
+        return false;
     }
     if (p[1] != '\0') return false;
     *us = n * unit * US_PER_S;
@@ -150,7 +161,9 @@ static void period_fixed(const dsc_window *w, int32_t off, int64_t t, int64_t *s
     int m, d;
     civil_from_days(z, &y, &m, &d);
     switch (w->kind) {
-    case DSC_WINDOW_DAY: zs = z, ze = z + 1; break;
+    case DSC_WINDOW_DAY:
+        zs = z, ze = z + 1;
+        break;
     case DSC_WINDOW_WEEK:
         zs = z - (z + 3 - floor_div(z + 3, 7) * 7); /* 1970-01-01 was a Thursday */
         ze = zs + 7;
@@ -186,14 +199,23 @@ static void period_local(const dsc_window *w, int64_t t, int64_t *start, int64_t
         return;
     }
     switch (w->kind) {
-    case DSC_WINDOW_DAY: break;
-    case DSC_WINDOW_WEEK: tm.tm_mday -= (tm.tm_wday + 6) % 7; break;
-    case DSC_WINDOW_MONTH: tm.tm_mday = 1; break;
-    default: tm.tm_mday = 1, tm.tm_mon = 0; break;
+    case DSC_WINDOW_DAY:
+        break;
+    case DSC_WINDOW_WEEK:
+        tm.tm_mday -= (tm.tm_wday + 6) % 7;
+        break;
+    case DSC_WINDOW_MONTH:
+        tm.tm_mday = 1;
+        break;
+    default:
+        tm.tm_mday = 1, tm.tm_mon = 0;
+        break;
     }
     *start = local_midnight(&tm, 0, 0, 0);
     *end = local_midnight(&tm, w->kind == DSC_WINDOW_YEAR, w->kind == DSC_WINDOW_MONTH,
-                          w->kind == DSC_WINDOW_DAY ? 1 : w->kind == DSC_WINDOW_WEEK ? 7 : 0);
+                          w->kind == DSC_WINDOW_DAY    ? 1
+                          : w->kind == DSC_WINDOW_WEEK ? 7
+                                                       : 0);
 }
 
 void dsc_window_period(const dsc_window *w, const dsc_tz *tz, int64_t t, int64_t *start,
@@ -216,9 +238,13 @@ void dsc_window_counter_destroy(dsc_window_counter *c) {
     c->buckets = NULL;
 }
 
-static bool is_calendar(const dsc_window *w) { return w->kind <= DSC_WINDOW_YEAR; }
+static bool is_calendar(const dsc_window *w) {
+    return w->kind <= DSC_WINDOW_YEAR;
+}
 
-static int64_t bucket_width(const dsc_window *w) { return w->span_us / DSC_WINDOW_BUCKETS; }
+static int64_t bucket_width(const dsc_window *w) {
+    return w->span_us / DSC_WINDOW_BUCKETS;
+}
 
 /* Roll the calendar period forward to now; false when now is before the period. */
 static bool calendar_advance(dsc_window_counter *c, const dsc_window *w, const dsc_tz *tz,
@@ -241,7 +267,8 @@ static void rolling_advance(dsc_window_counter *c, const dsc_window *w, int64_t 
     if (idx - c->head >= n)
         memset(c->buckets, 0, (size_t)n * sizeof *c->buckets);
     else
-        for (int64_t i = c->head + 1; i <= idx; i++) c->buckets[i % n] = 0;
+        for (int64_t i = c->head + 1; i <= idx; i++)
+            c->buckets[i % n] = 0;
     c->head = idx;
 }
 
@@ -267,7 +294,9 @@ static void rate_advance(dsc_window_counter *c, const dsc_window *w, int64_t now
 void dsc_window_counter_add(dsc_window_counter *c, const dsc_window *w, const dsc_tz *tz,
                             int64_t amount, int64_t now_us) {
     if (is_calendar(w)) {
-        if (calendar_advance(c, w, tz, now_us)) c->used += amount;
+        /* a correction may not take a period below zero: it belongs to an older one */
+        if (calendar_advance(c, w, tz, now_us))
+            c->used = c->used + amount > 0 ? c->used + amount : 0;
     } else if (w->kind == DSC_WINDOW_ROLLING) {
         rolling_advance(c, w, now_us);
         int64_t idx = floor_div(now_us, bucket_width(w));
@@ -276,7 +305,7 @@ void dsc_window_counter_add(dsc_window_counter *c, const dsc_window *w, const ds
     } else {
         if (c->a == 0) c->a = now_us;
         rate_advance(c, w, now_us);
-        c->used += amount;
+        c->used = c->used + amount > 0 ? c->used + amount : 0;
     }
 }
 
@@ -287,7 +316,8 @@ int64_t dsc_window_counter_used(dsc_window_counter *c, const dsc_window *w, cons
         used = calendar_advance(c, w, tz, now_us) ? c->used : 0;
     } else if (w->kind == DSC_WINDOW_ROLLING) {
         rolling_advance(c, w, now_us);
-        for (int i = 0; i <= DSC_WINDOW_BUCKETS; i++) used += c->buckets[i];
+        for (int i = 0; i <= DSC_WINDOW_BUCKETS; i++)
+            used += c->buckets[i];
     } else {
         rate_advance(c, w, now_us);
         used = c->used;
@@ -295,7 +325,9 @@ int64_t dsc_window_counter_used(dsc_window_counter *c, const dsc_window *w, cons
     return used > 0 ? used : 0;
 }
 
-static int64_t ceil_div_pos(int64_t a, int64_t b) { return a <= 0 ? 0 : (a + b - 1) / b; }
+static int64_t ceil_div_pos(int64_t a, int64_t b) {
+    return a <= 0 ? 0 : (a + b - 1) / b;
+}
 
 int64_t dsc_window_counter_resets_at(const dsc_window_counter *c, const dsc_window *w,
                                      int64_t now_us) {

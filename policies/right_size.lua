@@ -17,16 +17,14 @@ local RETRY_AFTER = 300      -- seconds, for throttled discretionary requests
 
 -- The largest model that costs under RATIO of `footprint`. The footprint grows with
 -- the parameter count (energy is affine in it), so only models under RATIO of the
--- current size can qualify: the others are not even estimated. Policies run on every
--- request, so cheap tests come first and what-if estimates last.
-local function smaller_model(ctx, models, current, footprint)
-    local last = 0 -- index of the largest model small enough to be a candidate
-    for i, m in ipairs(models) do
-        if m.params_b >= current.params_b * RATIO then break end
-        last = i
-    end
-    local tried -- models with the same size cost the same: estimate each size once
-    for i = last, 1, -1 do
+-- current size can qualify: ctx.models(provider, below) also says how many models,
+-- from the start of the list, are smaller than `below`; the others are not even
+-- estimated. Policies run on every request, so cheap tests come first and what-if
+-- estimates last.
+local function smaller_model(ctx, provider, current, footprint)
+    local models, n = ctx.models(provider, current.params_b * RATIO)
+    local tried -- models of the same size cost about the same: estimate each size once
+    for i = n, 1, -1 do -- largest first: the most capable model that fits
         local m = models[i]
         if m.params_b > 0 and m.params_b ~= tried then
             tried = m.params_b
@@ -45,7 +43,7 @@ return {
         local footprint = ctx.estimate.gco2e.max
         if not current or current.params_b <= 0 or footprint <= 0 then return nil end
 
-        local m, alt = smaller_model(ctx, ctx.models(req.provider), current, footprint)
+        local m, alt = smaller_model(ctx, req.provider, current, footprint)
         if not m then return nil end
 
         local suggest = {provider = req.provider, model = m.name}

@@ -7,6 +7,7 @@ packages=(
   build-essential cmake pkg-config
   liblua5.4-dev libevent-dev libmsgpack-dev libjansson-dev libsqlite3-dev
   libcriterion-dev sqlite3 python3 python3-msgpack
+  redis-server redis-tools util-linux
 )
 
 missing=()

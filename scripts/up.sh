@@ -8,7 +8,7 @@ cd "$(dirname "$0")/.."
 
 bash scripts/deps.sh
 jobs=$(nproc 2>/dev/null || echo 2)
-cmake -S . -B build -DCMAKE_BUILD_TYPE=Release -DBUILD_TESTING=OFF
+cmake -S . -B build -DCMAKE_BUILD_TYPE=Release -DBUILD_TESTING=OFF -DDISCERN_WERROR=OFF
 cmake --build build -j"$jobs"
 
 mkdir -p var

@@ -63,7 +63,7 @@ void dsc_server_config_default(dsc_server_config *cfg) {
     strcpy(cfg->listen, "127.0.0.1:7878");
     strcpy(cfg->unix_path, "/tmp/discernd.sock");
     strcpy(cfg->http, "127.0.0.1:7879");
-    strcpy(cfg->store, "discern.db");
+    strcpy(cfg->store, "var/discern.db");
     strcpy(cfg->durability, "full");
     strcpy(cfg->policies, "policies");
     strcpy(cfg->timezone, "UTC");
@@ -218,7 +218,7 @@ static const flag flags[] = {
     {"--listen", "listen", "HOST:PORT", "TCP listener (default 127.0.0.1:7878; port 0 picks a free one; \"\" disables)"},
     {"--unix", "unix", "PATH", "Unix socket listener (default /tmp/discernd.sock; \"\" disables)"},
     {"--http", "http", "HOST:PORT", "HTTP listener for /metrics, /healthz, /v1/budgets (default 127.0.0.1:7879; \"\" disables)"},
-    {"--store", "store", "PATH", "SQLite ledger store (default discern.db; \"\" keeps everything in memory)"},
+    {"--store", "store", "PATH", "SQLite ledger store (default var/discern.db; \"\" keeps everything in memory)"},
     {"--policies", "policies", "DIR", "policy folder (default policies)"},
     {"--data", "data", "DIR", "catalogue folder (default: the installed catalogue)"},
     {"--workers", "workers", "N", "worker threads (default 0 = one per core)"},

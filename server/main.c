@@ -7,9 +7,15 @@
  */
 #include "server.h"
 
+#include <signal.h>
 #include <stdio.h>
 
 int main(int argc, char **argv) {
+    /* A full disk or a file-size limit must fail the store's write (the ledger then
+     * reports store_unavailable and retries), not kill the server; a peer that went
+     * away is seen by send() returning EPIPE. */
+    signal(SIGXFSZ, SIG_IGN);
+    signal(SIGPIPE, SIG_IGN);
     dsc_server_config cfg;
     dsc_server_config_default(&cfg);
     dsc_error err;

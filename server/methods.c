@@ -14,21 +14,14 @@
 
 const msgpack_object dsc__empty_map = {.type = MSGPACK_OBJECT_MAP};
 
-/* What one call sees. */
-typedef struct call {
-    dsc__conn *conn;
-    dsc_server *srv;
-    dsc__worker *w;
-} call;
-
-typedef dsc_status (*method_fn)(call *c, const msgpack_object *params, msgpack_packer *pk,
-                                dsc_error *err);
+typedef dsc__call call;
+typedef dsc__method_fn method_fn;
 
 /* Flags of a method:
  *   M_ADMIN          needs an admin connection (auth, or an allowed Unix peer uid);
  *                    refused with `unauthorized` otherwise.
- *   M_WRITES_LEDGER  changes the ledger or its store (counted, refused while the
- *                    store is unavailable and failure_mode = closed). */
+ *   M_WRITES_LEDGER  may change budgets, holds or the journal: counted in stats as
+ *                    ledger_writes and logged at debug level with its outcome. */
 enum { M_ADMIN = 1 << 0, M_WRITES_LEDGER = 1 << 1 };
 
 typedef struct method {
@@ -47,6 +40,18 @@ static const method methods[] = {
     {"ping", m_ping, 0},
     {"stats", m_stats, 0},
     {"auth", m_auth, 0},
+    {"check", dsc__m_check, M_WRITES_LEDGER},
+    {"settle", dsc__m_settle, M_WRITES_LEDGER},
+    {"cancel", dsc__m_cancel, M_WRITES_LEDGER},
+    {"estimate", dsc__m_estimate, 0},
+    {"budget.get", dsc__m_budget_get, 0},
+    {"budget.list", dsc__m_budget_list, 0},
+    {"budget.set", dsc__m_budget_set, M_ADMIN | M_WRITES_LEDGER},
+    {"budget.delete", dsc__m_budget_delete, M_ADMIN | M_WRITES_LEDGER},
+    {"models.list", dsc__m_models_list, 0},
+    {"zones.list", dsc__m_zones_list, 0},
+    {"grid.set", dsc__m_grid_set, M_ADMIN},
+    {"policy.reload", dsc__m_policy_reload, M_ADMIN},
 };
 
 #define N_METHODS (sizeof methods / sizeof methods[0])
@@ -59,6 +64,22 @@ static const method *find_method(const char *name, size_t len) {
 }
 
 static int pack_key(msgpack_packer *pk, const char *key) { return dsc_rpc_pack_cstr(pk, key); }
+
+void dsc__pack_key(msgpack_packer *pk, const char *key) { dsc_rpc_pack_cstr(pk, key); }
+
+void dsc__pack_impacts(msgpack_packer *pk, const dsc_impacts *im) {
+    msgpack_pack_map(pk, 5);
+    pack_key(pk, "energy_kwh");
+    dsc_rpc_pack_range(pk, im->energy_kwh.min, im->energy_kwh.max);
+    pack_key(pk, "gwp_kgco2eq");
+    dsc_rpc_pack_range(pk, im->gwp_kgco2eq.min, im->gwp_kgco2eq.max);
+    pack_key(pk, "adpe_kgsbeq");
+    dsc_rpc_pack_range(pk, im->adpe_kgsbeq.min, im->adpe_kgsbeq.max);
+    pack_key(pk, "pe_mj");
+    dsc_rpc_pack_range(pk, im->pe_mj.min, im->pe_mj.max);
+    pack_key(pk, "wcf_l");
+    dsc_rpc_pack_range(pk, im->wcf_l.min, im->wcf_l.max);
+}
 
 /* -------------------------------------------------------------------- handlers -- */
 
@@ -89,9 +110,8 @@ static uint64_t sum_counter(dsc_server *srv, size_t offset) {
 
 static dsc_status m_stats(call *c, const msgpack_object *params, msgpack_packer *pk, dsc_error *err) {
     (void)params;
-    (void)err;
     dsc_server *srv = c->srv;
-    msgpack_pack_map(pk, 8);
+    msgpack_pack_map(pk, 12);
     pack_key(pk, "version");
     dsc_rpc_pack_cstr(pk, DISCERN_VERSION);
     pack_key(pk, "uptime_s");
@@ -108,6 +128,21 @@ static dsc_status m_stats(call *c, const msgpack_object *params, msgpack_packer 
     msgpack_pack_uint64(pk, SUM(srv, errors));
     pack_key(pk, "protocol_errors");
     msgpack_pack_uint64(pk, SUM(srv, protocol_errors));
+    pack_key(pk, "ledger_writes");
+    msgpack_pack_uint64(pk, SUM(srv, ledger_writes));
+    pack_key(pk, "decisions");
+    msgpack_pack_map(pk, 3);
+    for (int o = DSC_POLICY_ALLOW; o <= DSC_POLICY_REFUSE; o++) {
+        pack_key(pk, dsc_policy_outcome_name((dsc_policy_outcome)o));
+        msgpack_pack_uint64(pk, sum_counter(srv, offsetof(dsc__counters, decisions) +
+                                                     (size_t)o * sizeof(atomic_uint_fast64_t)));
+    }
+    pack_key(pk, "unenforced");
+    msgpack_pack_uint64(pk, SUM(srv, unenforced));
+    pack_key(pk, "policy_version");
+    dsc_status st = dsc__worker_sync(c->w, err);
+    if (st != DSC_OK) return st;
+    dsc_rpc_pack_cstr(pk, dsc_policy_set_version(c->w->state->policies));
     return DSC_OK;
 }
 
@@ -154,11 +189,34 @@ static dsc_status run(call *c, const dsc_rpc_request *req, msgpack_packer *pk, d
     if ((m->flags & M_ADMIN) && !c->conn->admin)
         return dsc_error_set(err, DSC_UNAUTHORIZED, "method '%s' needs an admin connection (call auth first)",
                              m->name);
-    return m->fn(c, req->params ? req->params : &dsc__empty_map, pk, err);
+    dsc_status st = m->fn(c, req->params ? req->params : &dsc__empty_map, pk, err);
+    if (m->flags & M_WRITES_LEDGER) {
+        atomic_fetch_add_explicit(&c->w->counters.ledger_writes, 1, memory_order_relaxed);
+        dsc_log_write(&c->srv->log, DSC_LOG_DEBUG, "ledger_write", "conn=%llu method=%s code=%s",
+                      (unsigned long long)c->conn->id, m->name, dsc_status_wire(st));
+    }
+    return st;
+}
+
+/* A deferred call: nothing waited for means reply now; otherwise the job is
+ * counted on its connection and replies when its completions are in. */
+static void adopt_job(dsc__call *c, dsc_status st, const dsc_error *err) {
+    dsc__job *job = c->deferred;
+    if (st != DSC_OK && job->st == DSC_OK) {
+        job->st = st;
+        job->err = *err;
+    }
+    if (job->waiting == 0) {
+        dsc__job_finish_now(job);
+        return;
+    }
+    c->conn->jobs++;
+    c->w->jobs++;
 }
 
 void dsc__dispatch(dsc__conn *conn, const dsc_rpc_request *req) {
-    call c = {conn, conn->w->srv, conn->w};
+    bool is_request = req->kind == DSC_RPC_REQUEST;
+    call c = {conn, conn->w->srv, conn->w, req->msgid, is_request, NULL};
     msgpack_sbuffer *out = &conn->out;
     size_t mark = out->size;
     msgpack_packer pk;
@@ -166,11 +224,14 @@ void dsc__dispatch(dsc__conn *conn, const dsc_rpc_request *req) {
     dsc_error err;
     dsc_error_clear(&err);
     atomic_fetch_add_explicit(&conn->w->counters.requests, 1, memory_order_relaxed);
-    bool is_request = req->kind == DSC_RPC_REQUEST;
     if (is_request) dsc_rpc_pack_result_begin(&pk, req->msgid);
     dsc_status st = run(&c, req, &pk, &err);
-    if (st == DSC_OK && is_request) return;
-    out->size = mark; /* discard a partial result, or a notification's */
+    if (st == DSC_OK && is_request && !c.deferred) return;
+    out->size = mark; /* discard a partial or deferred result, or a notification's */
+    if (c.deferred) {
+        adopt_job(&c, st, &err);
+        return;
+    }
     if (st == DSC_OK) return;
     if (err.code == DSC_OK) dsc_error_set(&err, st, "%s", dsc_status_message(st));
     atomic_fetch_add_explicit(&conn->w->counters.errors, 1, memory_order_relaxed);

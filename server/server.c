@@ -10,9 +10,12 @@
  * epoll_ctl on every reply (measured on this design's echo floor: 15% more server CPU
  * per request at pipeline 1, 40% at pipeline 16).
  *
- * Bounded memory per connection: the input buffer never grows past
- * max_message_bytes + READ_CHUNK (the scanner refuses longer messages), and reading
- * pauses while more than OUT_HIGH bytes of replies wait for the peer.
+ * Bounded memory per connection: reads land in the worker's shared buffer and only a
+ * partial message is copied to the connection's own buffer, which never grows past
+ * max_message_bytes + READ_CHUNK (the scanner refuses longer messages) and is freed
+ * when empty; the output buffer is freed once sent, and reading pauses while more
+ * than OUT_HIGH bytes of replies wait for the peer. An idle connection costs its
+ * struct and its socket.
  */
 #include "server_internal.h"
 
@@ -32,7 +35,7 @@
 #include <unistd.h>
 
 #define READ_CHUNK (16 * 1024)
-#define IN_INITIAL (16 * 1024)
+#define IN_INITIAL (4 * 1024)
 #define OUT_HIGH (1024 * 1024)
 #define DRAIN_DEADLINE_S 10
 
@@ -47,19 +50,28 @@ int64_t dsc__now_us(void) {
 
 /* ---------------------------------------------------------------- connections -- */
 
+static bool worker_idle(const dsc__worker *w) { return !w->conns && w->jobs == 0; }
+
+/* Close c's socket and unlink it; the struct itself goes when its last job does. */
 static void conn_free(dsc__conn *c) {
     dsc__worker *w = c->w;
     if (c->prev) c->prev->next = c->next;
     else w->conns = c->next;
     if (c->next) c->next->prev = c->prev;
+    c->prev = c->next = NULL;
     if (c->rev) event_free(c->rev);
     if (c->wev) event_free(c->wev);
+    c->rev = c->wev = NULL;
     if (c->fd >= 0) close(c->fd);
-    free(c->in);
+    c->fd = -1;
+    if (!c->borrowed) free(c->in);
+    c->in = NULL;
+    c->borrowed = false;
     msgpack_sbuffer_destroy(&c->out);
+    msgpack_sbuffer_init(&c->out);
     atomic_fetch_sub(&w->srv->connections, 1);
-    free(c);
-    if (w->draining && !w->conns) event_base_loopexit(w->base, NULL);
+    if (c->jobs == 0) free(c);
+    if (w->draining && worker_idle(w)) event_base_loopexit(w->base, NULL);
 }
 
 static void conn_close(dsc__conn *c, const char *why) {
@@ -78,13 +90,17 @@ static int conn_flush(dsc__conn *c) {
         } else if (n < 0 && errno == EINTR) {
             continue;
         } else if (n < 0 && (errno == EAGAIN || errno == EWOULDBLOCK)) {
-            event_add(c->wev, NULL);
+            /* A peer that stops reading its replies is dropped after the idle time. */
+            struct timeval idle = {(time_t)c->w->srv->cfg.idle_timeout_s, 0};
+            event_add(c->wev, &idle);
             return 1;
         } else {
             return -1;
         }
     }
-    c->out.size = 0;
+    /* All sent: give the storage back, so an idle connection holds no output memory. */
+    msgpack_sbuffer_destroy(&c->out);
+    msgpack_sbuffer_init(&c->out);
     c->out_off = 0;
     return 0;
 }
@@ -141,6 +157,34 @@ static void handle_frame(dsc__conn *c, const uint8_t *msg, size_t size) {
     msgpack_zone_clear(&w->zone);
 }
 
+/* After answering in[0..off): keep the rest in the connection's own buffer. Bytes read
+ * into the worker's shared buffer are copied out (only a partial message or messages
+ * held back usually remain); an emptied own buffer is freed, so that an idle
+ * connection holds no input memory. -1 when out of memory. */
+static int keep_rest(dsc__conn *c, size_t off) {
+    size_t rest = c->in_len - off;
+    if (c->borrowed) {
+        uint8_t *own = NULL;
+        size_t cap = rest < IN_INITIAL ? IN_INITIAL : rest + READ_CHUNK;
+        if (rest && !(own = malloc(cap))) return -1;
+        if (rest) memcpy(own, c->in + off, rest);
+        c->in = own;
+        c->in_cap = rest ? cap : 0;
+        c->in_len = rest;
+        c->borrowed = false;
+        return 0;
+    }
+    if (rest == 0) {
+        free(c->in);
+        c->in = NULL;
+        c->in_cap = c->in_len = 0;
+    } else if (off > 0) {
+        memmove(c->in, c->in + off, rest);
+        c->in_len = rest;
+    }
+    return 0;
+}
+
 /* Scan and answer every complete message in c->in. Stops early (leaving the rest
  * buffered) when max_inflight messages were answered and the output did not drain,
  * or when the stream broke. Returns -1 when the connection failed. */
@@ -148,7 +192,7 @@ static int process_input(dsc__conn *c) {
     const dsc_server_config *cfg = &c->w->srv->cfg;
     size_t off = 0, batch = 0;
     int rc = 0;
-    while (!c->closing && off < c->in_len) {
+    while (!c->closing && off < c->in_len && c->jobs < cfg->max_inflight) {
         size_t size = 0;
         dsc_error err;
         dsc_rpc_scan_result r = dsc_rpc_scan(&c->sc, &cfg->limits, c->in + off, c->in_len - off, &size, &err);
@@ -170,10 +214,7 @@ static int process_input(dsc__conn *c) {
             if ((rc = conn_flush(c)) != 0) break;
         }
     }
-    if (off > 0) {
-        memmove(c->in, c->in + off, c->in_len - off);
-        c->in_len -= off;
-    }
+    rc = keep_rest(c, off) < 0 ? -1 : rc;
     return rc < 0 ? -1 : 0;
 }
 
@@ -200,14 +241,25 @@ static void pump(dsc__conn *c) {
         return;
     }
     if (c->closing && f == 0) {
-        conn_close(c, c->w->draining ? "draining" : "broken_stream");
+        conn_close(c, "broken_stream");
         return;
     }
-    pause_reading(c, f == 1 || c->closing || c->w->draining);
-    if (c->w->draining && f == 0) {
+    bool full = c->jobs >= c->w->srv->cfg.max_inflight;
+    pause_reading(c, f == 1 || full || c->closing || c->w->draining);
+    if (c->w->draining && f == 0 && c->jobs == 0) {
         conn_close(c, "draining");
         return;
     }
+}
+
+void dsc__conn_after_job(dsc__conn *c) {
+    dsc__worker *w = c->w;
+    if (c->fd >= 0) {
+        pump(c);
+        return;
+    }
+    if (c->jobs == 0) free(c);
+    if (w->draining && worker_idle(w)) event_base_loopexit(w->base, NULL);
 }
 
 static bool grow_input(dsc__conn *c) {
@@ -222,17 +274,28 @@ static bool grow_input(dsc__conn *c) {
     return true;
 }
 
+/* Read what arrived. A connection with nothing buffered reads into its worker's
+ * shared buffer (most reads hold whole requests); one with a partial message appends
+ * to its own. */
 static void on_read(evutil_socket_t fd, short what, void *arg) {
     dsc__conn *c = arg;
+    dsc__worker *w = c->w;
     if (what & EV_TIMEOUT) {
         conn_close(c, "idle_timeout");
         return;
     }
-    if (!grow_input(c)) {
+    bool shared = c->in_len == 0;
+    if (!shared && !grow_input(c)) {
         conn_close(c, "out_of_memory");
         return;
     }
-    ssize_t n = read(fd, c->in + c->in_len, c->in_cap - c->in_len);
+    uint8_t *buf = shared ? w->rbuf : c->in;
+    size_t len = shared ? 0 : c->in_len, cap = shared ? w->rcap : c->in_cap;
+    if (len == cap) { /* only while jobs hold back complete messages */
+        pause_reading(c, true);
+        return;
+    }
+    ssize_t n = read(fd, buf + len, cap - len);
     if (n == 0) {
         conn_close(c, "peer_closed");
         return;
@@ -242,13 +305,22 @@ static void on_read(evutil_socket_t fd, short what, void *arg) {
         conn_close(c, "read_failed");
         return;
     }
-    c->in_len += (size_t)n;
+    if (shared) {
+        free(c->in); /* an emptied own buffer */
+        c->in = w->rbuf;
+        c->in_cap = w->rcap;
+        c->borrowed = true;
+    }
+    c->in_len = len + (size_t)n;
     pump(c);
 }
 
 static void on_write(evutil_socket_t fd, short what, void *arg) {
     (void)fd;
-    (void)what;
+    if (what & EV_TIMEOUT) {
+        conn_close(arg, "write_timeout");
+        return;
+    }
     pump(arg);
 }
 
@@ -291,7 +363,7 @@ static void worker_drain(dsc__worker *w) {
     w->draining = true;
     struct timeval deadline = {DRAIN_DEADLINE_S, 0};
     event_add(w->drain_timer, &deadline);
-    if (!w->conns) {
+    if (worker_idle(w)) {
         event_base_loopexit(w->base, NULL);
         return;
     }
@@ -316,6 +388,7 @@ static void on_notify(evutil_socket_t fd, short what, void *arg) {
     (void)fd;
     (void)what;
     dsc__worker *w = arg;
+    dsc__jobs_run_completed(w);
     for (;;) {
         pthread_mutex_lock(&w->lock);
         bool stop = w->stop;
@@ -339,6 +412,7 @@ static void *worker_main(void *arg) {
     dsc__worker *w = arg;
     event_base_loop(w->base, EVLOOP_NO_EXIT_ON_EMPTY);
     while (w->conns) conn_close(w->conns, "shutdown");
+    dsc__worker_release_state(w);
     return NULL;
 }
 
@@ -346,7 +420,10 @@ static dsc_status worker_init(dsc_server *srv, dsc__worker *w, int index, dsc_er
     w->srv = srv;
     w->index = index;
     pthread_mutex_init(&w->lock, NULL);
+    pthread_mutex_init(&w->labels_lock, NULL);
     if (!msgpack_zone_init(&w->zone, 8192)) return dsc_error_set(err, DSC_NOMEM, "worker zone");
+    w->rcap = srv->cfg.limits.max_message_bytes + READ_CHUNK;
+    if (!(w->rbuf = malloc(w->rcap))) return dsc_error_set(err, DSC_NOMEM, "worker read buffer");
     w->base = event_base_new();
     if (!w->base) return dsc_error_set(err, DSC_INTERNAL, "cannot create an event loop");
     w->notify = event_new(w->base, -1, EV_PERSIST, on_notify, w);
@@ -394,8 +471,10 @@ static void worker_destroy(dsc__worker *w) {
     if (w->drain_timer) event_free(w->drain_timer);
     if (w->base) event_base_free(w->base);
     msgpack_zone_destroy(&w->zone);
+    free(w->rbuf);
     free(w->queue);
     pthread_mutex_destroy(&w->lock);
+    pthread_mutex_destroy(&w->labels_lock);
 }
 
 /* ------------------------------------------------------------------ listeners -- */
@@ -464,7 +543,7 @@ dsc_status dsc__parse_hostport(const char *key, const char *text, struct sockadd
 
 static dsc_status listen_tcp(dsc_server *srv, dsc_error *err) {
     struct sockaddr_storage ss;
-    socklen_t len;
+    socklen_t len = 0;
     dsc_status st = dsc__parse_hostport("listen", srv->cfg.listen, &ss, &len, err);
     if (st != DSC_OK) return st;
     srv->tcp = evconnlistener_new_bind(srv->base, on_accept, srv,
@@ -525,7 +604,9 @@ static void on_signal(evutil_socket_t sig, short what, void *arg) {
     (void)what;
     dsc_server *srv = arg;
     if (sig == SIGHUP) {
+        dsc_error err;
         dsc_log_write(&srv->log, DSC_LOG_INFO, "sighup", "action=reload");
+        dsc__server_reload(srv, &err); /* logs its outcome; the old state stays on failure */
         return;
     }
     begin_stop(srv);
@@ -538,6 +619,50 @@ static void on_stop_request(evutil_socket_t fd, short what, void *arg) {
 }
 
 void dsc_server_stop(dsc_server *srv) { event_active(srv->sig_stop_request, EV_READ, 0); }
+
+/* --------------------------------------------------------------------- ledger -- */
+
+static void on_tick(evutil_socket_t fd, short what, void *arg) {
+    (void)fd;
+    (void)what;
+    dsc_server *srv = arg;
+    size_t expired = dsc_ledger_tick(srv->ledger);
+    if (expired) dsc_log_write(&srv->log, DSC_LOG_INFO, "holds_expired", "count=%zu", expired);
+    dsc__resv_prune(srv->reservations, dsc__now_us() / 1000000);
+}
+
+/* Create the store's folder (one level: "var/" of "var/discern.db") when missing. */
+static void make_parent_dir(const char *path) {
+    char dir[DSC_CONFIG_STR_MAX];
+    snprintf(dir, sizeof dir, "%s", path);
+    char *slash = strrchr(dir, '/');
+    if (!slash || slash == dir) return;
+    *slash = '\0';
+    if (mkdir(dir, 0755) != 0 && errno != EEXIST) return; /* the store's open reports it */
+}
+
+static dsc_status open_ledger(dsc_server *srv, dsc_error *err) {
+    static const dsc_durability durabilities[] = {DSC_DURABILITY_FULL, DSC_DURABILITY_BATCH, DSC_DURABILITY_OFF};
+    static const char *const names[] = {"full", "batch", "off"};
+    dsc_ledger_config lc;
+    memset(&lc, 0, sizeof lc);
+    lc.store_path = srv->cfg.store[0] ? srv->cfg.store : NULL;
+    make_parent_dir(srv->cfg.store);
+    for (int i = 0; i < 3; i++)
+        if (strcmp(srv->cfg.durability, names[i]) == 0) lc.durability = durabilities[i];
+    lc.timezone = srv->cfg.timezone;
+    srv->ledger = dsc_ledger_new(&lc, err);
+    if (!srv->ledger) return err->code;
+    srv->reservations = dsc__resv_table_new(600);
+    if (!srv->reservations) return dsc_error_set(err, DSC_NOMEM, "reservation table");
+    struct timeval second = {1, 0};
+    srv->tick = event_new(srv->base, -1, EV_PERSIST, on_tick, srv);
+    if (!srv->tick) return dsc_error_set(err, DSC_NOMEM, "tick event");
+    event_add(srv->tick, &second);
+    dsc_log_write(&srv->log, DSC_LOG_INFO, "ledger_open", "store=%s durability=%s",
+                  lc.store_path ? lc.store_path : "(memory)", srv->cfg.durability);
+    return DSC_OK;
+}
 
 /* --------------------------------------------------------------------- server -- */
 
@@ -585,15 +710,24 @@ dsc_server *dsc_server_new(const dsc_server_config *cfg, dsc_error *err) {
     srv->log.level = cfg->log_level;
     srv->log.fd = 2;
     srv->started_us = dsc__now_us();
+    pthread_mutex_init(&srv->state_lock, NULL);
+    srv->grid = dsc_grid_new();
+    if (!srv->grid) {
+        dsc_error_set(err, DSC_NOMEM, "out of memory for the grid table");
+        goto fail;
+    }
+    if (dsc__server_reload(srv, err) != DSC_OK) goto fail;
     srv->base = event_base_new();
     if (!srv->base) {
         dsc_error_set(err, DSC_INTERNAL, "cannot create an event loop");
         goto fail;
     }
     if (setup_signals(srv, err) != DSC_OK) goto fail;
+    if (open_ledger(srv, err) != DSC_OK) goto fail;
     if (start_workers(srv, err) != DSC_OK) goto fail;
     if (cfg->listen[0] && listen_tcp(srv, err) != DSC_OK) goto fail;
     if (cfg->unix_path[0] && listen_unix(srv, err) != DSC_OK) goto fail;
+    if (cfg->http[0] && dsc__http_start(srv, err) != DSC_OK) goto fail;
     write_port_file(srv);
     dsc_log_write(&srv->log, DSC_LOG_INFO, "started", "workers=%d version=%s", srv->n_workers,
                   DISCERN_VERSION);
@@ -607,6 +741,12 @@ int dsc_server_run(dsc_server *srv) {
     event_base_dispatch(srv->base);
     begin_stop(srv);
     for (int i = 0; i < srv->n_workers; i++) worker_join(&srv->workers[i]);
+    /* Every reply is out; now make sure everything acknowledged is in the store. */
+    dsc_ledger_free(srv->ledger);
+    srv->ledger = NULL;
+    /* The flush reported the last commits; their connections are closed, so this
+     * only frees the jobs (the worker threads are gone: no race). */
+    for (int i = 0; i < srv->n_workers; i++) dsc__jobs_run_completed(&srv->workers[i]);
     dsc_log_write(&srv->log, DSC_LOG_INFO, "stopped", "exit_code=%d", srv->exit_code);
     return srv->exit_code;
 }
@@ -625,6 +765,13 @@ void dsc_server_free(dsc_server *srv) {
     if (srv->sig_int) event_free(srv->sig_int);
     if (srv->sig_hup) event_free(srv->sig_hup);
     if (srv->sig_stop_request) event_free(srv->sig_stop_request);
+    if (srv->tick) event_free(srv->tick);
+    if (srv->http) evhttp_free(srv->http);
+    dsc_ledger_free(srv->ledger);
+    dsc__resv_table_free(srv->reservations);
     if (srv->base) event_base_free(srv->base);
+    dsc__state_unref(srv->state);
+    dsc_grid_free(srv->grid);
+    pthread_mutex_destroy(&srv->state_lock);
     free(srv);
 }

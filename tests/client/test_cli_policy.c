@@ -54,7 +54,8 @@ static void slurp(FILE *f, char *buf, size_t cap) {
 static run_result run(const char *const *args) {
     const char *argv[16] = {DISCERN};
     size_t n = 1;
-    for (; args[n - 1] && n < 15; n++) argv[n] = args[n - 1];
+    for (; args[n - 1] && n < 15; n++)
+        argv[n] = args[n - 1];
     argv[n] = NULL;
     FILE *out = tmpfile(), *err = tmpfile();
     cr_assert(out && err);

@@ -52,7 +52,8 @@ Test(grid, forecast_is_sorted_and_past_points_are_dropped) {
     cr_assert_eq(out[1].gco2e_kwh, 30);
     cr_assert_eq(dsc_grid_forecast(g, "XXX", 0, out, 8), 0);
     dsc_grid_point many[DSC_GRID_FORECAST_MAX + 1] = {{0, 0}};
-    cr_assert_eq(dsc_grid_set_forecast(g, "DEU", many, DSC_GRID_FORECAST_MAX + 1, &err), DSC_TOO_LARGE);
+    cr_assert_eq(dsc_grid_set_forecast(g, "DEU", many, DSC_GRID_FORECAST_MAX + 1, &err),
+                 DSC_TOO_LARGE);
     dsc_grid_free(g);
 }
 
@@ -76,7 +77,8 @@ Test(grid, table_grows_past_its_first_capacity) {
 static void *writer(void *arg) {
     dsc_grid *g = arg;
     dsc_error err;
-    for (int i = 0; i < 20000; i++) dsc_grid_set_live(g, "FRA", i % 2 ? 100 : 200, 1000, &err);
+    for (int i = 0; i < 20000; i++)
+        dsc_grid_set_live(g, "FRA", i % 2 ? 100 : 200, 1000, &err);
     return NULL;
 }
 

@@ -15,7 +15,9 @@ typedef struct fake_clock {
     _Atomic int64_t now;
 } fake_clock;
 
-static int64_t fake_now(void *ud) { return ((fake_clock *)ud)->now; }
+static int64_t fake_now(void *ud) {
+    return ((fake_clock *)ud)->now;
+}
 
 /* 2025-01-15 12:00:00 UTC */
 #define T0 (1736942400LL * S)
@@ -31,8 +33,7 @@ static dsc_ledger *open_ledger(fake_clock *clk, dsc_expired_policy exp) {
 
 static void budget(dsc_ledger *l, const char *sel, dsc_metric m, const char *win, double lim) {
     dsc_error err;
-    cr_assert_eq(dsc_ledger_budget_set(l, sel, m, win, lim, NULL, &err), DSC_OK, "%s",
-                 err.message);
+    cr_assert_eq(dsc_ledger_budget_set(l, sel, m, win, lim, NULL, &err), DSC_OK, "%s", err.message);
 }
 
 static dsc_amounts amt(dsc_metric m, int64_t v) {
@@ -66,7 +67,8 @@ Test(ledger, budgets_are_created_changed_listed_and_deleted) {
     cr_assert_eq(dsc_ledger_budget_set(l, "team:*", DSC_METRIC_GCO2E, "month", 60000, &info, &err),
                  DSC_OK);
     cr_assert_eq(info.id, id, "changing a limit keeps the budget");
-    cr_assert_eq(dsc_ledger_budget_get(l, "team:*", DSC_METRIC_GCO2E, "month", &info, &err), DSC_OK);
+    cr_assert_eq(dsc_ledger_budget_get(l, "team:*", DSC_METRIC_GCO2E, "month", &info, &err),
+                 DSC_OK);
     cr_assert_eq(info.limit, 60000 * M);
     dsc_budget_info all[4];
     size_t total;
@@ -117,7 +119,7 @@ Test(ledger, metric_names_units_and_estimate_amounts) {
     cr_assert_null(dsc_metric_name(DSC_METRIC_COUNT));
     dsc_estimate est;
     memset(&est, 0, sizeof est);
-    est.total.energy_kwh.max = 0.002;  /* 2 Wh */
+    est.total.energy_kwh.max = 0.002;   /* 2 Wh */
     est.total.gwp_kgco2eq.max = 0.0005; /* 0.5 g */
     est.total.wcf_l.max = 0.01;         /* 10 mL */
     dsc_amounts a;
@@ -247,8 +249,9 @@ Test(ledger, cancel_releases_the_hold_and_unknown_ids_are_reported) {
     cr_assert_eq(dsc_ledger_reserve(l, &ana, &one, 60, NULL, rid, NULL, 0, NULL, NULL),
                  DSC_BUDGET_EXCEEDED);
     char first[DSC_RESERVATION_ID_MAX];
-    cr_assert_eq(dsc_ledger_reserve(l, &(dsc_subject){.key = "k2"}, &one, 60, NULL, first, NULL,
-                                    0, NULL, NULL), DSC_OK);
+    cr_assert_eq(dsc_ledger_reserve(l, &(dsc_subject){.key = "k2"}, &one, 60, NULL, first, NULL, 0,
+                                    NULL, NULL),
+                 DSC_OK);
     dsc_ledger_free(l);
     l = open_ledger(&clk, DSC_EXPIRED_CHARGE);
     budget(l, "key:k1", DSC_METRIC_REQUESTS, "rolling:1h", 1);
@@ -415,8 +418,7 @@ static void *reserver(void *arg) {
             continue;
         }
         dsc_amounts act = amt(DSC_METRIC_GCO2E, actual);
-        if (dsc_ledger_settle(r->l, rid, &act, NULL, NULL, NULL) == DSC_OK)
-            r->settled += actual;
+        if (dsc_ledger_settle(r->l, rid, &act, NULL, NULL, NULL) == DSC_OK) r->settled += actual;
     }
     return NULL;
 }
@@ -438,8 +440,10 @@ Test(ledger, eight_threads_reserving_against_one_budget_never_exceed_it) {
     budget(r.l, "team:infra", DSC_METRIC_GCO2E, "year", 1e9 / 1e6 * 200); /* 200 kg */
     pthread_t w, t[8];
     pthread_create(&w, NULL, watcher, &r);
-    for (int i = 0; i < 8; i++) pthread_create(&t[i], NULL, reserver, &r);
-    for (int i = 0; i < 8; i++) pthread_join(t[i], NULL);
+    for (int i = 0; i < 8; i++)
+        pthread_create(&t[i], NULL, reserver, &r);
+    for (int i = 0; i < 8; i++)
+        pthread_join(t[i], NULL);
     r.stop = 1;
     pthread_join(w, NULL);
     dsc_budget_state s = state_of(r.l, &ana, "team:infra");
@@ -450,4 +454,86 @@ Test(ledger, eight_threads_reserving_against_one_budget_never_exceed_it) {
     cr_assert_leq(s.used, s.limit);
     cr_assert_gt(s.used, 0);
     dsc_ledger_free(r.l);
+}
+
+Test(ledger, usage_settled_after_a_budget_appears_counts_on_it) {
+    fake_clock clk;
+    dsc_ledger *l = open_ledger(&clk, DSC_EXPIRED_CHARGE);
+    char rid[DSC_RESERVATION_ID_MAX];
+    dsc_amounts a = amt(DSC_METRIC_GCO2E, 3 * M);
+    cr_assert_eq(dsc_ledger_reserve(l, &ana, &a, 60, NULL, rid, NULL, 0, NULL, NULL), DSC_OK);
+    budget(l, "user:ana", DSC_METRIC_GCO2E, "day", 10);
+    cr_assert_eq(dsc_ledger_settle(l, rid, &a, NULL, NULL, NULL), DSC_OK);
+    dsc_budget_state s = state_of(l, &ana, "user:ana");
+    cr_assert_eq(s.used, 3 * M);
+    cr_assert_eq(s.held, 0);
+    /* and a deleted budget takes nothing more */
+    cr_assert_eq(dsc_ledger_reserve(l, &ana, &a, 60, NULL, rid, NULL, 0, NULL, NULL), DSC_OK);
+    cr_assert_eq(dsc_ledger_budget_delete(l, "user:ana", DSC_METRIC_GCO2E, "day", NULL), DSC_OK);
+    cr_assert_eq(dsc_ledger_settle(l, rid, &a, NULL, NULL, NULL), DSC_OK);
+    size_t n;
+    cr_assert_eq(dsc_ledger_preview(l, &ana, NULL, NULL, 0, &n, NULL), DSC_OK);
+    cr_assert_eq(n, 0);
+    dsc_ledger_free(l);
+}
+
+Test(ledger, bad_configuration_is_refused_naming_the_field) {
+    dsc_error err;
+    dsc_ledger_config cfg = {.timezone = "Europe/Nowhere"};
+    cr_assert_null(dsc_ledger_new(&cfg, &err));
+    cr_assert_eq(err.code, DSC_BAD_REQUEST);
+    cr_assert(strstr(err.message, "timezone") && strstr(err.message, "Europe/Nowhere"), "%s",
+              err.message);
+    cfg = (dsc_ledger_config){.durability = (dsc_durability)7};
+    cr_assert_null(dsc_ledger_new(&cfg, &err));
+    cr_assert(strstr(err.message, "durability"), "%s", err.message);
+    cfg = (dsc_ledger_config){.timezone = "+05:30"};
+    dsc_ledger *l = dsc_ledger_new(&cfg, &err);
+    cr_assert(l, "%s", err.message);
+    dsc_ledger_free(l);
+    dsc_ledger_free(NULL);
+}
+
+Test(ledger, calendar_budgets_follow_the_configured_timezone) {
+    fake_clock clk = {.now = 1736899200LL * S + 30 * 60 * S}; /* 2025-01-15T00:30Z */
+    dsc_ledger_config cfg = {.now_us = fake_now, .clock_ud = &clk, .timezone = "+02:00"};
+    dsc_ledger *l = dsc_ledger_new(&cfg, NULL);
+    cr_assert(l);
+    budget(l, "org:acme", DSC_METRIC_REQUESTS, "day", 5);
+    /* 00:30Z is 02:30 at +02:00: the local day ends at 22:00Z */
+    cr_assert_eq(state_of(l, &ana, "org:acme").resets_at, 1736899200 + 22 * 3600);
+    dsc_ledger_free(l);
+}
+
+Test(ledger, missing_arguments_are_errors_not_crashes) {
+    fake_clock clk;
+    dsc_ledger *l = open_ledger(&clk, DSC_EXPIRED_CHARGE);
+    budget(l, "*", DSC_METRIC_REQUESTS, "day", 1);
+    dsc_error err;
+    dsc_amounts a = amt(DSC_METRIC_REQUESTS, 2 * M);
+    size_t n;
+    cr_assert_eq(dsc_ledger_preview(l, NULL, &a, NULL, 5, &n, &err), DSC_OK);
+    cr_assert_eq(n, 1);
+    cr_assert_eq(dsc_ledger_reserve(l, &ana, &a, 60, NULL, NULL, NULL, 0, NULL, &err),
+                 DSC_BAD_REQUEST);
+    char rid[DSC_RESERVATION_ID_MAX];
+    cr_assert_eq(dsc_ledger_reserve(l, &ana, &a, 60, NULL, rid, NULL, 5, &n, &err),
+                 DSC_BUDGET_EXCEEDED);
+    cr_assert_eq(n, 1);
+    cr_assert_eq(dsc_ledger_reserve(l, &ana, NULL, 60, NULL, rid, NULL, 0, NULL, &err),
+                 DSC_BAD_REQUEST);
+    cr_assert(strstr(err.message, "amounts"));
+    cr_assert_eq(dsc_ledger_reserve(l, &ana, &a, 0, NULL, rid, NULL, 0, NULL, &err),
+                 DSC_BAD_REQUEST);
+    cr_assert(strstr(err.message, "ttl"), "%s", err.message);
+    cr_assert_eq(dsc_ledger_settle(l, NULL, &a, NULL, NULL, &err), DSC_BAD_REQUEST);
+    cr_assert(strstr(err.message, "reservation_id"), "%s", err.message);
+    cr_assert_eq(dsc_ledger_settle(l, "r1", NULL, NULL, NULL, &err), DSC_BAD_REQUEST);
+    cr_assert_eq(dsc_ledger_cancel(l, "", &err), DSC_BAD_REQUEST);
+    cr_assert_eq(dsc_ledger_budget_set(l, NULL, DSC_METRIC_GCO2E, NULL, 1, NULL, &err),
+                 DSC_BAD_REQUEST);
+    cr_assert_eq(dsc_ledger_budget_set(l, "*", DSC_METRIC_GCO2E, NULL, 1, NULL, &err),
+                 DSC_BAD_REQUEST);
+    cr_assert_eq(dsc_ledger_record_decision(l, NULL, &err), DSC_BAD_REQUEST);
+    dsc_ledger_free(l);
 }

@@ -9,6 +9,7 @@
 #include "discern/catalog.h"
 
 #include <criterion/criterion.h>
+#include <pthread.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -193,7 +194,8 @@ Test(policy, refuse_beats_throttle_beats_allow_and_ties_keep_the_first) {
 
 Test(policy, shadow_policies_are_recorded_but_never_change_the_outcome) {
     put("a.lua", POLICY("return allow('ok')"));
-    put("b.lua", "return { mode = 'shadow', decide = function() return refuse('would refuse') end }\n");
+    put("b.lua",
+        "return { mode = 'shadow', decide = function() return refuse('would refuse') end }\n");
     dsc_policy_vm *vm = vm_for(NULL);
     dsc_decision d = decide(vm);
     cr_assert_eq(d.outcome, DSC_POLICY_ALLOW);
@@ -242,11 +244,12 @@ Test(policy, invalid_input_is_a_bad_request_naming_the_field) {
 /* --- the request and ctx --- */
 
 Test(policy, req_carries_the_request_and_ctx_the_estimate_in_api_units) {
-    put("a.lua", POLICY("local s = req.subject\n"
-                        "  return allow(string.format('%s/%s/%s %s %s %d %d %s %s %.1f %.1f %s %s %d',"
-                        " s.org, s.team, s.user, req.provider, req.model, req.input_tokens,"
-                        " req.output_tokens, req.purpose, req.tags.env, ctx.estimate.gco2e.max,"
-                        " ctx.estimate.energy_wh.max, ctx.estimate.zone, req.zone, ctx.now()))"));
+    put("a.lua",
+        POLICY("local s = req.subject\n"
+               "  return allow(string.format('%s/%s/%s %s %s %d %d %s %s %.1f %.1f %s %s %d',"
+               " s.org, s.team, s.user, req.provider, req.model, req.input_tokens,"
+               " req.output_tokens, req.purpose, req.tags.env, ctx.estimate.gco2e.max,"
+               " ctx.estimate.energy_wh.max, ctx.estimate.zone, req.zone, ctx.now()))"));
     dsc_policy_vm *vm = vm_for(NULL);
     dsc_estimate e = est_g(4.0);
     dsc_policy_input in = request(&e);
@@ -255,8 +258,9 @@ Test(policy, req_carries_the_request_and_ctx_the_estimate_in_api_units) {
     in.n_tags = 1;
     dsc_decision d;
     cr_assert_eq(dsc_policy_vm_decide(vm, &in, &d), DSC_OK);
-    cr_assert_str_eq(d.reason, "acme/infra/ana openai gpt-4o 100 800 code-review prod 4.0 2.0 FRA FRA "
-                               "1767225600");
+    cr_assert_str_eq(d.reason,
+                     "acme/infra/ana openai gpt-4o 100 800 code-review prod 4.0 2.0 FRA FRA "
+                     "1767225600");
     in.n_tags = 0; /* tags do not leak into the next request */
     cr_assert_eq(dsc_policy_vm_decide(vm, &in, &d), DSC_OK);
     cr_assert(strstr(d.reason, "code-review nil 4.0"), "%s", d.reason);
@@ -304,7 +308,8 @@ Test(policy, ctx_budget_finds_budgets_by_selector_counter_or_kind_and_metric) {
 }
 
 Test(policy, purposes_map_free_text_to_classes_with_a_default) {
-    put("a.lua", POLICY("return allow(req.purpose_class .. ' ' .. ctx.purpose_class('Write Marketing copy!'))"));
+    put("a.lua", POLICY("return allow(req.purpose_class .. ' ' .. ctx.purpose_class('Write "
+                        "Marketing copy!'))"));
     put("purposes.lua", "return { default = 'productive', classes = {\n"
                         "  essential = {'health', 'accessibility'},\n"
                         "  productive = {'code', 'translation'},\n"
@@ -330,7 +335,8 @@ Test(policy, bad_purposes_file_refuses_the_set) {
 Test(policy, ctx_grid_reads_live_then_annual_values) {
     put("a.lua", POLICY("local v, src = ctx.grid()\n"
                         "  local f = ctx.grid_forecast()\n"
-                        "  return allow(string.format('%.0f %s %d %s', v, src, #f, tostring(ctx.grid('XXX'))))"));
+                        "  return allow(string.format('%.0f %s %d %s', v, src, #f, "
+                        "tostring(ctx.grid('XXX'))))"));
     dsc_error err = {0};
     dsc_policy_set *set = dsc_policy_set_load(dir, &err);
     dsc_grid *g = dsc_grid_new();
@@ -352,9 +358,12 @@ static dsc_status fake_estimate(void *ud, const dsc_estimate_input *in, dsc_esti
                                 dsc_error *err) {
     (void)ud;
     memset(out, 0, sizeof *out);
-    if (strcmp(in->model, "gpt-4o-mini") == 0) out->total.gwp_kgco2eq.max = 0.0005;
-    else if (strcmp(in->model, "gpt-4o") == 0) out->total.gwp_kgco2eq.max = 0.004;
-    else return dsc_error_set(err, DSC_UNKNOWN_MODEL, "unknown model '%s'", in->model);
+    if (strcmp(in->model, "gpt-4o-mini") == 0)
+        out->total.gwp_kgco2eq.max = 0.0005;
+    else if (strcmp(in->model, "gpt-4o") == 0)
+        out->total.gwp_kgco2eq.max = 0.004;
+    else
+        return dsc_error_set(err, DSC_UNKNOWN_MODEL, "unknown model '%s'", in->model);
     return DSC_OK;
 }
 
@@ -362,7 +371,8 @@ static int fake_models(void *ud, const char *provider, dsc_policy_model *out, in
     (void)ud;
     if (strcmp(provider, "openai") != 0) return -1;
     dsc_policy_model ms[] = {{"gpt-4o", 200}, {"gpt-4o-mini", 8}};
-    for (int i = 0; i < 2 && i < max; i++) out[i] = ms[i];
+    for (int i = 0; i < 2 && i < max; i++)
+        out[i] = ms[i];
     return 2;
 }
 
@@ -370,6 +380,10 @@ Test(policy, what_if_estimates_and_model_lists_come_from_the_oracle) {
     put("a.lua", POLICY("local m = ctx.models()\n"
                         "  local alt = ctx.estimate{model = m[1].name}\n"
                         "  local bad, err = ctx.estimate{model = 'nope'}\n"
+                        "  local _, below = ctx.models('openai', 100)\n"
+                        "  local _, none = ctx.models('openai', 1)\n"
+                        "  local _, all = ctx.models('openai', 1000)\n"
+                        "  assert(below == 1 and none == 0 and all == 2, 'counts below')\n"
                         "  return allow(string.format('%s %.1f %s %s %s', m[1].name, alt.gco2e.max,"
                         " tostring(bad), err, tostring(ctx.models('nobody'))))"));
     dsc_policy_vm *vm = vm_for(NULL);
@@ -416,7 +430,8 @@ static dsc_policy_vm *contained(const char *hostile, const char *expect) {
 }
 
 Test(policy_hostile, infinite_loop_is_cut_by_the_time_budget) {
-    dsc_policy_vm *vm = contained(POLICY("while true do end"), "a.lua:1: time budget of 500 ms exceeded");
+    dsc_policy_vm *vm =
+        contained(POLICY("while true do end"), "a.lua:1: time budget of 500 ms exceeded");
     dsc_policy_stats st;
     dsc_policy_vm_stats(vm, &st);
     cr_assert_eq(st.timeouts, 2);
@@ -426,9 +441,10 @@ Test(policy_hostile, infinite_loop_is_cut_by_the_time_budget) {
 }
 
 Test(policy_hostile, infinite_loop_inside_pcall_cannot_swallow_the_kill) {
-    dsc_policy_vm *vm = contained(POLICY("for i = 1, 100 do pcall(function() while true do end end) end\n"
-                                         "  while true do pcall(error, 'x') end"),
-                                  "time budget");
+    dsc_policy_vm *vm =
+        contained(POLICY("for i = 1, 100 do pcall(function() while true do end end) end\n"
+                         "  while true do pcall(error, 'x') end"),
+                  "time budget");
     dsc_policy_stats st;
     dsc_policy_vm_stats(vm, &st);
     cr_assert_eq(st.timeouts, 2);
@@ -436,8 +452,8 @@ Test(policy_hostile, infinite_loop_inside_pcall_cannot_swallow_the_kill) {
 }
 
 Test(policy_hostile, string_rep_bomb_hits_the_memory_cap) {
-    dsc_policy_vm *vm = contained(POLICY("local s = string.rep('x', 1 << 30) return allow(s)"),
-                                  "memory cap");
+    dsc_policy_vm *vm =
+        contained(POLICY("local s = string.rep('x', 1 << 30) return allow(s)"), "memory cap");
     dsc_policy_stats st;
     dsc_policy_vm_stats(vm, &st);
     cr_assert_eq(st.memory, 2);
@@ -446,11 +462,13 @@ Test(policy_hostile, string_rep_bomb_hits_the_memory_cap) {
 }
 
 Test(policy_hostile, string_doubling_bomb_hits_the_memory_cap) {
-    dsc_policy_vm_free(contained(POLICY("local s = 'x' while true do s = s .. s end"), "memory cap"));
+    dsc_policy_vm_free(
+        contained(POLICY("local s = 'x' while true do s = s .. s end"), "memory cap"));
 }
 
 Test(policy_hostile, table_growth_until_the_cap_is_contained) {
-    dsc_policy_vm *vm = contained(POLICY("local t = {} local i = 0 while true do i = i + 1 t[i] = string.rep('x', 4096) .. i end"),
+    dsc_policy_vm *vm = contained(POLICY("local t = {} local i = 0 while true do i = i + 1 t[i] = "
+                                         "string.rep('x', 4096) .. i end"),
                                   "memory cap");
     dsc_policy_stats st;
     dsc_policy_vm_stats(vm, &st);
@@ -460,12 +478,14 @@ Test(policy_hostile, table_growth_until_the_cap_is_contained) {
 
 Test(policy_hostile, deep_recursion_is_contained) {
     dsc_policy_vm_free(
-        contained("local function f(n) return 1 + f(n + 1) end\n" POLICY("return f(1)"), "policy error: a.lua"));
+        contained("local function f(n) return 1 + f(n + 1) end\n" POLICY("return f(1)"),
+                  "policy error: a.lua"));
 }
 
 Test(policy_hostile, os_io_require_load_dofile_debug_collectgarbage_are_absent) {
-    const char *names[] = {"os", "io", "require", "load", "loadfile", "dofile", "debug",
-                           "collectgarbage", "package", "rawset", "coroutine", "print"};
+    const char *names[] = {"os",       "io",     "require",   "load",
+                           "loadfile", "dofile", "debug",     "collectgarbage",
+                           "package",  "rawset", "coroutine", "print"};
     for (size_t i = 0; i < sizeof names / sizeof names[0]; i++) {
         char src[256];
         snprintf(src, sizeof src, POLICY("return allow(type(%s))"), names[i]);
@@ -478,7 +498,8 @@ Test(policy_hostile, os_io_require_load_dofile_debug_collectgarbage_are_absent) 
 }
 
 Test(policy_hostile, calling_os_execute_is_an_error_not_an_escape) {
-    dsc_policy_vm_free(contained(POLICY("os.execute('touch /tmp/pwned')"), "a.lua:1: attempt to index"));
+    dsc_policy_vm_free(
+        contained(POLICY("os.execute('touch /tmp/pwned')"), "a.lua:1: attempt to index"));
 }
 
 Test(policy_hostile, bytecode_cannot_be_produced_or_loaded) {
@@ -491,18 +512,23 @@ Test(policy_hostile, the_string_metatable_is_hidden) {
 }
 
 Test(policy_hostile, setmetatable_on_the_request_fails) {
-    dsc_policy_vm_free(contained(POLICY("setmetatable(req, {})"), "a.lua:1: cannot change a protected"));
+    dsc_policy_vm_free(
+        contained(POLICY("setmetatable(req, {})"), "a.lua:1: cannot change a protected"));
 }
 
 Test(policy_hostile, writing_to_the_request_fails) {
-    dsc_policy_vm_free(contained(POLICY("req.model = 'free'"), "a.lua:1: attempt to modify read-only table 'req'"));
-    dsc_policy_vm_free(contained(POLICY("req.subject.team = 'x'"), "read-only table 'req.subject'"));
-    dsc_policy_vm_free(contained(POLICY("ctx.now = function() return 0 end"), "read-only table 'ctx'"));
+    dsc_policy_vm_free(contained(POLICY("req.model = 'free'"),
+                                 "a.lua:1: attempt to modify read-only table 'req'"));
+    dsc_policy_vm_free(
+        contained(POLICY("req.subject.team = 'x'"), "read-only table 'req.subject'"));
+    dsc_policy_vm_free(
+        contained(POLICY("ctx.now = function() return 0 end"), "read-only table 'ctx'"));
 }
 
 Test(policy_hostile, gc_metamethods_are_refused) {
-    dsc_policy_vm_free(contained(POLICY("setmetatable({}, {__gc = function() while true do end end})"),
-                                 "__gc metamethods are not allowed"));
+    dsc_policy_vm_free(
+        contained(POLICY("setmetatable({}, {__gc = function() while true do end end})"),
+                  "__gc metamethods are not allowed"));
 }
 
 Test(policy_hostile, global_writes_do_not_persist_between_requests) {
@@ -520,9 +546,10 @@ Test(policy_hostile, global_writes_do_not_persist_between_requests) {
 
 Test(policy, global_tables_stay_readable_after_loading) {
     put("a.lua", "LIMITS = {team = 50, list = {1, 2, 3}}\nLIMITS.self = LIMITS\n"
-                 "function total() local s = 0 for _, v in ipairs(LIMITS.list) do s = s + v end return s end\n"
-                 POLICY("local n = 0 for _ in pairs(LIMITS) do n = n + 1 end\n"
-                        "  return allow(string.format('%d %d %d %d', LIMITS.team, total(), #LIMITS.self.list, n))"));
+                 "function total() local s = 0 for _, v in ipairs(LIMITS.list) do s = s + v end "
+                 "return s end\n" POLICY("local n = 0 for _ in pairs(LIMITS) do n = n + 1 end\n"
+                                         "  return allow(string.format('%d %d %d %d', LIMITS.team, "
+                                         "total(), #LIMITS.self.list, n))"));
     dsc_policy_vm *vm = vm_for(NULL);
     dsc_decision d = decide(vm);
     cr_assert_str_eq(d.reason, "50 6 3 3");
@@ -576,9 +603,11 @@ Test(policy_runner, shipped_policies_pass_their_own_tests) {
     failures f = {0};
     dsc_policy_test_report rep;
     dsc_error err = {0};
-    cr_assert_eq(dsc_policy_run_tests(DISCERN_SOURCE_DIR "/policies", NULL, collect, &f, &rep, &err),
-                 DSC_OK, "%s", err.message);
-    for (int i = 0; i < f.n && i < 16; i++) cr_log_error("%s", f.lines[i]);
+    cr_assert_eq(
+        dsc_policy_run_tests(DISCERN_SOURCE_DIR "/policies", NULL, collect, &f, &rep, &err), DSC_OK,
+        "%s", err.message);
+    for (int i = 0; i < f.n && i < 16; i++)
+        cr_log_error("%s", f.lines[i]);
     cr_assert_eq(rep.failed, 0);
     cr_assert_geq(rep.passed, 20);
 }
@@ -602,7 +631,8 @@ Test(policy_runner, failures_are_reported_with_file_line_and_counted, .init = ma
     cr_assert_eq(dsc_policy_run_tests(dir, NULL, collect, &f, &rep, &err), DSC_OK);
     cr_assert_eq(rep.passed, 1);
     cr_assert_eq(rep.failed, 2);
-    cr_assert_str_eq(f.lines[0], "p_test.lua:5: expected refuse, got abstain (in test 'fails on the outcome')");
+    cr_assert_str_eq(f.lines[0],
+                     "p_test.lua:5: expected refuse, got abstain (in test 'fails on the outcome')");
     cr_assert(strstr(f.lines[1], "p_test.lua:9: attempt to index a nil value"), "%s", f.lines[1]);
 }
 
@@ -648,7 +678,8 @@ Test(policy_runner, shipped_policies_pass_their_tests_with_the_catalogue_too) {
     dsc_error err = {0};
     cr_assert_eq(dsc_policy_run_tests(DISCERN_SOURCE_DIR "/policies", cat, collect, &f, &rep, &err),
                  DSC_OK, "%s", err.message);
-    for (int i = 0; i < f.n && i < 16; i++) cr_log_error("%s", f.lines[i]);
+    for (int i = 0; i < f.n && i < 16; i++)
+        cr_log_error("%s", f.lines[i]);
     cr_assert_eq(rep.failed, 0);
     dsc_catalog_free(cat);
 }
@@ -659,7 +690,8 @@ Test(policy, the_catalogue_answers_what_if_estimates_and_model_lists) {
                         "  local big = ctx.estimate{model = 'gpt-4o'}\n"
                         "  local _, err = ctx.estimate{model = 'no-such-model'}\n"
                         "  assert(#ms > 3 and ms[1].params_b <= ms[#ms].params_b)\n"
-                        "  return allow(string.format('%s %s', tostring(small.gco2e.max < big.gco2e.max), err))"));
+                        "  return allow(string.format('%s %s', tostring(small.gco2e.max < "
+                        "big.gco2e.max), err))"));
     dsc_catalog *cat = shipped_catalog();
     dsc_error err = {0};
     dsc_policy_set *set = dsc_policy_set_load(dir, &err);
@@ -692,7 +724,8 @@ Test(policy_lint, shipped_policies_are_clean) {
     failures f = {0};
     dsc_error err = {0};
     int n = dsc_policy_check(DISCERN_SOURCE_DIR "/policies", collect, &f, &err);
-    for (int i = 0; i < f.n && i < 16; i++) cr_log_error("%s", f.lines[i]);
+    for (int i = 0; i < f.n && i < 16; i++)
+        cr_log_error("%s", f.lines[i]);
     cr_assert_eq(n, 0, "%s", err.message);
 }
 
@@ -712,8 +745,8 @@ Test(policy_lint, unknown_fields_globals_and_global_writes_are_reported_with_lin
                  "}\n");
     failures f = {0};
     dsc_error err = {0};
-    cr_assert_eq(dsc_policy_check(dir, collect, &f, &err), 5, "%s / %s / %s", f.lines[0], f.lines[1],
-                 f.lines[5]);
+    cr_assert_eq(dsc_policy_check(dir, collect, &f, &err), 5, "%s / %s / %s", f.lines[0],
+                 f.lines[1], f.lines[5]);
     cr_assert_str_eq(f.lines[0], "p.lua:5: unknown field ctx.budgt");
     cr_assert(strstr(f.lines[1], "p.lua:6: assignment to global 'count' inside a function"), "%s",
               f.lines[1]);
@@ -722,9 +755,88 @@ Test(policy_lint, unknown_fields_globals_and_global_writes_are_reported_with_lin
     cr_assert_str_eq(f.lines[4], "p.lua:10: unknown global 'alow'");
 }
 
-Test(policy_lint, a_folder_that_does_not_compile_is_an_error, .init = make_dir, .fini = remove_dir) {
+Test(policy_lint, a_folder_that_does_not_compile_is_an_error, .init = make_dir,
+     .fini = remove_dir) {
     put("p.lua", "return {");
     dsc_error err = {0};
     cr_assert_eq(dsc_policy_check(dir, NULL, NULL, &err), -1);
     cr_assert(strstr(err.message, "p.lua:1:"), "%s", err.message);
+}
+
+/* --- threads and allocation failures --- */
+
+typedef struct worker {
+    dsc_policy_set *set;
+    dsc_grid *grid;
+    int refused, allowed;
+} worker;
+
+static void *work(void *arg) {
+    worker *w = arg;
+    dsc_error err;
+    dsc_policy_vm *vm = dsc_policy_vm_new(w->set, NULL, w->grid, NULL, &err);
+    if (!vm) return NULL;
+    for (int i = 0; i < 2000; i++) {
+        dsc_estimate e = est_g(i % 2 ? 10.0 : 1.0);
+        dsc_policy_input in = request(&e);
+        dsc_decision d;
+        if (dsc_policy_vm_decide(vm, &in, &d) != DSC_OK) continue;
+        if (d.outcome == DSC_POLICY_REFUSE) w->refused++;
+        else if (d.outcome == DSC_POLICY_ALLOW) w->allowed++;
+    }
+    dsc_policy_vm_free(vm);
+    return NULL;
+}
+
+Test(policy, one_set_serves_vms_on_several_threads) {
+    put("a.lua", POLICY("if ctx.estimate.gco2e.max > 5 then return refuse('big') end\n"
+                        "  local g = ctx.grid() return allow(tostring(g))"));
+    dsc_error err = {0};
+    dsc_policy_set *set = dsc_policy_set_load(dir, &err);
+    dsc_grid *g = dsc_grid_new();
+    dsc_grid_set_annual(g, "FRA", 56, &err);
+    worker w[4];
+    pthread_t t[4];
+    for (int i = 0; i < 4; i++) {
+        w[i] = (worker){dsc_policy_set_ref(set), g, 0, 0};
+        pthread_create(&t[i], NULL, work, &w[i]);
+    }
+    dsc_policy_set_unref(set); /* the workers hold their own references */
+    for (int i = 0; i < 4; i++) {
+        pthread_join(t[i], NULL);
+        cr_assert_eq(w[i].refused, 1000);
+        cr_assert_eq(w[i].allowed, 1000);
+        dsc_policy_set_unref(w[i].set);
+    }
+    dsc_grid_free(g);
+}
+
+Test(policy, a_memory_cap_too_small_fails_cleanly_at_every_size) {
+    put("a.lua", "local big = {} for i = 1, 2000 do big[i] = 'x' .. i end\n"
+                 POLICY("return allow(big[#big] .. ' ' .. req.model)"));
+    put("purposes.lua", "return { classes = { essential = {'health'} } }\n");
+    dsc_error err = {0};
+    dsc_policy_set *set = dsc_policy_set_load(dir, &err);
+    cr_assert_not_null(set, "%s", err.message);
+    int worked = 0;
+    for (size_t cap = 8 << 10; cap <= (640u << 10); cap += 8 << 10) {
+        dsc_policy_limits lim = {.memory_bytes = cap};
+        dsc_policy_vm *vm = dsc_policy_vm_new(set, NULL, NULL, &lim, &err);
+        if (!vm) {
+            cr_assert(err.code == DSC_NOMEM || err.code == DSC_POLICY_ERROR, "%d", err.code);
+            continue;
+        }
+        dsc_estimate e = est_g(1);
+        dsc_policy_input in = request(&e);
+        dsc_decision d;
+        dsc_status st = dsc_policy_vm_decide(vm, &in, &d);
+        cr_assert(st == DSC_OK || st == DSC_NOMEM, "%d", st);
+        if (st == DSC_OK && !d.verdicts[0].error) {
+            cr_assert_str_eq(d.reason, "x2000 gpt-4o");
+            worked++;
+        }
+        dsc_policy_vm_free(vm);
+    }
+    cr_assert_gt(worked, 0, "some cap was large enough");
+    dsc_policy_set_unref(set);
 }

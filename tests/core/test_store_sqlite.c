@@ -13,6 +13,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/stat.h>
 #include <sys/wait.h>
 #include <time.h>
 #include <unistd.h>
@@ -25,18 +26,23 @@ typedef struct fake_clock {
     int64_t now;
 } fake_clock;
 
-static int64_t fake_now(void *ud) { return ((fake_clock *)ud)->now; }
+static int64_t fake_now(void *ud) {
+    return ((fake_clock *)ud)->now;
+}
 
+/* A fresh database path under the build tree's ledger-tests/ (kept for inspection). */
 static void temp_db(char *path, size_t len) {
     char dir[512];
-    snprintf(dir, sizeof dir, "%s/ledger-test-XXXXXX", DISCERN_BINARY_DIR);
+    snprintf(dir, sizeof dir, "%s/ledger-tests", DISCERN_BINARY_DIR);
+    mkdir(dir, 0755);
+    snprintf(dir, sizeof dir, "%s/ledger-tests/XXXXXX", DISCERN_BINARY_DIR);
     cr_assert(mkdtemp(dir), "mkdtemp");
     snprintf(path, len, "%s/discern.db", dir);
 }
 
 static dsc_ledger *open_at(const char *path, fake_clock *clk, int64_t retain_s) {
-    dsc_ledger_config cfg = {.store_path = path, .now_us = clk ? fake_now : NULL,
-                             .clock_ud = clk, .retain_s = retain_s};
+    dsc_ledger_config cfg = {
+        .store_path = path, .now_us = clk ? fake_now : NULL, .clock_ud = clk, .retain_s = retain_s};
     dsc_error err;
     dsc_ledger *l = dsc_ledger_new(&cfg, &err);
     cr_assert(l, "%s", err.message);
@@ -82,22 +88,30 @@ Test(store_sqlite, restart_rebuilds_budgets_counters_and_holds) {
     fake_clock clk = {T0};
     dsc_ledger *l = open_at(path, &clk, 0);
     dsc_error err;
-    cr_assert_eq(dsc_ledger_budget_set(l, "team:*", DSC_METRIC_GCO2E, "month", 100, NULL, &err), DSC_OK);
-    cr_assert_eq(dsc_ledger_budget_set(l, "org:acme", DSC_METRIC_REQUESTS, "rolling:1h", 50, NULL, &err), DSC_OK);
-    cr_assert_eq(dsc_ledger_budget_set(l, "user:*", DSC_METRIC_TOKENS, "rate:10/s", 100, NULL, &err), DSC_OK);
-    char rid[DSC_RESERVATION_ID_MAX], first[DSC_RESERVATION_ID_MAX], open_rid[DSC_RESERVATION_ID_MAX];
+    cr_assert_eq(dsc_ledger_budget_set(l, "team:*", DSC_METRIC_GCO2E, "month", 100, NULL, &err),
+                 DSC_OK);
+    cr_assert_eq(
+        dsc_ledger_budget_set(l, "org:acme", DSC_METRIC_REQUESTS, "rolling:1h", 50, NULL, &err),
+        DSC_OK);
+    cr_assert_eq(
+        dsc_ledger_budget_set(l, "user:*", DSC_METRIC_TOKENS, "rate:10/s", 100, NULL, &err),
+        DSC_OK);
+    char rid[DSC_RESERVATION_ID_MAX], first[DSC_RESERVATION_ID_MAX],
+        open_rid[DSC_RESERVATION_ID_MAX];
     for (int i = 0; i < 5; i++) {
         dsc_amounts a = amt(DSC_METRIC_GCO2E, 10 * M);
         a.v[DSC_METRIC_REQUESTS] = M;
         a.v[DSC_METRIC_TOKENS] = 20 * M;
-        cr_assert_eq(dsc_ledger_reserve(l, &ana, &a, 60, NULL, rid, NULL, 0, NULL, &err), DSC_OK, "%s", err.message);
+        cr_assert_eq(dsc_ledger_reserve(l, &ana, &a, 60, NULL, rid, NULL, 0, NULL, &err), DSC_OK,
+                     "%s", err.message);
         a.v[DSC_METRIC_GCO2E] = (3 + i) * M;
         cr_assert_eq(dsc_ledger_settle(l, rid, &a, NULL, NULL, &err), DSC_OK, "%s", err.message);
         if (i == 0) strcpy(first, rid);
         clk.now += S / 10;
     }
     dsc_amounts hold = amt(DSC_METRIC_GCO2E, 7 * M);
-    cr_assert_eq(dsc_ledger_reserve(l, &ana, &hold, 600, "open", open_rid, NULL, 0, NULL, &err), DSC_OK);
+    cr_assert_eq(dsc_ledger_reserve(l, &ana, &hold, 600, "open", open_rid, NULL, 0, NULL, &err),
+                 DSC_OK);
     dsc_budget_state before[8], after[8];
     size_t nb = preview(l, before, 8);
     dsc_ledger_free(l);
@@ -121,7 +135,8 @@ Test(store_sqlite, restart_rebuilds_budgets_counters_and_holds) {
     cr_assert_eq(dsc_ledger_settle(l, first, &actual, NULL, &kind, &err), DSC_OK);
     cr_assert_eq(kind, DSC_SETTLE_REPEATED);
     char again[DSC_RESERVATION_ID_MAX];
-    cr_assert_eq(dsc_ledger_reserve(l, &ana, &hold, 600, "open", again, NULL, 0, NULL, &err), DSC_OK);
+    cr_assert_eq(dsc_ledger_reserve(l, &ana, &hold, 600, "open", again, NULL, 0, NULL, &err),
+                 DSC_OK);
     cr_assert_str_eq(again, open_rid, "request ids survive a restart");
     dsc_ledger_free(l);
     cr_assert_eq(query_int(path, "SELECT SUM(gco2e) FROM charges"), (25 + 2) * M);
@@ -155,11 +170,19 @@ Test(store_sqlite, decisions_are_journaled_with_their_reasons) {
     char path[600];
     temp_db(path, sizeof path);
     dsc_ledger *l = open_at(path, NULL, 0);
-    dsc_decision_record d = {.decision_id = "d1", .request_id = "q1", .subject = ana,
-                             .purpose = "code-review", .provider = "openai", .model = "gpt-4o",
-                             .input_tokens = 100, .output_tokens = 800,
-                             .est_gco2e = 1500000, .outcome = "refuse", .policy = "carbon",
-                             .policy_version = "v7", .reason = "team infra is over its month"};
+    dsc_decision_record d = {.decision_id = "d1",
+                             .request_id = "q1",
+                             .subject = ana,
+                             .purpose = "code-review",
+                             .provider = "openai",
+                             .model = "gpt-4o",
+                             .input_tokens = 100,
+                             .output_tokens = 800,
+                             .est_gco2e = 1500000,
+                             .outcome = "refuse",
+                             .policy = "carbon",
+                             .policy_version = "v7",
+                             .reason = "team infra is over its month"};
     dsc_error err;
     cr_assert_eq(dsc_ledger_record_decision(l, &d, &err), DSC_OK, "%s", err.message);
     char long_reason[600];
@@ -169,8 +192,9 @@ Test(store_sqlite, decisions_are_journaled_with_their_reasons) {
     cr_assert_eq(dsc_ledger_record_decision(l, &d, &err), DSC_BAD_REQUEST);
     cr_assert(strstr(err.message, "reason"), "%s", err.message);
     dsc_ledger_free(l);
-    cr_assert_eq(query_int(path, "SELECT count(*) FROM decisions WHERE outcome = 'refuse' AND "
-                                 "policy_version = 'v7' AND team = 'infra' AND est_gco2e = 1500000"),
+    cr_assert_eq(query_int(path,
+                           "SELECT count(*) FROM decisions WHERE outcome = 'refuse' AND "
+                           "policy_version = 'v7' AND team = 'infra' AND est_gco2e = 1500000"),
                  1);
 }
 
@@ -185,15 +209,18 @@ Test(store_sqlite, full_disk_fails_the_settle_keeps_memory_and_recovers) {
     static char rids[N][DSC_RESERVATION_ID_MAX];
     dsc_amounts a = amt(DSC_METRIC_GCO2E, 2 * M);
     for (int i = 0; i < N; i++)
-        cr_assert_eq(dsc_ledger_reserve(l, &ana, &a, 3600, NULL, rids[i], NULL, 0, NULL, &err), DSC_OK);
+        cr_assert_eq(dsc_ledger_reserve(l, &ana, &a, 3600, NULL, rids[i], NULL, 0, NULL, &err),
+                     DSC_OK);
     /* the file may not grow any more: as if the disk were full */
     cr_assert_eq(dsc__ledger_store_exec(l, "PRAGMA max_page_count = 1", &err), DSC_OK);
     int failed = -1;
     int64_t settled = 0;
     for (int i = 0; i < N && failed < 0; i++) {
         dsc_status st = dsc_ledger_settle(l, rids[i], &a, NULL, NULL, &err);
-        if (st == DSC_OK) settled += 2 * M;
-        else failed = i;
+        if (st == DSC_OK)
+            settled += 2 * M;
+        else
+            failed = i;
     }
     cr_assert_geq(failed, 0, "the store never filled up");
     cr_assert_eq(err.code, DSC_STORE_UNAVAILABLE);
@@ -207,7 +234,8 @@ Test(store_sqlite, full_disk_fails_the_settle_keeps_memory_and_recovers) {
     cr_assert_not(stats.store_ok);
     /* space comes back: the same settle now succeeds, without a restart */
     cr_assert_eq(dsc__ledger_store_exec(l, "PRAGMA max_page_count = 1073741823", &err), DSC_OK);
-    cr_assert_eq(dsc_ledger_settle(l, rids[failed], &a, NULL, NULL, &err), DSC_OK, "%s", err.message);
+    cr_assert_eq(dsc_ledger_settle(l, rids[failed], &a, NULL, NULL, &err), DSC_OK, "%s",
+                 err.message);
     s = find(st, preview(l, st, 2), "*");
     cr_assert_eq(s.used, settled + 2 * M);
     dsc_ledger_stats_get(l, &stats);
@@ -216,6 +244,39 @@ Test(store_sqlite, full_disk_fails_the_settle_keeps_memory_and_recovers) {
     l = open_at(path, &clk, 0);
     cr_assert_eq(find(st, preview(l, st, 2), "*").used, settled + 2 * M, "store and memory agree");
     dsc_ledger_free(l);
+}
+
+Test(store_sqlite, read_only_database_fails_the_settle_and_recovers) {
+    char path[600];
+    temp_db(path, sizeof path);
+    fake_clock clk = {T0};
+    dsc_ledger *l = open_at(path, &clk, 0);
+    dsc_error err;
+    cr_assert_eq(dsc_ledger_budget_set(l, "*", DSC_METRIC_GCO2E, "year", 100, NULL, &err), DSC_OK);
+    char rid[DSC_RESERVATION_ID_MAX];
+    dsc_amounts a = amt(DSC_METRIC_GCO2E, 3 * M);
+    cr_assert_eq(dsc_ledger_reserve(l, &ana, &a, 3600, NULL, rid, NULL, 0, NULL, &err), DSC_OK);
+    /* as if the file or its directory had become read-only */
+    cr_assert_eq(dsc__ledger_store_exec(l, "PRAGMA query_only = 1", &err), DSC_OK);
+    cr_assert_eq(dsc_ledger_settle(l, rid, &a, NULL, NULL, &err), DSC_STORE_UNAVAILABLE);
+    cr_assert(strstr(err.message, "readonly"), "message: %s", err.message);
+    dsc_budget_state st[2];
+    dsc_budget_state s = find(st, preview(l, st, 2), "*");
+    cr_assert_eq(s.used, 0);
+    cr_assert_eq(s.held, 3 * M);
+    char other[DSC_RESERVATION_ID_MAX];
+    cr_assert_eq(dsc_ledger_reserve(l, &ana, &a, 3600, NULL, other, NULL, 0, NULL, &err),
+                 DSC_STORE_UNAVAILABLE, "a reserve fails too");
+    cr_assert_eq(find(st, preview(l, st, 2), "*").held, 3 * M, "and holds nothing");
+    /* writable again: the same settle goes through, without a restart */
+    cr_assert_eq(dsc__ledger_store_exec(l, "PRAGMA query_only = 0", &err), DSC_OK);
+    cr_assert_eq(dsc_ledger_settle(l, rid, &a, NULL, NULL, &err), DSC_OK, "%s", err.message);
+    s = find(st, preview(l, st, 2), "*");
+    cr_assert_eq(s.used, 3 * M);
+    cr_assert_eq(s.held, 0);
+    dsc_ledger_free(l);
+    cr_assert_eq(query_int(path, "SELECT count(*) FROM reservations"), 1);
+    cr_assert_eq(query_int(path, "SELECT sum(gco2e) FROM charges"), 3 * M);
 }
 
 Test(store_sqlite, unopenable_store_is_reported_with_its_path) {
@@ -250,7 +311,8 @@ static void child_settles(const char *path, int fd, unsigned seed) {
 static size_t read_acks(int fd, ack *acks, size_t max) {
     size_t n = 0;
     ssize_t r;
-    while (n < max && (r = read(fd, &acks[n], sizeof acks[n])) == (ssize_t)sizeof acks[n]) n++;
+    while (n < max && (r = read(fd, &acks[n], sizeof acks[n])) == (ssize_t)sizeof acks[n])
+        n++;
     return n;
 }
 
@@ -283,7 +345,8 @@ Test(store_sqlite, kill_9_loses_no_acknowledged_settle_and_duplicates_none) {
         cr_assert(WIFSIGNALED(status), "child exited by itself (%d)", WEXITSTATUS(status));
         size_t n = read_acks(p[0], acks + total, MAX_ACKS - total);
         close(p[0]);
-        for (size_t i = total; i < total + n; i++) acked_sum += acks[i].amount;
+        for (size_t i = total; i < total + n; i++)
+            acked_sum += acks[i].amount;
         total += n;
     }
     cr_log_info("%zu settles acknowledged over 20 rounds", total);
@@ -291,8 +354,10 @@ Test(store_sqlite, kill_9_loses_no_acknowledged_settle_and_duplicates_none) {
     sqlite3 *db;
     cr_assert_eq(sqlite3_open(path, &db), SQLITE_OK);
     sqlite3_stmt *st;
-    cr_assert_eq(sqlite3_prepare_v2(db, "SELECT count(*), sum(gco2e) FROM charges WHERE "
-                                        "reservation_id = ? AND kind = 'settle'", -1, &st, NULL),
+    cr_assert_eq(sqlite3_prepare_v2(db,
+                                    "SELECT count(*), sum(gco2e) FROM charges WHERE "
+                                    "reservation_id = ? AND kind = 'settle'",
+                                    -1, &st, NULL),
                  SQLITE_OK);
     for (size_t i = 0; i < total; i++) {
         sqlite3_bind_text(st, 1, acks[i].rid, -1, SQLITE_STATIC);
@@ -335,7 +400,8 @@ static void on_done(void *ud, dsc_status st, const dsc_error *err) {
 
 static void wait_calls(completion *c, int n) {
     pthread_mutex_lock(&c->mu);
-    while (c->calls < n) pthread_cond_wait(&c->cv, &c->mu);
+    while (c->calls < n)
+        pthread_cond_wait(&c->cv, &c->mu);
     pthread_mutex_unlock(&c->mu);
 }
 
@@ -378,8 +444,9 @@ Test(store_sqlite, async_reserve_and_cancel_complete_and_a_full_disk_reports_thr
     completion c = {PTHREAD_MUTEX_INITIALIZER, PTHREAD_COND_INITIALIZER, 0, DSC_INTERNAL};
     char rid[DSC_RESERVATION_ID_MAX];
     dsc_amounts a = amt(DSC_METRIC_GCO2E, 30 * M);
-    cr_assert_eq(dsc_ledger_reserve_async(l, &ana, &a, 60, "q1", rid, NULL, 0, NULL, on_done, &c,
-                                          &err), DSC_OK);
+    cr_assert_eq(
+        dsc_ledger_reserve_async(l, &ana, &a, 60, "q1", rid, NULL, 0, NULL, on_done, &c, &err),
+        DSC_OK);
     dsc_budget_state st[2];
     cr_assert_eq(find(st, preview(l, st, 2), "*").held, 30 * M, "held before the commit");
     wait_calls(&c, 1);
@@ -391,8 +458,9 @@ Test(store_sqlite, async_reserve_and_cancel_complete_and_a_full_disk_reports_thr
     cr_assert_eq(query_int(path, "SELECT count(*) FROM reservations WHERE state = 'cancelled'"), 1);
     /* refusals are answered at once and never call done */
     dsc_amounts big = amt(DSC_METRIC_GCO2E, 101 * M);
-    cr_assert_eq(dsc_ledger_reserve_async(l, &ana, &big, 60, NULL, rid, NULL, 0, NULL, on_done,
-                                          &c, &err), DSC_BUDGET_EXCEEDED);
+    cr_assert_eq(
+        dsc_ledger_reserve_async(l, &ana, &big, 60, NULL, rid, NULL, 0, NULL, on_done, &c, &err),
+        DSC_BUDGET_EXCEEDED);
     /* a full disk: done reports store_unavailable and the hold is gone by then */
     cr_assert_eq(dsc__ledger_store_exec(l, "PRAGMA max_page_count = 1", &err), DSC_OK);
     dsc_amounts small = amt(DSC_METRIC_GCO2E, M / 10);
@@ -400,13 +468,122 @@ Test(store_sqlite, async_reserve_and_cancel_complete_and_a_full_disk_reports_thr
     for (int i = 0; i < 400 && !failed; i++) {
         int before = c.calls;
         cr_assert_eq(dsc_ledger_reserve_async(l, &ana, &small, 60, NULL, rid, NULL, 0, NULL,
-                                              on_done, &c, &err), DSC_OK);
+                                              on_done, &c, &err),
+                     DSC_OK);
         wait_calls(&c, before + 1);
-        if (c.st == DSC_OK) ok++;
-        else failed = c.st;
+        if (c.st == DSC_OK)
+            ok++;
+        else
+            failed = c.st;
     }
     cr_assert_eq(failed, DSC_STORE_UNAVAILABLE, "the file never filled up");
     cr_assert_eq(find(st, preview(l, st, 2), "*").held, ok * (M / 10),
                  "the failed reserve holds nothing");
     dsc_ledger_free(l);
+}
+
+Test(store_sqlite, a_budget_created_mid_window_counts_the_usage_already_there) {
+    char path[600];
+    temp_db(path, sizeof path);
+    fake_clock clk = {T0};
+    dsc_ledger *l = open_at(path, &clk, 0);
+    dsc_error err;
+    cr_assert_eq(dsc_ledger_budget_set(l, "*", DSC_METRIC_GCO2E, "year", 1000, NULL, &err), DSC_OK);
+    dsc_subject other = {.org = "beta", .team = "infra"};
+    char rid[DSC_RESERVATION_ID_MAX], early[DSC_RESERVATION_ID_MAX];
+    dsc_amounts a = amt(DSC_METRIC_GCO2E, 4 * M);
+    for (int i = 0; i < 3; i++) {
+        cr_assert_eq(dsc_ledger_reserve(l, &ana, &a, 600, NULL, rid, NULL, 0, NULL, &err), DSC_OK);
+        cr_assert_eq(dsc_ledger_settle(l, rid, &a, NULL, NULL, &err), DSC_OK);
+    }
+    cr_assert_eq(dsc_ledger_reserve(l, &other, &a, 600, NULL, rid, NULL, 0, NULL, &err), DSC_OK);
+    cr_assert_eq(dsc_ledger_settle(l, rid, &a, NULL, NULL, &err), DSC_OK);
+    cr_assert_eq(dsc_ledger_reserve(l, &ana, &a, 600, NULL, early, NULL, 0, NULL, &err), DSC_OK);
+    clk.now += 10 * S;
+    cr_assert_eq(dsc_ledger_budget_set(l, "team:*", DSC_METRIC_GCO2E, "month", 50, NULL, &err),
+                 DSC_OK);
+    dsc_budget_state st[4];
+    dsc_budget_state s = find(st, preview(l, st, 4), "team:*");
+    cr_assert_eq(s.used, 12 * M, "acme/infra's usage this month, not beta's");
+    cr_assert_eq(s.held, 0, "a hold taken before the budget existed is not on it");
+    /* the early reservation's usage lands on the budget that applies when it settles */
+    cr_assert_eq(dsc_ledger_settle(l, early, &a, NULL, NULL, &err), DSC_OK);
+    s = find(st, preview(l, st, 4), "team:*");
+    cr_assert_eq(s.used, 16 * M);
+    dsc_ledger_free(l);
+    l = open_at(path, &clk, 0);
+    cr_assert_eq(find(st, preview(l, st, 4), "team:*").used, 16 * M, "a restart agrees");
+    cr_assert_eq(find(st, preview(l, st, 4), "*").used, 20 * M);
+    dsc_ledger_free(l);
+}
+
+/* --- group commit under concurrency, and the faster modes ---------------------- */
+
+typedef struct hammer {
+    dsc_ledger *l;
+    int64_t settled[8];
+} hammer;
+
+typedef struct hammer_arg {
+    hammer *h;
+    int index;
+} hammer_arg;
+
+static void *hammer_thread(void *arg) {
+    hammer_arg *a = arg;
+    dsc_subject s = {.org = "acme", .team = a->index % 2 ? "infra" : "web"};
+    for (int i = 0; i < 150; i++) {
+        dsc_amounts want = amt(DSC_METRIC_GCO2E, 2 * M);
+        char rid[DSC_RESERVATION_ID_MAX];
+        if (dsc_ledger_reserve(a->h->l, &s, &want, 60, NULL, rid, NULL, 0, NULL, NULL) != DSC_OK)
+            continue;
+        dsc_amounts act = amt(DSC_METRIC_GCO2E, (i % 7) * M / 4);
+        if (i % 5 == 0)
+            cr_assert_eq(dsc_ledger_cancel(a->h->l, rid, NULL), DSC_OK);
+        else if (dsc_ledger_settle(a->h->l, rid, &act, NULL, NULL, NULL) == DSC_OK)
+            a->h->settled[a->index] += act.v[DSC_METRIC_GCO2E];
+    }
+    return NULL;
+}
+
+static void hammer_mode(dsc_durability mode) {
+    char path[600];
+    temp_db(path, sizeof path);
+    dsc_ledger_config cfg = {.store_path = path, .durability = mode, .batch_ms = 5};
+    dsc_error err;
+    hammer h = {.l = dsc_ledger_new(&cfg, &err)};
+    cr_assert(h.l, "%s", err.message);
+    cr_assert_eq(dsc_ledger_budget_set(h.l, "org:acme", DSC_METRIC_GCO2E, "month", 500, NULL, &err),
+                 DSC_OK);
+    pthread_t t[8];
+    hammer_arg args[8];
+    for (int i = 0; i < 8; i++) {
+        args[i] = (hammer_arg){&h, i};
+        pthread_create(&t[i], NULL, hammer_thread, &args[i]);
+    }
+    for (int i = 0; i < 8; i++)
+        pthread_join(t[i], NULL);
+    int64_t total = 0;
+    for (int i = 0; i < 8; i++)
+        total += h.settled[i];
+    dsc_ledger_stats stats;
+    dsc_ledger_stats_get(h.l, &stats);
+    dsc_ledger_free(h.l);            /* commits what batch and off still queue */
+    if (mode == DSC_DURABILITY_FULL) /* batch and off may not have committed yet */
+        cr_assert_lt(stats.store_batches, stats.store_records, "records shared commits");
+    cr_assert_eq(query_int(path, "SELECT coalesce(sum(gco2e), 0) FROM charges"), total);
+    cr_assert_eq(query_int(path, "SELECT count(*) FROM reservations WHERE state = 'held'"), 0);
+    h.l = open_at(path, NULL, 0);
+    dsc_budget_state s[2];
+    cr_assert_eq(find(s, preview(h.l, s, 2), "org:acme").used, total);
+    dsc_ledger_free(h.l);
+}
+
+Test(store_sqlite, concurrent_durable_calls_share_commits_and_match_the_store_in_full_mode) {
+    hammer_mode(DSC_DURABILITY_FULL);
+}
+
+Test(store_sqlite, batch_and_off_modes_commit_everything_by_close) {
+    hammer_mode(DSC_DURABILITY_BATCH);
+    hammer_mode(DSC_DURABILITY_OFF);
 }

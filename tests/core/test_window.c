@@ -128,15 +128,17 @@ Test(window, token_bucket_refills_at_its_rate_up_to_the_burst) {
     cr_assert_eq(dsc_window_counter_used(&c, &w, NULL, t + S / 2), 15 * S);
     cr_assert_eq(dsc_window_counter_resets_at(&c, &w, t + S / 2), t / S + 2);
     /* many tiny reads do not slow the refill down */
-    for (int i = 1; i <= 1000; i++) dsc_window_counter_used(&c, &w, NULL, t + S / 2 + i * 100);
+    for (int i = 1; i <= 1000; i++)
+        dsc_window_counter_used(&c, &w, NULL, t + S / 2 + i * 100);
     cr_assert_eq(dsc_window_counter_used(&c, &w, NULL, t + S), 10 * S);
     cr_assert_eq(dsc_window_counter_used(&c, &w, NULL, t + 10 * S), 0, "never below empty");
     dsc_window_counter_destroy(&c);
 }
 
 Test(window, malformed_windows_are_refused_with_the_text) {
-    const char *bad[] = {"fortnight", "rolling:", "rolling:10s", "rolling:1x", "rate:10",
-                         "rate:-1/s", "rate:5/0s", "", "rolling:-5m"};
+    const char *bad[] = {"fortnight",  "rolling:", "rolling:10s",
+                         "rolling:1x", "rate:10",  "rate:-1/s",
+                         "rate:5/0s",  "",         "rolling:-5m"};
     for (size_t i = 0; i < sizeof bad / sizeof bad[0]; i++) {
         dsc_window w;
         dsc_error err;

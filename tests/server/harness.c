@@ -1,6 +1,10 @@
 /*
  * harness.c - integration-test helpers (see harness.h).
+ *
+ * _GNU_SOURCE: prlimit(2), to lift the file-size limit of a running server, and
+ * prctl(PR_SET_PDEATHSIG).
  */
+#define _GNU_SOURCE
 #include "harness.h"
 
 #include <criterion/criterion.h>
@@ -11,14 +15,19 @@
 #include <netinet/tcp.h>
 #include <poll.h>
 #include <signal.h>
+#include <sqlite3.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/prctl.h>
+#include <sys/resource.h>
 #include <sys/socket.h>
 #include <sys/un.h>
 #include <sys/wait.h>
 #include <time.h>
 #include <unistd.h>
+
+static void start_server(th_server *s, const char *extra, long long fsize);
 
 struct th_client {
     int fd;
@@ -46,8 +55,8 @@ static void write_config(const th_server *s, const char *extra) {
             "listen = \"127.0.0.1:0\"\nunix = \"%s\"\nhttp = \"127.0.0.1:0\"\n"
             "port_file = \"%s/ports\"\nstore = \"%s\"\nadmin_token = \"%s\"\n"
             "unix_admin_uids = \"none\"\nworkers = 2\n"
-            "data = \"%s/core/data\"\npolicies = \"%s/policies\"\n%s\n",
-            s->unix_path, s->dir, s->store, TH_ADMIN_TOKEN, DISCERN_SOURCE_DIR, DISCERN_SOURCE_DIR,
+            "data = \"%s/core/data\"\npolicies = \"%s\"\n%s\n",
+            s->unix_path, s->dir, s->store, TH_ADMIN_TOKEN, DISCERN_SOURCE_DIR, s->policies,
             extra ? extra : "");
     fclose(f);
 }
@@ -81,6 +90,11 @@ static void spawn(th_server *s, const char *extra) {
     if (pid == 0) {
         int fd = open(s->log, O_WRONLY | O_CREAT | O_APPEND, 0644);
         if (fd >= 0) dup2(fd, 2);
+        prctl(PR_SET_PDEATHSIG, SIGKILL); /* a test killed by its timeout leaves no server */
+        if (s->fsize_limit > 0) {
+            struct rlimit rl = {(rlim_t)s->fsize_limit, RLIM_INFINITY};
+            setrlimit(RLIMIT_FSIZE, &rl);
+        }
         execl(DISCERND_PATH, "discernd", "--config", conf, (char *)NULL);
         _exit(127);
     }
@@ -99,13 +113,29 @@ static void spawn(th_server *s, const char *extra) {
     cr_assert_fail("discernd did not write its port file within 10 s");
 }
 
-void th_server_start(th_server *s, const char *extra) {
+void th_server_start_fsize(th_server *s, const char *extra, long long bytes) {
+    start_server(s, extra, bytes);
+}
+
+void th_server_set_fsize(th_server *s, long long bytes) {
+    struct rlimit rl = {bytes > 0 ? (rlim_t)bytes : RLIM_INFINITY, RLIM_INFINITY};
+    cr_assert_eq(prlimit(s->pid, RLIMIT_FSIZE, &rl, NULL), 0, "prlimit: %s", strerror(errno));
+}
+
+void th_server_start(th_server *s, const char *extra) { start_server(s, extra, 0); }
+
+static void start_server(th_server *s, const char *extra, long long fsize) {
     memset(s, 0, sizeof *s);
+    s->fsize_limit = fsize;
     strcpy(s->dir, "/tmp/discernd-test-XXXXXX");
     cr_assert_not_null(mkdtemp(s->dir));
     snprintf(s->unix_path, sizeof s->unix_path, "%s/d.sock", s->dir);
     snprintf(s->store, sizeof s->store, "%s/discern.db", s->dir);
     snprintf(s->log, sizeof s->log, "%s/discernd.log", s->dir);
+    snprintf(s->policies, sizeof s->policies, "%s/policies", s->dir);
+    char cmd[800];
+    snprintf(cmd, sizeof cmd, "cp -r '%s/tests/server/fixtures/policies' '%s'", DISCERN_SOURCE_DIR, s->policies);
+    cr_assert_eq(system(cmd), 0, "cannot copy the fixture policies");
     spawn(s, extra);
 }
 
@@ -153,6 +183,57 @@ void th_server_cleanup(th_server *s) {
     if (s->dir[0] && system(cmd) != 0) fprintf(stderr, "could not remove %s\n", s->dir);
     cr_assert(clean, "discernd's log holds a sanitizer report");
     cr_assert_eq(code, 0, "discernd exited with %d", code);
+}
+
+void th_write_policy(th_server *s, const char *name, const char *text) {
+    char path[400], tmp[420];
+    snprintf(path, sizeof path, "%s/%s", s->policies, name);
+    snprintf(tmp, sizeof tmp, "%s.tmp", path);
+    FILE *f = fopen(tmp, "w");
+    cr_assert_not_null(f);
+    fputs(text, f);
+    fclose(f);
+    cr_assert_eq(rename(tmp, path), 0);
+}
+
+char *th_http_get(const th_server *s, const char *path, int *status) {
+    int fd = socket(AF_INET, SOCK_STREAM, 0);
+    struct sockaddr_in a = {.sin_family = AF_INET, .sin_port = htons((uint16_t)s->http_port)};
+    a.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+    cr_assert(connect(fd, (struct sockaddr *)&a, sizeof a) == 0, "http connect: %s", strerror(errno));
+    char req[512];
+    int n = snprintf(req, sizeof req, "GET %s HTTP/1.0\r\nHost: localhost\r\n\r\n", path);
+    cr_assert_eq(send(fd, req, (size_t)n, 0), n);
+    size_t cap = 1 << 16, len = 0;
+    char *buf = malloc(cap);
+    for (;;) {
+        struct pollfd p = {.fd = fd, .events = POLLIN};
+        cr_assert(poll(&p, 1, 5000) > 0, "http: no answer within 5 s");
+        if (len + 4096 > cap) buf = realloc(buf, cap *= 2);
+        ssize_t r = recv(fd, buf + len, cap - len - 1, 0);
+        if (r <= 0) break;
+        len += (size_t)r;
+    }
+    close(fd);
+    buf[len] = '\0';
+    *status = 0;
+    sscanf(buf, "HTTP/1.%*d %d", status);
+    char *body = strstr(buf, "\r\n\r\n");
+    char *out = strdup(body ? body + 4 : "");
+    free(buf);
+    return out;
+}
+
+long long th_sql_int(const th_server *s, const char *sql) {
+    sqlite3 *db;
+    cr_assert_eq(sqlite3_open_v2(s->store, &db, SQLITE_OPEN_READONLY, NULL), SQLITE_OK);
+    sqlite3_busy_timeout(db, 5000);
+    sqlite3_stmt *st;
+    cr_assert_eq(sqlite3_prepare_v2(db, sql, -1, &st, NULL), SQLITE_OK, "%s: %s", sql, sqlite3_errmsg(db));
+    long long v = sqlite3_step(st) == SQLITE_ROW ? sqlite3_column_int64(st, 0) : -1;
+    sqlite3_finalize(st);
+    sqlite3_close(db);
+    return v;
 }
 
 long th_server_rss_kib(const th_server *s) {

@@ -27,6 +27,8 @@ typedef struct th_server {
     char dir[256];
     char unix_path[300];
     char store[300];
+    char policies[300]; /* a copy of fixtures/policies the test may change */
+    long long fsize_limit; /* > 0: RLIMIT_FSIZE soft limit of the server (bytes) */
     char log[300];
 } th_server;
 
@@ -37,6 +39,11 @@ typedef struct th_client th_client;
 /* Start discernd with the test config plus extra (config lines, may be NULL).
  * Aborts the test when it does not come up within 10 s. */
 void th_server_start(th_server *s, const char *extra);
+/* Start with a soft file-size limit (a disk that fills up); the hard limit stays
+ * unlimited so th_server_set_fsize can lift it while the server runs. */
+void th_server_start_fsize(th_server *s, const char *extra, long long bytes);
+/* Change the running server's soft file-size limit (0 = unlimited). */
+void th_server_set_fsize(th_server *s, long long bytes);
 /* Start again on the same folder and store (after a stop). */
 void th_server_restart(th_server *s, const char *extra);
 /* SIGTERM and wait (bounded); returns the exit status, or -1 if it had to be killed. */
@@ -66,6 +73,12 @@ json_t *th_call(th_client *c, const char *method, const char *params);
 json_t *th_result(json_t *response);
 /* The error code of a response ("" when it succeeded); borrowed. */
 const char *th_error_code(json_t *response);
+/* Write (replace) file name in the server's policy folder. */
+void th_write_policy(th_server *s, const char *name, const char *text);
+/* GET path from the HTTP listener; returns the body (caller frees) and the status. */
+char *th_http_get(const th_server *s, const char *path, int *status);
+/* The first column of the first row of sql run on the server's store (-1 if none). */
+long long th_sql_int(const th_server *s, const char *sql);
 /* Sleep for ms milliseconds. */
 void th_sleep_ms(int ms);
 /* The error message of a response ("" when it succeeded); borrowed. */

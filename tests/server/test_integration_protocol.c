@@ -279,3 +279,31 @@ Test(limits, connections_over_max_connections_are_closed_at_once, .timeout = 30)
     th_client_free(b);
     th_server_cleanup(&s);
 }
+
+Test(limits, a_peer_that_never_reads_its_replies_is_dropped_after_the_idle_timeout, .timeout = 30) {
+    th_server s;
+    th_server_start(&s, "idle_timeout_s = 1");
+    th_client *hog = th_connect_tcp(&s);
+    /* 20000 pipelined stats requests (~4 MB of replies) that are never read:
+     * [0, <uint16 msgid>, "stats", []] is 12 bytes. */
+    static unsigned char msgs[20000 * 12];
+    for (int i = 0; i < 20000; i++) {
+        const unsigned char stats[12] = {0x94, 0x00, 0xcd, (unsigned char)(i >> 8), (unsigned char)i,
+                                         0xa5, 's', 't', 'a', 't', 's', 0x90};
+        memcpy(msgs + 12 * i, stats, 12);
+    }
+    th_send_raw(hog, msgs, sizeof msgs);
+    th_client *probe = th_connect_unix(&s);
+    json_t *r = NULL;
+    long connections = -1;
+    for (int tries = 0; tries < 40 && connections != 1; tries++) {
+        th_sleep_ms(250);
+        r = th_call(probe, "stats", "{}");
+        connections = (long)json_integer_value(json_object_get(th_result(r), "connections"));
+        json_decref(r);
+    }
+    cr_assert_eq(connections, 1, "the non-reading peer is still connected");
+    th_client_free(hog);
+    th_client_free(probe);
+    th_server_cleanup(&s);
+}

@@ -32,7 +32,12 @@
  * caller of a durable operation waits for its batch (durability "full"), only for the
  * queue ("batch"), or not at all ("off"). Usage reaches the in-memory counters only
  * after it is committed; a failed commit leaves them as they were and returns
- * DSC_STORE_UNAVAILABLE. Reopening the store rebuilds every counter.
+ * DSC_STORE_UNAVAILABLE. Reopening the store rebuilds every counter. Every durable
+ * call has an _async form that returns once the record is queued and calls
+ * done(ud, st, err) from the writer thread when it is committed: a server's event
+ * loop never waits for an fsync (docs/internals.md). DSC_STORE_UNAVAILABLE always
+ * means "nothing happened, retry": also for a retry racing its own first attempt.
+ * Schema, queries and durability trade-offs: docs/operations.md.
  *
  *   dsc_ledger_config cfg = {.store_path = "var/discern.db"};
  *   dsc_ledger *l = dsc_ledger_new(&cfg, &err);
@@ -56,7 +61,7 @@
     XX(GCO2E, "gco2e", "g")                                                                        \
     XX(WATER_ML, "water_ml", "mL")                                                                 \
     XX(PE_MJ, "pe_mj", "MJ")                                                                       \
-    XX(COST, "cost", "currency")                                                               \
+    XX(COST, "cost", "currency")                                                                   \
     XX(TOKENS, "tokens", "tokens")                                                                 \
     XX(REQUESTS, "requests", "requests")
 
@@ -85,7 +90,7 @@ typedef struct dsc_budget_state {
     char selector[DSC_SELECTOR_MAX]; /* as configured: "team:*" */
     char counter[DSC_SELECTOR_MAX];  /* the concrete counter it resolved to: "team:infra" */
     dsc_metric metric;
-    char window[DSC_WINDOW_MAX]; /* "month", "rolling:1h", "rate:100/1m" */
+    char window[DSC_WINDOW_MAX];          /* "month", "rolling:1h", "rate:100/1m" */
     int64_t limit, used, held, remaining; /* micro-units; remaining = limit - used - held, >= 0 */
     int64_t resets_at;                    /* unix seconds */
     int64_t request;                      /* what the request under review would add */
@@ -102,8 +107,8 @@ dsc_status dsc_metric_parse(const char *name, dsc_metric *out);
 /* The amounts a request would cost, from the upper bound of its estimate: energy,
  * gco2e, water, pe from est (may be NULL: zero), tokens = input + output,
  * requests = 1, cost = cost_micro (micro-currency, 0 when unknown). */
-void dsc_amounts_from_estimate(const dsc_estimate *est, int64_t input_tokens,
-                               int64_t output_tokens, int64_t cost_micro, dsc_amounts *out);
+void dsc_amounts_from_estimate(const dsc_estimate *est, int64_t input_tokens, int64_t output_tokens,
+                               int64_t cost_micro, dsc_amounts *out);
 
 /* --- amounts on the API boundary ------------------------------------------------ */
 
@@ -132,16 +137,16 @@ typedef enum dsc_expired_policy {
 } dsc_expired_policy;
 
 typedef struct dsc_ledger_config {
-    const char *store_path;       /* SQLite file; NULL = memory only (nothing persists) */
-    dsc_durability durability;    /* default FULL */
-    dsc_expired_policy expired;   /* default CHARGE */
-    const char *timezone;         /* calendar windows: NULL/"UTC", "+02:00", "local" */
-    int64_t (*now_us)(void *ud);  /* the clock (unix µs); NULL = CLOCK_REALTIME */
+    const char *store_path;      /* SQLite file; NULL = memory only (nothing persists) */
+    dsc_durability durability;   /* default FULL */
+    dsc_expired_policy expired;  /* default CHARGE */
+    const char *timezone;        /* calendar windows: NULL/"UTC", "+02:00", "local" */
+    int64_t (*now_us)(void *ud); /* the clock (unix µs); NULL = CLOCK_REALTIME */
     void *clock_ud;
-    int batch_ms;                 /* BATCH: longest commit delay; 0 = 10 ms */
-    int64_t retain_s;             /* finished reservations kept in memory for idempotent
-                                     replies; 0 = 600 s (a store answers older ones) */
-    size_t retain_max;            /* and at most this many of them; 0 = 100 000 */
+    int batch_ms;      /* BATCH: longest commit delay; 0 = 10 ms */
+    int64_t retain_s;  /* finished reservations kept in memory for idempotent
+                          replies; 0 = 600 s (a store answers older ones) */
+    size_t retain_max; /* and at most this many of them; 0 = 100 000 */
 } dsc_ledger_config;
 
 /* Open a ledger: parse cfg, open (create) the store and rebuild counters from it.
@@ -157,8 +162,8 @@ typedef struct dsc_budget_info {
     int64_t id;                      /* stable while the budget exists */
     char selector[DSC_SELECTOR_MAX]; /* normalised: "org:acme/team:*" */
     dsc_metric metric;
-    char window[DSC_WINDOW_MAX];     /* as given: "month", "rolling:1h", "rate:10/s" */
-    int64_t limit;                   /* micro-units */
+    char window[DSC_WINDOW_MAX]; /* as given: "month", "rolling:1h", "rate:10/s" */
+    int64_t limit;               /* micro-units */
 } dsc_budget_info;
 
 /* Create the budget (selector, metric, window) or change its limit (API units, >= 0).
@@ -187,9 +192,8 @@ size_t dsc_ledger_budget_list(dsc_ledger *l, size_t offset, dsc_budget_info *out
 /* Every budget that applies to subject, its state now, and what request (may be NULL:
  * zero) would do to it. Fills up to max states; *n is how many apply (may exceed
  * max). DSC_BAD_REQUEST naming a bad subject field. Allocates nothing lasting. */
-dsc_status dsc_ledger_preview(dsc_ledger *l, const dsc_subject *subject,
-                              const dsc_amounts *request, dsc_budget_state *out, size_t max,
-                              size_t *n, dsc_error *err);
+dsc_status dsc_ledger_preview(dsc_ledger *l, const dsc_subject *subject, const dsc_amounts *request,
+                              dsc_budget_state *out, size_t max, size_t *n, dsc_error *err);
 
 /* Hold amounts on every budget that applies to subject, for ttl_s seconds (> 0), or
  * on none. DSC_OK: reservation_id filled. DSC_BUDGET_EXCEEDED: nothing held, the
@@ -198,11 +202,11 @@ dsc_status dsc_ledger_preview(dsc_ledger *l, const dsc_subject *subject,
  * nothing more; a refused request holds nothing, so its retry is evaluated afresh.
  * With durability FULL the reservation is committed before DSC_OK is returned.
  * DSC_BAD_REQUEST naming a bad field; DSC_STORE_UNAVAILABLE; DSC_NOMEM. */
-dsc_status dsc_ledger_reserve(dsc_ledger *l, const dsc_subject *subject,
-                              const dsc_amounts *amounts, int64_t ttl_s, const char *request_id,
+dsc_status dsc_ledger_reserve(dsc_ledger *l, const dsc_subject *subject, const dsc_amounts *amounts,
+                              int64_t ttl_s, const char *request_id,
                               char reservation_id[DSC_RESERVATION_ID_MAX],
-                              dsc_budget_state *exceeded, size_t max_exceeded,
-                              size_t *n_exceeded, dsc_error *err);
+                              dsc_budget_state *exceeded, size_t max_exceeded, size_t *n_exceeded,
+                              dsc_error *err);
 
 typedef enum dsc_settle_kind {
     DSC_SETTLE_RESERVED = 0, /* the hold was replaced by the actual usage */
@@ -218,9 +222,9 @@ typedef enum dsc_settle_kind {
  * recorded and charged to subject_if_unknown (may be NULL). Usage is durable before
  * DSC_OK with durability FULL. kind may be NULL. DSC_BAD_REQUEST (negative amount, bad
  * id), DSC_STORE_UNAVAILABLE (nothing charged: retry), DSC_NOMEM. */
-dsc_status dsc_ledger_settle(dsc_ledger *l, const char *reservation_id,
-                             const dsc_amounts *actual, const dsc_subject *subject_if_unknown,
-                             dsc_settle_kind *kind, dsc_error *err);
+dsc_status dsc_ledger_settle(dsc_ledger *l, const char *reservation_id, const dsc_amounts *actual,
+                             const dsc_subject *subject_if_unknown, dsc_settle_kind *kind,
+                             dsc_error *err);
 
 /* Called exactly once when an _async call's record is committed (st DSC_OK) or its
  * batch failed (st and err->message say why; DSC_STORE_UNAVAILABLE for the disk). It
@@ -234,21 +238,18 @@ typedef void (*dsc_ledger_done_fn)(void *ud, dsc_status st, const dsc_error *err
  * reservation_id filled when it returns DSC_OK; done reports the commit (on failure
  * the hold is released before done runs). DSC_BUDGET_EXCEEDED and bad input are
  * returned at once, as by dsc_ledger_reserve. */
-dsc_status dsc_ledger_reserve_async(dsc_ledger *l, const dsc_subject *subject,
-                                    const dsc_amounts *amounts, int64_t ttl_s,
-                                    const char *request_id,
-                                    char reservation_id[DSC_RESERVATION_ID_MAX],
-                                    dsc_budget_state *exceeded, size_t max_exceeded,
-                                    size_t *n_exceeded, dsc_ledger_done_fn done, void *ud,
-                                    dsc_error *err);
+dsc_status dsc_ledger_reserve_async(
+    dsc_ledger *l, const dsc_subject *subject, const dsc_amounts *amounts, int64_t ttl_s,
+    const char *request_id, char reservation_id[DSC_RESERVATION_ID_MAX], dsc_budget_state *exceeded,
+    size_t max_exceeded, size_t *n_exceeded, dsc_ledger_done_fn done, void *ud, dsc_error *err);
 
 /* dsc_ledger_settle without blocking the caller: returns once the settle is queued;
  * done(ud, ...) reports when it is committed (any durability). When this returns an
  * error, done is never called. The in-memory counters change at the commit. */
 dsc_status dsc_ledger_settle_async(dsc_ledger *l, const char *reservation_id,
-                                   const dsc_amounts *actual,
-                                   const dsc_subject *subject_if_unknown, dsc_settle_kind *kind,
-                                   dsc_ledger_done_fn done, void *ud, dsc_error *err);
+                                   const dsc_amounts *actual, const dsc_subject *subject_if_unknown,
+                                   dsc_settle_kind *kind, dsc_ledger_done_fn done, void *ud,
+                                   dsc_error *err);
 
 /* Release a reservation's hold and journal it. Cancelling a finished reservation is a
  * no-op returning DSC_OK; DSC_UNKNOWN_RESERVATION when the id is unknown. */
@@ -275,7 +276,7 @@ typedef struct dsc_decision_record {
     const char *purpose, *provider, *model;
     int64_t input_tokens, output_tokens;
     int64_t est_energy_wh, est_gco2e, est_water_ml; /* upper bounds, micro-units */
-    const char *outcome;        /* "allow", "throttle" or "refuse" */
+    const char *outcome;                            /* "allow", "throttle" or "refuse" */
     const char *policy, *policy_version;
     const char *reason;
     const char *reservation_id; /* the hold taken for an allow, or NULL */
@@ -296,9 +297,9 @@ dsc_status dsc_ledger_record_decision_async(dsc_ledger *l, const dsc_decision_re
 typedef struct dsc_ledger_stats {
     size_t budgets, counters, holds, reservations; /* reservations: held + remembered */
     uint64_t decisions, settles, expired;
-    uint64_t store_failures;   /* batches that failed to commit */
+    uint64_t store_failures; /* batches that failed to commit */
     uint64_t store_batches, store_records;
-    bool store_ok;             /* the last commit succeeded (or there is no store) */
+    bool store_ok; /* the last commit succeeded (or there is no store) */
 } dsc_ledger_stats;
 
 /* A snapshot of the ledger's counts. */

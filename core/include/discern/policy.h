@@ -48,7 +48,7 @@ typedef enum dsc_policy_outcome {
 
 /* Limits of one VM; a zero field takes its default. */
 typedef struct dsc_policy_limits {
-    size_t memory_bytes;  /* cap on the Lua state's memory; default 32 MiB */
+    size_t memory_bytes;    /* cap on the Lua state's memory; default 32 MiB */
     int64_t time_budget_ns; /* per policy evaluation; default 1 ms */
     int64_t load_budget_ns; /* per policy file's top-level chunk; default 100 ms */
 } dsc_policy_limits;
@@ -86,8 +86,8 @@ typedef struct dsc_policy_input {
     const char *zone;    /* NULL = provider default (estimate->zone is used) */
     const dsc_policy_tag *tags;
     int n_tags;
-    const dsc_estimate *estimate;        /* NULL = all zero */
-    const dsc_budget_state *budgets;     /* every budget that applies to the request */
+    const dsc_estimate *estimate;    /* NULL = all zero */
+    const dsc_budget_state *budgets; /* every budget that applies to the request */
     int n_budgets;
     int64_t now; /* unix seconds; ctx.now() returns it */
 } dsc_policy_input;
@@ -151,9 +151,8 @@ void dsc_policy_vm_free(dsc_policy_vm *vm);
 /* Replace the what-if oracle (copied); NULL restores the catalogue's. */
 void dsc_policy_vm_set_oracle(dsc_policy_vm *vm, const dsc_policy_oracle *oracle);
 /* Where ctx.log(...) lines go (one call per line, without newline); NULL = dropped. */
-void dsc_policy_vm_set_log(dsc_policy_vm *vm, void (*log)(void *ud, const char *policy,
-                                                          const char *line),
-                           void *ud);
+void dsc_policy_vm_set_log(dsc_policy_vm *vm,
+                           void (*log)(void *ud, const char *policy, const char *line), void *ud);
 /* Run every policy of the VM's set on in and combine their answers into out. Returns
  * DSC_OK (policy failures are outcomes, not errors), DSC_BAD_REQUEST for an invalid
  * input (err in out->reason), DSC_NOMEM when the request itself cannot be built. */

@@ -49,8 +49,8 @@ typedef struct dsc_window {
 } dsc_window;
 
 typedef struct dsc_tz {
-    bool local;         /* use the process's TZ rules (localtime_r / mktime) */
-    int32_t offset_s;   /* otherwise a fixed offset east of UTC */
+    bool local;       /* use the process's TZ rules (localtime_r / mktime) */
+    int32_t offset_s; /* otherwise a fixed offset east of UTC */
 } dsc_tz;
 
 /* The state of one counter over one window; embed it and call _init/_destroy. */

@@ -1,0 +1,117 @@
+/*
+ * jobs.c - requests whose reply waits for the ledger's store (docs/internals.md,
+ * "Durable replies must not block a worker").
+ *
+ * A handler that issues _async ledger calls turns its request into a job
+ * (dsc__job_defer) and returns at once; the worker goes on reading and answering
+ * other requests, so many records share one group commit. Each _async call gets a
+ * completion slot as its done() user data. done() runs on the store's writer thread
+ * (or inside the call): it only files the slot on the worker's completion list and
+ * wakes the worker's loop. The worker then counts the job down and, when nothing
+ * is outstanding, calls the job's finish() to pack the reply, and sends it.
+ *
+ * A connection with jobs outstanding outlives its socket: closing it releases the fd
+ * and buffers, and the last job frees the rest (replies to a closed peer are
+ * dropped).
+ *
+ *   job = dsc__job_defer(c, sizeof(my_job), finish);   in a handler
+ *   dsc_ledger_settle_async(..., dsc__job_done, dsc__job_slot(job, 0), &err);
+ */
+#include "server_internal.h"
+
+#include <stdlib.h>
+#include <string.h>
+
+dsc__job *dsc__job_defer(dsc__call *c, size_t size, dsc__job_finish_fn finish) {
+    dsc__job *job = calloc(1, size);
+    if (!job) return NULL;
+    job->conn = c->conn;
+    job->w = c->w;
+    job->msgid = c->msgid;
+    job->is_request = c->is_request;
+    job->finish = finish;
+    job->started_us = dsc__now_us();
+    for (int i = 0; i < DSC__JOB_SLOTS; i++) job->slots[i].job = job;
+    c->deferred = job;
+    return job;
+}
+
+void *dsc__job_slot(dsc__job *job, int i) {
+    job->waiting++;
+    job->slots[i].issued_us = dsc__now_us();
+    return &job->slots[i];
+}
+
+void dsc__job_unslot(dsc__job *job) { job->waiting--; }
+
+/* done() of every _async ledger call: any thread, hands over and returns. */
+void dsc__job_done(void *ud, dsc_status st, const dsc_error *err) {
+    dsc__job_slot_t *slot = ud;
+    dsc__worker *w = slot->job->w;
+    slot->st = st;
+    if (st != DSC_OK && err) slot->err = *err;
+    else dsc_error_clear(&slot->err);
+    pthread_mutex_lock(&w->lock);
+    slot->next = w->completed;
+    w->completed = slot;
+    pthread_mutex_unlock(&w->lock);
+    event_active(w->notify, EV_READ, 0);
+}
+
+/* Pack the job's reply into its connection; a notification's, or one whose peer is
+ * gone, is packed into a scratch buffer and dropped (finish still counts it). */
+static void reply(dsc__job *job) {
+    dsc__conn *conn = job->conn;
+    bool deliver = conn->fd >= 0 && job->is_request;
+    msgpack_sbuffer scratch;
+    msgpack_sbuffer_init(&scratch);
+    msgpack_sbuffer *out = deliver ? &conn->out : &scratch;
+    msgpack_packer pk;
+    msgpack_packer_init(&pk, out, msgpack_sbuffer_write);
+    size_t mark = out->size;
+    dsc_error err;
+    dsc_error_clear(&err);
+    dsc_rpc_pack_result_begin(&pk, job->msgid);
+    dsc_status st = job->finish(job, job->st, &job->err, &pk, &err);
+    if (st != DSC_OK) {
+        out->size = mark;
+        if (err.code == DSC_OK) dsc_error_set(&err, st, "%s", dsc_status_message(st));
+        atomic_fetch_add_explicit(&job->w->counters.errors, 1, memory_order_relaxed);
+        dsc_rpc_pack_error(&pk, job->msgid, &err);
+    }
+    msgpack_sbuffer_destroy(&scratch);
+}
+
+void dsc__job_finish_now(dsc__job *job) {
+    reply(job);
+    free(job);
+}
+
+void dsc__job_complete(dsc__job *job) {
+    dsc__conn *conn = job->conn;
+    dsc__worker *w = job->w;
+    reply(job);
+    conn->jobs--;
+    w->jobs--;
+    free(job);
+    dsc__conn_after_job(conn);
+}
+
+void dsc__jobs_run_completed(dsc__worker *w) {
+    pthread_mutex_lock(&w->lock);
+    dsc__job_slot_t *list = w->completed;
+    w->completed = NULL;
+    pthread_mutex_unlock(&w->lock);
+    int64_t now = dsc__now_us();
+    while (list) {
+        dsc__job_slot_t *slot = list;
+        list = slot->next;
+        dsc__job *job = slot->job;
+        dsc__count_store(w, now - slot->issued_us);
+        if (slot->st != DSC_OK && job->st == DSC_OK) {
+            job->st = slot->st;
+            job->err = slot->err;
+        }
+        if (--job->waiting == 0) dsc__job_complete(job);
+    }
+}

@@ -1,0 +1,174 @@
+/*
+ * methods_catalog.c - handlers over the catalogue, the grid and the policy set:
+ * estimate, models.list, zones.list, grid.set (admin), policy.reload (admin).
+ *
+ * Each handler works on the worker's current state (dsc__worker_sync), so a reload
+ * never changes the catalogue under a request.
+ */
+#include "server_internal.h"
+
+#include <math.h>
+#include <stdio.h>
+#include <string.h>
+
+
+
+dsc_status dsc__read_estimate_args(const msgpack_object *p, dsc__estimate_args *a,
+                                   bool outputs_required, dsc_error *err) {
+    memset(a, 0, sizeof *a);
+    dsc_status st;
+    if ((st = dsc_rpc_get_str(p, "provider", true, a->provider, sizeof a->provider, err)) ||
+        (st = dsc_rpc_get_str(p, "model", true, a->model, sizeof a->model, err)) ||
+        (st = dsc_rpc_get_int(p, "input_tokens", false, 0, DSC__TOKENS_MAX, &a->in.input_tokens, err)) ||
+        (st = dsc_rpc_get_int(p, "output_tokens", outputs_required, 0, DSC__TOKENS_MAX,
+                              &a->in.output_tokens, err)) ||
+        (st = dsc_rpc_get_num(p, "latency_s", false, 0, 86400, &a->in.latency_s, err)) ||
+        (st = dsc_rpc_get_str(p, "zone", false, a->zone, sizeof a->zone, err)) ||
+        (st = dsc_rpc_get_str(p, "method", false, a->method, sizeof a->method, err)))
+        return st;
+    if (a->method[0] && dsc_method_parse(a->method, &a->in.method) != DSC_OK)
+        return dsc_error_set(err, DSC_BAD_REQUEST, "field 'method': unknown method '%s'", a->method);
+    a->in.provider = a->provider;
+    a->in.model = a->model;
+    a->in.zone = a->zone[0] ? a->zone : NULL;
+    return DSC_OK;
+}
+
+dsc_status dsc__m_estimate(dsc__call *c, const msgpack_object *p, msgpack_packer *pk,
+                           dsc_error *err) {
+    dsc__estimate_args a;
+    dsc_estimate est;
+    dsc_status st = dsc__read_estimate_args(p, &a, true, err);
+    if (st == DSC_OK) st = dsc__worker_sync(c->w, err);
+    if (st == DSC_OK) st = dsc_estimate_compute(c->w->state->catalog, &a.in, &est, err);
+    if (st != DSC_OK) return st;
+    const char *warnings[8];
+    int nw = dsc_estimate_warning_names(est.warnings, warnings, 8);
+    msgpack_pack_map(pk, 6);
+    dsc__pack_key(pk, "estimate");
+    dsc__pack_impacts(pk, &est.total);
+    dsc__pack_key(pk, "usage");
+    dsc__pack_impacts(pk, &est.usage);
+    dsc__pack_key(pk, "embodied");
+    dsc__pack_impacts(pk, &est.embodied);
+    dsc__pack_key(pk, "zone");
+    dsc_rpc_pack_cstr(pk, est.zone);
+    dsc__pack_key(pk, "method");
+    dsc_rpc_pack_cstr(pk, dsc_method_name(est.method));
+    dsc__pack_key(pk, "warnings");
+    msgpack_pack_array(pk, (size_t)nw);
+    for (int i = 0; i < nw; i++) dsc_rpc_pack_cstr(pk, warnings[i]);
+    return DSC_OK;
+}
+
+static dsc_status unknown_provider(const dsc_catalog *cat, const char *provider, dsc_error *err) {
+    const char *names[DSC_SUGGEST_MAX];
+    char hint[160];
+    size_t n = dsc_catalog_suggest_providers(cat, provider, names, DSC_SUGGEST_MAX);
+    return dsc_error_set(err, DSC_UNKNOWN_PROVIDER, "field 'provider': unknown provider '%s'%s",
+                         provider, dsc_catalog_format_suggestions(names, n, hint, sizeof hint));
+}
+
+dsc_status dsc__m_models_list(dsc__call *c, const msgpack_object *p, msgpack_packer *pk,
+                              dsc_error *err) {
+    char provider[DSC_POLICY_NAME_MAX];
+    dsc_status st = dsc_rpc_get_str(p, "provider", false, provider, sizeof provider, err);
+    if (st == DSC_OK) st = dsc__worker_sync(c->w, err);
+    if (st != DSC_OK) return st;
+    const dsc_catalog *cat = c->w->state->catalog;
+    const dsc_model *models;
+    size_t n;
+    if (provider[0]) {
+        models = dsc_catalog_provider_models(cat, provider, &n);
+        if (n == 0) return unknown_provider(cat, provider, err);
+    } else {
+        n = dsc_catalog_model_count(cat);
+        models = NULL;
+    }
+    msgpack_pack_map(pk, 1);
+    dsc__pack_key(pk, "models");
+    msgpack_pack_array(pk, n);
+    for (size_t i = 0; i < n; i++) {
+        const dsc_model *m = models ? &models[i] : dsc_catalog_model_at(cat, i);
+        msgpack_pack_map(pk, 2);
+        dsc__pack_key(pk, "provider");
+        dsc_rpc_pack_cstr(pk, m->provider);
+        dsc__pack_key(pk, "model");
+        dsc_rpc_pack_cstr(pk, m->name);
+    }
+    return DSC_OK;
+}
+
+dsc_status dsc__m_zones_list(dsc__call *c, const msgpack_object *p, msgpack_packer *pk,
+                             dsc_error *err) {
+    (void)p;
+    dsc_status st = dsc__worker_sync(c->w, err);
+    if (st != DSC_OK) return st;
+    const dsc_catalog *cat = c->w->state->catalog;
+    int64_t now = dsc__now_us() / 1000000;
+    size_t n = dsc_catalog_zone_count(cat);
+    msgpack_pack_map(pk, 1);
+    dsc__pack_key(pk, "zones");
+    msgpack_pack_array(pk, n);
+    for (size_t i = 0; i < n; i++) {
+        const dsc_zone *z = dsc_catalog_zone_at(cat, i);
+        double current = 0;
+        dsc_grid_source src = dsc_grid_get(c->srv->grid, z->name, now, &current);
+        msgpack_pack_map(pk, 4);
+        dsc__pack_key(pk, "zone");
+        dsc_rpc_pack_cstr(pk, z->name);
+        dsc__pack_key(pk, "gco2e_per_kwh");
+        msgpack_pack_double(pk, z->gwp_kgco2eq_per_kwh * 1000.0);
+        dsc__pack_key(pk, "current_gco2e_per_kwh");
+        msgpack_pack_double(pk, src == DSC_GRID_NONE ? z->gwp_kgco2eq_per_kwh * 1000.0 : current);
+        dsc__pack_key(pk, "source");
+        dsc_rpc_pack_cstr(pk, src == DSC_GRID_LIVE ? "live" : "annual");
+    }
+    return DSC_OK;
+}
+
+dsc_status dsc__m_grid_set(dsc__call *c, const msgpack_object *p, msgpack_packer *pk,
+                           dsc_error *err) {
+    char zone[DSC_ZONE_MAX];
+    double value = 0;
+    int64_t until = 0, now = dsc__now_us() / 1000000;
+    dsc_status st;
+    if ((st = dsc_rpc_get_str(p, "zone", true, zone, sizeof zone, err)) ||
+        (st = dsc_rpc_get_num(p, "gco2e_per_kwh", true, 0, 100000, &value, err)) ||
+        (st = dsc_rpc_get_int(p, "valid_until", true, INT64_MIN, INT64_MAX, &until, err)) ||
+        (st = dsc__worker_sync(c->w, err)))
+        return st;
+    const dsc_zone *z = dsc_catalog_zone(c->w->state->catalog, zone);
+    if (!z) return dsc_error_set(err, DSC_UNKNOWN_ZONE, "field 'zone': unknown zone '%s'", zone);
+    if (until <= now)
+        return dsc_error_set(err, DSC_BAD_REQUEST, "field 'valid_until': %lld is not in the future (now %lld)",
+                             (long long)until, (long long)now);
+    if ((st = dsc_grid_set_live(c->srv->grid, z->name, value, until, err)) != DSC_OK) return st;
+    dsc_log_write(&c->srv->log, DSC_LOG_INFO, "grid_set", "zone=%s gco2e_per_kwh=%g valid_until=%lld",
+                  z->name, value, (long long)until);
+    msgpack_pack_map(pk, 3);
+    dsc__pack_key(pk, "zone");
+    dsc_rpc_pack_cstr(pk, z->name);
+    dsc__pack_key(pk, "gco2e_per_kwh");
+    msgpack_pack_double(pk, value);
+    dsc__pack_key(pk, "valid_until");
+    msgpack_pack_int64(pk, until);
+    return DSC_OK;
+}
+
+dsc_status dsc__m_policy_reload(dsc__call *c, const msgpack_object *p, msgpack_packer *pk,
+                                dsc_error *err) {
+    (void)p;
+    dsc_status st = dsc__server_reload(c->srv, err);
+    if (st == DSC_OK) st = dsc__worker_sync(c->w, err);
+    if (st != DSC_OK) return st;
+    const dsc_policy_set *set = c->w->state->policies;
+    int n = dsc_policy_set_count(set);
+    msgpack_pack_map(pk, 2);
+    dsc__pack_key(pk, "policy_version");
+    dsc_rpc_pack_cstr(pk, dsc_policy_set_version(set));
+    dsc__pack_key(pk, "policies");
+    msgpack_pack_array(pk, (size_t)n);
+    for (int i = 0; i < n; i++) dsc_rpc_pack_cstr(pk, dsc_policy_set_name(set, i));
+    return DSC_OK;
+}

@@ -1,0 +1,631 @@
+/*
+ * methods_ledger.c - handlers over the ledger: check, settle, cancel, budget.get,
+ * budget.list, budget.set (admin), budget.delete (admin).
+ *
+ * check = estimate -> amounts -> ledger preview -> policy VM -> reserve when allowed
+ * -> decision journal -> reply. The journal write comes before the reply; with the
+ * store unavailable, failure_mode decides: "closed" answers store_unavailable (and
+ * releases a hold already taken), "open" lets an allow through flagged unenforced.
+ */
+#include "server_internal.h"
+
+#include <inttypes.h>
+#include <stdio.h>
+#include <string.h>
+
+#define PREVIEW_MAX 64
+#define TAGS_MAX 16
+#define FIELD_MAX 64 /* subject parts, purpose, request_id, tag keys and values (with NUL) */
+
+/* ------------------------------------------------------------------- packing -- */
+
+static void pack_api(msgpack_packer *pk, const char *key, int64_t micro) {
+    dsc__pack_key(pk, key);
+    msgpack_pack_double(pk, dsc_amount_to_api(micro));
+}
+
+static void pack_budget_state(msgpack_packer *pk, const dsc_budget_state *b) {
+    msgpack_pack_map(pk, 11);
+    dsc__pack_key(pk, "selector");
+    dsc_rpc_pack_cstr(pk, b->selector);
+    dsc__pack_key(pk, "counter");
+    dsc_rpc_pack_cstr(pk, b->counter);
+    dsc__pack_key(pk, "metric");
+    dsc_rpc_pack_cstr(pk, dsc_metric_name(b->metric));
+    dsc__pack_key(pk, "window");
+    dsc_rpc_pack_cstr(pk, b->window);
+    pack_api(pk, "limit", b->limit);
+    pack_api(pk, "used", b->used);
+    pack_api(pk, "held", b->held);
+    pack_api(pk, "remaining", b->remaining);
+    dsc__pack_key(pk, "resets_at");
+    msgpack_pack_int64(pk, b->resets_at);
+    pack_api(pk, "request", b->request);
+    dsc__pack_key(pk, "would_exceed");
+    if (b->would_exceed) msgpack_pack_true(pk);
+    else msgpack_pack_false(pk);
+}
+
+static void pack_budget_states(msgpack_packer *pk, const dsc_budget_state *s, size_t n) {
+    dsc__pack_key(pk, "budgets");
+    msgpack_pack_array(pk, n);
+    for (size_t i = 0; i < n; i++) pack_budget_state(pk, &s[i]);
+}
+
+static void pack_budget_info(msgpack_packer *pk, const dsc_budget_info *b) {
+    msgpack_pack_map(pk, 5);
+    dsc__pack_key(pk, "selector");
+    dsc_rpc_pack_cstr(pk, b->selector);
+    dsc__pack_key(pk, "metric");
+    dsc_rpc_pack_cstr(pk, dsc_metric_name(b->metric));
+    dsc__pack_key(pk, "window");
+    dsc_rpc_pack_cstr(pk, b->window);
+    pack_api(pk, "limit", b->limit);
+    dsc__pack_key(pk, "unit");
+    dsc_rpc_pack_cstr(pk, dsc_metric_unit(b->metric));
+}
+
+static void pack_amounts(msgpack_packer *pk, const dsc_amounts *a) {
+    msgpack_pack_map(pk, DSC_METRIC_COUNT);
+    for (int m = 0; m < DSC_METRIC_COUNT; m++) pack_api(pk, dsc_metric_name((dsc_metric)m), a->v[m]);
+}
+
+/* ------------------------------------------------------------------ params -- */
+
+typedef struct subject_buf {
+    char org[FIELD_MAX], team[FIELD_MAX], user[FIELD_MAX], key[FIELD_MAX];
+    dsc_subject subject;
+} subject_buf;
+
+static dsc_status read_subject(const msgpack_object *p, bool required, subject_buf *s,
+                               dsc_error *err) {
+    const msgpack_object *m;
+    memset(s, 0, sizeof *s);
+    dsc_status st = dsc_rpc_get_map(p, "subject", required, &m, err);
+    if (st != DSC_OK || !m) return st;
+    if ((st = dsc_rpc_get_str(m, "org", false, s->org, FIELD_MAX, err)) ||
+        (st = dsc_rpc_get_str(m, "team", false, s->team, FIELD_MAX, err)) ||
+        (st = dsc_rpc_get_str(m, "user", false, s->user, FIELD_MAX, err)) ||
+        (st = dsc_rpc_get_str(m, "key", false, s->key, FIELD_MAX, err))) {
+        char msg[DSC_ERROR_MESSAGE_MAX];
+        snprintf(msg, sizeof msg, "%s", err->message);
+        return dsc_error_set(err, st, "subject: %s", msg);
+    }
+    if (!s->org[0] && !s->team[0] && !s->user[0] && !s->key[0])
+        return dsc_error_set(err, DSC_BAD_REQUEST, "field 'subject': needs at least one of org, team, user, key");
+    s->subject = (dsc_subject){s->org, s->team, s->user, s->key};
+    return DSC_OK;
+}
+
+typedef struct tags_buf {
+    char keys[TAGS_MAX][FIELD_MAX], values[TAGS_MAX][FIELD_MAX];
+    dsc_policy_tag tags[TAGS_MAX];
+    int n;
+} tags_buf;
+
+static dsc_status copy_tag_str(const msgpack_object *o, char *out, const char *what, dsc_error *err) {
+    if (o->type != MSGPACK_OBJECT_STR)
+        return dsc_error_set(err, DSC_BAD_REQUEST, "field 'tags': %s must be a string, got %s", what,
+                             dsc_rpc_type_name(o));
+    if (o->via.str.size >= FIELD_MAX || memchr(o->via.str.ptr, '\0', o->via.str.size))
+        return dsc_error_set(err, DSC_BAD_REQUEST, "field 'tags': a %s is longer than %d bytes or holds NUL",
+                             what, FIELD_MAX - 1);
+    memcpy(out, o->via.str.ptr, o->via.str.size);
+    out[o->via.str.size] = '\0';
+    return DSC_OK;
+}
+
+static dsc_status read_tags(const msgpack_object *p, tags_buf *t, dsc_error *err) {
+    const msgpack_object *m;
+    t->n = 0;
+    dsc_status st = dsc_rpc_get_map(p, "tags", false, &m, err);
+    if (st != DSC_OK || !m) return st;
+    if (m->via.map.size > TAGS_MAX)
+        return dsc_error_set(err, DSC_BAD_REQUEST, "field 'tags': %u pairs, at most %d", m->via.map.size, TAGS_MAX);
+    for (uint32_t i = 0; i < m->via.map.size; i++) {
+        if ((st = copy_tag_str(&m->via.map.ptr[i].key, t->keys[i], "key", err)) ||
+            (st = copy_tag_str(&m->via.map.ptr[i].val, t->values[i], "value", err)))
+            return st;
+        t->tags[i] = (dsc_policy_tag){t->keys[i], t->values[i]};
+    }
+    t->n = (int)m->via.map.size;
+    return DSC_OK;
+}
+
+typedef struct check_args {
+    dsc__estimate_args est;
+    subject_buf subject;
+    tags_buf tags;
+    char purpose[FIELD_MAX], request_id[FIELD_MAX];
+    bool reserve;
+    int64_t ttl_s;
+} check_args;
+
+static dsc_status read_check_args(dsc__call *c, const msgpack_object *p, check_args *a, dsc_error *err) {
+    dsc_status st;
+    a->reserve = true;
+    a->ttl_s = c->srv->cfg.hold_ttl_s;
+    if ((st = read_subject(p, true, &a->subject, err)) ||
+        (st = dsc__read_estimate_args(p, &a->est, true, err)) ||
+        (st = dsc_rpc_get_str(p, "purpose", true, a->purpose, sizeof a->purpose, err)) ||
+        (st = read_tags(p, &a->tags, err)) ||
+        (st = dsc_rpc_get_bool(p, "reserve", false, &a->reserve, err)) ||
+        (st = dsc_rpc_get_str(p, "request_id", false, a->request_id, sizeof a->request_id, err)) ||
+        (st = dsc_rpc_get_int(p, "ttl_s", false, 1, 86400, &a->ttl_s, err)))
+        return st;
+    return DSC_OK;
+}
+
+/* ------------------------------------------------------------------- check -- */
+
+typedef struct check_out {
+    dsc_estimate est;
+    dsc_amounts amounts;
+    dsc_budget_state states[PREVIEW_MAX];
+    size_t n_states;
+    dsc_decision decision;
+    char reservation[DSC_RESERVATION_ID_MAX];
+    char decision_id[48];
+    int64_t expires_at;
+    bool unenforced;
+} check_out;
+
+/* A check waiting for its hold and its decision record to be committed. */
+typedef struct check_job {
+    dsc__job job; /* first: the job machinery sees only this */
+    check_args a;
+    check_out o;
+    dsc_decision_record rec;
+} check_job;
+
+static void ignore_done(void *ud, dsc_status st, const dsc_error *err) {
+    (void)ud;
+    (void)st;
+    (void)err;
+}
+
+static bool fail_open(const dsc__call *c, dsc_status st) {
+    return st == DSC_STORE_UNAVAILABLE && c->srv->cfg.failure_mode == DSC_FAIL_OPEN;
+}
+
+/* The ledger is the last word: when the hold finds a budget used up by a concurrent
+ * request after the policies allowed, the answer becomes a refusal naming it. */
+static void refuse_exceeded(check_out *o, const dsc_budget_state *b, size_t n) {
+    dsc_decision *d = &o->decision;
+    d->outcome = DSC_POLICY_REFUSE;
+    snprintf(d->policy, sizeof d->policy, "ledger");
+    snprintf(d->reason, sizeof d->reason, "budget %s %s %s would be exceeded", n ? b->counter : "?",
+             n ? dsc_metric_name(b->metric) : "?", n ? b->window : "?");
+    o->reservation[0] = '\0';
+}
+
+static void remember_reservation(dsc__call *c, const check_args *a, const check_out *o) {
+    dsc__resv_info info;
+    memset(&info, 0, sizeof info);
+    snprintf(info.id, sizeof info.id, "%s", o->reservation);
+    snprintf(info.provider, sizeof info.provider, "%s", a->est.provider);
+    snprintf(info.model, sizeof info.model, "%s", a->est.model);
+    snprintf(info.zone, sizeof info.zone, "%s", a->est.zone);
+    snprintf(info.org, sizeof info.org, "%s", a->subject.org);
+    snprintf(info.team, sizeof info.team, "%s", a->subject.team);
+    snprintf(info.user, sizeof info.user, "%s", a->subject.user);
+    snprintf(info.key, sizeof info.key, "%s", a->subject.key);
+    info.expires_at = o->expires_at;
+    dsc__resv_put(c->srv->reservations, &info); /* out of memory: settle then needs the model */
+}
+
+static dsc_status reserve(dsc__call *c, check_job *j, dsc_error *err) {
+    check_args *a = &j->a;
+    check_out *o = &j->o;
+    dsc_budget_state exceeded[4];
+    size_t n_exceeded = 0;
+    dsc_status st = dsc_ledger_reserve_async(c->srv->ledger, &a->subject.subject, &o->amounts, a->ttl_s,
+                                             a->request_id[0] ? a->request_id : NULL, o->reservation,
+                                             exceeded, 4, &n_exceeded, dsc__job_done,
+                                             dsc__job_slot(&j->job, 0), err);
+    if (st == DSC_OK) {
+        o->expires_at = dsc__now_us() / 1000000 + a->ttl_s;
+        remember_reservation(c, a, o);
+        return DSC_OK;
+    }
+    dsc__job_unslot(&j->job);
+    o->reservation[0] = '\0';
+    if (st == DSC_BUDGET_EXCEEDED) refuse_exceeded(o, exceeded, n_exceeded);
+    else if (fail_open(c, st)) o->unenforced = true;
+    else return st;
+    dsc_error_clear(err);
+    return DSC_OK;
+}
+
+static void journal(dsc__call *c, check_job *j) {
+    check_args *a = &j->a;
+    check_out *o = &j->o;
+    dsc__new_decision_id(c->w, o->decision_id, sizeof o->decision_id);
+    j->rec = (dsc_decision_record){
+        .decision_id = o->decision_id,
+        .request_id = a->request_id[0] ? a->request_id : NULL,
+        .subject = a->subject.subject,
+        .purpose = a->purpose,
+        .provider = a->est.provider,
+        .model = a->est.model,
+        .input_tokens = a->est.in.input_tokens,
+        .output_tokens = a->est.in.output_tokens,
+        .est_energy_wh = o->amounts.v[DSC_METRIC_ENERGY_WH],
+        .est_gco2e = o->amounts.v[DSC_METRIC_GCO2E],
+        .est_water_ml = o->amounts.v[DSC_METRIC_WATER_ML],
+        .outcome = dsc_policy_outcome_name(o->decision.outcome),
+        .policy = o->decision.policy,
+        .policy_version = o->decision.version,
+        .reason = o->decision.reason,
+        .reservation_id = o->reservation[0] ? o->reservation : NULL,
+    };
+    dsc_error err;
+    dsc_status st = dsc_ledger_record_decision_async(c->srv->ledger, &j->rec, dsc__job_done,
+                                                     dsc__job_slot(&j->job, 1), &err);
+    if (st == DSC_OK) return;
+    dsc__job_unslot(&j->job);
+    if (fail_open(c, st)) {
+        o->unenforced = true;
+        return;
+    }
+    /* Answer with the error once the hold (if any) is settled; nothing stays held. */
+    j->job.st = st;
+    j->job.err = err;
+}
+
+static dsc_status decide(dsc__call *c, const check_args *a, check_out *o, dsc_error *err) {
+    dsc_policy_input in = {
+        .subject = a->subject.subject,
+        .provider = a->est.provider,
+        .model = a->est.model,
+        .input_tokens = a->est.in.input_tokens,
+        .output_tokens = a->est.in.output_tokens,
+        .purpose = a->purpose,
+        .zone = a->est.in.zone,
+        .tags = a->tags.tags,
+        .n_tags = a->tags.n,
+        .estimate = &o->est,
+        .budgets = o->states,
+        .n_budgets = (int)o->n_states,
+        .now = dsc__now_us() / 1000000,
+    };
+    dsc_status st = dsc_policy_vm_decide(c->w->vm, &in, &o->decision);
+    dsc__count_policy(c->w);
+    if (st != DSC_OK) return dsc_error_set(err, st, "%s", o->decision.reason);
+    return DSC_OK;
+}
+
+/* Everything a check does before it waits for the store. */
+static dsc_status run_check(dsc__call *c, check_job *j, dsc_error *err) {
+    check_args *a = &j->a;
+    check_out *o = &j->o;
+    dsc_status st = dsc__worker_sync(c->w, err);
+    if (st == DSC_OK) st = dsc_estimate_compute(c->w->state->catalog, &a->est.in, &o->est, err);
+    if (st != DSC_OK) return st;
+    dsc_amounts_from_estimate(&o->est, a->est.in.input_tokens, a->est.in.output_tokens, 0, &o->amounts);
+    st = dsc_ledger_preview(c->srv->ledger, &a->subject.subject, &o->amounts, o->states, PREVIEW_MAX,
+                            &o->n_states, err);
+    if (st != DSC_OK) return st;
+    if (o->n_states > PREVIEW_MAX) o->n_states = PREVIEW_MAX;
+    if ((st = decide(c, a, o, err)) != DSC_OK) return st;
+    if (o->decision.outcome == DSC_POLICY_ALLOW && a->reserve && (st = reserve(c, j, err)) != DSC_OK)
+        return st;
+    journal(c, j);
+    return DSC_OK;
+}
+
+static void pack_check(msgpack_packer *pk, const check_out *o) {
+    const dsc_decision *d = &o->decision;
+    bool retry = d->outcome == DSC_POLICY_THROTTLE && d->retry_after_s > 0;
+    bool suggest = d->suggest_model[0] != '\0';
+    bool resv = o->reservation[0] != '\0';
+    msgpack_pack_map(pk, 8 + retry + suggest + 2 * resv + o->unenforced);
+    dsc__pack_key(pk, "decision");
+    dsc_rpc_pack_cstr(pk, dsc_policy_outcome_name(d->outcome));
+    dsc__pack_key(pk, "reason");
+    dsc_rpc_pack_cstr(pk, d->reason);
+    dsc__pack_key(pk, "policy");
+    dsc_rpc_pack_cstr(pk, d->policy);
+    dsc__pack_key(pk, "policy_version");
+    dsc_rpc_pack_cstr(pk, d->version);
+    dsc__pack_key(pk, "decision_id");
+    dsc_rpc_pack_cstr(pk, o->decision_id);
+    dsc__pack_key(pk, "estimate");
+    dsc__pack_impacts(pk, &o->est.total);
+    dsc__pack_key(pk, "zone");
+    dsc_rpc_pack_cstr(pk, o->est.zone);
+    pack_budget_states(pk, o->states, o->n_states);
+    if (retry) {
+        dsc__pack_key(pk, "retry_after_s");
+        msgpack_pack_double(pk, (double)d->retry_after_s);
+    }
+    if (suggest) {
+        dsc__pack_key(pk, "suggest");
+        msgpack_pack_map(pk, 2);
+        dsc__pack_key(pk, "provider");
+        dsc_rpc_pack_cstr(pk, d->suggest_provider);
+        dsc__pack_key(pk, "model");
+        dsc_rpc_pack_cstr(pk, d->suggest_model);
+    }
+    if (resv) {
+        dsc__pack_key(pk, "reservation");
+        dsc_rpc_pack_cstr(pk, o->reservation);
+        dsc__pack_key(pk, "expires_at");
+        msgpack_pack_int64(pk, o->expires_at);
+    }
+    if (o->unenforced) {
+        dsc__pack_key(pk, "unenforced");
+        msgpack_pack_true(pk);
+    }
+}
+
+/* The hold and the record are committed (or failed): reply. */
+static dsc_status finish_check(dsc__job *job, dsc_status st, const dsc_error *st_err, msgpack_packer *pk,
+                               dsc_error *err) {
+    check_job *j = (check_job *)job;
+    dsc_server *srv = job->w->srv;
+    if (st == DSC_STORE_UNAVAILABLE && srv->cfg.failure_mode == DSC_FAIL_OPEN) {
+        /* A failed commit released the hold: allowed, but nothing enforces it. */
+        j->o.unenforced = true;
+        j->o.reservation[0] = '\0';
+        st = DSC_OK;
+    }
+    if (st != DSC_OK) {
+        if (j->o.reservation[0]) dsc_ledger_cancel_async(srv->ledger, j->o.reservation, ignore_done, NULL, NULL);
+        *err = *st_err;
+        return st;
+    }
+    pack_check(pk, &j->o);
+    dsc__count_decision(job->w, &j->o.decision, j->a.purpose, j->o.unenforced,
+                        dsc__now_us() - job->started_us);
+    return DSC_OK;
+}
+
+dsc_status dsc__m_check(dsc__call *c, const msgpack_object *p, msgpack_packer *pk, dsc_error *err) {
+    (void)pk;
+    check_job *j = (check_job *)dsc__job_defer(c, sizeof *j, finish_check);
+    if (!j) return dsc_error_set(err, DSC_INTERNAL, "out of memory for a check");
+    dsc_status st = read_check_args(c, p, &j->a, err);
+    if (st == DSC_OK) st = run_check(c, j, err);
+    return st;
+}
+
+/* ------------------------------------------------------------------ settle -- */
+
+typedef struct settle_args {
+    char reservation[DSC_RESERVATION_ID_MAX];
+    dsc__estimate_args est;
+    subject_buf subject;
+} settle_args;
+
+typedef struct settle_job {
+    dsc__job job;
+    settle_args a;
+    dsc_estimate est;
+    dsc_amounts actual;
+    dsc_settle_kind kind;
+    bool has_subject;
+} settle_job;
+
+static void subject_from_info(subject_buf *s, const dsc__resv_info *info) {
+    snprintf(s->org, FIELD_MAX, "%s", info->org);
+    snprintf(s->team, FIELD_MAX, "%s", info->team);
+    snprintf(s->user, FIELD_MAX, "%s", info->user);
+    snprintf(s->key, FIELD_MAX, "%s", info->key);
+    s->subject = (dsc_subject){s->org, s->team, s->user, s->key};
+}
+
+/* What the reservation was for comes from the server's memory of it; when the
+ * server does not know it (after a restart), from provider/model/zone/subject in
+ * the params. */
+static dsc_status read_settle_args(dsc__call *c, const msgpack_object *p, settle_args *a, dsc_error *err) {
+    dsc_status st;
+    dsc__resv_info info;
+    if ((st = dsc_rpc_get_str(p, "reservation", true, a->reservation, sizeof a->reservation, err)))
+        return st;
+    bool known = dsc__resv_get(c->srv->reservations, a->reservation, &info);
+    if (!known && !dsc_rpc_field(p, "model"))
+        return dsc_error_set(err, DSC_UNKNOWN_RESERVATION,
+                             "field 'reservation': '%s' is not known to this server; give provider and "
+                             "model to charge it", a->reservation);
+    if (known) {
+        if ((st = dsc_rpc_get_int(p, "input_tokens", true, 0, DSC__TOKENS_MAX, &a->est.in.input_tokens, err)) ||
+            (st = dsc_rpc_get_int(p, "output_tokens", true, 0, DSC__TOKENS_MAX, &a->est.in.output_tokens, err)) ||
+            (st = dsc_rpc_get_num(p, "latency_s", false, 0, 86400, &a->est.in.latency_s, err)))
+            return st;
+        snprintf(a->est.provider, sizeof a->est.provider, "%s", info.provider);
+        snprintf(a->est.model, sizeof a->est.model, "%s", info.model);
+        snprintf(a->est.zone, sizeof a->est.zone, "%s", info.zone);
+        a->est.in.provider = a->est.provider;
+        a->est.in.model = a->est.model;
+        a->est.in.zone = a->est.zone[0] ? a->est.zone : NULL;
+        subject_from_info(&a->subject, &info);
+        return DSC_OK;
+    }
+    if (!dsc_rpc_field(p, "input_tokens"))
+        return dsc_error_set(err, DSC_BAD_REQUEST, "field 'input_tokens' is required");
+    if ((st = dsc__read_estimate_args(p, &a->est, true, err))) return st;
+    return read_subject(p, false, &a->subject, err);
+}
+
+static const char *settle_kind_name(dsc_settle_kind k) {
+    switch (k) {
+    case DSC_SETTLE_RESERVED: return "reserved";
+    case DSC_SETTLE_REPEATED: return "repeated";
+    case DSC_SETTLE_LATE: return "late";
+    case DSC_SETTLE_UNRESERVED: return "unreserved";
+    }
+    return "reserved";
+}
+
+static dsc_status finish_settle(dsc__job *job, dsc_status st, const dsc_error *st_err, msgpack_packer *pk,
+                                dsc_error *err) {
+    settle_job *j = (settle_job *)job;
+    if (st != DSC_OK) {
+        *err = *st_err;
+        return st;
+    }
+    dsc_budget_state states[PREVIEW_MAX];
+    size_t n = 0;
+    if (!j->has_subject ||
+        dsc_ledger_preview(job->w->srv->ledger, &j->a.subject.subject, NULL, states, PREVIEW_MAX, &n, NULL) != DSC_OK)
+        n = 0;
+    if (n > PREVIEW_MAX) n = PREVIEW_MAX;
+    msgpack_pack_map(pk, 5);
+    dsc__pack_key(pk, "reservation");
+    dsc_rpc_pack_cstr(pk, j->a.reservation);
+    dsc__pack_key(pk, "settled");
+    dsc_rpc_pack_cstr(pk, settle_kind_name(j->kind));
+    dsc__pack_key(pk, "charged");
+    pack_amounts(pk, &j->actual);
+    dsc__pack_key(pk, "estimate");
+    dsc__pack_impacts(pk, &j->est.total);
+    pack_budget_states(pk, states, n);
+    return DSC_OK;
+}
+
+dsc_status dsc__m_settle(dsc__call *c, const msgpack_object *p, msgpack_packer *pk, dsc_error *err) {
+    (void)pk;
+    settle_job *j = (settle_job *)dsc__job_defer(c, sizeof *j, finish_settle);
+    if (!j) return dsc_error_set(err, DSC_INTERNAL, "out of memory for a settle");
+    dsc_status st = read_settle_args(c, p, &j->a, err);
+    if (st == DSC_OK) st = dsc__worker_sync(c->w, err);
+    if (st == DSC_OK) st = dsc_estimate_compute(c->w->state->catalog, &j->a.est.in, &j->est, err);
+    if (st != DSC_OK) return st;
+    dsc_amounts_from_estimate(&j->est, j->a.est.in.input_tokens, j->a.est.in.output_tokens, 0, &j->actual);
+    const subject_buf *s = &j->a.subject;
+    j->has_subject = s->org[0] || s->team[0] || s->user[0] || s->key[0];
+    st = dsc_ledger_settle_async(c->srv->ledger, j->a.reservation, &j->actual, j->has_subject ? &s->subject : NULL,
+                                 &j->kind, dsc__job_done, dsc__job_slot(&j->job, 0), err);
+    if (st != DSC_OK) dsc__job_unslot(&j->job);
+    return st;
+}
+
+/* ------------------------------------------------------------------ cancel -- */
+
+typedef struct cancel_job {
+    dsc__job job;
+    char id[DSC_RESERVATION_ID_MAX];
+} cancel_job;
+
+static dsc_status finish_cancel(dsc__job *job, dsc_status st, const dsc_error *st_err, msgpack_packer *pk,
+                                dsc_error *err) {
+    cancel_job *j = (cancel_job *)job;
+    if (st != DSC_OK) {
+        *err = *st_err;
+        return st;
+    }
+    msgpack_pack_map(pk, 2);
+    dsc__pack_key(pk, "reservation");
+    dsc_rpc_pack_cstr(pk, j->id);
+    dsc__pack_key(pk, "released");
+    msgpack_pack_true(pk);
+    return DSC_OK;
+}
+
+dsc_status dsc__m_cancel(dsc__call *c, const msgpack_object *p, msgpack_packer *pk, dsc_error *err) {
+    (void)pk;
+    cancel_job *j = (cancel_job *)dsc__job_defer(c, sizeof *j, finish_cancel);
+    if (!j) return dsc_error_set(err, DSC_INTERNAL, "out of memory for a cancel");
+    dsc_status st = dsc_rpc_get_str(p, "reservation", true, j->id, sizeof j->id, err);
+    if (st == DSC_OK)
+        st = dsc_ledger_cancel_async(c->srv->ledger, j->id, dsc__job_done, dsc__job_slot(&j->job, 0), err);
+    if (st != DSC_OK && j->job.waiting > 0) dsc__job_unslot(&j->job);
+    return st;
+}
+
+/* ----------------------------------------------------------------- budgets -- */
+
+dsc_status dsc__m_budget_get(dsc__call *c, const msgpack_object *p, msgpack_packer *pk, dsc_error *err) {
+    subject_buf s;
+    dsc_budget_state states[PREVIEW_MAX];
+    size_t n = 0;
+    dsc_status st = read_subject(p, true, &s, err);
+    if (st == DSC_OK) st = dsc_ledger_preview(c->srv->ledger, &s.subject, NULL, states, PREVIEW_MAX, &n, err);
+    if (st != DSC_OK) return st;
+    if (n > PREVIEW_MAX) n = PREVIEW_MAX;
+    msgpack_pack_map(pk, 1);
+    pack_budget_states(pk, states, n);
+    return DSC_OK;
+}
+
+dsc_status dsc__m_budget_list(dsc__call *c, const msgpack_object *p, msgpack_packer *pk, dsc_error *err) {
+    char selector[DSC_SELECTOR_MAX];
+    dsc_status st = dsc_rpc_get_str(p, "selector", false, selector, sizeof selector, err);
+    if (st != DSC_OK) return st;
+    size_t total = 0, matched = 0;
+    dsc_budget_info page[64];
+    dsc_ledger_budget_list(c->srv->ledger, 0, page, 0, &total);
+    /* Two passes over the pages: count, then pack (the map header needs the count). */
+    for (int pass = 0; pass < 2; pass++) {
+        if (pass == 1) {
+            msgpack_pack_map(pk, 1);
+            dsc__pack_key(pk, "budgets");
+            msgpack_pack_array(pk, matched);
+        }
+        size_t seen = 0;
+        for (size_t off = 0; off < total; off += 64) {
+            size_t got = dsc_ledger_budget_list(c->srv->ledger, off, page, 64, NULL);
+            for (size_t i = 0; i < got; i++) {
+                if (selector[0] && strcmp(page[i].selector, selector) != 0) continue;
+                if (pass == 0) matched++;
+                else if (seen++ < matched) pack_budget_info(pk, &page[i]);
+            }
+            if (got < 64) break;
+        }
+        if (pass == 1)
+            for (; seen < matched; seen++) msgpack_pack_nil(pk); /* budgets deleted meanwhile */
+    }
+    return DSC_OK;
+}
+
+static dsc_status read_budget_key(const msgpack_object *p, char *selector, dsc_metric *metric,
+                                  char *window, dsc_error *err) {
+    char metric_name[32];
+    dsc_status st;
+    if ((st = dsc_rpc_get_str(p, "selector", true, selector, DSC_SELECTOR_MAX, err)) ||
+        (st = dsc_rpc_get_str(p, "metric", true, metric_name, sizeof metric_name, err)) ||
+        (st = dsc_rpc_get_str(p, "window", true, window, DSC_WINDOW_MAX, err)))
+        return st;
+    if (dsc_metric_parse(metric_name, metric) != DSC_OK)
+        return dsc_error_set(err, DSC_UNKNOWN_METRIC,
+                             "field 'metric': unknown metric '%s' (energy_wh, gco2e, water_ml, pe_mj, cost, tokens, requests)",
+                             metric_name);
+    return DSC_OK;
+}
+
+dsc_status dsc__m_budget_set(dsc__call *c, const msgpack_object *p, msgpack_packer *pk, dsc_error *err) {
+    char selector[DSC_SELECTOR_MAX], window[DSC_WINDOW_MAX];
+    dsc_metric metric;
+    double limit = 0;
+    dsc_budget_info info;
+    dsc_status st = read_budget_key(p, selector, &metric, window, err);
+    if (st == DSC_OK) st = dsc_rpc_get_num(p, "limit", true, 0, DSC_AMOUNT_API_MAX, &limit, err);
+    if (st != DSC_OK) return st;
+    bool created = dsc_ledger_budget_get(c->srv->ledger, selector, metric, window, &info, NULL) != DSC_OK;
+    if ((st = dsc_ledger_budget_set(c->srv->ledger, selector, metric, window, limit, &info, err)) != DSC_OK)
+        return st;
+    dsc_log_write(&c->srv->log, DSC_LOG_INFO, "budget_set", "selector=%s metric=%s window=%s limit=%g",
+                  info.selector, dsc_metric_name(metric), info.window, limit);
+    msgpack_pack_map(pk, 2);
+    dsc__pack_key(pk, "budget");
+    pack_budget_info(pk, &info);
+    dsc__pack_key(pk, "created");
+    if (created) msgpack_pack_true(pk);
+    else msgpack_pack_false(pk);
+    return DSC_OK;
+}
+
+dsc_status dsc__m_budget_delete(dsc__call *c, const msgpack_object *p, msgpack_packer *pk, dsc_error *err) {
+    char selector[DSC_SELECTOR_MAX], window[DSC_WINDOW_MAX];
+    dsc_metric metric;
+    dsc_status st = read_budget_key(p, selector, &metric, window, err);
+    if (st == DSC_OK) st = dsc_ledger_budget_delete(c->srv->ledger, selector, metric, window, err);
+    if (st != DSC_OK) return st;
+    dsc_log_write(&c->srv->log, DSC_LOG_INFO, "budget_delete", "selector=%s metric=%s window=%s", selector,
+                  dsc_metric_name(metric), window);
+    msgpack_pack_map(pk, 1);
+    dsc__pack_key(pk, "deleted");
+    msgpack_pack_true(pk);
+    return DSC_OK;
+}

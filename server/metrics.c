@@ -1,0 +1,278 @@
+/*
+ * metrics.c - counters kept by the workers and their Prometheus text exposition
+ * (served at /metrics by http.c).
+ *
+ * Workers only ever write their own counters (relaxed atomics, or a per-worker
+ * mutex for the labelled decision table, uncontended except while /metrics reads);
+ * the exposition sums over workers. Label sets stay bounded: policies are at most
+ * DSC_POLICY_MAX per set and purposes are reported by class (purposes.lua), not as
+ * free text.
+ */
+#include "server_internal.h"
+
+#include <inttypes.h>
+#include <stdarg.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+static const int64_t latency_bounds_us[DSC__LATENCY_BUCKETS] = {
+    50, 100, 250, 500, 1000, 2500, 5000, 10000, 25000, 50000, 100000, 1000000};
+
+static void add(atomic_uint_fast64_t *v, uint64_t n) {
+    atomic_fetch_add_explicit(v, n, memory_order_relaxed);
+}
+
+static uint64_t get(const atomic_uint_fast64_t *v) {
+    return atomic_load_explicit((atomic_uint_fast64_t *)v, memory_order_relaxed);
+}
+
+static void count_label(dsc__worker *w, int outcome, const char *policy, const char *klass) {
+    pthread_mutex_lock(&w->labels_lock);
+    int i = 0;
+    for (; i < w->n_labels; i++) {
+        dsc__label_count *l = &w->labels[i];
+        if (l->outcome == outcome && strcmp(l->policy, policy) == 0 && strcmp(l->purpose_class, klass) == 0)
+            break;
+    }
+    if (i == w->n_labels && w->n_labels < DSC__LABELS_MAX) {
+        dsc__label_count *l = &w->labels[w->n_labels++];
+        l->outcome = outcome;
+        snprintf(l->policy, sizeof l->policy, "%s", policy);
+        snprintf(l->purpose_class, sizeof l->purpose_class, "%s", klass);
+        l->count = 0;
+    }
+    if (i < DSC__LABELS_MAX) w->labels[i].count++;
+    pthread_mutex_unlock(&w->labels_lock);
+}
+
+void dsc__count_decision(dsc__worker *w, const dsc_decision *d, const char *purpose, bool unenforced,
+                         int64_t latency_us) {
+    dsc__counters *c = &w->counters;
+    if (d->outcome >= DSC_POLICY_ALLOW && d->outcome <= DSC_POLICY_REFUSE) add(&c->decisions[d->outcome], 1);
+    if (unenforced) add(&c->unenforced, 1);
+    int b = 0;
+    while (b < DSC__LATENCY_BUCKETS && latency_us > latency_bounds_us[b]) b++;
+    add(&c->latency[b], 1);
+    add(&c->latency_sum_us, (uint64_t)(latency_us > 0 ? latency_us : 0));
+    const char *klass = w->vm ? dsc_policy_vm_purpose_class(w->vm, purpose) : "unknown";
+    count_label(w, d->outcome, d->policy[0] ? d->policy : "none", klass);
+}
+
+void dsc__count_store(dsc__worker *w, int64_t us) {
+    add(&w->counters.store_ops, 1);
+    add(&w->counters.store_us, (uint64_t)(us > 0 ? us : 0));
+}
+
+void dsc__count_policy(dsc__worker *w) {
+    dsc_policy_stats st;
+    dsc_policy_vm_stats(w->vm, &st);
+    if (st.errors < w->vm_errors_seen) w->vm_errors_seen = 0; /* a new VM after reload */
+    add(&w->counters.policy_errors, st.errors - w->vm_errors_seen);
+    w->vm_errors_seen = st.errors;
+}
+
+void dsc__new_decision_id(dsc__worker *w, char *out, size_t cap) {
+    snprintf(out, cap, "d-%" PRIx64 "-%x-%" PRIx64, (uint64_t)dsc__now_us(), (unsigned)w->index,
+             ++w->decision_seq);
+}
+
+/* ----------------------------------------------------------------- exposition -- */
+
+typedef struct text {
+    char *buf;
+    size_t len, cap;
+    bool failed;
+} text;
+
+static void put(text *t, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
+
+static void put(text *t, const char *fmt, ...) {
+    if (t->failed) return;
+    for (;;) {
+        va_list ap;
+        va_start(ap, fmt);
+        int n = vsnprintf(t->buf + t->len, t->cap - t->len, fmt, ap);
+        va_end(ap);
+        if (n < 0) {
+            t->failed = true;
+            return;
+        }
+        if ((size_t)n < t->cap - t->len) {
+            t->len += (size_t)n;
+            return;
+        }
+        size_t cap = t->cap * 2 + (size_t)n;
+        char *p = realloc(t->buf, cap);
+        if (!p) {
+            t->failed = true;
+            return;
+        }
+        t->buf = p;
+        t->cap = cap;
+    }
+}
+
+static uint64_t sum_at(dsc_server *srv, size_t offset) {
+    uint64_t s = 0;
+    for (int i = 0; i < srv->n_workers; i++)
+        s += get((const atomic_uint_fast64_t *)((const char *)&srv->workers[i].counters + offset));
+    return s;
+}
+
+#define SUM_FIELD(srv, field) sum_at((srv), offsetof(dsc__counters, field))
+
+static void put_counter(text *t, const char *name, const char *help, uint64_t v) {
+    put(t, "# HELP %s %s\n# TYPE %s counter\n%s %" PRIu64 "\n", name, help, name, name, v);
+}
+
+static void put_decisions(text *t, dsc_server *srv) {
+    put(t, "# HELP discern_decisions_total Decisions by outcome, deciding policy and purpose class.\n"
+           "# TYPE discern_decisions_total counter\n");
+    dsc__label_count all[DSC__LABELS_MAX];
+    int n = 0;
+    for (int i = 0; i < srv->n_workers; i++) {
+        dsc__worker *w = &srv->workers[i];
+        pthread_mutex_lock(&w->labels_lock);
+        for (int k = 0; k < w->n_labels; k++) {
+            const dsc__label_count *l = &w->labels[k];
+            int j = 0;
+            while (j < n && !(all[j].outcome == l->outcome && strcmp(all[j].policy, l->policy) == 0 &&
+                              strcmp(all[j].purpose_class, l->purpose_class) == 0))
+                j++;
+            if (j == n && n < DSC__LABELS_MAX) all[n++] = *l;
+            else if (j < n) all[j].count += l->count;
+        }
+        pthread_mutex_unlock(&w->labels_lock);
+    }
+    for (int j = 0; j < n; j++)
+        put(t, "discern_decisions_total{outcome=\"%s\",policy=\"%s\",purpose_class=\"%s\"} %" PRIu64 "\n",
+            dsc_policy_outcome_name((dsc_policy_outcome)all[j].outcome), all[j].policy, all[j].purpose_class,
+            all[j].count);
+}
+
+static void put_latency(text *t, dsc_server *srv) {
+    put(t, "# HELP discern_check_seconds Latency of check, from request decoded to reply packed.\n"
+           "# TYPE discern_check_seconds histogram\n");
+    uint64_t cumulative = 0;
+    for (int b = 0; b <= DSC__LATENCY_BUCKETS; b++) {
+        cumulative += sum_at(srv, offsetof(dsc__counters, latency) + (size_t)b * sizeof(atomic_uint_fast64_t));
+        if (b < DSC__LATENCY_BUCKETS)
+            put(t, "discern_check_seconds_bucket{le=\"%g\"} %" PRIu64 "\n", (double)latency_bounds_us[b] / 1e6,
+                cumulative);
+        else
+            put(t, "discern_check_seconds_bucket{le=\"+Inf\"} %" PRIu64 "\n", cumulative);
+    }
+    put(t, "discern_check_seconds_sum %.6f\ndiscern_check_seconds_count %" PRIu64 "\n",
+        (double)SUM_FIELD(srv, latency_sum_us) / 1e6, cumulative);
+}
+
+/* The subject a concrete selector names ("org:acme/team:infra" -> org acme, team
+ * infra); false for selectors with a wildcard, whose counters cannot be listed. */
+static bool subject_of(const char *selector, char parts[4][DSC_SELECTOR_MAX], dsc_subject *subj) {
+    static const char *const kinds[4] = {"org", "team", "user", "key"};
+    if (strchr(selector, '*')) return false;
+    memset(parts, 0, 4 * DSC_SELECTOR_MAX);
+    char copy[DSC_SELECTOR_MAX];
+    snprintf(copy, sizeof copy, "%s", selector);
+    for (char *save = NULL, *seg = strtok_r(copy, "/", &save); seg; seg = strtok_r(NULL, "/", &save)) {
+        char *colon = strchr(seg, ':');
+        if (!colon) return false;
+        *colon = '\0';
+        int k = 0;
+        while (k < 4 && strcmp(kinds[k], seg) != 0) k++;
+        if (k == 4) return false;
+        snprintf(parts[k], DSC_SELECTOR_MAX, "%s", colon + 1);
+    }
+    *subj = (dsc_subject){parts[0], parts[1], parts[2], parts[3]};
+    return true;
+}
+
+/* used / remaining of a budget with a concrete selector, found through a preview of
+ * the subject it names. */
+static void put_budget_usage(text *t, dsc_server *srv, const dsc_budget_info *b) {
+    char parts[4][DSC_SELECTOR_MAX];
+    dsc_subject subj;
+    dsc_budget_state states[64];
+    size_t n = 0;
+    if (!subject_of(b->selector, parts, &subj)) return;
+    if (dsc_ledger_preview(srv->ledger, &subj, NULL, states, 64, &n, NULL) != DSC_OK) return;
+    for (size_t i = 0; i < n && i < 64; i++) {
+        const dsc_budget_state *s = &states[i];
+        if (strcmp(s->selector, b->selector) != 0 || s->metric != b->metric || strcmp(s->window, b->window) != 0)
+            continue;
+        const char *m = dsc_metric_name(b->metric);
+        put(t, "discern_budget_used{selector=\"%s\",metric=\"%s\",window=\"%s\"} %.6f\n", b->selector, m,
+            b->window, dsc_amount_to_api(s->used));
+        put(t, "discern_budget_held{selector=\"%s\",metric=\"%s\",window=\"%s\"} %.6f\n", b->selector, m,
+            b->window, dsc_amount_to_api(s->held));
+        put(t, "discern_budget_remaining{selector=\"%s\",metric=\"%s\",window=\"%s\"} %.6f\n", b->selector, m,
+            b->window, dsc_amount_to_api(s->remaining));
+        return;
+    }
+}
+
+static void put_budgets(text *t, dsc_server *srv) {
+    put(t, "# HELP discern_budget_limit Limit of each budget, in the metric's unit.\n"
+           "# TYPE discern_budget_limit gauge\n"
+           "# HELP discern_budget_used Used, per budget with a concrete selector (no '*').\n"
+           "# TYPE discern_budget_used gauge\n"
+           "# HELP discern_budget_held Held by open reservations, per concrete budget.\n"
+           "# TYPE discern_budget_held gauge\n"
+           "# HELP discern_budget_remaining Remaining, per concrete budget.\n"
+           "# TYPE discern_budget_remaining gauge\n");
+    dsc_budget_info page[64];
+    for (size_t off = 0;; off += 64) {
+        size_t got = dsc_ledger_budget_list(srv->ledger, off, page, 64, NULL);
+        for (size_t i = 0; i < got; i++) {
+            put(t, "discern_budget_limit{selector=\"%s\",metric=\"%s\",window=\"%s\"} %.6f\n", page[i].selector,
+                dsc_metric_name(page[i].metric), page[i].window, dsc_amount_to_api(page[i].limit));
+            put_budget_usage(t, srv, &page[i]);
+        }
+        if (got < 64) break;
+    }
+}
+
+static void put_ledger(text *t, dsc_server *srv) {
+    dsc_ledger_stats ls;
+    dsc_ledger_stats_get(srv->ledger, &ls);
+    put(t, "# HELP discern_store_up 1 when the last store commit succeeded.\n# TYPE discern_store_up gauge\n"
+           "discern_store_up %d\n", ls.store_ok ? 1 : 0);
+    put_counter(t, "discern_store_failures_total", "Store batches that failed to commit.", ls.store_failures);
+    put_counter(t, "discern_store_batches_total", "Store batches committed.", ls.store_batches);
+    put(t, "# HELP discern_holds Open holds.\n# TYPE discern_holds gauge\ndiscern_holds %zu\n", ls.holds);
+    put(t, "# HELP discern_budgets Budgets defined.\n# TYPE discern_budgets gauge\ndiscern_budgets %zu\n",
+        ls.budgets);
+    put(t, "# HELP discern_store_call_seconds Time spent in ledger calls that touch the store.\n"
+           "# TYPE discern_store_call_seconds summary\n"
+           "discern_store_call_seconds_sum %.6f\ndiscern_store_call_seconds_count %" PRIu64 "\n",
+        (double)SUM_FIELD(srv, store_us) / 1e6, SUM_FIELD(srv, store_ops));
+}
+
+char *dsc__metrics_render(dsc_server *srv, size_t *len) {
+    text t = {malloc(8192), 0, 8192, false};
+    if (!t.buf) return NULL;
+    put_decisions(&t, srv);
+    put_latency(&t, srv);
+    put_counter(&t, "discern_unenforced_total", "Checks allowed unenforced because the store was down (failure_mode open).",
+                SUM_FIELD(srv, unenforced));
+    put_counter(&t, "discern_policy_errors_total", "Policy evaluations that raised, timed out or ran out of memory.",
+                SUM_FIELD(srv, policy_errors));
+    put_counter(&t, "discern_requests_total", "MessagePack-RPC requests and notifications dispatched.",
+                SUM_FIELD(srv, requests));
+    put_counter(&t, "discern_errors_total", "Error replies.", SUM_FIELD(srv, errors));
+    put_counter(&t, "discern_protocol_errors_total", "Messages that were not valid requests.",
+                SUM_FIELD(srv, protocol_errors));
+    put(&t, "# HELP discern_connections Open client connections.\n# TYPE discern_connections gauge\n"
+            "discern_connections %d\n", atomic_load(&srv->connections));
+    put_counter(&t, "discern_connections_rejected_total", "Connections closed at once over max_connections.",
+                (uint64_t)atomic_load(&srv->rejected));
+    put_ledger(&t, srv);
+    put_budgets(&t, srv);
+    if (t.failed) {
+        free(t.buf);
+        return NULL;
+    }
+    *len = t.len;
+    return t.buf;
+}

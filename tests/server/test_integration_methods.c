@@ -1,0 +1,706 @@
+/*
+ * test_integration_methods.c - every method of a real discernd, success and error
+ * paths, over TCP and the Unix socket; the check -> settle journal; policy reload
+ * under load; SIGTERM under load; the HTTP listener.
+ */
+#include "harness.h"
+
+#include <criterion/criterion.h>
+#include <pthread.h>
+#include <signal.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+
+static th_server srv;
+
+static void start(void) { th_server_start(&srv, NULL); }
+static void stop(void) { th_server_cleanup(&srv); }
+
+TestSuite(methods, .init = start, .fini = stop, .timeout = 60);
+
+#define SUBJECT "\"subject\": {\"org\": \"acme\", \"team\": \"infra\", \"user\": \"ana\"}"
+#define CHECK(extra)                                                                               \
+    "{" SUBJECT ", \"provider\": \"openai\", \"model\": \"gpt-4o\", \"input_tokens\": 100,"      \
+    " \"output_tokens\": 800, \"purpose\": \"code-review\"" extra "}"
+
+/* Call and expect success; returns the response (owns it), result via *res. */
+static json_t *ok(th_client *c, const char *method, const char *params, json_t **res) {
+    json_t *r = th_call(c, method, params);
+    cr_assert_not_null(th_result(r), "%s failed: %s %s", method, th_error_code(r), th_error_message(r));
+    *res = th_result(r);
+    return r;
+}
+
+/* Call and expect the error code, with the message containing needle. */
+static void fails(th_client *c, const char *method, const char *params, const char *code,
+                  const char *needle) {
+    json_t *r = th_call(c, method, params);
+    cr_assert_str_eq(th_error_code(r), code, "%s %s: got '%s' (%s)", method, params, th_error_code(r),
+                     th_error_message(r));
+    if (needle) cr_assert(strstr(th_error_message(r), needle), "%s: '%s' lacks '%s'", method, th_error_message(r), needle);
+    cr_assert(json_is_null(json_array_get(r, 3)));
+    json_decref(r);
+}
+
+static th_client *admin(const th_server *s) {
+    th_client *c = th_connect_tcp(s);
+    json_t *res, *r = ok(c, "auth", "{\"token\": \"" TH_ADMIN_TOKEN "\"}", &res);
+    json_decref(r);
+    return c;
+}
+
+static const char *str(json_t *obj, const char *key) {
+    const char *v = json_string_value(json_object_get(obj, key));
+    cr_assert_not_null(v, "no string '%s'", key);
+    return v;
+}
+
+static double num(json_t *obj, const char *key) {
+    json_t *v = json_object_get(obj, key);
+    cr_assert(json_is_number(v), "no number '%s'", key);
+    return json_number_value(v);
+}
+
+/* ------------------------------------------------------------------ estimate -- */
+
+Test(methods, estimate_answers_ranges_over_tcp_and_unix) {
+    th_client *clients[2] = {th_connect_tcp(&srv), th_connect_unix(&srv)};
+    for (int i = 0; i < 2; i++) {
+        json_t *res, *r = ok(clients[i], "estimate",
+                             "{\"provider\": \"openai\", \"model\": \"gpt-4o\", \"output_tokens\": 500}", &res);
+        json_t *energy = json_object_get(json_object_get(res, "estimate"), "energy_kwh");
+        cr_assert_gt(num(energy, "min"), 0);
+        cr_assert_geq(num(energy, "max"), num(energy, "min"));
+        cr_assert_str_eq(str(res, "method"), "ecologits");
+        cr_assert(json_is_array(json_object_get(res, "warnings")));
+        cr_assert_eq(strlen(str(res, "zone")), 3);
+        json_decref(r);
+        th_client_free(clients[i]);
+    }
+}
+
+Test(methods, estimate_errors_name_the_field) {
+    th_client *c = th_connect_tcp(&srv);
+    fails(c, "estimate", "{\"provider\": \"openai\", \"model\": \"gpt-9\", \"output_tokens\": 1}",
+          "unknown_model", "'gpt-9'");
+    fails(c, "estimate", "{\"provider\": \"opnai\", \"model\": \"gpt-4o\", \"output_tokens\": 1}",
+          "unknown_provider", "'opnai'");
+    fails(c, "estimate", "{\"provider\": \"openai\", \"model\": \"gpt-4o\", \"output_tokens\": 1, \"zone\": \"XXX\"}",
+          "unknown_zone", "XXX");
+    fails(c, "estimate", "{\"provider\": \"openai\", \"model\": \"gpt-4o\"}", "bad_request",
+          "field 'output_tokens' is required");
+    fails(c, "estimate", "{\"provider\": \"openai\", \"model\": \"gpt-4o\", \"output_tokens\": -5}", "bad_request",
+          "field 'output_tokens': -5 is out of range");
+    fails(c, "estimate", "{\"provider\": 7, \"model\": \"gpt-4o\", \"output_tokens\": 1}", "bad_request",
+          "field 'provider': expected a string, got integer");
+    th_client_free(c);
+}
+
+Test(methods, models_list_lists_all_or_one_provider_and_names_an_unknown_one) {
+    th_client *c = th_connect_unix(&srv);
+    json_t *res, *all = ok(c, "models.list", NULL, &res);
+    size_t n_all = json_array_size(json_object_get(res, "models"));
+    cr_assert_gt(n_all, 10);
+    json_t *one = ok(c, "models.list", "{\"provider\": \"openai\"}", &res);
+    json_t *models = json_object_get(res, "models");
+    cr_assert_gt(json_array_size(models), 0);
+    cr_assert_lt(json_array_size(models), n_all);
+    size_t i;
+    json_t *m;
+    bool has_4o = false;
+    json_array_foreach(models, i, m) {
+        cr_assert_str_eq(str(m, "provider"), "openai");
+        if (strcmp(str(m, "model"), "gpt-4o") == 0) has_4o = true;
+    }
+    cr_assert(has_4o);
+    json_decref(all);
+    json_decref(one);
+    fails(c, "models.list", "{\"provider\": \"opnai\"}", "unknown_provider", "did you mean 'openai'");
+    th_client_free(c);
+}
+
+/* ------------------------------------------------------------- zones & grid -- */
+
+static json_t *find_zone(json_t *res, const char *zone) {
+    size_t i;
+    json_t *z;
+    json_array_foreach(json_object_get(res, "zones"), i, z) if (strcmp(str(z, "zone"), zone) == 0) return z;
+    return NULL;
+}
+
+Test(methods, grid_set_needs_admin_and_then_shows_in_zones_list_as_live) {
+    th_client *c = th_connect_tcp(&srv);
+    json_t *res, *r = ok(c, "zones.list", "{}", &res);
+    json_t *fra = find_zone(res, "FRA");
+    cr_assert_not_null(fra);
+    cr_assert_str_eq(str(fra, "source"), "annual");
+    double annual = num(fra, "gco2e_per_kwh");
+    json_decref(r);
+    char params[200];
+    snprintf(params, sizeof params, "{\"zone\": \"FRA\", \"gco2e_per_kwh\": 123.5, \"valid_until\": %lld}",
+             (long long)time(NULL) + 3600);
+    fails(c, "grid.set", params, "unauthorized", "admin");
+    th_client *a = admin(&srv);
+    r = ok(a, "grid.set", params, &res);
+    cr_assert_eq(num(res, "gco2e_per_kwh"), 123.5);
+    json_decref(r);
+    r = ok(c, "zones.list", "{}", &res);
+    fra = find_zone(res, "FRA");
+    cr_assert_str_eq(str(fra, "source"), "live");
+    cr_assert_eq(num(fra, "current_gco2e_per_kwh"), 123.5);
+    cr_assert_eq(num(fra, "gco2e_per_kwh"), annual);
+    json_decref(r);
+    fails(a, "grid.set", "{\"zone\": \"ZZZ\", \"gco2e_per_kwh\": 1, \"valid_until\": 4000000000}",
+          "unknown_zone", "'ZZZ'");
+    fails(a, "grid.set", "{\"zone\": \"FRA\", \"gco2e_per_kwh\": 1, \"valid_until\": 1000}", "bad_request",
+          "valid_until");
+    fails(a, "grid.set", "{\"zone\": \"FRA\", \"gco2e_per_kwh\": -1, \"valid_until\": 4000000000}",
+          "bad_request", "gco2e_per_kwh");
+    th_client_free(a);
+    th_client_free(c);
+}
+
+/* ------------------------------------------------------------------ budgets -- */
+
+#define TEAM_BUDGET "\"selector\": \"team:*\", \"metric\": \"gco2e\", \"window\": \"month\""
+
+Test(methods, budget_set_list_get_delete_with_admin_rights) {
+    th_client *c = th_connect_unix(&srv);
+    fails(c, "budget.set", "{" TEAM_BUDGET ", \"limit\": 50}", "unauthorized", "budget.set");
+    th_client *a = admin(&srv);
+    json_t *res, *r = ok(a, "budget.set", "{" TEAM_BUDGET ", \"limit\": 50}", &res);
+    cr_assert(json_is_true(json_object_get(res, "created")));
+    cr_assert_eq(num(json_object_get(res, "budget"), "limit"), 50);
+    cr_assert_str_eq(str(json_object_get(res, "budget"), "unit"), "g");
+    json_decref(r);
+    r = ok(a, "budget.set", "{" TEAM_BUDGET ", \"limit\": 60.5}", &res);
+    cr_assert(json_is_false(json_object_get(res, "created")));
+    json_decref(r);
+    r = ok(c, "budget.list", "{}", &res);
+    cr_assert_eq(json_array_size(json_object_get(res, "budgets")), 1);
+    cr_assert_eq(num(json_array_get(json_object_get(res, "budgets"), 0), "limit"), 60.5);
+    json_decref(r);
+    r = ok(c, "budget.list", "{\"selector\": \"org:*\"}", &res);
+    cr_assert_eq(json_array_size(json_object_get(res, "budgets")), 0);
+    json_decref(r);
+    r = ok(c, "budget.get", "{" SUBJECT "}", &res);
+    json_t *b = json_array_get(json_object_get(res, "budgets"), 0);
+    cr_assert_str_eq(str(b, "counter"), "org:acme/team:infra");
+    cr_assert_eq(num(b, "remaining"), 60.5);
+    json_decref(r);
+    fails(a, "budget.set", "{\"selector\": \"team:*\", \"metric\": \"carbon\", \"window\": \"month\", \"limit\": 1}",
+          "unknown_metric", "'carbon'");
+    fails(a, "budget.set", "{" TEAM_BUDGET "}", "bad_request", "field 'limit' is required");
+    fails(c, "budget.get", "{\"subject\": {}}", "bad_request", "subject");
+    r = ok(a, "budget.delete", "{" TEAM_BUDGET "}", &res);
+    json_decref(r);
+    fails(a, "budget.delete", "{" TEAM_BUDGET "}", "unknown_budget", NULL);
+    th_client_free(a);
+    th_client_free(c);
+}
+
+/* -------------------------------------------------------- check and settle -- */
+
+Test(methods, check_then_settle_lands_in_the_journal_with_its_decision_record) {
+    th_client *c = th_connect_tcp(&srv);
+    json_t *res, *r = ok(c, "check", CHECK(""), &res);
+    cr_assert_str_eq(str(res, "decision"), "allow");
+    cr_assert_str_eq(str(res, "policy"), "budgets");
+    cr_assert_eq(strlen(str(res, "policy_version")), 16);
+    char resv[64], decision_id[64];
+    snprintf(resv, sizeof resv, "%s", str(res, "reservation"));
+    snprintf(decision_id, sizeof decision_id, "%s", str(res, "decision_id"));
+    cr_assert_gt(num(res, "expires_at"), (double)time(NULL));
+    json_decref(r);
+    char params[256], sql[512];
+    snprintf(params, sizeof params, "{\"reservation\": \"%s\", \"input_tokens\": 100, \"output_tokens\": 300}", resv);
+    r = ok(c, "settle", params, &res);
+    cr_assert_str_eq(str(res, "settled"), "reserved");
+    double charged = num(json_object_get(res, "charged"), "gco2e");
+    cr_assert_gt(charged, 0);
+    cr_assert_eq(num(json_object_get(res, "charged"), "tokens"), 400);
+    json_decref(r);
+    /* The decision record and the charge are in the store once the replies are out. */
+    snprintf(sql, sizeof sql,
+             "SELECT count(*) FROM decisions WHERE decision_id = '%s' AND reservation_id = '%s'"
+             " AND outcome = 'allow' AND purpose = 'code-review' AND team = 'infra' AND model = 'gpt-4o'",
+             decision_id, resv);
+    cr_assert_eq(th_sql_int(&srv, sql), 1);
+    snprintf(sql, sizeof sql, "SELECT gco2e FROM charges WHERE reservation_id = '%s' AND kind = 'settle'", resv);
+    cr_assert_eq(th_sql_int(&srv, sql), (long long)(charged * 1e6 + 0.5));
+    /* A repeat charges nothing more. */
+    r = ok(c, "settle", params, &res);
+    cr_assert_str_eq(str(res, "settled"), "repeated");
+    json_decref(r);
+    snprintf(sql, sizeof sql, "SELECT count(*) FROM charges WHERE reservation_id = '%s'", resv);
+    cr_assert_eq(th_sql_int(&srv, sql), 1);
+    th_client_free(c);
+}
+
+Test(methods, check_over_budget_is_refused_holds_nothing_and_is_journaled) {
+    th_client *a = admin(&srv);
+    json_t *res, *r = ok(a, "budget.set", "{" TEAM_BUDGET ", \"limit\": 0.001}", &res);
+    json_decref(r);
+    th_client *u = th_connect_unix(&srv);
+    r = ok(u, "check", CHECK(""), &res);
+    cr_assert_str_eq(str(res, "decision"), "refuse");
+    cr_assert(strstr(str(res, "reason"), "org:acme/team:infra"), "%s", str(res, "reason"));
+    cr_assert_null(json_object_get(res, "reservation"));
+    json_t *b = json_array_get(json_object_get(res, "budgets"), 0);
+    cr_assert(json_is_true(json_object_get(b, "would_exceed")));
+    cr_assert_eq(num(b, "held"), 0);
+    char sql[256];
+    snprintf(sql, sizeof sql, "SELECT count(*) FROM decisions WHERE decision_id = '%s' AND outcome = 'refuse'",
+             str(res, "decision_id"));
+    cr_assert_eq(th_sql_int(&srv, sql), 1);
+    json_decref(r);
+    th_client_free(u);
+    th_client_free(a);
+}
+
+Test(methods, throttle_carries_retry_after_and_a_suggestion_and_no_reservation) {
+    th_client *c = th_connect_tcp(&srv);
+    json_t *res, *r = ok(c, "check",
+                         "{" SUBJECT ", \"provider\": \"openai\", \"model\": \"gpt-4o\", \"output_tokens\": 10,"
+                         " \"purpose\": \"batch\", \"tags\": {\"app\": \"nightly\"}}", &res);
+    cr_assert_str_eq(str(res, "decision"), "throttle");
+    cr_assert_eq(num(res, "retry_after_s"), 30);
+    cr_assert_str_eq(str(json_object_get(res, "suggest"), "model"), "gpt-4o-mini");
+    cr_assert_str_eq(str(json_object_get(res, "suggest"), "provider"), "openai");
+    cr_assert_null(json_object_get(res, "reservation"));
+    json_decref(r);
+    th_client_free(c);
+}
+
+Test(methods, check_without_reserve_holds_nothing) {
+    th_client *c = th_connect_tcp(&srv);
+    json_t *res, *r = ok(c, "check", CHECK(", \"reserve\": false"), &res);
+    cr_assert_str_eq(str(res, "decision"), "allow");
+    cr_assert_null(json_object_get(res, "reservation"));
+    json_decref(r);
+    th_client_free(c);
+}
+
+Test(methods, check_with_the_same_request_id_returns_the_same_reservation) {
+    th_client *c = th_connect_tcp(&srv);
+    json_t *res, *r1 = ok(c, "check", CHECK(", \"request_id\": \"req-42\""), &res);
+    char first[64];
+    snprintf(first, sizeof first, "%s", str(res, "reservation"));
+    json_t *r2 = ok(c, "check", CHECK(", \"request_id\": \"req-42\""), &res);
+    cr_assert_str_eq(str(res, "reservation"), first);
+    json_decref(r1);
+    json_decref(r2);
+    th_client_free(c);
+}
+
+Test(methods, check_errors_name_the_field_and_charge_nothing) {
+    th_client *c = th_connect_unix(&srv);
+    fails(c, "check", "{\"provider\": \"openai\", \"model\": \"gpt-4o\", \"output_tokens\": 1, \"purpose\": \"x\"}",
+          "bad_request", "field 'subject' is required");
+    fails(c, "check", "{\"subject\": {\"team\": 5}, \"provider\": \"openai\", \"model\": \"gpt-4o\","
+                      " \"output_tokens\": 1, \"purpose\": \"x\"}", "bad_request", "field 'team'");
+    fails(c, "check", "{" SUBJECT ", \"provider\": \"openai\", \"model\": \"gpt-4o\", \"output_tokens\": 1}",
+          "bad_request", "field 'purpose' is required");
+    fails(c, "check", "{" SUBJECT ", \"provider\": \"openai\", \"model\": \"nope\", \"output_tokens\": 1,"
+                      " \"purpose\": \"x\"}", "unknown_model", "'nope'");
+    fails(c, "check", CHECK(", \"ttl_s\": 0"), "bad_request", "field 'ttl_s'");
+    fails(c, "check", CHECK(", \"reserve\": \"yes\""), "bad_request", "field 'reserve': expected a boolean");
+    fails(c, "check", CHECK(", \"tags\": {\"a\": 1}"), "bad_request", "field 'tags'");
+    cr_assert_eq(th_sql_int(&srv, "SELECT count(*) FROM reservations"), 0);
+    th_client_free(c);
+}
+
+Test(methods, settle_and_cancel_errors_and_cancel_releases_the_hold) {
+    th_client *c = th_connect_tcp(&srv);
+    fails(c, "settle", "{\"reservation\": \"r-unknown\", \"input_tokens\": 1, \"output_tokens\": 1}",
+          "unknown_reservation", "'r-unknown'");
+    fails(c, "cancel", "{\"reservation\": \"r-unknown\"}", "unknown_reservation", NULL);
+    fails(c, "cancel", "{}", "bad_request", "field 'reservation' is required");
+    th_client *a = admin(&srv);
+    json_t *res, *r = ok(a, "budget.set", "{" TEAM_BUDGET ", \"limit\": 1000}", &res);
+    json_decref(r);
+    r = ok(c, "check", CHECK(""), &res);
+    char params[128];
+    snprintf(params, sizeof params, "{\"reservation\": \"%s\"}", str(res, "reservation"));
+    json_decref(r);
+    r = ok(c, "budget.get", "{" SUBJECT "}", &res);
+    cr_assert_gt(num(json_array_get(json_object_get(res, "budgets"), 0), "held"), 0);
+    json_decref(r);
+    r = ok(c, "cancel", params, &res);
+    cr_assert(json_is_true(json_object_get(res, "released")));
+    json_decref(r);
+    r = ok(c, "budget.get", "{" SUBJECT "}", &res);
+    cr_assert_eq(num(json_array_get(json_object_get(res, "budgets"), 0), "held"), 0);
+    cr_assert_eq(num(json_array_get(json_object_get(res, "budgets"), 0), "used"), 0);
+    json_decref(r);
+    th_client_free(a);
+    th_client_free(c);
+}
+
+Test(methods, thousand_pipelined_checks_are_answered_once_each_with_their_msgid) {
+    th_client *c = th_connect_tcp(&srv);
+    enum { N = 1000 };
+    for (uint32_t i = 0; i < N; i++) th_send_request(c, 100 + i, "check", CHECK(", \"reserve\": false"));
+    static int seen[N];
+    memset(seen, 0, sizeof seen);
+    for (int k = 0; k < N; k++) {
+        json_t *r = th_read(c, 10000);
+        cr_assert_not_null(r, "only %d of %d answered", k, N);
+        json_int_t id = json_integer_value(json_array_get(r, 1));
+        cr_assert(id >= 100 && id < 100 + N);
+        cr_assert_not_null(th_result(r), "%s", th_error_message(r));
+        cr_assert_str_eq(str(th_result(r), "decision"), "allow");
+        seen[id - 100]++;
+        json_decref(r);
+    }
+    for (int i = 0; i < N; i++) cr_assert_eq(seen[i], 1, "msgid %d answered %d times", 100 + i, seen[i]);
+    th_client_free(c);
+}
+
+/* ------------------------------------------------------------------- stats -- */
+
+Test(methods, stats_counts_decisions_and_reports_the_policy_version) {
+    th_client *c = th_connect_tcp(&srv);
+    json_t *res, *r = ok(c, "check", CHECK(", \"reserve\": false"), &res);
+    char version[32];
+    snprintf(version, sizeof version, "%s", str(res, "policy_version"));
+    json_decref(r);
+    r = ok(c, "stats", "{}", &res);
+    cr_assert_eq(num(json_object_get(res, "decisions"), "allow"), 1);
+    cr_assert_str_eq(str(res, "policy_version"), version);
+    cr_assert_eq(num(res, "workers"), 2);
+    json_decref(r);
+    th_client_free(c);
+}
+
+/* ------------------------------------------------------------------ reload -- */
+
+static const char *const POLICY_V2 =
+    "return { name = 'budgets', decide = function(req, ctx) return allow('version two') end }\n";
+
+Test(methods, policy_reload_needs_admin_switches_version_and_keeps_the_old_set_on_failure) {
+    th_client *c = th_connect_tcp(&srv);
+    fails(c, "policy.reload", "{}", "unauthorized", NULL);
+    json_t *res, *r = ok(c, "check", CHECK(", \"reserve\": false"), &res);
+    char v1[32];
+    snprintf(v1, sizeof v1, "%s", str(res, "policy_version"));
+    json_decref(r);
+    th_client *a = admin(&srv);
+    th_write_policy(&srv, "budgets.lua", "return { decide = function( }\n");
+    fails(a, "policy.reload", "{}", "policy_error", "budgets.lua");
+    r = ok(c, "check", CHECK(", \"reserve\": false"), &res);
+    cr_assert_str_eq(str(res, "policy_version"), v1, "the old set stays live");
+    json_decref(r);
+    th_write_policy(&srv, "budgets.lua", POLICY_V2);
+    r = ok(a, "policy.reload", "{}", &res);
+    char v2[32];
+    snprintf(v2, sizeof v2, "%s", str(res, "policy_version"));
+    cr_assert_str_neq(v2, v1);
+    cr_assert_str_eq(json_string_value(json_array_get(json_object_get(res, "policies"), 0)), "budgets");
+    json_decref(r);
+    r = ok(c, "check", CHECK(", \"reserve\": false"), &res);
+    cr_assert_str_eq(str(res, "policy_version"), v2);
+    cr_assert_str_eq(str(res, "reason"), "version two");
+    json_decref(r);
+    th_client_free(a);
+    th_client_free(c);
+}
+
+typedef struct load {
+    const th_server *s;
+    int answered, failed, switches;
+    char first[32], last[32];
+    volatile int stop;
+} load;
+
+/* Pipelined checks on one connection until told to stop. Replies may overtake each
+ * other, so versions are compared in request (msgid) order: the set may change only
+ * once, from the first to the last. */
+static void *run_load(void *arg) {
+    load *l = arg;
+    th_client *c = th_connect_tcp(l->s);
+    uint32_t id = 0;
+    while (!__atomic_load_n(&l->stop, __ATOMIC_ACQUIRE)) {
+        char versions[16][32];
+        memset(versions, 0, sizeof versions);
+        uint32_t base = id;
+        for (int k = 0; k < 16; k++) th_send_request(c, id++, "check", CHECK(", \"reserve\": false"));
+        for (int k = 0; k < 16; k++) {
+            json_t *r = th_read(c, 10000);
+            if (!r || !th_result(r)) {
+                l->failed++;
+                json_decref(r);
+                continue;
+            }
+            uint32_t slot = (uint32_t)json_integer_value(json_array_get(r, 1)) - base;
+            const char *v = json_string_value(json_object_get(th_result(r), "policy_version"));
+            if (slot < 16 && v) snprintf(versions[slot], sizeof versions[slot], "%s", v);
+            l->answered++;
+            json_decref(r);
+        }
+        for (int k = 0; k < 16; k++) {
+            if (!versions[k][0]) continue;
+            if (!l->first[0]) snprintf(l->first, sizeof l->first, "%.31s", versions[k]);
+            if (l->last[0] && strcmp(l->last, versions[k]) != 0) l->switches++;
+            snprintf(l->last, sizeof l->last, "%.31s", versions[k]);
+        }
+    }
+    th_client_free(c);
+    return NULL;
+}
+
+Test(methods, reload_under_load_fails_no_request_and_switches_each_connection_once) {
+    enum { CONNS = 4 };
+    load loads[CONNS];
+    pthread_t threads[CONNS];
+    memset(loads, 0, sizeof loads);
+    for (int i = 0; i < CONNS; i++) {
+        loads[i].s = &srv;
+        pthread_create(&threads[i], NULL, run_load, &loads[i]);
+    }
+    th_sleep_ms(300);
+    th_write_policy(&srv, "budgets.lua", POLICY_V2);
+    th_client *a = admin(&srv);
+    json_t *res, *r = ok(a, "policy.reload", "{}", &res);
+    char v2[32];
+    snprintf(v2, sizeof v2, "%s", str(res, "policy_version"));
+    json_decref(r);
+    th_sleep_ms(300);
+    for (int i = 0; i < CONNS; i++) __atomic_store_n(&loads[i].stop, 1, __ATOMIC_RELEASE);
+    for (int i = 0; i < CONNS; i++) pthread_join(threads[i], NULL);
+    for (int i = 0; i < CONNS; i++) {
+        cr_assert_eq(loads[i].failed, 0, "connection %d: %d requests failed", i, loads[i].failed);
+        cr_assert_gt(loads[i].answered, 0);
+        cr_assert_str_neq(loads[i].first, v2, "connection %d started on the old set", i);
+        cr_assert_str_eq(loads[i].last, v2, "connection %d ended on the new set", i);
+        cr_assert_eq(loads[i].switches, 1, "connection %d switched %d times", i, loads[i].switches);
+    }
+    th_client_free(a);
+}
+
+/* ---------------------------------------------------------------- shutdown -- */
+
+Test(methods, sigterm_under_load_loses_no_acknowledged_settle, .timeout = 90) {
+    th_client *c = th_connect_tcp(&srv);
+    /* Take 200 reservations first. */
+    enum { N = 200 };
+    static char ids[N][64];
+    for (int i = 0; i < N; i++) {
+        json_t *res, *r = ok(c, "check", CHECK(""), &res);
+        snprintf(ids[i], sizeof ids[i], "%s", str(res, "reservation"));
+        json_decref(r);
+    }
+    /* Pipeline all the settles, stop the server while they are in flight. */
+    for (int i = 0; i < N; i++) {
+        char p[160];
+        snprintf(p, sizeof p, "{\"reservation\": \"%s\", \"input_tokens\": 10, \"output_tokens\": 20}", ids[i]);
+        th_send_request(c, (uint32_t)i, "settle", p);
+    }
+    json_t *first = th_read(c, 10000);
+    cr_assert_not_null(first);
+    int acked = th_result(first) ? 1 : 0;
+    static bool ok_ids[N];
+    memset(ok_ids, 0, sizeof ok_ids);
+    if (acked) ok_ids[json_integer_value(json_array_get(first, 1))] = true;
+    json_decref(first);
+    cr_assert_eq(th_server_stop(&srv), 0);
+    json_t *r;
+    while ((r = th_read(c, 1000)) != NULL) {
+        if (th_result(r)) {
+            ok_ids[json_integer_value(json_array_get(r, 1))] = true;
+            acked++;
+        }
+        json_decref(r);
+    }
+    th_client_free(c);
+    cr_assert_gt(acked, 0);
+    for (int i = 0; i < N; i++) {
+        if (!ok_ids[i]) continue;
+        char sql[256];
+        snprintf(sql, sizeof sql, "SELECT count(*) FROM charges WHERE reservation_id = '%.63s' AND kind = 'settle'", ids[i]);
+        cr_assert_eq(th_sql_int(&srv, sql), 1, "acknowledged settle of %s is not in the store", ids[i]);
+    }
+    /* And a restarted server sees the same usage. */
+    th_server_restart(&srv, NULL);
+    c = th_connect_tcp(&srv);
+    json_t *res;
+    r = ok(c, "stats", "{}", &res);
+    json_decref(r);
+    th_client_free(c);
+}
+
+/* -------------------------------------------------------------------- http -- */
+
+Test(methods, http_serves_healthz_metrics_and_budgets_json) {
+    th_client *a = admin(&srv);
+    json_t *res, *r = ok(a, "budget.set", "{" TEAM_BUDGET ", \"limit\": 5}", &res);
+    json_decref(r);
+    r = ok(a, "budget.set", "{\"selector\": \"org:acme\", \"metric\": \"requests\", \"window\": \"day\", \"limit\": 10}", &res);
+    json_decref(r);
+    r = ok(a, "check", CHECK(""), &res);
+    json_decref(r);
+    th_client_free(a);
+    int status = 0;
+    char *body = th_http_get(&srv, "/healthz", &status);
+    cr_assert_eq(status, 200, "%s", body);
+    cr_assert(strstr(body, "\"status\":\"ok\""), "%s", body);
+    free(body);
+    body = th_http_get(&srv, "/metrics", &status);
+    cr_assert_eq(status, 200);
+    cr_assert(strstr(body, "discern_decisions_total{outcome=\"allow\",policy=\"budgets\""), "%s", body);
+    cr_assert(strstr(body, "discern_check_seconds_count 1"), "%s", body);
+    cr_assert(strstr(body, "discern_budget_limit{selector=\"team:*\",metric=\"gco2e\",window=\"month\"} 5"), "%s", body);
+    cr_assert(strstr(body, "discern_budget_remaining{selector=\"org:acme\",metric=\"requests\",window=\"day\"} 9.0"), "%s", body);
+    free(body);
+    body = th_http_get(&srv, "/v1/budgets", &status);
+    cr_assert_eq(status, 200);
+    json_t *j = json_loads(body, 0, NULL);
+    cr_assert_not_null(j, "%s", body);
+    cr_assert_eq(json_array_size(json_object_get(j, "budgets")), 2, "%s", body);
+    json_decref(j);
+    free(body);
+    body = th_http_get(&srv, "/v1/budgets?org=acme&team=infra", &status);
+    j = json_loads(body, 0, NULL);
+    cr_assert_not_null(j, "%s", body);
+    json_t *b = NULL, *x;
+    size_t i;
+    json_array_foreach(json_object_get(j, "budgets"), i, x) if (strcmp(str(x, "selector"), "team:*") == 0) b = x;
+    cr_assert_not_null(b, "%s", body);
+    cr_assert_str_eq(str(b, "counter"), "org:acme/team:infra");
+    cr_assert_gt(num(b, "held"), 0);
+    json_decref(j);
+    free(body);
+    body = th_http_get(&srv, "/nope", &status);
+    cr_assert_eq(status, 404);
+    free(body);
+}
+
+/* ------------------------------------------------------ unix admin by uid -- */
+
+Test(unix_admin, a_unix_peer_with_an_allowed_uid_is_admin_without_a_token, .timeout = 30) {
+    th_server s;
+    th_server_start(&s, "unix_admin_uids = \"self\"");
+    th_client *u = th_connect_unix(&s), *t = th_connect_tcp(&s);
+    json_t *res, *r = ok(u, "budget.set", "{" TEAM_BUDGET ", \"limit\": 5}", &res);
+    json_decref(r);
+    fails(t, "budget.set", "{" TEAM_BUDGET ", \"limit\": 5}", "unauthorized", NULL);
+    th_client_free(u);
+    th_client_free(t);
+    th_server_cleanup(&s);
+}
+
+/* ---------------------------------------------------------- store failures -- */
+
+/* Checks until one fails to reach the store; returns how many succeeded. */
+static int check_until_store_fails(th_client *c, json_t **last) {
+    for (int i = 0; i < 20000; i++) {
+        json_t *r = th_call(c, "check", CHECK(""));
+        if (!th_result(r) || json_object_get(th_result(r), "unenforced")) {
+            *last = r;
+            return i;
+        }
+        json_decref(r);
+    }
+    cr_assert_fail("the store never filled up");
+    return -1;
+}
+
+Test(store_failure, closed_mode_refuses_with_store_unavailable_and_recovers_without_restart, .timeout = 60) {
+    th_server s;
+    th_server_start_fsize(&s, NULL, 512 * 1024);
+    th_client *c = th_connect_tcp(&s);
+    json_t *r = NULL;
+    check_until_store_fails(c, &r);
+    cr_assert_str_eq(th_error_code(r), "store_unavailable", "%s", th_error_message(r));
+    json_decref(r);
+    int status = 0;
+    char *body = th_http_get(&s, "/healthz", &status);
+    cr_assert_eq(status, 503, "%s", body);
+    free(body);
+    th_server_set_fsize(&s, 0); /* the disk has room again */
+    json_t *res;
+    r = ok(c, "check", CHECK(""), &res);
+    cr_assert_str_eq(str(res, "decision"), "allow");
+    cr_assert_null(json_object_get(res, "unenforced"));
+    json_decref(r);
+    th_client_free(c);
+    th_server_cleanup(&s);
+}
+
+Test(store_failure, open_mode_allows_unenforced_and_counts_it, .timeout = 60) {
+    th_server s;
+    th_server_start_fsize(&s, "failure_mode = \"open\"", 512 * 1024);
+    th_client *c = th_connect_tcp(&s);
+    json_t *r = NULL;
+    check_until_store_fails(c, &r);
+    json_t *res = th_result(r);
+    cr_assert_not_null(res, "%s", th_error_message(r));
+    cr_assert_str_eq(str(res, "decision"), "allow");
+    cr_assert(json_is_true(json_object_get(res, "unenforced")));
+    cr_assert_null(json_object_get(res, "reservation"));
+    json_decref(r);
+    r = ok(c, "stats", "{}", &res);
+    cr_assert_geq(num(res, "unenforced"), 1);
+    json_decref(r);
+    th_server_set_fsize(&s, 0);
+    th_client_free(c);
+    th_server_cleanup(&s);
+}
+
+Test(methods, a_client_that_leaves_with_checks_in_flight_does_not_disturb_the_server) {
+    for (int round = 0; round < 5; round++) {
+        th_client *c = round % 2 ? th_connect_unix(&srv) : th_connect_tcp(&srv);
+        for (uint32_t i = 0; i < 200; i++) th_send_request(c, i, "check", CHECK(""));
+        th_client_free(c); /* gone before the replies, while their records commit */
+    }
+    th_client *c = th_connect_tcp(&srv);
+    json_t *res, *r = ok(c, "check", CHECK(""), &res);
+    cr_assert_str_eq(str(res, "decision"), "allow");
+    json_decref(r);
+    double connections = -1;
+    for (int tries = 0; tries < 100 && connections != 1; tries++) { /* closes are seen asynchronously */
+        r = ok(c, "stats", "{}", &res);
+        connections = num(res, "connections");
+        json_decref(r);
+        if (connections != 1) th_sleep_ms(50);
+    }
+    cr_assert_eq(connections, 1, "the departed clients are still counted");
+    th_client_free(c);
+    /* The fixture's stop then checks a clean exit with no sanitizer report. */
+}
+
+Test(methods, sighup_reloads_the_policies_and_a_broken_set_leaves_the_old_one_live) {
+    th_client *c = th_connect_tcp(&srv);
+    json_t *res, *r = ok(c, "check", CHECK(", \"reserve\": false"), &res);
+    char v1[32];
+    snprintf(v1, sizeof v1, "%s", str(res, "policy_version"));
+    json_decref(r);
+    th_write_policy(&srv, "budgets.lua", "return { decide = }\n");
+    kill(srv.pid, SIGHUP);
+    bool failed = false;
+    for (int tries = 0; tries < 100 && !failed; tries++) { /* wait for the attempt's log line */
+        th_sleep_ms(50);
+        FILE *f = fopen(srv.log, "r");
+        char line[2048];
+        while (f && fgets(line, sizeof line, f)) failed = failed || strstr(line, "event=reload_failed");
+        if (f) fclose(f);
+    }
+    cr_assert(failed, "no reload_failed in the log after SIGHUP");
+    r = ok(c, "check", CHECK(", \"reserve\": false"), &res);
+    cr_assert_str_eq(str(res, "policy_version"), v1, "a broken set must not replace the live one");
+    json_decref(r);
+    th_write_policy(&srv, "budgets.lua", POLICY_V2);
+    kill(srv.pid, SIGHUP);
+    bool switched = false;
+    for (int tries = 0; tries < 100 && !switched; tries++) {
+        r = ok(c, "check", CHECK(", \"reserve\": false"), &res);
+        switched = strcmp(str(res, "policy_version"), v1) != 0;
+        if (switched) cr_assert_str_eq(str(res, "reason"), "version two");
+        json_decref(r);
+        if (!switched) th_sleep_ms(50);
+    }
+    cr_assert(switched, "SIGHUP did not reload the policies");
+    th_client_free(c);
+}
