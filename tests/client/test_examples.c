@@ -220,3 +220,41 @@ Test(examples, python_example_cancels_fails_and_refuses_like_the_cli) {
     cr_assert_eq(r.code, 4, "%s", r.err);
     done(&r);
 }
+
+/* ------------------------------------------------ both against a real server -- */
+
+#define DISCERN DISCERN_BINARY_DIR "/bin/discern"
+
+Test(examples, both_examples_gate_a_completion_on_a_real_server) {
+    th_server s;
+    start_server(&s, NULL);
+    char addr[64];
+    snprintf(addr, sizeof addr, "127.0.0.1:%d", s.port);
+    run_result r = RUN(DISCERN, "budget", "set", "--server", addr, "--admin-token", TH_ADMIN_TOKEN,
+                       "--selector", "user:*", "--metric", "tokens", "--window", "day", "--limit",
+                       "1000");
+    cr_assert_eq(r.code, 0, "%s", r.err);
+    done(&r);
+    r = RUN(PYTHON, GATE_PY, "--server", addr, "--max-tokens", "100", "hello there");
+    cr_assert_eq(r.code, 0, "%s", r.err);
+    cr_assert_str_eq(r.out, "You said: \"hello there\". Noted.\n");
+    has(r.err, ": 11 tokens");
+    done(&r);
+    r = RUN(GATE_CHAT, "--server", addr, "--max-tokens", "100", "hello there");
+    cr_assert_eq(r.code, 0, "%s", r.err);
+    done(&r);
+    /* both settled 3 + 8 tokens */
+    r = RUN(DISCERN, "budget", "get", "--server", addr, "--user", "demo", "--json");
+    cr_assert_eq(r.code, 0, "%s", r.err);
+    has(r.out, "\"used\": 22.0");
+    done(&r);
+    /* over the budget, the fixture policy refuses: neither makes the call */
+    r = RUN(PYTHON, GATE_PY, "--server", addr, "--max-tokens", "5000", "hi");
+    cr_assert_eq(r.code, 11, "%s", r.err);
+    cr_assert_str_eq(r.out, "");
+    done(&r);
+    r = RUN(GATE_CHAT, "--server", addr, "--max-tokens", "5000", "hi");
+    cr_assert_eq(r.code, 11, "%s", r.err);
+    done(&r);
+    th_server_cleanup(&s);
+}
