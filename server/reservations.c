@@ -30,7 +30,8 @@ struct dsc__resv_table {
 
 static size_t hash(const char *s) {
     uint64_t h = 1469598103934665603ULL; /* FNV-1a */
-    for (; *s; s++) h = (h ^ (unsigned char)*s) * 1099511628211ULL;
+    for (; *s; s++)
+        h = (h ^ (unsigned char)*s) * 1099511628211ULL;
     return (size_t)(h & (BUCKETS - 1));
 }
 
@@ -55,7 +56,8 @@ void dsc__resv_table_free(dsc__resv_table *t) {
 
 static node **find(dsc__resv_table *t, const char *id) {
     node **p = &t->buckets[hash(id)];
-    while (*p && strcmp((*p)->info.id, id) != 0) p = &(*p)->next;
+    while (*p && strcmp((*p)->info.id, id) != 0)
+        p = &(*p)->next;
     return p;
 }
 
