@@ -96,14 +96,20 @@ void dsc__job_finish_now(dsc__job *job) {
     free(job);
 }
 
-void dsc__job_complete(dsc__job *job) {
+/* Reply, free the job, and queue its connection for one send after the batch of
+ * completions (a commit finishes many jobs of one connection at once). */
+static void complete(dsc__job *job) {
     dsc__conn *conn = job->conn;
     dsc__worker *w = job->w;
     reply(job);
     conn->jobs--;
     w->jobs--;
     free(job);
-    dsc__conn_after_job(conn);
+    if (!conn->flush_queued) {
+        conn->flush_queued = true;
+        conn->flush_next = w->flush_list;
+        w->flush_list = conn;
+    }
 }
 
 void dsc__jobs_run_completed(dsc__worker *w) {
@@ -121,6 +127,12 @@ void dsc__jobs_run_completed(dsc__worker *w) {
             job->st = slot->st;
             job->err = slot->err;
         }
-        if (--job->waiting == 0) dsc__job_complete(job);
+        if (--job->waiting == 0) complete(job);
+    }
+    while (w->flush_list) {
+        dsc__conn *conn = w->flush_list;
+        w->flush_list = conn->flush_next;
+        conn->flush_queued = false;
+        dsc__conn_after_job(conn);
     }
 }

@@ -118,8 +118,10 @@ struct dsc__conn {
     dsc_rpc_scanner sc;  /* the scan of the message starting at in[0] */
     msgpack_sbuffer out; /* replies not yet written: out.data[out_off..out.size) */
     size_t out_off;
-    uint32_t jobs; /* requests waiting for the store; the struct outlives a close
-                      (fd = -1) until they are done */
+    uint32_t jobs;     /* requests waiting for the store; the struct outlives a close
+                          (fd = -1) until they are done */
+    bool flush_queued; /* on the worker's flush_list */
+    struct dsc__conn *flush_next;
     struct dsc__conn *prev, *next;
 };
 
@@ -153,6 +155,7 @@ struct dsc__worker {
     dsc__counters counters;
     size_t jobs;                 /* jobs outstanding on this worker */
     dsc__job_slot_t *completed;  /* done() results not yet handled (under lock) */
+    dsc__conn *flush_list;       /* connections with replies from completed jobs */
     uint64_t vm_errors_seen;     /* policy errors of the current VM already counted */
     uint64_t decision_seq;       /* for decision ids */
     pthread_mutex_t labels_lock; /* guards labels (this worker writes, /metrics reads) */
@@ -219,8 +222,6 @@ void dsc__job_done(void *ud, dsc_status st, const dsc_error *err);
 void dsc__jobs_run_completed(dsc__worker *w);
 /* Reply now for a job that waits for nothing, and free it (inside dispatch). */
 void dsc__job_finish_now(dsc__job *job);
-/* Reply for a job whose completions are all in, and free it. */
-void dsc__job_complete(dsc__job *job);
 /* server.c: after a job of conn finished, send its reply or free a closed conn. */
 void dsc__conn_after_job(dsc__conn *conn);
 
