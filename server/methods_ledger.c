@@ -517,6 +517,7 @@ static dsc_status finish_settle(dsc__job *job, dsc_status st, const dsc_error *s
         *err = *st_err;
         return st;
     }
+    dsc__resv_finish(job->w->srv->reservations, j->a.reservation, dsc__now_us() / 1000000);
     dsc_budget_state states[PREVIEW_MAX];
     size_t n = 0;
     if (!j->has_subject || dsc_ledger_preview(job->w->srv->ledger, &j->a.subject.subject, NULL,
@@ -571,6 +572,7 @@ static dsc_status finish_cancel(dsc__job *job, dsc_status st, const dsc_error *s
         *err = *st_err;
         return st;
     }
+    dsc__resv_finish(job->w->srv->reservations, j->id, dsc__now_us() / 1000000);
     msgpack_pack_map(pk, 2);
     dsc__pack_key(pk, "reservation");
     dsc_rpc_pack_cstr(pk, j->id);
