@@ -244,7 +244,7 @@ int cli_print_json(json_t *v) {
 void cli_format_time(int64_t t, char *buf, size_t cap) {
     time_t tt = (time_t)t;
     struct tm tm;
-    if (t <= 0 || !gmtime_r(&tt, &tm) || !strftime(buf, cap, "%Y-%m-%d %H:%M UTC", &tm))
+    if (t <= 0 || !gmtime_r(&tt, &tm) || !strftime(buf, cap, "%Y-%m-%d %H:%M:%S UTC", &tm))
         snprintf(buf, cap, "-");
 }
 
@@ -457,13 +457,15 @@ int cli_settle(int argc, char **argv) {
     if (st != DSC_OK) {
         rc = cli_fail_status(st, &err, "settle");
     } else if (conn.json) {
-        rc = cli_print_json(json_pack("{s:s,s:o,s:o,s:o}", "reservation", r.reservation, "charged",
+        rc = cli_print_json(json_pack("{s:s,s:s,s:o,s:o,s:o}", "reservation", r.reservation,
+                                      "settled", r.settled, "charged",
                                       json_amounts(&r.charged), "estimate",
                                       cli_json_impacts(&r.estimate), "budgets",
                                       cli_json_budgets(&r.budgets)));
     } else {
-        printf("settled %s: %.4g Wh, %.4g gCO2e, %.4g mL water, %.0f tokens\n", r.reservation,
-               r.charged.energy_wh, r.charged.gco2e, r.charged.water_ml, r.charged.tokens);
+        printf("settled %s (%s): %.4g Wh, %.4g gCO2e, %.4g mL water, %.0f tokens\n",
+               r.reservation, r.settled[0] ? r.settled : "-", r.charged.energy_wh, r.charged.gco2e,
+               r.charged.water_ml, r.charged.tokens);
         cli_print_budgets(stdout, &r.budgets, false);
     }
     dsc_client_settle_result_clear(&r);
@@ -603,20 +605,23 @@ int cli_stats(int argc, char **argv) {
         rc = cli_fail_status(st, &err, "stats");
     else if (conn.json)
         rc = cli_print_json(json_pack(
-            "{s:s,s:f,s:I,s:I,s:I,s:I,s:{s:I,s:I,s:I},s:I,s:s}", "version", s.version, "uptime_s",
-            s.uptime_s, "workers", (json_int_t)s.workers, "connections", (json_int_t)s.connections,
-            "requests", (json_int_t)s.requests, "errors", (json_int_t)s.errors, "decisions",
+            "{s:s,s:f,s:I,s:I,s:I,s:I,s:I,s:I,s:I,s:{s:I,s:I,s:I},s:I,s:s}", "version", s.version,
+            "uptime_s", s.uptime_s, "workers", (json_int_t)s.workers, "connections",
+            (json_int_t)s.connections, "connections_rejected", (json_int_t)s.connections_rejected,
+            "requests", (json_int_t)s.requests, "errors", (json_int_t)s.errors, "protocol_errors",
+            (json_int_t)s.protocol_errors, "ledger_writes", (json_int_t)s.ledger_writes, "decisions",
             "allow", (json_int_t)s.allow, "throttle", (json_int_t)s.throttle, "refuse",
             (json_int_t)s.refuse, "unenforced", (json_int_t)s.unenforced, "policy_version",
             s.policy_version));
     else
         printf("discernd %s, up %.0f s, %llu workers, %llu connections\n"
-               "requests %llu, errors %llu\n"
+               "requests %llu, errors %llu, protocol errors %llu, ledger writes %llu\n"
                "decisions: allow %llu, throttle %llu, refuse %llu (unenforced %llu)\n"
                "policy set %s\n",
                s.version, s.uptime_s, (unsigned long long)s.workers,
                (unsigned long long)s.connections, (unsigned long long)s.requests,
-               (unsigned long long)s.errors, (unsigned long long)s.allow,
+               (unsigned long long)s.errors, (unsigned long long)s.protocol_errors,
+               (unsigned long long)s.ledger_writes, (unsigned long long)s.allow,
                (unsigned long long)s.throttle, (unsigned long long)s.refuse,
                (unsigned long long)s.unenforced, s.policy_version[0] ? s.policy_version : "-");
     dsc_client_free(c);

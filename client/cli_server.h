@@ -78,7 +78,7 @@ json_t *cli_json_check(const dsc_client_check_result *r);
 json_t *cli_json_impacts(const dsc_client_impacts *im);
 /* Print (and free) a JSON value; CLI_EXIT_OK, or FAIL when it could not be built. */
 int cli_print_json(json_t *v);
-/* "2026-12-01 00:00 UTC" */
+/* "2026-12-01 00:00:00 UTC" */
 void cli_format_time(int64_t t, char *buf, size_t cap);
 
 #endif

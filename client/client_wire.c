@@ -130,11 +130,17 @@ static dsc_status enc_settle(msgpack_packer *pk, const void *rq, const dsc__enco
         (st = need_count("input_tokens", q->input_tokens, err)) ||
         (st = need_count("output_tokens", q->output_tokens, err)))
         return st;
-    int rc = open_params(pk, q->latency_s > 0 ? 4 : 3) |
-             pack_kv_str(pk, "reservation", q->reservation) |
+    int parts = subject_parts(&q->subject);
+    size_t n = 3 + (q->latency_s > 0) + given(q->provider) + given(q->model) + given(q->zone) +
+               (parts > 0);
+    int rc = open_params(pk, n) | pack_kv_str(pk, "reservation", q->reservation) |
              pack_kv_int(pk, "input_tokens", q->input_tokens) |
              pack_kv_int(pk, "output_tokens", q->output_tokens);
     if (q->latency_s > 0) rc |= pack_kv_num(pk, "latency_s", q->latency_s);
+    if (given(q->provider)) rc |= pack_kv_str(pk, "provider", q->provider);
+    if (given(q->model)) rc |= pack_kv_str(pk, "model", q->model);
+    if (given(q->zone)) rc |= pack_kv_str(pk, "zone", q->zone);
+    if (parts > 0) rc |= pack_subject(pk, &q->subject);
     return pack_result(rc, err);
 }
 
@@ -417,6 +423,7 @@ static dsc_status dec_settle(const msgpack_object *m, void *out, dsc_error *err)
     dsc_client_settle_result *r = out;
     dsc_status st = id_str(m, "settle", "reservation", r->reservation, sizeof r->reservation, err);
     if (st != DSC_OK) return st;
+    opt_str(m, "settled", r->settled, sizeof r->settled);
     const msgpack_object *ch = dsc__map_get(m, "charged");
     if (!ch || ch->type != MSGPACK_OBJECT_MAP) return lacks("settle", "charged", err);
     for (size_t i = 0; i < sizeof amount_keys / sizeof amount_keys[0]; i++)
@@ -525,6 +532,9 @@ static dsc_status dec_stats(const msgpack_object *m, void *out, dsc_error *err) 
     opt_num(m, "uptime_s", &r->uptime_s);
     opt_u64(m, "workers", &r->workers);
     opt_u64(m, "connections", &r->connections);
+    opt_u64(m, "connections_rejected", &r->connections_rejected);
+    opt_u64(m, "protocol_errors", &r->protocol_errors);
+    opt_u64(m, "ledger_writes", &r->ledger_writes);
     opt_u64(m, "requests", &r->requests);
     opt_u64(m, "errors", &r->errors);
     opt_u64(m, "unenforced", &r->unenforced);
@@ -544,14 +554,15 @@ static dsc_status dec_auth(const msgpack_object *m, void *out, dsc_error *err) {
 
 /* The method table, indexed by dsc_client_method (then the internal DSC__CALL_AUTH).
  * retry_safe: sending the request twice has the effect of sending it once (check is,
- * because every check carries a request_id). */
+ * because every check carries a request_id; settle and cancel are idempotent). Only
+ * budget.delete is not: a second one answers unknown_budget. */
 static const dsc__method methods[DSC__CALL_COUNT] = {
     [DSC_CALL_CHECK] = {"check", enc_check, dec_check, sizeof(dsc_client_check_result),
                         clear_check, true},
     [DSC_CALL_SETTLE] = {"settle", enc_settle, dec_settle, sizeof(dsc_client_settle_result),
                          clear_settle, true},
     [DSC_CALL_CANCEL] = {"cancel", enc_cancel, dec_cancel, sizeof(dsc_client_cancel_result),
-                         NULL, false},
+                         NULL, true},
     [DSC_CALL_ESTIMATE] = {"estimate", enc_estimate, dec_estimate,
                            sizeof(dsc_client_estimate_result), NULL, true},
     [DSC_CALL_BUDGET_GET] = {"budget.get", enc_budget_get, dec_budgets,

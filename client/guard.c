@@ -31,6 +31,21 @@ static void apply_fallback(dsc_guard_ticket *t, const dsc_guard_options *opts, d
              t->allowed ? "allow" : "refuse");
 }
 
+static void copy(char *dst, size_t cap, const char *src) {
+    snprintf(dst, cap, "%s", src ? src : "");
+}
+
+static void keep_request(dsc_guard_ticket *t, const dsc_client_check_request *rq) {
+    if (!rq) return;
+    copy(t->provider, sizeof t->provider, rq->provider);
+    copy(t->model, sizeof t->model, rq->model);
+    copy(t->zone, sizeof t->zone, rq->zone);
+    copy(t->org, sizeof t->org, rq->subject.org);
+    copy(t->team, sizeof t->team, rq->subject.team);
+    copy(t->user, sizeof t->user, rq->subject.user);
+    copy(t->key, sizeof t->key, rq->subject.key);
+}
+
 /* The wait before the next check, or a negative number when the guard stops. */
 static double next_wait(const dsc_guard_ticket *t, const dsc_guard_options *opts) {
     if (t->check.decision != DSC_DECISION_THROTTLE || !(opts->max_wait_s > 0)) return -1;
@@ -44,6 +59,7 @@ dsc_status dsc_guard_begin(dsc_client *c, const dsc_client_check_request *rq,
     if (!opts) opts = &defaults;
     if (!t) return dsc_error_set(err, DSC_BAD_REQUEST, "no ticket");
     memset(t, 0, sizeof *t);
+    keep_request(t, rq);
     for (;;) {
         dsc_error e = {0};
         dsc_client_check_result_clear(&t->check);
@@ -85,7 +101,11 @@ dsc_status dsc_guard_end(dsc_client *c, dsc_guard_ticket *t, const dsc_guard_usa
     dsc_client_settle_request s = {.reservation = t->check.reservation,
                                    .input_tokens = usage->input_tokens,
                                    .output_tokens = usage->output_tokens,
-                                   .latency_s = usage->latency_s};
+                                   .latency_s = usage->latency_s,
+                                   .provider = t->provider,
+                                   .model = t->model,
+                                   .zone = t->zone,
+                                   .subject = {t->org, t->team, t->user, t->key}};
     return dsc_client_settle(c, &s, NULL, err);
 }
 

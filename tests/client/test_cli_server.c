@@ -12,6 +12,7 @@
 #include "harness.h"
 
 #include <criterion/criterion.h>
+#include <signal.h>
 #include <fcntl.h>
 #include <jansson.h>
 #include <netinet/in.h>
@@ -22,6 +23,25 @@
 #include <sys/stat.h>
 #include <sys/wait.h>
 #include <unistd.h>
+
+/* The discernd of the running test: the suite's fini kills it even when an
+ * assertion failed before th_server_cleanup (it would hold the test's pipes). */
+static th_server *live_server;
+
+static void kill_live_server(void) {
+    if (live_server && live_server->pid > 0) {
+        kill(live_server->pid, SIGKILL);
+        waitpid(live_server->pid, NULL, 0);
+        live_server->pid = 0;
+    }
+}
+
+TestSuite(cli_server, .fini = kill_live_server);
+
+static void start_server(th_server *s, const char *extra) {
+    th_server_start(s, extra);
+    live_server = s;
+}
 
 #define DISCERN DISCERN_BINARY_DIR "/bin/discern"
 
@@ -169,7 +189,7 @@ Test(cli_server, missing_or_bad_flags_are_usage_errors_naming_the_flag) {
 
 Test(cli_server, ping_and_stats_talk_to_a_real_server) {
     th_server s;
-    th_server_start(&s, NULL);
+    start_server(&s, NULL);
     char addr[64];
     snprintf(addr, sizeof addr, "127.0.0.1:%d", s.port);
     run_result r = RUN(addr, "ping");
@@ -196,7 +216,7 @@ Test(cli_server, ping_and_stats_talk_to_a_real_server) {
 
 Test(cli_server, a_wrong_admin_token_is_refused_before_the_admin_call) {
     th_server s;
-    th_server_start(&s, NULL);
+    start_server(&s, NULL);
     char addr[64];
     snprintf(addr, sizeof addr, "127.0.0.1:%d", s.port);
     run_result r = RUN(addr, "budget", "set", "--selector", "team:*", "--metric", "gco2e",
@@ -234,7 +254,7 @@ Test(cli_server, check_prints_the_decision_and_a_budgets_table_with_bars) {
     has(r.out, "team:*");
     has(r.out, "team:infra");
     has(r.out, "[########++..........]");
-    has(r.out, "2027-01-01 00:00 UTC");
+    has(r.out, "2027-01-01 00:00:00 UTC");
     done(&r);
     r = RUN(f.address, "check", REQ);
     cr_assert_eq(r.code, 10);
@@ -361,4 +381,196 @@ Test(cli_server, exec_refuses_when_unreachable_unless_the_fallback_allows) {
     r = RUN(addr, "exec", REQ, "--fallback", "maybe", "--", "echo", "ran");
     cr_assert_eq(r.code, 2);
     done(&r);
+}
+
+/* ---------------------------------------------- against a real discernd -- */
+
+#define SHIPPED_POLICIES "policies = \"" DISCERN_SOURCE_DIR "/policies\""
+#define ADMIN "--admin-token", TH_ADMIN_TOKEN
+
+static void real_server(th_server *s, char *addr, size_t cap) {
+    start_server(s, SHIPPED_POLICIES);
+    snprintf(addr, cap, "127.0.0.1:%d", s->port);
+}
+
+static void ok(run_result r, const char *frag) {
+    cr_assert_eq(r.code, 0, "exit %d: %s", r.code, r.err);
+    if (frag) has(r.out, frag);
+    done(&r);
+}
+
+Test(cli_server, check_on_a_real_server_allows_throttles_refuses_and_names_unknown_models) {
+    th_server s;
+    char addr[64];
+    real_server(&s, addr, sizeof addr);
+    ok(RUN(addr, "budget", "set", "--selector", "user:ana", "--metric", "requests", "--window",
+           "rate:1/2s", "--limit", "1", ADMIN),
+       "created user:ana requests rate:1/2s limit 1 requests");
+    ok(RUN(addr, "check", REQ), "allow: ");
+    run_result r = RUN(addr, "check", REQ);
+    cr_assert_eq(r.code, 10, "%s%s", r.out, r.err);
+    has(r.out, "throttle: rate budget");
+    has(r.out, "retry after");
+    done(&r);
+    ok(RUN(addr, "budget", "set", "--selector", "team:infra", "--metric", "gco2e", "--window",
+           "month", "--limit", "0.001", ADMIN),
+       "created");
+    r = RUN(addr, "check", "--provider", "openai", "--model", "gpt-4o", "--output-tokens", "800",
+            "--purpose", "code-review", "--team", "infra", "--user", "bob", "--json");
+    cr_assert_eq(r.code, 11, "%s%s", r.out, r.err);
+    json_t *j = json_loads(r.out, 0, NULL);
+    cr_assert_not_null(j, "%s", r.out);
+    cr_assert_str_eq(json_string_value(json_object_get(j, "decision")), "refuse");
+    cr_assert_str_eq(json_string_value(json_object_get(j, "policy")), "budgets");
+    json_decref(j);
+    done(&r);
+    r = RUN(addr, "check", "--provider", "openai", "--model", "gpt-9", "--output-tokens", "1",
+            "--purpose", "chat", "--user", "ana");
+    cr_assert_eq(r.code, 3);
+    has(r.err, "gpt-9");
+    has(r.err, "(unknown_model)");
+    done(&r);
+    th_server_cleanup(&s);
+}
+
+/* The reservation of a check printed with --json. */
+static void reserve(const char *addr, char *out, size_t cap) {
+    run_result r = RUN(addr, "check", REQ, "--json");
+    cr_assert_eq(r.code, 0, "%s%s", r.out, r.err);
+    json_t *j = json_loads(r.out, 0, NULL);
+    cr_assert_not_null(j);
+    snprintf(out, cap, "%s", json_string_value(json_object_get(j, "reservation")));
+    json_decref(j);
+    done(&r);
+}
+
+Test(cli_server, settle_and_cancel_on_a_real_server) {
+    th_server s;
+    char addr[64], res[128];
+    real_server(&s, addr, sizeof addr);
+    ok(RUN(addr, "budget", "set", "--selector", "user:*", "--metric", "tokens", "--window",
+           "month", "--limit", "100000", ADMIN),
+       NULL);
+    reserve(addr, res, sizeof res);
+    run_result r = RUN(addr, "settle", "--reservation", res, "--input-tokens", "10",
+                       "--output-tokens", "20");
+    cr_assert_eq(r.code, 0, "%s", r.err);
+    has(r.out, "(reserved)");
+    has(r.out, "30 tokens");
+    done(&r);
+    r = RUN(addr, "settle", "--reservation", res, "--output-tokens", "20", "--json");
+    cr_assert_eq(r.code, 0, "%s", r.err);
+    has(r.out, "\"settled\": \"repeated\"");
+    done(&r);
+    reserve(addr, res, sizeof res);
+    ok(RUN(addr, "cancel", "--reservation", res), "released");
+    r = RUN(addr, "cancel", "--reservation", "r-never-issued");
+    cr_assert_eq(r.code, 1);
+    has(r.err, "(unknown_reservation)");
+    done(&r);
+    r = RUN(addr, "budget", "get", "--user", "ana", "--json");
+    cr_assert_eq(r.code, 0, "%s", r.err);
+    json_t *j = json_loads(r.out, 0, NULL);
+    json_t *b = json_array_get(json_object_get(j, "budgets"), 0);
+    cr_assert_float_eq(json_real_value(json_object_get(b, "used")), 30, 1e-9);
+    cr_assert_float_eq(json_real_value(json_object_get(b, "held")), 0, 1e-9);
+    json_decref(j);
+    done(&r);
+    th_server_cleanup(&s);
+}
+
+Test(cli_server, budgets_grid_and_reload_on_a_real_server) {
+    th_server s;
+    char addr[64];
+    real_server(&s, addr, sizeof addr);
+    ok(RUN(addr, "budget", "set", "--selector", "team:*", "--metric", "gco2e", "--window", "month",
+           "--limit", "50", ADMIN),
+       "created team:* gco2e month limit 50 g");
+    ok(RUN(addr, "budget", "set", "--selector", "team:*", "--metric", "gco2e", "--window", "month",
+           "--limit", "60", ADMIN),
+       "updated");
+    ok(RUN(addr, "budget", "list"), "team:*");
+    run_result r = RUN(addr, "budget", "get", "--team", "infra");
+    cr_assert_eq(r.code, 0, "%s", r.err);
+    has(r.out, "team:infra");
+    has(r.out, "[....................]");
+    has(r.out, "00:00:00 UTC");
+    done(&r);
+    r = RUN(addr, "budget", "set", "--selector", "team:*", "--metric", "carbon", "--window",
+            "month", "--limit", "1", ADMIN);
+    cr_assert_eq(r.code, 3);
+    has(r.err, "(unknown_metric)");
+    done(&r);
+    ok(RUN(addr, "budget", "delete", "--selector", "team:*", "--metric", "gco2e", "--window",
+           "month", ADMIN),
+       "deleted team:* gco2e month");
+    r = RUN(addr, "budget", "delete", "--selector", "team:*", "--metric", "gco2e", "--window",
+            "month", ADMIN);
+    cr_assert_eq(r.code, 1);
+    has(r.err, "(unknown_budget)");
+    done(&r);
+    r = RUN(addr, "budget", "delete", "--selector", "team:*", "--metric", "gco2e", "--window",
+            "month");
+    cr_assert_eq(r.code, 1);
+    has(r.err, "(unauthorized)");
+    done(&r);
+    ok(RUN(addr, "grid", "set", "--zone", "FRA", "--gco2e-per-kwh", "21.5", "--valid-for", "600",
+           ADMIN),
+       "grid FRA: 21.5 gCO2e/kWh until");
+    r = RUN(addr, "grid", "set", "--zone", "XXX", "--gco2e-per-kwh", "1", "--valid-for", "60",
+            ADMIN);
+    cr_assert_eq(r.code, 3);
+    done(&r);
+    ok(RUN(addr, "reload", ADMIN), "budgets");
+    th_server_cleanup(&s);
+}
+
+Test(cli_server, exec_on_a_real_server_settles_refuses_and_waits_out_a_throttle) {
+    th_server s;
+    char addr[64];
+    real_server(&s, addr, sizeof addr);
+    ok(RUN(addr, "budget", "set", "--selector", "user:ana", "--metric", "requests", "--window",
+           "rate:1/2s", "--limit", "1", ADMIN),
+       NULL);
+    ok(RUN(addr, "budget", "set", "--selector", "user:*", "--metric", "tokens", "--window",
+           "month", "--limit", "100000", ADMIN),
+       NULL);
+    /* allowed: runs, and its reported usage is what gets charged */
+    run_result r = RUN(addr, "exec", REQ, "--", "sh", "-c",
+                       "echo input_tokens=11 output_tokens=22 > \"$DISCERN_USAGE_FILE\"; echo one");
+    cr_assert_eq(r.code, 0, "%s", r.err);
+    cr_assert_str_eq(r.out, "one\n");
+    done(&r);
+    /* the rate budget is empty now: without --wait the command does not run */
+    r = RUN(addr, "exec", REQ, "--", "echo", "two");
+    cr_assert_eq(r.code, 10, "%s", r.err);
+    cr_assert_str_eq(r.out, "");
+    done(&r);
+    /* with --wait it runs once the bucket refilled */
+    r = RUN(addr, "exec", REQ, "--wait", "--max-wait", "10", "--", "echo", "three");
+    cr_assert_eq(r.code, 0, "%s", r.err);
+    cr_assert_str_eq(r.out, "three\n");
+    has(r.err, "after waiting throttles");
+    done(&r);
+    r = RUN(addr, "budget", "get", "--user", "ana", "--json");
+    json_t *j = json_loads(r.out, 0, NULL);
+    json_t *bs = json_object_get(j, "budgets");
+    double tokens = -1;
+    for (size_t i = 0; i < json_array_size(bs); i++)
+        if (strcmp(json_string_value(json_object_get(json_array_get(bs, i), "metric")), "tokens") == 0)
+            tokens = json_real_value(json_object_get(json_array_get(bs, i), "used"));
+    cr_assert_float_eq(tokens, 33 + 900, 1e-9, "11 + 22 reported, then 100 + 800 from the flags");
+    json_decref(j);
+    done(&r);
+    /* refused: over the team's carbon budget, the command never runs */
+    ok(RUN(addr, "budget", "set", "--selector", "team:infra", "--metric", "gco2e", "--window",
+           "month", "--limit", "0.000001", ADMIN),
+       NULL);
+    r = RUN(addr, "exec", "--provider", "openai", "--model", "gpt-4o", "--output-tokens", "800",
+            "--purpose", "code-review", "--team", "infra", "--user", "bob", "--", "echo", "four");
+    cr_assert_eq(r.code, 11, "%s", r.err);
+    cr_assert_str_eq(r.out, "");
+    has(r.err, "exec: refuse: ");
+    done(&r);
+    th_server_cleanup(&s);
 }

@@ -9,6 +9,7 @@
 #include "harness.h"
 
 #include <criterion/criterion.h>
+#include <sys/wait.h>
 #include <netinet/in.h>
 #include <signal.h>
 #include <stdio.h>
@@ -17,6 +18,25 @@
 #include <sys/socket.h>
 #include <time.h>
 #include <unistd.h>
+
+/* The discernd of the running test: the suite's fini kills it even when an
+ * assertion failed before th_server_cleanup (it would hold the test's pipes). */
+static th_server *live_server;
+
+static void kill_live_server(void) {
+    if (live_server && live_server->pid > 0) {
+        kill(live_server->pid, SIGKILL);
+        waitpid(live_server->pid, NULL, 0);
+        live_server->pid = 0;
+    }
+}
+
+TestSuite(client, .fini = kill_live_server);
+
+static void start_server(th_server *s, const char *extra) {
+    th_server_start(s, extra);
+    live_server = s;
+}
 
 static int64_t ms_now(void) {
     struct timespec ts;
@@ -57,7 +77,7 @@ static int closed_port(void) {
 
 Test(client, ping_over_tcp_returns_the_server_version_and_clock) {
     th_server s;
-    th_server_start(&s, NULL);
+    start_server(&s, NULL);
     dsc_client *c = tcp_client(&s, NULL);
     dsc_client_ping_result r;
     dsc_error err;
@@ -71,7 +91,7 @@ Test(client, ping_over_tcp_returns_the_server_version_and_clock) {
 
 Test(client, ping_over_the_unix_socket) {
     th_server s;
-    th_server_start(&s, NULL);
+    start_server(&s, NULL);
     char addr[400];
     snprintf(addr, sizeof addr, "unix:%s", s.unix_path);
     dsc_client *c = client_at(addr, 2000);
@@ -83,7 +103,7 @@ Test(client, ping_over_the_unix_socket) {
 
 Test(client, stats_count_the_requests_served) {
     th_server s;
-    th_server_start(&s, NULL);
+    start_server(&s, NULL);
     dsc_client *c = tcp_client(&s, NULL);
     dsc_error err;
     for (int i = 0; i < 5; i++) cr_assert_eq(dsc_client_ping(c, NULL, &err), DSC_OK);
@@ -99,7 +119,7 @@ Test(client, stats_count_the_requests_served) {
 
 Test(client, the_admin_token_is_sent_on_connect_and_a_wrong_one_is_unauthorized) {
     th_server s;
-    th_server_start(&s, NULL);
+    start_server(&s, NULL);
     dsc_error err;
     dsc_client *good = tcp_client(&s, &(dsc_client_options){.admin_token = TH_ADMIN_TOKEN});
     cr_assert_eq(dsc_client_connect(good, &err), DSC_OK, "%s", err.message);
@@ -114,18 +134,14 @@ Test(client, the_admin_token_is_sent_on_connect_and_a_wrong_one_is_unauthorized)
 
 Test(client, a_server_error_comes_back_as_its_status_and_message) {
     th_server s;
-    th_server_start(&s, NULL);
-    /* a model no catalogue has: unknown_model from check and estimate, or
-     * bad_request "unknown method" while the server does not serve them yet */
+    start_server(&s, NULL);
     dsc_client *c = tcp_client(&s, NULL);
-    dsc_client_estimate_result r;
+    dsc_client_check_request rq = {.subject = {.user = "ana"}, .provider = "openai",
+                                   .model = "gpt-9", .output_tokens = 5, .purpose = "chat"};
     dsc_error err;
-    dsc_status st = dsc_client_estimate(
-        c, &(dsc_client_estimate_request){.provider = "openai", .model = "gpt-9", .output_tokens = 5},
-        &r, &err);
-    cr_assert(st == DSC_UNKNOWN_MODEL || st == DSC_BAD_REQUEST, "status %d: %s", st, err.message);
-    cr_assert_eq(err.code, st);
-    cr_assert(strstr(err.message, "gpt-9") || strstr(err.message, "estimate"), "%s", err.message);
+    cr_assert_eq(dsc_client_check(c, &rq, NULL, &err), DSC_UNKNOWN_MODEL, "%s", err.message);
+    cr_assert_eq(err.code, DSC_UNKNOWN_MODEL);
+    cr_assert_not_null(strstr(err.message, "gpt-9"), "%s", err.message);
     /* the connection stays usable */
     cr_assert_eq(dsc_client_ping(c, NULL, &err), DSC_OK, "%s", err.message);
     cr_assert_eq(dsc_client_connects(c), 1);
@@ -135,7 +151,7 @@ Test(client, a_server_error_comes_back_as_its_status_and_message) {
 
 Test(client, pipeline_of_1000_calls_matches_every_reply_to_its_call) {
     th_server s;
-    th_server_start(&s, NULL);
+    start_server(&s, NULL);
     dsc_client *c = tcp_client(&s, &(dsc_client_options){.timeout_ms = 10000});
     enum { N = 1000 };
     dsc_client_call *calls = calloc(N, sizeof *calls);
@@ -163,7 +179,7 @@ Test(client, pipeline_of_1000_calls_matches_every_reply_to_its_call) {
 
 Test(client, an_invalid_call_in_a_pipeline_fails_alone_and_is_not_sent) {
     th_server s;
-    th_server_start(&s, NULL);
+    start_server(&s, NULL);
     dsc_client *c = tcp_client(&s, NULL);
     dsc_client_check_request bad = {.provider = "openai", .model = "gpt-4o", .purpose = "x"};
     dsc_client_call calls[3] = {{.method = DSC_CALL_PING},
@@ -232,18 +248,18 @@ Test(client, a_port_nobody_listens_on_is_unreachable_at_once) {
 
 Test(client, a_stopped_server_times_out_and_the_next_call_works_once_it_resumes) {
     th_server s;
-    th_server_start(&s, NULL);
+    start_server(&s, NULL);
     dsc_client *c = tcp_client(&s, &(dsc_client_options){.timeout_ms = 300});
     dsc_error err;
     cr_assert_eq(dsc_client_ping(c, NULL, &err), DSC_OK, "%s", err.message);
-    kill(s.pid, SIGSTOP);
+    th_server_pause(&s); /* returns once every thread has stopped */
     int64_t t0 = ms_now();
     cr_assert_eq(dsc_client_ping(c, NULL, &err), DSC_TIMEOUT);
     int64_t took = ms_now() - t0;
     cr_assert(took >= 290 && took < 1500, "timed out after %lld ms", (long long)took);
     cr_assert_not_null(strstr(err.message, "no reply to ping within the timeout"), "%s",
                        err.message);
-    kill(s.pid, SIGCONT);
+    th_server_resume(&s);
     cr_assert_eq(dsc_client_ping(c, NULL, &err), DSC_OK, "%s", err.message);
     cr_assert_eq(dsc_client_connects(c), 2, "a timed-out connection is replaced");
     dsc_client_free(c);
@@ -252,7 +268,7 @@ Test(client, a_stopped_server_times_out_and_the_next_call_works_once_it_resumes)
 
 Test(client, a_server_restart_is_survived_by_a_transparent_reconnect) {
     th_server s;
-    th_server_start(&s, NULL);
+    start_server(&s, NULL);
     dsc_client *c = tcp_client(&s, NULL);
     char unix_addr[400];
     snprintf(unix_addr, sizeof unix_addr, "unix:%s", s.unix_path);
@@ -279,7 +295,7 @@ Test(client, repeated_restarts_between_calls_need_no_caller_action) {
     /* the server restarts while the client holds an idle connection: the next
      * call finds it closed and reconnects before sending */
     th_server s;
-    th_server_start(&s, NULL);
+    start_server(&s, NULL);
     char unix_addr[400];
     snprintf(unix_addr, sizeof unix_addr, "unix:%s", s.unix_path);
     dsc_client *u = client_at(unix_addr, 2000);
@@ -333,12 +349,12 @@ Test(client, a_close_in_the_middle_of_a_reply_is_retried_once_then_reported) {
     fake_stop(&f);
 }
 
-Test(client, a_cancel_that_may_have_been_processed_is_not_sent_twice) {
+Test(client, a_budget_delete_that_may_have_been_processed_is_not_sent_twice) {
     fake_server f;
     fake_start(&f, FAKE_CLOSE, NULL);
     dsc_client *c = client_at(f.address, 2000);
     dsc_error err;
-    cr_assert_eq(dsc_client_cancel(c, "r-1", NULL, &err), DSC_UNREACHABLE);
+    cr_assert_eq(dsc_client_budget_delete(c, "team:*", "gco2e", "month", &err), DSC_UNREACHABLE);
     cr_assert_not_null(strstr(err.message, "may have been processed"), "%s", err.message);
     cr_assert_eq(fake_accepts(&f), 1);
     dsc_client_free(c);
@@ -408,4 +424,272 @@ Test(client, check_results_are_decoded_into_plain_structs) {
     free(log);
     dsc_client_free(c);
     fake_stop(&f);
+}
+
+/* ------------------------------------------- every method on a real server -- */
+
+static const dsc_client_check_request ana = {
+    .subject = {.org = "acme", .team = "infra", .user = "ana"},
+    .provider = "openai",
+    .model = "gpt-4o",
+    .input_tokens = 1200,
+    .output_tokens = 800,
+    .purpose = "code-review",
+};
+
+static dsc_client *admin_client(const th_server *s) {
+    return tcp_client(s, &(dsc_client_options){.admin_token = TH_ADMIN_TOKEN});
+}
+
+static void set_budget(dsc_client *admin, const char *selector, const char *metric,
+                       const char *window, double limit) {
+    dsc_client_budget_set_request rq = {selector, metric, window, limit};
+    dsc_client_budget_set_result r;
+    dsc_error err;
+    cr_assert_eq(dsc_client_budget_set(admin, &rq, &r, &err), DSC_OK, "%s", err.message);
+}
+
+Test(client, check_reserves_and_settle_charges_the_actual_usage) {
+    th_server s;
+    start_server(&s, NULL);
+    dsc_client *admin = admin_client(&s), *c = tcp_client(&s, NULL);
+    set_budget(admin, "team:*", "gco2e", "month", 1000);
+    dsc_client_check_result r;
+    dsc_error err;
+    cr_assert_eq(dsc_client_check(c, &ana, &r, &err), DSC_OK, "%s", err.message);
+    cr_assert_eq(r.decision, DSC_DECISION_ALLOW, "%s", r.reason);
+    cr_assert_neq(r.reservation[0], '\0');
+    cr_assert_gt(r.expires_at, time(NULL));
+    cr_assert_neq(r.decision_id[0], '\0');
+    cr_assert_neq(r.policy_version[0], '\0');
+    cr_assert_str_eq(r.zone, "USA");
+    cr_assert_gt(r.estimate.gwp_kgco2eq.max, r.estimate.gwp_kgco2eq.min);
+    cr_assert_eq(r.budgets.count, 1);
+    const dsc_client_budget *b = &r.budgets.items[0];
+    cr_assert_str_eq(b->selector, "team:*");
+    cr_assert_not_null(strstr(b->counter, "team:infra"), "%s", b->counter);
+    cr_assert_float_eq(b->request, r.estimate.gwp_kgco2eq.max * 1000, 1e-5);
+    dsc_client_settle_result st;
+    dsc_client_settle_request srq = {.reservation = r.reservation, .input_tokens = 1000,
+                                     .output_tokens = 300, .latency_s = 2.0};
+    cr_assert_eq(dsc_client_settle(c, &srq, &st, &err), DSC_OK, "%s", err.message);
+    cr_assert_str_eq(st.reservation, r.reservation);
+    cr_assert_str_eq(st.settled, "reserved");
+    cr_assert_float_eq(st.charged.tokens, 1300, 1e-9);
+    cr_assert_float_eq(st.charged.requests, 1, 1e-9);
+    cr_assert_gt(st.charged.gco2e, 0);
+    cr_assert_lt(st.charged.gco2e, b->request, "300 tokens cost less than the 800 held");
+    dsc_client_settle_result again;
+    cr_assert_eq(dsc_client_settle(c, &srq, &again, &err), DSC_OK, "%s", err.message);
+    cr_assert_str_eq(again.settled, "repeated");
+    dsc_client_settle_result_clear(&again);
+    dsc_client_budgets now;
+    cr_assert_eq(dsc_client_budget_get(c, &ana.subject, &now, &err), DSC_OK, "%s", err.message);
+    cr_assert_eq(now.count, 1);
+    cr_assert_float_eq(now.items[0].used, st.charged.gco2e, 1e-6);
+    cr_assert_float_eq(now.items[0].held, 0, 1e-9);
+    dsc_client_budgets_clear(&now);
+    dsc_client_settle_result_clear(&st);
+    dsc_client_check_result_clear(&r);
+    dsc_client_free(c);
+    dsc_client_free(admin);
+    th_server_cleanup(&s);
+}
+
+Test(client, cancel_releases_the_hold_a_second_cancel_changes_nothing_and_an_unknown_id_fails) {
+    th_server s;
+    start_server(&s, NULL);
+    dsc_client *c = tcp_client(&s, NULL);
+    dsc_client_check_result r;
+    dsc_error err;
+    cr_assert_eq(dsc_client_check(c, &ana, &r, &err), DSC_OK, "%s", err.message);
+    cr_assert_eq(r.decision, DSC_DECISION_ALLOW, "%s", r.reason);
+    dsc_client_cancel_result cr;
+    cr_assert_eq(dsc_client_cancel(c, r.reservation, &cr, &err), DSC_OK, "%s", err.message);
+    cr_assert(cr.released);
+    cr_assert_str_eq(cr.reservation, r.reservation);
+    memset(&cr, 0, sizeof cr);
+    cr_assert_eq(dsc_client_cancel(c, r.reservation, &cr, &err), DSC_OK, "%s", err.message);
+    cr_assert(cr.released);
+    cr_assert_eq(dsc_client_cancel(c, "r-never-issued", &cr, &err), DSC_UNKNOWN_RESERVATION);
+    cr_assert_not_null(strstr(err.message, "r-never-issued"), "%s", err.message);
+    dsc_client_check_result_clear(&r);
+    dsc_client_free(c);
+    th_server_cleanup(&s);
+}
+
+Test(client, a_repeated_request_id_returns_the_first_decision_and_reserves_once) {
+    th_server s;
+    start_server(&s, NULL);
+    dsc_client *admin = admin_client(&s), *c = tcp_client(&s, NULL);
+    set_budget(admin, "user:*", "requests", "day", 10);
+    dsc_client_check_request rq = ana;
+    rq.request_id = "job-42";
+    dsc_client_check_result a, b;
+    dsc_error err;
+    cr_assert_eq(dsc_client_check(c, &rq, &a, &err), DSC_OK, "%s", err.message);
+    cr_assert_eq(dsc_client_check(c, &rq, &b, &err), DSC_OK, "%s", err.message);
+    cr_assert_str_eq(a.reservation, b.reservation);
+    dsc_client_budgets now;
+    cr_assert_eq(dsc_client_budget_get(c, &ana.subject, &now, &err), DSC_OK);
+    cr_assert_float_eq(now.items[0].held, 1, 1e-9, "one request held, not two");
+    dsc_client_budgets_clear(&now);
+    dsc_client_check_result_clear(&a);
+    dsc_client_check_result_clear(&b);
+    dsc_client_free(c);
+    dsc_client_free(admin);
+    th_server_cleanup(&s);
+}
+
+#define SHIPPED_POLICIES "policies = \"" DISCERN_SOURCE_DIR "/policies\""
+
+Test(client, over_budget_is_refused_and_an_empty_rate_budget_throttles) {
+    th_server s;
+    start_server(&s, SHIPPED_POLICIES); /* budgets.lua throttles empty rate budgets */
+    dsc_client *admin = admin_client(&s), *c = tcp_client(&s, NULL);
+    set_budget(admin, "user:ana", "requests", "rate:1/2s", 1);
+    dsc_client_check_result r;
+    dsc_error err;
+    cr_assert_eq(dsc_client_check(c, &ana, &r, &err), DSC_OK, "%s", err.message);
+    cr_assert_eq(r.decision, DSC_DECISION_ALLOW, "%s", r.reason);
+    dsc_client_check_result_clear(&r);
+    cr_assert_eq(dsc_client_check(c, &ana, &r, &err), DSC_OK, "%s", err.message);
+    cr_assert_eq(r.decision, DSC_DECISION_THROTTLE, "%s", r.reason);
+    cr_assert_geq(r.retry_after_s, 1);
+    cr_assert_str_eq(r.reservation, "");
+    cr_assert_str_eq(r.policy, "budgets");
+    cr_assert(r.budgets.items[0].would_exceed);
+    dsc_client_check_result_clear(&r);
+    set_budget(admin, "team:infra", "gco2e", "month", 0.001);
+    dsc_client_check_request rq = ana;
+    rq.subject.user = "bob";
+    cr_assert_eq(dsc_client_check(c, &rq, &r, &err), DSC_OK, "%s", err.message);
+    cr_assert_eq(r.decision, DSC_DECISION_REFUSE, "%s", r.reason);
+    cr_assert_not_null(strstr(r.reason, "team:infra"), "%s", r.reason);
+    cr_assert_str_eq(r.policy, "budgets");
+    dsc_client_check_result_clear(&r);
+    dsc_client_stats_result st;
+    cr_assert_eq(dsc_client_stats(c, &st, &err), DSC_OK);
+    cr_assert_eq(st.allow, 1);
+    cr_assert_eq(st.throttle, 1);
+    cr_assert_eq(st.refuse, 1);
+    dsc_client_free(c);
+    dsc_client_free(admin);
+    th_server_cleanup(&s);
+}
+
+Test(client, estimate_returns_the_footprint_and_unknown_names_their_codes) {
+    th_server s;
+    start_server(&s, NULL);
+    dsc_client *c = tcp_client(&s, NULL);
+    dsc_client_estimate_request rq = {.provider = "openai", .model = "gpt-4o",
+                                      .output_tokens = 500, .zone = "FRA"};
+    dsc_client_estimate_result r;
+    dsc_error err;
+    cr_assert_eq(dsc_client_estimate(c, &rq, &r, &err), DSC_OK, "%s", err.message);
+    cr_assert_str_eq(r.zone, "FRA");
+    cr_assert_str_eq(r.method, "ecologits");
+    cr_assert_float_eq(r.estimate.energy_kwh.min * 1000, 0.801, 0.001); /* as `discern estimate` */
+    cr_assert_gt(r.embodied.gwp_kgco2eq.max, 0);
+    cr_assert_geq(r.n_warnings, 1);
+    cr_assert_str_eq(r.warnings[0], "model-arch-not-released");
+    rq.model = "gpt-9";
+    cr_assert_eq(dsc_client_estimate(c, &rq, &r, &err), DSC_UNKNOWN_MODEL);
+    cr_assert_not_null(strstr(err.message, "gpt-9"), "%s", err.message);
+    rq.model = "gpt-4o", rq.zone = "XXX";
+    cr_assert_eq(dsc_client_estimate(c, &rq, &r, &err), DSC_UNKNOWN_ZONE);
+    rq.zone = NULL, rq.provider = "nobody";
+    cr_assert_eq(dsc_client_estimate(c, &rq, &r, &err), DSC_UNKNOWN_PROVIDER);
+    dsc_client_free(c);
+    th_server_cleanup(&s);
+}
+
+Test(client, budgets_are_set_listed_read_and_deleted_with_admin_rights) {
+    th_server s;
+    start_server(&s, NULL);
+    dsc_client *admin = admin_client(&s), *c = tcp_client(&s, NULL);
+    dsc_client_budget_set_request rq = {"team:*", "gco2e", "month", 50};
+    dsc_client_budget_set_result r;
+    dsc_error err;
+    cr_assert_eq(dsc_client_budget_set(c, &rq, &r, &err), DSC_UNAUTHORIZED);
+    cr_assert_eq(dsc_client_budget_set(admin, &rq, &r, &err), DSC_OK, "%s", err.message);
+    cr_assert(r.created);
+    cr_assert_str_eq(r.budget.unit, "g");
+    rq.limit = 60.5;
+    cr_assert_eq(dsc_client_budget_set(admin, &rq, &r, &err), DSC_OK);
+    cr_assert_not(r.created);
+    cr_assert_float_eq(r.budget.limit, 60.5, 1e-9);
+    rq.metric = "carbon";
+    cr_assert_eq(dsc_client_budget_set(admin, &rq, &r, &err), DSC_UNKNOWN_METRIC);
+    dsc_client_budgets list;
+    cr_assert_eq(dsc_client_budget_list(c, NULL, &list, &err), DSC_OK, "%s", err.message);
+    cr_assert_eq(list.count, 1);
+    cr_assert_str_eq(list.items[0].window, "month");
+    dsc_client_budgets_clear(&list);
+    cr_assert_eq(dsc_client_budget_list(c, "org:*", &list, &err), DSC_OK);
+    cr_assert_eq(list.count, 0);
+    cr_assert_eq(dsc_client_budget_get(c, &ana.subject, &list, &err), DSC_OK);
+    cr_assert_eq(list.count, 1);
+    cr_assert_float_eq(list.items[0].remaining, 60.5, 1e-9);
+    cr_assert_gt(list.items[0].resets_at, time(NULL));
+    dsc_client_budgets_clear(&list);
+    cr_assert_eq(dsc_client_budget_delete(admin, "team:*", "gco2e", "month", &err), DSC_OK,
+                 "%s", err.message);
+    cr_assert_eq(dsc_client_budget_delete(admin, "team:*", "gco2e", "month", &err),
+                 DSC_UNKNOWN_BUDGET);
+    dsc_client_free(c);
+    dsc_client_free(admin);
+    th_server_cleanup(&s);
+}
+
+Test(client, grid_set_and_policy_reload_need_admin_rights_and_answer) {
+    th_server s;
+    start_server(&s, NULL);
+    dsc_client *admin = admin_client(&s), *c = tcp_client(&s, NULL);
+    dsc_client_grid_request g = {"FRA", 25.5, (int64_t)time(NULL) + 600};
+    dsc_client_grid_result gr;
+    dsc_error err;
+    cr_assert_eq(dsc_client_grid_set(c, &g, &gr, &err), DSC_UNAUTHORIZED);
+    cr_assert_eq(dsc_client_grid_set(admin, &g, &gr, &err), DSC_OK, "%s", err.message);
+    cr_assert_str_eq(gr.zone, "FRA");
+    cr_assert_float_eq(gr.gco2e_per_kwh, 25.5, 1e-9);
+    cr_assert_eq(gr.valid_until, g.valid_until);
+    g.zone = "XXX";
+    cr_assert_eq(dsc_client_grid_set(admin, &g, &gr, &err), DSC_UNKNOWN_ZONE);
+    g.zone = "FRA", g.valid_until = 1000;
+    cr_assert_eq(dsc_client_grid_set(admin, &g, &gr, &err), DSC_BAD_REQUEST);
+    dsc_client_reload_result rr;
+    cr_assert_eq(dsc_client_policy_reload(c, &rr, &err), DSC_UNAUTHORIZED);
+    cr_assert_eq(dsc_client_policy_reload(admin, &rr, &err), DSC_OK, "%s", err.message);
+    cr_assert_neq(rr.policy_version[0], '\0');
+    bool budgets = false;
+    for (size_t i = 0; i < rr.n_policies; i++) budgets |= strcmp(rr.policies[i], "budgets") == 0;
+    cr_assert(budgets, "the shipped 'budgets' policy is loaded");
+    dsc_client_reload_result_clear(&rr);
+    dsc_client_free(c);
+    dsc_client_free(admin);
+    th_server_cleanup(&s);
+}
+
+Test(client, a_pipeline_of_checks_gets_every_decision) {
+    th_server s;
+    start_server(&s, NULL);
+    dsc_client *c = tcp_client(&s, &(dsc_client_options){.timeout_ms = 20000});
+    enum { N = 200 };
+    dsc_client_call *calls = calloc(N, sizeof *calls);
+    dsc_client_check_result *res = calloc(N, sizeof *res);
+    dsc_client_check_request rq = ana;
+    rq.no_reserve = true;
+    for (int i = 0; i < N; i++) calls[i] = (dsc_client_call){.method = DSC_CALL_CHECK, .request = &rq, .result = &res[i]};
+    dsc_error err;
+    cr_assert_eq(dsc_client_pipeline(c, calls, N, &err), DSC_OK, "%s", err.message);
+    for (int i = 0; i < N; i++) {
+        cr_assert_eq(res[i].decision, DSC_DECISION_ALLOW);
+        cr_assert_str_eq(res[i].reservation, "", "no_reserve holds nothing");
+        dsc_client_check_result_clear(&res[i]);
+    }
+    free(calls);
+    free(res);
+    dsc_client_free(c);
+    th_server_cleanup(&s);
 }

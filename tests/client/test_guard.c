@@ -12,6 +12,8 @@
 #include "harness.h"
 
 #include <criterion/criterion.h>
+#include <sys/wait.h>
+#include <signal.h>
 #include <netinet/in.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -19,6 +21,25 @@
 #include <sys/socket.h>
 #include <time.h>
 #include <unistd.h>
+
+/* The discernd of the running test: the suite's fini kills it even when an
+ * assertion failed before th_server_cleanup (it would hold the test's pipes). */
+static th_server *live_server;
+
+static void kill_live_server(void) {
+    if (live_server && live_server->pid > 0) {
+        kill(live_server->pid, SIGKILL);
+        waitpid(live_server->pid, NULL, 0);
+        live_server->pid = 0;
+    }
+}
+
+TestSuite(guard, .fini = kill_live_server);
+
+static void start_server(th_server *s, const char *extra) {
+    th_server_start(s, extra);
+    live_server = s;
+}
 
 static const dsc_client_check_request request = {
     .subject = {.team = "infra", .user = "ana"},
@@ -217,7 +238,7 @@ Test(guard, a_silent_server_gets_the_fallback_within_the_timeout) {
 
 Test(guard, a_server_error_is_reported_and_not_turned_into_a_fallback) {
     th_server s;
-    th_server_start(&s, NULL);
+    start_server(&s, NULL);
     char addr[64];
     snprintf(addr, sizeof addr, "127.0.0.1:%d", s.port);
     dsc_client *c = client_at(addr, 2000);
@@ -228,7 +249,7 @@ Test(guard, a_server_error_is_reported_and_not_turned_into_a_fallback) {
     dsc_error err;
     dsc_status st = dsc_guard_run(c, &rq, &(dsc_guard_options){.fallback = DSC_GUARD_FALLBACK_ALLOW},
                                   fake_completion, &ai, &t, NULL, &err);
-    cr_assert(st == DSC_UNKNOWN_MODEL || st == DSC_BAD_REQUEST, "status %d: %s", st, err.message);
+    cr_assert_eq(st, DSC_UNKNOWN_MODEL, "status %d: %s", st, err.message);
     cr_assert_not(t.allowed);
     cr_assert_not(t.fallback_applied);
     cr_assert_eq(t.status, st);

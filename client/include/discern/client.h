@@ -145,6 +145,10 @@ typedef struct dsc_client_settle_request {
     int64_t input_tokens;    /* actual, >= 0 */
     int64_t output_tokens;   /* actual, >= 0 */
     double latency_s;        /* measured; <= 0 = not given */
+    /* Optional, used only when the server no longer knows the reservation (restart,
+     * long expired): what to estimate and whom to charge. NULL/empty = not sent. */
+    const char *provider, *model, *zone;
+    dsc_client_subject subject;
 } dsc_client_settle_request;
 
 /* What a settle charged, one field per metric, in the metric's unit. */
@@ -154,6 +158,7 @@ typedef struct dsc_client_amounts {
 
 typedef struct dsc_client_settle_result {
     char reservation[128];
+    char settled[16]; /* "reserved", "repeated" (nothing charged), "late", "unreserved" */
     dsc_client_amounts charged;
     dsc_client_impacts estimate;
     dsc_client_budgets budgets;
@@ -228,7 +233,8 @@ typedef struct dsc_client_stats_result {
     char version[32];
     char policy_version[64];
     double uptime_s;
-    uint64_t workers, connections, requests, errors, unenforced;
+    uint64_t workers, connections, connections_rejected, requests, errors, protocol_errors;
+    uint64_t ledger_writes, unenforced;
     uint64_t allow, throttle, refuse; /* decisions */
 } dsc_client_stats_result;
 
@@ -266,8 +272,8 @@ dsc_status dsc_client_check(dsc_client *c, const dsc_client_check_request *rq,
                             dsc_client_check_result *out, dsc_error *err);
 dsc_status dsc_client_settle(dsc_client *c, const dsc_client_settle_request *rq,
                              dsc_client_settle_result *out, dsc_error *err);
-/* Not retried after the request was sent: a repeated cancel would answer
- * unknown_reservation. */
+/* Cancelling a reservation already settled, cancelled or expired succeeds and
+ * changes nothing; DSC_UNKNOWN_RESERVATION for an id never issued. */
 dsc_status dsc_client_cancel(dsc_client *c, const char *reservation, dsc_client_cancel_result *out,
                              dsc_error *err);
 dsc_status dsc_client_estimate(dsc_client *c, const dsc_client_estimate_request *rq,
@@ -360,6 +366,9 @@ typedef struct dsc_guard_ticket {
     double waited_s;       /* time slept on throttles */
     dsc_client_check_result check; /* the last decision (zeroed when fallback applied) */
     bool finished;         /* dsc_guard_end was called */
+    /* copied from the request, sent with settle so that it is charged even when the
+     * server has forgotten the reservation (restart) */
+    char provider[64], model[128], zone[8], org[64], team[64], user[64], key[64];
 } dsc_guard_ticket;
 
 /* What the AI call really used. */
