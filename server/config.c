@@ -24,8 +24,13 @@ typedef struct config_key {
     int64_t min, max;
 } config_key;
 
-#define STR(name, field) {name, KEY_STR, offsetof(dsc_server_config, field), sizeof(((dsc_server_config *)0)->field), 0, 0}
-#define NUM(name, type, field, lo, hi) {name, type, offsetof(dsc_server_config, field), 0, lo, hi}
+#define STR(name, field)                                                                           \
+    {                                                                                              \
+        name, KEY_STR, offsetof(dsc_server_config, field),                                         \
+            sizeof(((dsc_server_config *)0)->field), 0, 0                                          \
+    }
+#define NUM(name, type, field, lo, hi)                                                             \
+    { name, type, offsetof(dsc_server_config, field), 0, lo, hi }
 
 static const config_key config_keys[] = {
     STR("listen", listen),
@@ -89,13 +94,20 @@ static dsc_status set_number(dsc_server_config *cfg, const config_key *k, const 
     char *p = (char *)cfg + k->offset;
     switch (k->type) {
     case KEY_INT: {
-        if (k->offset == offsetof(dsc_server_config, hold_ttl_s)) *(int64_t *)p = v;
-        else *(int *)p = (int)v;
+        if (k->offset == offsetof(dsc_server_config, hold_ttl_s))
+            *(int64_t *)p = v;
+        else
+            *(int *)p = (int)v;
         break;
     }
-    case KEY_U32: *(uint32_t *)p = (uint32_t)v; break;
-    case KEY_SIZE: *(size_t *)p = (size_t)v; break;
-    case KEY_STR: break;
+    case KEY_U32:
+        *(uint32_t *)p = (uint32_t)v;
+        break;
+    case KEY_SIZE:
+        *(size_t *)p = (size_t)v;
+        break;
+    case KEY_STR:
+        break;
     }
     return DSC_OK;
 }
@@ -105,14 +117,18 @@ static dsc_status set_uids(dsc_server_config *cfg, const char *value, dsc_error 
     if (strcmp(value, "none") == 0 || value[0] == '\0') return DSC_OK;
     char copy[DSC_CONFIG_STR_MAX];
     snprintf(copy, sizeof copy, "%s", value);
-    for (char *save = NULL, *tok = strtok_r(copy, ", ", &save); tok; tok = strtok_r(NULL, ", ", &save)) {
+    for (char *save = NULL, *tok = strtok_r(copy, ", ", &save); tok;
+         tok = strtok_r(NULL, ", ", &save)) {
         if (cfg->n_unix_admin_uids == DSC_CONFIG_UIDS_MAX)
-            return dsc_error_set(err, DSC_BAD_REQUEST, "unix_admin_uids: more than %d uids", DSC_CONFIG_UIDS_MAX);
+            return dsc_error_set(err, DSC_BAD_REQUEST, "unix_admin_uids: more than %d uids",
+                                 DSC_CONFIG_UIDS_MAX);
         char *end;
         long v = strtol(tok, &end, 10);
-        if (strcmp(tok, "self") == 0) v = (long)getuid();
+        if (strcmp(tok, "self") == 0)
+            v = (long)getuid();
         else if (*end || end == tok || v < 0)
-            return dsc_error_set(err, DSC_BAD_REQUEST, "unix_admin_uids: '%s' is not a uid, 'self' or 'none'", tok);
+            return dsc_error_set(err, DSC_BAD_REQUEST,
+                                 "unix_admin_uids: '%s' is not a uid, 'self' or 'none'", tok);
         cfg->unix_admin_uids[cfg->n_unix_admin_uids++] = (uid_t)v;
     }
     return DSC_OK;
@@ -148,7 +164,8 @@ dsc_status dsc_server_config_set(dsc_server_config *cfg, const char *key, const 
         if (strcmp(ck->name, key) != 0) continue;
         if (ck->type != KEY_STR) return set_number(cfg, ck, value, err);
         if (strlen(value) >= ck->size)
-            return dsc_error_set(err, DSC_BAD_REQUEST, "%s: longer than %zu bytes", key, ck->size - 1);
+            return dsc_error_set(err, DSC_BAD_REQUEST, "%s: longer than %zu bytes", key,
+                                 ck->size - 1);
         strcpy((char *)cfg + ck->offset, value);
         return DSC_OK;
     }
@@ -156,9 +173,11 @@ dsc_status dsc_server_config_set(dsc_server_config *cfg, const char *key, const 
 }
 
 static char *trim(char *s) {
-    while (isspace((unsigned char)*s)) s++;
+    while (isspace((unsigned char)*s))
+        s++;
     char *e = s + strlen(s);
-    while (e > s && isspace((unsigned char)e[-1])) *--e = '\0';
+    while (e > s && isspace((unsigned char)e[-1]))
+        *--e = '\0';
     return s;
 }
 
@@ -215,17 +234,22 @@ typedef struct flag {
 
 static const flag flags[] = {
     {"--config", NULL, "FILE", "read this config file first (flags override it)"},
-    {"--listen", "listen", "HOST:PORT", "TCP listener (default 127.0.0.1:7878; port 0 picks a free one; \"\" disables)"},
+    {"--listen", "listen", "HOST:PORT",
+     "TCP listener (default 127.0.0.1:7878; port 0 picks a free one; \"\" disables)"},
     {"--unix", "unix", "PATH", "Unix socket listener (default /tmp/discernd.sock; \"\" disables)"},
-    {"--http", "http", "HOST:PORT", "HTTP listener for /metrics, /healthz, /v1/budgets (default 127.0.0.1:7879; \"\" disables)"},
-    {"--store", "store", "PATH", "SQLite ledger store (default var/discern.db; \"\" keeps everything in memory)"},
+    {"--http", "http", "HOST:PORT",
+     "HTTP listener for /metrics, /healthz, /v1/budgets (default 127.0.0.1:7879; \"\" disables)"},
+    {"--store", "store", "PATH",
+     "SQLite ledger store (default var/discern.db; \"\" keeps everything in memory)"},
     {"--policies", "policies", "DIR", "policy folder (default policies)"},
     {"--data", "data", "DIR", "catalogue folder (default: the installed catalogue)"},
     {"--workers", "workers", "N", "worker threads (default 0 = one per core)"},
-    {"--admin-token", "admin_token", "TOKEN", "admin token for the auth method (or DISCERN_ADMIN_TOKEN)"},
+    {"--admin-token", "admin_token", "TOKEN",
+     "admin token for the auth method (or DISCERN_ADMIN_TOKEN)"},
     {"--log-level", "log_level", "LEVEL", "debug, info, warn or error (default info)"},
     {"--port-file", "port_file", "PATH", "write the bound TCP and HTTP ports there, one per line"},
-    {"--failure-mode", "failure_mode", "MODE", "closed (refuse when the store is down, default) or open"},
+    {"--failure-mode", "failure_mode", "MODE",
+     "closed (refuse when the store is down, default) or open"},
 };
 
 #define N_FLAGS (sizeof flags / sizeof flags[0])
@@ -235,14 +259,14 @@ void dsc_server_config_usage(FILE *out) {
                  "The discern policy server: MessagePack-RPC over TCP and a Unix socket.\n"
                  "Flags override the config file; every config key is documented in the\n"
                  "shipped discernd.conf.\n\n");
-    for (size_t i = 0; i < N_FLAGS; i++)
-    {
+    for (size_t i = 0; i < N_FLAGS; i++) {
         char left[48];
         snprintf(left, sizeof left, "%s %s", flags[i].flag, flags[i].arg);
         fprintf(out, "  %-24s %s\n", left, flags[i].help);
     }
     fprintf(out, "  %-24s %s\n\n", "--help", "show this help");
-    fprintf(out, "Signals: SIGTERM/SIGINT drain and exit 0, SIGHUP reloads policies and catalogue.\n");
+    fprintf(out,
+            "Signals: SIGTERM/SIGINT drain and exit 0, SIGHUP reloads policies and catalogue.\n");
 }
 
 static const flag *find_flag(const char *arg, const char **inline_value) {
@@ -265,9 +289,11 @@ static dsc_status apply_flags(dsc_server_config *cfg, int argc, char **argv, boo
         }
         const char *value;
         const flag *f = find_flag(argv[i], &value);
-        if (!f) return dsc_error_set(err, DSC_BAD_REQUEST, "unknown flag '%s' (see --help)", argv[i]);
+        if (!f)
+            return dsc_error_set(err, DSC_BAD_REQUEST, "unknown flag '%s' (see --help)", argv[i]);
         if (!value) {
-            if (i + 1 >= argc) return dsc_error_set(err, DSC_BAD_REQUEST, "%s needs a value", f->flag);
+            if (i + 1 >= argc)
+                return dsc_error_set(err, DSC_BAD_REQUEST, "%s needs a value", f->flag);
             value = argv[++i];
         }
         bool is_config = f->key == NULL;
@@ -279,12 +305,13 @@ static dsc_status apply_flags(dsc_server_config *cfg, int argc, char **argv, boo
     return DSC_OK;
 }
 
-dsc_status dsc_server_config_from_args(dsc_server_config *cfg, int argc, char **argv,
-                                       bool *help, dsc_error *err) {
+dsc_status dsc_server_config_from_args(dsc_server_config *cfg, int argc, char **argv, bool *help,
+                                       dsc_error *err) {
     *help = false;
     dsc_status st = apply_flags(cfg, argc, argv, true, help, err);
     if (st != DSC_OK) return st;
     const char *env = getenv("DISCERN_ADMIN_TOKEN");
-    if (env && *env && (st = dsc_server_config_set(cfg, "admin_token", env, err)) != DSC_OK) return st;
+    if (env && *env && (st = dsc_server_config_set(cfg, "admin_token", env, err)) != DSC_OK)
+        return st;
     return apply_flags(cfg, argc, argv, false, help, err);
 }

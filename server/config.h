@@ -38,13 +38,13 @@ typedef enum dsc_failure_mode {
 } dsc_failure_mode;
 
 typedef struct dsc_server_config {
-    char listen[DSC_CONFIG_STR_MAX];   /* "host:port"; "" = no TCP listener */
+    char listen[DSC_CONFIG_STR_MAX];    /* "host:port"; "" = no TCP listener */
     char unix_path[DSC_CONFIG_STR_MAX]; /* "" = no Unix listener */
-    char http[DSC_CONFIG_STR_MAX];     /* "host:port"; "" = no HTTP listener */
-    char store[DSC_CONFIG_STR_MAX];    /* SQLite file; "" = memory only */
-    char durability[16];               /* "full", "batch", "off" */
-    char policies[DSC_CONFIG_STR_MAX]; /* policy folder */
-    char data[DSC_CONFIG_STR_MAX];     /* catalogue folder; "" = the installed one */
+    char http[DSC_CONFIG_STR_MAX];      /* "host:port"; "" = no HTTP listener */
+    char store[DSC_CONFIG_STR_MAX];     /* SQLite file; "" = memory only */
+    char durability[16];                /* "full", "batch", "off" */
+    char policies[DSC_CONFIG_STR_MAX];  /* policy folder */
+    char data[DSC_CONFIG_STR_MAX];      /* catalogue folder; "" = the installed one */
     char admin_token[DSC_CONFIG_STR_MAX];
     char port_file[DSC_CONFIG_STR_MAX]; /* where to write the bound ports; "" = none */
     char timezone[32];                  /* calendar windows */
@@ -70,8 +70,8 @@ dsc_status dsc_server_config_set(dsc_server_config *cfg, const char *key, const 
                                  dsc_error *err);
 /* Apply argv: --config first, then DISCERN_ADMIN_TOKEN, then every other flag. Sets
  * *help when --help was given. DSC_BAD_REQUEST on a bad flag, DSC_IO on a bad file. */
-dsc_status dsc_server_config_from_args(dsc_server_config *cfg, int argc, char **argv,
-                                       bool *help, dsc_error *err);
+dsc_status dsc_server_config_from_args(dsc_server_config *cfg, int argc, char **argv, bool *help,
+                                       dsc_error *err);
 /* Print the --help text. */
 void dsc_server_config_usage(FILE *out);
 /* The name of a log level ("info"). */

@@ -42,9 +42,9 @@ static void on_healthz(struct evhttp_request *req, void *arg) {
     dsc_server *srv = arg;
     dsc_ledger_stats ls;
     dsc_ledger_stats_get(srv->ledger, &ls);
-    json_t *body = json_pack("{s:s, s:b, s:i, s:s}", "status", ls.store_ok ? "ok" : "store_unavailable",
-                             "store_ok", ls.store_ok, "connections", atomic_load(&srv->connections),
-                             "version", DISCERN_VERSION);
+    json_t *body = json_pack(
+        "{s:s, s:b, s:i, s:s}", "status", ls.store_ok ? "ok" : "store_unavailable", "store_ok",
+        ls.store_ok, "connections", atomic_load(&srv->connections), "version", DISCERN_VERSION);
     reply_json(req, ls.store_ok ? 200 : 503, ls.store_ok ? "OK" : "Service Unavailable", body);
 }
 
@@ -72,10 +72,11 @@ static json_t *budget_definitions(dsc_server *srv) {
     for (size_t off = 0; list;) {
         size_t got = dsc_ledger_budget_list(srv->ledger, off, page, 64, NULL);
         for (size_t i = 0; i < got; i++)
-            json_array_append_new(list, json_pack("{s:s, s:s, s:s, s:f, s:s}", "selector", page[i].selector,
-                                                  "metric", dsc_metric_name(page[i].metric), "window",
-                                                  page[i].window, "limit", dsc_amount_to_api(page[i].limit),
-                                                  "unit", dsc_metric_unit(page[i].metric)));
+            json_array_append_new(
+                list, json_pack("{s:s, s:s, s:s, s:f, s:s}", "selector", page[i].selector, "metric",
+                                dsc_metric_name(page[i].metric), "window", page[i].window, "limit",
+                                dsc_amount_to_api(page[i].limit), "unit",
+                                dsc_metric_unit(page[i].metric)));
         if (got < 64) break;
         off += got;
     }
@@ -90,13 +91,13 @@ static json_t *budget_states(dsc_server *srv, const dsc_subject *subject, dsc_er
     json_t *list = json_array();
     for (size_t i = 0; list && i < n; i++) {
         const dsc_budget_state *b = &states[i];
-        json_array_append_new(list, json_pack("{s:s, s:s, s:s, s:s, s:f, s:f, s:f, s:f, s:I}", "selector",
-                                              b->selector, "counter", b->counter, "metric",
-                                              dsc_metric_name(b->metric), "window", b->window, "limit",
-                                              dsc_amount_to_api(b->limit), "used", dsc_amount_to_api(b->used),
-                                              "held", dsc_amount_to_api(b->held), "remaining",
-                                              dsc_amount_to_api(b->remaining), "resets_at",
-                                              (json_int_t)b->resets_at));
+        json_array_append_new(
+            list,
+            json_pack("{s:s, s:s, s:s, s:s, s:f, s:f, s:f, s:f, s:I}", "selector", b->selector,
+                      "counter", b->counter, "metric", dsc_metric_name(b->metric), "window",
+                      b->window, "limit", dsc_amount_to_api(b->limit), "used",
+                      dsc_amount_to_api(b->used), "held", dsc_amount_to_api(b->held), "remaining",
+                      dsc_amount_to_api(b->remaining), "resets_at", (json_int_t)b->resets_at));
     }
     return list;
 }
@@ -107,7 +108,8 @@ static void on_budgets(struct evhttp_request *req, void *arg) {
     TAILQ_INIT(&q);
     const char *query = evhttp_uri_get_query(evhttp_request_get_evhttp_uri(req));
     if (query && evhttp_parse_query_str(query, &q) != 0) {
-        reply_json(req, 400, "Bad Request", json_pack("{s:s, s:s}", "code", "bad_request", "message", "bad query"));
+        reply_json(req, 400, "Bad Request",
+                   json_pack("{s:s, s:s}", "code", "bad_request", "message", "bad query"));
         return;
     }
     dsc_subject subject = {evhttp_find_header(&q, "org"), evhttp_find_header(&q, "team"),
@@ -118,8 +120,9 @@ static void on_budgets(struct evhttp_request *req, void *arg) {
     json_t *list = by_subject ? budget_states(srv, &subject, &err) : budget_definitions(srv);
     evhttp_clear_headers(&q);
     if (!list) {
-        reply_json(req, 400, "Bad Request",
-                   json_pack("{s:s, s:s}", "code", dsc_status_wire(err.code), "message", err.message));
+        reply_json(
+            req, 400, "Bad Request",
+            json_pack("{s:s, s:s}", "code", dsc_status_wire(err.code), "message", err.message));
         return;
     }
     reply_json(req, 200, "OK", json_pack("{s:o}", "budgets", list));
@@ -127,8 +130,9 @@ static void on_budgets(struct evhttp_request *req, void *arg) {
 
 static void on_other(struct evhttp_request *req, void *arg) {
     (void)arg;
-    reply_json(req, 404, "Not Found", json_pack("{s:s, s:s}", "code", "not_found", "message",
-                                                 "try /healthz, /metrics or /v1/budgets"));
+    reply_json(req, 404, "Not Found",
+               json_pack("{s:s, s:s}", "code", "not_found", "message",
+                         "try /healthz, /metrics or /v1/budgets"));
 }
 
 dsc_status dsc__http_start(dsc_server *srv, dsc_error *err) {
@@ -137,7 +141,8 @@ dsc_status dsc__http_start(dsc_server *srv, dsc_error *err) {
     dsc_status st = dsc__parse_hostport("http", srv->cfg.http, &ss, &len, err);
     if (st != DSC_OK) return st;
     char host[64];
-    snprintf(host, sizeof host, "%.*s", (int)(strrchr(srv->cfg.http, ':') - srv->cfg.http), srv->cfg.http);
+    snprintf(host, sizeof host, "%.*s", (int)(strrchr(srv->cfg.http, ':') - srv->cfg.http),
+             srv->cfg.http);
     if (host[0] == '[') {
         memmove(host, host + 1, strlen(host));
         host[strlen(host) - 1] = '\0';
@@ -151,15 +156,17 @@ dsc_status dsc__http_start(dsc_server *srv, dsc_error *err) {
     evhttp_set_cb(srv->http, "/v1/budgets", on_budgets, srv);
     evhttp_set_gencb(srv->http, on_other, srv);
     evhttp_set_timeout(srv->http, 30);
-    struct evhttp_bound_socket *sock = evhttp_bind_socket_with_handle(srv->http, host, (ev_uint16_t)port);
+    struct evhttp_bound_socket *sock =
+        evhttp_bind_socket_with_handle(srv->http, host, (ev_uint16_t)port);
     if (!sock) return dsc_error_set(err, DSC_IO, "http: cannot bind %s", srv->cfg.http);
     struct sockaddr_storage bound;
     socklen_t blen = sizeof bound;
     evutil_socket_t fd = evhttp_bound_socket_get_fd(sock);
     if (getsockname(fd, (struct sockaddr *)&bound, &blen) == 0)
-        srv->http_port = bound.ss_family == AF_INET6 ? ntohs(((struct sockaddr_in6 *)&bound)->sin6_port)
-                                                     : ntohs(((struct sockaddr_in *)&bound)->sin_port);
-    dsc_log_write(&srv->log, DSC_LOG_INFO, "listening", "transport=http addr=%s port=%d", srv->cfg.http,
-                  srv->http_port);
+        srv->http_port = bound.ss_family == AF_INET6
+                             ? ntohs(((struct sockaddr_in6 *)&bound)->sin6_port)
+                             : ntohs(((struct sockaddr_in *)&bound)->sin_port);
+    dsc_log_write(&srv->log, DSC_LOG_INFO, "listening", "transport=http addr=%s port=%d",
+                  srv->cfg.http, srv->http_port);
     return DSC_OK;
 }

@@ -35,7 +35,8 @@ dsc__job *dsc__job_defer(dsc__call *c, size_t size, dsc__job_finish_fn finish) {
     job->is_request = c->is_request;
     job->finish = finish;
     job->started_us = dsc__now_us();
-    for (int i = 0; i < DSC__JOB_SLOTS; i++) job->slots[i].job = job;
+    for (int i = 0; i < DSC__JOB_SLOTS; i++)
+        job->slots[i].job = job;
     c->deferred = job;
     return job;
 }
@@ -46,15 +47,19 @@ void *dsc__job_slot(dsc__job *job, int i) {
     return &job->slots[i];
 }
 
-void dsc__job_unslot(dsc__job *job) { job->waiting--; }
+void dsc__job_unslot(dsc__job *job) {
+    job->waiting--;
+}
 
 /* done() of every _async ledger call: any thread, hands over and returns. */
 void dsc__job_done(void *ud, dsc_status st, const dsc_error *err) {
     dsc__job_slot_t *slot = ud;
     dsc__worker *w = slot->job->w;
     slot->st = st;
-    if (st != DSC_OK && err) slot->err = *err;
-    else dsc_error_clear(&slot->err);
+    if (st != DSC_OK && err)
+        slot->err = *err;
+    else
+        dsc_error_clear(&slot->err);
     pthread_mutex_lock(&w->lock);
     slot->next = w->completed;
     w->completed = slot;
@@ -91,14 +96,20 @@ void dsc__job_finish_now(dsc__job *job) {
     free(job);
 }
 
-void dsc__job_complete(dsc__job *job) {
+/* Reply, free the job, and queue its connection for one send after the batch of
+ * completions (a commit finishes many jobs of one connection at once). */
+static void complete(dsc__job *job) {
     dsc__conn *conn = job->conn;
     dsc__worker *w = job->w;
     reply(job);
     conn->jobs--;
     w->jobs--;
     free(job);
-    dsc__conn_after_job(conn);
+    if (!conn->flush_queued) {
+        conn->flush_queued = true;
+        conn->flush_next = w->flush_list;
+        w->flush_list = conn;
+    }
 }
 
 void dsc__jobs_run_completed(dsc__worker *w) {
@@ -116,6 +127,12 @@ void dsc__jobs_run_completed(dsc__worker *w) {
             job->st = slot->st;
             job->err = slot->err;
         }
-        if (--job->waiting == 0) dsc__job_complete(job);
+        if (--job->waiting == 0) complete(job);
+    }
+    while (w->flush_list) {
+        dsc__conn *conn = w->flush_list;
+        w->flush_list = conn->flush_next;
+        conn->flush_queued = false;
+        dsc__conn_after_job(conn);
     }
 }

@@ -21,12 +21,13 @@ static size_t put_time(char *buf, size_t cap) {
     return n + (m > 0 ? (size_t)m : 0);
 }
 
-void dsc_log_write(const dsc_log *log, dsc_log_level level, const char *event,
-                   const char *fmt, ...) {
+void dsc_log_write(const dsc_log *log, dsc_log_level level, const char *event, const char *fmt,
+                   ...) {
     if (!log || level < log->level) return;
     char line[LOG_LINE_MAX];
     size_t n = put_time(line, sizeof line);
-    int m = snprintf(line + n, sizeof line - n, " level=%s event=%s", dsc_log_level_name(level), event);
+    int m =
+        snprintf(line + n, sizeof line - n, " level=%s event=%s", dsc_log_level_name(level), event);
     if (m > 0) n += (size_t)m;
     if (fmt && *fmt && n < sizeof line - 2) {
         line[n++] = ' ';

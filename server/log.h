@@ -19,7 +19,7 @@ typedef struct dsc_log {
 
 /* Write "ts=... level=... event=<event> " then fmt's key=value pairs, if level is
  * enabled. Truncates lines over 1 KiB. */
-void dsc_log_write(const dsc_log *log, dsc_log_level level, const char *event,
-                   const char *fmt, ...) __attribute__((format(printf, 4, 5)));
+void dsc_log_write(const dsc_log *log, dsc_log_level level, const char *event, const char *fmt, ...)
+    __attribute__((format(printf, 4, 5)));
 
 #endif

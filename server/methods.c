@@ -31,7 +31,8 @@ typedef struct method {
 } method;
 
 static dsc_status m_ping(call *c, const msgpack_object *params, msgpack_packer *pk, dsc_error *err);
-static dsc_status m_stats(call *c, const msgpack_object *params, msgpack_packer *pk, dsc_error *err);
+static dsc_status m_stats(call *c, const msgpack_object *params, msgpack_packer *pk,
+                          dsc_error *err);
 static dsc_status m_auth(call *c, const msgpack_object *params, msgpack_packer *pk, dsc_error *err);
 
 /* The method table: the wire name, the handler, the flags above. docs/protocol.md
@@ -63,9 +64,13 @@ static const method *find_method(const char *name, size_t len) {
     return NULL;
 }
 
-static int pack_key(msgpack_packer *pk, const char *key) { return dsc_rpc_pack_cstr(pk, key); }
+static int pack_key(msgpack_packer *pk, const char *key) {
+    return dsc_rpc_pack_cstr(pk, key);
+}
 
-void dsc__pack_key(msgpack_packer *pk, const char *key) { dsc_rpc_pack_cstr(pk, key); }
+void dsc__pack_key(msgpack_packer *pk, const char *key) {
+    dsc_rpc_pack_cstr(pk, key);
+}
 
 void dsc__pack_impacts(msgpack_packer *pk, const dsc_impacts *im) {
     msgpack_pack_map(pk, 5);
@@ -83,7 +88,8 @@ void dsc__pack_impacts(msgpack_packer *pk, const dsc_impacts *im) {
 
 /* -------------------------------------------------------------------- handlers -- */
 
-static dsc_status m_ping(call *c, const msgpack_object *params, msgpack_packer *pk, dsc_error *err) {
+static dsc_status m_ping(call *c, const msgpack_object *params, msgpack_packer *pk,
+                         dsc_error *err) {
     (void)c;
     (void)params;
     (void)err;
@@ -100,7 +106,8 @@ static dsc_status m_ping(call *c, const msgpack_object *params, msgpack_packer *
 static uint64_t sum_counter(dsc_server *srv, size_t offset) {
     uint64_t total = 0;
     for (int i = 0; i < srv->n_workers; i++) {
-        atomic_uint_fast64_t *v = (atomic_uint_fast64_t *)((char *)&srv->workers[i].counters + offset);
+        atomic_uint_fast64_t *v =
+            (atomic_uint_fast64_t *)((char *)&srv->workers[i].counters + offset);
         total += atomic_load_explicit(v, memory_order_relaxed);
     }
     return total;
@@ -108,7 +115,8 @@ static uint64_t sum_counter(dsc_server *srv, size_t offset) {
 
 #define SUM(srv, field) sum_counter((srv), offsetof(dsc__counters, field))
 
-static dsc_status m_stats(call *c, const msgpack_object *params, msgpack_packer *pk, dsc_error *err) {
+static dsc_status m_stats(call *c, const msgpack_object *params, msgpack_packer *pk,
+                          dsc_error *err) {
     (void)params;
     dsc_server *srv = c->srv;
     msgpack_pack_map(pk, 12);
@@ -158,7 +166,8 @@ static bool token_equal(const char *a, size_t alen, const char *b, size_t blen) 
     return diff == 0;
 }
 
-static dsc_status m_auth(call *c, const msgpack_object *params, msgpack_packer *pk, dsc_error *err) {
+static dsc_status m_auth(call *c, const msgpack_object *params, msgpack_packer *pk,
+                         dsc_error *err) {
     char token[DSC_CONFIG_STR_MAX];
     dsc_status st = dsc_rpc_get_str(params, "token", true, token, sizeof token, err);
     if (st != DSC_OK) return st;
@@ -168,8 +177,9 @@ static dsc_status m_auth(call *c, const msgpack_object *params, msgpack_packer *
     if (!ok) {
         dsc_log_write(&c->srv->log, DSC_LOG_WARN, "auth_failed", "conn=%llu",
                       (unsigned long long)c->conn->id);
-        return dsc_error_set(err, DSC_UNAUTHORIZED, want[0] ? "field 'token': wrong admin token"
-                                                            : "no admin token is configured");
+        return dsc_error_set(err, DSC_UNAUTHORIZED,
+                             want[0] ? "field 'token': wrong admin token"
+                                     : "no admin token is configured");
     }
     c->conn->admin = true;
     msgpack_pack_map(pk, 1);
@@ -187,8 +197,8 @@ static dsc_status run(call *c, const dsc_rpc_request *req, msgpack_packer *pk, d
         return dsc_error_set(err, DSC_BAD_REQUEST, "method: unknown method '%.*s'", n, req->method);
     }
     if ((m->flags & M_ADMIN) && !c->conn->admin)
-        return dsc_error_set(err, DSC_UNAUTHORIZED, "method '%s' needs an admin connection (call auth first)",
-                             m->name);
+        return dsc_error_set(err, DSC_UNAUTHORIZED,
+                             "method '%s' needs an admin connection (call auth first)", m->name);
     dsc_status st = m->fn(c, req->params ? req->params : &dsc__empty_map, pk, err);
     if (m->flags & M_WRITES_LEDGER) {
         atomic_fetch_add_explicit(&c->w->counters.ledger_writes, 1, memory_order_relaxed);
@@ -235,7 +245,8 @@ void dsc__dispatch(dsc__conn *conn, const dsc_rpc_request *req) {
     if (st == DSC_OK) return;
     if (err.code == DSC_OK) dsc_error_set(&err, st, "%s", dsc_status_message(st));
     atomic_fetch_add_explicit(&conn->w->counters.errors, 1, memory_order_relaxed);
-    if (is_request) dsc_rpc_pack_error(&pk, req->msgid, &err);
+    if (is_request)
+        dsc_rpc_pack_error(&pk, req->msgid, &err);
     else
         dsc_log_write(&c.srv->log, DSC_LOG_INFO, "notification_failed", "conn=%llu code=%s",
                       (unsigned long long)conn->id, dsc_status_wire(err.code));

@@ -11,15 +11,14 @@
 #include <stdio.h>
 #include <string.h>
 
-
-
 dsc_status dsc__read_estimate_args(const msgpack_object *p, dsc__estimate_args *a,
                                    bool outputs_required, dsc_error *err) {
     memset(a, 0, sizeof *a);
     dsc_status st;
     if ((st = dsc_rpc_get_str(p, "provider", true, a->provider, sizeof a->provider, err)) ||
         (st = dsc_rpc_get_str(p, "model", true, a->model, sizeof a->model, err)) ||
-        (st = dsc_rpc_get_int(p, "input_tokens", false, 0, DSC__TOKENS_MAX, &a->in.input_tokens, err)) ||
+        (st = dsc_rpc_get_int(p, "input_tokens", false, 0, DSC__TOKENS_MAX, &a->in.input_tokens,
+                              err)) ||
         (st = dsc_rpc_get_int(p, "output_tokens", outputs_required, 0, DSC__TOKENS_MAX,
                               &a->in.output_tokens, err)) ||
         (st = dsc_rpc_get_num(p, "latency_s", false, 0, 86400, &a->in.latency_s, err)) ||
@@ -27,7 +26,8 @@ dsc_status dsc__read_estimate_args(const msgpack_object *p, dsc__estimate_args *
         (st = dsc_rpc_get_str(p, "method", false, a->method, sizeof a->method, err)))
         return st;
     if (a->method[0] && dsc_method_parse(a->method, &a->in.method) != DSC_OK)
-        return dsc_error_set(err, DSC_BAD_REQUEST, "field 'method': unknown method '%s'", a->method);
+        return dsc_error_set(err, DSC_BAD_REQUEST, "field 'method': unknown method '%s'",
+                             a->method);
     a->in.provider = a->provider;
     a->in.model = a->model;
     a->in.zone = a->zone[0] ? a->zone : NULL;
@@ -57,7 +57,8 @@ dsc_status dsc__m_estimate(dsc__call *c, const msgpack_object *p, msgpack_packer
     dsc_rpc_pack_cstr(pk, dsc_method_name(est.method));
     dsc__pack_key(pk, "warnings");
     msgpack_pack_array(pk, (size_t)nw);
-    for (int i = 0; i < nw; i++) dsc_rpc_pack_cstr(pk, warnings[i]);
+    for (int i = 0; i < nw; i++)
+        dsc_rpc_pack_cstr(pk, warnings[i]);
     return DSC_OK;
 }
 
@@ -141,11 +142,12 @@ dsc_status dsc__m_grid_set(dsc__call *c, const msgpack_object *p, msgpack_packer
     const dsc_zone *z = dsc_catalog_zone(c->w->state->catalog, zone);
     if (!z) return dsc_error_set(err, DSC_UNKNOWN_ZONE, "field 'zone': unknown zone '%s'", zone);
     if (until <= now)
-        return dsc_error_set(err, DSC_BAD_REQUEST, "field 'valid_until': %lld is not in the future (now %lld)",
+        return dsc_error_set(err, DSC_BAD_REQUEST,
+                             "field 'valid_until': %lld is not in the future (now %lld)",
                              (long long)until, (long long)now);
     if ((st = dsc_grid_set_live(c->srv->grid, z->name, value, until, err)) != DSC_OK) return st;
-    dsc_log_write(&c->srv->log, DSC_LOG_INFO, "grid_set", "zone=%s gco2e_per_kwh=%g valid_until=%lld",
-                  z->name, value, (long long)until);
+    dsc_log_write(&c->srv->log, DSC_LOG_INFO, "grid_set",
+                  "zone=%s gco2e_per_kwh=%g valid_until=%lld", z->name, value, (long long)until);
     msgpack_pack_map(pk, 3);
     dsc__pack_key(pk, "zone");
     dsc_rpc_pack_cstr(pk, z->name);
@@ -169,6 +171,7 @@ dsc_status dsc__m_policy_reload(dsc__call *c, const msgpack_object *p, msgpack_p
     dsc_rpc_pack_cstr(pk, dsc_policy_set_version(set));
     dsc__pack_key(pk, "policies");
     msgpack_pack_array(pk, (size_t)n);
-    for (int i = 0; i < n; i++) dsc_rpc_pack_cstr(pk, dsc_policy_set_name(set, i));
+    for (int i = 0; i < n; i++)
+        dsc_rpc_pack_cstr(pk, dsc_policy_set_name(set, i));
     return DSC_OK;
 }

@@ -42,14 +42,17 @@ static void pack_budget_state(msgpack_packer *pk, const dsc_budget_state *b) {
     msgpack_pack_int64(pk, b->resets_at);
     pack_api(pk, "request", b->request);
     dsc__pack_key(pk, "would_exceed");
-    if (b->would_exceed) msgpack_pack_true(pk);
-    else msgpack_pack_false(pk);
+    if (b->would_exceed)
+        msgpack_pack_true(pk);
+    else
+        msgpack_pack_false(pk);
 }
 
 static void pack_budget_states(msgpack_packer *pk, const dsc_budget_state *s, size_t n) {
     dsc__pack_key(pk, "budgets");
     msgpack_pack_array(pk, n);
-    for (size_t i = 0; i < n; i++) pack_budget_state(pk, &s[i]);
+    for (size_t i = 0; i < n; i++)
+        pack_budget_state(pk, &s[i]);
 }
 
 static void pack_budget_info(msgpack_packer *pk, const dsc_budget_info *b) {
@@ -67,7 +70,8 @@ static void pack_budget_info(msgpack_packer *pk, const dsc_budget_info *b) {
 
 static void pack_amounts(msgpack_packer *pk, const dsc_amounts *a) {
     msgpack_pack_map(pk, DSC_METRIC_COUNT);
-    for (int m = 0; m < DSC_METRIC_COUNT; m++) pack_api(pk, dsc_metric_name((dsc_metric)m), a->v[m]);
+    for (int m = 0; m < DSC_METRIC_COUNT; m++)
+        pack_api(pk, dsc_metric_name((dsc_metric)m), a->v[m]);
 }
 
 /* ------------------------------------------------------------------ params -- */
@@ -92,7 +96,8 @@ static dsc_status read_subject(const msgpack_object *p, bool required, subject_b
         return dsc_error_set(err, st, "subject: %s", msg);
     }
     if (!s->org[0] && !s->team[0] && !s->user[0] && !s->key[0])
-        return dsc_error_set(err, DSC_BAD_REQUEST, "field 'subject': needs at least one of org, team, user, key");
+        return dsc_error_set(err, DSC_BAD_REQUEST,
+                             "field 'subject': needs at least one of org, team, user, key");
     s->subject = (dsc_subject){s->org, s->team, s->user, s->key};
     return DSC_OK;
 }
@@ -103,13 +108,15 @@ typedef struct tags_buf {
     int n;
 } tags_buf;
 
-static dsc_status copy_tag_str(const msgpack_object *o, char *out, const char *what, dsc_error *err) {
+static dsc_status copy_tag_str(const msgpack_object *o, char *out, const char *what,
+                               dsc_error *err) {
     if (o->type != MSGPACK_OBJECT_STR)
-        return dsc_error_set(err, DSC_BAD_REQUEST, "field 'tags': %s must be a string, got %s", what,
-                             dsc_rpc_type_name(o));
+        return dsc_error_set(err, DSC_BAD_REQUEST, "field 'tags': %s must be a string, got %s",
+                             what, dsc_rpc_type_name(o));
     if (o->via.str.size >= FIELD_MAX || memchr(o->via.str.ptr, '\0', o->via.str.size))
-        return dsc_error_set(err, DSC_BAD_REQUEST, "field 'tags': a %s is longer than %d bytes or holds NUL",
-                             what, FIELD_MAX - 1);
+        return dsc_error_set(err, DSC_BAD_REQUEST,
+                             "field 'tags': a %s is longer than %d bytes or holds NUL", what,
+                             FIELD_MAX - 1);
     memcpy(out, o->via.str.ptr, o->via.str.size);
     out[o->via.str.size] = '\0';
     return DSC_OK;
@@ -121,7 +128,8 @@ static dsc_status read_tags(const msgpack_object *p, tags_buf *t, dsc_error *err
     dsc_status st = dsc_rpc_get_map(p, "tags", false, &m, err);
     if (st != DSC_OK || !m) return st;
     if (m->via.map.size > TAGS_MAX)
-        return dsc_error_set(err, DSC_BAD_REQUEST, "field 'tags': %u pairs, at most %d", m->via.map.size, TAGS_MAX);
+        return dsc_error_set(err, DSC_BAD_REQUEST, "field 'tags': %u pairs, at most %d",
+                             m->via.map.size, TAGS_MAX);
     for (uint32_t i = 0; i < m->via.map.size; i++) {
         if ((st = copy_tag_str(&m->via.map.ptr[i].key, t->keys[i], "key", err)) ||
             (st = copy_tag_str(&m->via.map.ptr[i].val, t->values[i], "value", err)))
@@ -141,7 +149,8 @@ typedef struct check_args {
     int64_t ttl_s;
 } check_args;
 
-static dsc_status read_check_args(dsc__call *c, const msgpack_object *p, check_args *a, dsc_error *err) {
+static dsc_status read_check_args(dsc__call *c, const msgpack_object *p, check_args *a,
+                                  dsc_error *err) {
     dsc_status st;
     a->reserve = true;
     a->ttl_s = c->srv->cfg.hold_ttl_s;
@@ -233,10 +242,10 @@ static dsc_status reserve(dsc__call *c, check_job *j, dsc_error *err) {
     check_out *o = &j->o;
     dsc_budget_state exceeded[4];
     size_t n_exceeded = 0;
-    dsc_status st = dsc_ledger_reserve_async(c->srv->ledger, &a->subject.subject, &o->amounts, a->ttl_s,
-                                             a->request_id[0] ? a->request_id : NULL, o->reservation,
-                                             exceeded, 4, &n_exceeded, dsc__job_done,
-                                             dsc__job_slot(&j->job, 0), err);
+    dsc_status st =
+        dsc_ledger_reserve_async(c->srv->ledger, &a->subject.subject, &o->amounts, a->ttl_s,
+                                 a->request_id[0] ? a->request_id : NULL, o->reservation, exceeded,
+                                 4, &n_exceeded, dsc__job_done, dsc__job_slot(&j->job, 0), err);
     if (st == DSC_OK) {
         o->expires_at = dsc__now_us() / 1000000 + a->ttl_s;
         remember_reservation(c, a, o);
@@ -244,9 +253,12 @@ static dsc_status reserve(dsc__call *c, check_job *j, dsc_error *err) {
     }
     dsc__job_unslot(&j->job);
     o->reservation[0] = '\0';
-    if (st == DSC_BUDGET_EXCEEDED) refuse_exceeded(o, exceeded, n_exceeded);
-    else if (fail_open(c, st)) o->unenforced = true;
-    else return st;
+    if (st == DSC_BUDGET_EXCEEDED)
+        refuse_exceeded(o, exceeded, n_exceeded);
+    else if (fail_open(c, st))
+        o->unenforced = true;
+    else
+        return st;
     dsc_error_clear(err);
     return DSC_OK;
 }
@@ -325,13 +337,15 @@ static dsc_status run_check(dsc__call *c, check_job *j, dsc_error *err) {
     dsc_status st = dsc__worker_sync(c->w, err);
     if (st == DSC_OK) st = dsc_estimate_compute(c->w->state->catalog, &a->est.in, &o->est, err);
     if (st != DSC_OK) return st;
-    dsc_amounts_from_estimate(&o->est, a->est.in.input_tokens, a->est.in.output_tokens, 0, &o->amounts);
-    st = dsc_ledger_preview(c->srv->ledger, &a->subject.subject, &o->amounts, o->states, PREVIEW_MAX,
-                            &o->n_states, err);
+    dsc_amounts_from_estimate(&o->est, a->est.in.input_tokens, a->est.in.output_tokens, 0,
+                              &o->amounts);
+    st = dsc_ledger_preview(c->srv->ledger, &a->subject.subject, &o->amounts, o->states,
+                            PREVIEW_MAX, &o->n_states, err);
     if (st != DSC_OK) return st;
     if (o->n_states > PREVIEW_MAX) o->n_states = PREVIEW_MAX;
     if ((st = decide(c, a, o, err)) != DSC_OK) return st;
-    if (o->decision.outcome == DSC_POLICY_ALLOW && a->reserve && (st = reserve(c, j, err)) != DSC_OK)
+    if (o->decision.outcome == DSC_POLICY_ALLOW && a->reserve &&
+        (st = reserve(c, j, err)) != DSC_OK)
         return st;
     journal(c, j);
     return DSC_OK;
@@ -383,8 +397,8 @@ static void pack_check(msgpack_packer *pk, const check_out *o) {
 }
 
 /* The hold and the record are committed (or failed): reply. */
-static dsc_status finish_check(dsc__job *job, dsc_status st, const dsc_error *st_err, msgpack_packer *pk,
-                               dsc_error *err) {
+static dsc_status finish_check(dsc__job *job, dsc_status st, const dsc_error *st_err,
+                               msgpack_packer *pk, dsc_error *err) {
     check_job *j = (check_job *)job;
     dsc_server *srv = job->w->srv;
     if (st == DSC_STORE_UNAVAILABLE && srv->cfg.failure_mode == DSC_FAIL_OPEN) {
@@ -394,13 +408,14 @@ static dsc_status finish_check(dsc__job *job, dsc_status st, const dsc_error *st
         st = DSC_OK;
     }
     if (st != DSC_OK) {
-        if (j->o.reservation[0]) dsc_ledger_cancel_async(srv->ledger, j->o.reservation, ignore_done, NULL, NULL);
+        if (j->o.reservation[0])
+            dsc_ledger_cancel_async(srv->ledger, j->o.reservation, ignore_done, NULL, NULL);
         *err = *st_err;
         return st;
     }
     pack_check(pk, &j->o);
-    dsc__count_decision(job->w, j->o.decision.outcome, j->o.decision.policy, j->a.purpose, j->o.unenforced,
-                        dsc__now_us() - job->started_us);
+    dsc__count_decision(job->w, j->o.decision.outcome, j->o.decision.policy, j->a.purpose,
+                        j->o.unenforced, dsc__now_us() - job->started_us);
     return DSC_OK;
 }
 
@@ -446,19 +461,24 @@ static void subject_from_info(subject_buf *s, const dsc__resv_info *info) {
 /* What the reservation was for comes from the server's memory of it; when the
  * server does not know it (after a restart), from provider/model/zone/subject in
  * the params. */
-static dsc_status read_settle_args(dsc__call *c, const msgpack_object *p, settle_args *a, dsc_error *err) {
+static dsc_status read_settle_args(dsc__call *c, const msgpack_object *p, settle_args *a,
+                                   dsc_error *err) {
     dsc_status st;
     dsc__resv_info info;
     if ((st = dsc_rpc_get_str(p, "reservation", true, a->reservation, sizeof a->reservation, err)))
         return st;
     bool known = dsc__resv_get(c->srv->reservations, a->reservation, &info);
     if (!known && !dsc_rpc_field(p, "model"))
-        return dsc_error_set(err, DSC_UNKNOWN_RESERVATION,
-                             "field 'reservation': '%s' is not known to this server; give provider and "
-                             "model to charge it", a->reservation);
+        return dsc_error_set(
+            err, DSC_UNKNOWN_RESERVATION,
+            "field 'reservation': '%s' is not known to this server; give provider and "
+            "model to charge it",
+            a->reservation);
     if (known) {
-        if ((st = dsc_rpc_get_int(p, "input_tokens", true, 0, DSC__TOKENS_MAX, &a->est.in.input_tokens, err)) ||
-            (st = dsc_rpc_get_int(p, "output_tokens", true, 0, DSC__TOKENS_MAX, &a->est.in.output_tokens, err)) ||
+        if ((st = dsc_rpc_get_int(p, "input_tokens", true, 0, DSC__TOKENS_MAX,
+                                  &a->est.in.input_tokens, err)) ||
+            (st = dsc_rpc_get_int(p, "output_tokens", true, 0, DSC__TOKENS_MAX,
+                                  &a->est.in.output_tokens, err)) ||
             (st = dsc_rpc_get_num(p, "latency_s", false, 0, 86400, &a->est.in.latency_s, err)))
             return st;
         snprintf(a->est.provider, sizeof a->est.provider, "%s", info.provider);
@@ -478,25 +498,30 @@ static dsc_status read_settle_args(dsc__call *c, const msgpack_object *p, settle
 
 static const char *settle_kind_name(dsc_settle_kind k) {
     switch (k) {
-    case DSC_SETTLE_RESERVED: return "reserved";
-    case DSC_SETTLE_REPEATED: return "repeated";
-    case DSC_SETTLE_LATE: return "late";
-    case DSC_SETTLE_UNRESERVED: return "unreserved";
+    case DSC_SETTLE_RESERVED:
+        return "reserved";
+    case DSC_SETTLE_REPEATED:
+        return "repeated";
+    case DSC_SETTLE_LATE:
+        return "late";
+    case DSC_SETTLE_UNRESERVED:
+        return "unreserved";
     }
     return "reserved";
 }
 
-static dsc_status finish_settle(dsc__job *job, dsc_status st, const dsc_error *st_err, msgpack_packer *pk,
-                                dsc_error *err) {
+static dsc_status finish_settle(dsc__job *job, dsc_status st, const dsc_error *st_err,
+                                msgpack_packer *pk, dsc_error *err) {
     settle_job *j = (settle_job *)job;
     if (st != DSC_OK) {
         *err = *st_err;
         return st;
     }
+    dsc__resv_finish(job->w->srv->reservations, j->a.reservation, dsc__now_us() / 1000000);
     dsc_budget_state states[PREVIEW_MAX];
     size_t n = 0;
-    if (!j->has_subject ||
-        dsc_ledger_preview(job->w->srv->ledger, &j->a.subject.subject, NULL, states, PREVIEW_MAX, &n, NULL) != DSC_OK)
+    if (!j->has_subject || dsc_ledger_preview(job->w->srv->ledger, &j->a.subject.subject, NULL,
+                                              states, PREVIEW_MAX, &n, NULL) != DSC_OK)
         n = 0;
     if (n > PREVIEW_MAX) n = PREVIEW_MAX;
     msgpack_pack_map(pk, 5);
@@ -512,7 +537,8 @@ static dsc_status finish_settle(dsc__job *job, dsc_status st, const dsc_error *s
     return DSC_OK;
 }
 
-dsc_status dsc__m_settle(dsc__call *c, const msgpack_object *p, msgpack_packer *pk, dsc_error *err) {
+dsc_status dsc__m_settle(dsc__call *c, const msgpack_object *p, msgpack_packer *pk,
+                         dsc_error *err) {
     (void)pk;
     settle_job *j = (settle_job *)dsc__job_defer(c, sizeof *j, finish_settle);
     if (!j) return dsc_error_set(err, DSC_INTERNAL, "out of memory for a settle");
@@ -521,11 +547,13 @@ dsc_status dsc__m_settle(dsc__call *c, const msgpack_object *p, msgpack_packer *
     if (st == DSC_OK) st = dsc__worker_sync(c->w, err);
     if (st == DSC_OK) st = dsc_estimate_compute(c->w->state->catalog, &j->a.est.in, &j->est, err);
     if (st != DSC_OK) return st;
-    dsc_amounts_from_estimate(&j->est, j->a.est.in.input_tokens, j->a.est.in.output_tokens, 0, &j->actual);
+    dsc_amounts_from_estimate(&j->est, j->a.est.in.input_tokens, j->a.est.in.output_tokens, 0,
+                              &j->actual);
     const subject_buf *s = &j->a.subject;
     j->has_subject = s->org[0] || s->team[0] || s->user[0] || s->key[0];
-    st = dsc_ledger_settle_async(c->srv->ledger, j->a.reservation, &j->actual, j->has_subject ? &s->subject : NULL,
-                                 &j->kind, dsc__job_done, dsc__job_slot(&j->job, 0), err);
+    st = dsc_ledger_settle_async(c->srv->ledger, j->a.reservation, &j->actual,
+                                 j->has_subject ? &s->subject : NULL, &j->kind, dsc__job_done,
+                                 dsc__job_slot(&j->job, 0), err);
     if (st != DSC_OK) dsc__job_unslot(&j->job);
     return st;
 }
@@ -537,13 +565,14 @@ typedef struct cancel_job {
     char id[DSC_RESERVATION_ID_MAX];
 } cancel_job;
 
-static dsc_status finish_cancel(dsc__job *job, dsc_status st, const dsc_error *st_err, msgpack_packer *pk,
-                                dsc_error *err) {
+static dsc_status finish_cancel(dsc__job *job, dsc_status st, const dsc_error *st_err,
+                                msgpack_packer *pk, dsc_error *err) {
     cancel_job *j = (cancel_job *)job;
     if (st != DSC_OK) {
         *err = *st_err;
         return st;
     }
+    dsc__resv_finish(job->w->srv->reservations, j->id, dsc__now_us() / 1000000);
     msgpack_pack_map(pk, 2);
     dsc__pack_key(pk, "reservation");
     dsc_rpc_pack_cstr(pk, j->id);
@@ -552,26 +581,30 @@ static dsc_status finish_cancel(dsc__job *job, dsc_status st, const dsc_error *s
     return DSC_OK;
 }
 
-dsc_status dsc__m_cancel(dsc__call *c, const msgpack_object *p, msgpack_packer *pk, dsc_error *err) {
+dsc_status dsc__m_cancel(dsc__call *c, const msgpack_object *p, msgpack_packer *pk,
+                         dsc_error *err) {
     (void)pk;
     cancel_job *j = (cancel_job *)dsc__job_defer(c, sizeof *j, finish_cancel);
     if (!j) return dsc_error_set(err, DSC_INTERNAL, "out of memory for a cancel");
     j->id[0] = '\0';
     dsc_status st = dsc_rpc_get_str(p, "reservation", true, j->id, sizeof j->id, err);
     if (st == DSC_OK)
-        st = dsc_ledger_cancel_async(c->srv->ledger, j->id, dsc__job_done, dsc__job_slot(&j->job, 0), err);
+        st = dsc_ledger_cancel_async(c->srv->ledger, j->id, dsc__job_done,
+                                     dsc__job_slot(&j->job, 0), err);
     if (st != DSC_OK && j->job.waiting > 0) dsc__job_unslot(&j->job);
     return st;
 }
 
 /* ----------------------------------------------------------------- budgets -- */
 
-dsc_status dsc__m_budget_get(dsc__call *c, const msgpack_object *p, msgpack_packer *pk, dsc_error *err) {
+dsc_status dsc__m_budget_get(dsc__call *c, const msgpack_object *p, msgpack_packer *pk,
+                             dsc_error *err) {
     subject_buf s;
     dsc_budget_state states[PREVIEW_MAX];
     size_t n = 0;
     dsc_status st = read_subject(p, true, &s, err);
-    if (st == DSC_OK) st = dsc_ledger_preview(c->srv->ledger, &s.subject, NULL, states, PREVIEW_MAX, &n, err);
+    if (st == DSC_OK)
+        st = dsc_ledger_preview(c->srv->ledger, &s.subject, NULL, states, PREVIEW_MAX, &n, err);
     if (st != DSC_OK) return st;
     if (n > PREVIEW_MAX) n = PREVIEW_MAX;
     msgpack_pack_map(pk, 1);
@@ -579,7 +612,8 @@ dsc_status dsc__m_budget_get(dsc__call *c, const msgpack_object *p, msgpack_pack
     return DSC_OK;
 }
 
-dsc_status dsc__m_budget_list(dsc__call *c, const msgpack_object *p, msgpack_packer *pk, dsc_error *err) {
+dsc_status dsc__m_budget_list(dsc__call *c, const msgpack_object *p, msgpack_packer *pk,
+                              dsc_error *err) {
     char selector[DSC_SELECTOR_MAX];
     dsc_status st = dsc_rpc_get_str(p, "selector", false, selector, sizeof selector, err);
     if (st != DSC_OK) return st;
@@ -598,13 +632,16 @@ dsc_status dsc__m_budget_list(dsc__call *c, const msgpack_object *p, msgpack_pac
             size_t got = dsc_ledger_budget_list(c->srv->ledger, off, page, 64, NULL);
             for (size_t i = 0; i < got; i++) {
                 if (selector[0] && strcmp(page[i].selector, selector) != 0) continue;
-                if (pass == 0) matched++;
-                else if (seen++ < matched) pack_budget_info(pk, &page[i]);
+                if (pass == 0)
+                    matched++;
+                else if (seen++ < matched)
+                    pack_budget_info(pk, &page[i]);
             }
             if (got < 64) break;
         }
         if (pass == 1)
-            for (; seen < matched; seen++) msgpack_pack_nil(pk); /* budgets deleted meanwhile */
+            for (; seen < matched; seen++)
+                msgpack_pack_nil(pk); /* budgets deleted meanwhile */
     }
     return DSC_OK;
 }
@@ -619,12 +656,14 @@ static dsc_status read_budget_key(const msgpack_object *p, char *selector, dsc_m
         return st;
     if (dsc_metric_parse(metric_name, metric) != DSC_OK)
         return dsc_error_set(err, DSC_UNKNOWN_METRIC,
-                             "field 'metric': unknown metric '%s' (energy_wh, gco2e, water_ml, pe_mj, cost, tokens, requests)",
+                             "field 'metric': unknown metric '%s' (energy_wh, gco2e, water_ml, "
+                             "pe_mj, cost, tokens, requests)",
                              metric_name);
     return DSC_OK;
 }
 
-dsc_status dsc__m_budget_set(dsc__call *c, const msgpack_object *p, msgpack_packer *pk, dsc_error *err) {
+dsc_status dsc__m_budget_set(dsc__call *c, const msgpack_object *p, msgpack_packer *pk,
+                             dsc_error *err) {
     char selector[DSC_SELECTOR_MAX], window[DSC_WINDOW_MAX];
     dsc_metric metric;
     double limit = 0;
@@ -632,28 +671,34 @@ dsc_status dsc__m_budget_set(dsc__call *c, const msgpack_object *p, msgpack_pack
     dsc_status st = read_budget_key(p, selector, &metric, window, err);
     if (st == DSC_OK) st = dsc_rpc_get_num(p, "limit", true, 0, DSC_AMOUNT_API_MAX, &limit, err);
     if (st != DSC_OK) return st;
-    bool created = dsc_ledger_budget_get(c->srv->ledger, selector, metric, window, &info, NULL) != DSC_OK;
-    if ((st = dsc_ledger_budget_set(c->srv->ledger, selector, metric, window, limit, &info, err)) != DSC_OK)
+    bool created =
+        dsc_ledger_budget_get(c->srv->ledger, selector, metric, window, &info, NULL) != DSC_OK;
+    if ((st = dsc_ledger_budget_set(c->srv->ledger, selector, metric, window, limit, &info, err)) !=
+        DSC_OK)
         return st;
-    dsc_log_write(&c->srv->log, DSC_LOG_INFO, "budget_set", "selector=%s metric=%s window=%s limit=%g",
-                  info.selector, dsc_metric_name(metric), info.window, limit);
+    dsc_log_write(&c->srv->log, DSC_LOG_INFO, "budget_set",
+                  "selector=%s metric=%s window=%s limit=%g", info.selector,
+                  dsc_metric_name(metric), info.window, limit);
     msgpack_pack_map(pk, 2);
     dsc__pack_key(pk, "budget");
     pack_budget_info(pk, &info);
     dsc__pack_key(pk, "created");
-    if (created) msgpack_pack_true(pk);
-    else msgpack_pack_false(pk);
+    if (created)
+        msgpack_pack_true(pk);
+    else
+        msgpack_pack_false(pk);
     return DSC_OK;
 }
 
-dsc_status dsc__m_budget_delete(dsc__call *c, const msgpack_object *p, msgpack_packer *pk, dsc_error *err) {
+dsc_status dsc__m_budget_delete(dsc__call *c, const msgpack_object *p, msgpack_packer *pk,
+                                dsc_error *err) {
     char selector[DSC_SELECTOR_MAX], window[DSC_WINDOW_MAX];
     dsc_metric metric;
     dsc_status st = read_budget_key(p, selector, &metric, window, err);
     if (st == DSC_OK) st = dsc_ledger_budget_delete(c->srv->ledger, selector, metric, window, err);
     if (st != DSC_OK) return st;
-    dsc_log_write(&c->srv->log, DSC_LOG_INFO, "budget_delete", "selector=%s metric=%s window=%s", selector,
-                  dsc_metric_name(metric), window);
+    dsc_log_write(&c->srv->log, DSC_LOG_INFO, "budget_delete", "selector=%s metric=%s window=%s",
+                  selector, dsc_metric_name(metric), window);
     msgpack_pack_map(pk, 1);
     dsc__pack_key(pk, "deleted");
     msgpack_pack_true(pk);

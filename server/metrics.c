@@ -32,7 +32,8 @@ static void count_label(dsc__worker *w, int outcome, const char *policy, const c
     int i = 0;
     for (; i < w->n_labels; i++) {
         dsc__label_count *l = &w->labels[i];
-        if (l->outcome == outcome && strcmp(l->policy, policy) == 0 && strcmp(l->purpose_class, klass) == 0)
+        if (l->outcome == outcome && strcmp(l->policy, policy) == 0 &&
+            strcmp(l->purpose_class, klass) == 0)
             break;
     }
     if (i == w->n_labels && w->n_labels < DSC__LABELS_MAX) {
@@ -46,13 +47,14 @@ static void count_label(dsc__worker *w, int outcome, const char *policy, const c
     pthread_mutex_unlock(&w->labels_lock);
 }
 
-void dsc__count_decision(dsc__worker *w, dsc_policy_outcome outcome, const char *policy, const char *purpose,
-                         bool unenforced, int64_t latency_us) {
+void dsc__count_decision(dsc__worker *w, dsc_policy_outcome outcome, const char *policy,
+                         const char *purpose, bool unenforced, int64_t latency_us) {
     dsc__counters *c = &w->counters;
     if (outcome >= DSC_POLICY_ALLOW && outcome <= DSC_POLICY_REFUSE) add(&c->decisions[outcome], 1);
     if (unenforced) add(&c->unenforced, 1);
     int b = 0;
-    while (b < DSC__LATENCY_BUCKETS && latency_us > latency_bounds_us[b]) b++;
+    while (b < DSC__LATENCY_BUCKETS && latency_us > latency_bounds_us[b])
+        b++;
     add(&c->latency[b], 1);
     add(&c->latency_sum_us, (uint64_t)(latency_us > 0 ? latency_us : 0));
     const char *klass = w->vm ? dsc_policy_vm_purpose_class(w->vm, purpose) : "unknown";
@@ -127,8 +129,9 @@ static void put_counter(text *t, const char *name, const char *help, uint64_t v)
 }
 
 static void put_decisions(text *t, dsc_server *srv) {
-    put(t, "# HELP discern_decisions_total Decisions by outcome, deciding policy and purpose class.\n"
-           "# TYPE discern_decisions_total counter\n");
+    put(t,
+        "# HELP discern_decisions_total Decisions by outcome, deciding policy and purpose class.\n"
+        "# TYPE discern_decisions_total counter\n");
     dsc__label_count all[DSC__LABELS_MAX];
     int n = 0;
     for (int i = 0; i < srv->n_workers; i++) {
@@ -137,18 +140,23 @@ static void put_decisions(text *t, dsc_server *srv) {
         for (int k = 0; k < w->n_labels; k++) {
             const dsc__label_count *l = &w->labels[k];
             int j = 0;
-            while (j < n && !(all[j].outcome == l->outcome && strcmp(all[j].policy, l->policy) == 0 &&
-                              strcmp(all[j].purpose_class, l->purpose_class) == 0))
+            while (j < n &&
+                   !(all[j].outcome == l->outcome && strcmp(all[j].policy, l->policy) == 0 &&
+                     strcmp(all[j].purpose_class, l->purpose_class) == 0))
                 j++;
-            if (j == n && n < DSC__LABELS_MAX) all[n++] = *l;
-            else if (j < n) all[j].count += l->count;
+            if (j == n && n < DSC__LABELS_MAX)
+                all[n++] = *l;
+            else if (j < n)
+                all[j].count += l->count;
         }
         pthread_mutex_unlock(&w->labels_lock);
     }
     for (int j = 0; j < n; j++)
-        put(t, "discern_decisions_total{outcome=\"%s\",policy=\"%s\",purpose_class=\"%s\"} %" PRIu64 "\n",
-            dsc_policy_outcome_name((dsc_policy_outcome)all[j].outcome), all[j].policy, all[j].purpose_class,
-            all[j].count);
+        put(t,
+            "discern_decisions_total{outcome=\"%s\",policy=\"%s\",purpose_class=\"%s\"} %" PRIu64
+            "\n",
+            dsc_policy_outcome_name((dsc_policy_outcome)all[j].outcome), all[j].policy,
+            all[j].purpose_class, all[j].count);
 }
 
 static void put_latency(text *t, dsc_server *srv) {
@@ -156,10 +164,11 @@ static void put_latency(text *t, dsc_server *srv) {
            "# TYPE discern_check_seconds histogram\n");
     uint64_t cumulative = 0;
     for (int b = 0; b <= DSC__LATENCY_BUCKETS; b++) {
-        cumulative += sum_at(srv, offsetof(dsc__counters, latency) + (size_t)b * sizeof(atomic_uint_fast64_t));
+        cumulative += sum_at(srv, offsetof(dsc__counters, latency) +
+                                      (size_t)b * sizeof(atomic_uint_fast64_t));
         if (b < DSC__LATENCY_BUCKETS)
-            put(t, "discern_check_seconds_bucket{le=\"%g\"} %" PRIu64 "\n", (double)latency_bounds_us[b] / 1e6,
-                cumulative);
+            put(t, "discern_check_seconds_bucket{le=\"%g\"} %" PRIu64 "\n",
+                (double)latency_bounds_us[b] / 1e6, cumulative);
         else
             put(t, "discern_check_seconds_bucket{le=\"+Inf\"} %" PRIu64 "\n", cumulative);
     }
@@ -175,12 +184,14 @@ static bool subject_of(const char *selector, char parts[4][DSC_SELECTOR_MAX], ds
     memset(parts, 0, 4 * DSC_SELECTOR_MAX);
     char copy[DSC_SELECTOR_MAX];
     snprintf(copy, sizeof copy, "%s", selector);
-    for (char *save = NULL, *seg = strtok_r(copy, "/", &save); seg; seg = strtok_r(NULL, "/", &save)) {
+    for (char *save = NULL, *seg = strtok_r(copy, "/", &save); seg;
+         seg = strtok_r(NULL, "/", &save)) {
         char *colon = strchr(seg, ':');
         if (!colon) return false;
         *colon = '\0';
         int k = 0;
-        while (k < 4 && strcmp(kinds[k], seg) != 0) k++;
+        while (k < 4 && strcmp(kinds[k], seg) != 0)
+            k++;
         if (k == 4) return false;
         snprintf(parts[k], DSC_SELECTOR_MAX, "%s", colon + 1);
     }
@@ -199,15 +210,16 @@ static void put_budget_usage(text *t, dsc_server *srv, const dsc_budget_info *b)
     if (dsc_ledger_preview(srv->ledger, &subj, NULL, states, 64, &n, NULL) != DSC_OK) return;
     for (size_t i = 0; i < n && i < 64; i++) {
         const dsc_budget_state *s = &states[i];
-        if (strcmp(s->selector, b->selector) != 0 || s->metric != b->metric || strcmp(s->window, b->window) != 0)
+        if (strcmp(s->selector, b->selector) != 0 || s->metric != b->metric ||
+            strcmp(s->window, b->window) != 0)
             continue;
         const char *m = dsc_metric_name(b->metric);
-        put(t, "discern_budget_used{selector=\"%s\",metric=\"%s\",window=\"%s\"} %.6f\n", b->selector, m,
-            b->window, dsc_amount_to_api(s->used));
-        put(t, "discern_budget_held{selector=\"%s\",metric=\"%s\",window=\"%s\"} %.6f\n", b->selector, m,
-            b->window, dsc_amount_to_api(s->held));
-        put(t, "discern_budget_remaining{selector=\"%s\",metric=\"%s\",window=\"%s\"} %.6f\n", b->selector, m,
-            b->window, dsc_amount_to_api(s->remaining));
+        put(t, "discern_budget_used{selector=\"%s\",metric=\"%s\",window=\"%s\"} %.6f\n",
+            b->selector, m, b->window, dsc_amount_to_api(s->used));
+        put(t, "discern_budget_held{selector=\"%s\",metric=\"%s\",window=\"%s\"} %.6f\n",
+            b->selector, m, b->window, dsc_amount_to_api(s->held));
+        put(t, "discern_budget_remaining{selector=\"%s\",metric=\"%s\",window=\"%s\"} %.6f\n",
+            b->selector, m, b->window, dsc_amount_to_api(s->remaining));
         return;
     }
 }
@@ -225,8 +237,9 @@ static void put_budgets(text *t, dsc_server *srv) {
     for (size_t off = 0;; off += 64) {
         size_t got = dsc_ledger_budget_list(srv->ledger, off, page, 64, NULL);
         for (size_t i = 0; i < got; i++) {
-            put(t, "discern_budget_limit{selector=\"%s\",metric=\"%s\",window=\"%s\"} %.6f\n", page[i].selector,
-                dsc_metric_name(page[i].metric), page[i].window, dsc_amount_to_api(page[i].limit));
+            put(t, "discern_budget_limit{selector=\"%s\",metric=\"%s\",window=\"%s\"} %.6f\n",
+                page[i].selector, dsc_metric_name(page[i].metric), page[i].window,
+                dsc_amount_to_api(page[i].limit));
             put_budget_usage(t, srv, &page[i]);
         }
         if (got < 64) break;
@@ -236,16 +249,24 @@ static void put_budgets(text *t, dsc_server *srv) {
 static void put_ledger(text *t, dsc_server *srv) {
     dsc_ledger_stats ls;
     dsc_ledger_stats_get(srv->ledger, &ls);
-    put(t, "# HELP discern_store_up 1 when the last store commit succeeded.\n# TYPE discern_store_up gauge\n"
-           "discern_store_up %d\n", ls.store_ok ? 1 : 0);
-    put_counter(t, "discern_store_failures_total", "Store batches that failed to commit.", ls.store_failures);
+    put(t,
+        "# HELP discern_store_up 1 when the last store commit succeeded.\n# TYPE discern_store_up "
+        "gauge\n"
+        "discern_store_up %d\n",
+        ls.store_ok ? 1 : 0);
+    put_counter(t, "discern_store_failures_total", "Store batches that failed to commit.",
+                ls.store_failures);
     put_counter(t, "discern_store_batches_total", "Store batches committed.", ls.store_batches);
-    put(t, "# HELP discern_holds Open holds.\n# TYPE discern_holds gauge\ndiscern_holds %zu\n", ls.holds);
-    put(t, "# HELP discern_budgets Budgets defined.\n# TYPE discern_budgets gauge\ndiscern_budgets %zu\n",
+    put(t, "# HELP discern_holds Open holds.\n# TYPE discern_holds gauge\ndiscern_holds %zu\n",
+        ls.holds);
+    put(t,
+        "# HELP discern_budgets Budgets defined.\n# TYPE discern_budgets gauge\ndiscern_budgets "
+        "%zu\n",
         ls.budgets);
-    put(t, "# HELP discern_store_call_seconds Time spent in ledger calls that touch the store.\n"
-           "# TYPE discern_store_call_seconds summary\n"
-           "discern_store_call_seconds_sum %.6f\ndiscern_store_call_seconds_count %" PRIu64 "\n",
+    put(t,
+        "# HELP discern_store_call_seconds Time spent in ledger calls that touch the store.\n"
+        "# TYPE discern_store_call_seconds summary\n"
+        "discern_store_call_seconds_sum %.6f\ndiscern_store_call_seconds_count %" PRIu64 "\n",
         (double)SUM_FIELD(srv, store_us) / 1e6, SUM_FIELD(srv, store_ops));
 }
 
@@ -254,18 +275,23 @@ char *dsc__metrics_render(dsc_server *srv, size_t *len) {
     if (!t.buf) return NULL;
     put_decisions(&t, srv);
     put_latency(&t, srv);
-    put_counter(&t, "discern_unenforced_total", "Checks allowed unenforced because the store was down (failure_mode open).",
+    put_counter(&t, "discern_unenforced_total",
+                "Checks allowed unenforced because the store was down (failure_mode open).",
                 SUM_FIELD(srv, unenforced));
-    put_counter(&t, "discern_policy_errors_total", "Policy evaluations that raised, timed out or ran out of memory.",
+    put_counter(&t, "discern_policy_errors_total",
+                "Policy evaluations that raised, timed out or ran out of memory.",
                 SUM_FIELD(srv, policy_errors));
-    put_counter(&t, "discern_requests_total", "MessagePack-RPC requests and notifications dispatched.",
-                SUM_FIELD(srv, requests));
+    put_counter(&t, "discern_requests_total",
+                "MessagePack-RPC requests and notifications dispatched.", SUM_FIELD(srv, requests));
     put_counter(&t, "discern_errors_total", "Error replies.", SUM_FIELD(srv, errors));
     put_counter(&t, "discern_protocol_errors_total", "Messages that were not valid requests.",
                 SUM_FIELD(srv, protocol_errors));
-    put(&t, "# HELP discern_connections Open client connections.\n# TYPE discern_connections gauge\n"
-            "discern_connections %d\n", atomic_load(&srv->connections));
-    put_counter(&t, "discern_connections_rejected_total", "Connections closed at once over max_connections.",
+    put(&t,
+        "# HELP discern_connections Open client connections.\n# TYPE discern_connections gauge\n"
+        "discern_connections %d\n",
+        atomic_load(&srv->connections));
+    put_counter(&t, "discern_connections_rejected_total",
+                "Connections closed at once over max_connections.",
                 (uint64_t)atomic_load(&srv->rejected));
     put_ledger(&t, srv);
     put_budgets(&t, srv);

@@ -3,10 +3,13 @@
  * subject), so that `settle` can re-estimate the actual usage from the tokens alone.
  *
  * The ledger keeps the amounts held, not the request; the server remembers the
- * request here, shared by all workers behind one mutex (a settle touches it once).
- * Entries live until their hold expires plus a grace period (so a late or repeated
- * settle still finds them) and are pruned by the server's once-a-second tick. After
- * a restart the table is empty: a settle then needs provider and model in its params.
+ * request here, shared by all workers behind one mutex (a check and a settle each
+ * touch it once). An entry is one allocation holding its strings packed (~100 bytes
+ * for typical names), in a chained hash table that doubles as it fills. It lives
+ * until its hold expires, or until its settle or cancel, plus a grace period (so a
+ * repeated or late settle still finds it); the server's once-a-second tick prunes a
+ * slice of the table each time. After a restart the table is empty: a settle then
+ * needs provider and model in its params.
  */
 #include "reservations.h"
 
@@ -14,29 +17,42 @@
 #include <stdlib.h>
 #include <string.h>
 
-#define BUCKETS 4096 /* power of two */
+#define INITIAL_BUCKETS 1024 /* a power of two */
+#define PRUNE_SLICES 16      /* each tick scans 1/16 of the buckets */
+
+enum { F_ID, F_PROVIDER, F_MODEL, F_ZONE, F_ORG, F_TEAM, F_USER, F_KEY, F_COUNT };
 
 typedef struct node {
-    dsc__resv_info info;
     struct node *next;
+    uint64_t hash;
+    int64_t expires_at;
+    uint16_t off[F_COUNT]; /* where each NUL-terminated field starts in data */
+    char data[];
 } node;
 
 struct dsc__resv_table {
     pthread_mutex_t lock;
-    node *buckets[BUCKETS];
-    size_t count;
+    node **buckets;
+    size_t n_buckets, count, cursor;
     int64_t grace_s;
 };
 
-static size_t hash(const char *s) {
+static uint64_t hash(const char *s) {
     uint64_t h = 1469598103934665603ULL; /* FNV-1a */
-    for (; *s; s++) h = (h ^ (unsigned char)*s) * 1099511628211ULL;
-    return (size_t)(h & (BUCKETS - 1));
+    for (; *s; s++)
+        h = (h ^ (unsigned char)*s) * 1099511628211ULL;
+    return h;
 }
 
 dsc__resv_table *dsc__resv_table_new(int64_t grace_s) {
     dsc__resv_table *t = calloc(1, sizeof *t);
     if (!t) return NULL;
+    t->buckets = calloc(INITIAL_BUCKETS, sizeof *t->buckets);
+    if (!t->buckets) {
+        free(t);
+        return NULL;
+    }
+    t->n_buckets = INITIAL_BUCKETS;
     pthread_mutex_init(&t->lock, NULL);
     t->grace_s = grace_s;
     return t;
@@ -44,54 +60,122 @@ dsc__resv_table *dsc__resv_table_new(int64_t grace_s) {
 
 void dsc__resv_table_free(dsc__resv_table *t) {
     if (!t) return;
-    for (size_t i = 0; i < BUCKETS; i++)
+    for (size_t i = 0; i < t->n_buckets; i++)
         for (node *n = t->buckets[i], *next; n; n = next) {
             next = n->next;
             free(n);
         }
+    free(t->buckets);
     pthread_mutex_destroy(&t->lock);
     free(t);
 }
 
-static node **find(dsc__resv_table *t, const char *id) {
-    node **p = &t->buckets[hash(id)];
-    while (*p && strcmp((*p)->info.id, id) != 0) p = &(*p)->next;
+static node *pack(const dsc__resv_info *info) {
+    const char *f[F_COUNT] = {info->id,  info->provider, info->model, info->zone,
+                              info->org, info->team,     info->user,  info->key};
+    size_t len[F_COUNT], total = 0;
+    for (int i = 0; i < F_COUNT; i++)
+        total += (len[i] = strlen(f[i])) + 1;
+    node *n = malloc(sizeof *n + total);
+    if (!n) return NULL;
+    size_t at = 0;
+    for (int i = 0; i < F_COUNT; i++) {
+        n->off[i] = (uint16_t)at;
+        memcpy(n->data + at, f[i], len[i] + 1);
+        at += len[i] + 1;
+    }
+    n->hash = hash(info->id);
+    n->expires_at = info->expires_at;
+    return n;
+}
+
+static void unpack(const node *n, dsc__resv_info *out) {
+    struct {
+        char *dst;
+        size_t cap;
+    } f[F_COUNT] = {{out->id, sizeof out->id},       {out->provider, sizeof out->provider},
+                    {out->model, sizeof out->model}, {out->zone, sizeof out->zone},
+                    {out->org, sizeof out->org},     {out->team, sizeof out->team},
+                    {out->user, sizeof out->user},   {out->key, sizeof out->key}};
+    for (int i = 0; i < F_COUNT; i++) {
+        const char *src = n->data + n->off[i];
+        size_t len = strlen(src);
+        if (len >= f[i].cap) len = f[i].cap - 1;
+        memcpy(f[i].dst, src, len);
+        f[i].dst[len] = '\0';
+    }
+    out->expires_at = n->expires_at;
+}
+
+static node **find(dsc__resv_table *t, const char *id, uint64_t h) {
+    node **p = &t->buckets[h & (t->n_buckets - 1)];
+    while (*p && ((*p)->hash != h || strcmp((*p)->data, id) != 0))
+        p = &(*p)->next;
     return p;
 }
 
+/* Double the buckets when chains would grow past two on average. */
+static void grow(dsc__resv_table *t) {
+    if (t->count < 2 * t->n_buckets) return;
+    size_t n = t->n_buckets * 2;
+    node **b = calloc(n, sizeof *b);
+    if (!b) return; /* keep the longer chains */
+    for (size_t i = 0; i < t->n_buckets; i++)
+        for (node *e = t->buckets[i], *next; e; e = next) {
+            next = e->next;
+            e->next = b[e->hash & (n - 1)];
+            b[e->hash & (n - 1)] = e;
+        }
+    free(t->buckets);
+    t->buckets = b;
+    t->n_buckets = n;
+    t->cursor = 0;
+}
+
 dsc_status dsc__resv_put(dsc__resv_table *t, const dsc__resv_info *info) {
-    node *n = malloc(sizeof *n);
+    node *n = pack(info);
     if (!n) return DSC_NOMEM;
-    n->info = *info;
     pthread_mutex_lock(&t->lock);
-    node **p = find(t, info->id);
+    node **p = find(t, info->id, n->hash);
     if (*p) { /* an idempotent repeat of the same reservation: refresh it */
-        (*p)->info = *info;
-        free(n);
+        n->next = (*p)->next;
+        free(*p);
+        *p = n;
     } else {
-        n->next = t->buckets[hash(info->id)];
-        t->buckets[hash(info->id)] = n;
+        n->next = t->buckets[n->hash & (t->n_buckets - 1)];
+        t->buckets[n->hash & (t->n_buckets - 1)] = n;
         t->count++;
+        grow(t);
     }
     pthread_mutex_unlock(&t->lock);
     return DSC_OK;
 }
 
 bool dsc__resv_get(dsc__resv_table *t, const char *id, dsc__resv_info *out) {
+    uint64_t h = hash(id);
     pthread_mutex_lock(&t->lock);
-    node **p = find(t, id);
+    node **p = find(t, id, h);
     bool found = *p != NULL;
-    if (found) *out = (*p)->info;
+    if (found) unpack(*p, out);
     pthread_mutex_unlock(&t->lock);
     return found;
+}
+
+void dsc__resv_finish(dsc__resv_table *t, const char *id, int64_t now) {
+    uint64_t h = hash(id);
+    pthread_mutex_lock(&t->lock);
+    node **p = find(t, id, h);
+    if (*p && (*p)->expires_at > now) (*p)->expires_at = now;
+    pthread_mutex_unlock(&t->lock);
 }
 
 size_t dsc__resv_prune(dsc__resv_table *t, int64_t now) {
     size_t removed = 0;
     pthread_mutex_lock(&t->lock);
-    for (size_t i = 0; i < BUCKETS; i++) {
-        for (node **p = &t->buckets[i]; *p;) {
-            if ((*p)->info.expires_at + t->grace_s < now) {
+    size_t slice = t->n_buckets / PRUNE_SLICES ? t->n_buckets / PRUNE_SLICES : 1;
+    for (size_t k = 0; k < slice; k++, t->cursor = (t->cursor + 1) & (t->n_buckets - 1)) {
+        for (node **p = &t->buckets[t->cursor]; *p;) {
+            if ((*p)->expires_at + t->grace_s < now) {
                 node *dead = *p;
                 *p = dead->next;
                 free(dead);

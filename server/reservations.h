@@ -2,8 +2,9 @@
  * reservations.h - the server's memory of what each reservation was for, so that
  * settle can re-estimate from tokens (see reservations.c). Thread-safe.
  *
- *   dsc__resv_table *t = dsc__resv_table_new(600);
- *   dsc__resv_put(t, &info);  dsc__resv_get(t, "r-...", &info);  dsc__resv_prune(t, now);
+ *   dsc__resv_table *t = dsc__resv_table_new(60);
+ *   dsc__resv_put(t, &info);  dsc__resv_get(t, "r-...", &info);
+ *   dsc__resv_finish(t, "r-...", now);  dsc__resv_prune(t, now);   (once a second)
  */
 #ifndef DISCERN_SERVER_RESERVATIONS_H
 #define DISCERN_SERVER_RESERVATIONS_H
@@ -36,7 +37,10 @@ void dsc__resv_table_free(dsc__resv_table *t);
 dsc_status dsc__resv_put(dsc__resv_table *t, const dsc__resv_info *info);
 /* Copy the entry for id into out; false when there is none. */
 bool dsc__resv_get(dsc__resv_table *t, const char *id, dsc__resv_info *out);
-/* Drop entries whose expiry plus grace is before now; returns how many. */
+/* The reservation was settled or cancelled: forget it after the grace period. */
+void dsc__resv_finish(dsc__resv_table *t, const char *id, int64_t now);
+/* Drop entries whose expiry plus grace is before now, in one slice (1/16) of the
+ * table per call; returns how many. */
 size_t dsc__resv_prune(dsc__resv_table *t, int64_t now);
 /* How many entries the table holds. */
 size_t dsc__resv_count(dsc__resv_table *t);

@@ -43,7 +43,8 @@ typedef struct header {
 
 static uint64_t be(const uint8_t *p, int n) {
     uint64_t v = 0;
-    for (int i = 0; i < n; i++) v = (v << 8) | p[i];
+    for (int i = 0; i < n; i++)
+        v = (v << 8) | p[i];
     return v;
 }
 
@@ -78,35 +79,66 @@ static int parse_header(const uint8_t *p, size_t avail, header *h) {
     if (avail == 0) return 0;
     uint8_t b = p[0];
     if (b <= 0x7f || b >= 0xe0 || b == 0xc0 || b == 0xc2 || b == 0xc3) return fixed(avail, 1, 0, h);
-    if (b >= 0x80 && b <= 0x8f) return h->head = 1, h->count = b & 0x0f, h->items = 2u * h->count, h->container = true, 1;
-    if (b >= 0x90 && b <= 0x9f) return h->head = 1, h->count = h->items = b & 0x0f, h->container = true, 1;
+    if (b >= 0x80 && b <= 0x8f)
+        return h->head = 1, h->count = b & 0x0f, h->items = 2u * h->count, h->container = true, 1;
+    if (b >= 0x90 && b <= 0x9f)
+        return h->head = 1, h->count = h->items = b & 0x0f, h->container = true, 1;
     if (b >= 0xa0 && b <= 0xbf) return h->head = 1, h->payload = b & 0x1f, h->text = true, 1;
     switch (b) {
-    case 0xc4: return sized(p, avail, 1, 0, h);
-    case 0xc5: return sized(p, avail, 2, 0, h);
-    case 0xc6: return sized(p, avail, 4, 0, h);
-    case 0xc7: return sized(p, avail, 1, 1, h);
-    case 0xc8: return sized(p, avail, 2, 1, h);
-    case 0xc9: return sized(p, avail, 4, 1, h);
-    case 0xca: return fixed(avail, 1, 4, h);
-    case 0xcb: return fixed(avail, 1, 8, h);
-    case 0xcc: case 0xd0: return fixed(avail, 1, 1, h);
-    case 0xcd: case 0xd1: return fixed(avail, 1, 2, h);
-    case 0xce: case 0xd2: return fixed(avail, 1, 4, h);
-    case 0xcf: case 0xd3: return fixed(avail, 1, 8, h);
-    case 0xd4: return fixed(avail, 2, 1, h);
-    case 0xd5: return fixed(avail, 2, 2, h);
-    case 0xd6: return fixed(avail, 2, 4, h);
-    case 0xd7: return fixed(avail, 2, 8, h);
-    case 0xd8: return fixed(avail, 2, 16, h);
-    case 0xd9: return sized(p, avail, 1, 0, h);
-    case 0xda: return sized(p, avail, 2, 0, h);
-    case 0xdb: return sized(p, avail, 4, 0, h);
-    case 0xdc: return counted(p, avail, 2, 1, h);
-    case 0xdd: return counted(p, avail, 4, 1, h);
-    case 0xde: return counted(p, avail, 2, 2, h);
-    case 0xdf: return counted(p, avail, 4, 2, h);
-    default: return -1; /* 0xc1: never used */
+    case 0xc4:
+        return sized(p, avail, 1, 0, h);
+    case 0xc5:
+        return sized(p, avail, 2, 0, h);
+    case 0xc6:
+        return sized(p, avail, 4, 0, h);
+    case 0xc7:
+        return sized(p, avail, 1, 1, h);
+    case 0xc8:
+        return sized(p, avail, 2, 1, h);
+    case 0xc9:
+        return sized(p, avail, 4, 1, h);
+    case 0xca:
+        return fixed(avail, 1, 4, h);
+    case 0xcb:
+        return fixed(avail, 1, 8, h);
+    case 0xcc:
+    case 0xd0:
+        return fixed(avail, 1, 1, h);
+    case 0xcd:
+    case 0xd1:
+        return fixed(avail, 1, 2, h);
+    case 0xce:
+    case 0xd2:
+        return fixed(avail, 1, 4, h);
+    case 0xcf:
+    case 0xd3:
+        return fixed(avail, 1, 8, h);
+    case 0xd4:
+        return fixed(avail, 2, 1, h);
+    case 0xd5:
+        return fixed(avail, 2, 2, h);
+    case 0xd6:
+        return fixed(avail, 2, 4, h);
+    case 0xd7:
+        return fixed(avail, 2, 8, h);
+    case 0xd8:
+        return fixed(avail, 2, 16, h);
+    case 0xd9:
+        return sized(p, avail, 1, 0, h);
+    case 0xda:
+        return sized(p, avail, 2, 0, h);
+    case 0xdb:
+        return sized(p, avail, 4, 0, h);
+    case 0xdc:
+        return counted(p, avail, 2, 1, h);
+    case 0xdd:
+        return counted(p, avail, 4, 1, h);
+    case 0xde:
+        return counted(p, avail, 2, 2, h);
+    case 0xdf:
+        return counted(p, avail, 4, 2, h);
+    default:
+        return -1; /* 0xc1: never used */
     }
 }
 
@@ -114,8 +146,9 @@ static int parse_header(const uint8_t *p, size_t avail, header *h) {
 static void violate(dsc_rpc_scanner *sc, const char *what, uint64_t got, uint64_t max) {
     if (sc->skipping) return;
     sc->skipping = true;
-    dsc_error_set(&sc->violation, DSC_TOO_LARGE, "message too large: %s %llu exceeds the limit %llu",
-                  what, (unsigned long long)got, (unsigned long long)max);
+    dsc_error_set(&sc->violation, DSC_TOO_LARGE,
+                  "message too large: %s %llu exceeds the limit %llu", what,
+                  (unsigned long long)got, (unsigned long long)max);
 }
 
 /* Track nesting for one consumed item (only while no limit has been crossed). */
@@ -130,11 +163,13 @@ static void track_depth(dsc_rpc_scanner *sc, const dsc_rpc_limits *lim, const he
         }
         if (count > 0) sc->left[++sc->depth] = (uint32_t)count;
     }
-    while (sc->depth > 0 && sc->left[sc->depth] == 0) sc->depth--;
+    while (sc->depth > 0 && sc->left[sc->depth] == 0)
+        sc->depth--;
 }
 
 static void check_item(dsc_rpc_scanner *sc, const dsc_rpc_limits *lim, const header *h) {
-    if (++sc->objects > lim->max_objects) violate(sc, "object count", sc->objects, lim->max_objects);
+    if (++sc->objects > lim->max_objects)
+        violate(sc, "object count", sc->objects, lim->max_objects);
     if (h->text && h->payload > lim->max_string_bytes)
         violate(sc, "string length", h->payload, lim->max_string_bytes);
     if (h->container && h->count > lim->max_items)
@@ -147,18 +182,19 @@ static dsc_rpc_scan_result broken(dsc_error *err, dsc_status st, const char *msg
     return DSC_RPC_BROKEN;
 }
 
-dsc_rpc_scan_result dsc_rpc_scan(dsc_rpc_scanner *sc, const dsc_rpc_limits *lim,
-                                 const uint8_t *buf, size_t len, size_t *size,
-                                 dsc_error *err) {
+dsc_rpc_scan_result dsc_rpc_scan(dsc_rpc_scanner *sc, const dsc_rpc_limits *lim, const uint8_t *buf,
+                                 size_t len, size_t *size, dsc_error *err) {
     size_t max = lim->max_message_bytes;
     while (sc->pending > 0) {
         header h;
         size_t avail = len - sc->pos;
         int r = parse_header(buf + sc->pos, avail, &h);
-        if (r < 0) return broken(err, DSC_BAD_REQUEST, "not MessagePack: reserved byte 0xc1", sc->pos);
+        if (r < 0)
+            return broken(err, DSC_BAD_REQUEST, "not MessagePack: reserved byte 0xc1", sc->pos);
         if (r == 0) return DSC_RPC_NEED_MORE;
         uint64_t end = (uint64_t)sc->pos + h.head + h.payload;
-        if (end > max) return broken(err, DSC_TOO_LARGE, "message exceeds max_message_bytes", sc->pos);
+        if (end > max)
+            return broken(err, DSC_TOO_LARGE, "message exceeds max_message_bytes", sc->pos);
         /* Every pending item needs at least one more byte within the limit. */
         if (sc->pending - 1 + h.items > max - end)
             return broken(err, DSC_TOO_LARGE, "declared counts exceed max_message_bytes", sc->pos);
@@ -184,31 +220,42 @@ dsc_status dsc_rpc_decode(const uint8_t *buf, size_t size, msgpack_zone *zone,
 
 const char *dsc_rpc_type_name(const msgpack_object *o) {
     switch (o->type) {
-    case MSGPACK_OBJECT_NIL: return "nil";
-    case MSGPACK_OBJECT_BOOLEAN: return "boolean";
+    case MSGPACK_OBJECT_NIL:
+        return "nil";
+    case MSGPACK_OBJECT_BOOLEAN:
+        return "boolean";
     case MSGPACK_OBJECT_POSITIVE_INTEGER:
-    case MSGPACK_OBJECT_NEGATIVE_INTEGER: return "integer";
+    case MSGPACK_OBJECT_NEGATIVE_INTEGER:
+        return "integer";
     case MSGPACK_OBJECT_FLOAT32:
-    case MSGPACK_OBJECT_FLOAT64: return "float";
-    case MSGPACK_OBJECT_STR: return "string";
-    case MSGPACK_OBJECT_BIN: return "binary";
-    case MSGPACK_OBJECT_ARRAY: return "array";
-    case MSGPACK_OBJECT_MAP: return "map";
-    case MSGPACK_OBJECT_EXT: return "extension";
+    case MSGPACK_OBJECT_FLOAT64:
+        return "float";
+    case MSGPACK_OBJECT_STR:
+        return "string";
+    case MSGPACK_OBJECT_BIN:
+        return "binary";
+    case MSGPACK_OBJECT_ARRAY:
+        return "array";
+    case MSGPACK_OBJECT_MAP:
+        return "map";
+    case MSGPACK_OBJECT_EXT:
+        return "extension";
     }
     return "unknown";
 }
 
 static dsc_status parse_params(const msgpack_object *o, dsc_rpc_request *req, dsc_error *err) {
     if (o->type != MSGPACK_OBJECT_ARRAY)
-        return dsc_error_set(err, DSC_BAD_REQUEST, "params: expected an array holding one map, got %s",
+        return dsc_error_set(err, DSC_BAD_REQUEST,
+                             "params: expected an array holding one map, got %s",
                              dsc_rpc_type_name(o));
     if (o->via.array.size == 0) return DSC_OK;
     const msgpack_object *m = &o->via.array.ptr[0];
     if (o->via.array.size != 1 || m->type != MSGPACK_OBJECT_MAP)
-        return dsc_error_set(err, DSC_BAD_REQUEST,
-                             "params: expected an array holding one map, got %u element(s), the first a %s",
-                             o->via.array.size, dsc_rpc_type_name(m));
+        return dsc_error_set(
+            err, DSC_BAD_REQUEST,
+            "params: expected an array holding one map, got %u element(s), the first a %s",
+            o->via.array.size, dsc_rpc_type_name(m));
     req->params = m;
     return DSC_OK;
 }
@@ -222,19 +269,22 @@ static dsc_status parse_method(const msgpack_object *o, dsc_rpc_request *req, ds
     return DSC_OK;
 }
 
-dsc_status dsc_rpc_request_parse(const msgpack_object *obj, dsc_rpc_request *req,
-                                 dsc_error *err) {
+dsc_status dsc_rpc_request_parse(const msgpack_object *obj, dsc_rpc_request *req, dsc_error *err) {
     memset(req, 0, sizeof *req);
     if (obj->type != MSGPACK_OBJECT_ARRAY)
-        return dsc_error_set(err, DSC_BAD_REQUEST, "message: expected an array [0, msgid, method, params], got %s",
+        return dsc_error_set(err, DSC_BAD_REQUEST,
+                             "message: expected an array [0, msgid, method, params], got %s",
                              dsc_rpc_type_name(obj));
     const msgpack_object *a = obj->via.array.ptr;
     uint32_t n = obj->via.array.size;
     if (n == 0 || a[0].type != MSGPACK_OBJECT_POSITIVE_INTEGER || a[0].via.u64 > 2)
-        return dsc_error_set(err, DSC_BAD_REQUEST, "message: the first element must be 0 (request) or 2 (notification)");
+        return dsc_error_set(err, DSC_BAD_REQUEST,
+                             "message: the first element must be 0 (request) or 2 (notification)");
     req->kind = (dsc_rpc_kind)a[0].via.u64;
     if (req->kind == DSC_RPC_NOTIFICATION) {
-        if (n != 3) return dsc_error_set(err, DSC_BAD_REQUEST, "notification: expected 3 elements, got %u", n);
+        if (n != 3)
+            return dsc_error_set(err, DSC_BAD_REQUEST, "notification: expected 3 elements, got %u",
+                                 n);
         dsc_status st = parse_method(&a[1], req, err);
         return st != DSC_OK ? st : parse_params(&a[2], req, err);
     }
@@ -244,9 +294,11 @@ dsc_status dsc_rpc_request_parse(const msgpack_object *obj, dsc_rpc_request *req
     }
     if (req->kind == DSC_RPC_RESPONSE)
         return dsc_error_set(err, DSC_BAD_REQUEST, "message: the server does not take responses");
-    if (n != 4) return dsc_error_set(err, DSC_BAD_REQUEST, "request: expected 4 elements, got %u", n);
+    if (n != 4)
+        return dsc_error_set(err, DSC_BAD_REQUEST, "request: expected 4 elements, got %u", n);
     if (!req->has_msgid)
-        return dsc_error_set(err, DSC_BAD_REQUEST, "msgid: expected an unsigned 32-bit integer, got %s",
+        return dsc_error_set(err, DSC_BAD_REQUEST,
+                             "msgid: expected an unsigned 32-bit integer, got %s",
                              dsc_rpc_type_name(&a[1]));
     dsc_status st = parse_method(&a[2], req, err);
     return st != DSC_OK ? st : parse_params(&a[3], req, err);
@@ -330,15 +382,16 @@ static dsc_status wrong_type(dsc_error *err, const char *key, const char *want,
                          dsc_rpc_type_name(v));
 }
 
-dsc_status dsc_rpc_get_str(const msgpack_object *map, const char *key, bool required,
-                           char *out, size_t cap, dsc_error *err) {
+dsc_status dsc_rpc_get_str(const msgpack_object *map, const char *key, bool required, char *out,
+                           size_t cap, dsc_error *err) {
     dsc_status st;
     const msgpack_object *v = lookup(map, key, required, &st, err);
     out[0] = '\0';
     if (!v) return st;
     if (v->type != MSGPACK_OBJECT_STR) return wrong_type(err, key, "a string", v);
     if (v->via.str.size >= cap)
-        return dsc_error_set(err, DSC_BAD_REQUEST, "field '%s': longer than %zu bytes", key, cap - 1);
+        return dsc_error_set(err, DSC_BAD_REQUEST, "field '%s': longer than %zu bytes", key,
+                             cap - 1);
     if (memchr(v->via.str.ptr, '\0', v->via.str.size))
         return dsc_error_set(err, DSC_BAD_REQUEST, "field '%s': contains a NUL byte", key);
     memcpy(out, v->via.str.ptr, v->via.str.size);
@@ -346,16 +399,17 @@ dsc_status dsc_rpc_get_str(const msgpack_object *map, const char *key, bool requ
     return DSC_OK;
 }
 
-dsc_status dsc_rpc_get_int(const msgpack_object *map, const char *key, bool required,
-                           int64_t min, int64_t max, int64_t *out, dsc_error *err) {
+dsc_status dsc_rpc_get_int(const msgpack_object *map, const char *key, bool required, int64_t min,
+                           int64_t max, int64_t *out, dsc_error *err) {
     dsc_status st;
     const msgpack_object *v = lookup(map, key, required, &st, err);
     if (!v) return st;
     int64_t x;
     if (v->type == MSGPACK_OBJECT_POSITIVE_INTEGER) {
         if (v->via.u64 > (uint64_t)INT64_MAX)
-            return dsc_error_set(err, DSC_BAD_REQUEST, "field '%s': %llu is out of range [%lld, %lld]",
-                                 key, (unsigned long long)v->via.u64, (long long)min, (long long)max);
+            return dsc_error_set(err, DSC_BAD_REQUEST,
+                                 "field '%s': %llu is out of range [%lld, %lld]", key,
+                                 (unsigned long long)v->via.u64, (long long)min, (long long)max);
         x = (int64_t)v->via.u64;
     } else if (v->type == MSGPACK_OBJECT_NEGATIVE_INTEGER) {
         x = v->via.i64;
@@ -363,34 +417,41 @@ dsc_status dsc_rpc_get_int(const msgpack_object *map, const char *key, bool requ
         return wrong_type(err, key, "an integer", v);
     }
     if (x < min || x > max)
-        return dsc_error_set(err, DSC_BAD_REQUEST, "field '%s': %lld is out of range [%lld, %lld]", key,
-                             (long long)x, (long long)min, (long long)max);
+        return dsc_error_set(err, DSC_BAD_REQUEST, "field '%s': %lld is out of range [%lld, %lld]",
+                             key, (long long)x, (long long)min, (long long)max);
     *out = x;
     return DSC_OK;
 }
 
-dsc_status dsc_rpc_get_num(const msgpack_object *map, const char *key, bool required,
-                           double min, double max, double *out, dsc_error *err) {
+dsc_status dsc_rpc_get_num(const msgpack_object *map, const char *key, bool required, double min,
+                           double max, double *out, dsc_error *err) {
     dsc_status st;
     const msgpack_object *v = lookup(map, key, required, &st, err);
     if (!v) return st;
     double x;
     switch (v->type) {
-    case MSGPACK_OBJECT_POSITIVE_INTEGER: x = (double)v->via.u64; break;
-    case MSGPACK_OBJECT_NEGATIVE_INTEGER: x = (double)v->via.i64; break;
+    case MSGPACK_OBJECT_POSITIVE_INTEGER:
+        x = (double)v->via.u64;
+        break;
+    case MSGPACK_OBJECT_NEGATIVE_INTEGER:
+        x = (double)v->via.i64;
+        break;
     case MSGPACK_OBJECT_FLOAT32:
-    case MSGPACK_OBJECT_FLOAT64: x = v->via.f64; break;
-    default: return wrong_type(err, key, "a number", v);
+    case MSGPACK_OBJECT_FLOAT64:
+        x = v->via.f64;
+        break;
+    default:
+        return wrong_type(err, key, "a number", v);
     }
     if (!(x >= min && x <= max)) /* also refuses NaN */
-        return dsc_error_set(err, DSC_BAD_REQUEST, "field '%s': %g is out of range [%g, %g]", key, x,
-                             min, max);
+        return dsc_error_set(err, DSC_BAD_REQUEST, "field '%s': %g is out of range [%g, %g]", key,
+                             x, min, max);
     *out = x;
     return DSC_OK;
 }
 
-dsc_status dsc_rpc_get_bool(const msgpack_object *map, const char *key, bool required,
-                            bool *out, dsc_error *err) {
+dsc_status dsc_rpc_get_bool(const msgpack_object *map, const char *key, bool required, bool *out,
+                            dsc_error *err) {
     dsc_status st;
     const msgpack_object *v = lookup(map, key, required, &st, err);
     if (!v) return st;

@@ -82,17 +82,14 @@ void dsc_rpc_limits_default(dsc_rpc_limits *lim);
 void dsc_rpc_scanner_reset(dsc_rpc_scanner *sc);
 /* Continue scanning the message at buf[0..len) (buf holds the same bytes as before,
  * perhaps more). Never allocates; resumes where the previous call stopped. */
-dsc_rpc_scan_result dsc_rpc_scan(dsc_rpc_scanner *sc, const dsc_rpc_limits *lim,
-                                 const uint8_t *buf, size_t len, size_t *size,
-                                 dsc_error *err);
+dsc_rpc_scan_result dsc_rpc_scan(dsc_rpc_scanner *sc, const dsc_rpc_limits *lim, const uint8_t *buf,
+                                 size_t len, size_t *size, dsc_error *err);
 /* Unpack a message the scanner accepted into zone; strings point into buf, which
  * must outlive obj. Returns DSC_OK or DSC_NOMEM / DSC_PARSE. */
-dsc_status dsc_rpc_decode(const uint8_t *buf, size_t size, msgpack_zone *zone,
-                          msgpack_object *obj);
+dsc_status dsc_rpc_decode(const uint8_t *buf, size_t size, msgpack_zone *zone, msgpack_object *obj);
 /* Check that obj is [0, msgid, method, [map]] or [2, method, [map]] and fill req.
  * Returns DSC_OK or DSC_BAD_REQUEST naming what is wrong. */
-dsc_status dsc_rpc_request_parse(const msgpack_object *obj, dsc_rpc_request *req,
-                                 dsc_error *err);
+dsc_status dsc_rpc_request_parse(const msgpack_object *obj, dsc_rpc_request *req, dsc_error *err);
 
 /* Pack [1, msgid, nil, then the caller packs the result map. Returns 0 or -1. */
 int dsc_rpc_pack_result_begin(msgpack_packer *pk, uint32_t msgid);
@@ -109,17 +106,17 @@ int dsc_rpc_pack_range(msgpack_packer *pk, double min, double max);
 const msgpack_object *dsc_rpc_field(const msgpack_object *map, const char *key);
 /* Copy string field key into out (cap bytes with the NUL). Absent: out = "" and
  * DSC_OK unless required. Wrong type or longer than cap - 1: DSC_BAD_REQUEST. */
-dsc_status dsc_rpc_get_str(const msgpack_object *map, const char *key, bool required,
-                           char *out, size_t cap, dsc_error *err);
+dsc_status dsc_rpc_get_str(const msgpack_object *map, const char *key, bool required, char *out,
+                           size_t cap, dsc_error *err);
 /* Read integer field key into *out, within [min, max]; absent leaves *out. */
-dsc_status dsc_rpc_get_int(const msgpack_object *map, const char *key, bool required,
-                           int64_t min, int64_t max, int64_t *out, dsc_error *err);
+dsc_status dsc_rpc_get_int(const msgpack_object *map, const char *key, bool required, int64_t min,
+                           int64_t max, int64_t *out, dsc_error *err);
 /* Read a number (integer or float) into *out, within [min, max]; absent leaves *out. */
-dsc_status dsc_rpc_get_num(const msgpack_object *map, const char *key, bool required,
-                           double min, double max, double *out, dsc_error *err);
+dsc_status dsc_rpc_get_num(const msgpack_object *map, const char *key, bool required, double min,
+                           double max, double *out, dsc_error *err);
 /* Read a boolean field; absent leaves *out. */
-dsc_status dsc_rpc_get_bool(const msgpack_object *map, const char *key, bool required,
-                            bool *out, dsc_error *err);
+dsc_status dsc_rpc_get_bool(const msgpack_object *map, const char *key, bool required, bool *out,
+                            dsc_error *err);
 /* Point *out at map field key, which must be a map; absent sets *out = NULL. */
 dsc_status dsc_rpc_get_map(const msgpack_object *map, const char *key, bool required,
                            const msgpack_object **out, dsc_error *err);

@@ -50,13 +50,17 @@ int64_t dsc__now_us(void) {
 
 /* ---------------------------------------------------------------- connections -- */
 
-static bool worker_idle(const dsc__worker *w) { return !w->conns && w->jobs == 0; }
+static bool worker_idle(const dsc__worker *w) {
+    return !w->conns && w->jobs == 0;
+}
 
 /* Close c's socket and unlink it; the struct itself goes when its last job does. */
 static void conn_free(dsc__conn *c) {
     dsc__worker *w = c->w;
-    if (c->prev) c->prev->next = c->next;
-    else w->conns = c->next;
+    if (c->prev)
+        c->prev->next = c->next;
+    else
+        w->conns = c->next;
     if (c->next) c->next->prev = c->prev;
     c->prev = c->next = NULL;
     if (c->rev) event_free(c->rev);
@@ -124,15 +128,18 @@ static bool peek_msgid(const uint8_t *p, size_t n, uint32_t *msgid) {
     size_t len = b == 0xcc ? 1 : b == 0xcd ? 2 : b == 0xce ? 4 : 0;
     if (!len || n < 3 + len) return false;
     uint32_t v = 0;
-    for (size_t i = 0; i < len; i++) v = (v << 8) | p[3 + i];
+    for (size_t i = 0; i < len; i++)
+        v = (v << 8) | p[3 + i];
     return *msgid = v, true;
 }
 
 static void reply_error(dsc__conn *c, bool has_msgid, uint32_t msgid, const dsc_error *err) {
     msgpack_packer pk;
     msgpack_packer_init(&pk, &c->out, msgpack_sbuffer_write);
-    if (has_msgid) dsc_rpc_pack_error(&pk, msgid, err);
-    else dsc_rpc_pack_error_notification(&pk, err);
+    if (has_msgid)
+        dsc_rpc_pack_error(&pk, msgid, err);
+    else
+        dsc_rpc_pack_error_notification(&pk, err);
     atomic_fetch_add_explicit(&c->w->counters.errors, 1, memory_order_relaxed);
     atomic_fetch_add_explicit(&c->w->counters.protocol_errors, 1, memory_order_relaxed);
 }
@@ -145,7 +152,8 @@ static void handle_frame(dsc__conn *c, const uint8_t *msg, size_t size) {
     dsc_status st = dsc_rpc_decode(msg, size, &w->zone, &obj);
     if (st != DSC_OK) {
         dsc_error_set(&err, st == DSC_NOMEM ? DSC_INTERNAL : DSC_BAD_REQUEST,
-                      st == DSC_NOMEM ? "out of memory decoding the message" : "message cannot be decoded");
+                      st == DSC_NOMEM ? "out of memory decoding the message"
+                                      : "message cannot be decoded");
         uint32_t id = 0;
         bool has = peek_msgid(msg, size, &id);
         reply_error(c, has, id, &err);
@@ -195,13 +203,15 @@ static int process_input(dsc__conn *c) {
     while (!c->closing && off < c->in_len && c->jobs < cfg->max_inflight) {
         size_t size = 0;
         dsc_error err;
-        dsc_rpc_scan_result r = dsc_rpc_scan(&c->sc, &cfg->limits, c->in + off, c->in_len - off, &size, &err);
+        dsc_rpc_scan_result r =
+            dsc_rpc_scan(&c->sc, &cfg->limits, c->in + off, c->in_len - off, &size, &err);
         if (r == DSC_RPC_NEED_MORE) break;
         if (r == DSC_RPC_BROKEN) {
             send_broken(c, &err);
             break;
         }
-        if (r == DSC_RPC_FRAME) handle_frame(c, c->in + off, size);
+        if (r == DSC_RPC_FRAME)
+            handle_frame(c, c->in + off, size);
         else {
             uint32_t id = 0;
             bool has = peek_msgid(c->in + off, size, &id);
@@ -221,7 +231,8 @@ static int process_input(dsc__conn *c) {
 static void pause_reading(dsc__conn *c, bool pause) {
     if (pause == c->paused) return;
     c->paused = pause;
-    if (pause) event_del(c->rev);
+    if (pause)
+        event_del(c->rev);
     else {
         struct timeval idle = {(time_t)c->w->srv->cfg.idle_timeout_s, 0};
         event_add(c->rev, &idle);
@@ -380,7 +391,8 @@ static void on_drain_deadline(evutil_socket_t fd, short what, void *arg) {
     (void)fd;
     (void)what;
     dsc__worker *w = arg;
-    while (w->conns) conn_close(w->conns, "drain_deadline");
+    while (w->conns)
+        conn_close(w->conns, "drain_deadline");
     event_base_loopexit(w->base, NULL);
 }
 
@@ -411,7 +423,8 @@ static void on_notify(evutil_socket_t fd, short what, void *arg) {
 static void *worker_main(void *arg) {
     dsc__worker *w = arg;
     event_base_loop(w->base, EVLOOP_NO_EXIT_ON_EMPTY);
-    while (w->conns) conn_close(w->conns, "shutdown");
+    while (w->conns)
+        conn_close(w->conns, "shutdown");
     dsc__worker_release_state(w);
     return NULL;
 }
@@ -443,8 +456,10 @@ static void worker_post(dsc__worker *w, const dsc__handoff *h, bool stop) {
         if (w->n_queue == w->cap_queue) {
             size_t cap = w->cap_queue ? w->cap_queue * 2 : 64;
             dsc__handoff *q = realloc(w->queue, cap * sizeof *q);
-            if (q) w->queue = q, w->cap_queue = cap;
-            else ok = false;
+            if (q)
+                w->queue = q, w->cap_queue = cap;
+            else
+                ok = false;
         }
         if (ok) w->queue[w->n_queue++] = *h;
     }
@@ -479,8 +494,8 @@ static void worker_destroy(dsc__worker *w) {
 
 /* ------------------------------------------------------------------ listeners -- */
 
-static void on_accept(struct evconnlistener *l, evutil_socket_t fd, struct sockaddr *addr,
-                      int len, void *arg) {
+static void on_accept(struct evconnlistener *l, evutil_socket_t fd, struct sockaddr *addr, int len,
+                      void *arg) {
     (void)l;
     (void)len;
     dsc_server *srv = arg;
@@ -538,7 +553,8 @@ dsc_status dsc__parse_hostport(const char *key, const char *text, struct sockadd
         *len = sizeof *v4;
         return DSC_OK;
     }
-    return dsc_error_set(err, DSC_BAD_REQUEST, "%s: '%s' is not an IPv4 or [IPv6] address", key, host);
+    return dsc_error_set(err, DSC_BAD_REQUEST, "%s: '%s' is not an IPv4 or [IPv6] address", key,
+                         host);
 }
 
 static dsc_status listen_tcp(dsc_server *srv, dsc_error *err) {
@@ -546,10 +562,13 @@ static dsc_status listen_tcp(dsc_server *srv, dsc_error *err) {
     socklen_t len = 0;
     dsc_status st = dsc__parse_hostport("listen", srv->cfg.listen, &ss, &len, err);
     if (st != DSC_OK) return st;
-    srv->tcp = evconnlistener_new_bind(srv->base, on_accept, srv,
-                                       LEV_OPT_CLOSE_ON_FREE | LEV_OPT_REUSEABLE | LEV_OPT_CLOSE_ON_EXEC,
-                                       1024, (struct sockaddr *)&ss, (int)len);
-    if (!srv->tcp) return dsc_error_set(err, DSC_IO, "listen: cannot bind %s: %s", srv->cfg.listen, strerror(errno));
+    srv->tcp =
+        evconnlistener_new_bind(srv->base, on_accept, srv,
+                                LEV_OPT_CLOSE_ON_FREE | LEV_OPT_REUSEABLE | LEV_OPT_CLOSE_ON_EXEC,
+                                1024, (struct sockaddr *)&ss, (int)len);
+    if (!srv->tcp)
+        return dsc_error_set(err, DSC_IO, "listen: cannot bind %s: %s", srv->cfg.listen,
+                             strerror(errno));
     srv->tcp_port = bound_port(evconnlistener_get_fd(srv->tcp));
     dsc_log_write(&srv->log, DSC_LOG_INFO, "listening", "transport=tcp addr=%s port=%d",
                   srv->cfg.listen, srv->tcp_port);
@@ -561,15 +580,17 @@ static dsc_status listen_unix(dsc_server *srv, dsc_error *err) {
     memset(&sun, 0, sizeof sun);
     sun.sun_family = AF_UNIX;
     if (strlen(srv->cfg.unix_path) >= sizeof sun.sun_path)
-        return dsc_error_set(err, DSC_BAD_REQUEST, "unix: path longer than %zu bytes", sizeof sun.sun_path - 1);
+        return dsc_error_set(err, DSC_BAD_REQUEST, "unix: path longer than %zu bytes",
+                             sizeof sun.sun_path - 1);
     strcpy(sun.sun_path, srv->cfg.unix_path);
     struct stat st;
     if (lstat(sun.sun_path, &st) == 0 && S_ISSOCK(st.st_mode)) unlink(sun.sun_path);
     srv->unix_listener = evconnlistener_new_bind(srv->base, on_accept, srv,
-                                                 LEV_OPT_CLOSE_ON_FREE | LEV_OPT_CLOSE_ON_EXEC, 1024,
-                                                 (struct sockaddr *)&sun, sizeof sun);
+                                                 LEV_OPT_CLOSE_ON_FREE | LEV_OPT_CLOSE_ON_EXEC,
+                                                 1024, (struct sockaddr *)&sun, sizeof sun);
     if (!srv->unix_listener)
-        return dsc_error_set(err, DSC_IO, "unix: cannot bind %s: %s", sun.sun_path, strerror(errno));
+        return dsc_error_set(err, DSC_IO, "unix: cannot bind %s: %s", sun.sun_path,
+                             strerror(errno));
     dsc_log_write(&srv->log, DSC_LOG_INFO, "listening", "transport=unix path=%s", sun.sun_path);
     return DSC_OK;
 }
@@ -590,7 +611,8 @@ static void write_port_file(dsc_server *srv) {
 static void begin_stop(dsc_server *srv) {
     if (srv->stopping) return;
     srv->stopping = true;
-    dsc_log_write(&srv->log, DSC_LOG_INFO, "draining", "connections=%d", atomic_load(&srv->connections));
+    dsc_log_write(&srv->log, DSC_LOG_INFO, "draining", "connections=%d",
+                  atomic_load(&srv->connections));
     if (srv->tcp) evconnlistener_free(srv->tcp), srv->tcp = NULL;
     if (srv->unix_listener) {
         evconnlistener_free(srv->unix_listener);
@@ -618,7 +640,9 @@ static void on_stop_request(evutil_socket_t fd, short what, void *arg) {
     begin_stop(arg);
 }
 
-void dsc_server_stop(dsc_server *srv) { event_active(srv->sig_stop_request, EV_READ, 0); }
+void dsc_server_stop(dsc_server *srv) {
+    event_active(srv->sig_stop_request, EV_READ, 0);
+}
 
 /* --------------------------------------------------------------------- ledger -- */
 
@@ -642,7 +666,8 @@ static void make_parent_dir(const char *path) {
 }
 
 static dsc_status open_ledger(dsc_server *srv, dsc_error *err) {
-    static const dsc_durability durabilities[] = {DSC_DURABILITY_FULL, DSC_DURABILITY_BATCH, DSC_DURABILITY_OFF};
+    static const dsc_durability durabilities[] = {DSC_DURABILITY_FULL, DSC_DURABILITY_BATCH,
+                                                  DSC_DURABILITY_OFF};
     static const char *const names[] = {"full", "batch", "off"};
     dsc_ledger_config lc;
     memset(&lc, 0, sizeof lc);
@@ -653,7 +678,7 @@ static dsc_status open_ledger(dsc_server *srv, dsc_error *err) {
     lc.timezone = srv->cfg.timezone;
     srv->ledger = dsc_ledger_new(&lc, err);
     if (!srv->ledger) return err->code;
-    srv->reservations = dsc__resv_table_new(600);
+    srv->reservations = dsc__resv_table_new(60);
     if (!srv->reservations) return dsc_error_set(err, DSC_NOMEM, "reservation table");
     struct timeval second = {1, 0};
     srv->tick = event_new(srv->base, -1, EV_PERSIST, on_tick, srv);
@@ -740,21 +765,25 @@ fail:
 int dsc_server_run(dsc_server *srv) {
     event_base_dispatch(srv->base);
     begin_stop(srv);
-    for (int i = 0; i < srv->n_workers; i++) worker_join(&srv->workers[i]);
+    for (int i = 0; i < srv->n_workers; i++)
+        worker_join(&srv->workers[i]);
     /* Every reply is out; now make sure everything acknowledged is in the store. */
     dsc_ledger_free(srv->ledger);
     srv->ledger = NULL;
     /* The flush reported the last commits; their connections are closed, so this
      * only frees the jobs (the worker threads are gone: no race). */
-    for (int i = 0; i < srv->n_workers; i++) dsc__jobs_run_completed(&srv->workers[i]);
+    for (int i = 0; i < srv->n_workers; i++)
+        dsc__jobs_run_completed(&srv->workers[i]);
     dsc_log_write(&srv->log, DSC_LOG_INFO, "stopped", "exit_code=%d", srv->exit_code);
     return srv->exit_code;
 }
 
 void dsc_server_free(dsc_server *srv) {
     if (!srv) return;
-    for (int i = 0; i < srv->n_workers && srv->workers; i++) worker_join(&srv->workers[i]);
-    for (int i = 0; i < srv->n_workers && srv->workers; i++) worker_destroy(&srv->workers[i]);
+    for (int i = 0; i < srv->n_workers && srv->workers; i++)
+        worker_join(&srv->workers[i]);
+    for (int i = 0; i < srv->n_workers && srv->workers; i++)
+        worker_destroy(&srv->workers[i]);
     free(srv->workers);
     if (srv->tcp) evconnlistener_free(srv->tcp);
     if (srv->unix_listener) {

@@ -37,7 +37,7 @@ typedef struct dsc__conn dsc__conn;
 #define DSC__JOB_SLOTS 2
 typedef struct dsc__job_slot_t {
     dsc__job *job;
-    dsc_status st;  /* what done() reported */
+    dsc_status st; /* what done() reported */
     dsc_error err;
     int64_t issued_us;
     struct dsc__job_slot_t *next; /* on the worker's completion list */
@@ -54,8 +54,8 @@ struct dsc__job {
     dsc__worker *w;
     uint32_t msgid;
     bool is_request;
-    int waiting;          /* completions still expected (worker thread only) */
-    dsc_status st;        /* the first failed completion */
+    int waiting;   /* completions still expected (worker thread only) */
+    dsc_status st; /* the first failed completion */
     dsc_error err;
     int64_t started_us;
     dsc__job_finish_fn finish;
@@ -79,14 +79,14 @@ typedef struct dsc__state {
 
 /* Counters one worker owns and anyone may read (relaxed atomics). */
 typedef struct dsc__counters {
-    atomic_uint_fast64_t requests;      /* requests and notifications dispatched */
-    atomic_uint_fast64_t errors;        /* error replies, all kinds */
+    atomic_uint_fast64_t requests;        /* requests and notifications dispatched */
+    atomic_uint_fast64_t errors;          /* error replies, all kinds */
     atomic_uint_fast64_t protocol_errors; /* frames that were not valid requests */
-    atomic_uint_fast64_t closed_broken; /* connections closed for a broken stream */
-    atomic_uint_fast64_t ledger_writes; /* calls of M_WRITES_LEDGER methods */
-    atomic_uint_fast64_t decisions[4];  /* by dsc_policy_outcome (ALLOW..REFUSE) */
-    atomic_uint_fast64_t unenforced;    /* allowed with the store down, failure_mode open */
-    atomic_uint_fast64_t policy_errors; /* this worker's VMs, summed over reloads */
+    atomic_uint_fast64_t closed_broken;   /* connections closed for a broken stream */
+    atomic_uint_fast64_t ledger_writes;   /* calls of M_WRITES_LEDGER methods */
+    atomic_uint_fast64_t decisions[4];    /* by dsc_policy_outcome (ALLOW..REFUSE) */
+    atomic_uint_fast64_t unenforced;      /* allowed with the store down, failure_mode open */
+    atomic_uint_fast64_t policy_errors;   /* this worker's VMs, summed over reloads */
     atomic_uint_fast64_t latency[DSC__LATENCY_BUCKETS + 1]; /* checks per bucket (+Inf last) */
     atomic_uint_fast64_t latency_sum_us;
     atomic_uint_fast64_t store_ops, store_us; /* ledger calls that touch the store */
@@ -107,19 +107,21 @@ struct dsc__conn {
     int fd;
     uint64_t id;
     bool is_unix;
-    bool admin;           /* auth succeeded, or an allowed Unix peer uid */
-    bool closing;         /* close once the output is flushed */
-    bool paused;          /* reading stopped until the output drains */
+    bool admin;   /* auth succeeded, or an allowed Unix peer uid */
+    bool closing; /* close once the output is flushed */
+    bool paused;  /* reading stopped until the output drains */
     uid_t peer_uid;
     struct event *rev, *wev;
-    uint8_t *in;          /* received bytes; in[0..in_len) */
+    uint8_t *in; /* received bytes; in[0..in_len) */
     size_t in_cap, in_len;
-    bool borrowed;        /* in is the worker's rbuf (only during one read's pump) */
-    dsc_rpc_scanner sc;   /* the scan of the message starting at in[0] */
-    msgpack_sbuffer out;  /* replies not yet written: out.data[out_off..out.size) */
+    bool borrowed;       /* in is the worker's rbuf (only during one read's pump) */
+    dsc_rpc_scanner sc;  /* the scan of the message starting at in[0] */
+    msgpack_sbuffer out; /* replies not yet written: out.data[out_off..out.size) */
     size_t out_off;
-    uint32_t jobs;        /* requests waiting for the store; the struct outlives a close
-                             (fd = -1) until they are done */
+    uint32_t jobs;     /* requests waiting for the store; the struct outlives a close
+                          (fd = -1) until they are done */
+    bool flush_queued; /* on the worker's flush_list */
+    struct dsc__conn *flush_next;
     struct dsc__conn *prev, *next;
 };
 
@@ -135,26 +137,27 @@ struct dsc__worker {
     pthread_t thread;
     bool started;
     struct event_base *base;
-    struct event *notify;       /* activated by the main thread: new sockets or stop */
-    struct event *drain_timer;  /* drain deadline */
-    pthread_mutex_t lock;       /* guards queue and stop */
+    struct event *notify;      /* activated by the main thread: new sockets or stop */
+    struct event *drain_timer; /* drain deadline */
+    pthread_mutex_t lock;      /* guards queue and stop */
     dsc__handoff *queue;
     size_t n_queue, cap_queue;
-    bool stop;                  /* drain and exit (set under lock) */
-    bool draining;              /* worker-thread copy of stop */
-    msgpack_zone zone;          /* decoded requests; cleared after every message */
-    dsc_decision decision;      /* the VM's full answer for the request being decided */
-    uint8_t *rbuf;              /* shared read buffer of this worker's connections */
+    bool stop;             /* drain and exit (set under lock) */
+    bool draining;         /* worker-thread copy of stop */
+    msgpack_zone zone;     /* decoded requests; cleared after every message */
+    dsc_decision decision; /* the VM's full answer for the request being decided */
+    uint8_t *rbuf;         /* shared read buffer of this worker's connections */
     size_t rcap;
-    dsc__state *state;          /* the state this worker's VM runs */
-    dsc_policy_vm *vm;          /* this worker's Lua policy VM */
-    dsc__conn *conns;           /* this worker's connections */
+    dsc__state *state; /* the state this worker's VM runs */
+    dsc_policy_vm *vm; /* this worker's Lua policy VM */
+    dsc__conn *conns;  /* this worker's connections */
     uint64_t next_conn_id;
     dsc__counters counters;
-    size_t jobs;                /* jobs outstanding on this worker */
-    dsc__job_slot_t *completed; /* done() results not yet handled (under lock) */
-    uint64_t vm_errors_seen;    /* policy errors of the current VM already counted */
-    uint64_t decision_seq;      /* for decision ids */
+    size_t jobs;                 /* jobs outstanding on this worker */
+    dsc__job_slot_t *completed;  /* done() results not yet handled (under lock) */
+    dsc__conn *flush_list;       /* connections with replies from completed jobs */
+    uint64_t vm_errors_seen;     /* policy errors of the current VM already counted */
+    uint64_t decision_seq;       /* for decision ids */
     pthread_mutex_t labels_lock; /* guards labels (this worker writes, /metrics reads) */
     dsc__label_count labels[DSC__LABELS_MAX];
     int n_labels;
@@ -172,16 +175,16 @@ struct dsc_server {
     pthread_mutex_t state_lock; /* guards state (the pointer, not what it points to) */
     dsc__state *state;
     atomic_uint_fast64_t generation; /* state->generation, readable without the lock */
-    dsc_grid *grid;           /* live grid intensities (thread-safe) */
-    dsc_ledger *ledger;       /* budgets, holds, journal (thread-safe) */
-    dsc__resv_table *reservations; /* what each reservation was for (thread-safe) */
-    struct event *tick;       /* once a second: expire holds, prune reservations */
-    unsigned next_worker;     /* main thread only */
-    atomic_int connections;   /* open client connections, all workers */
-    atomic_uint_fast64_t rejected; /* connections refused over max_connections */
+    dsc_grid *grid;                  /* live grid intensities (thread-safe) */
+    dsc_ledger *ledger;              /* budgets, holds, journal (thread-safe) */
+    dsc__resv_table *reservations;   /* what each reservation was for (thread-safe) */
+    struct event *tick;              /* once a second: expire holds, prune reservations */
+    unsigned next_worker;            /* main thread only */
+    atomic_int connections;          /* open client connections, all workers */
+    atomic_uint_fast64_t rejected;   /* connections refused over max_connections */
     int64_t started_us;
     int tcp_port, http_port;
-    bool stopping;            /* main thread only */
+    bool stopping; /* main thread only */
     int exit_code;
 };
 
@@ -219,34 +222,41 @@ void dsc__job_done(void *ud, dsc_status st, const dsc_error *err);
 void dsc__jobs_run_completed(dsc__worker *w);
 /* Reply now for a job that waits for nothing, and free it (inside dispatch). */
 void dsc__job_finish_now(dsc__job *job);
-/* Reply for a job whose completions are all in, and free it. */
-void dsc__job_complete(dsc__job *job);
 /* server.c: after a job of conn finished, send its reply or free a closed conn. */
 void dsc__conn_after_job(dsc__conn *conn);
 
 /* A method handler: read params (a map), pack one result map into pk, or return an
  * error (whatever was packed is then discarded). */
-typedef dsc_status (*dsc__method_fn)(dsc__call *c, const msgpack_object *params,
-                                     msgpack_packer *pk, dsc_error *err);
+typedef dsc_status (*dsc__method_fn)(dsc__call *c, const msgpack_object *params, msgpack_packer *pk,
+                                     dsc_error *err);
 
 /* Handlers (methods_catalog.c, methods_ledger.c). */
-dsc_status dsc__m_estimate(dsc__call *c, const msgpack_object *p, msgpack_packer *pk, dsc_error *err);
-dsc_status dsc__m_models_list(dsc__call *c, const msgpack_object *p, msgpack_packer *pk, dsc_error *err);
-dsc_status dsc__m_zones_list(dsc__call *c, const msgpack_object *p, msgpack_packer *pk, dsc_error *err);
-dsc_status dsc__m_grid_set(dsc__call *c, const msgpack_object *p, msgpack_packer *pk, dsc_error *err);
-dsc_status dsc__m_policy_reload(dsc__call *c, const msgpack_object *p, msgpack_packer *pk, dsc_error *err);
+dsc_status dsc__m_estimate(dsc__call *c, const msgpack_object *p, msgpack_packer *pk,
+                           dsc_error *err);
+dsc_status dsc__m_models_list(dsc__call *c, const msgpack_object *p, msgpack_packer *pk,
+                              dsc_error *err);
+dsc_status dsc__m_zones_list(dsc__call *c, const msgpack_object *p, msgpack_packer *pk,
+                             dsc_error *err);
+dsc_status dsc__m_grid_set(dsc__call *c, const msgpack_object *p, msgpack_packer *pk,
+                           dsc_error *err);
+dsc_status dsc__m_policy_reload(dsc__call *c, const msgpack_object *p, msgpack_packer *pk,
+                                dsc_error *err);
 
 dsc_status dsc__m_check(dsc__call *c, const msgpack_object *p, msgpack_packer *pk, dsc_error *err);
 dsc_status dsc__m_settle(dsc__call *c, const msgpack_object *p, msgpack_packer *pk, dsc_error *err);
 dsc_status dsc__m_cancel(dsc__call *c, const msgpack_object *p, msgpack_packer *pk, dsc_error *err);
-dsc_status dsc__m_budget_get(dsc__call *c, const msgpack_object *p, msgpack_packer *pk, dsc_error *err);
-dsc_status dsc__m_budget_list(dsc__call *c, const msgpack_object *p, msgpack_packer *pk, dsc_error *err);
-dsc_status dsc__m_budget_set(dsc__call *c, const msgpack_object *p, msgpack_packer *pk, dsc_error *err);
-dsc_status dsc__m_budget_delete(dsc__call *c, const msgpack_object *p, msgpack_packer *pk, dsc_error *err);
+dsc_status dsc__m_budget_get(dsc__call *c, const msgpack_object *p, msgpack_packer *pk,
+                             dsc_error *err);
+dsc_status dsc__m_budget_list(dsc__call *c, const msgpack_object *p, msgpack_packer *pk,
+                              dsc_error *err);
+dsc_status dsc__m_budget_set(dsc__call *c, const msgpack_object *p, msgpack_packer *pk,
+                             dsc_error *err);
+dsc_status dsc__m_budget_delete(dsc__call *c, const msgpack_object *p, msgpack_packer *pk,
+                                dsc_error *err);
 
 /* Metrics (metrics.c), called on the worker's thread. */
-void dsc__count_decision(dsc__worker *w, dsc_policy_outcome outcome, const char *policy, const char *purpose,
-                         bool unenforced, int64_t latency_us);
+void dsc__count_decision(dsc__worker *w, dsc_policy_outcome outcome, const char *policy,
+                         const char *purpose, bool unenforced, int64_t latency_us);
 void dsc__count_store(dsc__worker *w, int64_t us);
 void dsc__count_policy(dsc__worker *w);
 /* Write a fresh decision id ("d-...", unique across workers and restarts). */
@@ -266,8 +276,8 @@ typedef struct dsc__estimate_args {
     char provider[DSC_POLICY_NAME_MAX], model[DSC_POLICY_MODEL_MAX], zone[DSC_ZONE_MAX], method[32];
     dsc_estimate_input in;
 } dsc__estimate_args;
-dsc_status dsc__read_estimate_args(const msgpack_object *p, dsc__estimate_args *a, bool outputs_required,
-                                   dsc_error *err);
+dsc_status dsc__read_estimate_args(const msgpack_object *p, dsc__estimate_args *a,
+                                   bool outputs_required, dsc_error *err);
 
 /* The empty map handed to a method called with params []. */
 extern const msgpack_object dsc__empty_map;

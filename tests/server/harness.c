@@ -44,7 +44,8 @@ static int64_t now_ms(void) {
 
 void th_sleep_ms(int ms) {
     struct timespec ts = {ms / 1000, (long)(ms % 1000) * 1000000L};
-    while (nanosleep(&ts, &ts) != 0 && errno == EINTR) {}
+    while (nanosleep(&ts, &ts) != 0 && errno == EINTR) {
+    }
 }
 
 static void write_config(const th_server *s, const char *extra) {
@@ -66,7 +67,8 @@ static void dump_log(const th_server *s) {
     FILE *f = fopen(s->log, "r");
     if (!f) return;
     char line[1024];
-    while (fgets(line, sizeof line, f)) fprintf(stderr, "discernd: %s", line);
+    while (fgets(line, sizeof line, f))
+        fprintf(stderr, "discernd: %s", line);
     fclose(f);
 }
 
@@ -152,9 +154,13 @@ void th_server_pause(th_server *s) {
     cr_assert_fail("discernd's threads did not all stop within 5 s");
 }
 
-void th_server_resume(th_server *s) { cr_assert_eq(kill(s->pid, SIGCONT), 0); }
+void th_server_resume(th_server *s) {
+    cr_assert_eq(kill(s->pid, SIGCONT), 0);
+}
 
-void th_server_start(th_server *s, const char *extra) { start_server(s, extra, 0); }
+void th_server_start(th_server *s, const char *extra) {
+    start_server(s, extra, 0);
+}
 
 static void start_server(th_server *s, const char *extra, long long fsize) {
     memset(s, 0, sizeof *s);
@@ -166,12 +172,15 @@ static void start_server(th_server *s, const char *extra, long long fsize) {
     snprintf(s->log, sizeof s->log, "%s/discernd.log", s->dir);
     snprintf(s->policies, sizeof s->policies, "%s/policies", s->dir);
     char cmd[800];
-    snprintf(cmd, sizeof cmd, "cp -r '%s/tests/server/fixtures/policies' '%s'", DISCERN_SOURCE_DIR, s->policies);
+    snprintf(cmd, sizeof cmd, "cp -r '%s/tests/server/fixtures/policies' '%s'", DISCERN_SOURCE_DIR,
+             s->policies);
     cr_assert_eq(system(cmd), 0, "cannot copy the fixture policies");
     spawn(s, extra);
 }
 
-void th_server_restart(th_server *s, const char *extra) { spawn(s, extra); }
+void th_server_restart(th_server *s, const char *extra) {
+    spawn(s, extra);
+}
 
 int th_server_stop(th_server *s) {
     if (s->pid <= 0) return -1;
@@ -232,7 +241,8 @@ char *th_http_get(const th_server *s, const char *path, int *status) {
     int fd = socket(AF_INET, SOCK_STREAM, 0);
     struct sockaddr_in a = {.sin_family = AF_INET, .sin_port = htons((uint16_t)s->http_port)};
     a.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
-    cr_assert(connect(fd, (struct sockaddr *)&a, sizeof a) == 0, "http connect: %s", strerror(errno));
+    cr_assert(connect(fd, (struct sockaddr *)&a, sizeof a) == 0, "http connect: %s",
+              strerror(errno));
     char req[512];
     int n = snprintf(req, sizeof req, "GET %s HTTP/1.0\r\nHost: localhost\r\n\r\n", path);
     cr_assert_eq(send(fd, req, (size_t)n, 0), n);
@@ -261,7 +271,8 @@ long long th_sql_int(const th_server *s, const char *sql) {
     cr_assert_eq(sqlite3_open_v2(s->store, &db, SQLITE_OPEN_READONLY, NULL), SQLITE_OK);
     sqlite3_busy_timeout(db, 5000);
     sqlite3_stmt *st;
-    cr_assert_eq(sqlite3_prepare_v2(db, sql, -1, &st, NULL), SQLITE_OK, "%s: %s", sql, sqlite3_errmsg(db));
+    cr_assert_eq(sqlite3_prepare_v2(db, sql, -1, &st, NULL), SQLITE_OK, "%s: %s", sql,
+                 sqlite3_errmsg(db));
     long long v = sqlite3_step(st) == SQLITE_ROW ? sqlite3_column_int64(st, 0) : -1;
     sqlite3_finalize(st);
     sqlite3_close(db);
@@ -352,15 +363,26 @@ static void pack_json(msgpack_packer *pk, json_t *v) {
         msgpack_pack_str(pk, json_string_length(v));
         msgpack_pack_str_body(pk, json_string_value(v), json_string_length(v));
         break;
-    case JSON_INTEGER: msgpack_pack_int64(pk, json_integer_value(v)); break;
-    case JSON_REAL: msgpack_pack_double(pk, json_real_value(v)); break;
-    case JSON_TRUE: msgpack_pack_true(pk); break;
-    case JSON_FALSE: msgpack_pack_false(pk); break;
-    case JSON_NULL: msgpack_pack_nil(pk); break;
+    case JSON_INTEGER:
+        msgpack_pack_int64(pk, json_integer_value(v));
+        break;
+    case JSON_REAL:
+        msgpack_pack_double(pk, json_real_value(v));
+        break;
+    case JSON_TRUE:
+        msgpack_pack_true(pk);
+        break;
+    case JSON_FALSE:
+        msgpack_pack_false(pk);
+        break;
+    case JSON_NULL:
+        msgpack_pack_nil(pk);
+        break;
     }
 }
 
-static void send_message(th_client *c, int kind, uint32_t msgid, const char *method, const char *params) {
+static void send_message(th_client *c, int kind, uint32_t msgid, const char *method,
+                         const char *params) {
     msgpack_sbuffer sb;
     msgpack_sbuffer_init(&sb);
     msgpack_packer pk;
@@ -394,14 +416,20 @@ void th_send_notification(th_client *c, const char *method, const char *params) 
 
 static json_t *to_json(const msgpack_object *o) {
     switch (o->type) {
-    case MSGPACK_OBJECT_NIL: return json_null();
-    case MSGPACK_OBJECT_BOOLEAN: return json_boolean(o->via.boolean);
-    case MSGPACK_OBJECT_POSITIVE_INTEGER: return json_integer((json_int_t)o->via.u64);
-    case MSGPACK_OBJECT_NEGATIVE_INTEGER: return json_integer((json_int_t)o->via.i64);
+    case MSGPACK_OBJECT_NIL:
+        return json_null();
+    case MSGPACK_OBJECT_BOOLEAN:
+        return json_boolean(o->via.boolean);
+    case MSGPACK_OBJECT_POSITIVE_INTEGER:
+        return json_integer((json_int_t)o->via.u64);
+    case MSGPACK_OBJECT_NEGATIVE_INTEGER:
+        return json_integer((json_int_t)o->via.i64);
     case MSGPACK_OBJECT_FLOAT32:
-    case MSGPACK_OBJECT_FLOAT64: return json_real(o->via.f64);
+    case MSGPACK_OBJECT_FLOAT64:
+        return json_real(o->via.f64);
     case MSGPACK_OBJECT_STR:
-    case MSGPACK_OBJECT_BIN: return json_stringn(o->via.str.ptr, o->via.str.size);
+    case MSGPACK_OBJECT_BIN:
+        return json_stringn(o->via.str.ptr, o->via.str.size);
     case MSGPACK_OBJECT_ARRAY: {
         json_t *a = json_array();
         for (uint32_t i = 0; i < o->via.array.size; i++)
@@ -418,7 +446,8 @@ static json_t *to_json(const msgpack_object *o) {
         }
         return m;
     }
-    default: return json_null();
+    default:
+        return json_null();
     }
 }
 
@@ -429,7 +458,8 @@ static int receive(th_client *c, int64_t deadline) {
     struct pollfd p = {.fd = c->fd, .events = POLLIN};
     if (poll(&p, 1, wait) <= 0) return -1;
     msgpack_unpacker_reserve_buffer(&c->up, 1 << 16);
-    ssize_t n = recv(c->fd, msgpack_unpacker_buffer(&c->up), msgpack_unpacker_buffer_capacity(&c->up), 0);
+    ssize_t n =
+        recv(c->fd, msgpack_unpacker_buffer(&c->up), msgpack_unpacker_buffer_capacity(&c->up), 0);
     if (n <= 0) return 0;
     msgpack_unpacker_buffer_consumed(&c->up, (size_t)n);
     return 1;
@@ -457,7 +487,8 @@ bool th_closed(th_client *c, int timeout_ms) {
     msgpack_unpacked_init(&u);
     int r;
     do {
-        while (msgpack_unpacker_next(&c->up, &u) == MSGPACK_UNPACK_SUCCESS) {}
+        while (msgpack_unpacker_next(&c->up, &u) == MSGPACK_UNPACK_SUCCESS) {
+        }
     } while ((r = receive(c, deadline)) == 1);
     msgpack_unpacked_destroy(&u);
     return r == 0;

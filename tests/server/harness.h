@@ -27,7 +27,7 @@ typedef struct th_server {
     char dir[256];
     char unix_path[300];
     char store[300];
-    char policies[300]; /* a copy of fixtures/policies the test may change */
+    char policies[300];    /* a copy of fixtures/policies the test may change */
     long long fsize_limit; /* > 0: RLIMIT_FSIZE soft limit of the server (bytes) */
     char log[300];
 } th_server;

@@ -55,9 +55,10 @@ Test(config, the_shipped_file_loads_and_says_what_the_defaults_say) {
     dsc_server_config_default(&cfg);
     dsc_server_config_default(&def);
     dsc_error err;
-    cr_assert_eq(dsc_server_config_load(&cfg, DISCERN_SOURCE_DIR "/server/discernd.conf", &err), DSC_OK, "%s",
-                 err.message);
-    cr_assert_eq(memcmp(&cfg, &def, sizeof cfg), 0, "discernd.conf and the built-in defaults disagree");
+    cr_assert_eq(dsc_server_config_load(&cfg, DISCERN_SOURCE_DIR "/server/discernd.conf", &err),
+                 DSC_OK, "%s", err.message);
+    cr_assert_eq(memcmp(&cfg, &def, sizeof cfg), 0,
+                 "discernd.conf and the built-in defaults disagree");
 }
 
 Test(config, file_values_with_comments_quotes_and_spaces) {
@@ -86,7 +87,8 @@ Test(config, errors_name_the_file_line_key_and_value) {
     cleanup();
     write_file("max_depth = 1000\n");
     cr_assert_eq(dsc_server_config_load(&cfg, path, &err), DSC_BAD_REQUEST);
-    cr_assert(strstr(err.message, "max_depth: '1000' is not an integer in [2, 64]"), "%s", err.message);
+    cr_assert(strstr(err.message, "max_depth: '1000' is not an integer in [2, 64]"), "%s",
+              err.message);
     cleanup();
     write_file("listen = \"unterminated\n");
     cr_assert_eq(dsc_server_config_load(&cfg, path, &err), DSC_BAD_REQUEST);

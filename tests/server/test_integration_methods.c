@@ -15,20 +15,25 @@
 
 static th_server srv;
 
-static void start(void) { th_server_start(&srv, NULL); }
-static void stop(void) { th_server_cleanup(&srv); }
+static void start(void) {
+    th_server_start(&srv, NULL);
+}
+static void stop(void) {
+    th_server_cleanup(&srv);
+}
 
 TestSuite(methods, .init = start, .fini = stop, .timeout = 60);
 
 #define SUBJECT "\"subject\": {\"org\": \"acme\", \"team\": \"infra\", \"user\": \"ana\"}"
 #define CHECK(extra)                                                                               \
-    "{" SUBJECT ", \"provider\": \"openai\", \"model\": \"gpt-4o\", \"input_tokens\": 100,"      \
+    "{" SUBJECT ", \"provider\": \"openai\", \"model\": \"gpt-4o\", \"input_tokens\": 100,"        \
     " \"output_tokens\": 800, \"purpose\": \"code-review\"" extra "}"
 
 /* Call and expect success; returns the response (owns it), result via *res. */
 static json_t *ok(th_client *c, const char *method, const char *params, json_t **res) {
     json_t *r = th_call(c, method, params);
-    cr_assert_not_null(th_result(r), "%s failed: %s %s", method, th_error_code(r), th_error_message(r));
+    cr_assert_not_null(th_result(r), "%s failed: %s %s", method, th_error_code(r),
+                       th_error_message(r));
     *res = th_result(r);
     return r;
 }
@@ -37,9 +42,11 @@ static json_t *ok(th_client *c, const char *method, const char *params, json_t *
 static void fails(th_client *c, const char *method, const char *params, const char *code,
                   const char *needle) {
     json_t *r = th_call(c, method, params);
-    cr_assert_str_eq(th_error_code(r), code, "%s %s: got '%s' (%s)", method, params, th_error_code(r),
-                     th_error_message(r));
-    if (needle) cr_assert(strstr(th_error_message(r), needle), "%s: '%s' lacks '%s'", method, th_error_message(r), needle);
+    cr_assert_str_eq(th_error_code(r), code, "%s %s: got '%s' (%s)", method, params,
+                     th_error_code(r), th_error_message(r));
+    if (needle)
+        cr_assert(strstr(th_error_message(r), needle), "%s: '%s' lacks '%s'", method,
+                  th_error_message(r), needle);
     cr_assert(json_is_null(json_array_get(r, 3)));
     json_decref(r);
 }
@@ -68,8 +75,10 @@ static double num(json_t *obj, const char *key) {
 Test(methods, estimate_answers_ranges_over_tcp_and_unix) {
     th_client *clients[2] = {th_connect_tcp(&srv), th_connect_unix(&srv)};
     for (int i = 0; i < 2; i++) {
-        json_t *res, *r = ok(clients[i], "estimate",
-                             "{\"provider\": \"openai\", \"model\": \"gpt-4o\", \"output_tokens\": 500}", &res);
+        json_t *res,
+            *r = ok(clients[i], "estimate",
+                    "{\"provider\": \"openai\", \"model\": \"gpt-4o\", \"output_tokens\": 500}",
+                    &res);
         json_t *energy = json_object_get(json_object_get(res, "estimate"), "energy_kwh");
         cr_assert_gt(num(energy, "min"), 0);
         cr_assert_geq(num(energy, "max"), num(energy, "min"));
@@ -87,14 +96,16 @@ Test(methods, estimate_errors_name_the_field) {
           "unknown_model", "'gpt-9'");
     fails(c, "estimate", "{\"provider\": \"opnai\", \"model\": \"gpt-4o\", \"output_tokens\": 1}",
           "unknown_provider", "'opnai'");
-    fails(c, "estimate", "{\"provider\": \"openai\", \"model\": \"gpt-4o\", \"output_tokens\": 1, \"zone\": \"XXX\"}",
+    fails(c, "estimate",
+          "{\"provider\": \"openai\", \"model\": \"gpt-4o\", \"output_tokens\": 1, \"zone\": "
+          "\"XXX\"}",
           "unknown_zone", "XXX");
     fails(c, "estimate", "{\"provider\": \"openai\", \"model\": \"gpt-4o\"}", "bad_request",
           "field 'output_tokens' is required");
-    fails(c, "estimate", "{\"provider\": \"openai\", \"model\": \"gpt-4o\", \"output_tokens\": -5}", "bad_request",
-          "field 'output_tokens': -5 is out of range");
-    fails(c, "estimate", "{\"provider\": 7, \"model\": \"gpt-4o\", \"output_tokens\": 1}", "bad_request",
-          "field 'provider': expected a string, got integer");
+    fails(c, "estimate", "{\"provider\": \"openai\", \"model\": \"gpt-4o\", \"output_tokens\": -5}",
+          "bad_request", "field 'output_tokens': -5 is out of range");
+    fails(c, "estimate", "{\"provider\": 7, \"model\": \"gpt-4o\", \"output_tokens\": 1}",
+          "bad_request", "field 'provider': expected a string, got integer");
     th_client_free(c);
 }
 
@@ -117,7 +128,8 @@ Test(methods, models_list_lists_all_or_one_provider_and_names_an_unknown_one) {
     cr_assert(has_4o);
     json_decref(all);
     json_decref(one);
-    fails(c, "models.list", "{\"provider\": \"opnai\"}", "unknown_provider", "did you mean 'openai'");
+    fails(c, "models.list", "{\"provider\": \"opnai\"}", "unknown_provider",
+          "did you mean 'openai'");
     th_client_free(c);
 }
 
@@ -126,7 +138,8 @@ Test(methods, models_list_lists_all_or_one_provider_and_names_an_unknown_one) {
 static json_t *find_zone(json_t *res, const char *zone) {
     size_t i;
     json_t *z;
-    json_array_foreach(json_object_get(res, "zones"), i, z) if (strcmp(str(z, "zone"), zone) == 0) return z;
+    json_array_foreach(json_object_get(res, "zones"), i,
+                       z) if (strcmp(str(z, "zone"), zone) == 0) return z;
     return NULL;
 }
 
@@ -139,7 +152,8 @@ Test(methods, grid_set_needs_admin_and_then_shows_in_zones_list_as_live) {
     double annual = num(fra, "gco2e_per_kwh");
     json_decref(r);
     char params[200];
-    snprintf(params, sizeof params, "{\"zone\": \"FRA\", \"gco2e_per_kwh\": 123.5, \"valid_until\": %lld}",
+    snprintf(params, sizeof params,
+             "{\"zone\": \"FRA\", \"gco2e_per_kwh\": 123.5, \"valid_until\": %lld}",
              (long long)time(NULL) + 3600);
     fails(c, "grid.set", params, "unauthorized", "admin");
     th_client *a = admin(&srv);
@@ -154,8 +168,8 @@ Test(methods, grid_set_needs_admin_and_then_shows_in_zones_list_as_live) {
     json_decref(r);
     fails(a, "grid.set", "{\"zone\": \"ZZZ\", \"gco2e_per_kwh\": 1, \"valid_until\": 4000000000}",
           "unknown_zone", "'ZZZ'");
-    fails(a, "grid.set", "{\"zone\": \"FRA\", \"gco2e_per_kwh\": 1, \"valid_until\": 1000}", "bad_request",
-          "valid_until");
+    fails(a, "grid.set", "{\"zone\": \"FRA\", \"gco2e_per_kwh\": 1, \"valid_until\": 1000}",
+          "bad_request", "valid_until");
     fails(a, "grid.set", "{\"zone\": \"FRA\", \"gco2e_per_kwh\": -1, \"valid_until\": 4000000000}",
           "bad_request", "gco2e_per_kwh");
     th_client_free(a);
@@ -190,7 +204,8 @@ Test(methods, budget_set_list_get_delete_with_admin_rights) {
     cr_assert_str_eq(str(b, "counter"), "org:acme/team:infra");
     cr_assert_eq(num(b, "remaining"), 60.5);
     json_decref(r);
-    fails(a, "budget.set", "{\"selector\": \"team:*\", \"metric\": \"carbon\", \"window\": \"month\", \"limit\": 1}",
+    fails(a, "budget.set",
+          "{\"selector\": \"team:*\", \"metric\": \"carbon\", \"window\": \"month\", \"limit\": 1}",
           "unknown_metric", "'carbon'");
     fails(a, "budget.set", "{" TEAM_BUDGET "}", "bad_request", "field 'limit' is required");
     fails(c, "budget.get", "{\"subject\": {}}", "bad_request", "subject");
@@ -215,7 +230,8 @@ Test(methods, check_then_settle_lands_in_the_journal_with_its_decision_record) {
     cr_assert_gt(num(res, "expires_at"), (double)time(NULL));
     json_decref(r);
     char params[256], sql[512];
-    snprintf(params, sizeof params, "{\"reservation\": \"%s\", \"input_tokens\": 100, \"output_tokens\": 300}", resv);
+    snprintf(params, sizeof params,
+             "{\"reservation\": \"%s\", \"input_tokens\": 100, \"output_tokens\": 300}", resv);
     r = ok(c, "settle", params, &res);
     cr_assert_str_eq(str(res, "settled"), "reserved");
     double charged = num(json_object_get(res, "charged"), "gco2e");
@@ -225,10 +241,12 @@ Test(methods, check_then_settle_lands_in_the_journal_with_its_decision_record) {
     /* The decision record and the charge are in the store once the replies are out. */
     snprintf(sql, sizeof sql,
              "SELECT count(*) FROM decisions WHERE decision_id = '%s' AND reservation_id = '%s'"
-             " AND outcome = 'allow' AND purpose = 'code-review' AND team = 'infra' AND model = 'gpt-4o'",
+             " AND outcome = 'allow' AND purpose = 'code-review' AND team = 'infra' AND model = "
+             "'gpt-4o'",
              decision_id, resv);
     cr_assert_eq(th_sql_int(&srv, sql), 1);
-    snprintf(sql, sizeof sql, "SELECT gco2e FROM charges WHERE reservation_id = '%s' AND kind = 'settle'", resv);
+    snprintf(sql, sizeof sql,
+             "SELECT gco2e FROM charges WHERE reservation_id = '%s' AND kind = 'settle'", resv);
     cr_assert_eq(th_sql_int(&srv, sql), (long long)(charged * 1e6 + 0.5));
     /* A repeat charges nothing more. */
     r = ok(c, "settle", params, &res);
@@ -252,7 +270,8 @@ Test(methods, check_over_budget_is_refused_holds_nothing_and_is_journaled) {
     cr_assert(json_is_true(json_object_get(b, "would_exceed")));
     cr_assert_eq(num(b, "held"), 0);
     char sql[256];
-    snprintf(sql, sizeof sql, "SELECT count(*) FROM decisions WHERE decision_id = '%s' AND outcome = 'refuse'",
+    snprintf(sql, sizeof sql,
+             "SELECT count(*) FROM decisions WHERE decision_id = '%s' AND outcome = 'refuse'",
              str(res, "decision_id"));
     cr_assert_eq(th_sql_int(&srv, sql), 1);
     json_decref(r);
@@ -263,8 +282,10 @@ Test(methods, check_over_budget_is_refused_holds_nothing_and_is_journaled) {
 Test(methods, throttle_carries_retry_after_and_a_suggestion_and_no_reservation) {
     th_client *c = th_connect_tcp(&srv);
     json_t *res, *r = ok(c, "check",
-                         "{" SUBJECT ", \"provider\": \"openai\", \"model\": \"gpt-4o\", \"output_tokens\": 10,"
-                         " \"purpose\": \"batch\", \"tags\": {\"app\": \"nightly\"}}", &res);
+                         "{" SUBJECT
+                         ", \"provider\": \"openai\", \"model\": \"gpt-4o\", \"output_tokens\": 10,"
+                         " \"purpose\": \"batch\", \"tags\": {\"app\": \"nightly\"}}",
+                         &res);
     cr_assert_str_eq(str(res, "decision"), "throttle");
     cr_assert_eq(num(res, "retry_after_s"), 30);
     cr_assert_str_eq(str(json_object_get(res, "suggest"), "model"), "gpt-4o-mini");
@@ -297,16 +318,24 @@ Test(methods, check_with_the_same_request_id_returns_the_same_reservation) {
 
 Test(methods, check_errors_name_the_field_and_charge_nothing) {
     th_client *c = th_connect_unix(&srv);
-    fails(c, "check", "{\"provider\": \"openai\", \"model\": \"gpt-4o\", \"output_tokens\": 1, \"purpose\": \"x\"}",
+    fails(c, "check",
+          "{\"provider\": \"openai\", \"model\": \"gpt-4o\", \"output_tokens\": 1, \"purpose\": "
+          "\"x\"}",
           "bad_request", "field 'subject' is required");
-    fails(c, "check", "{\"subject\": {\"team\": 5}, \"provider\": \"openai\", \"model\": \"gpt-4o\","
-                      " \"output_tokens\": 1, \"purpose\": \"x\"}", "bad_request", "field 'team'");
-    fails(c, "check", "{" SUBJECT ", \"provider\": \"openai\", \"model\": \"gpt-4o\", \"output_tokens\": 1}",
+    fails(c, "check",
+          "{\"subject\": {\"team\": 5}, \"provider\": \"openai\", \"model\": \"gpt-4o\","
+          " \"output_tokens\": 1, \"purpose\": \"x\"}",
+          "bad_request", "field 'team'");
+    fails(c, "check",
+          "{" SUBJECT ", \"provider\": \"openai\", \"model\": \"gpt-4o\", \"output_tokens\": 1}",
           "bad_request", "field 'purpose' is required");
-    fails(c, "check", "{" SUBJECT ", \"provider\": \"openai\", \"model\": \"nope\", \"output_tokens\": 1,"
-                      " \"purpose\": \"x\"}", "unknown_model", "'nope'");
+    fails(c, "check",
+          "{" SUBJECT ", \"provider\": \"openai\", \"model\": \"nope\", \"output_tokens\": 1,"
+          " \"purpose\": \"x\"}",
+          "unknown_model", "'nope'");
     fails(c, "check", CHECK(", \"ttl_s\": 0"), "bad_request", "field 'ttl_s'");
-    fails(c, "check", CHECK(", \"reserve\": \"yes\""), "bad_request", "field 'reserve': expected a boolean");
+    fails(c, "check", CHECK(", \"reserve\": \"yes\""), "bad_request",
+          "field 'reserve': expected a boolean");
     fails(c, "check", CHECK(", \"tags\": {\"a\": 1}"), "bad_request", "field 'tags'");
     cr_assert_eq(th_sql_int(&srv, "SELECT count(*) FROM reservations"), 0);
     th_client_free(c);
@@ -314,7 +343,8 @@ Test(methods, check_errors_name_the_field_and_charge_nothing) {
 
 Test(methods, settle_and_cancel_errors_and_cancel_releases_the_hold) {
     th_client *c = th_connect_tcp(&srv);
-    fails(c, "settle", "{\"reservation\": \"r-unknown\", \"input_tokens\": 1, \"output_tokens\": 1}",
+    fails(c, "settle",
+          "{\"reservation\": \"r-unknown\", \"input_tokens\": 1, \"output_tokens\": 1}",
           "unknown_reservation", "'r-unknown'");
     fails(c, "cancel", "{\"reservation\": \"r-unknown\"}", "unknown_reservation", NULL);
     fails(c, "cancel", "{}", "bad_request", "field 'reservation' is required");
@@ -342,7 +372,8 @@ Test(methods, settle_and_cancel_errors_and_cancel_releases_the_hold) {
 Test(methods, thousand_pipelined_checks_are_answered_once_each_with_their_msgid) {
     th_client *c = th_connect_tcp(&srv);
     enum { N = 1000 };
-    for (uint32_t i = 0; i < N; i++) th_send_request(c, 100 + i, "check", CHECK(", \"reserve\": false"));
+    for (uint32_t i = 0; i < N; i++)
+        th_send_request(c, 100 + i, "check", CHECK(", \"reserve\": false"));
     static int seen[N];
     memset(seen, 0, sizeof seen);
     for (int k = 0; k < N; k++) {
@@ -355,7 +386,8 @@ Test(methods, thousand_pipelined_checks_are_answered_once_each_with_their_msgid)
         seen[id - 100]++;
         json_decref(r);
     }
-    for (int i = 0; i < N; i++) cr_assert_eq(seen[i], 1, "msgid %d answered %d times", 100 + i, seen[i]);
+    for (int i = 0; i < N; i++)
+        cr_assert_eq(seen[i], 1, "msgid %d answered %d times", 100 + i, seen[i]);
     th_client_free(c);
 }
 
@@ -398,7 +430,8 @@ Test(methods, policy_reload_needs_admin_switches_version_and_keeps_the_old_set_o
     char v2[32];
     snprintf(v2, sizeof v2, "%s", str(res, "policy_version"));
     cr_assert_str_neq(v2, v1);
-    cr_assert_str_eq(json_string_value(json_array_get(json_object_get(res, "policies"), 0)), "budgets");
+    cr_assert_str_eq(json_string_value(json_array_get(json_object_get(res, "policies"), 0)),
+                     "budgets");
     json_decref(r);
     r = ok(c, "check", CHECK(", \"reserve\": false"), &res);
     cr_assert_str_eq(str(res, "policy_version"), v2);
@@ -426,7 +459,8 @@ static void *run_load(void *arg) {
         char versions[16][32];
         memset(versions, 0, sizeof versions);
         uint32_t base = id;
-        for (int k = 0; k < 16; k++) th_send_request(c, id++, "check", CHECK(", \"reserve\": false"));
+        for (int k = 0; k < 16; k++)
+            th_send_request(c, id++, "check", CHECK(", \"reserve\": false"));
         for (int k = 0; k < 16; k++) {
             json_t *r = th_read(c, 10000);
             if (!r || !th_result(r)) {
@@ -468,8 +502,10 @@ Test(methods, reload_under_load_fails_no_request_and_switches_each_connection_on
     snprintf(v2, sizeof v2, "%s", str(res, "policy_version"));
     json_decref(r);
     th_sleep_ms(300);
-    for (int i = 0; i < CONNS; i++) __atomic_store_n(&loads[i].stop, 1, __ATOMIC_RELEASE);
-    for (int i = 0; i < CONNS; i++) pthread_join(threads[i], NULL);
+    for (int i = 0; i < CONNS; i++)
+        __atomic_store_n(&loads[i].stop, 1, __ATOMIC_RELEASE);
+    for (int i = 0; i < CONNS; i++)
+        pthread_join(threads[i], NULL);
     for (int i = 0; i < CONNS; i++) {
         cr_assert_eq(loads[i].failed, 0, "connection %d: %d requests failed", i, loads[i].failed);
         cr_assert_gt(loads[i].answered, 0);
@@ -495,7 +531,8 @@ Test(methods, sigterm_under_load_loses_no_acknowledged_settle, .timeout = 90) {
     /* Pipeline all the settles, stop the server while they are in flight. */
     for (int i = 0; i < N; i++) {
         char p[160];
-        snprintf(p, sizeof p, "{\"reservation\": \"%s\", \"input_tokens\": 10, \"output_tokens\": 20}", ids[i]);
+        snprintf(p, sizeof p,
+                 "{\"reservation\": \"%s\", \"input_tokens\": 10, \"output_tokens\": 20}", ids[i]);
         th_send_request(c, (uint32_t)i, "settle", p);
     }
     json_t *first = th_read(c, 10000);
@@ -519,8 +556,11 @@ Test(methods, sigterm_under_load_loses_no_acknowledged_settle, .timeout = 90) {
     for (int i = 0; i < N; i++) {
         if (!ok_ids[i]) continue;
         char sql[256];
-        snprintf(sql, sizeof sql, "SELECT count(*) FROM charges WHERE reservation_id = '%.63s' AND kind = 'settle'", ids[i]);
-        cr_assert_eq(th_sql_int(&srv, sql), 1, "acknowledged settle of %s is not in the store", ids[i]);
+        snprintf(sql, sizeof sql,
+                 "SELECT count(*) FROM charges WHERE reservation_id = '%.63s' AND kind = 'settle'",
+                 ids[i]);
+        cr_assert_eq(th_sql_int(&srv, sql), 1, "acknowledged settle of %s is not in the store",
+                     ids[i]);
     }
     /* And a restarted server sees the same usage. */
     th_server_restart(&srv, NULL);
@@ -537,7 +577,10 @@ Test(methods, http_serves_healthz_metrics_and_budgets_json) {
     th_client *a = admin(&srv);
     json_t *res, *r = ok(a, "budget.set", "{" TEAM_BUDGET ", \"limit\": 5}", &res);
     json_decref(r);
-    r = ok(a, "budget.set", "{\"selector\": \"org:acme\", \"metric\": \"requests\", \"window\": \"day\", \"limit\": 10}", &res);
+    r = ok(a, "budget.set",
+           "{\"selector\": \"org:acme\", \"metric\": \"requests\", \"window\": \"day\", \"limit\": "
+           "10}",
+           &res);
     json_decref(r);
     r = ok(a, "check", CHECK(""), &res);
     json_decref(r);
@@ -549,10 +592,16 @@ Test(methods, http_serves_healthz_metrics_and_budgets_json) {
     free(body);
     body = th_http_get(&srv, "/metrics", &status);
     cr_assert_eq(status, 200);
-    cr_assert(strstr(body, "discern_decisions_total{outcome=\"allow\",policy=\"budgets\""), "%s", body);
+    cr_assert(strstr(body, "discern_decisions_total{outcome=\"allow\",policy=\"budgets\""), "%s",
+              body);
     cr_assert(strstr(body, "discern_check_seconds_count 1"), "%s", body);
-    cr_assert(strstr(body, "discern_budget_limit{selector=\"team:*\",metric=\"gco2e\",window=\"month\"} 5"), "%s", body);
-    cr_assert(strstr(body, "discern_budget_remaining{selector=\"org:acme\",metric=\"requests\",window=\"day\"} 9.0"), "%s", body);
+    cr_assert(
+        strstr(body,
+               "discern_budget_limit{selector=\"team:*\",metric=\"gco2e\",window=\"month\"} 5"),
+        "%s", body);
+    cr_assert(strstr(body, "discern_budget_remaining{selector=\"org:acme\",metric=\"requests\","
+                           "window=\"day\"} 9.0"),
+              "%s", body);
     free(body);
     body = th_http_get(&srv, "/v1/budgets", &status);
     cr_assert_eq(status, 200);
@@ -566,7 +615,8 @@ Test(methods, http_serves_healthz_metrics_and_budgets_json) {
     cr_assert_not_null(j, "%s", body);
     json_t *b = NULL, *x;
     size_t i;
-    json_array_foreach(json_object_get(j, "budgets"), i, x) if (strcmp(str(x, "selector"), "team:*") == 0) b = x;
+    json_array_foreach(json_object_get(j, "budgets"), i,
+                       x) if (strcmp(str(x, "selector"), "team:*") == 0) b = x;
     cr_assert_not_null(b, "%s", body);
     cr_assert_str_eq(str(b, "counter"), "org:acme/team:infra");
     cr_assert_gt(num(b, "held"), 0);
@@ -607,7 +657,8 @@ static int check_until_store_fails(th_client *c, json_t **last) {
     return -1;
 }
 
-Test(store_failure, closed_mode_refuses_with_store_unavailable_and_recovers_without_restart, .timeout = 60) {
+Test(store_failure, closed_mode_refuses_with_store_unavailable_and_recovers_without_restart,
+     .timeout = 60) {
     th_server s;
     th_server_start_fsize(&s, NULL, 512 * 1024);
     th_client *c = th_connect_tcp(&s);
@@ -652,7 +703,8 @@ Test(store_failure, open_mode_allows_unenforced_and_counts_it, .timeout = 60) {
 Test(methods, a_client_that_leaves_with_checks_in_flight_does_not_disturb_the_server) {
     for (int round = 0; round < 5; round++) {
         th_client *c = round % 2 ? th_connect_unix(&srv) : th_connect_tcp(&srv);
-        for (uint32_t i = 0; i < 200; i++) th_send_request(c, i, "check", CHECK(""));
+        for (uint32_t i = 0; i < 200; i++)
+            th_send_request(c, i, "check", CHECK(""));
         th_client_free(c); /* gone before the replies, while their records commit */
     }
     th_client *c = th_connect_tcp(&srv);
@@ -660,7 +712,8 @@ Test(methods, a_client_that_leaves_with_checks_in_flight_does_not_disturb_the_se
     cr_assert_str_eq(str(res, "decision"), "allow");
     json_decref(r);
     double connections = -1;
-    for (int tries = 0; tries < 100 && connections != 1; tries++) { /* closes are seen asynchronously */
+    for (int tries = 0; tries < 100 && connections != 1;
+         tries++) { /* closes are seen asynchronously */
         r = ok(c, "stats", "{}", &res);
         connections = num(res, "connections");
         json_decref(r);
@@ -684,7 +737,8 @@ Test(methods, sighup_reloads_the_policies_and_a_broken_set_leaves_the_old_one_li
         th_sleep_ms(50);
         FILE *f = fopen(srv.log, "r");
         char line[2048];
-        while (f && fgets(line, sizeof line, f)) failed = failed || strstr(line, "event=reload_failed");
+        while (f && fgets(line, sizeof line, f))
+            failed = failed || strstr(line, "event=reload_failed");
         if (f) fclose(f);
     }
     cr_assert(failed, "no reload_failed in the log after SIGHUP");

@@ -14,8 +14,12 @@
 
 static th_server srv;
 
-static void start(void) { th_server_start(&srv, NULL); }
-static void stop(void) { th_server_cleanup(&srv); }
+static void start(void) {
+    th_server_start(&srv, NULL);
+}
+static void stop(void) {
+    th_server_cleanup(&srv);
+}
 
 TestSuite(protocol, .init = start, .fini = stop, .timeout = 60);
 
@@ -85,14 +89,16 @@ Test(protocol, auth_with_a_wrong_token_is_unauthorized_and_the_right_one_grants_
     /* The token never reaches the log. */
     FILE *f = fopen(srv.log, "r");
     char line[2048];
-    while (f && fgets(line, sizeof line, f)) cr_assert_null(strstr(line, TH_ADMIN_TOKEN), "%s", line);
+    while (f && fgets(line, sizeof line, f))
+        cr_assert_null(strstr(line, TH_ADMIN_TOKEN), "%s", line);
     if (f) fclose(f);
 }
 
 Test(protocol, thousand_pipelined_requests_are_answered_once_each_with_their_msgid) {
     th_client *c = th_connect_tcp(&srv);
     enum { N = 1000 };
-    for (uint32_t i = 0; i < N; i++) th_send_request(c, 5000 + i, i % 2 ? "ping" : "stats", "{}");
+    for (uint32_t i = 0; i < N; i++)
+        th_send_request(c, 5000 + i, i % 2 ? "ping" : "stats", "{}");
     static int seen[N];
     memset(seen, 0, sizeof seen);
     for (int k = 0; k < N; k++) {
@@ -104,7 +110,8 @@ Test(protocol, thousand_pipelined_requests_are_answered_once_each_with_their_msg
         seen[id - 5000]++;
         json_decref(r);
     }
-    for (int i = 0; i < N; i++) cr_assert_eq(seen[i], 1, "msgid %d answered %d times", 5000 + i, seen[i]);
+    for (int i = 0; i < N; i++)
+        cr_assert_eq(seen[i], 1, "msgid %d answered %d times", 5000 + i, seen[i]);
     cr_assert_null(th_read(c, 200), "no extra replies");
     th_client_free(c);
 }
@@ -129,8 +136,9 @@ Test(protocol, garbage_bytes_get_an_error_and_a_close_while_another_client_is_se
     json_t *n = th_read(bad, 5000);
     cr_assert_not_null(n);
     cr_assert_str_eq(json_string_value(json_array_get(n, 1)), "error");
-    cr_assert_str_eq(json_string_value(json_object_get(json_array_get(json_array_get(n, 2), 0), "code")),
-                     "bad_request");
+    cr_assert_str_eq(
+        json_string_value(json_object_get(json_array_get(json_array_get(n, 2), 0), "code")),
+        "bad_request");
     json_decref(n);
     cr_assert(th_closed(bad, 5000));
     assert_ping_works(good);
@@ -141,9 +149,9 @@ Test(protocol, garbage_bytes_get_an_error_and_a_close_while_another_client_is_se
 Test(protocol, a_few_bytes_declaring_huge_containers_are_closed_and_memory_stays_bounded) {
     long before = th_server_rss_kib(&srv);
     const unsigned char bombs[][6] = {
-        {0xdd, 0xff, 0xff, 0xff, 0xff}, /* array32 of 4G elements */
-        {0xdf, 0xff, 0xff, 0xff, 0xff}, /* map32 of 4G pairs */
-        {0xdb, 0x7f, 0xff, 0xff, 0xff}, /* str32 of 2 GB */
+        {0xdd, 0xff, 0xff, 0xff, 0xff},       /* array32 of 4G elements */
+        {0xdf, 0xff, 0xff, 0xff, 0xff},       /* map32 of 4G pairs */
+        {0xdb, 0x7f, 0xff, 0xff, 0xff},       /* str32 of 2 GB */
         {0x94, 0x00, 0x01, 0xdc, 0xff, 0xff}, /* a 64K-element array inside a request */
     };
     for (int i = 0; i < 4; i++) {
@@ -152,8 +160,9 @@ Test(protocol, a_few_bytes_declaring_huge_containers_are_closed_and_memory_stays
             th_send_raw(c, bombs[i], i == 3 ? 6 : 5);
             json_t *n = th_read(c, 5000);
             cr_assert_not_null(n, "bomb %d: no error notification", i);
-            cr_assert_str_eq(json_string_value(json_object_get(json_array_get(json_array_get(n, 2), 0), "code")),
-                             "too_large");
+            cr_assert_str_eq(
+                json_string_value(json_object_get(json_array_get(json_array_get(n, 2), 0), "code")),
+                "too_large");
             json_decref(n);
             cr_assert(th_closed(c, 5000), "bomb %d: not closed", i);
             th_client_free(c);
@@ -170,8 +179,8 @@ Test(protocol, an_oversized_frame_is_closed_with_too_large) {
     th_client *c = th_connect_unix(&srv);
     /* [0, 1, "auth", [{"token": <100 000 bytes>}]] */
     size_t n = 100000;
-    unsigned char head[] = {0x94, 0x00, 0x01, 0xa4, 'a', 'u', 't', 'h', 0x91, 0x81,
-                            0xa5, 't', 'o', 'k', 'e', 'n', 0xdb, 0x00, 0x01, 0x86, 0xa0};
+    unsigned char head[] = {0x94, 0x00, 0x01, 0xa4, 'a', 'u',  't',  'h',  0x91, 0x81, 0xa5,
+                            't',  'o',  'k',  'e',  'n', 0xdb, 0x00, 0x01, 0x86, 0xa0};
     th_send_raw(c, head, sizeof head);
     char *body = malloc(n);
     memset(body, 'x', n);
@@ -179,8 +188,9 @@ Test(protocol, an_oversized_frame_is_closed_with_too_large) {
     free(body);
     json_t *r = th_read(c, 5000);
     cr_assert_not_null(r);
-    cr_assert_str_eq(json_string_value(json_object_get(json_array_get(json_array_get(r, 2), 0), "code")),
-                     "too_large");
+    cr_assert_str_eq(
+        json_string_value(json_object_get(json_array_get(json_array_get(r, 2), 0), "code")),
+        "too_large");
     json_decref(r);
     cr_assert(th_closed(c, 5000));
     th_client_free(c);
@@ -191,7 +201,8 @@ Test(protocol, a_request_over_the_nesting_limit_gets_too_large_and_the_connectio
     /* [0, 9, "ping", [[[[ ... 20 deep ... ]]]]] */
     unsigned char msg[64] = {0x94, 0x00, 0x09, 0xa4, 'p', 'i', 'n', 'g'};
     size_t n = 8;
-    for (int i = 0; i < 20; i++) msg[n++] = 0x91;
+    for (int i = 0; i < 20; i++)
+        msg[n++] = 0x91;
     msg[n++] = 0xc0;
     th_send_raw(c, msg, n);
     json_t *r = th_read(c, 5000);
@@ -288,8 +299,9 @@ Test(limits, a_peer_that_never_reads_its_replies_is_dropped_after_the_idle_timeo
      * [0, <uint16 msgid>, "stats", []] is 12 bytes. */
     static unsigned char msgs[20000 * 12];
     for (int i = 0; i < 20000; i++) {
-        const unsigned char stats[12] = {0x94, 0x00, 0xcd, (unsigned char)(i >> 8), (unsigned char)i,
-                                         0xa5, 's', 't', 'a', 't', 's', 0x90};
+        const unsigned char stats[12] = {
+            0x94, 0x00, 0xcd, (unsigned char)(i >> 8), (unsigned char)i, 0xa5, 's', 't', 'a',
+            't',  's',  0x90};
         memcpy(msgs + 12 * i, stats, 12);
     }
     th_send_raw(hog, msgs, sizeof msgs);

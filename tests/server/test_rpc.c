@@ -19,7 +19,9 @@ static void buf_init(buf *b) {
     msgpack_packer_init(&b->pk, &b->sb, msgpack_sbuffer_write);
 }
 
-static void pack_str(msgpack_packer *pk, const char *s) { dsc_rpc_pack_cstr(pk, s); }
+static void pack_str(msgpack_packer *pk, const char *s) {
+    dsc_rpc_pack_cstr(pk, s);
+}
 
 /* [0, msgid, "estimate", [{"model": "gpt-4o", "output_tokens": 500}]] */
 static void pack_request(buf *b, uint32_t msgid) {
@@ -170,7 +172,8 @@ static void assert_skipped_then_resynchronised(buf *b, size_t bad_size, const ch
 Test(rpc, nesting_deeper_than_the_limit_is_skipped_and_the_stream_resynchronises) {
     buf b;
     buf_init(&b);
-    for (int i = 0; i < 17; i++) msgpack_pack_array(&b.pk, 1);
+    for (int i = 0; i < 17; i++)
+        msgpack_pack_array(&b.pk, 1);
     msgpack_pack_nil(&b.pk);
     assert_skipped_then_resynchronised(&b, b.sb.size, "nesting depth");
 }
@@ -178,7 +181,8 @@ Test(rpc, nesting_deeper_than_the_limit_is_skipped_and_the_stream_resynchronises
 Test(rpc, thousands_of_nested_arrays_do_not_overrun_the_scanner) {
     buf b;
     buf_init(&b);
-    for (int i = 0; i < 5000; i++) msgpack_pack_array(&b.pk, 1);
+    for (int i = 0; i < 5000; i++)
+        msgpack_pack_array(&b.pk, 1);
     msgpack_pack_nil(&b.pk);
     assert_skipped_then_resynchronised(&b, b.sb.size, "nesting depth");
 }
@@ -187,7 +191,8 @@ Test(rpc, array_over_max_items_is_skipped) {
     buf b;
     buf_init(&b);
     msgpack_pack_array(&b.pk, 1025);
-    for (int i = 0; i < 1025; i++) msgpack_pack_nil(&b.pk);
+    for (int i = 0; i < 1025; i++)
+        msgpack_pack_nil(&b.pk);
     assert_skipped_then_resynchronised(&b, b.sb.size, "container size");
 }
 
@@ -197,7 +202,8 @@ Test(rpc, message_over_max_objects_is_skipped) {
     msgpack_pack_array(&b.pk, 3);
     for (int i = 0; i < 3; i++) {
         msgpack_pack_array(&b.pk, 1000);
-        for (int j = 0; j < 1000; j++) msgpack_pack_nil(&b.pk);
+        for (int j = 0; j < 1000; j++)
+            msgpack_pack_nil(&b.pk);
     }
     assert_skipped_then_resynchronised(&b, b.sb.size, "object count");
 }
@@ -217,7 +223,8 @@ Test(rpc, random_garbage_never_reads_past_its_buffer) {
     uint8_t bytes[256];
     for (int round = 0; round < 20000; round++) {
         size_t len = (size_t)(rand() % (int)sizeof bytes);
-        for (size_t i = 0; i < len; i++) bytes[i] = (uint8_t)rand();
+        for (size_t i = 0; i < len; i++)
+            bytes[i] = (uint8_t)rand();
         uint8_t *copy = malloc(len ? len : 1); /* exact-size copy so ASan sees overreads */
         memcpy(copy, bytes, len);
         size_t size = 0;
@@ -308,7 +315,8 @@ Test(rpc, getters_name_the_field_and_what_was_wrong) {
     cr_assert_eq(dsc_rpc_get_int(&map, "input_tokens", false, 0, 1000, &n, &err), DSC_BAD_REQUEST);
     cr_assert_str_eq(err.message, "field 'input_tokens': -3 is out of range [0, 1000]");
     char small[8];
-    cr_assert_eq(dsc_rpc_get_str(&map, "purpose", true, small, sizeof small, &err), DSC_BAD_REQUEST);
+    cr_assert_eq(dsc_rpc_get_str(&map, "purpose", true, small, sizeof small, &err),
+                 DSC_BAD_REQUEST);
     cr_assert_str_eq(err.message, "field 'purpose': longer than 7 bytes");
     cr_assert_eq(dsc_rpc_get_str(&map, "model", true, small, sizeof small, &err), DSC_BAD_REQUEST);
     cr_assert_str_eq(err.message, "field 'model' is required");
@@ -334,7 +342,8 @@ Test(rpc, error_reply_carries_the_wire_code_and_message) {
     cr_assert_eq(o.via.array.size, 4);
     cr_assert_eq(o.via.array.ptr[1].via.u64, 77);
     char code[32];
-    cr_assert_eq(dsc_rpc_get_str(&o.via.array.ptr[2], "code", true, code, sizeof code, NULL), DSC_OK);
+    cr_assert_eq(dsc_rpc_get_str(&o.via.array.ptr[2], "code", true, code, sizeof code, NULL),
+                 DSC_OK);
     cr_assert_str_eq(code, "unknown_model");
     cr_assert_eq(o.via.array.ptr[3].type, MSGPACK_OBJECT_NIL);
     msgpack_zone_free(zone);
