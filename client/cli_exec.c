@@ -62,7 +62,8 @@ static int run_command(char **argv) {
     if (pid < 0) {
         rc = cli_fail(CLI_EXIT_FAIL, "exec: cannot fork: %s", strerror(errno));
     } else {
-        while (waitpid(pid, &status, 0) < 0 && errno == EINTR) {}
+        while (waitpid(pid, &status, 0) < 0 && errno == EINTR) {
+        }
         rc = WIFEXITED(status) ? WEXITSTATUS(status) : 128 + WTERMSIG(status);
     }
     sigaction(SIGINT, &old_int, NULL);
@@ -85,7 +86,8 @@ static void read_usage(const char *path, dsc_guard_usage *u) {
         if (strcmp(word, "input_tokens") == 0)
             ok = cli_parse_count("input_tokens", v, &n) == CLI_EXIT_OK && (u->input_tokens = n, 1);
         else if (strcmp(word, "output_tokens") == 0)
-            ok = cli_parse_count("output_tokens", v, &n) == CLI_EXIT_OK && (u->output_tokens = n, 1);
+            ok =
+                cli_parse_count("output_tokens", v, &n) == CLI_EXIT_OK && (u->output_tokens = n, 1);
         else if (strcmp(word, "latency_s") == 0)
             ok = cli_parse_number("latency_s", v, 0, true, &u->latency_s) == CLI_EXIT_OK;
         if (!ok)
@@ -97,8 +99,7 @@ static void read_usage(const char *path, dsc_guard_usage *u) {
 
 /* Why CMD does not run: print and return the exit code. */
 static int not_allowed(const dsc_guard_ticket *t) {
-    if (t->fallback_applied)
-        return cli_fail(CLI_EXIT_UNREACHABLE, "exec: %s", t->message);
+    if (t->fallback_applied) return cli_fail(CLI_EXIT_UNREACHABLE, "exec: %s", t->message);
     const dsc_client_check_result *r = &t->check;
     if (r->decision == DSC_DECISION_THROTTLE)
         return cli_fail(CLI_EXIT_THROTTLE, "exec: throttle: %s (retry after %g s%s)", r->reason,
@@ -132,7 +133,8 @@ static int run_allowed(dsc_client *c, dsc_guard_ticket *t, const dsc_client_chec
                        char **cmd) {
     char path[] = "/tmp/discern-usage-XXXXXX";
     int fd = mkstemp(path);
-    if (fd < 0) return cli_fail(CLI_EXIT_FAIL, "exec: cannot create the usage file: %s", strerror(errno));
+    if (fd < 0)
+        return cli_fail(CLI_EXIT_FAIL, "exec: cannot create the usage file: %s", strerror(errno));
     close(fd);
     setenv("DISCERN_USAGE_FILE", path, 1);
     setenv("DISCERN_RESERVATION", t->check.reservation, 1);
@@ -174,8 +176,10 @@ int cli_exec(int argc, char **argv) {
     dsc_guard_ticket t;
     dsc_error err;
     dsc_status st = dsc_guard_begin(c, &rq, &go, &t, &err);
-    if (st != DSC_OK) rc = cli_fail_status(st, &err, "exec: check");
-    else if (!t.allowed) rc = not_allowed(&t);
+    if (st != DSC_OK)
+        rc = cli_fail_status(st, &err, "exec: check");
+    else if (!t.allowed)
+        rc = not_allowed(&t);
     else {
         if (t.fallback_applied)
             fprintf(stderr, "discern: exec: %s: running unmetered\n", t.message);
