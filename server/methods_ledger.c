@@ -158,12 +158,26 @@ static dsc_status read_check_args(dsc__call *c, const msgpack_object *p, check_a
 
 /* ------------------------------------------------------------------- check -- */
 
+/* What a reply needs of a dsc_decision (which also holds every policy's verdict and
+ * stays on the worker: tens of KiB that a waiting job should not carry). */
+typedef struct decision_summary {
+    dsc_policy_outcome outcome;
+    char reason[DSC_POLICY_REASON_MAX];
+    char policy[DSC_POLICY_NAME_MAX];
+    char version[DSC_POLICY_VERSION_MAX];
+    int64_t retry_after_s;
+    char suggest_provider[DSC_POLICY_NAME_MAX];
+    char suggest_model[DSC_POLICY_MODEL_MAX];
+} decision_summary;
+
+/* Filled piece by piece as the check runs (never zeroed whole: states is large and
+ * mostly unused). */
 typedef struct check_out {
     dsc_estimate est;
     dsc_amounts amounts;
     dsc_budget_state states[PREVIEW_MAX];
     size_t n_states;
-    dsc_decision decision;
+    decision_summary decision;
     char reservation[DSC_RESERVATION_ID_MAX];
     char decision_id[48];
     int64_t expires_at;
@@ -191,7 +205,7 @@ static bool fail_open(const dsc__call *c, dsc_status st) {
 /* The ledger is the last word: when the hold finds a budget used up by a concurrent
  * request after the policies allowed, the answer becomes a refusal naming it. */
 static void refuse_exceeded(check_out *o, const dsc_budget_state *b, size_t n) {
-    dsc_decision *d = &o->decision;
+    decision_summary *d = &o->decision;
     d->outcome = DSC_POLICY_REFUSE;
     snprintf(d->policy, sizeof d->policy, "ledger");
     snprintf(d->reason, sizeof d->reason, "budget %s %s %s would be exceeded", n ? b->counter : "?",
@@ -289,9 +303,18 @@ static dsc_status decide(dsc__call *c, const check_args *a, check_out *o, dsc_er
         .n_budgets = (int)o->n_states,
         .now = dsc__now_us() / 1000000,
     };
-    dsc_status st = dsc_policy_vm_decide(c->w->vm, &in, &o->decision);
+    dsc_decision *d = &c->w->decision;
+    dsc_status st = dsc_policy_vm_decide(c->w->vm, &in, d);
     dsc__count_policy(c->w);
-    if (st != DSC_OK) return dsc_error_set(err, st, "%s", o->decision.reason);
+    if (st != DSC_OK) return dsc_error_set(err, st, "%s", d->reason);
+    decision_summary *sum = &o->decision;
+    sum->outcome = d->outcome;
+    sum->retry_after_s = d->retry_after_s;
+    memcpy(sum->reason, d->reason, sizeof sum->reason);
+    memcpy(sum->policy, d->policy, sizeof sum->policy);
+    memcpy(sum->version, d->version, sizeof sum->version);
+    memcpy(sum->suggest_provider, d->suggest_provider, sizeof sum->suggest_provider);
+    memcpy(sum->suggest_model, d->suggest_model, sizeof sum->suggest_model);
     return DSC_OK;
 }
 
@@ -315,7 +338,7 @@ static dsc_status run_check(dsc__call *c, check_job *j, dsc_error *err) {
 }
 
 static void pack_check(msgpack_packer *pk, const check_out *o) {
-    const dsc_decision *d = &o->decision;
+    const decision_summary *d = &o->decision;
     bool retry = d->outcome == DSC_POLICY_THROTTLE && d->retry_after_s > 0;
     bool suggest = d->suggest_model[0] != '\0';
     bool resv = o->reservation[0] != '\0';
@@ -376,7 +399,7 @@ static dsc_status finish_check(dsc__job *job, dsc_status st, const dsc_error *st
         return st;
     }
     pack_check(pk, &j->o);
-    dsc__count_decision(job->w, &j->o.decision, j->a.purpose, j->o.unenforced,
+    dsc__count_decision(job->w, j->o.decision.outcome, j->o.decision.policy, j->a.purpose, j->o.unenforced,
                         dsc__now_us() - job->started_us);
     return DSC_OK;
 }
@@ -385,6 +408,11 @@ dsc_status dsc__m_check(dsc__call *c, const msgpack_object *p, msgpack_packer *p
     (void)pk;
     check_job *j = (check_job *)dsc__job_defer(c, sizeof *j, finish_check);
     if (!j) return dsc_error_set(err, DSC_INTERNAL, "out of memory for a check");
+    memset(&j->a, 0, sizeof j->a);
+    j->o.n_states = 0;
+    j->o.reservation[0] = j->o.decision_id[0] = '\0';
+    j->o.expires_at = 0;
+    j->o.unenforced = false;
     dsc_status st = read_check_args(c, p, &j->a, err);
     if (st == DSC_OK) st = run_check(c, j, err);
     return st;
@@ -488,6 +516,7 @@ dsc_status dsc__m_settle(dsc__call *c, const msgpack_object *p, msgpack_packer *
     (void)pk;
     settle_job *j = (settle_job *)dsc__job_defer(c, sizeof *j, finish_settle);
     if (!j) return dsc_error_set(err, DSC_INTERNAL, "out of memory for a settle");
+    memset((char *)j + sizeof j->job, 0, sizeof *j - sizeof j->job);
     dsc_status st = read_settle_args(c, p, &j->a, err);
     if (st == DSC_OK) st = dsc__worker_sync(c->w, err);
     if (st == DSC_OK) st = dsc_estimate_compute(c->w->state->catalog, &j->a.est.in, &j->est, err);
@@ -527,6 +556,7 @@ dsc_status dsc__m_cancel(dsc__call *c, const msgpack_object *p, msgpack_packer *
     (void)pk;
     cancel_job *j = (cancel_job *)dsc__job_defer(c, sizeof *j, finish_cancel);
     if (!j) return dsc_error_set(err, DSC_INTERNAL, "out of memory for a cancel");
+    j->id[0] = '\0';
     dsc_status st = dsc_rpc_get_str(p, "reservation", true, j->id, sizeof j->id, err);
     if (st == DSC_OK)
         st = dsc_ledger_cancel_async(c->srv->ledger, j->id, dsc__job_done, dsc__job_slot(&j->job, 0), err);

@@ -46,17 +46,17 @@ static void count_label(dsc__worker *w, int outcome, const char *policy, const c
     pthread_mutex_unlock(&w->labels_lock);
 }
 
-void dsc__count_decision(dsc__worker *w, const dsc_decision *d, const char *purpose, bool unenforced,
-                         int64_t latency_us) {
+void dsc__count_decision(dsc__worker *w, dsc_policy_outcome outcome, const char *policy, const char *purpose,
+                         bool unenforced, int64_t latency_us) {
     dsc__counters *c = &w->counters;
-    if (d->outcome >= DSC_POLICY_ALLOW && d->outcome <= DSC_POLICY_REFUSE) add(&c->decisions[d->outcome], 1);
+    if (outcome >= DSC_POLICY_ALLOW && outcome <= DSC_POLICY_REFUSE) add(&c->decisions[outcome], 1);
     if (unenforced) add(&c->unenforced, 1);
     int b = 0;
     while (b < DSC__LATENCY_BUCKETS && latency_us > latency_bounds_us[b]) b++;
     add(&c->latency[b], 1);
     add(&c->latency_sum_us, (uint64_t)(latency_us > 0 ? latency_us : 0));
     const char *klass = w->vm ? dsc_policy_vm_purpose_class(w->vm, purpose) : "unknown";
-    count_label(w, d->outcome, d->policy[0] ? d->policy : "none", klass);
+    count_label(w, outcome, policy[0] ? policy : "none", klass);
 }
 
 void dsc__count_store(dsc__worker *w, int64_t us) {

@@ -143,6 +143,7 @@ struct dsc__worker {
     bool stop;                  /* drain and exit (set under lock) */
     bool draining;              /* worker-thread copy of stop */
     msgpack_zone zone;          /* decoded requests; cleared after every message */
+    dsc_decision decision;      /* the VM's full answer for the request being decided */
     uint8_t *rbuf;              /* shared read buffer of this worker's connections */
     size_t rcap;
     dsc__state *state;          /* the state this worker's VM runs */
@@ -244,8 +245,8 @@ dsc_status dsc__m_budget_set(dsc__call *c, const msgpack_object *p, msgpack_pack
 dsc_status dsc__m_budget_delete(dsc__call *c, const msgpack_object *p, msgpack_packer *pk, dsc_error *err);
 
 /* Metrics (metrics.c), called on the worker's thread. */
-void dsc__count_decision(dsc__worker *w, const dsc_decision *d, const char *purpose, bool unenforced,
-                         int64_t latency_us);
+void dsc__count_decision(dsc__worker *w, dsc_policy_outcome outcome, const char *policy, const char *purpose,
+                         bool unenforced, int64_t latency_us);
 void dsc__count_store(dsc__worker *w, int64_t us);
 void dsc__count_policy(dsc__worker *w);
 /* Write a fresh decision id ("d-...", unique across workers and restarts). */

@@ -259,14 +259,14 @@ Test(client, a_stopped_server_times_out_and_the_next_call_works_once_it_resumes)
     dsc_client *c = tcp_client(&s, &(dsc_client_options){.timeout_ms = 300});
     dsc_error err;
     cr_assert_eq(dsc_client_ping(c, NULL, &err), DSC_OK, "%s", err.message);
-    kill(s.pid, SIGSTOP);
+    th_server_pause(&s); /* returns once every thread has stopped */
     int64_t t0 = ms_now();
     cr_assert_eq(dsc_client_ping(c, NULL, &err), DSC_TIMEOUT);
     int64_t took = ms_now() - t0;
     cr_assert(took >= 290 && took < 1500, "timed out after %lld ms", (long long)took);
     cr_assert_not_null(strstr(err.message, "no reply to ping within the timeout"), "%s",
                        err.message);
-    kill(s.pid, SIGCONT);
+    th_server_resume(&s);
     cr_assert_eq(dsc_client_ping(c, NULL, &err), DSC_OK, "%s", err.message);
     cr_assert_eq(dsc_client_connects(c), 2, "a timed-out connection is replaced");
     dsc_client_free(c);

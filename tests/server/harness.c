@@ -8,6 +8,7 @@
 #include "harness.h"
 
 #include <criterion/criterion.h>
+#include <dirent.h>
 #include <errno.h>
 #include <fcntl.h>
 #include <msgpack.h>
@@ -121,6 +122,37 @@ void th_server_set_fsize(th_server *s, long long bytes) {
     struct rlimit rl = {bytes > 0 ? (rlim_t)bytes : RLIM_INFINITY, RLIM_INFINITY};
     cr_assert_eq(prlimit(s->pid, RLIMIT_FSIZE, &rl, NULL), 0, "prlimit: %s", strerror(errno));
 }
+
+/* True when every thread of pid is in state T (stopped). */
+static bool all_threads_stopped(pid_t pid) {
+    char path[64];
+    snprintf(path, sizeof path, "/proc/%d/task", (int)pid);
+    DIR *d = opendir(path);
+    if (!d) return false;
+    bool all = true;
+    struct dirent *e;
+    while (all && (e = readdir(d)) != NULL) {
+        if (e->d_name[0] == '.') continue;
+        char stat[400], line[512];
+        snprintf(stat, sizeof stat, "%.63s/%.255s/stat", path, e->d_name);
+        FILE *f = fopen(stat, "r");
+        if (!f) continue; /* a thread that just exited */
+        const char *close_paren = fgets(line, sizeof line, f) ? strrchr(line, ')') : NULL;
+        all = close_paren && (close_paren[2] == 'T' || close_paren[2] == 't');
+        fclose(f);
+    }
+    closedir(d);
+    return all;
+}
+
+void th_server_pause(th_server *s) {
+    cr_assert_eq(kill(s->pid, SIGSTOP), 0);
+    for (int64_t deadline = now_ms() + 5000; now_ms() < deadline; th_sleep_ms(1))
+        if (all_threads_stopped(s->pid)) return;
+    cr_assert_fail("discernd's threads did not all stop within 5 s");
+}
+
+void th_server_resume(th_server *s) { cr_assert_eq(kill(s->pid, SIGCONT), 0); }
 
 void th_server_start(th_server *s, const char *extra) { start_server(s, extra, 0); }
 

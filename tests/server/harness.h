@@ -44,6 +44,11 @@ void th_server_start(th_server *s, const char *extra);
 void th_server_start_fsize(th_server *s, const char *extra, long long bytes);
 /* Change the running server's soft file-size limit (0 = unlimited). */
 void th_server_set_fsize(th_server *s, long long bytes);
+/* SIGSTOP the server and wait until every one of its threads is stopped (kill()
+ * returns before they are: a request sent right after it may still be answered). */
+void th_server_pause(th_server *s);
+/* SIGCONT. */
+void th_server_resume(th_server *s);
 /* Start again on the same folder and store (after a stop). */
 void th_server_restart(th_server *s, const char *extra);
 /* SIGTERM and wait (bounded); returns the exit status, or -1 if it had to be killed. */

@@ -307,3 +307,20 @@ Test(limits, a_peer_that_never_reads_its_replies_is_dropped_after_the_idle_timeo
     th_client_free(probe);
     th_server_cleanup(&s);
 }
+
+Test(limits, a_paused_server_answers_nothing_until_resumed, .timeout = 30) {
+    th_server s;
+    th_server_start(&s, NULL);
+    th_client *c = th_connect_tcp(&s);
+    assert_ping_works(c);
+    th_server_pause(&s);
+    th_send_request(c, 7, "ping", NULL);
+    cr_assert_null(th_read(c, 300), "answered while every thread was stopped");
+    th_server_resume(&s);
+    json_t *r = th_read(c, 5000);
+    cr_assert_not_null(r);
+    cr_assert_eq(json_integer_value(json_array_get(r, 1)), 7);
+    json_decref(r);
+    th_client_free(c);
+    th_server_cleanup(&s);
+}
