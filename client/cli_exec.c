@@ -5,7 +5,8 @@
  * 1. check the request (with --wait, sleep retry_after_s and check again on
  *    throttle while the total wait stays within --max-wait);
  * 2. run CMD only when allowed, with these in its environment:
- *      DISCERN_USAGE_FILE   an empty file CMD may write its real usage to:
+ *      DISCERN_USAGE_FILE   an empty file (in $TMPDIR, else /tmp) CMD may write its
+ *                           real usage to:
  *                           "input_tokens=N output_tokens=N [latency_s=S]"
  *                           (whitespace or newlines between the pairs)
  *      DISCERN_RESERVATION  the reservation id ("" when nothing was reserved)
@@ -131,7 +132,9 @@ static int parse_exec(int argc, char **argv, cli_conn *conn, cli_req *req, exec_
 /* Run CMD under the ticket and settle or cancel. */
 static int run_allowed(dsc_client *c, dsc_guard_ticket *t, const dsc_client_check_request *rq,
                        char **cmd) {
-    char path[] = "/tmp/discern-usage-XXXXXX";
+    const char *tmp = getenv("TMPDIR");
+    char path[512];
+    snprintf(path, sizeof path, "%s/discern-usage-XXXXXX", tmp && tmp[0] ? tmp : "/tmp");
     int fd = mkstemp(path);
     if (fd < 0)
         return cli_fail(CLI_EXIT_FAIL, "exec: cannot create the usage file: %s", strerror(errno));
