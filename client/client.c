@@ -335,6 +335,8 @@ static void deliver(slot *s, const msgpack_object *error, const msgpack_object *
         dsc_client_reload_result reload;
         dsc_client_ping_result ping;
         dsc_client_stats_result stats;
+        dsc_client_models models;
+        dsc_client_zones zones;
     } scratch; /* where a result goes that the caller did not ask for */
     void *out = call->result ? call->result : (void *)&scratch;
     if (m->result_size) memset(out, 0, m->result_size);
@@ -653,4 +655,13 @@ dsc_status dsc_client_ping(dsc_client *c, dsc_client_ping_result *out, dsc_error
 
 dsc_status dsc_client_stats(dsc_client *c, dsc_client_stats_result *out, dsc_error *err) {
     return one(c, DSC_CALL_STATS, NULL, out, err);
+}
+
+dsc_status dsc_client_models_list(dsc_client *c, const char *provider, dsc_client_models *out,
+                                  dsc_error *err) {
+    return one(c, DSC_CALL_MODELS_LIST, provider, out, err);
+}
+
+dsc_status dsc_client_zones_list(dsc_client *c, dsc_client_zones *out, dsc_error *err) {
+    return one(c, DSC_CALL_ZONES_LIST, NULL, out, err);
 }

@@ -567,6 +567,65 @@ static dsc_status dec_stats(const msgpack_object *m, void *out, dsc_error *err) 
     return DSC_OK;
 }
 
+static dsc_status enc_models(msgpack_packer *pk, const void *rq, const dsc__encode_ctx *ctx,
+                             dsc_error *err) {
+    (void)ctx;
+    return enc_one_str(pk, "provider", rq, false, err);
+}
+
+/* The array under key as count items of size bytes, each decoded by fn. */
+static dsc_status decode_list(const msgpack_object *m, const char *method, const char *key,
+                              size_t size, void **items, size_t *count,
+                              void (*fn)(const msgpack_object *, void *), dsc_error *err) {
+    const msgpack_object *a = dsc__map_get(m, key);
+    if (!a || a->type != MSGPACK_OBJECT_ARRAY) return lacks(method, key, err);
+    *count = 0;
+    if (a->via.array.size == 0) return DSC_OK;
+    char *p = calloc(a->via.array.size, size);
+    if (!p) return dsc_error_set(err, DSC_NOMEM, "out of memory for %u %s", a->via.array.size, key);
+    *items = p;
+    for (uint32_t i = 0; i < a->via.array.size; i++) {
+        if (a->via.array.ptr[i].type != MSGPACK_OBJECT_MAP) return lacks(method, key, err);
+        fn(&a->via.array.ptr[i], p + (*count)++ * size);
+    }
+    return DSC_OK;
+}
+
+static void decode_model(const msgpack_object *m, void *out) {
+    dsc_client_model *x = out;
+    opt_str(m, "provider", x->provider, sizeof x->provider);
+    opt_str(m, "model", x->model, sizeof x->model);
+}
+
+static dsc_status dec_models(const msgpack_object *m, void *out, dsc_error *err) {
+    dsc_client_models *r = out;
+    return decode_list(m, "models.list", "models", sizeof *r->items, (void **)&r->items, &r->count,
+                       decode_model, err);
+}
+
+static void clear_models(void *out) {
+    dsc_client_models_clear(out);
+}
+
+static void decode_zone(const msgpack_object *m, void *out) {
+    dsc_client_zone *x = out;
+    opt_str(m, "zone", x->zone, sizeof x->zone);
+    opt_num(m, "gco2e_per_kwh", &x->gco2e_per_kwh);
+    x->current_gco2e_per_kwh = x->gco2e_per_kwh;
+    opt_num(m, "current_gco2e_per_kwh", &x->current_gco2e_per_kwh);
+    opt_str(m, "source", x->source, sizeof x->source);
+}
+
+static dsc_status dec_zones(const msgpack_object *m, void *out, dsc_error *err) {
+    dsc_client_zones *r = out;
+    return decode_list(m, "zones.list", "zones", sizeof *r->items, (void **)&r->items, &r->count,
+                       decode_zone, err);
+}
+
+static void clear_zones(void *out) {
+    dsc_client_zones_clear(out);
+}
+
 static dsc_status dec_auth(const msgpack_object *m, void *out, dsc_error *err) {
     (void)out;
     bool admin = false;
@@ -600,6 +659,10 @@ static const dsc__method methods[DSC__CALL_COUNT] = {
                                 sizeof(dsc_client_reload_result), clear_reload, true},
     [DSC_CALL_PING] = {"ping", enc_none, dec_ping, sizeof(dsc_client_ping_result), NULL, true},
     [DSC_CALL_STATS] = {"stats", enc_none, dec_stats, sizeof(dsc_client_stats_result), NULL, true},
+    [DSC_CALL_MODELS_LIST] = {"models.list", enc_models, dec_models, sizeof(dsc_client_models),
+                              clear_models, true},
+    [DSC_CALL_ZONES_LIST] = {"zones.list", enc_none, dec_zones, sizeof(dsc_client_zones),
+                             clear_zones, true},
     [DSC__CALL_AUTH] = {"auth", enc_auth, dec_auth, 0, NULL, true},
 };
 
@@ -684,6 +747,20 @@ void dsc_client_budgets_clear(dsc_client_budgets *b) {
     free(b->items);
     b->items = NULL;
     b->count = 0;
+}
+
+void dsc_client_models_clear(dsc_client_models *m) {
+    if (!m) return;
+    free(m->items);
+    m->items = NULL;
+    m->count = 0;
+}
+
+void dsc_client_zones_clear(dsc_client_zones *z) {
+    if (!z) return;
+    free(z->items);
+    z->items = NULL;
+    z->count = 0;
 }
 
 void dsc_client_check_result_clear(dsc_client_check_result *r) {

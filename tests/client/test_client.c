@@ -704,3 +704,39 @@ Test(client, a_pipeline_of_checks_gets_every_decision) {
     dsc_client_free(c);
     th_server_cleanup(&s);
 }
+
+Test(client, models_and_zones_are_listed_and_a_pushed_grid_value_shows_as_live) {
+    th_server s;
+    start_server(&s, NULL);
+    dsc_client *admin = admin_client(&s);
+    dsc_client_models models;
+    dsc_error err;
+    cr_assert_eq(dsc_client_models_list(admin, "openai", &models, &err), DSC_OK, "%s", err.message);
+    cr_assert_gt(models.count, 5);
+    bool gpt4o = false;
+    for (size_t i = 0; i < models.count; i++) {
+        cr_assert_str_eq(models.items[i].provider, "openai");
+        gpt4o |= strcmp(models.items[i].model, "gpt-4o") == 0;
+        if (i) cr_assert_leq(strcmp(models.items[i - 1].model, models.items[i].model), 0);
+    }
+    cr_assert(gpt4o);
+    dsc_client_models_clear(&models);
+    cr_assert_eq(dsc_client_models_list(admin, "nobody", &models, &err), DSC_UNKNOWN_PROVIDER, "%s",
+                 err.message);
+    dsc_client_grid_request g = {"FRA", 12.5, (int64_t)time(NULL) + 600};
+    cr_assert_eq(dsc_client_grid_set(admin, &g, NULL, &err), DSC_OK, "%s", err.message);
+    dsc_client_zones zones;
+    cr_assert_eq(dsc_client_zones_list(admin, &zones, &err), DSC_OK, "%s", err.message);
+    bool fra = false;
+    for (size_t i = 0; i < zones.count; i++) {
+        if (strcmp(zones.items[i].zone, "FRA") != 0) continue;
+        fra = true;
+        cr_assert_float_eq(zones.items[i].current_gco2e_per_kwh, 12.5, 1e-9);
+        cr_assert_str_eq(zones.items[i].source, "live");
+        cr_assert_neq(zones.items[i].gco2e_per_kwh, 12.5);
+    }
+    cr_assert(fra);
+    dsc_client_zones_clear(&zones);
+    dsc_client_free(admin);
+    th_server_cleanup(&s);
+}

@@ -240,6 +240,32 @@ typedef struct dsc_client_stats_result {
     uint64_t allow, throttle, refuse; /* decisions */
 } dsc_client_stats_result;
 
+typedef struct dsc_client_model {
+    char provider[64];
+    char model[128];
+} dsc_client_model;
+
+typedef struct dsc_client_models {
+    dsc_client_model *items; /* owned: dsc_client_models_clear */
+    size_t count;
+} dsc_client_models;
+
+void dsc_client_models_clear(dsc_client_models *m);
+
+typedef struct dsc_client_zone {
+    char zone[8];
+    double gco2e_per_kwh;         /* the catalogue's annual average */
+    double current_gco2e_per_kwh; /* what policies see now (live value while valid) */
+    char source[8];               /* "annual" or "live" */
+} dsc_client_zone;
+
+typedef struct dsc_client_zones {
+    dsc_client_zone *items; /* owned: dsc_client_zones_clear */
+    size_t count;
+} dsc_client_zones;
+
+void dsc_client_zones_clear(dsc_client_zones *z);
+
 /* ----------------------------------------------------------------- handles -- */
 
 /* A handle for address ("host:port", "[v6]:port" or "unix:/path"); it connects on
@@ -298,6 +324,11 @@ dsc_status dsc_client_grid_set(dsc_client *c, const dsc_client_grid_request *rq,
 dsc_status dsc_client_policy_reload(dsc_client *c, dsc_client_reload_result *out, dsc_error *err);
 dsc_status dsc_client_ping(dsc_client *c, dsc_client_ping_result *out, dsc_error *err);
 dsc_status dsc_client_stats(dsc_client *c, dsc_client_stats_result *out, dsc_error *err);
+/* The models of the catalogue, sorted by provider then model; provider NULL = all. */
+dsc_status dsc_client_models_list(dsc_client *c, const char *provider, dsc_client_models *out,
+                                  dsc_error *err);
+/* The zones of the catalogue with their annual and current grid intensity. */
+dsc_status dsc_client_zones_list(dsc_client *c, dsc_client_zones *out, dsc_error *err);
 
 /* ---------------------------------------------------------------- pipelining -- */
 
@@ -314,6 +345,8 @@ typedef enum dsc_client_method {
     DSC_CALL_POLICY_RELOAD, /* none                               dsc_client_reload_result */
     DSC_CALL_PING,          /* none                               dsc_client_ping_result */
     DSC_CALL_STATS,         /* none                               dsc_client_stats_result */
+    DSC_CALL_MODELS_LIST,   /* const char (provider) or NULL      dsc_client_models */
+    DSC_CALL_ZONES_LIST,    /* none                               dsc_client_zones */
 } dsc_client_method;
 
 /* One call of a pipeline: the caller sets method, request and result (result may
