@@ -65,8 +65,10 @@ static int read_budgets(int argc, char **argv, bool get) {
     cli_conn conn = {0};
     cli_req req = {0};
     const char *selector = NULL;
-    cli_flag f[] = {{"--selector", &selector, NULL}, {"--org", &req.org, NULL},
-                    {"--team", &req.team, NULL},     {"--user", &req.user, NULL},
+    cli_flag f[] = {{"--selector", &selector, NULL},
+                    {"--org", &req.org, NULL},
+                    {"--team", &req.team, NULL},
+                    {"--user", &req.user, NULL},
                     {"--key", &req.key, NULL}};
     int rc = get ? cli_parse(argc, argv, &conn, NULL, f + 1, 4, NULL)
                  : cli_parse(argc, argv, &conn, NULL, f, 1, NULL);
@@ -80,10 +82,14 @@ static int read_budgets(int argc, char **argv, bool get) {
     dsc_error err;
     dsc_status st = get ? dsc_client_budget_get(c, &subject, &b, &err)
                         : dsc_client_budget_list(c, selector, &b, &err);
-    if (st != DSC_OK) rc = cli_fail_status(st, &err, get ? "budget get" : "budget list");
-    else if (conn.json) rc = cli_print_json(json_pack("{s:o}", "budgets", cli_json_budgets(&b)));
-    else if (get) cli_print_budgets(stdout, &b, false);
-    else print_definitions(&b);
+    if (st != DSC_OK)
+        rc = cli_fail_status(st, &err, get ? "budget get" : "budget list");
+    else if (conn.json)
+        rc = cli_print_json(json_pack("{s:o}", "budgets", cli_json_budgets(&b)));
+    else if (get)
+        cli_print_budgets(stdout, &b, false);
+    else
+        print_definitions(&b);
     dsc_client_budgets_clear(&b);
     dsc_client_free(c);
     return rc;
@@ -143,5 +149,6 @@ int cli_budget(int argc, char **argv) {
     if (strcmp(sub, "delete") == 0) return write_budget(argc - 1, argv + 1, false);
     if (strcmp(sub, "--help") == 0 || strcmp(sub, "-h") == 0) return show_help();
     fputs(budget_usage, stderr);
-    return cli_fail(CLI_EXIT_USAGE, "budget: %s '%s'", sub[0] ? "unknown subcommand" : "missing subcommand", sub);
+    return cli_fail(CLI_EXIT_USAGE, "budget: %s '%s'",
+                    sub[0] ? "unknown subcommand" : "missing subcommand", sub);
 }

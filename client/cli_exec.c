@@ -5,7 +5,8 @@
  * 1. check the request (with --wait, sleep retry_after_s and check again on
  *    throttle while the total wait stays within --max-wait);
  * 2. run CMD only when allowed, with these in its environment:
- *      DISCERN_USAGE_FILE   an empty file CMD may write its real usage to:
+ *      DISCERN_USAGE_FILE   an empty file (in $TMPDIR, else /tmp) CMD may write its
+ *                           real usage to:
  *                           "input_tokens=N output_tokens=N [latency_s=S]"
  *                           (whitespace or newlines between the pairs)
  *      DISCERN_RESERVATION  the reservation id ("" when nothing was reserved)
@@ -62,7 +63,8 @@ static int run_command(char **argv) {
     if (pid < 0) {
         rc = cli_fail(CLI_EXIT_FAIL, "exec: cannot fork: %s", strerror(errno));
     } else {
-        while (waitpid(pid, &status, 0) < 0 && errno == EINTR) {}
+        while (waitpid(pid, &status, 0) < 0 && errno == EINTR) {
+        }
         rc = WIFEXITED(status) ? WEXITSTATUS(status) : 128 + WTERMSIG(status);
     }
     sigaction(SIGINT, &old_int, NULL);
@@ -85,7 +87,8 @@ static void read_usage(const char *path, dsc_guard_usage *u) {
         if (strcmp(word, "input_tokens") == 0)
             ok = cli_parse_count("input_tokens", v, &n) == CLI_EXIT_OK && (u->input_tokens = n, 1);
         else if (strcmp(word, "output_tokens") == 0)
-            ok = cli_parse_count("output_tokens", v, &n) == CLI_EXIT_OK && (u->output_tokens = n, 1);
+            ok =
+                cli_parse_count("output_tokens", v, &n) == CLI_EXIT_OK && (u->output_tokens = n, 1);
         else if (strcmp(word, "latency_s") == 0)
             ok = cli_parse_number("latency_s", v, 0, true, &u->latency_s) == CLI_EXIT_OK;
         if (!ok)
@@ -97,8 +100,7 @@ static void read_usage(const char *path, dsc_guard_usage *u) {
 
 /* Why CMD does not run: print and return the exit code. */
 static int not_allowed(const dsc_guard_ticket *t) {
-    if (t->fallback_applied)
-        return cli_fail(CLI_EXIT_UNREACHABLE, "exec: %s", t->message);
+    if (t->fallback_applied) return cli_fail(CLI_EXIT_UNREACHABLE, "exec: %s", t->message);
     const dsc_client_check_result *r = &t->check;
     if (r->decision == DSC_DECISION_THROTTLE)
         return cli_fail(CLI_EXIT_THROTTLE, "exec: throttle: %s (retry after %g s%s)", r->reason,
@@ -130,9 +132,12 @@ static int parse_exec(int argc, char **argv, cli_conn *conn, cli_req *req, exec_
 /* Run CMD under the ticket and settle or cancel. */
 static int run_allowed(dsc_client *c, dsc_guard_ticket *t, const dsc_client_check_request *rq,
                        char **cmd) {
-    char path[] = "/tmp/discern-usage-XXXXXX";
+    const char *tmp = getenv("TMPDIR");
+    char path[512];
+    snprintf(path, sizeof path, "%s/discern-usage-XXXXXX", tmp && tmp[0] ? tmp : "/tmp");
     int fd = mkstemp(path);
-    if (fd < 0) return cli_fail(CLI_EXIT_FAIL, "exec: cannot create the usage file: %s", strerror(errno));
+    if (fd < 0)
+        return cli_fail(CLI_EXIT_FAIL, "exec: cannot create the usage file: %s", strerror(errno));
     close(fd);
     setenv("DISCERN_USAGE_FILE", path, 1);
     setenv("DISCERN_RESERVATION", t->check.reservation, 1);
@@ -174,8 +179,10 @@ int cli_exec(int argc, char **argv) {
     dsc_guard_ticket t;
     dsc_error err;
     dsc_status st = dsc_guard_begin(c, &rq, &go, &t, &err);
-    if (st != DSC_OK) rc = cli_fail_status(st, &err, "exec: check");
-    else if (!t.allowed) rc = not_allowed(&t);
+    if (st != DSC_OK)
+        rc = cli_fail_status(st, &err, "exec: check");
+    else if (!t.allowed)
+        rc = not_allowed(&t);
     else {
         if (t.fallback_applied)
             fprintf(stderr, "discern: exec: %s: running unmetered\n", t.message);

@@ -84,7 +84,8 @@ int cli_parse(int argc, char **argv, cli_conn *conn, cli_req *req, const cli_fla
     cli_flag f[MAX_FLAGS];
     size_t n = add_conn_flags(f, 0, conn);
     if (req) n = add_req_flags(f, n, req);
-    for (size_t k = 0; k < n_extra && n < MAX_FLAGS; k++) f[n++] = extra[k];
+    for (size_t k = 0; k < n_extra && n < MAX_FLAGS; k++)
+        f[n++] = extra[k];
     if (rest) *rest = argc;
     for (int i = 1; i < argc; i++) {
         const char *arg = argv[i], *eq = strchr(arg, '='), *val = NULL;
@@ -201,27 +202,33 @@ dsc_client *cli_connect(const cli_conn *conn, bool admin, int *code) {
     }
     dsc_error err;
     dsc_client *c = dsc_client_new(server ? server : "127.0.0.1:7878", &o, &err);
-    if (!c) *code = cli_fail(err.code == DSC_BAD_REQUEST ? CLI_EXIT_USAGE : CLI_EXIT_FAIL,
-                             "--server: %s", err.message);
+    if (!c)
+        *code = cli_fail(err.code == DSC_BAD_REQUEST ? CLI_EXIT_USAGE : CLI_EXIT_FAIL,
+                         "--server: %s", err.message);
     return c;
 }
 
 int cli_exit_of(dsc_status st) {
     switch (st) {
-    case DSC_OK: return CLI_EXIT_OK;
-    case DSC_BAD_REQUEST: return CLI_EXIT_USAGE;
+    case DSC_OK:
+        return CLI_EXIT_OK;
+    case DSC_BAD_REQUEST:
+        return CLI_EXIT_USAGE;
     case DSC_UNKNOWN_PROVIDER:
     case DSC_UNKNOWN_MODEL:
     case DSC_UNKNOWN_ZONE:
-    case DSC_UNKNOWN_METRIC: return CLI_EXIT_UNKNOWN;
+    case DSC_UNKNOWN_METRIC:
+        return CLI_EXIT_UNKNOWN;
     case DSC_UNREACHABLE:
-    case DSC_TIMEOUT: return CLI_EXIT_UNREACHABLE;
-    default: return CLI_EXIT_FAIL;
+    case DSC_TIMEOUT:
+        return CLI_EXIT_UNREACHABLE;
+    default:
+        return CLI_EXIT_FAIL;
     }
 }
 
 int cli_exit_of_decision(dsc_decision d) {
-    return d == DSC_DECISION_ALLOW ? CLI_EXIT_OK
+    return d == DSC_DECISION_ALLOW      ? CLI_EXIT_OK
            : d == DSC_DECISION_THROTTLE ? CLI_EXIT_THROTTLE
                                         : CLI_EXIT_REFUSE;
 }
@@ -263,11 +270,11 @@ json_t *cli_json_budgets(const dsc_client_budgets *b) {
     json_t *a = json_array();
     for (size_t i = 0; a && i < b->count; i++) {
         const dsc_client_budget *x = &b->items[i];
-        json_t *o = json_pack("{s:s,s:s,s:s,s:f,s:f,s:f,s:f,s:f,s:I,s:b}", "selector", x->selector,
-                              "metric", x->metric, "window", x->window, "limit", x->limit, "used",
-                              x->used, "held", x->held, "remaining", x->remaining, "request",
-                              x->request, "resets_at", (json_int_t)x->resets_at, "would_exceed",
-                              x->would_exceed);
+        json_t *o =
+            json_pack("{s:s,s:s,s:s,s:f,s:f,s:f,s:f,s:f,s:I,s:b}", "selector", x->selector,
+                      "metric", x->metric, "window", x->window, "limit", x->limit, "used", x->used,
+                      "held", x->held, "remaining", x->remaining, "request", x->request,
+                      "resets_at", (json_int_t)x->resets_at, "would_exceed", x->would_exceed);
         if (o && x->counter[0]) json_object_set_new(o, "counter", json_string(x->counter));
         if (o && x->unit[0]) json_object_set_new(o, "unit", json_string(x->unit));
         json_array_append_new(a, o);
@@ -285,8 +292,9 @@ json_t *cli_json_check(const dsc_client_check_result *r) {
     if (r->decision == DSC_DECISION_THROTTLE)
         json_object_set_new(o, "retry_after_s", json_real(r->retry_after_s));
     if (r->suggest_model[0])
-        json_object_set_new(o, "suggest", json_pack("{s:s,s:s}", "provider", r->suggest_provider,
-                                                    "model", r->suggest_model));
+        json_object_set_new(
+            o, "suggest",
+            json_pack("{s:s,s:s}", "provider", r->suggest_provider, "model", r->suggest_model));
     if (r->reservation[0]) {
         json_object_set_new(o, "reservation", json_string(r->reservation));
         json_object_set_new(o, "expires_at", json_integer(r->expires_at));
@@ -302,7 +310,8 @@ static void bar(char *out, int width, const dsc_client_budget *b) {
     if (held < 0) held = 0;
     int i = 0;
     out[i++] = '[';
-    for (int k = 0; k < width; k++) out[i++] = k < used ? '#' : k < used + held ? '+' : '.';
+    for (int k = 0; k < width; k++)
+        out[i++] = k < used ? '#' : k < used + held ? '+' : '.';
     out[i++] = ']';
     out[i] = '\0';
 }
@@ -330,8 +339,9 @@ void cli_print_budgets(FILE *out, const dsc_client_budgets *b, bool with_request
 
 void cli_print_check(FILE *out, const dsc_client_check_result *r) {
     fprintf(out, "%s: %s", dsc_decision_name(r->decision), r->reason[0] ? r->reason : "-");
-    if (r->policy[0]) fprintf(out, " [policy %s%s%s]", r->policy, r->policy_version[0] ? " " : "",
-                              r->policy_version);
+    if (r->policy[0])
+        fprintf(out, " [policy %s%s%s]", r->policy, r->policy_version[0] ? " " : "",
+                r->policy_version);
     fputc('\n', out);
     if (r->decision == DSC_DECISION_THROTTLE) fprintf(out, "retry after %g s\n", r->retry_after_s);
     if (r->suggest_model[0])
@@ -407,9 +417,12 @@ int cli_check(int argc, char **argv) {
     dsc_client_check_result r;
     dsc_error err;
     dsc_status st = dsc_client_check(c, &rq, &r, &err);
-    if (st != DSC_OK) rc = cli_fail_status(st, &err, "check");
-    else if (conn.json) rc = cli_print_json(cli_json_check(&r));
-    else cli_print_check(stdout, &r);
+    if (st != DSC_OK)
+        rc = cli_fail_status(st, &err, "check");
+    else if (conn.json)
+        rc = cli_print_json(cli_json_check(&r));
+    else
+        cli_print_check(stdout, &r);
     if (st == DSC_OK && rc == CLI_EXIT_OK) rc = cli_exit_of_decision(r.decision);
     dsc_client_check_result_clear(&r);
     dsc_client_free(c);
@@ -458,13 +471,12 @@ int cli_settle(int argc, char **argv) {
         rc = cli_fail_status(st, &err, "settle");
     } else if (conn.json) {
         rc = cli_print_json(json_pack("{s:s,s:s,s:o,s:o,s:o}", "reservation", r.reservation,
-                                      "settled", r.settled, "charged",
-                                      json_amounts(&r.charged), "estimate",
-                                      cli_json_impacts(&r.estimate), "budgets",
+                                      "settled", r.settled, "charged", json_amounts(&r.charged),
+                                      "estimate", cli_json_impacts(&r.estimate), "budgets",
                                       cli_json_budgets(&r.budgets)));
     } else {
-        printf("settled %s (%s): %.4g Wh, %.4g gCO2e, %.4g mL water, %.0f tokens\n",
-               r.reservation, r.settled[0] ? r.settled : "-", r.charged.energy_wh, r.charged.gco2e,
+        printf("settled %s (%s): %.4g Wh, %.4g gCO2e, %.4g mL water, %.0f tokens\n", r.reservation,
+               r.settled[0] ? r.settled : "-", r.charged.energy_wh, r.charged.gco2e,
                r.charged.water_ml, r.charged.tokens);
         cli_print_budgets(stdout, &r.budgets, false);
     }
@@ -490,10 +502,12 @@ int cli_cancel(int argc, char **argv) {
     dsc_client_cancel_result r;
     dsc_error err;
     dsc_status st = dsc_client_cancel(c, res, &r, &err);
-    if (st != DSC_OK) rc = cli_fail_status(st, &err, "cancel");
+    if (st != DSC_OK)
+        rc = cli_fail_status(st, &err, "cancel");
     else if (conn.json)
         rc = cli_print_json(json_pack("{s:s,s:b}", "reservation", r.reservation, "released", 1));
-    else printf("released %s\n", r.reservation);
+    else
+        printf("released %s\n", r.reservation);
     dsc_client_free(c);
     return rc;
 }
@@ -537,11 +551,13 @@ static int grid_set(int argc, char **argv) {
     dsc_status st = dsc_client_grid_set(c, &rq, &r, &err);
     char when[32];
     cli_format_time(r.valid_until, when, sizeof when);
-    if (st != DSC_OK) rc = cli_fail_status(st, &err, "grid set");
+    if (st != DSC_OK)
+        rc = cli_fail_status(st, &err, "grid set");
     else if (conn.json)
         rc = cli_print_json(json_pack("{s:s,s:f,s:I}", "zone", r.zone, "gco2e_per_kwh",
                                       r.gco2e_per_kwh, "valid_until", (json_int_t)r.valid_until));
-    else printf("grid %s: %g gCO2e/kWh until %s\n", r.zone, r.gco2e_per_kwh, when);
+    else
+        printf("grid %s: %g gCO2e/kWh until %s\n", r.zone, r.gco2e_per_kwh, when);
     dsc_client_free(c);
     return rc;
 }
@@ -575,11 +591,14 @@ int cli_reload(int argc, char **argv) {
         rc = cli_fail_status(st, &err, "reload");
     } else if (conn.json) {
         json_t *names = json_array();
-        for (size_t i = 0; i < r.n_policies; i++) json_array_append_new(names, json_string(r.policies[i]));
-        rc = cli_print_json(json_pack("{s:s,s:o}", "policy_version", r.policy_version, "policies", names));
+        for (size_t i = 0; i < r.n_policies; i++)
+            json_array_append_new(names, json_string(r.policies[i]));
+        rc = cli_print_json(
+            json_pack("{s:s,s:o}", "policy_version", r.policy_version, "policies", names));
     } else {
         printf("policy set %s:", r.policy_version);
-        for (size_t i = 0; i < r.n_policies; i++) printf(" %s", r.policies[i]);
+        for (size_t i = 0; i < r.n_policies; i++)
+            printf(" %s", r.policies[i]);
         putchar('\n');
     }
     dsc_client_reload_result_clear(&r);
@@ -609,8 +628,8 @@ int cli_stats(int argc, char **argv) {
             "uptime_s", s.uptime_s, "workers", (json_int_t)s.workers, "connections",
             (json_int_t)s.connections, "connections_rejected", (json_int_t)s.connections_rejected,
             "requests", (json_int_t)s.requests, "errors", (json_int_t)s.errors, "protocol_errors",
-            (json_int_t)s.protocol_errors, "ledger_writes", (json_int_t)s.ledger_writes, "decisions",
-            "allow", (json_int_t)s.allow, "throttle", (json_int_t)s.throttle, "refuse",
+            (json_int_t)s.protocol_errors, "ledger_writes", (json_int_t)s.ledger_writes,
+            "decisions", "allow", (json_int_t)s.allow, "throttle", (json_int_t)s.throttle, "refuse",
             (json_int_t)s.refuse, "unenforced", (json_int_t)s.unenforced, "policy_version",
             s.policy_version));
     else
@@ -644,11 +663,13 @@ int cli_ping(int argc, char **argv) {
     dsc_status st = dsc_client_ping(c, &p, &err);
     clock_gettime(CLOCK_MONOTONIC, &t1);
     double ms = (double)(t1.tv_sec - t0.tv_sec) * 1e3 + (double)(t1.tv_nsec - t0.tv_nsec) / 1e6;
-    if (st != DSC_OK) rc = cli_fail_status(st, &err, "ping");
+    if (st != DSC_OK)
+        rc = cli_fail_status(st, &err, "ping");
     else if (conn.json)
         rc = cli_print_json(json_pack("{s:b,s:s,s:f,s:f}", "pong", 1, "version", p.version, "time",
                                       p.time, "rtt_ms", ms));
-    else printf("pong from discernd %s in %.2f ms\n", p.version, ms);
+    else
+        printf("pong from discernd %s in %.2f ms\n", p.version, ms);
     dsc_client_free(c);
     return rc;
 }

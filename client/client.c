@@ -64,7 +64,8 @@ static int wbuf_write(void *data, const char *buf, size_t len) {
     wbuf *w = data;
     if (w->len + len > w->cap) {
         size_t cap = w->cap ? w->cap : 256;
-        while (cap < w->len + len) cap *= 2;
+        while (cap < w->len + len)
+            cap *= 2;
         char *p = realloc(w->data, cap);
         if (!p) return w->nomem = true, -1;
         w->data = p, w->cap = cap;
@@ -137,7 +138,8 @@ dsc_client *dsc_client_new(const char *address, const dsc_client_options *opts, 
     c->fd = -1;
     c->next_id = 1;
     c->timeout_ms = opts && opts->timeout_ms > 0 ? opts->timeout_ms : DSC_CLIENT_DEFAULT_TIMEOUT_MS;
-    c->max_reply = opts && opts->max_reply_bytes ? opts->max_reply_bytes : DSC_CLIENT_DEFAULT_MAX_REPLY;
+    c->max_reply =
+        opts && opts->max_reply_bytes ? opts->max_reply_bytes : DSC_CLIENT_DEFAULT_MAX_REPLY;
     c->id_seed = random_seed();
     if (parse_address(c, address, err) != DSC_OK) goto fail;
     if (opts && opts->admin_token && !(c->admin_token = strdup(opts->admin_token))) {
@@ -168,7 +170,9 @@ void dsc_client_set_timeout(dsc_client *c, int timeout_ms) {
     if (c && timeout_ms > 0) c->timeout_ms = timeout_ms;
 }
 
-unsigned dsc_client_connects(const dsc_client *c) { return c ? c->connects : 0; }
+unsigned dsc_client_connects(const dsc_client *c) {
+    return c ? c->connects : 0;
+}
 
 /* -------------------------------------------------------------- connecting -- */
 
@@ -176,7 +180,8 @@ unsigned dsc_client_connects(const dsc_client *c) { return c ? c->connects : 0; 
 static int finish_connect(int fd, int64_t deadline) {
     struct pollfd p = {.fd = fd, .events = POLLOUT};
     int r;
-    while ((r = poll(&p, 1, remaining_ms(deadline))) < 0 && errno == EINTR) {}
+    while ((r = poll(&p, 1, remaining_ms(deadline))) < 0 && errno == EINTR) {
+    }
     if (r == 0) return ETIMEDOUT;
     if (r < 0) return errno;
     int soerr = 0;
@@ -186,8 +191,8 @@ static int finish_connect(int fd, int64_t deadline) {
 }
 
 /* A connected non-blocking socket to addr, or -1 with *e the errno. */
-static int connect_one(int family, int type, int proto, const struct sockaddr *addr,
-                       socklen_t len, int64_t deadline, int *e) {
+static int connect_one(int family, int type, int proto, const struct sockaddr *addr, socklen_t len,
+                       int64_t deadline, int *e) {
     int fd = socket(family, type | SOCK_CLOEXEC, proto);
     if (fd < 0) return *e = errno, -1;
     if (fcntl(fd, F_SETFL, fcntl(fd, F_GETFL) | O_NONBLOCK) != 0) goto fail;
@@ -212,8 +217,7 @@ fail:
 static dsc_status connect_error(dsc_client *c, int e, dsc_error *err) {
     if (e == ETIMEDOUT)
         return dsc_error_set(err, DSC_TIMEOUT, "connecting to %s timed out", c->address);
-    return dsc_error_set(err, DSC_UNREACHABLE, "cannot connect to %s: %s", c->address,
-                         strerror(e));
+    return dsc_error_set(err, DSC_UNREACHABLE, "cannot connect to %s: %s", c->address, strerror(e));
 }
 
 static dsc_status open_socket(dsc_client *c, int64_t deadline, dsc_error *err) {
@@ -310,8 +314,8 @@ static void deliver(slot *s, const msgpack_object *error, const msgpack_object *
         call->status = st == DSC_OK ? DSC_INTERNAL : st;
         call->err.code = call->status;
         if (st == DSC_INTERNAL && strcmp(code, "internal") != 0)
-            snprintf(call->err.message, sizeof call->err.message, "server error '%.40s': %.190s", code,
-                     msg);
+            snprintf(call->err.message, sizeof call->err.message, "server error '%.40s': %.190s",
+                     code, msg);
         else
             snprintf(call->err.message, sizeof call->err.message, "%s", msg[0] ? msg : code);
         return;
@@ -331,13 +335,17 @@ static void deliver(slot *s, const msgpack_object *error, const msgpack_object *
         dsc_client_reload_result reload;
         dsc_client_ping_result ping;
         dsc_client_stats_result stats;
+        dsc_client_models models;
+        dsc_client_zones zones;
     } scratch; /* where a result goes that the caller did not ask for */
     void *out = call->result ? call->result : (void *)&scratch;
     if (m->result_size) memset(out, 0, m->result_size);
     dsc_error_clear(&call->err);
     call->status = m->decode(result, out, &call->err);
-    if (call->status != DSC_OK && m->clear) m->clear(out);
-    else if (!call->result && m->clear) m->clear(out);
+    if (call->status != DSC_OK && m->clear)
+        m->clear(out);
+    else if (!call->result && m->clear)
+        m->clear(out);
 }
 
 /* Handle one complete message from the server. */
@@ -423,9 +431,12 @@ static xresult exchange(dsc_client *c, const wbuf *buf, size_t *woff, slot *slot
         if (r == 0) return X_TIMEOUT;
         if (r < 0) return X_BROKEN;
         if (p.revents & POLLOUT) {
-            ssize_t w = send(c->fd, buf->data + *woff, buf->len - *woff, MSG_NOSIGNAL | MSG_DONTWAIT);
-            if (w > 0) *woff += (size_t)w;
-            else if (w < 0 && errno != EAGAIN && errno != EINTR) return X_BROKEN;
+            ssize_t w =
+                send(c->fd, buf->data + *woff, buf->len - *woff, MSG_NOSIGNAL | MSG_DONTWAIT);
+            if (w > 0)
+                *woff += (size_t)w;
+            else if (w < 0 && errno != EAGAIN && errno != EINTR)
+                return X_BROKEN;
         }
         if (p.revents & (POLLIN | POLLHUP | POLLERR)) {
             xr = receive(c, st);
@@ -644,4 +655,13 @@ dsc_status dsc_client_ping(dsc_client *c, dsc_client_ping_result *out, dsc_error
 
 dsc_status dsc_client_stats(dsc_client *c, dsc_client_stats_result *out, dsc_error *err) {
     return one(c, DSC_CALL_STATS, NULL, out, err);
+}
+
+dsc_status dsc_client_models_list(dsc_client *c, const char *provider, dsc_client_models *out,
+                                  dsc_error *err) {
+    return one(c, DSC_CALL_MODELS_LIST, provider, out, err);
+}
+
+dsc_status dsc_client_zones_list(dsc_client *c, dsc_client_zones *out, dsc_error *err) {
+    return one(c, DSC_CALL_ZONES_LIST, NULL, out, err);
 }

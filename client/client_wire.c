@@ -31,7 +31,9 @@ static int pack_kv_num(msgpack_packer *pk, const char *key, double val) {
     return pack_cstr(pk, key) | msgpack_pack_double(pk, val);
 }
 
-static bool given(const char *s) { return s && s[0]; }
+static bool given(const char *s) {
+    return s && s[0];
+}
 
 static dsc_status need(const char *field, const char *val, dsc_error *err) {
     if (given(val)) return DSC_OK;
@@ -115,7 +117,8 @@ static dsc_status enc_check(msgpack_packer *pk, const void *rq, const dsc__encod
     if (q->ttl_s) rc |= pack_kv_int(pk, "ttl_s", q->ttl_s);
     if (q->n_tags) {
         rc |= pack_cstr(pk, "tags") | msgpack_pack_map(pk, q->n_tags);
-        for (size_t i = 0; i < 2 * q->n_tags; i++) rc |= pack_cstr(pk, q->tags[i]);
+        for (size_t i = 0; i < 2 * q->n_tags; i++)
+            rc |= pack_cstr(pk, q->tags[i]);
     }
     return pack_result(rc, err);
 }
@@ -182,8 +185,7 @@ static dsc_status enc_estimate(msgpack_packer *pk, const void *rq, const dsc__en
         return st;
     size_t n = 4 + (given(q->zone) ? 1 : 0) + (q->latency_s > 0 ? 1 : 0);
     int rc = open_params(pk, n) | pack_kv_str(pk, "provider", q->provider) |
-             pack_kv_str(pk, "model", q->model) |
-             pack_kv_int(pk, "input_tokens", q->input_tokens) |
+             pack_kv_str(pk, "model", q->model) | pack_kv_int(pk, "input_tokens", q->input_tokens) |
              pack_kv_int(pk, "output_tokens", q->output_tokens);
     if (given(q->zone)) rc |= pack_kv_str(pk, "zone", q->zone);
     if (q->latency_s > 0) rc |= pack_kv_num(pk, "latency_s", q->latency_s);
@@ -222,13 +224,12 @@ static dsc_status enc_budget_set(msgpack_packer *pk, const void *rq, const dsc__
     if (st != DSC_OK) return st;
     if (!(q->limit >= 0))
         return dsc_error_set(err, DSC_BAD_REQUEST, "field 'limit': %g is not >= 0", q->limit);
-    return pack_result(open_params(pk, 4) | pack_budget_key(pk, q) |
-                           pack_kv_num(pk, "limit", q->limit),
-                       err);
+    return pack_result(
+        open_params(pk, 4) | pack_budget_key(pk, q) | pack_kv_num(pk, "limit", q->limit), err);
 }
 
-static dsc_status enc_budget_delete(msgpack_packer *pk, const void *rq,
-                                    const dsc__encode_ctx *ctx, dsc_error *err) {
+static dsc_status enc_budget_delete(msgpack_packer *pk, const void *rq, const dsc__encode_ctx *ctx,
+                                    dsc_error *err) {
     (void)ctx;
     const dsc_client_budget_set_request *q = rq;
     dsc_status st = budget_key_validate(q, err);
@@ -276,11 +277,18 @@ bool dsc__obj_str(const msgpack_object *o, char *dst, size_t cap) {
 static bool obj_num(const msgpack_object *o, double *out) {
     if (!o) return false;
     switch (o->type) {
-    case MSGPACK_OBJECT_POSITIVE_INTEGER: *out = (double)o->via.u64; return true;
-    case MSGPACK_OBJECT_NEGATIVE_INTEGER: *out = (double)o->via.i64; return true;
+    case MSGPACK_OBJECT_POSITIVE_INTEGER:
+        *out = (double)o->via.u64;
+        return true;
+    case MSGPACK_OBJECT_NEGATIVE_INTEGER:
+        *out = (double)o->via.i64;
+        return true;
     case MSGPACK_OBJECT_FLOAT32:
-    case MSGPACK_OBJECT_FLOAT64: *out = o->via.f64; return true;
-    default: return false;
+    case MSGPACK_OBJECT_FLOAT64:
+        *out = o->via.f64;
+        return true;
+    default:
+        return false;
     }
 }
 
@@ -374,11 +382,16 @@ static dsc_status decode_budgets(const msgpack_object *m, const char *method,
 
 static dsc_status decode_decision(const msgpack_object *m, dsc_decision *out, dsc_error *err) {
     char d[16];
-    if (!dsc__obj_str(dsc__map_get(m, "decision"), d, sizeof d)) return lacks("check", "decision", err);
-    if (strcmp(d, "allow") == 0) *out = DSC_DECISION_ALLOW;
-    else if (strcmp(d, "throttle") == 0) *out = DSC_DECISION_THROTTLE;
-    else if (strcmp(d, "refuse") == 0) *out = DSC_DECISION_REFUSE;
-    else return dsc_error_set(err, DSC_PARSE, "malformed reply to check: decision '%s'", d);
+    if (!dsc__obj_str(dsc__map_get(m, "decision"), d, sizeof d))
+        return lacks("check", "decision", err);
+    if (strcmp(d, "allow") == 0)
+        *out = DSC_DECISION_ALLOW;
+    else if (strcmp(d, "throttle") == 0)
+        *out = DSC_DECISION_THROTTLE;
+    else if (strcmp(d, "refuse") == 0)
+        *out = DSC_DECISION_REFUSE;
+    else
+        return dsc_error_set(err, DSC_PARSE, "malformed reply to check: decision '%s'", d);
     return DSC_OK;
 }
 
@@ -404,7 +417,9 @@ static dsc_status dec_check(const msgpack_object *m, void *out, dsc_error *err) 
     return decode_budgets(m, "check", &r->budgets, err);
 }
 
-static void clear_check(void *out) { dsc_client_check_result_clear(out); }
+static void clear_check(void *out) {
+    dsc_client_check_result_clear(out);
+}
 
 static const struct {
     const char *key;
@@ -432,12 +447,15 @@ static dsc_status dec_settle(const msgpack_object *m, void *out, dsc_error *err)
     return decode_budgets(m, "settle", &r->budgets, err);
 }
 
-static void clear_settle(void *out) { dsc_client_settle_result_clear(out); }
+static void clear_settle(void *out) {
+    dsc_client_settle_result_clear(out);
+}
 
 static dsc_status dec_cancel(const msgpack_object *m, void *out, dsc_error *err) {
     dsc_client_cancel_result *r = out;
     opt_str(m, "reservation", r->reservation, sizeof r->reservation);
-    if (!obj_bool(dsc__map_get(m, "released"), &r->released)) return lacks("cancel", "released", err);
+    if (!obj_bool(dsc__map_get(m, "released"), &r->released))
+        return lacks("cancel", "released", err);
     return DSC_OK;
 }
 
@@ -461,7 +479,9 @@ static dsc_status dec_budgets(const msgpack_object *m, void *out, dsc_error *err
     return decode_budgets(m, "budget call", out, err);
 }
 
-static void clear_budgets(void *out) { dsc_client_budgets_clear(out); }
+static void clear_budgets(void *out) {
+    dsc_client_budgets_clear(out);
+}
 
 static dsc_status dec_budget_set(const msgpack_object *m, void *out, dsc_error *err) {
     dsc_client_budget_set_result *r = out;
@@ -508,7 +528,9 @@ static dsc_status dec_reload(const msgpack_object *m, void *out, dsc_error *err)
     return DSC_OK;
 }
 
-static void clear_reload(void *out) { dsc_client_reload_result_clear(out); }
+static void clear_reload(void *out) {
+    dsc_client_reload_result_clear(out);
+}
 
 static dsc_status dec_ping(const msgpack_object *m, void *out, dsc_error *err) {
     dsc_client_ping_result *r = out;
@@ -545,6 +567,65 @@ static dsc_status dec_stats(const msgpack_object *m, void *out, dsc_error *err) 
     return DSC_OK;
 }
 
+static dsc_status enc_models(msgpack_packer *pk, const void *rq, const dsc__encode_ctx *ctx,
+                             dsc_error *err) {
+    (void)ctx;
+    return enc_one_str(pk, "provider", rq, false, err);
+}
+
+/* The array under key as count items of size bytes, each decoded by fn. */
+static dsc_status decode_list(const msgpack_object *m, const char *method, const char *key,
+                              size_t size, void **items, size_t *count,
+                              void (*fn)(const msgpack_object *, void *), dsc_error *err) {
+    const msgpack_object *a = dsc__map_get(m, key);
+    if (!a || a->type != MSGPACK_OBJECT_ARRAY) return lacks(method, key, err);
+    *count = 0;
+    if (a->via.array.size == 0) return DSC_OK;
+    char *p = calloc(a->via.array.size, size);
+    if (!p) return dsc_error_set(err, DSC_NOMEM, "out of memory for %u %s", a->via.array.size, key);
+    *items = p;
+    for (uint32_t i = 0; i < a->via.array.size; i++) {
+        if (a->via.array.ptr[i].type != MSGPACK_OBJECT_MAP) return lacks(method, key, err);
+        fn(&a->via.array.ptr[i], p + (*count)++ * size);
+    }
+    return DSC_OK;
+}
+
+static void decode_model(const msgpack_object *m, void *out) {
+    dsc_client_model *x = out;
+    opt_str(m, "provider", x->provider, sizeof x->provider);
+    opt_str(m, "model", x->model, sizeof x->model);
+}
+
+static dsc_status dec_models(const msgpack_object *m, void *out, dsc_error *err) {
+    dsc_client_models *r = out;
+    return decode_list(m, "models.list", "models", sizeof *r->items, (void **)&r->items, &r->count,
+                       decode_model, err);
+}
+
+static void clear_models(void *out) {
+    dsc_client_models_clear(out);
+}
+
+static void decode_zone(const msgpack_object *m, void *out) {
+    dsc_client_zone *x = out;
+    opt_str(m, "zone", x->zone, sizeof x->zone);
+    opt_num(m, "gco2e_per_kwh", &x->gco2e_per_kwh);
+    x->current_gco2e_per_kwh = x->gco2e_per_kwh;
+    opt_num(m, "current_gco2e_per_kwh", &x->current_gco2e_per_kwh);
+    opt_str(m, "source", x->source, sizeof x->source);
+}
+
+static dsc_status dec_zones(const msgpack_object *m, void *out, dsc_error *err) {
+    dsc_client_zones *r = out;
+    return decode_list(m, "zones.list", "zones", sizeof *r->items, (void **)&r->items, &r->count,
+                       decode_zone, err);
+}
+
+static void clear_zones(void *out) {
+    dsc_client_zones_clear(out);
+}
+
 static dsc_status dec_auth(const msgpack_object *m, void *out, dsc_error *err) {
     (void)out;
     bool admin = false;
@@ -557,28 +638,31 @@ static dsc_status dec_auth(const msgpack_object *m, void *out, dsc_error *err) {
  * because every check carries a request_id; settle and cancel are idempotent). Only
  * budget.delete is not: a second one answers unknown_budget. */
 static const dsc__method methods[DSC__CALL_COUNT] = {
-    [DSC_CALL_CHECK] = {"check", enc_check, dec_check, sizeof(dsc_client_check_result),
-                        clear_check, true},
+    [DSC_CALL_CHECK] = {"check", enc_check, dec_check, sizeof(dsc_client_check_result), clear_check,
+                        true},
     [DSC_CALL_SETTLE] = {"settle", enc_settle, dec_settle, sizeof(dsc_client_settle_result),
                          clear_settle, true},
-    [DSC_CALL_CANCEL] = {"cancel", enc_cancel, dec_cancel, sizeof(dsc_client_cancel_result),
-                         NULL, true},
+    [DSC_CALL_CANCEL] = {"cancel", enc_cancel, dec_cancel, sizeof(dsc_client_cancel_result), NULL,
+                         true},
     [DSC_CALL_ESTIMATE] = {"estimate", enc_estimate, dec_estimate,
                            sizeof(dsc_client_estimate_result), NULL, true},
-    [DSC_CALL_BUDGET_GET] = {"budget.get", enc_budget_get, dec_budgets,
-                             sizeof(dsc_client_budgets), clear_budgets, true},
+    [DSC_CALL_BUDGET_GET] = {"budget.get", enc_budget_get, dec_budgets, sizeof(dsc_client_budgets),
+                             clear_budgets, true},
     [DSC_CALL_BUDGET_LIST] = {"budget.list", enc_budget_list, dec_budgets,
                               sizeof(dsc_client_budgets), clear_budgets, true},
     [DSC_CALL_BUDGET_SET] = {"budget.set", enc_budget_set, dec_budget_set,
                              sizeof(dsc_client_budget_set_result), NULL, true},
     [DSC_CALL_BUDGET_DELETE] = {"budget.delete", enc_budget_delete, dec_deleted, 0, NULL, false},
-    [DSC_CALL_GRID_SET] = {"grid.set", enc_grid_set, dec_grid, sizeof(dsc_client_grid_result),
-                           NULL, true},
+    [DSC_CALL_GRID_SET] = {"grid.set", enc_grid_set, dec_grid, sizeof(dsc_client_grid_result), NULL,
+                           true},
     [DSC_CALL_POLICY_RELOAD] = {"policy.reload", enc_none, dec_reload,
                                 sizeof(dsc_client_reload_result), clear_reload, true},
     [DSC_CALL_PING] = {"ping", enc_none, dec_ping, sizeof(dsc_client_ping_result), NULL, true},
-    [DSC_CALL_STATS] = {"stats", enc_none, dec_stats, sizeof(dsc_client_stats_result), NULL,
-                        true},
+    [DSC_CALL_STATS] = {"stats", enc_none, dec_stats, sizeof(dsc_client_stats_result), NULL, true},
+    [DSC_CALL_MODELS_LIST] = {"models.list", enc_models, dec_models, sizeof(dsc_client_models),
+                              clear_models, true},
+    [DSC_CALL_ZONES_LIST] = {"zones.list", enc_none, dec_zones, sizeof(dsc_client_zones),
+                             clear_zones, true},
     [DSC__CALL_AUTH] = {"auth", enc_auth, dec_auth, 0, NULL, true},
 };
 
@@ -591,7 +675,8 @@ const dsc__method *dsc__method_get(int m) {
 /* Bytes of big-endian length at p (n = 1, 2 or 4). */
 static uint64_t be(const unsigned char *p, int n) {
     uint64_t v = 0;
-    for (int i = 0; i < n; i++) v = v << 8 | p[i];
+    for (int i = 0; i < n; i++)
+        v = v << 8 | p[i];
     return v;
 }
 
@@ -609,25 +694,29 @@ static int header(const unsigned char *p, size_t avail, size_t *hdr, uint64_t *b
     if (b == 0xc1) return -1;
     static const signed char fixed[] = {
         /* c4..df: length-field bytes (negative) or fixed payload bytes */
-        [0x04] = -1, [0x05] = -2, [0x06] = -4,             /* bin 8/16/32 */
-        [0x07] = -1, [0x08] = -2, [0x09] = -4,             /* ext 8/16/32 (+1 type) */
-        [0x0a] = 4,  [0x0b] = 8,                           /* float 32/64 */
-        [0x0c] = 1,  [0x0d] = 2,  [0x0e] = 4,  [0x0f] = 8, /* uint */
-        [0x10] = 1,  [0x11] = 2,  [0x12] = 4,  [0x13] = 8, /* int */
+        [0x04] = -1, [0x05] = -2, [0x06] = -4,                          /* bin 8/16/32 */
+        [0x07] = -1, [0x08] = -2, [0x09] = -4,                          /* ext 8/16/32 (+1 type) */
+        [0x0a] = 4,  [0x0b] = 8,                                        /* float 32/64 */
+        [0x0c] = 1,  [0x0d] = 2,  [0x0e] = 4,  [0x0f] = 8,              /* uint */
+        [0x10] = 1,  [0x11] = 2,  [0x12] = 4,  [0x13] = 8,              /* int */
         [0x14] = 2,  [0x15] = 3,  [0x16] = 5,  [0x17] = 9, [0x18] = 17, /* fixext + type */
-        [0x19] = -1, [0x1a] = -2, [0x1b] = -4,             /* str 8/16/32 */
-        [0x1c] = -2, [0x1d] = -4,                          /* array 16/32 */
-        [0x1e] = -2, [0x1f] = -4,                          /* map 16/32 */
+        [0x19] = -1, [0x1a] = -2, [0x1b] = -4,                          /* str 8/16/32 */
+        [0x1c] = -2, [0x1d] = -4,                                       /* array 16/32 */
+        [0x1e] = -2, [0x1f] = -4,                                       /* map 16/32 */
     };
     int f = fixed[b - 0xc0];
     if (f > 0) return *body = (uint64_t)f, 0;
     *hdr = 1 + (size_t)-f;
     if (avail < *hdr) return 1;
     uint64_t n = be(p + 1, -f);
-    if (b >= 0xc7 && b <= 0xc9) *body = n + 1;
-    else if (b == 0xdc || b == 0xdd) *kids = n;
-    else if (b == 0xde || b == 0xdf) *kids = 2 * n;
-    else *body = n;
+    if (b >= 0xc7 && b <= 0xc9)
+        *body = n + 1;
+    else if (b == 0xdc || b == 0xdd)
+        *kids = n;
+    else if (b == 0xde || b == 0xdf)
+        *kids = 2 * n;
+    else
+        *body = n;
     return 0;
 }
 
@@ -660,6 +749,20 @@ void dsc_client_budgets_clear(dsc_client_budgets *b) {
     b->count = 0;
 }
 
+void dsc_client_models_clear(dsc_client_models *m) {
+    if (!m) return;
+    free(m->items);
+    m->items = NULL;
+    m->count = 0;
+}
+
+void dsc_client_zones_clear(dsc_client_zones *z) {
+    if (!z) return;
+    free(z->items);
+    z->items = NULL;
+    z->count = 0;
+}
+
 void dsc_client_check_result_clear(dsc_client_check_result *r) {
     if (!r) return;
     dsc_client_budgets_clear(&r->budgets);
@@ -674,16 +777,20 @@ void dsc_client_settle_result_clear(dsc_client_settle_result *r) {
 
 void dsc_client_reload_result_clear(dsc_client_reload_result *r) {
     if (!r) return;
-    for (size_t i = 0; i < r->n_policies; i++) free(r->policies[i]);
+    for (size_t i = 0; i < r->n_policies; i++)
+        free(r->policies[i]);
     free(r->policies);
     memset(r, 0, sizeof *r);
 }
 
 const char *dsc_decision_name(dsc_decision d) {
     switch (d) {
-    case DSC_DECISION_ALLOW: return "allow";
-    case DSC_DECISION_THROTTLE: return "throttle";
-    case DSC_DECISION_REFUSE: return "refuse";
+    case DSC_DECISION_ALLOW:
+        return "allow";
+    case DSC_DECISION_THROTTLE:
+        return "throttle";
+    case DSC_DECISION_REFUSE:
+        return "refuse";
     }
     return "?";
 }

@@ -18,7 +18,7 @@
 #include <stdint.h>
 
 /* Internal methods after the public ones. */
-enum { DSC__CALL_AUTH = DSC_CALL_STATS + 1, DSC__CALL_COUNT };
+enum { DSC__CALL_AUTH = DSC_CALL_ZONES_LIST + 1, DSC__CALL_COUNT };
 
 /* Per-call context the encoders need (the generated idempotency key). */
 typedef struct dsc__encode_ctx {
@@ -33,7 +33,7 @@ typedef struct dsc__method {
                          dsc_error *err);
     /* Decode a result map into out (never NULL here); DSC_PARSE when it lacks a key. */
     dsc_status (*decode)(const msgpack_object *result, void *out, dsc_error *err);
-    size_t result_size;   /* bytes zeroed before decode */
+    size_t result_size;       /* bytes zeroed before decode */
     void (*clear)(void *out); /* release a result's heap parts (NULL = nothing to free) */
     bool retry_safe;          /* may be sent again after the connection broke */
 } dsc__method;

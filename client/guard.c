@@ -16,10 +16,13 @@
 
 static void sleep_s(double s) {
     struct timespec ts = {(time_t)s, (long)((s - (double)(time_t)s) * 1e9)};
-    while (nanosleep(&ts, &ts) != 0 && errno == EINTR) {}
+    while (nanosleep(&ts, &ts) != 0 && errno == EINTR) {
+    }
 }
 
-static bool server_silent(dsc_status st) { return st == DSC_UNREACHABLE || st == DSC_TIMEOUT; }
+static bool server_silent(dsc_status st) {
+    return st == DSC_UNREACHABLE || st == DSC_TIMEOUT;
+}
 
 static void apply_fallback(dsc_guard_ticket *t, const dsc_guard_options *opts, dsc_status st,
                            const dsc_error *why) {

@@ -51,18 +51,28 @@ static const char *arg(int argc, char **argv, int *i) {
 
 int main(int argc, char **argv) {
     const char *server = "127.0.0.1:7878", *fallback = "refuse";
-    dsc_client_check_request rq = {.subject = {.user = "demo"}, .provider = "openai",
-                                   .model = "gpt-4o-mini", .purpose = "chat"};
+    dsc_client_check_request rq = {.subject = {.user = "demo"},
+                                   .provider = "openai",
+                                   .model = "gpt-4o-mini",
+                                   .purpose = "chat"};
     chat ch = {.max_tokens = 256};
     for (int i = 1; i < argc; i++) {
-        if (strcmp(argv[i], "--server") == 0) server = arg(argc, argv, &i);
-        else if (strcmp(argv[i], "--user") == 0) rq.subject.user = arg(argc, argv, &i);
-        else if (strcmp(argv[i], "--team") == 0) rq.subject.team = arg(argc, argv, &i);
-        else if (strcmp(argv[i], "--purpose") == 0) rq.purpose = arg(argc, argv, &i);
-        else if (strcmp(argv[i], "--max-tokens") == 0) ch.max_tokens = atoll(arg(argc, argv, &i));
-        else if (strcmp(argv[i], "--fallback") == 0) fallback = arg(argc, argv, &i);
-        else if (strcmp(argv[i], "--fail") == 0) ch.fail = 1;
-        else ch.prompt = argv[i];
+        if (strcmp(argv[i], "--server") == 0)
+            server = arg(argc, argv, &i);
+        else if (strcmp(argv[i], "--user") == 0)
+            rq.subject.user = arg(argc, argv, &i);
+        else if (strcmp(argv[i], "--team") == 0)
+            rq.subject.team = arg(argc, argv, &i);
+        else if (strcmp(argv[i], "--purpose") == 0)
+            rq.purpose = arg(argc, argv, &i);
+        else if (strcmp(argv[i], "--max-tokens") == 0)
+            ch.max_tokens = atoll(arg(argc, argv, &i));
+        else if (strcmp(argv[i], "--fallback") == 0)
+            fallback = arg(argc, argv, &i);
+        else if (strcmp(argv[i], "--fail") == 0)
+            ch.fail = 1;
+        else
+            ch.prompt = argv[i];
     }
     if (!ch.prompt || ch.max_tokens <= 0) {
         fputs("usage: gate_chat [--server ADDR] [--user U] [--max-tokens N] PROMPT\n", stderr);
@@ -82,8 +92,7 @@ int main(int argc, char **argv) {
     dsc_guard_ticket t;
     int answered = -1, rc;
     dsc_status st = dsc_guard_run(c, &rq, &go, complete, &ch, &t, &answered, &err);
-    if (t.fallback_applied)
-        fprintf(stderr, "gate_chat: discernd did not answer (%s)\n", t.message);
+    if (t.fallback_applied) fprintf(stderr, "gate_chat: discernd did not answer (%s)\n", t.message);
     if (answered == 0) {
         printf("%s\n", ch.reply);
         if (st != DSC_OK) fprintf(stderr, "gate_chat: settle failed: %s\n", err.message);

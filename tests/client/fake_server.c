@@ -50,7 +50,9 @@ static void send_all(int fd, const void *data, size_t n) {
     }
 }
 
-static void pk_str(msgpack_packer *pk, const char *s) { msgpack_pack_str_with_body(pk, s, strlen(s)); }
+static void pk_str(msgpack_packer *pk, const char *s) {
+    msgpack_pack_str_with_body(pk, s, strlen(s));
+}
 
 /* The decision of the step-th check from the script: "allow", "refuse", "throttle:S". */
 static void script_step(const child *ch, int step, char *word, size_t cap) {
@@ -157,10 +159,14 @@ static void answer(child *ch, int fd, const msgpack_object *req) {
     if (strcmp(method, "check") == 0 || strcmp(method, "settle") == 0 ||
         strcmp(method, "cancel") == 0 || strcmp(method, "ping") == 0) {
         msgpack_pack_nil(&pk);
-        if (method[0] == 'c' && method[1] == 'h') pack_check(ch, &pk, &a[3]);
-        else if (method[0] == 's') pack_settle(ch, &pk, &a[3]);
-        else if (method[0] == 'c') pack_cancel(ch, &pk, &a[3]);
-        else msgpack_pack_map(&pk, 1), pk_str(&pk, "pong"), msgpack_pack_true(&pk);
+        if (method[0] == 'c' && method[1] == 'h')
+            pack_check(ch, &pk, &a[3]);
+        else if (method[0] == 's')
+            pack_settle(ch, &pk, &a[3]);
+        else if (method[0] == 'c')
+            pack_cancel(ch, &pk, &a[3]);
+        else
+            msgpack_pack_map(&pk, 1), pk_str(&pk, "pong"), msgpack_pack_true(&pk);
     } else {
         msgpack_pack_map(&pk, 2);
         pk_str(&pk, "code"), pk_str(&pk, "bad_request");
@@ -176,8 +182,10 @@ static bool on_request(child *ch, int fd, const msgpack_object *req) {
     if (req->type != MSGPACK_OBJECT_ARRAY || req->via.array.size != 4) return true;
     switch (ch->mode) {
     case FAKE_SILENT:
-    case FAKE_NO_ACCEPT: return true;
-    case FAKE_CLOSE: return false;
+    case FAKE_NO_ACCEPT:
+        return true;
+    case FAKE_CLOSE:
+        return false;
     case FAKE_HALF_REPLY: {
         static const unsigned char half[] = {0x94, 0x01, 0x01, 0xc0, 0x83, 0xa4, 'p', 'o'};
         send_all(fd, half, sizeof half);
@@ -186,9 +194,18 @@ static bool on_request(child *ch, int fd, const msgpack_object *req) {
     case FAKE_HUGE_STRING: {
         size_t n = 2u << 20;
         char *big = calloc(1, n + 16);
-        unsigned char hdr[] = {0x94, 0x01, 0x01, 0xc0, 0x81, 0xa1, 'x', 0xdb,
-                               (unsigned char)(n >> 24), (unsigned char)(n >> 16),
-                               (unsigned char)(n >> 8), (unsigned char)n};
+        unsigned char hdr[] = {0x94,
+                               0x01,
+                               0x01,
+                               0xc0,
+                               0x81,
+                               0xa1,
+                               'x',
+                               0xdb,
+                               (unsigned char)(n >> 24),
+                               (unsigned char)(n >> 16),
+                               (unsigned char)(n >> 8),
+                               (unsigned char)n};
         send_all(fd, hdr, sizeof hdr);
         if (big) send_all(fd, big, n);
         free(big);
@@ -204,7 +221,9 @@ static bool on_request(child *ch, int fd, const msgpack_object *req) {
         send_all(fd, junk, sizeof junk);
         return true;
     }
-    case FAKE_SCRIPT: answer(ch, fd, req); return true;
+    case FAKE_SCRIPT:
+        answer(ch, fd, req);
+        return true;
     }
     return true;
 }
@@ -244,7 +263,8 @@ static void serve(child *ch, int lfd) {
     int n = 1;
     pfd[0] = (struct pollfd){.fd = lfd, .events = POLLIN};
     if (ch->mode == FAKE_NO_ACCEPT)
-        for (;;) pause();
+        for (;;)
+            pause();
     for (;;) {
         if (poll(pfd, (nfds_t)n, -1) < 0 && errno != EINTR) _exit(1);
         if (pfd[0].revents & POLLIN) on_accept(ch, lfd, pfd, ups, &n);

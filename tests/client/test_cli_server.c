@@ -78,7 +78,8 @@ static int scratch_fd(void) {
 static run_result run(const char *server, const char *const *args) {
     const char *argv[48] = {DISCERN};
     size_t n = 1;
-    for (; args[n - 1] && n < 47; n++) argv[n] = args[n - 1];
+    for (; args[n - 1] && n < 47; n++)
+        argv[n] = args[n - 1];
     argv[n] = NULL;
     int out = scratch_fd(), err = scratch_fd();
     pid_t pid = fork();
@@ -86,8 +87,10 @@ static run_result run(const char *server, const char *const *args) {
     if (pid == 0) {
         dup2(out, 1);
         dup2(err, 2);
-        if (server) setenv("DISCERN_SERVER", server, 1);
-        else unsetenv("DISCERN_SERVER");
+        if (server)
+            setenv("DISCERN_SERVER", server, 1);
+        else
+            unsetenv("DISCERN_SERVER");
         unsetenv("DISCERN_ADMIN_TOKEN");
         unsetenv("DISCERN_USER");
         unsetenv("DISCERN_TEAM");
@@ -136,16 +139,16 @@ static int closed_port(void) {
 /* ------------------------------------------------------------ help, usage -- */
 
 Test(cli_server, every_server_command_has_help_and_exits_zero) {
-    const char *cmds[][2] = {{"check", NULL},  {"exec", NULL},   {"settle", NULL},
-                             {"cancel", NULL}, {"budget", NULL}, {"budget", "list"},
+    const char *cmds[][2] = {{"check", NULL},   {"exec", NULL},    {"settle", NULL},
+                             {"cancel", NULL},  {"budget", NULL},  {"budget", "list"},
                              {"budget", "get"}, {"budget", "set"}, {"budget", "delete"},
-                             {"grid", NULL},   {"grid", "set"},  {"reload", NULL},
-                             {"stats", NULL},  {"ping", NULL}};
+                             {"grid", NULL},    {"grid", "set"},   {"reload", NULL},
+                             {"stats", NULL},   {"ping", NULL}};
     for (size_t i = 0; i < sizeof cmds / sizeof cmds[0]; i++) {
         run_result r = cmds[i][1] ? RUN(NULL, cmds[i][0], cmds[i][1], "--help")
                                   : RUN(NULL, cmds[i][0], "--help");
-        cr_assert_eq(r.code, 0, "%s %s --help: exit %d %s", cmds[i][0], cmds[i][1] ? cmds[i][1] : "",
-                     r.code, r.err);
+        cr_assert_eq(r.code, 0, "%s %s --help: exit %d %s", cmds[i][0],
+                     cmds[i][1] ? cmds[i][1] : "", r.code, r.err);
         char want[64];
         snprintf(want, sizeof want, "usage: discern %s", cmds[i][0]);
         has(r.out, want);
@@ -448,12 +451,12 @@ Test(cli_server, settle_and_cancel_on_a_real_server) {
     th_server s;
     char addr[64], res[128];
     real_server(&s, addr, sizeof addr);
-    ok(RUN(addr, "budget", "set", "--selector", "user:*", "--metric", "tokens", "--window",
-           "month", "--limit", "100000", ADMIN),
+    ok(RUN(addr, "budget", "set", "--selector", "user:*", "--metric", "tokens", "--window", "month",
+           "--limit", "100000", ADMIN),
        NULL);
     reserve(addr, res, sizeof res);
-    run_result r = RUN(addr, "settle", "--reservation", res, "--input-tokens", "10",
-                       "--output-tokens", "20");
+    run_result r =
+        RUN(addr, "settle", "--reservation", res, "--input-tokens", "10", "--output-tokens", "20");
     cr_assert_eq(r.code, 0, "%s", r.err);
     has(r.out, "(reserved)");
     has(r.out, "30 tokens");
@@ -532,8 +535,8 @@ Test(cli_server, exec_on_a_real_server_settles_refuses_and_waits_out_a_throttle)
     ok(RUN(addr, "budget", "set", "--selector", "user:ana", "--metric", "requests", "--window",
            "rate:1/2s", "--limit", "1", ADMIN),
        NULL);
-    ok(RUN(addr, "budget", "set", "--selector", "user:*", "--metric", "tokens", "--window",
-           "month", "--limit", "100000", ADMIN),
+    ok(RUN(addr, "budget", "set", "--selector", "user:*", "--metric", "tokens", "--window", "month",
+           "--limit", "100000", ADMIN),
        NULL);
     /* allowed: runs, and its reported usage is what gets charged */
     run_result r = RUN(addr, "exec", REQ, "--", "sh", "-c",
@@ -557,7 +560,8 @@ Test(cli_server, exec_on_a_real_server_settles_refuses_and_waits_out_a_throttle)
     json_t *bs = json_object_get(j, "budgets");
     double tokens = -1;
     for (size_t i = 0; i < json_array_size(bs); i++)
-        if (strcmp(json_string_value(json_object_get(json_array_get(bs, i), "metric")), "tokens") == 0)
+        if (strcmp(json_string_value(json_object_get(json_array_get(bs, i), "metric")), "tokens") ==
+            0)
             tokens = json_real_value(json_object_get(json_array_get(bs, i), "used"));
     cr_assert_float_eq(tokens, 33 + 900, 1e-9, "11 + 22 reported, then 100 + 800 from the flags");
     json_decref(j);

@@ -106,7 +106,8 @@ Test(client, stats_count_the_requests_served) {
     start_server(&s, NULL);
     dsc_client *c = tcp_client(&s, NULL);
     dsc_error err;
-    for (int i = 0; i < 5; i++) cr_assert_eq(dsc_client_ping(c, NULL, &err), DSC_OK);
+    for (int i = 0; i < 5; i++)
+        cr_assert_eq(dsc_client_ping(c, NULL, &err), DSC_OK);
     dsc_client_stats_result st;
     cr_assert_eq(dsc_client_stats(c, &st, &err), DSC_OK, "%s", err.message);
     cr_assert_str_eq(st.version, "0.1.0");
@@ -136,8 +137,11 @@ Test(client, a_server_error_comes_back_as_its_status_and_message) {
     th_server s;
     start_server(&s, NULL);
     dsc_client *c = tcp_client(&s, NULL);
-    dsc_client_check_request rq = {.subject = {.user = "ana"}, .provider = "openai",
-                                   .model = "gpt-9", .output_tokens = 5, .purpose = "chat"};
+    dsc_client_check_request rq = {.subject = {.user = "ana"},
+                                   .provider = "openai",
+                                   .model = "gpt-9",
+                                   .output_tokens = 5,
+                                   .purpose = "chat"};
     dsc_error err;
     cr_assert_eq(dsc_client_check(c, &rq, NULL, &err), DSC_UNKNOWN_MODEL, "%s", err.message);
     cr_assert_eq(err.code, DSC_UNKNOWN_MODEL);
@@ -165,8 +169,10 @@ Test(client, pipeline_of_1000_calls_matches_every_reply_to_its_call) {
     cr_assert_eq(dsc_client_pipeline(c, calls, N, &err), DSC_OK, "%s", err.message);
     for (int i = 0; i < N; i++) {
         cr_assert_eq(calls[i].status, DSC_OK);
-        if (i % 2) cr_assert_str_eq(stats[i].version, "0.1.0");
-        else cr_assert_gt(pings[i].time, 1e9);
+        if (i % 2)
+            cr_assert_str_eq(stats[i].version, "0.1.0");
+        else
+            cr_assert_gt(pings[i].time, 1e9);
     }
     /* requests counted by the server increase along the pipeline */
     cr_assert_lt(stats[1].requests, stats[N - 1].requests);
@@ -199,15 +205,16 @@ Test(client, an_invalid_call_in_a_pipeline_fails_alone_and_is_not_sent) {
 Test(client, missing_fields_fail_before_anything_is_sent) {
     dsc_client *c = client_at("127.0.0.1:1", 500);
     dsc_error err;
-    dsc_client_check_request rq = {.subject = {.user = "ana"}, .provider = "openai",
-                                   .model = "gpt-4o", .output_tokens = 10};
+    dsc_client_check_request rq = {
+        .subject = {.user = "ana"}, .provider = "openai", .model = "gpt-4o", .output_tokens = 10};
     cr_assert_eq(dsc_client_check(c, &rq, NULL, &err), DSC_BAD_REQUEST);
     cr_assert_str_eq(err.message, "field 'purpose' is required");
     rq.purpose = "chat";
     rq.output_tokens = -1;
     cr_assert_eq(dsc_client_check(c, &rq, NULL, &err), DSC_BAD_REQUEST);
     cr_assert_not_null(strstr(err.message, "output_tokens"));
-    cr_assert_eq(dsc_client_settle(c, &(dsc_client_settle_request){0}, NULL, &err), DSC_BAD_REQUEST);
+    cr_assert_eq(dsc_client_settle(c, &(dsc_client_settle_request){0}, NULL, &err),
+                 DSC_BAD_REQUEST);
     cr_assert_str_eq(err.message, "field 'reservation' is required");
     cr_assert_eq(dsc_client_cancel(c, "", NULL, &err), DSC_BAD_REQUEST);
     cr_assert_eq(dsc_client_budget_get(c, &(dsc_client_subject){0}, NULL, &err), DSC_BAD_REQUEST);
@@ -218,8 +225,8 @@ Test(client, missing_fields_fail_before_anything_is_sent) {
 }
 
 Test(client, bad_addresses_are_refused_with_the_address_in_the_message) {
-    const char *bad[] = {"", "localhost", "host:", "host:0", "host:70000", "host:12x", "[::1]",
-                         "unix:"};
+    const char *bad[] = {"",           "localhost", "host:", "host:0",
+                         "host:70000", "host:12x",  "[::1]", "unix:"};
     for (size_t i = 0; i < sizeof bad / sizeof bad[0]; i++) {
         dsc_error err = {0};
         cr_assert_null(dsc_client_new(bad[i], NULL, &err), "'%s' accepted", bad[i]);
@@ -397,8 +404,10 @@ Test(client, check_results_are_decoded_into_plain_structs) {
     fake_start(&f, FAKE_SCRIPT, "allow,throttle:2.5,refuse");
     dsc_client *c = client_at(f.address, 2000);
     dsc_client_check_request rq = {.subject = {.team = "infra", .user = "ana"},
-                                   .provider = "openai", .model = "gpt-4o",
-                                   .output_tokens = 800, .purpose = "code-review"};
+                                   .provider = "openai",
+                                   .model = "gpt-4o",
+                                   .output_tokens = 800,
+                                   .purpose = "code-review"};
     dsc_client_check_result r;
     dsc_error err;
     cr_assert_eq(dsc_client_check(c, &rq, &r, &err), DSC_OK, "%s", err.message);
@@ -470,8 +479,8 @@ Test(client, check_reserves_and_settle_charges_the_actual_usage) {
     cr_assert_not_null(strstr(b->counter, "team:infra"), "%s", b->counter);
     cr_assert_float_eq(b->request, r.estimate.gwp_kgco2eq.max * 1000, 1e-5);
     dsc_client_settle_result st;
-    dsc_client_settle_request srq = {.reservation = r.reservation, .input_tokens = 1000,
-                                     .output_tokens = 300, .latency_s = 2.0};
+    dsc_client_settle_request srq = {
+        .reservation = r.reservation, .input_tokens = 1000, .output_tokens = 300, .latency_s = 2.0};
     cr_assert_eq(dsc_client_settle(c, &srq, &st, &err), DSC_OK, "%s", err.message);
     cr_assert_str_eq(st.reservation, r.reservation);
     cr_assert_str_eq(st.settled, "reserved");
@@ -582,8 +591,8 @@ Test(client, estimate_returns_the_footprint_and_unknown_names_their_codes) {
     th_server s;
     start_server(&s, NULL);
     dsc_client *c = tcp_client(&s, NULL);
-    dsc_client_estimate_request rq = {.provider = "openai", .model = "gpt-4o",
-                                      .output_tokens = 500, .zone = "FRA"};
+    dsc_client_estimate_request rq = {
+        .provider = "openai", .model = "gpt-4o", .output_tokens = 500, .zone = "FRA"};
     dsc_client_estimate_result r;
     dsc_error err;
     cr_assert_eq(dsc_client_estimate(c, &rq, &r, &err), DSC_OK, "%s", err.message);
@@ -633,8 +642,8 @@ Test(client, budgets_are_set_listed_read_and_deleted_with_admin_rights) {
     cr_assert_float_eq(list.items[0].remaining, 60.5, 1e-9);
     cr_assert_gt(list.items[0].resets_at, time(NULL));
     dsc_client_budgets_clear(&list);
-    cr_assert_eq(dsc_client_budget_delete(admin, "team:*", "gco2e", "month", &err), DSC_OK,
-                 "%s", err.message);
+    cr_assert_eq(dsc_client_budget_delete(admin, "team:*", "gco2e", "month", &err), DSC_OK, "%s",
+                 err.message);
     cr_assert_eq(dsc_client_budget_delete(admin, "team:*", "gco2e", "month", &err),
                  DSC_UNKNOWN_BUDGET);
     dsc_client_free(c);
@@ -663,7 +672,8 @@ Test(client, grid_set_and_policy_reload_need_admin_rights_and_answer) {
     cr_assert_eq(dsc_client_policy_reload(admin, &rr, &err), DSC_OK, "%s", err.message);
     cr_assert_neq(rr.policy_version[0], '\0');
     bool budgets = false;
-    for (size_t i = 0; i < rr.n_policies; i++) budgets |= strcmp(rr.policies[i], "budgets") == 0;
+    for (size_t i = 0; i < rr.n_policies; i++)
+        budgets |= strcmp(rr.policies[i], "budgets") == 0;
     cr_assert(budgets, "the shipped 'budgets' policy is loaded");
     dsc_client_reload_result_clear(&rr);
     dsc_client_free(c);
@@ -680,7 +690,8 @@ Test(client, a_pipeline_of_checks_gets_every_decision) {
     dsc_client_check_result *res = calloc(N, sizeof *res);
     dsc_client_check_request rq = ana;
     rq.no_reserve = true;
-    for (int i = 0; i < N; i++) calls[i] = (dsc_client_call){.method = DSC_CALL_CHECK, .request = &rq, .result = &res[i]};
+    for (int i = 0; i < N; i++)
+        calls[i] = (dsc_client_call){.method = DSC_CALL_CHECK, .request = &rq, .result = &res[i]};
     dsc_error err;
     cr_assert_eq(dsc_client_pipeline(c, calls, N, &err), DSC_OK, "%s", err.message);
     for (int i = 0; i < N; i++) {
@@ -691,5 +702,41 @@ Test(client, a_pipeline_of_checks_gets_every_decision) {
     free(calls);
     free(res);
     dsc_client_free(c);
+    th_server_cleanup(&s);
+}
+
+Test(client, models_and_zones_are_listed_and_a_pushed_grid_value_shows_as_live) {
+    th_server s;
+    start_server(&s, NULL);
+    dsc_client *admin = admin_client(&s);
+    dsc_client_models models;
+    dsc_error err;
+    cr_assert_eq(dsc_client_models_list(admin, "openai", &models, &err), DSC_OK, "%s", err.message);
+    cr_assert_gt(models.count, 5);
+    bool gpt4o = false;
+    for (size_t i = 0; i < models.count; i++) {
+        cr_assert_str_eq(models.items[i].provider, "openai");
+        gpt4o |= strcmp(models.items[i].model, "gpt-4o") == 0;
+        if (i) cr_assert_leq(strcmp(models.items[i - 1].model, models.items[i].model), 0);
+    }
+    cr_assert(gpt4o);
+    dsc_client_models_clear(&models);
+    cr_assert_eq(dsc_client_models_list(admin, "nobody", &models, &err), DSC_UNKNOWN_PROVIDER, "%s",
+                 err.message);
+    dsc_client_grid_request g = {"FRA", 12.5, (int64_t)time(NULL) + 600};
+    cr_assert_eq(dsc_client_grid_set(admin, &g, NULL, &err), DSC_OK, "%s", err.message);
+    dsc_client_zones zones;
+    cr_assert_eq(dsc_client_zones_list(admin, &zones, &err), DSC_OK, "%s", err.message);
+    bool fra = false;
+    for (size_t i = 0; i < zones.count; i++) {
+        if (strcmp(zones.items[i].zone, "FRA") != 0) continue;
+        fra = true;
+        cr_assert_float_eq(zones.items[i].current_gco2e_per_kwh, 12.5, 1e-9);
+        cr_assert_str_eq(zones.items[i].source, "live");
+        cr_assert_neq(zones.items[i].gco2e_per_kwh, 12.5);
+    }
+    cr_assert(fra);
+    dsc_client_zones_clear(&zones);
+    dsc_client_free(admin);
     th_server_cleanup(&s);
 }

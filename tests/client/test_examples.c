@@ -57,7 +57,8 @@ static char *slurp(int fd) {
     cr_assert_not_null(buf);
     lseek(fd, 0, SEEK_SET);
     ssize_t n;
-    while ((n = read(fd, buf + len, cap - len - 1)) > 0) len += (size_t)n;
+    while ((n = read(fd, buf + len, cap - len - 1)) > 0)
+        len += (size_t)n;
     buf[len] = '\0';
     close(fd);
     return buf;
@@ -189,8 +190,8 @@ Test(examples, python_example_pings_a_real_server_over_tcp_and_unix) {
 Test(examples, python_example_settles_an_allowed_completion) {
     fake_server f;
     fake_start(&f, FAKE_SCRIPT, "allow");
-    run_result r = RUN(PYTHON, GATE_PY, "--server", f.address, "--max-tokens", "100",
-                       "hello there");
+    run_result r =
+        RUN(PYTHON, GATE_PY, "--server", f.address, "--max-tokens", "100", "hello there");
     cr_assert_eq(r.code, 0, "%s", r.err);
     cr_assert_str_eq(r.out, "You said: \"hello there\". Noted.\n");
     has(r.err, "settled r-1: 11 tokens");
@@ -230,9 +231,9 @@ Test(examples, both_examples_gate_a_completion_on_a_real_server) {
     start_server(&s, NULL);
     char addr[64];
     snprintf(addr, sizeof addr, "127.0.0.1:%d", s.port);
-    run_result r = RUN(DISCERN, "budget", "set", "--server", addr, "--admin-token", TH_ADMIN_TOKEN,
-                       "--selector", "user:*", "--metric", "tokens", "--window", "day", "--limit",
-                       "1000");
+    run_result r =
+        RUN(DISCERN, "budget", "set", "--server", addr, "--admin-token", TH_ADMIN_TOKEN,
+            "--selector", "user:*", "--metric", "tokens", "--window", "day", "--limit", "1000");
     cr_assert_eq(r.code, 0, "%s", r.err);
     done(&r);
     r = RUN(PYTHON, GATE_PY, "--server", addr, "--max-tokens", "100", "hello there");

@@ -150,7 +150,8 @@ Test(guard, a_throttle_is_waited_out_when_allowed_to_wait) {
     cr_assert(t.allowed);
     cr_assert_eq(t.checks, 3);
     cr_assert_float_eq(t.waited_s, 0.3, 1e-9);
-    cr_assert_eq(dsc_guard_end(c, &t, &(dsc_guard_usage){1, 2, 0}, &err), DSC_OK, "%s", err.message);
+    cr_assert_eq(dsc_guard_end(c, &t, &(dsc_guard_usage){1, 2, 0}, &err), DSC_OK, "%s",
+                 err.message);
     expect_log(&f, "check code-review 800\ncheck code-review 800\ncheck code-review 800\n"
                    "settle r-1 1 2\n");
     dsc_guard_ticket_clear(&t);
@@ -196,8 +197,8 @@ Test(guard, an_unreachable_server_gets_the_fallback_and_the_ticket_says_so) {
     for (int allow = 0; allow < 2; allow++) {
         ai_call ai = {0};
         dsc_guard_ticket t;
-        dsc_guard_options go = {.fallback = allow ? DSC_GUARD_FALLBACK_ALLOW
-                                                  : DSC_GUARD_FALLBACK_REFUSE};
+        dsc_guard_options go = {.fallback =
+                                    allow ? DSC_GUARD_FALLBACK_ALLOW : DSC_GUARD_FALLBACK_REFUSE};
         dsc_error err;
         cr_assert_eq(dsc_guard_run(c, &request, &go, fake_completion, &ai, &t, NULL, &err), DSC_OK,
                      "%s", err.message);
@@ -205,8 +206,8 @@ Test(guard, an_unreachable_server_gets_the_fallback_and_the_ticket_says_so) {
         cr_assert_eq(t.status, DSC_UNREACHABLE);
         cr_assert_eq(t.allowed, allow);
         cr_assert_eq(ai.calls, allow, "the AI call runs only with fallback allow");
-        cr_assert_not_null(strstr(t.message, allow ? "fallback: allow" : "fallback: refuse"),
-                           "%s", t.message);
+        cr_assert_not_null(strstr(t.message, allow ? "fallback: allow" : "fallback: refuse"), "%s",
+                           t.message);
         cr_assert_not_null(strstr(t.message, "Connection refused"), "%s", t.message);
         dsc_guard_ticket_clear(&t);
     }
@@ -220,8 +221,9 @@ Test(guard, a_silent_server_gets_the_fallback_within_the_timeout) {
     dsc_guard_ticket t;
     struct timespec t0, t1;
     clock_gettime(CLOCK_MONOTONIC, &t0);
-    cr_assert_eq(dsc_guard_begin(c, &request, &(dsc_guard_options){.fallback = DSC_GUARD_FALLBACK_ALLOW},
-                                 &t, NULL),
+    cr_assert_eq(dsc_guard_begin(c, &request,
+                                 &(dsc_guard_options){.fallback = DSC_GUARD_FALLBACK_ALLOW}, &t,
+                                 NULL),
                  DSC_OK);
     clock_gettime(CLOCK_MONOTONIC, &t1);
     double took = (double)(t1.tv_sec - t0.tv_sec) + (double)(t1.tv_nsec - t0.tv_nsec) / 1e9;
@@ -247,8 +249,9 @@ Test(guard, a_server_error_is_reported_and_not_turned_into_a_fallback) {
     ai_call ai = {0};
     dsc_guard_ticket t;
     dsc_error err;
-    dsc_status st = dsc_guard_run(c, &rq, &(dsc_guard_options){.fallback = DSC_GUARD_FALLBACK_ALLOW},
-                                  fake_completion, &ai, &t, NULL, &err);
+    dsc_status st =
+        dsc_guard_run(c, &rq, &(dsc_guard_options){.fallback = DSC_GUARD_FALLBACK_ALLOW},
+                      fake_completion, &ai, &t, NULL, &err);
     cr_assert_eq(st, DSC_UNKNOWN_MODEL, "status %d: %s", st, err.message);
     cr_assert_not(t.allowed);
     cr_assert_not(t.fallback_applied);

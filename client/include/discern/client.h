@@ -14,7 +14,9 @@
  *   dsc_client_check_result r;
  *   if (dsc_client_check(c, &rq, &r, &err) == DSC_OK && r.decision == DSC_DECISION_ALLOW) {
  *       ... call the AI ...
- *       dsc_client_settle(c, &(dsc_client_settle_request){r.reservation, 1200, 640, 0}, NULL, &err);
+ *       dsc_client_settle_request s = {.reservation = r.reservation, .input_tokens = 1200,
+ *                                      .output_tokens = 640};
+ *       dsc_client_settle(c, &s, NULL, &err);
  *   }
  *   dsc_client_check_result_clear(&r);
  *   dsc_client_free(c);
@@ -112,10 +114,10 @@ typedef struct dsc_client_check_request {
     const char *zone;           /* NULL = the provider's */
     const char *const *tags;    /* n_tags key/value pairs: {"k1","v1","k2","v2"} */
     size_t n_tags;
-    bool no_reserve;            /* true: decide only, hold nothing (reserve = false) */
-    const char *request_id;     /* idempotency key; NULL = the library makes one, so
-                                   that a retried check never reserves twice */
-    int ttl_s;                  /* hold lifetime 1..86400; 0 = the server's default */
+    bool no_reserve;        /* true: decide only, hold nothing (reserve = false) */
+    const char *request_id; /* idempotency key; NULL = the library makes one, so
+                               that a retried check never reserves twice */
+    int ttl_s;              /* hold lifetime 1..86400; 0 = the server's default */
 } dsc_client_check_request;
 
 typedef struct dsc_client_check_result {
@@ -127,12 +129,12 @@ typedef struct dsc_client_check_result {
     char zone[8];
     dsc_client_impacts estimate;
     dsc_client_budgets budgets;
-    double retry_after_s;        /* with throttle; 0 otherwise */
-    char suggest_provider[64];   /* "" when no suggestion */
+    double retry_after_s;      /* with throttle; 0 otherwise */
+    char suggest_provider[64]; /* "" when no suggestion */
     char suggest_model[128];
-    char reservation[128];       /* "" when nothing was reserved */
-    int64_t expires_at;          /* with reservation */
-    bool unenforced;             /* the store was down and failure_mode = open */
+    char reservation[128]; /* "" when nothing was reserved */
+    int64_t expires_at;    /* with reservation */
+    bool unenforced;       /* the store was down and failure_mode = open */
 } dsc_client_check_result;
 
 /* Release what a check result owns and zero it; NULL is a no-op. */
@@ -176,8 +178,8 @@ typedef struct dsc_client_cancel_result {
 typedef struct dsc_client_estimate_request {
     const char *provider, *model; /* required */
     int64_t input_tokens, output_tokens;
-    const char *zone;  /* NULL = the provider's */
-    double latency_s;  /* <= 0 = not given */
+    const char *zone; /* NULL = the provider's */
+    double latency_s; /* <= 0 = not given */
 } dsc_client_estimate_request;
 
 typedef struct dsc_client_estimate_result {
@@ -238,6 +240,32 @@ typedef struct dsc_client_stats_result {
     uint64_t allow, throttle, refuse; /* decisions */
 } dsc_client_stats_result;
 
+typedef struct dsc_client_model {
+    char provider[64];
+    char model[128];
+} dsc_client_model;
+
+typedef struct dsc_client_models {
+    dsc_client_model *items; /* owned: dsc_client_models_clear */
+    size_t count;
+} dsc_client_models;
+
+void dsc_client_models_clear(dsc_client_models *m);
+
+typedef struct dsc_client_zone {
+    char zone[8];
+    double gco2e_per_kwh;         /* the catalogue's annual average */
+    double current_gco2e_per_kwh; /* what policies see now (live value while valid) */
+    char source[8];               /* "annual" or "live" */
+} dsc_client_zone;
+
+typedef struct dsc_client_zones {
+    dsc_client_zone *items; /* owned: dsc_client_zones_clear */
+    size_t count;
+} dsc_client_zones;
+
+void dsc_client_zones_clear(dsc_client_zones *z);
+
 /* ----------------------------------------------------------------- handles -- */
 
 /* A handle for address ("host:port", "[v6]:port" or "unix:/path"); it connects on
@@ -296,6 +324,11 @@ dsc_status dsc_client_grid_set(dsc_client *c, const dsc_client_grid_request *rq,
 dsc_status dsc_client_policy_reload(dsc_client *c, dsc_client_reload_result *out, dsc_error *err);
 dsc_status dsc_client_ping(dsc_client *c, dsc_client_ping_result *out, dsc_error *err);
 dsc_status dsc_client_stats(dsc_client *c, dsc_client_stats_result *out, dsc_error *err);
+/* The models of the catalogue, sorted by provider then model; provider NULL = all. */
+dsc_status dsc_client_models_list(dsc_client *c, const char *provider, dsc_client_models *out,
+                                  dsc_error *err);
+/* The zones of the catalogue with their annual and current grid intensity. */
+dsc_status dsc_client_zones_list(dsc_client *c, dsc_client_zones *out, dsc_error *err);
 
 /* ---------------------------------------------------------------- pipelining -- */
 
@@ -312,6 +345,8 @@ typedef enum dsc_client_method {
     DSC_CALL_POLICY_RELOAD, /* none                               dsc_client_reload_result */
     DSC_CALL_PING,          /* none                               dsc_client_ping_result */
     DSC_CALL_STATS,         /* none                               dsc_client_stats_result */
+    DSC_CALL_MODELS_LIST,   /* const char (provider) or NULL      dsc_client_models */
+    DSC_CALL_ZONES_LIST,    /* none                               dsc_client_zones */
 } dsc_client_method;
 
 /* One call of a pipeline: the caller sets method, request and result (result may
@@ -329,7 +364,6 @@ typedef struct dsc_client_call {
  * DSC_OK when every call succeeded, otherwise the status of the first that did
  * not (with err a copy of its message). */
 dsc_status dsc_client_pipeline(dsc_client *c, dsc_client_call *calls, size_t n, dsc_error *err);
-
 
 /* --------------------------------------------------------------------- guard -- *
  * The common shape in three calls (guard.c):
@@ -362,10 +396,10 @@ typedef struct dsc_guard_ticket {
     bool fallback_applied; /* discernd did not answer: `allowed` is the fallback */
     dsc_status status;     /* DSC_OK, or what went wrong (also when fallback applied) */
     char message[DSC_ERROR_MESSAGE_MAX];
-    int checks;            /* how many checks were sent (more than 1 after throttles) */
-    double waited_s;       /* time slept on throttles */
+    int checks;                    /* how many checks were sent (more than 1 after throttles) */
+    double waited_s;               /* time slept on throttles */
     dsc_client_check_result check; /* the last decision (zeroed when fallback applied) */
-    bool finished;         /* dsc_guard_end was called */
+    bool finished;                 /* dsc_guard_end was called */
     /* copied from the request, sent with settle so that it is charged even when the
      * server has forgotten the reservation (restart) */
     char provider[64], model[128], zone[8], org[64], team[64], user[64], key[64];
