@@ -154,6 +154,8 @@ static dsc_status m_stats(call *c, const msgpack_object *params, msgpack_packer 
     return DSC_OK;
 }
 
+#define AUTH_TRIES 3 /* wrong tokens before the connection is closed */
+
 /* Compare in time that depends only on the lengths, never on where they differ. */
 static bool token_equal(const char *a, size_t alen, const char *b, size_t blen) {
     volatile unsigned char diff = (unsigned char)(alen != blen);
@@ -175,8 +177,11 @@ static dsc_status m_auth(call *c, const msgpack_object *params, msgpack_packer *
     bool ok = want[0] && token_equal(token, strlen(token), want, strlen(want));
     memset(token, 0, sizeof token);
     if (!ok) {
-        dsc_log_write(&c->srv->log, DSC_LOG_WARN, "auth_failed", "conn=%llu",
-                      (unsigned long long)c->conn->id);
+        /* Guessing costs a connection every AUTH_TRIES attempts. */
+        bool last = ++c->conn->auth_failures >= AUTH_TRIES;
+        if (last) c->conn->closing = true;
+        dsc_log_write(&c->srv->log, DSC_LOG_WARN, "auth_failed", "conn=%llu closing=%d",
+                      (unsigned long long)c->conn->id, last);
         return dsc_error_set(err, DSC_UNAUTHORIZED,
                              want[0] ? "field 'token': wrong admin token"
                                      : "no admin token is configured");

@@ -252,7 +252,7 @@ static void pump(dsc__conn *c) {
         return;
     }
     if (c->closing && f == 0) {
-        conn_close(c, "broken_stream");
+        conn_close(c, "closed_by_server");
         return;
     }
     bool full = c->jobs >= c->w->srv->cfg.max_inflight;

@@ -336,3 +336,18 @@ Test(limits, a_paused_server_answers_nothing_until_resumed, .timeout = 30) {
     th_client_free(c);
     th_server_cleanup(&s);
 }
+
+Test(protocol, three_wrong_tokens_close_the_connection) {
+    th_client *c = th_connect_tcp(&srv);
+    for (int i = 0; i < 2; i++) {
+        json_t *r = th_call(c, "auth", "{\"token\": \"guess\"}");
+        cr_assert_str_eq(th_error_code(r), "unauthorized");
+        json_decref(r);
+    }
+    assert_ping_works(c); /* still open after two */
+    json_t *r = th_call(c, "auth", "{\"token\": \"guess\"}");
+    cr_assert_str_eq(th_error_code(r), "unauthorized");
+    json_decref(r);
+    cr_assert(th_closed(c, 5000), "the third wrong token must close the connection");
+    th_client_free(c);
+}
