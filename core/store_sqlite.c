@@ -322,11 +322,21 @@ static int write_budget(dsc__store *s, const dsc__rec *r) {
     return step(st);
 }
 
+static bool own_fault(int rc) {
+    return (rc & 0xff) == SQLITE_CONSTRAINT;
+}
+
 static int write_rec(dsc__store *s, const dsc__rec *r) {
     int rc;
     switch (r->type) {
     case DSC__REC_RESERVE:
-        return write_reserve(s, r);
+        rc = write_reserve(s, r);
+        if (rc != SQLITE_OK || !r->with_decision) return rc;
+        rc = write_decision(s, r);
+        /* the hold is written: a decision refused on its own would leave it without
+         * its journal, so any failure fails the batch (decisions have no constraint
+         * a validated record can break, so this does not happen in practice) */
+        return rc == SQLITE_OK || !own_fault(rc) ? rc : SQLITE_ERROR;
     case DSC__REC_SETTLE:
     case DSC__REC_CANCEL:
     case DSC__REC_EXPIRE:
@@ -340,10 +350,6 @@ static int write_rec(dsc__store *s, const dsc__rec *r) {
 }
 
 /* --- the writer ----------------------------------------------------------------- */
-
-static bool own_fault(int rc) {
-    return (rc & 0xff) == SQLITE_CONSTRAINT;
-}
 
 /* Write and commit recs[0..n); fills every status. Returns whether it committed. */
 static bool write_batch(dsc__store *s, dsc__rec **recs, size_t n) {

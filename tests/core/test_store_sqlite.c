@@ -695,3 +695,134 @@ Test(store_sqlite, a_file_of_the_previous_schema_reloads_and_gets_the_partial_in
                  1);
     cr_assert_eq(query_int(path, "SELECT count(*) FROM reservations WHERE state = 'settled'"), 2);
 }
+
+static dsc_decision_record allow_decision(const char *id) {
+    return (dsc_decision_record){.decision_id = id,
+                                 .subject = ana,
+                                 .purpose = "code-review",
+                                 .provider = "openai",
+                                 .model = "gpt-4o",
+                                 .est_gco2e = 5 * M,
+                                 .outcome = "allow",
+                                 .policy = "budgets",
+                                 .policy_version = "v1",
+                                 .reason = "within budget",
+                                 .reservation_id = "overwritten"};
+}
+
+Test(store_sqlite, reserve_journal_commits_hold_and_decision_in_one_record_and_calls_done_once) {
+    char path[600];
+    temp_db(path, sizeof path);
+    fake_clock clk = {T0};
+    dsc_ledger *l = open_at(path, &clk, 0);
+    dsc_error err;
+    cr_assert_eq(dsc_ledger_budget_set(l, "*", DSC_METRIC_GCO2E, "day", 100, NULL, &err), DSC_OK);
+    dsc_ledger_stats before, after;
+    dsc_ledger_stats_get(l, &before);
+    completion c = {PTHREAD_MUTEX_INITIALIZER, PTHREAD_COND_INITIALIZER, 0, DSC_INTERNAL};
+    char rid[DSC_RESERVATION_ID_MAX];
+    dsc_amounts a = amt(DSC_METRIC_GCO2E, 5 * M);
+    dsc_decision_record d = allow_decision("d1");
+    cr_assert_eq(dsc_ledger_reserve_journal_async(l, &ana, &a, 60, "q1", rid, NULL, 0, NULL, &d,
+                                                  on_done, &c, &err),
+                 DSC_OK, "%s", err.message);
+    dsc_budget_state st[2];
+    cr_assert_eq(find(st, preview(l, st, 2), "*").held, 5 * M, "held before the commit");
+    wait_calls(&c, 1);
+    cr_assert_eq(c.st, DSC_OK);
+    /* the batch is counted just after the completions run */
+    for (int i = 0; i < 2000; i++) {
+        dsc_ledger_stats_get(l, &after);
+        if (after.store_batches > before.store_batches) break;
+        nanosleep(&(struct timespec){0, 1000000}, NULL);
+    }
+    cr_assert_eq(after.store_records - before.store_records, 1, "one record for both rows");
+    cr_assert_eq(after.decisions - before.decisions, 1);
+    char sql[300];
+    snprintf(sql, sizeof sql,
+             "SELECT count(*) FROM decisions d JOIN reservations r ON r.id = d.reservation_id"
+             " WHERE d.decision_id = 'd1' AND r.id = '%s' AND r.state = 'held'"
+             " AND d.at_us = r.created_us AND d.reason = 'within budget' AND d.user = 'ana'",
+             rid);
+    cr_assert_eq(query_int(path, sql), 1, "the decision names its hold");
+    /* the same request again: the same hold, the new decision journaled alone */
+    char again[DSC_RESERVATION_ID_MAX];
+    d.decision_id = "d2";
+    cr_assert_eq(dsc_ledger_reserve_journal_async(l, &ana, &a, 60, "q1", again, NULL, 0, NULL, &d,
+                                                  on_done, &c, &err),
+                 DSC_OK, "%s", err.message);
+    cr_assert_str_eq(again, rid);
+    wait_calls(&c, 2);
+    snprintf(sql, sizeof sql,
+             "SELECT count(*) FROM decisions WHERE decision_id = 'd2' AND reservation_id = '%s'",
+             rid);
+    cr_assert_eq(query_int(path, sql), 1);
+    cr_assert_eq(query_int(path, "SELECT count(*) FROM reservations"), 1);
+    cr_assert_eq(find(st, preview(l, st, 2), "*").held, 5 * M, "nothing more held");
+    dsc_ledger_free(l);
+    cr_assert_eq(c.calls, 2, "done ran once per call");
+}
+
+Test(store_sqlite, reserve_journal_refused_or_invalid_holds_and_journals_nothing) {
+    char path[600];
+    temp_db(path, sizeof path);
+    dsc_ledger *l = open_at(path, NULL, 0);
+    dsc_error err;
+    cr_assert_eq(dsc_ledger_budget_set(l, "*", DSC_METRIC_GCO2E, "day", 10, NULL, &err), DSC_OK);
+    completion c = {PTHREAD_MUTEX_INITIALIZER, PTHREAD_COND_INITIALIZER, 0, DSC_INTERNAL};
+    char rid[DSC_RESERVATION_ID_MAX];
+    dsc_amounts big = amt(DSC_METRIC_GCO2E, 11 * M);
+    dsc_decision_record d = allow_decision("d1");
+    cr_assert_eq(dsc_ledger_reserve_journal_async(l, &ana, &big, 60, NULL, rid, NULL, 0, NULL, &d,
+                                                  on_done, &c, &err),
+                 DSC_BUDGET_EXCEEDED);
+    char reason[600];
+    memset(reason, 'x', sizeof reason - 1);
+    reason[sizeof reason - 1] = '\0';
+    d.reason = reason;
+    dsc_amounts a = amt(DSC_METRIC_GCO2E, M);
+    cr_assert_eq(dsc_ledger_reserve_journal_async(l, &ana, &a, 60, NULL, rid, NULL, 0, NULL, &d,
+                                                  on_done, &c, &err),
+                 DSC_BAD_REQUEST);
+    cr_assert(strstr(err.message, "'reason'"), "%s", err.message);
+    dsc_budget_state st[2];
+    cr_assert_eq(find(st, preview(l, st, 2), "*").held, 0, "nothing held");
+    dsc_ledger_stats stats;
+    dsc_ledger_stats_get(l, &stats);
+    cr_assert_eq(stats.decisions, 0);
+    dsc_ledger_free(l);
+    cr_assert_eq(c.calls, 0, "done is never called for an error");
+    cr_assert_eq(query_int(path, "SELECT count(*) FROM decisions"), 0);
+    cr_assert_eq(query_int(path, "SELECT count(*) FROM reservations"), 0);
+}
+
+Test(store_sqlite, reserve_journal_on_a_full_disk_reports_through_done_and_releases_the_hold) {
+    char path[600];
+    temp_db(path, sizeof path);
+    dsc_ledger *l = open_at(path, NULL, 0);
+    dsc_error err;
+    cr_assert_eq(dsc_ledger_budget_set(l, "*", DSC_METRIC_GCO2E, "day", 100, NULL, &err), DSC_OK);
+    cr_assert_eq(dsc__ledger_store_exec(l, "PRAGMA max_page_count = 1", &err), DSC_OK);
+    completion c = {PTHREAD_MUTEX_INITIALIZER, PTHREAD_COND_INITIALIZER, 0, DSC_INTERNAL};
+    char rid[DSC_RESERVATION_ID_MAX];
+    dsc_amounts a = amt(DSC_METRIC_GCO2E, M / 100);
+    dsc_decision_record d = allow_decision("d-full");
+    int ok = 0, failed = 0;
+    for (int i = 0; i < 400 && !failed; i++) {
+        cr_assert_eq(dsc_ledger_reserve_journal_async(l, &ana, &a, 60, NULL, rid, NULL, 0, NULL,
+                                                      &d, on_done, &c, &err),
+                     DSC_OK);
+        wait_calls(&c, i + 1);
+        if (c.st == DSC_OK)
+            ok++;
+        else
+            failed = c.st;
+    }
+    cr_assert_eq(failed, DSC_STORE_UNAVAILABLE, "the file never filled up");
+    dsc_budget_state st[2];
+    cr_assert_eq(find(st, preview(l, st, 2), "*").held, ok * (M / 100),
+                 "the failed record holds nothing");
+    dsc_ledger_free(l);
+    cr_assert_eq(query_int(path, "SELECT count(*) FROM decisions"), ok, "decisions = holds");
+    cr_assert_eq(query_int(path, "SELECT count(*) FROM reservations"), ok);
+}
