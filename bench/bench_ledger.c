@@ -13,9 +13,9 @@
  *   restart  dsc_ledger_new over a store holding 1,000,000 charge records
  *   checks   what a server's check + settle costs the ledger with durability full:
  *            64 000 checks (async reserve + async decision record) then their
- *            settles, from 2 threads with 512 checks or settles in flight; wall rate and process CPU
- *            (all threads, the writer's SQLite work included) per check and settle
- *   checks1  the same with dsc_ledger_reserve_journal_async (hold + decision, one record)
+ *            settles, from 2 threads with 512 checks or settles in flight; wall rate and process
+ * CPU (all threads, the writer's SQLite work included) per check and settle checks1  the same with
+ * dsc_ledger_reserve_journal_async (hold + decision, one record)
  */
 #include "discern/ledger.h"
 
@@ -64,7 +64,8 @@ static double writer_cpu_s(void) {
         stat[n] = '\0';
         unsigned long ut = 0, st = 0;
         const char *p = strrchr(stat, ')');
-        if (p && sscanf(p + 2, "%*c %*d %*d %*d %*d %*d %*u %*u %*u %*u %*u %lu %lu", &ut, &st) == 2)
+        if (p &&
+            sscanf(p + 2, "%*c %*d %*d %*d %*d %*d %*u %*u %*u %*u %*u %lu %lu", &ut, &st) == 2)
             total += (double)(ut + st) / (double)sysconf(_SC_CLK_TCK);
     }
     if (d) closedir(d);
@@ -424,8 +425,8 @@ static void check_phase(check_run *r, int phase, double *wall, double *cpu, doub
         pthread_create(&t[i], NULL, check_submitter, &w[i]);
     for (int i = 0; i < 2; i++)
         pthread_join(t[i], NULL);
-    while (__atomic_load_n(&r->done, __ATOMIC_ACQUIRE) < __atomic_load_n(&r->calls,
-                                                                           __ATOMIC_ACQUIRE)) {
+    while (__atomic_load_n(&r->done, __ATOMIC_ACQUIRE) <
+           __atomic_load_n(&r->calls, __ATOMIC_ACQUIRE)) {
         struct timespec ts = {0, 100000};
         nanosleep(&ts, NULL);
     }

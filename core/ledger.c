@@ -590,14 +590,14 @@ static dsc__rec *decision_rec(dsc_ledger *l, const dsc_decision_record *d, dsc_s
 
 /* A repeated request_id (mu held): the same reservation, and the decision (if any)
  * journaled alone, naming it; dec is consumed. */
-static dsc_status reserve_repeated(dsc_ledger *l, dsc__reservation *r, dsc__rec *dec,
-                                   int64_t now, char reservation_id[DSC_RESERVATION_ID_MAX],
-                                   dsc__done *done, dsc__rec **wait_rec, dsc_error *err) {
+static dsc_status reserve_repeated(dsc_ledger *l, dsc__reservation *r, dsc__rec *dec, int64_t now,
+                                   char reservation_id[DSC_RESERVATION_ID_MAX], dsc__done *done,
+                                   dsc__rec **wait_rec, dsc_error *err) {
     copy_str(reservation_id, DSC_RESERVATION_ID_MAX, r->id);
     if (r->committing) {
         free(dec);
-        return dsc_error_set(err, DSC_STORE_UNAVAILABLE, "request '%s' is still being reserved; retry",
-                             r->request_id);
+        return dsc_error_set(err, DSC_STORE_UNAVAILABLE,
+                             "request '%s' is still being reserved; retry", r->request_id);
     }
     if (!dec) return DSC_OK;
     dec->type = DSC__REC_DECISION;
@@ -699,11 +699,13 @@ dsc_status dsc_ledger_reserve_async(
                     &done);
 }
 
-dsc_status dsc_ledger_reserve_journal_async(
-    dsc_ledger *l, const dsc_subject *subject, const dsc_amounts *amounts, int64_t ttl_s,
-    const char *request_id, char reservation_id[DSC_RESERVATION_ID_MAX], dsc_budget_state *exceeded,
-    size_t max_exceeded, size_t *n_exceeded, const dsc_decision_record *decision,
-    dsc_ledger_done_fn fn, void *ud, dsc_error *err) {
+dsc_status dsc_ledger_reserve_journal_async(dsc_ledger *l, const dsc_subject *subject,
+                                            const dsc_amounts *amounts, int64_t ttl_s,
+                                            const char *request_id,
+                                            char reservation_id[DSC_RESERVATION_ID_MAX],
+                                            dsc_budget_state *exceeded, size_t max_exceeded,
+                                            size_t *n_exceeded, const dsc_decision_record *decision,
+                                            dsc_ledger_done_fn fn, void *ud, dsc_error *err) {
     dsc__done done = {fn, ud, false};
     return done_now(reserve_impl(l, subject, amounts, ttl_s, request_id, reservation_id, exceeded,
                                  max_exceeded, n_exceeded, decision, &done, err),

@@ -360,8 +360,10 @@ static lua_Integer count_below(lua_State *L, int idx, double below) {
         lua_rawgeti(L, idx, mid + 1);
         double v = lua_tonumber(L, -1);
         lua_pop(L, 1);
-        if (v < below) lo = mid + 1;
-        else hi = mid;
+        if (v < below)
+            lo = mid + 1;
+        else
+            hi = mid;
     }
     return lo;
 }

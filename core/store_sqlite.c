@@ -69,6 +69,7 @@ struct dsc__store {
  * text id is the key: one B-tree, not a table plus an index); finished_us is indexed
  * only where set, so a new hold adds no entry there. Files made before keep their
  * tables; their full finished_us index is replaced by the partial one on open. */
+// clang-format off
 static const char schema_sql[] =
     "CREATE TABLE IF NOT EXISTS meta(key TEXT PRIMARY KEY, value TEXT);"
     "INSERT OR IGNORE INTO meta VALUES('schema_version', '1');"
@@ -96,6 +97,7 @@ static const char schema_sql[] =
     " est_energy_wh INTEGER, est_gco2e INTEGER, est_water_ml INTEGER, outcome TEXT,"
     " policy TEXT, policy_version TEXT, reason TEXT, reservation_id TEXT);"
     "CREATE INDEX IF NOT EXISTS decisions_at ON decisions(at_us);";
+// clang-format on
 
 static const char *const stmt_sql[ST_COUNT] = {
     [ST_RES_INSERT] =

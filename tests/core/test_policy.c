@@ -781,8 +781,10 @@ static void *work(void *arg) {
         dsc_policy_input in = request(&e);
         dsc_decision d;
         if (dsc_policy_vm_decide(vm, &in, &d) != DSC_OK) continue;
-        if (d.outcome == DSC_POLICY_REFUSE) w->refused++;
-        else if (d.outcome == DSC_POLICY_ALLOW) w->allowed++;
+        if (d.outcome == DSC_POLICY_REFUSE)
+            w->refused++;
+        else if (d.outcome == DSC_POLICY_ALLOW)
+            w->allowed++;
     }
     dsc_policy_vm_free(vm);
     return NULL;
@@ -812,8 +814,8 @@ Test(policy, one_set_serves_vms_on_several_threads) {
 }
 
 Test(policy, a_memory_cap_too_small_fails_cleanly_at_every_size) {
-    put("a.lua", "local big = {} for i = 1, 2000 do big[i] = 'x' .. i end\n"
-                 POLICY("return allow(big[#big] .. ' ' .. req.model)"));
+    put("a.lua", "local big = {} for i = 1, 2000 do big[i] = 'x' .. i end\n" POLICY(
+                     "return allow(big[#big] .. ' ' .. req.model)"));
     put("purposes.lua", "return { classes = { essential = {'health'} } }\n");
     dsc_error err = {0};
     dsc_policy_set *set = dsc_policy_set_load(dir, &err);
@@ -843,18 +845,19 @@ Test(policy, a_memory_cap_too_small_fails_cleanly_at_every_size) {
 
 Test(policy, what_if_results_stay_distinct_within_a_request_read_only_and_reused_after) {
     /* 20 results in one request: more than the pool keeps, so fresh ones are made too */
-    put("a.lua", POLICY("local r = {}\n"
-                        "  for i = 1, 20 do\n"
-                        "    r[i] = ctx.estimate{model = i % 2 == 1 and 'gpt-4o-mini' or 'gpt-4o'}\n"
-                        "  end\n"
-                        "  for i = 1, 20 do\n"
-                        "    local want = i % 2 == 1 and 0.5 or 4\n"
-                        "    assert(math.abs(r[i].gco2e.max - want) < 1e-9, 'result ' .. i)\n"
-                        "  end\n"
-                        "  local ok = pcall(function() r[1].gco2e = 0 end)\n"
-                        "  local ok2 = pcall(function() r[20].gco2e.max = 0 end)\n"
-                        "  return allow(string.format('%s %s %.1f %s', tostring(ok), tostring(ok2),"
-                        " r[2].gco2e.max, tostring(r[1] ~= r[3])))"));
+    put("a.lua",
+        POLICY("local r = {}\n"
+               "  for i = 1, 20 do\n"
+               "    r[i] = ctx.estimate{model = i % 2 == 1 and 'gpt-4o-mini' or 'gpt-4o'}\n"
+               "  end\n"
+               "  for i = 1, 20 do\n"
+               "    local want = i % 2 == 1 and 0.5 or 4\n"
+               "    assert(math.abs(r[i].gco2e.max - want) < 1e-9, 'result ' .. i)\n"
+               "  end\n"
+               "  local ok = pcall(function() r[1].gco2e = 0 end)\n"
+               "  local ok2 = pcall(function() r[20].gco2e.max = 0 end)\n"
+               "  return allow(string.format('%s %s %.1f %s', tostring(ok), tostring(ok2),"
+               " r[2].gco2e.max, tostring(r[1] ~= r[3])))"));
     dsc_policy_vm *vm = vm_for(NULL);
     dsc_policy_oracle o = {NULL, fake_estimate, fake_models};
     dsc_policy_vm_set_oracle(vm, &o);

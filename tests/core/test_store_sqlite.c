@@ -809,8 +809,8 @@ Test(store_sqlite, reserve_journal_on_a_full_disk_reports_through_done_and_relea
     dsc_decision_record d = allow_decision("d-full");
     int ok = 0, failed = 0;
     for (int i = 0; i < 400 && !failed; i++) {
-        cr_assert_eq(dsc_ledger_reserve_journal_async(l, &ana, &a, 60, NULL, rid, NULL, 0, NULL,
-                                                      &d, on_done, &c, &err),
+        cr_assert_eq(dsc_ledger_reserve_journal_async(l, &ana, &a, 60, NULL, rid, NULL, 0, NULL, &d,
+                                                      on_done, &c, &err),
                      DSC_OK);
         wait_calls(&c, i + 1);
         if (c.st == DSC_OK)

@@ -301,11 +301,13 @@ dsc_status dsc_ledger_record_decision_async(dsc_ledger *l, const dsc_decision_re
  * reserved journals the decision alone, naming that reservation. When this returns an
  * error (DSC_BUDGET_EXCEEDED included), nothing was held or journaled and done is never
  * called: journal the refusal with dsc_ledger_record_decision_async. */
-dsc_status dsc_ledger_reserve_journal_async(
-    dsc_ledger *l, const dsc_subject *subject, const dsc_amounts *amounts, int64_t ttl_s,
-    const char *request_id, char reservation_id[DSC_RESERVATION_ID_MAX], dsc_budget_state *exceeded,
-    size_t max_exceeded, size_t *n_exceeded, const dsc_decision_record *decision,
-    dsc_ledger_done_fn done, void *ud, dsc_error *err);
+dsc_status dsc_ledger_reserve_journal_async(dsc_ledger *l, const dsc_subject *subject,
+                                            const dsc_amounts *amounts, int64_t ttl_s,
+                                            const char *request_id,
+                                            char reservation_id[DSC_RESERVATION_ID_MAX],
+                                            dsc_budget_state *exceeded, size_t max_exceeded,
+                                            size_t *n_exceeded, const dsc_decision_record *decision,
+                                            dsc_ledger_done_fn done, void *ud, dsc_error *err);
 
 /* --- health --------------------------------------------------------------------- */
 
