@@ -2,7 +2,8 @@
 # memory.sh - discernd's memory with 100 000 budgets and 10 000 connections.
 #
 #   bench/memory.sh [--budgets N] [--connections N] [--hold S] [--load-connections N]
-#                   [--workers N] [--durability D] [--no-build] [--keep-logs]
+#                   [--load-seconds S] [--store sqlite|memory] [--workers N]
+#                   [--durability D] [--no-build] [--keep-logs]
 #
 # Checks the design target "100 000 budgets and 10 000 connections in under 200 MB
 # RSS" end to end on a real server: builds a Release tree (build-rel/), starts
@@ -30,6 +31,8 @@ budgets=100000
 connections=10000
 hold=12
 load_connections=4
+load_s=3
+store=sqlite
 workers=
 durability=full
 build=1
@@ -37,13 +40,16 @@ keep_logs=0
 target_mb=200
 
 usage() {
-    sed -n '2,24p' "${BASH_SOURCE[0]}" | sed 's/^# \{0,1\}//'
+    sed -n '2,25p' "${BASH_SOURCE[0]}" | sed 's/^# \{0,1\}//'
     cat <<'EOF'
 Options:
   --budgets N           budgets created and checked (default 100000)
   --connections N       idle connections held (default 10000)
   --hold S              seconds the idle connections are held (default 12, at least 8)
   --load-connections N  connections of the load run while they are held (default 4)
+  --load-seconds S      seconds of that load run (default 3; the hold must outlast it)
+  --store S             sqlite (default: a file in the temporary folder) or memory
+                        (no store: shows what the SQLite page cache costs)
   --workers N           discernd worker threads (default: one per CPU)
   --durability D        full (default), batch or off
   --no-build            use the existing build-rel/
@@ -59,6 +65,8 @@ while [ $# -gt 0 ]; do
         --connections) [ $# -ge 2 ] || die "--connections needs a value"; connections=$2; shift ;;
         --hold) [ $# -ge 2 ] || die "--hold needs a value"; hold=$2; shift ;;
         --load-connections) [ $# -ge 2 ] || die "--load-connections needs a value"; load_connections=$2; shift ;;
+        --load-seconds) [ $# -ge 2 ] || die "--load-seconds needs a value"; load_s=$2; shift ;;
+        --store) [ $# -ge 2 ] || die "--store needs a value"; store=$2; shift ;;
         --workers) [ $# -ge 2 ] || die "--workers needs a value"; workers=$2; shift ;;
         --durability) [ $# -ge 2 ] || die "--durability needs a value"; durability=$2; shift ;;
         --no-build) build=0 ;;
@@ -76,6 +84,9 @@ done
     die "--hold: expected whole seconds in 8..250 (under the idle timeout), got '$hold'"
 [[ "$load_connections" =~ ^[0-9]+$ ]] && [ "$load_connections" -ge 1 ] && [ "$load_connections" -le 100 ] ||
     die "--load-connections: expected 1..100, got '$load_connections'"
+[[ "$load_s" =~ ^[0-9]+$ ]] && [ "$load_s" -ge 1 ] && [ "$load_s" -le $((hold - 5)) ] ||
+    die "--load-seconds: expected whole seconds in 1..hold-5 ($((hold - 5))), got '$load_s'"
+case "$store" in sqlite) store_path=discern.db ;; memory) store_path= ;; *) die "--store: expected sqlite or memory, got '$store'" ;; esac
 [ -n "$workers" ] || workers=$(nproc)
 [[ "$workers" =~ ^[0-9]+$ ]] && [ "$workers" -ge 1 ] || die "--workers: expected a count, got '$workers'"
 case "$durability" in full|batch|off) ;; *) die "--durability: expected full, batch or off, got '$durability'" ;; esac
@@ -126,7 +137,7 @@ http = ""
 port_file = "$tmp/ports"
 policies = "$root/policies"
 data = "$root/core/data"
-store = "$tmp/discern.db"
+store = "${store_path:+$tmp/$store_path}"
 durability = "$durability"
 workers = $workers
 admin_token = "$token"
@@ -163,7 +174,7 @@ command -v bc >/dev/null || die "bc not found"
 
 echo "command: $command_line"
 echo "machine: $(nproc) CPUs, $(lscpu | sed -n 's/^Model name: *//p' | head -1), $(awk '/^MemTotal:/ { printf "%.0f GB RAM", $2 / 1048576 }' /proc/meminfo); load average $(cut -d' ' -f1-3 /proc/loadavg)"
-echo "discernd: $workers workers, durability $durability, max_connections $((connections + load_connections + 100)), open files $nofile"
+echo "discernd: $workers workers, store $store, durability $durability, max_connections $((connections + load_connections + 100)), open files $nofile"
 
 sleep 0.5
 sample "start"
@@ -206,8 +217,7 @@ ready_at=$(date +%s)
 sleep 1
 sample "+ $connections idle connections (one ping each)"
 
-load_s=3
-timeout 60 "$bin/loadgen" --port "$port" -c "$load_connections" -P 16 -d "$load_s" \
+timeout $((load_s + 60)) "$bin/loadgen" --port "$port" -c "$load_connections" -P 16 -d "$load_s" \
     --users "$budgets" --kv >"$tmp/load.log" 2>&1 ||
     { cat "$tmp/load.log"; die "load on $load_connections connections failed"; }
 load_rps=$(sed -n 's/^RESULT rps=\([0-9]*\).*/\1/p' "$tmp/load.log")
