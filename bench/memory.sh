@@ -217,22 +217,40 @@ ready_at=$(date +%s)
 sleep 1
 sample "+ $connections idle connections (one ping each)"
 
+# the load runs in the background; its progress (RSS every 10 s) goes to stderr
 timeout $((load_s + 60)) "$bin/loadgen" --port "$port" -c "$load_connections" -P 16 -d "$load_s" \
-    --users "$budgets" --kv >"$tmp/load.log" 2>&1 ||
-    { cat "$tmp/load.log"; die "load on $load_connections connections failed"; }
+    --users "$budgets" --kv >"$tmp/load.log" 2>&1 &
+load_pid=$!
+pids+=("$load_pid")
+load_t0=$(date +%s)
+next_print=10
+while kill -0 "$load_pid" 2>/dev/null; do
+    sleep 1
+    t=$(($(date +%s) - load_t0))
+    if [ "$t" -ge "$next_print" ] && kill -0 "$load_pid" 2>/dev/null; then
+        next_print=$((next_print + 10))
+        alive "load"
+        printf '    load, %3d s: RSS %7.1f MB\n' "$t" \
+            "$(awk '/^VmRSS:/ { print $2 / 1024 }' "/proc/$pid/status")" >&2
+    fi
+done
+rc=0
+wait "$load_pid" || rc=$?
+pids=("$pid" "$idle_pid")
+[ "$rc" = 0 ] || { cat "$tmp/load.log"; die "load on $load_connections connections failed"; }
+load_end=$(date +%s)
 load_rps=$(sed -n 's/^RESULT rps=\([0-9]*\).*/\1/p' "$tmp/load.log")
 [ $(($(date +%s) - ready_at)) -lt "$hold" ] ||
     die "the load ran past the hold: the idle connections were already closing (raise --hold)"
 sample "+ check+settle on $load_connections more connections (${load_rps} req/s, ${load_s} s)"
 
-rc=0
 wait "$idle_pid" || rc=$?
 pids=("$pid")
 [ "$rc" = 0 ] || { cat "$tmp/idle.log"; die "not every idle connection answered both pings"; }
 idle_result=$(grep '^RESULT' "$tmp/idle.log")
 echo "  idle_conns: ${idle_result#RESULT }" >&2
 sleep 1
-sample "idle connections closed"
+sample "idle connections closed ($(($(date +%s) - load_end)) s after the load)"
 
 # --- the table -------------------------------------------------------------------------
 echo "load average after: $(cut -d' ' -f1-3 /proc/loadavg)"
