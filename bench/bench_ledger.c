@@ -11,9 +11,15 @@
  *            (also batch and off for comparison)
  *   rss      resident memory with 100,000 budgets, each with a counter
  *   restart  dsc_ledger_new over a store holding 1,000,000 charge records
+ *   checks   what a server's check + settle costs the ledger with durability full:
+ *            64 000 checks (async reserve + async decision record) then their
+ *            settles, from 2 threads with 512 checks or settles in flight; wall rate and process CPU
+ *            (all threads, the writer's SQLite work included) per check and settle
+ *   checks1  the same with dsc_ledger_reserve_journal_async (hold + decision, one record)
  */
 #include "discern/ledger.h"
 
+#include <dirent.h>
 #include <pthread.h>
 #include <semaphore.h>
 #include <stdio.h>
@@ -36,6 +42,33 @@ static double cpu_s(void) {
     struct timespec ts;
     clock_gettime(CLOCK_PROCESS_CPUTIME_ID, &ts);
     return (double)ts.tv_sec + (double)ts.tv_nsec / 1e9;
+}
+
+/* CPU seconds of the store's writer thread (named "dsc-store"), from /proc. */
+static double writer_cpu_s(void) {
+    DIR *d = opendir("/proc/self/task");
+    struct dirent *e;
+    double total = 0;
+    while (d && (e = readdir(d))) {
+        char path[300], comm[32] = "", stat[1024];
+        snprintf(path, sizeof path, "/proc/self/task/%s/comm", e->d_name);
+        FILE *f = fopen(path, "r");
+        if (!f) continue;
+        if (!fgets(comm, sizeof comm, f)) comm[0] = '\0';
+        fclose(f);
+        if (strncmp(comm, "dsc-store", 9) != 0) continue;
+        snprintf(path, sizeof path, "/proc/self/task/%s/stat", e->d_name);
+        if (!(f = fopen(path, "r"))) continue;
+        size_t n = fread(stat, 1, sizeof stat - 1, f);
+        fclose(f);
+        stat[n] = '\0';
+        unsigned long ut = 0, st = 0;
+        const char *p = strrchr(stat, ')');
+        if (p && sscanf(p + 2, "%*c %*d %*d %*d %*d %*d %*u %*u %*u %*u %*u %lu %lu", &ut, &st) == 2)
+            total += (double)(ut + st) / (double)sysconf(_SC_CLK_TCK);
+    }
+    if (d) closedir(d);
+    return total;
 }
 
 static long rss_kb(void) {
@@ -293,6 +326,147 @@ static void bench_durable(const char *dir) {
     bench_durable_mode(dir, DSC_DURABILITY_OFF, "off", 64, 1000);
 }
 
+/* --- checks: the server's hot path ----------------------------------------------- */
+
+typedef struct check_run {
+    dsc_ledger *l;
+    char (*rids)[DSC_RESERVATION_ID_MAX];
+    int n, nthreads, phase; /* 0 checks, 1 settles */
+    bool one_record;        /* dsc_ledger_reserve_journal_async: hold + decision in one */
+    sem_t slots;
+    long done, calls;
+    int failures;
+} check_run;
+
+typedef struct check_worker {
+    check_run *run;
+    int index;
+} check_worker;
+
+static void on_check_done(void *ud, dsc_status st, const dsc_error *err) {
+    check_run *r = ud;
+    (void)err;
+    if (st != DSC_OK) __atomic_add_fetch(&r->failures, 1, __ATOMIC_RELAXED);
+    __atomic_add_fetch(&r->done, 1, __ATOMIC_RELEASE);
+    sem_post(&r->slots);
+}
+
+/* One check as discernd journals it: the hold, then the decision naming it. */
+static void one_check(check_run *r, int i, const dsc_subject *s, const dsc_amounts *a) {
+    char did[32];
+    snprintf(did, sizeof did, "d%08x%08x", (unsigned)i * 2654435761u, (unsigned)i);
+    dsc_decision_record d = {.decision_id = did,
+                             .subject = *s,
+                             .purpose = "code-review",
+                             .provider = "openai",
+                             .model = "gpt-4o",
+                             .input_tokens = 1200,
+                             .output_tokens = 800,
+                             .est_energy_wh = 4 * M,
+                             .est_gco2e = 5 * M,
+                             .est_water_ml = 7 * M,
+                             .outcome = "allow",
+                             .policy = "right-size",
+                             .policy_version = "3f2a9c1d0b7e",
+                             .reason = "allowed; openai/gpt-4.1-nano would do for less",
+                             .reservation_id = r->rids[i]};
+    if (r->one_record) {
+        sem_wait(&r->slots);
+        __atomic_add_fetch(&r->calls, 1, __ATOMIC_RELAXED);
+        if (dsc_ledger_reserve_journal_async(r->l, s, a, 3600, NULL, r->rids[i], NULL, 0, NULL, &d,
+                                             on_check_done, r, NULL) != DSC_OK)
+            on_check_done(r, DSC_INTERNAL, NULL);
+        return;
+    }
+    sem_wait(&r->slots);
+    sem_wait(&r->slots);
+    if (dsc_ledger_reserve_async(r->l, s, a, 3600, NULL, r->rids[i], NULL, 0, NULL, on_check_done,
+                                 r, NULL) != DSC_OK)
+        on_check_done(r, DSC_INTERNAL, NULL);
+    if (dsc_ledger_record_decision_async(r->l, &d, on_check_done, r, NULL) != DSC_OK)
+        on_check_done(r, DSC_INTERNAL, NULL);
+    __atomic_add_fetch(&r->calls, 2, __ATOMIC_RELAXED);
+}
+
+static void *check_submitter(void *arg) {
+    check_worker *w = arg;
+    check_run *r = w->run;
+    char org[16], team[16], user[16];
+    dsc_amounts a = {{0}};
+    a.v[DSC_METRIC_GCO2E] = 5 * M;
+    a.v[DSC_METRIC_REQUESTS] = M;
+    for (int i = w->index; i < r->n; i += r->nthreads) {
+        dsc_subject s;
+        subject_of(i, org, team, user, &s);
+        if (r->phase == 0) {
+            one_check(r, i, &s, &a);
+            continue;
+        }
+        sem_wait(&r->slots);
+        __atomic_add_fetch(&r->calls, 1, __ATOMIC_RELAXED);
+        if (dsc_ledger_settle_async(r->l, r->rids[i], &a, NULL, NULL, on_check_done, r, NULL) !=
+            DSC_OK)
+            on_check_done(r, DSC_INTERNAL, NULL);
+    }
+    return NULL;
+}
+
+/* Run one phase from 2 threads; wall and CPU seconds until every completion ran. */
+static void check_phase(check_run *r, int phase, double *wall, double *cpu, double *wcpu) {
+    r->phase = phase;
+    r->done = r->calls = 0;
+    /* 512 checks or settles in flight: a check as two records takes two slots */
+    sem_init(&r->slots, 0, phase == 0 && !r->one_record ? 1024 : 512);
+    pthread_t t[2];
+    check_worker w[2] = {{r, 0}, {r, 1}};
+    double t0 = now_s(), c0 = cpu_s(), w0 = writer_cpu_s();
+    for (int i = 0; i < 2; i++)
+        pthread_create(&t[i], NULL, check_submitter, &w[i]);
+    for (int i = 0; i < 2; i++)
+        pthread_join(t[i], NULL);
+    while (__atomic_load_n(&r->done, __ATOMIC_ACQUIRE) < __atomic_load_n(&r->calls,
+                                                                           __ATOMIC_ACQUIRE)) {
+        struct timespec ts = {0, 100000};
+        nanosleep(&ts, NULL);
+    }
+    *wall = now_s() - t0;
+    *cpu = cpu_s() - c0;
+    *wcpu = writer_cpu_s() - w0;
+    sem_destroy(&r->slots);
+}
+
+static void bench_checks(const char *dir, bool one_record) {
+    char path[1024];
+    snprintf(path, sizeof path, "%s/checks.db", dir);
+    unlink(path);
+    dsc_ledger *l = open_ledger(path, DSC_DURABILITY_FULL, NULL, NULL);
+    three_budgets(l);
+    check_run r = {.l = l, .n = 64000, .nthreads = 2, .one_record = one_record};
+    r.rids = calloc((size_t)r.n, sizeof *r.rids);
+    double cw, cc, sw, sc, cwr, swr;
+    dsc_ledger_stats s0, s1, s2;
+    dsc_ledger_stats_get(l, &s0);
+    check_phase(&r, 0, &cw, &cc, &cwr);
+    dsc_ledger_stats_get(l, &s1);
+    check_phase(&r, 1, &sw, &sc, &swr);
+    dsc_ledger_stats_get(l, &s2);
+    printf("%s: %d checks (%s, async, full): %.0f /s, %.2f us CPU each "
+           "(writer %.2f), %.0f records/commit; their settles: %.0f /s, %.2f us CPU each "
+           "(writer %.2f), %.0f records/commit; check+settle %.2f us CPU (writer %.2f); "
+           "failures %d\n",
+           one_record ? "checks1" : "checks", r.n,
+           one_record ? "hold and decision in one record" : "reserve + decision", r.n / cw,
+           cc * 1e6 / r.n, cwr * 1e6 / r.n,
+           (double)(s1.store_records - s0.store_records) /
+               (double)(s1.store_batches - s0.store_batches),
+           r.n / sw, sc * 1e6 / r.n, swr * 1e6 / r.n,
+           (double)(s2.store_records - s1.store_records) /
+               (double)(s2.store_batches - s1.store_batches),
+           (cc + sc) * 1e6 / r.n, (cwr + swr) * 1e6 / r.n, r.failures);
+    dsc_ledger_free(l);
+    free(r.rids);
+}
+
 /* --- rss ---------------------------------------------------------------------- */
 
 static void bench_rss(size_t retain_max) {
@@ -413,6 +587,8 @@ int main(int argc, char **argv) {
         bench_durable_async(dir, 1024);
     }
     if (wants(argc, argv, "durable")) bench_durable(dir);
+    if (wants(argc, argv, "checks")) bench_checks(dir, false);
+    if (wants(argc, argv, "checks1")) bench_checks(dir, true);
     if (wants(argc, argv, "restart")) bench_restart(dir, 14 * 86400);
     if (wants(argc, argv, "restart-recent")) bench_restart(dir, 500);
     return 0;

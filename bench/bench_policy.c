@@ -126,6 +126,8 @@ static int run(const char *label, const char *dir, const dsc_catalog *cat, long 
     long warm = n / 100 > 0 ? n / 100 : 1;
     size_t mem_warm = 0;
     long rss_warm = 0;
+    struct timespec c0, c1;
+    clock_gettime(CLOCK_THREAD_CPUTIME_ID, &c0);
     int64_t max = 0, t0 = now_ns();
     for (long i = 0; i < n; i++) {
         int64_t a = now_ns();
@@ -141,13 +143,16 @@ static int run(const char *label, const char *dir, const dsc_catalog *cat, long 
         hist[b < BUCKETS ? b : BUCKETS - 1]++;
     }
     double secs = (double)(now_ns() - t0) / 1e9;
+    clock_gettime(CLOCK_THREAD_CPUTIME_ID, &c1);
+    double cpu = (double)(c1.tv_sec - c0.tv_sec) + (double)(c1.tv_nsec - c0.tv_nsec) / 1e9;
     dsc_policy_vm_stats(vm, &st);
     printf("%s: %d policies run, outcome %s (%s), suggest %s\n", label, d.n_verdicts,
            dsc_policy_outcome_name(d.outcome), d.policy[0] ? d.policy : "-",
            d.suggest_model[0] ? d.suggest_model : "-");
-    printf("  %ld evaluations in %.2f s: median %.2f us, p99 %.2f us, max %.1f us, errors %llu\n",
+    printf("  %ld evaluations in %.2f s: median %.2f us, p99 %.2f us, max %.1f us, errors %llu; "
+           "CPU %.2f us each (timing included)\n",
            n, secs, percentile(hist, n, 0.5), percentile(hist, n, 0.99), (double)max / 1000.0,
-           (unsigned long long)st.errors);
+           (unsigned long long)st.errors, cpu * 1e6 / (double)n);
     printf("  Lua memory after %ld: %zu KiB, at the end: %zu KiB; RSS %ld KiB -> %ld KiB\n", warm,
            mem_warm / 1024, st.memory_in_use / 1024, rss_warm, rss_kib());
     free(hist);

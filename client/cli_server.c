@@ -316,14 +316,25 @@ static void bar(char *out, int width, const dsc_client_budget *b) {
     out[i] = '\0';
 }
 
+static int widest(int width, const char *s) {
+    int n = (int)strlen(s);
+    return n > width ? n : width;
+}
+
 void cli_print_budgets(FILE *out, const dsc_client_budgets *b, bool with_request) {
     if (b->count == 0) {
         fputs("no budget applies\n", out);
         return;
     }
-    fprintf(out, "%-16s %-16s %-9s %-12s %-22s %12s %12s %12s %12s%s  %s\n", "BUDGET", "COUNTER",
-            "METRIC", "WINDOW", "USED # HELD + FREE .", "USED", "HELD", "REMAINING", "LIMIT",
-            with_request ? "      REQUEST" : "", "RESETS");
+    int wsel = 6, wcnt = 7, wwin = 6; /* widths of BUDGET, COUNTER, WINDOW: the widest value */
+    for (size_t i = 0; i < b->count; i++) {
+        wsel = widest(wsel, b->items[i].selector);
+        wcnt = widest(wcnt, b->items[i].counter);
+        wwin = widest(wwin, b->items[i].window);
+    }
+    fprintf(out, "%-*s %-*s %-9s %-*s %-22s %12s %12s %12s %12s%s  %s\n", wsel, "BUDGET", wcnt,
+            "COUNTER", "METRIC", wwin, "WINDOW", "USED # HELD + FREE .", "USED", "HELD",
+            "REMAINING", "LIMIT", with_request ? "      REQUEST" : "", "RESETS");
     for (size_t i = 0; i < b->count; i++) {
         const dsc_client_budget *x = &b->items[i];
         char cells[24], when[32], req[32] = "";
@@ -331,9 +342,9 @@ void cli_print_budgets(FILE *out, const dsc_client_budgets *b, bool with_request
         cli_format_time(x->resets_at, when, sizeof when);
         if (with_request)
             snprintf(req, sizeof req, " %12.6g%s", x->request, x->would_exceed ? "!" : " ");
-        fprintf(out, "%-16s %-16s %-9s %-12s %-22s %12.6g %12.6g %12.6g %12.6g%s  %s\n",
-                x->selector, x->counter, x->metric, x->window, cells, x->used, x->held,
-                x->remaining, x->limit, req, when);
+        fprintf(out, "%-*s %-*s %-9s %-*s %-22s %12.6g %12.6g %12.6g %12.6g%s  %s\n", wsel,
+                x->selector, wcnt, x->counter, x->metric, wwin, x->window, cells, x->used,
+                x->held, x->remaining, x->limit, req, when);
     }
 }
 

@@ -529,10 +529,17 @@ fail:
     return DSC_NOMEM;
 }
 
-/* Journal a new hold (mu held); *rec is set when the caller must wait for it. */
-static dsc_status journal_reserve(dsc_ledger *l, dsc__reservation *r, dsc__done *done,
-                                  dsc__rec **wait_rec, dsc_error *err) {
-    dsc__rec *rec = dsc__rec_for(DSC__REC_RESERVE, r, r->created_us);
+/* Journal a new hold (mu held), in dec (its decision, already copied in) when given;
+ * dec is consumed either way. *rec is set when the caller must wait for it. */
+static dsc_status journal_reserve(dsc_ledger *l, dsc__reservation *r, dsc__rec *dec,
+                                  dsc__done *done, dsc__rec **wait_rec, dsc_error *err) {
+    dsc__rec *rec = dec;
+    if (rec) {
+        dsc__rec_fill(rec, DSC__REC_RESERVE, r, r->created_us);
+        rec->with_decision = true;
+    } else {
+        rec = dsc__rec_for(DSC__REC_RESERVE, r, r->created_us);
+    }
     bool wait = l->durability == DSC_DURABILITY_FULL && !done->fn;
     if (rec) {
         rec->done_fn = done->fn;
@@ -550,6 +557,7 @@ static dsc_status journal_reserve(dsc_ledger *l, dsc__reservation *r, dsc__done 
     }
     done->queued = done->fn != NULL;
     r->committing = true;
+    if (dec) l->decisions++;
     *wait_rec = wait ? rec : NULL;
     return DSC_OK;
 }
@@ -562,11 +570,57 @@ static dsc_status wait_rec(dsc_ledger *l, dsc__rec *rec, dsc_error *err) {
     return st;
 }
 
+static dsc_status decision_copy(const dsc_decision_record *d, dsc__rec *rec, dsc_error *err);
+
+/* The record a check's decision goes into, validated (before anything is held); NULL
+ * with *st DSC_OK when there is none to write. */
+static dsc__rec *decision_rec(dsc_ledger *l, const dsc_decision_record *d, dsc_status *st,
+                              dsc_error *err) {
+    *st = DSC_OK;
+    if (!d) return NULL;
+    dsc__rec *rec = calloc(1, sizeof *rec);
+    if (!rec) {
+        *st = dsc_error_set(err, DSC_NOMEM, "out of memory journaling a decision");
+        return NULL;
+    }
+    if ((*st = decision_copy(d, rec, err)) == DSC_OK && l->store) return rec;
+    free(rec);
+    return NULL;
+}
+
+/* A repeated request_id (mu held): the same reservation, and the decision (if any)
+ * journaled alone, naming it; dec is consumed. */
+static dsc_status reserve_repeated(dsc_ledger *l, dsc__reservation *r, dsc__rec *dec,
+                                   int64_t now, char reservation_id[DSC_RESERVATION_ID_MAX],
+                                   dsc__done *done, dsc__rec **wait_rec, dsc_error *err) {
+    copy_str(reservation_id, DSC_RESERVATION_ID_MAX, r->id);
+    if (r->committing) {
+        free(dec);
+        return dsc_error_set(err, DSC_STORE_UNAVAILABLE, "request '%s' is still being reserved; retry",
+                             r->request_id);
+    }
+    if (!dec) return DSC_OK;
+    dec->type = DSC__REC_DECISION;
+    dec->at_us = now;
+    copy_str(dec->reservation_id, sizeof dec->reservation_id, r->id);
+    dec->done_fn = done->fn;
+    dec->done_ud = done->ud;
+    bool wait = l->durability == DSC_DURABILITY_FULL && !done->fn;
+    if (dsc__store_enqueue(l->store, dec, wait) != DSC_OK)
+        return dsc_error_set(err, DSC_STORE_UNAVAILABLE,
+                             "the ledger store is failing; the decision was not journaled");
+    l->decisions++;
+    done->queued = done->fn != NULL;
+    *wait_rec = wait ? dec : NULL;
+    return DSC_OK;
+}
+
 static dsc_status reserve_impl(dsc_ledger *l, const dsc_subject *subject,
                                const dsc_amounts *amounts, int64_t ttl_s, const char *request_id,
                                char reservation_id[DSC_RESERVATION_ID_MAX],
                                dsc_budget_state *exceeded, size_t max_exceeded, size_t *n_exceeded,
-                               dsc__done *done, dsc_error *err) {
+                               const dsc_decision_record *decision, dsc__done *done,
+                               dsc_error *err) {
     dsc_subject none = {0};
     if (!subject) subject = &none;
     if (n_exceeded) *n_exceeded = 0;
@@ -575,6 +629,8 @@ static dsc_status reserve_impl(dsc_ledger *l, const dsc_subject *subject,
         return dsc_error_set(err, DSC_BAD_REQUEST, "no buffer for the reservation id");
     if (!exceeded) max_exceeded = 0;
     dsc_status st = reserve_validate(subject, amounts, ttl_s, request_id, err);
+    if (st != DSC_OK) return st;
+    dsc__rec *dec = decision_rec(l, decision, &st, err);
     if (st != DSC_OK) return st;
     if (request_id && !*request_id) request_id = NULL;
     dsc__hit hits[DSC__HITS_MAX];
@@ -586,14 +642,9 @@ static dsc_status reserve_impl(dsc_ledger *l, const dsc_subject *subject,
     expire_due(l, now);
     forget_old(l, now);
     if (request_id && (r = dsc__strmap_get(&l->requests, request_id))) {
-        copy_str(reservation_id, DSC_RESERVATION_ID_MAX, r->id);
-        st = r->committing ? dsc_error_set(err, DSC_STORE_UNAVAILABLE,
-                                           "request '%s' is "
-                                           "still being reserved; retry",
-                                           request_id)
-                           : DSC_OK;
-        pthread_mutex_unlock(&l->mu);
-        return st;
+        st = reserve_repeated(l, r, dec, now, reservation_id, done, &rec, err);
+        dec = NULL;
+        goto out;
     }
     if ((st = dsc__match(l, subject, true, hits, &nh, err)) != DSC_OK) goto out;
     size_t nx = find_exceeded(l, hits, nh, subject, amounts, now, exceeded, max_exceeded);
@@ -609,9 +660,12 @@ static dsc_status reserve_impl(dsc_ledger *l, const dsc_subject *subject,
         goto out;
     }
     copy_str(reservation_id, DSC_RESERVATION_ID_MAX, r->id);
-    if (l->store) st = journal_reserve(l, r, done, &rec, err);
+    if (l->store) st = journal_reserve(l, r, dec, done, &rec, err);
+    dec = NULL;
 out:
+    if (st == DSC_OK && decision && !l->store) l->decisions++;
     pthread_mutex_unlock(&l->mu);
+    free(dec);
     if (st == DSC_OK) st = wait_rec(l, rec, err);
     return st;
 }
@@ -632,7 +686,7 @@ dsc_status dsc_ledger_reserve(dsc_ledger *l, const dsc_subject *subject, const d
                               dsc_error *err) {
     dsc__done none = {0};
     return reserve_impl(l, subject, amounts, ttl_s, request_id, reservation_id, exceeded,
-                        max_exceeded, n_exceeded, &none, err);
+                        max_exceeded, n_exceeded, NULL, &none, err);
 }
 
 dsc_status dsc_ledger_reserve_async(
@@ -641,7 +695,18 @@ dsc_status dsc_ledger_reserve_async(
     size_t max_exceeded, size_t *n_exceeded, dsc_ledger_done_fn fn, void *ud, dsc_error *err) {
     dsc__done done = {fn, ud, false};
     return done_now(reserve_impl(l, subject, amounts, ttl_s, request_id, reservation_id, exceeded,
-                                 max_exceeded, n_exceeded, &done, err),
+                                 max_exceeded, n_exceeded, NULL, &done, err),
+                    &done);
+}
+
+dsc_status dsc_ledger_reserve_journal_async(
+    dsc_ledger *l, const dsc_subject *subject, const dsc_amounts *amounts, int64_t ttl_s,
+    const char *request_id, char reservation_id[DSC_RESERVATION_ID_MAX], dsc_budget_state *exceeded,
+    size_t max_exceeded, size_t *n_exceeded, const dsc_decision_record *decision,
+    dsc_ledger_done_fn fn, void *ud, dsc_error *err) {
+    dsc__done done = {fn, ud, false};
+    return done_now(reserve_impl(l, subject, amounts, ttl_s, request_id, reservation_id, exceeded,
+                                 max_exceeded, n_exceeded, decision, &done, err),
                     &done);
 }
 

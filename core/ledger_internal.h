@@ -192,6 +192,8 @@ dsc_status dsc__ledger_store_open(dsc_ledger *l, const char *path, int batch_ms,
 void dsc__ledger_apply(void *ud, dsc__rec **recs, size_t n);
 /* A zeroed record of type with r's id and subject filled (NULL: DSC_NOMEM). */
 dsc__rec *dsc__rec_for(dsc__rec_type type, const dsc__reservation *r, int64_t at_us);
+/* Set rec's type, time, reservation id, request id and subject from r. */
+void dsc__rec_fill(dsc__rec *rec, dsc__rec_type type, const dsc__reservation *r, int64_t at_us);
 /* Apply the outcome of one record (under mu). */
 void dsc__apply_settle(dsc_ledger *l, dsc__reservation *r, const dsc_amounts *delta, int64_t at_us,
                        bool ok);

@@ -30,16 +30,28 @@ dsc__rstate dsc__rstate_parse(const char *name) {
 
 dsc__rec *dsc__rec_for(dsc__rec_type type, const dsc__reservation *r, int64_t at_us) {
     dsc__rec *rec = calloc(1, sizeof *rec);
-    if (!rec) return NULL;
+    if (rec) dsc__rec_fill(rec, type, r, at_us);
+    return rec;
+}
+
+/* Copy a string known to fit (ids and names are checked on the way in), truncating
+ * anyway: snprintf costs more than the rest of building the record. */
+static void put(char *dst, size_t max, const char *src) {
+    size_t n = strlen(src);
+    if (n >= max) n = max - 1;
+    memcpy(dst, src, n);
+    dst[n] = '\0';
+}
+
+void dsc__rec_fill(dsc__rec *rec, dsc__rec_type type, const dsc__reservation *r, int64_t at_us) {
     rec->type = type;
     rec->at_us = at_us;
-    snprintf(rec->reservation_id, sizeof rec->reservation_id, "%s", r->id);
-    snprintf(rec->request_id, sizeof rec->request_id, "%s", r->request_id);
-    snprintf(rec->subject.org, DSC_NAME_MAX, "%s", r->org);
-    snprintf(rec->subject.team, DSC_NAME_MAX, "%s", r->team);
-    snprintf(rec->subject.user, DSC_NAME_MAX, "%s", r->user);
-    snprintf(rec->subject.key, DSC_NAME_MAX, "%s", r->key);
-    return rec;
+    put(rec->reservation_id, sizeof rec->reservation_id, r->id);
+    put(rec->request_id, sizeof rec->request_id, r->request_id);
+    put(rec->subject.org, DSC_NAME_MAX, r->org);
+    put(rec->subject.team, DSC_NAME_MAX, r->team);
+    put(rec->subject.user, DSC_NAME_MAX, r->user);
+    put(rec->subject.key, DSC_NAME_MAX, r->key);
 }
 
 /* --- applying outcomes (mu held) ---------------------------------------------- */

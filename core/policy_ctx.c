@@ -71,17 +71,70 @@ static const char *request_zone(const dsc_policy_input *in) {
     return in->estimate && in->estimate->zone[0] ? in->estimate->zone : NULL;
 }
 
-/* Push {energy_wh={min=,max=}, gco2e=..., ..., zone=} for est (a fresh table). */
-static void push_impacts(lua_State *L, const dsc_estimate *est) {
-    lua_createtable(L, 0, 6);
+/* Fill an estimate's data tables: data (zone) and the 5 metric tables (min, max) at
+ * metrics[0..5) on the stack. */
+static void fill_impacts(lua_State *L, int data, const int metrics[5], const dsc_estimate *est) {
     for (int m = 0; m < 5; m++) {
         const dsc_range *r = (const dsc_range *)((const char *)&est->total + est_metrics[m].offset);
-        lua_createtable(L, 0, 2);
-        set_number(L, lua_gettop(L), "min", r->min * est_metrics[m].factor);
-        set_number(L, lua_gettop(L), "max", r->max * est_metrics[m].factor);
-        lua_setfield(L, -2, est_metrics[m].name);
+        set_number(L, metrics[m], "min", r->min * est_metrics[m].factor);
+        set_number(L, metrics[m], "max", r->max * est_metrics[m].factor);
     }
-    set_string(L, lua_gettop(L), "zone", est->zone);
+    set_string(L, data, "zone", est->zone);
+}
+
+/* A new what-if result: entry = {proxy, data, metric data x5}, the proxy read-only over
+ * data, data's metric fields read-only proxies over the metric tables. Pushes entry. */
+static void new_whatif_entry(lua_State *L) {
+    lua_createtable(L, 7, 0);
+    int entry = lua_gettop(L);
+    lua_createtable(L, 0, 6);
+    int data = lua_gettop(L);
+    for (int m = 0; m < 5; m++) {
+        lua_createtable(L, 0, 2);
+        set_number(L, lua_gettop(L), "min", 0);
+        set_number(L, lua_gettop(L), "max", 0);
+        lua_pushvalue(L, -1);
+        lua_rawseti(L, entry, 3 + m);
+        dsc__sandbox_readonly(L, -1, est_metrics[m].name);
+        lua_setfield(L, data, est_metrics[m].name);
+        lua_pop(L, 1);
+    }
+    dsc__sandbox_readonly(L, data, "what-if estimate");
+    lua_rawseti(L, entry, 1);
+    lua_rawseti(L, entry, 2); /* pops data */
+}
+
+/* Push est as a what-if result: the request's next pooled table (no allocation once
+ * the pool has grown), or a fresh one past DSC__WHATIF_POOL_MAX calls. Results stay
+ * valid until the end of the request, like ctx.budgets(). */
+static void push_whatif(lua_State *L, dsc_policy_vm *vm, const dsc_estimate *est) {
+    int i = ++vm->whatif_used;
+    int pool = 0;
+    if (i <= DSC__WHATIF_POOL_MAX) {
+        push_ref(L, vm->whatif_pool_ref);
+        pool = lua_gettop(L);
+    }
+    if (pool && i <= vm->whatif_pool_n) {
+        lua_rawgeti(L, pool, i);
+    } else {
+        new_whatif_entry(L);
+        if (pool) {
+            lua_pushvalue(L, -1);
+            lua_rawseti(L, pool, i);
+            vm->whatif_pool_n = i;
+        }
+    }
+    int entry = lua_gettop(L);
+    int metrics[5];
+    for (int m = 0; m < 5; m++) {
+        lua_rawgeti(L, entry, 3 + m);
+        metrics[m] = lua_gettop(L);
+    }
+    lua_rawgeti(L, entry, 2);
+    fill_impacts(L, lua_gettop(L), metrics, est);
+    lua_rawgeti(L, entry, 1);
+    lua_replace(L, pool ? pool : entry);
+    lua_settop(L, pool ? pool : entry);
 }
 
 /* ctx.estimate{provider=, model=, input_tokens=, output_tokens=, zone=}: what-if. */
@@ -108,7 +161,7 @@ static int l_whatif(lua_State *L) {
         lua_pushstring(L, err.message);
         return 2;
     }
-    push_impacts(L, &est);
+    push_whatif(L, vm, &est);
     return 1;
 }
 
@@ -439,6 +492,8 @@ int dsc__ctx_build(lua_State *L) {
     vm->budget_pool_ref = new_ref(L);
     lua_newtable(L);
     vm->models_ref = new_ref(L);
+    lua_newtable(L);
+    vm->whatif_pool_ref = new_ref(L);
     return 0;
 }
 
@@ -498,5 +553,6 @@ int dsc__ctx_fill(lua_State *L) {
     fill_tags(L, vm, in);
     fill_estimate(L, vm, in->estimate);
     vm->budgets_filled = -1;
+    vm->whatif_used = 0;
     return 0;
 }

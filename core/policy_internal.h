@@ -96,6 +96,8 @@ void dsc__purposes_build(lua_State *L, const dsc__policy_file *f, char *default_
 /* --- policy_vm.c / policy_ctx.c --- */
 
 #define DSC__BUDGET_POOL_MAX 64
+/* What-if results reused per request; further calls in one request get fresh tables. */
+#define DSC__WHATIF_POOL_MAX 16
 
 struct dsc_policy_vm {
     dsc__sandbox sb; /* first member: the extra space points at it and at the VM */
@@ -116,6 +118,9 @@ struct dsc_policy_vm {
     int budget_pool_n;    /* how many pool entries exist */
     int budgets_filled;   /* -1 = not yet this request, else how many are filled */
     int budgets_shown;    /* how many entries the array proxy holds now */
+    int whatif_pool_ref;  /* what-if results: {proxy, data, 5 metric data tables} each */
+    int whatif_pool_n;    /* how many pool entries exist */
+    int whatif_used;      /* how many this request has handed out */
     int purposes_ref;     /* normalised purpose -> class */
     int models_ref;       /* provider -> {read-only list, name -> model, sizes} */
     char default_class[32];

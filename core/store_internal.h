@@ -26,7 +26,7 @@
 typedef struct dsc__store dsc__store;
 
 typedef enum dsc__rec_type {
-    DSC__REC_RESERVE,      /* a new hold: reservations row */
+    DSC__REC_RESERVE,      /* a new hold: reservations row (+ decisions row: with_decision) */
     DSC__REC_SETTLE,       /* a charge (kind settle/late/unreserved) + reservation state */
     DSC__REC_CANCEL,       /* reservation state cancelled */
     DSC__REC_EXPIRE,       /* reservation expired: charge (expire) or released */
@@ -57,6 +57,7 @@ typedef struct dsc__rec {
     struct dsc__rec *next;
     dsc__rec_type type;
     bool waited, done;          /* owned by the store's queue lock */
+    bool with_decision;         /* a RESERVE that also carries its check's decision */
     pthread_cond_t cv;          /* a waited record's own wake-up: no thundering herd */
     dsc_ledger_done_fn done_fn; /* async completion, or NULL */
     void *done_ud;

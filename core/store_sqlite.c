@@ -8,8 +8,10 @@
  * fails only that record; an I/O error (SQLITE_FULL, IOERR, READONLY, ...) rolls the
  * whole batch back and fails every record in it with DSC_STORE_UNAVAILABLE. While the
  * store is failing, the writer probes it every 100 ms so that it recovers by itself.
- * Schema and queries for admins: docs/operations.md.
+ * Schema and queries for admins: docs/operations.md. The writer thread is named
+ * "dsc-store" (top -H, /proc/PID/task/TID/comm) so its CPU can be told apart.
  */
+#define _GNU_SOURCE /* pthread_setname_np */
 #include "store_internal.h"
 
 #include <errno.h>
@@ -23,11 +25,15 @@
 
 enum {
     ST_RES_INSERT,
+    ST_RES_UPDATE,
     ST_RES_UPSERT,
     ST_CHARGE,
     ST_DECISION,
     ST_BUDGET_UPSERT,
     ST_BUDGET_DELETE,
+    ST_BEGIN,
+    ST_COMMIT,
+    ST_ROLLBACK,
     ST_COUNT
 };
 
@@ -58,6 +64,11 @@ struct dsc__store {
       "requests INTEGER NOT NULL DEFAULT 0"
 #define Q7 "?,?,?,?,?,?,?"
 
+/* Indexes are what the reload and the documented admin queries need, and no more: every
+ * index is one more B-tree write per row on the hot path. reservations has no rowid (its
+ * text id is the key: one B-tree, not a table plus an index); finished_us is indexed
+ * only where set, so a new hold adds no entry there. Files made before keep their
+ * tables; their full finished_us index is replaced by the partial one on open. */
 static const char schema_sql[] =
     "CREATE TABLE IF NOT EXISTS meta(key TEXT PRIMARY KEY, value TEXT);"
     "INSERT OR IGNORE INTO meta VALUES('schema_version', '1');"
@@ -66,36 +77,38 @@ static const char schema_sql[] =
     " updated_us INTEGER NOT NULL, UNIQUE(selector, metric, window));"
     "CREATE TABLE IF NOT EXISTS reservations(id TEXT PRIMARY KEY, request_id TEXT,"
     " org TEXT, team TEXT, user TEXT, key TEXT, created_us INTEGER, expires_us INTEGER,"
-    " state TEXT NOT NULL, finished_us INTEGER, " METRIC_DEFS("held_") ", " METRIC_DEFS(
-        "charged_") ");"
-                    "CREATE INDEX IF NOT EXISTS reservations_held ON reservations(state) WHERE "
-                    "state = 'held';"
-                    "CREATE INDEX IF NOT EXISTS reservations_finished ON reservations(finished_us);"
-                    "CREATE TABLE IF NOT EXISTS charges(seq INTEGER PRIMARY KEY, at_us INTEGER NOT "
-                    "NULL,"
-                    " kind TEXT NOT NULL, reservation_id TEXT, org TEXT, team TEXT, user TEXT, key "
-                    "TEXT, " METRIC_DEFS(
-                        "") ");"
-                            "CREATE INDEX IF NOT EXISTS charges_at ON charges(at_us);"
-                            "CREATE UNIQUE INDEX IF NOT EXISTS charges_settle_once ON "
-                            "charges(reservation_id)"
-                            " WHERE kind IN ('settle', 'late', 'unreserved');"
-                            "CREATE TABLE IF NOT EXISTS decisions(seq INTEGER PRIMARY KEY, "
-                            "decision_id TEXT,"
-                            " request_id TEXT, at_us INTEGER NOT NULL, org TEXT, team TEXT, user "
-                            "TEXT, key TEXT,"
-                            " purpose TEXT, provider TEXT, model TEXT, input_tokens INTEGER, "
-                            "output_tokens INTEGER,"
-                            " est_energy_wh INTEGER, est_gco2e INTEGER, est_water_ml INTEGER, "
-                            "outcome TEXT,"
-                            " policy TEXT, policy_version TEXT, reason TEXT, reservation_id TEXT);"
-                            "CREATE INDEX IF NOT EXISTS decisions_at ON decisions(at_us);";
+    " state TEXT NOT NULL, finished_us INTEGER, " METRIC_DEFS("held_") ", "
+    METRIC_DEFS("charged_") ") WITHOUT ROWID;"
+    "CREATE INDEX IF NOT EXISTS reservations_held ON reservations(state)"
+    " WHERE state = 'held';"
+    "DROP INDEX IF EXISTS reservations_finished;"
+    "CREATE INDEX IF NOT EXISTS reservations_finished_at ON reservations(finished_us)"
+    " WHERE finished_us IS NOT NULL;"
+    "CREATE TABLE IF NOT EXISTS charges(seq INTEGER PRIMARY KEY, at_us INTEGER NOT NULL,"
+    " kind TEXT NOT NULL, reservation_id TEXT, org TEXT, team TEXT, user TEXT, key TEXT, "
+    METRIC_DEFS("") ");"
+    "CREATE INDEX IF NOT EXISTS charges_at ON charges(at_us);"
+    "CREATE UNIQUE INDEX IF NOT EXISTS charges_settle_once ON charges(reservation_id)"
+    " WHERE kind IN ('settle', 'late', 'unreserved');"
+    "CREATE TABLE IF NOT EXISTS decisions(seq INTEGER PRIMARY KEY, decision_id TEXT,"
+    " request_id TEXT, at_us INTEGER NOT NULL, org TEXT, team TEXT, user TEXT, key TEXT,"
+    " purpose TEXT, provider TEXT, model TEXT, input_tokens INTEGER, output_tokens INTEGER,"
+    " est_energy_wh INTEGER, est_gco2e INTEGER, est_water_ml INTEGER, outcome TEXT,"
+    " policy TEXT, policy_version TEXT, reason TEXT, reservation_id TEXT);"
+    "CREATE INDEX IF NOT EXISTS decisions_at ON decisions(at_us);";
 
 static const char *const stmt_sql[ST_COUNT] = {
     [ST_RES_INSERT] =
         "INSERT INTO reservations(id, request_id, org, team, user, key,"
         " created_us, expires_us, state, " METRIC_COLS("held_") ")"
                                                                 " VALUES(?,?,?,?,?,?,?,?,?," Q7 ")",
+    [ST_RES_UPDATE] = "UPDATE reservations SET state = ?2, finished_us = ?3,"
+                      " charged_energy_wh = charged_energy_wh + ?4,"
+                      " charged_gco2e = charged_gco2e + ?5,"
+                      " charged_water_ml = charged_water_ml + ?6,"
+                      " charged_pe_mj = charged_pe_mj + ?7, charged_cost = charged_cost + ?8,"
+                      " charged_tokens = charged_tokens + ?9,"
+                      " charged_requests = charged_requests + ?10 WHERE id = ?1",
     [ST_RES_UPSERT] =
         "INSERT INTO reservations(id, request_id, org, team, user, key, created_us, state,"
         " finished_us, " METRIC_COLS(
@@ -121,7 +134,10 @@ static const char *const stmt_sql[ST_COUNT] = {
                          " updated_us) VALUES(?,?,?,?,?,?) ON CONFLICT(selector, metric,"
                          " window) DO UPDATE SET limit_micro = excluded.limit_micro,"
                          " updated_us = excluded.updated_us",
-    [ST_BUDGET_DELETE] = "DELETE FROM budgets WHERE id = ?"};
+    [ST_BUDGET_DELETE] = "DELETE FROM budgets WHERE id = ?",
+    [ST_BEGIN] = "BEGIN",
+    [ST_COMMIT] = "COMMIT",
+    [ST_ROLLBACK] = "ROLLBACK"};
 
 static dsc_status db_error(sqlite3 *db, const char *what, dsc_error *err) {
     return dsc_error_set(err, DSC_STORE_UNAVAILABLE, "ledger store: %s: %s", what,
@@ -213,10 +229,10 @@ static void bind_subject(sqlite3_stmt *st, int first, const dsc__rec_subject *s)
     bind_text(st, first + 3, s->key);
 }
 
+/* Every statement binds all its parameters each time, so bindings are not cleared. */
 static int step(sqlite3_stmt *st) {
     int rc = sqlite3_step(st);
     sqlite3_reset(st);
-    sqlite3_clear_bindings(st);
     return rc == SQLITE_DONE ? SQLITE_OK : rc;
 }
 
@@ -232,17 +248,27 @@ static int write_reserve(dsc__store *s, const dsc__rec *r) {
     return step(st);
 }
 
-/* The reservation's new state, with what this record charged added to it. */
+/* The reservation's new state, with what this record charged added to it. A plain
+ * UPDATE finds the row with one seek; only a reservation the store never had (an
+ * unreserved settle) takes the INSERT ... ON CONFLICT path. */
 static int write_state(dsc__store *s, const dsc__rec *r) {
-    sqlite3_stmt *st = s->st[ST_RES_UPSERT];
     static const dsc_amounts zero = {{0}};
+    const dsc_amounts *charged = r->charge_kind ? &r->amounts : &zero;
+    sqlite3_stmt *st = s->st[ST_RES_UPDATE];
+    bind_text(st, 1, r->reservation_id);
+    bind_text(st, 2, r->state);
+    sqlite3_bind_int64(st, 3, r->at_us);
+    bind_amounts(st, 4, charged);
+    int rc = step(st);
+    if (rc != SQLITE_OK || sqlite3_changes(s->db) > 0) return rc;
+    st = s->st[ST_RES_UPSERT];
     bind_text(st, 1, r->reservation_id);
     bind_text(st, 2, r->request_id);
     bind_subject(st, 3, &r->subject);
     sqlite3_bind_int64(st, 7, r->at_us);
     bind_text(st, 8, r->state);
     sqlite3_bind_int64(st, 9, r->at_us);
-    bind_amounts(st, 10, r->charge_kind ? &r->amounts : &zero);
+    bind_amounts(st, 10, charged);
     return step(st);
 }
 
@@ -296,11 +322,21 @@ static int write_budget(dsc__store *s, const dsc__rec *r) {
     return step(st);
 }
 
+static bool own_fault(int rc) {
+    return (rc & 0xff) == SQLITE_CONSTRAINT;
+}
+
 static int write_rec(dsc__store *s, const dsc__rec *r) {
     int rc;
     switch (r->type) {
     case DSC__REC_RESERVE:
-        return write_reserve(s, r);
+        rc = write_reserve(s, r);
+        if (rc != SQLITE_OK || !r->with_decision) return rc;
+        rc = write_decision(s, r);
+        /* the hold is written: a decision refused on its own would leave it without
+         * its journal, so any failure fails the batch (decisions have no constraint
+         * a validated record can break, so this does not happen in practice) */
+        return rc == SQLITE_OK || !own_fault(rc) ? rc : SQLITE_ERROR;
     case DSC__REC_SETTLE:
     case DSC__REC_CANCEL:
     case DSC__REC_EXPIRE:
@@ -315,15 +351,11 @@ static int write_rec(dsc__store *s, const dsc__rec *r) {
 
 /* --- the writer ----------------------------------------------------------------- */
 
-static bool own_fault(int rc) {
-    return (rc & 0xff) == SQLITE_CONSTRAINT;
-}
-
 /* Write and commit recs[0..n); fills every status. Returns whether it committed. */
 static bool write_batch(dsc__store *s, dsc__rec **recs, size_t n) {
     char msg[DSC_ERROR_MESSAGE_MAX] = "";
     pthread_mutex_lock(&s->dbmu);
-    int rc = sqlite3_exec(s->db, "BEGIN", NULL, NULL, NULL);
+    int rc = step(s->st[ST_BEGIN]);
     for (size_t i = 0; rc == SQLITE_OK && i < n; i++) {
         recs[i]->status = DSC_OK;
         int r = write_rec(s, recs[i]);
@@ -336,11 +368,11 @@ static bool write_batch(dsc__store *s, dsc__rec **recs, size_t n) {
         snprintf(recs[i]->message, sizeof recs[i]->message, "ledger store refused the record: %s",
                  sqlite3_errmsg(s->db));
     }
-    if (rc == SQLITE_OK) rc = sqlite3_exec(s->db, "COMMIT", NULL, NULL, NULL);
+    if (rc == SQLITE_OK) rc = step(s->st[ST_COMMIT]);
     if (rc != SQLITE_OK) {
         snprintf(msg, sizeof msg, "ledger store unavailable (%s): %s; nothing was recorded",
                  sqlite3_errstr(rc), sqlite3_errmsg(s->db));
-        sqlite3_exec(s->db, "ROLLBACK", NULL, NULL, NULL);
+        if (!sqlite3_get_autocommit(s->db)) step(s->st[ST_ROLLBACK]);
     }
     pthread_mutex_unlock(&s->dbmu);
     for (size_t i = 0; rc != SQLITE_OK && i < n; i++) {
@@ -459,6 +491,7 @@ dsc_status dsc__store_start(dsc__store *s, dsc__store_apply_fn apply, void *ud, 
     s->apply_ud = ud;
     if (pthread_create(&s->writer, NULL, writer_main, s) != 0)
         return dsc_error_set(err, DSC_INTERNAL, "cannot start the ledger store's writer");
+    pthread_setname_np(s->writer, "dsc-store"); /* a name only: failure is harmless */
     s->started = true;
     return DSC_OK;
 }

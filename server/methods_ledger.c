@@ -237,36 +237,12 @@ static void remember_reservation(dsc__call *c, const check_args *a, const check_
     dsc__resv_put(c->srv->reservations, &info); /* out of memory: settle then needs the model */
 }
 
-static dsc_status reserve(dsc__call *c, check_job *j, dsc_error *err) {
+/* The decision record of a check as it stands (its reservation_id, when it has a hold,
+ * is filled by the ledger). */
+static void fill_record(dsc__call *c, check_job *j) {
     check_args *a = &j->a;
     check_out *o = &j->o;
-    dsc_budget_state exceeded[4];
-    size_t n_exceeded = 0;
-    dsc_status st =
-        dsc_ledger_reserve_async(c->srv->ledger, &a->subject.subject, &o->amounts, a->ttl_s,
-                                 a->request_id[0] ? a->request_id : NULL, o->reservation, exceeded,
-                                 4, &n_exceeded, dsc__job_done, dsc__job_slot(&j->job, 0), err);
-    if (st == DSC_OK) {
-        o->expires_at = dsc__now_us() / 1000000 + a->ttl_s;
-        remember_reservation(c, a, o);
-        return DSC_OK;
-    }
-    dsc__job_unslot(&j->job);
-    o->reservation[0] = '\0';
-    if (st == DSC_BUDGET_EXCEEDED)
-        refuse_exceeded(o, exceeded, n_exceeded);
-    else if (fail_open(c, st))
-        o->unenforced = true;
-    else
-        return st;
-    dsc_error_clear(err);
-    return DSC_OK;
-}
-
-static void journal(dsc__call *c, check_job *j) {
-    check_args *a = &j->a;
-    check_out *o = &j->o;
-    dsc__new_decision_id(c->w, o->decision_id, sizeof o->decision_id);
+    if (!o->decision_id[0]) dsc__new_decision_id(c->w, o->decision_id, sizeof o->decision_id);
     j->rec = (dsc_decision_record){
         .decision_id = o->decision_id,
         .request_id = a->request_id[0] ? a->request_id : NULL,
@@ -285,16 +261,51 @@ static void journal(dsc__call *c, check_job *j) {
         .reason = o->decision.reason,
         .reservation_id = o->reservation[0] ? o->reservation : NULL,
     };
+}
+
+/* Hold the estimate and journal the allowing decision in one store record (one commit
+ * slot). When the hold is refused, or the store is down in fail-open mode, nothing is
+ * held or journaled and the caller journals the decision as it now stands. */
+static dsc_status reserve(dsc__call *c, check_job *j, dsc_error *err) {
+    check_args *a = &j->a;
+    check_out *o = &j->o;
+    dsc_budget_state exceeded[4];
+    size_t n_exceeded = 0;
+    fill_record(c, j);
+    dsc_status st = dsc_ledger_reserve_journal_async(
+        c->srv->ledger, &a->subject.subject, &o->amounts, a->ttl_s,
+        a->request_id[0] ? a->request_id : NULL, o->reservation, exceeded, 4, &n_exceeded,
+        &j->rec, dsc__job_done, dsc__job_slot(&j->job, 0), err);
+    if (st == DSC_OK) {
+        o->expires_at = dsc__now_us() / 1000000 + a->ttl_s;
+        remember_reservation(c, a, o);
+        return DSC_OK;
+    }
+    dsc__job_unslot(&j->job);
+    o->reservation[0] = '\0';
+    if (st == DSC_BUDGET_EXCEEDED)
+        refuse_exceeded(o, exceeded, n_exceeded);
+    else if (fail_open(c, st))
+        o->unenforced = true;
+    else
+        return st;
+    dsc_error_clear(err);
+    return DSC_OK;
+}
+
+/* Journal a decision that holds nothing (throttle, refuse, reserve = false). */
+static void journal(dsc__call *c, check_job *j) {
+    check_out *o = &j->o;
+    fill_record(c, j);
     dsc_error err;
     dsc_status st = dsc_ledger_record_decision_async(c->srv->ledger, &j->rec, dsc__job_done,
-                                                     dsc__job_slot(&j->job, 1), &err);
+                                                     dsc__job_slot(&j->job, 0), &err);
     if (st == DSC_OK) return;
     dsc__job_unslot(&j->job);
     if (fail_open(c, st)) {
         o->unenforced = true;
         return;
     }
-    /* Answer with the error once the hold (if any) is settled; nothing stays held. */
     j->job.st = st;
     j->job.err = err;
 }
@@ -344,9 +355,10 @@ static dsc_status run_check(dsc__call *c, check_job *j, dsc_error *err) {
     if (st != DSC_OK) return st;
     if (o->n_states > PREVIEW_MAX) o->n_states = PREVIEW_MAX;
     if ((st = decide(c, a, o, err)) != DSC_OK) return st;
-    if (o->decision.outcome == DSC_POLICY_ALLOW && a->reserve &&
-        (st = reserve(c, j, err)) != DSC_OK)
-        return st;
+    if (o->decision.outcome == DSC_POLICY_ALLOW && a->reserve) {
+        if ((st = reserve(c, j, err)) != DSC_OK) return st;
+        if (o->reservation[0]) return DSC_OK; /* journaled with its hold */
+    }
     journal(c, j);
     return DSC_OK;
 }

@@ -537,3 +537,35 @@ Test(ledger, missing_arguments_are_errors_not_crashes) {
     cr_assert_eq(dsc_ledger_record_decision(l, NULL, &err), DSC_BAD_REQUEST);
     dsc_ledger_free(l);
 }
+
+static void count_done(void *ud, dsc_status st, const dsc_error *err) {
+    (void)err;
+    if (st == DSC_OK) (*(int *)ud)++;
+}
+
+Test(ledger, reserve_journal_without_a_store_holds_counts_the_decision_and_reports_at_once) {
+    fake_clock clk = {T0};
+    dsc_ledger *l = open_ledger(&clk, DSC_EXPIRED_CHARGE);
+    budget(l, "user:*", DSC_METRIC_GCO2E, "day", 10);
+    dsc_decision_record d = {.decision_id = "d1", .subject = ana, .outcome = "allow"};
+    char rid[DSC_RESERVATION_ID_MAX];
+    dsc_amounts a = amt(DSC_METRIC_GCO2E, 4 * M);
+    int done = 0;
+    dsc_error err;
+    cr_assert_eq(dsc_ledger_reserve_journal_async(l, &ana, &a, 60, NULL, rid, NULL, 0, NULL, &d,
+                                                  count_done, &done, &err),
+                 DSC_OK, "%s", err.message);
+    cr_assert_eq(done, 1, "nothing to commit: done runs inside the call");
+    cr_assert_eq(state_of(l, &ana, "user:*").held, 4 * M);
+    dsc_ledger_stats stats;
+    dsc_ledger_stats_get(l, &stats);
+    cr_assert_eq(stats.decisions, 1);
+    /* without a decision it is dsc_ledger_reserve_async */
+    cr_assert_eq(dsc_ledger_reserve_journal_async(l, &ana, &a, 60, NULL, rid, NULL, 0, NULL, NULL,
+                                                  count_done, &done, &err),
+                 DSC_OK);
+    dsc_ledger_stats_get(l, &stats);
+    cr_assert_eq(stats.decisions, 1);
+    cr_assert_eq(state_of(l, &ana, "user:*").held, 8 * M);
+    dsc_ledger_free(l);
+}

@@ -840,3 +840,34 @@ Test(policy, a_memory_cap_too_small_fails_cleanly_at_every_size) {
     cr_assert_gt(worked, 0, "some cap was large enough");
     dsc_policy_set_unref(set);
 }
+
+Test(policy, what_if_results_stay_distinct_within_a_request_read_only_and_reused_after) {
+    /* 20 results in one request: more than the pool keeps, so fresh ones are made too */
+    put("a.lua", POLICY("local r = {}\n"
+                        "  for i = 1, 20 do\n"
+                        "    r[i] = ctx.estimate{model = i % 2 == 1 and 'gpt-4o-mini' or 'gpt-4o'}\n"
+                        "  end\n"
+                        "  for i = 1, 20 do\n"
+                        "    local want = i % 2 == 1 and 0.5 or 4\n"
+                        "    assert(math.abs(r[i].gco2e.max - want) < 1e-9, 'result ' .. i)\n"
+                        "  end\n"
+                        "  local ok = pcall(function() r[1].gco2e = 0 end)\n"
+                        "  local ok2 = pcall(function() r[20].gco2e.max = 0 end)\n"
+                        "  return allow(string.format('%s %s %.1f %s', tostring(ok), tostring(ok2),"
+                        " r[2].gco2e.max, tostring(r[1] ~= r[3])))"));
+    dsc_policy_vm *vm = vm_for(NULL);
+    dsc_policy_oracle o = {NULL, fake_estimate, fake_models};
+    dsc_policy_vm_set_oracle(vm, &o);
+    for (int i = 0; i < 3; i++) {
+        dsc_decision d = decide(vm);
+        cr_assert_str_eq(d.reason, "false false 4.0 true", "request %d: %s", i, d.reason);
+    }
+    dsc_policy_stats st;
+    dsc_policy_vm_stats(vm, &st);
+    size_t before = st.memory_in_use;
+    for (int i = 0; i < 200; i++)
+        decide(vm);
+    dsc_policy_vm_stats(vm, &st);
+    cr_assert_lt(st.memory_in_use, before + 64 * 1024, "%zu -> %zu", before, st.memory_in_use);
+    dsc_policy_vm_free(vm);
+}

@@ -587,3 +587,242 @@ Test(store_sqlite, batch_and_off_modes_commit_everything_by_close) {
     hammer_mode(DSC_DURABILITY_BATCH);
     hammer_mode(DSC_DURABILITY_OFF);
 }
+
+static void exec_sql(const char *path, const char *sql) {
+    sqlite3 *db;
+    cr_assert_eq(sqlite3_open(path, &db), SQLITE_OK);
+    cr_assert_eq(sqlite3_exec(db, sql, NULL, NULL, NULL), SQLITE_OK, "%s", sqlite3_errmsg(db));
+    sqlite3_close(db);
+}
+
+Test(store_sqlite, unreserved_and_late_settles_write_their_reservation_rows) {
+    char path[600];
+    temp_db(path, sizeof path);
+    fake_clock clk = {T0};
+    dsc_ledger *l = open_at(path, &clk, 0);
+    dsc_error err;
+    cr_assert_eq(dsc_ledger_budget_set(l, "*", DSC_METRIC_GCO2E, "day", 100, NULL, &err), DSC_OK);
+    dsc_amounts a = amt(DSC_METRIC_GCO2E, 4 * M);
+    dsc_settle_kind kind;
+    cr_assert_eq(dsc_ledger_settle(l, "r-never-held", &a, &ana, &kind, &err), DSC_OK, "%s",
+                 err.message);
+    cr_assert_eq(kind, DSC_SETTLE_UNRESERVED);
+    char rid[DSC_RESERVATION_ID_MAX];
+    cr_assert_eq(dsc_ledger_reserve(l, &ana, &a, 60, NULL, rid, NULL, 0, NULL, &err), DSC_OK);
+    cr_assert_eq(dsc_ledger_cancel(l, rid, &err), DSC_OK);
+    dsc_amounts later = amt(DSC_METRIC_GCO2E, 6 * M);
+    cr_assert_eq(dsc_ledger_settle(l, rid, &later, NULL, &kind, &err), DSC_OK);
+    cr_assert_eq(kind, DSC_SETTLE_LATE);
+    dsc_ledger_free(l);
+    cr_assert_eq(query_int(path, "SELECT charged_gco2e FROM reservations"
+                                 " WHERE id = 'r-never-held' AND state = 'settled'"
+                                 " AND user = 'ana' AND finished_us IS NOT NULL"),
+                 4 * M, "the unreserved settle inserts its row");
+    char sql[200];
+    snprintf(sql, sizeof sql,
+             "SELECT charged_gco2e + held_gco2e FROM reservations WHERE id = '%s'"
+             " AND state = 'settled'",
+             rid);
+    cr_assert_eq(query_int(path, sql), 6 * M + 4 * M, "the late settle updates the held row");
+    cr_assert_eq(query_int(path, "SELECT SUM(gco2e) FROM charges"), 10 * M);
+}
+
+/* The schema before reservations lost their rowid and finished_us its full index. */
+static const char old_schema[] =
+    "CREATE TABLE meta(key TEXT PRIMARY KEY, value TEXT);"
+    "INSERT INTO meta VALUES('schema_version', '1');"
+    "CREATE TABLE budgets(id INTEGER PRIMARY KEY, selector TEXT NOT NULL, metric TEXT NOT NULL,"
+    " window TEXT NOT NULL, limit_micro INTEGER NOT NULL, updated_us INTEGER NOT NULL,"
+    " UNIQUE(selector, metric, window));"
+    "CREATE TABLE reservations(id TEXT PRIMARY KEY, request_id TEXT, org TEXT, team TEXT,"
+    " user TEXT, key TEXT, created_us INTEGER, expires_us INTEGER, state TEXT NOT NULL,"
+    " finished_us INTEGER, held_energy_wh INTEGER NOT NULL DEFAULT 0, held_gco2e INTEGER NOT"
+    " NULL DEFAULT 0, held_water_ml INTEGER NOT NULL DEFAULT 0, held_pe_mj INTEGER NOT NULL"
+    " DEFAULT 0, held_cost INTEGER NOT NULL DEFAULT 0, held_tokens INTEGER NOT NULL DEFAULT 0,"
+    " held_requests INTEGER NOT NULL DEFAULT 0, charged_energy_wh INTEGER NOT NULL DEFAULT 0,"
+    " charged_gco2e INTEGER NOT NULL DEFAULT 0, charged_water_ml INTEGER NOT NULL DEFAULT 0,"
+    " charged_pe_mj INTEGER NOT NULL DEFAULT 0, charged_cost INTEGER NOT NULL DEFAULT 0,"
+    " charged_tokens INTEGER NOT NULL DEFAULT 0, charged_requests INTEGER NOT NULL DEFAULT 0);"
+    "CREATE INDEX reservations_held ON reservations(state) WHERE state = 'held';"
+    "CREATE INDEX reservations_finished ON reservations(finished_us);"
+    "CREATE TABLE charges(seq INTEGER PRIMARY KEY, at_us INTEGER NOT NULL, kind TEXT NOT NULL,"
+    " reservation_id TEXT, org TEXT, team TEXT, user TEXT, key TEXT, energy_wh INTEGER NOT NULL"
+    " DEFAULT 0, gco2e INTEGER NOT NULL DEFAULT 0, water_ml INTEGER NOT NULL DEFAULT 0, pe_mj"
+    " INTEGER NOT NULL DEFAULT 0, cost INTEGER NOT NULL DEFAULT 0, tokens INTEGER NOT NULL"
+    " DEFAULT 0, requests INTEGER NOT NULL DEFAULT 0);"
+    "CREATE INDEX charges_at ON charges(at_us);"
+    "CREATE UNIQUE INDEX charges_settle_once ON charges(reservation_id)"
+    " WHERE kind IN ('settle', 'late', 'unreserved');"
+    "CREATE TABLE decisions(seq INTEGER PRIMARY KEY, decision_id TEXT, request_id TEXT,"
+    " at_us INTEGER NOT NULL, org TEXT, team TEXT, user TEXT, key TEXT, purpose TEXT,"
+    " provider TEXT, model TEXT, input_tokens INTEGER, output_tokens INTEGER, est_energy_wh"
+    " INTEGER, est_gco2e INTEGER, est_water_ml INTEGER, outcome TEXT, policy TEXT,"
+    " policy_version TEXT, reason TEXT, reservation_id TEXT);"
+    "CREATE INDEX decisions_at ON decisions(at_us);"
+    "INSERT INTO budgets VALUES(1, '*', 'gco2e', 'day', 100000000, 1736942400000000);"
+    "INSERT INTO reservations(id, org, team, user, created_us, expires_us, state, held_gco2e)"
+    " VALUES('r00000000000000a1', 'acme', 'infra', 'ana', 1736942400000000,"
+    " 1736942460000000, 'held', 7000000);"
+    "INSERT INTO reservations(id, org, team, user, created_us, expires_us, state, finished_us,"
+    " held_gco2e, charged_gco2e) VALUES('r00000000000000a2', 'acme', 'infra', 'ana',"
+    " 1736942400000000, 1736942460000000, 'settled', 1736942401000000, 7000000, 3000000);"
+    "INSERT INTO charges(at_us, kind, reservation_id, org, team, user, gco2e)"
+    " VALUES(1736942401000000, 'settle', 'r00000000000000a2', 'acme', 'infra', 'ana', 3000000);";
+
+Test(store_sqlite, a_file_of_the_previous_schema_reloads_and_gets_the_partial_index) {
+    char path[600];
+    temp_db(path, sizeof path);
+    exec_sql(path, old_schema);
+    fake_clock clk = {T0 + 2 * S};
+    dsc_ledger *l = open_at(path, &clk, 0);
+    dsc_budget_state st[2];
+    dsc_budget_state all = find(st, preview(l, st, 2), "*");
+    cr_assert_eq(all.held, 7 * M, "the held row is a hold again");
+    cr_assert_eq(all.used, 3 * M, "the charge is counted");
+    dsc_error err;
+    dsc_settle_kind kind;
+    dsc_amounts a = amt(DSC_METRIC_GCO2E, 3 * M);
+    cr_assert_eq(dsc_ledger_settle(l, "r00000000000000a2", &a, NULL, &kind, &err), DSC_OK);
+    cr_assert_eq(kind, DSC_SETTLE_REPEATED, "the finished row was reloaded");
+    cr_assert_eq(dsc_ledger_settle(l, "r00000000000000a1", &a, NULL, &kind, &err), DSC_OK);
+    cr_assert_eq(kind, DSC_SETTLE_RESERVED);
+    dsc_ledger_free(l);
+    cr_assert_eq(query_int(path, "SELECT count(*) FROM sqlite_master"
+                                 " WHERE name = 'reservations_finished'"),
+                 0);
+    cr_assert_eq(query_int(path, "SELECT count(*) FROM sqlite_master"
+                                 " WHERE name = 'reservations_finished_at'"),
+                 1);
+    cr_assert_eq(query_int(path, "SELECT count(*) FROM reservations WHERE state = 'settled'"), 2);
+}
+
+static dsc_decision_record allow_decision(const char *id) {
+    return (dsc_decision_record){.decision_id = id,
+                                 .subject = ana,
+                                 .purpose = "code-review",
+                                 .provider = "openai",
+                                 .model = "gpt-4o",
+                                 .est_gco2e = 5 * M,
+                                 .outcome = "allow",
+                                 .policy = "budgets",
+                                 .policy_version = "v1",
+                                 .reason = "within budget",
+                                 .reservation_id = "overwritten"};
+}
+
+Test(store_sqlite, reserve_journal_commits_hold_and_decision_in_one_record_and_calls_done_once) {
+    char path[600];
+    temp_db(path, sizeof path);
+    fake_clock clk = {T0};
+    dsc_ledger *l = open_at(path, &clk, 0);
+    dsc_error err;
+    cr_assert_eq(dsc_ledger_budget_set(l, "*", DSC_METRIC_GCO2E, "day", 100, NULL, &err), DSC_OK);
+    dsc_ledger_stats before, after;
+    dsc_ledger_stats_get(l, &before);
+    completion c = {PTHREAD_MUTEX_INITIALIZER, PTHREAD_COND_INITIALIZER, 0, DSC_INTERNAL};
+    char rid[DSC_RESERVATION_ID_MAX];
+    dsc_amounts a = amt(DSC_METRIC_GCO2E, 5 * M);
+    dsc_decision_record d = allow_decision("d1");
+    cr_assert_eq(dsc_ledger_reserve_journal_async(l, &ana, &a, 60, "q1", rid, NULL, 0, NULL, &d,
+                                                  on_done, &c, &err),
+                 DSC_OK, "%s", err.message);
+    dsc_budget_state st[2];
+    cr_assert_eq(find(st, preview(l, st, 2), "*").held, 5 * M, "held before the commit");
+    wait_calls(&c, 1);
+    cr_assert_eq(c.st, DSC_OK);
+    /* the batch is counted just after the completions run */
+    for (int i = 0; i < 2000; i++) {
+        dsc_ledger_stats_get(l, &after);
+        if (after.store_batches > before.store_batches) break;
+        nanosleep(&(struct timespec){0, 1000000}, NULL);
+    }
+    cr_assert_eq(after.store_records - before.store_records, 1, "one record for both rows");
+    cr_assert_eq(after.decisions - before.decisions, 1);
+    char sql[300];
+    snprintf(sql, sizeof sql,
+             "SELECT count(*) FROM decisions d JOIN reservations r ON r.id = d.reservation_id"
+             " WHERE d.decision_id = 'd1' AND r.id = '%s' AND r.state = 'held'"
+             " AND d.at_us = r.created_us AND d.reason = 'within budget' AND d.user = 'ana'",
+             rid);
+    cr_assert_eq(query_int(path, sql), 1, "the decision names its hold");
+    /* the same request again: the same hold, the new decision journaled alone */
+    char again[DSC_RESERVATION_ID_MAX];
+    d.decision_id = "d2";
+    cr_assert_eq(dsc_ledger_reserve_journal_async(l, &ana, &a, 60, "q1", again, NULL, 0, NULL, &d,
+                                                  on_done, &c, &err),
+                 DSC_OK, "%s", err.message);
+    cr_assert_str_eq(again, rid);
+    wait_calls(&c, 2);
+    snprintf(sql, sizeof sql,
+             "SELECT count(*) FROM decisions WHERE decision_id = 'd2' AND reservation_id = '%s'",
+             rid);
+    cr_assert_eq(query_int(path, sql), 1);
+    cr_assert_eq(query_int(path, "SELECT count(*) FROM reservations"), 1);
+    cr_assert_eq(find(st, preview(l, st, 2), "*").held, 5 * M, "nothing more held");
+    dsc_ledger_free(l);
+    cr_assert_eq(c.calls, 2, "done ran once per call");
+}
+
+Test(store_sqlite, reserve_journal_refused_or_invalid_holds_and_journals_nothing) {
+    char path[600];
+    temp_db(path, sizeof path);
+    dsc_ledger *l = open_at(path, NULL, 0);
+    dsc_error err;
+    cr_assert_eq(dsc_ledger_budget_set(l, "*", DSC_METRIC_GCO2E, "day", 10, NULL, &err), DSC_OK);
+    completion c = {PTHREAD_MUTEX_INITIALIZER, PTHREAD_COND_INITIALIZER, 0, DSC_INTERNAL};
+    char rid[DSC_RESERVATION_ID_MAX];
+    dsc_amounts big = amt(DSC_METRIC_GCO2E, 11 * M);
+    dsc_decision_record d = allow_decision("d1");
+    cr_assert_eq(dsc_ledger_reserve_journal_async(l, &ana, &big, 60, NULL, rid, NULL, 0, NULL, &d,
+                                                  on_done, &c, &err),
+                 DSC_BUDGET_EXCEEDED);
+    char reason[600];
+    memset(reason, 'x', sizeof reason - 1);
+    reason[sizeof reason - 1] = '\0';
+    d.reason = reason;
+    dsc_amounts a = amt(DSC_METRIC_GCO2E, M);
+    cr_assert_eq(dsc_ledger_reserve_journal_async(l, &ana, &a, 60, NULL, rid, NULL, 0, NULL, &d,
+                                                  on_done, &c, &err),
+                 DSC_BAD_REQUEST);
+    cr_assert(strstr(err.message, "'reason'"), "%s", err.message);
+    dsc_budget_state st[2];
+    cr_assert_eq(find(st, preview(l, st, 2), "*").held, 0, "nothing held");
+    dsc_ledger_stats stats;
+    dsc_ledger_stats_get(l, &stats);
+    cr_assert_eq(stats.decisions, 0);
+    dsc_ledger_free(l);
+    cr_assert_eq(c.calls, 0, "done is never called for an error");
+    cr_assert_eq(query_int(path, "SELECT count(*) FROM decisions"), 0);
+    cr_assert_eq(query_int(path, "SELECT count(*) FROM reservations"), 0);
+}
+
+Test(store_sqlite, reserve_journal_on_a_full_disk_reports_through_done_and_releases_the_hold) {
+    char path[600];
+    temp_db(path, sizeof path);
+    dsc_ledger *l = open_at(path, NULL, 0);
+    dsc_error err;
+    cr_assert_eq(dsc_ledger_budget_set(l, "*", DSC_METRIC_GCO2E, "day", 100, NULL, &err), DSC_OK);
+    cr_assert_eq(dsc__ledger_store_exec(l, "PRAGMA max_page_count = 1", &err), DSC_OK);
+    completion c = {PTHREAD_MUTEX_INITIALIZER, PTHREAD_COND_INITIALIZER, 0, DSC_INTERNAL};
+    char rid[DSC_RESERVATION_ID_MAX];
+    dsc_amounts a = amt(DSC_METRIC_GCO2E, M / 100);
+    dsc_decision_record d = allow_decision("d-full");
+    int ok = 0, failed = 0;
+    for (int i = 0; i < 400 && !failed; i++) {
+        cr_assert_eq(dsc_ledger_reserve_journal_async(l, &ana, &a, 60, NULL, rid, NULL, 0, NULL,
+                                                      &d, on_done, &c, &err),
+                     DSC_OK);
+        wait_calls(&c, i + 1);
+        if (c.st == DSC_OK)
+            ok++;
+        else
+            failed = c.st;
+    }
+    cr_assert_eq(failed, DSC_STORE_UNAVAILABLE, "the file never filled up");
+    dsc_budget_state st[2];
+    cr_assert_eq(find(st, preview(l, st, 2), "*").held, ok * (M / 100),
+                 "the failed record holds nothing");
+    dsc_ledger_free(l);
+    cr_assert_eq(query_int(path, "SELECT count(*) FROM decisions"), ok, "decisions = holds");
+    cr_assert_eq(query_int(path, "SELECT count(*) FROM reservations"), ok);
+}

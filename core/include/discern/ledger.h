@@ -25,7 +25,8 @@
  *   settle       replace the hold with the actual usage; idempotent
  *   cancel       release the hold
  *   tick         expire holds past their ttl (charged or released, as configured)
- *   record_decision  the audit journal of every decision
+ *   record_decision  the audit journal of every decision (a check's may share its
+ *                hold's record: dsc_ledger_reserve_journal_async)
  *
  * With a store (SQLite, WAL), settles, expiries, cancels, reservations and decisions
  * are written by one writer thread that commits them in batches (group commit); a
@@ -291,6 +292,20 @@ dsc_status dsc_ledger_record_decision(dsc_ledger *l, const dsc_decision_record *
  * dsc_ledger_settle_async. */
 dsc_status dsc_ledger_record_decision_async(dsc_ledger *l, const dsc_decision_record *rec,
                                             dsc_ledger_done_fn done, void *ud, dsc_error *err);
+
+/* dsc_ledger_reserve_async that journals the check's decision in the same store record
+ * as its hold: one record, one commit slot and one done call for both (a server's
+ * check). decision may be NULL (then exactly dsc_ledger_reserve_async); it is validated
+ * as by dsc_ledger_record_decision before anything is held, and its reservation_id and
+ * at_us are replaced by the new hold's id and creation time. A request_id already
+ * reserved journals the decision alone, naming that reservation. When this returns an
+ * error (DSC_BUDGET_EXCEEDED included), nothing was held or journaled and done is never
+ * called: journal the refusal with dsc_ledger_record_decision_async. */
+dsc_status dsc_ledger_reserve_journal_async(
+    dsc_ledger *l, const dsc_subject *subject, const dsc_amounts *amounts, int64_t ttl_s,
+    const char *request_id, char reservation_id[DSC_RESERVATION_ID_MAX], dsc_budget_state *exceeded,
+    size_t max_exceeded, size_t *n_exceeded, const dsc_decision_record *decision,
+    dsc_ledger_done_fn done, void *ud, dsc_error *err);
 
 /* --- health --------------------------------------------------------------------- */
 
