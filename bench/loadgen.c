@@ -75,6 +75,7 @@ typedef struct opts {
     int server_pid;
     unsigned long seed;
     bool kv;
+    bool sequential; /* users u0, u1, ... in turn instead of at random */
     const char *setup;
     const char *admin_token;
     double budget_limit;
@@ -204,6 +205,7 @@ typedef struct run {
     conn *conns;
     int epfd;
     uint64_t rng;
+    uint64_t next_user; /* --sequential: the next user's index */
     uint64_t sent;
     uint64_t t_start, t_measure, t_end; /* ns, monotonic */
     bool stopping;
@@ -273,7 +275,8 @@ static void begin_request(conn *c, msgpack_packer *pk, enum kind k, const char *
 
 static void pack_subject(run *r, msgpack_packer *pk) {
     char org[16], team[16], user[16];
-    unsigned u = rng_below(&r->rng, (unsigned)r->o->users);
+    unsigned u = r->o->sequential ? (unsigned)(r->next_user++ % (uint64_t)r->o->users)
+                                  : rng_below(&r->rng, (unsigned)r->o->users);
     unsigned per_team = (unsigned)(r->o->users / r->o->teams);
     unsigned t = u / (per_team ? per_team : 1);
     unsigned teams_per_org = (unsigned)(r->o->teams / r->o->orgs);
@@ -779,6 +782,8 @@ static void usage(FILE *out) {
             "  --settle F           fraction of reservations settled (default 1)\n"
             "  --users N --teams N --orgs N   subjects (default 10000 / 100 / 5)\n"
             "  --seed N             random seed (default 1)\n"
+            "  --sequential         checks take users u0, u1, ... in turn (wrapping) instead\n"
+            "                       of at random, so -n covers every user\n"
             "  --server-pid PID     report the server's CPU per request (/proc/PID/stat)\n"
             "  --kv                 also print one 'RESULT key=value ...' line\n"
             "  --setup-budgets one|users   create budgets and exit: 'one' = org:*,\n"
@@ -852,6 +857,8 @@ static int parse_args(opts *o, int argc, char **argv) {
             o->server_pid = (int)parse_num(a, v, 1, INT_MAX), i++;
         } else if (FLAG("--kv", "--kv")) {
             o->kv = true;
+        } else if (FLAG("--sequential", "--sequential")) {
+            o->sequential = true;
         } else if (FLAG("--setup-budgets", "--setup-budgets")) {
             if (!v || (strcmp(v, "one") != 0 && strcmp(v, "users") != 0)) {
                 fprintf(stderr, "loadgen: --setup-budgets: expected one or users, got '%s'\n",
