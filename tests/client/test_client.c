@@ -9,13 +9,9 @@
 #include "harness.h"
 
 #include <criterion/criterion.h>
-#include <sys/wait.h>
-#include <netinet/in.h>
-#include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include <sys/socket.h>
 #include <time.h>
 #include <unistd.h>
 

@@ -13,13 +13,9 @@
 #include "run.h"
 
 #include <criterion/criterion.h>
-#include <signal.h>
-#include <netinet/in.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include <sys/socket.h>
-#include <sys/wait.h>
 #include <unistd.h>
 
 /* Kills a discernd left running by a test that failed before its cleanup. */
