@@ -344,3 +344,20 @@ void fake_stop(fake_server *f) {
     snprintf(cmd, sizeof cmd, "rm -rf '%s'", f->dir);
     if (f->dir[0] && system(cmd) != 0) fprintf(stderr, "could not remove %s\n", f->dir);
 }
+
+void fake_expect_log(const fake_server *f, const char *want) {
+    char *log = fake_log(f);
+    cr_assert_str_eq(log, want);
+    free(log);
+}
+
+int fake_closed_port(void) {
+    int fd = socket(AF_INET, SOCK_STREAM, 0);
+    struct sockaddr_in a = {.sin_family = AF_INET};
+    a.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+    cr_assert(bind(fd, (struct sockaddr *)&a, sizeof a) == 0);
+    socklen_t len = sizeof a;
+    getsockname(fd, (struct sockaddr *)&a, &len);
+    close(fd);
+    return ntohs(a.sin_port);
+}

@@ -10,6 +10,7 @@
  *   ... point a client at f.address ...
  *   fake_accepts(&f)          connections accepted so far
  *   fake_log(&f)              every request seen, one line each: "settle r-1 12 34"
+ *   fake_expect_log(&f, "check chat 100\n")   the same, asserted
  *   fake_stop(&f);
  */
 #ifndef DISCERN_FAKE_SERVER_H
@@ -45,6 +46,10 @@ int fake_accepts(const fake_server *f);
  * check <purpose> <output_tokens>, settle <reservation> <input> <output>,
  * cancel <reservation>. */
 char *fake_log(const fake_server *f);
+/* Fail the test unless the request log is exactly want. */
+void fake_expect_log(const fake_server *f, const char *want);
+/* A loopback TCP port nothing listens on (bound, read back, closed). */
+int fake_closed_port(void);
 /* Kill the child and remove its folder. */
 void fake_stop(fake_server *f);
 

@@ -6,81 +6,28 @@
  * Each test runs build/bin/discern in a child process with stdout and stderr sent
  * to temporary files, then inspects both and the exit status.
  */
+#include "run.h"
+
 #include <criterion/criterion.h>
-#include <fcntl.h>
 #include <jansson.h>
 #include <math.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include <sys/wait.h>
 #include <unistd.h>
 
 #define DISCERN DISCERN_BINARY_DIR "/bin/discern"
 #define VECTORS DISCERN_SOURCE_DIR "/tests/data/ecologits_vectors.json"
 
-typedef struct run_result {
-    int code;
-    char *out, *err; /* NUL-terminated, owned */
-} run_result;
-
-static char *slurp(int fd) {
-    size_t cap = 1 << 16, len = 0;
-    char *buf = malloc(cap);
-    cr_assert_not_null(buf);
-    lseek(fd, 0, SEEK_SET);
-    ssize_t n;
-    while ((n = read(fd, buf + len, cap - len - 1)) > 0) {
-        len += (size_t)n;
-        if (len + 1 == cap) buf = realloc(buf, cap *= 2);
-        cr_assert_not_null(buf);
-    }
-    buf[len] = '\0';
-    close(fd);
-    return buf;
-}
-
-static int scratch_fd(void) {
-    char path[] = "/tmp/discern-cli-XXXXXX";
-    int fd = mkstemp(path);
-    cr_assert_geq(fd, 0);
-    unlink(path);
-    return fd;
-}
-
 /* Run discern with args (NULL-terminated); data_env, when not NULL, is put in
  * DISCERN_DATA_DIR (otherwise that variable is removed). */
 static run_result run_env(const char *data_env, const char *const *args) {
-    const char *argv[32] = {DISCERN};
-    size_t n = 1;
-    for (; args[n - 1] && n < 31; n++)
-        argv[n] = args[n - 1];
-    argv[n] = NULL;
-    int out = scratch_fd(), err = scratch_fd();
-    pid_t pid = fork();
-    cr_assert_geq(pid, 0);
-    if (pid == 0) {
-        dup2(out, 1);
-        dup2(err, 2);
-        if (data_env)
-            setenv("DISCERN_DATA_DIR", data_env, 1);
-        else
-            unsetenv("DISCERN_DATA_DIR");
-        execv(DISCERN, (char *const *)argv);
-        _exit(127);
-    }
-    int status = 0;
-    waitpid(pid, &status, 0);
-    cr_assert(WIFEXITED(status), "discern did not exit normally (status %d)", status);
-    return (run_result){WEXITSTATUS(status), slurp(out), slurp(err)};
+    char set[512];
+    snprintf(set, sizeof set, "DISCERN_DATA_DIR=%s", data_env ? data_env : "");
+    return run_discern(args, (const char *const[]){data_env ? set : "DISCERN_DATA_DIR", NULL});
 }
 
 #define RUN(...) run_env(NULL, (const char *const[]){__VA_ARGS__, NULL})
-
-static void done(run_result *r) {
-    free(r->out);
-    free(r->err);
-}
 
 static void expect_fail(run_result r, int code, const char *frag) {
     cr_assert_eq(r.code, code, "exit %d, stderr: %s", r.code, r.err);
@@ -88,7 +35,7 @@ static void expect_fail(run_result r, int code, const char *frag) {
     cr_assert_not_null(strstr(r.err, "discern: "), "stderr: %s", r.err);
     cr_assert_eq(strchr(r.err, '\n'), r.err + strlen(r.err) - 1, "not one line: %s", r.err);
     cr_assert_str_eq(r.out, "", "stdout should be empty on error: %s", r.out);
-    done(&r);
+    run_free(&r);
 }
 
 /* ---- help and usage ---- */
@@ -101,22 +48,22 @@ Test(cli, every_command_has_help_and_exits_zero) {
         char want[64];
         snprintf(want, sizeof want, "usage: discern %s", cmds[i]);
         cr_assert_not_null(strstr(r.out, want), "%s", r.out);
-        done(&r);
+        run_free(&r);
     }
     run_result r = RUN("--help");
     cr_assert_eq(r.code, 0);
     cr_assert_not_null(strstr(r.out, "estimate"));
-    done(&r);
+    run_free(&r);
 }
 
 Test(cli, no_command_or_unknown_command_is_a_usage_error) {
     run_result r = run_env(NULL, (const char *const[]){NULL});
     cr_assert_eq(r.code, 2);
-    done(&r);
+    run_free(&r);
     r = RUN("frobnicate");
     cr_assert_eq(r.code, 2);
     cr_assert_not_null(strstr(r.err, "unknown command 'frobnicate'"));
-    done(&r);
+    run_free(&r);
 }
 
 /* ---- estimate ---- */
@@ -131,7 +78,7 @@ Test(cli, estimate_table_shows_ranges_zone_factors_and_warnings) {
                           "PUE 1.2",       "16 GPUs",     "warnings: model-arch-not-released"};
     for (size_t i = 0; i < sizeof want / sizeof want[0]; i++)
         cr_assert_not_null(strstr(r.out, want[i]), "'%s' not in:\n%s", want[i], r.out);
-    done(&r);
+    run_free(&r);
 }
 
 Test(cli, estimate_without_zone_uses_the_provider_default) {
@@ -139,7 +86,7 @@ Test(cli, estimate_without_zone_uses_the_provider_default) {
                        "--output-tokens", "100");
     cr_assert_eq(r.code, 0, "stderr: %s", r.err);
     cr_assert_not_null(strstr(r.out, "zone SWE (provider default)"), "%s", r.out);
-    done(&r);
+    run_free(&r);
 }
 
 Test(cli, estimate_by_alias_names_the_model_and_a_measured_latency_caps) {
@@ -149,7 +96,7 @@ Test(cli, estimate_by_alias_names_the_model_and_a_measured_latency_caps) {
     cr_assert_not_null(strstr(r.out, "claude-sonnet-4-5-20250929 (alias claude-sonnet-4-5)"), "%s",
                        r.out);
     cr_assert_not_null(strstr(r.out, "capped by the measured latency"), "%s", r.out);
-    done(&r);
+    run_free(&r);
 }
 
 static const json_t *vector_outputs(json_t *root, const char *id) {
@@ -203,7 +150,7 @@ Test(cli, estimate_json_has_exactly_the_vector_keys_plus_zone_warnings_method) {
     expect_same_keys(got, want, "outputs");
     json_decref(got);
     json_decref(vectors);
-    done(&r);
+    run_free(&r);
 }
 
 Test(cli, unknown_model_zone_or_provider_exit_3_with_suggestions) {
@@ -251,7 +198,7 @@ Test(cli, flags_accept_the_equals_form) {
                        "--zone=DEU", "--json");
     cr_assert_eq(r.code, 0, "stderr: %s", r.err);
     cr_assert_not_null(strstr(r.out, "\"zone\": \"DEU\""), "%s", r.out);
-    done(&r);
+    run_free(&r);
 }
 
 /* ---- the catalogue location ---- */
@@ -284,7 +231,7 @@ Test(cli, data_flag_takes_precedence_over_the_environment) {
                 (const char *const[]){"zones", "--data", DISCERN_SOURCE_DIR "/core/data", NULL});
     cr_assert_eq(r.code, 0, "stderr: %s", r.err);
     cr_assert_not_null(strstr(r.out, "FRA"));
-    done(&r);
+    run_free(&r);
 }
 
 /* ---- models and zones ---- */
@@ -296,7 +243,7 @@ Test(cli, models_lists_one_provider_with_parameters_and_aliases) {
     cr_assert_not_null(strstr(r.out, "200-600"), "%s", r.out);
     cr_assert_not_null(strstr(r.out, "anthropic/claude-sonnet-4-5 -> claude-sonnet-4-5-20250929"));
     cr_assert_null(strstr(r.out, "gpt-4o"));
-    done(&r);
+    run_free(&r);
 }
 
 Test(cli, models_json_lists_the_whole_catalogue) {
@@ -307,7 +254,7 @@ Test(cli, models_json_lists_the_whole_catalogue) {
     cr_assert_eq(json_array_size(json_object_get(root, "models")), 356);
     cr_assert_eq(json_array_size(json_object_get(root, "aliases")), 12);
     json_decref(root);
-    done(&r);
+    run_free(&r);
 }
 
 Test(cli, zones_lists_every_mix_with_default_providers) {
@@ -315,7 +262,7 @@ Test(cli, zones_lists_every_mix_with_default_providers) {
     cr_assert_eq(r.code, 0, "stderr: %s", r.err);
     cr_assert_not_null(strstr(r.out, "WOR"));
     cr_assert_not_null(strstr(r.out, "mistralai"));
-    done(&r);
+    run_free(&r);
     r = RUN("zones", "--json");
     json_t *root = json_loads(r.out, 0, NULL);
     cr_assert_not_null(root);
@@ -325,7 +272,7 @@ Test(cli, zones_lists_every_mix_with_default_providers) {
         json_number_value(json_object_get(json_array_get(zones, 0), "gwp_kgco2eq_per_kwh")),
         0.35895, 1e-12);
     json_decref(root);
-    done(&r);
+    run_free(&r);
 }
 
 Test(cli, estimate_shows_the_list_price_when_the_model_has_one) {
@@ -334,10 +281,10 @@ Test(cli, estimate_shows_the_list_price_when_the_model_has_one) {
     cr_assert_eq(r.code, 0, "stderr: %s", r.err);
     cr_assert_not_null(strstr(r.out, "list price: 0.007500 USD for 1000 input + 500 output"), "%s",
                        r.out);
-    done(&r);
+    run_free(&r);
     r = RUN("estimate", "--provider", "huggingface_hub", "--model",
             "meta-llama/Meta-Llama-3-8B-Instruct", "--output-tokens", "10");
     cr_assert_eq(r.code, 0, "stderr: %s", r.err);
     cr_assert_null(strstr(r.out, "list price"), "%s", r.out);
-    done(&r);
+    run_free(&r);
 }

@@ -10,131 +10,35 @@
  */
 #include "fake_server.h"
 #include "harness.h"
+#include "run.h"
 
 #include <criterion/criterion.h>
-#include <signal.h>
-#include <fcntl.h>
 #include <jansson.h>
-#include <netinet/in.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include <sys/socket.h>
 #include <sys/stat.h>
-#include <sys/wait.h>
 #include <unistd.h>
 
-/* The discernd of the running test: the suite's fini kills it even when an
- * assertion failed before th_server_cleanup (it would hold the test's pipes). */
-static th_server *live_server;
-
-static void kill_live_server(void) {
-    if (live_server && live_server->pid > 0) {
-        kill(live_server->pid, SIGKILL);
-        waitpid(live_server->pid, NULL, 0);
-        live_server->pid = 0;
-    }
-}
-
-TestSuite(cli_server, .fini = kill_live_server);
-
-static void start_server(th_server *s, const char *extra) {
-    th_server_start(s, extra);
-    live_server = s;
-}
+/* Kills a discernd left running by a test that failed before its cleanup. */
+TestSuite(cli_server, .fini = th_kill_live_server);
 
 #define DISCERN DISCERN_BINARY_DIR "/bin/discern"
 
-typedef struct run_result {
-    int code;
-    char *out, *err;
-} run_result;
-
-static char *slurp(int fd) {
-    size_t cap = 1 << 16, len = 0;
-    char *buf = malloc(cap);
-    cr_assert_not_null(buf);
-    lseek(fd, 0, SEEK_SET);
-    ssize_t n;
-    while ((n = read(fd, buf + len, cap - len - 1)) > 0) {
-        len += (size_t)n;
-        if (len + 1 == cap) buf = realloc(buf, cap *= 2);
-        cr_assert_not_null(buf);
-    }
-    buf[len] = '\0';
-    close(fd);
-    return buf;
-}
-
-static int scratch_fd(void) {
-    char path[] = "/tmp/discern-cli-XXXXXX";
-    int fd = mkstemp(path);
-    cr_assert_geq(fd, 0);
-    unlink(path);
-    return fd;
-}
-
 /* Run discern with DISCERN_SERVER=server (NULL: unset) and args (NULL-terminated). */
 static run_result run(const char *server, const char *const *args) {
-    const char *argv[48] = {DISCERN};
-    size_t n = 1;
-    for (; args[n - 1] && n < 47; n++)
-        argv[n] = args[n - 1];
-    argv[n] = NULL;
-    int out = scratch_fd(), err = scratch_fd();
-    pid_t pid = fork();
-    cr_assert_geq(pid, 0);
-    if (pid == 0) {
-        dup2(out, 1);
-        dup2(err, 2);
-        if (server)
-            setenv("DISCERN_SERVER", server, 1);
-        else
-            unsetenv("DISCERN_SERVER");
-        unsetenv("DISCERN_ADMIN_TOKEN");
-        unsetenv("DISCERN_USER");
-        unsetenv("DISCERN_TEAM");
-        unsetenv("DISCERN_ORG");
-        unsetenv("DISCERN_KEY");
-        execv(DISCERN, (char *const *)argv);
-        _exit(127);
-    }
-    int status = 0;
-    waitpid(pid, &status, 0);
-    cr_assert(WIFEXITED(status), "discern did not exit normally (status %d)", status);
-    return (run_result){WEXITSTATUS(status), slurp(out), slurp(err)};
+    char set[512];
+    snprintf(set, sizeof set, "DISCERN_SERVER=%s", server ? server : "");
+    return run_discern(args, (const char *const[]){server ? set : "DISCERN_SERVER",
+                                                   "DISCERN_ADMIN_TOKEN", "DISCERN_USER",
+                                                   "DISCERN_TEAM", "DISCERN_ORG", "DISCERN_KEY",
+                                                   NULL});
 }
 
 #define RUN(server, ...) run(server, (const char *const[]){__VA_ARGS__, NULL})
 #define REQ                                                                                        \
     "--provider", "openai", "--model", "gpt-4o", "--output-tokens", "800", "--input-tokens",       \
         "100", "--purpose", "code-review", "--team", "infra", "--user", "ana"
-
-static void done(run_result *r) {
-    free(r->out);
-    free(r->err);
-}
-
-static void has(const char *text, const char *frag) {
-    cr_assert_not_null(strstr(text, frag), "'%s' not in:\n%s", frag, text);
-}
-
-static void expect_log(const fake_server *f, const char *want) {
-    char *log = fake_log(f);
-    cr_assert_str_eq(log, want);
-    free(log);
-}
-
-static int closed_port(void) {
-    int fd = socket(AF_INET, SOCK_STREAM, 0);
-    struct sockaddr_in a = {.sin_family = AF_INET};
-    a.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
-    cr_assert(bind(fd, (struct sockaddr *)&a, sizeof a) == 0);
-    socklen_t len = sizeof a;
-    getsockname(fd, (struct sockaddr *)&a, &len);
-    close(fd);
-    return ntohs(a.sin_port);
-}
 
 /* ------------------------------------------------------------ help, usage -- */
 
@@ -151,8 +55,8 @@ Test(cli_server, every_server_command_has_help_and_exits_zero) {
                      cmds[i][1] ? cmds[i][1] : "", r.code, r.err);
         char want[64];
         snprintf(want, sizeof want, "usage: discern %s", cmds[i][0]);
-        has(r.out, want);
-        done(&r);
+        run_has(r.out, want);
+        run_free(&r);
     }
 }
 
@@ -160,45 +64,45 @@ Test(cli_server, missing_or_bad_flags_are_usage_errors_naming_the_flag) {
     run_result r = RUN(NULL, "check", "--provider", "openai", "--model", "gpt-4o",
                        "--output-tokens", "10", "--user", "ana");
     cr_assert_eq(r.code, 2);
-    has(r.err, "option --purpose is required");
-    done(&r);
+    run_has(r.err, "option --purpose is required");
+    run_free(&r);
     r = RUN(NULL, "check", REQ, "--output-tokens", "-5");
     cr_assert_eq(r.code, 2);
-    has(r.err, "--output-tokens: '-5' is not a non-negative integer");
-    done(&r);
+    run_has(r.err, "--output-tokens: '-5' is not a non-negative integer");
+    run_free(&r);
     r = RUN(NULL, "check", "--provider", "openai", "--model", "gpt-4o", "--output-tokens", "1",
             "--purpose", "chat");
     cr_assert_eq(r.code, 2);
-    has(r.err, "who asks?");
-    done(&r);
+    run_has(r.err, "who asks?");
+    run_free(&r);
     r = RUN(NULL, "ping", "--server", "nonsense");
     cr_assert_eq(r.code, 2);
-    has(r.err, "address 'nonsense'");
-    done(&r);
+    run_has(r.err, "address 'nonsense'");
+    run_free(&r);
     r = RUN(NULL, "ping", "--frob");
     cr_assert_eq(r.code, 2);
-    has(r.err, "unknown option '--frob'");
-    done(&r);
+    run_has(r.err, "unknown option '--frob'");
+    run_free(&r);
     r = RUN(NULL, "exec", REQ);
     cr_assert_eq(r.code, 2);
-    has(r.err, "give the command after '--'");
-    done(&r);
+    run_has(r.err, "give the command after '--'");
+    run_free(&r);
     r = RUN(NULL, "budget", "frob");
     cr_assert_eq(r.code, 2);
-    done(&r);
+    run_free(&r);
 }
 
 /* ------------------------------------------------------------ real server -- */
 
 Test(cli_server, ping_and_stats_talk_to_a_real_server) {
     th_server s;
-    start_server(&s, NULL);
+    th_server_start(&s, NULL);
     char addr[64];
     snprintf(addr, sizeof addr, "127.0.0.1:%d", s.port);
     run_result r = RUN(addr, "ping");
     cr_assert_eq(r.code, 0, "%s", r.err);
-    has(r.out, "pong from discernd 0.1.0 in");
-    done(&r);
+    run_has(r.out, "pong from discernd 0.1.0 in");
+    run_free(&r);
     r = RUN(NULL, "stats", "--server", addr, "--json");
     cr_assert_eq(r.code, 0, "%s", r.err);
     json_t *j = json_loads(r.out, 0, NULL);
@@ -206,43 +110,43 @@ Test(cli_server, ping_and_stats_talk_to_a_real_server) {
     cr_assert_str_eq(json_string_value(json_object_get(j, "version")), "0.1.0");
     cr_assert_eq(json_integer_value(json_object_get(j, "workers")), 2);
     json_decref(j);
-    done(&r);
+    run_free(&r);
     char unix_addr[400];
     snprintf(unix_addr, sizeof unix_addr, "unix:%s", s.unix_path);
     r = RUN(unix_addr, "stats");
     cr_assert_eq(r.code, 0, "%s", r.err);
-    has(r.out, "discernd 0.1.0");
-    has(r.out, "decisions: allow");
-    done(&r);
+    run_has(r.out, "discernd 0.1.0");
+    run_has(r.out, "decisions: allow");
+    run_free(&r);
     th_server_cleanup(&s);
 }
 
 Test(cli_server, a_wrong_admin_token_is_refused_before_the_admin_call) {
     th_server s;
-    start_server(&s, NULL);
+    th_server_start(&s, NULL);
     char addr[64];
     snprintf(addr, sizeof addr, "127.0.0.1:%d", s.port);
     run_result r = RUN(addr, "budget", "set", "--selector", "team:*", "--metric", "gco2e",
                        "--window", "month", "--limit", "100", "--admin-token", "wrong");
     cr_assert_eq(r.code, 1, "%s", r.err);
-    has(r.err, "admin token was refused");
-    has(r.err, "(unauthorized)");
-    done(&r);
+    run_has(r.err, "admin token was refused");
+    run_has(r.err, "(unauthorized)");
+    run_free(&r);
     r = RUN(addr, "ping", "--admin-token", "x");
     cr_assert_eq(r.code, 2);
-    has(r.err, "--admin-token is for admin commands only");
-    done(&r);
+    run_has(r.err, "--admin-token is for admin commands only");
+    run_free(&r);
     th_server_cleanup(&s);
 }
 
 Test(cli_server, an_unreachable_server_exits_4) {
     char addr[64];
-    snprintf(addr, sizeof addr, "127.0.0.1:%d", closed_port());
+    snprintf(addr, sizeof addr, "127.0.0.1:%d", fake_closed_port());
     run_result r = RUN(addr, "check", REQ);
     cr_assert_eq(r.code, 4);
-    has(r.err, "Connection refused (unreachable)");
+    run_has(r.err, "Connection refused (unreachable)");
     cr_assert_str_eq(r.out, "");
-    done(&r);
+    run_free(&r);
 }
 
 /* -------------------------------------------------------- scripted checks -- */
@@ -252,18 +156,18 @@ Test(cli_server, check_prints_the_decision_and_a_budgets_table_with_bars) {
     fake_start(&f, FAKE_SCRIPT, "allow,throttle:2.5,refuse");
     run_result r = RUN(f.address, "check", REQ);
     cr_assert_eq(r.code, 0, "%s", r.err);
-    has(r.out, "allow: within budgets [policy budgets]");
-    has(r.out, "reservation r-1");
-    has(r.out, "team:*");
-    has(r.out, "team:infra");
-    has(r.out, "[########++..........]");
-    has(r.out, "2027-01-01 00:00:00 UTC");
-    done(&r);
+    run_has(r.out, "allow: within budgets [policy budgets]");
+    run_has(r.out, "reservation r-1");
+    run_has(r.out, "team:*");
+    run_has(r.out, "team:infra");
+    run_has(r.out, "[########++..........]");
+    run_has(r.out, "2027-01-01 00:00:00 UTC");
+    run_free(&r);
     r = RUN(f.address, "check", REQ);
     cr_assert_eq(r.code, 10);
-    has(r.out, "throttle: team:* gco2e month exhausted");
-    has(r.out, "retry after 2.5 s");
-    done(&r);
+    run_has(r.out, "throttle: team:* gco2e month exhausted");
+    run_has(r.out, "retry after 2.5 s");
+    run_free(&r);
     r = RUN(f.address, "check", REQ, "--json");
     cr_assert_eq(r.code, 11);
     json_t *j = json_loads(r.out, 0, NULL);
@@ -273,7 +177,7 @@ Test(cli_server, check_prints_the_decision_and_a_budgets_table_with_bars) {
     cr_assert_str_eq(json_string_value(json_object_get(b, "counter")), "team:infra");
     cr_assert_float_eq(json_real_value(json_object_get(b, "remaining")), 50.0, 1e-9);
     json_decref(j);
-    done(&r);
+    run_free(&r);
     fake_stop(&f);
 }
 
@@ -287,9 +191,9 @@ Test(cli_server, exec_runs_an_allowed_command_and_settles_the_tokens_it_reports)
                        "echo ran with $DISCERN_RESERVATION");
     cr_assert_eq(r.code, 0, "%s", r.err);
     cr_assert_str_eq(r.out, "ran with r-1\n");
-    has(r.err, "allow: within budgets");
-    expect_log(&f, "check code-review 800\nsettle r-1 7 9\n");
-    done(&r);
+    run_has(r.err, "allow: within budgets");
+    fake_expect_log(&f, "check code-review 800\nsettle r-1 7 9\n");
+    run_free(&r);
     fake_stop(&f);
 }
 
@@ -299,8 +203,8 @@ Test(cli_server, exec_charges_the_flags_when_the_command_reports_nothing) {
     run_result r = RUN(f.address, "exec", REQ, "--quiet", "--", "true");
     cr_assert_eq(r.code, 0, "%s", r.err);
     cr_assert_str_eq(r.err, "");
-    expect_log(&f, "check code-review 800\nsettle r-1 100 800\n");
-    done(&r);
+    fake_expect_log(&f, "check code-review 800\nsettle r-1 100 800\n");
+    run_free(&r);
     fake_stop(&f);
 }
 
@@ -309,13 +213,13 @@ Test(cli_server, exec_cancels_when_the_command_fails_and_exits_with_its_status) 
     fake_start(&f, FAKE_SCRIPT, "allow");
     run_result r = RUN(f.address, "exec", REQ, "--", "sh", "-c", "exit 3");
     cr_assert_eq(r.code, 3);
-    expect_log(&f, "check code-review 800\ncancel r-1\n");
-    done(&r);
+    fake_expect_log(&f, "check code-review 800\ncancel r-1\n");
+    run_free(&r);
     r = RUN(f.address, "exec", REQ, "--", "/nonexistent/command");
     cr_assert_eq(r.code, 127);
-    has(r.err, "cannot run '/nonexistent/command'");
-    expect_log(&f, "check code-review 800\ncancel r-1\ncheck code-review 800\ncancel r-2\n");
-    done(&r);
+    run_has(r.err, "cannot run '/nonexistent/command'");
+    fake_expect_log(&f, "check code-review 800\ncancel r-1\ncheck code-review 800\ncancel r-2\n");
+    run_free(&r);
     fake_stop(&f);
 }
 
@@ -332,15 +236,15 @@ Test(cli_server, exec_never_runs_a_refused_or_throttled_command) {
     snprintf(script, sizeof script, "touch '%s'", marker);
     run_result r = RUN(f.address, "exec", REQ, "--", "sh", "-c", script);
     cr_assert_eq(r.code, 11);
-    has(r.err, "exec: refuse: team:* gco2e month exhausted");
-    done(&r);
+    run_has(r.err, "exec: refuse: team:* gco2e month exhausted");
+    run_free(&r);
     r = RUN(f.address, "exec", REQ, "--", "sh", "-c", script);
     cr_assert_eq(r.code, 10);
-    has(r.err, "exec: throttle:");
-    has(r.err, "retry after 1 s");
-    done(&r);
+    run_has(r.err, "exec: throttle:");
+    run_has(r.err, "retry after 1 s");
+    run_free(&r);
     cr_assert_not(exists(marker), "the command ran");
-    expect_log(&f, "check code-review 800\ncheck code-review 800\n");
+    fake_expect_log(&f, "check code-review 800\ncheck code-review 800\n");
     fake_stop(&f);
 }
 
@@ -350,10 +254,10 @@ Test(cli_server, exec_with_wait_sleeps_through_throttles_then_runs) {
     run_result r = RUN(f.address, "exec", REQ, "--wait", "--max-wait", "5", "--", "echo", "hello");
     cr_assert_eq(r.code, 0, "%s", r.err);
     cr_assert_str_eq(r.out, "hello\n");
-    has(r.err, "after waiting throttles");
-    expect_log(&f, "check code-review 800\ncheck code-review 800\ncheck code-review 800\n"
+    run_has(r.err, "after waiting throttles");
+    fake_expect_log(&f, "check code-review 800\ncheck code-review 800\ncheck code-review 800\n"
                    "settle r-1 100 800\n");
-    done(&r);
+    run_free(&r);
     fake_stop(&f);
 }
 
@@ -363,27 +267,27 @@ Test(cli_server, exec_with_wait_gives_up_past_max_wait) {
     run_result r = RUN(f.address, "exec", REQ, "--wait", "--max-wait", "1", "--", "echo", "no");
     cr_assert_eq(r.code, 10, "%s", r.err);
     cr_assert_str_eq(r.out, "");
-    has(r.err, "waited the longest allowed");
-    done(&r);
+    run_has(r.err, "waited the longest allowed");
+    run_free(&r);
     fake_stop(&f);
 }
 
 Test(cli_server, exec_refuses_when_unreachable_unless_the_fallback_allows) {
     char addr[64];
-    snprintf(addr, sizeof addr, "127.0.0.1:%d", closed_port());
+    snprintf(addr, sizeof addr, "127.0.0.1:%d", fake_closed_port());
     run_result r = RUN(addr, "exec", REQ, "--", "echo", "ran");
     cr_assert_eq(r.code, 4);
     cr_assert_str_eq(r.out, "");
-    has(r.err, "fallback: refuse");
-    done(&r);
+    run_has(r.err, "fallback: refuse");
+    run_free(&r);
     r = RUN(addr, "exec", REQ, "--fallback", "allow", "--", "echo", "ran");
     cr_assert_eq(r.code, 0, "%s", r.err);
     cr_assert_str_eq(r.out, "ran\n");
-    has(r.err, "fallback: allow: running unmetered");
-    done(&r);
+    run_has(r.err, "fallback: allow: running unmetered");
+    run_free(&r);
     r = RUN(addr, "exec", REQ, "--fallback", "maybe", "--", "echo", "ran");
     cr_assert_eq(r.code, 2);
-    done(&r);
+    run_free(&r);
 }
 
 /* ---------------------------------------------- against a real discernd -- */
@@ -392,14 +296,14 @@ Test(cli_server, exec_refuses_when_unreachable_unless_the_fallback_allows) {
 #define ADMIN "--admin-token", TH_ADMIN_TOKEN
 
 static void real_server(th_server *s, char *addr, size_t cap) {
-    start_server(s, SHIPPED_POLICIES);
+    th_server_start(s, SHIPPED_POLICIES);
     snprintf(addr, cap, "127.0.0.1:%d", s->port);
 }
 
 static void ok(run_result r, const char *frag) {
     cr_assert_eq(r.code, 0, "exit %d: %s", r.code, r.err);
-    if (frag) has(r.out, frag);
-    done(&r);
+    if (frag) run_has(r.out, frag);
+    run_free(&r);
 }
 
 Test(cli_server, check_on_a_real_server_allows_throttles_refuses_and_names_unknown_models) {
@@ -412,9 +316,9 @@ Test(cli_server, check_on_a_real_server_allows_throttles_refuses_and_names_unkno
     ok(RUN(addr, "check", REQ), "allow: ");
     run_result r = RUN(addr, "check", REQ);
     cr_assert_eq(r.code, 10, "%s%s", r.out, r.err);
-    has(r.out, "throttle: rate budget");
-    has(r.out, "retry after");
-    done(&r);
+    run_has(r.out, "throttle: rate budget");
+    run_has(r.out, "retry after");
+    run_free(&r);
     ok(RUN(addr, "budget", "set", "--selector", "team:infra", "--metric", "gco2e", "--window",
            "month", "--limit", "0.001", ADMIN),
        "created");
@@ -426,13 +330,13 @@ Test(cli_server, check_on_a_real_server_allows_throttles_refuses_and_names_unkno
     cr_assert_str_eq(json_string_value(json_object_get(j, "decision")), "refuse");
     cr_assert_str_eq(json_string_value(json_object_get(j, "policy")), "budgets");
     json_decref(j);
-    done(&r);
+    run_free(&r);
     r = RUN(addr, "check", "--provider", "openai", "--model", "gpt-9", "--output-tokens", "1",
             "--purpose", "chat", "--user", "ana");
     cr_assert_eq(r.code, 3);
-    has(r.err, "gpt-9");
-    has(r.err, "(unknown_model)");
-    done(&r);
+    run_has(r.err, "gpt-9");
+    run_has(r.err, "(unknown_model)");
+    run_free(&r);
     th_server_cleanup(&s);
 }
 
@@ -444,7 +348,7 @@ static void reserve(const char *addr, char *out, size_t cap) {
     cr_assert_not_null(j);
     snprintf(out, cap, "%s", json_string_value(json_object_get(j, "reservation")));
     json_decref(j);
-    done(&r);
+    run_free(&r);
 }
 
 Test(cli_server, settle_and_cancel_on_a_real_server) {
@@ -458,19 +362,19 @@ Test(cli_server, settle_and_cancel_on_a_real_server) {
     run_result r =
         RUN(addr, "settle", "--reservation", res, "--input-tokens", "10", "--output-tokens", "20");
     cr_assert_eq(r.code, 0, "%s", r.err);
-    has(r.out, "(reserved)");
-    has(r.out, "30 tokens");
-    done(&r);
+    run_has(r.out, "(reserved)");
+    run_has(r.out, "30 tokens");
+    run_free(&r);
     r = RUN(addr, "settle", "--reservation", res, "--output-tokens", "20", "--json");
     cr_assert_eq(r.code, 0, "%s", r.err);
-    has(r.out, "\"settled\": \"repeated\"");
-    done(&r);
+    run_has(r.out, "\"settled\": \"repeated\"");
+    run_free(&r);
     reserve(addr, res, sizeof res);
     ok(RUN(addr, "cancel", "--reservation", res), "released");
     r = RUN(addr, "cancel", "--reservation", "r-never-issued");
     cr_assert_eq(r.code, 1);
-    has(r.err, "(unknown_reservation)");
-    done(&r);
+    run_has(r.err, "(unknown_reservation)");
+    run_free(&r);
     r = RUN(addr, "budget", "get", "--user", "ana", "--json");
     cr_assert_eq(r.code, 0, "%s", r.err);
     json_t *j = json_loads(r.out, 0, NULL);
@@ -478,7 +382,7 @@ Test(cli_server, settle_and_cancel_on_a_real_server) {
     cr_assert_float_eq(json_real_value(json_object_get(b, "used")), 30, 1e-9);
     cr_assert_float_eq(json_real_value(json_object_get(b, "held")), 0, 1e-9);
     json_decref(j);
-    done(&r);
+    run_free(&r);
     th_server_cleanup(&s);
 }
 
@@ -495,35 +399,35 @@ Test(cli_server, budgets_grid_and_reload_on_a_real_server) {
     ok(RUN(addr, "budget", "list"), "team:*");
     run_result r = RUN(addr, "budget", "get", "--team", "infra");
     cr_assert_eq(r.code, 0, "%s", r.err);
-    has(r.out, "team:infra");
-    has(r.out, "[....................]");
-    has(r.out, "00:00:00 UTC");
-    done(&r);
+    run_has(r.out, "team:infra");
+    run_has(r.out, "[....................]");
+    run_has(r.out, "00:00:00 UTC");
+    run_free(&r);
     r = RUN(addr, "budget", "set", "--selector", "team:*", "--metric", "carbon", "--window",
             "month", "--limit", "1", ADMIN);
     cr_assert_eq(r.code, 3);
-    has(r.err, "(unknown_metric)");
-    done(&r);
+    run_has(r.err, "(unknown_metric)");
+    run_free(&r);
     ok(RUN(addr, "budget", "delete", "--selector", "team:*", "--metric", "gco2e", "--window",
            "month", ADMIN),
        "deleted team:* gco2e month");
     r = RUN(addr, "budget", "delete", "--selector", "team:*", "--metric", "gco2e", "--window",
             "month", ADMIN);
     cr_assert_eq(r.code, 1);
-    has(r.err, "(unknown_budget)");
-    done(&r);
+    run_has(r.err, "(unknown_budget)");
+    run_free(&r);
     r = RUN(addr, "budget", "delete", "--selector", "team:*", "--metric", "gco2e", "--window",
             "month");
     cr_assert_eq(r.code, 1);
-    has(r.err, "(unauthorized)");
-    done(&r);
+    run_has(r.err, "(unauthorized)");
+    run_free(&r);
     ok(RUN(addr, "grid", "set", "--zone", "FRA", "--gco2e-per-kwh", "21.5", "--valid-for", "600",
            ADMIN),
        "grid FRA: 21.5 gCO2e/kWh until");
     r = RUN(addr, "grid", "set", "--zone", "XXX", "--gco2e-per-kwh", "1", "--valid-for", "60",
             ADMIN);
     cr_assert_eq(r.code, 3);
-    done(&r);
+    run_free(&r);
     ok(RUN(addr, "reload", ADMIN), "budgets");
     th_server_cleanup(&s);
 }
@@ -543,18 +447,18 @@ Test(cli_server, exec_on_a_real_server_settles_refuses_and_waits_out_a_throttle)
                        "echo input_tokens=11 output_tokens=22 > \"$DISCERN_USAGE_FILE\"; echo one");
     cr_assert_eq(r.code, 0, "%s", r.err);
     cr_assert_str_eq(r.out, "one\n");
-    done(&r);
+    run_free(&r);
     /* the rate budget is empty now: without --wait the command does not run */
     r = RUN(addr, "exec", REQ, "--", "echo", "two");
     cr_assert_eq(r.code, 10, "%s", r.err);
     cr_assert_str_eq(r.out, "");
-    done(&r);
+    run_free(&r);
     /* with --wait it runs once the bucket refilled */
     r = RUN(addr, "exec", REQ, "--wait", "--max-wait", "10", "--", "echo", "three");
     cr_assert_eq(r.code, 0, "%s", r.err);
     cr_assert_str_eq(r.out, "three\n");
-    has(r.err, "after waiting throttles");
-    done(&r);
+    run_has(r.err, "after waiting throttles");
+    run_free(&r);
     r = RUN(addr, "budget", "get", "--user", "ana", "--json");
     json_t *j = json_loads(r.out, 0, NULL);
     json_t *bs = json_object_get(j, "budgets");
@@ -565,7 +469,7 @@ Test(cli_server, exec_on_a_real_server_settles_refuses_and_waits_out_a_throttle)
             tokens = json_real_value(json_object_get(json_array_get(bs, i), "used"));
     cr_assert_float_eq(tokens, 33 + 900, 1e-9, "11 + 22 reported, then 100 + 800 from the flags");
     json_decref(j);
-    done(&r);
+    run_free(&r);
     /* refused: over the team's carbon budget, the command never runs */
     ok(RUN(addr, "budget", "set", "--selector", "team:infra", "--metric", "gco2e", "--window",
            "month", "--limit", "0.000001", ADMIN),
@@ -574,7 +478,7 @@ Test(cli_server, exec_on_a_real_server_settles_refuses_and_waits_out_a_throttle)
             "--purpose", "code-review", "--team", "infra", "--user", "bob", "--", "echo", "four");
     cr_assert_eq(r.code, 11, "%s", r.err);
     cr_assert_str_eq(r.out, "");
-    has(r.err, "exec: refuse: ");
-    done(&r);
+    run_has(r.err, "exec: refuse: ");
+    run_free(&r);
     th_server_cleanup(&s);
 }

@@ -9,40 +9,14 @@
 #include "harness.h"
 
 #include <criterion/criterion.h>
-#include <sys/wait.h>
-#include <netinet/in.h>
-#include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include <sys/socket.h>
 #include <time.h>
 #include <unistd.h>
 
-/* The discernd of the running test: the suite's fini kills it even when an
- * assertion failed before th_server_cleanup (it would hold the test's pipes). */
-static th_server *live_server;
-
-static void kill_live_server(void) {
-    if (live_server && live_server->pid > 0) {
-        kill(live_server->pid, SIGKILL);
-        waitpid(live_server->pid, NULL, 0);
-        live_server->pid = 0;
-    }
-}
-
-TestSuite(client, .fini = kill_live_server);
-
-static void start_server(th_server *s, const char *extra) {
-    th_server_start(s, extra);
-    live_server = s;
-}
-
-static int64_t ms_now(void) {
-    struct timespec ts;
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-    return (int64_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
-}
+/* Kills a discernd left running by a test that failed before its cleanup. */
+TestSuite(client, .fini = th_kill_live_server);
 
 static dsc_client *tcp_client(const th_server *s, const dsc_client_options *o) {
     char addr[64];
@@ -61,23 +35,11 @@ static dsc_client *client_at(const char *addr, int timeout_ms) {
     return c;
 }
 
-/* A TCP port nothing listens on. */
-static int closed_port(void) {
-    int fd = socket(AF_INET, SOCK_STREAM, 0);
-    struct sockaddr_in a = {.sin_family = AF_INET};
-    a.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
-    cr_assert(bind(fd, (struct sockaddr *)&a, sizeof a) == 0);
-    socklen_t len = sizeof a;
-    getsockname(fd, (struct sockaddr *)&a, &len);
-    close(fd);
-    return ntohs(a.sin_port);
-}
-
 /* ------------------------------------------------------------ real server -- */
 
 Test(client, ping_over_tcp_returns_the_server_version_and_clock) {
     th_server s;
-    start_server(&s, NULL);
+    th_server_start(&s, NULL);
     dsc_client *c = tcp_client(&s, NULL);
     dsc_client_ping_result r;
     dsc_error err;
@@ -91,7 +53,7 @@ Test(client, ping_over_tcp_returns_the_server_version_and_clock) {
 
 Test(client, ping_over_the_unix_socket) {
     th_server s;
-    start_server(&s, NULL);
+    th_server_start(&s, NULL);
     char addr[400];
     snprintf(addr, sizeof addr, "unix:%s", s.unix_path);
     dsc_client *c = client_at(addr, 2000);
@@ -103,7 +65,7 @@ Test(client, ping_over_the_unix_socket) {
 
 Test(client, stats_count_the_requests_served) {
     th_server s;
-    start_server(&s, NULL);
+    th_server_start(&s, NULL);
     dsc_client *c = tcp_client(&s, NULL);
     dsc_error err;
     for (int i = 0; i < 5; i++)
@@ -120,7 +82,7 @@ Test(client, stats_count_the_requests_served) {
 
 Test(client, the_admin_token_is_sent_on_connect_and_a_wrong_one_is_unauthorized) {
     th_server s;
-    start_server(&s, NULL);
+    th_server_start(&s, NULL);
     dsc_error err;
     dsc_client *good = tcp_client(&s, &(dsc_client_options){.admin_token = TH_ADMIN_TOKEN});
     cr_assert_eq(dsc_client_connect(good, &err), DSC_OK, "%s", err.message);
@@ -135,7 +97,7 @@ Test(client, the_admin_token_is_sent_on_connect_and_a_wrong_one_is_unauthorized)
 
 Test(client, a_server_error_comes_back_as_its_status_and_message) {
     th_server s;
-    start_server(&s, NULL);
+    th_server_start(&s, NULL);
     dsc_client *c = tcp_client(&s, NULL);
     dsc_client_check_request rq = {.subject = {.user = "ana"},
                                    .provider = "openai",
@@ -155,7 +117,7 @@ Test(client, a_server_error_comes_back_as_its_status_and_message) {
 
 Test(client, pipeline_of_1000_calls_matches_every_reply_to_its_call) {
     th_server s;
-    start_server(&s, NULL);
+    th_server_start(&s, NULL);
     dsc_client *c = tcp_client(&s, &(dsc_client_options){.timeout_ms = 10000});
     enum { N = 1000 };
     dsc_client_call *calls = calloc(N, sizeof *calls);
@@ -185,7 +147,7 @@ Test(client, pipeline_of_1000_calls_matches_every_reply_to_its_call) {
 
 Test(client, an_invalid_call_in_a_pipeline_fails_alone_and_is_not_sent) {
     th_server s;
-    start_server(&s, NULL);
+    th_server_start(&s, NULL);
     dsc_client *c = tcp_client(&s, NULL);
     dsc_client_check_request bad = {.provider = "openai", .model = "gpt-4o", .purpose = "x"};
     dsc_client_call calls[3] = {{.method = DSC_CALL_PING},
@@ -242,12 +204,12 @@ Test(client, bad_addresses_are_refused_with_the_address_in_the_message) {
 
 Test(client, a_port_nobody_listens_on_is_unreachable_at_once) {
     char addr[64];
-    snprintf(addr, sizeof addr, "127.0.0.1:%d", closed_port());
+    snprintf(addr, sizeof addr, "127.0.0.1:%d", fake_closed_port());
     dsc_client *c = client_at(addr, 5000);
     dsc_error err;
-    int64_t t0 = ms_now();
+    int64_t t0 = th_now_ms();
     cr_assert_eq(dsc_client_ping(c, NULL, &err), DSC_UNREACHABLE);
-    cr_assert_lt(ms_now() - t0, 1000);
+    cr_assert_lt(th_now_ms() - t0, 1000);
     cr_assert_not_null(strstr(err.message, addr), "%s", err.message);
     cr_assert_not_null(strstr(err.message, "refused"), "%s", err.message);
     dsc_client_free(c);
@@ -255,14 +217,14 @@ Test(client, a_port_nobody_listens_on_is_unreachable_at_once) {
 
 Test(client, a_stopped_server_times_out_and_the_next_call_works_once_it_resumes) {
     th_server s;
-    start_server(&s, NULL);
+    th_server_start(&s, NULL);
     dsc_client *c = tcp_client(&s, &(dsc_client_options){.timeout_ms = 300});
     dsc_error err;
     cr_assert_eq(dsc_client_ping(c, NULL, &err), DSC_OK, "%s", err.message);
     th_server_pause(&s); /* returns once every thread has stopped */
-    int64_t t0 = ms_now();
+    int64_t t0 = th_now_ms();
     cr_assert_eq(dsc_client_ping(c, NULL, &err), DSC_TIMEOUT);
-    int64_t took = ms_now() - t0;
+    int64_t took = th_now_ms() - t0;
     cr_assert(took >= 290 && took < 1500, "timed out after %lld ms", (long long)took);
     cr_assert_not_null(strstr(err.message, "no reply to ping within the timeout"), "%s",
                        err.message);
@@ -275,7 +237,7 @@ Test(client, a_stopped_server_times_out_and_the_next_call_works_once_it_resumes)
 
 Test(client, a_server_restart_is_survived_by_a_transparent_reconnect) {
     th_server s;
-    start_server(&s, NULL);
+    th_server_start(&s, NULL);
     dsc_client *c = tcp_client(&s, NULL);
     char unix_addr[400];
     snprintf(unix_addr, sizeof unix_addr, "unix:%s", s.unix_path);
@@ -302,7 +264,7 @@ Test(client, repeated_restarts_between_calls_need_no_caller_action) {
     /* the server restarts while the client holds an idle connection: the next
      * call finds it closed and reconnects before sending */
     th_server s;
-    start_server(&s, NULL);
+    th_server_start(&s, NULL);
     char unix_addr[400];
     snprintf(unix_addr, sizeof unix_addr, "unix:%s", s.unix_path);
     dsc_client *u = client_at(unix_addr, 2000);
@@ -325,9 +287,9 @@ Test(client, a_peer_that_never_answers_times_out_within_the_timeout) {
     fake_start(&f, FAKE_SILENT, NULL);
     dsc_client *c = client_at(f.address, 250);
     dsc_error err;
-    int64_t t0 = ms_now();
+    int64_t t0 = th_now_ms();
     cr_assert_eq(dsc_client_ping(c, NULL, &err), DSC_TIMEOUT);
-    int64_t took = ms_now() - t0;
+    int64_t took = th_now_ms() - t0;
     cr_assert(took >= 240 && took < 1500, "took %lld ms", (long long)took);
     dsc_client_free(c);
     fake_stop(&f);
@@ -460,7 +422,7 @@ static void set_budget(dsc_client *admin, const char *selector, const char *metr
 
 Test(client, check_reserves_and_settle_charges_the_actual_usage) {
     th_server s;
-    start_server(&s, NULL);
+    th_server_start(&s, NULL);
     dsc_client *admin = admin_client(&s), *c = tcp_client(&s, NULL);
     set_budget(admin, "team:*", "gco2e", "month", 1000);
     dsc_client_check_result r;
@@ -507,7 +469,7 @@ Test(client, check_reserves_and_settle_charges_the_actual_usage) {
 
 Test(client, cancel_releases_the_hold_a_second_cancel_changes_nothing_and_an_unknown_id_fails) {
     th_server s;
-    start_server(&s, NULL);
+    th_server_start(&s, NULL);
     dsc_client *c = tcp_client(&s, NULL);
     dsc_client_check_result r;
     dsc_error err;
@@ -529,7 +491,7 @@ Test(client, cancel_releases_the_hold_a_second_cancel_changes_nothing_and_an_unk
 
 Test(client, a_repeated_request_id_returns_the_first_decision_and_reserves_once) {
     th_server s;
-    start_server(&s, NULL);
+    th_server_start(&s, NULL);
     dsc_client *admin = admin_client(&s), *c = tcp_client(&s, NULL);
     set_budget(admin, "user:*", "requests", "day", 10);
     dsc_client_check_request rq = ana;
@@ -554,7 +516,7 @@ Test(client, a_repeated_request_id_returns_the_first_decision_and_reserves_once)
 
 Test(client, over_budget_is_refused_and_an_empty_rate_budget_throttles) {
     th_server s;
-    start_server(&s, SHIPPED_POLICIES); /* budgets.lua throttles empty rate budgets */
+    th_server_start(&s, SHIPPED_POLICIES); /* budgets.lua throttles empty rate budgets */
     dsc_client *admin = admin_client(&s), *c = tcp_client(&s, NULL);
     set_budget(admin, "user:ana", "requests", "rate:1/2s", 1);
     dsc_client_check_result r;
@@ -589,7 +551,7 @@ Test(client, over_budget_is_refused_and_an_empty_rate_budget_throttles) {
 
 Test(client, estimate_returns_the_footprint_and_unknown_names_their_codes) {
     th_server s;
-    start_server(&s, NULL);
+    th_server_start(&s, NULL);
     dsc_client *c = tcp_client(&s, NULL);
     dsc_client_estimate_request rq = {
         .provider = "openai", .model = "gpt-4o", .output_tokens = 500, .zone = "FRA"};
@@ -615,7 +577,7 @@ Test(client, estimate_returns_the_footprint_and_unknown_names_their_codes) {
 
 Test(client, budgets_are_set_listed_read_and_deleted_with_admin_rights) {
     th_server s;
-    start_server(&s, NULL);
+    th_server_start(&s, NULL);
     dsc_client *admin = admin_client(&s), *c = tcp_client(&s, NULL);
     dsc_client_budget_set_request rq = {"team:*", "gco2e", "month", 50};
     dsc_client_budget_set_result r;
@@ -653,7 +615,7 @@ Test(client, budgets_are_set_listed_read_and_deleted_with_admin_rights) {
 
 Test(client, grid_set_and_policy_reload_need_admin_rights_and_answer) {
     th_server s;
-    start_server(&s, NULL);
+    th_server_start(&s, NULL);
     dsc_client *admin = admin_client(&s), *c = tcp_client(&s, NULL);
     dsc_client_grid_request g = {"FRA", 25.5, (int64_t)time(NULL) + 600};
     dsc_client_grid_result gr;
@@ -683,7 +645,7 @@ Test(client, grid_set_and_policy_reload_need_admin_rights_and_answer) {
 
 Test(client, a_pipeline_of_checks_gets_every_decision) {
     th_server s;
-    start_server(&s, NULL);
+    th_server_start(&s, NULL);
     dsc_client *c = tcp_client(&s, &(dsc_client_options){.timeout_ms = 20000});
     enum { N = 200 };
     dsc_client_call *calls = calloc(N, sizeof *calls);
@@ -707,7 +669,7 @@ Test(client, a_pipeline_of_checks_gets_every_decision) {
 
 Test(client, models_and_zones_are_listed_and_a_pushed_grid_value_shows_as_live) {
     th_server s;
-    start_server(&s, NULL);
+    th_server_start(&s, NULL);
     dsc_client *admin = admin_client(&s);
     dsc_client_models models;
     dsc_error err;

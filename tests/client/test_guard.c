@@ -12,34 +12,14 @@
 #include "harness.h"
 
 #include <criterion/criterion.h>
-#include <sys/wait.h>
-#include <signal.h>
-#include <netinet/in.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include <sys/socket.h>
 #include <time.h>
 #include <unistd.h>
 
-/* The discernd of the running test: the suite's fini kills it even when an
- * assertion failed before th_server_cleanup (it would hold the test's pipes). */
-static th_server *live_server;
-
-static void kill_live_server(void) {
-    if (live_server && live_server->pid > 0) {
-        kill(live_server->pid, SIGKILL);
-        waitpid(live_server->pid, NULL, 0);
-        live_server->pid = 0;
-    }
-}
-
-TestSuite(guard, .fini = kill_live_server);
-
-static void start_server(th_server *s, const char *extra) {
-    th_server_start(s, extra);
-    live_server = s;
-}
+/* Kills a discernd left running by a test that failed before its cleanup. */
+TestSuite(guard, .fini = th_kill_live_server);
 
 static const dsc_client_check_request request = {
     .subject = {.team = "infra", .user = "ana"},
@@ -72,12 +52,6 @@ static int fake_completion(void *ud, dsc_guard_usage *usage) {
     return 0;
 }
 
-static void expect_log(const fake_server *f, const char *want) {
-    char *log = fake_log(f);
-    cr_assert_str_eq(log, want);
-    free(log);
-}
-
 Test(guard, an_allowed_call_runs_and_is_settled_with_its_real_usage) {
     fake_server f;
     fake_start(&f, FAKE_SCRIPT, "allow");
@@ -94,7 +68,7 @@ Test(guard, an_allowed_call_runs_and_is_settled_with_its_real_usage) {
     cr_assert_eq(fn_rc, 0);
     cr_assert(t.finished);
     cr_assert_str_eq(t.check.reservation, "r-1");
-    expect_log(&f, "check code-review 800\nsettle r-1 120 345\n");
+    fake_expect_log(&f, "check code-review 800\nsettle r-1 120 345\n");
     dsc_guard_ticket_clear(&t);
     dsc_client_free(c);
     fake_stop(&f);
@@ -111,10 +85,10 @@ Test(guard, a_failed_call_cancels_its_hold) {
     cr_assert_eq(dsc_guard_run(c, &request, NULL, fake_completion, &ai, &t, &fn_rc, &err), DSC_OK,
                  "%s", err.message);
     cr_assert_eq(fn_rc, -1);
-    expect_log(&f, "check code-review 800\ncancel r-1\n");
+    fake_expect_log(&f, "check code-review 800\ncancel r-1\n");
     /* ending twice does nothing more */
     cr_assert_eq(dsc_guard_end(c, &t, NULL, &err), DSC_OK);
-    expect_log(&f, "check code-review 800\ncancel r-1\n");
+    fake_expect_log(&f, "check code-review 800\ncancel r-1\n");
     dsc_guard_ticket_clear(&t);
     dsc_client_free(c);
     fake_stop(&f);
@@ -133,7 +107,7 @@ Test(guard, a_refused_call_is_never_made) {
     cr_assert_str_eq(t.message, "team:* gco2e month exhausted");
     cr_assert_eq(ai.calls, 0);
     cr_assert_eq(fn_rc, -1);
-    expect_log(&f, "check code-review 800\n");
+    fake_expect_log(&f, "check code-review 800\n");
     dsc_guard_ticket_clear(&t);
     dsc_client_free(c);
     fake_stop(&f);
@@ -152,7 +126,7 @@ Test(guard, a_throttle_is_waited_out_when_allowed_to_wait) {
     cr_assert_float_eq(t.waited_s, 0.3, 1e-9);
     cr_assert_eq(dsc_guard_end(c, &t, &(dsc_guard_usage){1, 2, 0}, &err), DSC_OK, "%s",
                  err.message);
-    expect_log(&f, "check code-review 800\ncheck code-review 800\ncheck code-review 800\n"
+    fake_expect_log(&f, "check code-review 800\ncheck code-review 800\ncheck code-review 800\n"
                    "settle r-1 1 2\n");
     dsc_guard_ticket_clear(&t);
     dsc_client_free(c);
@@ -179,20 +153,9 @@ Test(guard, a_throttle_longer_than_the_wait_limit_is_returned) {
     fake_stop(&f);
 }
 
-static int closed_port(void) {
-    int fd = socket(AF_INET, SOCK_STREAM, 0);
-    struct sockaddr_in a = {.sin_family = AF_INET};
-    a.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
-    cr_assert(bind(fd, (struct sockaddr *)&a, sizeof a) == 0);
-    socklen_t len = sizeof a;
-    getsockname(fd, (struct sockaddr *)&a, &len);
-    close(fd);
-    return ntohs(a.sin_port);
-}
-
 Test(guard, an_unreachable_server_gets_the_fallback_and_the_ticket_says_so) {
     char addr[64];
-    snprintf(addr, sizeof addr, "127.0.0.1:%d", closed_port());
+    snprintf(addr, sizeof addr, "127.0.0.1:%d", fake_closed_port());
     dsc_client *c = client_at(addr, 500);
     for (int allow = 0; allow < 2; allow++) {
         ai_call ai = {0};
@@ -240,7 +203,7 @@ Test(guard, a_silent_server_gets_the_fallback_within_the_timeout) {
 
 Test(guard, a_server_error_is_reported_and_not_turned_into_a_fallback) {
     th_server s;
-    start_server(&s, NULL);
+    th_server_start(&s, NULL);
     char addr[64];
     snprintf(addr, sizeof addr, "127.0.0.1:%d", s.port);
     dsc_client *c = client_at(addr, 2000);

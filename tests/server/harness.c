@@ -36,7 +36,10 @@ struct th_client {
     msgpack_unpacker up;
 };
 
-static int64_t now_ms(void) {
+/* The server started last and not yet cleaned up, for th_kill_live_server. */
+static th_server *live_server;
+
+int64_t th_now_ms(void) {
     struct timespec ts;
     clock_gettime(CLOCK_MONOTONIC, &ts);
     return (int64_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
@@ -102,7 +105,7 @@ static void spawn(th_server *s, const char *extra) {
         _exit(127);
     }
     s->pid = pid;
-    for (int64_t deadline = now_ms() + 10000; now_ms() < deadline;) {
+    for (int64_t deadline = th_now_ms() + 10000; th_now_ms() < deadline;) {
         if (read_ports(s)) return;
         int status;
         if (waitpid(pid, &status, WNOHANG) == pid) {
@@ -149,7 +152,7 @@ static bool all_threads_stopped(pid_t pid) {
 
 void th_server_pause(th_server *s) {
     cr_assert_eq(kill(s->pid, SIGSTOP), 0);
-    for (int64_t deadline = now_ms() + 5000; now_ms() < deadline; th_sleep_ms(1))
+    for (int64_t deadline = th_now_ms() + 5000; th_now_ms() < deadline; th_sleep_ms(1))
         if (all_threads_stopped(s->pid)) return;
     cr_assert_fail("discernd's threads did not all stop within 5 s");
 }
@@ -175,7 +178,16 @@ static void start_server(th_server *s, const char *extra, long long fsize) {
     snprintf(cmd, sizeof cmd, "cp -r '%s/tests/server/fixtures/policies' '%s'", DISCERN_SOURCE_DIR,
              s->policies);
     cr_assert_eq(system(cmd), 0, "cannot copy the fixture policies");
+    live_server = s;
     spawn(s, extra);
+}
+
+void th_kill_live_server(void) {
+    if (live_server && live_server->pid > 0) {
+        kill(live_server->pid, SIGKILL);
+        waitpid(live_server->pid, NULL, 0);
+        live_server->pid = 0;
+    }
 }
 
 void th_server_restart(th_server *s, const char *extra) {
@@ -186,7 +198,7 @@ int th_server_stop(th_server *s) {
     if (s->pid <= 0) return -1;
     kill(s->pid, SIGTERM);
     int status = 0;
-    for (int64_t deadline = now_ms() + 15000; now_ms() < deadline; th_sleep_ms(5)) {
+    for (int64_t deadline = th_now_ms() + 15000; th_now_ms() < deadline; th_sleep_ms(5)) {
         if (waitpid(s->pid, &status, WNOHANG) == s->pid) {
             s->pid = 0;
             if (!WIFEXITED(status)) dump_log(s);
@@ -217,6 +229,7 @@ static bool log_is_clean(const th_server *s) {
 
 void th_server_cleanup(th_server *s) {
     int code = s->pid > 0 ? th_server_stop(s) : 0;
+    if (live_server == s) live_server = NULL;
     bool clean = log_is_clean(s);
     if (code != 0) dump_log(s);
     char cmd[400];
@@ -453,7 +466,7 @@ static json_t *to_json(const msgpack_object *o) {
 
 /* Receive more bytes into the unpacker: 1 got some, 0 closed, -1 timeout. */
 static int receive(th_client *c, int64_t deadline) {
-    int wait = (int)(deadline - now_ms());
+    int wait = (int)(deadline - th_now_ms());
     if (wait < 0) wait = 0;
     struct pollfd p = {.fd = c->fd, .events = POLLIN};
     if (poll(&p, 1, wait) <= 0) return -1;
@@ -466,7 +479,7 @@ static int receive(th_client *c, int64_t deadline) {
 }
 
 json_t *th_read(th_client *c, int timeout_ms) {
-    int64_t deadline = now_ms() + timeout_ms;
+    int64_t deadline = th_now_ms() + timeout_ms;
     msgpack_unpacked u;
     msgpack_unpacked_init(&u);
     json_t *out = NULL;
@@ -482,7 +495,7 @@ json_t *th_read(th_client *c, int timeout_ms) {
 }
 
 bool th_closed(th_client *c, int timeout_ms) {
-    int64_t deadline = now_ms() + timeout_ms;
+    int64_t deadline = th_now_ms() + timeout_ms;
     msgpack_unpacked u;
     msgpack_unpacked_init(&u);
     int r;

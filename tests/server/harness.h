@@ -9,6 +9,9 @@
  *   th_client_free(c);
  *   int code = th_server_stop(&s);                   SIGTERM, wait, exit status
  *
+ * A suite whose tests may fail with a server still running (it would hold the test's
+ * pipes) declares TestSuite(name, .fini = th_kill_live_server).
+ *
  * Params are written as JSON text and sent as MessagePack; replies are converted to
  * jansson values, which keeps the assertions short. Every wait is bounded.
  */
@@ -39,6 +42,9 @@ typedef struct th_client th_client;
 /* Start discernd with the test config plus extra (config lines, may be NULL).
  * Aborts the test when it does not come up within 10 s. */
 void th_server_start(th_server *s, const char *extra);
+/* SIGKILL and reap the server started last, unless th_server_cleanup already ran
+ * on it: a suite's .fini, for a test that failed before its cleanup. */
+void th_kill_live_server(void);
 /* Start with a soft file-size limit (a disk that fills up); the hard limit stays
  * unlimited so th_server_set_fsize can lift it while the server runs. */
 void th_server_start_fsize(th_server *s, const char *extra, long long bytes);
@@ -86,6 +92,8 @@ char *th_http_get(const th_server *s, const char *path, int *status);
 long long th_sql_int(const th_server *s, const char *sql);
 /* Sleep for ms milliseconds. */
 void th_sleep_ms(int ms);
+/* Milliseconds of CLOCK_MONOTONIC. */
+int64_t th_now_ms(void);
 /* The error message of a response ("" when it succeeded); borrowed. */
 const char *th_error_message(json_t *response);
 
