@@ -467,6 +467,49 @@ dsc_status dsc_ledger_preview(dsc_ledger *l, const dsc_subject *subject, const d
     return st;
 }
 
+static int counter_name_cmp(const void *a, const void *b) {
+    const dsc__counter *x = *(dsc__counter *const *)a, *y = *(dsc__counter *const *)b;
+    return strcmp(x->key + x->name_off, y->key + y->name_off);
+}
+
+/* b's counters ordered by name, from the skip-th, appended to out[*n..max) (mu held). */
+static dsc_status budget_counter_states(dsc_ledger *l, dsc__budget *b, size_t skip, int64_t now,
+                                        dsc_budget_state *out, size_t max, size_t *n) {
+    dsc__counter **v = malloc(b->n_counters * sizeof *v);
+    if (!v) return DSC_NOMEM;
+    size_t k = 0;
+    for (dsc__counter *c = b->counters; c && k < b->n_counters; c = c->next)
+        v[k++] = c;
+    qsort(v, k, sizeof *v, counter_name_cmp);
+    for (size_t i = skip; i < k && *n < max; i++)
+        fill_state(l, &(dsc__hit){b, v[i]}, NULL, 0, now, &out[(*n)++]);
+    free(v);
+    return DSC_OK;
+}
+
+dsc_status dsc_ledger_counter_list(dsc_ledger *l, size_t offset, dsc_budget_state *out, size_t max,
+                                   size_t *n, size_t *total, dsc_error *err) {
+    size_t got = 0, seen = 0;
+    dsc_status st = DSC_OK;
+    if (!out) max = 0;
+    pthread_mutex_lock(&l->mu);
+    int64_t now = dsc__ledger_now(l);
+    expire_due(l, now);
+    for (size_t i = 0; i < l->n_live; i++) {
+        dsc__budget *b = l->live[i];
+        size_t first = seen;
+        seen += b->n_counters;
+        if (st != DSC_OK || got == max || seen <= offset || b->n_counters == 0) continue;
+        size_t skip = offset > first ? offset - first : 0;
+        st = budget_counter_states(l, b, skip, now, out, max, &got);
+    }
+    pthread_mutex_unlock(&l->mu);
+    if (n) *n = st == DSC_OK ? got : 0;
+    if (total) *total = seen;
+    if (st != DSC_OK) return dsc_error_set(err, st, "out of memory listing counters");
+    return DSC_OK;
+}
+
 /* The budgets amounts would exceed, into exceeded; how many there are. */
 static size_t find_exceeded(dsc_ledger *l, const dsc__hit *hits, size_t nh, const dsc_subject *s,
                             const dsc_amounts *a, int64_t now, dsc_budget_state *exceeded,

@@ -272,6 +272,7 @@ static dsc__counter *counter_new(dsc__strmap *map, dsc__budget *b, const char *k
     if (dsc__strmap_put(map, c->key, c) != DSC_OK) goto fail;
     c->next = b->counters;
     b->counters = c;
+    b->n_counters++;
     return c;
 fail:
     dsc_window_counter_destroy(&c->wc);
@@ -338,6 +339,7 @@ void dsc__budget_drop_counters(dsc__budget *b) {
         free(c);
     }
     b->counters = NULL;
+    b->n_counters = 0;
 }
 
 static void budget_free(dsc__budget *b) {

@@ -36,6 +36,7 @@ typedef struct dsc__budget {
     struct dsc__budget *next_sel; /* budgets sharing one selector */
     struct dsc__budget *next_dead;
     dsc__counter *counters; /* this budget's counters */
+    size_t n_counters;      /* how many */
     char ident[];           /* selector|metric|window, the budgets map's key */
 } dsc__budget;
 

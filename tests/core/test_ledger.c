@@ -149,6 +149,88 @@ Test(ledger, team_counters_are_scoped_by_org) {
     dsc_ledger_free(l);
 }
 
+/* Reserve amount on subject s and settle actual (both GCO2E, micro-units). */
+static void spend(dsc_ledger *l, const dsc_subject *s, int64_t hold, int64_t actual) {
+    char rid[DSC_RESERVATION_ID_MAX];
+    dsc_amounts h = amt(DSC_METRIC_GCO2E, hold), a = amt(DSC_METRIC_GCO2E, actual);
+    cr_assert_eq(dsc_ledger_reserve(l, s, &h, 60, NULL, rid, NULL, 0, NULL, NULL), DSC_OK);
+    if (actual >= 0) cr_assert_eq(dsc_ledger_settle(l, rid, &a, NULL, NULL, NULL), DSC_OK);
+}
+
+Test(ledger, counter_list_reports_each_wildcard_counter_with_its_used_and_held) {
+    fake_clock clk;
+    dsc_ledger *l = open_ledger(&clk, DSC_EXPIRED_CHARGE);
+    budget(l, "team:*", DSC_METRIC_GCO2E, "month", 100);
+    budget(l, "org:acme", DSC_METRIC_GCO2E, "day", 50);
+    dsc_subject acme_web = {.org = "acme", .team = "web"},
+                acme_infra = {.org = "acme", .team = "infra"};
+    dsc_subject beta_infra = {.org = "beta", .team = "infra"};
+    spend(l, &acme_web, 9 * M, 4 * M);
+    spend(l, &beta_infra, 2 * M, -1); /* held, not settled */
+    spend(l, &acme_infra, 5 * M, 1 * M);
+    dsc_budget_state st[8];
+    size_t n = 0, total = 0;
+    cr_assert_eq(dsc_ledger_counter_list(l, 0, st, 8, &n, &total, NULL), DSC_OK);
+    cr_assert_eq(total, 4);
+    cr_assert_eq(n, 4);
+    const char *want[4] = {"org:acme/team:infra", "org:acme/team:web", "org:beta/team:infra",
+                           "org:acme"};
+    int64_t used[4] = {1 * M, 4 * M, 0, 5 * M}, held[4] = {0, 0, 2 * M, 0};
+    for (int i = 0; i < 4; i++) {
+        cr_assert_str_eq(st[i].counter, want[i], "counter %d: %s", i, st[i].counter);
+        cr_assert_eq(st[i].used, used[i], "%s used %lld", want[i], (long long)st[i].used);
+        cr_assert_eq(st[i].held, held[i], "%s held %lld", want[i], (long long)st[i].held);
+        cr_assert_eq(st[i].metric, DSC_METRIC_GCO2E);
+    }
+    cr_assert_str_eq(st[0].selector, "team:*");
+    cr_assert_str_eq(st[0].window, "month");
+    cr_assert_eq(st[0].limit, 100 * M);
+    cr_assert_eq(st[0].remaining, 99 * M);
+    cr_assert_eq(st[2].remaining, 98 * M);
+    cr_assert_str_eq(st[3].selector, "org:acme");
+    cr_assert_eq(st[3].remaining, 45 * M);
+    cr_assert_gt(st[3].resets_at, T0 / S);
+    dsc_ledger_free(l);
+}
+
+Test(ledger, counter_list_pages_by_offset_and_skips_deleted_budgets) {
+    fake_clock clk;
+    dsc_ledger *l = open_ledger(&clk, DSC_EXPIRED_CHARGE);
+    budget(l, "user:*", DSC_METRIC_GCO2E, "month", 100);
+    budget(l, "team:*", DSC_METRIC_GCO2E, "month", 100);
+    char names[5][8] = {"u3", "u1", "u4", "u0", "u2"};
+    for (int i = 0; i < 5; i++) {
+        dsc_subject s = {.user = names[i], .team = i < 2 ? "t1" : "t2"};
+        spend(l, &s, (i + 1) * M, (i + 1) * M);
+    }
+    /* user:* has 5 counters (user:u0..u4), team:* has 2 (team:t1, team:t2). */
+    const char *want[7] = {"user:u0", "user:u1", "user:u2", "user:u3",
+                           "user:u4", "team:t1", "team:t2"};
+    dsc_budget_state page[3];
+    size_t seen = 0, n = 0, total = 0;
+    for (size_t off = 0; off < 9; off += 3) {
+        cr_assert_eq(dsc_ledger_counter_list(l, off, page, 3, &n, &total, NULL), DSC_OK);
+        cr_assert_eq(total, 7);
+        cr_assert_eq(n, off + 3 <= 7 ? 3 : 7 - off, "page at %zu has %zu", off, n);
+        for (size_t i = 0; i < n; i++, seen++)
+            cr_assert_str_eq(page[i].counter, want[seen], "item %zu: %s", seen, page[i].counter);
+    }
+    cr_assert_eq(seen, 7);
+    cr_assert_eq(dsc_ledger_counter_list(l, 7, page, 3, &n, NULL, NULL), DSC_OK);
+    cr_assert_eq(n, 0, "an offset past the end copies nothing");
+    cr_assert_eq(dsc_ledger_budget_delete(l, "user:*", DSC_METRIC_GCO2E, "month", NULL), DSC_OK);
+    cr_assert_eq(dsc_ledger_counter_list(l, 0, page, 3, &n, &total, NULL), DSC_OK);
+    cr_assert_eq(total, 2, "a deleted budget's counters are not listed");
+    cr_assert_eq(n, 2);
+    cr_assert_str_eq(page[0].counter, "team:t1");
+    cr_assert_eq(page[0].used, 3 * M);
+    cr_assert_str_eq(page[1].counter, "team:t2");
+    cr_assert_eq(page[1].used, 12 * M);
+    cr_assert_eq(dsc_ledger_counter_list(l, 0, NULL, 0, NULL, &total, NULL), DSC_OK);
+    cr_assert_eq(total, 2, "the total alone can be asked for");
+    dsc_ledger_free(l);
+}
+
 Test(ledger, preview_reports_every_matching_budget_and_what_a_request_would_do) {
     fake_clock clk;
     dsc_ledger *l = open_ledger(&clk, DSC_EXPIRED_CHARGE);

@@ -20,6 +20,7 @@
  *                subject names no org). "team:infra" matches team infra of every org,
  *                each with its own counter.
  *   preview      every budget that applies to a subject, with what a request would do
+ *   counter_list every counter of every budget as of now (one per concrete subject seen)
  *   reserve      hold an upper bound on every matching budget, all or nothing;
  *                idempotent by request_id
  *   settle       replace the hold with the actual usage; idempotent
@@ -195,6 +196,12 @@ size_t dsc_ledger_budget_list(dsc_ledger *l, size_t offset, dsc_budget_info *out
  * max). DSC_BAD_REQUEST naming a bad subject field. Allocates nothing lasting. */
 dsc_status dsc_ledger_preview(dsc_ledger *l, const dsc_subject *subject, const dsc_amounts *request,
                               dsc_budget_state *out, size_t max, size_t *n, dsc_error *err);
+
+/* Every counter of every live budget, its state now (request 0), ordered by budget id
+ * then counter name: copies up to max from the offset-th; *n copied, *total how many
+ * there are (either may be NULL). Under the ledger's lock; DSC_NOMEM (nothing copied). */
+dsc_status dsc_ledger_counter_list(dsc_ledger *l, size_t offset, dsc_budget_state *out, size_t max,
+                                   size_t *n, size_t *total, dsc_error *err);
 
 /* Hold amounts on every budget that applies to subject, for ttl_s seconds (> 0), or
  * on none. DSC_OK: reservation_id filled. DSC_BUDGET_EXCEEDED: nothing held, the
