@@ -6,7 +6,8 @@
  * mutex for the labelled decision table, uncontended except while /metrics reads);
  * the exposition sums over workers. Label sets stay bounded: policies are at most
  * DSC_POLICY_MAX per set and purposes are reported by class (purposes.lua), not as
- * free text.
+ * free text; budget counters (one per subject that reserved on a wildcard budget) are
+ * exported up to DSC__METRICS_COUNTERS_MAX, with a comment line when some are not.
  */
 #include "server_internal.h"
 
@@ -122,6 +123,9 @@ static uint64_t sum_at(dsc_server *srv, size_t offset) {
     return s;
 }
 
+/* Most budget counters whose used/held/remaining one /metrics reply exports. */
+#define DSC__METRICS_COUNTERS_MAX 10000
+
 #define SUM_FIELD(srv, field) sum_at((srv), offsetof(dsc__counters, field))
 
 static void put_counter(text *t, const char *name, const char *help, uint64_t v) {
@@ -176,74 +180,94 @@ static void put_latency(text *t, dsc_server *srv) {
         (double)SUM_FIELD(srv, latency_sum_us) / 1e6, cumulative);
 }
 
-/* The subject a concrete selector names ("org:acme/team:infra" -> org acme, team
- * infra); false for selectors with a wildcard, whose counters cannot be listed. */
-static bool subject_of(const char *selector, char parts[4][DSC_SELECTOR_MAX], dsc_subject *subj) {
-    static const char *const kinds[4] = {"org", "team", "user", "key"};
-    if (strchr(selector, '*')) return false;
-    memset(parts, 0, 4 * DSC_SELECTOR_MAX);
-    char copy[DSC_SELECTOR_MAX];
-    snprintf(copy, sizeof copy, "%s", selector);
-    for (char *save = NULL, *seg = strtok_r(copy, "/", &save); seg;
-         seg = strtok_r(NULL, "/", &save)) {
-        char *colon = strchr(seg, ':');
-        if (!colon) return false;
-        *colon = '\0';
-        int k = 0;
-        while (k < 4 && strcmp(kinds[k], seg) != 0)
-            k++;
-        if (k == 4) return false;
-        snprintf(parts[k], DSC_SELECTOR_MAX, "%s", colon + 1);
+/* v as a Prometheus label value: backslash, double quote and newline escaped. */
+static const char *label(char *buf, size_t cap, const char *v) {
+    size_t n = 0;
+    for (; *v && n + 3 < cap; v++) {
+        char e = *v == '\\' ? '\\' : *v == '"' ? '"' : *v == '\n' ? 'n' : 0;
+        if (e) {
+            buf[n++] = '\\';
+            buf[n++] = e;
+        } else {
+            buf[n++] = *v;
+        }
     }
-    *subj = (dsc_subject){parts[0], parts[1], parts[2], parts[3]};
-    return true;
+    buf[n] = '\0';
+    return buf;
 }
 
-/* used / remaining of a budget with a concrete selector, found through a preview of
- * the subject it names. */
-static void put_budget_usage(text *t, dsc_server *srv, const dsc_budget_info *b) {
-    char parts[4][DSC_SELECTOR_MAX];
-    dsc_subject subj;
-    dsc_budget_state states[64];
-    size_t n = 0;
-    if (!subject_of(b->selector, parts, &subj)) return;
-    if (dsc_ledger_preview(srv->ledger, &subj, NULL, states, 64, &n, NULL) != DSC_OK) return;
-    for (size_t i = 0; i < n && i < 64; i++) {
-        const dsc_budget_state *s = &states[i];
-        if (strcmp(s->selector, b->selector) != 0 || s->metric != b->metric ||
-            strcmp(s->window, b->window) != 0)
-            continue;
-        const char *m = dsc_metric_name(b->metric);
-        put(t, "discern_budget_used{selector=\"%s\",metric=\"%s\",window=\"%s\"} %.6f\n",
-            b->selector, m, b->window, dsc_amount_to_api(s->used));
-        put(t, "discern_budget_held{selector=\"%s\",metric=\"%s\",window=\"%s\"} %.6f\n",
-            b->selector, m, b->window, dsc_amount_to_api(s->held));
-        put(t, "discern_budget_remaining{selector=\"%s\",metric=\"%s\",window=\"%s\"} %.6f\n",
-            b->selector, m, b->window, dsc_amount_to_api(s->remaining));
+#define LABEL_MAX (2 * DSC_SELECTOR_MAX + 2)
+
+static void put_budget_limits(text *t, dsc_server *srv) {
+    put(t, "# HELP discern_budget_limit Limit of each budget, in the metric's unit.\n"
+           "# TYPE discern_budget_limit gauge\n");
+    dsc_budget_info page[64];
+    char sel[LABEL_MAX], win[LABEL_MAX];
+    for (size_t off = 0;; off += 64) {
+        size_t got = dsc_ledger_budget_list(srv->ledger, off, page, 64, NULL);
+        for (size_t i = 0; i < got; i++)
+            put(t, "discern_budget_limit{selector=\"%s\",metric=\"%s\",window=\"%s\"} %.6f\n",
+                label(sel, sizeof sel, page[i].selector), dsc_metric_name(page[i].metric),
+                label(win, sizeof win, page[i].window), dsc_amount_to_api(page[i].limit));
+        if (got < 64) break;
+    }
+}
+
+static void put_counter_state(text *t, const dsc_budget_state *s) {
+    static const char *const names[3] = {"used", "held", "remaining"};
+    int64_t v[3] = {s->used, s->held, s->remaining};
+    char sel[LABEL_MAX], ctr[LABEL_MAX], win[LABEL_MAX];
+    label(sel, sizeof sel, s->selector);
+    label(ctr, sizeof ctr, s->counter);
+    label(win, sizeof win, s->window);
+    for (int k = 0; k < 3; k++)
+        put(t,
+            "discern_budget_%s{selector=\"%s\",counter=\"%s\",metric=\"%s\",window=\"%s\"} "
+            "%.6f\n",
+            names[k], sel, ctr, dsc_metric_name(s->metric), win, dsc_amount_to_api(v[k]));
+}
+
+/* used / held / remaining of every counter (one per subject that reserved on a budget:
+ * a single one for "*", "org:acme"), at most DSC__METRICS_COUNTERS_MAX of them. */
+static void put_budget_counters(text *t, dsc_server *srv) {
+    enum { PAGE = 256 };
+    put(t, "# HELP discern_budget_used Used, per budget counter, in the metric's unit.\n"
+           "# TYPE discern_budget_used gauge\n"
+           "# HELP discern_budget_held Held by open reservations, per budget counter.\n"
+           "# TYPE discern_budget_held gauge\n"
+           "# HELP discern_budget_remaining Remaining, per budget counter.\n"
+           "# TYPE discern_budget_remaining gauge\n");
+    dsc_budget_state *page = malloc(PAGE * sizeof *page);
+    if (!page) {
+        t->failed = true;
         return;
     }
+    size_t total = 0, done = 0, n = 0;
+    do {
+        size_t want =
+            DSC__METRICS_COUNTERS_MAX - done < PAGE ? DSC__METRICS_COUNTERS_MAX - done : PAGE;
+        if (dsc_ledger_counter_list(srv->ledger, done, page, want, &n, &total, NULL) != DSC_OK) {
+            t->failed = true;
+            break;
+        }
+        for (size_t i = 0; i < n; i++)
+            put_counter_state(t, &page[i]);
+        done += n;
+    } while (n == PAGE && done < DSC__METRICS_COUNTERS_MAX);
+    free(page);
+    put(t,
+        "# HELP discern_budget_counters Budget counters in the ledger (each is one subject's "
+        "usage of one budget).\n# TYPE discern_budget_counters gauge\ndiscern_budget_counters "
+        "%zu\n",
+        total);
+    if (total > done)
+        put(t, "# discern_budget_used/held/remaining: %zu of %zu counters exported (at most %d)\n",
+            done, total, DSC__METRICS_COUNTERS_MAX);
 }
 
 static void put_budgets(text *t, dsc_server *srv) {
-    put(t, "# HELP discern_budget_limit Limit of each budget, in the metric's unit.\n"
-           "# TYPE discern_budget_limit gauge\n"
-           "# HELP discern_budget_used Used, per budget with a concrete selector (no '*').\n"
-           "# TYPE discern_budget_used gauge\n"
-           "# HELP discern_budget_held Held by open reservations, per concrete budget.\n"
-           "# TYPE discern_budget_held gauge\n"
-           "# HELP discern_budget_remaining Remaining, per concrete budget.\n"
-           "# TYPE discern_budget_remaining gauge\n");
-    dsc_budget_info page[64];
-    for (size_t off = 0;; off += 64) {
-        size_t got = dsc_ledger_budget_list(srv->ledger, off, page, 64, NULL);
-        for (size_t i = 0; i < got; i++) {
-            put(t, "discern_budget_limit{selector=\"%s\",metric=\"%s\",window=\"%s\"} %.6f\n",
-                page[i].selector, dsc_metric_name(page[i].metric), page[i].window,
-                dsc_amount_to_api(page[i].limit));
-            put_budget_usage(t, srv, &page[i]);
-        }
-        if (got < 64) break;
-    }
+    put_budget_limits(t, srv);
+    put_budget_counters(t, srv);
 }
 
 static void put_ledger(text *t, dsc_server *srv) {

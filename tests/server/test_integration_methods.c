@@ -599,8 +599,11 @@ Test(methods, http_serves_healthz_metrics_and_budgets_json) {
         strstr(body,
                "discern_budget_limit{selector=\"team:*\",metric=\"gco2e\",window=\"month\"} 5"),
         "%s", body);
-    cr_assert(strstr(body, "discern_budget_remaining{selector=\"org:acme\",metric=\"requests\","
-                           "window=\"day\"} 9.0"),
+    cr_assert(strstr(body, "discern_budget_remaining{selector=\"org:acme\",counter=\"org:acme\","
+                           "metric=\"requests\",window=\"day\"} 9.0"),
+              "%s", body);
+    cr_assert(strstr(body, "discern_budget_used{selector=\"team:*\",counter=\"org:acme/team:"
+                           "infra\",metric=\"gco2e\",window=\"month\"} 0.0"),
               "%s", body);
     free(body);
     body = th_http_get(&srv, "/v1/budgets", &status);
@@ -624,6 +627,54 @@ Test(methods, http_serves_healthz_metrics_and_budgets_json) {
     free(body);
     body = th_http_get(&srv, "/nope", &status);
     cr_assert_eq(status, 404);
+    free(body);
+}
+
+Test(methods, metrics_export_each_wildcard_counter_with_its_usage_after_a_settle) {
+    th_client *a = admin(&srv);
+    json_t *res, *r = ok(a, "budget.set",
+                         "{\"selector\": \"user:*\", \"metric\": \"tokens\", \"window\": "
+                         "\"month\", \"limit\": 100000}",
+                         &res);
+    json_decref(r);
+    r = ok(a, "check", CHECK(""), &res);
+    char params[256];
+    snprintf(params, sizeof params,
+             "{\"reservation\": \"%s\", \"input_tokens\": 100, \"output_tokens\": 300}",
+             str(res, "reservation"));
+    json_decref(r);
+    int status = 0;
+    char *body = th_http_get(&srv, "/metrics", &status);
+    cr_assert_eq(status, 200);
+    cr_assert(strstr(body, "discern_budget_held{selector=\"user:*\",counter=\"org:acme/user:ana\","
+                           "metric=\"tokens\",window=\"month\"} 900.0"),
+              "the check's hold (100 + 800 tokens) is exported:\n%s", body);
+    free(body);
+    r = ok(a, "settle", params, &res);
+    json_decref(r);
+    /* A subject name with a quote and a backslash is escaped in the label value. */
+    r = ok(a, "check",
+           "{\"subject\": {\"org\": \"acme\", \"user\": \"a\\\"b\\\\c\"}, \"provider\": "
+           "\"openai\", \"model\": \"gpt-4o\", \"input_tokens\": 100, \"output_tokens\": 800, "
+           "\"purpose\": \"code-review\"}",
+           &res);
+    json_decref(r);
+    th_client_free(a);
+    body = th_http_get(&srv, "/metrics", &status);
+    cr_assert_eq(status, 200);
+    cr_assert(strstr(body, "discern_budget_used{selector=\"user:*\",counter=\"org:acme/user:ana\","
+                           "metric=\"tokens\",window=\"month\"} 400.0"),
+              "%s", body);
+    cr_assert(strstr(body, "discern_budget_held{selector=\"user:*\",counter=\"org:acme/user:ana\","
+                           "metric=\"tokens\",window=\"month\"} 0.0"),
+              "%s", body);
+    cr_assert(strstr(body, "discern_budget_remaining{selector=\"user:*\",counter=\"org:acme/user:"
+                           "ana\",metric=\"tokens\",window=\"month\"} 99600.0"),
+              "%s", body);
+    cr_assert(strstr(body, "discern_budget_held{selector=\"user:*\",counter=\"org:acme/user:"
+                           "a\\\"b\\\\c\",metric=\"tokens\",window=\"month\"} 900.0"),
+              "%s", body);
+    cr_assert(strstr(body, "discern_budget_counters 2\n"), "%s", body);
     free(body);
 }
 
