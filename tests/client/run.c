@@ -81,6 +81,7 @@ run_result run_discern(const char *const *args, const char *const *env) {
 void run_free(run_result *r) {
     free(r->out);
     free(r->err);
+    r->out = r->err = NULL; /* freeing twice is harmless */
 }
 
 void run_has(const char *text, const char *frag) {

@@ -25,7 +25,7 @@ run_result run_program(const char *const *argv, const char *const *env);
 /* Run the `discern` binary of this build with args (NULL-terminated, at most 62)
  * and env as for run_program. */
 run_result run_discern(const char *const *args, const char *const *env);
-/* Free r's output buffers. */
+/* Free r's output buffers and clear them (a second call is a no-op). */
 void run_free(run_result *r);
 /* Fail the test unless frag occurs in text (the message shows text). */
 void run_has(const char *text, const char *frag);

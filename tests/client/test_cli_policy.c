@@ -2,23 +2,20 @@
  * test_cli_policy.c - `discern policy test` and `discern policy check`: what they
  * print and the exit codes (0 all good, 1 failures/findings/broken folder, 2 usage).
  *
- * Each test runs build/bin/discern in a child process with stdout and stderr in
- * temporary files; policy folders are written into a fresh temporary directory.
+ * Each test runs build/bin/discern through run.h (stdout and stderr captured); policy folders are written into a fresh temporary directory.
  */
+#include "run.h"
+
 #include <criterion/criterion.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include <sys/wait.h>
-#include <unistd.h>
 
-#define DISCERN DISCERN_BINARY_DIR "/bin/discern"
 #define SHIPPED DISCERN_SOURCE_DIR "/policies"
 
-typedef struct run_result {
-    int code;
-    char out[8192], err[4096];
-} run_result;
+/* The last run's output: freed by the next run and by the suite's fini, so that
+ * tests can reuse one run_result variable. */
+static run_result last;
 
 static char dir[64];
 
@@ -28,6 +25,7 @@ static void make_dir(void) {
 }
 
 static void remove_dir(void) {
+    run_free(&last);
     char cmd[128];
     snprintf(cmd, sizeof cmd, "rm -rf '%s'", dir);
     cr_assert_eq(system(cmd), 0);
@@ -44,37 +42,10 @@ static void put(const char *name, const char *src) {
     fclose(f);
 }
 
-static void slurp(FILE *f, char *buf, size_t cap) {
-    rewind(f);
-    size_t n = fread(buf, 1, cap - 1, f);
-    buf[n] = '\0';
-    fclose(f);
-}
-
 static run_result run(const char *const *args) {
-    const char *argv[16] = {DISCERN};
-    size_t n = 1;
-    for (; args[n - 1] && n < 15; n++)
-        argv[n] = args[n - 1];
-    argv[n] = NULL;
-    FILE *out = tmpfile(), *err = tmpfile();
-    cr_assert(out && err);
-    fflush(NULL);
-    pid_t pid = fork();
-    cr_assert_geq(pid, 0);
-    if (pid == 0) {
-        dup2(fileno(out), 1);
-        dup2(fileno(err), 2);
-        execv(DISCERN, (char *const *)argv);
-        _exit(127);
-    }
-    int status = 0;
-    waitpid(pid, &status, 0);
-    cr_assert(WIFEXITED(status), "discern did not exit normally (status %d)", status);
-    run_result r = {.code = WEXITSTATUS(status)};
-    slurp(out, r.out, sizeof r.out);
-    slurp(err, r.err, sizeof r.err);
-    return r;
+    run_free(&last);
+    last = run_discern(args, NULL);
+    return last;
 }
 
 #define RUN(...) run((const char *const[]){__VA_ARGS__, NULL})
