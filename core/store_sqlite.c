@@ -400,7 +400,10 @@ static void sleep_ms(int ms) {
     nanosleep(&ts, NULL);
 }
 
-/* Wait for work (qmu held); probes a failing store every 100 ms meanwhile. */
+/* How often a failing store is probed while no work comes. */
+enum { PROBE_MS = 1000 };
+
+/* Wait for work (qmu held); probes a failing store every PROBE_MS meanwhile. */
 static void wait_for_work(dsc__store *s) {
     while (!s->head && !s->stop) {
         if (s->healthy) {
@@ -409,7 +412,8 @@ static void wait_for_work(dsc__store *s) {
         }
         struct timespec ts;
         clock_gettime(CLOCK_REALTIME, &ts);
-        ts.tv_nsec += 100000000L;
+        ts.tv_sec += PROBE_MS / 1000;
+        ts.tv_nsec += (long)(PROBE_MS % 1000) * 1000000L;
         if (ts.tv_nsec >= 1000000000L) ts.tv_sec++, ts.tv_nsec -= 1000000000L;
         pthread_cond_timedwait(&s->nonempty, &s->qmu, &ts);
         if (!s->head && !s->stop) {
@@ -441,9 +445,16 @@ static size_t take_batch(dsc__store *s) {
     return n;
 }
 
-static void finish_batch(dsc__store *s, size_t n, bool ok) {
+/* Record the batch's outcome before anyone hears of it: a caller told
+ * store_unavailable must see the store unhealthy from then on. */
+static void set_healthy(dsc__store *s, bool ok) {
     pthread_mutex_lock(&s->qmu);
     s->healthy = ok;
+    pthread_mutex_unlock(&s->qmu);
+}
+
+static void finish_batch(dsc__store *s, size_t n, bool ok) {
+    pthread_mutex_lock(&s->qmu);
     s->batches++;
     s->records += n;
     if (!ok) s->failures++;
@@ -473,6 +484,7 @@ static void *writer_main(void *arg) {
         size_t n = take_batch(s);
         pthread_mutex_unlock(&s->qmu);
         bool ok = write_batch(s, s->batch, n);
+        set_healthy(s, ok);
         if (s->apply) s->apply(s->apply_ud, s->batch, n);
         for (size_t i = 0; i < n; i++) { /* outside every lock: callbacks may call in */
             dsc__rec *r = s->batch[i];

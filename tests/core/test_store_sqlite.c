@@ -279,6 +279,32 @@ Test(store_sqlite, read_only_database_fails_the_settle_and_recovers) {
     cr_assert_eq(query_int(path, "SELECT sum(gco2e) FROM charges"), 3 * M);
 }
 
+Test(store_sqlite, a_failed_store_is_found_healthy_again_without_any_traffic) {
+    char path[600];
+    temp_db(path, sizeof path);
+    fake_clock clk = {T0};
+    dsc_ledger *l = open_at(path, &clk, 0);
+    dsc_error err;
+    cr_assert_eq(dsc_ledger_budget_set(l, "*", DSC_METRIC_GCO2E, "year", 100, NULL, &err), DSC_OK);
+    cr_assert_eq(dsc__ledger_store_exec(l, "PRAGMA query_only = 1", &err), DSC_OK);
+    char rid[DSC_RESERVATION_ID_MAX];
+    dsc_amounts a = amt(DSC_METRIC_GCO2E, 3 * M);
+    cr_assert_eq(dsc_ledger_reserve(l, &ana, &a, 3600, NULL, rid, NULL, 0, NULL, &err),
+                 DSC_STORE_UNAVAILABLE);
+    dsc_ledger_stats stats;
+    dsc_ledger_stats_get(l, &stats);
+    cr_assert_not(stats.store_ok, "unhealthy as soon as the caller hears of the failure");
+    cr_assert_eq(dsc__ledger_store_exec(l, "PRAGMA query_only = 0", &err), DSC_OK);
+    /* nobody calls: the writer's own probe finds the store writable again */
+    for (int i = 0; i < 400 && !stats.store_ok; i++) {
+        struct timespec ts = {0, 25 * 1000000L};
+        nanosleep(&ts, NULL);
+        dsc_ledger_stats_get(l, &stats);
+    }
+    cr_assert(stats.store_ok, "still unhealthy 10 s after the store became writable");
+    dsc_ledger_free(l);
+}
+
 Test(store_sqlite, unopenable_store_is_reported_with_its_path) {
     dsc_ledger_config cfg = {.store_path = "/nonexistent-dir/sub/discern.db"};
     dsc_error err;
