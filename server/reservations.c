@@ -8,8 +8,11 @@
  * for typical names), in a chained hash table that doubles as it fills. It lives
  * until its hold expires, or until its settle or cancel, plus a grace period (so a
  * repeated or late settle still finds it); the server's once-a-second tick prunes a
- * slice of the table each time. After a restart the table is empty: a settle then
- * needs provider and model in its params.
+ * slice of the table each time. Finished (settled or cancelled) entries also form a
+ * queue, oldest first, of at most max_finished: past that, the oldest is forgotten at
+ * once, so memory under sustained load is bounded by the count, not by rate x grace.
+ * A settle the server no longer knows needs provider and model in its params, as
+ * after a restart, when the table is empty.
  */
 #include "reservations.h"
 
@@ -24,8 +27,10 @@ enum { F_ID, F_PROVIDER, F_MODEL, F_ZONE, F_ORG, F_TEAM, F_USER, F_KEY, F_COUNT 
 
 typedef struct node {
     struct node *next;
+    struct node *fprev, *fnext; /* the finished queue, when finished */
     uint64_t hash;
     int64_t expires_at;
+    bool finished;
     uint16_t off[F_COUNT]; /* where each NUL-terminated field starts in data */
     char data[];
 } node;
@@ -35,6 +40,8 @@ struct dsc__resv_table {
     node **buckets;
     size_t n_buckets, count, cursor;
     int64_t grace_s;
+    node *fhead, *ftail; /* finished entries, oldest first */
+    size_t n_finished, max_finished;
 };
 
 static uint64_t hash(const char *s) {
@@ -44,7 +51,7 @@ static uint64_t hash(const char *s) {
     return h;
 }
 
-dsc__resv_table *dsc__resv_table_new(int64_t grace_s) {
+dsc__resv_table *dsc__resv_table_new(int64_t grace_s, size_t max_finished) {
     dsc__resv_table *t = calloc(1, sizeof *t);
     if (!t) return NULL;
     t->buckets = calloc(INITIAL_BUCKETS, sizeof *t->buckets);
@@ -55,6 +62,7 @@ dsc__resv_table *dsc__resv_table_new(int64_t grace_s) {
     t->n_buckets = INITIAL_BUCKETS;
     pthread_mutex_init(&t->lock, NULL);
     t->grace_s = grace_s;
+    t->max_finished = max_finished ? max_finished : 1;
     return t;
 }
 
@@ -86,6 +94,8 @@ static node *pack(const dsc__resv_info *info) {
     }
     n->hash = hash(info->id);
     n->expires_at = info->expires_at;
+    n->finished = false;
+    n->fprev = n->fnext = NULL;
     return n;
 }
 
@@ -114,6 +124,24 @@ static node **find(dsc__resv_table *t, const char *id, uint64_t h) {
     return p;
 }
 
+/* Take n off the finished queue if it is on it. */
+static void unqueue(dsc__resv_table *t, node *n) {
+    if (!n->finished) return;
+    *(n->fprev ? &n->fprev->fnext : &t->fhead) = n->fnext;
+    *(n->fnext ? &n->fnext->fprev : &t->ftail) = n->fprev;
+    n->finished = false;
+    t->n_finished--;
+}
+
+/* Unlink the entry *p points to from its chain (and the queue) and free it. */
+static void drop(dsc__resv_table *t, node **p) {
+    node *dead = *p;
+    *p = dead->next;
+    unqueue(t, dead);
+    free(dead);
+    t->count--;
+}
+
 /* Double the buckets when chains would grow past two on average. */
 static void grow(dsc__resv_table *t) {
     if (t->count < 2 * t->n_buckets) return;
@@ -139,6 +167,7 @@ dsc_status dsc__resv_put(dsc__resv_table *t, const dsc__resv_info *info) {
     node **p = find(t, info->id, n->hash);
     if (*p) { /* an idempotent repeat of the same reservation: refresh it */
         n->next = (*p)->next;
+        unqueue(t, *p);
         free(*p);
         *p = n;
     } else {
@@ -164,8 +193,19 @@ bool dsc__resv_get(dsc__resv_table *t, const char *id, dsc__resv_info *out) {
 void dsc__resv_finish(dsc__resv_table *t, const char *id, int64_t now) {
     uint64_t h = hash(id);
     pthread_mutex_lock(&t->lock);
-    node **p = find(t, id, h);
-    if (*p && (*p)->expires_at > now) (*p)->expires_at = now;
+    node *n = *find(t, id, h);
+    if (n && !n->finished) {
+        if (n->expires_at > now) n->expires_at = now;
+        n->finished = true;
+        n->fnext = NULL;
+        n->fprev = t->ftail;
+        *(t->ftail ? &t->ftail->fnext : &t->fhead) = n;
+        t->ftail = n;
+        if (++t->n_finished > t->max_finished) {
+            node *old = t->fhead;
+            drop(t, find(t, old->data, old->hash));
+        }
+    }
     pthread_mutex_unlock(&t->lock);
 }
 
@@ -176,16 +216,13 @@ size_t dsc__resv_prune(dsc__resv_table *t, int64_t now) {
     for (size_t k = 0; k < slice; k++, t->cursor = (t->cursor + 1) & (t->n_buckets - 1)) {
         for (node **p = &t->buckets[t->cursor]; *p;) {
             if ((*p)->expires_at + t->grace_s < now) {
-                node *dead = *p;
-                *p = dead->next;
-                free(dead);
+                drop(t, p);
                 removed++;
             } else {
                 p = &(*p)->next;
             }
         }
     }
-    t->count -= removed;
     pthread_mutex_unlock(&t->lock);
     return removed;
 }

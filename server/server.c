@@ -678,7 +678,9 @@ static dsc_status open_ledger(dsc_server *srv, dsc_error *err) {
     lc.timezone = srv->cfg.timezone;
     srv->ledger = dsc_ledger_new(&lc, err);
     if (!srv->ledger) return err->code;
-    srv->reservations = dsc__resv_table_new(60);
+    /* Like the ledger's memory of finished reservations: a repeated or late settle
+     * finds its request for a minute, among the last 100 000 finished. */
+    srv->reservations = dsc__resv_table_new(60, 100000);
     if (!srv->reservations) return dsc_error_set(err, DSC_NOMEM, "reservation table");
     struct timeval second = {1, 0};
     srv->tick = event_new(srv->base, -1, EV_PERSIST, on_tick, srv);
