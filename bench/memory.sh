@@ -100,61 +100,18 @@ nofile=$(ulimit -n)
     die "$connections connections need $need_fds open files, the hard limit is $nofile"
 
 # --- processes and cleanup ---------------------------------------------------------
-tmp=$(mktemp -d "${TMPDIR:-/tmp}/discern-mem.XXXXXX")
-pids=()
-cleanup() {
-    local pid
-    for pid in "${pids[@]}"; do kill "$pid" 2>/dev/null || true; done
-    for pid in "${pids[@]}"; do
-        for _ in $(seq 50); do kill -0 "$pid" 2>/dev/null || break; sleep 0.1; done
-        kill -9 "$pid" 2>/dev/null || true
-        wait "$pid" 2>/dev/null || true
-    done
-    if [ "$keep_logs" = 1 ]; then echo "logs kept in $tmp"; else rm -rf "$tmp"; fi
-}
-trap cleanup EXIT
-trap 'exit 130' INT TERM
+source "$root/bench/lib.sh"
+bench_init discern-mem
 
 # --- build -------------------------------------------------------------------------
-bin=$root/build-rel/bin
-if [ "$build" = 1 ]; then
-    echo "building Release in build-rel/ ..."
-    cmake -S "$root" -B "$root/build-rel" -DCMAKE_BUILD_TYPE=Release -DBUILD_TESTING=OFF \
-        >"$tmp/cmake.log" 2>&1 || { cat "$tmp/cmake.log"; die "cmake configure failed"; }
-    cmake --build "$root/build-rel" -j2 --target discernd loadgen idle_conns >>"$tmp/cmake.log" 2>&1 ||
-        { tail -30 "$tmp/cmake.log"; die "build failed"; }
-fi
-for b in discernd loadgen idle_conns; do
-    [ -x "$bin/$b" ] || die "no $b in $bin (drop --no-build)"
-done
+build_release discernd loadgen idle_conns
 
 # --- discernd ----------------------------------------------------------------------
 token=mem-$$-$RANDOM
-cat >"$tmp/discernd.conf" <<EOF
-listen = "127.0.0.1:0"
-unix = ""
-http = ""
-port_file = "$tmp/ports"
-policies = "$root/policies"
-data = "$root/core/data"
-store = "${store_path:+$tmp/$store_path}"
-durability = "$durability"
-workers = $workers
-admin_token = "$token"
-max_connections = $((connections + load_connections + 100))
-idle_timeout_s = 300
-log_level = "warn"
-EOF
-"$bin/discernd" --config "$tmp/discernd.conf" 2>"$tmp/discernd.log" &
-pid=$!
-pids+=("$pid")
-for _ in $(seq 100); do
-    [ -s "$tmp/ports" ] && break
-    kill -0 "$pid" 2>/dev/null || { cat "$tmp/discernd.log"; die "discernd exited at start"; }
-    sleep 0.05
-done
-port=$(head -1 "$tmp/ports")
-[ -n "$port" ] || die "discernd wrote no port"
+start_discernd "$tmp" "max_connections = $((connections + load_connections + 100))" \
+    "idle_timeout_s = 300"
+pid=$dsc_pid
+port=$dsc_port
 
 alive() { kill -0 "$pid" 2>/dev/null || { tail -20 "$tmp/discernd.log"; die "discernd died ($1)"; }; }
 

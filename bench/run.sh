@@ -73,41 +73,8 @@ for tool in redis-server redis-cli redis-benchmark python3 timeout; do
 done
 
 # --- processes and cleanup ---------------------------------------------------------
-tmp=$(mktemp -d "${TMPDIR:-/tmp}/discern-bench.XXXXXX")
-pids=()
-cleanup() {
-    local pid
-    for pid in "${pids[@]}"; do
-        kill "$pid" 2>/dev/null || true
-    done
-    for pid in "${pids[@]}"; do
-        # bounded wait: a server that ignores SIGTERM for 5 s gets SIGKILL
-        for _ in $(seq 50); do kill -0 "$pid" 2>/dev/null || break; sleep 0.1; done
-        kill -9 "$pid" 2>/dev/null || true
-        wait "$pid" 2>/dev/null || true
-    done
-    if [ "$keep_logs" = 1 ]; then echo "logs kept in $tmp"; else rm -rf "$tmp"; fi
-}
-trap cleanup EXIT
-trap 'exit 130' INT TERM
-
-stop_pid() { # stop_pid PID: SIGTERM, wait at most 5 s, then SIGKILL
-    local pid=$1 p keep=()
-    kill "$pid" 2>/dev/null || true
-    for _ in $(seq 50); do kill -0 "$pid" 2>/dev/null || break; sleep 0.1; done
-    kill -9 "$pid" 2>/dev/null || true
-    wait "$pid" 2>/dev/null || true
-    for p in "${pids[@]}"; do [ "$p" = "$pid" ] || keep+=("$p"); done
-    pids=("${keep[@]+"${keep[@]}"}")
-}
-
-free_port() {
-    python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])'
-}
-
-cpu_ticks() { # utime + stime of a process (all threads), in clock ticks
-    awk '{ sub(/^.*\) /, ""); print $12 + $13 }' "/proc/$1/stat"
-}
+source "$root/bench/lib.sh"
+bench_init discern-bench
 
 # --- CPU pinning -------------------------------------------------------------------
 ncpu=$(nproc)
@@ -133,47 +100,11 @@ case "$durability" in full|batch|off) ;; *) die "--durability: expected full, ba
 [[ "$workers" =~ ^[0-9]+$ ]] && [ "$workers" -ge 1 ] || die "--workers: expected a count, got '$workers'"
 
 # --- build -------------------------------------------------------------------------
-bin=$root/build-rel/bin
-if [ "$build" = 1 ]; then
-    echo "building Release in build-rel/ ..."
-    cmake -S "$root" -B "$root/build-rel" -DCMAKE_BUILD_TYPE=Release -DBUILD_TESTING=OFF \
-        >"$tmp/cmake.log" 2>&1 || { cat "$tmp/cmake.log"; die "cmake configure failed"; }
-    cmake --build "$root/build-rel" -j2 --target discernd loadgen >>"$tmp/cmake.log" 2>&1 ||
-        { tail -30 "$tmp/cmake.log"; die "build failed"; }
-fi
-[ -x "$bin/discernd" ] && [ -x "$bin/loadgen" ] || die "no discernd or loadgen in $bin (drop --no-build)"
+build_release discernd loadgen
 
 # --- discernd ----------------------------------------------------------------------
 token=bench-$$-$RANDOM
-dsc_pid=
-dsc_port=
-start_discernd() { # start_discernd NAME: fresh store in $tmp/NAME
-    local dir=$tmp/$1
-    mkdir -p "$dir"
-    cat >"$dir/discernd.conf" <<EOF
-listen = "127.0.0.1:0"
-unix = ""
-http = ""
-port_file = "$dir/ports"
-policies = "$root/policies"
-data = "$root/core/data"
-store = "$dir/discern.db"
-durability = "$durability"
-workers = $workers
-admin_token = "$token"
-log_level = "warn"
-EOF
-    "${pin_server[@]}" "$bin/discernd" --config "$dir/discernd.conf" 2>"$dir/discernd.log" &
-    dsc_pid=$!
-    pids+=("$dsc_pid")
-    for _ in $(seq 100); do
-        [ -s "$dir/ports" ] && break
-        kill -0 "$dsc_pid" 2>/dev/null || { cat "$dir/discernd.log"; die "discernd exited at start"; }
-        sleep 0.05
-    done
-    dsc_port=$(head -1 "$dir/ports")
-    [ -n "$dsc_port" ] || die "discernd wrote no port"
-}
+store_path=discern.db
 
 setup_budgets() { # setup_budgets one|users
     timeout 120 "${pin_client[@]}" "$bin/loadgen" --port "$dsc_port" --setup-budgets "$1" \
@@ -261,7 +192,7 @@ start_redis aof --appendonly yes --appendfsync everysec
 
 rows=()
 for scenario in one users; do
-    start_discernd "$scenario"
+    start_discernd "$tmp/$scenario"
     [ "$method" != check ] || setup_budgets "$scenario"
     keys=$([ "$scenario" = one ] && echo 1 || echo 10000)
     label=$([ "$scenario" = one ] && echo "1 budget" || echo "10k budgets")
