@@ -595,6 +595,7 @@ Test(methods, http_serves_healthz_metrics_and_budgets_json) {
     cr_assert(strstr(body, "discern_decisions_total{outcome=\"allow\",policy=\"budgets\""), "%s",
               body);
     cr_assert(strstr(body, "discern_check_seconds_count 1"), "%s", body);
+    cr_assert(strstr(body, "discern_reservations_remembered 1\n"), "%s", body);
     cr_assert(
         strstr(body,
                "discern_budget_limit{selector=\"team:*\",metric=\"gco2e\",window=\"month\"} 5"),
