@@ -150,6 +150,23 @@ static dsc_status replay_into_budget(void *ud, const dsc__rec *charge) {
     return DSC_OK;
 }
 
+/* The charges b can apply to, as a store pre-filter; names point into bufs. */
+static void replay_filter_of(const dsc__budget *b, dsc__replay_filter *f,
+                             char bufs[2][DSC_SELECTOR_MAX]) {
+    memset(f, 0, sizeof *f);
+    f->metric = b->metric;
+    if (b->level == LV_ALL) return;
+    const char *part = b->selector; /* "[org:<org>/]<level>:<value>" */
+    if (b->qualified) {
+        const char *slash = strchr(part, '/');
+        snprintf(bufs[0], DSC_SELECTOR_MAX, "%.*s", (int)(slash - part - 4), part + 4);
+        f->subject[0] = bufs[0];
+        part = slash + 1;
+    }
+    snprintf(bufs[1], DSC_SELECTOR_MAX, "%s", b->any ? "" : strchr(part, ':') + 1);
+    f->subject[b->level - LV_ORG] = bufs[1];
+}
+
 /* A new budget counts the usage already in its window: replay the store's charges
  * into it before it is indexed. Runs on the writer thread without mu: only the writer
  * applies charges, so nothing is counted twice or missed. */
@@ -161,7 +178,10 @@ static dsc__budget *budget_with_history(dsc_ledger *l, const dsc__rec_budget *rb
     budget_replay br = {.l = l, .b = b};
     dsc__strmap_init(&br.counters);
     int64_t since = now - dsc__window_reach(b);
-    if (dsc__store_replay(l->store, since, replay_into_budget, &br) != DSC_OK) {
+    dsc__replay_filter filter;
+    char bufs[2][DSC_SELECTOR_MAX];
+    replay_filter_of(b, &filter, bufs);
+    if (dsc__store_replay(l->store, since, &filter, replay_into_budget, &br) != DSC_OK) {
         dsc__strmap_destroy(&br.counters); /* counted from now on only */
         dsc__budget_drop_counters(b);
         dsc__strmap_init(&br.counters);

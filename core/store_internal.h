@@ -106,9 +106,19 @@ dsc_status dsc__store_load(dsc__store *s, dsc__store_loader *loader, dsc_error *
  * in out->amounts, what it has been charged so far. Thread-safe. */
 dsc_status dsc__store_find_reservation(dsc__store *s, const char *id, dsc__rec *out,
                                        const char **state);
-/* Replay the charges at or after since_us through fn, in commit order, on the writer's
- * connection: call it from the apply callback (the writer's own thread). */
-dsc_status dsc__store_replay(dsc__store *s, int64_t since_us,
+/* Which charges a replay can skip in SQL, before they are read: per subject level
+ * (org, team, user, key) NULL = any, "" = the level must be present, else it must be
+ * equal; and only charges with a non-zero amount of metric. A pre-filter: the caller
+ * still decides on each charge it is given. */
+typedef struct dsc__replay_filter {
+    const char *subject[4];
+    dsc_metric metric;
+} dsc__replay_filter;
+
+/* Replay the charges at or after since_us that pass filter through fn, in commit
+ * order, on the writer's connection: call it from the apply callback (the writer's
+ * own thread). */
+dsc_status dsc__store_replay(dsc__store *s, int64_t since_us, const dsc__replay_filter *filter,
                              dsc_status (*fn)(void *ud, const dsc__rec *charge), void *ud);
 /* Start the writer thread, which calls apply after every batch. */
 dsc_status dsc__store_start(dsc__store *s, dsc__store_apply_fn apply, void *ud, dsc_error *err);

@@ -609,8 +609,11 @@ static void col_subject(sqlite3_stmt *st, int first, dsc__rec_subject *s) {
 typedef dsc_status (*row_fn)(dsc__store_loader *ld, sqlite3_stmt *st, dsc__rec *rec);
 
 /* Run sql (binding at most one int64), calling fn for every row. */
-static dsc_status each_row(dsc__store *s, const char *sql, bool bind, int64_t arg,
-                           dsc__store_loader *ld, row_fn fn, dsc_error *err) {
+/* Run sql and hand each row to fn; with bind, arg is ?1 and texts (NULL-ended, may be
+ * NULL) are ?2, ?3, ... */
+static dsc_status each_row_bound(dsc__store *s, const char *sql, bool bind, int64_t arg,
+                                 const char *const *texts, dsc__store_loader *ld, row_fn fn,
+                                 dsc_error *err) {
     sqlite3_stmt *st = NULL;
     dsc__rec *rec = calloc(1, sizeof *rec);
     if (!rec) return dsc_error_set(err, DSC_NOMEM, "out of memory loading the ledger");
@@ -620,6 +623,8 @@ static dsc_status each_row(dsc__store *s, const char *sql, bool bind, int64_t ar
         goto out;
     }
     if (bind) sqlite3_bind_int64(st, 1, arg);
+    for (int i = 0; bind && texts && texts[i]; i++)
+        sqlite3_bind_text(st, i + 2, texts[i], -1, SQLITE_STATIC);
     int rc;
     while ((rc = sqlite3_step(st)) == SQLITE_ROW)
         if ((res = fn(ld, st, rec)) != DSC_OK) {
@@ -632,6 +637,11 @@ out:
     sqlite3_finalize(st);
     free(rec);
     return res;
+}
+
+static dsc_status each_row(dsc__store *s, const char *sql, bool bind, int64_t arg,
+                           dsc__store_loader *ld, row_fn fn, dsc_error *err) {
+    return each_row_bound(s, sql, bind, arg, NULL, ld, fn, err);
 }
 
 static dsc_status row_budget(dsc__store_loader *ld, sqlite3_stmt *st, dsc__rec *rec) {
@@ -754,16 +764,39 @@ static dsc_status replay_charge(void *ud, const dsc__rec *charge) {
     return c->fn(c->ud, charge);
 }
 
-dsc_status dsc__store_replay(dsc__store *s, int64_t since_us,
+/* The replay's SQL: the charges from the first at or after ?1, less those filter
+ * rules out; its subject values become ?2, ?3, ... in texts. */
+static void replay_sql(const dsc__replay_filter *f, char *sql, size_t cap,
+                       const char *texts[5]) {
+    static const char *const cols[4] = {"org", "team", "user", "key"};
+    size_t n = 0, len = (size_t)snprintf(
+                      sql, cap,
+                      "SELECT at_us, org, team, user, key, " METRIC_COLS(
+                          "") " FROM charges WHERE seq >= (SELECT min(seq) FROM charges"
+                              " WHERE at_us >= ?1) AND %s != 0",
+                      dsc_metric_name(f->metric));
+    for (int i = 0; i < 4 && len < cap; i++) {
+        if (!f->subject[i]) continue;
+        if (!f->subject[i][0]) {
+            len += (size_t)snprintf(sql + len, cap - len, " AND %s IS NOT NULL", cols[i]);
+            continue;
+        }
+        texts[n++] = f->subject[i];
+        len += (size_t)snprintf(sql + len, cap - len, " AND %s = ?%zu", cols[i], n + 1);
+    }
+    if (len < cap) snprintf(sql + len, cap - len, " ORDER BY seq");
+    texts[n] = NULL;
+}
+
+dsc_status dsc__store_replay(dsc__store *s, int64_t since_us, const dsc__replay_filter *filter,
                              dsc_status (*fn)(void *ud, const dsc__rec *charge), void *ud) {
     replay_ctx ctx = {fn, ud};
     dsc__store_loader ld = {.ud = &ctx, .charge = replay_charge};
+    char sql[512];
+    const char *texts[5];
+    replay_sql(filter, sql, sizeof sql, texts);
     pthread_mutex_lock(&s->dbmu);
-    dsc_status st = each_row(s,
-                             "SELECT at_us, org, team, user, key, " METRIC_COLS(
-                                 "") " FROM charges WHERE seq >= (SELECT min(seq) FROM charges"
-                                     " WHERE at_us >= ?1) ORDER BY seq",
-                             true, since_us, &ld, row_charge, NULL);
+    dsc_status st = each_row_bound(s, sql, true, since_us, texts, &ld, row_charge, NULL);
     pthread_mutex_unlock(&s->dbmu);
     return st;
 }

@@ -543,6 +543,72 @@ Test(store_sqlite, a_budget_created_mid_window_counts_the_usage_already_there) {
     dsc_ledger_free(l);
 }
 
+/* Every selector shape, created after the charges (window "month"), counts exactly
+ * what the same selector created before them (window "year") counted live, for every
+ * subject: the store's replay skips only charges the budget cannot apply to. */
+Test(store_sqlite, a_budget_created_late_counts_what_one_created_early_counted_for_every_shape) {
+    static const char *const sels[] = {"*",         "org:*",           "org:acme",
+                                       "team:*",    "team:infra",      "org:acme/team:*",
+                                       "user:*",    "org:beta/team:infra", "user:ana",
+                                       "key:*",     "key:k1",          "org:acme/user:ana"};
+    enum { NSEL = sizeof sels / sizeof *sels };
+    static const dsc_subject subjects[] = {
+        {.org = "acme", .team = "infra", .user = "ana", .key = "k1"},
+        {.org = "acme", .team = "web", .user = "bob"},
+        {.org = "beta", .team = "infra", .user = "ana"},
+        {.org = "acme", .user = "dan", .key = "k2"},
+        {.org = "gamma"}};
+    enum { NSUB = sizeof subjects / sizeof *subjects };
+    char path[600];
+    temp_db(path, sizeof path);
+    fake_clock clk = {T0};
+    dsc_ledger *l = open_at(path, &clk, 0);
+    dsc_error err;
+    for (int i = 0; i < NSEL; i++)
+        cr_assert_eq(dsc_ledger_budget_set(l, sels[i], DSC_METRIC_GCO2E, "year", 1e6, NULL, &err),
+                     DSC_OK, "%s: %s", sels[i], err.message);
+    for (int i = 0; i < NSUB; i++) {
+        for (int k = 0; k < 2; k++) { /* a charge of gCO2e, and one of tokens only */
+            dsc_amounts a = amt(k ? DSC_METRIC_TOKENS : DSC_METRIC_GCO2E, (i + 1) * M);
+            char rid[32];
+            snprintf(rid, sizeof rid, "unreserved-%d-%d", i, k);
+            cr_assert_eq(dsc_ledger_settle(l, rid, &a, &subjects[i], NULL, &err), DSC_OK, "%s",
+                         err.message);
+        }
+    }
+    clk.now += 10 * S;
+    for (int i = 0; i < NSEL; i++)
+        cr_assert_eq(dsc_ledger_budget_set(l, sels[i], DSC_METRIC_GCO2E, "month", 1e6, NULL, &err),
+                     DSC_OK);
+    for (int i = 0; i < NSUB; i++) {
+        dsc_budget_state st[2 * NSEL];
+        size_t n = 0;
+        cr_assert_eq(dsc_ledger_preview(l, &subjects[i], NULL, st, 2 * NSEL, &n, NULL), DSC_OK);
+        int compared = 0;
+        for (size_t a = 0; a < n; a++)
+            for (size_t b = 0; b < n; b++)
+                if (strcmp(st[a].selector, st[b].selector) == 0 &&
+                    strcmp(st[a].window, "year") == 0 && strcmp(st[b].window, "month") == 0) {
+                    cr_assert_eq(st[b].used, st[a].used, "subject %d, %s: %lld after, %lld live", i,
+                                 st[a].selector, (long long)st[b].used, (long long)st[a].used);
+                    compared++;
+                }
+        cr_assert_eq((size_t)compared * 2, n, "subject %d: every budget in both windows", i);
+    }
+    /* and the shapes did filter: a few exact values */
+    dsc_budget_state st[2 * NSEL];
+    size_t n = 0;
+    cr_assert_eq(dsc_ledger_preview(l, &subjects[0], NULL, st, 2 * NSEL, &n, NULL), DSC_OK);
+    for (size_t i = 0; i < n; i++) {
+        if (strcmp(st[i].window, "month") != 0) continue;
+        if (strcmp(st[i].selector, "*") == 0) cr_assert_eq(st[i].used, 15 * M);
+        if (strcmp(st[i].selector, "org:acme") == 0) cr_assert_eq(st[i].used, 7 * M);
+        if (strcmp(st[i].selector, "user:*") == 0) cr_assert_eq(st[i].used, 1 * M);
+        if (strcmp(st[i].selector, "key:k1") == 0) cr_assert_eq(st[i].used, 1 * M);
+    }
+    dsc_ledger_free(l);
+}
+
 /* --- group commit under concurrency, and the faster modes ---------------------- */
 
 typedef struct hammer {
