@@ -713,8 +713,7 @@ out:
     return st;
 }
 
-/* Report an _async call that needed no write, at once. */
-static dsc_status done_now(dsc_status st, const dsc__done *done) {
+dsc_status dsc__done_now(dsc_status st, const dsc__done *done) {
     if (st == DSC_OK && done->fn && !done->queued) {
         dsc_error ok = {DSC_OK, ""};
         done->fn(done->ud, DSC_OK, &ok);
@@ -737,7 +736,7 @@ dsc_status dsc_ledger_reserve_async(
     const char *request_id, char reservation_id[DSC_RESERVATION_ID_MAX], dsc_budget_state *exceeded,
     size_t max_exceeded, size_t *n_exceeded, dsc_ledger_done_fn fn, void *ud, dsc_error *err) {
     dsc__done done = {fn, ud, false};
-    return done_now(reserve_impl(l, subject, amounts, ttl_s, request_id, reservation_id, exceeded,
+    return dsc__done_now(reserve_impl(l, subject, amounts, ttl_s, request_id, reservation_id, exceeded,
                                  max_exceeded, n_exceeded, NULL, &done, err),
                     &done);
 }
@@ -750,7 +749,7 @@ dsc_status dsc_ledger_reserve_journal_async(dsc_ledger *l, const dsc_subject *su
                                             size_t *n_exceeded, const dsc_decision_record *decision,
                                             dsc_ledger_done_fn fn, void *ud, dsc_error *err) {
     dsc__done done = {fn, ud, false};
-    return done_now(reserve_impl(l, subject, amounts, ttl_s, request_id, reservation_id, exceeded,
+    return dsc__done_now(reserve_impl(l, subject, amounts, ttl_s, request_id, reservation_id, exceeded,
                                  max_exceeded, n_exceeded, decision, &done, err),
                     &done);
 }
@@ -909,7 +908,7 @@ dsc_status dsc_ledger_settle_async(dsc_ledger *l, const char *reservation_id,
                                    dsc_settle_kind *kind, dsc_ledger_done_fn fn, void *ud,
                                    dsc_error *err) {
     dsc__done done = {fn, ud, false};
-    return done_now(settle_impl(l, reservation_id, actual, subject_if_unknown, kind, &done, err),
+    return dsc__done_now(settle_impl(l, reservation_id, actual, subject_if_unknown, kind, &done, err),
                     &done);
 }
 
@@ -966,7 +965,7 @@ dsc_status dsc_ledger_cancel(dsc_ledger *l, const char *reservation_id, dsc_erro
 dsc_status dsc_ledger_cancel_async(dsc_ledger *l, const char *reservation_id, dsc_ledger_done_fn fn,
                                    void *ud, dsc_error *err) {
     dsc__done done = {fn, ud, false};
-    return done_now(cancel_impl(l, reservation_id, &done, err), &done);
+    return dsc__done_now(cancel_impl(l, reservation_id, &done, err), &done);
 }
 
 size_t dsc_ledger_tick(dsc_ledger *l) {
@@ -1063,7 +1062,7 @@ dsc_status dsc_ledger_record_decision(dsc_ledger *l, const dsc_decision_record *
 dsc_status dsc_ledger_record_decision_async(dsc_ledger *l, const dsc_decision_record *d,
                                             dsc_ledger_done_fn fn, void *ud, dsc_error *err) {
     dsc__done done = {fn, ud, false};
-    return done_now(decision_impl(l, d, &done, err), &done);
+    return dsc__done_now(decision_impl(l, d, &done, err), &done);
 }
 
 void dsc_ledger_stats_get(dsc_ledger *l, dsc_ledger_stats *out) {

@@ -419,12 +419,20 @@ static dsc__rec *budget_rec(dsc__rec_type type, const dsc__budget *b, int64_t id
     return rec;
 }
 
-/* Persist a budget change and wait for it (no lock held). */
-static dsc_status budget_persist(dsc_ledger *l, dsc__rec *rec, dsc_error *err) {
+/* Persist a budget change (no lock held): wait for it, or with done->fn queue it and
+ * let the store call done once it is committed and applied. */
+static dsc_status budget_persist(dsc_ledger *l, dsc__rec *rec, dsc__done *done, dsc_error *err) {
     if (!rec) return dsc_error_set(err, DSC_NOMEM, "out of memory");
+    bool wait = !done->fn;
+    rec->done_fn = done->fn;
+    rec->done_ud = done->ud;
     pthread_mutex_lock(&l->mu);
-    dsc_status st = dsc__store_enqueue(l->store, rec, true);
+    dsc_status st = dsc__store_enqueue(l->store, rec, wait);
     pthread_mutex_unlock(&l->mu);
+    if (!wait) {
+        done->queued = st == DSC_OK;
+        return st == DSC_OK ? st : dsc_error_set(err, st, "ledger store unavailable");
+    }
     if (st == DSC_OK && (st = dsc__store_wait(l->store, rec)) != DSC_OK)
         dsc_error_set(err, st, "%s", rec->message);
     free(rec);
@@ -449,9 +457,9 @@ static dsc_status budget_apply_set(dsc_ledger *l, dsc__budget *b, dsc_budget_inf
     return DSC_OK;
 }
 
-dsc_status dsc_ledger_budget_set(dsc_ledger *l, const char *selector, dsc_metric metric,
-                                 const char *window, double limit, dsc_budget_info *out,
-                                 dsc_error *err) {
+static dsc_status budget_set_impl(dsc_ledger *l, const char *selector, dsc_metric metric,
+                                  const char *window, double limit, dsc_budget_info *out,
+                                  dsc__done *done, dsc_error *err) {
     int64_t micro;
     dsc_status st = dsc_amount_from_api("limit", limit, &micro, err);
     if (st != DSC_OK) return st;
@@ -464,7 +472,11 @@ dsc_status dsc_ledger_budget_set(dsc_ledger *l, const char *selector, dsc_metric
     int64_t now = dsc__ledger_now(l);
     pthread_mutex_unlock(&l->mu);
     if (l->store) { /* the writer applies it, counting the window's past usage */
-        st = budget_persist(l, budget_rec(DSC__REC_BUDGET_SET, b, b->id, micro, now), err);
+        st = budget_persist(l, budget_rec(DSC__REC_BUDGET_SET, b, b->id, micro, now), done, err);
+        if (done->queued || st != DSC_OK) { /* applied by the writer, after the commit */
+            free(b);
+            return st;
+        }
         pthread_mutex_lock(&l->mu);
         dsc__budget *now_b = dsc__strmap_get(&l->budgets, b->ident);
         if (st == DSC_OK && now_b)
@@ -481,8 +493,23 @@ dsc_status dsc_ledger_budget_set(dsc_ledger *l, const char *selector, dsc_metric
     return st;
 }
 
-dsc_status dsc_ledger_budget_delete(dsc_ledger *l, const char *selector, dsc_metric metric,
-                                    const char *window, dsc_error *err) {
+dsc_status dsc_ledger_budget_set(dsc_ledger *l, const char *selector, dsc_metric metric,
+                                 const char *window, double limit, dsc_budget_info *out,
+                                 dsc_error *err) {
+    dsc__done none = {0};
+    return budget_set_impl(l, selector, metric, window, limit, out, &none, err);
+}
+
+dsc_status dsc_ledger_budget_set_async(dsc_ledger *l, const char *selector, dsc_metric metric,
+                                       const char *window, double limit, dsc_ledger_done_fn fn,
+                                       void *ud, dsc_error *err) {
+    dsc__done done = {fn, ud, false};
+    return dsc__done_now(budget_set_impl(l, selector, metric, window, limit, NULL, &done, err),
+                         &done);
+}
+
+static dsc_status budget_delete_impl(dsc_ledger *l, const char *selector, dsc_metric metric,
+                                     const char *window, dsc__done *done, dsc_error *err) {
     dsc__budget *key = NULL;
     dsc_status st = budget_prepare(selector, metric, window, &key, err);
     if (st != DSC_OK) return st;
@@ -496,7 +523,7 @@ dsc_status dsc_ledger_budget_delete(dsc_ledger *l, const char *selector, dsc_met
         goto out;
     }
     if (l->store) { /* the writer removes it after the commit */
-        st = budget_persist(l, budget_rec(DSC__REC_BUDGET_DELETE, key, id, 0, now), err);
+        st = budget_persist(l, budget_rec(DSC__REC_BUDGET_DELETE, key, id, 0, now), done, err);
         goto out;
     }
     pthread_mutex_lock(&l->mu);
@@ -506,6 +533,19 @@ dsc_status dsc_ledger_budget_delete(dsc_ledger *l, const char *selector, dsc_met
 out:
     free(key);
     return st;
+}
+
+dsc_status dsc_ledger_budget_delete(dsc_ledger *l, const char *selector, dsc_metric metric,
+                                    const char *window, dsc_error *err) {
+    dsc__done none = {0};
+    return budget_delete_impl(l, selector, metric, window, &none, err);
+}
+
+dsc_status dsc_ledger_budget_delete_async(dsc_ledger *l, const char *selector, dsc_metric metric,
+                                          const char *window, dsc_ledger_done_fn fn, void *ud,
+                                          dsc_error *err) {
+    dsc__done done = {fn, ud, false};
+    return dsc__done_now(budget_delete_impl(l, selector, metric, window, &done, err), &done);
 }
 
 dsc_status dsc_ledger_budget_get(dsc_ledger *l, const char *selector, dsc_metric metric,

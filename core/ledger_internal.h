@@ -96,6 +96,10 @@ typedef struct dsc__done {
     bool queued;
 } dsc__done;
 
+/* Report an _async call that needed no write at once: calls done when st is DSC_OK and
+ * nothing was queued. Returns st. */
+dsc_status dsc__done_now(dsc_status st, const dsc__done *done);
+
 #define DSC__HITS_MAX 256 /* budgets that may apply to one subject */
 #define DSC__SHAPES 15    /* "*", "org:*", "org:x", then 4 per team/user/key level */
 

@@ -674,45 +674,95 @@ static dsc_status read_budget_key(const msgpack_object *p, char *selector, dsc_m
     return DSC_OK;
 }
 
-dsc_status dsc__m_budget_set(dsc__call *c, const msgpack_object *p, msgpack_packer *pk,
-                             dsc_error *err) {
+/* budget.set and budget.delete wait for their commit (and a new budget's replay of
+ * its window) without holding up the worker's other connections. */
+typedef struct budget_job {
+    dsc__job job;
     char selector[DSC_SELECTOR_MAX], window[DSC_WINDOW_MAX];
     dsc_metric metric;
-    double limit = 0;
+    double limit;
+    bool created;
+} budget_job;
+
+static dsc_status finish_budget_set(dsc__job *job, dsc_status st, const dsc_error *st_err,
+                                    msgpack_packer *pk, dsc_error *err) {
+    budget_job *j = (budget_job *)job;
+    dsc_server *srv = job->w->srv;
     dsc_budget_info info;
-    dsc_status st = read_budget_key(p, selector, &metric, window, err);
-    if (st == DSC_OK) st = dsc_rpc_get_num(p, "limit", true, 0, DSC_AMOUNT_API_MAX, &limit, err);
-    if (st != DSC_OK) return st;
-    bool created =
-        dsc_ledger_budget_get(c->srv->ledger, selector, metric, window, &info, NULL) != DSC_OK;
-    if ((st = dsc_ledger_budget_set(c->srv->ledger, selector, metric, window, limit, &info, err)) !=
-        DSC_OK)
+    if (st != DSC_OK) {
+        *err = *st_err;
         return st;
-    dsc_log_write(&c->srv->log, DSC_LOG_INFO, "budget_set",
-                  "selector=%s metric=%s window=%s limit=%g", info.selector,
-                  dsc_metric_name(metric), info.window, limit);
+    }
+    if (dsc_ledger_budget_get(srv->ledger, j->selector, j->metric, j->window, &info, NULL) !=
+        DSC_OK)
+        return dsc_error_set(err, DSC_UNKNOWN_BUDGET,
+                             "budget '%s' on %s over '%s' was set, then deleted by another call",
+                             j->selector, dsc_metric_name(j->metric), j->window);
+    dsc_log_write(&srv->log, DSC_LOG_INFO, "budget_set", "selector=%s metric=%s window=%s limit=%g",
+                  info.selector, dsc_metric_name(j->metric), info.window, j->limit);
     msgpack_pack_map(pk, 2);
     dsc__pack_key(pk, "budget");
     pack_budget_info(pk, &info);
     dsc__pack_key(pk, "created");
-    if (created)
+    if (j->created)
         msgpack_pack_true(pk);
     else
         msgpack_pack_false(pk);
     return DSC_OK;
 }
 
-dsc_status dsc__m_budget_delete(dsc__call *c, const msgpack_object *p, msgpack_packer *pk,
-                                dsc_error *err) {
-    char selector[DSC_SELECTOR_MAX], window[DSC_WINDOW_MAX];
-    dsc_metric metric;
-    dsc_status st = read_budget_key(p, selector, &metric, window, err);
-    if (st == DSC_OK) st = dsc_ledger_budget_delete(c->srv->ledger, selector, metric, window, err);
-    if (st != DSC_OK) return st;
-    dsc_log_write(&c->srv->log, DSC_LOG_INFO, "budget_delete", "selector=%s metric=%s window=%s",
-                  selector, dsc_metric_name(metric), window);
+static dsc_status finish_budget_delete(dsc__job *job, dsc_status st, const dsc_error *st_err,
+                                       msgpack_packer *pk, dsc_error *err) {
+    budget_job *j = (budget_job *)job;
+    if (st != DSC_OK) {
+        *err = *st_err;
+        return st;
+    }
+    dsc_log_write(&job->w->srv->log, DSC_LOG_INFO, "budget_delete",
+                  "selector=%s metric=%s window=%s", j->selector, dsc_metric_name(j->metric),
+                  j->window);
     msgpack_pack_map(pk, 1);
     dsc__pack_key(pk, "deleted");
     msgpack_pack_true(pk);
     return DSC_OK;
+}
+
+static budget_job *budget_job_new(dsc__call *c, const msgpack_object *p,
+                                  dsc__job_finish_fn finish, dsc_status *st, dsc_error *err) {
+    budget_job *j = (budget_job *)dsc__job_defer(c, sizeof *j, finish);
+    if (!j) {
+        *st = dsc_error_set(err, DSC_INTERNAL, "out of memory for a budget change");
+        return NULL;
+    }
+    *st = read_budget_key(p, j->selector, &j->metric, j->window, err);
+    return j;
+}
+
+dsc_status dsc__m_budget_set(dsc__call *c, const msgpack_object *p, msgpack_packer *pk,
+                             dsc_error *err) {
+    (void)pk;
+    dsc_status st;
+    budget_job *j = budget_job_new(c, p, finish_budget_set, &st, err);
+    if (!j) return st;
+    if (st == DSC_OK)
+        st = dsc_rpc_get_num(p, "limit", true, 0, DSC_AMOUNT_API_MAX, &j->limit, err);
+    if (st != DSC_OK) return st;
+    j->created = dsc_ledger_budget_get(c->srv->ledger, j->selector, j->metric, j->window, NULL,
+                                       NULL) != DSC_OK;
+    st = dsc_ledger_budget_set_async(c->srv->ledger, j->selector, j->metric, j->window, j->limit,
+                                     dsc__job_done, dsc__job_slot(&j->job, 0), err);
+    if (st != DSC_OK) dsc__job_unslot(&j->job);
+    return st;
+}
+
+dsc_status dsc__m_budget_delete(dsc__call *c, const msgpack_object *p, msgpack_packer *pk,
+                                dsc_error *err) {
+    (void)pk;
+    dsc_status st;
+    budget_job *j = budget_job_new(c, p, finish_budget_delete, &st, err);
+    if (!j || st != DSC_OK) return st;
+    st = dsc_ledger_budget_delete_async(c->srv->ledger, j->selector, j->metric, j->window,
+                                        dsc__job_done, dsc__job_slot(&j->job, 0), err);
+    if (st != DSC_OK) dsc__job_unslot(&j->job);
+    return st;
 }

@@ -460,6 +460,65 @@ Test(store_sqlite, async_settle_reports_the_commit_and_then_counts) {
     dsc_ledger_free(l);
 }
 
+Test(store_sqlite, async_budget_changes_report_their_commit_and_are_in_effect_by_then) {
+    char path[600];
+    temp_db(path, sizeof path);
+    dsc_ledger *l = open_at(path, NULL, 0);
+    dsc_error err;
+    cr_assert_eq(dsc_ledger_budget_set(l, "*", DSC_METRIC_GCO2E, "day", 100, NULL, &err), DSC_OK);
+    char rid[DSC_RESERVATION_ID_MAX];
+    dsc_amounts a = amt(DSC_METRIC_GCO2E, 5 * M);
+    cr_assert_eq(dsc_ledger_reserve(l, &ana, &a, 60, NULL, rid, NULL, 0, NULL, &err), DSC_OK);
+    cr_assert_eq(dsc_ledger_settle(l, rid, &a, NULL, NULL, &err), DSC_OK);
+    completion c = {PTHREAD_MUTEX_INITIALIZER, PTHREAD_COND_INITIALIZER, 0, DSC_INTERNAL};
+    cr_assert_eq(dsc_ledger_budget_set_async(l, "team:*", DSC_METRIC_GCO2E, "day", 50, on_done, &c,
+                                             &err),
+                 DSC_OK);
+    wait_calls(&c, 1);
+    cr_assert_eq(c.st, DSC_OK);
+    dsc_budget_info info;
+    cr_assert_eq(dsc_ledger_budget_get(l, "team:*", DSC_METRIC_GCO2E, "day", &info, &err), DSC_OK);
+    cr_assert_eq(info.limit, 50 * M);
+    dsc_budget_state st[2];
+    cr_assert_eq(find(st, preview(l, st, 2), "team:*").used, 5 * M, "the past usage is counted");
+    cr_assert_eq(query_int(path, "SELECT limit_micro FROM budgets WHERE selector = 'team:*'"),
+                 50 * M);
+    cr_assert_eq(dsc_ledger_budget_set_async(l, "team:*", DSC_METRIC_GCO2E, "day", 70, on_done, &c,
+                                             &err),
+                 DSC_OK);
+    wait_calls(&c, 2);
+    cr_assert_eq(find(st, preview(l, st, 2), "team:*").limit, 70 * M);
+    cr_assert_eq(find(st, preview(l, st, 2), "team:*").used, 5 * M, "a new limit keeps the count");
+    cr_assert_eq(dsc_ledger_budget_delete_async(l, "team:*", DSC_METRIC_GCO2E, "day", on_done, &c,
+                                                &err),
+                 DSC_OK);
+    wait_calls(&c, 3);
+    cr_assert_eq(dsc_ledger_budget_get(l, "team:*", DSC_METRIC_GCO2E, "day", &info, NULL),
+                 DSC_UNKNOWN_BUDGET);
+    cr_assert_eq(query_int(path, "SELECT count(*) FROM budgets WHERE selector = 'team:*'"), 0);
+    /* refused at once, and then done never runs */
+    cr_assert_eq(dsc_ledger_budget_delete_async(l, "team:*", DSC_METRIC_GCO2E, "day", on_done, &c,
+                                                &err),
+                 DSC_UNKNOWN_BUDGET);
+    cr_assert_eq(dsc_ledger_budget_set_async(l, "team:", DSC_METRIC_GCO2E, "day", 1, on_done, &c,
+                                             &err),
+                 DSC_BAD_REQUEST);
+    cr_assert(strstr(err.message, "selector"), "%s", err.message);
+    cr_assert_eq(c.calls, 3);
+    dsc_ledger_free(l);
+    /* without a store there is nothing to wait for: done runs inside the call */
+    l = open_at(NULL, NULL, 0);
+    cr_assert_eq(dsc_ledger_budget_set_async(l, "*", DSC_METRIC_TOKENS, "day", 9, on_done, &c,
+                                             &err),
+                 DSC_OK);
+    cr_assert_eq(c.calls, 4);
+    cr_assert_eq(dsc_ledger_budget_delete_async(l, "*", DSC_METRIC_TOKENS, "day", on_done, &c,
+                                                &err),
+                 DSC_OK);
+    cr_assert_eq(c.calls, 5);
+    dsc_ledger_free(l);
+}
+
 Test(store_sqlite, async_reserve_and_cancel_complete_and_a_full_disk_reports_through_done) {
     char path[600];
     temp_db(path, sizeof path);

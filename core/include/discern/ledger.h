@@ -273,6 +273,17 @@ size_t dsc_ledger_tick(dsc_ledger *l);
 dsc_status dsc_ledger_cancel_async(dsc_ledger *l, const char *reservation_id,
                                    dsc_ledger_done_fn done, void *ud, dsc_error *err);
 
+/* dsc_ledger_budget_set and _delete without waiting: done reports the commit, after
+ * which the change is in effect (a new budget with its window's past usage counted);
+ * read it back with dsc_ledger_budget_get. Bad input and an unknown budget are
+ * returned at once, and then done is never called. */
+dsc_status dsc_ledger_budget_set_async(dsc_ledger *l, const char *selector, dsc_metric metric,
+                                       const char *window, double limit, dsc_ledger_done_fn done,
+                                       void *ud, dsc_error *err);
+dsc_status dsc_ledger_budget_delete_async(dsc_ledger *l, const char *selector, dsc_metric metric,
+                                          const char *window, dsc_ledger_done_fn done, void *ud,
+                                          dsc_error *err);
+
 /* --- the decision journal ------------------------------------------------------- */
 
 /* One decision, as journaled. Strings may be NULL; longer than DSC_NAME_MAX (reason:
