@@ -696,7 +696,8 @@ static dsc_status finish_budget_set(dsc__job *job, dsc_status st, const dsc_erro
     if (dsc_ledger_budget_get(srv->ledger, j->selector, j->metric, j->window, &info, NULL) !=
         DSC_OK)
         return dsc_error_set(err, DSC_UNKNOWN_BUDGET,
-                             "budget '%s' on %s over '%s' was set, then deleted by another call",
+                             "budget '%s' on %s over '%s' was committed but is not in effect "
+                             "(deleted by another call since, or out of memory)",
                              j->selector, dsc_metric_name(j->metric), j->window);
     dsc_log_write(&srv->log, DSC_LOG_INFO, "budget_set", "selector=%s metric=%s window=%s limit=%g",
                   info.selector, dsc_metric_name(j->metric), info.window, j->limit);
