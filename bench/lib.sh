@@ -80,13 +80,20 @@ EOF
         2>"$dir/discernd.log" &
     dsc_pid=$!
     pids+=("$dsc_pid")
-    for _ in $(seq 100); do
-        [ -s "$dir/ports" ] && break
-        kill -0 "$dsc_pid" 2>/dev/null || { cat "$dir/discernd.log"; die "discernd exited at start"; }
-        sleep 0.05
-    done
+    wait_file "$dir/ports" "$dsc_pid" "$dir/discernd.log" 50 "discernd exited at start"
     dsc_port=$(head -1 "$dir/ports")
     [ -n "$dsc_port" ] || die "discernd wrote no port"
+}
+
+# wait_file FILE PID LOG TENTHS WHY: wait until FILE has content, at most TENTHS
+# tenths of a second; if PID exits first, show LOG and die with WHY.
+wait_file() {
+    local file=$1 pid=$2 log=$3 tenths=$4 why=$5
+    for _ in $(seq "$tenths"); do
+        [ -s "$file" ] && return 0
+        kill -0 "$pid" 2>/dev/null || { cat "$log"; die "$why"; }
+        sleep 0.1
+    done
 }
 
 # cpu_ticks PID: utime + stime of a process (all its threads), in clock ticks.

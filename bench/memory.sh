@@ -164,11 +164,7 @@ timeout $((hold + 150)) "$bin/idle_conns" --port "$port" -c "$connections" --hol
     --timeout 60 --ready-file "$tmp/ready" --kv >"$tmp/idle.log" 2>&1 &
 idle_pid=$!
 pids+=("$idle_pid")
-for _ in $(seq 700); do
-    [ -s "$tmp/ready" ] && break
-    kill -0 "$idle_pid" 2>/dev/null || { cat "$tmp/idle.log"; die "idle_conns failed to open the connections"; }
-    sleep 0.1
-done
+wait_file "$tmp/ready" "$idle_pid" "$tmp/idle.log" 700 "idle_conns failed to open the connections"
 [ -s "$tmp/ready" ] || { cat "$tmp/idle.log"; die "idle_conns not ready after 70 s"; }
 ready_at=$(date +%s)
 sleep 1
