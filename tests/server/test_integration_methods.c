@@ -391,6 +391,45 @@ Test(methods, thousand_pipelined_checks_are_answered_once_each_with_their_msgid)
     th_client_free(c);
 }
 
+/* budget.set waits for its commit off the worker: many in flight on one connection
+ * are each answered once, and every budget is in effect when its reply arrives. */
+Test(methods, pipelined_budget_sets_are_answered_once_each_and_in_effect) {
+    th_client *a = admin(&srv);
+    enum { N = 300 };
+    char params[160];
+    for (uint32_t i = 0; i < N; i++) {
+        snprintf(params, sizeof params,
+                 "{\"selector\": \"user:u%u\", \"metric\": \"tokens\", \"window\": "
+                 "\"day\", \"limit\": %u}",
+                 i, 1000 + i);
+        th_send_request(a, 10 + i, "budget.set", params);
+    }
+    static int seen[N];
+    memset(seen, 0, sizeof seen);
+    for (int k = 0; k < N; k++) {
+        json_t *r = th_read(a, 10000);
+        cr_assert_not_null(r, "only %d of %d answered", k, N);
+        json_int_t id = json_integer_value(json_array_get(r, 1));
+        cr_assert(id >= 10 && id < 10 + N);
+        json_t *res = th_result(r);
+        cr_assert_not_null(res, "%s", th_error_message(r));
+        cr_assert(json_is_true(json_object_get(res, "created")));
+        cr_assert_eq(num(json_object_get(res, "budget"), "limit"), 1000 + (id - 10));
+        seen[id - 10]++;
+        json_decref(r);
+    }
+    for (int i = 0; i < N; i++)
+        cr_assert_eq(seen[i], 1, "msgid %d answered %d times", 10 + i, seen[i]);
+    json_t *res, *r = ok(a, "budget.list", "{}", &res);
+    cr_assert_eq(json_array_size(json_object_get(res, "budgets")), N);
+    json_decref(r);
+    r = ok(a, "budget.get", "{\"subject\": {\"user\": \"u7\"}}", &res);
+    json_t *b = json_array_get(json_object_get(res, "budgets"), 0);
+    cr_assert_eq(num(b, "limit"), 1007);
+    json_decref(r);
+    th_client_free(a);
+}
+
 /* ------------------------------------------------------------------- stats -- */
 
 Test(methods, stats_counts_decisions_and_reports_the_policy_version) {
