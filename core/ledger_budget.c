@@ -429,6 +429,10 @@ static dsc_status budget_persist(dsc_ledger *l, dsc__rec *rec, dsc__done *done, 
     pthread_mutex_lock(&l->mu);
     dsc_status st = dsc__store_enqueue(l->store, rec, wait);
     pthread_mutex_unlock(&l->mu);
+    if (st != DSC_OK && rec->type == DSC__REC_BUDGET_SET) { /* never reaches the writer */
+        dsc__budget_history_free(rec->u.budget.history);
+        rec->u.budget.history = NULL;
+    }
     if (!wait) {
         done->queued = st == DSC_OK;
         return st == DSC_OK ? st : dsc_error_set(err, st, "ledger store unavailable");
@@ -472,7 +476,10 @@ static dsc_status budget_set_impl(dsc_ledger *l, const char *selector, dsc_metri
     int64_t now = dsc__ledger_now(l);
     pthread_mutex_unlock(&l->mu);
     if (l->store) { /* the writer applies it, counting the window's past usage */
-        st = budget_persist(l, budget_rec(DSC__REC_BUDGET_SET, b, b->id, micro, now), done, err);
+        dsc__rec *rec = budget_rec(DSC__REC_BUDGET_SET, b, b->id, micro, now);
+        if (rec && !old) /* read the past here, so that the writer need not stop for it */
+            rec->u.budget.history = dsc__budget_history_read(l, &rec->u.budget);
+        st = budget_persist(l, rec, done, err);
         if (done->queued || st != DSC_OK) { /* applied by the writer, after the commit */
             free(b);
             return st;

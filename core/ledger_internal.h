@@ -193,6 +193,12 @@ void dsc__rid_seen(dsc_ledger *l, const char *id);
 /* --- ledger_store.c ------------------------------------------------------------ */
 /* Open the store at path and rebuild budgets, holds and counters from it. */
 dsc_status dsc__ledger_store_open(dsc_ledger *l, const char *path, int batch_ms, dsc_error *err);
+/* A new budget's past usage, read from the store on the calling thread (not the
+ * writer's) before its record is queued; the writer adds what was committed since.
+ * NULL when out of memory (the writer then reads it all). */
+struct dsc__budget_history *dsc__budget_history_read(dsc_ledger *l, const dsc__rec_budget *rb);
+/* Free a history that will not be applied; NULL is a no-op. */
+void dsc__budget_history_free(struct dsc__budget_history *h);
 /* The writer's callback: apply a finished batch to memory (takes mu). */
 void dsc__ledger_apply(void *ud, dsc__rec **recs, size_t n);
 /* A zeroed record of type with r's id and subject filled (NULL: DSC_NOMEM). */

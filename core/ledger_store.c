@@ -167,26 +167,78 @@ static void replay_filter_of(const dsc__budget *b, dsc__replay_filter *f,
     f->subject[b->level - LV_ORG] = bufs[1];
 }
 
-/* A new budget counts the usage already in its window: replay the store's charges
- * into it before it is indexed. Runs on the writer thread without mu: only the writer
- * applies charges, so nothing is counted twice or missed. */
-static dsc__budget *budget_with_history(dsc_ledger *l, const dsc__rec_budget *rb, int64_t now) {
-    dsc__budget *b = NULL;
-    if (dsc__budget_new(rb->selector, rb->metric, rb->window, &b, NULL) != DSC_OK) return NULL;
-    b->id = rb->id;
-    b->limit = rb->limit;
-    budget_replay br = {.l = l, .b = b};
-    dsc__strmap_init(&br.counters);
-    int64_t since = now - dsc__window_reach(b);
+/* A new budget counts the usage already in its window: the store's charges are
+ * replayed into it before it is indexed. The bulk is read on the caller's thread from
+ * the store's reader connection (dsc__budget_history_read), while the writer goes on
+ * committing; the writer then adds the charges committed since (after seq) and
+ * indexes it. Only the writer applies charges to indexed budgets, so nothing is
+ * counted twice or missed. */
+struct dsc__budget_history {
+    budget_replay br; /* the budget, and its counters while it is not indexed */
+    int64_t seq;      /* the stored charges up to this seq are counted into it */
+    bool read;        /* the reader counted them: the writer needs only those after */
+};
+
+static struct dsc__budget_history *history_new(dsc_ledger *l, const dsc__rec_budget *rb) {
+    struct dsc__budget_history *h = calloc(1, sizeof *h);
+    if (!h) return NULL;
+    if (dsc__budget_new(rb->selector, rb->metric, rb->window, &h->br.b, NULL) != DSC_OK) {
+        free(h);
+        return NULL;
+    }
+    h->br.l = l;
+    h->br.b->id = rb->id;
+    h->br.b->limit = rb->limit;
+    dsc__strmap_init(&h->br.counters);
+    return h;
+}
+
+void dsc__budget_history_free(struct dsc__budget_history *h) {
+    if (!h) return;
+    dsc__budget_drop_counters(h->br.b);
+    free(h->br.b);
+    dsc__strmap_destroy(&h->br.counters);
+    free(h);
+}
+
+/* Count into h the charges of its window stored after h->seq (all when 0), on the
+ * reader connection or the writer's. On failure h counts nothing (seq 0). */
+static dsc_status history_replay(struct dsc__budget_history *h, int64_t now, bool reader) {
+    dsc__budget *b = h->br.b;
     dsc__replay_filter filter;
     char bufs[2][DSC_SELECTOR_MAX];
     replay_filter_of(b, &filter, bufs);
-    if (dsc__store_replay(l->store, since, &filter, replay_into_budget, &br) != DSC_OK) {
-        dsc__strmap_destroy(&br.counters); /* counted from now on only */
+    filter.after_seq = h->seq;
+    int64_t since = now - dsc__window_reach(b);
+    dsc__store *store = h->br.l->store;
+    dsc_status st = reader ? dsc__store_replay_read(store, since, &filter, replay_into_budget,
+                                                    &h->br, &h->seq)
+                           : dsc__store_replay(store, since, &filter, replay_into_budget, &h->br,
+                                               &h->seq);
+    if (st != DSC_OK) {
+        dsc__strmap_destroy(&h->br.counters);
         dsc__budget_drop_counters(b);
-        dsc__strmap_init(&br.counters);
+        dsc__strmap_init(&h->br.counters);
+        h->seq = 0;
     }
-    dsc__strmap_destroy(&br.counters);
+    return st;
+}
+
+struct dsc__budget_history *dsc__budget_history_read(dsc_ledger *l, const dsc__rec_budget *rb) {
+    struct dsc__budget_history *h = history_new(l, rb);
+    if (h) h->read = history_replay(h, dsc__ledger_now(l), true) == DSC_OK;
+    return h;
+}
+
+/* The writer's part: the rest of a new budget's history (all of it when nothing was
+ * read before), then the budget itself; consumes h. */
+static dsc__budget *history_finish(struct dsc__budget_history *h, int64_t now) {
+    if (!h->read) h->seq = 0; /* all of it, here */
+    if (!h->read || h->seq != dsc__store_charge_seq(h->br.l->store))
+        history_replay(h, now, false); /* failing, it counts from now on only */
+    dsc__budget *b = h->br.b;
+    dsc__strmap_destroy(&h->br.counters);
+    free(h);
     return b;
 }
 
@@ -197,17 +249,20 @@ static void apply_budget(dsc_ledger *l, dsc__rec *rec) {
     pthread_mutex_lock(&l->mu);
     dsc__budget *old = dsc__strmap_get(&l->budgets, ident);
     int64_t now = dsc__ledger_now(l);
+    struct dsc__budget_history *h = rb->history;
+    rec->u.budget.history = NULL;
     if (rec->type == DSC__REC_BUDGET_DELETE || old) {
         if (rec->type == DSC__REC_BUDGET_DELETE && old && old->id == rb->id)
             dsc__budget_remove(l, old);
         else if (rec->type == DSC__REC_BUDGET_SET)
             old->limit = rb->limit;
         pthread_mutex_unlock(&l->mu);
+        dsc__budget_history_free(h); /* read for nothing: another set created it first */
         return;
     }
     pthread_mutex_unlock(&l->mu);
-    dsc__budget *b = budget_with_history(l, rb, now);
-    if (!b) return;
+    if (!h && !(h = history_new(l, rb))) return;
+    dsc__budget *b = history_finish(h, now);
     pthread_mutex_lock(&l->mu);
     if (dsc__strmap_get(&l->budgets, ident) || dsc__budget_insert(l, b) != DSC_OK) {
         dsc__budget_drop_counters(b);
@@ -225,9 +280,15 @@ void dsc__ledger_apply(void *ud, dsc__rec **recs, size_t n) {
         if (recs[i]->status != DSC_OK) apply_one(l, recs[i]);
     pthread_mutex_unlock(&l->mu);
     /* budgets last: a new one replays every charge committed so far, this batch's too */
-    for (size_t i = 0; i < n; i++)
-        if (recs[i]->type >= DSC__REC_BUDGET_SET && recs[i]->status == DSC_OK)
+    for (size_t i = 0; i < n; i++) {
+        if (recs[i]->type < DSC__REC_BUDGET_SET) continue;
+        if (recs[i]->status == DSC_OK) {
             apply_budget(l, recs[i]);
+        } else {
+            dsc__budget_history_free(recs[i]->u.budget.history);
+            recs[i]->u.budget.history = NULL;
+        }
+    }
 }
 
 /* --- rebuilding from the store ------------------------------------------------ */

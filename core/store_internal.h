@@ -47,10 +47,14 @@ typedef struct dsc__rec_decision {
     int64_t input_tokens, output_tokens, est_energy_wh, est_gco2e, est_water_ml;
 } dsc__rec_decision;
 
+struct dsc__budget_history; /* the ledger's: a new budget and the charges read so far */
+
 typedef struct dsc__rec_budget {
     int64_t id, limit;
     char selector[DSC_SELECTOR_MAX], window[DSC_WINDOW_MAX];
     dsc_metric metric;
+    struct dsc__budget_history *history; /* a new budget's past usage, read before it
+                                            was queued (NULL: the writer reads it all) */
 } dsc__rec_budget;
 
 typedef struct dsc__rec {
@@ -113,13 +117,26 @@ dsc_status dsc__store_find_reservation(dsc__store *s, const char *id, dsc__rec *
 typedef struct dsc__replay_filter {
     const char *subject[4];
     dsc_metric metric;
+    int64_t after_seq; /* > 0: only charges committed after the one with this seq */
 } dsc__replay_filter;
 
 /* Replay the charges at or after since_us that pass filter through fn, in commit
  * order, on the writer's connection: call it from the apply callback (the writer's
- * own thread). */
+ * own thread). *last_seq (may be NULL) is set to the seq of the last charge given to
+ * fn, and left alone when there is none. */
 dsc_status dsc__store_replay(dsc__store *s, int64_t since_us, const dsc__replay_filter *filter,
-                             dsc_status (*fn)(void *ud, const dsc__rec *charge), void *ud);
+                             dsc_status (*fn)(void *ud, const dsc__rec *charge), void *ud,
+                             int64_t *last_seq);
+/* The same on the store's reader connection, from any thread but the writer's: it
+ * reads one consistent snapshot while the writer goes on committing, and sets
+ * *last_seq to the newest charge of that snapshot (whether fn saw it or not), so the
+ * charges after it are the ones it did not see. */
+dsc_status dsc__store_replay_read(dsc__store *s, int64_t since_us,
+                                  const dsc__replay_filter *filter,
+                                  dsc_status (*fn)(void *ud, const dsc__rec *charge), void *ud,
+                                  int64_t *last_seq);
+/* The seq of the newest charge committed (0: none). Writer thread only. */
+int64_t dsc__store_charge_seq(dsc__store *s);
 /* Start the writer thread, which calls apply after every batch. */
 dsc_status dsc__store_start(dsc__store *s, dsc__store_apply_fn apply, void *ud, dsc_error *err);
 /* Queue rec. wait: the caller will call dsc__store_wait and then free rec. Otherwise

@@ -53,6 +53,12 @@ struct dsc__store {
     dsc__rec **batch;
     size_t batch_cap;
     uint64_t batches, records, failures;
+    int64_t charge_seq, batch_charge_seq; /* the last charge committed; in this batch */
+    struct {                              /* the reader's prepared statements, by SQL */
+        sqlite3_stmt *st;
+        char *sql;
+    } rcache[8];
+    int rcache_next;
 };
 
 #define METRIC_COLS(p)                                                                             \
@@ -207,7 +213,17 @@ dsc__store *dsc__store_open(const char *path, dsc_durability durability, int bat
         dsc__store_close(s);
         return NULL;
     }
+    sqlite3_stmt *st = NULL;
+    if (sqlite3_prepare_v2(s->db, "SELECT coalesce(max(seq), 0) FROM charges", -1, &st, NULL) ==
+            SQLITE_OK &&
+        sqlite3_step(st) == SQLITE_ROW)
+        s->charge_seq = sqlite3_column_int64(st, 0);
+    sqlite3_finalize(st);
     return s;
+}
+
+int64_t dsc__store_charge_seq(dsc__store *s) {
+    return s->charge_seq;
 }
 
 /* --- binding helpers -------------------------------------------------------- */
@@ -282,7 +298,9 @@ static int write_charge(dsc__store *s, const dsc__rec *r) {
     bind_text(st, 3, r->reservation_id);
     bind_subject(st, 4, &r->subject);
     bind_amounts(st, 8, &r->amounts);
-    return step(st);
+    int rc = step(st);
+    if (rc == SQLITE_OK) s->batch_charge_seq = sqlite3_last_insert_rowid(s->db);
+    return rc;
 }
 
 static int write_decision(dsc__store *s, const dsc__rec *r) {
@@ -357,6 +375,7 @@ static int write_rec(dsc__store *s, const dsc__rec *r) {
 static bool write_batch(dsc__store *s, dsc__rec **recs, size_t n) {
     char msg[DSC_ERROR_MESSAGE_MAX] = "";
     pthread_mutex_lock(&s->dbmu);
+    s->batch_charge_seq = 0;
     int rc = step(s->st[ST_BEGIN]);
     for (size_t i = 0; rc == SQLITE_OK && i < n; i++) {
         recs[i]->status = DSC_OK;
@@ -371,6 +390,7 @@ static bool write_batch(dsc__store *s, dsc__rec **recs, size_t n) {
                  sqlite3_errmsg(s->db));
     }
     if (rc == SQLITE_OK) rc = step(s->st[ST_COMMIT]);
+    if (rc == SQLITE_OK && s->batch_charge_seq) s->charge_seq = s->batch_charge_seq;
     if (rc != SQLITE_OK) {
         snprintf(msg, sizeof msg, "ledger store unavailable (%s): %s; nothing was recorded",
                  sqlite3_errstr(rc), sqlite3_errmsg(s->db));
@@ -577,6 +597,10 @@ void dsc__store_close(dsc__store *s) {
     }
     for (int i = 0; i < ST_COUNT; i++)
         sqlite3_finalize(s->st[i]);
+    for (int i = 0; i < 8; i++) {
+        sqlite3_finalize(s->rcache[i].st);
+        free(s->rcache[i].sql);
+    }
     sqlite3_close(s->db);
     sqlite3_close(s->rdb);
     free(s->batch);
@@ -609,19 +633,16 @@ static void col_subject(sqlite3_stmt *st, int first, dsc__rec_subject *s) {
 typedef dsc_status (*row_fn)(dsc__store_loader *ld, sqlite3_stmt *st, dsc__rec *rec);
 
 /* Run sql (binding at most one int64), calling fn for every row. */
-/* Run sql and hand each row to fn; with bind, arg is ?1 and texts (NULL-ended, may be
- * NULL) are ?2, ?3, ... */
-static dsc_status each_row_bound(dsc__store *s, const char *sql, bool bind, int64_t arg,
-                                 const char *const *texts, dsc__store_loader *ld, row_fn fn,
-                                 dsc_error *err) {
-    sqlite3_stmt *st = NULL;
+/* Run sql on db and hand each row to fn; with bind, arg is ?1 and texts (NULL-ended,
+ * may be NULL) are ?2, ?3, ... */
+/* Run the prepared st (on db) and hand each row to fn; with bind, arg is ?1 and texts
+ * (NULL-ended, may be NULL) are ?2, ?3, ... st is reset, not finalized. */
+static dsc_status each_row_stmt(sqlite3 *db, sqlite3_stmt *st, bool bind, int64_t arg,
+                                const char *const *texts, dsc__store_loader *ld, row_fn fn,
+                                dsc_error *err) {
     dsc__rec *rec = calloc(1, sizeof *rec);
     if (!rec) return dsc_error_set(err, DSC_NOMEM, "out of memory loading the ledger");
     dsc_status res = DSC_OK;
-    if (sqlite3_prepare_v2(s->db, sql, -1, &st, NULL) != SQLITE_OK) {
-        res = db_error(s->db, "loading", err);
-        goto out;
-    }
     if (bind) sqlite3_bind_int64(st, 1, arg);
     for (int i = 0; bind && texts && texts[i]; i++)
         sqlite3_bind_text(st, i + 2, texts[i], -1, SQLITE_STATIC);
@@ -632,16 +653,27 @@ static dsc_status each_row_bound(dsc__store *s, const char *sql, bool bind, int6
                           dsc_status_message(res));
             goto out;
         }
-    if (rc != SQLITE_DONE) res = db_error(s->db, "loading", err);
+    if (rc != SQLITE_DONE) res = db_error(db, "loading", err);
 out:
-    sqlite3_finalize(st);
+    sqlite3_reset(st);
     free(rec);
+    return res;
+}
+
+static dsc_status each_row_bound(sqlite3 *db, const char *sql, bool bind, int64_t arg,
+                                 const char *const *texts, dsc__store_loader *ld, row_fn fn,
+                                 dsc_error *err) {
+    sqlite3_stmt *st = NULL;
+    if (sqlite3_prepare_v2(db, sql, -1, &st, NULL) != SQLITE_OK)
+        return db_error(db, "loading", err);
+    dsc_status res = each_row_stmt(db, st, bind, arg, texts, ld, fn, err);
+    sqlite3_finalize(st);
     return res;
 }
 
 static dsc_status each_row(dsc__store *s, const char *sql, bool bind, int64_t arg,
                            dsc__store_loader *ld, row_fn fn, dsc_error *err) {
-    return each_row_bound(s, sql, bind, arg, NULL, ld, fn, err);
+    return each_row_bound(s->db, sql, bind, arg, NULL, ld, fn, err);
 }
 
 static dsc_status row_budget(dsc__store_loader *ld, sqlite3_stmt *st, dsc__rec *rec) {
@@ -757,6 +789,8 @@ out:
 typedef struct replay_ctx {
     dsc_status (*fn)(void *ud, const dsc__rec *charge);
     void *ud;
+    int64_t last_seq;
+    bool any;
 } replay_ctx;
 
 static dsc_status replay_charge(void *ud, const dsc__rec *charge) {
@@ -764,17 +798,30 @@ static dsc_status replay_charge(void *ud, const dsc__rec *charge) {
     return c->fn(c->ud, charge);
 }
 
-/* The replay's SQL: the charges from the first at or after ?1, less those filter
- * rules out; its subject values become ?2, ?3, ... in texts. */
+/* A replayed charge: its seq (the last column), then the charge itself. */
+static dsc_status row_replay(dsc__store_loader *ld, sqlite3_stmt *st, dsc__rec *rec) {
+    replay_ctx *c = ((replay_ctx *)ld->ud);
+    c->last_seq = sqlite3_column_int64(st, 5 + DSC_METRIC_COUNT);
+    c->any = true;
+    return row_charge(ld, st, rec);
+}
+
+/* The replay's SQL: the charges from the first at or after ?1 (or, with after_seq,
+ * those after it), less those filter rules out; its subject values become ?2, ?3, ...
+ * in texts. */
 static void replay_sql(const dsc__replay_filter *f, char *sql, size_t cap,
                        const char *texts[5]) {
     static const char *const cols[4] = {"org", "team", "user", "key"};
     size_t n = 0, len = (size_t)snprintf(
-                      sql, cap,
-                      "SELECT at_us, org, team, user, key, " METRIC_COLS(
-                          "") " FROM charges WHERE seq >= (SELECT min(seq) FROM charges"
-                              " WHERE at_us >= ?1) AND %s != 0",
+                      sql, cap, "SELECT at_us, org, team, user, key, " METRIC_COLS("") ", seq"
+                                " FROM charges WHERE %s != 0",
                       dsc_metric_name(f->metric));
+    if (f->after_seq > 0) /* a seek on the rowid: the window's start is far behind */
+        len += (size_t)snprintf(sql + len, cap - len, " AND seq > %lld AND at_us >= ?1",
+                                (long long)f->after_seq);
+    else
+        len += (size_t)snprintf(sql + len, cap - len,
+                                " AND seq >= (SELECT min(seq) FROM charges WHERE at_us >= ?1)");
     for (int i = 0; i < 4 && len < cap; i++) {
         if (!f->subject[i]) continue;
         if (!f->subject[i][0]) {
@@ -788,15 +835,92 @@ static void replay_sql(const dsc__replay_filter *f, char *sql, size_t cap,
     texts[n] = NULL;
 }
 
-dsc_status dsc__store_replay(dsc__store *s, int64_t since_us, const dsc__replay_filter *filter,
-                             dsc_status (*fn)(void *ud, const dsc__rec *charge), void *ud) {
-    replay_ctx ctx = {fn, ud};
+/* Replay the charges st selects (on db) through fn. */
+static dsc_status replay_stmt(sqlite3 *db, sqlite3_stmt *st, int64_t since_us,
+                              const char *const *texts,
+                              dsc_status (*fn)(void *ud, const dsc__rec *charge), void *ud,
+                              int64_t *last_seq) {
+    replay_ctx ctx = {fn, ud, 0, false};
     dsc__store_loader ld = {.ud = &ctx, .charge = replay_charge};
-    char sql[512];
+    dsc_status res = each_row_stmt(db, st, true, since_us, texts, &ld, row_replay, NULL);
+    if (ctx.any && last_seq) *last_seq = ctx.last_seq;
+    return res;
+}
+
+dsc_status dsc__store_replay(dsc__store *s, int64_t since_us, const dsc__replay_filter *filter,
+                             dsc_status (*fn)(void *ud, const dsc__rec *charge), void *ud,
+                             int64_t *last_seq) {
+    char sql[600];
     const char *texts[5];
     replay_sql(filter, sql, sizeof sql, texts);
+    sqlite3_stmt *st = NULL;
     pthread_mutex_lock(&s->dbmu);
-    dsc_status st = each_row_bound(s, sql, true, since_us, texts, &ld, row_charge, NULL);
+    dsc_status res = DSC_STORE_UNAVAILABLE;
+    if (sqlite3_prepare_v2(s->db, sql, -1, &st, NULL) == SQLITE_OK)
+        res = replay_stmt(s->db, st, since_us, texts, fn, ud, last_seq);
+    sqlite3_finalize(st);
     pthread_mutex_unlock(&s->dbmu);
+    return res;
+}
+
+/* The reader's prepared statement for sql (rmu held, rdb open), prepared once. */
+static sqlite3_stmt *reader_stmt(dsc__store *s, const char *sql) {
+    enum { N = sizeof s->rcache / sizeof s->rcache[0] };
+    for (int i = 0; i < N; i++)
+        if (s->rcache[i].sql && strcmp(s->rcache[i].sql, sql) == 0) return s->rcache[i].st;
+    int i = s->rcache_next++ % N;
+    sqlite3_finalize(s->rcache[i].st);
+    free(s->rcache[i].sql);
+    s->rcache[i].st = NULL;
+    s->rcache[i].sql = NULL;
+    sqlite3_stmt *st = NULL;
+    char *copy = strdup(sql);
+    if (!copy ||
+        sqlite3_prepare_v3(s->rdb, sql, -1, SQLITE_PREPARE_PERSISTENT, &st, NULL) != SQLITE_OK) {
+        free(copy);
+        sqlite3_finalize(st);
+        return NULL;
+    }
+    s->rcache[i].st = st;
+    s->rcache[i].sql = copy;
     return st;
+}
+
+/* One read transaction on the reader: the newest charge's seq, then the replay, both
+ * of the same snapshot; *last_seq is that seq. */
+static dsc_status replay_snapshot(dsc__store *s, int64_t since_us,
+                                  const dsc__replay_filter *filter,
+                                  dsc_status (*fn)(void *ud, const dsc__rec *charge), void *ud,
+                                  int64_t *last_seq) {
+    char sql[600];
+    const char *texts[5];
+    replay_sql(filter, sql, sizeof sql, texts);
+    sqlite3_stmt *newest = reader_stmt(s, "SELECT coalesce(max(seq), 0) FROM charges");
+    if (!newest || sqlite3_step(newest) != SQLITE_ROW) {
+        if (newest) sqlite3_reset(newest);
+        return DSC_STORE_UNAVAILABLE;
+    }
+    int64_t snapshot = sqlite3_column_int64(newest, 0);
+    sqlite3_reset(newest);
+    sqlite3_stmt *st = reader_stmt(s, sql);
+    if (!st) return DSC_STORE_UNAVAILABLE;
+    dsc_status res = replay_stmt(s->rdb, st, since_us, texts, fn, ud, NULL);
+    sqlite3_clear_bindings(st); /* the texts were the caller's */
+    if (res == DSC_OK) *last_seq = snapshot;
+    return res;
+}
+
+dsc_status dsc__store_replay_read(dsc__store *s, int64_t since_us,
+                                  const dsc__replay_filter *filter,
+                                  dsc_status (*fn)(void *ud, const dsc__rec *charge), void *ud,
+                                  int64_t *last_seq) {
+    pthread_mutex_lock(&s->rmu);
+    dsc_status res = DSC_STORE_UNAVAILABLE;
+    if ((s->rdb || open_conn(s->path, &s->rdb, NULL) == DSC_OK) &&
+        sqlite3_exec(s->rdb, "BEGIN", NULL, NULL, NULL) == SQLITE_OK) {
+        res = replay_snapshot(s, since_us, filter, fn, ud, last_seq);
+        sqlite3_exec(s->rdb, "COMMIT", NULL, NULL, NULL);
+    }
+    pthread_mutex_unlock(&s->rmu);
+    return res;
 }

@@ -668,6 +668,84 @@ Test(store_sqlite, a_budget_created_late_counts_what_one_created_early_counted_f
     dsc_ledger_free(l);
 }
 
+/* Settles commit from four threads while budgets of every shape are created: each
+ * new budget (window "month") reads most of its past on the creating thread while the
+ * writer goes on, and the writer adds the rest; every charge must be counted exactly
+ * once, as by the same selector created before them all (window "year"). */
+typedef struct settler {
+    dsc_ledger *l;
+    int index;
+} settler;
+
+static void *settle_many(void *arg) {
+    settler *t = arg;
+    static const dsc_subject subjects[] = {{.org = "acme", .team = "infra", .user = "ana"},
+                                           {.org = "acme", .team = "web", .user = "bob"},
+                                           {.org = "beta", .team = "infra", .user = "cy"}};
+    for (int i = 0; i < 300; i++) {
+        char rid[32];
+        snprintf(rid, sizeof rid, "t%d-%d", t->index, i);
+        dsc_amounts a = amt(DSC_METRIC_GCO2E, (i % 5 + 1) * M);
+        cr_assert_eq(dsc_ledger_settle(t->l, rid, &a, &subjects[(i + t->index) % 3], NULL, NULL),
+                     DSC_OK);
+    }
+    return NULL;
+}
+
+Test(store_sqlite, budgets_created_while_settles_commit_count_every_charge_once) {
+    static const char *const sels[] = {"*", "org:*", "org:acme", "team:*", "team:infra",
+                                       "org:beta/team:*", "user:*", "user:ana"};
+    enum { NSEL = sizeof sels / sizeof *sels };
+    char path[600];
+    temp_db(path, sizeof path);
+    fake_clock clk = {T0};
+    dsc_ledger *l = open_at(path, &clk, 0);
+    dsc_error err;
+    for (int i = 0; i < NSEL; i++)
+        cr_assert_eq(dsc_ledger_budget_set(l, sels[i], DSC_METRIC_GCO2E, "year", 1e6, NULL, &err),
+                     DSC_OK);
+    pthread_t th[4];
+    settler args[4];
+    for (int i = 0; i < 4; i++) {
+        args[i] = (settler){l, i};
+        pthread_create(&th[i], NULL, settle_many, &args[i]);
+    }
+    for (int round = 0; round < 3; round++) /* each shape created, deleted, created again */
+        for (int i = 0; i < NSEL; i++) {
+            if (round == 1) {
+                cr_assert_eq(dsc_ledger_budget_delete(l, sels[i], DSC_METRIC_GCO2E, "month", &err),
+                             DSC_OK, "%s", err.message);
+                continue;
+            }
+            cr_assert_eq(
+                dsc_ledger_budget_set(l, sels[i], DSC_METRIC_GCO2E, "month", 1e6, NULL, &err),
+                DSC_OK, "%s", err.message);
+        }
+    for (int i = 0; i < 4; i++)
+        pthread_join(th[i], NULL);
+    static const dsc_subject who[] = {{.org = "acme", .team = "infra", .user = "ana"},
+                                      {.org = "acme", .team = "web", .user = "bob"},
+                                      {.org = "beta", .team = "infra", .user = "cy"}};
+    for (int w = 0; w < 3; w++) {
+        dsc_budget_state st[2 * NSEL];
+        size_t n = 0;
+        cr_assert_eq(dsc_ledger_preview(l, &who[w], NULL, st, 2 * NSEL, &n, NULL), DSC_OK);
+        for (size_t a = 0; a < n; a++)
+            for (size_t b = 0; b < n; b++)
+                if (strcmp(st[a].selector, st[b].selector) == 0 &&
+                    strcmp(st[a].window, "year") == 0 && strcmp(st[b].window, "month") == 0)
+                    cr_assert_eq(st[b].used, st[a].used, "subject %d, %s: %lld, live %lld", w,
+                                 st[a].selector, (long long)st[b].used, (long long)st[a].used);
+    }
+    int64_t total = query_int(path, "SELECT sum(gco2e) FROM charges");
+    dsc_budget_state st[2 * NSEL];
+    size_t n = 0;
+    cr_assert_eq(dsc_ledger_preview(l, &who[0], NULL, st, 2 * NSEL, &n, NULL), DSC_OK);
+    for (size_t i = 0; i < n; i++)
+        if (strcmp(st[i].selector, "*") == 0) cr_assert_eq(st[i].used, total);
+    dsc_ledger_free(l);
+}
+
 /* --- group commit under concurrency, and the faster modes ---------------------- */
 
 typedef struct hammer {
