@@ -736,9 +736,9 @@ dsc_status dsc_ledger_reserve_async(
     const char *request_id, char reservation_id[DSC_RESERVATION_ID_MAX], dsc_budget_state *exceeded,
     size_t max_exceeded, size_t *n_exceeded, dsc_ledger_done_fn fn, void *ud, dsc_error *err) {
     dsc__done done = {fn, ud, false};
-    return dsc__done_now(reserve_impl(l, subject, amounts, ttl_s, request_id, reservation_id, exceeded,
-                                 max_exceeded, n_exceeded, NULL, &done, err),
-                    &done);
+    return dsc__done_now(reserve_impl(l, subject, amounts, ttl_s, request_id, reservation_id,
+                                      exceeded, max_exceeded, n_exceeded, NULL, &done, err),
+                         &done);
 }
 
 dsc_status dsc_ledger_reserve_journal_async(dsc_ledger *l, const dsc_subject *subject,
@@ -749,9 +749,9 @@ dsc_status dsc_ledger_reserve_journal_async(dsc_ledger *l, const dsc_subject *su
                                             size_t *n_exceeded, const dsc_decision_record *decision,
                                             dsc_ledger_done_fn fn, void *ud, dsc_error *err) {
     dsc__done done = {fn, ud, false};
-    return dsc__done_now(reserve_impl(l, subject, amounts, ttl_s, request_id, reservation_id, exceeded,
-                                 max_exceeded, n_exceeded, decision, &done, err),
-                    &done);
+    return dsc__done_now(reserve_impl(l, subject, amounts, ttl_s, request_id, reservation_id,
+                                      exceeded, max_exceeded, n_exceeded, decision, &done, err),
+                         &done);
 }
 
 /* --- settle and cancel ---------------------------------------------------------- */
@@ -908,8 +908,8 @@ dsc_status dsc_ledger_settle_async(dsc_ledger *l, const char *reservation_id,
                                    dsc_settle_kind *kind, dsc_ledger_done_fn fn, void *ud,
                                    dsc_error *err) {
     dsc__done done = {fn, ud, false};
-    return dsc__done_now(settle_impl(l, reservation_id, actual, subject_if_unknown, kind, &done, err),
-                    &done);
+    return dsc__done_now(
+        settle_impl(l, reservation_id, actual, subject_if_unknown, kind, &done, err), &done);
 }
 
 /* Start cancelling a held r (mu held); *rec set when the caller must wait. */

@@ -211,10 +211,9 @@ static dsc_status history_replay(struct dsc__budget_history *h, int64_t now, boo
     filter.after_seq = h->seq;
     int64_t since = now - dsc__window_reach(b);
     dsc__store *store = h->br.l->store;
-    dsc_status st = reader ? dsc__store_replay_read(store, since, &filter, replay_into_budget,
-                                                    &h->br, &h->seq)
-                           : dsc__store_replay(store, since, &filter, replay_into_budget, &h->br,
-                                               &h->seq);
+    dsc_status st =
+        reader ? dsc__store_replay_read(store, since, &filter, replay_into_budget, &h->br, &h->seq)
+               : dsc__store_replay(store, since, &filter, replay_into_budget, &h->br, &h->seq);
     if (st != DSC_OK) {
         dsc__strmap_destroy(&h->br.counters);
         dsc__budget_drop_counters(b);

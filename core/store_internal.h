@@ -131,8 +131,7 @@ dsc_status dsc__store_replay(dsc__store *s, int64_t since_us, const dsc__replay_
  * reads one consistent snapshot while the writer goes on committing, and sets
  * *last_seq to the newest charge of that snapshot (whether fn saw it or not), so the
  * charges after it are the ones it did not see. */
-dsc_status dsc__store_replay_read(dsc__store *s, int64_t since_us,
-                                  const dsc__replay_filter *filter,
+dsc_status dsc__store_replay_read(dsc__store *s, int64_t since_us, const dsc__replay_filter *filter,
                                   dsc_status (*fn)(void *ud, const dsc__rec *charge), void *ud,
                                   int64_t *last_seq);
 /* The seq of the newest charge committed (0: none). Writer thread only. */

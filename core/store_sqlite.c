@@ -809,13 +809,11 @@ static dsc_status row_replay(dsc__store_loader *ld, sqlite3_stmt *st, dsc__rec *
 /* The replay's SQL: the charges from the first at or after ?1 (or, with after_seq,
  * those after it), less those filter rules out; its subject values become ?2, ?3, ...
  * in texts. */
-static void replay_sql(const dsc__replay_filter *f, char *sql, size_t cap,
-                       const char *texts[5]) {
+static void replay_sql(const dsc__replay_filter *f, char *sql, size_t cap, const char *texts[5]) {
     static const char *const cols[4] = {"org", "team", "user", "key"};
-    size_t n = 0, len = (size_t)snprintf(
-                      sql, cap, "SELECT at_us, org, team, user, key, " METRIC_COLS("") ", seq"
-                                " FROM charges WHERE %s != 0",
-                      dsc_metric_name(f->metric));
+    static const char head[] =
+        "SELECT at_us, org, team, user, key, " METRIC_COLS("") ", seq FROM charges WHERE ";
+    size_t n = 0, len = (size_t)snprintf(sql, cap, "%s%s != 0", head, dsc_metric_name(f->metric));
     if (f->after_seq > 0) /* a seek on the rowid: the window's start is far behind */
         len += (size_t)snprintf(sql + len, cap - len, " AND seq > %lld AND at_us >= ?1",
                                 (long long)f->after_seq);
@@ -888,8 +886,7 @@ static sqlite3_stmt *reader_stmt(dsc__store *s, const char *sql) {
 
 /* One read transaction on the reader: the newest charge's seq, then the replay, both
  * of the same snapshot; *last_seq is that seq. */
-static dsc_status replay_snapshot(dsc__store *s, int64_t since_us,
-                                  const dsc__replay_filter *filter,
+static dsc_status replay_snapshot(dsc__store *s, int64_t since_us, const dsc__replay_filter *filter,
                                   dsc_status (*fn)(void *ud, const dsc__rec *charge), void *ud,
                                   int64_t *last_seq) {
     char sql[600];
@@ -910,8 +907,7 @@ static dsc_status replay_snapshot(dsc__store *s, int64_t since_us,
     return res;
 }
 
-dsc_status dsc__store_replay_read(dsc__store *s, int64_t since_us,
-                                  const dsc__replay_filter *filter,
+dsc_status dsc__store_replay_read(dsc__store *s, int64_t since_us, const dsc__replay_filter *filter,
                                   dsc_status (*fn)(void *ud, const dsc__rec *charge), void *ud,
                                   int64_t *last_seq) {
     pthread_mutex_lock(&s->rmu);

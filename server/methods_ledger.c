@@ -274,8 +274,8 @@ static dsc_status reserve(dsc__call *c, check_job *j, dsc_error *err) {
     fill_record(c, j);
     dsc_status st = dsc_ledger_reserve_journal_async(
         c->srv->ledger, &a->subject.subject, &o->amounts, a->ttl_s,
-        a->request_id[0] ? a->request_id : NULL, o->reservation, exceeded, 4, &n_exceeded,
-        &j->rec, dsc__job_done, dsc__job_slot(&j->job, 0), err);
+        a->request_id[0] ? a->request_id : NULL, o->reservation, exceeded, 4, &n_exceeded, &j->rec,
+        dsc__job_done, dsc__job_slot(&j->job, 0), err);
     if (st == DSC_OK) {
         o->expires_at = dsc__now_us() / 1000000 + a->ttl_s;
         remember_reservation(c, a, o);
@@ -728,8 +728,8 @@ static dsc_status finish_budget_delete(dsc__job *job, dsc_status st, const dsc_e
     return DSC_OK;
 }
 
-static budget_job *budget_job_new(dsc__call *c, const msgpack_object *p,
-                                  dsc__job_finish_fn finish, dsc_status *st, dsc_error *err) {
+static budget_job *budget_job_new(dsc__call *c, const msgpack_object *p, dsc__job_finish_fn finish,
+                                  dsc_status *st, dsc_error *err) {
     budget_job *j = (budget_job *)dsc__job_defer(c, sizeof *j, finish);
     if (!j) {
         *st = dsc_error_set(err, DSC_INTERNAL, "out of memory for a budget change");
@@ -745,8 +745,7 @@ dsc_status dsc__m_budget_set(dsc__call *c, const msgpack_object *p, msgpack_pack
     dsc_status st;
     budget_job *j = budget_job_new(c, p, finish_budget_set, &st, err);
     if (!j) return st;
-    if (st == DSC_OK)
-        st = dsc_rpc_get_num(p, "limit", true, 0, DSC_AMOUNT_API_MAX, &j->limit, err);
+    if (st == DSC_OK) st = dsc_rpc_get_num(p, "limit", true, 0, DSC_AMOUNT_API_MAX, &j->limit, err);
     if (st != DSC_OK) return st;
     j->created = dsc_ledger_budget_get(c->srv->ledger, j->selector, j->metric, j->window, NULL,
                                        NULL) != DSC_OK;

@@ -471,9 +471,9 @@ Test(store_sqlite, async_budget_changes_report_their_commit_and_are_in_effect_by
     cr_assert_eq(dsc_ledger_reserve(l, &ana, &a, 60, NULL, rid, NULL, 0, NULL, &err), DSC_OK);
     cr_assert_eq(dsc_ledger_settle(l, rid, &a, NULL, NULL, &err), DSC_OK);
     completion c = {PTHREAD_MUTEX_INITIALIZER, PTHREAD_COND_INITIALIZER, 0, DSC_INTERNAL};
-    cr_assert_eq(dsc_ledger_budget_set_async(l, "team:*", DSC_METRIC_GCO2E, "day", 50, on_done, &c,
-                                             &err),
-                 DSC_OK);
+    cr_assert_eq(
+        dsc_ledger_budget_set_async(l, "team:*", DSC_METRIC_GCO2E, "day", 50, on_done, &c, &err),
+        DSC_OK);
     wait_calls(&c, 1);
     cr_assert_eq(c.st, DSC_OK);
     dsc_budget_info info;
@@ -483,38 +483,38 @@ Test(store_sqlite, async_budget_changes_report_their_commit_and_are_in_effect_by
     cr_assert_eq(find(st, preview(l, st, 2), "team:*").used, 5 * M, "the past usage is counted");
     cr_assert_eq(query_int(path, "SELECT limit_micro FROM budgets WHERE selector = 'team:*'"),
                  50 * M);
-    cr_assert_eq(dsc_ledger_budget_set_async(l, "team:*", DSC_METRIC_GCO2E, "day", 70, on_done, &c,
-                                             &err),
-                 DSC_OK);
+    cr_assert_eq(
+        dsc_ledger_budget_set_async(l, "team:*", DSC_METRIC_GCO2E, "day", 70, on_done, &c, &err),
+        DSC_OK);
     wait_calls(&c, 2);
     cr_assert_eq(find(st, preview(l, st, 2), "team:*").limit, 70 * M);
     cr_assert_eq(find(st, preview(l, st, 2), "team:*").used, 5 * M, "a new limit keeps the count");
-    cr_assert_eq(dsc_ledger_budget_delete_async(l, "team:*", DSC_METRIC_GCO2E, "day", on_done, &c,
-                                                &err),
-                 DSC_OK);
+    cr_assert_eq(
+        dsc_ledger_budget_delete_async(l, "team:*", DSC_METRIC_GCO2E, "day", on_done, &c, &err),
+        DSC_OK);
     wait_calls(&c, 3);
     cr_assert_eq(dsc_ledger_budget_get(l, "team:*", DSC_METRIC_GCO2E, "day", &info, NULL),
                  DSC_UNKNOWN_BUDGET);
     cr_assert_eq(query_int(path, "SELECT count(*) FROM budgets WHERE selector = 'team:*'"), 0);
     /* refused at once, and then done never runs */
-    cr_assert_eq(dsc_ledger_budget_delete_async(l, "team:*", DSC_METRIC_GCO2E, "day", on_done, &c,
-                                                &err),
-                 DSC_UNKNOWN_BUDGET);
-    cr_assert_eq(dsc_ledger_budget_set_async(l, "team:", DSC_METRIC_GCO2E, "day", 1, on_done, &c,
-                                             &err),
-                 DSC_BAD_REQUEST);
+    cr_assert_eq(
+        dsc_ledger_budget_delete_async(l, "team:*", DSC_METRIC_GCO2E, "day", on_done, &c, &err),
+        DSC_UNKNOWN_BUDGET);
+    cr_assert_eq(
+        dsc_ledger_budget_set_async(l, "team:", DSC_METRIC_GCO2E, "day", 1, on_done, &c, &err),
+        DSC_BAD_REQUEST);
     cr_assert(strstr(err.message, "selector"), "%s", err.message);
     cr_assert_eq(c.calls, 3);
     dsc_ledger_free(l);
     /* without a store there is nothing to wait for: done runs inside the call */
     l = open_at(NULL, NULL, 0);
-    cr_assert_eq(dsc_ledger_budget_set_async(l, "*", DSC_METRIC_TOKENS, "day", 9, on_done, &c,
-                                             &err),
-                 DSC_OK);
+    cr_assert_eq(
+        dsc_ledger_budget_set_async(l, "*", DSC_METRIC_TOKENS, "day", 9, on_done, &c, &err),
+        DSC_OK);
     cr_assert_eq(c.calls, 4);
-    cr_assert_eq(dsc_ledger_budget_delete_async(l, "*", DSC_METRIC_TOKENS, "day", on_done, &c,
-                                                &err),
-                 DSC_OK);
+    cr_assert_eq(
+        dsc_ledger_budget_delete_async(l, "*", DSC_METRIC_TOKENS, "day", on_done, &c, &err),
+        DSC_OK);
     cr_assert_eq(c.calls, 5);
     dsc_ledger_free(l);
 }
@@ -602,14 +602,34 @@ Test(store_sqlite, a_budget_created_mid_window_counts_the_usage_already_there) {
     dsc_ledger_free(l);
 }
 
+/* For subject s, each budget created late (window "month") counts what the same
+ * selector created early (window "year") counted live, and every budget of s has its
+ * twin. */
+static void assert_late_counts_as_early(dsc_ledger *l, const dsc_subject *s, int label) {
+    enum { MAX = 64 };
+    dsc_budget_state st[MAX];
+    size_t n = 0, compared = 0;
+    cr_assert_eq(dsc_ledger_preview(l, s, NULL, st, MAX, &n, NULL), DSC_OK);
+    cr_assert_leq(n, MAX);
+    for (size_t a = 0; a < n; a++)
+        for (size_t b = 0; b < n; b++)
+            if (strcmp(st[a].selector, st[b].selector) == 0 && strcmp(st[a].window, "year") == 0 &&
+                strcmp(st[b].window, "month") == 0) {
+                cr_assert_eq(st[b].used, st[a].used, "subject %d, %s: %lld late, %lld early", label,
+                             st[a].selector, (long long)st[b].used, (long long)st[a].used);
+                compared++;
+            }
+    cr_assert_eq(compared * 2, n, "subject %d: every budget in both windows", label);
+}
+
 /* Every selector shape, created after the charges (window "month"), counts exactly
  * what the same selector created before them (window "year") counted live, for every
  * subject: the store's replay skips only charges the budget cannot apply to. */
 Test(store_sqlite, a_budget_created_late_counts_what_one_created_early_counted_for_every_shape) {
-    static const char *const sels[] = {"*",         "org:*",           "org:acme",
-                                       "team:*",    "team:infra",      "org:acme/team:*",
-                                       "user:*",    "org:beta/team:infra", "user:ana",
-                                       "key:*",     "key:k1",          "org:acme/user:ana"};
+    static const char *const sels[] = {
+        "*",          "org:*",           "org:acme", "team:*",
+        "team:infra", "org:acme/team:*", "user:*",   "org:beta/team:infra",
+        "user:ana",   "key:*",           "key:k1",   "org:acme/user:ana"};
     enum { NSEL = sizeof sels / sizeof *sels };
     static const dsc_subject subjects[] = {
         {.org = "acme", .team = "infra", .user = "ana", .key = "k1"},
@@ -639,21 +659,8 @@ Test(store_sqlite, a_budget_created_late_counts_what_one_created_early_counted_f
     for (int i = 0; i < NSEL; i++)
         cr_assert_eq(dsc_ledger_budget_set(l, sels[i], DSC_METRIC_GCO2E, "month", 1e6, NULL, &err),
                      DSC_OK);
-    for (int i = 0; i < NSUB; i++) {
-        dsc_budget_state st[2 * NSEL];
-        size_t n = 0;
-        cr_assert_eq(dsc_ledger_preview(l, &subjects[i], NULL, st, 2 * NSEL, &n, NULL), DSC_OK);
-        int compared = 0;
-        for (size_t a = 0; a < n; a++)
-            for (size_t b = 0; b < n; b++)
-                if (strcmp(st[a].selector, st[b].selector) == 0 &&
-                    strcmp(st[a].window, "year") == 0 && strcmp(st[b].window, "month") == 0) {
-                    cr_assert_eq(st[b].used, st[a].used, "subject %d, %s: %lld after, %lld live", i,
-                                 st[a].selector, (long long)st[b].used, (long long)st[a].used);
-                    compared++;
-                }
-        cr_assert_eq((size_t)compared * 2, n, "subject %d: every budget in both windows", i);
-    }
+    for (int i = 0; i < NSUB; i++)
+        assert_late_counts_as_early(l, &subjects[i], i);
     /* and the shapes did filter: a few exact values */
     dsc_budget_state st[2 * NSEL];
     size_t n = 0;
@@ -677,24 +684,25 @@ typedef struct settler {
     int index;
 } settler;
 
+static const dsc_subject settled_for[] = {{.org = "acme", .team = "infra", .user = "ana"},
+                                          {.org = "acme", .team = "web", .user = "bob"},
+                                          {.org = "beta", .team = "infra", .user = "cy"}};
+
 static void *settle_many(void *arg) {
     settler *t = arg;
-    static const dsc_subject subjects[] = {{.org = "acme", .team = "infra", .user = "ana"},
-                                           {.org = "acme", .team = "web", .user = "bob"},
-                                           {.org = "beta", .team = "infra", .user = "cy"}};
     for (int i = 0; i < 300; i++) {
         char rid[32];
         snprintf(rid, sizeof rid, "t%d-%d", t->index, i);
         dsc_amounts a = amt(DSC_METRIC_GCO2E, (i % 5 + 1) * M);
-        cr_assert_eq(dsc_ledger_settle(t->l, rid, &a, &subjects[(i + t->index) % 3], NULL, NULL),
+        cr_assert_eq(dsc_ledger_settle(t->l, rid, &a, &settled_for[(i + t->index) % 3], NULL, NULL),
                      DSC_OK);
     }
     return NULL;
 }
 
 Test(store_sqlite, budgets_created_while_settles_commit_count_every_charge_once) {
-    static const char *const sels[] = {"*", "org:*", "org:acme", "team:*", "team:infra",
-                                       "org:beta/team:*", "user:*", "user:ana"};
+    static const char *const sels[] = {"*",          "org:*",           "org:acme", "team:*",
+                                       "team:infra", "org:beta/team:*", "user:*",   "user:ana"};
     enum { NSEL = sizeof sels / sizeof *sels };
     char path[600];
     temp_db(path, sizeof path);
@@ -723,24 +731,12 @@ Test(store_sqlite, budgets_created_while_settles_commit_count_every_charge_once)
         }
     for (int i = 0; i < 4; i++)
         pthread_join(th[i], NULL);
-    static const dsc_subject who[] = {{.org = "acme", .team = "infra", .user = "ana"},
-                                      {.org = "acme", .team = "web", .user = "bob"},
-                                      {.org = "beta", .team = "infra", .user = "cy"}};
-    for (int w = 0; w < 3; w++) {
-        dsc_budget_state st[2 * NSEL];
-        size_t n = 0;
-        cr_assert_eq(dsc_ledger_preview(l, &who[w], NULL, st, 2 * NSEL, &n, NULL), DSC_OK);
-        for (size_t a = 0; a < n; a++)
-            for (size_t b = 0; b < n; b++)
-                if (strcmp(st[a].selector, st[b].selector) == 0 &&
-                    strcmp(st[a].window, "year") == 0 && strcmp(st[b].window, "month") == 0)
-                    cr_assert_eq(st[b].used, st[a].used, "subject %d, %s: %lld, live %lld", w,
-                                 st[a].selector, (long long)st[b].used, (long long)st[a].used);
-    }
+    for (int w = 0; w < 3; w++)
+        assert_late_counts_as_early(l, &settled_for[w], w);
     int64_t total = query_int(path, "SELECT sum(gco2e) FROM charges");
     dsc_budget_state st[2 * NSEL];
     size_t n = 0;
-    cr_assert_eq(dsc_ledger_preview(l, &who[0], NULL, st, 2 * NSEL, &n, NULL), DSC_OK);
+    cr_assert_eq(dsc_ledger_preview(l, &settled_for[0], NULL, st, 2 * NSEL, &n, NULL), DSC_OK);
     for (size_t i = 0; i < n; i++)
         if (strcmp(st[i].selector, "*") == 0) cr_assert_eq(st[i].used, total);
     dsc_ledger_free(l);
