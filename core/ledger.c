@@ -399,6 +399,7 @@ static void free_reservation(void *val, void *ud) {
 
 void dsc_ledger_free(dsc_ledger *l) {
     if (!l) return;
+    dsc__reader_stop(l);        /* its last budgets go to the store's queue */
     dsc__store_close(l->store); /* drains the queue, applying the last batch */
     dsc__strmap_each(&l->reservations, free_reservation, NULL);
     dsc__budgets_free(l);

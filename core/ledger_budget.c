@@ -419,9 +419,7 @@ static dsc__rec *budget_rec(dsc__rec_type type, const dsc__budget *b, int64_t id
     return rec;
 }
 
-/* Persist a budget change (no lock held): wait for it, or with done->fn queue it and
- * let the store call done once it is committed and applied. */
-static dsc_status budget_persist(dsc_ledger *l, dsc__rec *rec, dsc__done *done, dsc_error *err) {
+dsc_status dsc__budget_persist(dsc_ledger *l, dsc__rec *rec, dsc__done *done, dsc_error *err) {
     if (!rec) return dsc_error_set(err, DSC_NOMEM, "out of memory");
     bool wait = !done->fn;
     rec->done_fn = done->fn;
@@ -477,9 +475,15 @@ static dsc_status budget_set_impl(dsc_ledger *l, const char *selector, dsc_metri
     pthread_mutex_unlock(&l->mu);
     if (l->store) { /* the writer applies it, counting the window's past usage */
         dsc__rec *rec = budget_rec(DSC__REC_BUDGET_SET, b, b->id, micro, now);
+        if (rec && !old && done->fn) { /* the reader thread reads its past, then persists */
+            if ((st = dsc__reader_submit(l, rec, done)) != DSC_OK) free(rec);
+            done->queued = st == DSC_OK;
+            free(b);
+            return st == DSC_OK ? st : dsc_error_set(err, st, "cannot queue the new budget");
+        }
         if (rec && !old) /* read the past here, so that the writer need not stop for it */
             rec->u.budget.history = dsc__budget_history_read(l, &rec->u.budget);
-        st = budget_persist(l, rec, done, err);
+        st = dsc__budget_persist(l, rec, done, err);
         if (done->queued || st != DSC_OK) { /* applied by the writer, after the commit */
             free(b);
             return st;
@@ -530,7 +534,7 @@ static dsc_status budget_delete_impl(dsc_ledger *l, const char *selector, dsc_me
         goto out;
     }
     if (l->store) { /* the writer removes it after the commit */
-        st = budget_persist(l, budget_rec(DSC__REC_BUDGET_DELETE, key, id, 0, now), done, err);
+        st = dsc__budget_persist(l, budget_rec(DSC__REC_BUDGET_DELETE, key, id, 0, now), done, err);
         goto out;
     }
     pthread_mutex_lock(&l->mu);

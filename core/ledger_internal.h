@@ -130,9 +130,17 @@ struct dsc_ledger {
     size_t n_finished;
     uint64_t decisions, settles, expired_count;
     dsc__store *store;
+    struct dsc__reader *reader; /* reads new budgets' history for the async calls (lazy) */
 };
 
+typedef struct dsc__reader dsc__reader;
+
 /* --- ledger_budget.c -------------------------------------------------------- */
+/* Persist a budget change (no lock held): wait for it, or with done->fn queue it and
+ * let the store call done once it is committed and applied (done->queued is then
+ * set). Consumes rec (NULL: DSC_NOMEM) and, if it never reaches the store, its
+ * history. */
+dsc_status dsc__budget_persist(dsc_ledger *l, dsc__rec *rec, dsc__done *done, dsc_error *err);
 /* A new budget for (selector, metric, window), parsed and validated, not indexed;
  * DSC_BAD_REQUEST / DSC_UNKNOWN_METRIC naming the field, DSC_NOMEM. */
 dsc_status dsc__budget_new(const char *selector, dsc_metric metric, const char *window,
@@ -189,6 +197,15 @@ void dsc__reservation_finish(dsc_ledger *l, dsc__reservation *r, dsc__rstate st,
 void dsc__reservation_drop(dsc_ledger *l, dsc__reservation *r);
 /* Bump next_rid past a loaded id. */
 void dsc__rid_seen(dsc_ledger *l, const char *id);
+
+/* --- ledger_reader.c ----------------------------------------------------------- */
+/* Hand a new budget's record to the reader thread (started on first use), which
+ * reads its history and then persists it with done: done runs exactly once, as for
+ * any _async call. DSC_NOMEM / DSC_INTERNAL when it cannot (rec is then the
+ * caller's). */
+dsc_status dsc__reader_submit(dsc_ledger *l, dsc__rec *rec, const dsc__done *done);
+/* Finish the reader's queue and stop its thread (ledger free, before the store). */
+void dsc__reader_stop(dsc_ledger *l);
 
 /* --- ledger_store.c ------------------------------------------------------------ */
 /* Open the store at path and rebuild budgets, holds and counters from it. */
