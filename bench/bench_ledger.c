@@ -631,8 +631,8 @@ static void bench_restart(const char *dir, int64_t span_s) {
     /* The async form, as discernd calls it: the caller gets its thread back at once. */
     done_wait w = {PTHREAD_MUTEX_INITIALIZER, PTHREAD_COND_INITIALIZER, false};
     t0 = now_s();
-    if (dsc_ledger_budget_set_async(l, "org:*", DSC_METRIC_GCO2E, "year", 1e11, on_budget_done,
-                                    &w, NULL) != DSC_OK) {
+    if (dsc_ledger_budget_set_async(l, "org:*", DSC_METRIC_GCO2E, "year", 1e11, on_budget_done, &w,
+                                    NULL) != DSC_OK) {
         fprintf(stderr, "bench_ledger: budget_set_async failed\n");
         exit(1);
     }
