@@ -519,6 +519,33 @@ Test(store_sqlite, async_budget_changes_report_their_commit_and_are_in_effect_by
     dsc_ledger_free(l);
 }
 
+Test(store_sqlite, an_async_budget_on_a_read_only_store_reports_the_failure_and_is_not_in_effect) {
+    char path[600];
+    temp_db(path, sizeof path);
+    dsc_ledger *l = open_at(path, NULL, 0);
+    dsc_error err;
+    dsc_amounts a = amt(DSC_METRIC_GCO2E, 2 * M);
+    cr_assert_eq(dsc_ledger_settle(l, "before", &a, &ana, NULL, &err), DSC_OK);
+    cr_assert_eq(dsc__ledger_store_exec(l, "PRAGMA query_only = 1", &err), DSC_OK);
+    completion c = {PTHREAD_MUTEX_INITIALIZER, PTHREAD_COND_INITIALIZER, 0, DSC_INTERNAL};
+    cr_assert_eq(dsc_ledger_budget_set_async(l, "team:*", DSC_METRIC_GCO2E, "day", 50, on_done, &c,
+                                             &err),
+                 DSC_OK);
+    wait_calls(&c, 1);
+    cr_assert_eq(c.st, DSC_STORE_UNAVAILABLE, "the commit failed and done says so");
+    cr_assert_eq(dsc_ledger_budget_get(l, "team:*", DSC_METRIC_GCO2E, "day", NULL, NULL),
+                 DSC_UNKNOWN_BUDGET);
+    cr_assert_eq(dsc__ledger_store_exec(l, "PRAGMA query_only = 0", &err), DSC_OK);
+    cr_assert_eq(dsc_ledger_budget_set_async(l, "team:*", DSC_METRIC_GCO2E, "day", 50, on_done, &c,
+                                             &err),
+                 DSC_OK);
+    wait_calls(&c, 2);
+    cr_assert_eq(c.st, DSC_OK);
+    dsc_budget_state st[2];
+    cr_assert_eq(find(st, preview(l, st, 2), "team:*").used, 2 * M, "its past counted once");
+    dsc_ledger_free(l);
+}
+
 Test(store_sqlite, async_reserve_and_cancel_complete_and_a_full_disk_reports_through_done) {
     char path[600];
     temp_db(path, sizeof path);
