@@ -528,17 +528,17 @@ Test(store_sqlite, an_async_budget_on_a_read_only_store_reports_the_failure_and_
     cr_assert_eq(dsc_ledger_settle(l, "before", &a, &ana, NULL, &err), DSC_OK);
     cr_assert_eq(dsc__ledger_store_exec(l, "PRAGMA query_only = 1", &err), DSC_OK);
     completion c = {PTHREAD_MUTEX_INITIALIZER, PTHREAD_COND_INITIALIZER, 0, DSC_INTERNAL};
-    cr_assert_eq(dsc_ledger_budget_set_async(l, "team:*", DSC_METRIC_GCO2E, "day", 50, on_done, &c,
-                                             &err),
-                 DSC_OK);
+    cr_assert_eq(
+        dsc_ledger_budget_set_async(l, "team:*", DSC_METRIC_GCO2E, "day", 50, on_done, &c, &err),
+        DSC_OK);
     wait_calls(&c, 1);
     cr_assert_eq(c.st, DSC_STORE_UNAVAILABLE, "the commit failed and done says so");
     cr_assert_eq(dsc_ledger_budget_get(l, "team:*", DSC_METRIC_GCO2E, "day", NULL, NULL),
                  DSC_UNKNOWN_BUDGET);
     cr_assert_eq(dsc__ledger_store_exec(l, "PRAGMA query_only = 0", &err), DSC_OK);
-    cr_assert_eq(dsc_ledger_budget_set_async(l, "team:*", DSC_METRIC_GCO2E, "day", 50, on_done, &c,
-                                             &err),
-                 DSC_OK);
+    cr_assert_eq(
+        dsc_ledger_budget_set_async(l, "team:*", DSC_METRIC_GCO2E, "day", 50, on_done, &c, &err),
+        DSC_OK);
     wait_calls(&c, 2);
     cr_assert_eq(c.st, DSC_OK);
     dsc_budget_state st[2];
