@@ -459,6 +459,24 @@ static dsc_status budget_apply_set(dsc_ledger *l, dsc__budget *b, dsc_budget_inf
     return DSC_OK;
 }
 
+/* A budget set with a store: the writer applies it after the commit, a new one with
+ * its window's past usage, read beforehand off the writer (on the reader thread for an
+ * async call, here otherwise). Consumes rec. */
+static dsc_status budget_set_stored(dsc_ledger *l, dsc__rec *rec, bool is_new, dsc__done *done,
+                                    dsc_error *err) {
+    if (rec && is_new && done->fn) {
+        dsc_status st = dsc__reader_submit(l, rec, done);
+        if (st == DSC_OK) {
+            done->queued = true;
+            return st;
+        }
+        free(rec);
+        return dsc_error_set(err, st, "cannot queue the new budget");
+    }
+    if (rec && is_new) rec->u.budget.history = dsc__budget_history_read(l, &rec->u.budget);
+    return dsc__budget_persist(l, rec, done, err);
+}
+
 static dsc_status budget_set_impl(dsc_ledger *l, const char *selector, dsc_metric metric,
                                   const char *window, double limit, dsc_budget_info *out,
                                   dsc__done *done, dsc_error *err) {
@@ -470,37 +488,28 @@ static dsc_status budget_set_impl(dsc_ledger *l, const char *selector, dsc_metri
     b->limit = micro;
     pthread_mutex_lock(&l->mu);
     dsc__budget *old = dsc__strmap_get(&l->budgets, b->ident);
+    bool is_new = !old;
     b->id = old ? old->id : l->next_budget_id++;
     int64_t now = dsc__ledger_now(l);
     pthread_mutex_unlock(&l->mu);
-    if (l->store) { /* the writer applies it, counting the window's past usage */
-        dsc__rec *rec = budget_rec(DSC__REC_BUDGET_SET, b, b->id, micro, now);
-        if (rec && !old && done->fn) { /* the reader thread reads its past, then persists */
-            if ((st = dsc__reader_submit(l, rec, done)) != DSC_OK) free(rec);
-            done->queued = st == DSC_OK;
-            free(b);
-            return st == DSC_OK ? st : dsc_error_set(err, st, "cannot queue the new budget");
-        }
-        if (rec && !old) /* read the past here, so that the writer need not stop for it */
-            rec->u.budget.history = dsc__budget_history_read(l, &rec->u.budget);
-        st = dsc__budget_persist(l, rec, done, err);
-        if (done->queued || st != DSC_OK) { /* applied by the writer, after the commit */
-            free(b);
-            return st;
-        }
+    if (!l->store) {
         pthread_mutex_lock(&l->mu);
-        dsc__budget *now_b = dsc__strmap_get(&l->budgets, b->ident);
-        if (st == DSC_OK && now_b)
-            budget_info(now_b, out);
-        else if (st == DSC_OK)
-            st = dsc_error_set(err, DSC_NOMEM, "out of memory indexing a budget");
+        st = budget_apply_set(l, b, out, err);
         pthread_mutex_unlock(&l->mu);
-        free(b);
         return st;
     }
-    pthread_mutex_lock(&l->mu);
-    st = budget_apply_set(l, b, out, err);
-    pthread_mutex_unlock(&l->mu);
+    st = budget_set_stored(l, budget_rec(DSC__REC_BUDGET_SET, b, b->id, micro, now), is_new, done,
+                           err);
+    if (st == DSC_OK && !done->queued) { /* waited: report the budget now in effect */
+        pthread_mutex_lock(&l->mu);
+        dsc__budget *applied = dsc__strmap_get(&l->budgets, b->ident);
+        if (applied)
+            budget_info(applied, out);
+        else
+            st = dsc_error_set(err, DSC_NOMEM, "out of memory indexing a budget");
+        pthread_mutex_unlock(&l->mu);
+    }
+    free(b);
     return st;
 }
 

@@ -232,8 +232,7 @@ struct dsc__budget_history *dsc__budget_history_read(dsc_ledger *l, const dsc__r
 /* The writer's part: the rest of a new budget's history (all of it when nothing was
  * read before), then the budget itself; consumes h. */
 static dsc__budget *history_finish(struct dsc__budget_history *h, int64_t now) {
-    if (!h->read) h->seq = 0; /* all of it, here */
-    if (!h->read || h->seq != dsc__store_charge_seq(h->br.l->store))
+    if (!h->read || h->seq != dsc__store_charge_seq(h->br.l->store)) /* !read: seq is 0 */
         history_replay(h, now, false); /* failing, it counts from now on only */
     dsc__budget *b = h->br.b;
     dsc__strmap_destroy(&h->br.counters);
