@@ -103,6 +103,7 @@ dsc_status dsc_method_parse(const char *name, dsc_method *out) {
 static const char *const scope_names[] = {"inference", "lifecycle"};
 static const char *const carbon_names[] = {"location", "market"};
 static const char *const water_names[] = {"onsite", "total"};
+static const char *const modality_names[] = {"text", "embedding", "image"};
 
 static const char *enum_name(const char *const *names, unsigned n, unsigned v) {
     return v < n ? names[v] : NULL;
@@ -126,6 +127,15 @@ const char *dsc_carbon_name(dsc_carbon c) {
 const char *dsc_water_name(dsc_water w) {
     return enum_name(water_names, 2, (unsigned)w);
 }
+const char *dsc_modality_name(dsc_modality m) {
+    return enum_name(modality_names, 3, (unsigned)m);
+}
+dsc_status dsc_modality_parse(const char *name, dsc_modality *out) {
+    int v = 0;
+    dsc_status st = enum_parse(modality_names, 3, name, &v);
+    if (st == DSC_OK && out) *out = (dsc_modality)v;
+    return st;
+}
 dsc_status dsc_scope_parse(const char *name, dsc_scope *out) {
     int v = 0;
     dsc_status st = enum_parse(scope_names, 2, name, &v);
@@ -143,6 +153,28 @@ dsc_status dsc_water_parse(const char *name, dsc_water *out) {
     dsc_status st = enum_parse(water_names, 2, name, &v);
     if (st == DSC_OK && out) *out = (dsc_water)v;
     return st;
+}
+
+int dsc_estimate_includes(const dsc_estimate *est, const char **names, int max) {
+    const char *all[8];
+    int n = 0;
+    int discern = est->method == DSC_METHOD_DISCERN;
+    dsc_modality mod = est->assumptions.modality;
+    if (mod == DSC_MODALITY_IMAGE) all[n++] = "image-generation";
+    if (discern && mod != DSC_MODALITY_IMAGE) all[n++] = "prefill";
+    if (mod == DSC_MODALITY_TEXT) all[n++] = "decode";
+    all[n++] = discern ? "host-and-idle" : "server";
+    all[n++] = "embodied-hardware";
+    all[n++] = "water-onsite";
+    if (est->water == DSC_WATER_TOTAL) all[n++] = "water-electricity";
+    if (est->scope == DSC_SCOPE_LIFECYCLE) {
+        all[n++] = "training-amortised";
+        all[n++] = "infrastructure";
+    }
+    int k = 0;
+    for (; k < n && k < max; k++)
+        names[k] = all[k];
+    return k;
 }
 
 int dsc_estimate_warning_names(unsigned bits, const char **names, int max) {
@@ -627,6 +659,7 @@ static void discern_assumptions(const discern_ctx *x, const dsc_estimate_input *
     a->zone_source = in->zone && *in->zone ? "request" : "provider";
     a->pue = x->provider->pue;
     a->lifecycle_source = x->lifecycle ? x->lifecycle->source : NULL;
+    a->modality = x->modality;
 }
 
 static dsc_status compute_discern(const dsc_catalog *cat, const dsc_estimate_input *in,

@@ -112,6 +112,7 @@ typedef struct dsc_estimate_assumptions {
     double gco2e_per_kwh;      /* carbon factor applied to usage energy */
     dsc_range pue;
     const char *lifecycle_source; /* NULL unless scope is lifecycle */
+    dsc_modality modality;
 } dsc_estimate_assumptions;
 
 typedef struct dsc_estimate {
@@ -144,9 +145,15 @@ dsc_status dsc_method_parse(const char *name, dsc_method *out);
 const char *dsc_scope_name(dsc_scope s);
 const char *dsc_carbon_name(dsc_carbon c);
 const char *dsc_water_name(dsc_water w);
+const char *dsc_modality_name(dsc_modality m); /* "text", "embedding", "image" */
+dsc_status dsc_modality_parse(const char *name, dsc_modality *out);
 dsc_status dsc_scope_parse(const char *name, dsc_scope *out);
 dsc_status dsc_carbon_parse(const char *name, dsc_carbon *out);
 dsc_status dsc_water_parse(const char *name, dsc_water *out);
+/* What est includes, as stable names ("prefill", "decode", "host-and-idle",
+ * "embodied-hardware", "water-onsite", "water-electricity", "training-amortised",
+ * "infrastructure"), written to names (at most max); returns how many. */
+int dsc_estimate_includes(const dsc_estimate *est, const char **names, int max);
 /* Write the warning codes of bits into names (at most max); returns how many. */
 int dsc_estimate_warning_names(unsigned bits, const char **names, int max);
 
