@@ -438,7 +438,9 @@ static void print_impacts_table(const dsc_estimate *est) {
         print_cell(row->label, 21);
         print_cell(fmt_range(range_at(&est->total, row->offset), row->scale).s, 22);
         print_cell(fmt_range(range_at(&est->usage, row->offset), row->scale).s, 22);
-        puts(row->embodied ? fmt_range(range_at(&est->embodied, row->offset), row->scale).s : "-");
+        dsc_range emb = range_at(&est->embodied, row->offset);
+        /* water has an embodied part only in the lifecycle scope */
+        puts(row->embodied || emb.max > 0 ? fmt_range(emb, row->scale).s : "-");
     }
 }
 
