@@ -8,6 +8,7 @@
 #include "discern/catalog.h"
 
 #include <criterion/criterion.h>
+#include <math.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -711,4 +712,40 @@ Test(catalog, queries_over_96_bytes_get_no_suggestions) {
     name[90] = '\0'; /* 90 bytes: within the limit, 30 deletions away (limit 30) */
     cr_assert_eq(dsc_catalog_suggest_models(cat, "acme", name, out, DSC_SUGGEST_MAX), 1);
     dsc_catalog_free(cat);
+}
+
+Test(catalog, mutated_serving_files_load_or_are_refused_and_loaded_ones_estimate_finitely) {
+    char base[4096];
+    snprintf(base, sizeof base, "%s%s", TINY_PROVIDERS, "");
+    uint32_t rng = 0x2545f491u;
+    int loaded = 0, refused = 0;
+    for (int round = 0; round < 300; round++) {
+        char buf[4096];
+        size_t len = strlen(base);
+        memcpy(buf, base, len + 1);
+        mutate(buf, &len, sizeof buf, &rng);
+        dsc_error err;
+        dsc_catalog *cat = load_serving(buf, &err);
+        if (!cat) {
+            refused++;
+            cr_assert_eq(err.code, DSC_PARSE, "round %d: %s", round, err.message);
+            cr_assert_not_null(strstr(err.message, DSC_CATALOG_SERVING_FILE), "%s", err.message);
+            continue;
+        }
+        loaded++;
+        dsc_estimate_input in = {.provider = "acme",
+                                 .model = "unlisted",
+                                 .input_tokens = 100,
+                                 .output_tokens = 100,
+                                 .method = DSC_METHOD_DISCERN};
+        dsc_estimate est;
+        if (dsc_estimate_compute(cat, &in, &est, &err) == DSC_OK)
+            cr_assert(isfinite(est.total.energy_kwh.max) &&
+                          est.total.energy_kwh.min <= est.total.energy_kwh.max,
+                      "round %d: [%g, %g]", round, est.total.energy_kwh.min,
+                      est.total.energy_kwh.max);
+        dsc_catalog_free(cat);
+    }
+    cr_assert_gt(loaded, 2, "only %d mutated serving files loaded", loaded);
+    cr_assert_gt(refused, 100, "only %d mutated serving files refused", refused);
 }
