@@ -580,33 +580,46 @@ static dsc_status discern_resolve(const dsc_catalog *cat, const dsc_estimate_inp
     return DSC_OK;
 }
 
-/* Accelerator energy of the request at one bound, in J; b gets the intermediates. */
-static double discern_accelerator_j(const discern_ctx *x, const dsc_estimate_input *in, int hi,
-                                    dsc_estimate_bound *b) {
+/* Accelerator energy of generating the images, in J (a per-image measurement scaled by
+ * pixels: the model size plays no part). */
+static double image_j(const discern_ctx *x, const dsc_estimate_input *in, int hi) {
+    double ref = x->k->image_reference_pixels;
+    double pixels = in->image_pixels > 0 ? (double)in->image_pixels : ref;
+    double wh = hi ? x->k->image_wh.max : x->k->image_wh.min;
+    return (double)in->images * wh * 3600 * pixels / ref;
+}
+
+/* Accelerator energy of the tokens, in J: prefill (cached tokens discounted), then
+ * decode bounded below by its FLOPs. */
+static double tokens_j(const discern_ctx *x, const dsc_estimate_input *in, int hi,
+                       const dsc_estimate_bound *b) {
     const dsc_accelerator *acc = x->serving.accelerator;
     double batch = hi ? x->serving.batch.min : x->serving.batch.max;
-    b->active_params_b = hi ? x->active_b.max : x->active_b.min;
-    b->total_params_b = hi ? x->total_b.max : x->total_b.min;
-    double memory_gb = 1.2 * b->total_params_b * x->serving.precision_bits / 8;
-    b->gpu_count = gpu_pow2(ceil(memory_gb / acc->memory_gb));
-    if (x->modality == DSC_MODALITY_IMAGE) {
-        double pixels =
-            in->image_pixels > 0 ? (double)in->image_pixels : x->k->image_reference_pixels;
-        double wh = hi ? x->k->image_wh.max : x->k->image_wh.min;
-        return (double)in->images * wh * 3600 * pixels / x->k->image_reference_pixels;
-    }
     double prefill_j =
         2 * b->active_params_b * 1e9 * acc->power_w / (acc->peak_flops * x->k->prefill_mfu);
-    double fresh = (double)(in->input_tokens - in->cached_input_tokens);
-    double prefill_tokens = fresh + (double)in->cached_input_tokens * x->k->cached_input_factor;
+    double cached = (double)in->cached_input_tokens;
+    double prefill_tokens = (double)in->input_tokens - cached + cached * x->k->cached_input_factor;
     if (x->modality == DSC_MODALITY_EMBEDDING) return prefill_tokens * prefill_j;
-    double step_b =
+    double step_bytes =
         fmin(b->total_params_b, batch * b->active_params_b) * 1e9 * x->serving.precision_bits / 8;
-    double decode_j =
-        fmax(acc->power_w / (acc->bandwidth_bytes_s * x->k->bandwidth_efficiency) * step_b / batch,
-             prefill_j);
+    double memory_j =
+        acc->power_w / (acc->bandwidth_bytes_s * x->k->bandwidth_efficiency) * step_bytes / batch;
     double decode_tokens = (double)(in->output_tokens + in->reasoning_tokens);
-    return prefill_tokens * prefill_j + decode_tokens * decode_j;
+    return prefill_tokens * prefill_j + decode_tokens * fmax(memory_j, prefill_j);
+}
+
+/* Accelerator energy of the request at one bound, in J; b gets the size and devices. */
+static double discern_accelerator_j(const discern_ctx *x, const dsc_estimate_input *in, int hi,
+                                    dsc_estimate_bound *b) {
+    b->active_params_b = hi ? x->active_b.max : x->active_b.min;
+    b->total_params_b = hi ? x->total_b.max : x->total_b.min;
+    if (x->modality == DSC_MODALITY_IMAGE) {
+        b->gpu_count = 1;
+        return image_j(x, in, hi);
+    }
+    double memory_gb = 1.2 * b->total_params_b * x->serving.precision_bits / 8;
+    b->gpu_count = gpu_pow2(ceil(memory_gb / x->serving.accelerator->memory_gb));
+    return tokens_j(x, in, hi, b);
 }
 
 static void discern_lifecycle(const discern_ctx *x, int hi, double it_kwh, bound_impacts *o) {
