@@ -320,8 +320,12 @@ char *dsc__metrics_render(dsc_server *srv, size_t *len) {
         "discern_connections %d\n",
         atomic_load(&srv->connections));
     put_counter(&t, "discern_connections_rejected_total",
-                "Connections closed at once over max_connections.",
+                "Connections closed at once (max_connections, the Unix reserve, "
+                "max_connections_per_address).",
                 (uint64_t)atomic_load(&srv->rejected));
+    put_counter(&t, "discern_accept_errors_total",
+                "accept(2) failures (out of descriptors: accepting pauses, then resumes).",
+                dsc__accept_errors(srv));
     put_ledger(&t, srv);
     put_budgets(&t, srv);
     if (t.failed) {

@@ -73,7 +73,7 @@ static void conn_free(dsc__conn *c) {
     c->borrowed = false;
     msgpack_sbuffer_destroy(&c->out);
     msgpack_sbuffer_init(&c->out);
-    atomic_fetch_sub(&w->srv->connections, 1);
+    dsc__accept_release(w->srv, c->addr);
     if (c->jobs == 0) free(c);
     if (w->draining && worker_idle(w)) event_base_loopexit(w->base, NULL);
 }
@@ -340,10 +340,11 @@ static void conn_open(dsc__worker *w, const dsc__handoff *h) {
     dsc__conn *c = calloc(1, sizeof *c);
     if (!c) {
         close(h->fd);
-        atomic_fetch_sub(&srv->connections, 1);
+        dsc__accept_release(srv, h->addr);
         return;
     }
     c->w = w;
+    memcpy(c->addr, h->addr, sizeof c->addr);
     c->fd = h->fd;
     c->id = ((uint64_t)w->index << 48) | ++w->next_conn_id;
     c->is_unix = h->is_unix;
@@ -404,7 +405,7 @@ static void on_notify(evutil_socket_t fd, short what, void *arg) {
     for (;;) {
         pthread_mutex_lock(&w->lock);
         bool stop = w->stop;
-        dsc__handoff h = {-1, false};
+        dsc__handoff h = {.fd = -1};
         if (w->n_queue > 0) h = w->queue[--w->n_queue];
         pthread_mutex_unlock(&w->lock);
         if (h.fd < 0) {
@@ -413,7 +414,7 @@ static void on_notify(evutil_socket_t fd, short what, void *arg) {
         }
         if (stop) {
             close(h.fd);
-            atomic_fetch_sub(&w->srv->connections, 1);
+            dsc__accept_release(w->srv, h.addr);
         } else {
             conn_open(w, &h);
         }
@@ -467,7 +468,7 @@ static void worker_post(dsc__worker *w, const dsc__handoff *h, bool stop) {
     pthread_mutex_unlock(&w->lock);
     if (!ok) {
         close(h->fd);
-        atomic_fetch_sub(&w->srv->connections, 1);
+        dsc__accept_release(w->srv, h->addr);
         return;
     }
     event_active(w->notify, EV_READ, 0);
@@ -499,18 +500,15 @@ static void on_accept(struct evconnlistener *l, evutil_socket_t fd, struct socka
     (void)l;
     (void)len;
     dsc_server *srv = arg;
-    if (srv->stopping || atomic_load(&srv->connections) >= (int)srv->cfg.max_connections) {
-        atomic_fetch_add(&srv->rejected, 1);
+    dsc__handoff h = {.fd = fd, .is_unix = addr->sa_family == AF_UNIX};
+    if (!dsc__accept_admit(srv, addr, h.addr)) {
         close(fd);
         return;
     }
-    bool is_unix = addr->sa_family == AF_UNIX;
-    if (!is_unix) {
+    if (!h.is_unix) {
         int one = 1;
         setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof one);
     }
-    atomic_fetch_add(&srv->connections, 1);
-    dsc__handoff h = {fd, is_unix};
     dsc__worker *w = &srv->workers[srv->next_worker++ % (unsigned)srv->n_workers];
     worker_post(w, &h, false);
 }
@@ -522,39 +520,6 @@ static int bound_port(evutil_socket_t fd) {
     if (ss.ss_family == AF_INET) return ntohs(((struct sockaddr_in *)&ss)->sin_port);
     if (ss.ss_family == AF_INET6) return ntohs(((struct sockaddr_in6 *)&ss)->sin6_port);
     return 0;
-}
-
-/* Parse "host:port" or "[v6]:port" (port 0 = any free port) into ss. */
-dsc_status dsc__parse_hostport(const char *key, const char *text, struct sockaddr_storage *ss,
-                               socklen_t *len, dsc_error *err) {
-    char host[256];
-    const char *colon = strrchr(text, ':');
-    size_t hlen = colon ? (size_t)(colon - text) : 0;
-    char *end;
-    long port = colon ? strtol(colon + 1, &end, 10) : -1;
-    if (!colon || colon[1] == '\0' || *end || port < 0 || port > 65535 || hlen >= sizeof host)
-        return dsc_error_set(err, DSC_BAD_REQUEST, "%s: '%s' is not HOST:PORT", key, text);
-    memcpy(host, text, hlen);
-    host[hlen] = '\0';
-    memset(ss, 0, sizeof *ss);
-    struct sockaddr_in *v4 = (struct sockaddr_in *)ss;
-    struct sockaddr_in6 *v6 = (struct sockaddr_in6 *)ss;
-    if (hlen > 2 && host[0] == '[' && host[hlen - 1] == ']') {
-        host[hlen - 1] = '\0';
-        if (inet_pton(AF_INET6, host + 1, &v6->sin6_addr) == 1) {
-            v6->sin6_family = AF_INET6;
-            v6->sin6_port = htons((uint16_t)port);
-            *len = sizeof *v6;
-            return DSC_OK;
-        }
-    } else if (inet_pton(AF_INET, host, &v4->sin_addr) == 1) {
-        v4->sin_family = AF_INET;
-        v4->sin_port = htons((uint16_t)port);
-        *len = sizeof *v4;
-        return DSC_OK;
-    }
-    return dsc_error_set(err, DSC_BAD_REQUEST, "%s: '%s' is not an IPv4 or [IPv6] address", key,
-                         host);
 }
 
 static dsc_status listen_tcp(dsc_server *srv, dsc_error *err) {
@@ -569,6 +534,7 @@ static dsc_status listen_tcp(dsc_server *srv, dsc_error *err) {
     if (!srv->tcp)
         return dsc_error_set(err, DSC_IO, "listen: cannot bind %s: %s", srv->cfg.listen,
                              strerror(errno));
+    evconnlistener_set_error_cb(srv->tcp, dsc__accept_error_cb);
     srv->tcp_port = bound_port(evconnlistener_get_fd(srv->tcp));
     dsc_log_write(&srv->log, DSC_LOG_INFO, "listening", "transport=tcp addr=%s port=%d",
                   srv->cfg.listen, srv->tcp_port);
@@ -591,6 +557,7 @@ static dsc_status listen_unix(dsc_server *srv, dsc_error *err) {
     if (!srv->unix_listener)
         return dsc_error_set(err, DSC_IO, "unix: cannot bind %s: %s", sun.sun_path,
                              strerror(errno));
+    evconnlistener_set_error_cb(srv->unix_listener, dsc__accept_error_cb);
     dsc_log_write(&srv->log, DSC_LOG_INFO, "listening", "transport=unix path=%s", sun.sun_path);
     return DSC_OK;
 }
@@ -737,6 +704,7 @@ dsc_server *dsc_server_new(const dsc_server_config *cfg, dsc_error *err) {
     srv->log.level = cfg->log_level;
     srv->log.fd = 2;
     srv->started_us = dsc__now_us();
+    dsc__accept_raise_nofile(srv);
     pthread_mutex_init(&srv->state_lock, NULL);
     srv->grid = dsc_grid_new();
     if (!srv->grid) {
@@ -755,6 +723,7 @@ dsc_server *dsc_server_new(const dsc_server_config *cfg, dsc_error *err) {
     if (cfg->listen[0] && listen_tcp(srv, err) != DSC_OK) goto fail;
     if (cfg->unix_path[0] && listen_unix(srv, err) != DSC_OK) goto fail;
     if (cfg->http[0] && dsc__http_start(srv, err) != DSC_OK) goto fail;
+    if (dsc__accept_init(srv, err) != DSC_OK) goto fail;
     write_port_file(srv);
     dsc_log_write(&srv->log, DSC_LOG_INFO, "started", "workers=%d version=%s", srv->n_workers,
                   DISCERN_VERSION);
@@ -798,6 +767,7 @@ void dsc_server_free(dsc_server *srv) {
     if (srv->sig_stop_request) event_free(srv->sig_stop_request);
     if (srv->tick) event_free(srv->tick);
     if (srv->http) evhttp_free(srv->http);
+    dsc__accept_free(srv);
     dsc_ledger_free(srv->ledger);
     dsc__resv_table_free(srv->reservations);
     if (srv->base) event_base_free(srv->base);

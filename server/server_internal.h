@@ -6,6 +6,7 @@
 #ifndef DISCERN_SERVER_INTERNAL_H
 #define DISCERN_SERVER_INTERNAL_H
 
+#include "accept.h"
 #include "config.h"
 #include "log.h"
 #include "rpc.h"
@@ -112,6 +113,7 @@ struct dsc__conn {
     bool closing;          /* close once the output is flushed */
     bool paused;           /* reading stopped until the output drains */
     uid_t peer_uid;
+    char addr[DSC__ADDR_KEY_MAX]; /* the peer's IP address ("" for Unix peers) */
     struct event *rev, *wev;
     uint8_t *in; /* received bytes; in[0..in_len) */
     size_t in_cap, in_len;
@@ -130,6 +132,7 @@ struct dsc__conn {
 typedef struct dsc__handoff {
     int fd;
     bool is_unix;
+    char addr[DSC__ADDR_KEY_MAX]; /* its slot's address key (dsc__accept_admit) */
 } dsc__handoff;
 
 struct dsc__worker {
@@ -170,6 +173,8 @@ struct dsc_server {
     struct event_base *base; /* main thread: listeners, signals, HTTP, tick */
     struct evconnlistener *tcp, *unix_listener;
     struct evhttp *http;
+    struct evconnlistener *http_listener; /* evhttp's own, paused with the others */
+    struct dsc__accept *accept;           /* who gets a connection (accept.c) */
     struct event *sig_term, *sig_int, *sig_hup, *sig_stop_request;
     dsc__worker *workers;
     int n_workers;
@@ -286,9 +291,6 @@ extern const msgpack_object dsc__empty_map;
 /* Run one decoded request or notification of conn: find the method, check rights,
  * call it, and (for a request) pack the reply into conn->out. */
 void dsc__dispatch(dsc__conn *conn, const dsc_rpc_request *req);
-/* Parse "host:port" / "[v6]:port" for config key; DSC_BAD_REQUEST naming it. */
-dsc_status dsc__parse_hostport(const char *key, const char *text, struct sockaddr_storage *ss,
-                               socklen_t *len, dsc_error *err);
 /* Microseconds since the epoch (CLOCK_REALTIME). */
 int64_t dsc__now_us(void);
 
