@@ -7,6 +7,7 @@
 #define _GNU_SOURCE
 #include "harness.h"
 
+#include <arpa/inet.h>
 #include <criterion/criterion.h>
 #include <dirent.h>
 #include <errno.h>
@@ -385,6 +386,18 @@ th_client *th_connect_tcp(const th_server *s) {
     cr_assert(connect(fd, (struct sockaddr *)&a, sizeof a) == 0, "connect: %s", strerror(errno));
     int one = 1;
     setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof one);
+    return client_new(fd);
+}
+
+th_client *th_connect_tcp_from(const th_server *s, const char *source_ip) {
+    int fd = socket(AF_INET, SOCK_STREAM, 0);
+    struct sockaddr_in src = {.sin_family = AF_INET};
+    cr_assert_eq(inet_pton(AF_INET, source_ip, &src.sin_addr), 1, "%s", source_ip);
+    cr_assert(bind(fd, (struct sockaddr *)&src, sizeof src) == 0, "bind %s: %s", source_ip,
+              strerror(errno));
+    struct sockaddr_in a = {.sin_family = AF_INET, .sin_port = htons((uint16_t)s->port)};
+    a.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+    cr_assert(connect(fd, (struct sockaddr *)&a, sizeof a) == 0, "connect: %s", strerror(errno));
     return client_new(fd);
 }
 

@@ -74,6 +74,8 @@ long th_server_rss_kib(const th_server *s);
 
 th_client *th_connect_tcp(const th_server *s);
 th_client *th_connect_unix(const th_server *s);
+/* Connect over TCP from source_ip (a loopback address such as "127.0.0.2"). */
+th_client *th_connect_tcp_from(const th_server *s, const char *source_ip);
 void th_client_free(th_client *c);
 /* Send raw bytes. */
 void th_send_raw(th_client *c, const void *data, size_t n);

@@ -155,3 +155,154 @@ Test(hostile, the_policy_memory_cap_is_the_configured_one) {
     th_client_free(u);
     th_server_cleanup(&s);
 }
+
+/* -------------------------------------------------------------- descriptors -- */
+
+/* Lines of the server's log holding word. */
+static int log_lines_with(const th_server *s, const char *word, long *bytes) {
+    FILE *f = fopen(s->log, "r");
+    cr_assert_not_null(f);
+    char line[4096];
+    int n = 0;
+    while (fgets(line, sizeof line, f))
+        if (strstr(line, word)) n++;
+    if (bytes) *bytes = ftell(f);
+    fclose(f);
+    return n;
+}
+
+/* The value of an unlabelled metric from /metrics. */
+static double metric(const th_server *s, const char *name) {
+    int status = 0;
+    char *body = th_http_get(s, "/metrics", &status);
+    cr_assert_eq(status, 200);
+    char want[128];
+    snprintf(want, sizeof want, "\n%s ", name);
+    const char *p = strstr(body, want);
+    cr_assert_not_null(p, "no %s in /metrics", name);
+    double v = strtod(p + strlen(want), NULL);
+    free(body);
+    return v;
+}
+
+#define NOFILE 64
+#define CROWD 150
+
+Test(hostile, out_of_descriptors_accepting_pauses_without_spinning_and_resumes_once_others_close) {
+    th_server s;
+    th_server_start_nofile(&s, "max_connections = 10000\nmax_connections_per_address = 0", NOFILE);
+    th_client *first = th_connect_tcp(&s);
+    ping_ok(first);
+    th_client *crowd[CROWD];
+    for (int i = 0; i < CROWD; i++)
+        crowd[i] = th_connect_tcp(&s); /* the kernel queues what the server cannot take */
+    th_sleep_ms(500);
+    double cpu0 = th_server_cpu_s(&s);
+    th_sleep_ms(3000);
+    double cpu = th_server_cpu_s(&s) - cpu0;
+    long log_bytes = 0;
+    int lines = log_lines_with(&s, "accept_failed", &log_bytes);
+    cr_log_info("out of descriptors for 3 s: %.3f s of server CPU, %d accept_failed lines, "
+                "log %ld bytes",
+                cpu, lines, log_bytes);
+    cr_assert_lt(cpu, 0.5, "the server used %.2f s of CPU in 3 s out of descriptors", cpu);
+    cr_assert_geq(lines, 1, "the accept failures were not logged");
+    cr_assert_leq(lines, 2, "%d accept_failed lines in 3.5 s", lines);
+    cr_assert_lt(log_bytes, 64 * 1024);
+    ping_ok(first); /* connections it has are served meanwhile */
+    for (int i = 0; i < CROWD; i++)
+        th_client_free(crowd[i]);
+    th_sleep_ms(300);
+    int status = 0;
+    char *body = th_http_get(&s, "/healthz", &status);
+    cr_assert_eq(status, 200, "%s", body);
+    free(body);
+    th_client *late = th_connect_tcp(&s);
+    ping_ok(late);
+    cr_assert_gt(metric(&s, "discern_accept_errors_total"), 0);
+    th_client_free(late);
+    th_client_free(first);
+    th_server_cleanup(&s);
+}
+
+Test(hostile, max_connections_defaults_to_what_the_descriptors_allow_and_says_so) {
+    th_server s;
+    th_server_start_nofile(&s, "max_connections_per_address = 0", NOFILE);
+    FILE *f = fopen(s.log, "r");
+    cr_assert_not_null(f);
+    char line[4096];
+    unsigned max = 0;
+    while (fgets(line, sizeof line, f)) {
+        const char *p = strstr(line, "event=connection_limit max_connections=");
+        if (p && strstr(p, "source=descriptors"))
+            sscanf(p, "event=connection_limit max_connections=%u", &max);
+    }
+    fclose(f);
+    cr_assert(max >= 1 && max < NOFILE, "max_connections=%u under a limit of %d", max, NOFILE);
+    th_client *held[NOFILE];
+    for (unsigned i = 0; i < max; i++) {
+        held[i] = th_connect_tcp(&s);
+        ping_ok(held[i]);
+    }
+    th_client *over = th_connect_tcp(&s);
+    cr_assert(th_closed(over, 3000), "connection %u past max_connections=%u stayed open", max + 1,
+              max);
+    th_client_free(over);
+    int status = 0;
+    char *body = th_http_get(&s, "/healthz", &status); /* HTTP has its own headroom */
+    cr_assert_eq(status, 200, "%s", body);
+    free(body);
+    cr_assert_eq(metric(&s, "discern_accept_errors_total"), 0, "the limit came after EMFILE");
+    for (unsigned i = 0; i < max; i++)
+        th_client_free(held[i]);
+    th_server_cleanup(&s);
+}
+
+Test(hostile, connections_from_one_address_are_capped_and_others_still_get_in) {
+    th_server s;
+    th_server_start(&s, "max_connections_per_address = 2");
+    th_client *a = th_connect_tcp_from(&s, "127.0.0.1"), *b = th_connect_tcp_from(&s, "127.0.0.1");
+    ping_ok(a);
+    ping_ok(b);
+    th_client *c = th_connect_tcp_from(&s, "127.0.0.1");
+    cr_assert(th_closed(c, 3000), "a third connection from 127.0.0.1 stayed open");
+    th_client_free(c);
+    th_client *other = th_connect_tcp_from(&s, "127.0.0.2");
+    ping_ok(other);
+    th_client *local = th_connect_unix(&s);
+    ping_ok(local);
+    th_client_free(a);
+    th_sleep_ms(200);
+    c = th_connect_tcp_from(&s, "127.0.0.1"); /* a's slot is free again */
+    ping_ok(c);
+    th_client_free(c);
+    th_client_free(b);
+    th_client_free(other);
+    th_client_free(local);
+    th_server_cleanup(&s);
+}
+
+Test(hostile, unix_peers_are_admitted_beyond_max_connections_up_to_the_reserve) {
+    th_server s;
+    th_server_start(&s, "max_connections = 3\nunix_reserved_connections = 2");
+    th_client *tcp[3], *uds[2];
+    for (int i = 0; i < 3; i++) {
+        tcp[i] = th_connect_tcp(&s);
+        ping_ok(tcp[i]);
+    }
+    th_client *over = th_connect_tcp(&s);
+    cr_assert(th_closed(over, 3000), "a TCP peer got a reserved slot");
+    th_client_free(over);
+    for (int i = 0; i < 2; i++) {
+        uds[i] = th_connect_unix(&s);
+        ping_ok(uds[i]);
+    }
+    over = th_connect_unix(&s);
+    cr_assert(th_closed(over, 3000), "a Unix peer got in past the reserve");
+    th_client_free(over);
+    for (int i = 0; i < 3; i++)
+        th_client_free(tcp[i]);
+    for (int i = 0; i < 2; i++)
+        th_client_free(uds[i]);
+    th_server_cleanup(&s);
+}
