@@ -107,7 +107,9 @@ static const config_key config_keys[] = {
     NUM("unix_reserved_connections", unix_reserved_connections, 0, 4096, "N",
         "Unix-socket peers accepted beyond max_connections (room for admins)"),
     NUM("idle_timeout_s", idle_timeout_s, 1, 86400 * 7, "SECONDS",
-        "close a connection with no complete message for this long"),
+        "close a connection that completes no message for this long"),
+    NUM("frame_timeout_s", frame_timeout_s, 1, 86400, "SECONDS",
+        "close a connection whose message is not complete this long after its first byte"),
     ENUM("log_level", KEY_ENUM, log_level, level_names, "debug, info, warn or error"),
 };
 

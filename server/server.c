@@ -16,6 +16,13 @@
  * when empty; the output buffer is freed once sent, and reading pauses while more
  * than OUT_HIGH bytes of replies wait for the peer. An idle connection costs its
  * struct and its socket.
+ *
+ * Deadlines: a connection is closed when it completes no message for idle_timeout_s
+ * (bytes of a message still arriving are not activity: one byte every half second
+ * must not hold a slot forever) or when a message is still incomplete frame_timeout_s
+ * after its first byte. One timer per connection, armed lazily: a read only notes
+ * the time, and the timer, when it fires early, re-arms itself for the real deadline,
+ * so a busy connection costs no timer operation per request.
  */
 #include "server_internal.h"
 
@@ -65,7 +72,8 @@ static void conn_free(dsc__conn *c) {
     c->prev = c->next = NULL;
     if (c->rev) event_free(c->rev);
     if (c->wev) event_free(c->wev);
-    c->rev = c->wev = NULL;
+    if (c->timer) event_free(c->timer);
+    c->rev = c->wev = c->timer = NULL;
     if (c->fd >= 0) close(c->fd);
     c->fd = -1;
     if (!c->borrowed) free(c->in);
@@ -195,17 +203,22 @@ static int keep_rest(dsc__conn *c, size_t off) {
 
 /* Scan and answer every complete message in c->in. Stops early (leaving the rest
  * buffered) when max_inflight messages were answered and the output did not drain,
- * or when the stream broke. Returns -1 when the connection failed. */
-static int process_input(dsc__conn *c) {
+ * or when the stream broke. Sets *done (messages were answered) and *partial (what
+ * is left ends in an incomplete message). Returns -1 when the connection failed. */
+static int process_input(dsc__conn *c, bool *done, bool *partial) {
     const dsc_server_config *cfg = &c->w->srv->cfg;
     size_t off = 0, batch = 0;
     int rc = 0;
+    *partial = false;
     while (!c->closing && off < c->in_len && c->jobs < cfg->max_inflight) {
         size_t size = 0;
         dsc_error err;
         dsc_rpc_scan_result r =
             dsc_rpc_scan(&c->sc, &cfg->limits, c->in + off, c->in_len - off, &size, &err);
-        if (r == DSC_RPC_NEED_MORE) break;
+        if (r == DSC_RPC_NEED_MORE) {
+            *partial = true;
+            break;
+        }
         if (r == DSC_RPC_BROKEN) {
             send_broken(c, &err);
             break;
@@ -224,6 +237,7 @@ static int process_input(dsc__conn *c) {
             if ((rc = conn_flush(c)) != 0) break;
         }
     }
+    *done = off > 0;
     rc = keep_rest(c, off) < 0 ? -1 : rc;
     return rc < 0 ? -1 : 0;
 }
@@ -233,19 +247,77 @@ static void pause_reading(dsc__conn *c, bool pause) {
     c->paused = pause;
     if (pause)
         event_del(c->rev);
-    else {
-        struct timeval idle = {(time_t)c->w->srv->cfg.idle_timeout_s, 0};
-        event_add(c->rev, &idle);
+    else
+        event_add(c->rev, NULL);
+}
+
+/* ------------------------------------------------------------------ deadlines -- */
+
+static int64_t mono_ms(void) {
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC_COARSE, &ts);
+    return (int64_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
+}
+
+/* When c is to be closed if nothing happens: idle_timeout_s after its last complete
+ * message, or frame_timeout_s after the first byte of a partial one if sooner. */
+static int64_t conn_deadline(const dsc__conn *c, bool *frame) {
+    const dsc_server_config *cfg = &c->w->srv->cfg;
+    int64_t idle = c->last_frame_ms + (int64_t)cfg->idle_timeout_s * 1000;
+    int64_t whole = c->frame_start_ms + (int64_t)cfg->frame_timeout_s * 1000;
+    *frame = c->in_frame && whole < idle;
+    return *frame ? whole : idle;
+}
+
+static void arm_timer(dsc__conn *c, int64_t due, int64_t now) {
+    int64_t ms = due > now ? due - now : 1;
+    struct timeval tv = {(time_t)(ms / 1000), (suseconds_t)(ms % 1000) * 1000};
+    event_add(c->timer, &tv);
+    c->armed_ms = due;
+}
+
+/* After input was processed: note the time, and arm the timer when the deadline came
+ * nearer than the one it is set for (only a message that starts arriving in pieces
+ * does that; every other case is caught when the timer fires). */
+static void note_input(dsc__conn *c, bool done, bool partial) {
+    int64_t now = mono_ms();
+    if (done) c->last_frame_ms = now, c->in_frame = false;
+    if (partial && !c->in_frame) c->in_frame = true, c->frame_start_ms = now;
+    if (!partial) c->in_frame = false;
+    bool frame;
+    int64_t due = conn_deadline(c, &frame);
+    if (due < c->armed_ms) arm_timer(c, due, now);
+}
+
+static void on_timer(evutil_socket_t fd, short what, void *arg) {
+    (void)fd;
+    (void)what;
+    dsc__conn *c = arg;
+    int64_t now = mono_ms();
+    if (c->paused || c->jobs > 0) {
+        /* Not reading, for the server's own reasons (replies waiting for the store or
+         * for the socket, whose write event has its own timeout): no clock runs. */
+        c->last_frame_ms = now;
+        c->frame_start_ms = now;
     }
+    bool frame;
+    int64_t due = conn_deadline(c, &frame);
+    if (now >= due) {
+        conn_close(c, frame ? "frame_timeout" : "idle_timeout");
+        return;
+    }
+    arm_timer(c, due, now);
 }
 
 /* After reading or writing: answer what is buffered, send, and decide whether to keep
  * reading. Frees c (and returns) when the connection is over. */
 static void pump(dsc__conn *c) {
-    if (process_input(c) < 0) {
+    bool done = false, partial = false;
+    if (process_input(c, &done, &partial) < 0) {
         conn_close(c, "send_failed");
         return;
     }
+    note_input(c, done, partial);
     int f = conn_flush(c);
     if (f < 0) {
         conn_close(c, "send_failed");
@@ -291,10 +363,7 @@ static bool grow_input(dsc__conn *c) {
 static void on_read(evutil_socket_t fd, short what, void *arg) {
     dsc__conn *c = arg;
     dsc__worker *w = c->w;
-    if (what & EV_TIMEOUT) {
-        conn_close(c, "idle_timeout");
-        return;
-    }
+    (void)what;
     bool shared = c->in_len == 0;
     if (!shared && !grow_input(c)) {
         conn_close(c, "out_of_memory");
@@ -358,12 +427,17 @@ static void conn_open(dsc__worker *w, const dsc__handoff *h) {
             if (srv->cfg.unix_admin_uids[i] == c->peer_uid) c->admin = true;
     c->rev = event_new(w->base, c->fd, EV_READ | EV_PERSIST, on_read, c);
     c->wev = event_new(w->base, c->fd, EV_WRITE, on_write, c);
-    if (!c->rev || !c->wev) {
+    c->timer = evtimer_new(w->base, on_timer, c);
+    if (!c->rev || !c->wev || !c->timer) {
         conn_close(c, "out_of_memory");
         return;
     }
     c->paused = true;
     pause_reading(c, false);
+    c->last_frame_ms = mono_ms();
+    c->armed_ms = INT64_MAX;
+    bool frame;
+    arm_timer(c, conn_deadline(c, &frame), c->last_frame_ms);
     dsc_log_write(&srv->log, DSC_LOG_DEBUG, "accept", "conn=%llu transport=%s admin=%d",
                   (unsigned long long)c->id, c->is_unix ? "unix" : "tcp", c->admin);
 }

@@ -115,7 +115,12 @@ struct dsc__conn {
     uid_t peer_uid;
     char addr[DSC__ADDR_KEY_MAX]; /* the peer's IP address ("" for Unix peers) */
     struct event *rev, *wev;
-    uint8_t *in; /* received bytes; in[0..in_len) */
+    struct event *timer;    /* idle and frame deadlines (server.c, "Deadlines") */
+    int64_t last_frame_ms;  /* monotonic: the last complete message (or the accept) */
+    int64_t frame_start_ms; /* when the partial message in[] began arriving */
+    int64_t armed_ms;       /* the deadline the timer is set for */
+    bool in_frame;          /* in[] ends with a partial message */
+    uint8_t *in;            /* received bytes; in[0..in_len) */
     size_t in_cap, in_len;
     bool borrowed;       /* in is the worker's rbuf (only during one read's pump) */
     dsc_rpc_scanner sc;  /* the scan of the message starting at in[0] */

@@ -188,6 +188,7 @@ static const struct bad_file {
     {"unknown_log_level.conf", 1, "log_level: unknown value 'loud'"},
     {"unknown_failure_mode.conf", 1, "failure_mode: unknown value 'ajar'"},
     {"policy_memory_too_large.conf", 1, "policy_memory_mb: '100000'"},
+    {"frame_timeout_zero.conf", 1, "frame_timeout_s: '0'"},
     {"nul_byte.conf", 2, "holds a NUL byte"},
     {"long_line.conf", 2, "longer than 65536 bytes"},
 };
@@ -328,7 +329,7 @@ Test(config, a_flag_sets_what_its_key_sets_in_the_file) {
                           "--policy-time-budget-us",
                           "5000",
                           "--policy-memory-mb=8",
-                          "--max-inflight",
+                          "--frame-timeout-s",
                           "3",
                           "--max-connections-per-address",
                           "7",
@@ -343,7 +344,7 @@ Test(config, a_flag_sets_what_its_key_sets_in_the_file) {
     cr_assert_eq(cfg.hold_ttl_s, 60);
     cr_assert_eq(cfg.policy_time_budget_us, 5000);
     cr_assert_eq(cfg.policy_memory_mb, 8);
-    cr_assert_eq(cfg.max_inflight, 3);
+    cr_assert_eq(cfg.frame_timeout_s, 3);
     cr_assert_eq(cfg.max_connections_per_address, 7);
     cr_assert_eq(cfg.n_unix_admin_uids, 0);
     const char *bad[] = {"discernd", "--timezone", "Mars"};

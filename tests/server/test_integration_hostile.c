@@ -17,6 +17,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/socket.h>
+#include <time.h>
 #include <unistd.h>
 
 TestSuite(hostile, .fini = th_kill_live_server, .timeout = 120);
@@ -53,7 +54,7 @@ Test(hostile, every_bad_config_file_exits_2_naming_the_file_and_line) {
         files++;
     }
     closedir(d);
-    cr_assert_geq(files, 19);
+    cr_assert_geq(files, 20);
 }
 
 Test(hostile, a_bad_flag_value_exits_2_naming_the_key) {
@@ -304,5 +305,127 @@ Test(hostile, unix_peers_are_admitted_beyond_max_connections_up_to_the_reserve) 
         th_client_free(tcp[i]);
     for (int i = 0; i < 2; i++)
         th_client_free(uds[i]);
+    th_server_cleanup(&s);
+}
+
+/* --------------------------------------------------------------- slow peers -- */
+
+/* [0, 7, "ping", [{"pad": "<90 x>"}]]: 110 bytes that a trickler sends one at a time. */
+static size_t long_ping(unsigned char *out) {
+    size_t n = 0;
+    const unsigned char head[] = {0x94, 0x00, 0x07, 0xa4, 'p', 'i', 'n',  'g',
+                                  0x91, 0x81, 0xa3, 'p',  'a', 'd', 0xd9, 90};
+    memcpy(out, head, sizeof head);
+    n = sizeof head;
+    memset(out + n, 'x', 90);
+    return n + 90;
+}
+
+Test(hostile, a_message_trickled_in_on_time_byte_by_byte_is_closed_at_the_frame_deadline) {
+    th_server s;
+    th_server_start(&s, "frame_timeout_s = 2\nidle_timeout_s = 60");
+    th_client *c = th_connect_tcp(&s);
+    unsigned char msg[128];
+    size_t n = long_ping(msg);
+    int64_t t0 = th_now_ms();
+    bool closed = false;
+    for (size_t i = 0; i < n && !closed; i++) {
+        th_send_raw(c, msg + i, 1);
+        closed = th_closed(c, 250);
+    }
+    int64_t ms = th_now_ms() - t0;
+    cr_assert(closed, "a message trickled over %lld ms was not closed", (long long)ms);
+    cr_assert(ms >= 1900 && ms < 4000, "closed after %lld ms, frame_timeout_s = 2", (long long)ms);
+    th_client_free(c);
+    th_server_cleanup(&s);
+}
+
+Test(hostile, the_idle_timeout_counts_from_the_last_complete_message_not_from_any_byte) {
+    th_server s;
+    th_server_start(&s, "idle_timeout_s = 2\nframe_timeout_s = 60");
+    th_client *c = th_connect_tcp(&s);
+    ping_ok(c);
+    int64_t t0 = th_now_ms();
+    unsigned char msg[128];
+    size_t n = long_ping(msg);
+    bool closed = false;
+    for (size_t i = 0; i < n && !closed; i++) {
+        th_send_raw(c, msg + i, 1);
+        closed = th_closed(c, 250);
+    }
+    int64_t ms = th_now_ms() - t0;
+    cr_assert(closed, "bytes every 250 ms kept the connection open %lld ms", (long long)ms);
+    cr_assert(ms >= 1900 && ms < 4000, "closed %lld ms after its last message, idle 2 s",
+              (long long)ms);
+    th_client_free(c);
+    th_server_cleanup(&s);
+}
+
+#define TRICKLERS 200
+#define PINGS_MAX 4096
+
+static int cmp_double(const void *a, const void *b) {
+    double x = *(const double *)a, y = *(const double *)b;
+    return x < y ? -1 : x > y;
+}
+
+typedef struct latency {
+    double ms[PINGS_MAX];
+    int n;
+} latency;
+
+static void ping_timed(th_client *c, latency *l) {
+    struct timespec t1, t2;
+    clock_gettime(CLOCK_MONOTONIC, &t1);
+    ping_ok(c);
+    clock_gettime(CLOCK_MONOTONIC, &t2);
+    if (l->n < PINGS_MAX)
+        l->ms[l->n++] =
+            (double)(t2.tv_sec - t1.tv_sec) * 1e3 + (double)(t2.tv_nsec - t1.tv_nsec) / 1e6;
+}
+
+static void report(const char *what, latency *l, double *max) {
+    qsort(l->ms, (size_t)l->n, sizeof l->ms[0], cmp_double);
+    *max = l->ms[l->n - 1];
+    cr_log_info("%s: %d pings, p50 %.3f ms, p99 %.3f ms, max %.3f ms", what, l->n, l->ms[l->n / 2],
+                l->ms[l->n * 99 / 100], *max);
+}
+
+Test(hostile, two_hundred_tricklers_are_closed_while_a_normal_client_keeps_its_latency,
+     .timeout = 60) {
+    th_server s;
+    th_server_start(&s, "frame_timeout_s = 2\nmax_connections_per_address = 0");
+    th_client *normal = th_connect_tcp(&s);
+    static latency alone, among;
+    for (int64_t t0 = th_now_ms(); th_now_ms() - t0 < 2000; th_sleep_ms(10))
+        ping_timed(normal, &alone);
+    th_client *slow[TRICKLERS];
+    for (int i = 0; i < TRICKLERS; i++)
+        slow[i] = th_connect_tcp(&s);
+    unsigned char msg[128];
+    size_t n = long_ping(msg), sent = 0;
+    for (int64_t t0 = th_now_ms(), next = t0; th_now_ms() - t0 < 4000; th_sleep_ms(10)) {
+        if (th_now_ms() >= next && sent < n) { /* one byte each, every 250 ms */
+            for (int i = 0; i < TRICKLERS; i++)
+                th_send_raw(slow[i], msg + sent, 1);
+            sent++;
+            next += 250;
+        }
+        ping_timed(normal, &among);
+    }
+    int closed = 0;
+    for (int i = 0; i < TRICKLERS; i++) {
+        closed += th_closed(slow[i], 100);
+        th_client_free(slow[i]);
+    }
+    double max_alone, max;
+    report("normal client alone", &alone, &max_alone);
+    report("normal client among 200 tricklers", &among, &max);
+    cr_log_info("%d of %d tricklers closed by the 2 s frame deadline", closed, TRICKLERS);
+    cr_assert_eq(closed, TRICKLERS, "only %d of %d tricklers were closed", closed, TRICKLERS);
+    cr_assert_gt(among.n, 50);
+    cr_assert_lt(max, 1000.0, "a ping waited %.0f ms among tricklers", max);
+    ping_ok(normal);
+    th_client_free(normal);
     th_server_cleanup(&s);
 }
