@@ -82,6 +82,8 @@ static const config_key config_keys[] = {
         "life of a check's hold when the client gives no ttl_s"),
     ENUM("failure_mode", KEY_ENUM, failure_mode, mode_names,
          "store unavailable: closed refuses checks, open allows them unenforced"),
+    NUM("store_free_warn_bytes", store_free_warn_bytes, 0, INT64_C(1) << 50, "BYTES",
+        "warn when the store's file system has less free (0 = never)"),
     NUM("workers", workers, 0, 256, "N", "worker threads (0 = one per core)"),
     NUM("policy_time_budget_us", policy_time_budget_us, 10, 10000000, "MICROSECONDS",
         "time one policy may run per call before it is stopped (on_error)"),

@@ -278,6 +278,10 @@ static void put_ledger(text *t, dsc_server *srv) {
         "gauge\n"
         "discern_store_up %d\n",
         ls.store_ok ? 1 : 0);
+    put(t,
+        "# HELP discern_store_free_bytes Bytes free on the store's file system (-1: no "
+        "store file).\n# TYPE discern_store_free_bytes gauge\ndiscern_store_free_bytes %lld\n",
+        (long long)atomic_load(&srv->store_free_bytes));
     put_counter(t, "discern_store_failures_total", "Store batches that failed to commit.",
                 ls.store_failures);
     put_counter(t, "discern_store_batches_total", "Store batches committed.", ls.store_batches);

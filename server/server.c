@@ -37,6 +37,7 @@
 #include <string.h>
 #include <sys/socket.h>
 #include <sys/stat.h>
+#include <sys/statvfs.h>
 #include <sys/un.h>
 #include <time.h>
 #include <unistd.h>
@@ -687,10 +688,39 @@ void dsc_server_stop(dsc_server *srv) {
 
 /* --------------------------------------------------------------------- ledger -- */
 
+/* Bytes free on the store's file system (-1: memory store or unknown), exported as
+ * discern_store_free_bytes; a warning when it falls below store_free_warn_bytes, a
+ * line when it is above again. A full disk is seen here before a commit fails. */
+static void watch_store_disk(dsc_server *srv) {
+    if (!srv->cfg.store[0]) return;
+    char dir[DSC_CONFIG_STR_MAX];
+    snprintf(dir, sizeof dir, "%s", srv->cfg.store);
+    char *slash = strrchr(dir, '/');
+    if (!slash)
+        strcpy(dir, ".");
+    else if (slash == dir)
+        dir[1] = '\0';
+    else
+        *slash = '\0';
+    struct statvfs vfs;
+    if (statvfs(dir, &vfs) != 0) return;
+    int64_t free_bytes = (int64_t)vfs.f_bavail * (int64_t)vfs.f_frsize;
+    atomic_store(&srv->store_free_bytes, free_bytes);
+    int64_t warn = srv->cfg.store_free_warn_bytes;
+    bool low = warn > 0 && free_bytes < warn;
+    if (low == srv->store_disk_low) return;
+    srv->store_disk_low = low;
+    dsc_log_write(&srv->log, low ? DSC_LOG_WARN : DSC_LOG_INFO,
+                  low ? "store_disk_low" : "store_disk_ok",
+                  "free_bytes=%lld store_free_warn_bytes=%lld dir=%s", (long long)free_bytes,
+                  (long long)warn, dir);
+}
+
 static void on_tick(evutil_socket_t fd, short what, void *arg) {
     (void)fd;
     (void)what;
     dsc_server *srv = arg;
+    watch_store_disk(srv);
     size_t expired = dsc_ledger_tick(srv->ledger);
     if (expired) dsc_log_write(&srv->log, DSC_LOG_INFO, "holds_expired", "count=%zu", expired);
     dsc__resv_prune(srv->reservations, dsc__now_us() / 1000000);
@@ -724,6 +754,8 @@ static dsc_status open_ledger(dsc_server *srv, dsc_error *err) {
     srv->reservations = dsc__resv_table_new(60, 100000);
     if (!srv->reservations) return dsc_error_set(err, DSC_NOMEM, "reservation table");
     struct timeval second = {1, 0};
+    atomic_init(&srv->store_free_bytes, -1);
+    watch_store_disk(srv);
     srv->tick = event_new(srv->base, -1, EV_PERSIST, on_tick, srv);
     if (!srv->tick) return dsc_error_set(err, DSC_NOMEM, "tick event");
     event_add(srv->tick, &second);

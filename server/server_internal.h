@@ -185,14 +185,16 @@ struct dsc_server {
     int n_workers;
     pthread_mutex_t state_lock; /* guards state (the pointer, not what it points to) */
     dsc__state *state;
-    atomic_uint_fast64_t generation; /* state->generation, readable without the lock */
-    dsc_grid *grid;                  /* live grid intensities (thread-safe) */
-    dsc_ledger *ledger;              /* budgets, holds, journal (thread-safe) */
-    dsc__resv_table *reservations;   /* what each reservation was for (thread-safe) */
-    struct event *tick;              /* once a second: expire holds, prune reservations */
-    unsigned next_worker;            /* main thread only */
-    atomic_int connections;          /* open client connections, all workers */
-    atomic_uint_fast64_t rejected;   /* connections refused over max_connections */
+    atomic_uint_fast64_t generation;      /* state->generation, readable without the lock */
+    dsc_grid *grid;                       /* live grid intensities (thread-safe) */
+    dsc_ledger *ledger;                   /* budgets, holds, journal (thread-safe) */
+    dsc__resv_table *reservations;        /* what each reservation was for (thread-safe) */
+    struct event *tick;                   /* once a second: expire holds, prune reservations */
+    atomic_int_fast64_t store_free_bytes; /* on the store's file system; -1 = unknown */
+    bool store_disk_low;                  /* below store_free_warn_bytes (main thread) */
+    unsigned next_worker;                 /* main thread only */
+    atomic_int connections;               /* open client connections, all workers */
+    atomic_uint_fast64_t rejected;        /* connections refused over max_connections */
     int64_t started_us;
     int tcp_port, http_port;
     bool stopping; /* main thread only */

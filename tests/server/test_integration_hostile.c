@@ -11,16 +11,27 @@
 #include <criterion/logging.h>
 #include <dirent.h>
 #include <errno.h>
+#include <fcntl.h>
 #include <netinet/in.h>
 #include <poll.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/mount.h>
 #include <sys/socket.h>
 #include <time.h>
 #include <unistd.h>
 
-TestSuite(hostile, .fini = th_kill_live_server, .timeout = 120);
+/* The tmpfs a disk-full test mounted, unmounted even when the test fails. */
+static char mounted[64];
+
+static void teardown(void) {
+    th_kill_live_server();
+    if (mounted[0]) umount2(mounted, MNT_DETACH), rmdir(mounted);
+    mounted[0] = '\0';
+}
+
+TestSuite(hostile, .fini = teardown, .timeout = 120);
 
 #define CONFIG_FIXTURES DISCERN_SOURCE_DIR "/tests/server/fixtures/config"
 
@@ -428,4 +439,131 @@ Test(hostile, two_hundred_tricklers_are_closed_while_a_normal_client_keeps_its_l
     ping_ok(normal);
     th_client_free(normal);
     th_server_cleanup(&s);
+}
+
+/* ---------------------------------------------------------------- disk full -- */
+
+#define TMPFS_MIB 4
+
+/* Mount a TMPFS_MIB tmpfs on a fresh folder; fails the test (never skips) when the
+ * environment does not allow it. */
+static void mount_small_disk(char *dir, size_t cap) {
+    snprintf(dir, cap, "/tmp/discernd-disk-XXXXXX");
+    cr_assert_not_null(mkdtemp(dir));
+    char opts[32];
+    snprintf(opts, sizeof opts, "size=%dm,mode=0755", TMPFS_MIB);
+    cr_assert_eq(mount("tmpfs", dir, "tmpfs", 0, opts), 0,
+                 "this test mounts a %d MiB tmpfs to fill a disk and needs the right to: "
+                 "mount: %s",
+                 TMPFS_MIB, strerror(errno));
+    snprintf(mounted, sizeof mounted, "%s", dir);
+}
+
+static void unmount_small_disk(void) {
+    umount2(mounted, MNT_DETACH);
+    rmdir(mounted);
+    mounted[0] = '\0';
+}
+
+/* Fill the file system of dir with a ballast file; returns its descriptor. */
+static int fill_disk(const char *dir, off_t *size) {
+    char path[400];
+    snprintf(path, sizeof path, "%s/ballast", dir);
+    int fd = open(path, O_WRONLY | O_CREAT | O_TRUNC, 0644);
+    cr_assert_geq(fd, 0);
+    static char block[4096];
+    memset(block, 'b', sizeof block);
+    *size = 0;
+    for (ssize_t n; (n = write(fd, block, sizeof block)) > 0;)
+        *size += n;
+    cr_assert_eq(errno, ENOSPC, "filling the disk: %s", strerror(errno));
+    return fd;
+}
+
+/* check then settle; true when both were acknowledged, false with *code set. */
+static bool check_and_settle(th_client *c, char *code, size_t cap) {
+    json_t *r = th_call(c, "check", CHECK_PARAMS);
+    snprintf(code, cap, "%s", th_error_code(r));
+    json_t *res = th_result(r);
+    if (!res) {
+        json_decref(r);
+        return false;
+    }
+    char params[256];
+    snprintf(params, sizeof params,
+             "{\"reservation\": \"%s\", \"input_tokens\": 100, \"output_tokens\": 300}",
+             json_string_value(json_object_get(res, "reservation")));
+    json_decref(r);
+    r = th_call(c, "settle", params);
+    snprintf(code, cap, "%s", th_error_code(r));
+    bool ok = th_result(r) != NULL;
+    json_decref(r);
+    return ok;
+}
+
+static int healthz(const th_server *s) {
+    int status = 0;
+    free(th_http_get(s, "/healthz", &status));
+    return status;
+}
+
+Test(hostile, a_full_disk_refuses_then_recovers_without_restart_when_1_mib_is_freed,
+     .timeout = 90) {
+    char disk[64], extra[256];
+    mount_small_disk(disk, sizeof disk);
+    snprintf(extra, sizeof extra, "store = \"%s/d.db\"\nstore_free_warn_bytes = 2097152", disk);
+    th_server s;
+    th_server_start(&s, extra);
+    snprintf(s.store, sizeof s.store, "%s/d.db", disk);
+    th_client *c = th_connect_tcp(&s);
+    char code[64];
+    long acked = 0;
+    for (int i = 0; i < 10; i++)
+        acked += check_and_settle(c, code, sizeof code);
+    cr_assert_eq(acked, 10, "before filling: %s", code);
+    off_t ballast_size;
+    int ballast = fill_disk(disk, &ballast_size);
+    bool refused = false;
+    for (int i = 0; i < 3000 && !refused; i++) {
+        if (check_and_settle(c, code, sizeof code))
+            acked++;
+        else
+            refused = true;
+    }
+    cr_assert(refused, "the store never ran out of space");
+    cr_assert_str_eq(code, "store_unavailable");
+    cr_assert_eq(healthz(&s), 503);
+    cr_assert(!check_and_settle(c, code, sizeof code), "fail-closed let a check through");
+    for (int64_t t = th_now_ms(); !log_lines_with(&s, "store_disk_low", NULL); th_sleep_ms(50))
+        cr_assert_lt(th_now_ms() - t, 3000, "no low-disk warning");
+
+    cr_assert_eq(ftruncate(ballast, ballast_size - 1024 * 1024), 0); /* free 1 MiB */
+    int64_t t0 = th_now_ms(), recovered_ms = -1;
+    while (th_now_ms() - t0 < 30000) {
+        if (check_and_settle(c, code, sizeof code)) {
+            recovered_ms = th_now_ms() - t0;
+            acked++;
+            break;
+        }
+        th_sleep_ms(20);
+    }
+    cr_log_info("disk full on a %d MiB tmpfs after %ld acknowledged settles; 1 MiB freed, "
+                "recovered in %lld ms",
+                TMPFS_MIB, acked, (long long)recovered_ms);
+    cr_assert_geq(recovered_ms, 0, "no recovery within 30 s of freeing 1 MiB: %s", code);
+    for (int i = 0; i < 100; i++) {
+        cr_assert(check_and_settle(c, code, sizeof code), "settle %d after recovery: %s", i, code);
+        acked++;
+    }
+    cr_assert_eq(healthz(&s), 200);
+    for (int64_t t = th_now_ms(); metric(&s, "discern_store_free_bytes") <= 0; th_sleep_ms(100))
+        cr_assert_lt(th_now_ms() - t, 3000, "discern_store_free_bytes stays 0 after recovery");
+    th_client_free(c);
+    cr_assert_eq(th_server_stop(&s), 0);
+    long long stored = th_sql_int(&s, "SELECT count(*) FROM charges WHERE kind = 'settle'");
+    cr_log_info("%ld settles acknowledged, %lld in the store", acked, stored);
+    cr_assert_geq(stored, acked, "acknowledged settles were lost");
+    close(ballast);
+    th_server_cleanup(&s);
+    unmount_small_disk();
 }
