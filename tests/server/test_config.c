@@ -353,3 +353,19 @@ Test(config, a_flag_sets_what_its_key_sets_in_the_file) {
     const char *underscore[] = {"discernd", "--hold_ttl_s", "60"};
     cr_assert_eq(from_args(&cfg, 3, underscore, &help, &err), DSC_BAD_REQUEST);
 }
+
+Test(config, every_key_of_the_shipped_file_is_in_the_operations_reference) {
+    char keys[64][64];
+    size_t n = shipped_keys(keys, 64);
+    FILE *f = fopen(DISCERN_SOURCE_DIR "/docs/operations.md", "r");
+    cr_assert_not_null(f);
+    static char doc[1 << 20];
+    size_t len = fread(doc, 1, sizeof doc - 1, f);
+    fclose(f);
+    doc[len] = '\0';
+    for (size_t i = 0; i < n; i++) {
+        char quoted[80];
+        snprintf(quoted, sizeof quoted, "`%s`", keys[i]);
+        cr_expect(strstr(doc, quoted), "docs/operations.md does not document %s", quoted);
+    }
+}
