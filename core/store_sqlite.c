@@ -7,7 +7,15 @@
  * waiting on it. A failed statement that is the record's own fault (a constraint)
  * fails only that record; an I/O error (SQLITE_FULL, IOERR, READONLY, ...) rolls the
  * whole batch back and fails every record in it with DSC_STORE_UNAVAILABLE. While the
- * store is failing, the writer probes it every 100 ms so that it recovers by itself.
+ * store is failing, the writer probes it every second so that it recovers by itself.
+ *
+ * A full disk: the WAL grows until the checkpoint at 1000 pages (4 MiB), which a
+ * nearly full disk never lets it reach, and a failed commit leaves it at its size.
+ * So after a failed commit the store enters recovery: every probe, every batch and
+ * every commit first checkpoints the WAL into the database and truncates it
+ * (reclaim_wal), which gives the WAL's space back once a little is free, and it stays
+ * in recovery (one checkpoint per commit) until the file system has RECOVERED_FREE
+ * bytes free again.
  * Schema and queries for admins: docs/operations.md. The writer thread is named
  * "dsc-store" (top -H, /proc/PID/task/TID/comm) so its CPU can be told apart.
  */
@@ -21,6 +29,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/stat.h>
+#include <sys/statvfs.h>
 #include <time.h>
 
 enum {
@@ -53,6 +62,7 @@ struct dsc__store {
     dsc__rec **batch;
     size_t batch_cap;
     uint64_t batches, records, failures;
+    bool recovering; /* a commit failed: checkpoint and truncate the WAL (writer only) */
     int64_t charge_seq, batch_charge_seq; /* the last charge committed; in this batch */
     struct {                              /* the reader's prepared statements, by SQL */
         sqlite3_stmt *st;
@@ -371,10 +381,37 @@ static int write_rec(dsc__store *s, const dsc__rec *r) {
 
 /* --- the writer ----------------------------------------------------------------- */
 
+/* Free space on the store's file system leaves recovery once it is this large. */
+#define RECOVERED_FREE (64LL * 1024 * 1024)
+
+static long long free_bytes(const dsc__store *s) {
+    char dir[sizeof s->path];
+    snprintf(dir, sizeof dir, "%s", s->path);
+    char *slash = strrchr(dir, '/');
+    if (!slash)
+        strcpy(dir, ".");
+    else
+        slash[slash == dir] = '\0';
+    struct statvfs v;
+    return statvfs(dir, &v) == 0 ? (long long)v.f_bavail * (long long)v.f_frsize : -1;
+}
+
+/* In recovery (dbmu held, no transaction open): move the WAL into the database and
+ * truncate it to zero bytes. Readers in the WAL make it fail with BUSY at once (no
+ * waiting on the writer's thread); it is tried again on the next batch. */
+static void reclaim_wal(dsc__store *s) {
+    if (!s->recovering) return;
+    sqlite3_busy_timeout(s->db, 0);
+    int rc = sqlite3_wal_checkpoint_v2(s->db, NULL, SQLITE_CHECKPOINT_TRUNCATE, NULL, NULL);
+    sqlite3_busy_timeout(s->db, 5000);
+    if (rc == SQLITE_OK && free_bytes(s) >= RECOVERED_FREE) s->recovering = false;
+}
+
 /* Write and commit recs[0..n); fills every status. Returns whether it committed. */
 static bool write_batch(dsc__store *s, dsc__rec **recs, size_t n) {
     char msg[DSC_ERROR_MESSAGE_MAX] = "";
     pthread_mutex_lock(&s->dbmu);
+    reclaim_wal(s);
     s->batch_charge_seq = 0;
     int rc = step(s->st[ST_BEGIN]);
     for (size_t i = 0; rc == SQLITE_OK && i < n; i++) {
@@ -395,7 +432,9 @@ static bool write_batch(dsc__store *s, dsc__rec **recs, size_t n) {
         snprintf(msg, sizeof msg, "ledger store unavailable (%s): %s; nothing was recorded",
                  sqlite3_errstr(rc), sqlite3_errmsg(s->db));
         if (!sqlite3_get_autocommit(s->db)) step(s->st[ST_ROLLBACK]);
+        s->recovering = true;
     }
+    reclaim_wal(s);
     pthread_mutex_unlock(&s->dbmu);
     for (size_t i = 0; rc != SQLITE_OK && i < n; i++) {
         recs[i]->status = DSC_STORE_UNAVAILABLE;
@@ -406,6 +445,7 @@ static bool write_batch(dsc__store *s, dsc__rec **recs, size_t n) {
 
 static bool probe(dsc__store *s) {
     pthread_mutex_lock(&s->dbmu);
+    reclaim_wal(s);
     int rc = sqlite3_exec(s->db,
                           "BEGIN; INSERT OR REPLACE INTO meta VALUES('probe',"
                           " strftime('%s','now')); COMMIT;",

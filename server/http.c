@@ -159,6 +159,9 @@ dsc_status dsc__http_start(dsc_server *srv, dsc_error *err) {
     struct evhttp_bound_socket *sock =
         evhttp_bind_socket_with_handle(srv->http, host, (ev_uint16_t)port);
     if (!sock) return dsc_error_set(err, DSC_IO, "http: cannot bind %s", srv->cfg.http);
+    /* Out of descriptors, libevent would retry accept at once, forever (accept.c). */
+    srv->http_listener = evhttp_bound_socket_get_listener(sock);
+    evconnlistener_set_error_cb(srv->http_listener, dsc__accept_http_error_cb);
     struct sockaddr_storage bound;
     socklen_t blen = sizeof bound;
     evutil_socket_t fd = evhttp_bound_socket_get_fd(sock);

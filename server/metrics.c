@@ -278,6 +278,10 @@ static void put_ledger(text *t, dsc_server *srv) {
         "gauge\n"
         "discern_store_up %d\n",
         ls.store_ok ? 1 : 0);
+    put(t,
+        "# HELP discern_store_free_bytes Bytes free on the store's file system (-1: no "
+        "store file).\n# TYPE discern_store_free_bytes gauge\ndiscern_store_free_bytes %lld\n",
+        (long long)atomic_load(&srv->store_free_bytes));
     put_counter(t, "discern_store_failures_total", "Store batches that failed to commit.",
                 ls.store_failures);
     put_counter(t, "discern_store_batches_total", "Store batches committed.", ls.store_batches);
@@ -320,8 +324,12 @@ char *dsc__metrics_render(dsc_server *srv, size_t *len) {
         "discern_connections %d\n",
         atomic_load(&srv->connections));
     put_counter(&t, "discern_connections_rejected_total",
-                "Connections closed at once over max_connections.",
+                "Connections closed at once (max_connections, the Unix reserve, "
+                "max_connections_per_address).",
                 (uint64_t)atomic_load(&srv->rejected));
+    put_counter(&t, "discern_accept_errors_total",
+                "accept(2) failures (out of descriptors: accepting pauses, then resumes).",
+                dsc__accept_errors(srv));
     put_ledger(&t, srv);
     put_budgets(&t, srv);
     if (t.failed) {

@@ -6,6 +6,7 @@
 #ifndef DISCERN_SERVER_INTERNAL_H
 #define DISCERN_SERVER_INTERNAL_H
 
+#include "accept.h"
 #include "config.h"
 #include "log.h"
 #include "rpc.h"
@@ -112,8 +113,14 @@ struct dsc__conn {
     bool closing;          /* close once the output is flushed */
     bool paused;           /* reading stopped until the output drains */
     uid_t peer_uid;
+    char addr[DSC__ADDR_KEY_MAX]; /* the peer's IP address ("" for Unix peers) */
     struct event *rev, *wev;
-    uint8_t *in; /* received bytes; in[0..in_len) */
+    struct event *timer;    /* idle and frame deadlines (server.c, "Deadlines") */
+    int64_t last_frame_ms;  /* monotonic: the last complete message (or the accept) */
+    int64_t frame_start_ms; /* when the partial message in[] began arriving */
+    int64_t armed_ms;       /* the deadline the timer is set for */
+    bool in_frame;          /* in[] ends with a partial message */
+    uint8_t *in;            /* received bytes; in[0..in_len) */
     size_t in_cap, in_len;
     bool borrowed;       /* in is the worker's rbuf (only during one read's pump) */
     dsc_rpc_scanner sc;  /* the scan of the message starting at in[0] */
@@ -130,6 +137,7 @@ struct dsc__conn {
 typedef struct dsc__handoff {
     int fd;
     bool is_unix;
+    char addr[DSC__ADDR_KEY_MAX]; /* its slot's address key (dsc__accept_admit) */
 } dsc__handoff;
 
 struct dsc__worker {
@@ -170,19 +178,23 @@ struct dsc_server {
     struct event_base *base; /* main thread: listeners, signals, HTTP, tick */
     struct evconnlistener *tcp, *unix_listener;
     struct evhttp *http;
+    struct evconnlistener *http_listener; /* evhttp's own, paused with the others */
+    struct dsc__accept *accept;           /* who gets a connection (accept.c) */
     struct event *sig_term, *sig_int, *sig_hup, *sig_stop_request;
     dsc__worker *workers;
     int n_workers;
     pthread_mutex_t state_lock; /* guards state (the pointer, not what it points to) */
     dsc__state *state;
-    atomic_uint_fast64_t generation; /* state->generation, readable without the lock */
-    dsc_grid *grid;                  /* live grid intensities (thread-safe) */
-    dsc_ledger *ledger;              /* budgets, holds, journal (thread-safe) */
-    dsc__resv_table *reservations;   /* what each reservation was for (thread-safe) */
-    struct event *tick;              /* once a second: expire holds, prune reservations */
-    unsigned next_worker;            /* main thread only */
-    atomic_int connections;          /* open client connections, all workers */
-    atomic_uint_fast64_t rejected;   /* connections refused over max_connections */
+    atomic_uint_fast64_t generation;      /* state->generation, readable without the lock */
+    dsc_grid *grid;                       /* live grid intensities (thread-safe) */
+    dsc_ledger *ledger;                   /* budgets, holds, journal (thread-safe) */
+    dsc__resv_table *reservations;        /* what each reservation was for (thread-safe) */
+    struct event *tick;                   /* once a second: expire holds, prune reservations */
+    atomic_int_fast64_t store_free_bytes; /* on the store's file system; -1 = unknown */
+    bool store_disk_low;                  /* below store_free_warn_bytes (main thread) */
+    unsigned next_worker;                 /* main thread only */
+    atomic_int connections;               /* open client connections, all workers */
+    atomic_uint_fast64_t rejected;        /* connections refused over max_connections */
     int64_t started_us;
     int tcp_port, http_port;
     bool stopping; /* main thread only */
@@ -294,9 +306,6 @@ extern const msgpack_object dsc__empty_map;
 /* Run one decoded request or notification of conn: find the method, check rights,
  * call it, and (for a request) pack the reply into conn->out. */
 void dsc__dispatch(dsc__conn *conn, const dsc_rpc_request *req);
-/* Parse "host:port" / "[v6]:port" for config key; DSC_BAD_REQUEST naming it. */
-dsc_status dsc__parse_hostport(const char *key, const char *text, struct sockaddr_storage *ss,
-                               socklen_t *len, dsc_error *err);
 /* Microseconds since the epoch (CLOCK_REALTIME). */
 int64_t dsc__now_us(void);
 

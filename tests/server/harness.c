@@ -7,6 +7,7 @@
 #define _GNU_SOURCE
 #include "harness.h"
 
+#include <arpa/inet.h>
 #include <criterion/criterion.h>
 #include <dirent.h>
 #include <errno.h>
@@ -28,7 +29,7 @@
 #include <time.h>
 #include <unistd.h>
 
-static void start_server(th_server *s, const char *extra, long long fsize);
+static void start_server(th_server *s, const char *extra, long long fsize, long nofile);
 
 struct th_client {
     int fd;
@@ -101,6 +102,10 @@ static void spawn(th_server *s, const char *extra) {
             struct rlimit rl = {(rlim_t)s->fsize_limit, RLIM_INFINITY};
             setrlimit(RLIMIT_FSIZE, &rl);
         }
+        if (s->nofile_limit > 0) {
+            struct rlimit rl = {(rlim_t)s->nofile_limit, (rlim_t)s->nofile_limit};
+            setrlimit(RLIMIT_NOFILE, &rl);
+        }
         execl(DISCERND_PATH, "discernd", "--config", conf, (char *)NULL);
         _exit(127);
     }
@@ -120,7 +125,65 @@ static void spawn(th_server *s, const char *extra) {
 }
 
 void th_server_start_fsize(th_server *s, const char *extra, long long bytes) {
-    start_server(s, extra, bytes);
+    start_server(s, extra, bytes, 0);
+}
+
+void th_server_start_nofile(th_server *s, const char *extra, long n) {
+    start_server(s, extra, 0, n);
+}
+
+double th_server_cpu_s(const th_server *s) {
+    char path[64], line[1024];
+    snprintf(path, sizeof path, "/proc/%d/stat", (int)s->pid);
+    FILE *f = fopen(path, "r");
+    cr_assert_not_null(f, "%s: %s", path, strerror(errno));
+    const char *p = fgets(line, sizeof line, f) ? strrchr(line, ')') : NULL;
+    fclose(f);
+    cr_assert_not_null(p);
+    unsigned long long utime = 0, stime = 0; /* fields 14 and 15; p is before field 3 */
+    cr_assert_eq(
+        sscanf(p + 2, "%*c %*d %*d %*d %*d %*d %*u %*u %*u %*u %*u %llu %llu", &utime, &stime), 2);
+    return (double)(utime + stime) / (double)sysconf(_SC_CLK_TCK);
+}
+
+int th_run_discernd(const char *const *args, char *out, size_t cap) {
+    int p[2];
+    cr_assert_eq(pipe(p), 0);
+    pid_t pid = fork();
+    cr_assert(pid >= 0);
+    if (pid == 0) {
+        dup2(p[1], 2);
+        close(p[0]);
+        int null = open("/dev/null", O_WRONLY);
+        if (null >= 0) dup2(null, 1);
+        prctl(PR_SET_PDEATHSIG, SIGKILL);
+        const char *argv[32] = {"discernd"};
+        for (int i = 0; args[i] && i < 30; i++)
+            argv[i + 1] = args[i];
+        execv(DISCERND_PATH, (char **)argv);
+        _exit(127);
+    }
+    close(p[1]);
+    size_t len = 0;
+    int64_t deadline = th_now_ms() + 10000;
+    for (;;) {
+        struct pollfd pf = {.fd = p[0], .events = POLLIN};
+        int left = (int)(deadline - th_now_ms());
+        if (left <= 0 || poll(&pf, 1, left) <= 0) break;
+        ssize_t n = read(p[0], out + len, cap - 1 - len);
+        if (n <= 0) break;
+        len += (size_t)n;
+        if (len + 1 >= cap) break;
+    }
+    out[len] = '\0';
+    close(p[0]);
+    int status = 0;
+    for (; th_now_ms() < deadline; th_sleep_ms(5))
+        if (waitpid(pid, &status, WNOHANG) == pid)
+            return WIFEXITED(status) ? WEXITSTATUS(status) : -1;
+    kill(pid, SIGKILL);
+    waitpid(pid, &status, 0);
+    return -1;
 }
 
 void th_server_set_fsize(th_server *s, long long bytes) {
@@ -162,12 +225,13 @@ void th_server_resume(th_server *s) {
 }
 
 void th_server_start(th_server *s, const char *extra) {
-    start_server(s, extra, 0);
+    start_server(s, extra, 0, 0);
 }
 
-static void start_server(th_server *s, const char *extra, long long fsize) {
+static void start_server(th_server *s, const char *extra, long long fsize, long nofile) {
     memset(s, 0, sizeof *s);
     s->fsize_limit = fsize;
+    s->nofile_limit = nofile;
     strcpy(s->dir, "/tmp/discernd-test-XXXXXX");
     cr_assert_not_null(mkdtemp(s->dir));
     snprintf(s->unix_path, sizeof s->unix_path, "%s/d.sock", s->dir);
@@ -322,6 +386,18 @@ th_client *th_connect_tcp(const th_server *s) {
     cr_assert(connect(fd, (struct sockaddr *)&a, sizeof a) == 0, "connect: %s", strerror(errno));
     int one = 1;
     setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof one);
+    return client_new(fd);
+}
+
+th_client *th_connect_tcp_from(const th_server *s, const char *source_ip) {
+    int fd = socket(AF_INET, SOCK_STREAM, 0);
+    struct sockaddr_in src = {.sin_family = AF_INET};
+    cr_assert_eq(inet_pton(AF_INET, source_ip, &src.sin_addr), 1, "%s", source_ip);
+    cr_assert(bind(fd, (struct sockaddr *)&src, sizeof src) == 0, "bind %s: %s", source_ip,
+              strerror(errno));
+    struct sockaddr_in a = {.sin_family = AF_INET, .sin_port = htons((uint16_t)s->port)};
+    a.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+    cr_assert(connect(fd, (struct sockaddr *)&a, sizeof a) == 0, "connect: %s", strerror(errno));
     return client_new(fd);
 }
 

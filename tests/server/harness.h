@@ -32,6 +32,7 @@ typedef struct th_server {
     char store[300];
     char policies[300];    /* a copy of fixtures/policies the test may change */
     long long fsize_limit; /* > 0: RLIMIT_FSIZE soft limit of the server (bytes) */
+    long nofile_limit;     /* > 0: RLIMIT_NOFILE soft and hard limit of the server */
     char log[300];
 } th_server;
 
@@ -48,6 +49,13 @@ void th_kill_live_server(void);
 /* Start with a soft file-size limit (a disk that fills up); the hard limit stays
  * unlimited so th_server_set_fsize can lift it while the server runs. */
 void th_server_start_fsize(th_server *s, const char *extra, long long bytes);
+/* Start with RLIMIT_NOFILE (soft and hard) set to n descriptors. */
+void th_server_start_nofile(th_server *s, const char *extra, long n);
+/* CPU time (user + system) the server has used so far, in seconds (from /proc). */
+double th_server_cpu_s(const th_server *s);
+/* Run discernd with args (NULL-terminated) to its end (bounded: 10 s); its stderr
+ * goes to out (NUL-terminated). Returns its exit status, -1 if killed. */
+int th_run_discernd(const char *const *args, char *out, size_t cap);
 /* Change the running server's soft file-size limit (0 = unlimited). */
 void th_server_set_fsize(th_server *s, long long bytes);
 /* SIGSTOP the server and wait until every one of its threads is stopped (kill()
@@ -66,6 +74,8 @@ long th_server_rss_kib(const th_server *s);
 
 th_client *th_connect_tcp(const th_server *s);
 th_client *th_connect_unix(const th_server *s);
+/* Connect over TCP from source_ip (a loopback address such as "127.0.0.2"). */
+th_client *th_connect_tcp_from(const th_server *s, const char *source_ip);
 void th_client_free(th_client *c);
 /* Send raw bytes. */
 void th_send_raw(th_client *c, const void *data, size_t n);
