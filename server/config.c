@@ -14,6 +14,8 @@
  */
 #include "config.h"
 
+#include "store_url.h"
+
 #include "discern/window.h"
 
 #include <arpa/inet.h>
@@ -33,6 +35,8 @@ typedef enum key_type {
     KEY_ADDR,     /* "" or HOST:PORT */
     KEY_UNIX,     /* "" or a path that fits a sockaddr_un */
     KEY_TZ,       /* what dsc_tz_parse accepts */
+    KEY_STORE,    /* what dsc__store_url_parse accepts */
+    KEY_PREFIX,   /* a Redis key prefix: printable, no braces (it becomes a hash tag) */
     KEY_ENUM_STR, /* a string, one of names */
     KEY_ENUM,     /* an int-sized enum, the index of one of names */
     KEY_UIDS,     /* unix_admin_uids */
@@ -75,7 +79,11 @@ static const config_key config_keys[] = {
     STRING("policies", KEY_STR, policies, "DIR", "policy folder"),
     STRING("data", KEY_STR, data, "DIR",
            "catalogue folder (\"\" = $DISCERN_DATA_DIR, else the installed catalogue)"),
-    STRING("store", KEY_STR, store, "PATH", "SQLite ledger store (\"\" = memory only)"),
+    STRING("store", KEY_STORE, store, "PATH|URL",
+           "SQLite file, redis://[:password@]HOST:PORT[/DB] or redis+unix:///PATH "
+           "(\"\" = memory only)"),
+    STRING("redis_prefix", KEY_PREFIX, redis_prefix, "PREFIX",
+           "prefix of every Redis key (a Redis store; password: DISCERN_REDIS_PASSWORD)"),
     ENUM("durability", KEY_ENUM_STR, durability, durability_names,
          "full: committed before the reply; batch: queued; off: no fsync"),
     STRING("timezone", KEY_TZ, timezone, "TZ",
@@ -132,6 +140,7 @@ void dsc_server_config_default(dsc_server_config *cfg) {
     strcpy(cfg->http, "127.0.0.1:7879");
     strcpy(cfg->store, "var/discern.db");
     strcpy(cfg->durability, "full");
+    strcpy(cfg->redis_prefix, "discern:");
     strcpy(cfg->policies, "policies");
     strcpy(cfg->timezone, "UTC");
     cfg->log_level = DSC_LOG_INFO;
@@ -248,6 +257,17 @@ static int find_name(const char *const *names, const char *value) {
     return -1;
 }
 
+/* A Redis key prefix becomes the hash tag "{prefix}" of every key: it must be
+ * non-empty, printable, without spaces or braces (a brace would move the tag). */
+static dsc_status check_prefix(const config_key *k, const char *value, dsc_error *err) {
+    if (!value[0]) return dsc_error_set(err, DSC_BAD_REQUEST, "%s: must not be empty", k->name);
+    for (const char *p = value; *p; p++)
+        if (!isgraph((unsigned char)*p) || *p == '{' || *p == '}')
+            return dsc_error_set(err, DSC_BAD_REQUEST,
+                                 "%s: only printable bytes without spaces or braces", k->name);
+    return DSC_OK;
+}
+
 /* Whether value is acceptable for a string key of type t. */
 static dsc_status check_string(const config_key *k, const char *value, dsc_error *err) {
     struct sockaddr_storage ss;
@@ -270,6 +290,12 @@ static dsc_status check_string(const config_key *k, const char *value, dsc_error
                                  "%s: '%s' is not UTC, local or an offset like +02:00", k->name,
                                  value);
         return DSC_OK;
+    case KEY_STORE: {
+        dsc__store_url u;
+        return dsc__store_url_parse(k->name, value, &u, err);
+    }
+    case KEY_PREFIX:
+        return check_prefix(k, value, err);
     case KEY_ENUM_STR:
         if (find_name(k->names, value) < 0)
             return dsc_error_set(err, DSC_BAD_REQUEST, "%s: unknown value '%s'", k->name, value);

@@ -46,7 +46,8 @@ typedef struct dsc_server_config {
     char listen[DSC_CONFIG_STR_MAX];    /* "host:port"; "" = no TCP listener */
     char unix_path[DSC_CONFIG_STR_MAX]; /* "" = no Unix listener */
     char http[DSC_CONFIG_STR_MAX];      /* "host:port"; "" = no HTTP listener */
-    char store[DSC_CONFIG_STR_MAX];     /* SQLite file; "" = memory only */
+    char store[DSC_CONFIG_STR_MAX];     /* SQLite file or Redis URL; "" = memory only */
+    char redis_prefix[64];              /* a Redis store's keys: "{<prefix>}..." */
     char durability[16];                /* "full", "batch", "off" */
     char policies[DSC_CONFIG_STR_MAX];  /* policy folder */
     char data[DSC_CONFIG_STR_MAX];      /* catalogue folder; "" = the installed one */

@@ -190,6 +190,9 @@ static const struct bad_file {
     {"policy_memory_too_large.conf", 1, "policy_memory_mb: '100000'"},
     {"frame_timeout_zero.conf", 1, "frame_timeout_s: '0'"},
     {"nul_byte.conf", 2, "holds a NUL byte"},
+    {"store_redis_bad_port.conf", 1, "store: the port is not in [1, 65535]"},
+    {"store_unknown_scheme.conf", 1, "store: 'rediss://10.0.0.1:6379' is neither"},
+    {"redis_prefix_with_brace.conf", 1, "redis_prefix: only printable bytes"},
     {"long_line.conf", 2, "longer than 65536 bytes"},
 };
 
