@@ -25,6 +25,7 @@
  * so a busy connection costs no timer operation per request.
  */
 #include "server_internal.h"
+#include "store_url.h"
 
 #include <arpa/inet.h>
 #include <errno.h>
@@ -692,7 +693,7 @@ void dsc_server_stop(dsc_server *srv) {
  * discern_store_free_bytes; a warning when it falls below store_free_warn_bytes, a
  * line when it is above again. A full disk is seen here before a commit fails. */
 static void watch_store_disk(dsc_server *srv) {
-    if (!srv->cfg.store[0]) return;
+    if (!srv->cfg.store[0] || dsc__store_url_is_redis(srv->cfg.store)) return;
     char dir[DSC_CONFIG_STR_MAX];
     snprintf(dir, sizeof dir, "%s", srv->cfg.store);
     char *slash = strrchr(dir, '/');
@@ -742,6 +743,11 @@ static dsc_status open_ledger(dsc_server *srv, dsc_error *err) {
     static const char *const names[] = {"full", "batch", "off"};
     dsc_ledger_config lc;
     memset(&lc, 0, sizeof lc);
+    /* A Redis URL must never be taken for a file name: until the ledger's store
+     * interface carries a Redis backend, refuse to start rather than diverge. */
+    if (dsc__store_url_is_redis(srv->cfg.store))
+        return dsc_error_set(err, DSC_STORE_UNAVAILABLE,
+                             "store: this discernd has no Redis ledger backend yet");
     lc.store_path = srv->cfg.store[0] ? srv->cfg.store : NULL;
     make_parent_dir(srv->cfg.store);
     for (int i = 0; i < 3; i++)

@@ -1,0 +1,20 @@
+# embed.cmake - turn the ledger's Redis scripts into C strings (cmake -P).
+#   cmake -DSRC=<server/redis> -DOUT=<file.c> -P embed.cmake
+# Each script is common.lua followed by its own file, so the text SCRIPT LOAD sends
+# is self-contained and the shared helpers exist once in the source tree.
+set(names reserve settle cancel sweep budget state)
+file(READ ${SRC}/common.lua common HEX)
+set(body "/* Generated from the scripts in server/redis/ by server/redis/embed.cmake: do not edit. */\n")
+string(APPEND body "#include \"redis_scripts.h\"\n\n")
+foreach(name ${names})
+  file(READ ${SRC}/${name}.lua text HEX)
+  string(REGEX REPLACE "([0-9a-f][0-9a-f])" "0x\\1," bytes "${common}${text}")
+  string(APPEND body "static const char text_${name}[] = {${bytes} 0x00};\n")
+endforeach()
+string(APPEND body "\nconst char *const dsc__redis_script_texts[DSC_REDIS_SCRIPT_COUNT] = {\n")
+foreach(name ${names})
+  string(APPEND body "    text_${name},\n")
+endforeach()
+string(APPEND body "};\n")
+file(WRITE ${OUT}.tmp "${body}")
+execute_process(COMMAND ${CMAKE_COMMAND} -E copy_if_different ${OUT}.tmp ${OUT})

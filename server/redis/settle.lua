@@ -1,0 +1,72 @@
+-- settle.lua - replace a hold by the actual usage; idempotent by reservation id.
+--
+--   EVALSHA <sha> 1 <tag>ver  id owner retain_s journal_detail journal_maxlen
+--           actual_1 .. actual_7  tz_offset_s n  then n times:
+--           counter kind span_us rate_micro metric
+--
+-- actual_m is the usage of metric m (dsc_metric order, integer micro-units).
+-- A held reservation: every counter's hold is released and actual charged; the
+-- answer is {'settle', charged_1..7}. Settled already (through any replica):
+-- nothing changes, {'repeated', charged_1..7}. Cancelled, expired or released: the
+-- difference between actual and what it was charged is charged now, {'late', ...}.
+-- Unknown (never reserved, or forgotten after retain_s): the n counters given are
+-- charged directly, {'unreserved', ...}, or {'unknown'} when n is 0. A reservation
+-- taken by another owner key answers {'forbidden'}. Every finished reservation is
+-- kept retain_s seconds so a repeated settle answers the same on every replica.
+local id, owner, retain_s, detail, maxlen = ARGV[1], ARGV[2], ARGV[3], ARGV[4], ARGV[5]
+local actual = {}
+for m = 1, 7 do
+  actual[m] = tonumber(ARGV[5 + m])
+  if not actual[m] or actual[m] < 0 then return redis.error_reply('bad_request actual ' .. m) end
+end
+local off, n = tonumber(ARGV[13]), tonumber(ARGV[14])
+if not off or not n or n < 0 or #ARGV ~= 14 + 5 * n then
+  return redis.error_reply('bad_request settle arguments')
+end
+
+local function answer(kind, charged)
+  local r = {kind}
+  for m = 1, 7 do r[m + 1] = int(charged[m] or 0) end
+  return r
+end
+
+local now = now_us()
+local h = redis.call('HMGET', tag .. 'h:' .. id, 'st', 'd')
+if not h[1] then
+  if n == 0 then return {'unknown'} end
+  local d = {c = {}, tz = off, rq = '', ow = owner, ex = int(now)}
+  for i = 1, n do
+    local b = 14 + (i - 1) * 5
+    d.c[i] = {n = ARGV[b + 1], k = ARGV[b + 2], s = ARGV[b + 3], r = ARGV[b + 4],
+              m = tonumber(ARGV[b + 5]), a = '0'}
+  end
+  redis.call('HSET', tag .. 'h:' .. id, 'st', 'settling', 'd', cjson.encode(d))
+  release_hold(d, now, actual)
+  finish(id, d, 'settled', actual, retain_s)
+  journal(maxlen, 'settle', id, detail)
+  return answer('unreserved', actual)
+end
+
+local d = cjson.decode(h[2])
+if d.ow and d.ow ~= '' and d.ow ~= owner then return {'forbidden'} end
+local charged = {}
+for m = 1, 7 do charged[m] = tonumber(d.g and d.g[m] or 0) or 0 end
+if h[1] == 'settled' then return answer('repeated', charged) end
+
+local kind, delta = 'settle', {}
+for m = 1, 7 do delta[m] = actual[m] - charged[m] end
+if h[1] == 'held' then
+  release_hold(d, now, delta)
+else
+  kind = 'late'
+  for _, c in ipairs(d.c) do
+    local key, w = tag .. 'c:' .. c.n, stored_window(c)
+    advance(key, w, d.tz, now)
+    add_used(key, w, now, delta[c.m + 1] or 0)
+  end
+end
+local g = {}
+for m = 1, 7 do g[m] = int(actual[m]) end
+finish(id, d, 'settled', g, retain_s)
+journal(maxlen, 'settle', id, detail)
+return answer(kind, actual)

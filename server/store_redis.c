@@ -1,0 +1,490 @@
+/*
+ * store_redis.c - one event loop's connection to the Redis ledger store (see
+ * store_redis.h).
+ *
+ * Two hiredis async contexts per loop: `cmd` carries the script calls, `sub` the
+ * budgets subscription (a subscribed connection can send nothing else). Each goes
+ * DOWN -> CONNECTING -> LOADING (AUTH, SELECT, SCRIPT LOAD / SUBSCRIBE) -> READY,
+ * and back to DOWN on any fault, retried after a backoff that doubles from
+ * backoff_min_ms to backoff_max_ms. Calls in flight are kept oldest first so that
+ * one periodic watch can tell a Redis that stopped answering (SIGSTOP, a network
+ * partition, a long fork) from a busy one: the oldest call older than timeout_ms
+ * drops the connection. hiredis completes every call of a dropped context with a
+ * NULL reply, which becomes DSC_STORE_UNAVAILABLE: no call is ever left without
+ * an answer, and none is answered twice.
+ */
+#include "store_redis.h"
+
+#include <event2/event.h>
+#include <hiredis/adapters/libevent.h>
+#include <hiredis/async.h>
+#include <netdb.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/socket.h>
+#include <time.h>
+
+typedef enum conn_state { DOWN, CONNECTING, LOADING, READY } conn_state;
+
+typedef struct conn {
+    dsc__redis *r;
+    redisAsyncContext *ac;
+    conn_state state;
+    bool subscriber;
+    int failures;   /* in a row, for the backoff */
+    int loading;    /* handshake replies still awaited */
+    bool announced; /* on_ready(true) was the last word to the owner */
+    int64_t since_us;
+    struct event *retry;
+} conn;
+
+typedef struct call {
+    struct call *prev, *next;
+    dsc__redis *r;
+    dsc__redis_script script;
+    int argc;          /* of argv, with the 4 leading EVALSHA sha 1 key */
+    const char **argv; /* argv[4..] point into one owned block */
+    size_t *lens;
+    dsc__redis_reply_fn fn;
+    void *ud;
+    int64_t sent_us;
+    bool retried; /* sent again after NOSCRIPT */
+} call;
+
+struct dsc__redis {
+    struct event_base *base;
+    dsc__store_url url;
+    char key0[80], channel[80];
+    char sha[DSC_REDIS_SCRIPT_COUNT][41];
+    int timeout_ms, backoff_min_ms, backoff_max_ms;
+    void (*on_ready)(void *ud, bool ready);
+    void (*on_budgets)(void *ud, int64_t version);
+    void *ud;
+    conn cmd, sub;
+    call *head, *tail; /* in flight, oldest first */
+    struct event *watch;
+    char last_error[256];
+    uint64_t connects;
+    bool closing;
+};
+
+static int64_t mono_us(void) {
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (int64_t)ts.tv_sec * 1000000 + ts.tv_nsec / 1000;
+}
+
+static void set_state(conn *c, conn_state s) {
+    c->state = s;
+    c->since_us = mono_us();
+}
+
+static void conn_start(conn *c);
+
+static void schedule_retry(conn *c) {
+    dsc__redis *r = c->r;
+    if (r->closing) return;
+    int64_t ms = r->backoff_min_ms;
+    for (int i = 0; i < c->failures && ms < r->backoff_max_ms; i++)
+        ms *= 2;
+    if (ms > r->backoff_max_ms) ms = r->backoff_max_ms;
+    if (c->failures < 30) c->failures++;
+    struct timeval tv = {(time_t)(ms / 1000), (suseconds_t)(ms % 1000) * 1000};
+    evtimer_add(c->retry, &tv);
+}
+
+/* The context of c is gone (freed by hiredis or by drop): go DOWN, retry later. */
+static void lost(conn *c) {
+    c->ac = NULL;
+    set_state(c, DOWN);
+    if (c->announced && c->r->on_ready) c->r->on_ready(c->r->ud, false);
+    c->announced = false;
+    schedule_retry(c);
+}
+
+static void set_error(dsc__redis *r, const char *what, const char *why) {
+    snprintf(r->last_error, sizeof r->last_error, "redis %s: %s", what, why);
+}
+
+/* Drop c's connection now (not from inside a hiredis callback of c). */
+static void drop(conn *c, const char *why) {
+    redisAsyncContext *ac = c->ac;
+    set_error(c->r, c->subscriber ? "subscription" : "connection", why);
+    c->state = DOWN; /* calls completed by the free below must not send on it */
+    redisAsyncFree(ac);
+    if (c->ac == ac) lost(c); /* no disconnect callback when it never connected */
+}
+
+/* ------------------------------------------------------------------- calls -- */
+
+static void unlink_call(dsc__redis *r, call *k) {
+    if (k->prev)
+        k->prev->next = k->next;
+    else
+        r->head = k->next;
+    if (k->next)
+        k->next->prev = k->prev;
+    else
+        r->tail = k->prev;
+    k->prev = k->next = NULL;
+}
+
+static void link_call(dsc__redis *r, call *k) {
+    k->prev = r->tail;
+    k->next = NULL;
+    if (r->tail)
+        r->tail->next = k;
+    else
+        r->head = k;
+    r->tail = k;
+}
+
+static void call_free(call *k) {
+    if (!k) return;
+    free(k->argv);
+    free(k->lens);
+    free(k);
+}
+
+/* Error replies that mean "Redis cannot serve right now", not "the script said no". */
+static bool unavailable_error(const redisReply *reply) {
+    static const char *const prefixes[] = {"LOADING",     "READONLY", "MASTERDOWN", "BUSY",
+                                           "CLUSTERDOWN", "TRYAGAIN", "OOM",        "NOREPLICAS",
+                                           "MISCONF",     NULL};
+    if (reply->type != REDIS_REPLY_ERROR) return false;
+    for (int i = 0; prefixes[i]; i++)
+        if (strncmp(reply->str, prefixes[i], strlen(prefixes[i])) == 0) return true;
+    return false;
+}
+
+static void complete(call *k, const redisReply *reply) {
+    dsc__redis *r = k->r;
+    unlink_call(r, k);
+    if (!reply)
+        k->fn(k->ud, DSC_STORE_UNAVAILABLE, NULL,
+              r->last_error[0] ? r->last_error : "redis connection lost");
+    else if (unavailable_error(reply))
+        k->fn(k->ud, DSC_STORE_UNAVAILABLE, NULL, reply->str);
+    else
+        k->fn(k->ud, DSC_OK, reply, "");
+    call_free(k);
+}
+
+static void on_call_reply(redisAsyncContext *ac, void *reply, void *privdata);
+
+static bool send_call(call *k) {
+    dsc__redis *r = k->r;
+    k->argv[1] = r->sha[k->script];
+    k->lens[1] = strlen(r->sha[k->script]);
+    k->sent_us = mono_us();
+    return r->cmd.state == READY && r->cmd.ac &&
+           redisAsyncCommandArgv(r->cmd.ac, on_call_reply, k, k->argc, k->argv, k->lens) ==
+               REDIS_OK;
+}
+
+static void on_reload(redisAsyncContext *ac, void *reply, void *privdata) {
+    conn *c = ac->data;
+    redisReply *rp = reply;
+    intptr_t script = (intptr_t)privdata;
+    if (rp && rp->type == REDIS_REPLY_STRING && rp->len == 40)
+        memcpy(c->r->sha[script], rp->str, 41);
+}
+
+static void on_call_reply(redisAsyncContext *ac, void *reply, void *privdata) {
+    (void)ac;
+    call *k = privdata;
+    redisReply *rp = reply;
+    dsc__redis *r = k->r;
+    if (rp && rp->type == REDIS_REPLY_ERROR && strncmp(rp->str, "NOSCRIPT", 8) == 0 &&
+        !k->retried) {
+        /* Redis forgot the script: load it again; the call, pipelined behind the load,
+         * then finds it. Once only: a second NOSCRIPT is an answer. */
+        k->retried = true;
+        const char *argv[] = {"SCRIPT", "LOAD", dsc__redis_script_texts[k->script]};
+        if (r->cmd.state == READY &&
+            redisAsyncCommandArgv(r->cmd.ac, on_reload, (void *)(intptr_t)k->script, 3, argv,
+                                  NULL) == REDIS_OK &&
+            send_call(k))
+            return;
+        rp = NULL;
+    }
+    complete(k, rp);
+}
+
+dsc_status dsc__redis_eval(dsc__redis *r, dsc__redis_script script, int argc,
+                           const char *const *argv, dsc__redis_reply_fn fn, void *ud) {
+    if (r->cmd.state != READY || (unsigned)script >= DSC_REDIS_SCRIPT_COUNT || argc < 0)
+        return DSC_STORE_UNAVAILABLE;
+    size_t bytes = 0;
+    for (int i = 0; i < argc; i++)
+        bytes += strlen(argv[i]) + 1;
+    call *k = calloc(1, sizeof *k);
+    if (k) k->argv = malloc(((size_t)argc + 4) * sizeof *k->argv + bytes + 1);
+    if (k) k->lens = malloc(((size_t)argc + 4) * sizeof *k->lens);
+    if (!k || !k->argv || !k->lens) {
+        call_free(k);
+        return DSC_NOMEM;
+    }
+    char *p = (char *)(k->argv + argc + 4);
+    k->argv[0] = "EVALSHA", k->argv[2] = "1", k->argv[3] = r->key0;
+    k->lens[0] = 7, k->lens[2] = 1, k->lens[3] = strlen(r->key0);
+    for (int i = 0; i < argc; i++) {
+        size_t n = strlen(argv[i]);
+        memcpy(p, argv[i], n + 1);
+        k->argv[4 + i] = p;
+        k->lens[4 + i] = n;
+        p += n + 1;
+    }
+    k->r = r, k->script = script, k->argc = argc + 4, k->fn = fn, k->ud = ud;
+    if (!send_call(k)) {
+        call_free(k);
+        return DSC_STORE_UNAVAILABLE;
+    }
+    link_call(r, k);
+    return DSC_OK;
+}
+
+/* -------------------------------------------------------------- connection -- */
+
+static void became_ready(conn *c) {
+    dsc__redis *r = c->r;
+    set_state(c, READY);
+    c->failures = 0;
+    if (c->subscriber) {
+        if (r->on_budgets) r->on_budgets(r->ud, -1); /* messages may have been missed */
+        return;
+    }
+    r->connects++;
+    r->last_error[0] = '\0';
+    c->announced = true;
+    if (r->on_ready) r->on_ready(r->ud, true);
+}
+
+/* A reply of the handshake: privdata is 1 + the script index, or 0 for AUTH/SELECT. */
+static void on_handshake(redisAsyncContext *ac, void *reply, void *privdata) {
+    conn *c = ac->data;
+    redisReply *rp = reply;
+    intptr_t which = (intptr_t)privdata;
+    if (!rp || c->state != LOADING) return; /* the connection is going away */
+    if (rp->type == REDIS_REPLY_ERROR) {
+        set_error(c->r, which ? "SCRIPT LOAD" : "AUTH/SELECT", rp->str);
+        c->state = DOWN;
+        redisAsyncDisconnect(ac);
+        return;
+    }
+    if (which > 0 && rp->type == REDIS_REPLY_STRING && rp->len == 40)
+        memcpy(c->r->sha[which - 1], rp->str, 41);
+    if (--c->loading == 0 && !c->subscriber) became_ready(c);
+}
+
+static void on_sub(redisAsyncContext *ac, void *reply, void *privdata) {
+    (void)privdata;
+    conn *c = ac->data;
+    redisReply *rp = reply;
+    if (!rp || rp->type != REDIS_REPLY_ARRAY || rp->elements != 3) return;
+    const redisReply *kind = rp->element[0], *value = rp->element[2];
+    if (kind->type != REDIS_REPLY_STRING) return;
+    if (strcmp(kind->str, "subscribe") == 0 && c->state == LOADING && c->loading == 0) {
+        became_ready(c);
+    } else if (strcmp(kind->str, "message") == 0 && value->type == REDIS_REPLY_STRING &&
+               c->r->on_budgets) {
+        char *end;
+        long long v = strtoll(value->str, &end, 10);
+        if (*end == '\0' && v > 0) c->r->on_budgets(c->r->ud, v);
+    }
+}
+
+static bool send_handshake(conn *c) {
+    dsc__redis *r = c->r;
+    redisAsyncContext *ac = c->ac;
+    bool ok = true;
+    c->loading = 0;
+    if (r->url.password[0]) {
+        bool user = r->url.user[0] != '\0';
+        const char *argv[] = {"AUTH", user ? r->url.user : r->url.password, r->url.password};
+        ok = redisAsyncCommandArgv(ac, on_handshake, 0, user ? 3 : 2, argv, NULL) == REDIS_OK;
+        c->loading++;
+    }
+    if (ok && r->url.db > 0 && !c->subscriber) {
+        char db[16];
+        snprintf(db, sizeof db, "%d", r->url.db);
+        const char *argv[] = {"SELECT", db};
+        ok = redisAsyncCommandArgv(ac, on_handshake, 0, 2, argv, NULL) == REDIS_OK;
+        c->loading++;
+    }
+    for (int i = 0; ok && !c->subscriber && i < DSC_REDIS_SCRIPT_COUNT; i++) {
+        const char *argv[] = {"SCRIPT", "LOAD", dsc__redis_script_texts[i]};
+        ok = redisAsyncCommandArgv(ac, on_handshake, (void *)(intptr_t)(i + 1), 3, argv, NULL) ==
+             REDIS_OK;
+        c->loading++;
+    }
+    if (ok && c->subscriber) {
+        const char *argv[] = {"SUBSCRIBE", r->channel};
+        ok = redisAsyncCommandArgv(ac, on_sub, NULL, 2, argv, NULL) == REDIS_OK;
+    }
+    return ok;
+}
+
+static void on_connect(const redisAsyncContext *ac, int status) {
+    conn *c = ac->data;
+    if (status != REDIS_OK) {
+        set_error(c->r, "connect", ac->errstr);
+        lost(c); /* hiredis frees the context after this callback */
+        return;
+    }
+    set_state(c, LOADING);
+    if (!send_handshake(c)) {
+        set_error(c->r, "handshake", "cannot queue commands");
+        c->state = DOWN;
+        redisAsyncDisconnect(c->ac);
+    }
+}
+
+static void on_disconnect(const redisAsyncContext *ac, int status) {
+    conn *c = ac->data;
+    if (status != REDIS_OK && ac->errstr[0]) set_error(c->r, "connection", ac->errstr);
+    lost(c);
+}
+
+static void conn_start(conn *c) {
+    dsc__redis *r = c->r;
+    redisAsyncContext *ac = r->url.kind == DSC_STORE_REDIS_UNIX
+                                ? redisAsyncConnectUnix(r->url.path)
+                                : redisAsyncConnect(r->url.host, r->url.port);
+    if (!ac || ac->err) {
+        set_error(r, "connect", ac ? ac->errstr : "out of memory");
+        if (ac) redisAsyncFree(ac);
+        set_state(c, DOWN);
+        schedule_retry(c);
+        return;
+    }
+    ac->data = c;
+    c->ac = ac;
+    set_state(c, CONNECTING);
+    if (redisLibeventAttach(ac, r->base) != REDIS_OK ||
+        redisAsyncSetConnectCallback(ac, on_connect) != REDIS_OK ||
+        redisAsyncSetDisconnectCallback(ac, on_disconnect) != REDIS_OK)
+        drop(c, "cannot attach to the event loop");
+}
+
+static void on_retry(evutil_socket_t fd, short what, void *arg) {
+    (void)fd;
+    (void)what;
+    conn_start(arg);
+}
+
+/* Drop a connection that waits too long: for its handshake, or for the oldest call. */
+static void watch_conn(conn *c, int64_t now) {
+    dsc__redis *r = c->r;
+    int64_t limit = (int64_t)r->timeout_ms * 1000;
+    if ((c->state == CONNECTING || c->state == LOADING) && now - c->since_us > limit)
+        drop(c, "no answer to the handshake in time");
+    else if (c->state == READY && !c->subscriber && r->head && now - r->head->sent_us > limit)
+        drop(c, "no reply in time");
+}
+
+static void on_watch(evutil_socket_t fd, short what, void *arg) {
+    (void)fd;
+    (void)what;
+    dsc__redis *r = arg;
+    int64_t now = mono_us();
+    watch_conn(&r->cmd, now);
+    if (r->on_budgets) watch_conn(&r->sub, now);
+}
+
+/* A TCP host name is resolved once, here, so that no reconnect blocks on DNS. */
+static dsc_status resolve(dsc__store_url *u, dsc_error *err) {
+    if (u->kind != DSC_STORE_REDIS_TCP) return DSC_OK;
+    struct addrinfo hints = {.ai_socktype = SOCK_STREAM}, *res = NULL;
+    int rc = getaddrinfo(u->host, NULL, &hints, &res);
+    if (rc != 0 || !res)
+        return dsc_error_set(err, DSC_BAD_REQUEST, "store: cannot resolve '%s': %s", u->host,
+                             gai_strerror(rc));
+    char host[256]; /* NI_MAXHOST is not POSIX */
+    rc = getnameinfo(res->ai_addr, res->ai_addrlen, host, sizeof host, NULL, 0, NI_NUMERICHOST);
+    freeaddrinfo(res);
+    if (rc != 0 || strlen(host) >= sizeof u->host)
+        return dsc_error_set(err, DSC_BAD_REQUEST, "store: cannot resolve '%s'", u->host);
+    strcpy(u->host, host);
+    return DSC_OK;
+}
+
+static void conn_init(conn *c, dsc__redis *r, bool subscriber) {
+    c->r = r;
+    c->subscriber = subscriber;
+    c->retry = evtimer_new(r->base, on_retry, c);
+}
+
+dsc__redis *dsc__redis_new(struct event_base *base, const dsc__redis_config *cfg, dsc_error *err) {
+    const char *prefix = cfg->prefix ? cfg->prefix : "discern:";
+    if (cfg->url->kind != DSC_STORE_REDIS_TCP && cfg->url->kind != DSC_STORE_REDIS_UNIX) {
+        dsc_error_set(err, DSC_BAD_REQUEST, "store: not a Redis URL");
+        return NULL;
+    }
+    if (strlen(prefix) > 60) {
+        dsc_error_set(err, DSC_BAD_REQUEST, "redis_prefix: longer than 60 bytes");
+        return NULL;
+    }
+    dsc__redis *r = calloc(1, sizeof *r);
+    if (!r) {
+        dsc_error_set(err, DSC_NOMEM, "out of memory for the Redis connection");
+        return NULL;
+    }
+    r->base = base;
+    r->url = *cfg->url;
+    snprintf(r->key0, sizeof r->key0, "{%s}ver", prefix);
+    snprintf(r->channel, sizeof r->channel, "{%s}budgets", prefix);
+    r->timeout_ms = cfg->timeout_ms > 0 ? cfg->timeout_ms : 1000;
+    r->backoff_min_ms = cfg->backoff_min_ms > 0 ? cfg->backoff_min_ms : 50;
+    r->backoff_max_ms = cfg->backoff_max_ms > 0 ? cfg->backoff_max_ms : 2000;
+    r->on_ready = cfg->on_ready, r->on_budgets = cfg->on_budgets, r->ud = cfg->ud;
+    conn_init(&r->cmd, r, false);
+    conn_init(&r->sub, r, true);
+    int period = r->timeout_ms / 4 > 10 ? r->timeout_ms / 4 : 10;
+    struct timeval tv = {period / 1000, (period % 1000) * 1000};
+    r->watch = event_new(base, -1, EV_PERSIST, on_watch, r);
+    if (!r->cmd.retry || !r->sub.retry || !r->watch) {
+        dsc__redis_free(r);
+        dsc_error_set(err, DSC_NOMEM, "out of memory for the Redis connection");
+        return NULL;
+    }
+    if (resolve(&r->url, err) != DSC_OK) {
+        dsc__redis_free(r);
+        return NULL;
+    }
+    event_add(r->watch, &tv);
+    conn_start(&r->cmd);
+    if (r->on_budgets) conn_start(&r->sub);
+    return r;
+}
+
+bool dsc__redis_ready(const dsc__redis *r) {
+    return r->cmd.state == READY;
+}
+
+const char *dsc__redis_last_error(const dsc__redis *r) {
+    return r->cmd.state == READY ? "" : r->last_error[0] ? r->last_error : "connecting";
+}
+
+uint64_t dsc__redis_connects(const dsc__redis *r) {
+    return r->connects;
+}
+
+static void conn_close(conn *c) {
+    if (c->ac) {
+        c->state = DOWN;
+        redisAsyncFree(c->ac);
+        c->ac = NULL;
+    }
+    if (c->retry) event_free(c->retry);
+}
+
+void dsc__redis_free(dsc__redis *r) {
+    if (!r) return;
+    r->closing = true;
+    if (r->watch) event_free(r->watch);
+    conn_close(&r->cmd);
+    conn_close(&r->sub);
+    free(r);
+}
