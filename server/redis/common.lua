@@ -127,8 +127,11 @@ local function advance(key, w, off, now)
   -- rate: a token bucket refilling r per s; u is what is taken, t when it was last
   -- brought up to date (the fraction of a micro-unit owed is kept in t)
   local f = redis.call('HMGET', key, 'u', 't')
-  local used, t = tonumber(f[1]) or 0, tonumber(f[2]) or now
-  if now > t then
+  local used, t = tonumber(f[1]) or 0, tonumber(f[2])
+  if not t then
+    t = now
+    redis.call('HSET', key, 't', int(t))
+  elseif now > t then
     local refill = w.r * (now - t) / w.s
     if used <= 0 or refill >= used then
       used, t = 0, now

@@ -1,0 +1,718 @@
+/*
+ * test_store_redis.c - the Redis ledger store: the scripts of server/redis/ run by a
+ * real redis-server (tests/server/redis_harness.c) through server/store_redis.c,
+ * each "replica" a connection on its own event loop.
+ *
+ * What is shown: a hold is all or nothing over every counter; request ids and
+ * repeated settles answer the same through any replica; eight clients on their own
+ * loops cannot overshoot one budget; expired holds are finished exactly once by
+ * competing sweepers; calendar windows reset at the instants core/window.c
+ * computes, by Redis's clock; a stale budgets version is refused; budget changes
+ * reach every subscriber within 1 s; NOSCRIPT reloads; Redis killed, paused or
+ * refusing the password fails calls with store_unavailable and the connection
+ * comes back without a restart; with appendfsync always, kill -9 of Redis loses no
+ * acknowledged charge.
+ */
+#include "redis_harness.h"
+#include "store_redis.h"
+
+#include "discern/window.h"
+
+#include <criterion/criterion.h>
+#include <event2/event.h>
+#include <pthread.h>
+#include <stdarg.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+#include <unistd.h>
+
+TestSuite(store_redis, .fini = th_kill_live_redis, .timeout = 120);
+
+#define KEY0 "{discern:}ver"
+
+/* ------------------------------------------------------------------ helpers -- */
+
+static long long mono_ms(void) {
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (long long)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
+}
+
+typedef struct replica {
+    struct event_base *base;
+    dsc__redis *r;
+    dsc__store_url url;
+    int ready_changes;      /* on_ready calls */
+    long long budgets_seen; /* last version from the subscription */
+} replica;
+
+static void on_ready(void *ud, bool ready) {
+    (void)ready;
+    ((replica *)ud)->ready_changes++;
+}
+
+static void on_budgets(void *ud, int64_t version) {
+    if (version > 0) ((replica *)ud)->budgets_seen = version;
+}
+
+static void nap_ms(int ms) {
+    struct timespec ts = {ms / 1000, (long)(ms % 1000) * 1000000L};
+    nanosleep(&ts, NULL);
+}
+
+static void spin(replica *p, int ms) {
+    for (long long end = mono_ms() + ms; mono_ms() < end; nap_ms(1))
+        event_base_loop(p->base, EVLOOP_NONBLOCK);
+}
+
+static bool wait_ready(replica *p, int ms) {
+    for (long long end = mono_ms() + ms; mono_ms() < end; nap_ms(1)) {
+        event_base_loop(p->base, EVLOOP_NONBLOCK);
+        if (dsc__redis_ready(p->r)) return true;
+    }
+    return false;
+}
+
+static void replica_open_url(replica *p, const char *url, int timeout_ms, bool subscribe) {
+    memset(p, 0, sizeof *p);
+    dsc_error err = {0};
+    cr_assert_eq(dsc__store_url_parse("store", url, &p->url, &err), DSC_OK, "%s", err.message);
+    p->base = event_base_new();
+    cr_assert_not_null(p->base);
+    dsc__redis_config cfg = {.url = &p->url,
+                             .timeout_ms = timeout_ms,
+                             .backoff_min_ms = 20,
+                             .backoff_max_ms = 200,
+                             .on_ready = on_ready,
+                             .on_budgets = subscribe ? on_budgets : NULL,
+                             .ud = p};
+    p->r = dsc__redis_new(p->base, &cfg, &err);
+    cr_assert_not_null(p->r, "%s", err.message);
+}
+
+static void replica_open(replica *p, const th_redis *srv) {
+    char url[128];
+    th_redis_url(srv, url, sizeof url);
+    replica_open_url(p, url, 1000, false);
+    cr_assert(wait_ready(p, 5000), "not ready: %s", dsc__redis_last_error(p->r));
+}
+
+static void replica_close(replica *p) {
+    dsc__redis_free(p->r);
+    event_base_free(p->base);
+}
+
+/* An answer, copied out of the borrowed reply. */
+typedef struct answer {
+    bool done;
+    dsc_status st;
+    bool error;
+    char message[256];
+    int n;
+    char el[48][48];
+} answer;
+
+static void on_answer(void *ud, dsc_status st, const redisReply *rep, const char *message) {
+    answer *a = ud;
+    a->done = true;
+    a->st = st;
+    snprintf(a->message, sizeof a->message, "%s", message);
+    if (!rep) return;
+    a->error = rep->type == REDIS_REPLY_ERROR;
+    if (a->error) snprintf(a->message, sizeof a->message, "%s", rep->str);
+    for (size_t i = 0; rep->type == REDIS_REPLY_ARRAY && i < rep->elements && i < 48; i++) {
+        const redisReply *e = rep->element[i];
+        if (e->type == REDIS_REPLY_INTEGER)
+            snprintf(a->el[i], sizeof a->el[i], "%lld", e->integer);
+        else if (e->type == REDIS_REPLY_STRING || e->type == REDIS_REPLY_STATUS)
+            snprintf(a->el[i], sizeof a->el[i], "%s", e->str);
+        a->n = (int)i + 1;
+    }
+}
+
+/* Arguments built with printf formats. */
+typedef struct args {
+    int n;
+    char buf[96][96];
+    const char *v[96];
+} args;
+
+static void arg(args *a, const char *fmt, ...) {
+    va_list ap;
+    va_start(ap, fmt);
+    vsnprintf(a->buf[a->n], sizeof a->buf[a->n], fmt, ap);
+    va_end(ap);
+    a->v[a->n] = a->buf[a->n];
+    a->n++;
+}
+
+static answer call(replica *p, dsc__redis_script s, args *a) {
+    answer ans = {0};
+    dsc_status st = dsc__redis_eval(p->r, s, a->n, a->v, on_answer, &ans);
+    if (st != DSC_OK) {
+        ans.done = true;
+        ans.st = st;
+        return ans;
+    }
+    for (long long end = mono_ms() + 5000; !ans.done && mono_ms() < end;)
+        event_base_loop(p->base, EVLOOP_ONCE);
+    cr_assert(ans.done, "no answer within 5 s");
+    return ans;
+}
+
+/* A counter of a reserve: name, window (kind span_us rate_micro), limit, amount, metric. */
+typedef struct counter {
+    const char *name, *kind;
+    long long span, rate, limit, amount;
+    int metric;
+} counter;
+
+static answer reserve(replica *p, const char *version, const char *id, const char *request_id,
+                      long long ttl_us, const counter *c, int n) {
+    args a = {0};
+    arg(&a, "%s", version), arg(&a, "%s", id), arg(&a, "%s", request_id);
+    arg(&a, "%lld", ttl_us), arg(&a, "0"), arg(&a, "key-1"), arg(&a, ""), arg(&a, "1000");
+    arg(&a, "%d", n);
+    for (int i = 0; i < n; i++) {
+        arg(&a, "%s", c[i].name), arg(&a, "%s", c[i].kind), arg(&a, "%lld", c[i].span);
+        arg(&a, "%lld", c[i].rate), arg(&a, "%lld", c[i].limit), arg(&a, "%lld", c[i].amount);
+        arg(&a, "%d", c[i].metric);
+    }
+    return call(p, DSC_REDIS_RESERVE, &a);
+}
+
+/* Settle id with actual (metric 1, gco2e) through p; n counters for an unknown id. */
+static answer settle(replica *p, const char *id, long long actual) {
+    args a = {0};
+    arg(&a, "%s", id), arg(&a, "key-1"), arg(&a, "600"), arg(&a, ""), arg(&a, "1000");
+    for (int m = 0; m < 7; m++)
+        arg(&a, "%lld", m == 1 ? actual : 0);
+    arg(&a, "0"), arg(&a, "0");
+    return call(p, DSC_REDIS_SETTLE, &a);
+}
+
+static answer cancel(replica *p, const char *id) {
+    args a = {0};
+    arg(&a, "%s", id), arg(&a, "key-1"), arg(&a, "600"), arg(&a, "1000");
+    return call(p, DSC_REDIS_CANCEL, &a);
+}
+
+static answer sweep(replica *p, const char *policy, int max) {
+    args a = {0};
+    arg(&a, "%s", policy), arg(&a, "%d", max), arg(&a, "600"), arg(&a, "1000");
+    return call(p, DSC_REDIS_SWEEP, &a);
+}
+
+/* used and held of one counter, through the state script. */
+static void state(replica *p, const counter *c, long long *used, long long *held,
+                  long long *resets) {
+    args a = {0};
+    arg(&a, "0"), arg(&a, "1"), arg(&a, "%s", c->name), arg(&a, "%s", c->kind);
+    arg(&a, "%lld", c->span), arg(&a, "%lld", c->rate);
+    answer s = call(p, DSC_REDIS_STATE, &a);
+    cr_assert_eq(s.st, DSC_OK, "%s", s.message);
+    cr_assert(!s.error && s.n == 4, "state: %s", s.message);
+    *used = atoll(s.el[1]), *held = atoll(s.el[2]);
+    if (resets) *resets = atoll(s.el[3]);
+}
+
+static const counter TEAM = {"org:acme/team:infra/1", "month", 0, 0, 1000, 600, 1};
+static const counter ORG = {"org:acme/2", "day", 0, 0, 5000, 600, 1};
+
+/* -------------------------------------------------------------------- holds -- */
+
+Test(store_redis, a_hold_takes_every_counter_or_none) {
+    th_redis srv;
+    th_redis_start(&srv, NULL);
+    replica p;
+    replica_open(&p, &srv);
+    counter both[2] = {ORG, TEAM};
+    answer a = reserve(&p, "0", "r1", "", 60000000, both, 2);
+    cr_assert_str_eq(a.el[0], "ok", "%s", a.message);
+    counter big[2] = {ORG, TEAM};
+    big[0].amount = big[1].amount = 500; /* org fits (600 + 500), team does not */
+    a = reserve(&p, "0", "r2", "", 60000000, big, 2);
+    cr_assert_str_eq(a.el[0], "refused");
+    cr_assert_str_eq(a.el[1], "2", "the refusing counter is the team's");
+    long long used, held;
+    state(&p, &ORG, &used, &held, NULL);
+    cr_assert_eq(held, 600, "a refused hold left %lld held on the org", held);
+    state(&p, &TEAM, &used, &held, NULL);
+    cr_assert_eq(held, 600);
+    replica_close(&p);
+    th_redis_cleanup(&srv);
+}
+
+Test(store_redis, a_request_id_seen_before_answers_the_first_hold_on_any_replica) {
+    th_redis srv;
+    th_redis_start(&srv, NULL);
+    replica a, b;
+    replica_open(&a, &srv);
+    replica_open(&b, &srv);
+    answer x = reserve(&a, "0", "r1", "req-7", 60000000, &TEAM, 1);
+    cr_assert_str_eq(x.el[0], "ok");
+    answer y = reserve(&b, "0", "r2", "req-7", 60000000, &TEAM, 1);
+    cr_assert_str_eq(y.el[0], "repeat");
+    cr_assert_str_eq(y.el[1], "r1");
+    cr_assert_str_eq(y.el[2], "held");
+    cr_assert_str_eq(y.el[3], x.el[2], "the repeat gives the first hold's expiry");
+    long long used, held;
+    state(&b, &TEAM, &used, &held, NULL);
+    cr_assert_eq(held, 600, "held twice: %lld", held);
+    replica_close(&a);
+    replica_close(&b);
+    th_redis_cleanup(&srv);
+}
+
+Test(store_redis, a_settle_through_another_replica_charges_once_and_repeats_answer_the_same) {
+    th_redis srv;
+    th_redis_start(&srv, NULL);
+    replica a, b;
+    replica_open(&a, &srv);
+    replica_open(&b, &srv);
+    cr_assert_str_eq(reserve(&a, "0", "r1", "", 60000000, &TEAM, 1).el[0], "ok");
+    answer s = settle(&b, "r1", 250);
+    cr_assert_str_eq(s.el[0], "settle", "%s", s.message);
+    cr_assert_str_eq(s.el[2], "250");
+    answer again = settle(&a, "r1", 999);
+    cr_assert_str_eq(again.el[0], "repeated");
+    cr_assert_str_eq(again.el[2], "250", "a repeated settle answers the first charge");
+    long long used, held;
+    state(&a, &TEAM, &used, &held, NULL);
+    cr_assert_eq(used, 250);
+    cr_assert_eq(held, 0);
+    cr_assert_str_eq(cancel(&b, "r1").el[0], "settled", "a settled hold cannot be cancelled");
+    replica_close(&a);
+    replica_close(&b);
+    th_redis_cleanup(&srv);
+}
+
+Test(store_redis, a_cancel_releases_and_a_late_settle_charges_the_actual) {
+    th_redis srv;
+    th_redis_start(&srv, NULL);
+    replica p;
+    replica_open(&p, &srv);
+    cr_assert_str_eq(reserve(&p, "0", "r1", "", 60000000, &TEAM, 1).el[0], "ok");
+    cr_assert_str_eq(cancel(&p, "r1").el[0], "cancelled");
+    cr_assert_str_eq(cancel(&p, "r1").el[0], "cancelled", "a second cancel changes nothing");
+    long long used, held;
+    state(&p, &TEAM, &used, &held, NULL);
+    cr_assert_eq(held, 0);
+    cr_assert_eq(used, 0);
+    answer late = settle(&p, "r1", 100);
+    cr_assert_str_eq(late.el[0], "late");
+    state(&p, &TEAM, &used, &held, NULL);
+    cr_assert_eq(used, 100);
+    cr_assert_str_eq(settle(&p, "nope", 5).el[0], "unknown");
+    replica_close(&p);
+    th_redis_cleanup(&srv);
+}
+
+Test(store_redis, a_hold_of_another_key_cannot_be_settled_or_cancelled) {
+    th_redis srv;
+    th_redis_start(&srv, NULL);
+    replica p;
+    replica_open(&p, &srv);
+    cr_assert_str_eq(reserve(&p, "0", "r1", "", 60000000, &TEAM, 1).el[0], "ok");
+    args a = {0};
+    arg(&a, "r1"), arg(&a, "key-2"), arg(&a, "600"), arg(&a, "0");
+    cr_assert_str_eq(call(&p, DSC_REDIS_CANCEL, &a).el[0], "forbidden");
+    long long used, held;
+    state(&p, &TEAM, &used, &held, NULL);
+    cr_assert_eq(held, 600);
+    replica_close(&p);
+    th_redis_cleanup(&srv);
+}
+
+Test(store_redis, a_stale_budgets_version_is_refused_with_the_current_one) {
+    th_redis srv;
+    th_redis_start(&srv, NULL);
+    replica p;
+    replica_open(&p, &srv);
+    args b = {0};
+    arg(&b, ""), arg(&b, "{\"selector\":\"team:*\",\"metric\":\"gco2e\"}");
+    answer set = call(&p, DSC_REDIS_BUDGET, &b);
+    cr_assert_eq(set.n, 2, "%s", set.message);
+    cr_assert_str_eq(set.el[1], "1");
+    answer a = reserve(&p, "0", "r1", "", 60000000, &TEAM, 1);
+    cr_assert_str_eq(a.el[0], "stale");
+    cr_assert_str_eq(a.el[1], "1");
+    cr_assert_str_eq(reserve(&p, "1", "r1", "", 60000000, &TEAM, 1).el[0], "ok");
+    replica_close(&p);
+    th_redis_cleanup(&srv);
+}
+
+Test(store_redis, malformed_arguments_are_an_error_reply_not_a_charge) {
+    th_redis srv;
+    th_redis_start(&srv, NULL);
+    replica p;
+    replica_open(&p, &srv);
+    counter neg = TEAM;
+    neg.amount = -5;
+    answer a = reserve(&p, "0", "r1", "", 60000000, &neg, 1);
+    cr_assert(a.error && strstr(a.message, "bad_request"), "%s", a.message);
+    args short_args = {0};
+    arg(&short_args, "0"), arg(&short_args, "r2");
+    a = call(&p, DSC_REDIS_RESERVE, &short_args);
+    cr_assert(a.error && strstr(a.message, "bad_request"), "%s", a.message);
+    long long used, held;
+    state(&p, &TEAM, &used, &held, NULL);
+    cr_assert_eq(held + used, 0);
+    replica_close(&p);
+    th_redis_cleanup(&srv);
+}
+
+/* ------------------------------------------------------------- concurrency -- */
+
+typedef struct racer {
+    const th_redis *srv;
+    int thread, ok;
+} racer;
+
+/* One client on its own loop and connection: reserve until the budget refuses. */
+static void *race(void *arg) {
+    racer *x = arg;
+    replica p;
+    replica_open(&p, x->srv);
+    counter c = TEAM;
+    c.amount = 7;
+    for (int i = 0, refusals = 0; refusals < 3; i++) {
+        char id[32];
+        snprintf(id, sizeof id, "t%d-%d", x->thread, i);
+        answer a = reserve(&p, "0", id, "", 60000000, &c, 1);
+        if (strcmp(a.el[0], "ok") == 0)
+            x->ok++;
+        else
+            refusals++;
+    }
+    replica_close(&p);
+    return NULL;
+}
+
+Test(store_redis, eight_clients_on_their_own_loops_cannot_overshoot_one_budget) {
+    th_redis srv;
+    th_redis_start(&srv, NULL);
+    pthread_t t[8];
+    racer x[8];
+    for (int i = 0; i < 8; i++) {
+        x[i] = (racer){&srv, i, 0};
+        cr_assert_eq(pthread_create(&t[i], NULL, race, &x[i]), 0);
+    }
+    int ok = 0;
+    for (int i = 0; i < 8; i++) {
+        pthread_join(t[i], NULL);
+        ok += x[i].ok;
+    }
+    cr_assert_eq(ok, 1000 / 7, "%d holds of 7 against a limit of 1000", ok);
+    replica p;
+    replica_open(&p, &srv);
+    long long used, held;
+    state(&p, &TEAM, &used, &held, NULL);
+    cr_assert_eq(held, 7LL * ok);
+    cr_assert_leq(used + held, 1000);
+    replica_close(&p);
+    th_redis_cleanup(&srv);
+}
+
+Test(store_redis, expired_holds_are_charged_exactly_once_by_competing_sweepers) {
+    th_redis srv;
+    th_redis_start(&srv, NULL);
+    replica a, b;
+    replica_open(&a, &srv);
+    replica_open(&b, &srv);
+    counter c = TEAM;
+    c.amount = 10;
+    for (int i = 0; i < 50; i++) {
+        char id[16];
+        snprintf(id, sizeof id, "r%d", i);
+        cr_assert_str_eq(reserve(i % 2 ? &a : &b, "0", id, "", 1000, &c, 1).el[0], "ok");
+    }
+    cr_assert_str_eq(reserve(&a, "0", "live", "", 60000000, &c, 1).el[0], "ok");
+    nap_ms(20);
+    int finished = 0;
+    for (int round = 0; round < 20; round++) {
+        finished += atoi(sweep(&a, "charge", 7).el[0]);
+        finished += atoi(sweep(&b, "charge", 7).el[0]);
+    }
+    cr_assert_eq(finished, 50, "%d holds finished", finished);
+    long long used, held;
+    state(&a, &c, &used, &held, NULL);
+    cr_assert_eq(used, 500);
+    cr_assert_eq(held, 10, "the live hold stays held");
+    answer late = settle(&b, "r3", 4);
+    cr_assert_str_eq(late.el[0], "late");
+    state(&a, &c, &used, &held, NULL);
+    cr_assert_eq(used, 494, "a late settle replaces the expired charge by the actual");
+    replica_close(&a);
+    replica_close(&b);
+    th_redis_cleanup(&srv);
+}
+
+Test(store_redis, expired_holds_are_released_when_configured) {
+    th_redis srv;
+    th_redis_start(&srv, NULL);
+    replica p;
+    replica_open(&p, &srv);
+    cr_assert_str_eq(reserve(&p, "0", "r1", "", 1000, &TEAM, 1).el[0], "ok");
+    nap_ms(10);
+    answer s = sweep(&p, "release", 10);
+    cr_assert_str_eq(s.el[0], "1");
+    cr_assert_str_eq(s.el[1], "r1");
+    long long used, held;
+    state(&p, &TEAM, &used, &held, NULL);
+    cr_assert_eq(used + held, 0);
+    cr_assert_str_eq(settle(&p, "r1", 5).el[0], "late");
+    replica_close(&p);
+    th_redis_cleanup(&srv);
+}
+
+/* ------------------------------------------------------------------ windows -- */
+
+Test(store_redis, calendar_windows_reset_at_the_instants_core_window_computes) {
+    th_redis srv;
+    th_redis_start(&srv, NULL);
+    replica p;
+    replica_open(&p, &srv);
+    static const char *const kinds[] = {"day", "week", "month", "year"};
+    static const char *const zones[] = {"UTC", "+02:00", "-05:30", "+14:00", "-12:00"};
+    for (int k = 0; k < 4; k++)
+        for (int z = 0; z < 5; z++) {
+            dsc_window w;
+            dsc_tz tz;
+            cr_assert_eq(dsc_window_parse(kinds[k], &w, NULL), DSC_OK);
+            cr_assert_eq(dsc_tz_parse(zones[z], &tz, NULL), DSC_OK);
+            args a = {0};
+            arg(&a, "%d", tz.offset_s), arg(&a, "1"), arg(&a, "c:%s:%s", kinds[k], zones[z]);
+            arg(&a, "%s", kinds[k]), arg(&a, "0"), arg(&a, "0");
+            answer s = call(&p, DSC_REDIS_STATE, &a);
+            int64_t start, end;
+            dsc_window_period(&w, &tz, (int64_t)time(NULL), &start, &end);
+            cr_expect_eq(atoll(s.el[3]), end, "%s in %s: Redis says %s, core/window.c %lld",
+                         kinds[k], zones[z], s.el[3], (long long)end);
+        }
+    replica_close(&p);
+    th_redis_cleanup(&srv);
+}
+
+Test(store_redis, a_token_bucket_refills_by_redis_time) {
+    th_redis srv;
+    th_redis_start(&srv, NULL);
+    replica p;
+    replica_open(&p, &srv);
+    /* rate 1000 µ per 100 ms, bucket 1000: a full bucket refills in 100 ms */
+    counter c = {"rate", "rate", 100000, 1000, 1000, 1000, 1};
+    cr_assert_str_eq(reserve(&p, "0", "r1", "", 60000000, &c, 1).el[0], "ok");
+    cr_assert_str_eq(settle(&p, "r1", 1000).el[0], "settle");
+    cr_assert_str_eq(reserve(&p, "0", "r2", "", 60000000, &c, 1).el[0], "refused");
+    nap_ms(150);
+    long long used, held;
+    state(&p, &c, &used, &held, NULL);
+    cr_assert_eq(used, 0, "the bucket did not refill: %lld", used);
+    cr_assert_str_eq(reserve(&p, "0", "r3", "", 60000000, &c, 1).el[0], "ok");
+    replica_close(&p);
+    th_redis_cleanup(&srv);
+}
+
+Test(store_redis, a_rolling_window_forgets_a_charge_once_its_bucket_has_left) {
+    th_redis srv;
+    th_redis_start(&srv, NULL);
+    replica p;
+    replica_open(&p, &srv);
+    counter c = {"roll", "rolling", 300000, 0, 1000, 800, 1}; /* 300 ms, 10 ms buckets */
+    cr_assert_str_eq(reserve(&p, "0", "r1", "", 60000000, &c, 1).el[0], "ok");
+    cr_assert_str_eq(settle(&p, "r1", 800).el[0], "settle");
+    long long used, held;
+    state(&p, &c, &used, &held, NULL);
+    cr_assert_eq(used, 800);
+    nap_ms(200);
+    state(&p, &c, &used, &held, NULL);
+    cr_assert_eq(used, 800, "forgotten before the window passed");
+    nap_ms(200);
+    state(&p, &c, &used, &held, NULL);
+    cr_assert_eq(used, 0, "still counted after the window passed");
+    replica_close(&p);
+    th_redis_cleanup(&srv);
+}
+
+/* ------------------------------------------------------------ budgets, news -- */
+
+Test(store_redis, a_budget_change_reaches_every_subscribed_replica_within_a_second) {
+    th_redis srv;
+    th_redis_start(&srv, NULL);
+    char url[128];
+    th_redis_url(&srv, url, sizeof url);
+    replica a, b;
+    replica_open_url(&a, url, 1000, true);
+    replica_open_url(&b, url, 1000, true);
+    cr_assert(wait_ready(&a, 5000) && wait_ready(&b, 5000));
+    spin(&a, 100), spin(&b, 100); /* both subscriptions confirmed */
+    args set = {0};
+    arg(&set, ""), arg(&set, "{\"selector\":\"org:*\"}");
+    long long t0 = mono_ms();
+    answer r = call(&a, DSC_REDIS_BUDGET, &set);
+    cr_assert_eq(r.n, 2, "%s", r.message);
+    while ((a.budgets_seen < 1 || b.budgets_seen < 1) && mono_ms() - t0 < 1000) {
+        event_base_loop(a.base, EVLOOP_NONBLOCK);
+        event_base_loop(b.base, EVLOOP_NONBLOCK);
+        nap_ms(1);
+    }
+    cr_assert_eq(a.budgets_seen, 1);
+    cr_assert_eq(b.budgets_seen, 1, "replica b saw version %lld", b.budgets_seen);
+    replica_close(&a);
+    replica_close(&b);
+    th_redis_cleanup(&srv);
+}
+
+/* ------------------------------------------------------------------- faults -- */
+
+Test(store_redis, a_script_redis_forgot_is_loaded_again) {
+    th_redis srv;
+    th_redis_start(&srv, NULL);
+    replica p;
+    replica_open(&p, &srv);
+    redisContext *c = th_redis_connect(&srv);
+    freeReplyObject(redisCommand(c, "SCRIPT FLUSH"));
+    answer a = reserve(&p, "0", "r1", "", 60000000, &TEAM, 1);
+    cr_assert_eq(a.st, DSC_OK, "%s", a.message);
+    cr_assert_str_eq(a.el[0], "ok", "%s", a.message);
+    redisFree(c);
+    replica_close(&p);
+    th_redis_cleanup(&srv);
+}
+
+Test(store_redis, redis_killed_fails_calls_and_the_connection_returns_without_a_restart) {
+    th_redis srv;
+    th_redis_start(&srv, NULL);
+    replica p;
+    replica_open(&p, &srv);
+    cr_assert_str_eq(reserve(&p, "0", "r1", "", 60000000, &TEAM, 1).el[0], "ok");
+    th_redis_kill9(&srv);
+    answer a = reserve(&p, "0", "r2", "", 60000000, &TEAM, 1);
+    cr_assert_eq(a.st, DSC_STORE_UNAVAILABLE);
+    spin(&p, 50);
+    cr_assert(!dsc__redis_ready(p.r));
+    cr_assert_eq(reserve(&p, "0", "r3", "", 60000000, &TEAM, 1).st, DSC_STORE_UNAVAILABLE,
+                 "a call while down fails at once");
+    th_redis_restart(&srv);
+    cr_assert(wait_ready(&p, 3000), "no reconnect: %s", dsc__redis_last_error(p.r));
+    cr_assert_eq(dsc__redis_connects(p.r), 2);
+    cr_assert_geq(p.ready_changes, 3, "ready, lost, ready again: %d", p.ready_changes);
+    cr_assert_str_eq(reserve(&p, "0", "r4", "", 60000000, &TEAM, 1).el[0], "ok");
+    replica_close(&p);
+    th_redis_cleanup(&srv);
+}
+
+Test(store_redis, a_redis_that_stops_answering_is_dropped_after_the_timeout) {
+    th_redis srv;
+    th_redis_start(&srv, NULL);
+    char url[128];
+    th_redis_url(&srv, url, sizeof url);
+    replica p;
+    replica_open_url(&p, url, 200, false);
+    cr_assert(wait_ready(&p, 5000));
+    th_redis_pause(&srv);
+    long long t0 = mono_ms();
+    answer a = reserve(&p, "0", "r1", "", 60000000, &TEAM, 1);
+    long long took = mono_ms() - t0;
+    cr_assert_eq(a.st, DSC_STORE_UNAVAILABLE);
+    cr_assert(strstr(a.message, "no reply in time"), "%s", a.message);
+    cr_assert_leq(took, 1000, "the timeout of 200 ms took %lld ms", took);
+    th_redis_resume(&srv);
+    cr_assert(wait_ready(&p, 3000), "no reconnect: %s", dsc__redis_last_error(p.r));
+    replica_close(&p);
+    th_redis_cleanup(&srv);
+}
+
+Test(store_redis, a_wrong_password_is_reported_and_the_right_one_connects) {
+    th_redis srv;
+    th_redis_start(&srv, "requirepass pw-123\n");
+    char url[400];
+    snprintf(url, sizeof url, "redis://:wrong@127.0.0.1:%d", srv.port);
+    replica bad;
+    replica_open_url(&bad, url, 1000, false);
+    cr_assert(!wait_ready(&bad, 300));
+    cr_assert(strstr(dsc__redis_last_error(bad.r), "AUTH"), "%s", dsc__redis_last_error(bad.r));
+    replica_close(&bad);
+    /* over the Unix socket, database 2, the password from the environment's value */
+    snprintf(url, sizeof url, "redis+unix://%s?db=2", srv.unix_path);
+    dsc__store_url u;
+    cr_assert_eq(dsc__store_url_parse("store", url, &u, NULL), DSC_OK);
+    cr_assert_eq(dsc__store_url_env(&u, "pw-123", NULL), DSC_OK);
+    struct event_base *base = event_base_new();
+    dsc__redis_config cfg = {.url = &u};
+    dsc__redis *r = dsc__redis_new(base, &cfg, NULL);
+    cr_assert_not_null(r);
+    for (long long end = mono_ms() + 3000; !dsc__redis_ready(r) && mono_ms() < end; nap_ms(1))
+        event_base_loop(base, EVLOOP_NONBLOCK);
+    cr_assert(dsc__redis_ready(r), "%s", dsc__redis_last_error(r));
+    answer ans = {0};
+    const char *argv[] = {"", "{}"};
+    cr_assert_eq(dsc__redis_eval(r, DSC_REDIS_BUDGET, 2, argv, on_answer, &ans), DSC_OK);
+    for (long long end = mono_ms() + 3000; !ans.done && mono_ms() < end;)
+        event_base_loop(base, EVLOOP_ONCE);
+    cr_assert_eq(ans.n, 2, "%s", ans.message);
+    dsc__redis_free(r);
+    event_base_free(base);
+    redisContext *c = th_redis_connect(&srv);
+    freeReplyObject(redisCommand(c, "AUTH pw-123"));
+    cr_assert_eq(th_redis_int(c, "EXISTS %s", KEY0), 0, "database 0 was written");
+    freeReplyObject(redisCommand(c, "SELECT 2"));
+    cr_assert_eq(th_redis_int(c, "GET %s", KEY0), 1, "database 2 holds the budget");
+    redisFree(c);
+    th_redis_cleanup(&srv);
+}
+
+Test(store_redis, with_appendfsync_always_kill_9_of_redis_loses_no_acknowledged_charge) {
+    th_redis srv;
+    th_redis_start(&srv, "appendonly yes\nappendfsync always\n");
+    replica p;
+    replica_open(&p, &srv);
+    counter c = {"aof", "year", 0, 0, 1000000000, 3, 1};
+    int acked = 0;
+    for (int i = 0; i < 200; i++) {
+        char id[16];
+        snprintf(id, sizeof id, "r%d", i);
+        if (strcmp(reserve(&p, "0", id, "", 60000000, &c, 1).el[0], "ok") != 0) continue;
+        if (strcmp(settle(&p, id, 3).el[0], "settle") == 0) acked++;
+    }
+    cr_assert_eq(acked, 200);
+    th_redis_kill9(&srv);
+    th_redis_restart(&srv);
+    cr_assert(wait_ready(&p, 5000), "%s", dsc__redis_last_error(p.r));
+    long long used, held;
+    state(&p, &c, &used, &held, NULL);
+    cr_assert_eq(used, 3LL * acked, "after kill -9: %lld of %d acknowledged", used, 3 * acked);
+    cr_assert_str_eq(settle(&p, "r7", 3).el[0], "repeated", "the settle's id survived too");
+    replica_close(&p);
+    th_redis_cleanup(&srv);
+}
+
+Test(store_redis, the_journal_stream_holds_each_event_once_and_stays_capped) {
+    th_redis srv;
+    th_redis_start(&srv, NULL);
+    replica p;
+    replica_open(&p, &srv);
+    cr_assert_str_eq(reserve(&p, "0", "r1", "", 60000000, &TEAM, 1).el[0], "ok");
+    cr_assert_str_eq(settle(&p, "r1", 10).el[0], "settle");
+    cr_assert_str_eq(settle(&p, "r1", 10).el[0], "repeated");
+    cr_assert_str_eq(reserve(&p, "0", "r2", "", 60000000, &TEAM, 1).el[0], "ok");
+    cr_assert_str_eq(cancel(&p, "r2").el[0], "cancelled");
+    redisContext *c = th_redis_connect(&srv);
+    cr_assert_eq(th_redis_int(c, "XLEN {discern:}journal"), 4,
+                 "reserve, settle, reserve, cancel: a repeat adds nothing");
+    for (int i = 0; i < 1500; i++) {
+        char id[16];
+        snprintf(id, sizeof id, "x%d", i);
+        cr_assert_str_eq(cancel(&p, id).el[0], "unknown");
+        counter tiny = TEAM;
+        tiny.amount = 0;
+        reserve(&p, "0", id, "", 60000000, &tiny, 1);
+    }
+    long long len = th_redis_int(c, "XLEN {discern:}journal");
+    cr_assert_leq(len, 1000 + 200, "MAXLEN ~ 1000 left %lld entries", len);
+    redisFree(c);
+    replica_close(&p);
+    th_redis_cleanup(&srv);
+}
