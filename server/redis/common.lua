@@ -92,25 +92,29 @@ local function is_calendar(w)
 end
 
 -- Bring counter key to now: reset a calendar period, drop rolling buckets that left
--- the window, refill a token bucket. Returns used (>= 0) and when it next goes down
--- (unix seconds).
+-- the window, refill a token bucket. Returns used (>= 0), when it next goes down
+-- (unix seconds) and what is held on it, read in the same call (each redis.call
+-- costs a few µs: the hot path counts them).
 local function advance(key, w, off, now)
   if is_calendar(w) then
     local s, e = period(w.k, off, floor_div(now, US))
-    local f = redis.call('HMGET', key, 'u', 'p')
+    local f = redis.call('HMGET', key, 'u', 'p', 'h')
+    local held = tonumber(f[3]) or 0
     if tonumber(f[2]) ~= s then
       redis.call('HSET', key, 'u', 0, 'p', s)
-      return 0, e
+      return 0, e, held
     end
-    return math.max(tonumber(f[1]) or 0, 0), e
+    return math.max(tonumber(f[1]) or 0, 0), e, held
   elseif w.k == 'rolling' then
     local width = floor_div(w.s, BUCKETS)
     local head = floor_div(now, width)
     local all = redis.call('HGETALL', key)
-    local used, oldest = 0, nil
+    local used, oldest, held = 0, nil, 0
     for i = 1, #all, 2 do
       local idx = tonumber(string.match(all[i], '^b(%-?%d+)$') or '')
-      if idx then
+      if all[i] == 'h' then
+        held = tonumber(all[i + 1]) or 0
+      elseif idx then
         if idx < head - BUCKETS then
           redis.call('HDEL', key, all[i])
         else
@@ -122,12 +126,12 @@ local function advance(key, w, off, now)
     end
     local resets = math.ceil(now / US)
     if oldest then resets = math.ceil((oldest + BUCKETS + 1) * width / US) end
-    return math.max(used, 0), resets
+    return math.max(used, 0), resets, held
   end
   -- rate: a token bucket refilling r per s; u is what is taken, t when it was last
   -- brought up to date (the fraction of a micro-unit owed is kept in t)
-  local f = redis.call('HMGET', key, 'u', 't')
-  local used, t = tonumber(f[1]) or 0, tonumber(f[2])
+  local f = redis.call('HMGET', key, 'u', 't', 'h')
+  local used, t, held = tonumber(f[1]) or 0, tonumber(f[2]), tonumber(f[3]) or 0
   if not t then
     t = now
     redis.call('HSET', key, 't', int(t))
@@ -144,7 +148,7 @@ local function advance(key, w, off, now)
   end
   local resets = math.ceil(now / US)
   if used > 0 then resets = math.ceil((t + math.ceil(used * w.s / w.r)) / US) end
-  return used, resets
+  return used, resets, held
 end
 
 -- Add amount (may be negative: a correction) to counter key at now, after advance.
@@ -157,10 +161,6 @@ local function add_used(key, w, now, amount)
   end
   local u = redis.call('HINCRBY', key, 'u', int(amount))
   if u < 0 then redis.call('HSET', key, 'u', 0) end
-end
-
-local function held_of(key)
-  return tonumber(redis.call('HGET', key, 'h')) or 0
 end
 
 -- Append one event to the journal stream, capped near maxlen entries.

@@ -47,8 +47,7 @@ for i = 1, n do
     return redis.error_reply('bad_request counter ' .. i)
   end
   local key = tag .. 'c:' .. c.n
-  local used, resets = advance(key, c.w, off, now)
-  local held = held_of(key)
+  local used, resets, held = advance(key, c.w, off, now)
   if used + held + c.a > c.l then
     return {'refused', i, int(used), int(held), int(resets)}
   end

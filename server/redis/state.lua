@@ -16,9 +16,9 @@ for i = 1, n do
   local key = tag .. 'c:' .. ARGV[b + 1]
   local w = {k = ARGV[b + 2], s = tonumber(ARGV[b + 3]), r = tonumber(ARGV[b + 4])}
   if not w.s or not w.r then return redis.error_reply('bad_request counter ' .. i) end
-  local used, resets = advance(key, w, off, now)
+  local used, resets, held = advance(key, w, off, now)
   reply[#reply + 1] = int(used)
-  reply[#reply + 1] = int(held_of(key))
+  reply[#reply + 1] = int(held)
   reply[#reply + 1] = int(resets)
 end
 return reply

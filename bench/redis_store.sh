@@ -1,0 +1,93 @@
+#!/usr/bin/env bash
+# redis_store.sh - what the Redis ledger store costs Redis per decision, and whether
+# two replicas sharing one Redis can overshoot a budget.
+#
+#   bench/redis_store.sh [--seconds S] [--connections N] [--pipeline N] [--no-build]
+#
+# Starts one redis-server (appendonly yes, appendfsync everysec, no RDB saves) on a
+# free loopback port in a temporary folder and runs bench/redis_ledger, which drives
+# the ledger's own scripts (server/redis/) through the server's connection code: a
+# reserve over three counters (month, day, rolling) with the decision's journal
+# record, then the settle of the actual. Rows:
+#   one replica   decisions/s, Redis CPU µs per decision, replica CPU µs per decision
+#   two replicas  two redis_ledger processes at once on a budget small enough to
+#                 refuse: decisions/s, and whether used + held ever passed the limit
+# Redis's CPU comes from /proc/<pid>/stat around each run. Every process started
+# here is stopped by pid on exit.
+set -euo pipefail
+
+root=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
+seconds=5
+connections=8
+pipeline=16
+build=1
+keep_logs=0
+
+die() { echo "redis_store.sh: $*" >&2; exit 2; }
+
+while [ $# -gt 0 ]; do
+    case "$1" in
+        --seconds) [ $# -ge 2 ] || die "--seconds needs a value"; seconds=$2; shift ;;
+        --connections) [ $# -ge 2 ] || die "--connections needs a value"; connections=$2; shift ;;
+        --pipeline) [ $# -ge 2 ] || die "--pipeline needs a value"; pipeline=$2; shift ;;
+        --no-build) build=0 ;;
+        --help|-h) sed -n '2,16p' "${BASH_SOURCE[0]}" | sed 's/^# \{0,1\}//'; exit 0 ;;
+        *) die "unknown option '$1' (see --help)" ;;
+    esac
+    shift
+done
+
+source "$root/bench/lib.sh"
+bench_init discern-redis-bench
+build_release redis_ledger
+command -v redis-server >/dev/null || die "redis-server is not installed (scripts/deps.sh)"
+
+port=$(python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])')
+redis-server --port "$port" --bind 127.0.0.1 --dir "$tmp" --save '' --appendonly yes \
+    --appendfsync everysec --logfile "$tmp/redis.log" --daemonize no &
+redis_pid=$!
+pids+=("$redis_pid")
+for _ in $(seq 100); do redis-cli -p "$port" ping >/dev/null 2>&1 && break; sleep 0.05; done
+redis-cli -p "$port" ping >/dev/null || die "redis-server did not start (see $tmp/redis.log)"
+
+# CPU seconds (user + system) of a pid so far.
+cpu_of() {
+    awk -v hz="$(getconf CLK_TCK)" '{ print ($14 + $15) / hz }' "/proc/$1/stat"
+}
+
+field() { sed -n "s/.*$1=\([^ ]*\).*/\1/p" <<<"$2"; }
+
+url="redis://127.0.0.1:$port"
+echo "redis-server $(redis-server --version | sed 's/.*v=\([^ ]*\).*/\1/'), appendfsync everysec;" \
+     "$connections connections x pipeline $pipeline per replica, $seconds s per run"
+printf '%-34s %12s %18s %20s %10s\n' "row" "decisions/s" "Redis CPU us/dec" "replica CPU us/dec" "overshoot"
+
+r0=$(cpu_of "$redis_pid")
+out=$("$bin/redis_ledger" --url "$url" --connections "$connections" --pipeline "$pipeline" \
+      --seconds "$seconds" --tag one)
+r1=$(cpu_of "$redis_pid")
+n=$(field decisions "$out")
+printf '%-34s %12s %18.1f %20.1f %10s\n' "one replica (Redis store)" "$(field decisions_per_s "$out")" \
+    "$(echo "($r1 - $r0) * 1000000 / $n" | bc -l)" \
+    "$(echo "$(field client_cpu_s "$out") * 1000000 / $n" | bc -l)" "$(field overshoot "$out")"
+
+redis-cli -p "$port" flushall >/dev/null
+limit=20000000 # 20 units in holds of 1000..1999 micro: refused well before the run ends
+r0=$(cpu_of "$redis_pid")
+"$bin/redis_ledger" --url "$url" --connections "$connections" --pipeline "$pipeline" \
+    --seconds "$seconds" --limit "$limit" --tag a >"$tmp/a.out" &
+a=$!
+"$bin/redis_ledger" --url "$url" --connections "$connections" --pipeline "$pipeline" \
+    --seconds "$seconds" --limit "$limit" --tag b >"$tmp/b.out" &
+b=$!
+wait "$a" "$b"
+r1=$(cpu_of "$redis_pid")
+oa=$(cat "$tmp/a.out") ob=$(cat "$tmp/b.out")
+n=$(( $(field decisions "$oa") + $(field decisions "$ob") ))
+rate=$(echo "$(field decisions_per_s "$oa") + $(field decisions_per_s "$ob")" | bc -l)
+over=no
+[ "$(field overshoot "$oa")" = no ] && [ "$(field overshoot "$ob")" = no ] || over=YES
+printf '%-34s %12.0f %18.1f %20s %10s\n' "two replicas, one budget" "$rate" \
+    "$(echo "($r1 - $r0) * 1000000 / $n" | bc -l)" "-" "$over"
+echo "two replicas: refused $(( $(field refused "$oa") + $(field refused "$ob") )) of $n;" \
+     "used $(field used "$ob") + held $(field held "$ob") of limit $limit"
