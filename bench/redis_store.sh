@@ -12,6 +12,8 @@
 #   one replica   decisions/s, Redis CPU µs per decision, replica CPU µs per decision
 #   two replicas  two redis_ledger processes at once on a budget small enough to
 #                 refuse: decisions/s, and whether used + held ever passed the limit
+#   peer          bench/redis_check.lua with redis-benchmark (one call per decision):
+#                 the machine's speed of the moment, to read the other rows against
 # Redis's CPU comes from /proc/<pid>/stat around each run. Every process started
 # here is stopped by pid on exit.
 set -euo pipefail
@@ -58,9 +60,27 @@ cpu_of() {
 field() { sed -n "s/.*$1=\([^ ]*\).*/\1/p" <<<"$2"; }
 
 url="redis://127.0.0.1:$port"
+
+# The same Redis running bench/redis_check.lua (one script call, the peer of bench/run.sh):
+# the machine's speed of the moment, to read the rows below against.
+peer_row() {
+    local sha r0 r1 n=$((20000 * seconds))
+    redis-cli -p "$port" HSET factors:gpt-4o in 10 out 400 >/dev/null
+    redis-cli -p "$port" HSET budget:1 used 0 limit 1000000000000000000 >/dev/null
+    sha=$(redis-cli -p "$port" SCRIPT LOAD "$(cat "$root/bench/redis_check.lua")")
+    r0=$(cpu_of "$redis_pid")
+    line=$(timeout $((seconds * 10 + 30)) redis-benchmark -p "$port" -c "$connections" -P "$pipeline" \
+        -n "$n" -q EVALSHA "$sha" 1 budget:1 gpt-4o 1200 800 | tr '\r' '\n' | tail -1)
+    r1=$(cpu_of "$redis_pid")
+    printf '%-34s %12s %18.1f %20s %10s\n' "peer: redis_check.lua, one call" \
+        "$(sed -n 's/.*: \([0-9.]*\) requests per second.*/\1/p' <<<"$line" | cut -d. -f1)" \
+        "$(echo "($r1 - $r0) * 1000000 / $n" | bc -l)" "-" "-"
+    redis-cli -p "$port" flushall >/dev/null
+}
 echo "redis-server $(redis-server --version | sed 's/.*v=\([^ ]*\).*/\1/'), appendfsync everysec;" \
      "$connections connections x pipeline $pipeline per replica, $seconds s per run"
 printf '%-34s %12s %18s %20s %10s\n' "row" "decisions/s" "Redis CPU us/dec" "replica CPU us/dec" "overshoot"
+peer_row
 
 r0=$(cpu_of "$redis_pid")
 out=$("$bin/redis_ledger" --url "$url" --connections "$connections" --pipeline "$pipeline" \
