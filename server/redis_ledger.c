@@ -1,0 +1,249 @@
+/*
+ * redis_ledger.c - the ledger's Redis scripts as C calls (see redis_ledger.h).
+ *
+ * Requests become ARGV strings in one bounded builder (numbers formatted into a
+ * fixed table, so a request cannot grow it past DSC_REDIS_COUNTERS_MAX counters);
+ * answers are checked element by element against the script's contract before
+ * anything is copied out.
+ */
+#include "redis_ledger.h"
+
+#include <errno.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+_Static_assert(DSC_METRIC_COUNT == 7, "server/redis/settle.lua and sweep.lua count 7 metrics");
+
+#define ARGS_MAX (16 + 7 * DSC_REDIS_COUNTERS_MAX)
+
+typedef struct args {
+    int n;
+    const char *v[ARGS_MAX];
+    char num[ARGS_MAX][24];
+} args;
+
+static void add_str(args *a, const char *s) {
+    a->v[a->n++] = s ? s : "";
+}
+
+static void add_int(args *a, int64_t x) {
+    snprintf(a->num[a->n], sizeof a->num[a->n], "%lld", (long long)x);
+    a->v[a->n] = a->num[a->n];
+    a->n++;
+}
+
+static const char *window_kind(const dsc_window *w) {
+    static const char *const names[] = {"day", "week", "month", "year", "rolling", "rate"};
+    return (unsigned)w->kind <= DSC_WINDOW_RATE ? names[w->kind] : NULL;
+}
+
+/* The counters' window triple (kind span rate) and, for a reserve, limit amount metric. */
+static dsc_status add_counters(args *a, const dsc__redis_counter *c, size_t n, bool reserve,
+                               dsc_error *err) {
+    if (n > DSC_REDIS_COUNTERS_MAX)
+        return dsc_error_set(err, DSC_BAD_REQUEST, "counters: %zu, at most %d", n,
+                             DSC_REDIS_COUNTERS_MAX);
+    for (size_t i = 0; i < n; i++) {
+        const char *kind = window_kind(&c[i].window);
+        if (!c[i].name || !c[i].name[0] || !kind)
+            return dsc_error_set(err, DSC_BAD_REQUEST, "counters[%zu]: no name or window", i);
+        if (reserve && (c[i].amount < 0 || c[i].limit < 0))
+            return dsc_error_set(err, DSC_BAD_REQUEST, "counters[%zu]: negative amount or limit",
+                                 i);
+        if ((unsigned)c[i].metric >= DSC_METRIC_COUNT)
+            return dsc_error_set(err, DSC_BAD_REQUEST, "counters[%zu]: unknown metric", i);
+        add_str(a, c[i].name), add_str(a, kind);
+        add_int(a, c[i].window.span_us), add_int(a, c[i].window.rate_micro);
+        if (reserve) add_int(a, c[i].limit), add_int(a, c[i].amount);
+        add_int(a, c[i].metric);
+    }
+    return DSC_OK;
+}
+
+/* ---------------------------------------------------------------- replies -- */
+
+static dsc_status malformed(dsc_error *err, const char *what) {
+    return dsc_error_set(err, DSC_STORE_UNAVAILABLE, "redis: malformed reply (%s)", what);
+}
+
+/* An integer reply, or a string of decimal digits (what the scripts' int() makes). */
+static bool num(const redisReply *e, int64_t *out) {
+    if (e->type == REDIS_REPLY_INTEGER) {
+        *out = e->integer;
+        return true;
+    }
+    if (e->type != REDIS_REPLY_STRING || e->len == 0 || e->len > 20) return false;
+    char *end;
+    errno = 0;
+    long long v = strtoll(e->str, &end, 10);
+    if (errno || end != e->str + e->len) return false;
+    *out = v;
+    return true;
+}
+
+static bool str_into(const redisReply *e, char *out, size_t cap) {
+    if (e->type != REDIS_REPLY_STRING || e->len == 0 || e->len >= cap ||
+        memchr(e->str, '\0', e->len))
+        return false;
+    memcpy(out, e->str, e->len + 1);
+    return true;
+}
+
+static bool states_into(redisReply **e, size_t n, dsc__redis_counter_state *out) {
+    for (size_t i = 0; i < n; i++)
+        if (!num(e[3 * i], &out[i].used) || !num(e[3 * i + 1], &out[i].held) ||
+            !num(e[3 * i + 2], &out[i].resets_at))
+            return false;
+    return true;
+}
+
+/* A script's error reply ("bad_request ...") or an answer that is no array of strings. */
+static dsc_status answer_head(const redisReply *rep, const char **kind, dsc_error *err) {
+    if (rep->type == REDIS_REPLY_ERROR)
+        return dsc_error_set(err,
+                             strncmp(rep->str, "bad_request", 11) == 0 ? DSC_BAD_REQUEST
+                                                                       : DSC_STORE_UNAVAILABLE,
+                             "redis: %.200s", rep->str);
+    if (rep->type != REDIS_REPLY_ARRAY || rep->elements < 1 ||
+        rep->element[0]->type != REDIS_REPLY_STRING)
+        return malformed(err, "not an answer");
+    *kind = rep->element[0]->str;
+    return DSC_OK;
+}
+
+dsc_status dsc__redis_parse_reserve(const redisReply *rep, size_t n, dsc__redis_reserve_out *out,
+                                    dsc_error *err) {
+    const char *kind;
+    dsc_status st = answer_head(rep, &kind, err);
+    if (st != DSC_OK) return st;
+    memset(out, 0, sizeof *out);
+    redisReply **e = rep->element;
+    size_t ne = rep->elements;
+    int64_t idx;
+    if (strcmp(kind, "ok") == 0) {
+        out->kind = DSC_REDIS_HELD, out->n = n;
+        if (n > DSC_REDIS_COUNTERS_MAX || ne != 3 + 3 * n ||
+            !str_into(e[1], out->reservation_id, sizeof out->reservation_id) ||
+            !num(e[2], &out->expires_us) || !states_into(e + 3, n, out->counters))
+            return malformed(err, "ok");
+    } else if (strcmp(kind, "refused") == 0) {
+        out->kind = DSC_REDIS_REFUSED, out->n = 1;
+        if (ne != 5 || !num(e[1], &idx) || idx < 1 || (uint64_t)idx > n ||
+            !states_into(e + 2, 1, out->counters))
+            return malformed(err, "refused");
+        out->refused = (size_t)idx - 1;
+    } else if (strcmp(kind, "stale") == 0) {
+        out->kind = DSC_REDIS_STALE;
+        if (ne != 2 || !num(e[1], &out->version)) return malformed(err, "stale");
+    } else if (strcmp(kind, "repeat") == 0) {
+        out->kind = DSC_REDIS_REPEAT;
+        if (ne != 4 || !str_into(e[1], out->reservation_id, sizeof out->reservation_id) ||
+            !str_into(e[2], out->state, sizeof out->state) || !num(e[3], &out->expires_us))
+            return malformed(err, "repeat");
+    } else {
+        return malformed(err, "unknown answer");
+    }
+    return DSC_OK;
+}
+
+dsc_status dsc__redis_parse_settle(const redisReply *rep, dsc__redis_settle_out *out,
+                                   dsc_error *err) {
+    static const char *const kinds[] = {"settle",     "repeated", "late",
+                                        "unreserved", "unknown",  "forbidden"};
+    const char *kind;
+    dsc_status st = answer_head(rep, &kind, err);
+    if (st != DSC_OK) return st;
+    memset(out, 0, sizeof *out);
+    int k = -1;
+    for (int i = 0; i < 6 && k < 0; i++)
+        if (strcmp(kind, kinds[i]) == 0) k = i;
+    if (k < 0) return malformed(err, "unknown answer");
+    out->kind = (dsc__redis_settle_kind)k;
+    bool charges = out->kind <= DSC_REDIS_UNRESERVED;
+    if (rep->elements != (charges ? 1 + DSC_METRIC_COUNT : 1)) return malformed(err, kind);
+    for (int m = 0; charges && m < DSC_METRIC_COUNT; m++)
+        if (!num(rep->element[1 + m], &out->charged.v[m])) return malformed(err, kind);
+    return DSC_OK;
+}
+
+/* ------------------------------------------------------------------ calls -- */
+
+typedef struct pending {
+    void (*fn)(void);
+    void *ud;
+    size_t n;
+} pending;
+
+static void on_reserve_reply(void *ud, dsc_status st, const redisReply *rep, const char *msg) {
+    pending *p = ud;
+    dsc__redis_reserve_fn fn = (dsc__redis_reserve_fn)p->fn;
+    dsc__redis_reserve_out out;
+    dsc_error err = {0};
+    if (st != DSC_OK)
+        dsc_error_set(&err, st, "%s", msg);
+    else
+        st = dsc__redis_parse_reserve(rep, p->n, &out, &err);
+    fn(p->ud, st, st == DSC_OK ? &out : NULL, &err);
+    free(p);
+}
+
+static void on_settle_reply(void *ud, dsc_status st, const redisReply *rep, const char *msg) {
+    pending *p = ud;
+    dsc__redis_settle_fn fn = (dsc__redis_settle_fn)p->fn;
+    dsc__redis_settle_out out;
+    dsc_error err = {0};
+    if (st != DSC_OK)
+        dsc_error_set(&err, st, "%s", msg);
+    else
+        st = dsc__redis_parse_settle(rep, &out, &err);
+    fn(p->ud, st, st == DSC_OK ? &out : NULL, &err);
+    free(p);
+}
+
+static dsc_status send(dsc__redis *r, dsc__redis_script script, args *a, void (*fn)(void), void *ud,
+                       size_t n, dsc__redis_reply_fn on_reply, dsc_error *err) {
+    pending *p = malloc(sizeof *p);
+    if (!p) return dsc_error_set(err, DSC_NOMEM, "out of memory for a Redis call");
+    *p = (pending){fn, ud, n};
+    dsc_status st = dsc__redis_eval(r, script, a->n, a->v, on_reply, p);
+    if (st != DSC_OK) {
+        free(p);
+        return dsc_error_set(err, st, "%s",
+                             st == DSC_NOMEM ? "out of memory for a Redis call"
+                                             : dsc__redis_last_error(r));
+    }
+    return DSC_OK;
+}
+
+dsc_status dsc__redis_reserve(dsc__redis *r, const dsc__redis_reserve_req *req,
+                              dsc__redis_reserve_fn fn, void *ud, dsc_error *err) {
+    if (!req->reservation_id || !req->reservation_id[0] || req->ttl_us <= 0)
+        return dsc_error_set(err, DSC_BAD_REQUEST, "reserve: needs a reservation_id and ttl");
+    args a = {0};
+    add_int(&a, req->version), add_str(&a, req->reservation_id), add_str(&a, req->request_id);
+    add_int(&a, req->ttl_us), add_int(&a, req->tz_offset_s), add_str(&a, req->owner_key);
+    add_str(&a, req->journal), add_int(&a, req->journal_max), add_int(&a, (int64_t)req->n);
+    dsc_status st = add_counters(&a, req->counters, req->n, true, err);
+    if (st != DSC_OK) return st;
+    return send(r, DSC_REDIS_RESERVE, &a, (void (*)(void))fn, ud, req->n, on_reserve_reply, err);
+}
+
+dsc_status dsc__redis_settle(dsc__redis *r, const dsc__redis_settle_req *req,
+                             dsc__redis_settle_fn fn, void *ud, dsc_error *err) {
+    if (!req->reservation_id || !req->reservation_id[0])
+        return dsc_error_set(err, DSC_BAD_REQUEST, "settle: needs a reservation_id");
+    args a = {0};
+    add_str(&a, req->reservation_id), add_str(&a, req->owner_key);
+    add_int(&a, req->retain_s > 0 ? req->retain_s : 600), add_str(&a, req->journal);
+    add_int(&a, req->journal_max);
+    for (int m = 0; m < DSC_METRIC_COUNT; m++) {
+        if (req->actual.v[m] < 0)
+            return dsc_error_set(err, DSC_BAD_REQUEST, "actual.%s: negative", dsc_metric_name(m));
+        add_int(&a, req->actual.v[m]);
+    }
+    add_int(&a, req->tz_offset_s), add_int(&a, (int64_t)req->n);
+    dsc_status st = add_counters(&a, req->counters, req->n, false, err);
+    if (st != DSC_OK) return st;
+    return send(r, DSC_REDIS_SETTLE, &a, (void (*)(void))fn, ud, req->n, on_settle_reply, err);
+}

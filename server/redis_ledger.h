@@ -1,0 +1,123 @@
+/*
+ * redis_ledger.h - the ledger's Redis scripts as C calls: a request struct in, a
+ * result struct out, through one completion on the connection's loop.
+ *
+ * This is the one place that knows each script's ARGV order and answer shape
+ * (server/redis/<name>.lua); replies are read as hostile input: a reply of another
+ * type, count or number format than the script's contract is DSC_STORE_UNAVAILABLE
+ * ("malformed reply"), never a guess.
+ *
+ *   dsc__redis_counter c = {.name = "org:acme/team:infra#3", .window = w,
+ *                           .limit = 50 * DSC_MICRO, .amount = 2 * DSC_MICRO,
+ *                           .metric = DSC_METRIC_GCO2E};
+ *   dsc__redis_reserve_req rq = {.version = v, .reservation_id = id, .ttl_us = ...,
+ *                                .counters = &c, .n = 1};
+ *   dsc__redis_reserve(r, &rq, on_reserved, ud);
+ */
+#ifndef DISCERN_SERVER_REDIS_LEDGER_H
+#define DISCERN_SERVER_REDIS_LEDGER_H
+
+#include "store_redis.h"
+
+#include "discern/ledger.h"
+#include "discern/window.h"
+
+#include <stddef.h>
+#include <stdint.h>
+
+#define DSC_REDIS_COUNTERS_MAX 32
+
+/* One counter a request touches: its Redis name, window, limit and the amount of
+ * its metric the request holds. */
+typedef struct dsc__redis_counter {
+    const char *name;
+    dsc_window window;
+    int64_t limit;  /* micro-units (reserve) */
+    int64_t amount; /* micro-units (reserve) */
+    dsc_metric metric;
+} dsc__redis_counter;
+
+typedef struct dsc__redis_counter_state {
+    int64_t used, held, resets_at; /* micro-units; unix seconds */
+} dsc__redis_counter_state;
+
+typedef struct dsc__redis_reserve_req {
+    int64_t version;            /* of the budget definitions the counters come from */
+    const char *reservation_id; /* new, unguessable */
+    const char *request_id;     /* NULL or "": none */
+    const char *owner_key;      /* NULL or "": none */
+    int64_t ttl_us;             /* > 0 */
+    int32_t tz_offset_s;        /* calendar windows */
+    const char *journal;        /* the decision's record; NULL: none */
+    int64_t journal_max;        /* the journal stream's cap; 0: not journaled */
+    const dsc__redis_counter *counters;
+    size_t n;
+} dsc__redis_reserve_req;
+
+typedef enum dsc__redis_reserve_kind {
+    DSC_REDIS_HELD,    /* every counter holds amount now */
+    DSC_REDIS_REFUSED, /* nothing held: counters[refused] would exceed its limit */
+    DSC_REDIS_STALE,   /* nothing held: Redis has budgets version `version` */
+    DSC_REDIS_REPEAT,  /* request_id seen: its first reservation, in state `state` */
+} dsc__redis_reserve_kind;
+
+typedef struct dsc__redis_reserve_out {
+    dsc__redis_reserve_kind kind;
+    char reservation_id[DSC_RESERVATION_ID_MAX];               /* HELD, REPEAT */
+    char state[16];                                            /* REPEAT: held, settled, ... */
+    int64_t expires_us;                                        /* HELD, REPEAT */
+    int64_t version;                                           /* STALE */
+    size_t refused;                                            /* REFUSED: index into the request */
+    dsc__redis_counter_state counters[DSC_REDIS_COUNTERS_MAX]; /* HELD: each counter;
+                                                    REFUSED: [0] is the refusing one */
+    size_t n;
+} dsc__redis_reserve_out;
+
+typedef struct dsc__redis_settle_req {
+    const char *reservation_id;
+    const char *owner_key; /* NULL or "": none */
+    dsc_amounts actual;    /* micro-units, >= 0 */
+    int64_t retain_s;      /* how long the finished reservation answers repeats */
+    int32_t tz_offset_s;
+    const char *journal;
+    int64_t journal_max;
+    const dsc__redis_counter *counters; /* charged directly for an unknown id (n may be 0) */
+    size_t n;
+} dsc__redis_settle_req;
+
+typedef enum dsc__redis_settle_kind {
+    DSC_REDIS_SETTLED,    /* the hold was replaced by actual */
+    DSC_REDIS_REPEATED,   /* settled before: charged is the first settle's */
+    DSC_REDIS_LATE,       /* cancelled or expired before: the difference was charged */
+    DSC_REDIS_UNRESERVED, /* unknown id: the given counters were charged */
+    DSC_REDIS_UNKNOWN,    /* unknown id and no counters given: nothing charged */
+    DSC_REDIS_FORBIDDEN,  /* another owner key's reservation: nothing charged */
+} dsc__redis_settle_kind;
+
+typedef struct dsc__redis_settle_out {
+    dsc__redis_settle_kind kind;
+    dsc_amounts charged; /* what the reservation is charged in total now */
+} dsc__redis_settle_out;
+
+/* Completions: st DSC_OK with out filled, or an error (out NULL) with err. */
+typedef void (*dsc__redis_reserve_fn)(void *ud, dsc_status st, const dsc__redis_reserve_out *out,
+                                      const dsc_error *err);
+typedef void (*dsc__redis_settle_fn)(void *ud, dsc_status st, const dsc__redis_settle_out *out,
+                                     const dsc_error *err);
+
+/* Send a reserve. DSC_OK: fn is called once. DSC_BAD_REQUEST (naming the field),
+ * DSC_STORE_UNAVAILABLE or DSC_NOMEM: fn is not called. */
+dsc_status dsc__redis_reserve(dsc__redis *r, const dsc__redis_reserve_req *req,
+                              dsc__redis_reserve_fn fn, void *ud, dsc_error *err);
+/* Send a settle; as dsc__redis_reserve. */
+dsc_status dsc__redis_settle(dsc__redis *r, const dsc__redis_settle_req *req,
+                             dsc__redis_settle_fn fn, void *ud, dsc_error *err);
+
+/* Read reserve.lua's answer for a request of n counters (exposed for tests). */
+dsc_status dsc__redis_parse_reserve(const redisReply *rep, size_t n, dsc__redis_reserve_out *out,
+                                    dsc_error *err);
+/* Read settle.lua's answer (exposed for tests). */
+dsc_status dsc__redis_parse_settle(const redisReply *rep, dsc__redis_settle_out *out,
+                                   dsc_error *err);
+
+#endif

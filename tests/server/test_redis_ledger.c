@@ -1,0 +1,228 @@
+/*
+ * test_redis_ledger.c - the scripts' C calls (server/redis_ledger.c): requests
+ * become the ARGV the scripts expect (shown by a real redis-server answering them),
+ * and every answer that is not the script's contract - another type, count or
+ * number - is refused as a malformed reply instead of being read.
+ */
+#include "redis_harness.h"
+#include "redis_ledger.h"
+
+#include <criterion/criterion.h>
+#include <event2/event.h>
+#include <string.h>
+#include <time.h>
+
+TestSuite(redis_ledger, .fini = th_kill_live_redis, .timeout = 60);
+
+/* ------------------------------------------------------- hand-made replies -- */
+
+static redisReply *s_(const char *text) {
+    static redisReply pool[64];
+    static int next;
+    redisReply *r = &pool[next++ % 64];
+    memset(r, 0, sizeof *r);
+    r->type = REDIS_REPLY_STRING;
+    r->str = (char *)text;
+    r->len = strlen(text);
+    return r;
+}
+
+static redisReply *i_(long long v) {
+    redisReply *r = s_("");
+    r->type = REDIS_REPLY_INTEGER;
+    r->integer = v;
+    return r;
+}
+
+static redisReply arr(redisReply **els, size_t n) {
+    redisReply r = {.type = REDIS_REPLY_ARRAY, .elements = n, .element = els};
+    return r;
+}
+
+Test(redis_ledger, a_held_answer_gives_the_id_expiry_and_every_counter) {
+    redisReply *e[] = {s_("ok"), s_("r1"), s_("1800000000000000"),
+                       s_("5"),  s_("7"),  s_("1801000000"),
+                       s_("0"),  s_("2"),  s_("1802000000")};
+    redisReply rep = arr(e, 9);
+    dsc__redis_reserve_out out;
+    dsc_error err;
+    cr_assert_eq(dsc__redis_parse_reserve(&rep, 2, &out, &err), DSC_OK, "%s", err.message);
+    cr_assert_eq(out.kind, DSC_REDIS_HELD);
+    cr_assert_str_eq(out.reservation_id, "r1");
+    cr_assert_eq(out.expires_us, 1800000000000000LL);
+    cr_assert_eq(out.n, 2);
+    cr_assert_eq(out.counters[0].held, 7);
+    cr_assert_eq(out.counters[1].resets_at, 1802000000);
+}
+
+Test(redis_ledger, a_refusal_names_the_counter_that_would_exceed) {
+    redisReply *e[] = {s_("refused"), i_(2), s_("990"), s_("5"), s_("1801000000")};
+    redisReply rep = arr(e, 5);
+    dsc__redis_reserve_out out;
+    cr_assert_eq(dsc__redis_parse_reserve(&rep, 3, &out, NULL), DSC_OK);
+    cr_assert_eq(out.kind, DSC_REDIS_REFUSED);
+    cr_assert_eq(out.refused, 1);
+    cr_assert_eq(out.counters[0].used, 990);
+}
+
+static void expect_malformed(redisReply *rep, size_t n) {
+    dsc__redis_reserve_out out;
+    dsc_error err = {0};
+    cr_expect_eq(dsc__redis_parse_reserve(rep, n, &out, &err), DSC_STORE_UNAVAILABLE);
+    cr_expect(strstr(err.message, "malformed reply"), "%s", err.message);
+}
+
+Test(redis_ledger, answers_outside_the_contract_are_malformed_not_read) {
+    redisReply *short_ok[] = {s_("ok"), s_("r1"), s_("1")};
+    redisReply r1 = arr(short_ok, 3);
+    expect_malformed(&r1, 1); /* one counter promised, none given */
+    redisReply *bad_num[] = {s_("ok"), s_("r1"), s_("12x"), s_("1"), s_("1"), s_("1")};
+    redisReply r2 = arr(bad_num, 6);
+    expect_malformed(&r2, 1);
+    redisReply *bad_idx[] = {s_("refused"), i_(4), s_("1"), s_("1"), s_("1")};
+    redisReply r3 = arr(bad_idx, 5);
+    expect_malformed(&r3, 3); /* index past the request's counters */
+    redisReply *zero_idx[] = {s_("refused"), i_(0), s_("1"), s_("1"), s_("1")};
+    redisReply r4 = arr(zero_idx, 5);
+    expect_malformed(&r4, 3);
+    char long_id[80];
+    memset(long_id, 'a', sizeof long_id - 1);
+    long_id[sizeof long_id - 1] = '\0';
+    redisReply *too_long[] = {s_("repeat"), s_(long_id), s_("held"), s_("1")};
+    redisReply r5 = arr(too_long, 4);
+    expect_malformed(&r5, 1);
+    redisReply *what[] = {s_("maybe")};
+    redisReply r6 = arr(what, 1);
+    expect_malformed(&r6, 1);
+    redisReply r7 = {.type = REDIS_REPLY_INTEGER, .integer = 1};
+    expect_malformed(&r7, 1);
+    redisReply *huge[] = {s_("stale"), s_("99999999999999999999999")};
+    redisReply r8 = arr(huge, 2);
+    expect_malformed(&r8, 1);
+}
+
+Test(redis_ledger, a_script_error_reply_is_a_bad_request_or_unavailable) {
+    redisReply rep = {.type = REDIS_REPLY_ERROR, .str = "bad_request counter 1", .len = 21};
+    dsc__redis_reserve_out out;
+    dsc_error err;
+    cr_assert_eq(dsc__redis_parse_reserve(&rep, 1, &out, &err), DSC_BAD_REQUEST);
+    redisReply oom = {.type = REDIS_REPLY_ERROR, .str = "ERR something", .len = 13};
+    cr_assert_eq(dsc__redis_parse_reserve(&oom, 1, &out, &err), DSC_STORE_UNAVAILABLE);
+}
+
+Test(redis_ledger, settle_answers_carry_seven_charges_and_others_none) {
+    redisReply *e[] = {s_("late"), s_("0"), s_("40"), s_("0"), s_("0"), s_("0"), s_("0"), s_("0")};
+    redisReply rep = arr(e, 8);
+    dsc__redis_settle_out out;
+    cr_assert_eq(dsc__redis_parse_settle(&rep, &out, NULL), DSC_OK);
+    cr_assert_eq(out.kind, DSC_REDIS_LATE);
+    cr_assert_eq(out.charged.v[DSC_METRIC_GCO2E], 40);
+    redisReply *f[] = {s_("forbidden")};
+    redisReply rf = arr(f, 1);
+    cr_assert_eq(dsc__redis_parse_settle(&rf, &out, NULL), DSC_OK);
+    cr_assert_eq(out.kind, DSC_REDIS_FORBIDDEN);
+    redisReply *missing[] = {s_("settle"), s_("1")};
+    redisReply rm = arr(missing, 2);
+    cr_assert_eq(dsc__redis_parse_settle(&rm, &out, NULL), DSC_STORE_UNAVAILABLE);
+}
+
+/* -------------------------------------------------------- against Redis -- */
+
+typedef struct done {
+    bool done;
+    dsc_status st;
+    dsc__redis_reserve_out r;
+    dsc__redis_settle_out s;
+    char message[256];
+} done;
+
+static void on_reserved(void *ud, dsc_status st, const dsc__redis_reserve_out *out,
+                        const dsc_error *err) {
+    done *d = ud;
+    d->done = true, d->st = st;
+    if (out) d->r = *out;
+    snprintf(d->message, sizeof d->message, "%s", err->message);
+}
+
+static void on_settled(void *ud, dsc_status st, const dsc__redis_settle_out *out,
+                       const dsc_error *err) {
+    done *d = ud;
+    d->done = true, d->st = st;
+    if (out) d->s = *out;
+    snprintf(d->message, sizeof d->message, "%s", err->message);
+}
+
+static void run_until(struct event_base *b, const bool *flag) {
+    for (time_t end = time(NULL) + 5; !*flag && time(NULL) <= end;)
+        event_base_loop(b, EVLOOP_ONCE | EVLOOP_NONBLOCK);
+    cr_assert(*flag, "no answer within 5 s");
+}
+
+Test(redis_ledger, a_reserve_and_its_settle_round_trip_through_redis) {
+    th_redis srv;
+    th_redis_start(&srv, NULL);
+    char url[128];
+    th_redis_url(&srv, url, sizeof url);
+    dsc__store_url u;
+    cr_assert_eq(dsc__store_url_parse("store", url, &u, NULL), DSC_OK);
+    struct event_base *base = event_base_new();
+    dsc__redis_config cfg = {.url = &u};
+    dsc__redis *r = dsc__redis_new(base, &cfg, NULL);
+    cr_assert_not_null(r);
+    for (time_t end = time(NULL) + 5; !dsc__redis_ready(r) && time(NULL) <= end;)
+        event_base_loop(base, EVLOOP_ONCE | EVLOOP_NONBLOCK);
+    cr_assert(dsc__redis_ready(r), "%s", dsc__redis_last_error(r));
+
+    dsc__redis_counter c[2] = {
+        {.name = "org:acme/team:infra#1", .limit = 1000, .amount = 600, .metric = DSC_METRIC_GCO2E},
+        {.name = "org:acme#2", .limit = 10, .amount = 1, .metric = DSC_METRIC_REQUESTS}};
+    cr_assert_eq(dsc_window_parse("month", &c[0].window, NULL), DSC_OK);
+    cr_assert_eq(dsc_window_parse("rate:5/1m", &c[1].window, NULL), DSC_OK);
+    dsc__redis_reserve_req rq = {.reservation_id = "res-1",
+                                 .request_id = "req-1",
+                                 .owner_key = "k1",
+                                 .ttl_us = 60000000,
+                                 .counters = c,
+                                 .n = 2};
+    done d = {0};
+    dsc_error err;
+    cr_assert_eq(dsc__redis_reserve(r, &rq, on_reserved, &d, &err), DSC_OK, "%s", err.message);
+    run_until(base, &d.done);
+    cr_assert_eq(d.st, DSC_OK, "%s", d.message);
+    cr_assert_eq(d.r.kind, DSC_REDIS_HELD);
+    cr_assert_eq(d.r.counters[0].held, 600);
+    cr_assert_eq(d.r.counters[1].held, 1);
+
+    rq.reservation_id = "res-2";
+    d = (done){0};
+    cr_assert_eq(dsc__redis_reserve(r, &rq, on_reserved, &d, &err), DSC_OK);
+    run_until(base, &d.done);
+    cr_assert_eq(d.r.kind, DSC_REDIS_REPEAT);
+    cr_assert_str_eq(d.r.reservation_id, "res-1");
+
+    dsc__redis_settle_req sq = {.reservation_id = "res-1", .owner_key = "k1"};
+    sq.actual.v[DSC_METRIC_GCO2E] = 450;
+    sq.actual.v[DSC_METRIC_REQUESTS] = 1;
+    d = (done){0};
+    cr_assert_eq(dsc__redis_settle(r, &sq, on_settled, &d, &err), DSC_OK, "%s", err.message);
+    run_until(base, &d.done);
+    cr_assert_eq(d.st, DSC_OK, "%s", d.message);
+    cr_assert_eq(d.s.kind, DSC_REDIS_SETTLED);
+    cr_assert_eq(d.s.charged.v[DSC_METRIC_GCO2E], 450);
+
+    rq.reservation_id = "res-3", rq.request_id = NULL;
+    c[0].amount = 551; /* 450 used + 551 > 1000 */
+    d = (done){0};
+    cr_assert_eq(dsc__redis_reserve(r, &rq, on_reserved, &d, &err), DSC_OK);
+    run_until(base, &d.done);
+    cr_assert_eq(d.r.kind, DSC_REDIS_REFUSED);
+    cr_assert_eq(d.r.refused, 0);
+    cr_assert_eq(d.r.counters[0].used, 450);
+
+    c[0].amount = -1;
+    cr_assert_eq(dsc__redis_reserve(r, &rq, on_reserved, &d, &err), DSC_BAD_REQUEST);
+    cr_assert(strstr(err.message, "counters[0]"), "%s", err.message);
+    dsc__redis_free(r);
+    event_base_free(base);
+    th_redis_cleanup(&srv);
+}
