@@ -653,6 +653,7 @@ static void on_tick(evutil_socket_t fd, short what, void *arg) {
     size_t expired = dsc_ledger_tick(srv->ledger);
     if (expired) dsc_log_write(&srv->log, DSC_LOG_INFO, "holds_expired", "count=%zu", expired);
     dsc__resv_prune(srv->reservations, dsc__now_us() / 1000000);
+    dsc__authlimit_report(srv->authlimit, &srv->log, dsc__now_us());
 }
 
 /* Create the store's folder (one level: "var/" of "var/discern.db") when missing. */
@@ -739,8 +740,9 @@ dsc_server *dsc_server_new(const dsc_server_config *cfg, dsc_error *err) {
     srv->started_us = dsc__now_us();
     pthread_mutex_init(&srv->state_lock, NULL);
     srv->grid = dsc_grid_new();
-    if (!srv->grid) {
-        dsc_error_set(err, DSC_NOMEM, "out of memory for the grid table");
+    srv->authlimit = dsc__authlimit_new();
+    if (!srv->grid || !srv->authlimit) {
+        dsc_error_set(err, DSC_NOMEM, "out of memory for the grid and auth tables");
         goto fail;
     }
     if (dsc__server_reload(srv, err) != DSC_OK) goto fail;
@@ -803,6 +805,7 @@ void dsc_server_free(dsc_server *srv) {
     if (srv->base) event_base_free(srv->base);
     dsc__state_unref(srv->state);
     dsc_grid_free(srv->grid);
+    dsc__authlimit_free(srv->authlimit);
     pthread_mutex_destroy(&srv->state_lock);
     free(srv);
 }
