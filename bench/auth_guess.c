@@ -124,7 +124,8 @@ static void reconnect(conn *c, int port, counts *n) {
 /* Read what arrived on c; answer each reply with the next guess. */
 static void on_readable(conn *c, int port, counts *n) {
     msgpack_unpacker_reserve_buffer(&c->up, 4096);
-    ssize_t r = read(c->fd, msgpack_unpacker_buffer(&c->up), msgpack_unpacker_buffer_capacity(&c->up));
+    ssize_t r =
+        read(c->fd, msgpack_unpacker_buffer(&c->up), msgpack_unpacker_buffer_capacity(&c->up));
     if (r <= 0) {
         if (r < 0 && (errno == EAGAIN || errno == EINTR)) return;
         reconnect(c, port, n);
