@@ -7,14 +7,16 @@
  */
 #include "config.h"
 
+#include <arpa/inet.h>
 #include <ctype.h>
 #include <errno.h>
+#include <netinet/in.h>
 #include <stddef.h>
 #include <stdlib.h>
 #include <string.h>
 #include <unistd.h>
 
-typedef enum key_type { KEY_STR, KEY_INT, KEY_U32, KEY_SIZE } key_type;
+typedef enum key_type { KEY_STR, KEY_INT, KEY_U32, KEY_SIZE, KEY_BOOL, KEY_MODE } key_type;
 
 typedef struct config_key {
     const char *name;
@@ -53,6 +55,9 @@ static const config_key config_keys[] = {
     NUM("max_inflight", KEY_U32, max_inflight, 1, 1 << 20),
     NUM("max_connections", KEY_U32, max_connections, 1, 1 << 24),
     NUM("idle_timeout_s", KEY_U32, idle_timeout_s, 1, 86400 * 7),
+    NUM("unix_mode", KEY_MODE, unix_mode, 0, 0777),
+    NUM("require_auth", KEY_BOOL, require_auth, 0, 1),
+    NUM("allow_insecure_bind", KEY_BOOL, allow_insecure_bind, 0, 1),
 };
 
 #define N_CONFIG_KEYS (sizeof config_keys / sizeof config_keys[0])
@@ -66,7 +71,7 @@ const char *dsc_log_level_name(dsc_log_level level) {
 void dsc_server_config_default(dsc_server_config *cfg) {
     memset(cfg, 0, sizeof *cfg);
     strcpy(cfg->listen, "127.0.0.1:7878");
-    strcpy(cfg->unix_path, "/tmp/discernd.sock");
+    strcpy(cfg->unix_path, "var/discernd.sock");
     strcpy(cfg->http, "127.0.0.1:7879");
     strcpy(cfg->store, "var/discern.db");
     strcpy(cfg->durability, "full");
@@ -81,10 +86,35 @@ void dsc_server_config_default(dsc_server_config *cfg) {
     cfg->idle_timeout_s = 300;
     cfg->unix_admin_uids[0] = getuid();
     cfg->n_unix_admin_uids = 1;
+    cfg->unix_mode = 0660;
+    cfg->require_auth = true;
+}
+
+static dsc_status set_bool(dsc_server_config *cfg, const config_key *k, const char *value,
+                           dsc_error *err) {
+    bool v = strcmp(value, "true") == 0;
+    if (!v && strcmp(value, "false") != 0)
+        return dsc_error_set(err, DSC_BAD_REQUEST, "%s: '%s' is not true or false", k->name, value);
+    *(bool *)((char *)cfg + k->offset) = v;
+    return DSC_OK;
+}
+
+/* An octal mode such as 0660 (the leading 0 optional). */
+static dsc_status set_mode(dsc_server_config *cfg, const config_key *k, const char *value,
+                           dsc_error *err) {
+    char *end;
+    long v = strtol(value, &end, 8);
+    if (end == value || *end || value[0] == '-' || v < k->min || v > k->max)
+        return dsc_error_set(err, DSC_BAD_REQUEST,
+                             "%s: '%s' is not an octal permission mode like 0660", k->name, value);
+    *(uint32_t *)((char *)cfg + k->offset) = (uint32_t)v;
+    return DSC_OK;
 }
 
 static dsc_status set_number(dsc_server_config *cfg, const config_key *k, const char *value,
                              dsc_error *err) {
+    if (k->type == KEY_BOOL) return set_bool(cfg, k, value, err);
+    if (k->type == KEY_MODE) return set_mode(cfg, k, value, err);
     char *end;
     errno = 0;
     long long v = strtoll(value, &end, 10);
@@ -107,6 +137,8 @@ static dsc_status set_number(dsc_server_config *cfg, const config_key *k, const 
         *(size_t *)p = (size_t)v;
         break;
     case KEY_STR:
+    case KEY_BOOL:
+    case KEY_MODE:
         break;
     }
     return DSC_OK;
@@ -236,7 +268,8 @@ static const flag flags[] = {
     {"--config", NULL, "FILE", "read this config file first (flags override it)"},
     {"--listen", "listen", "HOST:PORT",
      "TCP listener (default 127.0.0.1:7878; port 0 picks a free one; \"\" disables)"},
-    {"--unix", "unix", "PATH", "Unix socket listener (default /tmp/discernd.sock; \"\" disables)"},
+    {"--unix", "unix", "PATH",
+     "Unix socket listener (default var/discernd.sock, mode unix_mode 0660; \"\" disables)"},
     {"--http", "http", "HOST:PORT",
      "HTTP listener for /metrics, /healthz, /v1/budgets (default 127.0.0.1:7879; \"\" disables)"},
     {"--store", "store", "PATH",
@@ -264,6 +297,8 @@ void dsc_server_config_usage(FILE *out) {
         snprintf(left, sizeof left, "%s %s", flags[i].flag, flags[i].arg);
         fprintf(out, "  %-24s %s\n", left, flags[i].help);
     }
+    fprintf(out, "  %-24s %s\n", "--insecure-bind",
+            "serve a non-loopback address even with require_auth = false");
     fprintf(out, "  %-24s %s\n\n", "--help", "show this help");
     fprintf(out,
             "Signals: SIGTERM/SIGINT drain and exit 0, SIGHUP reloads policies and catalogue.\n");
@@ -285,6 +320,10 @@ static dsc_status apply_flags(dsc_server_config *cfg, int argc, char **argv, boo
     for (int i = 1; i < argc; i++) {
         if (strcmp(argv[i], "--help") == 0 || strcmp(argv[i], "-h") == 0) {
             *help = true;
+            continue;
+        }
+        if (strcmp(argv[i], "--insecure-bind") == 0) { /* a switch: no value */
+            if (!only_config) cfg->allow_insecure_bind = true;
             continue;
         }
         const char *value;
@@ -314,4 +353,36 @@ dsc_status dsc_server_config_from_args(dsc_server_config *cfg, int argc, char **
     if (env && *env && (st = dsc_server_config_set(cfg, "admin_token", env, err)) != DSC_OK)
         return st;
     return apply_flags(cfg, argc, argv, false, help, err);
+}
+
+/* The host of "host:port" / "[v6]:port" is a loopback address (127.0.0.0/8, ::1,
+ * ::ffff:127.x). Anything unparsable counts as not loopback. */
+static bool is_loopback(const char *hostport) {
+    char host[64];
+    const char *colon = strrchr(hostport, ':');
+    size_t n = colon ? (size_t)(colon - hostport) : 0;
+    if (n > 2 && hostport[0] == '[' && hostport[n - 1] == ']') hostport++, n -= 2;
+    if (n == 0 || n >= sizeof host) return false;
+    memcpy(host, hostport, n);
+    host[n] = '\0';
+    struct in_addr v4;
+    struct in6_addr v6;
+    if (inet_pton(AF_INET, host, &v4) == 1) return (ntohl(v4.s_addr) >> 24) == 127;
+    if (inet_pton(AF_INET6, host, &v6) != 1) return false;
+    return IN6_IS_ADDR_LOOPBACK(&v6) || (IN6_IS_ADDR_V4MAPPED(&v6) && v6.s6_addr[12] == 127);
+}
+
+dsc_status dsc_server_config_check(const dsc_server_config *cfg, dsc_error *err) {
+    const char *keys[] = {"listen", "http"}, *values[] = {cfg->listen, cfg->http};
+    for (int i = 0; i < 2; i++) {
+        if (cfg->require_auth || cfg->allow_insecure_bind || !values[i][0] ||
+            is_loopback(values[i]))
+            continue;
+        return dsc_error_set(err, DSC_BAD_REQUEST,
+                             "%s: refusing %s with require_auth = false: not loopback, so anyone "
+                             "reaching it could call every method without a key; set "
+                             "require_auth = true, use 127.0.0.1, or force with --insecure-bind",
+                             keys[i], values[i]);
+    }
+    return DSC_OK;
 }

@@ -162,3 +162,155 @@ Test(security, strings_that_are_not_utf8_are_refused_naming_the_field_and_charge
     json_decref(r);
     th_client_free(c);
 }
+
+/* --------------------------------------------------------------- Unix socket -- */
+
+TestSuite(unix_socket, .fini = th_kill_live_server, .timeout = 60);
+
+static void ping_over_unix(const th_server *s) {
+    th_client *c = th_connect_unix(s);
+    json_t *r = th_call(c, "ping", NULL);
+    cr_assert_not_null(th_result(r), "ping over the Unix socket: %s", th_error_message(r));
+    json_decref(r);
+    th_client_free(c);
+}
+
+static unsigned socket_mode(const th_server *s) {
+    struct stat st;
+    cr_assert_eq(lstat(s->unix_path, &st), 0, "%s: %s", s->unix_path, strerror(errno));
+    cr_assert(S_ISSOCK(st.st_mode));
+    return (unsigned)(st.st_mode & 07777);
+}
+
+Test(unix_socket, is_created_0660_under_umask_0_or_as_unix_mode_says) {
+    mode_t old = umask(0);
+    th_server s;
+    th_server_prepare(&s);
+    th_server_restart(&s, NULL);
+    umask(old);
+    cr_assert_eq(socket_mode(&s), 0660, "mode %04o under umask 0", socket_mode(&s));
+    ping_over_unix(&s);
+    cr_assert_eq(th_server_stop(&s), 0);
+    umask(0);
+    th_server_restart(&s, "unix_mode = 0600");
+    umask(old);
+    cr_assert_eq(socket_mode(&s), 0600);
+    th_server_cleanup(&s);
+}
+
+static struct sockaddr_un unix_addr(const char *path) {
+    struct sockaddr_un a = {.sun_family = AF_UNIX};
+    cr_assert_lt(strlen(path), sizeof a.sun_path);
+    memcpy(a.sun_path, path, strlen(path) + 1);
+    return a;
+}
+
+/* A socket file at path that nobody listens on (as a crash leaves it), or with a
+ * listener whose fd goes to *fd_out. */
+static void make_stale_socket(const char *path, bool keep_listening, int *fd_out) {
+    int fd = socket(AF_UNIX, SOCK_STREAM, 0);
+    struct sockaddr_un a = unix_addr(path);
+    cr_assert_eq(bind(fd, (struct sockaddr *)&a, sizeof a), 0, "%s", strerror(errno));
+    if (keep_listening) {
+        cr_assert_eq(listen(fd, 4), 0);
+        *fd_out = fd;
+        return;
+    }
+    close(fd);
+}
+
+Test(unix_socket, a_stale_socket_at_the_path_is_replaced) {
+    th_server s;
+    th_server_prepare(&s);
+    make_stale_socket(s.unix_path, false, NULL);
+    th_server_restart(&s, NULL);
+    ping_over_unix(&s);
+    cr_assert(th_log_contains(&s, "event=unix_stale_removed path="));
+    th_server_cleanup(&s);
+}
+
+static void refused_start(th_server *s, const char *why) {
+    cr_assert_eq(th_server_expect_exit(s, NULL), 3);
+    char want[512];
+    snprintf(want, sizeof want, "unix: %s %s", s->unix_path, why);
+    cr_assert(th_log_contains(s, want), "the log lacks \"%s\"", want);
+}
+
+static void assert_file_holds(const char *path, const char *text) {
+    char buf[64] = "";
+    FILE *f = fopen(path, "r");
+    cr_assert_not_null(f, "%s is gone", path);
+    cr_assert_not_null(fgets(buf, sizeof buf, f));
+    fclose(f);
+    cr_assert_str_eq(buf, text);
+}
+
+Test(unix_socket, a_file_that_is_not_a_socket_is_reported_and_left_alone) {
+    th_server s;
+    th_server_prepare(&s);
+    FILE *f = fopen(s.unix_path, "w");
+    fputs("keep me", f);
+    fclose(f);
+    refused_start(&s, "exists and is not a socket; refusing to remove it");
+    assert_file_holds(s.unix_path, "keep me");
+    th_server_cleanup(&s);
+}
+
+Test(unix_socket, a_symbolic_link_is_reported_and_neither_followed_nor_removed) {
+    th_server s;
+    th_server_prepare(&s);
+    char target[400];
+    snprintf(target, sizeof target, "%s/target", s.dir);
+    FILE *f = fopen(target, "w");
+    fputs("victim", f);
+    fclose(f);
+    cr_assert_eq(symlink(target, s.unix_path), 0);
+    refused_start(&s, "is a symbolic link; refusing to follow or remove it");
+    struct stat st;
+    cr_assert_eq(lstat(s.unix_path, &st), 0);
+    cr_assert(S_ISLNK(st.st_mode), "the link is still there");
+    assert_file_holds(target, "victim");
+    th_server_cleanup(&s);
+}
+
+Test(unix_socket, another_users_socket_is_reported_and_left_alone) {
+    if (geteuid() != 0) cr_skip_test("needs root to give a socket to another uid");
+    th_server s;
+    th_server_prepare(&s);
+    make_stale_socket(s.unix_path, false, NULL);
+    cr_assert_eq(lchown(s.unix_path, 12345, 12345), 0);
+    refused_start(&s, "is a socket of uid 12345, not ours (0); refusing to remove it");
+    struct stat st;
+    cr_assert_eq(lstat(s.unix_path, &st), 0);
+    cr_assert_eq(st.st_uid, 12345);
+    th_server_cleanup(&s);
+}
+
+Test(unix_socket, a_socket_with_a_live_listener_is_reported_and_keeps_working) {
+    th_server s;
+    th_server_prepare(&s);
+    int fd = -1;
+    make_stale_socket(s.unix_path, true, &fd);
+    refused_start(&s, "is in use by a running server (another discernd?)");
+    int c = socket(AF_UNIX, SOCK_STREAM, 0);
+    struct sockaddr_un a = unix_addr(s.unix_path);
+    cr_assert_eq(connect(c, (struct sockaddr *)&a, sizeof a), 0, "the other listener still works");
+    close(c);
+    close(fd);
+    th_server_cleanup(&s);
+}
+
+/* ------------------------------------------------------------- insecure bind -- */
+
+TestSuite(startup, .fini = th_kill_live_server, .timeout = 60);
+
+Test(startup, tcp_beyond_loopback_without_require_auth_refuses_to_start_saying_why) {
+    th_server s;
+    th_server_prepare(&s);
+    cr_assert_eq(th_server_expect_exit(&s, "listen = \"0.0.0.0:0\"\nrequire_auth = false"), 3);
+    cr_assert(th_log_contains(&s, "listen: refusing 0.0.0.0:0 with require_auth = false: not "
+                                  "loopback, so anyone reaching it could call every method "
+                                  "without a key"));
+    cr_assert(th_log_contains(&s, "--insecure-bind"));
+    th_server_cleanup(&s);
+}
