@@ -8,6 +8,7 @@
 
 #include <criterion/criterion.h>
 #include <errno.h>
+#include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -121,6 +122,23 @@ Test(security, failed_logins_are_not_logged_one_line_each) {
     fclose(f);
     cr_assert_leq(lines, 1, "six failures wrote %d log lines", lines);
     cr_assert_eq(metric("discern_auth_failures_total"), 6);
+}
+
+Test(security, sigterm_answers_an_auth_still_waiting_for_its_turn_then_exits_zero) {
+    th_client *warm = th_connect_tcp(&srv);
+    for (int i = 0; i < 3; i++)
+        timed_auth(warm, WRONG, false);
+    th_client_free(warm);
+    th_client *c = th_connect_tcp(&srv);
+    th_send_request(c, 7, "auth", RIGHT);
+    th_sleep_ms(20);
+    cr_assert_eq(kill(srv.pid, SIGTERM), 0);
+    json_t *r = th_read(c, 5000);
+    cr_assert_not_null(r, "the waiting auth was not answered before the exit");
+    cr_assert(json_is_true(json_object_get(th_result(r), "admin")));
+    json_decref(r);
+    th_client_free(c);
+    cr_assert_eq(th_server_stop(&srv), 0);
 }
 
 /* --------------------------------------------------------------------- UTF-8 -- */
