@@ -108,12 +108,12 @@ struct dsc__conn {
     int fd;
     uint64_t id;
     bool is_unix;
-    bool admin;                             /* auth succeeded, or an allowed Unix peer uid */
-    uint8_t auth_failures;                  /* wrong tokens on this connection (3 close it) */
-    char auth_peer[DSC__AUTHLIMIT_KEY_MAX]; /* its authlimit key, set at the first auth */
-    bool closing;                           /* close once the output is flushed */
-    bool paused;                            /* reading stopped until the output drains */
+    bool admin;            /* auth succeeded, or an allowed Unix peer uid */
+    uint8_t auth_failures; /* wrong tokens on this connection (3 close it) */
+    bool closing;          /* close once the output is flushed */
+    bool paused;           /* reading stopped until the output drains */
     uid_t peer_uid;
+    char auth_peer[DSC__AUTHLIMIT_KEY_MAX]; /* its authlimit key, set at the first auth */
     struct event *rev, *wev;
     uint8_t *in; /* received bytes; in[0..in_len) */
     size_t in_cap, in_len;
