@@ -174,7 +174,12 @@ Test(security, strings_that_are_not_utf8_are_refused_naming_the_field_and_charge
     refused_naming(c, "budget.get", "{" SUBJ(BAD) "}", FIELD("org"));
     refused_naming(c, "auth", "{\"token\": \"" BAD "\"}", FIELD("token"));
     cr_assert_eq(th_sql_int(&srv, "SELECT count(*) FROM reservations"), 0);
-    /* The connection goes on, and /metrics still parses. */
+    int status;
+    char *body = th_http_get(&srv, "/v1/budgets?org=%FFacme", &status);
+    cr_assert_eq(status, 400, "%s", body);
+    cr_assert(strstr(body, "field 'org': not valid UTF-8"), "%s", body);
+    free(body);
+    /* The connection goes on. */
     json_t *r = th_call(c, "ping", NULL);
     cr_assert_not_null(th_result(r));
     json_decref(r);
