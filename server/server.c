@@ -598,11 +598,13 @@ static dsc_status clear_unix_path(dsc_server *srv, const struct sockaddr_un *sun
         return dsc_error_set(err, DSC_IO,
                              "unix: %s is a socket of uid %u, not ours (%u); refusing to remove it",
                              path, (unsigned)st.st_uid, (unsigned)geteuid());
-    int fd = socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0);
+    /* Non-blocking: a listener with a full backlog answers EAGAIN instead of making
+     * the start wait. */
+    int fd = socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC | SOCK_NONBLOCK, 0);
     if (fd < 0) return dsc_error_set(err, DSC_IO, "unix: socket: %s", strerror(errno));
     int rc = connect(fd, (const struct sockaddr *)sun, sizeof *sun), e = errno;
     close(fd);
-    if (rc == 0)
+    if (rc == 0 || e == EAGAIN)
         return dsc_error_set(err, DSC_IO,
                              "unix: %s is in use by a running server (another discernd?)", path);
     if (e != ECONNREFUSED)
