@@ -184,7 +184,7 @@ int64_t dsc__authlimit_admit(dsc__authlimit *l, const char *key, int64_t now_us,
     bool local = e && e->failures >= DSC__AUTHLIMIT_FREE;
     bool global = global_over(l, key, now_us);
     int64_t at = now_us;
-    if (local) at = max64(at, e->next_us);
+    if (local) at = max64(now_us + DSC__AUTHLIMIT_DELAY_US, e->next_us);
     if (global) at = max64(at, max64(now_us + DSC__AUTHLIMIT_DELAY_US, l->global_next_us));
     int64_t wait = at - now_us;
     if (wait > DSC__AUTHLIMIT_WAIT_MAX_US) {

@@ -6,10 +6,12 @@
  * wrong tokens had ~24 000 guesses a second evaluated, and each wrote a log line. Now:
  *   - an address (IPv4 address, IPv6 /64, or the uid of a Unix-socket peer) gets
  *     DSC__AUTHLIMIT_FREE failures for free; after that every auth attempt from it,
- *     right or wrong, is evaluated only at its turn: the first waits 100 ms, and each
- *     further failure doubles the gap (up to 3.2 s). Attempts on parallel connections
- *     queue behind one another, so the rate per address is bounded, not the wait per
- *     connection. An attempt whose turn is more than 8 s away is refused unevaluated.
+ *     right or wrong, is evaluated only at its turn: at least 100 ms after it
+ *     arrives, and one gap after the previous turn, the gap starting at 100 ms and
+ *     doubling with each further failure (up to 3.2 s). Attempts on parallel
+ *     connections queue behind one another, so the rate per address is bounded, not
+ *     only the wait per connection. An attempt whose turn is more than 8 s away is
+ *     refused unevaluated.
  *   - globally (TCP only), more than DSC__AUTHLIMIT_GLOBAL_FREE failures within the
  *     last one to two seconds make every TCP auth attempt wait at least 100 ms and
  *     queue for one of 20 turns a second, whatever its address.
