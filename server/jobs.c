@@ -17,6 +17,13 @@
  *   job = dsc__job_defer(c, sizeof(my_job), finish);   in a handler (only the
  *                                                       dsc__job part is zeroed)
  *   dsc_ledger_settle_async(..., dsc__job_done, dsc__job_slot(job, 0), &err);
+ *
+ * A call can also wait for time instead of the store (dsc__job_delay_call, used by
+ * auth for the turns of authlimit.c): its params are packed into the job, a one-shot
+ * timer on the worker's loop completes the job's only slot, and finish() runs the
+ * method again on the params unpacked, its result being the reply. The worker never
+ * sleeps; a draining worker waits for these jobs like any other (their delays are
+ * shorter than the drain deadline).
  */
 #include "server_internal.h"
 
@@ -135,4 +142,67 @@ void dsc__jobs_run_completed(dsc__worker *w) {
         conn->flush_queued = false;
         dsc__conn_after_job(conn);
     }
+}
+
+/* ------------------------------------------------------------- delayed calls -- */
+
+typedef struct delayed {
+    dsc__job job;
+    dsc__method_fn fn;
+    msgpack_sbuffer params; /* the params map, packed */
+} delayed;
+
+static void on_delay(evutil_socket_t fd, short what, void *slot) {
+    (void)fd;
+    (void)what;
+    dsc__job_done(slot, DSC_OK, NULL);
+}
+
+static dsc_status finish_delayed(dsc__job *job, dsc_status st, const dsc_error *st_err,
+                                 msgpack_packer *pk, dsc_error *err) {
+    delayed *d = (delayed *)job;
+    if (st != DSC_OK) *err = *st_err;
+    msgpack_zone zone;
+    msgpack_object params;
+    if (st == DSC_OK && !msgpack_zone_init(&zone, 1024))
+        st = dsc_error_set(err, DSC_NOMEM, "out of memory replaying a delayed call");
+    else if (st == DSC_OK) {
+        st = dsc_rpc_decode((const uint8_t *)d->params.data, d->params.size, &zone, &params);
+        dsc__call c = {job->conn, job->w->srv, job->w, job->msgid, job->is_request, NULL, true};
+        if (st == DSC_OK) st = d->fn(&c, &params, pk, err);
+        msgpack_zone_destroy(&zone);
+    }
+    msgpack_sbuffer_destroy(&d->params);
+    return st;
+}
+
+dsc_status dsc__job_delay_call(dsc__call *c, const msgpack_object *params, dsc__method_fn fn,
+                               int64_t delay_us, dsc_error *err) {
+    msgpack_sbuffer packed;
+    msgpack_sbuffer_init(&packed);
+    msgpack_packer pk;
+    msgpack_packer_init(&pk, &packed, msgpack_sbuffer_write);
+    if (msgpack_pack_object(&pk, *params) != 0 || packed.size > DSC__JOB_DELAY_PARAMS_MAX) {
+        bool big = packed.size > DSC__JOB_DELAY_PARAMS_MAX;
+        msgpack_sbuffer_destroy(&packed);
+        return big ? dsc_error_set(err, DSC_TOO_LARGE, "params: over %d bytes packed",
+                                   DSC__JOB_DELAY_PARAMS_MAX)
+                   : dsc_error_set(err, DSC_NOMEM, "out of memory delaying a call");
+    }
+    delayed *d = (delayed *)dsc__job_defer(c, sizeof *d, finish_delayed);
+    if (!d) {
+        msgpack_sbuffer_destroy(&packed);
+        return dsc_error_set(err, DSC_NOMEM, "out of memory delaying a call");
+    }
+    d->fn = fn;
+    d->params = packed;
+    struct timeval tv = {(time_t)(delay_us / 1000000), (suseconds_t)(delay_us % 1000000)};
+    if (event_base_once(c->w->base, -1, EV_TIMEOUT, on_delay, dsc__job_slot(&d->job, 0), &tv) !=
+        0) {
+        dsc__job_unslot(&d->job);
+        msgpack_sbuffer_destroy(&d->params);
+        d->params = (msgpack_sbuffer){0};
+        return dsc_error_set(err, DSC_INTERNAL, "cannot arm the timer of a delayed call");
+    }
+    return DSC_OK;
 }

@@ -117,6 +117,8 @@ static dsc_status copy_tag_str(const msgpack_object *o, char *out, const char *w
         return dsc_error_set(err, DSC_BAD_REQUEST,
                              "field 'tags': a %s is longer than %d bytes or holds NUL", what,
                              FIELD_MAX - 1);
+    if (!dsc_rpc_utf8_valid(o->via.str.ptr, o->via.str.size))
+        return dsc_error_set(err, DSC_BAD_REQUEST, "field 'tags': a %s is not valid UTF-8", what);
     memcpy(out, o->via.str.ptr, o->via.str.size);
     out[o->via.str.size] = '\0';
     return DSC_OK;

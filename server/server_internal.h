@@ -7,6 +7,7 @@
 #define DISCERN_SERVER_INTERNAL_H
 
 #include "accept.h"
+#include "authlimit.h"
 #include "config.h"
 #include "log.h"
 #include "rpc.h"
@@ -114,6 +115,7 @@ struct dsc__conn {
     bool paused;           /* reading stopped until the output drains */
     uid_t peer_uid;
     char addr[DSC__ADDR_KEY_MAX]; /* the peer's IP address ("" for Unix peers) */
+    char auth_peer[DSC__AUTHLIMIT_KEY_MAX]; /* its authlimit key, set at the first auth */
     struct event *rev, *wev;
     struct event *timer;    /* idle and frame deadlines (server.c, "Deadlines") */
     int64_t last_frame_ms;  /* monotonic: the last complete message (or the accept) */
@@ -189,6 +191,7 @@ struct dsc_server {
     dsc_grid *grid;                       /* live grid intensities (thread-safe) */
     dsc_ledger *ledger;                   /* budgets, holds, journal (thread-safe) */
     dsc__resv_table *reservations;        /* what each reservation was for (thread-safe) */
+    dsc__authlimit *authlimit;            /* failed auth by peer address (thread-safe) */
     struct event *tick;                   /* once a second: expire holds, prune reservations */
     atomic_int_fast64_t store_free_bytes; /* on the store's file system; -1 = unknown */
     bool store_disk_low;                  /* below store_free_warn_bytes (main thread) */
@@ -220,6 +223,7 @@ typedef struct dsc__call {
     uint32_t msgid;
     bool is_request;
     dsc__job *deferred; /* set by dsc__job_defer: the reply comes later */
+    bool replayed;      /* run again by dsc__job_delay_call, after its wait */
 } dsc__call;
 
 /* Jobs (jobs.c). Defer the call: a zeroed job of size bytes (a struct beginning with
@@ -242,6 +246,14 @@ void dsc__conn_after_job(dsc__conn *conn);
  * error (whatever was packed is then discarded). */
 typedef dsc_status (*dsc__method_fn)(dsc__call *c, const msgpack_object *params, msgpack_packer *pk,
                                      dsc_error *err);
+
+/* Defer the call and run fn again with the same params after delay_us on the
+ * worker's loop (c->replayed set), its result being the reply. Params packed over
+ * DSC__JOB_DELAY_PARAMS_MAX bytes are refused (DSC_TOO_LARGE); DSC_NOMEM when out of
+ * memory. */
+#define DSC__JOB_DELAY_PARAMS_MAX 4096
+dsc_status dsc__job_delay_call(dsc__call *c, const msgpack_object *params, dsc__method_fn fn,
+                               int64_t delay_us, dsc_error *err);
 
 /* Handlers (methods_catalog.c, methods_ledger.c). */
 dsc_status dsc__m_estimate(dsc__call *c, const msgpack_object *p, msgpack_packer *pk,
