@@ -1,0 +1,144 @@
+/*
+ * test_integration_enforce.c - promises of enforcement kept by a real discernd: cost
+ * budgets priced from the catalogue, one discernd per store file, the grid forecast
+ * reaching policies, the wait a rate window names.
+ */
+#include "harness.h"
+
+#include <criterion/criterion.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+
+static th_server srv;
+
+static void start(void) {
+    th_server_start(&srv, NULL);
+}
+static void stop(void) {
+    th_server_cleanup(&srv);
+}
+
+TestSuite(enforce, .init = start, .fini = stop, .timeout = 60);
+
+#define MONEY "\"subject\": {\"org\": \"acme\", \"team\": \"money\"}"
+#define COST_BUDGET "\"selector\": \"team:money\", \"metric\": \"cost\", \"window\": \"day\""
+
+/* Call and expect success; returns the response (owns it), result via *res. */
+static json_t *ok(th_client *c, const char *method, const char *params, json_t **res) {
+    json_t *r = th_call(c, method, params);
+    cr_assert_not_null(th_result(r), "%s failed: %s %s", method, th_error_code(r),
+                       th_error_message(r));
+    *res = th_result(r);
+    return r;
+}
+
+static th_client *admin(const th_server *s) {
+    th_client *c = th_connect_tcp(s);
+    json_t *res, *r = ok(c, "auth", "{\"token\": \"" TH_ADMIN_TOKEN "\"}", &res);
+    json_decref(r);
+    return c;
+}
+
+static const char *str(json_t *obj, const char *key) {
+    const char *v = json_string_value(json_object_get(obj, key));
+    cr_assert_not_null(v, "no string '%s'", key);
+    return v;
+}
+
+static double num(json_t *obj, const char *key) {
+    json_t *v = json_object_get(obj, key);
+    cr_assert(json_is_number(v), "no number '%s'", key);
+    return json_number_value(v);
+}
+
+/* The budget_state of metric in a reply's budgets. */
+static json_t *budget_of(json_t *res, const char *metric) {
+    json_t *b;
+    size_t i;
+    json_array_foreach(json_object_get(res, "budgets"), i, b) {
+        if (strcmp(str(b, "metric"), metric) == 0) return b;
+    }
+    cr_assert_fail("no %s budget in the reply", metric);
+    return NULL;
+}
+
+static void set_budget(th_client *a, const char *params) {
+    json_t *res, *r = ok(a, "budget.set", params, &res);
+    json_decref(r);
+}
+
+/* ---------------------------------------------------------------- cost -- */
+
+/* gpt-4o lists 2.5 USD per million input and 10 per million output tokens. */
+Test(enforce, cost_budget_holds_the_priced_upper_bound_and_settles_the_priced_actual) {
+    th_client *a = admin(&srv);
+    set_budget(a, "{" COST_BUDGET ", \"limit\": 1}");
+    json_t *res, *r = ok(a, "check",
+                         "{" MONEY ", \"provider\": \"openai\", \"model\": \"gpt-4o\","
+                         " \"input_tokens\": 1000, \"output_tokens\": 800, \"purpose\": \"chat\"}",
+                         &res);
+    cr_assert_str_eq(str(res, "decision"), "allow");
+    cr_assert_float_eq(num(budget_of(res, "cost"), "request"), 0.0105, 1e-9);
+    char params[256];
+    snprintf(params, sizeof params,
+             "{\"reservation\": \"%s\", \"input_tokens\": 1000, \"output_tokens\": 500}",
+             str(res, "reservation"));
+    json_decref(r);
+    r = ok(a, "budget.get", "{" MONEY "}", &res);
+    cr_assert_float_eq(num(budget_of(res, "cost"), "held"), 0.0105, 1e-9);
+    json_decref(r);
+    r = ok(a, "settle", params, &res);
+    cr_assert_float_eq(num(json_object_get(res, "charged"), "cost"), 0.0075, 1e-9);
+    json_t *b = budget_of(res, "cost");
+    cr_assert_float_eq(num(b, "used"), 0.0075, 1e-9);
+    cr_assert_eq(num(b, "held"), 0);
+    json_decref(r);
+    th_client_free(a);
+}
+
+Test(enforce, cost_budget_refuses_a_check_whose_price_would_exceed_it) {
+    th_client *a = admin(&srv);
+    set_budget(a, "{" COST_BUDGET ", \"limit\": 0.01}");
+    json_t *res, *r = ok(a, "check",
+                         "{" MONEY ", \"provider\": \"openai\", \"model\": \"gpt-4o\","
+                         " \"input_tokens\": 1000, \"output_tokens\": 800, \"purpose\": \"chat\"}",
+                         &res);
+    cr_assert_str_eq(str(res, "decision"), "refuse");
+    cr_assert(strstr(str(res, "reason"), "cost"), "%s", str(res, "reason"));
+    cr_assert_null(json_object_get(res, "reservation"));
+    json_decref(r);
+    th_client_free(a);
+}
+
+Test(enforce, a_model_without_a_price_is_refused_where_a_cost_budget_applies) {
+    th_client *a = admin(&srv);
+    set_budget(a, "{" COST_BUDGET ", \"limit\": 1}");
+    json_t *res, *r = ok(a, "check",
+                         "{" MONEY ", \"provider\": \"openai\", \"model\": \"gpt-4-turbo\","
+                         " \"output_tokens\": 10, \"purpose\": \"chat\"}",
+                         &res);
+    cr_assert_str_eq(str(res, "decision"), "refuse");
+    cr_assert_str_eq(str(res, "policy"), "ledger");
+    cr_assert(strstr(str(res, "reason"), "openai/gpt-4-turbo has no list price"), "%s",
+              str(res, "reason"));
+    cr_assert(strstr(str(res, "reason"), "team:money"), "%s", str(res, "reason"));
+    cr_assert_null(json_object_get(res, "reservation"));
+    char sql[256];
+    snprintf(sql, sizeof sql,
+             "SELECT count(*) FROM decisions WHERE decision_id = '%s' AND outcome = 'refuse'"
+             " AND policy = 'ledger'",
+             str(res, "decision_id"));
+    cr_assert_eq(th_sql_int(&srv, sql), 1);
+    json_decref(r);
+    /* Without a cost budget the same model is allowed. */
+    r = ok(a, "check",
+           "{\"subject\": {\"org\": \"acme\", \"team\": \"free\"}, \"provider\": \"openai\","
+           " \"model\": \"gpt-4-turbo\", \"output_tokens\": 10, \"purpose\": \"chat\","
+           " \"reserve\": false}",
+           &res);
+    cr_assert_str_eq(str(res, "decision"), "allow");
+    json_decref(r);
+    th_client_free(a);
+}
