@@ -313,6 +313,61 @@ Test(store_sqlite, unopenable_store_is_reported_with_its_path) {
     cr_assert(strstr(err.message, "/nonexistent-dir/sub/discern.db"), "%s", err.message);
 }
 
+/* --- one process per store file ------------------------------------------------- */
+
+/* The error of opening a ledger on path, which must fail. */
+static dsc_error open_refused(const char *path) {
+    dsc_ledger_config cfg = {.store_path = path};
+    dsc_error err;
+    dsc_ledger *l = dsc_ledger_new(&cfg, &err);
+    cr_assert_null(l, "a second ledger opened a store that is in use");
+    cr_assert_eq(err.code, DSC_STORE_UNAVAILABLE);
+    return err;
+}
+
+Test(store_sqlite, a_store_in_use_is_refused_naming_the_file_and_the_pid_holding_it) {
+    char path[600], needle[1400];
+    temp_db(path, sizeof path);
+    dsc_ledger *l = open_at(path, NULL, 0);
+    dsc_error err = open_refused(path);
+    snprintf(needle, sizeof needle, "'%s' is in use by pid %ld, which holds '%s.lock'", path,
+             (long)getpid(), path);
+    cr_assert(strstr(err.message, needle), "%s", err.message);
+    dsc_ledger_free(l);
+    dsc_ledger_free(open_at(path, NULL, 0)); /* free releases it */
+}
+
+Test(store_sqlite, the_lock_of_a_killed_process_is_released_by_the_kernel) {
+    char path[600], needle[64];
+    temp_db(path, sizeof path);
+    int ready[2];
+    cr_assert_eq(pipe(ready), 0);
+    pid_t pid = fork();
+    cr_assert(pid >= 0);
+    if (pid == 0) {
+        dsc_ledger_config cfg = {.store_path = path};
+        dsc_ledger *l = dsc_ledger_new(&cfg, NULL);
+        char c = l ? 'y' : 'n';
+        if (write(ready[1], &c, 1) != 1) _exit(1);
+        for (;;)
+            pause();
+    }
+    char c = 0;
+    ssize_t got = read(ready[0], &c, 1);
+    dsc_ledger_config cfg = {.store_path = path};
+    dsc_error err;
+    dsc_ledger *second = dsc_ledger_new(&cfg, &err);
+    kill(pid, SIGKILL); /* before any assertion: a failed test leaves no child behind */
+    waitpid(pid, NULL, 0);
+    close(ready[0]);
+    close(ready[1]);
+    cr_assert(got == 1 && c == 'y', "the child could not open the store");
+    cr_assert_null(second, "a second ledger opened a store that is in use");
+    snprintf(needle, sizeof needle, "in use by pid %ld", (long)pid);
+    cr_assert(strstr(err.message, needle), "%s", err.message);
+    dsc_ledger_free(open_at(path, NULL, 0));
+}
+
 /* --- crash: a child settling in a loop is killed with SIGKILL ------------------ */
 
 typedef struct ack {

@@ -9,7 +9,9 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/wait.h>
 #include <time.h>
+#include <unistd.h>
 
 static th_server srv;
 
@@ -141,4 +143,42 @@ Test(enforce, a_model_without_a_price_is_refused_where_a_cost_budget_applies) {
     cr_assert_str_eq(str(res, "decision"), "allow");
     json_decref(r);
     th_client_free(a);
+}
+
+/* ---------------------------------------------------------- one per store -- */
+
+/* Run a second discernd on srv's config and store, with its own listeners; returns
+ * its exit status and what it wrote to stderr. */
+static int second_discernd(char *out, size_t max) {
+    char exe[512], link[64], cmd[2048], errfile[400];
+    snprintf(link, sizeof link, "/proc/%d/exe", (int)srv.pid);
+    ssize_t n = readlink(link, exe, sizeof exe - 1);
+    cr_assert_gt(n, 0);
+    exe[n] = '\0';
+    snprintf(errfile, sizeof errfile, "%s/second.err", srv.dir);
+    snprintf(cmd, sizeof cmd,
+             "timeout 20 '%s' --config '%s/discernd.conf' --unix '%s/second.sock' --listen "
+             "127.0.0.1:0 --http 127.0.0.1:0 --port-file '%s/second.ports' 2>'%s'",
+             exe, srv.dir, srv.dir, srv.dir, errfile);
+    int status = system(cmd);
+    FILE *f = fopen(errfile, "r");
+    cr_assert_not_null(f);
+    size_t got = fread(out, 1, max - 1, f);
+    out[got] = '\0';
+    fclose(f);
+    return WIFEXITED(status) ? WEXITSTATUS(status) : -1;
+}
+
+Test(enforce, a_second_discernd_on_the_same_store_refuses_to_start_naming_file_and_pid) {
+    char out[4096], needle[800];
+    int code = second_discernd(out, sizeof out);
+    cr_assert_eq(code, 3, "exit %d: %s", code, out);
+    snprintf(needle, sizeof needle, "'%s' is in use by pid %d, which holds '%s.lock'", srv.store,
+             (int)srv.pid, srv.store);
+    cr_assert(strstr(out, needle), "%s", out);
+    /* The first one serves on, undisturbed. */
+    th_client *c = th_connect_unix(&srv);
+    json_t *res, *r = ok(c, "ping", "{}", &res);
+    json_decref(r);
+    th_client_free(c);
 }
