@@ -444,6 +444,8 @@ static void fill_state(dsc_ledger *l, const dsc__hit *h, const dsc_subject *s, i
     out->remaining = rem > 0 ? rem : 0;
     out->request = request;
     out->would_exceed = out->used + out->held + request > out->limit;
+    out->retry_after_s = dsc_window_wait_s(&b->win, out->used + out->held, request, out->limit,
+                                           out->resets_at, now / 1000000);
 }
 
 dsc_status dsc_ledger_preview(dsc_ledger *l, const dsc_subject *subject, const dsc_amounts *request,

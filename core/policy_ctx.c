@@ -176,6 +176,7 @@ static void fill_budget(lua_State *L, int t, const dsc_budget_state *b) {
     set_number(L, t, "remaining", (double)b->remaining / (double)DSC_MICRO);
     set_number(L, t, "request", (double)b->request / (double)DSC_MICRO);
     set_integer(L, t, "resets_at", b->resets_at);
+    set_integer(L, t, "retry_after", b->retry_after_s);
     lua_pushboolean(L, b->would_exceed);
     lua_setfield(L, t, "would_exceed");
 }
@@ -183,7 +184,7 @@ static void fill_budget(lua_State *L, int t, const dsc_budget_state *b) {
 /* Make pool entry i (1-based) exist: pool[2i-1] = data table, pool[2i] = its proxy. */
 static void pool_entry(lua_State *L, dsc_policy_vm *vm, int pool, int i) {
     if (i <= vm->budget_pool_n) return;
-    lua_createtable(L, 0, 11);
+    lua_createtable(L, 0, 12);
     dsc__sandbox_readonly(L, -1, "budget");
     lua_rawseti(L, pool, 2 * i);
     lua_rawseti(L, pool, 2 * i - 1);

@@ -20,6 +20,7 @@
 #include "policy_internal.h"
 
 #include "discern/catalog.h"
+#include "discern/window.h"
 
 #include <dirent.h>
 #include <stdio.h>
@@ -324,6 +325,11 @@ static void apply_budgets(runner *r, request *q) {
         b->remaining = left > 0 ? left : 0;
         b->request = a.v[b->metric];
         b->would_exceed = b->used + b->held + b->request > b->limit;
+        dsc_window w;
+        b->retry_after_s = dsc_window_parse(b->window, &w, NULL) == DSC_OK
+                               ? dsc_window_wait_s(&w, b->used + b->held, b->request, b->limit,
+                                                   b->resets_at, r->now)
+                               : 0;
         q->in.n_budgets++;
     }
     q->in.budgets = q->budgets;

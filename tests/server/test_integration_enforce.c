@@ -182,3 +182,58 @@ Test(enforce, a_second_discernd_on_the_same_store_refuses_to_start_naming_file_a
     json_decref(r);
     th_client_free(c);
 }
+
+/* ------------------------------------------------------------ rate waits -- */
+
+/* Replace the fixture policy file name by the shipped one and reload. */
+static void ship_policy(th_client *a, const char *name) {
+    char path[512];
+    snprintf(path, sizeof path, "%s/policies/%s", DISCERN_SOURCE_DIR, name);
+    FILE *f = fopen(path, "r");
+    cr_assert_not_null(f, "%s", path);
+    static char text[65536];
+    size_t n = fread(text, 1, sizeof text - 1, f);
+    text[n] = '\0';
+    fclose(f);
+    th_write_policy(&srv, name, text);
+    json_t *res, *r = ok(a, "policy.reload", "{}", &res);
+    json_decref(r);
+}
+
+#define RATE_CHECK(user)                                                                           \
+    "{\"subject\": {\"org\": \"acme\", \"user\": \"" user "\"}, \"provider\": \"openai\","         \
+    " \"model\": \"gpt-4o\", \"output_tokens\": 10, \"purpose\": \"chat\"}"
+
+/* With rate:2/1m one request token refills every 30 s: that is the wait, whether the
+ * two earlier requests were settled or are still held. */
+Test(enforce, a_rate_budget_throttles_until_the_next_token_for_settled_and_held_requests) {
+    th_client *a = admin(&srv);
+    ship_policy(a, "budgets.lua");
+    set_budget(a, "{\"selector\": \"user:*\", \"metric\": \"requests\", \"window\": "
+                  "\"rate:2/1m\", \"limit\": 2}");
+    json_t *res, *r;
+    char params[256];
+    for (int i = 0; i < 2; i++) {
+        r = ok(a, "check", RATE_CHECK("settler"), &res);
+        cr_assert_str_eq(str(res, "decision"), "allow");
+        snprintf(params, sizeof params,
+                 "{\"reservation\": \"%s\", \"input_tokens\": 0, \"output_tokens\": 10}",
+                 str(res, "reservation"));
+        json_decref(r);
+        r = ok(a, "settle", params, &res);
+        json_decref(r);
+        r = ok(a, "check", RATE_CHECK("holder"), &res);
+        cr_assert_str_eq(str(res, "decision"), "allow");
+        json_decref(r);
+    }
+    const char *users[] = {RATE_CHECK("settler"), RATE_CHECK("holder")};
+    for (int i = 0; i < 2; i++) {
+        r = ok(a, "check", users[i], &res);
+        cr_assert_str_eq(str(res, "decision"), "throttle");
+        double wait = num(res, "retry_after_s");
+        cr_assert(wait >= 29 && wait <= 30, "%s: retry_after_s %g, the next token is 30 s away",
+                  i ? "held" : "settled", wait);
+        json_decref(r);
+    }
+    th_client_free(a);
+}

@@ -97,6 +97,8 @@ typedef struct dsc_budget_state {
     int64_t resets_at;                    /* unix seconds */
     int64_t request;                      /* what the request under review would add */
     bool would_exceed;                    /* used + held + request > limit */
+    int64_t retry_after_s;                /* seconds until the request fits, 0 when it does
+                                             (dsc_window_wait_s: a rate window's next token) */
 } dsc_budget_state;
 
 /* The wire name of a metric ("gco2e"); NULL when out of range. */
