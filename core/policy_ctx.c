@@ -407,12 +407,23 @@ static int l_models(lua_State *L) {
     return 2;
 }
 
-/* ctx.model(name, provider): {name=, params_b=} of one model, or nil if unknown. */
+/* The catalogue's name of a model given by name or alias (name itself when unknown):
+ * policies compare models by the name ctx.models lists. */
+static const char *canonical_model(const dsc_policy_vm *vm, const char *provider,
+                                   const char *name) {
+    const char *c = vm->oracle.canonical && provider && name
+                        ? vm->oracle.canonical(vm->oracle.ud, provider, name)
+                        : NULL;
+    return c ? c : name;
+}
+
+/* ctx.model(name, provider): {name=, params_b=} of one model (an alias finds its
+ * model), or nil if unknown. */
 static int l_model(lua_State *L) {
     dsc_policy_vm *vm = dsc__vm_of(L);
     const dsc_policy_input *in = input_of(L, vm);
-    const char *name = luaL_optstring(L, 1, in->model);
     const char *provider = luaL_optstring(L, 2, in->provider);
+    const char *name = canonical_model(vm, provider, luaL_optstring(L, 1, in->model));
     if (!provider_models(L, vm, provider)) {
         lua_pushnil(L);
         return 1;
@@ -544,7 +555,7 @@ int dsc__ctx_fill(lua_State *L) {
     push_ref(L, vm->req_data_ref);
     int t = lua_gettop(L);
     set_string(L, t, "provider", in->provider);
-    set_string(L, t, "model", in->model);
+    set_string(L, t, "model", canonical_model(vm, in->provider, in->model));
     set_integer(L, t, "input_tokens", in->input_tokens);
     set_integer(L, t, "output_tokens", in->output_tokens);
     set_string(L, t, "purpose", in->purpose);

@@ -6,7 +6,7 @@
  *   test(name, fn)          one test: fresh budgets, clock, grid and models
  *   budget{selector=, metric=, window=, limit=, used=, held=, resets_at=}
  *   clock(unix_seconds)     what ctx.now() returns (default 2026-01-01T00:00:00Z)
- *   model{provider=, name=, params_b=, gco2e=, energy_wh=, water_ml=}  per 1000
+ *   model{provider=, name=, alias=, params_b=, gco2e=, energy_wh=, water_ml=}  per 1000
  *                           output tokens: estimates and ctx.models() come from these
  *                           (without any, from the catalogue when one is given)
  *   grid{zone=, gco2e_kwh=, live=true, valid_until=, forecast={{at=, gco2e_kwh=}...}}
@@ -37,6 +37,7 @@
 
 typedef struct fake_model {
     char provider[DSC_POLICY_NAME_MAX], name[DSC_POLICY_MODEL_MAX];
+    char alias[DSC_POLICY_MODEL_MAX];            /* another name of it, "" for none */
     double params_b, gco2e, energy_wh, water_ml; /* per 1000 output tokens */
 } fake_model;
 
@@ -78,9 +79,15 @@ static void fail_line(runner *r, const char *msg) {
 
 static const fake_model *find_model(runner *r, const char *provider, const char *name) {
     for (int i = 0; i < r->nm; i++)
-        if (!strcmp(r->models[i].provider, provider) && !strcmp(r->models[i].name, name))
+        if (!strcmp(r->models[i].provider, provider) &&
+            (!strcmp(r->models[i].name, name) || !strcmp(r->models[i].alias, name)))
             return &r->models[i];
     return NULL;
+}
+
+static const char *fake_canonical(void *ud, const char *provider, const char *name) {
+    const fake_model *m = find_model(ud, provider, name);
+    return m ? m->name : NULL;
 }
 
 static dsc_status fake_estimate(void *ud, const dsc_estimate_input *in, dsc_estimate *out,
@@ -166,13 +173,15 @@ static int l_model(lua_State *L) {
     fake_model *m = &r->models[r->nm];
     opt_string(L, 1, "provider", m->provider, sizeof m->provider, "openai");
     opt_string(L, 1, "name", m->name, sizeof m->name, NULL);
+    opt_string(L, 1, "alias", m->alias, sizeof m->alias, "");
     m->params_b = opt_number(L, 1, "params_b", 0);
     m->gco2e = opt_number(L, 1, "gco2e", 0);
     m->energy_wh = opt_number(L, 1, "energy_wh", 0);
     m->water_ml = opt_number(L, 1, "water_ml", 0);
     r->nm++;
     if (r->vm)
-        dsc_policy_vm_set_oracle(r->vm, &(dsc_policy_oracle){r, fake_estimate, fake_models});
+        dsc_policy_vm_set_oracle(
+            r->vm, &(dsc_policy_oracle){r, fake_estimate, fake_models, fake_canonical});
     else
         r->file_models[r->file_nm++] = *m;
     return 0;
@@ -436,7 +445,8 @@ static int begin_test(lua_State *L, runner *r) {
                           r->grid ? err.message : "out of memory");
     }
     if (!r->cat || r->nm) /* declared models replace the catalogue */
-        dsc_policy_vm_set_oracle(r->vm, &(dsc_policy_oracle){r, fake_estimate, fake_models});
+        dsc_policy_vm_set_oracle(
+            r->vm, &(dsc_policy_oracle){r, fake_estimate, fake_models, fake_canonical});
     return 0;
 }
 

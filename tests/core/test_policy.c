@@ -387,7 +387,7 @@ Test(policy, what_if_estimates_and_model_lists_come_from_the_oracle) {
                         "  return allow(string.format('%s %.1f %s %s %s', m[1].name, alt.gco2e.max,"
                         " tostring(bad), err, tostring(ctx.models('nobody'))))"));
     dsc_policy_vm *vm = vm_for(NULL);
-    dsc_policy_oracle o = {NULL, fake_estimate, fake_models};
+    dsc_policy_oracle o = {NULL, fake_estimate, fake_models, NULL};
     dsc_policy_vm_set_oracle(vm, &o);
     dsc_decision d = decide(vm);
     cr_assert_str_eq(d.reason, "gpt-4o-mini 0.5 nil unknown model 'nope' nil", "%s", d.reason);
@@ -705,6 +705,30 @@ Test(policy, the_catalogue_answers_what_if_estimates_and_model_lists) {
     dsc_catalog_free(cat);
 }
 
+Test(policy, an_alias_resolves_so_policies_see_the_catalogue_model_name) {
+    put("a.lua", POLICY("local m = ctx.model()\n"
+                        "  local again = ctx.model('claude-opus-4-1', 'anthropic')\n"
+                        "  return allow(string.format('%s %s %s %s', req.model, m and m.name, "
+                        "again and again.name, tostring(m and m.params_b > 0)))"));
+    dsc_catalog *cat = shipped_catalog();
+    dsc_error err = {0};
+    dsc_policy_set *set = dsc_policy_set_load(dir, &err);
+    dsc_policy_vm *vm = dsc_policy_vm_new(set, cat, NULL, NULL, &err);
+    cr_assert_not_null(vm, "%s", err.message);
+    dsc_estimate e = est_g(4.0);
+    dsc_policy_input in = request(&e);
+    in.provider = "anthropic";
+    in.model = "claude-opus-4-1"; /* an alias of claude-opus-4-1-20250805 */
+    dsc_decision d;
+    cr_assert_eq(dsc_policy_vm_decide(vm, &in, &d), DSC_OK, "%s", d.reason);
+    cr_assert_str_eq(d.reason,
+                     "claude-opus-4-1-20250805 claude-opus-4-1-20250805 claude-opus-4-1-20250805 "
+                     "true");
+    dsc_policy_vm_free(vm);
+    dsc_policy_set_unref(set);
+    dsc_catalog_free(cat);
+}
+
 Test(policy, the_grid_falls_back_to_the_catalogue_annual_mix) {
     dsc_catalog *cat = shipped_catalog();
     dsc_grid *g = dsc_grid_new();
@@ -859,7 +883,7 @@ Test(policy, what_if_results_stay_distinct_within_a_request_read_only_and_reused
                "  return allow(string.format('%s %s %.1f %s', tostring(ok), tostring(ok2),"
                " r[2].gco2e.max, tostring(r[1] ~= r[3])))"));
     dsc_policy_vm *vm = vm_for(NULL);
-    dsc_policy_oracle o = {NULL, fake_estimate, fake_models};
+    dsc_policy_oracle o = {NULL, fake_estimate, fake_models, NULL};
     dsc_policy_vm_set_oracle(vm, &o);
     for (int i = 0; i < 3; i++) {
         dsc_decision d = decide(vm);
