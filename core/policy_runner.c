@@ -12,6 +12,8 @@
  *   grid{zone=, gco2e_kwh=, live=true, valid_until=, forecast={{at=, gco2e_kwh=}...}}
  *   decide{...}             the policy under test (x_test.lua tests x.lua) alone
  *   decide_all{...}         every enabled policy, combined as in production
+ *   enabled()               whether the policy under test is enabled (its `enabled`
+ *                           switch), so a test can follow the switch, not repeat it
  *   expect(d).to_allow(s) / to_refuse(s) / to_throttle(s) / to_abstain()
  *            .to_suggest(model [, provider]) / to_not_suggest() / to_retry_after(n)
  *   ok(condition, message)  a plain check, failing at the caller's line
@@ -416,6 +418,12 @@ static int l_decide(lua_State *L) {
 static int l_decide_all(lua_State *L) {
     return run_decide(L, true);
 }
+static int l_enabled(lua_State *L) {
+    runner *r = runner_of(L);
+    if (r->policy < 0) return luaL_error(L, "enabled: %s tests no policy of this folder", r->file);
+    lua_pushboolean(L, r->set->files[r->policy].enabled);
+    return 1;
+}
 
 /* --- tests --- */
 
@@ -529,9 +537,15 @@ static int build_api(lua_State *L) {
         lua_rawset(L, api);
     }
     lua_pop(L, 1);
-    static const luaL_Reg fns[] = {
-        {"test", l_test}, {"budget", l_budget}, {"clock", l_clock},           {"model", l_model},
-        {"grid", l_grid}, {"decide", l_decide}, {"decide_all", l_decide_all}, {NULL, NULL}};
+    static const luaL_Reg fns[] = {{"test", l_test},
+                                   {"budget", l_budget},
+                                   {"clock", l_clock},
+                                   {"model", l_model},
+                                   {"grid", l_grid},
+                                   {"decide", l_decide},
+                                   {"decide_all", l_decide_all},
+                                   {"enabled", l_enabled},
+                                   {NULL, NULL}};
     luaL_setfuncs(L, fns, 0);
     if (luaL_loadbufferx(L, expect_src, sizeof expect_src - 1, "=expect", "t") != LUA_OK)
         return lua_error(L);

@@ -612,6 +612,51 @@ Test(policy_runner, shipped_policies_pass_their_own_tests) {
     cr_assert_geq(rep.passed, 20);
 }
 
+/* A shipped file of policies/, read into a static buffer. */
+static const char *shipped(const char *name) {
+    static char text[4][32768];
+    static int next;
+    char path[512];
+    snprintf(path, sizeof path, "%s/policies/%s", DISCERN_SOURCE_DIR, name);
+    FILE *f = fopen(path, "r");
+    cr_assert_not_null(f, "%s", path);
+    char *buf = text[next++ % 4];
+    size_t n = fread(buf, 1, sizeof text[0] - 1, f);
+    buf[n] = '\0';
+    fclose(f);
+    return buf;
+}
+
+/* Copy grid_aware.lua with its switch set to on, its tests and purposes.lua into dir,
+ * and run the tests. */
+static dsc_policy_test_report grid_aware_switched(bool on) {
+    char src[32768];
+    snprintf(src, sizeof src, "%s", shipped("grid_aware.lua"));
+    char *sw = strstr(src, "enabled = false");
+    cr_assert_not_null(sw, "grid_aware.lua has no 'enabled = false' switch");
+    if (on) memcpy(sw, "enabled = true ", 15);
+    put("grid_aware.lua", src);
+    put("grid_aware_test.lua", shipped("grid_aware_test.lua"));
+    put("purposes.lua", shipped("purposes.lua"));
+    failures f = {0};
+    dsc_policy_test_report rep;
+    dsc_error err = {0};
+    cr_assert_eq(dsc_policy_run_tests(dir, NULL, collect, &f, &rep, &err), DSC_OK, "%s",
+                 err.message);
+    for (int i = 0; i < f.n && i < 16; i++)
+        cr_log_error("%s", f.lines[i]);
+    return rep;
+}
+
+Test(policy_runner, grid_aware_passes_its_tests_with_its_switch_on_and_off, .init = make_dir,
+     .fini = remove_dir) {
+    dsc_policy_test_report on = grid_aware_switched(true);
+    cr_assert_eq(on.failed, 0, "switched on, %d tests fail", on.failed);
+    dsc_policy_test_report off = grid_aware_switched(false);
+    cr_assert_eq(off.failed, 0, "switched off, %d tests fail", off.failed);
+    cr_assert_eq(on.passed, off.passed);
+}
+
 Test(policy_runner, failures_are_reported_with_file_line_and_counted, .init = make_dir,
      .fini = remove_dir) {
     put("p.lua", POLICY("if req.purpose == 'x' then return refuse('no x') end return nil"));
