@@ -120,6 +120,10 @@ dsc_status dsc_rpc_get_bool(const msgpack_object *map, const char *key, bool req
 /* Point *out at map field key, which must be a map; absent sets *out = NULL. */
 dsc_status dsc_rpc_get_map(const msgpack_object *map, const char *key, bool required,
                            const msgpack_object **out, dsc_error *err);
+/* Point *out at array field key of at most max items; absent sets *out = NULL. More
+ * items: DSC_TOO_LARGE naming the field. */
+dsc_status dsc_rpc_get_array(const msgpack_object *map, const char *key, bool required,
+                             uint32_t max, const msgpack_object **out, dsc_error *err);
 /* The MessagePack type name of o ("string", "integer", ...), for messages. */
 const char *dsc_rpc_type_name(const msgpack_object *o);
 

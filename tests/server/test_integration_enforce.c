@@ -237,3 +237,100 @@ Test(enforce, a_rate_budget_throttles_until_the_next_token_for_settled_and_held_
     }
     th_client_free(a);
 }
+
+/* ------------------------------------------------------ the grid forecast -- */
+
+static const char *error_of(th_client *c, const char *method, const char *params, char *msg,
+                            size_t max) {
+    json_t *r = th_call(c, method, params);
+    static char code[64];
+    snprintf(code, sizeof code, "%s", th_error_code(r));
+    snprintf(msg, max, "%s", th_error_message(r));
+    json_decref(r);
+    return code;
+}
+
+Test(enforce, grid_set_refuses_a_forecast_too_long_or_malformed_naming_the_point) {
+    th_client *a = admin(&srv);
+    long long until = (long long)time(NULL) + 3600;
+    char params[8192], msg[512];
+    int n = snprintf(params, sizeof params,
+                     "{\"zone\": \"DEU\", \"gco2e_per_kwh\": 450, \"valid_until\": %lld, "
+                     "\"forecast\": [",
+                     until);
+    for (int i = 0; i < 49; i++)
+        n += snprintf(params + n, sizeof params - (size_t)n,
+                      "%s{\"from\": %lld, \"gco2e_per_kwh\": 100}", i ? ", " : "", until + i);
+    snprintf(params + n, sizeof params - (size_t)n, "]}");
+    cr_assert_str_eq(error_of(a, "grid.set", params, msg, sizeof msg), "too_large");
+    cr_assert(strstr(msg, "field 'forecast': 49 items, at most 48"), "%s", msg);
+    snprintf(params, sizeof params,
+             "{\"zone\": \"DEU\", \"gco2e_per_kwh\": 450, \"valid_until\": %lld, \"forecast\": "
+             "[{\"from\": %lld, \"gco2e_per_kwh\": 100}, {\"from\": %lld}]}",
+             until, until, until + 60);
+    cr_assert_str_eq(error_of(a, "grid.set", params, msg, sizeof msg), "bad_request");
+    cr_assert(strstr(msg, "field 'forecast[1]': field 'gco2e_per_kwh' is required"), "%s", msg);
+    snprintf(params, sizeof params,
+             "{\"zone\": \"DEU\", \"gco2e_per_kwh\": 450, \"valid_until\": %lld, \"forecast\": "
+             "[{\"from\": %lld, \"gco2e_per_kwh\": -3}]}",
+             until, until);
+    cr_assert_str_eq(error_of(a, "grid.set", params, msg, sizeof msg), "bad_request");
+    cr_assert(strstr(msg, "field 'forecast[0]': field 'gco2e_per_kwh'"), "%s", msg);
+    snprintf(params, sizeof params,
+             "{\"zone\": \"DEU\", \"gco2e_per_kwh\": 450, \"valid_until\": %lld, \"forecast\": "
+             "{\"from\": 1}}",
+             until);
+    cr_assert_str_eq(error_of(a, "grid.set", params, msg, sizeof msg), "bad_request");
+    cr_assert(strstr(msg, "field 'forecast': expected an array"), "%s", msg);
+    th_client_free(a);
+}
+
+/* grid_aware switched on, a dirty live value and a forecast with a cleaner hour: a
+ * discretionary check is throttled until that hour starts. */
+Test(enforce, a_dirty_grid_defers_discretionary_work_until_the_forecast_cleaner_hour) {
+    th_client *a = admin(&srv);
+    ship_policy(a, "purposes.lua");
+    char path[512];
+    snprintf(path, sizeof path, "%s/policies/grid_aware.lua", DISCERN_SOURCE_DIR);
+    FILE *f = fopen(path, "r");
+    cr_assert_not_null(f);
+    static char text[32768];
+    text[fread(text, 1, sizeof text - 1, f)] = '\0';
+    fclose(f);
+    char *sw = strstr(text, "enabled = false");
+    cr_assert_not_null(sw);
+    memcpy(sw, "enabled = true ", 15);
+    th_write_policy(&srv, "grid_aware.lua", text);
+    json_t *res, *r = ok(a, "policy.reload", "{}", &res);
+    json_decref(r);
+
+    long long now = (long long)time(NULL), cleaner = now + 5400;
+    char params[1024];
+    snprintf(params, sizeof params,
+             "{\"zone\": \"DEU\", \"gco2e_per_kwh\": 450, \"valid_until\": %lld, \"forecast\": "
+             "[{\"from\": %lld, \"gco2e_per_kwh\": 450}, {\"from\": %lld, \"gco2e_per_kwh\": 380},"
+             " {\"from\": %lld, \"gco2e_per_kwh\": 210}]}",
+             now + 7200, now, now + 1800, cleaner);
+    r = ok(a, "grid.set", params, &res);
+    cr_assert_eq(num(res, "forecast_points"), 3);
+    json_decref(r);
+    const char *check = "{\"subject\": {\"org\": \"acme\", \"team\": \"infra\"}, \"provider\": "
+                        "\"openai\", \"model\": \"gpt-4o\", \"output_tokens\": 100, \"zone\": "
+                        "\"DEU\", \"purpose\": \"%s\"}";
+    snprintf(params, sizeof params, check, "entertainment");
+    r = ok(a, "check", params, &res);
+    long long asked = (long long)time(NULL);
+    cr_assert_str_eq(str(res, "decision"), "throttle", "%s", str(res, "reason"));
+    cr_assert_str_eq(str(res, "policy"), "grid-aware");
+    cr_assert(strstr(str(res, "reason"), "210 expected at"), "%s", str(res, "reason"));
+    double wait = num(res, "retry_after_s");
+    cr_assert(wait >= (double)(cleaner - asked) && wait <= (double)(cleaner - now),
+              "retry_after_s %g, the cleaner hour starts in %lld s", wait, cleaner - asked);
+    json_decref(r);
+    /* Productive work goes ahead on the same grid. */
+    snprintf(params, sizeof params, check, "code-review");
+    r = ok(a, "check", params, &res);
+    cr_assert_str_eq(str(res, "decision"), "allow");
+    json_decref(r);
+    th_client_free(a);
+}
