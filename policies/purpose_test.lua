@@ -38,7 +38,7 @@ end)
 
 test("essential purposes are refused once the org budget is exhausted", function()
     budget{selector = "org:*", metric = "gco2e", limit = 1000, used = 1000, resets_at = 1769904000}
-    local d = decide_all{org = "acme", purpose = "public health research"}
+    local d = decide_all{org = "acme", purpose = "public health research", estimate = {gco2e = 1}}
     expect(d).to_refuse("budget org:acme (gco2e per month) would be exceeded")
     ok(d.policy == "budgets", "refused by budgets, got " .. d.policy)
 end)
