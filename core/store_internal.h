@@ -62,6 +62,8 @@ typedef struct dsc__rec {
     dsc__rec_type type;
     bool waited, done;          /* owned by the store's queue lock */
     bool with_decision;         /* a RESERVE that also carries its check's decision */
+    bool acked; /* acknowledged once queued (durability batch, off): its effect was applied
+                   when it was queued and its outcome is only counted */
     pthread_cond_t cv;          /* a waited record's own wake-up: no thundering herd */
     dsc_ledger_done_fn done_fn; /* async completion, or NULL */
     void *done_ud;
