@@ -182,6 +182,7 @@ static void fill_budget(lua_State *L, int t, const dsc_budget_state *b) {
     set_number(L, t, "remaining", (double)b->remaining / (double)DSC_MICRO);
     set_number(L, t, "request", (double)b->request / (double)DSC_MICRO);
     set_integer(L, t, "resets_at", b->resets_at);
+    set_integer(L, t, "retry_after", b->retry_after_s);
     lua_pushboolean(L, b->would_exceed);
     lua_setfield(L, t, "would_exceed");
 }
@@ -189,7 +190,7 @@ static void fill_budget(lua_State *L, int t, const dsc_budget_state *b) {
 /* Make pool entry i (1-based) exist: pool[2i-1] = data table, pool[2i] = its proxy. */
 static void pool_entry(lua_State *L, dsc_policy_vm *vm, int pool, int i) {
     if (i <= vm->budget_pool_n) return;
-    lua_createtable(L, 0, 11);
+    lua_createtable(L, 0, 12);
     dsc__sandbox_readonly(L, -1, "budget");
     lua_rawseti(L, pool, 2 * i);
     lua_rawseti(L, pool, 2 * i - 1);
@@ -412,12 +413,23 @@ static int l_models(lua_State *L) {
     return 2;
 }
 
-/* ctx.model(name, provider): {name=, params_b=} of one model, or nil if unknown. */
+/* The catalogue's name of a model given by name or alias (name itself when unknown):
+ * policies compare models by the name ctx.models lists. */
+static const char *canonical_model(const dsc_policy_vm *vm, const char *provider,
+                                   const char *name) {
+    const char *c = vm->oracle.canonical && provider && name
+                        ? vm->oracle.canonical(vm->oracle.ud, provider, name)
+                        : NULL;
+    return c ? c : name;
+}
+
+/* ctx.model(name, provider): {name=, params_b=} of one model (an alias finds its
+ * model), or nil if unknown. */
 static int l_model(lua_State *L) {
     dsc_policy_vm *vm = dsc__vm_of(L);
     const dsc_policy_input *in = input_of(L, vm);
-    const char *name = luaL_optstring(L, 1, in->model);
     const char *provider = luaL_optstring(L, 2, in->provider);
+    const char *name = canonical_model(vm, provider, luaL_optstring(L, 1, in->model));
     if (!provider_models(L, vm, provider)) {
         lua_pushnil(L);
         return 1;
@@ -549,7 +561,7 @@ int dsc__ctx_fill(lua_State *L) {
     push_ref(L, vm->req_data_ref);
     int t = lua_gettop(L);
     set_string(L, t, "provider", in->provider);
-    set_string(L, t, "model", in->model);
+    set_string(L, t, "model", canonical_model(vm, in->provider, in->model));
     set_integer(L, t, "input_tokens", in->input_tokens);
     set_integer(L, t, "output_tokens", in->output_tokens);
     set_string(L, t, "purpose", in->purpose);

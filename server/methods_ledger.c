@@ -343,6 +343,31 @@ static dsc_status decide(dsc__call *c, const check_args *a, check_out *o, dsc_er
     return DSC_OK;
 }
 
+/* The list price of the request's model (aliases share it); NULL when unpriced. */
+static const dsc_price *request_price(dsc__call *c, const dsc__estimate_args *e) {
+    return dsc_catalog_price(c->w->state->catalog, e->in.provider, e->in.model);
+}
+
+/* A cost budget cannot be kept for a model without a list price: rather than hold
+ * nothing and let the budget leak, the ledger refuses the check (over an allow or a
+ * throttle of the policies), naming the model and the budget (docs/protocol.md). */
+static void refuse_unpriced(const check_args *a, check_out *o) {
+    for (size_t i = 0; i < o->n_states; i++) {
+        const dsc_budget_state *b = &o->states[i];
+        if (b->metric != DSC_METRIC_COST) continue;
+        decision_summary *d = &o->decision;
+        d->outcome = DSC_POLICY_REFUSE;
+        d->retry_after_s = 0;
+        d->suggest_provider[0] = d->suggest_model[0] = '\0';
+        snprintf(d->policy, sizeof d->policy, "ledger");
+        snprintf(d->reason, sizeof d->reason,
+                 "model %.32s/%.48s has no list price, so cost budget %.64s cost %.24s "
+                 "cannot be kept",
+                 a->est.provider, a->est.model, b->counter, b->window);
+        return;
+    }
+}
+
 /* Everything a check does before it waits for the store. */
 static dsc_status run_check(dsc__call *c, check_job *j, dsc_error *err) {
     check_args *a = &j->a;
@@ -350,13 +375,16 @@ static dsc_status run_check(dsc__call *c, check_job *j, dsc_error *err) {
     dsc_status st = dsc__worker_sync(c->w, err);
     if (st == DSC_OK) st = dsc_estimate_compute(c->w->state->catalog, &a->est.in, &o->est, err);
     if (st != DSC_OK) return st;
-    dsc_amounts_from_estimate(&o->est, a->est.in.input_tokens, a->est.in.output_tokens, 0,
-                              &o->amounts);
+    const dsc_price *price = request_price(c, &a->est);
+    dsc_amounts_from_estimate(
+        &o->est, a->est.in.input_tokens, a->est.in.output_tokens,
+        dsc_price_cost_micro(price, a->est.in.input_tokens, a->est.in.output_tokens), &o->amounts);
     st = dsc_ledger_preview(c->srv->ledger, &a->subject.subject, &o->amounts, o->states,
                             PREVIEW_MAX, &o->n_states, err);
     if (st != DSC_OK) return st;
     if (o->n_states > PREVIEW_MAX) o->n_states = PREVIEW_MAX;
     if ((st = decide(c, a, o, err)) != DSC_OK) return st;
+    if (!price && o->decision.outcome != DSC_POLICY_REFUSE) refuse_unpriced(a, o);
     if (o->decision.outcome == DSC_POLICY_ALLOW && a->reserve) {
         if ((st = reserve(c, j, err)) != DSC_OK) return st;
         if (o->reservation[0]) return DSC_OK; /* journaled with its hold */
@@ -565,7 +593,10 @@ dsc_status dsc__m_settle(dsc__call *c, const msgpack_object *p, msgpack_packer *
     if (st == DSC_OK) st = dsc__worker_sync(c->w, err);
     if (st == DSC_OK) st = dsc_estimate_compute(c->w->state->catalog, &j->a.est.in, &j->est, err);
     if (st != DSC_OK) return st;
-    dsc_amounts_from_estimate(&j->est, j->a.est.in.input_tokens, j->a.est.in.output_tokens, 0,
+    dsc_amounts_from_estimate(&j->est, j->a.est.in.input_tokens, j->a.est.in.output_tokens,
+                              dsc_price_cost_micro(request_price(c, &j->a.est),
+                                                   j->a.est.in.input_tokens,
+                                                   j->a.est.in.output_tokens),
                               &j->actual);
     const subject_buf *s = &j->a.subject;
     j->has_subject = s->org[0] || s->team[0] || s->user[0] || s->key[0];

@@ -493,6 +493,20 @@ dsc_status dsc_rpc_get_bool(const msgpack_object *map, const char *key, bool req
     return DSC_OK;
 }
 
+dsc_status dsc_rpc_get_array(const msgpack_object *map, const char *key, bool required,
+                             uint32_t max, const msgpack_object **out, dsc_error *err) {
+    dsc_status st;
+    const msgpack_object *v = lookup(map, key, required, &st, err);
+    *out = NULL;
+    if (!v) return st;
+    if (v->type != MSGPACK_OBJECT_ARRAY) return wrong_type(err, key, "an array", v);
+    if (v->via.array.size > max)
+        return dsc_error_set(err, DSC_TOO_LARGE, "field '%s': %u items, at most %u", key,
+                             v->via.array.size, max);
+    *out = v;
+    return DSC_OK;
+}
+
 dsc_status dsc_rpc_get_map(const msgpack_object *map, const char *key, bool required,
                            const msgpack_object **out, dsc_error *err) {
     dsc_status st;

@@ -125,6 +125,10 @@ dsc_status dsc_rpc_get_map(const msgpack_object *map, const char *key, bool requ
  * or code points past U+10FFFF). dsc_rpc_get_str checks it; a handler that reads a
  * str object itself (map keys) must too. */
 bool dsc_rpc_utf8_valid(const char *s, size_t n);
+/* Point *out at array field key of at most max items; absent sets *out = NULL. More
+ * items: DSC_TOO_LARGE naming the field. */
+dsc_status dsc_rpc_get_array(const msgpack_object *map, const char *key, bool required,
+                             uint32_t max, const msgpack_object **out, dsc_error *err);
 /* The MessagePack type name of o ("string", "integer", ...), for messages. */
 const char *dsc_rpc_type_name(const msgpack_object *o);
 
