@@ -343,8 +343,8 @@ void cli_print_budgets(FILE *out, const dsc_client_budgets *b, bool with_request
         if (with_request)
             snprintf(req, sizeof req, " %12.6g%s", x->request, x->would_exceed ? "!" : " ");
         fprintf(out, "%-*s %-*s %-9s %-*s %-22s %12.6g %12.6g %12.6g %12.6g%s  %s\n", wsel,
-                x->selector, wcnt, x->counter, x->metric, wwin, x->window, cells, x->used,
-                x->held, x->remaining, x->limit, req, when);
+                x->selector, wcnt, x->counter, x->metric, wwin, x->window, cells, x->used, x->held,
+                x->remaining, x->limit, req, when);
     }
 }
 
@@ -423,6 +423,7 @@ int cli_check(int argc, char **argv) {
                     true, false);
     dsc_client_check_request rq;
     if ((rc = cli_check_request(&req, &rq))) return rc;
+    rq.budgets = true; /* it shows every budget that applies */
     dsc_client *c = cli_connect(&conn, false, &rc);
     if (!c) return rc;
     dsc_client_check_result r;
