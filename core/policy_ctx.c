@@ -39,29 +39,60 @@ static const struct {
 
 /* The interned keys, at these indexes of the array at vm->keys_ref; the metric names
  * (as values of budget.metric) follow at K_METRIC + metric. */
-#define CTX_KEYS(X)                                                                                \
-    X(MIN, "min")                                                                                  \
-    X(MAX, "max") X(ZONE, "zone") X(SELECTOR, "selector") X(COUNTER, "counter")                    \
-        X(METRIC_FIELD, "metric") X(WINDOW, "window") X(LIMIT, "limit") X(USED, "used")            \
-            X(HELD, "held") X(REMAINING, "remaining") X(REQUEST, "request")                        \
-                X(RESETS_AT, "resets_at") X(WOULD_EXCEED, "would_exceed") X(PROVIDER, "provider")  \
-                    X(MODEL, "model") X(INPUT_TOKENS, "input_tokens")                              \
-                        X(OUTPUT_TOKENS, "output_tokens") X(PURPOSE, "purpose")                    \
-                            X(PURPOSE_CLASS, "purpose_class") X(ORG, "org") X(TEAM, "team")        \
-                                X(USER, "user") X(KEY, "key")
-
 enum {
     K_NONE, /* Lua arrays start at 1 */
-#define X(id, name) K_##id,
-    CTX_KEYS(X)
-#undef X
-        K_METRIC
+    K_MIN,
+    K_MAX,
+    K_ZONE,
+    K_SELECTOR,
+    K_COUNTER,
+    K_METRIC_FIELD,
+    K_WINDOW,
+    K_LIMIT,
+    K_USED,
+    K_HELD,
+    K_REMAINING,
+    K_REQUEST,
+    K_RESETS_AT,
+    K_WOULD_EXCEED,
+    K_PROVIDER,
+    K_MODEL,
+    K_INPUT_TOKENS,
+    K_OUTPUT_TOKENS,
+    K_PURPOSE,
+    K_PURPOSE_CLASS,
+    K_ORG,
+    K_TEAM,
+    K_USER,
+    K_KEY,
+    K_METRIC /* first of the metric names */
 };
 
-static const char *const key_names[] = {
-#define X(id, name) [K_##id] = name,
-    CTX_KEYS(X)
-#undef X
+static const char *const key_names[K_METRIC] = {
+    [K_MIN] = "min",
+    [K_MAX] = "max",
+    [K_ZONE] = "zone",
+    [K_SELECTOR] = "selector",
+    [K_COUNTER] = "counter",
+    [K_METRIC_FIELD] = "metric",
+    [K_WINDOW] = "window",
+    [K_LIMIT] = "limit",
+    [K_USED] = "used",
+    [K_HELD] = "held",
+    [K_REMAINING] = "remaining",
+    [K_REQUEST] = "request",
+    [K_RESETS_AT] = "resets_at",
+    [K_WOULD_EXCEED] = "would_exceed",
+    [K_PROVIDER] = "provider",
+    [K_MODEL] = "model",
+    [K_INPUT_TOKENS] = "input_tokens",
+    [K_OUTPUT_TOKENS] = "output_tokens",
+    [K_PURPOSE] = "purpose",
+    [K_PURPOSE_CLASS] = "purpose_class",
+    [K_ORG] = "org",
+    [K_TEAM] = "team",
+    [K_USER] = "user",
+    [K_KEY] = "key",
 };
 
 dsc_policy_vm *dsc__vm_of(lua_State *L) {
