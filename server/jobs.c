@@ -24,18 +24,67 @@
  * method again on the params unpacked, its result being the reply. The worker never
  * sleeps; a draining worker waits for these jobs like any other (their delays are
  * shorter than the drain deadline).
+ *
+ * A finished job's block goes back to its worker's job cache (one free list per job
+ * size, bounded) and the next job of that size reuses it: a check or settle then
+ * costs no malloc/free pair of a block of tens of KiB. Jobs are created and freed on
+ * their worker's thread only, so the cache needs no lock.
  */
 #include "server_internal.h"
 
 #include <stdlib.h>
 #include <string.h>
 
+/* The cache list for size: its own, else a free one; NULL when all are taken. */
+static dsc__job_cache *cache_for(dsc__worker *w, size_t size) {
+    dsc__job_cache *free_slot = NULL;
+    for (int i = 0; i < DSC__JOB_CACHE_SIZES; i++) {
+        if (w->job_cache[i].size == size) return &w->job_cache[i];
+        if (!free_slot && w->job_cache[i].n == 0) free_slot = &w->job_cache[i];
+    }
+    if (free_slot) free_slot->size = size;
+    return free_slot;
+}
+
+static void *job_alloc(dsc__worker *w, size_t size) {
+    dsc__job_cache *k = cache_for(w, size);
+    if (!k || !k->head) return malloc(size);
+    void *p = k->head;
+    memcpy(&k->head, p, sizeof k->head);
+    k->n--;
+    return p;
+}
+
+static void job_release(dsc__job *job) {
+    dsc__job_cache *k = cache_for(job->w, job->size);
+    if (!k || k->n == DSC__JOB_CACHE_MAX) {
+        free(job);
+        return;
+    }
+    memcpy((void *)job, &k->head, sizeof k->head);
+    k->head = job;
+    k->n++;
+}
+
+void dsc__jobs_cache_free(dsc__worker *w) {
+    for (int i = 0; i < DSC__JOB_CACHE_SIZES; i++) {
+        dsc__job_cache *k = &w->job_cache[i];
+        while (k->head) {
+            void *p = k->head;
+            memcpy(&k->head, p, sizeof k->head);
+            free(p);
+        }
+        k->n = 0;
+    }
+}
+
 dsc__job *dsc__job_defer(dsc__call *c, size_t size, dsc__job_finish_fn finish) {
     /* Only the header is cleared: a handler's own part can be tens of KiB, mostly
      * never touched, and zeroing it costs page faults on every request. */
-    dsc__job *job = malloc(size);
+    dsc__job *job = job_alloc(c->w, size);
     if (!job) return NULL;
     memset(job, 0, sizeof *job);
+    job->size = size;
     job->conn = c->conn;
     job->w = c->w;
     job->msgid = c->msgid;
@@ -81,6 +130,7 @@ static void reply(dsc__job *job) {
     bool deliver = conn->fd >= 0 && job->is_request;
     msgpack_sbuffer scratch;
     msgpack_sbuffer_init(&scratch);
+    if (deliver) dsc__conn_out_ready(conn);
     msgpack_sbuffer *out = deliver ? &conn->out : &scratch;
     msgpack_packer pk;
     msgpack_packer_init(&pk, out, msgpack_sbuffer_write);
@@ -100,7 +150,7 @@ static void reply(dsc__job *job) {
 
 void dsc__job_finish_now(dsc__job *job) {
     reply(job);
-    free(job);
+    job_release(job);
 }
 
 /* Reply, free the job, and queue its connection for one send after the batch of
@@ -111,7 +161,7 @@ static void complete(dsc__job *job) {
     reply(job);
     conn->jobs--;
     w->jobs--;
-    free(job);
+    job_release(job);
     if (!conn->flush_queued) {
         conn->flush_queued = true;
         conn->flush_next = w->flush_list;

@@ -241,6 +241,7 @@ static void adopt_job(dsc__call *c, dsc_status st, const dsc_error *err) {
 void dsc__dispatch(dsc__conn *conn, const dsc_rpc_request *req) {
     bool is_request = req->kind == DSC_RPC_REQUEST;
     call c = {conn, conn->w->srv, conn->w, req->msgid, is_request, NULL, false};
+    dsc__conn_out_ready(conn);
     msgpack_sbuffer *out = &conn->out;
     size_t mark = out->size;
     msgpack_packer pk;

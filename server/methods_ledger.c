@@ -148,6 +148,7 @@ typedef struct check_args {
     tags_buf tags;
     char purpose[FIELD_MAX], request_id[FIELD_MAX];
     bool reserve;
+    bool budgets; /* the reply lists every matching budget's state (opt-in: large) */
     int64_t ttl_s;
 } check_args;
 
@@ -161,6 +162,7 @@ static dsc_status read_check_args(dsc__call *c, const msgpack_object *p, check_a
         (st = dsc_rpc_get_str(p, "purpose", true, a->purpose, sizeof a->purpose, err)) ||
         (st = read_tags(p, &a->tags, err)) ||
         (st = dsc_rpc_get_bool(p, "reserve", false, &a->reserve, err)) ||
+        (st = dsc_rpc_get_bool(p, "budgets", false, &a->budgets, err)) ||
         (st = dsc_rpc_get_str(p, "request_id", false, a->request_id, sizeof a->request_id, err)) ||
         (st = dsc_rpc_get_int(p, "ttl_s", false, 1, 86400, &a->ttl_s, err)))
         return st;
@@ -393,13 +395,20 @@ static dsc_status run_check(dsc__call *c, check_job *j, dsc_error *err) {
     return DSC_OK;
 }
 
-static void pack_check(msgpack_packer *pk, const check_out *o) {
+/* The budget states only when the client asked (`budgets: true`): with three
+ * budgets they are two thirds of the reply's bytes, and a client that goes ahead
+ * needs only the outcome, the reservation and the estimate. */
+static void pack_check_budgets(msgpack_packer *pk, const check_out *o, bool wanted) {
+    if (wanted) pack_budget_states(pk, o->states, o->n_states);
+}
+
+static void pack_check(msgpack_packer *pk, const check_out *o, bool with_budgets) {
     const decision_summary *d = &o->decision;
     bool retry = d->outcome == DSC_POLICY_THROTTLE && d->retry_after_s > 0;
     bool suggest = d->suggest_model[0] != '\0';
     bool resv = o->reservation[0] != '\0';
-    msgpack_pack_map(pk,
-                     8 + DSC__ESTIMATE_CONTEXT_KEYS + retry + suggest + 2 * resv + o->unenforced);
+    msgpack_pack_map(pk, 7 + with_budgets + DSC__ESTIMATE_CONTEXT_KEYS + retry + suggest + 2 * resv +
+                             o->unenforced);
     dsc__pack_key(pk, "decision");
     dsc_rpc_pack_cstr(pk, dsc_policy_outcome_name(d->outcome));
     dsc__pack_key(pk, "reason");
@@ -415,7 +424,7 @@ static void pack_check(msgpack_packer *pk, const check_out *o) {
     dsc__pack_key(pk, "zone");
     dsc_rpc_pack_cstr(pk, o->est.zone);
     dsc__pack_estimate_context(pk, &o->est);
-    pack_budget_states(pk, o->states, o->n_states);
+    pack_check_budgets(pk, o, with_budgets);
     if (retry) {
         dsc__pack_key(pk, "retry_after_s");
         msgpack_pack_double(pk, (double)d->retry_after_s);
@@ -457,7 +466,7 @@ static dsc_status finish_check(dsc__job *job, dsc_status st, const dsc_error *st
         *err = *st_err;
         return st;
     }
-    pack_check(pk, &j->o);
+    pack_check(pk, &j->o, j->a.budgets);
     dsc__count_decision(job->w, j->o.decision.outcome, j->o.decision.policy, j->a.purpose,
                         j->o.unenforced, dsc__now_us() - job->started_us);
     return DSC_OK;

@@ -111,11 +111,28 @@ static int conn_flush(dsc__conn *c) {
             return -1;
         }
     }
-    /* All sent: give the storage back, so an idle connection holds no output memory. */
-    msgpack_sbuffer_destroy(&c->out);
+    /* All sent: an idle connection holds no output memory. The worker keeps one
+     * buffer (up to DSC__SPARE_OUT_MAX) for the next reply of any of its connections,
+     * so that answering a request does not allocate one. */
+    dsc__worker *w = c->w;
+    if (!w->spare_out && c->out.alloc <= DSC__SPARE_OUT_MAX) {
+        w->spare_out = c->out.data;
+        w->spare_out_cap = c->out.alloc;
+    } else {
+        msgpack_sbuffer_destroy(&c->out);
+    }
     msgpack_sbuffer_init(&c->out);
     c->out_off = 0;
     return 0;
+}
+
+void dsc__conn_out_ready(dsc__conn *c) {
+    dsc__worker *w = c->w;
+    if (c->out.data || !w->spare_out) return;
+    c->out.data = w->spare_out;
+    c->out.alloc = w->spare_out_cap;
+    c->out.size = 0;
+    w->spare_out = NULL;
 }
 
 static void send_broken(dsc__conn *c, const dsc_error *err) {
@@ -562,6 +579,8 @@ static void worker_destroy(dsc__worker *w) {
     if (w->drain_timer) event_free(w->drain_timer);
     if (w->base) event_base_free(w->base);
     msgpack_zone_destroy(&w->zone);
+    dsc__jobs_cache_free(w);
+    free(w->spare_out);
     free(w->rbuf);
     free(w->queue);
     pthread_mutex_destroy(&w->lock);

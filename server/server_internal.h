@@ -60,9 +60,23 @@ struct dsc__job {
     dsc_status st; /* the first failed completion */
     dsc_error err;
     int64_t started_us;
+    size_t size; /* of the whole block, for the worker's job cache */
     dsc__job_finish_fn finish;
     dsc__job_slot_t slots[DSC__JOB_SLOTS];
 };
+
+/* Freed jobs kept per worker for the next request of the same size (a handful of
+ * job types exist: one list per size), at most DSC__JOB_CACHE_MAX blocks each. */
+#define DSC__JOB_CACHE_SIZES 4
+#define DSC__JOB_CACHE_MAX 32
+typedef struct dsc__job_cache {
+    size_t size;
+    void *head; /* first word of a cached block: the next one */
+    int n;
+} dsc__job_cache;
+
+/* The largest output buffer a worker keeps for its next reply (conn_flush). */
+#define DSC__SPARE_OUT_MAX (64u << 10)
 
 /* What a reload swaps as one (state.c): immutable once loaded, refcounted. */
 typedef struct dsc__state {
@@ -164,9 +178,12 @@ struct dsc__worker {
     dsc__conn *conns;  /* this worker's connections */
     uint64_t next_conn_id;
     dsc__counters counters;
-    size_t jobs;                 /* jobs outstanding on this worker */
-    dsc__job_slot_t *completed;  /* done() results not yet handled (under lock) */
-    dsc__conn *flush_list;       /* connections with replies from completed jobs */
+    size_t jobs;                /* jobs outstanding on this worker */
+    dsc__job_slot_t *completed; /* done() results not yet handled (under lock) */
+    dsc__conn *flush_list;      /* connections with replies from completed jobs */
+    dsc__job_cache job_cache[DSC__JOB_CACHE_SIZES]; /* worker thread only */
+    char *spare_out; /* a sent connection's output buffer, for the next */
+    size_t spare_out_cap;
     uint64_t vm_errors_seen;     /* policy errors of the current VM already counted */
     uint64_t decision_seq;       /* for decision ids */
     pthread_mutex_t labels_lock; /* guards labels (this worker writes, /metrics reads) */
@@ -239,6 +256,11 @@ void dsc__job_done(void *ud, dsc_status st, const dsc_error *err);
 void dsc__jobs_run_completed(dsc__worker *w);
 /* Reply now for a job that waits for nothing, and free it (inside dispatch). */
 void dsc__job_finish_now(dsc__job *job);
+/* Worker teardown: free the cached job blocks. */
+void dsc__jobs_cache_free(dsc__worker *w);
+/* server.c: give conn's empty output buffer the worker's spare storage, if any, so
+ * that packing a reply does not allocate. */
+void dsc__conn_out_ready(dsc__conn *conn);
 /* server.c: after a job of conn finished, send its reply or free a closed conn. */
 void dsc__conn_after_job(dsc__conn *conn);
 

@@ -35,6 +35,7 @@ struct th_client {
     int fd;
     uint32_t next_id;
     msgpack_unpacker up;
+    size_t last_size; /* bytes of the message th_read returned last */
 };
 
 /* The server started last and not yet cleaned up, for th_kill_live_server. */
@@ -613,7 +614,9 @@ json_t *th_read(th_client *c, int timeout_ms) {
     msgpack_unpacked_init(&u);
     json_t *out = NULL;
     for (;;) {
+        size_t before = c->up.off; /* next() moves off past the message it returns */
         if (msgpack_unpacker_next(&c->up, &u) == MSGPACK_UNPACK_SUCCESS) {
+            c->last_size = c->up.off - before;
             out = to_json(&u.data);
             break;
         }
@@ -621,6 +624,10 @@ json_t *th_read(th_client *c, int timeout_ms) {
     }
     msgpack_unpacked_destroy(&u);
     return out;
+}
+
+size_t th_last_size(const th_client *c) {
+    return c->last_size;
 }
 
 bool th_closed(th_client *c, int timeout_ms) {

@@ -96,6 +96,8 @@ json_t *th_read(th_client *c, int timeout_ms);
 /* True when the server closes the connection within timeout_ms (replies before the
  * close are skipped). */
 bool th_closed(th_client *c, int timeout_ms);
+/* The size in bytes of the message th_read (or th_call) returned last. */
+size_t th_last_size(const th_client *c);
 /* Send a request with a fresh msgid and wait (5 s) for its response. */
 json_t *th_call(th_client *c, const char *method, const char *params);
 /* th_call with every occurrence of from in the packed request replaced by to (the

@@ -79,7 +79,8 @@ Test(enforce, cost_budget_holds_the_priced_upper_bound_and_settles_the_priced_ac
     set_budget(a, "{" COST_BUDGET ", \"limit\": 1}");
     json_t *res, *r = ok(a, "check",
                          "{" MONEY ", \"provider\": \"openai\", \"model\": \"gpt-4o\","
-                         " \"input_tokens\": 1000, \"output_tokens\": 800, \"purpose\": \"chat\"}",
+                         " \"input_tokens\": 1000, \"output_tokens\": 800, \"purpose\": \"chat\","
+                         " \"budgets\": true}",
                          &res);
     cr_assert_str_eq(str(res, "decision"), "allow");
     cr_assert_float_eq(num(budget_of(res, "cost"), "request"), 0.0105, 1e-9);
