@@ -423,6 +423,7 @@ int cli_check(int argc, char **argv) {
                     true, false);
     dsc_client_check_request rq;
     if ((rc = cli_check_request(&req, &rq))) return rc;
+    rq.budgets = true; /* it shows every budget that applies */
     dsc_client *c = cli_connect(&conn, false, &rc);
     if (!c) return rc;
     dsc_client_check_result r;

@@ -105,7 +105,7 @@ static dsc_status enc_check(msgpack_packer *pk, const void *rq, const dsc__encod
     const dsc_client_check_request *q = rq;
     dsc_status st = check_validate(q, err);
     if (st != DSC_OK) return st;
-    size_t n = 8 + (given(q->zone) ? 1 : 0) + (q->n_tags ? 1 : 0) + (q->ttl_s ? 1 : 0);
+    size_t n = 8 + (given(q->zone) ? 1 : 0) + (q->n_tags ? 1 : 0) + (q->ttl_s ? 1 : 0) + q->budgets;
     int rc = open_params(pk, n) | pack_subject(pk, &q->subject) |
              pack_kv_str(pk, "provider", q->provider) | pack_kv_str(pk, "model", q->model) |
              pack_kv_int(pk, "input_tokens", q->input_tokens) |
@@ -115,6 +115,7 @@ static dsc_status enc_check(msgpack_packer *pk, const void *rq, const dsc__encod
              pack_kv_str(pk, "request_id", given(q->request_id) ? q->request_id : ctx->request_id);
     if (given(q->zone)) rc |= pack_kv_str(pk, "zone", q->zone);
     if (q->ttl_s) rc |= pack_kv_int(pk, "ttl_s", q->ttl_s);
+    if (q->budgets) rc |= pack_cstr(pk, "budgets") | msgpack_pack_true(pk);
     if (q->n_tags) {
         rc |= pack_cstr(pk, "tags") | msgpack_pack_map(pk, q->n_tags);
         for (size_t i = 0; i < 2 * q->n_tags; i++)
@@ -414,6 +415,7 @@ static dsc_status dec_check(const msgpack_object *m, void *out, dsc_error *err) 
         return st;
     opt_int(m, "expires_at", &r->expires_at);
     opt_bool(m, "unenforced", &r->unenforced);
+    if (!dsc__map_get(m, "budgets")) return DSC_OK; /* not asked for: none */
     return decode_budgets(m, "check", &r->budgets, err);
 }
 

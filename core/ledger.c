@@ -444,6 +444,8 @@ static void fill_state(dsc_ledger *l, const dsc__hit *h, const dsc_subject *s, i
     out->remaining = rem > 0 ? rem : 0;
     out->request = request;
     out->would_exceed = out->used + out->held + request > out->limit;
+    out->retry_after_s = dsc_window_wait_s(&b->win, out->used + out->held, request, out->limit,
+                                           out->resets_at, now / 1000000);
 }
 
 dsc_status dsc_ledger_preview(dsc_ledger *l, const dsc_subject *subject, const dsc_amounts *request,
@@ -575,6 +577,30 @@ fail:
 
 /* Journal a new hold (mu held), in dec (its decision, already copied in) when given;
  * dec is consumed either way. *rec is set when the caller must wait for it. */
+/* Whether a durable call is acknowledged once its record is queued (durability batch
+ * and off, as docs/operations.md promises) instead of once it is committed. Then the
+ * caller applies its effect to the counters at once (so the reply, and the next
+ * call, see it), done is called as the call returns, and the writer only counts the
+ * commit's outcome: a failed commit loses acknowledged changes, as a crash would. */
+static bool acked_when_queued(const dsc_ledger *l) {
+    return l->durability != DSC_DURABILITY_FULL;
+}
+
+/* Queue rec with done's completion (mu held). Full: *wait_rec is set when the caller
+ * must wait, else done hears of the commit. Acknowledged when queued: neither. rec
+ * belongs to the store once this returns DSC_OK. */
+static dsc_status enqueue(dsc_ledger *l, dsc__rec *rec, dsc__done *done, dsc__rec **wait_rec) {
+    bool acked = acked_when_queued(l), wait = !acked && !done->fn;
+    rec->acked = acked;
+    rec->done_fn = acked ? NULL : done->fn;
+    rec->done_ud = done->ud;
+    dsc_status st = dsc__store_enqueue(l->store, rec, wait);
+    if (st != DSC_OK) return st;
+    done->queued = !acked && done->fn != NULL;
+    *wait_rec = wait ? rec : NULL;
+    return DSC_OK;
+}
+
 static dsc_status journal_reserve(dsc_ledger *l, dsc__reservation *r, dsc__rec *dec,
                                   dsc__done *done, dsc__rec **wait_rec, dsc_error *err) {
     dsc__rec *rec = dec;
@@ -584,25 +610,20 @@ static dsc_status journal_reserve(dsc_ledger *l, dsc__reservation *r, dsc__rec *
     } else {
         rec = dsc__rec_for(DSC__REC_RESERVE, r, r->created_us);
     }
-    bool wait = l->durability == DSC_DURABILITY_FULL && !done->fn;
     if (rec) {
-        rec->done_fn = done->fn;
-        rec->done_ud = done->ud;
         rec->amounts = r->held;
         rec->expires_us = r->expires_us;
         rec->state = "held";
     }
-    dsc_status st = rec ? dsc__store_enqueue(l->store, rec, wait) : DSC_NOMEM;
+    dsc_status st = rec ? enqueue(l, rec, done, wait_rec) : DSC_NOMEM;
     if (st != DSC_OK) {
         dsc__apply_reserve_failed(l, r);
         return dsc_error_set(err, st,
                              st == DSC_NOMEM ? "out of memory"
                                              : "the ledger store is failing; nothing was reserved");
     }
-    done->queued = done->fn != NULL;
-    r->committing = true;
+    r->committing = !acked_when_queued(l);
     if (dec) l->decisions++;
-    *wait_rec = wait ? rec : NULL;
     return DSC_OK;
 }
 
@@ -647,15 +668,10 @@ static dsc_status reserve_repeated(dsc_ledger *l, dsc__reservation *r, dsc__rec 
     dec->type = DSC__REC_DECISION;
     dec->at_us = now;
     copy_str(dec->reservation_id, sizeof dec->reservation_id, r->id);
-    dec->done_fn = done->fn;
-    dec->done_ud = done->ud;
-    bool wait = l->durability == DSC_DURABILITY_FULL && !done->fn;
-    if (dsc__store_enqueue(l->store, dec, wait) != DSC_OK)
+    if (enqueue(l, dec, done, wait_rec) != DSC_OK)
         return dsc_error_set(err, DSC_STORE_UNAVAILABLE,
                              "the ledger store is failing; the decision was not journaled");
     l->decisions++;
-    done->queued = done->fn != NULL;
-    *wait_rec = wait ? dec : NULL;
     return DSC_OK;
 }
 
@@ -837,7 +853,7 @@ static const char *kind_charge_name(dsc_settle_kind k) {
 
 /* Start settling r with actual (mu held); *rec set when the caller must wait. */
 static dsc_status settle_begin(dsc_ledger *l, dsc__reservation *r, dsc_settle_kind kind,
-                               const dsc_amounts *actual, int64_t now, const dsc__done *done,
+                               const dsc_amounts *actual, int64_t now, dsc__done *done,
                                dsc__rec **wait_rec, dsc_error *err) {
     dsc_amounts delta;
     for (int m = 0; m < DSC_METRIC_COUNT; m++)
@@ -849,16 +865,13 @@ static dsc_status settle_begin(dsc_ledger *l, dsc__reservation *r, dsc_settle_ki
         dsc__apply_settle(l, r, &delta, now, true);
         return DSC_OK;
     }
-    bool wait = l->durability == DSC_DURABILITY_FULL && !done->fn;
     dsc__rec *rec = dsc__rec_for(DSC__REC_SETTLE, r, now);
     if (rec) {
-        rec->done_fn = done->fn;
-        rec->done_ud = done->ud;
         rec->amounts = delta;
         rec->charge_kind = kind_charge_name(kind);
         rec->state = "settled";
     }
-    dsc_status st = rec ? dsc__store_enqueue(l->store, rec, wait) : DSC_NOMEM;
+    dsc_status st = rec ? enqueue(l, rec, done, wait_rec) : DSC_NOMEM;
     if (st != DSC_OK) {
         dsc__apply_settle(l, r, &delta, now, false);
         return dsc_error_set(err, st,
@@ -866,7 +879,7 @@ static dsc_status settle_begin(dsc_ledger *l, dsc__reservation *r, dsc_settle_ki
                                  ? "out of memory"
                                  : "the ledger store is failing; nothing was charged, retry");
     }
-    *wait_rec = wait ? rec : NULL;
+    if (acked_when_queued(l)) dsc__apply_settle(l, r, &delta, now, true);
     return DSC_OK;
 }
 
@@ -889,7 +902,6 @@ static dsc_status settle_impl(dsc_ledger *l, const char *reservation_id, const d
     if (!r && (st = unreserved(l, reservation_id, s, &r, err)) != DSC_OK) goto out;
     if ((st = settle_kind(r, &k, err)) != DSC_OK || k == DSC_SETTLE_REPEATED) goto out;
     st = settle_begin(l, r, k, actual, now, done, &rec, err);
-    done->queued = st == DSC_OK && l->store && done->fn;
 out:
     pthread_mutex_unlock(&l->mu);
     if (st == DSC_OK) st = wait_rec(l, rec, err);
@@ -923,20 +935,14 @@ static dsc_status cancel_begin(dsc_ledger *l, dsc__reservation *r, int64_t now, 
         dsc__apply_cancel(l, r, now, true);
         return DSC_OK;
     }
-    bool wait = l->durability == DSC_DURABILITY_FULL && !done->fn;
     dsc__rec *rec = dsc__rec_for(DSC__REC_CANCEL, r, now);
-    if (rec) {
-        rec->state = "cancelled";
-        rec->done_fn = done->fn;
-        rec->done_ud = done->ud;
-    }
-    dsc_status st = rec ? dsc__store_enqueue(l->store, rec, wait) : DSC_NOMEM;
+    if (rec) rec->state = "cancelled";
+    dsc_status st = rec ? enqueue(l, rec, done, wait_rec) : DSC_NOMEM;
     if (st != DSC_OK) {
         dsc__apply_cancel(l, r, now, false);
         return dsc_error_set(err, st, "the ledger store is failing; the hold stays");
     }
-    done->queued = done->fn != NULL;
-    *wait_rec = wait ? rec : NULL;
+    if (acked_when_queued(l)) dsc__apply_cancel(l, r, now, true);
     return DSC_OK;
 }
 
@@ -1029,10 +1035,7 @@ static dsc_status decision_impl(dsc_ledger *l, const dsc_decision_record *d, dsc
     dsc__rec *rec = calloc(1, sizeof *rec);
     if (!rec) return dsc_error_set(err, DSC_NOMEM, "out of memory journaling a decision");
     rec->type = DSC__REC_DECISION;
-    rec->done_fn = done->fn;
-    rec->done_ud = done->ud;
     dsc_status st = decision_copy(d, rec, err);
-    bool wait = l->durability == DSC_DURABILITY_FULL && !done->fn;
     if (st != DSC_OK || !l->store) {
         free(rec);
         if (st == DSC_OK) {
@@ -1045,14 +1048,14 @@ static dsc_status decision_impl(dsc_ledger *l, const dsc_decision_record *d, dsc
     pthread_mutex_lock(&l->mu);
     rec->at_us = d->at_us ? d->at_us : dsc__ledger_now(l);
     l->decisions++;
-    st = dsc__store_enqueue(l->store, rec, wait);
+    dsc__rec *wait = NULL;
+    st = enqueue(l, rec, done, &wait);
     pthread_mutex_unlock(&l->mu);
     if (st != DSC_OK)
         return dsc_error_set(err, st,
                              "the ledger store is failing; the decision was not "
                              "journaled");
-    done->queued = done->fn != NULL;
-    return wait_rec(l, wait ? rec : NULL, err);
+    return wait_rec(l, wait, err);
 }
 
 dsc_status dsc_ledger_record_decision(dsc_ledger *l, const dsc_decision_record *d, dsc_error *err) {

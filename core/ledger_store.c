@@ -106,7 +106,7 @@ void dsc__apply_reserve_failed(dsc_ledger *l, dsc__reservation *r) {
 }
 
 static void apply_one(dsc_ledger *l, dsc__rec *rec) {
-    if (rec->type >= DSC__REC_DECISION) return;
+    if (rec->type >= DSC__REC_DECISION || rec->acked) return;
     dsc__reservation *r = dsc__strmap_get(&l->reservations, rec->reservation_id);
     if (!r) return;
     bool ok = rec->status == DSC_OK;

@@ -60,9 +60,11 @@ typedef struct dsc__rec_budget {
 typedef struct dsc__rec {
     struct dsc__rec *next;
     dsc__rec_type type;
-    bool waited, done;          /* owned by the store's queue lock */
-    bool with_decision;         /* a RESERVE that also carries its check's decision */
-    pthread_cond_t cv;          /* a waited record's own wake-up: no thundering herd */
+    bool waited, done;  /* owned by the store's queue lock */
+    bool with_decision; /* a RESERVE that also carries its check's decision */
+    bool acked;         /* acknowledged once queued (durability batch, off): its effect was applied
+                           when it was queued and its outcome is only counted */
+    pthread_cond_t cv;  /* a waited record's own wake-up: no thundering herd */
     dsc_ledger_done_fn done_fn; /* async completion, or NULL */
     void *done_ud;
     dsc_status status; /* filled when done */

@@ -16,6 +16,9 @@
  * (reclaim_wal), which gives the WAL's space back once a little is free, and it stays
  * in recovery (one checkpoint per commit) until the file system has RECOVERED_FREE
  * bytes free again.
+ * One discernd per store file: open takes an exclusive flock() on "<store>.lock" (the
+ * kernel drops it when the process dies, even by kill -9) and writes its pid there, so
+ * a second process is refused naming the file and the holder's pid.
  * Schema and queries for admins: docs/operations.md. The writer thread is named
  * "dsc-store" (top -H, /proc/PID/task/TID/comm) so its CPU can be told apart.
  */
@@ -23,14 +26,17 @@
 #include "store_internal.h"
 
 #include <errno.h>
+#include <fcntl.h>
 #include <pthread.h>
 #include <sqlite3.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/file.h>
 #include <sys/stat.h>
 #include <sys/statvfs.h>
 #include <time.h>
+#include <unistd.h>
 
 enum {
     ST_RES_INSERT,
@@ -52,6 +58,7 @@ struct dsc__store {
     dsc_durability durability;
     int batch_ms;
     char path[1024];
+    int lock_fd; /* flock()ed "<path>.lock" while open; -1 before */
     pthread_mutex_t qmu, dbmu, rmu;
     pthread_cond_t nonempty;
     dsc__rec *head, *tail;
@@ -186,6 +193,42 @@ static dsc_status open_conn(const char *path, sqlite3 **db, dsc_error *err) {
     return DSC_OK;
 }
 
+/* The pid recorded in a lock file by its holder; 0 when it cannot be read. */
+static long lock_holder(int fd) {
+    char buf[24] = {0};
+    ssize_t n = pread(fd, buf, sizeof buf - 1, 0);
+    return n > 0 ? strtol(buf, NULL, 10) : 0;
+}
+
+/* Take the store's exclusive lock, or refuse naming the file and who holds it. */
+static dsc_status take_lock(dsc__store *s, dsc_error *err) {
+    char lock[1100], pid[24];
+    snprintf(lock, sizeof lock, "%s.lock", s->path);
+    s->lock_fd = open(lock, O_RDWR | O_CREAT | O_CLOEXEC, 0644);
+    if (s->lock_fd < 0)
+        return dsc_error_set(err, DSC_STORE_UNAVAILABLE, "ledger store: cannot open '%s': %s", lock,
+                             strerror(errno));
+    if (flock(s->lock_fd, LOCK_EX | LOCK_NB) != 0) {
+        int e = errno;
+        long holder = lock_holder(s->lock_fd);
+        if (e != EWOULDBLOCK)
+            return dsc_error_set(err, DSC_STORE_UNAVAILABLE, "ledger store: cannot lock '%s': %s",
+                                 lock, strerror(e));
+        if (holder > 0)
+            return dsc_error_set(err, DSC_STORE_UNAVAILABLE,
+                                 "ledger store: '%s' is in use by pid %ld, which holds '%s'",
+                                 s->path, holder, lock);
+        return dsc_error_set(err, DSC_STORE_UNAVAILABLE,
+                             "ledger store: '%s' is in use by another process, which holds '%s'",
+                             s->path, lock);
+    }
+    int n = snprintf(pid, sizeof pid, "%ld\n", (long)getpid());
+    if (ftruncate(s->lock_fd, 0) != 0 || pwrite(s->lock_fd, pid, (size_t)n, 0) != n)
+        return dsc_error_set(err, DSC_STORE_UNAVAILABLE, "ledger store: cannot write '%s': %s",
+                             lock, strerror(errno));
+    return DSC_OK;
+}
+
 static dsc_status setup_db(dsc__store *s, dsc_error *err) {
     char pragmas[128];
     snprintf(pragmas, sizeof pragmas,
@@ -213,13 +256,15 @@ dsc__store *dsc__store_open(const char *path, dsc_durability durability, int bat
     s->durability = durability;
     s->batch_ms = batch_ms > 0 ? batch_ms : 10;
     s->healthy = true;
+    s->lock_fd = -1;
     snprintf(s->path, sizeof s->path, "%s", path);
     pthread_mutex_init(&s->qmu, NULL);
     pthread_mutex_init(&s->dbmu, NULL);
     pthread_mutex_init(&s->rmu, NULL);
     pthread_cond_init(&s->nonempty, NULL);
     make_parent(path);
-    if (open_conn(path, &s->db, err) != DSC_OK || setup_db(s, err) != DSC_OK) {
+    if (take_lock(s, err) != DSC_OK || open_conn(path, &s->db, err) != DSC_OK ||
+        setup_db(s, err) != DSC_OK) {
         dsc__store_close(s);
         return NULL;
     }
@@ -648,6 +693,7 @@ void dsc__store_close(dsc__store *s) {
     pthread_mutex_destroy(&s->dbmu);
     pthread_mutex_destroy(&s->rmu);
     pthread_cond_destroy(&s->nonempty);
+    if (s->lock_fd >= 0) close(s->lock_fd); /* releases the lock, after the last write */
     free(s);
 }
 

@@ -41,6 +41,8 @@ typedef enum key_type {
     KEY_ENUM,     /* an int-sized enum, the index of one of names */
     KEY_UIDS,     /* unix_admin_uids */
     KEY_NUM,      /* an integer field of size bytes in [min, max] */
+    KEY_BOOL,     /* a bool: true or false */
+    KEY_MODE,     /* a uint32_t permission mode in octal, in [min, max] */
 } key_type;
 
 typedef struct config_key {
@@ -66,12 +68,16 @@ static const char *const method_names[] = {"ecologits", "discern", NULL};
     { name, type, FIELD(field), 0, 0, names, "VALUE", help }
 #define NUM(name, field, lo, hi, arg, help)                                                        \
     { name, KEY_NUM, FIELD(field), lo, hi, NULL, arg, help }
+#define BOOL(name, field, help)                                                                    \
+    { name, KEY_BOOL, FIELD(field), 0, 1, NULL, "true|false", help }
 
 static const config_key config_keys[] = {
     STRING("listen", KEY_ADDR, listen, "HOST:PORT",
            "MessagePack-RPC over TCP (port 0 picks a free one; \"\" disables)"),
     STRING("unix", KEY_UNIX, unix_path, "PATH",
            "MessagePack-RPC over a Unix socket (\"\" disables)"),
+    {"unix_mode", KEY_MODE, FIELD(unix_mode), 0, 0777, NULL, "MODE",
+     "permission bits of the Unix socket, octal, whatever the umask"},
     STRING("http", KEY_ADDR, http, "HOST:PORT",
            "HTTP for /metrics, /healthz, /v1/budgets (\"\" disables)"),
     STRING("port_file", KEY_STR, port_file, "PATH",
@@ -103,6 +109,10 @@ static const config_key config_keys[] = {
         "memory cap of each worker's Lua state (on_error when hit)"),
     STRING("admin_token", KEY_STR, admin_token, "TOKEN",
            "admin token for the auth method (or DISCERN_ADMIN_TOKEN)"),
+    BOOL("require_auth", require_auth,
+         "TCP and HTTP callers need a key for more than ping, auth, estimate and the catalogue"),
+    BOOL("allow_insecure_bind", allow_insecure_bind,
+         "serve a non-loopback address even with require_auth = false (or --insecure-bind)"),
     {"unix_admin_uids", KEY_UIDS, FIELD(unix_admin_uids), 0, 0, NULL, "UIDS",
      "Unix peers that are admin: comma-separated uids, self or none"},
     NUM("max_message_bytes", limits.max_message_bytes, 256, 16 * 1024 * 1024, "BYTES",
@@ -136,7 +146,7 @@ const char *dsc_log_level_name(dsc_log_level level) {
 void dsc_server_config_default(dsc_server_config *cfg) {
     memset(cfg, 0, sizeof *cfg);
     strcpy(cfg->listen, "127.0.0.1:7878");
-    strcpy(cfg->unix_path, "/tmp/discernd.sock");
+    strcpy(cfg->unix_path, "var/discernd.sock");
     strcpy(cfg->http, "127.0.0.1:7879");
     strcpy(cfg->store, "var/discern.db");
     strcpy(cfg->durability, "full");
@@ -159,6 +169,8 @@ void dsc_server_config_default(dsc_server_config *cfg) {
     cfg->policy_memory_mb = 32;
     cfg->unix_admin_uids[0] = getuid();
     cfg->n_unix_admin_uids = 1;
+    cfg->unix_mode = 0660;
+    cfg->require_auth = true;
 }
 
 /* Parse "host:port" or "[v6]:port" (port 0 = any free port) into ss. */
@@ -210,6 +222,28 @@ static dsc_status set_number(dsc_server_config *cfg, const config_key *k, const 
         int32_t v32 = (int32_t)v; /* every 4-byte key's range fits int32 and uint32 */
         memcpy(p, &v32, sizeof v32);
     }
+    return DSC_OK;
+}
+
+static dsc_status set_bool(dsc_server_config *cfg, const config_key *k, const char *value,
+                           dsc_error *err) {
+    bool v = strcmp(value, "true") == 0;
+    if (!v && strcmp(value, "false") != 0)
+        return dsc_error_set(err, DSC_BAD_REQUEST, "%s: '%s' is not true or false", k->name, value);
+    *(bool *)((char *)cfg + k->offset) = v;
+    return DSC_OK;
+}
+
+/* An octal mode such as 0660 (the leading 0 optional). */
+static dsc_status set_mode(dsc_server_config *cfg, const config_key *k, const char *value,
+                           dsc_error *err) {
+    char *end;
+    errno = 0;
+    long v = strtol(value, &end, 8);
+    if (errno || end == value || *end || value[0] == '-' || v < k->min || v > k->max)
+        return dsc_error_set(err, DSC_BAD_REQUEST,
+                             "%s: '%s' is not an octal permission mode like 0660", k->name, value);
+    *(uint32_t *)((char *)cfg + k->offset) = (uint32_t)v;
     return DSC_OK;
 }
 
@@ -320,6 +354,10 @@ dsc_status dsc_server_config_set(dsc_server_config *cfg, const char *key, const 
         return set_number(cfg, k, value, err);
     case KEY_UIDS:
         return set_uids(cfg, value, err);
+    case KEY_BOOL:
+        return set_bool(cfg, k, value, err);
+    case KEY_MODE:
+        return set_mode(cfg, k, value, err);
     case KEY_ENUM: {
         int i = find_name(k->names, value);
         if (i < 0) return dsc_error_set(err, DSC_BAD_REQUEST, "%s: unknown value '%s'", key, value);
@@ -447,6 +485,12 @@ static void default_text(const dsc_server_config *def, const config_key *k, char
     case KEY_UIDS:
         snprintf(out, cap, "self");
         break;
+    case KEY_BOOL:
+        snprintf(out, cap, "%s", *(const bool *)p ? "true" : "false");
+        break;
+    case KEY_MODE:
+        snprintf(out, cap, "%04o", (unsigned)*(const uint32_t *)p);
+        break;
     case KEY_ENUM_STR:
         snprintf(out, cap, "%s", p);
         break;
@@ -472,6 +516,7 @@ void dsc_server_config_usage(FILE *out) {
         default_text(&def, k, dflt, sizeof dflt);
         fprintf(out, "  %-30s %s\n  %-30s (%s = %s)\n", left, k->help, "", k->name, dflt);
     }
+    fprintf(out, "  %-30s %s\n", "--insecure-bind", "the same as --allow-insecure-bind true");
     fprintf(out, "  %-30s %s\n\n", "--help", "show this help");
     fprintf(out,
             "Signals: SIGTERM/SIGINT drain and exit 0, SIGHUP reloads policies and catalogue.\n"
@@ -506,6 +551,10 @@ static dsc_status apply_flags(dsc_server_config *cfg, int argc, char **argv, boo
             *help = true;
             continue;
         }
+        if (strcmp(argv[i], "--insecure-bind") == 0) { /* a switch: no value */
+            if (!only_config) cfg->allow_insecure_bind = true;
+            continue;
+        }
         const char *value;
         const config_key *k = find_flag(argv[i], &value);
         if (!k)
@@ -534,4 +583,36 @@ dsc_status dsc_server_config_from_args(dsc_server_config *cfg, int argc, char **
     if (env && *env && (st = dsc_server_config_set(cfg, "admin_token", env, err)) != DSC_OK)
         return st;
     return apply_flags(cfg, argc, argv, false, help, err);
+}
+
+/* The host of "host:port" / "[v6]:port" is a loopback address (127.0.0.0/8, ::1,
+ * ::ffff:127.x). Anything unparsable counts as not loopback. */
+static bool is_loopback(const char *hostport) {
+    char host[64];
+    const char *colon = strrchr(hostport, ':');
+    size_t n = colon ? (size_t)(colon - hostport) : 0;
+    if (n > 2 && hostport[0] == '[' && hostport[n - 1] == ']') hostport++, n -= 2;
+    if (n == 0 || n >= sizeof host) return false;
+    memcpy(host, hostport, n);
+    host[n] = '\0';
+    struct in_addr v4;
+    struct in6_addr v6;
+    if (inet_pton(AF_INET, host, &v4) == 1) return (ntohl(v4.s_addr) >> 24) == 127;
+    if (inet_pton(AF_INET6, host, &v6) != 1) return false;
+    return IN6_IS_ADDR_LOOPBACK(&v6) || (IN6_IS_ADDR_V4MAPPED(&v6) && v6.s6_addr[12] == 127);
+}
+
+dsc_status dsc_server_config_check(const dsc_server_config *cfg, dsc_error *err) {
+    const char *keys[] = {"listen", "http"}, *values[] = {cfg->listen, cfg->http};
+    for (int i = 0; i < 2; i++) {
+        if (cfg->require_auth || cfg->allow_insecure_bind || !values[i][0] ||
+            is_loopback(values[i]))
+            continue;
+        return dsc_error_set(err, DSC_BAD_REQUEST,
+                             "%s: refusing %s with require_auth = false: not loopback, so anyone "
+                             "reaching it could call every method without a key; set "
+                             "require_auth = true, use 127.0.0.1, or force with --insecure-bind",
+                             keys[i], values[i]);
+    }
+    return DSC_OK;
 }

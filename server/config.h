@@ -71,6 +71,9 @@ typedef struct dsc_server_config {
     uint32_t policy_memory_mb;            /* cap of each worker's Lua state */
     uid_t unix_admin_uids[DSC_CONFIG_UIDS_MAX];
     int n_unix_admin_uids;
+    uint32_t unix_mode;       /* permission bits of the Unix socket (0660) */
+    bool require_auth;        /* TCP/HTTP callers need a key for more than the basics */
+    bool allow_insecure_bind; /* serve a non-loopback address with require_auth off */
 } dsc_server_config;
 
 /* Fill cfg with the documented defaults (unix_admin_uids = the current uid). */
@@ -85,6 +88,10 @@ dsc_status dsc_server_config_set(dsc_server_config *cfg, const char *key, const 
  * *help when --help was given. DSC_BAD_REQUEST on a bad flag, DSC_IO on a bad file. */
 dsc_status dsc_server_config_from_args(dsc_server_config *cfg, int argc, char **argv, bool *help,
                                        dsc_error *err);
+/* Refuse what the values allow together but is unsafe: a TCP or HTTP listener on a
+ * non-loopback address while require_auth is false, unless allow_insecure_bind.
+ * DSC_BAD_REQUEST naming the key and saying why. */
+dsc_status dsc_server_config_check(const dsc_server_config *cfg, dsc_error *err);
 /* Print the --help text: every flag, its config key and its default. */
 void dsc_server_config_usage(FILE *out);
 /* Parse "host:port" / "[v6]:port" (port 0 = any free port) for config key;

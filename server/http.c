@@ -102,6 +102,17 @@ static json_t *budget_states(dsc_server *srv, const dsc_subject *subject, dsc_er
     return list;
 }
 
+/* The subject of a query, like every string a client sends, must be UTF-8. */
+static bool query_is_utf8(const dsc_subject *s, dsc_error *err) {
+    const char *names[] = {"org", "team", "user", "key"}, *v[] = {s->org, s->team, s->user, s->key};
+    for (int i = 0; i < 4; i++)
+        if (v[i] && !dsc_rpc_utf8_valid(v[i], strlen(v[i]))) {
+            dsc_error_set(err, DSC_BAD_REQUEST, "field '%s': not valid UTF-8", names[i]);
+            return false;
+        }
+    return true;
+}
+
 static void on_budgets(struct evhttp_request *req, void *arg) {
     dsc_server *srv = arg;
     struct evkeyvalq q;
@@ -117,7 +128,9 @@ static void on_budgets(struct evhttp_request *req, void *arg) {
     bool by_subject = subject.org || subject.team || subject.user || subject.key;
     dsc_error err;
     dsc_error_clear(&err);
-    json_t *list = by_subject ? budget_states(srv, &subject, &err) : budget_definitions(srv);
+    json_t *list = !query_is_utf8(&subject, &err) ? NULL
+                   : by_subject                   ? budget_states(srv, &subject, &err)
+                                                  : budget_definitions(srv);
     evhttp_clear_headers(&q);
     if (!list) {
         reply_json(

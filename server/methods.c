@@ -1,6 +1,7 @@
 /*
  * methods.c - the method table of discernd and the handlers that need no core
- * module beyond the server itself (ping, stats, auth).
+ * module beyond the server itself (ping, stats, auth). A failed auth is counted and
+ * slowed down by authlimit.c.
  *
  * A handler reads its params map with the dsc_rpc_get_* getters (which name the
  * field in every error), and on success packs exactly one result map. When it
@@ -170,6 +171,15 @@ static bool token_equal(const char *a, size_t alen, const char *b, size_t blen) 
 
 static dsc_status m_auth(call *c, const msgpack_object *params, msgpack_packer *pk,
                          dsc_error *err) {
+    /* Failed logins cost turns (authlimit.c): wait for this peer's, or be refused. */
+    dsc__conn *conn = c->conn;
+    if (!conn->auth_peer[0]) dsc__authlimit_key(conn->fd, conn->auth_peer, sizeof conn->auth_peer);
+    int64_t wait_us =
+        c->replayed ? 0
+                    : dsc__authlimit_admit(c->srv->authlimit, conn->auth_peer, dsc__now_us(), err);
+    if (wait_us != 0)
+        return wait_us < 0 ? DSC_UNAUTHORIZED
+                           : dsc__job_delay_call(c, params, m_auth, wait_us, err);
     char token[DSC_CONFIG_STR_MAX];
     dsc_status st = dsc_rpc_get_str(params, "token", true, token, sizeof token, err);
     if (st != DSC_OK) return st;
@@ -180,8 +190,7 @@ static dsc_status m_auth(call *c, const msgpack_object *params, msgpack_packer *
         /* Guessing costs a connection every AUTH_TRIES attempts. */
         bool last = ++c->conn->auth_failures >= AUTH_TRIES;
         if (last) c->conn->closing = true;
-        dsc_log_write(&c->srv->log, DSC_LOG_WARN, "auth_failed", "conn=%llu closing=%d",
-                      (unsigned long long)c->conn->id, last);
+        dsc__authlimit_failed(c->srv->authlimit, conn->auth_peer, dsc__now_us());
         return dsc_error_set(err, DSC_UNAUTHORIZED,
                              want[0] ? "field 'token': wrong admin token"
                                      : "no admin token is configured");
@@ -231,7 +240,8 @@ static void adopt_job(dsc__call *c, dsc_status st, const dsc_error *err) {
 
 void dsc__dispatch(dsc__conn *conn, const dsc_rpc_request *req) {
     bool is_request = req->kind == DSC_RPC_REQUEST;
-    call c = {conn, conn->w->srv, conn->w, req->msgid, is_request, NULL};
+    call c = {conn, conn->w->srv, conn->w, req->msgid, is_request, NULL, false};
+    dsc__conn_out_ready(conn);
     msgpack_sbuffer *out = &conn->out;
     size_t mark = out->size;
     msgpack_packer pk;

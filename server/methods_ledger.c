@@ -117,6 +117,8 @@ static dsc_status copy_tag_str(const msgpack_object *o, char *out, const char *w
         return dsc_error_set(err, DSC_BAD_REQUEST,
                              "field 'tags': a %s is longer than %d bytes or holds NUL", what,
                              FIELD_MAX - 1);
+    if (!dsc_rpc_utf8_valid(o->via.str.ptr, o->via.str.size))
+        return dsc_error_set(err, DSC_BAD_REQUEST, "field 'tags': a %s is not valid UTF-8", what);
     memcpy(out, o->via.str.ptr, o->via.str.size);
     out[o->via.str.size] = '\0';
     return DSC_OK;
@@ -146,6 +148,7 @@ typedef struct check_args {
     tags_buf tags;
     char purpose[FIELD_MAX], request_id[FIELD_MAX];
     bool reserve;
+    bool budgets; /* the reply lists every matching budget's state (opt-in: large) */
     int64_t ttl_s;
 } check_args;
 
@@ -159,6 +162,7 @@ static dsc_status read_check_args(dsc__call *c, const msgpack_object *p, check_a
         (st = dsc_rpc_get_str(p, "purpose", true, a->purpose, sizeof a->purpose, err)) ||
         (st = read_tags(p, &a->tags, err)) ||
         (st = dsc_rpc_get_bool(p, "reserve", false, &a->reserve, err)) ||
+        (st = dsc_rpc_get_bool(p, "budgets", false, &a->budgets, err)) ||
         (st = dsc_rpc_get_str(p, "request_id", false, a->request_id, sizeof a->request_id, err)) ||
         (st = dsc_rpc_get_int(p, "ttl_s", false, 1, 86400, &a->ttl_s, err)))
         return st;
@@ -341,6 +345,31 @@ static dsc_status decide(dsc__call *c, const check_args *a, check_out *o, dsc_er
     return DSC_OK;
 }
 
+/* The list price of the request's model (aliases share it); NULL when unpriced. */
+static const dsc_price *request_price(dsc__call *c, const dsc__estimate_args *e) {
+    return dsc_catalog_price(c->w->state->catalog, e->in.provider, e->in.model);
+}
+
+/* A cost budget cannot be kept for a model without a list price: rather than hold
+ * nothing and let the budget leak, the ledger refuses the check (over an allow or a
+ * throttle of the policies), naming the model and the budget (docs/protocol.md). */
+static void refuse_unpriced(const check_args *a, check_out *o) {
+    for (size_t i = 0; i < o->n_states; i++) {
+        const dsc_budget_state *b = &o->states[i];
+        if (b->metric != DSC_METRIC_COST) continue;
+        decision_summary *d = &o->decision;
+        d->outcome = DSC_POLICY_REFUSE;
+        d->retry_after_s = 0;
+        d->suggest_provider[0] = d->suggest_model[0] = '\0';
+        snprintf(d->policy, sizeof d->policy, "ledger");
+        snprintf(d->reason, sizeof d->reason,
+                 "model %.32s/%.48s has no list price, so cost budget %.64s cost %.24s "
+                 "cannot be kept",
+                 a->est.provider, a->est.model, b->counter, b->window);
+        return;
+    }
+}
+
 /* Everything a check does before it waits for the store. */
 static dsc_status run_check(dsc__call *c, check_job *j, dsc_error *err) {
     check_args *a = &j->a;
@@ -348,13 +377,16 @@ static dsc_status run_check(dsc__call *c, check_job *j, dsc_error *err) {
     dsc_status st = dsc__worker_sync(c->w, err);
     if (st == DSC_OK) st = dsc_estimate_compute(c->w->state->catalog, &a->est.in, &o->est, err);
     if (st != DSC_OK) return st;
-    dsc_amounts_from_estimate(&o->est, a->est.in.input_tokens, a->est.in.output_tokens, 0,
-                              &o->amounts);
+    const dsc_price *price = request_price(c, &a->est);
+    dsc_amounts_from_estimate(
+        &o->est, a->est.in.input_tokens, a->est.in.output_tokens,
+        dsc_price_cost_micro(price, a->est.in.input_tokens, a->est.in.output_tokens), &o->amounts);
     st = dsc_ledger_preview(c->srv->ledger, &a->subject.subject, &o->amounts, o->states,
                             PREVIEW_MAX, &o->n_states, err);
     if (st != DSC_OK) return st;
     if (o->n_states > PREVIEW_MAX) o->n_states = PREVIEW_MAX;
     if ((st = decide(c, a, o, err)) != DSC_OK) return st;
+    if (!price && o->decision.outcome != DSC_POLICY_REFUSE) refuse_unpriced(a, o);
     if (o->decision.outcome == DSC_POLICY_ALLOW && a->reserve) {
         if ((st = reserve(c, j, err)) != DSC_OK) return st;
         if (o->reservation[0]) return DSC_OK; /* journaled with its hold */
@@ -363,13 +395,20 @@ static dsc_status run_check(dsc__call *c, check_job *j, dsc_error *err) {
     return DSC_OK;
 }
 
-static void pack_check(msgpack_packer *pk, const check_out *o) {
+/* The budget states only when the client asked (`budgets: true`): with three
+ * budgets they are two thirds of the reply's bytes, and a client that goes ahead
+ * needs only the outcome, the reservation and the estimate. */
+static void pack_check_budgets(msgpack_packer *pk, const check_out *o, bool wanted) {
+    if (wanted) pack_budget_states(pk, o->states, o->n_states);
+}
+
+static void pack_check(msgpack_packer *pk, const check_out *o, bool with_budgets) {
     const decision_summary *d = &o->decision;
     bool retry = d->outcome == DSC_POLICY_THROTTLE && d->retry_after_s > 0;
     bool suggest = d->suggest_model[0] != '\0';
     bool resv = o->reservation[0] != '\0';
-    msgpack_pack_map(pk,
-                     8 + DSC__ESTIMATE_CONTEXT_KEYS + retry + suggest + 2 * resv + o->unenforced);
+    msgpack_pack_map(pk, 7 + with_budgets + DSC__ESTIMATE_CONTEXT_KEYS + retry + suggest + 2 * resv +
+                             o->unenforced);
     dsc__pack_key(pk, "decision");
     dsc_rpc_pack_cstr(pk, dsc_policy_outcome_name(d->outcome));
     dsc__pack_key(pk, "reason");
@@ -385,7 +424,7 @@ static void pack_check(msgpack_packer *pk, const check_out *o) {
     dsc__pack_key(pk, "zone");
     dsc_rpc_pack_cstr(pk, o->est.zone);
     dsc__pack_estimate_context(pk, &o->est);
-    pack_budget_states(pk, o->states, o->n_states);
+    pack_check_budgets(pk, o, with_budgets);
     if (retry) {
         dsc__pack_key(pk, "retry_after_s");
         msgpack_pack_double(pk, (double)d->retry_after_s);
@@ -427,7 +466,7 @@ static dsc_status finish_check(dsc__job *job, dsc_status st, const dsc_error *st
         *err = *st_err;
         return st;
     }
-    pack_check(pk, &j->o);
+    pack_check(pk, &j->o, j->a.budgets);
     dsc__count_decision(job->w, j->o.decision.outcome, j->o.decision.policy, j->a.purpose,
                         j->o.unenforced, dsc__now_us() - job->started_us);
     return DSC_OK;
@@ -563,7 +602,10 @@ dsc_status dsc__m_settle(dsc__call *c, const msgpack_object *p, msgpack_packer *
     if (st == DSC_OK) st = dsc__worker_sync(c->w, err);
     if (st == DSC_OK) st = dsc_estimate_compute(c->w->state->catalog, &j->a.est.in, &j->est, err);
     if (st != DSC_OK) return st;
-    dsc_amounts_from_estimate(&j->est, j->a.est.in.input_tokens, j->a.est.in.output_tokens, 0,
+    dsc_amounts_from_estimate(&j->est, j->a.est.in.input_tokens, j->a.est.in.output_tokens,
+                              dsc_price_cost_micro(request_price(c, &j->a.est),
+                                                   j->a.est.in.input_tokens,
+                                                   j->a.est.in.output_tokens),
                               &j->actual);
     const subject_buf *s = &j->a.subject;
     j->has_subject = s->org[0] || s->team[0] || s->user[0] || s->key[0];

@@ -311,6 +311,9 @@ char *dsc__metrics_render(dsc_server *srv, size_t *len) {
     put_counter(&t, "discern_unenforced_total",
                 "Checks allowed unenforced because the store was down (failure_mode open).",
                 SUM_FIELD(srv, unenforced));
+    put_counter(&t, "discern_auth_failures_total",
+                "auth calls refused for a wrong or unknown token (docs/operations.md).",
+                dsc__authlimit_total(srv->authlimit));
     put_counter(&t, "discern_policy_errors_total",
                 "Policy evaluations that raised, timed out or ran out of memory.",
                 SUM_FIELD(srv, policy_errors));

@@ -112,11 +112,28 @@ static int conn_flush(dsc__conn *c) {
             return -1;
         }
     }
-    /* All sent: give the storage back, so an idle connection holds no output memory. */
-    msgpack_sbuffer_destroy(&c->out);
+    /* All sent: an idle connection holds no output memory. The worker keeps one
+     * buffer (up to DSC__SPARE_OUT_MAX) for the next reply of any of its connections,
+     * so that answering a request does not allocate one. */
+    dsc__worker *w = c->w;
+    if (!w->spare_out && c->out.alloc <= DSC__SPARE_OUT_MAX) {
+        w->spare_out = c->out.data;
+        w->spare_out_cap = c->out.alloc;
+    } else {
+        msgpack_sbuffer_destroy(&c->out);
+    }
     msgpack_sbuffer_init(&c->out);
     c->out_off = 0;
     return 0;
+}
+
+void dsc__conn_out_ready(dsc__conn *c) {
+    dsc__worker *w = c->w;
+    if (c->out.data || !w->spare_out) return;
+    c->out.data = w->spare_out;
+    c->out.alloc = w->spare_out_cap;
+    c->out.size = 0;
+    w->spare_out = NULL;
 }
 
 static void send_broken(dsc__conn *c, const dsc_error *err) {
@@ -563,6 +580,8 @@ static void worker_destroy(dsc__worker *w) {
     if (w->drain_timer) event_free(w->drain_timer);
     if (w->base) event_base_free(w->base);
     msgpack_zone_destroy(&w->zone);
+    dsc__jobs_cache_free(w);
+    free(w->spare_out);
     free(w->rbuf);
     free(w->queue);
     pthread_mutex_destroy(&w->lock);
@@ -617,6 +636,73 @@ static dsc_status listen_tcp(dsc_server *srv, dsc_error *err) {
     return DSC_OK;
 }
 
+static void make_parent_dir(const char *path);
+
+/* Make path free for a new socket. Nothing there, or a socket of ours that nobody
+ * listens on (left by a crash): fine, the stale one is removed. Anything else is
+ * reported with its path and left alone, never followed: a symbolic link, a file
+ * that is not a socket, a socket of another user, a socket with a live listener. */
+static dsc_status clear_unix_path(dsc_server *srv, const struct sockaddr_un *sun, dsc_error *err) {
+    const char *path = sun->sun_path;
+    struct stat st;
+    if (lstat(path, &st) != 0)
+        return errno == ENOENT ? DSC_OK
+                               : dsc_error_set(err, DSC_IO, "unix: cannot inspect %s: %s", path,
+                                               strerror(errno));
+    if (S_ISLNK(st.st_mode))
+        return dsc_error_set(err, DSC_IO,
+                             "unix: %s is a symbolic link; refusing to follow or remove it", path);
+    if (!S_ISSOCK(st.st_mode))
+        return dsc_error_set(err, DSC_IO,
+                             "unix: %s exists and is not a socket; refusing to remove it", path);
+    if (st.st_uid != geteuid())
+        return dsc_error_set(err, DSC_IO,
+                             "unix: %s is a socket of uid %u, not ours (%u); refusing to remove it",
+                             path, (unsigned)st.st_uid, (unsigned)geteuid());
+    /* Non-blocking: a listener with a full backlog answers EAGAIN instead of making
+     * the start wait. */
+    int fd = socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC | SOCK_NONBLOCK, 0);
+    if (fd < 0) return dsc_error_set(err, DSC_IO, "unix: socket: %s", strerror(errno));
+    int rc = connect(fd, (const struct sockaddr *)sun, sizeof *sun), e = errno;
+    close(fd);
+    if (rc == 0 || e == EAGAIN)
+        return dsc_error_set(err, DSC_IO,
+                             "unix: %s is in use by a running server (another discernd?)", path);
+    if (e != ECONNREFUSED)
+        return dsc_error_set(err, DSC_IO, "unix: cannot probe %s: %s", path, strerror(e));
+    if (unlink(path) != 0)
+        return dsc_error_set(err, DSC_IO, "unix: cannot remove the stale socket %s: %s", path,
+                             strerror(errno));
+    dsc_log_write(&srv->log, DSC_LOG_INFO, "unix_stale_removed", "path=%s", path);
+    return DSC_OK;
+}
+
+/* bind, chmod, then listen: until listen nobody can connect, so the socket is never
+ * reachable with the mode the umask gave it. The umask itself is left alone (it is
+ * the process's, and other threads create files). */
+static dsc_status bind_unix(dsc_server *srv, const struct sockaddr_un *sun, dsc_error *err) {
+    const char *path = sun->sun_path;
+    int fd = socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC | SOCK_NONBLOCK, 0);
+    if (fd < 0) return dsc_error_set(err, DSC_IO, "unix: socket: %s", strerror(errno));
+    if (bind(fd, (const struct sockaddr *)sun, sizeof *sun) != 0) {
+        dsc_error_set(err, DSC_IO, "unix: cannot bind %s: %s", path, strerror(errno));
+        goto fail;
+    }
+    if (chmod(path, (mode_t)srv->cfg.unix_mode) != 0 || listen(fd, 1024) != 0) {
+        dsc_error_set(err, DSC_IO, "unix: cannot set up %s: %s", path, strerror(errno));
+        unlink(path);
+        goto fail;
+    }
+    srv->unix_listener = evconnlistener_new(srv->base, on_accept, srv,
+                                            LEV_OPT_CLOSE_ON_FREE | LEV_OPT_CLOSE_ON_EXEC, 0, fd);
+    if (srv->unix_listener) return DSC_OK;
+    dsc_error_set(err, DSC_NOMEM, "unix: listener");
+    unlink(path);
+fail:
+    close(fd);
+    return err->code;
+}
+
 static dsc_status listen_unix(dsc_server *srv, dsc_error *err) {
     struct sockaddr_un sun;
     memset(&sun, 0, sizeof sun);
@@ -625,16 +711,13 @@ static dsc_status listen_unix(dsc_server *srv, dsc_error *err) {
         return dsc_error_set(err, DSC_BAD_REQUEST, "unix: path longer than %zu bytes",
                              sizeof sun.sun_path - 1);
     strcpy(sun.sun_path, srv->cfg.unix_path);
-    struct stat st;
-    if (lstat(sun.sun_path, &st) == 0 && S_ISSOCK(st.st_mode)) unlink(sun.sun_path);
-    srv->unix_listener = evconnlistener_new_bind(srv->base, on_accept, srv,
-                                                 LEV_OPT_CLOSE_ON_FREE | LEV_OPT_CLOSE_ON_EXEC,
-                                                 1024, (struct sockaddr *)&sun, sizeof sun);
-    if (!srv->unix_listener)
-        return dsc_error_set(err, DSC_IO, "unix: cannot bind %s: %s", sun.sun_path,
-                             strerror(errno));
+    make_parent_dir(sun.sun_path);
+    dsc_status st = clear_unix_path(srv, &sun, err);
+    if (st == DSC_OK) st = bind_unix(srv, &sun, err);
+    if (st != DSC_OK) return st;
     evconnlistener_set_error_cb(srv->unix_listener, dsc__accept_error_cb);
-    dsc_log_write(&srv->log, DSC_LOG_INFO, "listening", "transport=unix path=%s", sun.sun_path);
+    dsc_log_write(&srv->log, DSC_LOG_INFO, "listening", "transport=unix path=%s mode=%04o",
+                  sun.sun_path, (unsigned)srv->cfg.unix_mode);
     return DSC_OK;
 }
 
@@ -725,9 +808,11 @@ static void on_tick(evutil_socket_t fd, short what, void *arg) {
     size_t expired = dsc_ledger_tick(srv->ledger);
     if (expired) dsc_log_write(&srv->log, DSC_LOG_INFO, "holds_expired", "count=%zu", expired);
     dsc__resv_prune(srv->reservations, dsc__now_us() / 1000000);
+    dsc__authlimit_report(srv->authlimit, &srv->log, dsc__now_us());
 }
 
-/* Create the store's folder (one level: "var/" of "var/discern.db") when missing. */
+/* Create the folder of the store or the Unix socket (one level: "var/" of
+ * "var/discern.db") when missing. */
 static void make_parent_dir(const char *path) {
     char dir[DSC_CONFIG_STR_MAX];
     snprintf(dir, sizeof dir, "%s", path);
@@ -807,6 +892,7 @@ dsc_server *dsc_server_new(const dsc_server_config *cfg, dsc_error *err) {
         dsc_error_set(err, DSC_INTERNAL, "libevent has no pthreads support");
         return NULL;
     }
+    if (dsc_server_config_check(cfg, err) != DSC_OK) return NULL;
     dsc_server *srv = calloc(1, sizeof *srv);
     if (!srv) {
         dsc_error_set(err, DSC_NOMEM, "server");
@@ -819,8 +905,9 @@ dsc_server *dsc_server_new(const dsc_server_config *cfg, dsc_error *err) {
     dsc__accept_raise_nofile(srv);
     pthread_mutex_init(&srv->state_lock, NULL);
     srv->grid = dsc_grid_new();
-    if (!srv->grid) {
-        dsc_error_set(err, DSC_NOMEM, "out of memory for the grid table");
+    srv->authlimit = dsc__authlimit_new();
+    if (!srv->grid || !srv->authlimit) {
+        dsc_error_set(err, DSC_NOMEM, "out of memory for the grid and auth tables");
         goto fail;
     }
     if (dsc__server_reload(srv, err) != DSC_OK) goto fail;
@@ -885,6 +972,7 @@ void dsc_server_free(dsc_server *srv) {
     if (srv->base) event_base_free(srv->base);
     dsc__state_unref(srv->state);
     dsc_grid_free(srv->grid);
+    dsc__authlimit_free(srv->authlimit);
     pthread_mutex_destroy(&srv->state_lock);
     free(srv);
 }

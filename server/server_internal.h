@@ -7,6 +7,7 @@
 #define DISCERN_SERVER_INTERNAL_H
 
 #include "accept.h"
+#include "authlimit.h"
 #include "config.h"
 #include "log.h"
 #include "rpc.h"
@@ -59,9 +60,23 @@ struct dsc__job {
     dsc_status st; /* the first failed completion */
     dsc_error err;
     int64_t started_us;
+    size_t size; /* of the whole block, for the worker's job cache */
     dsc__job_finish_fn finish;
     dsc__job_slot_t slots[DSC__JOB_SLOTS];
 };
+
+/* Freed jobs kept per worker for the next request of the same size (a handful of
+ * job types exist: one list per size), at most DSC__JOB_CACHE_MAX blocks each. */
+#define DSC__JOB_CACHE_SIZES 4
+#define DSC__JOB_CACHE_MAX 32
+typedef struct dsc__job_cache {
+    size_t size;
+    void *head; /* first word of a cached block: the next one */
+    int n;
+} dsc__job_cache;
+
+/* The largest output buffer a worker keeps for its next reply (conn_flush). */
+#define DSC__SPARE_OUT_MAX (64u << 10)
 
 /* What a reload swaps as one (state.c): immutable once loaded, refcounted. */
 typedef struct dsc__state {
@@ -114,6 +129,7 @@ struct dsc__conn {
     bool paused;           /* reading stopped until the output drains */
     uid_t peer_uid;
     char addr[DSC__ADDR_KEY_MAX]; /* the peer's IP address ("" for Unix peers) */
+    char auth_peer[DSC__AUTHLIMIT_KEY_MAX]; /* its authlimit key, set at the first auth */
     struct event *rev, *wev;
     struct event *timer;    /* idle and frame deadlines (server.c, "Deadlines") */
     int64_t last_frame_ms;  /* monotonic: the last complete message (or the accept) */
@@ -162,9 +178,12 @@ struct dsc__worker {
     dsc__conn *conns;  /* this worker's connections */
     uint64_t next_conn_id;
     dsc__counters counters;
-    size_t jobs;                 /* jobs outstanding on this worker */
-    dsc__job_slot_t *completed;  /* done() results not yet handled (under lock) */
-    dsc__conn *flush_list;       /* connections with replies from completed jobs */
+    size_t jobs;                /* jobs outstanding on this worker */
+    dsc__job_slot_t *completed; /* done() results not yet handled (under lock) */
+    dsc__conn *flush_list;      /* connections with replies from completed jobs */
+    dsc__job_cache job_cache[DSC__JOB_CACHE_SIZES]; /* worker thread only */
+    char *spare_out; /* a sent connection's output buffer, for the next */
+    size_t spare_out_cap;
     uint64_t vm_errors_seen;     /* policy errors of the current VM already counted */
     uint64_t decision_seq;       /* for decision ids */
     pthread_mutex_t labels_lock; /* guards labels (this worker writes, /metrics reads) */
@@ -189,6 +208,7 @@ struct dsc_server {
     dsc_grid *grid;                       /* live grid intensities (thread-safe) */
     dsc_ledger *ledger;                   /* budgets, holds, journal (thread-safe) */
     dsc__resv_table *reservations;        /* what each reservation was for (thread-safe) */
+    dsc__authlimit *authlimit;            /* failed auth by peer address (thread-safe) */
     struct event *tick;                   /* once a second: expire holds, prune reservations */
     atomic_int_fast64_t store_free_bytes; /* on the store's file system; -1 = unknown */
     bool store_disk_low;                  /* below store_free_warn_bytes (main thread) */
@@ -220,6 +240,7 @@ typedef struct dsc__call {
     uint32_t msgid;
     bool is_request;
     dsc__job *deferred; /* set by dsc__job_defer: the reply comes later */
+    bool replayed;      /* run again by dsc__job_delay_call, after its wait */
 } dsc__call;
 
 /* Jobs (jobs.c). Defer the call: a zeroed job of size bytes (a struct beginning with
@@ -235,6 +256,11 @@ void dsc__job_done(void *ud, dsc_status st, const dsc_error *err);
 void dsc__jobs_run_completed(dsc__worker *w);
 /* Reply now for a job that waits for nothing, and free it (inside dispatch). */
 void dsc__job_finish_now(dsc__job *job);
+/* Worker teardown: free the cached job blocks. */
+void dsc__jobs_cache_free(dsc__worker *w);
+/* server.c: give conn's empty output buffer the worker's spare storage, if any, so
+ * that packing a reply does not allocate. */
+void dsc__conn_out_ready(dsc__conn *conn);
 /* server.c: after a job of conn finished, send its reply or free a closed conn. */
 void dsc__conn_after_job(dsc__conn *conn);
 
@@ -242,6 +268,14 @@ void dsc__conn_after_job(dsc__conn *conn);
  * error (whatever was packed is then discarded). */
 typedef dsc_status (*dsc__method_fn)(dsc__call *c, const msgpack_object *params, msgpack_packer *pk,
                                      dsc_error *err);
+
+/* Defer the call and run fn again with the same params after delay_us on the
+ * worker's loop (c->replayed set), its result being the reply. Params packed over
+ * DSC__JOB_DELAY_PARAMS_MAX bytes are refused (DSC_TOO_LARGE); DSC_NOMEM when out of
+ * memory. */
+#define DSC__JOB_DELAY_PARAMS_MAX 4096
+dsc_status dsc__job_delay_call(dsc__call *c, const msgpack_object *params, dsc__method_fn fn,
+                               int64_t delay_us, dsc_error *err);
 
 /* Handlers (methods_catalog.c, methods_ledger.c). */
 dsc_status dsc__m_estimate(dsc__call *c, const msgpack_object *p, msgpack_packer *pk,

@@ -369,7 +369,8 @@ Test(client, check_results_are_decoded_into_plain_structs) {
                                    .provider = "openai",
                                    .model = "gpt-4o",
                                    .output_tokens = 800,
-                                   .purpose = "code-review"};
+                                   .purpose = "code-review",
+                                   .budgets = true};
     dsc_client_check_result r;
     dsc_error err;
     cr_assert_eq(dsc_client_check(c, &rq, &r, &err), DSC_OK, "%s", err.message);
@@ -397,6 +398,31 @@ Test(client, check_results_are_decoded_into_plain_structs) {
     fake_stop(&f);
 }
 
+Test(client, check_leaves_budget_states_out_unless_asked_and_decodes_the_short_reply) {
+    fake_server f;
+    fake_start(&f, FAKE_SCRIPT, "allow,allow");
+    dsc_client *c = client_at(f.address, 2000);
+    dsc_client_check_request rq = {.subject = {.team = "infra", .user = "ana"},
+                                   .provider = "openai",
+                                   .model = "gpt-4o",
+                                   .output_tokens = 800,
+                                   .purpose = "code-review"};
+    dsc_client_check_result r;
+    dsc_error err;
+    cr_assert_eq(dsc_client_check(c, &rq, &r, &err), DSC_OK, "%s", err.message);
+    cr_assert_eq(r.decision, DSC_DECISION_ALLOW);
+    cr_assert_str_eq(r.reservation, "r-1");
+    cr_assert_eq(r.budgets.count, 0);
+    cr_assert_null(r.budgets.items);
+    dsc_client_check_result_clear(&r);
+    rq.budgets = true;
+    cr_assert_eq(dsc_client_check(c, &rq, &r, &err), DSC_OK, "%s", err.message);
+    cr_assert_eq(r.budgets.count, 1);
+    dsc_client_check_result_clear(&r);
+    dsc_client_free(c);
+    fake_stop(&f);
+}
+
 /* ------------------------------------------- every method on a real server -- */
 
 static const dsc_client_check_request ana = {
@@ -406,6 +432,7 @@ static const dsc_client_check_request ana = {
     .input_tokens = 1200,
     .output_tokens = 800,
     .purpose = "code-review",
+    .budgets = true,
 };
 
 static dsc_client *admin_client(const th_server *s) {

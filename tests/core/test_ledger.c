@@ -474,6 +474,35 @@ Test(ledger, token_bucket_budget_allows_the_burst_then_the_rate) {
     dsc_ledger_free(l);
 }
 
+/* The wait a preview names: when the next token is there, for settled and held usage. */
+static int64_t wait_for_one(dsc_ledger *l) {
+    dsc_amounts one = amt(DSC_METRIC_REQUESTS, M);
+    dsc_budget_state st[4];
+    size_t n = 0;
+    cr_assert_eq(dsc_ledger_preview(l, &ana, &one, st, 4, &n, NULL), DSC_OK);
+    cr_assert_eq(n, 1);
+    cr_assert(st[0].would_exceed);
+    return st[0].retry_after_s;
+}
+
+Test(ledger, rate_budget_names_the_wait_for_the_next_token_for_settled_and_held_usage) {
+    fake_clock clk;
+    dsc_ledger *l = open_ledger(&clk, DSC_EXPIRED_CHARGE);
+    budget(l, "user:*", DSC_METRIC_REQUESTS, "rate:2/1m", 2); /* one token every 30 s */
+    dsc_amounts one = amt(DSC_METRIC_REQUESTS, M);
+    char rid[2][DSC_RESERVATION_ID_MAX];
+    for (int i = 0; i < 2; i++)
+        cr_assert_eq(dsc_ledger_reserve(l, &ana, &one, 600, NULL, rid[i], NULL, 0, NULL, NULL),
+                     DSC_OK);
+    cr_assert_eq(wait_for_one(l), 30, "two held");
+    for (int i = 0; i < 2; i++)
+        cr_assert_eq(dsc_ledger_settle(l, rid[i], &one, NULL, NULL, NULL), DSC_OK);
+    cr_assert_eq(wait_for_one(l), 30, "two settled");
+    clk.now += 10 * S;
+    cr_assert_eq(wait_for_one(l), 20, "10 s later");
+    dsc_ledger_free(l);
+}
+
 /* --- concurrency ------------------------------------------------------------- */
 
 typedef struct race {

@@ -35,6 +35,7 @@ struct th_client {
     int fd;
     uint32_t next_id;
     msgpack_unpacker up;
+    size_t last_size; /* bytes of the message th_read returned last */
 };
 
 /* The server started last and not yet cleaned up, for th_kill_live_server. */
@@ -228,10 +229,8 @@ void th_server_start(th_server *s, const char *extra) {
     start_server(s, extra, 0, 0);
 }
 
-static void start_server(th_server *s, const char *extra, long long fsize, long nofile) {
+void th_server_prepare(th_server *s) {
     memset(s, 0, sizeof *s);
-    s->fsize_limit = fsize;
-    s->nofile_limit = nofile;
     strcpy(s->dir, "/tmp/discernd-test-XXXXXX");
     cr_assert_not_null(mkdtemp(s->dir));
     snprintf(s->unix_path, sizeof s->unix_path, "%s/d.sock", s->dir);
@@ -243,7 +242,47 @@ static void start_server(th_server *s, const char *extra, long long fsize, long 
              s->policies);
     cr_assert_eq(system(cmd), 0, "cannot copy the fixture policies");
     live_server = s;
+}
+
+static void start_server(th_server *s, const char *extra, long long fsize, long nofile) {
+    th_server_prepare(s);
+    s->fsize_limit = fsize;
+    s->nofile_limit = nofile;
     spawn(s, extra);
+}
+
+int th_server_expect_exit(th_server *s, const char *extra) {
+    char conf[400];
+    write_config(s, extra);
+    snprintf(conf, sizeof conf, "%s/discernd.conf", s->dir);
+    pid_t pid = fork();
+    cr_assert(pid >= 0);
+    if (pid == 0) {
+        int fd = open(s->log, O_WRONLY | O_CREAT | O_TRUNC, 0644);
+        if (fd >= 0) dup2(fd, 2);
+        prctl(PR_SET_PDEATHSIG, SIGKILL);
+        execl(DISCERND_PATH, "discernd", "--config", conf, (char *)NULL);
+        _exit(127);
+    }
+    int status;
+    for (int64_t deadline = th_now_ms() + 10000; th_now_ms() < deadline; th_sleep_ms(10))
+        if (waitpid(pid, &status, WNOHANG) == pid)
+            return WIFEXITED(status) ? WEXITSTATUS(status) : -1;
+    kill(pid, SIGKILL);
+    waitpid(pid, &status, 0);
+    cr_assert_fail("discernd was expected to exit but still ran after 10 s");
+    return -1;
+}
+
+bool th_log_contains(const th_server *s, const char *text) {
+    FILE *f = fopen(s->log, "r");
+    if (!f) return false;
+    char line[2048];
+    bool found = false;
+    while (!found && fgets(line, sizeof line, f))
+        found = strstr(line, text) != NULL;
+    fclose(f);
+    return found;
 }
 
 void th_kill_live_server(void) {
@@ -389,15 +428,17 @@ th_client *th_connect_tcp(const th_server *s) {
     return client_new(fd);
 }
 
-th_client *th_connect_tcp_from(const th_server *s, const char *source_ip) {
+th_client *th_connect_tcp_from(const th_server *s, const char *source) {
     int fd = socket(AF_INET, SOCK_STREAM, 0);
-    struct sockaddr_in src = {.sin_family = AF_INET};
-    cr_assert_eq(inet_pton(AF_INET, source_ip, &src.sin_addr), 1, "%s", source_ip);
-    cr_assert(bind(fd, (struct sockaddr *)&src, sizeof src) == 0, "bind %s: %s", source_ip,
+    struct sockaddr_in a = {.sin_family = AF_INET};
+    cr_assert_eq(inet_pton(AF_INET, source, &a.sin_addr), 1, "bad source address %s", source);
+    cr_assert(bind(fd, (struct sockaddr *)&a, sizeof a) == 0, "bind %s: %s", source,
               strerror(errno));
-    struct sockaddr_in a = {.sin_family = AF_INET, .sin_port = htons((uint16_t)s->port)};
+    a.sin_port = htons((uint16_t)s->port);
     a.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
     cr_assert(connect(fd, (struct sockaddr *)&a, sizeof a) == 0, "connect: %s", strerror(errno));
+    int one = 1;
+    setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof one);
     return client_new(fd);
 }
 
@@ -470,8 +511,15 @@ static void pack_json(msgpack_packer *pk, json_t *v) {
     }
 }
 
-static void send_message(th_client *c, int kind, uint32_t msgid, const char *method,
-                         const char *params) {
+/* Replace every occurrence of from in buf[0..n) with to (the same length). */
+static void mangle(char *buf, size_t n, const char *from, const char *to) {
+    size_t k = from ? strlen(from) : 0;
+    for (size_t i = 0; k && i + k <= n; i++)
+        if (memcmp(buf + i, from, k) == 0) memcpy(buf + i, to, k);
+}
+
+static void send_mangled(th_client *c, int kind, uint32_t msgid, const char *method,
+                         const char *params, const char *from, const char *to) {
     msgpack_sbuffer sb;
     msgpack_sbuffer_init(&sb);
     msgpack_packer pk;
@@ -491,8 +539,14 @@ static void send_message(th_client *c, int kind, uint32_t msgid, const char *met
     } else {
         msgpack_pack_array(&pk, 0);
     }
+    mangle(sb.data, sb.size, from, to);
     th_send_raw(c, sb.data, sb.size);
     msgpack_sbuffer_destroy(&sb);
+}
+
+static void send_message(th_client *c, int kind, uint32_t msgid, const char *method,
+                         const char *params) {
+    send_mangled(c, kind, msgid, method, params, NULL, NULL);
 }
 
 void th_send_request(th_client *c, uint32_t msgid, const char *method, const char *params) {
@@ -560,7 +614,9 @@ json_t *th_read(th_client *c, int timeout_ms) {
     msgpack_unpacked_init(&u);
     json_t *out = NULL;
     for (;;) {
+        size_t before = c->up.off; /* next() moves off past the message it returns */
         if (msgpack_unpacker_next(&c->up, &u) == MSGPACK_UNPACK_SUCCESS) {
+            c->last_size = c->up.off - before;
             out = to_json(&u.data);
             break;
         }
@@ -568,6 +624,10 @@ json_t *th_read(th_client *c, int timeout_ms) {
     }
     msgpack_unpacked_destroy(&u);
     return out;
+}
+
+size_t th_last_size(const th_client *c) {
+    return c->last_size;
 }
 
 bool th_closed(th_client *c, int timeout_ms) {
@@ -584,8 +644,13 @@ bool th_closed(th_client *c, int timeout_ms) {
 }
 
 json_t *th_call(th_client *c, const char *method, const char *params) {
+    return th_call_mangled(c, method, params, NULL, NULL);
+}
+
+json_t *th_call_mangled(th_client *c, const char *method, const char *params, const char *from,
+                        const char *to) {
     uint32_t id = c->next_id++;
-    th_send_request(c, id, method, params);
+    send_mangled(c, 0, id, method, params, from, to);
     for (;;) {
         json_t *m = th_read(c, 5000);
         cr_assert_not_null(m, "no response to %s within 5 s", method);

@@ -63,6 +63,14 @@ void th_server_set_fsize(th_server *s, long long bytes);
 void th_server_pause(th_server *s);
 /* SIGCONT. */
 void th_server_resume(th_server *s);
+/* Make the temporary folder and paths of s without starting anything: a test may
+ * put files there, then th_server_restart or th_server_expect_exit. */
+void th_server_prepare(th_server *s);
+/* Run discernd on s's folder with extra config expecting it to exit (refuse to
+ * start) within 10 s; returns its exit status, its stderr is in s->log. */
+int th_server_expect_exit(th_server *s, const char *extra);
+/* True when a line of the server's log contains text. */
+bool th_log_contains(const th_server *s, const char *text);
 /* Start again on the same folder and store (after a stop). */
 void th_server_restart(th_server *s, const char *extra);
 /* SIGTERM and wait (bounded); returns the exit status, or -1 if it had to be killed. */
@@ -88,8 +96,14 @@ json_t *th_read(th_client *c, int timeout_ms);
 /* True when the server closes the connection within timeout_ms (replies before the
  * close are skipped). */
 bool th_closed(th_client *c, int timeout_ms);
+/* The size in bytes of the message th_read (or th_call) returned last. */
+size_t th_last_size(const th_client *c);
 /* Send a request with a fresh msgid and wait (5 s) for its response. */
 json_t *th_call(th_client *c, const char *method, const char *params);
+/* th_call with every occurrence of from in the packed request replaced by to (the
+ * same length): how a test sends bytes JSON cannot carry, like invalid UTF-8. */
+json_t *th_call_mangled(th_client *c, const char *method, const char *params, const char *from,
+                        const char *to);
 /* The result map of a response (NULL when it is an error); borrowed. */
 json_t *th_result(json_t *response);
 /* The error code of a response ("" when it succeeded); borrowed. */

@@ -42,7 +42,10 @@ Test(config, defaults_are_the_documented_ones) {
     dsc_server_config_default(&cfg);
     cr_assert_str_eq(cfg.listen, "127.0.0.1:7878");
     cr_assert_str_eq(cfg.http, "127.0.0.1:7879");
-    cr_assert_str_eq(cfg.unix_path, "/tmp/discernd.sock");
+    cr_assert_str_eq(cfg.unix_path, "var/discernd.sock");
+    cr_assert_eq(cfg.unix_mode, 0660);
+    cr_assert(cfg.require_auth);
+    cr_assert_not(cfg.allow_insecure_bind);
     cr_assert_eq(cfg.limits.max_message_bytes, 65536);
     cr_assert_eq(cfg.limits.max_depth, 16);
     cr_assert_eq(cfg.max_inflight, 256);
@@ -371,4 +374,51 @@ Test(config, every_key_of_the_shipped_file_is_in_the_operations_reference) {
         snprintf(quoted, sizeof quoted, "`%s`", keys[i]);
         cr_expect(strstr(doc, quoted), "docs/operations.md does not document %s", quoted);
     }
+}
+
+Test(config, unix_mode_is_octal_and_booleans_are_true_or_false) {
+    dsc_server_config cfg;
+    dsc_server_config_default(&cfg);
+    dsc_error err;
+    cr_assert_eq(dsc_server_config_set(&cfg, "unix_mode", "0600", &err), DSC_OK);
+    cr_assert_eq(cfg.unix_mode, 0600);
+    cr_assert_eq(dsc_server_config_set(&cfg, "unix_mode", "770", &err), DSC_OK);
+    cr_assert_eq(cfg.unix_mode, 0770);
+    cr_assert_eq(dsc_server_config_set(&cfg, "unix_mode", "0968", &err), DSC_BAD_REQUEST);
+    cr_assert_str_eq(err.message, "unix_mode: '0968' is not an octal permission mode like 0660");
+    cr_assert_eq(dsc_server_config_set(&cfg, "unix_mode", "01777", &err), DSC_BAD_REQUEST);
+    cr_assert_eq(dsc_server_config_set(&cfg, "require_auth", "false", &err), DSC_OK);
+    cr_assert_not(cfg.require_auth);
+    cr_assert_eq(dsc_server_config_set(&cfg, "require_auth", "no", &err), DSC_BAD_REQUEST);
+    cr_assert_str_eq(err.message, "require_auth: 'no' is not true or false");
+}
+
+Test(config, a_non_loopback_bind_without_require_auth_is_refused_unless_forced) {
+    dsc_server_config cfg;
+    dsc_server_config_default(&cfg);
+    dsc_error err;
+    cr_assert_eq(dsc_server_config_check(&cfg, &err), DSC_OK, "the defaults are safe");
+    strcpy(cfg.listen, "0.0.0.0:7878");
+    cr_assert_eq(dsc_server_config_check(&cfg, &err), DSC_OK, "require_auth guards it");
+    cfg.require_auth = false;
+    cr_assert_eq(dsc_server_config_check(&cfg, &err), DSC_BAD_REQUEST);
+    cr_assert(strstr(err.message, "listen: refusing 0.0.0.0:7878 with require_auth = false: not "
+                                  "loopback"),
+              "%s", err.message);
+    cr_assert(strstr(err.message, "--insecure-bind"), "%s", err.message);
+    const char *loopback[] = {"127.0.0.1:1", "127.8.9.10:1", "[::1]:1", "[::ffff:127.0.0.1]:1"};
+    for (size_t i = 0; i < sizeof loopback / sizeof loopback[0]; i++) {
+        strcpy(cfg.listen, loopback[i]);
+        cr_assert_eq(dsc_server_config_check(&cfg, &err), DSC_OK, "%s is loopback", loopback[i]);
+    }
+    strcpy(cfg.http, "[2001:db8::1]:7879");
+    cr_assert_eq(dsc_server_config_check(&cfg, &err), DSC_BAD_REQUEST);
+    cr_assert(strstr(err.message, "http: refusing [2001:db8::1]:7879"), "%s", err.message);
+    bool help;
+    const char *argv[] = {"discernd", "--insecure-bind"};
+    cr_assert_eq(from_args(&cfg, 2, argv, &help, &err), DSC_OK, "%s", err.message);
+    cr_assert(cfg.allow_insecure_bind);
+    cfg.require_auth = false;
+    strcpy(cfg.listen, "192.0.2.7:7878");
+    cr_assert_eq(dsc_server_config_check(&cfg, &err), DSC_OK, "forced");
 }

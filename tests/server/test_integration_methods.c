@@ -420,12 +420,44 @@ Test(methods, check_then_settle_lands_in_the_journal_with_its_decision_record) {
     th_client_free(c);
 }
 
+Test(methods, check_reply_carries_budget_states_only_when_asked_for) {
+    th_client *a = admin(&srv);
+    const char *budgets[] = {
+        "{" TEAM_BUDGET ", \"limit\": 1000}",
+        "{\"selector\": \"org:*\", \"metric\": \"energy_wh\", \"window\": \"year\", "
+        "\"limit\": 1000000}",
+        "{\"selector\": \"user:*\", \"metric\": \"requests\", \"window\": \"rate:100/1m\", "
+        "\"limit\": 100}"};
+    json_t *res, *r;
+    for (int i = 0; i < 3; i++)
+        json_decref(ok(a, "budget.set", budgets[i], &res));
+    th_client *c = th_connect_tcp(&srv);
+    r = ok(c, "check", CHECK(""), &res);
+    size_t lean = th_last_size(c);
+    cr_assert_str_eq(str(res, "decision"), "allow");
+    cr_assert_null(json_object_get(res, "budgets"));
+    cr_assert_gt(strlen(str(res, "reservation")), 0);
+    cr_assert_gt(num(json_object_get(json_object_get(res, "estimate"), "gwp_kgco2eq"), "max"), 0);
+    json_decref(r);
+    r = ok(c, "check", CHECK(", \"budgets\": true"), &res);
+    size_t full = th_last_size(c);
+    cr_assert_eq(json_array_size(json_object_get(res, "budgets")), 3);
+    cr_assert_gt(strlen(str(res, "reservation")), 0);
+    json_decref(r);
+    cr_log_info("check reply: %zu bytes, %zu with budgets: true (3 budgets)", lean, full);
+    /* Three budget states are ~180 bytes each; the rest of the reply is the same. */
+    cr_assert_gt(full, lean + 3 * 150, "%zu bytes without budgets, %zu with", lean, full);
+    fails(c, "check", CHECK(", \"budgets\": 1"), "bad_request", "budgets");
+    th_client_free(c);
+    th_client_free(a);
+}
+
 Test(methods, check_over_budget_is_refused_holds_nothing_and_is_journaled) {
     th_client *a = admin(&srv);
     json_t *res, *r = ok(a, "budget.set", "{" TEAM_BUDGET ", \"limit\": 0.001}", &res);
     json_decref(r);
     th_client *u = th_connect_unix(&srv);
-    r = ok(u, "check", CHECK(""), &res);
+    r = ok(u, "check", CHECK(", \"budgets\": true"), &res);
     cr_assert_str_eq(str(res, "decision"), "refuse");
     cr_assert(strstr(str(res, "reason"), "org:acme/team:infra"), "%s", str(res, "reason"));
     cr_assert_null(json_object_get(res, "reservation"));

@@ -118,6 +118,8 @@ typedef struct dsc_client_check_request {
     const char *request_id; /* idempotency key; NULL = the library makes one, so
                                that a retried check never reserves twice */
     int ttl_s;              /* hold lifetime 1..86400; 0 = the server's default */
+    bool budgets;           /* true: the result lists every matching budget's state
+                               (the server leaves them out unless asked) */
 } dsc_client_check_request;
 
 typedef struct dsc_client_check_result {
