@@ -15,6 +15,12 @@
 
 _Static_assert(DSC_METRIC_COUNT == 7, "server/redis/settle.lua and sweep.lua count 7 metrics");
 
+/* The metrics' wire names, from ledger.h's one table (this file is also linked
+ * without core/ledger.c, in the TSan build's unit tests). */
+#define METRIC_WIRE(name, wire, unit) wire,
+static const char *const metric_wire[] = {DSC_METRIC_MAP(METRIC_WIRE)};
+#undef METRIC_WIRE
+
 #define ARGS_MAX (16 + 7 * DSC_REDIS_COUNTERS_MAX)
 
 typedef struct args {
@@ -239,7 +245,7 @@ dsc_status dsc__redis_settle(dsc__redis *r, const dsc__redis_settle_req *req,
     add_int(&a, req->journal_max);
     for (int m = 0; m < DSC_METRIC_COUNT; m++) {
         if (req->actual.v[m] < 0)
-            return dsc_error_set(err, DSC_BAD_REQUEST, "actual.%s: negative", dsc_metric_name(m));
+            return dsc_error_set(err, DSC_BAD_REQUEST, "actual.%s: negative", metric_wire[m]);
         add_int(&a, req->actual.v[m]);
     }
     add_int(&a, req->tz_offset_s), add_int(&a, (int64_t)req->n);

@@ -158,9 +158,22 @@ static bool unavailable_error(const redisReply *reply) {
     return false;
 }
 
+/* A node that cannot take writes (a replica after a failover behind a moving
+ * address): leave it, so that the reconnect reaches whatever the address names now. */
+static void leave_if_readonly(dsc__redis *r, const redisReply *reply) {
+    if (reply->type != REDIS_REPLY_ERROR || r->cmd.state != READY ||
+        (strncmp(reply->str, "READONLY", 8) != 0 && strncmp(reply->str, "MASTERDOWN", 10) != 0))
+        return;
+    set_error(r, "connection", reply->str);
+    r->cmd.state = DOWN;
+    redisAsyncDisconnect(r->cmd.ac);
+}
+
 static void complete(call *k, const redisReply *reply) {
     dsc__redis *r = k->r;
     unlink_call(r, k);
+    if (reply) leave_if_readonly(r, reply);
+    if (reply && reply->type != REDIS_REPLY_ERROR) r->cmd.failures = 0;
     if (!reply)
         k->fn(k->ud, DSC_STORE_UNAVAILABLE, NULL,
               r->last_error[0] ? r->last_error : "redis connection lost");
@@ -250,8 +263,11 @@ dsc_status dsc__redis_eval(dsc__redis *r, dsc__redis_script script, int argc,
 static void became_ready(conn *c) {
     dsc__redis *r = c->r;
     set_state(c, READY);
-    c->failures = 0;
+    /* c->failures is reset by the first call that succeeds, not here: a node that
+     * accepts connections but fails every call (READONLY) must not be retried at
+     * the shortest backoff forever. */
     if (c->subscriber) {
+        c->failures = 0;
         if (r->on_budgets) r->on_budgets(r->ud, -1); /* messages may have been missed */
         return;
     }

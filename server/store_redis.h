@@ -13,7 +13,9 @@
  * for timeout_ms drops the connection, which completes every call in flight with
  * DSC_STORE_UNAVAILABLE; the connection is then retried with exponential backoff
  * (backoff_min_ms doubling up to backoff_max_ms) until it is ready again, without
- * a restart. A second connection subscribes to the budgets channel and reports
+ * a restart. A node answering READONLY or MASTERDOWN (a replica, after a failover
+ * behind a moving address) is left the same way, so the reconnect reaches the
+ * address's new master. A second connection subscribes to the budgets channel and reports
  * every new budgets version (and -1 after it reconnected: re-read, a message may
  * have been missed).
  *

@@ -625,6 +625,35 @@ Test(store_redis, a_redis_that_stops_answering_is_dropped_after_the_timeout) {
     th_redis_cleanup(&srv);
 }
 
+Test(store_redis, a_node_turned_replica_is_left_and_found_again_once_it_is_master) {
+    th_redis master, node;
+    th_redis_start(&master, NULL);
+    th_redis_start(&node, NULL);
+    replica p;
+    replica_open(&p, &node);
+    redisContext *c = th_redis_connect(&node);
+    th_redis_int(c, "REPLICAOF 127.0.0.1 %d", master.port);
+    answer a = reserve(&p, "0", "r1", "", 60000000, &TEAM, 1);
+    cr_assert_eq(a.st, DSC_STORE_UNAVAILABLE);
+    cr_assert(strstr(a.message, "READONLY"), "%s", a.message);
+    spin(&p, 20);
+    cr_assert_eq(reserve(&p, "0", "r2", "", 60000000, &TEAM, 1).st, DSC_STORE_UNAVAILABLE);
+    th_redis_int(c, "REPLICAOF NO ONE");
+    answer ok = {0};
+    for (long long end = mono_ms() + 5000; mono_ms() < end; spin(&p, 20)) {
+        if (!dsc__redis_ready(p.r)) continue;
+        ok = reserve(&p, "0", "r3", "", 60000000, &TEAM, 1);
+        if (ok.st == DSC_OK) break;
+    }
+    cr_assert_eq(ok.st, DSC_OK, "not back: %s", ok.message);
+    cr_assert_str_eq(ok.el[0], "ok");
+    cr_assert_geq(dsc__redis_connects(p.r), 2, "the connection to the replica was kept");
+    redisFree(c);
+    replica_close(&p);
+    th_redis_cleanup(&node);
+    th_redis_cleanup(&master);
+}
+
 Test(store_redis, a_wrong_password_is_reported_and_the_right_one_connects) {
     th_redis srv;
     th_redis_start(&srv, "requirepass pw-123\n");
