@@ -79,6 +79,7 @@ void dsc_server_config_default(dsc_server_config *cfg) {
     cfg->max_inflight = 256;
     cfg->max_connections = 10000;
     cfg->idle_timeout_s = 300;
+    cfg->require_auth = true;
     cfg->unix_admin_uids[0] = getuid();
     cfg->n_unix_admin_uids = 1;
 }
@@ -157,6 +158,12 @@ dsc_status dsc_server_config_set(dsc_server_config *cfg, const char *key, const 
         return st;
     }
     if (strcmp(key, "unix_admin_uids") == 0) return set_uids(cfg, value, err);
+    if (strcmp(key, "require_auth") == 0) {
+        static const char *const booleans[] = {"false", "true"};
+        dsc_status st = set_enum(key, value, booleans, 2, &i, err);
+        if (st == DSC_OK) cfg->require_auth = i == 1;
+        return st;
+    }
     if (strcmp(key, "durability") == 0 && set_enum(key, value, durabilities, 3, &i, err) != DSC_OK)
         return DSC_BAD_REQUEST;
     for (size_t k = 0; k < N_CONFIG_KEYS; k++) {
@@ -248,6 +255,9 @@ static const flag flags[] = {
      "admin token for the auth method (or DISCERN_ADMIN_TOKEN)"},
     {"--log-level", "log_level", "LEVEL", "debug, info, warn or error (default info)"},
     {"--port-file", "port_file", "PATH", "write the bound TCP and HTTP ports there, one per line"},
+    {"--require-auth", "require_auth", "BOOL",
+     "true (default): TCP and HTTP callers need a key for all but ping, auth, estimate, "
+     "models.list, zones.list"},
     {"--failure-mode", "failure_mode", "MODE",
      "closed (refuse when the store is down, default) or open"},
 };

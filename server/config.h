@@ -56,6 +56,7 @@ typedef struct dsc_server_config {
     uint32_t max_inflight;
     uint32_t max_connections;
     uint32_t idle_timeout_s;
+    bool require_auth; /* TCP/HTTP without a key: only ping, auth, estimate, catalogue */
     uid_t unix_admin_uids[DSC_CONFIG_UIDS_MAX];
     int n_unix_admin_uids;
 } dsc_server_config;
