@@ -30,6 +30,7 @@ static size_t add_conn_flags(cli_flag *f, size_t n, cli_conn *c) {
     f[n++] = (cli_flag){"--server", &c->server, NULL};
     f[n++] = (cli_flag){"--timeout", &c->timeout, NULL};
     f[n++] = (cli_flag){"--admin-token", &c->admin_token, NULL};
+    f[n++] = (cli_flag){"--key", &c->key, NULL};
     f[n++] = (cli_flag){"--json", NULL, &c->json};
     return n;
 }
@@ -200,6 +201,7 @@ dsc_client *cli_connect(const cli_conn *conn, bool admin, int *code) {
         *code = cli_fail(CLI_EXIT_USAGE, "option --admin-token is for admin commands only");
         return NULL;
     }
+    o.key = env_or(conn->key, "DISCERN_KEY"); /* used when there is no admin token */
     dsc_error err;
     dsc_client *c = dsc_client_new(server ? server : "127.0.0.1:7878", &o, &err);
     if (!c)
@@ -397,7 +399,8 @@ static const char conn_help[] =
     "  --json                print JSON instead of text\n";
 
 static const char admin_help[] =
-    "  --admin-token T       admin token (default DISCERN_ADMIN_TOKEN)\n";
+    "  --admin-token T       admin token (default DISCERN_ADMIN_TOKEN)\n"
+    "  --key K               API key token dsk_... (default DISCERN_KEY)\n";
 
 static int help(const char *usage, const char *body, bool req, bool admin) {
     printf("%s\n%s\n", usage, body);

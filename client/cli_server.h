@@ -28,7 +28,7 @@ typedef struct cli_flag {
 
 /* Flags every server command takes: --server, --timeout, --json, --admin-token. */
 typedef struct cli_conn {
-    const char *server, *timeout, *admin_token;
+    const char *server, *timeout, *admin_token, *key;
     int json, help;
 } cli_conn;
 

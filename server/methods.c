@@ -21,8 +21,9 @@ typedef dsc__method_fn method_fn;
  *   ANON     anyone, before or without auth
  *   READER   reader keys; CLIENT client keys; MANAGER manager keys
  *   an admin (the admin token, an admin key, a Unix peer in unix_admin_uids) may call
- *   every method; with require_auth = false an unauthenticated connection counts
- *   as a client and a reader over the whole subject space (the anonymous mode).
+ *   every method. An unauthenticated Unix-socket peer (the socket's file mode decides
+ *   who may connect), and with require_auth = false any unauthenticated connection,
+ *   counts as a client and a reader over the whole subject space (anonymous mode).
  *   Anyone else is refused with `unauthorized`, before the handler runs.
  * Flags of a method:
  *   M_SCOPED         acts on subjects, budgets or keys: the handler sees the caller's
@@ -289,8 +290,9 @@ static dsc_status check_access(call *c, const method *m, dsc_error *err) {
     dsc_status st = refresh_key(c, err);
     if (st != DSC_OK) return st;
     dsc__role role = c->conn->role;
-    bool anonymous_mode = role == DSC__ROLE_NONE && !c->srv->cfg.require_auth;
-    unsigned mine = anonymous_mode ? ANON | READER | CLIENT : 1u << role;
+    bool anonymous_mode =
+        role == DSC__ROLE_NONE && (c->conn->is_unix || !c->srv->cfg.require_auth);
+    unsigned mine = ANON | (anonymous_mode ? READER | CLIENT : 1u << role);
     if (role != DSC__ROLE_ADMIN && !(m->roles & mine)) {
         if (role == DSC__ROLE_NONE)
             return dsc_error_set(err, DSC_UNAUTHORIZED,

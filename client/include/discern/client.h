@@ -52,6 +52,8 @@ typedef struct dsc_client_options {
     int timeout_ms;          /* per call, connect included; default 2000 */
     size_t max_reply_bytes;  /* a larger reply is DSC_TOO_LARGE; default 1 MiB */
     const char *admin_token; /* sent with `auth` after every (re)connect; NULL = none */
+    const char *key;         /* an API key token ("dsk_..."), sent with `auth` after every
+                                (re)connect when admin_token is NULL; NULL = none */
 } dsc_client_options;
 
 #define DSC_CLIENT_DEFAULT_TIMEOUT_MS 2000
