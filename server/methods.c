@@ -290,8 +290,7 @@ static dsc_status check_access(call *c, const method *m, dsc_error *err) {
     dsc_status st = refresh_key(c, err);
     if (st != DSC_OK) return st;
     dsc__role role = c->conn->role;
-    bool anonymous_mode =
-        role == DSC__ROLE_NONE && (c->conn->is_unix || !c->srv->cfg.require_auth);
+    bool anonymous_mode = role == DSC__ROLE_NONE && (c->conn->is_unix || !c->srv->cfg.require_auth);
     unsigned mine = ANON | (anonymous_mode ? READER | CLIENT : 1u << role);
     if (role != DSC__ROLE_ADMIN && !(m->roles & mine)) {
         if (role == DSC__ROLE_NONE)

@@ -261,8 +261,9 @@ char *th_http_get_auth(const th_server *s, const char *path, const char *token, 
     cr_assert(connect(fd, (struct sockaddr *)&a, sizeof a) == 0, "http connect: %s",
               strerror(errno));
     char req[512];
-    int n = snprintf(req, sizeof req, "GET %s HTTP/1.0\r\nHost: localhost\r\n%s%s%s\r\n", path,
-                     token ? "Authorization: Bearer " : "", token ? token : "", token ? "\r\n" : "");
+    int n =
+        snprintf(req, sizeof req, "GET %s HTTP/1.0\r\nHost: localhost\r\n%s%s%s\r\n", path,
+                 token ? "Authorization: Bearer " : "", token ? token : "", token ? "\r\n" : "");
     cr_assert_eq(send(fd, req, (size_t)n, 0), n);
     size_t cap = 1 << 16, len = 0;
     char *buf = malloc(cap);
