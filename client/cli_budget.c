@@ -69,7 +69,7 @@ static int read_budgets(int argc, char **argv, bool get) {
                     {"--org", &req.org, NULL},
                     {"--team", &req.team, NULL},
                     {"--user", &req.user, NULL},
-                    {"--key", &req.key, NULL}};
+                    {"--subject-key", &req.key, NULL}};
     int rc = get ? cli_parse(argc, argv, &conn, NULL, f + 1, 4, NULL)
                  : cli_parse(argc, argv, &conn, NULL, f, 1, NULL);
     if (rc != CLI_EXIT_OK) return rc;

@@ -44,7 +44,7 @@ static size_t add_req_flags(cli_flag *f, size_t n, cli_req *r) {
     f[n++] = (cli_flag){"--org", &r->org, NULL};
     f[n++] = (cli_flag){"--team", &r->team, NULL};
     f[n++] = (cli_flag){"--user", &r->user, NULL};
-    f[n++] = (cli_flag){"--key", &r->key, NULL};
+    f[n++] = (cli_flag){"--subject-key", &r->key, NULL};
     f[n++] = (cli_flag){"--zone", &r->zone, NULL};
     f[n++] = (cli_flag){"--request-id", &r->request_id, NULL};
     f[n++] = (cli_flag){"--ttl", &r->ttl, NULL};
@@ -80,8 +80,14 @@ static int take_value(int argc, char **argv, int *i, const char *eq, const cli_f
     return CLI_EXIT_OK;
 }
 
-int cli_parse(int argc, char **argv, cli_conn *conn, cli_req *req, const cli_flag *extra,
-              size_t n_extra, int *rest) {
+static const char *env_or(const char *flag, const char *env) {
+    if (flag) return flag;
+    const char *v = getenv(env);
+    return v && v[0] ? v : NULL;
+}
+
+static int parse_args(int argc, char **argv, cli_conn *conn, cli_req *req, const cli_flag *extra,
+                      size_t n_extra, int *rest) {
     cli_flag f[MAX_FLAGS];
     size_t n = add_conn_flags(f, 0, conn);
     if (req) n = add_req_flags(f, n, req);
@@ -118,6 +124,13 @@ int cli_parse(int argc, char **argv, cli_conn *conn, cli_req *req, const cli_fla
     return CLI_EXIT_OK;
 }
 
+int cli_parse(int argc, char **argv, cli_conn *conn, cli_req *req, const cli_flag *extra,
+              size_t n_extra, int *rest) {
+    int rc = parse_args(argc, argv, conn, req, extra, n_extra, rest);
+    if (req) req->scoped = env_or(conn->key, "DISCERN_KEY") != NULL;
+    return rc;
+}
+
 int cli_parse_count(const char *opt, const char *text, int64_t *out) {
     char *end;
     errno = 0;
@@ -139,20 +152,16 @@ int cli_parse_number(const char *opt, const char *text, double min, bool strict,
     return CLI_EXIT_OK;
 }
 
-static const char *env_or(const char *flag, const char *env) {
-    if (flag) return flag;
-    const char *v = getenv(env);
-    return v && v[0] ? v : NULL;
-}
-
 int cli_subject(cli_req *req, dsc_client_subject *out) {
     out->org = req->org = env_or(req->org, "DISCERN_ORG");
     out->team = req->team = env_or(req->team, "DISCERN_TEAM");
     out->user = req->user = env_or(req->user, "DISCERN_USER");
-    out->key = req->key = env_or(req->key, "DISCERN_KEY");
-    if (out->org || out->team || out->user || out->key) return CLI_EXIT_OK;
-    return cli_fail(CLI_EXIT_USAGE, "who asks? give --org, --team, --user or --key "
-                                    "(or DISCERN_ORG, DISCERN_TEAM, DISCERN_USER, DISCERN_KEY)");
+    out->key = req->key = env_or(req->key, "DISCERN_SUBJECT_KEY");
+    if (out->org || out->team || out->user || out->key || req->scoped) return CLI_EXIT_OK;
+    return cli_fail(CLI_EXIT_USAGE,
+                    "who asks? give --org, --team, --user or --subject-key (or DISCERN_ORG, "
+                    "DISCERN_TEAM, DISCERN_USER, DISCERN_SUBJECT_KEY), or a key whose scope "
+                    "names them (--key)");
 }
 
 static int required(const char *flag, const char *val) {
@@ -345,8 +354,8 @@ void cli_print_budgets(FILE *out, const dsc_client_budgets *b, bool with_request
         if (with_request)
             snprintf(req, sizeof req, " %12.6g%s", x->request, x->would_exceed ? "!" : " ");
         fprintf(out, "%-*s %-*s %-9s %-*s %-22s %12.6g %12.6g %12.6g %12.6g%s  %s\n", wsel,
-                x->selector, wcnt, x->counter, x->metric, wwin, x->window, cells, x->used,
-                x->held, x->remaining, x->limit, req, when);
+                x->selector, wcnt, x->counter, x->metric, wwin, x->window, cells, x->used, x->held,
+                x->remaining, x->limit, req, when);
     }
 }
 
@@ -382,9 +391,10 @@ static const char request_flags_help[] =
     "  --output-tokens N     expected output tokens (the upper bound, e.g. max_tokens)\n"
     "  --input-tokens N      prompt tokens (default 0)\n"
     "  --purpose P           why: code-review, chat, summarise, ...\n"
-    "  --org O --team T --user U --key K\n"
-    "                        who asks (one at least; default from DISCERN_ORG,\n"
-    "                        DISCERN_TEAM, DISCERN_USER, DISCERN_KEY)\n"
+    "  --org O --team T --user U --subject-key K\n"
+    "                        who asks (default from DISCERN_ORG, DISCERN_TEAM,\n"
+    "                        DISCERN_USER, DISCERN_SUBJECT_KEY; with --key, what the\n"
+    "                        key's scope leaves out)\n"
     "  --zone Z              electricity mix (ISO 3166-1 alpha-3 or WOR)\n"
     "  --tag K=V             passed to policies and kept in the journal (repeatable)\n"
     "  --request-id ID       idempotency key (default: a fresh one)\n"

@@ -40,6 +40,7 @@ typedef struct cli_req {
     const char *tags[32]; /* key, value, key, value ... (split from --tag K=V) */
     size_t n_tags;
     int no_reserve;
+    bool scoped; /* a key is given: its scope may fill the whole subject */
 } cli_req;
 
 /* Parse argv[1..argc) against the flags of conn, req (may be NULL) and extra; stops

@@ -44,6 +44,7 @@ struct dsc_client {
     int timeout_ms;
     size_t max_reply;
     char *token; /* the admin token or key sent with auth on every connect */
+    bool token_is_key;
     uint32_t next_id;
     unsigned connects;
     uint64_t id_seed, id_seq; /* for generated request ids */
@@ -143,6 +144,7 @@ dsc_client *dsc_client_new(const char *address, const dsc_client_options *opts, 
     c->id_seed = random_seed();
     if (parse_address(c, address, err) != DSC_OK) goto fail;
     const char *token = opts ? (opts->admin_token ? opts->admin_token : opts->key) : NULL;
+    c->token_is_key = token && !opts->admin_token;
     if (token && !(c->token = strdup(token))) {
         dsc_error_set(err, DSC_NOMEM, "out of memory for a client");
         goto fail;
@@ -257,7 +259,8 @@ static dsc_status connect_now(dsc_client *c, int64_t deadline, dsc_error *err) {
     if (st == DSC_OK) return DSC_OK;
     drop_connection(c);
     if (st == DSC_UNAUTHORIZED)
-        return dsc_error_set(err, st, "the token was refused: %s", auth.err.message);
+        return dsc_error_set(err, st, "the %s was refused: %s",
+                             c->token_is_key ? "key" : "admin token", auth.err.message);
     return dsc_error_set(err, st, "%s", auth.err.message);
 }
 

@@ -628,8 +628,8 @@ static void clear_zones(void *out) {
 
 static dsc_status dec_auth(const msgpack_object *m, void *out, dsc_error *err) {
     (void)out;
-    bool admin = false;
-    if (!obj_bool(dsc__map_get(m, "admin"), &admin) || !admin) return lacks("auth", "admin", err);
+    bool admin = false; /* false for a key that is not an admin's: still authenticated */
+    if (!obj_bool(dsc__map_get(m, "admin"), &admin)) return lacks("auth", "admin", err);
     return DSC_OK;
 }
 

@@ -25,14 +25,19 @@ TestSuite(cli_server, .fini = th_kill_live_server);
 
 #define DISCERN DISCERN_BINARY_DIR "/bin/discern"
 
+/* The key of the real server a test started (real_server), given as DISCERN_KEY;
+ * "" = none. Each test runs in its own process. */
+static char test_key[96] = "";
+
 /* Run discern with DISCERN_SERVER=server (NULL: unset) and args (NULL-terminated). */
 static run_result run(const char *server, const char *const *args) {
-    char set[512];
+    char set[512], key[128];
     snprintf(set, sizeof set, "DISCERN_SERVER=%s", server ? server : "");
-    return run_discern(args, (const char *const[]){server ? set : "DISCERN_SERVER",
-                                                   "DISCERN_ADMIN_TOKEN", "DISCERN_USER",
-                                                   "DISCERN_TEAM", "DISCERN_ORG", "DISCERN_KEY",
-                                                   NULL});
+    snprintf(key, sizeof key, "DISCERN_KEY=%s", test_key);
+    return run_discern(args,
+                       (const char *const[]){server ? set : "DISCERN_SERVER", "DISCERN_ADMIN_TOKEN",
+                                             "DISCERN_USER", "DISCERN_TEAM", "DISCERN_ORG",
+                                             test_key[0] ? key : "DISCERN_KEY", NULL});
 }
 
 #define RUN(server, ...) run(server, (const char *const[]){__VA_ARGS__, NULL})
@@ -104,6 +109,12 @@ Test(cli_server, ping_and_stats_talk_to_a_real_server) {
     run_has(r.out, "pong from discernd 0.1.0 in");
     run_free(&r);
     r = RUN(NULL, "stats", "--server", addr, "--json");
+    cr_assert_eq(r.code, 1, "stats without a key: %s", r.err);
+    run_has(r.err, "(unauthorized)");
+    run_free(&r);
+    char reader[72];
+    th_create_key(&s, "reader", "*", reader, NULL);
+    r = RUN(NULL, "stats", "--server", addr, "--json", "--key", reader);
     cr_assert_eq(r.code, 0, "%s", r.err);
     json_t *j = json_loads(r.out, 0, NULL);
     cr_assert_not_null(j, "%s", r.out);
@@ -256,7 +267,7 @@ Test(cli_server, exec_with_wait_sleeps_through_throttles_then_runs) {
     cr_assert_str_eq(r.out, "hello\n");
     run_has(r.err, "after waiting throttles");
     fake_expect_log(&f, "check code-review 800\ncheck code-review 800\ncheck code-review 800\n"
-                   "settle r-1 100 800\n");
+                        "settle r-1 100 800\n");
     run_free(&r);
     fake_stop(&f);
 }
@@ -295,9 +306,12 @@ Test(cli_server, exec_refuses_when_unreachable_unless_the_fallback_allows) {
 #define SHIPPED_POLICIES "policies = \"" DISCERN_SOURCE_DIR "/policies\""
 #define ADMIN "--admin-token", TH_ADMIN_TOKEN
 
+/* Start discernd with the shipped policies; the CLI authenticates with an admin key
+ * of it (DISCERN_KEY). */
 static void real_server(th_server *s, char *addr, size_t cap) {
     th_server_start(s, SHIPPED_POLICIES);
     snprintf(addr, cap, "127.0.0.1:%d", s->port);
+    th_create_key(s, "admin", "*", test_key, NULL);
 }
 
 static void ok(run_result r, const char *frag) {
@@ -416,8 +430,10 @@ Test(cli_server, budgets_grid_and_reload_on_a_real_server) {
     cr_assert_eq(r.code, 1);
     run_has(r.err, "(unknown_budget)");
     run_free(&r);
+    char client_key[72];
+    th_create_key(&s, "client", "*", client_key, NULL);
     r = RUN(addr, "budget", "delete", "--selector", "team:*", "--metric", "gco2e", "--window",
-            "month");
+            "month", "--key", client_key);
     cr_assert_eq(r.code, 1);
     run_has(r.err, "(unauthorized)");
     run_free(&r);
