@@ -35,5 +35,7 @@ int cli_reload(int argc, char **argv);
 int cli_stats(int argc, char **argv);
 int cli_ping(int argc, char **argv);
 int cli_exec(int argc, char **argv);
+int cli_key(int argc, char **argv);
+int cli_decisions(int argc, char **argv);
 
 #endif

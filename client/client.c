@@ -469,6 +469,7 @@ static bool pack_call(dsc_client *c, dsc_client_call *call, slot *s, wbuf *buf) 
     msgpack_packer_init(&pk, buf, wbuf_write);
     dsc__encode_ctx ctx;
     make_request_id(c, &ctx);
+    ctx.keyed = c->token_is_key;
     s->call = call;
     s->msgid = c->next_id++;
     s->start = buf->len;
@@ -626,6 +627,25 @@ dsc_status dsc_client_estimate(dsc_client *c, const dsc_client_estimate_request 
 dsc_status dsc_client_budget_get(dsc_client *c, const dsc_client_subject *subject,
                                  dsc_client_budgets *out, dsc_error *err) {
     return one(c, DSC_CALL_BUDGET_GET, subject, out, err);
+}
+
+dsc_status dsc_client_key_create(dsc_client *c, const dsc_client_key_request *rq,
+                                 dsc_client_key *out, dsc_error *err) {
+    return one(c, DSC_CALL_KEY_CREATE, rq, out, err);
+}
+
+dsc_status dsc_client_key_list(dsc_client *c, const char *scope, dsc_client_keys *out,
+                               dsc_error *err) {
+    return one(c, DSC_CALL_KEY_LIST, scope, out, err);
+}
+
+dsc_status dsc_client_key_revoke(dsc_client *c, const char *key_id, dsc_error *err) {
+    return one(c, DSC_CALL_KEY_REVOKE, key_id, NULL, err);
+}
+
+dsc_status dsc_client_decisions_list(dsc_client *c, const dsc_client_decisions_request *rq,
+                                     dsc_client_decisions *out, dsc_error *err) {
+    return one(c, DSC_CALL_DECISIONS_LIST, rq, out, err);
 }
 
 dsc_status dsc_client_budget_list(dsc_client *c, const char *selector, dsc_client_budgets *out,
