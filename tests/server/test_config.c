@@ -158,3 +158,18 @@ Test(config, unix_admin_uids_take_self_none_or_numbers) {
     cr_assert_eq(dsc_server_config_set(&cfg, "unix_admin_uids", "root", &err), DSC_BAD_REQUEST);
     cr_assert(strstr(err.message, "'root'"), "%s", err.message);
 }
+
+Test(config, require_auth_defaults_to_true_and_takes_only_true_or_false) {
+    dsc_server_config cfg;
+    dsc_server_config_default(&cfg);
+    cr_assert(cfg.require_auth);
+    dsc_error err;
+    cr_assert_eq(dsc_server_config_set(&cfg, "require_auth", "false", &err), DSC_OK);
+    cr_assert_not(cfg.require_auth);
+    cr_assert_eq(dsc_server_config_set(&cfg, "require_auth", "yes", &err), DSC_BAD_REQUEST);
+    cr_assert(strstr(err.message, "require_auth"), "%s", err.message);
+    bool help = false;
+    const char *argv[] = {"discernd", "--require-auth", "true"};
+    cr_assert_eq(from_args(&cfg, 3, argv, &help, &err), DSC_OK, "%s", err.message);
+    cr_assert(cfg.require_auth);
+}

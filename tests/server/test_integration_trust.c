@@ -9,6 +9,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <time.h>
 
 static th_server srv;
 
@@ -443,4 +444,49 @@ Test(trust, decisions_list_pages_with_next_and_filters_by_time) {
     json_decref(r);
     fails(admin, "decisions.list", "{\"outcome\": \"maybe\"}", "bad_request");
     th_client_free(admin);
+}
+
+Test(trust, with_require_auth_off_an_anonymous_connection_is_a_client_and_reader) {
+    th_server s;
+    th_server_start(&s, "require_auth = false");
+    th_client *c = th_connect_tcp(&s);
+    json_t *res, *r = ok(c, "check", CHECK_FOR("a"), &res);
+    char params[200];
+    settle_params(params, sizeof params, str(res, "reservation"));
+    json_decref(r);
+    r = ok(c, "settle", params, &res);
+    json_decref(r);
+    r = ok(c, "budget.list", "{}", &res);
+    json_decref(r);
+    fails(c, "budget.set",
+          "{\"selector\": \"*\", \"metric\": \"requests\", \"window\": \"day\", \"limit\": 1}",
+          "unauthorized");
+    fails(c, "key.create", "{\"role\": \"client\", \"scope\": \"*\"}", "unauthorized");
+    int status = 0;
+    char *body = th_http_get(&s, "/v1/budgets", &status);
+    cr_assert_eq(status, 200, "%s", body);
+    free(body);
+    th_client_free(c);
+    th_server_cleanup(&s);
+}
+
+Test(trust, an_expired_key_stops_working_at_its_next_call) {
+    th_client *admin = th_connect_admin(&srv);
+    char params[160];
+    snprintf(params, sizeof params,
+             "{\"role\": \"client\", \"scope\": \"org:acme\", \"expires_at\": %lld}",
+             (long long)time(NULL) + 2);
+    json_t *res, *r = ok(admin, "key.create", params, &res);
+    char token[72];
+    snprintf(token, sizeof token, "%s", str(res, "token"));
+    json_decref(r);
+    fails(admin, "key.create", "{\"role\": \"client\", \"scope\": \"*\", \"expires_at\": 1000}",
+          "bad_request");
+    th_client_free(admin);
+    th_client *c = th_connect_as(&srv, token);
+    r = ok(c, "budget.get", "{}", &res);
+    json_decref(r);
+    th_sleep_ms(2600);
+    fails(c, "budget.get", "{}", "unauthorized");
+    th_client_free(c);
 }
