@@ -224,7 +224,7 @@ static void print_decision(const dsc_client_decision *d) {
     time_t t = (time_t)d->at;
     struct tm tm;
     strftime(when, sizeof when, "%Y-%m-%d %H:%M:%S", gmtime_r(&t, &tm));
-    char who[200];
+    char who[3 * sizeof d->org + 32];
     snprintf(who, sizeof who, "%s%s%s%s%s%s", d->org[0] ? "org:" : "", d->org,
              d->team[0] ? " team:" : "", d->team, d->user[0] ? " user:" : "", d->user);
     printf("%s  %-8s %-12s %-28s %s/%s %s: %s\n", when, d->outcome, d->key_id, who, d->provider,
