@@ -64,9 +64,14 @@ static int add_tag(cli_req *req, const char *text) {
     if (!eq || eq == text)
         return cli_fail(CLI_EXIT_USAGE, "option --tag: '%s' is not KEY=VALUE", text);
     if (req->n_tags >= 16) return cli_fail(CLI_EXIT_USAGE, "option --tag: at most 16 tags");
-    char *k = strndup(text, (size_t)(eq - text));
-    if (!k) return cli_fail(CLI_EXIT_FAIL, "out of memory");
-    req->tags[2 * req->n_tags] = k; /* lives until exit */
+    size_t n = (size_t)(eq - text);
+    char *k = req->tag_keys[req->n_tags];
+    if (n >= sizeof req->tag_keys[0])
+        return cli_fail(CLI_EXIT_USAGE, "option --tag: key '%.*s' is longer than %zu bytes", (int)n,
+                        text, sizeof req->tag_keys[0] - 1);
+    memcpy(k, text, n);
+    k[n] = '\0';
+    req->tags[2 * req->n_tags] = k;
     req->tags[2 * req->n_tags + 1] = eq + 1;
     req->n_tags++;
     return CLI_EXIT_OK;

@@ -419,6 +419,15 @@ Test(trust, shadow_verdicts_and_tags_are_journaled_and_listed) {
         strstr(body, "discern_shadow_verdicts_total{policy=\"watch\",outcome=\"refuse\"} 1\n"),
         "%s", body);
     free(body);
+    /* A shadow refusal is logged at info, naming the policy and the key. */
+    FILE *f = fopen(srv.log, "r");
+    cr_assert_not_null(f);
+    char line[1024];
+    bool logged = false;
+    while (!logged && fgets(line, sizeof line, f))
+        logged = strstr(line, "shadow_refuse") && strstr(line, "policy=watch") && strstr(line, id);
+    fclose(f);
+    cr_assert(logged, "no shadow_refuse line for key %s in %s", id, srv.log);
 }
 
 Test(trust, decisions_list_pages_with_next_and_filters_by_time) {
