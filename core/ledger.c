@@ -381,6 +381,7 @@ dsc_ledger *dsc_ledger_new(const dsc_ledger_config *cfg, dsc_error *err) {
     dsc__strmap_init(&l->requests);
     l->next_budget_id = 1;
     if (config_apply(l, cfg, err) != DSC_OK) goto fail;
+    l->next_rid = (uint64_t)dsc__ledger_now(l);
     if (cfg->store_path && dsc__ledger_store_open(l, cfg->store_path, cfg->batch_ms, err))
         goto fail;
     return l;
@@ -539,17 +540,34 @@ static dsc_status reserve_validate(const dsc_subject *s, const dsc_amounts *a, i
 }
 
 #define RID_RANDOM_BYTES 12 /* 96 bits: an id cannot be guessed */
+#define RID_ORDER_HEX 12    /* then a counter seeded from the clock, in front */
+#define RID_LEN (1 + RID_ORDER_HEX + 2 * RID_RANDOM_BYTES)
+
+/* "r" + 12 hex digits of a counter + 24 random hex digits. The counter only orders
+ * the ids (seeded from the clock at open, so later ids sort later across restarts):
+ * the store's reservations table is keyed by id, and ids in order append to its
+ * B-tree instead of dirtying a random page per hold (measured: random ids alone cost
+ * about 20 us of server CPU per check + settle at pipeline 1). The random part is
+ * what makes an id unguessable. */
+static dsc_status new_rid(dsc_ledger *l, char id[DSC_RESERVATION_ID_MAX]) {
+    static const char hex[] = "0123456789abcdef";
+    uint8_t b[RID_RANDOM_BYTES];
+    if (dsc_random_bytes(b, sizeof b, NULL) != DSC_OK) return DSC_IO;
+    uint64_t v = l->next_rid++;
+    id[0] = 'r';
+    for (int i = RID_ORDER_HEX; i >= 1; i--, v >>= 4)
+        id[i] = hex[v & 15];
+    dsc_random_hex(b, sizeof b, id + 1 + RID_ORDER_HEX);
+    return DSC_OK;
+}
 
 /* Create, index and hold a new reservation (mu held). */
 static dsc_status hold_new(dsc_ledger *l, const dsc_subject *s, const dsc_amounts *a, int64_t now,
                            int64_t ttl_s, const char *request_id, const dsc__hit *hits, size_t nh,
                            dsc__reservation **out) {
     char id[DSC_RESERVATION_ID_MAX];
-    uint8_t b[RID_RANDOM_BYTES];
     do {
-        if (dsc_random_bytes(b, sizeof b, NULL) != DSC_OK) return DSC_IO;
-        id[0] = 'r';
-        dsc_random_hex(b, sizeof b, id + 1);
+        if (new_rid(l, id) != DSC_OK) return DSC_IO;
     } while (dsc__strmap_get(&l->reservations, id)); /* 2^-96 per id: practically never */
     dsc__reservation *r = dsc__reservation_new(id, request_id, s, hits, nh);
     if (!r) return DSC_NOMEM;
@@ -787,11 +805,11 @@ out:
 }
 
 /* Whether id has the shape of an id this ledger makes ("r" + hex digits, the old
- * 16 or the current 24): an unknown one is a guess, never an unreserved settle, so a
+ * 16 or the current 36): an unknown one is a guess, never an unreserved settle, so a
  * made-up id can never take the place of a hold to come. */
 static bool ledger_made(const char *id) {
     size_t n = strlen(id);
-    if (id[0] != 'r' || (n != 17 && n != 1 + 2 * RID_RANDOM_BYTES)) return false;
+    if (id[0] != 'r' || (n != 17 && n != RID_LEN)) return false;
     for (size_t i = 1; i < n; i++)
         if (!isxdigit((unsigned char)id[i]) || isupper((unsigned char)id[i])) return false;
     return true;

@@ -124,6 +124,7 @@ struct dsc_ledger {
     size_t shape_count[DSC__SHAPES]; /* live budgets per selector shape */
     uint64_t budget_epoch;           /* bumped whenever a budget appears or goes */
     int64_t next_budget_id;
+    uint64_t next_rid;       /* orders reservation ids (see new_rid in ledger.c) */
     dsc__reservation **heap; /* expiry min-heap */
     size_t heap_n, heap_cap, n_held;
     dsc__reservation *fhead, *ftail;

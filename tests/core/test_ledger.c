@@ -661,13 +661,17 @@ Test(ledger, reservation_ids_are_96_random_bits_and_a_guess_of_their_shape_charg
     dsc_error err;
     cr_assert_eq(dsc_ledger_reserve(l, &ana, &ten, 60, NULL, a, NULL, 0, NULL, &err), DSC_OK);
     cr_assert_eq(dsc_ledger_reserve(l, &ana, &ten, 60, NULL, b, NULL, 0, NULL, &err), DSC_OK);
-    cr_assert_eq(strlen(a), 25);
+    cr_assert_eq(strlen(a), 37);
     cr_assert_eq(a[0], 'r');
     cr_assert_str_neq(a, b);
-    /* The next id is not the previous one plus anything: no shared prefix to walk. */
-    cr_assert_neq(memcmp(a, b, 12), 0);
-    const char *guesses[] = {"r000000000000000000000001", "r0000000000000001",
-                             "rffffffffffffffffffffffff"};
+    /* Ids are in order (their first 12 hex digits), the 24 after them random. */
+    cr_assert_lt(memcmp(a, b, 13), 0);
+    cr_assert_neq(memcmp(a + 13, b + 13, 24), 0);
+    /* The next id's order part with a made-up random part is a guess that fails. */
+    char next[DSC_RESERVATION_ID_MAX];
+    snprintf(next, sizeof next, "%.13s%024d", b, 0);
+    next[12] = (char)(next[12] == '9' ? 'a' : next[12] == 'f' ? '0' : next[12] + 1);
+    const char *guesses[] = {next, "r0000000000000001", "rffffffffffffffffffffffffffffffffffff"};
     for (size_t i = 0; i < 3; i++)
         cr_assert_eq(dsc_ledger_settle(l, guesses[i], &ten, &ana, NULL, &err),
                      DSC_UNKNOWN_RESERVATION, "%s", guesses[i]);

@@ -22,8 +22,9 @@
  *   preview      every budget that applies to a subject, with what a request would do
  *   counter_list every counter of every budget as of now (one per concrete subject seen)
  *   reserve      hold an upper bound on every matching budget, all or nothing;
- *                idempotent by request_id; reservation ids are "r" + 24 hex digits
- *                from the OS (96 random bits), so they cannot be guessed
+ *                idempotent by request_id; reservation ids are "r" + 12 hex digits
+ *                in order + 24 hex digits from the OS (96 random bits), so they
+ *                cannot be guessed
  *   settle       replace the hold with the actual usage; idempotent
  *   cancel       release the hold
  *   tick         expire holds past their ttl (charged or released, as configured)
