@@ -125,8 +125,9 @@ static const char schema_sql[] =
 static const char *const stmt_sql[ST_COUNT] = {
     [ST_RES_INSERT] =
         "INSERT INTO reservations(id, request_id, org, team, user, key,"
-        " created_us, expires_us, state, " METRIC_COLS("held_") ")"
-                                                                " VALUES(?,?,?,?,?,?,?,?,?," Q7 ")",
+        " created_us, expires_us, state, " METRIC_COLS("held_") ", owner)"
+                                                                " VALUES(?,?,?,?,?,?,?,?,?," Q7
+                                                                ",?)",
     [ST_RES_UPDATE] = "UPDATE reservations SET state = ?2, finished_us = ?3,"
                       " charged_energy_wh = charged_energy_wh + ?4,"
                       " charged_gco2e = charged_gco2e + ?5,"
@@ -153,8 +154,9 @@ static const char *const stmt_sql[ST_COUNT] = {
     [ST_DECISION] = "INSERT INTO decisions(decision_id, request_id, at_us, org, team, user,"
                     " key, purpose, provider, model, input_tokens, output_tokens,"
                     " est_energy_wh, est_gco2e, est_water_ml, outcome, policy,"
-                    " policy_version, reason, reservation_id)"
-                    " VALUES(?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?)",
+                    " policy_version, reason, reservation_id, key_id, zone, purpose_class,"
+                    " verdicts, tags)"
+                    " VALUES(?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?)",
     [ST_BUDGET_UPSERT] = "INSERT INTO budgets(id, selector, metric, window, limit_micro,"
                          " updated_us) VALUES(?,?,?,?,?,?) ON CONFLICT(selector, metric,"
                          " window) DO UPDATE SET limit_micro = excluded.limit_micro,"
@@ -229,6 +231,25 @@ static dsc_status take_lock(dsc__store *s, dsc_error *err) {
     return DSC_OK;
 }
 
+/* Columns added after the first schema: a store made before gains them on open (an
+ * ALTER that finds the column already there is the normal case, not an error). */
+static const char *const added_columns[] = {
+    "reservations ADD COLUMN owner TEXT", "decisions ADD COLUMN key_id TEXT",
+    "decisions ADD COLUMN zone TEXT",     "decisions ADD COLUMN purpose_class TEXT",
+    "decisions ADD COLUMN verdicts TEXT", "decisions ADD COLUMN tags TEXT",
+};
+
+static int add_columns(sqlite3 *db) {
+    for (size_t i = 0; i < sizeof added_columns / sizeof added_columns[0]; i++) {
+        char sql[128];
+        snprintf(sql, sizeof sql, "ALTER TABLE %s", added_columns[i]);
+        if (sqlite3_exec(db, sql, NULL, NULL, NULL) != SQLITE_OK &&
+            !strstr(sqlite3_errmsg(db), "duplicate column"))
+            return sqlite3_errcode(db);
+    }
+    return SQLITE_OK;
+}
+
 static dsc_status setup_db(dsc__store *s, dsc_error *err) {
     char pragmas[128];
     snprintf(pragmas, sizeof pragmas,
@@ -239,6 +260,7 @@ static dsc_status setup_db(dsc__store *s, dsc_error *err) {
         return db_error(s->db, "setting WAL mode", err);
     if (sqlite3_exec(s->db, schema_sql, NULL, NULL, NULL) != SQLITE_OK)
         return db_error(s->db, "creating the schema", err);
+    if (add_columns(s->db) != SQLITE_OK) return db_error(s->db, "adding columns", err);
     for (int i = 0; i < ST_COUNT; i++)
         if (sqlite3_prepare_v3(s->db, stmt_sql[i], -1, SQLITE_PREPARE_PERSISTENT, &s->st[i],
                                NULL) != SQLITE_OK)
@@ -318,6 +340,7 @@ static int write_reserve(dsc__store *s, const dsc__rec *r) {
     sqlite3_bind_int64(st, 8, r->expires_us);
     bind_text(st, 9, r->state);
     bind_amounts(st, 10, &r->amounts);
+    bind_text(st, 17, r->with_decision ? r->u.decision.key_id : "");
     return step(st);
 }
 
@@ -378,6 +401,11 @@ static int write_decision(dsc__store *s, const dsc__rec *r) {
     bind_text(st, 18, d->policy_version);
     bind_text(st, 19, d->reason);
     bind_text(st, 20, r->reservation_id);
+    bind_text(st, 21, d->key_id);
+    bind_text(st, 22, d->zone);
+    bind_text(st, 23, d->purpose_class);
+    bind_text(st, 24, d->verdicts);
+    bind_text(st, 25, d->tags);
     return step(st);
 }
 
@@ -779,6 +807,7 @@ static dsc_status row_held(dsc__store_loader *ld, sqlite3_stmt *st, dsc__rec *re
     col_subject(st, 2, &rec->subject);
     rec->expires_us = sqlite3_column_int64(st, 7);
     col_amounts(st, 8, &rec->amounts);
+    col_text(st, 8 + DSC_METRIC_COUNT, rec->u.decision.key_id, sizeof rec->u.decision.key_id);
     return ld->held(ld->ud, rec, sqlite3_column_int64(st, 6));
 }
 
@@ -830,7 +859,7 @@ dsc_status dsc__store_load(dsc__store *s, dsc__store_loader *ld, dsc_error *err)
     res = each_row(
         s,
         "SELECT id, request_id, org, team, user, key, created_us, expires_us, " METRIC_COLS(
-            "held_") " FROM reservations WHERE state = 'held'",
+            "held_") ", owner FROM reservations WHERE state = 'held'",
         false, 0, ld, row_held, err);
     if (res != DSC_OK) return res;
     ld->finished_since_us = newest_finished_bound(s, ld);
