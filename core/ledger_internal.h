@@ -13,7 +13,7 @@
 
 #include "discern/ledger.h"
 #include "discern/window.h"
-#include "store_internal.h"
+#include "store.h"
 #include "strmap_internal.h"
 
 #include <pthread.h>

@@ -419,7 +419,8 @@ static void budgets_loaded(void *ud, dsc__store_loader *ld) {
 dsc_status dsc__ledger_store_open(dsc_ledger *l, const char *path, int batch_ms, dsc_error *err) {
     dsc_error local;
     if (!err) err = &local;
-    l->store = dsc__store_open(path, l->durability, batch_ms, err);
+    dsc__store_options o = {.durability = l->durability, .batch_ms = batch_ms};
+    l->store = dsc__store_open(path, &o, err);
     if (!l->store) return err->code;
     rebuild *rb = calloc(1, sizeof *rb);
     if (!rb) return dsc_error_set(err, DSC_NOMEM, "out of memory rebuilding the ledger");
