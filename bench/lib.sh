@@ -85,6 +85,9 @@ EOF
     wait_file "$dir/ports" "$dsc_pid" "$dir/discernd.log" "${start_tenths:-50}" "discernd exited at start"
     dsc_port=$(head -1 "$dir/ports")
     [ -n "$dsc_port" ] || die "discernd wrote no port"
+    # TCP callers need a key (require_auth): loadgen's connections authenticate with
+    # the admin token, which auth accepts as a key.
+    export DISCERN_KEY=$token
 }
 
 # wait_file FILE PID LOG TENTHS WHY: wait until FILE has content, at most TENTHS

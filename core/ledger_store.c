@@ -328,7 +328,6 @@ static dsc__reservation *load_reservation(rebuild *rb, const dsc__rec *rec) {
         free(r);
         return NULL;
     }
-    dsc__rid_seen(rb->l, r->id);
     return r;
 }
 
@@ -337,6 +336,7 @@ static dsc_status load_held(void *ud, const dsc__rec *rec, int64_t created_us) {
     dsc__reservation *r = load_reservation(rb, rec);
     if (!r) return DSC_NOMEM;
     r->state = RS_HELD;
+    snprintf(r->owner, sizeof r->owner, "%s", rec->u.decision.key_id);
     r->held = rec->amounts;
     r->created_us = created_us;
     r->expires_us = rec->expires_us;
@@ -419,7 +419,8 @@ static void budgets_loaded(void *ud, dsc__store_loader *ld) {
 dsc_status dsc__ledger_store_open(dsc_ledger *l, const char *path, int batch_ms, dsc_error *err) {
     dsc_error local;
     if (!err) err = &local;
-    l->store = dsc__store_open(path, l->durability, batch_ms, err);
+    dsc__store_options o = {.durability = l->durability, .batch_ms = batch_ms};
+    l->store = dsc__store_open(path, &o, err);
     if (!l->store) return err->code;
     rebuild *rb = calloc(1, sizeof *rb);
     if (!rb) return dsc_error_set(err, DSC_NOMEM, "out of memory rebuilding the ledger");

@@ -1,6 +1,7 @@
 /*
  * store_sqlite.c - the ledger's SQLite store: schema, group-commit writer, reload.
  *
+ * The "sqlite" backend of store.h (dsc__store_sqlite): every target that is not a URI.
  * One file in WAL mode. One writer thread owns the write connection: it takes every
  * queued record, writes them all in one transaction and commits (one fsync per batch
  * with synchronous=FULL), then lets the ledger apply the batch and wakes the callers
@@ -23,7 +24,7 @@
  * "dsc-store" (top -H, /proc/PID/task/TID/comm) so its CPU can be told apart.
  */
 #define _GNU_SOURCE /* pthread_setname_np */
-#include "store_internal.h"
+#include "store.h"
 
 #include <errno.h>
 #include <fcntl.h>
@@ -52,7 +53,8 @@ enum {
     ST_COUNT
 };
 
-struct dsc__store {
+typedef struct sq_store {
+    dsc__store base;   /* first: the operations */
     sqlite3 *db, *rdb; /* writer connection; reader for lookups (lazy) */
     sqlite3_stmt *st[ST_COUNT];
     dsc_durability durability;
@@ -76,7 +78,7 @@ struct dsc__store {
         char *sql;
     } rcache[8];
     int rcache_next;
-};
+} sq_store;
 
 #define METRIC_COLS(p)                                                                             \
     p "energy_wh, " p "gco2e, " p "water_ml, " p "pe_mj, " p "cost, " p "tokens, " p "requests"
@@ -125,8 +127,9 @@ static const char schema_sql[] =
 static const char *const stmt_sql[ST_COUNT] = {
     [ST_RES_INSERT] =
         "INSERT INTO reservations(id, request_id, org, team, user, key,"
-        " created_us, expires_us, state, " METRIC_COLS("held_") ")"
-                                                                " VALUES(?,?,?,?,?,?,?,?,?," Q7 ")",
+        " created_us, expires_us, state, " METRIC_COLS("held_") ", owner)"
+                                                                " VALUES(?,?,?,?,?,?,?,?,?," Q7
+                                                                ",?)",
     [ST_RES_UPDATE] = "UPDATE reservations SET state = ?2, finished_us = ?3,"
                       " charged_energy_wh = charged_energy_wh + ?4,"
                       " charged_gco2e = charged_gco2e + ?5,"
@@ -153,8 +156,9 @@ static const char *const stmt_sql[ST_COUNT] = {
     [ST_DECISION] = "INSERT INTO decisions(decision_id, request_id, at_us, org, team, user,"
                     " key, purpose, provider, model, input_tokens, output_tokens,"
                     " est_energy_wh, est_gco2e, est_water_ml, outcome, policy,"
-                    " policy_version, reason, reservation_id)"
-                    " VALUES(?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?)",
+                    " policy_version, reason, reservation_id, key_id, zone, purpose_class,"
+                    " verdicts, tags)"
+                    " VALUES(?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?)",
     [ST_BUDGET_UPSERT] = "INSERT INTO budgets(id, selector, metric, window, limit_micro,"
                          " updated_us) VALUES(?,?,?,?,?,?) ON CONFLICT(selector, metric,"
                          " window) DO UPDATE SET limit_micro = excluded.limit_micro,"
@@ -201,7 +205,7 @@ static long lock_holder(int fd) {
 }
 
 /* Take the store's exclusive lock, or refuse naming the file and who holds it. */
-static dsc_status take_lock(dsc__store *s, dsc_error *err) {
+static dsc_status take_lock(sq_store *s, dsc_error *err) {
     char lock[1100], pid[24];
     snprintf(lock, sizeof lock, "%s.lock", s->path);
     s->lock_fd = open(lock, O_RDWR | O_CREAT | O_CLOEXEC, 0644);
@@ -229,7 +233,26 @@ static dsc_status take_lock(dsc__store *s, dsc_error *err) {
     return DSC_OK;
 }
 
-static dsc_status setup_db(dsc__store *s, dsc_error *err) {
+/* Columns added after the first schema: a store made before gains them on open (an
+ * ALTER that finds the column already there is the normal case, not an error). */
+static const char *const added_columns[] = {
+    "reservations ADD COLUMN owner TEXT", "decisions ADD COLUMN key_id TEXT",
+    "decisions ADD COLUMN zone TEXT",     "decisions ADD COLUMN purpose_class TEXT",
+    "decisions ADD COLUMN verdicts TEXT", "decisions ADD COLUMN tags TEXT",
+};
+
+static int add_columns(sqlite3 *db) {
+    for (size_t i = 0; i < sizeof added_columns / sizeof added_columns[0]; i++) {
+        char sql[128];
+        snprintf(sql, sizeof sql, "ALTER TABLE %s", added_columns[i]);
+        if (sqlite3_exec(db, sql, NULL, NULL, NULL) != SQLITE_OK &&
+            !strstr(sqlite3_errmsg(db), "duplicate column"))
+            return sqlite3_errcode(db);
+    }
+    return SQLITE_OK;
+}
+
+static dsc_status setup_db(sq_store *s, dsc_error *err) {
     char pragmas[128];
     snprintf(pragmas, sizeof pragmas,
              "PRAGMA journal_mode=WAL; PRAGMA synchronous=%s;"
@@ -239,6 +262,7 @@ static dsc_status setup_db(dsc__store *s, dsc_error *err) {
         return db_error(s->db, "setting WAL mode", err);
     if (sqlite3_exec(s->db, schema_sql, NULL, NULL, NULL) != SQLITE_OK)
         return db_error(s->db, "creating the schema", err);
+    if (add_columns(s->db) != SQLITE_OK) return db_error(s->db, "adding columns", err);
     for (int i = 0; i < ST_COUNT; i++)
         if (sqlite3_prepare_v3(s->db, stmt_sql[i], -1, SQLITE_PREPARE_PERSISTENT, &s->st[i],
                                NULL) != SQLITE_OK)
@@ -246,15 +270,17 @@ static dsc_status setup_db(dsc__store *s, dsc_error *err) {
     return DSC_OK;
 }
 
-dsc__store *dsc__store_open(const char *path, dsc_durability durability, int batch_ms,
-                            dsc_error *err) {
-    dsc__store *s = calloc(1, sizeof *s);
+static void sq_close(dsc__store *base);
+
+static dsc__store *sq_open(const char *path, const dsc__store_options *o, dsc_error *err) {
+    sq_store *s = calloc(1, sizeof *s);
     if (!s) {
         dsc_error_set(err, DSC_NOMEM, "out of memory opening the ledger store");
         return NULL;
     }
-    s->durability = durability;
-    s->batch_ms = batch_ms > 0 ? batch_ms : 10;
+    s->base.type = &dsc__store_sqlite;
+    s->durability = o->durability;
+    s->batch_ms = o->batch_ms > 0 ? o->batch_ms : 10;
     s->healthy = true;
     s->lock_fd = -1;
     snprintf(s->path, sizeof s->path, "%s", path);
@@ -265,7 +291,7 @@ dsc__store *dsc__store_open(const char *path, dsc_durability durability, int bat
     make_parent(path);
     if (take_lock(s, err) != DSC_OK || open_conn(path, &s->db, err) != DSC_OK ||
         setup_db(s, err) != DSC_OK) {
-        dsc__store_close(s);
+        sq_close(&s->base);
         return NULL;
     }
     sqlite3_stmt *st = NULL;
@@ -274,10 +300,11 @@ dsc__store *dsc__store_open(const char *path, dsc_durability durability, int bat
         sqlite3_step(st) == SQLITE_ROW)
         s->charge_seq = sqlite3_column_int64(st, 0);
     sqlite3_finalize(st);
-    return s;
+    return &s->base;
 }
 
-int64_t dsc__store_charge_seq(dsc__store *s) {
+static int64_t sq_charge_seq(dsc__store *base) {
+    sq_store *s = (sq_store *)base;
     return s->charge_seq;
 }
 
@@ -309,7 +336,7 @@ static int step(sqlite3_stmt *st) {
     return rc == SQLITE_DONE ? SQLITE_OK : rc;
 }
 
-static int write_reserve(dsc__store *s, const dsc__rec *r) {
+static int write_reserve(sq_store *s, const dsc__rec *r) {
     sqlite3_stmt *st = s->st[ST_RES_INSERT];
     bind_text(st, 1, r->reservation_id);
     bind_text(st, 2, r->request_id);
@@ -318,13 +345,14 @@ static int write_reserve(dsc__store *s, const dsc__rec *r) {
     sqlite3_bind_int64(st, 8, r->expires_us);
     bind_text(st, 9, r->state);
     bind_amounts(st, 10, &r->amounts);
+    bind_text(st, 17, r->with_decision ? r->u.decision.key_id : "");
     return step(st);
 }
 
 /* The reservation's new state, with what this record charged added to it. A plain
  * UPDATE finds the row with one seek; only a reservation the store never had (an
  * unreserved settle) takes the INSERT ... ON CONFLICT path. */
-static int write_state(dsc__store *s, const dsc__rec *r) {
+static int write_state(sq_store *s, const dsc__rec *r) {
     static const dsc_amounts zero = {{0}};
     const dsc_amounts *charged = r->charge_kind ? &r->amounts : &zero;
     sqlite3_stmt *st = s->st[ST_RES_UPDATE];
@@ -345,7 +373,7 @@ static int write_state(dsc__store *s, const dsc__rec *r) {
     return step(st);
 }
 
-static int write_charge(dsc__store *s, const dsc__rec *r) {
+static int write_charge(sq_store *s, const dsc__rec *r) {
     if (!r->charge_kind) return SQLITE_OK;
     sqlite3_stmt *st = s->st[ST_CHARGE];
     sqlite3_bind_int64(st, 1, r->at_us);
@@ -358,7 +386,7 @@ static int write_charge(dsc__store *s, const dsc__rec *r) {
     return rc;
 }
 
-static int write_decision(dsc__store *s, const dsc__rec *r) {
+static int write_decision(sq_store *s, const dsc__rec *r) {
     const dsc__rec_decision *d = &r->u.decision;
     sqlite3_stmt *st = s->st[ST_DECISION];
     bind_text(st, 1, d->decision_id);
@@ -378,10 +406,15 @@ static int write_decision(dsc__store *s, const dsc__rec *r) {
     bind_text(st, 18, d->policy_version);
     bind_text(st, 19, d->reason);
     bind_text(st, 20, r->reservation_id);
+    bind_text(st, 21, d->key_id);
+    bind_text(st, 22, d->zone);
+    bind_text(st, 23, d->purpose_class);
+    bind_text(st, 24, d->verdicts);
+    bind_text(st, 25, d->tags);
     return step(st);
 }
 
-static int write_budget(dsc__store *s, const dsc__rec *r) {
+static int write_budget(sq_store *s, const dsc__rec *r) {
     const dsc__rec_budget *b = &r->u.budget;
     if (r->type == DSC__REC_BUDGET_DELETE) {
         sqlite3_bind_int64(s->st[ST_BUDGET_DELETE], 1, b->id);
@@ -401,7 +434,7 @@ static bool own_fault(int rc) {
     return (rc & 0xff) == SQLITE_CONSTRAINT;
 }
 
-static int write_rec(dsc__store *s, const dsc__rec *r) {
+static int write_rec(sq_store *s, const dsc__rec *r) {
     int rc;
     switch (r->type) {
     case DSC__REC_RESERVE:
@@ -429,7 +462,7 @@ static int write_rec(dsc__store *s, const dsc__rec *r) {
 /* Free space on the store's file system leaves recovery once it is this large. */
 #define RECOVERED_FREE (64LL * 1024 * 1024)
 
-static long long free_bytes(const dsc__store *s) {
+static long long free_bytes(const sq_store *s) {
     char dir[sizeof s->path];
     snprintf(dir, sizeof dir, "%s", s->path);
     char *slash = strrchr(dir, '/');
@@ -444,7 +477,7 @@ static long long free_bytes(const dsc__store *s) {
 /* In recovery (dbmu held, no transaction open): move the WAL into the database and
  * truncate it to zero bytes. Readers in the WAL make it fail with BUSY at once (no
  * waiting on the writer's thread); it is tried again on the next batch. */
-static void reclaim_wal(dsc__store *s) {
+static void reclaim_wal(sq_store *s) {
     if (!s->recovering) return;
     sqlite3_busy_timeout(s->db, 0);
     int rc = sqlite3_wal_checkpoint_v2(s->db, NULL, SQLITE_CHECKPOINT_TRUNCATE, NULL, NULL);
@@ -453,7 +486,7 @@ static void reclaim_wal(dsc__store *s) {
 }
 
 /* Write and commit recs[0..n); fills every status. Returns whether it committed. */
-static bool write_batch(dsc__store *s, dsc__rec **recs, size_t n) {
+static bool write_batch(sq_store *s, dsc__rec **recs, size_t n) {
     char msg[DSC_ERROR_MESSAGE_MAX] = "";
     pthread_mutex_lock(&s->dbmu);
     reclaim_wal(s);
@@ -488,7 +521,7 @@ static bool write_batch(dsc__store *s, dsc__rec **recs, size_t n) {
     return rc == SQLITE_OK;
 }
 
-static bool probe(dsc__store *s) {
+static bool probe(sq_store *s) {
     pthread_mutex_lock(&s->dbmu);
     reclaim_wal(s);
     int rc = sqlite3_exec(s->db,
@@ -509,7 +542,7 @@ static void sleep_ms(int ms) {
 enum { PROBE_MS = 1000 };
 
 /* Wait for work (qmu held); probes a failing store every PROBE_MS meanwhile. */
-static void wait_for_work(dsc__store *s) {
+static void wait_for_work(sq_store *s) {
     while (!s->head && !s->stop) {
         if (s->healthy) {
             pthread_cond_wait(&s->nonempty, &s->qmu);
@@ -531,7 +564,7 @@ static void wait_for_work(dsc__store *s) {
 }
 
 /* Take the queue into s->batch (qmu held); returns how many. */
-static size_t take_batch(dsc__store *s) {
+static size_t take_batch(sq_store *s) {
     size_t n = 0;
     for (dsc__rec *r = s->head; r; r = r->next)
         n++;
@@ -552,13 +585,13 @@ static size_t take_batch(dsc__store *s) {
 
 /* Record the batch's outcome before anyone hears of it: a caller told
  * store_unavailable must see the store unhealthy from then on. */
-static void set_healthy(dsc__store *s, bool ok) {
+static void set_healthy(sq_store *s, bool ok) {
     pthread_mutex_lock(&s->qmu);
     s->healthy = ok;
     pthread_mutex_unlock(&s->qmu);
 }
 
-static void finish_batch(dsc__store *s, size_t n, bool ok) {
+static void finish_batch(sq_store *s, size_t n, bool ok) {
     pthread_mutex_lock(&s->qmu);
     s->batches++;
     s->records += n;
@@ -576,7 +609,7 @@ static void finish_batch(dsc__store *s, size_t n, bool ok) {
 }
 
 static void *writer_main(void *arg) {
-    dsc__store *s = arg;
+    sq_store *s = arg;
     pthread_mutex_lock(&s->qmu);
     for (;;) {
         wait_for_work(s);
@@ -605,7 +638,8 @@ static void *writer_main(void *arg) {
     return NULL;
 }
 
-dsc_status dsc__store_start(dsc__store *s, dsc__store_apply_fn apply, void *ud, dsc_error *err) {
+static dsc_status sq_start(dsc__store *base, dsc__store_apply_fn apply, void *ud, dsc_error *err) {
+    sq_store *s = (sq_store *)base;
     s->apply = apply;
     s->apply_ud = ud;
     if (pthread_create(&s->writer, NULL, writer_main, s) != 0)
@@ -615,7 +649,8 @@ dsc_status dsc__store_start(dsc__store *s, dsc__store_apply_fn apply, void *ud, 
     return DSC_OK;
 }
 
-dsc_status dsc__store_enqueue(dsc__store *s, dsc__rec *rec, bool wait) {
+static dsc_status sq_enqueue(dsc__store *base, dsc__rec *rec, bool wait) {
+    sq_store *s = (sq_store *)base;
     pthread_mutex_lock(&s->qmu);
     if (!wait && !rec->done_fn && !s->healthy) {
         pthread_mutex_unlock(&s->qmu);
@@ -639,7 +674,8 @@ dsc_status dsc__store_enqueue(dsc__store *s, dsc__rec *rec, bool wait) {
     return DSC_OK;
 }
 
-dsc_status dsc__store_wait(dsc__store *s, dsc__rec *rec) {
+static dsc_status sq_wait(dsc__store *base, dsc__rec *rec) {
+    sq_store *s = (sq_store *)base;
     pthread_mutex_lock(&s->qmu);
     while (!rec->done)
         pthread_cond_wait(&rec->cv, &s->qmu);
@@ -648,14 +684,16 @@ dsc_status dsc__store_wait(dsc__store *s, dsc__rec *rec) {
     return rec->status;
 }
 
-bool dsc__store_healthy(dsc__store *s) {
+static bool sq_healthy(dsc__store *base) {
+    sq_store *s = (sq_store *)base;
     pthread_mutex_lock(&s->qmu);
     bool ok = s->healthy;
     pthread_mutex_unlock(&s->qmu);
     return ok;
 }
 
-void dsc__store_counts(dsc__store *s, uint64_t *batches, uint64_t *records, uint64_t *failures) {
+static void sq_counts(dsc__store *base, uint64_t *batches, uint64_t *records, uint64_t *failures) {
+    sq_store *s = (sq_store *)base;
     pthread_mutex_lock(&s->qmu);
     *batches = s->batches;
     *records = s->records;
@@ -663,7 +701,8 @@ void dsc__store_counts(dsc__store *s, uint64_t *batches, uint64_t *records, uint
     pthread_mutex_unlock(&s->qmu);
 }
 
-dsc_status dsc__store_exec(dsc__store *s, const char *sql, dsc_error *err) {
+static dsc_status sq_exec(dsc__store *base, const char *sql, dsc_error *err) {
+    sq_store *s = (sq_store *)base;
     pthread_mutex_lock(&s->dbmu);
     dsc_status st = DSC_OK;
     if (sqlite3_exec(s->db, sql, NULL, NULL, NULL) != SQLITE_OK) st = db_error(s->db, sql, err);
@@ -671,7 +710,8 @@ dsc_status dsc__store_exec(dsc__store *s, const char *sql, dsc_error *err) {
     return st;
 }
 
-void dsc__store_close(dsc__store *s) {
+static void sq_close(dsc__store *base) {
+    sq_store *s = (sq_store *)base;
     if (!s) return;
     if (s->started) {
         pthread_mutex_lock(&s->qmu);
@@ -757,7 +797,7 @@ static dsc_status each_row_bound(sqlite3 *db, const char *sql, bool bind, int64_
     return res;
 }
 
-static dsc_status each_row(dsc__store *s, const char *sql, bool bind, int64_t arg,
+static dsc_status each_row(sq_store *s, const char *sql, bool bind, int64_t arg,
                            dsc__store_loader *ld, row_fn fn, dsc_error *err) {
     return each_row_bound(s->db, sql, bind, arg, NULL, ld, fn, err);
 }
@@ -779,6 +819,7 @@ static dsc_status row_held(dsc__store_loader *ld, sqlite3_stmt *st, dsc__rec *re
     col_subject(st, 2, &rec->subject);
     rec->expires_us = sqlite3_column_int64(st, 7);
     col_amounts(st, 8, &rec->amounts);
+    col_text(st, 8 + DSC_METRIC_COUNT, rec->u.decision.key_id, sizeof rec->u.decision.key_id);
     return ld->held(ld->ud, rec, sqlite3_column_int64(st, 6));
 }
 
@@ -803,7 +844,7 @@ static dsc_status row_charge(dsc__store_loader *ld, sqlite3_stmt *st, dsc__rec *
 }
 
 /* Reload at most finished_max finished reservations: the bound on finished_us. */
-static int64_t newest_finished_bound(dsc__store *s, const dsc__store_loader *ld) {
+static int64_t newest_finished_bound(sq_store *s, const dsc__store_loader *ld) {
     sqlite3_stmt *st = NULL;
     int64_t since = ld->finished_since_us;
     if (!ld->finished_max ||
@@ -820,7 +861,8 @@ out:
     return since;
 }
 
-dsc_status dsc__store_load(dsc__store *s, dsc__store_loader *ld, dsc_error *err) {
+static dsc_status sq_load(dsc__store *base, dsc__store_loader *ld, dsc_error *err) {
+    sq_store *s = (sq_store *)base;
     dsc_status res = each_row(s,
                               "SELECT id, selector, metric, window, limit_micro FROM budgets"
                               " ORDER BY id",
@@ -830,7 +872,7 @@ dsc_status dsc__store_load(dsc__store *s, dsc__store_loader *ld, dsc_error *err)
     res = each_row(
         s,
         "SELECT id, request_id, org, team, user, key, created_us, expires_us, " METRIC_COLS(
-            "held_") " FROM reservations WHERE state = 'held'",
+            "held_") ", owner FROM reservations WHERE state = 'held'",
         false, 0, ld, row_held, err);
     if (res != DSC_OK) return res;
     ld->finished_since_us = newest_finished_bound(s, ld);
@@ -848,8 +890,9 @@ dsc_status dsc__store_load(dsc__store *s, dsc__store_loader *ld, dsc_error *err)
                     true, ld->since_us, ld, row_charge, err);
 }
 
-dsc_status dsc__store_find_reservation(dsc__store *s, const char *id, dsc__rec *out,
-                                       const char **state) {
+static dsc_status sq_find_reservation(dsc__store *base, const char *id, dsc__rec *out,
+                                      const char **state) {
+    sq_store *s = (sq_store *)base;
     static const char sql[] = "SELECT org, team, user, key, state, " METRIC_COLS(
         "charged_") " FROM reservations WHERE id = ?";
     static const char *const states[] = {"held", "settled", "cancelled", "expired", "released"};
@@ -931,9 +974,10 @@ static dsc_status replay_stmt(sqlite3 *db, sqlite3_stmt *st, int64_t since_us,
     return res;
 }
 
-dsc_status dsc__store_replay(dsc__store *s, int64_t since_us, const dsc__replay_filter *filter,
-                             dsc_status (*fn)(void *ud, const dsc__rec *charge), void *ud,
-                             int64_t *last_seq) {
+static dsc_status sq_replay(dsc__store *base, int64_t since_us, const dsc__replay_filter *filter,
+                            dsc_status (*fn)(void *ud, const dsc__rec *charge), void *ud,
+                            int64_t *last_seq) {
+    sq_store *s = (sq_store *)base;
     char sql[600];
     const char *texts[5];
     replay_sql(filter, sql, sizeof sql, texts);
@@ -948,7 +992,7 @@ dsc_status dsc__store_replay(dsc__store *s, int64_t since_us, const dsc__replay_
 }
 
 /* The reader's prepared statement for sql (rmu held, rdb open), prepared once. */
-static sqlite3_stmt *reader_stmt(dsc__store *s, const char *sql) {
+static sqlite3_stmt *reader_stmt(sq_store *s, const char *sql) {
     enum { N = sizeof s->rcache / sizeof s->rcache[0] };
     for (int i = 0; i < N; i++)
         if (s->rcache[i].sql && strcmp(s->rcache[i].sql, sql) == 0) return s->rcache[i].st;
@@ -972,7 +1016,7 @@ static sqlite3_stmt *reader_stmt(dsc__store *s, const char *sql) {
 
 /* One read transaction on the reader: the newest charge's seq, then the replay, both
  * of the same snapshot; *last_seq is that seq. */
-static dsc_status replay_snapshot(dsc__store *s, int64_t since_us, const dsc__replay_filter *filter,
+static dsc_status replay_snapshot(sq_store *s, int64_t since_us, const dsc__replay_filter *filter,
                                   dsc_status (*fn)(void *ud, const dsc__rec *charge), void *ud,
                                   int64_t *last_seq) {
     char sql[600];
@@ -993,9 +1037,11 @@ static dsc_status replay_snapshot(dsc__store *s, int64_t since_us, const dsc__re
     return res;
 }
 
-dsc_status dsc__store_replay_read(dsc__store *s, int64_t since_us, const dsc__replay_filter *filter,
-                                  dsc_status (*fn)(void *ud, const dsc__rec *charge), void *ud,
-                                  int64_t *last_seq) {
+static dsc_status sq_replay_read(dsc__store *base, int64_t since_us,
+                                 const dsc__replay_filter *filter,
+                                 dsc_status (*fn)(void *ud, const dsc__rec *charge), void *ud,
+                                 int64_t *last_seq) {
+    sq_store *s = (sq_store *)base;
     pthread_mutex_lock(&s->rmu);
     dsc_status res = DSC_STORE_UNAVAILABLE;
     if ((s->rdb || open_conn(s->path, &s->rdb, NULL) == DSC_OK) &&
@@ -1006,3 +1052,28 @@ dsc_status dsc__store_replay_read(dsc__store *s, int64_t since_us, const dsc__re
     pthread_mutex_unlock(&s->rmu);
     return res;
 }
+
+/* --- the backend ----------------------------------------------------------------- */
+
+/* Any target that is not a URI ("scheme://...") is a file path. */
+static bool sq_accepts(const char *target) {
+    return !strstr(target, "://");
+}
+
+const dsc__store_type dsc__store_sqlite = {
+    .name = "sqlite",
+    .accepts = sq_accepts,
+    .open = sq_open,
+    .load = sq_load,
+    .start = sq_start,
+    .append = sq_enqueue,
+    .wait = sq_wait,
+    .history = sq_replay_read,
+    .history_tail = sq_replay,
+    .charge_seq = sq_charge_seq,
+    .find_reservation = sq_find_reservation,
+    .healthy = sq_healthy,
+    .counts = sq_counts,
+    .exec = sq_exec,
+    .close = sq_close,
+};

@@ -218,7 +218,8 @@ static dsc_status finish_delayed(dsc__job *job, dsc_status st, const dsc_error *
         st = dsc_error_set(err, DSC_NOMEM, "out of memory replaying a delayed call");
     else if (st == DSC_OK) {
         st = dsc_rpc_decode((const uint8_t *)d->params.data, d->params.size, &zone, &params);
-        dsc__call c = {job->conn, job->w->srv, job->w, job->msgid, job->is_request, NULL, true};
+        dsc__call c = {job->conn, job->w->srv, job->w, job->msgid, job->is_request, NULL, true,
+                       NULL, ""};
         if (st == DSC_OK) st = d->fn(&c, &params, pk, err);
         msgpack_zone_destroy(&zone);
     }

@@ -443,7 +443,7 @@ static void conn_open(dsc__worker *w, const dsc__handoff *h) {
     w->conns = c;
     if (c->is_unix && dsc__peer_uid(c->fd, &c->peer_uid) == 0)
         for (int i = 0; i < srv->cfg.n_unix_admin_uids; i++)
-            if (srv->cfg.unix_admin_uids[i] == c->peer_uid) c->admin = true;
+            if (srv->cfg.unix_admin_uids[i] == c->peer_uid) dsc__conn_make_admin(c);
     c->rev = event_new(w->base, c->fd, EV_READ | EV_PERSIST, on_read, c);
     c->wev = event_new(w->base, c->fd, EV_WRITE, on_write, c);
     c->timer = evtimer_new(w->base, on_timer, c);
@@ -458,7 +458,8 @@ static void conn_open(dsc__worker *w, const dsc__handoff *h) {
     bool frame;
     arm_timer(c, conn_deadline(c, &frame), c->last_frame_ms);
     dsc_log_write(&srv->log, DSC_LOG_DEBUG, "accept", "conn=%llu transport=%s admin=%d",
-                  (unsigned long long)c->id, c->is_unix ? "unix" : "tcp", c->admin);
+                  (unsigned long long)c->id, c->is_unix ? "unix" : "tcp",
+                  c->role == DSC__ROLE_ADMIN);
 }
 
 /* -------------------------------------------------------------------- workers -- */
@@ -918,6 +919,7 @@ dsc_server *dsc_server_new(const dsc_server_config *cfg, dsc_error *err) {
     }
     if (setup_signals(srv, err) != DSC_OK) goto fail;
     if (open_ledger(srv, err) != DSC_OK) goto fail;
+    if (!(srv->keys = dsc__keys_open(cfg->store, err))) goto fail;
     if (start_workers(srv, err) != DSC_OK) goto fail;
     if (cfg->listen[0] && listen_tcp(srv, err) != DSC_OK) goto fail;
     if (cfg->unix_path[0] && listen_unix(srv, err) != DSC_OK) goto fail;
@@ -973,6 +975,7 @@ void dsc_server_free(dsc_server *srv) {
     dsc__state_unref(srv->state);
     dsc_grid_free(srv->grid);
     dsc__authlimit_free(srv->authlimit);
+    dsc__keys_free(srv->keys);
     pthread_mutex_destroy(&srv->state_lock);
     free(srv);
 }

@@ -9,6 +9,7 @@
 #include "accept.h"
 #include "authlimit.h"
 #include "config.h"
+#include "keys.h"
 #include "log.h"
 #include "rpc.h"
 #include "reservations.h"
@@ -111,6 +112,7 @@ typedef struct dsc__counters {
 /* Decisions counted by (outcome, policy, purpose class), for /metrics. */
 #define DSC__LABELS_MAX 128
 typedef struct dsc__label_count {
+    bool shadow; /* a shadow policy's verdict (purpose_class ""), not a decision */
     int outcome;
     char policy[DSC_POLICY_NAME_MAX];
     char purpose_class[32];
@@ -123,10 +125,14 @@ struct dsc__conn {
     int fd;
     uint64_t id;
     bool is_unix;
-    bool admin;            /* auth succeeded, or an allowed Unix peer uid */
-    uint8_t auth_failures; /* wrong tokens on this connection (3 close it) */
-    bool closing;          /* close once the output is flushed */
-    bool paused;           /* reading stopped until the output drains */
+    dsc__role role;   /* NONE until auth; ADMIN for the admin token or a Unix admin uid */
+    dsc__scope scope; /* what the connection may act on (all for admin) */
+    char key_id[DSC__KEY_ID_MAX]; /* the key it authenticated with; "admin" or "" */
+    int64_t key_expires_at;       /* unix seconds; 0 = never */
+    uint64_t key_generation;      /* dsc__keys_generation when the key was last checked */
+    uint8_t auth_failures;        /* wrong tokens on this connection (3 close it) */
+    bool closing;                 /* close once the output is flushed */
+    bool paused;                  /* reading stopped until the output drains */
     uid_t peer_uid;
     char addr[DSC__ADDR_KEY_MAX]; /* the peer's IP address ("" for Unix peers) */
     char auth_peer[DSC__AUTHLIMIT_KEY_MAX]; /* its authlimit key, set at the first auth */
@@ -209,6 +215,7 @@ struct dsc_server {
     dsc_ledger *ledger;                   /* budgets, holds, journal (thread-safe) */
     dsc__resv_table *reservations;        /* what each reservation was for (thread-safe) */
     dsc__authlimit *authlimit;            /* failed auth by peer address (thread-safe) */
+    dsc__keys *keys;                      /* API keys and the admin journal (thread-safe) */
     struct event *tick;                   /* once a second: expire holds, prune reservations */
     atomic_int_fast64_t store_free_bytes; /* on the store's file system; -1 = unknown */
     bool store_disk_low;                  /* below store_free_warn_bytes (main thread) */
@@ -239,8 +246,10 @@ typedef struct dsc__call {
     dsc__worker *w;
     uint32_t msgid;
     bool is_request;
-    dsc__job *deferred; /* set by dsc__job_defer: the reply comes later */
-    bool replayed;      /* run again by dsc__job_delay_call, after its wait */
+    dsc__job *deferred;      /* set by dsc__job_defer: the reply comes later */
+    bool replayed;           /* run again by dsc__job_delay_call, after its wait */
+    const dsc__scope *scope; /* the caller's scope for an M_SCOPED method, else NULL */
+    const char *key_id;      /* the caller's key id ("admin", "" when anonymous) */
 } dsc__call;
 
 /* Jobs (jobs.c). Defer the call: a zeroed job of size bytes (a struct beginning with
@@ -301,10 +310,24 @@ dsc_status dsc__m_budget_set(dsc__call *c, const msgpack_object *p, msgpack_pack
 dsc_status dsc__m_budget_delete(dsc__call *c, const msgpack_object *p, msgpack_packer *pk,
                                 dsc_error *err);
 
+/* Key and audit handlers (methods_keys.c). */
+dsc_status dsc__m_key_create(dsc__call *c, const msgpack_object *p, msgpack_packer *pk,
+                             dsc_error *err);
+dsc_status dsc__m_key_list(dsc__call *c, const msgpack_object *p, msgpack_packer *pk,
+                           dsc_error *err);
+dsc_status dsc__m_key_revoke(dsc__call *c, const msgpack_object *p, msgpack_packer *pk,
+                             dsc_error *err);
+dsc_status dsc__m_decisions_list(dsc__call *c, const msgpack_object *p, msgpack_packer *pk,
+                                 dsc_error *err);
+/* Make conn an admin connection (a Unix peer in unix_admin_uids, the admin token). */
+void dsc__conn_make_admin(dsc__conn *conn);
+
 /* Metrics (metrics.c), called on the worker's thread. */
 void dsc__count_decision(dsc__worker *w, dsc_policy_outcome outcome, const char *policy,
                          const char *purpose, bool unenforced, int64_t latency_us);
 void dsc__count_store(dsc__worker *w, int64_t us);
+/* One verdict of a shadow policy (discern_shadow_verdicts_total). */
+void dsc__count_shadow(dsc__worker *w, const char *policy, dsc_policy_outcome outcome);
 void dsc__count_policy(dsc__worker *w);
 /* Write a fresh decision id ("d-...", unique across workers and restarts). */
 void dsc__new_decision_id(dsc__worker *w, char *out, size_t cap);
@@ -333,6 +356,17 @@ dsc_status dsc__read_estimate_extras(const dsc__call *c, const msgpack_object *p
 /* Pack the DSC__ESTIMATE_CONTEXT_KEYS keys method, scope, assumptions and warnings. */
 #define DSC__ESTIMATE_CONTEXT_KEYS 4
 void dsc__pack_estimate_context(msgpack_packer *pk, const dsc_estimate *est);
+
+/* A request's subject, its strings in place (methods_ledger.c). */
+typedef struct dsc__subject_buf {
+    char org[DSC_NAME_MAX], team[DSC_NAME_MAX], user[DSC_NAME_MAX], key[DSC_NAME_MAX];
+    dsc_subject subject;
+} dsc__subject_buf;
+/* Read params.subject into s; a scope (may be NULL) fills the parts it omits (the
+ * whole subject when there is none) and refuses a part outside it with DSC_FORBIDDEN.
+ * required: a subject (given or filled) must name at least one part. */
+dsc_status dsc__read_subject(const msgpack_object *p, bool required, const dsc__scope *scope,
+                             dsc__subject_buf *s, dsc_error *err);
 
 /* The empty map handed to a method called with params []. */
 extern const msgpack_object dsc__empty_map;

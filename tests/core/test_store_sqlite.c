@@ -1191,3 +1191,66 @@ Test(store_sqlite, reserve_journal_on_a_full_disk_reports_through_done_and_relea
     cr_assert_eq(query_int(path, "SELECT count(*) FROM decisions"), ok, "decisions = holds");
     cr_assert_eq(query_int(path, "SELECT count(*) FROM reservations"), ok);
 }
+
+/* The reservations and decisions tables as a store made before keys had them. */
+static const char old_tables[] =
+    "CREATE TABLE reservations(id TEXT PRIMARY KEY, request_id TEXT, org TEXT, team TEXT,"
+    " user TEXT, key TEXT, created_us INTEGER, expires_us INTEGER, state TEXT NOT NULL,"
+    " finished_us INTEGER, held_energy_wh INTEGER NOT NULL DEFAULT 0, held_gco2e INTEGER NOT"
+    " NULL DEFAULT 0, held_water_ml INTEGER NOT NULL DEFAULT 0, held_pe_mj INTEGER NOT NULL"
+    " DEFAULT 0, held_cost INTEGER NOT NULL DEFAULT 0, held_tokens INTEGER NOT NULL DEFAULT 0,"
+    " held_requests INTEGER NOT NULL DEFAULT 0, charged_energy_wh INTEGER NOT NULL DEFAULT 0,"
+    " charged_gco2e INTEGER NOT NULL DEFAULT 0, charged_water_ml INTEGER NOT NULL DEFAULT 0,"
+    " charged_pe_mj INTEGER NOT NULL DEFAULT 0, charged_cost INTEGER NOT NULL DEFAULT 0,"
+    " charged_tokens INTEGER NOT NULL DEFAULT 0, charged_requests INTEGER NOT NULL DEFAULT 0)"
+    " WITHOUT ROWID;"
+    "INSERT INTO reservations(id, org, team, created_us, expires_us, state, held_requests)"
+    " VALUES('r00000000000000aa', 'acme', 'infra', 1, 9000000000000000, 'held', 1000000);"
+    "CREATE TABLE decisions(seq INTEGER PRIMARY KEY, decision_id TEXT, request_id TEXT,"
+    " at_us INTEGER NOT NULL, org TEXT, team TEXT, user TEXT, key TEXT, purpose TEXT,"
+    " provider TEXT, model TEXT, input_tokens INTEGER, output_tokens INTEGER,"
+    " est_energy_wh INTEGER, est_gco2e INTEGER, est_water_ml INTEGER, outcome TEXT,"
+    " policy TEXT, policy_version TEXT, reason TEXT, reservation_id TEXT);";
+
+Test(store_sqlite, a_store_made_before_keys_opens_keeps_its_holds_and_journals_the_new_fields) {
+    char path[600];
+    temp_db(path, sizeof path);
+    sqlite3 *db;
+    cr_assert_eq(sqlite3_open(path, &db), SQLITE_OK);
+    cr_assert_eq(sqlite3_exec(db, old_tables, NULL, NULL, NULL), SQLITE_OK, "%s",
+                 sqlite3_errmsg(db));
+    sqlite3_close(db);
+    dsc_ledger *l = open_at(path, NULL, 0);
+    char owner[DSC_NAME_MAX] = "x";
+    cr_assert_eq(dsc_ledger_reservation_owner(l, "r00000000000000aa", owner), DSC_OK);
+    cr_assert_str_eq(owner, "");
+    dsc_decision_record d = {.decision_id = "d1",
+                             .subject = ana,
+                             .outcome = "allow",
+                             .key_id = "k_00000000000000ff",
+                             .zone = "FRA",
+                             .purpose_class = "productive",
+                             .verdicts = "[{\"policy\":\"p\",\"shadow\":true}]",
+                             .tags = "{\"ticket\":\"T-1\"}"};
+    dsc_error err;
+    cr_assert_eq(dsc_ledger_record_decision(l, &d, &err), DSC_OK, "%s", err.message);
+    char id[DSC_RESERVATION_ID_MAX];
+    dsc_amounts one = amt(DSC_METRIC_REQUESTS, DSC_MICRO);
+    completion done = {.mu = PTHREAD_MUTEX_INITIALIZER, .cv = PTHREAD_COND_INITIALIZER};
+    cr_assert_eq(dsc_ledger_reserve_journal_async(l, &ana, &one, 60, NULL, id, NULL, 0, NULL, &d,
+                                                  on_done, &done, &err),
+                 DSC_OK, "%s", err.message);
+    wait_calls(&done, 1);
+    cr_assert_eq(done.st, DSC_OK);
+    dsc_ledger_free(l);
+    cr_assert_eq(query_int(path,
+                           "SELECT count(*) FROM decisions WHERE key_id = 'k_00000000000000ff'"
+                           " AND zone = 'FRA' AND purpose_class = 'productive' AND"
+                           " json_extract(tags, '$.ticket') = 'T-1' AND"
+                           " json_extract(verdicts, '$[0].shadow') = 1"),
+                 2);
+    l = open_at(path, NULL, 0);
+    cr_assert_eq(dsc_ledger_reservation_owner(l, id, owner), DSC_OK);
+    cr_assert_str_eq(owner, "k_00000000000000ff");
+    dsc_ledger_free(l);
+}

@@ -354,13 +354,19 @@ void th_write_policy(th_server *s, const char *name, const char *text) {
 }
 
 char *th_http_get(const th_server *s, const char *path, int *status) {
+    return th_http_get_auth(s, path, NULL, status);
+}
+
+char *th_http_get_auth(const th_server *s, const char *path, const char *token, int *status) {
     int fd = socket(AF_INET, SOCK_STREAM, 0);
     struct sockaddr_in a = {.sin_family = AF_INET, .sin_port = htons((uint16_t)s->http_port)};
     a.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
     cr_assert(connect(fd, (struct sockaddr *)&a, sizeof a) == 0, "http connect: %s",
               strerror(errno));
     char req[512];
-    int n = snprintf(req, sizeof req, "GET %s HTTP/1.0\r\nHost: localhost\r\n\r\n", path);
+    int n =
+        snprintf(req, sizeof req, "GET %s HTTP/1.0\r\nHost: localhost\r\n%s%s%s\r\n", path,
+                 token ? "Authorization: Bearer " : "", token ? token : "", token ? "\r\n" : "");
     cr_assert_eq(send(fd, req, (size_t)n, 0), n);
     size_t cap = 1 << 16, len = 0;
     char *buf = malloc(cap);
@@ -440,6 +446,32 @@ th_client *th_connect_tcp_from(const th_server *s, const char *source) {
     int one = 1;
     setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof one);
     return client_new(fd);
+}
+
+th_client *th_connect_as(const th_server *s, const char *token) {
+    th_client *c = th_connect_tcp(s);
+    char params[256];
+    snprintf(params, sizeof params, "{\"token\": \"%s\"}", token);
+    json_t *r = th_call(c, "auth", params);
+    cr_assert_str_eq(th_error_code(r), "", "auth failed: %s", th_error_message(r));
+    json_decref(r);
+    return c;
+}
+
+th_client *th_connect_admin(const th_server *s) {
+    return th_connect_as(s, TH_ADMIN_TOKEN);
+}
+
+void th_create_key(const th_server *s, const char *role, const char *scope, char *out, char *id) {
+    th_client *c = th_connect_admin(s);
+    char params[256];
+    snprintf(params, sizeof params, "{\"role\": \"%s\", \"scope\": \"%s\"}", role, scope);
+    json_t *r = th_call(c, "key.create", params);
+    cr_assert_str_eq(th_error_code(r), "", "key.create: %s", th_error_message(r));
+    snprintf(out, 72, "%s", json_string_value(json_object_get(th_result(r), "token")));
+    if (id) snprintf(id, 24, "%s", json_string_value(json_object_get(th_result(r), "key_id")));
+    json_decref(r);
+    th_client_free(c);
 }
 
 th_client *th_connect_unix(const th_server *s) {

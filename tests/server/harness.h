@@ -81,6 +81,13 @@ void th_server_cleanup(th_server *s);
 long th_server_rss_kib(const th_server *s);
 
 th_client *th_connect_tcp(const th_server *s);
+/* th_connect_tcp, then auth with token (asserted to succeed). */
+th_client *th_connect_as(const th_server *s, const char *token);
+/* th_connect_as with the admin token. */
+th_client *th_connect_admin(const th_server *s);
+/* key.create {role, scope} over an admin connection; the token into out (72 bytes)
+ * and the key id into id (24 bytes, may be NULL). */
+void th_create_key(const th_server *s, const char *role, const char *scope, char *out, char *id);
 th_client *th_connect_unix(const th_server *s);
 /* Connect over TCP from source_ip (a loopback address such as "127.0.0.2"). */
 th_client *th_connect_tcp_from(const th_server *s, const char *source_ip);
@@ -112,6 +119,8 @@ const char *th_error_code(json_t *response);
 void th_write_policy(th_server *s, const char *name, const char *text);
 /* GET path from the HTTP listener; returns the body (caller frees) and the status. */
 char *th_http_get(const th_server *s, const char *path, int *status);
+/* th_http_get with an Authorization: Bearer token header (token NULL = none). */
+char *th_http_get_auth(const th_server *s, const char *path, const char *token, int *status);
 /* The first column of the first row of sql run on the server's store (-1 if none). */
 long long th_sql_int(const th_server *s, const char *sql);
 /* Sleep for ms milliseconds. */

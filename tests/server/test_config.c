@@ -422,3 +422,18 @@ Test(config, a_non_loopback_bind_without_require_auth_is_refused_unless_forced) 
     strcpy(cfg.listen, "192.0.2.7:7878");
     cr_assert_eq(dsc_server_config_check(&cfg, &err), DSC_OK, "forced");
 }
+
+Test(config, require_auth_defaults_to_true_and_takes_only_true_or_false) {
+    dsc_server_config cfg;
+    dsc_server_config_default(&cfg);
+    cr_assert(cfg.require_auth);
+    dsc_error err;
+    cr_assert_eq(dsc_server_config_set(&cfg, "require_auth", "false", &err), DSC_OK);
+    cr_assert_not(cfg.require_auth);
+    cr_assert_eq(dsc_server_config_set(&cfg, "require_auth", "yes", &err), DSC_BAD_REQUEST);
+    cr_assert(strstr(err.message, "require_auth"), "%s", err.message);
+    bool help = false;
+    const char *argv[] = {"discernd", "--require-auth", "true"};
+    cr_assert_eq(from_args(&cfg, 3, argv, &help, &err), DSC_OK, "%s", err.message);
+    cr_assert(cfg.require_auth);
+}

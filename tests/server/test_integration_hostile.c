@@ -116,7 +116,7 @@ static void start_with_slow_policy(th_server *s, const char *extra) {
 Test(hostile, the_policy_time_budget_is_the_configured_one) {
     th_server s;
     start_with_slow_policy(&s, NULL); /* default: 1 ms per call */
-    th_client *c = th_connect_tcp(&s);
+    th_client *c = th_connect_admin(&s);
     ping_ok(c);
     char reason[512];
     const char *d = check_decision(c, reason, sizeof reason);
@@ -515,7 +515,7 @@ Test(hostile, a_full_disk_refuses_then_recovers_without_restart_when_1_mib_is_fr
     th_server s;
     th_server_start(&s, extra);
     snprintf(s.store, sizeof s.store, "%s/d.db", disk);
-    th_client *c = th_connect_tcp(&s);
+    th_client *c = th_connect_admin(&s);
     char code[64];
     long acked = 0;
     for (int i = 0; i < 10; i++)

@@ -22,7 +22,9 @@
  *   preview      every budget that applies to a subject, with what a request would do
  *   counter_list every counter of every budget as of now (one per concrete subject seen)
  *   reserve      hold an upper bound on every matching budget, all or nothing;
- *                idempotent by request_id
+ *                idempotent by request_id; reservation ids are "r" + 12 hex digits
+ *                in order + 24 hex digits from the OS (96 random bits), so they
+ *                cannot be guessed
  *   settle       replace the hold with the actual usage; idempotent
  *   cancel       release the hold
  *   tick         expire holds past their ttl (charged or released, as configured)
@@ -306,7 +308,18 @@ typedef struct dsc_decision_record {
     const char *policy, *policy_version;
     const char *reason;
     const char *reservation_id; /* the hold taken for an allow, or NULL */
+    const char *key_id;         /* the key that asked ("admin", NULL = anonymous); it
+                                   owns the hold of dsc_ledger_reserve_journal_async */
+    const char *zone, *purpose_class;
+    const char *verdicts; /* every policy's verdict, JSON text (<= 2047 bytes), or NULL */
+    const char *tags;     /* the request's tags, a JSON object (<= 1535 bytes), or NULL */
 } dsc_decision_record;
+
+/* The key id that owns a reservation (its check's decision key_id; "" when none) into
+ * owner (DSC_NAME_MAX bytes). DSC_UNKNOWN_RESERVATION when the ledger does not hold
+ * or remember it. */
+dsc_status dsc_ledger_reservation_owner(dsc_ledger *l, const char *reservation_id,
+                                        char owner[DSC_NAME_MAX]);
 
 /* Journal one decision; durable before DSC_OK with durability FULL. In memory-only
  * ledgers it is counted and dropped. DSC_BAD_REQUEST, DSC_STORE_UNAVAILABLE. */
