@@ -15,7 +15,7 @@
  *            64 000 checks (async reserve + async decision record) then their
  *            settles, from 2 threads with 512 checks or settles in flight; wall rate and process
  * CPU (all threads, the writer's SQLite work included) per check and settle checks1  the same with
- * dsc_ledger_reserve_journal_async (hold + decision, one record)
+ * dsc_ledger_reserve with a decision (hold + decision, one record)
  */
 #include "discern/ledger.h"
 
@@ -32,6 +32,26 @@
 #include <sys/stat.h>
 #include <time.h>
 #include <unistd.h>
+
+/* dsc_ledger_reserve with the reply spread out: the id into rid (may be NULL), the
+ * budgets that would be exceeded into ex[0..max), their count into *nex. */
+static dsc_status reserve_as(dsc_ledger *l, dsc_reserve_req req, char *rid, dsc_budget_state *ex,
+                             size_t max, size_t *nex, const dsc_done *done, dsc_error *err) {
+    dsc_reserve_out out = {.exceeded = ex, .max_exceeded = max};
+    dsc_status st = dsc_ledger_reserve(l, &req, &out, done, err);
+    if (rid) memcpy(rid, out.reservation_id, DSC_RESERVATION_ID_MAX);
+    if (nex) *nex = out.n_exceeded;
+    return st;
+}
+
+/* dsc_ledger_settle with its kind into *kind (may be NULL). */
+static dsc_status settle_as(dsc_ledger *l, dsc_settle_req req, dsc_settle_kind *kind,
+                            const dsc_done *done, dsc_error *err) {
+    dsc_settle_out out = {DSC_SETTLE_RESERVED};
+    dsc_status st = dsc_ledger_settle(l, &req, &out, done, err);
+    if (kind) *kind = out.kind;
+    return st;
+}
 
 #define M DSC_MICRO
 
@@ -99,7 +119,8 @@ static dsc_ledger *open_ledger(const char *path, dsc_durability d, int64_t (*clo
 
 static void set_budget(dsc_ledger *l, const char *sel, dsc_metric m, const char *w, double lim) {
     dsc_error err;
-    if (dsc_ledger_budget_set(l, sel, m, w, lim, NULL, &err) != DSC_OK) {
+    if (dsc_ledger_budget(l, &(dsc_budget_req){sel, m, w, lim, false}, NULL, NULL, &err) !=
+        DSC_OK) {
         fprintf(stderr, "bench_ledger: budget %s: %s\n", sel, err.message);
         exit(1);
     }
@@ -136,9 +157,9 @@ static void bench_memory(void) {
     a.v[DSC_METRIC_REQUESTS] = M;
     double t0 = now_s(), c0 = cpu_s();
     for (int i = 0; i < N; i++) {
-        if (dsc_ledger_reserve(l, &subjects[i % SUBJECTS], &a, 60, NULL, rid, NULL, 0, NULL,
-                               NULL) != DSC_OK ||
-            dsc_ledger_settle(l, rid, &a, NULL, NULL, NULL) != DSC_OK) {
+        if (reserve_as(l, (dsc_reserve_req){&subjects[i % SUBJECTS], &a, 60, NULL, NULL}, rid, NULL,
+                       0, NULL, NULL, NULL) != DSC_OK ||
+            settle_as(l, (dsc_settle_req){rid, &a, NULL}, NULL, NULL, NULL) != DSC_OK) {
             fprintf(stderr, "bench_ledger: memory pair %d failed\n", i);
             exit(1);
         }
@@ -187,8 +208,9 @@ static void *durable_worker(void *arg) {
     for (int i = 0; i < r->per_thread; i++) {
         char *rid = r->rids[w->index * r->per_thread + i];
         dsc_status st = r->phase == 0
-                            ? dsc_ledger_reserve(r->l, &s, &a, 3600, NULL, rid, NULL, 0, NULL, NULL)
-                            : dsc_ledger_settle(r->l, rid, &a, NULL, NULL, NULL);
+                            ? reserve_as(r->l, (dsc_reserve_req){&s, &a, 3600, NULL, NULL}, rid,
+                                         NULL, 0, NULL, NULL, NULL)
+                            : settle_as(r->l, (dsc_settle_req){rid, &a, NULL}, NULL, NULL, NULL);
         if (st != DSC_OK) __atomic_add_fetch(&r->failures, 1, __ATOMIC_RELAXED);
     }
     return NULL;
@@ -269,8 +291,8 @@ static void *async_settler(void *arg) {
     a.v[DSC_METRIC_REQUESTS] = M;
     for (int i = w->index; i < r->n; i += r->nthreads) {
         sem_wait(&r->slots);
-        if (dsc_ledger_settle_async(r->l, r->rids[i], &a, NULL, NULL, on_settled, r, NULL) !=
-            DSC_OK)
+        if (settle_as(r->l, (dsc_settle_req){r->rids[i], &a, NULL}, NULL,
+                      &(dsc_done){on_settled, r}, NULL) != DSC_OK)
             on_settled(r, DSC_INTERNAL, NULL);
     }
     return NULL;
@@ -336,7 +358,7 @@ typedef struct check_run {
     dsc_ledger *l;
     char (*rids)[DSC_RESERVATION_ID_MAX];
     int n, nthreads, phase; /* 0 checks, 1 settles */
-    bool one_record;        /* dsc_ledger_reserve_journal_async: hold + decision in one */
+    bool one_record;        /* dsc_ledger_reserve with a decision: hold + decision in one */
     sem_t slots;
     long done, calls;
     int failures;
@@ -377,17 +399,17 @@ static void one_check(check_run *r, int i, const dsc_subject *s, const dsc_amoun
     if (r->one_record) {
         sem_wait(&r->slots);
         __atomic_add_fetch(&r->calls, 1, __ATOMIC_RELAXED);
-        if (dsc_ledger_reserve_journal_async(r->l, s, a, 3600, NULL, r->rids[i], NULL, 0, NULL, &d,
-                                             on_check_done, r, NULL) != DSC_OK)
+        if (reserve_as(r->l, (dsc_reserve_req){s, a, 3600, NULL, &d}, r->rids[i], NULL, 0, NULL,
+                       &(dsc_done){on_check_done, r}, NULL) != DSC_OK)
             on_check_done(r, DSC_INTERNAL, NULL);
         return;
     }
     sem_wait(&r->slots);
     sem_wait(&r->slots);
-    if (dsc_ledger_reserve_async(r->l, s, a, 3600, NULL, r->rids[i], NULL, 0, NULL, on_check_done,
-                                 r, NULL) != DSC_OK)
+    if (reserve_as(r->l, (dsc_reserve_req){s, a, 3600, NULL, NULL}, r->rids[i], NULL, 0, NULL,
+                   &(dsc_done){on_check_done, r}, NULL) != DSC_OK)
         on_check_done(r, DSC_INTERNAL, NULL);
-    if (dsc_ledger_record_decision_async(r->l, &d, on_check_done, r, NULL) != DSC_OK)
+    if (dsc_ledger_record(r->l, &d, &(dsc_done){on_check_done, r}, NULL) != DSC_OK)
         on_check_done(r, DSC_INTERNAL, NULL);
     __atomic_add_fetch(&r->calls, 2, __ATOMIC_RELAXED);
 }
@@ -408,8 +430,8 @@ static void *check_submitter(void *arg) {
         }
         sem_wait(&r->slots);
         __atomic_add_fetch(&r->calls, 1, __ATOMIC_RELAXED);
-        if (dsc_ledger_settle_async(r->l, r->rids[i], &a, NULL, NULL, on_check_done, r, NULL) !=
-            DSC_OK)
+        if (settle_as(r->l, (dsc_settle_req){r->rids[i], &a, NULL}, NULL,
+                      &(dsc_done){on_check_done, r}, NULL) != DSC_OK)
             on_check_done(r, DSC_INTERNAL, NULL);
     }
     return NULL;
@@ -493,8 +515,9 @@ static void bench_rss(size_t retain_max) {
         snprintf(org, sizeof org, "o%d", i % 100);
         snprintf(team, sizeof team, "t%d", i % 1000);
         dsc_subject s = {.org = org, .team = team, .user = user};
-        if (dsc_ledger_reserve(l, &s, &a, 60, NULL, rid, NULL, 0, NULL, NULL) != DSC_OK ||
-            dsc_ledger_settle(l, rid, &a, NULL, NULL, NULL) != DSC_OK)
+        if (reserve_as(l, (dsc_reserve_req){&s, &a, 60, NULL, NULL}, rid, NULL, 0, NULL, NULL,
+                       NULL) != DSC_OK ||
+            settle_as(l, (dsc_settle_req){rid, &a, NULL}, NULL, NULL, NULL) != DSC_OK)
             exit(1);
     }
     long after = rss_kb();
@@ -549,8 +572,9 @@ static void *settle_probe(void *arg) {
     while (!atomic_load(&p->stop)) {
         char rid[DSC_RESERVATION_ID_MAX];
         double t0 = now_s();
-        if (dsc_ledger_reserve(p->l, &s, &a, 60, NULL, rid, NULL, 0, NULL, NULL) != DSC_OK ||
-            dsc_ledger_settle(p->l, rid, &a, NULL, NULL, NULL) != DSC_OK)
+        if (reserve_as(p->l, (dsc_reserve_req){&s, &a, 60, NULL, NULL}, rid, NULL, 0, NULL, NULL,
+                       NULL) != DSC_OK ||
+            settle_as(p->l, (dsc_settle_req){rid, &a, NULL}, NULL, NULL, NULL) != DSC_OK)
             continue;
         double dt = now_s() - t0;
         if (dt > p->max_wait) p->max_wait = dt;
@@ -584,7 +608,7 @@ static void bench_restart(const char *dir, int64_t span_s) {
         subject_of(i, org, team, user, &s);
         snprintf(rid, sizeof rid, "load-%d", i);
         clk.now += step;
-        if (dsc_ledger_settle(l, rid, &a, &s, NULL, NULL) != DSC_OK) {
+        if (settle_as(l, (dsc_settle_req){rid, &a, &s}, NULL, NULL, NULL) != DSC_OK) {
             i--; /* the queue was briefly failing: retry */
             continue;
         }
@@ -631,9 +655,9 @@ static void bench_restart(const char *dir, int64_t span_s) {
     /* The async form, as discernd calls it: the caller gets its thread back at once. */
     done_wait w = {PTHREAD_MUTEX_INITIALIZER, PTHREAD_COND_INITIALIZER, false};
     t0 = now_s();
-    if (dsc_ledger_budget_set_async(l, "org:*", DSC_METRIC_GCO2E, "year", 1e11, on_budget_done, &w,
-                                    NULL) != DSC_OK) {
-        fprintf(stderr, "bench_ledger: budget_set_async failed\n");
+    if (dsc_ledger_budget(l, &(dsc_budget_req){"org:*", DSC_METRIC_GCO2E, "year", 1e11, false},
+                          NULL, &(dsc_done){on_budget_done, &w}, NULL) != DSC_OK) {
+        fprintf(stderr, "bench_ledger: dsc_ledger_budget with a done failed\n");
         exit(1);
     }
     double returned = now_s() - t0;
@@ -641,7 +665,7 @@ static void bench_restart(const char *dir, int64_t span_s) {
     while (!w.done)
         pthread_cond_wait(&w.cv, &w.mu);
     pthread_mutex_unlock(&w.mu);
-    printf("restart: dsc_ledger_budget_set_async of a new 'org:*' returned in %.6f s, its "
+    printf("restart: dsc_ledger_budget with a done of a new 'org:*' returned in %.6f s, its "
            "completion came after %.3f s\n",
            returned, now_s() - t0);
     dsc_ledger_free(l);

@@ -758,37 +758,20 @@ dsc_status dsc__done_now(dsc_status st, const dsc__done *done) {
     return st;
 }
 
-dsc_status dsc_ledger_reserve(dsc_ledger *l, const dsc_subject *subject, const dsc_amounts *amounts,
-                              int64_t ttl_s, const char *request_id,
-                              char reservation_id[DSC_RESERVATION_ID_MAX],
-                              dsc_budget_state *exceeded, size_t max_exceeded, size_t *n_exceeded,
-                              dsc_error *err) {
-    dsc__done none = {0};
-    return reserve_impl(l, subject, amounts, ttl_s, request_id, reservation_id, exceeded,
-                        max_exceeded, n_exceeded, NULL, &none, err);
+/* An internal completion from the caller's (NULL: wait). */
+static dsc__done done_from(const dsc_done *d) {
+    dsc__done x = {d ? d->fn : NULL, d ? d->ud : NULL, false};
+    return x;
 }
 
-dsc_status dsc_ledger_reserve_async(
-    dsc_ledger *l, const dsc_subject *subject, const dsc_amounts *amounts, int64_t ttl_s,
-    const char *request_id, char reservation_id[DSC_RESERVATION_ID_MAX], dsc_budget_state *exceeded,
-    size_t max_exceeded, size_t *n_exceeded, dsc_ledger_done_fn fn, void *ud, dsc_error *err) {
-    dsc__done done = {fn, ud, false};
-    return dsc__done_now(reserve_impl(l, subject, amounts, ttl_s, request_id, reservation_id,
-                                      exceeded, max_exceeded, n_exceeded, NULL, &done, err),
-                         &done);
-}
-
-dsc_status dsc_ledger_reserve_journal_async(dsc_ledger *l, const dsc_subject *subject,
-                                            const dsc_amounts *amounts, int64_t ttl_s,
-                                            const char *request_id,
-                                            char reservation_id[DSC_RESERVATION_ID_MAX],
-                                            dsc_budget_state *exceeded, size_t max_exceeded,
-                                            size_t *n_exceeded, const dsc_decision_record *decision,
-                                            dsc_ledger_done_fn fn, void *ud, dsc_error *err) {
-    dsc__done done = {fn, ud, false};
-    return dsc__done_now(reserve_impl(l, subject, amounts, ttl_s, request_id, reservation_id,
-                                      exceeded, max_exceeded, n_exceeded, decision, &done, err),
-                         &done);
+dsc_status dsc_ledger_reserve(dsc_ledger *l, const dsc_reserve_req *req, dsc_reserve_out *out,
+                              const dsc_done *done, dsc_error *err) {
+    if (!req || !out) return dsc_error_set(err, DSC_BAD_REQUEST, "no reserve request or reply");
+    dsc__done d = done_from(done);
+    return dsc__done_now(reserve_impl(l, req->subject, req->amounts, req->ttl_s, req->request_id,
+                                      out->reservation_id, out->exceeded, out->max_exceeded,
+                                      &out->n_exceeded, req->decision, &d, err),
+                         &d);
 }
 
 /* --- settle and cancel ---------------------------------------------------------- */
@@ -946,20 +929,13 @@ out:
     return st;
 }
 
-dsc_status dsc_ledger_settle(dsc_ledger *l, const char *reservation_id, const dsc_amounts *actual,
-                             const dsc_subject *subject_if_unknown, dsc_settle_kind *kind,
-                             dsc_error *err) {
-    dsc__done none = {0};
-    return settle_impl(l, reservation_id, actual, subject_if_unknown, kind, &none, err);
-}
-
-dsc_status dsc_ledger_settle_async(dsc_ledger *l, const char *reservation_id,
-                                   const dsc_amounts *actual, const dsc_subject *subject_if_unknown,
-                                   dsc_settle_kind *kind, dsc_ledger_done_fn fn, void *ud,
-                                   dsc_error *err) {
-    dsc__done done = {fn, ud, false};
-    return dsc__done_now(
-        settle_impl(l, reservation_id, actual, subject_if_unknown, kind, &done, err), &done);
+dsc_status dsc_ledger_settle(dsc_ledger *l, const dsc_settle_req *req, dsc_settle_out *out,
+                             const dsc_done *done, dsc_error *err) {
+    if (!req) return dsc_error_set(err, DSC_BAD_REQUEST, "no settle request");
+    dsc__done d = done_from(done);
+    return dsc__done_now(settle_impl(l, req->reservation_id, req->actual, req->subject_if_unknown,
+                                     out ? &out->kind : NULL, &d, err),
+                         &d);
 }
 
 /* Start cancelling a held r (mu held); *rec set when the caller must wait. */
@@ -1001,15 +977,11 @@ static dsc_status cancel_impl(dsc_ledger *l, const char *reservation_id, dsc__do
     return st;
 }
 
-dsc_status dsc_ledger_cancel(dsc_ledger *l, const char *reservation_id, dsc_error *err) {
-    dsc__done none = {0};
-    return cancel_impl(l, reservation_id, &none, err);
-}
-
-dsc_status dsc_ledger_cancel_async(dsc_ledger *l, const char *reservation_id, dsc_ledger_done_fn fn,
-                                   void *ud, dsc_error *err) {
-    dsc__done done = {fn, ud, false};
-    return dsc__done_now(cancel_impl(l, reservation_id, &done, err), &done);
+dsc_status dsc_ledger_cancel(dsc_ledger *l, const dsc_cancel_req *req, const dsc_done *done,
+                             dsc_error *err) {
+    if (!req) return dsc_error_set(err, DSC_BAD_REQUEST, "no cancel request");
+    dsc__done d = done_from(done);
+    return dsc__done_now(cancel_impl(l, req->reservation_id, &d, err), &d);
 }
 
 dsc_status dsc_ledger_reservation_owner(dsc_ledger *l, const char *reservation_id,
@@ -1110,15 +1082,10 @@ static dsc_status decision_impl(dsc_ledger *l, const dsc_decision_record *d, dsc
     return wait_rec(l, wait, err);
 }
 
-dsc_status dsc_ledger_record_decision(dsc_ledger *l, const dsc_decision_record *d, dsc_error *err) {
-    dsc__done none = {0};
-    return decision_impl(l, d, &none, err);
-}
-
-dsc_status dsc_ledger_record_decision_async(dsc_ledger *l, const dsc_decision_record *d,
-                                            dsc_ledger_done_fn fn, void *ud, dsc_error *err) {
-    dsc__done done = {fn, ud, false};
-    return dsc__done_now(decision_impl(l, d, &done, err), &done);
+dsc_status dsc_ledger_record(dsc_ledger *l, const dsc_decision_record *rec, const dsc_done *done,
+                             dsc_error *err) {
+    dsc__done d = done_from(done);
+    return dsc__done_now(decision_impl(l, rec, &d, err), &d);
 }
 
 void dsc_ledger_stats_get(dsc_ledger *l, dsc_ledger_stats *out) {

@@ -90,14 +90,14 @@ typedef struct dsc__hit {
     dsc__counter *c;
 } dsc__hit;
 
-/* An optional completion for the _async calls; queued = the store will call it. */
+/* An optional completion for the calls with a dsc_done; queued = the store will call it. */
 typedef struct dsc__done {
     dsc_ledger_done_fn fn;
     void *ud;
     bool queued;
 } dsc__done;
 
-/* Report an _async call that needed no write at once: calls done when st is DSC_OK and
+/* Report a call with a done that needed no write at once: calls done when st is DSC_OK and
  * nothing was queued. Returns st. */
 dsc_status dsc__done_now(dsc_status st, const dsc__done *done);
 
@@ -200,7 +200,7 @@ void dsc__reservation_drop(dsc_ledger *l, dsc__reservation *r);
 /* --- ledger_reader.c ----------------------------------------------------------- */
 /* Hand a new budget's record to the reader thread (started on first use), which
  * reads its history and then persists it with done: done runs exactly once, as for
- * any _async call. DSC_NOMEM / DSC_INTERNAL when it cannot (rec is then the
+ * any call with a done. DSC_NOMEM / DSC_INTERNAL when it cannot (rec is then the
  * caller's). */
 dsc_status dsc__reader_submit(dsc_ledger *l, dsc__rec *rec, const dsc__done *done);
 /* Finish the reader's queue and stop its thread (ledger free, before the store). */

@@ -1,6 +1,6 @@
 /*
  * ledger_reader.c - the ledger's reader thread: reads a new budget's past usage for
- * dsc_ledger_budget_set_async, so that neither the caller (a server worker with other
+ * dsc_ledger_budget with a done, so that neither the caller (a server worker with other
  * connections to serve) nor the store's writer (every commit) waits for it.
  *
  * Tasks are taken in order, one at a time: the budget's history is read from the

@@ -282,12 +282,13 @@ static dsc_status reserve(dsc__call *c, check_job *j, dsc_error *err) {
     check_args *a = &j->a;
     check_out *o = &j->o;
     dsc_budget_state exceeded[4];
-    size_t n_exceeded = 0;
+    dsc_reserve_out out = {.exceeded = exceeded, .max_exceeded = 4};
     fill_record(c, j);
-    dsc_status st = dsc_ledger_reserve_journal_async(
-        c->srv->ledger, &a->subject.subject, &o->amounts, a->ttl_s,
-        a->request_id[0] ? a->request_id : NULL, o->reservation, exceeded, 4, &n_exceeded, &j->rec,
-        dsc__job_done, dsc__job_slot(&j->job, 0), err);
+    dsc_reserve_req req = {&a->subject.subject, &o->amounts, a->ttl_s,
+                           a->request_id[0] ? a->request_id : NULL, &j->rec};
+    dsc_done done = {dsc__job_done, dsc__job_slot(&j->job, 0)};
+    dsc_status st = dsc_ledger_reserve(c->srv->ledger, &req, &out, &done, err);
+    snprintf(o->reservation, sizeof o->reservation, "%s", st == DSC_OK ? out.reservation_id : "");
     if (st == DSC_OK) {
         o->expires_at = dsc__now_us() / 1000000 + a->ttl_s;
         remember_reservation(c, a, o);
@@ -296,7 +297,7 @@ static dsc_status reserve(dsc__call *c, check_job *j, dsc_error *err) {
     dsc__job_unslot(&j->job);
     o->reservation[0] = '\0';
     if (st == DSC_BUDGET_EXCEEDED)
-        refuse_exceeded(o, exceeded, n_exceeded);
+        refuse_exceeded(o, exceeded, out.n_exceeded);
     else if (fail_open(c, st))
         o->unenforced = true;
     else
@@ -310,8 +311,8 @@ static void journal(dsc__call *c, check_job *j) {
     check_out *o = &j->o;
     fill_record(c, j);
     dsc_error err;
-    dsc_status st = dsc_ledger_record_decision_async(c->srv->ledger, &j->rec, dsc__job_done,
-                                                     dsc__job_slot(&j->job, 0), &err);
+    dsc_done done = {dsc__job_done, dsc__job_slot(&j->job, 0)};
+    dsc_status st = dsc_ledger_record(c->srv->ledger, &j->rec, &done, &err);
     if (st == DSC_OK) return;
     dsc__job_unslot(&j->job);
     if (fail_open(c, st)) {
@@ -520,8 +521,8 @@ static void pack_check(msgpack_packer *pk, const check_out *o, bool with_budgets
     bool retry = d->outcome == DSC_POLICY_THROTTLE && d->retry_after_s > 0;
     bool suggest = d->suggest_model[0] != '\0';
     bool resv = o->reservation[0] != '\0';
-    msgpack_pack_map(pk, 7 + with_budgets + DSC__ESTIMATE_CONTEXT_KEYS + retry + suggest + 2 * resv +
-                             o->unenforced);
+    msgpack_pack_map(pk, 7 + with_budgets + DSC__ESTIMATE_CONTEXT_KEYS + retry + suggest +
+                             2 * resv + o->unenforced);
     dsc__pack_key(pk, "decision");
     dsc_rpc_pack_cstr(pk, dsc_policy_outcome_name(d->outcome));
     dsc__pack_key(pk, "reason");
@@ -575,7 +576,8 @@ static dsc_status finish_check(dsc__job *job, dsc_status st, const dsc_error *st
     }
     if (st != DSC_OK) {
         if (j->o.reservation[0])
-            dsc_ledger_cancel_async(srv->ledger, j->o.reservation, ignore_done, NULL, NULL);
+            dsc_ledger_cancel(srv->ledger, &(dsc_cancel_req){j->o.reservation},
+                              &(dsc_done){ignore_done, NULL}, NULL);
         *err = *st_err;
         return st;
     }
@@ -736,9 +738,11 @@ dsc_status dsc__m_settle(dsc__call *c, const msgpack_object *p, msgpack_packer *
                               &j->actual);
     const subject_buf *s = &j->a.subject;
     j->has_subject = s->org[0] || s->team[0] || s->user[0] || s->key[0];
-    st = dsc_ledger_settle_async(c->srv->ledger, j->a.reservation, &j->actual,
-                                 j->has_subject ? &s->subject : NULL, &j->kind, dsc__job_done,
-                                 dsc__job_slot(&j->job, 0), err);
+    dsc_settle_req req = {j->a.reservation, &j->actual, j->has_subject ? &s->subject : NULL};
+    dsc_settle_out out = {DSC_SETTLE_RESERVED};
+    dsc_done done = {dsc__job_done, dsc__job_slot(&j->job, 0)};
+    st = dsc_ledger_settle(c->srv->ledger, &req, &out, &done, err);
+    j->kind = out.kind;
     if (st != DSC_OK) dsc__job_unslot(&j->job);
     return st;
 }
@@ -775,8 +779,8 @@ dsc_status dsc__m_cancel(dsc__call *c, const msgpack_object *p, msgpack_packer *
     dsc_status st = dsc_rpc_get_str(p, "reservation", true, j->id, sizeof j->id, err);
     if (st == DSC_OK) st = check_owner(c, j->id, err);
     if (st == DSC_OK)
-        st = dsc_ledger_cancel_async(c->srv->ledger, j->id, dsc__job_done,
-                                     dsc__job_slot(&j->job, 0), err);
+        st = dsc_ledger_cancel(c->srv->ledger, &(dsc_cancel_req){j->id},
+                               &(dsc_done){dsc__job_done, dsc__job_slot(&j->job, 0)}, err);
     if (st != DSC_OK && j->job.waiting > 0) dsc__job_unslot(&j->job);
     return st;
 }
@@ -948,8 +952,9 @@ dsc_status dsc__m_budget_set(dsc__call *c, const msgpack_object *p, msgpack_pack
     if (st != DSC_OK) return st;
     j->created = dsc_ledger_budget_get(c->srv->ledger, j->selector, j->metric, j->window, NULL,
                                        NULL) != DSC_OK;
-    st = dsc_ledger_budget_set_async(c->srv->ledger, j->selector, j->metric, j->window, j->limit,
-                                     dsc__job_done, dsc__job_slot(&j->job, 0), err);
+    dsc_budget_req req = {j->selector, j->metric, j->window, j->limit, false};
+    dsc_done done = {dsc__job_done, dsc__job_slot(&j->job, 0)};
+    st = dsc_ledger_budget(c->srv->ledger, &req, NULL, &done, err);
     if (st != DSC_OK) dsc__job_unslot(&j->job);
     return st;
 }
@@ -960,8 +965,9 @@ dsc_status dsc__m_budget_delete(dsc__call *c, const msgpack_object *p, msgpack_p
     dsc_status st;
     budget_job *j = budget_job_new(c, p, finish_budget_delete, &st, err);
     if (!j || st != DSC_OK) return st;
-    st = dsc_ledger_budget_delete_async(c->srv->ledger, j->selector, j->metric, j->window,
-                                        dsc__job_done, dsc__job_slot(&j->job, 0), err);
+    dsc_budget_req req = {j->selector, j->metric, j->window, 0, true};
+    dsc_done done = {dsc__job_done, dsc__job_slot(&j->job, 0)};
+    st = dsc_ledger_budget(c->srv->ledger, &req, NULL, &done, err);
     if (st != DSC_OK) dsc__job_unslot(&j->job);
     return st;
 }
