@@ -159,7 +159,7 @@ static void bench_memory(void) {
     for (int i = 0; i < N; i++) {
         if (reserve_as(l, (dsc_reserve_req){&subjects[i % SUBJECTS], &a, 60, NULL, NULL}, rid, NULL,
                        0, NULL, NULL, NULL) != DSC_OK ||
-            settle_as(l, (dsc_settle_req){rid, &a, NULL}, NULL, NULL, NULL) != DSC_OK) {
+            settle_as(l, (dsc_settle_req){rid, &a, NULL, NULL}, NULL, NULL, NULL) != DSC_OK) {
             fprintf(stderr, "bench_ledger: memory pair %d failed\n", i);
             exit(1);
         }
@@ -210,7 +210,7 @@ static void *durable_worker(void *arg) {
         dsc_status st = r->phase == 0
                             ? reserve_as(r->l, (dsc_reserve_req){&s, &a, 3600, NULL, NULL}, rid,
                                          NULL, 0, NULL, NULL, NULL)
-                            : settle_as(r->l, (dsc_settle_req){rid, &a, NULL}, NULL, NULL, NULL);
+                            : settle_as(r->l, (dsc_settle_req){rid, &a, NULL, NULL}, NULL, NULL, NULL);
         if (st != DSC_OK) __atomic_add_fetch(&r->failures, 1, __ATOMIC_RELAXED);
     }
     return NULL;
@@ -291,7 +291,7 @@ static void *async_settler(void *arg) {
     a.v[DSC_METRIC_REQUESTS] = M;
     for (int i = w->index; i < r->n; i += r->nthreads) {
         sem_wait(&r->slots);
-        if (settle_as(r->l, (dsc_settle_req){r->rids[i], &a, NULL}, NULL,
+        if (settle_as(r->l, (dsc_settle_req){r->rids[i], &a, NULL, NULL}, NULL,
                       &(dsc_done){on_settled, r}, NULL) != DSC_OK)
             on_settled(r, DSC_INTERNAL, NULL);
     }
@@ -430,7 +430,7 @@ static void *check_submitter(void *arg) {
         }
         sem_wait(&r->slots);
         __atomic_add_fetch(&r->calls, 1, __ATOMIC_RELAXED);
-        if (settle_as(r->l, (dsc_settle_req){r->rids[i], &a, NULL}, NULL,
+        if (settle_as(r->l, (dsc_settle_req){r->rids[i], &a, NULL, NULL}, NULL,
                       &(dsc_done){on_check_done, r}, NULL) != DSC_OK)
             on_check_done(r, DSC_INTERNAL, NULL);
     }
@@ -517,7 +517,7 @@ static void bench_rss(size_t retain_max) {
         dsc_subject s = {.org = org, .team = team, .user = user};
         if (reserve_as(l, (dsc_reserve_req){&s, &a, 60, NULL, NULL}, rid, NULL, 0, NULL, NULL,
                        NULL) != DSC_OK ||
-            settle_as(l, (dsc_settle_req){rid, &a, NULL}, NULL, NULL, NULL) != DSC_OK)
+            settle_as(l, (dsc_settle_req){rid, &a, NULL, NULL}, NULL, NULL, NULL) != DSC_OK)
             exit(1);
     }
     long after = rss_kb();
@@ -574,7 +574,7 @@ static void *settle_probe(void *arg) {
         double t0 = now_s();
         if (reserve_as(p->l, (dsc_reserve_req){&s, &a, 60, NULL, NULL}, rid, NULL, 0, NULL, NULL,
                        NULL) != DSC_OK ||
-            settle_as(p->l, (dsc_settle_req){rid, &a, NULL}, NULL, NULL, NULL) != DSC_OK)
+            settle_as(p->l, (dsc_settle_req){rid, &a, NULL, NULL}, NULL, NULL, NULL) != DSC_OK)
             continue;
         double dt = now_s() - t0;
         if (dt > p->max_wait) p->max_wait = dt;
@@ -608,7 +608,7 @@ static void bench_restart(const char *dir, int64_t span_s) {
         subject_of(i, org, team, user, &s);
         snprintf(rid, sizeof rid, "load-%d", i);
         clk.now += step;
-        if (settle_as(l, (dsc_settle_req){rid, &a, &s}, NULL, NULL, NULL) != DSC_OK) {
+        if (settle_as(l, (dsc_settle_req){rid, &a, &s, NULL}, NULL, NULL, NULL) != DSC_OK) {
             i--; /* the queue was briefly failing: retry */
             continue;
         }

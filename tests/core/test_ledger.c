@@ -201,7 +201,7 @@ static void spend(dsc_ledger *l, const dsc_subject *s, int64_t hold, int64_t act
         reserve_as(l, (dsc_reserve_req){s, &h, 60, NULL, NULL}, rid, NULL, 0, NULL, NULL, NULL),
         DSC_OK);
     if (actual >= 0)
-        cr_assert_eq(settle_as(l, (dsc_settle_req){rid, &a, NULL}, NULL, NULL, NULL), DSC_OK);
+        cr_assert_eq(settle_as(l, (dsc_settle_req){rid, &a, NULL, NULL}, NULL, NULL, NULL), DSC_OK);
 }
 
 Test(ledger, counter_list_reports_each_wildcard_counter_with_its_used_and_held) {
@@ -348,13 +348,15 @@ Test(ledger, settle_replaces_the_hold_with_the_actual_and_is_idempotent) {
                             NULL, NULL),
                  DSC_OK);
     dsc_settle_kind kind;
-    cr_assert_eq(settle_as(l, (dsc_settle_req){rid, &actual, NULL}, &kind, NULL, NULL), DSC_OK);
+    cr_assert_eq(settle_as(l, (dsc_settle_req){rid, &actual, NULL, NULL}, &kind, NULL, NULL),
+                 DSC_OK);
     cr_assert_eq(kind, DSC_SETTLE_RESERVED);
     dsc_budget_state s = state_of(l, &ana, "user:*");
     cr_assert_eq(s.used, 3 * M);
     cr_assert_eq(s.held, 0);
     cr_assert_eq(s.remaining, 7 * M);
-    cr_assert_eq(settle_as(l, (dsc_settle_req){rid, &actual, NULL}, &kind, NULL, NULL), DSC_OK);
+    cr_assert_eq(settle_as(l, (dsc_settle_req){rid, &actual, NULL, NULL}, &kind, NULL, NULL),
+                 DSC_OK);
     cr_assert_eq(kind, DSC_SETTLE_REPEATED);
     cr_assert_eq(state_of(l, &ana, "user:*").used, 3 * M, "a repeated settle charges nothing");
     dsc_ledger_free(l);
@@ -404,13 +406,13 @@ Test(ledger, cancel_releases_the_hold_and_unknown_ids_are_reported) {
     cr_assert_eq(reserve_as(l, (dsc_reserve_req){&ana, &one, 60, NULL, NULL}, rid, NULL, 0, NULL,
                             NULL, NULL),
                  DSC_OK);
-    cr_assert_eq(dsc_ledger_cancel(l, &(dsc_cancel_req){rid}, NULL, NULL), DSC_OK);
+    cr_assert_eq(dsc_ledger_cancel(l, &(dsc_cancel_req){rid, NULL}, NULL, NULL), DSC_OK);
     cr_assert_eq(state_of(l, &ana, "key:k1").held, 0);
     cr_assert_eq(state_of(l, &ana, "key:k1").used, 0);
-    cr_assert_eq(dsc_ledger_cancel(l, &(dsc_cancel_req){rid}, NULL, NULL), DSC_OK,
+    cr_assert_eq(dsc_ledger_cancel(l, &(dsc_cancel_req){rid, NULL}, NULL, NULL), DSC_OK,
                  "cancelling twice is a no-op");
     dsc_error err;
-    cr_assert_eq(dsc_ledger_cancel(l, &(dsc_cancel_req){"r-nope"}, NULL, &err),
+    cr_assert_eq(dsc_ledger_cancel(l, &(dsc_cancel_req){"r-nope", NULL}, NULL, &err),
                  DSC_UNKNOWN_RESERVATION);
     cr_assert(strstr(err.message, "r-nope"));
     dsc_ledger_free(l);
@@ -435,7 +437,8 @@ Test(ledger, expired_holds_are_charged_by_default) {
     /* a late settle replaces what the expiry charged with the actual */
     dsc_amounts actual = amt(DSC_METRIC_GCO2E, 1 * M);
     dsc_settle_kind kind;
-    cr_assert_eq(settle_as(l, (dsc_settle_req){rid, &actual, NULL}, &kind, NULL, NULL), DSC_OK);
+    cr_assert_eq(settle_as(l, (dsc_settle_req){rid, &actual, NULL, NULL}, &kind, NULL, NULL),
+                 DSC_OK);
     cr_assert_eq(kind, DSC_SETTLE_LATE);
     cr_assert_eq(state_of(l, &ana, "user:*").used, 1 * M);
     dsc_ledger_stats stats;
@@ -469,21 +472,21 @@ Test(ledger, settle_of_an_unknown_reservation_is_charged_as_unreserved_usage_onc
     budget(l, "*", DSC_METRIC_ENERGY_WH, "day", 100);
     dsc_amounts actual = amt(DSC_METRIC_ENERGY_WH, 7 * M);
     dsc_settle_kind kind;
-    cr_assert_eq(settle_as(l, (dsc_settle_req){"r-lost", &actual, &ana}, &kind, NULL, NULL),
+    cr_assert_eq(settle_as(l, (dsc_settle_req){"r-lost", &actual, &ana, NULL}, &kind, NULL, NULL),
                  DSC_OK);
     cr_assert_eq(kind, DSC_SETTLE_UNRESERVED);
-    cr_assert_eq(settle_as(l, (dsc_settle_req){"r-lost", &actual, &ana}, &kind, NULL, NULL),
+    cr_assert_eq(settle_as(l, (dsc_settle_req){"r-lost", &actual, &ana, NULL}, &kind, NULL, NULL),
                  DSC_OK);
     cr_assert_eq(kind, DSC_SETTLE_REPEATED);
     cr_assert_eq(state_of(l, &ana, "team:*").used, 7 * M);
     /* with no subject it still counts, against the budgets of everyone */
-    cr_assert_eq(settle_as(l, (dsc_settle_req){"r-anon", &actual, NULL}, &kind, NULL, NULL),
+    cr_assert_eq(settle_as(l, (dsc_settle_req){"r-anon", &actual, NULL, NULL}, &kind, NULL, NULL),
                  DSC_OK);
     cr_assert_eq(state_of(l, &ana, "*").used, 14 * M);
     cr_assert_eq(state_of(l, &ana, "team:*").used, 7 * M);
     dsc_error err;
     dsc_amounts neg = amt(DSC_METRIC_ENERGY_WH, -1);
-    cr_assert_eq(settle_as(l, (dsc_settle_req){"r-x", &neg, &ana}, &kind, NULL, &err),
+    cr_assert_eq(settle_as(l, (dsc_settle_req){"r-x", &neg, &ana, NULL}, &kind, NULL, &err),
                  DSC_BAD_REQUEST);
     cr_assert(strstr(err.message, "actual.energy_wh"), "%s", err.message);
     dsc_ledger_free(l);
@@ -499,7 +502,7 @@ Test(ledger, calendar_month_counter_resets_at_the_first_of_the_month) {
     cr_assert_eq(
         reserve_as(l, (dsc_reserve_req){&ana, &a, 60, NULL, NULL}, rid, NULL, 0, NULL, NULL, NULL),
         DSC_OK);
-    cr_assert_eq(settle_as(l, (dsc_settle_req){rid, &a, NULL}, NULL, NULL, NULL), DSC_OK);
+    cr_assert_eq(settle_as(l, (dsc_settle_req){rid, &a, NULL, NULL}, NULL, NULL, NULL), DSC_OK);
     dsc_budget_state s = state_of(l, &ana, "org:acme");
     cr_assert_eq(s.used, 9 * M);
     cr_assert_eq(s.resets_at, 1738368000);
@@ -521,7 +524,8 @@ Test(ledger, rolling_window_refuses_a_second_burst_right_after_the_edge) {
         cr_assert_eq(reserve_as(l, (dsc_reserve_req){&ana, &one, 60, NULL, NULL}, rid, NULL, 0,
                                 NULL, NULL, NULL),
                      DSC_OK);
-        cr_assert_eq(settle_as(l, (dsc_settle_req){rid, &one, NULL}, NULL, NULL, NULL), DSC_OK);
+        cr_assert_eq(settle_as(l, (dsc_settle_req){rid, &one, NULL, NULL}, NULL, NULL, NULL),
+                     DSC_OK);
     }
     clk.now += 2 * S;
     cr_assert_eq(reserve_as(l, (dsc_reserve_req){&ana, &one, 60, NULL, NULL}, rid, NULL, 0, NULL,
@@ -544,7 +548,8 @@ Test(ledger, token_bucket_budget_allows_the_burst_then_the_rate) {
         cr_assert_eq(reserve_as(l, (dsc_reserve_req){&ana, &one, 60, NULL, NULL}, rid, NULL, 0,
                                 NULL, NULL, NULL),
                      DSC_OK);
-        cr_assert_eq(settle_as(l, (dsc_settle_req){rid, &one, NULL}, NULL, NULL, NULL), DSC_OK);
+        cr_assert_eq(settle_as(l, (dsc_settle_req){rid, &one, NULL, NULL}, NULL, NULL, NULL),
+                     DSC_OK);
     }
     dsc_budget_state ex[2];
     size_t nex;
@@ -556,7 +561,7 @@ Test(ledger, token_bucket_budget_allows_the_burst_then_the_rate) {
     cr_assert_eq(reserve_as(l, (dsc_reserve_req){&ana, &one, 60, NULL, NULL}, rid, NULL, 0, NULL,
                             NULL, NULL),
                  DSC_OK);
-    cr_assert_eq(settle_as(l, (dsc_settle_req){rid, &one, NULL}, NULL, NULL, NULL), DSC_OK);
+    cr_assert_eq(settle_as(l, (dsc_settle_req){rid, &one, NULL, NULL}, NULL, NULL, NULL), DSC_OK);
     cr_assert_eq(reserve_as(l, (dsc_reserve_req){&ana, &one, 60, NULL, NULL}, rid, NULL, 0, NULL,
                             NULL, NULL),
                  DSC_BUDGET_EXCEEDED);
@@ -586,7 +591,8 @@ Test(ledger, rate_budget_names_the_wait_for_the_next_token_for_settled_and_held_
                      DSC_OK);
     cr_assert_eq(wait_for_one(l), 30, "two held");
     for (int i = 0; i < 2; i++)
-        cr_assert_eq(settle_as(l, (dsc_settle_req){rid[i], &one, NULL}, NULL, NULL, NULL), DSC_OK);
+        cr_assert_eq(settle_as(l, (dsc_settle_req){rid[i], &one, NULL, NULL}, NULL, NULL, NULL),
+                     DSC_OK);
     cr_assert_eq(wait_for_one(l), 30, "two settled");
     clk.now += 10 * S;
     cr_assert_eq(wait_for_one(l), 20, "10 s later");
@@ -616,11 +622,11 @@ static void *reserver(void *arg) {
             continue;
         int64_t actual = (int64_t)(seed >> 8) % (want * M + 1);
         if ((seed >> 4) % 5 == 0) {
-            dsc_ledger_cancel(r->l, &(dsc_cancel_req){rid}, NULL, NULL);
+            dsc_ledger_cancel(r->l, &(dsc_cancel_req){rid, NULL}, NULL, NULL);
             continue;
         }
         dsc_amounts act = amt(DSC_METRIC_GCO2E, actual);
-        if (settle_as(r->l, (dsc_settle_req){rid, &act, NULL}, NULL, NULL, NULL) == DSC_OK)
+        if (settle_as(r->l, (dsc_settle_req){rid, &act, NULL, NULL}, NULL, NULL, NULL) == DSC_OK)
             r->settled += actual;
     }
     return NULL;
@@ -668,7 +674,7 @@ Test(ledger, usage_settled_after_a_budget_appears_counts_on_it) {
         reserve_as(l, (dsc_reserve_req){&ana, &a, 60, NULL, NULL}, rid, NULL, 0, NULL, NULL, NULL),
         DSC_OK);
     budget(l, "user:ana", DSC_METRIC_GCO2E, "day", 10);
-    cr_assert_eq(settle_as(l, (dsc_settle_req){rid, &a, NULL}, NULL, NULL, NULL), DSC_OK);
+    cr_assert_eq(settle_as(l, (dsc_settle_req){rid, &a, NULL, NULL}, NULL, NULL, NULL), DSC_OK);
     dsc_budget_state s = state_of(l, &ana, "user:ana");
     cr_assert_eq(s.used, 3 * M);
     cr_assert_eq(s.held, 0);
@@ -680,7 +686,7 @@ Test(ledger, usage_settled_after_a_budget_appears_counts_on_it) {
                                    &(dsc_budget_req){"user:ana", DSC_METRIC_GCO2E, "day", 0, true},
                                    NULL, NULL, NULL),
                  DSC_OK);
-    cr_assert_eq(settle_as(l, (dsc_settle_req){rid, &a, NULL}, NULL, NULL, NULL), DSC_OK);
+    cr_assert_eq(settle_as(l, (dsc_settle_req){rid, &a, NULL, NULL}, NULL, NULL, NULL), DSC_OK);
     size_t n;
     cr_assert_eq(dsc_ledger_preview(l, &ana, NULL, NULL, 0, &n, NULL), DSC_OK);
     cr_assert_eq(n, 0);
@@ -745,11 +751,12 @@ Test(ledger, missing_arguments_are_errors_not_crashes) {
         reserve_as(l, (dsc_reserve_req){&ana, &a, 0, NULL, NULL}, rid, NULL, 0, NULL, NULL, &err),
         DSC_BAD_REQUEST);
     cr_assert(strstr(err.message, "ttl"), "%s", err.message);
-    cr_assert_eq(settle_as(l, (dsc_settle_req){NULL, &a, NULL}, NULL, NULL, &err), DSC_BAD_REQUEST);
-    cr_assert(strstr(err.message, "reservation_id"), "%s", err.message);
-    cr_assert_eq(settle_as(l, (dsc_settle_req){"r1", NULL, NULL}, NULL, NULL, &err),
+    cr_assert_eq(settle_as(l, (dsc_settle_req){NULL, &a, NULL, NULL}, NULL, NULL, &err),
                  DSC_BAD_REQUEST);
-    cr_assert_eq(dsc_ledger_cancel(l, &(dsc_cancel_req){""}, NULL, &err), DSC_BAD_REQUEST);
+    cr_assert(strstr(err.message, "reservation_id"), "%s", err.message);
+    cr_assert_eq(settle_as(l, (dsc_settle_req){"r1", NULL, NULL, NULL}, NULL, NULL, &err),
+                 DSC_BAD_REQUEST);
+    cr_assert_eq(dsc_ledger_cancel(l, &(dsc_cancel_req){"", NULL}, NULL, &err), DSC_BAD_REQUEST);
     cr_assert_eq(dsc_ledger_budget(l, &(dsc_budget_req){NULL, DSC_METRIC_GCO2E, NULL, 1, false},
                                    NULL, NULL, &err),
                  DSC_BAD_REQUEST);
@@ -817,13 +824,13 @@ Test(ledger, reservation_ids_are_96_random_bits_and_a_guess_of_their_shape_charg
     next[12] = (char)(next[12] == '9' ? 'a' : next[12] == 'f' ? '0' : next[12] + 1);
     const char *guesses[] = {next, "r0000000000000001", "rffffffffffffffffffffffffffffffffffff"};
     for (size_t i = 0; i < 3; i++)
-        cr_assert_eq(settle_as(l, (dsc_settle_req){guesses[i], &ten, &ana}, NULL, NULL, &err),
+        cr_assert_eq(settle_as(l, (dsc_settle_req){guesses[i], &ten, &ana, NULL}, NULL, NULL, &err),
                      DSC_UNKNOWN_RESERVATION, "%s", guesses[i]);
     cr_assert_eq(state_of(l, &ana, "team:*").used, 0);
     /* An id of the caller's own shape is an unreserved settle, as before. */
     dsc_settle_kind kind;
-    cr_assert_eq(settle_as(l, (dsc_settle_req){"job-7", &ten, &ana}, &kind, NULL, &err), DSC_OK,
-                 "%s", err.message);
+    cr_assert_eq(settle_as(l, (dsc_settle_req){"job-7", &ten, &ana, NULL}, &kind, NULL, &err),
+                 DSC_OK, "%s", err.message);
     cr_assert_eq(kind, DSC_SETTLE_UNRESERVED);
     dsc_ledger_free(l);
 }
@@ -837,7 +844,7 @@ static void ignore(void *ud, dsc_status st, const dsc_error *err) {
 Test(ledger, a_hold_journaled_with_its_decision_is_owned_by_the_decision_key) {
     fake_clock clk;
     dsc_ledger *l = open_ledger(&clk, DSC_EXPIRED_CHARGE);
-    char id[DSC_RESERVATION_ID_MAX], owner[DSC_NAME_MAX];
+    char id[DSC_RESERVATION_ID_MAX];
     dsc_amounts one = amt(DSC_METRIC_REQUESTS, M);
     dsc_decision_record rec = {
         .decision_id = "d-1", .subject = ana, .outcome = "allow", .key_id = "k_0123456789abcdef"};
@@ -845,13 +852,79 @@ Test(ledger, a_hold_journaled_with_its_decision_is_owned_by_the_decision_key) {
     cr_assert_eq(reserve_as(l, (dsc_reserve_req){&ana, &one, 60, NULL, &rec}, id, NULL, 0, NULL,
                             &(dsc_done){ignore, NULL}, &err),
                  DSC_OK, "%s", err.message);
-    cr_assert_eq(dsc_ledger_reservation_owner(l, id, owner), DSC_OK);
-    cr_assert_str_eq(owner, "k_0123456789abcdef");
+    dsc_hold_info h;
+    cr_assert_eq(dsc_ledger_hold_get(l, id, &h), DSC_OK);
+    cr_assert_str_eq(h.owner, "k_0123456789abcdef");
     cr_assert_eq(
         reserve_as(l, (dsc_reserve_req){&ana, &one, 60, NULL, NULL}, id, NULL, 0, NULL, NULL, &err),
         DSC_OK);
-    cr_assert_eq(dsc_ledger_reservation_owner(l, id, owner), DSC_OK);
-    cr_assert_str_eq(owner, "");
-    cr_assert_eq(dsc_ledger_reservation_owner(l, "r-none", owner), DSC_UNKNOWN_RESERVATION);
+    cr_assert_eq(dsc_ledger_hold_get(l, id, &h), DSC_OK);
+    cr_assert_str_eq(h.owner, "");
+    cr_assert_eq(dsc_ledger_hold_get(l, "r-none", &h), DSC_UNKNOWN_RESERVATION);
+    dsc_ledger_free(l);
+}
+
+Test(ledger, a_hold_keeps_who_took_it_and_what_its_check_asked_for) {
+    fake_clock clk;
+    dsc_ledger *l = open_ledger(&clk, DSC_EXPIRED_CHARGE);
+    char id[DSC_RESERVATION_ID_MAX];
+    dsc_amounts one = amt(DSC_METRIC_REQUESTS, M);
+    dsc_decision_record rec = {.decision_id = "d-1",
+                               .subject = ana,
+                               .outcome = "allow",
+                               .key_id = "k_1",
+                               .provider = "openai",
+                               .model = "gpt-4o",
+                               .zone = "FR",
+                               .purpose = "support"};
+    dsc_error err;
+    cr_assert_eq(
+        reserve_as(l, (dsc_reserve_req){&ana, &one, 60, NULL, &rec}, id, NULL, 0, NULL, NULL, &err),
+        DSC_OK, "%s", err.message);
+    dsc_hold_info h;
+    cr_assert_eq(dsc_ledger_hold_get(l, id, &h), DSC_OK);
+    cr_assert_str_eq(h.id, id);
+    cr_assert_str_eq(h.org, "acme");
+    cr_assert_str_eq(h.team, "infra");
+    cr_assert_str_eq(h.user, "ana");
+    cr_assert_str_eq(h.owner, "k_1");
+    cr_assert_str_eq(h.provider, "openai");
+    cr_assert_str_eq(h.model, "gpt-4o");
+    cr_assert_str_eq(h.zone, "FR");
+    cr_assert_str_eq(h.purpose, "support");
+    cr_assert_eq(h.held.v[DSC_METRIC_REQUESTS], M);
+    cr_assert_eq(h.expires_us, clk.now + 60 * 1000000LL);
+    cr_assert(h.open);
+    cr_assert_eq(settle_as(l, (dsc_settle_req){id, &one, NULL, "k_1"}, NULL, NULL, &err), DSC_OK);
+    cr_assert_eq(dsc_ledger_hold_get(l, id, &h), DSC_OK, "finished ones are remembered");
+    cr_assert_not(h.open);
+    cr_assert_str_eq(h.model, "gpt-4o");
+    dsc_ledger_free(l);
+}
+
+Test(ledger, a_settle_or_cancel_by_another_key_is_refused_and_changes_nothing) {
+    fake_clock clk;
+    dsc_ledger *l = open_ledger(&clk, DSC_EXPIRED_CHARGE);
+    budget(l, "*", DSC_METRIC_REQUESTS, "day", 10);
+    char id[DSC_RESERVATION_ID_MAX];
+    dsc_amounts one = amt(DSC_METRIC_REQUESTS, M), two = amt(DSC_METRIC_REQUESTS, 2 * M);
+    dsc_decision_record rec = {.decision_id = "d-1", .subject = ana, .key_id = "k_1"};
+    dsc_error err;
+    cr_assert_eq(
+        reserve_as(l, (dsc_reserve_req){&ana, &two, 60, NULL, &rec}, id, NULL, 0, NULL, NULL, &err),
+        DSC_OK, "%s", err.message);
+    cr_assert_eq(settle_as(l, (dsc_settle_req){id, &one, NULL, "k_2"}, NULL, NULL, &err),
+                 DSC_FORBIDDEN);
+    cr_assert(strstr(err.message, "reservation"), "%s", err.message);
+    cr_assert_eq(dsc_ledger_cancel(l, &(dsc_cancel_req){id, "k_2"}, NULL, &err), DSC_FORBIDDEN);
+    cr_assert_eq(dsc_ledger_cancel(l, &(dsc_cancel_req){id, ""}, NULL, &err), DSC_FORBIDDEN,
+                 "a caller with no key is not the owner either");
+    cr_assert_eq(state_of(l, &ana, "*").held, 2 * M, "the hold stays");
+    cr_assert_eq(state_of(l, &ana, "*").used, 0);
+    dsc_settle_kind kind;
+    cr_assert_eq(settle_as(l, (dsc_settle_req){id, &one, NULL, NULL}, &kind, NULL, &err), DSC_OK,
+                 "no key given: an admin may");
+    cr_assert_eq(kind, DSC_SETTLE_RESERVED);
+    cr_assert_eq(state_of(l, &ana, "*").used, M);
     dsc_ledger_free(l);
 }

@@ -130,8 +130,8 @@ Test(store_sqlite, restart_rebuilds_budgets_counters_and_holds) {
                                 NULL, &err),
                      DSC_OK, "%s", err.message);
         a.v[DSC_METRIC_GCO2E] = (3 + i) * M;
-        cr_assert_eq(settle_as(l, (dsc_settle_req){rid, &a, NULL}, NULL, NULL, &err), DSC_OK, "%s",
-                     err.message);
+        cr_assert_eq(settle_as(l, (dsc_settle_req){rid, &a, NULL, NULL}, NULL, NULL, &err), DSC_OK,
+                     "%s", err.message);
         if (i == 0) strcpy(first, rid);
         clk.now += S / 10;
     }
@@ -157,10 +157,11 @@ Test(store_sqlite, restart_rebuilds_budgets_counters_and_holds) {
     /* the hold survives and settles; the old settle stays settled */
     dsc_settle_kind kind;
     dsc_amounts actual = amt(DSC_METRIC_GCO2E, 2 * M);
-    cr_assert_eq(settle_as(l, (dsc_settle_req){open_rid, &actual, NULL}, &kind, NULL, &err),
+    cr_assert_eq(settle_as(l, (dsc_settle_req){open_rid, &actual, NULL, NULL}, &kind, NULL, &err),
                  DSC_OK);
     cr_assert_eq(kind, DSC_SETTLE_RESERVED);
-    cr_assert_eq(settle_as(l, (dsc_settle_req){first, &actual, NULL}, &kind, NULL, &err), DSC_OK);
+    cr_assert_eq(settle_as(l, (dsc_settle_req){first, &actual, NULL, NULL}, &kind, NULL, &err),
+                 DSC_OK);
     cr_assert_eq(kind, DSC_SETTLE_REPEATED);
     char again[DSC_RESERVATION_ID_MAX];
     cr_assert_eq(reserve_as(l, (dsc_reserve_req){&ana, &hold, 600, "open", NULL}, again, NULL, 0,
@@ -185,15 +186,16 @@ Test(store_sqlite, a_settle_forgotten_by_memory_is_still_idempotent) {
     cr_assert_eq(
         reserve_as(l, (dsc_reserve_req){&ana, &a, 60, NULL, NULL}, rid, NULL, 0, NULL, NULL, &err),
         DSC_OK);
-    cr_assert_eq(settle_as(l, (dsc_settle_req){rid, &a, NULL}, NULL, NULL, &err), DSC_OK);
+    cr_assert_eq(settle_as(l, (dsc_settle_req){rid, &a, NULL, NULL}, NULL, NULL, &err), DSC_OK);
     clk.now += 10 * S;
     dsc_ledger_tick(l);
     dsc_ledger_stats stats;
     dsc_ledger_stats_get(l, &stats);
     cr_assert_eq(stats.reservations, 0, "forgotten by memory");
     dsc_settle_kind kind;
-    cr_assert_eq(settle_as(l, (dsc_settle_req){rid, &a, (dsc_subject *)&ana}, &kind, NULL, &err),
-                 DSC_OK);
+    cr_assert_eq(
+        settle_as(l, (dsc_settle_req){rid, &a, (dsc_subject *)&ana, NULL}, &kind, NULL, &err),
+        DSC_OK);
     cr_assert_eq(kind, DSC_SETTLE_REPEATED);
     dsc_budget_state st[4];
     cr_assert_eq(find(st, preview(l, st, 4), "*").used, 5 * M);
@@ -253,7 +255,7 @@ Test(store_sqlite, full_disk_fails_the_settle_keeps_memory_and_recovers) {
     int failed = -1;
     int64_t settled = 0;
     for (int i = 0; i < N && failed < 0; i++) {
-        dsc_status st = settle_as(l, (dsc_settle_req){rids[i], &a, NULL}, NULL, NULL, &err);
+        dsc_status st = settle_as(l, (dsc_settle_req){rids[i], &a, NULL, NULL}, NULL, NULL, &err);
         if (st == DSC_OK)
             settled += 2 * M;
         else
@@ -271,8 +273,8 @@ Test(store_sqlite, full_disk_fails_the_settle_keeps_memory_and_recovers) {
     cr_assert_not(stats.store_ok);
     /* space comes back: the same settle now succeeds, without a restart */
     cr_assert_eq(dsc__ledger_store_exec(l, "PRAGMA max_page_count = 1073741823", &err), DSC_OK);
-    cr_assert_eq(settle_as(l, (dsc_settle_req){rids[failed], &a, NULL}, NULL, NULL, &err), DSC_OK,
-                 "%s", err.message);
+    cr_assert_eq(settle_as(l, (dsc_settle_req){rids[failed], &a, NULL, NULL}, NULL, NULL, &err),
+                 DSC_OK, "%s", err.message);
     s = find(st, preview(l, st, 2), "*");
     cr_assert_eq(s.used, settled + 2 * M);
     dsc_ledger_stats_get(l, &stats);
@@ -299,7 +301,7 @@ Test(store_sqlite, read_only_database_fails_the_settle_and_recovers) {
                  DSC_OK);
     /* as if the file or its directory had become read-only */
     cr_assert_eq(dsc__ledger_store_exec(l, "PRAGMA query_only = 1", &err), DSC_OK);
-    cr_assert_eq(settle_as(l, (dsc_settle_req){rid, &a, NULL}, NULL, NULL, &err),
+    cr_assert_eq(settle_as(l, (dsc_settle_req){rid, &a, NULL, NULL}, NULL, NULL, &err),
                  DSC_STORE_UNAVAILABLE);
     cr_assert(strstr(err.message, "readonly"), "message: %s", err.message);
     dsc_budget_state st[2];
@@ -313,8 +315,8 @@ Test(store_sqlite, read_only_database_fails_the_settle_and_recovers) {
     cr_assert_eq(find(st, preview(l, st, 2), "*").held, 3 * M, "and holds nothing");
     /* writable again: the same settle goes through, without a restart */
     cr_assert_eq(dsc__ledger_store_exec(l, "PRAGMA query_only = 0", &err), DSC_OK);
-    cr_assert_eq(settle_as(l, (dsc_settle_req){rid, &a, NULL}, NULL, NULL, &err), DSC_OK, "%s",
-                 err.message);
+    cr_assert_eq(settle_as(l, (dsc_settle_req){rid, &a, NULL, NULL}, NULL, NULL, &err), DSC_OK,
+                 "%s", err.message);
     s = find(st, preview(l, st, 2), "*");
     cr_assert_eq(s.used, 3 * M);
     cr_assert_eq(s.held, 0);
@@ -432,7 +434,8 @@ static void child_settles(const char *path, int fd, unsigned seed) {
                        NULL, NULL) != DSC_OK)
             _exit(2);
         dsc_amounts act = amt(DSC_METRIC_GCO2E, a.amount);
-        if (settle_as(l, (dsc_settle_req){a.rid, &act, NULL}, NULL, NULL, NULL) != DSC_OK) _exit(3);
+        if (settle_as(l, (dsc_settle_req){a.rid, &act, NULL, NULL}, NULL, NULL, NULL) != DSC_OK)
+            _exit(3);
         if (write(fd, &a, sizeof a) != (ssize_t)sizeof a) _exit(4);
     }
 }
@@ -552,7 +555,7 @@ Test(store_sqlite, async_settle_reports_the_commit_and_then_counts) {
     completion c = {PTHREAD_MUTEX_INITIALIZER, PTHREAD_COND_INITIALIZER, 0, DSC_INTERNAL};
     dsc_settle_kind kind;
     cr_assert_eq(
-        settle_as(l, (dsc_settle_req){rid, &a, NULL}, &kind, &(dsc_done){on_done, &c}, &err),
+        settle_as(l, (dsc_settle_req){rid, &a, NULL, NULL}, &kind, &(dsc_done){on_done, &c}, &err),
         DSC_OK);
     wait_calls(&c, 1);
     cr_assert_eq(c.st, DSC_OK);
@@ -562,7 +565,7 @@ Test(store_sqlite, async_settle_reports_the_commit_and_then_counts) {
     cr_assert_eq(find(st, preview(l, st, 2), "*").used, 5 * M);
     /* a repeat has nothing to write: reported at once, charged nothing */
     cr_assert_eq(
-        settle_as(l, (dsc_settle_req){rid, &a, NULL}, &kind, &(dsc_done){on_done, &c}, &err),
+        settle_as(l, (dsc_settle_req){rid, &a, NULL, NULL}, &kind, &(dsc_done){on_done, &c}, &err),
         DSC_OK);
     cr_assert_eq(c.calls, 2);
     cr_assert_eq(kind, DSC_SETTLE_REPEATED);
@@ -586,7 +589,7 @@ Test(store_sqlite, async_budget_changes_report_their_commit_and_are_in_effect_by
     cr_assert_eq(
         reserve_as(l, (dsc_reserve_req){&ana, &a, 60, NULL, NULL}, rid, NULL, 0, NULL, NULL, &err),
         DSC_OK);
-    cr_assert_eq(settle_as(l, (dsc_settle_req){rid, &a, NULL}, NULL, NULL, &err), DSC_OK);
+    cr_assert_eq(settle_as(l, (dsc_settle_req){rid, &a, NULL, NULL}, NULL, NULL, &err), DSC_OK);
     completion c = {PTHREAD_MUTEX_INITIALIZER, PTHREAD_COND_INITIALIZER, 0, DSC_INTERNAL};
     cr_assert_eq(dsc_ledger_budget(l,
                                    &(dsc_budget_req){"team:*", DSC_METRIC_GCO2E, "day", 50, false},
@@ -644,7 +647,8 @@ Test(store_sqlite, an_async_budget_on_a_read_only_store_reports_the_failure_and_
     dsc_ledger *l = open_at(path, NULL, 0);
     dsc_error err;
     dsc_amounts a = amt(DSC_METRIC_GCO2E, 2 * M);
-    cr_assert_eq(settle_as(l, (dsc_settle_req){"before", &a, &ana}, NULL, NULL, &err), DSC_OK);
+    cr_assert_eq(settle_as(l, (dsc_settle_req){"before", &a, &ana, NULL}, NULL, NULL, &err),
+                 DSC_OK);
     cr_assert_eq(dsc__ledger_store_exec(l, "PRAGMA query_only = 1", &err), DSC_OK);
     completion c = {PTHREAD_MUTEX_INITIALIZER, PTHREAD_COND_INITIALIZER, 0, DSC_INTERNAL};
     cr_assert_eq(dsc_ledger_budget(l,
@@ -687,7 +691,7 @@ Test(store_sqlite, async_reserve_and_cancel_complete_and_a_full_disk_reports_thr
     wait_calls(&c, 1);
     cr_assert_eq(c.st, DSC_OK);
     cr_assert_eq(query_int(path, "SELECT count(*) FROM reservations WHERE state = 'held'"), 1);
-    cr_assert_eq(dsc_ledger_cancel(l, &(dsc_cancel_req){rid}, &(dsc_done){on_done, &c}, &err),
+    cr_assert_eq(dsc_ledger_cancel(l, &(dsc_cancel_req){rid, NULL}, &(dsc_done){on_done, &c}, &err),
                  DSC_OK);
     wait_calls(&c, 2);
     cr_assert_eq(find(st, preview(l, st, 2), "*").held, 0);
@@ -734,12 +738,12 @@ Test(store_sqlite, a_budget_created_mid_window_counts_the_usage_already_there) {
         cr_assert_eq(reserve_as(l, (dsc_reserve_req){&ana, &a, 600, NULL, NULL}, rid, NULL, 0, NULL,
                                 NULL, &err),
                      DSC_OK);
-        cr_assert_eq(settle_as(l, (dsc_settle_req){rid, &a, NULL}, NULL, NULL, &err), DSC_OK);
+        cr_assert_eq(settle_as(l, (dsc_settle_req){rid, &a, NULL, NULL}, NULL, NULL, &err), DSC_OK);
     }
     cr_assert_eq(reserve_as(l, (dsc_reserve_req){&other, &a, 600, NULL, NULL}, rid, NULL, 0, NULL,
                             NULL, &err),
                  DSC_OK);
-    cr_assert_eq(settle_as(l, (dsc_settle_req){rid, &a, NULL}, NULL, NULL, &err), DSC_OK);
+    cr_assert_eq(settle_as(l, (dsc_settle_req){rid, &a, NULL, NULL}, NULL, NULL, &err), DSC_OK);
     cr_assert_eq(reserve_as(l, (dsc_reserve_req){&ana, &a, 600, NULL, NULL}, early, NULL, 0, NULL,
                             NULL, &err),
                  DSC_OK);
@@ -753,7 +757,7 @@ Test(store_sqlite, a_budget_created_mid_window_counts_the_usage_already_there) {
     cr_assert_eq(s.used, 12 * M, "acme/infra's usage this month, not beta's");
     cr_assert_eq(s.held, 0, "a hold taken before the budget existed is not on it");
     /* the early reservation's usage lands on the budget that applies when it settles */
-    cr_assert_eq(settle_as(l, (dsc_settle_req){early, &a, NULL}, NULL, NULL, &err), DSC_OK);
+    cr_assert_eq(settle_as(l, (dsc_settle_req){early, &a, NULL, NULL}, NULL, NULL, &err), DSC_OK);
     s = find(st, preview(l, st, 4), "team:*");
     cr_assert_eq(s.used, 16 * M);
     dsc_ledger_free(l);
@@ -814,8 +818,9 @@ Test(store_sqlite, a_budget_created_late_counts_what_one_created_early_counted_f
             dsc_amounts a = amt(k ? DSC_METRIC_TOKENS : DSC_METRIC_GCO2E, (i + 1) * M);
             char rid[32];
             snprintf(rid, sizeof rid, "unreserved-%d-%d", i, k);
-            cr_assert_eq(settle_as(l, (dsc_settle_req){rid, &a, &subjects[i]}, NULL, NULL, &err),
-                         DSC_OK, "%s", err.message);
+            cr_assert_eq(
+                settle_as(l, (dsc_settle_req){rid, &a, &subjects[i], NULL}, NULL, NULL, &err),
+                DSC_OK, "%s", err.message);
         }
     }
     clk.now += 10 * S;
@@ -859,7 +864,8 @@ static void *settle_many(void *arg) {
         char rid[32];
         snprintf(rid, sizeof rid, "t%d-%d", t->index, i);
         dsc_amounts a = amt(DSC_METRIC_GCO2E, (i % 5 + 1) * M);
-        cr_assert_eq(settle_as(t->l, (dsc_settle_req){rid, &a, &settled_for[(i + t->index) % 3]},
+        cr_assert_eq(settle_as(t->l,
+                               (dsc_settle_req){rid, &a, &settled_for[(i + t->index) % 3], NULL},
                                NULL, NULL, NULL),
                      DSC_OK);
     }
@@ -936,8 +942,10 @@ static void *hammer_thread(void *arg) {
             continue;
         dsc_amounts act = amt(DSC_METRIC_GCO2E, (i % 7) * M / 4);
         if (i % 5 == 0)
-            cr_assert_eq(dsc_ledger_cancel(a->h->l, &(dsc_cancel_req){rid}, NULL, NULL), DSC_OK);
-        else if (settle_as(a->h->l, (dsc_settle_req){rid, &act, NULL}, NULL, NULL, NULL) == DSC_OK)
+            cr_assert_eq(dsc_ledger_cancel(a->h->l, &(dsc_cancel_req){rid, NULL}, NULL, NULL),
+                         DSC_OK);
+        else if (settle_as(a->h->l, (dsc_settle_req){rid, &act, NULL, NULL}, NULL, NULL, NULL) ==
+                 DSC_OK)
             a->h->settled[a->index] += act.v[DSC_METRIC_GCO2E];
     }
     return NULL;
@@ -1023,7 +1031,7 @@ Test(store_sqlite, batch_mode_acknowledges_calls_once_queued_and_counts_them_at_
                             NULL, NULL, &err),
                  DSC_OK, "%s", err.message);
     cr_assert_str_eq(rid2, rid);
-    cr_assert_eq(settle_as(l, (dsc_settle_req){rid, &act, NULL}, NULL,
+    cr_assert_eq(settle_as(l, (dsc_settle_req){rid, &act, NULL, NULL}, NULL,
                            &(dsc_done){note_done, &settled}, &err),
                  DSC_OK, "%s", err.message);
     cr_assert_eq(settled, 1, "the settle completed once queued");
@@ -1034,9 +1042,9 @@ Test(store_sqlite, batch_mode_acknowledges_calls_once_queued_and_counts_them_at_
     cr_assert_eq(reserve_as(l, (dsc_reserve_req){&ana, &hold, 60, NULL, NULL}, rid2, NULL, 0, NULL,
                             NULL, &err),
                  DSC_OK);
-    cr_assert_eq(
-        dsc_ledger_cancel(l, &(dsc_cancel_req){rid2}, &(dsc_done){note_done, &cancelled}, &err),
-        DSC_OK);
+    cr_assert_eq(dsc_ledger_cancel(l, &(dsc_cancel_req){rid2, NULL},
+                                   &(dsc_done){note_done, &cancelled}, &err),
+                 DSC_OK);
     cr_assert_eq(cancelled, 1, "the cancel completed once queued");
     cr_assert_eq(find(st, preview(l, st, 2), "org:acme").held, 0, "the cancel released at once");
     dec.decision_id = "d-2";
@@ -1071,16 +1079,17 @@ Test(store_sqlite, unreserved_and_late_settles_write_their_reservation_rows) {
                  DSC_OK);
     dsc_amounts a = amt(DSC_METRIC_GCO2E, 4 * M);
     dsc_settle_kind kind;
-    cr_assert_eq(settle_as(l, (dsc_settle_req){"r-never-held", &a, &ana}, &kind, NULL, &err),
+    cr_assert_eq(settle_as(l, (dsc_settle_req){"r-never-held", &a, &ana, NULL}, &kind, NULL, &err),
                  DSC_OK, "%s", err.message);
     cr_assert_eq(kind, DSC_SETTLE_UNRESERVED);
     char rid[DSC_RESERVATION_ID_MAX];
     cr_assert_eq(
         reserve_as(l, (dsc_reserve_req){&ana, &a, 60, NULL, NULL}, rid, NULL, 0, NULL, NULL, &err),
         DSC_OK);
-    cr_assert_eq(dsc_ledger_cancel(l, &(dsc_cancel_req){rid}, NULL, &err), DSC_OK);
+    cr_assert_eq(dsc_ledger_cancel(l, &(dsc_cancel_req){rid, NULL}, NULL, &err), DSC_OK);
     dsc_amounts later = amt(DSC_METRIC_GCO2E, 6 * M);
-    cr_assert_eq(settle_as(l, (dsc_settle_req){rid, &later, NULL}, &kind, NULL, &err), DSC_OK);
+    cr_assert_eq(settle_as(l, (dsc_settle_req){rid, &later, NULL, NULL}, &kind, NULL, &err),
+                 DSC_OK);
     cr_assert_eq(kind, DSC_SETTLE_LATE);
     dsc_ledger_free(l);
     cr_assert_eq(query_int(path, "SELECT charged_gco2e FROM reservations"
@@ -1151,11 +1160,13 @@ Test(store_sqlite, a_file_of_the_previous_schema_reloads_and_gets_the_partial_in
     dsc_error err;
     dsc_settle_kind kind;
     dsc_amounts a = amt(DSC_METRIC_GCO2E, 3 * M);
-    cr_assert_eq(settle_as(l, (dsc_settle_req){"r00000000000000a2", &a, NULL}, &kind, NULL, &err),
-                 DSC_OK);
+    cr_assert_eq(
+        settle_as(l, (dsc_settle_req){"r00000000000000a2", &a, NULL, NULL}, &kind, NULL, &err),
+        DSC_OK);
     cr_assert_eq(kind, DSC_SETTLE_REPEATED, "the finished row was reloaded");
-    cr_assert_eq(settle_as(l, (dsc_settle_req){"r00000000000000a1", &a, NULL}, &kind, NULL, &err),
-                 DSC_OK);
+    cr_assert_eq(
+        settle_as(l, (dsc_settle_req){"r00000000000000a1", &a, NULL, NULL}, &kind, NULL, &err),
+        DSC_OK);
     cr_assert_eq(kind, DSC_SETTLE_RESERVED);
     dsc_ledger_free(l);
     cr_assert_eq(query_int(path, "SELECT count(*) FROM sqlite_master"
@@ -1333,9 +1344,10 @@ Test(store_sqlite, a_store_made_before_keys_opens_keeps_its_holds_and_journals_t
                  sqlite3_errmsg(db));
     sqlite3_close(db);
     dsc_ledger *l = open_at(path, NULL, 0);
-    char owner[DSC_NAME_MAX] = "x";
-    cr_assert_eq(dsc_ledger_reservation_owner(l, "r00000000000000aa", owner), DSC_OK);
-    cr_assert_str_eq(owner, "");
+    dsc_hold_info h;
+    cr_assert_eq(dsc_ledger_hold_get(l, "r00000000000000aa", &h), DSC_OK);
+    cr_assert_str_eq(h.owner, "");
+    cr_assert_str_eq(h.model, "", "made before holds kept their model");
     dsc_decision_record d = {.decision_id = "d1",
                              .subject = ana,
                              .outcome = "allow",
@@ -1362,7 +1374,95 @@ Test(store_sqlite, a_store_made_before_keys_opens_keeps_its_holds_and_journals_t
                            " json_extract(verdicts, '$[0].shadow') = 1"),
                  2);
     l = open_at(path, NULL, 0);
-    cr_assert_eq(dsc_ledger_reservation_owner(l, id, owner), DSC_OK);
-    cr_assert_str_eq(owner, "k_00000000000000ff");
+    cr_assert_eq(dsc_ledger_hold_get(l, id, &h), DSC_OK);
+    cr_assert_str_eq(h.owner, "k_00000000000000ff");
+    cr_assert_str_eq(h.zone, "FRA");
+    dsc_ledger_free(l);
+}
+
+Test(store_sqlite, a_hold_reloaded_after_a_restart_keeps_its_owner_and_what_it_was_for) {
+    char path[600];
+    temp_db(path, sizeof path);
+    dsc_ledger *l = open_at(path, NULL, 0);
+    dsc_decision_record d = {.decision_id = "d1",
+                             .subject = ana,
+                             .outcome = "allow",
+                             .key_id = "k_1",
+                             .provider = "mistral",
+                             .model = "mistral-large",
+                             .zone = "SE",
+                             .purpose = "search"};
+    dsc_error err;
+    char id[DSC_RESERVATION_ID_MAX];
+    dsc_amounts one = amt(DSC_METRIC_REQUESTS, DSC_MICRO);
+    cr_assert_eq(
+        reserve_as(l, (dsc_reserve_req){&ana, &one, 600, NULL, &d}, id, NULL, 0, NULL, NULL, &err),
+        DSC_OK, "%s", err.message);
+    dsc_ledger_free(l);
+    l = open_at(path, NULL, 0);
+    dsc_hold_info h;
+    cr_assert_eq(dsc_ledger_hold_get(l, id, &h), DSC_OK);
+    cr_assert(h.open);
+    cr_assert_str_eq(h.owner, "k_1");
+    cr_assert_str_eq(h.provider, "mistral");
+    cr_assert_str_eq(h.model, "mistral-large");
+    cr_assert_str_eq(h.zone, "SE");
+    cr_assert_str_eq(h.purpose, "search");
+    cr_assert_str_eq(h.user, "ana");
+    cr_assert_eq(settle_as(l, (dsc_settle_req){id, &one, NULL, "k_2"}, NULL, NULL, &err),
+                 DSC_FORBIDDEN, "a reloaded hold is still its owner's");
+    cr_assert_eq(settle_as(l, (dsc_settle_req){id, &one, NULL, "k_1"}, NULL, NULL, &err), DSC_OK,
+                 "%s", err.message);
+    dsc_ledger_free(l);
+}
+
+Test(store_sqlite, a_forgotten_reservation_is_recalled_off_the_caller_and_still_owner_checked) {
+    char path[600];
+    temp_db(path, sizeof path);
+    fake_clock clk = {T0};
+    dsc_ledger *l = open_at(path, &clk, 1); /* remember finished reservations for 1 s */
+    dsc_error err;
+    dsc_decision_record d = {.decision_id = "d1", .subject = ana, .key_id = "k_1", .model = "m"};
+    char rid[DSC_RESERVATION_ID_MAX], other[DSC_RESERVATION_ID_MAX];
+    dsc_amounts a = amt(DSC_METRIC_GCO2E, 5 * M);
+    cr_assert_eq(
+        reserve_as(l, (dsc_reserve_req){&ana, &a, 60, NULL, &d}, rid, NULL, 0, NULL, NULL, &err),
+        DSC_OK);
+    cr_assert_eq(
+        reserve_as(l, (dsc_reserve_req){&ana, &a, 60, NULL, &d}, other, NULL, 0, NULL, NULL, &err),
+        DSC_OK);
+    cr_assert_eq(settle_as(l, (dsc_settle_req){rid, &a, NULL, "k_1"}, NULL, NULL, &err), DSC_OK);
+    cr_assert_eq(dsc_ledger_cancel(l, &(dsc_cancel_req){other, "k_1"}, NULL, &err), DSC_OK);
+    clk.now += 10 * S;
+    dsc_ledger_tick(l);
+    dsc_hold_info h;
+    cr_assert_eq(dsc_ledger_hold_get(l, rid, &h), DSC_UNKNOWN_RESERVATION, "forgotten by memory");
+    /* with a done: recalled on the ledger's reader thread, done runs there once */
+    completion done = {.mu = PTHREAD_MUTEX_INITIALIZER, .cv = PTHREAD_COND_INITIALIZER};
+    dsc_settle_kind kind = DSC_SETTLE_RESERVED;
+    cr_assert_eq(settle_as(l, (dsc_settle_req){rid, &a, NULL, "k_2"}, &kind,
+                           &(dsc_done){on_done, &done}, &err),
+                 DSC_OK, "handed to the reader: the outcome comes through done");
+    wait_calls(&done, 1);
+    cr_assert_eq(done.st, DSC_FORBIDDEN, "recalled from the store with its owner");
+    cr_assert_eq(dsc_ledger_hold_get(l, rid, &h), DSC_OK, "recalled into memory");
+    cr_assert_str_eq(h.owner, "k_1");
+    cr_assert_str_eq(h.model, "m");
+    cr_assert_eq(settle_as(l, (dsc_settle_req){rid, &a, NULL, "k_1"}, &kind, NULL, &err), DSC_OK);
+    cr_assert_eq(kind, DSC_SETTLE_REPEATED);
+    /* a cancel of a forgotten one, with a done */
+    cr_assert_eq(
+        dsc_ledger_cancel(l, &(dsc_cancel_req){other, "k_2"}, &(dsc_done){on_done, &done}, &err),
+        DSC_OK);
+    wait_calls(&done, 2);
+    cr_assert_eq(done.st, DSC_FORBIDDEN);
+    cr_assert_eq(dsc_ledger_cancel(l, &(dsc_cancel_req){other, "k_1"}, NULL, &err), DSC_OK);
+    /* an id of the ledger's shape the store never had stays unknown */
+    cr_assert_eq(
+        settle_as(l, (dsc_settle_req){"r000000000000ffffffffffffffffffffffff", &a, NULL, NULL},
+                  NULL, &(dsc_done){on_done, &done}, &err),
+        DSC_OK);
+    wait_calls(&done, 3);
+    cr_assert_eq(done.st, DSC_UNKNOWN_RESERVATION);
     dsc_ledger_free(l);
 }

@@ -290,6 +290,8 @@ typedef struct dsc_settle_req {
     const char *reservation_id;
     const dsc_amounts *actual;
     const dsc_subject *subject_if_unknown; /* charged when the id is unknown (may be NULL) */
+    const char *key_id; /* the caller's key: a hold another key took is refused with
+                           DSC_FORBIDDEN; NULL = any key may (an admin) */
 } dsc_settle_req;
 
 typedef struct dsc_settle_out {
@@ -300,18 +302,23 @@ typedef struct dsc_settle_out {
  * charges nothing and reports DSC_SETTLE_REPEATED. An unknown reservation is still
  * recorded and charged to subject_if_unknown. Usage is durable before DSC_OK with
  * durability full and no done; with done the in-memory counters change at the commit
- * (full) or at once (batch, off). out may be NULL. DSC_BAD_REQUEST (negative amount,
- * bad id), DSC_STORE_UNAVAILABLE (nothing charged: retry), DSC_NOMEM. */
+ * (full) or at once (batch, off). out may be NULL. A finished reservation the ledger
+ * no longer keeps in memory is recalled from the store, never under the ledger's
+ * lock: with done on the ledger's reader thread (the caller's thread reads nothing),
+ * without on the calling thread. DSC_BAD_REQUEST (negative amount, bad id),
+ * DSC_FORBIDDEN (another key's hold), DSC_STORE_UNAVAILABLE (nothing charged: retry),
+ * DSC_NOMEM. */
 dsc_status dsc_ledger_settle(dsc_ledger *l, const dsc_settle_req *req, dsc_settle_out *out,
                              const dsc_done *done, dsc_error *err);
 
 typedef struct dsc_cancel_req {
     const char *reservation_id;
+    const char *key_id; /* the caller's key, as for dsc_settle_req */
 } dsc_cancel_req;
 
 /* Release a reservation's hold and journal it (done: as for settle). Cancelling a
  * finished reservation is a no-op returning DSC_OK; DSC_UNKNOWN_RESERVATION when the
- * id is unknown. */
+ * id is unknown; DSC_FORBIDDEN for another key's hold. */
 dsc_status dsc_ledger_cancel(dsc_ledger *l, const dsc_cancel_req *req, const dsc_done *done,
                              dsc_error *err);
 
@@ -343,11 +350,20 @@ struct dsc_decision_record {
     const char *tags;     /* the request's tags, a JSON object (<= 1535 bytes), or NULL */
 };
 
-/* The key id that owns a reservation (its check's decision key_id; "" when none) into
- * owner (DSC_NAME_MAX bytes). DSC_UNKNOWN_RESERVATION when the ledger does not hold
- * or remember it. */
-dsc_status dsc_ledger_reservation_owner(dsc_ledger *l, const char *reservation_id,
-                                        char owner[DSC_NAME_MAX]);
+/* A hold, as the ledger keeps it: who, which key took it, what it was for. */
+typedef struct dsc_hold_info {
+    char id[DSC_RESERVATION_ID_MAX];
+    char org[DSC_NAME_MAX], team[DSC_NAME_MAX], user[DSC_NAME_MAX], key[DSC_NAME_MAX];
+    char owner[DSC_NAME_MAX]; /* the key id that took it ("" = none) */
+    char provider[DSC_NAME_MAX], model[DSC_NAME_MAX], zone[DSC_NAME_MAX], purpose[DSC_NAME_MAX];
+    dsc_amounts held;   /* what it holds (or held) */
+    int64_t expires_us; /* unix µs */
+    bool open;          /* still held (not settled, cancelled or expired) */
+} dsc_hold_info;
+
+/* The hold reservation_id names, from memory only (held ones, and finished ones within
+ * retain_s); DSC_UNKNOWN_RESERVATION otherwise. Never reads the store. */
+dsc_status dsc_ledger_hold_get(dsc_ledger *l, const char *reservation_id, dsc_hold_info *out);
 
 /* Journal one decision (done: as for settle); durable before DSC_OK with durability
  * full and no done. In memory-only ledgers it is counted and dropped.
