@@ -1147,6 +1147,7 @@ static dsc_status decision_copy(const dsc_decision_record *d, dsc__rec *rec, dsc
     o->est_energy_wh = d->est_energy_wh;
     o->est_gco2e = d->est_gco2e;
     o->est_water_ml = d->est_water_ml;
+    o->warnings = d->warnings;
     return st;
 }
 

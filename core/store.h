@@ -58,6 +58,7 @@ typedef struct dsc__rec_decision {
     char key_id[DSC_NAME_MAX], zone[DSC_NAME_MAX], purpose_class[DSC_NAME_MAX];
     char verdicts[2048], tags[1536]; /* JSON text */
     int64_t input_tokens, output_tokens, est_energy_wh, est_gco2e, est_water_ml;
+    unsigned warnings; /* DSC_WARN_* */
 } dsc__rec_decision;
 
 struct dsc__budget_history; /* the ledger's: a new budget and the charges read so far */

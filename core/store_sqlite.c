@@ -160,8 +160,8 @@ static const char *const stmt_sql[ST_COUNT] = {
                     " key, purpose, provider, model, input_tokens, output_tokens,"
                     " est_energy_wh, est_gco2e, est_water_ml, outcome, policy,"
                     " policy_version, reason, reservation_id, key_id, zone, purpose_class,"
-                    " verdicts, tags)"
-                    " VALUES(?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?)",
+                    " verdicts, tags, warnings)"
+                    " VALUES(?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?)",
     [ST_BUDGET_UPSERT] = "INSERT INTO budgets(id, selector, metric, window, limit_micro,"
                          " updated_us) VALUES(?,?,?,?,?,?) ON CONFLICT(selector, metric,"
                          " window) DO UPDATE SET limit_micro = excluded.limit_micro,"
@@ -244,6 +244,7 @@ static const char *const added_columns[] = {
     "reservations ADD COLUMN zone TEXT",     "reservations ADD COLUMN purpose TEXT",
     "decisions ADD COLUMN zone TEXT",        "decisions ADD COLUMN purpose_class TEXT",
     "decisions ADD COLUMN verdicts TEXT",    "decisions ADD COLUMN tags TEXT",
+    "decisions ADD COLUMN warnings TEXT",
 };
 
 static int add_columns(sqlite3 *db) {
@@ -396,6 +397,24 @@ static int write_charge(sq_store *s, const dsc__rec *r) {
     return rc;
 }
 
+/* The estimate's warnings as a JSON array of their names ('["model-not-in-catalogue"]')
+ * into buf; "" when there are none (the column is then NULL). */
+static const char *warnings_json(unsigned bits, char *buf, size_t cap) {
+    const char *names[16];
+    int n = dsc_estimate_warning_names(bits, names, 16);
+    size_t len = 0;
+    buf[0] = '\0';
+    for (int i = 0; i < n && len < cap; i++)
+        len += (size_t)snprintf(buf + len, cap - len, "%s\"%s\"", i ? "," : "[", names[i]);
+    if (n > 0 && len + 2 <= cap) {
+        buf[len] = ']';
+        buf[len + 1] = '\0';
+    } else if (n > 0) {
+        buf[0] = '\0'; /* cannot happen with today's names: never a broken array */
+    }
+    return buf;
+}
+
 static int write_decision(sq_store *s, const dsc__rec *r) {
     const dsc__rec_decision *d = &r->u.decision;
     sqlite3_stmt *st = s->st[ST_DECISION];
@@ -421,6 +440,8 @@ static int write_decision(sq_store *s, const dsc__rec *r) {
     bind_text(st, 23, d->purpose_class);
     bind_text(st, 24, d->verdicts);
     bind_text(st, 25, d->tags);
+    char warnings[256];
+    bind_text(st, 26, warnings_json(d->warnings, warnings, sizeof warnings));
     return step(st);
 }
 

@@ -257,6 +257,7 @@ static void fill_record(dsc__call *c, check_job *j) {
         .purpose_class = j->purpose_class,
         .verdicts = j->verdicts,
         .tags = j->tags_json,
+        .warnings = o->est.warnings,
     };
 }
 

@@ -1466,3 +1466,29 @@ Test(store_sqlite, a_forgotten_reservation_is_recalled_off_the_caller_and_still_
     cr_assert_eq(done.st, DSC_UNKNOWN_RESERVATION);
     dsc_ledger_free(l);
 }
+
+Test(store_sqlite, a_decision_journals_the_estimates_warnings_by_name) {
+    char path[600];
+    temp_db(path, sizeof path);
+    dsc_ledger *l = open_at(path, NULL, 0);
+    dsc_decision_record d = {.decision_id = "d-warned",
+                             .subject = ana,
+                             .outcome = "allow",
+                             .warnings = DSC_WARN_MODEL_UNLISTED | DSC_WARN_FALLBACK_CLASS};
+    dsc_error err;
+    cr_assert_eq(dsc_ledger_record(l, &d, NULL, &err), DSC_OK, "%s", err.message);
+    d.decision_id = "d-plain";
+    d.warnings = 0;
+    cr_assert_eq(dsc_ledger_record(l, &d, NULL, &err), DSC_OK, "%s", err.message);
+    dsc_ledger_free(l);
+    cr_assert_eq(query_int(path, "SELECT json_array_length(warnings) FROM decisions"
+                                 " WHERE decision_id = 'd-warned'"),
+                 2);
+    cr_assert_eq(query_int(path, "SELECT count(*) FROM decisions, json_each(decisions.warnings)"
+                                 " WHERE decision_id = 'd-warned' AND json_each.value IN"
+                                 " ('model-not-in-catalogue', 'model-fallback-class')"),
+                 2);
+    cr_assert_eq(query_int(path, "SELECT count(*) FROM decisions"
+                                 " WHERE decision_id = 'd-plain' AND warnings IS NULL"),
+                 1);
+}

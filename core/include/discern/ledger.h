@@ -348,6 +348,7 @@ struct dsc_decision_record {
     const char *zone, *purpose_class;
     const char *verdicts; /* every policy's verdict, JSON text (<= 2047 bytes), or NULL */
     const char *tags;     /* the request's tags, a JSON object (<= 1535 bytes), or NULL */
+    unsigned warnings;    /* the estimate's DSC_WARN_* bits (journaled by name) */
 };
 
 /* A hold, as the ledger keeps it: who, which key took it, what it was for. */
