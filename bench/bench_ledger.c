@@ -7,6 +7,7 @@
  *
  *   memory   reserve+settle pairs per second, in memory, one thread, subjects
  *            spread over 3 budgets each (org:*, team:*, user:*)
+ *   pairs    the same from 1 and from 2 threads, each on subjects of its own
  *   durable  settles per second with durability full, many threads, group commit
  *            (also batch and off for comparison)
  *   rss      resident memory with 100,000 budgets, each with a counter
@@ -139,6 +140,56 @@ static void three_budgets(dsc_ledger *l) {
     set_budget(l, "user:*", DSC_METRIC_REQUESTS, "rolling:1h", 1e11);
 }
 
+/* --- pairs: 1 and 2 threads --------------------------------------------------- */
+
+typedef struct pair_run {
+    dsc_ledger *l;
+    int first, n; /* this thread's subjects: first .. first + 499 */
+    atomic_int *failures;
+} pair_run;
+
+static void *pair_thread(void *arg) {
+    pair_run *p = arg;
+    char names[500][3][16], rid[DSC_RESERVATION_ID_MAX];
+    dsc_subject subjects[500];
+    for (int i = 0; i < 500; i++)
+        subject_of(p->first + i, names[i][0], names[i][1], names[i][2], &subjects[i]);
+    dsc_amounts a = {{0}};
+    a.v[DSC_METRIC_GCO2E] = 5 * M;
+    a.v[DSC_METRIC_REQUESTS] = M;
+    for (int i = 0; i < p->n; i++)
+        if (reserve_as(p->l, (dsc_reserve_req){&subjects[i % 500], &a, 60, NULL, NULL}, rid, NULL,
+                       0, NULL, NULL, NULL) != DSC_OK ||
+            settle_as(p->l, (dsc_settle_req){rid, &a, NULL, NULL}, NULL, NULL, NULL) != DSC_OK)
+            atomic_fetch_add(p->failures, 1);
+    return NULL;
+}
+
+/* reserve+settle pairs/s on one memory ledger from 1 and from 2 threads, each thread
+ * on subjects of its own (what a ledger without one global lock could run apart). */
+static void bench_pairs(void) {
+    enum { N = 1000000 };
+    for (int threads = 1; threads <= 2; threads++) {
+        dsc_ledger *l = open_ledger(NULL, DSC_DURABILITY_FULL, NULL, NULL);
+        three_budgets(l);
+        atomic_int failures = 0;
+        pair_run runs[2];
+        pthread_t tids[2];
+        double t0 = now_s(), c0 = cpu_s();
+        for (int t = 0; t < threads; t++) {
+            runs[t] = (pair_run){l, t * 500, N / threads, &failures};
+            pthread_create(&tids[t], NULL, pair_thread, &runs[t]);
+        }
+        for (int t = 0; t < threads; t++)
+            pthread_join(tids[t], NULL);
+        double dt = now_s() - t0, dc = cpu_s() - c0;
+        printf("pairs: %d reserve+settle pairs, memory, %d thread%s, 3 budgets each: %.0f "
+               "pairs/s (%.2f us/pair CPU, %d failed)\n",
+               N, threads, threads == 1 ? "" : "s", N / dt, dc * 1e6 / N, atomic_load(&failures));
+        dsc_ledger_free(l);
+    }
+}
+
 /* --- memory ----------------------------------------------------------------- */
 
 static void bench_memory(void) {
@@ -207,10 +258,11 @@ static void *durable_worker(void *arg) {
     pthread_barrier_wait(r->go);
     for (int i = 0; i < r->per_thread; i++) {
         char *rid = r->rids[w->index * r->per_thread + i];
-        dsc_status st = r->phase == 0
-                            ? reserve_as(r->l, (dsc_reserve_req){&s, &a, 3600, NULL, NULL}, rid,
-                                         NULL, 0, NULL, NULL, NULL)
-                            : settle_as(r->l, (dsc_settle_req){rid, &a, NULL, NULL}, NULL, NULL, NULL);
+        dsc_status st =
+            r->phase == 0
+                ? reserve_as(r->l, (dsc_reserve_req){&s, &a, 3600, NULL, NULL}, rid, NULL, 0, NULL,
+                             NULL, NULL)
+                : settle_as(r->l, (dsc_settle_req){rid, &a, NULL, NULL}, NULL, NULL, NULL);
         if (st != DSC_OK) __atomic_add_fetch(&r->failures, 1, __ATOMIC_RELAXED);
     }
     return NULL;
@@ -683,6 +735,7 @@ int main(int argc, char **argv) {
     mkdir(dir, 0755);
     setvbuf(stdout, NULL, _IOLBF, 0);
     if (wants(argc, argv, "memory")) bench_memory();
+    if (wants(argc, argv, "pairs")) bench_pairs();
     if (wants(argc, argv, "rss")) {
         bench_rss(1); /* budgets and counters only */
         bench_rss(0); /* plus the default 100 000 remembered reservations */
