@@ -45,13 +45,10 @@ static dsc_status reserve_as(dsc_ledger *l, dsc_reserve_req req, char *rid, dsc_
     return st;
 }
 
-/* dsc_ledger_settle with its kind into *kind (may be NULL). */
-static dsc_status settle_as(dsc_ledger *l, dsc_settle_req req, dsc_settle_kind *kind,
+/* dsc_ledger_settle with the request by value; out (may be NULL) must outlive done. */
+static dsc_status settle_as(dsc_ledger *l, dsc_settle_req req, dsc_settle_out *out,
                             const dsc_done *done, dsc_error *err) {
-    dsc_settle_out out = {DSC_SETTLE_RESERVED};
-    dsc_status st = dsc_ledger_settle(l, &req, &out, done, err);
-    if (kind) *kind = out.kind;
-    return st;
+    return dsc_ledger_settle(l, &req, out, done, err);
 }
 
 #define M DSC_MICRO

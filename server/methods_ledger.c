@@ -599,7 +599,7 @@ typedef struct settle_job {
     settle_args a;
     dsc_estimate est;
     dsc_amounts actual;
-    dsc_settle_kind kind;
+    dsc_settle_out out; /* the ledger fills it by the time done runs */
     bool has_subject;
 } settle_job;
 
@@ -691,7 +691,7 @@ static dsc_status finish_settle(dsc__job *job, dsc_status st, const dsc_error *s
     dsc__pack_key(pk, "reservation");
     dsc_rpc_pack_cstr(pk, j->a.reservation);
     dsc__pack_key(pk, "settled");
-    dsc_rpc_pack_cstr(pk, settle_kind_name(j->kind));
+    dsc_rpc_pack_cstr(pk, settle_kind_name(j->out.kind));
     dsc__pack_key(pk, "charged");
     pack_amounts(pk, &j->actual);
     dsc__pack_key(pk, "estimate");
@@ -720,10 +720,8 @@ dsc_status dsc__m_settle(dsc__call *c, const msgpack_object *p, msgpack_packer *
     j->has_subject = s->org[0] || s->team[0] || s->user[0] || s->key[0];
     dsc_settle_req req = {j->a.reservation, &j->actual, j->has_subject ? &s->subject : NULL,
                           caller_key(c)};
-    dsc_settle_out out = {DSC_SETTLE_RESERVED};
     dsc_done done = {dsc__job_done, dsc__job_slot(&j->job, 0)};
-    st = dsc_ledger_settle(c->srv->ledger, &req, &out, &done, err);
-    j->kind = out.kind;
+    st = dsc_ledger_settle(c->srv->ledger, &req, &j->out, &done, err);
     if (st != DSC_OK) dsc__job_unslot(&j->job);
     return st;
 }

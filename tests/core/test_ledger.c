@@ -19,13 +19,10 @@ static dsc_status reserve_as(dsc_ledger *l, dsc_reserve_req req, char *rid, dsc_
     return st;
 }
 
-/* dsc_ledger_settle with its kind into *kind (may be NULL). */
-static dsc_status settle_as(dsc_ledger *l, dsc_settle_req req, dsc_settle_kind *kind,
+/* dsc_ledger_settle with the request by value; out (may be NULL) must outlive done. */
+static dsc_status settle_as(dsc_ledger *l, dsc_settle_req req, dsc_settle_out *out,
                             const dsc_done *done, dsc_error *err) {
-    dsc_settle_out out = {DSC_SETTLE_RESERVED};
-    dsc_status st = dsc_ledger_settle(l, &req, &out, done, err);
-    if (kind) *kind = out.kind;
-    return st;
+    return dsc_ledger_settle(l, &req, out, done, err);
 }
 
 #define S 1000000LL
@@ -347,17 +344,17 @@ Test(ledger, settle_replaces_the_hold_with_the_actual_and_is_idempotent) {
     cr_assert_eq(reserve_as(l, (dsc_reserve_req){&ana, &hold, 60, "q1", NULL}, rid, NULL, 0, NULL,
                             NULL, NULL),
                  DSC_OK);
-    dsc_settle_kind kind;
+    dsc_settle_out kind;
     cr_assert_eq(settle_as(l, (dsc_settle_req){rid, &actual, NULL, NULL}, &kind, NULL, NULL),
                  DSC_OK);
-    cr_assert_eq(kind, DSC_SETTLE_RESERVED);
+    cr_assert_eq(kind.kind, DSC_SETTLE_RESERVED);
     dsc_budget_state s = state_of(l, &ana, "user:*");
     cr_assert_eq(s.used, 3 * M);
     cr_assert_eq(s.held, 0);
     cr_assert_eq(s.remaining, 7 * M);
     cr_assert_eq(settle_as(l, (dsc_settle_req){rid, &actual, NULL, NULL}, &kind, NULL, NULL),
                  DSC_OK);
-    cr_assert_eq(kind, DSC_SETTLE_REPEATED);
+    cr_assert_eq(kind.kind, DSC_SETTLE_REPEATED);
     cr_assert_eq(state_of(l, &ana, "user:*").used, 3 * M, "a repeated settle charges nothing");
     dsc_ledger_free(l);
 }
@@ -436,10 +433,10 @@ Test(ledger, expired_holds_are_charged_by_default) {
     cr_assert_eq(s.used, 4 * M);
     /* a late settle replaces what the expiry charged with the actual */
     dsc_amounts actual = amt(DSC_METRIC_GCO2E, 1 * M);
-    dsc_settle_kind kind;
+    dsc_settle_out kind;
     cr_assert_eq(settle_as(l, (dsc_settle_req){rid, &actual, NULL, NULL}, &kind, NULL, NULL),
                  DSC_OK);
-    cr_assert_eq(kind, DSC_SETTLE_LATE);
+    cr_assert_eq(kind.kind, DSC_SETTLE_LATE);
     cr_assert_eq(state_of(l, &ana, "user:*").used, 1 * M);
     dsc_ledger_stats stats;
     dsc_ledger_stats_get(l, &stats);
@@ -471,13 +468,13 @@ Test(ledger, settle_of_an_unknown_reservation_is_charged_as_unreserved_usage_onc
     budget(l, "team:*", DSC_METRIC_ENERGY_WH, "day", 100);
     budget(l, "*", DSC_METRIC_ENERGY_WH, "day", 100);
     dsc_amounts actual = amt(DSC_METRIC_ENERGY_WH, 7 * M);
-    dsc_settle_kind kind;
+    dsc_settle_out kind;
     cr_assert_eq(settle_as(l, (dsc_settle_req){"r-lost", &actual, &ana, NULL}, &kind, NULL, NULL),
                  DSC_OK);
-    cr_assert_eq(kind, DSC_SETTLE_UNRESERVED);
+    cr_assert_eq(kind.kind, DSC_SETTLE_UNRESERVED);
     cr_assert_eq(settle_as(l, (dsc_settle_req){"r-lost", &actual, &ana, NULL}, &kind, NULL, NULL),
                  DSC_OK);
-    cr_assert_eq(kind, DSC_SETTLE_REPEATED);
+    cr_assert_eq(kind.kind, DSC_SETTLE_REPEATED);
     cr_assert_eq(state_of(l, &ana, "team:*").used, 7 * M);
     /* with no subject it still counts, against the budgets of everyone */
     cr_assert_eq(settle_as(l, (dsc_settle_req){"r-anon", &actual, NULL, NULL}, &kind, NULL, NULL),
@@ -828,10 +825,10 @@ Test(ledger, reservation_ids_are_96_random_bits_and_a_guess_of_their_shape_charg
                      DSC_UNKNOWN_RESERVATION, "%s", guesses[i]);
     cr_assert_eq(state_of(l, &ana, "team:*").used, 0);
     /* An id of the caller's own shape is an unreserved settle, as before. */
-    dsc_settle_kind kind;
+    dsc_settle_out kind;
     cr_assert_eq(settle_as(l, (dsc_settle_req){"job-7", &ten, &ana, NULL}, &kind, NULL, &err),
                  DSC_OK, "%s", err.message);
-    cr_assert_eq(kind, DSC_SETTLE_UNRESERVED);
+    cr_assert_eq(kind.kind, DSC_SETTLE_UNRESERVED);
     dsc_ledger_free(l);
 }
 
@@ -921,10 +918,10 @@ Test(ledger, a_settle_or_cancel_by_another_key_is_refused_and_changes_nothing) {
                  "a caller with no key is not the owner either");
     cr_assert_eq(state_of(l, &ana, "*").held, 2 * M, "the hold stays");
     cr_assert_eq(state_of(l, &ana, "*").used, 0);
-    dsc_settle_kind kind;
+    dsc_settle_out kind;
     cr_assert_eq(settle_as(l, (dsc_settle_req){id, &one, NULL, NULL}, &kind, NULL, &err), DSC_OK,
                  "no key given: an admin may");
-    cr_assert_eq(kind, DSC_SETTLE_RESERVED);
+    cr_assert_eq(kind.kind, DSC_SETTLE_RESERVED);
     cr_assert_eq(state_of(l, &ana, "*").used, M);
     dsc_ledger_free(l);
 }

@@ -29,13 +29,10 @@ static dsc_status reserve_as(dsc_ledger *l, dsc_reserve_req req, char *rid, dsc_
     return st;
 }
 
-/* dsc_ledger_settle with its kind into *kind (may be NULL). */
-static dsc_status settle_as(dsc_ledger *l, dsc_settle_req req, dsc_settle_kind *kind,
+/* dsc_ledger_settle with the request by value; out (may be NULL) must outlive done. */
+static dsc_status settle_as(dsc_ledger *l, dsc_settle_req req, dsc_settle_out *out,
                             const dsc_done *done, dsc_error *err) {
-    dsc_settle_out out = {DSC_SETTLE_RESERVED};
-    dsc_status st = dsc_ledger_settle(l, &req, &out, done, err);
-    if (kind) *kind = out.kind;
-    return st;
+    return dsc_ledger_settle(l, &req, out, done, err);
 }
 
 #define S 1000000LL
@@ -155,14 +152,14 @@ Test(store_sqlite, restart_rebuilds_budgets_counters_and_holds) {
     cr_assert_eq(find(after, na, "team:*").used, (3 + 4 + 5 + 6 + 7) * M);
     cr_assert_eq(find(after, na, "team:*").held, 7 * M);
     /* the hold survives and settles; the old settle stays settled */
-    dsc_settle_kind kind;
+    dsc_settle_out kind;
     dsc_amounts actual = amt(DSC_METRIC_GCO2E, 2 * M);
     cr_assert_eq(settle_as(l, (dsc_settle_req){open_rid, &actual, NULL, NULL}, &kind, NULL, &err),
                  DSC_OK);
-    cr_assert_eq(kind, DSC_SETTLE_RESERVED);
+    cr_assert_eq(kind.kind, DSC_SETTLE_RESERVED);
     cr_assert_eq(settle_as(l, (dsc_settle_req){first, &actual, NULL, NULL}, &kind, NULL, &err),
                  DSC_OK);
-    cr_assert_eq(kind, DSC_SETTLE_REPEATED);
+    cr_assert_eq(kind.kind, DSC_SETTLE_REPEATED);
     char again[DSC_RESERVATION_ID_MAX];
     cr_assert_eq(reserve_as(l, (dsc_reserve_req){&ana, &hold, 600, "open", NULL}, again, NULL, 0,
                             NULL, NULL, &err),
@@ -192,11 +189,11 @@ Test(store_sqlite, a_settle_forgotten_by_memory_is_still_idempotent) {
     dsc_ledger_stats stats;
     dsc_ledger_stats_get(l, &stats);
     cr_assert_eq(stats.reservations, 0, "forgotten by memory");
-    dsc_settle_kind kind;
+    dsc_settle_out kind;
     cr_assert_eq(
         settle_as(l, (dsc_settle_req){rid, &a, (dsc_subject *)&ana, NULL}, &kind, NULL, &err),
         DSC_OK);
-    cr_assert_eq(kind, DSC_SETTLE_REPEATED);
+    cr_assert_eq(kind.kind, DSC_SETTLE_REPEATED);
     dsc_budget_state st[4];
     cr_assert_eq(find(st, preview(l, st, 4), "*").used, 5 * M);
     dsc_ledger_free(l);
@@ -553,7 +550,7 @@ Test(store_sqlite, async_settle_reports_the_commit_and_then_counts) {
         reserve_as(l, (dsc_reserve_req){&ana, &a, 60, NULL, NULL}, rid, NULL, 0, NULL, NULL, &err),
         DSC_OK);
     completion c = {PTHREAD_MUTEX_INITIALIZER, PTHREAD_COND_INITIALIZER, 0, DSC_INTERNAL};
-    dsc_settle_kind kind;
+    dsc_settle_out kind;
     cr_assert_eq(
         settle_as(l, (dsc_settle_req){rid, &a, NULL, NULL}, &kind, &(dsc_done){on_done, &c}, &err),
         DSC_OK);
@@ -568,7 +565,7 @@ Test(store_sqlite, async_settle_reports_the_commit_and_then_counts) {
         settle_as(l, (dsc_settle_req){rid, &a, NULL, NULL}, &kind, &(dsc_done){on_done, &c}, &err),
         DSC_OK);
     cr_assert_eq(c.calls, 2);
-    cr_assert_eq(kind, DSC_SETTLE_REPEATED);
+    cr_assert_eq(kind.kind, DSC_SETTLE_REPEATED);
     dsc_decision_record d = {.decision_id = "d9", .outcome = "allow"};
     cr_assert_eq(dsc_ledger_record(l, &d, &(dsc_done){on_done, &c}, &err), DSC_OK);
     wait_calls(&c, 3);
@@ -1078,10 +1075,10 @@ Test(store_sqlite, unreserved_and_late_settles_write_their_reservation_rows) {
                                    NULL, NULL, &err),
                  DSC_OK);
     dsc_amounts a = amt(DSC_METRIC_GCO2E, 4 * M);
-    dsc_settle_kind kind;
+    dsc_settle_out kind;
     cr_assert_eq(settle_as(l, (dsc_settle_req){"r-never-held", &a, &ana, NULL}, &kind, NULL, &err),
                  DSC_OK, "%s", err.message);
-    cr_assert_eq(kind, DSC_SETTLE_UNRESERVED);
+    cr_assert_eq(kind.kind, DSC_SETTLE_UNRESERVED);
     char rid[DSC_RESERVATION_ID_MAX];
     cr_assert_eq(
         reserve_as(l, (dsc_reserve_req){&ana, &a, 60, NULL, NULL}, rid, NULL, 0, NULL, NULL, &err),
@@ -1090,7 +1087,7 @@ Test(store_sqlite, unreserved_and_late_settles_write_their_reservation_rows) {
     dsc_amounts later = amt(DSC_METRIC_GCO2E, 6 * M);
     cr_assert_eq(settle_as(l, (dsc_settle_req){rid, &later, NULL, NULL}, &kind, NULL, &err),
                  DSC_OK);
-    cr_assert_eq(kind, DSC_SETTLE_LATE);
+    cr_assert_eq(kind.kind, DSC_SETTLE_LATE);
     dsc_ledger_free(l);
     cr_assert_eq(query_int(path, "SELECT charged_gco2e FROM reservations"
                                  " WHERE id = 'r-never-held' AND state = 'settled'"
@@ -1158,16 +1155,16 @@ Test(store_sqlite, a_file_of_the_previous_schema_reloads_and_gets_the_partial_in
     cr_assert_eq(all.held, 7 * M, "the held row is a hold again");
     cr_assert_eq(all.used, 3 * M, "the charge is counted");
     dsc_error err;
-    dsc_settle_kind kind;
+    dsc_settle_out kind;
     dsc_amounts a = amt(DSC_METRIC_GCO2E, 3 * M);
     cr_assert_eq(
         settle_as(l, (dsc_settle_req){"r00000000000000a2", &a, NULL, NULL}, &kind, NULL, &err),
         DSC_OK);
-    cr_assert_eq(kind, DSC_SETTLE_REPEATED, "the finished row was reloaded");
+    cr_assert_eq(kind.kind, DSC_SETTLE_REPEATED, "the finished row was reloaded");
     cr_assert_eq(
         settle_as(l, (dsc_settle_req){"r00000000000000a1", &a, NULL, NULL}, &kind, NULL, &err),
         DSC_OK);
-    cr_assert_eq(kind, DSC_SETTLE_RESERVED);
+    cr_assert_eq(kind.kind, DSC_SETTLE_RESERVED);
     dsc_ledger_free(l);
     cr_assert_eq(query_int(path, "SELECT count(*) FROM sqlite_master"
                                  " WHERE name = 'reservations_finished'"),
@@ -1439,7 +1436,7 @@ Test(store_sqlite, a_forgotten_reservation_is_recalled_off_the_caller_and_still_
     cr_assert_eq(dsc_ledger_hold_get(l, rid, &h), DSC_UNKNOWN_RESERVATION, "forgotten by memory");
     /* with a done: recalled on the ledger's reader thread, done runs there once */
     completion done = {.mu = PTHREAD_MUTEX_INITIALIZER, .cv = PTHREAD_COND_INITIALIZER};
-    dsc_settle_kind kind = DSC_SETTLE_RESERVED;
+    dsc_settle_out kind = {DSC_SETTLE_RESERVED};
     cr_assert_eq(settle_as(l, (dsc_settle_req){rid, &a, NULL, "k_2"}, &kind,
                            &(dsc_done){on_done, &done}, &err),
                  DSC_OK, "handed to the reader: the outcome comes through done");
@@ -1449,7 +1446,7 @@ Test(store_sqlite, a_forgotten_reservation_is_recalled_off_the_caller_and_still_
     cr_assert_str_eq(h.owner, "k_1");
     cr_assert_str_eq(h.model, "m");
     cr_assert_eq(settle_as(l, (dsc_settle_req){rid, &a, NULL, "k_1"}, &kind, NULL, &err), DSC_OK);
-    cr_assert_eq(kind, DSC_SETTLE_REPEATED);
+    cr_assert_eq(kind.kind, DSC_SETTLE_REPEATED);
     /* a cancel of a forgotten one, with a done */
     cr_assert_eq(
         dsc_ledger_cancel(l, &(dsc_cancel_req){other, "k_2"}, &(dsc_done){on_done, &done}, &err),

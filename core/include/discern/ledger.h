@@ -302,7 +302,8 @@ typedef struct dsc_settle_out {
  * charges nothing and reports DSC_SETTLE_REPEATED. An unknown reservation is still
  * recorded and charged to subject_if_unknown. Usage is durable before DSC_OK with
  * durability full and no done; with done the in-memory counters change at the commit
- * (full) or at once (batch, off). out may be NULL. A finished reservation the ledger
+ * (full) or at once (batch, off). out may be NULL; with done it must stay valid until
+ * done runs (the kind may be written then). A finished reservation the ledger
  * no longer keeps in memory is recalled from the store, never under the ledger's
  * lock: with done on the ledger's reader thread (the caller's thread reads nothing),
  * without on the calling thread. DSC_BAD_REQUEST (negative amount, bad id),
