@@ -7,6 +7,7 @@
  *
  *   memory   reserve+settle pairs per second, in memory, one thread, subjects
  *            spread over 3 budgets each (org:*, team:*, user:*)
+ *   pairs    the same from 1 and from 2 threads, each on subjects of its own
  *   durable  settles per second with durability full, many threads, group commit
  *            (also batch and off for comparison)
  *   rss      resident memory with 100,000 budgets, each with a counter
@@ -15,7 +16,7 @@
  *            64 000 checks (async reserve + async decision record) then their
  *            settles, from 2 threads with 512 checks or settles in flight; wall rate and process
  * CPU (all threads, the writer's SQLite work included) per check and settle checks1  the same with
- * dsc_ledger_reserve_journal_async (hold + decision, one record)
+ * dsc_ledger_reserve with a decision (hold + decision, one record)
  */
 #include "discern/ledger.h"
 
@@ -32,6 +33,23 @@
 #include <sys/stat.h>
 #include <time.h>
 #include <unistd.h>
+
+/* dsc_ledger_reserve with the reply spread out: the id into rid (may be NULL), the
+ * budgets that would be exceeded into ex[0..max), their count into *nex. */
+static dsc_status reserve_as(dsc_ledger *l, dsc_reserve_req req, char *rid, dsc_budget_state *ex,
+                             size_t max, size_t *nex, const dsc_done *done, dsc_error *err) {
+    dsc_reserve_out out = {.exceeded = ex, .max_exceeded = max};
+    dsc_status st = dsc_ledger_reserve(l, &req, &out, done, err);
+    if (rid) memcpy(rid, out.reservation_id, DSC_RESERVATION_ID_MAX);
+    if (nex) *nex = out.n_exceeded;
+    return st;
+}
+
+/* dsc_ledger_settle with the request by value; out (may be NULL) must outlive done. */
+static dsc_status settle_as(dsc_ledger *l, dsc_settle_req req, dsc_settle_out *out,
+                            const dsc_done *done, dsc_error *err) {
+    return dsc_ledger_settle(l, &req, out, done, err);
+}
 
 #define M DSC_MICRO
 
@@ -99,7 +117,8 @@ static dsc_ledger *open_ledger(const char *path, dsc_durability d, int64_t (*clo
 
 static void set_budget(dsc_ledger *l, const char *sel, dsc_metric m, const char *w, double lim) {
     dsc_error err;
-    if (dsc_ledger_budget_set(l, sel, m, w, lim, NULL, &err) != DSC_OK) {
+    if (dsc_ledger_budget(l, &(dsc_budget_req){sel, m, w, lim, false}, NULL, NULL, &err) !=
+        DSC_OK) {
         fprintf(stderr, "bench_ledger: budget %s: %s\n", sel, err.message);
         exit(1);
     }
@@ -116,6 +135,56 @@ static void three_budgets(dsc_ledger *l) {
     set_budget(l, "org:*", DSC_METRIC_GCO2E, "month", 1e11);
     set_budget(l, "team:*", DSC_METRIC_GCO2E, "month", 1e11);
     set_budget(l, "user:*", DSC_METRIC_REQUESTS, "rolling:1h", 1e11);
+}
+
+/* --- pairs: 1 and 2 threads --------------------------------------------------- */
+
+typedef struct pair_run {
+    dsc_ledger *l;
+    int first, n; /* this thread's subjects: first .. first + 499 */
+    atomic_int *failures;
+} pair_run;
+
+static void *pair_thread(void *arg) {
+    pair_run *p = arg;
+    char names[500][3][16], rid[DSC_RESERVATION_ID_MAX];
+    dsc_subject subjects[500];
+    for (int i = 0; i < 500; i++)
+        subject_of(p->first + i, names[i][0], names[i][1], names[i][2], &subjects[i]);
+    dsc_amounts a = {{0}};
+    a.v[DSC_METRIC_GCO2E] = 5 * M;
+    a.v[DSC_METRIC_REQUESTS] = M;
+    for (int i = 0; i < p->n; i++)
+        if (reserve_as(p->l, (dsc_reserve_req){&subjects[i % 500], &a, 60, NULL, NULL}, rid, NULL,
+                       0, NULL, NULL, NULL) != DSC_OK ||
+            settle_as(p->l, (dsc_settle_req){rid, &a, NULL, NULL}, NULL, NULL, NULL) != DSC_OK)
+            atomic_fetch_add(p->failures, 1);
+    return NULL;
+}
+
+/* reserve+settle pairs/s on one memory ledger from 1 and from 2 threads, each thread
+ * on subjects of its own (what a ledger without one global lock could run apart). */
+static void bench_pairs(void) {
+    enum { N = 1000000 };
+    for (int threads = 1; threads <= 2; threads++) {
+        dsc_ledger *l = open_ledger(NULL, DSC_DURABILITY_FULL, NULL, NULL);
+        three_budgets(l);
+        atomic_int failures = 0;
+        pair_run runs[2];
+        pthread_t tids[2];
+        double t0 = now_s(), c0 = cpu_s();
+        for (int t = 0; t < threads; t++) {
+            runs[t] = (pair_run){l, t * 500, N / threads, &failures};
+            pthread_create(&tids[t], NULL, pair_thread, &runs[t]);
+        }
+        for (int t = 0; t < threads; t++)
+            pthread_join(tids[t], NULL);
+        double dt = now_s() - t0, dc = cpu_s() - c0;
+        printf("pairs: %d reserve+settle pairs, memory, %d thread%s, 3 budgets each: %.0f "
+               "pairs/s (%.2f us/pair CPU, %d failed)\n",
+               N, threads, threads == 1 ? "" : "s", N / dt, dc * 1e6 / N, atomic_load(&failures));
+        dsc_ledger_free(l);
+    }
 }
 
 /* --- memory ----------------------------------------------------------------- */
@@ -136,9 +205,9 @@ static void bench_memory(void) {
     a.v[DSC_METRIC_REQUESTS] = M;
     double t0 = now_s(), c0 = cpu_s();
     for (int i = 0; i < N; i++) {
-        if (dsc_ledger_reserve(l, &subjects[i % SUBJECTS], &a, 60, NULL, rid, NULL, 0, NULL,
-                               NULL) != DSC_OK ||
-            dsc_ledger_settle(l, rid, &a, NULL, NULL, NULL) != DSC_OK) {
+        if (reserve_as(l, (dsc_reserve_req){&subjects[i % SUBJECTS], &a, 60, NULL, NULL}, rid, NULL,
+                       0, NULL, NULL, NULL) != DSC_OK ||
+            settle_as(l, (dsc_settle_req){rid, &a, NULL, NULL}, NULL, NULL, NULL) != DSC_OK) {
             fprintf(stderr, "bench_ledger: memory pair %d failed\n", i);
             exit(1);
         }
@@ -186,9 +255,11 @@ static void *durable_worker(void *arg) {
     pthread_barrier_wait(r->go);
     for (int i = 0; i < r->per_thread; i++) {
         char *rid = r->rids[w->index * r->per_thread + i];
-        dsc_status st = r->phase == 0
-                            ? dsc_ledger_reserve(r->l, &s, &a, 3600, NULL, rid, NULL, 0, NULL, NULL)
-                            : dsc_ledger_settle(r->l, rid, &a, NULL, NULL, NULL);
+        dsc_status st =
+            r->phase == 0
+                ? reserve_as(r->l, (dsc_reserve_req){&s, &a, 3600, NULL, NULL}, rid, NULL, 0, NULL,
+                             NULL, NULL)
+                : settle_as(r->l, (dsc_settle_req){rid, &a, NULL, NULL}, NULL, NULL, NULL);
         if (st != DSC_OK) __atomic_add_fetch(&r->failures, 1, __ATOMIC_RELAXED);
     }
     return NULL;
@@ -269,8 +340,8 @@ static void *async_settler(void *arg) {
     a.v[DSC_METRIC_REQUESTS] = M;
     for (int i = w->index; i < r->n; i += r->nthreads) {
         sem_wait(&r->slots);
-        if (dsc_ledger_settle_async(r->l, r->rids[i], &a, NULL, NULL, on_settled, r, NULL) !=
-            DSC_OK)
+        if (settle_as(r->l, (dsc_settle_req){r->rids[i], &a, NULL, NULL}, NULL,
+                      &(dsc_done){on_settled, r}, NULL) != DSC_OK)
             on_settled(r, DSC_INTERNAL, NULL);
     }
     return NULL;
@@ -336,7 +407,7 @@ typedef struct check_run {
     dsc_ledger *l;
     char (*rids)[DSC_RESERVATION_ID_MAX];
     int n, nthreads, phase; /* 0 checks, 1 settles */
-    bool one_record;        /* dsc_ledger_reserve_journal_async: hold + decision in one */
+    bool one_record;        /* dsc_ledger_reserve with a decision: hold + decision in one */
     sem_t slots;
     long done, calls;
     int failures;
@@ -377,17 +448,17 @@ static void one_check(check_run *r, int i, const dsc_subject *s, const dsc_amoun
     if (r->one_record) {
         sem_wait(&r->slots);
         __atomic_add_fetch(&r->calls, 1, __ATOMIC_RELAXED);
-        if (dsc_ledger_reserve_journal_async(r->l, s, a, 3600, NULL, r->rids[i], NULL, 0, NULL, &d,
-                                             on_check_done, r, NULL) != DSC_OK)
+        if (reserve_as(r->l, (dsc_reserve_req){s, a, 3600, NULL, &d}, r->rids[i], NULL, 0, NULL,
+                       &(dsc_done){on_check_done, r}, NULL) != DSC_OK)
             on_check_done(r, DSC_INTERNAL, NULL);
         return;
     }
     sem_wait(&r->slots);
     sem_wait(&r->slots);
-    if (dsc_ledger_reserve_async(r->l, s, a, 3600, NULL, r->rids[i], NULL, 0, NULL, on_check_done,
-                                 r, NULL) != DSC_OK)
+    if (reserve_as(r->l, (dsc_reserve_req){s, a, 3600, NULL, NULL}, r->rids[i], NULL, 0, NULL,
+                   &(dsc_done){on_check_done, r}, NULL) != DSC_OK)
         on_check_done(r, DSC_INTERNAL, NULL);
-    if (dsc_ledger_record_decision_async(r->l, &d, on_check_done, r, NULL) != DSC_OK)
+    if (dsc_ledger_record(r->l, &d, &(dsc_done){on_check_done, r}, NULL) != DSC_OK)
         on_check_done(r, DSC_INTERNAL, NULL);
     __atomic_add_fetch(&r->calls, 2, __ATOMIC_RELAXED);
 }
@@ -408,8 +479,8 @@ static void *check_submitter(void *arg) {
         }
         sem_wait(&r->slots);
         __atomic_add_fetch(&r->calls, 1, __ATOMIC_RELAXED);
-        if (dsc_ledger_settle_async(r->l, r->rids[i], &a, NULL, NULL, on_check_done, r, NULL) !=
-            DSC_OK)
+        if (settle_as(r->l, (dsc_settle_req){r->rids[i], &a, NULL, NULL}, NULL,
+                      &(dsc_done){on_check_done, r}, NULL) != DSC_OK)
             on_check_done(r, DSC_INTERNAL, NULL);
     }
     return NULL;
@@ -493,8 +564,9 @@ static void bench_rss(size_t retain_max) {
         snprintf(org, sizeof org, "o%d", i % 100);
         snprintf(team, sizeof team, "t%d", i % 1000);
         dsc_subject s = {.org = org, .team = team, .user = user};
-        if (dsc_ledger_reserve(l, &s, &a, 60, NULL, rid, NULL, 0, NULL, NULL) != DSC_OK ||
-            dsc_ledger_settle(l, rid, &a, NULL, NULL, NULL) != DSC_OK)
+        if (reserve_as(l, (dsc_reserve_req){&s, &a, 60, NULL, NULL}, rid, NULL, 0, NULL, NULL,
+                       NULL) != DSC_OK ||
+            settle_as(l, (dsc_settle_req){rid, &a, NULL, NULL}, NULL, NULL, NULL) != DSC_OK)
             exit(1);
     }
     long after = rss_kb();
@@ -549,8 +621,9 @@ static void *settle_probe(void *arg) {
     while (!atomic_load(&p->stop)) {
         char rid[DSC_RESERVATION_ID_MAX];
         double t0 = now_s();
-        if (dsc_ledger_reserve(p->l, &s, &a, 60, NULL, rid, NULL, 0, NULL, NULL) != DSC_OK ||
-            dsc_ledger_settle(p->l, rid, &a, NULL, NULL, NULL) != DSC_OK)
+        if (reserve_as(p->l, (dsc_reserve_req){&s, &a, 60, NULL, NULL}, rid, NULL, 0, NULL, NULL,
+                       NULL) != DSC_OK ||
+            settle_as(p->l, (dsc_settle_req){rid, &a, NULL, NULL}, NULL, NULL, NULL) != DSC_OK)
             continue;
         double dt = now_s() - t0;
         if (dt > p->max_wait) p->max_wait = dt;
@@ -584,7 +657,7 @@ static void bench_restart(const char *dir, int64_t span_s) {
         subject_of(i, org, team, user, &s);
         snprintf(rid, sizeof rid, "load-%d", i);
         clk.now += step;
-        if (dsc_ledger_settle(l, rid, &a, &s, NULL, NULL) != DSC_OK) {
+        if (settle_as(l, (dsc_settle_req){rid, &a, &s, NULL}, NULL, NULL, NULL) != DSC_OK) {
             i--; /* the queue was briefly failing: retry */
             continue;
         }
@@ -631,9 +704,9 @@ static void bench_restart(const char *dir, int64_t span_s) {
     /* The async form, as discernd calls it: the caller gets its thread back at once. */
     done_wait w = {PTHREAD_MUTEX_INITIALIZER, PTHREAD_COND_INITIALIZER, false};
     t0 = now_s();
-    if (dsc_ledger_budget_set_async(l, "org:*", DSC_METRIC_GCO2E, "year", 1e11, on_budget_done, &w,
-                                    NULL) != DSC_OK) {
-        fprintf(stderr, "bench_ledger: budget_set_async failed\n");
+    if (dsc_ledger_budget(l, &(dsc_budget_req){"org:*", DSC_METRIC_GCO2E, "year", 1e11, false},
+                          NULL, &(dsc_done){on_budget_done, &w}, NULL) != DSC_OK) {
+        fprintf(stderr, "bench_ledger: dsc_ledger_budget with a done failed\n");
         exit(1);
     }
     double returned = now_s() - t0;
@@ -641,7 +714,7 @@ static void bench_restart(const char *dir, int64_t span_s) {
     while (!w.done)
         pthread_cond_wait(&w.cv, &w.mu);
     pthread_mutex_unlock(&w.mu);
-    printf("restart: dsc_ledger_budget_set_async of a new 'org:*' returned in %.6f s, its "
+    printf("restart: dsc_ledger_budget with a done of a new 'org:*' returned in %.6f s, its "
            "completion came after %.3f s\n",
            returned, now_s() - t0);
     dsc_ledger_free(l);
@@ -659,6 +732,7 @@ int main(int argc, char **argv) {
     mkdir(dir, 0755);
     setvbuf(stdout, NULL, _IOLBF, 0);
     if (wants(argc, argv, "memory")) bench_memory();
+    if (wants(argc, argv, "pairs")) bench_pairs();
     if (wants(argc, argv, "rss")) {
         bench_rss(1); /* budgets and counters only */
         bench_rss(0); /* plus the default 100 000 remembered reservations */

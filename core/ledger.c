@@ -201,8 +201,12 @@ static const char *put_str(char **tail, const char *s) {
 }
 
 dsc__reservation *dsc__reservation_new(const char *id, const char *request_id, const dsc_subject *s,
-                                       const dsc__hit *hits, size_t n) {
-    size_t strs = str_size(s->org) + str_size(s->team) + str_size(s->user) + str_size(s->key);
+                                       const dsc__hold_what *what, const dsc__hit *hits, size_t n) {
+    dsc__hold_what none = {0};
+    const dsc__hold_what *w = what ? what : &none;
+    size_t strs = str_size(s->org) + str_size(s->team) + str_size(s->user) + str_size(s->key) +
+                  str_size(w->provider) + str_size(w->model) + str_size(w->zone) +
+                  str_size(w->purpose);
     dsc__reservation *r = calloc(1, sizeof *r + n * sizeof r->counters[0] + strs);
     if (!r) return NULL;
     copy_str(r->id, sizeof r->id, id);
@@ -216,6 +220,10 @@ dsc__reservation *dsc__reservation_new(const char *id, const char *request_id, c
     r->team = put_str(&tail, s->team);
     r->user = put_str(&tail, s->user);
     r->key = put_str(&tail, s->key);
+    r->provider = put_str(&tail, w->provider);
+    r->model = put_str(&tail, w->model);
+    r->zone = put_str(&tail, w->zone);
+    r->purpose = put_str(&tail, w->purpose);
     return r;
 }
 
@@ -565,13 +573,13 @@ static dsc_status new_rid(dsc_ledger *l, char id[DSC_RESERVATION_ID_MAX]) {
 
 /* Create, index and hold a new reservation (mu held). */
 static dsc_status hold_new(dsc_ledger *l, const dsc_subject *s, const dsc_amounts *a, int64_t now,
-                           int64_t ttl_s, const char *request_id, const dsc__hit *hits, size_t nh,
-                           dsc__reservation **out) {
+                           int64_t ttl_s, const char *request_id, const dsc__hold_what *what,
+                           const dsc__hit *hits, size_t nh, dsc__reservation **out) {
     char id[DSC_RESERVATION_ID_MAX];
     do {
         if (new_rid(l, id) != DSC_OK) return DSC_IO;
     } while (dsc__strmap_get(&l->reservations, id)); /* 2^-96 per id: practically never */
-    dsc__reservation *r = dsc__reservation_new(id, request_id, s, hits, nh);
+    dsc__reservation *r = dsc__reservation_new(id, request_id, s, what, hits, nh);
     if (!r) return DSC_NOMEM;
     r->state = RS_HELD;
     r->held = *a;
@@ -731,7 +739,11 @@ static dsc_status reserve_impl(dsc_ledger *l, const dsc_subject *subject,
                            nx == 1 ? "" : "s");
         goto out;
     }
-    st = hold_new(l, subject, amounts, now, ttl_s, request_id, hits, nh, &r);
+    dsc__hold_what what = {0};
+    if (decision)
+        what = (dsc__hold_what){decision->provider, decision->model, decision->zone,
+                                decision->purpose};
+    st = hold_new(l, subject, amounts, now, ttl_s, request_id, &what, hits, nh, &r);
     if (st != DSC_OK) {
         dsc_error_set(err, st,
                       st == DSC_IO ? "no random bytes for a reservation id"
@@ -758,72 +770,66 @@ dsc_status dsc__done_now(dsc_status st, const dsc__done *done) {
     return st;
 }
 
-dsc_status dsc_ledger_reserve(dsc_ledger *l, const dsc_subject *subject, const dsc_amounts *amounts,
-                              int64_t ttl_s, const char *request_id,
-                              char reservation_id[DSC_RESERVATION_ID_MAX],
-                              dsc_budget_state *exceeded, size_t max_exceeded, size_t *n_exceeded,
-                              dsc_error *err) {
-    dsc__done none = {0};
-    return reserve_impl(l, subject, amounts, ttl_s, request_id, reservation_id, exceeded,
-                        max_exceeded, n_exceeded, NULL, &none, err);
+/* An internal completion from the caller's (NULL: wait). */
+static dsc__done done_from(const dsc_done *d) {
+    dsc__done x = {d ? d->fn : NULL, d ? d->ud : NULL, false};
+    return x;
 }
 
-dsc_status dsc_ledger_reserve_async(
-    dsc_ledger *l, const dsc_subject *subject, const dsc_amounts *amounts, int64_t ttl_s,
-    const char *request_id, char reservation_id[DSC_RESERVATION_ID_MAX], dsc_budget_state *exceeded,
-    size_t max_exceeded, size_t *n_exceeded, dsc_ledger_done_fn fn, void *ud, dsc_error *err) {
-    dsc__done done = {fn, ud, false};
-    return dsc__done_now(reserve_impl(l, subject, amounts, ttl_s, request_id, reservation_id,
-                                      exceeded, max_exceeded, n_exceeded, NULL, &done, err),
-                         &done);
-}
-
-dsc_status dsc_ledger_reserve_journal_async(dsc_ledger *l, const dsc_subject *subject,
-                                            const dsc_amounts *amounts, int64_t ttl_s,
-                                            const char *request_id,
-                                            char reservation_id[DSC_RESERVATION_ID_MAX],
-                                            dsc_budget_state *exceeded, size_t max_exceeded,
-                                            size_t *n_exceeded, const dsc_decision_record *decision,
-                                            dsc_ledger_done_fn fn, void *ud, dsc_error *err) {
-    dsc__done done = {fn, ud, false};
-    return dsc__done_now(reserve_impl(l, subject, amounts, ttl_s, request_id, reservation_id,
-                                      exceeded, max_exceeded, n_exceeded, decision, &done, err),
-                         &done);
+dsc_status dsc_ledger_reserve(dsc_ledger *l, const dsc_reserve_req *req, dsc_reserve_out *out,
+                              const dsc_done *done, dsc_error *err) {
+    if (!req || !out) return dsc_error_set(err, DSC_BAD_REQUEST, "no reserve request or reply");
+    dsc__done d = done_from(done);
+    return dsc__done_now(reserve_impl(l, req->subject, req->amounts, req->ttl_s, req->request_id,
+                                      out->reservation_id, out->exceeded, out->max_exceeded,
+                                      &out->n_exceeded, req->decision, &d, err),
+                         &d);
 }
 
 /* --- settle and cancel ---------------------------------------------------------- */
 
-/* The reservation id names, from memory or (when forgotten) from the store. */
-static dsc__reservation *find_reservation(dsc_ledger *l, const char *id) {
-    dsc__reservation *r = dsc__strmap_get(&l->reservations, id);
-    if (r || !l->store) return r;
+dsc_status dsc__reservation_recall(dsc_ledger *l, const char *id) {
+    if (!l->store) return DSC_UNKNOWN_RESERVATION;
     dsc__rec *row = calloc(1, sizeof *row);
     const char *state = NULL;
-    if (!row || dsc__store_find_reservation(l->store, id, row, &state) != DSC_OK) goto out;
-    dsc__rstate rs = dsc__rstate_parse(state);
-    if (rs == RS_NONE || rs == RS_HELD) goto out; /* held ones are never forgotten */
+    if (!row) return DSC_NOMEM;
+    dsc_status st = dsc__store_find_reservation(l->store, id, row, &state);
+    dsc__rstate rs = st == DSC_OK ? dsc__rstate_parse(state) : RS_NONE;
+    if (rs == RS_NONE || rs == RS_HELD) { /* held ones are never forgotten */
+        free(row);
+        return DSC_UNKNOWN_RESERVATION;
+    }
     dsc_subject s = {row->subject.org, row->subject.team, row->subject.user, row->subject.key};
+    const dsc__rec_decision *d = &row->u.decision;
+    dsc__hold_what what = {d->provider, d->model, d->zone, d->purpose};
     dsc__hit hits[DSC__HITS_MAX];
     size_t nh = 0;
+    dsc__reservation *r = NULL;
+    pthread_mutex_lock(&l->mu);
+    st = DSC_OK;
+    if (dsc__strmap_get(&l->reservations, id)) goto out; /* recalled meanwhile */
+    st = DSC_NOMEM;
     if (dsc__match(l, &s, true, hits, &nh, NULL) != DSC_OK) goto out;
-    if (!(r = dsc__reservation_new(id, NULL, &s, hits, nh))) goto out;
+    if (!(r = dsc__reservation_new(id, NULL, &s, &what, hits, nh))) goto out;
     r->charged = row->amounts;
     r->state = rs;
+    copy_str(r->owner, sizeof r->owner, d->key_id);
     if (dsc__reservation_index(l, r) != DSC_OK) {
         free(r);
-        r = NULL;
         goto out;
     }
     dsc__reservation_finish(l, r, rs, dsc__ledger_now(l));
+    st = DSC_OK;
 out:
+    pthread_mutex_unlock(&l->mu);
     free(row);
-    return r;
+    return st;
 }
 
 /* Whether id has the shape of an id this ledger makes ("r" + hex digits, the old
  * 16 or the current 36): an unknown one is a guess, never an unreserved settle, so a
  * made-up id can never take the place of a hold to come. */
-static bool ledger_made(const char *id) {
+bool dsc__ledger_made(const char *id) {
     size_t n = strlen(id);
     if (id[0] != 'r' || (n != 17 && n != RID_LEN)) return false;
     for (size_t i = 1; i < n; i++)
@@ -836,7 +842,7 @@ static dsc_status unreserved(dsc_ledger *l, const char *id, const dsc_subject *s
                              dsc__reservation **out, dsc_error *err) {
     dsc__hit hits[DSC__HITS_MAX];
     size_t nh = 0;
-    if (ledger_made(id))
+    if (dsc__ledger_made(id))
         return dsc_error_set(err, DSC_UNKNOWN_RESERVATION,
                              "field 'reservation': '%s' has the form of an id made by the "
                              "ledger but is not known; an unreserved settle needs an id of "
@@ -844,7 +850,7 @@ static dsc_status unreserved(dsc_ledger *l, const char *id, const dsc_subject *s
                              id);
     dsc_status st = dsc__match(l, s, true, hits, &nh, err);
     if (st != DSC_OK) return st;
-    dsc__reservation *r = dsc__reservation_new(id, NULL, s, hits, nh);
+    dsc__reservation *r = dsc__reservation_new(id, NULL, s, NULL, hits, nh);
     if (!r || dsc__reservation_index(l, r) != DSC_OK) {
         free(r);
         return dsc_error_set(err, DSC_NOMEM, "out of memory recording a settle");
@@ -920,46 +926,86 @@ static dsc_status settle_begin(dsc_ledger *l, dsc__reservation *r, dsc_settle_ki
     return DSC_OK;
 }
 
-static dsc_status settle_impl(dsc_ledger *l, const char *reservation_id, const dsc_amounts *actual,
-                              const dsc_subject *subject_if_unknown, dsc_settle_kind *kind,
+/* A hold taken by another key is not the caller's to settle or cancel (mu held). */
+static dsc_status check_key(const dsc__recall *rc, const dsc__reservation *r, dsc_error *err) {
+    if (!rc->check_key || r->state == RS_NONE || strcmp(r->owner, rc->key_id) == 0) return DSC_OK;
+    return dsc_error_set(err, DSC_FORBIDDEN, "field 'reservation': '%s' is held by another key",
+                         r->id);
+}
+
+/* A reservation that is not in memory but may be in the store: recalled on the reader
+ * thread when the caller gave a done (its worker never reads the store), else here,
+ * outside the lock, before the call runs again. */
+static dsc_status recall_then(dsc_ledger *l, const dsc__recall *rc, dsc__done *done,
+                              dsc_error *err) {
+    if (!done->fn) return dsc__recall_run(l, rc, done, err);
+    dsc_status st = dsc__reader_recall(l, rc, done);
+    if (st != DSC_OK)
+        return dsc_error_set(err, st, "cannot look reservation '%s' up in the store", rc->id);
+    done->queued = true;
+    return DSC_OK;
+}
+
+static dsc_status settle_impl(dsc_ledger *l, const dsc__recall *rc, bool may_recall,
                               dsc__done *done, dsc_error *err) {
-    dsc_subject none = {0};
-    const dsc_subject *s = subject_if_unknown ? subject_if_unknown : &none;
-    dsc_status st = check_id("reservation_id", reservation_id, DSC_RESERVATION_ID_MAX, err);
-    if (st == DSC_OK && !actual)
-        st = dsc_error_set(err, DSC_BAD_REQUEST, "field 'actual' is missing");
-    if (st == DSC_OK) st = check_amounts("actual", actual, err);
-    if (st == DSC_OK) st = check_subject(s, err);
-    if (st != DSC_OK) return st;
+    dsc_subject s = {rc->subject.org, rc->subject.team, rc->subject.user, rc->subject.key};
     dsc_settle_kind k = DSC_SETTLE_RESERVED;
     dsc__rec *rec = NULL;
+    dsc_status st = DSC_OK;
     pthread_mutex_lock(&l->mu);
     int64_t now = dsc__ledger_now(l);
-    dsc__reservation *r = find_reservation(l, reservation_id);
-    if (!r && (st = unreserved(l, reservation_id, s, &r, err)) != DSC_OK) goto out;
+    dsc__reservation *r = dsc__strmap_get(&l->reservations, rc->id);
+    if (!r && may_recall && l->store && dsc__ledger_made(rc->id)) {
+        pthread_mutex_unlock(&l->mu);
+        return recall_then(l, rc, done, err);
+    }
+    if (!r && (st = unreserved(l, rc->id, &s, &r, err)) != DSC_OK) goto out;
+    if ((st = check_key(rc, r, err)) != DSC_OK) goto out;
     if ((st = settle_kind(r, &k, err)) != DSC_OK || k == DSC_SETTLE_REPEATED) goto out;
-    st = settle_begin(l, r, k, actual, now, done, &rec, err);
+    st = settle_begin(l, r, k, &rc->actual, now, done, &rec, err);
 out:
     pthread_mutex_unlock(&l->mu);
     if (st == DSC_OK) st = wait_rec(l, rec, err);
-    if (kind) *kind = k;
+    if (rc->kind) *rc->kind = k;
     return st;
 }
 
-dsc_status dsc_ledger_settle(dsc_ledger *l, const char *reservation_id, const dsc_amounts *actual,
-                             const dsc_subject *subject_if_unknown, dsc_settle_kind *kind,
-                             dsc_error *err) {
-    dsc__done none = {0};
-    return settle_impl(l, reservation_id, actual, subject_if_unknown, kind, &none, err);
+static void subject_copy(dsc__rec_subject *dst, const dsc_subject *s) {
+    copy_str(dst->org, sizeof dst->org, s && s->org ? s->org : "");
+    copy_str(dst->team, sizeof dst->team, s && s->team ? s->team : "");
+    copy_str(dst->user, sizeof dst->user, s && s->user ? s->user : "");
+    copy_str(dst->key, sizeof dst->key, s && s->key ? s->key : "");
 }
 
-dsc_status dsc_ledger_settle_async(dsc_ledger *l, const char *reservation_id,
-                                   const dsc_amounts *actual, const dsc_subject *subject_if_unknown,
-                                   dsc_settle_kind *kind, dsc_ledger_done_fn fn, void *ud,
-                                   dsc_error *err) {
-    dsc__done done = {fn, ud, false};
-    return dsc__done_now(
-        settle_impl(l, reservation_id, actual, subject_if_unknown, kind, &done, err), &done);
+/* The request of a settle or cancel, validated, as a recall (which copies it). */
+static dsc_status recall_from(const char *id, const char *key_id, dsc__recall *rc, dsc_error *err) {
+    dsc_status st = check_id("reservation_id", id, DSC_RESERVATION_ID_MAX, err);
+    if (st == DSC_OK && key_id && strlen(key_id) >= DSC_NAME_MAX) /* "": an anonymous caller */
+        st = dsc_error_set(err, DSC_BAD_REQUEST, "field 'key_id' is longer than %d bytes",
+                           DSC_NAME_MAX - 1);
+    if (st != DSC_OK) return st;
+    copy_str(rc->id, sizeof rc->id, id);
+    rc->check_key = key_id != NULL;
+    copy_str(rc->key_id, sizeof rc->key_id, key_id ? key_id : "");
+    return DSC_OK;
+}
+
+dsc_status dsc_ledger_settle(dsc_ledger *l, const dsc_settle_req *req, dsc_settle_out *out,
+                             const dsc_done *done, dsc_error *err) {
+    if (!req) return dsc_error_set(err, DSC_BAD_REQUEST, "no settle request");
+    dsc_subject none = {0};
+    const dsc_subject *s = req->subject_if_unknown ? req->subject_if_unknown : &none;
+    dsc__recall rc = {.kind = out ? &out->kind : NULL};
+    dsc_status st = recall_from(req->reservation_id, req->key_id, &rc, err);
+    if (st == DSC_OK && !req->actual)
+        st = dsc_error_set(err, DSC_BAD_REQUEST, "field 'actual' is missing");
+    if (st == DSC_OK) st = check_amounts("actual", req->actual, err);
+    if (st == DSC_OK) st = check_subject(s, err);
+    if (st != DSC_OK) return st;
+    rc.actual = *req->actual;
+    subject_copy(&rc.subject, s);
+    dsc__done d = done_from(done);
+    return dsc__done_now(settle_impl(l, &rc, true, &d, err), &d);
 }
 
 /* Start cancelling a held r (mu held); *rec set when the caller must wait. */
@@ -983,43 +1029,66 @@ static dsc_status cancel_begin(dsc_ledger *l, dsc__reservation *r, int64_t now, 
     return DSC_OK;
 }
 
-static dsc_status cancel_impl(dsc_ledger *l, const char *reservation_id, dsc__done *done,
-                              dsc_error *err) {
-    dsc_status st = check_id("reservation_id", reservation_id, DSC_RESERVATION_ID_MAX, err);
-    if (st != DSC_OK) return st;
+static dsc_status cancel_impl(dsc_ledger *l, const dsc__recall *rc, bool may_recall,
+                              dsc__done *done, dsc_error *err) {
     dsc__rec *rec = NULL;
+    dsc_status st = DSC_OK;
     pthread_mutex_lock(&l->mu);
     int64_t now = dsc__ledger_now(l);
-    dsc__reservation *r = find_reservation(l, reservation_id);
+    dsc__reservation *r = dsc__strmap_get(&l->reservations, rc->id);
+    if (!r && may_recall && l->store && dsc__ledger_made(rc->id)) {
+        pthread_mutex_unlock(&l->mu);
+        return recall_then(l, rc, done, err);
+    }
     if (!r)
-        st = dsc_error_set(err, DSC_UNKNOWN_RESERVATION, "reservation '%s' is unknown",
-                           reservation_id);
-    else if (r->state == RS_HELD)
+        st = dsc_error_set(err, DSC_UNKNOWN_RESERVATION, "reservation '%s' is unknown", rc->id);
+    else if ((st = check_key(rc, r, err)) == DSC_OK && r->state == RS_HELD)
         st = cancel_begin(l, r, now, done, &rec, err);
     pthread_mutex_unlock(&l->mu);
     if (st == DSC_OK) st = wait_rec(l, rec, err);
     return st;
 }
 
-dsc_status dsc_ledger_cancel(dsc_ledger *l, const char *reservation_id, dsc_error *err) {
-    dsc__done none = {0};
-    return cancel_impl(l, reservation_id, &none, err);
+dsc_status dsc__recall_run(dsc_ledger *l, const dsc__recall *rc, dsc__done *done, dsc_error *err) {
+    dsc_status st = dsc__reservation_recall(l, rc->id);
+    if (st == DSC_NOMEM)
+        return dsc_error_set(err, st, "out of memory recalling reservation '%s'", rc->id);
+    return rc->cancel ? cancel_impl(l, rc, false, done, err) : settle_impl(l, rc, false, done, err);
 }
 
-dsc_status dsc_ledger_cancel_async(dsc_ledger *l, const char *reservation_id, dsc_ledger_done_fn fn,
-                                   void *ud, dsc_error *err) {
-    dsc__done done = {fn, ud, false};
-    return dsc__done_now(cancel_impl(l, reservation_id, &done, err), &done);
+dsc_status dsc_ledger_cancel(dsc_ledger *l, const dsc_cancel_req *req, const dsc_done *done,
+                             dsc_error *err) {
+    if (!req) return dsc_error_set(err, DSC_BAD_REQUEST, "no cancel request");
+    dsc__recall rc = {.cancel = true};
+    dsc_status st = recall_from(req->reservation_id, req->key_id, &rc, err);
+    if (st != DSC_OK) return st;
+    dsc__done d = done_from(done);
+    return dsc__done_now(cancel_impl(l, &rc, true, &d, err), &d);
 }
 
-dsc_status dsc_ledger_reservation_owner(dsc_ledger *l, const char *reservation_id,
-                                        char owner[DSC_NAME_MAX]) {
+dsc_status dsc_ledger_hold_get(dsc_ledger *l, const char *reservation_id, dsc_hold_info *out) {
     if (!reservation_id) return DSC_UNKNOWN_RESERVATION;
     pthread_mutex_lock(&l->mu);
     dsc__reservation *r = dsc__strmap_get(&l->reservations, reservation_id);
-    if (r) copy_str(owner, DSC_NAME_MAX, r->owner);
+    bool found = r && r->state != RS_NONE; /* RS_NONE: an unreserved settle, not a hold */
+    if (found) {
+        memset(out, 0, sizeof *out);
+        copy_str(out->id, sizeof out->id, r->id);
+        copy_str(out->org, sizeof out->org, r->org);
+        copy_str(out->team, sizeof out->team, r->team);
+        copy_str(out->user, sizeof out->user, r->user);
+        copy_str(out->key, sizeof out->key, r->key);
+        copy_str(out->owner, sizeof out->owner, r->owner);
+        copy_str(out->provider, sizeof out->provider, r->provider);
+        copy_str(out->model, sizeof out->model, r->model);
+        copy_str(out->zone, sizeof out->zone, r->zone);
+        copy_str(out->purpose, sizeof out->purpose, r->purpose);
+        out->held = r->held;
+        out->expires_us = r->expires_us;
+        out->open = r->state == RS_HELD;
+    }
     pthread_mutex_unlock(&l->mu);
-    return r ? DSC_OK : DSC_UNKNOWN_RESERVATION;
+    return found ? DSC_OK : DSC_UNKNOWN_RESERVATION;
 }
 
 size_t dsc_ledger_tick(dsc_ledger *l) {
@@ -1078,6 +1147,7 @@ static dsc_status decision_copy(const dsc_decision_record *d, dsc__rec *rec, dsc
     o->est_energy_wh = d->est_energy_wh;
     o->est_gco2e = d->est_gco2e;
     o->est_water_ml = d->est_water_ml;
+    o->warnings = d->warnings;
     return st;
 }
 
@@ -1110,15 +1180,10 @@ static dsc_status decision_impl(dsc_ledger *l, const dsc_decision_record *d, dsc
     return wait_rec(l, wait, err);
 }
 
-dsc_status dsc_ledger_record_decision(dsc_ledger *l, const dsc_decision_record *d, dsc_error *err) {
-    dsc__done none = {0};
-    return decision_impl(l, d, &none, err);
-}
-
-dsc_status dsc_ledger_record_decision_async(dsc_ledger *l, const dsc_decision_record *d,
-                                            dsc_ledger_done_fn fn, void *ud, dsc_error *err) {
-    dsc__done done = {fn, ud, false};
-    return dsc__done_now(decision_impl(l, d, &done, err), &done);
+dsc_status dsc_ledger_record(dsc_ledger *l, const dsc_decision_record *rec, const dsc_done *done,
+                             dsc_error *err) {
+    dsc__done d = done_from(done);
+    return dsc__done_now(decision_impl(l, rec, &d, err), &d);
 }
 
 void dsc_ledger_stats_get(dsc_ledger *l, dsc_ledger_stats *out) {

@@ -513,21 +513,6 @@ static dsc_status budget_set_impl(dsc_ledger *l, const char *selector, dsc_metri
     return st;
 }
 
-dsc_status dsc_ledger_budget_set(dsc_ledger *l, const char *selector, dsc_metric metric,
-                                 const char *window, double limit, dsc_budget_info *out,
-                                 dsc_error *err) {
-    dsc__done none = {0};
-    return budget_set_impl(l, selector, metric, window, limit, out, &none, err);
-}
-
-dsc_status dsc_ledger_budget_set_async(dsc_ledger *l, const char *selector, dsc_metric metric,
-                                       const char *window, double limit, dsc_ledger_done_fn fn,
-                                       void *ud, dsc_error *err) {
-    dsc__done done = {fn, ud, false};
-    return dsc__done_now(budget_set_impl(l, selector, metric, window, limit, NULL, &done, err),
-                         &done);
-}
-
 static dsc_status budget_delete_impl(dsc_ledger *l, const char *selector, dsc_metric metric,
                                      const char *window, dsc__done *done, dsc_error *err) {
     dsc__budget *key = NULL;
@@ -555,17 +540,15 @@ out:
     return st;
 }
 
-dsc_status dsc_ledger_budget_delete(dsc_ledger *l, const char *selector, dsc_metric metric,
-                                    const char *window, dsc_error *err) {
-    dsc__done none = {0};
-    return budget_delete_impl(l, selector, metric, window, &none, err);
-}
-
-dsc_status dsc_ledger_budget_delete_async(dsc_ledger *l, const char *selector, dsc_metric metric,
-                                          const char *window, dsc_ledger_done_fn fn, void *ud,
-                                          dsc_error *err) {
-    dsc__done done = {fn, ud, false};
-    return dsc__done_now(budget_delete_impl(l, selector, metric, window, &done, err), &done);
+dsc_status dsc_ledger_budget(dsc_ledger *l, const dsc_budget_req *req, dsc_budget_info *out,
+                             const dsc_done *done, dsc_error *err) {
+    if (!req) return dsc_error_set(err, DSC_BAD_REQUEST, "no budget request");
+    dsc__done d = {done ? done->fn : NULL, done ? done->ud : NULL, false};
+    dsc_status st = req->remove
+                        ? budget_delete_impl(l, req->selector, req->metric, req->window, &d, err)
+                        : budget_set_impl(l, req->selector, req->metric, req->window, req->limit,
+                                          done ? NULL : out, &d, err);
+    return dsc__done_now(st, &d);
 }
 
 dsc_status dsc_ledger_budget_get(dsc_ledger *l, const char *selector, dsc_metric metric,

@@ -77,9 +77,10 @@ typedef struct dsc__reservation {
     bool committing; /* its reserve record is not committed yet */
     int64_t created_us, expires_us, finished_us;
     dsc_amounts held, charged;
-    size_t heap_idx;                        /* SIZE_MAX when not in the expiry heap */
-    struct dsc__reservation *fprev, *fnext; /* the finished list, oldest first */
-    const char *org, *team, *user, *key;    /* into the allocation's tail */
+    size_t heap_idx;                               /* SIZE_MAX when not in the expiry heap */
+    struct dsc__reservation *fprev, *fnext;        /* the finished list, oldest first */
+    const char *org, *team, *user, *key;           /* into the allocation's tail */
+    const char *provider, *model, *zone, *purpose; /* what the hold was for, the same */
     size_t n;
     dsc__counter *counters[]; /* then the subject strings */
 } dsc__reservation;
@@ -90,14 +91,14 @@ typedef struct dsc__hit {
     dsc__counter *c;
 } dsc__hit;
 
-/* An optional completion for the _async calls; queued = the store will call it. */
+/* An optional completion for the calls with a dsc_done; queued = the store will call it. */
 typedef struct dsc__done {
     dsc_ledger_done_fn fn;
     void *ud;
     bool queued;
 } dsc__done;
 
-/* Report an _async call that needed no write at once: calls done when st is DSC_OK and
+/* Report a call with a done that needed no write at once: calls done when st is DSC_OK and
  * nothing was queued. Returns st. */
 dsc_status dsc__done_now(dsc_status st, const dsc__done *done);
 
@@ -178,11 +179,37 @@ int64_t dsc__window_reach(const dsc__budget *b);
 /* Free every budget and counter. */
 void dsc__budgets_free(dsc_ledger *l);
 
+/* What a hold was for (any field may be NULL): its check's provider, model, zone and
+ * purpose. */
+typedef struct dsc__hold_what {
+    const char *provider, *model, *zone, *purpose;
+} dsc__hold_what;
+
 /* --- ledger.c ------------------------------------------------------------------ */
 int64_t dsc__ledger_now(dsc_ledger *l);
-/* A reservation object for subject over the given counters (not indexed yet). */
+/* A reservation object for subject over the given counters (not indexed yet); what
+ * may be NULL. */
 dsc__reservation *dsc__reservation_new(const char *id, const char *request_id, const dsc_subject *s,
-                                       const dsc__hit *hits, size_t n);
+                                       const dsc__hold_what *what, const dsc__hit *hits, size_t n);
+/* Bring a finished reservation the ledger forgot back from the store (no lock held:
+ * the store is read on the calling thread, then mu is taken to index it). DSC_OK when
+ * it is in memory afterwards; DSC_UNKNOWN_RESERVATION when the store has none. */
+dsc_status dsc__reservation_recall(dsc_ledger *l, const char *id);
+/* Whether id has the shape of a reservation id made by a ledger. */
+bool dsc__ledger_made(const char *id);
+/* A settle or cancel of a forgotten reservation, with its request copied: the reader
+ * thread recalls it from the store and then runs it with done. */
+typedef struct dsc__recall {
+    bool cancel;
+    char id[DSC_RESERVATION_ID_MAX], key_id[DSC_NAME_MAX];
+    bool check_key;
+    dsc_amounts actual;
+    bool has_subject;
+    dsc__rec_subject subject;
+    dsc_settle_kind *kind;
+} dsc__recall;
+/* Run a recalled settle or cancel (the reader thread, no lock held). */
+dsc_status dsc__recall_run(dsc_ledger *l, const dsc__recall *rc, dsc__done *done, dsc_error *err);
 /* Index r by id and request id; DSC_NOMEM. */
 dsc_status dsc__reservation_index(dsc_ledger *l, dsc__reservation *r);
 /* Add or remove r's holds on its counters (sign +1 / -1). */
@@ -200,9 +227,12 @@ void dsc__reservation_drop(dsc_ledger *l, dsc__reservation *r);
 /* --- ledger_reader.c ----------------------------------------------------------- */
 /* Hand a new budget's record to the reader thread (started on first use), which
  * reads its history and then persists it with done: done runs exactly once, as for
- * any _async call. DSC_NOMEM / DSC_INTERNAL when it cannot (rec is then the
+ * any call with a done. DSC_NOMEM / DSC_INTERNAL when it cannot (rec is then the
  * caller's). */
 dsc_status dsc__reader_submit(dsc_ledger *l, dsc__rec *rec, const dsc__done *done);
+/* Hand a settle or cancel of a forgotten reservation to the reader thread (rc is
+ * copied), which recalls it from the store and runs it; done runs exactly once. */
+dsc_status dsc__reader_recall(dsc_ledger *l, const dsc__recall *rc, const dsc__done *done);
 /* Finish the reader's queue and stop its thread (ledger free, before the store). */
 void dsc__reader_stop(dsc_ledger *l);
 

@@ -1,7 +1,9 @@
 /*
  * ledger_reader.c - the ledger's reader thread: reads a new budget's past usage for
- * dsc_ledger_budget_set_async, so that neither the caller (a server worker with other
- * connections to serve) nor the store's writer (every commit) waits for it.
+ * dsc_ledger_budget with a done, and recalls a forgotten reservation from the store for
+ * dsc_ledger_settle or dsc_ledger_cancel with a done, so that neither the caller (a
+ * server worker with other connections to serve) nor the store's writer (every
+ * commit) waits for it, and nothing reads the store under the ledger's lock.
  *
  * Tasks are taken in order, one at a time: the budget's history is read from the
  * store's reader connection (dsc__budget_history_read), then its record is queued to
@@ -17,7 +19,8 @@
 
 typedef struct task {
     struct task *next;
-    dsc__rec *rec;
+    dsc__rec *rec;       /* a new budget's record, or NULL: */
+    dsc__recall *recall; /* a settle or cancel of a forgotten reservation */
     dsc__done done;
 } task;
 
@@ -30,10 +33,17 @@ struct dsc__reader {
 };
 
 static void run_task(dsc_ledger *l, task *t) {
-    t->rec->u.budget.history = dsc__budget_history_read(l, &t->rec->u.budget);
     dsc_error err = {DSC_OK, ""};
-    dsc_status st = dsc__budget_persist(l, t->rec, &t->done, &err);
+    dsc_status st;
+    t->done.queued = false;
+    if (t->recall) {
+        st = dsc__done_now(dsc__recall_run(l, t->recall, &t->done, &err), &t->done);
+    } else {
+        t->rec->u.budget.history = dsc__budget_history_read(l, &t->rec->u.budget);
+        st = dsc__budget_persist(l, t->rec, &t->done, &err);
+    }
     if (st != DSC_OK && t->done.fn) t->done.fn(t->done.ud, st, &err); /* done runs once */
+    free(t->recall);
     free(t);
 }
 
@@ -75,11 +85,7 @@ static dsc__reader *reader_get(dsc_ledger *l) {
     return r;
 }
 
-dsc_status dsc__reader_submit(dsc_ledger *l, dsc__rec *rec, const dsc__done *done) {
-    task *t = calloc(1, sizeof *t);
-    if (!t) return DSC_NOMEM;
-    t->rec = rec;
-    t->done = *done;
+static dsc_status submit(dsc_ledger *l, task *t) {
     pthread_mutex_lock(&l->mu);
     dsc__reader *r = reader_get(l);
     pthread_mutex_unlock(&l->mu);
@@ -93,6 +99,30 @@ dsc_status dsc__reader_submit(dsc_ledger *l, dsc__rec *rec, const dsc__done *don
     pthread_cond_signal(&r->cv);
     pthread_mutex_unlock(&r->mu);
     return DSC_OK;
+}
+
+dsc_status dsc__reader_submit(dsc_ledger *l, dsc__rec *rec, const dsc__done *done) {
+    task *t = calloc(1, sizeof *t);
+    if (!t) return DSC_NOMEM;
+    t->rec = rec;
+    t->done = *done;
+    return submit(l, t);
+}
+
+dsc_status dsc__reader_recall(dsc_ledger *l, const dsc__recall *rc, const dsc__done *done) {
+    task *t = calloc(1, sizeof *t);
+    dsc__recall *copy = malloc(sizeof *copy);
+    if (!t || !copy) {
+        free(t);
+        free(copy);
+        return DSC_NOMEM;
+    }
+    *copy = *rc;
+    t->recall = copy;
+    t->done = *done;
+    dsc_status st = submit(l, t);
+    if (st != DSC_OK) free(copy); /* submit freed t */
+    return st;
 }
 
 void dsc__reader_stop(dsc_ledger *l) {

@@ -322,8 +322,12 @@ static dsc__reservation *load_reservation(rebuild *rb, const dsc__rec *rec) {
     dsc__hit hits[DSC__HITS_MAX];
     size_t nh = 0;
     if (dsc__match(rb->l, &s, true, hits, &nh, NULL) != DSC_OK) return NULL;
-    dsc__reservation *r = dsc__reservation_new(rec->reservation_id, rec->request_id, &s, hits, nh);
+    const dsc__rec_decision *d = &rec->u.decision;
+    dsc__hold_what what = {d->provider, d->model, d->zone, d->purpose};
+    dsc__reservation *r =
+        dsc__reservation_new(rec->reservation_id, rec->request_id, &s, &what, hits, nh);
     if (!r) return NULL;
+    snprintf(r->owner, sizeof r->owner, "%s", d->key_id);
     if (dsc__reservation_index(rb->l, r) != DSC_OK) {
         free(r);
         return NULL;
@@ -336,7 +340,6 @@ static dsc_status load_held(void *ud, const dsc__rec *rec, int64_t created_us) {
     dsc__reservation *r = load_reservation(rb, rec);
     if (!r) return DSC_NOMEM;
     r->state = RS_HELD;
-    snprintf(r->owner, sizeof r->owner, "%s", rec->u.decision.key_id);
     r->held = rec->amounts;
     r->created_us = created_us;
     r->expires_us = rec->expires_us;

@@ -36,7 +36,8 @@ typedef struct dsc__store dsc__store;
 
 typedef enum dsc__rec_type {
     DSC__REC_RESERVE,      /* a new hold: reservations row (+ decisions row: with_decision;
-                              its key_id is the hold's owner, also when loading held ones) */
+                              its key_id is the hold's owner and provider, model, zone,
+                              purpose what it was for, also when loading held ones) */
     DSC__REC_SETTLE,       /* a charge (kind settle/late/unreserved) + reservation state */
     DSC__REC_CANCEL,       /* reservation state cancelled */
     DSC__REC_EXPIRE,       /* reservation expired: charge (expire) or released */
@@ -57,6 +58,7 @@ typedef struct dsc__rec_decision {
     char key_id[DSC_NAME_MAX], zone[DSC_NAME_MAX], purpose_class[DSC_NAME_MAX];
     char verdicts[2048], tags[1536]; /* JSON text */
     int64_t input_tokens, output_tokens, est_energy_wh, est_gco2e, est_water_ml;
+    unsigned warnings; /* DSC_WARN_* */
 } dsc__rec_decision;
 
 struct dsc__budget_history; /* the ledger's: a new budget and the charges read so far */
@@ -160,7 +162,8 @@ typedef struct dsc__store_type {
                                dsc__replay_fn fn, void *ud, int64_t *last_seq);
     /* The seq of the newest charge committed (0: none); from inside apply. */
     int64_t (*charge_seq)(dsc__store *s);
-    /* A reservation the ledger no longer remembers (DSC_UNKNOWN_RESERVATION: none). */
+    /* A reservation the ledger no longer remembers (DSC_UNKNOWN_RESERVATION: none);
+     * see dsc__store_find_reservation. */
     dsc_status (*find_reservation)(dsc__store *s, const char *id, dsc__rec *out,
                                    const char **state);
     /* Whether the last batch committed. */
@@ -187,8 +190,10 @@ dsc__store *dsc__store_open(const char *target, const dsc__store_options *o, dsc
 /* Replay the stored state through the loader's callbacks (before _start). */
 dsc_status dsc__store_load(dsc__store *s, dsc__store_loader *loader, dsc_error *err);
 /* Look up a reservation that the ledger no longer remembers; DSC_UNKNOWN_RESERVATION
- * when the store has none. Fills out's subject, state ("held", "settled", ...) and,
- * in out->amounts, what it has been charged so far. Thread-safe. */
+ * when the store has none. Fills out's subject, state ("held", "settled", ...), in
+ * out->amounts what it has been charged so far, and in out->u.decision what the hold
+ * was for (key_id = its owner, provider, model, zone, purpose). Thread-safe; never
+ * called under the ledger's lock. */
 dsc_status dsc__store_find_reservation(dsc__store *s, const char *id, dsc__rec *out,
                                        const char **state);
 /* Replay the charges at or after since_us that pass filter through fn, in commit

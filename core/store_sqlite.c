@@ -88,6 +88,9 @@ typedef struct sq_store {
       "cost INTEGER NOT NULL DEFAULT 0, " p "tokens INTEGER NOT NULL DEFAULT 0, " p                \
       "requests INTEGER NOT NULL DEFAULT 0"
 #define Q7 "?,?,?,?,?,?,?"
+/* What a hold was for, on its reservations row: the key that took it and what its
+ * check asked for (a settle re-estimates from them). */
+#define HOLD_WHAT "owner, provider, model, zone, purpose"
 
 /* Indexes are what the reload and the documented admin queries need, and no more: every
  * index is one more B-tree write per row on the hot path. reservations has no rowid (its
@@ -127,9 +130,9 @@ static const char schema_sql[] =
 static const char *const stmt_sql[ST_COUNT] = {
     [ST_RES_INSERT] =
         "INSERT INTO reservations(id, request_id, org, team, user, key,"
-        " created_us, expires_us, state, " METRIC_COLS("held_") ", owner)"
+        " created_us, expires_us, state, " METRIC_COLS("held_") ", " HOLD_WHAT ")"
                                                                 " VALUES(?,?,?,?,?,?,?,?,?," Q7
-                                                                ",?)",
+                                                                ",?,?,?,?,?)",
     [ST_RES_UPDATE] = "UPDATE reservations SET state = ?2, finished_us = ?3,"
                       " charged_energy_wh = charged_energy_wh + ?4,"
                       " charged_gco2e = charged_gco2e + ?5,"
@@ -157,8 +160,8 @@ static const char *const stmt_sql[ST_COUNT] = {
                     " key, purpose, provider, model, input_tokens, output_tokens,"
                     " est_energy_wh, est_gco2e, est_water_ml, outcome, policy,"
                     " policy_version, reason, reservation_id, key_id, zone, purpose_class,"
-                    " verdicts, tags)"
-                    " VALUES(?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?)",
+                    " verdicts, tags, warnings)"
+                    " VALUES(?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?)",
     [ST_BUDGET_UPSERT] = "INSERT INTO budgets(id, selector, metric, window, limit_micro,"
                          " updated_us) VALUES(?,?,?,?,?,?) ON CONFLICT(selector, metric,"
                          " window) DO UPDATE SET limit_micro = excluded.limit_micro,"
@@ -236,9 +239,12 @@ static dsc_status take_lock(sq_store *s, dsc_error *err) {
 /* Columns added after the first schema: a store made before gains them on open (an
  * ALTER that finds the column already there is the normal case, not an error). */
 static const char *const added_columns[] = {
-    "reservations ADD COLUMN owner TEXT", "decisions ADD COLUMN key_id TEXT",
-    "decisions ADD COLUMN zone TEXT",     "decisions ADD COLUMN purpose_class TEXT",
-    "decisions ADD COLUMN verdicts TEXT", "decisions ADD COLUMN tags TEXT",
+    "reservations ADD COLUMN owner TEXT",    "decisions ADD COLUMN key_id TEXT",
+    "reservations ADD COLUMN provider TEXT", "reservations ADD COLUMN model TEXT",
+    "reservations ADD COLUMN zone TEXT",     "reservations ADD COLUMN purpose TEXT",
+    "decisions ADD COLUMN zone TEXT",        "decisions ADD COLUMN purpose_class TEXT",
+    "decisions ADD COLUMN verdicts TEXT",    "decisions ADD COLUMN tags TEXT",
+    "decisions ADD COLUMN warnings TEXT",
 };
 
 static int add_columns(sqlite3 *db) {
@@ -345,7 +351,12 @@ static int write_reserve(sq_store *s, const dsc__rec *r) {
     sqlite3_bind_int64(st, 8, r->expires_us);
     bind_text(st, 9, r->state);
     bind_amounts(st, 10, &r->amounts);
-    bind_text(st, 17, r->with_decision ? r->u.decision.key_id : "");
+    const dsc__rec_decision *d = r->with_decision ? &r->u.decision : NULL;
+    bind_text(st, 17, d ? d->key_id : "");
+    bind_text(st, 18, d ? d->provider : "");
+    bind_text(st, 19, d ? d->model : "");
+    bind_text(st, 20, d ? d->zone : "");
+    bind_text(st, 21, d ? d->purpose : "");
     return step(st);
 }
 
@@ -386,6 +397,24 @@ static int write_charge(sq_store *s, const dsc__rec *r) {
     return rc;
 }
 
+/* The estimate's warnings as a JSON array of their names ('["model-not-in-catalogue"]')
+ * into buf; "" when there are none (the column is then NULL). */
+static const char *warnings_json(unsigned bits, char *buf, size_t cap) {
+    const char *names[16];
+    int n = dsc_estimate_warning_names(bits, names, 16);
+    size_t len = 0;
+    buf[0] = '\0';
+    for (int i = 0; i < n && len < cap; i++)
+        len += (size_t)snprintf(buf + len, cap - len, "%s\"%s\"", i ? "," : "[", names[i]);
+    if (n > 0 && len + 2 <= cap) {
+        buf[len] = ']';
+        buf[len + 1] = '\0';
+    } else if (n > 0) {
+        buf[0] = '\0'; /* cannot happen with today's names: never a broken array */
+    }
+    return buf;
+}
+
 static int write_decision(sq_store *s, const dsc__rec *r) {
     const dsc__rec_decision *d = &r->u.decision;
     sqlite3_stmt *st = s->st[ST_DECISION];
@@ -411,6 +440,8 @@ static int write_decision(sq_store *s, const dsc__rec *r) {
     bind_text(st, 23, d->purpose_class);
     bind_text(st, 24, d->verdicts);
     bind_text(st, 25, d->tags);
+    char warnings[256];
+    bind_text(st, 26, warnings_json(d->warnings, warnings, sizeof warnings));
     return step(st);
 }
 
@@ -813,13 +844,23 @@ static dsc_status row_budget(dsc__store_loader *ld, sqlite3_stmt *st, dsc__rec *
     return ld->budget(ld->ud, b);
 }
 
+/* HOLD_WHAT from column first on, into rec's decision fields. */
+static void col_what(sqlite3_stmt *st, int first, dsc__rec *rec) {
+    dsc__rec_decision *d = &rec->u.decision;
+    col_text(st, first, d->key_id, sizeof d->key_id);
+    col_text(st, first + 1, d->provider, sizeof d->provider);
+    col_text(st, first + 2, d->model, sizeof d->model);
+    col_text(st, first + 3, d->zone, sizeof d->zone);
+    col_text(st, first + 4, d->purpose, sizeof d->purpose);
+}
+
 static dsc_status row_held(dsc__store_loader *ld, sqlite3_stmt *st, dsc__rec *rec) {
     col_text(st, 0, rec->reservation_id, sizeof rec->reservation_id);
     col_text(st, 1, rec->request_id, sizeof rec->request_id);
     col_subject(st, 2, &rec->subject);
     rec->expires_us = sqlite3_column_int64(st, 7);
     col_amounts(st, 8, &rec->amounts);
-    col_text(st, 8 + DSC_METRIC_COUNT, rec->u.decision.key_id, sizeof rec->u.decision.key_id);
+    col_what(st, 8 + DSC_METRIC_COUNT, rec);
     return ld->held(ld->ud, rec, sqlite3_column_int64(st, 6));
 }
 
@@ -831,6 +872,7 @@ static dsc_status row_finished(dsc__store_loader *ld, sqlite3_stmt *st, dsc__rec
     col_text(st, 6, buf, sizeof buf);
     rec->state = buf;
     col_amounts(st, 8, &rec->amounts);
+    col_what(st, 8 + DSC_METRIC_COUNT, rec);
     dsc_status res = ld->finished(ld->ud, rec, sqlite3_column_int64(st, 7));
     rec->state = NULL;
     return res;
@@ -872,13 +914,13 @@ static dsc_status sq_load(dsc__store *base, dsc__store_loader *ld, dsc_error *er
     res = each_row(
         s,
         "SELECT id, request_id, org, team, user, key, created_us, expires_us, " METRIC_COLS(
-            "held_") ", owner FROM reservations WHERE state = 'held'",
+            "held_") ", " HOLD_WHAT " FROM reservations WHERE state = 'held'",
         false, 0, ld, row_held, err);
     if (res != DSC_OK) return res;
     ld->finished_since_us = newest_finished_bound(s, ld);
     res = each_row(s,
                    "SELECT id, request_id, org, team, user, key, state, finished_us, " METRIC_COLS(
-                       "charged_") " FROM reservations WHERE finished_us >= ?1"
+                       "charged_") ", " HOLD_WHAT " FROM reservations WHERE finished_us >= ?1"
                                    " AND state <> 'held' ORDER BY finished_us",
                    true, ld->finished_since_us, ld, row_finished, err);
     if (res != DSC_OK) return res;
@@ -894,7 +936,7 @@ static dsc_status sq_find_reservation(dsc__store *base, const char *id, dsc__rec
                                       const char **state) {
     sq_store *s = (sq_store *)base;
     static const char sql[] = "SELECT org, team, user, key, state, " METRIC_COLS(
-        "charged_") " FROM reservations WHERE id = ?";
+        "charged_") ", " HOLD_WHAT " FROM reservations WHERE id = ?";
     static const char *const states[] = {"held", "settled", "cancelled", "expired", "released"};
     dsc_status res = DSC_UNKNOWN_RESERVATION;
     sqlite3_stmt *st = NULL;
@@ -908,6 +950,7 @@ static dsc_status sq_find_reservation(dsc__store *base, const char *id, dsc__rec
     for (size_t i = 0; v && i < sizeof states / sizeof states[0]; i++)
         if (strcmp(v, states[i]) == 0) *state = states[i];
     col_amounts(st, 5, &out->amounts);
+    col_what(st, 5 + DSC_METRIC_COUNT, out);
     res = *state ? DSC_OK : DSC_UNKNOWN_RESERVATION;
 out:
     sqlite3_finalize(st);

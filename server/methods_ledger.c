@@ -229,21 +229,6 @@ static void refuse_exceeded(check_out *o, const dsc_budget_state *b, size_t n) {
     o->reservation[0] = '\0';
 }
 
-static void remember_reservation(dsc__call *c, const check_args *a, const check_out *o) {
-    dsc__resv_info info;
-    memset(&info, 0, sizeof info);
-    snprintf(info.id, sizeof info.id, "%s", o->reservation);
-    snprintf(info.provider, sizeof info.provider, "%s", a->est.provider);
-    snprintf(info.model, sizeof info.model, "%s", a->est.model);
-    snprintf(info.zone, sizeof info.zone, "%s", a->est.zone);
-    snprintf(info.org, sizeof info.org, "%s", a->subject.org);
-    snprintf(info.team, sizeof info.team, "%s", a->subject.team);
-    snprintf(info.user, sizeof info.user, "%s", a->subject.user);
-    snprintf(info.key, sizeof info.key, "%s", a->subject.key);
-    info.expires_at = o->expires_at;
-    dsc__resv_put(c->srv->reservations, &info); /* out of memory: settle then needs the model */
-}
-
 /* The decision record of a check as it stands (its reservation_id, when it has a hold,
  * is filled by the ledger). */
 static void fill_record(dsc__call *c, check_job *j) {
@@ -272,6 +257,7 @@ static void fill_record(dsc__call *c, check_job *j) {
         .purpose_class = j->purpose_class,
         .verdicts = j->verdicts,
         .tags = j->tags_json,
+        .warnings = o->est.warnings,
     };
 }
 
@@ -282,21 +268,21 @@ static dsc_status reserve(dsc__call *c, check_job *j, dsc_error *err) {
     check_args *a = &j->a;
     check_out *o = &j->o;
     dsc_budget_state exceeded[4];
-    size_t n_exceeded = 0;
+    dsc_reserve_out out = {.exceeded = exceeded, .max_exceeded = 4};
     fill_record(c, j);
-    dsc_status st = dsc_ledger_reserve_journal_async(
-        c->srv->ledger, &a->subject.subject, &o->amounts, a->ttl_s,
-        a->request_id[0] ? a->request_id : NULL, o->reservation, exceeded, 4, &n_exceeded, &j->rec,
-        dsc__job_done, dsc__job_slot(&j->job, 0), err);
+    dsc_reserve_req req = {&a->subject.subject, &o->amounts, a->ttl_s,
+                           a->request_id[0] ? a->request_id : NULL, &j->rec};
+    dsc_done done = {dsc__job_done, dsc__job_slot(&j->job, 0)};
+    dsc_status st = dsc_ledger_reserve(c->srv->ledger, &req, &out, &done, err);
+    snprintf(o->reservation, sizeof o->reservation, "%s", st == DSC_OK ? out.reservation_id : "");
     if (st == DSC_OK) {
         o->expires_at = dsc__now_us() / 1000000 + a->ttl_s;
-        remember_reservation(c, a, o);
         return DSC_OK;
     }
     dsc__job_unslot(&j->job);
     o->reservation[0] = '\0';
     if (st == DSC_BUDGET_EXCEEDED)
-        refuse_exceeded(o, exceeded, n_exceeded);
+        refuse_exceeded(o, exceeded, out.n_exceeded);
     else if (fail_open(c, st))
         o->unenforced = true;
     else
@@ -310,8 +296,8 @@ static void journal(dsc__call *c, check_job *j) {
     check_out *o = &j->o;
     fill_record(c, j);
     dsc_error err;
-    dsc_status st = dsc_ledger_record_decision_async(c->srv->ledger, &j->rec, dsc__job_done,
-                                                     dsc__job_slot(&j->job, 0), &err);
+    dsc_done done = {dsc__job_done, dsc__job_slot(&j->job, 0)};
+    dsc_status st = dsc_ledger_record(c->srv->ledger, &j->rec, &done, &err);
     if (st == DSC_OK) return;
     dsc__job_unslot(&j->job);
     if (fail_open(c, st)) {
@@ -520,8 +506,8 @@ static void pack_check(msgpack_packer *pk, const check_out *o, bool with_budgets
     bool retry = d->outcome == DSC_POLICY_THROTTLE && d->retry_after_s > 0;
     bool suggest = d->suggest_model[0] != '\0';
     bool resv = o->reservation[0] != '\0';
-    msgpack_pack_map(pk, 7 + with_budgets + DSC__ESTIMATE_CONTEXT_KEYS + retry + suggest + 2 * resv +
-                             o->unenforced);
+    msgpack_pack_map(pk, 7 + with_budgets + DSC__ESTIMATE_CONTEXT_KEYS + retry + suggest +
+                             2 * resv + o->unenforced);
     dsc__pack_key(pk, "decision");
     dsc_rpc_pack_cstr(pk, dsc_policy_outcome_name(d->outcome));
     dsc__pack_key(pk, "reason");
@@ -575,7 +561,8 @@ static dsc_status finish_check(dsc__job *job, dsc_status st, const dsc_error *st
     }
     if (st != DSC_OK) {
         if (j->o.reservation[0])
-            dsc_ledger_cancel_async(srv->ledger, j->o.reservation, ignore_done, NULL, NULL);
+            dsc_ledger_cancel(srv->ledger, &(dsc_cancel_req){j->o.reservation, NULL},
+                              &(dsc_done){ignore_done, NULL}, NULL);
         *err = *st_err;
         return st;
     }
@@ -612,42 +599,38 @@ typedef struct settle_job {
     settle_args a;
     dsc_estimate est;
     dsc_amounts actual;
-    dsc_settle_kind kind;
+    dsc_settle_out out; /* the ledger fills it by the time done runs */
     bool has_subject;
 } settle_job;
 
-static void subject_from_info(subject_buf *s, const dsc__resv_info *info) {
-    snprintf(s->org, FIELD_MAX, "%s", info->org);
-    snprintf(s->team, FIELD_MAX, "%s", info->team);
-    snprintf(s->user, FIELD_MAX, "%s", info->user);
-    snprintf(s->key, FIELD_MAX, "%s", info->key);
+static void subject_from_hold(subject_buf *s, const dsc_hold_info *h) {
+    snprintf(s->org, FIELD_MAX, "%s", h->org);
+    snprintf(s->team, FIELD_MAX, "%s", h->team);
+    snprintf(s->user, FIELD_MAX, "%s", h->user);
+    snprintf(s->key, FIELD_MAX, "%s", h->key);
     s->subject = (dsc_subject){s->org, s->team, s->user, s->key};
 }
 
-/* A hold belongs to the key that took it: another key (an admin excepted) may neither
- * settle nor cancel it. An id the ledger does not know passes (settle charges it as
- * unreserved usage inside the caller's scope; cancel finds no such reservation). */
-static dsc_status check_owner(const dsc__call *c, const char *id, dsc_error *err) {
-    char owner[DSC_NAME_MAX];
-    if (c->conn->role == DSC__ROLE_ADMIN) return DSC_OK;
-    if (dsc_ledger_reservation_owner(c->srv->ledger, id, owner) != DSC_OK) return DSC_OK;
-    if (strcmp(owner, c->key_id) == 0) return DSC_OK;
-    return dsc_error_set(err, DSC_FORBIDDEN, "field 'reservation': '%.40s' is held by another key",
-                         id);
+/* A hold belongs to the key that took it: the ledger refuses another key's settle or
+ * cancel (an admin's excepted), also of a hold it recalls from the store. */
+static const char *caller_key(const dsc__call *c) {
+    return c->conn->role == DSC__ROLE_ADMIN ? NULL : c->key_id;
 }
 
-/* What the reservation was for comes from the server's memory of it; when the
- * server does not know it (after a restart), from provider/model/zone/subject in
- * the params. */
+/* What the reservation was for comes from the ledger, which keeps every hold (and
+ * reloads them on a restart); a reservation it does not hold in memory (an id of the
+ * client's own, or one finished long ago) is charged by provider/model/zone/subject
+ * in the params. */
 static dsc_status read_settle_args(dsc__call *c, const msgpack_object *p, settle_args *a,
                                    dsc_error *err) {
     dsc_status st;
-    dsc__resv_info info;
-    if ((st =
-             dsc_rpc_get_str(p, "reservation", true, a->reservation, sizeof a->reservation, err)) ||
-        (st = check_owner(c, a->reservation, err)))
+    dsc_hold_info h;
+    if ((st = dsc_rpc_get_str(p, "reservation", true, a->reservation, sizeof a->reservation, err)))
         return st;
-    bool known = dsc__resv_get(c->srv->reservations, a->reservation, &info);
+    bool known = dsc_ledger_hold_get(c->srv->ledger, a->reservation, &h) == DSC_OK && h.model[0];
+    if (known && caller_key(c) && strcmp(h.owner, c->key_id) != 0)
+        return dsc_error_set(err, DSC_FORBIDDEN,
+                             "field 'reservation': '%.40s' is held by another key", a->reservation);
     if (!known && !dsc_rpc_field(p, "model"))
         return dsc_error_set(
             err, DSC_UNKNOWN_RESERVATION,
@@ -662,13 +645,13 @@ static dsc_status read_settle_args(dsc__call *c, const msgpack_object *p, settle
             (st = dsc_rpc_get_num(p, "latency_s", false, 0, 86400, &a->est.in.latency_s, err)) ||
             (st = dsc__read_estimate_extras(c, p, &a->est.in, err)))
             return st;
-        snprintf(a->est.provider, sizeof a->est.provider, "%s", info.provider);
-        snprintf(a->est.model, sizeof a->est.model, "%s", info.model);
-        snprintf(a->est.zone, sizeof a->est.zone, "%s", info.zone);
+        snprintf(a->est.provider, sizeof a->est.provider, "%s", h.provider);
+        snprintf(a->est.model, sizeof a->est.model, "%s", h.model);
+        snprintf(a->est.zone, sizeof a->est.zone, "%.*s", (int)sizeof a->est.zone - 1, h.zone);
         a->est.in.provider = a->est.provider;
         a->est.in.model = a->est.model;
         a->est.in.zone = a->est.zone[0] ? a->est.zone : NULL;
-        subject_from_info(&a->subject, &info);
+        subject_from_hold(&a->subject, &h);
         return DSC_OK;
     }
     if (!dsc_rpc_field(p, "input_tokens"))
@@ -698,7 +681,6 @@ static dsc_status finish_settle(dsc__job *job, dsc_status st, const dsc_error *s
         *err = *st_err;
         return st;
     }
-    dsc__resv_finish(job->w->srv->reservations, j->a.reservation, dsc__now_us() / 1000000);
     dsc_budget_state states[PREVIEW_MAX];
     size_t n = 0;
     if (!j->has_subject || dsc_ledger_preview(job->w->srv->ledger, &j->a.subject.subject, NULL,
@@ -709,7 +691,7 @@ static dsc_status finish_settle(dsc__job *job, dsc_status st, const dsc_error *s
     dsc__pack_key(pk, "reservation");
     dsc_rpc_pack_cstr(pk, j->a.reservation);
     dsc__pack_key(pk, "settled");
-    dsc_rpc_pack_cstr(pk, settle_kind_name(j->kind));
+    dsc_rpc_pack_cstr(pk, settle_kind_name(j->out.kind));
     dsc__pack_key(pk, "charged");
     pack_amounts(pk, &j->actual);
     dsc__pack_key(pk, "estimate");
@@ -736,9 +718,10 @@ dsc_status dsc__m_settle(dsc__call *c, const msgpack_object *p, msgpack_packer *
                               &j->actual);
     const subject_buf *s = &j->a.subject;
     j->has_subject = s->org[0] || s->team[0] || s->user[0] || s->key[0];
-    st = dsc_ledger_settle_async(c->srv->ledger, j->a.reservation, &j->actual,
-                                 j->has_subject ? &s->subject : NULL, &j->kind, dsc__job_done,
-                                 dsc__job_slot(&j->job, 0), err);
+    dsc_settle_req req = {j->a.reservation, &j->actual, j->has_subject ? &s->subject : NULL,
+                          caller_key(c)};
+    dsc_done done = {dsc__job_done, dsc__job_slot(&j->job, 0)};
+    st = dsc_ledger_settle(c->srv->ledger, &req, &j->out, &done, err);
     if (st != DSC_OK) dsc__job_unslot(&j->job);
     return st;
 }
@@ -757,7 +740,6 @@ static dsc_status finish_cancel(dsc__job *job, dsc_status st, const dsc_error *s
         *err = *st_err;
         return st;
     }
-    dsc__resv_finish(job->w->srv->reservations, j->id, dsc__now_us() / 1000000);
     msgpack_pack_map(pk, 2);
     dsc__pack_key(pk, "reservation");
     dsc_rpc_pack_cstr(pk, j->id);
@@ -773,10 +755,9 @@ dsc_status dsc__m_cancel(dsc__call *c, const msgpack_object *p, msgpack_packer *
     if (!j) return dsc_error_set(err, DSC_INTERNAL, "out of memory for a cancel");
     j->id[0] = '\0';
     dsc_status st = dsc_rpc_get_str(p, "reservation", true, j->id, sizeof j->id, err);
-    if (st == DSC_OK) st = check_owner(c, j->id, err);
     if (st == DSC_OK)
-        st = dsc_ledger_cancel_async(c->srv->ledger, j->id, dsc__job_done,
-                                     dsc__job_slot(&j->job, 0), err);
+        st = dsc_ledger_cancel(c->srv->ledger, &(dsc_cancel_req){j->id, caller_key(c)},
+                               &(dsc_done){dsc__job_done, dsc__job_slot(&j->job, 0)}, err);
     if (st != DSC_OK && j->job.waiting > 0) dsc__job_unslot(&j->job);
     return st;
 }
@@ -948,8 +929,9 @@ dsc_status dsc__m_budget_set(dsc__call *c, const msgpack_object *p, msgpack_pack
     if (st != DSC_OK) return st;
     j->created = dsc_ledger_budget_get(c->srv->ledger, j->selector, j->metric, j->window, NULL,
                                        NULL) != DSC_OK;
-    st = dsc_ledger_budget_set_async(c->srv->ledger, j->selector, j->metric, j->window, j->limit,
-                                     dsc__job_done, dsc__job_slot(&j->job, 0), err);
+    dsc_budget_req req = {j->selector, j->metric, j->window, j->limit, false};
+    dsc_done done = {dsc__job_done, dsc__job_slot(&j->job, 0)};
+    st = dsc_ledger_budget(c->srv->ledger, &req, NULL, &done, err);
     if (st != DSC_OK) dsc__job_unslot(&j->job);
     return st;
 }
@@ -960,8 +942,9 @@ dsc_status dsc__m_budget_delete(dsc__call *c, const msgpack_object *p, msgpack_p
     dsc_status st;
     budget_job *j = budget_job_new(c, p, finish_budget_delete, &st, err);
     if (!j || st != DSC_OK) return st;
-    st = dsc_ledger_budget_delete_async(c->srv->ledger, j->selector, j->metric, j->window,
-                                        dsc__job_done, dsc__job_slot(&j->job, 0), err);
+    dsc_budget_req req = {j->selector, j->metric, j->window, 0, true};
+    dsc_done done = {dsc__job_done, dsc__job_slot(&j->job, 0)};
+    st = dsc_ledger_budget(c->srv->ledger, &req, NULL, &done, err);
     if (st != DSC_OK) dsc__job_unslot(&j->job);
     return st;
 }

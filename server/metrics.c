@@ -305,10 +305,10 @@ static void put_ledger(text *t, dsc_server *srv) {
     put(t, "# HELP discern_holds Open holds.\n# TYPE discern_holds gauge\ndiscern_holds %zu\n",
         ls.holds);
     put(t,
-        "# HELP discern_reservations_remembered Reservations whose request the server remembers "
-        "for settle (open, or finished within the grace period).\n"
+        "# HELP discern_reservations_remembered Reservations the ledger keeps in memory for "
+        "settle (open, or finished within its retain period).\n"
         "# TYPE discern_reservations_remembered gauge\ndiscern_reservations_remembered %zu\n",
-        dsc__resv_count(srv->reservations));
+        ls.reservations);
     put(t,
         "# HELP discern_budgets Budgets defined.\n# TYPE discern_budgets gauge\ndiscern_budgets "
         "%zu\n",

@@ -808,7 +808,6 @@ static void on_tick(evutil_socket_t fd, short what, void *arg) {
     watch_store_disk(srv);
     size_t expired = dsc_ledger_tick(srv->ledger);
     if (expired) dsc_log_write(&srv->log, DSC_LOG_INFO, "holds_expired", "count=%zu", expired);
-    dsc__resv_prune(srv->reservations, dsc__now_us() / 1000000);
     dsc__authlimit_report(srv->authlimit, &srv->log, dsc__now_us());
 }
 
@@ -841,10 +840,6 @@ static dsc_status open_ledger(dsc_server *srv, dsc_error *err) {
     lc.timezone = srv->cfg.timezone;
     srv->ledger = dsc_ledger_new(&lc, err);
     if (!srv->ledger) return err->code;
-    /* Like the ledger's memory of finished reservations: a repeated or late settle
-     * finds its request for a minute, among the last 100 000 finished. */
-    srv->reservations = dsc__resv_table_new(60, 100000);
-    if (!srv->reservations) return dsc_error_set(err, DSC_NOMEM, "reservation table");
     struct timeval second = {1, 0};
     atomic_init(&srv->store_free_bytes, -1);
     watch_store_disk(srv);
@@ -970,7 +965,6 @@ void dsc_server_free(dsc_server *srv) {
     if (srv->http) evhttp_free(srv->http);
     dsc__accept_free(srv);
     dsc_ledger_free(srv->ledger);
-    dsc__resv_table_free(srv->reservations);
     if (srv->base) event_base_free(srv->base);
     dsc__state_unref(srv->state);
     dsc_grid_free(srv->grid);

@@ -12,7 +12,6 @@
 #include "keys.h"
 #include "log.h"
 #include "rpc.h"
-#include "reservations.h"
 #include "server.h"
 
 #include "discern/catalog.h"
@@ -213,7 +212,6 @@ struct dsc_server {
     atomic_uint_fast64_t generation;      /* state->generation, readable without the lock */
     dsc_grid *grid;                       /* live grid intensities (thread-safe) */
     dsc_ledger *ledger;                   /* budgets, holds, journal (thread-safe) */
-    dsc__resv_table *reservations;        /* what each reservation was for (thread-safe) */
     dsc__authlimit *authlimit;            /* failed auth by peer address (thread-safe) */
     dsc__keys *keys;                      /* API keys and the admin journal (thread-safe) */
     struct event *tick;                   /* once a second: expire holds, prune reservations */

@@ -8,6 +8,23 @@
 #include <stdio.h>
 #include <string.h>
 
+/* dsc_ledger_reserve with the reply spread out: the id into rid (may be NULL), the
+ * budgets that would be exceeded into ex[0..max), their count into *nex. */
+static dsc_status reserve_as(dsc_ledger *l, dsc_reserve_req req, char *rid, dsc_budget_state *ex,
+                             size_t max, size_t *nex, const dsc_done *done, dsc_error *err) {
+    dsc_reserve_out out = {.exceeded = ex, .max_exceeded = max};
+    dsc_status st = dsc_ledger_reserve(l, &req, &out, done, err);
+    if (rid) memcpy(rid, out.reservation_id, DSC_RESERVATION_ID_MAX);
+    if (nex) *nex = out.n_exceeded;
+    return st;
+}
+
+/* dsc_ledger_settle with the request by value; out (may be NULL) must outlive done. */
+static dsc_status settle_as(dsc_ledger *l, dsc_settle_req req, dsc_settle_out *out,
+                            const dsc_done *done, dsc_error *err) {
+    return dsc_ledger_settle(l, &req, out, done, err);
+}
+
 #define S 1000000LL
 #define M DSC_MICRO
 
@@ -33,7 +50,8 @@ static dsc_ledger *open_ledger(fake_clock *clk, dsc_expired_policy exp) {
 
 static void budget(dsc_ledger *l, const char *sel, dsc_metric m, const char *win, double lim) {
     dsc_error err;
-    cr_assert_eq(dsc_ledger_budget_set(l, sel, m, win, lim, NULL, &err), DSC_OK, "%s", err.message);
+    cr_assert_eq(dsc_ledger_budget(l, &(dsc_budget_req){sel, m, win, lim, false}, NULL, NULL, &err),
+                 DSC_OK, "%s", err.message);
 }
 
 static dsc_amounts amt(dsc_metric m, int64_t v) {
@@ -59,13 +77,17 @@ Test(ledger, budgets_are_created_changed_listed_and_deleted) {
     dsc_ledger *l = open_ledger(&clk, DSC_EXPIRED_CHARGE);
     dsc_budget_info info;
     dsc_error err;
-    cr_assert_eq(dsc_ledger_budget_set(l, "team:*", DSC_METRIC_GCO2E, "month", 50000, &info, &err),
-                 DSC_OK);
+    cr_assert_eq(
+        dsc_ledger_budget(l, &(dsc_budget_req){"team:*", DSC_METRIC_GCO2E, "month", 50000, false},
+                          &info, NULL, &err),
+        DSC_OK);
     cr_assert_eq(info.limit, 50000 * M);
     int64_t id = info.id;
     budget(l, "org:acme", DSC_METRIC_ENERGY_WH, "year", 1e6);
-    cr_assert_eq(dsc_ledger_budget_set(l, "team:*", DSC_METRIC_GCO2E, "month", 60000, &info, &err),
-                 DSC_OK);
+    cr_assert_eq(
+        dsc_ledger_budget(l, &(dsc_budget_req){"team:*", DSC_METRIC_GCO2E, "month", 60000, false},
+                          &info, NULL, &err),
+        DSC_OK);
     cr_assert_eq(info.id, id, "changing a limit keeps the budget");
     cr_assert_eq(dsc_ledger_budget_get(l, "team:*", DSC_METRIC_GCO2E, "month", &info, &err),
                  DSC_OK);
@@ -76,10 +98,15 @@ Test(ledger, budgets_are_created_changed_listed_and_deleted) {
     cr_assert_eq(total, 2);
     cr_assert_str_eq(all[0].selector, "team:*");
     cr_assert_str_eq(all[1].selector, "org:acme");
-    cr_assert_eq(dsc_ledger_budget_delete(l, "team:*", DSC_METRIC_GCO2E, "month", &err), DSC_OK);
+    cr_assert_eq(dsc_ledger_budget(l,
+                                   &(dsc_budget_req){"team:*", DSC_METRIC_GCO2E, "month", 0, true},
+                                   NULL, NULL, &err),
+                 DSC_OK);
     cr_assert_eq(dsc_ledger_budget_get(l, "team:*", DSC_METRIC_GCO2E, "month", &info, &err),
                  DSC_UNKNOWN_BUDGET);
-    cr_assert_eq(dsc_ledger_budget_delete(l, "team:*", DSC_METRIC_GCO2E, "month", &err),
+    cr_assert_eq(dsc_ledger_budget(l,
+                                   &(dsc_budget_req){"team:*", DSC_METRIC_GCO2E, "month", 0, true},
+                                   NULL, NULL, &err),
                  DSC_UNKNOWN_BUDGET);
     cr_assert_eq(dsc_ledger_budget_list(l, 0, all, 4, &total), 1);
     dsc_ledger_free(l);
@@ -89,20 +116,32 @@ Test(ledger, bad_budget_fields_are_refused_naming_the_field) {
     fake_clock clk;
     dsc_ledger *l = open_ledger(&clk, DSC_EXPIRED_CHARGE);
     dsc_error err;
-    cr_assert_eq(dsc_ledger_budget_set(l, "squad:x", DSC_METRIC_GCO2E, "month", 1, NULL, &err),
-                 DSC_BAD_REQUEST);
+    cr_assert_eq(
+        dsc_ledger_budget(l, &(dsc_budget_req){"squad:x", DSC_METRIC_GCO2E, "month", 1, false},
+                          NULL, NULL, &err),
+        DSC_BAD_REQUEST);
     cr_assert(strstr(err.message, "selector") && strstr(err.message, "squad:x"), "%s", err.message);
-    cr_assert_eq(dsc_ledger_budget_set(l, "team:a b", DSC_METRIC_GCO2E, "month", 1, NULL, &err),
-                 DSC_BAD_REQUEST);
-    cr_assert_eq(dsc_ledger_budget_set(l, "org:*/team:x", DSC_METRIC_GCO2E, "month", 1, NULL, &err),
-                 DSC_BAD_REQUEST);
-    cr_assert_eq(dsc_ledger_budget_set(l, "team:x", DSC_METRIC_GCO2E, "quarter", 1, NULL, &err),
-                 DSC_BAD_REQUEST);
+    cr_assert_eq(
+        dsc_ledger_budget(l, &(dsc_budget_req){"team:a b", DSC_METRIC_GCO2E, "month", 1, false},
+                          NULL, NULL, &err),
+        DSC_BAD_REQUEST);
+    cr_assert_eq(
+        dsc_ledger_budget(l, &(dsc_budget_req){"org:*/team:x", DSC_METRIC_GCO2E, "month", 1, false},
+                          NULL, NULL, &err),
+        DSC_BAD_REQUEST);
+    cr_assert_eq(
+        dsc_ledger_budget(l, &(dsc_budget_req){"team:x", DSC_METRIC_GCO2E, "quarter", 1, false},
+                          NULL, NULL, &err),
+        DSC_BAD_REQUEST);
     cr_assert(strstr(err.message, "window") && strstr(err.message, "quarter"));
-    cr_assert_eq(dsc_ledger_budget_set(l, "team:x", DSC_METRIC_GCO2E, "month", -3, NULL, &err),
-                 DSC_BAD_REQUEST);
+    cr_assert_eq(
+        dsc_ledger_budget(l, &(dsc_budget_req){"team:x", DSC_METRIC_GCO2E, "month", -3, false},
+                          NULL, NULL, &err),
+        DSC_BAD_REQUEST);
     cr_assert(strstr(err.message, "limit"), "%s", err.message);
-    cr_assert_eq(dsc_ledger_budget_set(l, "team:x", (dsc_metric)99, "month", 1, NULL, &err),
+    cr_assert_eq(dsc_ledger_budget(l,
+                                   &(dsc_budget_req){"team:x", (dsc_metric)99, "month", 1, false},
+                                   NULL, NULL, &err),
                  DSC_UNKNOWN_METRIC);
     size_t total;
     dsc_ledger_budget_list(l, 0, NULL, 0, &total);
@@ -139,7 +178,9 @@ Test(ledger, team_counters_are_scoped_by_org) {
     dsc_subject a = {.org = "acme", .team = "infra"}, b = {.org = "beta", .team = "infra"};
     char rid[DSC_RESERVATION_ID_MAX];
     dsc_amounts one = amt(DSC_METRIC_REQUESTS, 3 * M);
-    cr_assert_eq(dsc_ledger_reserve(l, &a, &one, 60, NULL, rid, NULL, 0, NULL, NULL), DSC_OK);
+    cr_assert_eq(
+        reserve_as(l, (dsc_reserve_req){&a, &one, 60, NULL, NULL}, rid, NULL, 0, NULL, NULL, NULL),
+        DSC_OK);
     dsc_budget_state sa = state_of(l, &a, "team:*"), sb = state_of(l, &b, "team:*");
     cr_assert_str_eq(sa.counter, "org:acme/team:infra");
     cr_assert_str_eq(sb.counter, "org:beta/team:infra");
@@ -153,8 +194,11 @@ Test(ledger, team_counters_are_scoped_by_org) {
 static void spend(dsc_ledger *l, const dsc_subject *s, int64_t hold, int64_t actual) {
     char rid[DSC_RESERVATION_ID_MAX];
     dsc_amounts h = amt(DSC_METRIC_GCO2E, hold), a = amt(DSC_METRIC_GCO2E, actual);
-    cr_assert_eq(dsc_ledger_reserve(l, s, &h, 60, NULL, rid, NULL, 0, NULL, NULL), DSC_OK);
-    if (actual >= 0) cr_assert_eq(dsc_ledger_settle(l, rid, &a, NULL, NULL, NULL), DSC_OK);
+    cr_assert_eq(
+        reserve_as(l, (dsc_reserve_req){s, &h, 60, NULL, NULL}, rid, NULL, 0, NULL, NULL, NULL),
+        DSC_OK);
+    if (actual >= 0)
+        cr_assert_eq(settle_as(l, (dsc_settle_req){rid, &a, NULL, NULL}, NULL, NULL, NULL), DSC_OK);
 }
 
 Test(ledger, counter_list_reports_each_wildcard_counter_with_its_used_and_held) {
@@ -218,7 +262,10 @@ Test(ledger, counter_list_pages_by_offset_and_skips_deleted_budgets) {
     cr_assert_eq(seen, 7);
     cr_assert_eq(dsc_ledger_counter_list(l, 7, page, 3, &n, NULL, NULL), DSC_OK);
     cr_assert_eq(n, 0, "an offset past the end copies nothing");
-    cr_assert_eq(dsc_ledger_budget_delete(l, "user:*", DSC_METRIC_GCO2E, "month", NULL), DSC_OK);
+    cr_assert_eq(dsc_ledger_budget(l,
+                                   &(dsc_budget_req){"user:*", DSC_METRIC_GCO2E, "month", 0, true},
+                                   NULL, NULL, NULL),
+                 DSC_OK);
     cr_assert_eq(dsc_ledger_counter_list(l, 0, page, 3, &n, &total, NULL), DSC_OK);
     cr_assert_eq(total, 2, "a deleted budget's counters are not listed");
     cr_assert_eq(n, 2);
@@ -269,12 +316,15 @@ Test(ledger, charge_over_budget_is_refused_and_leaves_balance_unchanged) {
     budget(l, "team:infra", DSC_METRIC_GCO2E, "month", 10);
     char rid[DSC_RESERVATION_ID_MAX];
     dsc_amounts six = amt(DSC_METRIC_GCO2E, 6 * M);
-    cr_assert_eq(dsc_ledger_reserve(l, &ana, &six, 60, "q1", rid, NULL, 0, NULL, NULL), DSC_OK);
+    cr_assert_eq(reserve_as(l, (dsc_reserve_req){&ana, &six, 60, "q1", NULL}, rid, NULL, 0, NULL,
+                            NULL, NULL),
+                 DSC_OK);
     dsc_budget_state ex[4];
     size_t nex;
     dsc_error err;
-    cr_assert_eq(dsc_ledger_reserve(l, &ana, &six, 60, "q2", rid, ex, 4, &nex, &err),
-                 DSC_BUDGET_EXCEEDED);
+    cr_assert_eq(
+        reserve_as(l, (dsc_reserve_req){&ana, &six, 60, "q2", NULL}, rid, ex, 4, &nex, NULL, &err),
+        DSC_BUDGET_EXCEEDED);
     cr_assert_eq(nex, 1);
     cr_assert_str_eq(ex[0].selector, "team:infra");
     cr_assert_eq(ex[0].held, 6 * M);
@@ -291,16 +341,20 @@ Test(ledger, settle_replaces_the_hold_with_the_actual_and_is_idempotent) {
     budget(l, "user:*", DSC_METRIC_GCO2E, "month", 10);
     char rid[DSC_RESERVATION_ID_MAX];
     dsc_amounts hold = amt(DSC_METRIC_GCO2E, 8 * M), actual = amt(DSC_METRIC_GCO2E, 3 * M);
-    cr_assert_eq(dsc_ledger_reserve(l, &ana, &hold, 60, "q1", rid, NULL, 0, NULL, NULL), DSC_OK);
-    dsc_settle_kind kind;
-    cr_assert_eq(dsc_ledger_settle(l, rid, &actual, NULL, &kind, NULL), DSC_OK);
-    cr_assert_eq(kind, DSC_SETTLE_RESERVED);
+    cr_assert_eq(reserve_as(l, (dsc_reserve_req){&ana, &hold, 60, "q1", NULL}, rid, NULL, 0, NULL,
+                            NULL, NULL),
+                 DSC_OK);
+    dsc_settle_out kind;
+    cr_assert_eq(settle_as(l, (dsc_settle_req){rid, &actual, NULL, NULL}, &kind, NULL, NULL),
+                 DSC_OK);
+    cr_assert_eq(kind.kind, DSC_SETTLE_RESERVED);
     dsc_budget_state s = state_of(l, &ana, "user:*");
     cr_assert_eq(s.used, 3 * M);
     cr_assert_eq(s.held, 0);
     cr_assert_eq(s.remaining, 7 * M);
-    cr_assert_eq(dsc_ledger_settle(l, rid, &actual, NULL, &kind, NULL), DSC_OK);
-    cr_assert_eq(kind, DSC_SETTLE_REPEATED);
+    cr_assert_eq(settle_as(l, (dsc_settle_req){rid, &actual, NULL, NULL}, &kind, NULL, NULL),
+                 DSC_OK);
+    cr_assert_eq(kind.kind, DSC_SETTLE_REPEATED);
     cr_assert_eq(state_of(l, &ana, "user:*").used, 3 * M, "a repeated settle charges nothing");
     dsc_ledger_free(l);
 }
@@ -311,11 +365,17 @@ Test(ledger, reserve_with_a_repeated_request_id_holds_once) {
     budget(l, "*", DSC_METRIC_TOKENS, "day", 1000);
     char r1[DSC_RESERVATION_ID_MAX], r2[DSC_RESERVATION_ID_MAX];
     dsc_amounts a = amt(DSC_METRIC_TOKENS, 400 * M);
-    cr_assert_eq(dsc_ledger_reserve(l, &ana, &a, 60, "same", r1, NULL, 0, NULL, NULL), DSC_OK);
-    cr_assert_eq(dsc_ledger_reserve(l, &ana, &a, 60, "same", r2, NULL, 0, NULL, NULL), DSC_OK);
+    cr_assert_eq(
+        reserve_as(l, (dsc_reserve_req){&ana, &a, 60, "same", NULL}, r1, NULL, 0, NULL, NULL, NULL),
+        DSC_OK);
+    cr_assert_eq(
+        reserve_as(l, (dsc_reserve_req){&ana, &a, 60, "same", NULL}, r2, NULL, 0, NULL, NULL, NULL),
+        DSC_OK);
     cr_assert_str_eq(r1, r2);
     cr_assert_eq(state_of(l, &ana, "*").held, 400 * M);
-    cr_assert_eq(dsc_ledger_reserve(l, &ana, &a, 60, "other", r2, NULL, 0, NULL, NULL), DSC_OK);
+    cr_assert_eq(reserve_as(l, (dsc_reserve_req){&ana, &a, 60, "other", NULL}, r2, NULL, 0, NULL,
+                            NULL, NULL),
+                 DSC_OK);
     cr_assert_str_neq(r1, r2);
     cr_assert_eq(state_of(l, &ana, "*").held, 800 * M);
     dsc_ledger_free(l);
@@ -327,23 +387,30 @@ Test(ledger, cancel_releases_the_hold_and_unknown_ids_are_reported) {
     budget(l, "key:k1", DSC_METRIC_REQUESTS, "rolling:1h", 1);
     char rid[DSC_RESERVATION_ID_MAX];
     dsc_amounts one = amt(DSC_METRIC_REQUESTS, M);
-    cr_assert_eq(dsc_ledger_reserve(l, &ana, &one, 60, NULL, rid, NULL, 0, NULL, NULL), DSC_OK);
-    cr_assert_eq(dsc_ledger_reserve(l, &ana, &one, 60, NULL, rid, NULL, 0, NULL, NULL),
+    cr_assert_eq(reserve_as(l, (dsc_reserve_req){&ana, &one, 60, NULL, NULL}, rid, NULL, 0, NULL,
+                            NULL, NULL),
+                 DSC_OK);
+    cr_assert_eq(reserve_as(l, (dsc_reserve_req){&ana, &one, 60, NULL, NULL}, rid, NULL, 0, NULL,
+                            NULL, NULL),
                  DSC_BUDGET_EXCEEDED);
     char first[DSC_RESERVATION_ID_MAX];
-    cr_assert_eq(dsc_ledger_reserve(l, &(dsc_subject){.key = "k2"}, &one, 60, NULL, first, NULL, 0,
-                                    NULL, NULL),
+    cr_assert_eq(reserve_as(l, (dsc_reserve_req){&(dsc_subject){.key = "k2"}, &one, 60, NULL, NULL},
+                            first, NULL, 0, NULL, NULL, NULL),
                  DSC_OK);
     dsc_ledger_free(l);
     l = open_ledger(&clk, DSC_EXPIRED_CHARGE);
     budget(l, "key:k1", DSC_METRIC_REQUESTS, "rolling:1h", 1);
-    cr_assert_eq(dsc_ledger_reserve(l, &ana, &one, 60, NULL, rid, NULL, 0, NULL, NULL), DSC_OK);
-    cr_assert_eq(dsc_ledger_cancel(l, rid, NULL), DSC_OK);
+    cr_assert_eq(reserve_as(l, (dsc_reserve_req){&ana, &one, 60, NULL, NULL}, rid, NULL, 0, NULL,
+                            NULL, NULL),
+                 DSC_OK);
+    cr_assert_eq(dsc_ledger_cancel(l, &(dsc_cancel_req){rid, NULL}, NULL, NULL), DSC_OK);
     cr_assert_eq(state_of(l, &ana, "key:k1").held, 0);
     cr_assert_eq(state_of(l, &ana, "key:k1").used, 0);
-    cr_assert_eq(dsc_ledger_cancel(l, rid, NULL), DSC_OK, "cancelling twice is a no-op");
+    cr_assert_eq(dsc_ledger_cancel(l, &(dsc_cancel_req){rid, NULL}, NULL, NULL), DSC_OK,
+                 "cancelling twice is a no-op");
     dsc_error err;
-    cr_assert_eq(dsc_ledger_cancel(l, "r-nope", &err), DSC_UNKNOWN_RESERVATION);
+    cr_assert_eq(dsc_ledger_cancel(l, &(dsc_cancel_req){"r-nope", NULL}, NULL, &err),
+                 DSC_UNKNOWN_RESERVATION);
     cr_assert(strstr(err.message, "r-nope"));
     dsc_ledger_free(l);
 }
@@ -354,7 +421,9 @@ Test(ledger, expired_holds_are_charged_by_default) {
     budget(l, "user:*", DSC_METRIC_GCO2E, "month", 10);
     char rid[DSC_RESERVATION_ID_MAX];
     dsc_amounts hold = amt(DSC_METRIC_GCO2E, 4 * M);
-    cr_assert_eq(dsc_ledger_reserve(l, &ana, &hold, 30, NULL, rid, NULL, 0, NULL, NULL), DSC_OK);
+    cr_assert_eq(reserve_as(l, (dsc_reserve_req){&ana, &hold, 30, NULL, NULL}, rid, NULL, 0, NULL,
+                            NULL, NULL),
+                 DSC_OK);
     clk.now += 29 * S;
     cr_assert_eq(dsc_ledger_tick(l), 0);
     clk.now += 2 * S;
@@ -364,9 +433,10 @@ Test(ledger, expired_holds_are_charged_by_default) {
     cr_assert_eq(s.used, 4 * M);
     /* a late settle replaces what the expiry charged with the actual */
     dsc_amounts actual = amt(DSC_METRIC_GCO2E, 1 * M);
-    dsc_settle_kind kind;
-    cr_assert_eq(dsc_ledger_settle(l, rid, &actual, NULL, &kind, NULL), DSC_OK);
-    cr_assert_eq(kind, DSC_SETTLE_LATE);
+    dsc_settle_out kind;
+    cr_assert_eq(settle_as(l, (dsc_settle_req){rid, &actual, NULL, NULL}, &kind, NULL, NULL),
+                 DSC_OK);
+    cr_assert_eq(kind.kind, DSC_SETTLE_LATE);
     cr_assert_eq(state_of(l, &ana, "user:*").used, 1 * M);
     dsc_ledger_stats stats;
     dsc_ledger_stats_get(l, &stats);
@@ -381,7 +451,9 @@ Test(ledger, expired_holds_are_released_when_configured) {
     budget(l, "user:*", DSC_METRIC_GCO2E, "month", 10);
     char rid[DSC_RESERVATION_ID_MAX];
     dsc_amounts hold = amt(DSC_METRIC_GCO2E, 4 * M);
-    cr_assert_eq(dsc_ledger_reserve(l, &ana, &hold, 30, NULL, rid, NULL, 0, NULL, NULL), DSC_OK);
+    cr_assert_eq(reserve_as(l, (dsc_reserve_req){&ana, &hold, 30, NULL, NULL}, rid, NULL, 0, NULL,
+                            NULL, NULL),
+                 DSC_OK);
     clk.now += 31 * S;
     /* expired lazily by the next preview, without a tick */
     dsc_budget_state s = state_of(l, &ana, "user:*");
@@ -396,19 +468,23 @@ Test(ledger, settle_of_an_unknown_reservation_is_charged_as_unreserved_usage_onc
     budget(l, "team:*", DSC_METRIC_ENERGY_WH, "day", 100);
     budget(l, "*", DSC_METRIC_ENERGY_WH, "day", 100);
     dsc_amounts actual = amt(DSC_METRIC_ENERGY_WH, 7 * M);
-    dsc_settle_kind kind;
-    cr_assert_eq(dsc_ledger_settle(l, "r-lost", &actual, &ana, &kind, NULL), DSC_OK);
-    cr_assert_eq(kind, DSC_SETTLE_UNRESERVED);
-    cr_assert_eq(dsc_ledger_settle(l, "r-lost", &actual, &ana, &kind, NULL), DSC_OK);
-    cr_assert_eq(kind, DSC_SETTLE_REPEATED);
+    dsc_settle_out kind;
+    cr_assert_eq(settle_as(l, (dsc_settle_req){"r-lost", &actual, &ana, NULL}, &kind, NULL, NULL),
+                 DSC_OK);
+    cr_assert_eq(kind.kind, DSC_SETTLE_UNRESERVED);
+    cr_assert_eq(settle_as(l, (dsc_settle_req){"r-lost", &actual, &ana, NULL}, &kind, NULL, NULL),
+                 DSC_OK);
+    cr_assert_eq(kind.kind, DSC_SETTLE_REPEATED);
     cr_assert_eq(state_of(l, &ana, "team:*").used, 7 * M);
     /* with no subject it still counts, against the budgets of everyone */
-    cr_assert_eq(dsc_ledger_settle(l, "r-anon", &actual, NULL, &kind, NULL), DSC_OK);
+    cr_assert_eq(settle_as(l, (dsc_settle_req){"r-anon", &actual, NULL, NULL}, &kind, NULL, NULL),
+                 DSC_OK);
     cr_assert_eq(state_of(l, &ana, "*").used, 14 * M);
     cr_assert_eq(state_of(l, &ana, "team:*").used, 7 * M);
     dsc_error err;
     dsc_amounts neg = amt(DSC_METRIC_ENERGY_WH, -1);
-    cr_assert_eq(dsc_ledger_settle(l, "r-x", &neg, &ana, &kind, &err), DSC_BAD_REQUEST);
+    cr_assert_eq(settle_as(l, (dsc_settle_req){"r-x", &neg, &ana, NULL}, &kind, NULL, &err),
+                 DSC_BAD_REQUEST);
     cr_assert(strstr(err.message, "actual.energy_wh"), "%s", err.message);
     dsc_ledger_free(l);
 }
@@ -420,8 +496,10 @@ Test(ledger, calendar_month_counter_resets_at_the_first_of_the_month) {
     budget(l, "org:acme", DSC_METRIC_GCO2E, "month", 10);
     dsc_amounts a = amt(DSC_METRIC_GCO2E, 9 * M);
     char rid[DSC_RESERVATION_ID_MAX];
-    cr_assert_eq(dsc_ledger_reserve(l, &ana, &a, 60, NULL, rid, NULL, 0, NULL, NULL), DSC_OK);
-    cr_assert_eq(dsc_ledger_settle(l, rid, &a, NULL, NULL, NULL), DSC_OK);
+    cr_assert_eq(
+        reserve_as(l, (dsc_reserve_req){&ana, &a, 60, NULL, NULL}, rid, NULL, 0, NULL, NULL, NULL),
+        DSC_OK);
+    cr_assert_eq(settle_as(l, (dsc_settle_req){rid, &a, NULL, NULL}, NULL, NULL, NULL), DSC_OK);
     dsc_budget_state s = state_of(l, &ana, "org:acme");
     cr_assert_eq(s.used, 9 * M);
     cr_assert_eq(s.resets_at, 1738368000);
@@ -440,14 +518,20 @@ Test(ledger, rolling_window_refuses_a_second_burst_right_after_the_edge) {
     char rid[DSC_RESERVATION_ID_MAX];
     clk.now += 3599 * S;
     for (int i = 0; i < 10; i++) {
-        cr_assert_eq(dsc_ledger_reserve(l, &ana, &one, 60, NULL, rid, NULL, 0, NULL, NULL), DSC_OK);
-        cr_assert_eq(dsc_ledger_settle(l, rid, &one, NULL, NULL, NULL), DSC_OK);
+        cr_assert_eq(reserve_as(l, (dsc_reserve_req){&ana, &one, 60, NULL, NULL}, rid, NULL, 0,
+                                NULL, NULL, NULL),
+                     DSC_OK);
+        cr_assert_eq(settle_as(l, (dsc_settle_req){rid, &one, NULL, NULL}, NULL, NULL, NULL),
+                     DSC_OK);
     }
     clk.now += 2 * S;
-    cr_assert_eq(dsc_ledger_reserve(l, &ana, &one, 60, NULL, rid, NULL, 0, NULL, NULL),
+    cr_assert_eq(reserve_as(l, (dsc_reserve_req){&ana, &one, 60, NULL, NULL}, rid, NULL, 0, NULL,
+                            NULL, NULL),
                  DSC_BUDGET_EXCEEDED);
     clk.now = T0 + (3599 + 3600 + 120) * S;
-    cr_assert_eq(dsc_ledger_reserve(l, &ana, &one, 60, NULL, rid, NULL, 0, NULL, NULL), DSC_OK);
+    cr_assert_eq(reserve_as(l, (dsc_reserve_req){&ana, &one, 60, NULL, NULL}, rid, NULL, 0, NULL,
+                            NULL, NULL),
+                 DSC_OK);
     dsc_ledger_free(l);
 }
 
@@ -458,18 +542,25 @@ Test(ledger, token_bucket_budget_allows_the_burst_then_the_rate) {
     dsc_amounts one = amt(DSC_METRIC_REQUESTS, M);
     char rid[DSC_RESERVATION_ID_MAX];
     for (int i = 0; i < 4; i++) {
-        cr_assert_eq(dsc_ledger_reserve(l, &ana, &one, 60, NULL, rid, NULL, 0, NULL, NULL), DSC_OK);
-        cr_assert_eq(dsc_ledger_settle(l, rid, &one, NULL, NULL, NULL), DSC_OK);
+        cr_assert_eq(reserve_as(l, (dsc_reserve_req){&ana, &one, 60, NULL, NULL}, rid, NULL, 0,
+                                NULL, NULL, NULL),
+                     DSC_OK);
+        cr_assert_eq(settle_as(l, (dsc_settle_req){rid, &one, NULL, NULL}, NULL, NULL, NULL),
+                     DSC_OK);
     }
     dsc_budget_state ex[2];
     size_t nex;
-    cr_assert_eq(dsc_ledger_reserve(l, &ana, &one, 60, NULL, rid, ex, 2, &nex, NULL),
-                 DSC_BUDGET_EXCEEDED);
+    cr_assert_eq(
+        reserve_as(l, (dsc_reserve_req){&ana, &one, 60, NULL, NULL}, rid, ex, 2, &nex, NULL, NULL),
+        DSC_BUDGET_EXCEEDED);
     cr_assert_eq(ex[0].resets_at, T0 / S + 2);
     clk.now += S / 2; /* one token back */
-    cr_assert_eq(dsc_ledger_reserve(l, &ana, &one, 60, NULL, rid, NULL, 0, NULL, NULL), DSC_OK);
-    cr_assert_eq(dsc_ledger_settle(l, rid, &one, NULL, NULL, NULL), DSC_OK);
-    cr_assert_eq(dsc_ledger_reserve(l, &ana, &one, 60, NULL, rid, NULL, 0, NULL, NULL),
+    cr_assert_eq(reserve_as(l, (dsc_reserve_req){&ana, &one, 60, NULL, NULL}, rid, NULL, 0, NULL,
+                            NULL, NULL),
+                 DSC_OK);
+    cr_assert_eq(settle_as(l, (dsc_settle_req){rid, &one, NULL, NULL}, NULL, NULL, NULL), DSC_OK);
+    cr_assert_eq(reserve_as(l, (dsc_reserve_req){&ana, &one, 60, NULL, NULL}, rid, NULL, 0, NULL,
+                            NULL, NULL),
                  DSC_BUDGET_EXCEEDED);
     dsc_ledger_free(l);
 }
@@ -492,11 +583,13 @@ Test(ledger, rate_budget_names_the_wait_for_the_next_token_for_settled_and_held_
     dsc_amounts one = amt(DSC_METRIC_REQUESTS, M);
     char rid[2][DSC_RESERVATION_ID_MAX];
     for (int i = 0; i < 2; i++)
-        cr_assert_eq(dsc_ledger_reserve(l, &ana, &one, 600, NULL, rid[i], NULL, 0, NULL, NULL),
+        cr_assert_eq(reserve_as(l, (dsc_reserve_req){&ana, &one, 600, NULL, NULL}, rid[i], NULL, 0,
+                                NULL, NULL, NULL),
                      DSC_OK);
     cr_assert_eq(wait_for_one(l), 30, "two held");
     for (int i = 0; i < 2; i++)
-        cr_assert_eq(dsc_ledger_settle(l, rid[i], &one, NULL, NULL, NULL), DSC_OK);
+        cr_assert_eq(settle_as(l, (dsc_settle_req){rid[i], &one, NULL, NULL}, NULL, NULL, NULL),
+                     DSC_OK);
     cr_assert_eq(wait_for_one(l), 30, "two settled");
     clk.now += 10 * S;
     cr_assert_eq(wait_for_one(l), 20, "10 s later");
@@ -521,15 +614,17 @@ static void *reserver(void *arg) {
         int64_t want = (int64_t)(seed >> 16) % 50 + 1;
         dsc_amounts a = amt(DSC_METRIC_GCO2E, want * M);
         char rid[DSC_RESERVATION_ID_MAX];
-        if (dsc_ledger_reserve(r->l, &ana, &a, 60, NULL, rid, NULL, 0, NULL, NULL) != DSC_OK)
+        if (reserve_as(r->l, (dsc_reserve_req){&ana, &a, 60, NULL, NULL}, rid, NULL, 0, NULL, NULL,
+                       NULL) != DSC_OK)
             continue;
         int64_t actual = (int64_t)(seed >> 8) % (want * M + 1);
         if ((seed >> 4) % 5 == 0) {
-            dsc_ledger_cancel(r->l, rid, NULL);
+            dsc_ledger_cancel(r->l, &(dsc_cancel_req){rid, NULL}, NULL, NULL);
             continue;
         }
         dsc_amounts act = amt(DSC_METRIC_GCO2E, actual);
-        if (dsc_ledger_settle(r->l, rid, &act, NULL, NULL, NULL) == DSC_OK) r->settled += actual;
+        if (settle_as(r->l, (dsc_settle_req){rid, &act, NULL, NULL}, NULL, NULL, NULL) == DSC_OK)
+            r->settled += actual;
     }
     return NULL;
 }
@@ -572,16 +667,23 @@ Test(ledger, usage_settled_after_a_budget_appears_counts_on_it) {
     dsc_ledger *l = open_ledger(&clk, DSC_EXPIRED_CHARGE);
     char rid[DSC_RESERVATION_ID_MAX];
     dsc_amounts a = amt(DSC_METRIC_GCO2E, 3 * M);
-    cr_assert_eq(dsc_ledger_reserve(l, &ana, &a, 60, NULL, rid, NULL, 0, NULL, NULL), DSC_OK);
+    cr_assert_eq(
+        reserve_as(l, (dsc_reserve_req){&ana, &a, 60, NULL, NULL}, rid, NULL, 0, NULL, NULL, NULL),
+        DSC_OK);
     budget(l, "user:ana", DSC_METRIC_GCO2E, "day", 10);
-    cr_assert_eq(dsc_ledger_settle(l, rid, &a, NULL, NULL, NULL), DSC_OK);
+    cr_assert_eq(settle_as(l, (dsc_settle_req){rid, &a, NULL, NULL}, NULL, NULL, NULL), DSC_OK);
     dsc_budget_state s = state_of(l, &ana, "user:ana");
     cr_assert_eq(s.used, 3 * M);
     cr_assert_eq(s.held, 0);
     /* and a deleted budget takes nothing more */
-    cr_assert_eq(dsc_ledger_reserve(l, &ana, &a, 60, NULL, rid, NULL, 0, NULL, NULL), DSC_OK);
-    cr_assert_eq(dsc_ledger_budget_delete(l, "user:ana", DSC_METRIC_GCO2E, "day", NULL), DSC_OK);
-    cr_assert_eq(dsc_ledger_settle(l, rid, &a, NULL, NULL, NULL), DSC_OK);
+    cr_assert_eq(
+        reserve_as(l, (dsc_reserve_req){&ana, &a, 60, NULL, NULL}, rid, NULL, 0, NULL, NULL, NULL),
+        DSC_OK);
+    cr_assert_eq(dsc_ledger_budget(l,
+                                   &(dsc_budget_req){"user:ana", DSC_METRIC_GCO2E, "day", 0, true},
+                                   NULL, NULL, NULL),
+                 DSC_OK);
+    cr_assert_eq(settle_as(l, (dsc_settle_req){rid, &a, NULL, NULL}, NULL, NULL, NULL), DSC_OK);
     size_t n;
     cr_assert_eq(dsc_ledger_preview(l, &ana, NULL, NULL, 0, &n, NULL), DSC_OK);
     cr_assert_eq(n, 0);
@@ -625,27 +727,40 @@ Test(ledger, missing_arguments_are_errors_not_crashes) {
     size_t n;
     cr_assert_eq(dsc_ledger_preview(l, NULL, &a, NULL, 5, &n, &err), DSC_OK);
     cr_assert_eq(n, 1);
-    cr_assert_eq(dsc_ledger_reserve(l, &ana, &a, 60, NULL, NULL, NULL, 0, NULL, &err),
-                 DSC_BAD_REQUEST);
+    dsc_reserve_out out = {0};
+    cr_assert_eq(
+        dsc_ledger_reserve(l, &(dsc_reserve_req){&ana, &a, 60, NULL, NULL}, NULL, NULL, &err),
+        DSC_BAD_REQUEST, "no reply to fill");
+    cr_assert_eq(dsc_ledger_reserve(l, NULL, &out, NULL, &err), DSC_BAD_REQUEST, "no request");
+    cr_assert_eq(dsc_ledger_settle(l, NULL, NULL, NULL, &err), DSC_BAD_REQUEST);
+    cr_assert_eq(dsc_ledger_cancel(l, NULL, NULL, &err), DSC_BAD_REQUEST);
+    cr_assert_eq(dsc_ledger_budget(l, NULL, NULL, NULL, &err), DSC_BAD_REQUEST);
     char rid[DSC_RESERVATION_ID_MAX];
-    cr_assert_eq(dsc_ledger_reserve(l, &ana, &a, 60, NULL, rid, NULL, 5, &n, &err),
-                 DSC_BUDGET_EXCEEDED);
+    cr_assert_eq(
+        reserve_as(l, (dsc_reserve_req){&ana, &a, 60, NULL, NULL}, rid, NULL, 5, &n, NULL, &err),
+        DSC_BUDGET_EXCEEDED);
     cr_assert_eq(n, 1);
-    cr_assert_eq(dsc_ledger_reserve(l, &ana, NULL, 60, NULL, rid, NULL, 0, NULL, &err),
+    cr_assert_eq(reserve_as(l, (dsc_reserve_req){&ana, NULL, 60, NULL, NULL}, rid, NULL, 0, NULL,
+                            NULL, &err),
                  DSC_BAD_REQUEST);
     cr_assert(strstr(err.message, "amounts"));
-    cr_assert_eq(dsc_ledger_reserve(l, &ana, &a, 0, NULL, rid, NULL, 0, NULL, &err),
-                 DSC_BAD_REQUEST);
+    cr_assert_eq(
+        reserve_as(l, (dsc_reserve_req){&ana, &a, 0, NULL, NULL}, rid, NULL, 0, NULL, NULL, &err),
+        DSC_BAD_REQUEST);
     cr_assert(strstr(err.message, "ttl"), "%s", err.message);
-    cr_assert_eq(dsc_ledger_settle(l, NULL, &a, NULL, NULL, &err), DSC_BAD_REQUEST);
+    cr_assert_eq(settle_as(l, (dsc_settle_req){NULL, &a, NULL, NULL}, NULL, NULL, &err),
+                 DSC_BAD_REQUEST);
     cr_assert(strstr(err.message, "reservation_id"), "%s", err.message);
-    cr_assert_eq(dsc_ledger_settle(l, "r1", NULL, NULL, NULL, &err), DSC_BAD_REQUEST);
-    cr_assert_eq(dsc_ledger_cancel(l, "", &err), DSC_BAD_REQUEST);
-    cr_assert_eq(dsc_ledger_budget_set(l, NULL, DSC_METRIC_GCO2E, NULL, 1, NULL, &err),
+    cr_assert_eq(settle_as(l, (dsc_settle_req){"r1", NULL, NULL, NULL}, NULL, NULL, &err),
                  DSC_BAD_REQUEST);
-    cr_assert_eq(dsc_ledger_budget_set(l, "*", DSC_METRIC_GCO2E, NULL, 1, NULL, &err),
+    cr_assert_eq(dsc_ledger_cancel(l, &(dsc_cancel_req){"", NULL}, NULL, &err), DSC_BAD_REQUEST);
+    cr_assert_eq(dsc_ledger_budget(l, &(dsc_budget_req){NULL, DSC_METRIC_GCO2E, NULL, 1, false},
+                                   NULL, NULL, &err),
                  DSC_BAD_REQUEST);
-    cr_assert_eq(dsc_ledger_record_decision(l, NULL, &err), DSC_BAD_REQUEST);
+    cr_assert_eq(dsc_ledger_budget(l, &(dsc_budget_req){"*", DSC_METRIC_GCO2E, NULL, 1, false},
+                                   NULL, NULL, &err),
+                 DSC_BAD_REQUEST);
+    cr_assert_eq(dsc_ledger_record(l, NULL, NULL, &err), DSC_BAD_REQUEST);
     dsc_ledger_free(l);
 }
 
@@ -663,17 +778,17 @@ Test(ledger, reserve_journal_without_a_store_holds_counts_the_decision_and_repor
     dsc_amounts a = amt(DSC_METRIC_GCO2E, 4 * M);
     int done = 0;
     dsc_error err;
-    cr_assert_eq(dsc_ledger_reserve_journal_async(l, &ana, &a, 60, NULL, rid, NULL, 0, NULL, &d,
-                                                  count_done, &done, &err),
+    cr_assert_eq(reserve_as(l, (dsc_reserve_req){&ana, &a, 60, NULL, &d}, rid, NULL, 0, NULL,
+                            &(dsc_done){count_done, &done}, &err),
                  DSC_OK, "%s", err.message);
     cr_assert_eq(done, 1, "nothing to commit: done runs inside the call");
     cr_assert_eq(state_of(l, &ana, "user:*").held, 4 * M);
     dsc_ledger_stats stats;
     dsc_ledger_stats_get(l, &stats);
     cr_assert_eq(stats.decisions, 1);
-    /* without a decision it is dsc_ledger_reserve_async */
-    cr_assert_eq(dsc_ledger_reserve_journal_async(l, &ana, &a, 60, NULL, rid, NULL, 0, NULL, NULL,
-                                                  count_done, &done, &err),
+    /* without a decision it is dsc_ledger_reserve with a done and no decision */
+    cr_assert_eq(reserve_as(l, (dsc_reserve_req){&ana, &a, 60, NULL, NULL}, rid, NULL, 0, NULL,
+                            &(dsc_done){count_done, &done}, &err),
                  DSC_OK);
     dsc_ledger_stats_get(l, &stats);
     cr_assert_eq(stats.decisions, 1);
@@ -688,8 +803,12 @@ Test(ledger, reservation_ids_are_96_random_bits_and_a_guess_of_their_shape_charg
     char a[DSC_RESERVATION_ID_MAX], b[DSC_RESERVATION_ID_MAX];
     dsc_amounts ten = amt(DSC_METRIC_TOKENS, 10 * M);
     dsc_error err;
-    cr_assert_eq(dsc_ledger_reserve(l, &ana, &ten, 60, NULL, a, NULL, 0, NULL, &err), DSC_OK);
-    cr_assert_eq(dsc_ledger_reserve(l, &ana, &ten, 60, NULL, b, NULL, 0, NULL, &err), DSC_OK);
+    cr_assert_eq(
+        reserve_as(l, (dsc_reserve_req){&ana, &ten, 60, NULL, NULL}, a, NULL, 0, NULL, NULL, &err),
+        DSC_OK);
+    cr_assert_eq(
+        reserve_as(l, (dsc_reserve_req){&ana, &ten, 60, NULL, NULL}, b, NULL, 0, NULL, NULL, &err),
+        DSC_OK);
     cr_assert_eq(strlen(a), 37);
     cr_assert_eq(a[0], 'r');
     cr_assert_str_neq(a, b);
@@ -702,13 +821,14 @@ Test(ledger, reservation_ids_are_96_random_bits_and_a_guess_of_their_shape_charg
     next[12] = (char)(next[12] == '9' ? 'a' : next[12] == 'f' ? '0' : next[12] + 1);
     const char *guesses[] = {next, "r0000000000000001", "rffffffffffffffffffffffffffffffffffff"};
     for (size_t i = 0; i < 3; i++)
-        cr_assert_eq(dsc_ledger_settle(l, guesses[i], &ten, &ana, NULL, &err),
+        cr_assert_eq(settle_as(l, (dsc_settle_req){guesses[i], &ten, &ana, NULL}, NULL, NULL, &err),
                      DSC_UNKNOWN_RESERVATION, "%s", guesses[i]);
     cr_assert_eq(state_of(l, &ana, "team:*").used, 0);
     /* An id of the caller's own shape is an unreserved settle, as before. */
-    dsc_settle_kind kind;
-    cr_assert_eq(dsc_ledger_settle(l, "job-7", &ten, &ana, &kind, &err), DSC_OK, "%s", err.message);
-    cr_assert_eq(kind, DSC_SETTLE_UNRESERVED);
+    dsc_settle_out kind;
+    cr_assert_eq(settle_as(l, (dsc_settle_req){"job-7", &ten, &ana, NULL}, &kind, NULL, &err),
+                 DSC_OK, "%s", err.message);
+    cr_assert_eq(kind.kind, DSC_SETTLE_UNRESERVED);
     dsc_ledger_free(l);
 }
 
@@ -721,19 +841,87 @@ static void ignore(void *ud, dsc_status st, const dsc_error *err) {
 Test(ledger, a_hold_journaled_with_its_decision_is_owned_by_the_decision_key) {
     fake_clock clk;
     dsc_ledger *l = open_ledger(&clk, DSC_EXPIRED_CHARGE);
-    char id[DSC_RESERVATION_ID_MAX], owner[DSC_NAME_MAX];
+    char id[DSC_RESERVATION_ID_MAX];
     dsc_amounts one = amt(DSC_METRIC_REQUESTS, M);
     dsc_decision_record rec = {
         .decision_id = "d-1", .subject = ana, .outcome = "allow", .key_id = "k_0123456789abcdef"};
     dsc_error err;
-    cr_assert_eq(dsc_ledger_reserve_journal_async(l, &ana, &one, 60, NULL, id, NULL, 0, NULL, &rec,
-                                                  ignore, NULL, &err),
+    cr_assert_eq(reserve_as(l, (dsc_reserve_req){&ana, &one, 60, NULL, &rec}, id, NULL, 0, NULL,
+                            &(dsc_done){ignore, NULL}, &err),
                  DSC_OK, "%s", err.message);
-    cr_assert_eq(dsc_ledger_reservation_owner(l, id, owner), DSC_OK);
-    cr_assert_str_eq(owner, "k_0123456789abcdef");
-    cr_assert_eq(dsc_ledger_reserve(l, &ana, &one, 60, NULL, id, NULL, 0, NULL, &err), DSC_OK);
-    cr_assert_eq(dsc_ledger_reservation_owner(l, id, owner), DSC_OK);
-    cr_assert_str_eq(owner, "");
-    cr_assert_eq(dsc_ledger_reservation_owner(l, "r-none", owner), DSC_UNKNOWN_RESERVATION);
+    dsc_hold_info h;
+    cr_assert_eq(dsc_ledger_hold_get(l, id, &h), DSC_OK);
+    cr_assert_str_eq(h.owner, "k_0123456789abcdef");
+    cr_assert_eq(
+        reserve_as(l, (dsc_reserve_req){&ana, &one, 60, NULL, NULL}, id, NULL, 0, NULL, NULL, &err),
+        DSC_OK);
+    cr_assert_eq(dsc_ledger_hold_get(l, id, &h), DSC_OK);
+    cr_assert_str_eq(h.owner, "");
+    cr_assert_eq(dsc_ledger_hold_get(l, "r-none", &h), DSC_UNKNOWN_RESERVATION);
+    dsc_ledger_free(l);
+}
+
+Test(ledger, a_hold_keeps_who_took_it_and_what_its_check_asked_for) {
+    fake_clock clk;
+    dsc_ledger *l = open_ledger(&clk, DSC_EXPIRED_CHARGE);
+    char id[DSC_RESERVATION_ID_MAX];
+    dsc_amounts one = amt(DSC_METRIC_REQUESTS, M);
+    dsc_decision_record rec = {.decision_id = "d-1",
+                               .subject = ana,
+                               .outcome = "allow",
+                               .key_id = "k_1",
+                               .provider = "openai",
+                               .model = "gpt-4o",
+                               .zone = "FR",
+                               .purpose = "support"};
+    dsc_error err;
+    cr_assert_eq(
+        reserve_as(l, (dsc_reserve_req){&ana, &one, 60, NULL, &rec}, id, NULL, 0, NULL, NULL, &err),
+        DSC_OK, "%s", err.message);
+    dsc_hold_info h;
+    cr_assert_eq(dsc_ledger_hold_get(l, id, &h), DSC_OK);
+    cr_assert_str_eq(h.id, id);
+    cr_assert_str_eq(h.org, "acme");
+    cr_assert_str_eq(h.team, "infra");
+    cr_assert_str_eq(h.user, "ana");
+    cr_assert_str_eq(h.owner, "k_1");
+    cr_assert_str_eq(h.provider, "openai");
+    cr_assert_str_eq(h.model, "gpt-4o");
+    cr_assert_str_eq(h.zone, "FR");
+    cr_assert_str_eq(h.purpose, "support");
+    cr_assert_eq(h.held.v[DSC_METRIC_REQUESTS], M);
+    cr_assert_eq(h.expires_us, clk.now + 60 * 1000000LL);
+    cr_assert(h.open);
+    cr_assert_eq(settle_as(l, (dsc_settle_req){id, &one, NULL, "k_1"}, NULL, NULL, &err), DSC_OK);
+    cr_assert_eq(dsc_ledger_hold_get(l, id, &h), DSC_OK, "finished ones are remembered");
+    cr_assert_not(h.open);
+    cr_assert_str_eq(h.model, "gpt-4o");
+    dsc_ledger_free(l);
+}
+
+Test(ledger, a_settle_or_cancel_by_another_key_is_refused_and_changes_nothing) {
+    fake_clock clk;
+    dsc_ledger *l = open_ledger(&clk, DSC_EXPIRED_CHARGE);
+    budget(l, "*", DSC_METRIC_REQUESTS, "day", 10);
+    char id[DSC_RESERVATION_ID_MAX];
+    dsc_amounts one = amt(DSC_METRIC_REQUESTS, M), two = amt(DSC_METRIC_REQUESTS, 2 * M);
+    dsc_decision_record rec = {.decision_id = "d-1", .subject = ana, .key_id = "k_1"};
+    dsc_error err;
+    cr_assert_eq(
+        reserve_as(l, (dsc_reserve_req){&ana, &two, 60, NULL, &rec}, id, NULL, 0, NULL, NULL, &err),
+        DSC_OK, "%s", err.message);
+    cr_assert_eq(settle_as(l, (dsc_settle_req){id, &one, NULL, "k_2"}, NULL, NULL, &err),
+                 DSC_FORBIDDEN);
+    cr_assert(strstr(err.message, "reservation"), "%s", err.message);
+    cr_assert_eq(dsc_ledger_cancel(l, &(dsc_cancel_req){id, "k_2"}, NULL, &err), DSC_FORBIDDEN);
+    cr_assert_eq(dsc_ledger_cancel(l, &(dsc_cancel_req){id, ""}, NULL, &err), DSC_FORBIDDEN,
+                 "a caller with no key is not the owner either");
+    cr_assert_eq(state_of(l, &ana, "*").held, 2 * M, "the hold stays");
+    cr_assert_eq(state_of(l, &ana, "*").used, 0);
+    dsc_settle_out kind;
+    cr_assert_eq(settle_as(l, (dsc_settle_req){id, &one, NULL, NULL}, &kind, NULL, &err), DSC_OK,
+                 "no key given: an admin may");
+    cr_assert_eq(kind.kind, DSC_SETTLE_RESERVED);
+    cr_assert_eq(state_of(l, &ana, "*").used, M);
     dsc_ledger_free(l);
 }

@@ -18,6 +18,23 @@
 #include <time.h>
 #include <unistd.h>
 
+/* dsc_ledger_reserve with the reply spread out: the id into rid (may be NULL), the
+ * budgets that would be exceeded into ex[0..max), their count into *nex. */
+static dsc_status reserve_as(dsc_ledger *l, dsc_reserve_req req, char *rid, dsc_budget_state *ex,
+                             size_t max, size_t *nex, const dsc_done *done, dsc_error *err) {
+    dsc_reserve_out out = {.exceeded = ex, .max_exceeded = max};
+    dsc_status st = dsc_ledger_reserve(l, &req, &out, done, err);
+    if (rid) memcpy(rid, out.reservation_id, DSC_RESERVATION_ID_MAX);
+    if (nex) *nex = out.n_exceeded;
+    return st;
+}
+
+/* dsc_ledger_settle with the request by value; out (may be NULL) must outlive done. */
+static dsc_status settle_as(dsc_ledger *l, dsc_settle_req req, dsc_settle_out *out,
+                            const dsc_done *done, dsc_error *err) {
+    return dsc_ledger_settle(l, &req, out, done, err);
+}
+
 #define S 1000000LL
 #define M DSC_MICRO
 #define T0 (1736942400LL * S) /* 2025-01-15T12:00:00Z */
@@ -88,29 +105,36 @@ Test(store_sqlite, restart_rebuilds_budgets_counters_and_holds) {
     fake_clock clk = {T0};
     dsc_ledger *l = open_at(path, &clk, 0);
     dsc_error err;
-    cr_assert_eq(dsc_ledger_budget_set(l, "team:*", DSC_METRIC_GCO2E, "month", 100, NULL, &err),
+    cr_assert_eq(
+        dsc_ledger_budget(l, &(dsc_budget_req){"team:*", DSC_METRIC_GCO2E, "month", 100, false},
+                          NULL, NULL, &err),
+        DSC_OK);
+    cr_assert_eq(dsc_ledger_budget(
+                     l, &(dsc_budget_req){"org:acme", DSC_METRIC_REQUESTS, "rolling:1h", 50, false},
+                     NULL, NULL, &err),
                  DSC_OK);
-    cr_assert_eq(
-        dsc_ledger_budget_set(l, "org:acme", DSC_METRIC_REQUESTS, "rolling:1h", 50, NULL, &err),
-        DSC_OK);
-    cr_assert_eq(
-        dsc_ledger_budget_set(l, "user:*", DSC_METRIC_TOKENS, "rate:10/s", 100, NULL, &err),
-        DSC_OK);
+    cr_assert_eq(dsc_ledger_budget(
+                     l, &(dsc_budget_req){"user:*", DSC_METRIC_TOKENS, "rate:10/s", 100, false},
+                     NULL, NULL, &err),
+                 DSC_OK);
     char rid[DSC_RESERVATION_ID_MAX], first[DSC_RESERVATION_ID_MAX],
         open_rid[DSC_RESERVATION_ID_MAX];
     for (int i = 0; i < 5; i++) {
         dsc_amounts a = amt(DSC_METRIC_GCO2E, 10 * M);
         a.v[DSC_METRIC_REQUESTS] = M;
         a.v[DSC_METRIC_TOKENS] = 20 * M;
-        cr_assert_eq(dsc_ledger_reserve(l, &ana, &a, 60, NULL, rid, NULL, 0, NULL, &err), DSC_OK,
-                     "%s", err.message);
+        cr_assert_eq(reserve_as(l, (dsc_reserve_req){&ana, &a, 60, NULL, NULL}, rid, NULL, 0, NULL,
+                                NULL, &err),
+                     DSC_OK, "%s", err.message);
         a.v[DSC_METRIC_GCO2E] = (3 + i) * M;
-        cr_assert_eq(dsc_ledger_settle(l, rid, &a, NULL, NULL, &err), DSC_OK, "%s", err.message);
+        cr_assert_eq(settle_as(l, (dsc_settle_req){rid, &a, NULL, NULL}, NULL, NULL, &err), DSC_OK,
+                     "%s", err.message);
         if (i == 0) strcpy(first, rid);
         clk.now += S / 10;
     }
     dsc_amounts hold = amt(DSC_METRIC_GCO2E, 7 * M);
-    cr_assert_eq(dsc_ledger_reserve(l, &ana, &hold, 600, "open", open_rid, NULL, 0, NULL, &err),
+    cr_assert_eq(reserve_as(l, (dsc_reserve_req){&ana, &hold, 600, "open", NULL}, open_rid, NULL, 0,
+                            NULL, NULL, &err),
                  DSC_OK);
     dsc_budget_state before[8], after[8];
     size_t nb = preview(l, before, 8);
@@ -128,14 +152,17 @@ Test(store_sqlite, restart_rebuilds_budgets_counters_and_holds) {
     cr_assert_eq(find(after, na, "team:*").used, (3 + 4 + 5 + 6 + 7) * M);
     cr_assert_eq(find(after, na, "team:*").held, 7 * M);
     /* the hold survives and settles; the old settle stays settled */
-    dsc_settle_kind kind;
+    dsc_settle_out kind;
     dsc_amounts actual = amt(DSC_METRIC_GCO2E, 2 * M);
-    cr_assert_eq(dsc_ledger_settle(l, open_rid, &actual, NULL, &kind, &err), DSC_OK);
-    cr_assert_eq(kind, DSC_SETTLE_RESERVED);
-    cr_assert_eq(dsc_ledger_settle(l, first, &actual, NULL, &kind, &err), DSC_OK);
-    cr_assert_eq(kind, DSC_SETTLE_REPEATED);
+    cr_assert_eq(settle_as(l, (dsc_settle_req){open_rid, &actual, NULL, NULL}, &kind, NULL, &err),
+                 DSC_OK);
+    cr_assert_eq(kind.kind, DSC_SETTLE_RESERVED);
+    cr_assert_eq(settle_as(l, (dsc_settle_req){first, &actual, NULL, NULL}, &kind, NULL, &err),
+                 DSC_OK);
+    cr_assert_eq(kind.kind, DSC_SETTLE_REPEATED);
     char again[DSC_RESERVATION_ID_MAX];
-    cr_assert_eq(dsc_ledger_reserve(l, &ana, &hold, 600, "open", again, NULL, 0, NULL, &err),
+    cr_assert_eq(reserve_as(l, (dsc_reserve_req){&ana, &hold, 600, "open", NULL}, again, NULL, 0,
+                            NULL, NULL, &err),
                  DSC_OK);
     cr_assert_str_eq(again, open_rid, "request ids survive a restart");
     dsc_ledger_free(l);
@@ -148,19 +175,25 @@ Test(store_sqlite, a_settle_forgotten_by_memory_is_still_idempotent) {
     fake_clock clk = {T0};
     dsc_ledger *l = open_at(path, &clk, 1); /* remember finished reservations for 1 s */
     dsc_error err;
-    cr_assert_eq(dsc_ledger_budget_set(l, "*", DSC_METRIC_GCO2E, "day", 100, NULL, &err), DSC_OK);
+    cr_assert_eq(dsc_ledger_budget(l, &(dsc_budget_req){"*", DSC_METRIC_GCO2E, "day", 100, false},
+                                   NULL, NULL, &err),
+                 DSC_OK);
     char rid[DSC_RESERVATION_ID_MAX];
     dsc_amounts a = amt(DSC_METRIC_GCO2E, 5 * M);
-    cr_assert_eq(dsc_ledger_reserve(l, &ana, &a, 60, NULL, rid, NULL, 0, NULL, &err), DSC_OK);
-    cr_assert_eq(dsc_ledger_settle(l, rid, &a, NULL, NULL, &err), DSC_OK);
+    cr_assert_eq(
+        reserve_as(l, (dsc_reserve_req){&ana, &a, 60, NULL, NULL}, rid, NULL, 0, NULL, NULL, &err),
+        DSC_OK);
+    cr_assert_eq(settle_as(l, (dsc_settle_req){rid, &a, NULL, NULL}, NULL, NULL, &err), DSC_OK);
     clk.now += 10 * S;
     dsc_ledger_tick(l);
     dsc_ledger_stats stats;
     dsc_ledger_stats_get(l, &stats);
     cr_assert_eq(stats.reservations, 0, "forgotten by memory");
-    dsc_settle_kind kind;
-    cr_assert_eq(dsc_ledger_settle(l, rid, &a, (dsc_subject *)&ana, &kind, &err), DSC_OK);
-    cr_assert_eq(kind, DSC_SETTLE_REPEATED);
+    dsc_settle_out kind;
+    cr_assert_eq(
+        settle_as(l, (dsc_settle_req){rid, &a, (dsc_subject *)&ana, NULL}, &kind, NULL, &err),
+        DSC_OK);
+    cr_assert_eq(kind.kind, DSC_SETTLE_REPEATED);
     dsc_budget_state st[4];
     cr_assert_eq(find(st, preview(l, st, 4), "*").used, 5 * M);
     dsc_ledger_free(l);
@@ -184,12 +217,12 @@ Test(store_sqlite, decisions_are_journaled_with_their_reasons) {
                              .policy_version = "v7",
                              .reason = "team infra is over its month"};
     dsc_error err;
-    cr_assert_eq(dsc_ledger_record_decision(l, &d, &err), DSC_OK, "%s", err.message);
+    cr_assert_eq(dsc_ledger_record(l, &d, NULL, &err), DSC_OK, "%s", err.message);
     char long_reason[600];
     memset(long_reason, 'x', sizeof long_reason - 1);
     long_reason[sizeof long_reason - 1] = '\0';
     d.reason = long_reason;
-    cr_assert_eq(dsc_ledger_record_decision(l, &d, &err), DSC_BAD_REQUEST);
+    cr_assert_eq(dsc_ledger_record(l, &d, NULL, &err), DSC_BAD_REQUEST);
     cr_assert(strstr(err.message, "reason"), "%s", err.message);
     dsc_ledger_free(l);
     cr_assert_eq(query_int(path,
@@ -204,19 +237,22 @@ Test(store_sqlite, full_disk_fails_the_settle_keeps_memory_and_recovers) {
     fake_clock clk = {T0};
     dsc_ledger *l = open_at(path, &clk, 0);
     dsc_error err;
-    cr_assert_eq(dsc_ledger_budget_set(l, "*", DSC_METRIC_GCO2E, "year", 1e6, NULL, &err), DSC_OK);
+    cr_assert_eq(dsc_ledger_budget(l, &(dsc_budget_req){"*", DSC_METRIC_GCO2E, "year", 1e6, false},
+                                   NULL, NULL, &err),
+                 DSC_OK);
     enum { N = 400 };
     static char rids[N][DSC_RESERVATION_ID_MAX];
     dsc_amounts a = amt(DSC_METRIC_GCO2E, 2 * M);
     for (int i = 0; i < N; i++)
-        cr_assert_eq(dsc_ledger_reserve(l, &ana, &a, 3600, NULL, rids[i], NULL, 0, NULL, &err),
+        cr_assert_eq(reserve_as(l, (dsc_reserve_req){&ana, &a, 3600, NULL, NULL}, rids[i], NULL, 0,
+                                NULL, NULL, &err),
                      DSC_OK);
     /* the file may not grow any more: as if the disk were full */
     cr_assert_eq(dsc__ledger_store_exec(l, "PRAGMA max_page_count = 1", &err), DSC_OK);
     int failed = -1;
     int64_t settled = 0;
     for (int i = 0; i < N && failed < 0; i++) {
-        dsc_status st = dsc_ledger_settle(l, rids[i], &a, NULL, NULL, &err);
+        dsc_status st = settle_as(l, (dsc_settle_req){rids[i], &a, NULL, NULL}, NULL, NULL, &err);
         if (st == DSC_OK)
             settled += 2 * M;
         else
@@ -234,8 +270,8 @@ Test(store_sqlite, full_disk_fails_the_settle_keeps_memory_and_recovers) {
     cr_assert_not(stats.store_ok);
     /* space comes back: the same settle now succeeds, without a restart */
     cr_assert_eq(dsc__ledger_store_exec(l, "PRAGMA max_page_count = 1073741823", &err), DSC_OK);
-    cr_assert_eq(dsc_ledger_settle(l, rids[failed], &a, NULL, NULL, &err), DSC_OK, "%s",
-                 err.message);
+    cr_assert_eq(settle_as(l, (dsc_settle_req){rids[failed], &a, NULL, NULL}, NULL, NULL, &err),
+                 DSC_OK, "%s", err.message);
     s = find(st, preview(l, st, 2), "*");
     cr_assert_eq(s.used, settled + 2 * M);
     dsc_ledger_stats_get(l, &stats);
@@ -252,25 +288,32 @@ Test(store_sqlite, read_only_database_fails_the_settle_and_recovers) {
     fake_clock clk = {T0};
     dsc_ledger *l = open_at(path, &clk, 0);
     dsc_error err;
-    cr_assert_eq(dsc_ledger_budget_set(l, "*", DSC_METRIC_GCO2E, "year", 100, NULL, &err), DSC_OK);
+    cr_assert_eq(dsc_ledger_budget(l, &(dsc_budget_req){"*", DSC_METRIC_GCO2E, "year", 100, false},
+                                   NULL, NULL, &err),
+                 DSC_OK);
     char rid[DSC_RESERVATION_ID_MAX];
     dsc_amounts a = amt(DSC_METRIC_GCO2E, 3 * M);
-    cr_assert_eq(dsc_ledger_reserve(l, &ana, &a, 3600, NULL, rid, NULL, 0, NULL, &err), DSC_OK);
+    cr_assert_eq(reserve_as(l, (dsc_reserve_req){&ana, &a, 3600, NULL, NULL}, rid, NULL, 0, NULL,
+                            NULL, &err),
+                 DSC_OK);
     /* as if the file or its directory had become read-only */
     cr_assert_eq(dsc__ledger_store_exec(l, "PRAGMA query_only = 1", &err), DSC_OK);
-    cr_assert_eq(dsc_ledger_settle(l, rid, &a, NULL, NULL, &err), DSC_STORE_UNAVAILABLE);
+    cr_assert_eq(settle_as(l, (dsc_settle_req){rid, &a, NULL, NULL}, NULL, NULL, &err),
+                 DSC_STORE_UNAVAILABLE);
     cr_assert(strstr(err.message, "readonly"), "message: %s", err.message);
     dsc_budget_state st[2];
     dsc_budget_state s = find(st, preview(l, st, 2), "*");
     cr_assert_eq(s.used, 0);
     cr_assert_eq(s.held, 3 * M);
     char other[DSC_RESERVATION_ID_MAX];
-    cr_assert_eq(dsc_ledger_reserve(l, &ana, &a, 3600, NULL, other, NULL, 0, NULL, &err),
+    cr_assert_eq(reserve_as(l, (dsc_reserve_req){&ana, &a, 3600, NULL, NULL}, other, NULL, 0, NULL,
+                            NULL, &err),
                  DSC_STORE_UNAVAILABLE, "a reserve fails too");
     cr_assert_eq(find(st, preview(l, st, 2), "*").held, 3 * M, "and holds nothing");
     /* writable again: the same settle goes through, without a restart */
     cr_assert_eq(dsc__ledger_store_exec(l, "PRAGMA query_only = 0", &err), DSC_OK);
-    cr_assert_eq(dsc_ledger_settle(l, rid, &a, NULL, NULL, &err), DSC_OK, "%s", err.message);
+    cr_assert_eq(settle_as(l, (dsc_settle_req){rid, &a, NULL, NULL}, NULL, NULL, &err), DSC_OK,
+                 "%s", err.message);
     s = find(st, preview(l, st, 2), "*");
     cr_assert_eq(s.used, 3 * M);
     cr_assert_eq(s.held, 0);
@@ -285,11 +328,14 @@ Test(store_sqlite, a_failed_store_is_found_healthy_again_without_any_traffic) {
     fake_clock clk = {T0};
     dsc_ledger *l = open_at(path, &clk, 0);
     dsc_error err;
-    cr_assert_eq(dsc_ledger_budget_set(l, "*", DSC_METRIC_GCO2E, "year", 100, NULL, &err), DSC_OK);
+    cr_assert_eq(dsc_ledger_budget(l, &(dsc_budget_req){"*", DSC_METRIC_GCO2E, "year", 100, false},
+                                   NULL, NULL, &err),
+                 DSC_OK);
     cr_assert_eq(dsc__ledger_store_exec(l, "PRAGMA query_only = 1", &err), DSC_OK);
     char rid[DSC_RESERVATION_ID_MAX];
     dsc_amounts a = amt(DSC_METRIC_GCO2E, 3 * M);
-    cr_assert_eq(dsc_ledger_reserve(l, &ana, &a, 3600, NULL, rid, NULL, 0, NULL, &err),
+    cr_assert_eq(reserve_as(l, (dsc_reserve_req){&ana, &a, 3600, NULL, NULL}, rid, NULL, 0, NULL,
+                            NULL, &err),
                  DSC_STORE_UNAVAILABLE);
     dsc_ledger_stats stats;
     dsc_ledger_stats_get(l, &stats);
@@ -381,10 +427,12 @@ static void child_settles(const char *path, int fd, unsigned seed) {
         seed = seed * 1103515245u + 12345u;
         ack a = {.amount = (int64_t)(seed >> 8) % 1000 + 1};
         dsc_amounts req = amt(DSC_METRIC_GCO2E, 1000);
-        if (dsc_ledger_reserve(l, &ana, &req, 3600, NULL, a.rid, NULL, 0, NULL, NULL) != DSC_OK)
+        if (reserve_as(l, (dsc_reserve_req){&ana, &req, 3600, NULL, NULL}, a.rid, NULL, 0, NULL,
+                       NULL, NULL) != DSC_OK)
             _exit(2);
         dsc_amounts act = amt(DSC_METRIC_GCO2E, a.amount);
-        if (dsc_ledger_settle(l, a.rid, &act, NULL, NULL, NULL) != DSC_OK) _exit(3);
+        if (settle_as(l, (dsc_settle_req){a.rid, &act, NULL, NULL}, NULL, NULL, NULL) != DSC_OK)
+            _exit(3);
         if (write(fd, &a, sizeof a) != (ssize_t)sizeof a) _exit(4);
     }
 }
@@ -401,7 +449,9 @@ Test(store_sqlite, kill_9_loses_no_acknowledged_settle_and_duplicates_none) {
     char path[600];
     temp_db(path, sizeof path);
     dsc_ledger *l = open_at(path, NULL, 0);
-    cr_assert_eq(dsc_ledger_budget_set(l, "*", DSC_METRIC_GCO2E, "year", 1e9, NULL, NULL), DSC_OK);
+    cr_assert_eq(dsc_ledger_budget(l, &(dsc_budget_req){"*", DSC_METRIC_GCO2E, "year", 1e9, false},
+                                   NULL, NULL, NULL),
+                 DSC_OK);
     dsc_ledger_free(l);
     enum { MAX_ACKS = 200000 };
     ack *acks = malloc(MAX_ACKS * sizeof *acks);
@@ -491,13 +541,19 @@ Test(store_sqlite, async_settle_reports_the_commit_and_then_counts) {
     temp_db(path, sizeof path);
     dsc_ledger *l = open_at(path, NULL, 0);
     dsc_error err;
-    cr_assert_eq(dsc_ledger_budget_set(l, "*", DSC_METRIC_GCO2E, "day", 100, NULL, &err), DSC_OK);
+    cr_assert_eq(dsc_ledger_budget(l, &(dsc_budget_req){"*", DSC_METRIC_GCO2E, "day", 100, false},
+                                   NULL, NULL, &err),
+                 DSC_OK);
     char rid[DSC_RESERVATION_ID_MAX];
     dsc_amounts a = amt(DSC_METRIC_GCO2E, 5 * M);
-    cr_assert_eq(dsc_ledger_reserve(l, &ana, &a, 60, NULL, rid, NULL, 0, NULL, &err), DSC_OK);
+    cr_assert_eq(
+        reserve_as(l, (dsc_reserve_req){&ana, &a, 60, NULL, NULL}, rid, NULL, 0, NULL, NULL, &err),
+        DSC_OK);
     completion c = {PTHREAD_MUTEX_INITIALIZER, PTHREAD_COND_INITIALIZER, 0, DSC_INTERNAL};
-    dsc_settle_kind kind;
-    cr_assert_eq(dsc_ledger_settle_async(l, rid, &a, NULL, &kind, on_done, &c, &err), DSC_OK);
+    dsc_settle_out kind;
+    cr_assert_eq(
+        settle_as(l, (dsc_settle_req){rid, &a, NULL, NULL}, &kind, &(dsc_done){on_done, &c}, &err),
+        DSC_OK);
     wait_calls(&c, 1);
     cr_assert_eq(c.st, DSC_OK);
     cr_assert_eq(query_int(path, "SELECT count(*) FROM charges WHERE kind = 'settle'"), 1,
@@ -505,11 +561,13 @@ Test(store_sqlite, async_settle_reports_the_commit_and_then_counts) {
     dsc_budget_state st[2];
     cr_assert_eq(find(st, preview(l, st, 2), "*").used, 5 * M);
     /* a repeat has nothing to write: reported at once, charged nothing */
-    cr_assert_eq(dsc_ledger_settle_async(l, rid, &a, NULL, &kind, on_done, &c, &err), DSC_OK);
+    cr_assert_eq(
+        settle_as(l, (dsc_settle_req){rid, &a, NULL, NULL}, &kind, &(dsc_done){on_done, &c}, &err),
+        DSC_OK);
     cr_assert_eq(c.calls, 2);
-    cr_assert_eq(kind, DSC_SETTLE_REPEATED);
+    cr_assert_eq(kind.kind, DSC_SETTLE_REPEATED);
     dsc_decision_record d = {.decision_id = "d9", .outcome = "allow"};
-    cr_assert_eq(dsc_ledger_record_decision_async(l, &d, on_done, &c, &err), DSC_OK);
+    cr_assert_eq(dsc_ledger_record(l, &d, &(dsc_done){on_done, &c}, &err), DSC_OK);
     wait_calls(&c, 3);
     cr_assert_eq(query_int(path, "SELECT count(*) FROM decisions WHERE decision_id = 'd9'"), 1);
     dsc_ledger_free(l);
@@ -520,15 +578,20 @@ Test(store_sqlite, async_budget_changes_report_their_commit_and_are_in_effect_by
     temp_db(path, sizeof path);
     dsc_ledger *l = open_at(path, NULL, 0);
     dsc_error err;
-    cr_assert_eq(dsc_ledger_budget_set(l, "*", DSC_METRIC_GCO2E, "day", 100, NULL, &err), DSC_OK);
+    cr_assert_eq(dsc_ledger_budget(l, &(dsc_budget_req){"*", DSC_METRIC_GCO2E, "day", 100, false},
+                                   NULL, NULL, &err),
+                 DSC_OK);
     char rid[DSC_RESERVATION_ID_MAX];
     dsc_amounts a = amt(DSC_METRIC_GCO2E, 5 * M);
-    cr_assert_eq(dsc_ledger_reserve(l, &ana, &a, 60, NULL, rid, NULL, 0, NULL, &err), DSC_OK);
-    cr_assert_eq(dsc_ledger_settle(l, rid, &a, NULL, NULL, &err), DSC_OK);
-    completion c = {PTHREAD_MUTEX_INITIALIZER, PTHREAD_COND_INITIALIZER, 0, DSC_INTERNAL};
     cr_assert_eq(
-        dsc_ledger_budget_set_async(l, "team:*", DSC_METRIC_GCO2E, "day", 50, on_done, &c, &err),
+        reserve_as(l, (dsc_reserve_req){&ana, &a, 60, NULL, NULL}, rid, NULL, 0, NULL, NULL, &err),
         DSC_OK);
+    cr_assert_eq(settle_as(l, (dsc_settle_req){rid, &a, NULL, NULL}, NULL, NULL, &err), DSC_OK);
+    completion c = {PTHREAD_MUTEX_INITIALIZER, PTHREAD_COND_INITIALIZER, 0, DSC_INTERNAL};
+    cr_assert_eq(dsc_ledger_budget(l,
+                                   &(dsc_budget_req){"team:*", DSC_METRIC_GCO2E, "day", 50, false},
+                                   NULL, &(dsc_done){on_done, &c}, &err),
+                 DSC_OK);
     wait_calls(&c, 1);
     cr_assert_eq(c.st, DSC_OK);
     dsc_budget_info info;
@@ -538,38 +601,39 @@ Test(store_sqlite, async_budget_changes_report_their_commit_and_are_in_effect_by
     cr_assert_eq(find(st, preview(l, st, 2), "team:*").used, 5 * M, "the past usage is counted");
     cr_assert_eq(query_int(path, "SELECT limit_micro FROM budgets WHERE selector = 'team:*'"),
                  50 * M);
-    cr_assert_eq(
-        dsc_ledger_budget_set_async(l, "team:*", DSC_METRIC_GCO2E, "day", 70, on_done, &c, &err),
-        DSC_OK);
+    cr_assert_eq(dsc_ledger_budget(l,
+                                   &(dsc_budget_req){"team:*", DSC_METRIC_GCO2E, "day", 70, false},
+                                   NULL, &(dsc_done){on_done, &c}, &err),
+                 DSC_OK);
     wait_calls(&c, 2);
     cr_assert_eq(find(st, preview(l, st, 2), "team:*").limit, 70 * M);
     cr_assert_eq(find(st, preview(l, st, 2), "team:*").used, 5 * M, "a new limit keeps the count");
-    cr_assert_eq(
-        dsc_ledger_budget_delete_async(l, "team:*", DSC_METRIC_GCO2E, "day", on_done, &c, &err),
-        DSC_OK);
+    cr_assert_eq(dsc_ledger_budget(l, &(dsc_budget_req){"team:*", DSC_METRIC_GCO2E, "day", 0, true},
+                                   NULL, &(dsc_done){on_done, &c}, &err),
+                 DSC_OK);
     wait_calls(&c, 3);
     cr_assert_eq(dsc_ledger_budget_get(l, "team:*", DSC_METRIC_GCO2E, "day", &info, NULL),
                  DSC_UNKNOWN_BUDGET);
     cr_assert_eq(query_int(path, "SELECT count(*) FROM budgets WHERE selector = 'team:*'"), 0);
     /* refused at once, and then done never runs */
-    cr_assert_eq(
-        dsc_ledger_budget_delete_async(l, "team:*", DSC_METRIC_GCO2E, "day", on_done, &c, &err),
-        DSC_UNKNOWN_BUDGET);
-    cr_assert_eq(
-        dsc_ledger_budget_set_async(l, "team:", DSC_METRIC_GCO2E, "day", 1, on_done, &c, &err),
-        DSC_BAD_REQUEST);
+    cr_assert_eq(dsc_ledger_budget(l, &(dsc_budget_req){"team:*", DSC_METRIC_GCO2E, "day", 0, true},
+                                   NULL, &(dsc_done){on_done, &c}, &err),
+                 DSC_UNKNOWN_BUDGET);
+    cr_assert_eq(dsc_ledger_budget(l, &(dsc_budget_req){"team:", DSC_METRIC_GCO2E, "day", 1, false},
+                                   NULL, &(dsc_done){on_done, &c}, &err),
+                 DSC_BAD_REQUEST);
     cr_assert(strstr(err.message, "selector"), "%s", err.message);
     cr_assert_eq(c.calls, 3);
     dsc_ledger_free(l);
     /* without a store there is nothing to wait for: done runs inside the call */
     l = open_at(NULL, NULL, 0);
-    cr_assert_eq(
-        dsc_ledger_budget_set_async(l, "*", DSC_METRIC_TOKENS, "day", 9, on_done, &c, &err),
-        DSC_OK);
+    cr_assert_eq(dsc_ledger_budget(l, &(dsc_budget_req){"*", DSC_METRIC_TOKENS, "day", 9, false},
+                                   NULL, &(dsc_done){on_done, &c}, &err),
+                 DSC_OK);
     cr_assert_eq(c.calls, 4);
-    cr_assert_eq(
-        dsc_ledger_budget_delete_async(l, "*", DSC_METRIC_TOKENS, "day", on_done, &c, &err),
-        DSC_OK);
+    cr_assert_eq(dsc_ledger_budget(l, &(dsc_budget_req){"*", DSC_METRIC_TOKENS, "day", 0, true},
+                                   NULL, &(dsc_done){on_done, &c}, &err),
+                 DSC_OK);
     cr_assert_eq(c.calls, 5);
     dsc_ledger_free(l);
 }
@@ -580,20 +644,23 @@ Test(store_sqlite, an_async_budget_on_a_read_only_store_reports_the_failure_and_
     dsc_ledger *l = open_at(path, NULL, 0);
     dsc_error err;
     dsc_amounts a = amt(DSC_METRIC_GCO2E, 2 * M);
-    cr_assert_eq(dsc_ledger_settle(l, "before", &a, &ana, NULL, &err), DSC_OK);
+    cr_assert_eq(settle_as(l, (dsc_settle_req){"before", &a, &ana, NULL}, NULL, NULL, &err),
+                 DSC_OK);
     cr_assert_eq(dsc__ledger_store_exec(l, "PRAGMA query_only = 1", &err), DSC_OK);
     completion c = {PTHREAD_MUTEX_INITIALIZER, PTHREAD_COND_INITIALIZER, 0, DSC_INTERNAL};
-    cr_assert_eq(
-        dsc_ledger_budget_set_async(l, "team:*", DSC_METRIC_GCO2E, "day", 50, on_done, &c, &err),
-        DSC_OK);
+    cr_assert_eq(dsc_ledger_budget(l,
+                                   &(dsc_budget_req){"team:*", DSC_METRIC_GCO2E, "day", 50, false},
+                                   NULL, &(dsc_done){on_done, &c}, &err),
+                 DSC_OK);
     wait_calls(&c, 1);
     cr_assert_eq(c.st, DSC_STORE_UNAVAILABLE, "the commit failed and done says so");
     cr_assert_eq(dsc_ledger_budget_get(l, "team:*", DSC_METRIC_GCO2E, "day", NULL, NULL),
                  DSC_UNKNOWN_BUDGET);
     cr_assert_eq(dsc__ledger_store_exec(l, "PRAGMA query_only = 0", &err), DSC_OK);
-    cr_assert_eq(
-        dsc_ledger_budget_set_async(l, "team:*", DSC_METRIC_GCO2E, "day", 50, on_done, &c, &err),
-        DSC_OK);
+    cr_assert_eq(dsc_ledger_budget(l,
+                                   &(dsc_budget_req){"team:*", DSC_METRIC_GCO2E, "day", 50, false},
+                                   NULL, &(dsc_done){on_done, &c}, &err),
+                 DSC_OK);
     wait_calls(&c, 2);
     cr_assert_eq(c.st, DSC_OK);
     dsc_budget_state st[2];
@@ -607,35 +674,38 @@ Test(store_sqlite, async_reserve_and_cancel_complete_and_a_full_disk_reports_thr
     fake_clock clk = {T0};
     dsc_ledger *l = open_at(path, &clk, 0);
     dsc_error err;
-    cr_assert_eq(dsc_ledger_budget_set(l, "*", DSC_METRIC_GCO2E, "day", 100, NULL, &err), DSC_OK);
+    cr_assert_eq(dsc_ledger_budget(l, &(dsc_budget_req){"*", DSC_METRIC_GCO2E, "day", 100, false},
+                                   NULL, NULL, &err),
+                 DSC_OK);
     completion c = {PTHREAD_MUTEX_INITIALIZER, PTHREAD_COND_INITIALIZER, 0, DSC_INTERNAL};
     char rid[DSC_RESERVATION_ID_MAX];
     dsc_amounts a = amt(DSC_METRIC_GCO2E, 30 * M);
-    cr_assert_eq(
-        dsc_ledger_reserve_async(l, &ana, &a, 60, "q1", rid, NULL, 0, NULL, on_done, &c, &err),
-        DSC_OK);
+    cr_assert_eq(reserve_as(l, (dsc_reserve_req){&ana, &a, 60, "q1", NULL}, rid, NULL, 0, NULL,
+                            &(dsc_done){on_done, &c}, &err),
+                 DSC_OK);
     dsc_budget_state st[2];
     cr_assert_eq(find(st, preview(l, st, 2), "*").held, 30 * M, "held before the commit");
     wait_calls(&c, 1);
     cr_assert_eq(c.st, DSC_OK);
     cr_assert_eq(query_int(path, "SELECT count(*) FROM reservations WHERE state = 'held'"), 1);
-    cr_assert_eq(dsc_ledger_cancel_async(l, rid, on_done, &c, &err), DSC_OK);
+    cr_assert_eq(dsc_ledger_cancel(l, &(dsc_cancel_req){rid, NULL}, &(dsc_done){on_done, &c}, &err),
+                 DSC_OK);
     wait_calls(&c, 2);
     cr_assert_eq(find(st, preview(l, st, 2), "*").held, 0);
     cr_assert_eq(query_int(path, "SELECT count(*) FROM reservations WHERE state = 'cancelled'"), 1);
     /* refusals are answered at once and never call done */
     dsc_amounts big = amt(DSC_METRIC_GCO2E, 101 * M);
-    cr_assert_eq(
-        dsc_ledger_reserve_async(l, &ana, &big, 60, NULL, rid, NULL, 0, NULL, on_done, &c, &err),
-        DSC_BUDGET_EXCEEDED);
+    cr_assert_eq(reserve_as(l, (dsc_reserve_req){&ana, &big, 60, NULL, NULL}, rid, NULL, 0, NULL,
+                            &(dsc_done){on_done, &c}, &err),
+                 DSC_BUDGET_EXCEEDED);
     /* a full disk: done reports store_unavailable and the hold is gone by then */
     cr_assert_eq(dsc__ledger_store_exec(l, "PRAGMA max_page_count = 1", &err), DSC_OK);
     dsc_amounts small = amt(DSC_METRIC_GCO2E, M / 10);
     int ok = 0, failed = 0;
     for (int i = 0; i < 400 && !failed; i++) {
         int before = c.calls;
-        cr_assert_eq(dsc_ledger_reserve_async(l, &ana, &small, 60, NULL, rid, NULL, 0, NULL,
-                                              on_done, &c, &err),
+        cr_assert_eq(reserve_as(l, (dsc_reserve_req){&ana, &small, 60, NULL, NULL}, rid, NULL, 0,
+                                NULL, &(dsc_done){on_done, &c}, &err),
                      DSC_OK);
         wait_calls(&c, before + 1);
         if (c.st == DSC_OK)
@@ -655,26 +725,36 @@ Test(store_sqlite, a_budget_created_mid_window_counts_the_usage_already_there) {
     fake_clock clk = {T0};
     dsc_ledger *l = open_at(path, &clk, 0);
     dsc_error err;
-    cr_assert_eq(dsc_ledger_budget_set(l, "*", DSC_METRIC_GCO2E, "year", 1000, NULL, &err), DSC_OK);
+    cr_assert_eq(dsc_ledger_budget(l, &(dsc_budget_req){"*", DSC_METRIC_GCO2E, "year", 1000, false},
+                                   NULL, NULL, &err),
+                 DSC_OK);
     dsc_subject other = {.org = "beta", .team = "infra"};
     char rid[DSC_RESERVATION_ID_MAX], early[DSC_RESERVATION_ID_MAX];
     dsc_amounts a = amt(DSC_METRIC_GCO2E, 4 * M);
     for (int i = 0; i < 3; i++) {
-        cr_assert_eq(dsc_ledger_reserve(l, &ana, &a, 600, NULL, rid, NULL, 0, NULL, &err), DSC_OK);
-        cr_assert_eq(dsc_ledger_settle(l, rid, &a, NULL, NULL, &err), DSC_OK);
+        cr_assert_eq(reserve_as(l, (dsc_reserve_req){&ana, &a, 600, NULL, NULL}, rid, NULL, 0, NULL,
+                                NULL, &err),
+                     DSC_OK);
+        cr_assert_eq(settle_as(l, (dsc_settle_req){rid, &a, NULL, NULL}, NULL, NULL, &err), DSC_OK);
     }
-    cr_assert_eq(dsc_ledger_reserve(l, &other, &a, 600, NULL, rid, NULL, 0, NULL, &err), DSC_OK);
-    cr_assert_eq(dsc_ledger_settle(l, rid, &a, NULL, NULL, &err), DSC_OK);
-    cr_assert_eq(dsc_ledger_reserve(l, &ana, &a, 600, NULL, early, NULL, 0, NULL, &err), DSC_OK);
-    clk.now += 10 * S;
-    cr_assert_eq(dsc_ledger_budget_set(l, "team:*", DSC_METRIC_GCO2E, "month", 50, NULL, &err),
+    cr_assert_eq(reserve_as(l, (dsc_reserve_req){&other, &a, 600, NULL, NULL}, rid, NULL, 0, NULL,
+                            NULL, &err),
                  DSC_OK);
+    cr_assert_eq(settle_as(l, (dsc_settle_req){rid, &a, NULL, NULL}, NULL, NULL, &err), DSC_OK);
+    cr_assert_eq(reserve_as(l, (dsc_reserve_req){&ana, &a, 600, NULL, NULL}, early, NULL, 0, NULL,
+                            NULL, &err),
+                 DSC_OK);
+    clk.now += 10 * S;
+    cr_assert_eq(
+        dsc_ledger_budget(l, &(dsc_budget_req){"team:*", DSC_METRIC_GCO2E, "month", 50, false},
+                          NULL, NULL, &err),
+        DSC_OK);
     dsc_budget_state st[4];
     dsc_budget_state s = find(st, preview(l, st, 4), "team:*");
     cr_assert_eq(s.used, 12 * M, "acme/infra's usage this month, not beta's");
     cr_assert_eq(s.held, 0, "a hold taken before the budget existed is not on it");
     /* the early reservation's usage lands on the budget that applies when it settles */
-    cr_assert_eq(dsc_ledger_settle(l, early, &a, NULL, NULL, &err), DSC_OK);
+    cr_assert_eq(settle_as(l, (dsc_settle_req){early, &a, NULL, NULL}, NULL, NULL, &err), DSC_OK);
     s = find(st, preview(l, st, 4), "team:*");
     cr_assert_eq(s.used, 16 * M);
     dsc_ledger_free(l);
@@ -726,21 +806,26 @@ Test(store_sqlite, a_budget_created_late_counts_what_one_created_early_counted_f
     dsc_ledger *l = open_at(path, &clk, 0);
     dsc_error err;
     for (int i = 0; i < NSEL; i++)
-        cr_assert_eq(dsc_ledger_budget_set(l, sels[i], DSC_METRIC_GCO2E, "year", 1e6, NULL, &err),
-                     DSC_OK, "%s: %s", sels[i], err.message);
+        cr_assert_eq(
+            dsc_ledger_budget(l, &(dsc_budget_req){sels[i], DSC_METRIC_GCO2E, "year", 1e6, false},
+                              NULL, NULL, &err),
+            DSC_OK, "%s: %s", sels[i], err.message);
     for (int i = 0; i < NSUB; i++) {
         for (int k = 0; k < 2; k++) { /* a charge of gCO2e, and one of tokens only */
             dsc_amounts a = amt(k ? DSC_METRIC_TOKENS : DSC_METRIC_GCO2E, (i + 1) * M);
             char rid[32];
             snprintf(rid, sizeof rid, "unreserved-%d-%d", i, k);
-            cr_assert_eq(dsc_ledger_settle(l, rid, &a, &subjects[i], NULL, &err), DSC_OK, "%s",
-                         err.message);
+            cr_assert_eq(
+                settle_as(l, (dsc_settle_req){rid, &a, &subjects[i], NULL}, NULL, NULL, &err),
+                DSC_OK, "%s", err.message);
         }
     }
     clk.now += 10 * S;
     for (int i = 0; i < NSEL; i++)
-        cr_assert_eq(dsc_ledger_budget_set(l, sels[i], DSC_METRIC_GCO2E, "month", 1e6, NULL, &err),
-                     DSC_OK);
+        cr_assert_eq(
+            dsc_ledger_budget(l, &(dsc_budget_req){sels[i], DSC_METRIC_GCO2E, "month", 1e6, false},
+                              NULL, NULL, &err),
+            DSC_OK);
     for (int i = 0; i < NSUB; i++)
         assert_late_counts_as_early(l, &subjects[i], i);
     /* and the shapes did filter: a few exact values */
@@ -776,7 +861,9 @@ static void *settle_many(void *arg) {
         char rid[32];
         snprintf(rid, sizeof rid, "t%d-%d", t->index, i);
         dsc_amounts a = amt(DSC_METRIC_GCO2E, (i % 5 + 1) * M);
-        cr_assert_eq(dsc_ledger_settle(t->l, rid, &a, &settled_for[(i + t->index) % 3], NULL, NULL),
+        cr_assert_eq(settle_as(t->l,
+                               (dsc_settle_req){rid, &a, &settled_for[(i + t->index) % 3], NULL},
+                               NULL, NULL, NULL),
                      DSC_OK);
     }
     return NULL;
@@ -792,8 +879,10 @@ Test(store_sqlite, budgets_created_while_settles_commit_count_every_charge_once)
     dsc_ledger *l = open_at(path, &clk, 0);
     dsc_error err;
     for (int i = 0; i < NSEL; i++)
-        cr_assert_eq(dsc_ledger_budget_set(l, sels[i], DSC_METRIC_GCO2E, "year", 1e6, NULL, &err),
-                     DSC_OK);
+        cr_assert_eq(
+            dsc_ledger_budget(l, &(dsc_budget_req){sels[i], DSC_METRIC_GCO2E, "year", 1e6, false},
+                              NULL, NULL, &err),
+            DSC_OK);
     pthread_t th[4];
     settler args[4];
     for (int i = 0; i < 4; i++) {
@@ -803,13 +892,16 @@ Test(store_sqlite, budgets_created_while_settles_commit_count_every_charge_once)
     for (int round = 0; round < 3; round++) /* each shape created, deleted, created again */
         for (int i = 0; i < NSEL; i++) {
             if (round == 1) {
-                cr_assert_eq(dsc_ledger_budget_delete(l, sels[i], DSC_METRIC_GCO2E, "month", &err),
+                cr_assert_eq(dsc_ledger_budget(
+                                 l, &(dsc_budget_req){sels[i], DSC_METRIC_GCO2E, "month", 0, true},
+                                 NULL, NULL, &err),
                              DSC_OK, "%s", err.message);
                 continue;
             }
-            cr_assert_eq(
-                dsc_ledger_budget_set(l, sels[i], DSC_METRIC_GCO2E, "month", 1e6, NULL, &err),
-                DSC_OK, "%s", err.message);
+            cr_assert_eq(dsc_ledger_budget(
+                             l, &(dsc_budget_req){sels[i], DSC_METRIC_GCO2E, "month", 1e6, false},
+                             NULL, NULL, &err),
+                         DSC_OK, "%s", err.message);
         }
     for (int i = 0; i < 4; i++)
         pthread_join(th[i], NULL);
@@ -842,12 +934,15 @@ static void *hammer_thread(void *arg) {
     for (int i = 0; i < 150; i++) {
         dsc_amounts want = amt(DSC_METRIC_GCO2E, 2 * M);
         char rid[DSC_RESERVATION_ID_MAX];
-        if (dsc_ledger_reserve(a->h->l, &s, &want, 60, NULL, rid, NULL, 0, NULL, NULL) != DSC_OK)
+        if (reserve_as(a->h->l, (dsc_reserve_req){&s, &want, 60, NULL, NULL}, rid, NULL, 0, NULL,
+                       NULL, NULL) != DSC_OK)
             continue;
         dsc_amounts act = amt(DSC_METRIC_GCO2E, (i % 7) * M / 4);
         if (i % 5 == 0)
-            cr_assert_eq(dsc_ledger_cancel(a->h->l, rid, NULL), DSC_OK);
-        else if (dsc_ledger_settle(a->h->l, rid, &act, NULL, NULL, NULL) == DSC_OK)
+            cr_assert_eq(dsc_ledger_cancel(a->h->l, &(dsc_cancel_req){rid, NULL}, NULL, NULL),
+                         DSC_OK);
+        else if (settle_as(a->h->l, (dsc_settle_req){rid, &act, NULL, NULL}, NULL, NULL, NULL) ==
+                 DSC_OK)
             a->h->settled[a->index] += act.v[DSC_METRIC_GCO2E];
     }
     return NULL;
@@ -860,8 +955,10 @@ static void hammer_mode(dsc_durability mode) {
     dsc_error err;
     hammer h = {.l = dsc_ledger_new(&cfg, &err)};
     cr_assert(h.l, "%s", err.message);
-    cr_assert_eq(dsc_ledger_budget_set(h.l, "org:acme", DSC_METRIC_GCO2E, "month", 500, NULL, &err),
-                 DSC_OK);
+    cr_assert_eq(
+        dsc_ledger_budget(h.l, &(dsc_budget_req){"org:acme", DSC_METRIC_GCO2E, "month", 500, false},
+                          NULL, NULL, &err),
+        DSC_OK);
     pthread_t t[8];
     hammer_arg args[8];
     for (int i = 0; i < 8; i++) {
@@ -912,35 +1009,43 @@ Test(store_sqlite, batch_mode_acknowledges_calls_once_queued_and_counts_them_at_
     dsc_error err;
     dsc_ledger *l = dsc_ledger_new(&cfg, &err);
     cr_assert(l, "%s", err.message);
-    cr_assert_eq(dsc_ledger_budget_set(l, "org:acme", DSC_METRIC_GCO2E, "month", 500, NULL, &err),
-                 DSC_OK, "%s", err.message);
+    cr_assert_eq(
+        dsc_ledger_budget(l, &(dsc_budget_req){"org:acme", DSC_METRIC_GCO2E, "month", 500, false},
+                          NULL, NULL, &err),
+        DSC_OK, "%s", err.message);
     dsc_amounts hold = amt(DSC_METRIC_GCO2E, 10 * M), act = amt(DSC_METRIC_GCO2E, 4 * M);
     char rid[DSC_RESERVATION_ID_MAX], rid2[DSC_RESERVATION_ID_MAX];
     int reserved = 0, settled = 0, cancelled = 0, journaled = 0;
     struct timespec t0, t1;
     clock_gettime(CLOCK_MONOTONIC, &t0);
     dsc_decision_record dec = {.decision_id = "d-1", .outcome = "allow", .purpose = "chat"};
-    cr_assert_eq(dsc_ledger_reserve_journal_async(l, &ana, &hold, 60, "req-1", rid, NULL, 0, NULL,
-                                                  &dec, note_done, &reserved, &err),
+    cr_assert_eq(reserve_as(l, (dsc_reserve_req){&ana, &hold, 60, "req-1", &dec}, rid, NULL, 0,
+                            NULL, &(dsc_done){note_done, &reserved}, &err),
                  DSC_OK, "%s", err.message);
     cr_assert_eq(reserved, 1, "the reserve completed once queued");
     /* A retry of the same request is answered at once, not "still being reserved". */
-    cr_assert_eq(dsc_ledger_reserve(l, &ana, &hold, 60, "req-1", rid2, NULL, 0, NULL, &err), DSC_OK,
-                 "%s", err.message);
+    cr_assert_eq(reserve_as(l, (dsc_reserve_req){&ana, &hold, 60, "req-1", NULL}, rid2, NULL, 0,
+                            NULL, NULL, &err),
+                 DSC_OK, "%s", err.message);
     cr_assert_str_eq(rid2, rid);
-    cr_assert_eq(dsc_ledger_settle_async(l, rid, &act, NULL, NULL, note_done, &settled, &err),
+    cr_assert_eq(settle_as(l, (dsc_settle_req){rid, &act, NULL, NULL}, NULL,
+                           &(dsc_done){note_done, &settled}, &err),
                  DSC_OK, "%s", err.message);
     cr_assert_eq(settled, 1, "the settle completed once queued");
     dsc_budget_state st[2];
     dsc_budget_state b = find(st, preview(l, st, 2), "org:acme");
     cr_assert_eq(b.used, 4 * M, "the settle is counted at once");
     cr_assert_eq(b.held, 0);
-    cr_assert_eq(dsc_ledger_reserve(l, &ana, &hold, 60, NULL, rid2, NULL, 0, NULL, &err), DSC_OK);
-    cr_assert_eq(dsc_ledger_cancel_async(l, rid2, note_done, &cancelled, &err), DSC_OK);
+    cr_assert_eq(reserve_as(l, (dsc_reserve_req){&ana, &hold, 60, NULL, NULL}, rid2, NULL, 0, NULL,
+                            NULL, &err),
+                 DSC_OK);
+    cr_assert_eq(dsc_ledger_cancel(l, &(dsc_cancel_req){rid2, NULL},
+                                   &(dsc_done){note_done, &cancelled}, &err),
+                 DSC_OK);
     cr_assert_eq(cancelled, 1, "the cancel completed once queued");
     cr_assert_eq(find(st, preview(l, st, 2), "org:acme").held, 0, "the cancel released at once");
     dec.decision_id = "d-2";
-    cr_assert_eq(dsc_ledger_record_decision_async(l, &dec, note_done, &journaled, &err), DSC_OK);
+    cr_assert_eq(dsc_ledger_record(l, &dec, &(dsc_done){note_done, &journaled}, &err), DSC_OK);
     cr_assert_eq(journaled, 1, "the decision completed once queued");
     clock_gettime(CLOCK_MONOTONIC, &t1);
     double ms = (double)(t1.tv_sec - t0.tv_sec) * 1e3 + (double)(t1.tv_nsec - t0.tv_nsec) / 1e6;
@@ -966,18 +1071,23 @@ Test(store_sqlite, unreserved_and_late_settles_write_their_reservation_rows) {
     fake_clock clk = {T0};
     dsc_ledger *l = open_at(path, &clk, 0);
     dsc_error err;
-    cr_assert_eq(dsc_ledger_budget_set(l, "*", DSC_METRIC_GCO2E, "day", 100, NULL, &err), DSC_OK);
+    cr_assert_eq(dsc_ledger_budget(l, &(dsc_budget_req){"*", DSC_METRIC_GCO2E, "day", 100, false},
+                                   NULL, NULL, &err),
+                 DSC_OK);
     dsc_amounts a = amt(DSC_METRIC_GCO2E, 4 * M);
-    dsc_settle_kind kind;
-    cr_assert_eq(dsc_ledger_settle(l, "r-never-held", &a, &ana, &kind, &err), DSC_OK, "%s",
-                 err.message);
-    cr_assert_eq(kind, DSC_SETTLE_UNRESERVED);
+    dsc_settle_out kind;
+    cr_assert_eq(settle_as(l, (dsc_settle_req){"r-never-held", &a, &ana, NULL}, &kind, NULL, &err),
+                 DSC_OK, "%s", err.message);
+    cr_assert_eq(kind.kind, DSC_SETTLE_UNRESERVED);
     char rid[DSC_RESERVATION_ID_MAX];
-    cr_assert_eq(dsc_ledger_reserve(l, &ana, &a, 60, NULL, rid, NULL, 0, NULL, &err), DSC_OK);
-    cr_assert_eq(dsc_ledger_cancel(l, rid, &err), DSC_OK);
+    cr_assert_eq(
+        reserve_as(l, (dsc_reserve_req){&ana, &a, 60, NULL, NULL}, rid, NULL, 0, NULL, NULL, &err),
+        DSC_OK);
+    cr_assert_eq(dsc_ledger_cancel(l, &(dsc_cancel_req){rid, NULL}, NULL, &err), DSC_OK);
     dsc_amounts later = amt(DSC_METRIC_GCO2E, 6 * M);
-    cr_assert_eq(dsc_ledger_settle(l, rid, &later, NULL, &kind, &err), DSC_OK);
-    cr_assert_eq(kind, DSC_SETTLE_LATE);
+    cr_assert_eq(settle_as(l, (dsc_settle_req){rid, &later, NULL, NULL}, &kind, NULL, &err),
+                 DSC_OK);
+    cr_assert_eq(kind.kind, DSC_SETTLE_LATE);
     dsc_ledger_free(l);
     cr_assert_eq(query_int(path, "SELECT charged_gco2e FROM reservations"
                                  " WHERE id = 'r-never-held' AND state = 'settled'"
@@ -1045,12 +1155,16 @@ Test(store_sqlite, a_file_of_the_previous_schema_reloads_and_gets_the_partial_in
     cr_assert_eq(all.held, 7 * M, "the held row is a hold again");
     cr_assert_eq(all.used, 3 * M, "the charge is counted");
     dsc_error err;
-    dsc_settle_kind kind;
+    dsc_settle_out kind;
     dsc_amounts a = amt(DSC_METRIC_GCO2E, 3 * M);
-    cr_assert_eq(dsc_ledger_settle(l, "r00000000000000a2", &a, NULL, &kind, &err), DSC_OK);
-    cr_assert_eq(kind, DSC_SETTLE_REPEATED, "the finished row was reloaded");
-    cr_assert_eq(dsc_ledger_settle(l, "r00000000000000a1", &a, NULL, &kind, &err), DSC_OK);
-    cr_assert_eq(kind, DSC_SETTLE_RESERVED);
+    cr_assert_eq(
+        settle_as(l, (dsc_settle_req){"r00000000000000a2", &a, NULL, NULL}, &kind, NULL, &err),
+        DSC_OK);
+    cr_assert_eq(kind.kind, DSC_SETTLE_REPEATED, "the finished row was reloaded");
+    cr_assert_eq(
+        settle_as(l, (dsc_settle_req){"r00000000000000a1", &a, NULL, NULL}, &kind, NULL, &err),
+        DSC_OK);
+    cr_assert_eq(kind.kind, DSC_SETTLE_RESERVED);
     dsc_ledger_free(l);
     cr_assert_eq(query_int(path, "SELECT count(*) FROM sqlite_master"
                                  " WHERE name = 'reservations_finished'"),
@@ -1081,15 +1195,17 @@ Test(store_sqlite, reserve_journal_commits_hold_and_decision_in_one_record_and_c
     fake_clock clk = {T0};
     dsc_ledger *l = open_at(path, &clk, 0);
     dsc_error err;
-    cr_assert_eq(dsc_ledger_budget_set(l, "*", DSC_METRIC_GCO2E, "day", 100, NULL, &err), DSC_OK);
+    cr_assert_eq(dsc_ledger_budget(l, &(dsc_budget_req){"*", DSC_METRIC_GCO2E, "day", 100, false},
+                                   NULL, NULL, &err),
+                 DSC_OK);
     dsc_ledger_stats before, after;
     dsc_ledger_stats_get(l, &before);
     completion c = {PTHREAD_MUTEX_INITIALIZER, PTHREAD_COND_INITIALIZER, 0, DSC_INTERNAL};
     char rid[DSC_RESERVATION_ID_MAX];
     dsc_amounts a = amt(DSC_METRIC_GCO2E, 5 * M);
     dsc_decision_record d = allow_decision("d1");
-    cr_assert_eq(dsc_ledger_reserve_journal_async(l, &ana, &a, 60, "q1", rid, NULL, 0, NULL, &d,
-                                                  on_done, &c, &err),
+    cr_assert_eq(reserve_as(l, (dsc_reserve_req){&ana, &a, 60, "q1", &d}, rid, NULL, 0, NULL,
+                            &(dsc_done){on_done, &c}, &err),
                  DSC_OK, "%s", err.message);
     dsc_budget_state st[2];
     cr_assert_eq(find(st, preview(l, st, 2), "*").held, 5 * M, "held before the commit");
@@ -1113,8 +1229,8 @@ Test(store_sqlite, reserve_journal_commits_hold_and_decision_in_one_record_and_c
     /* the same request again: the same hold, the new decision journaled alone */
     char again[DSC_RESERVATION_ID_MAX];
     d.decision_id = "d2";
-    cr_assert_eq(dsc_ledger_reserve_journal_async(l, &ana, &a, 60, "q1", again, NULL, 0, NULL, &d,
-                                                  on_done, &c, &err),
+    cr_assert_eq(reserve_as(l, (dsc_reserve_req){&ana, &a, 60, "q1", &d}, again, NULL, 0, NULL,
+                            &(dsc_done){on_done, &c}, &err),
                  DSC_OK, "%s", err.message);
     cr_assert_str_eq(again, rid);
     wait_calls(&c, 2);
@@ -1133,21 +1249,23 @@ Test(store_sqlite, reserve_journal_refused_or_invalid_holds_and_journals_nothing
     temp_db(path, sizeof path);
     dsc_ledger *l = open_at(path, NULL, 0);
     dsc_error err;
-    cr_assert_eq(dsc_ledger_budget_set(l, "*", DSC_METRIC_GCO2E, "day", 10, NULL, &err), DSC_OK);
+    cr_assert_eq(dsc_ledger_budget(l, &(dsc_budget_req){"*", DSC_METRIC_GCO2E, "day", 10, false},
+                                   NULL, NULL, &err),
+                 DSC_OK);
     completion c = {PTHREAD_MUTEX_INITIALIZER, PTHREAD_COND_INITIALIZER, 0, DSC_INTERNAL};
     char rid[DSC_RESERVATION_ID_MAX];
     dsc_amounts big = amt(DSC_METRIC_GCO2E, 11 * M);
     dsc_decision_record d = allow_decision("d1");
-    cr_assert_eq(dsc_ledger_reserve_journal_async(l, &ana, &big, 60, NULL, rid, NULL, 0, NULL, &d,
-                                                  on_done, &c, &err),
+    cr_assert_eq(reserve_as(l, (dsc_reserve_req){&ana, &big, 60, NULL, &d}, rid, NULL, 0, NULL,
+                            &(dsc_done){on_done, &c}, &err),
                  DSC_BUDGET_EXCEEDED);
     char reason[600];
     memset(reason, 'x', sizeof reason - 1);
     reason[sizeof reason - 1] = '\0';
     d.reason = reason;
     dsc_amounts a = amt(DSC_METRIC_GCO2E, M);
-    cr_assert_eq(dsc_ledger_reserve_journal_async(l, &ana, &a, 60, NULL, rid, NULL, 0, NULL, &d,
-                                                  on_done, &c, &err),
+    cr_assert_eq(reserve_as(l, (dsc_reserve_req){&ana, &a, 60, NULL, &d}, rid, NULL, 0, NULL,
+                            &(dsc_done){on_done, &c}, &err),
                  DSC_BAD_REQUEST);
     cr_assert(strstr(err.message, "'reason'"), "%s", err.message);
     dsc_budget_state st[2];
@@ -1166,7 +1284,9 @@ Test(store_sqlite, reserve_journal_on_a_full_disk_reports_through_done_and_relea
     temp_db(path, sizeof path);
     dsc_ledger *l = open_at(path, NULL, 0);
     dsc_error err;
-    cr_assert_eq(dsc_ledger_budget_set(l, "*", DSC_METRIC_GCO2E, "day", 100, NULL, &err), DSC_OK);
+    cr_assert_eq(dsc_ledger_budget(l, &(dsc_budget_req){"*", DSC_METRIC_GCO2E, "day", 100, false},
+                                   NULL, NULL, &err),
+                 DSC_OK);
     cr_assert_eq(dsc__ledger_store_exec(l, "PRAGMA max_page_count = 1", &err), DSC_OK);
     completion c = {PTHREAD_MUTEX_INITIALIZER, PTHREAD_COND_INITIALIZER, 0, DSC_INTERNAL};
     char rid[DSC_RESERVATION_ID_MAX];
@@ -1174,8 +1294,8 @@ Test(store_sqlite, reserve_journal_on_a_full_disk_reports_through_done_and_relea
     dsc_decision_record d = allow_decision("d-full");
     int ok = 0, failed = 0;
     for (int i = 0; i < 400 && !failed; i++) {
-        cr_assert_eq(dsc_ledger_reserve_journal_async(l, &ana, &a, 60, NULL, rid, NULL, 0, NULL, &d,
-                                                      on_done, &c, &err),
+        cr_assert_eq(reserve_as(l, (dsc_reserve_req){&ana, &a, 60, NULL, &d}, rid, NULL, 0, NULL,
+                                &(dsc_done){on_done, &c}, &err),
                      DSC_OK);
         wait_calls(&c, i + 1);
         if (c.st == DSC_OK)
@@ -1221,9 +1341,10 @@ Test(store_sqlite, a_store_made_before_keys_opens_keeps_its_holds_and_journals_t
                  sqlite3_errmsg(db));
     sqlite3_close(db);
     dsc_ledger *l = open_at(path, NULL, 0);
-    char owner[DSC_NAME_MAX] = "x";
-    cr_assert_eq(dsc_ledger_reservation_owner(l, "r00000000000000aa", owner), DSC_OK);
-    cr_assert_str_eq(owner, "");
+    dsc_hold_info h;
+    cr_assert_eq(dsc_ledger_hold_get(l, "r00000000000000aa", &h), DSC_OK);
+    cr_assert_str_eq(h.owner, "");
+    cr_assert_str_eq(h.model, "", "made before holds kept their model");
     dsc_decision_record d = {.decision_id = "d1",
                              .subject = ana,
                              .outcome = "allow",
@@ -1233,12 +1354,12 @@ Test(store_sqlite, a_store_made_before_keys_opens_keeps_its_holds_and_journals_t
                              .verdicts = "[{\"policy\":\"p\",\"shadow\":true}]",
                              .tags = "{\"ticket\":\"T-1\"}"};
     dsc_error err;
-    cr_assert_eq(dsc_ledger_record_decision(l, &d, &err), DSC_OK, "%s", err.message);
+    cr_assert_eq(dsc_ledger_record(l, &d, NULL, &err), DSC_OK, "%s", err.message);
     char id[DSC_RESERVATION_ID_MAX];
     dsc_amounts one = amt(DSC_METRIC_REQUESTS, DSC_MICRO);
     completion done = {.mu = PTHREAD_MUTEX_INITIALIZER, .cv = PTHREAD_COND_INITIALIZER};
-    cr_assert_eq(dsc_ledger_reserve_journal_async(l, &ana, &one, 60, NULL, id, NULL, 0, NULL, &d,
-                                                  on_done, &done, &err),
+    cr_assert_eq(reserve_as(l, (dsc_reserve_req){&ana, &one, 60, NULL, &d}, id, NULL, 0, NULL,
+                            &(dsc_done){on_done, &done}, &err),
                  DSC_OK, "%s", err.message);
     wait_calls(&done, 1);
     cr_assert_eq(done.st, DSC_OK);
@@ -1250,7 +1371,121 @@ Test(store_sqlite, a_store_made_before_keys_opens_keeps_its_holds_and_journals_t
                            " json_extract(verdicts, '$[0].shadow') = 1"),
                  2);
     l = open_at(path, NULL, 0);
-    cr_assert_eq(dsc_ledger_reservation_owner(l, id, owner), DSC_OK);
-    cr_assert_str_eq(owner, "k_00000000000000ff");
+    cr_assert_eq(dsc_ledger_hold_get(l, id, &h), DSC_OK);
+    cr_assert_str_eq(h.owner, "k_00000000000000ff");
+    cr_assert_str_eq(h.zone, "FRA");
     dsc_ledger_free(l);
+}
+
+Test(store_sqlite, a_hold_reloaded_after_a_restart_keeps_its_owner_and_what_it_was_for) {
+    char path[600];
+    temp_db(path, sizeof path);
+    dsc_ledger *l = open_at(path, NULL, 0);
+    dsc_decision_record d = {.decision_id = "d1",
+                             .subject = ana,
+                             .outcome = "allow",
+                             .key_id = "k_1",
+                             .provider = "mistral",
+                             .model = "mistral-large",
+                             .zone = "SE",
+                             .purpose = "search"};
+    dsc_error err;
+    char id[DSC_RESERVATION_ID_MAX];
+    dsc_amounts one = amt(DSC_METRIC_REQUESTS, DSC_MICRO);
+    cr_assert_eq(
+        reserve_as(l, (dsc_reserve_req){&ana, &one, 600, NULL, &d}, id, NULL, 0, NULL, NULL, &err),
+        DSC_OK, "%s", err.message);
+    dsc_ledger_free(l);
+    l = open_at(path, NULL, 0);
+    dsc_hold_info h;
+    cr_assert_eq(dsc_ledger_hold_get(l, id, &h), DSC_OK);
+    cr_assert(h.open);
+    cr_assert_str_eq(h.owner, "k_1");
+    cr_assert_str_eq(h.provider, "mistral");
+    cr_assert_str_eq(h.model, "mistral-large");
+    cr_assert_str_eq(h.zone, "SE");
+    cr_assert_str_eq(h.purpose, "search");
+    cr_assert_str_eq(h.user, "ana");
+    cr_assert_eq(settle_as(l, (dsc_settle_req){id, &one, NULL, "k_2"}, NULL, NULL, &err),
+                 DSC_FORBIDDEN, "a reloaded hold is still its owner's");
+    cr_assert_eq(settle_as(l, (dsc_settle_req){id, &one, NULL, "k_1"}, NULL, NULL, &err), DSC_OK,
+                 "%s", err.message);
+    dsc_ledger_free(l);
+}
+
+Test(store_sqlite, a_forgotten_reservation_is_recalled_off_the_caller_and_still_owner_checked) {
+    char path[600];
+    temp_db(path, sizeof path);
+    fake_clock clk = {T0};
+    dsc_ledger *l = open_at(path, &clk, 1); /* remember finished reservations for 1 s */
+    dsc_error err;
+    dsc_decision_record d = {.decision_id = "d1", .subject = ana, .key_id = "k_1", .model = "m"};
+    char rid[DSC_RESERVATION_ID_MAX], other[DSC_RESERVATION_ID_MAX];
+    dsc_amounts a = amt(DSC_METRIC_GCO2E, 5 * M);
+    cr_assert_eq(
+        reserve_as(l, (dsc_reserve_req){&ana, &a, 60, NULL, &d}, rid, NULL, 0, NULL, NULL, &err),
+        DSC_OK);
+    cr_assert_eq(
+        reserve_as(l, (dsc_reserve_req){&ana, &a, 60, NULL, &d}, other, NULL, 0, NULL, NULL, &err),
+        DSC_OK);
+    cr_assert_eq(settle_as(l, (dsc_settle_req){rid, &a, NULL, "k_1"}, NULL, NULL, &err), DSC_OK);
+    cr_assert_eq(dsc_ledger_cancel(l, &(dsc_cancel_req){other, "k_1"}, NULL, &err), DSC_OK);
+    clk.now += 10 * S;
+    dsc_ledger_tick(l);
+    dsc_hold_info h;
+    cr_assert_eq(dsc_ledger_hold_get(l, rid, &h), DSC_UNKNOWN_RESERVATION, "forgotten by memory");
+    /* with a done: recalled on the ledger's reader thread, done runs there once */
+    completion done = {.mu = PTHREAD_MUTEX_INITIALIZER, .cv = PTHREAD_COND_INITIALIZER};
+    dsc_settle_out kind = {DSC_SETTLE_RESERVED};
+    cr_assert_eq(settle_as(l, (dsc_settle_req){rid, &a, NULL, "k_2"}, &kind,
+                           &(dsc_done){on_done, &done}, &err),
+                 DSC_OK, "handed to the reader: the outcome comes through done");
+    wait_calls(&done, 1);
+    cr_assert_eq(done.st, DSC_FORBIDDEN, "recalled from the store with its owner");
+    cr_assert_eq(dsc_ledger_hold_get(l, rid, &h), DSC_OK, "recalled into memory");
+    cr_assert_str_eq(h.owner, "k_1");
+    cr_assert_str_eq(h.model, "m");
+    cr_assert_eq(settle_as(l, (dsc_settle_req){rid, &a, NULL, "k_1"}, &kind, NULL, &err), DSC_OK);
+    cr_assert_eq(kind.kind, DSC_SETTLE_REPEATED);
+    /* a cancel of a forgotten one, with a done */
+    cr_assert_eq(
+        dsc_ledger_cancel(l, &(dsc_cancel_req){other, "k_2"}, &(dsc_done){on_done, &done}, &err),
+        DSC_OK);
+    wait_calls(&done, 2);
+    cr_assert_eq(done.st, DSC_FORBIDDEN);
+    cr_assert_eq(dsc_ledger_cancel(l, &(dsc_cancel_req){other, "k_1"}, NULL, &err), DSC_OK);
+    /* an id of the ledger's shape the store never had stays unknown */
+    cr_assert_eq(
+        settle_as(l, (dsc_settle_req){"r000000000000ffffffffffffffffffffffff", &a, NULL, NULL},
+                  NULL, &(dsc_done){on_done, &done}, &err),
+        DSC_OK);
+    wait_calls(&done, 3);
+    cr_assert_eq(done.st, DSC_UNKNOWN_RESERVATION);
+    dsc_ledger_free(l);
+}
+
+Test(store_sqlite, a_decision_journals_the_estimates_warnings_by_name) {
+    char path[600];
+    temp_db(path, sizeof path);
+    dsc_ledger *l = open_at(path, NULL, 0);
+    dsc_decision_record d = {.decision_id = "d-warned",
+                             .subject = ana,
+                             .outcome = "allow",
+                             .warnings = DSC_WARN_MODEL_UNLISTED | DSC_WARN_FALLBACK_CLASS};
+    dsc_error err;
+    cr_assert_eq(dsc_ledger_record(l, &d, NULL, &err), DSC_OK, "%s", err.message);
+    d.decision_id = "d-plain";
+    d.warnings = 0;
+    cr_assert_eq(dsc_ledger_record(l, &d, NULL, &err), DSC_OK, "%s", err.message);
+    dsc_ledger_free(l);
+    cr_assert_eq(query_int(path, "SELECT json_array_length(warnings) FROM decisions"
+                                 " WHERE decision_id = 'd-warned'"),
+                 2);
+    cr_assert_eq(query_int(path, "SELECT count(*) FROM decisions, json_each(decisions.warnings)"
+                                 " WHERE decision_id = 'd-warned' AND json_each.value IN"
+                                 " ('model-not-in-catalogue', 'model-fallback-class')"),
+                 2);
+    cr_assert_eq(query_int(path, "SELECT count(*) FROM decisions"
+                                 " WHERE decision_id = 'd-plain' AND warnings IS NULL"),
+                 1);
 }

@@ -291,7 +291,7 @@ Test(trust, revocation_cuts_an_open_connection_at_its_next_call) {
     th_client_free(c);
 }
 
-Test(trust, keys_and_the_owner_of_a_hold_survive_a_restart) {
+Test(trust, keys_the_owner_of_a_hold_and_what_it_was_for_survive_a_restart) {
     char ta[72], tb[72], tr[72], idr[24];
     th_create_key(&srv, "client", "org:acme/team:a", ta, NULL);
     th_create_key(&srv, "client", "org:acme/team:a", tb, NULL);
@@ -311,9 +311,8 @@ Test(trust, keys_and_the_owner_of_a_hold_survive_a_restart) {
     th_server_restart(&srv, NULL);
     th_client *b = th_connect_as(&srv, tb);
     a = th_connect_as(&srv, ta);
-    /* The server's memory of what the hold was for is gone: the settle names it. */
-    snprintf(params, sizeof params, "{\"reservation\": \"%s\", " REQ ", \"input_tokens\": 10}",
-             resv);
+    /* The ledger reloads the hold with what it was for: the settle gives only tokens. */
+    settle_params(params, sizeof params, resv);
     fails(b, "settle", params, "forbidden");
     r = ok(a, "settle", params, &res);
     cr_assert_str_eq(str(res, "settled"), "reserved");

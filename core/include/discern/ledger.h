@@ -28,8 +28,8 @@
  *   settle       replace the hold with the actual usage; idempotent
  *   cancel       release the hold
  *   tick         expire holds past their ttl (charged or released, as configured)
- *   record_decision  the audit journal of every decision (a check's may share its
- *                hold's record: dsc_ledger_reserve_journal_async)
+ *   record       the audit journal of every decision (a check's shares its hold's
+ *                record: dsc_reserve_req.decision)
  *
  * With a store (SQLite, WAL), settles, expiries, cancels, reservations and decisions
  * are written by one writer thread that commits them in batches (group commit); a
@@ -39,18 +39,23 @@
  * returns DSC_STORE_UNAVAILABLE. With "batch" and "off" a reservation, settle, cancel
  * or decision is acknowledged once queued: the counters change at once and a failed
  * commit only counts (store_failures). Reopening the store rebuilds every counter.
- * Every durable call has an _async form that returns once the record is queued and
- * calls done(ud, st, err) from the writer thread when it is committed ("full"), or
- * before it returns ("batch", "off"): a server's event loop never waits for an fsync
+ * Every durable call has one shape, (l, request, reply, done, err): with done NULL it
+ * waits; with a done it returns once the record is queued and calls done(ud, st, err)
+ * from the writer thread when it is committed ("full"), or before it returns
+ * ("batch", "off"): a server's event loop never waits for an fsync
  * (docs/internals.md). DSC_STORE_UNAVAILABLE always
  * means "nothing happened, retry": also for a retry racing its own first attempt.
  * Schema, queries and durability trade-offs: docs/operations.md.
  *
  *   dsc_ledger_config cfg = {.store_path = "var/discern.db"};
  *   dsc_ledger *l = dsc_ledger_new(&cfg, &err);
- *   dsc_ledger_budget_set(l, "team:*", DSC_METRIC_GCO2E, "month", 50000.0, NULL, &err);
- *   st = dsc_ledger_reserve(l, &subj, &amounts, 60, "req-1", rid, ex, 8, &nex, &err);
- *   st = dsc_ledger_settle(l, rid, &actual, NULL, NULL, &err);
+ *   dsc_budget_req b = {"team:*", DSC_METRIC_GCO2E, "month", 50000.0, false};
+ *   dsc_ledger_budget(l, &b, NULL, NULL, &err);
+ *   dsc_reserve_out out = {.exceeded = ex, .max_exceeded = 8};
+ *   st = dsc_ledger_reserve(l, &(dsc_reserve_req){&subj, &amounts, 60, "req-1", NULL},
+ *                           &out, NULL, &err);
+ *   st = dsc_ledger_settle(l, &(dsc_settle_req){out.reservation_id, &actual, NULL},
+ *                          NULL, NULL, &err);
  *   dsc_ledger_free(l);
  */
 #ifndef DISCERN_LEDGER_H
@@ -165,6 +170,24 @@ dsc_ledger *dsc_ledger_new(const dsc_ledger_config *cfg, dsc_error *err);
 /* Flush the store queue, stop the writer and free everything; NULL is a no-op. */
 void dsc_ledger_free(dsc_ledger *l);
 
+/* Called exactly once when a call's record with a done is committed (st DSC_OK) or
+ * its batch failed (st and err->message say why; DSC_STORE_UNAVAILABLE for the disk).
+ * It runs on the store's writer thread, or inside the call itself when nothing had to
+ * be written (a repeated settle, a memory-only ledger) or the call is acknowledged
+ * once queued (durability batch and off). It may call into the ledger, but should
+ * only hand the result over (to an event loop) and return: the next batch waits for
+ * it. When the call returns an error, done is never called. */
+typedef void (*dsc_ledger_done_fn)(void *ud, dsc_status st, const dsc_error *err);
+
+/* How a durable call completes: NULL = the call waits for its commit (durability
+ * full) or its queue (batch, off); else it returns once queued and fn(ud, ...)
+ * reports the commit. A server's event loop never waits for an fsync
+ * (docs/internals.md). */
+typedef struct dsc_done {
+    dsc_ledger_done_fn fn;
+    void *ud;
+} dsc_done;
+
 /* --- budgets -------------------------------------------------------------------- */
 
 typedef struct dsc_budget_info {
@@ -175,16 +198,25 @@ typedef struct dsc_budget_info {
     int64_t limit;               /* micro-units */
 } dsc_budget_info;
 
-/* Create the budget (selector, metric, window) or change its limit (API units, >= 0).
- * Persisted before it returns. Fills out (may be NULL). DSC_BAD_REQUEST naming the
- * field for a bad selector, window or limit; DSC_STORE_UNAVAILABLE; DSC_NOMEM. */
-dsc_status dsc_ledger_budget_set(dsc_ledger *l, const char *selector, dsc_metric metric,
-                                 const char *window, double limit, dsc_budget_info *out,
-                                 dsc_error *err);
-/* Delete a budget; DSC_UNKNOWN_BUDGET when there is none. Holds already placed on it
- * are released with their reservations. */
-dsc_status dsc_ledger_budget_delete(dsc_ledger *l, const char *selector, dsc_metric metric,
-                                    const char *window, dsc_error *err);
+/* A budget change: create (selector, metric, window) or change its limit (API units,
+ * >= 0), or with remove delete it (holds already placed on it are released with
+ * their reservations). */
+typedef struct dsc_budget_req {
+    const char *selector;
+    dsc_metric metric;
+    const char *window;
+    double limit; /* ignored by remove */
+    bool remove;
+} dsc_budget_req;
+
+/* Apply a budget change. done NULL: persisted before it returns, and out (may be
+ * NULL) filled with the budget now in effect. With done: returns once queued and done
+ * reports the commit, after which the change is in effect (a new budget with its
+ * window's past usage counted; read it back with dsc_ledger_budget_get); out is not
+ * filled. DSC_BAD_REQUEST naming the field for a bad selector, window or limit;
+ * DSC_UNKNOWN_BUDGET removing none; DSC_STORE_UNAVAILABLE; DSC_NOMEM. */
+dsc_status dsc_ledger_budget(dsc_ledger *l, const dsc_budget_req *req, dsc_budget_info *out,
+                             const dsc_done *done, dsc_error *err);
 /* Look a budget up; DSC_UNKNOWN_BUDGET when there is none. */
 dsc_status dsc_ledger_budget_get(dsc_ledger *l, const char *selector, dsc_metric metric,
                                  const char *window, dsc_budget_info *out, dsc_error *err);
@@ -210,18 +242,40 @@ dsc_status dsc_ledger_preview(dsc_ledger *l, const dsc_subject *subject, const d
 dsc_status dsc_ledger_counter_list(dsc_ledger *l, size_t offset, dsc_budget_state *out, size_t max,
                                    size_t *n, size_t *total, dsc_error *err);
 
+typedef struct dsc_decision_record dsc_decision_record;
+
 /* Hold amounts on every budget that applies to subject, for ttl_s seconds (> 0), or
- * on none. DSC_OK: reservation_id filled. DSC_BUDGET_EXCEEDED: nothing held, the
- * budgets that would be exceeded are in exceeded[0..min(*n_exceeded, max)). A
- * request_id (may be NULL) already reserved returns the same reservation id and holds
+ * on none. A request_id already reserved returns the same reservation id and holds
  * nothing more; a refused request holds nothing, so its retry is evaluated afresh.
- * With durability FULL the reservation is committed before DSC_OK is returned.
- * DSC_BAD_REQUEST naming a bad field; DSC_STORE_UNAVAILABLE; DSC_NOMEM. */
-dsc_status dsc_ledger_reserve(dsc_ledger *l, const dsc_subject *subject, const dsc_amounts *amounts,
-                              int64_t ttl_s, const char *request_id,
-                              char reservation_id[DSC_RESERVATION_ID_MAX],
-                              dsc_budget_state *exceeded, size_t max_exceeded, size_t *n_exceeded,
-                              dsc_error *err);
+ * decision (may be NULL) is a check's decision journaled in the same store record as
+ * its hold (one commit slot, one done call); it is validated as by dsc_ledger_record
+ * before anything is held, its reservation_id and at_us are replaced by the hold's,
+ * and its key_id owns the hold. A request_id already reserved journals the decision
+ * alone, naming that reservation. */
+typedef struct dsc_reserve_req {
+    const dsc_subject *subject; /* NULL: none */
+    const dsc_amounts *amounts;
+    int64_t ttl_s;
+    const char *request_id; /* NULL: not idempotent */
+    const dsc_decision_record *decision;
+} dsc_reserve_req;
+
+typedef struct dsc_reserve_out {
+    char reservation_id[DSC_RESERVATION_ID_MAX]; /* filled on DSC_OK */
+    dsc_budget_state *exceeded;                  /* in: room for max_exceeded states, or NULL */
+    size_t max_exceeded;
+    size_t n_exceeded; /* budgets that would be exceeded (may exceed max_exceeded) */
+} dsc_reserve_out;
+
+/* Reserve. DSC_OK: out->reservation_id filled; done NULL and durability full: the
+ * reservation is committed. With done: the hold is in place when it returns DSC_OK
+ * and done reports the commit (on failure the hold is released before done runs).
+ * DSC_BUDGET_EXCEEDED: nothing held (or journaled), the budgets that would be
+ * exceeded are in out->exceeded[0..min(n_exceeded, max_exceeded)): journal the
+ * refusal with dsc_ledger_record. DSC_BAD_REQUEST naming a bad field;
+ * DSC_STORE_UNAVAILABLE; DSC_NOMEM. */
+dsc_status dsc_ledger_reserve(dsc_ledger *l, const dsc_reserve_req *req, dsc_reserve_out *out,
+                              const dsc_done *done, dsc_error *err);
 
 typedef enum dsc_settle_kind {
     DSC_SETTLE_RESERVED = 0, /* the hold was replaced by the actual usage */
@@ -232,45 +286,42 @@ typedef enum dsc_settle_kind {
                                 subject (or only to "*" budgets when none is given) */
 } dsc_settle_kind;
 
+typedef struct dsc_settle_req {
+    const char *reservation_id;
+    const dsc_amounts *actual;
+    const dsc_subject *subject_if_unknown; /* charged when the id is unknown (may be NULL) */
+    const char *key_id; /* the caller's key: a hold another key took is refused with
+                           DSC_FORBIDDEN; NULL = any key may (an admin) */
+} dsc_settle_req;
+
+typedef struct dsc_settle_out {
+    dsc_settle_kind kind;
+} dsc_settle_out;
+
 /* Charge actual usage for a reservation, replacing its hold. Idempotent: a repeat
  * charges nothing and reports DSC_SETTLE_REPEATED. An unknown reservation is still
- * recorded and charged to subject_if_unknown (may be NULL). Usage is durable before
- * DSC_OK with durability FULL. kind may be NULL. DSC_BAD_REQUEST (negative amount, bad
- * id), DSC_STORE_UNAVAILABLE (nothing charged: retry), DSC_NOMEM. */
-dsc_status dsc_ledger_settle(dsc_ledger *l, const char *reservation_id, const dsc_amounts *actual,
-                             const dsc_subject *subject_if_unknown, dsc_settle_kind *kind,
+ * recorded and charged to subject_if_unknown. Usage is durable before DSC_OK with
+ * durability full and no done; with done the in-memory counters change at the commit
+ * (full) or at once (batch, off). out may be NULL; with done it must stay valid until
+ * done runs (the kind may be written then). A finished reservation the ledger
+ * no longer keeps in memory is recalled from the store, never under the ledger's
+ * lock: with done on the ledger's reader thread (the caller's thread reads nothing),
+ * without on the calling thread. DSC_BAD_REQUEST (negative amount, bad id),
+ * DSC_FORBIDDEN (another key's hold), DSC_STORE_UNAVAILABLE (nothing charged: retry),
+ * DSC_NOMEM. */
+dsc_status dsc_ledger_settle(dsc_ledger *l, const dsc_settle_req *req, dsc_settle_out *out,
+                             const dsc_done *done, dsc_error *err);
+
+typedef struct dsc_cancel_req {
+    const char *reservation_id;
+    const char *key_id; /* the caller's key, as for dsc_settle_req */
+} dsc_cancel_req;
+
+/* Release a reservation's hold and journal it (done: as for settle). Cancelling a
+ * finished reservation is a no-op returning DSC_OK; DSC_UNKNOWN_RESERVATION when the
+ * id is unknown; DSC_FORBIDDEN for another key's hold. */
+dsc_status dsc_ledger_cancel(dsc_ledger *l, const dsc_cancel_req *req, const dsc_done *done,
                              dsc_error *err);
-
-/* Called exactly once when an _async call's record is committed (st DSC_OK) or its
- * batch failed (st and err->message say why; DSC_STORE_UNAVAILABLE for the disk). It
- * runs on the store's writer thread, or inside the call itself when nothing had to be
- * written (a repeated settle, a memory-only ledger) or the call is acknowledged once
- * queued (durability batch and off). It may call into the ledger, but
- * should only hand the result over (to an event loop) and return: the next batch waits
- * for it. When an _async call returns an error, done is never called. */
-typedef void (*dsc_ledger_done_fn)(void *ud, dsc_status st, const dsc_error *err);
-
-/* dsc_ledger_reserve without waiting for the commit: the hold is in place and
- * reservation_id filled when it returns DSC_OK; done reports the commit (on failure
- * the hold is released before done runs). DSC_BUDGET_EXCEEDED and bad input are
- * returned at once, as by dsc_ledger_reserve. */
-dsc_status dsc_ledger_reserve_async(
-    dsc_ledger *l, const dsc_subject *subject, const dsc_amounts *amounts, int64_t ttl_s,
-    const char *request_id, char reservation_id[DSC_RESERVATION_ID_MAX], dsc_budget_state *exceeded,
-    size_t max_exceeded, size_t *n_exceeded, dsc_ledger_done_fn done, void *ud, dsc_error *err);
-
-/* dsc_ledger_settle without blocking the caller: returns once the settle is queued;
- * done(ud, ...) reports when it is committed (durability full; under batch and off
- * it runs before this returns). When this returns an error, done is never called.
- * The in-memory counters change at the commit (full) or at once (batch, off). */
-dsc_status dsc_ledger_settle_async(dsc_ledger *l, const char *reservation_id,
-                                   const dsc_amounts *actual, const dsc_subject *subject_if_unknown,
-                                   dsc_settle_kind *kind, dsc_ledger_done_fn done, void *ud,
-                                   dsc_error *err);
-
-/* Release a reservation's hold and journal it. Cancelling a finished reservation is a
- * no-op returning DSC_OK; DSC_UNKNOWN_RESERVATION when the id is unknown. */
-dsc_status dsc_ledger_cancel(dsc_ledger *l, const char *reservation_id, dsc_error *err);
 
 /* Expire holds whose ttl has passed (charged or released per the config, journaled)
  * and forget finished reservations older than retain_s. Returns how many holds
@@ -278,26 +329,11 @@ dsc_status dsc_ledger_cancel(dsc_ledger *l, const char *reservation_id, dsc_erro
  * lazily. */
 size_t dsc_ledger_tick(dsc_ledger *l);
 
-/* dsc_ledger_cancel without waiting: done reports the commit of the release. */
-dsc_status dsc_ledger_cancel_async(dsc_ledger *l, const char *reservation_id,
-                                   dsc_ledger_done_fn done, void *ud, dsc_error *err);
-
-/* dsc_ledger_budget_set and _delete without waiting: done reports the commit, after
- * which the change is in effect (a new budget with its window's past usage counted);
- * read it back with dsc_ledger_budget_get. Bad input and an unknown budget are
- * returned at once, and then done is never called. */
-dsc_status dsc_ledger_budget_set_async(dsc_ledger *l, const char *selector, dsc_metric metric,
-                                       const char *window, double limit, dsc_ledger_done_fn done,
-                                       void *ud, dsc_error *err);
-dsc_status dsc_ledger_budget_delete_async(dsc_ledger *l, const char *selector, dsc_metric metric,
-                                          const char *window, dsc_ledger_done_fn done, void *ud,
-                                          dsc_error *err);
-
 /* --- the decision journal ------------------------------------------------------- */
 
 /* One decision, as journaled. Strings may be NULL; longer than DSC_NAME_MAX (reason:
  * 512) is refused with DSC_BAD_REQUEST naming the field. */
-typedef struct dsc_decision_record {
+struct dsc_decision_record {
     const char *decision_id, *request_id;
     int64_t at_us; /* 0 = now */
     dsc_subject subject;
@@ -309,43 +345,33 @@ typedef struct dsc_decision_record {
     const char *reason;
     const char *reservation_id; /* the hold taken for an allow, or NULL */
     const char *key_id;         /* the key that asked ("admin", NULL = anonymous); it
-                                   owns the hold of dsc_ledger_reserve_journal_async */
+                                   owns the hold when it rides on dsc_reserve_req */
     const char *zone, *purpose_class;
     const char *verdicts; /* every policy's verdict, JSON text (<= 2047 bytes), or NULL */
     const char *tags;     /* the request's tags, a JSON object (<= 1535 bytes), or NULL */
-} dsc_decision_record;
+    unsigned warnings;    /* the estimate's DSC_WARN_* bits (journaled by name) */
+};
 
-/* The key id that owns a reservation (its check's decision key_id; "" when none) into
- * owner (DSC_NAME_MAX bytes). DSC_UNKNOWN_RESERVATION when the ledger does not hold
- * or remember it. */
-dsc_status dsc_ledger_reservation_owner(dsc_ledger *l, const char *reservation_id,
-                                        char owner[DSC_NAME_MAX]);
+/* A hold, as the ledger keeps it: who, which key took it, what it was for. */
+typedef struct dsc_hold_info {
+    char id[DSC_RESERVATION_ID_MAX];
+    char org[DSC_NAME_MAX], team[DSC_NAME_MAX], user[DSC_NAME_MAX], key[DSC_NAME_MAX];
+    char owner[DSC_NAME_MAX]; /* the key id that took it ("" = none) */
+    char provider[DSC_NAME_MAX], model[DSC_NAME_MAX], zone[DSC_NAME_MAX], purpose[DSC_NAME_MAX];
+    dsc_amounts held;   /* what it holds (or held) */
+    int64_t expires_us; /* unix µs */
+    bool open;          /* still held (not settled, cancelled or expired) */
+} dsc_hold_info;
 
-/* Journal one decision; durable before DSC_OK with durability FULL. In memory-only
- * ledgers it is counted and dropped. DSC_BAD_REQUEST, DSC_STORE_UNAVAILABLE. */
-dsc_status dsc_ledger_record_decision(dsc_ledger *l, const dsc_decision_record *rec,
-                                      dsc_error *err);
+/* The hold reservation_id names, from memory only (held ones, and finished ones within
+ * retain_s); DSC_UNKNOWN_RESERVATION otherwise. Never reads the store. */
+dsc_status dsc_ledger_hold_get(dsc_ledger *l, const char *reservation_id, dsc_hold_info *out);
 
-/* dsc_ledger_record_decision without blocking: done reports the commit, as for
- * dsc_ledger_settle_async. */
-dsc_status dsc_ledger_record_decision_async(dsc_ledger *l, const dsc_decision_record *rec,
-                                            dsc_ledger_done_fn done, void *ud, dsc_error *err);
-
-/* dsc_ledger_reserve_async that journals the check's decision in the same store record
- * as its hold: one record, one commit slot and one done call for both (a server's
- * check). decision may be NULL (then exactly dsc_ledger_reserve_async); it is validated
- * as by dsc_ledger_record_decision before anything is held, and its reservation_id and
- * at_us are replaced by the new hold's id and creation time. A request_id already
- * reserved journals the decision alone, naming that reservation. When this returns an
- * error (DSC_BUDGET_EXCEEDED included), nothing was held or journaled and done is never
- * called: journal the refusal with dsc_ledger_record_decision_async. */
-dsc_status dsc_ledger_reserve_journal_async(dsc_ledger *l, const dsc_subject *subject,
-                                            const dsc_amounts *amounts, int64_t ttl_s,
-                                            const char *request_id,
-                                            char reservation_id[DSC_RESERVATION_ID_MAX],
-                                            dsc_budget_state *exceeded, size_t max_exceeded,
-                                            size_t *n_exceeded, const dsc_decision_record *decision,
-                                            dsc_ledger_done_fn done, void *ud, dsc_error *err);
+/* Journal one decision (done: as for settle); durable before DSC_OK with durability
+ * full and no done. In memory-only ledgers it is counted and dropped.
+ * DSC_BAD_REQUEST, DSC_STORE_UNAVAILABLE. */
+dsc_status dsc_ledger_record(dsc_ledger *l, const dsc_decision_record *rec, const dsc_done *done,
+                             dsc_error *err);
 
 /* --- health --------------------------------------------------------------------- */
 
