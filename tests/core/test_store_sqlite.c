@@ -1489,3 +1489,65 @@ Test(store_sqlite, a_decision_journals_the_estimates_warnings_by_name) {
                                  " WHERE decision_id = 'd-plain' AND warnings IS NULL"),
                  1);
 }
+
+/* tests/data/store-ed891d2.sql is the sqlite3 .dump of a store file written by the
+ * ledger at commit ed891d2 (before keys, owners and what a hold was for), through its
+ * API with the clock at T0: budget team:* gco2e month 100, reservation
+ * r00062bbd6abf5000 (request "req-held") holding 5 g for acme/infra/ana with a ttl of
+ * 3600 s, r00062bbd6abf5001 reserved and settled at 3 g, and decision d-old. The test
+ * rebuilds the file from it. */
+Test(store_sqlite, a_store_written_at_ed891d2_migrates_on_open_and_keeps_its_holds_and_charges) {
+    char path[600], dump[600];
+    temp_db(path, sizeof path);
+    snprintf(dump, sizeof dump, "%s/tests/data/store-ed891d2.sql", DISCERN_SOURCE_DIR);
+    FILE *f = fopen(dump, "r");
+    cr_assert(f, "%s", dump);
+    static char sql[1 << 16];
+    size_t n = fread(sql, 1, sizeof sql - 1, f);
+    fclose(f);
+    cr_assert(n > 0 && n < sizeof sql - 1, "%s: %zu bytes", dump, n);
+    sql[n] = '\0';
+    exec_sql(path, sql);
+    fake_clock clk = {T0 + 60 * S};
+    dsc_ledger *l = open_at(path, &clk, 0);
+    dsc_budget_state st[4];
+    dsc_budget_state b = find(st, preview(l, st, 4), "team:*");
+    cr_assert_eq(b.used, 3 * M, "the settled charge is replayed");
+    cr_assert_eq(b.held, 5 * M, "the open hold is reloaded");
+    dsc_hold_info h;
+    cr_assert_eq(dsc_ledger_hold_get(l, "r00062bbd6abf5000", &h), DSC_OK);
+    cr_assert(h.open);
+    cr_assert_str_eq(h.owner, "", "no owner before keys");
+    cr_assert_str_eq(h.model, "", "the old rows did not keep what a hold was for");
+    dsc_error err;
+    dsc_settle_out out;
+    dsc_amounts two = amt(DSC_METRIC_GCO2E, 2 * M);
+    cr_assert_eq(
+        settle_as(l, (dsc_settle_req){"r00062bbd6abf5001", &two, NULL, NULL}, &out, NULL, &err),
+        DSC_OK, "%s", err.message);
+    cr_assert_eq(out.kind, DSC_SETTLE_REPEATED);
+    cr_assert_eq(
+        settle_as(l, (dsc_settle_req){"r00062bbd6abf5000", &two, NULL, NULL}, &out, NULL, &err),
+        DSC_OK, "%s", err.message);
+    cr_assert_eq(out.kind, DSC_SETTLE_RESERVED);
+    dsc_decision_record d = {.decision_id = "d-new",
+                             .subject = ana,
+                             .outcome = "allow",
+                             .key_id = "k_1",
+                             .model = "gpt-4o",
+                             .warnings = DSC_WARN_MODEL_UNLISTED};
+    cr_assert_eq(dsc_ledger_record(l, &d, NULL, &err), DSC_OK, "%s", err.message);
+    dsc_ledger_free(l);
+    cr_assert_eq(query_int(path, "SELECT count(*) FROM pragma_table_info('reservations') WHERE"
+                                 " name IN ('owner', 'provider', 'model', 'zone', 'purpose')"),
+                 5);
+    cr_assert_eq(query_int(path, "SELECT count(*) FROM decisions WHERE decision_id = 'd-old'"), 1);
+    cr_assert_eq(query_int(path, "SELECT count(*) FROM decisions WHERE decision_id = 'd-new'"
+                                 " AND key_id = 'k_1' AND warnings IS NOT NULL"),
+                 1);
+    l = open_at(path, &clk, 0);
+    b = find(st, preview(l, st, 4), "team:*");
+    cr_assert_eq(b.used, 5 * M, "3 g settled before, 2 g after the migration");
+    cr_assert_eq(b.held, 0);
+    dsc_ledger_free(l);
+}
