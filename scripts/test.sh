@@ -1,11 +1,26 @@
 #!/usr/bin/env bash
 # test.sh - install what is missing, build with warnings as errors under
 # AddressSanitizer + UndefinedBehaviorSanitizer (optimised, so that -O2-only
-# warnings fail too), and run every test with ctest.
+# warnings fail too), and run every test with ctest (the browser test included:
+# chromium, node and the pinned npm packages are installed first).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
 bash scripts/deps.sh
+# Test-only: the browser test (tests/browser/) drives Debian's chromium with
+# playwright-core, pinned in tests/browser/package-lock.json; no browser is downloaded.
+test_packages=(chromium nodejs npm)
+missing=()
+for p in "${test_packages[@]}"; do
+  dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q 'install ok installed' || missing+=("$p")
+done
+if [ ${#missing[@]} -gt 0 ]; then
+  sudo_cmd=()
+  [ "$(id -u)" -eq 0 ] || sudo_cmd=(sudo)
+  "${sudo_cmd[@]}" env DEBIAN_FRONTEND=noninteractive apt-get update -qq
+  "${sudo_cmd[@]}" env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends "${missing[@]}"
+fi
+(cd tests/browser && PLAYWRIGHT_SKIP_BROWSER_DOWNLOAD=1 npm ci --no-audit --no-fund --loglevel=error)
 jobs=$(nproc 2>/dev/null || echo 2)
 
 cmake -S . -B build-test -DDISCERN_WERROR=ON -DDISCERN_SANITIZE=ON -DCMAKE_BUILD_TYPE=RelWithDebInfo
