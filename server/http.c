@@ -191,11 +191,17 @@ static void on_budgets(struct evhttp_request *req, void *arg) {
     reply_json(req, 200, "OK", json_pack("{s:o}", "budgets", list));
 }
 
+/* POST /v1/<method>: the JSON API (http_api.c); any other path: the console's files
+ * (http_static.c). */
 static void on_other(struct evhttp_request *req, void *arg) {
-    (void)arg;
-    reply_json(req, 404, "Not Found",
-               json_pack("{s:s, s:s}", "code", "not_found", "message",
-                         "try /healthz, /metrics or /v1/budgets"));
+    dsc_server *srv = arg;
+    const char *path = evhttp_uri_get_path(evhttp_request_get_evhttp_uri(req));
+    if (!path) path = "/";
+    if (strncmp(path, "/v1/", 4) == 0) {
+        dsc__http_api_call(srv, req, path + 4);
+        return;
+    }
+    dsc__http_static(srv, req, path);
 }
 
 dsc_status dsc__http_start(dsc_server *srv, dsc_error *err) {
@@ -213,7 +219,12 @@ dsc_status dsc__http_start(dsc_server *srv, dsc_error *err) {
     int port = atoi(strrchr(srv->cfg.http, ':') + 1);
     srv->http = evhttp_new(srv->base);
     if (!srv->http) return dsc_error_set(err, DSC_NOMEM, "http listener");
-    evhttp_set_allowed_methods(srv->http, EVHTTP_REQ_GET | EVHTTP_REQ_HEAD);
+    if (dsc__http_api_init(srv, err) != DSC_OK || dsc__http_www_resolve(srv, err) != DSC_OK)
+        return err->code;
+    evhttp_set_allowed_methods(srv->http, EVHTTP_REQ_GET | EVHTTP_REQ_HEAD | EVHTTP_REQ_POST);
+    /* Bodies are JSON API params: bounded like a MessagePack message. */
+    evhttp_set_max_body_size(srv->http, (ev_ssize_t)srv->cfg.limits.max_message_bytes);
+    evhttp_set_max_headers_size(srv->http, 16 * 1024);
     evhttp_set_cb(srv->http, "/healthz", on_healthz, srv);
     evhttp_set_cb(srv->http, "/metrics", on_metrics, srv);
     evhttp_set_cb(srv->http, "/v1/budgets", on_budgets, srv);

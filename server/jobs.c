@@ -127,7 +127,7 @@ void dsc__job_done(void *ud, dsc_status st, const dsc_error *err) {
  * gone, is packed into a scratch buffer and dropped (finish still counts it). */
 static void reply(dsc__job *job) {
     dsc__conn *conn = job->conn;
-    bool deliver = conn->fd >= 0 && job->is_request;
+    bool deliver = (conn->fd >= 0 || conn->http) && job->is_request;
     msgpack_sbuffer scratch;
     msgpack_sbuffer_init(&scratch);
     if (deliver) dsc__conn_out_ready(conn);
@@ -218,8 +218,8 @@ static dsc_status finish_delayed(dsc__job *job, dsc_status st, const dsc_error *
         st = dsc_error_set(err, DSC_NOMEM, "out of memory replaying a delayed call");
     else if (st == DSC_OK) {
         st = dsc_rpc_decode((const uint8_t *)d->params.data, d->params.size, &zone, &params);
-        dsc__call c = {job->conn, job->w->srv, job->w, job->msgid, job->is_request, NULL, true,
-                       NULL, ""};
+        dsc__call c = {job->conn, job->w->srv, job->w, job->msgid, job->is_request,
+                       NULL,      true,        NULL,   ""};
         if (st == DSC_OK) st = d->fn(&c, &params, pk, err);
         msgpack_zone_destroy(&zone);
     }

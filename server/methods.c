@@ -85,6 +85,10 @@ static const method *find_method(const char *name, size_t len) {
     return NULL;
 }
 
+bool dsc__method_exists(const char *name, size_t len) {
+    return find_method(name, len) != NULL;
+}
+
 static int pack_key(msgpack_packer *pk, const char *key) {
     return dsc_rpc_pack_cstr(pk, key);
 }
@@ -268,6 +272,24 @@ static dsc_status m_auth(call *c, const msgpack_object *params, msgpack_packer *
     }
     pack_identity(pk, c->conn);
     return DSC_OK;
+}
+
+dsc_status dsc__conn_auth_bearer(dsc__conn *conn, const char *token, bool *limited,
+                                 dsc_error *err) {
+    dsc_server *srv = conn->w->srv;
+    int64_t wait_us = dsc__authlimit_admit(srv->authlimit, conn->auth_peer, dsc__now_us(), err);
+    *limited = wait_us != 0;
+    if (wait_us > 0)
+        return dsc_error_set(err, DSC_UNAUTHORIZED,
+                             "too many failed tokens from this address: retry in %lld ms",
+                             (long long)(wait_us / 1000 + 1));
+    if (wait_us < 0) return DSC_UNAUTHORIZED;
+    call c = {.conn = conn, .srv = srv, .w = conn->w, .key_id = ""};
+    if (auth_token(&c, token)) return DSC_OK;
+    dsc__authlimit_failed(srv->authlimit, conn->auth_peer, dsc__now_us());
+    return dsc_error_set(err, DSC_UNAUTHORIZED,
+                         "Authorization: the Bearer token is neither the admin token nor a "
+                         "valid key");
 }
 
 /* -------------------------------------------------------------------- dispatch -- */

@@ -355,6 +355,11 @@ static void pump(dsc__conn *c) {
 
 void dsc__conn_after_job(dsc__conn *c) {
     dsc__worker *w = c->w;
+    if (c->http) {
+        if (c->jobs == 0) dsc__http_conn_done(c);
+        if (w->draining && worker_idle(w)) event_base_loopexit(w->base, NULL);
+        return;
+    }
     if (c->fd >= 0) {
         pump(c);
         return;
@@ -490,6 +495,17 @@ static void on_drain_deadline(evutil_socket_t fd, short what, void *arg) {
     event_base_loopexit(w->base, NULL);
 }
 
+/* A JSON API call: run it like a request of a connection, unless stopping. */
+static void run_call(dsc__worker *w, dsc__http_call *call, bool stop) {
+    if (!stop) {
+        dsc__http_call_run(w, call);
+        return;
+    }
+    dsc_error err;
+    dsc_error_set(&err, DSC_STORE_UNAVAILABLE, "the server is stopping");
+    dsc__http_call_refuse(w->srv, call, &err);
+}
+
 static void on_notify(evutil_socket_t fd, short what, void *arg) {
     (void)fd;
     (void)what;
@@ -501,6 +517,10 @@ static void on_notify(evutil_socket_t fd, short what, void *arg) {
         dsc__handoff h = {.fd = -1};
         if (w->n_queue > 0) h = w->queue[--w->n_queue];
         pthread_mutex_unlock(&w->lock);
+        if (h.call) {
+            run_call(w, h.call, stop);
+            continue;
+        }
         if (h.fd < 0) {
             if (stop) worker_drain(w);
             return;
@@ -559,12 +579,23 @@ static void worker_post(dsc__worker *w, const dsc__handoff *h, bool stop) {
     }
     if (stop) w->stop = true;
     pthread_mutex_unlock(&w->lock);
+    if (!ok && h->call) {
+        dsc_error err;
+        dsc_error_set(&err, DSC_NOMEM, "out of memory queueing the call");
+        dsc__http_call_refuse(w->srv, h->call, &err);
+        return;
+    }
     if (!ok) {
         close(h->fd);
         dsc__accept_release(w->srv, h->addr);
         return;
     }
     event_active(w->notify, EV_READ, 0);
+}
+
+void dsc__worker_post_call(dsc_server *srv, dsc__http_call *call) {
+    dsc__handoff h = {.fd = -1, .call = call};
+    worker_post(&srv->workers[srv->next_worker++ % (unsigned)srv->n_workers], &h, false);
 }
 
 static void worker_join(dsc__worker *w) {
@@ -899,6 +930,7 @@ dsc_server *dsc_server_new(const dsc_server_config *cfg, dsc_error *err) {
     srv->started_us = dsc__now_us();
     dsc__accept_raise_nofile(srv);
     pthread_mutex_init(&srv->state_lock, NULL);
+    pthread_mutex_init(&srv->http_lock, NULL);
     srv->grid = dsc_grid_new();
     srv->authlimit = dsc__authlimit_new();
     if (!srv->grid || !srv->authlimit) {
@@ -961,6 +993,7 @@ void dsc_server_free(dsc_server *srv) {
     if (srv->sig_hup) event_free(srv->sig_hup);
     if (srv->sig_stop_request) event_free(srv->sig_stop_request);
     if (srv->tick) event_free(srv->tick);
+    dsc__http_api_free(srv);
     if (srv->http) evhttp_free(srv->http);
     dsc__accept_free(srv);
     dsc_ledger_free(srv->ledger);
@@ -971,5 +1004,6 @@ void dsc_server_free(dsc_server *srv) {
     dsc__authlimit_free(srv->authlimit);
     dsc__keys_free(srv->keys);
     pthread_mutex_destroy(&srv->state_lock);
+    pthread_mutex_destroy(&srv->http_lock);
     free(srv);
 }

@@ -35,6 +35,7 @@
 typedef struct dsc__worker dsc__worker;
 typedef struct dsc__job dsc__job;
 typedef struct dsc__conn dsc__conn;
+typedef struct dsc__http_call dsc__http_call;
 
 /* One outstanding _async ledger call of a job (jobs.c). */
 #define DSC__JOB_SLOTS 2
@@ -134,7 +135,7 @@ struct dsc__conn {
     bool closing;                 /* close once the output is flushed */
     bool paused;                  /* reading stopped until the output drains */
     uid_t peer_uid;
-    char addr[DSC__ADDR_KEY_MAX]; /* the peer's IP address ("" for Unix peers) */
+    char addr[DSC__ADDR_KEY_MAX];           /* the peer's IP address ("" for Unix peers) */
     char auth_peer[DSC__AUTHLIMIT_KEY_MAX]; /* its authlimit key, set at the first auth */
     struct event *rev, *wev;
     struct event *timer;    /* idle and frame deadlines (server.c, "Deadlines") */
@@ -148,16 +149,18 @@ struct dsc__conn {
     dsc_rpc_scanner sc;  /* the scan of the message starting at in[0] */
     msgpack_sbuffer out; /* replies not yet written: out.data[out_off..out.size) */
     size_t out_off;
-    uint32_t jobs;     /* requests waiting for the store; the struct outlives a close
-                          (fd = -1) until they are done */
-    bool flush_queued; /* on the worker's flush_list */
+    uint32_t jobs;        /* requests waiting for the store; the struct outlives a close
+                             (fd = -1) until they are done */
+    dsc__http_call *http; /* a call of the JSON API (http_api.c): no socket, fd = -1 */
+    bool flush_queued;    /* on the worker's flush_list */
     struct dsc__conn *flush_next;
     struct dsc__conn *prev, *next;
 };
 
 /* A socket handed from the acceptor to a worker. */
 typedef struct dsc__handoff {
-    int fd;
+    int fd; /* -1 with call set: a JSON API call to run */
+    dsc__http_call *call;
     bool is_unix;
     char addr[DSC__ADDR_KEY_MAX]; /* its slot's address key (dsc__accept_admit) */
 } dsc__handoff;
@@ -204,6 +207,10 @@ struct dsc_server {
     struct evconnlistener *tcp, *unix_listener;
     struct evhttp *http;
     struct evconnlistener *http_listener; /* evhttp's own, paused with the others */
+    struct event *http_done_ev;           /* main thread: JSON API calls answered */
+    pthread_mutex_t http_lock;            /* guards http_done */
+    dsc__http_call *http_done;            /* answered by a worker, not yet sent */
+    char www[DSC_CONFIG_STR_MAX];         /* the console's folder, resolved */
     struct dsc__accept *accept;           /* who gets a connection (accept.c) */
     struct event *sig_term, *sig_int, *sig_hup, *sig_stop_request;
     dsc__worker *workers;
@@ -331,6 +338,29 @@ void dsc__count_shadow(dsc__worker *w, const char *policy, dsc_policy_outcome ou
 void dsc__count_policy(dsc__worker *w);
 /* Write a fresh decision id ("d-...", unique across workers and restarts). */
 void dsc__new_decision_id(dsc__worker *w, char *out, size_t cap);
+/* JSON API (http_api.c). Main thread: answer POST /v1/<method>. */
+void dsc__http_api_call(dsc_server *srv, struct evhttp_request *req, const char *method);
+/* Worker thread: run a call handed over by dsc__worker_post_call. */
+void dsc__http_call_run(dsc__worker *w, dsc__http_call *call);
+/* Any thread: answer a call with err without running it (a stopping worker). */
+void dsc__http_call_refuse(dsc_server *srv, dsc__http_call *call, const dsc_error *err);
+/* Worker thread: the virtual connection of a call is done, send its reply. */
+void dsc__http_conn_done(dsc__conn *conn);
+/* The main thread's event for answered calls. */
+dsc_status dsc__http_api_init(dsc_server *srv, dsc_error *err);
+/* Free the answered calls not sent (server teardown, before evhttp_free). */
+void dsc__http_api_free(dsc_server *srv);
+/* server.c: hand a call to the next worker (round robin; main thread). */
+void dsc__worker_post_call(dsc_server *srv, dsc__http_call *call);
+/* methods.c: whether the method table has name. */
+bool dsc__method_exists(const char *name, size_t len);
+/* methods.c: bind conn to the key or admin token of a Bearer header, through the
+ * failed-auth limiter (conn->auth_peer set). *limited: refused by the limiter. */
+dsc_status dsc__conn_auth_bearer(dsc__conn *conn, const char *token, bool *limited, dsc_error *err);
+/* Resolve srv->www from the www key (http_static.c); "" when the folder is missing. */
+dsc_status dsc__http_www_resolve(dsc_server *srv, dsc_error *err);
+/* Static files of the console (http_static.c, main thread): GET path under srv->www. */
+void dsc__http_static(dsc_server *srv, struct evhttp_request *req, const char *path);
 /* Start the HTTP listener on srv->cfg.http (http.c). */
 dsc_status dsc__http_start(dsc_server *srv, dsc_error *err);
 /* The Prometheus text exposition of the server's metrics; caller frees. NULL on OOM. */
