@@ -321,6 +321,25 @@
         return series.slice(0, 10);
     }
 
+    /* The chart's numbers as text, for screen readers and for copying. */
+    function totalsTable(series, unit, by) {
+        const det = node('details');
+        det.appendChild(node('summary', 'Totals per ' + by));
+        const t = node('table', null, 'totals');
+        const head = node('tr');
+        head.appendChild(node('th', by)).scope = 'col';
+        head.appendChild(node('th', '30 days, ' + unit)).scope = 'col';
+        t.appendChild(node('thead')).appendChild(head);
+        const body = t.appendChild(node('tbody'));
+        for (const s of series) {
+            const tr = body.appendChild(node('tr'));
+            tr.appendChild(node('td', s.name));
+            tr.appendChild(node('td', charts.fmt(s.total)));
+        }
+        det.appendChild(t);
+        return det;
+    }
+
     async function loadUsage(ev) {
         if (ev) ev.preventDefault();
         showError('usage-error', '');
@@ -333,6 +352,8 @@
             const r = await api.call('report', { by: by, period: period, metric: metric,
                 since: from, until: now + 1 });
             const series = toSeries(reportRows(r), from, to, step);
+            if (r.truncated)
+                box.appendChild(node('p', 'The report was cut at its row limit: the chart is partial.', 'error'));
             if (!series.length) {
                 box.appendChild(node('p', 'No usage in the last 30 days.', 'help'));
                 return;
@@ -340,6 +361,7 @@
             box.appendChild(charts.lineChart(series, { unit: UNITS[metric] || metric, from: from,
                 to: to, step: step, title: metric + ' per ' + by + ', ' + (period === 'hour'
                     ? 'hourly' : 'daily') + ', last 30 days' }));
+            box.appendChild(totalsTable(series, UNITS[metric] || metric, by));
         } catch (e) {
             showError('usage-error', e);
         }
@@ -383,7 +405,7 @@
 
     function decisionRow(d) {
         const tr = node('tr');
-        tr.appendChild(node('td', isoTime(d.at)));
+        tr.appendChild(node('td', isoTime(d.at), 'when'));
         tr.appendChild(node('td', subjectText(d.subject)));
         tr.appendChild(node('td', d.purpose));
         tr.appendChild(node('td', d.provider + '/' + d.model));

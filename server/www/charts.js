@@ -41,8 +41,8 @@
         const scale = limit > 0 ? W / Math.max(limit, used + held) : 0;
         const label = s.counter + ' ' + s.metric + ' ' + s.window + ': used ' + fmt(used) +
             ', held ' + fmt(held) + ' of ' + fmt(limit) + ' ' + unit;
-        const svg = el('svg', { viewBox: '0 0 ' + W + ' ' + H, width: W, height: H, role: 'img',
-            'aria-label': label, class: 'bar' });
+        const svg = el('svg', { viewBox: '0 0 ' + W + ' ' + H, preserveAspectRatio: 'none',
+            role: 'img', 'aria-label': label, class: 'bar' });
         svg.appendChild(el('title', {}, label));
         svg.appendChild(el('rect', { x: 0, y: 0, width: W, height: H, class: 'bar-limit' }));
         const uw = Math.min(W, used * scale), hw = Math.min(W - uw, held * scale);
