@@ -294,6 +294,7 @@ async function main() {
         if (process.env.DISCERN_UPDATE_SCREENSHOT === '1') {
             await mpage.reload();
             await mpage.waitForSelector('body[data-loaded="true"]');
+            await mpage.$$eval('#decision-table details', (els) => els.slice(0, 3).forEach((d) => { d.open = true; }));
             await mpage.screenshot({ path: path.join(a.source, 'docs', 'dashboard.png'), fullPage: true });
         }
         await mctx.close();
