@@ -69,6 +69,7 @@ static const method methods[] = {
     {"budget.set", dsc__m_budget_set, MANAGER, M_SCOPED | M_WRITES_LEDGER},
     {"budget.delete", dsc__m_budget_delete, MANAGER, M_SCOPED | M_WRITES_LEDGER},
     {"decisions.list", dsc__m_decisions_list, READER | MANAGER, M_SCOPED},
+    {"report", dsc__m_report, READER | MANAGER, M_SCOPED},
     {"key.create", dsc__m_key_create, MANAGER, M_SCOPED},
     {"key.list", dsc__m_key_list, MANAGER, M_SCOPED},
     {"key.revoke", dsc__m_key_revoke, MANAGER, M_SCOPED},

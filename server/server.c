@@ -946,6 +946,10 @@ dsc_server *dsc_server_new(const dsc_server_config *cfg, dsc_error *err) {
     if (setup_signals(srv, err) != DSC_OK) goto fail;
     if (open_ledger(srv, err) != DSC_OK) goto fail;
     if (!(srv->keys = dsc__keys_open(cfg->store, err))) goto fail;
+    if (cfg->store[0] && !(srv->reporter = dsc_reporter_new(cfg->store))) {
+        dsc_error_set(err, DSC_NOMEM, "out of memory for the reporter");
+        goto fail;
+    }
     if (start_workers(srv, err) != DSC_OK) goto fail;
     if (cfg->listen[0] && listen_tcp(srv, err) != DSC_OK) goto fail;
     if (cfg->unix_path[0] && listen_unix(srv, err) != DSC_OK) goto fail;
@@ -980,6 +984,7 @@ void dsc_server_free(dsc_server *srv) {
     if (!srv) return;
     for (int i = 0; i < srv->n_workers && srv->workers; i++)
         worker_join(&srv->workers[i]);
+    dsc_reporter_free(srv->reporter); /* the workers waited for its reports */
     for (int i = 0; i < srv->n_workers && srv->workers; i++)
         worker_destroy(&srv->workers[i]);
     free(srv->workers);

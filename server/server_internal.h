@@ -19,6 +19,7 @@
 #include "discern/estimate.h"
 #include "discern/grid.h"
 #include "discern/ledger.h"
+#include "discern/report.h"
 #include "discern/policy.h"
 
 #include <event2/event.h>
@@ -223,6 +224,7 @@ struct dsc_server {
     dsc__resv_table *reservations;        /* what each reservation was for (thread-safe) */
     dsc__authlimit *authlimit;            /* failed auth by peer address (thread-safe) */
     dsc__keys *keys;                      /* API keys and the admin journal (thread-safe) */
+    dsc_reporter *reporter;               /* usage reports off the workers; NULL: no store */
     struct event *tick;                   /* once a second: expire holds, prune reservations */
     atomic_int_fast64_t store_free_bytes; /* on the store's file system; -1 = unknown */
     bool store_disk_low;                  /* below store_free_warn_bytes (main thread) */
@@ -326,6 +328,8 @@ dsc_status dsc__m_key_revoke(dsc__call *c, const msgpack_object *p, msgpack_pack
                              dsc_error *err);
 dsc_status dsc__m_decisions_list(dsc__call *c, const msgpack_object *p, msgpack_packer *pk,
                                  dsc_error *err);
+/* Usage reports (methods_report.c). */
+dsc_status dsc__m_report(dsc__call *c, const msgpack_object *p, msgpack_packer *pk, dsc_error *err);
 /* Make conn an admin connection (a Unix peer in unix_admin_uids, the admin token). */
 void dsc__conn_make_admin(dsc__conn *conn);
 
