@@ -318,7 +318,18 @@
             series.push({ name: name, points: points, total: points.reduce((a, p) => a + p[1], 0) });
         }
         series.sort((a, b) => b.total - a.total);
-        return series.slice(0, 10);
+        return shortNames(series.slice(0, 10));
+    }
+
+    /* Groups come as "org:acme/team:infra": drop the parts every series shares, so the
+     * legend says what differs. */
+    function shortNames(series) {
+        const split = series.map((s) => s.name.split('/'));
+        let common = 0;
+        while (series.length > 1 && split.every((p) => p.length > common + 1 && p[common] === split[0][common]))
+            common++;
+        series.forEach((s, i) => { s.label = split[i].slice(common).join('/'); });
+        return series;
     }
 
     /* The chart's numbers as text, for screen readers and for copying. */
@@ -358,10 +369,10 @@
                 box.appendChild(node('p', 'No usage in the last 30 days.', 'help'));
                 return;
             }
-            box.appendChild(charts.lineChart(series, { unit: UNITS[metric] || metric, from: from,
+            box.appendChild(charts.lineChart(series, { unit: r.unit || UNITS[metric] || metric, from: from,
                 to: to, step: step, title: metric + ' per ' + by + ', ' + (period === 'hour'
                     ? 'hourly' : 'daily') + ', last 30 days' }));
-            box.appendChild(totalsTable(series, UNITS[metric] || metric, by));
+            box.appendChild(totalsTable(series, r.unit || UNITS[metric] || metric, by));
         } catch (e) {
             showError('usage-error', e);
         }
@@ -397,7 +408,7 @@
             li.appendChild(node('strong', v.policy));
             li.appendChild(node('span', ' ' + v.outcome, 'outcome-' + v.outcome));
             if (v.shadow) li.appendChild(node('span', ' shadow', 'tag'));
-            li.appendChild(node('span', ': ' + v.reason));
+            if (v.reason) li.appendChild(node('span', ': ' + v.reason));
             ul.appendChild(li);
         }
         return ul;

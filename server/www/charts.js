@@ -110,8 +110,11 @@
             const ly = box.y + 14 + i * 18;
             svg.appendChild(el('rect', { x: box.x + box.w + 16, y: ly - 9, width: 12, height: 12,
                 fill: color(i) }));
-            svg.appendChild(el('text', { x: box.x + box.w + 34, y: ly + 1, class: 'legend' },
-                s.name.length > 18 ? s.name.slice(0, 17) + '…' : s.name));
+            const label = s.label || s.name;
+            const text = el('text', { x: box.x + box.w + 34, y: ly + 1, class: 'legend' },
+                label.length > 20 ? label.slice(0, 19) + '…' : label);
+            text.appendChild(el('title', {}, s.name));
+            svg.appendChild(text);
         });
         return svg;
     }

@@ -294,8 +294,10 @@ async function main() {
         if (process.env.DISCERN_UPDATE_SCREENSHOT === '1') {
             await mpage.reload();
             await mpage.waitForSelector('body[data-loaded="true"]');
-            await mpage.$$eval('#decision-table details', (els) => els.slice(0, 3).forEach((d) => { d.open = true; }));
-            await mpage.screenshot({ path: path.join(a.source, 'docs', 'dashboard.png'), fullPage: true });
+            /* From the top to the end of the usage chart: key, policy set, budgets, usage. */
+            const bottom = await mpage.$eval('#usage', (e) => e.getBoundingClientRect().bottom + window.scrollY);
+            await mpage.screenshot({ path: path.join(a.source, 'docs', 'dashboard.png'), fullPage: true,
+                clip: { x: 0, y: 0, width: 1200, height: Math.ceil(bottom) + 16 } });
         }
         await mctx.close();
 
