@@ -184,6 +184,7 @@
     async function loadBudgetStates(asked) {
         showError('budgets-error', '');
         const box = clear($('budget-bars'));
+        delete box.dataset.subjects;
         const seen = new Set();
         const subjects = budgetSubjects(asked);
         for (const subject of subjects) {
@@ -201,6 +202,7 @@
                 box.appendChild(budgetRow(s));
             }
         }
+        box.dataset.subjects = subjects.map(subjectText).join(' ');
         if (!box.firstChild)
             box.appendChild(node('p', subjects.length ? 'No budget applies to these subjects yet.'
                 : 'Name a subject above to see its budgets.', 'help'));
@@ -442,6 +444,7 @@
     async function loadDecisions(ev) {
         if (ev) ev.preventDefault();
         showError('decisions-error', '');
+        $('decisions-summary').textContent = '';
         const body = clear($('decision-table').tBodies[0]);
         const f = decisionFilters();
         let rows;

@@ -44,8 +44,7 @@ function writeConfig(dir, source, adminToken) {
         `unix = "${path.join(dir, 'd.sock')}"`, `port_file = "${path.join(dir, 'ports')}"`,
         `store = "${path.join(dir, 'discern.db')}"`, `admin_token = "${adminToken}"`,
         'unix_admin_uids = "none"', 'workers = 2',
-        `data = "${path.join(source, 'core', 'data')}"`, `policies = "${policies}"`,
-        `www = "${path.join(source, 'server', 'www')}"`, '',
+        `data = "${path.join(source, 'core', 'data')}"`, `policies = "${policies}"`, '',
     ].join('\n');
     fs.writeFileSync(path.join(dir, 'discernd.conf'), conf);
     return path.join(dir, 'discernd.conf');
@@ -165,6 +164,44 @@ async function signInByFragment(context, base, token, problems) {
     return page;
 }
 
+/* WCAG 2 contrast of every visible text against the first opaque background behind it,
+ * and a label for every form control. */
+async function checkAccessible(page) {
+    const bad = await page.evaluate(() => {
+        const rgb = (c) => (c.match(/[\d.]+/g) || []).map(Number);
+        const lum = ([r, g, b]) => [r, g, b].map((v) => {
+            v /= 255;
+            return v <= 0.03928 ? v / 12.92 : Math.pow((v + 0.055) / 1.055, 2.4);
+        }).reduce((a, v, i) => a + v * [0.2126, 0.7152, 0.0722][i], 0);
+        const background = (e) => {
+            for (; e; e = e.parentElement) {
+                const c = rgb(getComputedStyle(e).backgroundColor);
+                if (c.length === 3 || c[3] > 0) return c.slice(0, 3);
+            }
+            return [255, 255, 255];
+        };
+        const out = [];
+        for (const e of document.querySelectorAll('body *')) {
+            if (!e.offsetParent && e.tagName !== 'BODY') continue;
+            if (e instanceof SVGElement) continue;
+            const own = [...e.childNodes].some((n) => n.nodeType === 3 && n.textContent.trim());
+            if (!own) continue;
+            const st = getComputedStyle(e);
+            const a = lum(rgb(st.color)), b = lum(background(e));
+            const ratio = (Math.max(a, b) + 0.05) / (Math.min(a, b) + 0.05);
+            const large = parseFloat(st.fontSize) >= 24 || (parseFloat(st.fontSize) >= 18.66 && Number(st.fontWeight) >= 700);
+            if (ratio < (large ? 3 : 4.5)) out.push(`${e.tagName}#${e.id} "${e.textContent.trim().slice(0, 30)}" ${ratio.toFixed(2)}`);
+        }
+        for (const c of document.querySelectorAll('input, select, button')) {
+            if (!c.offsetParent) continue;
+            const named = c.tagName === 'BUTTON' ? (c.textContent.trim() || c.getAttribute('aria-label')) : c.labels.length;
+            if (!named) out.push(`${c.tagName}#${c.id} has no label`);
+        }
+        return out;
+    });
+    assert.deepEqual(bad, [], 'readable contrast and labelled controls');
+}
+
 async function checkManager(page, call, admin, artifacts) {
     await page.screenshot({ path: path.join(artifacts, 'dashboard-manager.png'), fullPage: true });
     assert.equal(await page.textContent('#who-role'), 'manager');
@@ -216,6 +253,60 @@ async function checkManager(page, call, admin, artifacts) {
     assert.equal(defs.find((b) => b.metric === 'gco2e').limit, 75, 'the server has the new limit');
     await page.waitForFunction(() => [...document.querySelectorAll('#budget-defs tbody td')]
         .some((td) => td.textContent.startsWith('75 ')));
+
+    /* Delete one: gone from the page and from the server. */
+    await page.click('#budget-defs button[aria-label="Delete org:acme/team:web energy_wh day"]');
+    await page.waitForFunction(() => /Deleted org:acme\/team:web energy_wh day/.test(
+        document.getElementById('budget-form-status').textContent));
+    assert.equal(await page.$('#budget-defs button[aria-label="Delete org:acme/team:web energy_wh day"]'), null);
+    const left = (await ok(call, 'budget.list', {}, admin)).budgets;
+    assert.ok(!left.some((b) => b.metric === 'energy_wh'), 'the server deleted the budget');
+}
+
+/* The filters, the subject lookup, the hourly chart and the calculator's two methods. */
+async function checkControls(page) {
+    const feed = async (fill) => {
+        for (const [id, v] of Object.entries(fill)) await page.fill(id, v);
+        await page.selectOption('#df-outcome', '');
+        await page.click('#decision-filters button[type=submit]');
+        await page.waitForFunction(() => /decisions? shown/.test(document.getElementById('decisions-summary').textContent));
+        return page.$$eval('#decision-table tbody tr', (els) => els.map((e) => e.textContent));
+    };
+    let rows = await feed({ '#df-team': 'infra', '#df-purpose': '', '#df-model': '' });
+    assert.equal(rows.length, 3, 'team filter: the three infra checks');
+    assert.ok(rows.every((t) => /team:infra/.test(t)));
+    rows = await feed({ '#df-team': '', '#df-purpose': 'support', '#df-model': '' });
+    assert.equal(rows.length, 1, 'purpose filter');
+    rows = await feed({ '#df-team': '', '#df-purpose': '', '#df-model': 'gpt-4o-mini' });
+    assert.equal(rows.length, 3, 'model filter');
+    assert.ok(rows.every((t) => /gpt-4o-mini/.test(t)));
+
+    await page.fill('#lookup-team', 'infra');
+    await page.click('#budget-lookup button[type=submit]');
+    await page.waitForSelector('#budget-bars[data-subjects="team:infra"]');
+    const counters = await page.$$eval('#budget-bars .budget strong', (els) => els.map((e) => e.textContent));
+    assert.deepEqual(counters.sort(), ['org:acme', 'org:acme/team:infra'],
+        'the bars of the subject asked for (the scope fills its org)');
+
+    await page.selectOption('#usage-period', 'hour');
+    await page.selectOption('#usage-metric', 'requests');
+    await page.click('#usage-form button[type=submit]');
+    await page.waitForFunction(() => {
+        const l = document.querySelector('#usage-chart polyline.series');
+        return l && l.getAttribute('points').split(' ').length >= 30 * 24;
+    });
+    assert.match(await page.textContent('#usage-chart svg > title'), /requests per team, hourly/);
+    const totals = await page.$$eval('#usage-chart table.totals tbody tr', (els) => els.map((e) => e.textContent));
+    assert.ok(totals.some((t) => /team:infra.*3$/.test(t)), 'infra settled three requests: ' + totals);
+
+    /* An unlisted model: ecologits refuses it, discern estimates it from its class. */
+    await page.fill('#ef-model', 'gpt-9');
+    await page.press('#ef-model', 'Enter');
+    await page.waitForFunction(() => /unknown_model/.test(document.getElementById('estimate-error').textContent));
+    const energy = await page.$$eval('#estimate-table tbody tr:first-child td', (els) => els.map((e) => e.textContent));
+    assert.equal(energy[0], '–', 'no ecologits number for an unlisted model');
+    assert.match(energy[1], /kWh/, 'the discern method estimates it');
+    assert.match(await page.textContent('#estimate-table'), /model-not-in-catalogue/);
 }
 
 async function checkReader(page, call, keys, admin, artifacts) {
@@ -243,14 +334,22 @@ async function checkReader(page, call, keys, admin, artifacts) {
     const defs = (await ok(call, 'budget.list', { selector: 'org:acme/team:*' }, admin)).budgets;
     assert.equal(defs.find((b) => b.metric === 'gco2e').limit, 75, 'the limit is unchanged');
     await page.screenshot({ path: path.join(artifacts, 'dashboard-reader-refused.png'), fullPage: true });
+
+    await page.reload();
+    await page.waitForSelector('body[data-loaded="true"]');
+    assert.equal(await page.textContent('#who-role'), 'reader', 'a reload keeps the session');
+    await page.click('#sign-out');
+    await page.waitForSelector('#signin-form', { state: 'visible' });
+    assert.equal(await page.evaluate(() => sessionStorage.getItem('discern.token')), null, 'sign out forgets the key');
 }
 
 async function checkBadKey(context, base, problems) {
     const page = await context.newPage();
     watchPage(page, problems);
     await page.goto(base + '/');
-    await page.fill('#signin-token', 'dsk_' + '0'.repeat(64));
-    await page.click('#signin-form button[type=submit]');
+    assert.equal(await page.evaluate(() => document.activeElement.id), 'signin-token', 'the key field has focus');
+    await page.keyboard.type('dsk_' + '0'.repeat(64));
+    await page.keyboard.press('Enter');
     await page.waitForFunction(() => document.getElementById('signin-error').textContent !== '');
     assert.match(await page.textContent('#signin-error'), /unauthorized/);
     assert.ok(await page.isHidden('#console'), 'nothing is shown without a valid key');
@@ -290,7 +389,9 @@ async function main() {
 
         const mctx = await browser.newContext(view);
         const mpage = await signInByFragment(mctx, base, keys.manager, problems);
+        await checkAccessible(mpage);
         await checkManager(mpage, call, admin, a.artifacts);
+        await checkControls(mpage);
         if (process.env.DISCERN_UPDATE_SCREENSHOT === '1') {
             await mpage.reload();
             await mpage.waitForSelector('body[data-loaded="true"]');
@@ -306,9 +407,10 @@ async function main() {
         await checkReader(rpage, call, keys, admin, a.artifacts);
         await checkBadKey(rctx, base, problems);
         await rctx.close();
-        /* The wrong key's auth and the reader's forced budget.set log their 401/403;
-         * anything else is a fault of the page. */
-        const real = problems.filter((p) => !/status of 40[13] .*\/v1\/(auth|budget\.set)\)$/.test(p));
+        /* The wrong key's auth, the reader's forced budget.set and the ecologits estimate
+         * of an unlisted model log their 401/403/404; anything else is a fault of the page. */
+        const expected = /status of (401 .*\/v1\/auth|40[13] .*\/v1\/budget\.set|404 .*\/v1\/estimate)\)$/;
+        const real = problems.filter((p) => !expected.test(p));
         assert.deepEqual(real, [], 'no script error or CSP violation in the page');
         console.log(`browser/test_dashboard: passed; screenshots in ${a.artifacts}`);
     } finally {
