@@ -67,14 +67,17 @@ async function startDiscernd(bin, dir, conf) {
     throw new Error('discernd did not start (exit ' + exited + '); its log is above');
 }
 
+/* SIGTERM, SIGKILL after 5 s; the exit code (or the signal's name). */
 async function stopByPid(child, name) {
-    if (!child || child.exitCode !== null || child.signalCode !== null) return;
-    const done = new Promise((r) => child.once('exit', r));
+    if (!child) return null;
+    if (child.exitCode !== null || child.signalCode !== null) return child.exitCode ?? child.signalCode;
+    const done = new Promise((r) => child.once('exit', (code, sig) => r(code === null ? sig : code)));
     process.kill(child.pid, 'SIGTERM');
     const t = setTimeout(() => { try { process.kill(child.pid, 'SIGKILL'); } catch (e) { /* gone */ } }, 5000);
-    await done;
+    const status = await done;
     clearTimeout(t);
-    console.log(`stopped ${name} (pid ${child.pid})`);
+    console.log(`stopped ${name} (pid ${child.pid}): ${status}`);
+    return status;
 }
 
 /* --- the JSON API, as the test's own client -------------------------------------- */
@@ -371,7 +374,7 @@ async function main() {
     fs.mkdirSync(a.artifacts, { recursive: true });
     const dir = fs.mkdtempSync(path.join(os.tmpdir(), 'discern-browser-'));
     const admin = crypto.randomBytes(24).toString('hex');
-    let server = null, browserServer = null, browser = null;
+    let server = null, browserServer = null, browser = null, serverExit = null;
     const problems = [];
     try {
         server = await startDiscernd(a.discernd, dir, writeConfig(dir, a.source, admin));
@@ -412,7 +415,6 @@ async function main() {
         const expected = /status of (401 .*\/v1\/auth|40[13] .*\/v1\/budget\.set|404 .*\/v1\/estimate)\)$/;
         const real = problems.filter((p) => !expected.test(p));
         assert.deepEqual(real, [], 'no script error or CSP violation in the page');
-        console.log(`browser/test_dashboard: passed; screenshots in ${a.artifacts}`);
     } finally {
         if (browser) await browser.close().catch(() => {});
         if (browserServer) {
@@ -420,9 +422,14 @@ async function main() {
             await browserServer.close().catch(() => {});
             if (p && p.exitCode === null && p.signalCode === null) await stopByPid(p, 'chromium');
         }
-        if (server) await stopByPid(server.child, 'discernd');
+        if (server) serverExit = await stopByPid(server.child, 'discernd');
+        if (serverExit !== 0 && fs.existsSync(path.join(dir, 'discernd.log')))
+            process.stderr.write(fs.readFileSync(path.join(dir, 'discernd.log'), 'utf8'));
         fs.rmSync(dir, { recursive: true, force: true });
     }
+    /* Under the sanitizers a report makes discernd exit non-zero. */
+    assert.equal(serverExit, 0, 'discernd stopped cleanly');
+    console.log(`browser/test_dashboard: passed; screenshots in ${a.artifacts}`);
 }
 
 main().catch((e) => {
