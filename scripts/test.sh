@@ -9,11 +9,12 @@ cd "$(dirname "$0")/.."
 bash scripts/deps.sh
 # Test-only: the browser test (tests/browser/) drives Debian's chromium with
 # playwright-core, pinned in tests/browser/package-lock.json; no browser is downloaded.
-test_packages=(chromium nodejs npm)
+# node and npm are looked for as commands: a node from elsewhere may bring its own npm,
+# which Debian's npm package would conflict with.
 missing=()
-for p in "${test_packages[@]}"; do
-  dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q 'install ok installed' || missing+=("$p")
-done
+dpkg-query -W -f='${Status}' chromium 2>/dev/null | grep -q 'install ok installed' || missing+=(chromium)
+command -v node >/dev/null || missing+=(nodejs)
+command -v npm >/dev/null || missing+=(npm)
 if [ ${#missing[@]} -gt 0 ]; then
   sudo_cmd=()
   [ "$(id -u)" -eq 0 ] || sudo_cmd=(sudo)

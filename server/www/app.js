@@ -94,6 +94,7 @@
         try {
             who = await api.call('auth', { token: token }, token);
         } catch (e) {
+            api.clearToken(); /* a revoked or expired key is not tried again on reload */
             showError('signin-error', e);
             return false;
         }
