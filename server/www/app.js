@@ -21,7 +21,7 @@
     const DAY = 86400;
     const FEED_ROWS = 100, FEED_PAGES = 10, BUDGET_SUBJECTS = 12;
 
-    const session = { role: '', scope: '', keyId: '', decisions: [] };
+    const me = { role: '', scope: '', keyId: '', decisions: [] };
 
     const $ = (id) => document.getElementById(id);
 
@@ -42,7 +42,7 @@
     }
 
     function canManage() {
-        return session.role === 'admin' || session.role === 'manager';
+        return me.role === 'admin' || me.role === 'manager';
     }
 
     function isoTime(t) {
@@ -99,16 +99,16 @@
             return false;
         }
         api.setToken(token);
-        session.role = who.role || (who.admin ? 'admin' : '');
-        session.scope = who.scope || '*';
-        session.keyId = who.key_id || '';
-        $('who-key').textContent = session.keyId;
-        $('who-role').textContent = session.role;
-        $('who-scope').textContent = session.scope;
+        me.role = who.role || (who.admin ? 'admin' : '');
+        me.scope = who.scope || '*';
+        me.keyId = who.key_id || '';
+        $('who-key').textContent = me.keyId;
+        $('who-role').textContent = me.role;
+        $('who-scope').textContent = me.scope;
         $('whoami').hidden = false;
         $('signin').hidden = true;
         $('console').hidden = false;
-        document.body.dataset.role = session.role;
+        document.body.dataset.role = me.role;
         for (const e of document.querySelectorAll('.manage')) e.hidden = !canManage();
         await loadAll();
         return true;
@@ -176,8 +176,8 @@
                 out.push(s);
             }
         };
-        add(scopeSubject(session.scope));
-        for (const d of session.decisions.slice().reverse())
+        add(scopeSubject(me.scope));
+        for (const d of me.decisions.slice().reverse())
             if (d.subject && d.subject.team) add({ org: d.subject.org, team: d.subject.team });
         return out;
     }
@@ -456,7 +456,7 @@
             $('decisions-summary').textContent = '';
             return;
         }
-        if (!f.team && !f.outcome && !f.purpose && !f.model) session.decisions = rows;
+        if (!f.team && !f.outcome && !f.purpose && !f.model) me.decisions = rows;
         for (const d of rows.slice().reverse()) body.appendChild(decisionRow(d));
         $('decisions-summary').textContent = rows.length + ' decision' + (rows.length === 1 ? '' : 's') +
             ' shown (newest first, last 30 days, at most ' + FEED_ROWS + ').';

@@ -340,7 +340,7 @@ async function checkReader(page, call, keys, admin, artifacts) {
 
     await page.reload();
     await page.waitForSelector('body[data-loaded="true"]');
-    assert.equal(await page.textContent('#who-role'), 'reader', 'a reload keeps the session');
+    assert.equal(await page.textContent('#who-role'), 'reader', 'a reload keeps the sign-in');
     await page.click('#sign-out');
     await page.waitForSelector('#signin-form', { state: 'visible' });
     assert.equal(await page.evaluate(() => sessionStorage.getItem('discern.token')), null, 'sign out forgets the key');
