@@ -13,7 +13,8 @@
  * operators and take no token: bind the listener to a loopback or otherwise trusted
  * address (docs/operations.md, "Securing discernd").
  */
-#include "server_internal.h"
+#include "http.h"
+#include "methods.h"
 
 #include <arpa/inet.h>
 #include <event2/buffer.h>

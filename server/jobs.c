@@ -30,7 +30,7 @@
  * costs no malloc/free pair of a block of tens of KiB. Jobs are created and freed on
  * their worker's thread only, so the cache needs no lock.
  */
-#include "server_internal.h"
+#include "conn.h"
 
 #include <stdlib.h>
 #include <string.h>
@@ -218,8 +218,14 @@ static dsc_status finish_delayed(dsc__job *job, dsc_status st, const dsc_error *
         st = dsc_error_set(err, DSC_NOMEM, "out of memory replaying a delayed call");
     else if (st == DSC_OK) {
         st = dsc_rpc_decode((const uint8_t *)d->params.data, d->params.size, &zone, &params);
-        dsc__call c = {job->conn, job->w->srv, job->w, job->msgid, job->is_request,
-                       NULL,      true,        NULL,   ""};
+        dsc__call c = {.conn = job->conn,
+                       .role = job->conn->role,
+                       .srv = job->w->srv,
+                       .w = job->w,
+                       .msgid = job->msgid,
+                       .is_request = job->is_request,
+                       .replayed = true,
+                       .key_id = ""};
         if (st == DSC_OK) st = d->fn(&c, &params, pk, err);
         msgpack_zone_destroy(&zone);
     }

@@ -8,7 +8,7 @@
  * returns an error, whatever it packed is discarded and an error reply is sent
  * instead, so a handler may fail at any point without corrupting the stream.
  */
-#include "server_internal.h"
+#include "conn.h"
 
 #include <stdio.h>
 #include <string.h>
@@ -333,6 +333,7 @@ static dsc_status check_access(call *c, const method *m, dsc_error *err) {
     }
     c->scope = (m->flags & M_SCOPED) ? (anonymous_mode ? &scope_all : &c->conn->scope) : NULL;
     c->key_id = anonymous_mode ? "" : c->conn->key_id;
+    c->role = role;
     return DSC_OK;
 }
 
@@ -371,7 +372,12 @@ static void adopt_job(dsc__call *c, dsc_status st, const dsc_error *err) {
 
 void dsc__dispatch(dsc__conn *conn, const dsc_rpc_request *req) {
     bool is_request = req->kind == DSC_RPC_REQUEST;
-    call c = {conn, conn->w->srv, conn->w, req->msgid, is_request, NULL, false, NULL, ""};
+    call c = {.conn = conn,
+              .srv = conn->w->srv,
+              .w = conn->w,
+              .msgid = req->msgid,
+              .is_request = is_request,
+              .key_id = ""};
     dsc__conn_out_ready(conn);
     msgpack_sbuffer *out = &conn->out;
     size_t mark = out->size;

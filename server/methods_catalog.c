@@ -6,7 +6,7 @@
  * never changes the catalogue under a request. The estimate's params reader and the
  * packer of its method/scope/assumptions/warnings are shared with check and settle.
  */
-#include "server_internal.h"
+#include "methods.h"
 
 #include <math.h>
 #include <stdio.h>

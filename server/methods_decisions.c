@@ -8,7 +8,7 @@
  * the `after` of the following page. A memory-only server journals nothing, so it
  * answers store_unavailable.
  */
-#include "server_internal.h"
+#include "methods.h"
 
 #include <jansson.h>
 #include <sqlite3.h>

@@ -6,7 +6,7 @@
  * own; the worker defers the call (a job with one slot) and serves its other
  * connections meanwhile. A memory-only server keeps no charges: store_unavailable.
  */
-#include "server_internal.h"
+#include "methods.h"
 
 #include "discern/report.h"
 

@@ -24,7 +24,8 @@
  * the time, and the timer, when it fires early, re-arms itself for the real deadline,
  * so a busy connection costs no timer operation per request.
  */
-#include "server_internal.h"
+#include "conn.h"
+#include "http.h"
 
 #include <arpa/inet.h>
 #include <errno.h>
