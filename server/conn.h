@@ -45,10 +45,10 @@ struct dsc__conn {
     struct dsc__conn *prev, *next;
 };
 
-/* server.c: give conn's empty output buffer the worker's spare storage, if any, so
+/* conn.c: give conn's empty output buffer the worker's spare storage, if any, so
  * that packing a reply does not allocate. */
 void dsc__conn_out_ready(dsc__conn *conn);
-/* server.c: after a job of conn finished, send its reply or free a closed conn. */
+/* conn.c: after a job of conn finished, send its reply or free a closed conn. */
 void dsc__conn_after_job(dsc__conn *conn);
 
 /* Make conn an admin connection (a Unix peer in unix_admin_uids, the admin token). */
@@ -57,5 +57,16 @@ void dsc__conn_make_admin(dsc__conn *conn);
 /* methods.c: bind conn to the key or admin token of a Bearer header, through the
  * failed-auth limiter (conn->auth_peer set). *limited: refused by the limiter. */
 dsc_status dsc__conn_auth_bearer(dsc__conn *conn, const char *token, bool *limited, dsc_error *err);
+
+/* Bytes one read(2) asks for; a worker's shared read buffer is max_message_bytes
+ * plus this. */
+#define DSC__READ_CHUNK (16 * 1024)
+
+/* conn.c, on the worker's thread. Open a connection for a handed-over socket. */
+void dsc__conn_open(dsc__worker *w, const dsc__handoff *h);
+/* Close the socket (why: logged at debug); the struct goes with its last job. */
+void dsc__conn_close(dsc__conn *c, const char *why);
+/* Answer what is buffered, send, decide whether to keep reading; may free c. */
+void dsc__conn_pump(dsc__conn *c);
 
 #endif

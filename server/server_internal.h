@@ -135,6 +135,9 @@ struct dsc_server {
     int exit_code;
 };
 
+/* No connection and no job left: a draining worker may stop (server.c). */
+bool dsc__worker_idle(const dsc__worker *w);
+
 /* Load a new catalogue + policy set (policy tests run first). NULL with err. */
 dsc__state *dsc__state_load(dsc_server *srv, dsc_error *err);
 dsc__state *dsc__state_ref(dsc__state *s);
