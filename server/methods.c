@@ -32,13 +32,16 @@ typedef dsc__method_fn method_fn;
  *                    and refuses what lies outside it with `forbidden` (NULL scope:
  *                    the method is not scoped; an admin's scope is everything).
  *   M_WRITES_LEDGER  may change budgets, holds or the journal: counted in stats as
- *                    ledger_writes and logged at debug level with its outcome. */
+ *                    ledger_writes and logged at debug level with its outcome.
+ *   M_STATE          reads the catalogue or runs the policies: dispatch brings the
+ *                    worker onto the current state (dsc__worker_sync) first, once,
+ *                    so a request runs wholly on one catalogue and policy set. */
 #define ANON (1u << DSC__ROLE_NONE)
 #define READER (1u << DSC__ROLE_READER)
 #define CLIENT (1u << DSC__ROLE_CLIENT)
 #define MANAGER (1u << DSC__ROLE_MANAGER)
 #define ADMIN_ONLY 0u
-enum { M_SCOPED = 1 << 0, M_WRITES_LEDGER = 1 << 1 };
+enum { M_SCOPED = 1 << 0, M_WRITES_LEDGER = 1 << 1, M_STATE = 1 << 2 };
 
 typedef struct method {
     const char *name;
@@ -57,12 +60,12 @@ static dsc_status m_auth(call *c, const msgpack_object *params, msgpack_packer *
 static const method methods[] = {
     {"ping", m_ping, ANON, 0},
     {"auth", m_auth, ANON, 0},
-    {"estimate", dsc__m_estimate, ANON, 0},
-    {"models.list", dsc__m_models_list, ANON, 0},
-    {"zones.list", dsc__m_zones_list, ANON, 0},
-    {"stats", m_stats, READER | MANAGER, 0},
-    {"check", dsc__m_check, CLIENT, M_SCOPED | M_WRITES_LEDGER},
-    {"settle", dsc__m_settle, CLIENT, M_SCOPED | M_WRITES_LEDGER},
+    {"estimate", dsc__m_estimate, ANON, M_STATE},
+    {"models.list", dsc__m_models_list, ANON, M_STATE},
+    {"zones.list", dsc__m_zones_list, ANON, M_STATE},
+    {"stats", m_stats, READER | MANAGER, M_STATE},
+    {"check", dsc__m_check, CLIENT, M_SCOPED | M_WRITES_LEDGER | M_STATE},
+    {"settle", dsc__m_settle, CLIENT, M_SCOPED | M_WRITES_LEDGER | M_STATE},
     {"cancel", dsc__m_cancel, CLIENT, M_SCOPED | M_WRITES_LEDGER},
     {"budget.get", dsc__m_budget_get, READER | CLIENT | MANAGER, M_SCOPED},
     {"budget.list", dsc__m_budget_list, READER | MANAGER, M_SCOPED},
@@ -73,7 +76,7 @@ static const method methods[] = {
     {"key.create", dsc__m_key_create, MANAGER, M_SCOPED},
     {"key.list", dsc__m_key_list, MANAGER, M_SCOPED},
     {"key.revoke", dsc__m_key_revoke, MANAGER, M_SCOPED},
-    {"grid.set", dsc__m_grid_set, ADMIN_ONLY, 0},
+    {"grid.set", dsc__m_grid_set, ADMIN_ONLY, M_STATE},
     {"policy.reload", dsc__m_policy_reload, ADMIN_ONLY, 0},
 };
 
@@ -173,9 +176,8 @@ static dsc_status m_stats(call *c, const msgpack_object *params, msgpack_packer 
     }
     pack_key(pk, "unenforced");
     msgpack_pack_uint64(pk, SUM(srv, unenforced));
+    (void)err;
     pack_key(pk, "policy_version");
-    dsc_status st = dsc__worker_sync(c->w, err);
-    if (st != DSC_OK) return st;
     dsc_rpc_pack_cstr(pk, dsc_policy_set_version(c->w->state->policies));
     return DSC_OK;
 }
@@ -345,7 +347,8 @@ static dsc_status run(call *c, const dsc_rpc_request *req, msgpack_packer *pk, d
     }
     dsc_status st = check_access(c, m, err);
     if (st != DSC_OK) return st;
-    st = m->fn(c, req->params ? req->params : &dsc__empty_map, pk, err);
+    if (m->flags & M_STATE) st = dsc__worker_sync(c->w, err);
+    if (st == DSC_OK) st = m->fn(c, req->params ? req->params : &dsc__empty_map, pk, err);
     if (m->flags & M_WRITES_LEDGER) {
         atomic_fetch_add_explicit(&c->w->counters.ledger_writes, 1, memory_order_relaxed);
         dsc_log_write(&c->srv->log, DSC_LOG_DEBUG, "ledger_write", "conn=%llu method=%s code=%s",

@@ -486,8 +486,7 @@ static void audit(dsc__call *c, check_job *j) {
 static dsc_status run_check(dsc__call *c, check_job *j, dsc_error *err) {
     check_args *a = &j->a;
     check_out *o = &j->o;
-    dsc_status st = dsc__worker_sync(c->w, err);
-    if (st == DSC_OK) st = dsc_estimate_compute(c->w->state->catalog, &a->est.in, &o->est, err);
+    dsc_status st = dsc_estimate_compute(c->w->state->catalog, &a->est.in, &o->est, err);
     if (st != DSC_OK) return st;
     const dsc_price *price = request_price(c, &a->est);
     dsc_amounts_from_estimate(
@@ -520,8 +519,8 @@ static void pack_check(msgpack_packer *pk, const check_out *o, bool with_budgets
     bool retry = d->outcome == DSC_POLICY_THROTTLE && d->retry_after_s > 0;
     bool suggest = d->suggest_model[0] != '\0';
     bool resv = o->reservation[0] != '\0';
-    msgpack_pack_map(pk, 7 + with_budgets + DSC__ESTIMATE_CONTEXT_KEYS + retry + suggest + 2 * resv +
-                             o->unenforced);
+    msgpack_pack_map(pk, 7 + with_budgets + DSC__ESTIMATE_CONTEXT_KEYS + retry + suggest +
+                             2 * resv + o->unenforced);
     dsc__pack_key(pk, "decision");
     dsc_rpc_pack_cstr(pk, dsc_policy_outcome_name(d->outcome));
     dsc__pack_key(pk, "reason");
@@ -726,7 +725,6 @@ dsc_status dsc__m_settle(dsc__call *c, const msgpack_object *p, msgpack_packer *
     if (!j) return dsc_error_set(err, DSC_INTERNAL, "out of memory for a settle");
     memset((char *)j + sizeof j->job, 0, sizeof *j - sizeof j->job);
     dsc_status st = read_settle_args(c, p, &j->a, err);
-    if (st == DSC_OK) st = dsc__worker_sync(c->w, err);
     if (st == DSC_OK) st = dsc_estimate_compute(c->w->state->catalog, &j->a.est.in, &j->est, err);
     if (st != DSC_OK) return st;
     dsc_amounts_from_estimate(&j->est, j->a.est.in.input_tokens, j->a.est.in.output_tokens,
