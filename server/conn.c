@@ -117,10 +117,21 @@ void dsc__conn_out_ready(dsc__conn *c) {
     w->spare_out = NULL;
 }
 
+void dsc__conn_out_check(dsc__conn *c, const dsc_rpc_out *o, size_t mark) {
+    if (!o->failed) return;
+    o->sb->size = mark;
+    c->closing = true;
+    dsc_log_write(&c->w->srv->log, DSC_LOG_WARN, "reply_failed", "conn=%llu reason=out_of_memory",
+                  (unsigned long long)c->id);
+}
+
 static void send_broken(dsc__conn *c, const dsc_error *err) {
     msgpack_packer pk;
-    msgpack_packer_init(&pk, &c->out, msgpack_sbuffer_write);
+    size_t mark = c->out.size;
+    dsc_rpc_out o = {&c->out, SIZE_MAX, false};
+    msgpack_packer_init(&pk, &o, dsc_rpc_out_write);
     dsc_rpc_pack_error_notification(&pk, err);
+    dsc__conn_out_check(c, &o, mark);
     atomic_fetch_add_explicit(&c->w->counters.closed_broken, 1, memory_order_relaxed);
     dsc_log_write(&c->w->srv->log, DSC_LOG_INFO, "broken_stream", "conn=%llu code=%s",
                   (unsigned long long)c->id, dsc_status_wire(err->code));
@@ -143,11 +154,14 @@ static bool peek_msgid(const uint8_t *p, size_t n, uint32_t *msgid) {
 
 static void reply_error(dsc__conn *c, bool has_msgid, uint32_t msgid, const dsc_error *err) {
     msgpack_packer pk;
-    msgpack_packer_init(&pk, &c->out, msgpack_sbuffer_write);
+    size_t mark = c->out.size;
+    dsc_rpc_out o = {&c->out, SIZE_MAX, false};
+    msgpack_packer_init(&pk, &o, dsc_rpc_out_write);
     if (has_msgid)
         dsc_rpc_pack_error(&pk, msgid, err);
     else
         dsc_rpc_pack_error_notification(&pk, err);
+    dsc__conn_out_check(c, &o, mark);
     atomic_fetch_add_explicit(&c->w->counters.errors, 1, memory_order_relaxed);
     atomic_fetch_add_explicit(&c->w->counters.protocol_errors, 1, memory_order_relaxed);
 }

@@ -62,6 +62,11 @@ dsc_status dsc__conn_auth_bearer(dsc__conn *conn, const char *token, bool *limit
  * plus this. */
 #define DSC__READ_CHUNK (16 * 1024)
 
+/* After packing into c->out through o from mark: when a write failed (out of
+ * memory), drop the partial bytes and close c once the earlier replies are sent
+ * (a reply that cannot be packed is never sent in part, nor left unanswered). */
+void dsc__conn_out_check(dsc__conn *c, const dsc_rpc_out *o, size_t mark);
+
 /* conn.c, on the worker's thread. Open a connection for a handed-over socket. */
 void dsc__conn_open(dsc__worker *w, const dsc__handoff *h);
 /* Close the socket (why: logged at debug); the struct goes with its last job. */

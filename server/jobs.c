@@ -133,17 +133,22 @@ static void reply(dsc__job *job) {
     if (deliver) dsc__conn_out_ready(conn);
     msgpack_sbuffer *out = deliver ? &conn->out : &scratch;
     msgpack_packer pk;
-    msgpack_packer_init(&pk, out, msgpack_sbuffer_write);
+    dsc_rpc_out o = {out, SIZE_MAX, false};
+    msgpack_packer_init(&pk, &o, dsc_rpc_out_write);
     size_t mark = out->size;
     dsc_error err;
     dsc_error_clear(&err);
     dsc_rpc_pack_result_begin(&pk, job->msgid);
     dsc_status st = job->finish(job, job->st, &job->err, &pk, &err);
+    if (st == DSC_OK && o.failed)
+        st = dsc_error_set(&err, DSC_NOMEM, "out of memory packing the reply");
     if (st != DSC_OK) {
         out->size = mark;
+        o.failed = false;
         if (err.code == DSC_OK) dsc_error_set(&err, st, "%s", dsc_status_message(st));
         atomic_fetch_add_explicit(&job->w->counters.errors, 1, memory_order_relaxed);
         dsc_rpc_pack_error(&pk, job->msgid, &err);
+        if (deliver) dsc__conn_out_check(conn, &o, mark);
     }
     msgpack_sbuffer_destroy(&scratch);
 }

@@ -385,14 +385,18 @@ void dsc__dispatch(dsc__conn *conn, const dsc_rpc_request *req) {
     msgpack_sbuffer *out = &conn->out;
     size_t mark = out->size;
     msgpack_packer pk;
-    msgpack_packer_init(&pk, out, msgpack_sbuffer_write);
+    dsc_rpc_out o = {out, SIZE_MAX, false};
+    msgpack_packer_init(&pk, &o, dsc_rpc_out_write);
     dsc_error err;
     dsc_error_clear(&err);
     atomic_fetch_add_explicit(&conn->w->counters.requests, 1, memory_order_relaxed);
     if (is_request) dsc_rpc_pack_result_begin(&pk, req->msgid);
     dsc_status st = run(&c, req, &pk, &err);
+    if (o.failed && st == DSC_OK && !c.deferred)
+        st = dsc_error_set(&err, DSC_NOMEM, "out of memory packing the reply");
     if (st == DSC_OK && is_request && !c.deferred) return;
     out->size = mark; /* discard a partial or deferred result, or a notification's */
+    o.failed = false;
     if (c.deferred) {
         adopt_job(&c, st, &err);
         return;
@@ -400,9 +404,10 @@ void dsc__dispatch(dsc__conn *conn, const dsc_rpc_request *req) {
     if (st == DSC_OK) return;
     if (err.code == DSC_OK) dsc_error_set(&err, st, "%s", dsc_status_message(st));
     atomic_fetch_add_explicit(&conn->w->counters.errors, 1, memory_order_relaxed);
-    if (is_request)
+    if (is_request) {
         dsc_rpc_pack_error(&pk, req->msgid, &err);
-    else
+        dsc__conn_out_check(conn, &o, mark);
+    } else
         dsc_log_write(&c.srv->log, DSC_LOG_INFO, "notification_failed", "conn=%llu code=%s",
                       (unsigned long long)conn->id, dsc_status_wire(err.code));
 }
