@@ -9,11 +9,14 @@
  *                     token or admin token>` (unless require_auth = false) and shows
  *                     only what the key's scope covers, as budget.list / budget.get.
  *
- * Read-only: nothing here changes the ledger. /metrics and /healthz are for
- * operators and take no token: bind the listener to a loopback or otherwise trusted
- * address (docs/operations.md, "Securing discernd").
+ *   POST /v1/<method> the JSON API: every method of the table (http_api.c)
+ *   GET /, /<file>    the console's files from the www folder (http_static.c)
+ *
+ * /metrics and /healthz are for operators and take no token: bind the listener to
+ * a loopback or otherwise trusted address (docs/operations.md, "Securing discernd").
  */
-#include "server_internal.h"
+#include "http.h"
+#include "methods.h"
 
 #include <arpa/inet.h>
 #include <event2/buffer.h>

@@ -16,7 +16,8 @@
  * {"result": ...} or {"error": {code, message}} with the HTTP status of the code.
  * Neither thread ever waits for the store.
  */
-#include "server_internal.h"
+#include "conn.h"
+#include "http.h"
 
 #include <event2/buffer.h>
 #include <event2/bufferevent.h>

@@ -10,7 +10,8 @@
  * Content-Security-Policy (scripts and styles from this origin only, nothing
  * inline) and X-Content-Type-Options: nosniff.
  */
-#include "server_internal.h"
+#include "http.h"
+#include "methods.h"
 
 #include "discern/paths.h"
 

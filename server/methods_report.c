@@ -6,7 +6,7 @@
  * own; the worker defers the call (a job with one slot) and serves its other
  * connections meanwhile. A memory-only server keeps no charges: store_unavailable.
  */
-#include "server_internal.h"
+#include "methods.h"
 
 #include "discern/report.h"
 
@@ -22,7 +22,7 @@ typedef struct report_job {
 
 static dsc_status read_query(dsc__call *c, const msgpack_object *p, dsc_report_query *q,
                              dsc_error *err) {
-    char by[16] = "", period[16] = "day", metric[16] = "gco2e";
+    char by[16] = "", period[16] = "", metric[16] = "";
     double since = 0, until = 0;
     dsc__subject_buf s;
     dsc_status st;
@@ -33,9 +33,10 @@ static dsc_status read_query(dsc__call *c, const msgpack_object *p, dsc_report_q
         (st = dsc_rpc_get_num(p, "since", false, 0, 1e11, &since, err)) ||
         (st = dsc_rpc_get_num(p, "until", false, 0, 1e11, &until, err)) ||
         (st = dsc_report_by_parse(by, &q->by, err)) ||
-        (st = dsc_report_period_parse(period, &q->period, err)) ||
+        (st = dsc_report_period_parse(period[0] ? period : "day", &q->period, err)) ||
         (st = dsc__read_subject(p, false, c->scope, &s, err)))
         return st;
+    if (!metric[0]) snprintf(metric, sizeof metric, "gco2e");
     if (dsc_metric_parse(metric, &q->metric) != DSC_OK)
         return dsc_error_set(err, DSC_BAD_REQUEST,
                              "field 'metric': '%s' is not energy_wh, gco2e, water_ml, pe_mj, "
