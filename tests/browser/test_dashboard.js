@@ -257,6 +257,15 @@ async function checkManager(page, call, admin, artifacts) {
     await page.waitForFunction(() => [...document.querySelectorAll('#budget-defs tbody td')]
         .some((td) => td.textContent.startsWith('75 ')));
 
+    /* A selector outside the manager's scope: the page shows the server's forbidden. */
+    await page.fill('#bf-selector', 'team:*');
+    await page.fill('#bf-limit', '1');
+    await page.click('#budget-form button[type=submit]');
+    await page.waitForSelector('#budget-form-status.error');
+    assert.match(await page.textContent('#budget-form-status'), /^Refused by discernd: forbidden: /);
+    assert.ok(!(await ok(call, 'budget.list', {}, admin)).budgets.some((b) => b.selector === 'team:*'),
+        'nothing was set');
+
     /* Delete one: gone from the page and from the server. */
     await page.click('#budget-defs button[aria-label="Delete org:acme/team:web energy_wh day"]');
     await page.waitForFunction(() => /Deleted org:acme\/team:web energy_wh day/.test(
@@ -410,7 +419,7 @@ async function main() {
         await checkReader(rpage, call, keys, admin, a.artifacts);
         await checkBadKey(rctx, base, problems);
         await rctx.close();
-        /* The wrong key's auth, the reader's forced budget.set and the ecologits estimate
+        /* The wrong key's auth, the refused budget.set calls and the ecologits estimate
          * of an unlisted model log their 401/403/404; anything else is a fault of the page. */
         const expected = /status of (401 .*\/v1\/auth|40[13] .*\/v1\/budget\.set|404 .*\/v1\/estimate)\)$/;
         const real = problems.filter((p) => !expected.test(p));
