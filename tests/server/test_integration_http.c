@@ -199,6 +199,36 @@ Test(http, each_error_code_has_its_http_status) {
     th_server_cleanup(&s);
 }
 
+Test(http, a_revoked_key_is_refused_at_its_next_call) {
+    th_server s;
+    th_server_start(&s, NULL);
+    char token[80], id[32];
+    th_create_key(&s, "reader", "org:acme", token, id);
+    json_t *rep;
+    post(&s, "budget.list", token, "{}", 200, &rep);
+    json_decref(rep);
+    char body[96];
+    snprintf(body, sizeof body, "{\"key_id\": \"%s\"}", id);
+    post(&s, "key.revoke", ADMIN, body, 200, &rep);
+    json_decref(rep);
+    json_t *e = post(&s, "budget.list", token, "{}", 401, &rep);
+    cr_assert_str_eq(code_of(e), "unauthorized");
+    json_decref(rep);
+    th_server_cleanup(&s);
+}
+
+Test(http, without_require_auth_an_anonymous_call_acts_as_a_client) {
+    th_server s;
+    th_server_start(&s, "require_auth = false\n");
+    json_t *rep, *r = post(&s, "check", NULL, CHECK_FOR("a"), 200, &rep);
+    cr_assert_str_eq(str(r, "decision"), "allow");
+    json_decref(rep);
+    /* Still no admin method without the admin token. */
+    post(&s, "policy.reload", NULL, "{}", 401, &rep);
+    json_decref(rep);
+    th_server_cleanup(&s);
+}
+
 Test(http, a_server_without_a_store_answers_reports_with_503) {
     th_server s;
     th_server_prepare(&s);
