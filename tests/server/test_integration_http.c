@@ -271,6 +271,31 @@ Test(http, a_missing_or_wrong_bearer_is_401_and_repeated_guesses_are_429) {
     th_server_cleanup(&s);
 }
 
+Test(http, get_v1_budgets_goes_through_the_method_layer_and_its_auth_limiter) {
+    th_server s;
+    th_server_start(&s, NULL);
+    json_t *rep;
+    post(&s, "budget.set", ADMIN,
+         "{\"selector\": \"org:acme\", \"metric\": \"tokens\", \"window\": \"day\", "
+         "\"limit\": 10}",
+         200, &rep);
+    json_decref(rep);
+    int status = 0;
+    char *body = th_http_get_auth(&s, "/v1/budgets?org=acme", ADMIN, &status);
+    cr_assert_eq(status, 200, "%s", body);
+    cr_assert_not_null(strstr(body, "\"remaining\":10"), "%s", body);
+    free(body);
+    /* Guessing tokens here costs turns as on POST and auth. */
+    for (int i = 0; i < 3; i++) {
+        free(th_http_get_auth(&s, "/v1/budgets", "dsk_guess", &status));
+        cr_assert_eq(status, 401);
+    }
+    body = th_http_get_auth(&s, "/v1/budgets", "dsk_guess", &status);
+    cr_assert_eq(status, 429, "%s", body);
+    free(body);
+    th_server_cleanup(&s);
+}
+
 /* ------------------------------------------------------------------- hostile -- */
 
 static int raw_status(const th_server *s, const char *raw, size_t n, char **out) {
