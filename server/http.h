@@ -9,6 +9,9 @@
 
 /* JSON API (http_api.c). Main thread: answer POST /v1/<method>. */
 void dsc__http_api_call(dsc_server *srv, struct evhttp_request *req, const char *method);
+/* Main thread: GET /v1/budgets[?org=&team=&user=&key=], answered as budget.list (or
+ * budget.get for a subject) with the result map alone, as before the JSON API. */
+void dsc__http_api_budgets(dsc_server *srv, struct evhttp_request *req);
 /* Worker thread: run a call handed over by dsc__worker_post_call. */
 void dsc__http_call_run(dsc__worker *w, dsc__http_call *call);
 /* Any thread: answer a call with err without running it (a stopping worker). */

@@ -24,8 +24,10 @@
 #include <event2/keyvalq_struct.h>
 #include <jansson.h>
 #include <math.h>
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/queue.h>
 
 #define METHOD_MAX 64
 
@@ -37,6 +39,7 @@ struct dsc__http_call {
     msgpack_sbuffer params; /* the packed params map */
     msgpack_sbuffer reply;  /* the packed reply frame [1, 0, error, result] */
     bool limited;           /* refused by the failed-auth limiter: 429 */
+    bool bare;              /* GET /v1/budgets: the result (or error) map alone */
     struct dsc__http_call *next;
 };
 
@@ -252,6 +255,60 @@ static void call_free(dsc__http_call *call) {
     free(call);
 }
 
+/* Hand the call with its params packed to a worker. */
+static void submit(dsc_server *srv, struct evhttp_request *req, dsc__http_call *call,
+                   const char *method) {
+    call->req = req;
+    snprintf(call->method, sizeof call->method, "%s", method);
+    read_token(req, call);
+    dsc__worker_post_call(srv, call);
+}
+
+static dsc__http_call *call_new(void) {
+    dsc__http_call *call = calloc(1, sizeof *call);
+    if (!call) return NULL;
+    msgpack_sbuffer_init(&call->params);
+    msgpack_sbuffer_init(&call->reply);
+    return call;
+}
+
+void dsc__http_api_budgets(dsc_server *srv, struct evhttp_request *req) {
+    struct evkeyvalq q;
+    TAILQ_INIT(&q);
+    const char *query = evhttp_uri_get_query(evhttp_request_get_evhttp_uri(req));
+    dsc__http_call *call = NULL;
+    if (query && evhttp_parse_query_str(query, &q) != 0) {
+        send_json(req, 400, json_pack("{s:s, s:s}", "code", "bad_request", "message", "bad query"));
+        return;
+    }
+    static const char *const names[] = {"org", "team", "user", "key"};
+    const char *part[4];
+    int n = 0;
+    for (int i = 0; i < 4; i++)
+        n += (part[i] = evhttp_find_header(&q, names[i])) != NULL;
+    if (!(call = call_new())) {
+        evhttp_clear_headers(&q);
+        send_error(req, 503, DSC_NOMEM, "out of memory");
+        return;
+    }
+    /* The subject's parts as they came (the handler checks their UTF-8 and size). */
+    msgpack_packer pk;
+    msgpack_packer_init(&pk, &call->params, msgpack_sbuffer_write);
+    msgpack_pack_map(&pk, n > 0);
+    if (n > 0) {
+        dsc_rpc_pack_cstr(&pk, "subject");
+        msgpack_pack_map(&pk, (size_t)n);
+        for (int i = 0; i < 4; i++)
+            if (part[i]) {
+                dsc_rpc_pack_cstr(&pk, names[i]);
+                msgpack_pack_str_with_body(&pk, part[i], strlen(part[i]));
+            }
+    }
+    evhttp_clear_headers(&q);
+    call->bare = true;
+    submit(srv, req, call, n > 0 ? "budget.get" : "budget.list");
+}
+
 void dsc__http_api_call(dsc_server *srv, struct evhttp_request *req, const char *method) {
     size_t n = strlen(method);
     if (n == 0 || n >= METHOD_MAX || !dsc__method_exists(method, n)) {
@@ -267,13 +324,11 @@ void dsc__http_api_call(dsc_server *srv, struct evhttp_request *req, const char 
         send_error(req, 415, DSC_BAD_REQUEST, "Content-Type: must be application/json");
         return;
     }
-    dsc__http_call *call = calloc(1, sizeof *call);
+    dsc__http_call *call = call_new();
     if (!call) {
         send_error(req, 503, DSC_NOMEM, "out of memory");
         return;
     }
-    msgpack_sbuffer_init(&call->params);
-    msgpack_sbuffer_init(&call->reply);
     dsc_error err;
     dsc_error_clear(&err);
     int status = read_params(srv, req, call, &err);
@@ -282,10 +337,7 @@ void dsc__http_api_call(dsc_server *srv, struct evhttp_request *req, const char 
         send_error(req, status, err.code, err.message);
         return;
     }
-    call->req = req;
-    memcpy(call->method, method, n + 1);
-    read_token(req, call);
-    dsc__worker_post_call(srv, call);
+    submit(srv, req, call, method);
 }
 
 /* Convert a decoded MessagePack value to jansson (NULL when out of memory). */
@@ -356,7 +408,10 @@ static void answer(dsc__http_call *call) {
     int status = failed ? (call->limited ? 429 : http_status(error_code(e))) : 200;
     json_t *v = to_json(failed ? e : r);
     msgpack_zone_destroy(&zone);
-    send_json(call->req, status, v ? json_pack("{s:o}", failed ? "error" : "result", v) : NULL);
+    if (call->bare)
+        send_json(call->req, status, v);
+    else
+        send_json(call->req, status, v ? json_pack("{s:o}", failed ? "error" : "result", v) : NULL);
 }
 
 static void on_done(evutil_socket_t fd, short what, void *arg) {

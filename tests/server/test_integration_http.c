@@ -199,6 +199,36 @@ Test(http, each_error_code_has_its_http_status) {
     th_server_cleanup(&s);
 }
 
+Test(http, a_revoked_key_is_refused_at_its_next_call) {
+    th_server s;
+    th_server_start(&s, NULL);
+    char token[80], id[32];
+    th_create_key(&s, "reader", "org:acme", token, id);
+    json_t *rep;
+    post(&s, "budget.list", token, "{}", 200, &rep);
+    json_decref(rep);
+    char body[96];
+    snprintf(body, sizeof body, "{\"key_id\": \"%s\"}", id);
+    post(&s, "key.revoke", ADMIN, body, 200, &rep);
+    json_decref(rep);
+    json_t *e = post(&s, "budget.list", token, "{}", 401, &rep);
+    cr_assert_str_eq(code_of(e), "unauthorized");
+    json_decref(rep);
+    th_server_cleanup(&s);
+}
+
+Test(http, without_require_auth_an_anonymous_call_acts_as_a_client) {
+    th_server s;
+    th_server_start(&s, "require_auth = false\n");
+    json_t *rep, *r = post(&s, "check", NULL, CHECK_FOR("a"), 200, &rep);
+    cr_assert_str_eq(str(r, "decision"), "allow");
+    json_decref(rep);
+    /* Still no admin method without the admin token. */
+    post(&s, "policy.reload", NULL, "{}", 401, &rep);
+    json_decref(rep);
+    th_server_cleanup(&s);
+}
+
 Test(http, a_server_without_a_store_answers_reports_with_503) {
     th_server s;
     th_server_prepare(&s);
@@ -238,6 +268,31 @@ Test(http, a_missing_or_wrong_bearer_is_401_and_repeated_guesses_are_429) {
                              &status);
     cr_assert(status == 401 || status == 429, "a non-Bearer Authorization: %d", status);
     free(resp);
+    th_server_cleanup(&s);
+}
+
+Test(http, get_v1_budgets_goes_through_the_method_layer_and_its_auth_limiter) {
+    th_server s;
+    th_server_start(&s, NULL);
+    json_t *rep;
+    post(&s, "budget.set", ADMIN,
+         "{\"selector\": \"org:acme\", \"metric\": \"tokens\", \"window\": \"day\", "
+         "\"limit\": 10}",
+         200, &rep);
+    json_decref(rep);
+    int status = 0;
+    char *body = th_http_get_auth(&s, "/v1/budgets?org=acme", ADMIN, &status);
+    cr_assert_eq(status, 200, "%s", body);
+    cr_assert_not_null(strstr(body, "\"remaining\":10"), "%s", body);
+    free(body);
+    /* Guessing tokens here costs turns as on POST and auth. */
+    for (int i = 0; i < 3; i++) {
+        free(th_http_get_auth(&s, "/v1/budgets", "dsk_guess", &status));
+        cr_assert_eq(status, 401);
+    }
+    body = th_http_get_auth(&s, "/v1/budgets", "dsk_guess", &status);
+    cr_assert_eq(status, 429, "%s", body);
+    free(body);
     th_server_cleanup(&s);
 }
 
