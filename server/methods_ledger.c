@@ -83,7 +83,9 @@ dsc_status dsc__read_subject(const msgpack_object *p, bool required, const dsc__
     const msgpack_object *m;
     memset(s, 0, sizeof *s);
     bool fills = scope && !dsc__scope_is_all(scope);
+    static const char *const parts[] = {"org", "team", "user", "key", NULL};
     dsc_status st = dsc_rpc_get_map(p, "subject", required && !fills, &m, err);
+    if (st == DSC_OK) st = dsc_rpc_check_keys(m, parts, "subject", err);
     if (st != DSC_OK) return st;
     if (m && ((st = dsc_rpc_get_str(m, "org", false, s->org, FIELD_MAX, err)) ||
               (st = dsc_rpc_get_str(m, "team", false, s->team, FIELD_MAX, err)) ||
@@ -520,8 +522,8 @@ static void pack_check(msgpack_packer *pk, const check_out *o, bool with_budgets
     bool retry = d->outcome == DSC_POLICY_THROTTLE && d->retry_after_s > 0;
     bool suggest = d->suggest_model[0] != '\0';
     bool resv = o->reservation[0] != '\0';
-    msgpack_pack_map(pk, 7 + with_budgets + DSC__ESTIMATE_CONTEXT_KEYS + retry + suggest + 2 * resv +
-                             o->unenforced);
+    msgpack_pack_map(pk, 7 + with_budgets + DSC__ESTIMATE_CONTEXT_KEYS + retry + suggest +
+                             2 * resv + o->unenforced);
     dsc__pack_key(pk, "decision");
     dsc_rpc_pack_cstr(pk, dsc_policy_outcome_name(d->outcome));
     dsc__pack_key(pk, "reason");

@@ -397,6 +397,30 @@ const msgpack_object *dsc_rpc_field(const msgpack_object *map, const char *key) 
     return NULL;
 }
 
+static bool is_allowed(const char *const *allowed, const char *k, size_t n) {
+    for (; *allowed; allowed++)
+        if (strlen(*allowed) == n && memcmp(*allowed, k, n) == 0) return true;
+    return false;
+}
+
+dsc_status dsc_rpc_check_keys(const msgpack_object *map, const char *const *allowed,
+                              const char *where, dsc_error *err) {
+    if (!map || map->type != MSGPACK_OBJECT_MAP) return DSC_OK;
+    for (uint32_t i = 0; i < map->via.map.size; i++) {
+        const msgpack_object *k = &map->via.map.ptr[i].key;
+        if (k->type != MSGPACK_OBJECT_STR)
+            return dsc_error_set(err, DSC_BAD_REQUEST, "%s: a key is %s, not a string", where,
+                                 dsc_rpc_type_name(k));
+        if (is_allowed(allowed, k->via.str.ptr, k->via.str.size)) continue;
+        int n = k->via.str.size > 64 ? 64 : (int)k->via.str.size;
+        if (!dsc_rpc_utf8_valid(k->via.str.ptr, k->via.str.size))
+            return dsc_error_set(err, DSC_BAD_REQUEST, "%s: a key is not valid UTF-8", where);
+        return dsc_error_set(err, DSC_BAD_REQUEST, "field '%.*s': unknown in %s", n, k->via.str.ptr,
+                             where);
+    }
+    return DSC_OK;
+}
+
 /* Absent (or nil) field: an error when required, else "leave the default". */
 static const msgpack_object *lookup(const msgpack_object *map, const char *key, bool required,
                                     dsc_status *st, dsc_error *err) {
@@ -420,6 +444,8 @@ dsc_status dsc_rpc_get_str(const msgpack_object *map, const char *key, bool requ
     out[0] = '\0';
     if (!v) return st;
     if (v->type != MSGPACK_OBJECT_STR) return wrong_type(err, key, "a string", v);
+    if (required && v->via.str.size == 0)
+        return dsc_error_set(err, DSC_BAD_REQUEST, "field '%s' is required and is empty", key);
     if (v->via.str.size >= cap)
         return dsc_error_set(err, DSC_BAD_REQUEST, "field '%s': longer than %zu bytes", key,
                              cap - 1);

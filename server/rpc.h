@@ -102,11 +102,17 @@ int dsc_rpc_pack_cstr(msgpack_packer *pk, const char *s);
 /* Pack a {min, max} map. */
 int dsc_rpc_pack_range(msgpack_packer *pk, double min, double max);
 
+/* DSC_OK when every key of map (a MAP object; anything else passes) is one of
+ * allowed (NULL-terminated); else DSC_BAD_REQUEST naming the first unknown key and
+ * where it was ("the params of 'check'", "subject"), so that a misspelt key is
+ * never silently ignored. */
+dsc_status dsc_rpc_check_keys(const msgpack_object *map, const char *const *allowed,
+                              const char *where, dsc_error *err);
 /* The value of key in map (a MAP object), or NULL when absent. */
 const msgpack_object *dsc_rpc_field(const msgpack_object *map, const char *key);
 /* Copy string field key into out (cap bytes with the NUL). Absent: out = "" and
- * DSC_OK unless required. Wrong type, longer than cap - 1, a NUL byte or invalid
- * UTF-8: DSC_BAD_REQUEST naming the field. */
+ * DSC_OK unless required; required and empty: DSC_BAD_REQUEST. Wrong type, longer than cap - 1, a
+ * NUL byte or invalid UTF-8: DSC_BAD_REQUEST naming the field. */
 dsc_status dsc_rpc_get_str(const msgpack_object *map, const char *key, bool required, char *out,
                            size_t cap, dsc_error *err);
 /* Read integer field key into *out, within [min, max]; absent leaves *out. */

@@ -538,6 +538,49 @@ Test(methods, check_errors_name_the_field_and_charge_nothing) {
     th_client_free(c);
 }
 
+Test(methods, an_unknown_param_is_refused_naming_it_and_holds_nothing) {
+    th_client *c = th_connect_admin(&srv);
+    fails(c, "check", CHECK(", \"reserv\": false"), "bad_request",
+          "field 'reserv': unknown in the params of 'check'");
+    fails(c, "check", CHECK(", \"ttl\": 5"), "bad_request", "field 'ttl': unknown");
+    cr_assert_eq(th_sql_int(&srv, "SELECT count(*) FROM reservations"), 0);
+    fails(c, "check",
+          "{\"subject\": {\"teem\": \"infra\"}, \"provider\": \"openai\", \"model\": "
+          "\"gpt-4o\", \"output_tokens\": 1, \"purpose\": \"x\"}",
+          "bad_request", "field 'teem': unknown in subject");
+    fails(c, "estimate",
+          "{\"provider\": \"openai\", \"model\": \"gpt-4o\", \"output_tokens\": 1, \"purpose\": "
+          "\"x\"}",
+          "bad_request", "field 'purpose': unknown in the params of 'estimate'");
+    fails(c, "settle", "{\"reservation\": \"r-x\", \"output_tokens\": 1, \"charge\": true}",
+          "bad_request", "field 'charge'");
+    fails(c, "ping", "{\"verbose\": true}", "bad_request", "field 'verbose'");
+    fails(c, "budget.set",
+          "{\"selector\": \"team:x\", \"metric\": \"gco2e\", \"window\": \"day\", "
+          "\"limit\": 1, \"limt\": 2}",
+          "bad_request", "field 'limt'");
+    fails(c, "grid.set",
+          "{\"zone\": \"FRA\", \"gco2e_per_kwh\": 50, \"valid_until\": 99999999999, "
+          "\"forecast\": [{\"from\": 1, \"gco2e\": 3}]}",
+          "bad_request", "field 'gco2e': unknown in a forecast point");
+    json_t *res, *r = ok(c, "budget.list", "{}", &res);
+    cr_assert_eq(json_array_size(json_object_get(res, "budgets")), 0);
+    json_decref(r);
+    th_client_free(c);
+}
+
+Test(methods, an_empty_required_string_is_refused_naming_the_field) {
+    th_client *c = th_connect_admin(&srv);
+    fails(c, "check",
+          "{" SUBJECT ", \"provider\": \"openai\", \"model\": \"gpt-4o\","
+          " \"output_tokens\": 1, \"purpose\": \"\"}",
+          "bad_request", "field 'purpose' is required and is empty");
+    fails(c, "estimate", "{\"provider\": \"\", \"model\": \"gpt-4o\", \"output_tokens\": 1}",
+          "bad_request", "field 'provider' is required and is empty");
+    cr_assert_eq(th_sql_int(&srv, "SELECT count(*) FROM reservations"), 0);
+    th_client_free(c);
+}
+
 Test(methods, settle_and_cancel_errors_and_cancel_releases_the_hold) {
     th_client *c = th_connect_admin(&srv);
     fails(c, "settle",
