@@ -119,6 +119,14 @@ static const cli_flag *positional(const cli_flag *f, size_t n) {
     return NULL;
 }
 
+static bool is_common(const char *arg, size_t len) {
+    static const char *const names[] = {"--server", "--timeout",     "--key",
+                                        "--json",   "--admin-token", "--data"};
+    for (size_t k = 0; k < sizeof names / sizeof names[0]; k++)
+        if (strlen(names[k]) == len && strncmp(arg, names[k], len) == 0) return true;
+    return false;
+}
+
 /* One argument (and its value, at argv[*i + 1] unless given as --name=value). */
 static int take(cli_ctx *cx, int argc, char **argv, int *i, const cli_flag *f, size_t n) {
     const char *arg = argv[*i], *eq = strchr(arg, '='), *val;
@@ -131,6 +139,9 @@ static int take(cli_ctx *cx, int argc, char **argv, int *i, const cli_flag *f, s
     }
     size_t len = eq ? (size_t)(eq - arg) : strlen(arg);
     const cli_flag *fl = find_flag(f, n, arg, len);
+    if (!fl && is_common(arg, len))
+        return cli_fail(cx, DSC_BAD_REQUEST, "option %.*s is not used by this command", (int)len,
+                        arg);
     if (!fl) return cli_fail(cx, DSC_BAD_REQUEST, "unknown option '%s' (see --help)", arg);
     if (fl->on) {
         if (eq) return cli_fail(cx, DSC_BAD_REQUEST, "option %s takes no value", fl->name);
@@ -165,6 +176,48 @@ int cli_parse_flags(cli_ctx *cx, int argc, char **argv, const cli_flag *flags, s
         int rc = take(cx, argc, argv, &i, f, m);
         if (rc != CLI_EXIT_OK) return rc;
     }
+    return CLI_EXIT_OK;
+}
+
+/* The common flags given before the command that it does not read: refused, so that a
+ * flag never silently does nothing. */
+static int check_uses(const cli_ctx *cx) {
+    const struct {
+        const char *name;
+        bool given;
+        unsigned use;
+    } g[] = {{"--server", cx->server != NULL, CLI_USES_SERVER},
+             {"--timeout", cx->timeout != NULL, CLI_USES_SERVER},
+             {"--key", cx->key != NULL, CLI_USES_SERVER},
+             {"--admin-token", cx->admin_token != NULL, CLI_USES_ADMIN},
+             {"--json", cx->json != 0, CLI_USES_JSON},
+             {"--data", cx->data != NULL, CLI_USES_DATA}};
+    for (size_t i = 0; i < sizeof g / sizeof g[0]; i++)
+        if (g[i].given && !(cx->uses & g[i].use))
+            return cli_fail(cx, DSC_BAD_REQUEST, "option %s is not used by this command",
+                            g[i].name);
+    return CLI_EXIT_OK;
+}
+
+int cli_leading_flags(cli_ctx *cx, int *argc, char **argv) {
+    cli_flag f[8];
+    unsigned uses = cx->uses;
+    cx->uses = CLI_USES_SERVER | CLI_USES_ADMIN | CLI_USES_JSON | CLI_USES_DATA;
+    size_t n = common_flags(cx, f, 0);
+    cx->uses = uses;
+    int i = 1, rc = CLI_EXIT_OK;
+    for (; i < *argc && rc == CLI_EXIT_OK; i++) {
+        const char *arg = argv[i], *eq = strchr(arg, '=');
+        if (strcmp(arg, "--help") == 0 || strcmp(arg, "-h") == 0) {
+            cx->help = 1;
+            continue;
+        }
+        if (!find_flag(f, n, arg, eq ? (size_t)(eq - arg) : strlen(arg))) break;
+        rc = take(cx, *argc, argv, &i, f, n);
+    }
+    if (rc != CLI_EXIT_OK) return rc;
+    memmove(argv + 1, argv + i, (size_t)(*argc - i + 1) * sizeof *argv); /* with the NULL */
+    *argc -= i - 1;
     return CLI_EXIT_OK;
 }
 
@@ -215,14 +268,11 @@ static const cli_command *find_command(const char *name) {
 
 int main(int argc, char **argv) {
     cli_ctx cx = {.command = ""};
-    if (argc < 2) {
-        usage(stderr);
-        return CLI_EXIT_USAGE;
-    }
-    if (strcmp(argv[1], "--help") == 0 || strcmp(argv[1], "-h") == 0 ||
-        strcmp(argv[1], "help") == 0) {
-        usage(stdout);
-        return CLI_EXIT_OK;
+    int rc = cli_leading_flags(&cx, &argc, argv);
+    if (rc != CLI_EXIT_OK) return rc;
+    if (argc < 2 || strcmp(argv[1], "help") == 0) {
+        usage(cx.help || argc >= 2 ? stdout : stderr);
+        return cx.help || argc >= 2 ? CLI_EXIT_OK : CLI_EXIT_USAGE;
     }
     const cli_command *cmd = find_command(argv[1]);
     if (!cmd) {
@@ -231,5 +281,7 @@ int main(int argc, char **argv) {
     }
     snprintf(cx.command, sizeof cx.command, "%s", cmd->name);
     cx.uses = cmd->uses;
-    return cmd->run(&cx, argc - 1, argv + 1);
+    int n = argc - 1; /* common flags between the command and its own arguments */
+    if ((rc = cli_leading_flags(&cx, &n, argv + 1)) || (rc = check_uses(&cx))) return rc;
+    return cmd->run(&cx, n, argv + 1);
 }

@@ -60,6 +60,11 @@ typedef struct cli_flag {
  * Returns CLI_EXIT_OK, or prints and returns CLI_EXIT_USAGE naming the option. */
 int cli_parse_flags(cli_ctx *cx, int argc, char **argv, const cli_flag *flags, size_t n, int *rest);
 
+/* Take the common flags (and --help) that stand at argv[1..] off argv, into cx (any
+ * common flag, whether the command reads it or not: main checks that after). argv
+ * keeps argv[0] and its NULL end; *argc shrinks. Returns CLI_EXIT_OK or USAGE. */
+int cli_leading_flags(cli_ctx *cx, int *argc, char **argv);
+
 /* Print "discern: <command>: <message> (<wire code of st>)" to stderr; returns the
  * exit code of st. */
 int cli_fail(const cli_ctx *cx, dsc_status st, const char *fmt, ...)

@@ -148,7 +148,7 @@ int cli_budget(cli_ctx *cx, int argc, char **argv) {
     if (strcmp(sub, "get") == 0) return read_budgets(cx, argc - 1, argv + 1, true);
     if (strcmp(sub, "set") == 0) return write_budget(cx, argc - 1, argv + 1, true);
     if (strcmp(sub, "delete") == 0) return write_budget(cx, argc - 1, argv + 1, false);
-    if (strcmp(sub, "--help") == 0 || strcmp(sub, "-h") == 0) return show_help();
+    if (cx->help || strcmp(sub, "--help") == 0 || strcmp(sub, "-h") == 0) return show_help();
     fputs(budget_usage, stderr);
     return cli_fail(cx, DSC_BAD_REQUEST, "%s '%s'",
                     sub[0] ? "unknown subcommand" : "missing subcommand", sub);

@@ -184,7 +184,8 @@ int cli_key(cli_ctx *cx, int argc, char **argv) {
     if (strcmp(sub, "list") == 0) return cli_subcommand(cx, sub), key_list(cx, argc - 1, argv + 1);
     if (strcmp(sub, "revoke") == 0)
         return cli_subcommand(cx, sub), key_revoke(cx, argc - 1, argv + 1);
-    if (strcmp(sub, "--help") == 0 || strcmp(sub, "-h") == 0) return help(key_usage, key_help);
+    if (cx->help || strcmp(sub, "--help") == 0 || strcmp(sub, "-h") == 0)
+        return help(key_usage, key_help);
     fputs(key_usage, stderr);
     return cli_fail(cx, DSC_BAD_REQUEST, "%s '%s'",
                     sub[0] ? "unknown subcommand" : "missing subcommand", sub);

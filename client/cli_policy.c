@@ -15,6 +15,7 @@
 #include "discern/paths.h"
 #include "discern/policy.h"
 
+#include <stdbool.h>
 #include <stdio.h>
 #include <string.h>
 
@@ -78,8 +79,9 @@ static int run_check(const cli_ctx *cx, const char *dir) {
 int cli_policy(cli_ctx *cx, int argc, char **argv) {
     const char *action = argc > 1 ? argv[1] : NULL, *dir = NULL;
     if (!action || !strcmp(action, "--help") || !strcmp(action, "-h")) {
-        fputs(policy_usage, action ? stdout : stderr);
-        return action ? CLI_EXIT_OK : CLI_EXIT_USAGE;
+        bool asked = action || cx->help;
+        fputs(policy_usage, asked ? stdout : stderr);
+        return asked ? CLI_EXIT_OK : CLI_EXIT_USAGE;
     }
     if (strcmp(action, "test") && strcmp(action, "check"))
         return cli_fail(cx, DSC_BAD_REQUEST, "unknown action '%s' (test or check)", action);

@@ -131,12 +131,9 @@ dsc_client *cli_connect(const cli_ctx *cx, bool admin, int *code) {
         if ((*code = cli_parse_number(cx, "--timeout", cx->timeout, 0, true, &ms))) return NULL;
         o.timeout_ms = ms > 3600000 ? 3600000 : (int)ceil(ms);
     }
-    if (admin) {
-        o.admin_token = env_or(cx->admin_token, "DISCERN_ADMIN_TOKEN");
-    } else if (cx->admin_token) {
-        *code = cli_fail(cx, DSC_BAD_REQUEST, "option --admin-token is for admin commands only");
-        return NULL;
-    }
+    /* an admin command falls back on DISCERN_ADMIN_TOKEN; a read of an admin-capable
+     * command (budget get, key list) uses the token only when it is given */
+    o.admin_token = admin ? env_or(cx->admin_token, "DISCERN_ADMIN_TOKEN") : cx->admin_token;
     o.key = env_or(cx->key, "DISCERN_KEY"); /* used when there is no admin token */
     dsc_error err;
     dsc_client *c = dsc_client_new(server ? server : "127.0.0.1:7878", &o, &err);
@@ -497,7 +494,7 @@ int cli_grid(cli_ctx *cx, int argc, char **argv) {
         cli_subcommand(cx, "set");
         return grid_set(cx, argc - 1, argv + 1);
     }
-    if (argc >= 2 && (strcmp(argv[1], "--help") == 0 || strcmp(argv[1], "-h") == 0)) {
+    if (cx->help || (argc >= 2 && (strcmp(argv[1], "--help") == 0 || strcmp(argv[1], "-h") == 0))) {
         puts("usage: discern grid set --zone Z --gco2e-per-kwh X (--valid-until T | --valid-for S)"
              "\n\nRun 'discern grid set --help' for the options.");
         return CLI_EXIT_OK;

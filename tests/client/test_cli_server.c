@@ -155,7 +155,7 @@ Test(cli_server, a_wrong_admin_token_is_refused_before_the_admin_call) {
     run_free(&r);
     r = RUN(addr, "ping", "--admin-token", "x");
     cr_assert_eq(r.code, 2);
-    run_has(r.err, "discern: ping: unknown option '--admin-token' (see --help) (bad_request)");
+    run_has(r.err, "discern: ping: option --admin-token is not used by this command (bad_request)");
     run_free(&r);
     th_server_cleanup(&s);
 }
@@ -574,6 +574,91 @@ Test(cli_server, keys_are_created_used_listed_revoked_and_decisions_are_shown) {
     r = RUN(addr, "key", "create", "--role", "client", ADMIN);
     cr_assert_eq(r.code, 2);
     run_has(r.err, "--scope");
+    run_free(&r);
+    th_server_cleanup(&s);
+}
+
+/* ------------------------------------------------- common flags, error lines -- */
+
+Test(cli_server, common_flags_work_before_the_command_between_it_and_its_subcommand_and_after) {
+    th_server s;
+    th_server_start(&s, SHIPPED_POLICIES);
+    char addr[64];
+    snprintf(addr, sizeof addr, "127.0.0.1:%d", s.port);
+    ok(RUN(NULL, "--server", addr, "--admin-token", TH_ADMIN_TOKEN, "budget", "set", "--selector",
+           "team:*", "--metric", "gco2e", "--window", "day", "--limit", "5"),
+       "created team:* gco2e day limit 5 g");
+    ok(RUN(NULL, "budget", "--server", addr, "--json", "--admin-token", TH_ADMIN_TOKEN, "list"),
+       "\"selector\": \"team:*\"");
+    ok(RUN(NULL, "--json", "budget", "list", "--server=" TH_ADMIN_TOKEN "x", "--server", addr,
+           "--admin-token", TH_ADMIN_TOKEN),
+       "\"budgets\"");
+    ok(RUN(NULL, "--server", addr, "--json", "ping"), "\"pong\": true");
+    ok(RUN(NULL, "--json", "zones"), "\"zones\"");
+    run_result r = RUN(NULL, "--data", "/nonexistent", "ping");
+    cr_assert_eq(r.code, 2, "%s", r.err);
+    cr_assert_str_eq(r.err, "discern: ping: option --data is not used by this command "
+                            "(bad_request)\n");
+    run_free(&r);
+    r = RUN(NULL, "--server", addr, "--json", "exec", "--", "true");
+    cr_assert_eq(r.code, 2, "%s", r.err);
+    run_has(r.err, "discern: exec: option --json is not used by this command (bad_request)");
+    run_free(&r);
+    th_server_cleanup(&s);
+}
+
+/* Every error is one line "discern: <command>: <message> (<code>)" and nothing on
+ * stdout, whichever command, subcommand or layer (flags, client, server) fails. */
+Test(cli_server, every_error_line_reads_discern_command_message_code) {
+    th_server s;
+    th_server_start(&s, SHIPPED_POLICIES);
+    char addr[64], closed[64];
+    snprintf(addr, sizeof addr, "127.0.0.1:%d", s.port);
+    snprintf(closed, sizeof closed, "127.0.0.1:%d", fake_closed_port());
+    const struct {
+        const char *args[24];
+        int code;
+        const char *line;
+    } cases[] = {
+        {{"check", "--provider", "openai", NULL},
+         2,
+         "discern: check: option --model is required (bad_request)\n"},
+        {{"check", REQ, "--purpose", "", NULL},
+         2,
+         "discern: check: field 'purpose' is required (bad_request)\n"},
+        {{"estimate", "--provider", "openai", "--model", "gpt-4o", "--output-tokens", "x", NULL},
+         2,
+         "discern: estimate: option --output-tokens: 'x' is not a non-negative integer "
+         "(bad_request)\n"},
+        {{"budget", "get", "--team", "infra", "--bogus", NULL},
+         2,
+         "discern: budget get: unknown option '--bogus' (see --help) (bad_request)\n"},
+        {{"budget", "frob", NULL}, 2, "discern: budget: unknown subcommand 'frob' (bad_request)\n"},
+        {{"policy", "test", "/nonexistent-dir", NULL}, 1, "discern: policy test: "},
+        {{"settle", "--reservation", "r-none", "--output-tokens", "1", "--admin-token", "t", NULL},
+         2,
+         "discern: settle: option --admin-token is not used by this command (bad_request)\n"},
+        {{"frobnicate", NULL}, 2, "discern: unknown command 'frobnicate' (bad_request)\n"},
+    };
+    for (size_t i = 0; i < sizeof cases / sizeof cases[0]; i++) {
+        run_result r = run(addr, cases[i].args);
+        cr_assert_eq(r.code, cases[i].code, "case %zu: exit %d: %s", i, r.code, r.err);
+        cr_assert(strstr(r.err, cases[i].line), "case %zu: '%s' lacks '%s'", i, r.err,
+                  cases[i].line);
+        cr_assert_str_eq(r.out, "", "case %zu", i);
+        run_free(&r);
+    }
+    char key[72];
+    th_create_key(&s, "client", "*", key, NULL);
+    run_result r = RUN(addr, "check", REQ, "--model", "gpt-9", "--key", key);
+    cr_assert_eq(r.code, 3, "%s", r.err);
+    run_has(r.err, "discern: check: field 'model': unknown model 'gpt-9'");
+    run_has(r.err, "(unknown_model)\n");
+    run_free(&r);
+    r = RUN(closed, "budget", "list");
+    cr_assert_eq(r.code, 4, "%s", r.err);
+    run_has(r.err, "discern: budget list: cannot connect to");
+    run_has(r.err, "(unreachable)\n");
     run_free(&r);
     th_server_cleanup(&s);
 }
