@@ -7,7 +7,8 @@
  * 2. run CMD only when allowed, with these in its environment:
  *      DISCERN_USAGE_FILE   an empty file (in $TMPDIR, else /tmp) CMD may write its
  *                           real usage to:
- *                           "input_tokens=N output_tokens=N [latency_s=S]"
+ *                           "input_tokens=N output_tokens=N [latency_s=S]
+ *                            [cached_input_tokens=N] [reasoning_tokens=N]"
  *                           (whitespace or newlines between the pairs)
  *      DISCERN_RESERVATION  the reservation id ("" when nothing was reserved)
  *      DISCERN_DECISION_ID  the journal key of the decision
@@ -35,8 +36,10 @@ static const char exec_help[] =
     "Check the request with discernd and run CMD only if it is allowed; then settle\n"
     "with the tokens CMD reports, or cancel the hold if CMD fails. CMD may write its\n"
     "real usage to the file named by $DISCERN_USAGE_FILE, as\n"
-    "    input_tokens=N output_tokens=N [latency_s=S]\n"
-    "otherwise --input-tokens and --output-tokens are charged. CMD also sees\n"
+    "    input_tokens=N output_tokens=N [cached_input_tokens=N] [reasoning_tokens=N]\n"
+    "    [latency_s=S]\n"
+    "otherwise --input-tokens, --output-tokens, --cached-tokens and --reasoning-tokens\n"
+    "are charged (with the check's --method). CMD also sees\n"
     "$DISCERN_RESERVATION and $DISCERN_DECISION_ID.\n"
     "\n"
     "  --wait                on throttle, wait retry_after and check again\n"
@@ -90,6 +93,12 @@ static void read_usage(const cli_ctx *cx, const char *path, dsc_guard_usage *u) 
         else if (strcmp(word, "output_tokens") == 0)
             ok = cli_parse_count(cx, "output_tokens", v, &n) == CLI_EXIT_OK &&
                  (u->output_tokens = n, 1);
+        else if (strcmp(word, "cached_input_tokens") == 0)
+            ok = cli_parse_count(cx, "cached_input_tokens", v, &n) == CLI_EXIT_OK &&
+                 (u->cached_input_tokens = n, 1);
+        else if (strcmp(word, "reasoning_tokens") == 0)
+            ok = cli_parse_count(cx, "reasoning_tokens", v, &n) == CLI_EXIT_OK &&
+                 (u->reasoning_tokens = n, 1);
         else if (strcmp(word, "latency_s") == 0)
             ok = cli_parse_number(cx, "latency_s", v, 0, true, &u->latency_s) == CLI_EXIT_OK;
         if (!ok)
@@ -147,7 +156,10 @@ static int run_allowed(const cli_ctx *cx, dsc_client *c, dsc_guard_ticket *t,
     setenv("DISCERN_RESERVATION", t->check.reservation, 1);
     setenv("DISCERN_DECISION_ID", t->check.decision_id, 1);
     int rc = run_command(cx, cmd);
-    dsc_guard_usage u = {.input_tokens = rq->input_tokens, .output_tokens = rq->output_tokens};
+    dsc_guard_usage u = {.input_tokens = rq->input_tokens,
+                         .output_tokens = rq->output_tokens,
+                         .cached_input_tokens = rq->cached_input_tokens,
+                         .reasoning_tokens = rq->reasoning_tokens};
     if (rc == 0) read_usage(cx, path, &u);
     unlink(path);
     dsc_error err;

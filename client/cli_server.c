@@ -60,6 +60,9 @@ static size_t add_req_flags(cli_flag *f, size_t n, cli_req *r) {
     f[n++] = (cli_flag){.name = "--request-id", .value = &r->request_id};
     f[n++] = (cli_flag){.name = "--ttl", .value = &r->ttl};
     f[n++] = (cli_flag){.name = "--no-reserve", .on = &r->no_reserve};
+    f[n++] = (cli_flag){.name = "--cached-tokens", .value = &r->cached_tokens};
+    f[n++] = (cli_flag){.name = "--reasoning-tokens", .value = &r->reasoning_tokens};
+    f[n++] = (cli_flag){.name = "--method", .value = &r->method};
     f[n++] = (cli_flag){.name = "--tag", .add = add_tag, .ud = r};
     return n;
 }
@@ -104,9 +107,15 @@ int cli_check_request(const cli_ctx *cx, cli_req *req, dsc_client_check_request 
         return rc;
     if ((rc = cli_parse_count(cx, "--output-tokens", req->output_tokens, &out->output_tokens)))
         return rc;
-    if (req->input_tokens &&
-        (rc = cli_parse_count(cx, "--input-tokens", req->input_tokens, &out->input_tokens)))
+    if ((req->input_tokens &&
+         (rc = cli_parse_count(cx, "--input-tokens", req->input_tokens, &out->input_tokens))) ||
+        (req->cached_tokens && (rc = cli_parse_count(cx, "--cached-tokens", req->cached_tokens,
+                                                     &out->cached_input_tokens))) ||
+        (req->reasoning_tokens &&
+         (rc = cli_parse_count(cx, "--reasoning-tokens", req->reasoning_tokens,
+                               &out->reasoning_tokens))))
         return rc;
+    out->method = req->method;
     if (req->ttl) {
         int64_t ttl = 0;
         if ((rc = cli_parse_count(cx, "--ttl", req->ttl, &ttl))) return rc;
@@ -298,7 +307,11 @@ static const char request_flags_help[] =
     "  --tag K=V             passed to policies and kept in the journal (repeatable)\n"
     "  --request-id ID       idempotency key (default: a fresh one)\n"
     "  --ttl S               how long the hold lives (1..86400 s)\n"
-    "  --no-reserve          decide only, hold nothing\n";
+    "  --no-reserve          decide only, hold nothing\n"
+    "  --cached-tokens N     of the input tokens, how many a prompt cache serves\n"
+    "  --reasoning-tokens N  hidden reasoning tokens expected besides the answer\n"
+    "  --method M            estimation method: ecologits or discern (default: the\n"
+    "                        server's estimate_method)\n";
 
 static const char conn_help[] =
     "connection:\n"
@@ -361,29 +374,41 @@ static json_t *json_amounts(const dsc_client_amounts *a) {
 }
 
 int cli_settle(cli_ctx *cx, int argc, char **argv) {
-    const char *res = NULL, *in = NULL, *out = NULL, *lat = NULL;
+    const char *res = NULL, *in = NULL, *out = NULL, *lat = NULL, *cached = NULL, *reasoning = NULL;
+    dsc_client_settle_request rq = {0};
     cli_flag f[] = {{.name = "--reservation", .value = &res},
                     {.name = "--input-tokens", .value = &in},
                     {.name = "--output-tokens", .value = &out},
-                    {.name = "--latency", .value = &lat}};
-    int rc = cli_parse(cx, argc, argv, NULL, f, 4, NULL);
+                    {.name = "--latency", .value = &lat},
+                    {.name = "--cached-tokens", .value = &cached},
+                    {.name = "--reasoning-tokens", .value = &reasoning},
+                    {.name = "--method", .value = &rq.method}};
+    int rc = cli_parse(cx, argc, argv, NULL, f, sizeof f / sizeof f[0], NULL);
     if (rc != CLI_EXIT_OK) return rc;
     if (cx->help)
         return help("usage: discern settle --reservation R --output-tokens N [--input-tokens N] "
-                    "[--latency S]",
+                    "[--latency S] [--cached-tokens N] [--reasoning-tokens N] [--method M]",
                     "Report what an allowed request really used: the hold is replaced by the\n"
                     "actual usage. Repeating a settle charges nothing more.\n\n"
                     "  --reservation R       from check\n"
                     "  --output-tokens N     actual output tokens\n"
                     "  --input-tokens N      actual input tokens (default 0)\n"
-                    "  --latency S           measured latency in seconds\n",
+                    "  --latency S           measured latency in seconds\n"
+                    "  --cached-tokens N     actual input tokens served from a prompt cache\n"
+                    "  --reasoning-tokens N  actual hidden reasoning tokens\n"
+                    "  --method M            ecologits or discern: as given to check (the\n"
+                    "                        server does not remember the check's method)\n",
                     false, false);
-    dsc_client_settle_request rq = {.reservation = res};
+    rq.reservation = res;
     if ((rc = cli_required(cx, "--reservation", res)) ||
         (rc = cli_required(cx, "--output-tokens", out)) ||
         (rc = cli_parse_count(cx, "--output-tokens", out, &rq.output_tokens)) ||
         (in && (rc = cli_parse_count(cx, "--input-tokens", in, &rq.input_tokens))) ||
-        (lat && (rc = cli_parse_number(cx, "--latency", lat, 0, true, &rq.latency_s))))
+        (lat && (rc = cli_parse_number(cx, "--latency", lat, 0, true, &rq.latency_s))) ||
+        (cached &&
+         (rc = cli_parse_count(cx, "--cached-tokens", cached, &rq.cached_input_tokens))) ||
+        (reasoning &&
+         (rc = cli_parse_count(cx, "--reasoning-tokens", reasoning, &rq.reasoning_tokens))))
         return rc;
     dsc_client *c = cli_connect(cx, false, &rc);
     if (!c) return rc;

@@ -24,6 +24,7 @@
 typedef struct cli_req {
     const char *provider, *model, *output_tokens, *input_tokens, *purpose;
     const char *org, *team, *user, *key, *zone, *request_id, *ttl;
+    const char *cached_tokens, *reasoning_tokens, *method;
     const char *tags[32];  /* key, value, key, value ... (split from --tag K=V) */
     char tag_keys[16][64]; /* the keys' text (values point into argv) */
     size_t n_tags;

@@ -80,6 +80,20 @@ static dsc_status enc_none(msgpack_packer *pk, const void *rq, const dsc__encode
     return pack_result(open_params(pk, 0), err);
 }
 
+/* The estimate inputs check and settle share: how many are sent, and packing them. */
+static size_t estimate_extras_count(int64_t cached, int64_t reasoning, const char *method) {
+    return (cached > 0) + (reasoning > 0) + (given(method) ? 1 : 0);
+}
+
+static int pack_estimate_extras(msgpack_packer *pk, int64_t cached, int64_t reasoning,
+                                const char *method) {
+    int rc = 0;
+    if (cached > 0) rc |= pack_kv_int(pk, "cached_input_tokens", cached);
+    if (reasoning > 0) rc |= pack_kv_int(pk, "reasoning_tokens", reasoning);
+    if (given(method)) rc |= pack_kv_str(pk, "method", method);
+    return rc;
+}
+
 static dsc_status check_validate(const dsc_client_check_request *q, bool keyed, dsc_error *err) {
     dsc_status st;
     if (!q) return dsc_error_set(err, DSC_BAD_REQUEST, "no check request");
@@ -87,7 +101,9 @@ static dsc_status check_validate(const dsc_client_check_request *q, bool keyed, 
         (st = need("provider", q->provider, err)) || (st = need("model", q->model, err)) ||
         (st = need("purpose", q->purpose, err)) ||
         (st = need_count("input_tokens", q->input_tokens, err)) ||
-        (st = need_count("output_tokens", q->output_tokens, err)))
+        (st = need_count("output_tokens", q->output_tokens, err)) ||
+        (st = need_count("cached_input_tokens", q->cached_input_tokens, err)) ||
+        (st = need_count("reasoning_tokens", q->reasoning_tokens, err)))
         return st;
     if (q->n_tags > 0 && !q->tags)
         return dsc_error_set(err, DSC_BAD_REQUEST, "field 'tags': %zu pairs but no array",
@@ -106,7 +122,9 @@ static dsc_status enc_check(msgpack_packer *pk, const void *rq, const dsc__encod
     const dsc_client_check_request *q = rq;
     dsc_status st = check_validate(q, ctx->keyed, err);
     if (st != DSC_OK) return st;
-    size_t n = 8 + (given(q->zone) ? 1 : 0) + (q->n_tags ? 1 : 0) + (q->ttl_s ? 1 : 0) + q->budgets;
+    size_t n = 8 + (given(q->zone) ? 1 : 0) + (q->n_tags ? 1 : 0) + (q->ttl_s ? 1 : 0) +
+               q->budgets +
+               estimate_extras_count(q->cached_input_tokens, q->reasoning_tokens, q->method);
     int rc = open_params(pk, n) | pack_subject(pk, &q->subject) |
              pack_kv_str(pk, "provider", q->provider) | pack_kv_str(pk, "model", q->model) |
              pack_kv_int(pk, "input_tokens", q->input_tokens) |
@@ -117,6 +135,7 @@ static dsc_status enc_check(msgpack_packer *pk, const void *rq, const dsc__encod
     if (given(q->zone)) rc |= pack_kv_str(pk, "zone", q->zone);
     if (q->ttl_s) rc |= pack_kv_int(pk, "ttl_s", q->ttl_s);
     if (q->budgets) rc |= pack_cstr(pk, "budgets") | msgpack_pack_true(pk);
+    rc |= pack_estimate_extras(pk, q->cached_input_tokens, q->reasoning_tokens, q->method);
     if (q->n_tags) {
         rc |= pack_cstr(pk, "tags") | msgpack_pack_map(pk, q->n_tags);
         for (size_t i = 0; i < 2 * q->n_tags; i++)
@@ -133,11 +152,14 @@ static dsc_status enc_settle(msgpack_packer *pk, const void *rq, const dsc__enco
     if (!q) return dsc_error_set(err, DSC_BAD_REQUEST, "no settle request");
     if ((st = need("reservation", q->reservation, err)) ||
         (st = need_count("input_tokens", q->input_tokens, err)) ||
-        (st = need_count("output_tokens", q->output_tokens, err)))
+        (st = need_count("output_tokens", q->output_tokens, err)) ||
+        (st = need_count("cached_input_tokens", q->cached_input_tokens, err)) ||
+        (st = need_count("reasoning_tokens", q->reasoning_tokens, err)))
         return st;
     int parts = subject_parts(&q->subject);
     size_t n = 3 + (q->latency_s > 0) + given(q->provider) + given(q->model) + given(q->zone) +
-               (parts > 0);
+               (parts > 0) +
+               estimate_extras_count(q->cached_input_tokens, q->reasoning_tokens, q->method);
     int rc = open_params(pk, n) | pack_kv_str(pk, "reservation", q->reservation) |
              pack_kv_int(pk, "input_tokens", q->input_tokens) |
              pack_kv_int(pk, "output_tokens", q->output_tokens);
@@ -146,6 +168,7 @@ static dsc_status enc_settle(msgpack_packer *pk, const void *rq, const dsc__enco
     if (given(q->model)) rc |= pack_kv_str(pk, "model", q->model);
     if (given(q->zone)) rc |= pack_kv_str(pk, "zone", q->zone);
     if (parts > 0) rc |= pack_subject(pk, &q->subject);
+    rc |= pack_estimate_extras(pk, q->cached_input_tokens, q->reasoning_tokens, q->method);
     return pack_result(rc, err);
 }
 

@@ -662,3 +662,93 @@ Test(cli_server, every_error_line_reads_discern_command_message_code) {
     run_free(&r);
     th_server_cleanup(&s);
 }
+
+/* ------------------------------------- cached and reasoning tokens, method -- */
+
+#define DREQ(user, out)                                                                            \
+    "--provider", "openai", "--model", "gpt-4o", "--output-tokens", out, "--purpose", "chat",      \
+        "--team", "infra", "--user", user, "--method", "discern"
+
+/* A number at a path of keys in the JSON that r printed. */
+static double json_at(run_result *r, const char *k1, const char *k2, const char *k3) {
+    cr_assert_eq(r->code, 0, "exit %d: %s", r->code, r->err);
+    json_t *j = json_loads(r->out, 0, NULL);
+    cr_assert_not_null(j, "%s", r->out);
+    json_t *v = json_object_get(json_object_get(j, k1), k2);
+    if (k3) v = json_object_get(v, k3);
+    cr_assert(json_is_number(v), "%s.%s.%s in %s", k1, k2, k3 ? k3 : "", r->out);
+    double x = json_number_value(v);
+    json_decref(j);
+    run_free(r);
+    return x;
+}
+
+static double check_gwp(const char *addr, const char *const *extra) {
+    const char *args[40] = {"check", DREQ("ana", "100"), "--no-reserve", "--json"};
+    size_t n = 0;
+    while (args[n])
+        n++;
+    for (size_t i = 0; extra[i]; i++)
+        args[n++] = extra[i];
+    run_result r = run(addr, args);
+    return json_at(&r, "estimate", "gwp_kgco2eq", "max");
+}
+
+Test(cli_server, check_settle_and_exec_send_cached_and_reasoning_tokens_and_the_method) {
+    th_server s;
+    char addr[64];
+    real_server(&s, addr, sizeof addr);
+    ok(RUN(addr, "budget", "set", "--selector", "user:*", "--metric", "gco2e", "--window", "month",
+           "--limit", "1000000", ADMIN),
+       NULL);
+    /* check: reasoning tokens count as output, cached input tokens at a discount */
+    double plain = check_gwp(addr, (const char *const[]){NULL});
+    double reasoning = check_gwp(addr, (const char *const[]){"--reasoning-tokens", "2000", NULL});
+    cr_assert_gt(reasoning, 2 * plain, "%g vs %g", reasoning, plain);
+    double uncached = check_gwp(addr, (const char *const[]){"--input-tokens", "50000", NULL});
+    double cached = check_gwp(
+        addr, (const char *const[]){"--input-tokens", "50000", "--cached-tokens", "40000", NULL});
+    cr_assert_lt(cached, uncached, "%g vs %g", cached, uncached);
+    run_result r = RUN(addr, "check", DREQ("ana", "1"), "--method", "nope");
+    cr_assert_eq(r.code, 2, "%s", r.err);
+    run_has(r.err, "field 'method': unknown value 'nope'");
+    run_free(&r);
+    /* settle: the actual reasoning tokens are charged */
+    double charged[2];
+    for (int i = 0; i < 2; i++) {
+        r = RUN(addr, "check", DREQ(i ? "sb" : "sa", "100"), "--json");
+        char res[128];
+        json_t *j = json_loads(r.out, 0, NULL);
+        cr_assert_not_null(j, "%s %s", r.out, r.err);
+        snprintf(res, sizeof res, "%s", json_string_value(json_object_get(j, "reservation")) ?: "");
+        json_decref(j);
+        run_free(&r);
+        r = i ? RUN(addr, "settle", "--reservation", res, "--output-tokens", "100", "--method",
+                    "discern", "--json")
+              : RUN(addr, "settle", "--reservation", res, "--output-tokens", "100", "--method",
+                    "discern", "--reasoning-tokens", "2000", "--cached-tokens", "0", "--json");
+        charged[i] = json_at(&r, "charged", "gco2e", NULL);
+    }
+    cr_assert_gt(charged[0], 2 * charged[1], "%g vs %g", charged[0], charged[1]);
+    /* exec: the usage file's reasoning tokens reach the settle, with the check's method */
+    double used[2];
+    for (int i = 0; i < 2; i++) {
+        r = RUN(addr, "exec", DREQ(i ? "eb" : "ea", "100"), "--", "sh", "-c",
+                i ? "echo output_tokens=100 > \"$DISCERN_USAGE_FILE\""
+                  : "echo output_tokens=100 reasoning_tokens=2000 cached_input_tokens=0 > "
+                    "\"$DISCERN_USAGE_FILE\"");
+        cr_assert_eq(r.code, 0, "%s", r.err);
+        cr_assert(!strstr(r.err, "ignoring"), "%s", r.err);
+        run_free(&r);
+        r = RUN(addr, "budget", "get", "--user", i ? "eb" : "ea", "--json");
+        cr_assert_eq(r.code, 0, "%s", r.err);
+        json_t *j = json_loads(r.out, 0, NULL);
+        used[i] = json_real_value(
+            json_object_get(json_array_get(json_object_get(j, "budgets"), 0), "used"));
+        json_decref(j);
+        run_free(&r);
+    }
+    cr_assert_gt(used[0], 2 * used[1], "%g vs %g", used[0], used[1]);
+    cr_assert_float_eq(used[1], charged[1], 1e-9 + charged[1] * 1e-6);
+    th_server_cleanup(&s);
+}
