@@ -62,6 +62,19 @@ static void print_definitions(const dsc_client_budgets *b) {
     }
 }
 
+/* budget get: the states, and when the subject names no org, a word on why a check
+ * that names one holds on another counter (org:acme/team:infra, not team:infra). */
+static void print_states(const dsc_client_subject *subject, const dsc_client_budgets *b) {
+    cli_print_budgets(stdout, b, false);
+    if (subject->org || (!subject->team && !subject->user)) return;
+    for (size_t i = 0; i < b->count; i++)
+        if (strncmp(b->items[i].counter, "org:", 4) == 0) return; /* a key's scope named it */
+    printf("note: counters are kept per full subject: these are for a request that names no\n"
+           "org; a check with --org O holds on org:O/%s:%s instead (give the same --org, or\n"
+           "DISCERN_ORG, to see it)\n",
+           subject->team ? "team" : "user", subject->team ? subject->team : subject->user);
+}
+
 /* list and get: a budgets array, printed as definitions or states. */
 static int read_budgets(cli_ctx *cx, int argc, char **argv, bool get) {
     cli_req req = {0};
@@ -88,7 +101,7 @@ static int read_budgets(cli_ctx *cx, int argc, char **argv, bool get) {
     else if (cx->json)
         rc = cli_print_json(cx, json_pack("{s:o}", "budgets", cli_json_budgets(&b)));
     else if (get)
-        cli_print_budgets(stdout, &b, false);
+        print_states(&subject, &b);
     else
         print_definitions(&b);
     dsc_client_budgets_clear(&b);

@@ -267,14 +267,23 @@ void cli_print_budgets(FILE *out, const dsc_client_budgets *b, bool with_request
     }
 }
 
+/* An allow that carries a suggestion reads as an allow plus a suggestion: the
+ * reason is the suggestion's, not a doubt about the allow. */
 void cli_print_check(FILE *out, const dsc_client_check_result *r) {
-    fprintf(out, "%s: %s", dsc_decision_name(r->decision), r->reason[0] ? r->reason : "-");
+    bool advice = r->decision == DSC_DECISION_ALLOW && r->suggest_model[0];
+    const char *reason = r->reason[0] ? r->reason : "-";
+    if (advice)
+        fputs("allow, with a suggestion", out);
+    else
+        fprintf(out, "%s: %s", dsc_decision_name(r->decision), reason);
     if (r->policy[0])
         fprintf(out, " [policy %s%s%s]", r->policy, r->policy_version[0] ? " " : "",
                 r->policy_version);
     fputc('\n', out);
     if (r->decision == DSC_DECISION_THROTTLE) fprintf(out, "retry after %g s\n", r->retry_after_s);
-    if (r->suggest_model[0])
+    if (advice)
+        fprintf(out, "suggestion: %s/%s (%s)\n", r->suggest_provider, r->suggest_model, reason);
+    else if (r->suggest_model[0])
         fprintf(out, "suggested instead: %s/%s\n", r->suggest_provider, r->suggest_model);
     if (r->reservation[0]) {
         char when[32];

@@ -337,8 +337,15 @@ Test(cli_server, check_on_a_real_server_allows_throttles_refuses_and_names_unkno
     ok(RUN(addr, "budget", "set", "--selector", "user:ana", "--metric", "requests", "--window",
            "rate:1/2s", "--limit", "1", ADMIN),
        "created user:ana requests rate:1/2s limit 1 requests");
-    ok(RUN(addr, "check", REQ), "allow: ");
+    /* an allow with a suggestion reads as an allow, then the suggestion and its reason */
     run_result r = RUN(addr, "check", REQ);
+    cr_assert_eq(r.code, 0, "%s", r.err);
+    cr_assert(strncmp(r.out, "allow, with a suggestion [policy right-size ", 44) == 0, "%s", r.out);
+    run_has(r.out, "\nsuggestion: openai/gpt-4.1-nano-2025-04-14 (gpt-4.1-nano-2025-04-14 would "
+                   "need ");
+    cr_assert(!strstr(r.out, "allow: "), "%s", r.out);
+    run_free(&r);
+    r = RUN(addr, "check", REQ);
     cr_assert_eq(r.code, 10, "%s%s", r.out, r.err);
     run_has(r.out, "throttle: rate budget");
     run_has(r.out, "retry after");
@@ -751,4 +758,140 @@ Test(cli_server, check_settle_and_exec_send_cached_and_reasoning_tokens_and_the_
     cr_assert_gt(used[0], 2 * used[1], "%g vs %g", used[0], used[1]);
     cr_assert_float_eq(used[1], charged[1], 1e-9 + charged[1] * 1e-6);
     th_server_cleanup(&s);
+}
+
+/* ------------------------------------------------------------ counter names -- */
+
+Test(cli_server, budget_get_with_the_checks_org_shows_the_counter_the_check_holds_on) {
+    th_server s;
+    char addr[64];
+    real_server(&s, addr, sizeof addr);
+    ok(RUN(addr, "budget", "set", "--selector", "team:*", "--metric", "gco2e", "--window", "month",
+           "--limit", "50", ADMIN),
+       NULL);
+    ok(RUN(addr, "check", "--org", "acme", "--team", "infra", "--user", "ana", "--provider",
+           "openai", "--model", "gpt-4o", "--output-tokens", "800", "--purpose", "code-review"),
+       "reservation r");
+    run_result r = RUN(addr, "budget", "get", "--org", "acme", "--team", "infra", "--json");
+    cr_assert_eq(r.code, 0, "%s", r.err);
+    json_t *j = json_loads(r.out, 0, NULL);
+    json_t *b = json_array_get(json_object_get(j, "budgets"), 0);
+    cr_assert_str_eq(json_string_value(json_object_get(b, "counter")), "org:acme/team:infra");
+    cr_assert_gt(json_real_value(json_object_get(b, "held")), 0.5, "%s", r.out);
+    json_decref(j);
+    run_free(&r);
+    r = RUN(addr, "budget", "get", "--org", "acme", "--team", "infra");
+    cr_assert_eq(r.code, 0, "%s", r.err);
+    run_has(r.out, "team:* org:acme/team:infra gco2e");
+    cr_assert(!strstr(r.out, "note:"), "%s", r.out);
+    run_free(&r);
+    /* without the org: another counter, and the output says so */
+    r = RUN(addr, "budget", "get", "--team", "infra");
+    cr_assert_eq(r.code, 0, "%s", r.err);
+    run_has(r.out, "team:* team:infra");
+    run_has(r.out, "a check with --org O holds on org:O/team:infra instead");
+    run_free(&r);
+    th_server_cleanup(&s);
+}
+
+/* ------------------------------------------------ docs/client.md's example -- */
+
+/* text with what changes from run to run (reservation ids, policy versions: runs of
+ * 12 or more hex digits; "YYYY-MM-DD hh:mm:ss" times) masked, into out. */
+static void mask(const char *text, char *out, size_t cap) {
+    size_t o = 0;
+    for (const char *p = text; *p && o + 8 < cap;) {
+        size_t hex = strspn(p, "0123456789abcdef");
+        int y, mo, d, h, mi, sec, n = 0;
+        if (hex >= 12) {
+            memcpy(out + o, "<hex>", 5), o += 5, p += hex;
+        } else if (sscanf(p, "%4d-%2d-%2d %2d:%2d:%2d%n", &y, &mo, &d, &h, &mi, &sec, &n) == 6 &&
+                   n == 19) {
+            memcpy(out + o, "<time>", 6), o += 6, p += n;
+        } else {
+            do
+                out[o++] = *p++;
+            while (hex-- > 1 && o + 8 < cap);
+        }
+    }
+    out[o] = '\0';
+}
+
+/* The fenced block of docs/client.md that starts with "$ discern budget set". */
+static char *doc_example(void) {
+    FILE *f = fopen(DISCERN_SOURCE_DIR "/docs/client.md", "r");
+    cr_assert_not_null(f);
+    static char doc[256 * 1024];
+    size_t n = fread(doc, 1, sizeof doc - 1, f);
+    fclose(f);
+    doc[n] = '\0';
+    char *start = strstr(doc, "```\n$ discern budget set");
+    cr_assert_not_null(start, "docs/client.md has no tour example");
+    start += 4;
+    char *end = strstr(start, "```\n");
+    cr_assert_not_null(end);
+    *end = '\0';
+    return start;
+}
+
+/* "$ discern a 'b c' d" into args (quotes removed), NULL-terminated. */
+static void split_command(char *line, const char **args, size_t cap) {
+    size_t n = 0;
+    char *p = line + strlen("$ discern ");
+    while (*p && n + 1 < cap) {
+        while (*p == ' ')
+            p++;
+        if (!*p) break;
+        char quote = *p == '\'' ? *p++ : 0;
+        args[n++] = p;
+        p += strcspn(p, quote ? "'" : " ");
+        if (*p) *p++ = '\0';
+    }
+    args[n] = NULL;
+}
+
+Test(cli_server, the_tour_output_in_docs_client_md_is_what_the_code_prints) {
+    th_server s;
+    char addr[64];
+    real_server(&s, addr, sizeof addr);
+    char *doc = doc_example(), got[16384] = "";
+    size_t used = 0;
+    for (char *line = doc, *next; line && *line; line = next) {
+        next = strchr(line, '\n');
+        if (next) *next++ = '\0';
+        if (strncmp(line, "$ discern ", 10) != 0) continue;
+        char cmd[1024];
+        snprintf(cmd, sizeof cmd, "%s", line);
+        const char *args[40];
+        split_command(cmd, args, 40);
+        run_result r = run(addr, args);
+        cr_assert_eq(r.code, 0, "%s: exit %d %s", line, r.code, r.err);
+        used += (size_t)snprintf(got + used, sizeof got - used, "%s\n%s", line, r.out);
+        run_free(&r);
+    }
+    char want_m[16384], got_m[16384];
+    doc = doc_example();
+    mask(doc, want_m, sizeof want_m);
+    mask(got, got_m, sizeof got_m);
+    cr_assert_str_eq(got_m, want_m, "docs/client.md's example differs from the output:\n%s", got);
+    th_server_cleanup(&s);
+}
+
+Test(cli_server, the_readme_quotes_every_wildcard_selector_from_the_shell) {
+    FILE *f = fopen(DISCERN_SOURCE_DIR "/README.md", "r");
+    cr_assert_not_null(f);
+    static char text[128 * 1024];
+    size_t n = fread(text, 1, sizeof text - 1, f);
+    fclose(f);
+    text[n] = '\0';
+    int seen = 0;
+    for (const char *p = strstr(text, "--selector "); p; p = strstr(p + 1, "--selector ")) {
+        const char *v = p + strlen("--selector ");
+        size_t len = strcspn(v, " \n");
+        bool quoted = v[0] == '\'' || v[0] == '"';
+        cr_assert(quoted || !memchr(v, '*', len), "README.md: unquoted wildcard selector '%.*s'",
+                  (int)len, v);
+        seen++;
+    }
+    cr_assert_gt(seen, 0, "README.md sets no budget any more: update this test");
 }
