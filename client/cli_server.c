@@ -432,9 +432,12 @@ int cli_settle(cli_ctx *cx, int argc, char **argv) {
                                           "estimate", cli_json_impacts(&r.estimate), "budgets",
                                           cli_json_budgets(&r.budgets)));
     } else {
-        printf("settled %s (%s): %.4g Wh, %.4g gCO2e, %.4g mL water, %.0f tokens\n", r.reservation,
-               r.settled[0] ? r.settled : "-", r.charged.energy_wh, r.charged.gco2e,
-               r.charged.water_ml, r.charged.tokens);
+        if (strcmp(r.settled, "repeated") == 0)
+            printf("settled %s (repeated): already settled, nothing more charged\n", r.reservation);
+        else
+            printf("settled %s (%s): %.4g Wh, %.4g gCO2e, %.4g mL water, %.0f tokens\n",
+                   r.reservation, r.settled[0] ? r.settled : "-", r.charged.energy_wh,
+                   r.charged.gco2e, r.charged.water_ml, r.charged.tokens);
         cli_print_budgets(stdout, &r.budgets, false);
     }
     dsc_client_settle_result_clear(&r);

@@ -712,8 +712,10 @@ static dsc_status finish_settle(dsc__job *job, dsc_status st, const dsc_error *s
     dsc_rpc_pack_cstr(pk, j->a.reservation);
     dsc__pack_key(pk, "settled");
     dsc_rpc_pack_cstr(pk, settle_kind_name(j->kind));
+    /* a repeated settle charged nothing: its reply must not claim the caller's amounts */
+    static const dsc_amounts nothing;
     dsc__pack_key(pk, "charged");
-    pack_amounts(pk, &j->actual);
+    pack_amounts(pk, j->kind == DSC_SETTLE_REPEATED ? &nothing : &j->actual);
     dsc__pack_key(pk, "estimate");
     dsc__pack_impacts(pk, &j->est.total);
     dsc__pack_estimate_context(pk, &j->est);

@@ -399,6 +399,11 @@ Test(cli_server, settle_and_cancel_on_a_real_server) {
     r = RUN(addr, "settle", "--reservation", res, "--output-tokens", "20", "--json");
     cr_assert_eq(r.code, 0, "%s", r.err);
     run_has(r.out, "\"settled\": \"repeated\"");
+    run_has(r.out, "\"tokens\": 0.0");
+    run_free(&r);
+    r = RUN(addr, "settle", "--reservation", res, "--output-tokens", "20");
+    cr_assert_eq(r.code, 0, "%s", r.err);
+    run_has(r.out, "(repeated): already settled, nothing more charged");
     run_free(&r);
     reserve(addr, res, sizeof res);
     ok(RUN(addr, "cancel", "--reservation", res), "released");

@@ -59,6 +59,11 @@ typedef enum dsc_modality {
 } dsc_modality;
 
 /* Warning bits carried with an estimate (never used in the math). */
+/* The largest token count of any kind one request may state (input, output, cached,
+ * reasoning): a billion tokens is no single request. discernd takes the same cap on
+ * the wire (docs/protocol.md, "Limits"). */
+#define DSC_ESTIMATE_TOKENS_MAX 1000000000LL
+
 #define DSC_WARN_ARCH_NOT_RELEASED (1u << 0) /* "model-arch-not-released" */
 #define DSC_WARN_ARCH_MULTIMODAL (1u << 1)   /* "model-arch-multimodal" */
 #define DSC_WARN_MODEL_UNLISTED (1u << 2)    /* "model-not-in-catalogue" */
