@@ -590,7 +590,7 @@ static dsc_status finish_check(dsc__job *job, dsc_status st, const dsc_error *st
 dsc_status dsc__m_check(dsc__call *c, const msgpack_object *p, msgpack_packer *pk, dsc_error *err) {
     (void)pk;
     check_job *j = (check_job *)dsc__job_defer(c, sizeof *j, finish_check);
-    if (!j) return dsc_error_set(err, DSC_INTERNAL, "out of memory for a check");
+    if (!j) return dsc_error_set(err, DSC_NOMEM, "out of memory for a check");
     memset(&j->a, 0, sizeof j->a);
     j->o.n_states = 0;
     j->o.reservation[0] = j->o.decision_id[0] = '\0';
@@ -727,7 +727,7 @@ dsc_status dsc__m_settle(dsc__call *c, const msgpack_object *p, msgpack_packer *
                          dsc_error *err) {
     (void)pk;
     settle_job *j = (settle_job *)dsc__job_defer(c, sizeof *j, finish_settle);
-    if (!j) return dsc_error_set(err, DSC_INTERNAL, "out of memory for a settle");
+    if (!j) return dsc_error_set(err, DSC_NOMEM, "out of memory for a settle");
     memset((char *)j + sizeof j->job, 0, sizeof *j - sizeof j->job);
     dsc_status st = read_settle_args(c, p, &j->a, err);
     if (st == DSC_OK) st = dsc__worker_sync(c->w, err);
@@ -774,7 +774,7 @@ dsc_status dsc__m_cancel(dsc__call *c, const msgpack_object *p, msgpack_packer *
                          dsc_error *err) {
     (void)pk;
     cancel_job *j = (cancel_job *)dsc__job_defer(c, sizeof *j, finish_cancel);
-    if (!j) return dsc_error_set(err, DSC_INTERNAL, "out of memory for a cancel");
+    if (!j) return dsc_error_set(err, DSC_NOMEM, "out of memory for a cancel");
     j->id[0] = '\0';
     dsc_status st = dsc_rpc_get_str(p, "reservation", true, j->id, sizeof j->id, err);
     if (st == DSC_OK) st = check_owner(c, j->id, err);
@@ -927,7 +927,7 @@ static budget_job *budget_job_new(dsc__call *c, const msgpack_object *p, dsc__jo
                                   dsc_status *st, dsc_error *err) {
     budget_job *j = (budget_job *)dsc__job_defer(c, sizeof *j, finish);
     if (!j) {
-        *st = dsc_error_set(err, DSC_INTERNAL, "out of memory for a budget change");
+        *st = dsc_error_set(err, DSC_NOMEM, "out of memory for a budget change");
         return NULL;
     }
     snprintf(j->by, sizeof j->by, "%s", c->key_id[0] ? c->key_id : "anonymous");
