@@ -161,7 +161,7 @@ static int take(cli_ctx *cx, int argc, char **argv, int *i, const cli_flag *f, s
 
 int cli_parse_flags(cli_ctx *cx, int argc, char **argv, const cli_flag *flags, size_t n,
                     int *rest) {
-    cli_flag f[MAX_FLAGS];
+    cli_flag f[MAX_FLAGS] = {0};
     size_t m = 0;
     for (size_t k = 0; k < n && m < MAX_FLAGS - 8; k++)
         f[m++] = flags[k];
@@ -200,7 +200,7 @@ static int check_uses(const cli_ctx *cx) {
 }
 
 int cli_leading_flags(cli_ctx *cx, int *argc, char **argv) {
-    cli_flag f[8];
+    cli_flag f[8] = {0};
     unsigned uses = cx->uses;
     cx->uses = CLI_USES_SERVER | CLI_USES_ADMIN | CLI_USES_JSON | CLI_USES_DATA;
     size_t n = common_flags(cx, f, 0);

@@ -75,7 +75,7 @@ static const char *env_or(const char *flag, const char *env) {
 
 int cli_parse(cli_ctx *cx, int argc, char **argv, cli_req *req, const cli_flag *extra,
               size_t n_extra, int *rest) {
-    cli_flag f[MAX_FLAGS];
+    cli_flag f[MAX_FLAGS] = {0};
     size_t n = req ? add_req_flags(f, 0, req) : 0;
     for (size_t k = 0; k < n_extra && n < MAX_FLAGS; k++)
         f[n++] = extra[k];
