@@ -323,7 +323,7 @@ static const char request_flags_help[] =
     "                        server's estimate_method)\n";
 
 static const char conn_help[] =
-    "connection:\n"
+    "connection (common flags: they may also stand before the command):\n"
     "  --server ADDR         host:port or unix:/path (default DISCERN_SERVER, else\n"
     "                        127.0.0.1:7878)\n"
     "  --timeout MS          per call (default 2000)\n"
