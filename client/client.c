@@ -13,7 +13,8 @@
  * safe (nothing of them was written, or the method is idempotent); otherwise they
  * fail with DSC_UNREACHABLE saying the request may have been processed.
  *
- * Replies are bounded: dsc__scan measures a message before msgpack-c unpacks it,
+ * Replies are bounded: the scanner shared with the server (discern/rpc_scan.h)
+ * measures a message before msgpack-c unpacks it,
  * so a reply (or a few bytes declaring a huge array) over max_reply_bytes is
  * DSC_TOO_LARGE and allocates nothing. A timeout closes the connection: a late
  * reply must not be read as the answer to a later call.
@@ -371,16 +372,32 @@ static void on_message(dsc_client *c, const msgpack_object *o, slot *slots, size
         }
 }
 
+/* What a reply may be: max_reply bytes; the other limits only as far as the
+ * scanner needs them (depth it can track, counts that cannot overflow). */
+static void reply_limits(const dsc_client *c, dsc_rpc_limits *lim) {
+    lim->max_message_bytes = c->max_reply;
+    lim->max_depth = DSC_RPC_DEPTH_CAP;
+    lim->max_items = UINT32_MAX / 2;
+    lim->max_objects = UINT32_MAX;
+    lim->max_string_bytes = UINT32_MAX;
+}
+
 /* Unpack and hand over every complete message in the buffer. X_FATAL with st/msg
  * set when the stream is not MessagePack or a message is too large. */
 static xresult consume(dsc_client *c, slot *slots, size_t n, size_t *open, dsc_status *st) {
     size_t off = 0;
     xresult xr = X_DONE;
+    dsc_rpc_limits lim;
+    reply_limits(c, &lim);
     while (off < c->rlen) {
-        long sz = dsc__scan(c->rbuf + off, c->rlen - off, c->max_reply);
-        if (sz == 0) break;
-        if (sz < 0) {
-            *st = sz == -1 ? DSC_PARSE : DSC_TOO_LARGE;
+        dsc_rpc_scanner sc;
+        dsc_rpc_scanner_reset(&sc);
+        size_t sz = 0;
+        dsc_error serr;
+        dsc_rpc_scan_result sr = dsc_rpc_scan(&sc, &lim, c->rbuf + off, c->rlen - off, &sz, &serr);
+        if (sr == DSC_RPC_NEED_MORE) break;
+        if (sr != DSC_RPC_FRAME) { /* not MessagePack (0xc1), or over a limit */
+            *st = serr.code == DSC_TOO_LARGE ? DSC_TOO_LARGE : DSC_PARSE;
             xr = X_FATAL;
             break;
         }
