@@ -372,23 +372,13 @@ static void on_message(dsc_client *c, const msgpack_object *o, slot *slots, size
         }
 }
 
-/* What a reply may be: max_reply bytes; the other limits only as far as the
- * scanner needs them (depth it can track, counts that cannot overflow). */
-static void reply_limits(const dsc_client *c, dsc_rpc_limits *lim) {
-    lim->max_message_bytes = c->max_reply;
-    lim->max_depth = DSC_RPC_DEPTH_CAP;
-    lim->max_items = UINT32_MAX / 2;
-    lim->max_objects = UINT32_MAX;
-    lim->max_string_bytes = UINT32_MAX;
-}
-
 /* Unpack and hand over every complete message in the buffer. X_FATAL with st/msg
  * set when the stream is not MessagePack or a message is too large. */
 static xresult consume(dsc_client *c, slot *slots, size_t n, size_t *open, dsc_status *st) {
     size_t off = 0;
     xresult xr = X_DONE;
     dsc_rpc_limits lim;
-    reply_limits(c, &lim);
+    dsc__reply_limits(c->max_reply, &lim);
     while (off < c->rlen) {
         dsc_rpc_scanner sc;
         dsc_rpc_scanner_reset(&sc);

@@ -671,6 +671,16 @@ const dsc__method *dsc__method_get(int m) {
     return m >= 0 && m < DSC__CALL_COUNT ? &methods[m] : NULL;
 }
 
+/* ------------------------------------------------------------------ framing -- */
+
+void dsc__reply_limits(size_t max_reply, dsc_rpc_limits *lim) {
+    lim->max_message_bytes = max_reply;
+    lim->max_depth = DSC_RPC_DEPTH_CAP;
+    lim->max_items = UINT32_MAX / 2; /* a map's 2 * count still fits the scanner's counters */
+    lim->max_objects = UINT32_MAX;
+    lim->max_string_bytes = UINT32_MAX;
+}
+
 /* ------------------------------------------------------------ result frees -- */
 
 void dsc_client_budgets_clear(dsc_client_budgets *b) {

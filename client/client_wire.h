@@ -43,6 +43,10 @@ typedef struct dsc__method {
 /* The row of method m (public or DSC__CALL_AUTH); NULL when out of range. */
 const dsc__method *dsc__method_get(int m);
 
+/* The scanner limits for replies: max_reply bytes; depth, counts and strings only as
+ * far as the scanner can track them (a reply is trusted no further than its size). */
+void dsc__reply_limits(size_t max_reply, dsc_rpc_limits *lim);
+
 /* The string value of o copied into dst (truncated to cap-1); false when o is not a
  * str or bin. */
 bool dsc__obj_str(const msgpack_object *o, char *dst, size_t cap);

@@ -102,19 +102,26 @@ static json_t *budget_states(dsc_server *srv, const dsc_subject *subject, dsc_er
     return list;
 }
 
+int dsc__http_query_subject(const char *query, struct evkeyvalq *q, dsc_subject *subject) {
+    TAILQ_INIT(q);
+    if (query && evhttp_parse_query_str(query, q) != 0) return -1;
+    *subject = (dsc_subject){evhttp_find_header(q, "org"), evhttp_find_header(q, "team"),
+                             evhttp_find_header(q, "user"), evhttp_find_header(q, "key")};
+    return subject->org || subject->team || subject->user || subject->key;
+}
+
 static void on_budgets(struct evhttp_request *req, void *arg) {
     dsc_server *srv = arg;
     struct evkeyvalq q;
-    TAILQ_INIT(&q);
+    dsc_subject subject;
     const char *query = evhttp_uri_get_query(evhttp_request_get_evhttp_uri(req));
-    if (query && evhttp_parse_query_str(query, &q) != 0) {
+    int by_subject = dsc__http_query_subject(query, &q, &subject);
+    if (by_subject < 0) {
+        evhttp_clear_headers(&q);
         reply_json(req, 400, "Bad Request",
                    json_pack("{s:s, s:s}", "code", "bad_request", "message", "bad query"));
         return;
     }
-    dsc_subject subject = {evhttp_find_header(&q, "org"), evhttp_find_header(&q, "team"),
-                           evhttp_find_header(&q, "user"), evhttp_find_header(&q, "key")};
-    bool by_subject = subject.org || subject.team || subject.user || subject.key;
     dsc_error err;
     dsc_error_clear(&err);
     json_t *list = by_subject ? budget_states(srv, &subject, &err) : budget_definitions(srv);

@@ -264,6 +264,11 @@ void dsc__count_policy(dsc__worker *w);
 void dsc__new_decision_id(dsc__worker *w, char *out, size_t cap);
 /* Start the HTTP listener on srv->cfg.http (http.c). */
 dsc_status dsc__http_start(dsc_server *srv, dsc_error *err);
+/* Parse the query string of GET /v1/budgets (NULL = none) into q and point subject
+ * at its org, team, user and key (NULL when absent): 1 when any is given, 0 when
+ * none, -1 when the query is malformed. evhttp_clear_headers(q) releases it. */
+struct evkeyvalq;
+int dsc__http_query_subject(const char *query, struct evkeyvalq *q, dsc_subject *subject);
 /* The Prometheus text exposition of the server's metrics; caller frees. NULL on OOM. */
 char *dsc__metrics_render(dsc_server *srv, size_t *len);
 
