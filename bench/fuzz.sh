@@ -58,6 +58,7 @@ if [ "$build" = 1 ]; then
     cmake --build "$bdir" -j2 >/dev/null || die "build failed (run cmake --build $bdir)"
 fi
 
+bdir=$(cd "$bdir" && pwd) || die "no build folder $bdir"
 work=$(mktemp -d "${TMPDIR:-/tmp}/discern-fuzz.XXXXXX")
 trap 'rm -rf "$work"' EXIT
 export ASAN_OPTIONS=detect_leaks=1:abort_on_error=1 UBSAN_OPTIONS=print_stacktrace=1:halt_on_error=1
