@@ -3,9 +3,10 @@
 # every settle it acknowledged is in the store.
 #
 #   bench/crash.sh [--rounds N] [--connections C] [--pipeline P] [--durability D]
-#                  [--no-build] [--keep-logs] [--tamper]
+#                  [--no-build | --bin DIR] [--keep-logs] [--tamper]
 #
-# Builds a Release tree (build-rel/) unless --no-build, then for each round: starts
+# Builds a Release tree (build-rel/) unless --no-build, or takes discernd and loadgen
+# from DIR with --bin (scripts/test.sh uses its sanitizer build), then for each round: starts
 # discernd on a free 127.0.0.1 port with the shipped policies and a SQLite store (the
 # same file every round), runs bench/loadgen against it (check with reserve, then a
 # settle of every reservation, through the real protocol; every connection
@@ -32,12 +33,13 @@ durability=full
 build=1
 keep_logs=0
 tamper=0
+bin_dir=
 workers=2
 token=crash-$$-$RANDOM
 store_path=crash.db
 
 die() { echo "crash.sh: $*" >&2; exit 2; }
-usage() { sed -n '2,24p' "$0" | sed 's/^# \{0,1\}//'; }
+usage() { sed -n '2,25p' "$0" | sed 's/^# \{0,1\}//'; }
 
 while [ $# -gt 0 ]; do
     case $1 in
@@ -48,6 +50,7 @@ while [ $# -gt 0 ]; do
     --no-build) build=0; shift ;;
     --keep-logs) keep_logs=1; shift ;;
     --tamper) tamper=1; shift ;;
+    --bin) bin_dir=${2:?}; build=0; shift 2 ;;
     -h|--help) usage; exit 0 ;;
     *) die "unknown argument '$1' (try --help)" ;;
     esac
@@ -60,7 +63,12 @@ command -v sqlite3 >/dev/null || die "the sqlite3 tool is needed to read the sto
 
 source "$root/bench/lib.sh"
 bench_init discern-crash
-build_release discernd loadgen
+if [ -n "$bin_dir" ]; then
+    bin=$(cd "$bin_dir" && pwd) || die "--bin: no folder $bin_dir"
+    for b in discernd loadgen; do [ -x "$bin/$b" ] || die "--bin: no $b in $bin"; done
+else
+    build_release discernd loadgen
+fi
 
 dir=$tmp/server
 inflight=0

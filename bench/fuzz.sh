@@ -55,7 +55,8 @@ if [ "$build" = 1 ]; then
     cmake -S "$root" -B "$bdir" -DCMAKE_C_COMPILER=clang -DDISCERN_FUZZ=ON -DBUILD_TESTING=OFF \
         -DDISCERN_BENCH=OFF -DDISCERN_WERROR=ON -DCMAKE_BUILD_TYPE=RelWithDebInfo >/dev/null \
         || die "configure failed"
-    cmake --build "$bdir" -j2 >/dev/null || die "build failed (run cmake --build $bdir)"
+    cmake --build "$bdir" -j2 --target "${targets[@]/#/fuzz_}" >/dev/null ||
+        die "build failed (run cmake --build $bdir)"
 fi
 
 bdir=$(cd "$bdir" && pwd) || die "no build folder $bdir"
