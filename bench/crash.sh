@@ -58,6 +58,7 @@ done
 [[ $rounds =~ ^[1-9][0-9]*$ ]] || die "--rounds: '$rounds' is not a positive number"
 [[ $connections =~ ^[1-9][0-9]*$ ]] || die "--connections: '$connections' is not a positive number"
 [[ $pipeline =~ ^[1-9][0-9]*$ ]] || die "--pipeline: '$pipeline' is not a positive number"
+# batch acknowledges once queued (docs/operations.md): it may lose up to batch_ms.
 case $durability in full|batch) ;; *) die "--durability: full or batch (off promises nothing)" ;; esac
 command -v sqlite3 >/dev/null || die "the sqlite3 tool is needed to read the store"
 

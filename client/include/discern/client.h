@@ -35,11 +35,15 @@
 #ifndef DISCERN_CLIENT_H
 #define DISCERN_CLIENT_H
 
+#include "discern/export.h"
+
 #include "discern/status.h"
 
 #include <stdbool.h>
 #include <stddef.h>
 #include <stdint.h>
+
+DSC_API_BEGIN
 
 #ifdef __cplusplus
 extern "C" {
@@ -440,5 +444,7 @@ void dsc_guard_ticket_clear(dsc_guard_ticket *t);
 #ifdef __cplusplus
 }
 #endif
+
+DSC_API_END
 
 #endif

@@ -17,9 +17,13 @@
 #ifndef DISCERN_ESTIMATE_H
 #define DISCERN_ESTIMATE_H
 
+#include "discern/export.h"
+
 #include "discern/status.h"
 
 #include <stdint.h>
+
+DSC_API_BEGIN
 
 typedef struct dsc_catalog dsc_catalog;
 
@@ -87,5 +91,7 @@ const char *dsc_method_name(dsc_method m);
 dsc_status dsc_method_parse(const char *name, dsc_method *out);
 /* Write the warning codes of bits into names (at most max); returns how many. */
 int dsc_estimate_warning_names(unsigned bits, const char **names, int max);
+
+DSC_API_END
 
 #endif

@@ -25,10 +25,14 @@
 #ifndef DISCERN_WINDOW_H
 #define DISCERN_WINDOW_H
 
+#include "discern/export.h"
+
 #include "discern/status.h"
 
 #include <stdbool.h>
 #include <stdint.h>
+
+DSC_API_BEGIN
 
 typedef enum dsc_window_kind {
     DSC_WINDOW_DAY,
@@ -89,5 +93,7 @@ int64_t dsc_window_counter_used(dsc_window_counter *c, const dsc_window *w, cons
  * bucket is full again for a rate. Call after _used at the same now_us. */
 int64_t dsc_window_counter_resets_at(const dsc_window_counter *c, const dsc_window *w,
                                      int64_t now_us);
+
+DSC_API_END
 
 #endif
