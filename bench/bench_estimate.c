@@ -7,12 +7,16 @@
  * `iterations` estimates (default 4 000 000) cycling through a mix of requests
  * (MoE and dense models, parameter ranges, PUE ranges, measured-throughput and
  * latency-fit models, explicit and default zones, a measured latency), and reports
- * nanoseconds per estimate, wall and CPU. Finally it times the error path of an
- * unknown model, which ranks close matches for the message.
- * Targets (docs/benchmarks.md): estimate well under 1 us, load under 50 ms.
+ * nanoseconds per estimate, wall and CPU; then the same for the discern method
+ * (prefill, cache, reasoning, a live grid value, market carbon, total water,
+ * lifecycle, an unknown model, an image, an embedding). Finally it times the error
+ * path of an unknown model, which ranks close matches for the message.
+ * Targets (docs/benchmarks.md): estimate well under 1 us (both methods), load under
+ * 50 ms.
  */
 #include "discern/catalog.h"
 #include "discern/estimate.h"
+#include "discern/grid.h"
 #include "discern/paths.h"
 
 #include <stdio.h>
@@ -70,24 +74,89 @@ static const dsc_estimate_input requests[] = {
 };
 #define REQUEST_COUNT (sizeof requests / sizeof requests[0])
 
-static int bench_estimates(const dsc_catalog *cat, long iterations) {
+#define D DSC_METHOD_DISCERN
+static dsc_estimate_input discern_requests[] = {
+    {.provider = "openai",
+     .model = "gpt-4o",
+     .input_tokens = 1000,
+     .output_tokens = 400,
+     .method = D},
+    {.provider = "openai",
+     .model = "gpt-4o",
+     .input_tokens = 50000,
+     .cached_input_tokens = 40000,
+     .output_tokens = 300,
+     .reasoning_tokens = 2000,
+     .method = D},
+    {.provider = "google_genai",
+     .model = "gemini-2.5-flash",
+     .input_tokens = 1000,
+     .output_tokens = 400,
+     .carbon = DSC_CARBON_MARKET,
+     .method = D},
+    {.provider = "mistralai",
+     .model = "mistral-large-2411",
+     .output_tokens = 400,
+     .scope = DSC_SCOPE_LIFECYCLE,
+     .method = D},
+    {.provider = "anthropic",
+     .model = "claude-sonnet-4-5",
+     .input_tokens = 3000,
+     .output_tokens = 800,
+     .zone = "DEU",
+     .water = DSC_WATER_TOTAL,
+     .method = D},
+    {.provider = "openai",
+     .model = "gpt-9-preview",
+     .input_tokens = 500,
+     .output_tokens = 200,
+     .method = D},
+    {.provider = "openai", .model = "gpt-image-1", .images = 2, .method = D},
+    {.provider = "openai",
+     .model = "text-embedding-3-large",
+     .input_tokens = 2000,
+     .modality = DSC_MODALITY_EMBEDDING,
+     .method = D},
+};
+#define DISCERN_COUNT (sizeof discern_requests / sizeof discern_requests[0])
+
+static int bench_estimates(const dsc_catalog *cat, const dsc_estimate_input *reqs, size_t n,
+                           const char *label, long iterations) {
     dsc_estimate est;
     dsc_error err;
     double checksum = 0;
     double wall0 = now_s(CLOCK_MONOTONIC), cpu0 = now_s(CLOCK_PROCESS_CPUTIME_ID);
     for (long i = 0; i < iterations; i++) {
-        if (dsc_estimate_compute(cat, &requests[i % REQUEST_COUNT], &est, &err) != DSC_OK) {
+        if (dsc_estimate_compute(cat, &reqs[i % n], &est, &err) != DSC_OK) {
             fprintf(stderr, "bench_estimate: %s\n", err.message);
             return 1;
         }
         checksum += est.total.gwp_kgco2eq.max;
     }
     double wall = now_s(CLOCK_MONOTONIC) - wall0, cpu = now_s(CLOCK_PROCESS_CPUTIME_ID) - cpu0;
-    printf("estimate: %ld runs over %zu request shapes, %.1f ns/estimate wall, %.1f ns CPU "
+    printf("%s: %ld runs over %zu request shapes, %.1f ns/estimate wall, %.1f ns CPU "
            "(%.2f M/s; checksum %.6g)\n",
-           iterations, REQUEST_COUNT, wall * 1e9 / (double)iterations,
-           cpu * 1e9 / (double)iterations, (double)iterations / wall / 1e6, checksum);
+           label, iterations, n, wall * 1e9 / (double)iterations, cpu * 1e9 / (double)iterations,
+           (double)iterations / wall / 1e6, checksum);
     return 0;
+}
+
+/* The discern mix, with a live grid value for DEU (read under the grid's lock). */
+static int bench_discern(const dsc_catalog *cat, long iterations) {
+    dsc_grid *grid = dsc_grid_new();
+    if (!grid || dsc_grid_set_live(grid, "DEU", 300, INT64_MAX, NULL) != DSC_OK) {
+        dsc_grid_free(grid);
+        fprintf(stderr, "bench_estimate: cannot make a grid table\n");
+        return 1;
+    }
+    for (size_t i = 0; i < DISCERN_COUNT; i++) {
+        discern_requests[i].grid = grid;
+        discern_requests[i].now = (int64_t)time(NULL);
+    }
+    int rc =
+        bench_estimates(cat, discern_requests, DISCERN_COUNT, "estimate (discern)", iterations);
+    dsc_grid_free(grid);
+    return rc;
 }
 
 static void bench_unknown_model(const dsc_catalog *cat) {
@@ -116,7 +185,8 @@ int main(int argc, char **argv) {
     }
     dsc_catalog *cat = bench_load(dir);
     if (!cat) return 1;
-    int rc = bench_estimates(cat, iterations);
+    int rc = bench_estimates(cat, requests, REQUEST_COUNT, "estimate (ecologits)", iterations);
+    if (rc == 0) rc = bench_discern(cat, iterations);
     if (rc == 0) bench_unknown_model(cat);
     dsc_catalog_free(cat);
     return rc;

@@ -3,7 +3,11 @@
  * offline commands, which need only the catalogue (no server).
  *
  *   discern estimate --provider P --model M --output-tokens N [--input-tokens N]
- *                    [--latency S] [--zone CODE] [--method ecologits] [--json] [--data DIR]
+ *                    [--latency S] [--zone CODE] [--method ecologits|discern]
+ *                    [discern: --cached-tokens N --reasoning-tokens N --parameters-b B
+ *                     --active-parameters-b B --total-parameters-b B --scope S --carbon C
+ *                     --water W --images N --image-size WxH --modality M]
+ *                    [--json] [--data DIR]
  *   discern models [--provider P] [--json] [--data DIR]
  *   discern zones [--json] [--data DIR]
  *
@@ -138,44 +142,174 @@ static const char estimate_help[] =
     "\n"
     "The footprint of one request, computed offline from the catalogue: energy, GWP,\n"
     "water, primary energy and ADPe, each a min-max range, split into usage and\n"
-    "embodied (manufacturing) impacts.\n"
+    "embodied (manufacturing) impacts, with the scope and assumptions behind them.\n"
     "\n"
     "options:\n"
     "  --provider P         provider: openai, anthropic, mistralai, google_genai, ...\n"
-    "  --model M            model name or alias (see 'discern models')\n"
-    "  --output-tokens N    tokens generated (0..1000000000)\n"
-    "  --input-tokens N     prompt tokens (recorded; the ecologits method ignores them)\n"
-    "  --latency S          measured request latency in seconds (caps the modeled one)\n"
+    "  --model M            model name or alias (see 'discern models'); with --method\n"
+    "                       discern an unknown model is estimated too (flagged)\n"
+    "  --output-tokens N    tokens of the answer (0..1000000000)\n"
+    "  --input-tokens N     prompt tokens (the ecologits method ignores them)\n"
+    "  --latency S          measured request latency in seconds (caps the ecologits\n"
+    "                       method's modeled one; the discern method does not use it)\n"
     "  --zone CODE          electricity mix (ISO 3166-1 alpha-3 or WOR; see 'discern zones');\n"
     "                       default: the provider's datacentre zone\n"
-    "  --method NAME        estimation method (default and only: ecologits)\n"
+    "  --method NAME        ecologits (default: EcoLogits reproduced exactly) or discern\n"
     "  --json               print one JSON object instead of a table\n"
     "  --data DIR           catalogue directory (default: $DISCERN_DATA_DIR, then the\n"
     "                       data installed next to this program)\n"
+    "\n"
+    "discern method only (docs/methodology.md):\n"
+    "  --cached-tokens N    of the input tokens, how many came from a prompt cache\n"
+    "  --reasoning-tokens N hidden reasoning tokens generated besides the answer\n"
+    "  --parameters-b B     size of a dense model, billions of parameters\n"
+    "  --active-parameters-b B, --total-parameters-b B   size of a mixture of experts\n"
+    "  --scope S            inference (default) or lifecycle (adds training amortised and\n"
+    "                       the rest of the infrastructure)\n"
+    "  --carbon C           location (default: the zone's grid) or market (the provider's\n"
+    "                       market-based factor, when published)\n"
+    "  --water W            onsite (default: datacentre cooling) or total (adds the water\n"
+    "                       used to generate the electricity)\n"
+    "  --modality M         text (default), embedding (input tokens only) or image\n"
+    "  --images N           images generated (implies --modality image)\n"
+    "  --image-size WxH     pixels of each image (default 1024x1024)\n"
+    "The offline estimate uses annual grid averages; a live value pushed with\n"
+    "'discern grid set' is used by the server's discern-method estimates.\n"
+    "\n"
+    "units: the table shows energy in Wh, GWP in gCO2e, water in mL, primary energy in\n"
+    "MJ, ADPe in kgSbeq; --json gives energy_kwh (kWh), gwp_kgco2eq (kg), wcf_l (L),\n"
+    "pe_mj (MJ), adpe_kgsbeq (kg), and list_price.amount in list_price.currency\n"
+    "(null when the model has no price in prices.json), as the table's list price.\n"
     "\n"
     "exit codes: 0 ok, 1 catalogue unreadable, 2 bad options, 3 unknown provider/model/zone\n";
 
 typedef struct estimate_opts {
     const char *provider, *model, *out_tokens, *in_tokens, *latency, *zone, *method, *data;
+    const char *cached, *reasoning, *params, *active, *total, *scope, *carbon, *water, *images,
+        *image_size, *modality;
     int json, help;
 } estimate_opts;
+
+/* A positive finite number of billions of parameters. */
+static int parse_params(const char *opt, const char *text, double *out) {
+    char *end;
+    errno = 0;
+    double v = strtod(text, &end);
+    if (end == text || *end != '\0' || errno == ERANGE || !isfinite(v) || !(v > 0) || v > 1e6)
+        return cli_fail(CLI_EXIT_USAGE, "option %s: '%s' is not a number of billions in (0, 1e6]",
+                        opt, text);
+    *out = v;
+    return CLI_EXIT_OK;
+}
+
+/* "WxH" into a pixel count. */
+static int parse_image_size(const char *text, int64_t *pixels) {
+    unsigned w = 0, h = 0;
+    char tail = 0;
+    if (sscanf(text, "%5ux%5u%c", &w, &h, &tail) != 2 || w == 0 || h == 0)
+        return cli_fail(CLI_EXIT_USAGE, "option --image-size: '%s' is not WIDTHxHEIGHT", text);
+    *pixels = (int64_t)w * h;
+    return CLI_EXIT_OK;
+}
+
+/* A named choice of the discern method; USAGE naming the option and the choices. */
+static int parse_choice(const char *opt, const char *text, dsc_status (*parse)(const char *, int *),
+                        int *out, const char *choices) {
+    if (!text) return CLI_EXIT_OK;
+    if (parse(text, out) == DSC_OK) return CLI_EXIT_OK;
+    return cli_fail(CLI_EXIT_USAGE, "option %s: unknown value '%s' (%s)", opt, text, choices);
+}
+
+#define CHOICE_PARSER(fn, type, parser)                                                            \
+    static dsc_status fn(const char *name, int *out) {                                             \
+        type v;                                                                                    \
+        dsc_status st = parser(name, &v);                                                          \
+        if (st == DSC_OK) *out = (int)v;                                                           \
+        return st;                                                                                 \
+    }
+CHOICE_PARSER(choice_scope, dsc_scope, dsc_scope_parse)
+CHOICE_PARSER(choice_carbon, dsc_carbon, dsc_carbon_parse)
+CHOICE_PARSER(choice_water, dsc_water, dsc_water_parse)
+CHOICE_PARSER(choice_modality, dsc_modality, dsc_modality_parse)
+
+static int discern_choices(const estimate_opts *o, dsc_estimate_input *in) {
+    int scope = 0, carbon = 0, water = 0, modality = 0;
+    int rc = parse_choice("--scope", o->scope, choice_scope, &scope, "inference or lifecycle");
+    if (rc == CLI_EXIT_OK)
+        rc = parse_choice("--carbon", o->carbon, choice_carbon, &carbon, "location or market");
+    if (rc == CLI_EXIT_OK)
+        rc = parse_choice("--water", o->water, choice_water, &water, "onsite or total");
+    if (rc == CLI_EXIT_OK)
+        rc = parse_choice("--modality", o->modality, choice_modality, &modality,
+                          "text, embedding or image");
+    in->scope = (dsc_scope)scope;
+    in->carbon = (dsc_carbon)carbon;
+    in->water = (dsc_water)water;
+    in->modality = (dsc_modality)modality;
+    return rc;
+}
+
+/* A discern-only option given to the ecologits method would be ignored: refuse it. */
+static int discern_only(const estimate_opts *o) {
+    const struct {
+        const char *name, *value;
+    } opts[] = {{"--cached-tokens", o->cached},
+                {"--reasoning-tokens", o->reasoning},
+                {"--parameters-b", o->params},
+                {"--active-parameters-b", o->active},
+                {"--total-parameters-b", o->total},
+                {"--scope", o->scope},
+                {"--carbon", o->carbon},
+                {"--water", o->water},
+                {"--images", o->images},
+                {"--image-size", o->image_size},
+                {"--modality", o->modality}};
+    for (size_t i = 0; i < sizeof opts / sizeof opts[0]; i++)
+        if (opts[i].value)
+            return cli_fail(CLI_EXIT_USAGE, "option %s needs --method discern", opts[i].name);
+    return CLI_EXIT_OK;
+}
+
+/* The options only the discern method reads. */
+static int discern_input(const estimate_opts *o, dsc_estimate_input *in) {
+    int rc = discern_choices(o, in);
+    if (rc == CLI_EXIT_OK && o->cached)
+        rc = parse_count("--cached-tokens", o->cached, &in->cached_input_tokens);
+    if (rc == CLI_EXIT_OK && o->reasoning)
+        rc = parse_count("--reasoning-tokens", o->reasoning, &in->reasoning_tokens);
+    if (rc == CLI_EXIT_OK && o->images) rc = parse_count("--images", o->images, &in->images);
+    if (rc == CLI_EXIT_OK && o->image_size) rc = parse_image_size(o->image_size, &in->image_pixels);
+    if (rc == CLI_EXIT_OK && o->params)
+        rc = parse_params("--parameters-b", o->params, &in->parameters_b);
+    if (rc == CLI_EXIT_OK && o->active)
+        rc = parse_params("--active-parameters-b", o->active, &in->active_parameters_b);
+    if (rc == CLI_EXIT_OK && o->total)
+        rc = parse_params("--total-parameters-b", o->total, &in->total_parameters_b);
+    return rc;
+}
 
 static int estimate_input(const estimate_opts *o, dsc_estimate_input *in) {
     memset(in, 0, sizeof *in);
     if (!o->provider) return cli_fail(CLI_EXIT_USAGE, "missing --provider (see --help)");
     if (!o->model) return cli_fail(CLI_EXIT_USAGE, "missing --model (see --help)");
-    if (!o->out_tokens) return cli_fail(CLI_EXIT_USAGE, "missing --output-tokens (see --help)");
+    int no_output = o->images || o->modality;
+    if (!o->out_tokens && !no_output)
+        return cli_fail(CLI_EXIT_USAGE, "missing --output-tokens (see --help)");
     in->provider = o->provider;
     in->model = o->model;
     in->zone = o->zone;
-    int rc = parse_count("--output-tokens", o->out_tokens, &in->output_tokens);
+    int rc = o->out_tokens ? parse_count("--output-tokens", o->out_tokens, &in->output_tokens)
+                           : CLI_EXIT_OK;
     if (rc == CLI_EXIT_OK && o->in_tokens)
         rc = parse_count("--input-tokens", o->in_tokens, &in->input_tokens);
     if (rc == CLI_EXIT_OK && o->latency)
         rc = parse_seconds("--latency", o->latency, &in->latency_s);
     if (rc == CLI_EXIT_OK && o->method && dsc_method_parse(o->method, &in->method) != DSC_OK)
-        rc = cli_fail(CLI_EXIT_USAGE, "option --method: unknown method '%s' (known: ecologits)",
-                      o->method);
+        rc =
+            cli_fail(CLI_EXIT_USAGE,
+                     "option --method: unknown method '%s' (known: ecologits, discern)", o->method);
+    if (rc == CLI_EXIT_OK) rc = discern_input(o, in);
+    if (rc == CLI_EXIT_OK && in->method != DSC_METHOD_DISCERN) rc = discern_only(o);
     return rc;
 }
 
@@ -190,23 +324,60 @@ static json_t *impacts_json(const dsc_impacts *im, int with_energy_and_water) {
     return o;
 }
 
-static int estimate_print_json(const dsc_estimate *est) {
+static json_t *strings_json(const char *const *names, int n) {
+    json_t *arr = json_array();
+    for (int i = 0; arr && i < n; i++)
+        json_array_append_new(arr, json_string(names[i]));
+    return arr;
+}
+
+static json_t *scope_json(const dsc_estimate *est) {
+    const char *names[8];
+    int n = dsc_estimate_includes(est, names, 8);
+    return json_pack("{s:s,s:s,s:s,s:o}", "boundary", dsc_scope_name(est->scope), "carbon",
+                     dsc_carbon_name(est->carbon), "water", dsc_water_name(est->water), "includes",
+                     strings_json(names, n));
+}
+
+static json_t *assumptions_json(const dsc_estimate *est) {
+    const dsc_estimate_assumptions *a = &est->assumptions;
+    json_t *o = json_pack("{s:s,s:s,s:f,s:o,s:o,s:o,s:s,s:s,s:s,s:s,s:f,s:o}", "modality",
+                          dsc_modality_name(a->modality), "accelerator", a->accelerator,
+                          "precision_bits", a->precision_bits, "batch", json_range(a->batch),
+                          "active_params_b", json_range(a->active_params_b), "total_params_b",
+                          json_range(a->total_params_b), "params_source", a->params_source, "zone",
+                          est->zone, "zone_source", a->zone_source, "grid_source", a->grid_source,
+                          "gco2e_per_kwh", a->gco2e_per_kwh, "pue", json_range(a->pue));
+    if (o)
+        json_object_set_new(o, "lifecycle_source",
+                            a->lifecycle_source ? json_string(a->lifecycle_source) : json_null());
+    return o;
+}
+
+/* The list price of the request, as the table prints it; null when unpriced. */
+static json_t *list_price_json(const dsc_catalog *cat, const dsc_estimate_input *in) {
+    const dsc_price *p = dsc_catalog_price(cat, in->provider, in->model);
+    if (!p) return json_null();
+    double amount = (double)dsc_price_cost_micro(p, in->input_tokens, in->output_tokens) / 1e6;
+    return json_pack("{s:f,s:s,s:f,s:f,s:s}", "amount", amount, "currency",
+                     dsc_catalog_currency(cat), "input_per_mtok", p->input_per_mtok,
+                     "output_per_mtok", p->output_per_mtok, "as_of", p->as_of);
+}
+
+static int estimate_print_json(const dsc_catalog *cat, const dsc_estimate_input *in,
+                               const dsc_estimate *est) {
     json_t *root = impacts_json(&est->total, 1);
-    json_t *warnings = json_array();
-    if (!root || !warnings) {
-        json_decref(root);
-        json_decref(warnings);
-        return cli_fail(CLI_EXIT_FAIL, "out of memory while writing JSON");
-    }
+    if (!root) return cli_fail(CLI_EXIT_FAIL, "out of memory while writing JSON");
     const char *names[8];
     int n = dsc_estimate_warning_names(est->warnings, names, 8);
-    for (int i = 0; i < n; i++)
-        json_array_append_new(warnings, json_string(names[i]));
     json_object_set_new(root, "usage", impacts_json(&est->usage, 1));
     json_object_set_new(root, "embodied", impacts_json(&est->embodied, 0));
     json_object_set_new(root, "zone", json_string(est->zone));
-    json_object_set_new(root, "warnings", warnings);
+    json_object_set_new(root, "warnings", strings_json(names, n));
     json_object_set_new(root, "method", json_string(dsc_method_name(est->method)));
+    json_object_set_new(root, "scope", scope_json(est));
+    json_object_set_new(root, "assumptions", assumptions_json(est));
+    json_object_set_new(root, "list_price", list_price_json(cat, in));
     return print_json(root, 17);
 }
 
@@ -267,7 +438,9 @@ static void print_impacts_table(const dsc_estimate *est) {
         print_cell(row->label, 21);
         print_cell(fmt_range(range_at(&est->total, row->offset), row->scale).s, 22);
         print_cell(fmt_range(range_at(&est->usage, row->offset), row->scale).s, 22);
-        puts(row->embodied ? fmt_range(range_at(&est->embodied, row->offset), row->scale).s : "-");
+        dsc_range emb = range_at(&est->embodied, row->offset);
+        /* water has an embodied part only in the lifecycle scope */
+        puts(row->embodied || emb.max > 0 ? fmt_range(emb, row->scale).s : "-");
     }
 }
 
@@ -296,18 +469,32 @@ static void print_model_line(const dsc_catalog *cat, const dsc_estimate_input *i
            fmt_range(gpus, 1).s, fmt_range(latency, 1).s, why);
 }
 
-static void estimate_print_human(const dsc_catalog *cat, const dsc_estimate_input *in,
-                                 const dsc_estimate *est) {
-    const dsc_model *m = dsc_catalog_model(cat, in->provider, in->model);
-    int default_zone = !in->zone || !*in->zone;
-    printf("%s/%s", in->provider, m->name);
-    if (strcmp(m->name, in->model) != 0) printf(" (alias %s)", in->model);
-    printf(", %lld output tokens, method %s, zone %s%s\n\n", (long long)in->output_tokens,
-           dsc_method_name(est->method), est->zone, default_zone ? " (provider default)" : "");
-    print_impacts_table(est);
+/* The discern method's model and serving line. */
+static void print_serving_line(const dsc_estimate *est) {
+    const dsc_estimate_assumptions *a = &est->assumptions;
+    dsc_range devices = {est->bound[0].gpu_count, est->bound[1].gpu_count};
+    dsc_range busy = {est->bound[0].latency_s, est->bound[1].latency_s};
+    printf("model: %s B active of %s B (%s); %s x %s, %g-bit weights, batch %s; "
+           "accelerator time %s s\n",
+           fmt_range(a->active_params_b, 1).s, fmt_range(a->total_params_b, 1).s, a->params_source,
+           fmt_range(devices, 1).s, a->accelerator, a->precision_bits, fmt_range(a->batch, 1).s,
+           fmt_range(busy, 1).s);
+}
+
+static void print_scope(const dsc_estimate *est) {
+    const dsc_estimate_assumptions *a = &est->assumptions;
+    const char *names[8];
+    int n = dsc_estimate_includes(est, names, 8);
+    printf("scope: %s, %s carbon (%.4g gCO2e/kWh, %s), %s water; includes",
+           dsc_scope_name(est->scope), dsc_carbon_name(est->carbon), a->gco2e_per_kwh,
+           a->grid_source, dsc_water_name(est->water));
+    for (int i = 0; i < n; i++)
+        printf("%s %s", i ? "," : "", names[i]);
     putchar('\n');
-    print_factors(cat, in, est);
-    print_model_line(cat, in, est);
+    if (a->lifecycle_source) printf("lifecycle: %s\n", a->lifecycle_source);
+}
+
+static void print_list_price(const dsc_catalog *cat, const dsc_estimate_input *in) {
     const dsc_price *price = dsc_catalog_price(cat, in->provider, in->model);
     if (price)
         printf("list price: %.6f %s for %lld input + %lld output tokens (%g / %g per M tokens, "
@@ -315,6 +502,34 @@ static void estimate_print_human(const dsc_catalog *cat, const dsc_estimate_inpu
                (double)dsc_price_cost_micro(price, in->input_tokens, in->output_tokens) / 1e6,
                dsc_catalog_currency(cat), (long long)in->input_tokens, (long long)in->output_tokens,
                price->input_per_mtok, price->output_per_mtok, price->as_of);
+}
+
+static void print_header(const dsc_catalog *cat, const dsc_estimate_input *in,
+                         const dsc_estimate *est) {
+    const dsc_model *m = dsc_catalog_model(cat, in->provider, in->model);
+    int default_zone = !in->zone || !*in->zone;
+    printf("%s/%s", in->provider, m ? m->name : in->model);
+    if (!m) printf(" (not in the catalogue)");
+    if (m && strcmp(m->name, in->model) != 0) printf(" (alias %s)", in->model);
+    printf(", %lld output tokens", (long long)in->output_tokens);
+    if (in->reasoning_tokens) printf(" + %lld reasoning", (long long)in->reasoning_tokens);
+    if (in->images) printf(", %lld images", (long long)in->images);
+    printf(", method %s, zone %s%s\n\n", dsc_method_name(est->method), est->zone,
+           default_zone ? " (provider default)" : "");
+}
+
+static void estimate_print_human(const dsc_catalog *cat, const dsc_estimate_input *in,
+                                 const dsc_estimate *est) {
+    print_header(cat, in, est);
+    print_impacts_table(est);
+    putchar('\n');
+    print_factors(cat, in, est);
+    if (est->method == DSC_METHOD_DISCERN)
+        print_serving_line(est);
+    else
+        print_model_line(cat, in, est);
+    print_scope(est);
+    print_list_price(cat, in);
     const char *names[8];
     int n = dsc_estimate_warning_names(est->warnings, names, 8);
     if (n > 0) {
@@ -335,6 +550,17 @@ int cli_estimate(int argc, char **argv) {
         {"--latency", &o.latency, NULL},
         {"--zone", &o.zone, NULL},
         {"--method", &o.method, NULL},
+        {"--cached-tokens", &o.cached, NULL},
+        {"--reasoning-tokens", &o.reasoning, NULL},
+        {"--parameters-b", &o.params, NULL},
+        {"--active-parameters-b", &o.active, NULL},
+        {"--total-parameters-b", &o.total, NULL},
+        {"--scope", &o.scope, NULL},
+        {"--carbon", &o.carbon, NULL},
+        {"--water", &o.water, NULL},
+        {"--images", &o.images, NULL},
+        {"--image-size", &o.image_size, NULL},
+        {"--modality", &o.modality, NULL},
         {"--data", &o.data, NULL},
         {"--json", NULL, &o.json},
     };
@@ -351,7 +577,7 @@ int cli_estimate(int argc, char **argv) {
     if (st != DSC_OK)
         rc = cli_fail(exit_code_of(st), "%s", err.message);
     else if (o.json)
-        rc = estimate_print_json(&est);
+        rc = estimate_print_json(cat, &in, &est);
     else
         estimate_print_human(cat, &in, &est);
     dsc_catalog_free(cat);

@@ -343,8 +343,8 @@ void cli_print_budgets(FILE *out, const dsc_client_budgets *b, bool with_request
         if (with_request)
             snprintf(req, sizeof req, " %12.6g%s", x->request, x->would_exceed ? "!" : " ");
         fprintf(out, "%-*s %-*s %-9s %-*s %-22s %12.6g %12.6g %12.6g %12.6g%s  %s\n", wsel,
-                x->selector, wcnt, x->counter, x->metric, wwin, x->window, cells, x->used,
-                x->held, x->remaining, x->limit, req, when);
+                x->selector, wcnt, x->counter, x->metric, wwin, x->window, cells, x->used, x->held,
+                x->remaining, x->limit, req, when);
     }
 }
 
@@ -538,7 +538,10 @@ static int grid_set(int argc, char **argv) {
         return help("usage: discern grid set --zone Z --gco2e-per-kwh X "
                     "(--valid-until T | --valid-for S)",
                     "Push a live grid carbon intensity for a zone (admin). Until it expires\n"
-                    "it replaces the zone's annual average in every estimate.\n\n"
+                    "it replaces the zone's annual average for policies (ctx.grid) and in\n"
+                    "the server's estimates by the discern method (estimate, check, settle\n"
+                    "with method discern, or estimate_method = discern). Estimates by the\n"
+                    "ecologits method stay on annual averages, as EcoLogits does.\n\n"
                     "  --zone Z              ISO 3166-1 alpha-3 or WOR\n"
                     "  --gco2e-per-kwh X     intensity, >= 0\n"
                     "  --valid-until T       unix seconds\n"

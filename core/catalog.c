@@ -5,7 +5,9 @@
  * zone's electricity mix. Those lookups must cost nanoseconds, so the catalogue is
  * parsed once (JSON with jansson; the five-column mixes CSV by hand, it has no
  * quoting) into flat arrays with open-addressing hash tables over them. The optional
- * prices.json attaches a list price to some models (for the ledger's cost metric).
+ * prices.json attaches a list price to some models (for the ledger's cost metric);
+ * the optional serving.json holds what the discern method assumes (accelerators,
+ * serving profiles per provider, model overrides, lifecycle, images, embeddings).
  *
  * Layout: models are sorted by (provider, name), so one provider's models are
  * contiguous (dsc_catalog_provider_models). The model table maps both model names
@@ -107,6 +109,19 @@ struct dsc_catalog {
     char **strings;           /* every string the records point to */
     size_t n_strings, cap_strings;
     table model_index, zone_index, provider_index;
+    /* serving.json (optional) */
+    int has_method_data;
+    dsc_method_data method;
+    dsc_accelerator *accelerators;
+    size_t n_accelerators;
+    dsc_serving_provider *serving_providers;
+    size_t n_serving_providers;
+    dsc_serving_model *serving_models;
+    size_t n_serving_models;
+    dsc_lifecycle lifecycle_default;
+    dsc_lifecycle *lifecycles;
+    size_t n_lifecycles;
+    table serving_provider_index, serving_model_index, lifecycle_index;
 };
 
 /* A copy of s owned by cat; NULL on out of memory. */
@@ -140,6 +155,13 @@ void dsc_catalog_free(dsc_catalog *cat) {
     free(cat->model_index.slots);
     free(cat->zone_index.slots);
     free(cat->provider_index.slots);
+    free(cat->accelerators);
+    free(cat->serving_providers);
+    free(cat->serving_models);
+    free(cat->lifecycles);
+    free(cat->serving_provider_index.slots);
+    free(cat->serving_model_index.slots);
+    free(cat->lifecycle_index.slots);
     free(cat);
 }
 
@@ -693,6 +715,274 @@ static dsc_status load_prices(dsc_catalog *cat, const char *dir, dsc_error *err)
     return st;
 }
 
+/* ---- serving.json (optional): the discern method's data ---- */
+
+#define SERVING_ACCELERATORS_MAX 32
+#define SERVING_MODELS_MAX 4096
+#define FACTOR_MAX 1e6
+
+typedef struct serving_ctx {
+    dsc_catalog *cat;
+    const char *path;
+    dsc_error *err;
+} serving_ctx;
+
+static dsc_status serving_bad(const serving_ctx *c, const char *where, const char *what) {
+    return dsc_error_set(c->err, DSC_PARSE, "%s: %s: %s", c->path, where, what);
+}
+
+/* A finite number in [lo, hi] at key of obj. */
+static int get_number(const json_t *obj, const char *key, double lo, double hi, double *out) {
+    const json_t *v = json_object_get(obj, key);
+    if (!json_is_number(v)) return -1;
+    *out = json_number_value(v);
+    return isfinite(*out) && *out >= lo && *out <= hi ? 0 : -1;
+}
+
+static int get_criteria(const json_t *obj, const char *key, double out[3]) {
+    const json_t *v = json_object_get(obj, key);
+    return get_number(v, "gwp", 0, FACTOR_MAX, &out[DSC_CRIT_GWP]) ||
+                   get_number(v, "adpe", 0, FACTOR_MAX, &out[DSC_CRIT_ADPE]) ||
+                   get_number(v, "pe", 0, FACTOR_MAX, &out[DSC_CRIT_PE])
+               ? -1
+               : 0;
+}
+
+static dsc_status parse_constants(serving_ctx *c, const json_t *k) {
+    dsc_method_data *d = &c->cat->method;
+    double years = 0;
+    if (!json_is_object(k)) return serving_bad(c, "constants", "must be an object");
+    if (get_number(k, "bandwidth_efficiency", 0.01, 1, &d->bandwidth_efficiency) ||
+        get_number(k, "prefill_mfu", 0.01, 1, &d->prefill_mfu) ||
+        get_number(k, "cached_input_factor", 0, 1, &d->cached_input_factor) ||
+        get_number(k, "host_overhead", 1, 10, &d->host_overhead) ||
+        get_number(k, "lifetime_years", 0.1, 50, &years))
+        return serving_bad(c, "constants",
+                           "bandwidth_efficiency and prefill_mfu in (0, 1], cached_input_factor "
+                           "in [0, 1], host_overhead in [1, 10] and lifetime_years in [0.1, 50] "
+                           "are required");
+    d->lifetime_s = years * 365 * 24 * 3600;
+    return DSC_OK;
+}
+
+static dsc_status parse_accelerator(serving_ctx *c, size_t i, const json_t *a) {
+    dsc_accelerator *x = &c->cat->accelerators[i];
+    const char *name = json_string_value(json_object_get(a, "name"));
+    double gb_s = 0, tflops = 0;
+    if (!name || !*name) return serving_bad(c, "accelerators", "each needs a 'name'");
+    if (get_number(a, "memory_gb", 1, 1e5, &x->memory_gb) ||
+        get_number(a, "power_w", 1, 1e5, &x->power_w) ||
+        get_number(a, "bandwidth_gb_s", 1, 1e7, &gb_s) ||
+        get_number(a, "peak_tflops", 1, 1e7, &tflops) ||
+        get_number(a, "per_server", 1, 1024, &x->per_server) ||
+        get_criteria(a, "embodied", x->embodied) ||
+        get_criteria(a, "server_embodied", x->server_embodied))
+        return serving_bad(c, name,
+                           "memory_gb, power_w, bandwidth_gb_s, peak_tflops, per_server (numbers "
+                           "> 0) and embodied, server_embodied ({gwp, adpe, pe}) are required");
+    x->bandwidth_bytes_s = gb_s * 1e9;
+    x->peak_flops = tflops * 1e12;
+    if (!(x->name = own(c->cat, name))) return nomem(c->err, c->path);
+    if (dsc_catalog_accelerator(c->cat, name))
+        return serving_bad(c, name, "accelerator listed twice");
+    c->cat->n_accelerators = i + 1;
+    return DSC_OK;
+}
+
+static dsc_status parse_accelerators(serving_ctx *c, const json_t *arr) {
+    size_t n = json_array_size(arr);
+    if (!json_is_array(arr) || n == 0 || n > SERVING_ACCELERATORS_MAX)
+        return serving_bad(c, "accelerators", "must be an array of 1 to 32 accelerators");
+    c->cat->accelerators = calloc(n, sizeof *c->cat->accelerators);
+    if (!c->cat->accelerators) return nomem(c->err, c->path);
+    for (size_t i = 0; i < n; i++) {
+        dsc_status st = parse_accelerator(c, i, json_array_get(arr, i));
+        if (st != DSC_OK) return st;
+    }
+    return DSC_OK;
+}
+
+/* accelerator, precision_bits and batch of rec into s; absent keys are left as they are
+ * unless required. */
+static dsc_status parse_serving(serving_ctx *c, const char *where, const json_t *rec, int required,
+                                dsc_serving *s) {
+    const json_t *acc = json_object_get(rec, "accelerator");
+    const json_t *bits = json_object_get(rec, "precision_bits");
+    const json_t *batch = json_object_get(rec, "batch");
+    if (acc || required) {
+        s->accelerator = dsc_catalog_accelerator(c->cat, json_string_value(acc));
+        if (!s->accelerator)
+            return serving_bad(c, where, "field 'accelerator' must name one of 'accelerators'");
+    }
+    if ((bits || required) && get_number(rec, "precision_bits", 1, 64, &s->precision_bits))
+        return serving_bad(c, where, "field 'precision_bits' must be a number in [1, 64]");
+    if ((batch || required) && parse_range(batch, &s->batch, 1, 100000) != 0)
+        return serving_bad(c, where, "field 'batch' must be a number or {min, max} in [1, 100000]");
+    return DSC_OK;
+}
+
+static dsc_status parse_serving_provider(serving_ctx *c, const char *name, const json_t *rec,
+                                         dsc_serving_provider *p) {
+    const json_t *market = json_object_get(rec, "market_gwp_kgco2eq_per_kwh");
+    const json_t *fb = json_object_get(rec, "fallback");
+    if (!json_is_object(rec)) return serving_bad(c, name, "must be an object");
+    dsc_status st = parse_serving(c, name, rec, 1, &p->serving);
+    if (st != DSC_OK) return st;
+    p->market_gwp_kgco2eq_per_kwh = -1;
+    if (market && !json_is_null(market) &&
+        get_number(rec, "market_gwp_kgco2eq_per_kwh", 0, 10, &p->market_gwp_kgco2eq_per_kwh))
+        return serving_bad(c, name,
+                           "field 'market_gwp_kgco2eq_per_kwh' must be null or in [0, 10]");
+    if (parse_range(json_object_get(fb, "active_b"), &p->fallback_active_b, PARAMS_MIN_B,
+                    PARAMS_MAX_B) != 0 ||
+        parse_range(json_object_get(fb, "total_b"), &p->fallback_total_b, PARAMS_MIN_B,
+                    PARAMS_MAX_B) != 0)
+        return serving_bad(c, name, "field 'fallback' needs active_b and total_b, " PARAMS_RULE);
+    if (!(p->name = own(c->cat, name))) return nomem(c->err, c->path);
+    return DSC_OK;
+}
+
+static dsc_status parse_serving_providers(serving_ctx *c, const json_t *obj) {
+    dsc_catalog *cat = c->cat;
+    size_t n = json_object_size(obj);
+    if (!json_is_object(obj) || !json_object_get(obj, "*"))
+        return serving_bad(c, "providers", "must be an object with a \"*\" default");
+    cat->serving_providers = calloc(n, sizeof *cat->serving_providers);
+    if (!cat->serving_providers || table_init(&cat->serving_provider_index, n) != 0)
+        return nomem(c->err, c->path);
+    const char *key;
+    const json_t *rec;
+    json_object_foreach((json_t *)obj, key, rec) {
+        if (key[0] == '_') continue;
+        dsc_serving_provider *p = &cat->serving_providers[cat->n_serving_providers];
+        dsc_status st = parse_serving_provider(c, key, rec, p);
+        if (st != DSC_OK) return st;
+        table_put(&cat->serving_provider_index, p->name, "", (uint32_t)cat->n_serving_providers++);
+    }
+    return DSC_OK;
+}
+
+/* A model override: its serving fields and, optionally, its size. */
+static dsc_status parse_serving_model(serving_ctx *c, const json_t *rec, dsc_serving_model *m) {
+    const char *provider = json_string_value(json_object_get(rec, "provider"));
+    const char *model = json_string_value(json_object_get(rec, "model"));
+    const json_t *act = json_object_get(rec, "active_b"), *tot = json_object_get(rec, "total_b");
+    if (!provider || !*provider || !model || !*model)
+        return serving_bad(c, "models", "each needs 'provider' and 'model'");
+    dsc_status st = parse_serving(c, model, rec, 0, &m->serving);
+    if (st != DSC_OK) return st;
+    if ((act || tot) &&
+        (parse_range(act, &m->active_b, PARAMS_MIN_B, PARAMS_MAX_B) != 0 ||
+         parse_range(tot ? tot : act, &m->total_b, PARAMS_MIN_B, PARAMS_MAX_B) != 0 ||
+         m->active_b.max > m->total_b.max))
+        return serving_bad(
+            c, model, "fields 'active_b' and 'total_b' must be " PARAMS_RULE ", active <= total");
+    m->provider = own(c->cat, provider);
+    m->model = own(c->cat, model);
+    if (!m->provider || !m->model) return nomem(c->err, c->path);
+    if (table_put(&c->cat->serving_model_index, m->provider, m->model,
+                  (uint32_t)c->cat->n_serving_models) != NONE)
+        return serving_bad(c, model, "model listed twice");
+    c->cat->n_serving_models++;
+    return DSC_OK;
+}
+
+static dsc_status parse_serving_models(serving_ctx *c, const json_t *arr) {
+    size_t n = json_array_size(arr);
+    if (arr && (!json_is_array(arr) || n > SERVING_MODELS_MAX))
+        return serving_bad(c, "models", "must be an array of at most 4096 overrides");
+    c->cat->serving_models = calloc(n ? n : 1, sizeof *c->cat->serving_models);
+    if (!c->cat->serving_models || table_init(&c->cat->serving_model_index, n) != 0)
+        return nomem(c->err, c->path);
+    for (size_t i = 0; i < n; i++) {
+        dsc_status st = parse_serving_model(c, json_array_get(arr, i),
+                                            &c->cat->serving_models[c->cat->n_serving_models]);
+        if (st != DSC_OK) return st;
+    }
+    return DSC_OK;
+}
+
+static dsc_status parse_lifecycle_record(serving_ctx *c, const char *where, const json_t *rec,
+                                         dsc_lifecycle *l) {
+    const json_t *mult = json_object_get(rec, "usage_multiplier");
+    const json_t *kwh = json_object_get(rec, "per_kwh_it");
+    const char *source = json_string_value(json_object_get(rec, "source"));
+    if (!source || !*source) return serving_bad(c, where, "field 'source' is required");
+    if (mult && parse_range(mult, &l->usage_multiplier, 0, 1000) != 0)
+        return serving_bad(c, where, "field 'usage_multiplier' must be a number or {min, max}");
+    if (kwh && (get_number(kwh, "gwp", 0, FACTOR_MAX, &l->per_kwh_it_gwp) ||
+                get_number(kwh, "wcf", 0, FACTOR_MAX, &l->per_kwh_it_wcf) ||
+                get_number(kwh, "adpe", 0, FACTOR_MAX, &l->per_kwh_it_adpe) ||
+                get_number(kwh, "pe", 0, FACTOR_MAX, &l->per_kwh_it_pe)))
+        return serving_bad(c, where, "field 'per_kwh_it' needs gwp, wcf, adpe and pe >= 0");
+    if (!(l->source = own(c->cat, source))) return nomem(c->err, c->path);
+    return DSC_OK;
+}
+
+static dsc_status parse_lifecycle(serving_ctx *c, const json_t *obj) {
+    dsc_catalog *cat = c->cat;
+    const json_t *models = json_object_get(obj, "models");
+    size_t n = json_array_size(models);
+    dsc_status st = parse_lifecycle_record(c, "lifecycle.default", json_object_get(obj, "default"),
+                                           &cat->lifecycle_default);
+    if (st != DSC_OK) return st;
+    cat->lifecycles = calloc(n ? n : 1, sizeof *cat->lifecycles);
+    if (!cat->lifecycles || table_init(&cat->lifecycle_index, n) != 0)
+        return nomem(c->err, c->path);
+    for (size_t i = 0; i < n; i++) {
+        const json_t *rec = json_array_get(models, i);
+        const char *provider = json_string_value(json_object_get(rec, "provider"));
+        const char *model = json_string_value(json_object_get(rec, "model"));
+        if (!provider || !model)
+            return serving_bad(c, "lifecycle.models", "each needs 'provider' and 'model'");
+        dsc_lifecycle *l = &cat->lifecycles[cat->n_lifecycles];
+        if ((st = parse_lifecycle_record(c, model, rec, l)) != DSC_OK) return st;
+        l->per_model = 1;
+        const char *p = own(cat, provider), *m = own(cat, model);
+        if (!p || !m) return nomem(c->err, c->path);
+        if (table_put(&cat->lifecycle_index, p, m, (uint32_t)cat->n_lifecycles++) != NONE)
+            return serving_bad(c, model, "lifecycle listed twice");
+    }
+    return DSC_OK;
+}
+
+static dsc_status parse_modalities(serving_ctx *c, const json_t *root) {
+    dsc_method_data *d = &c->cat->method;
+    const json_t *img = json_object_get(root, "images"), *emb = json_object_get(root, "embeddings");
+    if (parse_range(json_object_get(img, "energy_wh_per_image"), &d->image_wh, 1e-6, 1e4) != 0 ||
+        get_number(img, "reference_pixels", 1, 1e9, &d->image_reference_pixels))
+        return serving_bad(c, "images", "needs energy_wh_per_image and reference_pixels");
+    if (parse_range(json_object_get(emb, "active_b"), &d->embedding_active_b, PARAMS_MIN_B,
+                    PARAMS_MAX_B) != 0)
+        return serving_bad(c, "embeddings", "field 'active_b' must be " PARAMS_RULE);
+    return DSC_OK;
+}
+
+static dsc_status parse_serving_file(serving_ctx *c, const json_t *root) {
+    if (!json_is_object(root)) return serving_bad(c, "top level", "must be an object");
+    dsc_status st = parse_constants(c, json_object_get(root, "constants"));
+    if (st == DSC_OK) st = parse_accelerators(c, json_object_get(root, "accelerators"));
+    if (st == DSC_OK) st = parse_serving_providers(c, json_object_get(root, "providers"));
+    if (st == DSC_OK) st = parse_serving_models(c, json_object_get(root, "models"));
+    if (st == DSC_OK) st = parse_lifecycle(c, json_object_get(root, "lifecycle"));
+    if (st == DSC_OK) st = parse_modalities(c, root);
+    if (st == DSC_OK) c->cat->has_method_data = 1;
+    return st;
+}
+
+static dsc_status load_serving(dsc_catalog *cat, const char *dir, dsc_error *err) {
+    char path[PATH_MAX_LEN];
+    join_path(path, sizeof path, dir, DSC_CATALOG_SERVING_FILE);
+    if (access(path, F_OK) != 0 && errno == ENOENT)
+        return DSC_OK; /* only the discern method needs it */
+    json_t *root = load_json(path, err);
+    if (!root) return err ? err->code : DSC_PARSE;
+    serving_ctx c = {cat, path, err};
+    dsc_status st = parse_serving_file(&c, root);
+    json_decref(root);
+    return st;
+}
+
 dsc_catalog *dsc_catalog_load(const char *dir, dsc_error *err) {
     dsc_error local;
     if (!err) err = &local;
@@ -706,6 +996,7 @@ dsc_catalog *dsc_catalog_load(const char *dir, dsc_error *err) {
     if (load_mixes(cat, dir, err) != DSC_OK) goto fail;
     if (load_providers(cat, dir, err) != DSC_OK) goto fail;
     if (load_prices(cat, dir, err) != DSC_OK) goto fail;
+    if (load_serving(cat, dir, err) != DSC_OK) goto fail;
     return cat;
 fail:
     dsc_catalog_free(cat);
@@ -777,6 +1068,39 @@ int64_t dsc_price_cost_micro(const dsc_price *p, int64_t input_tokens, int64_t o
     double micro =
         (double)input_tokens * p->input_per_mtok + (double)output_tokens * p->output_per_mtok;
     return micro < 9e18 ? llround(micro) : INT64_MAX;
+}
+
+const dsc_method_data *dsc_catalog_method_data(const dsc_catalog *cat) {
+    return cat && cat->has_method_data ? &cat->method : NULL;
+}
+
+const dsc_serving_provider *dsc_catalog_serving_provider(const dsc_catalog *cat,
+                                                         const char *provider) {
+    if (!cat || !cat->has_method_data) return NULL;
+    uint32_t i = provider ? table_get(&cat->serving_provider_index, provider, "") : NONE;
+    if (i == NONE) i = table_get(&cat->serving_provider_index, "*", "");
+    return i == NONE ? NULL : &cat->serving_providers[i];
+}
+
+const dsc_serving_model *dsc_catalog_serving_model(const dsc_catalog *cat, const char *provider,
+                                                   const char *model) {
+    if (!cat || !provider || !model) return NULL;
+    uint32_t i = table_get(&cat->serving_model_index, provider, model);
+    return i == NONE ? NULL : &cat->serving_models[i];
+}
+
+const dsc_lifecycle *dsc_catalog_lifecycle(const dsc_catalog *cat, const char *provider,
+                                           const char *model) {
+    if (!cat || !cat->has_method_data) return NULL;
+    uint32_t i = provider && model ? table_get(&cat->lifecycle_index, provider, model) : NONE;
+    return i == NONE ? &cat->lifecycle_default : &cat->lifecycles[i];
+}
+
+const dsc_accelerator *dsc_catalog_accelerator(const dsc_catalog *cat, const char *name) {
+    for (size_t i = 0; cat && name && i < cat->n_accelerators; i++)
+        if (cat->accelerators[i].name && strcmp(cat->accelerators[i].name, name) == 0)
+            return &cat->accelerators[i];
+    return NULL;
 }
 
 size_t dsc_catalog_price_count(const dsc_catalog *cat) {

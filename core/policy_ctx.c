@@ -148,6 +148,12 @@ static int l_whatif(lua_State *L) {
                             .output_tokens = in->output_tokens,
                             .zone = in->zone,
                             .method = DSC_METHOD_ECOLOGITS};
+    if (in->estimate) { /* compare like with like: the request's method and scope */
+        q.method = in->estimate->method;
+        q.scope = in->estimate->scope;
+        q.carbon = in->estimate->carbon;
+        q.water = in->estimate->water;
+    }
     if (lua_getfield(L, 2, "provider") != LUA_TNIL) q.provider = luaL_checkstring(L, -1);
     if (lua_getfield(L, 2, "model") != LUA_TNIL) q.model = luaL_checkstring(L, -1);
     if (lua_getfield(L, 2, "zone") != LUA_TNIL) q.zone = luaL_checkstring(L, -1);

@@ -75,6 +75,7 @@ void dsc_server_config_default(dsc_server_config *cfg) {
     cfg->log_level = DSC_LOG_INFO;
     cfg->failure_mode = DSC_FAIL_CLOSED;
     cfg->hold_ttl_s = 300;
+    cfg->estimate_method = DSC_METHOD_ECOLOGITS;
     dsc_rpc_limits_default(&cfg->limits);
     cfg->max_inflight = 256;
     cfg->max_connections = 10000;
@@ -157,6 +158,11 @@ dsc_status dsc_server_config_set(dsc_server_config *cfg, const char *key, const 
         return st;
     }
     if (strcmp(key, "unix_admin_uids") == 0) return set_uids(cfg, value, err);
+    if (strcmp(key, "estimate_method") == 0) {
+        if (dsc_method_parse(value, &cfg->estimate_method) == DSC_OK) return DSC_OK;
+        return dsc_error_set(err, DSC_BAD_REQUEST,
+                             "estimate_method: unknown value '%s' (ecologits or discern)", value);
+    }
     if (strcmp(key, "durability") == 0 && set_enum(key, value, durabilities, 3, &i, err) != DSC_OK)
         return DSC_BAD_REQUEST;
     for (size_t k = 0; k < N_CONFIG_KEYS; k++) {
@@ -250,6 +256,8 @@ static const flag flags[] = {
     {"--port-file", "port_file", "PATH", "write the bound TCP and HTTP ports there, one per line"},
     {"--failure-mode", "failure_mode", "MODE",
      "closed (refuse when the store is down, default) or open"},
+    {"--estimate-method", "estimate_method", "NAME",
+     "estimation method of requests that name none: ecologits (default) or discern"},
 };
 
 #define N_FLAGS (sizeof flags / sizeof flags[0])

@@ -15,6 +15,7 @@
 
 #include "rpc.h"
 
+#include "discern/estimate.h"
 #include "discern/status.h"
 
 #include <stdbool.h>
@@ -52,6 +53,7 @@ typedef struct dsc_server_config {
     dsc_log_level log_level;
     dsc_failure_mode failure_mode;
     int64_t hold_ttl_s;
+    dsc_method estimate_method; /* for requests that name none (default ecologits) */
     dsc_rpc_limits limits;
     uint32_t max_inflight;
     uint32_t max_connections;

@@ -3,7 +3,8 @@
  * estimate, models.list, zones.list, grid.set (admin), policy.reload (admin).
  *
  * Each handler works on the worker's current state (dsc__worker_sync), so a reload
- * never changes the catalogue under a request.
+ * never changes the catalogue under a request. The estimate's params reader and the
+ * packer of its method/scope/assumptions/warnings are shared with check and settle.
  */
 #include "server_internal.h"
 
@@ -11,8 +12,88 @@
 #include <stdio.h>
 #include <string.h>
 
-dsc_status dsc__read_estimate_args(const msgpack_object *p, dsc__estimate_args *a,
-                                   bool outputs_required, dsc_error *err) {
+/* "WxH" (e.g. "1024x1024") into a pixel count. */
+static dsc_status read_image_size(const msgpack_object *p, int64_t *pixels, dsc_error *err) {
+    char text[32];
+    dsc_status st = dsc_rpc_get_str(p, "image_size", false, text, sizeof text, err);
+    if (st != DSC_OK || !text[0]) return st;
+    unsigned w = 0, h = 0;
+    char tail = 0;
+    if (sscanf(text, "%5ux%5u%c", &w, &h, &tail) != 2 || w == 0 || h == 0)
+        return dsc_error_set(err, DSC_BAD_REQUEST,
+                             "field 'image_size': '%s' is not WIDTHxHEIGHT (e.g. 1024x1024)", text);
+    *pixels = (int64_t)w * h;
+    return DSC_OK;
+}
+
+/* A named choice: absent leaves *out; unknown is a bad request naming the field. */
+static dsc_status read_choice(const msgpack_object *p, const char *key,
+                              dsc_status (*parse)(const char *, int *), int *out,
+                              const char *choices, dsc_error *err) {
+    char text[32];
+    dsc_status st = dsc_rpc_get_str(p, key, false, text, sizeof text, err);
+    if (st != DSC_OK || !text[0]) return st;
+    if (parse(text, out) != DSC_OK)
+        return dsc_error_set(err, DSC_BAD_REQUEST, "field '%s': unknown value '%s' (%s)", key, text,
+                             choices);
+    return DSC_OK;
+}
+
+#define CHOICE_PARSER(fn, type, parser)                                                            \
+    static dsc_status fn(const char *name, int *out) {                                             \
+        type v;                                                                                    \
+        dsc_status st = parser(name, &v);                                                          \
+        if (st == DSC_OK) *out = (int)v;                                                           \
+        return st;                                                                                 \
+    }
+CHOICE_PARSER(parse_method, dsc_method, dsc_method_parse)
+CHOICE_PARSER(parse_scope, dsc_scope, dsc_scope_parse)
+CHOICE_PARSER(parse_carbon, dsc_carbon, dsc_carbon_parse)
+CHOICE_PARSER(parse_water, dsc_water, dsc_water_parse)
+CHOICE_PARSER(parse_modality, dsc_modality, dsc_modality_parse)
+
+static dsc_status read_choices(const msgpack_object *p, dsc_estimate_input *in, dsc_error *err) {
+    int method = in->method, scope = 0, carbon = 0, water = 0, modality = 0;
+    dsc_status st;
+    if ((st = read_choice(p, "method", parse_method, &method, "ecologits or discern", err)) ||
+        (st = read_choice(p, "scope", parse_scope, &scope, "inference or lifecycle", err)) ||
+        (st = read_choice(p, "carbon", parse_carbon, &carbon, "location or market", err)) ||
+        (st = read_choice(p, "water", parse_water, &water, "onsite or total", err)) ||
+        (st = read_choice(p, "modality", parse_modality, &modality, "text, embedding or image",
+                          err)))
+        return st;
+    in->method = (dsc_method)method;
+    in->scope = (dsc_scope)scope;
+    in->carbon = (dsc_carbon)carbon;
+    in->water = (dsc_water)water;
+    in->modality = (dsc_modality)modality;
+    return DSC_OK;
+}
+
+dsc_status dsc__read_estimate_extras(const dsc__call *c, const msgpack_object *p,
+                                     dsc_estimate_input *in, dsc_error *err) {
+    dsc_status st;
+    in->method = c->srv->cfg.estimate_method;
+    if ((st = read_choices(p, in, err)) ||
+        (st = dsc_rpc_get_int(p, "cached_input_tokens", false, 0, DSC__TOKENS_MAX,
+                              &in->cached_input_tokens, err)) ||
+        (st = dsc_rpc_get_int(p, "reasoning_tokens", false, 0, DSC__TOKENS_MAX,
+                              &in->reasoning_tokens, err)) ||
+        (st = dsc_rpc_get_int(p, "images", false, 0, 100000, &in->images, err)) ||
+        (st = read_image_size(p, &in->image_pixels, err)) ||
+        (st = dsc_rpc_get_num(p, "parameters_b", false, 0, 1e6, &in->parameters_b, err)) ||
+        (st = dsc_rpc_get_num(p, "active_parameters_b", false, 0, 1e6, &in->active_parameters_b,
+                              err)) ||
+        (st =
+             dsc_rpc_get_num(p, "total_parameters_b", false, 0, 1e6, &in->total_parameters_b, err)))
+        return st;
+    in->grid = c->srv->grid;
+    in->now = dsc__now_us() / 1000000;
+    return DSC_OK;
+}
+
+dsc_status dsc__read_estimate_args(const dsc__call *c, const msgpack_object *p,
+                                   dsc__estimate_args *a, bool outputs_required, dsc_error *err) {
     memset(a, 0, sizeof *a);
     dsc_status st;
     if ((st = dsc_rpc_get_str(p, "provider", true, a->provider, sizeof a->provider, err)) ||
@@ -23,28 +104,92 @@ dsc_status dsc__read_estimate_args(const msgpack_object *p, dsc__estimate_args *
                               &a->in.output_tokens, err)) ||
         (st = dsc_rpc_get_num(p, "latency_s", false, 0, 86400, &a->in.latency_s, err)) ||
         (st = dsc_rpc_get_str(p, "zone", false, a->zone, sizeof a->zone, err)) ||
-        (st = dsc_rpc_get_str(p, "method", false, a->method, sizeof a->method, err)))
+        (st = dsc__read_estimate_extras(c, p, &a->in, err)))
         return st;
-    if (a->method[0] && dsc_method_parse(a->method, &a->in.method) != DSC_OK)
-        return dsc_error_set(err, DSC_BAD_REQUEST, "field 'method': unknown method '%s'",
-                             a->method);
     a->in.provider = a->provider;
     a->in.model = a->model;
     a->in.zone = a->zone[0] ? a->zone : NULL;
     return DSC_OK;
 }
 
+static void pack_str_or_nil(msgpack_packer *pk, const char *s) {
+    if (s)
+        dsc_rpc_pack_cstr(pk, s);
+    else
+        msgpack_pack_nil(pk);
+}
+
+static void pack_scope(msgpack_packer *pk, const dsc_estimate *est) {
+    const char *names[8];
+    int n = dsc_estimate_includes(est, names, 8);
+    msgpack_pack_map(pk, 4);
+    dsc__pack_key(pk, "boundary");
+    dsc_rpc_pack_cstr(pk, dsc_scope_name(est->scope));
+    dsc__pack_key(pk, "carbon");
+    dsc_rpc_pack_cstr(pk, dsc_carbon_name(est->carbon));
+    dsc__pack_key(pk, "water");
+    dsc_rpc_pack_cstr(pk, dsc_water_name(est->water));
+    dsc__pack_key(pk, "includes");
+    msgpack_pack_array(pk, (size_t)n);
+    for (int i = 0; i < n; i++)
+        dsc_rpc_pack_cstr(pk, names[i]);
+}
+
+static void pack_assumptions(msgpack_packer *pk, const dsc_estimate *est) {
+    const dsc_estimate_assumptions *a = &est->assumptions;
+    msgpack_pack_map(pk, 13);
+    dsc__pack_key(pk, "modality");
+    dsc_rpc_pack_cstr(pk, dsc_modality_name(a->modality));
+    dsc__pack_key(pk, "accelerator");
+    dsc_rpc_pack_cstr(pk, a->accelerator);
+    dsc__pack_key(pk, "precision_bits");
+    msgpack_pack_double(pk, a->precision_bits);
+    dsc__pack_key(pk, "batch");
+    dsc_rpc_pack_range(pk, a->batch.min, a->batch.max);
+    dsc__pack_key(pk, "active_params_b");
+    dsc_rpc_pack_range(pk, a->active_params_b.min, a->active_params_b.max);
+    dsc__pack_key(pk, "total_params_b");
+    dsc_rpc_pack_range(pk, a->total_params_b.min, a->total_params_b.max);
+    dsc__pack_key(pk, "params_source");
+    dsc_rpc_pack_cstr(pk, a->params_source);
+    dsc__pack_key(pk, "zone");
+    dsc_rpc_pack_cstr(pk, est->zone);
+    dsc__pack_key(pk, "zone_source");
+    dsc_rpc_pack_cstr(pk, a->zone_source);
+    dsc__pack_key(pk, "grid_source");
+    dsc_rpc_pack_cstr(pk, a->grid_source);
+    dsc__pack_key(pk, "gco2e_per_kwh");
+    msgpack_pack_double(pk, a->gco2e_per_kwh);
+    dsc__pack_key(pk, "pue");
+    dsc_rpc_pack_range(pk, a->pue.min, a->pue.max);
+    dsc__pack_key(pk, "lifecycle_source");
+    pack_str_or_nil(pk, a->lifecycle_source);
+}
+
+void dsc__pack_estimate_context(msgpack_packer *pk, const dsc_estimate *est) {
+    const char *warnings[8];
+    int nw = dsc_estimate_warning_names(est->warnings, warnings, 8);
+    dsc__pack_key(pk, "method");
+    dsc_rpc_pack_cstr(pk, dsc_method_name(est->method));
+    dsc__pack_key(pk, "scope");
+    pack_scope(pk, est);
+    dsc__pack_key(pk, "assumptions");
+    pack_assumptions(pk, est);
+    dsc__pack_key(pk, "warnings");
+    msgpack_pack_array(pk, (size_t)nw);
+    for (int i = 0; i < nw; i++)
+        dsc_rpc_pack_cstr(pk, warnings[i]);
+}
+
 dsc_status dsc__m_estimate(dsc__call *c, const msgpack_object *p, msgpack_packer *pk,
                            dsc_error *err) {
     dsc__estimate_args a;
     dsc_estimate est;
-    dsc_status st = dsc__read_estimate_args(p, &a, true, err);
+    dsc_status st = dsc__read_estimate_args(c, p, &a, true, err);
     if (st == DSC_OK) st = dsc__worker_sync(c->w, err);
     if (st == DSC_OK) st = dsc_estimate_compute(c->w->state->catalog, &a.in, &est, err);
     if (st != DSC_OK) return st;
-    const char *warnings[8];
-    int nw = dsc_estimate_warning_names(est.warnings, warnings, 8);
-    msgpack_pack_map(pk, 6);
+    msgpack_pack_map(pk, 4 + DSC__ESTIMATE_CONTEXT_KEYS);
     dsc__pack_key(pk, "estimate");
     dsc__pack_impacts(pk, &est.total);
     dsc__pack_key(pk, "usage");
@@ -53,12 +198,7 @@ dsc_status dsc__m_estimate(dsc__call *c, const msgpack_object *p, msgpack_packer
     dsc__pack_impacts(pk, &est.embodied);
     dsc__pack_key(pk, "zone");
     dsc_rpc_pack_cstr(pk, est.zone);
-    dsc__pack_key(pk, "method");
-    dsc_rpc_pack_cstr(pk, dsc_method_name(est.method));
-    dsc__pack_key(pk, "warnings");
-    msgpack_pack_array(pk, (size_t)nw);
-    for (int i = 0; i < nw; i++)
-        dsc_rpc_pack_cstr(pk, warnings[i]);
+    dsc__pack_estimate_context(pk, &est);
     return DSC_OK;
 }
 

@@ -155,7 +155,7 @@ static dsc_status read_check_args(dsc__call *c, const msgpack_object *p, check_a
     a->reserve = true;
     a->ttl_s = c->srv->cfg.hold_ttl_s;
     if ((st = read_subject(p, true, &a->subject, err)) ||
-        (st = dsc__read_estimate_args(p, &a->est, true, err)) ||
+        (st = dsc__read_estimate_args(c, p, &a->est, true, err)) ||
         (st = dsc_rpc_get_str(p, "purpose", true, a->purpose, sizeof a->purpose, err)) ||
         (st = read_tags(p, &a->tags, err)) ||
         (st = dsc_rpc_get_bool(p, "reserve", false, &a->reserve, err)) ||
@@ -368,7 +368,8 @@ static void pack_check(msgpack_packer *pk, const check_out *o) {
     bool retry = d->outcome == DSC_POLICY_THROTTLE && d->retry_after_s > 0;
     bool suggest = d->suggest_model[0] != '\0';
     bool resv = o->reservation[0] != '\0';
-    msgpack_pack_map(pk, 8 + retry + suggest + 2 * resv + o->unenforced);
+    msgpack_pack_map(pk,
+                     8 + DSC__ESTIMATE_CONTEXT_KEYS + retry + suggest + 2 * resv + o->unenforced);
     dsc__pack_key(pk, "decision");
     dsc_rpc_pack_cstr(pk, dsc_policy_outcome_name(d->outcome));
     dsc__pack_key(pk, "reason");
@@ -383,6 +384,7 @@ static void pack_check(msgpack_packer *pk, const check_out *o) {
     dsc__pack_impacts(pk, &o->est.total);
     dsc__pack_key(pk, "zone");
     dsc_rpc_pack_cstr(pk, o->est.zone);
+    dsc__pack_estimate_context(pk, &o->est);
     pack_budget_states(pk, o->states, o->n_states);
     if (retry) {
         dsc__pack_key(pk, "retry_after_s");
@@ -491,7 +493,8 @@ static dsc_status read_settle_args(dsc__call *c, const msgpack_object *p, settle
                                   &a->est.in.input_tokens, err)) ||
             (st = dsc_rpc_get_int(p, "output_tokens", true, 0, DSC__TOKENS_MAX,
                                   &a->est.in.output_tokens, err)) ||
-            (st = dsc_rpc_get_num(p, "latency_s", false, 0, 86400, &a->est.in.latency_s, err)))
+            (st = dsc_rpc_get_num(p, "latency_s", false, 0, 86400, &a->est.in.latency_s, err)) ||
+            (st = dsc__read_estimate_extras(c, p, &a->est.in, err)))
             return st;
         snprintf(a->est.provider, sizeof a->est.provider, "%s", info.provider);
         snprintf(a->est.model, sizeof a->est.model, "%s", info.model);
@@ -504,7 +507,7 @@ static dsc_status read_settle_args(dsc__call *c, const msgpack_object *p, settle
     }
     if (!dsc_rpc_field(p, "input_tokens"))
         return dsc_error_set(err, DSC_BAD_REQUEST, "field 'input_tokens' is required");
-    if ((st = dsc__read_estimate_args(p, &a->est, true, err))) return st;
+    if ((st = dsc__read_estimate_args(c, p, &a->est, true, err))) return st;
     return read_subject(p, false, &a->subject, err);
 }
 
@@ -536,7 +539,7 @@ static dsc_status finish_settle(dsc__job *job, dsc_status st, const dsc_error *s
                                               states, PREVIEW_MAX, &n, NULL) != DSC_OK)
         n = 0;
     if (n > PREVIEW_MAX) n = PREVIEW_MAX;
-    msgpack_pack_map(pk, 5);
+    msgpack_pack_map(pk, 5 + DSC__ESTIMATE_CONTEXT_KEYS);
     dsc__pack_key(pk, "reservation");
     dsc_rpc_pack_cstr(pk, j->a.reservation);
     dsc__pack_key(pk, "settled");
@@ -545,6 +548,7 @@ static dsc_status finish_settle(dsc__job *job, dsc_status st, const dsc_error *s
     pack_amounts(pk, &j->actual);
     dsc__pack_key(pk, "estimate");
     dsc__pack_impacts(pk, &j->est.total);
+    dsc__pack_estimate_context(pk, &j->est);
     pack_budget_states(pk, states, n);
     return DSC_OK;
 }

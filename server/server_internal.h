@@ -276,14 +276,22 @@ char *dsc__metrics_render(dsc_server *srv, size_t *len);
 void dsc__pack_impacts(msgpack_packer *pk, const dsc_impacts *im);
 /* Pack a NUL-terminated key. */
 void dsc__pack_key(msgpack_packer *pk, const char *key);
-/* Read provider, model, tokens, latency_s, zone and method from params into in,
- * with the strings stored in buf. */
+/* Read provider, model, tokens, latency_s, zone and the extras below from params
+ * into in, with the strings stored in a. */
 typedef struct dsc__estimate_args {
-    char provider[DSC_POLICY_NAME_MAX], model[DSC_POLICY_MODEL_MAX], zone[DSC_ZONE_MAX], method[32];
+    char provider[DSC_POLICY_NAME_MAX], model[DSC_POLICY_MODEL_MAX], zone[DSC_ZONE_MAX];
     dsc_estimate_input in;
 } dsc__estimate_args;
-dsc_status dsc__read_estimate_args(const msgpack_object *p, dsc__estimate_args *a,
-                                   bool outputs_required, dsc_error *err);
+dsc_status dsc__read_estimate_args(const dsc__call *c, const msgpack_object *p,
+                                   dsc__estimate_args *a, bool outputs_required, dsc_error *err);
+/* The params every estimate reads besides provider/model/tokens: method (default: the
+ * server's estimate_method), cached/reasoning tokens, images, sizes, scope, carbon,
+ * water, modality; and the server's live grid. */
+dsc_status dsc__read_estimate_extras(const dsc__call *c, const msgpack_object *p,
+                                     dsc_estimate_input *in, dsc_error *err);
+/* Pack the DSC__ESTIMATE_CONTEXT_KEYS keys method, scope, assumptions and warnings. */
+#define DSC__ESTIMATE_CONTEXT_KEYS 4
+void dsc__pack_estimate_context(msgpack_packer *pk, const dsc_estimate *est);
 
 /* The empty map handed to a method called with params []. */
 extern const msgpack_object dsc__empty_map;

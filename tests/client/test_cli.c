@@ -130,7 +130,7 @@ static void expect_same_keys(const json_t *got, const json_t *want, const char *
     }
 }
 
-Test(cli, estimate_json_has_exactly_the_vector_keys_plus_zone_warnings_method) {
+Test(cli, estimate_json_has_exactly_the_vector_keys_plus_zone_warnings_method_scope_price) {
     run_result r = RUN("estimate", "--provider", "openai", "--model", "gpt-4o", "--output-tokens",
                        "500", "--json");
     cr_assert_eq(r.code, 0, "stderr: %s", r.err);
@@ -140,13 +140,16 @@ Test(cli, estimate_json_has_exactly_the_vector_keys_plus_zone_warnings_method) {
     json_t *vectors = json_load_file(VECTORS, 0, &je);
     cr_assert_not_null(vectors);
     const json_t *want = vector_outputs(vectors, "openai/gpt-4o|out=500|zone=default|lat=none");
-    cr_assert_eq(json_object_size(got), json_object_size(want) + 3);
+    cr_assert_eq(json_object_size(got), json_object_size(want) + 6);
     cr_assert_str_eq(json_string_value(json_object_get(got, "zone")), "USA");
     cr_assert_str_eq(json_string_value(json_object_get(got, "method")), "ecologits");
     cr_assert_eq(json_array_size(json_object_get(got, "warnings")), 2);
-    json_object_del(got, "zone");
-    json_object_del(got, "method");
-    json_object_del(got, "warnings");
+    cr_assert(json_is_object(json_object_get(got, "scope")));
+    cr_assert(json_is_object(json_object_get(got, "assumptions")));
+    cr_assert(json_is_object(json_object_get(got, "list_price")));
+    const char *extra[] = {"zone", "method", "warnings", "scope", "assumptions", "list_price"};
+    for (size_t i = 0; i < 6; i++)
+        json_object_del(got, extra[i]);
     expect_same_keys(got, want, "outputs");
     json_decref(got);
     json_decref(vectors);
@@ -287,4 +290,114 @@ Test(cli, estimate_shows_the_list_price_when_the_model_has_one) {
     cr_assert_eq(r.code, 0, "stderr: %s", r.err);
     cr_assert_null(strstr(r.out, "list price"), "%s", r.out);
     run_free(&r);
+}
+
+/* ---- the discern method and the list price in JSON ---- */
+
+static json_t *run_json(run_result *r) {
+    cr_assert_eq(r->code, 0, "exit %d, stderr: %s", r->code, r->err);
+    json_error_t je;
+    json_t *got = json_loads(r->out, 0, &je);
+    cr_assert_not_null(got, "stdout is not JSON (%s): %s", je.text, r->out);
+    run_free(r);
+    return got;
+}
+
+static double json_max(json_t *obj, const char *key) {
+    return json_number_value(json_object_get(json_object_get(obj, key), "max"));
+}
+
+Test(cli, estimate_json_carries_the_list_price_the_table_prints) {
+    run_result r = RUN("estimate", "--provider", "openai", "--model", "gpt-4o", "--output-tokens",
+                       "500", "--input-tokens", "1000", "--json");
+    json_t *got = run_json(&r);
+    json_t *price = json_object_get(got, "list_price");
+    cr_assert_float_eq(json_number_value(json_object_get(price, "amount")), 0.0075, 1e-12);
+    cr_assert_str_eq(json_string_value(json_object_get(price, "currency")), "USD");
+    json_decref(got);
+    r = RUN("estimate", "--provider", "huggingface_hub", "--model",
+            "meta-llama/Meta-Llama-3-8B-Instruct", "--output-tokens", "10", "--json");
+    got = run_json(&r);
+    cr_assert(json_is_null(json_object_get(got, "list_price")));
+    json_decref(got);
+}
+
+Test(cli, estimate_help_says_the_units_of_text_and_json_and_the_discern_flags) {
+    run_result r = RUN("estimate", "--help");
+    cr_assert_eq(r.code, 0);
+    const char *frags[] = {"energy in Wh",
+                           "gCO2e",
+                           "energy_kwh (kWh)",
+                           "wcf_l (L)",
+                           "list_price.amount",
+                           "--cached-tokens",
+                           "--reasoning-tokens",
+                           "--parameters-b",
+                           "--scope",
+                           "--carbon",
+                           "--water",
+                           "--images"};
+    for (size_t i = 0; i < sizeof frags / sizeof frags[0]; i++)
+        cr_assert_not_null(strstr(r.out, frags[i]), "'%s' not in: %s", frags[i], r.out);
+    run_free(&r);
+}
+
+Test(cli, estimate_discern_flags_reach_the_method_and_show_in_json) {
+    run_result r = RUN("estimate", "--provider", "openai", "--model", "gpt-4o", "--output-tokens",
+                       "100", "--method", "discern", "--json");
+    json_t *plain = run_json(&r);
+    r = RUN("estimate", "--provider", "openai", "--model", "gpt-4o", "--output-tokens", "100",
+            "--method", "discern", "--reasoning-tokens", "2000", "--scope", "lifecycle", "--carbon",
+            "market", "--water", "total", "--json");
+    json_t *got = run_json(&r);
+    cr_assert_gt(json_max(got, "energy_kwh"), 2 * json_max(plain, "energy_kwh"));
+    json_t *scope = json_object_get(got, "scope");
+    cr_assert_str_eq(json_string_value(json_object_get(scope, "boundary")), "lifecycle");
+    cr_assert_str_eq(json_string_value(json_object_get(scope, "water")), "total");
+    cr_assert_str_eq(json_string_value(json_object_get(scope, "carbon")), "location",
+                     "openai publishes no market factor: the answer says location");
+    json_t *a = json_object_get(got, "assumptions");
+    cr_assert_str_eq(json_string_value(json_object_get(a, "accelerator")), "H100");
+    cr_assert_str_eq(json_string_value(json_object_get(got, "method")), "discern");
+    json_decref(got);
+    json_decref(plain);
+}
+
+Test(cli, estimate_discern_estimates_an_unknown_model_from_parameters_or_its_class) {
+    run_result r = RUN("estimate", "--provider", "openai", "--model", "gpt-9", "--output-tokens",
+                       "100", "--method", "discern");
+    cr_assert_eq(r.code, 0, "stderr: %s", r.err);
+    cr_assert_not_null(strstr(r.out, "gpt-9 (not in the catalogue)"), "%s", r.out);
+    cr_assert_not_null(strstr(r.out, "model-fallback-class"), "%s", r.out);
+    cr_assert_not_null(strstr(r.out, "scope: inference"), "%s", r.out);
+    run_free(&r);
+    r = RUN("estimate", "--provider", "openai", "--model", "gpt-9", "--output-tokens", "100",
+            "--method", "discern", "--parameters-b", "70", "--json");
+    json_t *got = run_json(&r);
+    json_t *a = json_object_get(got, "assumptions");
+    cr_assert_str_eq(json_string_value(json_object_get(a, "params_source")), "request");
+    cr_assert_float_eq(json_max(a, "total_params_b"), 70, 1e-12);
+    json_decref(got);
+    r = RUN("estimate", "--provider", "openai", "--model", "dall-e-x", "--method", "discern",
+            "--images", "2", "--image-size", "512x512", "--json");
+    got = run_json(&r);
+    cr_assert_str_eq(
+        json_string_value(json_object_get(json_object_get(got, "assumptions"), "modality")),
+        "image");
+    json_decref(got);
+}
+
+Test(cli, discern_only_options_are_refused_by_the_ecologits_method_and_bad_values_named) {
+    expect_fail(RUN("estimate", "--provider", "openai", "--model", "gpt-4o", "--output-tokens", "5",
+                    "--scope", "lifecycle"),
+                2, "option --scope needs --method discern");
+    expect_fail(RUN("estimate", "--provider", "openai", "--model", "gpt-4o", "--output-tokens", "5",
+                    "--method", "discern", "--water", "sea"),
+                2, "option --water: unknown value 'sea'");
+    expect_fail(RUN("estimate", "--provider", "openai", "--model", "gpt-4o", "--output-tokens", "5",
+                    "--method", "discern", "--image-size", "huge"),
+                2, "--image-size");
+    expect_fail(RUN("estimate", "--provider", "openai", "--model", "gpt-4o", "--output-tokens", "5",
+                    "--method", "discern", "--input-tokens", "3", "--cached-tokens", "4"),
+                2, "cached_input_tokens");
 }

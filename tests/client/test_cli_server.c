@@ -29,10 +29,10 @@ TestSuite(cli_server, .fini = th_kill_live_server);
 static run_result run(const char *server, const char *const *args) {
     char set[512];
     snprintf(set, sizeof set, "DISCERN_SERVER=%s", server ? server : "");
-    return run_discern(args, (const char *const[]){server ? set : "DISCERN_SERVER",
-                                                   "DISCERN_ADMIN_TOKEN", "DISCERN_USER",
-                                                   "DISCERN_TEAM", "DISCERN_ORG", "DISCERN_KEY",
-                                                   NULL});
+    return run_discern(args,
+                       (const char *const[]){server ? set : "DISCERN_SERVER", "DISCERN_ADMIN_TOKEN",
+                                             "DISCERN_USER", "DISCERN_TEAM", "DISCERN_ORG",
+                                             "DISCERN_KEY", NULL});
 }
 
 #define RUN(server, ...) run(server, (const char *const[]){__VA_ARGS__, NULL})
@@ -58,6 +58,15 @@ Test(cli_server, every_server_command_has_help_and_exits_zero) {
         run_has(r.out, want);
         run_free(&r);
     }
+}
+
+Test(cli_server, grid_set_help_says_which_estimates_a_live_value_changes) {
+    run_result r = RUN(NULL, "grid", "set", "--help");
+    cr_assert_eq(r.code, 0);
+    run_has(r.out, "estimates by the discern method");
+    run_has(r.out, "ecologits method stay on annual averages");
+    cr_assert_null(strstr(r.out, "every estimate"), "%s", r.out);
+    run_free(&r);
 }
 
 Test(cli_server, missing_or_bad_flags_are_usage_errors_naming_the_flag) {
@@ -256,7 +265,7 @@ Test(cli_server, exec_with_wait_sleeps_through_throttles_then_runs) {
     cr_assert_str_eq(r.out, "hello\n");
     run_has(r.err, "after waiting throttles");
     fake_expect_log(&f, "check code-review 800\ncheck code-review 800\ncheck code-review 800\n"
-                   "settle r-1 100 800\n");
+                        "settle r-1 100 800\n");
     run_free(&r);
     fake_stop(&f);
 }

@@ -8,6 +8,7 @@
 #include "discern/catalog.h"
 
 #include <criterion/criterion.h>
+#include <math.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -507,6 +508,125 @@ Test(catalog, bad_prices_name_the_file_entry_and_field) {
     expect_prices_refused("{\"currency\": \"USD\",\n \"prices\": [\n}", "prices.json:3:", NULL);
 }
 
+/* ---- serving.json: the discern method's data ---- */
+
+Test(catalog, shipped_serving_data_has_profiles_overrides_lifecycle_and_classes) {
+    dsc_error err;
+    dsc_catalog *cat = dsc_catalog_load(SHIPPED, &err);
+    cr_assert_not_null(cat, "%s", err.message);
+    const dsc_method_data *k = dsc_catalog_method_data(cat);
+    cr_assert_not_null(k);
+    cr_assert_float_eq(k->host_overhead, 1.603, 1e-12);
+    cr_assert_float_eq(k->lifetime_s, 94608000, 1e-3);
+    const dsc_serving_provider *g = dsc_catalog_serving_provider(cat, "google_genai");
+    cr_assert_str_eq(g->serving.accelerator->name, "TPUv4");
+    cr_assert_float_eq(g->serving.accelerator->bandwidth_bytes_s, 1.2e12, 1);
+    cr_assert_float_eq(g->market_gwp_kgco2eq_per_kwh, 0.125, 1e-12);
+    const dsc_serving_provider *other = dsc_catalog_serving_provider(cat, "cohere");
+    cr_assert_str_eq(other->name, "*", "an unlisted provider gets the default profile");
+    cr_assert_lt(other->market_gwp_kgco2eq_per_kwh, 0);
+    const dsc_lifecycle *l = dsc_catalog_lifecycle(cat, "mistralai", "mistral-large-2411");
+    cr_assert(l->per_model);
+    cr_assert_gt(l->per_kwh_it_gwp, 0);
+    cr_assert_eq(dsc_catalog_lifecycle(cat, "openai", "gpt-4o")->per_model, 0);
+    cr_assert_null(dsc_catalog_accelerator(cat, "A100"));
+    dsc_catalog_free(cat);
+}
+
+static const char *tiny_serving_head =
+    "{\"constants\": {\"bandwidth_efficiency\": 0.7, \"prefill_mfu\": 0.5, "
+    "\"cached_input_factor\": 0.1, \"host_overhead\": 1.5, \"lifetime_years\": 3},\n"
+    " \"accelerators\": [{\"name\": \"X1\", \"memory_gb\": 80, \"power_w\": 700, "
+    "\"bandwidth_gb_s\": 3000, \"peak_tflops\": 900, \"per_server\": 8, "
+    "\"embodied\": {\"gwp\": 1, \"adpe\": 1, \"pe\": 1}, "
+    "\"server_embodied\": {\"gwp\": 1, \"adpe\": 1, \"pe\": 1}}],\n";
+static const char *tiny_serving_tail =
+    " \"lifecycle\": {\"default\": {\"usage_multiplier\": 0.5, \"source\": \"s\"}},\n"
+    " \"images\": {\"energy_wh_per_image\": 1, \"reference_pixels\": 1048576},\n"
+    " \"embeddings\": {\"active_b\": 1}}\n";
+
+/* Load the tiny catalogue with a serving.json of head + middle + tail; returns the
+ * catalogue (or NULL with *err). */
+static dsc_catalog *load_serving(const char *middle, dsc_error *err) {
+    char text[4096];
+    snprintf(text, sizeof text, "%s%s%s", tiny_serving_head, middle, tiny_serving_tail);
+    scratch s;
+    scratch_make(&s, tiny_models, tiny_mixes, tiny_providers);
+    write_file(&s, DSC_CATALOG_SERVING_FILE, text);
+    dsc_catalog *cat = dsc_catalog_load(s.dir, err);
+    char path[256];
+    snprintf(path, sizeof path, "%s/%s", s.dir, DSC_CATALOG_SERVING_FILE);
+    unlink(path);
+    scratch_remove(&s);
+    return cat;
+}
+
+#define TINY_PROVIDERS                                                                             \
+    " \"providers\": {\"*\": {\"accelerator\": \"X1\", \"precision_bits\": 16, \"batch\": 32, "    \
+    "\"fallback\": {\"active_b\": 1, \"total_b\": 10}}},\n"
+
+Test(catalog, serving_overrides_give_an_unlisted_model_its_size_and_serving) {
+    dsc_error err;
+    dsc_catalog *cat = load_serving(
+        TINY_PROVIDERS " \"models\": [{\"provider\": \"acme\", \"model\": \"acme-new\", "
+                       "\"batch\": {\"min\": 4, \"max\": 8}, \"active_b\": 3, \"total_b\": 30}],\n",
+        &err);
+    cr_assert_not_null(cat, "%s", err.message);
+    const dsc_serving_model *m = dsc_catalog_serving_model(cat, "acme", "acme-new");
+    cr_assert_not_null(m);
+    cr_assert_float_eq(m->total_b.max, 30, 1e-12);
+    cr_assert_null(m->serving.accelerator, "unset fields keep the provider's");
+    dsc_estimate_input in = {
+        .provider = "acme", .model = "acme-new", .output_tokens = 10, .method = DSC_METHOD_DISCERN};
+    dsc_estimate est;
+    cr_assert_eq(dsc_estimate_compute(cat, &in, &est, &err), DSC_OK, "%s", err.message);
+    cr_assert_str_eq(est.assumptions.params_source, "override");
+    cr_assert_float_eq(est.assumptions.batch.min, 4, 1e-12);
+    cr_assert_str_eq(est.assumptions.accelerator, "X1");
+    dsc_catalog_free(cat);
+}
+
+Test(catalog, serving_file_is_optional_and_the_discern_method_then_says_it_needs_it) {
+    scratch s;
+    scratch_make(&s, tiny_models, tiny_mixes, tiny_providers);
+    dsc_error err;
+    dsc_catalog *cat = dsc_catalog_load(s.dir, &err);
+    scratch_remove(&s);
+    cr_assert_not_null(cat, "%s", err.message);
+    cr_assert_null(dsc_catalog_method_data(cat));
+    dsc_estimate_input in = {
+        .provider = "acme", .model = "big", .output_tokens = 10, .method = DSC_METHOD_DISCERN};
+    dsc_estimate est;
+    cr_assert_eq(dsc_estimate_compute(cat, &in, &est, &err), DSC_BAD_REQUEST);
+    cr_assert_not_null(strstr(err.message, "serving.json"), "%s", err.message);
+    in.method = DSC_METHOD_ECOLOGITS;
+    cr_assert_eq(dsc_estimate_compute(cat, &in, &est, &err), DSC_OK);
+    dsc_catalog_free(cat);
+}
+
+static void expect_serving_refused(const char *middle, const char *frag) {
+    dsc_error err;
+    dsc_catalog *cat = load_serving(middle, &err);
+    cr_assert_null(cat, "bad serving.json accepted");
+    cr_assert_eq(err.code, DSC_PARSE);
+    cr_assert_not_null(strstr(err.message, "serving.json"), "%s", err.message);
+    cr_assert_not_null(strstr(err.message, frag), "'%s' not in: %s", frag, err.message);
+}
+
+Test(catalog, bad_serving_data_is_refused_naming_the_file_and_field) {
+    expect_serving_refused("", "\"*\" default");
+    expect_serving_refused(" \"providers\": {\"*\": {\"accelerator\": \"Z9\", \"precision_bits\": "
+                           "16, \"batch\": 32}},\n",
+                           "'accelerator'");
+    expect_serving_refused(" \"providers\": {\"*\": {\"accelerator\": \"X1\", \"precision_bits\": "
+                           "16, \"batch\": 0, \"fallback\": {\"active_b\": 1, \"total_b\": 1}}},\n",
+                           "'batch'");
+    expect_serving_refused(TINY_PROVIDERS
+                           " \"models\": [{\"provider\": \"acme\", \"model\": \"m\", "
+                           "\"active_b\": 30, \"total_b\": 3}],\n",
+                           "active <= total");
+}
+
 /* ---- robustness: mutated files never crash, and a refusal names the mutated file ---- */
 
 static uint32_t next_random(uint32_t *state) { /* xorshift32: reproducible */
@@ -592,4 +712,40 @@ Test(catalog, queries_over_96_bytes_get_no_suggestions) {
     name[90] = '\0'; /* 90 bytes: within the limit, 30 deletions away (limit 30) */
     cr_assert_eq(dsc_catalog_suggest_models(cat, "acme", name, out, DSC_SUGGEST_MAX), 1);
     dsc_catalog_free(cat);
+}
+
+Test(catalog, mutated_serving_files_load_or_are_refused_and_loaded_ones_estimate_finitely) {
+    char base[4096];
+    snprintf(base, sizeof base, "%s%s", TINY_PROVIDERS, "");
+    uint32_t rng = 0x2545f491u;
+    int loaded = 0, refused = 0;
+    for (int round = 0; round < 300; round++) {
+        char buf[4096];
+        size_t len = strlen(base);
+        memcpy(buf, base, len + 1);
+        mutate(buf, &len, sizeof buf, &rng);
+        dsc_error err;
+        dsc_catalog *cat = load_serving(buf, &err);
+        if (!cat) {
+            refused++;
+            cr_assert_eq(err.code, DSC_PARSE, "round %d: %s", round, err.message);
+            cr_assert_not_null(strstr(err.message, DSC_CATALOG_SERVING_FILE), "%s", err.message);
+            continue;
+        }
+        loaded++;
+        dsc_estimate_input in = {.provider = "acme",
+                                 .model = "unlisted",
+                                 .input_tokens = 100,
+                                 .output_tokens = 100,
+                                 .method = DSC_METHOD_DISCERN};
+        dsc_estimate est;
+        if (dsc_estimate_compute(cat, &in, &est, &err) == DSC_OK)
+            cr_assert(isfinite(est.total.energy_kwh.max) &&
+                          est.total.energy_kwh.min <= est.total.energy_kwh.max,
+                      "round %d: [%g, %g]", round, est.total.energy_kwh.min,
+                      est.total.energy_kwh.max);
+        dsc_catalog_free(cat);
+    }
+    cr_assert_gt(loaded, 2, "only %d mutated serving files loaded", loaded);
+    cr_assert_gt(refused, 100, "only %d mutated serving files refused", refused);
 }

@@ -6,10 +6,14 @@
  * min and max of every output (total, usage, embodied) and on the per-bound
  * intermediates; the case for a model EcoLogits main removed must be unknown_model.
  * Behaviour: aliases, default zones, the latency cap, input validation, messages.
+ * The discern method: the three disclosures bracketed (max/min <= 6), prefill,
+ * cached and reasoning tokens, unknown models, live/market carbon, water, lifecycle,
+ * images, embeddings, and the scope and assumptions every answer carries.
  */
 #include "discern/estimate.h"
 
 #include "discern/catalog.h"
+#include "discern/grid.h"
 
 #include <criterion/criterion.h>
 #include <jansson.h>
@@ -361,4 +365,249 @@ Test(estimate, concurrent_estimates_on_one_catalogue_agree) {
         pthread_join(t[i], &res);
         cr_assert_null(res, "thread %d: %s", i, (const char *)res);
     }
+}
+
+/* ---- the discern method ---- */
+
+static dsc_estimate_input discern(const char *provider, const char *model, int64_t in_tokens,
+                                  int64_t out_tokens) {
+    return (dsc_estimate_input){.provider = provider,
+                                .model = model,
+                                .input_tokens = in_tokens,
+                                .output_tokens = out_tokens,
+                                .method = DSC_METHOD_DISCERN};
+}
+
+static dsc_estimate compute_ok(const dsc_estimate_input *in) {
+    dsc_estimate est;
+    dsc_error err;
+    dsc_status st = dsc_estimate_compute(cat, in, &est, &err);
+    cr_assert_eq(st, DSC_OK, "%s/%s: %s", in->provider, in->model, err.message);
+    return est;
+}
+
+/* The range holds the disclosed value and is at most 6 wide (max / min). */
+static void expect_brackets(const char *what, dsc_range r, double disclosed) {
+    cr_assert(r.min <= disclosed && disclosed <= r.max, "%s: %.4g not in [%.4g, %.4g]", what,
+              disclosed, r.min, r.max);
+    cr_assert_leq(r.max / r.min, 6.0, "%s: range [%.4g, %.4g] is %.2f wide", what, r.min, r.max,
+                  r.max / r.min);
+}
+
+Test(estimate, discern_brackets_mistral_large_2_lca_in_lifecycle_scope) {
+    dsc_estimate_input in = discern("mistralai", "mistral-large-2411", 0, 400);
+    in.scope = DSC_SCOPE_LIFECYCLE;
+    dsc_estimate est = compute_ok(&in);
+    expect_brackets("gwp (kg)", est.total.gwp_kgco2eq, 1.14e-3);
+    expect_brackets("water (L)", est.total.wcf_l, 45e-3);
+    cr_assert_eq(est.scope, DSC_SCOPE_LIFECYCLE);
+    cr_assert_not_null(est.assumptions.lifecycle_source);
+    cr_assert_eq(est.warnings & DSC_WARN_LIFECYCLE_CLASS, 0, "a disclosed model is not a class");
+}
+
+Test(estimate, discern_brackets_google_gemini_median_prompt_market_onsite) {
+    dsc_estimate_input in = discern("google_genai", "gemini-2.5-flash", 1000, 400);
+    in.carbon = DSC_CARBON_MARKET;
+    in.water = DSC_WATER_ONSITE;
+    dsc_estimate est = compute_ok(&in);
+    expect_brackets("energy (kWh)", est.total.energy_kwh, 0.24e-3);
+    expect_brackets("water (L)", est.total.wcf_l, 0.26e-3);
+    cr_assert_eq(est.carbon, DSC_CARBON_MARKET);
+    cr_assert_str_eq(est.assumptions.grid_source, "market");
+    cr_assert_str_eq(est.assumptions.accelerator, "TPUv4");
+}
+
+Test(estimate, discern_brackets_openai_average_chatgpt_query) {
+    dsc_estimate_input in = discern("openai", "gpt-4o", 1000, 400);
+    expect_brackets("energy (kWh)", compute_ok(&in).total.energy_kwh, 0.34e-3);
+}
+
+Test(estimate, discern_50000_input_tokens_raise_gpt4o_energy_by_more_than_10_percent) {
+    dsc_estimate_input none = discern("openai", "gpt-4o", 0, 400);
+    dsc_estimate_input rag = discern("openai", "gpt-4o", 50000, 400);
+    dsc_estimate a = compute_ok(&none), b = compute_ok(&rag);
+    cr_assert_gt(b.total.energy_kwh.min, 1.1 * a.total.energy_kwh.min);
+    cr_assert_gt(b.total.energy_kwh.max, 1.1 * a.total.energy_kwh.max);
+}
+
+Test(estimate, discern_2000_reasoning_tokens_at_least_double_a_100_token_answer) {
+    dsc_estimate_input plain = discern("openai", "gpt-4o", 0, 100);
+    dsc_estimate_input thinking = plain;
+    thinking.reasoning_tokens = 2000;
+    dsc_estimate a = compute_ok(&plain), b = compute_ok(&thinking);
+    cr_assert_geq(b.total.energy_kwh.min, 2 * a.total.energy_kwh.min);
+    cr_assert_geq(b.total.energy_kwh.max, 2 * a.total.energy_kwh.max);
+}
+
+Test(estimate, discern_cached_input_tokens_cost_less_than_fresh_ones_but_not_nothing) {
+    dsc_estimate_input none = discern("openai", "gpt-4o", 0, 100);
+    dsc_estimate_input fresh = discern("openai", "gpt-4o", 20000, 100);
+    dsc_estimate_input cached = fresh;
+    cached.cached_input_tokens = 20000;
+    double e0 = compute_ok(&none).total.energy_kwh.max;
+    double ef = compute_ok(&fresh).total.energy_kwh.max;
+    double ec = compute_ok(&cached).total.energy_kwh.max;
+    cr_assert(e0 < ec && ec < ef, "none %g, cached %g, fresh %g", e0, ec, ef);
+}
+
+Test(estimate, discern_cached_tokens_above_input_tokens_are_a_bad_request_naming_the_field) {
+    dsc_estimate_input in = discern("openai", "gpt-4o", 10, 100);
+    in.cached_input_tokens = 11;
+    dsc_estimate est;
+    dsc_error err;
+    cr_assert_eq(dsc_estimate_compute(cat, &in, &est, &err), DSC_BAD_REQUEST);
+    cr_assert_not_null(strstr(err.message, "cached_input_tokens"), "%s", err.message);
+}
+
+Test(estimate, discern_estimates_an_unknown_model_with_the_widest_class_and_flags_it) {
+    dsc_estimate_input in = discern("openai", "gpt-9-preview", 1000, 400);
+    dsc_estimate est = compute_ok(&in);
+    cr_assert_str_eq(est.assumptions.params_source, "fallback-class");
+    cr_assert(est.warnings & DSC_WARN_FALLBACK_CLASS);
+    cr_assert(est.warnings & DSC_WARN_MODEL_UNLISTED);
+    dsc_estimate_input known = discern("openai", "gpt-4o", 1000, 400);
+    dsc_estimate k = compute_ok(&known);
+    cr_assert_lt(est.total.energy_kwh.min, k.total.energy_kwh.min);
+    cr_assert_gt(est.total.energy_kwh.max, k.total.energy_kwh.max);
+    in.method = DSC_METHOD_ECOLOGITS;
+    cr_assert_eq(dsc_estimate_compute(cat, &in, &est, NULL), DSC_UNKNOWN_MODEL);
+}
+
+Test(estimate, discern_estimates_an_unlisted_model_from_the_parameters_given) {
+    dsc_estimate_input dense = discern("mistralai", "my-finetune", 0, 400);
+    dense.parameters_b = 123;
+    dsc_estimate_input listed = discern("mistralai", "mistral-large-2411", 0, 400);
+    dsc_estimate a = compute_ok(&dense), b = compute_ok(&listed);
+    cr_assert_str_eq(a.assumptions.params_source, "request");
+    cr_assert(a.warnings & DSC_WARN_MODEL_UNLISTED);
+    cr_assert_eq(a.warnings & DSC_WARN_FALLBACK_CLASS, 0);
+    cr_assert_float_eq(a.total.energy_kwh.max, b.total.energy_kwh.max, 1e-15);
+    dsc_estimate_input moe = discern("mistralai", "my-moe", 0, 400);
+    moe.active_parameters_b = 20;
+    moe.total_parameters_b = 120;
+    dsc_estimate c = compute_ok(&moe);
+    cr_assert_float_eq(c.assumptions.active_params_b.max, 20, 1e-12);
+    cr_assert_float_eq(c.assumptions.total_params_b.max, 120, 1e-12);
+    cr_assert_lt(c.total.energy_kwh.max, a.total.energy_kwh.max);
+}
+
+Test(estimate, discern_uses_a_live_grid_value_while_valid_and_ecologits_never_does) {
+    dsc_grid *g = dsc_grid_new();
+    cr_assert_not_null(g);
+    dsc_estimate_input in = discern("mistralai", "mistral-large-2411", 0, 400);
+    in.zone = "DEU";
+    in.grid = g;
+    in.now = 1000;
+    dsc_estimate annual = compute_ok(&in);
+    cr_assert_str_eq(annual.assumptions.grid_source, "annual");
+    cr_assert_float_eq(annual.assumptions.gco2e_per_kwh, 344.14, 1e-9);
+    cr_assert_eq(dsc_grid_set_live(g, "DEU", 688.28, 2000, NULL), DSC_OK);
+    dsc_estimate live = compute_ok(&in);
+    cr_assert_str_eq(live.assumptions.grid_source, "live");
+    cr_assert_float_eq(live.usage.gwp_kgco2eq.max, 2 * annual.usage.gwp_kgco2eq.max, 1e-15);
+    in.now = 2000; /* expired */
+    cr_assert_str_eq(compute_ok(&in).assumptions.grid_source, "annual");
+    in.now = 1000;
+    in.method = DSC_METHOD_ECOLOGITS;
+    dsc_estimate eco = compute_ok(&in);
+    cr_assert_str_eq(eco.assumptions.grid_source, "annual");
+    cr_assert_float_eq(eco.assumptions.gco2e_per_kwh, 344.14, 1e-9);
+    dsc_grid_free(g);
+}
+
+Test(estimate, discern_market_carbon_uses_the_provider_factor_or_says_it_has_none) {
+    dsc_estimate_input in = discern("google_genai", "gemini-2.5-flash", 1000, 400);
+    in.carbon = DSC_CARBON_MARKET;
+    dsc_estimate g = compute_ok(&in);
+    cr_assert_float_eq(g.assumptions.gco2e_per_kwh, 125, 1e-9);
+    dsc_estimate_input o = discern("openai", "gpt-4o", 1000, 400);
+    o.carbon = DSC_CARBON_MARKET;
+    dsc_estimate est = compute_ok(&o);
+    cr_assert(est.warnings & DSC_WARN_MARKET_UNKNOWN);
+    cr_assert_eq(est.carbon, DSC_CARBON_LOCATION, "the answer says what it used");
+}
+
+Test(estimate, discern_total_water_adds_the_water_of_electricity_generation) {
+    dsc_estimate_input in = discern("openai", "gpt-4o", 1000, 400);
+    dsc_estimate onsite = compute_ok(&in);
+    in.water = DSC_WATER_TOTAL;
+    dsc_estimate total = compute_ok(&in);
+    /* USA: 0.569 L/kWh on site; 1.2 x 3.1321 L/kWh off site, per kWh of IT energy */
+    double it = total.bound[1].it_energy_kwh;
+    cr_assert_float_eq(onsite.total.wcf_l.max, it * 0.569, 1e-15);
+    cr_assert_float_eq(total.total.wcf_l.max, it * (0.569 + 1.2 * 3.1321), 1e-15);
+}
+
+Test(estimate, discern_lifecycle_of_an_undisclosed_model_adds_the_class_value_flagged) {
+    dsc_estimate_input in = discern("openai", "gpt-4o", 1000, 400);
+    dsc_estimate inference = compute_ok(&in);
+    in.scope = DSC_SCOPE_LIFECYCLE;
+    dsc_estimate life = compute_ok(&in);
+    cr_assert(life.warnings & DSC_WARN_LIFECYCLE_CLASS);
+    cr_assert_float_eq(life.total.gwp_kgco2eq.max - inference.total.gwp_kgco2eq.max,
+                       0.84 * inference.usage.gwp_kgco2eq.max, 1e-15);
+    cr_assert_float_eq(life.total.energy_kwh.max, inference.total.energy_kwh.max, 1e-18);
+    cr_assert_null(inference.assumptions.lifecycle_source);
+}
+
+Test(estimate, discern_images_scale_with_their_count_and_size) {
+    dsc_estimate_input one = discern("openai", "gpt-image-1", 0, 0);
+    one.images = 1;
+    dsc_estimate_input four = one;
+    four.images = 4;
+    dsc_estimate_input big = one;
+    big.image_pixels = 2048 * 2048;
+    double e1 = compute_ok(&one).total.energy_kwh.max;
+    cr_assert_float_eq(compute_ok(&four).total.energy_kwh.max, 4 * e1, 1e-15);
+    cr_assert_float_eq(compute_ok(&big).total.energy_kwh.max, 4 * e1, 1e-15);
+    /* 2.9 Wh of accelerator energy x host overhead 1.603 x PUE 1.2 */
+    cr_assert_float_eq(e1, 2.9e-3 * 1.603 * 1.2, 1e-12);
+}
+
+Test(estimate, discern_embeddings_count_input_tokens_only) {
+    dsc_estimate_input in = discern("openai", "text-embedding-3-large", 1000, 0);
+    in.modality = DSC_MODALITY_EMBEDDING;
+    dsc_estimate a = compute_ok(&in);
+    in.output_tokens = 500;
+    in.reasoning_tokens = 500;
+    dsc_estimate b = compute_ok(&in);
+    cr_assert_float_eq(a.total.energy_kwh.max, b.total.energy_kwh.max, 1e-18);
+    cr_assert_gt(a.total.energy_kwh.max, 0);
+    cr_assert_str_eq(a.assumptions.params_source, "fallback-class");
+    cr_assert_float_eq(a.assumptions.active_params_b.max, 7, 1e-12);
+}
+
+Test(estimate, every_answer_states_its_scope_and_assumptions) {
+    dsc_estimate_input eco = request("openai", "gpt-4o", 500);
+    dsc_estimate e = compute_ok(&eco);
+    cr_assert_eq(e.scope, DSC_SCOPE_INFERENCE);
+    cr_assert_eq(e.water, DSC_WATER_TOTAL, "EcoLogits counts the water of electricity too");
+    cr_assert_str_eq(e.assumptions.accelerator, "H100");
+    cr_assert_float_eq(e.assumptions.batch.min, 64, 1e-12);
+    cr_assert_str_eq(e.assumptions.zone_source, "provider");
+    dsc_estimate_input d = discern("openai", "gpt-4o", 0, 500);
+    d.zone = "FRA";
+    dsc_estimate x = compute_ok(&d);
+    cr_assert_str_eq(x.assumptions.zone_source, "request");
+    cr_assert_float_eq(x.assumptions.batch.min, 64, 1e-12);
+    cr_assert_float_eq(x.assumptions.batch.max, 256, 1e-12);
+    cr_assert_float_eq(x.assumptions.precision_bits, 8, 1e-12);
+    cr_assert_str_eq(dsc_scope_name(x.scope), "inference");
+    cr_assert_str_eq(dsc_carbon_name(x.carbon), "location");
+    cr_assert_str_eq(dsc_water_name(x.water), "onsite");
+}
+
+Test(estimate, scope_carbon_and_water_names_parse_and_refuse_unknown_ones) {
+    dsc_scope s;
+    dsc_carbon c;
+    dsc_water w;
+    cr_assert_eq(dsc_scope_parse("lifecycle", &s), DSC_OK);
+    cr_assert_eq(s, DSC_SCOPE_LIFECYCLE);
+    cr_assert_eq(dsc_carbon_parse("market", &c), DSC_OK);
+    cr_assert_eq(c, DSC_CARBON_MARKET);
+    cr_assert_eq(dsc_water_parse("total", &w), DSC_OK);
+    cr_assert_eq(w, DSC_WATER_TOTAL);
+    cr_assert_eq(dsc_scope_parse("everything", &s), DSC_BAD_REQUEST);
+    cr_assert_eq(dsc_carbon_parse(NULL, &c), DSC_BAD_REQUEST);
+    cr_assert_eq(dsc_method_parse("discern", NULL), DSC_OK);
 }

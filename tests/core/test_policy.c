@@ -394,6 +394,33 @@ Test(policy, what_if_estimates_and_model_lists_come_from_the_oracle) {
     dsc_policy_vm_free(vm);
 }
 
+/* An oracle answering with the method and scope it was asked for, in the gwp. */
+static dsc_status echo_estimate(void *ud, const dsc_estimate_input *in, dsc_estimate *out,
+                                dsc_error *err) {
+    (void)ud;
+    (void)err;
+    memset(out, 0, sizeof *out);
+    out->total.gwp_kgco2eq.max = (double)(in->method * 100 + in->scope * 10 + in->water) / 1000.0;
+    return DSC_OK;
+}
+
+Test(policy, what_if_estimates_use_the_method_and_scope_of_the_request_estimate) {
+    put("a.lua", POLICY("return allow(string.format('%.0f', "
+                        "ctx.estimate{model = 'gpt-4o-mini'}.gco2e.max))"));
+    dsc_policy_vm *vm = vm_for(NULL);
+    dsc_policy_oracle o = {NULL, echo_estimate, fake_models};
+    dsc_policy_vm_set_oracle(vm, &o);
+    dsc_estimate e = est_g(4.0);
+    e.method = DSC_METHOD_DISCERN;
+    e.scope = DSC_SCOPE_LIFECYCLE;
+    e.water = DSC_WATER_TOTAL;
+    dsc_policy_input in = request(&e);
+    dsc_decision d;
+    cr_assert_eq(dsc_policy_vm_decide(vm, &in, &d), DSC_OK, "%s", d.reason);
+    cr_assert_str_eq(d.reason, "111", "what-if asked with method/scope/water %s", d.reason);
+    dsc_policy_vm_free(vm);
+}
+
 static void capture_log(void *ud, const char *policy, const char *line) {
     snprintf(ud, 128, "%s: %s", policy, line);
 }

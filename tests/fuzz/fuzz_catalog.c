@@ -1,8 +1,8 @@
 /*
  * fuzz_catalog.c - libFuzzer target for the catalogue loaders (core/catalog.c): the
- * first input byte picks one of models.json, providers.json, electricity_mixes.csv
- * and prices.json, the rest of the input becomes that file, and the other three are
- * small valid files (tests/fuzz/catalog_base). Then dsc_catalog_load reads the
+ * first input byte picks one of models.json, providers.json, electricity_mixes.csv,
+ * prices.json and serving.json, the rest of the input becomes that file, and the
+ * others are small valid files (tests/fuzz/catalog_base). Then dsc_catalog_load reads the
  * folder as the daemon does at start; a catalogue that loads is looked up, so that
  * what the loaders accept is usable.
  */
@@ -14,7 +14,7 @@
 #include <stdlib.h>
 
 static const char *const files[] = {"models.json", "providers.json", "electricity_mixes.csv",
-                                    "prices.json"};
+                                    "prices.json", "serving.json"};
 #define N_FILES (sizeof files / sizeof files[0])
 
 static char *base[N_FILES];

@@ -109,6 +109,169 @@ Test(methods, estimate_errors_name_the_field) {
     th_client_free(c);
 }
 
+/* ------------------------------------------------------- the discern method -- */
+
+#define DISCERN_EST(extra)                                                                         \
+    "{\"provider\": \"openai\", \"model\": \"gpt-4o\", \"input_tokens\": 1000, "                   \
+    "\"output_tokens\": 400, \"method\": \"discern\"" extra "}"
+
+static double energy_max(json_t *res) {
+    return num(json_object_get(json_object_get(res, "estimate"), "energy_kwh"), "max");
+}
+
+Test(methods, estimate_with_method_discern_states_its_scope_and_assumptions) {
+    th_client *c = th_connect_tcp(&srv);
+    json_t *res, *r = ok(c, "estimate",
+                         DISCERN_EST(", \"scope\": \"lifecycle\", "
+                                     "\"water\": \"total\""),
+                         &res);
+    cr_assert_str_eq(str(res, "method"), "discern");
+    json_t *scope = json_object_get(res, "scope");
+    cr_assert_str_eq(str(scope, "boundary"), "lifecycle");
+    cr_assert_str_eq(str(scope, "carbon"), "location");
+    cr_assert_str_eq(str(scope, "water"), "total");
+    cr_assert(json_array_size(json_object_get(scope, "includes")) >= 6);
+    json_t *a = json_object_get(res, "assumptions");
+    cr_assert_str_eq(str(a, "accelerator"), "H100");
+    cr_assert_eq(num(json_object_get(a, "batch"), "max"), 256);
+    cr_assert_str_eq(str(a, "params_source"), "catalogue");
+    cr_assert_str_eq(str(a, "zone_source"), "provider");
+    cr_assert_str_eq(str(a, "grid_source"), "annual");
+    cr_assert(json_is_string(json_object_get(a, "lifecycle_source")));
+    cr_assert_str_eq(json_string_value(json_array_get(json_object_get(res, "warnings"), 2)),
+                     "lifecycle-class-value");
+    json_decref(r);
+    r = ok(c, "estimate", "{\"provider\": \"openai\", \"model\": \"gpt-4o\", \"output_tokens\": 1}",
+           &res);
+    json_t *eco = json_object_get(res, "scope");
+    cr_assert_str_eq(str(eco, "boundary"), "inference");
+    cr_assert_str_eq(str(eco, "water"), "total");
+    json_decref(r);
+    th_client_free(c);
+}
+
+Test(methods, discern_estimates_an_unknown_model_and_counts_reasoning_and_cached_tokens) {
+    th_client *c = th_connect_tcp(&srv);
+    json_t *res, *r = ok(c, "estimate",
+                         "{\"provider\": \"openai\", \"model\": \"gpt-9\", \"output_tokens\": 10, "
+                         "\"method\": \"discern\"}",
+                         &res);
+    json_t *w = json_object_get(res, "warnings");
+    cr_assert_str_eq(json_string_value(json_array_get(w, 0)), "model-not-in-catalogue");
+    cr_assert_str_eq(json_string_value(json_array_get(w, 1)), "model-fallback-class");
+    cr_assert_str_eq(str(json_object_get(res, "assumptions"), "params_source"), "fallback-class");
+    json_decref(r);
+    r = ok(c, "estimate", DISCERN_EST(""), &res);
+    double plain = energy_max(res);
+    json_decref(r);
+    r = ok(c, "estimate", DISCERN_EST(", \"reasoning_tokens\": 2000"), &res);
+    cr_assert_gt(energy_max(res), 2 * plain);
+    json_decref(r);
+    r = ok(c, "estimate", DISCERN_EST(", \"cached_input_tokens\": 1000"), &res);
+    cr_assert_lt(energy_max(res), plain);
+    json_decref(r);
+    th_client_free(c);
+}
+
+Test(methods, discern_params_errors_name_the_field) {
+    th_client *c = th_connect_tcp(&srv);
+    fails(c, "estimate", DISCERN_EST(", \"scope\": \"all\""), "bad_request", "field 'scope'");
+    fails(c, "estimate", DISCERN_EST(", \"carbon\": \"green\""), "bad_request", "field 'carbon'");
+    fails(c, "estimate", DISCERN_EST(", \"water\": \"sea\""), "bad_request", "field 'water'");
+    fails(c, "estimate", DISCERN_EST(", \"method\": \"magic\""), "bad_request", "field 'method'");
+    fails(c, "estimate", DISCERN_EST(", \"image_size\": \"big\""), "bad_request",
+          "field 'image_size'");
+    fails(c, "estimate", DISCERN_EST(", \"cached_input_tokens\": 5000"), "bad_request",
+          "cached_input_tokens");
+    fails(c, "estimate", DISCERN_EST(", \"parameters_b\": -3"), "bad_request", "parameters_b");
+    th_client_free(c);
+}
+
+Test(methods, a_live_grid_value_changes_discern_estimates_while_valid_and_not_ecologits_ones) {
+    th_client *c = th_connect_tcp(&srv), *a = admin(&srv);
+    const char *deu_discern = "{\"provider\": \"openai\", \"model\": \"gpt-4o\", "
+                              "\"output_tokens\": 400, \"zone\": \"DEU\", \"method\": \"discern\"}";
+    const char *deu_eco = "{\"provider\": \"openai\", \"model\": \"gpt-4o\", "
+                          "\"output_tokens\": 400, \"zone\": \"DEU\"}";
+    json_t *res, *r = ok(c, "estimate", deu_discern, &res);
+    double before = num(json_object_get(json_object_get(res, "usage"), "gwp_kgco2eq"), "max");
+    json_decref(r);
+    r = ok(c, "estimate", deu_eco, &res);
+    double eco_before = num(json_object_get(json_object_get(res, "usage"), "gwp_kgco2eq"), "max");
+    json_decref(r);
+    char params[200];
+    snprintf(params, sizeof params,
+             "{\"zone\": \"DEU\", \"gco2e_per_kwh\": 688.28, \"valid_until\": %lld}",
+             (long long)time(NULL) + 3600);
+    json_decref(ok(a, "grid.set", params, &res));
+    r = ok(c, "estimate", deu_discern, &res);
+    json_t *as = json_object_get(res, "assumptions");
+    cr_assert_str_eq(str(as, "grid_source"), "live");
+    cr_assert_eq(num(as, "gco2e_per_kwh"), 688.28);
+    double after = num(json_object_get(json_object_get(res, "usage"), "gwp_kgco2eq"), "max");
+    cr_assert_float_eq(after, 2 * before, 1e-12);
+    json_decref(r);
+    r = ok(c, "estimate", deu_eco, &res);
+    cr_assert_str_eq(str(json_object_get(res, "assumptions"), "grid_source"), "annual");
+    cr_assert_eq(num(json_object_get(json_object_get(res, "usage"), "gwp_kgco2eq"), "max"),
+                 eco_before);
+    json_decref(r);
+    th_client_free(a);
+    th_client_free(c);
+}
+
+Test(methods, check_and_settle_under_discern_carry_scope_assumptions_and_reasoning_tokens) {
+    th_client *c = th_connect_tcp(&srv);
+    json_t *res, *r = ok(c, "check",
+                         "{" SUBJECT ", \"provider\": \"openai\", \"model\": \"gpt-9\", "
+                         "\"input_tokens\": 100, \"output_tokens\": 100, \"reasoning_tokens\": "
+                         "500, \"purpose\": \"code-review\", \"method\": \"discern\"}",
+                         &res);
+    cr_assert_str_eq(str(res, "method"), "discern");
+    cr_assert_str_eq(str(json_object_get(res, "scope"), "boundary"), "inference");
+    cr_assert_str_eq(str(json_object_get(res, "assumptions"), "params_source"), "fallback-class");
+    cr_assert(json_array_size(json_object_get(res, "warnings")) >= 2);
+    char resv[64], params[300];
+    snprintf(resv, sizeof resv, "%s", str(res, "reservation"));
+    json_decref(r);
+    snprintf(params, sizeof params,
+             "{\"reservation\": \"%s\", \"input_tokens\": 100, \"output_tokens\": 100, "
+             "\"reasoning_tokens\": 3000, \"method\": \"discern\"}",
+             resv);
+    r = ok(c, "settle", params, &res);
+    cr_assert_str_eq(str(res, "method"), "discern");
+    double with_reasoning = num(json_object_get(res, "charged"), "energy_wh");
+    json_decref(r);
+    r = ok(c, "estimate",
+           "{\"provider\": \"openai\", \"model\": \"gpt-9\", \"input_tokens\": 100, "
+           "\"output_tokens\": 100, \"method\": \"discern\"}",
+           &res);
+    cr_assert_gt(with_reasoning, 10 * energy_max(res) * 1e3,
+                 "settle charged %g Wh: the reasoning tokens were not counted", with_reasoning);
+    json_decref(r);
+    th_client_free(c);
+}
+
+Test(estimate_method, a_server_configured_for_discern_uses_it_when_a_request_names_none,
+     .timeout = 30) {
+    th_server s;
+    th_server_start(&s, "estimate_method = \"discern\"\n");
+    th_client *c = th_connect_tcp(&s);
+    json_t *res,
+        *r = ok(c, "estimate",
+                "{\"provider\": \"openai\", \"model\": \"gpt-9\", \"output_tokens\": 1}", &res);
+    cr_assert_str_eq(str(res, "method"), "discern");
+    json_decref(r);
+    r = ok(c, "estimate",
+           "{\"provider\": \"openai\", \"model\": \"gpt-4o\", \"output_tokens\": 1, \"method\": "
+           "\"ecologits\"}",
+           &res);
+    cr_assert_str_eq(str(res, "method"), "ecologits");
+    json_decref(r);
+    th_client_free(c);
+    th_server_cleanup(&s);
+}
+
 Test(methods, models_list_lists_all_or_one_provider_and_names_an_unknown_one) {
     th_client *c = th_connect_unix(&srv);
     json_t *res, *all = ok(c, "models.list", NULL, &res);

@@ -9,6 +9,9 @@
  *                           "datacenter_wue"}, ...}  (PUE/WUE a number or {min,max})
  *   prices.json            optional list prices: {"currency": "USD", "prices": [{"provider",
  *                          "model", "input", "output", "as_of", "source"}]} (per M tokens)
+ *   serving.json           optional: the serving assumptions of the discern method
+ *                          (accelerators, per-provider profiles, model overrides,
+ *                          lifecycle, image and embedding classes; core/data/README.md)
  * After loading, the catalogue is read-only: every lookup is safe from many threads.
  *
  *   dsc_error err;
@@ -38,7 +41,8 @@ DSC_API_BEGIN
 #define DSC_CATALOG_MODELS_FILE "models.json"
 #define DSC_CATALOG_MIXES_FILE "electricity_mixes.csv"
 #define DSC_CATALOG_PROVIDERS_FILE "providers.json"
-#define DSC_CATALOG_PRICES_FILE "prices.json" /* optional */
+#define DSC_CATALOG_PRICES_FILE "prices.json"   /* optional */
+#define DSC_CATALOG_SERVING_FILE "serving.json" /* optional: the discern method's data */
 
 /* Longest zone code kept (ISO 3166-1 alpha-3 needs 3; the field holds up to 7). */
 #define DSC_ZONE_MAX 8
@@ -97,6 +101,68 @@ typedef struct dsc_price {
     const char *source;     /* where it was published */
 } dsc_price;
 
+/* ---- serving.json: the data of the discern method ---- */
+
+/* One accelerator class: what a device holds, draws and costs to make. */
+typedef struct dsc_accelerator {
+    const char *name;          /* "H100" */
+    double memory_gb;          /* HBM per device */
+    double power_w;            /* board power while serving */
+    double bandwidth_bytes_s;  /* peak HBM bandwidth */
+    double peak_flops;         /* dense 16-bit FLOP/s */
+    double per_server;         /* devices per server */
+    double embodied[3];        /* per device: kgCO2eq, kgSbeq, MJ (DSC_CRIT_*) */
+    double server_embodied[3]; /* per server without its devices */
+} dsc_accelerator;
+
+/* Index of the three embodied criteria. */
+enum { DSC_CRIT_GWP = 0, DSC_CRIT_ADPE = 1, DSC_CRIT_PE = 2 };
+
+/* How a provider (or one model) is served. */
+typedef struct dsc_serving {
+    const dsc_accelerator *accelerator;
+    double precision_bits; /* bits per weight */
+    dsc_range batch;       /* concurrent requests sharing a decode step */
+} dsc_serving;
+
+/* A provider's serving profile ("*" is the default of unlisted providers). */
+typedef struct dsc_serving_provider {
+    const char *name;
+    dsc_serving serving;
+    double market_gwp_kgco2eq_per_kwh; /* < 0: no market-based factor published */
+    dsc_range fallback_active_b;       /* class of an unknown model of this provider */
+    dsc_range fallback_total_b;
+} dsc_serving_provider;
+
+/* A per-model override: serving (fields with accelerator NULL / 0 keep the provider's)
+ * and, for a model models.json lacks, its size (active_b.max == 0: not given). */
+typedef struct dsc_serving_model {
+    const char *provider, *model;
+    dsc_serving serving;
+    dsc_range active_b, total_b;
+} dsc_serving_model;
+
+/* What the lifecycle scope adds beyond inference: usage impacts x usage_multiplier
+ * (training amortised, rest of the infrastructure) plus IT energy x per_kwh_it. */
+typedef struct dsc_lifecycle {
+    dsc_range usage_multiplier;
+    double per_kwh_it_gwp, per_kwh_it_wcf, per_kwh_it_adpe, per_kwh_it_pe;
+    const char *source;
+    int per_model; /* 1: disclosed for this model; 0: the class value */
+} dsc_lifecycle;
+
+/* The constants of the discern method. */
+typedef struct dsc_method_data {
+    double bandwidth_efficiency; /* share of peak HBM bandwidth reached in decode */
+    double prefill_mfu;          /* model FLOPs utilisation in prefill */
+    double cached_input_factor;  /* cost of a cached input token / an uncached one */
+    double host_overhead;        /* IT energy / accelerator energy (host, idle) */
+    double lifetime_s;           /* hardware lifetime */
+    dsc_range image_wh;          /* accelerator energy per reference image */
+    double image_reference_pixels;
+    dsc_range embedding_active_b; /* class of an unknown embedding model */
+} dsc_method_data;
+
 typedef struct dsc_catalog dsc_catalog;
 
 /* Load the three files of dir. Returns a catalogue owned by the caller (free with
@@ -124,6 +190,21 @@ const char *dsc_catalog_currency(const dsc_catalog *cat);
 /* What a request costs at price p, in micro-units of the currency (1 USD = 1 000 000),
  * rounded to the nearest; 0 when p is NULL or a count is negative. */
 int64_t dsc_price_cost_micro(const dsc_price *p, int64_t input_tokens, int64_t output_tokens);
+
+/* The discern method's data; NULL when the directory has no serving.json. */
+const dsc_method_data *dsc_catalog_method_data(const dsc_catalog *cat);
+/* The serving profile of provider, else the "*" default; NULL without serving.json. */
+const dsc_serving_provider *dsc_catalog_serving_provider(const dsc_catalog *cat,
+                                                         const char *provider);
+/* The override of (provider, model) in serving.json; NULL when none. */
+const dsc_serving_model *dsc_catalog_serving_model(const dsc_catalog *cat, const char *provider,
+                                                   const char *model);
+/* What the lifecycle scope adds for (provider, model): its disclosed record, else
+ * the class default; NULL without serving.json. */
+const dsc_lifecycle *dsc_catalog_lifecycle(const dsc_catalog *cat, const char *provider,
+                                           const char *model);
+/* The accelerator class named name; NULL when unknown. */
+const dsc_accelerator *dsc_catalog_accelerator(const dsc_catalog *cat, const char *name);
 
 /* Iteration, in a stable order (models by provider then name; others by name). */
 size_t dsc_catalog_model_count(const dsc_catalog *cat);
