@@ -68,7 +68,11 @@ typedef struct dsc_window_counter {
 /* Parse a window ("month", "rolling:1h", "rate:100/1m"); DSC_BAD_REQUEST naming the
  * text when it is not one. */
 dsc_status dsc_window_parse(const char *text, dsc_window *out, dsc_error *err);
-/* Parse a duration "<int><s|m|h|d|w>" into µs; false when malformed or not > 0. */
+/* The longest duration a window takes: 100 000 days (about 274 years). */
+#define DSC_DURATION_MAX_S (100000LL * 86400)
+
+/* Parse a duration "<int><s|m|h|d|w>" into µs; false when malformed, not > 0 or
+ * longer than DSC_DURATION_MAX_S. */
 bool dsc_duration_parse(const char *text, int64_t *us);
 /* Parse a timezone ("UTC", "+02:00", "-0530", "local"); NULL or "" is UTC. */
 dsc_status dsc_tz_parse(const char *text, dsc_tz *out, dsc_error *err);
