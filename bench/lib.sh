@@ -9,7 +9,9 @@
 #
 # The caller defines die() and sets $root, $build, $keep_logs, and for discernd
 # $durability, $workers, $token, $store_path (a file name inside the folder, or empty
-# for no store) and optionally the array $pin_server (a command prefix, e.g. taskset).
+# for no store) and optionally the array $pin_server (a command prefix, e.g. taskset)
+# and $start_tenths (how long discernd may take to start, default 50 = 5 s) and
+# $discernd_bin (another discernd binary than $bin/discernd).
 
 # bench_init PREFIX: a fresh temporary folder, and cleanup of every pid in $pids on exit.
 bench_init() {
@@ -76,13 +78,16 @@ log_level = "warn"
 EOF
         for line in "$@"; do echo "$line"; done
     } >"$dir/discernd.conf"
-    "${pin_server[@]+"${pin_server[@]}"}" "$bin/discernd" --config "$dir/discernd.conf" \
+    "${pin_server[@]+"${pin_server[@]}"}" "${discernd_bin:-$bin/discernd}" --config "$dir/discernd.conf" \
         2>"$dir/discernd.log" &
     dsc_pid=$!
     pids+=("$dsc_pid")
-    wait_file "$dir/ports" "$dsc_pid" "$dir/discernd.log" 50 "discernd exited at start"
+    wait_file "$dir/ports" "$dsc_pid" "$dir/discernd.log" "${start_tenths:-50}" "discernd exited at start"
     dsc_port=$(head -1 "$dir/ports")
     [ -n "$dsc_port" ] || die "discernd wrote no port"
+    # TCP callers need a key (require_auth): loadgen's connections authenticate with
+    # the admin token, which auth accepts as a key.
+    export DISCERN_KEY=$token
 }
 
 # wait_file FILE PID LOG TENTHS WHY: wait until FILE has content, at most TENTHS

@@ -83,6 +83,7 @@ typedef struct opts {
     bool sequential; /* users u0, u1, ... in turn instead of at random */
     const char *setup;
     const char *admin_token;
+    const char *key; /* every load connection authenticates with it first */
     double budget_limit;
     const char *budget_metric;
     const char *budget_window;
@@ -535,6 +536,43 @@ static void conn_close(run *r, conn *c, const char *why) {
     c->inflight = 0;
 }
 
+/* Authenticate a fresh (still blocking) connection with token, before the load:
+ * one auth request, one reply, which must not be an error. */
+static void conn_auth(int fd, const char *token) {
+    msgpack_sbuffer sb;
+    msgpack_sbuffer_init(&sb);
+    msgpack_packer pk;
+    msgpack_packer_init(&pk, &sb, msgpack_sbuffer_write);
+    msgpack_pack_array(&pk, 4);
+    msgpack_pack_int(&pk, 0);
+    msgpack_pack_uint32(&pk, 0);
+    msgpack_pack_str_with_body(&pk, "auth", 4);
+    msgpack_pack_array(&pk, 1);
+    msgpack_pack_map(&pk, 1);
+    pack_kv_str(&pk, "token", token);
+    if (write(fd, sb.data, sb.size) != (ssize_t)sb.size)
+        die("auth: write failed");
+    msgpack_sbuffer_destroy(&sb);
+    msgpack_unpacker up;
+    msgpack_unpacked msg;
+    if (!msgpack_unpacker_init(&up, 4096))
+        die("out of memory");
+    msgpack_unpacked_init(&msg);
+    while (msgpack_unpacker_next(&up, &msg) != MSGPACK_UNPACK_SUCCESS) {
+        msgpack_unpacker_reserve_buffer(&up, 4096);
+        ssize_t n = read(fd, msgpack_unpacker_buffer(&up), msgpack_unpacker_buffer_capacity(&up));
+        if (n <= 0)
+            die("auth: no reply");
+        msgpack_unpacker_buffer_consumed(&up, (size_t)n);
+    }
+    const msgpack_object *a = msg.data.via.array.ptr;
+    if (msg.data.type != MSGPACK_OBJECT_ARRAY || msg.data.via.array.size != 4 ||
+        a[2].type != MSGPACK_OBJECT_NIL)
+        die("auth: the key was refused");
+    msgpack_unpacked_destroy(&msg);
+    msgpack_unpacker_destroy(&up);
+}
+
 static int conn_open(run *r, conn *c) {
     struct sockaddr_in sa = {.sin_family = AF_INET, .sin_port = htons((uint16_t)r->o->port)};
     sa.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
@@ -546,6 +584,8 @@ static int conn_open(run *r, conn *c) {
     }
     int one = 1;
     setsockopt(c->fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof one);
+    const char *token = r->o->key ? r->o->key : r->o->admin_token;
+    if (token && !r->o->setup) conn_auth(c->fd, token);
     fcntl(c->fd, F_SETFL, fcntl(c->fd, F_GETFL) | O_NONBLOCK);
     c->slot_cap = 1;
     while (c->slot_cap < (unsigned)r->o->depth * 2 + 8)
@@ -773,7 +813,9 @@ static void usage(FILE *out) {
             "  --setup-budgets one|users   create budgets and exit: 'one' = org:*,\n"
             "                       'users' = user:u0..user:u<N-1> (needs --admin-token)\n"
             "  --admin-token T      token for auth (or DISCERN_ADMIN_TOKEN); load connections\n"
-            "                       authenticate with it first\n"
+            "                       authenticate with it when no --key is given\n"
+            "  --key K              API key every load connection authenticates with\n"
+            "                       (or DISCERN_KEY; discernd needs one over TCP)\n"
             "  --ack-log FILE       write the reservation of every acknowledged settle\n"
             "  --budget-limit X     limit of each budget (default 1e9)\n"
             "  --budget-metric M    metric of each budget (default gco2e)\n"
@@ -858,6 +900,9 @@ static int parse_args(opts *o, int argc, char **argv) {
         } else if (FLAG("--ack-log", "--ack-log")) {
             if (!v) die("--ack-log: missing value");
             o->ack_log = v, i++;
+        } else if (FLAG("--key", "--key")) {
+            if (!v) die("--key: missing value");
+            o->key = v, i++;
         } else if (FLAG("--budget-limit", "--budget-limit")) {
             o->budget_limit = parse_num(a, v, 0, 1e12), i++;
         } else if (FLAG("--budget-metric", "--budget-metric")) {
@@ -880,21 +925,8 @@ static int parse_args(opts *o, int argc, char **argv) {
 
 /* ------------------------------------------------------------------ main */
 
-/* auth as the first request of every load connection; its reply lets the first batch go. */
-static void authenticate_all(run *r) {
-    for (int i = 0; i < r->o->connections; i++) {
-        conn *c = &r->conns[i];
-        msgpack_packer pk;
-        msgpack_packer_init(&pk, c, out_write);
-        begin_request(c, &pk, K_SETUP, "auth", 1);
-        pack_kv_str(&pk, "token", r->o->admin_token);
-        conn_flush(r, c);
-    }
-}
-
 static int run_load(run *r) {
     const opts *o = r->o;
-    if (o->admin_token) authenticate_all(r);
     long long cpu0 = o->server_pid ? proc_cpu_ticks(o->server_pid) : -1;
     double self0 = self_cpu_s();
     r->t_start = now_ns();
@@ -941,6 +973,7 @@ int main(int argc, char **argv) {
               .budget_metric = "gco2e",
               .budget_window = "month"};
     o.admin_token = getenv("DISCERN_ADMIN_TOKEN");
+    o.key = getenv("DISCERN_KEY");
     parse_args(&o, argc, argv);
     if (o.setup) {
         o.connections = 1;

@@ -109,6 +109,7 @@ build_release discernd loadgen idle_conns
 # --- discernd ----------------------------------------------------------------------
 token=mem-$$-$RANDOM
 start_discernd "$tmp" "max_connections = $((connections + load_connections + 100))" \
+    "max_connections_per_address = 0" \
     "idle_timeout_s = 300"
 pid=$dsc_pid
 port=$dsc_port

@@ -1,16 +1,28 @@
 #!/usr/bin/env bash
-# run.sh - discernd and Redis doing the same budget check, side by side, in one run.
+# run.sh - discernd and its honest peers doing the same decisions, side by side, in one run.
 #
 #   bench/run.sh [--quick] [--duration S] [--connections N] [--method M] [--settle F]
-#                [--workers N] [--durability D] [--no-build] [--keep-logs]
+#                [--workers N] [--durability LIST] [--no-build] [--keep-logs]
 #
-# Builds a Release tree (build-rel/), starts discernd (shipped policies, SQLite store
-# in a temporary folder, durability "full", budgets created through the admin API)
-# and two redis-servers (persistence off; appendonly yes + appendfsync everysec),
-# loads bench/redis_check.lua with SCRIPT LOAD, then for each scenario - 1 budget or
-# 10 000 budgets, pipeline depth 1 or 16, same connection count - drives discernd
-# with bench/loadgen and each Redis with redis-benchmark EVALSHA, back to back so
-# that the machine's speed is the same for both, and prints one table.
+# Builds a Release tree (build-rel/) and, for each scenario - 1 budget or 10 000
+# budgets, pipeline depth 1 or 16, the same connection count everywhere - runs back to
+# back, so that the machine's speed is the same for all of them:
+#   discernd, durability full   bench/loadgen: check (reserve) + settle of each hold,
+#                               shipped policies, SQLite store, budgets set by the API
+#   discernd, durability batch  the same with group commits not waited for
+#   Redis single script         redis-benchmark EVALSHA bench/redis_check.lua (one
+#                               call per decision), appendonly + appendfsync always:
+#                               acknowledged = fsynced, the promise of `full`
+#   Redis reserve+settle        bench/redis_pair: EVALSHA bench/redis_reserve.lua then
+#                               EVALSHA bench/redis_settle.lua per decision, what
+#                               discernd does, same appendfsync always
+#   Redis no persistence        the single script on a Redis without AOF: the ceiling
+# and prints one table: decisions/s, requests/s, each discernd row's ratio to the two
+# Redis `always` rows, server CPU us per decision (/proc/PID/stat), p50 and p99, and
+# bytes per decision: for discernd what it wrote to storage (/proc/PID/io write_bytes:
+# the WAL plus the pages checkpointed into the database) and the database file's
+# growth; for Redis `always` the growth of its AOF. Decisions for these byte counts
+# come from discernd's own `stats` (warm-up included, like the bytes).
 #
 # Servers run on the CPUs in $SERVER_CPUS and the load generators on $CLIENT_CPUS
 # (taskset; default: the last CPU for clients, the others for servers). Every run
@@ -19,7 +31,7 @@ set -euo pipefail
 
 root=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
 command_line="bench/run.sh $*"
-duration=10
+duration=8
 connections=50
 method=check
 settle=1
@@ -27,20 +39,20 @@ build=1
 keep_logs=0
 quick=0
 workers=
-durability=full
+durabilities=full,batch
 
 usage() {
-    sed -n '2,17p' "${BASH_SOURCE[0]}" | sed 's/^# \{0,1\}//'
+    sed -n '2,29p' "${BASH_SOURCE[0]}" | sed 's/^# \{0,1\}//'
     cat <<'EOF'
 Options:
   --quick          2 s per run (a smoke test of the harness, not a measurement)
-  --duration S     measured seconds per run (default 10)
+  --duration S     measured seconds per run (default 8; 20 runs: about 4 minutes)
   --connections N  connections of both load generators (default 50)
   --method M       loadgen method: check (default), estimate or ping
   --settle F       fraction of reservations loadgen settles (default 1)
   --workers N      discernd worker threads (default: one per server CPU)
-  --durability D   discernd durability: full (default, the benchmark), batch or off
-                   (to see what the rest of the request costs)
+  --durability L   discernd durabilities to run, a comma list of full, batch, off
+                   (default full,batch; off shows what the rest of the request costs)
   --no-build       use the existing build-rel/
   --keep-logs      keep the temporary folder with the servers' logs
 Environment: SERVER_CPUS, CLIENT_CPUS (taskset lists, e.g. "1" and "0").
@@ -57,7 +69,7 @@ while [ $# -gt 0 ]; do
         --method) [ $# -ge 2 ] || die "--method needs a value"; method=$2; shift ;;
         --settle) [ $# -ge 2 ] || die "--settle needs a value"; settle=$2; shift ;;
         --workers) [ $# -ge 2 ] || die "--workers needs a value"; workers=$2; shift ;;
-        --durability) [ $# -ge 2 ] || die "--durability needs a value"; durability=$2; shift ;;
+        --durability) [ $# -ge 2 ] || die "--durability needs a value"; durabilities=$2; shift ;;
         --no-build) build=0 ;;
         --keep-logs) keep_logs=1 ;;
         -h|--help) usage; exit 0 ;;
@@ -96,33 +108,67 @@ else
     pinning="not pinned (one CPU, or no taskset)"
 fi
 [ -n "$workers" ] || workers=$server_ncpu
-case "$durability" in full|batch|off) ;; *) die "--durability: expected full, batch or off, got '$durability'" ;; esac
+IFS=, read -r -a dur_list <<<"$durabilities"
+[ "${#dur_list[@]}" -ge 1 ] || die "--durability: expected a list of full, batch, off"
+for d in "${dur_list[@]}"; do
+    case "$d" in full|batch|off) ;; *) die "--durability: expected full, batch or off, got '$d'" ;; esac
+done
 [[ "$workers" =~ ^[0-9]+$ ]] && [ "$workers" -ge 1 ] || die "--workers: expected a count, got '$workers'"
 
 # --- build -------------------------------------------------------------------------
-build_release discernd loadgen
+build_release discernd loadgen redis_pair
+if [ "$build" = 1 ]; then # the CLI (target discern-cli) reads discernd's counters
+    cmake --build "$root/build-rel" -j2 --target discern-cli >>"$tmp/cmake.log" 2>&1 ||
+        { tail -30 "$tmp/cmake.log"; die "build failed"; }
+fi
+[ -x "$bin/discern" ] || die "no discern in $bin (drop --no-build)"
 
 # --- discernd ----------------------------------------------------------------------
 token=bench-$$-$RANDOM
 store_path=discern.db
+declare -A dsc_pids dsc_ports dsc_dirs
 
-setup_budgets() { # setup_budgets one|users
-    timeout 120 "${pin_client[@]}" "$bin/loadgen" --port "$dsc_port" --setup-budgets "$1" \
-        --admin-token "$token" --timeout 100 >"$tmp/setup-$1.log" ||
-        { cat "$tmp/setup-$1.log"; die "budget setup through the API failed"; }
+setup_budgets() { # setup_budgets PORT one|users
+    timeout 120 "${pin_client[@]}" "$bin/loadgen" --port "$1" --setup-budgets "$2" \
+        --admin-token "$token" --timeout 100 >"$tmp/setup-$2-$1.log" ||
+        { cat "$tmp/setup-$2-$1.log"; die "budget setup through the API failed"; }
 }
 
-run_discernd() { # run_discernd DEPTH -> RESULT line in $result
-    local out=$tmp/loadgen-$scenario-P$1.log
-    timeout $((${duration%.*} + 30)) "${pin_client[@]}" "$bin/loadgen" --port "$dsc_port" \
-        -c "$connections" -P "$1" -d "$duration" --warmup 1 --method "$method" \
-        --settle "$settle" --server-pid "$dsc_pid" --kv >"$out" 2>&1 || true
+# decisions_so_far PORT: allow + throttle + refuse from discernd's own counters.
+decisions_so_far() {
+    timeout 10 "$bin/discern" stats --json --server "127.0.0.1:$1" 2>/dev/null |
+        python3 -c '
+import json, sys
+try:
+    d = json.load(sys.stdin)["decisions"]
+    print(d["allow"] + d["throttle"] + d["refuse"])
+except Exception:
+    print("")'
+}
+
+write_bytes() { sed -n 's/^write_bytes: //p' "/proc/$1/io" 2>/dev/null || true; }
+file_bytes() { stat -c %s "$1" 2>/dev/null || echo 0; }
+
+run_discernd() { # run_discernd DUR DEPTH -> $result (loadgen's RESULT line + bytes)
+    local pid=${dsc_pids[$1]} port=${dsc_ports[$1]} db=${dsc_dirs[$1]}/$store_path
+    local out=$tmp/loadgen-$scenario-$1-P$2.log n0 n1 w0 w1 s0 s1
+    n0=$(decisions_so_far "$port"); w0=$(write_bytes "$pid"); s0=$(file_bytes "$db")
+    timeout $((${duration%.*} + 30)) "${pin_client[@]}" "$bin/loadgen" --port "$port" \
+        -c "$connections" -P "$2" -d "$duration" --warmup 1 --method "$method" \
+        --settle "$settle" --server-pid "$pid" --kv >"$out" 2>&1 || true
+    n1=$(decisions_so_far "$port"); w1=$(write_bytes "$pid"); s1=$(file_bytes "$db")
     result=$(grep '^RESULT ' "$out" || true)
     [ -n "$result" ] || { cat "$out"; die "loadgen produced no result"; }
     if ! grep -q 'errors=0 ' <<<"$result"; then
-        echo "warning: discernd run with errors ($scenario, P$1):" >&2
+        echo "warning: discernd run with errors ($scenario, $1, P$2):" >&2
         sed -n '/^errors/,$p' "$out" | head -12 >&2
     fi
+    local wpd=- dpd=-
+    if [ -n "$n0" ] && [ -n "$n1" ] && [ "$n1" -gt "$n0" ] && [ -n "$w0" ] && [ -n "$w1" ]; then
+        wpd=$(( (w1 - w0) / (n1 - n0) ))
+        dpd=$(( (s1 - s0) / (n1 - n0) ))
+    fi
+    result="$result written_bpd=$wpd db_bpd=$dpd"
 }
 
 kv() { sed -n "s/.* $1=\([^ ]*\).*/\1/p" <<<" $2"; }
@@ -130,6 +176,8 @@ kv() { sed -n "s/.* $1=\([^ ]*\).*/\1/p" <<<" $2"; }
 # --- Redis -------------------------------------------------------------------------
 declare -A redis_pid redis_port
 sha=
+reserve_sha=
+settle_sha=
 start_redis() { # start_redis NAME [redis-server options]
     local name=$1 dir=$tmp/redis-$1 port
     shift
@@ -146,92 +194,162 @@ start_redis() { # start_redis NAME [redis-server options]
     done
     redis-cli -p "$port" PING >/dev/null || die "redis-server ($name) did not start"
     sha=$(redis-cli -p "$port" SCRIPT LOAD "$(cat "$root/bench/redis_check.lua")")
+    reserve_sha=$(redis-cli -p "$port" SCRIPT LOAD "$(cat "$root/bench/redis_reserve.lua")")
+    settle_sha=$(redis-cli -p "$port" SCRIPT LOAD "$(cat "$root/bench/redis_settle.lua")")
     # per-token factors in micro-gCO2e, budgets with a limit nothing reaches
     redis-cli -p "$port" HSET factors:gpt-4o in 10 out 400 >/dev/null
     for ((i = 0; i < 10000; i++)); do
-        printf 'HSET budget:%012d used 0 limit 1000000000000000000\r\n' "$i"
+        printf 'HSET budget:%012d used 0 held 0 limit 1000000000000000000\r\n' "$i"
     done | redis-cli -p "$port" --pipe >/dev/null
     [ "$(redis-cli -p "$port" DBSIZE)" = 10001 ] || die "redis ($name): budget keys not loaded"
 }
 
-run_redis() { # run_redis NAME DEPTH KEYS -> rps p99_ms cpu_us in $rres
+aof_bytes() { du -sb "$tmp/redis-$1" 2>/dev/null | cut -f1; }
+
+evalsha_stat() { # evalsha_stat NAME FIELD: calls or failed_calls since the last RESETSTAT
+    redis-cli -p "${redis_port[$1]}" INFO commandstats | tr -d '\r' |
+        sed -n "s/^cmdstat_evalsha:\(.*,\)\{0,1\}$2=\([0-9]*\).*/\2/p"
+}
+
+run_redis() { # run_redis NAME DEPTH KEYS -> loadgen-style RESULT line in $result
     local name=$1 depth=$2 keys=$3 port=${redis_port[$1]} pid=${redis_pid[$1]}
     local args=(-p "$port" -c "$connections" -P "$depth" --csv)
     local cmd=(EVALSHA "$sha" 1)
     if [ "$keys" = 1 ]; then cmd+=(budget:000000000000); else args+=(-r "$keys"); cmd+=(budget:__rand_int__); fi
     cmd+=(gpt-4o 1200 800)
     # calibrate (and warm up) for about a second, then size the run to $duration
-    local cal rps n t0 t1 line
-    cal=$(timeout 60 "${pin_client[@]}" redis-benchmark "${args[@]}" -n $((20000 * depth > 200000 ? 200000 : 20000 * depth)) "${cmd[@]}" | tail -1)
+    local cal rps n t0 t1 line a0 a1 failed
+    cal=$(timeout 60 "${pin_client[@]}" redis-benchmark "${args[@]}" -n $((20000 * depth > 100000 ? 100000 : 20000 * depth)) "${cmd[@]}" | tail -1)
     rps=$(cut -d, -f2 <<<"$cal" | tr -d '"')
     n=$(python3 -c "print(max(10000, int(float('$rps') * float('$duration'))))")
     redis-cli -p "$port" CONFIG RESETSTAT >/dev/null
-    t0=$(cpu_ticks "$pid")
+    t0=$(cpu_ticks "$pid"); a0=$(aof_bytes "$name")
     line=$(timeout $((${duration%.*} * 4 + 60)) "${pin_client[@]}" redis-benchmark "${args[@]}" -n "$n" "${cmd[@]}" | tail -1) ||
         die "redis-benchmark ($name) failed or timed out"
-    t1=$(cpu_ticks "$pid")
-    local failed
-    failed=$(redis-cli -p "$port" INFO commandstats | tr -d '\r' |
-        sed -n 's/^cmdstat_evalsha:.*failed_calls=\([0-9]*\).*/\1/p')
+    t1=$(cpu_ticks "$pid"); a1=$(aof_bytes "$name")
+    failed=$(evalsha_stat "$name" failed_calls)
     [ "${failed:-0}" = 0 ] || echo "warning: redis ($name) had $failed failed EVALSHA calls" >&2
-    rres=$(python3 -c "
-import csv, sys
-row = next(csv.reader(['''$line''']))
-rps, p99 = float(row[1]), float(row[6])
-ticks = $t1 - $t0
-print('%.0f %.3f %.2f' % (rps, p99, ticks / $(getconf CLK_TCK) * 1e6 / $n))")
+    result=$(LINE=$line python3 -c "
+import csv, os
+row = next(csv.reader([os.environ['LINE']]))
+rps, p50, p99 = float(row[1]), float(row[4]), float(row[6])
+cpu = ($t1 - $t0) / $(getconf CLK_TCK) * 1e6 / $n
+print('RESULT rps=%.0f check_rps=%.0f p50_us=%.1f p99_us=%.1f errors=${failed:-0} server_cpu_us=%.2f written_bpd=%d db_bpd=-'
+      % (rps, rps, p50 * 1000, p99 * 1000, cpu, ($a1 - $a0) / $n))")
+}
+
+run_redis_pair() { # run_redis_pair NAME DEPTH KEYS -> RESULT line in $result
+    local name=$1 port=${redis_port[$1]} pid=${redis_pid[$1]} out=$tmp/pair-$scenario-P$2.log
+    local a0 a1 calls
+    redis-cli -p "$port" CONFIG RESETSTAT >/dev/null
+    a0=$(aof_bytes "$name")
+    timeout $((${duration%.*} + 30)) "${pin_client[@]}" "$bin/redis_pair" --port "$port" \
+        --reserve "$reserve_sha" --settle "$settle_sha" -c "$connections" -P "$2" \
+        -d "$duration" --warmup 1 --keys "$3" --server-pid "$pid" --kv >"$out" 2>&1 || true
+    a1=$(aof_bytes "$name")
+    result=$(grep '^RESULT ' "$out" || true)
+    [ -n "$result" ] || { cat "$out"; die "redis_pair produced no result"; }
+    grep -q 'errors=0 ' <<<"$result" ||
+        { echo "warning: redis pair run with errors ($scenario, P$2):" >&2; grep '^errors' "$out" >&2; }
+    calls=$(evalsha_stat "$name" calls)
+    # AOF growth over every call of the run (warm-up included), per decision (2 calls)
+    result="$result written_bpd=$(( ${calls:-0} > 0 ? (a1 - a0) * 2 / calls : 0 )) db_bpd=-"
 }
 
 # --- the runs ----------------------------------------------------------------------
 echo "command: $command_line"
+echo "commit: $(git -C "$root" rev-parse --short HEAD 2>/dev/null || echo unknown)$(git -C "$root" diff --quiet HEAD 2>/dev/null || echo ' (with local changes)')"
 echo "machine: $(nproc) CPUs, $(lscpu | sed -n 's/^Model name: *//p' | head -1); load average $(cut -d' ' -f1-3 /proc/loadavg)"
-echo "pinning: $pinning; discernd workers: $workers, durability $durability"
+echo "pinning: $pinning; discernd workers: $workers, durability ${dur_list[*]}"
 echo "runs: $connections connections, ${duration} s measured per run (+1 s warm-up), loadgen --method $method --settle $settle"
+# no automatic AOF rewrite: a rewrite forks in the middle of one run and not another
+start_redis always --appendonly yes --appendfsync always --auto-aof-rewrite-percentage 0
 start_redis noaof --appendonly no
-start_redis aof --appendonly yes --appendfsync everysec
 
 rows=()
+add_row() { # add_row SCENARIO SERVER: from $result
+    rows+=("$1|$2|$(kv check_rps "$result")|$(kv rps "$result")|$(kv server_cpu_us "$result")|$(kv p50_us "$result")|$(kv p99_us "$result")|$(kv written_bpd "$result")|$(kv db_bpd "$result")|$(kv errors "$result")")
+}
 for scenario in one users; do
-    start_discernd "$tmp/$scenario"
-    [ "$method" != check ] || setup_budgets "$scenario"
+    for d in "${dur_list[@]}"; do
+        durability=$d
+        start_discernd "$tmp/$scenario-$d"
+        dsc_pids[$d]=$dsc_pid dsc_ports[$d]=$dsc_port dsc_dirs[$d]=$tmp/$scenario-$d
+        [ "$method" != check ] || setup_budgets "$dsc_port" "$scenario"
+    done
     keys=$([ "$scenario" = one ] && echo 1 || echo 10000)
     label=$([ "$scenario" = one ] && echo "1 budget" || echo "10k budgets")
     for depth in 1 16; do
-        echo "  P$depth, $label: discernd ..." >&2
-        run_discernd "$depth"
-        for r in noaof aof; do
-            echo "  P$depth, $label: redis ($r) ..." >&2
-            run_redis "$r" "$depth" "$keys"
-            read -r rrps rp99 rcpu <<<"$rres"
-            rows+=("$depth|$label|$r|$(kv check_rps "$result")|$(kv rps "$result")|$(kv p99_us "$result")|$(kv server_cpu_us "$result")|$(kv errors "$result")|$rrps|$rp99|$rcpu")
+        for d in "${dur_list[@]}"; do
+            echo "  P$depth, $label: discernd ($d) ..." >&2
+            run_discernd "$d" "$depth"
+            add_row "P$depth, $label" "discernd $d"
         done
+        echo "  P$depth, $label: Redis single script (always) ..." >&2
+        run_redis always "$depth" "$keys"
+        add_row "P$depth, $label" "Redis script, always"
+        if [ "$method" = check ]; then
+            echo "  P$depth, $label: Redis reserve+settle (always) ..." >&2
+            run_redis_pair always "$depth" "$keys"
+            add_row "P$depth, $label" "Redis reserve+settle, always"
+        fi
+        echo "  P$depth, $label: Redis single script (no persistence) ..." >&2
+        run_redis noaof "$depth" "$keys"
+        add_row "P$depth, $label" "Redis script, no persistence"
     done
-    stop_pid "$dsc_pid"
+    for d in "${dur_list[@]}"; do stop_pid "${dsc_pids[$d]}"; done
 done
 
 echo
 echo "load average after: $(cut -d' ' -f1-3 /proc/loadavg)"
 python3 - "$method" "${rows[@]}" <<'EOF'
 import sys
-# ratio: discernd checks/s (decisions) over Redis EVALSHA/s (decisions); with
-# --method estimate or ping, discernd requests/s over Redis EVALSHA/s.
-# CPU ratio: Redis server CPU per call over discernd server CPU per decision (all
-# requests' CPU divided by the checks), the throughput ratio both would reach if each
-# were CPU-bound on a core of its own; it holds better than the rates on a shared
-# machine.
+# decisions/s: discernd checks/s, Redis single-script calls/s, Redis pair reserves/s
+# (with --method estimate or ping, discernd requests/s). x always / x pair: this row's
+# decisions/s over the Redis `always` single script's and pair's in the same scenario.
+# CPU us/decision: the server's CPU over every request of the run divided by the
+# decisions (a discernd decision is a check plus its settle). CPU x always: the Redis
+# `always` single script's CPU per decision over this row's - the throughput ratio
+# both would reach each CPU-bound on a core of its own; it holds better than the rates
+# on a shared machine. written B/dec: discernd's storage writes (/proc/PID/io
+# write_bytes: WAL + checkpoints), Redis's AOF growth; db B/dec: database file growth.
 method = sys.argv[1]
-first = "discernd checks/s" if method == "check" else f"discernd {method}/s"
-print(f"| scenario | Redis | {first} | discernd req/s | Redis req/s | ratio | CPU ratio | "
-      "discernd p99 ms | Redis p99 ms | discernd CPU us/req | Redis CPU us/req | discernd errors |")
-print("|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|")
-for row in sys.argv[2:]:
-    d, label, r, crps, rps, p99, cpu, err, rrps, rp99, rcpu = row.split("|")
-    main = float(crps) if method == "check" else float(rps)
-    ratio = main / float(rrps) if float(rrps) else 0
-    per_decision = float(cpu) * float(rps) / main if main else 0
-    cpu_ratio = float(rcpu) / per_decision if per_decision > 0 else 0
-    redis = "no persistence" if r == "noaof" else "AOF everysec"
-    print(f"| P{d}, {label} | {redis} | {main:,.0f} | {float(rps):,.0f} | {float(rrps):,.0f} | "
-          f"{ratio:.2f} | {cpu_ratio:.2f} | {float(p99)/1000:.3f} | {float(rp99):.3f} | "
-          f"{float(cpu):.1f} | {float(rcpu):.1f} | {err} |")
+rows = [r.split("|") for r in sys.argv[2:]]
+
+
+def num(v):
+    try:
+        return float(v)
+    except ValueError:
+        return None
+
+
+def per_decision(r):
+    dec, rps, cpu = num(r[2]), num(r[3]), num(r[4])
+    if method != "check" and r[1].startswith("discernd"):
+        dec = rps
+    cpu_dec = cpu * rps / dec if dec and rps and cpu is not None and cpu >= 0 else None
+    return dec, cpu_dec
+
+
+peers = {}
+for r in rows:
+    if r[1].startswith("Redis") and "always" in r[1]:
+        peers[(r[0], "pair" if "settle" in r[1] else "single")] = per_decision(r)
+print("| scenario | server | decisions/s | requests/s | x always | x pair | CPU us/decision | "
+      "CPU x always | p50 ms | p99 ms | written B/dec | db B/dec | errors |")
+print("|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|")
+for r in rows:
+    dec, cpu = per_decision(r)
+    single, pair = peers.get((r[0], "single")), peers.get((r[0], "pair"))
+    def ratio(p):
+        return f"{dec / p[0]:.2f}" if p and p[0] and dec else "-"
+    def ms(v):
+        return f"{float(v) / 1000:.3f}" if num(v) is not None else "-"
+    cpu_ratio = f"{single[1] / cpu:.2f}" if single and single[1] and cpu else "-"
+    print(f"| {r[0]} | {r[1]} | {dec or 0:,.0f} | {num(r[3]) or 0:,.0f} | {ratio(single)} | "
+          f"{ratio(pair)} | {cpu:.1f} | {cpu_ratio} | {ms(r[5])} | {ms(r[6])} | {r[7]} | "
+          f"{r[8]} | {r[9]} |" if cpu is not None else
+          f"| {r[0]} | {r[1]} | {dec or 0:,.0f} | {num(r[3]) or 0:,.0f} | {ratio(single)} | "
+          f"{ratio(pair)} | - | - | {ms(r[5])} | {ms(r[6])} | {r[7]} | {r[8]} | {r[9]} |")
 EOF

@@ -28,6 +28,8 @@ static const cli_command commands[] = {
     {"grid", cli_grid, "push a live grid carbon intensity (grid set)"},
     {"reload", cli_reload, "recompile and switch the server's policies"},
     {"stats", cli_stats, "the server's counters"},
+    {"key", cli_key, "create, list and revoke API keys (key create|list|revoke)"},
+    {"decisions", cli_decisions, "the decision journal: who asked, what was answered, why"},
     {"ping", cli_ping, "is discernd there?"},
     {"policy", cli_policy, "test and check a policy folder (discern policy test [DIR])"},
 };

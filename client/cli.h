@@ -11,9 +11,9 @@
 /* Exit codes a shell script can branch on (documented in docs/client.md). */
 enum {
     CLI_EXIT_OK = 0,
-    CLI_EXIT_FAIL = 1,      /* tests failed, or an error not listed below */
-    CLI_EXIT_USAGE = 2,     /* bad flags or values */
-    CLI_EXIT_UNKNOWN = 3,   /* unknown provider/model/zone */
+    CLI_EXIT_FAIL = 1,    /* tests failed, or an error not listed below */
+    CLI_EXIT_USAGE = 2,   /* bad flags or values */
+    CLI_EXIT_UNKNOWN = 3, /* unknown provider/model/zone */
     CLI_EXIT_UNREACHABLE = 4,
     CLI_EXIT_THROTTLE = 10,
     CLI_EXIT_REFUSE = 11,
@@ -35,5 +35,7 @@ int cli_reload(int argc, char **argv);
 int cli_stats(int argc, char **argv);
 int cli_ping(int argc, char **argv);
 int cli_exec(int argc, char **argv);
+int cli_key(int argc, char **argv);
+int cli_decisions(int argc, char **argv);
 
 #endif

@@ -2,7 +2,7 @@
  * cli_budget.c - `discern budget list|get|set|delete`: budgets on a discernd.
  *
  *   discern budget list [--selector S]                 every budget definition
- *   discern budget get --team T [--org --user --key]   the budgets of one subject,
+ *   discern budget get --team T [--org --user --subject-key]  the budgets of one subject,
  *                                                      with bars and reset times
  *   discern budget set --selector S --metric M --window W --limit X    (admin)
  *   discern budget delete --selector S --metric M --window W           (admin)
@@ -16,7 +16,7 @@
 
 static const char budget_usage[] =
     "usage: discern budget list [--selector S]\n"
-    "       discern budget get --org O | --team T | --user U | --key K\n"
+    "       discern budget get --org O | --team T | --user U | --subject-key K\n"
     "       discern budget set --selector S --metric M --window W --limit X\n"
     "       discern budget delete --selector S --metric M --window W\n";
 
@@ -31,12 +31,14 @@ static const char budget_help[] =
     "  --window W            day, week, month, year, rolling:<N><s|m|h|d>,\n"
     "                        rate:<N>/<N><s|m|h|d>\n"
     "  --limit X             in the metric's unit (Wh, g, mL, MJ, currency, ...)\n"
-    "  --org --team --user --key   the subject of 'get'\n"
+    "  --org --team --user --subject-key   the subject of 'get' (with --key, what\n"
+    "                        the key's scope leaves out)\n"
     "\n"
     "  --server ADDR         host:port or unix:/path (default DISCERN_SERVER, else\n"
     "                        127.0.0.1:7878)\n"
     "  --timeout MS          per call (default 2000)\n"
     "  --admin-token T       for set and delete (default DISCERN_ADMIN_TOKEN)\n"
+    "  --key K               API key token dsk_... (default DISCERN_KEY)\n"
     "  --json                print JSON instead of text\n"
     "\n"
     "exit codes: 0 ok, 2 usage, 3 unknown metric, 4 server unreachable, 1 other errors\n"
@@ -69,7 +71,7 @@ static int read_budgets(int argc, char **argv, bool get) {
                     {"--org", &req.org, NULL},
                     {"--team", &req.team, NULL},
                     {"--user", &req.user, NULL},
-                    {"--key", &req.key, NULL}};
+                    {"--subject-key", &req.key, NULL}};
     int rc = get ? cli_parse(argc, argv, &conn, NULL, f + 1, 4, NULL)
                  : cli_parse(argc, argv, &conn, NULL, f, 1, NULL);
     if (rc != CLI_EXIT_OK) return rc;

@@ -30,6 +30,7 @@ static size_t add_conn_flags(cli_flag *f, size_t n, cli_conn *c) {
     f[n++] = (cli_flag){"--server", &c->server, NULL};
     f[n++] = (cli_flag){"--timeout", &c->timeout, NULL};
     f[n++] = (cli_flag){"--admin-token", &c->admin_token, NULL};
+    f[n++] = (cli_flag){"--key", &c->key, NULL};
     f[n++] = (cli_flag){"--json", NULL, &c->json};
     return n;
 }
@@ -43,7 +44,7 @@ static size_t add_req_flags(cli_flag *f, size_t n, cli_req *r) {
     f[n++] = (cli_flag){"--org", &r->org, NULL};
     f[n++] = (cli_flag){"--team", &r->team, NULL};
     f[n++] = (cli_flag){"--user", &r->user, NULL};
-    f[n++] = (cli_flag){"--key", &r->key, NULL};
+    f[n++] = (cli_flag){"--subject-key", &r->key, NULL};
     f[n++] = (cli_flag){"--zone", &r->zone, NULL};
     f[n++] = (cli_flag){"--request-id", &r->request_id, NULL};
     f[n++] = (cli_flag){"--ttl", &r->ttl, NULL};
@@ -63,9 +64,14 @@ static int add_tag(cli_req *req, const char *text) {
     if (!eq || eq == text)
         return cli_fail(CLI_EXIT_USAGE, "option --tag: '%s' is not KEY=VALUE", text);
     if (req->n_tags >= 16) return cli_fail(CLI_EXIT_USAGE, "option --tag: at most 16 tags");
-    char *k = strndup(text, (size_t)(eq - text));
-    if (!k) return cli_fail(CLI_EXIT_FAIL, "out of memory");
-    req->tags[2 * req->n_tags] = k; /* lives until exit */
+    size_t n = (size_t)(eq - text);
+    char *k = req->tag_keys[req->n_tags];
+    if (n >= sizeof req->tag_keys[0])
+        return cli_fail(CLI_EXIT_USAGE, "option --tag: key '%.*s' is longer than %zu bytes", (int)n,
+                        text, sizeof req->tag_keys[0] - 1);
+    memcpy(k, text, n);
+    k[n] = '\0';
+    req->tags[2 * req->n_tags] = k;
     req->tags[2 * req->n_tags + 1] = eq + 1;
     req->n_tags++;
     return CLI_EXIT_OK;
@@ -79,8 +85,14 @@ static int take_value(int argc, char **argv, int *i, const char *eq, const cli_f
     return CLI_EXIT_OK;
 }
 
-int cli_parse(int argc, char **argv, cli_conn *conn, cli_req *req, const cli_flag *extra,
-              size_t n_extra, int *rest) {
+static const char *env_or(const char *flag, const char *env) {
+    if (flag) return flag;
+    const char *v = getenv(env);
+    return v && v[0] ? v : NULL;
+}
+
+static int parse_args(int argc, char **argv, cli_conn *conn, cli_req *req, const cli_flag *extra,
+                      size_t n_extra, int *rest) {
     cli_flag f[MAX_FLAGS];
     size_t n = add_conn_flags(f, 0, conn);
     if (req) n = add_req_flags(f, n, req);
@@ -117,6 +129,13 @@ int cli_parse(int argc, char **argv, cli_conn *conn, cli_req *req, const cli_fla
     return CLI_EXIT_OK;
 }
 
+int cli_parse(int argc, char **argv, cli_conn *conn, cli_req *req, const cli_flag *extra,
+              size_t n_extra, int *rest) {
+    int rc = parse_args(argc, argv, conn, req, extra, n_extra, rest);
+    if (req) req->scoped = env_or(conn->key, "DISCERN_KEY") != NULL;
+    return rc;
+}
+
 int cli_parse_count(const char *opt, const char *text, int64_t *out) {
     char *end;
     errno = 0;
@@ -138,20 +157,16 @@ int cli_parse_number(const char *opt, const char *text, double min, bool strict,
     return CLI_EXIT_OK;
 }
 
-static const char *env_or(const char *flag, const char *env) {
-    if (flag) return flag;
-    const char *v = getenv(env);
-    return v && v[0] ? v : NULL;
-}
-
 int cli_subject(cli_req *req, dsc_client_subject *out) {
     out->org = req->org = env_or(req->org, "DISCERN_ORG");
     out->team = req->team = env_or(req->team, "DISCERN_TEAM");
     out->user = req->user = env_or(req->user, "DISCERN_USER");
-    out->key = req->key = env_or(req->key, "DISCERN_KEY");
-    if (out->org || out->team || out->user || out->key) return CLI_EXIT_OK;
-    return cli_fail(CLI_EXIT_USAGE, "who asks? give --org, --team, --user or --key "
-                                    "(or DISCERN_ORG, DISCERN_TEAM, DISCERN_USER, DISCERN_KEY)");
+    out->key = req->key = env_or(req->key, "DISCERN_SUBJECT_KEY");
+    if (out->org || out->team || out->user || out->key || req->scoped) return CLI_EXIT_OK;
+    return cli_fail(CLI_EXIT_USAGE,
+                    "who asks? give --org, --team, --user or --subject-key (or DISCERN_ORG, "
+                    "DISCERN_TEAM, DISCERN_USER, DISCERN_SUBJECT_KEY), or a key whose scope "
+                    "names them (--key)");
 }
 
 static int required(const char *flag, const char *val) {
@@ -200,6 +215,7 @@ dsc_client *cli_connect(const cli_conn *conn, bool admin, int *code) {
         *code = cli_fail(CLI_EXIT_USAGE, "option --admin-token is for admin commands only");
         return NULL;
     }
+    o.key = env_or(conn->key, "DISCERN_KEY"); /* used when there is no admin token */
     dsc_error err;
     dsc_client *c = dsc_client_new(server ? server : "127.0.0.1:7878", &o, &err);
     if (!c)
@@ -380,9 +396,10 @@ static const char request_flags_help[] =
     "  --output-tokens N     expected output tokens (the upper bound, e.g. max_tokens)\n"
     "  --input-tokens N      prompt tokens (default 0)\n"
     "  --purpose P           why: code-review, chat, summarise, ...\n"
-    "  --org O --team T --user U --key K\n"
-    "                        who asks (one at least; default from DISCERN_ORG,\n"
-    "                        DISCERN_TEAM, DISCERN_USER, DISCERN_KEY)\n"
+    "  --org O --team T --user U --subject-key K\n"
+    "                        who asks (default from DISCERN_ORG, DISCERN_TEAM,\n"
+    "                        DISCERN_USER, DISCERN_SUBJECT_KEY; with --key, what the\n"
+    "                        key's scope leaves out)\n"
     "  --zone Z              electricity mix (ISO 3166-1 alpha-3 or WOR)\n"
     "  --tag K=V             passed to policies and kept in the journal (repeatable)\n"
     "  --request-id ID       idempotency key (default: a fresh one)\n"
@@ -397,7 +414,8 @@ static const char conn_help[] =
     "  --json                print JSON instead of text\n";
 
 static const char admin_help[] =
-    "  --admin-token T       admin token (default DISCERN_ADMIN_TOKEN)\n";
+    "  --admin-token T       admin token (default DISCERN_ADMIN_TOKEN)\n"
+    "  --key K               API key token dsk_... (default DISCERN_KEY)\n";
 
 static int help(const char *usage, const char *body, bool req, bool admin) {
     printf("%s\n%s\n", usage, body);
@@ -423,6 +441,7 @@ int cli_check(int argc, char **argv) {
                     true, false);
     dsc_client_check_request rq;
     if ((rc = cli_check_request(&req, &rq))) return rc;
+    rq.budgets = true; /* it shows every budget that applies */
     dsc_client *c = cli_connect(&conn, false, &rc);
     if (!c) return rc;
     dsc_client_check_result r;

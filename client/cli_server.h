@@ -28,7 +28,7 @@ typedef struct cli_flag {
 
 /* Flags every server command takes: --server, --timeout, --json, --admin-token. */
 typedef struct cli_conn {
-    const char *server, *timeout, *admin_token;
+    const char *server, *timeout, *admin_token, *key;
     int json, help;
 } cli_conn;
 
@@ -37,9 +37,11 @@ typedef struct cli_conn {
 typedef struct cli_req {
     const char *provider, *model, *output_tokens, *input_tokens, *purpose;
     const char *org, *team, *user, *key, *zone, *request_id, *ttl;
-    const char *tags[32]; /* key, value, key, value ... (split from --tag K=V) */
+    const char *tags[32];  /* key, value, key, value ... (split from --tag K=V) */
+    char tag_keys[16][64]; /* the keys' text (values point into argv) */
     size_t n_tags;
     int no_reserve;
+    bool scoped; /* a key is given: its scope may fill the whole subject */
 } cli_req;
 
 /* Parse argv[1..argc) against the flags of conn, req (may be NULL) and extra; stops

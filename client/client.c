@@ -44,7 +44,8 @@ struct dsc_client {
     int fd;
     int timeout_ms;
     size_t max_reply;
-    char *admin_token;
+    char *token; /* the admin token or key sent with auth on every connect */
+    bool token_is_key;
     uint32_t next_id;
     unsigned connects;
     uint64_t id_seed, id_seq; /* for generated request ids */
@@ -143,7 +144,9 @@ dsc_client *dsc_client_new(const char *address, const dsc_client_options *opts, 
         opts && opts->max_reply_bytes ? opts->max_reply_bytes : DSC_CLIENT_DEFAULT_MAX_REPLY;
     c->id_seed = random_seed();
     if (parse_address(c, address, err) != DSC_OK) goto fail;
-    if (opts && opts->admin_token && !(c->admin_token = strdup(opts->admin_token))) {
+    const char *token = opts ? (opts->admin_token ? opts->admin_token : opts->key) : NULL;
+    c->token_is_key = token && !opts->admin_token;
+    if (token && !(c->token = strdup(token))) {
         dsc_error_set(err, DSC_NOMEM, "out of memory for a client");
         goto fail;
     }
@@ -163,7 +166,7 @@ void dsc_client_free(dsc_client *c) {
     if (!c) return;
     drop_connection(c);
     free(c->rbuf);
-    free(c->admin_token);
+    free(c->token);
     free(c);
 }
 
@@ -245,19 +248,20 @@ static dsc_status open_socket(dsc_client *c, int64_t deadline, dsc_error *err) {
 static dsc_status run_pipeline(dsc_client *c, dsc_client_call *calls, size_t n, int64_t deadline,
                                bool internal);
 
-/* Connect, then authenticate when an admin token is configured. */
+/* Connect, then authenticate when an admin token or a key is configured. */
 static dsc_status connect_now(dsc_client *c, int64_t deadline, dsc_error *err) {
     dsc_status st = open_socket(c, deadline, err);
     if (st != DSC_OK) return st;
     c->connects++;
     c->notice[0] = '\0';
-    if (!c->admin_token) return DSC_OK;
-    dsc_client_call auth = {.method = (dsc_client_method)DSC__CALL_AUTH, .request = c->admin_token};
+    if (!c->token) return DSC_OK;
+    dsc_client_call auth = {.method = (dsc_client_method)DSC__CALL_AUTH, .request = c->token};
     st = run_pipeline(c, &auth, 1, deadline, true);
     if (st == DSC_OK) return DSC_OK;
     drop_connection(c);
     if (st == DSC_UNAUTHORIZED)
-        return dsc_error_set(err, st, "the admin token was refused: %s", auth.err.message);
+        return dsc_error_set(err, st, "the %s was refused: %s",
+                             c->token_is_key ? "key" : "admin token", auth.err.message);
     return dsc_error_set(err, st, "%s", auth.err.message);
 }
 
@@ -472,6 +476,7 @@ static bool pack_call(dsc_client *c, dsc_client_call *call, slot *s, wbuf *buf) 
     msgpack_packer_init(&pk, buf, wbuf_write);
     dsc__encode_ctx ctx;
     make_request_id(c, &ctx);
+    ctx.keyed = c->token_is_key;
     s->call = call;
     s->msgid = c->next_id++;
     s->start = buf->len;
@@ -629,6 +634,25 @@ dsc_status dsc_client_estimate(dsc_client *c, const dsc_client_estimate_request 
 dsc_status dsc_client_budget_get(dsc_client *c, const dsc_client_subject *subject,
                                  dsc_client_budgets *out, dsc_error *err) {
     return one(c, DSC_CALL_BUDGET_GET, subject, out, err);
+}
+
+dsc_status dsc_client_key_create(dsc_client *c, const dsc_client_key_request *rq,
+                                 dsc_client_key *out, dsc_error *err) {
+    return one(c, DSC_CALL_KEY_CREATE, rq, out, err);
+}
+
+dsc_status dsc_client_key_list(dsc_client *c, const char *scope, dsc_client_keys *out,
+                               dsc_error *err) {
+    return one(c, DSC_CALL_KEY_LIST, scope, out, err);
+}
+
+dsc_status dsc_client_key_revoke(dsc_client *c, const char *key_id, dsc_error *err) {
+    return one(c, DSC_CALL_KEY_REVOKE, key_id, NULL, err);
+}
+
+dsc_status dsc_client_decisions_list(dsc_client *c, const dsc_client_decisions_request *rq,
+                                     dsc_client_decisions *out, dsc_error *err) {
+    return one(c, DSC_CALL_DECISIONS_LIST, rq, out, err);
 }
 
 dsc_status dsc_client_budget_list(dsc_client *c, const char *selector, dsc_client_budgets *out,

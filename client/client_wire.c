@@ -81,11 +81,12 @@ static dsc_status enc_none(msgpack_packer *pk, const void *rq, const dsc__encode
     return pack_result(open_params(pk, 0), err);
 }
 
-static dsc_status check_validate(const dsc_client_check_request *q, dsc_error *err) {
+static dsc_status check_validate(const dsc_client_check_request *q, bool keyed, dsc_error *err) {
     dsc_status st;
     if (!q) return dsc_error_set(err, DSC_BAD_REQUEST, "no check request");
-    if ((st = need_subject(&q->subject, err)) || (st = need("provider", q->provider, err)) ||
-        (st = need("model", q->model, err)) || (st = need("purpose", q->purpose, err)) ||
+    if ((!keyed && (st = need_subject(&q->subject, err))) ||
+        (st = need("provider", q->provider, err)) || (st = need("model", q->model, err)) ||
+        (st = need("purpose", q->purpose, err)) ||
         (st = need_count("input_tokens", q->input_tokens, err)) ||
         (st = need_count("output_tokens", q->output_tokens, err)))
         return st;
@@ -104,9 +105,9 @@ static dsc_status check_validate(const dsc_client_check_request *q, dsc_error *e
 static dsc_status enc_check(msgpack_packer *pk, const void *rq, const dsc__encode_ctx *ctx,
                             dsc_error *err) {
     const dsc_client_check_request *q = rq;
-    dsc_status st = check_validate(q, err);
+    dsc_status st = check_validate(q, ctx->keyed, err);
     if (st != DSC_OK) return st;
-    size_t n = 8 + (given(q->zone) ? 1 : 0) + (q->n_tags ? 1 : 0) + (q->ttl_s ? 1 : 0);
+    size_t n = 8 + (given(q->zone) ? 1 : 0) + (q->n_tags ? 1 : 0) + (q->ttl_s ? 1 : 0) + q->budgets;
     int rc = open_params(pk, n) | pack_subject(pk, &q->subject) |
              pack_kv_str(pk, "provider", q->provider) | pack_kv_str(pk, "model", q->model) |
              pack_kv_int(pk, "input_tokens", q->input_tokens) |
@@ -116,6 +117,7 @@ static dsc_status enc_check(msgpack_packer *pk, const void *rq, const dsc__encod
              pack_kv_str(pk, "request_id", given(q->request_id) ? q->request_id : ctx->request_id);
     if (given(q->zone)) rc |= pack_kv_str(pk, "zone", q->zone);
     if (q->ttl_s) rc |= pack_kv_int(pk, "ttl_s", q->ttl_s);
+    if (q->budgets) rc |= pack_cstr(pk, "budgets") | msgpack_pack_true(pk);
     if (q->n_tags) {
         rc |= pack_cstr(pk, "tags") | msgpack_pack_map(pk, q->n_tags);
         for (size_t i = 0; i < 2 * q->n_tags; i++)
@@ -168,6 +170,49 @@ static dsc_status enc_budget_list(msgpack_packer *pk, const void *rq, const dsc_
     return enc_one_str(pk, "selector", rq, false, err);
 }
 
+static dsc_status enc_key_create(msgpack_packer *pk, const void *rq, const dsc__encode_ctx *ctx,
+                                 dsc_error *err) {
+    (void)ctx;
+    const dsc_client_key_request *q = rq;
+    if (!q) return dsc_error_set(err, DSC_BAD_REQUEST, "no key request");
+    if (need("role", q->role, err) || need("scope", q->scope, err)) return DSC_BAD_REQUEST;
+    int rc = open_params(pk, 2 + (size_t)given(q->label) + (q->expires_at > 0)) |
+             pack_kv_str(pk, "role", q->role) | pack_kv_str(pk, "scope", q->scope);
+    if (given(q->label)) rc |= pack_kv_str(pk, "label", q->label);
+    if (q->expires_at > 0) rc |= pack_kv_int(pk, "expires_at", q->expires_at);
+    return pack_result(rc, err);
+}
+
+static dsc_status enc_key_list(msgpack_packer *pk, const void *rq, const dsc__encode_ctx *ctx,
+                               dsc_error *err) {
+    (void)ctx;
+    return enc_one_str(pk, "scope", rq, false, err);
+}
+
+static dsc_status enc_key_revoke(msgpack_packer *pk, const void *rq, const dsc__encode_ctx *ctx,
+                                 dsc_error *err) {
+    (void)ctx;
+    return enc_one_str(pk, "key_id", rq, true, err);
+}
+
+static dsc_status enc_decisions(msgpack_packer *pk, const void *rq, const dsc__encode_ctx *ctx,
+                                dsc_error *err) {
+    (void)ctx;
+    static const dsc_client_decisions_request none;
+    const dsc_client_decisions_request *q = rq ? rq : &none;
+    int parts = subject_parts(&q->subject);
+    size_t n = (size_t)((parts > 0) + (q->since > 0) + (q->until > 0) + given(q->outcome) +
+                        (q->limit > 0) + (q->after > 0));
+    int rc = open_params(pk, n);
+    if (parts > 0) rc |= pack_subject(pk, &q->subject);
+    if (q->since > 0) rc |= pack_kv_num(pk, "since", q->since);
+    if (q->until > 0) rc |= pack_kv_num(pk, "until", q->until);
+    if (given(q->outcome)) rc |= pack_kv_str(pk, "outcome", q->outcome);
+    if (q->limit > 0) rc |= pack_kv_int(pk, "limit", q->limit);
+    if (q->after > 0) rc |= pack_kv_int(pk, "after", q->after);
+    return pack_result(rc, err);
+}
+
 static dsc_status enc_auth(msgpack_packer *pk, const void *rq, const dsc__encode_ctx *ctx,
                            dsc_error *err) {
     (void)ctx;
@@ -195,10 +240,9 @@ static dsc_status enc_estimate(msgpack_packer *pk, const void *rq, const dsc__en
 
 static dsc_status enc_budget_get(msgpack_packer *pk, const void *rq, const dsc__encode_ctx *ctx,
                                  dsc_error *err) {
-    (void)ctx;
-    const dsc_client_subject *s = rq;
     static const dsc_client_subject none;
-    dsc_status st = need_subject(s ? s : &none, err);
+    const dsc_client_subject *s = rq ? rq : &none;
+    dsc_status st = ctx->keyed ? DSC_OK : need_subject(s, err);
     if (st != DSC_OK) return st;
     return pack_result(open_params(pk, 1) | pack_subject(pk, s), err);
 }
@@ -415,6 +459,7 @@ static dsc_status dec_check(const msgpack_object *m, void *out, dsc_error *err) 
         return st;
     opt_int(m, "expires_at", &r->expires_at);
     opt_bool(m, "unenforced", &r->unenforced);
+    if (!dsc__map_get(m, "budgets")) return DSC_OK; /* not asked for: none */
     return decode_budgets(m, "check", &r->budgets, err);
 }
 
@@ -627,10 +672,113 @@ static void clear_zones(void *out) {
     dsc_client_zones_clear(out);
 }
 
+static void decode_key(const msgpack_object *m, void *out) {
+    dsc_client_key *k = out;
+    opt_str(m, "key_id", k->key_id, sizeof k->key_id);
+    opt_str(m, "role", k->role, sizeof k->role);
+    opt_str(m, "scope", k->scope, sizeof k->scope);
+    opt_str(m, "label", k->label, sizeof k->label);
+    opt_str(m, "created_by", k->created_by, sizeof k->created_by);
+    opt_int(m, "created_at", &k->created_at);
+    opt_int(m, "expires_at", &k->expires_at);
+    opt_int(m, "revoked_at", &k->revoked_at);
+}
+
+static dsc_status dec_key_create(const msgpack_object *m, void *out, dsc_error *err) {
+    dsc_client_key *k = out;
+    const msgpack_object *info = dsc__map_get(m, "key");
+    if (info && info->type == MSGPACK_OBJECT_MAP) decode_key(info, k);
+    dsc_status st = id_str(m, "key.create", "key_id", k->key_id, sizeof k->key_id, err);
+    if (st == DSC_OK) st = id_str(m, "key.create", "token", k->token, sizeof k->token, err);
+    return st;
+}
+
+static dsc_status dec_keys(const msgpack_object *m, void *out, dsc_error *err) {
+    dsc_client_keys *r = out;
+    return decode_list(m, "key.list", "keys", sizeof *r->items, (void **)&r->items, &r->count,
+                       decode_key, err);
+}
+
+static void clear_keys(void *out) {
+    dsc_client_keys_clear(out);
+}
+
+static dsc_status dec_revoked(const msgpack_object *m, void *out, dsc_error *err) {
+    (void)out;
+    bool revoked = false;
+    if (!obj_bool(dsc__map_get(m, "revoked"), &revoked) || !revoked)
+        return lacks("key.revoke", "revoked", err);
+    return DSC_OK;
+}
+
+static void decode_verdicts(const msgpack_object *a, dsc_client_decision *d) {
+    if (!a || a->type != MSGPACK_OBJECT_ARRAY) return;
+    for (uint32_t i = 0; i < a->via.array.size && d->n_verdicts < DSC_CLIENT_VERDICTS_MAX; i++) {
+        const msgpack_object *v = &a->via.array.ptr[i];
+        dsc_client_verdict *x = &d->verdicts[d->n_verdicts++];
+        opt_str(v, "policy", x->policy, sizeof x->policy);
+        opt_str(v, "outcome", x->outcome, sizeof x->outcome);
+        opt_str(v, "reason", x->reason, sizeof x->reason);
+        opt_bool(v, "shadow", &x->shadow);
+    }
+}
+
+static void decode_tags(const msgpack_object *m, dsc_client_decision *d) {
+    if (!m || m->type != MSGPACK_OBJECT_MAP) return;
+    for (uint32_t i = 0; i < m->via.map.size && d->n_tags < DSC_CLIENT_TAGS_MAX; i++) {
+        char(*t)[64] = d->tags[d->n_tags];
+        if (dsc__obj_str(&m->via.map.ptr[i].key, t[0], 64) &&
+            dsc__obj_str(&m->via.map.ptr[i].val, t[1], 64))
+            d->n_tags++;
+    }
+}
+
+static void decode_journal_entry(const msgpack_object *m, void *out) {
+    dsc_client_decision *d = out;
+    static const char *const strs[] = {"decision_id", "key_id", "purpose",        "purpose_class",
+                                       "provider",    "model",  "zone",           "reservation",
+                                       "outcome",     "policy", "policy_version", "reason"};
+    char *dst[] = {d->decision_id, d->key_id, d->purpose,        d->purpose_class,
+                   d->provider,    d->model,  d->zone,           d->reservation,
+                   d->outcome,     d->policy, d->policy_version, d->reason};
+    size_t cap[] = {sizeof d->decision_id,   sizeof d->key_id,         sizeof d->purpose,
+                    sizeof d->purpose_class, sizeof d->provider,       sizeof d->model,
+                    sizeof d->zone,          sizeof d->reservation,    sizeof d->outcome,
+                    sizeof d->policy,        sizeof d->policy_version, sizeof d->reason};
+    for (size_t i = 0; i < sizeof strs / sizeof strs[0]; i++)
+        opt_str(m, strs[i], dst[i], cap[i]);
+    const msgpack_object *s = dsc__map_get(m, "subject");
+    opt_str(s, "org", d->org, sizeof d->org);
+    opt_str(s, "team", d->team, sizeof d->team);
+    opt_str(s, "user", d->user, sizeof d->user);
+    opt_str(s, "key", d->key, sizeof d->key);
+    opt_num(m, "at", &d->at);
+    opt_int(m, "seq", &d->seq);
+    opt_int(m, "input_tokens", &d->input_tokens);
+    opt_int(m, "output_tokens", &d->output_tokens);
+    const msgpack_object *e = dsc__map_get(m, "estimate");
+    opt_num(e, "energy_wh", &d->est_energy_wh);
+    opt_num(e, "gco2e", &d->est_gco2e);
+    opt_num(e, "water_ml", &d->est_water_ml);
+    decode_verdicts(dsc__map_get(m, "verdicts"), d);
+    decode_tags(dsc__map_get(m, "tags"), d);
+}
+
+static dsc_status dec_decisions(const msgpack_object *m, void *out, dsc_error *err) {
+    dsc_client_decisions *r = out;
+    opt_int(m, "next", &r->next);
+    return decode_list(m, "decisions.list", "decisions", sizeof *r->items, (void **)&r->items,
+                       &r->count, decode_journal_entry, err);
+}
+
+static void clear_decisions(void *out) {
+    dsc_client_decisions_clear(out);
+}
+
 static dsc_status dec_auth(const msgpack_object *m, void *out, dsc_error *err) {
     (void)out;
-    bool admin = false;
-    if (!obj_bool(dsc__map_get(m, "admin"), &admin) || !admin) return lacks("auth", "admin", err);
+    bool admin = false; /* false for a key that is not an admin's: still authenticated */
+    if (!obj_bool(dsc__map_get(m, "admin"), &admin)) return lacks("auth", "admin", err);
     return DSC_OK;
 }
 
@@ -664,6 +812,13 @@ static const dsc__method methods[DSC__CALL_COUNT] = {
                               clear_models, true},
     [DSC_CALL_ZONES_LIST] = {"zones.list", enc_none, dec_zones, sizeof(dsc_client_zones),
                              clear_zones, true},
+    [DSC_CALL_KEY_CREATE] = {"key.create", enc_key_create, dec_key_create, sizeof(dsc_client_key),
+                             NULL, false},
+    [DSC_CALL_KEY_LIST] = {"key.list", enc_key_list, dec_keys, sizeof(dsc_client_keys), clear_keys,
+                           true},
+    [DSC_CALL_KEY_REVOKE] = {"key.revoke", enc_key_revoke, dec_revoked, 0, NULL, true},
+    [DSC_CALL_DECISIONS_LIST] = {"decisions.list", enc_decisions, dec_decisions,
+                                 sizeof(dsc_client_decisions), clear_decisions, true},
     [DSC__CALL_AUTH] = {"auth", enc_auth, dec_auth, 0, NULL, true},
 };
 
@@ -682,6 +837,21 @@ void dsc__reply_limits(size_t max_reply, dsc_rpc_limits *lim) {
 }
 
 /* ------------------------------------------------------------ result frees -- */
+
+void dsc_client_keys_clear(dsc_client_keys *k) {
+    if (!k) return;
+    free(k->items);
+    k->items = NULL;
+    k->count = 0;
+}
+
+void dsc_client_decisions_clear(dsc_client_decisions *d) {
+    if (!d) return;
+    free(d->items);
+    d->items = NULL;
+    d->count = 0;
+    d->next = 0;
+}
 
 void dsc_client_budgets_clear(dsc_client_budgets *b) {
     if (!b) return;

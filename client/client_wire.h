@@ -20,11 +20,13 @@
 #include <stdint.h>
 
 /* Internal methods after the public ones. */
-enum { DSC__CALL_AUTH = DSC_CALL_ZONES_LIST + 1, DSC__CALL_COUNT };
+enum { DSC__CALL_AUTH = DSC_CALL_DECISIONS_LIST + 1, DSC__CALL_COUNT };
 
 /* Per-call context the encoders need (the generated idempotency key). */
 typedef struct dsc__encode_ctx {
     char request_id[64]; /* used by check when the caller gave none */
+    bool keyed;          /* the connection authenticates with a key: its scope may
+                            name the whole subject, so none is required here */
 } dsc__encode_ctx;
 
 typedef struct dsc__method {

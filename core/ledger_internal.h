@@ -71,6 +71,7 @@ typedef enum dsc__rstate {
 typedef struct dsc__reservation {
     char id[DSC_RESERVATION_ID_MAX];
     char request_id[DSC_NAME_MAX];
+    char owner[DSC_NAME_MAX]; /* the key id that took the hold ("" = none) */
     dsc__rstate state, prev;
     uint64_t epoch;  /* budget_epoch when counters[] was resolved */
     bool committing; /* its reserve record is not committed yet */
@@ -123,7 +124,7 @@ struct dsc_ledger {
     size_t shape_count[DSC__SHAPES]; /* live budgets per selector shape */
     uint64_t budget_epoch;           /* bumped whenever a budget appears or goes */
     int64_t next_budget_id;
-    uint64_t next_rid;
+    uint64_t next_rid;       /* orders reservation ids (see new_rid in ledger.c) */
     dsc__reservation **heap; /* expiry min-heap */
     size_t heap_n, heap_cap, n_held;
     dsc__reservation *fhead, *ftail;
@@ -195,8 +196,6 @@ void dsc__heap_remove(dsc_ledger *l, dsc__reservation *r);
 void dsc__reservation_finish(dsc_ledger *l, dsc__reservation *r, dsc__rstate st, int64_t at_us);
 /* Unindex and free r (off the heap and the finished list first). */
 void dsc__reservation_drop(dsc_ledger *l, dsc__reservation *r);
-/* Bump next_rid past a loaded id. */
-void dsc__rid_seen(dsc_ledger *l, const char *id);
 
 /* --- ledger_reader.c ----------------------------------------------------------- */
 /* Hand a new budget's record to the reader thread (started on first use), which

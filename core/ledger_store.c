@@ -106,7 +106,7 @@ void dsc__apply_reserve_failed(dsc_ledger *l, dsc__reservation *r) {
 }
 
 static void apply_one(dsc_ledger *l, dsc__rec *rec) {
-    if (rec->type >= DSC__REC_DECISION) return;
+    if (rec->type >= DSC__REC_DECISION || rec->acked) return;
     dsc__reservation *r = dsc__strmap_get(&l->reservations, rec->reservation_id);
     if (!r) return;
     bool ok = rec->status == DSC_OK;
@@ -328,7 +328,6 @@ static dsc__reservation *load_reservation(rebuild *rb, const dsc__rec *rec) {
         free(r);
         return NULL;
     }
-    dsc__rid_seen(rb->l, r->id);
     return r;
 }
 
@@ -337,6 +336,7 @@ static dsc_status load_held(void *ud, const dsc__rec *rec, int64_t created_us) {
     dsc__reservation *r = load_reservation(rb, rec);
     if (!r) return DSC_NOMEM;
     r->state = RS_HELD;
+    snprintf(r->owner, sizeof r->owner, "%s", rec->u.decision.key_id);
     r->held = rec->amounts;
     r->created_us = created_us;
     r->expires_us = rec->expires_us;

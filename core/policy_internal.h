@@ -110,6 +110,7 @@ struct dsc_policy_vm {
     void *log_ud;
     dsc_policy_limits limits;
     int decide_ref[DSC_POLICY_MAX];
+    int keys_ref; /* the field names the fills use, interned (policy_ctx.c) */
     int req_ref, req_data_ref, subject_data_ref, tags_data_ref;
     int ctx_ref, est_data_ref, est_metric_ref[5];
     int budgets_ref;      /* read-only array proxy over budgets_data_ref */

@@ -6,12 +6,14 @@
  *   test(name, fn)          one test: fresh budgets, clock, grid and models
  *   budget{selector=, metric=, window=, limit=, used=, held=, resets_at=}
  *   clock(unix_seconds)     what ctx.now() returns (default 2026-01-01T00:00:00Z)
- *   model{provider=, name=, params_b=, gco2e=, energy_wh=, water_ml=}  per 1000
+ *   model{provider=, name=, alias=, params_b=, gco2e=, energy_wh=, water_ml=}  per 1000
  *                           output tokens: estimates and ctx.models() come from these
  *                           (without any, from the catalogue when one is given)
  *   grid{zone=, gco2e_kwh=, live=true, valid_until=, forecast={{at=, gco2e_kwh=}...}}
  *   decide{...}             the policy under test (x_test.lua tests x.lua) alone
  *   decide_all{...}         every enabled policy, combined as in production
+ *   enabled()               whether the policy under test is enabled (its `enabled`
+ *                           switch), so a test can follow the switch, not repeat it
  *   expect(d).to_allow(s) / to_refuse(s) / to_throttle(s) / to_abstain()
  *            .to_suggest(model [, provider]) / to_not_suggest() / to_retry_after(n)
  *   ok(condition, message)  a plain check, failing at the caller's line
@@ -20,6 +22,7 @@
 #include "policy_internal.h"
 
 #include "discern/catalog.h"
+#include "discern/window.h"
 
 #include <dirent.h>
 #include <stdio.h>
@@ -36,6 +39,7 @@
 
 typedef struct fake_model {
     char provider[DSC_POLICY_NAME_MAX], name[DSC_POLICY_MODEL_MAX];
+    char alias[DSC_POLICY_MODEL_MAX];            /* another name of it, "" for none */
     double params_b, gco2e, energy_wh, water_ml; /* per 1000 output tokens */
 } fake_model;
 
@@ -77,9 +81,15 @@ static void fail_line(runner *r, const char *msg) {
 
 static const fake_model *find_model(runner *r, const char *provider, const char *name) {
     for (int i = 0; i < r->nm; i++)
-        if (!strcmp(r->models[i].provider, provider) && !strcmp(r->models[i].name, name))
+        if (!strcmp(r->models[i].provider, provider) &&
+            (!strcmp(r->models[i].name, name) || !strcmp(r->models[i].alias, name)))
             return &r->models[i];
     return NULL;
+}
+
+static const char *fake_canonical(void *ud, const char *provider, const char *name) {
+    const fake_model *m = find_model(ud, provider, name);
+    return m ? m->name : NULL;
 }
 
 static dsc_status fake_estimate(void *ud, const dsc_estimate_input *in, dsc_estimate *out,
@@ -165,13 +175,15 @@ static int l_model(lua_State *L) {
     fake_model *m = &r->models[r->nm];
     opt_string(L, 1, "provider", m->provider, sizeof m->provider, "openai");
     opt_string(L, 1, "name", m->name, sizeof m->name, NULL);
+    opt_string(L, 1, "alias", m->alias, sizeof m->alias, "");
     m->params_b = opt_number(L, 1, "params_b", 0);
     m->gco2e = opt_number(L, 1, "gco2e", 0);
     m->energy_wh = opt_number(L, 1, "energy_wh", 0);
     m->water_ml = opt_number(L, 1, "water_ml", 0);
     r->nm++;
     if (r->vm)
-        dsc_policy_vm_set_oracle(r->vm, &(dsc_policy_oracle){r, fake_estimate, fake_models});
+        dsc_policy_vm_set_oracle(
+            r->vm, &(dsc_policy_oracle){r, fake_estimate, fake_models, fake_canonical});
     else
         r->file_models[r->file_nm++] = *m;
     return 0;
@@ -324,6 +336,11 @@ static void apply_budgets(runner *r, request *q) {
         b->remaining = left > 0 ? left : 0;
         b->request = a.v[b->metric];
         b->would_exceed = b->used + b->held + b->request > b->limit;
+        dsc_window w;
+        b->retry_after_s = dsc_window_parse(b->window, &w, NULL) == DSC_OK
+                               ? dsc_window_wait_s(&w, b->used + b->held, b->request, b->limit,
+                                                   b->resets_at, r->now)
+                               : 0;
         q->in.n_budgets++;
     }
     q->in.budgets = q->budgets;
@@ -401,6 +418,12 @@ static int l_decide(lua_State *L) {
 static int l_decide_all(lua_State *L) {
     return run_decide(L, true);
 }
+static int l_enabled(lua_State *L) {
+    runner *r = runner_of(L);
+    if (r->policy < 0) return luaL_error(L, "enabled: %s tests no policy of this folder", r->file);
+    lua_pushboolean(L, r->set->files[r->policy].enabled);
+    return 1;
+}
 
 /* --- tests --- */
 
@@ -430,7 +453,8 @@ static int begin_test(lua_State *L, runner *r) {
                           r->grid ? err.message : "out of memory");
     }
     if (!r->cat || r->nm) /* declared models replace the catalogue */
-        dsc_policy_vm_set_oracle(r->vm, &(dsc_policy_oracle){r, fake_estimate, fake_models});
+        dsc_policy_vm_set_oracle(
+            r->vm, &(dsc_policy_oracle){r, fake_estimate, fake_models, fake_canonical});
     return 0;
 }
 
@@ -513,9 +537,15 @@ static int build_api(lua_State *L) {
         lua_rawset(L, api);
     }
     lua_pop(L, 1);
-    static const luaL_Reg fns[] = {
-        {"test", l_test}, {"budget", l_budget}, {"clock", l_clock},           {"model", l_model},
-        {"grid", l_grid}, {"decide", l_decide}, {"decide_all", l_decide_all}, {NULL, NULL}};
+    static const luaL_Reg fns[] = {{"test", l_test},
+                                   {"budget", l_budget},
+                                   {"clock", l_clock},
+                                   {"model", l_model},
+                                   {"grid", l_grid},
+                                   {"decide", l_decide},
+                                   {"decide_all", l_decide_all},
+                                   {"enabled", l_enabled},
+                                   {NULL, NULL}};
     luaL_setfuncs(L, fns, 0);
     if (luaL_loadbufferx(L, expect_src, sizeof expect_src - 1, "=expect", "t") != LUA_OK)
         return lua_error(L);

@@ -135,6 +135,11 @@ static dsc_status catalog_estimate(void *ud, const dsc_estimate_input *in, dsc_e
     return dsc_estimate_compute(ud, in, out, err);
 }
 
+static const char *catalog_canonical(void *ud, const char *provider, const char *name) {
+    const dsc_model *m = dsc_catalog_model(ud, provider, name);
+    return m ? m->name : NULL;
+}
+
 static int catalog_models(void *ud, const char *provider, dsc_policy_model *out, int max) {
     size_t n = 0;
     const dsc_model *ms = dsc_catalog_provider_models(ud, provider, &n);
@@ -183,7 +188,9 @@ dsc_policy_vm *dsc_policy_vm_new(dsc_policy_set *set, const dsc_catalog *cat, ds
     vm->set = dsc_policy_set_ref(set);
     vm->cat = cat;
     vm->grid = grid;
-    if (cat) vm->oracle = (dsc_policy_oracle){(void *)cat, catalog_estimate, catalog_models};
+    if (cat)
+        vm->oracle =
+            (dsc_policy_oracle){(void *)cat, catalog_estimate, catalog_models, catalog_canonical};
     snprintf(vm->default_class, sizeof vm->default_class, "productive");
     vm->L = dsc__sandbox_open(&vm->sb, vm->limits.memory_bytes);
     if (!vm->L) {
@@ -225,7 +232,8 @@ void dsc_policy_vm_set_oracle(dsc_policy_vm *vm, const dsc_policy_oracle *oracle
     if (oracle)
         vm->oracle = *oracle;
     else if (vm->cat)
-        vm->oracle = (dsc_policy_oracle){(void *)vm->cat, catalog_estimate, catalog_models};
+        vm->oracle = (dsc_policy_oracle){(void *)vm->cat, catalog_estimate, catalog_models,
+                                         catalog_canonical};
     lua_pushcfunction(vm->L, clear_models); /* the model lists came from the old oracle */
     if (lua_pcall(vm->L, 0, 0, 0) != LUA_OK) lua_pop(vm->L, 1);
 }

@@ -26,7 +26,8 @@
 typedef struct dsc__store dsc__store;
 
 typedef enum dsc__rec_type {
-    DSC__REC_RESERVE,      /* a new hold: reservations row (+ decisions row: with_decision) */
+    DSC__REC_RESERVE,      /* a new hold: reservations row (+ decisions row: with_decision;
+                              its key_id is the hold's owner, also when loading held ones) */
     DSC__REC_SETTLE,       /* a charge (kind settle/late/unreserved) + reservation state */
     DSC__REC_CANCEL,       /* reservation state cancelled */
     DSC__REC_EXPIRE,       /* reservation expired: charge (expire) or released */
@@ -44,6 +45,8 @@ typedef struct dsc__rec_decision {
     char purpose[DSC_NAME_MAX], provider[DSC_NAME_MAX], model[DSC_NAME_MAX];
     char outcome[DSC_NAME_MAX], policy[DSC_NAME_MAX], policy_version[DSC_NAME_MAX];
     char reason[512];
+    char key_id[DSC_NAME_MAX], zone[DSC_NAME_MAX], purpose_class[DSC_NAME_MAX];
+    char verdicts[2048], tags[1536]; /* JSON text */
     int64_t input_tokens, output_tokens, est_energy_wh, est_gco2e, est_water_ml;
 } dsc__rec_decision;
 
@@ -60,9 +63,11 @@ typedef struct dsc__rec_budget {
 typedef struct dsc__rec {
     struct dsc__rec *next;
     dsc__rec_type type;
-    bool waited, done;          /* owned by the store's queue lock */
-    bool with_decision;         /* a RESERVE that also carries its check's decision */
-    pthread_cond_t cv;          /* a waited record's own wake-up: no thundering herd */
+    bool waited, done;  /* owned by the store's queue lock */
+    bool with_decision; /* a RESERVE that also carries its check's decision */
+    bool acked;         /* acknowledged once queued (durability batch, off): its effect was applied
+                           when it was queued and its outcome is only counted */
+    pthread_cond_t cv;  /* a waited record's own wake-up: no thundering herd */
     dsc_ledger_done_fn done_fn; /* async completion, or NULL */
     void *done_ud;
     dsc_status status; /* filled when done */

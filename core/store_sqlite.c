@@ -7,7 +7,18 @@
  * waiting on it. A failed statement that is the record's own fault (a constraint)
  * fails only that record; an I/O error (SQLITE_FULL, IOERR, READONLY, ...) rolls the
  * whole batch back and fails every record in it with DSC_STORE_UNAVAILABLE. While the
- * store is failing, the writer probes it every 100 ms so that it recovers by itself.
+ * store is failing, the writer probes it every second so that it recovers by itself.
+ *
+ * A full disk: the WAL grows until the checkpoint at 1000 pages (4 MiB), which a
+ * nearly full disk never lets it reach, and a failed commit leaves it at its size.
+ * So after a failed commit the store enters recovery: every probe, every batch and
+ * every commit first checkpoints the WAL into the database and truncates it
+ * (reclaim_wal), which gives the WAL's space back once a little is free, and it stays
+ * in recovery (one checkpoint per commit) until the file system has RECOVERED_FREE
+ * bytes free again.
+ * One discernd per store file: open takes an exclusive flock() on "<store>.lock" (the
+ * kernel drops it when the process dies, even by kill -9) and writes its pid there, so
+ * a second process is refused naming the file and the holder's pid.
  * Schema and queries for admins: docs/operations.md. The writer thread is named
  * "dsc-store" (top -H, /proc/PID/task/TID/comm) so its CPU can be told apart.
  */
@@ -15,13 +26,17 @@
 #include "store_internal.h"
 
 #include <errno.h>
+#include <fcntl.h>
 #include <pthread.h>
 #include <sqlite3.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/file.h>
 #include <sys/stat.h>
+#include <sys/statvfs.h>
 #include <time.h>
+#include <unistd.h>
 
 enum {
     ST_RES_INSERT,
@@ -43,6 +58,7 @@ struct dsc__store {
     dsc_durability durability;
     int batch_ms;
     char path[1024];
+    int lock_fd; /* flock()ed "<path>.lock" while open; -1 before */
     pthread_mutex_t qmu, dbmu, rmu;
     pthread_cond_t nonempty;
     dsc__rec *head, *tail;
@@ -53,6 +69,7 @@ struct dsc__store {
     dsc__rec **batch;
     size_t batch_cap;
     uint64_t batches, records, failures;
+    bool recovering; /* a commit failed: checkpoint and truncate the WAL (writer only) */
     int64_t charge_seq, batch_charge_seq; /* the last charge committed; in this batch */
     struct {                              /* the reader's prepared statements, by SQL */
         sqlite3_stmt *st;
@@ -108,8 +125,9 @@ static const char schema_sql[] =
 static const char *const stmt_sql[ST_COUNT] = {
     [ST_RES_INSERT] =
         "INSERT INTO reservations(id, request_id, org, team, user, key,"
-        " created_us, expires_us, state, " METRIC_COLS("held_") ")"
-                                                                " VALUES(?,?,?,?,?,?,?,?,?," Q7 ")",
+        " created_us, expires_us, state, " METRIC_COLS("held_") ", owner)"
+                                                                " VALUES(?,?,?,?,?,?,?,?,?," Q7
+                                                                ",?)",
     [ST_RES_UPDATE] = "UPDATE reservations SET state = ?2, finished_us = ?3,"
                       " charged_energy_wh = charged_energy_wh + ?4,"
                       " charged_gco2e = charged_gco2e + ?5,"
@@ -136,8 +154,9 @@ static const char *const stmt_sql[ST_COUNT] = {
     [ST_DECISION] = "INSERT INTO decisions(decision_id, request_id, at_us, org, team, user,"
                     " key, purpose, provider, model, input_tokens, output_tokens,"
                     " est_energy_wh, est_gco2e, est_water_ml, outcome, policy,"
-                    " policy_version, reason, reservation_id)"
-                    " VALUES(?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?)",
+                    " policy_version, reason, reservation_id, key_id, zone, purpose_class,"
+                    " verdicts, tags)"
+                    " VALUES(?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?)",
     [ST_BUDGET_UPSERT] = "INSERT INTO budgets(id, selector, metric, window, limit_micro,"
                          " updated_us) VALUES(?,?,?,?,?,?) ON CONFLICT(selector, metric,"
                          " window) DO UPDATE SET limit_micro = excluded.limit_micro,"
@@ -176,6 +195,61 @@ static dsc_status open_conn(const char *path, sqlite3 **db, dsc_error *err) {
     return DSC_OK;
 }
 
+/* The pid recorded in a lock file by its holder; 0 when it cannot be read. */
+static long lock_holder(int fd) {
+    char buf[24] = {0};
+    ssize_t n = pread(fd, buf, sizeof buf - 1, 0);
+    return n > 0 ? strtol(buf, NULL, 10) : 0;
+}
+
+/* Take the store's exclusive lock, or refuse naming the file and who holds it. */
+static dsc_status take_lock(dsc__store *s, dsc_error *err) {
+    char lock[1100], pid[24];
+    snprintf(lock, sizeof lock, "%s.lock", s->path);
+    s->lock_fd = open(lock, O_RDWR | O_CREAT | O_CLOEXEC, 0644);
+    if (s->lock_fd < 0)
+        return dsc_error_set(err, DSC_STORE_UNAVAILABLE, "ledger store: cannot open '%s': %s", lock,
+                             strerror(errno));
+    if (flock(s->lock_fd, LOCK_EX | LOCK_NB) != 0) {
+        int e = errno;
+        long holder = lock_holder(s->lock_fd);
+        if (e != EWOULDBLOCK)
+            return dsc_error_set(err, DSC_STORE_UNAVAILABLE, "ledger store: cannot lock '%s': %s",
+                                 lock, strerror(e));
+        if (holder > 0)
+            return dsc_error_set(err, DSC_STORE_UNAVAILABLE,
+                                 "ledger store: '%s' is in use by pid %ld, which holds '%s'",
+                                 s->path, holder, lock);
+        return dsc_error_set(err, DSC_STORE_UNAVAILABLE,
+                             "ledger store: '%s' is in use by another process, which holds '%s'",
+                             s->path, lock);
+    }
+    int n = snprintf(pid, sizeof pid, "%ld\n", (long)getpid());
+    if (ftruncate(s->lock_fd, 0) != 0 || pwrite(s->lock_fd, pid, (size_t)n, 0) != n)
+        return dsc_error_set(err, DSC_STORE_UNAVAILABLE, "ledger store: cannot write '%s': %s",
+                             lock, strerror(errno));
+    return DSC_OK;
+}
+
+/* Columns added after the first schema: a store made before gains them on open (an
+ * ALTER that finds the column already there is the normal case, not an error). */
+static const char *const added_columns[] = {
+    "reservations ADD COLUMN owner TEXT", "decisions ADD COLUMN key_id TEXT",
+    "decisions ADD COLUMN zone TEXT",     "decisions ADD COLUMN purpose_class TEXT",
+    "decisions ADD COLUMN verdicts TEXT", "decisions ADD COLUMN tags TEXT",
+};
+
+static int add_columns(sqlite3 *db) {
+    for (size_t i = 0; i < sizeof added_columns / sizeof added_columns[0]; i++) {
+        char sql[128];
+        snprintf(sql, sizeof sql, "ALTER TABLE %s", added_columns[i]);
+        if (sqlite3_exec(db, sql, NULL, NULL, NULL) != SQLITE_OK &&
+            !strstr(sqlite3_errmsg(db), "duplicate column"))
+            return sqlite3_errcode(db);
+    }
+    return SQLITE_OK;
+}
+
 static dsc_status setup_db(dsc__store *s, dsc_error *err) {
     char pragmas[128];
     snprintf(pragmas, sizeof pragmas,
@@ -186,6 +260,7 @@ static dsc_status setup_db(dsc__store *s, dsc_error *err) {
         return db_error(s->db, "setting WAL mode", err);
     if (sqlite3_exec(s->db, schema_sql, NULL, NULL, NULL) != SQLITE_OK)
         return db_error(s->db, "creating the schema", err);
+    if (add_columns(s->db) != SQLITE_OK) return db_error(s->db, "adding columns", err);
     for (int i = 0; i < ST_COUNT; i++)
         if (sqlite3_prepare_v3(s->db, stmt_sql[i], -1, SQLITE_PREPARE_PERSISTENT, &s->st[i],
                                NULL) != SQLITE_OK)
@@ -203,13 +278,15 @@ dsc__store *dsc__store_open(const char *path, dsc_durability durability, int bat
     s->durability = durability;
     s->batch_ms = batch_ms > 0 ? batch_ms : 10;
     s->healthy = true;
+    s->lock_fd = -1;
     snprintf(s->path, sizeof s->path, "%s", path);
     pthread_mutex_init(&s->qmu, NULL);
     pthread_mutex_init(&s->dbmu, NULL);
     pthread_mutex_init(&s->rmu, NULL);
     pthread_cond_init(&s->nonempty, NULL);
     make_parent(path);
-    if (open_conn(path, &s->db, err) != DSC_OK || setup_db(s, err) != DSC_OK) {
+    if (take_lock(s, err) != DSC_OK || open_conn(path, &s->db, err) != DSC_OK ||
+        setup_db(s, err) != DSC_OK) {
         dsc__store_close(s);
         return NULL;
     }
@@ -263,6 +340,7 @@ static int write_reserve(dsc__store *s, const dsc__rec *r) {
     sqlite3_bind_int64(st, 8, r->expires_us);
     bind_text(st, 9, r->state);
     bind_amounts(st, 10, &r->amounts);
+    bind_text(st, 17, r->with_decision ? r->u.decision.key_id : "");
     return step(st);
 }
 
@@ -323,6 +401,11 @@ static int write_decision(dsc__store *s, const dsc__rec *r) {
     bind_text(st, 18, d->policy_version);
     bind_text(st, 19, d->reason);
     bind_text(st, 20, r->reservation_id);
+    bind_text(st, 21, d->key_id);
+    bind_text(st, 22, d->zone);
+    bind_text(st, 23, d->purpose_class);
+    bind_text(st, 24, d->verdicts);
+    bind_text(st, 25, d->tags);
     return step(st);
 }
 
@@ -371,10 +454,37 @@ static int write_rec(dsc__store *s, const dsc__rec *r) {
 
 /* --- the writer ----------------------------------------------------------------- */
 
+/* Free space on the store's file system leaves recovery once it is this large. */
+#define RECOVERED_FREE (64LL * 1024 * 1024)
+
+static long long free_bytes(const dsc__store *s) {
+    char dir[sizeof s->path];
+    snprintf(dir, sizeof dir, "%s", s->path);
+    char *slash = strrchr(dir, '/');
+    if (!slash)
+        strcpy(dir, ".");
+    else
+        slash[slash == dir] = '\0';
+    struct statvfs v;
+    return statvfs(dir, &v) == 0 ? (long long)v.f_bavail * (long long)v.f_frsize : -1;
+}
+
+/* In recovery (dbmu held, no transaction open): move the WAL into the database and
+ * truncate it to zero bytes. Readers in the WAL make it fail with BUSY at once (no
+ * waiting on the writer's thread); it is tried again on the next batch. */
+static void reclaim_wal(dsc__store *s) {
+    if (!s->recovering) return;
+    sqlite3_busy_timeout(s->db, 0);
+    int rc = sqlite3_wal_checkpoint_v2(s->db, NULL, SQLITE_CHECKPOINT_TRUNCATE, NULL, NULL);
+    sqlite3_busy_timeout(s->db, 5000);
+    if (rc == SQLITE_OK && free_bytes(s) >= RECOVERED_FREE) s->recovering = false;
+}
+
 /* Write and commit recs[0..n); fills every status. Returns whether it committed. */
 static bool write_batch(dsc__store *s, dsc__rec **recs, size_t n) {
     char msg[DSC_ERROR_MESSAGE_MAX] = "";
     pthread_mutex_lock(&s->dbmu);
+    reclaim_wal(s);
     s->batch_charge_seq = 0;
     int rc = step(s->st[ST_BEGIN]);
     for (size_t i = 0; rc == SQLITE_OK && i < n; i++) {
@@ -395,7 +505,9 @@ static bool write_batch(dsc__store *s, dsc__rec **recs, size_t n) {
         snprintf(msg, sizeof msg, "ledger store unavailable (%s): %s; nothing was recorded",
                  sqlite3_errstr(rc), sqlite3_errmsg(s->db));
         if (!sqlite3_get_autocommit(s->db)) step(s->st[ST_ROLLBACK]);
+        s->recovering = true;
     }
+    reclaim_wal(s);
     pthread_mutex_unlock(&s->dbmu);
     for (size_t i = 0; rc != SQLITE_OK && i < n; i++) {
         recs[i]->status = DSC_STORE_UNAVAILABLE;
@@ -406,6 +518,7 @@ static bool write_batch(dsc__store *s, dsc__rec **recs, size_t n) {
 
 static bool probe(dsc__store *s) {
     pthread_mutex_lock(&s->dbmu);
+    reclaim_wal(s);
     int rc = sqlite3_exec(s->db,
                           "BEGIN; INSERT OR REPLACE INTO meta VALUES('probe',"
                           " strftime('%s','now')); COMMIT;",
@@ -608,6 +721,7 @@ void dsc__store_close(dsc__store *s) {
     pthread_mutex_destroy(&s->dbmu);
     pthread_mutex_destroy(&s->rmu);
     pthread_cond_destroy(&s->nonempty);
+    if (s->lock_fd >= 0) close(s->lock_fd); /* releases the lock, after the last write */
     free(s);
 }
 
@@ -693,6 +807,7 @@ static dsc_status row_held(dsc__store_loader *ld, sqlite3_stmt *st, dsc__rec *re
     col_subject(st, 2, &rec->subject);
     rec->expires_us = sqlite3_column_int64(st, 7);
     col_amounts(st, 8, &rec->amounts);
+    col_text(st, 8 + DSC_METRIC_COUNT, rec->u.decision.key_id, sizeof rec->u.decision.key_id);
     return ld->held(ld->ud, rec, sqlite3_column_int64(st, 6));
 }
 
@@ -744,7 +859,7 @@ dsc_status dsc__store_load(dsc__store *s, dsc__store_loader *ld, dsc_error *err)
     res = each_row(
         s,
         "SELECT id, request_id, org, team, user, key, created_us, expires_us, " METRIC_COLS(
-            "held_") " FROM reservations WHERE state = 'held'",
+            "held_") ", owner FROM reservations WHERE state = 'held'",
         false, 0, ld, row_held, err);
     if (res != DSC_OK) return res;
     ld->finished_since_us = newest_finished_bound(s, ld);

@@ -346,3 +346,16 @@ int64_t dsc_window_counter_resets_at(const dsc_window_counter *c, const dsc_wind
     double us = (double)c->used * (double)w->span_us / (double)w->rate_micro;
     return ceil_div_pos(c->a + (int64_t)ceil(us), US_PER_S);
 }
+
+int64_t dsc_window_wait_s(const dsc_window *w, int64_t level, int64_t request, int64_t limit,
+                          int64_t resets_at, int64_t now_s) {
+    double excess = (double)level + (double)request - (double)limit;
+    if (excess <= 0) return 0;
+    if (w->kind != DSC_WINDOW_RATE) return resets_at > now_s ? resets_at - now_s : 1;
+    if (excess > (double)level) excess = (double)level; /* no more than an empty bucket */
+    /* The refill is counted in whole micro-units, so level may be up to one too high:
+     * allow for it rather than round a 30 s wait up to 31. */
+    double us = (excess - 1) * (double)w->span_us / (double)w->rate_micro;
+    int64_t s = (int64_t)ceil(us / (double)US_PER_S);
+    return s > 0 ? s : 1;
+}

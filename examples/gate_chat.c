@@ -6,8 +6,11 @@
  * call failed). The guard helper does the bookkeeping; the "completion" here is
  * simulated so that the example runs anywhere.
  *
- *   gate_chat [--server ADDR] [--user U] [--team T] [--purpose P] [--max-tokens N]
- *             [--fallback allow|refuse] [--fail] PROMPT
+ *   gate_chat [--server ADDR] [--key dsk_...] [--user U] [--team T] [--purpose P]
+ *             [--max-tokens N] [--fallback allow|refuse] [--fail] PROMPT
+ *
+ * Over TCP discernd wants a key (--key, default DISCERN_KEY), sent with `auth` on
+ * every (re)connect by the library.
  *
  * Build against an installed library:
  *   cc gate_chat.c $(pkg-config --cflags --libs discern-client) -o gate_chat
@@ -50,7 +53,7 @@ static const char *arg(int argc, char **argv, int *i) {
 }
 
 int main(int argc, char **argv) {
-    const char *server = "127.0.0.1:7878", *fallback = "refuse";
+    const char *server = "127.0.0.1:7878", *fallback = "refuse", *key = getenv("DISCERN_KEY");
     dsc_client_check_request rq = {.subject = {.user = "demo"},
                                    .provider = "openai",
                                    .model = "gpt-4o-mini",
@@ -59,6 +62,8 @@ int main(int argc, char **argv) {
     for (int i = 1; i < argc; i++) {
         if (strcmp(argv[i], "--server") == 0)
             server = arg(argc, argv, &i);
+        else if (strcmp(argv[i], "--key") == 0)
+            key = arg(argc, argv, &i);
         else if (strcmp(argv[i], "--user") == 0)
             rq.subject.user = arg(argc, argv, &i);
         else if (strcmp(argv[i], "--team") == 0)
@@ -82,7 +87,8 @@ int main(int argc, char **argv) {
     rq.output_tokens = ch.max_tokens; /* the upper bound is what gets held */
 
     dsc_error err;
-    dsc_client *c = dsc_client_new(server, &(dsc_client_options){.timeout_ms = 1000}, &err);
+    dsc_client *c =
+        dsc_client_new(server, &(dsc_client_options){.timeout_ms = 1000, .key = key}, &err);
     if (!c) {
         fprintf(stderr, "gate_chat: %s\n", err.message);
         return 2;

@@ -15,6 +15,8 @@
 --   window    "month"          calendar (day/week/month/year), "rolling:1h", "rate:100/1m"
 --   limit, used, held, remaining, request   in the metric's unit (g, Wh, mL, ...)
 --   resets_at                 unix seconds
+--   retry_after               seconds until this request fits (0 when it does); for a
+--                             rate budget, when the next token it needs is there
 --   would_exceed              used + held + request > limit
 -- The ledger computed all of this before the policies ran, so this policy only has to
 -- explain it.
@@ -50,15 +52,18 @@ return {
                     b.counter, b.metric, b.window, amount(b, b.used + b.held),
                     amount(b, b.limit), amount(b, b.request), utc(b.resets_at)))
             end
-            if b.would_exceed and (not wait or b.resets_at > wait.resets_at) then
+            if b.would_exceed and (not wait or b.retry_after > wait.retry_after) then
                 wait = b
             end
         end
         if wait then
+            -- Not when the bucket is full again, but when it has room for this request:
+            -- a wait too long idles the client, one too short makes it hammer us.
             return throttle{
-                retry_after = math.max(1, wait.resets_at - ctx.now()),
+                retry_after = math.max(1, wait.retry_after),
                 reason = string.format("rate budget %s (%s per %s) is empty until %s",
-                    wait.counter, wait.metric, wait.window, utc(wait.resets_at)),
+                    wait.counter, wait.metric, wait.window,
+                    utc(ctx.now() + math.max(1, wait.retry_after))),
             }
         end
         return nil -- within every budget: no objection

@@ -30,10 +30,23 @@ test("a budget of another team does not apply", function()
     expect(decide{team = "infra", estimate = {gco2e = 4}}).to_abstain()
 end)
 
-test("an empty rate budget throttles until it refills", function()
-    budget{selector = "user:*", metric = "requests", window = "rate:100/1m", limit = 100,
-           used = 100, resets_at = 1767225600 + 42}
-    expect(decide{user = "ana"}).to_throttle("rate budget user:ana").to_retry_after(42)
+test("an empty rate budget throttles until the next token is there, not the full bucket", function()
+    budget{selector = "user:*", metric = "requests", window = "rate:2/1m", limit = 2,
+           used = 2, resets_at = 1767225600 + 60}
+    expect(decide{user = "ana"}).to_throttle("rate budget user:ana").to_retry_after(30)
+        .to_throttle("until 2026-01-01T00:00:30Z")
+end)
+
+test("held requests on a rate budget wait for the same next token as settled ones", function()
+    budget{selector = "user:*", metric = "requests", window = "rate:2/1m", limit = 2, held = 2}
+    expect(decide{user = "ana"}).to_throttle("rate budget user:ana").to_retry_after(30)
+end)
+
+test("a rate budget waits for as many tokens as the request needs", function()
+    budget{selector = "user:*", metric = "tokens", window = "rate:600/1m", limit = 600,
+           used = 500}
+    -- 500 + 300 > 600: 200 tokens must refill, at 10 a second
+    expect(decide{user = "ana", output_tokens = 300}).to_throttle().to_retry_after(20)
 end)
 
 test("an exceeded calendar budget wins over an empty rate budget", function()

@@ -1,7 +1,12 @@
 -- grid_aware.lua: defer discretionary work while the grid is dirty.
 --
--- Off by default (enabled = false): it shows the mechanism. Turn it on once a live
--- intensity feed pushes values (the annual average alone never triggers it).
+-- Off by default: it shows the mechanism. Turn it on by setting `enabled = true`
+-- below once a live intensity feed pushes values (the annual average alone never
+-- triggers it), then `discern policy reload`; its tests follow the switch. A feed (or
+-- an admin) pushes the live value and the forecast with `grid.set`:
+--   {zone = "DEU", gco2e_per_kwh = 450, valid_until = t + 3600,
+--    forecast = {{from = t + 3600, gco2e_per_kwh = 380}, {from = t + 7200, ...}}}
+-- and a deferred request is throttled until the first cleaner forecast hour starts.
 --
 -- ctx.grid(zone) returns the zone's carbon intensity in gCO2e/kWh and its source,
 -- "live" (pushed by an admin or a feed, still valid) or "annual" (the catalogue's
@@ -26,7 +31,8 @@ end
 
 return {
     name = "grid-aware",
-    enabled = false,
+    enabled = false, -- the switch: true turns it on
+
     on_error = "allow",
 
     decide = function(req, ctx)

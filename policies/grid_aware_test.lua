@@ -1,4 +1,6 @@
--- grid_aware_test.lua: tests of grid_aware.lua (disabled in production, tested here).
+-- grid_aware_test.lua: tests of grid_aware.lua. decide{} runs it whether it is
+-- enabled or not; decide_all{} runs it only when its `enabled` switch is on, and the
+-- last test follows that switch (enabled()) rather than assuming either.
 --
 -- grid{zone=, gco2e_kwh=, live=true, valid_until=, forecast={{at=, gco2e_kwh=}...}}
 -- sets what ctx.grid() and ctx.grid_forecast() see.
@@ -43,10 +45,13 @@ test("an expired live value falls back to the annual average", function()
     expect(decide{zone = "DEU", purpose = "entertainment"}).to_abstain()
 end)
 
-test("it is off in production: decide_all does not run it", function()
+test("decide_all runs it exactly when its enabled switch is on", function()
     grid{zone = "DEU", gco2e_kwh = 450}
     local d = decide_all{zone = "DEU", purpose = "entertainment"}
+    local ran = false
     for _, v in ipairs(d.verdicts) do
-        ok(v.policy ~= "grid-aware", "grid-aware ran although it is disabled")
+        if v.policy == "grid-aware" then ran = true end
     end
+    ok(ran == enabled(), string.format("grid-aware ran: %s, enabled: %s", tostring(ran),
+        tostring(enabled())))
 end)

@@ -2,9 +2,13 @@
 --
 -- Discretionary purposes (marketing copy, entertainment...) are refused once the
 -- team has used 80% of its carbon budget, keeping the rest for real work. Essential
--- purposes (health, accessibility, safety, research...) are allowed as long as the
--- organisation has any carbon budget left. The classes come from purposes.lua:
--- req.purpose_class is already computed for the request.
+-- purposes (health, accessibility, safety, research...) are not held to that 80% mark,
+-- but they are not exempt from budgets: every budget binds for every purpose, so a
+-- research request on a team over its budget is refused (by budgets.lua, and by the
+-- ledger's hold in any case). That is deliberate: a budget is the limit an admin set,
+-- and a purpose the caller declares cannot lift it. To give essential work its own
+-- room, give it its own budget (a team or key of its own). The classes come from
+-- purposes.lua: req.purpose_class is already computed for the request.
 --
 -- ctx.budget(selector, metric) returns the first applying budget that matches, or
 -- nil: the selector may be a kind ("team"), a configured selector ("team:*") or a
@@ -20,12 +24,8 @@ return {
         local class = req.purpose_class
 
         if class == "essential" then
-            local org = ctx.budget("org", "gco2e")
-            if org and org.remaining <= 0 then
-                return refuse(string.format(
-                    "the organisation's carbon budget %s is exhausted, even for essential purposes; resets %s",
-                    org.counter, utc(org.resets_at)))
-            end
+            -- An opinion, not an exemption: budgets.lua still refuses what would
+            -- exceed any budget, and a refusal wins over this allow.
             return allow("essential purpose: " .. (req.purpose or ""))
         end
 

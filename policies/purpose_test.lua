@@ -28,8 +28,17 @@ test("essential purposes pass over the team's 80% mark", function()
         .to_allow("essential purpose")
 end)
 
+test("essential purposes are not exempt from the team's budget", function()
+    budget{selector = "team:*", metric = "gco2e", limit = 100, used = 99}
+    local d = decide_all{org = "acme", team = "infra", purpose = "research",
+                         estimate = {gco2e = 4}}
+    expect(d).to_refuse("budget team:infra (gco2e per month) would be exceeded")
+    ok(d.policy == "budgets", "refused by budgets, got " .. d.policy)
+end)
+
 test("essential purposes are refused once the org budget is exhausted", function()
     budget{selector = "org:*", metric = "gco2e", limit = 1000, used = 1000, resets_at = 1769904000}
-    expect(decide{org = "acme", purpose = "public health research"})
-        .to_refuse("org:acme is exhausted")
+    local d = decide_all{org = "acme", purpose = "public health research", estimate = {gco2e = 1}}
+    expect(d).to_refuse("budget org:acme (gco2e per month) would be exceeded")
+    ok(d.policy == "budgets", "refused by budgets, got " .. d.policy)
 end)

@@ -7,7 +7,9 @@
 --
 -- ctx.models(provider) lists the provider's models as {name=, params_b=} (active
 -- parameters in billions, 0 when unknown), smallest first; ctx.model(name, provider)
--- finds one. ctx.estimate is this request's footprint (ranges per metric:
+-- finds one. Aliases are resolved before policies run: req.model is the catalogue's
+-- name ("claude-opus-4-1" arrives as "claude-opus-4-1-20250805"), so an alias gets
+-- the same advice as the model it names. ctx.estimate is this request's footprint (ranges per metric:
 -- ctx.estimate.gco2e.max, in grams), and calling it asks "what if":
 -- ctx.estimate{model = "x"} estimates the same request on another model (nil and a
 -- message when the model is unknown).

@@ -3,7 +3,7 @@
 -- model{...} declares a fake model: its footprint per 1000 output tokens feeds both
 -- the request's estimate and ctx.estimate{...}, and ctx.models() lists it.
 
-model{provider = "openai", name = "gpt-4o", params_b = 220, gco2e = 6.0}
+model{provider = "openai", name = "gpt-4o", alias = "gpt-4o-latest", params_b = 220, gco2e = 6.0}
 model{provider = "openai", name = "gpt-4o-mini", params_b = 8, gco2e = 0.5}
 model{provider = "openai", name = "gpt-4.1-mini", params_b = 30, gco2e = 2.5}
 model{provider = "mistral", name = "large", params_b = 120, gco2e = 1.0}
@@ -40,4 +40,10 @@ test("the suggestion travels with another policy's refusal", function()
     expect(decide_all{team = "infra", model = "gpt-4o", output_tokens = 1000})
         .to_refuse("team:infra")
         .to_suggest("gpt-4o-mini")
+end)
+
+test("an alias is treated as the model it names", function()
+    expect(decide{model = "gpt-4o-latest", purpose = "code-review", output_tokens = 1000})
+        .to_allow("gpt-4o-mini would need 0.5 g CO2e instead of 6 g")
+        .to_suggest("gpt-4o-mini", "openai")
 end)

@@ -5,7 +5,7 @@ set -euo pipefail
 
 packages=(
   build-essential cmake pkg-config
-  liblua5.4-dev libevent-dev libmsgpack-dev libjansson-dev libsqlite3-dev
+  liblua5.4-dev libevent-dev libmsgpack-dev libjansson-dev libsqlite3-dev libssl-dev
   libcriterion-dev sqlite3 python3 python3-msgpack
   redis-server redis-tools util-linux
 )

@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # up.sh - install what is missing, build discern, and start discernd in the
 # foreground on its embedded defaults: SQLite ledger in var/, the shipped policies,
-# MessagePack-RPC on 127.0.0.1:7878, admin HTTP on 127.0.0.1:7879.
+# MessagePack-RPC on 127.0.0.1:7878 and var/discernd.sock, admin HTTP on
+# 127.0.0.1:7879.
 # Extra arguments go to discernd (try --help).
 set -euo pipefail
 cd "$(dirname "$0")/.."

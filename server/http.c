@@ -5,10 +5,13 @@
  *   GET /metrics      Prometheus text exposition (metrics.c)
  *   GET /v1/budgets   {"budgets":[{selector, metric, window, limit, unit}]}; with
  *                     ?org=&team=&user=&key= the budgets of that subject with their
- *                     used/held/remaining instead
+ *                     used/held/remaining instead. Needs `Authorization: Bearer <key
+ *                     token or admin token>` (unless require_auth = false) and shows
+ *                     only what the key's scope covers, as budget.list / budget.get.
  *
- * Read-only: nothing here changes the ledger, so it needs no token; bind it to a
- * loopback or otherwise trusted address.
+ * Read-only: nothing here changes the ledger. /metrics and /healthz are for
+ * operators and take no token: bind the listener to a loopback or otherwise trusted
+ * address (docs/operations.md, "Securing discernd").
  */
 #include "server_internal.h"
 
@@ -16,6 +19,7 @@
 #include <event2/buffer.h>
 #include <event2/keyvalq_struct.h>
 #include <jansson.h>
+#include <openssl/crypto.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/queue.h>
@@ -66,17 +70,47 @@ static void on_metrics(struct evhttp_request *req, void *arg) {
     evbuffer_free(out);
 }
 
-static json_t *budget_definitions(dsc_server *srv) {
+static void reply_error(struct evhttp_request *req, int code, const char *reason,
+                        const dsc_error *err) {
+    reply_json(
+        req, code, reason,
+        json_pack("{s:s, s:s}", "code", dsc_status_wire(err->code), "message", err->message));
+}
+
+/* The scope of the request's Bearer token into sc; DSC_UNAUTHORIZED without a valid
+ * one (none needed when require_auth is off: then everything). */
+static dsc_status bearer_scope(dsc_server *srv, struct evhttp_request *req, dsc__scope *sc,
+                               dsc_error *err) {
+    const char *h = evhttp_find_header(evhttp_request_get_input_headers(req), "Authorization");
+    memset(sc, 0, sizeof *sc);
+    if (!h || strncmp(h, "Bearer ", 7) != 0)
+        return srv->cfg.require_auth
+                   ? dsc_error_set(err, DSC_UNAUTHORIZED,
+                                   "needs an Authorization: Bearer <token> header")
+                   : DSC_OK;
+    const char *token = h + 7, *admin = srv->cfg.admin_token;
+    if (admin[0] && strlen(token) == strlen(admin) &&
+        CRYPTO_memcmp(token, admin, strlen(admin)) == 0)
+        return DSC_OK;
+    dsc__key_info k;
+    if (dsc__keys_auth(srv->keys, token, dsc__now_us() / 1000000, &k) != DSC_OK)
+        return dsc_error_set(err, DSC_UNAUTHORIZED, "the Bearer token is no valid key");
+    *sc = k.scope;
+    return DSC_OK;
+}
+
+static json_t *budget_definitions(dsc_server *srv, const dsc__scope *sc) {
     json_t *list = json_array();
     dsc_budget_info page[64];
     for (size_t off = 0; list;) {
         size_t got = dsc_ledger_budget_list(srv->ledger, off, page, 64, NULL);
         for (size_t i = 0; i < got; i++)
-            json_array_append_new(
-                list, json_pack("{s:s, s:s, s:s, s:f, s:s}", "selector", page[i].selector, "metric",
-                                dsc_metric_name(page[i].metric), "window", page[i].window, "limit",
-                                dsc_amount_to_api(page[i].limit), "unit",
-                                dsc_metric_unit(page[i].metric)));
+            if (dsc__scope_meets_selector(sc, page[i].selector))
+                json_array_append_new(
+                    list, json_pack("{s:s, s:s, s:s, s:f, s:s}", "selector", page[i].selector,
+                                    "metric", dsc_metric_name(page[i].metric), "window",
+                                    page[i].window, "limit", dsc_amount_to_api(page[i].limit),
+                                    "unit", dsc_metric_unit(page[i].metric)));
         if (got < 64) break;
         off += got;
     }
@@ -124,12 +158,42 @@ static void on_budgets(struct evhttp_request *req, void *arg) {
     }
     dsc_error err;
     dsc_error_clear(&err);
-    json_t *list = by_subject ? budget_states(srv, &subject, &err) : budget_definitions(srv);
+    dsc__scope sc;
+    if (bearer_scope(srv, req, &sc, &err) != DSC_OK) {
+        evhttp_clear_headers(&q);
+        reply_error(req, 401, "Unauthorized", &err);
+        return;
+    }
+    dsc__subject_buf s;
+    memset(&s, 0, sizeof s);
+    const char *part[4] = {subject.org, subject.team, subject.user, subject.key};
+    char *buf[4] = {s.org, s.team, s.user, s.key};
+    static const char *const names[] = {"org", "team", "user", "key"};
+    bool too_long = false, not_utf8 = false;
+    for (int i = 0; i < 4; i++)
+        if (part[i]) {
+            too_long |= strlen(part[i]) >= DSC_NAME_MAX;
+            /* The subject of a query, like every string a client sends, must be UTF-8. */
+            if (!not_utf8 && !dsc_rpc_utf8_valid(part[i], strlen(part[i]))) {
+                dsc_error_set(&err, DSC_BAD_REQUEST, "field '%s': not valid UTF-8", names[i]);
+                not_utf8 = true;
+            }
+            snprintf(buf[i], DSC_NAME_MAX, "%s", part[i]);
+        }
     evhttp_clear_headers(&q);
+    if (too_long && !not_utf8) dsc_error_set(&err, DSC_BAD_REQUEST, "a subject part is too long");
+    too_long |= not_utf8;
+    if (by_subject && !too_long &&
+        dsc__scope_apply(&sc, s.org, s.team, s.user, DSC_NAME_MAX, &err) == DSC_FORBIDDEN) {
+        reply_error(req, 403, "Forbidden", &err);
+        return;
+    }
+    s.subject = (dsc_subject){s.org, s.team, s.user, s.key};
+    json_t *list = too_long     ? NULL
+                   : by_subject ? budget_states(srv, &s.subject, &err)
+                                : budget_definitions(srv, &sc);
     if (!list) {
-        reply_json(
-            req, 400, "Bad Request",
-            json_pack("{s:s, s:s}", "code", dsc_status_wire(err.code), "message", err.message));
+        reply_error(req, 400, "Bad Request", &err);
         return;
     }
     reply_json(req, 200, "OK", json_pack("{s:o}", "budgets", list));
@@ -166,6 +230,9 @@ dsc_status dsc__http_start(dsc_server *srv, dsc_error *err) {
     struct evhttp_bound_socket *sock =
         evhttp_bind_socket_with_handle(srv->http, host, (ev_uint16_t)port);
     if (!sock) return dsc_error_set(err, DSC_IO, "http: cannot bind %s", srv->cfg.http);
+    /* Out of descriptors, libevent would retry accept at once, forever (accept.c). */
+    srv->http_listener = evhttp_bound_socket_get_listener(sock);
+    evconnlistener_set_error_cb(srv->http_listener, dsc__accept_http_error_cb);
     struct sockaddr_storage bound;
     socklen_t blen = sizeof bound;
     evutil_socket_t fd = evhttp_bound_socket_get_fd(sock);

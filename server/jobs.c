@@ -17,18 +17,74 @@
  *   job = dsc__job_defer(c, sizeof(my_job), finish);   in a handler (only the
  *                                                       dsc__job part is zeroed)
  *   dsc_ledger_settle_async(..., dsc__job_done, dsc__job_slot(job, 0), &err);
+ *
+ * A call can also wait for time instead of the store (dsc__job_delay_call, used by
+ * auth for the turns of authlimit.c): its params are packed into the job, a one-shot
+ * timer on the worker's loop completes the job's only slot, and finish() runs the
+ * method again on the params unpacked, its result being the reply. The worker never
+ * sleeps; a draining worker waits for these jobs like any other (their delays are
+ * shorter than the drain deadline).
+ *
+ * A finished job's block goes back to its worker's job cache (one free list per job
+ * size, bounded) and the next job of that size reuses it: a check or settle then
+ * costs no malloc/free pair of a block of tens of KiB. Jobs are created and freed on
+ * their worker's thread only, so the cache needs no lock.
  */
 #include "server_internal.h"
 
 #include <stdlib.h>
 #include <string.h>
 
+/* The cache list for size: its own, else a free one; NULL when all are taken. */
+static dsc__job_cache *cache_for(dsc__worker *w, size_t size) {
+    dsc__job_cache *free_slot = NULL;
+    for (int i = 0; i < DSC__JOB_CACHE_SIZES; i++) {
+        if (w->job_cache[i].size == size) return &w->job_cache[i];
+        if (!free_slot && w->job_cache[i].n == 0) free_slot = &w->job_cache[i];
+    }
+    if (free_slot) free_slot->size = size;
+    return free_slot;
+}
+
+static void *job_alloc(dsc__worker *w, size_t size) {
+    dsc__job_cache *k = cache_for(w, size);
+    if (!k || !k->head) return malloc(size);
+    void *p = k->head;
+    memcpy(&k->head, p, sizeof k->head);
+    k->n--;
+    return p;
+}
+
+static void job_release(dsc__job *job) {
+    dsc__job_cache *k = cache_for(job->w, job->size);
+    if (!k || k->n == DSC__JOB_CACHE_MAX) {
+        free(job);
+        return;
+    }
+    memcpy((void *)job, &k->head, sizeof k->head);
+    k->head = job;
+    k->n++;
+}
+
+void dsc__jobs_cache_free(dsc__worker *w) {
+    for (int i = 0; i < DSC__JOB_CACHE_SIZES; i++) {
+        dsc__job_cache *k = &w->job_cache[i];
+        while (k->head) {
+            void *p = k->head;
+            memcpy(&k->head, p, sizeof k->head);
+            free(p);
+        }
+        k->n = 0;
+    }
+}
+
 dsc__job *dsc__job_defer(dsc__call *c, size_t size, dsc__job_finish_fn finish) {
     /* Only the header is cleared: a handler's own part can be tens of KiB, mostly
      * never touched, and zeroing it costs page faults on every request. */
-    dsc__job *job = malloc(size);
+    dsc__job *job = job_alloc(c->w, size);
     if (!job) return NULL;
     memset(job, 0, sizeof *job);
+    job->size = size;
     job->conn = c->conn;
     job->w = c->w;
     job->msgid = c->msgid;
@@ -74,6 +130,7 @@ static void reply(dsc__job *job) {
     bool deliver = conn->fd >= 0 && job->is_request;
     msgpack_sbuffer scratch;
     msgpack_sbuffer_init(&scratch);
+    if (deliver) dsc__conn_out_ready(conn);
     msgpack_sbuffer *out = deliver ? &conn->out : &scratch;
     msgpack_packer pk;
     msgpack_packer_init(&pk, out, msgpack_sbuffer_write);
@@ -93,7 +150,7 @@ static void reply(dsc__job *job) {
 
 void dsc__job_finish_now(dsc__job *job) {
     reply(job);
-    free(job);
+    job_release(job);
 }
 
 /* Reply, free the job, and queue its connection for one send after the batch of
@@ -104,7 +161,7 @@ static void complete(dsc__job *job) {
     reply(job);
     conn->jobs--;
     w->jobs--;
-    free(job);
+    job_release(job);
     if (!conn->flush_queued) {
         conn->flush_queued = true;
         conn->flush_next = w->flush_list;
@@ -135,4 +192,68 @@ void dsc__jobs_run_completed(dsc__worker *w) {
         conn->flush_queued = false;
         dsc__conn_after_job(conn);
     }
+}
+
+/* ------------------------------------------------------------- delayed calls -- */
+
+typedef struct delayed {
+    dsc__job job;
+    dsc__method_fn fn;
+    msgpack_sbuffer params; /* the params map, packed */
+} delayed;
+
+static void on_delay(evutil_socket_t fd, short what, void *slot) {
+    (void)fd;
+    (void)what;
+    dsc__job_done(slot, DSC_OK, NULL);
+}
+
+static dsc_status finish_delayed(dsc__job *job, dsc_status st, const dsc_error *st_err,
+                                 msgpack_packer *pk, dsc_error *err) {
+    delayed *d = (delayed *)job;
+    if (st != DSC_OK) *err = *st_err;
+    msgpack_zone zone;
+    msgpack_object params;
+    if (st == DSC_OK && !msgpack_zone_init(&zone, 1024))
+        st = dsc_error_set(err, DSC_NOMEM, "out of memory replaying a delayed call");
+    else if (st == DSC_OK) {
+        st = dsc_rpc_decode((const uint8_t *)d->params.data, d->params.size, &zone, &params);
+        dsc__call c = {job->conn, job->w->srv, job->w, job->msgid, job->is_request, NULL, true,
+                       NULL, ""};
+        if (st == DSC_OK) st = d->fn(&c, &params, pk, err);
+        msgpack_zone_destroy(&zone);
+    }
+    msgpack_sbuffer_destroy(&d->params);
+    return st;
+}
+
+dsc_status dsc__job_delay_call(dsc__call *c, const msgpack_object *params, dsc__method_fn fn,
+                               int64_t delay_us, dsc_error *err) {
+    msgpack_sbuffer packed;
+    msgpack_sbuffer_init(&packed);
+    msgpack_packer pk;
+    msgpack_packer_init(&pk, &packed, msgpack_sbuffer_write);
+    if (msgpack_pack_object(&pk, *params) != 0 || packed.size > DSC__JOB_DELAY_PARAMS_MAX) {
+        bool big = packed.size > DSC__JOB_DELAY_PARAMS_MAX;
+        msgpack_sbuffer_destroy(&packed);
+        return big ? dsc_error_set(err, DSC_TOO_LARGE, "params: over %d bytes packed",
+                                   DSC__JOB_DELAY_PARAMS_MAX)
+                   : dsc_error_set(err, DSC_NOMEM, "out of memory delaying a call");
+    }
+    delayed *d = (delayed *)dsc__job_defer(c, sizeof *d, finish_delayed);
+    if (!d) {
+        msgpack_sbuffer_destroy(&packed);
+        return dsc_error_set(err, DSC_NOMEM, "out of memory delaying a call");
+    }
+    d->fn = fn;
+    d->params = packed;
+    struct timeval tv = {(time_t)(delay_us / 1000000), (suseconds_t)(delay_us % 1000000)};
+    if (event_base_once(c->w->base, -1, EV_TIMEOUT, on_delay, dsc__job_slot(&d->job, 0), &tv) !=
+        0) {
+        dsc__job_unslot(&d->job);
+        msgpack_sbuffer_destroy(&d->params);
+        d->params = (msgpack_sbuffer){0};
+        return dsc_error_set(err, DSC_INTERNAL, "cannot arm the timer of a delayed call");
+    }
+    return DSC_OK;
 }

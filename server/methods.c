@@ -1,6 +1,7 @@
 /*
  * methods.c - the method table of discernd and the handlers that need no core
- * module beyond the server itself (ping, stats, auth).
+ * module beyond the server itself (ping, stats, auth). A failed auth is counted and
+ * slowed down by authlimit.c.
  *
  * A handler reads its params map with the dsc_rpc_get_* getters (which name the
  * field in every error), and on success packs exactly one result map. When it
@@ -17,16 +18,32 @@ const msgpack_object dsc__empty_map = {.type = MSGPACK_OBJECT_MAP};
 typedef dsc__call call;
 typedef dsc__method_fn method_fn;
 
-/* Flags of a method:
- *   M_ADMIN          needs an admin connection (auth, or an allowed Unix peer uid);
- *                    refused with `unauthorized` otherwise.
+/* Who may call a method: a set of roles (docs/protocol.md, "Roles").
+ *   ANON     anyone, before or without auth
+ *   READER   reader keys; CLIENT client keys; MANAGER manager keys
+ *   an admin (the admin token, an admin key, a Unix peer in unix_admin_uids) may call
+ *   every method. An unauthenticated Unix-socket peer (the socket's file mode decides
+ *   who may connect), and with require_auth = false any unauthenticated connection,
+ *   counts as a client and a reader over the whole subject space (anonymous mode).
+ *   Anyone else is refused with `unauthorized`, before the handler runs.
+ * Flags of a method:
+ *   M_SCOPED         acts on subjects, budgets or keys: the handler sees the caller's
+ *                    scope in c->scope, fills the subject parts a request omits from it
+ *                    and refuses what lies outside it with `forbidden` (NULL scope:
+ *                    the method is not scoped; an admin's scope is everything).
  *   M_WRITES_LEDGER  may change budgets, holds or the journal: counted in stats as
  *                    ledger_writes and logged at debug level with its outcome. */
-enum { M_ADMIN = 1 << 0, M_WRITES_LEDGER = 1 << 1 };
+#define ANON (1u << DSC__ROLE_NONE)
+#define READER (1u << DSC__ROLE_READER)
+#define CLIENT (1u << DSC__ROLE_CLIENT)
+#define MANAGER (1u << DSC__ROLE_MANAGER)
+#define ADMIN_ONLY 0u
+enum { M_SCOPED = 1 << 0, M_WRITES_LEDGER = 1 << 1 };
 
 typedef struct method {
     const char *name;
     method_fn fn;
+    unsigned roles; /* besides admin */
     unsigned flags;
 } method;
 
@@ -35,24 +52,28 @@ static dsc_status m_stats(call *c, const msgpack_object *params, msgpack_packer 
                           dsc_error *err);
 static dsc_status m_auth(call *c, const msgpack_object *params, msgpack_packer *pk, dsc_error *err);
 
-/* The method table: the wire name, the handler, the flags above. docs/protocol.md
- * documents each method's params and result. */
+/* The method table: the wire name, the handler, who may call it, the flags above.
+ * docs/protocol.md documents each method's params and result. */
 static const method methods[] = {
-    {"ping", m_ping, 0},
-    {"stats", m_stats, 0},
-    {"auth", m_auth, 0},
-    {"check", dsc__m_check, M_WRITES_LEDGER},
-    {"settle", dsc__m_settle, M_WRITES_LEDGER},
-    {"cancel", dsc__m_cancel, M_WRITES_LEDGER},
-    {"estimate", dsc__m_estimate, 0},
-    {"budget.get", dsc__m_budget_get, 0},
-    {"budget.list", dsc__m_budget_list, 0},
-    {"budget.set", dsc__m_budget_set, M_ADMIN | M_WRITES_LEDGER},
-    {"budget.delete", dsc__m_budget_delete, M_ADMIN | M_WRITES_LEDGER},
-    {"models.list", dsc__m_models_list, 0},
-    {"zones.list", dsc__m_zones_list, 0},
-    {"grid.set", dsc__m_grid_set, M_ADMIN},
-    {"policy.reload", dsc__m_policy_reload, M_ADMIN},
+    {"ping", m_ping, ANON, 0},
+    {"auth", m_auth, ANON, 0},
+    {"estimate", dsc__m_estimate, ANON, 0},
+    {"models.list", dsc__m_models_list, ANON, 0},
+    {"zones.list", dsc__m_zones_list, ANON, 0},
+    {"stats", m_stats, READER | MANAGER, 0},
+    {"check", dsc__m_check, CLIENT, M_SCOPED | M_WRITES_LEDGER},
+    {"settle", dsc__m_settle, CLIENT, M_SCOPED | M_WRITES_LEDGER},
+    {"cancel", dsc__m_cancel, CLIENT, M_SCOPED | M_WRITES_LEDGER},
+    {"budget.get", dsc__m_budget_get, READER | CLIENT | MANAGER, M_SCOPED},
+    {"budget.list", dsc__m_budget_list, READER | MANAGER, M_SCOPED},
+    {"budget.set", dsc__m_budget_set, MANAGER, M_SCOPED | M_WRITES_LEDGER},
+    {"budget.delete", dsc__m_budget_delete, MANAGER, M_SCOPED | M_WRITES_LEDGER},
+    {"decisions.list", dsc__m_decisions_list, READER | MANAGER, M_SCOPED},
+    {"key.create", dsc__m_key_create, MANAGER, M_SCOPED},
+    {"key.list", dsc__m_key_list, MANAGER, M_SCOPED},
+    {"key.revoke", dsc__m_key_revoke, MANAGER, M_SCOPED},
+    {"grid.set", dsc__m_grid_set, ADMIN_ONLY, 0},
+    {"policy.reload", dsc__m_policy_reload, ADMIN_ONLY, 0},
 };
 
 #define N_METHODS (sizeof methods / sizeof methods[0])
@@ -168,32 +189,129 @@ static bool token_equal(const char *a, size_t alen, const char *b, size_t blen) 
     return diff == 0;
 }
 
+void dsc__conn_make_admin(dsc__conn *conn) {
+    conn->role = DSC__ROLE_ADMIN;
+    memset(&conn->scope, 0, sizeof conn->scope);
+    snprintf(conn->key_id, sizeof conn->key_id, "admin");
+    conn->key_expires_at = 0;
+}
+
+static void conn_bind_key(dsc__conn *conn, const dsc__key_info *k, uint64_t generation) {
+    conn->role = k->role;
+    conn->scope = k->scope;
+    snprintf(conn->key_id, sizeof conn->key_id, "%s", k->id);
+    conn->key_expires_at = k->expires_at;
+    conn->key_generation = generation;
+}
+
+static void conn_forget_key(dsc__conn *conn) {
+    conn->role = DSC__ROLE_NONE;
+    memset(&conn->scope, 0, sizeof conn->scope);
+    conn->key_id[0] = '\0';
+    conn->key_expires_at = 0;
+}
+
+/* Which identity a token names: the admin token, or a valid key. */
+static bool auth_token(call *c, const char *token) {
+    const char *want = c->srv->cfg.admin_token;
+    if (want[0] && token_equal(token, strlen(token), want, strlen(want))) {
+        dsc__conn_make_admin(c->conn);
+        return true;
+    }
+    dsc__key_info k;
+    uint64_t gen = dsc__keys_generation(c->srv->keys);
+    if (dsc__keys_auth(c->srv->keys, token, dsc__now_us() / 1000000, &k) != DSC_OK) return false;
+    conn_bind_key(c->conn, &k, gen);
+    return true;
+}
+
+static void pack_identity(msgpack_packer *pk, const dsc__conn *conn) {
+    char scope[DSC__SCOPE_TEXT_MAX];
+    dsc__scope_format(&conn->scope, scope, sizeof scope);
+    msgpack_pack_map(pk, 4);
+    pack_key(pk, "admin");
+    if (conn->role == DSC__ROLE_ADMIN)
+        msgpack_pack_true(pk);
+    else
+        msgpack_pack_false(pk);
+    pack_key(pk, "role");
+    dsc_rpc_pack_cstr(pk, dsc__role_name(conn->role));
+    pack_key(pk, "key_id");
+    dsc_rpc_pack_cstr(pk, conn->key_id);
+    pack_key(pk, "scope");
+    dsc_rpc_pack_cstr(pk, scope);
+}
+
 static dsc_status m_auth(call *c, const msgpack_object *params, msgpack_packer *pk,
                          dsc_error *err) {
+    /* Failed logins cost turns (authlimit.c): wait for this peer's, or be refused. */
+    dsc__conn *conn = c->conn;
+    if (!conn->auth_peer[0]) dsc__authlimit_key(conn->fd, conn->auth_peer, sizeof conn->auth_peer);
+    int64_t wait_us =
+        c->replayed ? 0
+                    : dsc__authlimit_admit(c->srv->authlimit, conn->auth_peer, dsc__now_us(), err);
+    if (wait_us != 0)
+        return wait_us < 0 ? DSC_UNAUTHORIZED
+                           : dsc__job_delay_call(c, params, m_auth, wait_us, err);
     char token[DSC_CONFIG_STR_MAX];
     dsc_status st = dsc_rpc_get_str(params, "token", true, token, sizeof token, err);
     if (st != DSC_OK) return st;
-    const char *want = c->srv->cfg.admin_token;
-    bool ok = want[0] && token_equal(token, strlen(token), want, strlen(want));
+    bool ok = auth_token(c, token);
     memset(token, 0, sizeof token);
     if (!ok) {
         /* Guessing costs a connection every AUTH_TRIES attempts. */
         bool last = ++c->conn->auth_failures >= AUTH_TRIES;
         if (last) c->conn->closing = true;
-        dsc_log_write(&c->srv->log, DSC_LOG_WARN, "auth_failed", "conn=%llu closing=%d",
-                      (unsigned long long)c->conn->id, last);
+        dsc__authlimit_failed(c->srv->authlimit, conn->auth_peer, dsc__now_us());
         return dsc_error_set(err, DSC_UNAUTHORIZED,
-                             want[0] ? "field 'token': wrong admin token"
-                                     : "no admin token is configured");
+                             "field 'token': neither the admin token nor a valid key");
     }
-    c->conn->admin = true;
-    msgpack_pack_map(pk, 1);
-    pack_key(pk, "admin");
-    msgpack_pack_true(pk);
+    pack_identity(pk, c->conn);
     return DSC_OK;
 }
 
 /* -------------------------------------------------------------------- dispatch -- */
+
+static const dsc__scope scope_all;
+
+/* A key revoked or expired since auth stops working at its connection's next call. */
+static dsc_status refresh_key(call *c, dsc_error *err) {
+    dsc__conn *conn = c->conn;
+    if (conn->role == DSC__ROLE_NONE || strcmp(conn->key_id, "admin") == 0) return DSC_OK;
+    int64_t now = dsc__now_us() / 1000000;
+    uint64_t gen = dsc__keys_generation(c->srv->keys);
+    bool expired = conn->key_expires_at && now >= conn->key_expires_at;
+    if (!expired && gen == conn->key_generation) return DSC_OK;
+    dsc__key_info k;
+    if (!expired && dsc__keys_get(c->srv->keys, conn->key_id, &k, NULL) == DSC_OK &&
+        dsc__key_valid(&k, now)) {
+        conn->key_generation = gen;
+        return DSC_OK;
+    }
+    char id[DSC__KEY_ID_MAX];
+    snprintf(id, sizeof id, "%s", conn->key_id);
+    conn_forget_key(conn);
+    return dsc_error_set(err, DSC_UNAUTHORIZED, "key '%s' was revoked or has expired", id);
+}
+
+/* Whether this connection may call m (see the table's comment), and its scope. */
+static dsc_status check_access(call *c, const method *m, dsc_error *err) {
+    dsc_status st = refresh_key(c, err);
+    if (st != DSC_OK) return st;
+    dsc__role role = c->conn->role;
+    bool anonymous_mode = role == DSC__ROLE_NONE && (c->conn->is_unix || !c->srv->cfg.require_auth);
+    unsigned mine = ANON | (anonymous_mode ? READER | CLIENT : 1u << role);
+    if (role != DSC__ROLE_ADMIN && !(m->roles & mine)) {
+        if (role == DSC__ROLE_NONE)
+            return dsc_error_set(err, DSC_UNAUTHORIZED,
+                                 "method '%s' needs a key (call auth with a token first)", m->name);
+        return dsc_error_set(err, DSC_UNAUTHORIZED, "method '%s' is not open to a %s key", m->name,
+                             dsc__role_name(role));
+    }
+    c->scope = (m->flags & M_SCOPED) ? (anonymous_mode ? &scope_all : &c->conn->scope) : NULL;
+    c->key_id = anonymous_mode ? "" : c->conn->key_id;
+    return DSC_OK;
+}
 
 static dsc_status run(call *c, const dsc_rpc_request *req, msgpack_packer *pk, dsc_error *err) {
     const method *m = find_method(req->method, req->method_len);
@@ -201,10 +319,9 @@ static dsc_status run(call *c, const dsc_rpc_request *req, msgpack_packer *pk, d
         int n = req->method_len > 64 ? 64 : (int)req->method_len;
         return dsc_error_set(err, DSC_BAD_REQUEST, "method: unknown method '%.*s'", n, req->method);
     }
-    if ((m->flags & M_ADMIN) && !c->conn->admin)
-        return dsc_error_set(err, DSC_UNAUTHORIZED,
-                             "method '%s' needs an admin connection (call auth first)", m->name);
-    dsc_status st = m->fn(c, req->params ? req->params : &dsc__empty_map, pk, err);
+    dsc_status st = check_access(c, m, err);
+    if (st != DSC_OK) return st;
+    st = m->fn(c, req->params ? req->params : &dsc__empty_map, pk, err);
     if (m->flags & M_WRITES_LEDGER) {
         atomic_fetch_add_explicit(&c->w->counters.ledger_writes, 1, memory_order_relaxed);
         dsc_log_write(&c->srv->log, DSC_LOG_DEBUG, "ledger_write", "conn=%llu method=%s code=%s",
@@ -231,7 +348,8 @@ static void adopt_job(dsc__call *c, dsc_status st, const dsc_error *err) {
 
 void dsc__dispatch(dsc__conn *conn, const dsc_rpc_request *req) {
     bool is_request = req->kind == DSC_RPC_REQUEST;
-    call c = {conn, conn->w->srv, conn->w, req->msgid, is_request, NULL};
+    call c = {conn, conn->w->srv, conn->w, req->msgid, is_request, NULL, false, NULL, ""};
+    dsc__conn_out_ready(conn);
     msgpack_sbuffer *out = &conn->out;
     size_t mark = out->size;
     msgpack_packer pk;

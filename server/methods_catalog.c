@@ -268,16 +268,49 @@ dsc_status dsc__m_zones_list(dsc__call *c, const msgpack_object *p, msgpack_pack
     return DSC_OK;
 }
 
+/* One point {from, gco2e_per_kwh} of grid.set's forecast; errors name its index. */
+static dsc_status read_point(const msgpack_object *o, uint32_t i, dsc_grid_point *pt,
+                             dsc_error *err) {
+    dsc_status st = DSC_OK;
+    double v = 0;
+    if (o->type != MSGPACK_OBJECT_MAP)
+        return dsc_error_set(err, DSC_BAD_REQUEST, "field 'forecast[%u]': expected a map, got %s",
+                             i, dsc_rpc_type_name(o));
+    if ((st = dsc_rpc_get_int(o, "from", true, 0, INT64_MAX / 2, &pt->at, err)) ||
+        (st = dsc_rpc_get_num(o, "gco2e_per_kwh", true, 0, 100000, &v, err))) {
+        char msg[DSC_ERROR_MESSAGE_MAX];
+        snprintf(msg, sizeof msg, "%s", err->message);
+        return dsc_error_set(err, st, "field 'forecast[%u]': %s", i, msg);
+    }
+    pt->gco2e_kwh = v;
+    return DSC_OK;
+}
+
+/* The optional forecast of grid.set: *n = -1 when absent (the zone's forecast stays). */
+static dsc_status read_forecast(const msgpack_object *p, dsc_grid_point *pts, int *n,
+                                dsc_error *err) {
+    const msgpack_object *a;
+    *n = -1;
+    dsc_status st = dsc_rpc_get_array(p, "forecast", false, DSC_GRID_FORECAST_MAX, &a, err);
+    if (st != DSC_OK || !a) return st;
+    for (uint32_t i = 0; i < a->via.array.size; i++)
+        if ((st = read_point(&a->via.array.ptr[i], i, &pts[i], err)) != DSC_OK) return st;
+    *n = (int)a->via.array.size;
+    return DSC_OK;
+}
+
 dsc_status dsc__m_grid_set(dsc__call *c, const msgpack_object *p, msgpack_packer *pk,
                            dsc_error *err) {
     char zone[DSC_ZONE_MAX];
     double value = 0;
     int64_t until = 0, now = dsc__now_us() / 1000000;
+    dsc_grid_point pts[DSC_GRID_FORECAST_MAX];
+    int n_pts = -1;
     dsc_status st;
     if ((st = dsc_rpc_get_str(p, "zone", true, zone, sizeof zone, err)) ||
         (st = dsc_rpc_get_num(p, "gco2e_per_kwh", true, 0, 100000, &value, err)) ||
         (st = dsc_rpc_get_int(p, "valid_until", true, INT64_MIN, INT64_MAX, &until, err)) ||
-        (st = dsc__worker_sync(c->w, err)))
+        (st = read_forecast(p, pts, &n_pts, err)) || (st = dsc__worker_sync(c->w, err)))
         return st;
     const dsc_zone *z = dsc_catalog_zone(c->w->state->catalog, zone);
     if (!z) return dsc_error_set(err, DSC_UNKNOWN_ZONE, "field 'zone': unknown zone '%s'", zone);
@@ -285,16 +318,23 @@ dsc_status dsc__m_grid_set(dsc__call *c, const msgpack_object *p, msgpack_packer
         return dsc_error_set(err, DSC_BAD_REQUEST,
                              "field 'valid_until': %lld is not in the future (now %lld)",
                              (long long)until, (long long)now);
-    if ((st = dsc_grid_set_live(c->srv->grid, z->name, value, until, err)) != DSC_OK) return st;
+    if ((st = dsc_grid_set_live(c->srv->grid, z->name, value, until, err)) != DSC_OK ||
+        (n_pts >= 0 && (st = dsc_grid_set_forecast(c->srv->grid, z->name, pts, n_pts, err))))
+        return st;
+    dsc_grid_point kept[DSC_GRID_FORECAST_MAX];
+    int n_kept = dsc_grid_forecast(c->srv->grid, z->name, now, kept, DSC_GRID_FORECAST_MAX);
     dsc_log_write(&c->srv->log, DSC_LOG_INFO, "grid_set",
-                  "zone=%s gco2e_per_kwh=%g valid_until=%lld", z->name, value, (long long)until);
-    msgpack_pack_map(pk, 3);
+                  "zone=%s gco2e_per_kwh=%g valid_until=%lld forecast_points=%d", z->name, value,
+                  (long long)until, n_kept);
+    msgpack_pack_map(pk, 4);
     dsc__pack_key(pk, "zone");
     dsc_rpc_pack_cstr(pk, z->name);
     dsc__pack_key(pk, "gco2e_per_kwh");
     msgpack_pack_double(pk, value);
     dsc__pack_key(pk, "valid_until");
     msgpack_pack_int64(pk, until);
+    dsc__pack_key(pk, "forecast_points");
+    msgpack_pack_int(pk, n_kept);
     return DSC_OK;
 }
 

@@ -76,29 +76,30 @@ static void pack_amounts(msgpack_packer *pk, const dsc_amounts *a) {
 
 /* ------------------------------------------------------------------ params -- */
 
-typedef struct subject_buf {
-    char org[FIELD_MAX], team[FIELD_MAX], user[FIELD_MAX], key[FIELD_MAX];
-    dsc_subject subject;
-} subject_buf;
+typedef dsc__subject_buf subject_buf;
 
-static dsc_status read_subject(const msgpack_object *p, bool required, subject_buf *s,
-                               dsc_error *err) {
+dsc_status dsc__read_subject(const msgpack_object *p, bool required, const dsc__scope *scope,
+                             subject_buf *s, dsc_error *err) {
     const msgpack_object *m;
     memset(s, 0, sizeof *s);
-    dsc_status st = dsc_rpc_get_map(p, "subject", required, &m, err);
-    if (st != DSC_OK || !m) return st;
-    if ((st = dsc_rpc_get_str(m, "org", false, s->org, FIELD_MAX, err)) ||
-        (st = dsc_rpc_get_str(m, "team", false, s->team, FIELD_MAX, err)) ||
-        (st = dsc_rpc_get_str(m, "user", false, s->user, FIELD_MAX, err)) ||
-        (st = dsc_rpc_get_str(m, "key", false, s->key, FIELD_MAX, err))) {
+    bool fills = scope && !dsc__scope_is_all(scope);
+    dsc_status st = dsc_rpc_get_map(p, "subject", required && !fills, &m, err);
+    if (st != DSC_OK) return st;
+    if (m && ((st = dsc_rpc_get_str(m, "org", false, s->org, FIELD_MAX, err)) ||
+              (st = dsc_rpc_get_str(m, "team", false, s->team, FIELD_MAX, err)) ||
+              (st = dsc_rpc_get_str(m, "user", false, s->user, FIELD_MAX, err)) ||
+              (st = dsc_rpc_get_str(m, "key", false, s->key, FIELD_MAX, err)))) {
         char msg[DSC_ERROR_MESSAGE_MAX];
         snprintf(msg, sizeof msg, "%s", err->message);
         return dsc_error_set(err, st, "subject: %s", msg);
     }
+    if (scope && (st = dsc__scope_apply(scope, s->org, s->team, s->user, FIELD_MAX, err)))
+        return st;
+    s->subject = (dsc_subject){s->org, s->team, s->user, s->key};
+    if (!m && !fills) return DSC_OK;
     if (!s->org[0] && !s->team[0] && !s->user[0] && !s->key[0])
         return dsc_error_set(err, DSC_BAD_REQUEST,
                              "field 'subject': needs at least one of org, team, user, key");
-    s->subject = (dsc_subject){s->org, s->team, s->user, s->key};
     return DSC_OK;
 }
 
@@ -117,6 +118,8 @@ static dsc_status copy_tag_str(const msgpack_object *o, char *out, const char *w
         return dsc_error_set(err, DSC_BAD_REQUEST,
                              "field 'tags': a %s is longer than %d bytes or holds NUL", what,
                              FIELD_MAX - 1);
+    if (!dsc_rpc_utf8_valid(o->via.str.ptr, o->via.str.size))
+        return dsc_error_set(err, DSC_BAD_REQUEST, "field 'tags': a %s is not valid UTF-8", what);
     memcpy(out, o->via.str.ptr, o->via.str.size);
     out[o->via.str.size] = '\0';
     return DSC_OK;
@@ -146,6 +149,7 @@ typedef struct check_args {
     tags_buf tags;
     char purpose[FIELD_MAX], request_id[FIELD_MAX];
     bool reserve;
+    bool budgets; /* the reply lists every matching budget's state (opt-in: large) */
     int64_t ttl_s;
 } check_args;
 
@@ -154,11 +158,12 @@ static dsc_status read_check_args(dsc__call *c, const msgpack_object *p, check_a
     dsc_status st;
     a->reserve = true;
     a->ttl_s = c->srv->cfg.hold_ttl_s;
-    if ((st = read_subject(p, true, &a->subject, err)) ||
+    if ((st = dsc__read_subject(p, true, c->scope, &a->subject, err)) ||
         (st = dsc__read_estimate_args(c, p, &a->est, true, err)) ||
         (st = dsc_rpc_get_str(p, "purpose", true, a->purpose, sizeof a->purpose, err)) ||
         (st = read_tags(p, &a->tags, err)) ||
         (st = dsc_rpc_get_bool(p, "reserve", false, &a->reserve, err)) ||
+        (st = dsc_rpc_get_bool(p, "budgets", false, &a->budgets, err)) ||
         (st = dsc_rpc_get_str(p, "request_id", false, a->request_id, sizeof a->request_id, err)) ||
         (st = dsc_rpc_get_int(p, "ttl_s", false, 1, 86400, &a->ttl_s, err)))
         return st;
@@ -199,6 +204,8 @@ typedef struct check_job {
     check_args a;
     check_out o;
     dsc_decision_record rec;
+    char purpose_class[32];
+    char verdicts[2048], tags_json[1536]; /* JSON text for the journal */
 } check_job;
 
 static void ignore_done(void *ud, dsc_status st, const dsc_error *err) {
@@ -260,6 +267,11 @@ static void fill_record(dsc__call *c, check_job *j) {
         .policy_version = o->decision.version,
         .reason = o->decision.reason,
         .reservation_id = o->reservation[0] ? o->reservation : NULL,
+        .key_id = c->key_id[0] ? c->key_id : NULL,
+        .zone = a->est.in.zone,
+        .purpose_class = j->purpose_class,
+        .verdicts = j->verdicts,
+        .tags = j->tags_json,
     };
 }
 
@@ -341,6 +353,135 @@ static dsc_status decide(dsc__call *c, const check_args *a, check_out *o, dsc_er
     return DSC_OK;
 }
 
+/* The list price of the request's model (aliases share it); NULL when unpriced. */
+static const dsc_price *request_price(dsc__call *c, const dsc__estimate_args *e) {
+    return dsc_catalog_price(c->w->state->catalog, e->in.provider, e->in.model);
+}
+
+/* A cost budget cannot be kept for a model without a list price: rather than hold
+ * nothing and let the budget leak, the ledger refuses the check (over an allow or a
+ * throttle of the policies), naming the model and the budget (docs/protocol.md). */
+static void refuse_unpriced(const check_args *a, check_out *o) {
+    for (size_t i = 0; i < o->n_states; i++) {
+        const dsc_budget_state *b = &o->states[i];
+        if (b->metric != DSC_METRIC_COST) continue;
+        decision_summary *d = &o->decision;
+        d->outcome = DSC_POLICY_REFUSE;
+        d->retry_after_s = 0;
+        d->suggest_provider[0] = d->suggest_model[0] = '\0';
+        snprintf(d->policy, sizeof d->policy, "ledger");
+        snprintf(d->reason, sizeof d->reason,
+                 "model %.32s/%.48s has no list price, so cost budget %.64s cost %.24s "
+                 "cannot be kept",
+                 a->est.provider, a->est.model, b->counter, b->window);
+        return;
+    }
+}
+
+/* JSON text for the journal, written straight into a fixed buffer: a check builds
+ * two of these, and through jansson (a node and a malloc per value, then a dump) they
+ * cost about 12 us of server CPU per check + settle at pipeline 1; this writer
+ * allocates nothing. Reading them back (decisions.list) goes through jansson. */
+typedef struct jbuf {
+    char *p;
+    size_t cap, len;
+    bool full; /* something did not fit: the text is dropped, never cut */
+} jbuf;
+
+static void jb_raw(jbuf *b, const char *s, size_t n) {
+    if (b->full || b->len + n >= b->cap) {
+        b->full = true;
+        return;
+    }
+    memcpy(b->p + b->len, s, n);
+    b->len += n;
+}
+
+/* A JSON string of at most max bytes of s: quotes, backslashes and control bytes
+ * escaped. */
+static void jb_str(jbuf *b, const char *s, size_t max) {
+    static const char hex[] = "0123456789abcdef";
+    jb_raw(b, "\"", 1);
+    for (size_t i = 0; s[i] && i < max; i++) {
+        unsigned char ch = (unsigned char)s[i];
+        char esc[6] = {'\\', 'u', '0', '0', hex[ch >> 4], hex[ch & 15]};
+        if (ch == '"' || ch == '\\') {
+            esc[1] = (char)ch;
+            jb_raw(b, esc, 2);
+        } else if (ch < 0x20) {
+            jb_raw(b, esc, 6);
+        } else {
+            jb_raw(b, (const char *)&ch, 1);
+        }
+    }
+    jb_raw(b, "\"", 1);
+}
+
+static void jb_cstr(jbuf *b, const char *s) {
+    jb_raw(b, s, strlen(s));
+}
+
+static void jb_end(jbuf *b) {
+    if (b->full) b->len = 0;
+    b->p[b->len] = '\0';
+}
+
+/* Every policy's verdict, reasons shortened until they fit the journal's column:
+ * [{"policy":..,"outcome":..,"reason":..,"shadow":bool}, ...]. */
+static void verdicts_json(const dsc_decision *d, char *out, size_t cap) {
+    static const size_t reason_max[] = {DSC_POLICY_REASON_MAX, 160, 48, 0};
+    for (size_t r = 0; r < sizeof reason_max / sizeof reason_max[0]; r++) {
+        jbuf b = {out, cap, 0, false};
+        jb_raw(&b, "[", 1);
+        for (int i = 0; i < d->n_verdicts; i++) {
+            const dsc_policy_verdict *v = &d->verdicts[i];
+            const char *o = dsc_policy_outcome_name(v->outcome);
+            jb_cstr(&b, i ? ",{\"policy\":" : "{\"policy\":");
+            jb_str(&b, v->policy, sizeof v->policy);
+            jb_cstr(&b, ",\"outcome\":");
+            jb_str(&b, o, strlen(o));
+            jb_cstr(&b, ",\"reason\":");
+            jb_str(&b, v->reason, reason_max[r]);
+            jb_cstr(&b, v->shadow ? ",\"shadow\":true}" : ",\"shadow\":false}");
+        }
+        jb_raw(&b, "]", 1);
+        jb_end(&b);
+        if (b.len) return;
+    }
+}
+
+static void tags_json(const tags_buf *t, char *out, size_t cap) {
+    jbuf b = {out, cap, 0, false};
+    jb_raw(&b, "{", 1);
+    for (int i = 0; i < t->n; i++) {
+        if (i) jb_raw(&b, ",", 1);
+        jb_str(&b, t->keys[i], FIELD_MAX);
+        jb_raw(&b, ":", 1);
+        jb_str(&b, t->values[i], FIELD_MAX);
+    }
+    jb_raw(&b, "}", 1);
+    jb_end(&b);
+}
+
+/* What the journal keeps of a check beyond its answer: purpose class, every verdict,
+ * tags. Shadow verdicts are counted and a shadow refusal logged. */
+static void audit(dsc__call *c, check_job *j) {
+    const dsc_decision *d = &c->w->decision;
+    snprintf(j->purpose_class, sizeof j->purpose_class, "%s",
+             dsc_policy_vm_purpose_class(c->w->vm, j->a.purpose));
+    verdicts_json(d, j->verdicts, sizeof j->verdicts);
+    tags_json(&j->a.tags, j->tags_json, sizeof j->tags_json);
+    for (int i = 0; i < d->n_verdicts; i++) {
+        const dsc_policy_verdict *v = &d->verdicts[i];
+        if (!v->shadow) continue;
+        dsc__count_shadow(c->w, v->policy, v->outcome);
+        if (v->outcome == DSC_POLICY_REFUSE)
+            dsc_log_write(&c->srv->log, DSC_LOG_INFO, "shadow_refuse",
+                          "policy=%s key=%s reason=\"%.200s\"", v->policy,
+                          c->key_id[0] ? c->key_id : "-", v->reason);
+    }
+}
+
 /* Everything a check does before it waits for the store. */
 static dsc_status run_check(dsc__call *c, check_job *j, dsc_error *err) {
     check_args *a = &j->a;
@@ -348,13 +489,17 @@ static dsc_status run_check(dsc__call *c, check_job *j, dsc_error *err) {
     dsc_status st = dsc__worker_sync(c->w, err);
     if (st == DSC_OK) st = dsc_estimate_compute(c->w->state->catalog, &a->est.in, &o->est, err);
     if (st != DSC_OK) return st;
-    dsc_amounts_from_estimate(&o->est, a->est.in.input_tokens, a->est.in.output_tokens, 0,
-                              &o->amounts);
+    const dsc_price *price = request_price(c, &a->est);
+    dsc_amounts_from_estimate(
+        &o->est, a->est.in.input_tokens, a->est.in.output_tokens,
+        dsc_price_cost_micro(price, a->est.in.input_tokens, a->est.in.output_tokens), &o->amounts);
     st = dsc_ledger_preview(c->srv->ledger, &a->subject.subject, &o->amounts, o->states,
                             PREVIEW_MAX, &o->n_states, err);
     if (st != DSC_OK) return st;
     if (o->n_states > PREVIEW_MAX) o->n_states = PREVIEW_MAX;
     if ((st = decide(c, a, o, err)) != DSC_OK) return st;
+    if (!price && o->decision.outcome != DSC_POLICY_REFUSE) refuse_unpriced(a, o);
+    audit(c, j);
     if (o->decision.outcome == DSC_POLICY_ALLOW && a->reserve) {
         if ((st = reserve(c, j, err)) != DSC_OK) return st;
         if (o->reservation[0]) return DSC_OK; /* journaled with its hold */
@@ -363,13 +508,20 @@ static dsc_status run_check(dsc__call *c, check_job *j, dsc_error *err) {
     return DSC_OK;
 }
 
-static void pack_check(msgpack_packer *pk, const check_out *o) {
+/* The budget states only when the client asked (`budgets: true`): with three
+ * budgets they are two thirds of the reply's bytes, and a client that goes ahead
+ * needs only the outcome, the reservation and the estimate. */
+static void pack_check_budgets(msgpack_packer *pk, const check_out *o, bool wanted) {
+    if (wanted) pack_budget_states(pk, o->states, o->n_states);
+}
+
+static void pack_check(msgpack_packer *pk, const check_out *o, bool with_budgets) {
     const decision_summary *d = &o->decision;
     bool retry = d->outcome == DSC_POLICY_THROTTLE && d->retry_after_s > 0;
     bool suggest = d->suggest_model[0] != '\0';
     bool resv = o->reservation[0] != '\0';
-    msgpack_pack_map(pk,
-                     8 + DSC__ESTIMATE_CONTEXT_KEYS + retry + suggest + 2 * resv + o->unenforced);
+    msgpack_pack_map(pk, 7 + with_budgets + DSC__ESTIMATE_CONTEXT_KEYS + retry + suggest + 2 * resv +
+                             o->unenforced);
     dsc__pack_key(pk, "decision");
     dsc_rpc_pack_cstr(pk, dsc_policy_outcome_name(d->outcome));
     dsc__pack_key(pk, "reason");
@@ -385,7 +537,7 @@ static void pack_check(msgpack_packer *pk, const check_out *o) {
     dsc__pack_key(pk, "zone");
     dsc_rpc_pack_cstr(pk, o->est.zone);
     dsc__pack_estimate_context(pk, &o->est);
-    pack_budget_states(pk, o->states, o->n_states);
+    pack_check_budgets(pk, o, with_budgets);
     if (retry) {
         dsc__pack_key(pk, "retry_after_s");
         msgpack_pack_double(pk, (double)d->retry_after_s);
@@ -427,7 +579,7 @@ static dsc_status finish_check(dsc__job *job, dsc_status st, const dsc_error *st
         *err = *st_err;
         return st;
     }
-    pack_check(pk, &j->o);
+    pack_check(pk, &j->o, j->a.budgets);
     dsc__count_decision(job->w, j->o.decision.outcome, j->o.decision.policy, j->a.purpose,
                         j->o.unenforced, dsc__now_us() - job->started_us);
     return DSC_OK;
@@ -472,6 +624,18 @@ static void subject_from_info(subject_buf *s, const dsc__resv_info *info) {
     s->subject = (dsc_subject){s->org, s->team, s->user, s->key};
 }
 
+/* A hold belongs to the key that took it: another key (an admin excepted) may neither
+ * settle nor cancel it. An id the ledger does not know passes (settle charges it as
+ * unreserved usage inside the caller's scope; cancel finds no such reservation). */
+static dsc_status check_owner(const dsc__call *c, const char *id, dsc_error *err) {
+    char owner[DSC_NAME_MAX];
+    if (c->conn->role == DSC__ROLE_ADMIN) return DSC_OK;
+    if (dsc_ledger_reservation_owner(c->srv->ledger, id, owner) != DSC_OK) return DSC_OK;
+    if (strcmp(owner, c->key_id) == 0) return DSC_OK;
+    return dsc_error_set(err, DSC_FORBIDDEN, "field 'reservation': '%.40s' is held by another key",
+                         id);
+}
+
 /* What the reservation was for comes from the server's memory of it; when the
  * server does not know it (after a restart), from provider/model/zone/subject in
  * the params. */
@@ -479,7 +643,9 @@ static dsc_status read_settle_args(dsc__call *c, const msgpack_object *p, settle
                                    dsc_error *err) {
     dsc_status st;
     dsc__resv_info info;
-    if ((st = dsc_rpc_get_str(p, "reservation", true, a->reservation, sizeof a->reservation, err)))
+    if ((st =
+             dsc_rpc_get_str(p, "reservation", true, a->reservation, sizeof a->reservation, err)) ||
+        (st = check_owner(c, a->reservation, err)))
         return st;
     bool known = dsc__resv_get(c->srv->reservations, a->reservation, &info);
     if (!known && !dsc_rpc_field(p, "model"))
@@ -508,7 +674,7 @@ static dsc_status read_settle_args(dsc__call *c, const msgpack_object *p, settle
     if (!dsc_rpc_field(p, "input_tokens"))
         return dsc_error_set(err, DSC_BAD_REQUEST, "field 'input_tokens' is required");
     if ((st = dsc__read_estimate_args(c, p, &a->est, true, err))) return st;
-    return read_subject(p, false, &a->subject, err);
+    return dsc__read_subject(p, false, c->scope, &a->subject, err);
 }
 
 static const char *settle_kind_name(dsc_settle_kind k) {
@@ -563,7 +729,10 @@ dsc_status dsc__m_settle(dsc__call *c, const msgpack_object *p, msgpack_packer *
     if (st == DSC_OK) st = dsc__worker_sync(c->w, err);
     if (st == DSC_OK) st = dsc_estimate_compute(c->w->state->catalog, &j->a.est.in, &j->est, err);
     if (st != DSC_OK) return st;
-    dsc_amounts_from_estimate(&j->est, j->a.est.in.input_tokens, j->a.est.in.output_tokens, 0,
+    dsc_amounts_from_estimate(&j->est, j->a.est.in.input_tokens, j->a.est.in.output_tokens,
+                              dsc_price_cost_micro(request_price(c, &j->a.est),
+                                                   j->a.est.in.input_tokens,
+                                                   j->a.est.in.output_tokens),
                               &j->actual);
     const subject_buf *s = &j->a.subject;
     j->has_subject = s->org[0] || s->team[0] || s->user[0] || s->key[0];
@@ -604,6 +773,7 @@ dsc_status dsc__m_cancel(dsc__call *c, const msgpack_object *p, msgpack_packer *
     if (!j) return dsc_error_set(err, DSC_INTERNAL, "out of memory for a cancel");
     j->id[0] = '\0';
     dsc_status st = dsc_rpc_get_str(p, "reservation", true, j->id, sizeof j->id, err);
+    if (st == DSC_OK) st = check_owner(c, j->id, err);
     if (st == DSC_OK)
         st = dsc_ledger_cancel_async(c->srv->ledger, j->id, dsc__job_done,
                                      dsc__job_slot(&j->job, 0), err);
@@ -618,7 +788,7 @@ dsc_status dsc__m_budget_get(dsc__call *c, const msgpack_object *p, msgpack_pack
     subject_buf s;
     dsc_budget_state states[PREVIEW_MAX];
     size_t n = 0;
-    dsc_status st = read_subject(p, true, &s, err);
+    dsc_status st = dsc__read_subject(p, true, c->scope, &s, err);
     if (st == DSC_OK)
         st = dsc_ledger_preview(c->srv->ledger, &s.subject, NULL, states, PREVIEW_MAX, &n, err);
     if (st != DSC_OK) return st;
@@ -648,6 +818,7 @@ dsc_status dsc__m_budget_list(dsc__call *c, const msgpack_object *p, msgpack_pac
             size_t got = dsc_ledger_budget_list(c->srv->ledger, off, page, 64, NULL);
             for (size_t i = 0; i < got; i++) {
                 if (selector[0] && strcmp(page[i].selector, selector) != 0) continue;
+                if (!dsc__scope_meets_selector(c->scope, page[i].selector)) continue;
                 if (pass == 0)
                     matched++;
                 else if (seen++ < matched)
@@ -682,11 +853,24 @@ static dsc_status read_budget_key(const msgpack_object *p, char *selector, dsc_m
  * its window) without holding up the worker's other connections. */
 typedef struct budget_job {
     dsc__job job;
+    char by[DSC__KEY_ID_MAX]; /* the key that made the change, for the journal */
     char selector[DSC_SELECTOR_MAX], window[DSC_WINDOW_MAX];
     dsc_metric metric;
     double limit;
     bool created;
 } budget_job;
+
+/* The admin journal row of a committed budget change (a failure is logged: the change
+ * itself is in effect and its reply must not lie about it). */
+static void journal_budget(dsc_server *srv, const budget_job *j, const char *action) {
+    char detail[96];
+    dsc_error err;
+    snprintf(detail, sizeof detail, "metric=%s window=%s limit=%g", dsc_metric_name(j->metric),
+             j->window, j->limit);
+    if (dsc__keys_journal(srv->keys, j->by, action, j->selector, detail, &err) != DSC_OK)
+        dsc_log_write(&srv->log, DSC_LOG_ERROR, "journal_failed", "action=%s message=\"%s\"",
+                      action, err.message);
+}
 
 static dsc_status finish_budget_set(dsc__job *job, dsc_status st, const dsc_error *st_err,
                                     msgpack_packer *pk, dsc_error *err) {
@@ -703,8 +887,10 @@ static dsc_status finish_budget_set(dsc__job *job, dsc_status st, const dsc_erro
                              "budget '%s' on %s over '%s' was committed but is not in effect "
                              "(deleted by another call since, or out of memory)",
                              j->selector, dsc_metric_name(j->metric), j->window);
-    dsc_log_write(&srv->log, DSC_LOG_INFO, "budget_set", "selector=%s metric=%s window=%s limit=%g",
-                  info.selector, dsc_metric_name(j->metric), info.window, j->limit);
+    dsc_log_write(&srv->log, DSC_LOG_INFO, "budget_set",
+                  "selector=%s metric=%s window=%s limit=%g by=%s", info.selector,
+                  dsc_metric_name(j->metric), info.window, j->limit, j->by);
+    journal_budget(srv, j, "budget.set");
     msgpack_pack_map(pk, 2);
     dsc__pack_key(pk, "budget");
     pack_budget_info(pk, &info);
@@ -724,8 +910,9 @@ static dsc_status finish_budget_delete(dsc__job *job, dsc_status st, const dsc_e
         return st;
     }
     dsc_log_write(&job->w->srv->log, DSC_LOG_INFO, "budget_delete",
-                  "selector=%s metric=%s window=%s", j->selector, dsc_metric_name(j->metric),
-                  j->window);
+                  "selector=%s metric=%s window=%s by=%s", j->selector, dsc_metric_name(j->metric),
+                  j->window, j->by);
+    journal_budget(job->w->srv, j, "budget.delete");
     msgpack_pack_map(pk, 1);
     dsc__pack_key(pk, "deleted");
     msgpack_pack_true(pk);
@@ -739,7 +926,15 @@ static budget_job *budget_job_new(dsc__call *c, const msgpack_object *p, dsc__jo
         *st = dsc_error_set(err, DSC_INTERNAL, "out of memory for a budget change");
         return NULL;
     }
+    snprintf(j->by, sizeof j->by, "%s", c->key_id[0] ? c->key_id : "anonymous");
     *st = read_budget_key(p, j->selector, &j->metric, j->window, err);
+    if (*st == DSC_OK && !dsc__scope_covers_selector(c->scope, j->selector)) {
+        char scope[DSC__SCOPE_TEXT_MAX];
+        dsc__scope_format(c->scope, scope, sizeof scope);
+        *st = dsc_error_set(err, DSC_FORBIDDEN,
+                            "field 'selector': '%s' reaches outside this key's scope '%s'",
+                            j->selector, scope);
+    }
     return j;
 }
 

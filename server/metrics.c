@@ -28,17 +28,24 @@ static uint64_t get(const atomic_uint_fast64_t *v) {
     return atomic_load_explicit((atomic_uint_fast64_t *)v, memory_order_relaxed);
 }
 
-static void count_label(dsc__worker *w, int outcome, const char *policy, const char *klass) {
+static bool same_label(const dsc__label_count *a, const dsc__label_count *b) {
+    return a->shadow == b->shadow && a->outcome == b->outcome &&
+           strcmp(a->policy, b->policy) == 0 && strcmp(a->purpose_class, b->purpose_class) == 0;
+}
+
+static void count_label(dsc__worker *w, bool shadow, int outcome, const char *policy,
+                        const char *klass) {
     pthread_mutex_lock(&w->labels_lock);
     int i = 0;
     for (; i < w->n_labels; i++) {
         dsc__label_count *l = &w->labels[i];
-        if (l->outcome == outcome && strcmp(l->policy, policy) == 0 &&
+        if (l->shadow == shadow && l->outcome == outcome && strcmp(l->policy, policy) == 0 &&
             strcmp(l->purpose_class, klass) == 0)
             break;
     }
     if (i == w->n_labels && w->n_labels < DSC__LABELS_MAX) {
         dsc__label_count *l = &w->labels[w->n_labels++];
+        l->shadow = shadow;
         l->outcome = outcome;
         snprintf(l->policy, sizeof l->policy, "%s", policy);
         snprintf(l->purpose_class, sizeof l->purpose_class, "%s", klass);
@@ -59,7 +66,11 @@ void dsc__count_decision(dsc__worker *w, dsc_policy_outcome outcome, const char 
     add(&c->latency[b], 1);
     add(&c->latency_sum_us, (uint64_t)(latency_us > 0 ? latency_us : 0));
     const char *klass = w->vm ? dsc_policy_vm_purpose_class(w->vm, purpose) : "unknown";
-    count_label(w, outcome, policy[0] ? policy : "none", klass);
+    count_label(w, false, outcome, policy[0] ? policy : "none", klass);
+}
+
+void dsc__count_shadow(dsc__worker *w, const char *policy, dsc_policy_outcome outcome) {
+    count_label(w, true, outcome, policy, "");
 }
 
 void dsc__count_store(dsc__worker *w, int64_t us) {
@@ -144,9 +155,7 @@ static void put_decisions(text *t, dsc_server *srv) {
         for (int k = 0; k < w->n_labels; k++) {
             const dsc__label_count *l = &w->labels[k];
             int j = 0;
-            while (j < n &&
-                   !(all[j].outcome == l->outcome && strcmp(all[j].policy, l->policy) == 0 &&
-                     strcmp(all[j].purpose_class, l->purpose_class) == 0))
+            while (j < n && !same_label(&all[j], l))
                 j++;
             if (j == n && n < DSC__LABELS_MAX)
                 all[n++] = *l;
@@ -156,11 +165,19 @@ static void put_decisions(text *t, dsc_server *srv) {
         pthread_mutex_unlock(&w->labels_lock);
     }
     for (int j = 0; j < n; j++)
-        put(t,
-            "discern_decisions_total{outcome=\"%s\",policy=\"%s\",purpose_class=\"%s\"} %" PRIu64
-            "\n",
-            dsc_policy_outcome_name((dsc_policy_outcome)all[j].outcome), all[j].policy,
-            all[j].purpose_class, all[j].count);
+        if (!all[j].shadow)
+            put(t,
+                "discern_decisions_total{outcome=\"%s\",policy=\"%s\",purpose_class=\"%s\"} "
+                "%" PRIu64 "\n",
+                dsc_policy_outcome_name((dsc_policy_outcome)all[j].outcome), all[j].policy,
+                all[j].purpose_class, all[j].count);
+    put(t, "# HELP discern_shadow_verdicts_total Verdicts of shadow policies (never decisive).\n"
+           "# TYPE discern_shadow_verdicts_total counter\n");
+    for (int j = 0; j < n; j++)
+        if (all[j].shadow)
+            put(t, "discern_shadow_verdicts_total{policy=\"%s\",outcome=\"%s\"} %" PRIu64 "\n",
+                all[j].policy, dsc_policy_outcome_name((dsc_policy_outcome)all[j].outcome),
+                all[j].count);
 }
 
 static void put_latency(text *t, dsc_server *srv) {
@@ -278,6 +295,10 @@ static void put_ledger(text *t, dsc_server *srv) {
         "gauge\n"
         "discern_store_up %d\n",
         ls.store_ok ? 1 : 0);
+    put(t,
+        "# HELP discern_store_free_bytes Bytes free on the store's file system (-1: no "
+        "store file).\n# TYPE discern_store_free_bytes gauge\ndiscern_store_free_bytes %lld\n",
+        (long long)atomic_load(&srv->store_free_bytes));
     put_counter(t, "discern_store_failures_total", "Store batches that failed to commit.",
                 ls.store_failures);
     put_counter(t, "discern_store_batches_total", "Store batches committed.", ls.store_batches);
@@ -307,6 +328,9 @@ char *dsc__metrics_render(dsc_server *srv, size_t *len) {
     put_counter(&t, "discern_unenforced_total",
                 "Checks allowed unenforced because the store was down (failure_mode open).",
                 SUM_FIELD(srv, unenforced));
+    put_counter(&t, "discern_auth_failures_total",
+                "auth calls refused for a wrong or unknown token (docs/operations.md).",
+                dsc__authlimit_total(srv->authlimit));
     put_counter(&t, "discern_policy_errors_total",
                 "Policy evaluations that raised, timed out or ran out of memory.",
                 SUM_FIELD(srv, policy_errors));
@@ -320,8 +344,12 @@ char *dsc__metrics_render(dsc_server *srv, size_t *len) {
         "discern_connections %d\n",
         atomic_load(&srv->connections));
     put_counter(&t, "discern_connections_rejected_total",
-                "Connections closed at once over max_connections.",
+                "Connections closed at once (max_connections, the Unix reserve, "
+                "max_connections_per_address).",
                 (uint64_t)atomic_load(&srv->rejected));
+    put_counter(&t, "discern_accept_errors_total",
+                "accept(2) failures (out of descriptors: accepting pauses, then resumes).",
+                dsc__accept_errors(srv));
     put_ledger(&t, srv);
     put_budgets(&t, srv);
     if (t.failed) {

@@ -2,6 +2,11 @@
  * rpc.c - MessagePack-RPC framing: request decoding, response packing and parameter
  * getters (see rpc.h). The bounded scanner in front of all this is core/rpc_scan.c,
  * shared with the client library.
+ *
+ * Every string a handler takes from a client goes through dsc_rpc_get_str (or, for
+ * map keys and values read directly, dsc_rpc_utf8_valid): invalid UTF-8 is refused
+ * there, naming the field, so it never reaches a budget, the journal, /metrics or a
+ * reply.
  */
 #include "rpc.h"
 
@@ -58,10 +63,36 @@ static dsc_status parse_params(const msgpack_object *o, dsc_rpc_request *req, ds
     return DSC_OK;
 }
 
+/* The length of the UTF-8 sequence starting at p[0..n), 0 when it is not one: no
+ * overlong forms, no surrogates, nothing past U+10FFFF (RFC 3629). */
+static size_t utf8_seq(const unsigned char *p, size_t n) {
+    unsigned char b = p[0];
+    size_t len = b < 0x80                 ? 1
+                 : b >= 0xc2 && b <= 0xdf ? 2
+                 : b >= 0xe0 && b <= 0xef ? 3
+                 : b >= 0xf0 && b <= 0xf4 ? 4
+                                          : 0;
+    if (len == 0 || len > n) return 0;
+    for (size_t i = 1; i < len; i++)
+        if ((p[i] & 0xc0) != 0x80) return 0;
+    if (len == 3 && ((b == 0xe0 && p[1] < 0xa0) || (b == 0xed && p[1] > 0x9f))) return 0;
+    if (len == 4 && ((b == 0xf0 && p[1] < 0x90) || (b == 0xf4 && p[1] > 0x8f))) return 0;
+    return len;
+}
+
+bool dsc_rpc_utf8_valid(const char *s, size_t n) {
+    const unsigned char *p = (const unsigned char *)s;
+    for (size_t i = 0, k; i < n; i += k)
+        if ((k = utf8_seq(p + i, n - i)) == 0) return false;
+    return true;
+}
+
 static dsc_status parse_method(const msgpack_object *o, dsc_rpc_request *req, dsc_error *err) {
     if (o->type != MSGPACK_OBJECT_STR && o->type != MSGPACK_OBJECT_BIN)
         return dsc_error_set(err, DSC_BAD_REQUEST, "method: expected a string, got %s",
                              dsc_rpc_type_name(o));
+    if (!dsc_rpc_utf8_valid(o->via.str.ptr, o->via.str.size))
+        return dsc_error_set(err, DSC_BAD_REQUEST, "method: not valid UTF-8");
     req->method = o->via.str.ptr;
     req->method_len = o->via.str.size;
     return DSC_OK;
@@ -192,6 +223,8 @@ dsc_status dsc_rpc_get_str(const msgpack_object *map, const char *key, bool requ
                              cap - 1);
     if (memchr(v->via.str.ptr, '\0', v->via.str.size))
         return dsc_error_set(err, DSC_BAD_REQUEST, "field '%s': contains a NUL byte", key);
+    if (!dsc_rpc_utf8_valid(v->via.str.ptr, v->via.str.size))
+        return dsc_error_set(err, DSC_BAD_REQUEST, "field '%s': not valid UTF-8", key);
     memcpy(out, v->via.str.ptr, v->via.str.size);
     out[v->via.str.size] = '\0';
     return DSC_OK;
@@ -255,6 +288,20 @@ dsc_status dsc_rpc_get_bool(const msgpack_object *map, const char *key, bool req
     if (!v) return st;
     if (v->type != MSGPACK_OBJECT_BOOLEAN) return wrong_type(err, key, "a boolean", v);
     *out = v->via.boolean;
+    return DSC_OK;
+}
+
+dsc_status dsc_rpc_get_array(const msgpack_object *map, const char *key, bool required,
+                             uint32_t max, const msgpack_object **out, dsc_error *err) {
+    dsc_status st;
+    const msgpack_object *v = lookup(map, key, required, &st, err);
+    *out = NULL;
+    if (!v) return st;
+    if (v->type != MSGPACK_OBJECT_ARRAY) return wrong_type(err, key, "an array", v);
+    if (v->via.array.size > max)
+        return dsc_error_set(err, DSC_TOO_LARGE, "field '%s': %u items, at most %u", key,
+                             v->via.array.size, max);
+    *out = v;
     return DSC_OK;
 }
 

@@ -66,7 +66,8 @@ int dsc_rpc_pack_range(msgpack_packer *pk, double min, double max);
 /* The value of key in map (a MAP object), or NULL when absent. */
 const msgpack_object *dsc_rpc_field(const msgpack_object *map, const char *key);
 /* Copy string field key into out (cap bytes with the NUL). Absent: out = "" and
- * DSC_OK unless required. Wrong type or longer than cap - 1: DSC_BAD_REQUEST. */
+ * DSC_OK unless required. Wrong type, longer than cap - 1, a NUL byte or invalid
+ * UTF-8: DSC_BAD_REQUEST naming the field. */
 dsc_status dsc_rpc_get_str(const msgpack_object *map, const char *key, bool required, char *out,
                            size_t cap, dsc_error *err);
 /* Read integer field key into *out, within [min, max]; absent leaves *out. */
@@ -81,6 +82,14 @@ dsc_status dsc_rpc_get_bool(const msgpack_object *map, const char *key, bool req
 /* Point *out at map field key, which must be a map; absent sets *out = NULL. */
 dsc_status dsc_rpc_get_map(const msgpack_object *map, const char *key, bool required,
                            const msgpack_object **out, dsc_error *err);
+/* True when s[0..n) is well-formed UTF-8 (RFC 3629: no overlong forms, surrogates
+ * or code points past U+10FFFF). dsc_rpc_get_str checks it; a handler that reads a
+ * str object itself (map keys) must too. */
+bool dsc_rpc_utf8_valid(const char *s, size_t n);
+/* Point *out at array field key of at most max items; absent sets *out = NULL. More
+ * items: DSC_TOO_LARGE naming the field. */
+dsc_status dsc_rpc_get_array(const msgpack_object *map, const char *key, bool required,
+                             uint32_t max, const msgpack_object **out, dsc_error *err);
 /* The MessagePack type name of o ("string", "integer", ...), for messages. */
 const char *dsc_rpc_type_name(const msgpack_object *o);
 

@@ -16,6 +16,13 @@
  * when empty; the output buffer is freed once sent, and reading pauses while more
  * than OUT_HIGH bytes of replies wait for the peer. An idle connection costs its
  * struct and its socket.
+ *
+ * Deadlines: a connection is closed when it completes no message for idle_timeout_s
+ * (bytes of a message still arriving are not activity: one byte every half second
+ * must not hold a slot forever) or when a message is still incomplete frame_timeout_s
+ * after its first byte. One timer per connection, armed lazily: a read only notes
+ * the time, and the timer, when it fires early, re-arms itself for the real deadline,
+ * so a busy connection costs no timer operation per request.
  */
 #include "server_internal.h"
 
@@ -30,6 +37,7 @@
 #include <string.h>
 #include <sys/socket.h>
 #include <sys/stat.h>
+#include <sys/statvfs.h>
 #include <sys/un.h>
 #include <time.h>
 #include <unistd.h>
@@ -65,7 +73,8 @@ static void conn_free(dsc__conn *c) {
     c->prev = c->next = NULL;
     if (c->rev) event_free(c->rev);
     if (c->wev) event_free(c->wev);
-    c->rev = c->wev = NULL;
+    if (c->timer) event_free(c->timer);
+    c->rev = c->wev = c->timer = NULL;
     if (c->fd >= 0) close(c->fd);
     c->fd = -1;
     if (!c->borrowed) free(c->in);
@@ -73,7 +82,7 @@ static void conn_free(dsc__conn *c) {
     c->borrowed = false;
     msgpack_sbuffer_destroy(&c->out);
     msgpack_sbuffer_init(&c->out);
-    atomic_fetch_sub(&w->srv->connections, 1);
+    dsc__accept_release(w->srv, c->addr);
     if (c->jobs == 0) free(c);
     if (w->draining && worker_idle(w)) event_base_loopexit(w->base, NULL);
 }
@@ -102,11 +111,28 @@ static int conn_flush(dsc__conn *c) {
             return -1;
         }
     }
-    /* All sent: give the storage back, so an idle connection holds no output memory. */
-    msgpack_sbuffer_destroy(&c->out);
+    /* All sent: an idle connection holds no output memory. The worker keeps one
+     * buffer (up to DSC__SPARE_OUT_MAX) for the next reply of any of its connections,
+     * so that answering a request does not allocate one. */
+    dsc__worker *w = c->w;
+    if (!w->spare_out && c->out.alloc <= DSC__SPARE_OUT_MAX) {
+        w->spare_out = c->out.data;
+        w->spare_out_cap = c->out.alloc;
+    } else {
+        msgpack_sbuffer_destroy(&c->out);
+    }
     msgpack_sbuffer_init(&c->out);
     c->out_off = 0;
     return 0;
+}
+
+void dsc__conn_out_ready(dsc__conn *c) {
+    dsc__worker *w = c->w;
+    if (c->out.data || !w->spare_out) return;
+    c->out.data = w->spare_out;
+    c->out.alloc = w->spare_out_cap;
+    c->out.size = 0;
+    w->spare_out = NULL;
 }
 
 static void send_broken(dsc__conn *c, const dsc_error *err) {
@@ -195,17 +221,22 @@ static int keep_rest(dsc__conn *c, size_t off) {
 
 /* Scan and answer every complete message in c->in. Stops early (leaving the rest
  * buffered) when max_inflight messages were answered and the output did not drain,
- * or when the stream broke. Returns -1 when the connection failed. */
-static int process_input(dsc__conn *c) {
+ * or when the stream broke. Sets *done (messages were answered) and *partial (what
+ * is left ends in an incomplete message). Returns -1 when the connection failed. */
+static int process_input(dsc__conn *c, bool *done, bool *partial) {
     const dsc_server_config *cfg = &c->w->srv->cfg;
     size_t off = 0, batch = 0;
     int rc = 0;
+    *partial = false;
     while (!c->closing && off < c->in_len && c->jobs < cfg->max_inflight) {
         size_t size = 0;
         dsc_error err;
         dsc_rpc_scan_result r =
             dsc_rpc_scan(&c->sc, &cfg->limits, c->in + off, c->in_len - off, &size, &err);
-        if (r == DSC_RPC_NEED_MORE) break;
+        if (r == DSC_RPC_NEED_MORE) {
+            *partial = true;
+            break;
+        }
         if (r == DSC_RPC_BROKEN) {
             send_broken(c, &err);
             break;
@@ -224,6 +255,7 @@ static int process_input(dsc__conn *c) {
             if ((rc = conn_flush(c)) != 0) break;
         }
     }
+    *done = off > 0;
     rc = keep_rest(c, off) < 0 ? -1 : rc;
     return rc < 0 ? -1 : 0;
 }
@@ -233,19 +265,77 @@ static void pause_reading(dsc__conn *c, bool pause) {
     c->paused = pause;
     if (pause)
         event_del(c->rev);
-    else {
-        struct timeval idle = {(time_t)c->w->srv->cfg.idle_timeout_s, 0};
-        event_add(c->rev, &idle);
+    else
+        event_add(c->rev, NULL);
+}
+
+/* ------------------------------------------------------------------ deadlines -- */
+
+static int64_t mono_ms(void) {
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC_COARSE, &ts);
+    return (int64_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
+}
+
+/* When c is to be closed if nothing happens: idle_timeout_s after its last complete
+ * message, or frame_timeout_s after the first byte of a partial one if sooner. */
+static int64_t conn_deadline(const dsc__conn *c, bool *frame) {
+    const dsc_server_config *cfg = &c->w->srv->cfg;
+    int64_t idle = c->last_frame_ms + (int64_t)cfg->idle_timeout_s * 1000;
+    int64_t whole = c->frame_start_ms + (int64_t)cfg->frame_timeout_s * 1000;
+    *frame = c->in_frame && whole < idle;
+    return *frame ? whole : idle;
+}
+
+static void arm_timer(dsc__conn *c, int64_t due, int64_t now) {
+    int64_t ms = due > now ? due - now : 1;
+    struct timeval tv = {(time_t)(ms / 1000), (suseconds_t)(ms % 1000) * 1000};
+    event_add(c->timer, &tv);
+    c->armed_ms = due;
+}
+
+/* After input was processed: note the time, and arm the timer when the deadline came
+ * nearer than the one it is set for (only a message that starts arriving in pieces
+ * does that; every other case is caught when the timer fires). */
+static void note_input(dsc__conn *c, bool done, bool partial) {
+    int64_t now = mono_ms();
+    if (done) c->last_frame_ms = now, c->in_frame = false;
+    if (partial && !c->in_frame) c->in_frame = true, c->frame_start_ms = now;
+    if (!partial) c->in_frame = false;
+    bool frame;
+    int64_t due = conn_deadline(c, &frame);
+    if (due < c->armed_ms) arm_timer(c, due, now);
+}
+
+static void on_timer(evutil_socket_t fd, short what, void *arg) {
+    (void)fd;
+    (void)what;
+    dsc__conn *c = arg;
+    int64_t now = mono_ms();
+    if (c->paused || c->jobs > 0) {
+        /* Not reading, for the server's own reasons (replies waiting for the store or
+         * for the socket, whose write event has its own timeout): no clock runs. */
+        c->last_frame_ms = now;
+        c->frame_start_ms = now;
     }
+    bool frame;
+    int64_t due = conn_deadline(c, &frame);
+    if (now >= due) {
+        conn_close(c, frame ? "frame_timeout" : "idle_timeout");
+        return;
+    }
+    arm_timer(c, due, now);
 }
 
 /* After reading or writing: answer what is buffered, send, and decide whether to keep
  * reading. Frees c (and returns) when the connection is over. */
 static void pump(dsc__conn *c) {
-    if (process_input(c) < 0) {
+    bool done = false, partial = false;
+    if (process_input(c, &done, &partial) < 0) {
         conn_close(c, "send_failed");
         return;
     }
+    note_input(c, done, partial);
     int f = conn_flush(c);
     if (f < 0) {
         conn_close(c, "send_failed");
@@ -291,10 +381,7 @@ static bool grow_input(dsc__conn *c) {
 static void on_read(evutil_socket_t fd, short what, void *arg) {
     dsc__conn *c = arg;
     dsc__worker *w = c->w;
-    if (what & EV_TIMEOUT) {
-        conn_close(c, "idle_timeout");
-        return;
-    }
+    (void)what;
     bool shared = c->in_len == 0;
     if (!shared && !grow_input(c)) {
         conn_close(c, "out_of_memory");
@@ -340,10 +427,11 @@ static void conn_open(dsc__worker *w, const dsc__handoff *h) {
     dsc__conn *c = calloc(1, sizeof *c);
     if (!c) {
         close(h->fd);
-        atomic_fetch_sub(&srv->connections, 1);
+        dsc__accept_release(srv, h->addr);
         return;
     }
     c->w = w;
+    memcpy(c->addr, h->addr, sizeof c->addr);
     c->fd = h->fd;
     c->id = ((uint64_t)w->index << 48) | ++w->next_conn_id;
     c->is_unix = h->is_unix;
@@ -354,17 +442,23 @@ static void conn_open(dsc__worker *w, const dsc__handoff *h) {
     w->conns = c;
     if (c->is_unix && dsc__peer_uid(c->fd, &c->peer_uid) == 0)
         for (int i = 0; i < srv->cfg.n_unix_admin_uids; i++)
-            if (srv->cfg.unix_admin_uids[i] == c->peer_uid) c->admin = true;
+            if (srv->cfg.unix_admin_uids[i] == c->peer_uid) dsc__conn_make_admin(c);
     c->rev = event_new(w->base, c->fd, EV_READ | EV_PERSIST, on_read, c);
     c->wev = event_new(w->base, c->fd, EV_WRITE, on_write, c);
-    if (!c->rev || !c->wev) {
+    c->timer = evtimer_new(w->base, on_timer, c);
+    if (!c->rev || !c->wev || !c->timer) {
         conn_close(c, "out_of_memory");
         return;
     }
     c->paused = true;
     pause_reading(c, false);
+    c->last_frame_ms = mono_ms();
+    c->armed_ms = INT64_MAX;
+    bool frame;
+    arm_timer(c, conn_deadline(c, &frame), c->last_frame_ms);
     dsc_log_write(&srv->log, DSC_LOG_DEBUG, "accept", "conn=%llu transport=%s admin=%d",
-                  (unsigned long long)c->id, c->is_unix ? "unix" : "tcp", c->admin);
+                  (unsigned long long)c->id, c->is_unix ? "unix" : "tcp",
+                  c->role == DSC__ROLE_ADMIN);
 }
 
 /* -------------------------------------------------------------------- workers -- */
@@ -404,7 +498,7 @@ static void on_notify(evutil_socket_t fd, short what, void *arg) {
     for (;;) {
         pthread_mutex_lock(&w->lock);
         bool stop = w->stop;
-        dsc__handoff h = {-1, false};
+        dsc__handoff h = {.fd = -1};
         if (w->n_queue > 0) h = w->queue[--w->n_queue];
         pthread_mutex_unlock(&w->lock);
         if (h.fd < 0) {
@@ -413,7 +507,7 @@ static void on_notify(evutil_socket_t fd, short what, void *arg) {
         }
         if (stop) {
             close(h.fd);
-            atomic_fetch_sub(&w->srv->connections, 1);
+            dsc__accept_release(w->srv, h.addr);
         } else {
             conn_open(w, &h);
         }
@@ -467,7 +561,7 @@ static void worker_post(dsc__worker *w, const dsc__handoff *h, bool stop) {
     pthread_mutex_unlock(&w->lock);
     if (!ok) {
         close(h->fd);
-        atomic_fetch_sub(&w->srv->connections, 1);
+        dsc__accept_release(w->srv, h->addr);
         return;
     }
     event_active(w->notify, EV_READ, 0);
@@ -486,6 +580,8 @@ static void worker_destroy(dsc__worker *w) {
     if (w->drain_timer) event_free(w->drain_timer);
     if (w->base) event_base_free(w->base);
     msgpack_zone_destroy(&w->zone);
+    dsc__jobs_cache_free(w);
+    free(w->spare_out);
     free(w->rbuf);
     free(w->queue);
     pthread_mutex_destroy(&w->lock);
@@ -499,18 +595,15 @@ static void on_accept(struct evconnlistener *l, evutil_socket_t fd, struct socka
     (void)l;
     (void)len;
     dsc_server *srv = arg;
-    if (srv->stopping || atomic_load(&srv->connections) >= (int)srv->cfg.max_connections) {
-        atomic_fetch_add(&srv->rejected, 1);
+    dsc__handoff h = {.fd = fd, .is_unix = addr->sa_family == AF_UNIX};
+    if (!dsc__accept_admit(srv, addr, h.addr)) {
         close(fd);
         return;
     }
-    bool is_unix = addr->sa_family == AF_UNIX;
-    if (!is_unix) {
+    if (!h.is_unix) {
         int one = 1;
         setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof one);
     }
-    atomic_fetch_add(&srv->connections, 1);
-    dsc__handoff h = {fd, is_unix};
     dsc__worker *w = &srv->workers[srv->next_worker++ % (unsigned)srv->n_workers];
     worker_post(w, &h, false);
 }
@@ -522,39 +615,6 @@ static int bound_port(evutil_socket_t fd) {
     if (ss.ss_family == AF_INET) return ntohs(((struct sockaddr_in *)&ss)->sin_port);
     if (ss.ss_family == AF_INET6) return ntohs(((struct sockaddr_in6 *)&ss)->sin6_port);
     return 0;
-}
-
-/* Parse "host:port" or "[v6]:port" (port 0 = any free port) into ss. */
-dsc_status dsc__parse_hostport(const char *key, const char *text, struct sockaddr_storage *ss,
-                               socklen_t *len, dsc_error *err) {
-    char host[256];
-    const char *colon = strrchr(text, ':');
-    size_t hlen = colon ? (size_t)(colon - text) : 0;
-    char *end;
-    long port = colon ? strtol(colon + 1, &end, 10) : -1;
-    if (!colon || colon[1] == '\0' || *end || port < 0 || port > 65535 || hlen >= sizeof host)
-        return dsc_error_set(err, DSC_BAD_REQUEST, "%s: '%s' is not HOST:PORT", key, text);
-    memcpy(host, text, hlen);
-    host[hlen] = '\0';
-    memset(ss, 0, sizeof *ss);
-    struct sockaddr_in *v4 = (struct sockaddr_in *)ss;
-    struct sockaddr_in6 *v6 = (struct sockaddr_in6 *)ss;
-    if (hlen > 2 && host[0] == '[' && host[hlen - 1] == ']') {
-        host[hlen - 1] = '\0';
-        if (inet_pton(AF_INET6, host + 1, &v6->sin6_addr) == 1) {
-            v6->sin6_family = AF_INET6;
-            v6->sin6_port = htons((uint16_t)port);
-            *len = sizeof *v6;
-            return DSC_OK;
-        }
-    } else if (inet_pton(AF_INET, host, &v4->sin_addr) == 1) {
-        v4->sin_family = AF_INET;
-        v4->sin_port = htons((uint16_t)port);
-        *len = sizeof *v4;
-        return DSC_OK;
-    }
-    return dsc_error_set(err, DSC_BAD_REQUEST, "%s: '%s' is not an IPv4 or [IPv6] address", key,
-                         host);
 }
 
 static dsc_status listen_tcp(dsc_server *srv, dsc_error *err) {
@@ -569,10 +629,78 @@ static dsc_status listen_tcp(dsc_server *srv, dsc_error *err) {
     if (!srv->tcp)
         return dsc_error_set(err, DSC_IO, "listen: cannot bind %s: %s", srv->cfg.listen,
                              strerror(errno));
+    evconnlistener_set_error_cb(srv->tcp, dsc__accept_error_cb);
     srv->tcp_port = bound_port(evconnlistener_get_fd(srv->tcp));
     dsc_log_write(&srv->log, DSC_LOG_INFO, "listening", "transport=tcp addr=%s port=%d",
                   srv->cfg.listen, srv->tcp_port);
     return DSC_OK;
+}
+
+static void make_parent_dir(const char *path);
+
+/* Make path free for a new socket. Nothing there, or a socket of ours that nobody
+ * listens on (left by a crash): fine, the stale one is removed. Anything else is
+ * reported with its path and left alone, never followed: a symbolic link, a file
+ * that is not a socket, a socket of another user, a socket with a live listener. */
+static dsc_status clear_unix_path(dsc_server *srv, const struct sockaddr_un *sun, dsc_error *err) {
+    const char *path = sun->sun_path;
+    struct stat st;
+    if (lstat(path, &st) != 0)
+        return errno == ENOENT ? DSC_OK
+                               : dsc_error_set(err, DSC_IO, "unix: cannot inspect %s: %s", path,
+                                               strerror(errno));
+    if (S_ISLNK(st.st_mode))
+        return dsc_error_set(err, DSC_IO,
+                             "unix: %s is a symbolic link; refusing to follow or remove it", path);
+    if (!S_ISSOCK(st.st_mode))
+        return dsc_error_set(err, DSC_IO,
+                             "unix: %s exists and is not a socket; refusing to remove it", path);
+    if (st.st_uid != geteuid())
+        return dsc_error_set(err, DSC_IO,
+                             "unix: %s is a socket of uid %u, not ours (%u); refusing to remove it",
+                             path, (unsigned)st.st_uid, (unsigned)geteuid());
+    /* Non-blocking: a listener with a full backlog answers EAGAIN instead of making
+     * the start wait. */
+    int fd = socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC | SOCK_NONBLOCK, 0);
+    if (fd < 0) return dsc_error_set(err, DSC_IO, "unix: socket: %s", strerror(errno));
+    int rc = connect(fd, (const struct sockaddr *)sun, sizeof *sun), e = errno;
+    close(fd);
+    if (rc == 0 || e == EAGAIN)
+        return dsc_error_set(err, DSC_IO,
+                             "unix: %s is in use by a running server (another discernd?)", path);
+    if (e != ECONNREFUSED)
+        return dsc_error_set(err, DSC_IO, "unix: cannot probe %s: %s", path, strerror(e));
+    if (unlink(path) != 0)
+        return dsc_error_set(err, DSC_IO, "unix: cannot remove the stale socket %s: %s", path,
+                             strerror(errno));
+    dsc_log_write(&srv->log, DSC_LOG_INFO, "unix_stale_removed", "path=%s", path);
+    return DSC_OK;
+}
+
+/* bind, chmod, then listen: until listen nobody can connect, so the socket is never
+ * reachable with the mode the umask gave it. The umask itself is left alone (it is
+ * the process's, and other threads create files). */
+static dsc_status bind_unix(dsc_server *srv, const struct sockaddr_un *sun, dsc_error *err) {
+    const char *path = sun->sun_path;
+    int fd = socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC | SOCK_NONBLOCK, 0);
+    if (fd < 0) return dsc_error_set(err, DSC_IO, "unix: socket: %s", strerror(errno));
+    if (bind(fd, (const struct sockaddr *)sun, sizeof *sun) != 0) {
+        dsc_error_set(err, DSC_IO, "unix: cannot bind %s: %s", path, strerror(errno));
+        goto fail;
+    }
+    if (chmod(path, (mode_t)srv->cfg.unix_mode) != 0 || listen(fd, 1024) != 0) {
+        dsc_error_set(err, DSC_IO, "unix: cannot set up %s: %s", path, strerror(errno));
+        unlink(path);
+        goto fail;
+    }
+    srv->unix_listener = evconnlistener_new(srv->base, on_accept, srv,
+                                            LEV_OPT_CLOSE_ON_FREE | LEV_OPT_CLOSE_ON_EXEC, 0, fd);
+    if (srv->unix_listener) return DSC_OK;
+    dsc_error_set(err, DSC_NOMEM, "unix: listener");
+    unlink(path);
+fail:
+    close(fd);
+    return err->code;
 }
 
 static dsc_status listen_unix(dsc_server *srv, dsc_error *err) {
@@ -583,15 +711,13 @@ static dsc_status listen_unix(dsc_server *srv, dsc_error *err) {
         return dsc_error_set(err, DSC_BAD_REQUEST, "unix: path longer than %zu bytes",
                              sizeof sun.sun_path - 1);
     strcpy(sun.sun_path, srv->cfg.unix_path);
-    struct stat st;
-    if (lstat(sun.sun_path, &st) == 0 && S_ISSOCK(st.st_mode)) unlink(sun.sun_path);
-    srv->unix_listener = evconnlistener_new_bind(srv->base, on_accept, srv,
-                                                 LEV_OPT_CLOSE_ON_FREE | LEV_OPT_CLOSE_ON_EXEC,
-                                                 1024, (struct sockaddr *)&sun, sizeof sun);
-    if (!srv->unix_listener)
-        return dsc_error_set(err, DSC_IO, "unix: cannot bind %s: %s", sun.sun_path,
-                             strerror(errno));
-    dsc_log_write(&srv->log, DSC_LOG_INFO, "listening", "transport=unix path=%s", sun.sun_path);
+    make_parent_dir(sun.sun_path);
+    dsc_status st = clear_unix_path(srv, &sun, err);
+    if (st == DSC_OK) st = bind_unix(srv, &sun, err);
+    if (st != DSC_OK) return st;
+    evconnlistener_set_error_cb(srv->unix_listener, dsc__accept_error_cb);
+    dsc_log_write(&srv->log, DSC_LOG_INFO, "listening", "transport=unix path=%s mode=%04o",
+                  sun.sun_path, (unsigned)srv->cfg.unix_mode);
     return DSC_OK;
 }
 
@@ -646,16 +772,47 @@ void dsc_server_stop(dsc_server *srv) {
 
 /* --------------------------------------------------------------------- ledger -- */
 
+/* Bytes free on the store's file system (-1: memory store or unknown), exported as
+ * discern_store_free_bytes; a warning when it falls below store_free_warn_bytes, a
+ * line when it is above again. A full disk is seen here before a commit fails. */
+static void watch_store_disk(dsc_server *srv) {
+    if (!srv->cfg.store[0]) return;
+    char dir[DSC_CONFIG_STR_MAX];
+    snprintf(dir, sizeof dir, "%s", srv->cfg.store);
+    char *slash = strrchr(dir, '/');
+    if (!slash)
+        strcpy(dir, ".");
+    else if (slash == dir)
+        dir[1] = '\0';
+    else
+        *slash = '\0';
+    struct statvfs vfs;
+    if (statvfs(dir, &vfs) != 0) return;
+    int64_t free_bytes = (int64_t)vfs.f_bavail * (int64_t)vfs.f_frsize;
+    atomic_store(&srv->store_free_bytes, free_bytes);
+    int64_t warn = srv->cfg.store_free_warn_bytes;
+    bool low = warn > 0 && free_bytes < warn;
+    if (low == srv->store_disk_low) return;
+    srv->store_disk_low = low;
+    dsc_log_write(&srv->log, low ? DSC_LOG_WARN : DSC_LOG_INFO,
+                  low ? "store_disk_low" : "store_disk_ok",
+                  "free_bytes=%lld store_free_warn_bytes=%lld dir=%s", (long long)free_bytes,
+                  (long long)warn, dir);
+}
+
 static void on_tick(evutil_socket_t fd, short what, void *arg) {
     (void)fd;
     (void)what;
     dsc_server *srv = arg;
+    watch_store_disk(srv);
     size_t expired = dsc_ledger_tick(srv->ledger);
     if (expired) dsc_log_write(&srv->log, DSC_LOG_INFO, "holds_expired", "count=%zu", expired);
     dsc__resv_prune(srv->reservations, dsc__now_us() / 1000000);
+    dsc__authlimit_report(srv->authlimit, &srv->log, dsc__now_us());
 }
 
-/* Create the store's folder (one level: "var/" of "var/discern.db") when missing. */
+/* Create the folder of the store or the Unix socket (one level: "var/" of
+ * "var/discern.db") when missing. */
 static void make_parent_dir(const char *path) {
     char dir[DSC_CONFIG_STR_MAX];
     snprintf(dir, sizeof dir, "%s", path);
@@ -683,6 +840,8 @@ static dsc_status open_ledger(dsc_server *srv, dsc_error *err) {
     srv->reservations = dsc__resv_table_new(60, 100000);
     if (!srv->reservations) return dsc_error_set(err, DSC_NOMEM, "reservation table");
     struct timeval second = {1, 0};
+    atomic_init(&srv->store_free_bytes, -1);
+    watch_store_disk(srv);
     srv->tick = event_new(srv->base, -1, EV_PERSIST, on_tick, srv);
     if (!srv->tick) return dsc_error_set(err, DSC_NOMEM, "tick event");
     event_add(srv->tick, &second);
@@ -728,6 +887,7 @@ dsc_server *dsc_server_new(const dsc_server_config *cfg, dsc_error *err) {
         dsc_error_set(err, DSC_INTERNAL, "libevent has no pthreads support");
         return NULL;
     }
+    if (dsc_server_config_check(cfg, err) != DSC_OK) return NULL;
     dsc_server *srv = calloc(1, sizeof *srv);
     if (!srv) {
         dsc_error_set(err, DSC_NOMEM, "server");
@@ -737,10 +897,12 @@ dsc_server *dsc_server_new(const dsc_server_config *cfg, dsc_error *err) {
     srv->log.level = cfg->log_level;
     srv->log.fd = 2;
     srv->started_us = dsc__now_us();
+    dsc__accept_raise_nofile(srv);
     pthread_mutex_init(&srv->state_lock, NULL);
     srv->grid = dsc_grid_new();
-    if (!srv->grid) {
-        dsc_error_set(err, DSC_NOMEM, "out of memory for the grid table");
+    srv->authlimit = dsc__authlimit_new();
+    if (!srv->grid || !srv->authlimit) {
+        dsc_error_set(err, DSC_NOMEM, "out of memory for the grid and auth tables");
         goto fail;
     }
     if (dsc__server_reload(srv, err) != DSC_OK) goto fail;
@@ -751,10 +913,12 @@ dsc_server *dsc_server_new(const dsc_server_config *cfg, dsc_error *err) {
     }
     if (setup_signals(srv, err) != DSC_OK) goto fail;
     if (open_ledger(srv, err) != DSC_OK) goto fail;
+    if (!(srv->keys = dsc__keys_open(cfg->store, err))) goto fail;
     if (start_workers(srv, err) != DSC_OK) goto fail;
     if (cfg->listen[0] && listen_tcp(srv, err) != DSC_OK) goto fail;
     if (cfg->unix_path[0] && listen_unix(srv, err) != DSC_OK) goto fail;
     if (cfg->http[0] && dsc__http_start(srv, err) != DSC_OK) goto fail;
+    if (dsc__accept_init(srv, err) != DSC_OK) goto fail;
     write_port_file(srv);
     dsc_log_write(&srv->log, DSC_LOG_INFO, "started", "workers=%d version=%s", srv->n_workers,
                   DISCERN_VERSION);
@@ -798,11 +962,14 @@ void dsc_server_free(dsc_server *srv) {
     if (srv->sig_stop_request) event_free(srv->sig_stop_request);
     if (srv->tick) event_free(srv->tick);
     if (srv->http) evhttp_free(srv->http);
+    dsc__accept_free(srv);
     dsc_ledger_free(srv->ledger);
     dsc__resv_table_free(srv->reservations);
     if (srv->base) event_base_free(srv->base);
     dsc__state_unref(srv->state);
     dsc_grid_free(srv->grid);
+    dsc__authlimit_free(srv->authlimit);
+    dsc__keys_free(srv->keys);
     pthread_mutex_destroy(&srv->state_lock);
     free(srv);
 }

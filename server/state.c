@@ -112,7 +112,11 @@ dsc_status dsc__worker_sync(dsc__worker *w, dsc_error *err) {
     dsc_server *srv = w->srv;
     if (w->state && w->state->generation == atomic_load(&srv->generation)) return DSC_OK;
     dsc__state *s = current_state(srv);
-    dsc_policy_vm *vm = dsc_policy_vm_new(s->policies, s->catalog, srv->grid, NULL, err);
+    dsc_policy_limits limits = {
+        .memory_bytes = (size_t)srv->cfg.policy_memory_mb * 1024 * 1024,
+        .time_budget_ns = (int64_t)srv->cfg.policy_time_budget_us * 1000,
+    };
+    dsc_policy_vm *vm = dsc_policy_vm_new(s->policies, s->catalog, srv->grid, &limits, err);
     if (!vm) {
         dsc__state_unref(s);
         dsc_log_write(&srv->log, DSC_LOG_ERROR, "policy_vm_failed", "worker=%d code=%s", w->index,

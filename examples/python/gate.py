@@ -5,15 +5,19 @@ Speaks MessagePack-RPC directly over a socket with the msgpack package (Debian:
 python3-msgpack), without the C library: the protocol (docs/protocol.md) is all a
 client needs.
 
-    python3 gate.py [--server HOST:PORT|unix:/path] [--user U] [--team T]
-                    [--purpose P] [--max-tokens N] [--fail] PROMPT
+    python3 gate.py [--server HOST:PORT|unix:/path] [--key dsk_...] [--user U]
+                    [--team T] [--purpose P] [--max-tokens N] [--fail] PROMPT
     python3 gate.py --server ADDR --ping
+
+Over TCP discernd wants a key (`discern key create`): --key, or DISCERN_KEY;
+it is sent with `auth` right after connecting. Over the Unix socket none is needed.
 
 Flow: check -> (allowed) the AI call -> settle with the real tokens, or cancel
 when the call failed. Exit codes as the `discern` CLI: 0 answered, 10 throttle,
 11 refuse, 4 discernd unreachable, 1 a server error, 5 the completion failed.
 """
 import argparse
+import os
 import socket
 import sys
 
@@ -76,6 +80,8 @@ def complete(prompt, max_tokens, fail):
 def main():
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--server", default="127.0.0.1:7878")
+    ap.add_argument("--key", default=os.environ.get("DISCERN_KEY"),
+                    help="API key token (default DISCERN_KEY)")
     ap.add_argument("--user", default="demo")
     ap.add_argument("--team")
     ap.add_argument("--purpose", default="chat")
@@ -93,6 +99,8 @@ def main():
         print(f"gate.py: discernd unreachable at {args.server}: {e}", file=sys.stderr)
         return 4
     try:
+        if args.key:
+            d.call("auth", token=args.key)
         if args.ping:
             pong = d.call("ping")
             print(f"pong from discernd {pong['version']}")

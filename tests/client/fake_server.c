@@ -79,6 +79,8 @@ static void str_field(const msgpack_object *params, const char *key, char *out, 
             snprintf(out, cap, "%.*s", (int)kv->val.via.str.size, kv->val.via.str.ptr);
         else if (kv->val.type == MSGPACK_OBJECT_POSITIVE_INTEGER)
             snprintf(out, cap, "%llu", (unsigned long long)kv->val.via.u64);
+        else if (kv->val.type == MSGPACK_OBJECT_BOOLEAN)
+            snprintf(out, cap, "%s", kv->val.via.boolean ? "true" : "false");
     }
 }
 
@@ -98,19 +100,21 @@ static void pack_budget(msgpack_packer *pk) {
 }
 
 static void pack_check(child *ch, msgpack_packer *pk, const msgpack_object *params) {
-    char word[32], purpose[64], out_tokens[32], line[160];
+    char word[32], purpose[64], out_tokens[32], budgets[8], line[160];
     script_step(ch, ch->step++, word, sizeof word);
     str_field(params, "purpose", purpose, sizeof purpose);
+    str_field(params, "budgets", budgets, sizeof budgets);
+    bool with_budgets = strcmp(budgets, "true") == 0; /* like discernd: only when asked */
     str_field(params, "output_tokens", out_tokens, sizeof out_tokens);
     snprintf(line, sizeof line, "check %s %s\n", purpose, out_tokens);
     write_file(ch, "log", line, "a");
     bool allow = strcmp(word, "allow") == 0, throttle = strncmp(word, "throttle", 8) == 0;
-    msgpack_pack_map(pk, allow || throttle ? 6 : 5);
+    msgpack_pack_map(pk, (allow || throttle ? 5 : 4) + with_budgets);
     pk_str(pk, "decision"), pk_str(pk, allow ? "allow" : throttle ? "throttle" : "refuse");
     pk_str(pk, "reason"), pk_str(pk, allow ? "within budgets" : "team:* gco2e month exhausted");
     pk_str(pk, "policy"), pk_str(pk, "budgets");
     pk_str(pk, "zone"), pk_str(pk, "USA");
-    pk_str(pk, "budgets"), msgpack_pack_array(pk, 1), pack_budget(pk);
+    if (with_budgets) pk_str(pk, "budgets"), msgpack_pack_array(pk, 1), pack_budget(pk);
     if (allow) {
         char id[32];
         snprintf(id, sizeof id, "r-%d", ++ch->reservations);

@@ -2,7 +2,8 @@
  * test_cli_policy.c - `discern policy test` and `discern policy check`: what they
  * print and the exit codes (0 all good, 1 failures/findings/broken folder, 2 usage).
  *
- * Each test runs build/bin/discern through run.h (stdout and stderr captured); policy folders are written into a fresh temporary directory.
+ * Each test runs build/bin/discern through run.h (stdout and stderr captured); policy folders are
+ * written into a fresh temporary directory.
  */
 #include "run.h"
 

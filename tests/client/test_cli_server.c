@@ -25,14 +25,19 @@ TestSuite(cli_server, .fini = th_kill_live_server);
 
 #define DISCERN DISCERN_BINARY_DIR "/bin/discern"
 
+/* The key of the real server a test started (real_server), given as DISCERN_KEY;
+ * "" = none. Each test runs in its own process. */
+static char test_key[96] = "";
+
 /* Run discern with DISCERN_SERVER=server (NULL: unset) and args (NULL-terminated). */
 static run_result run(const char *server, const char *const *args) {
-    char set[512];
+    char set[512], key[128];
     snprintf(set, sizeof set, "DISCERN_SERVER=%s", server ? server : "");
+    snprintf(key, sizeof key, "DISCERN_KEY=%s", test_key);
     return run_discern(args,
                        (const char *const[]){server ? set : "DISCERN_SERVER", "DISCERN_ADMIN_TOKEN",
                                              "DISCERN_USER", "DISCERN_TEAM", "DISCERN_ORG",
-                                             "DISCERN_KEY", NULL});
+                                             test_key[0] ? key : "DISCERN_KEY", NULL});
 }
 
 #define RUN(server, ...) run(server, (const char *const[]){__VA_ARGS__, NULL})
@@ -43,11 +48,12 @@ static run_result run(const char *server, const char *const *args) {
 /* ------------------------------------------------------------ help, usage -- */
 
 Test(cli_server, every_server_command_has_help_and_exits_zero) {
-    const char *cmds[][2] = {{"check", NULL},   {"exec", NULL},    {"settle", NULL},
-                             {"cancel", NULL},  {"budget", NULL},  {"budget", "list"},
-                             {"budget", "get"}, {"budget", "set"}, {"budget", "delete"},
-                             {"grid", NULL},    {"grid", "set"},   {"reload", NULL},
-                             {"stats", NULL},   {"ping", NULL}};
+    const char *cmds[][2] = {
+        {"check", NULL},      {"exec", NULL},     {"settle", NULL},   {"cancel", NULL},
+        {"budget", NULL},     {"budget", "list"}, {"budget", "get"},  {"budget", "set"},
+        {"budget", "delete"}, {"grid", NULL},     {"grid", "set"},    {"reload", NULL},
+        {"stats", NULL},      {"ping", NULL},     {"key", NULL},      {"key", "create"},
+        {"key", "list"},      {"key", "revoke"},  {"decisions", NULL}};
     for (size_t i = 0; i < sizeof cmds / sizeof cmds[0]; i++) {
         run_result r = cmds[i][1] ? RUN(NULL, cmds[i][0], cmds[i][1], "--help")
                                   : RUN(NULL, cmds[i][0], "--help");
@@ -113,6 +119,12 @@ Test(cli_server, ping_and_stats_talk_to_a_real_server) {
     run_has(r.out, "pong from discernd 0.1.0 in");
     run_free(&r);
     r = RUN(NULL, "stats", "--server", addr, "--json");
+    cr_assert_eq(r.code, 1, "stats without a key: %s", r.err);
+    run_has(r.err, "(unauthorized)");
+    run_free(&r);
+    char reader[72];
+    th_create_key(&s, "reader", "*", reader, NULL);
+    r = RUN(NULL, "stats", "--server", addr, "--json", "--key", reader);
     cr_assert_eq(r.code, 0, "%s", r.err);
     json_t *j = json_loads(r.out, 0, NULL);
     cr_assert_not_null(j, "%s", r.out);
@@ -304,9 +316,12 @@ Test(cli_server, exec_refuses_when_unreachable_unless_the_fallback_allows) {
 #define SHIPPED_POLICIES "policies = \"" DISCERN_SOURCE_DIR "/policies\""
 #define ADMIN "--admin-token", TH_ADMIN_TOKEN
 
+/* Start discernd with the shipped policies; the CLI authenticates with an admin key
+ * of it (DISCERN_KEY). */
 static void real_server(th_server *s, char *addr, size_t cap) {
     th_server_start(s, SHIPPED_POLICIES);
     snprintf(addr, cap, "127.0.0.1:%d", s->port);
+    th_create_key(s, "admin", "*", test_key, NULL);
 }
 
 static void ok(run_result r, const char *frag) {
@@ -425,8 +440,10 @@ Test(cli_server, budgets_grid_and_reload_on_a_real_server) {
     cr_assert_eq(r.code, 1);
     run_has(r.err, "(unknown_budget)");
     run_free(&r);
+    char client_key[72];
+    th_create_key(&s, "client", "*", client_key, NULL);
     r = RUN(addr, "budget", "delete", "--selector", "team:*", "--metric", "gco2e", "--window",
-            "month");
+            "month", "--key", client_key);
     cr_assert_eq(r.code, 1);
     run_has(r.err, "(unauthorized)");
     run_free(&r);
@@ -488,6 +505,75 @@ Test(cli_server, exec_on_a_real_server_settles_refuses_and_waits_out_a_throttle)
     cr_assert_eq(r.code, 11, "%s", r.err);
     cr_assert_str_eq(r.out, "");
     run_has(r.err, "exec: refuse: ");
+    run_free(&r);
+    th_server_cleanup(&s);
+}
+
+/* The token printed by `key create` (line "token dsk_..."), into out. */
+static void token_of(const char *out_text, char *out, size_t cap) {
+    const char *t = strstr(out_text, "token ");
+    cr_assert_not_null(t, "%s", out_text);
+    snprintf(out, cap, "%.*s", (int)strcspn(t + 6, "\n"), t + 6);
+}
+
+Test(cli_server, keys_are_created_used_listed_revoked_and_decisions_are_shown) {
+    th_server s;
+    char addr[64];
+    real_server(&s, addr, sizeof addr);
+    run_result r = RUN(addr, "key", "create", "--role", "client", "--scope", "org:acme/team:infra",
+                       "--label", "ci", ADMIN);
+    cr_assert_eq(r.code, 0, "%s", r.err);
+    char client[96], reader[96], id[32];
+    token_of(r.out, client, sizeof client);
+    cr_assert_eq(strncmp(client, "dsk_", 4), 0, "%s", r.out);
+    cr_assert_eq(sscanf(r.out, "key %31s", id), 1);
+    run_free(&r);
+    r = RUN(addr, "key", "create", "--role", "reader", "--scope", "org:acme", ADMIN);
+    token_of(r.out, reader, sizeof reader);
+    run_free(&r);
+    /* The key's scope names the subject: no --team needed. */
+    r = RUN(addr, "check", "--provider", "openai", "--model", "gpt-4o", "--output-tokens", "100",
+            "--purpose", "code-review", "--tag", "ticket=T-9", "--key", client, "--json");
+    cr_assert_eq(r.code, 0, "%s", r.err);
+    run_free(&r);
+    r = RUN(addr, "check", "--provider", "openai", "--model", "gpt-4o", "--output-tokens", "100",
+            "--purpose", "code-review", "--team", "payments", "--key", client);
+    cr_assert_eq(r.code, 1, "%s", r.err);
+    run_has(r.err, "(forbidden)");
+    run_free(&r);
+    r = RUN(addr, "decisions", "--key", reader, "--json");
+    cr_assert_eq(r.code, 0, "%s", r.err);
+    json_t *j = json_loads(r.out, 0, NULL);
+    cr_assert_not_null(j, "%s", r.out);
+    json_t *d = json_array_get(json_object_get(j, "decisions"), 0);
+    cr_assert_str_eq(json_string_value(json_object_get(d, "key_id")), id);
+    cr_assert_str_eq(json_string_value(json_object_get(json_object_get(d, "subject"), "team")),
+                     "infra");
+    cr_assert_str_eq(json_string_value(json_object_get(json_object_get(d, "tags"), "ticket")),
+                     "T-9");
+    cr_assert_gt(json_array_size(json_object_get(d, "verdicts")), 0);
+    json_decref(j);
+    run_free(&r);
+    r = RUN(addr, "decisions", "--key", reader);
+    cr_assert_eq(r.code, 0, "%s", r.err);
+    run_has(r.out, "allow");
+    run_has(r.out, "tag ticket=T-9");
+    run_free(&r);
+    r = RUN(addr, "key", "list", ADMIN);
+    cr_assert_eq(r.code, 0, "%s", r.err);
+    run_has(r.out, id);
+    run_has(r.out, "org:acme/team:infra");
+    cr_assert_null(strstr(r.out, "dsk_"), "key list shows no token: %s", r.out);
+    run_free(&r);
+    ok(RUN(addr, "key", "revoke", "--key-id", id, ADMIN), "revoked");
+    r = RUN(addr, "check", "--provider", "openai", "--model", "gpt-4o", "--output-tokens", "100",
+            "--purpose", "code-review", "--key", client);
+    cr_assert_eq(r.code, 1, "%s", r.err);
+    run_has(r.err, "(unauthorized)");
+    run_free(&r);
+    r = RUN(addr, "key", "create", "--role", "client", ADMIN);
+    cr_assert_eq(r.code, 2);
+    run_has(r.err, "--scope");
     run_free(&r);
     th_server_cleanup(&s);
 }

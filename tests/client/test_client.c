@@ -18,13 +18,24 @@
 /* Kills a discernd left running by a test that failed before its cleanup. */
 TestSuite(client, .fini = th_kill_live_server);
 
-static dsc_client *tcp_client(const th_server *s, const dsc_client_options *o) {
-    char addr[64];
+/* A TCP client of s with options o (may be NULL); without a token in o it
+ * authenticates with a fresh key of role (scope "*"). */
+static dsc_client *keyed_client(const th_server *s, const dsc_client_options *o, const char *role) {
+    char addr[64], key[72];
     snprintf(addr, sizeof addr, "127.0.0.1:%d", s->port);
+    dsc_client_options opts = o ? *o : (dsc_client_options){0};
+    if (!opts.admin_token && !opts.key) {
+        th_create_key(s, role, "*", key, NULL);
+        opts.key = key;
+    }
     dsc_error err;
-    dsc_client *c = dsc_client_new(addr, o, &err);
+    dsc_client *c = dsc_client_new(addr, &opts, &err);
     cr_assert_not_null(c, "%s", err.message);
     return c;
+}
+
+static dsc_client *tcp_client(const th_server *s, const dsc_client_options *o) {
+    return keyed_client(s, o, "client");
 }
 
 static dsc_client *client_at(const char *addr, int timeout_ms) {
@@ -66,7 +77,7 @@ Test(client, ping_over_the_unix_socket) {
 Test(client, stats_count_the_requests_served) {
     th_server s;
     th_server_start(&s, NULL);
-    dsc_client *c = tcp_client(&s, NULL);
+    dsc_client *c = keyed_client(&s, NULL, "reader");
     dsc_error err;
     for (int i = 0; i < 5; i++)
         cr_assert_eq(dsc_client_ping(c, NULL, &err), DSC_OK);
@@ -118,7 +129,7 @@ Test(client, a_server_error_comes_back_as_its_status_and_message) {
 Test(client, pipeline_of_1000_calls_matches_every_reply_to_its_call) {
     th_server s;
     th_server_start(&s, NULL);
-    dsc_client *c = tcp_client(&s, &(dsc_client_options){.timeout_ms = 10000});
+    dsc_client *c = keyed_client(&s, &(dsc_client_options){.timeout_ms = 10000}, "reader");
     enum { N = 1000 };
     dsc_client_call *calls = calloc(N, sizeof *calls);
     dsc_client_ping_result *pings = calloc(N, sizeof *pings);
@@ -379,7 +390,8 @@ Test(client, check_results_are_decoded_into_plain_structs) {
                                    .provider = "openai",
                                    .model = "gpt-4o",
                                    .output_tokens = 800,
-                                   .purpose = "code-review"};
+                                   .purpose = "code-review",
+                                   .budgets = true};
     dsc_client_check_result r;
     dsc_error err;
     cr_assert_eq(dsc_client_check(c, &rq, &r, &err), DSC_OK, "%s", err.message);
@@ -407,6 +419,31 @@ Test(client, check_results_are_decoded_into_plain_structs) {
     fake_stop(&f);
 }
 
+Test(client, check_leaves_budget_states_out_unless_asked_and_decodes_the_short_reply) {
+    fake_server f;
+    fake_start(&f, FAKE_SCRIPT, "allow,allow");
+    dsc_client *c = client_at(f.address, 2000);
+    dsc_client_check_request rq = {.subject = {.team = "infra", .user = "ana"},
+                                   .provider = "openai",
+                                   .model = "gpt-4o",
+                                   .output_tokens = 800,
+                                   .purpose = "code-review"};
+    dsc_client_check_result r;
+    dsc_error err;
+    cr_assert_eq(dsc_client_check(c, &rq, &r, &err), DSC_OK, "%s", err.message);
+    cr_assert_eq(r.decision, DSC_DECISION_ALLOW);
+    cr_assert_str_eq(r.reservation, "r-1");
+    cr_assert_eq(r.budgets.count, 0);
+    cr_assert_null(r.budgets.items);
+    dsc_client_check_result_clear(&r);
+    rq.budgets = true;
+    cr_assert_eq(dsc_client_check(c, &rq, &r, &err), DSC_OK, "%s", err.message);
+    cr_assert_eq(r.budgets.count, 1);
+    dsc_client_check_result_clear(&r);
+    dsc_client_free(c);
+    fake_stop(&f);
+}
+
 /* ------------------------------------------- every method on a real server -- */
 
 static const dsc_client_check_request ana = {
@@ -416,6 +453,7 @@ static const dsc_client_check_request ana = {
     .input_tokens = 1200,
     .output_tokens = 800,
     .purpose = "code-review",
+    .budgets = true,
 };
 
 static dsc_client *admin_client(const th_server *s) {
@@ -550,7 +588,7 @@ Test(client, over_budget_is_refused_and_an_empty_rate_budget_throttles) {
     cr_assert_str_eq(r.policy, "budgets");
     dsc_client_check_result_clear(&r);
     dsc_client_stats_result st;
-    cr_assert_eq(dsc_client_stats(c, &st, &err), DSC_OK);
+    cr_assert_eq(dsc_client_stats(admin, &st, &err), DSC_OK);
     cr_assert_eq(st.allow, 1);
     cr_assert_eq(st.throttle, 1);
     cr_assert_eq(st.refuse, 1);
@@ -588,7 +626,7 @@ Test(client, estimate_returns_the_footprint_and_unknown_names_their_codes) {
 Test(client, budgets_are_set_listed_read_and_deleted_with_admin_rights) {
     th_server s;
     th_server_start(&s, NULL);
-    dsc_client *admin = admin_client(&s), *c = tcp_client(&s, NULL);
+    dsc_client *admin = admin_client(&s), *c = keyed_client(&s, NULL, "reader");
     dsc_client_budget_set_request rq = {"team:*", "gco2e", "month", 50};
     dsc_client_budget_set_result r;
     dsc_error err;

@@ -50,7 +50,8 @@ static dsc_client *open_client(const th_server *s) {
     char addr[64];
     snprintf(addr, sizeof addr, "127.0.0.1:%d", s->port);
     dsc_error err;
-    dsc_client *c = dsc_client_new(addr, NULL, &err);
+    dsc_client_options o = {.admin_token = TH_ADMIN_TOKEN};
+    dsc_client *c = dsc_client_new(addr, &o, &err);
     cr_assert_not_null(c, "%s", err.message);
     return c;
 }

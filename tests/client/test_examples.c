@@ -149,25 +149,29 @@ Test(examples, both_examples_gate_a_completion_on_a_real_server) {
             "--selector", "user:*", "--metric", "tokens", "--window", "day", "--limit", "1000");
     cr_assert_eq(r.code, 0, "%s", r.err);
     run_free(&r);
-    r = RUN(PYTHON, GATE_PY, "--server", addr, "--max-tokens", "100", "hello there");
+    char key[72], reader[72];
+    th_create_key(&s, "client", "*", key, NULL);
+    th_create_key(&s, "reader", "*", reader, NULL);
+    r = RUN(PYTHON, GATE_PY, "--server", addr, "--key", key, "--max-tokens", "100", "hello there");
     cr_assert_eq(r.code, 0, "%s", r.err);
     cr_assert_str_eq(r.out, "You said: \"hello there\". Noted.\n");
     run_has(r.err, ": 11 tokens");
     run_free(&r);
-    r = RUN(GATE_CHAT, "--server", addr, "--max-tokens", "100", "hello there");
+    r = RUN(GATE_CHAT, "--server", addr, "--key", key, "--max-tokens", "100", "hello there");
     cr_assert_eq(r.code, 0, "%s", r.err);
     run_free(&r);
     /* both settled 3 + 8 tokens */
-    r = RUN(DISCERN, "budget", "get", "--server", addr, "--user", "demo", "--json");
+    r = RUN(DISCERN, "budget", "get", "--server", addr, "--key", reader, "--user", "demo",
+            "--json");
     cr_assert_eq(r.code, 0, "%s", r.err);
     run_has(r.out, "\"used\": 22.0");
     run_free(&r);
     /* over the budget, the fixture policy refuses: neither makes the call */
-    r = RUN(PYTHON, GATE_PY, "--server", addr, "--max-tokens", "5000", "hi");
+    r = RUN(PYTHON, GATE_PY, "--server", addr, "--key", key, "--max-tokens", "5000", "hi");
     cr_assert_eq(r.code, 11, "%s", r.err);
     cr_assert_str_eq(r.out, "");
     run_free(&r);
-    r = RUN(GATE_CHAT, "--server", addr, "--max-tokens", "5000", "hi");
+    r = RUN(GATE_CHAT, "--server", addr, "--key", key, "--max-tokens", "5000", "hi");
     cr_assert_eq(r.code, 11, "%s", r.err);
     run_free(&r);
     th_server_cleanup(&s);

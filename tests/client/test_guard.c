@@ -127,7 +127,7 @@ Test(guard, a_throttle_is_waited_out_when_allowed_to_wait) {
     cr_assert_eq(dsc_guard_end(c, &t, &(dsc_guard_usage){1, 2, 0}, &err), DSC_OK, "%s",
                  err.message);
     fake_expect_log(&f, "check code-review 800\ncheck code-review 800\ncheck code-review 800\n"
-                   "settle r-1 1 2\n");
+                        "settle r-1 1 2\n");
     dsc_guard_ticket_clear(&t);
     dsc_client_free(c);
     fake_stop(&f);
@@ -206,7 +206,11 @@ Test(guard, a_server_error_is_reported_and_not_turned_into_a_fallback) {
     th_server_start(&s, NULL);
     char addr[64];
     snprintf(addr, sizeof addr, "127.0.0.1:%d", s.port);
-    dsc_client *c = client_at(addr, 2000);
+    char key[72];
+    th_create_key(&s, "client", "*", key, NULL);
+    dsc_error e;
+    dsc_client *c = dsc_client_new(addr, &(dsc_client_options){.timeout_ms = 2000, .key = key}, &e);
+    cr_assert_not_null(c, "%s", e.message);
     dsc_client_check_request rq = request;
     rq.model = "gpt-9";
     ai_call ai = {0};

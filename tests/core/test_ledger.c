@@ -474,6 +474,35 @@ Test(ledger, token_bucket_budget_allows_the_burst_then_the_rate) {
     dsc_ledger_free(l);
 }
 
+/* The wait a preview names: when the next token is there, for settled and held usage. */
+static int64_t wait_for_one(dsc_ledger *l) {
+    dsc_amounts one = amt(DSC_METRIC_REQUESTS, M);
+    dsc_budget_state st[4];
+    size_t n = 0;
+    cr_assert_eq(dsc_ledger_preview(l, &ana, &one, st, 4, &n, NULL), DSC_OK);
+    cr_assert_eq(n, 1);
+    cr_assert(st[0].would_exceed);
+    return st[0].retry_after_s;
+}
+
+Test(ledger, rate_budget_names_the_wait_for_the_next_token_for_settled_and_held_usage) {
+    fake_clock clk;
+    dsc_ledger *l = open_ledger(&clk, DSC_EXPIRED_CHARGE);
+    budget(l, "user:*", DSC_METRIC_REQUESTS, "rate:2/1m", 2); /* one token every 30 s */
+    dsc_amounts one = amt(DSC_METRIC_REQUESTS, M);
+    char rid[2][DSC_RESERVATION_ID_MAX];
+    for (int i = 0; i < 2; i++)
+        cr_assert_eq(dsc_ledger_reserve(l, &ana, &one, 600, NULL, rid[i], NULL, 0, NULL, NULL),
+                     DSC_OK);
+    cr_assert_eq(wait_for_one(l), 30, "two held");
+    for (int i = 0; i < 2; i++)
+        cr_assert_eq(dsc_ledger_settle(l, rid[i], &one, NULL, NULL, NULL), DSC_OK);
+    cr_assert_eq(wait_for_one(l), 30, "two settled");
+    clk.now += 10 * S;
+    cr_assert_eq(wait_for_one(l), 20, "10 s later");
+    dsc_ledger_free(l);
+}
+
 /* --- concurrency ------------------------------------------------------------- */
 
 typedef struct race {
@@ -649,5 +678,62 @@ Test(ledger, reserve_journal_without_a_store_holds_counts_the_decision_and_repor
     dsc_ledger_stats_get(l, &stats);
     cr_assert_eq(stats.decisions, 1);
     cr_assert_eq(state_of(l, &ana, "user:*").held, 8 * M);
+    dsc_ledger_free(l);
+}
+
+Test(ledger, reservation_ids_are_96_random_bits_and_a_guess_of_their_shape_charges_nothing) {
+    fake_clock clk;
+    dsc_ledger *l = open_ledger(&clk, DSC_EXPIRED_CHARGE);
+    budget(l, "team:*", DSC_METRIC_TOKENS, "day", 1000);
+    char a[DSC_RESERVATION_ID_MAX], b[DSC_RESERVATION_ID_MAX];
+    dsc_amounts ten = amt(DSC_METRIC_TOKENS, 10 * M);
+    dsc_error err;
+    cr_assert_eq(dsc_ledger_reserve(l, &ana, &ten, 60, NULL, a, NULL, 0, NULL, &err), DSC_OK);
+    cr_assert_eq(dsc_ledger_reserve(l, &ana, &ten, 60, NULL, b, NULL, 0, NULL, &err), DSC_OK);
+    cr_assert_eq(strlen(a), 37);
+    cr_assert_eq(a[0], 'r');
+    cr_assert_str_neq(a, b);
+    /* Ids are in order (their first 12 hex digits), the 24 after them random. */
+    cr_assert_lt(memcmp(a, b, 13), 0);
+    cr_assert_neq(memcmp(a + 13, b + 13, 24), 0);
+    /* The next id's order part with a made-up random part is a guess that fails. */
+    char next[DSC_RESERVATION_ID_MAX];
+    snprintf(next, sizeof next, "%.13s%024d", b, 0);
+    next[12] = (char)(next[12] == '9' ? 'a' : next[12] == 'f' ? '0' : next[12] + 1);
+    const char *guesses[] = {next, "r0000000000000001", "rffffffffffffffffffffffffffffffffffff"};
+    for (size_t i = 0; i < 3; i++)
+        cr_assert_eq(dsc_ledger_settle(l, guesses[i], &ten, &ana, NULL, &err),
+                     DSC_UNKNOWN_RESERVATION, "%s", guesses[i]);
+    cr_assert_eq(state_of(l, &ana, "team:*").used, 0);
+    /* An id of the caller's own shape is an unreserved settle, as before. */
+    dsc_settle_kind kind;
+    cr_assert_eq(dsc_ledger_settle(l, "job-7", &ten, &ana, &kind, &err), DSC_OK, "%s", err.message);
+    cr_assert_eq(kind, DSC_SETTLE_UNRESERVED);
+    dsc_ledger_free(l);
+}
+
+static void ignore(void *ud, dsc_status st, const dsc_error *err) {
+    (void)ud;
+    (void)st;
+    (void)err;
+}
+
+Test(ledger, a_hold_journaled_with_its_decision_is_owned_by_the_decision_key) {
+    fake_clock clk;
+    dsc_ledger *l = open_ledger(&clk, DSC_EXPIRED_CHARGE);
+    char id[DSC_RESERVATION_ID_MAX], owner[DSC_NAME_MAX];
+    dsc_amounts one = amt(DSC_METRIC_REQUESTS, M);
+    dsc_decision_record rec = {
+        .decision_id = "d-1", .subject = ana, .outcome = "allow", .key_id = "k_0123456789abcdef"};
+    dsc_error err;
+    cr_assert_eq(dsc_ledger_reserve_journal_async(l, &ana, &one, 60, NULL, id, NULL, 0, NULL, &rec,
+                                                  ignore, NULL, &err),
+                 DSC_OK, "%s", err.message);
+    cr_assert_eq(dsc_ledger_reservation_owner(l, id, owner), DSC_OK);
+    cr_assert_str_eq(owner, "k_0123456789abcdef");
+    cr_assert_eq(dsc_ledger_reserve(l, &ana, &one, 60, NULL, id, NULL, 0, NULL, &err), DSC_OK);
+    cr_assert_eq(dsc_ledger_reservation_owner(l, id, owner), DSC_OK);
+    cr_assert_str_eq(owner, "");
+    cr_assert_eq(dsc_ledger_reservation_owner(l, "r-none", owner), DSC_UNKNOWN_RESERVATION);
     dsc_ledger_free(l);
 }

@@ -74,7 +74,7 @@ static dsc_status reserve_and_settle(dsc_ledger *l, int i, dsc_error *err) {
 }
 
 static void remove_store(const char *path) {
-    static const char *const ext[] = {"", "-wal", "-shm", "-journal"};
+    static const char *const ext[] = {"", "-wal", "-shm", "-journal", ".lock"};
     char p[128];
     for (size_t i = 0; path && i < sizeof ext / sizeof ext[0]; i++) {
         snprintf(p, sizeof p, "%s%s", path, ext[i]);

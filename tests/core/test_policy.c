@@ -387,7 +387,7 @@ Test(policy, what_if_estimates_and_model_lists_come_from_the_oracle) {
                         "  return allow(string.format('%s %.1f %s %s %s', m[1].name, alt.gco2e.max,"
                         " tostring(bad), err, tostring(ctx.models('nobody'))))"));
     dsc_policy_vm *vm = vm_for(NULL);
-    dsc_policy_oracle o = {NULL, fake_estimate, fake_models};
+    dsc_policy_oracle o = {NULL, fake_estimate, fake_models, NULL};
     dsc_policy_vm_set_oracle(vm, &o);
     dsc_decision d = decide(vm);
     cr_assert_str_eq(d.reason, "gpt-4o-mini 0.5 nil unknown model 'nope' nil", "%s", d.reason);
@@ -408,7 +408,7 @@ Test(policy, what_if_estimates_use_the_method_and_scope_of_the_request_estimate)
     put("a.lua", POLICY("return allow(string.format('%.0f', "
                         "ctx.estimate{model = 'gpt-4o-mini'}.gco2e.max))"));
     dsc_policy_vm *vm = vm_for(NULL);
-    dsc_policy_oracle o = {NULL, echo_estimate, fake_models};
+    dsc_policy_oracle o = {NULL, echo_estimate, fake_models, NULL};
     dsc_policy_vm_set_oracle(vm, &o);
     dsc_estimate e = est_g(4.0);
     e.method = DSC_METHOD_DISCERN;
@@ -639,6 +639,51 @@ Test(policy_runner, shipped_policies_pass_their_own_tests) {
     cr_assert_geq(rep.passed, 20);
 }
 
+/* A shipped file of policies/, read into a static buffer. */
+static const char *shipped(const char *name) {
+    static char text[4][32768];
+    static int next;
+    char path[512];
+    snprintf(path, sizeof path, "%s/policies/%s", DISCERN_SOURCE_DIR, name);
+    FILE *f = fopen(path, "r");
+    cr_assert_not_null(f, "%s", path);
+    char *buf = text[next++ % 4];
+    size_t n = fread(buf, 1, sizeof text[0] - 1, f);
+    buf[n] = '\0';
+    fclose(f);
+    return buf;
+}
+
+/* Copy grid_aware.lua with its switch set to on, its tests and purposes.lua into dir,
+ * and run the tests. */
+static dsc_policy_test_report grid_aware_switched(bool on) {
+    char src[32768];
+    snprintf(src, sizeof src, "%s", shipped("grid_aware.lua"));
+    char *sw = strstr(src, "enabled = false");
+    cr_assert_not_null(sw, "grid_aware.lua has no 'enabled = false' switch");
+    if (on) memcpy(sw, "enabled = true ", 15);
+    put("grid_aware.lua", src);
+    put("grid_aware_test.lua", shipped("grid_aware_test.lua"));
+    put("purposes.lua", shipped("purposes.lua"));
+    failures f = {0};
+    dsc_policy_test_report rep;
+    dsc_error err = {0};
+    cr_assert_eq(dsc_policy_run_tests(dir, NULL, collect, &f, &rep, &err), DSC_OK, "%s",
+                 err.message);
+    for (int i = 0; i < f.n && i < 16; i++)
+        cr_log_error("%s", f.lines[i]);
+    return rep;
+}
+
+Test(policy_runner, grid_aware_passes_its_tests_with_its_switch_on_and_off, .init = make_dir,
+     .fini = remove_dir) {
+    dsc_policy_test_report on = grid_aware_switched(true);
+    cr_assert_eq(on.failed, 0, "switched on, %d tests fail", on.failed);
+    dsc_policy_test_report off = grid_aware_switched(false);
+    cr_assert_eq(off.failed, 0, "switched off, %d tests fail", off.failed);
+    cr_assert_eq(on.passed, off.passed);
+}
+
 Test(policy_runner, failures_are_reported_with_file_line_and_counted, .init = make_dir,
      .fini = remove_dir) {
     put("p.lua", POLICY("if req.purpose == 'x' then return refuse('no x') end return nil"));
@@ -727,6 +772,30 @@ Test(policy, the_catalogue_answers_what_if_estimates_and_model_lists) {
     dsc_decision d = decide(vm);
     cr_assert(strstr(d.reason, "true "), "%s", d.reason);
     cr_assert(strstr(d.reason, "no-such-model"), "%s", d.reason);
+    dsc_policy_vm_free(vm);
+    dsc_policy_set_unref(set);
+    dsc_catalog_free(cat);
+}
+
+Test(policy, an_alias_resolves_so_policies_see_the_catalogue_model_name) {
+    put("a.lua", POLICY("local m = ctx.model()\n"
+                        "  local again = ctx.model('claude-opus-4-1', 'anthropic')\n"
+                        "  return allow(string.format('%s %s %s %s', req.model, m and m.name, "
+                        "again and again.name, tostring(m and m.params_b > 0)))"));
+    dsc_catalog *cat = shipped_catalog();
+    dsc_error err = {0};
+    dsc_policy_set *set = dsc_policy_set_load(dir, &err);
+    dsc_policy_vm *vm = dsc_policy_vm_new(set, cat, NULL, NULL, &err);
+    cr_assert_not_null(vm, "%s", err.message);
+    dsc_estimate e = est_g(4.0);
+    dsc_policy_input in = request(&e);
+    in.provider = "anthropic";
+    in.model = "claude-opus-4-1"; /* an alias of claude-opus-4-1-20250805 */
+    dsc_decision d;
+    cr_assert_eq(dsc_policy_vm_decide(vm, &in, &d), DSC_OK, "%s", d.reason);
+    cr_assert_str_eq(d.reason,
+                     "claude-opus-4-1-20250805 claude-opus-4-1-20250805 claude-opus-4-1-20250805 "
+                     "true");
     dsc_policy_vm_free(vm);
     dsc_policy_set_unref(set);
     dsc_catalog_free(cat);
@@ -886,7 +955,7 @@ Test(policy, what_if_results_stay_distinct_within_a_request_read_only_and_reused
                "  return allow(string.format('%s %s %.1f %s', tostring(ok), tostring(ok2),"
                " r[2].gco2e.max, tostring(r[1] ~= r[3])))"));
     dsc_policy_vm *vm = vm_for(NULL);
-    dsc_policy_oracle o = {NULL, fake_estimate, fake_models};
+    dsc_policy_oracle o = {NULL, fake_estimate, fake_models, NULL};
     dsc_policy_vm_set_oracle(vm, &o);
     for (int i = 0; i < 3; i++) {
         dsc_decision d = decide(vm);

@@ -19,7 +19,8 @@ Test(status, unknown_values_map_to_internal) {
 
 Test(status, error_set_formats_the_message_and_returns_the_code) {
     dsc_error err;
-    dsc_status st = dsc_error_set(&err, DSC_BAD_REQUEST, "field '%s' must be >= %d", "output_tokens", 0);
+    dsc_status st =
+        dsc_error_set(&err, DSC_BAD_REQUEST, "field '%s' must be >= %d", "output_tokens", 0);
     cr_assert_eq(st, DSC_BAD_REQUEST);
     cr_assert_eq(err.code, DSC_BAD_REQUEST);
     cr_assert_str_eq(err.message, "field 'output_tokens' must be >= 0");

@@ -313,6 +313,61 @@ Test(store_sqlite, unopenable_store_is_reported_with_its_path) {
     cr_assert(strstr(err.message, "/nonexistent-dir/sub/discern.db"), "%s", err.message);
 }
 
+/* --- one process per store file ------------------------------------------------- */
+
+/* The error of opening a ledger on path, which must fail. */
+static dsc_error open_refused(const char *path) {
+    dsc_ledger_config cfg = {.store_path = path};
+    dsc_error err;
+    dsc_ledger *l = dsc_ledger_new(&cfg, &err);
+    cr_assert_null(l, "a second ledger opened a store that is in use");
+    cr_assert_eq(err.code, DSC_STORE_UNAVAILABLE);
+    return err;
+}
+
+Test(store_sqlite, a_store_in_use_is_refused_naming_the_file_and_the_pid_holding_it) {
+    char path[600], needle[1400];
+    temp_db(path, sizeof path);
+    dsc_ledger *l = open_at(path, NULL, 0);
+    dsc_error err = open_refused(path);
+    snprintf(needle, sizeof needle, "'%s' is in use by pid %ld, which holds '%s.lock'", path,
+             (long)getpid(), path);
+    cr_assert(strstr(err.message, needle), "%s", err.message);
+    dsc_ledger_free(l);
+    dsc_ledger_free(open_at(path, NULL, 0)); /* free releases it */
+}
+
+Test(store_sqlite, the_lock_of_a_killed_process_is_released_by_the_kernel) {
+    char path[600], needle[64];
+    temp_db(path, sizeof path);
+    int ready[2];
+    cr_assert_eq(pipe(ready), 0);
+    pid_t pid = fork();
+    cr_assert(pid >= 0);
+    if (pid == 0) {
+        dsc_ledger_config cfg = {.store_path = path};
+        dsc_ledger *l = dsc_ledger_new(&cfg, NULL);
+        char c = l ? 'y' : 'n';
+        if (write(ready[1], &c, 1) != 1) _exit(1);
+        for (;;)
+            pause();
+    }
+    char c = 0;
+    ssize_t got = read(ready[0], &c, 1);
+    dsc_ledger_config cfg = {.store_path = path};
+    dsc_error err;
+    dsc_ledger *second = dsc_ledger_new(&cfg, &err);
+    kill(pid, SIGKILL); /* before any assertion: a failed test leaves no child behind */
+    waitpid(pid, NULL, 0);
+    close(ready[0]);
+    close(ready[1]);
+    cr_assert(got == 1 && c == 'y', "the child could not open the store");
+    cr_assert_null(second, "a second ledger opened a store that is in use");
+    snprintf(needle, sizeof needle, "in use by pid %ld", (long)pid);
+    cr_assert(strstr(err.message, needle), "%s", err.message);
+    dsc_ledger_free(open_at(path, NULL, 0));
+}
+
 /* --- crash: a child settling in a loop is killed with SIGKILL ------------------ */
 
 typedef struct ack {
@@ -840,6 +895,64 @@ Test(store_sqlite, batch_and_off_modes_commit_everything_by_close) {
     hammer_mode(DSC_DURABILITY_OFF);
 }
 
+/* An _async completion that records it ran. */
+static void note_done(void *ud, dsc_status st, const dsc_error *err) {
+    (void)err;
+    *(int *)ud = st == DSC_OK ? 1 : -1;
+}
+
+/* durability batch: "a call returns once queued". With a commit delay far longer than
+ * the test, every call completes inside itself and its effect is in the counters at
+ * once; the file has it after close. */
+Test(store_sqlite, batch_mode_acknowledges_calls_once_queued_and_counts_them_at_once) {
+    char path[600];
+    temp_db(path, sizeof path);
+    dsc_ledger_config cfg = {
+        .store_path = path, .durability = DSC_DURABILITY_BATCH, .batch_ms = 5000};
+    dsc_error err;
+    dsc_ledger *l = dsc_ledger_new(&cfg, &err);
+    cr_assert(l, "%s", err.message);
+    cr_assert_eq(dsc_ledger_budget_set(l, "org:acme", DSC_METRIC_GCO2E, "month", 500, NULL, &err),
+                 DSC_OK, "%s", err.message);
+    dsc_amounts hold = amt(DSC_METRIC_GCO2E, 10 * M), act = amt(DSC_METRIC_GCO2E, 4 * M);
+    char rid[DSC_RESERVATION_ID_MAX], rid2[DSC_RESERVATION_ID_MAX];
+    int reserved = 0, settled = 0, cancelled = 0, journaled = 0;
+    struct timespec t0, t1;
+    clock_gettime(CLOCK_MONOTONIC, &t0);
+    dsc_decision_record dec = {.decision_id = "d-1", .outcome = "allow", .purpose = "chat"};
+    cr_assert_eq(dsc_ledger_reserve_journal_async(l, &ana, &hold, 60, "req-1", rid, NULL, 0, NULL,
+                                                  &dec, note_done, &reserved, &err),
+                 DSC_OK, "%s", err.message);
+    cr_assert_eq(reserved, 1, "the reserve completed once queued");
+    /* A retry of the same request is answered at once, not "still being reserved". */
+    cr_assert_eq(dsc_ledger_reserve(l, &ana, &hold, 60, "req-1", rid2, NULL, 0, NULL, &err), DSC_OK,
+                 "%s", err.message);
+    cr_assert_str_eq(rid2, rid);
+    cr_assert_eq(dsc_ledger_settle_async(l, rid, &act, NULL, NULL, note_done, &settled, &err),
+                 DSC_OK, "%s", err.message);
+    cr_assert_eq(settled, 1, "the settle completed once queued");
+    dsc_budget_state st[2];
+    dsc_budget_state b = find(st, preview(l, st, 2), "org:acme");
+    cr_assert_eq(b.used, 4 * M, "the settle is counted at once");
+    cr_assert_eq(b.held, 0);
+    cr_assert_eq(dsc_ledger_reserve(l, &ana, &hold, 60, NULL, rid2, NULL, 0, NULL, &err), DSC_OK);
+    cr_assert_eq(dsc_ledger_cancel_async(l, rid2, note_done, &cancelled, &err), DSC_OK);
+    cr_assert_eq(cancelled, 1, "the cancel completed once queued");
+    cr_assert_eq(find(st, preview(l, st, 2), "org:acme").held, 0, "the cancel released at once");
+    dec.decision_id = "d-2";
+    cr_assert_eq(dsc_ledger_record_decision_async(l, &dec, note_done, &journaled, &err), DSC_OK);
+    cr_assert_eq(journaled, 1, "the decision completed once queued");
+    clock_gettime(CLOCK_MONOTONIC, &t1);
+    double ms = (double)(t1.tv_sec - t0.tv_sec) * 1e3 + (double)(t1.tv_nsec - t0.tv_nsec) / 1e6;
+    cr_assert_lt(ms, 2500, "the calls waited for the 5 s batch (%.0f ms)", ms);
+    dsc_ledger_free(l); /* commits what is queued */
+    cr_assert_eq(query_int(path, "SELECT coalesce(sum(gco2e), 0) FROM charges"), 4 * M);
+    cr_assert_eq(query_int(path, "SELECT count(*) FROM decisions"), 2);
+    l = open_at(path, NULL, 0);
+    cr_assert_eq(find(st, preview(l, st, 2), "org:acme").used, 4 * M);
+    dsc_ledger_free(l);
+}
+
 static void exec_sql(const char *path, const char *sql) {
     sqlite3 *db;
     cr_assert_eq(sqlite3_open(path, &db), SQLITE_OK);
@@ -1077,4 +1190,67 @@ Test(store_sqlite, reserve_journal_on_a_full_disk_reports_through_done_and_relea
     dsc_ledger_free(l);
     cr_assert_eq(query_int(path, "SELECT count(*) FROM decisions"), ok, "decisions = holds");
     cr_assert_eq(query_int(path, "SELECT count(*) FROM reservations"), ok);
+}
+
+/* The reservations and decisions tables as a store made before keys had them. */
+static const char old_tables[] =
+    "CREATE TABLE reservations(id TEXT PRIMARY KEY, request_id TEXT, org TEXT, team TEXT,"
+    " user TEXT, key TEXT, created_us INTEGER, expires_us INTEGER, state TEXT NOT NULL,"
+    " finished_us INTEGER, held_energy_wh INTEGER NOT NULL DEFAULT 0, held_gco2e INTEGER NOT"
+    " NULL DEFAULT 0, held_water_ml INTEGER NOT NULL DEFAULT 0, held_pe_mj INTEGER NOT NULL"
+    " DEFAULT 0, held_cost INTEGER NOT NULL DEFAULT 0, held_tokens INTEGER NOT NULL DEFAULT 0,"
+    " held_requests INTEGER NOT NULL DEFAULT 0, charged_energy_wh INTEGER NOT NULL DEFAULT 0,"
+    " charged_gco2e INTEGER NOT NULL DEFAULT 0, charged_water_ml INTEGER NOT NULL DEFAULT 0,"
+    " charged_pe_mj INTEGER NOT NULL DEFAULT 0, charged_cost INTEGER NOT NULL DEFAULT 0,"
+    " charged_tokens INTEGER NOT NULL DEFAULT 0, charged_requests INTEGER NOT NULL DEFAULT 0)"
+    " WITHOUT ROWID;"
+    "INSERT INTO reservations(id, org, team, created_us, expires_us, state, held_requests)"
+    " VALUES('r00000000000000aa', 'acme', 'infra', 1, 9000000000000000, 'held', 1000000);"
+    "CREATE TABLE decisions(seq INTEGER PRIMARY KEY, decision_id TEXT, request_id TEXT,"
+    " at_us INTEGER NOT NULL, org TEXT, team TEXT, user TEXT, key TEXT, purpose TEXT,"
+    " provider TEXT, model TEXT, input_tokens INTEGER, output_tokens INTEGER,"
+    " est_energy_wh INTEGER, est_gco2e INTEGER, est_water_ml INTEGER, outcome TEXT,"
+    " policy TEXT, policy_version TEXT, reason TEXT, reservation_id TEXT);";
+
+Test(store_sqlite, a_store_made_before_keys_opens_keeps_its_holds_and_journals_the_new_fields) {
+    char path[600];
+    temp_db(path, sizeof path);
+    sqlite3 *db;
+    cr_assert_eq(sqlite3_open(path, &db), SQLITE_OK);
+    cr_assert_eq(sqlite3_exec(db, old_tables, NULL, NULL, NULL), SQLITE_OK, "%s",
+                 sqlite3_errmsg(db));
+    sqlite3_close(db);
+    dsc_ledger *l = open_at(path, NULL, 0);
+    char owner[DSC_NAME_MAX] = "x";
+    cr_assert_eq(dsc_ledger_reservation_owner(l, "r00000000000000aa", owner), DSC_OK);
+    cr_assert_str_eq(owner, "");
+    dsc_decision_record d = {.decision_id = "d1",
+                             .subject = ana,
+                             .outcome = "allow",
+                             .key_id = "k_00000000000000ff",
+                             .zone = "FRA",
+                             .purpose_class = "productive",
+                             .verdicts = "[{\"policy\":\"p\",\"shadow\":true}]",
+                             .tags = "{\"ticket\":\"T-1\"}"};
+    dsc_error err;
+    cr_assert_eq(dsc_ledger_record_decision(l, &d, &err), DSC_OK, "%s", err.message);
+    char id[DSC_RESERVATION_ID_MAX];
+    dsc_amounts one = amt(DSC_METRIC_REQUESTS, DSC_MICRO);
+    completion done = {.mu = PTHREAD_MUTEX_INITIALIZER, .cv = PTHREAD_COND_INITIALIZER};
+    cr_assert_eq(dsc_ledger_reserve_journal_async(l, &ana, &one, 60, NULL, id, NULL, 0, NULL, &d,
+                                                  on_done, &done, &err),
+                 DSC_OK, "%s", err.message);
+    wait_calls(&done, 1);
+    cr_assert_eq(done.st, DSC_OK);
+    dsc_ledger_free(l);
+    cr_assert_eq(query_int(path,
+                           "SELECT count(*) FROM decisions WHERE key_id = 'k_00000000000000ff'"
+                           " AND zone = 'FRA' AND purpose_class = 'productive' AND"
+                           " json_extract(tags, '$.ticket') = 'T-1' AND"
+                           " json_extract(verdicts, '$[0].shadow') = 1"),
+                 2);
+    l = open_at(path, NULL, 0);
+    cr_assert_eq(dsc_ledger_reservation_owner(l, id, owner), DSC_OK);
+    cr_assert_str_eq(owner, "k_00000000000000ff");
+    dsc_ledger_free(l);
 }

@@ -135,6 +135,21 @@ Test(window, token_bucket_refills_at_its_rate_up_to_the_burst) {
     dsc_window_counter_destroy(&c);
 }
 
+Test(window, a_rate_wait_is_until_the_next_token_the_request_needs_is_there) {
+    dsc_window w = win("rate:2/1m"); /* one token every 30 s */
+    int64_t now = 1700000000;
+    cr_assert_eq(dsc_window_wait_s(&w, 1 * S, 1 * S, 2 * S, now + 60, now), 0, "fits now");
+    cr_assert_eq(dsc_window_wait_s(&w, 2 * S, 1 * S, 2 * S, now + 60, now), 30);
+    cr_assert_eq(dsc_window_wait_s(&w, 2 * S, 2 * S, 2 * S, now + 60, now), 60, "two tokens");
+    cr_assert_eq(dsc_window_wait_s(&w, 2 * S, 5 * S, 2 * S, now + 60, now), 60,
+                 "larger than the bucket: until it is empty");
+    dsc_window r = win("rate:10/s");
+    cr_assert_eq(dsc_window_wait_s(&r, 10 * S, S / 100, 10 * S, now, now), 1, "at least 1 s");
+    dsc_window d = win("day");
+    cr_assert_eq(dsc_window_wait_s(&d, 5 * S, 1 * S, 5 * S, now + 3600, now), 3600,
+                 "a calendar window waits for its reset");
+}
+
 Test(window, malformed_windows_are_refused_with_the_text) {
     const char *bad[] = {"fortnight",  "rolling:", "rolling:10s",
                          "rolling:1x", "rate:10",  "rate:-1/s",

@@ -7,6 +7,7 @@
 #define _GNU_SOURCE
 #include "harness.h"
 
+#include <arpa/inet.h>
 #include <criterion/criterion.h>
 #include <dirent.h>
 #include <errno.h>
@@ -28,12 +29,13 @@
 #include <time.h>
 #include <unistd.h>
 
-static void start_server(th_server *s, const char *extra, long long fsize);
+static void start_server(th_server *s, const char *extra, long long fsize, long nofile);
 
 struct th_client {
     int fd;
     uint32_t next_id;
     msgpack_unpacker up;
+    size_t last_size; /* bytes of the message th_read returned last */
 };
 
 /* The server started last and not yet cleaned up, for th_kill_live_server. */
@@ -101,6 +103,10 @@ static void spawn(th_server *s, const char *extra) {
             struct rlimit rl = {(rlim_t)s->fsize_limit, RLIM_INFINITY};
             setrlimit(RLIMIT_FSIZE, &rl);
         }
+        if (s->nofile_limit > 0) {
+            struct rlimit rl = {(rlim_t)s->nofile_limit, (rlim_t)s->nofile_limit};
+            setrlimit(RLIMIT_NOFILE, &rl);
+        }
         execl(DISCERND_PATH, "discernd", "--config", conf, (char *)NULL);
         _exit(127);
     }
@@ -120,7 +126,65 @@ static void spawn(th_server *s, const char *extra) {
 }
 
 void th_server_start_fsize(th_server *s, const char *extra, long long bytes) {
-    start_server(s, extra, bytes);
+    start_server(s, extra, bytes, 0);
+}
+
+void th_server_start_nofile(th_server *s, const char *extra, long n) {
+    start_server(s, extra, 0, n);
+}
+
+double th_server_cpu_s(const th_server *s) {
+    char path[64], line[1024];
+    snprintf(path, sizeof path, "/proc/%d/stat", (int)s->pid);
+    FILE *f = fopen(path, "r");
+    cr_assert_not_null(f, "%s: %s", path, strerror(errno));
+    const char *p = fgets(line, sizeof line, f) ? strrchr(line, ')') : NULL;
+    fclose(f);
+    cr_assert_not_null(p);
+    unsigned long long utime = 0, stime = 0; /* fields 14 and 15; p is before field 3 */
+    cr_assert_eq(
+        sscanf(p + 2, "%*c %*d %*d %*d %*d %*d %*u %*u %*u %*u %*u %llu %llu", &utime, &stime), 2);
+    return (double)(utime + stime) / (double)sysconf(_SC_CLK_TCK);
+}
+
+int th_run_discernd(const char *const *args, char *out, size_t cap) {
+    int p[2];
+    cr_assert_eq(pipe(p), 0);
+    pid_t pid = fork();
+    cr_assert(pid >= 0);
+    if (pid == 0) {
+        dup2(p[1], 2);
+        close(p[0]);
+        int null = open("/dev/null", O_WRONLY);
+        if (null >= 0) dup2(null, 1);
+        prctl(PR_SET_PDEATHSIG, SIGKILL);
+        const char *argv[32] = {"discernd"};
+        for (int i = 0; args[i] && i < 30; i++)
+            argv[i + 1] = args[i];
+        execv(DISCERND_PATH, (char **)argv);
+        _exit(127);
+    }
+    close(p[1]);
+    size_t len = 0;
+    int64_t deadline = th_now_ms() + 10000;
+    for (;;) {
+        struct pollfd pf = {.fd = p[0], .events = POLLIN};
+        int left = (int)(deadline - th_now_ms());
+        if (left <= 0 || poll(&pf, 1, left) <= 0) break;
+        ssize_t n = read(p[0], out + len, cap - 1 - len);
+        if (n <= 0) break;
+        len += (size_t)n;
+        if (len + 1 >= cap) break;
+    }
+    out[len] = '\0';
+    close(p[0]);
+    int status = 0;
+    for (; th_now_ms() < deadline; th_sleep_ms(5))
+        if (waitpid(pid, &status, WNOHANG) == pid)
+            return WIFEXITED(status) ? WEXITSTATUS(status) : -1;
+    kill(pid, SIGKILL);
+    waitpid(pid, &status, 0);
+    return -1;
 }
 
 void th_server_set_fsize(th_server *s, long long bytes) {
@@ -162,12 +226,11 @@ void th_server_resume(th_server *s) {
 }
 
 void th_server_start(th_server *s, const char *extra) {
-    start_server(s, extra, 0);
+    start_server(s, extra, 0, 0);
 }
 
-static void start_server(th_server *s, const char *extra, long long fsize) {
+void th_server_prepare(th_server *s) {
     memset(s, 0, sizeof *s);
-    s->fsize_limit = fsize;
     strcpy(s->dir, "/tmp/discernd-test-XXXXXX");
     cr_assert_not_null(mkdtemp(s->dir));
     snprintf(s->unix_path, sizeof s->unix_path, "%s/d.sock", s->dir);
@@ -179,7 +242,47 @@ static void start_server(th_server *s, const char *extra, long long fsize) {
              s->policies);
     cr_assert_eq(system(cmd), 0, "cannot copy the fixture policies");
     live_server = s;
+}
+
+static void start_server(th_server *s, const char *extra, long long fsize, long nofile) {
+    th_server_prepare(s);
+    s->fsize_limit = fsize;
+    s->nofile_limit = nofile;
     spawn(s, extra);
+}
+
+int th_server_expect_exit(th_server *s, const char *extra) {
+    char conf[400];
+    write_config(s, extra);
+    snprintf(conf, sizeof conf, "%s/discernd.conf", s->dir);
+    pid_t pid = fork();
+    cr_assert(pid >= 0);
+    if (pid == 0) {
+        int fd = open(s->log, O_WRONLY | O_CREAT | O_TRUNC, 0644);
+        if (fd >= 0) dup2(fd, 2);
+        prctl(PR_SET_PDEATHSIG, SIGKILL);
+        execl(DISCERND_PATH, "discernd", "--config", conf, (char *)NULL);
+        _exit(127);
+    }
+    int status;
+    for (int64_t deadline = th_now_ms() + 10000; th_now_ms() < deadline; th_sleep_ms(10))
+        if (waitpid(pid, &status, WNOHANG) == pid)
+            return WIFEXITED(status) ? WEXITSTATUS(status) : -1;
+    kill(pid, SIGKILL);
+    waitpid(pid, &status, 0);
+    cr_assert_fail("discernd was expected to exit but still ran after 10 s");
+    return -1;
+}
+
+bool th_log_contains(const th_server *s, const char *text) {
+    FILE *f = fopen(s->log, "r");
+    if (!f) return false;
+    char line[2048];
+    bool found = false;
+    while (!found && fgets(line, sizeof line, f))
+        found = strstr(line, text) != NULL;
+    fclose(f);
+    return found;
 }
 
 void th_kill_live_server(void) {
@@ -251,13 +354,19 @@ void th_write_policy(th_server *s, const char *name, const char *text) {
 }
 
 char *th_http_get(const th_server *s, const char *path, int *status) {
+    return th_http_get_auth(s, path, NULL, status);
+}
+
+char *th_http_get_auth(const th_server *s, const char *path, const char *token, int *status) {
     int fd = socket(AF_INET, SOCK_STREAM, 0);
     struct sockaddr_in a = {.sin_family = AF_INET, .sin_port = htons((uint16_t)s->http_port)};
     a.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
     cr_assert(connect(fd, (struct sockaddr *)&a, sizeof a) == 0, "http connect: %s",
               strerror(errno));
     char req[512];
-    int n = snprintf(req, sizeof req, "GET %s HTTP/1.0\r\nHost: localhost\r\n\r\n", path);
+    int n =
+        snprintf(req, sizeof req, "GET %s HTTP/1.0\r\nHost: localhost\r\n%s%s%s\r\n", path,
+                 token ? "Authorization: Bearer " : "", token ? token : "", token ? "\r\n" : "");
     cr_assert_eq(send(fd, req, (size_t)n, 0), n);
     size_t cap = 1 << 16, len = 0;
     char *buf = malloc(cap);
@@ -323,6 +432,46 @@ th_client *th_connect_tcp(const th_server *s) {
     int one = 1;
     setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof one);
     return client_new(fd);
+}
+
+th_client *th_connect_tcp_from(const th_server *s, const char *source) {
+    int fd = socket(AF_INET, SOCK_STREAM, 0);
+    struct sockaddr_in a = {.sin_family = AF_INET};
+    cr_assert_eq(inet_pton(AF_INET, source, &a.sin_addr), 1, "bad source address %s", source);
+    cr_assert(bind(fd, (struct sockaddr *)&a, sizeof a) == 0, "bind %s: %s", source,
+              strerror(errno));
+    a.sin_port = htons((uint16_t)s->port);
+    a.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+    cr_assert(connect(fd, (struct sockaddr *)&a, sizeof a) == 0, "connect: %s", strerror(errno));
+    int one = 1;
+    setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof one);
+    return client_new(fd);
+}
+
+th_client *th_connect_as(const th_server *s, const char *token) {
+    th_client *c = th_connect_tcp(s);
+    char params[256];
+    snprintf(params, sizeof params, "{\"token\": \"%s\"}", token);
+    json_t *r = th_call(c, "auth", params);
+    cr_assert_str_eq(th_error_code(r), "", "auth failed: %s", th_error_message(r));
+    json_decref(r);
+    return c;
+}
+
+th_client *th_connect_admin(const th_server *s) {
+    return th_connect_as(s, TH_ADMIN_TOKEN);
+}
+
+void th_create_key(const th_server *s, const char *role, const char *scope, char *out, char *id) {
+    th_client *c = th_connect_admin(s);
+    char params[256];
+    snprintf(params, sizeof params, "{\"role\": \"%s\", \"scope\": \"%s\"}", role, scope);
+    json_t *r = th_call(c, "key.create", params);
+    cr_assert_str_eq(th_error_code(r), "", "key.create: %s", th_error_message(r));
+    snprintf(out, 72, "%s", json_string_value(json_object_get(th_result(r), "token")));
+    if (id) snprintf(id, 24, "%s", json_string_value(json_object_get(th_result(r), "key_id")));
+    json_decref(r);
+    th_client_free(c);
 }
 
 th_client *th_connect_unix(const th_server *s) {
@@ -394,8 +543,15 @@ static void pack_json(msgpack_packer *pk, json_t *v) {
     }
 }
 
-static void send_message(th_client *c, int kind, uint32_t msgid, const char *method,
-                         const char *params) {
+/* Replace every occurrence of from in buf[0..n) with to (the same length). */
+static void mangle(char *buf, size_t n, const char *from, const char *to) {
+    size_t k = from ? strlen(from) : 0;
+    for (size_t i = 0; k && i + k <= n; i++)
+        if (memcmp(buf + i, from, k) == 0) memcpy(buf + i, to, k);
+}
+
+static void send_mangled(th_client *c, int kind, uint32_t msgid, const char *method,
+                         const char *params, const char *from, const char *to) {
     msgpack_sbuffer sb;
     msgpack_sbuffer_init(&sb);
     msgpack_packer pk;
@@ -415,8 +571,14 @@ static void send_message(th_client *c, int kind, uint32_t msgid, const char *met
     } else {
         msgpack_pack_array(&pk, 0);
     }
+    mangle(sb.data, sb.size, from, to);
     th_send_raw(c, sb.data, sb.size);
     msgpack_sbuffer_destroy(&sb);
+}
+
+static void send_message(th_client *c, int kind, uint32_t msgid, const char *method,
+                         const char *params) {
+    send_mangled(c, kind, msgid, method, params, NULL, NULL);
 }
 
 void th_send_request(th_client *c, uint32_t msgid, const char *method, const char *params) {
@@ -484,7 +646,9 @@ json_t *th_read(th_client *c, int timeout_ms) {
     msgpack_unpacked_init(&u);
     json_t *out = NULL;
     for (;;) {
+        size_t before = c->up.off; /* next() moves off past the message it returns */
         if (msgpack_unpacker_next(&c->up, &u) == MSGPACK_UNPACK_SUCCESS) {
+            c->last_size = c->up.off - before;
             out = to_json(&u.data);
             break;
         }
@@ -492,6 +656,10 @@ json_t *th_read(th_client *c, int timeout_ms) {
     }
     msgpack_unpacked_destroy(&u);
     return out;
+}
+
+size_t th_last_size(const th_client *c) {
+    return c->last_size;
 }
 
 bool th_closed(th_client *c, int timeout_ms) {
@@ -508,8 +676,13 @@ bool th_closed(th_client *c, int timeout_ms) {
 }
 
 json_t *th_call(th_client *c, const char *method, const char *params) {
+    return th_call_mangled(c, method, params, NULL, NULL);
+}
+
+json_t *th_call_mangled(th_client *c, const char *method, const char *params, const char *from,
+                        const char *to) {
     uint32_t id = c->next_id++;
-    th_send_request(c, id, method, params);
+    send_mangled(c, 0, id, method, params, from, to);
     for (;;) {
         json_t *m = th_read(c, 5000);
         cr_assert_not_null(m, "no response to %s within 5 s", method);

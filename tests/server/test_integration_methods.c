@@ -52,7 +52,7 @@ static void fails(th_client *c, const char *method, const char *params, const ch
 }
 
 static th_client *admin(const th_server *s) {
-    th_client *c = th_connect_tcp(s);
+    th_client *c = th_connect_admin(s);
     json_t *res, *r = ok(c, "auth", "{\"token\": \"" TH_ADMIN_TOKEN "\"}", &res);
     json_decref(r);
     return c;
@@ -73,7 +73,7 @@ static double num(json_t *obj, const char *key) {
 /* ------------------------------------------------------------------ estimate -- */
 
 Test(methods, estimate_answers_ranges_over_tcp_and_unix) {
-    th_client *clients[2] = {th_connect_tcp(&srv), th_connect_unix(&srv)};
+    th_client *clients[2] = {th_connect_admin(&srv), th_connect_unix(&srv)};
     for (int i = 0; i < 2; i++) {
         json_t *res,
             *r = ok(clients[i], "estimate",
@@ -91,7 +91,7 @@ Test(methods, estimate_answers_ranges_over_tcp_and_unix) {
 }
 
 Test(methods, estimate_errors_name_the_field) {
-    th_client *c = th_connect_tcp(&srv);
+    th_client *c = th_connect_admin(&srv);
     fails(c, "estimate", "{\"provider\": \"openai\", \"model\": \"gpt-9\", \"output_tokens\": 1}",
           "unknown_model", "'gpt-9'");
     fails(c, "estimate", "{\"provider\": \"opnai\", \"model\": \"gpt-4o\", \"output_tokens\": 1}",
@@ -221,7 +221,7 @@ Test(methods, a_live_grid_value_changes_discern_estimates_while_valid_and_not_ec
 }
 
 Test(methods, check_and_settle_under_discern_carry_scope_assumptions_and_reasoning_tokens) {
-    th_client *c = th_connect_tcp(&srv);
+    th_client *c = th_connect_admin(&srv);
     json_t *res, *r = ok(c, "check",
                          "{" SUBJECT ", \"provider\": \"openai\", \"model\": \"gpt-9\", "
                          "\"input_tokens\": 100, \"output_tokens\": 100, \"reasoning_tokens\": "
@@ -307,7 +307,9 @@ static json_t *find_zone(json_t *res, const char *zone) {
 }
 
 Test(methods, grid_set_needs_admin_and_then_shows_in_zones_list_as_live) {
-    th_client *c = th_connect_tcp(&srv);
+    char token[72];
+    th_create_key(&srv, "client", "*", token, NULL);
+    th_client *c = th_connect_as(&srv, token);
     json_t *res, *r = ok(c, "zones.list", "{}", &res);
     json_t *fra = find_zone(res, "FRA");
     cr_assert_not_null(fra);
@@ -318,7 +320,7 @@ Test(methods, grid_set_needs_admin_and_then_shows_in_zones_list_as_live) {
     snprintf(params, sizeof params,
              "{\"zone\": \"FRA\", \"gco2e_per_kwh\": 123.5, \"valid_until\": %lld}",
              (long long)time(NULL) + 3600);
-    fails(c, "grid.set", params, "unauthorized", "admin");
+    fails(c, "grid.set", params, "unauthorized", "not open to a client key");
     th_client *a = admin(&srv);
     r = ok(a, "grid.set", params, &res);
     cr_assert_eq(num(res, "gco2e_per_kwh"), 123.5);
@@ -382,7 +384,7 @@ Test(methods, budget_set_list_get_delete_with_admin_rights) {
 /* -------------------------------------------------------- check and settle -- */
 
 Test(methods, check_then_settle_lands_in_the_journal_with_its_decision_record) {
-    th_client *c = th_connect_tcp(&srv);
+    th_client *c = th_connect_admin(&srv);
     json_t *res, *r = ok(c, "check", CHECK(""), &res);
     cr_assert_str_eq(str(res, "decision"), "allow");
     cr_assert_str_eq(str(res, "policy"), "budgets");
@@ -420,12 +422,44 @@ Test(methods, check_then_settle_lands_in_the_journal_with_its_decision_record) {
     th_client_free(c);
 }
 
+Test(methods, check_reply_carries_budget_states_only_when_asked_for) {
+    th_client *a = admin(&srv);
+    const char *budgets[] = {
+        "{" TEAM_BUDGET ", \"limit\": 1000}",
+        "{\"selector\": \"org:*\", \"metric\": \"energy_wh\", \"window\": \"year\", "
+        "\"limit\": 1000000}",
+        "{\"selector\": \"user:*\", \"metric\": \"requests\", \"window\": \"rate:100/1m\", "
+        "\"limit\": 100}"};
+    json_t *res, *r;
+    for (int i = 0; i < 3; i++)
+        json_decref(ok(a, "budget.set", budgets[i], &res));
+    th_client *c = th_connect_admin(&srv);
+    r = ok(c, "check", CHECK(""), &res);
+    size_t lean = th_last_size(c);
+    cr_assert_str_eq(str(res, "decision"), "allow");
+    cr_assert_null(json_object_get(res, "budgets"));
+    cr_assert_gt(strlen(str(res, "reservation")), 0);
+    cr_assert_gt(num(json_object_get(json_object_get(res, "estimate"), "gwp_kgco2eq"), "max"), 0);
+    json_decref(r);
+    r = ok(c, "check", CHECK(", \"budgets\": true"), &res);
+    size_t full = th_last_size(c);
+    cr_assert_eq(json_array_size(json_object_get(res, "budgets")), 3);
+    cr_assert_gt(strlen(str(res, "reservation")), 0);
+    json_decref(r);
+    cr_log_info("check reply: %zu bytes, %zu with budgets: true (3 budgets)", lean, full);
+    /* Three budget states are ~180 bytes each; the rest of the reply is the same. */
+    cr_assert_gt(full, lean + 3 * 150, "%zu bytes without budgets, %zu with", lean, full);
+    fails(c, "check", CHECK(", \"budgets\": 1"), "bad_request", "budgets");
+    th_client_free(c);
+    th_client_free(a);
+}
+
 Test(methods, check_over_budget_is_refused_holds_nothing_and_is_journaled) {
     th_client *a = admin(&srv);
     json_t *res, *r = ok(a, "budget.set", "{" TEAM_BUDGET ", \"limit\": 0.001}", &res);
     json_decref(r);
     th_client *u = th_connect_unix(&srv);
-    r = ok(u, "check", CHECK(""), &res);
+    r = ok(u, "check", CHECK(", \"budgets\": true"), &res);
     cr_assert_str_eq(str(res, "decision"), "refuse");
     cr_assert(strstr(str(res, "reason"), "org:acme/team:infra"), "%s", str(res, "reason"));
     cr_assert_null(json_object_get(res, "reservation"));
@@ -443,7 +477,7 @@ Test(methods, check_over_budget_is_refused_holds_nothing_and_is_journaled) {
 }
 
 Test(methods, throttle_carries_retry_after_and_a_suggestion_and_no_reservation) {
-    th_client *c = th_connect_tcp(&srv);
+    th_client *c = th_connect_admin(&srv);
     json_t *res, *r = ok(c, "check",
                          "{" SUBJECT
                          ", \"provider\": \"openai\", \"model\": \"gpt-4o\", \"output_tokens\": 10,"
@@ -459,7 +493,7 @@ Test(methods, throttle_carries_retry_after_and_a_suggestion_and_no_reservation) 
 }
 
 Test(methods, check_without_reserve_holds_nothing) {
-    th_client *c = th_connect_tcp(&srv);
+    th_client *c = th_connect_admin(&srv);
     json_t *res, *r = ok(c, "check", CHECK(", \"reserve\": false"), &res);
     cr_assert_str_eq(str(res, "decision"), "allow");
     cr_assert_null(json_object_get(res, "reservation"));
@@ -468,7 +502,7 @@ Test(methods, check_without_reserve_holds_nothing) {
 }
 
 Test(methods, check_with_the_same_request_id_returns_the_same_reservation) {
-    th_client *c = th_connect_tcp(&srv);
+    th_client *c = th_connect_admin(&srv);
     json_t *res, *r1 = ok(c, "check", CHECK(", \"request_id\": \"req-42\""), &res);
     char first[64];
     snprintf(first, sizeof first, "%s", str(res, "reservation"));
@@ -505,7 +539,7 @@ Test(methods, check_errors_name_the_field_and_charge_nothing) {
 }
 
 Test(methods, settle_and_cancel_errors_and_cancel_releases_the_hold) {
-    th_client *c = th_connect_tcp(&srv);
+    th_client *c = th_connect_admin(&srv);
     fails(c, "settle",
           "{\"reservation\": \"r-unknown\", \"input_tokens\": 1, \"output_tokens\": 1}",
           "unknown_reservation", "'r-unknown'");
@@ -533,7 +567,7 @@ Test(methods, settle_and_cancel_errors_and_cancel_releases_the_hold) {
 }
 
 Test(methods, thousand_pipelined_checks_are_answered_once_each_with_their_msgid) {
-    th_client *c = th_connect_tcp(&srv);
+    th_client *c = th_connect_admin(&srv);
     enum { N = 1000 };
     for (uint32_t i = 0; i < N; i++)
         th_send_request(c, 100 + i, "check", CHECK(", \"reserve\": false"));
@@ -596,7 +630,7 @@ Test(methods, pipelined_budget_sets_are_answered_once_each_and_in_effect) {
 /* ------------------------------------------------------------------- stats -- */
 
 Test(methods, stats_counts_decisions_and_reports_the_policy_version) {
-    th_client *c = th_connect_tcp(&srv);
+    th_client *c = th_connect_admin(&srv);
     json_t *res, *r = ok(c, "check", CHECK(", \"reserve\": false"), &res);
     char version[32];
     snprintf(version, sizeof version, "%s", str(res, "policy_version"));
@@ -615,7 +649,9 @@ static const char *const POLICY_V2 =
     "return { name = 'budgets', decide = function(req, ctx) return allow('version two') end }\n";
 
 Test(methods, policy_reload_needs_admin_switches_version_and_keeps_the_old_set_on_failure) {
-    th_client *c = th_connect_tcp(&srv);
+    char token[72];
+    th_create_key(&srv, "client", "*", token, NULL);
+    th_client *c = th_connect_as(&srv, token);
     fails(c, "policy.reload", "{}", "unauthorized", NULL);
     json_t *res, *r = ok(c, "check", CHECK(", \"reserve\": false"), &res);
     char v1[32];
@@ -655,7 +691,7 @@ typedef struct load {
  * once, from the first to the last. */
 static void *run_load(void *arg) {
     load *l = arg;
-    th_client *c = th_connect_tcp(l->s);
+    th_client *c = th_connect_admin(l->s);
     uint32_t id = 0;
     while (!__atomic_load_n(&l->stop, __ATOMIC_ACQUIRE)) {
         char versions[16][32];
@@ -721,7 +757,7 @@ Test(methods, reload_under_load_fails_no_request_and_switches_each_connection_on
 /* ---------------------------------------------------------------- shutdown -- */
 
 Test(methods, sigterm_under_load_loses_no_acknowledged_settle, .timeout = 90) {
-    th_client *c = th_connect_tcp(&srv);
+    th_client *c = th_connect_admin(&srv);
     /* Take 200 reservations first. */
     enum { N = 200 };
     static char ids[N][64];
@@ -766,7 +802,7 @@ Test(methods, sigterm_under_load_loses_no_acknowledged_settle, .timeout = 90) {
     }
     /* And a restarted server sees the same usage. */
     th_server_restart(&srv, NULL);
-    c = th_connect_tcp(&srv);
+    c = th_connect_admin(&srv);
     json_t *res;
     r = ok(c, "stats", "{}", &res);
     json_decref(r);
@@ -809,14 +845,14 @@ Test(methods, http_serves_healthz_metrics_and_budgets_json) {
                            "infra\",metric=\"gco2e\",window=\"month\"} 0.0"),
               "%s", body);
     free(body);
-    body = th_http_get(&srv, "/v1/budgets", &status);
+    body = th_http_get_auth(&srv, "/v1/budgets", TH_ADMIN_TOKEN, &status);
     cr_assert_eq(status, 200);
     json_t *j = json_loads(body, 0, NULL);
     cr_assert_not_null(j, "%s", body);
     cr_assert_eq(json_array_size(json_object_get(j, "budgets")), 2, "%s", body);
     json_decref(j);
     free(body);
-    body = th_http_get(&srv, "/v1/budgets?org=acme&team=infra", &status);
+    body = th_http_get_auth(&srv, "/v1/budgets?org=acme&team=infra", TH_ADMIN_TOKEN, &status);
     j = json_loads(body, 0, NULL);
     cr_assert_not_null(j, "%s", body);
     json_t *b = NULL, *x;
@@ -915,7 +951,7 @@ Test(store_failure, closed_mode_refuses_with_store_unavailable_and_recovers_with
      .timeout = 60) {
     th_server s;
     th_server_start_fsize(&s, NULL, 512 * 1024);
-    th_client *c = th_connect_tcp(&s);
+    th_client *c = th_connect_admin(&s);
     json_t *r = NULL;
     check_until_store_fails(c, &r);
     cr_assert_str_eq(th_error_code(r), "store_unavailable", "%s", th_error_message(r));
@@ -937,7 +973,7 @@ Test(store_failure, closed_mode_refuses_with_store_unavailable_and_recovers_with
 Test(store_failure, open_mode_allows_unenforced_and_counts_it, .timeout = 60) {
     th_server s;
     th_server_start_fsize(&s, "failure_mode = \"open\"", 512 * 1024);
-    th_client *c = th_connect_tcp(&s);
+    th_client *c = th_connect_admin(&s);
     json_t *r = NULL;
     check_until_store_fails(c, &r);
     json_t *res = th_result(r);
@@ -956,12 +992,12 @@ Test(store_failure, open_mode_allows_unenforced_and_counts_it, .timeout = 60) {
 
 Test(methods, a_client_that_leaves_with_checks_in_flight_does_not_disturb_the_server) {
     for (int round = 0; round < 5; round++) {
-        th_client *c = round % 2 ? th_connect_unix(&srv) : th_connect_tcp(&srv);
+        th_client *c = round % 2 ? th_connect_unix(&srv) : th_connect_admin(&srv);
         for (uint32_t i = 0; i < 200; i++)
             th_send_request(c, i, "check", CHECK(""));
         th_client_free(c); /* gone before the replies, while their records commit */
     }
-    th_client *c = th_connect_tcp(&srv);
+    th_client *c = th_connect_admin(&srv);
     json_t *res, *r = ok(c, "check", CHECK(""), &res);
     cr_assert_str_eq(str(res, "decision"), "allow");
     json_decref(r);
@@ -979,7 +1015,7 @@ Test(methods, a_client_that_leaves_with_checks_in_flight_does_not_disturb_the_se
 }
 
 Test(methods, sighup_reloads_the_policies_and_a_broken_set_leaves_the_old_one_live) {
-    th_client *c = th_connect_tcp(&srv);
+    th_client *c = th_connect_admin(&srv);
     json_t *res, *r = ok(c, "check", CHECK(", \"reserve\": false"), &res);
     char v1[32];
     snprintf(v1, sizeof v1, "%s", str(res, "policy_version"));

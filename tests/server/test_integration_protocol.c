@@ -95,7 +95,7 @@ Test(protocol, auth_with_a_wrong_token_is_unauthorized_and_the_right_one_grants_
 }
 
 Test(protocol, thousand_pipelined_requests_are_answered_once_each_with_their_msgid) {
-    th_client *c = th_connect_tcp(&srv);
+    th_client *c = th_connect_admin(&srv);
     enum { N = 1000 };
     for (uint32_t i = 0; i < N; i++)
         th_send_request(c, 5000 + i, i % 2 ? "ping" : "stats", "{}");
@@ -117,7 +117,7 @@ Test(protocol, thousand_pipelined_requests_are_answered_once_each_with_their_msg
 }
 
 Test(protocol, notifications_are_executed_without_a_reply) {
-    th_client *c = th_connect_tcp(&srv);
+    th_client *c = th_connect_admin(&srv);
     th_send_notification(c, "ping", "{}");
     th_send_notification(c, "no-such-method", "{}");
     json_t *r = th_call(c, "stats", "{}");

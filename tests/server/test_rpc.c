@@ -349,3 +349,67 @@ Test(rpc, error_reply_carries_the_wire_code_and_message) {
     msgpack_zone_free(zone);
     msgpack_sbuffer_destroy(&b.sb);
 }
+
+Test(rpc, utf8_check_takes_well_formed_text_and_refuses_every_malformed_kind) {
+    const char *good[] = {"",
+                          "ascii",
+                          "caf\xc3\xa9",
+                          "\xe2\x82\xac",
+                          "\xf0\x9f\x8c\x8d",
+                          "\xef\xbf\xbf",
+                          "\xf4\x8f\xbf\xbf"};
+    for (size_t i = 0; i < sizeof good / sizeof good[0]; i++)
+        cr_assert(dsc_rpc_utf8_valid(good[i], strlen(good[i])), "good[%zu] refused", i);
+    const char *bad[] = {
+        "\xff",             /* never a UTF-8 byte */
+        "caf\xe9",          /* Latin-1 */
+        "\xc3",             /* truncated */
+        "\xc0\xaf",         /* overlong '/' */
+        "\xe0\x80\xaf",     /* overlong, three bytes */
+        "\xed\xa0\x80",     /* a UTF-16 surrogate */
+        "\xf4\x90\x80\x80", /* past U+10FFFF */
+        "\x80",             /* a lone continuation byte */
+        "ok\xe2\x82",       /* truncated at the end */
+    };
+    for (size_t i = 0; i < sizeof bad / sizeof bad[0]; i++)
+        cr_assert_not(dsc_rpc_utf8_valid(bad[i], strlen(bad[i])), "bad[%zu] accepted", i);
+}
+
+Test(rpc, a_string_field_that_is_not_utf8_is_refused_naming_the_field) {
+    buf b;
+    buf_init(&b);
+    msgpack_pack_map(&b.pk, 1);
+    pack_str(&b.pk, "purpose");
+    msgpack_pack_str_with_body(&b.pk, "caf\xe9", 4);
+    msgpack_zone *zone = msgpack_zone_new(1024);
+    msgpack_object map;
+    cr_assert_eq(dsc_rpc_decode((const uint8_t *)b.sb.data, b.sb.size, zone, &map), DSC_OK);
+    dsc_error err;
+    char out[64];
+    cr_assert_eq(dsc_rpc_get_str(&map, "purpose", true, out, sizeof out, &err), DSC_BAD_REQUEST);
+    cr_assert_str_eq(err.message, "field 'purpose': not valid UTF-8");
+    cr_assert_str_eq(out, "", "nothing of the bad string is copied out");
+    msgpack_zone_free(zone);
+    msgpack_sbuffer_destroy(&b.sb);
+}
+
+Test(rpc, a_method_name_that_is_not_utf8_is_a_bad_request_with_the_msgid) {
+    buf b;
+    buf_init(&b);
+    msgpack_pack_array(&b.pk, 4);
+    msgpack_pack_uint8(&b.pk, 0);
+    msgpack_pack_uint32(&b.pk, 9);
+    msgpack_pack_str_with_body(&b.pk, "pi\xffng", 5);
+    msgpack_pack_array(&b.pk, 0);
+    msgpack_zone *zone = msgpack_zone_new(1024);
+    msgpack_object obj;
+    cr_assert_eq(dsc_rpc_decode((const uint8_t *)b.sb.data, b.sb.size, zone, &obj), DSC_OK);
+    dsc_rpc_request req;
+    dsc_error err;
+    cr_assert_eq(dsc_rpc_request_parse(&obj, &req, &err), DSC_BAD_REQUEST);
+    cr_assert(req.has_msgid);
+    cr_assert_eq(req.msgid, 9);
+    cr_assert_str_eq(err.message, "method: not valid UTF-8");
+    msgpack_zone_free(zone);
+    msgpack_sbuffer_destroy(&b.sb);
+}

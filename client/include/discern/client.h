@@ -56,6 +56,8 @@ typedef struct dsc_client_options {
     int timeout_ms;          /* per call, connect included; default 2000 */
     size_t max_reply_bytes;  /* a larger reply is DSC_TOO_LARGE; default 1 MiB */
     const char *admin_token; /* sent with `auth` after every (re)connect; NULL = none */
+    const char *key;         /* an API key token ("dsk_..."), sent with `auth` after every
+                                (re)connect when admin_token is NULL; NULL = none */
 } dsc_client_options;
 
 #define DSC_CLIENT_DEFAULT_TIMEOUT_MS 2000
@@ -122,6 +124,8 @@ typedef struct dsc_client_check_request {
     const char *request_id; /* idempotency key; NULL = the library makes one, so
                                that a retried check never reserves twice */
     int ttl_s;              /* hold lifetime 1..86400; 0 = the server's default */
+    bool budgets;           /* true: the result lists every matching budget's state
+                               (the server leaves them out unless asked) */
 } dsc_client_check_request;
 
 typedef struct dsc_client_check_result {
@@ -334,23 +338,97 @@ dsc_status dsc_client_models_list(dsc_client *c, const char *provider, dsc_clien
 /* The zones of the catalogue with their annual and current grid intensity. */
 dsc_status dsc_client_zones_list(dsc_client *c, dsc_client_zones *out, dsc_error *err);
 
+/* ------------------------------------------------- keys and the decision journal -- */
+
+typedef struct dsc_client_key_request {
+    const char *role;   /* admin, manager, client, reader */
+    const char *scope;  /* "*", "org:acme", "org:acme/team:infra", ... */
+    const char *label;  /* NULL = none */
+    int64_t expires_at; /* unix seconds; 0 = never */
+} dsc_client_key_request;
+
+typedef struct dsc_client_key {
+    char key_id[24], role[16], scope[200], label[64], created_by[24];
+    int64_t created_at, expires_at, revoked_at; /* 0 = never / not revoked */
+    char token[80];                             /* key.create only: the secret, shown once */
+} dsc_client_key;
+
+typedef struct dsc_client_keys {
+    dsc_client_key *items; /* owned; release with dsc_client_keys_clear */
+    size_t count;
+} dsc_client_keys;
+
+void dsc_client_keys_clear(dsc_client_keys *k);
+
+typedef struct dsc_client_decisions_request {
+    dsc_client_subject subject; /* parts NULL = any (the key's scope still applies) */
+    double since, until;        /* unix seconds; 0 = unbounded */
+    const char *outcome;        /* "allow", "throttle", "refuse"; NULL = any */
+    int64_t limit, after;       /* 0 = server default (100) / from the start */
+} dsc_client_decisions_request;
+
+#define DSC_CLIENT_VERDICTS_MAX 16
+#define DSC_CLIENT_TAGS_MAX 16
+
+typedef struct dsc_client_verdict {
+    char policy[64], outcome[16], reason[256];
+    bool shadow;
+} dsc_client_verdict;
+
+typedef struct dsc_client_decision {
+    char decision_id[64], key_id[24], purpose[64], purpose_class[32], provider[64], model[64];
+    char org[64], team[64], user[64], key[64], zone[16], reservation[40];
+    char outcome[16], policy[64], policy_version[32], reason[512];
+    double at; /* unix seconds */
+    int64_t input_tokens, output_tokens, seq;
+    double est_energy_wh, est_gco2e, est_water_ml; /* upper bounds */
+    dsc_client_verdict verdicts[DSC_CLIENT_VERDICTS_MAX];
+    size_t n_verdicts;
+    char tags[DSC_CLIENT_TAGS_MAX][2][64]; /* key, value */
+    size_t n_tags;
+} dsc_client_decision;
+
+typedef struct dsc_client_decisions {
+    dsc_client_decision *items; /* owned; release with dsc_client_decisions_clear */
+    size_t count;
+    int64_t next; /* the `after` of the next page; 0 = this was the last */
+} dsc_client_decisions;
+
+void dsc_client_decisions_clear(dsc_client_decisions *d);
+
+/* Create a key (admin, or a manager inside its scope); out->token is its secret. */
+dsc_status dsc_client_key_create(dsc_client *c, const dsc_client_key_request *rq,
+                                 dsc_client_key *out, dsc_error *err);
+/* The keys the caller may see, inside scope (NULL = all of them); no tokens. */
+dsc_status dsc_client_key_list(dsc_client *c, const char *scope, dsc_client_keys *out,
+                               dsc_error *err);
+/* Revoke a key: it stops working at its connections' next call. */
+dsc_status dsc_client_key_revoke(dsc_client *c, const char *key_id, dsc_error *err);
+/* One page of the decision journal, inside the caller's scope. */
+dsc_status dsc_client_decisions_list(dsc_client *c, const dsc_client_decisions_request *rq,
+                                     dsc_client_decisions *out, dsc_error *err);
+
 /* ---------------------------------------------------------------- pipelining -- */
 
 typedef enum dsc_client_method {
-    DSC_CALL_CHECK,         /* request dsc_client_check_request,  result dsc_client_check_result */
-    DSC_CALL_SETTLE,        /* dsc_client_settle_request          dsc_client_settle_result */
-    DSC_CALL_CANCEL,        /* const char (reservation)           dsc_client_cancel_result */
-    DSC_CALL_ESTIMATE,      /* dsc_client_estimate_request        dsc_client_estimate_result */
-    DSC_CALL_BUDGET_GET,    /* dsc_client_subject                 dsc_client_budgets */
-    DSC_CALL_BUDGET_LIST,   /* const char (selector) or NULL      dsc_client_budgets */
-    DSC_CALL_BUDGET_SET,    /* dsc_client_budget_set_request      dsc_client_budget_set_result */
-    DSC_CALL_BUDGET_DELETE, /* dsc_client_budget_set_request (limit unused)  none */
-    DSC_CALL_GRID_SET,      /* dsc_client_grid_request            dsc_client_grid_result */
-    DSC_CALL_POLICY_RELOAD, /* none                               dsc_client_reload_result */
-    DSC_CALL_PING,          /* none                               dsc_client_ping_result */
-    DSC_CALL_STATS,         /* none                               dsc_client_stats_result */
-    DSC_CALL_MODELS_LIST,   /* const char (provider) or NULL      dsc_client_models */
-    DSC_CALL_ZONES_LIST,    /* none                               dsc_client_zones */
+    DSC_CALL_CHECK,          /* request dsc_client_check_request,  result dsc_client_check_result */
+    DSC_CALL_SETTLE,         /* dsc_client_settle_request          dsc_client_settle_result */
+    DSC_CALL_CANCEL,         /* const char (reservation)           dsc_client_cancel_result */
+    DSC_CALL_ESTIMATE,       /* dsc_client_estimate_request        dsc_client_estimate_result */
+    DSC_CALL_BUDGET_GET,     /* dsc_client_subject                 dsc_client_budgets */
+    DSC_CALL_BUDGET_LIST,    /* const char (selector) or NULL      dsc_client_budgets */
+    DSC_CALL_BUDGET_SET,     /* dsc_client_budget_set_request      dsc_client_budget_set_result */
+    DSC_CALL_BUDGET_DELETE,  /* dsc_client_budget_set_request (limit unused)  none */
+    DSC_CALL_GRID_SET,       /* dsc_client_grid_request            dsc_client_grid_result */
+    DSC_CALL_POLICY_RELOAD,  /* none                               dsc_client_reload_result */
+    DSC_CALL_PING,           /* none                               dsc_client_ping_result */
+    DSC_CALL_STATS,          /* none                               dsc_client_stats_result */
+    DSC_CALL_MODELS_LIST,    /* const char (provider) or NULL      dsc_client_models */
+    DSC_CALL_ZONES_LIST,     /* none                               dsc_client_zones */
+    DSC_CALL_KEY_CREATE,     /* dsc_client_key_request             dsc_client_key */
+    DSC_CALL_KEY_LIST,       /* const char (scope) or NULL         dsc_client_keys */
+    DSC_CALL_KEY_REVOKE,     /* const char (key id)                none */
+    DSC_CALL_DECISIONS_LIST, /* dsc_client_decisions_request      dsc_client_decisions */
 } dsc_client_method;
 
 /* One call of a pipeline: the caller sets method, request and result (result may

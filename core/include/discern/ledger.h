@@ -22,7 +22,9 @@
  *   preview      every budget that applies to a subject, with what a request would do
  *   counter_list every counter of every budget as of now (one per concrete subject seen)
  *   reserve      hold an upper bound on every matching budget, all or nothing;
- *                idempotent by request_id
+ *                idempotent by request_id; reservation ids are "r" + 12 hex digits
+ *                in order + 24 hex digits from the OS (96 random bits), so they
+ *                cannot be guessed
  *   settle       replace the hold with the actual usage; idempotent
  *   cancel       release the hold
  *   tick         expire holds past their ttl (charged or released, as configured)
@@ -32,12 +34,15 @@
  * With a store (SQLite, WAL), settles, expiries, cancels, reservations and decisions
  * are written by one writer thread that commits them in batches (group commit); a
  * caller of a durable operation waits for its batch (durability "full"), only for the
- * queue ("batch"), or not at all ("off"). Usage reaches the in-memory counters only
- * after it is committed; a failed commit leaves them as they were and returns
- * DSC_STORE_UNAVAILABLE. Reopening the store rebuilds every counter. Every durable
- * call has an _async form that returns once the record is queued and calls
- * done(ud, st, err) from the writer thread when it is committed: a server's event
- * loop never waits for an fsync (docs/internals.md). DSC_STORE_UNAVAILABLE always
+ * queue ("batch"), or not at all ("off"). With "full", usage reaches the in-memory
+ * counters only after it is committed; a failed commit leaves them as they were and
+ * returns DSC_STORE_UNAVAILABLE. With "batch" and "off" a reservation, settle, cancel
+ * or decision is acknowledged once queued: the counters change at once and a failed
+ * commit only counts (store_failures). Reopening the store rebuilds every counter.
+ * Every durable call has an _async form that returns once the record is queued and
+ * calls done(ud, st, err) from the writer thread when it is committed ("full"), or
+ * before it returns ("batch", "off"): a server's event loop never waits for an fsync
+ * (docs/internals.md). DSC_STORE_UNAVAILABLE always
  * means "nothing happened, retry": also for a retry racing its own first attempt.
  * Schema, queries and durability trade-offs: docs/operations.md.
  *
@@ -101,6 +106,8 @@ typedef struct dsc_budget_state {
     int64_t resets_at;                    /* unix seconds */
     int64_t request;                      /* what the request under review would add */
     bool would_exceed;                    /* used + held + request > limit */
+    int64_t retry_after_s;                /* seconds until the request fits, 0 when it does
+                                             (dsc_window_wait_s: a rate window's next token) */
 } dsc_budget_state;
 
 /* The wire name of a metric ("gco2e"); NULL when out of range. */
@@ -241,7 +248,8 @@ dsc_status dsc_ledger_settle(dsc_ledger *l, const char *reservation_id, const ds
 /* Called exactly once when an _async call's record is committed (st DSC_OK) or its
  * batch failed (st and err->message say why; DSC_STORE_UNAVAILABLE for the disk). It
  * runs on the store's writer thread, or inside the call itself when nothing had to be
- * written (a repeated settle, a memory-only ledger). It may call into the ledger, but
+ * written (a repeated settle, a memory-only ledger) or the call is acknowledged once
+ * queued (durability batch and off). It may call into the ledger, but
  * should only hand the result over (to an event loop) and return: the next batch waits
  * for it. When an _async call returns an error, done is never called. */
 typedef void (*dsc_ledger_done_fn)(void *ud, dsc_status st, const dsc_error *err);
@@ -256,8 +264,9 @@ dsc_status dsc_ledger_reserve_async(
     size_t max_exceeded, size_t *n_exceeded, dsc_ledger_done_fn done, void *ud, dsc_error *err);
 
 /* dsc_ledger_settle without blocking the caller: returns once the settle is queued;
- * done(ud, ...) reports when it is committed (any durability). When this returns an
- * error, done is never called. The in-memory counters change at the commit. */
+ * done(ud, ...) reports when it is committed (durability full; under batch and off
+ * it runs before this returns). When this returns an error, done is never called.
+ * The in-memory counters change at the commit (full) or at once (batch, off). */
 dsc_status dsc_ledger_settle_async(dsc_ledger *l, const char *reservation_id,
                                    const dsc_amounts *actual, const dsc_subject *subject_if_unknown,
                                    dsc_settle_kind *kind, dsc_ledger_done_fn done, void *ud,
@@ -303,7 +312,18 @@ typedef struct dsc_decision_record {
     const char *policy, *policy_version;
     const char *reason;
     const char *reservation_id; /* the hold taken for an allow, or NULL */
+    const char *key_id;         /* the key that asked ("admin", NULL = anonymous); it
+                                   owns the hold of dsc_ledger_reserve_journal_async */
+    const char *zone, *purpose_class;
+    const char *verdicts; /* every policy's verdict, JSON text (<= 2047 bytes), or NULL */
+    const char *tags;     /* the request's tags, a JSON object (<= 1535 bytes), or NULL */
 } dsc_decision_record;
+
+/* The key id that owns a reservation (its check's decision key_id; "" when none) into
+ * owner (DSC_NAME_MAX bytes). DSC_UNKNOWN_RESERVATION when the ledger does not hold
+ * or remember it. */
+dsc_status dsc_ledger_reservation_owner(dsc_ledger *l, const char *reservation_id,
+                                        char owner[DSC_NAME_MAX]);
 
 /* Journal one decision; durable before DSC_OK with durability FULL. In memory-only
  * ledgers it is counted and dropped. DSC_BAD_REQUEST, DSC_STORE_UNAVAILABLE. */

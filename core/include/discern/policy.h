@@ -74,6 +74,9 @@ typedef struct dsc_policy_oracle {
     /* Write up to max models of provider into out (names stay valid as long as the
      * oracle); returns how many the provider has (may exceed max), -1 if unknown. */
     int (*models)(void *ud, const char *provider, dsc_policy_model *out, int max);
+    /* The name models lists for name (an alias resolves to its model), NULL when
+     * unknown. May be NULL: names are then taken as given. */
+    const char *(*canonical)(void *ud, const char *provider, const char *name);
 } dsc_policy_oracle;
 
 /* A free-form tag of the request: key/value strings. */

@@ -39,7 +39,8 @@ DSC_API_BEGIN
     XX(PARSE, -15, "parse_error", "cannot parse")                                                  \
     XX(TIMEOUT, -16, "timeout", "timed out")                                                       \
     XX(UNREACHABLE, -17, "unreachable", "server unreachable")                                      \
-    XX(INTERNAL, -18, "internal", "internal error")
+    XX(INTERNAL, -18, "internal", "internal error")                                                \
+    XX(FORBIDDEN, -19, "forbidden", "outside the caller's scope")
 
 typedef enum dsc_status {
 #define DSC_STATUS_ENUM(name, value, wire, msg) DSC_##name = value,

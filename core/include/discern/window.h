@@ -97,6 +97,13 @@ int64_t dsc_window_counter_used(dsc_window_counter *c, const dsc_window *w, cons
  * bucket is full again for a rate. Call after _used at the same now_us. */
 int64_t dsc_window_counter_resets_at(const dsc_window_counter *c, const dsc_window *w,
                                      int64_t now_us);
+/* Seconds (rounded up, >= 1) until a request of request micro-units fits a budget
+ * whose counter holds level (used + held) of limit, 0 when it fits now. A rate
+ * window refills from now, used and held alike: the wait is until the next token the
+ * request needs is there (until the bucket is empty when request > limit). Calendar
+ * and rolling windows do not refill: until resets_at (unix seconds). */
+int64_t dsc_window_wait_s(const dsc_window *w, int64_t level, int64_t request, int64_t limit,
+                          int64_t resets_at, int64_t now_s);
 
 DSC_API_END
 

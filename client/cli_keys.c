@@ -1,0 +1,290 @@
+/*
+ * cli_keys.c - `discern key create|list|revoke` and `discern decisions`: who may ask
+ * discernd, and what it answered them.
+ *
+ *   discern key create --role R --scope S [--label L] [--expires-at T]   token, once
+ *   discern key list [--scope S]                      the keys the caller may see
+ *   discern key revoke --key-id ID
+ *   discern decisions [--org --team --user --subject-key] [--since T] [--until T]
+ *                     [--outcome O] [--limit N] [--after SEQ]
+ *
+ * Flags, output (--json) and exit codes as the other server commands (cli_server.h);
+ * key commands send --admin-token when given, else the --key of a manager.
+ */
+#include "cli_server.h"
+
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+
+static const char key_usage[] =
+    "usage: discern key create --role R --scope S [--label L] [--expires-at UNIX]\n"
+    "       discern key list [--scope S]\n"
+    "       discern key revoke --key-id ID\n";
+
+static const char key_help[] =
+    "\n"
+    "Keys authenticate clients (auth, or HTTP Bearer). A key has a role and a scope:\n"
+    "  admin    everything\n"
+    "  manager  budgets and keys inside its scope, and reading\n"
+    "  client   check, settle, cancel, estimate, budget get inside its scope\n"
+    "  reader   budget get/list, decisions, stats inside its scope\n"
+    "A scope is *, org:NAME, org:NAME/team:NAME or org:NAME/team:NAME/user:NAME; it fills\n"
+    "the subject parts a request leaves out and refuses any other (forbidden).\n"
+    "The token is printed once by create: only its hash is kept.\n"
+    "\n"
+    "  --role R              admin, manager, client or reader\n"
+    "  --scope S             what the key may act on\n"
+    "  --label L             a note for key list\n"
+    "  --expires-at UNIX     the key stops working then (default: never)\n"
+    "  --key-id ID           the key to revoke (from create or list)\n"
+    "\n"
+    "  --server ADDR         host:port or unix:/path (default DISCERN_SERVER, else\n"
+    "                        127.0.0.1:7878)\n"
+    "  --timeout MS          per call (default 2000)\n"
+    "  --admin-token T       admin token (default DISCERN_ADMIN_TOKEN)\n"
+    "  --key K               a manager's key token (default DISCERN_KEY)\n"
+    "  --json                print JSON instead of text\n"
+    "\n"
+    "exit codes: 0 ok, 2 usage, 4 server unreachable, 1 other errors (forbidden,\n"
+    "unauthorized, ...)\n";
+
+static const char decisions_usage[] =
+    "usage: discern decisions [--org O] [--team T] [--user U] [--subject-key K]\n"
+    "                         [--since UNIX] [--until UNIX] [--outcome O]\n"
+    "                         [--limit N] [--after SEQ]\n";
+
+static const char decisions_help[] =
+    "\n"
+    "The decision journal: who asked (key), for whom, what for, the estimate, every\n"
+    "policy's verdict (shadow ones marked), tags, and the answer. Only what the\n"
+    "key's scope covers is shown; pages of --limit (default 100, at most 1000), the\n"
+    "next one with --after (printed at the end when there is more).\n"
+    "\n"
+    "  --org --team --user --subject-key   only this subject\n"
+    "  --since --until UNIX  a time range (seconds)\n"
+    "  --outcome O           allow, throttle or refuse\n"
+    "\n"
+    "  --server ADDR --timeout MS --key K --json   as for the other commands\n"
+    "\n"
+    "exit codes: 0 ok, 2 usage, 4 server unreachable, 1 other errors\n";
+
+static int help(const char *usage, const char *text) {
+    printf("%s%s", usage, text);
+    return CLI_EXIT_OK;
+}
+
+static int need(const char *flag, const char *v) {
+    return v ? CLI_EXIT_OK : cli_fail(CLI_EXIT_USAGE, "option %s is required", flag);
+}
+
+static json_t *key_json(const dsc_client_key *k) {
+    return json_pack("{s:s, s:s, s:s, s:s, s:s, s:I, s:I, s:I}", "key_id", k->key_id, "role",
+                     k->role, "scope", k->scope, "label", k->label, "created_by", k->created_by,
+                     "created_at", (json_int_t)k->created_at, "expires_at",
+                     (json_int_t)k->expires_at, "revoked_at", (json_int_t)k->revoked_at);
+}
+
+static int key_create(int argc, char **argv) {
+    cli_conn conn = {0};
+    dsc_client_key_request rq = {0};
+    const char *expires = NULL;
+    cli_flag f[] = {{"--role", &rq.role, NULL},
+                    {"--scope", &rq.scope, NULL},
+                    {"--label", &rq.label, NULL},
+                    {"--expires-at", &expires, NULL}};
+    int rc = cli_parse(argc, argv, &conn, NULL, f, 4, NULL);
+    if (rc != CLI_EXIT_OK) return rc;
+    if (conn.help) return help(key_usage, key_help);
+    if ((rc = need("--role", rq.role)) || (rc = need("--scope", rq.scope)) ||
+        (expires && (rc = cli_parse_count("--expires-at", expires, &rq.expires_at))))
+        return rc;
+    dsc_client *c = cli_connect(&conn, true, &rc);
+    if (!c) return rc;
+    dsc_client_key k;
+    dsc_error err;
+    dsc_status st = dsc_client_key_create(c, &rq, &k, &err);
+    if (st != DSC_OK) {
+        rc = cli_fail_status(st, &err, "key create");
+    } else if (conn.json) {
+        json_t *j = key_json(&k);
+        json_object_set_new(j, "token", json_string(k.token));
+        rc = cli_print_json(j);
+    } else {
+        printf("key %s (%s, scope %s)\ntoken %s\n", k.key_id, k.role, k.scope, k.token);
+        fputs("the token is shown only now: keep it secret (DISCERN_KEY or --key)\n", stderr);
+    }
+    memset(&k, 0, sizeof k);
+    dsc_client_free(c);
+    return rc;
+}
+
+static void print_keys(const dsc_client_keys *keys) {
+    if (keys->count == 0) {
+        puts("no keys");
+        return;
+    }
+    printf("%-20s %-8s %-32s %-8s %s\n", "KEY", "ROLE", "SCOPE", "STATE", "LABEL");
+    for (size_t i = 0; i < keys->count; i++) {
+        const dsc_client_key *k = &keys->items[i];
+        const char *state = k->revoked_at                                  ? "revoked"
+                            : k->expires_at && k->expires_at <= time(NULL) ? "expired"
+                                                                           : "active";
+        printf("%-20s %-8s %-32s %-8s %s\n", k->key_id, k->role, k->scope, state, k->label);
+    }
+}
+
+static int key_list(int argc, char **argv) {
+    cli_conn conn = {0};
+    const char *scope = NULL;
+    cli_flag f[] = {{"--scope", &scope, NULL}};
+    int rc = cli_parse(argc, argv, &conn, NULL, f, 1, NULL);
+    if (rc != CLI_EXIT_OK) return rc;
+    if (conn.help) return help(key_usage, key_help);
+    dsc_client *c = cli_connect(&conn, true, &rc);
+    if (!c) return rc;
+    dsc_client_keys keys;
+    dsc_error err;
+    dsc_status st = dsc_client_key_list(c, scope, &keys, &err);
+    if (st != DSC_OK) {
+        rc = cli_fail_status(st, &err, "key list");
+    } else if (conn.json) {
+        json_t *arr = json_array();
+        for (size_t i = 0; i < keys.count; i++)
+            json_array_append_new(arr, key_json(&keys.items[i]));
+        rc = cli_print_json(json_pack("{s:o}", "keys", arr));
+    } else {
+        print_keys(&keys);
+    }
+    dsc_client_keys_clear(&keys);
+    dsc_client_free(c);
+    return rc;
+}
+
+static int key_revoke(int argc, char **argv) {
+    cli_conn conn = {0};
+    const char *id = NULL;
+    cli_flag f[] = {{"--key-id", &id, NULL}};
+    int rc = cli_parse(argc, argv, &conn, NULL, f, 1, NULL);
+    if (rc != CLI_EXIT_OK) return rc;
+    if (conn.help) return help(key_usage, key_help);
+    if ((rc = need("--key-id", id))) return rc;
+    dsc_client *c = cli_connect(&conn, true, &rc);
+    if (!c) return rc;
+    dsc_error err;
+    dsc_status st = dsc_client_key_revoke(c, id, &err);
+    if (st != DSC_OK)
+        rc = cli_fail_status(st, &err, "key revoke");
+    else if (conn.json)
+        rc = cli_print_json(json_pack("{s:s, s:b}", "key_id", id, "revoked", 1));
+    else
+        printf("revoked %s\n", id);
+    dsc_client_free(c);
+    return rc;
+}
+
+int cli_key(int argc, char **argv) {
+    const char *sub = argc >= 2 ? argv[1] : "";
+    if (strcmp(sub, "create") == 0) return key_create(argc - 1, argv + 1);
+    if (strcmp(sub, "list") == 0) return key_list(argc - 1, argv + 1);
+    if (strcmp(sub, "revoke") == 0) return key_revoke(argc - 1, argv + 1);
+    if (strcmp(sub, "--help") == 0 || strcmp(sub, "-h") == 0) return help(key_usage, key_help);
+    fputs(key_usage, stderr);
+    return cli_fail(CLI_EXIT_USAGE, "key: %s '%s'",
+                    sub[0] ? "unknown subcommand" : "missing subcommand", sub);
+}
+
+/* ------------------------------------------------------------------ decisions -- */
+
+static json_t *decision_json(const dsc_client_decision *d) {
+    json_t *verdicts = json_array(), *tags = json_object();
+    for (size_t i = 0; i < d->n_verdicts; i++)
+        json_array_append_new(verdicts,
+                              json_pack("{s:s, s:s, s:s, s:b}", "policy", d->verdicts[i].policy,
+                                        "outcome", d->verdicts[i].outcome, "reason",
+                                        d->verdicts[i].reason, "shadow", d->verdicts[i].shadow));
+    for (size_t i = 0; i < d->n_tags; i++)
+        json_object_set_new(tags, d->tags[i][0], json_string(d->tags[i][1]));
+    json_t *j = json_pack(
+        "{s:s, s:f, s:s, s:{s:s, s:s, s:s, s:s}, s:s, s:s, s:s, s:s, s:I, s:I,"
+        " s:{s:f, s:f, s:f}, s:s, s:s, s:s, s:s, s:s, s:o, s:o, s:I}",
+        "decision_id", d->decision_id, "at", d->at, "key_id", d->key_id, "subject", "org", d->org,
+        "team", d->team, "user", d->user, "key", d->key, "purpose", d->purpose, "purpose_class",
+        d->purpose_class, "provider", d->provider, "model", d->model, "input_tokens",
+        (json_int_t)d->input_tokens, "output_tokens", (json_int_t)d->output_tokens, "estimate",
+        "energy_wh", d->est_energy_wh, "gco2e", d->est_gco2e, "water_ml", d->est_water_ml,
+        "outcome", d->outcome, "policy", d->policy, "policy_version", d->policy_version, "reason",
+        d->reason, "zone", d->zone, "verdicts", verdicts, "tags", tags, "seq", (json_int_t)d->seq);
+    if (j && d->reservation[0]) json_object_set_new(j, "reservation", json_string(d->reservation));
+    return j;
+}
+
+static void print_decision(const dsc_client_decision *d) {
+    char when[32];
+    time_t t = (time_t)d->at;
+    struct tm tm;
+    strftime(when, sizeof when, "%Y-%m-%d %H:%M:%S", gmtime_r(&t, &tm));
+    char who[3 * sizeof d->org + 32];
+    snprintf(who, sizeof who, "%s%s%s%s%s%s", d->org[0] ? "org:" : "", d->org,
+             d->team[0] ? " team:" : "", d->team, d->user[0] ? " user:" : "", d->user);
+    printf("%s  %-8s %-12s %-28s %s/%s %s: %s\n", when, d->outcome, d->key_id, who, d->provider,
+           d->model, d->purpose, d->reason);
+    for (size_t i = 0; i < d->n_verdicts; i++)
+        printf("    %s%s: %s (%s)\n", d->verdicts[i].policy,
+               d->verdicts[i].shadow ? " [shadow]" : "", d->verdicts[i].outcome,
+               d->verdicts[i].reason);
+    for (size_t i = 0; i < d->n_tags; i++)
+        printf("    tag %s=%s\n", d->tags[i][0], d->tags[i][1]);
+}
+
+static int print_decisions(const cli_conn *conn, const dsc_client_decisions *ds) {
+    if (conn->json) {
+        json_t *arr = json_array();
+        for (size_t i = 0; i < ds->count; i++)
+            json_array_append_new(arr, decision_json(&ds->items[i]));
+        json_t *j = json_pack("{s:o}", "decisions", arr);
+        if (ds->next) json_object_set_new(j, "next", json_integer(ds->next));
+        return cli_print_json(j);
+    }
+    if (ds->count == 0) puts("no decisions");
+    for (size_t i = 0; i < ds->count; i++)
+        print_decision(&ds->items[i]);
+    if (ds->next) printf("more: --after %lld\n", (long long)ds->next);
+    return CLI_EXIT_OK;
+}
+
+static int decisions_flags(const char *since, const char *until, const char *limit,
+                           const char *after, dsc_client_decisions_request *rq) {
+    int rc = CLI_EXIT_OK;
+    if ((since && (rc = cli_parse_number("--since", since, 0, false, &rq->since))) ||
+        (until && (rc = cli_parse_number("--until", until, 0, false, &rq->until))) ||
+        (limit && (rc = cli_parse_count("--limit", limit, &rq->limit))) ||
+        (after && (rc = cli_parse_count("--after", after, &rq->after))))
+        return rc;
+    return CLI_EXIT_OK;
+}
+
+int cli_decisions(int argc, char **argv) {
+    cli_conn conn = {0};
+    cli_req req = {0};
+    dsc_client_decisions_request rq = {0};
+    const char *since = NULL, *until = NULL, *limit = NULL, *after = NULL;
+    cli_flag f[] = {
+        {"--org", &req.org, NULL},         {"--team", &req.team, NULL}, {"--user", &req.user, NULL},
+        {"--subject-key", &req.key, NULL}, {"--since", &since, NULL},   {"--until", &until, NULL},
+        {"--outcome", &rq.outcome, NULL},  {"--limit", &limit, NULL},   {"--after", &after, NULL}};
+    int rc = cli_parse(argc, argv, &conn, NULL, f, sizeof f / sizeof f[0], NULL);
+    if (rc != CLI_EXIT_OK) return rc;
+    if (conn.help) return help(decisions_usage, decisions_help);
+    if ((rc = decisions_flags(since, until, limit, after, &rq))) return rc;
+    rq.subject = (dsc_client_subject){req.org, req.team, req.user, req.key};
+    dsc_client *c = cli_connect(&conn, false, &rc);
+    if (!c) return rc;
+    dsc_client_decisions ds;
+    dsc_error err;
+    dsc_status st = dsc_client_decisions_list(c, &rq, &ds, &err);
+    rc = st != DSC_OK ? cli_fail_status(st, &err, "decisions") : print_decisions(&conn, &ds);
+    dsc_client_decisions_clear(&ds);
+    dsc_client_free(c);
+    return rc;
+}

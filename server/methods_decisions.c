@@ -1,0 +1,253 @@
+/*
+ * methods_decisions.c - decisions.list: the decision journal, read back by scope.
+ *
+ * Reads the `decisions` table of the store file on a connection of its own per call
+ * (WAL: a reader never blocks the ledger's writer; the call is a reader's or a
+ * manager's, not on the hot path), filtered in SQL by the caller's scope and the
+ * request's subject, time range and outcome, paged by the journal's seq: `next` is
+ * the `after` of the following page. A memory-only server journals nothing, so it
+ * answers store_unavailable.
+ */
+#include "server_internal.h"
+
+#include <jansson.h>
+#include <sqlite3.h>
+#include <stdio.h>
+#include <string.h>
+
+#define LIMIT_DEFAULT 100
+#define LIMIT_MAX 1000
+
+// clang-format off
+static const char list_sql[] =
+    "SELECT seq, decision_id, at_us, key_id, org, team, user, key, purpose, purpose_class,"
+    " provider, model, input_tokens, output_tokens, est_energy_wh, est_gco2e, est_water_ml,"
+    " outcome, policy, policy_version, reason, verdicts, tags, reservation_id, zone"
+    " FROM decisions"
+    " WHERE seq > ?1 AND at_us >= ?2 AND at_us < ?3 AND (?4 IS NULL OR outcome = ?4)"
+    " AND (?5 IS NULL OR org = ?5) AND (?6 IS NULL OR team = ?6)"
+    " AND (?7 IS NULL OR user = ?7) AND (?8 IS NULL OR key = ?8)"
+    " ORDER BY seq LIMIT ?9";
+// clang-format on
+
+typedef struct list_args {
+    dsc__subject_buf subject;
+    char outcome[16];
+    int64_t since, until, after, limit;
+} list_args;
+
+static dsc_status read_list_args(dsc__call *c, const msgpack_object *p, list_args *a,
+                                 dsc_error *err) {
+    double since = 0, until = 0;
+    dsc_status st;
+    a->after = 0;
+    a->limit = LIMIT_DEFAULT;
+    a->outcome[0] = '\0';
+    if ((st = dsc__read_subject(p, false, c->scope, &a->subject, err)) ||
+        (st = dsc_rpc_get_num(p, "since", false, 0, 1e11, &since, err)) ||
+        (st = dsc_rpc_get_num(p, "until", false, 0, 1e11, &until, err)) ||
+        (st = dsc_rpc_get_str(p, "outcome", false, a->outcome, sizeof a->outcome, err)) ||
+        (st = dsc_rpc_get_int(p, "after", false, 0, INT64_MAX, &a->after, err)) ||
+        (st = dsc_rpc_get_int(p, "limit", false, 1, LIMIT_MAX, &a->limit, err)))
+        return st;
+    if (a->outcome[0] && strcmp(a->outcome, "allow") && strcmp(a->outcome, "throttle") &&
+        strcmp(a->outcome, "refuse"))
+        return dsc_error_set(err, DSC_BAD_REQUEST,
+                             "field 'outcome': '%s' is not allow, throttle or refuse", a->outcome);
+    a->since = (int64_t)(since * 1e6);
+    a->until = until > 0 ? (int64_t)(until * 1e6) : INT64_MAX;
+    return DSC_OK;
+}
+
+static void bind_opt(sqlite3_stmt *st, int i, const char *v) {
+    if (v && *v)
+        sqlite3_bind_text(st, i, v, -1, SQLITE_TRANSIENT);
+    else
+        sqlite3_bind_null(st, i);
+}
+
+static const char *col(sqlite3_stmt *st, int i) {
+    const unsigned char *t = sqlite3_column_text(st, i);
+    return t ? (const char *)t : "";
+}
+
+/* A JSON value of the journal (verdicts, tags) as MessagePack. */
+static void pack_json(msgpack_packer *pk, const json_t *v) {
+    size_t i;
+    const char *k;
+    json_t *x;
+    switch (json_typeof(v)) {
+    case JSON_OBJECT:
+        msgpack_pack_map(pk, json_object_size(v));
+        json_object_foreach((json_t *)v, k, x) {
+            dsc_rpc_pack_cstr(pk, k);
+            pack_json(pk, x);
+        }
+        return;
+    case JSON_ARRAY:
+        msgpack_pack_array(pk, json_array_size(v));
+        json_array_foreach(v, i, x) pack_json(pk, x);
+        return;
+    case JSON_STRING:
+        msgpack_pack_str_with_body(pk, json_string_value(v), json_string_length(v));
+        return;
+    case JSON_INTEGER:
+        msgpack_pack_int64(pk, json_integer_value(v));
+        return;
+    case JSON_REAL:
+        msgpack_pack_double(pk, json_real_value(v));
+        return;
+    case JSON_TRUE:
+        msgpack_pack_true(pk);
+        return;
+    case JSON_FALSE:
+        msgpack_pack_false(pk);
+        return;
+    default:
+        msgpack_pack_nil(pk);
+    }
+}
+
+/* A stored JSON column, or empty (an array or a map) when it holds none. */
+static void pack_json_text(msgpack_packer *pk, const char *text, bool array) {
+    json_t *v = text[0] ? json_loads(text, 0, NULL) : NULL;
+    if (v)
+        pack_json(pk, v);
+    else if (array)
+        msgpack_pack_array(pk, 0);
+    else
+        msgpack_pack_map(pk, 0);
+    json_decref(v);
+}
+
+static void pack_str_field(msgpack_packer *pk, const char *key, const char *v) {
+    dsc__pack_key(pk, key);
+    dsc_rpc_pack_cstr(pk, v);
+}
+
+static void pack_subject(msgpack_packer *pk, sqlite3_stmt *st, int first) {
+    static const char *const names[] = {"org", "team", "user", "key"};
+    int n = 0;
+    for (int i = 0; i < 4; i++)
+        n += col(st, first + i)[0] != '\0';
+    msgpack_pack_map(pk, (size_t)n);
+    for (int i = 0; i < 4; i++)
+        if (col(st, first + i)[0]) pack_str_field(pk, names[i], col(st, first + i));
+}
+
+static void pack_row(msgpack_packer *pk, sqlite3_stmt *st) {
+    bool resv = col(st, 23)[0] != '\0';
+    msgpack_pack_map(pk, 19 + resv);
+    pack_str_field(pk, "decision_id", col(st, 1));
+    dsc__pack_key(pk, "at");
+    msgpack_pack_double(pk, (double)sqlite3_column_int64(st, 2) / 1e6);
+    pack_str_field(pk, "key_id", col(st, 3));
+    dsc__pack_key(pk, "subject");
+    pack_subject(pk, st, 4);
+    pack_str_field(pk, "purpose", col(st, 8));
+    pack_str_field(pk, "purpose_class", col(st, 9));
+    pack_str_field(pk, "provider", col(st, 10));
+    pack_str_field(pk, "model", col(st, 11));
+    dsc__pack_key(pk, "input_tokens");
+    msgpack_pack_int64(pk, sqlite3_column_int64(st, 12));
+    dsc__pack_key(pk, "output_tokens");
+    msgpack_pack_int64(pk, sqlite3_column_int64(st, 13));
+    dsc__pack_key(pk, "estimate");
+    msgpack_pack_map(pk, 3);
+    static const char *const est[] = {"energy_wh", "gco2e", "water_ml"};
+    for (int i = 0; i < 3; i++) {
+        dsc__pack_key(pk, est[i]);
+        msgpack_pack_double(pk, dsc_amount_to_api(sqlite3_column_int64(st, 14 + i)));
+    }
+    pack_str_field(pk, "outcome", col(st, 17));
+    pack_str_field(pk, "policy", col(st, 18));
+    pack_str_field(pk, "policy_version", col(st, 19));
+    pack_str_field(pk, "reason", col(st, 20));
+    dsc__pack_key(pk, "verdicts");
+    pack_json_text(pk, col(st, 21), true);
+    dsc__pack_key(pk, "tags");
+    pack_json_text(pk, col(st, 22), false);
+    pack_str_field(pk, "zone", col(st, 24));
+    dsc__pack_key(pk, "seq");
+    msgpack_pack_int64(pk, sqlite3_column_int64(st, 0));
+    if (resv) pack_str_field(pk, "reservation", col(st, 23));
+}
+
+static void bind_args(sqlite3_stmt *st, const list_args *a) {
+    sqlite3_bind_int64(st, 1, a->after);
+    sqlite3_bind_int64(st, 2, a->since);
+    sqlite3_bind_int64(st, 3, a->until);
+    bind_opt(st, 4, a->outcome);
+    bind_opt(st, 5, a->subject.org);
+    bind_opt(st, 6, a->subject.team);
+    bind_opt(st, 7, a->subject.user);
+    bind_opt(st, 8, a->subject.key);
+    sqlite3_bind_int64(st, 9, a->limit + 1); /* one more: is there a next page? */
+}
+
+/* Pack the page's rows; *more when a row beyond the limit exists, *last its seq. */
+static dsc_status pack_rows(sqlite3_stmt *st, const list_args *a, msgpack_packer *pk, bool *more,
+                            int64_t *last, dsc_error *err) {
+    int64_t n = 0;
+    int rc;
+    msgpack_sbuffer rows;
+    msgpack_sbuffer_init(&rows);
+    msgpack_packer rp;
+    msgpack_packer_init(&rp, &rows, msgpack_sbuffer_write);
+    while ((rc = sqlite3_step(st)) == SQLITE_ROW) {
+        if (n == a->limit) {
+            *more = true;
+            break;
+        }
+        pack_row(&rp, st);
+        *last = sqlite3_column_int64(st, 0);
+        n++;
+    }
+    dsc_status res = DSC_OK;
+    if (rc != SQLITE_ROW && rc != SQLITE_DONE)
+        res = dsc_error_set(err, DSC_STORE_UNAVAILABLE, "decision journal: %s", sqlite3_errstr(rc));
+    if (res == DSC_OK) {
+        msgpack_pack_array(pk, (size_t)n);
+        msgpack_sbuffer_write(pk->data, rows.data, rows.size);
+    }
+    msgpack_sbuffer_destroy(&rows);
+    return res;
+}
+
+static dsc_status query(dsc__call *c, const list_args *a, msgpack_packer *pk, dsc_error *err) {
+    sqlite3 *db = NULL;
+    sqlite3_stmt *st = NULL;
+    bool more = false;
+    int64_t last = 0;
+    dsc_status res = DSC_STORE_UNAVAILABLE;
+    if (sqlite3_open_v2(c->srv->cfg.store, &db, SQLITE_OPEN_READONLY, NULL) != SQLITE_OK ||
+        sqlite3_busy_timeout(db, 2000) != SQLITE_OK ||
+        sqlite3_prepare_v2(db, list_sql, -1, &st, NULL) != SQLITE_OK) {
+        dsc_error_set(err, res, "decision journal: %s", db ? sqlite3_errmsg(db) : "cannot open");
+        goto out;
+    }
+    bind_args(st, a);
+    msgpack_pack_map(pk, 2);
+    dsc__pack_key(pk, "decisions");
+    if ((res = pack_rows(st, a, pk, &more, &last, err)) != DSC_OK) goto out;
+    dsc__pack_key(pk, "next");
+    if (more)
+        msgpack_pack_int64(pk, last);
+    else
+        msgpack_pack_nil(pk);
+out:
+    sqlite3_finalize(st);
+    sqlite3_close(db);
+    return res;
+}
+
+dsc_status dsc__m_decisions_list(dsc__call *c, const msgpack_object *p, msgpack_packer *pk,
+                                 dsc_error *err) {
+    list_args a;
+    dsc_status st = read_list_args(c, p, &a, err);
+    if (st != DSC_OK) return st;
+    if (!c->srv->cfg.store[0])
+        return dsc_error_set(err, DSC_STORE_UNAVAILABLE,
+                             "this server has no store: decisions are not journaled");
+    return query(c, &a, pk, err);
+}
