@@ -30,6 +30,7 @@ static const cli_command commands[] = {
     {"stats", cli_stats, "the server's counters"},
     {"key", cli_key, "create, list and revoke API keys (key create|list|revoke)"},
     {"decisions", cli_decisions, "the decision journal: who asked, what was answered, why"},
+    {"report", cli_report, "usage by team, user, model or purpose per day, week, month"},
     {"ping", cli_ping, "is discernd there?"},
     {"policy", cli_policy, "test and check a policy folder (discern policy test [DIR])"},
 };

@@ -37,5 +37,6 @@ int cli_ping(int argc, char **argv);
 int cli_exec(int argc, char **argv);
 int cli_key(int argc, char **argv);
 int cli_decisions(int argc, char **argv);
+int cli_report(int argc, char **argv);
 
 #endif

@@ -213,6 +213,26 @@ static dsc_status enc_decisions(msgpack_packer *pk, const void *rq, const dsc__e
     return pack_result(rc, err);
 }
 
+static dsc_status enc_report(msgpack_packer *pk, const void *rq, const dsc__encode_ctx *ctx,
+                             dsc_error *err) {
+    (void)ctx;
+    const dsc_client_report_request *q = rq;
+    dsc_status st;
+    if (!q) return dsc_error_set(err, DSC_BAD_REQUEST, "no report request");
+    if ((st = need("by", q->by, err))) return st;
+    int parts = subject_parts(&q->subject);
+    size_t n = (size_t)(1 + (parts > 0) + given(q->period) + given(q->metric) + (q->since > 0) +
+                        (q->until > 0));
+    int rc = open_params(pk, n);
+    rc |= pack_kv_str(pk, "by", q->by);
+    if (parts > 0) rc |= pack_subject(pk, &q->subject);
+    if (given(q->period)) rc |= pack_kv_str(pk, "period", q->period);
+    if (given(q->metric)) rc |= pack_kv_str(pk, "metric", q->metric);
+    if (q->since > 0) rc |= pack_kv_num(pk, "since", q->since);
+    if (q->until > 0) rc |= pack_kv_num(pk, "until", q->until);
+    return pack_result(rc, err);
+}
+
 static dsc_status enc_auth(msgpack_packer *pk, const void *rq, const dsc__encode_ctx *ctx,
                            dsc_error *err) {
     (void)ctx;
@@ -775,6 +795,30 @@ static void clear_decisions(void *out) {
     dsc_client_decisions_clear(out);
 }
 
+static void decode_report_row(const msgpack_object *m, void *out) {
+    dsc_client_report_row *r = out;
+    opt_int(m, "period_start", &r->period_start);
+    opt_str(m, "group", r->group, sizeof r->group);
+    opt_num(m, "value", &r->value);
+}
+
+static dsc_status dec_report(const msgpack_object *m, void *out, dsc_error *err) {
+    dsc_client_report *r = out;
+    opt_str(m, "by", r->by, sizeof r->by);
+    opt_str(m, "period", r->period, sizeof r->period);
+    opt_str(m, "metric", r->metric, sizeof r->metric);
+    opt_str(m, "unit", r->unit, sizeof r->unit);
+    opt_int(m, "since", &r->since);
+    opt_int(m, "until", &r->until);
+    obj_bool(dsc__map_get(m, "truncated"), &r->truncated);
+    return decode_list(m, "report", "rows", sizeof *r->rows, (void **)&r->rows, &r->count,
+                       decode_report_row, err);
+}
+
+static void clear_report(void *out) {
+    dsc_client_report_clear(out);
+}
+
 static dsc_status dec_auth(const msgpack_object *m, void *out, dsc_error *err) {
     (void)out;
     bool admin = false; /* false for a key that is not an admin's: still authenticated */
@@ -819,6 +863,8 @@ static const dsc__method methods[DSC__CALL_COUNT] = {
     [DSC_CALL_KEY_REVOKE] = {"key.revoke", enc_key_revoke, dec_revoked, 0, NULL, true},
     [DSC_CALL_DECISIONS_LIST] = {"decisions.list", enc_decisions, dec_decisions,
                                  sizeof(dsc_client_decisions), clear_decisions, true},
+    [DSC_CALL_REPORT] = {"report", enc_report, dec_report, sizeof(dsc_client_report), clear_report,
+                         true},
     [DSC__CALL_AUTH] = {"auth", enc_auth, dec_auth, 0, NULL, true},
 };
 
@@ -843,6 +889,13 @@ void dsc_client_keys_clear(dsc_client_keys *k) {
     free(k->items);
     k->items = NULL;
     k->count = 0;
+}
+
+void dsc_client_report_clear(dsc_client_report *r) {
+    if (!r) return;
+    free(r->rows);
+    r->rows = NULL;
+    r->count = 0;
 }
 
 void dsc_client_decisions_clear(dsc_client_decisions *d) {

@@ -315,3 +315,13 @@ dsc_status dsc_rpc_get_map(const msgpack_object *map, const char *key, bool requ
     *out = v;
     return DSC_OK;
 }
+
+int dsc_rpc_out_write(void *out, const char *buf, size_t len) {
+    dsc_rpc_out *o = out;
+    if (o->failed || len > o->cap || o->sb->size > o->cap - len ||
+        msgpack_sbuffer_write(o->sb, buf, len) != 0) {
+        o->failed = true;
+        return -1;
+    }
+    return 0;
+}

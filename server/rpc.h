@@ -52,6 +52,21 @@ dsc_status dsc_rpc_decode(const uint8_t *buf, size_t size, msgpack_zone *zone, m
  * Returns DSC_OK or DSC_BAD_REQUEST naming what is wrong. */
 dsc_status dsc_rpc_request_parse(const msgpack_object *obj, dsc_rpc_request *req, dsc_error *err);
 
+/* Where replies are packed: a msgpack write callback over an sbuffer that reports
+ * running out of memory (or past cap bytes). Once a write fails every later one
+ * fails too, so a reply is either packed whole or known to be broken, never sent
+ * with a piece missing:
+ *
+ *   dsc_rpc_out o = {&sbuf, SIZE_MAX, false};
+ *   msgpack_packer_init(&pk, &o, dsc_rpc_out_write);
+ *   ... pack ...; if (o.failed) drop what was packed and answer out_of_memory */
+typedef struct dsc_rpc_out {
+    msgpack_sbuffer *sb;
+    size_t cap; /* the largest size sb may reach (SIZE_MAX: memory decides) */
+    bool failed;
+} dsc_rpc_out;
+int dsc_rpc_out_write(void *out, const char *buf, size_t len);
+
 /* Pack [1, msgid, nil, then the caller packs the result map. Returns 0 or -1. */
 int dsc_rpc_pack_result_begin(msgpack_packer *pk, uint32_t msgid);
 /* Pack [1, msgid, {code, message}, nil]. */

@@ -1,11 +1,11 @@
 /*
  * fuzz_query.c - libFuzzer target for the query string of GET /v1/budgets
- * (server/http.c): the input, as the query part of the URI, is parsed into a subject
+ * (server/http_api.c): the input, as the query part of the URI, is parsed into a subject
  * by dsc__http_query_subject and that subject is looked up in a memory ledger with a
  * budget on every kind of selector, as the handler does.
  */
 #include "fuzz_util.h"
-#include "server_internal.h"
+#include "http.h"
 
 #include <event2/keyvalq_struct.h>
 #include <stdlib.h>
