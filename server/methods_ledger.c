@@ -7,7 +7,7 @@
  * store unavailable, failure_mode decides: "closed" answers store_unavailable (and
  * releases a hold already taken), "open" lets an allow through flagged unenforced.
  */
-#include "server_internal.h"
+#include "methods.h"
 
 #include <inttypes.h>
 #include <stdio.h>
@@ -488,8 +488,7 @@ static void audit(dsc__call *c, check_job *j) {
 static dsc_status run_check(dsc__call *c, check_job *j, dsc_error *err) {
     check_args *a = &j->a;
     check_out *o = &j->o;
-    dsc_status st = dsc__worker_sync(c->w, err);
-    if (st == DSC_OK) st = dsc_estimate_compute(c->w->state->catalog, &a->est.in, &o->est, err);
+    dsc_status st = dsc_estimate_compute(c->w->state->catalog, &a->est.in, &o->est, err);
     if (st != DSC_OK) return st;
     const dsc_price *price = request_price(c, &a->est);
     dsc_amounts_from_estimate(
@@ -631,7 +630,7 @@ static void subject_from_info(subject_buf *s, const dsc__resv_info *info) {
  * unreserved usage inside the caller's scope; cancel finds no such reservation). */
 static dsc_status check_owner(const dsc__call *c, const char *id, dsc_error *err) {
     char owner[DSC_NAME_MAX];
-    if (c->conn->role == DSC__ROLE_ADMIN) return DSC_OK;
+    if (c->role == DSC__ROLE_ADMIN) return DSC_OK;
     if (dsc_ledger_reservation_owner(c->srv->ledger, id, owner) != DSC_OK) return DSC_OK;
     if (strcmp(owner, c->key_id) == 0) return DSC_OK;
     return dsc_error_set(err, DSC_FORBIDDEN, "field 'reservation': '%.40s' is held by another key",
@@ -730,7 +729,6 @@ dsc_status dsc__m_settle(dsc__call *c, const msgpack_object *p, msgpack_packer *
     if (!j) return dsc_error_set(err, DSC_NOMEM, "out of memory for a settle");
     memset((char *)j + sizeof j->job, 0, sizeof *j - sizeof j->job);
     dsc_status st = read_settle_args(c, p, &j->a, err);
-    if (st == DSC_OK) st = dsc__worker_sync(c->w, err);
     if (st == DSC_OK) st = dsc_estimate_compute(c->w->state->catalog, &j->a.est.in, &j->est, err);
     if (st != DSC_OK) return st;
     dsc_amounts_from_estimate(&j->est, j->a.est.in.input_tokens, j->a.est.in.output_tokens,

@@ -21,9 +21,13 @@
 #ifndef DISCERN_ESTIMATE_H
 #define DISCERN_ESTIMATE_H
 
+#include "discern/export.h"
+
 #include "discern/status.h"
 
 #include <stdint.h>
+
+DSC_API_BEGIN
 
 typedef struct dsc_catalog dsc_catalog;
 typedef struct dsc_grid dsc_grid;
@@ -161,5 +165,7 @@ dsc_status dsc_water_parse(const char *name, dsc_water *out);
 int dsc_estimate_includes(const dsc_estimate *est, const char **names, int max);
 /* Write the warning codes of bits into names (at most max); returns how many. */
 int dsc_estimate_warning_names(unsigned bits, const char **names, int max);
+
+DSC_API_END
 
 #endif
