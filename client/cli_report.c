@@ -44,19 +44,19 @@ static const char help_text[] =
     "unauthorized, store_unavailable, ...)\n";
 
 /* A date YYYY-MM-DD (UTC) or unix seconds; USAGE naming opt otherwise. */
-static int parse_day(const char *opt, const char *text, double *out) {
+static int parse_day(const cli_ctx *cx, const char *opt, const char *text, double *out) {
     int y, m, d;
     char tail;
     if (sscanf(text, "%4d-%2d-%2d%c", &y, &m, &d, &tail) == 3) {
         struct tm tm = {.tm_year = y - 1900, .tm_mon = m - 1, .tm_mday = d};
         time_t t = timegm(&tm);
         if (m < 1 || m > 12 || d < 1 || d > 31 || t < 0 || tm.tm_mday != d)
-            return cli_fail(CLI_EXIT_USAGE, "option %s: '%s' is not a date", opt, text);
+            return cli_fail(cx, DSC_BAD_REQUEST, "option %s: '%s' is not a date", opt, text);
         *out = (double)t;
         return CLI_EXIT_OK;
     }
     int64_t v = 0;
-    int rc = cli_parse_count(opt, text, &v);
+    int rc = cli_parse_count(cx, opt, text, &v);
     *out = (double)v;
     return rc;
 }
@@ -123,40 +123,39 @@ static void print_table(const dsc_client_report *r) {
     if (r->truncated) puts("(truncated: narrow the range or the scope)");
 }
 
-int cli_report(int argc, char **argv) {
-    cli_conn conn = {0};
+int cli_report(cli_ctx *cx, int argc, char **argv) {
     dsc_client_report_request rq = {0};
     const char *since = NULL, *until = NULL;
     int csv = 0;
-    cli_flag f[] = {{"--by", &rq.by, NULL},
-                    {"--period", &rq.period, NULL},
-                    {"--metric", &rq.metric, NULL},
-                    {"--since", &since, NULL},
-                    {"--until", &until, NULL},
-                    {"--org", &rq.subject.org, NULL},
-                    {"--team", &rq.subject.team, NULL},
-                    {"--user", &rq.subject.user, NULL},
-                    {"--csv", NULL, &csv}};
-    int rc = cli_parse(argc, argv, &conn, NULL, f, sizeof f / sizeof f[0], NULL);
+    cli_flag f[] = {{.name = "--by", .value = &rq.by},
+                    {.name = "--period", .value = &rq.period},
+                    {.name = "--metric", .value = &rq.metric},
+                    {.name = "--since", .value = &since},
+                    {.name = "--until", .value = &until},
+                    {.name = "--org", .value = &rq.subject.org},
+                    {.name = "--team", .value = &rq.subject.team},
+                    {.name = "--user", .value = &rq.subject.user},
+                    {.name = "--csv", .on = &csv}};
+    int rc = cli_parse(cx, argc, argv, NULL, f, sizeof f / sizeof f[0], NULL);
     if (rc != CLI_EXIT_OK) return rc;
-    if (conn.help) {
+    if (cx->help) {
         printf("%s%s", usage, help_text);
         return CLI_EXIT_OK;
     }
-    if (!rq.by) return cli_fail(CLI_EXIT_USAGE, "option --by is required");
-    if (csv && conn.json) return cli_fail(CLI_EXIT_USAGE, "--csv and --json exclude each other");
-    if ((since && (rc = parse_day("--since", since, &rq.since))) ||
-        (until && (rc = parse_day("--until", until, &rq.until))))
+    if ((rc = cli_required(cx, "--by", rq.by))) return rc;
+    if (csv && cx->json) return cli_fail(cx, DSC_BAD_REQUEST, "--csv and --json exclude each other");
+    if ((since && (rc = parse_day(cx, "--since", since, &rq.since))) ||
+        (until && (rc = parse_day(cx, "--until", until, &rq.until))))
         return rc;
-    dsc_client *c = cli_connect(&conn, true, &rc);
+    dsc_client *c = cli_connect(cx, true, &rc);
     if (!c) return rc;
     dsc_client_report r = {0};
     dsc_error err;
     dsc_status st = dsc_client_report_get(c, &rq, &r, &err);
     if (st != DSC_OK)
-        rc = cli_fail_status(st, &err, "report");
-    else if (conn.json)
-        rc = cli_print_json(report_json(&r));
+        rc = cli_fail_status(cx, st, &err);
+    else if (cx->json)
+        rc = cli_print_json(cx, report_json(&r));
     else if (csv)
         print_csv(&r);
     else

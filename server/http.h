@@ -12,6 +12,11 @@ void dsc__http_api_call(dsc_server *srv, struct evhttp_request *req, const char 
 /* Main thread: GET /v1/budgets[?org=&team=&user=&key=], answered as budget.list (or
  * budget.get for a subject) with the result map alone, as before the JSON API. */
 void dsc__http_api_budgets(dsc_server *srv, struct evhttp_request *req);
+/* Parse the query string of GET /v1/budgets (NULL = none) into q and point subject
+ * at its org, team, user and key (NULL when absent): 1 when any is given, 0 when
+ * none, -1 when the query is malformed. evhttp_clear_headers(q) releases it. */
+struct evkeyvalq;
+int dsc__http_query_subject(const char *query, struct evkeyvalq *q, dsc_subject *subject);
 /* Worker thread: run a call handed over by dsc__worker_post_call. */
 void dsc__http_call_run(dsc__worker *w, dsc__http_call *call);
 /* Any thread: answer a call with err without running it (a stopping worker). */

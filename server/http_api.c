@@ -272,20 +272,29 @@ static dsc__http_call *call_new(void) {
     return call;
 }
 
+int dsc__http_query_subject(const char *query, struct evkeyvalq *q, dsc_subject *subject) {
+    TAILQ_INIT(q);
+    if (query && evhttp_parse_query_str(query, q) != 0) return -1;
+    *subject = (dsc_subject){evhttp_find_header(q, "org"), evhttp_find_header(q, "team"),
+                             evhttp_find_header(q, "user"), evhttp_find_header(q, "key")};
+    return subject->org || subject->team || subject->user || subject->key;
+}
+
 void dsc__http_api_budgets(dsc_server *srv, struct evhttp_request *req) {
     struct evkeyvalq q;
-    TAILQ_INIT(&q);
+    dsc_subject subject;
     const char *query = evhttp_uri_get_query(evhttp_request_get_evhttp_uri(req));
     dsc__http_call *call = NULL;
-    if (query && evhttp_parse_query_str(query, &q) != 0) {
+    if (dsc__http_query_subject(query, &q, &subject) < 0) {
+        evhttp_clear_headers(&q);
         send_json(req, 400, json_pack("{s:s, s:s}", "code", "bad_request", "message", "bad query"));
         return;
     }
     static const char *const names[] = {"org", "team", "user", "key"};
-    const char *part[4];
+    const char *part[4] = {subject.org, subject.team, subject.user, subject.key};
     int n = 0;
     for (int i = 0; i < 4; i++)
-        n += (part[i] = evhttp_find_header(&q, names[i])) != NULL;
+        n += part[i] != NULL;
     if (!(call = call_new())) {
         evhttp_clear_headers(&q);
         send_error(req, 503, DSC_NOMEM, "out of memory");

@@ -48,36 +48,66 @@ typedef struct method {
     method_fn fn;
     unsigned roles; /* besides admin */
     unsigned flags;
+    const char *const *params; /* the keys its params map may have (NULL-terminated) */
 } method;
+
+/* The params each method accepts: any other key is refused with bad_request naming
+ * it, before the handler runs (a misspelt `reserve` or `ttl_s` must not silently
+ * keep its default). docs/protocol.md lists the same keys per method. */
+#define ESTIMATE_PARAMS                                                                            \
+    "provider", "model", "input_tokens", "output_tokens", "latency_s", "zone", "method", "scope",  \
+        "carbon", "water", "modality", "cached_input_tokens", "reasoning_tokens", "images",        \
+        "image_size", "parameters_b", "active_parameters_b", "total_parameters_b"
+static const char *const no_params[] = {NULL};
+static const char *const auth_params[] = {"token", NULL};
+static const char *const estimate_params[] = {ESTIMATE_PARAMS, NULL};
+static const char *const provider_params[] = {"provider", NULL};
+static const char *const check_params[] = {ESTIMATE_PARAMS, "subject", "purpose",
+                                           "tags",          "reserve", "budgets",
+                                           "request_id",    "ttl_s",   NULL};
+static const char *const settle_params[] = {ESTIMATE_PARAMS, "reservation", "subject", NULL};
+static const char *const reservation_params[] = {"reservation", NULL};
+static const char *const subject_params[] = {"subject", NULL};
+static const char *const selector_params[] = {"selector", NULL};
+static const char *const budget_set_params[] = {"selector", "metric", "window", "limit", NULL};
+static const char *const budget_key_params[] = {"selector", "metric", "window", NULL};
+static const char *const decisions_params[] = {"subject", "since", "until", "outcome",
+                                               "after",   "limit", NULL};
+static const char *const report_params[] = {"subject", "by", "period", "metric", "since", "until", NULL};
+static const char *const key_create_params[] = {"role", "scope", "label", "expires_at", NULL};
+static const char *const scope_params[] = {"scope", NULL};
+static const char *const key_id_params[] = {"key_id", NULL};
+static const char *const grid_params[] = {"zone", "gco2e_per_kwh", "valid_until", "forecast", NULL};
 
 static dsc_status m_ping(call *c, const msgpack_object *params, msgpack_packer *pk, dsc_error *err);
 static dsc_status m_stats(call *c, const msgpack_object *params, msgpack_packer *pk,
                           dsc_error *err);
 static dsc_status m_auth(call *c, const msgpack_object *params, msgpack_packer *pk, dsc_error *err);
 
-/* The method table: the wire name, the handler, who may call it, the flags above.
+/* The method table: the wire name, the handler, who may call it, the flags above,
+ * the params it accepts.
  * docs/protocol.md documents each method's params and result. */
 static const method methods[] = {
-    {"ping", m_ping, ANON, 0},
-    {"auth", m_auth, ANON, 0},
-    {"estimate", dsc__m_estimate, ANON, M_STATE},
-    {"models.list", dsc__m_models_list, ANON, M_STATE},
-    {"zones.list", dsc__m_zones_list, ANON, M_STATE},
-    {"stats", m_stats, READER | MANAGER, M_STATE},
-    {"check", dsc__m_check, CLIENT, M_SCOPED | M_WRITES_LEDGER | M_STATE},
-    {"settle", dsc__m_settle, CLIENT, M_SCOPED | M_WRITES_LEDGER | M_STATE},
-    {"cancel", dsc__m_cancel, CLIENT, M_SCOPED | M_WRITES_LEDGER},
-    {"budget.get", dsc__m_budget_get, READER | CLIENT | MANAGER, M_SCOPED},
-    {"budget.list", dsc__m_budget_list, READER | MANAGER, M_SCOPED},
-    {"budget.set", dsc__m_budget_set, MANAGER, M_SCOPED | M_WRITES_LEDGER},
-    {"budget.delete", dsc__m_budget_delete, MANAGER, M_SCOPED | M_WRITES_LEDGER},
-    {"decisions.list", dsc__m_decisions_list, READER | MANAGER, M_SCOPED},
-    {"report", dsc__m_report, READER | MANAGER, M_SCOPED},
-    {"key.create", dsc__m_key_create, MANAGER, M_SCOPED},
-    {"key.list", dsc__m_key_list, MANAGER, M_SCOPED},
-    {"key.revoke", dsc__m_key_revoke, MANAGER, M_SCOPED},
-    {"grid.set", dsc__m_grid_set, ADMIN_ONLY, M_STATE},
-    {"policy.reload", dsc__m_policy_reload, ADMIN_ONLY, 0},
+    {"ping", m_ping, ANON, 0, no_params},
+    {"auth", m_auth, ANON, 0, auth_params},
+    {"estimate", dsc__m_estimate, ANON, M_STATE, estimate_params},
+    {"models.list", dsc__m_models_list, ANON, M_STATE, provider_params},
+    {"zones.list", dsc__m_zones_list, ANON, M_STATE, no_params},
+    {"stats", m_stats, READER | MANAGER, M_STATE, no_params},
+    {"check", dsc__m_check, CLIENT, M_SCOPED | M_WRITES_LEDGER | M_STATE, check_params},
+    {"settle", dsc__m_settle, CLIENT, M_SCOPED | M_WRITES_LEDGER | M_STATE, settle_params},
+    {"cancel", dsc__m_cancel, CLIENT, M_SCOPED | M_WRITES_LEDGER, reservation_params},
+    {"budget.get", dsc__m_budget_get, READER | CLIENT | MANAGER, M_SCOPED, subject_params},
+    {"budget.list", dsc__m_budget_list, READER | MANAGER, M_SCOPED, selector_params},
+    {"budget.set", dsc__m_budget_set, MANAGER, M_SCOPED | M_WRITES_LEDGER, budget_set_params},
+    {"budget.delete", dsc__m_budget_delete, MANAGER, M_SCOPED | M_WRITES_LEDGER, budget_key_params},
+    {"decisions.list", dsc__m_decisions_list, READER | MANAGER, M_SCOPED, decisions_params},
+    {"report", dsc__m_report, READER | MANAGER, M_SCOPED, report_params},
+    {"key.create", dsc__m_key_create, MANAGER, M_SCOPED, key_create_params},
+    {"key.list", dsc__m_key_list, MANAGER, M_SCOPED, scope_params},
+    {"key.revoke", dsc__m_key_revoke, MANAGER, M_SCOPED, key_id_params},
+    {"grid.set", dsc__m_grid_set, ADMIN_ONLY, M_STATE, grid_params},
+    {"policy.reload", dsc__m_policy_reload, ADMIN_ONLY, 0, no_params},
 };
 
 #define N_METHODS (sizeof methods / sizeof methods[0])
@@ -347,7 +377,10 @@ static dsc_status run(call *c, const dsc_rpc_request *req, msgpack_packer *pk, d
     }
     dsc_status st = check_access(c, m, err);
     if (st != DSC_OK) return st;
-    if (m->flags & M_STATE) st = dsc__worker_sync(c->w, err);
+    char where[96];
+    snprintf(where, sizeof where, "the params of '%s'", m->name);
+    st = dsc_rpc_check_keys(req->params, m->params, where, err);
+    if (st == DSC_OK && (m->flags & M_STATE)) st = dsc__worker_sync(c->w, err);
     if (st == DSC_OK) st = m->fn(c, req->params ? req->params : &dsc__empty_map, pk, err);
     if (m->flags & M_WRITES_LEDGER) {
         atomic_fetch_add_explicit(&c->w->counters.ledger_writes, 1, memory_order_relaxed);

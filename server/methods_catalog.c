@@ -268,12 +268,14 @@ dsc_status dsc__m_zones_list(dsc__call *c, const msgpack_object *p, msgpack_pack
 /* One point {from, gco2e_per_kwh} of grid.set's forecast; errors name its index. */
 static dsc_status read_point(const msgpack_object *o, uint32_t i, dsc_grid_point *pt,
                              dsc_error *err) {
+    static const char *const keys[] = {"from", "gco2e_per_kwh", NULL};
     dsc_status st = DSC_OK;
     double v = 0;
     if (o->type != MSGPACK_OBJECT_MAP)
         return dsc_error_set(err, DSC_BAD_REQUEST, "field 'forecast[%u]': expected a map, got %s",
                              i, dsc_rpc_type_name(o));
-    if ((st = dsc_rpc_get_int(o, "from", true, 0, INT64_MAX / 2, &pt->at, err)) ||
+    if ((st = dsc_rpc_check_keys(o, keys, "a forecast point", err)) ||
+        (st = dsc_rpc_get_int(o, "from", true, 0, INT64_MAX / 2, &pt->at, err)) ||
         (st = dsc_rpc_get_num(o, "gco2e_per_kwh", true, 0, 100000, &v, err))) {
         char msg[DSC_ERROR_MESSAGE_MAX];
         snprintf(msg, sizeof msg, "%s", err->message);

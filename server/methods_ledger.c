@@ -83,7 +83,9 @@ dsc_status dsc__read_subject(const msgpack_object *p, bool required, const dsc__
     const msgpack_object *m;
     memset(s, 0, sizeof *s);
     bool fills = scope && !dsc__scope_is_all(scope);
+    static const char *const parts[] = {"org", "team", "user", "key", NULL};
     dsc_status st = dsc_rpc_get_map(p, "subject", required && !fills, &m, err);
+    if (st == DSC_OK) st = dsc_rpc_check_keys(m, parts, "subject", err);
     if (st != DSC_OK) return st;
     if (m && ((st = dsc_rpc_get_str(m, "org", false, s->org, FIELD_MAX, err)) ||
               (st = dsc_rpc_get_str(m, "team", false, s->team, FIELD_MAX, err)) ||
@@ -587,7 +589,7 @@ static dsc_status finish_check(dsc__job *job, dsc_status st, const dsc_error *st
 dsc_status dsc__m_check(dsc__call *c, const msgpack_object *p, msgpack_packer *pk, dsc_error *err) {
     (void)pk;
     check_job *j = (check_job *)dsc__job_defer(c, sizeof *j, finish_check);
-    if (!j) return dsc_error_set(err, DSC_INTERNAL, "out of memory for a check");
+    if (!j) return dsc_error_set(err, DSC_NOMEM, "out of memory for a check");
     memset(&j->a, 0, sizeof j->a);
     j->o.n_states = 0;
     j->o.reservation[0] = j->o.decision_id[0] = '\0';
@@ -709,8 +711,10 @@ static dsc_status finish_settle(dsc__job *job, dsc_status st, const dsc_error *s
     dsc_rpc_pack_cstr(pk, j->a.reservation);
     dsc__pack_key(pk, "settled");
     dsc_rpc_pack_cstr(pk, settle_kind_name(j->kind));
+    /* a repeated settle charged nothing: its reply must not claim the caller's amounts */
+    static const dsc_amounts nothing;
     dsc__pack_key(pk, "charged");
-    pack_amounts(pk, &j->actual);
+    pack_amounts(pk, j->kind == DSC_SETTLE_REPEATED ? &nothing : &j->actual);
     dsc__pack_key(pk, "estimate");
     dsc__pack_impacts(pk, &j->est.total);
     dsc__pack_estimate_context(pk, &j->est);
@@ -722,7 +726,7 @@ dsc_status dsc__m_settle(dsc__call *c, const msgpack_object *p, msgpack_packer *
                          dsc_error *err) {
     (void)pk;
     settle_job *j = (settle_job *)dsc__job_defer(c, sizeof *j, finish_settle);
-    if (!j) return dsc_error_set(err, DSC_INTERNAL, "out of memory for a settle");
+    if (!j) return dsc_error_set(err, DSC_NOMEM, "out of memory for a settle");
     memset((char *)j + sizeof j->job, 0, sizeof *j - sizeof j->job);
     dsc_status st = read_settle_args(c, p, &j->a, err);
     if (st == DSC_OK) st = dsc_estimate_compute(c->w->state->catalog, &j->a.est.in, &j->est, err);
@@ -768,7 +772,7 @@ dsc_status dsc__m_cancel(dsc__call *c, const msgpack_object *p, msgpack_packer *
                          dsc_error *err) {
     (void)pk;
     cancel_job *j = (cancel_job *)dsc__job_defer(c, sizeof *j, finish_cancel);
-    if (!j) return dsc_error_set(err, DSC_INTERNAL, "out of memory for a cancel");
+    if (!j) return dsc_error_set(err, DSC_NOMEM, "out of memory for a cancel");
     j->id[0] = '\0';
     dsc_status st = dsc_rpc_get_str(p, "reservation", true, j->id, sizeof j->id, err);
     if (st == DSC_OK) st = check_owner(c, j->id, err);
@@ -921,7 +925,7 @@ static budget_job *budget_job_new(dsc__call *c, const msgpack_object *p, dsc__jo
                                   dsc_status *st, dsc_error *err) {
     budget_job *j = (budget_job *)dsc__job_defer(c, sizeof *j, finish);
     if (!j) {
-        *st = dsc_error_set(err, DSC_INTERNAL, "out of memory for a budget change");
+        *st = dsc_error_set(err, DSC_NOMEM, "out of memory for a budget change");
         return NULL;
     }
     snprintf(j->by, sizeof j->by, "%s", c->key_id[0] ? c->key_id : "anonymous");

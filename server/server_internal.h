@@ -52,9 +52,9 @@ typedef struct dsc__state {
     dsc_policy_set *policies;
 } dsc__state;
 
-/* Largest token count accepted on the wire (1e11: far above any context window,
- * keeps micro-unit sums exact). */
-#define DSC__TOKENS_MAX 100000000000LL
+/* Largest token count accepted on the wire: the estimator's cap, so that one number
+ * holds for the protocol, the estimate and the docs. */
+#define DSC__TOKENS_MAX DSC_ESTIMATE_TOKENS_MAX
 
 /* A socket handed from the acceptor to a worker. */
 typedef struct dsc__handoff {

@@ -35,11 +35,15 @@
 #ifndef DISCERN_CLIENT_H
 #define DISCERN_CLIENT_H
 
+#include "discern/export.h"
+
 #include "discern/status.h"
 
 #include <stdbool.h>
 #include <stddef.h>
 #include <stdint.h>
+
+DSC_API_BEGIN
 
 #ifdef __cplusplus
 extern "C" {
@@ -122,6 +126,10 @@ typedef struct dsc_client_check_request {
     int ttl_s;              /* hold lifetime 1..86400; 0 = the server's default */
     bool budgets;           /* true: the result lists every matching budget's state
                                (the server leaves them out unless asked) */
+    /* Estimate inputs (docs/methodology.md); 0 / NULL = not sent. */
+    int64_t cached_input_tokens; /* of input_tokens, served from a prompt cache */
+    int64_t reasoning_tokens;    /* hidden reasoning tokens, counted as output */
+    const char *method;          /* "ecologits" or "discern"; NULL = the server's */
 } dsc_client_check_request;
 
 typedef struct dsc_client_check_result {
@@ -155,6 +163,9 @@ typedef struct dsc_client_settle_request {
      * long expired): what to estimate and whom to charge. NULL/empty = not sent. */
     const char *provider, *model, *zone;
     dsc_client_subject subject;
+    /* As in the check (the server does not remember its method); 0 / NULL = not sent. */
+    int64_t cached_input_tokens, reasoning_tokens;
+    const char *method;
 } dsc_client_settle_request;
 
 /* What a settle charged, one field per metric, in the metric's unit. */
@@ -510,12 +521,14 @@ typedef struct dsc_guard_ticket {
     /* copied from the request, sent with settle so that it is charged even when the
      * server has forgotten the reservation (restart) */
     char provider[64], model[128], zone[8], org[64], team[64], user[64], key[64];
+    char method[16]; /* the check's method, so that settle estimates the same way */
 } dsc_guard_ticket;
 
 /* What the AI call really used. */
 typedef struct dsc_guard_usage {
     int64_t input_tokens, output_tokens;
-    double latency_s; /* <= 0 = not measured */
+    double latency_s;                              /* <= 0 = not measured */
+    int64_t cached_input_tokens, reasoning_tokens; /* actual; 0 = none */
 } dsc_guard_usage;
 
 /* Check rq; fills t. Returns DSC_OK when t holds a decision (the server's, or the
@@ -547,5 +560,7 @@ void dsc_guard_ticket_clear(dsc_guard_ticket *t);
 #ifdef __cplusplus
 }
 #endif
+
+DSC_API_END
 
 #endif
