@@ -4,6 +4,7 @@
  *   loadgen [--port P] [-c CONNECTIONS] [-P DEPTH] [-d SECONDS | -n REQUESTS]
  *           [--method check|estimate|ping] [--settle FRACTION] [--server-pid PID] ...
  *   loadgen --setup-budgets one|users --admin-token TOKEN [--port P]
+ *   loadgen --ack-log FILE ...   (bench/crash.sh: which settles were acknowledged)
  *
  * Why: discernd must add nothing noticeable in front of an AI call, so we measure
  * it the way redis-benchmark measures Redis: N connections to 127.0.0.1, each
@@ -18,6 +19,10 @@
  * errors by wire code, and with --server-pid the server's CPU per request from
  * /proc/PID/stat. --kv appends one `key=value` line for scripts. --setup-budgets
  * creates budgets through the admin API (budget.set, 256 in flight) and exits.
+ * With --admin-token, every load connection authenticates first (auth), so the load
+ * also runs against a server that requires it. --ack-log FILE writes the reservation
+ * of every settle the server acknowledged, one per line, and the report counts the
+ * settles that were sent but never answered (in flight when the server died).
  *
  * Single-threaded, non-blocking sockets, epoll. It always stops by itself: after
  * the duration, or after the count but at most --timeout seconds, then at most
@@ -50,9 +55,9 @@
 #define MAX_CONNECTIONS 10000
 #define MAX_DEPTH 1024
 #define READ_CHUNK 65536
-#define SETTLE_QUEUE 2048 /* per connection: reservations waiting to be settled */
-#define RES_MAX 128       /* longest reservation id kept */
-#define MAX_CODES 32      /* distinct error codes counted */
+#define SETTLE_QUEUE 2048  /* per connection: reservations waiting to be settled */
+#define RES_MAX 128        /* longest reservation id kept */
+#define MAX_CODES 32       /* distinct error codes counted */
 #define SETUP_INFLIGHT 256 /* budget.set requests in flight during --setup-budgets */
 
 /* ------------------------------------------------------------------ options */
@@ -82,6 +87,7 @@ typedef struct opts {
     double budget_limit;
     const char *budget_metric;
     const char *budget_window;
+    const char *ack_log;
 } opts;
 
 /* ------------------------------------------------------------- histogram */
@@ -99,8 +105,7 @@ typedef struct histogram {
 } histogram;
 
 static unsigned hist_index(uint64_t v) {
-    if (v < SUB)
-        return (unsigned)v;
+    if (v < SUB) return (unsigned)v;
     unsigned msb = 63u - (unsigned)__builtin_clzll(v);
     unsigned e = msb - SUB_BITS;
     return (e + 1) * SUB + (unsigned)((v >> e) - SUB);
@@ -108,8 +113,7 @@ static unsigned hist_index(uint64_t v) {
 
 /* The highest value that lands in bucket i (what HdrHistogram reports). */
 static uint64_t hist_upper(unsigned i) {
-    if (i < 2 * SUB)
-        return i;
+    if (i < 2 * SUB) return i;
     unsigned e = i / SUB - 1;
     uint64_t low = ((uint64_t)(i % SUB) + SUB) << e;
     return low + ((uint64_t)1 << e) - 1;
@@ -118,20 +122,16 @@ static uint64_t hist_upper(unsigned i) {
 static void hist_record(histogram *h, uint64_t v) {
     h->count[hist_index(v)]++;
     h->total++;
-    if (v > h->max)
-        h->max = v;
+    if (v > h->max) h->max = v;
 }
 
 static uint64_t hist_percentile(const histogram *h, double p) {
-    if (h->total == 0)
-        return 0;
+    if (h->total == 0) return 0;
     uint64_t want = (uint64_t)ceil(p / 100.0 * (double)h->total), seen = 0;
-    if (want == 0)
-        want = 1;
+    if (want == 0) want = 1;
     for (unsigned i = 0; i < HIST_BUCKETS; i++) {
         seen += h->count[i];
-        if (seen >= want)
-            return hist_upper(i) < h->max ? hist_upper(i) : h->max;
+        if (seen >= want) return hist_upper(i) < h->max ? hist_upper(i) : h->max;
     }
     return h->max;
 }
@@ -149,8 +149,7 @@ static const struct {
 };
 #define N_MODELS (sizeof models / sizeof models[0])
 
-static const char *const purposes[] = {"code-review", "support", "translation", "analysis",
-                                       "chat"};
+static const char *const purposes[] = {"code-review", "support", "translation", "analysis", "chat"};
 #define N_PURPOSES (sizeof purposes / sizeof purposes[0])
 
 static uint64_t rng_next(uint64_t *s) { /* xorshift64* */
@@ -162,7 +161,9 @@ static uint64_t rng_next(uint64_t *s) { /* xorshift64* */
     return x * 0x2545F4914F6CDD1DULL;
 }
 
-static unsigned rng_below(uint64_t *s, unsigned n) { return (unsigned)(rng_next(s) % n); }
+static unsigned rng_below(uint64_t *s, unsigned n) {
+    return (unsigned)(rng_next(s) % n);
+}
 
 /* ------------------------------------------------------------ connections */
 
@@ -170,6 +171,7 @@ typedef struct slot {
     uint32_t msgid;
     uint8_t kind;
     bool busy;
+    char res[RES_MAX]; /* a settle: its reservation, for --ack-log */
 } slot;
 
 typedef struct conn {
@@ -193,6 +195,7 @@ typedef struct stats {
     uint64_t done[N_KINDS];
     uint64_t decisions[3]; /* allow, throttle, refuse */
     uint64_t settle_dropped;
+    uint64_t settle_unanswered; /* sent, then the connection died before the reply */
     char codes[MAX_CODES][48];
     uint64_t code_count[MAX_CODES];
     uint64_t errors;
@@ -210,6 +213,7 @@ typedef struct run {
     uint64_t sent;
     uint64_t t_start, t_measure, t_end; /* ns, monotonic */
     bool stopping;
+    FILE *ack; /* --ack-log */
     stats st;
 } run;
 
@@ -231,8 +235,7 @@ static int out_write(void *data, const char *buf, size_t len) {
         while (cap < c->out_len + len)
             cap *= 2;
         char *p = realloc(c->out, cap);
-        if (!p)
-            return -1;
+        if (!p) return -1;
         c->out = p;
         c->out_cap = cap;
     }
@@ -262,8 +265,7 @@ static void begin_request(conn *c, msgpack_packer *pk, enum kind k, const char *
                           size_t npairs) {
     uint32_t id = c->next_msgid++;
     slot *s = &c->slots[id % c->slot_cap];
-    if (s->busy)
-        die("internal: msgid slot reused while in flight");
+    if (s->busy) die("internal: msgid slot reused while in flight");
     *s = (slot){.msgid = id, .kind = (uint8_t)k, .busy = true};
     c->inflight++;
     msgpack_pack_array(pk, 4);
@@ -317,6 +319,7 @@ static void pack_estimate(run *r, conn *c, msgpack_packer *pk) {
 static void pack_settle(run *r, conn *c, msgpack_packer *pk) {
     const char *res = c->settles[c->settle_head];
     begin_request(c, pk, K_SETTLE, "settle", 3);
+    snprintf(c->slots[(c->next_msgid - 1) % c->slot_cap].res, RES_MAX, "%s", res);
     pack_kv_str(pk, "reservation", res);
     pack_kv_int(pk, "input_tokens", 100 + rng_below(&r->rng, 2000));
     pack_kv_int(pk, "output_tokens", 20 + rng_below(&r->rng, 500));
@@ -338,11 +341,9 @@ static void pack_one(run *r, conn *c, msgpack_packer *pk) {
 }
 
 static void conn_want_out(run *r, conn *c, bool want) {
-    if (c->want_out == want)
-        return;
+    if (c->want_out == want) return;
     struct epoll_event ev = {.events = EPOLLIN | (want ? EPOLLOUT : 0u), .data.ptr = c};
-    if (epoll_ctl(r->epfd, EPOLL_CTL_MOD, c->fd, &ev) < 0)
-        die("epoll_ctl failed");
+    if (epoll_ctl(r->epfd, EPOLL_CTL_MOD, c->fd, &ev) < 0) die("epoll_ctl failed");
     c->want_out = want;
 }
 
@@ -368,25 +369,21 @@ static void conn_flush(run *r, conn *c) {
 }
 
 static bool may_send(run *r) {
-    if (r->stopping)
-        return false;
-    if (r->o->requests > 0 && r->sent >= (uint64_t)r->o->requests)
-        return false;
+    if (r->stopping) return false;
+    if (r->o->requests > 0 && r->sent >= (uint64_t)r->o->requests) return false;
     return true;
 }
 
 /* Sends the next batch of up to `depth` requests when the previous one is answered. */
 static void conn_send_batch(run *r, conn *c) {
-    if (c->dead || c->inflight > 0)
-        return;
+    if (c->dead || c->inflight > 0) return;
     msgpack_packer pk;
     msgpack_packer_init(&pk, c, out_write);
     for (int i = 0; i < r->o->depth && may_send(r); i++) {
         pack_one(r, c, &pk);
         r->sent++;
     }
-    if (c->inflight == 0)
-        return;
+    if (c->inflight == 0) return;
     c->batch_ns = now_ns();
     conn_flush(r, c);
 }
@@ -394,8 +391,7 @@ static void conn_send_batch(run *r, conn *c) {
 /* ---------------------------------------------------------------- replies */
 
 static const msgpack_object *map_get(const msgpack_object *map, const char *key) {
-    if (map->type != MSGPACK_OBJECT_MAP)
-        return NULL;
+    if (map->type != MSGPACK_OBJECT_MAP) return NULL;
     size_t n = strlen(key);
     for (uint32_t i = 0; i < map->via.map.size; i++) {
         const msgpack_object *k = &map->via.map.ptr[i].key;
@@ -415,8 +411,7 @@ static bool str_is(const msgpack_object *o, const char *s) {
 static void count_error(run *r, const char *code, size_t len) {
     stats *st = &r->st;
     st->errors++;
-    if (len >= sizeof st->codes[0])
-        len = sizeof st->codes[0] - 1;
+    if (len >= sizeof st->codes[0]) len = sizeof st->codes[0] - 1;
     for (int i = 0; i < MAX_CODES; i++) {
         if (st->code_count[i] == 0) {
             memcpy(st->codes[i], code, len);
@@ -451,14 +446,11 @@ static void count_decision(run *r, const msgpack_object *res) {
 
 /* Counts the decision (in the measured window) and queues the settle of its hold. */
 static void on_check_result(run *r, conn *c, const msgpack_object *res, bool measured) {
-    if (measured)
-        count_decision(r, res);
+    if (measured) count_decision(r, res);
     const msgpack_object *rv = map_get(res, "reservation");
-    if (!rv || rv->type != MSGPACK_OBJECT_STR || rv->via.str.size >= RES_MAX)
-        return;
+    if (!rv || rv->type != MSGPACK_OBJECT_STR || rv->via.str.size >= RES_MAX) return;
     double u = (double)(rng_next(&r->rng) >> 11) / 9007199254740992.0;
-    if (r->o->settle <= 0 || u >= r->o->settle || r->stopping)
-        return;
+    if (r->o->settle <= 0 || u >= r->o->settle || r->stopping) return;
     if (c->settle_len == SETTLE_QUEUE) {
         r->st.settle_dropped++;
         return;
@@ -501,6 +493,8 @@ static void on_message(run *r, conn *c, const msgpack_object *m, uint64_t t) {
         count_error_obj(r, &a[2]);
     } else if (s->kind == K_CHECK) {
         on_check_result(r, c, &a[3], measured);
+    } else if (s->kind == K_SETTLE && r->ack) {
+        fprintf(r->ack, "%s\n", s->res);
     }
     if (measured || s->kind == K_SETUP) {
         r->st.done[s->kind]++;
@@ -515,30 +509,27 @@ static void conn_read(run *r, conn *c) {
             die("out of memory");
         size_t cap = msgpack_unpacker_buffer_capacity(&c->up);
         ssize_t n = read(c->fd, msgpack_unpacker_buffer(&c->up), cap);
-        if (n < 0 && errno == EINTR)
-            continue;
-        if (n < 0 && errno == EAGAIN)
-            break;
+        if (n < 0 && errno == EINTR) continue;
+        if (n < 0 && errno == EAGAIN) break;
         if (n <= 0) {
             conn_close(r, c, n == 0 ? "closed_by_server" : "read_failed");
             return;
         }
         msgpack_unpacker_buffer_consumed(&c->up, (size_t)n);
-        if ((size_t)n < cap)
-            break; /* short read: the socket is drained */
+        if ((size_t)n < cap) break; /* short read: the socket is drained */
     }
     uint64_t t = now_ns();
     msgpack_unpack_return ret;
     while ((ret = msgpack_unpacker_next(&c->up, &c->msg)) == MSGPACK_UNPACK_SUCCESS)
         on_message(r, c, &c->msg.data, t);
-    if (ret == MSGPACK_UNPACK_PARSE_ERROR)
-        conn_close(r, c, "unparsable_reply");
+    if (ret == MSGPACK_UNPACK_PARSE_ERROR) conn_close(r, c, "unparsable_reply");
 }
 
 static void conn_close(run *r, conn *c, const char *why) {
-    if (c->dead)
-        return;
+    if (c->dead) return;
     count_error(r, why, strlen(why));
+    for (unsigned i = 0; i < c->slot_cap; i++)
+        if (c->slots[i].busy && c->slots[i].kind == K_SETTLE) r->st.settle_unanswered++;
     epoll_ctl(r->epfd, EPOLL_CTL_DEL, c->fd, NULL);
     close(c->fd);
     c->dead = true;
@@ -586,16 +577,15 @@ static int conn_open(run *r, conn *c) {
     struct sockaddr_in sa = {.sin_family = AF_INET, .sin_port = htons((uint16_t)r->o->port)};
     sa.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
     c->fd = socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
-    if (c->fd < 0)
-        return -1;
+    if (c->fd < 0) return -1;
     if (connect(c->fd, (struct sockaddr *)&sa, sizeof sa) < 0) {
         close(c->fd);
         return -1;
     }
     int one = 1;
     setsockopt(c->fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof one);
-    if (r->o->key && !r->o->setup)
-        conn_auth(c->fd, r->o->key);
+    const char *token = r->o->key ? r->o->key : r->o->admin_token;
+    if (token && !r->o->setup) conn_auth(c->fd, token);
     fcntl(c->fd, F_SETFL, fcntl(c->fd, F_GETFL) | O_NONBLOCK);
     c->slot_cap = 1;
     while (c->slot_cap < (unsigned)r->o->depth * 2 + 8)
@@ -611,8 +601,7 @@ static int conn_open(run *r, conn *c) {
 }
 
 static void conn_destroy(conn *c) {
-    if (!c->dead)
-        close(c->fd);
+    if (!c->dead) close(c->fd);
     msgpack_unpacked_destroy(&c->msg);
     msgpack_unpacker_destroy(&c->up);
     free(c->out);
@@ -634,19 +623,15 @@ static void poll_once(run *r, int timeout_ms) {
     int n = epoll_wait(r->epfd, evs, 256, timeout_ms);
     for (int i = 0; i < n; i++) {
         conn *c = evs[i].data.ptr;
-        if (!c->dead && (evs[i].events & EPOLLOUT))
-            conn_flush(r, c);
-        if (!c->dead && (evs[i].events & (EPOLLIN | EPOLLHUP | EPOLLERR)))
-            conn_read(r, c);
-        if (!c->dead && c->inflight == 0)
-            conn_send_batch(r, c);
+        if (!c->dead && (evs[i].events & EPOLLOUT)) conn_flush(r, c);
+        if (!c->dead && (evs[i].events & (EPOLLIN | EPOLLHUP | EPOLLERR))) conn_read(r, c);
+        if (!c->dead && c->inflight == 0) conn_send_batch(r, c);
     }
 }
 
 static bool all_dead(const run *r) {
     for (int i = 0; i < r->o->connections; i++)
-        if (!r->conns[i].dead)
-            return false;
+        if (!r->conns[i].dead) return false;
     return true;
 }
 
@@ -660,16 +645,14 @@ static void mark_end(run *r) {
 }
 
 static void run_loop(run *r) {
-    uint64_t hard_end = r->o->requests > 0 ? r->t_start + (uint64_t)(r->o->timeout_s * 1e9)
-                                           : r->t_end;
+    uint64_t hard_end =
+        r->o->requests > 0 ? r->t_start + (uint64_t)(r->o->timeout_s * 1e9) : r->t_end;
     for (int i = 0; i < r->o->connections; i++)
         conn_send_batch(r, &r->conns[i]);
     while (!all_dead(r)) {
         uint64_t t = now_ns();
-        if (t >= hard_end)
-            break;
-        if (r->o->requests > 0 && !may_send(r) && total_inflight(r) == 0)
-            break;
+        if (t >= hard_end) break;
+        if (r->o->requests > 0 && !may_send(r) && total_inflight(r) == 0) break;
         poll_once(r, (int)((hard_end - t) / 1000000 + 1));
     }
     r->stopping = true;
@@ -689,14 +672,12 @@ static long long proc_cpu_ticks(int pid) {
     char path[64], buf[4096];
     snprintf(path, sizeof path, "/proc/%d/stat", pid);
     FILE *f = fopen(path, "r");
-    if (!f)
-        return -1;
+    if (!f) return -1;
     size_t n = fread(buf, 1, sizeof buf - 1, f);
     fclose(f);
     buf[n] = '\0';
     char *p = strrchr(buf, ')');
-    if (!p)
-        return -1;
+    if (!p) return -1;
     unsigned long long ut = 0, st = 0;
     /* after ")": state(3) ppid pgrp session tty_nr tpgid flags minflt cminflt majflt
      * cmajflt utime(14) stime(15) */
@@ -746,22 +727,25 @@ static void report(const run *r, double secs, double server_cpu_s, double client
         printf("  %-24s %" PRIu64 "\n", st->codes[i], st->code_count[i]);
     if (st->settle_dropped)
         printf("settles not sent (queue full): %" PRIu64 "\n", st->settle_dropped);
+    if (st->settle_unanswered)
+        printf("settles in flight when the connection died: %" PRIu64 "\n", st->settle_unanswered);
     if (server_cpu_s >= 0 && n)
         printf("server cpu %.2f us/request (pid %d, %.2f s)\n", server_cpu_s * 1e6 / (double)n,
                o->server_pid, server_cpu_s);
-    if (n)
-        printf("client cpu %.2f us/request\n", client_cpu_s * 1e6 / (double)n);
+    if (n) printf("client cpu %.2f us/request\n", client_cpu_s * 1e6 / (double)n);
     if (o->kv)
         printf("RESULT rps=%.0f check_rps=%.0f settle_rps=%.0f p50_us=%.1f p90_us=%.1f "
                "p99_us=%.1f p999_us=%.1f errors=%" PRIu64 " server_cpu_us=%.2f "
-               "client_cpu_us=%.2f allow=%" PRIu64 " refuse=%" PRIu64 "\n",
+               "client_cpu_us=%.2f allow=%" PRIu64 " refuse=%" PRIu64 " settles=%" PRIu64
+               " settles_unanswered=%" PRIu64 "\n",
                rps, (double)st->done[K_CHECK] / secs, (double)st->done[K_SETTLE] / secs,
                (double)hist_percentile(&st->hist, 50) / 1e3,
                (double)hist_percentile(&st->hist, 90) / 1e3,
                (double)hist_percentile(&st->hist, 99) / 1e3,
                (double)hist_percentile(&st->hist, 99.9) / 1e3, st->errors,
                server_cpu_s >= 0 && n ? server_cpu_s * 1e6 / (double)n : -1.0,
-               n ? client_cpu_s * 1e6 / (double)n : -1.0, st->decisions[0], st->decisions[2]);
+               n ? client_cpu_s * 1e6 / (double)n : -1.0, st->decisions[0], st->decisions[2],
+               st->done[K_SETTLE], st->settle_unanswered);
 }
 
 /* ----------------------------------------------------------------- setup */
@@ -828,9 +812,11 @@ static void usage(FILE *out) {
             "  --kv                 also print one 'RESULT key=value ...' line\n"
             "  --setup-budgets one|users   create budgets and exit: 'one' = org:*,\n"
             "                       'users' = user:u0..user:u<N-1> (needs --admin-token)\n"
-            "  --admin-token T      token for auth (or DISCERN_ADMIN_TOKEN)\n"
+            "  --admin-token T      token for auth (or DISCERN_ADMIN_TOKEN); load connections\n"
+            "                       authenticate with it when no --key is given\n"
             "  --key K              API key every load connection authenticates with\n"
             "                       (or DISCERN_KEY; discernd needs one over TCP)\n"
+            "  --ack-log FILE       write the reservation of every acknowledged settle\n"
             "  --budget-limit X     limit of each budget (default 1e9)\n"
             "  --budget-metric M    metric of each budget (default gco2e)\n"
             "  --budget-window W    window of each budget (default month)\n"
@@ -909,22 +895,21 @@ static int parse_args(opts *o, int argc, char **argv) {
             }
             o->setup = v, i++;
         } else if (FLAG("--admin-token", "--admin-token")) {
-            if (!v)
-                die("--admin-token: missing value");
+            if (!v) die("--admin-token: missing value");
             o->admin_token = v, i++;
+        } else if (FLAG("--ack-log", "--ack-log")) {
+            if (!v) die("--ack-log: missing value");
+            o->ack_log = v, i++;
         } else if (FLAG("--key", "--key")) {
-            if (!v)
-                die("--key: missing value");
+            if (!v) die("--key: missing value");
             o->key = v, i++;
         } else if (FLAG("--budget-limit", "--budget-limit")) {
             o->budget_limit = parse_num(a, v, 0, 1e12), i++;
         } else if (FLAG("--budget-metric", "--budget-metric")) {
-            if (!v)
-                die("--budget-metric: missing value");
+            if (!v) die("--budget-metric: missing value");
             o->budget_metric = v, i++;
         } else if (FLAG("--budget-window", "--budget-window")) {
-            if (!v)
-                die("--budget-window: missing value");
+            if (!v) die("--budget-window: missing value");
             o->budget_window = v, i++;
         } else {
             fprintf(stderr, "loadgen: unknown option '%s' (see --help)\n", a);
@@ -932,8 +917,7 @@ static int parse_args(opts *o, int argc, char **argv) {
         }
 #undef FLAG
     }
-    if (o->teams > o->users || o->orgs > o->teams)
-        die("need --orgs <= --teams <= --users");
+    if (o->teams > o->users || o->orgs > o->teams) die("need --orgs <= --teams <= --users");
     if (o->setup && !o->admin_token)
         die("--setup-budgets needs --admin-token (or DISCERN_ADMIN_TOKEN)");
     return 0;
@@ -948,8 +932,7 @@ static int run_load(run *r) {
     r->t_start = now_ns();
     r->t_measure = r->t_start + (uint64_t)(o->warmup_s * 1e9);
     r->t_end = r->t_measure + (uint64_t)(o->duration_s * 1e9);
-    if (o->requests > 0)
-        r->t_measure = r->t_start;
+    if (o->requests > 0) r->t_measure = r->t_start;
     long long cpuw = cpu0;
     double selfw = self0;
     if (o->warmup_s > 0 && o->requests == 0) {
@@ -968,18 +951,27 @@ static int run_load(run *r) {
     uint64_t t_stop = now_ns();
     long long cpu1 = r->server_ticks_end;
     double secs = o->requests > 0 ? (double)(t_stop - r->t_start) / 1e9 : o->duration_s;
-    double server_cpu = cpu1 >= 0 && cpuw >= 0
-                            ? (double)(cpu1 - cpuw) / (double)sysconf(_SC_CLK_TCK)
-                            : -1.0;
+    double server_cpu =
+        cpu1 >= 0 && cpuw >= 0 ? (double)(cpu1 - cpuw) / (double)sysconf(_SC_CLK_TCK) : -1.0;
     report(r, secs, server_cpu, r->self_cpu_end - selfw);
     return r->st.errors == 0 && total_done(&r->st) > 0 ? 0 : 1;
 }
 
 int main(int argc, char **argv) {
-    opts o = {.port = 7878, .connections = 50, .depth = 1, .duration_s = 10,
-              .timeout_s = 60, .method = M_CHECK, .settle = 1, .users = 10000,
-              .teams = 100, .orgs = 5, .seed = 1, .budget_limit = 1e9,
-              .budget_metric = "gco2e", .budget_window = "month"};
+    opts o = {.port = 7878,
+              .connections = 50,
+              .depth = 1,
+              .duration_s = 10,
+              .timeout_s = 60,
+              .method = M_CHECK,
+              .settle = 1,
+              .users = 10000,
+              .teams = 100,
+              .orgs = 5,
+              .seed = 1,
+              .budget_limit = 1e9,
+              .budget_metric = "gco2e",
+              .budget_window = "month"};
     o.admin_token = getenv("DISCERN_ADMIN_TOKEN");
     o.key = getenv("DISCERN_KEY");
     parse_args(&o, argc, argv);
@@ -990,8 +982,7 @@ int main(int argc, char **argv) {
     run r = {.o = &o, .rng = o.seed * 0x9E3779B97F4A7C15ULL + 1};
     r.epfd = epoll_create1(EPOLL_CLOEXEC);
     r.conns = calloc((size_t)o.connections, sizeof *r.conns);
-    if (r.epfd < 0 || !r.conns)
-        die("cannot set up epoll");
+    if (r.epfd < 0 || !r.conns) die("cannot set up epoll");
     for (int i = 0; i < o.connections; i++) {
         if (conn_open(&r, &r.conns[i]) < 0) {
             fprintf(stderr, "loadgen: cannot connect to 127.0.0.1:%d: %s\n", o.port,
@@ -1003,7 +994,9 @@ int main(int argc, char **argv) {
             return 2;
         }
     }
+    if (o.ack_log && !(r.ack = fopen(o.ack_log, "w"))) die("--ack-log: cannot open the file");
     int rc = o.setup ? run_setup(&r) : run_load(&r);
+    if (r.ack && fclose(r.ack) != 0) die("--ack-log: cannot write the file");
     for (int i = 0; i < o.connections; i++)
         conn_destroy(&r.conns[i]);
     free(r.conns);

@@ -62,34 +62,46 @@ static void print_definitions(const dsc_client_budgets *b) {
     }
 }
 
+/* budget get: the states, and when the subject names no org, a word on why a check
+ * that names one holds on another counter (org:acme/team:infra, not team:infra). */
+static void print_states(const dsc_client_subject *subject, const dsc_client_budgets *b) {
+    cli_print_budgets(stdout, b, false);
+    if (subject->org || (!subject->team && !subject->user)) return;
+    for (size_t i = 0; i < b->count; i++)
+        if (strncmp(b->items[i].counter, "org:", 4) == 0) return; /* a key's scope named it */
+    printf("note: counters are kept per full subject: these are for a request that names no\n"
+           "org; a check with --org O holds on org:O/%s:%s instead (give the same --org, or\n"
+           "DISCERN_ORG, to see it)\n",
+           subject->team ? "team" : "user", subject->team ? subject->team : subject->user);
+}
+
 /* list and get: a budgets array, printed as definitions or states. */
-static int read_budgets(int argc, char **argv, bool get) {
-    cli_conn conn = {0};
+static int read_budgets(cli_ctx *cx, int argc, char **argv, bool get) {
     cli_req req = {0};
     const char *selector = NULL;
-    cli_flag f[] = {{"--selector", &selector, NULL},
-                    {"--org", &req.org, NULL},
-                    {"--team", &req.team, NULL},
-                    {"--user", &req.user, NULL},
-                    {"--subject-key", &req.key, NULL}};
-    int rc = get ? cli_parse(argc, argv, &conn, NULL, f + 1, 4, NULL)
-                 : cli_parse(argc, argv, &conn, NULL, f, 1, NULL);
+    cli_flag f[] = {{.name = "--selector", .value = &selector},
+                    {.name = "--org", .value = &req.org},
+                    {.name = "--team", .value = &req.team},
+                    {.name = "--user", .value = &req.user},
+                    {.name = "--subject-key", .value = &req.key}};
+    int rc = get ? cli_parse(cx, argc, argv, NULL, f + 1, 4, NULL)
+                 : cli_parse(cx, argc, argv, NULL, f, 1, NULL);
     if (rc != CLI_EXIT_OK) return rc;
-    if (conn.help) return show_help();
+    if (cx->help) return show_help();
     dsc_client_subject subject;
-    if (get && (rc = cli_subject(&req, &subject))) return rc;
-    dsc_client *c = cli_connect(&conn, false, &rc);
+    if (get && (rc = cli_subject(cx, &req, &subject))) return rc;
+    dsc_client *c = cli_connect(cx, false, &rc);
     if (!c) return rc;
     dsc_client_budgets b;
     dsc_error err;
     dsc_status st = get ? dsc_client_budget_get(c, &subject, &b, &err)
                         : dsc_client_budget_list(c, selector, &b, &err);
     if (st != DSC_OK)
-        rc = cli_fail_status(st, &err, get ? "budget get" : "budget list");
-    else if (conn.json)
-        rc = cli_print_json(json_pack("{s:o}", "budgets", cli_json_budgets(&b)));
+        rc = cli_fail_status(cx, st, &err);
+    else if (cx->json)
+        rc = cli_print_json(cx, json_pack("{s:o}", "budgets", cli_json_budgets(&b)));
     else if (get)
-        cli_print_budgets(stdout, &b, false);
+        print_states(&subject, &b);
     else
         print_definitions(&b);
     dsc_client_budgets_clear(&b);
@@ -97,42 +109,39 @@ static int read_budgets(int argc, char **argv, bool get) {
     return rc;
 }
 
-static int need(const char *flag, const char *v) {
-    return v ? CLI_EXIT_OK : cli_fail(CLI_EXIT_USAGE, "option %s is required", flag);
-}
-
 /* set and delete (admin). */
-static int write_budget(int argc, char **argv, bool set) {
-    cli_conn conn = {0};
+static int write_budget(cli_ctx *cx, int argc, char **argv, bool set) {
     const char *limit = NULL;
     dsc_client_budget_set_request rq = {0};
-    cli_flag f[] = {{"--selector", &rq.selector, NULL},
-                    {"--metric", &rq.metric, NULL},
-                    {"--window", &rq.window, NULL},
-                    {"--limit", &limit, NULL}};
-    int rc = cli_parse(argc, argv, &conn, NULL, f, set ? 4 : 3, NULL);
+    cli_flag f[] = {{.name = "--selector", .value = &rq.selector},
+                    {.name = "--metric", .value = &rq.metric},
+                    {.name = "--window", .value = &rq.window},
+                    {.name = "--limit", .value = &limit}};
+    int rc = cli_parse(cx, argc, argv, NULL, f, set ? 4 : 3, NULL);
     if (rc != CLI_EXIT_OK) return rc;
-    if (conn.help) return show_help();
-    if ((rc = need("--selector", rq.selector)) || (rc = need("--metric", rq.metric)) ||
-        (rc = need("--window", rq.window)) || (set && (rc = need("--limit", limit))) ||
-        (set && (rc = cli_parse_number("--limit", limit, 0, false, &rq.limit))))
+    if (cx->help) return show_help();
+    if ((rc = cli_required(cx, "--selector", rq.selector)) ||
+        (rc = cli_required(cx, "--metric", rq.metric)) ||
+        (rc = cli_required(cx, "--window", rq.window)) ||
+        (set && (rc = cli_required(cx, "--limit", limit))) ||
+        (set && (rc = cli_parse_number(cx, "--limit", limit, 0, false, &rq.limit))))
         return rc;
-    dsc_client *c = cli_connect(&conn, true, &rc);
+    dsc_client *c = cli_connect(cx, true, &rc);
     if (!c) return rc;
     dsc_client_budget_set_result r;
     dsc_error err;
     dsc_status st = set ? dsc_client_budget_set(c, &rq, &r, &err)
                         : dsc_client_budget_delete(c, rq.selector, rq.metric, rq.window, &err);
     if (st != DSC_OK) {
-        rc = cli_fail_status(st, &err, set ? "budget set" : "budget delete");
-    } else if (conn.json && set) {
+        rc = cli_fail_status(cx, st, &err);
+    } else if (cx->json && set) {
         dsc_client_budgets one = {&r.budget, 1};
         json_t *arr = cli_json_budgets(&one);
         json_t *item = json_incref(json_array_get(arr, 0));
         json_decref(arr);
-        rc = cli_print_json(json_pack("{s:o,s:b}", "budget", item, "created", r.created));
-    } else if (conn.json) {
-        rc = cli_print_json(json_pack("{s:b}", "deleted", 1));
+        rc = cli_print_json(cx, json_pack("{s:o,s:b}", "budget", item, "created", r.created));
+    } else if (cx->json) {
+        rc = cli_print_json(cx, json_pack("{s:b}", "deleted", 1));
     } else if (set) {
         printf("%s %s %s %s limit %g %s\n", r.created ? "created" : "updated", r.budget.selector,
                r.budget.metric, r.budget.window, r.budget.limit, r.budget.unit);
@@ -143,14 +152,17 @@ static int write_budget(int argc, char **argv, bool set) {
     return rc;
 }
 
-int cli_budget(int argc, char **argv) {
+int cli_budget(cli_ctx *cx, int argc, char **argv) {
     const char *sub = argc >= 2 ? argv[1] : "";
-    if (strcmp(sub, "list") == 0) return read_budgets(argc - 1, argv + 1, false);
-    if (strcmp(sub, "get") == 0) return read_budgets(argc - 1, argv + 1, true);
-    if (strcmp(sub, "set") == 0) return write_budget(argc - 1, argv + 1, true);
-    if (strcmp(sub, "delete") == 0) return write_budget(argc - 1, argv + 1, false);
-    if (strcmp(sub, "--help") == 0 || strcmp(sub, "-h") == 0) return show_help();
+    bool known = !strcmp(sub, "list") || !strcmp(sub, "get") || !strcmp(sub, "set") ||
+                 !strcmp(sub, "delete");
+    if (known) cli_subcommand(cx, sub);
+    if (strcmp(sub, "list") == 0) return read_budgets(cx, argc - 1, argv + 1, false);
+    if (strcmp(sub, "get") == 0) return read_budgets(cx, argc - 1, argv + 1, true);
+    if (strcmp(sub, "set") == 0) return write_budget(cx, argc - 1, argv + 1, true);
+    if (strcmp(sub, "delete") == 0) return write_budget(cx, argc - 1, argv + 1, false);
+    if (cx->help || strcmp(sub, "--help") == 0 || strcmp(sub, "-h") == 0) return show_help();
     fputs(budget_usage, stderr);
-    return cli_fail(CLI_EXIT_USAGE, "budget: %s '%s'",
+    return cli_fail(cx, DSC_BAD_REQUEST, "%s '%s'",
                     sub[0] ? "unknown subcommand" : "missing subcommand", sub);
 }

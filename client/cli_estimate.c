@@ -30,102 +30,39 @@
 #include <stdlib.h>
 #include <string.h>
 
-/* ---- flags ---- */
-
-typedef struct flag {
-    const char *name;   /* "--model" */
-    const char **value; /* where a valued flag's text goes; NULL for a switch */
-    int *on;            /* where a switch goes */
-} flag;
-
-/* Parse argv[1..] against flags; returns CLI_EXIT_OK or prints and returns USAGE. */
-static int parse_flags(int argc, char **argv, const flag *flags, size_t n, int *help) {
-    for (int i = 1; i < argc; i++) {
-        const char *arg = argv[i];
-        if (strcmp(arg, "--help") == 0 || strcmp(arg, "-h") == 0) {
-            *help = 1;
-            continue;
-        }
-        const char *eq = strchr(arg, '=');
-        size_t len = eq ? (size_t)(eq - arg) : strlen(arg);
-        const flag *f = NULL;
-        for (size_t k = 0; k < n && !f; k++)
-            if (strncmp(arg, flags[k].name, len) == 0 && flags[k].name[len] == '\0') f = &flags[k];
-        if (!f)
-            return cli_fail(CLI_EXIT_USAGE, "unknown option '%s' for 'discern %s' (see --help)",
-                            arg, argv[0]);
-        if (!f->value) {
-            if (eq) return cli_fail(CLI_EXIT_USAGE, "option %s takes no value", f->name);
-            *f->on = 1;
-        } else if (eq) {
-            *f->value = eq + 1;
-        } else if (i + 1 < argc) {
-            *f->value = argv[++i];
-        } else {
-            return cli_fail(CLI_EXIT_USAGE, "option %s needs a value", f->name);
-        }
-    }
-    return CLI_EXIT_OK;
-}
-
-/* A non-negative decimal integer; USAGE with a message naming the option otherwise. */
-static int parse_count(const char *opt, const char *text, int64_t *out) {
-    char *end;
-    errno = 0;
-    long long v = strtoll(text, &end, 10);
-    if (end == text || *end != '\0' || errno == ERANGE || v < 0 || text[0] == '-')
-        return cli_fail(CLI_EXIT_USAGE, "option %s: '%s' is not a non-negative integer", opt, text);
-    *out = v;
-    return CLI_EXIT_OK;
-}
-
 /* A positive finite number of seconds. */
-static int parse_seconds(const char *opt, const char *text, double *out) {
+static int parse_seconds(const cli_ctx *cx, const char *opt, const char *text, double *out) {
     char *end;
     errno = 0;
     double v = strtod(text, &end);
     if (end == text || *end != '\0' || errno == ERANGE || !isfinite(v) || !(v > 0))
-        return cli_fail(CLI_EXIT_USAGE, "option %s: '%s' is not a positive number of seconds", opt,
-                        text);
+        return cli_fail(cx, DSC_BAD_REQUEST, "option %s: '%s' is not a positive number of seconds",
+                        opt, text);
     *out = v;
     return CLI_EXIT_OK;
 }
 
-static int exit_code_of(dsc_status st) {
-    switch (st) {
-    case DSC_OK:
-        return CLI_EXIT_OK;
-    case DSC_BAD_REQUEST:
-        return CLI_EXIT_USAGE;
-    case DSC_UNKNOWN_PROVIDER:
-    case DSC_UNKNOWN_MODEL:
-    case DSC_UNKNOWN_ZONE:
-        return CLI_EXIT_UNKNOWN;
-    default:
-        return CLI_EXIT_FAIL;
-    }
-}
-
 /* Load the catalogue from --data, DISCERN_DATA_DIR or next to the binary. */
-static dsc_catalog *open_catalog(const char *data_flag) {
+static dsc_catalog *open_catalog(const cli_ctx *cx) {
+    const char *data_flag = cx->data;
     char dir[DSC_PATH_MAX];
     dsc_error err;
     if (dsc_paths_data_dir(data_flag, dir, sizeof dir, &err) != DSC_OK) {
-        cli_fail(CLI_EXIT_FAIL, "%s", err.message);
+        cli_fail(cx, err.code, "%s", err.message);
         return NULL;
     }
     dsc_catalog *cat = dsc_catalog_load(dir, &err);
-    if (!cat) cli_fail(CLI_EXIT_FAIL, "cannot load the catalogue: %s", err.message);
+    if (!cat) cli_fail(cx, err.code, "cannot load the catalogue: %s", err.message);
     return cat;
 }
 
 /* Print a JSON value (consumed) on stdout with digits significant digits (17 for
  * computed values, so they round-trip; 15 for catalogue data, so 32.3 stays 32.3);
  * FAIL if it could not be built. */
-static int print_json(json_t *root, int digits) {
+static int print_json(const cli_ctx *cx, json_t *root, int digits) {
     char *text = root ? json_dumps(root, JSON_INDENT(2) | JSON_REAL_PRECISION(digits)) : NULL;
     json_decref(root);
-    if (!text) return cli_fail(CLI_EXIT_FAIL, "out of memory while writing JSON");
+    if (!text) return cli_fail(cx, DSC_NOMEM, "out of memory while writing JSON");
     puts(text);
     free(text);
     return CLI_EXIT_OK;
@@ -184,40 +121,39 @@ static const char estimate_help[] =
     "exit codes: 0 ok, 1 catalogue unreadable, 2 bad options, 3 unknown provider/model/zone\n";
 
 typedef struct estimate_opts {
-    const char *provider, *model, *out_tokens, *in_tokens, *latency, *zone, *method, *data;
+    const char *provider, *model, *out_tokens, *in_tokens, *latency, *zone, *method;
     const char *cached, *reasoning, *params, *active, *total, *scope, *carbon, *water, *images,
         *image_size, *modality;
-    int json, help;
 } estimate_opts;
 
 /* A positive finite number of billions of parameters. */
-static int parse_params(const char *opt, const char *text, double *out) {
+static int parse_params(const cli_ctx *cx, const char *opt, const char *text, double *out) {
     char *end;
     errno = 0;
     double v = strtod(text, &end);
     if (end == text || *end != '\0' || errno == ERANGE || !isfinite(v) || !(v > 0) || v > 1e6)
-        return cli_fail(CLI_EXIT_USAGE, "option %s: '%s' is not a number of billions in (0, 1e6]",
-                        opt, text);
+        return cli_fail(cx, DSC_BAD_REQUEST,
+                        "option %s: '%s' is not a number of billions in (0, 1e6]", opt, text);
     *out = v;
     return CLI_EXIT_OK;
 }
 
 /* "WxH" into a pixel count. */
-static int parse_image_size(const char *text, int64_t *pixels) {
+static int parse_image_size(const cli_ctx *cx, const char *text, int64_t *pixels) {
     unsigned w = 0, h = 0;
     char tail = 0;
     if (sscanf(text, "%5ux%5u%c", &w, &h, &tail) != 2 || w == 0 || h == 0)
-        return cli_fail(CLI_EXIT_USAGE, "option --image-size: '%s' is not WIDTHxHEIGHT", text);
+        return cli_fail(cx, DSC_BAD_REQUEST, "option --image-size: '%s' is not WIDTHxHEIGHT", text);
     *pixels = (int64_t)w * h;
     return CLI_EXIT_OK;
 }
 
 /* A named choice of the discern method; USAGE naming the option and the choices. */
-static int parse_choice(const char *opt, const char *text, dsc_status (*parse)(const char *, int *),
-                        int *out, const char *choices) {
+static int parse_choice(const cli_ctx *cx, const char *opt, const char *text,
+                        dsc_status (*parse)(const char *, int *), int *out, const char *choices) {
     if (!text) return CLI_EXIT_OK;
     if (parse(text, out) == DSC_OK) return CLI_EXIT_OK;
-    return cli_fail(CLI_EXIT_USAGE, "option %s: unknown value '%s' (%s)", opt, text, choices);
+    return cli_fail(cx, DSC_BAD_REQUEST, "option %s: unknown value '%s' (%s)", opt, text, choices);
 }
 
 #define CHOICE_PARSER(fn, type, parser)                                                            \
@@ -232,15 +168,15 @@ CHOICE_PARSER(choice_carbon, dsc_carbon, dsc_carbon_parse)
 CHOICE_PARSER(choice_water, dsc_water, dsc_water_parse)
 CHOICE_PARSER(choice_modality, dsc_modality, dsc_modality_parse)
 
-static int discern_choices(const estimate_opts *o, dsc_estimate_input *in) {
+static int discern_choices(const cli_ctx *cx, const estimate_opts *o, dsc_estimate_input *in) {
     int scope = 0, carbon = 0, water = 0, modality = 0;
-    int rc = parse_choice("--scope", o->scope, choice_scope, &scope, "inference or lifecycle");
+    int rc = parse_choice(cx, "--scope", o->scope, choice_scope, &scope, "inference or lifecycle");
     if (rc == CLI_EXIT_OK)
-        rc = parse_choice("--carbon", o->carbon, choice_carbon, &carbon, "location or market");
+        rc = parse_choice(cx, "--carbon", o->carbon, choice_carbon, &carbon, "location or market");
     if (rc == CLI_EXIT_OK)
-        rc = parse_choice("--water", o->water, choice_water, &water, "onsite or total");
+        rc = parse_choice(cx, "--water", o->water, choice_water, &water, "onsite or total");
     if (rc == CLI_EXIT_OK)
-        rc = parse_choice("--modality", o->modality, choice_modality, &modality,
+        rc = parse_choice(cx, "--modality", o->modality, choice_modality, &modality,
                           "text, embedding or image");
     in->scope = (dsc_scope)scope;
     in->carbon = (dsc_carbon)carbon;
@@ -250,7 +186,7 @@ static int discern_choices(const estimate_opts *o, dsc_estimate_input *in) {
 }
 
 /* A discern-only option given to the ecologits method would be ignored: refuse it. */
-static int discern_only(const estimate_opts *o) {
+static int discern_only(const cli_ctx *cx, const estimate_opts *o) {
     const struct {
         const char *name, *value;
     } opts[] = {{"--cached-tokens", o->cached},
@@ -266,50 +202,53 @@ static int discern_only(const estimate_opts *o) {
                 {"--modality", o->modality}};
     for (size_t i = 0; i < sizeof opts / sizeof opts[0]; i++)
         if (opts[i].value)
-            return cli_fail(CLI_EXIT_USAGE, "option %s needs --method discern", opts[i].name);
+            return cli_fail(cx, DSC_BAD_REQUEST, "option %s needs --method discern", opts[i].name);
     return CLI_EXIT_OK;
 }
 
 /* The options only the discern method reads. */
-static int discern_input(const estimate_opts *o, dsc_estimate_input *in) {
-    int rc = discern_choices(o, in);
+static int discern_input(const cli_ctx *cx, const estimate_opts *o, dsc_estimate_input *in) {
+    int rc = discern_choices(cx, o, in);
     if (rc == CLI_EXIT_OK && o->cached)
-        rc = parse_count("--cached-tokens", o->cached, &in->cached_input_tokens);
+        rc = cli_parse_count(cx, "--cached-tokens", o->cached, &in->cached_input_tokens);
     if (rc == CLI_EXIT_OK && o->reasoning)
-        rc = parse_count("--reasoning-tokens", o->reasoning, &in->reasoning_tokens);
-    if (rc == CLI_EXIT_OK && o->images) rc = parse_count("--images", o->images, &in->images);
-    if (rc == CLI_EXIT_OK && o->image_size) rc = parse_image_size(o->image_size, &in->image_pixels);
+        rc = cli_parse_count(cx, "--reasoning-tokens", o->reasoning, &in->reasoning_tokens);
+    if (rc == CLI_EXIT_OK && o->images)
+        rc = cli_parse_count(cx, "--images", o->images, &in->images);
+    if (rc == CLI_EXIT_OK && o->image_size)
+        rc = parse_image_size(cx, o->image_size, &in->image_pixels);
     if (rc == CLI_EXIT_OK && o->params)
-        rc = parse_params("--parameters-b", o->params, &in->parameters_b);
+        rc = parse_params(cx, "--parameters-b", o->params, &in->parameters_b);
     if (rc == CLI_EXIT_OK && o->active)
-        rc = parse_params("--active-parameters-b", o->active, &in->active_parameters_b);
+        rc = parse_params(cx, "--active-parameters-b", o->active, &in->active_parameters_b);
     if (rc == CLI_EXIT_OK && o->total)
-        rc = parse_params("--total-parameters-b", o->total, &in->total_parameters_b);
+        rc = parse_params(cx, "--total-parameters-b", o->total, &in->total_parameters_b);
     return rc;
 }
 
-static int estimate_input(const estimate_opts *o, dsc_estimate_input *in) {
+static int estimate_input(const cli_ctx *cx, const estimate_opts *o, dsc_estimate_input *in) {
     memset(in, 0, sizeof *in);
-    if (!o->provider) return cli_fail(CLI_EXIT_USAGE, "missing --provider (see --help)");
-    if (!o->model) return cli_fail(CLI_EXIT_USAGE, "missing --model (see --help)");
+    if (!o->provider) return cli_fail(cx, DSC_BAD_REQUEST, "missing --provider (see --help)");
+    if (!o->model) return cli_fail(cx, DSC_BAD_REQUEST, "missing --model (see --help)");
     int no_output = o->images || o->modality;
     if (!o->out_tokens && !no_output)
-        return cli_fail(CLI_EXIT_USAGE, "missing --output-tokens (see --help)");
+        return cli_fail(cx, DSC_BAD_REQUEST, "missing --output-tokens (see --help)");
     in->provider = o->provider;
     in->model = o->model;
     in->zone = o->zone;
-    int rc = o->out_tokens ? parse_count("--output-tokens", o->out_tokens, &in->output_tokens)
-                           : CLI_EXIT_OK;
+    int rc = o->out_tokens
+                 ? cli_parse_count(cx, "--output-tokens", o->out_tokens, &in->output_tokens)
+                 : CLI_EXIT_OK;
     if (rc == CLI_EXIT_OK && o->in_tokens)
-        rc = parse_count("--input-tokens", o->in_tokens, &in->input_tokens);
+        rc = cli_parse_count(cx, "--input-tokens", o->in_tokens, &in->input_tokens);
     if (rc == CLI_EXIT_OK && o->latency)
-        rc = parse_seconds("--latency", o->latency, &in->latency_s);
+        rc = parse_seconds(cx, "--latency", o->latency, &in->latency_s);
     if (rc == CLI_EXIT_OK && o->method && dsc_method_parse(o->method, &in->method) != DSC_OK)
         rc =
-            cli_fail(CLI_EXIT_USAGE,
+            cli_fail(cx, DSC_BAD_REQUEST,
                      "option --method: unknown method '%s' (known: ecologits, discern)", o->method);
-    if (rc == CLI_EXIT_OK) rc = discern_input(o, in);
-    if (rc == CLI_EXIT_OK && in->method != DSC_METHOD_DISCERN) rc = discern_only(o);
+    if (rc == CLI_EXIT_OK) rc = discern_input(cx, o, in);
+    if (rc == CLI_EXIT_OK && in->method != DSC_METHOD_DISCERN) rc = discern_only(cx, o);
     return rc;
 }
 
@@ -364,10 +303,10 @@ static json_t *list_price_json(const dsc_catalog *cat, const dsc_estimate_input 
                      "output_per_mtok", p->output_per_mtok, "as_of", p->as_of);
 }
 
-static int estimate_print_json(const dsc_catalog *cat, const dsc_estimate_input *in,
-                               const dsc_estimate *est) {
+static int estimate_print_json(const cli_ctx *cx, const dsc_catalog *cat,
+                               const dsc_estimate_input *in, const dsc_estimate *est) {
     json_t *root = impacts_json(&est->total, 1);
-    if (!root) return cli_fail(CLI_EXIT_FAIL, "out of memory while writing JSON");
+    if (!root) return cli_fail(cx, DSC_NOMEM, "out of memory while writing JSON");
     const char *names[8];
     int n = dsc_estimate_warning_names(est->warnings, names, 8);
     json_object_set_new(root, "usage", impacts_json(&est->usage, 1));
@@ -378,7 +317,7 @@ static int estimate_print_json(const dsc_catalog *cat, const dsc_estimate_input 
     json_object_set_new(root, "scope", scope_json(est));
     json_object_set_new(root, "assumptions", assumptions_json(est));
     json_object_set_new(root, "list_price", list_price_json(cat, in));
-    return print_json(root, 17);
+    return print_json(cx, root, 17);
 }
 
 /* A formatted range; big enough for two %.3g numbers and the dash. */
@@ -540,44 +479,42 @@ static void estimate_print_human(const dsc_catalog *cat, const dsc_estimate_inpu
     }
 }
 
-int cli_estimate(int argc, char **argv) {
+int cli_estimate(cli_ctx *cx, int argc, char **argv) {
     estimate_opts o = {0};
-    const flag flags[] = {
-        {"--provider", &o.provider, NULL},
-        {"--model", &o.model, NULL},
-        {"--output-tokens", &o.out_tokens, NULL},
-        {"--input-tokens", &o.in_tokens, NULL},
-        {"--latency", &o.latency, NULL},
-        {"--zone", &o.zone, NULL},
-        {"--method", &o.method, NULL},
-        {"--cached-tokens", &o.cached, NULL},
-        {"--reasoning-tokens", &o.reasoning, NULL},
-        {"--parameters-b", &o.params, NULL},
-        {"--active-parameters-b", &o.active, NULL},
-        {"--total-parameters-b", &o.total, NULL},
-        {"--scope", &o.scope, NULL},
-        {"--carbon", &o.carbon, NULL},
-        {"--water", &o.water, NULL},
-        {"--images", &o.images, NULL},
-        {"--image-size", &o.image_size, NULL},
-        {"--modality", &o.modality, NULL},
-        {"--data", &o.data, NULL},
-        {"--json", NULL, &o.json},
+    const cli_flag flags[] = {
+        {.name = "--provider", .value = &o.provider},
+        {.name = "--model", .value = &o.model},
+        {.name = "--output-tokens", .value = &o.out_tokens},
+        {.name = "--input-tokens", .value = &o.in_tokens},
+        {.name = "--latency", .value = &o.latency},
+        {.name = "--zone", .value = &o.zone},
+        {.name = "--method", .value = &o.method},
+        {.name = "--cached-tokens", .value = &o.cached},
+        {.name = "--reasoning-tokens", .value = &o.reasoning},
+        {.name = "--parameters-b", .value = &o.params},
+        {.name = "--active-parameters-b", .value = &o.active},
+        {.name = "--total-parameters-b", .value = &o.total},
+        {.name = "--scope", .value = &o.scope},
+        {.name = "--carbon", .value = &o.carbon},
+        {.name = "--water", .value = &o.water},
+        {.name = "--images", .value = &o.images},
+        {.name = "--image-size", .value = &o.image_size},
+        {.name = "--modality", .value = &o.modality},
     };
-    int rc = parse_flags(argc, argv, flags, sizeof flags / sizeof flags[0], &o.help);
+    int rc = cli_parse_flags(cx, argc, argv, flags, sizeof flags / sizeof flags[0], NULL);
     if (rc != CLI_EXIT_OK) return rc;
-    if (o.help) return fputs(estimate_help, stdout), CLI_EXIT_OK;
+    if (cx->help) return fputs(estimate_help, stdout), CLI_EXIT_OK;
     dsc_estimate_input in;
-    if ((rc = estimate_input(&o, &in)) != CLI_EXIT_OK) return rc;
-    dsc_catalog *cat = open_catalog(o.data);
+    if ((rc = estimate_input(cx, &o, &in)) != CLI_EXIT_OK) return rc;
+    dsc_catalog *cat = open_catalog(cx);
     if (!cat) return CLI_EXIT_FAIL;
     dsc_estimate est;
     dsc_error err;
     dsc_status st = dsc_estimate_compute(cat, &in, &est, &err);
     if (st != DSC_OK)
-        rc = cli_fail(exit_code_of(st), "%s", err.message);
-    else if (o.json)
-        rc = estimate_print_json(cat, &in, &est);
+        rc = cli_fail_status(cx, st, &err);
+    else if (cx->json)
+        rc = estimate_print_json(cx, cat, &in, &est);
     else
         estimate_print_human(cat, &in, &est);
     dsc_catalog_free(cat);
@@ -604,12 +541,12 @@ static int provider_known(const dsc_catalog *cat, const char *provider) {
     return n > 0 || dsc_catalog_provider(cat, provider) != NULL;
 }
 
-static int unknown_provider(const dsc_catalog *cat, const char *provider) {
+static int unknown_provider(const cli_ctx *cx, const dsc_catalog *cat, const char *provider) {
     const char *names[DSC_SUGGEST_MAX];
     char hint[160];
     size_t n = dsc_catalog_suggest_providers(cat, provider, names, DSC_SUGGEST_MAX);
-    return cli_fail(CLI_EXIT_UNKNOWN, "option --provider: unknown provider '%s'%s", provider,
-                    dsc_catalog_format_suggestions(names, n, hint, sizeof hint));
+    return cli_fail(cx, DSC_UNKNOWN_PROVIDER, "option --provider: unknown provider '%s'%s",
+                    provider, dsc_catalog_format_suggestions(names, n, hint, sizeof hint));
 }
 
 static json_t *price_json(const dsc_catalog *cat, const dsc_model *m) {
@@ -635,7 +572,7 @@ static json_t *model_json(const dsc_catalog *cat, const dsc_model *m) {
                      "price", price_json(cat, m));
 }
 
-static int models_print_json(const dsc_catalog *cat, const char *provider) {
+static int models_print_json(const cli_ctx *cx, const dsc_catalog *cat, const char *provider) {
     json_t *models = json_array(), *aliases = json_array();
     for (size_t i = 0; i < dsc_catalog_model_count(cat); i++) {
         const dsc_model *m = dsc_catalog_model_at(cat, i);
@@ -648,7 +585,7 @@ static int models_print_json(const dsc_catalog *cat, const char *provider) {
             json_array_append_new(aliases, json_pack("{s:s,s:s,s:s}", "provider", a->provider,
                                                      "name", a->name, "alias", a->target->name));
     }
-    return print_json(json_pack("{s:o,s:o}", "models", models, "aliases", aliases), 15);
+    return print_json(cx, json_pack("{s:o,s:o}", "models", models, "aliases", aliases), 15);
 }
 
 static void fmt_params(char *buf, size_t cap, dsc_range r) {
@@ -688,20 +625,18 @@ static void models_print_human(const dsc_catalog *cat, const char *provider) {
     }
 }
 
-int cli_models(int argc, char **argv) {
-    const char *provider = NULL, *data = NULL;
-    int json = 0, help = 0;
-    const flag flags[] = {
-        {"--provider", &provider, NULL}, {"--data", &data, NULL}, {"--json", NULL, &json}};
-    int rc = parse_flags(argc, argv, flags, sizeof flags / sizeof flags[0], &help);
+int cli_models(cli_ctx *cx, int argc, char **argv) {
+    const char *provider = NULL;
+    const cli_flag flags[] = {{.name = "--provider", .value = &provider}};
+    int rc = cli_parse_flags(cx, argc, argv, flags, 1, NULL);
     if (rc != CLI_EXIT_OK) return rc;
-    if (help) return fputs(models_help, stdout), CLI_EXIT_OK;
-    dsc_catalog *cat = open_catalog(data);
+    if (cx->help) return fputs(models_help, stdout), CLI_EXIT_OK;
+    dsc_catalog *cat = open_catalog(cx);
     if (!cat) return CLI_EXIT_FAIL;
     if (provider && !provider_known(cat, provider))
-        rc = unknown_provider(cat, provider);
-    else if (json)
-        rc = models_print_json(cat, provider);
+        rc = unknown_provider(cx, cat, provider);
+    else if (cx->json)
+        rc = models_print_json(cx, cat, provider);
     else
         models_print_human(cat, provider);
     dsc_catalog_free(cat);
@@ -721,7 +656,7 @@ static const char zones_help[] =
     "  --json       print {\"zones\": [...]} with the factors in kg, MJ, kgSbeq and L per kWh\n"
     "  --data DIR   catalogue directory\n";
 
-static int zones_print_json(const dsc_catalog *cat) {
+static int zones_print_json(const cli_ctx *cx, const dsc_catalog *cat) {
     json_t *zones = json_array();
     for (size_t i = 0; i < dsc_catalog_zone_count(cat); i++) {
         const dsc_zone *z = dsc_catalog_zone_at(cat, i);
@@ -730,7 +665,7 @@ static int zones_print_json(const dsc_catalog *cat) {
                              z->gwp_kgco2eq_per_kwh, "adpe_kgsbeq_per_kwh", z->adpe_kgsbeq_per_kwh,
                              "pe_mj_per_kwh", z->pe_mj_per_kwh, "wue_l_per_kwh", z->wue_l_per_kwh));
     }
-    return print_json(json_pack("{s:o}", "zones", zones), 15);
+    return print_json(cx, json_pack("{s:o}", "zones", zones), 15);
 }
 
 static void zones_print_human(const dsc_catalog *cat) {
@@ -749,17 +684,14 @@ static void zones_print_human(const dsc_catalog *cat) {
     }
 }
 
-int cli_zones(int argc, char **argv) {
-    const char *data = NULL;
-    int json = 0, help = 0;
-    const flag flags[] = {{"--data", &data, NULL}, {"--json", NULL, &json}};
-    int rc = parse_flags(argc, argv, flags, sizeof flags / sizeof flags[0], &help);
+int cli_zones(cli_ctx *cx, int argc, char **argv) {
+    int rc = cli_parse_flags(cx, argc, argv, NULL, 0, NULL);
     if (rc != CLI_EXIT_OK) return rc;
-    if (help) return fputs(zones_help, stdout), CLI_EXIT_OK;
-    dsc_catalog *cat = open_catalog(data);
+    if (cx->help) return fputs(zones_help, stdout), CLI_EXIT_OK;
+    dsc_catalog *cat = open_catalog(cx);
     if (!cat) return CLI_EXIT_FAIL;
-    if (json)
-        rc = zones_print_json(cat);
+    if (cx->json)
+        rc = zones_print_json(cx, cat);
     else
         zones_print_human(cat);
     dsc_catalog_free(cat);

@@ -74,10 +74,6 @@ static int help(const char *usage, const char *text) {
     return CLI_EXIT_OK;
 }
 
-static int need(const char *flag, const char *v) {
-    return v ? CLI_EXIT_OK : cli_fail(CLI_EXIT_USAGE, "option %s is required", flag);
-}
-
 static json_t *key_json(const dsc_client_key *k) {
     return json_pack("{s:s, s:s, s:s, s:s, s:s, s:I, s:I, s:I}", "key_id", k->key_id, "role",
                      k->role, "scope", k->scope, "label", k->label, "created_by", k->created_by,
@@ -85,31 +81,31 @@ static json_t *key_json(const dsc_client_key *k) {
                      (json_int_t)k->expires_at, "revoked_at", (json_int_t)k->revoked_at);
 }
 
-static int key_create(int argc, char **argv) {
-    cli_conn conn = {0};
+static int key_create(cli_ctx *cx, int argc, char **argv) {
     dsc_client_key_request rq = {0};
     const char *expires = NULL;
-    cli_flag f[] = {{"--role", &rq.role, NULL},
-                    {"--scope", &rq.scope, NULL},
-                    {"--label", &rq.label, NULL},
-                    {"--expires-at", &expires, NULL}};
-    int rc = cli_parse(argc, argv, &conn, NULL, f, 4, NULL);
+    cli_flag f[] = {{.name = "--role", .value = &rq.role},
+                    {.name = "--scope", .value = &rq.scope},
+                    {.name = "--label", .value = &rq.label},
+                    {.name = "--expires-at", .value = &expires}};
+    int rc = cli_parse(cx, argc, argv, NULL, f, 4, NULL);
     if (rc != CLI_EXIT_OK) return rc;
-    if (conn.help) return help(key_usage, key_help);
-    if ((rc = need("--role", rq.role)) || (rc = need("--scope", rq.scope)) ||
-        (expires && (rc = cli_parse_count("--expires-at", expires, &rq.expires_at))))
+    if (cx->help) return help(key_usage, key_help);
+    if ((rc = cli_required(cx, "--role", rq.role)) ||
+        (rc = cli_required(cx, "--scope", rq.scope)) ||
+        (expires && (rc = cli_parse_count(cx, "--expires-at", expires, &rq.expires_at))))
         return rc;
-    dsc_client *c = cli_connect(&conn, true, &rc);
+    dsc_client *c = cli_connect(cx, true, &rc);
     if (!c) return rc;
     dsc_client_key k;
     dsc_error err;
     dsc_status st = dsc_client_key_create(c, &rq, &k, &err);
     if (st != DSC_OK) {
-        rc = cli_fail_status(st, &err, "key create");
-    } else if (conn.json) {
+        rc = cli_fail_status(cx, st, &err);
+    } else if (cx->json) {
         json_t *j = key_json(&k);
         json_object_set_new(j, "token", json_string(k.token));
-        rc = cli_print_json(j);
+        rc = cli_print_json(cx, j);
     } else {
         printf("key %s (%s, scope %s)\ntoken %s\n", k.key_id, k.role, k.scope, k.token);
         fputs("the token is shown only now: keep it secret (DISCERN_KEY or --key)\n", stderr);
@@ -134,25 +130,24 @@ static void print_keys(const dsc_client_keys *keys) {
     }
 }
 
-static int key_list(int argc, char **argv) {
-    cli_conn conn = {0};
+static int key_list(cli_ctx *cx, int argc, char **argv) {
     const char *scope = NULL;
-    cli_flag f[] = {{"--scope", &scope, NULL}};
-    int rc = cli_parse(argc, argv, &conn, NULL, f, 1, NULL);
+    cli_flag f[] = {{.name = "--scope", .value = &scope}};
+    int rc = cli_parse(cx, argc, argv, NULL, f, 1, NULL);
     if (rc != CLI_EXIT_OK) return rc;
-    if (conn.help) return help(key_usage, key_help);
-    dsc_client *c = cli_connect(&conn, true, &rc);
+    if (cx->help) return help(key_usage, key_help);
+    dsc_client *c = cli_connect(cx, true, &rc);
     if (!c) return rc;
     dsc_client_keys keys;
     dsc_error err;
     dsc_status st = dsc_client_key_list(c, scope, &keys, &err);
     if (st != DSC_OK) {
-        rc = cli_fail_status(st, &err, "key list");
-    } else if (conn.json) {
+        rc = cli_fail_status(cx, st, &err);
+    } else if (cx->json) {
         json_t *arr = json_array();
         for (size_t i = 0; i < keys.count; i++)
             json_array_append_new(arr, key_json(&keys.items[i]));
-        rc = cli_print_json(json_pack("{s:o}", "keys", arr));
+        rc = cli_print_json(cx, json_pack("{s:o}", "keys", arr));
     } else {
         print_keys(&keys);
     }
@@ -161,36 +156,38 @@ static int key_list(int argc, char **argv) {
     return rc;
 }
 
-static int key_revoke(int argc, char **argv) {
-    cli_conn conn = {0};
+static int key_revoke(cli_ctx *cx, int argc, char **argv) {
     const char *id = NULL;
-    cli_flag f[] = {{"--key-id", &id, NULL}};
-    int rc = cli_parse(argc, argv, &conn, NULL, f, 1, NULL);
+    cli_flag f[] = {{.name = "--key-id", .value = &id}};
+    int rc = cli_parse(cx, argc, argv, NULL, f, 1, NULL);
     if (rc != CLI_EXIT_OK) return rc;
-    if (conn.help) return help(key_usage, key_help);
-    if ((rc = need("--key-id", id))) return rc;
-    dsc_client *c = cli_connect(&conn, true, &rc);
+    if (cx->help) return help(key_usage, key_help);
+    if ((rc = cli_required(cx, "--key-id", id))) return rc;
+    dsc_client *c = cli_connect(cx, true, &rc);
     if (!c) return rc;
     dsc_error err;
     dsc_status st = dsc_client_key_revoke(c, id, &err);
     if (st != DSC_OK)
-        rc = cli_fail_status(st, &err, "key revoke");
-    else if (conn.json)
-        rc = cli_print_json(json_pack("{s:s, s:b}", "key_id", id, "revoked", 1));
+        rc = cli_fail_status(cx, st, &err);
+    else if (cx->json)
+        rc = cli_print_json(cx, json_pack("{s:s, s:b}", "key_id", id, "revoked", 1));
     else
         printf("revoked %s\n", id);
     dsc_client_free(c);
     return rc;
 }
 
-int cli_key(int argc, char **argv) {
+int cli_key(cli_ctx *cx, int argc, char **argv) {
     const char *sub = argc >= 2 ? argv[1] : "";
-    if (strcmp(sub, "create") == 0) return key_create(argc - 1, argv + 1);
-    if (strcmp(sub, "list") == 0) return key_list(argc - 1, argv + 1);
-    if (strcmp(sub, "revoke") == 0) return key_revoke(argc - 1, argv + 1);
-    if (strcmp(sub, "--help") == 0 || strcmp(sub, "-h") == 0) return help(key_usage, key_help);
+    if (strcmp(sub, "create") == 0)
+        return cli_subcommand(cx, sub), key_create(cx, argc - 1, argv + 1);
+    if (strcmp(sub, "list") == 0) return cli_subcommand(cx, sub), key_list(cx, argc - 1, argv + 1);
+    if (strcmp(sub, "revoke") == 0)
+        return cli_subcommand(cx, sub), key_revoke(cx, argc - 1, argv + 1);
+    if (cx->help || strcmp(sub, "--help") == 0 || strcmp(sub, "-h") == 0)
+        return help(key_usage, key_help);
     fputs(key_usage, stderr);
-    return cli_fail(CLI_EXIT_USAGE, "key: %s '%s'",
+    return cli_fail(cx, DSC_BAD_REQUEST, "%s '%s'",
                     sub[0] ? "unknown subcommand" : "missing subcommand", sub);
 }
 
@@ -237,14 +234,14 @@ static void print_decision(const dsc_client_decision *d) {
         printf("    tag %s=%s\n", d->tags[i][0], d->tags[i][1]);
 }
 
-static int print_decisions(const cli_conn *conn, const dsc_client_decisions *ds) {
-    if (conn->json) {
+static int print_decisions(const cli_ctx *cx, const dsc_client_decisions *ds) {
+    if (cx->json) {
         json_t *arr = json_array();
         for (size_t i = 0; i < ds->count; i++)
             json_array_append_new(arr, decision_json(&ds->items[i]));
         json_t *j = json_pack("{s:o}", "decisions", arr);
         if (ds->next) json_object_set_new(j, "next", json_integer(ds->next));
-        return cli_print_json(j);
+        return cli_print_json(cx, j);
     }
     if (ds->count == 0) puts("no decisions");
     for (size_t i = 0; i < ds->count; i++)
@@ -253,37 +250,38 @@ static int print_decisions(const cli_conn *conn, const dsc_client_decisions *ds)
     return CLI_EXIT_OK;
 }
 
-static int decisions_flags(const char *since, const char *until, const char *limit,
-                           const char *after, dsc_client_decisions_request *rq) {
+static int decisions_flags(const cli_ctx *cx, const char *since, const char *until,
+                           const char *limit, const char *after, dsc_client_decisions_request *rq) {
     int rc = CLI_EXIT_OK;
-    if ((since && (rc = cli_parse_number("--since", since, 0, false, &rq->since))) ||
-        (until && (rc = cli_parse_number("--until", until, 0, false, &rq->until))) ||
-        (limit && (rc = cli_parse_count("--limit", limit, &rq->limit))) ||
-        (after && (rc = cli_parse_count("--after", after, &rq->after))))
+    if ((since && (rc = cli_parse_number(cx, "--since", since, 0, false, &rq->since))) ||
+        (until && (rc = cli_parse_number(cx, "--until", until, 0, false, &rq->until))) ||
+        (limit && (rc = cli_parse_count(cx, "--limit", limit, &rq->limit))) ||
+        (after && (rc = cli_parse_count(cx, "--after", after, &rq->after))))
         return rc;
     return CLI_EXIT_OK;
 }
 
-int cli_decisions(int argc, char **argv) {
-    cli_conn conn = {0};
+int cli_decisions(cli_ctx *cx, int argc, char **argv) {
     cli_req req = {0};
     dsc_client_decisions_request rq = {0};
     const char *since = NULL, *until = NULL, *limit = NULL, *after = NULL;
     cli_flag f[] = {
-        {"--org", &req.org, NULL},         {"--team", &req.team, NULL}, {"--user", &req.user, NULL},
-        {"--subject-key", &req.key, NULL}, {"--since", &since, NULL},   {"--until", &until, NULL},
-        {"--outcome", &rq.outcome, NULL},  {"--limit", &limit, NULL},   {"--after", &after, NULL}};
-    int rc = cli_parse(argc, argv, &conn, NULL, f, sizeof f / sizeof f[0], NULL);
+        {.name = "--org", .value = &req.org},        {.name = "--team", .value = &req.team},
+        {.name = "--user", .value = &req.user},      {.name = "--subject-key", .value = &req.key},
+        {.name = "--since", .value = &since},        {.name = "--until", .value = &until},
+        {.name = "--outcome", .value = &rq.outcome}, {.name = "--limit", .value = &limit},
+        {.name = "--after", .value = &after}};
+    int rc = cli_parse(cx, argc, argv, NULL, f, sizeof f / sizeof f[0], NULL);
     if (rc != CLI_EXIT_OK) return rc;
-    if (conn.help) return help(decisions_usage, decisions_help);
-    if ((rc = decisions_flags(since, until, limit, after, &rq))) return rc;
+    if (cx->help) return help(decisions_usage, decisions_help);
+    if ((rc = decisions_flags(cx, since, until, limit, after, &rq))) return rc;
     rq.subject = (dsc_client_subject){req.org, req.team, req.user, req.key};
-    dsc_client *c = cli_connect(&conn, false, &rc);
+    dsc_client *c = cli_connect(cx, false, &rc);
     if (!c) return rc;
     dsc_client_decisions ds;
     dsc_error err;
     dsc_status st = dsc_client_decisions_list(c, &rq, &ds, &err);
-    rc = st != DSC_OK ? cli_fail_status(st, &err, "decisions") : print_decisions(&conn, &ds);
+    rc = st != DSC_OK ? cli_fail_status(cx, st, &err) : print_decisions(cx, &ds);
     dsc_client_decisions_clear(&ds);
     dsc_client_free(c);
     return rc;

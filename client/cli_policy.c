@@ -15,6 +15,7 @@
 #include "discern/paths.h"
 #include "discern/policy.h"
 
+#include <stdbool.h>
 #include <stdio.h>
 #include <string.h>
 
@@ -36,35 +37,36 @@ static void print_line(void *ud, const char *line) {
 }
 
 /* The catalogue when one can be found; an explicit --data that fails is an error. */
-static int open_catalog(const char *flag, dsc_catalog **out) {
+static int open_catalog(const cli_ctx *cx, dsc_catalog **out) {
+    const char *flag = cx->data;
     char dir[DSC_PATH_MAX];
     dsc_error err = {0};
     *out = NULL;
     if (dsc_paths_data_dir(flag, dir, sizeof dir, &err) == DSC_OK)
         *out = dsc_catalog_load(dir, &err);
-    if (!*out && flag) return cli_fail(CLI_EXIT_FAIL, "%s", err.message);
+    if (!*out && flag) return cli_fail(cx, err.code, "%s", err.message);
     return CLI_EXIT_OK;
 }
 
-static int run_tests(const char *dir, const char *data) {
+static int run_tests(const cli_ctx *cx, const char *dir) {
     dsc_catalog *cat;
-    int rc = open_catalog(data, &cat);
+    int rc = open_catalog(cx, &cat);
     if (rc != CLI_EXIT_OK) return rc;
     dsc_policy_test_report rep;
     dsc_error err = {0};
     dsc_status st = dsc_policy_run_tests(dir, cat, print_line, NULL, &rep, &err);
     dsc_catalog_free(cat);
-    if (st != DSC_OK) return cli_fail(CLI_EXIT_FAIL, "%s", err.message);
+    if (st != DSC_OK) return cli_fail_status(cx, st, &err);
     printf("%d passed, %d failed\n", rep.passed, rep.failed);
     return rep.failed ? CLI_EXIT_FAIL : CLI_EXIT_OK;
 }
 
-static int run_check(const char *dir) {
+static int run_check(const cli_ctx *cx, const char *dir) {
     dsc_error err = {0};
     int n = dsc_policy_check(dir, print_line, NULL, &err);
-    if (n < 0) return cli_fail(CLI_EXIT_FAIL, "%s", err.message);
+    if (n < 0) return cli_fail_status(cx, err.code, &err);
     dsc_policy_set *set = dsc_policy_set_load(dir, &err);
-    if (!set) return cli_fail(CLI_EXIT_FAIL, "%s", err.message);
+    if (!set) return cli_fail_status(cx, err.code, &err);
     if (n == 0)
         printf("%d policies compiled, no findings (version %s)\n", dsc_policy_set_count(set),
                dsc_policy_set_version(set));
@@ -74,30 +76,22 @@ static int run_check(const char *dir) {
     return n ? CLI_EXIT_FAIL : CLI_EXIT_OK;
 }
 
-int cli_policy(int argc, char **argv) {
-    const char *action = argc > 1 ? argv[1] : NULL, *dir = NULL, *data = NULL;
+int cli_policy(cli_ctx *cx, int argc, char **argv) {
+    const char *action = argc > 1 ? argv[1] : NULL, *dir = NULL;
     if (!action || !strcmp(action, "--help") || !strcmp(action, "-h")) {
-        fputs(policy_usage, action ? stdout : stderr);
-        return action ? CLI_EXIT_OK : CLI_EXIT_USAGE;
+        bool asked = action || cx->help;
+        fputs(policy_usage, asked ? stdout : stderr);
+        return asked ? CLI_EXIT_OK : CLI_EXIT_USAGE;
     }
-    for (int i = 2; i < argc; i++) {
-        if (!strcmp(argv[i], "--help") || !strcmp(argv[i], "-h")) {
-            fputs(policy_usage, stdout);
-            return CLI_EXIT_OK;
-        } else if (!strcmp(argv[i], "--data") && i + 1 < argc) {
-            data = argv[++i];
-        } else if (argv[i][0] == '-' || dir) {
-            return cli_fail(CLI_EXIT_USAGE, "policy: unexpected argument '%s' (see --help)",
-                            argv[i]);
-        } else {
-            dir = argv[i];
-        }
-    }
+    if (strcmp(action, "test") && strcmp(action, "check"))
+        return cli_fail(cx, DSC_BAD_REQUEST, "unknown action '%s' (test or check)", action);
+    cli_subcommand(cx, action);
+    const cli_flag flags[] = {{.name = NULL, .value = &dir}};
+    int rc = cli_parse_flags(cx, argc - 1, argv + 1, flags, 1, NULL);
+    if (rc != CLI_EXIT_OK) return rc;
+    if (cx->help) return fputs(policy_usage, stdout), CLI_EXIT_OK;
     if (!dir) dir = "policies";
-    if (!strcmp(action, "test")) return run_tests(dir, data);
-    if (!strcmp(action, "check")) {
-        if (data) return cli_fail(CLI_EXIT_USAGE, "policy check: --data is not used");
-        return run_check(dir);
-    }
-    return cli_fail(CLI_EXIT_USAGE, "policy: unknown action '%s' (test or check)", action);
+    if (!strcmp(action, "test")) return run_tests(cx, dir);
+    if (cx->data) return cli_fail(cx, DSC_BAD_REQUEST, "--data is not used");
+    return run_check(cx, dir);
 }

@@ -26,49 +26,18 @@
 
 #define MAX_FLAGS 48
 
-static size_t add_conn_flags(cli_flag *f, size_t n, cli_conn *c) {
-    f[n++] = (cli_flag){"--server", &c->server, NULL};
-    f[n++] = (cli_flag){"--timeout", &c->timeout, NULL};
-    f[n++] = (cli_flag){"--admin-token", &c->admin_token, NULL};
-    f[n++] = (cli_flag){"--key", &c->key, NULL};
-    f[n++] = (cli_flag){"--json", NULL, &c->json};
-    return n;
-}
-
-static size_t add_req_flags(cli_flag *f, size_t n, cli_req *r) {
-    f[n++] = (cli_flag){"--provider", &r->provider, NULL};
-    f[n++] = (cli_flag){"--model", &r->model, NULL};
-    f[n++] = (cli_flag){"--output-tokens", &r->output_tokens, NULL};
-    f[n++] = (cli_flag){"--input-tokens", &r->input_tokens, NULL};
-    f[n++] = (cli_flag){"--purpose", &r->purpose, NULL};
-    f[n++] = (cli_flag){"--org", &r->org, NULL};
-    f[n++] = (cli_flag){"--team", &r->team, NULL};
-    f[n++] = (cli_flag){"--user", &r->user, NULL};
-    f[n++] = (cli_flag){"--subject-key", &r->key, NULL};
-    f[n++] = (cli_flag){"--zone", &r->zone, NULL};
-    f[n++] = (cli_flag){"--request-id", &r->request_id, NULL};
-    f[n++] = (cli_flag){"--ttl", &r->ttl, NULL};
-    f[n++] = (cli_flag){"--no-reserve", NULL, &r->no_reserve};
-    return n;
-}
-
-static const cli_flag *find_flag(const cli_flag *f, size_t n, const char *arg, size_t len) {
-    for (size_t k = 0; k < n; k++)
-        if (strncmp(arg, f[k].name, len) == 0 && f[k].name[len] == '\0') return &f[k];
-    return NULL;
-}
-
 /* --tag K=V: split into the request's tag list. */
-static int add_tag(cli_req *req, const char *text) {
+static int add_tag(const cli_ctx *cx, void *ud, const char *text) {
+    cli_req *req = ud;
     const char *eq = strchr(text, '=');
     if (!eq || eq == text)
-        return cli_fail(CLI_EXIT_USAGE, "option --tag: '%s' is not KEY=VALUE", text);
-    if (req->n_tags >= 16) return cli_fail(CLI_EXIT_USAGE, "option --tag: at most 16 tags");
+        return cli_fail(cx, DSC_BAD_REQUEST, "option --tag: '%s' is not KEY=VALUE", text);
+    if (req->n_tags >= 16) return cli_fail(cx, DSC_BAD_REQUEST, "option --tag: at most 16 tags");
     size_t n = (size_t)(eq - text);
     char *k = req->tag_keys[req->n_tags];
     if (n >= sizeof req->tag_keys[0])
-        return cli_fail(CLI_EXIT_USAGE, "option --tag: key '%.*s' is longer than %zu bytes", (int)n,
-                        text, sizeof req->tag_keys[0] - 1);
+        return cli_fail(cx, DSC_BAD_REQUEST, "option --tag: key '%.*s' is longer than %zu bytes",
+                        (int)n, text, sizeof req->tag_keys[0] - 1);
     memcpy(k, text, n);
     k[n] = '\0';
     req->tags[2 * req->n_tags] = k;
@@ -77,12 +46,25 @@ static int add_tag(cli_req *req, const char *text) {
     return CLI_EXIT_OK;
 }
 
-static int take_value(int argc, char **argv, int *i, const char *eq, const cli_flag *f,
-                      const char **out) {
-    if (eq) return *out = eq + 1, CLI_EXIT_OK;
-    if (*i + 1 >= argc) return cli_fail(CLI_EXIT_USAGE, "option %s needs a value", f->name);
-    *out = argv[++*i];
-    return CLI_EXIT_OK;
+static size_t add_req_flags(cli_flag *f, size_t n, cli_req *r) {
+    f[n++] = (cli_flag){.name = "--provider", .value = &r->provider};
+    f[n++] = (cli_flag){.name = "--model", .value = &r->model};
+    f[n++] = (cli_flag){.name = "--output-tokens", .value = &r->output_tokens};
+    f[n++] = (cli_flag){.name = "--input-tokens", .value = &r->input_tokens};
+    f[n++] = (cli_flag){.name = "--purpose", .value = &r->purpose};
+    f[n++] = (cli_flag){.name = "--org", .value = &r->org};
+    f[n++] = (cli_flag){.name = "--team", .value = &r->team};
+    f[n++] = (cli_flag){.name = "--user", .value = &r->user};
+    f[n++] = (cli_flag){.name = "--subject-key", .value = &r->key};
+    f[n++] = (cli_flag){.name = "--zone", .value = &r->zone};
+    f[n++] = (cli_flag){.name = "--request-id", .value = &r->request_id};
+    f[n++] = (cli_flag){.name = "--ttl", .value = &r->ttl};
+    f[n++] = (cli_flag){.name = "--no-reserve", .on = &r->no_reserve};
+    f[n++] = (cli_flag){.name = "--cached-tokens", .value = &r->cached_tokens};
+    f[n++] = (cli_flag){.name = "--reasoning-tokens", .value = &r->reasoning_tokens};
+    f[n++] = (cli_flag){.name = "--method", .value = &r->method};
+    f[n++] = (cli_flag){.name = "--tag", .add = add_tag, .ud = r};
+    return n;
 }
 
 static const char *env_or(const char *flag, const char *env) {
@@ -91,105 +73,54 @@ static const char *env_or(const char *flag, const char *env) {
     return v && v[0] ? v : NULL;
 }
 
-static int parse_args(int argc, char **argv, cli_conn *conn, cli_req *req, const cli_flag *extra,
-                      size_t n_extra, int *rest) {
-    cli_flag f[MAX_FLAGS];
-    size_t n = add_conn_flags(f, 0, conn);
-    if (req) n = add_req_flags(f, n, req);
+int cli_parse(cli_ctx *cx, int argc, char **argv, cli_req *req, const cli_flag *extra,
+              size_t n_extra, int *rest) {
+    cli_flag f[MAX_FLAGS] = {0};
+    size_t n = req ? add_req_flags(f, 0, req) : 0;
     for (size_t k = 0; k < n_extra && n < MAX_FLAGS; k++)
         f[n++] = extra[k];
-    if (rest) *rest = argc;
-    for (int i = 1; i < argc; i++) {
-        const char *arg = argv[i], *eq = strchr(arg, '='), *val = NULL;
-        if (strcmp(arg, "--help") == 0 || strcmp(arg, "-h") == 0) {
-            conn->help = 1;
-            continue;
-        }
-        if (strcmp(arg, "--") == 0 && rest) return *rest = i, CLI_EXIT_OK;
-        size_t len = eq ? (size_t)(eq - arg) : strlen(arg);
-        if (req && strncmp(arg, "--tag", len) == 0 && len == 5) {
-            cli_flag tag = {"--tag", NULL, NULL};
-            int rc = take_value(argc, argv, &i, eq, &tag, &val);
-            if (rc == CLI_EXIT_OK) rc = add_tag(req, val);
-            if (rc != CLI_EXIT_OK) return rc;
-            continue;
-        }
-        const cli_flag *fl = find_flag(f, n, arg, len);
-        if (!fl)
-            return cli_fail(CLI_EXIT_USAGE, "unknown option '%s' for 'discern %s' (see --help)",
-                            arg, argv[0]);
-        if (!fl->value) {
-            if (eq) return cli_fail(CLI_EXIT_USAGE, "option %s takes no value", fl->name);
-            *fl->on = 1;
-            continue;
-        }
-        int rc = take_value(argc, argv, &i, eq, fl, fl->value);
-        if (rc != CLI_EXIT_OK) return rc;
-    }
-    return CLI_EXIT_OK;
-}
-
-int cli_parse(int argc, char **argv, cli_conn *conn, cli_req *req, const cli_flag *extra,
-              size_t n_extra, int *rest) {
-    int rc = parse_args(argc, argv, conn, req, extra, n_extra, rest);
-    if (req) req->scoped = env_or(conn->key, "DISCERN_KEY") != NULL;
+    int rc = cli_parse_flags(cx, argc, argv, f, n, rest);
+    if (req) req->scoped = env_or(cx->key, "DISCERN_KEY") != NULL;
     return rc;
 }
 
-int cli_parse_count(const char *opt, const char *text, int64_t *out) {
-    char *end;
-    errno = 0;
-    long long v = strtoll(text, &end, 10);
-    if (end == text || *end || errno == ERANGE || v < 0 || text[0] == '-')
-        return cli_fail(CLI_EXIT_USAGE, "option %s: '%s' is not a non-negative integer", opt, text);
-    *out = v;
-    return CLI_EXIT_OK;
-}
-
-int cli_parse_number(const char *opt, const char *text, double min, bool strict, double *out) {
-    char *end;
-    errno = 0;
-    double v = strtod(text, &end);
-    if (end == text || *end || errno == ERANGE || !isfinite(v) || v < min || (strict && v == min))
-        return cli_fail(CLI_EXIT_USAGE, "option %s: '%s' is not a number %s %g", opt, text,
-                        strict ? ">" : ">=", min);
-    *out = v;
-    return CLI_EXIT_OK;
-}
-
-int cli_subject(cli_req *req, dsc_client_subject *out) {
+int cli_subject(const cli_ctx *cx, cli_req *req, dsc_client_subject *out) {
     out->org = req->org = env_or(req->org, "DISCERN_ORG");
     out->team = req->team = env_or(req->team, "DISCERN_TEAM");
     out->user = req->user = env_or(req->user, "DISCERN_USER");
     out->key = req->key = env_or(req->key, "DISCERN_SUBJECT_KEY");
     if (out->org || out->team || out->user || out->key || req->scoped) return CLI_EXIT_OK;
-    return cli_fail(CLI_EXIT_USAGE,
+    return cli_fail(cx, DSC_BAD_REQUEST,
                     "who asks? give --org, --team, --user or --subject-key (or DISCERN_ORG, "
                     "DISCERN_TEAM, DISCERN_USER, DISCERN_SUBJECT_KEY), or a key whose scope "
                     "names them (--key)");
 }
 
-static int required(const char *flag, const char *val) {
-    return val ? CLI_EXIT_OK : cli_fail(CLI_EXIT_USAGE, "option %s is required", flag);
-}
-
-int cli_check_request(cli_req *req, dsc_client_check_request *out) {
+int cli_check_request(const cli_ctx *cx, cli_req *req, dsc_client_check_request *out) {
     int rc;
     memset(out, 0, sizeof *out);
-    if ((rc = required("--provider", req->provider)) || (rc = required("--model", req->model)) ||
-        (rc = required("--output-tokens", req->output_tokens)) ||
-        (rc = required("--purpose", req->purpose)) || (rc = cli_subject(req, &out->subject)))
+    if ((rc = cli_required(cx, "--provider", req->provider)) ||
+        (rc = cli_required(cx, "--model", req->model)) ||
+        (rc = cli_required(cx, "--output-tokens", req->output_tokens)) ||
+        (rc = cli_required(cx, "--purpose", req->purpose)) ||
+        (rc = cli_subject(cx, req, &out->subject)))
         return rc;
-    if ((rc = cli_parse_count("--output-tokens", req->output_tokens, &out->output_tokens)))
+    if ((rc = cli_parse_count(cx, "--output-tokens", req->output_tokens, &out->output_tokens)))
         return rc;
-    if (req->input_tokens &&
-        (rc = cli_parse_count("--input-tokens", req->input_tokens, &out->input_tokens)))
+    if ((req->input_tokens &&
+         (rc = cli_parse_count(cx, "--input-tokens", req->input_tokens, &out->input_tokens))) ||
+        (req->cached_tokens && (rc = cli_parse_count(cx, "--cached-tokens", req->cached_tokens,
+                                                     &out->cached_input_tokens))) ||
+        (req->reasoning_tokens &&
+         (rc = cli_parse_count(cx, "--reasoning-tokens", req->reasoning_tokens,
+                               &out->reasoning_tokens))))
         return rc;
+    out->method = req->method;
     if (req->ttl) {
         int64_t ttl = 0;
-        if ((rc = cli_parse_count("--ttl", req->ttl, &ttl))) return rc;
+        if ((rc = cli_parse_count(cx, "--ttl", req->ttl, &ttl))) return rc;
         if (ttl < 1 || ttl > 86400)
-            return cli_fail(CLI_EXIT_USAGE, "option --ttl: %s is not in 1..86400", req->ttl);
+            return cli_fail(cx, DSC_BAD_REQUEST, "option --ttl: %s is not in 1..86400", req->ttl);
         out->ttl_s = (int)ttl;
     }
     out->provider = req->provider, out->model = req->model, out->purpose = req->purpose;
@@ -201,46 +132,22 @@ int cli_check_request(cli_req *req, dsc_client_check_request *out) {
 
 /* --------------------------------------------------------------- connecting -- */
 
-dsc_client *cli_connect(const cli_conn *conn, bool admin, int *code) {
-    const char *server = env_or(conn->server, "DISCERN_SERVER");
+dsc_client *cli_connect(const cli_ctx *cx, bool admin, int *code) {
+    const char *server = env_or(cx->server, "DISCERN_SERVER");
     dsc_client_options o = {0};
-    if (conn->timeout) {
+    if (cx->timeout) {
         double ms = 0;
-        if ((*code = cli_parse_number("--timeout", conn->timeout, 0, true, &ms))) return NULL;
+        if ((*code = cli_parse_number(cx, "--timeout", cx->timeout, 0, true, &ms))) return NULL;
         o.timeout_ms = ms > 3600000 ? 3600000 : (int)ceil(ms);
     }
-    if (admin) {
-        o.admin_token = env_or(conn->admin_token, "DISCERN_ADMIN_TOKEN");
-    } else if (conn->admin_token) {
-        *code = cli_fail(CLI_EXIT_USAGE, "option --admin-token is for admin commands only");
-        return NULL;
-    }
-    o.key = env_or(conn->key, "DISCERN_KEY"); /* used when there is no admin token */
+    /* an admin command falls back on DISCERN_ADMIN_TOKEN; a read of an admin-capable
+     * command (budget get, key list) uses the token only when it is given */
+    o.admin_token = admin ? env_or(cx->admin_token, "DISCERN_ADMIN_TOKEN") : cx->admin_token;
+    o.key = env_or(cx->key, "DISCERN_KEY"); /* used when there is no admin token */
     dsc_error err;
     dsc_client *c = dsc_client_new(server ? server : "127.0.0.1:7878", &o, &err);
-    if (!c)
-        *code = cli_fail(err.code == DSC_BAD_REQUEST ? CLI_EXIT_USAGE : CLI_EXIT_FAIL,
-                         "--server: %s", err.message);
+    if (!c) *code = cli_fail(cx, err.code, "--server: %s", err.message);
     return c;
-}
-
-int cli_exit_of(dsc_status st) {
-    switch (st) {
-    case DSC_OK:
-        return CLI_EXIT_OK;
-    case DSC_BAD_REQUEST:
-        return CLI_EXIT_USAGE;
-    case DSC_UNKNOWN_PROVIDER:
-    case DSC_UNKNOWN_MODEL:
-    case DSC_UNKNOWN_ZONE:
-    case DSC_UNKNOWN_METRIC:
-        return CLI_EXIT_UNKNOWN;
-    case DSC_UNREACHABLE:
-    case DSC_TIMEOUT:
-        return CLI_EXIT_UNREACHABLE;
-    default:
-        return CLI_EXIT_FAIL;
-    }
 }
 
 int cli_exit_of_decision(dsc_decision d) {
@@ -249,16 +156,12 @@ int cli_exit_of_decision(dsc_decision d) {
                                         : CLI_EXIT_REFUSE;
 }
 
-int cli_fail_status(dsc_status st, const dsc_error *err, const char *what) {
-    return cli_fail(cli_exit_of(st), "%s: %s (%s)", what, err->message, dsc_status_wire(st));
-}
-
 /* ------------------------------------------------------------------- output -- */
 
-int cli_print_json(json_t *v) {
+int cli_print_json(const cli_ctx *cx, json_t *v) {
     char *text = v ? json_dumps(v, JSON_INDENT(2) | JSON_REAL_PRECISION(15)) : NULL;
     json_decref(v);
-    if (!text) return cli_fail(CLI_EXIT_FAIL, "out of memory while writing JSON");
+    if (!text) return cli_fail(cx, DSC_NOMEM, "out of memory while writing JSON");
     puts(text);
     free(text);
     return CLI_EXIT_OK;
@@ -364,14 +267,23 @@ void cli_print_budgets(FILE *out, const dsc_client_budgets *b, bool with_request
     }
 }
 
+/* An allow that carries a suggestion reads as an allow plus a suggestion: the
+ * reason is the suggestion's, not a doubt about the allow. */
 void cli_print_check(FILE *out, const dsc_client_check_result *r) {
-    fprintf(out, "%s: %s", dsc_decision_name(r->decision), r->reason[0] ? r->reason : "-");
+    bool advice = r->decision == DSC_DECISION_ALLOW && r->suggest_model[0];
+    const char *reason = r->reason[0] ? r->reason : "-";
+    if (advice)
+        fputs("allow, with a suggestion", out);
+    else
+        fprintf(out, "%s: %s", dsc_decision_name(r->decision), reason);
     if (r->policy[0])
         fprintf(out, " [policy %s%s%s]", r->policy, r->policy_version[0] ? " " : "",
                 r->policy_version);
     fputc('\n', out);
     if (r->decision == DSC_DECISION_THROTTLE) fprintf(out, "retry after %g s\n", r->retry_after_s);
-    if (r->suggest_model[0])
+    if (advice)
+        fprintf(out, "suggestion: %s/%s (%s)\n", r->suggest_provider, r->suggest_model, reason);
+    else if (r->suggest_model[0])
         fprintf(out, "suggested instead: %s/%s\n", r->suggest_provider, r->suggest_model);
     if (r->reservation[0]) {
         char when[32];
@@ -404,10 +316,14 @@ static const char request_flags_help[] =
     "  --tag K=V             passed to policies and kept in the journal (repeatable)\n"
     "  --request-id ID       idempotency key (default: a fresh one)\n"
     "  --ttl S               how long the hold lives (1..86400 s)\n"
-    "  --no-reserve          decide only, hold nothing\n";
+    "  --no-reserve          decide only, hold nothing\n"
+    "  --cached-tokens N     of the input tokens, how many a prompt cache serves\n"
+    "  --reasoning-tokens N  hidden reasoning tokens expected besides the answer\n"
+    "  --method M            estimation method: ecologits or discern (default: the\n"
+    "                        server's estimate_method)\n";
 
 static const char conn_help[] =
-    "connection:\n"
+    "connection (common flags: they may also stand before the command):\n"
     "  --server ADDR         host:port or unix:/path (default DISCERN_SERVER, else\n"
     "                        127.0.0.1:7878)\n"
     "  --timeout MS          per call (default 2000)\n"
@@ -427,12 +343,11 @@ static int help(const char *usage, const char *body, bool req, bool admin) {
     return CLI_EXIT_OK;
 }
 
-int cli_check(int argc, char **argv) {
-    cli_conn conn = {0};
+int cli_check(cli_ctx *cx, int argc, char **argv) {
     cli_req req = {0};
-    int rc = cli_parse(argc, argv, &conn, &req, NULL, 0, NULL);
+    int rc = cli_parse(cx, argc, argv, &req, NULL, 0, NULL);
     if (rc != CLI_EXIT_OK) return rc;
-    if (conn.help)
+    if (cx->help)
         return help("usage: discern check --provider P --model M --output-tokens N --purpose P "
                     "--user U [options]",
                     "Ask discernd whether this AI request may go ahead. Prints the decision\n"
@@ -440,17 +355,17 @@ int cli_check(int argc, char **argv) {
                     "an allowed request holds a reservation to settle or cancel.",
                     true, false);
     dsc_client_check_request rq;
-    if ((rc = cli_check_request(&req, &rq))) return rc;
+    if ((rc = cli_check_request(cx, &req, &rq))) return rc;
     rq.budgets = true; /* it shows every budget that applies */
-    dsc_client *c = cli_connect(&conn, false, &rc);
+    dsc_client *c = cli_connect(cx, false, &rc);
     if (!c) return rc;
     dsc_client_check_result r;
     dsc_error err;
     dsc_status st = dsc_client_check(c, &rq, &r, &err);
     if (st != DSC_OK)
-        rc = cli_fail_status(st, &err, "check");
-    else if (conn.json)
-        rc = cli_print_json(cli_json_check(&r));
+        rc = cli_fail_status(cx, st, &err);
+    else if (cx->json)
+        rc = cli_print_json(cx, cli_json_check(&r));
     else
         cli_print_check(stdout, &r);
     if (st == DSC_OK && rc == CLI_EXIT_OK) rc = cli_exit_of_decision(r.decision);
@@ -467,47 +382,62 @@ static json_t *json_amounts(const dsc_client_amounts *a) {
                      a->tokens, "requests", a->requests);
 }
 
-int cli_settle(int argc, char **argv) {
-    cli_conn conn = {0};
-    const char *res = NULL, *in = NULL, *out = NULL, *lat = NULL;
-    cli_flag f[] = {{"--reservation", &res, NULL},
-                    {"--input-tokens", &in, NULL},
-                    {"--output-tokens", &out, NULL},
-                    {"--latency", &lat, NULL}};
-    int rc = cli_parse(argc, argv, &conn, NULL, f, 4, NULL);
+int cli_settle(cli_ctx *cx, int argc, char **argv) {
+    const char *res = NULL, *in = NULL, *out = NULL, *lat = NULL, *cached = NULL, *reasoning = NULL;
+    dsc_client_settle_request rq = {0};
+    cli_flag f[] = {{.name = "--reservation", .value = &res},
+                    {.name = "--input-tokens", .value = &in},
+                    {.name = "--output-tokens", .value = &out},
+                    {.name = "--latency", .value = &lat},
+                    {.name = "--cached-tokens", .value = &cached},
+                    {.name = "--reasoning-tokens", .value = &reasoning},
+                    {.name = "--method", .value = &rq.method}};
+    int rc = cli_parse(cx, argc, argv, NULL, f, sizeof f / sizeof f[0], NULL);
     if (rc != CLI_EXIT_OK) return rc;
-    if (conn.help)
+    if (cx->help)
         return help("usage: discern settle --reservation R --output-tokens N [--input-tokens N] "
-                    "[--latency S]",
+                    "[--latency S] [--cached-tokens N] [--reasoning-tokens N] [--method M]",
                     "Report what an allowed request really used: the hold is replaced by the\n"
                     "actual usage. Repeating a settle charges nothing more.\n\n"
                     "  --reservation R       from check\n"
                     "  --output-tokens N     actual output tokens\n"
                     "  --input-tokens N      actual input tokens (default 0)\n"
-                    "  --latency S           measured latency in seconds\n",
+                    "  --latency S           measured latency in seconds\n"
+                    "  --cached-tokens N     actual input tokens served from a prompt cache\n"
+                    "  --reasoning-tokens N  actual hidden reasoning tokens\n"
+                    "  --method M            ecologits or discern: as given to check (the\n"
+                    "                        server does not remember the check's method)\n",
                     false, false);
-    dsc_client_settle_request rq = {.reservation = res};
-    if ((rc = required("--reservation", res)) || (rc = required("--output-tokens", out)) ||
-        (rc = cli_parse_count("--output-tokens", out, &rq.output_tokens)) ||
-        (in && (rc = cli_parse_count("--input-tokens", in, &rq.input_tokens))) ||
-        (lat && (rc = cli_parse_number("--latency", lat, 0, true, &rq.latency_s))))
+    rq.reservation = res;
+    if ((rc = cli_required(cx, "--reservation", res)) ||
+        (rc = cli_required(cx, "--output-tokens", out)) ||
+        (rc = cli_parse_count(cx, "--output-tokens", out, &rq.output_tokens)) ||
+        (in && (rc = cli_parse_count(cx, "--input-tokens", in, &rq.input_tokens))) ||
+        (lat && (rc = cli_parse_number(cx, "--latency", lat, 0, true, &rq.latency_s))) ||
+        (cached &&
+         (rc = cli_parse_count(cx, "--cached-tokens", cached, &rq.cached_input_tokens))) ||
+        (reasoning &&
+         (rc = cli_parse_count(cx, "--reasoning-tokens", reasoning, &rq.reasoning_tokens))))
         return rc;
-    dsc_client *c = cli_connect(&conn, false, &rc);
+    dsc_client *c = cli_connect(cx, false, &rc);
     if (!c) return rc;
     dsc_client_settle_result r;
     dsc_error err;
     dsc_status st = dsc_client_settle(c, &rq, &r, &err);
     if (st != DSC_OK) {
-        rc = cli_fail_status(st, &err, "settle");
-    } else if (conn.json) {
-        rc = cli_print_json(json_pack("{s:s,s:s,s:o,s:o,s:o}", "reservation", r.reservation,
-                                      "settled", r.settled, "charged", json_amounts(&r.charged),
-                                      "estimate", cli_json_impacts(&r.estimate), "budgets",
-                                      cli_json_budgets(&r.budgets)));
+        rc = cli_fail_status(cx, st, &err);
+    } else if (cx->json) {
+        rc = cli_print_json(cx, json_pack("{s:s,s:s,s:o,s:o,s:o}", "reservation", r.reservation,
+                                          "settled", r.settled, "charged", json_amounts(&r.charged),
+                                          "estimate", cli_json_impacts(&r.estimate), "budgets",
+                                          cli_json_budgets(&r.budgets)));
     } else {
-        printf("settled %s (%s): %.4g Wh, %.4g gCO2e, %.4g mL water, %.0f tokens\n", r.reservation,
-               r.settled[0] ? r.settled : "-", r.charged.energy_wh, r.charged.gco2e,
-               r.charged.water_ml, r.charged.tokens);
+        if (strcmp(r.settled, "repeated") == 0)
+            printf("settled %s (repeated): already settled, nothing more charged\n", r.reservation);
+        else
+            printf("settled %s (%s): %.4g Wh, %.4g gCO2e, %.4g mL water, %.0f tokens\n",
+                   r.reservation, r.settled[0] ? r.settled : "-", r.charged.energy_wh,
+                   r.charged.gco2e, r.charged.water_ml, r.charged.tokens);
         cli_print_budgets(stdout, &r.budgets, false);
     }
     dsc_client_settle_result_clear(&r);
@@ -515,27 +445,27 @@ int cli_settle(int argc, char **argv) {
     return rc;
 }
 
-int cli_cancel(int argc, char **argv) {
-    cli_conn conn = {0};
+int cli_cancel(cli_ctx *cx, int argc, char **argv) {
     const char *res = NULL;
-    cli_flag f[] = {{"--reservation", &res, NULL}};
-    int rc = cli_parse(argc, argv, &conn, NULL, f, 1, NULL);
+    cli_flag f[] = {{.name = "--reservation", .value = &res}};
+    int rc = cli_parse(cx, argc, argv, NULL, f, 1, NULL);
     if (rc != CLI_EXIT_OK) return rc;
-    if (conn.help)
+    if (cx->help)
         return help("usage: discern cancel --reservation R",
                     "Release the hold of an allowed request that did not happen; nothing is\n"
                     "charged.\n\n  --reservation R       from check\n",
                     false, false);
-    if ((rc = required("--reservation", res))) return rc;
-    dsc_client *c = cli_connect(&conn, false, &rc);
+    if ((rc = cli_required(cx, "--reservation", res))) return rc;
+    dsc_client *c = cli_connect(cx, false, &rc);
     if (!c) return rc;
     dsc_client_cancel_result r;
     dsc_error err;
     dsc_status st = dsc_client_cancel(c, res, &r, &err);
     if (st != DSC_OK)
-        rc = cli_fail_status(st, &err, "cancel");
-    else if (conn.json)
-        rc = cli_print_json(json_pack("{s:s,s:b}", "reservation", r.reservation, "released", 1));
+        rc = cli_fail_status(cx, st, &err);
+    else if (cx->json)
+        rc =
+            cli_print_json(cx, json_pack("{s:s,s:b}", "reservation", r.reservation, "released", 1));
     else
         printf("released %s\n", r.reservation);
     dsc_client_free(c);
@@ -544,16 +474,15 @@ int cli_cancel(int argc, char **argv) {
 
 /* ------------------------------------------------------------- grid, reload -- */
 
-static int grid_set(int argc, char **argv) {
-    cli_conn conn = {0};
+static int grid_set(cli_ctx *cx, int argc, char **argv) {
     const char *zone = NULL, *g = NULL, *until = NULL, *vfor = NULL;
-    cli_flag f[] = {{"--zone", &zone, NULL},
-                    {"--gco2e-per-kwh", &g, NULL},
-                    {"--valid-until", &until, NULL},
-                    {"--valid-for", &vfor, NULL}};
-    int rc = cli_parse(argc, argv, &conn, NULL, f, 4, NULL);
+    cli_flag f[] = {{.name = "--zone", .value = &zone},
+                    {.name = "--gco2e-per-kwh", .value = &g},
+                    {.name = "--valid-until", .value = &until},
+                    {.name = "--valid-for", .value = &vfor}};
+    int rc = cli_parse(cx, argc, argv, NULL, f, 4, NULL);
     if (rc != CLI_EXIT_OK) return rc;
-    if (conn.help)
+    if (cx->help)
         return help("usage: discern grid set --zone Z --gco2e-per-kwh X "
                     "(--valid-until T | --valid-for S)",
                     "Push a live grid carbon intensity for a zone (admin). Until it expires\n"
@@ -568,16 +497,17 @@ static int grid_set(int argc, char **argv) {
                     false, true);
     dsc_client_grid_request rq = {.zone = zone};
     double secs = 0;
-    if ((rc = required("--zone", zone)) || (rc = required("--gco2e-per-kwh", g)) ||
-        (rc = cli_parse_number("--gco2e-per-kwh", g, 0, false, &rq.gco2e_per_kwh)))
+    if ((rc = cli_required(cx, "--zone", zone)) || (rc = cli_required(cx, "--gco2e-per-kwh", g)) ||
+        (rc = cli_parse_number(cx, "--gco2e-per-kwh", g, 0, false, &rq.gco2e_per_kwh)))
         return rc;
-    if (!until == !vfor) return cli_fail(CLI_EXIT_USAGE, "give one of --valid-until, --valid-for");
-    if (until && (rc = cli_parse_count("--valid-until", until, &rq.valid_until))) return rc;
+    if (!until == !vfor)
+        return cli_fail(cx, DSC_BAD_REQUEST, "give one of --valid-until, --valid-for");
+    if (until && (rc = cli_parse_count(cx, "--valid-until", until, &rq.valid_until))) return rc;
     if (vfor) {
-        if ((rc = cli_parse_number("--valid-for", vfor, 0, true, &secs))) return rc;
+        if ((rc = cli_parse_number(cx, "--valid-for", vfor, 0, true, &secs))) return rc;
         rq.valid_until = (int64_t)time(NULL) + (int64_t)ceil(secs);
     }
-    dsc_client *c = cli_connect(&conn, true, &rc);
+    dsc_client *c = cli_connect(cx, true, &rc);
     if (!c) return rc;
     dsc_client_grid_result r;
     dsc_error err;
@@ -585,9 +515,10 @@ static int grid_set(int argc, char **argv) {
     char when[32];
     cli_format_time(r.valid_until, when, sizeof when);
     if (st != DSC_OK)
-        rc = cli_fail_status(st, &err, "grid set");
-    else if (conn.json)
-        rc = cli_print_json(json_pack("{s:s,s:f,s:I}", "zone", r.zone, "gco2e_per_kwh",
+        rc = cli_fail_status(cx, st, &err);
+    else if (cx->json)
+        rc = cli_print_json(cx,
+                            json_pack("{s:s,s:f,s:I}", "zone", r.zone, "gco2e_per_kwh",
                                       r.gco2e_per_kwh, "valid_until", (json_int_t)r.valid_until));
     else
         printf("grid %s: %g gCO2e/kWh until %s\n", r.zone, r.gco2e_per_kwh, when);
@@ -595,39 +526,41 @@ static int grid_set(int argc, char **argv) {
     return rc;
 }
 
-int cli_grid(int argc, char **argv) {
-    if (argc >= 2 && strcmp(argv[1], "set") == 0) return grid_set(argc - 1, argv + 1);
-    if (argc >= 2 && (strcmp(argv[1], "--help") == 0 || strcmp(argv[1], "-h") == 0)) {
+int cli_grid(cli_ctx *cx, int argc, char **argv) {
+    if (argc >= 2 && strcmp(argv[1], "set") == 0) {
+        cli_subcommand(cx, "set");
+        return grid_set(cx, argc - 1, argv + 1);
+    }
+    if (cx->help || (argc >= 2 && (strcmp(argv[1], "--help") == 0 || strcmp(argv[1], "-h") == 0))) {
         puts("usage: discern grid set --zone Z --gco2e-per-kwh X (--valid-until T | --valid-for S)"
              "\n\nRun 'discern grid set --help' for the options.");
         return CLI_EXIT_OK;
     }
-    return cli_fail(CLI_EXIT_USAGE, "usage: discern grid set ... (see discern grid --help)");
+    return cli_fail(cx, DSC_BAD_REQUEST, "usage: discern grid set ... (see discern grid --help)");
 }
 
-int cli_reload(int argc, char **argv) {
-    cli_conn conn = {0};
-    int rc = cli_parse(argc, argv, &conn, NULL, NULL, 0, NULL);
+int cli_reload(cli_ctx *cx, int argc, char **argv) {
+    int rc = cli_parse(cx, argc, argv, NULL, NULL, 0, NULL);
     if (rc != CLI_EXIT_OK) return rc;
-    if (conn.help)
+    if (cx->help)
         return help("usage: discern reload [--admin-token T]",
                     "Compile every policy of the server's policy folder, run its tests, reload\n"
                     "the catalogue and switch to the new set only if all of it succeeded\n"
                     "(admin). On failure the old set stays live.\n",
                     false, true);
-    dsc_client *c = cli_connect(&conn, true, &rc);
+    dsc_client *c = cli_connect(cx, true, &rc);
     if (!c) return rc;
     dsc_client_reload_result r;
     dsc_error err;
     dsc_status st = dsc_client_policy_reload(c, &r, &err);
     if (st != DSC_OK) {
-        rc = cli_fail_status(st, &err, "reload");
-    } else if (conn.json) {
+        rc = cli_fail_status(cx, st, &err);
+    } else if (cx->json) {
         json_t *names = json_array();
         for (size_t i = 0; i < r.n_policies; i++)
             json_array_append_new(names, json_string(r.policies[i]));
         rc = cli_print_json(
-            json_pack("{s:s,s:o}", "policy_version", r.policy_version, "policies", names));
+            cx, json_pack("{s:s,s:o}", "policy_version", r.policy_version, "policies", names));
     } else {
         printf("policy set %s:", r.policy_version);
         for (size_t i = 0; i < r.n_policies; i++)
@@ -641,30 +574,31 @@ int cli_reload(int argc, char **argv) {
 
 /* -------------------------------------------------------------- stats, ping -- */
 
-int cli_stats(int argc, char **argv) {
-    cli_conn conn = {0};
-    int rc = cli_parse(argc, argv, &conn, NULL, NULL, 0, NULL);
+int cli_stats(cli_ctx *cx, int argc, char **argv) {
+    int rc = cli_parse(cx, argc, argv, NULL, NULL, 0, NULL);
     if (rc != CLI_EXIT_OK) return rc;
-    if (conn.help)
+    if (cx->help)
         return help("usage: discern stats", "Counters of the server since it started.\n", false,
                     false);
-    dsc_client *c = cli_connect(&conn, false, &rc);
+    dsc_client *c = cli_connect(cx, false, &rc);
     if (!c) return rc;
     dsc_client_stats_result s;
     dsc_error err;
     dsc_status st = dsc_client_stats(c, &s, &err);
     if (st != DSC_OK)
-        rc = cli_fail_status(st, &err, "stats");
-    else if (conn.json)
-        rc = cli_print_json(json_pack(
-            "{s:s,s:f,s:I,s:I,s:I,s:I,s:I,s:I,s:I,s:{s:I,s:I,s:I},s:I,s:s}", "version", s.version,
-            "uptime_s", s.uptime_s, "workers", (json_int_t)s.workers, "connections",
-            (json_int_t)s.connections, "connections_rejected", (json_int_t)s.connections_rejected,
-            "requests", (json_int_t)s.requests, "errors", (json_int_t)s.errors, "protocol_errors",
-            (json_int_t)s.protocol_errors, "ledger_writes", (json_int_t)s.ledger_writes,
-            "decisions", "allow", (json_int_t)s.allow, "throttle", (json_int_t)s.throttle, "refuse",
-            (json_int_t)s.refuse, "unenforced", (json_int_t)s.unenforced, "policy_version",
-            s.policy_version));
+        rc = cli_fail_status(cx, st, &err);
+    else if (cx->json)
+        rc = cli_print_json(
+            cx,
+            json_pack("{s:s,s:f,s:I,s:I,s:I,s:I,s:I,s:I,s:I,s:{s:I,s:I,s:I},s:I,s:s}", "version",
+                      s.version, "uptime_s", s.uptime_s, "workers", (json_int_t)s.workers,
+                      "connections", (json_int_t)s.connections, "connections_rejected",
+                      (json_int_t)s.connections_rejected, "requests", (json_int_t)s.requests,
+                      "errors", (json_int_t)s.errors, "protocol_errors",
+                      (json_int_t)s.protocol_errors, "ledger_writes", (json_int_t)s.ledger_writes,
+                      "decisions", "allow", (json_int_t)s.allow, "throttle", (json_int_t)s.throttle,
+                      "refuse", (json_int_t)s.refuse, "unenforced", (json_int_t)s.unenforced,
+                      "policy_version", s.policy_version));
     else
         printf("discernd %s, up %.0f s, %llu workers, %llu connections\n"
                "requests %llu, errors %llu, protocol errors %llu, ledger writes %llu\n"
@@ -680,14 +614,13 @@ int cli_stats(int argc, char **argv) {
     return rc;
 }
 
-int cli_ping(int argc, char **argv) {
-    cli_conn conn = {0};
-    int rc = cli_parse(argc, argv, &conn, NULL, NULL, 0, NULL);
+int cli_ping(cli_ctx *cx, int argc, char **argv) {
+    int rc = cli_parse(cx, argc, argv, NULL, NULL, 0, NULL);
     if (rc != CLI_EXIT_OK) return rc;
-    if (conn.help)
+    if (cx->help)
         return help("usage: discern ping", "Is discernd there? Prints its version and clock.\n",
                     false, false);
-    dsc_client *c = cli_connect(&conn, false, &rc);
+    dsc_client *c = cli_connect(cx, false, &rc);
     if (!c) return rc;
     dsc_client_ping_result p;
     dsc_error err;
@@ -697,10 +630,10 @@ int cli_ping(int argc, char **argv) {
     clock_gettime(CLOCK_MONOTONIC, &t1);
     double ms = (double)(t1.tv_sec - t0.tv_sec) * 1e3 + (double)(t1.tv_nsec - t0.tv_nsec) / 1e6;
     if (st != DSC_OK)
-        rc = cli_fail_status(st, &err, "ping");
-    else if (conn.json)
-        rc = cli_print_json(json_pack("{s:b,s:s,s:f,s:f}", "pong", 1, "version", p.version, "time",
-                                      p.time, "rtt_ms", ms));
+        rc = cli_fail_status(cx, st, &err);
+    else if (cx->json)
+        rc = cli_print_json(cx, json_pack("{s:b,s:s,s:f,s:f}", "pong", 1, "version", p.version,
+                                          "time", p.time, "rtt_ms", ms));
     else
         printf("pong from discernd %s in %.2f ms\n", p.version, ms);
     dsc_client_free(c);

@@ -13,7 +13,8 @@
  * safe (nothing of them was written, or the method is idempotent); otherwise they
  * fail with DSC_UNREACHABLE saying the request may have been processed.
  *
- * Replies are bounded: dsc__scan measures a message before msgpack-c unpacks it,
+ * Replies are bounded: the scanner shared with the server (discern/rpc_scan.h)
+ * measures a message before msgpack-c unpacks it,
  * so a reply (or a few bytes declaring a huge array) over max_reply_bytes is
  * DSC_TOO_LARGE and allocates nothing. A timeout closes the connection: a late
  * reply must not be read as the answer to a later call.
@@ -380,11 +381,17 @@ static void on_message(dsc_client *c, const msgpack_object *o, slot *slots, size
 static xresult consume(dsc_client *c, slot *slots, size_t n, size_t *open, dsc_status *st) {
     size_t off = 0;
     xresult xr = X_DONE;
+    dsc_rpc_limits lim;
+    dsc__reply_limits(c->max_reply, &lim);
     while (off < c->rlen) {
-        long sz = dsc__scan(c->rbuf + off, c->rlen - off, c->max_reply);
-        if (sz == 0) break;
-        if (sz < 0) {
-            *st = sz == -1 ? DSC_PARSE : DSC_TOO_LARGE;
+        dsc_rpc_scanner sc;
+        dsc_rpc_scanner_reset(&sc);
+        size_t sz = 0;
+        dsc_error serr;
+        dsc_rpc_scan_result sr = dsc_rpc_scan(&sc, &lim, c->rbuf + off, c->rlen - off, &sz, &serr);
+        if (sr == DSC_RPC_NEED_MORE) break;
+        if (sr != DSC_RPC_FRAME) { /* not MessagePack (0xc1), or over a limit */
+            *st = serr.code == DSC_TOO_LARGE ? DSC_TOO_LARGE : DSC_PARSE;
             xr = X_FATAL;
             break;
         }
@@ -646,6 +653,11 @@ dsc_status dsc_client_key_revoke(dsc_client *c, const char *key_id, dsc_error *e
 dsc_status dsc_client_decisions_list(dsc_client *c, const dsc_client_decisions_request *rq,
                                      dsc_client_decisions *out, dsc_error *err) {
     return one(c, DSC_CALL_DECISIONS_LIST, rq, out, err);
+}
+
+dsc_status dsc_client_report_get(dsc_client *c, const dsc_client_report_request *rq,
+                                 dsc_client_report *out, dsc_error *err) {
+    return one(c, DSC_CALL_REPORT, rq, out, err);
 }
 
 dsc_status dsc_client_budget_list(dsc_client *c, const char *selector, dsc_client_budgets *out,

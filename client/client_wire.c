@@ -1,7 +1,8 @@
 /*
  * client_wire.c - the protocol side of libdiscern-client: one row per method that
- * packs the request's params and decodes the result map into a plain struct, and
- * the scanner that bounds what a reply may make us allocate.
+ * packs the request's params and decodes the result map into a plain struct. What a
+ * reply may make us allocate is bounded by the scanner shared with the server
+ * (core/rpc_scan.c), called from client.c.
  *
  * Encoders check required fields before anything is packed so that a bad request
  * never reaches the socket. Decoders follow docs/protocol.md: unknown keys are
@@ -80,6 +81,20 @@ static dsc_status enc_none(msgpack_packer *pk, const void *rq, const dsc__encode
     return pack_result(open_params(pk, 0), err);
 }
 
+/* The estimate inputs check and settle share: how many are sent, and packing them. */
+static size_t estimate_extras_count(int64_t cached, int64_t reasoning, const char *method) {
+    return (cached > 0) + (reasoning > 0) + (given(method) ? 1 : 0);
+}
+
+static int pack_estimate_extras(msgpack_packer *pk, int64_t cached, int64_t reasoning,
+                                const char *method) {
+    int rc = 0;
+    if (cached > 0) rc |= pack_kv_int(pk, "cached_input_tokens", cached);
+    if (reasoning > 0) rc |= pack_kv_int(pk, "reasoning_tokens", reasoning);
+    if (given(method)) rc |= pack_kv_str(pk, "method", method);
+    return rc;
+}
+
 static dsc_status check_validate(const dsc_client_check_request *q, bool keyed, dsc_error *err) {
     dsc_status st;
     if (!q) return dsc_error_set(err, DSC_BAD_REQUEST, "no check request");
@@ -87,7 +102,9 @@ static dsc_status check_validate(const dsc_client_check_request *q, bool keyed, 
         (st = need("provider", q->provider, err)) || (st = need("model", q->model, err)) ||
         (st = need("purpose", q->purpose, err)) ||
         (st = need_count("input_tokens", q->input_tokens, err)) ||
-        (st = need_count("output_tokens", q->output_tokens, err)))
+        (st = need_count("output_tokens", q->output_tokens, err)) ||
+        (st = need_count("cached_input_tokens", q->cached_input_tokens, err)) ||
+        (st = need_count("reasoning_tokens", q->reasoning_tokens, err)))
         return st;
     if (q->n_tags > 0 && !q->tags)
         return dsc_error_set(err, DSC_BAD_REQUEST, "field 'tags': %zu pairs but no array",
@@ -106,7 +123,9 @@ static dsc_status enc_check(msgpack_packer *pk, const void *rq, const dsc__encod
     const dsc_client_check_request *q = rq;
     dsc_status st = check_validate(q, ctx->keyed, err);
     if (st != DSC_OK) return st;
-    size_t n = 8 + (given(q->zone) ? 1 : 0) + (q->n_tags ? 1 : 0) + (q->ttl_s ? 1 : 0) + q->budgets;
+    size_t n = 8 + (given(q->zone) ? 1 : 0) + (q->n_tags ? 1 : 0) + (q->ttl_s ? 1 : 0) +
+               q->budgets +
+               estimate_extras_count(q->cached_input_tokens, q->reasoning_tokens, q->method);
     int rc = open_params(pk, n) | pack_subject(pk, &q->subject) |
              pack_kv_str(pk, "provider", q->provider) | pack_kv_str(pk, "model", q->model) |
              pack_kv_int(pk, "input_tokens", q->input_tokens) |
@@ -117,6 +136,7 @@ static dsc_status enc_check(msgpack_packer *pk, const void *rq, const dsc__encod
     if (given(q->zone)) rc |= pack_kv_str(pk, "zone", q->zone);
     if (q->ttl_s) rc |= pack_kv_int(pk, "ttl_s", q->ttl_s);
     if (q->budgets) rc |= pack_cstr(pk, "budgets") | msgpack_pack_true(pk);
+    rc |= pack_estimate_extras(pk, q->cached_input_tokens, q->reasoning_tokens, q->method);
     if (q->n_tags) {
         rc |= pack_cstr(pk, "tags") | msgpack_pack_map(pk, q->n_tags);
         for (size_t i = 0; i < 2 * q->n_tags; i++)
@@ -133,11 +153,14 @@ static dsc_status enc_settle(msgpack_packer *pk, const void *rq, const dsc__enco
     if (!q) return dsc_error_set(err, DSC_BAD_REQUEST, "no settle request");
     if ((st = need("reservation", q->reservation, err)) ||
         (st = need_count("input_tokens", q->input_tokens, err)) ||
-        (st = need_count("output_tokens", q->output_tokens, err)))
+        (st = need_count("output_tokens", q->output_tokens, err)) ||
+        (st = need_count("cached_input_tokens", q->cached_input_tokens, err)) ||
+        (st = need_count("reasoning_tokens", q->reasoning_tokens, err)))
         return st;
     int parts = subject_parts(&q->subject);
     size_t n = 3 + (q->latency_s > 0) + given(q->provider) + given(q->model) + given(q->zone) +
-               (parts > 0);
+               (parts > 0) +
+               estimate_extras_count(q->cached_input_tokens, q->reasoning_tokens, q->method);
     int rc = open_params(pk, n) | pack_kv_str(pk, "reservation", q->reservation) |
              pack_kv_int(pk, "input_tokens", q->input_tokens) |
              pack_kv_int(pk, "output_tokens", q->output_tokens);
@@ -146,6 +169,7 @@ static dsc_status enc_settle(msgpack_packer *pk, const void *rq, const dsc__enco
     if (given(q->model)) rc |= pack_kv_str(pk, "model", q->model);
     if (given(q->zone)) rc |= pack_kv_str(pk, "zone", q->zone);
     if (parts > 0) rc |= pack_subject(pk, &q->subject);
+    rc |= pack_estimate_extras(pk, q->cached_input_tokens, q->reasoning_tokens, q->method);
     return pack_result(rc, err);
 }
 
@@ -209,6 +233,26 @@ static dsc_status enc_decisions(msgpack_packer *pk, const void *rq, const dsc__e
     if (given(q->outcome)) rc |= pack_kv_str(pk, "outcome", q->outcome);
     if (q->limit > 0) rc |= pack_kv_int(pk, "limit", q->limit);
     if (q->after > 0) rc |= pack_kv_int(pk, "after", q->after);
+    return pack_result(rc, err);
+}
+
+static dsc_status enc_report(msgpack_packer *pk, const void *rq, const dsc__encode_ctx *ctx,
+                             dsc_error *err) {
+    (void)ctx;
+    const dsc_client_report_request *q = rq;
+    dsc_status st;
+    if (!q) return dsc_error_set(err, DSC_BAD_REQUEST, "no report request");
+    if ((st = need("by", q->by, err))) return st;
+    int parts = subject_parts(&q->subject);
+    size_t n = (size_t)(1 + (parts > 0) + given(q->period) + given(q->metric) + (q->since > 0) +
+                        (q->until > 0));
+    int rc = open_params(pk, n);
+    rc |= pack_kv_str(pk, "by", q->by);
+    if (parts > 0) rc |= pack_subject(pk, &q->subject);
+    if (given(q->period)) rc |= pack_kv_str(pk, "period", q->period);
+    if (given(q->metric)) rc |= pack_kv_str(pk, "metric", q->metric);
+    if (q->since > 0) rc |= pack_kv_num(pk, "since", q->since);
+    if (q->until > 0) rc |= pack_kv_num(pk, "until", q->until);
     return pack_result(rc, err);
 }
 
@@ -774,6 +818,30 @@ static void clear_decisions(void *out) {
     dsc_client_decisions_clear(out);
 }
 
+static void decode_report_row(const msgpack_object *m, void *out) {
+    dsc_client_report_row *r = out;
+    opt_int(m, "period_start", &r->period_start);
+    opt_str(m, "group", r->group, sizeof r->group);
+    opt_num(m, "value", &r->value);
+}
+
+static dsc_status dec_report(const msgpack_object *m, void *out, dsc_error *err) {
+    dsc_client_report *r = out;
+    opt_str(m, "by", r->by, sizeof r->by);
+    opt_str(m, "period", r->period, sizeof r->period);
+    opt_str(m, "metric", r->metric, sizeof r->metric);
+    opt_str(m, "unit", r->unit, sizeof r->unit);
+    opt_int(m, "since", &r->since);
+    opt_int(m, "until", &r->until);
+    obj_bool(dsc__map_get(m, "truncated"), &r->truncated);
+    return decode_list(m, "report", "rows", sizeof *r->rows, (void **)&r->rows, &r->count,
+                       decode_report_row, err);
+}
+
+static void clear_report(void *out) {
+    dsc_client_report_clear(out);
+}
+
 static dsc_status dec_auth(const msgpack_object *m, void *out, dsc_error *err) {
     (void)out;
     bool admin = false; /* false for a key that is not an admin's: still authenticated */
@@ -818,6 +886,8 @@ static const dsc__method methods[DSC__CALL_COUNT] = {
     [DSC_CALL_KEY_REVOKE] = {"key.revoke", enc_key_revoke, dec_revoked, 0, NULL, true},
     [DSC_CALL_DECISIONS_LIST] = {"decisions.list", enc_decisions, dec_decisions,
                                  sizeof(dsc_client_decisions), clear_decisions, true},
+    [DSC_CALL_REPORT] = {"report", enc_report, dec_report, sizeof(dsc_client_report), clear_report,
+                         true},
     [DSC__CALL_AUTH] = {"auth", enc_auth, dec_auth, 0, NULL, true},
 };
 
@@ -825,74 +895,14 @@ const dsc__method *dsc__method_get(int m) {
     return m >= 0 && m < DSC__CALL_COUNT ? &methods[m] : NULL;
 }
 
-/* ------------------------------------------------------------------ scanner -- */
+/* ------------------------------------------------------------------ framing -- */
 
-/* Bytes of big-endian length at p (n = 1, 2 or 4). */
-static uint64_t be(const unsigned char *p, int n) {
-    uint64_t v = 0;
-    for (int i = 0; i < n; i++)
-        v = v << 8 | p[i];
-    return v;
-}
-
-/* The header of the object at p: how many header bytes (hdr, including any length
- * field), how many payload bytes follow (body) and how many child objects (kids).
- * -1 for 0xc1. need > 0 when the header itself is cut (need = header size). */
-static int header(const unsigned char *p, size_t avail, size_t *hdr, uint64_t *body,
-                  uint64_t *kids) {
-    unsigned b = p[0];
-    *hdr = 1, *body = 0, *kids = 0;
-    if (b <= 0x7f || b >= 0xe0 || b == 0xc0 || b == 0xc2 || b == 0xc3) return 0;
-    if (b >= 0x80 && b <= 0x8f) return *kids = 2u * (b & 0x0f), 0;
-    if (b >= 0x90 && b <= 0x9f) return *kids = b & 0x0f, 0;
-    if (b >= 0xa0 && b <= 0xbf) return *body = b & 0x1f, 0;
-    if (b == 0xc1) return -1;
-    static const signed char fixed[] = {
-        /* c4..df: length-field bytes (negative) or fixed payload bytes */
-        [0x04] = -1, [0x05] = -2, [0x06] = -4,                          /* bin 8/16/32 */
-        [0x07] = -1, [0x08] = -2, [0x09] = -4,                          /* ext 8/16/32 (+1 type) */
-        [0x0a] = 4,  [0x0b] = 8,                                        /* float 32/64 */
-        [0x0c] = 1,  [0x0d] = 2,  [0x0e] = 4,  [0x0f] = 8,              /* uint */
-        [0x10] = 1,  [0x11] = 2,  [0x12] = 4,  [0x13] = 8,              /* int */
-        [0x14] = 2,  [0x15] = 3,  [0x16] = 5,  [0x17] = 9, [0x18] = 17, /* fixext + type */
-        [0x19] = -1, [0x1a] = -2, [0x1b] = -4,                          /* str 8/16/32 */
-        [0x1c] = -2, [0x1d] = -4,                                       /* array 16/32 */
-        [0x1e] = -2, [0x1f] = -4,                                       /* map 16/32 */
-    };
-    int f = fixed[b - 0xc0];
-    if (f > 0) return *body = (uint64_t)f, 0;
-    *hdr = 1 + (size_t)-f;
-    if (avail < *hdr) return 1;
-    uint64_t n = be(p + 1, -f);
-    if (b >= 0xc7 && b <= 0xc9)
-        *body = n + 1;
-    else if (b == 0xdc || b == 0xdd)
-        *kids = n;
-    else if (b == 0xde || b == 0xdf)
-        *kids = 2 * n;
-    else
-        *body = n;
-    return 0;
-}
-
-long dsc__scan(const unsigned char *buf, size_t len, size_t limit) {
-    uint64_t pending = 1; /* objects still to read */
-    size_t pos = 0;
-    while (pending > 0) {
-        if (pos >= len) return pos >= limit ? -2 : 0;
-        size_t hdr;
-        uint64_t body, kids;
-        int h = header(buf + pos, len - pos, &hdr, &body, &kids);
-        if (h < 0) return -1;
-        if (h > 0) return pos + hdr > limit ? -2 : 0;
-        pending = pending - 1 + kids;
-        /* every pending object takes one byte at least: refuse what cannot fit */
-        if (body > limit || pos + hdr + body > limit || pending > limit - (pos + hdr + body))
-            return -2;
-        if (pos + hdr + body > len) return 0;
-        pos += hdr + (size_t)body;
-    }
-    return (long)pos;
+void dsc__reply_limits(size_t max_reply, dsc_rpc_limits *lim) {
+    lim->max_message_bytes = max_reply;
+    lim->max_depth = DSC_RPC_DEPTH_CAP;
+    lim->max_items = UINT32_MAX / 2; /* a map's 2 * count still fits the scanner's counters */
+    lim->max_objects = UINT32_MAX;
+    lim->max_string_bytes = UINT32_MAX;
 }
 
 /* ------------------------------------------------------------ result frees -- */
@@ -902,6 +912,13 @@ void dsc_client_keys_clear(dsc_client_keys *k) {
     free(k->items);
     k->items = NULL;
     k->count = 0;
+}
+
+void dsc_client_report_clear(dsc_client_report *r) {
+    if (!r) return;
+    free(r->rows);
+    r->rows = NULL;
+    r->count = 0;
 }
 
 void dsc_client_decisions_clear(dsc_client_decisions *d) {

@@ -3,7 +3,8 @@
  *
  *   client.c       handles, connecting, the pipelined send/receive loop, reconnect
  *   client_wire.c  the method table: encode each request's params, decode each
- *                  result map into its struct; the bounded message scanner
+ *                  result map into its struct
+ * Replies are framed by the scanner shared with the server (discern/rpc_scan.h).
  *
  * Not installed; nothing here is public API.
  */
@@ -11,6 +12,7 @@
 #define DISCERN_CLIENT_WIRE_H
 
 #include "discern/client.h"
+#include "discern/rpc_scan.h"
 
 #include <msgpack.h>
 #include <stdbool.h>
@@ -18,7 +20,7 @@
 #include <stdint.h>
 
 /* Internal methods after the public ones. */
-enum { DSC__CALL_AUTH = DSC_CALL_DECISIONS_LIST + 1, DSC__CALL_COUNT };
+enum { DSC__CALL_AUTH = DSC_CALL_REPORT + 1, DSC__CALL_COUNT };
 
 /* Per-call context the encoders need (the generated idempotency key). */
 typedef struct dsc__encode_ctx {
@@ -43,10 +45,9 @@ typedef struct dsc__method {
 /* The row of method m (public or DSC__CALL_AUTH); NULL when out of range. */
 const dsc__method *dsc__method_get(int m);
 
-/* Scan the first MessagePack object of buf[0..len): returns its size when complete,
- * 0 when more bytes are needed, -1 when it is not MessagePack (0xc1), -2 when it
- * is, or declares, more than limit bytes. Allocates nothing. */
-long dsc__scan(const unsigned char *buf, size_t len, size_t limit);
+/* The scanner limits for replies: max_reply bytes; depth, counts and strings only as
+ * far as the scanner can track them (a reply is trusted no further than its size). */
+void dsc__reply_limits(size_t max_reply, dsc_rpc_limits *lim);
 
 /* The string value of o copied into dst (truncated to cap-1); false when o is not a
  * str or bin. */

@@ -47,6 +47,7 @@ static void keep_request(dsc_guard_ticket *t, const dsc_client_check_request *rq
     copy(t->team, sizeof t->team, rq->subject.team);
     copy(t->user, sizeof t->user, rq->subject.user);
     copy(t->key, sizeof t->key, rq->subject.key);
+    copy(t->method, sizeof t->method, rq->method);
 }
 
 /* The wait before the next check, or a negative number when the guard stops. */
@@ -108,7 +109,10 @@ dsc_status dsc_guard_end(dsc_client *c, dsc_guard_ticket *t, const dsc_guard_usa
                                    .provider = t->provider,
                                    .model = t->model,
                                    .zone = t->zone,
-                                   .subject = {t->org, t->team, t->user, t->key}};
+                                   .subject = {t->org, t->team, t->user, t->key},
+                                   .cached_input_tokens = usage->cached_input_tokens,
+                                   .reasoning_tokens = usage->reasoning_tokens,
+                                   .method = t->method};
     return dsc_client_settle(c, &s, NULL, err);
 }
 

@@ -29,8 +29,8 @@
 #include <stdio.h>
 #include <string.h>
 
-/* Largest token count accepted: a billion tokens in one request is not a request. */
-#define TOKENS_MAX 1000000000LL
+/* Largest token count accepted (estimate.h). */
+#define TOKENS_MAX DSC_ESTIMATE_TOKENS_MAX
 /* Largest model size accepted, in billions, and largest image (a 10k x 10k canvas). */
 #define PARAMS_MAX_B 1e6
 #define IMAGE_PIXELS_MAX 100000000LL

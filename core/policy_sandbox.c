@@ -40,6 +40,8 @@ static void *capped_alloc(void *ud, void *ptr, size_t osize, size_t nsize) {
     }
     if (nsize > old && sb->used - old + nsize > sb->cap) return NULL;
     void *p = realloc(ptr, nsize);
+    /* Lua assumes a shrinking block never fails: keep the old, larger one. */
+    if (!p && ptr && nsize <= old) return ptr;
     if (p) sb->used = sb->used - old + nsize;
     return p;
 }

@@ -78,6 +78,8 @@ bool dsc_duration_parse(const char *text, int64_t *us) {
         return false;
     }
     if (p[1] != '\0') return false;
+    /* 100 000 w would overflow µs; period arithmetic on now + span must not either. */
+    if (n > DSC_DURATION_MAX_S / unit) return false;
     *us = n * unit * US_PER_S;
     return true;
 }

@@ -51,6 +51,7 @@ typedef struct dsc_server_config {
     char durability[16];                /* "full", "batch", "off" */
     char policies[DSC_CONFIG_STR_MAX];  /* policy folder */
     char data[DSC_CONFIG_STR_MAX];      /* catalogue folder; "" = the installed one */
+    char www[DSC_CONFIG_STR_MAX];       /* the console's files; "" = the installed ones */
     char admin_token[DSC_CONFIG_STR_MAX];
     char port_file[DSC_CONFIG_STR_MAX]; /* where to write the bound ports; "" = none */
     char timezone[32];                  /* calendar windows */

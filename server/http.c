@@ -6,20 +6,23 @@
  *   GET /v1/budgets   {"budgets":[{selector, metric, window, limit, unit}]}; with
  *                     ?org=&team=&user=&key= the budgets of that subject with their
  *                     used/held/remaining instead. Needs `Authorization: Bearer <key
- *                     token or admin token>` (unless require_auth = false) and shows
- *                     only what the key's scope covers, as budget.list / budget.get.
+ *                     token or admin token>` (unless require_auth = false): answered by
+ *                     budget.list / budget.get through the method layer (roles,
+ *                     scope, the failed-auth limiter), the result map alone.
  *
- * Read-only: nothing here changes the ledger. /metrics and /healthz are for
- * operators and take no token: bind the listener to a loopback or otherwise trusted
- * address (docs/operations.md, "Securing discernd").
+ *   POST /v1/<method> the JSON API: every method of the table (http_api.c)
+ *   GET /, /<file>    the console's files from the www folder (http_static.c)
+ *
+ * /metrics and /healthz are for operators and take no token: bind the listener to
+ * a loopback or otherwise trusted address (docs/operations.md, "Securing discernd").
  */
-#include "server_internal.h"
+#include "http.h"
+#include "methods.h"
 
 #include <arpa/inet.h>
 #include <event2/buffer.h>
 #include <event2/keyvalq_struct.h>
 #include <jansson.h>
-#include <openssl/crypto.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/queue.h>
@@ -70,132 +73,22 @@ static void on_metrics(struct evhttp_request *req, void *arg) {
     evbuffer_free(out);
 }
 
-static void reply_error(struct evhttp_request *req, int code, const char *reason,
-                        const dsc_error *err) {
-    reply_json(
-        req, code, reason,
-        json_pack("{s:s, s:s}", "code", dsc_status_wire(err->code), "message", err->message));
-}
-
-/* The scope of the request's Bearer token into sc; DSC_UNAUTHORIZED without a valid
- * one (none needed when require_auth is off: then everything). */
-static dsc_status bearer_scope(dsc_server *srv, struct evhttp_request *req, dsc__scope *sc,
-                               dsc_error *err) {
-    const char *h = evhttp_find_header(evhttp_request_get_input_headers(req), "Authorization");
-    memset(sc, 0, sizeof *sc);
-    if (!h || strncmp(h, "Bearer ", 7) != 0)
-        return srv->cfg.require_auth
-                   ? dsc_error_set(err, DSC_UNAUTHORIZED,
-                                   "needs an Authorization: Bearer <token> header")
-                   : DSC_OK;
-    const char *token = h + 7, *admin = srv->cfg.admin_token;
-    if (admin[0] && strlen(token) == strlen(admin) &&
-        CRYPTO_memcmp(token, admin, strlen(admin)) == 0)
-        return DSC_OK;
-    dsc__key_info k;
-    if (dsc__keys_auth(srv->keys, token, dsc__now_us() / 1000000, &k) != DSC_OK)
-        return dsc_error_set(err, DSC_UNAUTHORIZED, "the Bearer token is no valid key");
-    *sc = k.scope;
-    return DSC_OK;
-}
-
-static json_t *budget_definitions(dsc_server *srv, const dsc__scope *sc) {
-    json_t *list = json_array();
-    dsc_budget_info page[64];
-    for (size_t off = 0; list;) {
-        size_t got = dsc_ledger_budget_list(srv->ledger, off, page, 64, NULL);
-        for (size_t i = 0; i < got; i++)
-            if (dsc__scope_meets_selector(sc, page[i].selector))
-                json_array_append_new(
-                    list, json_pack("{s:s, s:s, s:s, s:f, s:s}", "selector", page[i].selector,
-                                    "metric", dsc_metric_name(page[i].metric), "window",
-                                    page[i].window, "limit", dsc_amount_to_api(page[i].limit),
-                                    "unit", dsc_metric_unit(page[i].metric)));
-        if (got < 64) break;
-        off += got;
-    }
-    return list;
-}
-
-static json_t *budget_states(dsc_server *srv, const dsc_subject *subject, dsc_error *err) {
-    dsc_budget_state states[64];
-    size_t n = 0;
-    if (dsc_ledger_preview(srv->ledger, subject, NULL, states, 64, &n, err) != DSC_OK) return NULL;
-    if (n > 64) n = 64;
-    json_t *list = json_array();
-    for (size_t i = 0; list && i < n; i++) {
-        const dsc_budget_state *b = &states[i];
-        json_array_append_new(
-            list,
-            json_pack("{s:s, s:s, s:s, s:s, s:f, s:f, s:f, s:f, s:I}", "selector", b->selector,
-                      "counter", b->counter, "metric", dsc_metric_name(b->metric), "window",
-                      b->window, "limit", dsc_amount_to_api(b->limit), "used",
-                      dsc_amount_to_api(b->used), "held", dsc_amount_to_api(b->held), "remaining",
-                      dsc_amount_to_api(b->remaining), "resets_at", (json_int_t)b->resets_at));
-    }
-    return list;
-}
-
+/* The budgets of the Bearer key's scope, through the method layer (http_api.c). */
 static void on_budgets(struct evhttp_request *req, void *arg) {
-    dsc_server *srv = arg;
-    struct evkeyvalq q;
-    TAILQ_INIT(&q);
-    const char *query = evhttp_uri_get_query(evhttp_request_get_evhttp_uri(req));
-    if (query && evhttp_parse_query_str(query, &q) != 0) {
-        reply_json(req, 400, "Bad Request",
-                   json_pack("{s:s, s:s}", "code", "bad_request", "message", "bad query"));
-        return;
-    }
-    dsc_error err;
-    dsc_error_clear(&err);
-    dsc__scope sc;
-    if (bearer_scope(srv, req, &sc, &err) != DSC_OK) {
-        evhttp_clear_headers(&q);
-        reply_error(req, 401, "Unauthorized", &err);
-        return;
-    }
-    dsc__subject_buf s;
-    memset(&s, 0, sizeof s);
-    const char *part[4] = {evhttp_find_header(&q, "org"), evhttp_find_header(&q, "team"),
-                           evhttp_find_header(&q, "user"), evhttp_find_header(&q, "key")};
-    char *buf[4] = {s.org, s.team, s.user, s.key};
-    static const char *const names[] = {"org", "team", "user", "key"};
-    bool by_subject = false, too_long = false, not_utf8 = false;
-    for (int i = 0; i < 4; i++)
-        if (part[i]) {
-            by_subject = true;
-            too_long |= strlen(part[i]) >= DSC_NAME_MAX;
-            /* The subject of a query, like every string a client sends, must be UTF-8. */
-            if (!not_utf8 && !dsc_rpc_utf8_valid(part[i], strlen(part[i]))) {
-                dsc_error_set(&err, DSC_BAD_REQUEST, "field '%s': not valid UTF-8", names[i]);
-                not_utf8 = true;
-            }
-            snprintf(buf[i], DSC_NAME_MAX, "%s", part[i]);
-        }
-    evhttp_clear_headers(&q);
-    if (too_long && !not_utf8) dsc_error_set(&err, DSC_BAD_REQUEST, "a subject part is too long");
-    too_long |= not_utf8;
-    if (by_subject && !too_long &&
-        dsc__scope_apply(&sc, s.org, s.team, s.user, DSC_NAME_MAX, &err) == DSC_FORBIDDEN) {
-        reply_error(req, 403, "Forbidden", &err);
-        return;
-    }
-    s.subject = (dsc_subject){s.org, s.team, s.user, s.key};
-    json_t *list = too_long     ? NULL
-                   : by_subject ? budget_states(srv, &s.subject, &err)
-                                : budget_definitions(srv, &sc);
-    if (!list) {
-        reply_error(req, 400, "Bad Request", &err);
-        return;
-    }
-    reply_json(req, 200, "OK", json_pack("{s:o}", "budgets", list));
+    dsc__http_api_budgets(arg, req);
 }
 
+/* POST /v1/<method>: the JSON API (http_api.c); any other path: the console's files
+ * (http_static.c). */
 static void on_other(struct evhttp_request *req, void *arg) {
-    (void)arg;
-    reply_json(req, 404, "Not Found",
-               json_pack("{s:s, s:s}", "code", "not_found", "message",
-                         "try /healthz, /metrics or /v1/budgets"));
+    dsc_server *srv = arg;
+    const char *path = evhttp_uri_get_path(evhttp_request_get_evhttp_uri(req));
+    if (!path) path = "/";
+    if (strncmp(path, "/v1/", 4) == 0) {
+        dsc__http_api_call(srv, req, path + 4);
+        return;
+    }
+    dsc__http_static(srv, req, path);
 }
 
 dsc_status dsc__http_start(dsc_server *srv, dsc_error *err) {
@@ -213,7 +106,12 @@ dsc_status dsc__http_start(dsc_server *srv, dsc_error *err) {
     int port = atoi(strrchr(srv->cfg.http, ':') + 1);
     srv->http = evhttp_new(srv->base);
     if (!srv->http) return dsc_error_set(err, DSC_NOMEM, "http listener");
-    evhttp_set_allowed_methods(srv->http, EVHTTP_REQ_GET | EVHTTP_REQ_HEAD);
+    if (dsc__http_api_init(srv, err) != DSC_OK || dsc__http_www_resolve(srv, err) != DSC_OK)
+        return err->code;
+    evhttp_set_allowed_methods(srv->http, EVHTTP_REQ_GET | EVHTTP_REQ_HEAD | EVHTTP_REQ_POST);
+    /* Bodies are JSON API params: bounded like a MessagePack message. */
+    evhttp_set_max_body_size(srv->http, (ev_ssize_t)srv->cfg.limits.max_message_bytes);
+    evhttp_set_max_headers_size(srv->http, 16 * 1024);
     evhttp_set_cb(srv->http, "/healthz", on_healthz, srv);
     evhttp_set_cb(srv->http, "/metrics", on_metrics, srv);
     evhttp_set_cb(srv->http, "/v1/budgets", on_budgets, srv);

@@ -16,7 +16,7 @@
  *
  *   job = dsc__job_defer(c, sizeof(my_job), finish);   in a handler (only the
  *                                                       dsc__job part is zeroed)
- *   dsc_ledger_settle_async(..., dsc__job_done, dsc__job_slot(job, 0), &err);
+ *   dsc_ledger_settle(l, &req, &out, &(dsc_done){dsc__job_done, dsc__job_slot(job, 0)}, &err);
  *
  * A call can also wait for time instead of the store (dsc__job_delay_call, used by
  * auth for the turns of authlimit.c): its params are packed into the job, a one-shot
@@ -30,7 +30,7 @@
  * costs no malloc/free pair of a block of tens of KiB. Jobs are created and freed on
  * their worker's thread only, so the cache needs no lock.
  */
-#include "server_internal.h"
+#include "conn.h"
 
 #include <stdlib.h>
 #include <string.h>
@@ -127,23 +127,28 @@ void dsc__job_done(void *ud, dsc_status st, const dsc_error *err) {
  * gone, is packed into a scratch buffer and dropped (finish still counts it). */
 static void reply(dsc__job *job) {
     dsc__conn *conn = job->conn;
-    bool deliver = conn->fd >= 0 && job->is_request;
+    bool deliver = (conn->fd >= 0 || conn->http) && job->is_request;
     msgpack_sbuffer scratch;
     msgpack_sbuffer_init(&scratch);
     if (deliver) dsc__conn_out_ready(conn);
     msgpack_sbuffer *out = deliver ? &conn->out : &scratch;
     msgpack_packer pk;
-    msgpack_packer_init(&pk, out, msgpack_sbuffer_write);
+    dsc_rpc_out o = {out, SIZE_MAX, false};
+    msgpack_packer_init(&pk, &o, dsc_rpc_out_write);
     size_t mark = out->size;
     dsc_error err;
     dsc_error_clear(&err);
     dsc_rpc_pack_result_begin(&pk, job->msgid);
     dsc_status st = job->finish(job, job->st, &job->err, &pk, &err);
+    if (st == DSC_OK && o.failed)
+        st = dsc_error_set(&err, DSC_NOMEM, "out of memory packing the reply");
     if (st != DSC_OK) {
         out->size = mark;
+        o.failed = false;
         if (err.code == DSC_OK) dsc_error_set(&err, st, "%s", dsc_status_message(st));
         atomic_fetch_add_explicit(&job->w->counters.errors, 1, memory_order_relaxed);
         dsc_rpc_pack_error(&pk, job->msgid, &err);
+        if (deliver) dsc__conn_out_check(conn, &o, mark);
     }
     msgpack_sbuffer_destroy(&scratch);
 }
@@ -218,8 +223,14 @@ static dsc_status finish_delayed(dsc__job *job, dsc_status st, const dsc_error *
         st = dsc_error_set(err, DSC_NOMEM, "out of memory replaying a delayed call");
     else if (st == DSC_OK) {
         st = dsc_rpc_decode((const uint8_t *)d->params.data, d->params.size, &zone, &params);
-        dsc__call c = {job->conn, job->w->srv, job->w, job->msgid, job->is_request, NULL, true,
-                       NULL, ""};
+        dsc__call c = {.conn = job->conn,
+                       .role = job->conn->role,
+                       .srv = job->w->srv,
+                       .w = job->w,
+                       .msgid = job->msgid,
+                       .is_request = job->is_request,
+                       .replayed = true,
+                       .key_id = ""};
         if (st == DSC_OK) st = d->fn(&c, &params, pk, err);
         msgpack_zone_destroy(&zone);
     }

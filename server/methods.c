@@ -8,7 +8,7 @@
  * returns an error, whatever it packed is discarded and an error reply is sent
  * instead, so a handler may fail at any point without corrupting the stream.
  */
-#include "server_internal.h"
+#include "conn.h"
 
 #include <stdio.h>
 #include <string.h>
@@ -32,48 +32,82 @@ typedef dsc__method_fn method_fn;
  *                    and refuses what lies outside it with `forbidden` (NULL scope:
  *                    the method is not scoped; an admin's scope is everything).
  *   M_WRITES_LEDGER  may change budgets, holds or the journal: counted in stats as
- *                    ledger_writes and logged at debug level with its outcome. */
+ *                    ledger_writes and logged at debug level with its outcome.
+ *   M_STATE          reads the catalogue or runs the policies: dispatch brings the
+ *                    worker onto the current state (dsc__worker_sync) first, once,
+ *                    so a request runs wholly on one catalogue and policy set. */
 #define ANON (1u << DSC__ROLE_NONE)
 #define READER (1u << DSC__ROLE_READER)
 #define CLIENT (1u << DSC__ROLE_CLIENT)
 #define MANAGER (1u << DSC__ROLE_MANAGER)
 #define ADMIN_ONLY 0u
-enum { M_SCOPED = 1 << 0, M_WRITES_LEDGER = 1 << 1 };
+enum { M_SCOPED = 1 << 0, M_WRITES_LEDGER = 1 << 1, M_STATE = 1 << 2 };
 
 typedef struct method {
     const char *name;
     method_fn fn;
     unsigned roles; /* besides admin */
     unsigned flags;
+    const char *const *params; /* the keys its params map may have (NULL-terminated) */
 } method;
+
+/* The params each method accepts: any other key is refused with bad_request naming
+ * it, before the handler runs (a misspelt `reserve` or `ttl_s` must not silently
+ * keep its default). docs/protocol.md lists the same keys per method. */
+#define ESTIMATE_PARAMS                                                                            \
+    "provider", "model", "input_tokens", "output_tokens", "latency_s", "zone", "method", "scope",  \
+        "carbon", "water", "modality", "cached_input_tokens", "reasoning_tokens", "images",        \
+        "image_size", "parameters_b", "active_parameters_b", "total_parameters_b"
+static const char *const no_params[] = {NULL};
+static const char *const auth_params[] = {"token", NULL};
+static const char *const estimate_params[] = {ESTIMATE_PARAMS, NULL};
+static const char *const provider_params[] = {"provider", NULL};
+static const char *const check_params[] = {ESTIMATE_PARAMS, "subject", "purpose",
+                                           "tags",          "reserve", "budgets",
+                                           "request_id",    "ttl_s",   NULL};
+static const char *const settle_params[] = {ESTIMATE_PARAMS, "reservation", "subject", NULL};
+static const char *const reservation_params[] = {"reservation", NULL};
+static const char *const subject_params[] = {"subject", NULL};
+static const char *const selector_params[] = {"selector", NULL};
+static const char *const budget_set_params[] = {"selector", "metric", "window", "limit", NULL};
+static const char *const budget_key_params[] = {"selector", "metric", "window", NULL};
+static const char *const decisions_params[] = {"subject", "since", "until", "outcome",
+                                               "after",   "limit", NULL};
+static const char *const report_params[] = {"subject", "by", "period", "metric", "since", "until", NULL};
+static const char *const key_create_params[] = {"role", "scope", "label", "expires_at", NULL};
+static const char *const scope_params[] = {"scope", NULL};
+static const char *const key_id_params[] = {"key_id", NULL};
+static const char *const grid_params[] = {"zone", "gco2e_per_kwh", "valid_until", "forecast", NULL};
 
 static dsc_status m_ping(call *c, const msgpack_object *params, msgpack_packer *pk, dsc_error *err);
 static dsc_status m_stats(call *c, const msgpack_object *params, msgpack_packer *pk,
                           dsc_error *err);
 static dsc_status m_auth(call *c, const msgpack_object *params, msgpack_packer *pk, dsc_error *err);
 
-/* The method table: the wire name, the handler, who may call it, the flags above.
+/* The method table: the wire name, the handler, who may call it, the flags above,
+ * the params it accepts.
  * docs/protocol.md documents each method's params and result. */
 static const method methods[] = {
-    {"ping", m_ping, ANON, 0},
-    {"auth", m_auth, ANON, 0},
-    {"estimate", dsc__m_estimate, ANON, 0},
-    {"models.list", dsc__m_models_list, ANON, 0},
-    {"zones.list", dsc__m_zones_list, ANON, 0},
-    {"stats", m_stats, READER | MANAGER, 0},
-    {"check", dsc__m_check, CLIENT, M_SCOPED | M_WRITES_LEDGER},
-    {"settle", dsc__m_settle, CLIENT, M_SCOPED | M_WRITES_LEDGER},
-    {"cancel", dsc__m_cancel, CLIENT, M_SCOPED | M_WRITES_LEDGER},
-    {"budget.get", dsc__m_budget_get, READER | CLIENT | MANAGER, M_SCOPED},
-    {"budget.list", dsc__m_budget_list, READER | MANAGER, M_SCOPED},
-    {"budget.set", dsc__m_budget_set, MANAGER, M_SCOPED | M_WRITES_LEDGER},
-    {"budget.delete", dsc__m_budget_delete, MANAGER, M_SCOPED | M_WRITES_LEDGER},
-    {"decisions.list", dsc__m_decisions_list, READER | MANAGER, M_SCOPED},
-    {"key.create", dsc__m_key_create, MANAGER, M_SCOPED},
-    {"key.list", dsc__m_key_list, MANAGER, M_SCOPED},
-    {"key.revoke", dsc__m_key_revoke, MANAGER, M_SCOPED},
-    {"grid.set", dsc__m_grid_set, ADMIN_ONLY, 0},
-    {"policy.reload", dsc__m_policy_reload, ADMIN_ONLY, 0},
+    {"ping", m_ping, ANON, 0, no_params},
+    {"auth", m_auth, ANON, 0, auth_params},
+    {"estimate", dsc__m_estimate, ANON, M_STATE, estimate_params},
+    {"models.list", dsc__m_models_list, ANON, M_STATE, provider_params},
+    {"zones.list", dsc__m_zones_list, ANON, M_STATE, no_params},
+    {"stats", m_stats, READER | MANAGER, M_STATE, no_params},
+    {"check", dsc__m_check, CLIENT, M_SCOPED | M_WRITES_LEDGER | M_STATE, check_params},
+    {"settle", dsc__m_settle, CLIENT, M_SCOPED | M_WRITES_LEDGER | M_STATE, settle_params},
+    {"cancel", dsc__m_cancel, CLIENT, M_SCOPED | M_WRITES_LEDGER, reservation_params},
+    {"budget.get", dsc__m_budget_get, READER | CLIENT | MANAGER, M_SCOPED, subject_params},
+    {"budget.list", dsc__m_budget_list, READER | MANAGER, M_SCOPED, selector_params},
+    {"budget.set", dsc__m_budget_set, MANAGER, M_SCOPED | M_WRITES_LEDGER, budget_set_params},
+    {"budget.delete", dsc__m_budget_delete, MANAGER, M_SCOPED | M_WRITES_LEDGER, budget_key_params},
+    {"decisions.list", dsc__m_decisions_list, READER | MANAGER, M_SCOPED, decisions_params},
+    {"report", dsc__m_report, READER | MANAGER, M_SCOPED, report_params},
+    {"key.create", dsc__m_key_create, MANAGER, M_SCOPED, key_create_params},
+    {"key.list", dsc__m_key_list, MANAGER, M_SCOPED, scope_params},
+    {"key.revoke", dsc__m_key_revoke, MANAGER, M_SCOPED, key_id_params},
+    {"grid.set", dsc__m_grid_set, ADMIN_ONLY, M_STATE, grid_params},
+    {"policy.reload", dsc__m_policy_reload, ADMIN_ONLY, 0, no_params},
 };
 
 #define N_METHODS (sizeof methods / sizeof methods[0])
@@ -83,6 +117,10 @@ static const method *find_method(const char *name, size_t len) {
         if (strlen(methods[i].name) == len && memcmp(methods[i].name, name, len) == 0)
             return &methods[i];
     return NULL;
+}
+
+bool dsc__method_exists(const char *name, size_t len) {
+    return find_method(name, len) != NULL;
 }
 
 static int pack_key(msgpack_packer *pk, const char *key) {
@@ -168,9 +206,8 @@ static dsc_status m_stats(call *c, const msgpack_object *params, msgpack_packer 
     }
     pack_key(pk, "unenforced");
     msgpack_pack_uint64(pk, SUM(srv, unenforced));
+    (void)err;
     pack_key(pk, "policy_version");
-    dsc_status st = dsc__worker_sync(c->w, err);
-    if (st != DSC_OK) return st;
     dsc_rpc_pack_cstr(pk, dsc_policy_set_version(c->w->state->policies));
     return DSC_OK;
 }
@@ -270,6 +307,24 @@ static dsc_status m_auth(call *c, const msgpack_object *params, msgpack_packer *
     return DSC_OK;
 }
 
+dsc_status dsc__conn_auth_bearer(dsc__conn *conn, const char *token, bool *limited,
+                                 dsc_error *err) {
+    dsc_server *srv = conn->w->srv;
+    int64_t wait_us = dsc__authlimit_admit(srv->authlimit, conn->auth_peer, dsc__now_us(), err);
+    *limited = wait_us != 0;
+    if (wait_us > 0)
+        return dsc_error_set(err, DSC_UNAUTHORIZED,
+                             "too many failed tokens from this address: retry in %lld ms",
+                             (long long)(wait_us / 1000 + 1));
+    if (wait_us < 0) return DSC_UNAUTHORIZED;
+    call c = {.conn = conn, .srv = srv, .w = conn->w, .key_id = ""};
+    if (auth_token(&c, token)) return DSC_OK;
+    dsc__authlimit_failed(srv->authlimit, conn->auth_peer, dsc__now_us());
+    return dsc_error_set(err, DSC_UNAUTHORIZED,
+                         "Authorization: the Bearer token is neither the admin token nor a "
+                         "valid key");
+}
+
 /* -------------------------------------------------------------------- dispatch -- */
 
 static const dsc__scope scope_all;
@@ -310,6 +365,7 @@ static dsc_status check_access(call *c, const method *m, dsc_error *err) {
     }
     c->scope = (m->flags & M_SCOPED) ? (anonymous_mode ? &scope_all : &c->conn->scope) : NULL;
     c->key_id = anonymous_mode ? "" : c->conn->key_id;
+    c->role = role;
     return DSC_OK;
 }
 
@@ -321,7 +377,11 @@ static dsc_status run(call *c, const dsc_rpc_request *req, msgpack_packer *pk, d
     }
     dsc_status st = check_access(c, m, err);
     if (st != DSC_OK) return st;
-    st = m->fn(c, req->params ? req->params : &dsc__empty_map, pk, err);
+    char where[96];
+    snprintf(where, sizeof where, "the params of '%s'", m->name);
+    st = dsc_rpc_check_keys(req->params, m->params, where, err);
+    if (st == DSC_OK && (m->flags & M_STATE)) st = dsc__worker_sync(c->w, err);
+    if (st == DSC_OK) st = m->fn(c, req->params ? req->params : &dsc__empty_map, pk, err);
     if (m->flags & M_WRITES_LEDGER) {
         atomic_fetch_add_explicit(&c->w->counters.ledger_writes, 1, memory_order_relaxed);
         dsc_log_write(&c->srv->log, DSC_LOG_DEBUG, "ledger_write", "conn=%llu method=%s code=%s",
@@ -348,19 +408,28 @@ static void adopt_job(dsc__call *c, dsc_status st, const dsc_error *err) {
 
 void dsc__dispatch(dsc__conn *conn, const dsc_rpc_request *req) {
     bool is_request = req->kind == DSC_RPC_REQUEST;
-    call c = {conn, conn->w->srv, conn->w, req->msgid, is_request, NULL, false, NULL, ""};
+    call c = {.conn = conn,
+              .srv = conn->w->srv,
+              .w = conn->w,
+              .msgid = req->msgid,
+              .is_request = is_request,
+              .key_id = ""};
     dsc__conn_out_ready(conn);
     msgpack_sbuffer *out = &conn->out;
     size_t mark = out->size;
     msgpack_packer pk;
-    msgpack_packer_init(&pk, out, msgpack_sbuffer_write);
+    dsc_rpc_out o = {out, SIZE_MAX, false};
+    msgpack_packer_init(&pk, &o, dsc_rpc_out_write);
     dsc_error err;
     dsc_error_clear(&err);
     atomic_fetch_add_explicit(&conn->w->counters.requests, 1, memory_order_relaxed);
     if (is_request) dsc_rpc_pack_result_begin(&pk, req->msgid);
     dsc_status st = run(&c, req, &pk, &err);
+    if (o.failed && st == DSC_OK && !c.deferred)
+        st = dsc_error_set(&err, DSC_NOMEM, "out of memory packing the reply");
     if (st == DSC_OK && is_request && !c.deferred) return;
     out->size = mark; /* discard a partial or deferred result, or a notification's */
+    o.failed = false;
     if (c.deferred) {
         adopt_job(&c, st, &err);
         return;
@@ -368,9 +437,10 @@ void dsc__dispatch(dsc__conn *conn, const dsc_rpc_request *req) {
     if (st == DSC_OK) return;
     if (err.code == DSC_OK) dsc_error_set(&err, st, "%s", dsc_status_message(st));
     atomic_fetch_add_explicit(&conn->w->counters.errors, 1, memory_order_relaxed);
-    if (is_request)
+    if (is_request) {
         dsc_rpc_pack_error(&pk, req->msgid, &err);
-    else
+        dsc__conn_out_check(conn, &o, mark);
+    } else
         dsc_log_write(&c.srv->log, DSC_LOG_INFO, "notification_failed", "conn=%llu code=%s",
                       (unsigned long long)conn->id, dsc_status_wire(err.code));
 }

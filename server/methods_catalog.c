@@ -2,11 +2,11 @@
  * methods_catalog.c - handlers over the catalogue, the grid and the policy set:
  * estimate, models.list, zones.list, grid.set (admin), policy.reload (admin).
  *
- * Each handler works on the worker's current state (dsc__worker_sync), so a reload
+ * Each handler works on the worker's current state (dispatch syncs it: M_STATE), so a reload
  * never changes the catalogue under a request. The estimate's params reader and the
  * packer of its method/scope/assumptions/warnings are shared with check and settle.
  */
-#include "server_internal.h"
+#include "methods.h"
 
 #include <math.h>
 #include <stdio.h>
@@ -186,7 +186,6 @@ dsc_status dsc__m_estimate(dsc__call *c, const msgpack_object *p, msgpack_packer
     dsc__estimate_args a;
     dsc_estimate est;
     dsc_status st = dsc__read_estimate_args(c, p, &a, true, err);
-    if (st == DSC_OK) st = dsc__worker_sync(c->w, err);
     if (st == DSC_OK) st = dsc_estimate_compute(c->w->state->catalog, &a.in, &est, err);
     if (st != DSC_OK) return st;
     msgpack_pack_map(pk, 4 + DSC__ESTIMATE_CONTEXT_KEYS);
@@ -214,7 +213,6 @@ dsc_status dsc__m_models_list(dsc__call *c, const msgpack_object *p, msgpack_pac
                               dsc_error *err) {
     char provider[DSC_POLICY_NAME_MAX];
     dsc_status st = dsc_rpc_get_str(p, "provider", false, provider, sizeof provider, err);
-    if (st == DSC_OK) st = dsc__worker_sync(c->w, err);
     if (st != DSC_OK) return st;
     const dsc_catalog *cat = c->w->state->catalog;
     const dsc_model *models;
@@ -243,8 +241,7 @@ dsc_status dsc__m_models_list(dsc__call *c, const msgpack_object *p, msgpack_pac
 dsc_status dsc__m_zones_list(dsc__call *c, const msgpack_object *p, msgpack_packer *pk,
                              dsc_error *err) {
     (void)p;
-    dsc_status st = dsc__worker_sync(c->w, err);
-    if (st != DSC_OK) return st;
+    (void)err;
     const dsc_catalog *cat = c->w->state->catalog;
     int64_t now = dsc__now_us() / 1000000;
     size_t n = dsc_catalog_zone_count(cat);
@@ -271,12 +268,14 @@ dsc_status dsc__m_zones_list(dsc__call *c, const msgpack_object *p, msgpack_pack
 /* One point {from, gco2e_per_kwh} of grid.set's forecast; errors name its index. */
 static dsc_status read_point(const msgpack_object *o, uint32_t i, dsc_grid_point *pt,
                              dsc_error *err) {
+    static const char *const keys[] = {"from", "gco2e_per_kwh", NULL};
     dsc_status st = DSC_OK;
     double v = 0;
     if (o->type != MSGPACK_OBJECT_MAP)
         return dsc_error_set(err, DSC_BAD_REQUEST, "field 'forecast[%u]': expected a map, got %s",
                              i, dsc_rpc_type_name(o));
-    if ((st = dsc_rpc_get_int(o, "from", true, 0, INT64_MAX / 2, &pt->at, err)) ||
+    if ((st = dsc_rpc_check_keys(o, keys, "a forecast point", err)) ||
+        (st = dsc_rpc_get_int(o, "from", true, 0, INT64_MAX / 2, &pt->at, err)) ||
         (st = dsc_rpc_get_num(o, "gco2e_per_kwh", true, 0, 100000, &v, err))) {
         char msg[DSC_ERROR_MESSAGE_MAX];
         snprintf(msg, sizeof msg, "%s", err->message);
@@ -310,7 +309,7 @@ dsc_status dsc__m_grid_set(dsc__call *c, const msgpack_object *p, msgpack_packer
     if ((st = dsc_rpc_get_str(p, "zone", true, zone, sizeof zone, err)) ||
         (st = dsc_rpc_get_num(p, "gco2e_per_kwh", true, 0, 100000, &value, err)) ||
         (st = dsc_rpc_get_int(p, "valid_until", true, INT64_MIN, INT64_MAX, &until, err)) ||
-        (st = read_forecast(p, pts, &n_pts, err)) || (st = dsc__worker_sync(c->w, err)))
+        (st = read_forecast(p, pts, &n_pts, err)))
         return st;
     const dsc_zone *z = dsc_catalog_zone(c->w->state->catalog, zone);
     if (!z) return dsc_error_set(err, DSC_UNKNOWN_ZONE, "field 'zone': unknown zone '%s'", zone);
@@ -342,6 +341,7 @@ dsc_status dsc__m_policy_reload(dsc__call *c, const msgpack_object *p, msgpack_p
                                 dsc_error *err) {
     (void)p;
     dsc_status st = dsc__server_reload(c->srv, err);
+    /* The one handler that changes the state: it moves onto what it loaded. */
     if (st == DSC_OK) st = dsc__worker_sync(c->w, err);
     if (st != DSC_OK) return st;
     const dsc_policy_set *set = c->w->state->policies;

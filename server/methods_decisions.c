@@ -8,7 +8,7 @@
  * the `after` of the following page. A memory-only server journals nothing, so it
  * answers store_unavailable.
  */
-#include "server_internal.h"
+#include "methods.h"
 
 #include <jansson.h>
 #include <sqlite3.h>
@@ -208,7 +208,7 @@ static dsc_status pack_rows(sqlite3_stmt *st, const list_args *a, msgpack_packer
         res = dsc_error_set(err, DSC_STORE_UNAVAILABLE, "decision journal: %s", sqlite3_errstr(rc));
     if (res == DSC_OK) {
         msgpack_pack_array(pk, (size_t)n);
-        msgpack_sbuffer_write(pk->data, rows.data, rows.size);
+        pk->callback(pk->data, rows.data, rows.size); /* through the reply buffer */
     }
     msgpack_sbuffer_destroy(&rows);
     return res;

@@ -5,7 +5,7 @@
  * never an admin key, and never creates one wider than itself. Tokens leave the
  * server once, in key.create's reply; key.list shows neither tokens nor hashes.
  */
-#include "server_internal.h"
+#include "methods.h"
 
 #include <stdint.h>
 #include <stdio.h>
@@ -14,7 +14,7 @@
 #define LIST_PAGE 64
 
 static bool is_admin(const dsc__call *c) {
-    return c->conn->role == DSC__ROLE_ADMIN;
+    return c->role == DSC__ROLE_ADMIN;
 }
 
 /* Whether the caller may manage a key of role and scope. */

@@ -7,7 +7,7 @@
  * store unavailable, failure_mode decides: "closed" answers store_unavailable (and
  * releases a hold already taken), "open" lets an allow through flagged unenforced.
  */
-#include "server_internal.h"
+#include "methods.h"
 
 #include <inttypes.h>
 #include <stdio.h>
@@ -83,7 +83,9 @@ dsc_status dsc__read_subject(const msgpack_object *p, bool required, const dsc__
     const msgpack_object *m;
     memset(s, 0, sizeof *s);
     bool fills = scope && !dsc__scope_is_all(scope);
+    static const char *const parts[] = {"org", "team", "user", "key", NULL};
     dsc_status st = dsc_rpc_get_map(p, "subject", required && !fills, &m, err);
+    if (st == DSC_OK) st = dsc_rpc_check_keys(m, parts, "subject", err);
     if (st != DSC_OK) return st;
     if (m && ((st = dsc_rpc_get_str(m, "org", false, s->org, FIELD_MAX, err)) ||
               (st = dsc_rpc_get_str(m, "team", false, s->team, FIELD_MAX, err)) ||
@@ -472,8 +474,7 @@ static void audit(dsc__call *c, check_job *j) {
 static dsc_status run_check(dsc__call *c, check_job *j, dsc_error *err) {
     check_args *a = &j->a;
     check_out *o = &j->o;
-    dsc_status st = dsc__worker_sync(c->w, err);
-    if (st == DSC_OK) st = dsc_estimate_compute(c->w->state->catalog, &a->est.in, &o->est, err);
+    dsc_status st = dsc_estimate_compute(c->w->state->catalog, &a->est.in, &o->est, err);
     if (st != DSC_OK) return st;
     const dsc_price *price = request_price(c, &a->est);
     dsc_amounts_from_estimate(
@@ -575,7 +576,7 @@ static dsc_status finish_check(dsc__job *job, dsc_status st, const dsc_error *st
 dsc_status dsc__m_check(dsc__call *c, const msgpack_object *p, msgpack_packer *pk, dsc_error *err) {
     (void)pk;
     check_job *j = (check_job *)dsc__job_defer(c, sizeof *j, finish_check);
-    if (!j) return dsc_error_set(err, DSC_INTERNAL, "out of memory for a check");
+    if (!j) return dsc_error_set(err, DSC_NOMEM, "out of memory for a check");
     memset(&j->a, 0, sizeof j->a);
     j->o.n_states = 0;
     j->o.reservation[0] = j->o.decision_id[0] = '\0';
@@ -614,7 +615,7 @@ static void subject_from_hold(subject_buf *s, const dsc_hold_info *h) {
 /* A hold belongs to the key that took it: the ledger refuses another key's settle or
  * cancel (an admin's excepted), also of a hold it recalls from the store. */
 static const char *caller_key(const dsc__call *c) {
-    return c->conn->role == DSC__ROLE_ADMIN ? NULL : c->key_id;
+    return c->role == DSC__ROLE_ADMIN ? NULL : c->key_id;
 }
 
 /* What the reservation was for comes from the ledger, which keeps every hold (and
@@ -692,8 +693,10 @@ static dsc_status finish_settle(dsc__job *job, dsc_status st, const dsc_error *s
     dsc_rpc_pack_cstr(pk, j->a.reservation);
     dsc__pack_key(pk, "settled");
     dsc_rpc_pack_cstr(pk, settle_kind_name(j->out.kind));
+    /* a repeated settle charged nothing: its reply must not claim the caller's amounts */
+    static const dsc_amounts nothing;
     dsc__pack_key(pk, "charged");
-    pack_amounts(pk, &j->actual);
+    pack_amounts(pk, j->out.kind == DSC_SETTLE_REPEATED ? &nothing : &j->actual);
     dsc__pack_key(pk, "estimate");
     dsc__pack_impacts(pk, &j->est.total);
     dsc__pack_estimate_context(pk, &j->est);
@@ -705,10 +708,9 @@ dsc_status dsc__m_settle(dsc__call *c, const msgpack_object *p, msgpack_packer *
                          dsc_error *err) {
     (void)pk;
     settle_job *j = (settle_job *)dsc__job_defer(c, sizeof *j, finish_settle);
-    if (!j) return dsc_error_set(err, DSC_INTERNAL, "out of memory for a settle");
+    if (!j) return dsc_error_set(err, DSC_NOMEM, "out of memory for a settle");
     memset((char *)j + sizeof j->job, 0, sizeof *j - sizeof j->job);
     dsc_status st = read_settle_args(c, p, &j->a, err);
-    if (st == DSC_OK) st = dsc__worker_sync(c->w, err);
     if (st == DSC_OK) st = dsc_estimate_compute(c->w->state->catalog, &j->a.est.in, &j->est, err);
     if (st != DSC_OK) return st;
     dsc_amounts_from_estimate(&j->est, j->a.est.in.input_tokens, j->a.est.in.output_tokens,
@@ -752,7 +754,7 @@ dsc_status dsc__m_cancel(dsc__call *c, const msgpack_object *p, msgpack_packer *
                          dsc_error *err) {
     (void)pk;
     cancel_job *j = (cancel_job *)dsc__job_defer(c, sizeof *j, finish_cancel);
-    if (!j) return dsc_error_set(err, DSC_INTERNAL, "out of memory for a cancel");
+    if (!j) return dsc_error_set(err, DSC_NOMEM, "out of memory for a cancel");
     j->id[0] = '\0';
     dsc_status st = dsc_rpc_get_str(p, "reservation", true, j->id, sizeof j->id, err);
     if (st == DSC_OK)
@@ -904,7 +906,7 @@ static budget_job *budget_job_new(dsc__call *c, const msgpack_object *p, dsc__jo
                                   dsc_status *st, dsc_error *err) {
     budget_job *j = (budget_job *)dsc__job_defer(c, sizeof *j, finish);
     if (!j) {
-        *st = dsc_error_set(err, DSC_INTERNAL, "out of memory for a budget change");
+        *st = dsc_error_set(err, DSC_NOMEM, "out of memory for a budget change");
         return NULL;
     }
     snprintf(j->by, sizeof j->by, "%s", c->key_id[0] ? c->key_id : "anonymous");

@@ -66,7 +66,7 @@ void dsc__count_decision(dsc__worker *w, dsc_policy_outcome outcome, const char 
     add(&c->latency[b], 1);
     add(&c->latency_sum_us, (uint64_t)(latency_us > 0 ? latency_us : 0));
     const char *klass = w->vm ? dsc_policy_vm_purpose_class(w->vm, purpose) : "unknown";
-    count_label(w, false, outcome, policy[0] ? policy : "none", klass);
+    count_label(w, false, outcome, policy, klass); /* "" when none decided, as in replies */
 }
 
 void dsc__count_shadow(dsc__worker *w, const char *policy, dsc_policy_outcome outcome) {

@@ -220,6 +220,13 @@ static bool on_request(child *ch, int fd, const msgpack_object *req) {
         send_all(fd, bomb, sizeof bomb);
         return true;
     }
+    case FAKE_DEEP: {
+        unsigned char deep[101];
+        memset(deep, 0x91, 100);
+        deep[100] = 0xc0;
+        send_all(fd, deep, sizeof deep);
+        return true;
+    }
     case FAKE_GARBAGE: {
         static const unsigned char junk[] = {0xc1, 0xc1, 0xc1};
         send_all(fd, junk, sizeof junk);

@@ -26,6 +26,7 @@ typedef enum fake_mode {
     FAKE_HUGE_STRING, /* answers with a 2 MiB string */
     FAKE_BOMB,        /* answers with 5 bytes declaring an array of 2^32-1 elements */
     FAKE_GARBAGE,     /* answers with the reserved byte 0xc1 */
+    FAKE_DEEP,        /* answers with 100 nested one-element arrays around a nil */
     FAKE_SCRIPT,      /* answers ping, check (scripted), settle and cancel */
 } fake_mode;
 

@@ -80,10 +80,11 @@ Test(cli_policy, a_policy_that_does_not_compile_is_named_with_its_line) {
     put("p.lua", "return {\n  decide = function(req, ctx)\n    return allow(\n  end }\n");
     run_result r = RUN("policy", "test", dir);
     cr_assert_eq(r.code, 1);
-    cr_assert(strstr(r.err, "discern: p.lua:4:"), "%s", r.err);
+    cr_assert(strstr(r.err, "discern: policy test: p.lua:4:"), "%s", r.err);
+    cr_assert(strstr(r.err, "(policy_error)\n"), "%s", r.err);
     r = RUN("policy", "check", dir);
     cr_assert_eq(r.code, 1);
-    cr_assert(strstr(r.err, "discern: p.lua:4:"), "%s", r.err);
+    cr_assert(strstr(r.err, "discern: policy check: p.lua:4:"), "%s", r.err);
 }
 
 Test(cli_policy, check_passes_the_shipped_policies) {

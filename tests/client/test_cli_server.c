@@ -155,7 +155,7 @@ Test(cli_server, a_wrong_admin_token_is_refused_before_the_admin_call) {
     run_free(&r);
     r = RUN(addr, "ping", "--admin-token", "x");
     cr_assert_eq(r.code, 2);
-    run_has(r.err, "--admin-token is for admin commands only");
+    run_has(r.err, "discern: ping: option --admin-token is not used by this command (bad_request)");
     run_free(&r);
     th_server_cleanup(&s);
 }
@@ -337,8 +337,15 @@ Test(cli_server, check_on_a_real_server_allows_throttles_refuses_and_names_unkno
     ok(RUN(addr, "budget", "set", "--selector", "user:ana", "--metric", "requests", "--window",
            "rate:1/2s", "--limit", "1", ADMIN),
        "created user:ana requests rate:1/2s limit 1 requests");
-    ok(RUN(addr, "check", REQ), "allow: ");
+    /* an allow with a suggestion reads as an allow, then the suggestion and its reason */
     run_result r = RUN(addr, "check", REQ);
+    cr_assert_eq(r.code, 0, "%s", r.err);
+    cr_assert(strncmp(r.out, "allow, with a suggestion [policy right-size ", 44) == 0, "%s", r.out);
+    run_has(r.out, "\nsuggestion: openai/gpt-4.1-nano-2025-04-14 (gpt-4.1-nano-2025-04-14 would "
+                   "need ");
+    cr_assert(!strstr(r.out, "allow: "), "%s", r.out);
+    run_free(&r);
+    r = RUN(addr, "check", REQ);
     cr_assert_eq(r.code, 10, "%s%s", r.out, r.err);
     run_has(r.out, "throttle: rate budget");
     run_has(r.out, "retry after");
@@ -392,6 +399,11 @@ Test(cli_server, settle_and_cancel_on_a_real_server) {
     r = RUN(addr, "settle", "--reservation", res, "--output-tokens", "20", "--json");
     cr_assert_eq(r.code, 0, "%s", r.err);
     run_has(r.out, "\"settled\": \"repeated\"");
+    run_has(r.out, "\"tokens\": 0.0");
+    run_free(&r);
+    r = RUN(addr, "settle", "--reservation", res, "--output-tokens", "20");
+    cr_assert_eq(r.code, 0, "%s", r.err);
+    run_has(r.out, "(repeated): already settled, nothing more charged");
     run_free(&r);
     reserve(addr, res, sizeof res);
     ok(RUN(addr, "cancel", "--reservation", res), "released");
@@ -576,4 +588,315 @@ Test(cli_server, keys_are_created_used_listed_revoked_and_decisions_are_shown) {
     run_has(r.err, "--scope");
     run_free(&r);
     th_server_cleanup(&s);
+}
+
+/* ------------------------------------------------- common flags, error lines -- */
+
+Test(cli_server, common_flags_work_before_the_command_between_it_and_its_subcommand_and_after) {
+    th_server s;
+    th_server_start(&s, SHIPPED_POLICIES);
+    char addr[64];
+    snprintf(addr, sizeof addr, "127.0.0.1:%d", s.port);
+    ok(RUN(NULL, "--server", addr, "--admin-token", TH_ADMIN_TOKEN, "budget", "set", "--selector",
+           "team:*", "--metric", "gco2e", "--window", "day", "--limit", "5"),
+       "created team:* gco2e day limit 5 g");
+    ok(RUN(NULL, "budget", "--server", addr, "--json", "--admin-token", TH_ADMIN_TOKEN, "list"),
+       "\"selector\": \"team:*\"");
+    ok(RUN(NULL, "--json", "budget", "list", "--server=" TH_ADMIN_TOKEN "x", "--server", addr,
+           "--admin-token", TH_ADMIN_TOKEN),
+       "\"budgets\"");
+    ok(RUN(NULL, "--server", addr, "--json", "ping"), "\"pong\": true");
+    ok(RUN(NULL, "--json", "zones"), "\"zones\"");
+    run_result r = RUN(NULL, "--data", "/nonexistent", "ping");
+    cr_assert_eq(r.code, 2, "%s", r.err);
+    cr_assert_str_eq(r.err, "discern: ping: option --data is not used by this command "
+                            "(bad_request)\n");
+    run_free(&r);
+    r = RUN(NULL, "--server", addr, "--json", "exec", "--", "true");
+    cr_assert_eq(r.code, 2, "%s", r.err);
+    run_has(r.err, "discern: exec: option --json is not used by this command (bad_request)");
+    run_free(&r);
+    th_server_cleanup(&s);
+}
+
+/* Every error is one line "discern: <command>: <message> (<code>)" and nothing on
+ * stdout, whichever command, subcommand or layer (flags, client, server) fails. */
+Test(cli_server, every_error_line_reads_discern_command_message_code) {
+    th_server s;
+    th_server_start(&s, SHIPPED_POLICIES);
+    char addr[64], closed[64];
+    snprintf(addr, sizeof addr, "127.0.0.1:%d", s.port);
+    snprintf(closed, sizeof closed, "127.0.0.1:%d", fake_closed_port());
+    const struct {
+        const char *args[24];
+        int code;
+        const char *line;
+    } cases[] = {
+        {{"check", "--provider", "openai", NULL},
+         2,
+         "discern: check: option --model is required (bad_request)\n"},
+        {{"check", REQ, "--purpose", "", NULL},
+         2,
+         "discern: check: field 'purpose' is required (bad_request)\n"},
+        {{"estimate", "--provider", "openai", "--model", "gpt-4o", "--output-tokens", "x", NULL},
+         2,
+         "discern: estimate: option --output-tokens: 'x' is not a non-negative integer "
+         "(bad_request)\n"},
+        {{"budget", "get", "--team", "infra", "--bogus", NULL},
+         2,
+         "discern: budget get: unknown option '--bogus' (see --help) (bad_request)\n"},
+        {{"budget", "frob", NULL}, 2, "discern: budget: unknown subcommand 'frob' (bad_request)\n"},
+        {{"policy", "test", "/nonexistent-dir", NULL}, 1, "discern: policy test: "},
+        {{"settle", "--reservation", "r-none", "--output-tokens", "1", "--admin-token", "t", NULL},
+         2,
+         "discern: settle: option --admin-token is not used by this command (bad_request)\n"},
+        {{"frobnicate", NULL}, 2, "discern: unknown command 'frobnicate' (bad_request)\n"},
+    };
+    for (size_t i = 0; i < sizeof cases / sizeof cases[0]; i++) {
+        run_result r = run(addr, cases[i].args);
+        cr_assert_eq(r.code, cases[i].code, "case %zu: exit %d: %s", i, r.code, r.err);
+        cr_assert(strstr(r.err, cases[i].line), "case %zu: '%s' lacks '%s'", i, r.err,
+                  cases[i].line);
+        cr_assert_str_eq(r.out, "", "case %zu", i);
+        run_free(&r);
+    }
+    char key[72];
+    th_create_key(&s, "client", "*", key, NULL);
+    run_result r = RUN(addr, "check", REQ, "--model", "gpt-9", "--key", key);
+    cr_assert_eq(r.code, 3, "%s", r.err);
+    run_has(r.err, "discern: check: field 'model': unknown model 'gpt-9'");
+    run_has(r.err, "(unknown_model)\n");
+    run_free(&r);
+    r = RUN(closed, "budget", "list");
+    cr_assert_eq(r.code, 4, "%s", r.err);
+    run_has(r.err, "discern: budget list: cannot connect to");
+    run_has(r.err, "(unreachable)\n");
+    run_free(&r);
+    th_server_cleanup(&s);
+}
+
+/* ------------------------------------- cached and reasoning tokens, method -- */
+
+#define DREQ(user, out)                                                                            \
+    "--provider", "openai", "--model", "gpt-4o", "--output-tokens", out, "--purpose", "chat",      \
+        "--team", "infra", "--user", user, "--method", "discern"
+
+/* A number at a path of keys in the JSON that r printed. */
+static double json_at(run_result *r, const char *k1, const char *k2, const char *k3) {
+    cr_assert_eq(r->code, 0, "exit %d: %s", r->code, r->err);
+    json_t *j = json_loads(r->out, 0, NULL);
+    cr_assert_not_null(j, "%s", r->out);
+    json_t *v = json_object_get(json_object_get(j, k1), k2);
+    if (k3) v = json_object_get(v, k3);
+    cr_assert(json_is_number(v), "%s.%s.%s in %s", k1, k2, k3 ? k3 : "", r->out);
+    double x = json_number_value(v);
+    json_decref(j);
+    run_free(r);
+    return x;
+}
+
+static double check_gwp(const char *addr, const char *const *extra) {
+    const char *args[40] = {"check", DREQ("ana", "100"), "--no-reserve", "--json"};
+    size_t n = 0;
+    while (args[n])
+        n++;
+    for (size_t i = 0; extra[i]; i++)
+        args[n++] = extra[i];
+    run_result r = run(addr, args);
+    return json_at(&r, "estimate", "gwp_kgco2eq", "max");
+}
+
+Test(cli_server, check_settle_and_exec_send_cached_and_reasoning_tokens_and_the_method) {
+    th_server s;
+    char addr[64];
+    real_server(&s, addr, sizeof addr);
+    ok(RUN(addr, "budget", "set", "--selector", "user:*", "--metric", "gco2e", "--window", "month",
+           "--limit", "1000000", ADMIN),
+       NULL);
+    /* check: reasoning tokens count as output, cached input tokens at a discount */
+    double plain = check_gwp(addr, (const char *const[]){NULL});
+    double reasoning = check_gwp(addr, (const char *const[]){"--reasoning-tokens", "2000", NULL});
+    cr_assert_gt(reasoning, 2 * plain, "%g vs %g", reasoning, plain);
+    double uncached = check_gwp(addr, (const char *const[]){"--input-tokens", "50000", NULL});
+    double cached = check_gwp(
+        addr, (const char *const[]){"--input-tokens", "50000", "--cached-tokens", "40000", NULL});
+    cr_assert_lt(cached, uncached, "%g vs %g", cached, uncached);
+    run_result r = RUN(addr, "check", DREQ("ana", "1"), "--method", "nope");
+    cr_assert_eq(r.code, 2, "%s", r.err);
+    run_has(r.err, "field 'method': unknown value 'nope'");
+    run_free(&r);
+    /* settle: the actual reasoning tokens are charged */
+    double charged[2];
+    for (int i = 0; i < 2; i++) {
+        r = RUN(addr, "check", DREQ(i ? "sb" : "sa", "100"), "--json");
+        char res[128];
+        json_t *j = json_loads(r.out, 0, NULL);
+        cr_assert_not_null(j, "%s %s", r.out, r.err);
+        snprintf(res, sizeof res, "%s", json_string_value(json_object_get(j, "reservation")) ?: "");
+        json_decref(j);
+        run_free(&r);
+        r = i ? RUN(addr, "settle", "--reservation", res, "--output-tokens", "100", "--method",
+                    "discern", "--json")
+              : RUN(addr, "settle", "--reservation", res, "--output-tokens", "100", "--method",
+                    "discern", "--reasoning-tokens", "2000", "--cached-tokens", "0", "--json");
+        charged[i] = json_at(&r, "charged", "gco2e", NULL);
+    }
+    cr_assert_gt(charged[0], 2 * charged[1], "%g vs %g", charged[0], charged[1]);
+    /* exec: the usage file's reasoning tokens reach the settle, with the check's method */
+    double used[2];
+    for (int i = 0; i < 2; i++) {
+        r = RUN(addr, "exec", DREQ(i ? "eb" : "ea", "100"), "--", "sh", "-c",
+                i ? "echo output_tokens=100 > \"$DISCERN_USAGE_FILE\""
+                  : "echo output_tokens=100 reasoning_tokens=2000 cached_input_tokens=0 > "
+                    "\"$DISCERN_USAGE_FILE\"");
+        cr_assert_eq(r.code, 0, "%s", r.err);
+        cr_assert(!strstr(r.err, "ignoring"), "%s", r.err);
+        run_free(&r);
+        r = RUN(addr, "budget", "get", "--user", i ? "eb" : "ea", "--json");
+        cr_assert_eq(r.code, 0, "%s", r.err);
+        json_t *j = json_loads(r.out, 0, NULL);
+        used[i] = json_real_value(
+            json_object_get(json_array_get(json_object_get(j, "budgets"), 0), "used"));
+        json_decref(j);
+        run_free(&r);
+    }
+    cr_assert_gt(used[0], 2 * used[1], "%g vs %g", used[0], used[1]);
+    cr_assert_float_eq(used[1], charged[1], 1e-9 + charged[1] * 1e-6);
+    th_server_cleanup(&s);
+}
+
+/* ------------------------------------------------------------ counter names -- */
+
+Test(cli_server, budget_get_with_the_checks_org_shows_the_counter_the_check_holds_on) {
+    th_server s;
+    char addr[64];
+    real_server(&s, addr, sizeof addr);
+    ok(RUN(addr, "budget", "set", "--selector", "team:*", "--metric", "gco2e", "--window", "month",
+           "--limit", "50", ADMIN),
+       NULL);
+    ok(RUN(addr, "check", "--org", "acme", "--team", "infra", "--user", "ana", "--provider",
+           "openai", "--model", "gpt-4o", "--output-tokens", "800", "--purpose", "code-review"),
+       "reservation r");
+    run_result r = RUN(addr, "budget", "get", "--org", "acme", "--team", "infra", "--json");
+    cr_assert_eq(r.code, 0, "%s", r.err);
+    json_t *j = json_loads(r.out, 0, NULL);
+    json_t *b = json_array_get(json_object_get(j, "budgets"), 0);
+    cr_assert_str_eq(json_string_value(json_object_get(b, "counter")), "org:acme/team:infra");
+    cr_assert_gt(json_real_value(json_object_get(b, "held")), 0.5, "%s", r.out);
+    json_decref(j);
+    run_free(&r);
+    r = RUN(addr, "budget", "get", "--org", "acme", "--team", "infra");
+    cr_assert_eq(r.code, 0, "%s", r.err);
+    run_has(r.out, "team:* org:acme/team:infra gco2e");
+    cr_assert(!strstr(r.out, "note:"), "%s", r.out);
+    run_free(&r);
+    /* without the org: another counter, and the output says so */
+    r = RUN(addr, "budget", "get", "--team", "infra");
+    cr_assert_eq(r.code, 0, "%s", r.err);
+    run_has(r.out, "team:* team:infra");
+    run_has(r.out, "a check with --org O holds on org:O/team:infra instead");
+    run_free(&r);
+    th_server_cleanup(&s);
+}
+
+/* ------------------------------------------------ docs/client.md's example -- */
+
+/* text with what changes from run to run (reservation ids, policy versions: runs of
+ * 12 or more hex digits; "YYYY-MM-DD hh:mm:ss" times) masked, into out. */
+static void mask(const char *text, char *out, size_t cap) {
+    size_t o = 0;
+    for (const char *p = text; *p && o + 8 < cap;) {
+        size_t hex = strspn(p, "0123456789abcdef");
+        int y, mo, d, h, mi, sec, n = 0;
+        if (hex >= 12) {
+            memcpy(out + o, "<hex>", 5), o += 5, p += hex;
+        } else if (sscanf(p, "%4d-%2d-%2d %2d:%2d:%2d%n", &y, &mo, &d, &h, &mi, &sec, &n) == 6 &&
+                   n == 19) {
+            memcpy(out + o, "<time>", 6), o += 6, p += n;
+        } else {
+            do
+                out[o++] = *p++;
+            while (hex-- > 1 && o + 8 < cap);
+        }
+    }
+    out[o] = '\0';
+}
+
+/* The fenced block of docs/client.md that starts with "$ discern budget set". */
+static char *doc_example(void) {
+    FILE *f = fopen(DISCERN_SOURCE_DIR "/docs/client.md", "r");
+    cr_assert_not_null(f);
+    static char doc[256 * 1024];
+    size_t n = fread(doc, 1, sizeof doc - 1, f);
+    fclose(f);
+    doc[n] = '\0';
+    char *start = strstr(doc, "```\n$ discern budget set");
+    cr_assert_not_null(start, "docs/client.md has no tour example");
+    start += 4;
+    char *end = strstr(start, "```\n");
+    cr_assert_not_null(end);
+    *end = '\0';
+    return start;
+}
+
+/* "$ discern a 'b c' d" into args (quotes removed), NULL-terminated. */
+static void split_command(char *line, const char **args, size_t cap) {
+    size_t n = 0;
+    char *p = line + strlen("$ discern ");
+    while (*p && n + 1 < cap) {
+        while (*p == ' ')
+            p++;
+        if (!*p) break;
+        char quote = *p == '\'' ? *p++ : 0;
+        args[n++] = p;
+        p += strcspn(p, quote ? "'" : " ");
+        if (*p) *p++ = '\0';
+    }
+    args[n] = NULL;
+}
+
+Test(cli_server, the_tour_output_in_docs_client_md_is_what_the_code_prints) {
+    th_server s;
+    char addr[64];
+    real_server(&s, addr, sizeof addr);
+    char *doc = doc_example(), got[16384] = "";
+    size_t used = 0;
+    for (char *line = doc, *next; line && *line; line = next) {
+        next = strchr(line, '\n');
+        if (next) *next++ = '\0';
+        if (strncmp(line, "$ discern ", 10) != 0) continue;
+        char cmd[1024];
+        snprintf(cmd, sizeof cmd, "%s", line);
+        const char *args[40];
+        split_command(cmd, args, 40);
+        run_result r = run(addr, args);
+        cr_assert_eq(r.code, 0, "%s: exit %d %s", line, r.code, r.err);
+        used += (size_t)snprintf(got + used, sizeof got - used, "%s\n%s", line, r.out);
+        run_free(&r);
+    }
+    char want_m[16384], got_m[16384];
+    doc = doc_example();
+    mask(doc, want_m, sizeof want_m);
+    mask(got, got_m, sizeof got_m);
+    cr_assert_str_eq(got_m, want_m, "docs/client.md's example differs from the output:\n%s", got);
+    th_server_cleanup(&s);
+}
+
+Test(cli_server, the_readme_quotes_every_wildcard_selector_from_the_shell) {
+    FILE *f = fopen(DISCERN_SOURCE_DIR "/README.md", "r");
+    cr_assert_not_null(f);
+    static char text[128 * 1024];
+    size_t n = fread(text, 1, sizeof text - 1, f);
+    fclose(f);
+    text[n] = '\0';
+    int seen = 0;
+    for (const char *p = strstr(text, "--selector "); p; p = strstr(p + 1, "--selector ")) {
+        const char *v = p + strlen("--selector ");
+        size_t len = strcspn(v, " \n");
+        bool quoted = v[0] == '\'' || v[0] == '"';
+        cr_assert(quoted || !memchr(v, '*', len), "README.md: unquoted wildcard selector '%.*s'",
+                  (int)len, v);
+        seen++;
+    }
+    cr_assert_gt(seen, 0, "README.md sets no budget any more: update this test");
 }

@@ -362,6 +362,16 @@ Test(client, a_few_bytes_declaring_a_huge_array_are_too_large_without_allocating
     fake_stop(&f);
 }
 
+Test(client, a_reply_nested_deeper_than_the_scanner_tracks_is_too_large) {
+    fake_server f;
+    fake_start(&f, FAKE_DEEP, NULL);
+    dsc_client *c = client_at(f.address, 2000);
+    dsc_error err;
+    cr_assert_eq(dsc_client_ping(c, NULL, &err), DSC_TOO_LARGE, "%s", err.message);
+    dsc_client_free(c);
+    fake_stop(&f);
+}
+
 Test(client, bytes_that_are_not_msgpack_are_a_parse_error) {
     fake_server f;
     fake_start(&f, FAKE_GARBAGE, NULL);

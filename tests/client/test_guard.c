@@ -124,7 +124,7 @@ Test(guard, a_throttle_is_waited_out_when_allowed_to_wait) {
     cr_assert(t.allowed);
     cr_assert_eq(t.checks, 3);
     cr_assert_float_eq(t.waited_s, 0.3, 1e-9);
-    cr_assert_eq(dsc_guard_end(c, &t, &(dsc_guard_usage){1, 2, 0}, &err), DSC_OK, "%s",
+    cr_assert_eq(dsc_guard_end(c, &t, &(dsc_guard_usage){.input_tokens = 1, .output_tokens = 2}, &err), DSC_OK, "%s",
                  err.message);
     fake_expect_log(&f, "check code-review 800\ncheck code-review 800\ncheck code-review 800\n"
                         "settle r-1 1 2\n");
@@ -195,7 +195,7 @@ Test(guard, a_silent_server_gets_the_fallback_within_the_timeout) {
     cr_assert(t.allowed);
     cr_assert_eq(t.status, DSC_TIMEOUT);
     /* nothing to settle: end is a no-op */
-    cr_assert_eq(dsc_guard_end(c, &t, &(dsc_guard_usage){1, 1, 0}, NULL), DSC_OK);
+    cr_assert_eq(dsc_guard_end(c, &t, &(dsc_guard_usage){.input_tokens = 1, .output_tokens = 1}, NULL), DSC_OK);
     dsc_guard_ticket_clear(&t);
     dsc_client_free(c);
     fake_stop(&f);

@@ -165,3 +165,16 @@ Test(window, malformed_windows_are_refused_with_the_text) {
     w = win("rolling:7d");
     cr_assert_eq(w.span_us, 7 * 86400 * S);
 }
+
+Test(window, a_duration_too_long_to_count_in_microseconds_is_refused) {
+    dsc_window w;
+    dsc_error err;
+    int64_t us;
+    /* found by fuzz_window: 99 905 030 weeks overflowed the µs multiplication */
+    cr_assert_eq(dsc_window_parse("rate:1/99905030w", &w, &err), DSC_BAD_REQUEST);
+    cr_assert_eq(dsc_window_parse("rolling:100001d", &w, &err), DSC_BAD_REQUEST);
+    cr_assert_not(dsc_duration_parse("14286w", &us));
+    cr_assert(dsc_duration_parse("100000d", &us));
+    cr_assert_eq(us, DSC_DURATION_MAX_S * 1000000);
+    cr_assert_eq(dsc_window_parse("rolling:14285w", &w, &err), DSC_OK, "%s", err.message);
+}

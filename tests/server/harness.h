@@ -121,6 +121,13 @@ void th_write_policy(th_server *s, const char *name, const char *text);
 char *th_http_get(const th_server *s, const char *path, int *status);
 /* th_http_get with an Authorization: Bearer token header (token NULL = none). */
 char *th_http_get_auth(const th_server *s, const char *path, const char *token, int *status);
+/* Send raw bytes (a whole HTTP request) to the HTTP listener; the whole response
+ * (status line, headers, body; caller frees) and its status in *status. */
+char *th_http_raw(const th_server *s, const char *raw, size_t n, int *status);
+/* POST body (JSON text) to path as application/json with a Bearer token (NULL =
+ * none): the reply parsed as JSON (NULL when it is not; caller decrefs). */
+json_t *th_http_post(const th_server *s, const char *path, const char *token, const char *body,
+                     int *status);
 /* The first column of the first row of sql run on the server's store (-1 if none). */
 long long th_sql_int(const th_server *s, const char *sql);
 /* Sleep for ms milliseconds. */

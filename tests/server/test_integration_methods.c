@@ -413,9 +413,14 @@ Test(methods, check_then_settle_lands_in_the_journal_with_its_decision_record) {
     snprintf(sql, sizeof sql,
              "SELECT gco2e FROM charges WHERE reservation_id = '%s' AND kind = 'settle'", resv);
     cr_assert_eq(th_sql_int(&srv, sql), (long long)(charged * 1e6 + 0.5));
-    /* A repeat charges nothing more. */
+    /* A repeat charges nothing more, and its reply claims no charge. */
     r = ok(c, "settle", params, &res);
     cr_assert_str_eq(str(res, "settled"), "repeated");
+    json_t *again = json_object_get(res, "charged");
+    const char *key;
+    json_t *v;
+    cr_assert_gt(json_object_size(again), 0);
+    json_object_foreach(again, key, v) cr_assert_eq(json_number_value(v), 0, "charged.%s", key);
     json_decref(r);
     snprintf(sql, sizeof sql, "SELECT count(*) FROM charges WHERE reservation_id = '%s'", resv);
     cr_assert_eq(th_sql_int(&srv, sql), 1);
@@ -534,6 +539,73 @@ Test(methods, check_errors_name_the_field_and_charge_nothing) {
     fails(c, "check", CHECK(", \"reserve\": \"yes\""), "bad_request",
           "field 'reserve': expected a boolean");
     fails(c, "check", CHECK(", \"tags\": {\"a\": 1}"), "bad_request", "field 'tags'");
+    cr_assert_eq(th_sql_int(&srv, "SELECT count(*) FROM reservations"), 0);
+    th_client_free(c);
+}
+
+Test(methods, an_unknown_param_is_refused_naming_it_and_holds_nothing) {
+    th_client *c = th_connect_admin(&srv);
+    fails(c, "check", CHECK(", \"reserv\": false"), "bad_request",
+          "field 'reserv': unknown in the params of 'check'");
+    fails(c, "check", CHECK(", \"ttl\": 5"), "bad_request", "field 'ttl': unknown");
+    cr_assert_eq(th_sql_int(&srv, "SELECT count(*) FROM reservations"), 0);
+    fails(c, "check",
+          "{\"subject\": {\"teem\": \"infra\"}, \"provider\": \"openai\", \"model\": "
+          "\"gpt-4o\", \"output_tokens\": 1, \"purpose\": \"x\"}",
+          "bad_request", "field 'teem': unknown in subject");
+    fails(c, "estimate",
+          "{\"provider\": \"openai\", \"model\": \"gpt-4o\", \"output_tokens\": 1, \"purpose\": "
+          "\"x\"}",
+          "bad_request", "field 'purpose': unknown in the params of 'estimate'");
+    fails(c, "settle", "{\"reservation\": \"r-x\", \"output_tokens\": 1, \"charge\": true}",
+          "bad_request", "field 'charge'");
+    fails(c, "ping", "{\"verbose\": true}", "bad_request", "field 'verbose'");
+    fails(c, "budget.set",
+          "{\"selector\": \"team:x\", \"metric\": \"gco2e\", \"window\": \"day\", "
+          "\"limit\": 1, \"limt\": 2}",
+          "bad_request", "field 'limt'");
+    fails(c, "grid.set",
+          "{\"zone\": \"FRA\", \"gco2e_per_kwh\": 50, \"valid_until\": 99999999999, "
+          "\"forecast\": [{\"from\": 1, \"gco2e\": 3}]}",
+          "bad_request", "field 'gco2e': unknown in a forecast point");
+    json_t *res, *r = ok(c, "budget.list", "{}", &res);
+    cr_assert_eq(json_array_size(json_object_get(res, "budgets")), 0);
+    json_decref(r);
+    th_client_free(c);
+}
+
+Test(methods, token_counts_are_capped_at_one_billion_as_documented) {
+    th_client *c = th_connect_admin(&srv);
+    json_t *res, *r = ok(c, "estimate",
+                         "{\"provider\": \"openai\", \"model\": \"gpt-4o\", \"output_tokens\": "
+                         "1000000000}",
+                         &res);
+    json_decref(r);
+    const char *fields[] = {"output_tokens", "input_tokens", "reasoning_tokens",
+                            "cached_input_tokens"};
+    for (size_t i = 0; i < 4; i++) {
+        char params[256];
+        snprintf(params, sizeof params,
+                 "{\"provider\": \"openai\", \"model\": \"gpt-4o\", \"output_tokens\": 1, "
+                 "\"input_tokens\": 1, \"%s\": 1000000001}",
+                 fields[i]);
+        json_t *e = th_call(c, "estimate", params);
+        cr_assert_str_eq(th_error_code(e), "bad_request", "%s", fields[i]);
+        cr_assert(strstr(th_error_message(e), fields[i]), "%s", th_error_message(e));
+        cr_assert(strstr(th_error_message(e), "1000000000"), "%s", th_error_message(e));
+        json_decref(e);
+    }
+    th_client_free(c);
+}
+
+Test(methods, an_empty_required_string_is_refused_naming_the_field) {
+    th_client *c = th_connect_admin(&srv);
+    fails(c, "check",
+          "{" SUBJECT ", \"provider\": \"openai\", \"model\": \"gpt-4o\","
+          " \"output_tokens\": 1, \"purpose\": \"\"}",
+          "bad_request", "field 'purpose' is required and is empty");
+    fails(c, "estimate", "{\"provider\": \"\", \"model\": \"gpt-4o\", \"output_tokens\": 1}",
+          "bad_request", "field 'provider' is required and is empty");
     cr_assert_eq(th_sql_int(&srv, "SELECT count(*) FROM reservations"), 0);
     th_client_free(c);
 }
@@ -866,6 +938,25 @@ Test(methods, http_serves_healthz_metrics_and_budgets_json) {
     free(body);
     body = th_http_get(&srv, "/nope", &status);
     cr_assert_eq(status, 404);
+    free(body);
+}
+
+Test(methods, a_decision_no_policy_made_is_labelled_policy_empty_in_metrics_as_in_the_reply) {
+    th_write_policy(&srv, "budgets.lua",
+                    "return { name = 'quiet', decide = function(req, ctx) return nil end }\n");
+    th_client *a = admin(&srv);
+    json_t *res, *r = ok(a, "policy.reload", "{}", &res);
+    json_decref(r);
+    r = ok(a, "check", CHECK(""), &res);
+    cr_assert_str_eq(str(res, "decision"), "allow");
+    cr_assert_str_eq(str(res, "policy"), "");
+    json_decref(r);
+    th_client_free(a);
+    int status = 0;
+    char *body = th_http_get(&srv, "/metrics", &status);
+    cr_assert_eq(status, 200);
+    cr_assert(strstr(body, "discern_decisions_total{outcome=\"allow\",policy=\"\","), "%s", body);
+    cr_assert(!strstr(body, "policy=\"none\""), "%s", body);
     free(body);
 }
 

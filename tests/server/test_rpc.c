@@ -413,3 +413,31 @@ Test(rpc, a_method_name_that_is_not_utf8_is_a_bad_request_with_the_msgid) {
     msgpack_zone_free(zone);
     msgpack_sbuffer_destroy(&b.sb);
 }
+
+Test(rpc, check_keys_names_the_first_key_not_listed_and_passes_a_map_of_listed_ones) {
+    buf b;
+    buf_init(&b);
+    msgpack_pack_map(&b.pk, 3);
+    pack_str(&b.pk, "purpose");
+    pack_str(&b.pk, "");
+    pack_str(&b.pk, "reserve");
+    msgpack_pack_true(&b.pk);
+    pack_str(&b.pk, "reserv");
+    msgpack_pack_false(&b.pk);
+    msgpack_zone *zone = msgpack_zone_new(1024);
+    msgpack_object map;
+    cr_assert_eq(dsc_rpc_decode((const uint8_t *)b.sb.data, b.sb.size, zone, &map), DSC_OK);
+    dsc_error err;
+    static const char *const known[] = {"purpose", "reserve", NULL};
+    static const char *const more[] = {"purpose", "reserve", "reserv", NULL};
+    cr_assert_eq(dsc_rpc_check_keys(&map, known, "the params of 'check'", &err), DSC_BAD_REQUEST);
+    cr_assert_str_eq(err.message, "field 'reserv': unknown in the params of 'check'");
+    cr_assert_eq(dsc_rpc_check_keys(&map, more, "x", &err), DSC_OK);
+    char s[8];
+    cr_assert_eq(dsc_rpc_get_str(&map, "purpose", false, s, sizeof s, &err), DSC_OK,
+                 "an optional string may be empty");
+    cr_assert_eq(dsc_rpc_get_str(&map, "purpose", true, s, sizeof s, &err), DSC_BAD_REQUEST);
+    cr_assert_str_eq(err.message, "field 'purpose' is required and is empty");
+    msgpack_zone_free(zone);
+    msgpack_sbuffer_destroy(&b.sb);
+}

@@ -35,11 +35,15 @@
 #ifndef DISCERN_CLIENT_H
 #define DISCERN_CLIENT_H
 
+#include "discern/export.h"
+
 #include "discern/status.h"
 
 #include <stdbool.h>
 #include <stddef.h>
 #include <stdint.h>
+
+DSC_API_BEGIN
 
 #ifdef __cplusplus
 extern "C" {
@@ -122,6 +126,10 @@ typedef struct dsc_client_check_request {
     int ttl_s;              /* hold lifetime 1..86400; 0 = the server's default */
     bool budgets;           /* true: the result lists every matching budget's state
                                (the server leaves them out unless asked) */
+    /* Estimate inputs (docs/methodology.md); 0 / NULL = not sent. */
+    int64_t cached_input_tokens; /* of input_tokens, served from a prompt cache */
+    int64_t reasoning_tokens;    /* hidden reasoning tokens, counted as output */
+    const char *method;          /* "ecologits" or "discern"; NULL = the server's */
 } dsc_client_check_request;
 
 typedef struct dsc_client_check_result {
@@ -155,6 +163,9 @@ typedef struct dsc_client_settle_request {
      * long expired): what to estimate and whom to charge. NULL/empty = not sent. */
     const char *provider, *model, *zone;
     dsc_client_subject subject;
+    /* As in the check (the server does not remember its method); 0 / NULL = not sent. */
+    int64_t cached_input_tokens, reasoning_tokens;
+    const char *method;
 } dsc_client_settle_request;
 
 /* What a settle charged, one field per metric, in the metric's unit. */
@@ -404,6 +415,34 @@ dsc_status dsc_client_key_revoke(dsc_client *c, const char *key_id, dsc_error *e
 dsc_status dsc_client_decisions_list(dsc_client *c, const dsc_client_decisions_request *rq,
                                      dsc_client_decisions *out, dsc_error *err);
 
+typedef struct dsc_client_report_request {
+    const char *by;             /* "team", "user", "model" or "purpose" (required) */
+    const char *period;         /* "hour", "day", "week", "month"; NULL = day */
+    const char *metric;         /* "gco2e", "energy_wh", ...; NULL = gco2e */
+    double since, until;        /* unix seconds; 0 = the server's default (30 days) */
+    dsc_client_subject subject; /* parts NULL = all of the caller's scope */
+} dsc_client_report_request;
+
+typedef struct dsc_client_report_row {
+    int64_t period_start; /* unix seconds, UTC */
+    char group[200];
+    double value; /* in unit */
+} dsc_client_report_row;
+
+typedef struct dsc_client_report {
+    char by[16], period[16], metric[16], unit[16];
+    int64_t since, until;
+    dsc_client_report_row *rows; /* owned; release with dsc_client_report_clear */
+    size_t count;
+    bool truncated; /* the server had more rows than it sends */
+} dsc_client_report;
+
+void dsc_client_report_clear(dsc_client_report *r);
+/* Usage summed by group and period from the store's charges, inside the caller's
+ * scope (reader, manager, admin). */
+dsc_status dsc_client_report_get(dsc_client *c, const dsc_client_report_request *rq,
+                                 dsc_client_report *out, dsc_error *err);
+
 /* ---------------------------------------------------------------- pipelining -- */
 
 typedef enum dsc_client_method {
@@ -425,6 +464,7 @@ typedef enum dsc_client_method {
     DSC_CALL_KEY_LIST,       /* const char (scope) or NULL         dsc_client_keys */
     DSC_CALL_KEY_REVOKE,     /* const char (key id)                none */
     DSC_CALL_DECISIONS_LIST, /* dsc_client_decisions_request      dsc_client_decisions */
+    DSC_CALL_REPORT,         /* dsc_client_report_request         dsc_client_report */
 } dsc_client_method;
 
 /* One call of a pipeline: the caller sets method, request and result (result may
@@ -481,12 +521,14 @@ typedef struct dsc_guard_ticket {
     /* copied from the request, sent with settle so that it is charged even when the
      * server has forgotten the reservation (restart) */
     char provider[64], model[128], zone[8], org[64], team[64], user[64], key[64];
+    char method[16]; /* the check's method, so that settle estimates the same way */
 } dsc_guard_ticket;
 
 /* What the AI call really used. */
 typedef struct dsc_guard_usage {
     int64_t input_tokens, output_tokens;
-    double latency_s; /* <= 0 = not measured */
+    double latency_s;                              /* <= 0 = not measured */
+    int64_t cached_input_tokens, reasoning_tokens; /* actual; 0 = none */
 } dsc_guard_usage;
 
 /* Check rq; fills t. Returns DSC_OK when t holds a decision (the server's, or the
@@ -518,5 +560,7 @@ void dsc_guard_ticket_clear(dsc_guard_ticket *t);
 #ifdef __cplusplus
 }
 #endif
+
+DSC_API_END
 
 #endif

@@ -27,11 +27,15 @@
 #ifndef DISCERN_CATALOG_H
 #define DISCERN_CATALOG_H
 
+#include "discern/export.h"
+
 #include "discern/estimate.h"
 #include "discern/status.h"
 
 #include <stddef.h>
 #include <stdint.h>
+
+DSC_API_BEGIN
 
 /* The file names a catalogue directory holds. */
 #define DSC_CATALOG_MODELS_FILE "models.json"
@@ -230,5 +234,7 @@ char *dsc_catalog_format_suggestions(const char *const *names, size_t n, char *b
 /* Case-insensitive Levenshtein distance between a and b (each compared on its first
  * 127 bytes). */
 int dsc_catalog_edit_distance(const char *a, const char *b);
+
+DSC_API_END
 
 #endif

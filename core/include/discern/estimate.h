@@ -21,9 +21,13 @@
 #ifndef DISCERN_ESTIMATE_H
 #define DISCERN_ESTIMATE_H
 
+#include "discern/export.h"
+
 #include "discern/status.h"
 
 #include <stdint.h>
+
+DSC_API_BEGIN
 
 typedef struct dsc_catalog dsc_catalog;
 typedef struct dsc_grid dsc_grid;
@@ -59,6 +63,11 @@ typedef enum dsc_modality {
 } dsc_modality;
 
 /* Warning bits carried with an estimate (never used in the math). */
+/* The largest token count of any kind one request may state (input, output, cached,
+ * reasoning): a billion tokens is no single request. discernd takes the same cap on
+ * the wire (docs/protocol.md, "Limits"). */
+#define DSC_ESTIMATE_TOKENS_MAX 1000000000LL
+
 #define DSC_WARN_ARCH_NOT_RELEASED (1u << 0) /* "model-arch-not-released" */
 #define DSC_WARN_ARCH_MULTIMODAL (1u << 1)   /* "model-arch-multimodal" */
 #define DSC_WARN_MODEL_UNLISTED (1u << 2)    /* "model-not-in-catalogue" */
@@ -156,5 +165,7 @@ dsc_status dsc_water_parse(const char *name, dsc_water *out);
 int dsc_estimate_includes(const dsc_estimate *est, const char **names, int max);
 /* Write the warning codes of bits into names (at most max); returns how many. */
 int dsc_estimate_warning_names(unsigned bits, const char **names, int max);
+
+DSC_API_END
 
 #endif

@@ -17,9 +17,13 @@
 #ifndef DISCERN_GRID_H
 #define DISCERN_GRID_H
 
+#include "discern/export.h"
+
 #include "discern/status.h"
 
 #include <stdint.h>
+
+DSC_API_BEGIN
 
 typedef struct dsc_grid dsc_grid;
 typedef struct dsc_catalog dsc_catalog;
@@ -69,5 +73,7 @@ int dsc_grid_forecast(dsc_grid *g, const char *zone, int64_t now, dsc_grid_point
 
 /* "live", "annual" or "none". */
 const char *dsc_grid_source_name(dsc_grid_source s);
+
+DSC_API_END
 
 #endif

@@ -61,11 +61,15 @@
 #ifndef DISCERN_LEDGER_H
 #define DISCERN_LEDGER_H
 
+#include "discern/export.h"
+
 #include "discern/estimate.h"
 #include "discern/status.h"
 
 #include <stdbool.h>
 #include <stdint.h>
+
+DSC_API_BEGIN
 
 /* XX(name, wire name, API unit) */
 #define DSC_METRIC_MAP(XX)                                                                         \
@@ -385,5 +389,7 @@ typedef struct dsc_ledger_stats {
 
 /* A snapshot of the ledger's counts. */
 void dsc_ledger_stats_get(dsc_ledger *l, dsc_ledger_stats *out);
+
+DSC_API_END
 
 #endif

@@ -14,9 +14,13 @@
 #ifndef DISCERN_PATHS_H
 #define DISCERN_PATHS_H
 
+#include "discern/export.h"
+
 #include "discern/status.h"
 
 #include <stddef.h>
+
+DSC_API_BEGIN
 
 #define DSC_PATH_MAX 4096
 #define DSC_DATA_DIR_ENV "DISCERN_DATA_DIR"
@@ -28,5 +32,7 @@ dsc_status dsc_paths_data_dir(const char *flag, char *out, size_t cap, dsc_error
 
 /* Write the directory of the running executable into out. DSC_IO on failure. */
 dsc_status dsc_paths_exe_dir(char *out, size_t cap, dsc_error *err);
+
+DSC_API_END
 
 #endif

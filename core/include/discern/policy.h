@@ -21,6 +21,8 @@
 #ifndef DISCERN_POLICY_H
 #define DISCERN_POLICY_H
 
+#include "discern/export.h"
+
 #include "discern/estimate.h"
 #include "discern/grid.h"
 #include "discern/ledger.h"
@@ -29,6 +31,8 @@
 #include <stdbool.h>
 #include <stddef.h>
 #include <stdint.h>
+
+DSC_API_BEGIN
 
 typedef struct dsc_policy_set dsc_policy_set;
 typedef struct dsc_policy_vm dsc_policy_vm;
@@ -189,5 +193,7 @@ dsc_status dsc_policy_run_tests(const char *dir, const dsc_catalog *cat,
  * message". Returns the number of findings, or -1 with err when loading fails. */
 int dsc_policy_check(const char *dir, void (*on_finding)(void *ud, const char *line), void *ud,
                      dsc_error *err);
+
+DSC_API_END
 
 #endif

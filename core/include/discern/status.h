@@ -13,7 +13,11 @@
 #ifndef DISCERN_STATUS_H
 #define DISCERN_STATUS_H
 
+#include "discern/export.h"
+
 #include <stddef.h>
+
+DSC_API_BEGIN
 
 /* XX(name, value, wire code, default message) */
 #define DSC_STATUS_MAP(XX)                                                                         \
@@ -63,5 +67,7 @@ dsc_status dsc_error_set(dsc_error *err, dsc_status st, const char *fmt, ...)
     __attribute__((format(printf, 3, 4)));
 /* Reset err (may be NULL) to DSC_OK with an empty message. */
 void dsc_error_clear(dsc_error *err);
+
+DSC_API_END
 
 #endif

@@ -25,10 +25,14 @@
 #ifndef DISCERN_WINDOW_H
 #define DISCERN_WINDOW_H
 
+#include "discern/export.h"
+
 #include "discern/status.h"
 
 #include <stdbool.h>
 #include <stdint.h>
+
+DSC_API_BEGIN
 
 typedef enum dsc_window_kind {
     DSC_WINDOW_DAY,
@@ -64,7 +68,11 @@ typedef struct dsc_window_counter {
 /* Parse a window ("month", "rolling:1h", "rate:100/1m"); DSC_BAD_REQUEST naming the
  * text when it is not one. */
 dsc_status dsc_window_parse(const char *text, dsc_window *out, dsc_error *err);
-/* Parse a duration "<int><s|m|h|d|w>" into µs; false when malformed or not > 0. */
+/* The longest duration a window takes: 100 000 days (about 274 years). */
+#define DSC_DURATION_MAX_S (100000LL * 86400)
+
+/* Parse a duration "<int><s|m|h|d|w>" into µs; false when malformed, not > 0 or
+ * longer than DSC_DURATION_MAX_S. */
 bool dsc_duration_parse(const char *text, int64_t *us);
 /* Parse a timezone ("UTC", "+02:00", "-0530", "local"); NULL or "" is UTC. */
 dsc_status dsc_tz_parse(const char *text, dsc_tz *out, dsc_error *err);
@@ -96,5 +104,7 @@ int64_t dsc_window_counter_resets_at(const dsc_window_counter *c, const dsc_wind
  * and rolling windows do not refill: until resets_at (unix seconds). */
 int64_t dsc_window_wait_s(const dsc_window *w, int64_t level, int64_t request, int64_t limit,
                           int64_t resets_at, int64_t now_s);
+
+DSC_API_END
 
 #endif

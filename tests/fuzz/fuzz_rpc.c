@@ -1,19 +1,19 @@
 /*
- * fuzz_rpc.c - libFuzzer target for the MessagePack-RPC intake (server/rpc.c): the
- * input is a byte stream as a client would send it, scanned message by message with
- * small limits (so that limit paths are hit often), each complete message decoded,
- * parsed as a request, and its params read with every getter.
+ * fuzz_rpc.c - libFuzzer target for the MessagePack-RPC intake (core/rpc_scan.c and
+ * server/rpc.c): the input is a byte stream as a client would send it, scanned
+ * message by message with small limits (so that limit paths are hit often), each
+ * complete message decoded, parsed as a request, and its params read with every
+ * getter. The client's replies go through the same scanner (fuzz_reply.c).
  *
  *   cmake -S . -B build-fuzz -DCMAKE_C_COMPILER=clang -DDISCERN_FUZZ=ON
- *   cmake --build build-fuzz --target fuzz_rpc && build-fuzz/tests/fuzz_rpc -max_total_time=60
+ *   cmake --build build-fuzz --target fuzz_rpc && build-fuzz/fuzz/fuzz_rpc -max_total_time=60
  */
+#include "fuzz_util.h"
 #include "rpc.h"
 
 #include <stdint.h>
 #include <stdlib.h>
 #include <string.h>
-
-int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size);
 
 static void read_params(const msgpack_object *params) {
     char s[32];

@@ -1,0 +1,66 @@
+-- budgets.lua: refuse a request that would exceed one of its budgets, and throttle it
+-- while a rate budget is empty.
+--
+-- This is the policy most organisations start from; read it as a tutorial.
+--
+-- A policy file returns a table. `decide(req, ctx)` is called for every request and
+-- answers with allow(reason), throttle{retry_after=, reason=}, refuse(reason) or nil
+-- (no opinion). All policies run; the most restrictive answer wins.
+--
+-- ctx.budgets() lists every budget that applies to the request's subject (its org,
+-- team, user and key), each as a read-only table:
+--   selector  "team:*"         as configured
+--   counter   "team:infra"     the concrete counter this request is charged to
+--   metric    "gco2e"          energy_wh, gco2e, water_ml, pe_mj, cost, tokens, requests
+--   window    "month"          calendar (day/week/month/year), "rolling:1h", "rate:100/1m"
+--   limit, used, held, remaining, request   in the metric's unit (g, Wh, mL, ...)
+--   resets_at                 unix seconds
+--   would_exceed              used + held + request > limit
+-- The ledger computed all of this before the policies ran, so this policy only has to
+-- explain it.
+
+-- Units for the messages.
+local UNITS = {
+    energy_wh = "Wh", gco2e = "g CO2e", water_ml = "mL", pe_mj = "MJ",
+    cost = "", tokens = " tokens", requests = " requests",
+}
+
+local function amount(b, v)
+    return string.format("%.4g%s", v, UNITS[b.metric] or "")
+end
+
+-- Rate budgets ("rate:100/1m") refill over time: waiting is the answer.
+local function is_rate(b)
+    return string.sub(b.window, 1, 5) == "rate:"
+end
+
+return {
+    name = "budgets",
+    mode = "enforce",   -- "shadow" would record the answer without acting on it
+    on_error = "refuse", -- if this policy breaks, fail closed
+
+    decide = function(req, ctx)
+        local wait -- the rate budget that needs the longest wait, if any
+        for _, b in ipairs(ctx.budgets()) do
+            if b.would_exceed and not is_rate(b) then
+                -- The first exceeded budget is enough to say no; name it and say
+                -- when it resets so the user knows what to do.
+                return refuse(string.format(
+                    "budget %s (%s per %s) would be exceeded: %s used of %s, this request needs %s; resets %s",
+                    b.counter, b.metric, b.window, amount(b, b.used + b.held),
+                    amount(b, b.limit), amount(b, b.request), utc(b.resets_at)))
+            end
+            if b.would_exceed and (not wait or b.resets_at > wait.resets_at) then
+                wait = b
+            end
+        end
+        if wait then
+            return throttle{
+                retry_after = math.max(1, wait.resets_at - ctx.now()),
+                reason = string.format("rate budget %s (%s per %s) is empty until %s",
+                    wait.counter, wait.metric, wait.window, utc(wait.resets_at)),
+            }
+        end
+        return nil -- within every budget: no objection
+    end,
+}

@@ -1,0 +1,58 @@
+-- right_size.lua: point to a smaller model when it would do the job for far less.
+--
+-- When a smaller model of the same provider would cost less than a third of this
+-- request's carbon footprint, the answer carries a suggestion {provider, model}. For
+-- discretionary purposes the request is also throttled: use the smaller model now, or
+-- retry later.
+--
+-- ctx.models(provider) lists the provider's models as {name=, params_b=} (active
+-- parameters in billions, 0 when unknown), smallest first; ctx.model(name, provider)
+-- finds one. ctx.estimate is this request's footprint (ranges per metric:
+-- ctx.estimate.gco2e.max, in grams), and calling it asks "what if":
+-- ctx.estimate{model = "x"} estimates the same request on another model (nil and a
+-- message when the model is unknown).
+
+local RATIO = 1 / 3          -- suggest when the smaller model costs under this share
+local RETRY_AFTER = 300      -- seconds, for throttled discretionary requests
+
+-- The largest model that costs under RATIO of `footprint`. The footprint grows with
+-- the parameter count (energy is affine in it), so only models under RATIO of the
+-- current size can qualify: ctx.models(provider, below) also says how many models,
+-- from the start of the list, are smaller than `below`; the others are not even
+-- estimated. Policies run on every request, so cheap tests come first and what-if
+-- estimates last.
+local function smaller_model(ctx, provider, current, footprint)
+    local models, n = ctx.models(provider, current.params_b * RATIO)
+    local tried -- models of the same size cost about the same: estimate each size once
+    for i = n, 1, -1 do -- largest first: the most capable model that fits
+        local m = models[i]
+        if m.params_b > 0 and m.params_b ~= tried then
+            tried = m.params_b
+            local alt = ctx.estimate{model = m.name}
+            if alt and alt.gco2e.max < footprint * RATIO then return m, alt end
+        end
+    end
+end
+
+return {
+    name = "right-size",
+    on_error = "allow", -- advice only: a bug here must not block anyone
+
+    decide = function(req, ctx)
+        local current = ctx.model(req.model, req.provider)
+        local footprint = ctx.estimate.gco2e.max
+        if not current or current.params_b <= 0 or footprint <= 0 then return nil end
+
+        local m, alt = smaller_model(ctx, req.provider, current, footprint)
+        if not m then return nil end
+
+        local suggest = {provider = req.provider, model = m.name}
+        local why = string.format("%s would need %.3g g CO2e instead of %.3g g",
+            m.name, alt.gco2e.max, footprint)
+        if req.purpose_class == "discretionary" then
+            return throttle{retry_after = RETRY_AFTER, reason = why .. " for a discretionary purpose",
+                            suggest = suggest}
+        end
+        return allow(why, {suggest = suggest})
+    end,
+}
