@@ -291,26 +291,65 @@ static int l_whatif(lua_State *L) {
     return 1;
 }
 
-static void fill_budget(lua_State *L, int keys, int t, const dsc_budget_state *b) {
-    put_string(L, keys, t, K_SELECTOR, b->selector);
-    put_string(L, keys, t, K_COUNTER, b->counter);
-    lua_rawgeti(L, keys, K_METRIC_FIELD);
-    if ((unsigned)b->metric < DSC_METRIC_COUNT)
-        lua_rawgeti(L, keys, K_METRIC + (int)b->metric);
-    else
-        lua_pushnil(L);
-    lua_rawset(L, t);
-    put_string(L, keys, t, K_WINDOW, b->window);
-    put_number(L, keys, t, K_LIMIT, (double)b->limit / (double)DSC_MICRO);
-    put_number(L, keys, t, K_USED, (double)b->used / (double)DSC_MICRO);
-    put_number(L, keys, t, K_HELD, (double)b->held / (double)DSC_MICRO);
-    put_number(L, keys, t, K_REMAINING, (double)b->remaining / (double)DSC_MICRO);
-    put_number(L, keys, t, K_REQUEST, (double)b->request / (double)DSC_MICRO);
-    put_integer(L, keys, t, K_RESETS_AT, b->resets_at);
-    put_integer(L, keys, t, K_RETRY_AFTER, b->retry_after_s);
-    lua_rawgeti(L, keys, K_WOULD_EXCEED);
-    lua_pushboolean(L, b->would_exceed);
-    lua_rawset(L, t);
+static bool same_string(const char *a, const char *b) {
+    return strcmp(a, b) == 0;
+}
+
+/* Write into data table t the fields of b that differ from prev, the state the table
+ * holds (metric DSC__METRIC_NONE: a fresh table, write them all), then make prev b.
+ * Each field's copy is updated only after its rawset, so an error part-way leaves prev
+ * true to the table. */
+static void fill_budget(lua_State *L, int keys, int t, const dsc_budget_state *b,
+                        dsc_budget_state *prev) {
+#define CHANGED(eq) (fresh || !(eq))
+    bool fresh = prev->metric == DSC__METRIC_NONE;
+    if (CHANGED(same_string(prev->selector, b->selector))) {
+        put_string(L, keys, t, K_SELECTOR, b->selector);
+        memcpy(prev->selector, b->selector, sizeof prev->selector);
+    }
+    if (CHANGED(same_string(prev->counter, b->counter))) {
+        put_string(L, keys, t, K_COUNTER, b->counter);
+        memcpy(prev->counter, b->counter, sizeof prev->counter);
+    }
+    if (CHANGED(prev->metric == b->metric)) {
+        lua_rawgeti(L, keys, K_METRIC_FIELD);
+        if ((unsigned)b->metric < DSC_METRIC_COUNT)
+            lua_rawgeti(L, keys, K_METRIC + (int)b->metric);
+        else
+            lua_pushnil(L);
+        lua_rawset(L, t);
+        prev->metric = b->metric;
+    }
+    if (CHANGED(same_string(prev->window, b->window))) {
+        put_string(L, keys, t, K_WINDOW, b->window);
+        memcpy(prev->window, b->window, sizeof prev->window);
+    }
+#define MICRO_FIELD(f, k)                                                                          \
+    if (CHANGED(prev->f == b->f)) {                                                                \
+        put_number(L, keys, t, k, (double)b->f / (double)DSC_MICRO);                               \
+        prev->f = b->f;                                                                            \
+    }
+    MICRO_FIELD(limit, K_LIMIT)
+    MICRO_FIELD(used, K_USED)
+    MICRO_FIELD(held, K_HELD)
+    MICRO_FIELD(remaining, K_REMAINING)
+    MICRO_FIELD(request, K_REQUEST)
+#undef MICRO_FIELD
+    if (CHANGED(prev->resets_at == b->resets_at)) {
+        put_integer(L, keys, t, K_RESETS_AT, b->resets_at);
+        prev->resets_at = b->resets_at;
+    }
+    if (CHANGED(prev->retry_after_s == b->retry_after_s)) {
+        put_integer(L, keys, t, K_RETRY_AFTER, b->retry_after_s);
+        prev->retry_after_s = b->retry_after_s;
+    }
+    if (CHANGED(prev->would_exceed == b->would_exceed)) {
+        lua_rawgeti(L, keys, K_WOULD_EXCEED);
+        lua_pushboolean(L, b->would_exceed);
+        lua_rawset(L, t);
+        prev->would_exceed = b->would_exceed;
+    }
+#undef CHANGED
 }
 
 /* Make pool entry i (1-based) exist: pool[2i-1] = data table, pool[2i] = its proxy. */
@@ -320,6 +359,7 @@ static void pool_entry(lua_State *L, dsc_policy_vm *vm, int pool, int i) {
     dsc__sandbox_readonly(L, -1, "budget");
     lua_rawseti(L, pool, 2 * i);
     lua_rawseti(L, pool, 2 * i - 1);
+    vm->budget_shown_state[i - 1].metric = DSC__METRIC_NONE; /* fresh: fill every field */
     vm->budget_pool_n = i;
 }
 
@@ -336,7 +376,7 @@ static void ensure_budgets(lua_State *L, dsc_policy_vm *vm) {
     for (int i = 1; i <= n; i++) {
         pool_entry(L, vm, pool, i);
         lua_rawgeti(L, pool, 2 * i - 1);
-        fill_budget(L, keys, lua_gettop(L), &in->budgets[i - 1]);
+        fill_budget(L, keys, lua_gettop(L), &in->budgets[i - 1], &vm->budget_shown_state[i - 1]);
         lua_pop(L, 1);
         lua_rawgeti(L, pool, 2 * i);
         lua_rawseti(L, arr, i);

@@ -98,6 +98,8 @@ void dsc__purposes_build(lua_State *L, const dsc__policy_file *f, char *default_
 #define DSC__BUDGET_POOL_MAX 64
 /* What-if results reused per request; further calls in one request get fresh tables. */
 #define DSC__WHATIF_POOL_MAX 16
+/* budget_shown_state[i].metric of a fresh pool entry: its table holds no field yet */
+#define DSC__METRIC_NONE ((dsc_metric)-1)
 
 struct dsc_policy_vm {
     dsc__sandbox sb; /* first member: the extra space points at it and at the VM */
@@ -130,6 +132,9 @@ struct dsc_policy_vm {
     int current;                /* index of the policy running */
     dsc_policy_verdict scratch; /* what the running policy answered */
     dsc_policy_stats stats;
+    /* what each budget pool entry's data table holds now: a refill writes only the
+     * fields that changed since the last request */
+    dsc_budget_state budget_shown_state[DSC__BUDGET_POOL_MAX];
 };
 
 /* The VM owning L (valid only for VM states). */

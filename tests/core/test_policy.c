@@ -307,6 +307,44 @@ Test(policy, ctx_budget_finds_budgets_by_selector_counter_or_kind_and_metric) {
     dsc_policy_vm_free(vm);
 }
 
+Test(policy, ctx_budget_fields_follow_each_request_when_the_same_slot_is_refilled) {
+    put("a.lua",
+        POLICY("local b = ctx.budgets()[1]\n"
+               "  return allow(string.format('%s %s %s %s %.1f %.1f %.1f %.1f %.1f %d %d %s',"
+               " b.selector, tostring(b.counter), b.metric, b.window, b.limit, b.used,"
+               " b.held, b.remaining, b.request, b.resets_at, b.retry_after,"
+               " tostring(b.would_exceed)))"));
+    dsc_policy_vm *vm = vm_for(NULL);
+    dsc_budget_state b = budget("team:*", "team:infra", DSC_METRIC_GCO2E, 50, 10);
+    dsc_estimate e = est_g(4.0);
+    dsc_policy_input in = request(&e);
+    in.budgets = &b;
+    in.n_budgets = 1;
+    dsc_decision d;
+    cr_assert_eq(dsc_policy_vm_decide(vm, &in, &d), DSC_OK);
+    cr_assert_str_eq(d.reason,
+                     "team:* team:infra gco2e month 50.0 10.0 0.0 40.0 4.0 1769904000 0 false");
+    cr_assert_eq(dsc_policy_vm_decide(vm, &in, &d), DSC_OK); /* unchanged: the same answer */
+    cr_assert_str_eq(d.reason,
+                     "team:* team:infra gco2e month 50.0 10.0 0.0 40.0 4.0 1769904000 0 false");
+    b = budget("user:*", "", DSC_METRIC_ENERGY_WH, 60, 58); /* every field changes */
+    snprintf(b.window, sizeof b.window, "rolling:1h");
+    b.held = 1 * DSC_MICRO;
+    b.remaining = 1 * DSC_MICRO;
+    b.request = 3 * DSC_MICRO;
+    b.would_exceed = true;
+    b.resets_at = 1769900000;
+    b.retry_after_s = 120;
+    cr_assert_eq(dsc_policy_vm_decide(vm, &in, &d), DSC_OK);
+    cr_assert_str_eq(d.reason,
+                     "user:* nil energy_wh rolling:1h 60.0 58.0 1.0 1.0 3.0 1769900000 120 true");
+    b.used = 20 * DSC_MICRO; /* one field changes back */
+    cr_assert_eq(dsc_policy_vm_decide(vm, &in, &d), DSC_OK);
+    cr_assert_str_eq(d.reason,
+                     "user:* nil energy_wh rolling:1h 60.0 20.0 1.0 1.0 3.0 1769900000 120 true");
+    dsc_policy_vm_free(vm);
+}
+
 Test(policy, purposes_map_free_text_to_classes_with_a_default) {
     put("a.lua", POLICY("return allow(req.purpose_class .. ' ' .. ctx.purpose_class('Write "
                         "Marketing copy!'))"));
