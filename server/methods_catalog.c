@@ -104,6 +104,13 @@ static void pack_str_or_nil(msgpack_packer *pk, const char *s) {
         msgpack_pack_nil(pk);
 }
 
+/* The n names as an array of strings. */
+static void pack_names(msgpack_packer *pk, const char *const *names, int n) {
+    msgpack_pack_array(pk, (size_t)n);
+    for (int i = 0; i < n; i++)
+        dsc_rpc_pack_cstr(pk, names[i]);
+}
+
 static void pack_scope(msgpack_packer *pk, const dsc_estimate *est) {
     const char *names[8];
     int n = dsc_estimate_includes(est, names, 8);
@@ -115,9 +122,7 @@ static void pack_scope(msgpack_packer *pk, const dsc_estimate *est) {
     dsc__pack_key(pk, "water");
     dsc_rpc_pack_cstr(pk, dsc_water_name(est->water));
     dsc__pack_key(pk, "includes");
-    msgpack_pack_array(pk, (size_t)n);
-    for (int i = 0; i < n; i++)
-        dsc_rpc_pack_cstr(pk, names[i]);
+    pack_names(pk, names, n);
 }
 
 static void pack_assumptions(msgpack_packer *pk, const dsc_estimate *est) {
@@ -161,9 +166,7 @@ void dsc__pack_estimate_context(msgpack_packer *pk, const dsc_estimate *est) {
     dsc__pack_key(pk, "assumptions");
     pack_assumptions(pk, est);
     dsc__pack_key(pk, "warnings");
-    msgpack_pack_array(pk, (size_t)nw);
-    for (int i = 0; i < nw; i++)
-        dsc_rpc_pack_cstr(pk, warnings[i]);
+    pack_names(pk, warnings, nw);
 }
 
 dsc_status dsc__m_estimate(dsc__call *c, const msgpack_object *p, msgpack_packer *pk,
