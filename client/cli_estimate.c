@@ -149,35 +149,21 @@ static int parse_image_size(const cli_ctx *cx, const char *text, int64_t *pixels
 }
 
 /* A named choice of the discern method; USAGE naming the option and the choices. */
-static int parse_choice(const cli_ctx *cx, const char *opt, const char *text,
-                        dsc_status (*parse)(const char *, int *), int *out, const char *choices) {
+static int parse_choice(const cli_ctx *cx, const char *opt, const char *text, dsc_choice kind,
+                        int *out) {
     if (!text) return CLI_EXIT_OK;
-    if (parse(text, out) == DSC_OK) return CLI_EXIT_OK;
-    return cli_fail(cx, DSC_BAD_REQUEST, "option %s: unknown value '%s' (%s)", opt, text, choices);
+    if (dsc_estimate_choice_parse(kind, text, out) == DSC_OK) return CLI_EXIT_OK;
+    return cli_fail(cx, DSC_BAD_REQUEST, "option %s: unknown value '%s' (%s)", opt, text,
+                    dsc_estimate_choice_names(kind));
 }
-
-#define CHOICE_PARSER(fn, type, parser)                                                            \
-    static dsc_status fn(const char *name, int *out) {                                             \
-        type v;                                                                                    \
-        dsc_status st = parser(name, &v);                                                          \
-        if (st == DSC_OK) *out = (int)v;                                                           \
-        return st;                                                                                 \
-    }
-CHOICE_PARSER(choice_scope, dsc_scope, dsc_scope_parse)
-CHOICE_PARSER(choice_carbon, dsc_carbon, dsc_carbon_parse)
-CHOICE_PARSER(choice_water, dsc_water, dsc_water_parse)
-CHOICE_PARSER(choice_modality, dsc_modality, dsc_modality_parse)
 
 static int discern_choices(const cli_ctx *cx, const estimate_opts *o, dsc_estimate_input *in) {
     int scope = 0, carbon = 0, water = 0, modality = 0;
-    int rc = parse_choice(cx, "--scope", o->scope, choice_scope, &scope, "inference or lifecycle");
+    int rc = parse_choice(cx, "--scope", o->scope, DSC_CHOICE_SCOPE, &scope);
+    if (rc == CLI_EXIT_OK) rc = parse_choice(cx, "--carbon", o->carbon, DSC_CHOICE_CARBON, &carbon);
+    if (rc == CLI_EXIT_OK) rc = parse_choice(cx, "--water", o->water, DSC_CHOICE_WATER, &water);
     if (rc == CLI_EXIT_OK)
-        rc = parse_choice(cx, "--carbon", o->carbon, choice_carbon, &carbon, "location or market");
-    if (rc == CLI_EXIT_OK)
-        rc = parse_choice(cx, "--water", o->water, choice_water, &water, "onsite or total");
-    if (rc == CLI_EXIT_OK)
-        rc = parse_choice(cx, "--modality", o->modality, choice_modality, &modality,
-                          "text, embedding or image");
+        rc = parse_choice(cx, "--modality", o->modality, DSC_CHOICE_MODALITY, &modality);
     in->scope = (dsc_scope)scope;
     in->carbon = (dsc_carbon)carbon;
     in->water = (dsc_water)water;

@@ -80,80 +80,73 @@ static const method_constants ECOLOGITS_MAIN = {
     .hardware_lifetime_s = 3.0 * 365 * 24 * 3600,
 };
 
-static const char *const method_names[DSC_METHOD_COUNT] = {"ecologits", "discern"};
+const char *const dsc_method_names[DSC_METHOD_COUNT + 1] = {"ecologits", "discern", NULL};
 
 static const char *const warning_names[] = {"model-arch-not-released", "model-arch-multimodal",
                                             "model-not-in-catalogue",  "model-fallback-class",
                                             "market-factor-unknown",   "lifecycle-class-value"};
 #define WARNING_COUNT (sizeof warning_names / sizeof warning_names[0])
 
-const char *dsc_method_name(dsc_method m) {
-    return (unsigned)m < DSC_METHOD_COUNT ? method_names[m] : NULL;
-}
+static const char *const scope_names[] = {"inference", "lifecycle", NULL};
+static const char *const carbon_names[] = {"location", "market", NULL};
+static const char *const water_names[] = {"onsite", "total", NULL};
+static const char *const modality_names[] = {"text", "embedding", "image", NULL};
 
-dsc_status dsc_method_parse(const char *name, dsc_method *out) {
-    for (int m = 0; name && m < DSC_METHOD_COUNT; m++)
-        if (strcmp(name, method_names[m]) == 0) {
-            if (out) *out = (dsc_method)m;
+/* Each named choice: its NULL-terminated names (in enum order) and how an error lists them. */
+static const struct {
+    const char *const *names;
+    const char *listed;
+} choices[DSC_CHOICE_COUNT] = {
+    [DSC_CHOICE_METHOD] = {dsc_method_names, "ecologits or discern"},
+    [DSC_CHOICE_SCOPE] = {scope_names, "inference or lifecycle"},
+    [DSC_CHOICE_CARBON] = {carbon_names, "location or market"},
+    [DSC_CHOICE_WATER] = {water_names, "onsite or total"},
+    [DSC_CHOICE_MODALITY] = {modality_names, "text, embedding or image"},
+};
+
+dsc_status dsc_estimate_choice_parse(dsc_choice kind, const char *text, int *out) {
+    if ((unsigned)kind >= DSC_CHOICE_COUNT || !text) return DSC_BAD_REQUEST;
+    const char *const *names = choices[kind].names;
+    for (int i = 0; names[i]; i++)
+        if (strcmp(text, names[i]) == 0) {
+            if (out) *out = i;
             return DSC_OK;
         }
     return DSC_BAD_REQUEST;
 }
 
-static const char *const scope_names[] = {"inference", "lifecycle"};
-static const char *const carbon_names[] = {"location", "market"};
-static const char *const water_names[] = {"onsite", "total"};
-static const char *const modality_names[] = {"text", "embedding", "image"};
-
-static const char *enum_name(const char *const *names, unsigned n, unsigned v) {
-    return v < n ? names[v] : NULL;
+const char *dsc_estimate_choice_names(dsc_choice kind) {
+    return (unsigned)kind < DSC_CHOICE_COUNT ? choices[kind].listed : NULL;
 }
 
-static dsc_status enum_parse(const char *const *names, unsigned n, const char *name, int *out) {
-    for (unsigned i = 0; name && i < n; i++)
-        if (strcmp(name, names[i]) == 0) {
-            *out = (int)i;
-            return DSC_OK;
-        }
-    return DSC_BAD_REQUEST;
+const char *const *dsc_estimate_choice_list(dsc_choice kind) {
+    return (unsigned)kind < DSC_CHOICE_COUNT ? choices[kind].names : NULL;
 }
 
-const char *dsc_scope_name(dsc_scope s) {
-    return enum_name(scope_names, 2, (unsigned)s);
+static const char *choice_name(dsc_choice kind, unsigned v) {
+    const char *const *names = choices[kind].names;
+    unsigned i = 0;
+    while (names[i] && i < v)
+        i++;
+    return names[i];
 }
-const char *dsc_carbon_name(dsc_carbon c) {
-    return enum_name(carbon_names, 2, (unsigned)c);
-}
-const char *dsc_water_name(dsc_water w) {
-    return enum_name(water_names, 2, (unsigned)w);
-}
-const char *dsc_modality_name(dsc_modality m) {
-    return enum_name(modality_names, 3, (unsigned)m);
-}
-dsc_status dsc_modality_parse(const char *name, dsc_modality *out) {
-    int v = 0;
-    dsc_status st = enum_parse(modality_names, 3, name, &v);
-    if (st == DSC_OK && out) *out = (dsc_modality)v;
-    return st;
-}
-dsc_status dsc_scope_parse(const char *name, dsc_scope *out) {
-    int v = 0;
-    dsc_status st = enum_parse(scope_names, 2, name, &v);
-    if (st == DSC_OK && out) *out = (dsc_scope)v;
-    return st;
-}
-dsc_status dsc_carbon_parse(const char *name, dsc_carbon *out) {
-    int v = 0;
-    dsc_status st = enum_parse(carbon_names, 2, name, &v);
-    if (st == DSC_OK && out) *out = (dsc_carbon)v;
-    return st;
-}
-dsc_status dsc_water_parse(const char *name, dsc_water *out) {
-    int v = 0;
-    dsc_status st = enum_parse(water_names, 2, name, &v);
-    if (st == DSC_OK && out) *out = (dsc_water)v;
-    return st;
-}
+
+/* The typed parsers: one call of dsc_estimate_choice_parse each. */
+#define TYPED_CHOICE(type, kind, name_fn, parse_fn)                                                \
+    const char *name_fn(type v) {                                                                  \
+        return choice_name(kind, (unsigned)v);                                                     \
+    }                                                                                              \
+    dsc_status parse_fn(const char *name, type *out) {                                             \
+        int v = 0;                                                                                 \
+        dsc_status st = dsc_estimate_choice_parse(kind, name, &v);                                 \
+        if (st == DSC_OK && out) *out = (type)v;                                                   \
+        return st;                                                                                 \
+    }
+TYPED_CHOICE(dsc_method, DSC_CHOICE_METHOD, dsc_method_name, dsc_method_parse)
+TYPED_CHOICE(dsc_scope, DSC_CHOICE_SCOPE, dsc_scope_name, dsc_scope_parse)
+TYPED_CHOICE(dsc_carbon, DSC_CHOICE_CARBON, dsc_carbon_name, dsc_carbon_parse)
+TYPED_CHOICE(dsc_water, DSC_CHOICE_WATER, dsc_water_name, dsc_water_parse)
+TYPED_CHOICE(dsc_modality, DSC_CHOICE_MODALITY, dsc_modality_name, dsc_modality_parse)
 
 int dsc_estimate_includes(const dsc_estimate *est, const char **names, int max) {
     const char *all[8];

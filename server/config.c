@@ -58,8 +58,6 @@ typedef struct config_key {
 static const char *const level_names[] = {"debug", "info", "warn", "error", NULL};
 static const char *const mode_names[] = {"closed", "open", NULL};
 static const char *const durability_names[] = {"full", "batch", "off", NULL};
-/* In dsc_method order (DSC_METHOD_ECOLOGITS = 0, DSC_METHOD_DISCERN = 1). */
-static const char *const method_names[] = {"ecologits", "discern", NULL};
 
 #define FIELD(field) offsetof(dsc_server_config, field), sizeof(((dsc_server_config *)0)->field)
 #define STRING(name, type, field, arg, help)                                                       \
@@ -98,7 +96,7 @@ static const config_key config_keys[] = {
            "timezone of calendar windows: UTC, +02:00 or local"),
     NUM("hold_ttl_s", hold_ttl_s, 1, 86400, "SECONDS",
         "life of a check's hold when the client gives no ttl_s"),
-    ENUM("estimate_method", KEY_ENUM, estimate_method, method_names,
+    ENUM("estimate_method", KEY_ENUM, estimate_method, dsc_method_names,
          "estimation method of requests that name none: ecologits or discern"),
     ENUM("failure_mode", KEY_ENUM, failure_mode, mode_names,
          "store unavailable: closed refuses checks, open allows them unenforced"),

@@ -27,7 +27,36 @@
 #include <string.h>
 #include <sys/queue.h>
 
-static void reply_json(struct evhttp_request *req, int code, const char *reason, json_t *body) {
+static const char *http_reason(int status) {
+    switch (status) {
+    case 200:
+        return "OK";
+    case 400:
+        return "Bad Request";
+    case 401:
+        return "Unauthorized";
+    case 403:
+        return "Forbidden";
+    case 404:
+        return "Not Found";
+    case 409:
+        return "Conflict";
+    case 413:
+        return "Payload Too Large";
+    case 415:
+        return "Unsupported Media Type";
+    case 429:
+        return "Too Many Requests";
+    case 503:
+        return "Service Unavailable";
+    case 504:
+        return "Gateway Timeout";
+    default:
+        return "Internal Server Error";
+    }
+}
+
+void dsc__http_reply_json(struct evhttp_request *req, int status, json_t *body, bool api) {
     char *text = body ? json_dumps(body, JSON_COMPACT) : NULL;
     json_decref(body);
     struct evbuffer *out = evbuffer_new();
@@ -40,8 +69,13 @@ static void reply_json(struct evhttp_request *req, int code, const char *reason,
     evbuffer_add(out, text, strlen(text));
     evbuffer_add(out, "\n", 1);
     free(text);
-    evhttp_add_header(evhttp_request_get_output_headers(req), "Content-Type", "application/json");
-    evhttp_send_reply(req, code, reason, out);
+    struct evkeyvalq *h = evhttp_request_get_output_headers(req);
+    evhttp_add_header(h, "Content-Type", "application/json");
+    if (api) {
+        evhttp_add_header(h, "Cache-Control", "no-store");
+        evhttp_add_header(h, "X-Content-Type-Options", "nosniff");
+    }
+    evhttp_send_reply(req, status, http_reason(status), out);
     evbuffer_free(out);
 }
 
@@ -52,7 +86,7 @@ static void on_healthz(struct evhttp_request *req, void *arg) {
     json_t *body = json_pack(
         "{s:s, s:b, s:i, s:s}", "status", ls.store_ok ? "ok" : "store_unavailable", "store_ok",
         ls.store_ok, "connections", atomic_load(&srv->connections), "version", DISCERN_VERSION);
-    reply_json(req, ls.store_ok ? 200 : 503, ls.store_ok ? "OK" : "Service Unavailable", body);
+    dsc__http_reply_json(req, ls.store_ok ? 200 : 503, body, false);
 }
 
 static void on_metrics(struct evhttp_request *req, void *arg) {

@@ -7,6 +7,8 @@
 
 #include "server_internal.h"
 
+#include <jansson.h>
+
 /* JSON API (http_api.c). Main thread: answer POST /v1/<method>. */
 void dsc__http_api_call(dsc_server *srv, struct evhttp_request *req, const char *method);
 /* Main thread: GET /v1/budgets[?org=&team=&user=&key=], answered as budget.list (or
@@ -34,6 +36,10 @@ void dsc__worker_post_call(dsc_server *srv, dsc__http_call *call);
 dsc_status dsc__http_www_resolve(dsc_server *srv, dsc_error *err);
 /* Static files of the console (http_static.c, main thread): GET path under srv->www. */
 void dsc__http_static(dsc_server *srv, struct evhttp_request *req, const char *path);
+/* Main thread (http.c): send body (consumed; NULL = out of memory, a 500) as JSON with
+ * status and its standard reason; api adds Cache-Control: no-store and nosniff. */
+struct evhttp_request;
+void dsc__http_reply_json(struct evhttp_request *req, int status, json_t *body, bool api);
 /* Start the HTTP listener on srv->cfg.http (http.c). */
 dsc_status dsc__http_start(dsc_server *srv, dsc_error *err);
 

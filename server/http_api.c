@@ -78,56 +78,11 @@ static int http_status(dsc_status st) {
     }
 }
 
-static const char *http_reason(int status) {
-    switch (status) {
-    case 200:
-        return "OK";
-    case 400:
-        return "Bad Request";
-    case 401:
-        return "Unauthorized";
-    case 403:
-        return "Forbidden";
-    case 404:
-        return "Not Found";
-    case 409:
-        return "Conflict";
-    case 413:
-        return "Payload Too Large";
-    case 415:
-        return "Unsupported Media Type";
-    case 429:
-        return "Too Many Requests";
-    case 503:
-        return "Service Unavailable";
-    case 504:
-        return "Gateway Timeout";
-    default:
-        return "Internal Server Error";
-    }
-}
-
 /* --------------------------------------------------------------- main thread -- */
 
+/* A JSON API answer: not cached, not sniffed. */
 static void send_json(struct evhttp_request *req, int status, json_t *body) {
-    char *text = body ? json_dumps(body, JSON_COMPACT) : NULL;
-    json_decref(body);
-    struct evbuffer *out = evbuffer_new();
-    if (!out || !text) {
-        free(text);
-        if (out) evbuffer_free(out);
-        evhttp_send_error(req, 500, "out of memory");
-        return;
-    }
-    evbuffer_add(out, text, strlen(text));
-    evbuffer_add(out, "\n", 1);
-    free(text);
-    struct evkeyvalq *h = evhttp_request_get_output_headers(req);
-    evhttp_add_header(h, "Content-Type", "application/json");
-    evhttp_add_header(h, "Cache-Control", "no-store");
-    evhttp_add_header(h, "X-Content-Type-Options", "nosniff");
-    evhttp_send_reply(req, status, http_reason(status), out);
-    evbuffer_free(out);
+    dsc__http_reply_json(req, status, body, true);
 }
 
 static void send_error(struct evhttp_request *req, int status, dsc_status code,

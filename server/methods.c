@@ -73,7 +73,8 @@ static const char *const budget_set_params[] = {"selector", "metric", "window", 
 static const char *const budget_key_params[] = {"selector", "metric", "window", NULL};
 static const char *const decisions_params[] = {"subject", "since", "until", "outcome",
                                                "after",   "limit", NULL};
-static const char *const report_params[] = {"subject", "by", "period", "metric", "since", "until", NULL};
+static const char *const report_params[] = {"subject", "by",    "period", "metric",
+                                            "since",   "until", NULL};
 static const char *const key_create_params[] = {"role", "scope", "label", "expires_at", NULL};
 static const char *const scope_params[] = {"scope", NULL};
 static const char *const key_id_params[] = {"key_id", NULL};
@@ -123,25 +124,21 @@ bool dsc__method_exists(const char *name, size_t len) {
     return find_method(name, len) != NULL;
 }
 
-static int pack_key(msgpack_packer *pk, const char *key) {
-    return dsc_rpc_pack_cstr(pk, key);
-}
-
 void dsc__pack_key(msgpack_packer *pk, const char *key) {
     dsc_rpc_pack_cstr(pk, key);
 }
 
 void dsc__pack_impacts(msgpack_packer *pk, const dsc_impacts *im) {
     msgpack_pack_map(pk, 5);
-    pack_key(pk, "energy_kwh");
+    dsc__pack_key(pk, "energy_kwh");
     dsc_rpc_pack_range(pk, im->energy_kwh.min, im->energy_kwh.max);
-    pack_key(pk, "gwp_kgco2eq");
+    dsc__pack_key(pk, "gwp_kgco2eq");
     dsc_rpc_pack_range(pk, im->gwp_kgco2eq.min, im->gwp_kgco2eq.max);
-    pack_key(pk, "adpe_kgsbeq");
+    dsc__pack_key(pk, "adpe_kgsbeq");
     dsc_rpc_pack_range(pk, im->adpe_kgsbeq.min, im->adpe_kgsbeq.max);
-    pack_key(pk, "pe_mj");
+    dsc__pack_key(pk, "pe_mj");
     dsc_rpc_pack_range(pk, im->pe_mj.min, im->pe_mj.max);
-    pack_key(pk, "wcf_l");
+    dsc__pack_key(pk, "wcf_l");
     dsc_rpc_pack_range(pk, im->wcf_l.min, im->wcf_l.max);
 }
 
@@ -153,11 +150,11 @@ static dsc_status m_ping(call *c, const msgpack_object *params, msgpack_packer *
     (void)params;
     (void)err;
     msgpack_pack_map(pk, 3);
-    pack_key(pk, "pong");
+    dsc__pack_key(pk, "pong");
     msgpack_pack_true(pk);
-    pack_key(pk, "version");
+    dsc__pack_key(pk, "version");
     dsc_rpc_pack_cstr(pk, DISCERN_VERSION);
-    pack_key(pk, "time");
+    dsc__pack_key(pk, "time");
     msgpack_pack_double(pk, (double)dsc__now_us() / 1e6);
     return DSC_OK;
 }
@@ -179,35 +176,35 @@ static dsc_status m_stats(call *c, const msgpack_object *params, msgpack_packer 
     (void)params;
     dsc_server *srv = c->srv;
     msgpack_pack_map(pk, 12);
-    pack_key(pk, "version");
+    dsc__pack_key(pk, "version");
     dsc_rpc_pack_cstr(pk, DISCERN_VERSION);
-    pack_key(pk, "uptime_s");
+    dsc__pack_key(pk, "uptime_s");
     msgpack_pack_double(pk, (double)(dsc__now_us() - srv->started_us) / 1e6);
-    pack_key(pk, "workers");
+    dsc__pack_key(pk, "workers");
     msgpack_pack_int(pk, srv->n_workers);
-    pack_key(pk, "connections");
+    dsc__pack_key(pk, "connections");
     msgpack_pack_int(pk, atomic_load(&srv->connections));
-    pack_key(pk, "connections_rejected");
+    dsc__pack_key(pk, "connections_rejected");
     msgpack_pack_uint64(pk, atomic_load(&srv->rejected));
-    pack_key(pk, "requests");
+    dsc__pack_key(pk, "requests");
     msgpack_pack_uint64(pk, SUM(srv, requests));
-    pack_key(pk, "errors");
+    dsc__pack_key(pk, "errors");
     msgpack_pack_uint64(pk, SUM(srv, errors));
-    pack_key(pk, "protocol_errors");
+    dsc__pack_key(pk, "protocol_errors");
     msgpack_pack_uint64(pk, SUM(srv, protocol_errors));
-    pack_key(pk, "ledger_writes");
+    dsc__pack_key(pk, "ledger_writes");
     msgpack_pack_uint64(pk, SUM(srv, ledger_writes));
-    pack_key(pk, "decisions");
+    dsc__pack_key(pk, "decisions");
     msgpack_pack_map(pk, 3);
     for (int o = DSC_POLICY_ALLOW; o <= DSC_POLICY_REFUSE; o++) {
-        pack_key(pk, dsc_policy_outcome_name((dsc_policy_outcome)o));
+        dsc__pack_key(pk, dsc_policy_outcome_name((dsc_policy_outcome)o));
         msgpack_pack_uint64(pk, sum_counter(srv, offsetof(dsc__counters, decisions) +
                                                      (size_t)o * sizeof(atomic_uint_fast64_t)));
     }
-    pack_key(pk, "unenforced");
+    dsc__pack_key(pk, "unenforced");
     msgpack_pack_uint64(pk, SUM(srv, unenforced));
     (void)err;
-    pack_key(pk, "policy_version");
+    dsc__pack_key(pk, "policy_version");
     dsc_rpc_pack_cstr(pk, dsc_policy_set_version(c->w->state->policies));
     return DSC_OK;
 }
@@ -266,16 +263,16 @@ static void pack_identity(msgpack_packer *pk, const dsc__conn *conn) {
     char scope[DSC__SCOPE_TEXT_MAX];
     dsc__scope_format(&conn->scope, scope, sizeof scope);
     msgpack_pack_map(pk, 4);
-    pack_key(pk, "admin");
+    dsc__pack_key(pk, "admin");
     if (conn->role == DSC__ROLE_ADMIN)
         msgpack_pack_true(pk);
     else
         msgpack_pack_false(pk);
-    pack_key(pk, "role");
+    dsc__pack_key(pk, "role");
     dsc_rpc_pack_cstr(pk, dsc__role_name(conn->role));
-    pack_key(pk, "key_id");
+    dsc__pack_key(pk, "key_id");
     dsc_rpc_pack_cstr(pk, conn->key_id);
-    pack_key(pk, "scope");
+    dsc__pack_key(pk, "scope");
     dsc_rpc_pack_cstr(pk, scope);
 }
 

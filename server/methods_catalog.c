@@ -27,40 +27,25 @@ static dsc_status read_image_size(const msgpack_object *p, int64_t *pixels, dsc_
 }
 
 /* A named choice: absent leaves *out; unknown is a bad request naming the field. */
-static dsc_status read_choice(const msgpack_object *p, const char *key,
-                              dsc_status (*parse)(const char *, int *), int *out,
-                              const char *choices, dsc_error *err) {
+static dsc_status read_choice(const msgpack_object *p, const char *key, dsc_choice kind, int *out,
+                              dsc_error *err) {
     char text[32];
     dsc_status st = dsc_rpc_get_str(p, key, false, text, sizeof text, err);
     if (st != DSC_OK || !text[0]) return st;
-    if (parse(text, out) != DSC_OK)
+    if (dsc_estimate_choice_parse(kind, text, out) != DSC_OK)
         return dsc_error_set(err, DSC_BAD_REQUEST, "field '%s': unknown value '%s' (%s)", key, text,
-                             choices);
+                             dsc_estimate_choice_names(kind));
     return DSC_OK;
 }
-
-#define CHOICE_PARSER(fn, type, parser)                                                            \
-    static dsc_status fn(const char *name, int *out) {                                             \
-        type v;                                                                                    \
-        dsc_status st = parser(name, &v);                                                          \
-        if (st == DSC_OK) *out = (int)v;                                                           \
-        return st;                                                                                 \
-    }
-CHOICE_PARSER(parse_method, dsc_method, dsc_method_parse)
-CHOICE_PARSER(parse_scope, dsc_scope, dsc_scope_parse)
-CHOICE_PARSER(parse_carbon, dsc_carbon, dsc_carbon_parse)
-CHOICE_PARSER(parse_water, dsc_water, dsc_water_parse)
-CHOICE_PARSER(parse_modality, dsc_modality, dsc_modality_parse)
 
 static dsc_status read_choices(const msgpack_object *p, dsc_estimate_input *in, dsc_error *err) {
     int method = in->method, scope = 0, carbon = 0, water = 0, modality = 0;
     dsc_status st;
-    if ((st = read_choice(p, "method", parse_method, &method, "ecologits or discern", err)) ||
-        (st = read_choice(p, "scope", parse_scope, &scope, "inference or lifecycle", err)) ||
-        (st = read_choice(p, "carbon", parse_carbon, &carbon, "location or market", err)) ||
-        (st = read_choice(p, "water", parse_water, &water, "onsite or total", err)) ||
-        (st = read_choice(p, "modality", parse_modality, &modality, "text, embedding or image",
-                          err)))
+    if ((st = read_choice(p, "method", DSC_CHOICE_METHOD, &method, err)) ||
+        (st = read_choice(p, "scope", DSC_CHOICE_SCOPE, &scope, err)) ||
+        (st = read_choice(p, "carbon", DSC_CHOICE_CARBON, &carbon, err)) ||
+        (st = read_choice(p, "water", DSC_CHOICE_WATER, &water, err)) ||
+        (st = read_choice(p, "modality", DSC_CHOICE_MODALITY, &modality, err)))
         return st;
     in->method = (dsc_method)method;
     in->scope = (dsc_scope)scope;
@@ -119,6 +104,13 @@ static void pack_str_or_nil(msgpack_packer *pk, const char *s) {
         msgpack_pack_nil(pk);
 }
 
+/* The n names as an array of strings. */
+static void pack_names(msgpack_packer *pk, const char *const *names, int n) {
+    msgpack_pack_array(pk, (size_t)n);
+    for (int i = 0; i < n; i++)
+        dsc_rpc_pack_cstr(pk, names[i]);
+}
+
 static void pack_scope(msgpack_packer *pk, const dsc_estimate *est) {
     const char *names[8];
     int n = dsc_estimate_includes(est, names, 8);
@@ -130,9 +122,7 @@ static void pack_scope(msgpack_packer *pk, const dsc_estimate *est) {
     dsc__pack_key(pk, "water");
     dsc_rpc_pack_cstr(pk, dsc_water_name(est->water));
     dsc__pack_key(pk, "includes");
-    msgpack_pack_array(pk, (size_t)n);
-    for (int i = 0; i < n; i++)
-        dsc_rpc_pack_cstr(pk, names[i]);
+    pack_names(pk, names, n);
 }
 
 static void pack_assumptions(msgpack_packer *pk, const dsc_estimate *est) {
@@ -176,9 +166,7 @@ void dsc__pack_estimate_context(msgpack_packer *pk, const dsc_estimate *est) {
     dsc__pack_key(pk, "assumptions");
     pack_assumptions(pk, est);
     dsc__pack_key(pk, "warnings");
-    msgpack_pack_array(pk, (size_t)nw);
-    for (int i = 0; i < nw; i++)
-        dsc_rpc_pack_cstr(pk, warnings[i]);
+    pack_names(pk, warnings, nw);
 }
 
 dsc_status dsc__m_estimate(dsc__call *c, const msgpack_object *p, msgpack_packer *pk,

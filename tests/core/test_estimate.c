@@ -611,3 +611,33 @@ Test(estimate, scope_carbon_and_water_names_parse_and_refuse_unknown_ones) {
     cr_assert_eq(dsc_carbon_parse(NULL, &c), DSC_BAD_REQUEST);
     cr_assert_eq(dsc_method_parse("discern", NULL), DSC_OK);
 }
+
+Test(estimate, every_choice_parses_each_listed_name_to_its_index_and_names_them_in_order) {
+    for (int k = 0; k < DSC_CHOICE_COUNT; k++) {
+        const char *const *names = dsc_estimate_choice_list((dsc_choice)k);
+        cr_assert_not_null(names);
+        char listed[128] = "";
+        int n = 0;
+        while (names[n])
+            n++;
+        for (int i = 0; i < n; i++) {
+            int v = -1;
+            cr_assert_eq(dsc_estimate_choice_parse((dsc_choice)k, names[i], &v), DSC_OK);
+            cr_assert_eq(v, i);
+            const char *sep = i == 0 ? "" : i == n - 1 ? " or " : ", ";
+            strncat(listed, sep, sizeof listed - strlen(listed) - 1);
+            strncat(listed, names[i], sizeof listed - strlen(listed) - 1);
+        }
+        cr_assert_str_eq(dsc_estimate_choice_names((dsc_choice)k), listed);
+        cr_assert_eq(dsc_estimate_choice_parse((dsc_choice)k, "nonesuch", NULL), DSC_BAD_REQUEST);
+        cr_assert_eq(dsc_estimate_choice_parse((dsc_choice)k, NULL, NULL), DSC_BAD_REQUEST);
+    }
+    int v = -1;
+    cr_assert_eq(dsc_estimate_choice_parse(DSC_CHOICE_MODALITY, "image", &v), DSC_OK);
+    cr_assert_eq(v, DSC_MODALITY_IMAGE);
+    cr_assert_eq(dsc_estimate_choice_parse(DSC_CHOICE_COUNT, "text", &v), DSC_BAD_REQUEST);
+    cr_assert_null(dsc_estimate_choice_names(DSC_CHOICE_COUNT));
+    cr_assert_str_eq(dsc_method_names[DSC_METHOD_DISCERN], "discern");
+    cr_assert_null(dsc_method_names[DSC_METHOD_COUNT]);
+    cr_assert_null(dsc_modality_name((dsc_modality)3));
+}

@@ -733,3 +733,40 @@ const char *th_error_message(json_t *response) {
     json_t *e = json_array_get(response, 2);
     return json_is_object(e) ? json_string_value(json_object_get(e, "message")) : "";
 }
+
+json_t *th_ok(th_client *c, const char *method, const char *params, json_t **res) {
+    json_t *r = th_call(c, method, params);
+    cr_assert_not_null(th_result(r), "%s %s failed: %s %s", method, params, th_error_code(r),
+                       th_error_message(r));
+    *res = th_result(r);
+    return r;
+}
+
+void th_fails(th_client *c, const char *method, const char *params, const char *code,
+              const char *needle) {
+    json_t *r = th_call(c, method, params);
+    cr_assert_str_eq(th_error_code(r), code, "%s %s: got '%s' (%s)", method, params,
+                     th_error_code(r), th_error_message(r));
+    if (needle)
+        cr_assert(strstr(th_error_message(r), needle), "%s: '%s' lacks '%s'", method,
+                  th_error_message(r), needle);
+    cr_assert(json_is_null(json_array_get(r, 3)));
+    json_decref(r);
+}
+
+const char *th_str(json_t *obj, const char *key) {
+    const char *v = json_string_value(json_object_get(obj, key));
+    cr_assert_not_null(v, "no string '%s'", key);
+    return v;
+}
+
+const char *th_str_or_empty(json_t *obj, const char *key) {
+    const char *v = json_string_value(json_object_get(obj, key));
+    return v ? v : "";
+}
+
+double th_num(json_t *obj, const char *key) {
+    json_t *v = json_object_get(obj, key);
+    cr_assert(json_is_number(v), "no number '%s'", key);
+    return json_number_value(v);
+}

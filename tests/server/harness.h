@@ -136,5 +136,17 @@ void th_sleep_ms(int ms);
 int64_t th_now_ms(void);
 /* The error message of a response ("" when it succeeded); borrowed. */
 const char *th_error_message(json_t *response);
+/* Call and expect success: the response (the caller owns it), its result via *res. */
+json_t *th_ok(th_client *c, const char *method, const char *params, json_t **res);
+/* Call and expect the error code, with a null result and, unless needle is NULL, a
+ * message containing needle. */
+void th_fails(th_client *c, const char *method, const char *params, const char *code,
+              const char *needle);
+/* The string key of obj; fails the test when there is none. */
+const char *th_str(json_t *obj, const char *key);
+/* The string key of obj, or "" when there is none. */
+const char *th_str_or_empty(json_t *obj, const char *key);
+/* The number key of obj; fails the test when there is none. */
+double th_num(json_t *obj, const char *key);
 
 #endif

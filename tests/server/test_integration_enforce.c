@@ -27,32 +27,11 @@ TestSuite(enforce, .init = start, .fini = stop, .timeout = 60);
 #define MONEY "\"subject\": {\"org\": \"acme\", \"team\": \"money\"}"
 #define COST_BUDGET "\"selector\": \"team:money\", \"metric\": \"cost\", \"window\": \"day\""
 
-/* Call and expect success; returns the response (owns it), result via *res. */
-static json_t *ok(th_client *c, const char *method, const char *params, json_t **res) {
-    json_t *r = th_call(c, method, params);
-    cr_assert_not_null(th_result(r), "%s failed: %s %s", method, th_error_code(r),
-                       th_error_message(r));
-    *res = th_result(r);
-    return r;
-}
-
 static th_client *admin(const th_server *s) {
     th_client *c = th_connect_tcp(s);
-    json_t *res, *r = ok(c, "auth", "{\"token\": \"" TH_ADMIN_TOKEN "\"}", &res);
+    json_t *res, *r = th_ok(c, "auth", "{\"token\": \"" TH_ADMIN_TOKEN "\"}", &res);
     json_decref(r);
     return c;
-}
-
-static const char *str(json_t *obj, const char *key) {
-    const char *v = json_string_value(json_object_get(obj, key));
-    cr_assert_not_null(v, "no string '%s'", key);
-    return v;
-}
-
-static double num(json_t *obj, const char *key) {
-    json_t *v = json_object_get(obj, key);
-    cr_assert(json_is_number(v), "no number '%s'", key);
-    return json_number_value(v);
 }
 
 /* The budget_state of metric in a reply's budgets. */
@@ -60,14 +39,14 @@ static json_t *budget_of(json_t *res, const char *metric) {
     json_t *b;
     size_t i;
     json_array_foreach(json_object_get(res, "budgets"), i, b) {
-        if (strcmp(str(b, "metric"), metric) == 0) return b;
+        if (strcmp(th_str(b, "metric"), metric) == 0) return b;
     }
     cr_assert_fail("no %s budget in the reply", metric);
     return NULL;
 }
 
 static void set_budget(th_client *a, const char *params) {
-    json_t *res, *r = ok(a, "budget.set", params, &res);
+    json_t *res, *r = th_ok(a, "budget.set", params, &res);
     json_decref(r);
 }
 
@@ -77,26 +56,27 @@ static void set_budget(th_client *a, const char *params) {
 Test(enforce, cost_budget_holds_the_priced_upper_bound_and_settles_the_priced_actual) {
     th_client *a = admin(&srv);
     set_budget(a, "{" COST_BUDGET ", \"limit\": 1}");
-    json_t *res, *r = ok(a, "check",
-                         "{" MONEY ", \"provider\": \"openai\", \"model\": \"gpt-4o\","
-                         " \"input_tokens\": 1000, \"output_tokens\": 800, \"purpose\": \"chat\","
-                         " \"budgets\": true}",
-                         &res);
-    cr_assert_str_eq(str(res, "decision"), "allow");
-    cr_assert_float_eq(num(budget_of(res, "cost"), "request"), 0.0105, 1e-9);
+    json_t *res,
+        *r = th_ok(a, "check",
+                   "{" MONEY ", \"provider\": \"openai\", \"model\": \"gpt-4o\","
+                   " \"input_tokens\": 1000, \"output_tokens\": 800, \"purpose\": \"chat\","
+                   " \"budgets\": true}",
+                   &res);
+    cr_assert_str_eq(th_str(res, "decision"), "allow");
+    cr_assert_float_eq(th_num(budget_of(res, "cost"), "request"), 0.0105, 1e-9);
     char params[256];
     snprintf(params, sizeof params,
              "{\"reservation\": \"%s\", \"input_tokens\": 1000, \"output_tokens\": 500}",
-             str(res, "reservation"));
+             th_str(res, "reservation"));
     json_decref(r);
-    r = ok(a, "budget.get", "{" MONEY "}", &res);
-    cr_assert_float_eq(num(budget_of(res, "cost"), "held"), 0.0105, 1e-9);
+    r = th_ok(a, "budget.get", "{" MONEY "}", &res);
+    cr_assert_float_eq(th_num(budget_of(res, "cost"), "held"), 0.0105, 1e-9);
     json_decref(r);
-    r = ok(a, "settle", params, &res);
-    cr_assert_float_eq(num(json_object_get(res, "charged"), "cost"), 0.0075, 1e-9);
+    r = th_ok(a, "settle", params, &res);
+    cr_assert_float_eq(th_num(json_object_get(res, "charged"), "cost"), 0.0075, 1e-9);
     json_t *b = budget_of(res, "cost");
-    cr_assert_float_eq(num(b, "used"), 0.0075, 1e-9);
-    cr_assert_eq(num(b, "held"), 0);
+    cr_assert_float_eq(th_num(b, "used"), 0.0075, 1e-9);
+    cr_assert_eq(th_num(b, "held"), 0);
     json_decref(r);
     th_client_free(a);
 }
@@ -104,12 +84,13 @@ Test(enforce, cost_budget_holds_the_priced_upper_bound_and_settles_the_priced_ac
 Test(enforce, cost_budget_refuses_a_check_whose_price_would_exceed_it) {
     th_client *a = admin(&srv);
     set_budget(a, "{" COST_BUDGET ", \"limit\": 0.01}");
-    json_t *res, *r = ok(a, "check",
-                         "{" MONEY ", \"provider\": \"openai\", \"model\": \"gpt-4o\","
-                         " \"input_tokens\": 1000, \"output_tokens\": 800, \"purpose\": \"chat\"}",
-                         &res);
-    cr_assert_str_eq(str(res, "decision"), "refuse");
-    cr_assert(strstr(str(res, "reason"), "cost"), "%s", str(res, "reason"));
+    json_t *res,
+        *r = th_ok(a, "check",
+                   "{" MONEY ", \"provider\": \"openai\", \"model\": \"gpt-4o\","
+                   " \"input_tokens\": 1000, \"output_tokens\": 800, \"purpose\": \"chat\"}",
+                   &res);
+    cr_assert_str_eq(th_str(res, "decision"), "refuse");
+    cr_assert(strstr(th_str(res, "reason"), "cost"), "%s", th_str(res, "reason"));
     cr_assert_null(json_object_get(res, "reservation"));
     json_decref(r);
     th_client_free(a);
@@ -118,30 +99,30 @@ Test(enforce, cost_budget_refuses_a_check_whose_price_would_exceed_it) {
 Test(enforce, a_model_without_a_price_is_refused_where_a_cost_budget_applies) {
     th_client *a = admin(&srv);
     set_budget(a, "{" COST_BUDGET ", \"limit\": 1}");
-    json_t *res, *r = ok(a, "check",
-                         "{" MONEY ", \"provider\": \"openai\", \"model\": \"gpt-4-turbo\","
-                         " \"output_tokens\": 10, \"purpose\": \"chat\"}",
-                         &res);
-    cr_assert_str_eq(str(res, "decision"), "refuse");
-    cr_assert_str_eq(str(res, "policy"), "ledger");
-    cr_assert(strstr(str(res, "reason"), "openai/gpt-4-turbo has no list price"), "%s",
-              str(res, "reason"));
-    cr_assert(strstr(str(res, "reason"), "team:money"), "%s", str(res, "reason"));
+    json_t *res, *r = th_ok(a, "check",
+                            "{" MONEY ", \"provider\": \"openai\", \"model\": \"gpt-4-turbo\","
+                            " \"output_tokens\": 10, \"purpose\": \"chat\"}",
+                            &res);
+    cr_assert_str_eq(th_str(res, "decision"), "refuse");
+    cr_assert_str_eq(th_str(res, "policy"), "ledger");
+    cr_assert(strstr(th_str(res, "reason"), "openai/gpt-4-turbo has no list price"), "%s",
+              th_str(res, "reason"));
+    cr_assert(strstr(th_str(res, "reason"), "team:money"), "%s", th_str(res, "reason"));
     cr_assert_null(json_object_get(res, "reservation"));
     char sql[256];
     snprintf(sql, sizeof sql,
              "SELECT count(*) FROM decisions WHERE decision_id = '%s' AND outcome = 'refuse'"
              " AND policy = 'ledger'",
-             str(res, "decision_id"));
+             th_str(res, "decision_id"));
     cr_assert_eq(th_sql_int(&srv, sql), 1);
     json_decref(r);
     /* Without a cost budget the same model is allowed. */
-    r = ok(a, "check",
-           "{\"subject\": {\"org\": \"acme\", \"team\": \"free\"}, \"provider\": \"openai\","
-           " \"model\": \"gpt-4-turbo\", \"output_tokens\": 10, \"purpose\": \"chat\","
-           " \"reserve\": false}",
-           &res);
-    cr_assert_str_eq(str(res, "decision"), "allow");
+    r = th_ok(a, "check",
+              "{\"subject\": {\"org\": \"acme\", \"team\": \"free\"}, \"provider\": \"openai\","
+              " \"model\": \"gpt-4-turbo\", \"output_tokens\": 10, \"purpose\": \"chat\","
+              " \"reserve\": false}",
+              &res);
+    cr_assert_str_eq(th_str(res, "decision"), "allow");
     json_decref(r);
     th_client_free(a);
 }
@@ -179,7 +160,7 @@ Test(enforce, a_second_discernd_on_the_same_store_refuses_to_start_naming_file_a
     cr_assert(strstr(out, needle), "%s", out);
     /* The first one serves on, undisturbed. */
     th_client *c = th_connect_unix(&srv);
-    json_t *res, *r = ok(c, "ping", "{}", &res);
+    json_t *res, *r = th_ok(c, "ping", "{}", &res);
     json_decref(r);
     th_client_free(c);
 }
@@ -197,7 +178,7 @@ static void ship_policy(th_client *a, const char *name) {
     text[n] = '\0';
     fclose(f);
     th_write_policy(&srv, name, text);
-    json_t *res, *r = ok(a, "policy.reload", "{}", &res);
+    json_t *res, *r = th_ok(a, "policy.reload", "{}", &res);
     json_decref(r);
 }
 
@@ -215,23 +196,23 @@ Test(enforce, a_rate_budget_throttles_until_the_next_token_for_settled_and_held_
     json_t *res, *r;
     char params[256];
     for (int i = 0; i < 2; i++) {
-        r = ok(a, "check", RATE_CHECK("settler"), &res);
-        cr_assert_str_eq(str(res, "decision"), "allow");
+        r = th_ok(a, "check", RATE_CHECK("settler"), &res);
+        cr_assert_str_eq(th_str(res, "decision"), "allow");
         snprintf(params, sizeof params,
                  "{\"reservation\": \"%s\", \"input_tokens\": 0, \"output_tokens\": 10}",
-                 str(res, "reservation"));
+                 th_str(res, "reservation"));
         json_decref(r);
-        r = ok(a, "settle", params, &res);
+        r = th_ok(a, "settle", params, &res);
         json_decref(r);
-        r = ok(a, "check", RATE_CHECK("holder"), &res);
-        cr_assert_str_eq(str(res, "decision"), "allow");
+        r = th_ok(a, "check", RATE_CHECK("holder"), &res);
+        cr_assert_str_eq(th_str(res, "decision"), "allow");
         json_decref(r);
     }
     const char *users[] = {RATE_CHECK("settler"), RATE_CHECK("holder")};
     for (int i = 0; i < 2; i++) {
-        r = ok(a, "check", users[i], &res);
-        cr_assert_str_eq(str(res, "decision"), "throttle");
-        double wait = num(res, "retry_after_s");
+        r = th_ok(a, "check", users[i], &res);
+        cr_assert_str_eq(th_str(res, "decision"), "throttle");
+        double wait = th_num(res, "retry_after_s");
         cr_assert(wait >= 29 && wait <= 30, "%s: retry_after_s %g, the next token is 30 s away",
                   i ? "held" : "settled", wait);
         json_decref(r);
@@ -302,7 +283,7 @@ Test(enforce, a_dirty_grid_defers_discretionary_work_until_the_forecast_cleaner_
     cr_assert_not_null(sw);
     memcpy(sw, "enabled = true ", 15);
     th_write_policy(&srv, "grid_aware.lua", text);
-    json_t *res, *r = ok(a, "policy.reload", "{}", &res);
+    json_t *res, *r = th_ok(a, "policy.reload", "{}", &res);
     json_decref(r);
 
     long long now = (long long)time(NULL), cleaner = now + 5400;
@@ -312,26 +293,26 @@ Test(enforce, a_dirty_grid_defers_discretionary_work_until_the_forecast_cleaner_
              "[{\"from\": %lld, \"gco2e_per_kwh\": 450}, {\"from\": %lld, \"gco2e_per_kwh\": 380},"
              " {\"from\": %lld, \"gco2e_per_kwh\": 210}]}",
              now + 7200, now, now + 1800, cleaner);
-    r = ok(a, "grid.set", params, &res);
-    cr_assert_eq(num(res, "forecast_points"), 3);
+    r = th_ok(a, "grid.set", params, &res);
+    cr_assert_eq(th_num(res, "forecast_points"), 3);
     json_decref(r);
     const char *check = "{\"subject\": {\"org\": \"acme\", \"team\": \"infra\"}, \"provider\": "
                         "\"openai\", \"model\": \"gpt-4o\", \"output_tokens\": 100, \"zone\": "
                         "\"DEU\", \"purpose\": \"%s\"}";
     snprintf(params, sizeof params, check, "entertainment");
-    r = ok(a, "check", params, &res);
+    r = th_ok(a, "check", params, &res);
     long long asked = (long long)time(NULL);
-    cr_assert_str_eq(str(res, "decision"), "throttle", "%s", str(res, "reason"));
-    cr_assert_str_eq(str(res, "policy"), "grid-aware");
-    cr_assert(strstr(str(res, "reason"), "210 expected at"), "%s", str(res, "reason"));
-    double wait = num(res, "retry_after_s");
+    cr_assert_str_eq(th_str(res, "decision"), "throttle", "%s", th_str(res, "reason"));
+    cr_assert_str_eq(th_str(res, "policy"), "grid-aware");
+    cr_assert(strstr(th_str(res, "reason"), "210 expected at"), "%s", th_str(res, "reason"));
+    double wait = th_num(res, "retry_after_s");
     cr_assert(wait >= (double)(cleaner - asked) && wait <= (double)(cleaner - now),
               "retry_after_s %g, the cleaner hour starts in %lld s", wait, cleaner - asked);
     json_decref(r);
     /* Productive work goes ahead on the same grid. */
     snprintf(params, sizeof params, check, "code-review");
-    r = ok(a, "check", params, &res);
-    cr_assert_str_eq(str(res, "decision"), "allow");
+    r = th_ok(a, "check", params, &res);
+    cr_assert_str_eq(th_str(res, "decision"), "allow");
     json_decref(r);
     th_client_free(a);
 }

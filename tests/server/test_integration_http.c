@@ -46,11 +46,6 @@ static const char *code_of(json_t *error) {
     return c ? c : "";
 }
 
-static const char *str(json_t *o, const char *k) {
-    const char *s = json_string_value(json_object_get(o, k));
-    return s ? s : "";
-}
-
 /* ---------------------------------------------------------------- the methods -- */
 
 Test(http, every_method_of_the_table_answers_over_http_through_the_rpc_handlers) {
@@ -62,7 +57,7 @@ Test(http, every_method_of_the_table_answers_over_http_through_the_rpc_handlers)
     cr_assert(json_is_true(json_object_get(r, "pong")));
     json_decref(rep);
     r = post(&s, "auth", NULL, "{\"token\": \"" ADMIN "\"}", 200, &rep);
-    cr_assert_str_eq(str(r, "role"), "admin");
+    cr_assert_str_eq(th_str_or_empty(r, "role"), "admin");
     json_decref(rep);
     r = post(&s, "estimate", NULL, "{" REQ ", \"input_tokens\": 10}", 200, &rep);
     cr_assert_not_null(json_object_get(json_object_get(r, "estimate"), "energy_kwh"));
@@ -76,10 +71,10 @@ Test(http, every_method_of_the_table_answers_over_http_through_the_rpc_handlers)
     snprintf(body, sizeof body, "{\"zone\": \"FRA\", \"gco2e_per_kwh\": 40, \"valid_until\": %lld}",
              (long long)time(NULL) + 3600);
     r = post(&s, "grid.set", ADMIN, body, 200, &rep);
-    cr_assert_str_eq(str(r, "zone"), "FRA");
+    cr_assert_str_eq(th_str_or_empty(r, "zone"), "FRA");
     json_decref(rep);
     r = post(&s, "policy.reload", ADMIN, "{}", 200, &rep);
-    cr_assert_neq(str(r, "policy_version")[0], '\0');
+    cr_assert_neq(th_str_or_empty(r, "policy_version")[0], '\0');
     json_decref(rep);
     r = post(&s, "budget.set", ADMIN,
              "{\"selector\": \"org:acme/team:a\", \"metric\": \"tokens\", \"window\": \"day\", "
@@ -95,17 +90,17 @@ Test(http, every_method_of_the_table_answers_over_http_through_the_rpc_handlers)
     cr_assert_eq(json_array_size(json_object_get(r, "budgets")), 1);
     json_decref(rep);
     r = post(&s, "check", ADMIN, CHECK_FOR("a"), 200, &rep);
-    cr_assert_str_eq(str(r, "decision"), "allow");
+    cr_assert_str_eq(th_str_or_empty(r, "decision"), "allow");
     char rid[128];
-    snprintf(rid, sizeof rid, "%s", str(r, "reservation"));
+    snprintf(rid, sizeof rid, "%s", th_str_or_empty(r, "reservation"));
     json_decref(rep);
     snprintf(body, sizeof body,
              "{\"reservation\": \"%s\", \"input_tokens\": 5, \"output_tokens\": 40}", rid);
     r = post(&s, "settle", ADMIN, body, 200, &rep);
-    cr_assert_str_eq(str(r, "settled"), "reserved");
+    cr_assert_str_eq(th_str_or_empty(r, "settled"), "reserved");
     json_decref(rep);
     r = post(&s, "check", ADMIN, CHECK_FOR("a"), 200, &rep);
-    snprintf(body, sizeof body, "{\"reservation\": \"%s\"}", str(r, "reservation"));
+    snprintf(body, sizeof body, "{\"reservation\": \"%s\"}", th_str_or_empty(r, "reservation"));
     json_decref(rep);
     r = post(&s, "cancel", ADMIN, body, 200, &rep);
     cr_assert(json_is_true(json_object_get(r, "released")));
@@ -120,7 +115,7 @@ Test(http, every_method_of_the_table_answers_over_http_through_the_rpc_handlers)
     cr_assert_geq(json_integer_value(json_object_get(r, "ledger_writes")), 4);
     json_decref(rep);
     r = post(&s, "key.create", ADMIN, "{\"role\": \"reader\", \"scope\": \"org:acme\"}", 200, &rep);
-    snprintf(body, sizeof body, "{\"key_id\": \"%s\"}", str(r, "key_id"));
+    snprintf(body, sizeof body, "{\"key_id\": \"%s\"}", th_str_or_empty(r, "key_id"));
     json_decref(rep);
     r = post(&s, "key.list", ADMIN, "{}", 200, &rep);
     cr_assert_eq(json_array_size(json_object_get(r, "keys")), 1);
@@ -164,7 +159,7 @@ Test(http, each_error_code_has_its_http_status) {
     json_t *rep, *e;
     e = post(&s, "check", client, "{\"subject\": {\"org\": \"acme\"}}", 400, &rep);
     cr_assert_str_eq(code_of(e), "bad_request");
-    cr_assert_not_null(strstr(str(e, "message"), "field '"));
+    cr_assert_not_null(strstr(th_str_or_empty(e, "message"), "field '"));
     json_decref(rep);
     e = post(&s, "check", NULL, CHECK_FOR("a"), 401, &rep);
     cr_assert_str_eq(code_of(e), "unauthorized");
@@ -221,7 +216,7 @@ Test(http, without_require_auth_an_anonymous_call_acts_as_a_client) {
     th_server s;
     th_server_start(&s, "require_auth = false\n");
     json_t *rep, *r = post(&s, "check", NULL, CHECK_FOR("a"), 200, &rep);
-    cr_assert_str_eq(str(r, "decision"), "allow");
+    cr_assert_str_eq(th_str_or_empty(r, "decision"), "allow");
     json_decref(rep);
     /* Still no admin method without the admin token. */
     post(&s, "policy.reload", NULL, "{}", 401, &rep);
@@ -245,12 +240,12 @@ Test(http, a_missing_or_wrong_bearer_is_401_and_repeated_guesses_are_429) {
     th_server_start(&s, NULL);
     json_t *rep, *e;
     e = post(&s, "budget.list", NULL, "{}", 401, &rep);
-    cr_assert_not_null(strstr(str(e, "message"), "needs a key"));
+    cr_assert_not_null(strstr(th_str_or_empty(e, "message"), "needs a key"));
     json_decref(rep);
     /* The first wrong tokens of an address are evaluated at once, then it must wait. */
     for (int i = 0; i < 3; i++) {
         e = post(&s, "budget.list", "dsk_wrong", "{}", 401, &rep);
-        cr_assert_not_null(strstr(str(e, "message"), "Bearer"));
+        cr_assert_not_null(strstr(th_str_or_empty(e, "message"), "Bearer"));
         json_decref(rep);
     }
     e = post(&s, "budget.list", "dsk_wrong", "{}", 429, &rep);
@@ -564,10 +559,10 @@ static void charge(const th_server *s, const char *team, const char *user, const
              "\"purpose\": \"%s\"}",
              team, user, model, purpose);
     json_t *rep, *r = post(s, "check", ADMIN, body, 200, &rep);
-    cr_assert_str_eq(str(r, "decision"), "allow");
+    cr_assert_str_eq(th_str_or_empty(r, "decision"), "allow");
     snprintf(body, sizeof body,
              "{\"reservation\": \"%s\", \"input_tokens\": 0, \"output_tokens\": %d}",
-             str(r, "reservation"), out_tokens);
+             th_str_or_empty(r, "reservation"), out_tokens);
     json_decref(rep);
     post(s, "settle", ADMIN, body, 200, &rep);
     json_decref(rep);
@@ -577,7 +572,7 @@ static double value_of(json_t *rows, const char *group) {
     size_t i;
     json_t *row;
     json_array_foreach(rows, i, row) {
-        if (strcmp(str(row, "group"), group) == 0)
+        if (strcmp(th_str_or_empty(row, "group"), group) == 0)
             return json_number_value(json_object_get(row, "value"));
     }
     return -1;
@@ -599,7 +594,7 @@ Test(http, reports_sum_the_charges_exactly_by_group_and_period) {
     long long today = (long long)time(NULL) / 86400 * 86400;
     cr_assert_eq(json_integer_value(json_object_get(json_array_get(rows, 0), "period_start")),
                  today);
-    cr_assert_str_eq(str(r, "unit"), "tokens");
+    cr_assert_str_eq(th_str_or_empty(r, "unit"), "tokens");
     json_decref(rep);
     r = post(&s, "report", ADMIN, "{\"by\": \"model\", \"metric\": \"requests\"}", 200, &rep);
     rows = json_object_get(r, "rows");

@@ -29,45 +29,11 @@ TestSuite(methods, .init = start, .fini = stop, .timeout = 60);
     "{" SUBJECT ", \"provider\": \"openai\", \"model\": \"gpt-4o\", \"input_tokens\": 100,"        \
     " \"output_tokens\": 800, \"purpose\": \"code-review\"" extra "}"
 
-/* Call and expect success; returns the response (owns it), result via *res. */
-static json_t *ok(th_client *c, const char *method, const char *params, json_t **res) {
-    json_t *r = th_call(c, method, params);
-    cr_assert_not_null(th_result(r), "%s failed: %s %s", method, th_error_code(r),
-                       th_error_message(r));
-    *res = th_result(r);
-    return r;
-}
-
-/* Call and expect the error code, with the message containing needle. */
-static void fails(th_client *c, const char *method, const char *params, const char *code,
-                  const char *needle) {
-    json_t *r = th_call(c, method, params);
-    cr_assert_str_eq(th_error_code(r), code, "%s %s: got '%s' (%s)", method, params,
-                     th_error_code(r), th_error_message(r));
-    if (needle)
-        cr_assert(strstr(th_error_message(r), needle), "%s: '%s' lacks '%s'", method,
-                  th_error_message(r), needle);
-    cr_assert(json_is_null(json_array_get(r, 3)));
-    json_decref(r);
-}
-
 static th_client *admin(const th_server *s) {
     th_client *c = th_connect_admin(s);
-    json_t *res, *r = ok(c, "auth", "{\"token\": \"" TH_ADMIN_TOKEN "\"}", &res);
+    json_t *res, *r = th_ok(c, "auth", "{\"token\": \"" TH_ADMIN_TOKEN "\"}", &res);
     json_decref(r);
     return c;
-}
-
-static const char *str(json_t *obj, const char *key) {
-    const char *v = json_string_value(json_object_get(obj, key));
-    cr_assert_not_null(v, "no string '%s'", key);
-    return v;
-}
-
-static double num(json_t *obj, const char *key) {
-    json_t *v = json_object_get(obj, key);
-    cr_assert(json_is_number(v), "no number '%s'", key);
-    return json_number_value(v);
 }
 
 /* ------------------------------------------------------------------ estimate -- */
@@ -76,15 +42,15 @@ Test(methods, estimate_answers_ranges_over_tcp_and_unix) {
     th_client *clients[2] = {th_connect_admin(&srv), th_connect_unix(&srv)};
     for (int i = 0; i < 2; i++) {
         json_t *res,
-            *r = ok(clients[i], "estimate",
-                    "{\"provider\": \"openai\", \"model\": \"gpt-4o\", \"output_tokens\": 500}",
-                    &res);
+            *r = th_ok(clients[i], "estimate",
+                       "{\"provider\": \"openai\", \"model\": \"gpt-4o\", \"output_tokens\": 500}",
+                       &res);
         json_t *energy = json_object_get(json_object_get(res, "estimate"), "energy_kwh");
-        cr_assert_gt(num(energy, "min"), 0);
-        cr_assert_geq(num(energy, "max"), num(energy, "min"));
-        cr_assert_str_eq(str(res, "method"), "ecologits");
+        cr_assert_gt(th_num(energy, "min"), 0);
+        cr_assert_geq(th_num(energy, "max"), th_num(energy, "min"));
+        cr_assert_str_eq(th_str(res, "method"), "ecologits");
         cr_assert(json_is_array(json_object_get(res, "warnings")));
-        cr_assert_eq(strlen(str(res, "zone")), 3);
+        cr_assert_eq(strlen(th_str(res, "zone")), 3);
         json_decref(r);
         th_client_free(clients[i]);
     }
@@ -92,20 +58,23 @@ Test(methods, estimate_answers_ranges_over_tcp_and_unix) {
 
 Test(methods, estimate_errors_name_the_field) {
     th_client *c = th_connect_admin(&srv);
-    fails(c, "estimate", "{\"provider\": \"openai\", \"model\": \"gpt-9\", \"output_tokens\": 1}",
-          "unknown_model", "'gpt-9'");
-    fails(c, "estimate", "{\"provider\": \"opnai\", \"model\": \"gpt-4o\", \"output_tokens\": 1}",
-          "unknown_provider", "'opnai'");
-    fails(c, "estimate",
-          "{\"provider\": \"openai\", \"model\": \"gpt-4o\", \"output_tokens\": 1, \"zone\": "
-          "\"XXX\"}",
-          "unknown_zone", "XXX");
-    fails(c, "estimate", "{\"provider\": \"openai\", \"model\": \"gpt-4o\"}", "bad_request",
-          "field 'output_tokens' is required");
-    fails(c, "estimate", "{\"provider\": \"openai\", \"model\": \"gpt-4o\", \"output_tokens\": -5}",
-          "bad_request", "field 'output_tokens': -5 is out of range");
-    fails(c, "estimate", "{\"provider\": 7, \"model\": \"gpt-4o\", \"output_tokens\": 1}",
-          "bad_request", "field 'provider': expected a string, got integer");
+    th_fails(c, "estimate",
+             "{\"provider\": \"openai\", \"model\": \"gpt-9\", \"output_tokens\": 1}",
+             "unknown_model", "'gpt-9'");
+    th_fails(c, "estimate",
+             "{\"provider\": \"opnai\", \"model\": \"gpt-4o\", \"output_tokens\": 1}",
+             "unknown_provider", "'opnai'");
+    th_fails(c, "estimate",
+             "{\"provider\": \"openai\", \"model\": \"gpt-4o\", \"output_tokens\": 1, \"zone\": "
+             "\"XXX\"}",
+             "unknown_zone", "XXX");
+    th_fails(c, "estimate", "{\"provider\": \"openai\", \"model\": \"gpt-4o\"}", "bad_request",
+             "field 'output_tokens' is required");
+    th_fails(c, "estimate",
+             "{\"provider\": \"openai\", \"model\": \"gpt-4o\", \"output_tokens\": -5}",
+             "bad_request", "field 'output_tokens': -5 is out of range");
+    th_fails(c, "estimate", "{\"provider\": 7, \"model\": \"gpt-4o\", \"output_tokens\": 1}",
+             "bad_request", "field 'provider': expected a string, got integer");
     th_client_free(c);
 }
 
@@ -116,58 +85,60 @@ Test(methods, estimate_errors_name_the_field) {
     "\"output_tokens\": 400, \"method\": \"discern\"" extra "}"
 
 static double energy_max(json_t *res) {
-    return num(json_object_get(json_object_get(res, "estimate"), "energy_kwh"), "max");
+    return th_num(json_object_get(json_object_get(res, "estimate"), "energy_kwh"), "max");
 }
 
 Test(methods, estimate_with_method_discern_states_its_scope_and_assumptions) {
     th_client *c = th_connect_tcp(&srv);
-    json_t *res, *r = ok(c, "estimate",
-                         DISCERN_EST(", \"scope\": \"lifecycle\", "
-                                     "\"water\": \"total\""),
-                         &res);
-    cr_assert_str_eq(str(res, "method"), "discern");
+    json_t *res, *r = th_ok(c, "estimate",
+                            DISCERN_EST(", \"scope\": \"lifecycle\", "
+                                        "\"water\": \"total\""),
+                            &res);
+    cr_assert_str_eq(th_str(res, "method"), "discern");
     json_t *scope = json_object_get(res, "scope");
-    cr_assert_str_eq(str(scope, "boundary"), "lifecycle");
-    cr_assert_str_eq(str(scope, "carbon"), "location");
-    cr_assert_str_eq(str(scope, "water"), "total");
+    cr_assert_str_eq(th_str(scope, "boundary"), "lifecycle");
+    cr_assert_str_eq(th_str(scope, "carbon"), "location");
+    cr_assert_str_eq(th_str(scope, "water"), "total");
     cr_assert(json_array_size(json_object_get(scope, "includes")) >= 6);
     json_t *a = json_object_get(res, "assumptions");
-    cr_assert_str_eq(str(a, "accelerator"), "H100");
-    cr_assert_eq(num(json_object_get(a, "batch"), "max"), 256);
-    cr_assert_str_eq(str(a, "params_source"), "catalogue");
-    cr_assert_str_eq(str(a, "zone_source"), "provider");
-    cr_assert_str_eq(str(a, "grid_source"), "annual");
+    cr_assert_str_eq(th_str(a, "accelerator"), "H100");
+    cr_assert_eq(th_num(json_object_get(a, "batch"), "max"), 256);
+    cr_assert_str_eq(th_str(a, "params_source"), "catalogue");
+    cr_assert_str_eq(th_str(a, "zone_source"), "provider");
+    cr_assert_str_eq(th_str(a, "grid_source"), "annual");
     cr_assert(json_is_string(json_object_get(a, "lifecycle_source")));
     cr_assert_str_eq(json_string_value(json_array_get(json_object_get(res, "warnings"), 2)),
                      "lifecycle-class-value");
     json_decref(r);
-    r = ok(c, "estimate", "{\"provider\": \"openai\", \"model\": \"gpt-4o\", \"output_tokens\": 1}",
-           &res);
+    r = th_ok(c, "estimate",
+              "{\"provider\": \"openai\", \"model\": \"gpt-4o\", \"output_tokens\": 1}", &res);
     json_t *eco = json_object_get(res, "scope");
-    cr_assert_str_eq(str(eco, "boundary"), "inference");
-    cr_assert_str_eq(str(eco, "water"), "total");
+    cr_assert_str_eq(th_str(eco, "boundary"), "inference");
+    cr_assert_str_eq(th_str(eco, "water"), "total");
     json_decref(r);
     th_client_free(c);
 }
 
 Test(methods, discern_estimates_an_unknown_model_and_counts_reasoning_and_cached_tokens) {
     th_client *c = th_connect_tcp(&srv);
-    json_t *res, *r = ok(c, "estimate",
-                         "{\"provider\": \"openai\", \"model\": \"gpt-9\", \"output_tokens\": 10, "
-                         "\"method\": \"discern\"}",
-                         &res);
+    json_t *res,
+        *r = th_ok(c, "estimate",
+                   "{\"provider\": \"openai\", \"model\": \"gpt-9\", \"output_tokens\": 10, "
+                   "\"method\": \"discern\"}",
+                   &res);
     json_t *w = json_object_get(res, "warnings");
     cr_assert_str_eq(json_string_value(json_array_get(w, 0)), "model-not-in-catalogue");
     cr_assert_str_eq(json_string_value(json_array_get(w, 1)), "model-fallback-class");
-    cr_assert_str_eq(str(json_object_get(res, "assumptions"), "params_source"), "fallback-class");
+    cr_assert_str_eq(th_str(json_object_get(res, "assumptions"), "params_source"),
+                     "fallback-class");
     json_decref(r);
-    r = ok(c, "estimate", DISCERN_EST(""), &res);
+    r = th_ok(c, "estimate", DISCERN_EST(""), &res);
     double plain = energy_max(res);
     json_decref(r);
-    r = ok(c, "estimate", DISCERN_EST(", \"reasoning_tokens\": 2000"), &res);
+    r = th_ok(c, "estimate", DISCERN_EST(", \"reasoning_tokens\": 2000"), &res);
     cr_assert_gt(energy_max(res), 2 * plain);
     json_decref(r);
-    r = ok(c, "estimate", DISCERN_EST(", \"cached_input_tokens\": 1000"), &res);
+    r = th_ok(c, "estimate", DISCERN_EST(", \"cached_input_tokens\": 1000"), &res);
     cr_assert_lt(energy_max(res), plain);
     json_decref(r);
     th_client_free(c);
@@ -175,15 +146,17 @@ Test(methods, discern_estimates_an_unknown_model_and_counts_reasoning_and_cached
 
 Test(methods, discern_params_errors_name_the_field) {
     th_client *c = th_connect_tcp(&srv);
-    fails(c, "estimate", DISCERN_EST(", \"scope\": \"all\""), "bad_request", "field 'scope'");
-    fails(c, "estimate", DISCERN_EST(", \"carbon\": \"green\""), "bad_request", "field 'carbon'");
-    fails(c, "estimate", DISCERN_EST(", \"water\": \"sea\""), "bad_request", "field 'water'");
-    fails(c, "estimate", DISCERN_EST(", \"method\": \"magic\""), "bad_request", "field 'method'");
-    fails(c, "estimate", DISCERN_EST(", \"image_size\": \"big\""), "bad_request",
-          "field 'image_size'");
-    fails(c, "estimate", DISCERN_EST(", \"cached_input_tokens\": 5000"), "bad_request",
-          "cached_input_tokens");
-    fails(c, "estimate", DISCERN_EST(", \"parameters_b\": -3"), "bad_request", "parameters_b");
+    th_fails(c, "estimate", DISCERN_EST(", \"scope\": \"all\""), "bad_request", "field 'scope'");
+    th_fails(c, "estimate", DISCERN_EST(", \"carbon\": \"green\""), "bad_request",
+             "field 'carbon'");
+    th_fails(c, "estimate", DISCERN_EST(", \"water\": \"sea\""), "bad_request", "field 'water'");
+    th_fails(c, "estimate", DISCERN_EST(", \"method\": \"magic\""), "bad_request",
+             "field 'method'");
+    th_fails(c, "estimate", DISCERN_EST(", \"image_size\": \"big\""), "bad_request",
+             "field 'image_size'");
+    th_fails(c, "estimate", DISCERN_EST(", \"cached_input_tokens\": 5000"), "bad_request",
+             "cached_input_tokens");
+    th_fails(c, "estimate", DISCERN_EST(", \"parameters_b\": -3"), "bad_request", "parameters_b");
     th_client_free(c);
 }
 
@@ -193,27 +166,28 @@ Test(methods, a_live_grid_value_changes_discern_estimates_while_valid_and_not_ec
                               "\"output_tokens\": 400, \"zone\": \"DEU\", \"method\": \"discern\"}";
     const char *deu_eco = "{\"provider\": \"openai\", \"model\": \"gpt-4o\", "
                           "\"output_tokens\": 400, \"zone\": \"DEU\"}";
-    json_t *res, *r = ok(c, "estimate", deu_discern, &res);
-    double before = num(json_object_get(json_object_get(res, "usage"), "gwp_kgco2eq"), "max");
+    json_t *res, *r = th_ok(c, "estimate", deu_discern, &res);
+    double before = th_num(json_object_get(json_object_get(res, "usage"), "gwp_kgco2eq"), "max");
     json_decref(r);
-    r = ok(c, "estimate", deu_eco, &res);
-    double eco_before = num(json_object_get(json_object_get(res, "usage"), "gwp_kgco2eq"), "max");
+    r = th_ok(c, "estimate", deu_eco, &res);
+    double eco_before =
+        th_num(json_object_get(json_object_get(res, "usage"), "gwp_kgco2eq"), "max");
     json_decref(r);
     char params[200];
     snprintf(params, sizeof params,
              "{\"zone\": \"DEU\", \"gco2e_per_kwh\": 688.28, \"valid_until\": %lld}",
              (long long)time(NULL) + 3600);
-    json_decref(ok(a, "grid.set", params, &res));
-    r = ok(c, "estimate", deu_discern, &res);
+    json_decref(th_ok(a, "grid.set", params, &res));
+    r = th_ok(c, "estimate", deu_discern, &res);
     json_t *as = json_object_get(res, "assumptions");
-    cr_assert_str_eq(str(as, "grid_source"), "live");
-    cr_assert_eq(num(as, "gco2e_per_kwh"), 688.28);
-    double after = num(json_object_get(json_object_get(res, "usage"), "gwp_kgco2eq"), "max");
+    cr_assert_str_eq(th_str(as, "grid_source"), "live");
+    cr_assert_eq(th_num(as, "gco2e_per_kwh"), 688.28);
+    double after = th_num(json_object_get(json_object_get(res, "usage"), "gwp_kgco2eq"), "max");
     cr_assert_float_eq(after, 2 * before, 1e-12);
     json_decref(r);
-    r = ok(c, "estimate", deu_eco, &res);
-    cr_assert_str_eq(str(json_object_get(res, "assumptions"), "grid_source"), "annual");
-    cr_assert_eq(num(json_object_get(json_object_get(res, "usage"), "gwp_kgco2eq"), "max"),
+    r = th_ok(c, "estimate", deu_eco, &res);
+    cr_assert_str_eq(th_str(json_object_get(res, "assumptions"), "grid_source"), "annual");
+    cr_assert_eq(th_num(json_object_get(json_object_get(res, "usage"), "gwp_kgco2eq"), "max"),
                  eco_before);
     json_decref(r);
     th_client_free(a);
@@ -222,30 +196,31 @@ Test(methods, a_live_grid_value_changes_discern_estimates_while_valid_and_not_ec
 
 Test(methods, check_and_settle_under_discern_carry_scope_assumptions_and_reasoning_tokens) {
     th_client *c = th_connect_admin(&srv);
-    json_t *res, *r = ok(c, "check",
-                         "{" SUBJECT ", \"provider\": \"openai\", \"model\": \"gpt-9\", "
-                         "\"input_tokens\": 100, \"output_tokens\": 100, \"reasoning_tokens\": "
-                         "500, \"purpose\": \"code-review\", \"method\": \"discern\"}",
-                         &res);
-    cr_assert_str_eq(str(res, "method"), "discern");
-    cr_assert_str_eq(str(json_object_get(res, "scope"), "boundary"), "inference");
-    cr_assert_str_eq(str(json_object_get(res, "assumptions"), "params_source"), "fallback-class");
+    json_t *res, *r = th_ok(c, "check",
+                            "{" SUBJECT ", \"provider\": \"openai\", \"model\": \"gpt-9\", "
+                            "\"input_tokens\": 100, \"output_tokens\": 100, \"reasoning_tokens\": "
+                            "500, \"purpose\": \"code-review\", \"method\": \"discern\"}",
+                            &res);
+    cr_assert_str_eq(th_str(res, "method"), "discern");
+    cr_assert_str_eq(th_str(json_object_get(res, "scope"), "boundary"), "inference");
+    cr_assert_str_eq(th_str(json_object_get(res, "assumptions"), "params_source"),
+                     "fallback-class");
     cr_assert(json_array_size(json_object_get(res, "warnings")) >= 2);
     char resv[64], params[300];
-    snprintf(resv, sizeof resv, "%s", str(res, "reservation"));
+    snprintf(resv, sizeof resv, "%s", th_str(res, "reservation"));
     json_decref(r);
     snprintf(params, sizeof params,
              "{\"reservation\": \"%s\", \"input_tokens\": 100, \"output_tokens\": 100, "
              "\"reasoning_tokens\": 3000, \"method\": \"discern\"}",
              resv);
-    r = ok(c, "settle", params, &res);
-    cr_assert_str_eq(str(res, "method"), "discern");
-    double with_reasoning = num(json_object_get(res, "charged"), "energy_wh");
+    r = th_ok(c, "settle", params, &res);
+    cr_assert_str_eq(th_str(res, "method"), "discern");
+    double with_reasoning = th_num(json_object_get(res, "charged"), "energy_wh");
     json_decref(r);
-    r = ok(c, "estimate",
-           "{\"provider\": \"openai\", \"model\": \"gpt-9\", \"input_tokens\": 100, "
-           "\"output_tokens\": 100, \"method\": \"discern\"}",
-           &res);
+    r = th_ok(c, "estimate",
+              "{\"provider\": \"openai\", \"model\": \"gpt-9\", \"input_tokens\": 100, "
+              "\"output_tokens\": 100, \"method\": \"discern\"}",
+              &res);
     cr_assert_gt(with_reasoning, 10 * energy_max(res) * 1e3,
                  "settle charged %g Wh: the reasoning tokens were not counted", with_reasoning);
     json_decref(r);
@@ -258,15 +233,15 @@ Test(estimate_method, a_server_configured_for_discern_uses_it_when_a_request_nam
     th_server_start(&s, "estimate_method = \"discern\"\n");
     th_client *c = th_connect_tcp(&s);
     json_t *res,
-        *r = ok(c, "estimate",
-                "{\"provider\": \"openai\", \"model\": \"gpt-9\", \"output_tokens\": 1}", &res);
-    cr_assert_str_eq(str(res, "method"), "discern");
+        *r = th_ok(c, "estimate",
+                   "{\"provider\": \"openai\", \"model\": \"gpt-9\", \"output_tokens\": 1}", &res);
+    cr_assert_str_eq(th_str(res, "method"), "discern");
     json_decref(r);
-    r = ok(c, "estimate",
-           "{\"provider\": \"openai\", \"model\": \"gpt-4o\", \"output_tokens\": 1, \"method\": "
-           "\"ecologits\"}",
-           &res);
-    cr_assert_str_eq(str(res, "method"), "ecologits");
+    r = th_ok(c, "estimate",
+              "{\"provider\": \"openai\", \"model\": \"gpt-4o\", \"output_tokens\": 1, \"method\": "
+              "\"ecologits\"}",
+              &res);
+    cr_assert_str_eq(th_str(res, "method"), "ecologits");
     json_decref(r);
     th_client_free(c);
     th_server_cleanup(&s);
@@ -274,10 +249,10 @@ Test(estimate_method, a_server_configured_for_discern_uses_it_when_a_request_nam
 
 Test(methods, models_list_lists_all_or_one_provider_and_names_an_unknown_one) {
     th_client *c = th_connect_unix(&srv);
-    json_t *res, *all = ok(c, "models.list", NULL, &res);
+    json_t *res, *all = th_ok(c, "models.list", NULL, &res);
     size_t n_all = json_array_size(json_object_get(res, "models"));
     cr_assert_gt(n_all, 10);
-    json_t *one = ok(c, "models.list", "{\"provider\": \"openai\"}", &res);
+    json_t *one = th_ok(c, "models.list", "{\"provider\": \"openai\"}", &res);
     json_t *models = json_object_get(res, "models");
     cr_assert_gt(json_array_size(models), 0);
     cr_assert_lt(json_array_size(models), n_all);
@@ -285,14 +260,14 @@ Test(methods, models_list_lists_all_or_one_provider_and_names_an_unknown_one) {
     json_t *m;
     bool has_4o = false;
     json_array_foreach(models, i, m) {
-        cr_assert_str_eq(str(m, "provider"), "openai");
-        if (strcmp(str(m, "model"), "gpt-4o") == 0) has_4o = true;
+        cr_assert_str_eq(th_str(m, "provider"), "openai");
+        if (strcmp(th_str(m, "model"), "gpt-4o") == 0) has_4o = true;
     }
     cr_assert(has_4o);
     json_decref(all);
     json_decref(one);
-    fails(c, "models.list", "{\"provider\": \"opnai\"}", "unknown_provider",
-          "did you mean 'openai'");
+    th_fails(c, "models.list", "{\"provider\": \"opnai\"}", "unknown_provider",
+             "did you mean 'openai'");
     th_client_free(c);
 }
 
@@ -302,7 +277,7 @@ static json_t *find_zone(json_t *res, const char *zone) {
     size_t i;
     json_t *z;
     json_array_foreach(json_object_get(res, "zones"), i,
-                       z) if (strcmp(str(z, "zone"), zone) == 0) return z;
+                       z) if (strcmp(th_str(z, "zone"), zone) == 0) return z;
     return NULL;
 }
 
@@ -310,33 +285,35 @@ Test(methods, grid_set_needs_admin_and_then_shows_in_zones_list_as_live) {
     char token[72];
     th_create_key(&srv, "client", "*", token, NULL);
     th_client *c = th_connect_as(&srv, token);
-    json_t *res, *r = ok(c, "zones.list", "{}", &res);
+    json_t *res, *r = th_ok(c, "zones.list", "{}", &res);
     json_t *fra = find_zone(res, "FRA");
     cr_assert_not_null(fra);
-    cr_assert_str_eq(str(fra, "source"), "annual");
-    double annual = num(fra, "gco2e_per_kwh");
+    cr_assert_str_eq(th_str(fra, "source"), "annual");
+    double annual = th_num(fra, "gco2e_per_kwh");
     json_decref(r);
     char params[200];
     snprintf(params, sizeof params,
              "{\"zone\": \"FRA\", \"gco2e_per_kwh\": 123.5, \"valid_until\": %lld}",
              (long long)time(NULL) + 3600);
-    fails(c, "grid.set", params, "unauthorized", "not open to a client key");
+    th_fails(c, "grid.set", params, "unauthorized", "not open to a client key");
     th_client *a = admin(&srv);
-    r = ok(a, "grid.set", params, &res);
-    cr_assert_eq(num(res, "gco2e_per_kwh"), 123.5);
+    r = th_ok(a, "grid.set", params, &res);
+    cr_assert_eq(th_num(res, "gco2e_per_kwh"), 123.5);
     json_decref(r);
-    r = ok(c, "zones.list", "{}", &res);
+    r = th_ok(c, "zones.list", "{}", &res);
     fra = find_zone(res, "FRA");
-    cr_assert_str_eq(str(fra, "source"), "live");
-    cr_assert_eq(num(fra, "current_gco2e_per_kwh"), 123.5);
-    cr_assert_eq(num(fra, "gco2e_per_kwh"), annual);
+    cr_assert_str_eq(th_str(fra, "source"), "live");
+    cr_assert_eq(th_num(fra, "current_gco2e_per_kwh"), 123.5);
+    cr_assert_eq(th_num(fra, "gco2e_per_kwh"), annual);
     json_decref(r);
-    fails(a, "grid.set", "{\"zone\": \"ZZZ\", \"gco2e_per_kwh\": 1, \"valid_until\": 4000000000}",
-          "unknown_zone", "'ZZZ'");
-    fails(a, "grid.set", "{\"zone\": \"FRA\", \"gco2e_per_kwh\": 1, \"valid_until\": 1000}",
-          "bad_request", "valid_until");
-    fails(a, "grid.set", "{\"zone\": \"FRA\", \"gco2e_per_kwh\": -1, \"valid_until\": 4000000000}",
-          "bad_request", "gco2e_per_kwh");
+    th_fails(a, "grid.set",
+             "{\"zone\": \"ZZZ\", \"gco2e_per_kwh\": 1, \"valid_until\": 4000000000}",
+             "unknown_zone", "'ZZZ'");
+    th_fails(a, "grid.set", "{\"zone\": \"FRA\", \"gco2e_per_kwh\": 1, \"valid_until\": 1000}",
+             "bad_request", "valid_until");
+    th_fails(a, "grid.set",
+             "{\"zone\": \"FRA\", \"gco2e_per_kwh\": -1, \"valid_until\": 4000000000}",
+             "bad_request", "gco2e_per_kwh");
     th_client_free(a);
     th_client_free(c);
 }
@@ -347,36 +324,37 @@ Test(methods, grid_set_needs_admin_and_then_shows_in_zones_list_as_live) {
 
 Test(methods, budget_set_list_get_delete_with_admin_rights) {
     th_client *c = th_connect_unix(&srv);
-    fails(c, "budget.set", "{" TEAM_BUDGET ", \"limit\": 50}", "unauthorized", "budget.set");
+    th_fails(c, "budget.set", "{" TEAM_BUDGET ", \"limit\": 50}", "unauthorized", "budget.set");
     th_client *a = admin(&srv);
-    json_t *res, *r = ok(a, "budget.set", "{" TEAM_BUDGET ", \"limit\": 50}", &res);
+    json_t *res, *r = th_ok(a, "budget.set", "{" TEAM_BUDGET ", \"limit\": 50}", &res);
     cr_assert(json_is_true(json_object_get(res, "created")));
-    cr_assert_eq(num(json_object_get(res, "budget"), "limit"), 50);
-    cr_assert_str_eq(str(json_object_get(res, "budget"), "unit"), "g");
+    cr_assert_eq(th_num(json_object_get(res, "budget"), "limit"), 50);
+    cr_assert_str_eq(th_str(json_object_get(res, "budget"), "unit"), "g");
     json_decref(r);
-    r = ok(a, "budget.set", "{" TEAM_BUDGET ", \"limit\": 60.5}", &res);
+    r = th_ok(a, "budget.set", "{" TEAM_BUDGET ", \"limit\": 60.5}", &res);
     cr_assert(json_is_false(json_object_get(res, "created")));
     json_decref(r);
-    r = ok(c, "budget.list", "{}", &res);
+    r = th_ok(c, "budget.list", "{}", &res);
     cr_assert_eq(json_array_size(json_object_get(res, "budgets")), 1);
-    cr_assert_eq(num(json_array_get(json_object_get(res, "budgets"), 0), "limit"), 60.5);
+    cr_assert_eq(th_num(json_array_get(json_object_get(res, "budgets"), 0), "limit"), 60.5);
     json_decref(r);
-    r = ok(c, "budget.list", "{\"selector\": \"org:*\"}", &res);
+    r = th_ok(c, "budget.list", "{\"selector\": \"org:*\"}", &res);
     cr_assert_eq(json_array_size(json_object_get(res, "budgets")), 0);
     json_decref(r);
-    r = ok(c, "budget.get", "{" SUBJECT "}", &res);
+    r = th_ok(c, "budget.get", "{" SUBJECT "}", &res);
     json_t *b = json_array_get(json_object_get(res, "budgets"), 0);
-    cr_assert_str_eq(str(b, "counter"), "org:acme/team:infra");
-    cr_assert_eq(num(b, "remaining"), 60.5);
+    cr_assert_str_eq(th_str(b, "counter"), "org:acme/team:infra");
+    cr_assert_eq(th_num(b, "remaining"), 60.5);
     json_decref(r);
-    fails(a, "budget.set",
-          "{\"selector\": \"team:*\", \"metric\": \"carbon\", \"window\": \"month\", \"limit\": 1}",
-          "unknown_metric", "'carbon'");
-    fails(a, "budget.set", "{" TEAM_BUDGET "}", "bad_request", "field 'limit' is required");
-    fails(c, "budget.get", "{\"subject\": {}}", "bad_request", "subject");
-    r = ok(a, "budget.delete", "{" TEAM_BUDGET "}", &res);
+    th_fails(
+        a, "budget.set",
+        "{\"selector\": \"team:*\", \"metric\": \"carbon\", \"window\": \"month\", \"limit\": 1}",
+        "unknown_metric", "'carbon'");
+    th_fails(a, "budget.set", "{" TEAM_BUDGET "}", "bad_request", "field 'limit' is required");
+    th_fails(c, "budget.get", "{\"subject\": {}}", "bad_request", "subject");
+    r = th_ok(a, "budget.delete", "{" TEAM_BUDGET "}", &res);
     json_decref(r);
-    fails(a, "budget.delete", "{" TEAM_BUDGET "}", "unknown_budget", NULL);
+    th_fails(a, "budget.delete", "{" TEAM_BUDGET "}", "unknown_budget", NULL);
     th_client_free(a);
     th_client_free(c);
 }
@@ -385,23 +363,23 @@ Test(methods, budget_set_list_get_delete_with_admin_rights) {
 
 Test(methods, check_then_settle_lands_in_the_journal_with_its_decision_record) {
     th_client *c = th_connect_admin(&srv);
-    json_t *res, *r = ok(c, "check", CHECK(""), &res);
-    cr_assert_str_eq(str(res, "decision"), "allow");
-    cr_assert_str_eq(str(res, "policy"), "budgets");
-    cr_assert_eq(strlen(str(res, "policy_version")), 16);
+    json_t *res, *r = th_ok(c, "check", CHECK(""), &res);
+    cr_assert_str_eq(th_str(res, "decision"), "allow");
+    cr_assert_str_eq(th_str(res, "policy"), "budgets");
+    cr_assert_eq(strlen(th_str(res, "policy_version")), 16);
     char resv[64], decision_id[64];
-    snprintf(resv, sizeof resv, "%s", str(res, "reservation"));
-    snprintf(decision_id, sizeof decision_id, "%s", str(res, "decision_id"));
-    cr_assert_gt(num(res, "expires_at"), (double)time(NULL));
+    snprintf(resv, sizeof resv, "%s", th_str(res, "reservation"));
+    snprintf(decision_id, sizeof decision_id, "%s", th_str(res, "decision_id"));
+    cr_assert_gt(th_num(res, "expires_at"), (double)time(NULL));
     json_decref(r);
     char params[256], sql[512];
     snprintf(params, sizeof params,
              "{\"reservation\": \"%s\", \"input_tokens\": 100, \"output_tokens\": 300}", resv);
-    r = ok(c, "settle", params, &res);
-    cr_assert_str_eq(str(res, "settled"), "reserved");
-    double charged = num(json_object_get(res, "charged"), "gco2e");
+    r = th_ok(c, "settle", params, &res);
+    cr_assert_str_eq(th_str(res, "settled"), "reserved");
+    double charged = th_num(json_object_get(res, "charged"), "gco2e");
     cr_assert_gt(charged, 0);
-    cr_assert_eq(num(json_object_get(res, "charged"), "tokens"), 400);
+    cr_assert_eq(th_num(json_object_get(res, "charged"), "tokens"), 400);
     json_decref(r);
     /* The decision record and the charge are in the store once the replies are out. */
     snprintf(sql, sizeof sql,
@@ -414,8 +392,8 @@ Test(methods, check_then_settle_lands_in_the_journal_with_its_decision_record) {
              "SELECT gco2e FROM charges WHERE reservation_id = '%s' AND kind = 'settle'", resv);
     cr_assert_eq(th_sql_int(&srv, sql), (long long)(charged * 1e6 + 0.5));
     /* A repeat charges nothing more, and its reply claims no charge. */
-    r = ok(c, "settle", params, &res);
-    cr_assert_str_eq(str(res, "settled"), "repeated");
+    r = th_ok(c, "settle", params, &res);
+    cr_assert_str_eq(th_str(res, "settled"), "repeated");
     json_t *again = json_object_get(res, "charged");
     const char *key;
     json_t *v;
@@ -437,44 +415,45 @@ Test(methods, check_reply_carries_budget_states_only_when_asked_for) {
         "\"limit\": 100}"};
     json_t *res, *r;
     for (int i = 0; i < 3; i++)
-        json_decref(ok(a, "budget.set", budgets[i], &res));
+        json_decref(th_ok(a, "budget.set", budgets[i], &res));
     th_client *c = th_connect_admin(&srv);
-    r = ok(c, "check", CHECK(""), &res);
+    r = th_ok(c, "check", CHECK(""), &res);
     size_t lean = th_last_size(c);
-    cr_assert_str_eq(str(res, "decision"), "allow");
+    cr_assert_str_eq(th_str(res, "decision"), "allow");
     cr_assert_null(json_object_get(res, "budgets"));
-    cr_assert_gt(strlen(str(res, "reservation")), 0);
-    cr_assert_gt(num(json_object_get(json_object_get(res, "estimate"), "gwp_kgco2eq"), "max"), 0);
+    cr_assert_gt(strlen(th_str(res, "reservation")), 0);
+    cr_assert_gt(th_num(json_object_get(json_object_get(res, "estimate"), "gwp_kgco2eq"), "max"),
+                 0);
     json_decref(r);
-    r = ok(c, "check", CHECK(", \"budgets\": true"), &res);
+    r = th_ok(c, "check", CHECK(", \"budgets\": true"), &res);
     size_t full = th_last_size(c);
     cr_assert_eq(json_array_size(json_object_get(res, "budgets")), 3);
-    cr_assert_gt(strlen(str(res, "reservation")), 0);
+    cr_assert_gt(strlen(th_str(res, "reservation")), 0);
     json_decref(r);
     cr_log_info("check reply: %zu bytes, %zu with budgets: true (3 budgets)", lean, full);
     /* Three budget states are ~180 bytes each; the rest of the reply is the same. */
     cr_assert_gt(full, lean + 3 * 150, "%zu bytes without budgets, %zu with", lean, full);
-    fails(c, "check", CHECK(", \"budgets\": 1"), "bad_request", "budgets");
+    th_fails(c, "check", CHECK(", \"budgets\": 1"), "bad_request", "budgets");
     th_client_free(c);
     th_client_free(a);
 }
 
 Test(methods, check_over_budget_is_refused_holds_nothing_and_is_journaled) {
     th_client *a = admin(&srv);
-    json_t *res, *r = ok(a, "budget.set", "{" TEAM_BUDGET ", \"limit\": 0.001}", &res);
+    json_t *res, *r = th_ok(a, "budget.set", "{" TEAM_BUDGET ", \"limit\": 0.001}", &res);
     json_decref(r);
     th_client *u = th_connect_unix(&srv);
-    r = ok(u, "check", CHECK(", \"budgets\": true"), &res);
-    cr_assert_str_eq(str(res, "decision"), "refuse");
-    cr_assert(strstr(str(res, "reason"), "org:acme/team:infra"), "%s", str(res, "reason"));
+    r = th_ok(u, "check", CHECK(", \"budgets\": true"), &res);
+    cr_assert_str_eq(th_str(res, "decision"), "refuse");
+    cr_assert(strstr(th_str(res, "reason"), "org:acme/team:infra"), "%s", th_str(res, "reason"));
     cr_assert_null(json_object_get(res, "reservation"));
     json_t *b = json_array_get(json_object_get(res, "budgets"), 0);
     cr_assert(json_is_true(json_object_get(b, "would_exceed")));
-    cr_assert_eq(num(b, "held"), 0);
+    cr_assert_eq(th_num(b, "held"), 0);
     char sql[256];
     snprintf(sql, sizeof sql,
              "SELECT count(*) FROM decisions WHERE decision_id = '%s' AND outcome = 'refuse'",
-             str(res, "decision_id"));
+             th_str(res, "decision_id"));
     cr_assert_eq(th_sql_int(&srv, sql), 1);
     json_decref(r);
     th_client_free(u);
@@ -483,15 +462,16 @@ Test(methods, check_over_budget_is_refused_holds_nothing_and_is_journaled) {
 
 Test(methods, throttle_carries_retry_after_and_a_suggestion_and_no_reservation) {
     th_client *c = th_connect_admin(&srv);
-    json_t *res, *r = ok(c, "check",
-                         "{" SUBJECT
-                         ", \"provider\": \"openai\", \"model\": \"gpt-4o\", \"output_tokens\": 10,"
-                         " \"purpose\": \"batch\", \"tags\": {\"app\": \"nightly\"}}",
-                         &res);
-    cr_assert_str_eq(str(res, "decision"), "throttle");
-    cr_assert_eq(num(res, "retry_after_s"), 30);
-    cr_assert_str_eq(str(json_object_get(res, "suggest"), "model"), "gpt-4o-mini");
-    cr_assert_str_eq(str(json_object_get(res, "suggest"), "provider"), "openai");
+    json_t *res,
+        *r = th_ok(c, "check",
+                   "{" SUBJECT
+                   ", \"provider\": \"openai\", \"model\": \"gpt-4o\", \"output_tokens\": 10,"
+                   " \"purpose\": \"batch\", \"tags\": {\"app\": \"nightly\"}}",
+                   &res);
+    cr_assert_str_eq(th_str(res, "decision"), "throttle");
+    cr_assert_eq(th_num(res, "retry_after_s"), 30);
+    cr_assert_str_eq(th_str(json_object_get(res, "suggest"), "model"), "gpt-4o-mini");
+    cr_assert_str_eq(th_str(json_object_get(res, "suggest"), "provider"), "openai");
     cr_assert_null(json_object_get(res, "reservation"));
     json_decref(r);
     th_client_free(c);
@@ -499,8 +479,8 @@ Test(methods, throttle_carries_retry_after_and_a_suggestion_and_no_reservation) 
 
 Test(methods, check_without_reserve_holds_nothing) {
     th_client *c = th_connect_admin(&srv);
-    json_t *res, *r = ok(c, "check", CHECK(", \"reserve\": false"), &res);
-    cr_assert_str_eq(str(res, "decision"), "allow");
+    json_t *res, *r = th_ok(c, "check", CHECK(", \"reserve\": false"), &res);
+    cr_assert_str_eq(th_str(res, "decision"), "allow");
     cr_assert_null(json_object_get(res, "reservation"));
     json_decref(r);
     th_client_free(c);
@@ -508,11 +488,11 @@ Test(methods, check_without_reserve_holds_nothing) {
 
 Test(methods, check_with_the_same_request_id_returns_the_same_reservation) {
     th_client *c = th_connect_admin(&srv);
-    json_t *res, *r1 = ok(c, "check", CHECK(", \"request_id\": \"req-42\""), &res);
+    json_t *res, *r1 = th_ok(c, "check", CHECK(", \"request_id\": \"req-42\""), &res);
     char first[64];
-    snprintf(first, sizeof first, "%s", str(res, "reservation"));
-    json_t *r2 = ok(c, "check", CHECK(", \"request_id\": \"req-42\""), &res);
-    cr_assert_str_eq(str(res, "reservation"), first);
+    snprintf(first, sizeof first, "%s", th_str(res, "reservation"));
+    json_t *r2 = th_ok(c, "check", CHECK(", \"request_id\": \"req-42\""), &res);
+    cr_assert_str_eq(th_str(res, "reservation"), first);
     json_decref(r1);
     json_decref(r2);
     th_client_free(c);
@@ -520,55 +500,55 @@ Test(methods, check_with_the_same_request_id_returns_the_same_reservation) {
 
 Test(methods, check_errors_name_the_field_and_charge_nothing) {
     th_client *c = th_connect_unix(&srv);
-    fails(c, "check",
-          "{\"provider\": \"openai\", \"model\": \"gpt-4o\", \"output_tokens\": 1, \"purpose\": "
-          "\"x\"}",
-          "bad_request", "field 'subject' is required");
-    fails(c, "check",
-          "{\"subject\": {\"team\": 5}, \"provider\": \"openai\", \"model\": \"gpt-4o\","
-          " \"output_tokens\": 1, \"purpose\": \"x\"}",
-          "bad_request", "field 'team'");
-    fails(c, "check",
-          "{" SUBJECT ", \"provider\": \"openai\", \"model\": \"gpt-4o\", \"output_tokens\": 1}",
-          "bad_request", "field 'purpose' is required");
-    fails(c, "check",
-          "{" SUBJECT ", \"provider\": \"openai\", \"model\": \"nope\", \"output_tokens\": 1,"
-          " \"purpose\": \"x\"}",
-          "unknown_model", "'nope'");
-    fails(c, "check", CHECK(", \"ttl_s\": 0"), "bad_request", "field 'ttl_s'");
-    fails(c, "check", CHECK(", \"reserve\": \"yes\""), "bad_request",
-          "field 'reserve': expected a boolean");
-    fails(c, "check", CHECK(", \"tags\": {\"a\": 1}"), "bad_request", "field 'tags'");
+    th_fails(c, "check",
+             "{\"provider\": \"openai\", \"model\": \"gpt-4o\", \"output_tokens\": 1, \"purpose\": "
+             "\"x\"}",
+             "bad_request", "field 'subject' is required");
+    th_fails(c, "check",
+             "{\"subject\": {\"team\": 5}, \"provider\": \"openai\", \"model\": \"gpt-4o\","
+             " \"output_tokens\": 1, \"purpose\": \"x\"}",
+             "bad_request", "field 'team'");
+    th_fails(c, "check",
+             "{" SUBJECT ", \"provider\": \"openai\", \"model\": \"gpt-4o\", \"output_tokens\": 1}",
+             "bad_request", "field 'purpose' is required");
+    th_fails(c, "check",
+             "{" SUBJECT ", \"provider\": \"openai\", \"model\": \"nope\", \"output_tokens\": 1,"
+             " \"purpose\": \"x\"}",
+             "unknown_model", "'nope'");
+    th_fails(c, "check", CHECK(", \"ttl_s\": 0"), "bad_request", "field 'ttl_s'");
+    th_fails(c, "check", CHECK(", \"reserve\": \"yes\""), "bad_request",
+             "field 'reserve': expected a boolean");
+    th_fails(c, "check", CHECK(", \"tags\": {\"a\": 1}"), "bad_request", "field 'tags'");
     cr_assert_eq(th_sql_int(&srv, "SELECT count(*) FROM reservations"), 0);
     th_client_free(c);
 }
 
 Test(methods, an_unknown_param_is_refused_naming_it_and_holds_nothing) {
     th_client *c = th_connect_admin(&srv);
-    fails(c, "check", CHECK(", \"reserv\": false"), "bad_request",
-          "field 'reserv': unknown in the params of 'check'");
-    fails(c, "check", CHECK(", \"ttl\": 5"), "bad_request", "field 'ttl': unknown");
+    th_fails(c, "check", CHECK(", \"reserv\": false"), "bad_request",
+             "field 'reserv': unknown in the params of 'check'");
+    th_fails(c, "check", CHECK(", \"ttl\": 5"), "bad_request", "field 'ttl': unknown");
     cr_assert_eq(th_sql_int(&srv, "SELECT count(*) FROM reservations"), 0);
-    fails(c, "check",
-          "{\"subject\": {\"teem\": \"infra\"}, \"provider\": \"openai\", \"model\": "
-          "\"gpt-4o\", \"output_tokens\": 1, \"purpose\": \"x\"}",
-          "bad_request", "field 'teem': unknown in subject");
-    fails(c, "estimate",
-          "{\"provider\": \"openai\", \"model\": \"gpt-4o\", \"output_tokens\": 1, \"purpose\": "
-          "\"x\"}",
-          "bad_request", "field 'purpose': unknown in the params of 'estimate'");
-    fails(c, "settle", "{\"reservation\": \"r-x\", \"output_tokens\": 1, \"charge\": true}",
-          "bad_request", "field 'charge'");
-    fails(c, "ping", "{\"verbose\": true}", "bad_request", "field 'verbose'");
-    fails(c, "budget.set",
-          "{\"selector\": \"team:x\", \"metric\": \"gco2e\", \"window\": \"day\", "
-          "\"limit\": 1, \"limt\": 2}",
-          "bad_request", "field 'limt'");
-    fails(c, "grid.set",
-          "{\"zone\": \"FRA\", \"gco2e_per_kwh\": 50, \"valid_until\": 99999999999, "
-          "\"forecast\": [{\"from\": 1, \"gco2e\": 3}]}",
-          "bad_request", "field 'gco2e': unknown in a forecast point");
-    json_t *res, *r = ok(c, "budget.list", "{}", &res);
+    th_fails(c, "check",
+             "{\"subject\": {\"teem\": \"infra\"}, \"provider\": \"openai\", \"model\": "
+             "\"gpt-4o\", \"output_tokens\": 1, \"purpose\": \"x\"}",
+             "bad_request", "field 'teem': unknown in subject");
+    th_fails(c, "estimate",
+             "{\"provider\": \"openai\", \"model\": \"gpt-4o\", \"output_tokens\": 1, \"purpose\": "
+             "\"x\"}",
+             "bad_request", "field 'purpose': unknown in the params of 'estimate'");
+    th_fails(c, "settle", "{\"reservation\": \"r-x\", \"output_tokens\": 1, \"charge\": true}",
+             "bad_request", "field 'charge'");
+    th_fails(c, "ping", "{\"verbose\": true}", "bad_request", "field 'verbose'");
+    th_fails(c, "budget.set",
+             "{\"selector\": \"team:x\", \"metric\": \"gco2e\", \"window\": \"day\", "
+             "\"limit\": 1, \"limt\": 2}",
+             "bad_request", "field 'limt'");
+    th_fails(c, "grid.set",
+             "{\"zone\": \"FRA\", \"gco2e_per_kwh\": 50, \"valid_until\": 99999999999, "
+             "\"forecast\": [{\"from\": 1, \"gco2e\": 3}]}",
+             "bad_request", "field 'gco2e': unknown in a forecast point");
+    json_t *res, *r = th_ok(c, "budget.list", "{}", &res);
     cr_assert_eq(json_array_size(json_object_get(res, "budgets")), 0);
     json_decref(r);
     th_client_free(c);
@@ -576,10 +556,10 @@ Test(methods, an_unknown_param_is_refused_naming_it_and_holds_nothing) {
 
 Test(methods, token_counts_are_capped_at_one_billion_as_documented) {
     th_client *c = th_connect_admin(&srv);
-    json_t *res, *r = ok(c, "estimate",
-                         "{\"provider\": \"openai\", \"model\": \"gpt-4o\", \"output_tokens\": "
-                         "1000000000}",
-                         &res);
+    json_t *res, *r = th_ok(c, "estimate",
+                            "{\"provider\": \"openai\", \"model\": \"gpt-4o\", \"output_tokens\": "
+                            "1000000000}",
+                            &res);
     json_decref(r);
     const char *fields[] = {"output_tokens", "input_tokens", "reasoning_tokens",
                             "cached_input_tokens"};
@@ -600,39 +580,39 @@ Test(methods, token_counts_are_capped_at_one_billion_as_documented) {
 
 Test(methods, an_empty_required_string_is_refused_naming_the_field) {
     th_client *c = th_connect_admin(&srv);
-    fails(c, "check",
-          "{" SUBJECT ", \"provider\": \"openai\", \"model\": \"gpt-4o\","
-          " \"output_tokens\": 1, \"purpose\": \"\"}",
-          "bad_request", "field 'purpose' is required and is empty");
-    fails(c, "estimate", "{\"provider\": \"\", \"model\": \"gpt-4o\", \"output_tokens\": 1}",
-          "bad_request", "field 'provider' is required and is empty");
+    th_fails(c, "check",
+             "{" SUBJECT ", \"provider\": \"openai\", \"model\": \"gpt-4o\","
+             " \"output_tokens\": 1, \"purpose\": \"\"}",
+             "bad_request", "field 'purpose' is required and is empty");
+    th_fails(c, "estimate", "{\"provider\": \"\", \"model\": \"gpt-4o\", \"output_tokens\": 1}",
+             "bad_request", "field 'provider' is required and is empty");
     cr_assert_eq(th_sql_int(&srv, "SELECT count(*) FROM reservations"), 0);
     th_client_free(c);
 }
 
 Test(methods, settle_and_cancel_errors_and_cancel_releases_the_hold) {
     th_client *c = th_connect_admin(&srv);
-    fails(c, "settle",
-          "{\"reservation\": \"r-unknown\", \"input_tokens\": 1, \"output_tokens\": 1}",
-          "unknown_reservation", "'r-unknown'");
-    fails(c, "cancel", "{\"reservation\": \"r-unknown\"}", "unknown_reservation", NULL);
-    fails(c, "cancel", "{}", "bad_request", "field 'reservation' is required");
+    th_fails(c, "settle",
+             "{\"reservation\": \"r-unknown\", \"input_tokens\": 1, \"output_tokens\": 1}",
+             "unknown_reservation", "'r-unknown'");
+    th_fails(c, "cancel", "{\"reservation\": \"r-unknown\"}", "unknown_reservation", NULL);
+    th_fails(c, "cancel", "{}", "bad_request", "field 'reservation' is required");
     th_client *a = admin(&srv);
-    json_t *res, *r = ok(a, "budget.set", "{" TEAM_BUDGET ", \"limit\": 1000}", &res);
+    json_t *res, *r = th_ok(a, "budget.set", "{" TEAM_BUDGET ", \"limit\": 1000}", &res);
     json_decref(r);
-    r = ok(c, "check", CHECK(""), &res);
+    r = th_ok(c, "check", CHECK(""), &res);
     char params[128];
-    snprintf(params, sizeof params, "{\"reservation\": \"%s\"}", str(res, "reservation"));
+    snprintf(params, sizeof params, "{\"reservation\": \"%s\"}", th_str(res, "reservation"));
     json_decref(r);
-    r = ok(c, "budget.get", "{" SUBJECT "}", &res);
-    cr_assert_gt(num(json_array_get(json_object_get(res, "budgets"), 0), "held"), 0);
+    r = th_ok(c, "budget.get", "{" SUBJECT "}", &res);
+    cr_assert_gt(th_num(json_array_get(json_object_get(res, "budgets"), 0), "held"), 0);
     json_decref(r);
-    r = ok(c, "cancel", params, &res);
+    r = th_ok(c, "cancel", params, &res);
     cr_assert(json_is_true(json_object_get(res, "released")));
     json_decref(r);
-    r = ok(c, "budget.get", "{" SUBJECT "}", &res);
-    cr_assert_eq(num(json_array_get(json_object_get(res, "budgets"), 0), "held"), 0);
-    cr_assert_eq(num(json_array_get(json_object_get(res, "budgets"), 0), "used"), 0);
+    r = th_ok(c, "budget.get", "{" SUBJECT "}", &res);
+    cr_assert_eq(th_num(json_array_get(json_object_get(res, "budgets"), 0), "held"), 0);
+    cr_assert_eq(th_num(json_array_get(json_object_get(res, "budgets"), 0), "used"), 0);
     json_decref(r);
     th_client_free(a);
     th_client_free(c);
@@ -651,7 +631,7 @@ Test(methods, thousand_pipelined_checks_are_answered_once_each_with_their_msgid)
         json_int_t id = json_integer_value(json_array_get(r, 1));
         cr_assert(id >= 100 && id < 100 + N);
         cr_assert_not_null(th_result(r), "%s", th_error_message(r));
-        cr_assert_str_eq(str(th_result(r), "decision"), "allow");
+        cr_assert_str_eq(th_str(th_result(r), "decision"), "allow");
         seen[id - 100]++;
         json_decref(r);
     }
@@ -683,18 +663,18 @@ Test(methods, pipelined_budget_sets_are_answered_once_each_and_in_effect) {
         json_t *res = th_result(r);
         cr_assert_not_null(res, "%s", th_error_message(r));
         cr_assert(json_is_true(json_object_get(res, "created")));
-        cr_assert_eq(num(json_object_get(res, "budget"), "limit"), 1000 + (id - 10));
+        cr_assert_eq(th_num(json_object_get(res, "budget"), "limit"), 1000 + (id - 10));
         seen[id - 10]++;
         json_decref(r);
     }
     for (int i = 0; i < N; i++)
         cr_assert_eq(seen[i], 1, "msgid %d answered %d times", 10 + i, seen[i]);
-    json_t *res, *r = ok(a, "budget.list", "{}", &res);
+    json_t *res, *r = th_ok(a, "budget.list", "{}", &res);
     cr_assert_eq(json_array_size(json_object_get(res, "budgets")), N);
     json_decref(r);
-    r = ok(a, "budget.get", "{\"subject\": {\"user\": \"u7\"}}", &res);
+    r = th_ok(a, "budget.get", "{\"subject\": {\"user\": \"u7\"}}", &res);
     json_t *b = json_array_get(json_object_get(res, "budgets"), 0);
-    cr_assert_eq(num(b, "limit"), 1007);
+    cr_assert_eq(th_num(b, "limit"), 1007);
     json_decref(r);
     th_client_free(a);
 }
@@ -703,14 +683,14 @@ Test(methods, pipelined_budget_sets_are_answered_once_each_and_in_effect) {
 
 Test(methods, stats_counts_decisions_and_reports_the_policy_version) {
     th_client *c = th_connect_admin(&srv);
-    json_t *res, *r = ok(c, "check", CHECK(", \"reserve\": false"), &res);
+    json_t *res, *r = th_ok(c, "check", CHECK(", \"reserve\": false"), &res);
     char version[32];
-    snprintf(version, sizeof version, "%s", str(res, "policy_version"));
+    snprintf(version, sizeof version, "%s", th_str(res, "policy_version"));
     json_decref(r);
-    r = ok(c, "stats", "{}", &res);
-    cr_assert_eq(num(json_object_get(res, "decisions"), "allow"), 1);
-    cr_assert_str_eq(str(res, "policy_version"), version);
-    cr_assert_eq(num(res, "workers"), 2);
+    r = th_ok(c, "stats", "{}", &res);
+    cr_assert_eq(th_num(json_object_get(res, "decisions"), "allow"), 1);
+    cr_assert_str_eq(th_str(res, "policy_version"), version);
+    cr_assert_eq(th_num(res, "workers"), 2);
     json_decref(r);
     th_client_free(c);
 }
@@ -724,28 +704,28 @@ Test(methods, policy_reload_needs_admin_switches_version_and_keeps_the_old_set_o
     char token[72];
     th_create_key(&srv, "client", "*", token, NULL);
     th_client *c = th_connect_as(&srv, token);
-    fails(c, "policy.reload", "{}", "unauthorized", NULL);
-    json_t *res, *r = ok(c, "check", CHECK(", \"reserve\": false"), &res);
+    th_fails(c, "policy.reload", "{}", "unauthorized", NULL);
+    json_t *res, *r = th_ok(c, "check", CHECK(", \"reserve\": false"), &res);
     char v1[32];
-    snprintf(v1, sizeof v1, "%s", str(res, "policy_version"));
+    snprintf(v1, sizeof v1, "%s", th_str(res, "policy_version"));
     json_decref(r);
     th_client *a = admin(&srv);
     th_write_policy(&srv, "budgets.lua", "return { decide = function( }\n");
-    fails(a, "policy.reload", "{}", "policy_error", "budgets.lua");
-    r = ok(c, "check", CHECK(", \"reserve\": false"), &res);
-    cr_assert_str_eq(str(res, "policy_version"), v1, "the old set stays live");
+    th_fails(a, "policy.reload", "{}", "policy_error", "budgets.lua");
+    r = th_ok(c, "check", CHECK(", \"reserve\": false"), &res);
+    cr_assert_str_eq(th_str(res, "policy_version"), v1, "the old set stays live");
     json_decref(r);
     th_write_policy(&srv, "budgets.lua", POLICY_V2);
-    r = ok(a, "policy.reload", "{}", &res);
+    r = th_ok(a, "policy.reload", "{}", &res);
     char v2[32];
-    snprintf(v2, sizeof v2, "%s", str(res, "policy_version"));
+    snprintf(v2, sizeof v2, "%s", th_str(res, "policy_version"));
     cr_assert_str_neq(v2, v1);
     cr_assert_str_eq(json_string_value(json_array_get(json_object_get(res, "policies"), 0)),
                      "budgets");
     json_decref(r);
-    r = ok(c, "check", CHECK(", \"reserve\": false"), &res);
-    cr_assert_str_eq(str(res, "policy_version"), v2);
-    cr_assert_str_eq(str(res, "reason"), "version two");
+    r = th_ok(c, "check", CHECK(", \"reserve\": false"), &res);
+    cr_assert_str_eq(th_str(res, "policy_version"), v2);
+    cr_assert_str_eq(th_str(res, "reason"), "version two");
     json_decref(r);
     th_client_free(a);
     th_client_free(c);
@@ -807,9 +787,9 @@ Test(methods, reload_under_load_fails_no_request_and_switches_each_connection_on
     th_sleep_ms(300);
     th_write_policy(&srv, "budgets.lua", POLICY_V2);
     th_client *a = admin(&srv);
-    json_t *res, *r = ok(a, "policy.reload", "{}", &res);
+    json_t *res, *r = th_ok(a, "policy.reload", "{}", &res);
     char v2[32];
-    snprintf(v2, sizeof v2, "%s", str(res, "policy_version"));
+    snprintf(v2, sizeof v2, "%s", th_str(res, "policy_version"));
     json_decref(r);
     th_sleep_ms(300);
     for (int i = 0; i < CONNS; i++)
@@ -834,8 +814,8 @@ Test(methods, sigterm_under_load_loses_no_acknowledged_settle, .timeout = 90) {
     enum { N = 200 };
     static char ids[N][64];
     for (int i = 0; i < N; i++) {
-        json_t *res, *r = ok(c, "check", CHECK(""), &res);
-        snprintf(ids[i], sizeof ids[i], "%s", str(res, "reservation"));
+        json_t *res, *r = th_ok(c, "check", CHECK(""), &res);
+        snprintf(ids[i], sizeof ids[i], "%s", th_str(res, "reservation"));
         json_decref(r);
     }
     /* Pipeline all the settles, stop the server while they are in flight. */
@@ -876,7 +856,7 @@ Test(methods, sigterm_under_load_loses_no_acknowledged_settle, .timeout = 90) {
     th_server_restart(&srv, NULL);
     c = th_connect_admin(&srv);
     json_t *res;
-    r = ok(c, "stats", "{}", &res);
+    r = th_ok(c, "stats", "{}", &res);
     json_decref(r);
     th_client_free(c);
 }
@@ -885,14 +865,15 @@ Test(methods, sigterm_under_load_loses_no_acknowledged_settle, .timeout = 90) {
 
 Test(methods, http_serves_healthz_metrics_and_budgets_json) {
     th_client *a = admin(&srv);
-    json_t *res, *r = ok(a, "budget.set", "{" TEAM_BUDGET ", \"limit\": 5}", &res);
+    json_t *res, *r = th_ok(a, "budget.set", "{" TEAM_BUDGET ", \"limit\": 5}", &res);
     json_decref(r);
-    r = ok(a, "budget.set",
-           "{\"selector\": \"org:acme\", \"metric\": \"requests\", \"window\": \"day\", \"limit\": "
-           "10}",
-           &res);
+    r = th_ok(
+        a, "budget.set",
+        "{\"selector\": \"org:acme\", \"metric\": \"requests\", \"window\": \"day\", \"limit\": "
+        "10}",
+        &res);
     json_decref(r);
-    r = ok(a, "check", CHECK(""), &res);
+    r = th_ok(a, "check", CHECK(""), &res);
     json_decref(r);
     th_client_free(a);
     int status = 0;
@@ -930,10 +911,10 @@ Test(methods, http_serves_healthz_metrics_and_budgets_json) {
     json_t *b = NULL, *x;
     size_t i;
     json_array_foreach(json_object_get(j, "budgets"), i,
-                       x) if (strcmp(str(x, "selector"), "team:*") == 0) b = x;
+                       x) if (strcmp(th_str(x, "selector"), "team:*") == 0) b = x;
     cr_assert_not_null(b, "%s", body);
-    cr_assert_str_eq(str(b, "counter"), "org:acme/team:infra");
-    cr_assert_gt(num(b, "held"), 0);
+    cr_assert_str_eq(th_str(b, "counter"), "org:acme/team:infra");
+    cr_assert_gt(th_num(b, "held"), 0);
     json_decref(j);
     free(body);
     body = th_http_get(&srv, "/nope", &status);
@@ -945,11 +926,11 @@ Test(methods, a_decision_no_policy_made_is_labelled_policy_empty_in_metrics_as_i
     th_write_policy(&srv, "budgets.lua",
                     "return { name = 'quiet', decide = function(req, ctx) return nil end }\n");
     th_client *a = admin(&srv);
-    json_t *res, *r = ok(a, "policy.reload", "{}", &res);
+    json_t *res, *r = th_ok(a, "policy.reload", "{}", &res);
     json_decref(r);
-    r = ok(a, "check", CHECK(""), &res);
-    cr_assert_str_eq(str(res, "decision"), "allow");
-    cr_assert_str_eq(str(res, "policy"), "");
+    r = th_ok(a, "check", CHECK(""), &res);
+    cr_assert_str_eq(th_str(res, "decision"), "allow");
+    cr_assert_str_eq(th_str(res, "policy"), "");
     json_decref(r);
     th_client_free(a);
     int status = 0;
@@ -962,16 +943,16 @@ Test(methods, a_decision_no_policy_made_is_labelled_policy_empty_in_metrics_as_i
 
 Test(methods, metrics_export_each_wildcard_counter_with_its_usage_after_a_settle) {
     th_client *a = admin(&srv);
-    json_t *res, *r = ok(a, "budget.set",
-                         "{\"selector\": \"user:*\", \"metric\": \"tokens\", \"window\": "
-                         "\"month\", \"limit\": 100000}",
-                         &res);
+    json_t *res, *r = th_ok(a, "budget.set",
+                            "{\"selector\": \"user:*\", \"metric\": \"tokens\", \"window\": "
+                            "\"month\", \"limit\": 100000}",
+                            &res);
     json_decref(r);
-    r = ok(a, "check", CHECK(""), &res);
+    r = th_ok(a, "check", CHECK(""), &res);
     char params[256];
     snprintf(params, sizeof params,
              "{\"reservation\": \"%s\", \"input_tokens\": 100, \"output_tokens\": 300}",
-             str(res, "reservation"));
+             th_str(res, "reservation"));
     json_decref(r);
     int status = 0;
     char *body = th_http_get(&srv, "/metrics", &status);
@@ -980,14 +961,14 @@ Test(methods, metrics_export_each_wildcard_counter_with_its_usage_after_a_settle
                            "metric=\"tokens\",window=\"month\"} 900.0"),
               "the check's hold (100 + 800 tokens) is exported:\n%s", body);
     free(body);
-    r = ok(a, "settle", params, &res);
+    r = th_ok(a, "settle", params, &res);
     json_decref(r);
     /* A subject name with a quote and a backslash is escaped in the label value. */
-    r = ok(a, "check",
-           "{\"subject\": {\"org\": \"acme\", \"user\": \"a\\\"b\\\\c\"}, \"provider\": "
-           "\"openai\", \"model\": \"gpt-4o\", \"input_tokens\": 100, \"output_tokens\": 800, "
-           "\"purpose\": \"code-review\"}",
-           &res);
+    r = th_ok(a, "check",
+              "{\"subject\": {\"org\": \"acme\", \"user\": \"a\\\"b\\\\c\"}, \"provider\": "
+              "\"openai\", \"model\": \"gpt-4o\", \"input_tokens\": 100, \"output_tokens\": 800, "
+              "\"purpose\": \"code-review\"}",
+              &res);
     json_decref(r);
     th_client_free(a);
     body = th_http_get(&srv, "/metrics", &status);
@@ -1014,9 +995,9 @@ Test(unix_admin, a_unix_peer_with_an_allowed_uid_is_admin_without_a_token, .time
     th_server s;
     th_server_start(&s, "unix_admin_uids = \"self\"");
     th_client *u = th_connect_unix(&s), *t = th_connect_tcp(&s);
-    json_t *res, *r = ok(u, "budget.set", "{" TEAM_BUDGET ", \"limit\": 5}", &res);
+    json_t *res, *r = th_ok(u, "budget.set", "{" TEAM_BUDGET ", \"limit\": 5}", &res);
     json_decref(r);
-    fails(t, "budget.set", "{" TEAM_BUDGET ", \"limit\": 5}", "unauthorized", NULL);
+    th_fails(t, "budget.set", "{" TEAM_BUDGET ", \"limit\": 5}", "unauthorized", NULL);
     th_client_free(u);
     th_client_free(t);
     th_server_cleanup(&s);
@@ -1053,8 +1034,8 @@ Test(store_failure, closed_mode_refuses_with_store_unavailable_and_recovers_with
     free(body);
     th_server_set_fsize(&s, 0); /* the disk has room again */
     json_t *res;
-    r = ok(c, "check", CHECK(""), &res);
-    cr_assert_str_eq(str(res, "decision"), "allow");
+    r = th_ok(c, "check", CHECK(""), &res);
+    cr_assert_str_eq(th_str(res, "decision"), "allow");
     cr_assert_null(json_object_get(res, "unenforced"));
     json_decref(r);
     th_client_free(c);
@@ -1069,12 +1050,12 @@ Test(store_failure, open_mode_allows_unenforced_and_counts_it, .timeout = 60) {
     check_until_store_fails(c, &r);
     json_t *res = th_result(r);
     cr_assert_not_null(res, "%s", th_error_message(r));
-    cr_assert_str_eq(str(res, "decision"), "allow");
+    cr_assert_str_eq(th_str(res, "decision"), "allow");
     cr_assert(json_is_true(json_object_get(res, "unenforced")));
     cr_assert_null(json_object_get(res, "reservation"));
     json_decref(r);
-    r = ok(c, "stats", "{}", &res);
-    cr_assert_geq(num(res, "unenforced"), 1);
+    r = th_ok(c, "stats", "{}", &res);
+    cr_assert_geq(th_num(res, "unenforced"), 1);
     json_decref(r);
     th_server_set_fsize(&s, 0);
     th_client_free(c);
@@ -1089,14 +1070,14 @@ Test(methods, a_client_that_leaves_with_checks_in_flight_does_not_disturb_the_se
         th_client_free(c); /* gone before the replies, while their records commit */
     }
     th_client *c = th_connect_admin(&srv);
-    json_t *res, *r = ok(c, "check", CHECK(""), &res);
-    cr_assert_str_eq(str(res, "decision"), "allow");
+    json_t *res, *r = th_ok(c, "check", CHECK(""), &res);
+    cr_assert_str_eq(th_str(res, "decision"), "allow");
     json_decref(r);
     double connections = -1;
     for (int tries = 0; tries < 100 && connections != 1;
          tries++) { /* closes are seen asynchronously */
-        r = ok(c, "stats", "{}", &res);
-        connections = num(res, "connections");
+        r = th_ok(c, "stats", "{}", &res);
+        connections = th_num(res, "connections");
         json_decref(r);
         if (connections != 1) th_sleep_ms(50);
     }
@@ -1107,9 +1088,9 @@ Test(methods, a_client_that_leaves_with_checks_in_flight_does_not_disturb_the_se
 
 Test(methods, sighup_reloads_the_policies_and_a_broken_set_leaves_the_old_one_live) {
     th_client *c = th_connect_admin(&srv);
-    json_t *res, *r = ok(c, "check", CHECK(", \"reserve\": false"), &res);
+    json_t *res, *r = th_ok(c, "check", CHECK(", \"reserve\": false"), &res);
     char v1[32];
-    snprintf(v1, sizeof v1, "%s", str(res, "policy_version"));
+    snprintf(v1, sizeof v1, "%s", th_str(res, "policy_version"));
     json_decref(r);
     th_write_policy(&srv, "budgets.lua", "return { decide = }\n");
     kill(srv.pid, SIGHUP);
@@ -1123,16 +1104,17 @@ Test(methods, sighup_reloads_the_policies_and_a_broken_set_leaves_the_old_one_li
         if (f) fclose(f);
     }
     cr_assert(failed, "no reload_failed in the log after SIGHUP");
-    r = ok(c, "check", CHECK(", \"reserve\": false"), &res);
-    cr_assert_str_eq(str(res, "policy_version"), v1, "a broken set must not replace the live one");
+    r = th_ok(c, "check", CHECK(", \"reserve\": false"), &res);
+    cr_assert_str_eq(th_str(res, "policy_version"), v1,
+                     "a broken set must not replace the live one");
     json_decref(r);
     th_write_policy(&srv, "budgets.lua", POLICY_V2);
     kill(srv.pid, SIGHUP);
     bool switched = false;
     for (int tries = 0; tries < 100 && !switched; tries++) {
-        r = ok(c, "check", CHECK(", \"reserve\": false"), &res);
-        switched = strcmp(str(res, "policy_version"), v1) != 0;
-        if (switched) cr_assert_str_eq(str(res, "reason"), "version two");
+        r = th_ok(c, "check", CHECK(", \"reserve\": false"), &res);
+        switched = strcmp(th_str(res, "policy_version"), v1) != 0;
+        if (switched) cr_assert_str_eq(th_str(res, "reason"), "version two");
         json_decref(r);
         if (!switched) th_sleep_ms(50);
     }

@@ -28,31 +28,11 @@ TestSuite(trust, .init = start, .fini = stop, .timeout = 60);
     ", \"purpose\": \"code-review\"}"
 #define CHECK_NO_SUBJECT "{" REQ ", \"purpose\": \"code-review\", \"budgets\": true}"
 
-static const char *str(json_t *o, const char *k) {
-    const char *s = json_string_value(json_object_get(o, k));
-    return s ? s : "";
-}
-
-static json_t *ok(th_client *c, const char *method, const char *params, json_t **res) {
-    json_t *r = th_call(c, method, params);
-    cr_assert_not_null(th_result(r), "%s %s failed: %s %s", method, params, th_error_code(r),
-                       th_error_message(r));
-    *res = th_result(r);
-    return r;
-}
-
-static void fails(th_client *c, const char *method, const char *params, const char *code) {
-    json_t *r = th_call(c, method, params);
-    cr_assert_str_eq(th_error_code(r), code, "%s %s: got '%s' (%s)", method, params,
-                     th_error_code(r), th_error_message(r));
-    json_decref(r);
-}
-
 /* used of the first budget state of subject team (admin view). */
 static double used_of(th_client *admin, const char *team) {
     char params[160];
     snprintf(params, sizeof params, "{\"subject\": {\"org\": \"acme\", \"team\": \"%s\"}}", team);
-    json_t *res, *r = ok(admin, "budget.get", params, &res);
+    json_t *res, *r = th_ok(admin, "budget.get", params, &res);
     json_t *b = json_array_get(json_object_get(res, "budgets"), 0);
     cr_assert_not_null(b, "no budget applies to team %s", team);
     double v = json_number_value(json_object_get(b, "used"));
@@ -69,7 +49,7 @@ static void set_team_budgets(th_client *admin) {
                  "{\"selector\": \"org:acme/team:%s\", \"metric\": \"requests\", \"window\": "
                  "\"day\", \"limit\": 1000}",
                  teams[i]);
-        r = ok(admin, "budget.set", params, &res);
+        r = th_ok(admin, "budget.set", params, &res);
         json_decref(r);
     }
 }
@@ -90,14 +70,14 @@ Test(trust, without_a_key_tcp_offers_only_ping_auth_estimate_and_the_catalogue) 
         {"stats", "{}"},
     };
     for (size_t i = 0; i < sizeof refused / sizeof refused[0]; i++)
-        fails(c, refused[i][0], refused[i][1], "unauthorized");
-    json_t *res, *r = ok(c, "ping", "{}", &res);
+        th_fails(c, refused[i][0], refused[i][1], "unauthorized", NULL);
+    json_t *res, *r = th_ok(c, "ping", "{}", &res);
     json_decref(r);
-    r = ok(c, "estimate", "{" REQ "}", &res);
+    r = th_ok(c, "estimate", "{" REQ "}", &res);
     json_decref(r);
-    r = ok(c, "models.list", "{}", &res);
+    r = th_ok(c, "models.list", "{}", &res);
     json_decref(r);
-    r = ok(c, "zones.list", "{}", &res);
+    r = th_ok(c, "zones.list", "{}", &res);
     json_decref(r);
     th_client_free(c);
 }
@@ -108,21 +88,21 @@ Test(trust, a_client_key_of_team_a_is_forbidden_for_team_b_and_nothing_is_charge
     char token[72];
     th_create_key(&srv, "client", "org:acme/team:a", token, NULL);
     th_client *c = th_connect_as(&srv, token);
-    fails(c, "check", CHECK_FOR("b"), "forbidden");
-    fails(c, "settle",
-          "{\"reservation\": \"mine-1\", \"subject\": {\"org\": \"acme\", \"team\": \"b\"}, " REQ
-          ", \"input_tokens\": 1}",
-          "forbidden");
+    th_fails(c, "check", CHECK_FOR("b"), "forbidden", NULL);
+    th_fails(c, "settle",
+             "{\"reservation\": \"mine-1\", \"subject\": {\"org\": \"acme\", \"team\": \"b\"}, " REQ
+             ", \"input_tokens\": 1}",
+             "forbidden", NULL);
     cr_assert_eq(used_of(admin, "b"), 0);
     /* The scope fills what the request leaves out: the hold lands on team a. */
-    json_t *res, *r = ok(c, "check", CHECK_NO_SUBJECT, &res);
+    json_t *res, *r = th_ok(c, "check", CHECK_NO_SUBJECT, &res);
     json_t *b = json_array_get(json_object_get(res, "budgets"), 0);
-    cr_assert_str_eq(str(b, "counter"), "org:acme/team:a");
+    cr_assert_str_eq(th_str_or_empty(b, "counter"), "org:acme/team:a");
     json_decref(r);
-    fails(c, "budget.set",
-          "{\"selector\": \"org:acme/team:a\", \"metric\": \"requests\", \"window\": \"day\", "
-          "\"limit\": 1}",
-          "unauthorized");
+    th_fails(c, "budget.set",
+             "{\"selector\": \"org:acme/team:a\", \"metric\": \"requests\", \"window\": \"day\", "
+             "\"limit\": 1}",
+             "unauthorized", NULL);
     th_client_free(c);
     th_client_free(admin);
 }
@@ -137,24 +117,25 @@ Test(trust, a_key_cannot_settle_or_cancel_another_keys_hold) {
     th_create_key(&srv, "client", "org:acme/team:a", ta, ida);
     th_create_key(&srv, "client", "org:acme/team:a", tb, NULL);
     th_client *a = th_connect_as(&srv, ta), *b = th_connect_as(&srv, tb);
-    json_t *res, *r = ok(a, "check", CHECK_NO_SUBJECT, &res);
+    json_t *res, *r = th_ok(a, "check", CHECK_NO_SUBJECT, &res);
     char resv[64], params[200];
-    snprintf(resv, sizeof resv, "%s", str(res, "reservation"));
+    snprintf(resv, sizeof resv, "%s", th_str_or_empty(res, "reservation"));
     json_decref(r);
     settle_params(params, sizeof params, resv);
-    fails(b, "settle", params, "forbidden");
+    th_fails(b, "settle", params, "forbidden", NULL);
     char cancel[100];
     snprintf(cancel, sizeof cancel, "{\"reservation\": \"%s\"}", resv);
-    fails(b, "cancel", cancel, "forbidden");
-    r = ok(a, "settle", params, &res);
-    cr_assert_str_eq(str(res, "settled"), "reserved");
+    th_fails(b, "cancel", cancel, "forbidden", NULL);
+    r = th_ok(a, "settle", params, &res);
+    cr_assert_str_eq(th_str_or_empty(res, "settled"), "reserved");
     json_decref(r);
     /* An admin may release anyone's hold. */
-    r = ok(a, "check", CHECK_NO_SUBJECT, &res);
-    snprintf(cancel, sizeof cancel, "{\"reservation\": \"%s\"}", str(res, "reservation"));
+    r = th_ok(a, "check", CHECK_NO_SUBJECT, &res);
+    snprintf(cancel, sizeof cancel, "{\"reservation\": \"%s\"}",
+             th_str_or_empty(res, "reservation"));
     json_decref(r);
     th_client *admin = th_connect_admin(&srv);
-    r = ok(admin, "cancel", cancel, &res);
+    r = th_ok(admin, "cancel", cancel, &res);
     json_decref(r);
     th_client_free(admin);
     th_client_free(a);
@@ -174,26 +155,26 @@ Test(trust, a_made_up_or_future_reservation_id_charges_no_other_team_nor_fails_a
                  "{\"reservation\": \"r%036x\", \"subject\": {\"org\": \"acme\", \"team\": "
                  "\"a\"}, " REQ ", \"input_tokens\": 1}",
                  i);
-        fails(c, "settle", params, "unknown_reservation");
+        th_fails(c, "settle", params, "unknown_reservation", NULL);
         snprintf(params, sizeof params,
                  "{\"reservation\": \"r%016x\", " REQ ", \"input_tokens\": 1}", i);
-        fails(c, "settle", params, "unknown_reservation");
+        th_fails(c, "settle", params, "unknown_reservation", NULL);
     }
-    fails(c, "settle",
-          "{\"reservation\": \"own-1\", \"subject\": {\"org\": \"acme\", \"team\": \"b\"}, " REQ
-          ", \"input_tokens\": 1}",
-          "forbidden");
+    th_fails(c, "settle",
+             "{\"reservation\": \"own-1\", \"subject\": {\"org\": \"acme\", \"team\": \"b\"}, " REQ
+             ", \"input_tokens\": 1}",
+             "forbidden", NULL);
     cr_assert_eq(used_of(admin, "b"), 0);
     /* An id of its own, without a subject: charged inside the caller's scope. */
     json_t *res,
-        *r = ok(c, "settle", "{\"reservation\": \"own-2\", " REQ ", \"input_tokens\": 1}", &res);
-    cr_assert_str_eq(str(res, "settled"), "unreserved");
+        *r = th_ok(c, "settle", "{\"reservation\": \"own-2\", " REQ ", \"input_tokens\": 1}", &res);
+    cr_assert_str_eq(th_str_or_empty(res, "settled"), "unreserved");
     json_decref(r);
     cr_assert_eq(used_of(admin, "a"), 1);
     char prev[64] = "";
     for (int i = 0; i < 50; i++) {
-        r = ok(c, "check", CHECK_NO_SUBJECT, &res);
-        const char *id = str(res, "reservation");
+        r = th_ok(c, "check", CHECK_NO_SUBJECT, &res);
+        const char *id = th_str_or_empty(res, "reservation");
         cr_assert_eq(strlen(id), 37, "reservation id '%s'", id);
         cr_assert_eq(id[0], 'r');
         cr_assert_str_neq(id, prev);
@@ -211,41 +192,44 @@ static size_t count_array(json_t *res, const char *key) {
 static bool has_selector(json_t *list, const char *sel) {
     size_t i;
     json_t *b;
-    json_array_foreach(list, i, b) if (strcmp(str(b, "selector"), sel) == 0) return true;
+    json_array_foreach(list, i,
+                       b) if (strcmp(th_str_or_empty(b, "selector"), sel) == 0) return true;
     return false;
 }
 
 Test(trust, a_reader_key_sees_only_its_scope_in_every_read_path) {
     th_client *admin = th_connect_admin(&srv);
     set_team_budgets(admin);
-    json_t *res, *r = ok(admin, "budget.set",
-                         "{\"selector\": \"org:other\", \"metric\": \"requests\", \"window\": "
-                         "\"day\", \"limit\": 5}",
-                         &res);
+    json_t *res, *r = th_ok(admin, "budget.set",
+                            "{\"selector\": \"org:other\", \"metric\": \"requests\", \"window\": "
+                            "\"day\", \"limit\": 5}",
+                            &res);
     json_decref(r);
-    r = ok(admin, "check", CHECK_FOR("a"), &res);
+    r = th_ok(admin, "check", CHECK_FOR("a"), &res);
     json_decref(r);
-    r = ok(admin, "check", CHECK_FOR("b"), &res);
+    r = th_ok(admin, "check", CHECK_FOR("b"), &res);
     json_decref(r);
     char token[72];
     th_create_key(&srv, "reader", "org:acme/team:a", token, NULL);
     th_client *c = th_connect_as(&srv, token);
-    r = ok(c, "budget.list", "{}", &res);
+    r = th_ok(c, "budget.list", "{}", &res);
     json_t *list = json_object_get(res, "budgets");
     cr_assert_eq(json_array_size(list), 1, "%s", json_dumps(res, 0));
     cr_assert(has_selector(list, "org:acme/team:a"));
     json_decref(r);
-    fails(c, "budget.get", "{\"subject\": {\"org\": \"acme\", \"team\": \"b\"}}", "forbidden");
-    r = ok(c, "budget.get", "{}", &res);
+    th_fails(c, "budget.get", "{\"subject\": {\"org\": \"acme\", \"team\": \"b\"}}", "forbidden",
+             NULL);
+    r = th_ok(c, "budget.get", "{}", &res);
     cr_assert_eq(count_array(res, "budgets"), 1);
     json_decref(r);
-    r = ok(c, "decisions.list", "{}", &res);
+    r = th_ok(c, "decisions.list", "{}", &res);
     list = json_object_get(res, "decisions");
     cr_assert_eq(json_array_size(list), 1, "%s", json_dumps(res, 0));
-    cr_assert_str_eq(str(json_object_get(json_array_get(list, 0), "subject"), "team"), "a");
+    cr_assert_str_eq(th_str_or_empty(json_object_get(json_array_get(list, 0), "subject"), "team"),
+                     "a");
     json_decref(r);
-    fails(c, "decisions.list", "{\"subject\": {\"team\": \"b\"}}", "forbidden");
-    fails(c, "check", CHECK_NO_SUBJECT, "unauthorized");
+    th_fails(c, "decisions.list", "{\"subject\": {\"team\": \"b\"}}", "forbidden", NULL);
+    th_fails(c, "check", CHECK_NO_SUBJECT, "unauthorized", NULL);
     int status = 0;
     char *body = th_http_get_auth(&srv, "/v1/budgets", token, &status);
     cr_assert_eq(status, 200, "%s", body);
@@ -270,20 +254,20 @@ Test(trust, revocation_cuts_an_open_connection_at_its_next_call) {
     char token[72], id[24];
     th_create_key(&srv, "client", "org:acme/team:a", token, id);
     th_client *c = th_connect_as(&srv, token);
-    json_t *res, *r = ok(c, "check", CHECK_NO_SUBJECT, &res);
+    json_t *res, *r = th_ok(c, "check", CHECK_NO_SUBJECT, &res);
     json_decref(r);
     th_client *admin = th_connect_admin(&srv);
     char params[100];
     snprintf(params, sizeof params, "{\"key_id\": \"%s\"}", id);
-    r = ok(admin, "key.revoke", params, &res);
+    r = th_ok(admin, "key.revoke", params, &res);
     json_decref(r);
-    fails(c, "check", CHECK_NO_SUBJECT, "unauthorized");
-    fails(c, "check", CHECK_NO_SUBJECT, "unauthorized");
+    th_fails(c, "check", CHECK_NO_SUBJECT, "unauthorized", NULL);
+    th_fails(c, "check", CHECK_NO_SUBJECT, "unauthorized", NULL);
     snprintf(params, sizeof params, "{\"token\": \"%s\"}", token);
-    fails(c, "auth", params, "unauthorized");
-    r = ok(admin, "key.list", "{}", &res);
+    th_fails(c, "auth", params, "unauthorized", NULL);
+    r = th_ok(admin, "key.list", "{}", &res);
     json_t *k = json_array_get(json_object_get(res, "keys"), 0);
-    cr_assert_str_eq(str(k, "key_id"), id);
+    cr_assert_str_eq(th_str_or_empty(k, "key_id"), id);
     cr_assert_gt(json_integer_value(json_object_get(k, "revoked_at")), 0);
     cr_assert_null(json_object_get(k, "token"));
     json_decref(r);
@@ -297,14 +281,14 @@ Test(trust, keys_the_owner_of_a_hold_and_what_it_was_for_survive_a_restart) {
     th_create_key(&srv, "client", "org:acme/team:a", tb, NULL);
     th_create_key(&srv, "reader", "*", tr, idr);
     th_client *a = th_connect_as(&srv, ta);
-    json_t *res, *r = ok(a, "check", CHECK_NO_SUBJECT, &res);
+    json_t *res, *r = th_ok(a, "check", CHECK_NO_SUBJECT, &res);
     char resv[64], params[200];
-    snprintf(resv, sizeof resv, "%s", str(res, "reservation"));
+    snprintf(resv, sizeof resv, "%s", th_str_or_empty(res, "reservation"));
     json_decref(r);
     th_client_free(a);
     th_client *admin = th_connect_admin(&srv);
     snprintf(params, sizeof params, "{\"key_id\": \"%s\"}", idr);
-    r = ok(admin, "key.revoke", params, &res);
+    r = th_ok(admin, "key.revoke", params, &res);
     json_decref(r);
     th_client_free(admin);
     cr_assert_eq(th_server_stop(&srv), 0);
@@ -313,13 +297,13 @@ Test(trust, keys_the_owner_of_a_hold_and_what_it_was_for_survive_a_restart) {
     a = th_connect_as(&srv, ta);
     /* The ledger reloads the hold with what it was for: the settle gives only tokens. */
     settle_params(params, sizeof params, resv);
-    fails(b, "settle", params, "forbidden");
-    r = ok(a, "settle", params, &res);
-    cr_assert_str_eq(str(res, "settled"), "reserved");
+    th_fails(b, "settle", params, "forbidden", NULL);
+    r = th_ok(a, "settle", params, &res);
+    cr_assert_str_eq(th_str_or_empty(res, "settled"), "reserved");
     json_decref(r);
     th_client *c = th_connect_tcp(&srv);
     snprintf(params, sizeof params, "{\"token\": \"%s\"}", tr);
-    fails(c, "auth", params, "unauthorized");
+    th_fails(c, "auth", params, "unauthorized", NULL);
     th_client_free(c);
     th_client_free(a);
     th_client_free(b);
@@ -331,32 +315,34 @@ Test(trust, a_manager_manages_keys_and_budgets_only_inside_its_scope_and_is_jour
     th_create_key(&srv, "client", "org:other", other, ido);
     th_client *m = th_connect_as(&srv, tm);
     json_t *res,
-        *r = ok(m, "key.create", "{\"role\": \"client\", \"scope\": \"org:acme/team:a\"}", &res);
-    cr_assert_eq(strncmp(str(res, "token"), "dsk_", 4), 0);
-    cr_assert_eq(strlen(str(res, "token")), 68);
+        *r = th_ok(m, "key.create", "{\"role\": \"client\", \"scope\": \"org:acme/team:a\"}", &res);
+    cr_assert_eq(strncmp(th_str_or_empty(res, "token"), "dsk_", 4), 0);
+    cr_assert_eq(strlen(th_str_or_empty(res, "token")), 68);
     json_decref(r);
-    fails(m, "key.create", "{\"role\": \"client\", \"scope\": \"org:other\"}", "forbidden");
-    fails(m, "key.create", "{\"role\": \"client\", \"scope\": \"*\"}", "forbidden");
-    fails(m, "key.create", "{\"role\": \"admin\", \"scope\": \"org:acme\"}", "forbidden");
-    fails(m, "key.create", "{\"role\": \"boss\", \"scope\": \"org:acme\"}", "bad_request");
-    fails(m, "key.create", "{\"role\": \"client\", \"scope\": \"org:acme/user:x/team:y\"}",
-          "bad_request");
+    th_fails(m, "key.create", "{\"role\": \"client\", \"scope\": \"org:other\"}", "forbidden",
+             NULL);
+    th_fails(m, "key.create", "{\"role\": \"client\", \"scope\": \"*\"}", "forbidden", NULL);
+    th_fails(m, "key.create", "{\"role\": \"admin\", \"scope\": \"org:acme\"}", "forbidden", NULL);
+    th_fails(m, "key.create", "{\"role\": \"boss\", \"scope\": \"org:acme\"}", "bad_request", NULL);
+    th_fails(m, "key.create", "{\"role\": \"client\", \"scope\": \"org:acme/user:x/team:y\"}",
+             "bad_request", NULL);
     char params[100];
     snprintf(params, sizeof params, "{\"key_id\": \"%s\"}", ido);
-    fails(m, "key.revoke", params, "forbidden");
-    r = ok(m, "key.list", "{}", &res);
+    th_fails(m, "key.revoke", params, "forbidden", NULL);
+    r = th_ok(m, "key.list", "{}", &res);
     json_t *keys = json_object_get(res, "keys");
     cr_assert_eq(json_array_size(keys), 2, "%s", json_dumps(res, 0)); /* itself and its client */
     json_decref(r);
-    r = ok(m, "budget.set",
-           "{\"selector\": \"org:acme/team:*\", \"metric\": \"requests\", \"window\": \"day\", "
-           "\"limit\": 9}",
-           &res);
+    r = th_ok(m, "budget.set",
+              "{\"selector\": \"org:acme/team:*\", \"metric\": \"requests\", \"window\": \"day\", "
+              "\"limit\": 9}",
+              &res);
     json_decref(r);
-    fails(m, "budget.set",
-          "{\"selector\": \"team:*\", \"metric\": \"requests\", \"window\": \"day\", \"limit\": 9}",
-          "forbidden");
-    fails(m, "check", CHECK_NO_SUBJECT, "unauthorized");
+    th_fails(
+        m, "budget.set",
+        "{\"selector\": \"team:*\", \"metric\": \"requests\", \"window\": \"day\", \"limit\": 9}",
+        "forbidden", NULL);
+    th_fails(m, "check", CHECK_NO_SUBJECT, "unauthorized", NULL);
     th_client_free(m);
     char sql[200];
     snprintf(sql, sizeof sql,
@@ -373,38 +359,38 @@ static const char *const SHADOW =
 Test(trust, shadow_verdicts_and_tags_are_journaled_and_listed) {
     th_write_policy(&srv, "watch.lua", SHADOW);
     th_client *admin = th_connect_admin(&srv);
-    json_t *res, *r = ok(admin, "policy.reload", "{}", &res);
+    json_t *res, *r = th_ok(admin, "policy.reload", "{}", &res);
     json_decref(r);
     th_client_free(admin);
     char token[72], id[24];
     th_create_key(&srv, "client", "org:acme/team:a", token, id);
     th_client *c = th_connect_as(&srv, token);
-    r = ok(c, "check",
-           "{" REQ ", \"purpose\": \"code-review\", \"zone\": \"FRA\", \"tags\": {\"ticket\": "
-           "\"T-\\\"1\\\\\"}}",
-           &res);
-    cr_assert_str_eq(str(res, "decision"), "allow");
+    r = th_ok(c, "check",
+              "{" REQ ", \"purpose\": \"code-review\", \"zone\": \"FRA\", \"tags\": {\"ticket\": "
+              "\"T-\\\"1\\\\\"}}",
+              &res);
+    cr_assert_str_eq(th_str_or_empty(res, "decision"), "allow");
     json_decref(r);
     th_client_free(c);
     char tr[72];
     th_create_key(&srv, "reader", "org:acme", tr, NULL);
     th_client *rd = th_connect_as(&srv, tr);
-    r = ok(rd, "decisions.list", "{\"outcome\": \"allow\"}", &res);
+    r = th_ok(rd, "decisions.list", "{\"outcome\": \"allow\"}", &res);
     json_t *d = json_array_get(json_object_get(res, "decisions"), 0);
     cr_assert_not_null(d, "%s", json_dumps(res, 0));
-    cr_assert_str_eq(str(d, "key_id"), id);
-    cr_assert_str_eq(str(d, "zone"), "FRA");
-    cr_assert_str_eq(str(json_object_get(d, "tags"), "ticket"), "T-\"1\\");
-    cr_assert_str_eq(str(d, "purpose_class"), "productive");
+    cr_assert_str_eq(th_str_or_empty(d, "key_id"), id);
+    cr_assert_str_eq(th_str_or_empty(d, "zone"), "FRA");
+    cr_assert_str_eq(th_str_or_empty(json_object_get(d, "tags"), "ticket"), "T-\"1\\");
+    cr_assert_str_eq(th_str_or_empty(d, "purpose_class"), "productive");
     json_t *v, *verdicts = json_object_get(d, "verdicts");
     size_t i;
     bool shadow_seen = false, enforce_seen = false;
     json_array_foreach(verdicts, i, v) {
-        if (strcmp(str(v, "policy"), "watch") == 0) {
+        if (strcmp(th_str_or_empty(v, "policy"), "watch") == 0) {
             shadow_seen = json_is_true(json_object_get(v, "shadow")) &&
-                          strcmp(str(v, "outcome"), "refuse") == 0 &&
-                          strcmp(str(v, "reason"), "would refuse code-review") == 0;
-        } else if (strcmp(str(v, "policy"), "budgets") == 0) {
+                          strcmp(th_str_or_empty(v, "outcome"), "refuse") == 0 &&
+                          strcmp(th_str_or_empty(v, "reason"), "would refuse code-review") == 0;
+        } else if (strcmp(th_str_or_empty(v, "policy"), "budgets") == 0) {
             enforce_seen = json_is_false(json_object_get(v, "shadow"));
         }
     }
@@ -433,24 +419,24 @@ Test(trust, decisions_list_pages_with_next_and_filters_by_time) {
     th_client *admin = th_connect_admin(&srv);
     json_t *res, *r;
     for (int i = 0; i < 5; i++) {
-        r = ok(admin, "check", CHECK_FOR("a"), &res);
+        r = th_ok(admin, "check", CHECK_FOR("a"), &res);
         json_decref(r);
     }
-    r = ok(admin, "decisions.list", "{\"limit\": 2}", &res);
+    r = th_ok(admin, "decisions.list", "{\"limit\": 2}", &res);
     cr_assert_eq(count_array(res, "decisions"), 2);
     json_int_t next = json_integer_value(json_object_get(res, "next"));
     cr_assert_gt(next, 0);
     json_decref(r);
     char params[100];
     snprintf(params, sizeof params, "{\"limit\": 10, \"after\": %lld}", (long long)next);
-    r = ok(admin, "decisions.list", params, &res);
+    r = th_ok(admin, "decisions.list", params, &res);
     cr_assert_eq(count_array(res, "decisions"), 3);
     cr_assert(json_is_null(json_object_get(res, "next")));
     json_decref(r);
-    r = ok(admin, "decisions.list", "{\"until\": 1000}", &res);
+    r = th_ok(admin, "decisions.list", "{\"until\": 1000}", &res);
     cr_assert_eq(count_array(res, "decisions"), 0);
     json_decref(r);
-    fails(admin, "decisions.list", "{\"outcome\": \"maybe\"}", "bad_request");
+    th_fails(admin, "decisions.list", "{\"outcome\": \"maybe\"}", "bad_request", NULL);
     th_client_free(admin);
 }
 
@@ -458,18 +444,18 @@ Test(trust, with_require_auth_off_an_anonymous_connection_is_a_client_and_reader
     th_server s;
     th_server_start(&s, "require_auth = false");
     th_client *c = th_connect_tcp(&s);
-    json_t *res, *r = ok(c, "check", CHECK_FOR("a"), &res);
+    json_t *res, *r = th_ok(c, "check", CHECK_FOR("a"), &res);
     char params[200];
-    settle_params(params, sizeof params, str(res, "reservation"));
+    settle_params(params, sizeof params, th_str_or_empty(res, "reservation"));
     json_decref(r);
-    r = ok(c, "settle", params, &res);
+    r = th_ok(c, "settle", params, &res);
     json_decref(r);
-    r = ok(c, "budget.list", "{}", &res);
+    r = th_ok(c, "budget.list", "{}", &res);
     json_decref(r);
-    fails(c, "budget.set",
-          "{\"selector\": \"*\", \"metric\": \"requests\", \"window\": \"day\", \"limit\": 1}",
-          "unauthorized");
-    fails(c, "key.create", "{\"role\": \"client\", \"scope\": \"*\"}", "unauthorized");
+    th_fails(c, "budget.set",
+             "{\"selector\": \"*\", \"metric\": \"requests\", \"window\": \"day\", \"limit\": 1}",
+             "unauthorized", NULL);
+    th_fails(c, "key.create", "{\"role\": \"client\", \"scope\": \"*\"}", "unauthorized", NULL);
     int status = 0;
     char *body = th_http_get(&s, "/v1/budgets", &status);
     cr_assert_eq(status, 200, "%s", body);
@@ -484,17 +470,17 @@ Test(trust, an_expired_key_stops_working_at_its_next_call) {
     snprintf(params, sizeof params,
              "{\"role\": \"client\", \"scope\": \"org:acme\", \"expires_at\": %lld}",
              (long long)time(NULL) + 2);
-    json_t *res, *r = ok(admin, "key.create", params, &res);
+    json_t *res, *r = th_ok(admin, "key.create", params, &res);
     char token[72];
-    snprintf(token, sizeof token, "%s", str(res, "token"));
+    snprintf(token, sizeof token, "%s", th_str_or_empty(res, "token"));
     json_decref(r);
-    fails(admin, "key.create", "{\"role\": \"client\", \"scope\": \"*\", \"expires_at\": 1000}",
-          "bad_request");
+    th_fails(admin, "key.create", "{\"role\": \"client\", \"scope\": \"*\", \"expires_at\": 1000}",
+             "bad_request", NULL);
     th_client_free(admin);
     th_client *c = th_connect_as(&srv, token);
-    r = ok(c, "budget.get", "{}", &res);
+    r = th_ok(c, "budget.get", "{}", &res);
     json_decref(r);
     th_sleep_ms(2600);
-    fails(c, "budget.get", "{}", "unauthorized");
+    th_fails(c, "budget.get", "{}", "unauthorized", NULL);
     th_client_free(c);
 }

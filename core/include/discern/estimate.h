@@ -159,6 +159,25 @@ dsc_status dsc_modality_parse(const char *name, dsc_modality *out);
 dsc_status dsc_scope_parse(const char *name, dsc_scope *out);
 dsc_status dsc_carbon_parse(const char *name, dsc_carbon *out);
 dsc_status dsc_water_parse(const char *name, dsc_water *out);
+/* The named choices of an estimate, for one parser and one list of names. */
+typedef enum dsc_choice {
+    DSC_CHOICE_METHOD,   /* dsc_method */
+    DSC_CHOICE_SCOPE,    /* dsc_scope */
+    DSC_CHOICE_CARBON,   /* dsc_carbon */
+    DSC_CHOICE_WATER,    /* dsc_water */
+    DSC_CHOICE_MODALITY, /* dsc_modality */
+    DSC_CHOICE_COUNT
+} dsc_choice;
+/* Parse text as a name of kind into *out (the enum value; out may be NULL);
+ * DSC_BAD_REQUEST for NULL, an unknown name or an unknown kind. */
+dsc_status dsc_estimate_choice_parse(dsc_choice kind, const char *text, int *out);
+/* The names of kind as an error lists them ("inference or lifecycle"); NULL for an
+ * unknown kind. */
+const char *dsc_estimate_choice_names(dsc_choice kind);
+/* The names of kind in enum order, NULL-terminated; NULL for an unknown kind. */
+const char *const *dsc_estimate_choice_list(dsc_choice kind);
+/* The method names, NULL-terminated, for tables that need a constant. */
+extern const char *const dsc_method_names[DSC_METHOD_COUNT + 1];
 /* What est includes, as stable names ("prefill", "decode", "host-and-idle",
  * "embodied-hardware", "water-onsite", "water-electricity", "training-amortised",
  * "infrastructure"), written to names (at most max); returns how many. */
