@@ -70,6 +70,13 @@ run_one() {
     [ -x "$bin" ] || { echo "missing $bin" >"$work/$t.log"; echo 1 >"$work/$t.findings"; return; }
     mkdir -p "$work/$t.corpus" "$work/$t.art"
     cp -r "$root/tests/fuzz/corpus/$t/." "$work/$t.corpus/"
+    # The policy target also starts from the shipped policies as they are now, so the
+    # corpus keeps no stale copies of them.
+    if [ "$t" = policy ]; then
+        for f in "$root"/policies/*.lua; do
+            case $f in *_test.lua) ;; *) cp "$f" "$work/$t.corpus/shipped-$(basename "$f")" ;; esac
+        done
+    fi
     if [ -n "$runs" ]; then limit=(-runs="$runs"); else
         limit=(-max_total_time="$(awk -v m="$minutes" 'BEGIN { printf "%d", m * 60 }')")
     fi

@@ -2,6 +2,7 @@
  * decisions are journaled, a full disk fails cleanly and recovers, and a process
  * killed with SIGKILL loses no acknowledged settle and duplicates none. */
 #include "discern/ledger.h"
+#include "ledger_calls.h"
 
 #include "../../core/ledger_internal.h"
 
@@ -17,23 +18,6 @@
 #include <sys/wait.h>
 #include <time.h>
 #include <unistd.h>
-
-/* dsc_ledger_reserve with the reply spread out: the id into rid (may be NULL), the
- * budgets that would be exceeded into ex[0..max), their count into *nex. */
-static dsc_status reserve_as(dsc_ledger *l, dsc_reserve_req req, char *rid, dsc_budget_state *ex,
-                             size_t max, size_t *nex, const dsc_done *done, dsc_error *err) {
-    dsc_reserve_out out = {.exceeded = ex, .max_exceeded = max};
-    dsc_status st = dsc_ledger_reserve(l, &req, &out, done, err);
-    if (rid) memcpy(rid, out.reservation_id, DSC_RESERVATION_ID_MAX);
-    if (nex) *nex = out.n_exceeded;
-    return st;
-}
-
-/* dsc_ledger_settle with the request by value; out (may be NULL) must outlive done. */
-static dsc_status settle_as(dsc_ledger *l, dsc_settle_req req, dsc_settle_out *out,
-                            const dsc_done *done, dsc_error *err) {
-    return dsc_ledger_settle(l, &req, out, done, err);
-}
 
 #define S 1000000LL
 #define M DSC_MICRO

@@ -1,0 +1,31 @@
+/*
+ * ledger_calls.h - the ledger's one-call API with its request by value and its reply
+ * spread out, for the core tests (test_ledger.c, test_store_sqlite.c): one copy of
+ * the wrappers both use.
+ */
+#ifndef DISCERN_TESTS_LEDGER_CALLS_H
+#define DISCERN_TESTS_LEDGER_CALLS_H
+
+#include "discern/ledger.h"
+
+#include <string.h>
+
+/* dsc_ledger_reserve with the reply spread out: the id into rid (may be NULL), the
+ * budgets that would be exceeded into ex[0..max), their count into *nex. */
+static inline dsc_status reserve_as(dsc_ledger *l, dsc_reserve_req req, char *rid,
+                                    dsc_budget_state *ex, size_t max, size_t *nex,
+                                    const dsc_done *done, dsc_error *err) {
+    dsc_reserve_out out = {.exceeded = ex, .max_exceeded = max};
+    dsc_status st = dsc_ledger_reserve(l, &req, &out, done, err);
+    if (rid) memcpy(rid, out.reservation_id, DSC_RESERVATION_ID_MAX);
+    if (nex) *nex = out.n_exceeded;
+    return st;
+}
+
+/* dsc_ledger_settle with the request by value; out (may be NULL) must outlive done. */
+static inline dsc_status settle_as(dsc_ledger *l, dsc_settle_req req, dsc_settle_out *out,
+                                   const dsc_done *done, dsc_error *err) {
+    return dsc_ledger_settle(l, &req, out, done, err);
+}
+
+#endif
