@@ -249,7 +249,7 @@ static dsc_status compile_set(dsc_policy_set *set, dsc_error *err) {
         st = compile_in(L, compile_one, &set->files[i], err);
     if (st == DSC_OK && set->purposes.src)
         st = compile_in(L, compile_purposes, &set->purposes, err);
-    lua_close(L);
+    dsc__sandbox_close(L);
     return st;
 }
 

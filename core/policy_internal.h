@@ -16,6 +16,8 @@
 
 #include <lauxlib.h>
 #include <lua.h>
+#include <pthread.h>
+#include <signal.h>
 #include <stdatomic.h>
 
 /* One file of a set, as read from disk and validated. */
@@ -38,15 +40,39 @@ struct dsc_policy_set {
     dsc__policy_file purposes; /* src == NULL when the folder has no purposes.lua */
 };
 
+/* The watchdog of one sandbox (policy_sandbox.c): a thread that looks at the
+ * evaluation running every tick and, when one is still the same a tick later, asks
+ * the evaluating thread by a signal to switch on the count hook that measures it.
+ * state = evaluation number << 2 | phase (DSC__WD_*); only the watchdog moves it from
+ * RUNNING to SIGNALLING, only the signal handler from SIGNALLING to DELIVERED. */
+enum { DSC__WD_IDLE, DSC__WD_RUNNING, DSC__WD_SIGNALLING, DSC__WD_DELIVERED };
+typedef struct dsc__watchdog {
+    pthread_t thread;
+    pthread_mutex_t mu;
+    pthread_cond_t cv;
+    bool stop;          /* under mu: the thread exits */
+    atomic_bool parked; /* the thread sleeps until the next evaluation */
+    atomic_uint_fast64_t state;
+    _Atomic(pthread_t) target; /* the thread evaluating */
+    atomic_int clock;          /* its CPU clock (a clockid_t) */
+    atomic_llong start_ns;     /* its CPU time when the watchdog first saw the evaluation */
+    atomic_ullong signals;     /* signals sent, for tests */
+} dsc__watchdog;
+
 /* The sandbox of one lua_State; its address is in the state's extra space. */
 typedef struct dsc__sandbox {
-    size_t used, cap;    /* bytes held by the state, and the cap */
-    int64_t budget_ns;   /* CPU time allowed to the evaluation running */
-    int64_t start_ns;    /* its thread CPU time at the first hook call; -1 before */
-    bool armed;          /* an evaluation runs under a budget */
-    bool expired;        /* the budget ran out: every instruction raises until disarmed */
-    int base_ref;        /* registry ref of the whitelisted environment */
-    int decision_mt_ref; /* registry ref of the decision userdata's metatable */
+    size_t used, cap;             /* bytes held by the state, and the cap */
+    int64_t budget_ns;            /* CPU time allowed to the evaluation running */
+    int64_t start_ns;             /* its thread CPU time when the count hook was switched on */
+    bool armed;                   /* an evaluation runs under a budget */
+    bool expired;                 /* the budget ran out: every instruction raises until disarmed */
+    volatile sig_atomic_t hooked; /* the signal handler switched the count hook on */
+    uint64_t seq;                 /* evaluations armed so far */
+    int base_ref;                 /* registry ref of the whitelisted environment */
+    int decision_mt_ref;          /* registry ref of the decision userdata's metatable */
+    lua_State *L;
+    struct dsc__sandbox *volatile next_armed; /* the thread's other armed sandboxes */
+    dsc__watchdog wd;
 } dsc__sandbox;
 
 /* A decision made by allow()/throttle()/refuse(): a userdata of this shape. */
@@ -60,15 +86,21 @@ typedef struct dsc__decision {
 
 /* --- policy_sandbox.c --- */
 
-/* A new sandboxed state whose allocator and hook use sb (which must outlive it), with
- * the whitelisted environment built. NULL when out of memory. */
+/* A new sandboxed state whose allocator and watchdog use sb (which must outlive it and
+ * not move), with the whitelisted environment built. NULL when out of memory or when
+ * the watchdog thread cannot start. Close it with dsc__sandbox_close. */
 lua_State *dsc__sandbox_open(dsc__sandbox *sb, size_t cap);
+/* Close L (NULL: no-op) and stop its watchdog. */
+void dsc__sandbox_close(lua_State *L);
 /* The sandbox of L. */
 dsc__sandbox *dsc__sandbox_of(lua_State *L);
 /* Give the evaluation that starts budget_ns of CPU time; disarm ends it (and the
- * re-armed hook). */
+ * count hook, if the watchdog switched it on). Arming an armed state disarms it first.
+ * Between the two, and only then, the watchdog may signal the calling thread. */
 void dsc__sandbox_arm(lua_State *L, int64_t budget_ns);
 void dsc__sandbox_disarm(lua_State *L);
+/* How many signals L's watchdog has sent (for tests). */
+uint64_t dsc__sandbox_signals(lua_State *L);
 /* Message handler for lua_pcall: turns any error value into a string. */
 int dsc__sandbox_msgh(lua_State *L);
 /* Protected: load f as text with its own environment, run it, check the table it

@@ -609,7 +609,7 @@ static void run_test_file(runner *r, const char *name) {
         dsc__sandbox_arm(L, TEST_BUDGET_NS);
         if (lua_pcall(L, 1, 0, 1) != LUA_OK) fail_line(r, lua_tostring(L, -1));
         end_test(r);
-        lua_close(L);
+        dsc__sandbox_close(L);
     }
     free(f.src);
 }

@@ -4,9 +4,10 @@
  * Why each piece exists:
  * - a capped lua_Alloc: a policy that allocates without end gets "not enough memory"
  *   instead of taking the process down;
- * - a count hook checking the evaluation's CPU time: on expiry it re-arms itself to fire
- *   on every instruction before raising, so a pcall inside the policy cannot swallow
- *   the kill;
+ * - a time budget: a watchdog thread switches on, by a signal, a count hook on an
+ *   evaluation that outlives a tick; the hook checks its CPU time and on expiry re-arms
+ *   itself to fire on every instruction before raising, so a pcall inside the policy
+ *   cannot swallow the kill (see "the watchdog" below);
  * - a whitelisted environment: base (without dofile, loadfile, load, require,
  *   collectgarbage, rawset, print), and read-only views of string, table, math, utf8;
  *   string.dump is gone and the string metatable is hidden; setmetatable refuses __gc
@@ -18,6 +19,7 @@
  */
 #include "policy_internal.h"
 
+#include <errno.h>
 #include <lualib.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -54,17 +56,16 @@ static int64_t thread_cpu_ns(void) {
     return (int64_t)ts.tv_sec * 1000000000LL + ts.tv_nsec;
 }
 
-/* Every HOOK_EVERY instructions. The first call of an evaluation starts its clock
- * (evaluations shorter than HOOK_EVERY instructions never read one); later calls
- * compare. On expiry the hook fires on every instruction and raises each time. */
+/* Every HOOK_EVERY instructions, once the watchdog switched it on (an evaluation that
+ * outlived a tick): compare the thread's CPU time with the evaluation's start as the
+ * watchdog saw it. On expiry the hook fires on every instruction and raises each
+ * time. */
 static void count_hook(lua_State *L, lua_Debug *ar) {
     (void)ar;
     dsc__sandbox *sb = dsc__sandbox_of(L);
     if (!sb->armed) return;
     if (!sb->expired) {
-        int64_t t = thread_cpu_ns();
-        if (sb->start_ns < 0) sb->start_ns = t;
-        if (t - sb->start_ns < sb->budget_ns) return;
+        if (thread_cpu_ns() - sb->start_ns < sb->budget_ns) return;
         sb->expired = true;
         lua_sethook(L, count_hook, LUA_MASKCOUNT, 1);
     }
@@ -76,20 +77,233 @@ static void count_hook(lua_State *L, lua_Debug *ar) {
     lua_error(L);
 }
 
+/* --- the watchdog ---
+ *
+ * The time budget used to be a count hook on every state, always set: Lua then runs
+ * luaG_traceexec before every instruction (7% of an evaluation of the shipped set).
+ * Now no hook is set while policies run normally. A thread per sandbox looks at it
+ * every tick; an evaluation it sees twice in a row (it ran for more than a tick of
+ * wall time) gets a signal on its thread, whose handler switches on the count hook
+ * (lua_sethook may be called from a signal handler: ldebug.c, lua.c's Ctrl-C), and
+ * the hook measures the CPU time from the watchdog's first sight, as before. So a
+ * runaway policy is cut at most a tick of CPU time late, and a policy that finishes
+ * within a tick costs two atomic stores and never sees a signal.
+ *
+ * A signal is only ever sent to a thread inside an evaluation: the watchdog moves the
+ * state from RUNNING to SIGNALLING before sending, and disarm, finding SIGNALLING,
+ * waits for the handler (DELIVERED) before it returns. The handler finds the sandboxes
+ * of its thread in a thread-local list: the one mutable static here, because a signal
+ * handler has no other way to reach them. */
+
+#define WD_SIGNAL SIGURG              /* ignored by default: a stray one is harmless */
+#define WD_TICK_NS 1000000LL          /* how often the watchdog looks */
+#define WD_PARK_TICKS 100             /* idle ticks before it sleeps until an arm */
+#define WD_DELIVERY_WAIT_NS 100000000 /* disarm's wait for a signal in flight, at most */
+
+static _Thread_local dsc__sandbox *volatile armed_here;
+
+static uint64_t wd_phase(uint64_t s) {
+    return s & 3;
+}
+
+static void on_watchdog_signal(int sig, siginfo_t *si, void *uc) {
+    (void)sig, (void)si, (void)uc;
+    int saved = errno;
+    for (dsc__sandbox *sb = armed_here; sb; sb = sb->next_armed) {
+        uint64_t s = atomic_load(&sb->wd.state);
+        if (wd_phase(s) != DSC__WD_SIGNALLING) continue;
+        sb->start_ns = (int64_t)atomic_load(&sb->wd.start_ns);
+        lua_sethook(sb->L, count_hook, LUA_MASKCOUNT, HOOK_EVERY);
+        sb->hooked = 1;
+        atomic_store(&sb->wd.state, (s & ~(uint64_t)3) | DSC__WD_DELIVERED);
+    }
+    errno = saved;
+}
+
+static void install_handler(void) {
+    struct sigaction sa;
+    memset(&sa, 0, sizeof sa);
+    sa.sa_sigaction = on_watchdog_signal;
+    sa.sa_flags = SA_SIGINFO | SA_RESTART;
+    sigemptyset(&sa.sa_mask);
+    sigaction(WD_SIGNAL, &sa, NULL);
+}
+
+static int64_t cpu_of(clockid_t clock) {
+    struct timespec ts;
+    if (clock_gettime(clock, &ts) != 0) return -1;
+    return (int64_t)ts.tv_sec * 1000000000LL + ts.tv_nsec;
+}
+
+static void deadline_in(struct timespec *ts, int64_t ns) {
+    clock_gettime(CLOCK_MONOTONIC, ts);
+    ns += ts->tv_nsec;
+    ts->tv_sec += ns / 1000000000LL;
+    ts->tv_nsec = ns % 1000000000LL;
+}
+
+/* One look (under wd->mu). *last is the state seen at the previous tick. */
+static void wd_look(dsc__watchdog *wd, uint64_t *last, int *idle) {
+    uint64_t s = atomic_load(&wd->state);
+    if (wd_phase(s) != DSC__WD_RUNNING) {
+        ++*idle;
+        return;
+    }
+    *idle = 0;
+    if (s != *last) { /* a new evaluation: its clock starts now */
+        *last = s;
+        atomic_store(&wd->start_ns, cpu_of((clockid_t)atomic_load(&wd->clock)));
+        return;
+    }
+    uint64_t want = (s & ~(uint64_t)3) | DSC__WD_SIGNALLING;
+    if (atomic_compare_exchange_strong(&wd->state, &s, want)) {
+        atomic_fetch_add(&wd->signals, 1);
+        pthread_kill(atomic_load(&wd->target), WD_SIGNAL);
+    }
+}
+
+/* Sleep until an arm (or close) once idle for WD_PARK_TICKS; see dsc__sandbox_arm. */
+static void wd_park(dsc__watchdog *wd) {
+    atomic_store(&wd->parked, true);
+    while (!wd->stop && wd_phase(atomic_load(&wd->state)) != DSC__WD_RUNNING)
+        pthread_cond_wait(&wd->cv, &wd->mu);
+    atomic_store(&wd->parked, false);
+}
+
+static void *wd_main(void *arg) {
+    dsc__watchdog *wd = arg;
+    uint64_t last = 0;
+    int idle = 0;
+    pthread_mutex_lock(&wd->mu);
+    while (!wd->stop) {
+        wd_look(wd, &last, &idle);
+        if (idle > WD_PARK_TICKS) {
+            wd_park(wd);
+            idle = 0;
+            continue;
+        }
+        struct timespec ts;
+        deadline_in(&ts, WD_TICK_NS);
+        pthread_cond_timedwait(&wd->cv, &wd->mu, &ts);
+    }
+    pthread_mutex_unlock(&wd->mu);
+    return NULL;
+}
+
+static int wd_start(dsc__watchdog *wd) {
+    static pthread_once_t once = PTHREAD_ONCE_INIT;
+    pthread_once(&once, install_handler);
+    pthread_condattr_t ca;
+    pthread_attr_t ta;
+    int rc = pthread_condattr_init(&ca);
+    if (rc) return rc;
+    pthread_condattr_setclock(&ca, CLOCK_MONOTONIC);
+    rc = pthread_cond_init(&wd->cv, &ca);
+    pthread_condattr_destroy(&ca);
+    if (rc) return rc;
+    pthread_mutex_init(&wd->mu, NULL);
+    sigset_t all, old;
+    sigfillset(&all); /* the watchdog takes no signal meant for the process */
+    pthread_sigmask(SIG_SETMASK, &all, &old);
+    pthread_attr_init(&ta);
+    pthread_attr_setstacksize(&ta, 64 * 1024);
+    rc = pthread_create(&wd->thread, &ta, wd_main, wd);
+    pthread_attr_destroy(&ta);
+    pthread_sigmask(SIG_SETMASK, &old, NULL);
+    if (rc) {
+        pthread_cond_destroy(&wd->cv);
+        pthread_mutex_destroy(&wd->mu);
+    }
+    return rc;
+}
+
+static void wd_stop(dsc__watchdog *wd) {
+    pthread_mutex_lock(&wd->mu);
+    wd->stop = true;
+    pthread_cond_signal(&wd->cv);
+    pthread_mutex_unlock(&wd->mu);
+    pthread_join(wd->thread, NULL);
+    pthread_cond_destroy(&wd->cv);
+    pthread_mutex_destroy(&wd->mu);
+}
+
+/* The first arm on a thread unblocks the signal there (a thread may have inherited a
+ * mask that blocks it). */
+static void unblock_here(void) {
+    static _Thread_local bool done;
+    if (done) return;
+    sigset_t set;
+    sigemptyset(&set);
+    sigaddset(&set, WD_SIGNAL);
+    pthread_sigmask(SIG_UNBLOCK, &set, NULL);
+    done = true;
+}
+
+/* Make the state IDLE: after this no signal is sent for the evaluation that ran. */
+static void wd_quiesce(dsc__watchdog *wd) {
+    int64_t waited = 0;
+    for (;;) {
+        uint64_t s = atomic_load(&wd->state);
+        uint64_t idle = (s & ~(uint64_t)3) | DSC__WD_IDLE;
+        if (wd_phase(s) == DSC__WD_SIGNALLING && waited < WD_DELIVERY_WAIT_NS) {
+            /* the signal is on its way: a sleep lets it in */
+            nanosleep(&(struct timespec){0, 10000}, NULL);
+            waited += 10000;
+            continue;
+        }
+        if (wd_phase(s) == DSC__WD_IDLE || atomic_compare_exchange_strong(&wd->state, &s, idle))
+            return;
+    }
+}
+
+static void unlist(dsc__sandbox *sb) {
+    for (dsc__sandbox *volatile *p = &armed_here; *p; p = &(*p)->next_armed)
+        if (*p == sb) {
+            *p = sb->next_armed;
+            break;
+        }
+    sb->next_armed = NULL;
+}
+
 void dsc__sandbox_arm(lua_State *L, int64_t budget_ns) {
     dsc__sandbox *sb = dsc__sandbox_of(L);
+    if (sb->armed) dsc__sandbox_disarm(L);
+    unblock_here();
     sb->budget_ns = budget_ns;
-    sb->start_ns = -1;
     sb->armed = true;
+    sb->next_armed = armed_here;
+    atomic_signal_fence(memory_order_seq_cst);
+    armed_here = sb;
+    pthread_t self = pthread_self();
+    if (!pthread_equal(atomic_load_explicit(&sb->wd.target, memory_order_relaxed), self)) {
+        clockid_t c;
+        pthread_getcpuclockid(self, &c);
+        atomic_store(&sb->wd.clock, (int)c);
+        atomic_store(&sb->wd.target, self);
+    }
+    atomic_store(&sb->wd.state, ++sb->seq << 2 | DSC__WD_RUNNING);
+    if (atomic_load(&sb->wd.parked)) { /* seq_cst on both sides: one of us sees the other */
+        pthread_mutex_lock(&sb->wd.mu);
+        pthread_cond_signal(&sb->wd.cv);
+        pthread_mutex_unlock(&sb->wd.mu);
+    }
 }
 
 void dsc__sandbox_disarm(lua_State *L) {
     dsc__sandbox *sb = dsc__sandbox_of(L);
+    wd_quiesce(&sb->wd);
+    if (sb->armed) unlist(sb);
     sb->armed = false;
-    if (sb->expired) {
-        sb->expired = false;
-        lua_sethook(L, count_hook, LUA_MASKCOUNT, HOOK_EVERY);
+    sb->expired = false;
+    if (sb->hooked) {
+        lua_sethook(L, NULL, 0, 0);
+        sb->hooked = 0;
     }
+}
+
+/* The watchdog's signals so far (tests). */
+uint64_t dsc__sandbox_signals(lua_State *L) {
+    return atomic_load(&dsc__sandbox_of(L)->wd.signals);
 }
 
 int dsc__sandbox_msgh(lua_State *L) {
@@ -358,14 +572,22 @@ lua_State *dsc__sandbox_open(dsc__sandbox *sb, size_t cap) {
     lua_State *L = lua_newstate(capped_alloc, sb);
     if (!L) return NULL;
     *(dsc__sandbox **)lua_getextraspace(L) = sb;
-    lua_sethook(L, count_hook, LUA_MASKCOUNT, HOOK_EVERY);
+    sb->L = L;
     lua_pushcfunction(L, open_sandbox);
-    if (lua_pcall(L, 0, 0, 0) != LUA_OK) {
+    if (lua_pcall(L, 0, 0, 0) != LUA_OK || wd_start(&sb->wd) != 0) {
         lua_close(L);
         return NULL;
     }
     lua_gc(L, LUA_GCGEN, 0, 0); /* most garbage is per-request and dies young */
     return L;
+}
+
+void dsc__sandbox_close(lua_State *L) {
+    if (!L) return;
+    dsc__sandbox *sb = dsc__sandbox_of(L);
+    dsc__sandbox_disarm(L);
+    lua_close(L);
+    wd_stop(&sb->wd);
 }
 
 /* --- loading a policy chunk --- */

@@ -216,7 +216,7 @@ fail:
 
 void dsc_policy_vm_free(dsc_policy_vm *vm) {
     if (!vm) return;
-    if (vm->L) lua_close(vm->L);
+    dsc__sandbox_close(vm->L);
     dsc_policy_set_unref(vm->set);
     free(vm);
 }
@@ -247,6 +247,7 @@ void dsc_policy_vm_set_log(dsc_policy_vm *vm,
 void dsc_policy_vm_stats(const dsc_policy_vm *vm, dsc_policy_stats *out) {
     *out = vm->stats;
     out->memory_in_use = vm->sb.used;
+    out->watchdog_signals = dsc__sandbox_signals(vm->L);
 }
 
 dsc_policy_set *dsc_policy_vm_set(const dsc_policy_vm *vm) {

@@ -13,6 +13,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <time.h>
 #include <unistd.h>
 
 static char dir[64];
@@ -503,6 +504,119 @@ Test(policy_hostile, infinite_loop_is_cut_by_the_time_budget) {
     cr_assert_eq(st.errors, 2);
     cr_assert_eq(st.evaluations, 4);
     dsc_policy_vm_free(vm);
+}
+
+static int64_t thread_cpu_ns(void) {
+    struct timespec ts;
+    clock_gettime(CLOCK_THREAD_CPUTIME_ID, &ts);
+    return (int64_t)ts.tv_sec * 1000000000LL + ts.tv_nsec;
+}
+
+Test(policy_hostile, a_runaway_policy_is_cut_by_the_watchdog_signal_soon_after_its_budget) {
+    put("a.lua", POLICY("while true do end"));
+    dsc_policy_limits lim = {.time_budget_ns = 30000000};
+    dsc_policy_vm *vm = vm_for(&lim);
+    int64_t t0 = thread_cpu_ns();
+    dsc_decision d = decide(vm);
+    int64_t spent = thread_cpu_ns() - t0;
+    cr_assert(strstr(d.verdicts[0].reason, "time budget of 30 ms exceeded"), "%s", d.reason);
+    cr_assert_geq(spent, 30000000, "cut after %lld ns of CPU, before its budget", (long long)spent);
+    cr_assert_lt(spent, 130000000, "cut after %lld ns of CPU", (long long)spent);
+    dsc_policy_stats st;
+    dsc_policy_vm_stats(vm, &st);
+    cr_assert_eq(st.watchdog_signals, 1, "one evaluation outlived a tick: %llu signals",
+                 (unsigned long long)st.watchdog_signals);
+    cr_assert_eq(st.timeouts, 1);
+    dsc_policy_vm_free(vm);
+}
+
+Test(policy_hostile, no_watchdog_signal_reaches_the_thread_outside_an_evaluation) {
+    put("a.lua", POLICY("if req.input_tokens > 100 then while true do end end\n"
+                        "  return allow('quick')"));
+    dsc_policy_limits lim = {.time_budget_ns = 20000000};
+    dsc_policy_vm *vm = vm_for(&lim);
+    dsc_estimate e = est_g(1.0);
+    dsc_policy_input in = request(&e);
+    in.input_tokens = 101;
+    dsc_decision d;
+    cr_assert_eq(dsc_policy_vm_decide(vm, &in, &d), DSC_OK);
+    cr_assert(strstr(d.reason, "time budget"), "%s", d.reason);
+    /* 50 ms asleep, idle, then busy with quick evaluations: an interrupted sleep
+     * (EINTR) would be a signal outside an evaluation */
+    struct timespec nap = {0, 50000000}, left;
+    cr_assert_eq(nanosleep(&nap, &left), 0, "the idle thread was interrupted");
+    in.input_tokens = 1;
+    for (int i = 0; i < 20; i++) {
+        cr_assert_eq(dsc_policy_vm_decide(vm, &in, &d), DSC_OK);
+        cr_assert_str_eq(d.reason, "quick", "the hook of the cut evaluation is gone");
+        nap = (struct timespec){0, 2000000};
+        cr_assert_eq(nanosleep(&nap, &left), 0, "interrupted after evaluation %d", i);
+    }
+    dsc_policy_vm_free(vm);
+}
+
+Test(policy_hostile, a_slow_policy_within_its_budget_is_watched_but_not_cut) {
+    put("a.lua", POLICY("local x = 0 for i = 1, req.input_tokens do x = x + i % 7 end\n"
+                        "  return allow('done ' .. x)"));
+    dsc_policy_limits lim = {.time_budget_ns = 2000000000};
+    dsc_policy_vm *vm = vm_for(&lim);
+    dsc_estimate e = est_g(1.0);
+    dsc_policy_input in = request(&e);
+    in.input_tokens = 5000000; /* tens of ms: many ticks */
+    dsc_decision d;
+    cr_assert_eq(dsc_policy_vm_decide(vm, &in, &d), DSC_OK);
+    cr_assert_eq(d.outcome, DSC_POLICY_ALLOW, "%s", d.reason);
+    dsc_policy_stats st;
+    dsc_policy_vm_stats(vm, &st);
+    cr_assert_eq(st.watchdog_signals, 1);
+    cr_assert_eq(st.errors, 0);
+    dsc_policy_vm_free(vm);
+}
+
+typedef struct runaway {
+    dsc_policy_set *set;
+    int cut;
+    uint64_t signals;
+} runaway;
+
+static void *run_runaway(void *arg) {
+    runaway *r = arg;
+    dsc_error err;
+    dsc_policy_limits lim = {.time_budget_ns = 20000000};
+    dsc_policy_vm *vm = dsc_policy_vm_new(r->set, NULL, NULL, &lim, &err);
+    if (!vm) return NULL;
+    for (int i = 0; i < 3; i++) {
+        dsc_estimate e = est_g(1.0);
+        dsc_policy_input in = request(&e);
+        dsc_decision d;
+        if (dsc_policy_vm_decide(vm, &in, &d) == DSC_OK && strstr(d.reason, "time budget"))
+            r->cut++;
+    }
+    dsc_policy_stats st;
+    dsc_policy_vm_stats(vm, &st);
+    r->signals = st.watchdog_signals;
+    dsc_policy_vm_free(vm);
+    return NULL;
+}
+
+Test(policy_hostile, runaway_policies_on_several_threads_are_each_cut) {
+    put("a.lua", POLICY("while true do end"));
+    dsc_error err = {0};
+    dsc_policy_set *set = dsc_policy_set_load(dir, &err);
+    cr_assert_not_null(set, "%s", err.message);
+    runaway r[3];
+    pthread_t t[3];
+    for (int i = 0; i < 3; i++) {
+        r[i] = (runaway){set, 0, 0};
+        cr_assert_eq(pthread_create(&t[i], NULL, run_runaway, &r[i]), 0);
+    }
+    for (int i = 0; i < 3; i++) {
+        pthread_join(t[i], NULL);
+        cr_assert_eq(r[i].cut, 3, "thread %d: %d of 3 cut", i, r[i].cut);
+        cr_assert_eq(r[i].signals, 3, "thread %d: %llu signals", i,
+                     (unsigned long long)r[i].signals);
+    }
+    dsc_policy_set_unref(set);
 }
 
 Test(policy_hostile, infinite_loop_inside_pcall_cannot_swallow_the_kill) {

@@ -131,6 +131,8 @@ typedef struct dsc_policy_stats {
     uint64_t errors;      /* policy calls that raised (all causes below included) */
     uint64_t timeouts;    /* ... because the time budget ran out */
     uint64_t memory;      /* ... because the memory cap was hit */
+    uint64_t watchdog_signals; /* evaluations that outlived a watchdog tick (~1 ms): the
+                                  time budget's hook was switched on by a signal */
     size_t memory_in_use; /* bytes held by the Lua state now */
 } dsc_policy_stats;
 
