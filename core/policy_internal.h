@@ -130,8 +130,27 @@ void dsc__purposes_build(lua_State *L, const dsc__policy_file *f, char *default_
 #define DSC__BUDGET_POOL_MAX 64
 /* What-if results reused per request; further calls in one request get fresh tables. */
 #define DSC__WHATIF_POOL_MAX 16
+/* The lazy views of policy_ctx.c: req, req.subject, then per estimate (the request's,
+ * then each pooled what-if result) its table and its 5 metric tables. */
+#define DSC__VIEW_REQ 0
+#define DSC__VIEW_SUBJECT 1
+#define DSC__VIEW_EST 2
+#define DSC__VIEW_COUNT (DSC__VIEW_EST + 6 * (1 + DSC__WHATIF_POOL_MAX))
 /* budget_shown_state[i].metric of a fresh pool entry: its table holds no field yet */
 #define DSC__METRIC_NONE ((dsc_metric)-1)
+
+/* The last answer of the oracle's canonical model name (policy_ctx.c). */
+typedef struct dsc__canon_cache {
+    bool valid, found;
+    char provider[DSC_POLICY_NAME_MAX], name[DSC_POLICY_MODEL_MAX], result[DSC_POLICY_MODEL_MAX];
+} dsc__canon_cache;
+
+/* The strings of the last request that req's view was filled from (policy_ctx.c). */
+typedef struct dsc__req_prev {
+    bool valid; /* false: compare nothing (a new VM, a new oracle) */
+    bool ok[3]; /* each string below holds the last request's (it fitted) */
+    char provider[DSC_POLICY_NAME_MAX], model[DSC_POLICY_MODEL_MAX], purpose[256];
+} dsc__req_prev;
 
 struct dsc_policy_vm {
     dsc__sandbox sb; /* first member: the extra space points at it and at the VM */
@@ -144,9 +163,17 @@ struct dsc_policy_vm {
     void *log_ud;
     dsc_policy_limits limits;
     int decide_ref[DSC_POLICY_MAX];
-    int keys_ref; /* the field names the fills use, interned (policy_ctx.c) */
-    int req_ref, req_data_ref, subject_data_ref, tags_data_ref;
-    int ctx_ref, est_data_ref, est_metric_ref[5];
+    int keys_ref;      /* the field names the fills use, interned (policy_ctx.c) */
+    int key_index_ref; /* interned field name -> its index in keys_ref */
+    int req_ref, tags_data_ref, ctx_ref;
+    bool tags_shown; /* the tags' data table holds tags read this request */
+    /* the lazy views (policy_ctx.c): each data table's registry ref, and which of its
+     * fields policies have read (those a new request rewrites) */
+    int view_ref[DSC__VIEW_COUNT];
+    uint8_t view_mask[DSC__VIEW_COUNT];
+    dsc_estimate whatif_est[DSC__WHATIF_POOL_MAX]; /* what the pooled what-if views show */
+    dsc__req_prev prev;
+    dsc__canon_cache canon;
     int budgets_ref;      /* read-only array proxy over budgets_data_ref */
     int budgets_data_ref; /* array of budget proxies, filled lazily per request */
     int budget_pool_ref;  /* data tables behind the proxies, reused */

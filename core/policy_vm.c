@@ -234,7 +234,8 @@ void dsc_policy_vm_set_oracle(dsc_policy_vm *vm, const dsc_policy_oracle *oracle
     else if (vm->cat)
         vm->oracle = (dsc_policy_oracle){(void *)vm->cat, catalog_estimate, catalog_models,
                                          catalog_canonical};
-    lua_pushcfunction(vm->L, clear_models); /* the model lists came from the old oracle */
+    vm->canon.valid = vm->prev.valid = false; /* so did the model names */
+    lua_pushcfunction(vm->L, clear_models);   /* the model lists came from the old oracle */
     if (lua_pcall(vm->L, 0, 0, 0) != LUA_OK) lua_pop(vm->L, 1);
 }
 

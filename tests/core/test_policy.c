@@ -268,6 +268,102 @@ Test(policy, req_carries_the_request_and_ctx_the_estimate_in_api_units) {
     dsc_policy_vm_free(vm);
 }
 
+/* A policy reading a different field of req each request, chosen by input_tokens. */
+Test(policy, req_fields_read_lazily_follow_each_request) {
+    put("purposes.lua",
+        "return { classes = { essential = {'health'}, discretionary = {'fun'} } }\n");
+    put("a.lua", POLICY("local n = req.input_tokens\n"
+                        "  if n == 1 then return allow(req.model .. ' ' .. req.purpose_class) end\n"
+                        "  if n == 2 then return allow(req.provider .. ' ' .. tostring(req.purpose)"
+                        " .. ' ' .. req.purpose_class .. ' ' .. tostring(req.subject.team)) end\n"
+                        "  return allow(req.model .. ' ' .. req.provider .. ' ' .. "
+                        "tostring(req.zone) .. ' ' .. req.output_tokens .. ' ' .. "
+                        "tostring(req.subject.team) .. ' ' .. req.purpose_class)"));
+    dsc_policy_vm *vm = vm_for(NULL);
+    dsc_estimate e = est_g(1.0);
+    dsc_policy_input in = request(&e);
+    dsc_decision d;
+    in.input_tokens = 1;
+    in.purpose = "health";
+    cr_assert_eq(dsc_policy_vm_decide(vm, &in, &d), DSC_OK);
+    cr_assert_str_eq(d.reason, "gpt-4o essential");
+    in.input_tokens = 2;
+    in.provider = "mistral";
+    in.purpose = "fun";
+    in.subject.team = NULL;
+    cr_assert_eq(dsc_policy_vm_decide(vm, &in, &d), DSC_OK);
+    cr_assert_str_eq(d.reason, "mistral fun discretionary nil");
+    in.input_tokens = 3;
+    in.model = "large";
+    in.output_tokens = 7;
+    in.purpose = NULL;
+    in.zone = "DEU";
+    in.subject.team = "data";
+    cr_assert_eq(dsc_policy_vm_decide(vm, &in, &d), DSC_OK);
+    cr_assert_str_eq(d.reason, "large mistral DEU 7 data productive");
+    in.input_tokens = 1; /* back to the first fields, which this VM has refilled since */
+    in.provider = "openai";
+    in.purpose = "health";
+    cr_assert_eq(dsc_policy_vm_decide(vm, &in, &d), DSC_OK);
+    cr_assert_str_eq(d.reason, "large essential");
+    dsc_policy_vm_free(vm);
+}
+
+Test(policy, pairs_lists_every_field_of_req_subject_tags_and_estimate) {
+#define KEYS                                                                                       \
+    "local function keys(t) local k = {} for n, v in pairs(t) do\n"                                \
+    "  k[#k + 1] = n .. '=' .. (type(v) == 'table' and 'table' or tostring(v)) end\n"              \
+    "  table.sort(k) return table.concat(k, ',') end\n"
+    put("a.lua", KEYS POLICY("return allow(keys(req) .. ' | ' .. keys(req.subject) .. ' | ' .. "
+                             "keys(req.tags))"));
+    put("b.lua", KEYS POLICY("return allow(keys(ctx.estimate) .. ' | ' .. "
+                             "keys(ctx.estimate.gco2e))"));
+#undef KEYS
+    dsc_policy_vm *vm = vm_for(NULL);
+    dsc_estimate e = est_g(4.0);
+    dsc_policy_input in = request(&e);
+    dsc_policy_tag tags[] = {{"env", "prod"}, {"app", "bot"}};
+    in.tags = tags;
+    in.n_tags = 2;
+    dsc_decision d;
+    cr_assert_eq(dsc_policy_vm_decide(vm, &in, &d), DSC_OK);
+    cr_assert_str_eq(d.verdicts[0].reason,
+                     "input_tokens=100,model=gpt-4o,output_tokens=800,provider=openai,"
+                     "purpose=code-review,purpose_class=productive,subject=table,tags=table,"
+                     "zone=FRA | org=acme,team=infra,user=ana | app=bot,env=prod");
+    cr_assert_str_eq(d.verdicts[1].reason,
+                     "adpe_kgsbeq=table,energy_wh=table,gco2e=table,pe_mj=table,water_ml=table,"
+                     "zone=FRA | max=4.0,min=2.0");
+    in.n_tags = 1; /* and the next request shows its own */
+    in.purpose = NULL;
+    in.subject.user = NULL;
+    e.total.gwp_kgco2eq.max = 0.008;
+    cr_assert_eq(dsc_policy_vm_decide(vm, &in, &d), DSC_OK);
+    cr_assert_str_eq(d.verdicts[0].reason,
+                     "input_tokens=100,model=gpt-4o,output_tokens=800,provider=openai,"
+                     "purpose_class=productive,subject=table,tags=table,zone=FRA | "
+                     "org=acme,team=infra | env=prod");
+    cr_assert(strstr(d.verdicts[1].reason, "| max=8.0,min=2.0"), "%s", d.verdicts[1].reason);
+    dsc_policy_vm_free(vm);
+}
+
+Test(policy, a_tag_read_in_one_request_is_gone_in_the_next) {
+    put("a.lua", POLICY("return allow(tostring(req.tags.env) .. ' ' .. tostring(req.tags.app))"));
+    dsc_policy_vm *vm = vm_for(NULL);
+    dsc_estimate e = est_g(4.0);
+    dsc_policy_input in = request(&e);
+    dsc_policy_tag tags[] = {{"env", "prod"}, {"env", "test"}};
+    in.tags = tags;
+    in.n_tags = 2;
+    dsc_decision d;
+    cr_assert_eq(dsc_policy_vm_decide(vm, &in, &d), DSC_OK);
+    cr_assert_str_eq(d.reason, "test nil", "the last of a repeated key wins");
+    in.n_tags = 0;
+    cr_assert_eq(dsc_policy_vm_decide(vm, &in, &d), DSC_OK);
+    cr_assert_str_eq(d.reason, "nil nil");
+    dsc_policy_vm_free(vm);
+}
+
 static dsc_budget_state budget(const char *sel, const char *counter, dsc_metric m, double limit,
                                double used) {
     dsc_budget_state b;
