@@ -5,7 +5,8 @@
  *   policy_sandbox.c  one sandboxed lua_State: capped allocator, time budget hook, the
  *                     whitelisted environment, decision constructors, read-only tables
  *   policy_vm.c       the per-thread VM: policies loaded, decide, combination, purposes
- *   policy_ctx.c      the req and ctx tables handed to decide, rebuilt in place per request
+ *   policy_ctx.c      the req and ctx tables handed to decide: lazy views refilled per request
+ *   policy_format.c   the sandbox's string.format (%s %d %.<n>g without printf)
  *   policy_runner.c   `discern policy test`: *_test.lua files with fake budgets and clock
  *   policy_lint.c     `discern policy check`: static lint of policy sources
  */
@@ -110,6 +111,12 @@ int dsc__sandbox_load_policy(lua_State *L, const dsc__policy_file *f, bool want_
 void dsc__sandbox_readonly(lua_State *L, int idx, const char *name);
 /* The decision at idx when it is one made by allow/throttle/refuse, else NULL. */
 dsc__decision *dsc__sandbox_todecision(lua_State *L, int idx);
+
+/* --- policy_format.c --- */
+
+/* string.format for policies (upvalue 1: Lua's, which it calls for formats it does not
+ * do itself); the same text and errors as Lua's. */
+int dsc__format(lua_State *L);
 
 /* --- policy.c --- */
 

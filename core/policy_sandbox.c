@@ -548,6 +548,20 @@ static void harden_strings(lua_State *L) {
     lua_pop(L, 2);
 }
 
+static void copy_into(lua_State *L, int from, int to);
+
+/* Replace the string library at the top by a copy whose format is dsc__format (with
+ * Lua's as its upvalue, for the formats it leaves to it). */
+static void string_lib(lua_State *L) {
+    int lib = lua_gettop(L);
+    lua_createtable(L, 0, 24);
+    copy_into(L, lib, lib + 1);
+    lua_getfield(L, lib, "format");
+    lua_pushcclosure(L, dsc__format, 1);
+    lua_setfield(L, lib + 1, "format");
+    lua_replace(L, lib);
+}
+
 static void build_base(lua_State *L, dsc__sandbox *sb) {
     lua_createtable(L, 0, 24);
     int env = lua_gettop(L);
@@ -557,6 +571,7 @@ static void build_base(lua_State *L, dsc__sandbox *sb) {
     }
     for (const char *const *n = lib_names; *n; n++) {
         lua_getglobal(L, *n);
+        if (strcmp(*n, "string") == 0) string_lib(L);
         dsc__sandbox_readonly(L, -1, *n);
         lua_setfield(L, env, *n);
         lua_pop(L, 1);

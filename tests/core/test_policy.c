@@ -9,6 +9,7 @@
 #include "discern/catalog.h"
 
 #include <criterion/criterion.h>
+#include <math.h>
 #include <pthread.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -361,6 +362,65 @@ Test(policy, a_tag_read_in_one_request_is_gone_in_the_next) {
     in.n_tags = 0;
     cr_assert_eq(dsc_policy_vm_decide(vm, &in, &d), DSC_OK);
     cr_assert_str_eq(d.reason, "nil nil");
+    dsc_policy_vm_free(vm);
+}
+
+/* The value the test below gives ctx.estimate.gco2e.max, for case i. */
+static double format_case(unsigned *seed, int i) {
+    static const double fixed[] = {
+        0.0,       -0.0,       0.125,    2.5,        0.0125, 12.5,
+        9.995,     999.5,      99.95,    0.00099995, 1e-5,   123456789.0,
+        1.0 / 3,   2.0 / 3,    1e21,     1e-300,     5e-324, 1.7976931348623157e308,
+        1.0 / 0.0, -1.0 / 0.0, 0.0 / 0.0};
+    int nf = (int)(sizeof fixed / sizeof fixed[0]);
+    if (i < nf) return fixed[i];
+    *seed = *seed * 1103515245u + 12345u;
+    unsigned r = *seed >> 8;
+    double mant = (double)(r % 1000000u) / 1000.0; /* often a few decimals: near halves */
+    int exp10 = (int)(r % 61u) - 30;
+    double v = i % 3 ? mant * pow(10.0, exp10) : (double)r / 7.0 * pow(2.0, (int)(r % 40) - 20);
+    return i % 5 == 0 ? -v : v;
+}
+
+Test(policy, string_format_writes_what_printf_writes) {
+    put("a.lua", POLICY("return allow(string.format('%.' .. req.input_tokens .. 'g|%d|%s|%%', "
+                        "ctx.estimate.gco2e.max, req.output_tokens, req.model))"));
+    dsc_policy_vm *vm = vm_for(NULL);
+    dsc_estimate e = est_g(1.0);
+    dsc_policy_input in = request(&e);
+    unsigned seed = 1;
+    for (int i = 0; i < 20000; i++) {
+        double v = format_case(&seed, i);
+        e.total.gwp_kgco2eq.max = v / 1000.0;
+        double shown = e.total.gwp_kgco2eq.max * 1000.0; /* what the policy reads */
+        in.input_tokens = i % 18;                        /* 16 and 17: beyond the fast path */
+        in.output_tokens = i % 7 == 0 ? INT64_MAX - i : (int64_t)i * 7919;
+        dsc_decision d;
+        cr_assert_eq(dsc_policy_vm_decide(vm, &in, &d), DSC_OK, "%s", d.reason);
+        char want[256];
+        snprintf(want, sizeof want, "%.*g|%lld|gpt-4o|%%", (int)in.input_tokens, shown,
+                 (long long)in.output_tokens);
+        cr_assert_str_eq(d.reason, want, "case %d: %.17g with %%.%dg", i, shown,
+                         (int)in.input_tokens);
+    }
+    dsc_policy_vm_free(vm);
+}
+
+Test(policy, string_format_keeps_lua_errors_and_other_conversions) {
+    put("a.lua", POLICY("return allow(string.format('%5.1f|%x|%q', 3.14159, 255, 'a'))"));
+    put("b.lua", POLICY("return allow(string.format('%d', 1.5))"));
+    put("c.lua", POLICY("return allow(string.format('%s and %s', 'one'))"));
+    put("d.lua", POLICY("return allow(string.format('%d %.2g %s %d %d', '12', '0.125', 3.0, -5, "
+                        "math.mininteger))"));
+    dsc_policy_vm *vm = vm_for(NULL);
+    dsc_decision d = decide(vm);
+    cr_assert_str_eq(d.verdicts[0].reason, "  3.1|ff|\"a\"");
+    cr_assert(strstr(d.verdicts[1].reason,
+                     "bad argument #2 to 'format' (number has no integer representation)"),
+              "%s", d.verdicts[1].reason);
+    cr_assert(strstr(d.verdicts[2].reason, "bad argument #3 to 'format' (no value)"), "%s",
+              d.verdicts[2].reason);
+    cr_assert_str_eq(d.verdicts[3].reason, "12 0.12 3.0 -5 -9223372036854775808");
     dsc_policy_vm_free(vm);
 }
 
