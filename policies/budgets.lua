@@ -31,6 +31,10 @@ local function amount(b, v)
     return string.format("%.4g%s", v, UNITS[b.metric] or "")
 end
 
+-- ipairs is a global: reading it through a local copy made when the file loads skips
+-- a lookup in the policy's (frozen) environment on every request.
+local ipairs = ipairs
+
 -- Rate budgets ("rate:100/1m") refill over time: waiting is the answer.
 local function is_rate(b)
     return string.sub(b.window, 1, 5) == "rate:"

@@ -17,6 +17,10 @@
 local RATIO = 1 / 3          -- suggest when the smaller model costs under this share
 local RETRY_AFTER = 300      -- seconds, for throttled discretionary requests
 
+-- Globals are read through the policy's frozen environment; a local copy made once,
+-- when the file loads, is read directly (this policy runs on every request).
+local format, allow, throttle = string.format, allow, throttle
+
 -- The largest model that costs under RATIO of `footprint`. The footprint grows with
 -- the parameter count (energy is affine in it), so only models under RATIO of the
 -- current size can qualify: ctx.models(provider, below) also says how many models,
@@ -49,12 +53,12 @@ return {
         if not m then return nil end
 
         local suggest = {provider = req.provider, model = m.name}
-        local why = string.format("%s would need %.3g g CO2e instead of %.3g g",
+        local why = format("%s would need %.3g g CO2e instead of %.3g g",
             m.name, alt.gco2e.max, footprint)
         if req.purpose_class == "discretionary" then
             return throttle{retry_after = RETRY_AFTER, reason = why .. " for a discretionary purpose",
                             suggest = suggest}
         end
-        return allow(why, {suggest = suggest})
+        return allow{reason = why, suggest = suggest}
     end,
 }
