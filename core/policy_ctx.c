@@ -541,6 +541,7 @@ static void ensure_budgets(lua_State *L, dsc_policy_vm *vm) {
         lua_rawgeti(L, pool, 2 * i - 1);
         fill_budget(L, keys, lua_gettop(L), &in->budgets[i - 1], &vm->budget_shown_state[i - 1]);
         lua_pop(L, 1);
+        if (i <= vm->budgets_shown) continue; /* arr[i] is pool entry i's proxy already */
         lua_rawgeti(L, pool, 2 * i);
         lua_rawseti(L, arr, i);
     }
@@ -655,8 +656,8 @@ static int cmp_models(const void *a, const void *b) {
 }
 
 /* Push {list, index, sizes} for provider: the read-only list of its models, smallest
- * first, a table name -> entry, and the list's params_b as a plain array (for
- * binary search). Returns 0 (nothing pushed) when unknown. */
+ * first, a table name -> entry, and the list's params_b as a userdata array of doubles
+ * (for a binary search in C). Returns 0 (nothing pushed) when unknown. */
 static int build_models(lua_State *L, dsc_policy_vm *vm, const char *provider) {
     dsc_policy_model ms[256];
     int n = vm->oracle.models ? vm->oracle.models(vm->oracle.ud, provider, ms, 256) : -1;
@@ -667,8 +668,8 @@ static int build_models(lua_State *L, dsc_policy_vm *vm, const char *provider) {
     int pair = lua_gettop(L);
     lua_createtable(L, n, 0);
     lua_createtable(L, 0, n);
-    lua_createtable(L, n, 0);
-    int list = pair + 1, index = pair + 2, sizes = pair + 3;
+    double *sizes = lua_newuserdatauv(L, (size_t)n * sizeof *sizes, 0);
+    int list = pair + 1, index = pair + 2;
     for (int i = 0; i < n; i++) {
         lua_createtable(L, 0, 2);
         set_string(L, lua_gettop(L), "name", ms[i].name);
@@ -678,8 +679,7 @@ static int build_models(lua_State *L, dsc_policy_vm *vm, const char *provider) {
         lua_rawseti(L, list, i + 1);
         lua_setfield(L, index, ms[i].name);
         lua_pop(L, 1);
-        lua_pushnumber(L, ms[i].params_b);
-        lua_rawseti(L, sizes, i + 1);
+        sizes[i] = ms[i].params_b;
     }
     lua_rawseti(L, pair, 3);
     lua_rawseti(L, pair, 2);
@@ -689,20 +689,18 @@ static int build_models(lua_State *L, dsc_policy_vm *vm, const char *provider) {
     return 1;
 }
 
-/* How many models at the start of the sorted sizes array (at idx) are under below. */
+/* How many models at the start of the sorted sizes (the userdata at idx) are under below. */
 static lua_Integer count_below(lua_State *L, int idx, double below) {
-    lua_Integer lo = 0, hi = (lua_Integer)lua_rawlen(L, idx); /* answer in [lo, hi] */
+    const double *sizes = lua_touserdata(L, idx);
+    size_t lo = 0, hi = lua_rawlen(L, idx) / sizeof *sizes; /* the answer is in [lo, hi] */
     while (lo < hi) {
-        lua_Integer mid = lo + (hi - lo) / 2; /* is sizes[mid + 1] < below? */
-        lua_rawgeti(L, idx, mid + 1);
-        double v = lua_tonumber(L, -1);
-        lua_pop(L, 1);
-        if (v < below)
+        size_t mid = lo + (hi - lo) / 2;
+        if (sizes[mid] < below)
             lo = mid + 1;
         else
             hi = mid;
     }
-    return lo;
+    return (lua_Integer)lo;
 }
 
 /* Push the cached {list, index, sizes} of provider (built on first use); 0 when unknown. */

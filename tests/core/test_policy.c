@@ -464,6 +464,33 @@ Test(policy, ctx_budget_finds_budgets_by_selector_counter_or_kind_and_metric) {
     dsc_policy_vm_free(vm);
 }
 
+Test(policy, ctx_budgets_lists_each_request_own_budgets_as_their_number_changes) {
+    put("a.lua", POLICY("local s = {} for i, b in ipairs(ctx.budgets()) do s[i] = b.counter end\n"
+                        "  return allow(#ctx.budgets() .. ' ' .. table.concat(s, ','))"));
+    dsc_policy_vm *vm = vm_for(NULL);
+    dsc_budget_state bs[] = {budget("org:acme", "org:acme", DSC_METRIC_ENERGY_WH, 1000, 10),
+                             budget("team:*", "team:infra", DSC_METRIC_GCO2E, 50, 48),
+                             budget("user:*", "user:ana", DSC_METRIC_REQUESTS, 10, 1)};
+    dsc_estimate e = est_g(4.0);
+    dsc_policy_input in = request(&e);
+    in.budgets = bs;
+    static const struct {
+        int n;
+        const char *want;
+    } steps[] = {{2, "2 org:acme,team:infra"},
+                 {1, "1 org:acme"},
+                 {3, "3 org:acme,team:infra,user:ana"},
+                 {0, "0 "},
+                 {3, "3 org:acme,team:infra,user:ana"}};
+    for (size_t i = 0; i < sizeof steps / sizeof steps[0]; i++) {
+        in.n_budgets = steps[i].n;
+        dsc_decision d;
+        cr_assert_eq(dsc_policy_vm_decide(vm, &in, &d), DSC_OK);
+        cr_assert_str_eq(d.reason, steps[i].want, "step %zu", i);
+    }
+    dsc_policy_vm_free(vm);
+}
+
 Test(policy, ctx_budget_fields_follow_each_request_when_the_same_slot_is_refilled) {
     put("a.lua",
         POLICY("local b = ctx.budgets()[1]\n"
