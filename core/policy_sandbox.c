@@ -397,22 +397,34 @@ static int l_setmetatable(lua_State *L) {
 
 /* --- decisions --- */
 
-static void copy_field(lua_State *L, int t, const char *key, char *dst, size_t n) {
-    if (lua_getfield(L, t, key) == LUA_TSTRING) {
+/* The option names, interned once: upvalues of allow, throttle and refuse (a getfield
+ * by C string looks the string up on every call). */
+enum { OPT_REASON = 1, OPT_RETRY_AFTER, OPT_SUGGEST, OPT_PROVIDER, OPT_MODEL, OPT_COUNT };
+static const char *const opt_names[OPT_COUNT] = {NULL,      "reason",   "retry_after",
+                                                 "suggest", "provider", "model"};
+
+/* Push field opt of the table at t (metamethods apply, as with getfield). */
+static int opt_field(lua_State *L, int t, int opt) {
+    lua_pushvalue(L, lua_upvalueindex(opt));
+    return lua_gettable(L, t);
+}
+
+static void copy_field(lua_State *L, int t, int opt, char *dst, size_t n) {
+    if (opt_field(L, t, opt) == LUA_TSTRING) {
         size_t len;
         const char *s = lua_tolstring(L, -1, &len);
         if (len >= n) len = n - 1;
         memcpy(dst, s, len);
         dst[len] = '\0';
     } else if (!lua_isnil(L, -1)) {
-        luaL_error(L, "field '%s' must be a string, got %s", key, luaL_typename(L, -1));
+        luaL_error(L, "field '%s' must be a string, got %s", opt_names[opt], luaL_typename(L, -1));
     }
     lua_pop(L, 1);
 }
 
 static void read_options(lua_State *L, int t, dsc__decision *d) {
-    copy_field(L, t, "reason", d->reason, sizeof d->reason);
-    if (lua_getfield(L, t, "retry_after") != LUA_TNIL) {
+    copy_field(L, t, OPT_REASON, d->reason, sizeof d->reason);
+    if (opt_field(L, t, OPT_RETRY_AFTER) != LUA_TNIL) {
         int isnum;
         lua_Number v = lua_tonumberx(L, -1, &isnum);
         if (!isnum || !(v >= 0 && v < 1e12))
@@ -420,11 +432,11 @@ static void read_options(lua_State *L, int t, dsc__decision *d) {
         d->retry_after_s = (int64_t)(v + 0.999999);
     }
     lua_pop(L, 1);
-    int st = lua_getfield(L, t, "suggest");
+    int st = opt_field(L, t, OPT_SUGGEST);
     if (st == LUA_TTABLE) {
         int s = lua_gettop(L);
-        copy_field(L, s, "provider", d->suggest_provider, sizeof d->suggest_provider);
-        copy_field(L, s, "model", d->suggest_model, sizeof d->suggest_model);
+        copy_field(L, s, OPT_PROVIDER, d->suggest_provider, sizeof d->suggest_provider);
+        copy_field(L, s, OPT_MODEL, d->suggest_model, sizeof d->suggest_model);
         if (!d->suggest_model[0]) luaL_error(L, "field 'suggest' needs a 'model'");
     } else if (st != LUA_TNIL) {
         luaL_error(L, "field 'suggest' must be a table {provider=, model=}");
@@ -576,13 +588,13 @@ static void build_base(lua_State *L, dsc__sandbox *sb) {
         lua_setfield(L, env, *n);
         lua_pop(L, 1);
     }
-    static const luaL_Reg fns[] = {{"setmetatable", l_setmetatable},
-                                   {"allow", l_allow},
-                                   {"throttle", l_throttle},
-                                   {"refuse", l_refuse},
-                                   {"utc", l_utc},
-                                   {NULL, NULL}};
+    static const luaL_Reg fns[] = {{"setmetatable", l_setmetatable}, {"utc", l_utc}, {NULL, NULL}};
     luaL_setfuncs(L, fns, 0);
+    static const luaL_Reg decisions[] = {
+        {"allow", l_allow}, {"throttle", l_throttle}, {"refuse", l_refuse}, {NULL, NULL}};
+    for (int k = 1; k < OPT_COUNT; k++)
+        lua_pushstring(L, opt_names[k]);
+    luaL_setfuncs(L, decisions, OPT_COUNT - 1);
     sb->base_ref = luaL_ref(L, LUA_REGISTRYINDEX);
 }
 

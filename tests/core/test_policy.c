@@ -382,6 +382,30 @@ static double format_case(unsigned *seed, int i) {
     return i % 5 == 0 ? -v : v;
 }
 
+Test(policy, decision_options_are_checked_naming_the_field) {
+    put("a.lua", POLICY("return allow{reason = 5}"));
+    put("b.lua", POLICY("return throttle{retry_after = -1}"));
+    put("c.lua", POLICY("return allow{suggest = 'x'}"));
+    put("d.lua", POLICY("return allow('r', {suggest = {provider = 'p'}})"));
+    put("e.lua", POLICY("return throttle(setmetatable({}, {__index = {reason = 'inherited', "
+                        "retry_after = 2.5, suggest = {model = 'small'}}}))"));
+    dsc_policy_vm *vm = vm_for(NULL);
+    dsc_decision d = decide(vm);
+    cr_assert(strstr(d.verdicts[0].reason, "field 'reason' must be a string, got number"), "%s",
+              d.verdicts[0].reason);
+    cr_assert(strstr(d.verdicts[1].reason, "field 'retry_after' must be a number of seconds"), "%s",
+              d.verdicts[1].reason);
+    cr_assert(strstr(d.verdicts[2].reason, "field 'suggest' must be a table"), "%s",
+              d.verdicts[2].reason);
+    cr_assert(strstr(d.verdicts[3].reason, "field 'suggest' needs a 'model'"), "%s",
+              d.verdicts[3].reason);
+    cr_assert_str_eq(d.verdicts[4].reason, "inherited");
+    cr_assert_eq(d.verdicts[4].retry_after_s, 3);
+    cr_assert_str_eq(d.verdicts[4].suggest_model, "small");
+    cr_assert_str_eq(d.verdicts[4].suggest_provider, "openai", "the request's provider");
+    dsc_policy_vm_free(vm);
+}
+
 Test(policy, string_format_writes_what_printf_writes) {
     put("a.lua", POLICY("return allow(string.format('%.' .. req.input_tokens .. 'g|%d|%s|%%', "
                         "ctx.estimate.gco2e.max, req.output_tokens, req.model))"));
