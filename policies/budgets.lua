@@ -48,16 +48,16 @@ return {
     decide = function(req, ctx)
         local wait -- the rate budget that needs the longest wait, if any
         for _, b in ipairs(ctx.budgets()) do
-            if b.would_exceed and not is_rate(b) then
-                -- The first exceeded budget is enough to say no; name it and say
-                -- when it resets so the user knows what to do.
-                return refuse(string.format(
-                    "budget %s (%s per %s) would be exceeded: %s used of %s, this request needs %s; resets %s",
-                    b.counter, b.metric, b.window, amount(b, b.used + b.held),
-                    amount(b, b.limit), amount(b, b.request), utc(b.resets_at)))
-            end
-            if b.would_exceed and (not wait or b.retry_after > wait.retry_after) then
-                wait = b
+            if b.would_exceed then -- most requests fit: one field read per budget
+                if not is_rate(b) then
+                    -- The first exceeded budget is enough to say no; name it and say
+                    -- when it resets so the user knows what to do.
+                    return refuse(string.format(
+                        "budget %s (%s per %s) would be exceeded: %s used of %s, this request needs %s; resets %s",
+                        b.counter, b.metric, b.window, amount(b, b.used + b.held),
+                        amount(b, b.limit), amount(b, b.request), utc(b.resets_at)))
+                end
+                if not wait or b.retry_after > wait.retry_after then wait = b end
             end
         end
         if wait then
