@@ -9,8 +9,10 @@
  * model has smaller siblings (so right-size runs its what-if estimates). It runs
  * twice: the set as shipped (grid-aware disabled) and all four policies enabled
  * (a copy of the folder with grid-aware switched on, a live grid value set).
- * Prints the median, p99 and max per evaluation, and the Lua state's memory and
- * the process RSS after the first 1% and at the end (no growth = no leak).
+ * Prints the median, p99 and max per evaluation, the evaluations the time budget's
+ * watchdog had to signal (those that outlived a tick, e.g. descheduled), and the Lua
+ * state's memory and the process RSS after the first 1% and at the end (no growth =
+ * no leak).
  */
 #include "discern/catalog.h"
 #include "discern/paths.h"
@@ -149,10 +151,11 @@ static int run(const char *label, const char *dir, const dsc_catalog *cat, long 
     printf("%s: %d policies run, outcome %s (%s), suggest %s\n", label, d.n_verdicts,
            dsc_policy_outcome_name(d.outcome), d.policy[0] ? d.policy : "-",
            d.suggest_model[0] ? d.suggest_model : "-");
-    printf("  %ld evaluations in %.2f s: median %.2f us, p99 %.2f us, max %.1f us, errors %llu; "
-           "CPU %.2f us each (timing included)\n",
+    printf("  %ld evaluations in %.2f s: median %.2f us, p99 %.2f us, max %.1f us, errors %llu, "
+           "watchdog signals %llu; CPU %.2f us each (timing included)\n",
            n, secs, percentile(hist, n, 0.5), percentile(hist, n, 0.99), (double)max / 1000.0,
-           (unsigned long long)st.errors, cpu * 1e6 / (double)n);
+           (unsigned long long)st.errors, (unsigned long long)st.watchdog_signals,
+           cpu * 1e6 / (double)n);
     printf("  Lua memory after %ld: %zu KiB, at the end: %zu KiB; RSS %ld KiB -> %ld KiB\n", warm,
            mem_warm / 1024, st.memory_in_use / 1024, rss_warm, rss_kib());
     free(hist);
