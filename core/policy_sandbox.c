@@ -94,8 +94,9 @@ static void count_hook(lua_State *L, lua_Debug *ar) {
  * A signal is only ever sent to a thread inside an evaluation: the watchdog moves the
  * state from RUNNING to SIGNALLING before sending, and disarm, finding SIGNALLING,
  * waits for the handler (DELIVERED) before it returns. The handler finds the sandboxes
- * of its thread in a thread-local list: the one mutable static here, because a signal
- * handler has no other way to reach them. */
+ * of its thread in a thread-local list, because a signal handler has no other way to
+ * reach them; with the handler's process-wide installation (once) and a per-thread
+ * "signal unblocked" flag, these are the only mutable statics of the policy engine. */
 
 #define WD_SIGNAL SIGURG              /* ignored by default: a stray one is harmless */
 #define WD_TICK_NS 1000000LL          /* how often the watchdog looks */
