@@ -111,10 +111,6 @@ static void apply_one(dsc_ledger *l, dsc__rec *rec) {
     if (!r) return;
     bool ok = rec->status == DSC_OK;
     switch (rec->type) {
-    case DSC__REC_RESERVE:
-        r->committing = false;
-        if (!ok) dsc__apply_reserve_failed(l, r);
-        break;
     case DSC__REC_SETTLE:
         if (r->state == RS_SETTLING) dsc__apply_settle(l, r, &rec->amounts, rec->at_us, ok);
         break;
@@ -328,6 +324,7 @@ static dsc__reservation *load_reservation(rebuild *rb, const dsc__rec *rec) {
         dsc__reservation_new(rec->reservation_id, rec->request_id, &s, &what, hits, nh);
     if (!r) return NULL;
     snprintf(r->owner, sizeof r->owner, "%s", d->key_id);
+    dsc__ledger_loaded_rid(rb->l, r->id);
     if (dsc__reservation_index(rb->l, r) != DSC_OK) {
         free(r);
         return NULL;

@@ -38,7 +38,11 @@
  * counters only after it is committed; a failed commit leaves them as they were and
  * returns DSC_STORE_UNAVAILABLE. With "batch" and "off" a reservation, settle, cancel
  * or decision is acknowledged once queued: the counters change at once and a failed
- * commit only counts (store_failures). Reopening the store rebuilds every counter.
+ * commit only counts (store_failures). A reservation is acknowledged once queued
+ * under every durability: its hold is in memory at once, and the log is ordered, so
+ * the settle that waits for its own commit carries it; a crash before that commit
+ * loses the hold, and its settle after the restart is charged as unreserved usage
+ * (one commit wait per decision, not two). Reopening the store rebuilds every counter.
  * Every durable call has one shape, (l, request, reply, done, err): with done NULL it
  * waits; with a done it returns once the record is queued and calls done(ud, st, err)
  * from the writer thread when it is committed ("full"), or before it returns
@@ -271,13 +275,13 @@ typedef struct dsc_reserve_out {
     size_t n_exceeded; /* budgets that would be exceeded (may exceed max_exceeded) */
 } dsc_reserve_out;
 
-/* Reserve. DSC_OK: out->reservation_id filled; done NULL and durability full: the
- * reservation is committed. With done: the hold is in place when it returns DSC_OK
- * and done reports the commit (on failure the hold is released before done runs).
- * DSC_BUDGET_EXCEEDED: nothing held (or journaled), the budgets that would be
- * exceeded are in out->exceeded[0..min(n_exceeded, max_exceeded)): journal the
- * refusal with dsc_ledger_record. DSC_BAD_REQUEST naming a bad field;
- * DSC_STORE_UNAVAILABLE; DSC_NOMEM. */
+/* Reserve. DSC_OK: out->reservation_id filled and the hold in place, its record
+ * queued (not yet committed, whatever the durability); with done, done runs before
+ * the call returns. A store whose last commit failed refuses at once
+ * (DSC_STORE_UNAVAILABLE, nothing held). DSC_BUDGET_EXCEEDED: nothing held (or journaled), the
+ * budgets that would be exceeded are in out->exceeded[0..min(n_exceeded, max_exceeded)): journal
+ * the refusal with dsc_ledger_record. DSC_BAD_REQUEST naming a bad field; DSC_STORE_UNAVAILABLE;
+ * DSC_NOMEM. */
 dsc_status dsc_ledger_reserve(dsc_ledger *l, const dsc_reserve_req *req, dsc_reserve_out *out,
                               const dsc_done *done, dsc_error *err);
 
@@ -304,7 +308,10 @@ typedef struct dsc_settle_out {
 
 /* Charge actual usage for a reservation, replacing its hold. Idempotent: a repeat
  * charges nothing and reports DSC_SETTLE_REPEATED. An unknown reservation is still
- * recorded and charged to subject_if_unknown. Usage is durable before DSC_OK with
+ * recorded and charged to subject_if_unknown, unless its id has the ledger's shape:
+ * then it is DSC_UNKNOWN_RESERVATION, but for an id made after the newest one the
+ * store kept and before this ledger opened (a hold a crash lost), charged as
+ * unreserved. Usage is durable before DSC_OK with
  * durability full and no done; with done the in-memory counters change at the commit
  * (full) or at once (batch, off). out may be NULL; with done it must stay valid until
  * done runs (the kind may be written then). A finished reservation the ledger
