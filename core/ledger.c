@@ -695,11 +695,14 @@ static dsc_status enqueue(dsc_ledger *l, dsc__rec *rec, dsc__done *done, dsc__re
 }
 
 /* Journal a new hold (mu held), in dec (its decision, already copied in) when given;
- * dec is consumed either way. Acknowledged once queued under every durability: the
- * hold is in memory, so it already keeps concurrent checks from overshooting, and the
- * log is ordered, so the settle that waits for its own commit makes this record
- * durable too (one commit wait per decision, not two). A crash before the commit
- * loses the hold; its settle is then charged as unreserved (see lost_hold). */
+ * dec is consumed either way. Acknowledged once queued under every durability while
+ * the store is healthy: the hold is in memory, so it already keeps concurrent checks
+ * from overshooting, and the log is ordered, so the settle that waits for its own
+ * commit makes this record durable too (one commit wait per decision, not two). A
+ * crash before the commit loses the hold; its settle is then charged as unreserved
+ * (see lost_hold). While the last commit failed, a reserve under durability full
+ * waits for its own commit as a settle does: it is refused while the store fails,
+ * and the first one after the store recovers goes through (no probe to wait for). */
 static dsc_status journal_reserve(dsc_ledger *l, dsc__reservation *r, dsc__rec *dec,
                                   dsc__done *done, dsc__rec **wait_rec, dsc_error *err) {
     dsc__rec *rec = dec;
@@ -714,13 +717,15 @@ static dsc_status journal_reserve(dsc_ledger *l, dsc__reservation *r, dsc__rec *
         rec->expires_us = r->expires_us;
         rec->state = "held";
     }
-    dsc_status st = rec ? enqueue_as(l, rec, true, done, wait_rec) : DSC_NOMEM;
+    bool acked = acked_when_queued(l) || dsc__store_healthy(l->store);
+    dsc_status st = rec ? enqueue_as(l, rec, acked, done, wait_rec) : DSC_NOMEM;
     if (st != DSC_OK) {
         dsc__apply_reserve_failed(l, r);
         return dsc_error_set(err, st,
                              st == DSC_NOMEM ? "out of memory"
                                              : "the ledger store is failing; nothing was reserved");
     }
+    r->committing = !acked;
     if (dec) l->decisions++;
     return DSC_OK;
 }
@@ -757,6 +762,11 @@ static dsc_status reserve_repeated(dsc_ledger *l, dsc__reservation *r, dsc__rec 
                                    char reservation_id[DSC_RESERVATION_ID_MAX], dsc__done *done,
                                    dsc__rec **wait_rec, dsc_error *err) {
     copy_str(reservation_id, DSC_RESERVATION_ID_MAX, r->id);
+    if (r->committing) {
+        free(dec);
+        return dsc_error_set(err, DSC_STORE_UNAVAILABLE,
+                             "request '%s' is still being reserved; retry", r->request_id);
+    }
     if (!dec) return DSC_OK;
     dec->type = DSC__REC_DECISION;
     dec->at_us = now;

@@ -73,7 +73,8 @@ typedef struct dsc__reservation {
     char request_id[DSC_NAME_MAX];
     char owner[DSC_NAME_MAX]; /* the key id that took the hold ("" = none) */
     dsc__rstate state, prev;
-    uint64_t epoch; /* budget_epoch when counters[] was resolved */
+    uint64_t epoch;  /* budget_epoch when counters[] was resolved */
+    bool committing; /* its reserve record is not committed yet (and waited for) */
     int64_t created_us, expires_us, finished_us;
     dsc_amounts held, charged;
     size_t heap_idx;                               /* SIZE_MAX when not in the expiry heap */

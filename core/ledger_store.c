@@ -111,6 +111,10 @@ static void apply_one(dsc_ledger *l, dsc__rec *rec) {
     if (!r) return;
     bool ok = rec->status == DSC_OK;
     switch (rec->type) {
+    case DSC__REC_RESERVE:
+        r->committing = false;
+        if (!ok) dsc__apply_reserve_failed(l, r);
+        break;
     case DSC__REC_SETTLE:
         if (r->state == RS_SETTLING) dsc__apply_settle(l, r, &rec->amounts, rec->at_us, ok);
         break;

@@ -685,25 +685,27 @@ Test(store_sqlite, async_reserve_and_cancel_complete_and_a_full_disk_reports_thr
                             &(dsc_done){on_done, &c}, &err),
                  DSC_BUDGET_EXCEEDED);
     /* a full disk: reserves are acknowledged once queued (their holds stay) until a
-     * commit has failed; from then on a reserve is refused at once and holds nothing */
+     * commit has failed; from then on each waits for its own commit, done reports
+     * store_unavailable and that hold is gone by then */
     cr_assert_eq(dsc__ledger_store_exec(l, "PRAGMA max_page_count = 1", &err), DSC_OK);
     dsc_amounts small = amt(DSC_METRIC_GCO2E, M / 10);
-    int ok = 0;
-    dsc_status failed = DSC_OK;
-    for (int i = 0; i < 400 && failed == DSC_OK; i++) {
+    int ok = 0, failed = 0;
+    for (int i = 0; i < 400 && !failed; i++) {
         int before = c.calls;
-        failed = reserve_as(l, (dsc_reserve_req){&ana, &small, 60, NULL, NULL}, rid, NULL, 0, NULL,
-                            &(dsc_done){on_done, &c}, &err);
-        if (failed != DSC_OK) break;
+        cr_assert_eq(reserve_as(l, (dsc_reserve_req){&ana, &small, 60, NULL, NULL}, rid, NULL, 0,
+                                NULL, &(dsc_done){on_done, &c}, &err),
+                     DSC_OK);
         wait_calls(&c, before + 1);
-        cr_assert_eq(c.st, DSC_OK);
-        ok++;
+        if (c.st == DSC_OK)
+            ok++;
+        else
+            failed = c.st;
         struct timespec ts = {0, 2 * 1000000L}; /* let the writer try a commit */
         nanosleep(&ts, NULL);
     }
     cr_assert_eq(failed, DSC_STORE_UNAVAILABLE, "the file never filled up");
     cr_assert_eq(find(st, preview(l, st, 2), "*").held, ok * (M / 10),
-                 "the refused reserve holds nothing");
+                 "the failed reserve holds nothing");
     dsc_ledger_free(l);
 }
 
@@ -1267,7 +1269,7 @@ Test(store_sqlite, reserve_journal_refused_or_invalid_holds_and_journals_nothing
     cr_assert_eq(query_int(path, "SELECT count(*) FROM reservations"), 0);
 }
 
-Test(store_sqlite, reserve_journal_on_a_full_disk_is_refused_once_a_commit_failed_holding_nothing) {
+Test(store_sqlite, reserve_journal_on_a_full_disk_reports_through_done_and_releases_the_hold) {
     char path[600];
     temp_db(path, sizeof path);
     dsc_ledger *l = open_at(path, NULL, 0);
@@ -1280,23 +1282,24 @@ Test(store_sqlite, reserve_journal_on_a_full_disk_is_refused_once_a_commit_faile
     char rid[DSC_RESERVATION_ID_MAX];
     dsc_amounts a = amt(DSC_METRIC_GCO2E, M / 100);
     dsc_decision_record d = allow_decision("d-full");
-    int ok = 0;
-    dsc_status failed = DSC_OK;
-    for (int i = 0; i < 400 && failed == DSC_OK; i++) {
-        failed = reserve_as(l, (dsc_reserve_req){&ana, &a, 60, NULL, &d}, rid, NULL, 0, NULL,
-                            &(dsc_done){on_done, &c}, &err);
-        if (failed != DSC_OK) break;
+    int ok = 0, failed = 0;
+    for (int i = 0; i < 400 && !failed; i++) {
+        cr_assert_eq(reserve_as(l, (dsc_reserve_req){&ana, &a, 60, NULL, &d}, rid, NULL, 0, NULL,
+                                &(dsc_done){on_done, &c}, &err),
+                     DSC_OK);
         wait_calls(&c, i + 1);
-        cr_assert_eq(c.st, DSC_OK, "acknowledged once queued");
-        ok++;
+        if (c.st == DSC_OK)
+            ok++;
+        else
+            failed = c.st;
         struct timespec ts = {0, 2 * 1000000L}; /* let the writer try a commit */
         nanosleep(&ts, NULL);
     }
     cr_assert_eq(failed, DSC_STORE_UNAVAILABLE, "the file never filled up");
-    cr_assert_eq(c.calls, ok, "a refused reserve never calls done");
+    cr_assert_eq(c.calls, ok + 1, "done runs once per reserve");
     dsc_budget_state st[2];
     cr_assert_eq(find(st, preview(l, st, 2), "*").held, ok * (M / 100),
-                 "the refused record holds nothing");
+                 "the failed record holds nothing; the acknowledged ones stay");
     dsc_ledger_free(l);
     cr_assert_eq(query_int(path, "SELECT count(*) FROM decisions"),
                  query_int(path, "SELECT count(*) FROM reservations"), "decisions = holds");

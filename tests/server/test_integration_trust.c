@@ -415,6 +415,18 @@ Test(trust, shadow_verdicts_and_tags_are_journaled_and_listed) {
     cr_assert(logged, "no shadow_refuse line for key %s in %s", id, srv.log);
 }
 
+/* A check is answered once its record is queued: its decision is listed once that
+ * commits, within a commit or two. Waits (bounded) until n decisions are listed. */
+static void wait_decisions(th_client *c, size_t n) {
+    for (int64_t deadline = th_now_ms() + 5000;; th_sleep_ms(2)) {
+        json_t *res, *r = th_ok(c, "decisions.list", "{\"limit\": 100}", &res);
+        size_t got = count_array(res, "decisions");
+        json_decref(r);
+        if (got >= n) return;
+        cr_assert_lt(th_now_ms(), deadline, "%zu of %zu decisions listed after 5 s", got, n);
+    }
+}
+
 Test(trust, decisions_list_pages_with_next_and_filters_by_time) {
     th_client *admin = th_connect_admin(&srv);
     json_t *res, *r;
@@ -422,6 +434,7 @@ Test(trust, decisions_list_pages_with_next_and_filters_by_time) {
         r = th_ok(admin, "check", CHECK_FOR("a"), &res);
         json_decref(r);
     }
+    wait_decisions(admin, 5);
     r = th_ok(admin, "decisions.list", "{\"limit\": 2}", &res);
     cr_assert_eq(count_array(res, "decisions"), 2);
     json_int_t next = json_integer_value(json_object_get(res, "next"));

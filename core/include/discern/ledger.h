@@ -39,7 +39,8 @@
  * returns DSC_STORE_UNAVAILABLE. With "batch" and "off" a reservation, settle, cancel
  * or decision is acknowledged once queued: the counters change at once and a failed
  * commit only counts (store_failures). A reservation is acknowledged once queued
- * under every durability: its hold is in memory at once, and the log is ordered, so
+ * under every durability while the store is healthy (after a failed commit it waits
+ * for its own under "full"): its hold is in memory at once, and the log is ordered, so
  * the settle that waits for its own commit carries it; a crash before that commit
  * loses the hold, and its settle after the restart is charged as unreserved usage
  * (one commit wait per decision, not two). Reopening the store rebuilds every counter.
@@ -277,11 +278,12 @@ typedef struct dsc_reserve_out {
 
 /* Reserve. DSC_OK: out->reservation_id filled and the hold in place, its record
  * queued (not yet committed, whatever the durability); with done, done runs before
- * the call returns. A store whose last commit failed refuses at once
- * (DSC_STORE_UNAVAILABLE, nothing held). DSC_BUDGET_EXCEEDED: nothing held (or journaled), the
- * budgets that would be exceeded are in out->exceeded[0..min(n_exceeded, max_exceeded)): journal
- * the refusal with dsc_ledger_record. DSC_BAD_REQUEST naming a bad field; DSC_STORE_UNAVAILABLE;
- * DSC_NOMEM. */
+ * the call returns. After a failed commit, under durability full, it waits for its
+ * own commit (with done: done reports it, and on failure the hold is released before
+ * done runs); "batch" and "off" refuse at once. DSC_BUDGET_EXCEEDED: nothing held (or journaled),
+ * the budgets that would be exceeded are in out->exceeded[0..min(n_exceeded, max_exceeded)):
+ * journal the refusal with dsc_ledger_record. DSC_BAD_REQUEST naming a bad field;
+ * DSC_STORE_UNAVAILABLE; DSC_NOMEM. */
 dsc_status dsc_ledger_reserve(dsc_ledger *l, const dsc_reserve_req *req, dsc_reserve_out *out,
                               const dsc_done *done, dsc_error *err);
 
