@@ -166,7 +166,8 @@ typedef struct dsc_ledger_config {
     const char *timezone;        /* calendar windows: NULL/"UTC", "+02:00", "local" */
     int64_t (*now_us)(void *ud); /* the clock (unix µs); NULL = CLOCK_REALTIME */
     void *clock_ud;
-    int batch_ms;      /* BATCH: longest commit delay; 0 = 10 ms */
+    int batch_ms;      /* BATCH: longest commit delay; FULL: longest delay of a
+                          commit nobody waits on (a hold); 0 = 10 ms */
     int64_t retain_s;  /* finished reservations kept in memory for idempotent
                           replies; 0 = 600 s (a store answers older ones) */
     size_t retain_max; /* and at most this many of them; 0 = 100 000 */
