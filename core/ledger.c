@@ -1040,12 +1040,14 @@ static dsc_status settle_impl(dsc_ledger *l, const dsc__recall *rc, bool may_rec
     }
     if (!r && (st = unreserved(l, rc->id, &s, &r, err)) != DSC_OK) goto out;
     if ((st = check_key(rc, r, err)) != DSC_OK) goto out;
-    if ((st = settle_kind(r, &k, err)) != DSC_OK || k == DSC_SETTLE_REPEATED) goto out;
+    /* the kind is written before the record is queued: on the reader thread (a
+     * recalled settle) its done may run on the writer, and the reply read it, at once */
+    if ((st = settle_kind(r, &k, err)) == DSC_OK && rc->kind) *rc->kind = k;
+    if (st != DSC_OK || k == DSC_SETTLE_REPEATED) goto out;
     st = settle_begin(l, r, k, &rc->actual, now, done, &rec, err);
 out:
     pthread_mutex_unlock(&l->mu);
     if (st == DSC_OK) st = wait_rec(l, rec, err);
-    if (rc->kind) *rc->kind = k;
     return st;
 }
 
