@@ -239,9 +239,27 @@ dsc_status dsc__reservation_index(dsc_ledger *l, dsc__reservation *r) {
     return DSC_NOMEM;
 }
 
+/* a + b, held at the int64 range: a store file edited by hand can hold any counter
+ * value, and no sum of them may overflow (the fuzzer's store target found one). */
+static int64_t sat_add(int64_t a, int64_t b) {
+    int64_t r;
+    if (!__builtin_add_overflow(a, b, &r)) return r;
+    return b > 0 ? INT64_MAX : INT64_MIN;
+}
+
+/* a - b, held at the int64 range. */
+static int64_t sat_sub(int64_t a, int64_t b) {
+    int64_t r;
+    if (!__builtin_sub_overflow(a, b, &r)) return r;
+    return b < 0 ? INT64_MAX : INT64_MIN;
+}
+
 void dsc__reservation_hold(dsc__reservation *r, int sign) {
-    for (size_t i = 0; i < r->n; i++)
-        r->counters[i]->held += sign * r->held.v[r->counters[i]->b->metric];
+    for (size_t i = 0; i < r->n; i++) {
+        dsc__counter *c = r->counters[i];
+        int64_t v = r->held.v[c->b->metric];
+        c->held = sign > 0 ? sat_add(c->held, v) : sat_sub(c->held, v);
+    }
 }
 
 static void charge_counter(dsc_ledger *l, dsc__counter *c, const dsc_amounts *a, int64_t at_us) {
@@ -514,12 +532,13 @@ static void fill_state(dsc_ledger *l, const dsc__hit *h, const dsc_subject *s, i
     } else {
         out->resets_at = (now + 999999) / 1000000;
     }
-    int64_t rem = out->limit - out->used - out->held;
+    int64_t busy = sat_add(out->used, out->held);
+    int64_t rem = sat_sub(out->limit, busy);
     out->remaining = rem > 0 ? rem : 0;
     out->request = request;
-    out->would_exceed = out->used + out->held + request > out->limit;
-    out->retry_after_s = dsc_window_wait_s(&b->win, out->used + out->held, request, out->limit,
-                                           out->resets_at, now / 1000000);
+    out->would_exceed = sat_add(busy, request) > out->limit;
+    out->retry_after_s =
+        dsc_window_wait_s(&b->win, busy, request, out->limit, out->resets_at, now / 1000000);
 }
 
 dsc_status dsc_ledger_preview(dsc_ledger *l, const dsc_subject *subject, const dsc_amounts *request,
@@ -596,7 +615,7 @@ static size_t find_exceeded(dsc_ledger *l, const dsc__hit *hits, size_t nh, cons
         const dsc__hit *h = &hits[i];
         int64_t req = a->v[h->b->metric];
         int64_t used = dsc_window_counter_used(&h->c->wc, &h->b->win, &l->tz, now);
-        if (used + h->c->held + req <= h->b->limit) continue;
+        if (sat_add(sat_add(used, h->c->held), req) <= h->b->limit) continue;
         if (n < max) fill_state(l, h, s, req, now, &exceeded[n]);
         n++;
     }
