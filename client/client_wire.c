@@ -95,6 +95,13 @@ static int pack_estimate_extras(msgpack_packer *pk, int64_t cached, int64_t reas
     return rc;
 }
 
+/* `context: false`: the results of check and settle hold no estimate context
+ * (method, scope, assumptions, warnings), so the library never asks for it; it is
+ * more than half of a check reply's bytes (docs/protocol.md). */
+static int pack_no_context(msgpack_packer *pk) {
+    return pack_cstr(pk, "context") | msgpack_pack_false(pk);
+}
+
 static dsc_status check_validate(const dsc_client_check_request *q, bool keyed, dsc_error *err) {
     dsc_status st;
     if (!q) return dsc_error_set(err, DSC_BAD_REQUEST, "no check request");
@@ -123,7 +130,7 @@ static dsc_status enc_check(msgpack_packer *pk, const void *rq, const dsc__encod
     const dsc_client_check_request *q = rq;
     dsc_status st = check_validate(q, ctx->keyed, err);
     if (st != DSC_OK) return st;
-    size_t n = 8 + (given(q->zone) ? 1 : 0) + (q->n_tags ? 1 : 0) + (q->ttl_s ? 1 : 0) +
+    size_t n = 9 + (given(q->zone) ? 1 : 0) + (q->n_tags ? 1 : 0) + (q->ttl_s ? 1 : 0) +
                q->budgets +
                estimate_extras_count(q->cached_input_tokens, q->reasoning_tokens, q->method);
     int rc = open_params(pk, n) | pack_subject(pk, &q->subject) |
@@ -132,7 +139,8 @@ static dsc_status enc_check(msgpack_packer *pk, const void *rq, const dsc__encod
              pack_kv_int(pk, "output_tokens", q->output_tokens) |
              pack_kv_str(pk, "purpose", q->purpose) | pack_cstr(pk, "reserve") |
              (q->no_reserve ? msgpack_pack_false(pk) : msgpack_pack_true(pk)) |
-             pack_kv_str(pk, "request_id", given(q->request_id) ? q->request_id : ctx->request_id);
+             pack_kv_str(pk, "request_id", given(q->request_id) ? q->request_id : ctx->request_id) |
+             pack_no_context(pk);
     if (given(q->zone)) rc |= pack_kv_str(pk, "zone", q->zone);
     if (q->ttl_s) rc |= pack_kv_int(pk, "ttl_s", q->ttl_s);
     if (q->budgets) rc |= pack_cstr(pk, "budgets") | msgpack_pack_true(pk);
@@ -158,12 +166,12 @@ static dsc_status enc_settle(msgpack_packer *pk, const void *rq, const dsc__enco
         (st = need_count("reasoning_tokens", q->reasoning_tokens, err)))
         return st;
     int parts = subject_parts(&q->subject);
-    size_t n = 3 + (q->latency_s > 0) + given(q->provider) + given(q->model) + given(q->zone) +
+    size_t n = 4 + (q->latency_s > 0) + given(q->provider) + given(q->model) + given(q->zone) +
                (parts > 0) +
                estimate_extras_count(q->cached_input_tokens, q->reasoning_tokens, q->method);
     int rc = open_params(pk, n) | pack_kv_str(pk, "reservation", q->reservation) |
              pack_kv_int(pk, "input_tokens", q->input_tokens) |
-             pack_kv_int(pk, "output_tokens", q->output_tokens);
+             pack_kv_int(pk, "output_tokens", q->output_tokens) | pack_no_context(pk);
     if (q->latency_s > 0) rc |= pack_kv_num(pk, "latency_s", q->latency_s);
     if (given(q->provider)) rc |= pack_kv_str(pk, "provider", q->provider);
     if (given(q->model)) rc |= pack_kv_str(pk, "model", q->model);

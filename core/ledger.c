@@ -10,6 +10,9 @@
  * committed yet": the hold stays on the counters until the commit, and usage reaches
  * the counters only after it (ledger_store.c applies it), so memory never runs
  * ahead of what is durable. Without a store, the same transitions happen at once.
+ * A new hold is the exception: it is acknowledged once its record is queued (the
+ * settle's commit makes it durable, the log being ordered), and a hold lost in a
+ * crash before that commit is charged by its settle as unreserved usage.
  *
  * Expiry uses a min-heap on expires_us; finished reservations stay on a FIFO list
  * for retain_s (at most retain_max of them) so that repeated settles and reserves
@@ -236,9 +239,27 @@ dsc_status dsc__reservation_index(dsc_ledger *l, dsc__reservation *r) {
     return DSC_NOMEM;
 }
 
+/* a + b, held at the int64 range: a store file edited by hand can hold any counter
+ * value, and no sum of them may overflow (the fuzzer's store target found one). */
+static int64_t sat_add(int64_t a, int64_t b) {
+    int64_t r;
+    if (!__builtin_add_overflow(a, b, &r)) return r;
+    return b > 0 ? INT64_MAX : INT64_MIN;
+}
+
+/* a - b, held at the int64 range. */
+static int64_t sat_sub(int64_t a, int64_t b) {
+    int64_t r;
+    if (!__builtin_sub_overflow(a, b, &r)) return r;
+    return b < 0 ? INT64_MAX : INT64_MIN;
+}
+
 void dsc__reservation_hold(dsc__reservation *r, int sign) {
-    for (size_t i = 0; i < r->n; i++)
-        r->counters[i]->held += sign * r->held.v[r->counters[i]->b->metric];
+    for (size_t i = 0; i < r->n; i++) {
+        dsc__counter *c = r->counters[i];
+        int64_t v = r->held.v[c->b->metric];
+        c->held = sign > 0 ? sat_add(c->held, v) : sat_sub(c->held, v);
+    }
 }
 
 static void charge_counter(dsc_ledger *l, dsc__counter *c, const dsc_amounts *a, int64_t at_us) {
@@ -343,6 +364,69 @@ static size_t expire_due(dsc_ledger *l, int64_t now) {
     return n;
 }
 
+/* --- ids a crash may have lost ------------------------------------------------- */
+
+#define RID_RANDOM_BYTES 12 /* 96 bits: an id cannot be guessed */
+#define RID_ORDER_HEX 12    /* then a counter seeded from the clock, in front */
+#define RID_LEN (1 + RID_ORDER_HEX + 2 * RID_RANDOM_BYTES)
+#define RID_ORDER_MASK ((UINT64_C(1) << (4 * RID_ORDER_HEX)) - 1)
+#define RID_ORDER_HALF (UINT64_C(1) << (4 * RID_ORDER_HEX - 1))
+#define HOLD_TTL_MAX_S (7 * 86400) /* the longest a hold may live */
+
+/* Whether order a comes after b on the counter's 48-bit circle (it wraps every
+ * 8.9 years of microseconds: half the circle either way is "after" or "before"). */
+static bool order_after(uint64_t a, uint64_t b) {
+    uint64_t d = (a - b) & RID_ORDER_MASK;
+    return d != 0 && d < RID_ORDER_HALF;
+}
+
+/* The order counter of an id of the current shape; false for any other id. */
+static bool rid_order(const char *id, uint64_t *out) {
+    if (strlen(id) != RID_LEN || !dsc__ledger_made(id)) return false;
+    uint64_t v = 0;
+    for (int i = 1; i <= RID_ORDER_HEX; i++)
+        v = v << 4 | (uint64_t)(isdigit((unsigned char)id[i]) ? id[i] - '0' : id[i] - 'a' + 10);
+    *out = v;
+    return true;
+}
+
+void dsc__ledger_loaded_rid(dsc_ledger *l, const char *id) {
+    uint64_t v;
+    if (!rid_order(id, &v)) return;
+    if (!l->have_durable_rid || order_after(v, l->durable_rid)) l->durable_rid = v;
+    l->have_durable_rid = true;
+}
+
+/* After the store is loaded: this ledger's ids start after every stored one (also
+ * when the clock went back), and the ids between the newest stored one and the
+ * first of this run are the ones a crash can have lost. A check is acknowledged once
+ * its hold is queued (journal_reserve) and the log is ordered, so a lost hold's id
+ * comes after every durable one; a previous run made it, so it comes before ours.
+ * With no hold stored (none open, none finished within retain_s), the gap reaches
+ * back as long as the longest hold lives (HOLD_TTL_MAX_S). */
+static void lost_gap_open(dsc_ledger *l) {
+    uint64_t start = l->next_rid & RID_ORDER_MASK;
+    if (l->have_durable_rid && !order_after(start, l->durable_rid)) {
+        start = (l->durable_rid + 1) & RID_ORDER_MASK;
+        l->next_rid = start;
+    }
+    if (!l->have_durable_rid)
+        l->durable_rid = (start - (uint64_t)HOLD_TTL_MAX_S * 1000000) & RID_ORDER_MASK;
+    l->start_rid = start;
+    l->lost_gap = true;
+}
+
+/* Whether id (which neither memory nor the store knows) can be a hold lost in a
+ * crash: made by a ledger after the newest stored id and before this run's first.
+ * Its settle is charged as unreserved usage; no hold of this run can ever have that
+ * id, so a made-up one in the gap only charges the caller's own subject, like any
+ * unreserved settle, and one outside it stays unknown. */
+static bool lost_hold(const dsc_ledger *l, const char *id) {
+    uint64_t v;
+    return l->lost_gap && rid_order(id, &v) && order_after(v, l->durable_rid) &&
+           order_after(l->start_rid, v);
+}
+
 /* --- lifecycle ---------------------------------------------------------------- */
 
 static dsc_status config_apply(dsc_ledger *l, const dsc_ledger_config *cfg, dsc_error *err) {
@@ -390,8 +474,10 @@ dsc_ledger *dsc_ledger_new(const dsc_ledger_config *cfg, dsc_error *err) {
     l->next_budget_id = 1;
     if (config_apply(l, cfg, err) != DSC_OK) goto fail;
     l->next_rid = (uint64_t)dsc__ledger_now(l);
-    if (cfg->store_path && dsc__ledger_store_open(l, cfg->store_path, cfg->batch_ms, err))
-        goto fail;
+    if (cfg->store_path) {
+        if (dsc__ledger_store_open(l, cfg->store_path, cfg->batch_ms, err)) goto fail;
+        lost_gap_open(l);
+    }
     return l;
 fail:
     dsc_ledger_free(l);
@@ -446,12 +532,13 @@ static void fill_state(dsc_ledger *l, const dsc__hit *h, const dsc_subject *s, i
     } else {
         out->resets_at = (now + 999999) / 1000000;
     }
-    int64_t rem = out->limit - out->used - out->held;
+    int64_t busy = sat_add(out->used, out->held);
+    int64_t rem = sat_sub(out->limit, busy);
     out->remaining = rem > 0 ? rem : 0;
     out->request = request;
-    out->would_exceed = out->used + out->held + request > out->limit;
-    out->retry_after_s = dsc_window_wait_s(&b->win, out->used + out->held, request, out->limit,
-                                           out->resets_at, now / 1000000);
+    out->would_exceed = sat_add(busy, request) > out->limit;
+    out->retry_after_s =
+        dsc_window_wait_s(&b->win, busy, request, out->limit, out->resets_at, now / 1000000);
 }
 
 dsc_status dsc_ledger_preview(dsc_ledger *l, const dsc_subject *subject, const dsc_amounts *request,
@@ -528,7 +615,7 @@ static size_t find_exceeded(dsc_ledger *l, const dsc__hit *hits, size_t nh, cons
         const dsc__hit *h = &hits[i];
         int64_t req = a->v[h->b->metric];
         int64_t used = dsc_window_counter_used(&h->c->wc, &h->b->win, &l->tz, now);
-        if (used + h->c->held + req <= h->b->limit) continue;
+        if (sat_add(sat_add(used, h->c->held), req) <= h->b->limit) continue;
         if (n < max) fill_state(l, h, s, req, now, &exceeded[n]);
         n++;
     }
@@ -540,7 +627,7 @@ static dsc_status reserve_validate(const dsc_subject *s, const dsc_amounts *a, i
     dsc_status st = check_subject(s, err);
     if (st == DSC_OK) st = check_amounts("amounts", a, err);
     if (st != DSC_OK) return st;
-    if (ttl_s <= 0 || ttl_s > 7 * 86400)
+    if (ttl_s <= 0 || ttl_s > HOLD_TTL_MAX_S)
         return dsc_error_set(err, DSC_BAD_REQUEST,
                              "field 'ttl': %lld is not between 1 and "
                              "604800 seconds",
@@ -548,10 +635,6 @@ static dsc_status reserve_validate(const dsc_subject *s, const dsc_amounts *a, i
     if (request_id && *request_id) return check_id("request_id", request_id, DSC_NAME_MAX, err);
     return DSC_OK;
 }
-
-#define RID_RANDOM_BYTES 12 /* 96 bits: an id cannot be guessed */
-#define RID_ORDER_HEX 12    /* then a counter seeded from the clock, in front */
-#define RID_LEN (1 + RID_ORDER_HEX + 2 * RID_RANDOM_BYTES)
 
 /* "r" + 12 hex digits of a counter + 24 random hex digits. The counter only orders
  * the ids (seeded from the clock at open, so later ids sort later across restarts):
@@ -600,8 +683,6 @@ fail:
     return DSC_NOMEM;
 }
 
-/* Journal a new hold (mu held), in dec (its decision, already copied in) when given;
- * dec is consumed either way. *rec is set when the caller must wait for it. */
 /* Whether a durable call is acknowledged once its record is queued (durability batch
  * and off, as docs/operations.md promises) instead of once it is committed. Then the
  * caller applies its effect to the counters at once (so the reply, and the next
@@ -611,11 +692,12 @@ static bool acked_when_queued(const dsc_ledger *l) {
     return l->durability != DSC_DURABILITY_FULL;
 }
 
-/* Queue rec with done's completion (mu held). Full: *wait_rec is set when the caller
- * must wait, else done hears of the commit. Acknowledged when queued: neither. rec
- * belongs to the store once this returns DSC_OK. */
-static dsc_status enqueue(dsc_ledger *l, dsc__rec *rec, dsc__done *done, dsc__rec **wait_rec) {
-    bool acked = acked_when_queued(l), wait = !acked && !done->fn;
+/* Queue rec with done's completion (mu held). Not acked: *wait_rec is set when the
+ * caller must wait, else done hears of the commit. Acked (acknowledged once queued):
+ * neither. rec belongs to the store once this returns DSC_OK. */
+static dsc_status enqueue_as(dsc_ledger *l, dsc__rec *rec, bool acked, dsc__done *done,
+                             dsc__rec **wait_rec) {
+    bool wait = !acked && !done->fn;
     rec->acked = acked;
     rec->done_fn = acked ? NULL : done->fn;
     rec->done_ud = done->ud;
@@ -626,6 +708,20 @@ static dsc_status enqueue(dsc_ledger *l, dsc__rec *rec, dsc__done *done, dsc__re
     return DSC_OK;
 }
 
+/* Queue rec as the ledger's durability says (mu held); see enqueue_as. */
+static dsc_status enqueue(dsc_ledger *l, dsc__rec *rec, dsc__done *done, dsc__rec **wait_rec) {
+    return enqueue_as(l, rec, acked_when_queued(l), done, wait_rec);
+}
+
+/* Journal a new hold (mu held), in dec (its decision, already copied in) when given;
+ * dec is consumed either way. Acknowledged once queued under every durability while
+ * the store is healthy: the hold is in memory, so it already keeps concurrent checks
+ * from overshooting, and the log is ordered, so the settle that waits for its own
+ * commit makes this record durable too (one commit wait per decision, not two). A
+ * crash before the commit loses the hold; its settle is then charged as unreserved
+ * (see lost_hold). While the last commit failed, a reserve under durability full
+ * waits for its own commit as a settle does: it is refused while the store fails,
+ * and the first one after the store recovers goes through (no probe to wait for). */
 static dsc_status journal_reserve(dsc_ledger *l, dsc__reservation *r, dsc__rec *dec,
                                   dsc__done *done, dsc__rec **wait_rec, dsc_error *err) {
     dsc__rec *rec = dec;
@@ -640,14 +736,15 @@ static dsc_status journal_reserve(dsc_ledger *l, dsc__reservation *r, dsc__rec *
         rec->expires_us = r->expires_us;
         rec->state = "held";
     }
-    dsc_status st = rec ? enqueue(l, rec, done, wait_rec) : DSC_NOMEM;
+    bool acked = acked_when_queued(l) || dsc__store_healthy(l->store);
+    dsc_status st = rec ? enqueue_as(l, rec, acked, done, wait_rec) : DSC_NOMEM;
     if (st != DSC_OK) {
         dsc__apply_reserve_failed(l, r);
         return dsc_error_set(err, st,
                              st == DSC_NOMEM ? "out of memory"
                                              : "the ledger store is failing; nothing was reserved");
     }
-    r->committing = !acked_when_queued(l);
+    r->committing = !acked;
     if (dec) l->decisions++;
     return DSC_OK;
 }
@@ -827,8 +924,9 @@ out:
 }
 
 /* Whether id has the shape of an id this ledger makes ("r" + hex digits, the old
- * 16 or the current 36): an unknown one is a guess, never an unreserved settle, so a
- * made-up id can never take the place of a hold to come. */
+ * 16 or the current 36): an unknown one is a guess, never an unreserved settle (but
+ * for one a crash lost, see lost_hold), so a made-up id can never take the place of
+ * a hold to come. */
 bool dsc__ledger_made(const char *id) {
     size_t n = strlen(id);
     if (id[0] != 'r' || (n != 17 && n != RID_LEN)) return false;
@@ -842,7 +940,7 @@ static dsc_status unreserved(dsc_ledger *l, const char *id, const dsc_subject *s
                              dsc__reservation **out, dsc_error *err) {
     dsc__hit hits[DSC__HITS_MAX];
     size_t nh = 0;
-    if (dsc__ledger_made(id))
+    if (dsc__ledger_made(id) && !lost_hold(l, id))
         return dsc_error_set(err, DSC_UNKNOWN_RESERVATION,
                              "field 'reservation': '%s' has the form of an id made by the "
                              "ledger but is not known; an unreserved settle needs an id of "
@@ -961,12 +1059,14 @@ static dsc_status settle_impl(dsc_ledger *l, const dsc__recall *rc, bool may_rec
     }
     if (!r && (st = unreserved(l, rc->id, &s, &r, err)) != DSC_OK) goto out;
     if ((st = check_key(rc, r, err)) != DSC_OK) goto out;
-    if ((st = settle_kind(r, &k, err)) != DSC_OK || k == DSC_SETTLE_REPEATED) goto out;
+    /* the kind is written before the record is queued: on the reader thread (a
+     * recalled settle) its done may run on the writer, and the reply read it, at once */
+    if ((st = settle_kind(r, &k, err)) == DSC_OK && rc->kind) *rc->kind = k;
+    if (st != DSC_OK || k == DSC_SETTLE_REPEATED) goto out;
     st = settle_begin(l, r, k, &rc->actual, now, done, &rec, err);
 out:
     pthread_mutex_unlock(&l->mu);
     if (st == DSC_OK) st = wait_rec(l, rec, err);
-    if (rc->kind) *rc->kind = k;
     return st;
 }
 

@@ -74,7 +74,7 @@ typedef struct dsc__reservation {
     char owner[DSC_NAME_MAX]; /* the key id that took the hold ("" = none) */
     dsc__rstate state, prev;
     uint64_t epoch;  /* budget_epoch when counters[] was resolved */
-    bool committing; /* its reserve record is not committed yet */
+    bool committing; /* its reserve record is not committed yet (and waited for) */
     int64_t created_us, expires_us, finished_us;
     dsc_amounts held, charged;
     size_t heap_idx;                               /* SIZE_MAX when not in the expiry heap */
@@ -125,7 +125,11 @@ struct dsc_ledger {
     size_t shape_count[DSC__SHAPES]; /* live budgets per selector shape */
     uint64_t budget_epoch;           /* bumped whenever a budget appears or goes */
     int64_t next_budget_id;
-    uint64_t next_rid;       /* orders reservation ids (see new_rid in ledger.c) */
+    uint64_t next_rid;    /* orders reservation ids (see new_rid in ledger.c) */
+    uint64_t durable_rid; /* the newest id order the store gave back at open */
+    uint64_t start_rid;   /* the id order this ledger began with: ids between the
+                             two can only be holds lost in a crash (lost_hold) */
+    bool have_durable_rid, lost_gap;
     dsc__reservation **heap; /* expiry min-heap */
     size_t heap_n, heap_cap, n_held;
     dsc__reservation *fhead, *ftail;
@@ -197,6 +201,9 @@ dsc__reservation *dsc__reservation_new(const char *id, const char *request_id, c
 dsc_status dsc__reservation_recall(dsc_ledger *l, const char *id);
 /* Whether id has the shape of a reservation id made by a ledger. */
 bool dsc__ledger_made(const char *id);
+/* Note a reservation id read back from the store while opening (the newest one
+ * bounds the ids a crash may have lost). */
+void dsc__ledger_loaded_rid(dsc_ledger *l, const char *id);
 /* A settle or cancel of a forgotten reservation, with its request copied: the reader
  * thread recalls it from the store and then runs it with done. */
 typedef struct dsc__recall {

@@ -328,6 +328,7 @@ static dsc__reservation *load_reservation(rebuild *rb, const dsc__rec *rec) {
         dsc__reservation_new(rec->reservation_id, rec->request_id, &s, &what, hits, nh);
     if (!r) return NULL;
     snprintf(r->owner, sizeof r->owner, "%s", d->key_id);
+    dsc__ledger_loaded_rid(rb->l, r->id);
     if (dsc__reservation_index(rb->l, r) != DSC_OK) {
         free(r);
         return NULL;

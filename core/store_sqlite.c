@@ -64,6 +64,7 @@ typedef struct sq_store {
     pthread_mutex_t qmu, dbmu, rmu;
     pthread_cond_t nonempty;
     dsc__rec *head, *tail;
+    size_t waiters; /* queued records whose caller waits for the commit (waited or done) */
     bool stop, healthy, started;
     pthread_t writer;
     dsc__store_apply_fn apply;
@@ -611,7 +612,24 @@ static size_t take_batch(sq_store *s) {
         s->batch[i] = r;
     s->head = r;
     if (!r) s->tail = NULL;
+    s->waiters = 0;
+    for (; r; r = r->next) /* what did not fit (out of memory): rarely anything */
+        s->waiters += r->waited || r->done_fn;
     return n;
+}
+
+/* Durability full, qmu held: a queue that nobody waits on (holds acknowledged once
+ * queued, expiries) waits up to batch_ms for a record someone waits on, so that a
+ * check's hold and its settle share one commit: one fsync per decision, not two. The
+ * wait bounds what a crash can lose of holds acknowledged once queued. */
+static void gather_unwaited(sq_store *s) {
+    struct timespec dl;
+    clock_gettime(CLOCK_REALTIME, &dl);
+    dl.tv_sec += s->batch_ms / 1000;
+    dl.tv_nsec += (long)(s->batch_ms % 1000) * 1000000L;
+    if (dl.tv_nsec >= 1000000000L) dl.tv_sec++, dl.tv_nsec -= 1000000000L;
+    while (!s->waiters && !s->stop)
+        if (pthread_cond_timedwait(&s->nonempty, &s->qmu, &dl) != 0) break;
 }
 
 /* Record the batch's outcome before anyone hears of it: a caller told
@@ -649,6 +667,8 @@ static void *writer_main(void *arg) {
             pthread_mutex_unlock(&s->qmu); /* let a batch gather */
             sleep_ms(s->batch_ms);
             pthread_mutex_lock(&s->qmu);
+        } else if (s->durability == DSC_DURABILITY_FULL && s->healthy) {
+            gather_unwaited(s);
         }
         size_t n = take_batch(s);
         pthread_mutex_unlock(&s->qmu);
@@ -700,6 +720,7 @@ static dsc_status sq_enqueue(dsc__store *base, dsc__rec *rec, bool wait) {
     else
         s->head = rec;
     s->tail = rec;
+    s->waiters += wait || rec->done_fn;
     pthread_cond_signal(&s->nonempty);
     pthread_mutex_unlock(&s->qmu);
     return DSC_OK;

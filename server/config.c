@@ -91,7 +91,7 @@ static const config_key config_keys[] = {
     STRING("redis_prefix", KEY_PREFIX, redis_prefix, "PREFIX",
            "prefix of every Redis key (a Redis store; password: DISCERN_REDIS_PASSWORD)"),
     ENUM("durability", KEY_ENUM_STR, durability, durability_names,
-         "full: committed before the reply; batch: queued; off: no fsync"),
+         "full: committed before the reply (a check's hold: queued); batch: queued; off: no fsync"),
     STRING("timezone", KEY_TZ, timezone, "TZ",
            "timezone of calendar windows: UTC, +02:00 or local"),
     NUM("hold_ttl_s", hold_ttl_s, 1, 86400, "SECONDS",

@@ -62,10 +62,11 @@ static const char *const no_params[] = {NULL};
 static const char *const auth_params[] = {"token", NULL};
 static const char *const estimate_params[] = {ESTIMATE_PARAMS, NULL};
 static const char *const provider_params[] = {"provider", NULL};
-static const char *const check_params[] = {ESTIMATE_PARAMS, "subject", "purpose",
-                                           "tags",          "reserve", "budgets",
-                                           "request_id",    "ttl_s",   NULL};
-static const char *const settle_params[] = {ESTIMATE_PARAMS, "reservation", "subject", NULL};
+static const char *const check_params[] = {ESTIMATE_PARAMS, "subject", "purpose",    "tags",
+                                           "reserve",       "budgets", "request_id", "ttl_s",
+                                           "context",       NULL};
+static const char *const settle_params[] = {ESTIMATE_PARAMS, "reservation", "subject", "context",
+                                            NULL};
 static const char *const reservation_params[] = {"reservation", NULL};
 static const char *const subject_params[] = {"subject", NULL};
 static const char *const selector_params[] = {"selector", NULL};

@@ -152,6 +152,7 @@ typedef struct check_args {
     char purpose[FIELD_MAX], request_id[FIELD_MAX];
     bool reserve;
     bool budgets; /* the reply lists every matching budget's state (opt-in: large) */
+    bool context; /* the reply carries the estimate context (opt-out: large) */
     int64_t ttl_s;
 } check_args;
 
@@ -159,6 +160,7 @@ static dsc_status read_check_args(dsc__call *c, const msgpack_object *p, check_a
                                   dsc_error *err) {
     dsc_status st;
     a->reserve = true;
+    a->context = true;
     a->ttl_s = c->srv->cfg.hold_ttl_s;
     if ((st = dsc__read_subject(p, true, c->scope, &a->subject, err)) ||
         (st = dsc__read_estimate_args(c, p, &a->est, true, err)) ||
@@ -166,6 +168,7 @@ static dsc_status read_check_args(dsc__call *c, const msgpack_object *p, check_a
         (st = read_tags(p, &a->tags, err)) ||
         (st = dsc_rpc_get_bool(p, "reserve", false, &a->reserve, err)) ||
         (st = dsc_rpc_get_bool(p, "budgets", false, &a->budgets, err)) ||
+        (st = dsc_rpc_get_bool(p, "context", false, &a->context, err)) ||
         (st = dsc_rpc_get_str(p, "request_id", false, a->request_id, sizeof a->request_id, err)) ||
         (st = dsc_rpc_get_int(p, "ttl_s", false, 1, 86400, &a->ttl_s, err)))
         return st;
@@ -502,13 +505,25 @@ static void pack_check_budgets(msgpack_packer *pk, const check_out *o, bool want
     if (wanted) pack_budget_states(pk, o->states, o->n_states);
 }
 
-static void pack_check(msgpack_packer *pk, const check_out *o, bool with_budgets) {
+/* The estimate context (method, scope, assumptions, warnings) unless the client
+ * declined it (`context: false`): under the discern method it is 527 of a check
+ * reply's 920 bytes, and a client that only goes ahead or not reads none of it. */
+static size_t context_keys(bool wanted) {
+    return wanted ? DSC__ESTIMATE_CONTEXT_KEYS : 0;
+}
+
+static void pack_context(msgpack_packer *pk, const dsc_estimate *est, bool wanted) {
+    if (wanted) dsc__pack_estimate_context(pk, est);
+}
+
+static void pack_check(msgpack_packer *pk, const check_out *o, const check_args *a) {
+    bool with_budgets = a->budgets;
     const decision_summary *d = &o->decision;
     bool retry = d->outcome == DSC_POLICY_THROTTLE && d->retry_after_s > 0;
     bool suggest = d->suggest_model[0] != '\0';
     bool resv = o->reservation[0] != '\0';
-    msgpack_pack_map(pk, 7 + with_budgets + DSC__ESTIMATE_CONTEXT_KEYS + retry + suggest +
-                             2 * resv + o->unenforced);
+    msgpack_pack_map(pk, 7 + with_budgets + context_keys(a->context) + retry + suggest + 2 * resv +
+                             o->unenforced);
     dsc__pack_key(pk, "decision");
     dsc_rpc_pack_cstr(pk, dsc_policy_outcome_name(d->outcome));
     dsc__pack_key(pk, "reason");
@@ -523,7 +538,7 @@ static void pack_check(msgpack_packer *pk, const check_out *o, bool with_budgets
     dsc__pack_impacts(pk, &o->est.total);
     dsc__pack_key(pk, "zone");
     dsc_rpc_pack_cstr(pk, o->est.zone);
-    dsc__pack_estimate_context(pk, &o->est);
+    pack_context(pk, &o->est, a->context);
     pack_check_budgets(pk, o, with_budgets);
     if (retry) {
         dsc__pack_key(pk, "retry_after_s");
@@ -567,7 +582,7 @@ static dsc_status finish_check(dsc__job *job, dsc_status st, const dsc_error *st
         *err = *st_err;
         return st;
     }
-    pack_check(pk, &j->o, j->a.budgets);
+    pack_check(pk, &j->o, &j->a);
     dsc__count_decision(job->w, j->o.decision.outcome, j->o.decision.policy, j->a.purpose,
                         j->o.unenforced, dsc__now_us() - job->started_us);
     return DSC_OK;
@@ -593,6 +608,7 @@ typedef struct settle_args {
     char reservation[DSC_RESERVATION_ID_MAX];
     dsc__estimate_args est;
     subject_buf subject;
+    bool context; /* the reply carries the estimate context (`context: false` drops it) */
 } settle_args;
 
 typedef struct settle_job {
@@ -626,7 +642,10 @@ static dsc_status read_settle_args(dsc__call *c, const msgpack_object *p, settle
                                    dsc_error *err) {
     dsc_status st;
     dsc_hold_info h;
-    if ((st = dsc_rpc_get_str(p, "reservation", true, a->reservation, sizeof a->reservation, err)))
+    a->context = true;
+    if ((st =
+             dsc_rpc_get_str(p, "reservation", true, a->reservation, sizeof a->reservation, err)) ||
+        (st = dsc_rpc_get_bool(p, "context", false, &a->context, err)))
         return st;
     bool known = dsc_ledger_hold_get(c->srv->ledger, a->reservation, &h) == DSC_OK && h.model[0];
     if (known && caller_key(c) && strcmp(h.owner, c->key_id) != 0)
@@ -688,7 +707,7 @@ static dsc_status finish_settle(dsc__job *job, dsc_status st, const dsc_error *s
                                               states, PREVIEW_MAX, &n, NULL) != DSC_OK)
         n = 0;
     if (n > PREVIEW_MAX) n = PREVIEW_MAX;
-    msgpack_pack_map(pk, 5 + DSC__ESTIMATE_CONTEXT_KEYS);
+    msgpack_pack_map(pk, 5 + context_keys(j->a.context));
     dsc__pack_key(pk, "reservation");
     dsc_rpc_pack_cstr(pk, j->a.reservation);
     dsc__pack_key(pk, "settled");
@@ -699,7 +718,7 @@ static dsc_status finish_settle(dsc__job *job, dsc_status st, const dsc_error *s
     pack_amounts(pk, j->out.kind == DSC_SETTLE_REPEATED ? &nothing : &j->actual);
     dsc__pack_key(pk, "estimate");
     dsc__pack_impacts(pk, &j->est.total);
-    dsc__pack_estimate_context(pk, &j->est);
+    pack_context(pk, &j->est, j->a.context);
     pack_budget_states(pk, states, n);
     return DSC_OK;
 }

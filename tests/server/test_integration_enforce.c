@@ -316,3 +316,47 @@ Test(enforce, a_dirty_grid_defers_discretionary_work_until_the_forecast_cleaner_
     json_decref(r);
     th_client_free(a);
 }
+
+/* ------------------------------------------------------------ reply size -- */
+
+#define LEAN_CHECK                                                                                 \
+    "{\"subject\": {\"org\": \"acme\", \"team\": \"infra\", \"user\": \"ana\"}, "                  \
+    "\"provider\": \"openai\", \"model\": \"gpt-4o\", \"input_tokens\": 100, "                     \
+    "\"output_tokens\": 800, \"purpose\": \"code-review\", \"method\": \"discern\""
+
+Test(enforce, context_false_leaves_the_estimate_context_out_of_check_and_settle_replies) {
+    th_client *c = admin(&srv);
+    json_t *res, *r = th_ok(c, "check", LEAN_CHECK "}", &res);
+    size_t full = th_last_size(c);
+    cr_assert_not_null(json_object_get(res, "assumptions"), "the context is sent by default");
+    cr_assert_str_eq(th_str(res, "method"), "discern");
+    json_decref(r);
+    r = th_ok(c, "check", LEAN_CHECK ", \"context\": false}", &res);
+    size_t lean = th_last_size(c);
+    const char *gone[] = {"method", "scope", "assumptions", "warnings"};
+    for (size_t i = 0; i < sizeof gone / sizeof gone[0]; i++)
+        cr_assert_null(json_object_get(res, gone[i]), "%s is still in the reply", gone[i]);
+    const char *kept[] = {"decision",    "reason", "policy",     "policy_version",
+                          "decision_id", "zone",   "reservation"};
+    for (size_t i = 0; i < sizeof kept / sizeof kept[0]; i++)
+        cr_assert_gt(strlen(th_str(res, kept[i])), 0, "%s", kept[i]);
+    cr_assert_gt(th_num(json_object_get(json_object_get(res, "estimate"), "gwp_kgco2eq"), "max"),
+                 0);
+    cr_assert_gt(th_num(res, "expires_at"), 0);
+    char params[300];
+    snprintf(params, sizeof params,
+             "{\"reservation\": \"%s\", \"input_tokens\": 100, \"output_tokens\": 500, "
+             "\"method\": \"discern\", \"context\": false}",
+             th_str(res, "reservation"));
+    json_decref(r);
+    cr_log_info("check reply: %zu bytes with the context, %zu with context: false", full, lean);
+    cr_assert_lt(lean, 420, "%zu bytes with context: false", lean);
+    cr_assert_gt(full, lean + 400, "%zu bytes with the context, %zu without", full, lean);
+    r = th_ok(c, "settle", params, &res);
+    cr_assert_str_eq(th_str(res, "settled"), "reserved");
+    cr_assert_null(json_object_get(res, "assumptions"));
+    cr_assert_not_null(json_object_get(res, "charged"));
+    json_decref(r);
+    th_fails(c, "check", LEAN_CHECK ", \"context\": 0}", "bad_request", "context");
+    th_client_free(c);
+}

@@ -38,7 +38,12 @@
  * counters only after it is committed; a failed commit leaves them as they were and
  * returns DSC_STORE_UNAVAILABLE. With "batch" and "off" a reservation, settle, cancel
  * or decision is acknowledged once queued: the counters change at once and a failed
- * commit only counts (store_failures). Reopening the store rebuilds every counter.
+ * commit only counts (store_failures). A reservation is acknowledged once queued
+ * under every durability while the store is healthy (after a failed commit it waits
+ * for its own under "full"): its hold is in memory at once, and the log is ordered, so
+ * the settle that waits for its own commit carries it; a crash before that commit
+ * loses the hold, and its settle after the restart is charged as unreserved usage
+ * (one commit wait per decision, not two). Reopening the store rebuilds every counter.
  * Every durable call has one shape, (l, request, reply, done, err): with done NULL it
  * waits; with a done it returns once the record is queued and calls done(ud, st, err)
  * from the writer thread when it is committed ("full"), or before it returns
@@ -161,7 +166,8 @@ typedef struct dsc_ledger_config {
     const char *timezone;        /* calendar windows: NULL/"UTC", "+02:00", "local" */
     int64_t (*now_us)(void *ud); /* the clock (unix µs); NULL = CLOCK_REALTIME */
     void *clock_ud;
-    int batch_ms;      /* BATCH: longest commit delay; 0 = 10 ms */
+    int batch_ms;      /* BATCH: longest commit delay; FULL: longest delay of a
+                          commit nobody waits on (a hold); 0 = 10 ms */
     int64_t retain_s;  /* finished reservations kept in memory for idempotent
                           replies; 0 = 600 s (a store answers older ones) */
     size_t retain_max; /* and at most this many of them; 0 = 100 000 */
@@ -271,12 +277,13 @@ typedef struct dsc_reserve_out {
     size_t n_exceeded; /* budgets that would be exceeded (may exceed max_exceeded) */
 } dsc_reserve_out;
 
-/* Reserve. DSC_OK: out->reservation_id filled; done NULL and durability full: the
- * reservation is committed. With done: the hold is in place when it returns DSC_OK
- * and done reports the commit (on failure the hold is released before done runs).
- * DSC_BUDGET_EXCEEDED: nothing held (or journaled), the budgets that would be
- * exceeded are in out->exceeded[0..min(n_exceeded, max_exceeded)): journal the
- * refusal with dsc_ledger_record. DSC_BAD_REQUEST naming a bad field;
+/* Reserve. DSC_OK: out->reservation_id filled and the hold in place, its record
+ * queued (not yet committed, whatever the durability); with done, done runs before
+ * the call returns. After a failed commit, under durability full, it waits for its
+ * own commit (with done: done reports it, and on failure the hold is released before
+ * done runs); "batch" and "off" refuse at once. DSC_BUDGET_EXCEEDED: nothing held (or journaled),
+ * the budgets that would be exceeded are in out->exceeded[0..min(n_exceeded, max_exceeded)):
+ * journal the refusal with dsc_ledger_record. DSC_BAD_REQUEST naming a bad field;
  * DSC_STORE_UNAVAILABLE; DSC_NOMEM. */
 dsc_status dsc_ledger_reserve(dsc_ledger *l, const dsc_reserve_req *req, dsc_reserve_out *out,
                               const dsc_done *done, dsc_error *err);
@@ -304,7 +311,10 @@ typedef struct dsc_settle_out {
 
 /* Charge actual usage for a reservation, replacing its hold. Idempotent: a repeat
  * charges nothing and reports DSC_SETTLE_REPEATED. An unknown reservation is still
- * recorded and charged to subject_if_unknown. Usage is durable before DSC_OK with
+ * recorded and charged to subject_if_unknown, unless its id has the ledger's shape:
+ * then it is DSC_UNKNOWN_RESERVATION, but for an id made after the newest one the
+ * store kept and before this ledger opened (a hold a crash lost), charged as
+ * unreserved. Usage is durable before DSC_OK with
  * durability full and no done; with done the in-memory counters change at the commit
  * (full) or at once (batch, off). out may be NULL; with done it must stay valid until
  * done runs (the kind may be written then). A finished reservation the ledger
