@@ -18,7 +18,10 @@
     XX(CANCEL, "cancel")                                                                           \
     XX(SWEEP, "sweep")                                                                             \
     XX(BUDGET, "budget")                                                                           \
-    XX(STATE, "state")
+    XX(STATE, "state")                                                                             \
+    XX(RECORD, "record")                                                                           \
+    XX(HOLD, "hold")                                                                               \
+    XX(DEFS, "defs")
 
 typedef enum dsc__redis_script {
 #define DSC_REDIS_SCRIPT_ENUM(name, file) DSC_REDIS_##name,
