@@ -63,6 +63,10 @@ dsc_status dsc__ledger_redis_open(dsc_server *srv, dsc_error *err);
 dsc_status dsc__ledger_redis_worker_start(dsc__worker *w, dsc_error *err);
 void dsc__ledger_redis_worker_stop(dsc__worker *w);
 void dsc__ledger_redis_free(dsc_server *srv);
+/* A Redis store: write the API key id (just created or revoked in srv->keys) to
+ * Redis, so every replica knows it; done once Redis has it. */
+dsc_status dsc__ledger_redis_key_put(dsc__worker *w, const char *id, const dsc_done *done,
+                                     dsc_error *err);
 /* The store's URL without its password, for logs. */
 void dsc__ledger_redis_describe(const dsc_server *srv, char *out, size_t cap);
 

@@ -12,7 +12,8 @@
  *
  * Each worker has its own Redis connection on its own loop (store_redis.c): every
  * operation is one script call whose completion runs on that loop, so no worker
- * waits for Redis. Worker 0 also keeps the definitions current (the budgets
+ * waits for Redis. Worker 0 also keeps the definitions and the API keys (<tag>keys:
+ * a key created through one replica authenticates on every other) current (the
  * subscription, and a reload after any 'stale' answer) and, once a second, sweeps
  * the expired holds of every replica (sweep.lua finishes each exactly once).
  *
@@ -535,11 +536,44 @@ static void on_defs(void *ud, dsc_status st, const dsc__redis_answer *a, const d
     pthread_mutex_unlock(&rs->sync_mu);
 }
 
+/* The API keys as Redis has them: add the new ones, take revocations. */
+static void on_keyring(void *ud, dsc_status st, const dsc__redis_answer *a, const dsc_error *err) {
+    dsc__worker *w = ud;
+    dsc_server *srv = w->srv;
+    if (st != DSC_OK) {
+        atomic_store(&srv->redis->reload, true);
+        dsc_log_write(&srv->log, DSC_LOG_WARN, "keys_reload_failed", "message=\"%s\"",
+                      err->message);
+        return;
+    }
+    for (size_t i = 0; i < a->n; i++) {
+        dsc_error e;
+        if (dsc__keys_entry_put(srv->keys, a->defs[2 * i + 1]->str, &e) != DSC_OK)
+            dsc_log_write(&srv->log, DSC_LOG_WARN, "key_skipped", "key_id=%.40s message=\"%s\"",
+                          a->defs[2 * i]->str, e.message);
+    }
+}
+
+/* Read the budget definitions and the API keys again (after news, or a 'stale'). */
 static void reload_defs(dsc__worker *w) {
     dsc_error err;
     atomic_store(&w->srv->redis->reload, false);
-    if (!w->redis || dsc__redis_defs(w->redis, on_defs, w, &err) != DSC_OK)
+    if (!w->redis || dsc__redis_defs(w->redis, on_defs, w, &err) != DSC_OK ||
+        dsc__redis_keyring(w->redis, on_keyring, w, &err) != DSC_OK)
         atomic_store(&w->srv->redis->reload, true);
+}
+
+dsc_status dsc__ledger_redis_key_put(dsc__worker *w, const char *id, const dsc_done *done,
+                                     dsc_error *err) {
+    dsc__redis *r = conn_of(w, err);
+    if (!r) return DSC_STORE_UNAVAILABLE;
+    char *text = dsc__keys_entry_text(w->srv->keys, id);
+    if (!text) return dsc_error_set(err, DSC_NOMEM, "out of memory for a key's entry");
+    pending *p = pending_new(w, done, err);
+    dsc_status st = p ? dsc__redis_key(r, id, text, on_done, p, err) : DSC_NOMEM;
+    free(text);
+    if (st != DSC_OK) free(p);
+    return st;
 }
 
 static void on_budget(void *ud, dsc_status st, const dsc__redis_answer *a, const dsc_error *err) {
@@ -635,8 +669,8 @@ static void on_ready(void *ud, bool ready) {
 }
 
 static void on_budgets_news(void *ud, int64_t version) {
-    dsc__worker *w = ud;
-    if (version < 0 || version != atomic_load(&w->srv->redis->loaded)) reload_defs(w);
+    (void)version; /* on_defs skips a version it has; keys are merged */
+    reload_defs(ud);
 }
 
 dsc_status dsc__ledger_redis_open(dsc_server *srv, dsc_error *err) {

@@ -328,7 +328,10 @@ dsc_status dsc__redis_parse_answer(dsc__redis_script script, const redisReply *r
             num(rep->element[1], &out->version))
             return DSC_OK;
         return numbered(rep, &out->version, err) == DSC_OK ? malformed(err, "budget") : err->code;
+    case DSC_REDIS_KEY:
+        return numbered(rep, &out->version, err);
     case DSC_REDIS_DEFS:
+    case DSC_REDIS_KEYRING:
         if ((st = numbered(rep, &out->version, err)) != DSC_OK) return st;
         if (rep->elements % 2 != 1) return malformed(err, "defs");
         for (size_t i = 1; i < rep->elements; i++)
@@ -422,6 +425,20 @@ dsc_status dsc__redis_budget(dsc__redis *r, const char *id, const char *definiti
 dsc_status dsc__redis_defs(dsc__redis *r, dsc__redis_answer_fn fn, void *ud, dsc_error *err) {
     args a = {0};
     return send_answer(r, DSC_REDIS_DEFS, &a, 0, fn, ud, err);
+}
+
+dsc_status dsc__redis_keyring(dsc__redis *r, dsc__redis_answer_fn fn, void *ud, dsc_error *err) {
+    args a = {0};
+    return send_answer(r, DSC_REDIS_KEYRING, &a, 0, fn, ud, err);
+}
+
+dsc_status dsc__redis_key(dsc__redis *r, const char *id, const char *entry, dsc__redis_answer_fn fn,
+                          void *ud, dsc_error *err) {
+    if (!id || !id[0] || !entry || !entry[0])
+        return dsc_error_set(err, DSC_BAD_REQUEST, "key: needs an id and an entry");
+    args a = {0};
+    add_str(&a, id), add_str(&a, entry);
+    return send_answer(r, DSC_REDIS_KEY, &a, 0, fn, ud, err);
 }
 
 dsc_status dsc__redis_hold(dsc__redis *r, const char *id, dsc__redis_answer_fn fn, void *ud,

@@ -141,12 +141,12 @@ typedef struct dsc__redis_hold_out {
 
 /* What a call of the scripts below answers, for the completion (st DSC_OK). */
 typedef struct dsc__redis_answer {
-    dsc__redis_cancel_kind cancel;                             /* cancel */
-    int64_t version;                                           /* state, budget, defs */
-    int64_t count;                                             /* sweep: holds finished */
+    dsc__redis_cancel_kind cancel; /* cancel */
+    int64_t version;               /* state, budget, defs, key, keyring */
+    int64_t count;                 /* sweep: holds finished */
     dsc__redis_counter_state counters[DSC_REDIS_COUNTERS_MAX]; /* state */
     size_t n;                                                  /* state: counters */
-    const redisReply *const *defs; /* defs: n pairs id, definition (borrowed) */
+    const redisReply *const *defs; /* defs, keyring: n pairs id, text (borrowed) */
     dsc__redis_hold_out hold;      /* hold */
 } dsc__redis_answer;
 
@@ -169,6 +169,11 @@ dsc_status dsc__redis_budget(dsc__redis *r, const char *id, const char *definiti
                              dsc__redis_answer_fn fn, void *ud, dsc_error *err);
 /* Read every budget definition (defs.lua): out->version, out->n pairs in out->defs. */
 dsc_status dsc__redis_defs(dsc__redis *r, dsc__redis_answer_fn fn, void *ud, dsc_error *err);
+/* Store one API key's entry (key.lua): out->version is the keys version after it. */
+dsc_status dsc__redis_key(dsc__redis *r, const char *id, const char *entry, dsc__redis_answer_fn fn,
+                          void *ud, dsc_error *err);
+/* Read every API key (keyring.lua): out->version, out->n pairs id, entry in out->defs. */
+dsc_status dsc__redis_keyring(dsc__redis *r, dsc__redis_answer_fn fn, void *ud, dsc_error *err);
 /* Read a hold (hold.lua): out->hold. */
 dsc_status dsc__redis_hold(dsc__redis *r, const char *id, dsc__redis_answer_fn fn, void *ud,
                            dsc_error *err);

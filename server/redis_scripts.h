@@ -21,7 +21,9 @@
     XX(STATE, "state")                                                                             \
     XX(RECORD, "record")                                                                           \
     XX(HOLD, "hold")                                                                               \
-    XX(DEFS, "defs")
+    XX(DEFS, "defs")                                                                               \
+    XX(KEY, "key")                                                                                 \
+    XX(KEYRING, "keyring")
 
 typedef enum dsc__redis_script {
 #define DSC_REDIS_SCRIPT_ENUM(name, file) DSC_REDIS_##name,

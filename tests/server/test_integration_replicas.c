@@ -340,3 +340,47 @@ Test(integration_replicas, with_failure_mode_open_a_dead_redis_allows_unenforced
     th_server_cleanup(&k.s[0]);
     th_redis_cleanup(&k.redis);
 }
+
+/* auth with token on s, retried for up to ms (a key reaches the others by pub/sub). */
+static th_client *auth_within(const th_server *s, const char *token, int ms) {
+    char params[160];
+    snprintf(params, sizeof params, "{\"token\": \"%s\"}", token);
+    for (int64_t end = th_now_ms() + ms; th_now_ms() < end; th_sleep_ms(10)) {
+        th_client *c = th_connect_tcp(s);
+        json_t *r = th_call(c, "auth", params);
+        bool ok = th_result(r) != NULL;
+        json_decref(r);
+        if (ok) return c;
+        th_client_free(c);
+    }
+    return NULL;
+}
+
+Test(integration_replicas, a_key_made_through_one_replica_works_on_another_until_revoked) {
+    cluster k;
+    cluster_start(&k, NULL, NULL);
+    char token[72], id[24];
+    th_create_key(&k.s[0], "client", "org:acme", token, id);
+    redisContext *rc = th_redis_connect(&k.redis);
+    cr_assert_eq(th_redis_int(rc, "HLEN {discern:}keys"), 1, "the key is in Redis");
+    redisFree(rc);
+    th_client *c = auth_within(&k.s[1], token, 1000);
+    cr_assert_not_null(c, "a key made on replica 0 did not authenticate on replica 1 in 1 s");
+    json_t *res, *r = th_ok(c, "check", CHECK, &res);
+    cr_assert_str_eq(th_str(res, "decision"), "allow");
+    json_decref(r);
+    th_client *a = th_connect_admin(&k.s[2]);
+    char params[96];
+    snprintf(params, sizeof params, "{\"key_id\": \"%s\"}", id);
+    json_decref(th_ok(a, "key.revoke", params, &res));
+    bool refused = false;
+    for (int64_t end = th_now_ms() + 1000; !refused && th_now_ms() < end; th_sleep_ms(10)) {
+        r = th_call(c, "check", CHECK);
+        refused = strcmp(th_error_code(r), "unauthorized") == 0;
+        json_decref(r);
+    }
+    cr_assert(refused, "a key revoked on replica 2 still worked on replica 1 after 1 s");
+    th_client_free(a);
+    th_client_free(c);
+    cluster_stop(&k);
+}
