@@ -330,6 +330,19 @@ dsc_status dsc__redis_parse_answer(dsc__redis_script script, const redisReply *r
         return numbered(rep, &out->version, err) == DSC_OK ? malformed(err, "budget") : err->code;
     case DSC_REDIS_KEY:
         return numbered(rep, &out->version, err);
+    case DSC_REDIS_JOURNAL:
+        if (rep->type == REDIS_REPLY_ERROR) {
+            const char *kind;
+            return answer_head(rep, &kind, err);
+        }
+        if (rep->type != REDIS_REPLY_ARRAY || rep->elements < 1 || (rep->elements - 1) % 3)
+            return malformed(err, "journal");
+        for (size_t i = 0; i < rep->elements; i++)
+            if (rep->element[i]->type != REDIS_REPLY_STRING) return malformed(err, "journal");
+        out->last = rep->element[0]->str;
+        out->n = (rep->elements - 1) / 3;
+        out->defs = (const redisReply *const *)rep->element + 1;
+        return DSC_OK;
     case DSC_REDIS_DEFS:
     case DSC_REDIS_KEYRING:
         if ((st = numbered(rep, &out->version, err)) != DSC_OK) return st;
@@ -439,6 +452,13 @@ dsc_status dsc__redis_key(dsc__redis *r, const char *id, const char *entry, dsc_
     args a = {0};
     add_str(&a, id), add_str(&a, entry);
     return send_answer(r, DSC_REDIS_KEY, &a, 0, fn, ud, err);
+}
+
+dsc_status dsc__redis_journal(dsc__redis *r, const char *start, int64_t count,
+                              dsc__redis_answer_fn fn, void *ud, dsc_error *err) {
+    args a = {0};
+    add_str(&a, start), add_int(&a, count);
+    return send_answer(r, DSC_REDIS_JOURNAL, &a, 0, fn, ud, err);
 }
 
 dsc_status dsc__redis_hold(dsc__redis *r, const char *id, dsc__redis_answer_fn fn, void *ud,

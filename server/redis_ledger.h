@@ -147,6 +147,8 @@ typedef struct dsc__redis_answer {
     dsc__redis_counter_state counters[DSC_REDIS_COUNTERS_MAX]; /* state */
     size_t n;                                                  /* state: counters */
     const redisReply *const *defs; /* defs, keyring: n pairs id, text (borrowed) */
+    const char *last;              /* journal: the last entry read ("" when none); defs holds n
+                                      triples event, id, detail (borrowed) */
     dsc__redis_hold_out hold;      /* hold */
 } dsc__redis_answer;
 
@@ -174,6 +176,10 @@ dsc_status dsc__redis_key(dsc__redis *r, const char *id, const char *entry, dsc_
                           void *ud, dsc_error *err);
 /* Read every API key (keyring.lua): out->version, out->n pairs id, entry in out->defs. */
 dsc_status dsc__redis_keyring(dsc__redis *r, dsc__redis_answer_fn fn, void *ud, dsc_error *err);
+/* Read the journal from after entry start ("0-0": the beginning), at most count
+ * entries (journal.lua): the decisions among them in out->defs, out->last. */
+dsc_status dsc__redis_journal(dsc__redis *r, const char *start, int64_t count,
+                              dsc__redis_answer_fn fn, void *ud, dsc_error *err);
 /* Read a hold (hold.lua): out->hold. */
 dsc_status dsc__redis_hold(dsc__redis *r, const char *id, dsc__redis_answer_fn fn, void *ud,
                            dsc_error *err);

@@ -23,7 +23,8 @@
     XX(HOLD, "hold")                                                                               \
     XX(DEFS, "defs")                                                                               \
     XX(KEY, "key")                                                                                 \
-    XX(KEYRING, "keyring")
+    XX(KEYRING, "keyring")                                                                         \
+    XX(JOURNAL, "journal")
 
 typedef enum dsc__redis_script {
 #define DSC_REDIS_SCRIPT_ENUM(name, file) DSC_REDIS_##name,

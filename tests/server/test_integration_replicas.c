@@ -384,3 +384,44 @@ Test(integration_replicas, a_key_made_through_one_replica_works_on_another_until
     th_client_free(c);
     cluster_stop(&k);
 }
+
+static size_t decisions_count(th_client *c, const char *params, json_t **next) {
+    json_t *res, *r = th_ok(c, "decisions.list", params, &res);
+    size_t n = json_array_size(json_object_get(res, "decisions"));
+    if (next) *next = json_incref(json_object_get(res, "next"));
+    json_decref(r);
+    return n;
+}
+
+Test(integration_replicas, one_decisions_query_answers_for_the_decisions_of_every_replica) {
+    cluster k;
+    cluster_start(&k, NULL, NULL);
+    th_client *c[REPLICAS];
+    connect_all(&k, c);
+    json_t *res, *r = th_ok(c[0], "check", CHECK, &res);
+    char resv[64];
+    snprintf(resv, sizeof resv, "%s", th_str(res, "reservation"));
+    json_decref(r);
+    json_decref(th_ok(c[1], "check", CHECK, &res));
+    json_decref(th_ok(c[1], "check",
+                      "{" SUBJECT ", \"provider\": \"openai\", \"model\": \"gpt-4o\", "
+                      "\"output_tokens\": 10, \"purpose\": \"spam\"}",
+                      &res));
+    cr_assert_eq(decisions_count(c[2], "{}", NULL), 3, "replica 2 lists every replica's");
+    cr_assert_eq(decisions_count(c[2], "{\"outcome\": \"refuse\"}", NULL), 1);
+    cr_assert_eq(decisions_count(c[2], "{\"subject\": {\"team\": \"other\"}}", NULL), 0);
+    r = th_ok(c[2], "decisions.list", "{\"limit\": 1}", &res);
+    json_t *first = json_array_get(json_object_get(res, "decisions"), 0);
+    cr_assert_str_eq(th_str(first, "reservation"), resv, "oldest first, with its hold");
+    cr_assert_str_eq(th_str(first, "model"), "gpt-4o");
+    char params[96];
+    snprintf(params, sizeof params, "{\"after\": %lld}",
+             (long long)json_integer_value(json_object_get(res, "next")));
+    json_decref(r);
+    json_t *next;
+    cr_assert_eq(decisions_count(c[2], params, &next), 2, "the next page has the other two");
+    cr_assert(json_is_null(next));
+    json_decref(next);
+    free_all(c, REPLICAS);
+    cluster_stop(&k);
+}
