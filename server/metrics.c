@@ -284,7 +284,9 @@ static void put_budget_counters(text *t, dsc_server *srv) {
 
 static void put_budgets(text *t, dsc_server *srv) {
     put_budget_limits(t, srv);
-    put_budget_counters(t, srv);
+    /* a Redis store's counters are in Redis, not in this replica's ledger: none
+     * rather than zeros (read them with budget.get) */
+    if (!srv->redis) put_budget_counters(t, srv);
 }
 
 static void put_ledger(text *t, dsc_server *srv) {
