@@ -322,9 +322,14 @@ Test(integration_replicas, with_failure_mode_open_a_dead_redis_allows_unenforced
     th_redis_start(&k.redis, NULL);
     start_replica(&k, 0, "failure_mode = \"open\"\n");
     th_client *c = th_connect_admin(&k.s[0]);
+    json_t *res, *r = th_ok(c, "budget.set",
+                            "{\"selector\": \"org:acme\", \"metric\": \"requests\", "
+                            "\"window\": \"day\", \"limit\": 5}",
+                            &res);
+    json_decref(r);
     th_redis_kill9(&k.redis);
     cr_assert(healthz_becomes(&k.s[0], 503, 3000));
-    json_t *res, *r = th_ok(c, "check", CHECK, &res);
+    r = th_ok(c, "check", CHECK, &res);
     cr_assert_str_eq(th_str(res, "decision"), "allow");
     cr_assert(json_is_true(json_object_get(res, "unenforced")), "an allow without the store");
     json_decref(r);
@@ -334,6 +339,8 @@ Test(integration_replicas, with_failure_mode_open_a_dead_redis_allows_unenforced
     const char *u = strstr(metrics, "\ndiscern_unenforced_total ");
     cr_assert_not_null(u, "no unenforced counter in /metrics");
     cr_assert_eq(atoi(u + strlen("\ndiscern_unenforced_total ")), 1);
+    cr_assert_null(strstr(metrics, "discern_budget_used{"),
+                   "a replica exported counters it cannot know: %s", metrics);
     free(metrics);
     th_client_free(c);
     th_server_stop(&k.s[0]);
