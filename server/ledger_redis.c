@@ -44,6 +44,8 @@ struct dsc__redis_shared {
     int32_t tz_offset_s;
     atomic_int_fast64_t loaded; /* version of the definitions in srv->ledger; -1 = none */
     atomic_bool reload;         /* a 'stale' answer asked worker 0 for a reload */
+    atomic_bool busy, again;    /* a reload is under way; another was asked meanwhile */
+    atomic_int outstanding;     /* replies the reload under way still waits for */
     pthread_mutex_t sync_mu;    /* one definitions sync at a time */
 };
 
@@ -110,11 +112,12 @@ typedef struct pending {
     counters k;
     dsc_budget_state *out; /* preview */
     size_t max;
-    dsc_reserve_out *rout;  /* reserve */
-    dsc_settle_out *sout;   /* settle */
-    dsc_hold_info *hold;    /* hold_get */
-    bool budget_remove;     /* budget */
-    int64_t version_before; /* budget, reserve */
+    dsc_reserve_out *rout; /* reserve */
+    dsc_settle_out *sout;  /* settle */
+    dsc_hold_info *hold;   /* hold_get */
+    bool budget_remove;    /* budget: the change, applied again when a reload lost it */
+    dsc_budget_info binfo;
+    double blimit;
 } pending;
 
 static pending *pending_new(dsc__worker *w, const dsc_done *done, dsc_error *err) {
@@ -475,36 +478,72 @@ static bool def_parse(const char *text, def *d) {
     return ok;
 }
 
-/* Make the local definitions exactly defs (n of them): delete the others, set these. */
-static void sync_defs(dsc_server *srv, const def *defs, size_t n) {
-    dsc_budget_info page[64];
+static int def_cmp(const char *sa, dsc_metric ma, const char *wa, const char *sb, dsc_metric mb,
+                   const char *wb) {
+    int c = strcmp(sa, sb);
+    if (c == 0) c = (int)ma - (int)mb;
+    return c ? c : strcmp(wa, wb);
+}
+
+static int def_sort(const void *a, const void *b) {
+    const def *x = a, *y = b;
+    return def_cmp(x->selector, x->metric, x->window, y->selector, y->metric, y->window);
+}
+
+static int info_sort(const void *a, const void *b) {
+    const dsc_budget_info *x = a, *y = b;
+    return def_cmp(x->selector, x->metric, x->window, y->selector, y->metric, y->window);
+}
+
+static void set_local(dsc_server *srv, const char *selector, dsc_metric m, const char *window,
+                      double limit, bool remove) {
+    dsc_budget_req rq = {selector, m, window, limit, remove};
+    dsc_error e;
+    if (dsc_ledger_budget(srv->ledger, &rq, NULL, NULL, &e) != DSC_OK && !remove)
+        dsc_log_write(&srv->log, DSC_LOG_WARN, "budget_skipped", "selector=%s message=\"%s\"",
+                      selector, e.message);
+}
+
+/* Make the local definitions exactly defs (n of them, sorted here): one merge of two
+ * sorted lists, deleting the others and setting the new or changed ones. */
+static void sync_defs(dsc_server *srv, def *defs, size_t n) {
     size_t total = 0;
-    dsc_ledger_budget_list(srv->ledger, 0, page, 0, &total);
-    for (size_t off = total; off > 0;) {
-        size_t from = off > 64 ? off - 64 : 0;
-        size_t got = dsc_ledger_budget_list(srv->ledger, from, page, off - from, NULL);
-        for (size_t i = 0; i < got; i++) {
-            bool keep = false;
-            for (size_t j = 0; j < n && !keep; j++)
-                keep = defs[j].metric == page[i].metric &&
-                       strcmp(defs[j].selector, page[i].selector) == 0 &&
-                       strcmp(defs[j].window, page[i].window) == 0;
-            if (!keep)
-                dsc_ledger_budget(
-                    srv->ledger,
-                    &(dsc_budget_req){page[i].selector, page[i].metric, page[i].window, 0, true},
-                    NULL, NULL, NULL);
+    dsc_ledger_budget_list(srv->ledger, 0, NULL, 0, &total);
+    dsc_budget_info *have = calloc(total ? total : 1, sizeof *have);
+    if (!have) return;
+    total = dsc_ledger_budget_list(srv->ledger, 0, have, total, NULL);
+    qsort(have, total, sizeof *have, info_sort);
+    qsort(defs, n, sizeof *defs, def_sort);
+    size_t i = 0, j = 0;
+    while (i < total || j < n) {
+        int c = i == total ? 1
+                : j == n   ? -1
+                           : def_cmp(have[i].selector, have[i].metric, have[i].window,
+                                     defs[j].selector, defs[j].metric, defs[j].window);
+        int64_t micro = 0;
+        if (c < 0) {
+            set_local(srv, have[i].selector, have[i].metric, have[i].window, 0, true);
+            i++;
+            continue;
         }
-        off = from;
+        if (c > 0 || dsc_amount_from_api("limit", defs[j].limit, &micro, NULL) != DSC_OK ||
+            micro != have[i].limit)
+            set_local(srv, defs[j].selector, defs[j].metric, defs[j].window, defs[j].limit, false);
+        if (c == 0) i++;
+        j++;
     }
-    for (size_t j = 0; j < n; j++) {
-        dsc_budget_req rq = {defs[j].selector, defs[j].metric, defs[j].window, defs[j].limit,
-                             false};
-        dsc_error e;
-        if (dsc_ledger_budget(srv->ledger, &rq, NULL, NULL, &e) != DSC_OK)
-            dsc_log_write(&srv->log, DSC_LOG_WARN, "budget_skipped", "selector=%s message=\"%s\"",
-                          defs[j].selector, e.message);
-    }
+    free(have);
+}
+
+/* One reload at a time (the definitions and the keys, two replies); news meanwhile
+ * asks for one more after it. */
+static void reload_defs(dsc__worker *w);
+
+static void reload_done(dsc__worker *w) {
+    dsc__redis_shared *rs = w->srv->redis;
+    if (atomic_fetch_sub(&rs->outstanding, 1) != 1) return;
+    atomic_store(&rs->busy, false);
+    if (atomic_exchange(&rs->again, false)) reload_defs(w);
 }
 
 static void on_defs(void *ud, dsc_status st, const dsc__redis_answer *a, const dsc_error *err) {
@@ -515,6 +554,7 @@ static void on_defs(void *ud, dsc_status st, const dsc__redis_answer *a, const d
         atomic_store(&rs->reload, true);
         dsc_log_write(&srv->log, DSC_LOG_WARN, "budgets_reload_failed", "message=\"%s\"",
                       err->message);
+        reload_done(w);
         return;
     }
     pthread_mutex_lock(&rs->sync_mu);
@@ -534,6 +574,7 @@ static void on_defs(void *ud, dsc_status st, const dsc__redis_answer *a, const d
         free(defs);
     }
     pthread_mutex_unlock(&rs->sync_mu);
+    reload_done(w);
 }
 
 /* The API keys as Redis has them: add the new ones, take revocations. */
@@ -544,23 +585,36 @@ static void on_keyring(void *ud, dsc_status st, const dsc__redis_answer *a, cons
         atomic_store(&srv->redis->reload, true);
         dsc_log_write(&srv->log, DSC_LOG_WARN, "keys_reload_failed", "message=\"%s\"",
                       err->message);
-        return;
     }
-    for (size_t i = 0; i < a->n; i++) {
+    for (size_t i = 0; st == DSC_OK && i < a->n; i++) {
         dsc_error e;
         if (dsc__keys_entry_put(srv->keys, a->defs[2 * i + 1]->str, &e) != DSC_OK)
             dsc_log_write(&srv->log, DSC_LOG_WARN, "key_skipped", "key_id=%.40s message=\"%s\"",
                           a->defs[2 * i]->str, e.message);
     }
+    reload_done(w);
 }
 
 /* Read the budget definitions and the API keys again (after news, or a 'stale'). */
 static void reload_defs(dsc__worker *w) {
+    dsc__redis_shared *rs = w->srv->redis;
     dsc_error err;
-    atomic_store(&w->srv->redis->reload, false);
-    if (!w->redis || dsc__redis_defs(w->redis, on_defs, w, &err) != DSC_OK ||
-        dsc__redis_keyring(w->redis, on_keyring, w, &err) != DSC_OK)
-        atomic_store(&w->srv->redis->reload, true);
+    if (atomic_exchange(&rs->busy, true)) {
+        atomic_store(&rs->again, true);
+        return;
+    }
+    atomic_store(&rs->reload, false);
+    atomic_store(&rs->outstanding, 2);
+    if (!w->redis || dsc__redis_defs(w->redis, on_defs, w, &err) != DSC_OK) {
+        atomic_store(&rs->outstanding, 0);
+        atomic_store(&rs->busy, false);
+        atomic_store(&rs->reload, true);
+        return;
+    }
+    if (dsc__redis_keyring(w->redis, on_keyring, w, &err) != DSC_OK) {
+        atomic_store(&rs->reload, true);
+        reload_done(w);
+    }
 }
 
 dsc_status dsc__ledger_redis_key_put(dsc__worker *w, const char *id, const dsc_done *done,
@@ -576,16 +630,27 @@ dsc_status dsc__ledger_redis_key_put(dsc__worker *w, const char *id, const dsc_d
     return st;
 }
 
+/* Redis has the change at version v. The local copy is in step when it was at v - 1
+ * (every change before this one is in it); a reload that read a version before v
+ * dropped this change from it, so it is applied again. */
 static void on_budget(void *ud, dsc_status st, const dsc__redis_answer *a, const dsc_error *err) {
     pending *p = ud;
-    dsc__redis_shared *rs = p->w->srv->redis;
+    dsc_server *srv = p->w->srv;
+    dsc__redis_shared *rs = srv->redis;
+    bool reload = st != DSC_OK; /* the local copy changed first: put Redis's back */
     if (st == DSC_OK) {
-        /* in step when nobody else changed a budget meanwhile; else read them all */
-        int64_t before = p->version_before;
-        if (!atomic_compare_exchange_strong(&rs->loaded, &before, a->version)) reload_defs(p->w);
-    } else {
-        reload_defs(p->w); /* the local copy changed first: put Redis's back */
+        pthread_mutex_lock(&rs->sync_mu);
+        int64_t loaded = atomic_load(&rs->loaded);
+        if (loaded < a->version)
+            set_local(srv, p->binfo.selector, p->binfo.metric, p->binfo.window, p->blimit,
+                      p->budget_remove);
+        if (loaded == a->version - 1)
+            atomic_store(&rs->loaded, a->version);
+        else if (loaded < a->version)
+            reload = true;
+        pthread_mutex_unlock(&rs->sync_mu);
     }
+    if (reload) reload_defs(p->w);
     finish(p, st, err);
 }
 
@@ -599,7 +664,6 @@ static dsc_status budget(dsc__worker *w, const dsc_budget_req *req, const dsc_do
     /* The local copy validates and normalises the change (and is corrected by a
      * reload should Redis refuse it). */
     pthread_mutex_lock(&srv->redis->sync_mu);
-    int64_t before = atomic_load(&srv->redis->loaded);
     dsc_status st = req->remove ? dsc_ledger_budget_get(srv->ledger, req->selector, req->metric,
                                                         req->window, &info, err)
                                 : DSC_OK;
@@ -612,7 +676,9 @@ static dsc_status budget(dsc__worker *w, const dsc_budget_req *req, const dsc_do
         return dsc_error_set(err, DSC_NOMEM, "out of memory for a budget definition");
     pending *p = pending_new(w, done, err);
     if (p) {
-        p->version_before = before;
+        p->binfo = info;
+        p->blimit = req->limit;
+        p->budget_remove = req->remove;
         st = dsc__redis_budget(r, id, req->remove ? "" : text, on_budget, p, err);
     } else {
         st = DSC_NOMEM;
@@ -669,8 +735,10 @@ static void on_ready(void *ud, bool ready) {
 }
 
 static void on_budgets_news(void *ud, int64_t version) {
-    (void)version; /* on_defs skips a version it has; keys are merged */
-    reload_defs(ud);
+    dsc__worker *w = ud;
+    /* a budgets version this replica has (its own change) needs nothing; anything
+     * else (another's change, a key, a reconnect) is read again */
+    if (version < 0 || version > atomic_load(&w->srv->redis->loaded)) reload_defs(w);
 }
 
 dsc_status dsc__ledger_redis_open(dsc_server *srv, dsc_error *err) {
@@ -680,6 +748,9 @@ dsc_status dsc__ledger_redis_open(dsc_server *srv, dsc_error *err) {
     pthread_mutex_init(&rs->sync_mu, NULL);
     atomic_init(&rs->loaded, -1);
     atomic_init(&rs->reload, false);
+    atomic_init(&rs->busy, false);
+    atomic_init(&rs->again, false);
+    atomic_init(&rs->outstanding, 0);
     dsc_status st = dsc__store_url_parse("store", srv->cfg.store, &rs->url, err);
     if (st == DSC_OK) st = dsc__store_url_env(&rs->url, getenv("DISCERN_REDIS_PASSWORD"), err);
     dsc_tz tz;
