@@ -54,5 +54,5 @@ static bool healthy(dsc_server *srv) {
 }
 
 const dsc__ledger_ops dsc__ledger_local = {
-    "local", preview, hold_get, reserve, record, settle, cancel, budget, healthy,
+    "local", false, preview, hold_get, reserve, record, settle, cancel, budget, healthy,
 };

@@ -33,6 +33,8 @@ typedef struct dsc_server dsc_server;
 
 typedef struct dsc__ledger_ops {
     const char *name; /* "local", "redis" */
+    bool ordered;     /* a read sent after a write sees it (one connection in order);
+                         else a write's effect may wait for its commit */
     dsc_status (*preview)(dsc__worker *w, const dsc_subject *s, const dsc_amounts *request,
                           dsc_budget_state *out, size_t max, size_t *n, const dsc_done *done,
                           bool *later, dsc_error *err);

@@ -27,6 +27,7 @@
 #include "server_internal.h"
 
 #include "discern/random.h"
+#include "strmap_internal.h"
 
 #include <jansson.h>
 #include <stdio.h>
@@ -37,16 +38,21 @@
 #define RETAIN_S 600        /* a finished hold answers repeats this long */
 #define SWEEP_MAX 1000      /* expired holds finished per sweep call */
 #define STATES_MAX 64
+#define HOLDS_KEPT 65536 /* what this replica's own holds were for, newest kept */
 #define DSC__COUNTER_NAME_MAX (3 * DSC_SELECTOR_MAX + DSC_WINDOW_MAX + 32)
 
 struct dsc__redis_shared {
     dsc__store_url url;
     int32_t tz_offset_s;
-    atomic_int_fast64_t loaded; /* version of the definitions in srv->ledger; -1 = none */
-    atomic_bool reload;         /* a 'stale' answer asked worker 0 for a reload */
-    atomic_bool busy, again;    /* a reload is under way; another was asked meanwhile */
-    atomic_int outstanding;     /* replies the reload under way still waits for */
-    pthread_mutex_t sync_mu;    /* one definitions sync at a time */
+    atomic_int_fast64_t loaded;           /* version of the definitions in srv->ledger; -1 = none */
+    atomic_bool reload;                   /* a 'stale' answer asked worker 0 for a reload */
+    atomic_bool busy, again;              /* a reload is under way; another was asked meanwhile */
+    atomic_int outstanding;               /* replies the reload under way still waits for */
+    pthread_mutex_t sync_mu;              /* one definitions sync at a time */
+    pthread_mutex_t holds_mu;             /* guards holds, ring */
+    dsc__strmap holds;                    /* reservation id -> what it was for (its own holds) */
+    char (*ring)[DSC_RESERVATION_ID_MAX]; /* their ids, oldest first, for eviction */
+    size_t ring_head;
 };
 
 /* ------------------------------------------------------------------ names -- */
@@ -105,6 +111,70 @@ static dsc__redis *conn_of(dsc__worker *w, dsc_error *err) {
     return w->redis;
 }
 
+/* ------------------------------------------------------------- own holds -- */
+
+/* What a hold this replica took was for: a settle that comes back to the replica
+ * (the common case behind a sticky balancer) is estimated without asking Redis.
+ * Constant facts only (subject, owner, provider, model, zone, purpose): the state
+ * and every charge stay Redis's. At most HOLDS_KEPT, the oldest forgotten first. */
+typedef struct own_hold {
+    dsc_hold_info info; /* info.id is the map's key */
+} own_hold;
+
+static void holds_forget_locked(dsc__redis_shared *rs, const char *id) {
+    own_hold *h = dsc__strmap_del(&rs->holds, id);
+    free(h);
+}
+
+static void holds_keep(dsc__redis_shared *rs, const dsc_hold_info *info) {
+    own_hold *h = malloc(sizeof *h);
+    if (!h) return;
+    h->info = *info;
+    pthread_mutex_lock(&rs->holds_mu);
+    char *slot = rs->ring[rs->ring_head];
+    if (slot[0]) holds_forget_locked(rs, slot);
+    snprintf(slot, DSC_RESERVATION_ID_MAX, "%s", info->id);
+    rs->ring_head = (rs->ring_head + 1) % HOLDS_KEPT;
+    if (dsc__strmap_get(&rs->holds, h->info.id) ||
+        dsc__strmap_put(&rs->holds, h->info.id, h) != DSC_OK)
+        free(h);
+    pthread_mutex_unlock(&rs->holds_mu);
+}
+
+static bool holds_find(dsc__redis_shared *rs, const char *id, dsc_hold_info *out) {
+    pthread_mutex_lock(&rs->holds_mu);
+    own_hold *h = dsc__strmap_get(&rs->holds, id);
+    if (h) *out = h->info;
+    pthread_mutex_unlock(&rs->holds_mu);
+    return h != NULL;
+}
+
+static void copy_str(char *dst, size_t cap, const char *src) {
+    snprintf(dst, cap, "%s", src ? src : "");
+}
+
+/* The hold of a reserve, as holds_keep keeps it. */
+static void hold_of(dsc_hold_info *h, const char *id, const dsc_reserve_req *req) {
+    const dsc_decision_record *d = req->decision;
+    const dsc_subject *s = req->subject;
+    memset(h, 0, sizeof *h);
+    copy_str(h->id, sizeof h->id, id);
+    if (s) {
+        copy_str(h->org, sizeof h->org, s->org);
+        copy_str(h->team, sizeof h->team, s->team);
+        copy_str(h->user, sizeof h->user, s->user);
+        copy_str(h->key, sizeof h->key, s->key);
+    }
+    if (d) {
+        copy_str(h->owner, sizeof h->owner, d->key_id);
+        copy_str(h->provider, sizeof h->provider, d->provider);
+        copy_str(h->model, sizeof h->model, d->model);
+        copy_str(h->zone, sizeof h->zone, d->zone);
+        copy_str(h->purpose, sizeof h->purpose, d->purpose);
+    }
+    h->open = true;
+}
+
 /* Something a call's completion needs: the caller's done, and what to fill. */
 typedef struct pending {
     dsc__worker *w;
@@ -115,6 +185,7 @@ typedef struct pending {
     dsc_reserve_out *rout; /* reserve */
     dsc_settle_out *sout;  /* settle */
     dsc_hold_info *hold;   /* hold_get */
+    dsc_hold_info own;     /* reserve: what the hold is for, kept once it is held */
     bool budget_remove;    /* budget: the change, applied again when a reload lost it */
     dsc_budget_info binfo;
     double blimit;
@@ -243,6 +314,7 @@ static void on_hold(void *ud, dsc_status st, const dsc__redis_answer *a, const d
 static dsc_status hold_get(dsc__worker *w, const char *id, dsc_hold_info *out, const dsc_done *done,
                            bool *later, dsc_error *err) {
     *later = false;
+    if (holds_find(w->srv->redis, id, out)) return DSC_OK; /* one of this replica's own */
     dsc__redis *r = conn_of(w, err);
     if (!r) return DSC_STORE_UNAVAILABLE;
     pending *p = pending_new(w, done, err);
@@ -271,6 +343,7 @@ static void on_reserve(void *ud, dsc_status st, const dsc__redis_reserve_out *o,
     }
     switch (o->kind) {
     case DSC_REDIS_HELD:
+        holds_keep(p->w->srv->redis, &p->own);
         finish(p, DSC_OK, NULL);
         return;
     case DSC_REDIS_REPEAT:
@@ -323,6 +396,7 @@ static dsc_status reserve(dsc__worker *w, const dsc_reserve_req *req, dsc_reserv
         st = dsc_error_set(err, DSC_NOMEM, "out of memory for the journal");
     if (st == DSC_OK) {
         p->rout = out;
+        hold_of(&p->own, out->reservation_id, req);
         dsc__redis_reserve_req rq = {
             .version = version < 0 ? 0 : version,
             .reservation_id = out->reservation_id,
@@ -700,7 +774,7 @@ static bool healthy(dsc_server *srv) {
 }
 
 const dsc__ledger_ops dsc__ledger_redis = {
-    "redis", preview, hold_get, reserve, record, settle, cancel, budget, healthy,
+    "redis", true, preview, hold_get, reserve, record, settle, cancel, budget, healthy,
 };
 
 /* ------------------------------------------------------------ lifecycle -- */
@@ -746,6 +820,10 @@ dsc_status dsc__ledger_redis_open(dsc_server *srv, dsc_error *err) {
     if (!rs) return dsc_error_set(err, DSC_NOMEM, "out of memory for the Redis store");
     srv->redis = rs;
     pthread_mutex_init(&rs->sync_mu, NULL);
+    pthread_mutex_init(&rs->holds_mu, NULL);
+    dsc__strmap_init(&rs->holds);
+    if (!(rs->ring = calloc(HOLDS_KEPT, sizeof *rs->ring)))
+        return dsc_error_set(err, DSC_NOMEM, "out of memory for the Redis store");
     atomic_init(&rs->loaded, -1);
     atomic_init(&rs->reload, false);
     atomic_init(&rs->busy, false);
@@ -798,6 +876,12 @@ void dsc__ledger_redis_worker_stop(dsc__worker *w) {
 
 void dsc__ledger_redis_free(dsc_server *srv) {
     if (!srv->redis) return;
+    dsc__redis_shared *rs = srv->redis;
+    for (size_t i = 0; rs->ring && i < HOLDS_KEPT; i++)
+        if (rs->ring[i][0]) holds_forget_locked(rs, rs->ring[i]);
+    dsc__strmap_destroy(&rs->holds);
+    free(rs->ring);
+    pthread_mutex_destroy(&rs->holds_mu);
     pthread_mutex_destroy(&srv->redis->sync_mu);
     free(srv->redis);
     srv->redis = NULL;

@@ -759,22 +759,29 @@ static void on_settle_states(void *ud, dsc_status st, const dsc_error *err) {
 }
 
 /* The store answered the hold's lookup (slot 1): settle, then read the states. */
+/* Settle; where a read sent after it sees it (ops->ordered), read the reply's states
+ * right behind it, done through slot 1 (*later), instead of in finish_settle. */
+static dsc_status settle_then_read(dsc__call *c, settle_job *j, bool known, bool *later,
+                                   dsc_error *err) {
+    dsc_status st = settle_hold(c, j, known, err);
+    *later = false;
+    if (st != DSC_OK || !j->has_subject || !c->srv->lops->ordered) return st;
+    dsc_error ignored;
+    j->have_states = true;
+    if (c->srv->lops->preview(c->w, &j->a.subject.subject, NULL, j->states, PREVIEW_MAX,
+                              &j->n_states, &(dsc_done){on_settle_states, j}, later,
+                              &ignored) != DSC_OK)
+        j->have_states = false, j->n_states = 0;
+    return st;
+}
+
 static void on_settle_hold(void *ud, dsc_status st, const dsc_error *st_err) {
     settle_job *j = ud;
     dsc_error err = st == DSC_OK ? (dsc_error){0} : *st_err;
     bool later = false;
     if (st == DSC_OK || st == DSC_UNKNOWN_RESERVATION)
-        st = settle_hold(&j->call, j, st == DSC_OK, &err);
-    if (st == DSC_OK && j->has_subject) {
-        dsc_error ignored;
-        j->have_states = true;
-        if (j->call.srv->lops->preview(j->call.w, &j->a.subject.subject, NULL, j->states,
-                                       PREVIEW_MAX, &j->n_states, &(dsc_done){on_settle_states, j},
-                                       &later, &ignored) != DSC_OK)
-            j->have_states = false, j->n_states = 0;
-        if (later) return;
-    }
-    dsc__job_done(&j->job.slots[1], st, &err);
+        st = settle_then_read(&j->call, j, st == DSC_OK, &later, &err);
+    if (!later) dsc__job_done(&j->job.slots[1], st, &err);
 }
 
 static const char *settle_kind_name(dsc_settle_kind k) {
@@ -835,10 +842,14 @@ dsc_status dsc__m_settle(dsc__call *c, const msgpack_object *p, msgpack_packer *
     st = c->srv->lops->hold_get(c->w, j->a.reservation, &j->hold, &(dsc_done){on_settle_hold, j},
                                 &later, err);
     if (later) return DSC_OK;
-    dsc__job_unslot(&j->job);
-    if (st != DSC_OK && st != DSC_UNKNOWN_RESERVATION) return st;
+    if (st != DSC_OK && st != DSC_UNKNOWN_RESERVATION) {
+        dsc__job_unslot(&j->job);
+        return st;
+    }
     dsc_error_clear(err);
-    return settle_hold(c, j, st == DSC_OK, err);
+    st = settle_then_read(c, j, st == DSC_OK, &later, err); /* slot 1: the states */
+    if (!later) dsc__job_unslot(&j->job);
+    return st;
 }
 
 /* ------------------------------------------------------------------ cancel -- */
