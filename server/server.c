@@ -576,6 +576,10 @@ void dsc_server_free(dsc_server *srv) {
     if (srv->sig_int) event_free(srv->sig_int);
     if (srv->sig_hup) event_free(srv->sig_hup);
     if (srv->sig_stop_request) event_free(srv->sig_stop_request);
+    /* Freeing the signal events put back the default action: a second SIGTERM (a
+     * supervisor's, a test's) must not kill a stop already under way halfway
+     * through the teardown below. */
+    if (srv->sig_term) signal(SIGTERM, SIG_IGN), signal(SIGINT, SIG_IGN);
     if (srv->tick) event_free(srv->tick);
     dsc__http_api_free(srv);
     if (srv->http) evhttp_free(srv->http);
