@@ -2,7 +2,7 @@
 # run.sh - discernd and its honest peers doing the same decisions, side by side, in one run.
 #
 #   bench/run.sh [--quick] [--duration S] [--connections N] [--method M] [--settle F]
-#                [--workers N] [--durability LIST] [--no-build] [--keep-logs]
+#                [--workers N] [--durability LIST] [--store redis] [--no-build] [--keep-logs]
 #
 # Builds a Release tree (build-rel/) and, for each scenario - 1 budget or 10 000
 # budgets, pipeline depth 1 or 16, the same connection count everywhere - runs back to
@@ -17,6 +17,15 @@
 #                               EVALSHA bench/redis_settle.lua per decision, what
 #                               discernd does, same appendfsync always
 #   Redis no persistence        the single script on a Redis without AOF: the ceiling
+# With --store redis, also (same scenarios, same run):
+#   discernd on Redis           one discernd with store = redis:// on a Redis with
+#                               appendfsync everysec: its CPU and Redis's CPU per
+#                               decision are reported apart (Redis CPU us/dec)
+#   2 discernd on Redis         two discernd on that Redis, one load generator each
+#                               (half the connections), decisions/s summed; then a
+#                               budget small enough to refuse, and every counter in
+#                               Redis checked: used + held above the limit is an
+#                               overshoot (column overshoot: must be "never")
 # and prints one table: decisions/s, requests/s, each discernd row's ratio to the two
 # Redis `always` rows, server CPU us per decision (/proc/PID/stat), p50 and p99, and
 # bytes per decision: for discernd what it wrote to storage (/proc/PID/io write_bytes:
@@ -40,6 +49,7 @@ keep_logs=0
 quick=0
 workers=
 durabilities=full,batch
+stores=sqlite
 
 usage() {
     sed -n '2,29p' "${BASH_SOURCE[0]}" | sed 's/^# \{0,1\}//'
@@ -53,6 +63,7 @@ Options:
   --workers N      discernd worker threads (default: one per server CPU)
   --durability L   discernd durabilities to run, a comma list of full, batch, off
                    (default full,batch; off shows what the rest of the request costs)
+  --store redis    add the rows of discernd on a Redis store (one and two replicas)
   --no-build       use the existing build-rel/
   --keep-logs      keep the temporary folder with the servers' logs
 Environment: SERVER_CPUS, CLIENT_CPUS (taskset lists, e.g. "1" and "0").
@@ -70,6 +81,9 @@ while [ $# -gt 0 ]; do
         --settle) [ $# -ge 2 ] || die "--settle needs a value"; settle=$2; shift ;;
         --workers) [ $# -ge 2 ] || die "--workers needs a value"; workers=$2; shift ;;
         --durability) [ $# -ge 2 ] || die "--durability needs a value"; durabilities=$2; shift ;;
+        --store) [ $# -ge 2 ] || die "--store needs a value"; shift
+                 case "$1" in redis) stores=sqlite,redis ;; sqlite) stores=sqlite ;;
+                     *) die "--store: expected redis (the SQLite rows always run), got '$1'" ;; esac ;;
         --no-build) build=0 ;;
         --keep-logs) keep_logs=1 ;;
         -h|--help) usage; exit 0 ;;
@@ -268,7 +282,78 @@ start_redis noaof --appendonly no
 
 rows=()
 add_row() { # add_row SCENARIO SERVER: from $result
-    rows+=("$1|$2|$(kv check_rps "$result")|$(kv rps "$result")|$(kv server_cpu_us "$result")|$(kv p50_us "$result")|$(kv p99_us "$result")|$(kv written_bpd "$result")|$(kv db_bpd "$result")|$(kv errors "$result")")
+    rows+=("$1|$2|$(kv check_rps "$result")|$(kv rps "$result")|$(kv server_cpu_us "$result")|$(kv p50_us "$result")|$(kv p99_us "$result")|$(kv written_bpd "$result")|$(kv db_bpd "$result")|$(kv errors "$result")|$(kv redis_cpu_us "$result")|$(kv overshoot "$result")")
+}
+
+# --- discernd on a Redis store -----------------------------------------------------
+if [[ "$stores" == *redis* ]]; then
+    start_redis everysec --appendonly yes --appendfsync everysec --auto-aof-rewrite-percentage 0
+fi
+redis_url() { echo "redis://127.0.0.1:${redis_port[everysec]}"; }
+
+start_redis_replicas() { # start_redis_replicas SCENARIO N: N discernd on the everysec Redis
+    local i
+    redis-cli -p "${redis_port[everysec]}" FLUSHALL >/dev/null
+    for ((i = 0; i < $2; i++)); do
+        store_path= start_discernd "$tmp/$1-redis$i" "store = \"$(redis_url)\""
+        dsc_pids[redis$i]=$dsc_pid dsc_ports[redis$i]=$dsc_port dsc_dirs[redis$i]=$tmp/$1-redis$i
+    done
+    [ "$method" != check ] || setup_budgets "${dsc_ports[redis0]}" "$1"
+    sleep 0.5 # the other replicas read the definitions (subscription)
+}
+
+# run_redis_store DEPTH N -> $result: N replicas, one loadgen each, rates summed;
+# discernd's CPU and Redis's CPU per decision apart.
+run_redis_store() {
+    local depth=$1 n=$2 i r0 r1 c=$((connections / $2)) total=0 cpu=0 p50=0 p99=0 errs=0
+    local rpid=${redis_pid[everysec]}
+    r0=$(cpu_ticks "$rpid")
+    for ((i = 0; i < n; i++)); do
+        timeout $((${duration%.*} + 30)) "${pin_client[@]}" "$bin/loadgen" --port "${dsc_ports[redis$i]}" \
+            -c "$c" -P "$depth" -d "$duration" --warmup 1 --method "$method" --settle "$settle" \
+            --server-pid "${dsc_pids[redis$i]}" --kv >"$tmp/loadgen-redis-$scenario-$n-$i-P$depth.log" 2>&1 &
+        lg[$i]=$!
+    done
+    for ((i = 0; i < n; i++)); do wait "${lg[$i]}" || true; done
+    r1=$(cpu_ticks "$rpid")
+    local sum
+    sum=$(for ((i = 0; i < n; i++)); do grep '^RESULT ' "$tmp/loadgen-redis-$scenario-$n-$i-P$depth.log" || true; done |
+        python3 -c "
+import sys
+rows = [dict(kv.split('=', 1) for kv in l.split()[1:]) for l in sys.stdin if l.strip()]
+if len(rows) != $n: sys.exit(1)
+f = lambda k: [float(r[k]) for r in rows]
+chk, rps = sum(f('check_rps')), sum(f('rps'))
+cpu = sum(float(r['server_cpu_us']) * float(r['rps']) for r in rows) / rps
+# Redis CPU over the whole run (warm-up included) per measured decision: an upper bound
+dur = float('$duration') + 1
+redis_cpu = ($r1 - $r0) / $(getconf CLK_TCK) * 1e6 / (chk * dur) if chk else -1
+print('RESULT rps=%.0f check_rps=%.0f p50_us=%s p99_us=%s errors=%d server_cpu_us=%.2f '
+      'written_bpd=- db_bpd=- redis_cpu_us=%.2f' % (rps, chk, max(f('p50_us')), max(f('p99_us')),
+      sum(int(r['errors']) for r in rows), cpu, redis_cpu))
+") || { cat "$tmp"/loadgen-redis-"$scenario"-"$n"-*-P"$depth".log; die "loadgen on Redis produced no result"; }
+    result=$sum
+}
+
+# overshoot_check: two replicas, one small budget, loadgen on both, then every counter
+# in Redis: used + held must stay within the limit. Appends overshoot= to $result.
+overshoot_check() {
+    local i port=${redis_port[everysec]} limit=2000 bad
+    redis-cli -p "$port" FLUSHALL >/dev/null
+    timeout 60 "${pin_client[@]}" "$bin/loadgen" --port "${dsc_ports[redis0]}" --setup-budgets one \
+        --admin-token "$token" --budget-metric requests --budget-window month \
+        --budget-limit "$limit" >"$tmp/setup-overshoot.log" 2>&1 || { cat "$tmp/setup-overshoot.log"; die "budget setup failed"; }
+    sleep 0.5
+    for ((i = 0; i < 2; i++)); do
+        timeout 60 "${pin_client[@]}" "$bin/loadgen" --port "${dsc_ports[redis$i]}" -c 8 -P 16 -d 2 \
+            --settle 0 --kv >"$tmp/overshoot-$i.log" 2>&1 &
+        lg[$i]=$!
+    done
+    for ((i = 0; i < 2; i++)); do wait "${lg[$i]}" || true; done
+    bad=$(redis-cli -p "$port" --scan --pattern '{discern:}c:*' | while read -r key; do
+        redis-cli -p "$port" HMGET "$key" u h | tr '\n' ' '; echo; done |
+        awk -v l=$((limit * 1000000)) '{ if ($1 + $2 > l) n++ } END { print n + 0 }')
+    result="$result overshoot=$([ "$bad" = 0 ] && echo never || echo "$bad counters")"
 }
 for scenario in one users; do
     for d in "${dur_list[@]}"; do
@@ -298,6 +383,19 @@ for scenario in one users; do
         add_row "P$depth, $label" "Redis script, no persistence"
     done
     for d in "${dur_list[@]}"; do stop_pid "${dsc_pids[$d]}"; done
+    [[ "$stores" == *redis* ]] || continue
+    start_redis_replicas "$scenario" 2
+    for depth in 1 16; do
+        echo "  P$depth, $label: discernd on Redis (everysec) ..." >&2
+        run_redis_store "$depth" 1
+        add_row "P$depth, $label" "discernd on Redis, everysec"
+        echo "  P$depth, $label: 2 discernd on Redis (everysec) ..." >&2
+        run_redis_store "$depth" 2
+        [ "$depth" = 16 ] && overshoot_check
+        add_row "P$depth, $label" "2 discernd on Redis, everysec"
+    done
+    stop_pid "${dsc_pids[redis0]}"
+    stop_pid "${dsc_pids[redis1]}"
 done
 
 echo
@@ -336,9 +434,12 @@ peers = {}
 for r in rows:
     if r[1].startswith("Redis") and "always" in r[1]:
         peers[(r[0], "pair" if "settle" in r[1] else "single")] = per_decision(r)
+redis_rows = any(r[10] for r in rows)
+extra_head = " Redis CPU us/dec | overshoot |" if redis_rows else ""
 print("| scenario | server | decisions/s | requests/s | x always | x pair | CPU us/decision | "
-      "CPU x always | p50 ms | p99 ms | written B/dec | db B/dec | errors |")
-print("|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|")
+      "CPU x always | p50 ms | p99 ms | written B/dec | db B/dec | errors |" + extra_head)
+print("|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|" +
+      ("---:|---|" if redis_rows else ""))
 for r in rows:
     dec, cpu = per_decision(r)
     single, pair = peers.get((r[0], "single")), peers.get((r[0], "pair"))
@@ -347,9 +448,10 @@ for r in rows:
     def ms(v):
         return f"{float(v) / 1000:.3f}" if num(v) is not None else "-"
     cpu_ratio = f"{single[1] / cpu:.2f}" if single and single[1] and cpu else "-"
-    print(f"| {r[0]} | {r[1]} | {dec or 0:,.0f} | {num(r[3]) or 0:,.0f} | {ratio(single)} | "
-          f"{ratio(pair)} | {cpu:.1f} | {cpu_ratio} | {ms(r[5])} | {ms(r[6])} | {r[7]} | "
-          f"{r[8]} | {r[9]} |" if cpu is not None else
-          f"| {r[0]} | {r[1]} | {dec or 0:,.0f} | {num(r[3]) or 0:,.0f} | {ratio(single)} | "
-          f"{ratio(pair)} | - | - | {ms(r[5])} | {ms(r[6])} | {r[7]} | {r[8]} | {r[9]} |")
+    tail = f" {r[10] or '-'} | {r[11] or '-'} |" if redis_rows else ""
+    print((f"| {r[0]} | {r[1]} | {dec or 0:,.0f} | {num(r[3]) or 0:,.0f} | {ratio(single)} | "
+           f"{ratio(pair)} | {cpu:.1f} | {cpu_ratio} | {ms(r[5])} | {ms(r[6])} | {r[7]} | "
+           f"{r[8]} | {r[9]} |" if cpu is not None else
+           f"| {r[0]} | {r[1]} | {dec or 0:,.0f} | {num(r[3]) or 0:,.0f} | {ratio(single)} | "
+           f"{ratio(pair)} | - | - | {ms(r[5])} | {ms(r[6])} | {r[7]} | {r[8]} | {r[9]} |") + tail)
 EOF

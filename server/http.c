@@ -81,12 +81,11 @@ void dsc__http_reply_json(struct evhttp_request *req, int status, json_t *body, 
 
 static void on_healthz(struct evhttp_request *req, void *arg) {
     dsc_server *srv = arg;
-    dsc_ledger_stats ls;
-    dsc_ledger_stats_get(srv->ledger, &ls);
-    json_t *body = json_pack(
-        "{s:s, s:b, s:i, s:s}", "status", ls.store_ok ? "ok" : "store_unavailable", "store_ok",
-        ls.store_ok, "connections", atomic_load(&srv->connections), "version", DISCERN_VERSION);
-    dsc__http_reply_json(req, ls.store_ok ? 200 : 503, body, false);
+    bool ok = srv->lops->healthy(srv);
+    json_t *body = json_pack("{s:s, s:b, s:i, s:s, s:s}", "status", ok ? "ok" : "store_unavailable",
+                             "store_ok", ok, "connections", atomic_load(&srv->connections),
+                             "version", DISCERN_VERSION, "store", srv->lops->name);
+    dsc__http_reply_json(req, ok ? 200 : 503, body, false);
 }
 
 static void on_metrics(struct evhttp_request *req, void *arg) {

@@ -12,6 +12,7 @@
 
 #include "discern/random.h"
 
+#include <jansson.h>
 #include <openssl/evp.h>
 #include <pthread.h>
 #include <sqlite3.h>
@@ -344,4 +345,84 @@ size_t dsc__keys_list(dsc__keys *k, size_t offset, dsc__key_info *out, size_t ma
 
 uint64_t dsc__keys_generation(dsc__keys *k) {
     return atomic_load_explicit(&k->generation, memory_order_acquire);
+}
+
+/* ------------------------------------------------------- a shared key store -- */
+
+static void hex_of(const uint8_t *b, size_t n, char *out) {
+    static const char digits[] = "0123456789abcdef";
+    for (size_t i = 0; i < n; i++)
+        out[2 * i] = digits[b[i] >> 4], out[2 * i + 1] = digits[b[i] & 15];
+    out[2 * n] = '\0';
+}
+
+static bool hash_of_hex(const char *hex, uint8_t out[HASH_LEN]) {
+    if (!hex || strlen(hex) != 2 * HASH_LEN) return false;
+    for (size_t i = 0; i < HASH_LEN; i++) {
+        unsigned v;
+        if (sscanf(hex + 2 * i, "%2x", &v) != 1) return false;
+        out[i] = (uint8_t)v;
+    }
+    return true;
+}
+
+char *dsc__keys_entry_text(dsc__keys *k, const char *id) {
+    pthread_mutex_lock(&k->mu);
+    entry *e = find(k, id);
+    json_t *o = NULL;
+    if (e) {
+        char hash[2 * HASH_LEN + 1], scope[DSC__SCOPE_TEXT_MAX];
+        hex_of(e->hash, HASH_LEN, hash);
+        dsc__scope_format(&e->info.scope, scope, sizeof scope);
+        o = json_pack("{s:s, s:s, s:s, s:s, s:s, s:I, s:I, s:I, s:s}", "id", e->info.id, "hash",
+                      hash, "role", dsc__role_name(e->info.role), "scope", scope, "label",
+                      e->info.label, "created_at", (json_int_t)e->info.created_at, "expires_at",
+                      (json_int_t)e->info.expires_at, "revoked_at", (json_int_t)e->info.revoked_at,
+                      "created_by", e->info.created_by);
+    }
+    pthread_mutex_unlock(&k->mu);
+    char *text = o ? json_dumps(o, JSON_COMPACT) : NULL;
+    json_decref(o);
+    return text;
+}
+
+/* An entry from its text; false when any field is missing or malformed. */
+static bool entry_parse(json_t *o, entry *e) {
+    const char *id = json_string_value(json_object_get(o, "id"));
+    const char *role = json_string_value(json_object_get(o, "role"));
+    const char *scope = json_string_value(json_object_get(o, "scope"));
+    const char *label = json_string_value(json_object_get(o, "label"));
+    const char *by = json_string_value(json_object_get(o, "created_by"));
+    memset(e, 0, sizeof *e);
+    if (!id || !role || !scope || !label || !by || strlen(id) >= sizeof e->info.id ||
+        !hash_of_hex(json_string_value(json_object_get(o, "hash")), e->hash) ||
+        dsc__role_parse(role, &e->info.role, NULL) != DSC_OK ||
+        dsc__scope_parse(scope, &e->info.scope, NULL) != DSC_OK)
+        return false;
+    strcpy(e->info.id, id);
+    snprintf(e->info.label, sizeof e->info.label, "%s", label);
+    snprintf(e->info.created_by, sizeof e->info.created_by, "%s", by);
+    e->info.created_at = json_integer_value(json_object_get(o, "created_at"));
+    e->info.expires_at = json_integer_value(json_object_get(o, "expires_at"));
+    e->info.revoked_at = json_integer_value(json_object_get(o, "revoked_at"));
+    return true;
+}
+
+dsc_status dsc__keys_entry_put(dsc__keys *k, const char *text, dsc_error *err) {
+    json_t *o = json_loads(text, 0, NULL);
+    entry in;
+    bool ok = o && entry_parse(o, &in);
+    json_decref(o);
+    if (!ok) return dsc_error_set(err, DSC_STORE_UNAVAILABLE, "key store: a key is malformed");
+    pthread_mutex_lock(&k->mu);
+    entry *e = find(k, in.info.id);
+    dsc_status st = DSC_OK;
+    if (e) {
+        if (e->info.revoked_at != in.info.revoked_at) atomic_fetch_add(&k->generation, 1);
+        e->info.revoked_at = in.info.revoked_at;
+    } else if ((st = grow(k, err)) == DSC_OK) {
+        k->v[k->n++] = in;
+    }
+    pthread_mutex_unlock(&k->mu);
+    return st;
 }

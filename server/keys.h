@@ -94,4 +94,11 @@ uint64_t dsc__keys_generation(dsc__keys *k);
 dsc_status dsc__keys_journal(dsc__keys *k, const char *by, const char *action, const char *target,
                              const char *detail, dsc_error *err);
 
+/* A shared key store (Redis): the key with this id as text (JSON: its hash, never
+ * a token), malloc'd; NULL when there is none or out of memory. */
+char *dsc__keys_entry_text(dsc__keys *k, const char *id);
+/* Add a key read from a shared store, or take its revocation (bumping the
+ * generation); DSC_STORE_UNAVAILABLE for malformed text, DSC_TOO_LARGE, DSC_NOMEM. */
+dsc_status dsc__keys_entry_put(dsc__keys *k, const char *text, dsc_error *err);
+
 #endif

@@ -7,8 +7,15 @@
  * request's subject, time range and outcome, paged by the journal's seq: `next` is
  * the `after` of the following page. A memory-only server journals nothing, so it
  * answers store_unavailable.
+ *
+ * With a Redis store the journal is the stream <tag>journal that every replica
+ * appends to (capped near a million entries): one query answers for all replicas.
+ * It is read on the worker's Redis connection, a chunk of entries per call, and
+ * filtered here the same way; `seq` and `next` are the stream's entry ids as one
+ * integer (milliseconds << 20 | sequence).
  */
 #include "methods.h"
+#include "redis_ledger.h"
 
 #include <jansson.h>
 #include <sqlite3.h>
@@ -241,6 +248,159 @@ out:
     return res;
 }
 
+/* ------------------------------------------------------------ Redis stream -- */
+
+#define CHUNK 1000   /* stream entries read per call */
+#define CHUNKS_MAX 8 /* per page: then `next` says where to go on */
+
+typedef struct journal_job {
+    dsc__job job;
+    list_args a;
+    msgpack_sbuffer rows;
+    msgpack_packer pk;
+    int64_t n, next;
+    int reads;
+} journal_job;
+
+static int64_t seq_of_id(const char *id) {
+    long long ms = 0, seq = 0;
+    if (sscanf(id, "%lld-%lld", &ms, &seq) != 2) return 0;
+    return (int64_t)ms << 20 | (seq & 0xfffff);
+}
+
+static const char *jstr(json_t *o, const char *k) {
+    const char *v = json_string_value(json_object_get(o, k));
+    return v ? v : "";
+}
+
+static bool row_matches(const list_args *a, json_t *o, const char *outcome) {
+    static const char *const parts[] = {"org", "team", "user", "key"};
+    const dsc__subject_buf *s = &a->subject;
+    const char *want[] = {s->org, s->team, s->user, s->key};
+    int64_t at = json_integer_value(json_object_get(o, "at_us"));
+    for (int i = 0; i < 4; i++)
+        if (want[i][0] && strcmp(want[i], jstr(o, parts[i])) != 0) return false;
+    return at >= a->since && at < a->until && (!a->outcome[0] || strcmp(a->outcome, outcome) == 0);
+}
+
+/* One journaled decision as decisions.list answers it. A 'refuse' entry is a hold
+ * the counters refused after the policies allowed: the ledger's refusal. */
+static void pack_detail(msgpack_packer *pk, json_t *o, const char *event, int64_t seq) {
+    bool refused = strcmp(event, "refuse") == 0, resv = strcmp(event, "reserve") == 0;
+    static const char *const parts[] = {"org", "team", "user", "key"};
+    msgpack_pack_map(pk, 19 + resv);
+    pack_str_field(pk, "decision_id", jstr(o, "decision_id"));
+    dsc__pack_key(pk, "at");
+    msgpack_pack_double(pk, (double)json_integer_value(json_object_get(o, "at_us")) / 1e6);
+    pack_str_field(pk, "key_id", jstr(o, "key_id"));
+    dsc__pack_key(pk, "subject");
+    int n = 0;
+    for (int i = 0; i < 4; i++)
+        n += jstr(o, parts[i])[0] != '\0';
+    msgpack_pack_map(pk, (size_t)n);
+    for (int i = 0; i < 4; i++)
+        if (jstr(o, parts[i])[0]) pack_str_field(pk, parts[i], jstr(o, parts[i]));
+    static const char *const strs[] = {"purpose", "purpose_class", "provider", "model"};
+    for (int i = 0; i < 4; i++)
+        pack_str_field(pk, strs[i], jstr(o, strs[i]));
+    dsc__pack_key(pk, "input_tokens");
+    msgpack_pack_int64(pk, json_integer_value(json_object_get(o, "input_tokens")));
+    dsc__pack_key(pk, "output_tokens");
+    msgpack_pack_int64(pk, json_integer_value(json_object_get(o, "output_tokens")));
+    dsc__pack_key(pk, "estimate");
+    msgpack_pack_map(pk, 3);
+    static const char *const est[] = {"energy_wh", "gco2e", "water_ml"};
+    static const char *const est_keys[] = {"est_energy_wh", "est_gco2e", "est_water_ml"};
+    for (int i = 0; i < 3; i++) {
+        dsc__pack_key(pk, est[i]);
+        msgpack_pack_double(pk,
+                            dsc_amount_to_api(json_integer_value(json_object_get(o, est_keys[i]))));
+    }
+    pack_str_field(pk, "outcome", refused ? "refuse" : jstr(o, "outcome"));
+    pack_str_field(pk, "policy", refused ? "ledger" : jstr(o, "policy"));
+    pack_str_field(pk, "policy_version", jstr(o, "policy_version"));
+    pack_str_field(pk, "reason",
+                   refused ? "a budget would be exceeded (the counters refused the hold)"
+                           : jstr(o, "reason"));
+    dsc__pack_key(pk, "verdicts");
+    pack_json_text(pk, jstr(o, "verdicts"), true);
+    dsc__pack_key(pk, "tags");
+    pack_json_text(pk, jstr(o, "tags"), false);
+    pack_str_field(pk, "zone", jstr(o, "zone"));
+    dsc__pack_key(pk, "seq");
+    msgpack_pack_int64(pk, seq);
+    if (resv) pack_str_field(pk, "reservation", jstr(o, "reservation_id"));
+}
+
+static dsc_status finish_journal(dsc__job *job, dsc_status st, const dsc_error *st_err,
+                                 msgpack_packer *pk, dsc_error *err) {
+    journal_job *j = (journal_job *)job;
+    if (st == DSC_OK) {
+        msgpack_pack_map(pk, 2);
+        dsc__pack_key(pk, "decisions");
+        msgpack_pack_array(pk, (size_t)j->n);
+        pk->callback(pk->data, j->rows.data, j->rows.size);
+        dsc__pack_key(pk, "next");
+        if (j->next)
+            msgpack_pack_int64(pk, j->next);
+        else
+            msgpack_pack_nil(pk);
+    } else {
+        *err = *st_err;
+    }
+    msgpack_sbuffer_destroy(&j->rows);
+    return st;
+}
+
+static dsc_status read_chunk(journal_job *j, int64_t after, dsc_error *err);
+
+static void on_journal(void *ud, dsc_status st, const dsc__redis_answer *ans,
+                       const dsc_error *st_err) {
+    journal_job *j = ud;
+    dsc_error err = st == DSC_OK ? (dsc_error){0} : *st_err;
+    for (size_t i = 0; st == DSC_OK && i < ans->n && j->n < j->a.limit; i++) {
+        const char *event = ans->defs[3 * i]->str, *id = ans->defs[3 * i + 1]->str;
+        json_t *o = json_loads(ans->defs[3 * i + 2]->str, 0, NULL);
+        const char *outcome = strcmp(event, "refuse") == 0 ? "refuse" : jstr(o, "outcome");
+        if (o && row_matches(&j->a, o, outcome)) {
+            pack_detail(&j->pk, o, event, seq_of_id(id));
+            j->n++;
+            if (j->n == j->a.limit) j->next = seq_of_id(id);
+        }
+        json_decref(o);
+    }
+    bool go_on = st == DSC_OK && j->n < j->a.limit && ans->last[0];
+    if (go_on && ++j->reads < CHUNKS_MAX && read_chunk(j, seq_of_id(ans->last), &err) == DSC_OK)
+        return;
+    if (go_on) j->next = seq_of_id(ans->last); /* scanned enough for one page */
+    dsc__job_done(&j->job.slots[0], st, &err);
+}
+
+static dsc_status read_chunk(journal_job *j, int64_t after, dsc_error *err) {
+    char start[48];
+    snprintf(start, sizeof start, "%lld-%lld", (long long)(after >> 20),
+             (long long)(after & 0xfffff));
+    if (!j->job.w->redis) return dsc_error_set(err, DSC_STORE_UNAVAILABLE, "redis: no connection");
+    return dsc__redis_journal(j->job.w->redis, start, CHUNK, on_journal, j, err);
+}
+
+static dsc_status query_stream(dsc__call *c, const list_args *a, dsc_error *err) {
+    journal_job *j = (journal_job *)dsc__job_defer(c, sizeof *j, finish_journal);
+    if (!j) return dsc_error_set(err, DSC_NOMEM, "out of memory for decisions.list");
+    j->a = *a;
+    j->n = j->next = 0;
+    j->reads = 0;
+    msgpack_sbuffer_init(&j->rows);
+    msgpack_packer_init(&j->pk, &j->rows, msgpack_sbuffer_write);
+    int64_t after = a->after;
+    int64_t since = a->since / 1000 > 0 ? (a->since / 1000 - 1) << 20 | 0xfffff : 0;
+    if (since > after) after = since;
+    dsc__job_slot(&j->job, 0);
+    dsc_status st = read_chunk(j, after, err);
+    if (st != DSC_OK) dsc__job_unslot(&j->job);
+    return st;
+}
+
 dsc_status dsc__m_decisions_list(dsc__call *c, const msgpack_object *p, msgpack_packer *pk,
                                  dsc_error *err) {
     list_args a;
@@ -249,5 +409,6 @@ dsc_status dsc__m_decisions_list(dsc__call *c, const msgpack_object *p, msgpack_
     if (!c->srv->cfg.store[0])
         return dsc_error_set(err, DSC_STORE_UNAVAILABLE,
                              "this server has no store: decisions are not journaled");
+    if (c->srv->redis) return query_stream(c, &a, err);
     return query(c, &a, pk, err);
 }

@@ -71,6 +71,59 @@ static dsc_status read_key_spec(const msgpack_object *p, dsc__key_info *spec, ds
     return dsc__scope_parse(scope, &spec->scope, err);
 }
 
+static void pack_created(msgpack_packer *pk, const dsc__key_info *made, const char *token) {
+    msgpack_pack_map(pk, 3);
+    dsc__pack_key(pk, "key_id");
+    dsc_rpc_pack_cstr(pk, made->id);
+    dsc__pack_key(pk, "token");
+    dsc_rpc_pack_cstr(pk, token);
+    dsc__pack_key(pk, "key");
+    pack_key_info(pk, made);
+}
+
+static void pack_revoked(msgpack_packer *pk, const char *id) {
+    msgpack_pack_map(pk, 2);
+    dsc__pack_key(pk, "key_id");
+    dsc_rpc_pack_cstr(pk, id);
+    dsc__pack_key(pk, "revoked");
+    msgpack_pack_true(pk);
+}
+
+/* With a Redis store a key change is answered once Redis has it, so the key works
+ * (or stops working) on every replica when the caller hears of it. */
+typedef struct key_job {
+    dsc__job job;
+    bool revoked;
+    dsc__key_info made;
+    char token[DSC__TOKEN_MAX];
+} key_job;
+
+static dsc_status finish_key(dsc__job *job, dsc_status st, const dsc_error *st_err,
+                             msgpack_packer *pk, dsc_error *err) {
+    key_job *j = (key_job *)job;
+    if (st == DSC_OK && j->revoked)
+        pack_revoked(pk, j->made.id);
+    else if (st == DSC_OK)
+        pack_created(pk, &j->made, j->token);
+    else
+        *err = *st_err;
+    memset(j->token, 0, sizeof j->token);
+    return st;
+}
+
+static dsc_status share_key(dsc__call *c, const dsc__key_info *made, const char *token,
+                            dsc_error *err) {
+    key_job *j = (key_job *)dsc__job_defer(c, sizeof *j, finish_key);
+    if (!j) return dsc_error_set(err, DSC_NOMEM, "out of memory for a key change");
+    j->revoked = token == NULL;
+    j->made = *made;
+    snprintf(j->token, sizeof j->token, "%s", token ? token : "");
+    dsc_done done = {dsc__job_done, dsc__job_slot(&j->job, 0)};
+    dsc_status st = dsc__ledger_redis_key_put(c->w, made->id, &done, err);
+    if (st != DSC_OK) dsc__job_unslot(&j->job);
+    return st;
+}
+
 dsc_status dsc__m_key_create(dsc__call *c, const msgpack_object *p, msgpack_packer *pk,
                              dsc_error *err) {
     dsc__key_info spec, made;
@@ -81,15 +134,12 @@ dsc_status dsc__m_key_create(dsc__call *c, const msgpack_object *p, msgpack_pack
     if (st != DSC_OK) return st;
     dsc_log_write(&c->srv->log, DSC_LOG_INFO, "key_created", "key_id=%s role=%s by=%s", made.id,
                   dsc__role_name(made.role), c->key_id);
-    msgpack_pack_map(pk, 3);
-    dsc__pack_key(pk, "key_id");
-    dsc_rpc_pack_cstr(pk, made.id);
-    dsc__pack_key(pk, "token");
-    dsc_rpc_pack_cstr(pk, token);
-    dsc__pack_key(pk, "key");
-    pack_key_info(pk, &made);
+    if (c->srv->redis)
+        st = share_key(c, &made, token, err);
+    else
+        pack_created(pk, &made, token);
     memset(token, 0, sizeof token);
-    return DSC_OK;
+    return st;
 }
 
 /* Whether key.list shows k to the caller, with the optional filter scope. */
@@ -139,10 +189,7 @@ dsc_status dsc__m_key_revoke(dsc__call *c, const msgpack_object *p, msgpack_pack
         st = dsc__keys_revoke(c->srv->keys, id, c->key_id, dsc__now_us() / 1000000, err);
     if (st != DSC_OK) return st;
     dsc_log_write(&c->srv->log, DSC_LOG_INFO, "key_revoked", "key_id=%s by=%s", id, c->key_id);
-    msgpack_pack_map(pk, 2);
-    dsc__pack_key(pk, "key_id");
-    dsc_rpc_pack_cstr(pk, id);
-    dsc__pack_key(pk, "revoked");
-    msgpack_pack_true(pk);
+    if (c->srv->redis) return share_key(c, &k, NULL, err);
+    pack_revoked(pk, id);
     return DSC_OK;
 }

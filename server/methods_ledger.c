@@ -6,10 +6,17 @@
  * -> decision journal -> reply. The journal write comes before the reply; with the
  * store unavailable, failure_mode decides: "closed" answers store_unavailable (and
  * releases a hold already taken), "open" lets an allow through flagged unenforced.
+ *
+ * Every ledger call goes through the server's ledger operations (ledger_ops.h): the
+ * process's own ledger, or a Redis shared by many replicas. A read that a Redis
+ * store answers later (a check's budget states, a settle's hold) splits its handler
+ * in two: the part after the read runs on the worker's loop when it arrives, from a
+ * copy of the call kept in the job.
  */
 #include "methods.h"
 
 #include <inttypes.h>
+#include <stddef.h>
 #include <stdio.h>
 #include <string.h>
 
@@ -211,7 +218,20 @@ typedef struct check_job {
     dsc_decision_record rec;
     char purpose_class[32];
     char verdicts[2048], tags_json[1536]; /* JSON text for the journal */
+    dsc__call call;                       /* for the part after the budget states */
+    char key_id[DSC__KEY_ID_MAX];
+    bool priced;
+    dsc_budget_state exceeded[4]; /* a refused hold's budgets (the store may say so later) */
+    dsc_reserve_out rout;
 } check_job;
+
+/* Keep what the rest of a call needs after its handler returned. */
+static void keep_call(dsc__call *copy, char *key_id, size_t cap, const dsc__call *c) {
+    *copy = *c;
+    snprintf(key_id, cap, "%s", c->key_id);
+    copy->key_id = key_id;
+    copy->scope = NULL; /* read with the params, before the wait */
+}
 
 static void ignore_done(void *ud, dsc_status st, const dsc_error *err) {
     (void)ud;
@@ -272,14 +292,14 @@ static void fill_record(dsc__call *c, check_job *j) {
 static dsc_status reserve(dsc__call *c, check_job *j, dsc_error *err) {
     check_args *a = &j->a;
     check_out *o = &j->o;
-    dsc_budget_state exceeded[4];
-    dsc_reserve_out out = {.exceeded = exceeded, .max_exceeded = 4};
+    dsc_reserve_out *out = &j->rout;
+    *out = (dsc_reserve_out){.exceeded = j->exceeded, .max_exceeded = 4};
     fill_record(c, j);
     dsc_reserve_req req = {&a->subject.subject, &o->amounts, a->ttl_s,
                            a->request_id[0] ? a->request_id : NULL, &j->rec};
     dsc_done done = {dsc__job_done, dsc__job_slot(&j->job, 0)};
-    dsc_status st = dsc_ledger_reserve(c->srv->ledger, &req, &out, &done, err);
-    snprintf(o->reservation, sizeof o->reservation, "%s", st == DSC_OK ? out.reservation_id : "");
+    dsc_status st = c->srv->lops->reserve(c->w, &req, out, &done, err);
+    snprintf(o->reservation, sizeof o->reservation, "%s", st == DSC_OK ? out->reservation_id : "");
     if (st == DSC_OK) {
         o->expires_at = dsc__now_us() / 1000000 + a->ttl_s;
         return DSC_OK;
@@ -287,7 +307,7 @@ static dsc_status reserve(dsc__call *c, check_job *j, dsc_error *err) {
     dsc__job_unslot(&j->job);
     o->reservation[0] = '\0';
     if (st == DSC_BUDGET_EXCEEDED)
-        refuse_exceeded(o, exceeded, out.n_exceeded);
+        refuse_exceeded(o, j->exceeded, out->n_exceeded);
     else if (fail_open(c, st))
         o->unenforced = true;
     else
@@ -302,7 +322,7 @@ static void journal(dsc__call *c, check_job *j) {
     fill_record(c, j);
     dsc_error err;
     dsc_done done = {dsc__job_done, dsc__job_slot(&j->job, 0)};
-    dsc_status st = dsc_ledger_record(c->srv->ledger, &j->rec, &done, &err);
+    dsc_status st = c->srv->lops->record(c->w, &j->rec, &done, &err);
     if (st == DSC_OK) return;
     dsc__job_unslot(&j->job);
     if (fail_open(c, st)) {
@@ -473,22 +493,14 @@ static void audit(dsc__call *c, check_job *j) {
     }
 }
 
-/* Everything a check does before it waits for the store. */
-static dsc_status run_check(dsc__call *c, check_job *j, dsc_error *err) {
+/* The part of a check after its budget states: policies, then hold or journal. */
+static dsc_status check_decide(dsc__call *c, check_job *j, dsc_error *err) {
     check_args *a = &j->a;
     check_out *o = &j->o;
-    dsc_status st = dsc_estimate_compute(c->w->state->catalog, &a->est.in, &o->est, err);
-    if (st != DSC_OK) return st;
-    const dsc_price *price = request_price(c, &a->est);
-    dsc_amounts_from_estimate(
-        &o->est, a->est.in.input_tokens, a->est.in.output_tokens,
-        dsc_price_cost_micro(price, a->est.in.input_tokens, a->est.in.output_tokens), &o->amounts);
-    st = dsc_ledger_preview(c->srv->ledger, &a->subject.subject, &o->amounts, o->states,
-                            PREVIEW_MAX, &o->n_states, err);
-    if (st != DSC_OK) return st;
+    dsc_status st;
     if (o->n_states > PREVIEW_MAX) o->n_states = PREVIEW_MAX;
     if ((st = decide(c, a, o, err)) != DSC_OK) return st;
-    if (!price && o->decision.outcome != DSC_POLICY_REFUSE) refuse_unpriced(a, o);
+    if (!j->priced && o->decision.outcome != DSC_POLICY_REFUSE) refuse_unpriced(a, o);
     audit(c, j);
     if (o->decision.outcome == DSC_POLICY_ALLOW && a->reserve) {
         if ((st = reserve(c, j, err)) != DSC_OK) return st;
@@ -496,6 +508,41 @@ static dsc_status run_check(dsc__call *c, check_job *j, dsc_error *err) {
     }
     journal(c, j);
     return DSC_OK;
+}
+
+/* The budget states arrived from the store (slot 1): decide. With the store down,
+ * fail-open decides on the budgets as matched (their usage unknown). */
+static void on_check_states(void *ud, dsc_status st, const dsc_error *st_err) {
+    check_job *j = ud;
+    dsc_error err = st == DSC_OK ? (dsc_error){0} : *st_err;
+    if (st == DSC_OK || fail_open(&j->call, st)) st = check_decide(&j->call, j, &err);
+    dsc__job_done(&j->job.slots[1], st, &err);
+}
+
+/* Everything a check does before it waits for the store. */
+static dsc_status run_check(dsc__call *c, check_job *j, dsc_error *err) {
+    check_args *a = &j->a;
+    check_out *o = &j->o;
+    dsc_status st = dsc_estimate_compute(c->w->state->catalog, &a->est.in, &o->est, err);
+    if (st != DSC_OK) return st;
+    const dsc_price *price = request_price(c, &a->est);
+    j->priced = price != NULL;
+    dsc_amounts_from_estimate(
+        &o->est, a->est.in.input_tokens, a->est.in.output_tokens,
+        dsc_price_cost_micro(price, a->est.in.input_tokens, a->est.in.output_tokens), &o->amounts);
+    bool later = false;
+    dsc_done done = {on_check_states, j};
+    keep_call(&j->call, j->key_id, sizeof j->key_id, c);
+    dsc__job_slot(&j->job, 1);
+    st = c->srv->lops->preview(c->w, &a->subject.subject, &o->amounts, o->states, PREVIEW_MAX,
+                               &o->n_states, &done, &later, err);
+    if (later) return DSC_OK;
+    dsc__job_unslot(&j->job);
+    if (fail_open(c, st))
+        dsc_error_clear(err); /* decide on the budgets as matched */
+    else if (st != DSC_OK)
+        return st;
+    return check_decide(c, j, err);
 }
 
 /* The budget states only when the client asked (`budgets: true`): with three
@@ -569,6 +616,15 @@ static dsc_status finish_check(dsc__job *job, dsc_status st, const dsc_error *st
                                msgpack_packer *pk, dsc_error *err) {
     check_job *j = (check_job *)job;
     dsc_server *srv = job->w->srv;
+    if (st == DSC_BUDGET_EXCEEDED) {
+        /* the store's counters refused the hold the policies allowed (it journaled
+         * the refusal with it) */
+        refuse_exceeded(&j->o, j->exceeded, j->rout.n_exceeded);
+        st = DSC_OK;
+    } else if (st == DSC_OK && j->o.reservation[0]) {
+        /* a repeated request_id: the store names the first hold */
+        snprintf(j->o.reservation, sizeof j->o.reservation, "%s", j->rout.reservation_id);
+    }
     if (st == DSC_STORE_UNAVAILABLE && srv->cfg.failure_mode == DSC_FAIL_OPEN) {
         /* A failed commit released the hold: allowed, but nothing enforces it. */
         j->o.unenforced = true;
@@ -577,7 +633,7 @@ static dsc_status finish_check(dsc__job *job, dsc_status st, const dsc_error *st
     }
     if (st != DSC_OK) {
         if (j->o.reservation[0])
-            dsc_ledger_cancel(srv->ledger, &(dsc_cancel_req){j->o.reservation, NULL},
+            srv->lops->cancel(job->w, &(dsc_cancel_req){j->o.reservation, NULL},
                               &(dsc_done){ignore_done, NULL}, NULL);
         *err = *st_err;
         return st;
@@ -618,6 +674,13 @@ typedef struct settle_job {
     dsc_amounts actual;
     dsc_settle_out out; /* the ledger fills it by the time done runs */
     bool has_subject;
+    bool charge_fields; /* the params name provider/model: charge so when the hold is unknown */
+    dsc_hold_info hold;
+    dsc__call call; /* for the part after the hold's lookup */
+    char key_id[DSC__KEY_ID_MAX];
+    bool have_states; /* states read from the store after the settle */
+    size_t n_states;
+    dsc_budget_state states[PREVIEW_MAX];
 } settle_job;
 
 static void subject_from_hold(subject_buf *s, const dsc_hold_info *h) {
@@ -635,49 +698,109 @@ static const char *caller_key(const dsc__call *c) {
 }
 
 /* What the reservation was for comes from the ledger, which keeps every hold (and
- * reloads them on a restart); a reservation it does not hold in memory (an id of the
- * client's own, or one finished long ago) is charged by provider/model/zone/subject
- * in the params. */
-static dsc_status read_settle_args(dsc__call *c, const msgpack_object *p, settle_args *a,
+ * reloads them on a restart); a reservation it does not know (an id of the client's
+ * own, or one finished long ago) is charged by provider/model/zone/subject in the
+ * params. The params are read before the hold is looked up (a Redis store answers
+ * later, when they are gone): the usage always, what to charge when they name a
+ * model. */
+static dsc_status read_settle_args(dsc__call *c, const msgpack_object *p, settle_job *j,
                                    dsc_error *err) {
+    settle_args *a = &j->a;
     dsc_status st;
-    dsc_hold_info h;
     a->context = true;
     if ((st =
              dsc_rpc_get_str(p, "reservation", true, a->reservation, sizeof a->reservation, err)) ||
         (st = dsc_rpc_get_bool(p, "context", false, &a->context, err)))
         return st;
-    bool known = dsc_ledger_hold_get(c->srv->ledger, a->reservation, &h) == DSC_OK && h.model[0];
-    if (known && caller_key(c) && strcmp(h.owner, c->key_id) != 0)
+    j->charge_fields = dsc_rpc_field(p, "model") != NULL;
+    if (!j->charge_fields)
+        return (st = dsc_rpc_get_int(p, "input_tokens", true, 0, DSC__TOKENS_MAX,
+                                     &a->est.in.input_tokens, err)) ||
+                       (st = dsc_rpc_get_int(p, "output_tokens", true, 0, DSC__TOKENS_MAX,
+                                             &a->est.in.output_tokens, err)) ||
+                       (st = dsc_rpc_get_num(p, "latency_s", false, 0, 86400, &a->est.in.latency_s,
+                                             err)) ||
+                       (st = dsc__read_estimate_extras(c, p, &a->est.in, err))
+                   ? st
+                   : DSC_OK;
+    if (!dsc_rpc_field(p, "input_tokens"))
+        return dsc_error_set(err, DSC_BAD_REQUEST, "field 'input_tokens' is required");
+    if ((st = dsc__read_estimate_args(c, p, &a->est, true, err))) return st;
+    return dsc__read_subject(p, false, c->scope, &a->subject, err);
+}
+
+/* The hold is known (or not): charge it by what it was for, or by the params. */
+static dsc_status settle_hold(dsc__call *c, settle_job *j, bool known, dsc_error *err) {
+    settle_args *a = &j->a;
+    const dsc_hold_info *h = &j->hold;
+    known = known && h->model[0];
+    if (known && caller_key(c) && strcmp(h->owner, c->key_id) != 0)
         return dsc_error_set(err, DSC_FORBIDDEN,
                              "field 'reservation': '%.40s' is held by another key", a->reservation);
-    if (!known && !dsc_rpc_field(p, "model"))
+    if (!known && !j->charge_fields)
         return dsc_error_set(
             err, DSC_UNKNOWN_RESERVATION,
             "field 'reservation': '%s' is not known to this server; give provider and "
             "model to charge it",
             a->reservation);
     if (known) {
-        if ((st = dsc_rpc_get_int(p, "input_tokens", true, 0, DSC__TOKENS_MAX,
-                                  &a->est.in.input_tokens, err)) ||
-            (st = dsc_rpc_get_int(p, "output_tokens", true, 0, DSC__TOKENS_MAX,
-                                  &a->est.in.output_tokens, err)) ||
-            (st = dsc_rpc_get_num(p, "latency_s", false, 0, 86400, &a->est.in.latency_s, err)) ||
-            (st = dsc__read_estimate_extras(c, p, &a->est.in, err)))
-            return st;
-        snprintf(a->est.provider, sizeof a->est.provider, "%s", h.provider);
-        snprintf(a->est.model, sizeof a->est.model, "%s", h.model);
-        snprintf(a->est.zone, sizeof a->est.zone, "%.*s", (int)sizeof a->est.zone - 1, h.zone);
+        snprintf(a->est.provider, sizeof a->est.provider, "%s", h->provider);
+        snprintf(a->est.model, sizeof a->est.model, "%s", h->model);
+        snprintf(a->est.zone, sizeof a->est.zone, "%.*s", (int)sizeof a->est.zone - 1, h->zone);
         a->est.in.provider = a->est.provider;
         a->est.in.model = a->est.model;
         a->est.in.zone = a->est.zone[0] ? a->est.zone : NULL;
-        subject_from_hold(&a->subject, &h);
-        return DSC_OK;
+        subject_from_hold(&a->subject, h);
     }
-    if (!dsc_rpc_field(p, "input_tokens"))
-        return dsc_error_set(err, DSC_BAD_REQUEST, "field 'input_tokens' is required");
-    if ((st = dsc__read_estimate_args(c, p, &a->est, true, err))) return st;
-    return dsc__read_subject(p, false, c->scope, &a->subject, err);
+    dsc_status st = dsc_estimate_compute(c->w->state->catalog, &a->est.in, &j->est, err);
+    if (st != DSC_OK) return st;
+    dsc_amounts_from_estimate(&j->est, a->est.in.input_tokens, a->est.in.output_tokens,
+                              dsc_price_cost_micro(request_price(c, &a->est),
+                                                   a->est.in.input_tokens, a->est.in.output_tokens),
+                              &j->actual);
+    const subject_buf *s = &a->subject;
+    j->has_subject = s->org[0] || s->team[0] || s->user[0] || s->key[0];
+    dsc_settle_req req = {a->reservation, &j->actual, j->has_subject ? &s->subject : NULL,
+                          caller_key(c)};
+    dsc_done done = {dsc__job_done, dsc__job_slot(&j->job, 0)};
+    st = c->srv->lops->settle(c->w, &req, &j->out, &done, err);
+    if (st != DSC_OK) dsc__job_unslot(&j->job);
+    return st;
+}
+
+/* The states after the settle (sent behind it on the same connection) are in. */
+static void on_settle_states(void *ud, dsc_status st, const dsc_error *err) {
+    (void)err;
+    settle_job *j = ud;
+    j->have_states = st == DSC_OK;
+    if (!j->have_states) j->n_states = 0;
+    dsc__job_done(&j->job.slots[1], DSC_OK, NULL);
+}
+
+/* The store answered the hold's lookup (slot 1): settle, then read the states. */
+/* Settle; where a read sent after it sees it (ops->ordered), read the reply's states
+ * right behind it, done through slot 1 (*later), instead of in finish_settle. */
+static dsc_status settle_then_read(dsc__call *c, settle_job *j, bool known, bool *later,
+                                   dsc_error *err) {
+    dsc_status st = settle_hold(c, j, known, err);
+    *later = false;
+    if (st != DSC_OK || !j->has_subject || !c->srv->lops->ordered) return st;
+    dsc_error ignored;
+    j->have_states = true;
+    if (c->srv->lops->preview(c->w, &j->a.subject.subject, NULL, j->states, PREVIEW_MAX,
+                              &j->n_states, &(dsc_done){on_settle_states, j}, later,
+                              &ignored) != DSC_OK)
+        j->have_states = false, j->n_states = 0;
+    return st;
+}
+
+static void on_settle_hold(void *ud, dsc_status st, const dsc_error *st_err) {
+    settle_job *j = ud;
+    dsc_error err = st == DSC_OK ? (dsc_error){0} : *st_err;
+    bool later = false;
+    if (st == DSC_OK || st == DSC_UNKNOWN_RESERVATION)
+        st = settle_then_read(&j->call, j, st == DSC_OK, &later, &err);
+    if (!later) dsc__job_done(&j->job.slots[1], st, &err);
 }
 
 static const char *settle_kind_name(dsc_settle_kind k) {
@@ -701,10 +824,11 @@ static dsc_status finish_settle(dsc__job *job, dsc_status st, const dsc_error *s
         *err = *st_err;
         return st;
     }
-    dsc_budget_state states[PREVIEW_MAX];
-    size_t n = 0;
-    if (!j->has_subject || dsc_ledger_preview(job->w->srv->ledger, &j->a.subject.subject, NULL,
-                                              states, PREVIEW_MAX, &n, NULL) != DSC_OK)
+    dsc_budget_state *states = j->states;
+    size_t n = j->n_states;
+    if (!j->have_states &&
+        (!j->has_subject || dsc_ledger_preview(job->w->srv->ledger, &j->a.subject.subject, NULL,
+                                               states, PREVIEW_MAX, &n, NULL) != DSC_OK))
         n = 0;
     if (n > PREVIEW_MAX) n = PREVIEW_MAX;
     msgpack_pack_map(pk, 5 + context_keys(j->a.context));
@@ -728,22 +852,22 @@ dsc_status dsc__m_settle(dsc__call *c, const msgpack_object *p, msgpack_packer *
     (void)pk;
     settle_job *j = (settle_job *)dsc__job_defer(c, sizeof *j, finish_settle);
     if (!j) return dsc_error_set(err, DSC_NOMEM, "out of memory for a settle");
-    memset((char *)j + sizeof j->job, 0, sizeof *j - sizeof j->job);
-    dsc_status st = read_settle_args(c, p, &j->a, err);
-    if (st == DSC_OK) st = dsc_estimate_compute(c->w->state->catalog, &j->a.est.in, &j->est, err);
+    memset((char *)j + sizeof j->job, 0, offsetof(settle_job, states) - sizeof j->job);
+    dsc_status st = read_settle_args(c, p, j, err);
     if (st != DSC_OK) return st;
-    dsc_amounts_from_estimate(&j->est, j->a.est.in.input_tokens, j->a.est.in.output_tokens,
-                              dsc_price_cost_micro(request_price(c, &j->a.est),
-                                                   j->a.est.in.input_tokens,
-                                                   j->a.est.in.output_tokens),
-                              &j->actual);
-    const subject_buf *s = &j->a.subject;
-    j->has_subject = s->org[0] || s->team[0] || s->user[0] || s->key[0];
-    dsc_settle_req req = {j->a.reservation, &j->actual, j->has_subject ? &s->subject : NULL,
-                          caller_key(c)};
-    dsc_done done = {dsc__job_done, dsc__job_slot(&j->job, 0)};
-    st = dsc_ledger_settle(c->srv->ledger, &req, &j->out, &done, err);
-    if (st != DSC_OK) dsc__job_unslot(&j->job);
+    bool later = false;
+    keep_call(&j->call, j->key_id, sizeof j->key_id, c);
+    dsc__job_slot(&j->job, 1);
+    st = c->srv->lops->hold_get(c->w, j->a.reservation, &j->hold, &(dsc_done){on_settle_hold, j},
+                                &later, err);
+    if (later) return DSC_OK;
+    if (st != DSC_OK && st != DSC_UNKNOWN_RESERVATION) {
+        dsc__job_unslot(&j->job);
+        return st;
+    }
+    dsc_error_clear(err);
+    st = settle_then_read(c, j, st == DSC_OK, &later, err); /* slot 1: the states */
+    if (!later) dsc__job_unslot(&j->job);
     return st;
 }
 
@@ -777,27 +901,48 @@ dsc_status dsc__m_cancel(dsc__call *c, const msgpack_object *p, msgpack_packer *
     j->id[0] = '\0';
     dsc_status st = dsc_rpc_get_str(p, "reservation", true, j->id, sizeof j->id, err);
     if (st == DSC_OK)
-        st = dsc_ledger_cancel(c->srv->ledger, &(dsc_cancel_req){j->id, caller_key(c)},
-                               &(dsc_done){dsc__job_done, dsc__job_slot(&j->job, 0)}, err);
+        st = c->srv->lops->cancel(c->w, &(dsc_cancel_req){j->id, caller_key(c)},
+                                  &(dsc_done){dsc__job_done, dsc__job_slot(&j->job, 0)}, err);
     if (st != DSC_OK && j->job.waiting > 0) dsc__job_unslot(&j->job);
     return st;
 }
 
 /* ----------------------------------------------------------------- budgets -- */
 
+/* budget.get: the states come from the ledger at once, or from a Redis store later. */
+typedef struct budget_get_job {
+    dsc__job job;
+    subject_buf s;
+    size_t n;
+    dsc_budget_state states[PREVIEW_MAX];
+} budget_get_job;
+
+static dsc_status finish_budget_get(dsc__job *job, dsc_status st, const dsc_error *st_err,
+                                    msgpack_packer *pk, dsc_error *err) {
+    budget_get_job *j = (budget_get_job *)job;
+    if (st != DSC_OK) {
+        *err = *st_err;
+        return st;
+    }
+    msgpack_pack_map(pk, 1);
+    pack_budget_states(pk, j->states, j->n > PREVIEW_MAX ? PREVIEW_MAX : j->n);
+    return DSC_OK;
+}
+
 dsc_status dsc__m_budget_get(dsc__call *c, const msgpack_object *p, msgpack_packer *pk,
                              dsc_error *err) {
-    subject_buf s;
-    dsc_budget_state states[PREVIEW_MAX];
-    size_t n = 0;
-    dsc_status st = dsc__read_subject(p, true, c->scope, &s, err);
-    if (st == DSC_OK)
-        st = dsc_ledger_preview(c->srv->ledger, &s.subject, NULL, states, PREVIEW_MAX, &n, err);
+    (void)pk;
+    budget_get_job *j = (budget_get_job *)dsc__job_defer(c, sizeof *j, finish_budget_get);
+    if (!j) return dsc_error_set(err, DSC_NOMEM, "out of memory for budget.get");
+    j->n = 0;
+    dsc_status st = dsc__read_subject(p, true, c->scope, &j->s, err);
     if (st != DSC_OK) return st;
-    if (n > PREVIEW_MAX) n = PREVIEW_MAX;
-    msgpack_pack_map(pk, 1);
-    pack_budget_states(pk, states, n);
-    return DSC_OK;
+    bool later = false;
+    dsc_done done = {dsc__job_done, dsc__job_slot(&j->job, 0)};
+    st = c->srv->lops->preview(c->w, &j->s.subject, NULL, j->states, PREVIEW_MAX, &j->n, &done,
+                               &later, err);
+    if (!later) dsc__job_unslot(&j->job);
+    return st;
 }
 
 dsc_status dsc__m_budget_list(dsc__call *c, const msgpack_object *p, msgpack_packer *pk,
@@ -952,7 +1097,7 @@ dsc_status dsc__m_budget_set(dsc__call *c, const msgpack_object *p, msgpack_pack
                                        NULL) != DSC_OK;
     dsc_budget_req req = {j->selector, j->metric, j->window, j->limit, false};
     dsc_done done = {dsc__job_done, dsc__job_slot(&j->job, 0)};
-    st = dsc_ledger_budget(c->srv->ledger, &req, NULL, &done, err);
+    st = c->srv->lops->budget(c->w, &req, &done, err);
     if (st != DSC_OK) dsc__job_unslot(&j->job);
     return st;
 }
@@ -965,7 +1110,7 @@ dsc_status dsc__m_budget_delete(dsc__call *c, const msgpack_object *p, msgpack_p
     if (!j || st != DSC_OK) return st;
     dsc_budget_req req = {j->selector, j->metric, j->window, 0, true};
     dsc_done done = {dsc__job_done, dsc__job_slot(&j->job, 0)};
-    st = dsc_ledger_budget(c->srv->ledger, &req, NULL, &done, err);
+    st = c->srv->lops->budget(c->w, &req, &done, err);
     if (st != DSC_OK) dsc__job_unslot(&j->job);
     return st;
 }

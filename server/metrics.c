@@ -284,7 +284,9 @@ static void put_budget_counters(text *t, dsc_server *srv) {
 
 static void put_budgets(text *t, dsc_server *srv) {
     put_budget_limits(t, srv);
-    put_budget_counters(t, srv);
+    /* a Redis store's counters are in Redis, not in this replica's ledger: none
+     * rather than zeros (read them with budget.get) */
+    if (!srv->redis) put_budget_counters(t, srv);
 }
 
 static void put_ledger(text *t, dsc_server *srv) {
@@ -294,7 +296,7 @@ static void put_ledger(text *t, dsc_server *srv) {
         "# HELP discern_store_up 1 when the last store commit succeeded.\n# TYPE discern_store_up "
         "gauge\n"
         "discern_store_up %d\n",
-        ls.store_ok ? 1 : 0);
+        srv->lops->healthy(srv) ? 1 : 0);
     put(t,
         "# HELP discern_store_free_bytes Bytes free on the store's file system (-1: no "
         "store file).\n# TYPE discern_store_free_bytes gauge\ndiscern_store_free_bytes %lld\n",

@@ -253,3 +253,226 @@ dsc_status dsc__redis_settle(dsc__redis *r, const dsc__redis_settle_req *req,
     if (st != DSC_OK) return st;
     return send(r, DSC_REDIS_SETTLE, &a, (void (*)(void))fn, ud, req->n, on_settle_reply, err);
 }
+
+/* ------------------------------------------------- the other scripts' calls -- */
+
+static dsc_status parse_cancel(const redisReply *rep, dsc__redis_answer *out, dsc_error *err) {
+    const char *kind;
+    dsc_status st = answer_head(rep, &kind, err);
+    if (st != DSC_OK) return st;
+    if (rep->elements != 1) return malformed(err, "cancel");
+    if (strcmp(kind, "cancelled") == 0)
+        out->cancel = DSC_REDIS_CANCELLED;
+    else if (strcmp(kind, "unknown") == 0)
+        out->cancel = DSC_REDIS_CANCEL_UNKNOWN;
+    else if (strcmp(kind, "forbidden") == 0)
+        out->cancel = DSC_REDIS_CANCEL_FORBIDDEN;
+    else
+        out->cancel = DSC_REDIS_CANCEL_FINISHED;
+    return DSC_OK;
+}
+
+/* An array whose first element is a number (state, budget, defs, sweep). */
+static dsc_status numbered(const redisReply *rep, int64_t *first, dsc_error *err) {
+    if (rep->type == REDIS_REPLY_ERROR) {
+        const char *kind;
+        return answer_head(rep, &kind, err);
+    }
+    if (rep->type != REDIS_REPLY_ARRAY || rep->elements < 1 || !num(rep->element[0], first))
+        return malformed(err, "not an answer");
+    return DSC_OK;
+}
+
+static dsc_status parse_hold(const redisReply *rep, dsc__redis_answer *out, dsc_error *err) {
+    const char *kind;
+    dsc_status st = answer_head(rep, &kind, err);
+    if (st != DSC_OK) return st;
+    dsc__redis_hold_out *h = &out->hold;
+    h->detail = "";
+    if (strcmp(kind, "unknown") == 0) return rep->elements == 1 ? DSC_OK : malformed(err, "hold");
+    redisReply **e = rep->element;
+    if (rep->elements != 4 || !str_into(e[0], h->state, sizeof h->state) ||
+        e[1]->type != REDIS_REPLY_STRING || e[1]->len >= sizeof h->owner ||
+        !num(e[2], &h->expires_us) || e[3]->type != REDIS_REPLY_STRING)
+        return malformed(err, "hold");
+    memcpy(h->owner, e[1]->str, e[1]->len + 1);
+    h->detail = e[3]->str;
+    h->known = true;
+    return DSC_OK;
+}
+
+dsc_status dsc__redis_parse_answer(dsc__redis_script script, const redisReply *rep, size_t n,
+                                   dsc__redis_answer *out, dsc_error *err) {
+    memset(out, 0, sizeof *out);
+    dsc_status st;
+    switch (script) {
+    case DSC_REDIS_CANCEL:
+        return parse_cancel(rep, out, err);
+    case DSC_REDIS_HOLD:
+        return parse_hold(rep, out, err);
+    case DSC_REDIS_RECORD: {
+        const char *kind;
+        return answer_head(rep, &kind, err);
+    }
+    case DSC_REDIS_STATE:
+        if ((st = numbered(rep, &out->version, err)) != DSC_OK) return st;
+        if (n > DSC_REDIS_COUNTERS_MAX || rep->elements != 1 + 3 * n ||
+            !states_into(rep->element + 1, n, out->counters))
+            return malformed(err, "state");
+        out->n = n;
+        return DSC_OK;
+    case DSC_REDIS_SWEEP:
+        return numbered(rep, &out->count, err);
+    case DSC_REDIS_BUDGET:
+        if (rep->type == REDIS_REPLY_ARRAY && rep->elements == 2 &&
+            num(rep->element[1], &out->version))
+            return DSC_OK;
+        return numbered(rep, &out->version, err) == DSC_OK ? malformed(err, "budget") : err->code;
+    case DSC_REDIS_KEY:
+        return numbered(rep, &out->version, err);
+    case DSC_REDIS_JOURNAL:
+        if (rep->type == REDIS_REPLY_ERROR) {
+            const char *kind;
+            return answer_head(rep, &kind, err);
+        }
+        if (rep->type != REDIS_REPLY_ARRAY || rep->elements < 1 || (rep->elements - 1) % 3)
+            return malformed(err, "journal");
+        for (size_t i = 0; i < rep->elements; i++)
+            if (rep->element[i]->type != REDIS_REPLY_STRING) return malformed(err, "journal");
+        out->last = rep->element[0]->str;
+        out->n = (rep->elements - 1) / 3;
+        out->defs = (const redisReply *const *)rep->element + 1;
+        return DSC_OK;
+    case DSC_REDIS_DEFS:
+    case DSC_REDIS_KEYRING:
+        if ((st = numbered(rep, &out->version, err)) != DSC_OK) return st;
+        if (rep->elements % 2 != 1) return malformed(err, "defs");
+        for (size_t i = 1; i < rep->elements; i++)
+            if (rep->element[i]->type != REDIS_REPLY_STRING) return malformed(err, "defs");
+        out->n = (rep->elements - 1) / 2;
+        out->defs = (const redisReply *const *)rep->element + 1;
+        return DSC_OK;
+    default:
+        return malformed(err, "no such script");
+    }
+}
+
+typedef struct answer_pending {
+    dsc__redis_answer_fn fn;
+    void *ud;
+    dsc__redis_script script;
+    size_t n;
+} answer_pending;
+
+static void on_answer_reply(void *ud, dsc_status st, const redisReply *rep, const char *msg) {
+    answer_pending *p = ud;
+    dsc__redis_answer out;
+    dsc_error err = {0};
+    if (st != DSC_OK)
+        dsc_error_set(&err, st, "%s", msg);
+    else
+        st = dsc__redis_parse_answer(p->script, rep, p->n, &out, &err);
+    p->fn(p->ud, st, st == DSC_OK ? &out : NULL, &err);
+    free(p);
+}
+
+static dsc_status send_answer(dsc__redis *r, dsc__redis_script script, args *a, size_t n,
+                              dsc__redis_answer_fn fn, void *ud, dsc_error *err) {
+    answer_pending *p = malloc(sizeof *p);
+    if (!p) return dsc_error_set(err, DSC_NOMEM, "out of memory for a Redis call");
+    *p = (answer_pending){fn, ud, script, n};
+    dsc_status st = dsc__redis_eval(r, script, a->n, a->v, on_answer_reply, p);
+    if (st != DSC_OK) {
+        free(p);
+        return dsc_error_set(err, st, "%s",
+                             st == DSC_NOMEM ? "out of memory for a Redis call"
+                                             : dsc__redis_last_error(r));
+    }
+    return DSC_OK;
+}
+
+dsc_status dsc__redis_cancel(dsc__redis *r, const char *id, const char *owner_key, int64_t retain_s,
+                             int64_t journal_max, dsc__redis_answer_fn fn, void *ud,
+                             dsc_error *err) {
+    if (!id || !id[0]) return dsc_error_set(err, DSC_BAD_REQUEST, "cancel: needs a reservation_id");
+    args a = {0};
+    add_str(&a, id), add_str(&a, owner_key), add_int(&a, retain_s > 0 ? retain_s : 600);
+    add_int(&a, journal_max);
+    return send_answer(r, DSC_REDIS_CANCEL, &a, 0, fn, ud, err);
+}
+
+dsc_status dsc__redis_state(dsc__redis *r, int32_t tz_offset_s, const dsc__redis_counter *c,
+                            size_t n, dsc__redis_answer_fn fn, void *ud, dsc_error *err) {
+    args a = {0};
+    add_int(&a, tz_offset_s), add_int(&a, (int64_t)n);
+    if (n > DSC_REDIS_COUNTERS_MAX)
+        return dsc_error_set(err, DSC_BAD_REQUEST, "counters: %zu, at most %d", n,
+                             DSC_REDIS_COUNTERS_MAX);
+    for (size_t i = 0; i < n; i++) {
+        const char *kind = window_kind(&c[i].window);
+        if (!c[i].name || !c[i].name[0] || !kind)
+            return dsc_error_set(err, DSC_BAD_REQUEST, "counters[%zu]: no name or window", i);
+        add_str(&a, c[i].name), add_str(&a, kind);
+        add_int(&a, c[i].window.span_us), add_int(&a, c[i].window.rate_micro);
+    }
+    return send_answer(r, DSC_REDIS_STATE, &a, n, fn, ud, err);
+}
+
+dsc_status dsc__redis_sweep(dsc__redis *r, bool charge, int64_t max, int64_t retain_s,
+                            int64_t journal_max, dsc__redis_answer_fn fn, void *ud,
+                            dsc_error *err) {
+    args a = {0};
+    add_str(&a, charge ? "charge" : "release"), add_int(&a, max > 0 ? max : 1);
+    add_int(&a, retain_s > 0 ? retain_s : 600), add_int(&a, journal_max);
+    return send_answer(r, DSC_REDIS_SWEEP, &a, 0, fn, ud, err);
+}
+
+dsc_status dsc__redis_budget(dsc__redis *r, const char *id, const char *definition,
+                             dsc__redis_answer_fn fn, void *ud, dsc_error *err) {
+    if (!id || !id[0]) return dsc_error_set(err, DSC_BAD_REQUEST, "budget: needs an id");
+    args a = {0};
+    add_str(&a, id), add_str(&a, definition);
+    return send_answer(r, DSC_REDIS_BUDGET, &a, 0, fn, ud, err);
+}
+
+dsc_status dsc__redis_defs(dsc__redis *r, dsc__redis_answer_fn fn, void *ud, dsc_error *err) {
+    args a = {0};
+    return send_answer(r, DSC_REDIS_DEFS, &a, 0, fn, ud, err);
+}
+
+dsc_status dsc__redis_keyring(dsc__redis *r, dsc__redis_answer_fn fn, void *ud, dsc_error *err) {
+    args a = {0};
+    return send_answer(r, DSC_REDIS_KEYRING, &a, 0, fn, ud, err);
+}
+
+dsc_status dsc__redis_key(dsc__redis *r, const char *id, const char *entry, dsc__redis_answer_fn fn,
+                          void *ud, dsc_error *err) {
+    if (!id || !id[0] || !entry || !entry[0])
+        return dsc_error_set(err, DSC_BAD_REQUEST, "key: needs an id and an entry");
+    args a = {0};
+    add_str(&a, id), add_str(&a, entry);
+    return send_answer(r, DSC_REDIS_KEY, &a, 0, fn, ud, err);
+}
+
+dsc_status dsc__redis_journal(dsc__redis *r, const char *start, int64_t count,
+                              dsc__redis_answer_fn fn, void *ud, dsc_error *err) {
+    args a = {0};
+    add_str(&a, start), add_int(&a, count);
+    return send_answer(r, DSC_REDIS_JOURNAL, &a, 0, fn, ud, err);
+}
+
+dsc_status dsc__redis_hold(dsc__redis *r, const char *id, dsc__redis_answer_fn fn, void *ud,
+                           dsc_error *err) {
+    if (!id || !id[0]) return dsc_error_set(err, DSC_BAD_REQUEST, "hold: needs a reservation_id");
+    args a = {0};
+    add_str(&a, id);
+    return send_answer(r, DSC_REDIS_HOLD, &a, 0, fn, ud, err);
+}
+
+dsc_status dsc__redis_record(dsc__redis *r, const char *decision_id, const char *journal,
+                             int64_t journal_max, dsc__redis_answer_fn fn, void *ud,
+                             dsc_error *err) {
+    args a = {0};
+    add_str(&a, decision_id), add_str(&a, journal), add_int(&a, journal_max);
+    return send_answer(r, DSC_REDIS_RECORD, &a, 0, fn, ud, err);
+}

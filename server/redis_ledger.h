@@ -120,4 +120,76 @@ dsc_status dsc__redis_parse_reserve(const redisReply *rep, size_t n, dsc__redis_
 dsc_status dsc__redis_parse_settle(const redisReply *rep, dsc__redis_settle_out *out,
                                    dsc_error *err);
 
+/* ------------------------------------------------- the other scripts' calls -- */
+
+/* cancel.lua's answer. */
+typedef enum dsc__redis_cancel_kind {
+    DSC_REDIS_CANCELLED,      /* the hold was released now */
+    DSC_REDIS_CANCEL_UNKNOWN, /* Redis does not know the id */
+    DSC_REDIS_CANCEL_FORBIDDEN,
+    DSC_REDIS_CANCEL_FINISHED /* no longer held (settled, cancelled, expired): no change */
+} dsc__redis_cancel_kind;
+
+/* A hold as hold.lua reads it: its state, owner key, expiry and the journal text of
+ * the check that took it. */
+typedef struct dsc__redis_hold_out {
+    bool known;
+    char state[16], owner[DSC_NAME_MAX];
+    int64_t expires_us;
+    const char *detail; /* borrowed for the completion ("" when none) */
+} dsc__redis_hold_out;
+
+/* What a call of the scripts below answers, for the completion (st DSC_OK). */
+typedef struct dsc__redis_answer {
+    dsc__redis_cancel_kind cancel; /* cancel */
+    int64_t version;               /* state, budget, defs, key, keyring */
+    int64_t count;                 /* sweep: holds finished */
+    dsc__redis_counter_state counters[DSC_REDIS_COUNTERS_MAX]; /* state */
+    size_t n;                                                  /* state: counters */
+    const redisReply *const *defs; /* defs, keyring: n pairs id, text (borrowed) */
+    const char *last;              /* journal: the last entry read ("" when none); defs holds n
+                                      triples event, id, detail (borrowed) */
+    dsc__redis_hold_out hold;      /* hold */
+} dsc__redis_answer;
+
+typedef void (*dsc__redis_answer_fn)(void *ud, dsc_status st, const dsc__redis_answer *out,
+                                     const dsc_error *err);
+
+/* Release a hold (cancel.lua); as dsc__redis_reserve. */
+dsc_status dsc__redis_cancel(dsc__redis *r, const char *id, const char *owner_key, int64_t retain_s,
+                             int64_t journal_max, dsc__redis_answer_fn fn, void *ud,
+                             dsc_error *err);
+/* Read n counters as of now (state.lua): out->counters, out->version. */
+dsc_status dsc__redis_state(dsc__redis *r, int32_t tz_offset_s, const dsc__redis_counter *c,
+                            size_t n, dsc__redis_answer_fn fn, void *ud, dsc_error *err);
+/* Finish at most max expired holds of any replica (sweep.lua): out->count. */
+dsc_status dsc__redis_sweep(dsc__redis *r, bool charge, int64_t max, int64_t retain_s,
+                            int64_t journal_max, dsc__redis_answer_fn fn, void *ud, dsc_error *err);
+/* Set (definition non-empty) or delete one budget definition (budget.lua):
+ * out->version is the budgets version after it. */
+dsc_status dsc__redis_budget(dsc__redis *r, const char *id, const char *definition,
+                             dsc__redis_answer_fn fn, void *ud, dsc_error *err);
+/* Read every budget definition (defs.lua): out->version, out->n pairs in out->defs. */
+dsc_status dsc__redis_defs(dsc__redis *r, dsc__redis_answer_fn fn, void *ud, dsc_error *err);
+/* Store one API key's entry (key.lua): out->version is the keys version after it. */
+dsc_status dsc__redis_key(dsc__redis *r, const char *id, const char *entry, dsc__redis_answer_fn fn,
+                          void *ud, dsc_error *err);
+/* Read every API key (keyring.lua): out->version, out->n pairs id, entry in out->defs. */
+dsc_status dsc__redis_keyring(dsc__redis *r, dsc__redis_answer_fn fn, void *ud, dsc_error *err);
+/* Read the journal from after entry start ("0-0": the beginning), at most count
+ * entries (journal.lua): the decisions among them in out->defs, out->last. */
+dsc_status dsc__redis_journal(dsc__redis *r, const char *start, int64_t count,
+                              dsc__redis_answer_fn fn, void *ud, dsc_error *err);
+/* Read a hold (hold.lua): out->hold. */
+dsc_status dsc__redis_hold(dsc__redis *r, const char *id, dsc__redis_answer_fn fn, void *ud,
+                           dsc_error *err);
+/* Journal a decision that holds nothing (record.lua). */
+dsc_status dsc__redis_record(dsc__redis *r, const char *decision_id, const char *journal,
+                             int64_t journal_max, dsc__redis_answer_fn fn, void *ud,
+                             dsc_error *err);
+
+/* Read one script's answer (exposed for tests). */
+dsc_status dsc__redis_parse_answer(dsc__redis_script script, const redisReply *rep, size_t n,
+                                   dsc__redis_answer *out, dsc_error *err);
+
 #endif

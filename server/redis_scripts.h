@@ -18,7 +18,13 @@
     XX(CANCEL, "cancel")                                                                           \
     XX(SWEEP, "sweep")                                                                             \
     XX(BUDGET, "budget")                                                                           \
-    XX(STATE, "state")
+    XX(STATE, "state")                                                                             \
+    XX(RECORD, "record")                                                                           \
+    XX(HOLD, "hold")                                                                               \
+    XX(DEFS, "defs")                                                                               \
+    XX(KEY, "key")                                                                                 \
+    XX(KEYRING, "keyring")                                                                         \
+    XX(JOURNAL, "journal")
 
 typedef enum dsc__redis_script {
 #define DSC_REDIS_SCRIPT_ENUM(name, file) DSC_REDIS_##name,

@@ -108,6 +108,7 @@ static void on_notify(evutil_socket_t fd, short what, void *arg) {
 static void *worker_main(void *arg) {
     dsc__worker *w = arg;
     event_base_loop(w->base, EVLOOP_NO_EXIT_ON_EMPTY);
+    dsc__ledger_redis_worker_stop(w); /* its calls in flight complete, unavailable */
     while (w->conns)
         dsc__conn_close(w->conns, "shutdown");
     dsc__worker_release_state(w);
@@ -128,6 +129,8 @@ static dsc_status worker_init(dsc_server *srv, dsc__worker *w, int index, dsc_er
     w->drain_timer = evtimer_new(w->base, on_drain_deadline, w);
     if (!w->notify || !w->drain_timer) return dsc_error_set(err, DSC_NOMEM, "worker events");
     event_add(w->notify, NULL);
+    dsc_status st = dsc__ledger_redis_worker_start(w, err);
+    if (st != DSC_OK) return st;
     if (pthread_create(&w->thread, NULL, worker_main, w) != 0)
         return dsc_error_set(err, DSC_INTERNAL, "cannot start worker thread %d", index);
     w->started = true;
@@ -178,6 +181,7 @@ static void worker_join(dsc__worker *w) {
 }
 
 static void worker_destroy(dsc__worker *w) {
+    dsc__ledger_redis_worker_stop(w);
     if (w->notify) event_free(w->notify);
     if (w->drain_timer) event_free(w->drain_timer);
     if (w->base) event_base_free(w->base);
@@ -429,13 +433,14 @@ static dsc_status open_ledger(dsc_server *srv, dsc_error *err) {
     static const char *const names[] = {"full", "batch", "off"};
     dsc_ledger_config lc;
     memset(&lc, 0, sizeof lc);
-    /* A Redis URL must never be taken for a file name: until the ledger's store
-     * interface carries a Redis backend, refuse to start rather than diverge. */
-    if (dsc__store_url_is_redis(srv->cfg.store))
-        return dsc_error_set(err, DSC_STORE_UNAVAILABLE,
-                             "store: this discernd has no Redis ledger backend yet");
-    lc.store_path = srv->cfg.store[0] ? srv->cfg.store : NULL;
-    make_parent_dir(srv->cfg.store);
+    /* A Redis URL is never taken for a file name: with a Redis store the process's
+     * ledger is memory-only and keeps the budget definitions read from Redis, and
+     * every counter and hold lives in Redis (ledger_redis.c). */
+    bool redis = dsc__store_url_is_redis(srv->cfg.store);
+    srv->lops = redis ? &dsc__ledger_redis : &dsc__ledger_local;
+    if (redis && dsc__ledger_redis_open(srv, err) != DSC_OK) return err->code;
+    lc.store_path = srv->cfg.store[0] && !redis ? srv->cfg.store : NULL;
+    if (!redis) make_parent_dir(srv->cfg.store);
     for (int i = 0; i < 3; i++)
         if (strcmp(srv->cfg.durability, names[i]) == 0) lc.durability = durabilities[i];
     lc.timezone = srv->cfg.timezone;
@@ -447,8 +452,11 @@ static dsc_status open_ledger(dsc_server *srv, dsc_error *err) {
     srv->tick = event_new(srv->base, -1, EV_PERSIST, on_tick, srv);
     if (!srv->tick) return dsc_error_set(err, DSC_NOMEM, "tick event");
     event_add(srv->tick, &second);
-    dsc_log_write(&srv->log, DSC_LOG_INFO, "ledger_open", "store=%s durability=%s",
-                  lc.store_path ? lc.store_path : "(memory)", srv->cfg.durability);
+    char where[DSC_CONFIG_STR_MAX];
+    snprintf(where, sizeof where, "%s", lc.store_path ? lc.store_path : "(memory)");
+    if (redis) dsc__ledger_redis_describe(srv, where, sizeof where);
+    dsc_log_write(&srv->log, DSC_LOG_INFO, "ledger_open", "store=%s durability=%s", where,
+                  srv->cfg.durability);
     return DSC_OK;
 }
 
@@ -516,8 +524,8 @@ dsc_server *dsc_server_new(const dsc_server_config *cfg, dsc_error *err) {
     }
     if (setup_signals(srv, err) != DSC_OK) goto fail;
     if (open_ledger(srv, err) != DSC_OK) goto fail;
-    if (!(srv->keys = dsc__keys_open(cfg->store, err))) goto fail;
-    if (cfg->store[0] && !(srv->reporter = dsc_reporter_new(cfg->store))) {
+    if (!(srv->keys = dsc__keys_open(srv->redis ? "" : cfg->store, err))) goto fail;
+    if (cfg->store[0] && !srv->redis && !(srv->reporter = dsc_reporter_new(cfg->store))) {
         dsc_error_set(err, DSC_NOMEM, "out of memory for the reporter");
         goto fail;
     }
@@ -568,11 +576,16 @@ void dsc_server_free(dsc_server *srv) {
     if (srv->sig_int) event_free(srv->sig_int);
     if (srv->sig_hup) event_free(srv->sig_hup);
     if (srv->sig_stop_request) event_free(srv->sig_stop_request);
+    /* Freeing the signal events put back the default action: a second SIGTERM (a
+     * supervisor's, a test's) must not kill a stop already under way halfway
+     * through the teardown below. */
+    if (srv->sig_term) signal(SIGTERM, SIG_IGN), signal(SIGINT, SIG_IGN);
     if (srv->tick) event_free(srv->tick);
     dsc__http_api_free(srv);
     if (srv->http) evhttp_free(srv->http);
     dsc__accept_free(srv);
     dsc_ledger_free(srv->ledger);
+    dsc__ledger_redis_free(srv);
     if (srv->base) event_base_free(srv->base);
     dsc__state_unref(srv->state);
     dsc_grid_free(srv->grid);

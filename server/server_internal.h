@@ -12,6 +12,7 @@
 #include "config.h"
 #include "jobs.h"
 #include "keys.h"
+#include "ledger_ops.h"
 #include "log.h"
 #include "metrics.h"
 #include "rpc.h"
@@ -96,6 +97,9 @@ struct dsc__worker {
     pthread_mutex_t labels_lock; /* guards labels (this worker writes, /metrics reads) */
     dsc__label_count labels[DSC__LABELS_MAX];
     int n_labels;
+    struct dsc__redis *redis; /* a Redis store: this loop's connection (ledger_redis.c) */
+    struct event *redis_tick; /* worker 0 of a Redis store: sweep, reload */
+    atomic_bool redis_ready;  /* its connection takes calls (/healthz) */
 };
 
 struct dsc_server {
@@ -118,6 +122,8 @@ struct dsc_server {
     atomic_uint_fast64_t generation;      /* state->generation, readable without the lock */
     dsc_grid *grid;                       /* live grid intensities (thread-safe) */
     dsc_ledger *ledger;                   /* budgets, holds, journal (thread-safe) */
+    const struct dsc__ledger_ops *lops;   /* the ledger operations: local or Redis */
+    struct dsc__redis_shared *redis;      /* a Redis store's shared state, else NULL */
     dsc__authlimit *authlimit;            /* failed auth by peer address (thread-safe) */
     dsc__keys *keys;                      /* API keys and the admin journal (thread-safe) */
     dsc_reporter *reporter;               /* usage reports off the workers; NULL: no store */

@@ -307,7 +307,8 @@ static void on_sub(redisAsyncContext *ac, void *reply, void *privdata) {
                c->r->on_budgets) {
         char *end;
         long long v = strtoll(value->str, &end, 10);
-        if (*end == '\0' && v > 0) c->r->on_budgets(c->r->ud, v);
+        /* a budgets version, or another change (an API key's 'k<n>'): re-read all */
+        c->r->on_budgets(c->r->ud, *end == '\0' && v > 0 ? v : -1);
     }
 }
 

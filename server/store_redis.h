@@ -16,8 +16,8 @@
  * a restart. A node answering READONLY or MASTERDOWN (a replica, after a failover
  * behind a moving address) is left the same way, so the reconnect reaches the
  * address's new master. A second connection subscribes to the budgets channel and reports
- * every new budgets version (and -1 after it reconnected: re-read, a message may
- * have been missed).
+ * every new budgets version (and -1 after it reconnected, or for a change that is
+ * not a budgets version, like an API key's: re-read everything).
  *
  *   dsc__redis *r = dsc__redis_new(base, &cfg, &err);
  *   const char *argv[] = {...};

@@ -16,6 +16,8 @@
 --   <tag>rq:<request>   request id -> reservation id (idempotent checks)
 --   <tag>exp            sorted set: held reservation ids by expiry (unix µs)
 --   <tag>journal        stream: the decision journal of every replica (capped)
+--   <tag>keys           hash: API key id -> its entry (hash, role, scope; no token)
+--   <tag>kver           API keys version (INCR on every change)
 --
 -- The clock. Every script reads Redis TIME: windows reset and holds expire by the
 -- Redis server's clock, the one clock all replicas share.

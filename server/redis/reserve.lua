@@ -15,6 +15,9 @@
 -- held, resets_at} for the first counter i (1-based) that would; when all fit each
 -- counter's held grows by its amount, the reservation is written with its expiry in
 -- <tag>exp, and the answer is {'ok', id, expires_us, used1, held1, resets1, ...}.
+-- journal_detail (the check's decision, JSON text) is kept with the hold (hold.lua
+-- reads it for a settle through another replica) and journaled: as 'reserve', or
+-- as 'refuse' when a counter refused (the policies allowed, the counters did not).
 local version, id, request_id = ARGV[1], ARGV[2], ARGV[3]
 local ttl_us, off = tonumber(ARGV[4]), tonumber(ARGV[5])
 local owner, detail, maxlen, n = ARGV[6], ARGV[7], ARGV[8], tonumber(ARGV[9])
@@ -49,6 +52,7 @@ for i = 1, n do
   local key = tag .. 'c:' .. c.n
   local used, resets, held = advance(key, c.w, off, now)
   if used + held + c.a > c.l then
+    if detail ~= '' then journal(maxlen, 'refuse', id, detail) end
     return {'refused', i, int(used), int(held), int(resets)}
   end
   counters[i] = c
@@ -63,7 +67,7 @@ for i, c in ipairs(counters) do
   redis.call('HINCRBY', tag .. 'c:' .. c.n, 'h', int(c.a))
   d.c[i] = {n = c.n, k = c.w.k, s = int(c.w.s), r = int(c.w.r), m = c.m, a = int(c.a)}
 end
-redis.call('HSET', tag .. 'h:' .. id, 'st', 'held', 'd', cjson.encode(d))
+redis.call('HSET', tag .. 'h:' .. id, 'st', 'held', 'd', cjson.encode(d), 'j', detail)
 redis.call('ZADD', tag .. 'exp', int(expires), id)
 if request_id ~= '' then redis.call('SET', tag .. 'rq:' .. request_id, id) end
 journal(maxlen, 'reserve', id, detail)

@@ -11,8 +11,8 @@
 -- difference between actual and what it was charged is charged now, {'late', ...}.
 -- Unknown (never reserved, or forgotten after retain_s): the n counters given are
 -- charged directly, {'unreserved', ...}, or {'unknown'} when n is 0. A reservation
--- taken by another owner key answers {'forbidden'}. Every finished reservation is
--- kept retain_s seconds so a repeated settle answers the same on every replica.
+-- taken by another owner key answers {'forbidden'} (owner '*' is any key: an admin).
+-- Every finished reservation is kept retain_s seconds so a repeated settle answers the same on every replica.
 local id, owner, retain_s, detail, maxlen = ARGV[1], ARGV[2], ARGV[3], ARGV[4], ARGV[5]
 local actual = {}
 for m = 1, 7 do
@@ -48,7 +48,7 @@ if not h[1] then
 end
 
 local d = cjson.decode(h[2])
-if d.ow and d.ow ~= '' and d.ow ~= owner then return {'forbidden'} end
+if d.ow and d.ow ~= '' and owner ~= '*' and d.ow ~= owner then return {'forbidden'} end
 local charged = {}
 for m = 1, 7 do charged[m] = tonumber(d.g and d.g[m] or 0) or 0 end
 if h[1] == 'settled' then return answer('repeated', charged) end

@@ -1,10 +1,9 @@
 /*
- * test_integration_redis.c - discernd with a Redis store.
- *
- * The ledger does not route holds through Redis yet (docs/operations.md, "Many
- * replicas"): until it does, a discernd given a Redis URL must stop at start with a
- * message naming the store, and never take the URL for a SQLite file name (which
- * would give each replica counters of its own: the budget multiplied silently).
+ * test_integration_redis.c - discernd on a Redis store: one replica serves check,
+ * settle, cancel and budget.* with the SQLite store's semantics, with every counter,
+ * hold and budget definition in Redis (it creates no file named after the URL); a
+ * malformed URL is a config error naming the part. The many-replica behaviours are in
+ * test_integration_replicas.c.
  */
 #include "harness.h"
 #include "redis_harness.h"
@@ -16,27 +15,131 @@
 
 TestSuite(integration_redis, .fini = th_kill_live_redis, .timeout = 60);
 
-Test(integration_redis, a_redis_store_stops_discernd_at_start_and_creates_no_file) {
-    th_redis srv;
-    th_redis_start(&srv, NULL);
-    char url[128], out[4096];
-    th_redis_url(&srv, url, sizeof url);
-    const char *args[] = {"--store",    url,
-                          "--policies", DISCERN_SOURCE_DIR "/tests/server/fixtures/policies",
-                          "--data",     DISCERN_SOURCE_DIR "/core/data",
-                          "--listen",   "127.0.0.1:0",
-                          "--http",     "",
-                          "--unix",     "",
-                          NULL};
-    int code = th_run_discernd(args, out, sizeof out);
-    cr_assert_eq(code, 3, "exit %d: %s", code, out);
-    cr_assert(strstr(out, "store: this discernd has no Redis ledger backend yet"), "%s", out);
+#define SUBJECT "\"subject\": {\"org\": \"acme\", \"team\": \"infra\", \"user\": \"ana\"}"
+#define CHECK                                                                                      \
+    "{" SUBJECT ", \"provider\": \"openai\", \"model\": \"gpt-4o\", \"input_tokens\": 100, "       \
+    "\"output_tokens\": 100, \"purpose\": \"chat\", \"budgets\": true}"
+
+#define COUNTER "{discern:}c:team:*|tokens|day#org:acme/team:infra"
+
+/* A discernd on the Redis at r (extra config lines may be NULL). */
+static void start_on(th_server *s, const th_redis *r, const char *extra) {
+    th_server_prepare(s);
+    th_redis_url(r, s->store, sizeof s->store);
+    th_server_restart(s, extra);
+}
+
+static json_t *budget_named(json_t *res, const char *metric) {
+    json_t *b;
+    size_t i;
+    json_array_foreach(json_object_get(res, "budgets"), i, b) {
+        if (strcmp(th_str(b, "metric"), metric) == 0) return b;
+    }
+    cr_assert_fail("no %s budget in the reply", metric);
+    return NULL;
+}
+
+/* Wait (bounded) until /healthz answers want. */
+static bool healthz_becomes(const th_server *s, int want, int ms) {
+    for (int64_t end = th_now_ms() + ms; th_now_ms() < end; th_sleep_ms(20)) {
+        int status = 0;
+        free(th_http_get(s, "/healthz", &status));
+        if (status == want) return true;
+    }
+    return false;
+}
+
+Test(integration_redis, one_replica_holds_settles_and_cancels_with_every_counter_in_redis) {
+    th_redis r;
+    th_redis_start(&r, NULL);
+    th_server s;
+    start_on(&s, &r, NULL);
+    cr_assert(healthz_becomes(&s, 200, 5000), "never healthy on Redis");
+    th_client *a = th_connect_admin(&s);
+    json_t *res, *resp = th_ok(a, "budget.set",
+                               "{\"selector\": \"team:*\", \"metric\": \"tokens\", "
+                               "\"window\": \"day\", \"limit\": 500}",
+                               &res);
+    cr_assert(json_is_true(json_object_get(res, "created")));
+    json_decref(resp);
+    resp = th_ok(a, "check", CHECK, &res);
+    cr_assert_str_eq(th_str(res, "decision"), "allow");
+    char id[64];
+    snprintf(id, sizeof id, "%s", th_str(res, "reservation"));
+    json_decref(resp);
+    resp = th_ok(a, "budget.get", "{" SUBJECT "}", &res);
+    cr_assert_eq(th_num(budget_named(res, "tokens"), "held"), 200, "the hold is in Redis");
+    json_decref(resp);
+    redisContext *rc = th_redis_connect(&r);
+    long long held = th_redis_int(rc, "HGET %s h", COUNTER);
+    cr_assert_eq(held, 200000000, "%lld µ held in Redis (micro-units)", held);
+    char params[256];
+    snprintf(params, sizeof params,
+             "{\"reservation\": \"%s\", \"input_tokens\": 100, \"output_tokens\": 50}", id);
+    resp = th_ok(a, "settle", params, &res);
+    cr_assert_str_eq(th_str(res, "settled"), "reserved");
+    cr_assert_eq(th_num(budget_named(res, "tokens"), "used"), 150);
+    cr_assert_eq(th_num(budget_named(res, "tokens"), "held"), 0);
+    json_decref(resp);
+    resp = th_ok(a, "settle", params, &res);
+    cr_assert_str_eq(th_str(res, "settled"), "repeated", "idempotent through Redis");
+    json_decref(resp);
+    /* the next two checks: one fits (150 + 200 <= 500), the next is refused */
+    resp = th_ok(a, "check", CHECK, &res);
+    cr_assert_str_eq(th_str(res, "decision"), "allow");
+    snprintf(params, sizeof params, "{\"reservation\": \"%s\"}", th_str(res, "reservation"));
+    json_decref(resp);
+    resp = th_ok(a, "check", CHECK, &res);
+    cr_assert_str_eq(th_str(res, "decision"), "refuse", "150 used + 200 held + 200 > 500");
+    json_decref(resp);
+    resp = th_ok(a, "cancel", params, &res);
+    cr_assert(json_is_true(json_object_get(res, "released")));
+    json_decref(resp);
+    cr_assert_eq(th_redis_int(rc, "HGET %s h", COUNTER), 0,
+                 "the cancel released the hold in Redis");
+    cr_assert_eq(th_redis_int(rc, "HLEN {discern:}budgets"), 1, "the definition is in Redis");
+    cr_assert_geq(th_redis_int(rc, "XLEN {discern:}journal"), 3, "decisions are journaled");
     struct stat st;
     cr_assert_neq(stat("redis:", &st), 0, "a file or folder named after the URL was created");
-    redisContext *c = th_redis_connect(&srv);
-    cr_assert_eq(th_redis_int(c, "DBSIZE"), 0);
-    redisFree(c);
-    th_redis_cleanup(&srv);
+    redisFree(rc);
+    th_client_free(a);
+    cr_assert_eq(th_server_stop(&s), 0);
+    th_server_cleanup(&s);
+    th_redis_cleanup(&r);
+}
+
+Test(integration_redis, a_budget_and_its_usage_survive_a_replica_restart_in_redis) {
+    th_redis r;
+    th_redis_start(&r, NULL);
+    th_server s;
+    start_on(&s, &r, NULL);
+    cr_assert(healthz_becomes(&s, 200, 5000));
+    th_client *a = th_connect_admin(&s);
+    json_t *res, *resp = th_ok(a, "budget.set",
+                               "{\"selector\": \"org:acme\", \"metric\": \"requests\", "
+                               "\"window\": \"day\", \"limit\": 2}",
+                               &res);
+    json_decref(resp);
+    json_decref(th_ok(a, "check", CHECK, &res));
+    th_client_free(a);
+    cr_assert_eq(th_server_stop(&s), 0);
+    th_server_restart(&s, NULL);
+    cr_assert(healthz_becomes(&s, 200, 5000));
+    a = th_connect_admin(&s);
+    bool loaded = false;
+    for (int64_t end = th_now_ms() + 2000; !loaded && th_now_ms() < end; th_sleep_ms(20)) {
+        resp = th_ok(a, "budget.list", "{}", &res);
+        loaded = json_array_size(json_object_get(res, "budgets")) == 1;
+        json_decref(resp);
+    }
+    cr_assert(loaded, "the definition was not read back from Redis");
+    resp = th_ok(a, "budget.get", "{" SUBJECT "}", &res);
+    cr_assert_eq(th_num(budget_named(res, "requests"), "held"), 1, "the hold outlived the replica");
+    json_decref(resp);
+    th_client_free(a);
+    th_server_stop(&s);
+    th_server_cleanup(&s);
+    th_redis_cleanup(&r);
 }
 
 Test(integration_redis, a_malformed_redis_url_is_a_config_error_naming_the_part) {

@@ -1,0 +1,888 @@
+/*
+ * ledger_redis.c - the ledger operations (ledger_ops.h) on a Redis shared by many
+ * discernd.
+ *
+ * What lives where. Redis holds every counter, every hold, the budget definitions
+ * (hash <tag>budgets, field "<selector>|<metric>|<window>") with their version, and
+ * the decision journal (stream <tag>journal): server/redis/common.lua lists the
+ * keys. The process's dsc_ledger is memory-only and holds a copy of the definitions
+ * as of version `loaded`: it resolves which budgets match a subject and names their
+ * counters ("<selector>|<metric>|<window>#<counter>", the same on every replica),
+ * and never counts anything itself.
+ *
+ * Each worker has its own Redis connection on its own loop (store_redis.c): every
+ * operation is one script call whose completion runs on that loop, so no worker
+ * waits for Redis. Worker 0 also keeps the definitions and the API keys (<tag>keys:
+ * a key created through one replica authenticates on every other) current (the
+ * subscription, and a reload after any 'stale' answer) and, once a second, sweeps
+ * the expired holds of every replica (sweep.lua finishes each exactly once).
+ *
+ * A reserve carries the definitions' version; Redis answers 'stale' when they
+ * changed since, the hold is not taken, a reload starts and the call reports
+ * store_unavailable (failure_mode decides), so a limit that changed is never
+ * checked against an old copy.
+ */
+#include "ledger_ops.h"
+#include "redis_ledger.h"
+#include "server_internal.h"
+
+#include "discern/random.h"
+#include "strmap_internal.h"
+
+#include <jansson.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#define JOURNAL_MAX 1000000 /* decision journal entries kept (XADD MAXLEN ~) */
+#define RETAIN_S 600        /* a finished hold answers repeats this long */
+#define SWEEP_MAX 1000      /* expired holds finished per sweep call */
+#define STATES_MAX 64
+#define HOLDS_KEPT 65536 /* what this replica's own holds were for, newest kept */
+#define DSC__COUNTER_NAME_MAX (3 * DSC_SELECTOR_MAX + DSC_WINDOW_MAX + 32)
+
+struct dsc__redis_shared {
+    dsc__store_url url;
+    int32_t tz_offset_s;
+    atomic_int_fast64_t loaded;           /* version of the definitions in srv->ledger; -1 = none */
+    atomic_bool reload;                   /* a 'stale' answer asked worker 0 for a reload */
+    atomic_bool busy, again;              /* a reload is under way; another was asked meanwhile */
+    atomic_int outstanding;               /* replies the reload under way still waits for */
+    pthread_mutex_t sync_mu;              /* one definitions sync at a time */
+    pthread_mutex_t holds_mu;             /* guards holds, ring */
+    dsc__strmap holds;                    /* reservation id -> what it was for (its own holds) */
+    char (*ring)[DSC_RESERVATION_ID_MAX]; /* their ids, oldest first, for eviction */
+    size_t ring_head;
+};
+
+/* ------------------------------------------------------------------ names -- */
+
+typedef struct counters {
+    dsc_budget_state states[STATES_MAX];
+    char names[STATES_MAX][DSC__COUNTER_NAME_MAX];
+    dsc__redis_counter c[DSC_REDIS_COUNTERS_MAX];
+    size_t n;
+} counters;
+
+/* The budget's id in Redis: "<selector>|<metric>|<window>". */
+static void budget_id(char *out, size_t cap, const char *selector, dsc_metric m,
+                      const char *window) {
+    snprintf(out, cap, "%s|%s|%s", selector, dsc_metric_name(m), window);
+}
+
+/* The Redis counters of the budgets that apply to s (from the local definitions),
+ * with the amount of each one's metric that request would hold. */
+static dsc_status match(dsc__worker *w, const dsc_subject *s, const dsc_amounts *request,
+                        counters *k, dsc_error *err) {
+    size_t n = 0;
+    dsc_status st = dsc_ledger_preview(w->srv->ledger, s, request, k->states, STATES_MAX, &n, err);
+    if (st != DSC_OK) return st;
+    if (n > DSC_REDIS_COUNTERS_MAX)
+        return dsc_error_set(err, DSC_TOO_LARGE,
+                             "subject: %zu budgets apply, a Redis store takes at most %d", n,
+                             DSC_REDIS_COUNTERS_MAX);
+    for (size_t i = 0; i < n; i++) {
+        const dsc_budget_state *b = &k->states[i];
+        snprintf(k->names[i], sizeof k->names[i], "%s|%s|%s#%s", b->selector,
+                 dsc_metric_name(b->metric), b->window, b->counter);
+        k->c[i] = (dsc__redis_counter){
+            .name = k->names[i], .limit = b->limit, .amount = b->request, .metric = b->metric};
+        if (dsc_window_parse(b->window, &k->c[i].window, err) != DSC_OK) return err->code;
+    }
+    k->n = n;
+    return DSC_OK;
+}
+
+/* Bring a state read from Redis into a budget state matched locally. */
+static void state_from(dsc_budget_state *b, const dsc__redis_counter_state *r,
+                       const dsc_window *win) {
+    b->used = r->used;
+    b->held = r->held;
+    b->resets_at = r->resets_at;
+    int64_t rem = b->limit - b->used - b->held;
+    b->remaining = rem > 0 ? rem : 0;
+    b->would_exceed = b->used + b->held + b->request > b->limit;
+    b->retry_after_s = dsc_window_wait_s(win, b->used + b->held, b->request, b->limit, b->resets_at,
+                                         dsc__now_us() / 1000000);
+}
+
+static dsc__redis *conn_of(dsc__worker *w, dsc_error *err) {
+    if (!w->redis) dsc_error_set(err, DSC_STORE_UNAVAILABLE, "redis: no connection");
+    return w->redis;
+}
+
+/* ------------------------------------------------------------- own holds -- */
+
+/* What a hold this replica took was for: a settle that comes back to the replica
+ * (the common case behind a sticky balancer) is estimated without asking Redis.
+ * Constant facts only (subject, owner, provider, model, zone, purpose): the state
+ * and every charge stay Redis's. At most HOLDS_KEPT, the oldest forgotten first. */
+typedef struct own_hold {
+    dsc_hold_info info; /* info.id is the map's key */
+} own_hold;
+
+static void holds_forget_locked(dsc__redis_shared *rs, const char *id) {
+    own_hold *h = dsc__strmap_del(&rs->holds, id);
+    free(h);
+}
+
+static void holds_keep(dsc__redis_shared *rs, const dsc_hold_info *info) {
+    own_hold *h = malloc(sizeof *h);
+    if (!h) return;
+    h->info = *info;
+    pthread_mutex_lock(&rs->holds_mu);
+    char *slot = rs->ring[rs->ring_head];
+    if (slot[0]) holds_forget_locked(rs, slot);
+    snprintf(slot, DSC_RESERVATION_ID_MAX, "%s", info->id);
+    rs->ring_head = (rs->ring_head + 1) % HOLDS_KEPT;
+    if (dsc__strmap_get(&rs->holds, h->info.id) ||
+        dsc__strmap_put(&rs->holds, h->info.id, h) != DSC_OK)
+        free(h);
+    pthread_mutex_unlock(&rs->holds_mu);
+}
+
+static bool holds_find(dsc__redis_shared *rs, const char *id, dsc_hold_info *out) {
+    pthread_mutex_lock(&rs->holds_mu);
+    own_hold *h = dsc__strmap_get(&rs->holds, id);
+    if (h) *out = h->info;
+    pthread_mutex_unlock(&rs->holds_mu);
+    return h != NULL;
+}
+
+static void copy_str(char *dst, size_t cap, const char *src) {
+    snprintf(dst, cap, "%s", src ? src : "");
+}
+
+/* The hold of a reserve, as holds_keep keeps it. */
+static void hold_of(dsc_hold_info *h, const char *id, const dsc_reserve_req *req) {
+    const dsc_decision_record *d = req->decision;
+    const dsc_subject *s = req->subject;
+    memset(h, 0, sizeof *h);
+    copy_str(h->id, sizeof h->id, id);
+    if (s) {
+        copy_str(h->org, sizeof h->org, s->org);
+        copy_str(h->team, sizeof h->team, s->team);
+        copy_str(h->user, sizeof h->user, s->user);
+        copy_str(h->key, sizeof h->key, s->key);
+    }
+    if (d) {
+        copy_str(h->owner, sizeof h->owner, d->key_id);
+        copy_str(h->provider, sizeof h->provider, d->provider);
+        copy_str(h->model, sizeof h->model, d->model);
+        copy_str(h->zone, sizeof h->zone, d->zone);
+        copy_str(h->purpose, sizeof h->purpose, d->purpose);
+    }
+    h->open = true;
+}
+
+/* Something a call's completion needs: the caller's done, and what to fill. */
+typedef struct pending {
+    dsc__worker *w;
+    dsc_done done;
+    counters k;
+    dsc_budget_state *out; /* preview */
+    size_t max;
+    dsc_reserve_out *rout; /* reserve */
+    dsc_settle_out *sout;  /* settle */
+    dsc_hold_info *hold;   /* hold_get */
+    dsc_hold_info own;     /* reserve: what the hold is for, kept once it is held */
+    bool budget_remove;    /* budget: the change, applied again when a reload lost it */
+    dsc_budget_info binfo;
+    double blimit;
+} pending;
+
+static pending *pending_new(dsc__worker *w, const dsc_done *done, dsc_error *err) {
+    pending *p = malloc(sizeof *p);
+    if (!p) {
+        dsc_error_set(err, DSC_NOMEM, "out of memory for a Redis call");
+        return NULL;
+    }
+    p->w = w;
+    p->done = *done;
+    p->k.n = 0;
+    return p;
+}
+
+static void finish(pending *p, dsc_status st, const dsc_error *err) {
+    p->done.fn(p->done.ud, st, err);
+    free(p);
+}
+
+static void finish_status(pending *p, dsc_status st, const char *fmt, const char *what) {
+    dsc_error e;
+    dsc_error_set(&e, st, fmt, what);
+    finish(p, st, &e);
+}
+
+/* ---------------------------------------------------------------- journal -- */
+
+/* The journal text of a decision (JSON): what decisions.list reads back, and what
+ * a settle through another replica reads of the hold it took. */
+static char *journal_text(const dsc_decision_record *d, const char *reservation) {
+    const dsc_subject *s = &d->subject;
+#define S(x) ((x) ? (x) : "")
+    json_t *o = json_pack(
+        "{s:s, s:s, s:I, s:s, s:s, s:s, s:s, s:s, s:s, s:s, s:I, s:I, s:I, s:I, s:I, s:s, s:s, "
+        "s:s, s:s, s:s, s:s, s:s, s:s, s:s, s:s, s:i}",
+        "decision_id", S(d->decision_id), "request_id", S(d->request_id), "at_us",
+        (json_int_t)(d->at_us ? d->at_us : dsc__now_us()), "org", S(s->org), "team", S(s->team),
+        "user", S(s->user), "key", S(s->key), "purpose", S(d->purpose), "provider", S(d->provider),
+        "model", S(d->model), "input_tokens", (json_int_t)d->input_tokens, "output_tokens",
+        (json_int_t)d->output_tokens, "est_energy_wh", (json_int_t)d->est_energy_wh, "est_gco2e",
+        (json_int_t)d->est_gco2e, "est_water_ml", (json_int_t)d->est_water_ml, "outcome",
+        S(d->outcome), "policy", S(d->policy), "policy_version", S(d->policy_version), "reason",
+        S(d->reason), "reservation_id", S(reservation), "key_id", S(d->key_id), "zone", S(d->zone),
+        "purpose_class", S(d->purpose_class), "verdicts", S(d->verdicts), "tags", S(d->tags),
+        "warnings", (int)d->warnings);
+#undef S
+    char *text = o ? json_dumps(o, JSON_COMPACT) : NULL;
+    json_decref(o);
+    return text;
+}
+
+/* ---------------------------------------------------------------- preview -- */
+
+static void on_state(void *ud, dsc_status st, const dsc__redis_answer *a, const dsc_error *err) {
+    pending *p = ud;
+    for (size_t i = 0; st == DSC_OK && i < p->k.n && i < p->max; i++)
+        state_from(&p->out[i], &a->counters[i], &p->k.c[i].window);
+    finish(p, st, err);
+}
+
+static dsc_status preview(dsc__worker *w, const dsc_subject *s, const dsc_amounts *request,
+                          dsc_budget_state *out, size_t max, size_t *n, const dsc_done *done,
+                          bool *later, dsc_error *err) {
+    *later = false;
+    dsc__redis *r = conn_of(w, err);
+    if (!r) return DSC_STORE_UNAVAILABLE;
+    pending *p = pending_new(w, done, err);
+    if (!p) return DSC_NOMEM;
+    dsc_status st = match(w, s, request, &p->k, err);
+    if (st == DSC_OK) {
+        *n = p->k.n;
+        memcpy(out, p->k.states, (p->k.n < max ? p->k.n : max) * sizeof *out);
+    }
+    if (st != DSC_OK || p->k.n == 0) {
+        free(p);
+        return st;
+    }
+    p->out = out, p->max = max;
+    st = dsc__redis_state(r, w->srv->redis->tz_offset_s, p->k.c, p->k.n, on_state, p, err);
+    if (st != DSC_OK) {
+        free(p);
+        return st;
+    }
+    *later = true;
+    return DSC_OK;
+}
+
+/* ---------------------------------------------------------------- holds -- */
+
+static void copy_field(char *out, size_t cap, json_t *o, const char *key) {
+    const char *v = json_string_value(json_object_get(o, key));
+    snprintf(out, cap, "%s", v ? v : "");
+}
+
+static void on_hold(void *ud, dsc_status st, const dsc__redis_answer *a, const dsc_error *err) {
+    pending *p = ud;
+    if (st != DSC_OK) {
+        finish(p, st, err);
+        return;
+    }
+    if (!a->hold.known) {
+        finish_status(p, DSC_UNKNOWN_RESERVATION, "field 'reservation': '%s' is unknown",
+                      p->hold->id);
+        return;
+    }
+    dsc_hold_info *h = p->hold;
+    json_t *o = json_loads(a->hold.detail, 0, NULL);
+    copy_field(h->org, sizeof h->org, o, "org");
+    copy_field(h->team, sizeof h->team, o, "team");
+    copy_field(h->user, sizeof h->user, o, "user");
+    copy_field(h->key, sizeof h->key, o, "key");
+    copy_field(h->provider, sizeof h->provider, o, "provider");
+    copy_field(h->model, sizeof h->model, o, "model");
+    copy_field(h->zone, sizeof h->zone, o, "zone");
+    copy_field(h->purpose, sizeof h->purpose, o, "purpose");
+    json_decref(o);
+    snprintf(h->owner, sizeof h->owner, "%s", a->hold.owner);
+    h->expires_us = a->hold.expires_us;
+    h->open = strcmp(a->hold.state, "held") == 0;
+    finish(p, DSC_OK, NULL);
+}
+
+static dsc_status hold_get(dsc__worker *w, const char *id, dsc_hold_info *out, const dsc_done *done,
+                           bool *later, dsc_error *err) {
+    *later = false;
+    if (holds_find(w->srv->redis, id, out)) return DSC_OK; /* one of this replica's own */
+    dsc__redis *r = conn_of(w, err);
+    if (!r) return DSC_STORE_UNAVAILABLE;
+    pending *p = pending_new(w, done, err);
+    if (!p) return DSC_NOMEM;
+    memset(out, 0, sizeof *out);
+    snprintf(out->id, sizeof out->id, "%s", id);
+    p->hold = out;
+    dsc_status st = dsc__redis_hold(r, id, on_hold, p, err);
+    if (st != DSC_OK) {
+        free(p);
+        return st;
+    }
+    *later = true;
+    return DSC_OK;
+}
+
+/* ---------------------------------------------------------------- reserve -- */
+
+static void on_reserve(void *ud, dsc_status st, const dsc__redis_reserve_out *o,
+                       const dsc_error *err) {
+    pending *p = ud;
+    dsc_reserve_out *out = p->rout;
+    if (st != DSC_OK) {
+        finish(p, st, err);
+        return;
+    }
+    switch (o->kind) {
+    case DSC_REDIS_HELD:
+        holds_keep(p->w->srv->redis, &p->own);
+        finish(p, DSC_OK, NULL);
+        return;
+    case DSC_REDIS_REPEAT:
+        snprintf(out->reservation_id, sizeof out->reservation_id, "%s", o->reservation_id);
+        finish(p, DSC_OK, NULL);
+        return;
+    case DSC_REDIS_REFUSED:
+        out->reservation_id[0] = '\0';
+        out->n_exceeded = 1;
+        if (out->exceeded && out->max_exceeded > 0) {
+            out->exceeded[0] = p->k.states[o->refused];
+            state_from(&out->exceeded[0], &o->counters[0], &p->k.c[o->refused].window);
+        }
+        finish_status(p, DSC_BUDGET_EXCEEDED, "%s", "a budget would be exceeded");
+        return;
+    case DSC_REDIS_STALE:
+        atomic_store(&p->w->srv->redis->reload, true);
+        finish_status(p, DSC_STORE_UNAVAILABLE, "%s",
+                      "redis: the budget definitions changed meanwhile; retry");
+        return;
+    }
+}
+
+static void new_reservation_id(char out[DSC_RESERVATION_ID_MAX]) {
+    uint8_t b[18];
+    out[0] = 'r';
+    if (dsc_random_bytes(b, sizeof b, NULL) != DSC_OK) {
+        out[0] = '\0';
+        return;
+    }
+    dsc_random_hex(b, sizeof b, out + 1);
+}
+
+static dsc_status reserve(dsc__worker *w, const dsc_reserve_req *req, dsc_reserve_out *out,
+                          const dsc_done *done, dsc_error *err) {
+    dsc__redis *r = conn_of(w, err);
+    if (!r) return DSC_STORE_UNAVAILABLE;
+    if (req->ttl_s <= 0) return dsc_error_set(err, DSC_BAD_REQUEST, "field 'ttl_s': must be > 0");
+    pending *p = pending_new(w, done, err);
+    if (!p) return DSC_NOMEM;
+    int64_t version = atomic_load(&w->srv->redis->loaded);
+    dsc_status st = match(w, req->subject, req->amounts, &p->k, err);
+    char *detail = NULL;
+    new_reservation_id(out->reservation_id);
+    out->n_exceeded = 0;
+    if (st == DSC_OK && !out->reservation_id[0])
+        st = dsc_error_set(err, DSC_IO, "no random bytes for a reservation id");
+    if (st == DSC_OK && req->decision &&
+        !(detail = journal_text(req->decision, out->reservation_id)))
+        st = dsc_error_set(err, DSC_NOMEM, "out of memory for the journal");
+    if (st == DSC_OK) {
+        p->rout = out;
+        hold_of(&p->own, out->reservation_id, req);
+        dsc__redis_reserve_req rq = {
+            .version = version < 0 ? 0 : version,
+            .reservation_id = out->reservation_id,
+            .request_id = req->request_id,
+            .owner_key = req->decision ? req->decision->key_id : NULL,
+            .ttl_us = req->ttl_s * 1000000,
+            .tz_offset_s = w->srv->redis->tz_offset_s,
+            .journal = detail,
+            .journal_max = detail ? JOURNAL_MAX : 0,
+            .counters = p->k.c,
+            .n = p->k.n,
+        };
+        st = dsc__redis_reserve(r, &rq, on_reserve, p, err);
+    }
+    free(detail);
+    if (st != DSC_OK) free(p);
+    return st;
+}
+
+/* ---------------------------------------------------------------- record -- */
+
+static void on_done(void *ud, dsc_status st, const dsc__redis_answer *a, const dsc_error *err) {
+    (void)a;
+    finish(ud, st, err);
+}
+
+static dsc_status record(dsc__worker *w, const dsc_decision_record *rec, const dsc_done *done,
+                         dsc_error *err) {
+    dsc__redis *r = conn_of(w, err);
+    if (!r) return DSC_STORE_UNAVAILABLE;
+    char *detail = journal_text(rec, rec->reservation_id);
+    pending *p = detail ? pending_new(w, done, err) : NULL;
+    dsc_status st = p ? dsc__redis_record(r, rec->decision_id ? rec->decision_id : "", detail,
+                                          JOURNAL_MAX, on_done, p, err)
+                      : dsc_error_set(err, DSC_NOMEM, "out of memory for the journal");
+    free(detail);
+    if (st != DSC_OK) free(p);
+    return st;
+}
+
+/* ---------------------------------------------------------------- settle -- */
+
+static void on_settle(void *ud, dsc_status st, const dsc__redis_settle_out *o,
+                      const dsc_error *err) {
+    pending *p = ud;
+    if (st != DSC_OK) {
+        finish(p, st, err);
+        return;
+    }
+    static const dsc_settle_kind kinds[] = {DSC_SETTLE_RESERVED, DSC_SETTLE_REPEATED,
+                                            DSC_SETTLE_LATE, DSC_SETTLE_UNRESERVED};
+    if (o->kind == DSC_REDIS_UNKNOWN)
+        finish_status(p, DSC_UNKNOWN_RESERVATION, "%s",
+                      "field 'reservation': unknown to the store; give a subject to charge it");
+    else if (o->kind == DSC_REDIS_FORBIDDEN)
+        finish_status(p, DSC_FORBIDDEN, "%s", "field 'reservation': held by another key");
+    else {
+        if (p->sout) p->sout->kind = kinds[o->kind];
+        finish(p, DSC_OK, NULL);
+    }
+}
+
+/* The owner a script checks: "*" lets any key (an admin) finish any hold. */
+static const char *owner_arg(const char *key_id) {
+    return key_id ? key_id : "*";
+}
+
+static dsc_status settle(dsc__worker *w, const dsc_settle_req *req, dsc_settle_out *out,
+                         const dsc_done *done, dsc_error *err) {
+    dsc__redis *r = conn_of(w, err);
+    if (!r) return DSC_STORE_UNAVAILABLE;
+    pending *p = pending_new(w, done, err);
+    if (!p) return DSC_NOMEM;
+    dsc_status st = match(w, req->subject_if_unknown, req->actual, &p->k, err);
+    if (st == DSC_OK) {
+        p->sout = out;
+        dsc__redis_settle_req rq = {
+            .reservation_id = req->reservation_id,
+            .owner_key = owner_arg(req->key_id),
+            .actual = *req->actual,
+            .retain_s = RETAIN_S,
+            .tz_offset_s = w->srv->redis->tz_offset_s,
+            .journal = "",
+            .journal_max = JOURNAL_MAX,
+            .counters = p->k.c,
+            .n = p->k.n,
+        };
+        st = dsc__redis_settle(r, &rq, on_settle, p, err);
+    }
+    if (st != DSC_OK) free(p);
+    return st;
+}
+
+/* ---------------------------------------------------------------- cancel -- */
+
+static void on_cancel(void *ud, dsc_status st, const dsc__redis_answer *a, const dsc_error *err) {
+    pending *p = ud;
+    if (st != DSC_OK)
+        finish(p, st, err);
+    else if (a->cancel == DSC_REDIS_CANCEL_UNKNOWN)
+        finish_status(p, DSC_UNKNOWN_RESERVATION, "%s", "field 'reservation': unknown");
+    else if (a->cancel == DSC_REDIS_CANCEL_FORBIDDEN)
+        finish_status(p, DSC_FORBIDDEN, "%s", "field 'reservation': held by another key");
+    else
+        finish(p, DSC_OK, NULL);
+}
+
+static dsc_status cancel(dsc__worker *w, const dsc_cancel_req *req, const dsc_done *done,
+                         dsc_error *err) {
+    dsc__redis *r = conn_of(w, err);
+    if (!r) return DSC_STORE_UNAVAILABLE;
+    pending *p = pending_new(w, done, err);
+    if (!p) return DSC_NOMEM;
+    dsc_status st = dsc__redis_cancel(r, req->reservation_id, owner_arg(req->key_id), RETAIN_S,
+                                      JOURNAL_MAX, on_cancel, p, err);
+    if (st != DSC_OK) free(p);
+    return st;
+}
+
+/* ---------------------------------------------------------- definitions -- */
+
+/* A definition as Redis keeps it: {"selector", "metric", "window", "limit"} with the
+ * limit in API units, as given, so every replica derives the same micro-units. */
+static char *definition_text(const dsc_budget_info *b, double limit) {
+    json_t *o = json_pack("{s:s, s:s, s:s, s:f}", "selector", b->selector, "metric",
+                          dsc_metric_name(b->metric), "window", b->window, "limit", limit);
+    char *text = o ? json_dumps(o, JSON_COMPACT | JSON_REAL_PRECISION(17)) : NULL;
+    json_decref(o);
+    return text;
+}
+
+typedef struct def {
+    char selector[DSC_SELECTOR_MAX], window[DSC_WINDOW_MAX];
+    dsc_metric metric;
+    double limit;
+} def;
+
+static bool def_parse(const char *text, def *d) {
+    json_t *o = json_loads(text, 0, NULL);
+    const char *sel = json_string_value(json_object_get(o, "selector"));
+    const char *met = json_string_value(json_object_get(o, "metric"));
+    const char *win = json_string_value(json_object_get(o, "window"));
+    json_t *lim = json_object_get(o, "limit");
+    bool ok = sel && met && win && json_is_number(lim) &&
+              dsc_metric_parse(met, &d->metric) == DSC_OK && strlen(sel) < sizeof d->selector &&
+              strlen(win) < sizeof d->window;
+    if (ok) {
+        strcpy(d->selector, sel);
+        strcpy(d->window, win);
+        d->limit = json_number_value(lim);
+    }
+    json_decref(o);
+    return ok;
+}
+
+static int def_cmp(const char *sa, dsc_metric ma, const char *wa, const char *sb, dsc_metric mb,
+                   const char *wb) {
+    int c = strcmp(sa, sb);
+    if (c == 0) c = (int)ma - (int)mb;
+    return c ? c : strcmp(wa, wb);
+}
+
+static int def_sort(const void *a, const void *b) {
+    const def *x = a, *y = b;
+    return def_cmp(x->selector, x->metric, x->window, y->selector, y->metric, y->window);
+}
+
+static int info_sort(const void *a, const void *b) {
+    const dsc_budget_info *x = a, *y = b;
+    return def_cmp(x->selector, x->metric, x->window, y->selector, y->metric, y->window);
+}
+
+static void set_local(dsc_server *srv, const char *selector, dsc_metric m, const char *window,
+                      double limit, bool remove) {
+    dsc_budget_req rq = {selector, m, window, limit, remove};
+    dsc_error e;
+    if (dsc_ledger_budget(srv->ledger, &rq, NULL, NULL, &e) != DSC_OK && !remove)
+        dsc_log_write(&srv->log, DSC_LOG_WARN, "budget_skipped", "selector=%s message=\"%s\"",
+                      selector, e.message);
+}
+
+/* Make the local definitions exactly defs (n of them, sorted here): one merge of two
+ * sorted lists, deleting the others and setting the new or changed ones. */
+static void sync_defs(dsc_server *srv, def *defs, size_t n) {
+    size_t total = 0;
+    dsc_ledger_budget_list(srv->ledger, 0, NULL, 0, &total);
+    dsc_budget_info *have = calloc(total ? total : 1, sizeof *have);
+    if (!have) return;
+    total = dsc_ledger_budget_list(srv->ledger, 0, have, total, NULL);
+    qsort(have, total, sizeof *have, info_sort);
+    qsort(defs, n, sizeof *defs, def_sort);
+    size_t i = 0, j = 0;
+    while (i < total || j < n) {
+        int c = i == total ? 1
+                : j == n   ? -1
+                           : def_cmp(have[i].selector, have[i].metric, have[i].window,
+                                     defs[j].selector, defs[j].metric, defs[j].window);
+        int64_t micro = 0;
+        if (c < 0) {
+            set_local(srv, have[i].selector, have[i].metric, have[i].window, 0, true);
+            i++;
+            continue;
+        }
+        if (c > 0 || dsc_amount_from_api("limit", defs[j].limit, &micro, NULL) != DSC_OK ||
+            micro != have[i].limit)
+            set_local(srv, defs[j].selector, defs[j].metric, defs[j].window, defs[j].limit, false);
+        if (c == 0) i++;
+        j++;
+    }
+    free(have);
+}
+
+/* One reload at a time (the definitions and the keys, two replies); news meanwhile
+ * asks for one more after it. */
+static void reload_defs(dsc__worker *w);
+
+static void reload_done(dsc__worker *w) {
+    dsc__redis_shared *rs = w->srv->redis;
+    if (atomic_fetch_sub(&rs->outstanding, 1) != 1) return;
+    atomic_store(&rs->busy, false);
+    if (atomic_exchange(&rs->again, false)) reload_defs(w);
+}
+
+static void on_defs(void *ud, dsc_status st, const dsc__redis_answer *a, const dsc_error *err) {
+    dsc__worker *w = ud;
+    dsc_server *srv = w->srv;
+    dsc__redis_shared *rs = srv->redis;
+    if (st != DSC_OK) {
+        atomic_store(&rs->reload, true);
+        dsc_log_write(&srv->log, DSC_LOG_WARN, "budgets_reload_failed", "message=\"%s\"",
+                      err->message);
+        reload_done(w);
+        return;
+    }
+    pthread_mutex_lock(&rs->sync_mu);
+    if (a->version != atomic_load(&rs->loaded)) {
+        def *defs = calloc(a->n ? a->n : 1, sizeof *defs);
+        size_t n = 0;
+        for (size_t i = 0; defs && i < a->n; i++)
+            if (def_parse(a->defs[2 * i + 1]->str, &defs[n])) n++;
+        if (defs) {
+            sync_defs(srv, defs, n);
+            atomic_store(&rs->loaded, a->version);
+            dsc_log_write(&srv->log, DSC_LOG_INFO, "budgets_loaded", "version=%lld budgets=%zu",
+                          (long long)a->version, n);
+        } else {
+            atomic_store(&rs->reload, true);
+        }
+        free(defs);
+    }
+    pthread_mutex_unlock(&rs->sync_mu);
+    reload_done(w);
+}
+
+/* The API keys as Redis has them: add the new ones, take revocations. */
+static void on_keyring(void *ud, dsc_status st, const dsc__redis_answer *a, const dsc_error *err) {
+    dsc__worker *w = ud;
+    dsc_server *srv = w->srv;
+    if (st != DSC_OK) {
+        atomic_store(&srv->redis->reload, true);
+        dsc_log_write(&srv->log, DSC_LOG_WARN, "keys_reload_failed", "message=\"%s\"",
+                      err->message);
+    }
+    for (size_t i = 0; st == DSC_OK && i < a->n; i++) {
+        dsc_error e;
+        if (dsc__keys_entry_put(srv->keys, a->defs[2 * i + 1]->str, &e) != DSC_OK)
+            dsc_log_write(&srv->log, DSC_LOG_WARN, "key_skipped", "key_id=%.40s message=\"%s\"",
+                          a->defs[2 * i]->str, e.message);
+    }
+    reload_done(w);
+}
+
+/* Read the budget definitions and the API keys again (after news, or a 'stale'). */
+static void reload_defs(dsc__worker *w) {
+    dsc__redis_shared *rs = w->srv->redis;
+    dsc_error err;
+    if (atomic_exchange(&rs->busy, true)) {
+        atomic_store(&rs->again, true);
+        return;
+    }
+    atomic_store(&rs->reload, false);
+    atomic_store(&rs->outstanding, 2);
+    if (!w->redis || dsc__redis_defs(w->redis, on_defs, w, &err) != DSC_OK) {
+        atomic_store(&rs->outstanding, 0);
+        atomic_store(&rs->busy, false);
+        atomic_store(&rs->reload, true);
+        return;
+    }
+    if (dsc__redis_keyring(w->redis, on_keyring, w, &err) != DSC_OK) {
+        atomic_store(&rs->reload, true);
+        reload_done(w);
+    }
+}
+
+dsc_status dsc__ledger_redis_key_put(dsc__worker *w, const char *id, const dsc_done *done,
+                                     dsc_error *err) {
+    dsc__redis *r = conn_of(w, err);
+    if (!r) return DSC_STORE_UNAVAILABLE;
+    char *text = dsc__keys_entry_text(w->srv->keys, id);
+    if (!text) return dsc_error_set(err, DSC_NOMEM, "out of memory for a key's entry");
+    pending *p = pending_new(w, done, err);
+    dsc_status st = p ? dsc__redis_key(r, id, text, on_done, p, err) : DSC_NOMEM;
+    free(text);
+    if (st != DSC_OK) free(p);
+    return st;
+}
+
+/* Redis has the change at version v. The local copy is in step when it was at v - 1
+ * (every change before this one is in it); a reload that read a version before v
+ * dropped this change from it, so it is applied again. */
+static void on_budget(void *ud, dsc_status st, const dsc__redis_answer *a, const dsc_error *err) {
+    pending *p = ud;
+    dsc_server *srv = p->w->srv;
+    dsc__redis_shared *rs = srv->redis;
+    bool reload = st != DSC_OK; /* the local copy changed first: put Redis's back */
+    if (st == DSC_OK) {
+        pthread_mutex_lock(&rs->sync_mu);
+        int64_t loaded = atomic_load(&rs->loaded);
+        if (loaded < a->version)
+            set_local(srv, p->binfo.selector, p->binfo.metric, p->binfo.window, p->blimit,
+                      p->budget_remove);
+        if (loaded == a->version - 1)
+            atomic_store(&rs->loaded, a->version);
+        else if (loaded < a->version)
+            reload = true;
+        pthread_mutex_unlock(&rs->sync_mu);
+    }
+    if (reload) reload_defs(p->w);
+    finish(p, st, err);
+}
+
+static dsc_status budget(dsc__worker *w, const dsc_budget_req *req, const dsc_done *done,
+                         dsc_error *err) {
+    dsc__redis *r = conn_of(w, err);
+    if (!r) return DSC_STORE_UNAVAILABLE;
+    dsc_server *srv = w->srv;
+    dsc_budget_info info;
+    char id[DSC__COUNTER_NAME_MAX], *text = NULL;
+    /* The local copy validates and normalises the change (and is corrected by a
+     * reload should Redis refuse it). */
+    pthread_mutex_lock(&srv->redis->sync_mu);
+    dsc_status st = req->remove ? dsc_ledger_budget_get(srv->ledger, req->selector, req->metric,
+                                                        req->window, &info, err)
+                                : DSC_OK;
+    if (st == DSC_OK)
+        st = dsc_ledger_budget(srv->ledger, req, req->remove ? NULL : &info, NULL, err);
+    pthread_mutex_unlock(&srv->redis->sync_mu);
+    if (st != DSC_OK) return st;
+    budget_id(id, sizeof id, info.selector, info.metric, info.window);
+    if (!req->remove && !(text = definition_text(&info, req->limit)))
+        return dsc_error_set(err, DSC_NOMEM, "out of memory for a budget definition");
+    pending *p = pending_new(w, done, err);
+    if (p) {
+        p->binfo = info;
+        p->blimit = req->limit;
+        p->budget_remove = req->remove;
+        st = dsc__redis_budget(r, id, req->remove ? "" : text, on_budget, p, err);
+    } else {
+        st = DSC_NOMEM;
+    }
+    free(text);
+    if (st != DSC_OK) {
+        free(p);
+        reload_defs(w);
+    }
+    return st;
+}
+
+/* ---------------------------------------------------------------- health -- */
+
+static bool healthy(dsc_server *srv) {
+    for (int i = 0; i < srv->n_workers; i++)
+        if (!atomic_load(&srv->workers[i].redis_ready)) return false;
+    return srv->n_workers > 0;
+}
+
+const dsc__ledger_ops dsc__ledger_redis = {
+    "redis", true, preview, hold_get, reserve, record, settle, cancel, budget, healthy,
+};
+
+/* ------------------------------------------------------------ lifecycle -- */
+
+static void on_sweep(void *ud, dsc_status st, const dsc__redis_answer *a, const dsc_error *err) {
+    (void)err;
+    dsc__worker *w = ud;
+    if (st == DSC_OK && a->count > 0)
+        dsc_log_write(&w->srv->log, DSC_LOG_INFO, "holds_expired", "count=%lld",
+                      (long long)a->count);
+}
+
+/* Worker 0, once a second: a reload asked for, and the expired holds of any replica. */
+static void on_redis_tick(evutil_socket_t fd, short what, void *arg) {
+    (void)fd;
+    (void)what;
+    dsc__worker *w = arg;
+    dsc_error err;
+    if (!w->redis || !dsc__redis_ready(w->redis)) return;
+    if (atomic_load(&w->srv->redis->reload) || atomic_load(&w->srv->redis->loaded) < 0)
+        reload_defs(w);
+    dsc__redis_sweep(w->redis, true, SWEEP_MAX, RETAIN_S, JOURNAL_MAX, on_sweep, w, &err);
+}
+
+static void on_ready(void *ud, bool ready) {
+    dsc__worker *w = ud;
+    atomic_store(&w->redis_ready, ready);
+    dsc_log_write(&w->srv->log, ready ? DSC_LOG_INFO : DSC_LOG_WARN,
+                  ready ? "store_connected" : "store_lost", "worker=%d%s%s", w->index,
+                  ready ? "" : " message=", ready ? "" : dsc__redis_last_error(w->redis));
+    if (ready && w->index == 0) reload_defs(w);
+}
+
+static void on_budgets_news(void *ud, int64_t version) {
+    dsc__worker *w = ud;
+    /* a budgets version this replica has (its own change) needs nothing; anything
+     * else (another's change, a key, a reconnect) is read again */
+    if (version < 0 || version > atomic_load(&w->srv->redis->loaded)) reload_defs(w);
+}
+
+dsc_status dsc__ledger_redis_open(dsc_server *srv, dsc_error *err) {
+    dsc__redis_shared *rs = calloc(1, sizeof *rs);
+    if (!rs) return dsc_error_set(err, DSC_NOMEM, "out of memory for the Redis store");
+    srv->redis = rs;
+    pthread_mutex_init(&rs->sync_mu, NULL);
+    pthread_mutex_init(&rs->holds_mu, NULL);
+    dsc__strmap_init(&rs->holds);
+    if (!(rs->ring = calloc(HOLDS_KEPT, sizeof *rs->ring)))
+        return dsc_error_set(err, DSC_NOMEM, "out of memory for the Redis store");
+    atomic_init(&rs->loaded, -1);
+    atomic_init(&rs->reload, false);
+    atomic_init(&rs->busy, false);
+    atomic_init(&rs->again, false);
+    atomic_init(&rs->outstanding, 0);
+    dsc_status st = dsc__store_url_parse("store", srv->cfg.store, &rs->url, err);
+    if (st == DSC_OK) st = dsc__store_url_env(&rs->url, getenv("DISCERN_REDIS_PASSWORD"), err);
+    dsc_tz tz;
+    if (st == DSC_OK) st = dsc_tz_parse(srv->cfg.timezone[0] ? srv->cfg.timezone : "UTC", &tz, err);
+    if (st == DSC_OK && tz.local)
+        st = dsc_error_set(err, DSC_BAD_REQUEST,
+                           "timezone: a Redis store needs a fixed offset (\"UTC\", \"+02:00\"): "
+                           "every replica must reset windows at the same instant");
+    rs->tz_offset_s = tz.offset_s;
+    return st;
+}
+
+void dsc__ledger_redis_describe(const dsc_server *srv, char *out, size_t cap) {
+    dsc__store_url_describe(&srv->redis->url, out, cap);
+}
+
+dsc_status dsc__ledger_redis_worker_start(dsc__worker *w, dsc_error *err) {
+    dsc_server *srv = w->srv;
+    atomic_init(&w->redis_ready, false);
+    if (!srv->redis) return DSC_OK;
+    dsc__redis_config rc = {
+        .url = &srv->redis->url,
+        .prefix = srv->cfg.redis_prefix,
+        .on_ready = on_ready,
+        .on_budgets = w->index == 0 ? on_budgets_news : NULL,
+        .ud = w,
+    };
+    if (!(w->redis = dsc__redis_new(w->base, &rc, err))) return err->code;
+    if (w->index != 0) return DSC_OK;
+    struct timeval second = {1, 0};
+    w->redis_tick = event_new(w->base, -1, EV_PERSIST, on_redis_tick, w);
+    if (!w->redis_tick) return dsc_error_set(err, DSC_NOMEM, "redis tick event");
+    event_add(w->redis_tick, &second);
+    return DSC_OK;
+}
+
+void dsc__ledger_redis_worker_stop(dsc__worker *w) {
+    if (w->redis_tick) event_free(w->redis_tick);
+    w->redis_tick = NULL;
+    dsc__redis *r = w->redis;
+    dsc__redis_free(r);
+    w->redis = NULL;
+    atomic_store(&w->redis_ready, false);
+}
+
+void dsc__ledger_redis_free(dsc_server *srv) {
+    if (!srv->redis) return;
+    dsc__redis_shared *rs = srv->redis;
+    for (size_t i = 0; rs->ring && i < HOLDS_KEPT; i++)
+        if (rs->ring[i][0]) holds_forget_locked(rs, rs->ring[i]);
+    dsc__strmap_destroy(&rs->holds);
+    free(rs->ring);
+    pthread_mutex_destroy(&rs->holds_mu);
+    pthread_mutex_destroy(&srv->redis->sync_mu);
+    free(srv->redis);
+    srv->redis = NULL;
+}

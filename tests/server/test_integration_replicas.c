@@ -1,0 +1,434 @@
+/*
+ * test_integration_replicas.c - several discernd on one Redis: the budget is one
+ * budget, whichever replica a client reaches.
+ *
+ * Each test starts its own redis-server (redis_harness.c) and three discernd on it
+ * (harness.c), all on loopback: eight clients spread over the replicas cannot
+ * overshoot one budget; a hold taken through one replica is settled through
+ * another and every replica reports the same used, the sum charged; a budget set
+ * through one replica is in effect on the others within a second; the holds of a
+ * replica killed with SIGKILL expire and are charged by the others' sweep while they
+ * keep serving; Redis killed under load and restarted with appendfsync always: the
+ * replicas fail closed (or open, counted), /healthz says 503, they recover without a
+ * restart, and no acknowledged charge is lost.
+ */
+#include "harness.h"
+#include "redis_harness.h"
+
+#include <criterion/criterion.h>
+#include <signal.h>
+#include <stdio.h>
+#include <string.h>
+#include <sys/wait.h>
+
+TestSuite(integration_replicas, .fini = th_kill_live_redis, .timeout = 120);
+
+#define REPLICAS 3
+#define SUBJECT "\"subject\": {\"org\": \"acme\", \"team\": \"infra\", \"user\": \"ana\"}"
+#define CHECK_TTL(ttl)                                                                             \
+    "{" SUBJECT ", \"provider\": \"openai\", \"model\": \"gpt-4o\", \"input_tokens\": 100, "       \
+    "\"output_tokens\": 100, \"purpose\": \"chat\", \"ttl_s\": " #ttl "}"
+#define CHECK CHECK_TTL(60)
+
+typedef struct cluster {
+    th_redis redis;
+    th_server s[REPLICAS];
+} cluster;
+
+static bool healthz_becomes(const th_server *s, int want, int ms) {
+    for (int64_t end = th_now_ms() + ms; th_now_ms() < end; th_sleep_ms(20)) {
+        int status = 0;
+        free(th_http_get(s, "/healthz", &status));
+        if (status == want) return true;
+    }
+    return false;
+}
+
+static void start_replica(cluster *k, int i, const char *extra) {
+    th_server_prepare(&k->s[i]);
+    th_redis_url(&k->redis, k->s[i].store, sizeof k->s[i].store);
+    th_server_restart(&k->s[i], extra);
+    cr_assert(healthz_becomes(&k->s[i], 200, 5000), "replica %d never healthy", i);
+}
+
+static void cluster_start(cluster *k, const char *redis_extra, const char *extra) {
+    th_redis_start(&k->redis, redis_extra);
+    for (int i = 0; i < REPLICAS; i++)
+        start_replica(k, i, extra);
+}
+
+static void cluster_stop(cluster *k) {
+    for (int i = 0; i < REPLICAS; i++) {
+        if (k->s[i].pid > 0) th_server_stop(&k->s[i]);
+        th_server_cleanup(&k->s[i]);
+    }
+    th_redis_cleanup(&k->redis);
+}
+
+static void set_budget(th_client *a, const char *metric, double limit) {
+    char params[256];
+    snprintf(params, sizeof params,
+             "{\"selector\": \"org:acme\", \"metric\": \"%s\", \"window\": \"day\", "
+             "\"limit\": %g}",
+             metric, limit);
+    json_t *res, *r = th_ok(a, "budget.set", params, &res);
+    json_decref(r);
+}
+
+/* The budget of metric that applies to SUBJECT, as replica c reports it; NULL when
+ * it has none. The reply is kept in *keep (the caller decrefs). */
+static json_t *budget_state(th_client *c, const char *metric, json_t **keep) {
+    json_t *res, *b;
+    *keep = th_ok(c, "budget.get", "{" SUBJECT "}", &res);
+    size_t i;
+    json_array_foreach(json_object_get(res, "budgets"), i, b) {
+        if (strcmp(th_str(b, "metric"), metric) == 0) return b;
+    }
+    return NULL;
+}
+
+/* Until every replica lists n budgets (bounded by ms); how long it took, or -1. */
+static int64_t budgets_everywhere(cluster *k, th_client **c, size_t n, int ms) {
+    int64_t t0 = th_now_ms();
+    for (; th_now_ms() - t0 < ms; th_sleep_ms(10)) {
+        int seen = 0;
+        for (int i = 0; i < REPLICAS; i++) {
+            json_t *res, *r = th_ok(c[i], "budget.list", "{}", &res);
+            seen += json_array_size(json_object_get(res, "budgets")) == n;
+            json_decref(r);
+        }
+        if (seen == REPLICAS) return th_now_ms() - t0;
+    }
+    (void)k;
+    return -1;
+}
+
+static void connect_all(cluster *k, th_client **c) {
+    for (int i = 0; i < REPLICAS; i++)
+        c[i] = th_connect_admin(&k->s[i]);
+}
+
+static void free_all(th_client **c, int n) {
+    for (int i = 0; i < n; i++)
+        th_client_free(c[i]);
+}
+
+Test(integration_replicas, three_replicas_and_eight_clients_cannot_overshoot_one_budget) {
+    cluster k;
+    cluster_start(&k, NULL, "workers = 2\n");
+    th_client *admin[REPLICAS];
+    connect_all(&k, admin);
+    set_budget(admin[0], "requests", 20);
+    cr_assert_geq(budgets_everywhere(&k, admin, 1, 2000), 0);
+    enum { CLIENTS = 8, ROUNDS = 10 };
+    th_client *c[CLIENTS];
+    for (int i = 0; i < CLIENTS; i++)
+        c[i] = th_connect_admin(&k.s[i % REPLICAS]);
+    int allowed = 0, refused = 0;
+    uint32_t msgid = 1000;
+    for (int round = 0; round < ROUNDS; round++) {
+        for (int i = 0; i < CLIENTS; i++)
+            th_send_request(c[i], msgid + (uint32_t)i, "check", CHECK);
+        for (int i = 0; i < CLIENTS; i++) {
+            json_t *r = th_read(c[i], 5000);
+            cr_assert_not_null(r, "client %d: no reply", i);
+            json_t *res = th_result(r);
+            cr_assert_not_null(res, "client %d: %s", i, th_error_message(r));
+            if (strcmp(th_str(res, "decision"), "allow") == 0)
+                allowed++;
+            else
+                refused++;
+            json_decref(r);
+        }
+        msgid += CLIENTS;
+    }
+    cr_assert_eq(allowed, 20, "%d allowed over a budget of 20 requests (%d refused)", allowed,
+                 refused);
+    for (int i = 0; i < REPLICAS; i++) {
+        json_t *keep, *b = budget_state(admin[i], "requests", &keep);
+        cr_assert_not_null(b);
+        cr_assert_eq(th_num(b, "held"), 20, "replica %d sees %g held", i, th_num(b, "held"));
+        json_decref(keep);
+    }
+    free_all(c, CLIENTS);
+    free_all(admin, REPLICAS);
+    cluster_stop(&k);
+}
+
+Test(integration_replicas,
+     holds_settled_through_another_replica_leave_every_replica_the_same_used) {
+    cluster k;
+    cluster_start(&k, NULL, NULL);
+    th_client *c[REPLICAS];
+    connect_all(&k, c);
+    set_budget(c[0], "tokens", 1e6);
+    cr_assert_geq(budgets_everywhere(&k, c, 1, 2000), 0);
+    double charged = 0;
+    for (int i = 0; i < 6; i++) {
+        json_t *res, *r = th_ok(c[i % REPLICAS], "check", CHECK, &res);
+        cr_assert_str_eq(th_str(res, "decision"), "allow");
+        char params[256];
+        int out = 10 * (i + 1);
+        snprintf(params, sizeof params,
+                 "{\"reservation\": \"%s\", \"input_tokens\": 100, \"output_tokens\": %d}",
+                 th_str(res, "reservation"), out);
+        json_decref(r);
+        r = th_ok(c[(i + 1) % REPLICAS], "settle", params, &res);
+        cr_assert_str_eq(th_str(res, "settled"), "reserved", "settled through another replica");
+        charged += th_num(json_object_get(res, "charged"), "tokens");
+        json_decref(r);
+        r = th_ok(c[(i + 2) % REPLICAS], "settle", params, &res);
+        cr_assert_str_eq(th_str(res, "settled"), "repeated", "a third replica sees the settle");
+        json_decref(r);
+    }
+    cr_assert_eq(charged, 6 * 100 + 10 * (1 + 2 + 3 + 4 + 5 + 6));
+    for (int i = 0; i < REPLICAS; i++) {
+        json_t *keep, *b = budget_state(c[i], "tokens", &keep);
+        cr_assert_not_null(b);
+        cr_assert_eq(th_num(b, "used"), charged, "replica %d: used %g, charged %g", i,
+                     th_num(b, "used"), charged);
+        cr_assert_eq(th_num(b, "held"), 0);
+        json_decref(keep);
+    }
+    free_all(c, REPLICAS);
+    cluster_stop(&k);
+}
+
+Test(integration_replicas, a_budget_change_through_one_replica_is_in_effect_on_all_within_1s) {
+    cluster k;
+    cluster_start(&k, NULL, NULL);
+    th_client *c[REPLICAS];
+    connect_all(&k, c);
+    set_budget(c[1], "requests", 5);
+    int64_t ms = budgets_everywhere(&k, c, 1, 1000);
+    cr_assert_geq(ms, 0, "a new budget did not reach every replica within 1 s");
+    /* a lower limit set through replica 2 refuses on replica 0 within a second */
+    json_t *res, *r = th_ok(c[0], "check", CHECK, &res);
+    cr_assert_str_eq(th_str(res, "decision"), "allow");
+    json_decref(r);
+    set_budget(c[2], "requests", 1);
+    bool refused = false;
+    int64_t t0 = th_now_ms();
+    while (!refused && th_now_ms() - t0 < 1000) {
+        r = th_call(c[0], "check", CHECK);
+        res = th_result(r);
+        refused = res && strcmp(th_str(res, "decision"), "refuse") == 0;
+        json_decref(r);
+        if (!refused) th_sleep_ms(10);
+    }
+    cr_assert(refused, "the lower limit was not in effect on replica 0 within 1 s");
+    free_all(c, REPLICAS);
+    cluster_stop(&k);
+}
+
+Test(integration_replicas, a_killed_replicas_holds_expire_charged_by_the_others_sweep) {
+    cluster k;
+    cluster_start(&k, NULL, NULL);
+    th_client *c[REPLICAS];
+    connect_all(&k, c);
+    set_budget(c[0], "requests", 100);
+    cr_assert_geq(budgets_everywhere(&k, c, 1, 2000), 0);
+    for (int i = 0; i < 3; i++) {
+        json_t *res, *r = th_ok(c[0], "check", CHECK_TTL(1), &res);
+        cr_assert_str_eq(th_str(res, "decision"), "allow");
+        json_decref(r);
+    }
+    th_client_free(c[0]);
+    kill(k.s[0].pid, SIGKILL);
+    waitpid(k.s[0].pid, NULL, 0);
+    k.s[0].pid = 0;
+    json_t *keep, *b = budget_state(c[1], "requests", &keep);
+    cr_assert_eq(th_num(b, "held"), 3, "the dead replica's holds are still held");
+    json_decref(keep);
+    bool swept = false;
+    for (int64_t end = th_now_ms() + 4000; !swept && th_now_ms() < end; th_sleep_ms(50)) {
+        b = budget_state(c[2], "requests", &keep);
+        swept = th_num(b, "held") == 0 && th_num(b, "used") == 3;
+        json_decref(keep);
+    }
+    cr_assert(swept, "the holds of the killed replica were not expired and charged");
+    json_t *res, *r = th_ok(c[1], "check", CHECK, &res);
+    cr_assert_str_eq(th_str(res, "decision"), "allow", "the others keep serving");
+    json_decref(r);
+    th_client_free(c[1]);
+    th_client_free(c[2]);
+    cluster_stop(&k);
+}
+
+/* check + settle of tokens through c until Redis fails; the acknowledged total. */
+static double charge_until_failure(th_client *c, int max, int *failures) {
+    double acked = 0;
+    for (int i = 0; i < max && *failures == 0; i++) {
+        json_t *r = th_call(c, "check", CHECK);
+        json_t *res = th_result(r);
+        if (!res || !json_object_get(res, "reservation")) {
+            cr_assert_str_eq(th_error_code(r), "store_unavailable", "%s", th_error_message(r));
+            (*failures)++;
+            json_decref(r);
+            break;
+        }
+        char params[256];
+        snprintf(params, sizeof params,
+                 "{\"reservation\": \"%s\", \"input_tokens\": 100, \"output_tokens\": 100}",
+                 th_str(res, "reservation"));
+        json_decref(r);
+        r = th_call(c, "settle", params);
+        if (th_result(r))
+            acked += th_num(json_object_get(th_result(r), "charged"), "tokens");
+        else
+            (*failures)++;
+        json_decref(r);
+    }
+    return acked;
+}
+
+Test(integration_replicas, redis_killed_under_load_fails_closed_then_recovers_losing_no_charge) {
+    cluster k;
+    cluster_start(&k, "appendonly yes\nappendfsync always\n", NULL);
+    th_client *c[REPLICAS];
+    connect_all(&k, c);
+    set_budget(c[0], "tokens", 1e9);
+    cr_assert_geq(budgets_everywhere(&k, c, 1, 2000), 0);
+    int failures = 0;
+    double acked = charge_until_failure(c[1], 50, &failures);
+    cr_assert_eq(failures, 0);
+    th_redis_kill9(&k.redis);
+    double more = charge_until_failure(c[1], 20, &failures);
+    cr_assert_gt(failures, 0, "no call failed with Redis dead");
+    acked += more;
+    json_t *r = th_call(c[2], "check", CHECK);
+    cr_assert_str_eq(th_error_code(r), "store_unavailable", "fail closed: %s", th_error_message(r));
+    json_decref(r);
+    cr_assert(healthz_becomes(&k.s[2], 503, 3000), "/healthz did not say 503 with Redis down");
+    th_redis_restart(&k.redis);
+    for (int i = 0; i < REPLICAS; i++)
+        cr_assert(healthz_becomes(&k.s[i], 200, 8000), "replica %d did not recover", i);
+    failures = 0;
+    acked += charge_until_failure(c[1], 10, &failures);
+    cr_assert_eq(failures, 0, "serving again after the restart");
+    json_t *keep, *b = budget_state(c[0], "tokens", &keep);
+    cr_assert_not_null(b, "the budget definition survived the restart");
+    /* a settle whose reply was lost may have been applied: at most one such */
+    cr_assert_geq(th_num(b, "used"), acked, "used %g < acknowledged %g", th_num(b, "used"), acked);
+    cr_assert_leq(th_num(b, "used"), acked + 200, "used %g, acknowledged %g", th_num(b, "used"),
+                  acked);
+    json_decref(keep);
+    free_all(c, REPLICAS);
+    cluster_stop(&k);
+}
+
+Test(integration_replicas, with_failure_mode_open_a_dead_redis_allows_unenforced_and_counts_it) {
+    cluster k;
+    th_redis_start(&k.redis, NULL);
+    start_replica(&k, 0, "failure_mode = \"open\"\n");
+    th_client *c = th_connect_admin(&k.s[0]);
+    json_t *res, *r = th_ok(c, "budget.set",
+                            "{\"selector\": \"org:acme\", \"metric\": \"requests\", "
+                            "\"window\": \"day\", \"limit\": 5}",
+                            &res);
+    json_decref(r);
+    th_redis_kill9(&k.redis);
+    cr_assert(healthz_becomes(&k.s[0], 503, 3000));
+    r = th_ok(c, "check", CHECK, &res);
+    cr_assert_str_eq(th_str(res, "decision"), "allow");
+    cr_assert(json_is_true(json_object_get(res, "unenforced")), "an allow without the store");
+    json_decref(r);
+    int status = 0;
+    char *metrics = th_http_get(&k.s[0], "/metrics", &status);
+    cr_assert(strstr(metrics, "discern_store_up 0"), "%s", metrics);
+    const char *u = strstr(metrics, "\ndiscern_unenforced_total ");
+    cr_assert_not_null(u, "no unenforced counter in /metrics");
+    cr_assert_eq(atoi(u + strlen("\ndiscern_unenforced_total ")), 1);
+    cr_assert_null(strstr(metrics, "discern_budget_used{"),
+                   "a replica exported counters it cannot know: %s", metrics);
+    free(metrics);
+    th_client_free(c);
+    th_server_stop(&k.s[0]);
+    th_server_cleanup(&k.s[0]);
+    th_redis_cleanup(&k.redis);
+}
+
+/* auth with token on s, retried for up to ms (a key reaches the others by pub/sub). */
+static th_client *auth_within(const th_server *s, const char *token, int ms) {
+    char params[160];
+    snprintf(params, sizeof params, "{\"token\": \"%s\"}", token);
+    for (int64_t end = th_now_ms() + ms; th_now_ms() < end; th_sleep_ms(10)) {
+        th_client *c = th_connect_tcp(s);
+        json_t *r = th_call(c, "auth", params);
+        bool ok = th_result(r) != NULL;
+        json_decref(r);
+        if (ok) return c;
+        th_client_free(c);
+    }
+    return NULL;
+}
+
+Test(integration_replicas, a_key_made_through_one_replica_works_on_another_until_revoked) {
+    cluster k;
+    cluster_start(&k, NULL, NULL);
+    char token[72], id[24];
+    th_create_key(&k.s[0], "client", "org:acme", token, id);
+    redisContext *rc = th_redis_connect(&k.redis);
+    cr_assert_eq(th_redis_int(rc, "HLEN {discern:}keys"), 1, "the key is in Redis");
+    redisFree(rc);
+    th_client *c = auth_within(&k.s[1], token, 1000);
+    cr_assert_not_null(c, "a key made on replica 0 did not authenticate on replica 1 in 1 s");
+    json_t *res, *r = th_ok(c, "check", CHECK, &res);
+    cr_assert_str_eq(th_str(res, "decision"), "allow");
+    json_decref(r);
+    th_client *a = th_connect_admin(&k.s[2]);
+    char params[96];
+    snprintf(params, sizeof params, "{\"key_id\": \"%s\"}", id);
+    json_decref(th_ok(a, "key.revoke", params, &res));
+    bool refused = false;
+    for (int64_t end = th_now_ms() + 1000; !refused && th_now_ms() < end; th_sleep_ms(10)) {
+        r = th_call(c, "check", CHECK);
+        refused = strcmp(th_error_code(r), "unauthorized") == 0;
+        json_decref(r);
+    }
+    cr_assert(refused, "a key revoked on replica 2 still worked on replica 1 after 1 s");
+    th_client_free(a);
+    th_client_free(c);
+    cluster_stop(&k);
+}
+
+static size_t decisions_count(th_client *c, const char *params, json_t **next) {
+    json_t *res, *r = th_ok(c, "decisions.list", params, &res);
+    size_t n = json_array_size(json_object_get(res, "decisions"));
+    if (next) *next = json_incref(json_object_get(res, "next"));
+    json_decref(r);
+    return n;
+}
+
+Test(integration_replicas, one_decisions_query_answers_for_the_decisions_of_every_replica) {
+    cluster k;
+    cluster_start(&k, NULL, NULL);
+    th_client *c[REPLICAS];
+    connect_all(&k, c);
+    json_t *res, *r = th_ok(c[0], "check", CHECK, &res);
+    char resv[64];
+    snprintf(resv, sizeof resv, "%s", th_str(res, "reservation"));
+    json_decref(r);
+    json_decref(th_ok(c[1], "check", CHECK, &res));
+    json_decref(th_ok(c[1], "check",
+                      "{" SUBJECT ", \"provider\": \"openai\", \"model\": \"gpt-4o\", "
+                      "\"output_tokens\": 10, \"purpose\": \"spam\"}",
+                      &res));
+    cr_assert_eq(decisions_count(c[2], "{}", NULL), 3, "replica 2 lists every replica's");
+    cr_assert_eq(decisions_count(c[2], "{\"outcome\": \"refuse\"}", NULL), 1);
+    cr_assert_eq(decisions_count(c[2], "{\"subject\": {\"team\": \"other\"}}", NULL), 0);
+    r = th_ok(c[2], "decisions.list", "{\"limit\": 1}", &res);
+    json_t *first = json_array_get(json_object_get(res, "decisions"), 0);
+    cr_assert_str_eq(th_str(first, "reservation"), resv, "oldest first, with its hold");
+    cr_assert_str_eq(th_str(first, "model"), "gpt-4o");
+    char params[96];
+    snprintf(params, sizeof params, "{\"after\": %lld}",
+             (long long)json_integer_value(json_object_get(res, "next")));
+    json_decref(r);
+    json_t *next;
+    cr_assert_eq(decisions_count(c[2], params, &next), 2, "the next page has the other two");
+    cr_assert(json_is_null(next));
+    json_decref(next);
+    free_all(c, REPLICAS);
+    cluster_stop(&k);
+}
