@@ -28,9 +28,26 @@ dsc__rstate dsc__rstate_parse(const char *name) {
     return RS_NONE;
 }
 
+static void put(char *dst, size_t max, const char *src);
+
+/* What r was for (its owner, provider, model, zone, purpose) into rec's decision
+ * fields: the store keeps them on every event of the hold, so a finished one can be
+ * reloaded or recalled whole. */
+static void fill_what(dsc__rec *rec, const dsc__reservation *r) {
+    dsc__rec_decision *d = &rec->u.decision;
+    put(d->key_id, sizeof d->key_id, r->owner);
+    put(d->provider, sizeof d->provider, r->provider ? r->provider : "");
+    put(d->model, sizeof d->model, r->model ? r->model : "");
+    put(d->zone, sizeof d->zone, r->zone ? r->zone : "");
+    put(d->purpose, sizeof d->purpose, r->purpose ? r->purpose : "");
+}
+
 dsc__rec *dsc__rec_for(dsc__rec_type type, const dsc__reservation *r, int64_t at_us) {
     dsc__rec *rec = calloc(1, sizeof *rec);
-    if (rec) dsc__rec_fill(rec, type, r, at_us);
+    if (rec) {
+        dsc__rec_fill(rec, type, r, at_us);
+        fill_what(rec, r);
+    }
     return rec;
 }
 

@@ -1,11 +1,13 @@
 /*
- * report.c - usage reports summed from the store's `charges` table (see
+ * report.c - usage reports summed from the store's charge events (see
  * discern/report.h), and a thread that runs them off the caller's thread.
  *
- * The SQL reads the table and, for the model and purpose of a charge, the decision
- * that made its hold (decisions.reservation_id); only names from fixed tables below
- * are ever pasted into it, every value is bound. A report opens its own read-only
- * connection (WAL: it never blocks the ledger's writer).
+ * The SQL reads the settle and expiry rows of the event log (store_sqlite_schema.c),
+ * each of which names its subject and what its hold was for (provider, model,
+ * purpose), from the newest checkpoint before the period on (the log has no index on
+ * time); only names from fixed tables below are ever pasted into it, every value is
+ * bound. A report opens its own read-only connection (WAL: it never blocks the
+ * ledger's writer).
  */
 #define _GNU_SOURCE /* pthread_setname_np */
 #include "discern/report.h"
@@ -30,14 +32,14 @@ static const char *const period_names[] = {
 #define N_PERIOD (sizeof period_names / sizeof period_names[0])
 
 // clang-format off
-#define SCOPE_TEXT "'org:' || ifnull(c.org, '') || CASE WHEN ifnull(c.team, '') <> '' THEN '/team:' || c.team ELSE '' END"
+#define SCOPE_TEXT "'org:' || ifnull(s.org, '') || CASE WHEN ifnull(s.team, '') <> '' THEN '/team:' || s.team ELSE '' END"
 static const char *const group_sql[] = {
     [DSC_REPORT_BY_TEAM] = SCOPE_TEXT,
-    [DSC_REPORT_BY_USER] = SCOPE_TEXT " || CASE WHEN ifnull(c.user, '') <> '' THEN '/user:' || c.user ELSE '' END",
-    [DSC_REPORT_BY_MODEL] = "ifnull(d.provider || '/' || d.model, '')",
-    [DSC_REPORT_BY_PURPOSE] = "ifnull(d.purpose, '')",
+    [DSC_REPORT_BY_USER] = SCOPE_TEXT " || CASE WHEN ifnull(s.user, '') <> '' THEN '/user:' || s.user ELSE '' END",
+    [DSC_REPORT_BY_MODEL] = "ifnull(pr.name || '/' || mo.name, '')",
+    [DSC_REPORT_BY_PURPOSE] = "ifnull(pu.name, '')",
 };
-#define T "(c.at_us / 1000000)"
+#define T "(e.at_us / 1000000)"
 static const char *const period_sql[] = {
     [DSC_REPORT_HOUR] = "(" T " / 3600) * 3600",
     [DSC_REPORT_DAY] = "(" T " / 86400) * 86400",
@@ -95,15 +97,19 @@ static void bind_opt(sqlite3_stmt *st, int i, const char *v) {
 }
 
 static int build_sql(const dsc_report_query *q, char *sql, size_t cap) {
-    bool join = q->by == DSC_REPORT_BY_MODEL || q->by == DSC_REPORT_BY_PURPOSE;
+    bool what = q->by == DSC_REPORT_BY_MODEL || q->by == DSC_REPORT_BY_PURPOSE;
     return snprintf(sql, cap,
-                    "SELECT %s AS p, %s AS g, sum(c.%s) FROM charges c%s"
-                    " WHERE c.at_us >= ?1 AND c.at_us < ?2 AND (?3 IS NULL OR c.org = ?3)"
-                    " AND (?4 IS NULL OR c.team = ?4) AND (?5 IS NULL OR c.user = ?5)"
+                    "SELECT %s AS p, %s AS g, sum(e.%s) FROM events e"
+                    " LEFT JOIN subjects s ON s.id = e.subject%s"
+                    " WHERE e.type IN (3, 5) AND e.kind IS NOT NULL AND e.seq >"
+                    " (SELECT coalesce(max(seq), 0) FROM checkpoints WHERE max_at_us < ?1)"
+                    " AND e.at_us >= ?1 AND e.at_us < ?2 AND (?3 IS NULL OR s.org = ?3)"
+                    " AND (?4 IS NULL OR s.team = ?4) AND (?5 IS NULL OR s.user = ?5)"
                     " GROUP BY p, g ORDER BY p, g LIMIT %d",
                     period_sql[q->period], group_sql[q->by], dsc_metric_name(q->metric),
-                    join ? " LEFT JOIN decisions d ON d.reservation_id = c.reservation_id"
-                           " AND c.reservation_id IS NOT NULL"
+                    what ? " LEFT JOIN names pr ON pr.id = e.provider"
+                           " LEFT JOIN names mo ON mo.id = e.model"
+                           " LEFT JOIN names pu ON pu.id = e.purpose"
                          : "",
                     DSC_REPORT_ROWS_MAX + 1);
 }

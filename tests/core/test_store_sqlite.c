@@ -1128,7 +1128,7 @@ static const char old_schema[] =
     "INSERT INTO charges(at_us, kind, reservation_id, org, team, user, gco2e)"
     " VALUES(1736942401000000, 'settle', 'r00000000000000a2', 'acme', 'infra', 'ana', 3000000);";
 
-Test(store_sqlite, a_file_of_the_previous_schema_reloads_and_gets_the_partial_index) {
+Test(store_sqlite, a_file_of_the_previous_schema_becomes_an_event_log_with_no_index_on_events) {
     char path[600];
     temp_db(path, sizeof path);
     exec_sql(path, old_schema);
@@ -1150,13 +1150,16 @@ Test(store_sqlite, a_file_of_the_previous_schema_reloads_and_gets_the_partial_in
         DSC_OK);
     cr_assert_eq(kind.kind, DSC_SETTLE_RESERVED);
     dsc_ledger_free(l);
-    cr_assert_eq(query_int(path, "SELECT count(*) FROM sqlite_master"
-                                 " WHERE name = 'reservations_finished'"),
-                 0);
-    cr_assert_eq(query_int(path, "SELECT count(*) FROM sqlite_master"
-                                 " WHERE name = 'reservations_finished_at'"),
-                 1);
+    cr_assert_eq(query_int(path,
+                           "SELECT count(*) FROM sqlite_master WHERE type = 'table'"
+                           " AND name IN ('reservations', 'charges', 'decisions', 'budgets')"),
+                 0, "the old tables are views now");
+    cr_assert_eq(query_int(path, "SELECT count(*) FROM sqlite_master WHERE type = 'index'"
+                                 " AND tbl_name = 'events'"),
+                 0, "nothing but the seq is indexed on the hot path");
+    cr_assert_eq(query_int(path, "SELECT value FROM meta WHERE key = 'schema_version'"), 3);
     cr_assert_eq(query_int(path, "SELECT count(*) FROM reservations WHERE state = 'settled'"), 2);
+    cr_assert_eq(query_int(path, "SELECT count(*) FROM charges WHERE kind = 'settle'"), 2);
 }
 
 static dsc_decision_record allow_decision(const char *id) {
@@ -1502,7 +1505,7 @@ Test(store_sqlite, a_store_written_at_ed891d2_migrates_on_open_and_keeps_its_hol
     cr_assert_eq(dsc_ledger_hold_get(l, "r00062bbd6abf5000", &h), DSC_OK);
     cr_assert(h.open);
     cr_assert_str_eq(h.owner, "", "no owner before keys");
-    cr_assert_str_eq(h.model, "", "the old rows did not keep what a hold was for");
+    cr_assert_str_eq(h.model, "gpt-4o", "what the hold was for comes from its check's decision");
     dsc_error err;
     dsc_settle_out out;
     dsc_amounts two = amt(DSC_METRIC_GCO2E, 2 * M);
@@ -1532,6 +1535,96 @@ Test(store_sqlite, a_store_written_at_ed891d2_migrates_on_open_and_keeps_its_hol
     l = open_at(path, &clk, 0);
     b = find(st, preview(l, st, 4), "team:*");
     cr_assert_eq(b.used, 5 * M, "3 g settled before, 2 g after the migration");
+    cr_assert_eq(b.held, 0);
+    dsc_ledger_free(l);
+}
+
+/* tests/data/store-f80df70.sql is the sqlite3 .dump of a store file written by
+ * discernd at commit f80df70 (the last schema before the event log) through the CLI:
+ * budgets team:* gco2e month 100 and org:acme/user:ana energy_wh rolling:1h 50 (and
+ * user:tmp set then deleted), checks for acme/infra/ana (req-held, still held;
+ * req-settle, settled), acme/infra/bo (req-cancel, cancelled), acme/web/cy
+ * (req-expire: expired with ttl 1 s, charged, then settled late; req-noreserve and
+ * req-after, decisions only), and one API key. */
+#define F0 1796164391453206LL /* req-held's created_us */
+#define HELD_RID "r619a1c330d65b71624450305ecc33ecf5897"
+#define SETTLED_RID "r619a1c330d660347b7780045ae056cc84972"
+#define CANCELLED_RID "r619a1c330d67d453b4576def6433d6b552c5"
+#define LATE_RID "r619a1c330d687614e44bb5471a3392524b2d"
+
+static void load_dump(const char *path, const char *name) {
+    char dump[600];
+    snprintf(dump, sizeof dump, "%s/tests/data/%s", DISCERN_SOURCE_DIR, name);
+    FILE *f = fopen(dump, "r");
+    cr_assert(f, "%s", dump);
+    static char sql[1 << 16];
+    size_t n = fread(sql, 1, sizeof sql - 1, f);
+    fclose(f);
+    cr_assert(n > 0 && n < sizeof sql - 1, "%s: %zu bytes", dump, n);
+    sql[n] = '\0';
+    exec_sql(path, sql);
+}
+
+static dsc_settle_kind settle_kind_of(dsc_ledger *l, const char *rid) {
+    dsc_error err;
+    dsc_settle_out out;
+    dsc_amounts one = amt(DSC_METRIC_GCO2E, M);
+    cr_assert_eq(settle_as(l, (dsc_settle_req){rid, &one, NULL, NULL}, &out, NULL, &err), DSC_OK,
+                 "%s: %s", rid, err.message);
+    return out.kind;
+}
+
+Test(store_sqlite,
+     a_store_written_at_f80df70_migrates_keeping_holds_charges_decisions_budgets_keys) {
+    char path[600];
+    temp_db(path, sizeof path);
+    load_dump(path, "store-f80df70.sql");
+    fake_clock clk = {F0 + 60 * S};
+    dsc_ledger *l = open_at(path, &clk, 0);
+    dsc_budget_state st[4];
+    dsc_budget_state b = find(st, preview(l, st, 4), "team:*");
+    cr_assert_eq(b.used, 211714, "the settle is replayed");
+    cr_assert_eq(b.held, 523739, "the open hold is reloaded");
+    dsc_hold_info h;
+    cr_assert_eq(dsc_ledger_hold_get(l, HELD_RID, &h), DSC_OK);
+    cr_assert(h.open);
+    cr_assert_str_eq(h.owner, "admin");
+    cr_assert_str_eq(h.model, "gpt-4o");
+    char id[DSC_RESERVATION_ID_MAX];
+    dsc_amounts one = amt(DSC_METRIC_GCO2E, M);
+    dsc_error err;
+    cr_assert_eq(reserve_as(l, (dsc_reserve_req){&ana, &one, 60, "req-settle", NULL}, id, NULL, 0,
+                            NULL, NULL, &err),
+                 DSC_OK, "%s", err.message);
+    cr_assert_str_eq(id, SETTLED_RID, "a finished hold answers its repeated check");
+    cr_assert_eq(settle_kind_of(l, SETTLED_RID), DSC_SETTLE_REPEATED);
+    cr_assert_eq(settle_kind_of(l, LATE_RID), DSC_SETTLE_REPEATED);
+    cr_assert_eq(settle_kind_of(l, HELD_RID), DSC_SETTLE_RESERVED);
+    dsc_ledger_free(l);
+    cr_assert_eq(query_int(path, "SELECT count(*) FROM budgets"), 2, "user:tmp stays deleted");
+    cr_assert_eq(query_int(path, "SELECT count(*) FROM keys"), 1);
+    cr_assert_eq(query_int(path, "SELECT count(*) FROM admin_journal"), 5);
+    cr_assert_eq(query_int(path, "SELECT count(*) FROM decisions"), 6);
+    cr_assert_eq(query_int(path, "SELECT count(*) FROM decisions WHERE reservation_id = '" LATE_RID
+                                 "' AND json_extract(tags, '$.ticket') IS NULL"),
+                 1);
+    cr_assert_eq(
+        query_int(path,
+                  "SELECT count(*) FROM decisions WHERE"
+                  " json_extract(tags, '$.ticket') = 'T-1' AND reservation_id = '" SETTLED_RID "'"),
+        1);
+    cr_assert_eq(query_int(path, "SELECT count(*) FROM reservations"), 4);
+    cr_assert_eq(query_int(path, "SELECT count(*) FROM reservations WHERE id = '" CANCELLED_RID
+                                 "' AND state = 'cancelled' AND charged_gco2e = 0"),
+                 1);
+    cr_assert_eq(query_int(path, "SELECT charged_gco2e FROM reservations WHERE id = '" LATE_RID
+                                 "' AND state = 'settled'"),
+                 107706, "expire 523739, then late -416033");
+    cr_assert_eq(query_int(path, "SELECT sum(gco2e) FROM charges WHERE kind = 'settle'"),
+                 211714 + 1 * M);
+    l = open_at(path, &clk, 0);
+    b = find(st, preview(l, st, 4), "team:*");
+    cr_assert_eq(b.used, 211714 + 1 * M, "charged before and after the migration");
     cr_assert_eq(b.held, 0);
     dsc_ledger_free(l);
 }
