@@ -61,7 +61,14 @@ static const char *const stmt_sql[ST_COUNT] = {
     [ST_SUBJECT_GET] = "SELECT id FROM subjects WHERE org = ?1 AND team = ?2 AND user = ?3"
                        " AND key = ?4",
     [ST_SUBJECT_ADD] = "INSERT INTO subjects(org, team, user, key) VALUES(?1, ?2, ?3, ?4)",
-    [ST_CHECKPOINT] = "INSERT INTO checkpoints(seq, at_us, max_at_us) VALUES(?1, ?2, ?3)",
+    [ST_CHECKPOINT] = "INSERT INTO checkpoints(seq, at_us, max_at_us, held_from)"
+                      " VALUES(?1, ?2, ?3, ?4)",
+    [ST_ROLLUP] = "INSERT INTO rollups VALUES(?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9)"
+                  " ON CONFLICT(hour_us, subject) DO UPDATE SET"
+                  " energy_wh = energy_wh + excluded.energy_wh, gco2e = gco2e + excluded.gco2e,"
+                  " water_ml = water_ml + excluded.water_ml, pe_mj = pe_mj + excluded.pe_mj,"
+                  " cost = cost + excluded.cost, tokens = tokens + excluded.tokens,"
+                  " requests = requests + excluded.requests",
     [ST_BEGIN] = "BEGIN",
     [ST_COMMIT] = "COMMIT",
     [ST_ROLLBACK] = "ROLLBACK"};
@@ -129,15 +136,45 @@ static int64_t query_int(sqlite3 *db, const char *sql, int64_t arg) {
     return v;
 }
 
+static void roll_add(sq_store *s, int64_t at_us, int64_t subject, const dsc_amounts *a);
+
+/* The charges committed after the newest checkpoint, summed per hour and subject
+ * again (they are not in rollups yet). */
+static void reroll_tail(sq_store *s) {
+    sqlite3_stmt *st = NULL;
+    if (sqlite3_prepare_v2(s->db,
+                           "SELECT at_us, subject, energy_wh, gco2e, water_ml, pe_mj, cost, tokens,"
+                           " requests FROM events WHERE seq > ?1 AND type IN (3, 5)"
+                           " AND kind IS NOT NULL ORDER BY seq",
+                           -1, &st, NULL) != SQLITE_OK)
+        return;
+    sqlite3_bind_int64(st, 1, s->checkpoint_seq);
+    while (sqlite3_step(st) == SQLITE_ROW) {
+        dsc_amounts a;
+        for (int m = 0; m < DSC_METRIC_COUNT; m++)
+            a.v[m] = sqlite3_column_int64(st, 2 + m);
+        roll_add(s, sqlite3_column_int64(st, 0), sqlite3_column_int64(st, 1), &a);
+    }
+    sqlite3_finalize(st);
+}
+
 /* The newest event, checkpoint and time written, read once at open. */
 static void read_positions(sq_store *s) {
     s->last_seq = query_int(s->db, "SELECT coalesce(max(seq), 0) FROM events", 0);
     s->charge_seq = s->last_seq; /* no charge is newer than the newest event */
     s->checkpoint_seq = query_int(s->db, "SELECT coalesce(max(seq), 0) FROM checkpoints", 0);
+    s->checkpoint_at =
+        query_int(s->db, "SELECT at_us FROM checkpoints WHERE seq = ?1", s->checkpoint_seq);
+    s->held_from = query_int(s->db,
+                             "SELECT coalesce(max(held_from), 1) FROM checkpoints"
+                             " WHERE seq = ?1",
+                             s->checkpoint_seq);
+    if (s->held_from < 1) s->held_from = 1;
     int64_t at = query_int(s->db, "SELECT coalesce(max(max_at_us), 0) FROM checkpoints", 0);
     int64_t tail = query_int(s->db, "SELECT coalesce(max(at_us), 0) FROM events WHERE seq > ?1",
                              s->checkpoint_seq);
     s->max_at_us = tail > at ? tail : at;
+    reroll_tail(s);
 }
 
 static dsc_status setup_db(sq_store *s, dsc_error *err) {
@@ -179,6 +216,8 @@ static dsc__store *sq_open(const char *path, const dsc__store_options *o, dsc_er
     pthread_cond_init(&s->nonempty, NULL);
     dsc__strmap_init(&s->names.map);
     dsc__strmap_init(&s->subjects.map);
+    dsc__strmap_init(&s->open);
+    dsc__strmap_init(&s->roll);
     make_parent(path);
     if (take_lock(s, err) != DSC_OK || dsc__sq_open_conn(path, &s->db, err) != DSC_OK ||
         setup_db(s, err) != DSC_OK) {
@@ -391,7 +430,7 @@ static int event_type(const dsc__rec *r) {
 /* One events row for a hold, settle, cancel, expiry or decision. u.decision carries
  * what a hold was for on every one of them (owner = key_id, provider, model, zone,
  * purpose), and the decision itself on a decision or a hold that has one. */
-static int write_event(sq_store *s, const dsc__rec *r) {
+static int write_event(sq_store *s, const dsc__rec *r, int64_t *seq, int64_t *subj) {
     static const dsc_amounts zero = {{0}};
     sqlite3_stmt *st = s->st[ST_EVENT];
     const dsc__rec_decision *d = &r->u.decision;
@@ -421,7 +460,8 @@ static int write_event(sq_store *s, const dsc__rec *r) {
     if (type == DSC__EV_HOLD_DECISION || type == DSC__EV_DECISION) bind_decision(s, st, d, &rc);
     if (rc != SQLITE_OK) return rc;
     if ((rc = step(st)) != SQLITE_OK) return rc;
-    s->last_seq = sqlite3_last_insert_rowid(s->db);
+    s->last_seq = *seq = sqlite3_last_insert_rowid(s->db);
+    *subj = subject;
     if (r->at_us > s->max_at_us) s->max_at_us = r->at_us;
     return SQLITE_OK;
 }
@@ -443,24 +483,144 @@ static bool own_fault(int rc) {
     return (rc & 0xff) == SQLITE_CONSTRAINT;
 }
 
-static int write_rec(sq_store *s, const dsc__rec *r) {
+static int write_rec(sq_store *s, size_t i, const dsc__rec *r) {
+    s->batch_seq[i] = s->batch_subject[i] = 0;
     if (r->type >= DSC__REC_BUDGET_SET) return write_budget(s, r);
-    int rc = write_event(s, r);
+    int rc = write_event(s, r, &s->batch_seq[i], &s->batch_subject[i]);
     /* a hold and its decision are one row: nothing a validated record can break */
     return rc == SQLITE_OK || r->type != DSC__REC_RESERVE || !own_fault(rc) ? rc : SQLITE_ERROR;
 }
 
-/* Every DSC__SQ_CHECKPOINT_EVERY events, a checkpoints row in the batch's transaction:
- * the seq reached and the latest at_us written up to it. */
-static int write_checkpoint(sq_store *s, int64_t now_us) {
-    if (s->last_seq - s->checkpoint_seq < DSC__SQ_CHECKPOINT_EVERY) return SQLITE_OK;
+/* --- open holds and rollups ---------------------------------------------------- */
+
+struct dsc__sq_open {
+    int64_t seq;
+    char key[];
+};
+
+void dsc__sq_hold_open(dsc__sq_store *s, const char *id, int64_t seq) {
+    size_t n = strlen(id);
+    struct dsc__sq_open *e = malloc(sizeof *e + n + 1);
+    if (!e) return; /* the next checkpoint keeps the older bound: see oldest_open */
+    e->seq = seq;
+    memcpy(e->key, id, n + 1);
+    free(dsc__strmap_del(&s->open, id));
+    if (dsc__strmap_put(&s->open, e->key, e) != DSC_OK) {
+        free(e);
+        s->holds_known = false;
+    }
+}
+
+static void hold_closed(sq_store *s, const char *id) {
+    free(dsc__strmap_del(&s->open, id));
+}
+
+static void oldest_of(void *val, void *ud) {
+    int64_t *min = ud;
+    const struct dsc__sq_open *e = val;
+    if (e->seq < *min) *min = e->seq;
+}
+
+/* The seq from which a restart must look for open holds. */
+static int64_t oldest_open(sq_store *s) {
+    int64_t min = s->last_seq + 1;
+    dsc__strmap_each(&s->open, oldest_of, &min);
+    if (!s->holds_known && s->held_from < min) min = s->held_from;
+    return min;
+}
+
+typedef struct sq_roll {
+    int64_t hour_us, subject;
+    dsc_amounts sums;
+    char key[48];
+} sq_roll;
+
+/* Count a committed charge into its hour's sums (flushed at the next checkpoint). Out
+ * of memory, the store stops taking checkpoints (rollups_lost) rather than lose it. */
+static void roll_add(sq_store *s, int64_t at_us, int64_t subject, const dsc_amounts *a) {
+    int64_t hour = at_us - ((at_us % DSC__SQ_HOUR_US) + DSC__SQ_HOUR_US) % DSC__SQ_HOUR_US;
+    char key[48];
+    snprintf(key, sizeof key, "%lld:%lld", (long long)hour, (long long)subject);
+    sq_roll *r = dsc__strmap_get(&s->roll, key);
+    if (!r) {
+        if (!(r = calloc(1, sizeof *r))) {
+            s->rollups_lost = true;
+            return;
+        }
+        r->hour_us = hour;
+        r->subject = subject;
+        memcpy(r->key, key, sizeof key);
+        if (dsc__strmap_put(&s->roll, r->key, r) != DSC_OK) {
+            free(r);
+            s->rollups_lost = true;
+            return;
+        }
+    }
+    for (int m = 0; m < DSC_METRIC_COUNT; m++)
+        r->sums.v[m] += a->v[m];
+}
+
+typedef struct flush_ctx {
+    sq_store *s;
+    int rc;
+} flush_ctx;
+
+static void flush_one(void *val, void *ud) {
+    flush_ctx *f = ud;
+    const sq_roll *r = val;
+    if (f->rc != SQLITE_OK) return;
+    sqlite3_stmt *st = f->s->st[ST_ROLLUP];
+    sqlite3_bind_int64(st, 1, r->hour_us);
+    sqlite3_bind_int64(st, 2, r->subject);
+    bind_amounts(st, 3, &r->sums);
+    f->rc = step(st);
+}
+
+/* A checkpoint, when one is due, before the batch's own rows: the sums of the charges
+ * committed since the last one into rollups, then the checkpoints row (its seq: every
+ * event up to it is rolled up). *written tells the caller to forget the sums once the
+ * batch commits. */
+static int write_checkpoint(sq_store *s, int64_t now_us, bool *written, int64_t *held_from) {
+    *written = false;
+    int64_t since = s->last_seq - s->checkpoint_seq;
+    if (s->rollups_lost || since <= 0 ||
+        (since < DSC__SQ_CHECKPOINT_EVERY && now_us - s->checkpoint_at < DSC__SQ_CHECKPOINT_US))
+        return SQLITE_OK;
+    flush_ctx f = {s, SQLITE_OK};
+    dsc__strmap_each(&s->roll, flush_one, &f);
+    if (f.rc != SQLITE_OK) return f.rc;
     sqlite3_stmt *st = s->st[ST_CHECKPOINT];
+    *held_from = oldest_open(s);
     sqlite3_bind_int64(st, 1, s->last_seq);
     sqlite3_bind_int64(st, 2, now_us);
     sqlite3_bind_int64(st, 3, s->max_at_us);
+    sqlite3_bind_int64(st, 4, *held_from);
     int rc = step(st);
-    if (rc == SQLITE_OK) s->checkpoint_seq = s->last_seq;
+    *written = rc == SQLITE_OK;
     return rc;
+}
+
+static void checkpoint_done(sq_store *s, int64_t seq, int64_t now_us, int64_t held_from) {
+    s->checkpoint_seq = seq;
+    s->checkpoint_at = now_us;
+    s->held_from = held_from;
+    dsc__strmap_each(&s->roll, free_name, NULL);
+    dsc__strmap_destroy(&s->roll);
+    dsc__strmap_init(&s->roll);
+}
+
+/* After a commit: the holds it opened and closed, the charges it made. */
+static void batch_committed(sq_store *s, dsc__rec **recs, size_t n) {
+    for (size_t i = 0; i < n; i++) {
+        const dsc__rec *r = recs[i];
+        if (r->status != DSC_OK || !s->batch_seq[i]) continue;
+        if (r->type == DSC__REC_RESERVE) {
+            dsc__sq_hold_open(s, r->reservation_id, s->batch_seq[i]);
+        } else if (r->type != DSC__REC_DECISION) {
+            hold_closed(s, r->reservation_id);
+            if (r->charge_kind) roll_add(s, r->at_us, s->batch_subject[i], &r->amounts);
+        }
+    }
 }
 
 /* --- the writer ----------------------------------------------------------------- */
@@ -504,6 +664,14 @@ static void batch_failed(sq_store *s, const positions *p) {
     intern_rollback(&s->subjects);
 }
 
+/* The latest at_us of the batch: its time for the checkpoint. */
+static int64_t batch_time(dsc__rec **recs, size_t n) {
+    int64_t now = 0;
+    for (size_t i = 0; i < n; i++)
+        if (recs[i]->at_us > now) now = recs[i]->at_us;
+    return now;
+}
+
 /* Write and commit recs[0..n); fills every status. Returns whether it committed. */
 static bool write_batch(sq_store *s, dsc__rec **recs, size_t n) {
     char msg[DSC_ERROR_MESSAGE_MAX] = "";
@@ -513,12 +681,13 @@ static bool write_batch(sq_store *s, dsc__rec **recs, size_t n) {
     if (s->subjects.map.len > INTERN_MAX) intern_clear(&s->subjects);
     s->names.n_added = s->subjects.n_added = 0;
     positions before = {s->last_seq, s->max_at_us, s->checkpoint_seq};
-    int64_t now = 0;
+    int64_t now = batch_time(recs, n), checkpoint = s->last_seq, held_from = 0;
+    bool checkpointed = false;
     int rc = step(s->st[ST_BEGIN]);
+    if (rc == SQLITE_OK) rc = write_checkpoint(s, now, &checkpointed, &held_from);
     for (size_t i = 0; rc == SQLITE_OK && i < n; i++) {
         recs[i]->status = DSC_OK;
-        if (recs[i]->at_us > now) now = recs[i]->at_us;
-        int r = write_rec(s, recs[i]);
+        int r = write_rec(s, i, recs[i]);
         if (r == SQLITE_OK) continue;
         if (!own_fault(r)) {
             rc = r;
@@ -528,10 +697,12 @@ static bool write_batch(sq_store *s, dsc__rec **recs, size_t n) {
         snprintf(recs[i]->message, sizeof recs[i]->message, "ledger store refused the record: %s",
                  sqlite3_errmsg(s->db));
     }
-    if (rc == SQLITE_OK) rc = write_checkpoint(s, now);
     if (rc == SQLITE_OK) rc = step(s->st[ST_COMMIT]);
-    if (rc == SQLITE_OK) s->charge_seq = s->last_seq;
-    if (rc != SQLITE_OK) {
+    if (rc == SQLITE_OK) {
+        s->charge_seq = s->last_seq;
+        if (checkpointed) checkpoint_done(s, checkpoint, now, held_from);
+        batch_committed(s, recs, n);
+    } else {
         snprintf(msg, sizeof msg, "ledger store unavailable (%s): %s; nothing was recorded",
                  sqlite3_errstr(rc), sqlite3_errmsg(s->db));
         if (!sqlite3_get_autocommit(s->db)) step(s->st[ST_ROLLBACK]);
@@ -596,10 +767,15 @@ static size_t take_batch(sq_store *s) {
         n++;
     if (n > s->batch_cap) {
         dsc__rec **b = realloc(s->batch, n * 2 * sizeof *b);
-        if (!b)
+        if (b) s->batch = b;
+        int64_t *q = b ? realloc(s->batch_seq, n * 2 * sizeof *q) : NULL;
+        if (q) s->batch_seq = q;
+        int64_t *j = q ? realloc(s->batch_subject, n * 2 * sizeof *j) : NULL;
+        if (j) s->batch_subject = j;
+        if (!j)
             n = s->batch_cap; /* take what fits; the rest waits */
         else
-            s->batch = b, s->batch_cap = n * 2;
+            s->batch_cap = n * 2;
     }
     dsc__rec *r = s->head;
     for (size_t i = 0; i < n; i++, r = r->next)
@@ -756,6 +932,12 @@ static void sq_close(dsc__store *base) {
     sqlite3_close(s->db);
     sqlite3_close(s->rdb);
     free(s->batch);
+    free(s->batch_seq);
+    free(s->batch_subject);
+    dsc__strmap_each(&s->open, free_name, NULL);
+    dsc__strmap_destroy(&s->open);
+    dsc__strmap_each(&s->roll, free_name, NULL);
+    dsc__strmap_destroy(&s->roll);
     intern_free(&s->names);
     intern_free(&s->subjects);
     pthread_mutex_destroy(&s->qmu);

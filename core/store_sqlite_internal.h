@@ -35,6 +35,7 @@ enum {
     ST_SUBJECT_GET,
     ST_SUBJECT_ADD,
     ST_CHECKPOINT,
+    ST_ROLLUP,
     ST_BEGIN,
     ST_COMMIT,
     ST_ROLLBACK,
@@ -49,8 +50,11 @@ typedef struct dsc__sq_intern {
     size_t n_added, cap_added;
 } dsc__sq_intern;
 
-/* Write a checkpoint row after this many events (in the batch's transaction). */
+/* Write a checkpoint row after this many events, or when the last is this old (in a
+ * batch's transaction). */
 #define DSC__SQ_CHECKPOINT_EVERY 4096
+#define DSC__SQ_CHECKPOINT_US (60 * 1000000LL)
+#define DSC__SQ_HOUR_US (3600 * 1000000LL)
 
 typedef struct dsc__sq_store {
     dsc__store base;   /* first: the operations */
@@ -72,10 +76,16 @@ typedef struct dsc__sq_store {
     uint64_t batches, records, failures;
     bool recovering;    /* a commit failed: checkpoint and truncate the WAL (writer only) */
     int64_t charge_seq; /* the newest event committed: every charge is at or before it */
-    dsc__sq_intern names, subjects; /* the writer's */
-    int64_t last_seq, max_at_us;    /* the newest event, the latest at_us written */
-    int64_t checkpoint_seq;         /* the newest checkpoint's seq */
-    struct {                        /* the reader's prepared statements, by SQL */
+    dsc__sq_intern names, subjects;        /* the writer's */
+    int64_t last_seq, max_at_us;           /* the newest event, the latest at_us written */
+    int64_t checkpoint_seq, checkpoint_at; /* the newest checkpoint's seq and time */
+    int64_t held_from;                     /* the newest checkpoint's: no open hold is older */
+    bool holds_known;                      /* open lists every open hold (the load filled it) */
+    bool rollups_lost;                     /* out of memory summing a charge: no more checkpoints */
+    dsc__strmap open;                      /* open holds: reservation id -> dsc__sq_open (seq) */
+    dsc__strmap roll;                      /* charges since the checkpoint: hour:subject -> sums */
+    int64_t *batch_seq, *batch_subject;    /* each record's event seq and subject (0: none) */
+    struct {                               /* the reader's prepared statements, by SQL */
         sqlite3_stmt *st;
         char *sql;
     } rcache[8];
@@ -102,6 +112,9 @@ dsc_status dsc__sq_replay(dsc__store *base, int64_t since_us, const dsc__replay_
                           dsc__replay_fn fn, void *ud, int64_t *last_seq);
 dsc_status dsc__sq_replay_read(dsc__store *base, int64_t since_us, const dsc__replay_filter *filter,
                                dsc__replay_fn fn, void *ud, int64_t *last_seq);
+/* Remember that the hold id is open since event seq (the writer's, or the load's). */
+void dsc__sq_hold_open(dsc__sq_store *s, const char *id, int64_t seq);
+
 /* The first seq that can hold an event at or after at_us (from the checkpoints: every
  * event before it is older); 1 when none says so. */
 int64_t dsc__sq_first_seq_at(sqlite3 *db, int64_t at_us);

@@ -40,7 +40,7 @@ static const char budgets_sql[] =
 /* ?1: the first seq that can hold an open hold */
 static const char held_sql[] =
     "SELECT " RID("r") ", r.request_id, " SUBJECT ", r.at_us, r.expires_us, " AMOUNTS("r") ", " WHAT
-    " FROM events r" JOIN_SUBJECT("r") JOIN_WHAT("r")
+    ", r.seq FROM events r" JOIN_SUBJECT("r") JOIN_WHAT("r")
     " WHERE r.type IN (1, 2) AND r.seq >= ?1 AND r.rid NOT IN (SELECT rid FROM events"
     " WHERE type IN (3, 4, 5) AND seq >= ?1 AND rid IS NOT NULL) ORDER BY r.seq";
 /* ?1: the first seq of the finished ones' events, ?2: finished since, ?3: how many,
@@ -54,11 +54,13 @@ static const char finished_sql[] =
     " LEFT JOIN (SELECT rid, request_id FROM events WHERE type IN (1, 2) AND seq >= ?4) h"
     " ON h.rid = fin.rid LEFT JOIN names st ON st.id = f.state" JOIN_SUBJECT("f") JOIN_WHAT("f")
     " WHERE f.at_us >= ?2 ORDER BY f.at_us DESC LIMIT ?3) ORDER BY fin_at";
-/* the charges: at_us, subject, amounts, seq */
+/* the charges: at_us, subject, amounts, seq; as hourly sums with seq 0 */
 #define CHARGES_HEAD \
     "SELECT e.at_us, " SUBJECT ", " AMOUNTS("e") ", e.seq FROM events e" JOIN_SUBJECT("e") \
     " WHERE e.type IN (3, 5) AND e.kind IS NOT NULL"
-static const char charges_sql[] = CHARGES_HEAD " AND e.seq >= ?2 ORDER BY e.seq";
+#define ROLLUPS_HEAD \
+    "SELECT r.hour_us, " SUBJECT ", " AMOUNTS("r") ", 0 FROM rollups r" JOIN_SUBJECT("r") \
+    " WHERE 1"
 /* ?1: the first seq that can hold the hold, ?2: its id */
 static const char find_sql[] =
     "SELECT e.type, " SUBJECT ", st.name, " AMOUNTS("e") ", " WHAT " FROM events e"
@@ -175,14 +177,21 @@ static dsc_status row_budget(void *ctx, sqlite3_stmt *st, dsc__rec *rec) {
     return ld->budget(ld->ud, b);
 }
 
+typedef struct held_ctx {
+    sq_store *s;
+    dsc__store_loader *ld;
+} held_ctx;
+
 static dsc_status row_held(void *ctx, sqlite3_stmt *st, dsc__rec *rec) {
-    dsc__store_loader *ld = ctx;
+    held_ctx *h = ctx;
+    dsc__store_loader *ld = h->ld;
     col_text(st, 0, rec->reservation_id, sizeof rec->reservation_id);
     col_text(st, 1, rec->request_id, sizeof rec->request_id);
     col_subject(st, 2, &rec->subject);
     rec->expires_us = sqlite3_column_int64(st, 7);
     col_amounts(st, 8, &rec->amounts);
     col_what(st, 8 + DSC_METRIC_COUNT, rec);
+    dsc__sq_hold_open(h->s, rec->reservation_id, sqlite3_column_int64(st, 13 + DSC_METRIC_COUNT));
     return ld->held(ld->ud, rec, sqlite3_column_int64(st, 6));
 }
 
@@ -215,8 +224,11 @@ static dsc_status row_charge(void *ctx, sqlite3_stmt *st, dsc__rec *rec) {
     rec->at_us = sqlite3_column_int64(st, 0);
     if (!c->started && rec->at_us < c->since_us) return DSC_OK;
     c->started = true;
-    c->any = true;
-    c->last_seq = sqlite3_column_int64(st, 5 + DSC_METRIC_COUNT);
+    int64_t seq = sqlite3_column_int64(st, 5 + DSC_METRIC_COUNT);
+    if (seq) { /* 0: an hour's sum */
+        c->any = true;
+        c->last_seq = seq;
+    }
     col_subject(st, 1, &rec->subject);
     col_amounts(st, 5, &rec->amounts);
     return c->fn(c->ud, rec);
@@ -235,22 +247,26 @@ static dsc_status load_finished(sq_store *s, dsc__store_loader *ld, dsc_error *e
     return each_row(s->db, finished_sql, ints, 4, ld, row_finished, err);
 }
 
+static dsc_status scan_charges(sq_store *s, sqlite3 *db, bool cached, int64_t since_us,
+                               const dsc__replay_filter *f, int metric, dsc__replay_fn fn, void *ud,
+                               int64_t *last_seq);
+
 dsc_status dsc__sq_load(dsc__store *base, dsc__store_loader *ld, dsc_error *err) {
     sq_store *s = (sq_store *)base;
     dsc_status res = each_row(s->db, budgets_sql, NULL, 0, ld, row_budget, err);
     if (res != DSC_OK) return res;
     if (ld->budgets_done) ld->budgets_done(ld->ud, ld);
-    int64_t held_from = 1;
-    if ((res = each_row(s->db, held_sql, &held_from, 1, ld, row_held, err)) != DSC_OK) return res;
+    held_ctx h = {s, ld};
+    if ((res = each_row(s->db, held_sql, &s->held_from, 1, &h, row_held, err)) != DSC_OK)
+        return res;
+    s->holds_known = true;
     if ((res = load_finished(s, ld, err)) != DSC_OK) return res;
-    charge_scan c = {.fn = load_charge, .ud = ld, .since_us = ld->since_us};
-    int64_t ints[2] = {ld->since_us, dsc__sq_first_seq_at(s->db, ld->since_us)};
-    sqlite3_stmt *st = NULL;
-    if (sqlite3_prepare_v2(s->db, charges_sql, -1, &st, NULL) != SQLITE_OK)
-        return dsc__sq_db_error(s->db, "loading", err);
-    res = each_row_stmt(s->db, st, ints, 2, NULL, &c, row_charge, err);
-    sqlite3_finalize(st);
-    return res;
+    dsc__replay_filter every = {.hourly_before_us = ld->hourly_before_us};
+    res = scan_charges(s, s->db, false, ld->since_us, &every, -1, load_charge, ld, NULL);
+    if (res != DSC_OK)
+        return dsc_error_set(err, res, "ledger store: rebuilding the counters failed (%s)",
+                             dsc_status_message(res));
+    return DSC_OK;
 }
 
 /* --- a forgotten reservation ------------------------------------------------------ */
@@ -321,57 +337,6 @@ out:
 
 /* --- a new budget's history --------------------------------------------------------- */
 
-/* The replay's SQL: the charges from ?2 on (with after_seq, those after it and at or
- * after ?1), less those filter rules out; its subject values become ?3, ?4, ... in
- * texts. */
-static void replay_sql(const dsc__replay_filter *f, char *sql, size_t cap, const char *texts[5]) {
-    static const char *const cols[4] = {"org", "team", "user", "key"};
-    size_t n = 0, len = (size_t)snprintf(sql, cap, "%s AND e.%s != 0", CHARGES_HEAD,
-                                         dsc_metric_name(f->metric));
-    len += (size_t)snprintf(sql + len, cap - len, "%s",
-                            f->after_seq > 0 ? " AND e.seq > ?2 AND e.at_us >= ?1"
-                                             : " AND e.seq >= ?2");
-    for (int i = 0; i < 4 && len < cap; i++) {
-        if (!f->subject[i]) continue;
-        if (!f->subject[i][0]) {
-            len += (size_t)snprintf(sql + len, cap - len, " AND s.%s <> ''", cols[i]);
-            continue;
-        }
-        texts[n++] = f->subject[i];
-        len += (size_t)snprintf(sql + len, cap - len, " AND s.%s = ?%zu", cols[i], n + 2);
-    }
-    if (len < cap) snprintf(sql + len, cap - len, " ORDER BY e.seq");
-    texts[n] = NULL;
-}
-
-/* Replay the charges st selects (on db) through fn. */
-static dsc_status replay_stmt(sqlite3 *db, sqlite3_stmt *st, int64_t since_us,
-                              const dsc__replay_filter *filter, const char *const *texts,
-                              dsc__replay_fn fn, void *ud, int64_t *last_seq) {
-    charge_scan c = {.fn = fn, .ud = ud, .since_us = since_us, .started = filter->after_seq > 0};
-    int64_t ints[2] = {since_us, filter->after_seq > 0 ? filter->after_seq
-                                                       : dsc__sq_first_seq_at(db, since_us)};
-    dsc_status res = each_row_stmt(db, st, ints, 2, texts, &c, row_charge, NULL);
-    if (c.any && last_seq) *last_seq = c.last_seq;
-    return res;
-}
-
-dsc_status dsc__sq_replay(dsc__store *base, int64_t since_us, const dsc__replay_filter *filter,
-                          dsc__replay_fn fn, void *ud, int64_t *last_seq) {
-    sq_store *s = (sq_store *)base;
-    char sql[1200];
-    const char *texts[5];
-    replay_sql(filter, sql, sizeof sql, texts);
-    sqlite3_stmt *st = NULL;
-    pthread_mutex_lock(&s->dbmu);
-    dsc_status res = DSC_STORE_UNAVAILABLE;
-    if (sqlite3_prepare_v2(s->db, sql, -1, &st, NULL) == SQLITE_OK)
-        res = replay_stmt(s->db, st, since_us, filter, texts, fn, ud, last_seq);
-    sqlite3_finalize(st);
-    pthread_mutex_unlock(&s->dbmu);
-    return res;
-}
-
 /* The reader's prepared statement for sql (rmu held, rdb open), prepared once. */
 static sqlite3_stmt *reader_stmt(sq_store *s, const char *sql) {
     enum { N = sizeof s->rcache / sizeof s->rcache[0] };
@@ -395,13 +360,117 @@ static sqlite3_stmt *reader_stmt(sq_store *s, const char *sql) {
     return st;
 }
 
+/* The conditions of a scan of table t ("e" or "r"): metric (< 0: any) non-zero, and
+ * filter's subject; its subject values become ?5, ?6, ... in texts. */
+static void scan_conds(const dsc__replay_filter *f, int metric, const char *t, char *sql,
+                       size_t cap, const char *texts[5]) {
+    static const char *const cols[4] = {"org", "team", "user", "key"};
+    size_t n = 0, len = 0;
+    sql[0] = '\0';
+    if (metric >= 0)
+        len += (size_t)snprintf(sql, cap, " AND %s.%s != 0", t, dsc_metric_name(metric));
+    for (int i = 0; i < 4 && len < cap; i++) {
+        if (!f->subject[i]) continue;
+        if (!f->subject[i][0]) {
+            len += (size_t)snprintf(sql + len, cap - len, " AND s.%s <> ''", cols[i]);
+            continue;
+        }
+        texts[n++] = f->subject[i];
+        len += (size_t)snprintf(sql + len, cap - len, " AND s.%s = ?%zu", cols[i], n + 4);
+    }
+    texts[n] = NULL;
+}
+
+static dsc_status run_scan(sq_store *s, sqlite3 *db, bool cached, const char *sql,
+                           const int64_t ints[4], const char *const *texts, charge_scan *c) {
+    sqlite3_stmt *st = NULL;
+    if (cached)
+        st = reader_stmt(s, sql);
+    else if (sqlite3_prepare_v2(db, sql, -1, &st, NULL) != SQLITE_OK)
+        sqlite3_finalize(st), st = NULL;
+    if (!st) return DSC_STORE_UNAVAILABLE;
+    dsc_status res = each_row_stmt(db, st, ints, 4, texts, c, row_charge, NULL);
+    if (cached)
+        sqlite3_clear_bindings(st); /* the texts were the caller's */
+    else
+        sqlite3_finalize(st);
+    return res;
+}
+
+static int64_t floor_hour(int64_t t) {
+    return t - ((t % DSC__SQ_HOUR_US) + DSC__SQ_HOUR_US) % DSC__SQ_HOUR_US;
+}
+
+/* The charges at or after since_us that f lets through, in commit order, through fn.
+ * The hours before the newest checkpoint's (and before f->hourly_before_us) come from
+ * rollups, one sum per subject and hour; every charge after that, one by one: the
+ * events from the checkpoint that precedes the boundary hour R that are newer than
+ * the rolled-up ones or at or after R. So each charge is counted once, by its hour or
+ * by itself. */
+static dsc_status scan_charges(sq_store *s, sqlite3 *db, bool cached, int64_t since_us,
+                               const dsc__replay_filter *f, int metric, dsc__replay_fn fn, void *ud,
+                               int64_t *last_seq) {
+    char ce[400], cr[400], sql[1600];
+    const char *texts[5];
+    scan_conds(f, metric, "e", ce, sizeof ce, texts);
+    scan_conds(f, metric, "r", cr, sizeof cr, texts);
+    charge_scan c = {.fn = fn, .ud = ud, .since_us = since_us};
+    int64_t ints[4] = {since_us, f->after_seq, 0, 0};
+    dsc_status res = DSC_OK;
+    if (f->after_seq > 0) {
+        c.started = true;
+        snprintf(sql, sizeof sql, "%s%s AND e.seq > ?2 AND e.at_us >= ?1 ORDER BY e.seq",
+                 CHARGES_HEAD, ce);
+        res = run_scan(s, db, cached, sql, ints, texts, &c);
+    } else {
+        int64_t cp_seq = 0, cp_at = 0;
+        sqlite3_stmt *st = NULL;
+        if (sqlite3_prepare_v2(db,
+                               "SELECT seq, max_at_us FROM checkpoints ORDER BY seq DESC"
+                               " LIMIT 1",
+                               -1, &st, NULL) == SQLITE_OK &&
+            sqlite3_step(st) == SQLITE_ROW)
+            cp_seq = sqlite3_column_int64(st, 0), cp_at = sqlite3_column_int64(st, 1);
+        sqlite3_finalize(st);
+        int64_t hb = f->hourly_before_us, r = floor_hour(cp_at < hb ? cp_at : hb);
+        if (hb > 0 && cp_seq > 0 && r > floor_hour(since_us)) {
+            int64_t sums[4] = {floor_hour(since_us), 0, r, 0};
+            snprintf(sql, sizeof sql,
+                     "%s%s AND r.hour_us >= ?1 AND r.hour_us < ?3"
+                     " ORDER BY r.hour_us",
+                     ROLLUPS_HEAD, cr);
+            c.started = true;
+            res = run_scan(s, db, cached, sql, sums, texts, &c);
+            ints[1] = dsc__sq_first_seq_at(db, r);
+            ints[2] = r;
+            ints[3] = cp_seq;
+            snprintf(sql, sizeof sql,
+                     "%s%s AND e.seq >= ?2 AND (e.seq > ?4 OR e.at_us >= ?3) ORDER BY e.seq",
+                     CHARGES_HEAD, ce);
+        } else {
+            ints[1] = dsc__sq_first_seq_at(db, since_us);
+            snprintf(sql, sizeof sql, "%s%s AND e.seq >= ?2 ORDER BY e.seq", CHARGES_HEAD, ce);
+        }
+        if (res == DSC_OK) res = run_scan(s, db, cached, sql, ints, texts, &c);
+    }
+    if (c.any && last_seq) *last_seq = c.last_seq;
+    return res;
+}
+
+dsc_status dsc__sq_replay(dsc__store *base, int64_t since_us, const dsc__replay_filter *filter,
+                          dsc__replay_fn fn, void *ud, int64_t *last_seq) {
+    sq_store *s = (sq_store *)base;
+    pthread_mutex_lock(&s->dbmu);
+    dsc_status res =
+        scan_charges(s, s->db, false, since_us, filter, (int)filter->metric, fn, ud, last_seq);
+    pthread_mutex_unlock(&s->dbmu);
+    return res;
+}
+
 /* One read transaction on the reader: the newest event's seq, then the replay, both
  * of the same snapshot; *last_seq is that seq. */
 static dsc_status replay_snapshot(sq_store *s, int64_t since_us, const dsc__replay_filter *filter,
                                   dsc__replay_fn fn, void *ud, int64_t *last_seq) {
-    char sql[1200];
-    const char *texts[5];
-    replay_sql(filter, sql, sizeof sql, texts);
     sqlite3_stmt *newest = reader_stmt(s, "SELECT coalesce(max(seq), 0) FROM events");
     if (!newest || sqlite3_step(newest) != SQLITE_ROW) {
         if (newest) sqlite3_reset(newest);
@@ -409,10 +478,8 @@ static dsc_status replay_snapshot(sq_store *s, int64_t since_us, const dsc__repl
     }
     int64_t snapshot = sqlite3_column_int64(newest, 0);
     sqlite3_reset(newest);
-    sqlite3_stmt *st = reader_stmt(s, sql);
-    if (!st) return DSC_STORE_UNAVAILABLE;
-    dsc_status res = replay_stmt(s->rdb, st, since_us, filter, texts, fn, ud, NULL);
-    sqlite3_clear_bindings(st); /* the texts were the caller's */
+    dsc_status res =
+        scan_charges(s, s->rdb, true, since_us, filter, (int)filter->metric, fn, ud, NULL);
     if (res == DSC_OK) *last_seq = snapshot;
     return res;
 }

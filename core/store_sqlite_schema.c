@@ -8,10 +8,14 @@
  * updated and `events` has no secondary index: a row is one append to one B-tree.
  * Repeated strings live once in `names` (models, purposes, outcomes, reasons, key
  * ids, ...) and subject tuples once in `subjects`; an event holds their ids.
- * `checkpoints` is written by the writer every few thousand events: a sparse index
- * from seq to time (the running maximum of at_us, so a read can start at the right
- * row without an index on at_us). The views `charges`, `decisions`, `reservations`,
- * `budgets` and `usage_by_team_month` give the rows their old shape back
+ * `checkpoints` is written by the writer every few thousand events or minute, in the
+ * transaction of a batch: a sparse index from seq to time (the running maximum of
+ * at_us, so a read can start at the right row without an index on at_us), the oldest
+ * hold still open then (a restart looks for open holds from there), and the point up
+ * to which `rollups` holds every charge: one row per subject and hour with the sums
+ * of its charges, so a new budget, a restart and a report read hours, not charges,
+ * and only the events after the newest checkpoint one by one. The views `charges`, `decisions`,
+ * `reservations`, `budgets` and `usage_by_team_month` give the rows their old shape back
  * (docs/operations.md); they are recreated on every open.
  *
  * A file of schema 1 (the tables budgets, reservations, charges and decisions, at
@@ -56,7 +60,9 @@ static const char tables_sql[] =
     " metric TEXT NOT NULL, window TEXT NOT NULL, limit_micro INTEGER NOT NULL);"
     "CREATE INDEX IF NOT EXISTS budget_log_ident ON budget_log(selector, metric, window, seq);"
     "CREATE TABLE IF NOT EXISTS checkpoints(seq INTEGER PRIMARY KEY, at_us INTEGER NOT NULL,"
-    " max_at_us INTEGER NOT NULL, held_from INTEGER, counters BLOB);";
+    " max_at_us INTEGER NOT NULL, held_from INTEGER NOT NULL);"
+    "CREATE TABLE IF NOT EXISTS rollups(hour_us INTEGER NOT NULL, subject INTEGER NOT NULL, "
+    AMOUNT_DEFS("") ", PRIMARY KEY(hour_us, subject)) WITHOUT ROWID;";
 
 #define RID(t) "CASE typeof(" t ".rid) WHEN 'blob' THEN 'r' || lower(hex(" t ".rid)) ELSE " t ".rid END"
 #define NAME(alias, t, col) " LEFT JOIN names " alias " ON " alias ".id = " t "." col
@@ -123,9 +129,14 @@ static const char views_sql[] =
     " b.at_us AS updated_us FROM budget_log b WHERE b.deleted = 0 AND b.seq ="
     " (SELECT max(x.seq) FROM budget_log x WHERE x.selector = b.selector"
     " AND x.metric = b.metric AND x.window = b.window);"
-    "CREATE VIEW usage_by_team_month AS SELECT org, team,"
-    " strftime('%Y-%m', at_us / 1000000, 'unixepoch') AS month, " SUMS_OF("")
-    " FROM charges GROUP BY org, team, month;";
+    /* the hours rolled up, then the charges after the newest checkpoint */
+    "CREATE VIEW usage_by_team_month AS SELECT " SUBJECT_COLS ","
+    " strftime('%Y-%m', u.at_us / 1000000, 'unixepoch') AS month, " SUMS_OF("")
+    " FROM (SELECT hour_us AS at_us, subject, " AMOUNTS_OF("r", "") " FROM rollups r"
+    " UNION ALL SELECT e.at_us, e.subject, " AMOUNTS_OF("e", "") " FROM events e"
+    " WHERE e.type IN (3, 5) AND e.kind IS NOT NULL"
+    " AND e.seq > (SELECT coalesce(max(seq), 0) FROM checkpoints)) u"
+    " LEFT JOIN subjects s ON s.id = u.subject GROUP BY s.org, s.team, month;";
 
 /* --- migrating schema 1 ------------------------------------------------------------- */
 
@@ -241,6 +252,14 @@ static const char copy_sql[] =
     " OR (r.state = 'expired' AND NOT EXISTS (SELECT 1 FROM old_charges c"
     " WHERE c.reservation_id = r.id))"
     ") ORDER BY at_us, ord, oseq;"
+    /* every charge copied is rolled up; the checkpoint says so */
+    "INSERT INTO rollups SELECT at_us / 3600000000 * 3600000000, subject, sum(energy_wh),"
+    " sum(gco2e), sum(water_ml), sum(pe_mj), sum(cost), sum(tokens), sum(requests)"
+    " FROM events WHERE type IN (3, 5) AND kind IS NOT NULL GROUP BY 1, 2;"
+    "INSERT INTO checkpoints SELECT * FROM (SELECT max(seq) AS seq, max(at_us), max(at_us),"
+    " coalesce((SELECT min(seq) FROM events WHERE type IN (1, 2) AND rid NOT IN (SELECT rid"
+    " FROM events WHERE type IN (3, 4, 5) AND rid IS NOT NULL)), max(seq) + 1) FROM events)"
+    " WHERE seq IS NOT NULL;"
     "INSERT INTO budget_log(at_us, deleted, budget_id, selector, metric, window, limit_micro)"
     " SELECT updated_us, 0, id, selector, metric, window, limit_micro FROM old_budgets"
     " ORDER BY id;"

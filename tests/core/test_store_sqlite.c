@@ -1628,3 +1628,128 @@ Test(store_sqlite,
     cr_assert_eq(b.held, 0);
     dsc_ledger_free(l);
 }
+
+/* --- checkpoints and hourly rollups ------------------------------------------------- */
+
+static const char *const rolled_windows[] = {"month", "day", "rolling:30h", "rolling:1h",
+                                             "rate:1000/1h"};
+enum { N_ROLLED = sizeof rolled_windows / sizeof *rolled_windows };
+static const dsc_subject rolled_subjects[] = {{.org = "acme", .team = "infra", .user = "ana"},
+                                              {.org = "acme", .team = "web", .user = "bob"},
+                                              {.org = "beta", .team = "infra", .user = "cy"}};
+
+static void budget_for(dsc_ledger *l, const char *sel, dsc_metric m, const char *window) {
+    dsc_error err;
+    cr_assert_eq(
+        dsc_ledger_budget(l, &(dsc_budget_req){sel, m, window, 1e9, false}, NULL, NULL, &err),
+        DSC_OK, "%s %s: %s", sel, window, err.message);
+}
+
+/* The used and held of every budget of subject s's preview, in preview order. */
+static size_t usage_of(dsc_ledger *l, const dsc_subject *s, dsc_budget_state *st, size_t max) {
+    size_t n = 0;
+    cr_assert_eq(dsc_ledger_preview(l, s, NULL, st, max, &n, NULL), DSC_OK);
+    cr_assert_leq(n, max);
+    return n;
+}
+
+/* Fill a store with 6000 settles over five hours (far more than a checkpoint's worth,
+ * every hour rolled up), charging gco2e and energy_wh alike, with budgets on gco2e
+ * counting them live; one hold stays open throughout, one finishes at the end. */
+static dsc_ledger *fill_hours(const char *path, fake_clock *clk, int windows,
+                              char held[DSC_RESERVATION_ID_MAX],
+                              char settled[DSC_RESERVATION_ID_MAX]) {
+    dsc_ledger *l = open_at(path, clk, 0);
+    for (int w = 0; w < windows; w++) {
+        budget_for(l, "team:*", DSC_METRIC_GCO2E, rolled_windows[w]);
+        budget_for(l, "user:ana", DSC_METRIC_GCO2E, rolled_windows[w]);
+    }
+    dsc_error err;
+    dsc_amounts hold = amt(DSC_METRIC_GCO2E, 2 * M);
+    cr_assert_eq(reserve_as(l, (dsc_reserve_req){&ana, &hold, 7 * 86400, "req-open", NULL}, held,
+                            NULL, 0, NULL, NULL, &err),
+                 DSC_OK, "%s", err.message);
+    for (int i = 0; i < 6000; i++) {
+        clk->now += 3 * S;
+        dsc_amounts a = amt(DSC_METRIC_GCO2E, (i % 7 + 1) * M);
+        a.v[DSC_METRIC_ENERGY_WH] = a.v[DSC_METRIC_GCO2E];
+        char rid[32];
+        snprintf(rid, sizeof rid, "u-%d", i);
+        cr_assert_eq(settle_as(l, (dsc_settle_req){rid, &a, &rolled_subjects[i % 3], NULL}, NULL,
+                               NULL, &err),
+                     DSC_OK, "%s", err.message);
+    }
+    cr_assert_eq(reserve_as(l, (dsc_reserve_req){&ana, &hold, 600, "req-done", NULL}, settled, NULL,
+                            0, NULL, NULL, &err),
+                 DSC_OK, "%s", err.message);
+    dsc_amounts both = hold;
+    both.v[DSC_METRIC_ENERGY_WH] = both.v[DSC_METRIC_GCO2E];
+    cr_assert_eq(settle_as(l, (dsc_settle_req){settled, &both, NULL, NULL}, NULL, NULL, &err),
+                 DSC_OK);
+    clk->now += 20 * 60 * S; /* the newest hour is partial: its charges are read one by one */
+    return l;
+}
+
+Test(store_sqlite, a_new_budget_reads_rolled_up_hours_and_counts_exactly_what_every_charge_counts) {
+    char path[600], held[DSC_RESERVATION_ID_MAX], settled[DSC_RESERVATION_ID_MAX];
+    temp_db(path, sizeof path);
+    fake_clock clk = {T0 + 1234 * S}; /* not on the hour */
+    dsc_ledger *l = fill_hours(path, &clk, N_ROLLED, held, settled);
+    cr_assert_gt(query_int(path, "SELECT count(*) FROM checkpoints"), 1);
+    cr_assert_gt(query_int(path, "SELECT count(*) FROM rollups"), 3 * 5);
+    for (int w = 0; w < N_ROLLED; w++) { /* the same budgets on energy_wh, created now */
+        budget_for(l, "team:*", DSC_METRIC_ENERGY_WH, rolled_windows[w]);
+        budget_for(l, "user:ana", DSC_METRIC_ENERGY_WH, rolled_windows[w]);
+    }
+    for (int i = 0; i < 3; i++) {
+        dsc_budget_state st[64];
+        size_t n = usage_of(l, &rolled_subjects[i], st, 64), compared = 0;
+        for (size_t a = 0; a < n; a++)
+            for (size_t b = 0; b < n; b++)
+                if (st[a].metric == DSC_METRIC_GCO2E && st[b].metric == DSC_METRIC_ENERGY_WH &&
+                    !strcmp(st[a].selector, st[b].selector) &&
+                    !strcmp(st[a].window, st[b].window)) {
+                    cr_assert_eq(st[b].used, st[a].used, "%s %s: %lld from the store, %lld live",
+                                 st[a].selector, st[a].window, (long long)st[b].used,
+                                 (long long)st[a].used);
+                    cr_assert_gt(st[a].used, 0, "%s %s counts", st[a].selector, st[a].window);
+                    compared++;
+                }
+        cr_assert_eq(compared * 2, n);
+    }
+    dsc_ledger_free(l);
+}
+
+/* The rate window of rolled_windows is last. */
+Test(store_sqlite, a_restart_reads_the_checkpoint_and_the_tail_and_keeps_counters_and_holds) {
+    char path[600], held[DSC_RESERVATION_ID_MAX], settled[DSC_RESERVATION_ID_MAX];
+    temp_db(path, sizeof path);
+    fake_clock clk = {T0 + 1234 * S};
+    /* no rate window: its reach (a million hours) would read every charge one by one */
+    dsc_ledger *l = fill_hours(path, &clk, N_ROLLED - 1, held, settled);
+    dsc_budget_state before[3][32], after[32];
+    size_t n[3];
+    for (int i = 0; i < 3; i++)
+        n[i] = usage_of(l, &rolled_subjects[i], before[i], 32);
+    dsc_ledger_free(l);
+    cr_assert_gt(query_int(path, "SELECT min(held_from) FROM checkpoints"), 0);
+    cr_assert_eq(query_int(path, "SELECT max(held_from) FROM checkpoints"),
+                 query_int(path, "SELECT min(seq) FROM events WHERE type = 1"),
+                 "every checkpoint knows the open hold from the start");
+    l = open_at(path, &clk, 0);
+    for (int i = 0; i < 3; i++) {
+        cr_assert_eq(usage_of(l, &rolled_subjects[i], after, 32), n[i]);
+        for (size_t k = 0; k < n[i]; k++)
+            cr_assert(after[k].used == before[i][k].used && after[k].held == before[i][k].held,
+                      "%s %s %s: used %lld held %lld after, %lld %lld before", after[k].selector,
+                      dsc_metric_name(after[k].metric), after[k].window, (long long)after[k].used,
+                      (long long)after[k].held, (long long)before[i][k].used,
+                      (long long)before[i][k].held);
+    }
+    dsc_hold_info h;
+    cr_assert_eq(dsc_ledger_hold_get(l, held, &h), DSC_OK, "the hold from before every checkpoint");
+    cr_assert(h.open);
+    cr_assert_eq(settle_kind_of(l, settled), DSC_SETTLE_REPEATED, "the finished one is known");
+    cr_assert_eq(settle_kind_of(l, held), DSC_SETTLE_RESERVED);
+    dsc_ledger_free(l);
+}
