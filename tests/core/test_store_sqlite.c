@@ -2,6 +2,7 @@
  * decisions are journaled, a full disk fails cleanly and recovers, and a process
  * killed with SIGKILL loses no acknowledged settle and duplicates none. */
 #include "discern/ledger.h"
+#include "discern/report.h"
 #include "ledger_calls.h"
 
 #include "../../core/ledger_internal.h"
@@ -1752,4 +1753,59 @@ Test(store_sqlite, a_restart_reads_the_checkpoint_and_the_tail_and_keeps_counter
     cr_assert_eq(settle_kind_of(l, settled), DSC_SETTLE_REPEATED, "the finished one is known");
     cr_assert_eq(settle_kind_of(l, held), DSC_SETTLE_RESERVED);
     dsc_ledger_free(l);
+}
+
+/* The raw answer: hour, "org:O/team:T", sum(gco2e) from every charge in [since, until). */
+static size_t raw_by_team_hour(const char *path, int64_t since, int64_t until, dsc_report_row *rows,
+                               size_t max) {
+    sqlite3 *db;
+    sqlite3_stmt *st;
+    cr_assert_eq(sqlite3_open(path, &db), SQLITE_OK);
+    cr_assert_eq(sqlite3_prepare_v2(db,
+                                    "SELECT at_us / 3600000000 * 3600, 'org:' || org || '/team:' ||"
+                                    " team, sum(gco2e) FROM charges WHERE at_us >= ?1 AND"
+                                    " at_us < ?2 GROUP BY 1, 2 ORDER BY 1, 2",
+                                    -1, &st, NULL),
+                 SQLITE_OK);
+    sqlite3_bind_int64(st, 1, since * S);
+    sqlite3_bind_int64(st, 2, until * S);
+    size_t n = 0;
+    while (sqlite3_step(st) == SQLITE_ROW && n < max) {
+        rows[n].period_start = sqlite3_column_int64(st, 0);
+        snprintf(rows[n].group, sizeof rows[n].group, "%s", sqlite3_column_text(st, 1));
+        rows[n++].value = sqlite3_column_int64(st, 2);
+    }
+    sqlite3_finalize(st);
+    sqlite3_close(db);
+    return n;
+}
+
+Test(store_sqlite, a_report_from_the_hour_reads_rollups_and_sums_exactly_what_every_charge_sums) {
+    char path[600], held[DSC_RESERVATION_ID_MAX], settled[DSC_RESERVATION_ID_MAX];
+    temp_db(path, sizeof path);
+    fake_clock clk = {T0 + 1234 * S};
+    dsc_ledger *l = fill_hours(path, &clk, 1, held, settled);
+    dsc_ledger_free(l);
+    cr_assert_gt(query_int(path, "SELECT count(*) FROM rollups"), 3 * 4);
+    int64_t since = T0 / S, until = clk.now / S - 1800; /* the end: inside an hour */
+    dsc_report_query q = {.by = DSC_REPORT_BY_TEAM,
+                          .period = DSC_REPORT_HOUR,
+                          .metric = DSC_METRIC_GCO2E,
+                          .since = since,
+                          .until = until};
+    dsc_report rep;
+    dsc_error err;
+    cr_assert_eq(dsc_report_run(path, &q, &rep, &err), DSC_OK, "%s", err.message);
+    static dsc_report_row raw[64];
+    size_t n = raw_by_team_hour(path, since, until, raw, 64);
+    cr_assert_gt(n, 6);
+    cr_assert_eq(rep.n, n);
+    for (size_t i = 0; i < n; i++) {
+        cr_assert_eq(rep.rows[i].period_start, raw[i].period_start);
+        cr_assert_str_eq(rep.rows[i].group, raw[i].group);
+        cr_assert_eq(rep.rows[i].value, raw[i].value, "%s at %lld: %lld, every charge: %lld",
+                     raw[i].group, (long long)raw[i].period_start, (long long)rep.rows[i].value,
+                     (long long)raw[i].value);
+    }
+    dsc_report_clear(&rep);
 }
