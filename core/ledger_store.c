@@ -457,11 +457,13 @@ static void budgets_loaded(void *ud, dsc__store_loader *ld) {
     ld->finished_max = rb->l->retain_max;
 }
 
-dsc_status dsc__ledger_store_open(dsc_ledger *l, const char *path, int batch_ms, dsc_error *err) {
+dsc_status dsc__ledger_store_open(dsc_ledger *l, const dsc_ledger_config *cfg, dsc_error *err) {
     dsc_error local;
     if (!err) err = &local;
-    dsc__store_options o = {.durability = l->durability, .batch_ms = batch_ms};
-    l->store = dsc__store_open(path, &o, err);
+    dsc__store_options o = {.durability = l->durability,
+                            .batch_ms = cfg->batch_ms,
+                            .retention_us = cfg->journal_retention_s * 1000000};
+    l->store = dsc__store_open(cfg->store_path, &o, err);
     if (!l->store) return err->code;
     rebuild *rb = calloc(1, sizeof *rb);
     if (!rb) return dsc_error_set(err, DSC_NOMEM, "out of memory rebuilding the ledger");

@@ -142,6 +142,9 @@ typedef dsc_status (*dsc__replay_fn)(void *ud, const dsc__rec *charge);
 typedef struct dsc__store_options {
     dsc_durability durability;
     int batch_ms; /* 0 = 10 ms */
+    /* > 0: raw events older than this (µs) may be dropped once they are summed up
+     * elsewhere (the SQLite store's hourly rollups); open holds are kept */
+    int64_t retention_us;
 } dsc__store_options;
 
 /* One backend: its operations. Every operation but accepts and open receives the

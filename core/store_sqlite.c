@@ -69,6 +69,10 @@ static const char *const stmt_sql[ST_COUNT] = {
                   " water_ml = water_ml + excluded.water_ml, pe_mj = pe_mj + excluded.pe_mj,"
                   " cost = cost + excluded.cost, tokens = tokens + excluded.tokens,"
                   " requests = requests + excluded.requests",
+    /* old events in [?1, ?2), but the holds still open */
+    [ST_PURGE] = "DELETE FROM events WHERE seq >= ?1 AND seq < ?2"
+                 " AND NOT (type IN (1, 2) AND dsc_open(rid))",
+    [ST_PURGED] = "INSERT OR REPLACE INTO meta VALUES('purged_before_us', ?1)",
     [ST_BEGIN] = "BEGIN",
     [ST_COMMIT] = "COMMIT",
     [ST_ROLLBACK] = "ROLLBACK"};
@@ -174,8 +178,11 @@ static void read_positions(sq_store *s) {
     int64_t tail = query_int(s->db, "SELECT coalesce(max(at_us), 0) FROM events WHERE seq > ?1",
                              s->checkpoint_seq);
     s->max_at_us = tail > at ? tail : at;
+    s->retained_from = query_int(s->db, "SELECT coalesce(min(seq), 1) FROM events", 0);
     reroll_tail(s);
 }
+
+static void sql_open(sqlite3_context *ctx, int argc, sqlite3_value **argv);
 
 static dsc_status setup_db(sq_store *s, dsc_error *err) {
     char pragmas[128], msg[256];
@@ -188,6 +195,9 @@ static dsc_status setup_db(sq_store *s, dsc_error *err) {
     if (dsc__sq_schema(s->db, msg, sizeof msg) != SQLITE_OK)
         return dsc_error_set(err, DSC_STORE_UNAVAILABLE,
                              "ledger store: creating or migrating the schema: %s", msg);
+    if (sqlite3_create_function(s->db, "dsc_open", 1, SQLITE_UTF8, s, sql_open, NULL, NULL) !=
+        SQLITE_OK)
+        return dsc__sq_db_error(s->db, "registering dsc_open", err);
     for (int i = 0; i < ST_COUNT; i++)
         if (sqlite3_prepare_v3(s->db, stmt_sql[i], -1, SQLITE_PREPARE_PERSISTENT, &s->st[i],
                                NULL) != SQLITE_OK)
@@ -207,6 +217,7 @@ static dsc__store *sq_open(const char *path, const dsc__store_options *o, dsc_er
     s->base.type = &dsc__store_sqlite;
     s->durability = o->durability;
     s->batch_ms = o->batch_ms > 0 ? o->batch_ms : 10;
+    s->retention_us = o->retention_us;
     s->healthy = true;
     s->lock_fd = -1;
     snprintf(s->path, sizeof s->path, "%s", path);
@@ -609,6 +620,51 @@ static void checkpoint_done(sq_store *s, int64_t seq, int64_t now_us, int64_t he
     dsc__strmap_init(&s->roll);
 }
 
+/* dsc_open(rid): whether the stored reservation id (a blob of its hex digits, or its
+ * text) is a hold still open, for the purge. */
+static void sql_open(sqlite3_context *ctx, int argc, sqlite3_value **argv) {
+    (void)argc;
+    sq_store *s = sqlite3_user_data(ctx);
+    char id[DSC_RESERVATION_ID_MAX] = "";
+    if (sqlite3_value_type(argv[0]) == SQLITE_BLOB) {
+        static const char hex[] = "0123456789abcdef";
+        const unsigned char *b = sqlite3_value_blob(argv[0]);
+        int n = sqlite3_value_bytes(argv[0]);
+        if (n > 0 && 2 * n + 2 <= (int)sizeof id) {
+            id[0] = 'r';
+            for (int i = 0; i < n; i++)
+                id[1 + 2 * i] = hex[b[i] >> 4], id[2 + 2 * i] = hex[b[i] & 15];
+            id[1 + 2 * n] = '\0';
+        }
+    } else if (sqlite3_value_type(argv[0]) == SQLITE_TEXT) {
+        snprintf(id, sizeof id, "%s", (const char *)sqlite3_value_text(argv[0]));
+    }
+    sqlite3_result_int(ctx, id[0] && dsc__strmap_get(&s->open, id) != NULL);
+}
+
+/* With a retention, at a checkpoint: drop up to DSC__SQ_PURGE_CHUNK of the oldest
+ * events that are rolled up (before the checkpoint), older than the retention (before
+ * the seq the checkpoints give for that time) and not an open hold. *to is where the
+ * next purge starts once this batch commits. */
+static int purge(sq_store *s, int64_t now_us, int64_t checkpoint, int64_t *to) {
+    *to = s->retained_from;
+    if (s->retention_us <= 0 || !s->holds_known) return SQLITE_OK;
+    int64_t end = dsc__sq_first_seq_at(s->db, now_us - s->retention_us);
+    if (end > checkpoint + 1) end = checkpoint + 1;
+    if (end > s->retained_from + DSC__SQ_PURGE_CHUNK) end = s->retained_from + DSC__SQ_PURGE_CHUNK;
+    if (end <= s->retained_from) return SQLITE_OK;
+    sqlite3_stmt *st = s->st[ST_PURGE];
+    sqlite3_bind_int64(st, 1, s->retained_from);
+    sqlite3_bind_int64(st, 2, end);
+    int rc = step(st);
+    if (rc == SQLITE_OK) { /* every event dropped is older than this */
+        sqlite3_bind_int64(s->st[ST_PURGED], 1, now_us - s->retention_us);
+        rc = step(s->st[ST_PURGED]);
+    }
+    if (rc == SQLITE_OK) *to = end;
+    return rc;
+}
+
 /* After a commit: the holds it opened and closed, the charges it made. */
 static void batch_committed(sq_store *s, dsc__rec **recs, size_t n) {
     for (size_t i = 0; i < n; i++) {
@@ -682,9 +738,11 @@ static bool write_batch(sq_store *s, dsc__rec **recs, size_t n) {
     s->names.n_added = s->subjects.n_added = 0;
     positions before = {s->last_seq, s->max_at_us, s->checkpoint_seq};
     int64_t now = batch_time(recs, n), checkpoint = s->last_seq, held_from = 0;
+    int64_t retained = s->retained_from;
     bool checkpointed = false;
     int rc = step(s->st[ST_BEGIN]);
     if (rc == SQLITE_OK) rc = write_checkpoint(s, now, &checkpointed, &held_from);
+    if (rc == SQLITE_OK && checkpointed) rc = purge(s, now, checkpoint, &retained);
     for (size_t i = 0; rc == SQLITE_OK && i < n; i++) {
         recs[i]->status = DSC_OK;
         int r = write_rec(s, i, recs[i]);
@@ -701,6 +759,7 @@ static bool write_batch(sq_store *s, dsc__rec **recs, size_t n) {
     if (rc == SQLITE_OK) {
         s->charge_seq = s->last_seq;
         if (checkpointed) checkpoint_done(s, checkpoint, now, held_from);
+        s->retained_from = retained;
         batch_committed(s, recs, n);
     } else {
         snprintf(msg, sizeof msg, "ledger store unavailable (%s): %s; nothing was recorded",

@@ -36,6 +36,8 @@ enum {
     ST_SUBJECT_ADD,
     ST_CHECKPOINT,
     ST_ROLLUP,
+    ST_PURGE,
+    ST_PURGED,
     ST_BEGIN,
     ST_COMMIT,
     ST_ROLLBACK,
@@ -55,6 +57,8 @@ typedef struct dsc__sq_intern {
 #define DSC__SQ_CHECKPOINT_EVERY 4096
 #define DSC__SQ_CHECKPOINT_US (60 * 1000000LL)
 #define DSC__SQ_HOUR_US (3600 * 1000000LL)
+/* At most this many old events dropped per checkpoint (twice what one brings). */
+#define DSC__SQ_PURGE_CHUNK (2 * DSC__SQ_CHECKPOINT_EVERY)
 
 typedef struct dsc__sq_store {
     dsc__store base;   /* first: the operations */
@@ -85,6 +89,8 @@ typedef struct dsc__sq_store {
     dsc__strmap open;                      /* open holds: reservation id -> dsc__sq_open (seq) */
     dsc__strmap roll;                      /* charges since the checkpoint: hour:subject -> sums */
     int64_t *batch_seq, *batch_subject;    /* each record's event seq and subject (0: none) */
+    int64_t retention_us;                  /* > 0: drop rolled-up events older than this */
+    int64_t retained_from;                 /* the oldest event seq that may still be there */
     struct {                               /* the reader's prepared statements, by SQL */
         sqlite3_stmt *st;
         char *sql;

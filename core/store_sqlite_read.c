@@ -406,7 +406,9 @@ static int64_t floor_hour(int64_t t) {
  * rollups, one sum per subject and hour; every charge after that, one by one: the
  * events from the checkpoint that precedes the boundary hour R that are newer than
  * the rolled-up ones or at or after R. So each charge is counted once, by its hour or
- * by itself. */
+ * by itself. With a retention, the hours whose events may be dropped are read from
+ * rollups for every budget (a window that needs each charge's time, reaching back
+ * further than the retention, counts those hours as hour sums). */
 static dsc_status scan_charges(sq_store *s, sqlite3 *db, bool cached, int64_t since_us,
                                const dsc__replay_filter *f, int metric, dsc__replay_fn fn, void *ud,
                                int64_t *last_seq) {
@@ -432,7 +434,17 @@ static dsc_status scan_charges(sq_store *s, sqlite3 *db, bool cached, int64_t si
             sqlite3_step(st) == SQLITE_ROW)
             cp_seq = sqlite3_column_int64(st, 0), cp_at = sqlite3_column_int64(st, 1);
         sqlite3_finalize(st);
-        int64_t hb = f->hourly_before_us, r = floor_hour(cp_at < hb ? cp_at : hb);
+        /* hours whose events may be dropped (retention) come from rollups in any case */
+        int64_t purged = 0;
+        if (sqlite3_prepare_v2(db, "SELECT value FROM meta WHERE key = 'purged_before_us'", -1, &st,
+                               NULL) == SQLITE_OK &&
+            sqlite3_step(st) == SQLITE_ROW)
+            purged = sqlite3_column_int64(st, 0);
+        sqlite3_finalize(st);
+        int64_t hb = f->hourly_before_us;
+        if (purged > 0 && hb < floor_hour(purged) + DSC__SQ_HOUR_US)
+            hb = floor_hour(purged) + DSC__SQ_HOUR_US;
+        int64_t r = floor_hour(cp_at < hb ? cp_at : hb);
         if (hb > 0 && cp_seq > 0 && r > floor_hour(since_us)) {
             int64_t sums[4] = {floor_hour(since_us), 0, r, 0};
             snprintf(sql, sizeof sql,

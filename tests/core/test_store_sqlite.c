@@ -1657,10 +1657,21 @@ static size_t usage_of(dsc_ledger *l, const dsc_subject *s, dsc_budget_state *st
 /* Fill a store with 6000 settles over five hours (far more than a checkpoint's worth,
  * every hour rolled up), charging gco2e and energy_wh alike, with budgets on gco2e
  * counting them live; one hold stays open throughout, one finishes at the end. */
-static dsc_ledger *fill_hours(const char *path, fake_clock *clk, int windows,
-                              char held[DSC_RESERVATION_ID_MAX],
-                              char settled[DSC_RESERVATION_ID_MAX]) {
-    dsc_ledger *l = open_at(path, clk, 0);
+static dsc_ledger *open_retaining(const char *path, fake_clock *clk, int64_t retention_s) {
+    dsc_ledger_config cfg = {.store_path = path,
+                             .now_us = fake_now,
+                             .clock_ud = clk,
+                             .journal_retention_s = retention_s};
+    dsc_error err;
+    dsc_ledger *l = dsc_ledger_new(&cfg, &err);
+    cr_assert(l, "%s", err.message);
+    return l;
+}
+
+static dsc_ledger *fill_retaining(const char *path, fake_clock *clk, int windows,
+                                  int64_t retention_s, char held[DSC_RESERVATION_ID_MAX],
+                                  char settled[DSC_RESERVATION_ID_MAX]) {
+    dsc_ledger *l = open_retaining(path, clk, retention_s);
     for (int w = 0; w < windows; w++) {
         budget_for(l, "team:*", DSC_METRIC_GCO2E, rolled_windows[w]);
         budget_for(l, "user:ana", DSC_METRIC_GCO2E, rolled_windows[w]);
@@ -1689,6 +1700,12 @@ static dsc_ledger *fill_hours(const char *path, fake_clock *clk, int windows,
                  DSC_OK);
     clk->now += 20 * 60 * S; /* the newest hour is partial: its charges are read one by one */
     return l;
+}
+
+static dsc_ledger *fill_hours(const char *path, fake_clock *clk, int windows,
+                              char held[DSC_RESERVATION_ID_MAX],
+                              char settled[DSC_RESERVATION_ID_MAX]) {
+    return fill_retaining(path, clk, windows, 0, held, settled);
 }
 
 Test(store_sqlite, a_new_budget_reads_rolled_up_hours_and_counts_exactly_what_every_charge_counts) {
@@ -1808,4 +1825,41 @@ Test(store_sqlite, a_report_from_the_hour_reads_rollups_and_sums_exactly_what_ev
                      (long long)raw[i].value);
     }
     dsc_report_clear(&rep);
+}
+
+Test(store_sqlite, retention_drops_old_rolled_up_events_and_keeps_rollups_open_holds_and_counters) {
+    char path[600], held[DSC_RESERVATION_ID_MAX], settled[DSC_RESERVATION_ID_MAX];
+    temp_db(path, sizeof path);
+    fake_clock clk = {T0 + 1234 * S};
+    /* two hours: more than the reach of the rolling:1h window (which needs each charge) */
+    dsc_ledger *l = fill_retaining(path, &clk, N_ROLLED - 1, 7200, held, settled);
+    dsc_budget_state before[32], after[32];
+    size_t n = usage_of(l, &rolled_subjects[0], before, 32);
+    dsc_ledger_free(l);
+    int64_t events = query_int(path, "SELECT count(*) FROM events WHERE type = 3");
+    cr_assert_lt(events, 6000 * 3 / 5, "%lld of 6001 settles left", (long long)events);
+    cr_assert_gt(events, 2 * 3600 / 3, "the last two hours are all there");
+    cr_assert_eq(query_int(path, "SELECT count(*) FROM events WHERE type IN (1, 2)"), 2,
+                 "the hold open since the start is kept, and the last hour's");
+    cr_assert_eq(query_int(path, "SELECT min(hour_us) FROM rollups"),
+                 (T0 + 1234 * S) / (3600 * S) * (3600 * S), "the first hour is still rolled up");
+    cr_assert_eq(query_int(path, "SELECT count(*) FROM reservations WHERE state = 'held'"), 1);
+    l = open_retaining(path, &clk, 7200);
+    cr_assert_eq(usage_of(l, &rolled_subjects[0], after, 32), n);
+    for (size_t k = 0; k < n; k++)
+        cr_assert(after[k].used == before[k].used && after[k].held == before[k].held,
+                  "%s %s: used %lld after, %lld before", after[k].selector, after[k].window,
+                  (long long)after[k].used, (long long)before[k].used);
+    budget_for(l, "team:*", DSC_METRIC_ENERGY_WH, "month"); /* from rollups alone */
+    size_t m = usage_of(l, &rolled_subjects[0], after, 32);
+    int64_t gco2e = -1, energy = -2;
+    for (size_t k = 0; k < m; k++)
+        if (!strcmp(after[k].selector, "team:*") && !strcmp(after[k].window, "month"))
+            *(after[k].metric == DSC_METRIC_GCO2E ? &gco2e : &energy) = after[k].used;
+    cr_assert_eq(energy, gco2e, "the month from dropped events' hours: %lld vs %lld",
+                 (long long)energy, (long long)gco2e);
+    dsc_hold_info h;
+    cr_assert_eq(dsc_ledger_hold_get(l, held, &h), DSC_OK);
+    cr_assert(h.open);
+    dsc_ledger_free(l);
 }
