@@ -239,11 +239,38 @@ static dsc_status load_charge(void *ud, const dsc__rec *charge) {
     return ld->charge(ld->ud, charge);
 }
 
+/* Where the holds of the reservations finished since since_us (from seq) start: the
+ * ledger's ids begin with a counter seeded from the clock (µs), so a hold is no older
+ * than the smallest counter among them, less an hour of slack; ids of other shapes
+ * bound it by the longest a hold lives. */
+static int64_t finished_holds_from(sqlite3 *db, int64_t from, int64_t since_us) {
+    sqlite3_stmt *st = NULL;
+    int64_t at = since_us - HOLD_REACH_US;
+    if (sqlite3_prepare_v2(db,
+                           "SELECT min(CASE WHEN typeof(rid) = 'blob' AND length(rid) = 18"
+                           " THEN substr(rid, 1, 6) END), sum(typeof(rid) <> 'blob'"
+                           " OR length(rid) <> 18) FROM events WHERE type IN (3, 4, 5)"
+                           " AND seq >= ?1 AND at_us >= ?2 AND rid IS NOT NULL",
+                           -1, &st, NULL) == SQLITE_OK) {
+        sqlite3_bind_int64(st, 1, from);
+        sqlite3_bind_int64(st, 2, since_us);
+        if (sqlite3_step(st) == SQLITE_ROW && sqlite3_column_int64(st, 1) == 0 &&
+            sqlite3_column_bytes(st, 0) == 6) {
+            const unsigned char *b = sqlite3_column_blob(st, 0);
+            int64_t counter = 0;
+            for (int i = 0; i < 6; i++)
+                counter = counter << 8 | b[i];
+            at = counter - 3600 * US;
+        }
+    }
+    sqlite3_finalize(st);
+    return dsc__sq_first_seq_at(db, at);
+}
+
 static dsc_status load_finished(sq_store *s, dsc__store_loader *ld, dsc_error *err) {
-    int64_t since = ld->finished_since_us;
-    int64_t ints[4] = {dsc__sq_first_seq_at(s->db, since), since,
-                       ld->finished_max ? (int64_t)ld->finished_max : -1,
-                       dsc__sq_first_seq_at(s->db, since - HOLD_REACH_US)};
+    int64_t since = ld->finished_since_us, from = dsc__sq_first_seq_at(s->db, since);
+    int64_t ints[4] = {from, since, ld->finished_max ? (int64_t)ld->finished_max : -1,
+                       finished_holds_from(s->db, from, since)};
     return each_row(s->db, finished_sql, ints, 4, ld, row_finished, err);
 }
 
