@@ -12,10 +12,11 @@
  *            (also batch and off for comparison)
  *   rss      resident memory with 100,000 budgets, each with a counter
  *   restart  dsc_ledger_new over a store holding 1,000,000 charge records
- *   fill [N] N decisions (a hold with its check's decision, then its settle; default
- *            10,000,000) spread over 30 days, written with durability off; then the
- *            store's bytes per decision, dsc_ledger_new over it, and a new team:*
- *            budget over all of it in effect (the file stays as DIR/fill-N.db)
+ *   fill [N [D]] N decisions (a hold with its check's decision, then its settle;
+ *            default 10,000,000) spread over 30 days, written with durability off and
+ *            a journal retention of D days (default 0: none); then the store's bytes
+ *            per decision, dsc_ledger_new over it, and a new team:* budget over all of
+ *            it in effect (the file stays as DIR/fill-N[-D].db)
  *   checks   what a server's check + settle costs the ledger with durability full:
  *            64 000 checks (async reserve + async decision record) then their
  *            settles, from 2 threads with 512 checks or settles in flight; wall rate and process
@@ -654,9 +655,12 @@ static void fill_decisions(dsc_ledger *l, int64_t *now, int64_t step, long n) {
     }
 }
 
-static void bench_fill(const char *dir, long n) {
+static void bench_fill(const char *dir, long n, long days) {
     char path[1024], wal[1100];
-    snprintf(path, sizeof path, "%s/fill-%ld.db", dir, n);
+    if (days > 0)
+        snprintf(path, sizeof path, "%s/fill-%ld-%ld.db", dir, n, days);
+    else
+        snprintf(path, sizeof path, "%s/fill-%ld.db", dir, n);
     snprintf(wal, sizeof wal, "%s-wal", path);
     unlink(path);
     unlink(wal);
@@ -664,7 +668,17 @@ static void bench_fill(const char *dir, long n) {
     clock_gettime(CLOCK_REALTIME, &ts);
     int64_t end = (int64_t)ts.tv_sec * 1000000, span = 30 * 86400LL * 1000000;
     clock_state clk = {end - span};
-    dsc_ledger *l = open_ledger(path, DSC_DURABILITY_OFF, bench_clock, &clk);
+    dsc_ledger_config cfg = {.store_path = path,
+                             .durability = DSC_DURABILITY_OFF,
+                             .now_us = bench_clock,
+                             .clock_ud = &clk,
+                             .journal_retention_s = days * 86400};
+    dsc_error err;
+    dsc_ledger *l = dsc_ledger_new(&cfg, &err);
+    if (!l) {
+        fprintf(stderr, "bench_ledger: %s\n", err.message);
+        exit(1);
+    }
     set_budget(l, "org:*", DSC_METRIC_GCO2E, "month", 1e12);
     set_budget(l, "user:*", DSC_METRIC_REQUESTS, "day", 1e12);
     double t0 = now_s();
@@ -673,8 +687,9 @@ static void bench_fill(const char *dir, long n) {
     double fill = now_s() - t0;
     long long db = file_bytes(path);
     printf("fill: %ld decisions (hold + decision, settle) over 30 days written in %.1f s "
-           "(durability off, %.0f /s): database %lld bytes, %.0f bytes per decision\n",
-           n, fill, n / fill, db, (double)db / n);
+           "(durability off, retention %ld days, %.0f /s): database %lld bytes, %.0f bytes "
+           "per decision\n",
+           n, fill, days, n / fill, db, (double)db / n);
     t0 = now_s();
     l = open_ledger(path, DSC_DURABILITY_FULL, bench_clock, &clk);
     double opened = now_s() - t0;
@@ -859,7 +874,8 @@ int main(int argc, char **argv) {
     if (wants(argc, argv, "restart")) bench_restart(dir, 14 * 86400);
     for (int i = 2; i < argc; i++)
         if (strcmp(argv[i], "fill") == 0)
-            bench_fill(dir, i + 1 < argc && atol(argv[i + 1]) > 0 ? atol(argv[i + 1]) : 10000000);
+            bench_fill(dir, i + 1 < argc && atol(argv[i + 1]) > 0 ? atol(argv[i + 1]) : 10000000,
+                       i + 2 < argc ? atol(argv[i + 2]) : 0);
     if (wants(argc, argv, "restart-recent")) bench_restart(dir, 500);
     return 0;
 }

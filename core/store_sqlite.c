@@ -48,12 +48,13 @@
 typedef dsc__sq_store sq_store;
 
 static const char *const stmt_sql[ST_COUNT] = {
-    [ST_EVENT] = "INSERT INTO events(at_us, type, rid, subject, state, kind, energy_wh, gco2e,"
-                 " water_ml, pe_mj, cost, tokens, requests, owner, expires_us, request_id,"
-                 " provider, model, zone, purpose, decision_id, outcome, policy,"
-                 " policy_version, reason, purpose_class, verdicts, tags, warnings,"
-                 " input_tokens, output_tokens, est_energy_wh, est_gco2e, est_water_ml)"
-                 " VALUES(?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?)",
+    [ST_EVENT] =
+        "INSERT INTO events(at_us, type, rid, subject, state, kind, hold, energy_wh, gco2e,"
+        " water_ml, pe_mj, cost, tokens, requests, owner, expires_us, request_id,"
+        " provider, model, zone, purpose, decision_id, outcome, policy,"
+        " policy_version, reason, purpose_class, verdicts, tags, warnings,"
+        " input_tokens, output_tokens, est_energy_wh, est_gco2e, est_water_ml)"
+        " VALUES(?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?)",
     [ST_BUDGET] = "INSERT INTO budget_log(at_us, deleted, budget_id, selector, metric, window,"
                   " limit_micro) VALUES(?,?,?,?,?,?,?)",
     [ST_NAME_GET] = "SELECT id FROM names WHERE name = ?1",
@@ -404,23 +405,23 @@ static const char *warnings_json(unsigned bits, char *buf, size_t cap) {
     return buf;
 }
 
-/* A decision's own columns (21..34 of ST_EVENT). */
+/* A decision's own columns (22..35 of ST_EVENT). */
 static void bind_decision(sq_store *s, sqlite3_stmt *st, const dsc__rec_decision *d, int *rc) {
-    bind_text(st, 21, d->decision_id);
-    bind_name(s, st, 22, d->outcome, rc);
-    bind_name(s, st, 23, d->policy, rc);
-    bind_name(s, st, 24, d->policy_version, rc);
-    bind_name(s, st, 25, d->reason, rc);
-    bind_name(s, st, 26, d->purpose_class, rc);
-    bind_name(s, st, 27, d->verdicts, rc);
-    bind_name(s, st, 28, d->tags, rc);
+    bind_text(st, 22, d->decision_id);
+    bind_name(s, st, 23, d->outcome, rc);
+    bind_name(s, st, 24, d->policy, rc);
+    bind_name(s, st, 25, d->policy_version, rc);
+    bind_name(s, st, 26, d->reason, rc);
+    bind_name(s, st, 27, d->purpose_class, rc);
+    bind_name(s, st, 28, d->verdicts, rc);
+    bind_name(s, st, 29, d->tags, rc);
     char warnings[256];
-    bind_name(s, st, 29, warnings_json(d->warnings, warnings, sizeof warnings), rc);
-    sqlite3_bind_int64(st, 30, d->input_tokens);
-    sqlite3_bind_int64(st, 31, d->output_tokens);
-    sqlite3_bind_int64(st, 32, d->est_energy_wh);
-    sqlite3_bind_int64(st, 33, d->est_gco2e);
-    sqlite3_bind_int64(st, 34, d->est_water_ml);
+    bind_name(s, st, 30, warnings_json(d->warnings, warnings, sizeof warnings), rc);
+    sqlite3_bind_int64(st, 31, d->input_tokens);
+    sqlite3_bind_int64(st, 32, d->output_tokens);
+    sqlite3_bind_int64(st, 33, d->est_energy_wh);
+    sqlite3_bind_int64(st, 34, d->est_gco2e);
+    sqlite3_bind_int64(st, 35, d->est_water_ml);
 }
 
 static int event_type(const dsc__rec *r) {
@@ -458,20 +459,25 @@ static int write_event(sq_store *s, const dsc__rec *r, int64_t *seq, int64_t *su
     if (finish) {
         bind_name(s, st, 5, r->state, &rc);
         bind_name(s, st, 6, r->charge_kind, &rc);
+        const struct dsc__sq_open *h = dsc__strmap_get(&s->open, r->reservation_id);
+        if (h) sqlite3_bind_int64(st, 7, h->seq); /* the hold, when it is open */
     }
-    if (hold || finish) bind_amounts(st, 7, hold || r->charge_kind ? &r->amounts : &zero);
-    bind_name(s, st, 14, d->key_id, &rc);
-    if (hold) sqlite3_bind_int64(st, 15, r->expires_us);
+    if (hold || finish) bind_amounts(st, 8, hold || r->charge_kind ? &r->amounts : &zero);
+    bind_name(s, st, 15, d->key_id, &rc);
+    if (hold) sqlite3_bind_int64(st, 16, r->expires_us);
     if (hold || type == DSC__EV_DECISION)
-        bind_text(st, 16, hold && r->request_id[0] ? r->request_id : d->request_id);
-    bind_name(s, st, 17, d->provider, &rc);
-    bind_name(s, st, 18, d->model, &rc);
-    bind_name(s, st, 19, d->zone, &rc);
-    bind_name(s, st, 20, d->purpose, &rc);
+        bind_text(st, 17, hold && r->request_id[0] ? r->request_id : d->request_id);
+    bind_name(s, st, 18, d->provider, &rc);
+    bind_name(s, st, 19, d->model, &rc);
+    bind_name(s, st, 20, d->zone, &rc);
+    bind_name(s, st, 21, d->purpose, &rc);
     if (type == DSC__EV_HOLD_DECISION || type == DSC__EV_DECISION) bind_decision(s, st, d, &rc);
     if (rc != SQLITE_OK) return rc;
     if ((rc = step(st)) != SQLITE_OK) return rc;
     s->last_seq = *seq = sqlite3_last_insert_rowid(s->db);
+    /* known open at once, so that a settle later in the batch names it (forgotten
+     * again if the batch rolls back) */
+    if (hold) dsc__sq_hold_open(s, r->reservation_id, *seq);
     *subj = subject;
     if (r->at_us > s->max_at_us) s->max_at_us = r->at_us;
     return SQLITE_OK;
@@ -503,11 +509,6 @@ static int write_rec(sq_store *s, size_t i, const dsc__rec *r) {
 }
 
 /* --- open holds and rollups ---------------------------------------------------- */
-
-struct dsc__sq_open {
-    int64_t seq;
-    char key[];
-};
 
 void dsc__sq_hold_open(dsc__sq_store *s, const char *id, int64_t seq) {
     size_t n = strlen(id);
@@ -670,9 +671,7 @@ static void batch_committed(sq_store *s, dsc__rec **recs, size_t n) {
     for (size_t i = 0; i < n; i++) {
         const dsc__rec *r = recs[i];
         if (r->status != DSC_OK || !s->batch_seq[i]) continue;
-        if (r->type == DSC__REC_RESERVE) {
-            dsc__sq_hold_open(s, r->reservation_id, s->batch_seq[i]);
-        } else if (r->type != DSC__REC_DECISION) {
+        if (r->type != DSC__REC_RESERVE && r->type != DSC__REC_DECISION) {
             hold_closed(s, r->reservation_id);
             if (r->charge_kind) roll_add(s, r->at_us, s->batch_subject[i], &r->amounts);
         }
@@ -712,7 +711,12 @@ typedef struct positions {
     int64_t last_seq, max_at_us, checkpoint_seq;
 } positions;
 
-static void batch_failed(sq_store *s, const positions *p) {
+static void hold_closed(sq_store *s, const char *id);
+
+static void batch_failed(sq_store *s, const positions *p, dsc__rec **recs, size_t n) {
+    for (size_t i = 0; i < n; i++) /* the holds it wrote are not there */
+        if (recs[i]->type == DSC__REC_RESERVE && s->batch_seq[i])
+            hold_closed(s, recs[i]->reservation_id);
     s->last_seq = p->last_seq;
     s->max_at_us = p->max_at_us;
     s->checkpoint_seq = p->checkpoint_seq;
@@ -765,7 +769,7 @@ static bool write_batch(sq_store *s, dsc__rec **recs, size_t n) {
         snprintf(msg, sizeof msg, "ledger store unavailable (%s): %s; nothing was recorded",
                  sqlite3_errstr(rc), sqlite3_errmsg(s->db));
         if (!sqlite3_get_autocommit(s->db)) step(s->st[ST_ROLLBACK]);
-        batch_failed(s, &before);
+        batch_failed(s, &before, recs, n);
         s->recovering = true;
     }
     reclaim_wal(s);
@@ -819,10 +823,14 @@ static void wait_for_work(sq_store *s) {
     }
 }
 
-/* Take the queue into s->batch (qmu held); returns how many. */
+/* At most this many records per batch: a transaction stays short, and checkpoints
+ * (taken between batches) stay about DSC__SQ_CHECKPOINT_EVERY events apart. */
+#define BATCH_MAX DSC__SQ_CHECKPOINT_EVERY
+
+/* Take the queue (at most BATCH_MAX of it) into s->batch (qmu held); returns how many. */
 static size_t take_batch(sq_store *s) {
     size_t n = 0;
-    for (dsc__rec *r = s->head; r; r = r->next)
+    for (dsc__rec *r = s->head; r && n < BATCH_MAX; r = r->next)
         n++;
     if (n > s->batch_cap) {
         dsc__rec **b = realloc(s->batch, n * 2 * sizeof *b);

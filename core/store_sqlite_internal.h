@@ -52,6 +52,12 @@ typedef struct dsc__sq_intern {
     size_t n_added, cap_added;
 } dsc__sq_intern;
 
+/* An open hold the writer knows: its hold event's seq, keyed by its id. */
+struct dsc__sq_open {
+    int64_t seq;
+    char key[];
+};
+
 /* Write a checkpoint row after this many events, or when the last is this old (in a
  * batch's transaction). */
 #define DSC__SQ_CHECKPOINT_EVERY 4096

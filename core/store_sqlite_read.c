@@ -20,9 +20,6 @@
 typedef dsc__sq_store sq_store;
 
 #define US 1000000LL
-/* How long a hold lives at most (the ledger's ttl cap), plus a day: a finished
- * reservation's hold is no older than that. */
-#define HOLD_REACH_US (8 * 86400 * US)
 
 // clang-format off
 #define RID(t) "CASE typeof(" t ".rid) WHEN 'blob' THEN 'r' || lower(hex(" t ".rid)) ELSE " t ".rid END"
@@ -43,16 +40,16 @@ static const char held_sql[] =
     ", r.seq FROM events r" JOIN_SUBJECT("r") JOIN_WHAT("r")
     " WHERE r.type IN (1, 2) AND r.seq >= ?1 AND r.rid NOT IN (SELECT rid FROM events"
     " WHERE type IN (3, 4, 5) AND seq >= ?1 AND rid IS NOT NULL) ORDER BY r.seq";
-/* ?1: the first seq of the finished ones' events, ?2: finished since, ?3: how many,
- * ?4: the first seq of their holds */
+/* ?1: the first seq of the finished ones' events, ?2: finished since, ?3: how many;
+ * the request id from the hold each event names */
 static const char finished_sql[] =
     "SELECT * FROM (SELECT " RID("f") ", h.request_id, " SUBJECT ", st.name, f.at_us AS fin_at, "
-    AMOUNTS("fin") ", " WHAT " FROM (SELECT rid, max(seq) AS last, sum(energy_wh) AS energy_wh,"
-    " sum(gco2e) AS gco2e, sum(water_ml) AS water_ml, sum(pe_mj) AS pe_mj, sum(cost) AS cost,"
-    " sum(tokens) AS tokens, sum(requests) AS requests FROM events WHERE type IN (3, 4, 5)"
-    " AND seq >= ?1 AND rid IS NOT NULL GROUP BY rid) fin JOIN events f ON f.seq = fin.last"
-    " LEFT JOIN (SELECT rid, request_id FROM events WHERE type IN (1, 2) AND seq >= ?4) h"
-    " ON h.rid = fin.rid LEFT JOIN names st ON st.id = f.state" JOIN_SUBJECT("f") JOIN_WHAT("f")
+    AMOUNTS("fin") ", " WHAT " FROM (SELECT rid, max(seq) AS last, max(hold) AS hold,"
+    " sum(energy_wh) AS energy_wh, sum(gco2e) AS gco2e, sum(water_ml) AS water_ml,"
+    " sum(pe_mj) AS pe_mj, sum(cost) AS cost, sum(tokens) AS tokens, sum(requests) AS requests"
+    " FROM events WHERE type IN (3, 4, 5) AND seq >= ?1 AND rid IS NOT NULL GROUP BY rid) fin"
+    " JOIN events f ON f.seq = fin.last LEFT JOIN events h ON h.seq = fin.hold"
+    " LEFT JOIN names st ON st.id = f.state" JOIN_SUBJECT("f") JOIN_WHAT("f")
     " WHERE f.at_us >= ?2 ORDER BY f.at_us DESC LIMIT ?3) ORDER BY fin_at";
 /* the charges: at_us, subject, amounts, seq; as hourly sums with seq 0 */
 #define CHARGES_HEAD \
@@ -239,39 +236,10 @@ static dsc_status load_charge(void *ud, const dsc__rec *charge) {
     return ld->charge(ld->ud, charge);
 }
 
-/* Where the holds of the reservations finished since since_us (from seq) start: the
- * ledger's ids begin with a counter seeded from the clock (µs), so a hold is no older
- * than the smallest counter among them, less an hour of slack; ids of other shapes
- * bound it by the longest a hold lives. */
-static int64_t finished_holds_from(sqlite3 *db, int64_t from, int64_t since_us) {
-    sqlite3_stmt *st = NULL;
-    int64_t at = since_us - HOLD_REACH_US;
-    if (sqlite3_prepare_v2(db,
-                           "SELECT min(CASE WHEN typeof(rid) = 'blob' AND length(rid) = 18"
-                           " THEN substr(rid, 1, 6) END), sum(typeof(rid) <> 'blob'"
-                           " OR length(rid) <> 18) FROM events WHERE type IN (3, 4, 5)"
-                           " AND seq >= ?1 AND at_us >= ?2 AND rid IS NOT NULL",
-                           -1, &st, NULL) == SQLITE_OK) {
-        sqlite3_bind_int64(st, 1, from);
-        sqlite3_bind_int64(st, 2, since_us);
-        if (sqlite3_step(st) == SQLITE_ROW && sqlite3_column_int64(st, 1) == 0 &&
-            sqlite3_column_bytes(st, 0) == 6) {
-            const unsigned char *b = sqlite3_column_blob(st, 0);
-            int64_t counter = 0;
-            for (int i = 0; i < 6; i++)
-                counter = counter << 8 | b[i];
-            at = counter - 3600 * US;
-        }
-    }
-    sqlite3_finalize(st);
-    return dsc__sq_first_seq_at(db, at);
-}
-
 static dsc_status load_finished(sq_store *s, dsc__store_loader *ld, dsc_error *err) {
     int64_t since = ld->finished_since_us, from = dsc__sq_first_seq_at(s->db, since);
-    int64_t ints[4] = {from, since, ld->finished_max ? (int64_t)ld->finished_max : -1,
-                       finished_holds_from(s->db, from, since)};
-    return each_row(s->db, finished_sql, ints, 4, ld, row_finished, err);
+    int64_t ints[3] = {from, since, ld->finished_max ? (int64_t)ld->finished_max : -1};
+    return each_row(s->db, finished_sql, ints, 3, ld, row_finished, err);
 }
 
 static dsc_status scan_charges(sq_store *s, sqlite3 *db, bool cached, int64_t since_us,

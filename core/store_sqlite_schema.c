@@ -3,7 +3,8 @@
  * migration of files written by older versions.
  *
  * The ledger's changes are one append-only table, `events` (one row per hold, settle,
- * cancel, expiry or decision, keyed by an INTEGER PRIMARY KEY in commit order), and
+ * cancel, expiry or decision, keyed by an INTEGER PRIMARY KEY in commit order; a
+ * settle, cancel or expiry names the seq of its hold when the writer knew it), and
  * `budget_log` (one row per budget set or delete). Nothing on the hot path is ever
  * updated and `events` has no secondary index: a row is one append to one B-tree.
  * Repeated strings live once in `names` (models, purposes, outcomes, reasons, key
@@ -34,7 +35,7 @@
     p "energy_wh INTEGER, " p "gco2e INTEGER, " p "water_ml INTEGER, " p "pe_mj INTEGER, "         \
     p "cost INTEGER, " p "tokens INTEGER, " p "requests INTEGER"
 #define EVENT_COLS                                                                                 \
-    "at_us, type, rid, subject, state, kind, energy_wh, gco2e, water_ml, pe_mj, cost, tokens,"     \
+    "at_us, type, rid, subject, state, kind, hold, energy_wh, gco2e, water_ml, pe_mj, cost, tokens," \
     " requests, owner, expires_us, request_id, provider, model, zone, purpose, decision_id,"       \
     " outcome, policy, policy_version, reason, purpose_class, verdicts, tags, warnings,"           \
     " input_tokens, output_tokens, est_energy_wh, est_gco2e, est_water_ml"
@@ -49,7 +50,7 @@ static const char tables_sql[] =
     " (4, 'cancel'), (5, 'expire'), (6, 'decision');"
     /* Columns a settle row needs come first: a row stores every column up to its last. */
     "CREATE TABLE IF NOT EXISTS events(seq INTEGER PRIMARY KEY, at_us INTEGER NOT NULL,"
-    " type INTEGER NOT NULL, rid, subject INTEGER, state INTEGER, kind INTEGER, "
+    " type INTEGER NOT NULL, rid, subject INTEGER, state INTEGER, kind INTEGER, hold INTEGER, "
     AMOUNT_DEFS("") ", owner INTEGER, expires_us INTEGER, request_id TEXT, provider INTEGER,"
     " model INTEGER, zone INTEGER, purpose INTEGER, decision_id TEXT, outcome INTEGER,"
     " policy INTEGER, policy_version INTEGER, reason INTEGER, purpose_class INTEGER,"
@@ -214,7 +215,8 @@ static const char copy_sql[] =
     /* holds, each with the first decision that names it */
     " SELECT r.created_us AS at_us, 0 AS ord, 0 AS oseq,"
     " CASE WHEN d.seq IS NULL THEN 1 ELSE 2 END AS type, dsc_rid(r.id) AS rid,"
-    " " SUBJ("r") " AS subject, NULL AS state, NULL AS kind, r.held_energy_wh AS energy_wh,"
+    " " SUBJ("r") " AS subject, NULL AS state, NULL AS kind, NULL AS hold,"
+    " r.held_energy_wh AS energy_wh,"
     " r.held_gco2e AS gco2e, r.held_water_ml AS water_ml, r.held_pe_mj AS pe_mj,"
     " r.held_cost AS cost, r.held_tokens AS tokens, r.held_requests AS requests,"
     " " N("coalesce(r.owner, d.key_id)") " AS owner, r.expires_us AS expires_us,"
@@ -231,14 +233,14 @@ static const char copy_sql[] =
     " WHERE r.expires_us IS NOT NULL"
     /* decisions that are not a hold's */
     " UNION ALL SELECT d.at_us, 1, d.seq, 6, dsc_rid(d.reservation_id), " SUBJ("d") ", NULL,"
-    " NULL, 0, 0, 0, 0, 0, 0, 0, " N("d.key_id") ", NULL, d.request_id, " WHAT_OF("d") ", "
+    " NULL, NULL, 0, 0, 0, 0, 0, 0, 0, " N("d.key_id") ", NULL, d.request_id, " WHAT_OF("d") ", "
     DECISION_OF("d") " FROM old_decisions d WHERE NOT EXISTS (SELECT 1 FROM old_reservations r"
     " WHERE r.id = d.reservation_id AND r.expires_us IS NOT NULL AND d.seq = "
     FIRST_DECISION("r") ")"
     /* charges: settles, late and unreserved settles, charged expiries */
     " UNION ALL SELECT c.at_us, 2, c.seq, CASE c.kind WHEN 'expire' THEN 5 ELSE 3 END,"
     " dsc_rid(c.reservation_id), " SUBJ("c") ", " N("CASE c.kind WHEN 'expire' THEN 'expired'"
-    " ELSE 'settled' END") ", " N("c.kind") ", c.energy_wh, c.gco2e, c.water_ml, c.pe_mj,"
+    " ELSE 'settled' END") ", " N("c.kind") ", NULL, c.energy_wh, c.gco2e, c.water_ml, c.pe_mj,"
     " c.cost, c.tokens, c.requests, " N("coalesce(r.owner, d.key_id)") ", NULL, NULL,"
     " " N("coalesce(r.provider, d.provider)") ", " N("coalesce(r.model, d.model)") ","
     " " N("coalesce(r.zone, d.zone)") ", " N("coalesce(r.purpose, d.purpose)") ", " NO_DECISION
@@ -247,11 +249,16 @@ static const char copy_sql[] =
     /* the end of holds that no charge accounts for: cancelled, released */
     " UNION ALL SELECT coalesce(r.finished_us, r.created_us), 3, 0,"
     " CASE r.state WHEN 'cancelled' THEN 4 ELSE 5 END, dsc_rid(r.id), " SUBJ("r") ","
-    " " N("r.state") ", NULL, 0, 0, 0, 0, 0, 0, 0, " N("r.owner") ", NULL, NULL, " WHAT_OF("r")
+    " " N("r.state") ", NULL, NULL, 0, 0, 0, 0, 0, 0, 0, " N("r.owner") ", NULL, NULL, " WHAT_OF("r")
     ", " NO_DECISION " FROM old_reservations r WHERE r.state IN ('cancelled', 'released')"
     " OR (r.state = 'expired' AND NOT EXISTS (SELECT 1 FROM old_charges c"
     " WHERE c.reservation_id = r.id))"
     ") ORDER BY at_us, ord, oseq;"
+    /* each settle, cancel and expiry names the seq of its hold */
+    "CREATE INDEX temp_events_rid ON events(rid);"
+    "UPDATE events SET hold = (SELECT h.seq FROM events h WHERE h.rid = events.rid"
+    " AND h.type IN (1, 2)) WHERE type IN (3, 4, 5);"
+    "DROP INDEX temp_events_rid;"
     /* every charge copied is rolled up; the checkpoint says so */
     "INSERT INTO rollups SELECT at_us / 3600000000 * 3600000000, subject, sum(energy_wh),"
     " sum(gco2e), sum(water_ml), sum(pe_mj), sum(cost), sum(tokens), sum(requests)"
