@@ -131,8 +131,7 @@ static void bind_rolled(sqlite3 *db, sqlite3_stmt *st, const dsc_report_query *q
         sqlite3_step(cp) == SQLITE_ROW)
         seq = sqlite3_column_int64(cp, 0), at = sqlite3_column_int64(cp, 1);
     sqlite3_finalize(cp);
-    int64_t end = at < until ? at : until;
-    end -= end % DSC__SQ_HOUR_US; /* times are after 1970: no negative remainder */
+    int64_t end = dsc__sq_hour_of(at < until ? at : until);
     bool rolled = (q->by == DSC_REPORT_BY_TEAM || q->by == DSC_REPORT_BY_USER) && seq > 0 &&
                   since >= 0 && since % DSC__SQ_HOUR_US == 0 && end > since;
     if (!rolled) end = since, seq = 0;

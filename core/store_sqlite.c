@@ -550,7 +550,7 @@ typedef struct sq_roll {
 /* Count a committed charge into its hour's sums (flushed at the next checkpoint). Out
  * of memory, the store stops taking checkpoints (rollups_lost) rather than lose it. */
 static void roll_add(sq_store *s, int64_t at_us, int64_t subject, const dsc_amounts *a) {
-    int64_t hour = at_us - ((at_us % DSC__SQ_HOUR_US) + DSC__SQ_HOUR_US) % DSC__SQ_HOUR_US;
+    int64_t hour = dsc__sq_hour_of(at_us);
     char key[48];
     snprintf(key, sizeof key, "%lld:%lld", (long long)hour, (long long)subject);
     sq_roll *r = dsc__strmap_get(&s->roll, key);
@@ -569,7 +569,7 @@ static void roll_add(sq_store *s, int64_t at_us, int64_t subject, const dsc_amou
         }
     }
     for (int m = 0; m < DSC_METRIC_COUNT; m++)
-        r->sums.v[m] += a->v[m];
+        r->sums.v[m] = dsc__sq_add(r->sums.v[m], a->v[m]);
 }
 
 typedef struct flush_ctx {

@@ -15,6 +15,7 @@
 #include <pthread.h>
 #include <sqlite3.h>
 #include <stddef.h>
+#include <stdint.h>
 
 /* events.type: the numbers are in the file, never renumber them. */
 enum {
@@ -63,6 +64,23 @@ struct dsc__sq_open {
 #define DSC__SQ_CHECKPOINT_EVERY 4096
 #define DSC__SQ_CHECKPOINT_US (60 * 1000000LL)
 #define DSC__SQ_HOUR_US (3600 * 1000000LL)
+/* The start of the hour of t (µs); times a hostile file holds far outside any real
+ * one are clamped first, so that nothing overflows. */
+static inline int64_t dsc__sq_hour_of(int64_t t) {
+    const int64_t lim = INT64_C(1) << 61;
+    if (t < -lim) t = -lim;
+    if (t > lim) t = lim;
+    int64_t r = t % DSC__SQ_HOUR_US;
+    return t - (r < 0 ? r + DSC__SQ_HOUR_US : r);
+}
+
+/* a + b, saturated (amounts summed from a file may be anything). */
+static inline int64_t dsc__sq_add(int64_t a, int64_t b) {
+    int64_t v;
+    if (!__builtin_add_overflow(a, b, &v)) return v;
+    return b > 0 ? INT64_MAX : INT64_MIN;
+}
+
 /* At most this many old events dropped per checkpoint (twice what one brings). */
 #define DSC__SQ_PURGE_CHUNK (2 * DSC__SQ_CHECKPOINT_EVERY)
 

@@ -305,7 +305,7 @@ static dsc_status row_found(void *ctx, sqlite3_stmt *st, dsc__rec *rec) {
     dsc_amounts a;
     col_amounts(st, 6, &a);
     for (int m = 0; m < DSC_METRIC_COUNT; m++)
-        f->out->amounts.v[m] += a.v[m];
+        f->out->amounts.v[m] = dsc__sq_add(f->out->amounts.v[m], a.v[m]);
     return DSC_OK;
 }
 
@@ -393,7 +393,7 @@ static dsc_status run_scan(sq_store *s, sqlite3 *db, bool cached, const char *sq
 }
 
 static int64_t floor_hour(int64_t t) {
-    return t - ((t % DSC__SQ_HOUR_US) + DSC__SQ_HOUR_US) % DSC__SQ_HOUR_US;
+    return dsc__sq_hour_of(t);
 }
 
 /* The charges at or after since_us that f lets through, in commit order, through fn.
@@ -438,7 +438,7 @@ static dsc_status scan_charges(sq_store *s, sqlite3 *db, bool cached, int64_t si
         sqlite3_finalize(st);
         int64_t hb = f->hourly_before_us;
         if (purged > 0 && hb < floor_hour(purged) + DSC__SQ_HOUR_US)
-            hb = floor_hour(purged) + DSC__SQ_HOUR_US;
+            hb = floor_hour(purged) + DSC__SQ_HOUR_US; /* clamped: no overflow */
         int64_t r = floor_hour(cp_at < hb ? cp_at : hb);
         if (hb > 0 && cp_seq > 0 && r > floor_hour(since_us)) {
             int64_t sums[4] = {floor_hour(since_us), 0, r, 0};
