@@ -74,6 +74,7 @@ static const char *const stmt_sql[ST_COUNT] = {
     [ST_PURGE] = "DELETE FROM events WHERE seq >= ?1 AND seq < ?2"
                  " AND NOT (type IN (1, 2) AND dsc_open(rid))",
     [ST_PURGED] = "INSERT OR REPLACE INTO meta VALUES('purged_before_us', ?1)",
+    [ST_UNRESERVED] = "INSERT INTO unreserved VALUES(?1)",
     [ST_BEGIN] = "BEGIN",
     [ST_COMMIT] = "COMMIT",
     [ST_ROLLBACK] = "ROLLBACK"};
@@ -442,6 +443,15 @@ static int event_type(const dsc__rec *r) {
 /* One events row for a hold, settle, cancel, expiry or decision. u.decision carries
  * what a hold was for on every one of them (owner = key_id, provider, model, zone,
  * purpose), and the decision itself on a decision or a hold that has one. */
+/* An unreserved settle's id, once: a repeat fails with a constraint (the record's own
+ * fault), as the ledger cannot recall ids it did not make. */
+static int write_unreserved(sq_store *s, const dsc__rec *r) {
+    if (r->type != DSC__REC_SETTLE || !r->charge_kind || strcmp(r->charge_kind, "unreserved"))
+        return SQLITE_OK;
+    dsc__sq_bind_rid(s->st[ST_UNRESERVED], 1, r->reservation_id);
+    return step(s->st[ST_UNRESERVED]);
+}
+
 static int write_event(sq_store *s, const dsc__rec *r, int64_t *seq, int64_t *subj) {
     static const dsc_amounts zero = {{0}};
     sqlite3_stmt *st = s->st[ST_EVENT];
@@ -503,7 +513,8 @@ static bool own_fault(int rc) {
 static int write_rec(sq_store *s, size_t i, const dsc__rec *r) {
     s->batch_seq[i] = s->batch_subject[i] = 0;
     if (r->type >= DSC__REC_BUDGET_SET) return write_budget(s, r);
-    int rc = write_event(s, r, &s->batch_seq[i], &s->batch_subject[i]);
+    int rc = write_unreserved(s, r);
+    if (rc == SQLITE_OK) rc = write_event(s, r, &s->batch_seq[i], &s->batch_subject[i]);
     /* a hold and its decision are one row: nothing a validated record can break */
     return rc == SQLITE_OK || r->type != DSC__REC_RESERVE || !own_fault(rc) ? rc : SQLITE_ERROR;
 }

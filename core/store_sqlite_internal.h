@@ -39,6 +39,7 @@ enum {
     ST_ROLLUP,
     ST_PURGE,
     ST_PURGED,
+    ST_UNRESERVED,
     ST_BEGIN,
     ST_COMMIT,
     ST_ROLLBACK,

@@ -62,6 +62,8 @@ static const char tables_sql[] =
     "CREATE INDEX IF NOT EXISTS budget_log_ident ON budget_log(selector, metric, window, seq);"
     "CREATE TABLE IF NOT EXISTS checkpoints(seq INTEGER PRIMARY KEY, at_us INTEGER NOT NULL,"
     " max_at_us INTEGER NOT NULL, held_from INTEGER NOT NULL);"
+    /* the ids of unreserved settles: a repeat is refused even once memory forgot it */
+    "CREATE TABLE IF NOT EXISTS unreserved(rid PRIMARY KEY) WITHOUT ROWID;"
     "CREATE TABLE IF NOT EXISTS rollups(hour_us INTEGER NOT NULL, subject INTEGER NOT NULL, "
     AMOUNT_DEFS("") ", PRIMARY KEY(hour_us, subject)) WITHOUT ROWID;";
 
@@ -254,6 +256,8 @@ static const char copy_sql[] =
     " OR (r.state = 'expired' AND NOT EXISTS (SELECT 1 FROM old_charges c"
     " WHERE c.reservation_id = r.id))"
     ") ORDER BY at_us, ord, oseq;"
+    "INSERT OR IGNORE INTO unreserved SELECT rid FROM events WHERE type = 3"
+    " AND kind = (SELECT id FROM names WHERE name = 'unreserved') AND rid IS NOT NULL;"
     /* each settle, cancel and expiry names the seq of its hold */
     "CREATE INDEX temp_events_rid ON events(rid);"
     "UPDATE events SET hold = (SELECT h.seq FROM events h WHERE h.rid = events.rid"

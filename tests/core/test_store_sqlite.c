@@ -1863,3 +1863,27 @@ Test(store_sqlite, retention_drops_old_rolled_up_events_and_keeps_rollups_open_h
     cr_assert(h.open);
     dsc_ledger_free(l);
 }
+
+/* The ledger cannot recall an id it did not make, so a repeated unreserved settle
+ * that memory has forgotten is refused by the store, never charged twice. */
+Test(store_sqlite, an_unreserved_settle_repeated_after_memory_forgot_it_is_refused_not_charged) {
+    char path[600];
+    temp_db(path, sizeof path);
+    fake_clock clk = {T0};
+    dsc_ledger *l = open_at(path, &clk, 1);
+    dsc_error err;
+    dsc_amounts a = amt(DSC_METRIC_GCO2E, 4 * M);
+    dsc_settle_out kind;
+    cr_assert_eq(settle_as(l, (dsc_settle_req){"ext-42", &a, &ana, NULL}, &kind, NULL, &err),
+                 DSC_OK, "%s", err.message);
+    cr_assert_eq(kind.kind, DSC_SETTLE_UNRESERVED);
+    dsc_ledger_free(l);
+    clk.now += 3600 * S; /* a restart an hour later: nothing finished is remembered */
+    l = open_at(path, &clk, 1);
+    cr_assert_neq(settle_as(l, (dsc_settle_req){"ext-42", &a, &ana, NULL}, &kind, NULL, &err),
+                  DSC_OK, "the repeat is refused");
+    dsc_ledger_free(l);
+    cr_assert_eq(query_int(path, "SELECT count(*) FROM charges WHERE reservation_id = 'ext-42'"),
+                 1);
+    cr_assert_eq(query_int(path, "SELECT sum(gco2e) FROM charges"), 4 * M);
+}
