@@ -12,6 +12,11 @@
  *            (also batch and off for comparison)
  *   rss      resident memory with 100,000 budgets, each with a counter
  *   restart  dsc_ledger_new over a store holding 1,000,000 charge records
+ *   fill [N [D]] N decisions (a hold with its check's decision, then its settle;
+ *            default 10,000,000) spread over 30 days, written with durability off and
+ *            a journal retention of D days (default 0: none); then the store's bytes
+ *            per decision, dsc_ledger_new over it, and a new team:* budget over all of
+ *            it in effect (the file stays as DIR/fill-N[-D].db)
  *   checks   what a server's check + settle costs the ledger with durability full:
  *            64 000 checks (async reserve + async decision record) then their
  *            settles, from 2 threads with 512 checks or settles in flight; wall rate and process
@@ -91,6 +96,22 @@ static double writer_cpu_s(void) {
     }
     if (d) closedir(d);
     return total;
+}
+
+/* Bytes this process passed to write() and pwrite() so far (/proc/self/io wchar). */
+static long long written_bytes(void) {
+    FILE *f = fopen("/proc/self/io", "r");
+    char line[128];
+    long long v = -1;
+    while (f && fgets(line, sizeof line, f))
+        if (sscanf(line, "wchar: %lld", &v) == 1) break;
+    if (f) fclose(f);
+    return v;
+}
+
+static long long file_bytes(const char *path) {
+    struct stat st;
+    return stat(path, &st) == 0 ? (long long)st.st_size : 0;
 }
 
 static long rss_kb(void) {
@@ -521,6 +542,7 @@ static void bench_checks(const char *dir, bool one_record) {
     double cw, cc, sw, sc, cwr, swr;
     dsc_ledger_stats s0, s1, s2;
     dsc_ledger_stats_get(l, &s0);
+    long long w0 = written_bytes();
     check_phase(&r, 0, &cw, &cc, &cwr);
     dsc_ledger_stats_get(l, &s1);
     check_phase(&r, 1, &sw, &sc, &swr);
@@ -538,8 +560,13 @@ static void bench_checks(const char *dir, bool one_record) {
            (double)(s2.store_records - s1.store_records) /
                (double)(s2.store_batches - s1.store_batches),
            (cc + sc) * 1e6 / r.n, (cwr + swr) * 1e6 / r.n, r.failures);
+    long long wrote = written_bytes() - w0;
     dsc_ledger_free(l);
     free(r.rids);
+    printf("%s: bytes written per check+settle (WAL appends and their checkpoints into the "
+           "database) %.0f; database %.0f bytes per check+settle (%lld bytes)\n",
+           one_record ? "checks1" : "checks", (double)wrote / r.n, (double)file_bytes(path) / r.n,
+           file_bytes(path));
 }
 
 /* --- rss ---------------------------------------------------------------------- */
@@ -580,7 +607,7 @@ static void bench_rss(size_t retain_max) {
     malloc_trim(0);
 }
 
-/* --- restart ---------------------------------------------------------------------- */
+/* --- fill: a store of many decisions, its size, a restart, a new budget ------------ */
 
 typedef struct clock_state {
     int64_t now;
@@ -589,6 +616,106 @@ typedef struct clock_state {
 static int64_t bench_clock(void *ud) {
     return ((clock_state *)ud)->now;
 }
+
+/* N decisions as discernd makes them: a hold with its check's decision, its settle. */
+static void fill_decisions(dsc_ledger *l, int64_t *now, int64_t step, long n) {
+    char org[16], team[16], user[16], did[48], req[48], rid[DSC_RESERVATION_ID_MAX];
+    dsc_amounts a = {{0}};
+    a.v[DSC_METRIC_GCO2E] = 5 * M;
+    a.v[DSC_METRIC_ENERGY_WH] = 2 * M;
+    a.v[DSC_METRIC_REQUESTS] = M;
+    for (long i = 0; i < n; i++) {
+        dsc_subject s;
+        subject_of((int)(i % 1000000), org, team, user, &s);
+        snprintf(did, sizeof did, "d-%llx-0-%ld", (long long)*now, i);
+        snprintf(req, sizeof req, "req-%ld", i);
+        dsc_decision_record d = {.decision_id = did,
+                                 .subject = s,
+                                 .purpose = i % 3 ? "code-review" : "chat",
+                                 .provider = "openai",
+                                 .model = i % 2 ? "gpt-4o" : "gpt-4o-mini",
+                                 .key_id = "k_00000000000000a1",
+                                 .zone = "FRA",
+                                 .input_tokens = 1200,
+                                 .output_tokens = 400,
+                                 .est_energy_wh = 4 * M,
+                                 .est_gco2e = 5 * M,
+                                 .est_water_ml = 7 * M,
+                                 .outcome = "allow",
+                                 .policy = "right-size",
+                                 .policy_version = "3f2a9c1d0b7e",
+                                 .reason = "allowed; openai/gpt-4.1-nano would do for less"};
+        *now += step;
+        if (reserve_as(l, (dsc_reserve_req){&s, &a, 3600, req, &d}, rid, NULL, 0, NULL, NULL,
+                       NULL) != DSC_OK ||
+            settle_as(l, (dsc_settle_req){rid, &a, NULL, NULL}, NULL, NULL, NULL) != DSC_OK) {
+            i--; /* the queue was briefly failing: retry */
+            continue;
+        }
+    }
+}
+
+static void bench_fill(const char *dir, long n, long days) {
+    char path[1024], wal[1100];
+    if (days > 0)
+        snprintf(path, sizeof path, "%s/fill-%ld-%ld.db", dir, n, days);
+    else
+        snprintf(path, sizeof path, "%s/fill-%ld.db", dir, n);
+    snprintf(wal, sizeof wal, "%s-wal", path);
+    unlink(path);
+    unlink(wal);
+    struct timespec ts;
+    clock_gettime(CLOCK_REALTIME, &ts);
+    int64_t end = (int64_t)ts.tv_sec * 1000000, span = 30 * 86400LL * 1000000;
+    clock_state clk = {end - span};
+    dsc_ledger_config cfg = {.store_path = path,
+                             .durability = DSC_DURABILITY_OFF,
+                             .now_us = bench_clock,
+                             .clock_ud = &clk,
+                             .journal_retention_s = days * 86400};
+    dsc_error err;
+    dsc_ledger *l = dsc_ledger_new(&cfg, &err);
+    if (!l) {
+        fprintf(stderr, "bench_ledger: %s\n", err.message);
+        exit(1);
+    }
+    set_budget(l, "org:*", DSC_METRIC_GCO2E, "month", 1e12);
+    set_budget(l, "user:*", DSC_METRIC_REQUESTS, "day", 1e12);
+    double t0 = now_s();
+    fill_decisions(l, &clk.now, span / n, n);
+    dsc_ledger_free(l);
+    double fill = now_s() - t0;
+    long long db = file_bytes(path);
+    printf("fill: %ld decisions (hold + decision, settle) over 30 days written in %.1f s "
+           "(durability off, retention %ld days, %.0f /s): database %lld bytes, %.0f bytes "
+           "per decision\n",
+           n, fill, days, n / fill, db, (double)db / n);
+    t0 = now_s();
+    l = open_ledger(path, DSC_DURABILITY_FULL, bench_clock, &clk);
+    double opened = now_s() - t0;
+    dsc_ledger_stats stats;
+    dsc_ledger_stats_get(l, &stats);
+    printf("fill: dsc_ledger_new over %ld decisions took %.2f s (%zu reservations reloaded)\n", n,
+           opened, stats.reservations);
+    t0 = now_s();
+    set_budget(l, "team:*", DSC_METRIC_GCO2E, "month", 1e12); /* waits until in effect */
+    double budget = now_s() - t0;
+    dsc_budget_state st[8];
+    size_t k = 0;
+    char org[16], team[16], user[16];
+    dsc_subject s;
+    subject_of(0, org, team, user, &s);
+    dsc_ledger_preview(l, &s, NULL, st, 8, &k, NULL);
+    int64_t used = 0;
+    for (size_t i = 0; i < k && i < 8; i++)
+        if (strcmp(st[i].selector, "team:*") == 0) used = st[i].used;
+    printf("fill: a new team:* gco2e month budget over %ld decisions in effect after %.3f s "
+           "(team0 counts %.0f g)\n",
+           n, budget, (double)used / M);
+    dsc_ledger_free(l);
+}
+
+/* --- restart ---------------------------------------------------------------------- */
 
 typedef struct done_wait {
     pthread_mutex_t mu;
@@ -745,6 +872,10 @@ int main(int argc, char **argv) {
     if (wants(argc, argv, "checks")) bench_checks(dir, false);
     if (wants(argc, argv, "checks1")) bench_checks(dir, true);
     if (wants(argc, argv, "restart")) bench_restart(dir, 14 * 86400);
+    for (int i = 2; i < argc; i++)
+        if (strcmp(argv[i], "fill") == 0)
+            bench_fill(dir, i + 1 < argc && atol(argv[i + 1]) > 0 ? atol(argv[i + 1]) : 10000000,
+                       i + 2 < argc ? atol(argv[i + 2]) : 0);
     if (wants(argc, argv, "restart-recent")) bench_restart(dir, 500);
     return 0;
 }

@@ -104,7 +104,7 @@ stop_pid "$dsc_pid"
 cat "$tmp"/ack.* | sort >"$tmp/acked"
 if [ "$tamper" = 1 ]; then
     victim=$(head -1 "$tmp/acked")
-    sqlite3 "$dir/$store_path" "DELETE FROM charges WHERE kind = 'settle' AND reservation_id = '$victim'"
+    sqlite3 "$dir/$store_path" "DELETE FROM events WHERE seq IN (SELECT seq FROM charges WHERE kind = 'settle' AND reservation_id = '$victim')"
 fi
 sqlite3 "$dir/$store_path" "SELECT reservation_id FROM charges WHERE kind = 'settle'" |
     sort >"$tmp/stored"

@@ -475,7 +475,7 @@ dsc_ledger *dsc_ledger_new(const dsc_ledger_config *cfg, dsc_error *err) {
     if (config_apply(l, cfg, err) != DSC_OK) goto fail;
     l->next_rid = (uint64_t)dsc__ledger_now(l);
     if (cfg->store_path) {
-        if (dsc__ledger_store_open(l, cfg->store_path, cfg->batch_ms, err)) goto fail;
+        if (dsc__ledger_store_open(l, cfg, err)) goto fail;
         lost_gap_open(l);
     }
     return l;

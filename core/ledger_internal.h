@@ -245,7 +245,7 @@ void dsc__reader_stop(dsc_ledger *l);
 
 /* --- ledger_store.c ------------------------------------------------------------ */
 /* Open the store at path and rebuild budgets, holds and counters from it. */
-dsc_status dsc__ledger_store_open(dsc_ledger *l, const char *path, int batch_ms, dsc_error *err);
+dsc_status dsc__ledger_store_open(dsc_ledger *l, const dsc_ledger_config *cfg, dsc_error *err);
 /* A new budget's past usage, read from the store on the calling thread (not the
  * writer's) before its record is queued; the writer adds what was committed since.
  * NULL when out of memory (the writer then reads it all). */

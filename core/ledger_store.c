@@ -28,9 +28,26 @@ dsc__rstate dsc__rstate_parse(const char *name) {
     return RS_NONE;
 }
 
+static void put(char *dst, size_t max, const char *src);
+
+/* What r was for (its owner, provider, model, zone, purpose) into rec's decision
+ * fields: the store keeps them on every event of the hold, so a finished one can be
+ * reloaded or recalled whole. */
+static void fill_what(dsc__rec *rec, const dsc__reservation *r) {
+    dsc__rec_decision *d = &rec->u.decision;
+    put(d->key_id, sizeof d->key_id, r->owner);
+    put(d->provider, sizeof d->provider, r->provider ? r->provider : "");
+    put(d->model, sizeof d->model, r->model ? r->model : "");
+    put(d->zone, sizeof d->zone, r->zone ? r->zone : "");
+    put(d->purpose, sizeof d->purpose, r->purpose ? r->purpose : "");
+}
+
 dsc__rec *dsc__rec_for(dsc__rec_type type, const dsc__reservation *r, int64_t at_us) {
     dsc__rec *rec = calloc(1, sizeof *rec);
-    if (rec) dsc__rec_fill(rec, type, r, at_us);
+    if (rec) {
+        dsc__rec_fill(rec, type, r, at_us);
+        fill_what(rec, r);
+    }
     return rec;
 }
 
@@ -150,11 +167,22 @@ static dsc_status replay_into_budget(void *ud, const dsc__rec *charge) {
     return DSC_OK;
 }
 
+/* Whether b counts every charge of an hour alike (so the store may hand it an hour's
+ * sum at the hour's start): a calendar window whose periods start on the hour (a
+ * fixed offset of whole hours), or a rolling window of whole-hour buckets. */
+static bool counts_hours_alike(const dsc__budget *b, const dsc_tz *tz) {
+    if (b->win.kind <= DSC_WINDOW_YEAR) return !tz->local && tz->offset_s % 3600 == 0;
+    if (b->win.kind == DSC_WINDOW_ROLLING)
+        return (b->win.span_us / DSC_WINDOW_BUCKETS) % (3600 * 1000000LL) == 0;
+    return false;
+}
+
 /* The charges b can apply to, as a store pre-filter; names point into bufs. */
-static void replay_filter_of(const dsc__budget *b, dsc__replay_filter *f,
+static void replay_filter_of(const dsc__budget *b, const dsc_tz *tz, dsc__replay_filter *f,
                              char bufs[2][DSC_SELECTOR_MAX]) {
     memset(f, 0, sizeof *f);
     f->metric = b->metric;
+    f->hourly_before_us = counts_hours_alike(b, tz) ? INT64_MAX : 0;
     if (b->level == LV_ALL) return;
     const char *part = b->selector; /* "[org:<org>/]<level>:<value>" */
     if (b->qualified) {
@@ -207,7 +235,7 @@ static dsc_status history_replay(struct dsc__budget_history *h, int64_t now, boo
     dsc__budget *b = h->br.b;
     dsc__replay_filter filter;
     char bufs[2][DSC_SELECTOR_MAX];
-    replay_filter_of(b, &filter, bufs);
+    replay_filter_of(b, &h->br.l->tz, &filter, bufs);
     filter.after_seq = h->seq;
     int64_t since = now - dsc__window_reach(b);
     dsc__store *store = h->br.l->store;
@@ -413,18 +441,30 @@ static int64_t longest_window(dsc_ledger *l) {
     return longest;
 }
 
+/* Before when every budget counts an hour's charges alike (INT64_MAX: always). */
+static int64_t hourly_before(dsc_ledger *l, int64_t now) {
+    int64_t before = INT64_MAX;
+    for (size_t i = 0; i < l->n_live; i++)
+        if (!counts_hours_alike(l->live[i], &l->tz) && now - dsc__window_reach(l->live[i]) < before)
+            before = now - dsc__window_reach(l->live[i]);
+    return before;
+}
+
 static void budgets_loaded(void *ud, dsc__store_loader *ld) {
     rebuild *rb = ud;
     ld->since_us = rb->now - longest_window(rb->l);
+    ld->hourly_before_us = hourly_before(rb->l, rb->now);
     ld->finished_since_us = rb->now - rb->l->retain_us;
     ld->finished_max = rb->l->retain_max;
 }
 
-dsc_status dsc__ledger_store_open(dsc_ledger *l, const char *path, int batch_ms, dsc_error *err) {
+dsc_status dsc__ledger_store_open(dsc_ledger *l, const dsc_ledger_config *cfg, dsc_error *err) {
     dsc_error local;
     if (!err) err = &local;
-    dsc__store_options o = {.durability = l->durability, .batch_ms = batch_ms};
-    l->store = dsc__store_open(path, &o, err);
+    dsc__store_options o = {.durability = l->durability,
+                            .batch_ms = cfg->batch_ms,
+                            .retention_us = cfg->journal_retention_s * 1000000};
+    l->store = dsc__store_open(cfg->store_path, &o, err);
     if (!l->store) return err->code;
     rebuild *rb = calloc(1, sizeof *rb);
     if (!rb) return dsc_error_set(err, DSC_NOMEM, "out of memory rebuilding the ledger");

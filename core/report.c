@@ -1,14 +1,20 @@
 /*
- * report.c - usage reports summed from the store's `charges` table (see
+ * report.c - usage reports summed from the store's charge events (see
  * discern/report.h), and a thread that runs them off the caller's thread.
  *
- * The SQL reads the table and, for the model and purpose of a charge, the decision
- * that made its hold (decisions.reservation_id); only names from fixed tables below
- * are ever pasted into it, every value is bound. A report opens its own read-only
- * connection (WAL: it never blocks the ledger's writer).
+ * The SQL reads the settle and expiry rows of the event log (store_sqlite_schema.c),
+ * each of which names its subject and what its hold was for (provider, model,
+ * purpose), from the newest checkpoint before the period on (the log has no index on
+ * time). A report by team or user from the start of an hour takes the whole hours
+ * that are rolled up from rollups (one sum per subject and hour) and only the charges
+ * after them one by one, which sums exactly the same. Only names from fixed tables
+ * below are ever pasted into it, every value is bound. A report opens its own read-only connection
+ * (WAL: it never blocks the ledger's writer).
  */
 #define _GNU_SOURCE /* pthread_setname_np */
 #include "discern/report.h"
+
+#include "store_sqlite_internal.h"
 
 #include <pthread.h>
 #include <sqlite3.h>
@@ -30,14 +36,14 @@ static const char *const period_names[] = {
 #define N_PERIOD (sizeof period_names / sizeof period_names[0])
 
 // clang-format off
-#define SCOPE_TEXT "'org:' || ifnull(c.org, '') || CASE WHEN ifnull(c.team, '') <> '' THEN '/team:' || c.team ELSE '' END"
+#define SCOPE_TEXT "'org:' || ifnull(s.org, '') || CASE WHEN ifnull(s.team, '') <> '' THEN '/team:' || s.team ELSE '' END"
 static const char *const group_sql[] = {
     [DSC_REPORT_BY_TEAM] = SCOPE_TEXT,
-    [DSC_REPORT_BY_USER] = SCOPE_TEXT " || CASE WHEN ifnull(c.user, '') <> '' THEN '/user:' || c.user ELSE '' END",
-    [DSC_REPORT_BY_MODEL] = "ifnull(d.provider || '/' || d.model, '')",
-    [DSC_REPORT_BY_PURPOSE] = "ifnull(d.purpose, '')",
+    [DSC_REPORT_BY_USER] = SCOPE_TEXT " || CASE WHEN ifnull(s.user, '') <> '' THEN '/user:' || s.user ELSE '' END",
+    [DSC_REPORT_BY_MODEL] = "ifnull(pr.name || '/' || mo.name, '')",
+    [DSC_REPORT_BY_PURPOSE] = "ifnull(pu.name, '')",
 };
-#define T "(c.at_us / 1000000)"
+#define T "(u.at_us / 1000000)"
 static const char *const period_sql[] = {
     [DSC_REPORT_HOUR] = "(" T " / 3600) * 3600",
     [DSC_REPORT_DAY] = "(" T " / 86400) * 86400",
@@ -94,18 +100,44 @@ static void bind_opt(sqlite3_stmt *st, int i, const char *v) {
         sqlite3_bind_null(st, i);
 }
 
+/* The hours [?1, ?6) from rollups, then the charges from seq ?7 on that are newer than
+ * the rolled-up ones (seq > ?8) or at or after ?6; by model or purpose (which rollups
+ * do not keep) ?6 = ?1 and ?8 = 0: every charge one by one. */
 static int build_sql(const dsc_report_query *q, char *sql, size_t cap) {
-    bool join = q->by == DSC_REPORT_BY_MODEL || q->by == DSC_REPORT_BY_PURPOSE;
-    return snprintf(sql, cap,
-                    "SELECT %s AS p, %s AS g, sum(c.%s) FROM charges c%s"
-                    " WHERE c.at_us >= ?1 AND c.at_us < ?2 AND (?3 IS NULL OR c.org = ?3)"
-                    " AND (?4 IS NULL OR c.team = ?4) AND (?5 IS NULL OR c.user = ?5)"
-                    " GROUP BY p, g ORDER BY p, g LIMIT %d",
-                    period_sql[q->period], group_sql[q->by], dsc_metric_name(q->metric),
-                    join ? " LEFT JOIN decisions d ON d.reservation_id = c.reservation_id"
-                           " AND c.reservation_id IS NOT NULL"
-                         : "",
-                    DSC_REPORT_ROWS_MAX + 1);
+    const char *m = dsc_metric_name(q->metric);
+    return snprintf(
+        sql, cap,
+        "SELECT %s AS p, %s AS g, sum(u.v) FROM (SELECT r.hour_us AS at_us,"
+        " r.subject AS subject, r.%s AS v, NULL AS provider, NULL AS model,"
+        " NULL AS purpose FROM rollups r WHERE r.hour_us >= ?1 AND r.hour_us < ?6"
+        " UNION ALL SELECT e.at_us, e.subject, e.%s, e.provider, e.model, e.purpose"
+        " FROM events e WHERE e.type IN (3, 5) AND e.kind IS NOT NULL"
+        " AND e.seq >= ?7 AND (e.seq > ?8 OR e.at_us >= ?6) AND e.at_us >= ?1"
+        " AND e.at_us < ?2) u LEFT JOIN subjects s ON s.id = u.subject"
+        " LEFT JOIN names pr ON pr.id = u.provider LEFT JOIN names mo ON mo.id = u.model"
+        " LEFT JOIN names pu ON pu.id = u.purpose"
+        " WHERE (?3 IS NULL OR s.org = ?3) AND (?4 IS NULL OR s.team = ?4)"
+        " AND (?5 IS NULL OR s.user = ?5) GROUP BY p, g ORDER BY p, g LIMIT %d",
+        period_sql[q->period], group_sql[q->by], m, m, DSC_REPORT_ROWS_MAX + 1);
+}
+
+/* ?6, ?7, ?8 of build_sql: where the rolled-up hours end, the first seq to read one by
+ * one, and the newest rolled-up seq. */
+static void bind_rolled(sqlite3 *db, sqlite3_stmt *st, const dsc_report_query *q) {
+    int64_t since = q->since * 1000000, until = q->until * 1000000, seq = 0, at = 0;
+    sqlite3_stmt *cp = NULL;
+    if (sqlite3_prepare_v2(db, "SELECT seq, max_at_us FROM checkpoints ORDER BY seq DESC LIMIT 1",
+                           -1, &cp, NULL) == SQLITE_OK &&
+        sqlite3_step(cp) == SQLITE_ROW)
+        seq = sqlite3_column_int64(cp, 0), at = sqlite3_column_int64(cp, 1);
+    sqlite3_finalize(cp);
+    int64_t end = dsc__sq_hour_of(at < until ? at : until);
+    bool rolled = (q->by == DSC_REPORT_BY_TEAM || q->by == DSC_REPORT_BY_USER) && seq > 0 &&
+                  since >= 0 && since % DSC__SQ_HOUR_US == 0 && end > since;
+    if (!rolled) end = since, seq = 0;
+    sqlite3_bind_int64(st, 6, end);
+    sqlite3_bind_int64(st, 7, dsc__sq_first_seq_at(db, rolled ? end : since));
+    sqlite3_bind_int64(st, 8, seq);
 }
 
 static dsc_status read_rows(sqlite3_stmt *st, dsc_report *out, dsc_error *err) {
@@ -139,7 +171,7 @@ dsc_status dsc_report_run(const char *path, const dsc_report_query *q, dsc_repor
     if ((size_t)q->by >= N_BY || (size_t)q->period >= N_PERIOD || q->metric < 0 ||
         q->metric >= DSC_METRIC_COUNT)
         return dsc_error_set(err, DSC_BAD_REQUEST, "report: invalid query");
-    char sql[1024];
+    char sql[2048];
     if (build_sql(q, sql, sizeof sql) >= (int)sizeof sql)
         return dsc_error_set(err, DSC_INTERNAL, "report: query too long");
     sqlite3 *db = NULL;
@@ -157,6 +189,7 @@ dsc_status dsc_report_run(const char *path, const dsc_report_query *q, dsc_repor
     bind_opt(st, 3, q->org);
     bind_opt(st, 4, q->team);
     bind_opt(st, 5, q->user);
+    bind_rolled(db, st, q);
     res = read_rows(st, out, err);
 fail:
     if (res != DSC_OK) dsc_report_clear(out);

@@ -113,6 +113,11 @@ typedef struct dsc__store_loader {
     int64_t since_us;          /* charges older than this are not replayed */
     int64_t finished_since_us; /* finished reservations older than this are skipped */
     size_t finished_max;       /* and at most this many of the newest are reloaded */
+    /* Charges before this time may be given as one sum per subject and hour, at the
+     * hour's start (every budget counts an hour's charges alike: see
+     * dsc__replay_filter.hourly_before_us); 0 = each charge on its own. Set by
+     * budgets_done. */
+    int64_t hourly_before_us;
 } dsc__store_loader;
 
 /* Which charges a replay can skip before they are read: per subject level (org,
@@ -123,6 +128,11 @@ typedef struct dsc__replay_filter {
     const char *subject[4];
     dsc_metric metric;
     int64_t after_seq; /* > 0: only charges committed after the one with this seq */
+    /* Charges before this time may come as one sum per subject and hour, at the hour's
+     * start (with seq 0), when the budget counts all charges of an hour alike (a
+     * calendar window in an hour-aligned timezone, a rolling one of whole-hour
+     * buckets); 0 = each charge on its own. */
+    int64_t hourly_before_us;
 } dsc__replay_filter;
 
 /* Called for each charge a replay reads, in commit order; non-OK stops it. */
@@ -132,6 +142,9 @@ typedef dsc_status (*dsc__replay_fn)(void *ud, const dsc__rec *charge);
 typedef struct dsc__store_options {
     dsc_durability durability;
     int batch_ms; /* 0 = 10 ms */
+    /* > 0: raw events older than this (µs) may be dropped once they are summed up
+     * elsewhere (the SQLite store's hourly rollups); open holds are kept */
+    int64_t retention_us;
 } dsc__store_options;
 
 /* One backend: its operations. Every operation but accepts and open receives the

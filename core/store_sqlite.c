@@ -1,14 +1,19 @@
 /*
- * store_sqlite.c - the ledger's SQLite store: schema, group-commit writer, reload.
+ * store_sqlite.c - the ledger's SQLite store: the group-commit writer of its event log.
  *
  * The "sqlite" backend of store.h (dsc__store_sqlite): every target that is not a URI.
  * One file in WAL mode. One writer thread owns the write connection: it takes every
- * queued record, writes them all in one transaction and commits (one fsync per batch
- * with synchronous=FULL), then lets the ledger apply the batch and wakes the callers
- * waiting on it. A failed statement that is the record's own fault (a constraint)
- * fails only that record; an I/O error (SQLITE_FULL, IOERR, READONLY, ...) rolls the
- * whole batch back and fails every record in it with DSC_STORE_UNAVAILABLE. While the
- * store is failing, the writer probes it every second so that it recovers by itself.
+ * queued record, appends one row per record to the event log (store_sqlite_schema.c)
+ * in one transaction and commits (one fsync per batch with synchronous=FULL), then
+ * lets the ledger apply the batch and wakes the callers waiting on it. Strings an
+ * event repeats (subjects, models, reasons, ...) are interned: the writer keeps the
+ * ids it has used in memory, so the hot path appends one row and runs no SELECT. A
+ * failed statement that is the record's own fault (a constraint) fails only that
+ * record; an I/O error (SQLITE_FULL, IOERR, READONLY, ...) rolls the whole batch back
+ * and fails every record in it with DSC_STORE_UNAVAILABLE (and forgets the ids
+ * interned by it). While the store is failing, the writer probes it every second so
+ * that it recovers by itself. Reads (reload, history, recall) are in
+ * store_sqlite_read.c.
  *
  * A full disk: the WAL grows until the checkpoint at 1000 pages (4 MiB), which a
  * nearly full disk never lets it reach, and a failed commit leaves it at its size.
@@ -24,12 +29,13 @@
  * "dsc-store" (top -H, /proc/PID/task/TID/comm) so its CPU can be told apart.
  */
 #define _GNU_SOURCE /* pthread_setname_np */
-#include "store.h"
+#include "store_sqlite_internal.h"
 
 #include <errno.h>
 #include <fcntl.h>
 #include <pthread.h>
 #include <sqlite3.h>
+#include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -39,140 +45,41 @@
 #include <time.h>
 #include <unistd.h>
 
-enum {
-    ST_RES_INSERT,
-    ST_RES_UPDATE,
-    ST_RES_UPSERT,
-    ST_CHARGE,
-    ST_DECISION,
-    ST_BUDGET_UPSERT,
-    ST_BUDGET_DELETE,
-    ST_BEGIN,
-    ST_COMMIT,
-    ST_ROLLBACK,
-    ST_COUNT
-};
-
-typedef struct sq_store {
-    dsc__store base;   /* first: the operations */
-    sqlite3 *db, *rdb; /* writer connection; reader for lookups (lazy) */
-    sqlite3_stmt *st[ST_COUNT];
-    dsc_durability durability;
-    int batch_ms;
-    char path[1024];
-    int lock_fd; /* flock()ed "<path>.lock" while open; -1 before */
-    pthread_mutex_t qmu, dbmu, rmu;
-    pthread_cond_t nonempty;
-    dsc__rec *head, *tail;
-    size_t waiters; /* queued records whose caller waits for the commit (waited or done) */
-    bool stop, healthy, started;
-    pthread_t writer;
-    dsc__store_apply_fn apply;
-    void *apply_ud;
-    dsc__rec **batch;
-    size_t batch_cap;
-    uint64_t batches, records, failures;
-    bool recovering; /* a commit failed: checkpoint and truncate the WAL (writer only) */
-    int64_t charge_seq, batch_charge_seq; /* the last charge committed; in this batch */
-    struct {                              /* the reader's prepared statements, by SQL */
-        sqlite3_stmt *st;
-        char *sql;
-    } rcache[8];
-    int rcache_next;
-} sq_store;
-
-#define METRIC_COLS(p)                                                                             \
-    p "energy_wh, " p "gco2e, " p "water_ml, " p "pe_mj, " p "cost, " p "tokens, " p "requests"
-#define METRIC_DEFS(p)                                                                             \
-    p "energy_wh INTEGER NOT NULL DEFAULT 0, " p "gco2e INTEGER NOT NULL DEFAULT 0, " p            \
-      "water_ml INTEGER NOT NULL DEFAULT 0, " p "pe_mj INTEGER NOT NULL DEFAULT 0, " p             \
-      "cost INTEGER NOT NULL DEFAULT 0, " p "tokens INTEGER NOT NULL DEFAULT 0, " p                \
-      "requests INTEGER NOT NULL DEFAULT 0"
-#define Q7 "?,?,?,?,?,?,?"
-/* What a hold was for, on its reservations row: the key that took it and what its
- * check asked for (a settle re-estimates from them). */
-#define HOLD_WHAT "owner, provider, model, zone, purpose"
-
-/* Indexes are what the reload and the documented admin queries need, and no more: every
- * index is one more B-tree write per row on the hot path. reservations has no rowid (its
- * text id is the key: one B-tree, not a table plus an index); finished_us is indexed
- * only where set, so a new hold adds no entry there. Files made before keep their
- * tables; their full finished_us index is replaced by the partial one on open. */
-// clang-format off
-static const char schema_sql[] =
-    "CREATE TABLE IF NOT EXISTS meta(key TEXT PRIMARY KEY, value TEXT);"
-    "INSERT OR IGNORE INTO meta VALUES('schema_version', '1');"
-    "CREATE TABLE IF NOT EXISTS budgets(id INTEGER PRIMARY KEY, selector TEXT NOT NULL,"
-    " metric TEXT NOT NULL, window TEXT NOT NULL, limit_micro INTEGER NOT NULL,"
-    " updated_us INTEGER NOT NULL, UNIQUE(selector, metric, window));"
-    "CREATE TABLE IF NOT EXISTS reservations(id TEXT PRIMARY KEY, request_id TEXT,"
-    " org TEXT, team TEXT, user TEXT, key TEXT, created_us INTEGER, expires_us INTEGER,"
-    " state TEXT NOT NULL, finished_us INTEGER, " METRIC_DEFS("held_") ", "
-    METRIC_DEFS("charged_") ") WITHOUT ROWID;"
-    "CREATE INDEX IF NOT EXISTS reservations_held ON reservations(state)"
-    " WHERE state = 'held';"
-    "DROP INDEX IF EXISTS reservations_finished;"
-    "CREATE INDEX IF NOT EXISTS reservations_finished_at ON reservations(finished_us)"
-    " WHERE finished_us IS NOT NULL;"
-    "CREATE TABLE IF NOT EXISTS charges(seq INTEGER PRIMARY KEY, at_us INTEGER NOT NULL,"
-    " kind TEXT NOT NULL, reservation_id TEXT, org TEXT, team TEXT, user TEXT, key TEXT, "
-    METRIC_DEFS("") ");"
-    "CREATE INDEX IF NOT EXISTS charges_at ON charges(at_us);"
-    "CREATE UNIQUE INDEX IF NOT EXISTS charges_settle_once ON charges(reservation_id)"
-    " WHERE kind IN ('settle', 'late', 'unreserved');"
-    "CREATE TABLE IF NOT EXISTS decisions(seq INTEGER PRIMARY KEY, decision_id TEXT,"
-    " request_id TEXT, at_us INTEGER NOT NULL, org TEXT, team TEXT, user TEXT, key TEXT,"
-    " purpose TEXT, provider TEXT, model TEXT, input_tokens INTEGER, output_tokens INTEGER,"
-    " est_energy_wh INTEGER, est_gco2e INTEGER, est_water_ml INTEGER, outcome TEXT,"
-    " policy TEXT, policy_version TEXT, reason TEXT, reservation_id TEXT);"
-    "CREATE INDEX IF NOT EXISTS decisions_at ON decisions(at_us);";
-// clang-format on
+typedef dsc__sq_store sq_store;
 
 static const char *const stmt_sql[ST_COUNT] = {
-    [ST_RES_INSERT] =
-        "INSERT INTO reservations(id, request_id, org, team, user, key,"
-        " created_us, expires_us, state, " METRIC_COLS("held_") ", " HOLD_WHAT ")"
-                                                                " VALUES(?,?,?,?,?,?,?,?,?," Q7
-                                                                ",?,?,?,?,?)",
-    [ST_RES_UPDATE] = "UPDATE reservations SET state = ?2, finished_us = ?3,"
-                      " charged_energy_wh = charged_energy_wh + ?4,"
-                      " charged_gco2e = charged_gco2e + ?5,"
-                      " charged_water_ml = charged_water_ml + ?6,"
-                      " charged_pe_mj = charged_pe_mj + ?7, charged_cost = charged_cost + ?8,"
-                      " charged_tokens = charged_tokens + ?9,"
-                      " charged_requests = charged_requests + ?10 WHERE id = ?1",
-    [ST_RES_UPSERT] =
-        "INSERT INTO reservations(id, request_id, org, team, user, key, created_us, state,"
-        " finished_us, " METRIC_COLS(
-            "charged_") ") VALUES(?,?,?,?,?,?,?,?,?," Q7 ")"
-                        " ON CONFLICT(id) DO UPDATE SET state = excluded.state,"
-                        " finished_us = excluded.finished_us,"
-                        " charged_energy_wh = charged_energy_wh + excluded.charged_energy_wh,"
-                        " charged_gco2e = charged_gco2e + excluded.charged_gco2e,"
-                        " charged_water_ml = charged_water_ml + excluded.charged_water_ml,"
-                        " charged_pe_mj = charged_pe_mj + excluded.charged_pe_mj,"
-                        " charged_cost = charged_cost + excluded.charged_cost,"
-                        " charged_tokens = charged_tokens + excluded.charged_tokens,"
-                        " charged_requests = charged_requests + excluded.charged_requests",
-    [ST_CHARGE] =
-        "INSERT INTO charges(at_us, kind, reservation_id, org, team, user, key, " METRIC_COLS(
-            "") ") VALUES(?,?,?,?,?,?,?," Q7 ")",
-    [ST_DECISION] = "INSERT INTO decisions(decision_id, request_id, at_us, org, team, user,"
-                    " key, purpose, provider, model, input_tokens, output_tokens,"
-                    " est_energy_wh, est_gco2e, est_water_ml, outcome, policy,"
-                    " policy_version, reason, reservation_id, key_id, zone, purpose_class,"
-                    " verdicts, tags, warnings)"
-                    " VALUES(?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?)",
-    [ST_BUDGET_UPSERT] = "INSERT INTO budgets(id, selector, metric, window, limit_micro,"
-                         " updated_us) VALUES(?,?,?,?,?,?) ON CONFLICT(selector, metric,"
-                         " window) DO UPDATE SET limit_micro = excluded.limit_micro,"
-                         " updated_us = excluded.updated_us",
-    [ST_BUDGET_DELETE] = "DELETE FROM budgets WHERE id = ?",
+    [ST_EVENT] =
+        "INSERT INTO events(at_us, type, rid, subject, state, kind, hold, energy_wh, gco2e,"
+        " water_ml, pe_mj, cost, tokens, requests, owner, expires_us, request_id,"
+        " provider, model, zone, purpose, decision_id, outcome, policy,"
+        " policy_version, reason, purpose_class, verdicts, tags, warnings,"
+        " input_tokens, output_tokens, est_energy_wh, est_gco2e, est_water_ml)"
+        " VALUES(?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?)",
+    [ST_BUDGET] = "INSERT INTO budget_log(at_us, deleted, budget_id, selector, metric, window,"
+                  " limit_micro) VALUES(?,?,?,?,?,?,?)",
+    [ST_NAME_GET] = "SELECT id FROM names WHERE name = ?1",
+    [ST_NAME_ADD] = "INSERT INTO names(name) VALUES(?1)",
+    [ST_SUBJECT_GET] = "SELECT id FROM subjects WHERE org = ?1 AND team = ?2 AND user = ?3"
+                       " AND key = ?4",
+    [ST_SUBJECT_ADD] = "INSERT INTO subjects(org, team, user, key) VALUES(?1, ?2, ?3, ?4)",
+    [ST_CHECKPOINT] = "INSERT INTO checkpoints(seq, at_us, max_at_us, held_from)"
+                      " VALUES(?1, ?2, ?3, ?4)",
+    [ST_ROLLUP] = "INSERT INTO rollups VALUES(?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9)"
+                  " ON CONFLICT(hour_us, subject) DO UPDATE SET"
+                  " energy_wh = energy_wh + excluded.energy_wh, gco2e = gco2e + excluded.gco2e,"
+                  " water_ml = water_ml + excluded.water_ml, pe_mj = pe_mj + excluded.pe_mj,"
+                  " cost = cost + excluded.cost, tokens = tokens + excluded.tokens,"
+                  " requests = requests + excluded.requests",
+    /* old events in [?1, ?2), but the holds still open */
+    [ST_PURGE] = "DELETE FROM events WHERE seq >= ?1 AND seq < ?2"
+                 " AND NOT (type IN (1, 2) AND dsc_open(rid))",
+    [ST_PURGED] = "INSERT OR REPLACE INTO meta VALUES('purged_before_us', ?1)",
+    [ST_UNRESERVED] = "INSERT INTO unreserved VALUES(?1)",
     [ST_BEGIN] = "BEGIN",
     [ST_COMMIT] = "COMMIT",
     [ST_ROLLBACK] = "ROLLBACK"};
 
-static dsc_status db_error(sqlite3 *db, const char *what, dsc_error *err) {
+dsc_status dsc__sq_db_error(sqlite3 *db, const char *what, dsc_error *err) {
     return dsc_error_set(err, DSC_STORE_UNAVAILABLE, "ledger store: %s: %s", what,
                          db ? sqlite3_errmsg(db) : "cannot allocate a connection");
 }
@@ -185,20 +92,6 @@ static void make_parent(const char *path) {
     if (!slash || slash == dir) return;
     *slash = '\0';
     if (mkdir(dir, 0755) != 0 && errno != EEXIST) return;
-}
-
-static dsc_status open_conn(const char *path, sqlite3 **db, dsc_error *err) {
-    int rc = sqlite3_open_v2(
-        path, db, SQLITE_OPEN_READWRITE | SQLITE_OPEN_CREATE | SQLITE_OPEN_NOMUTEX, NULL);
-    if (rc != SQLITE_OK) {
-        dsc_error_set(err, DSC_STORE_UNAVAILABLE, "ledger store: cannot open '%s': %s", path,
-                      *db ? sqlite3_errmsg(*db) : sqlite3_errstr(rc));
-        sqlite3_close(*db);
-        *db = NULL;
-        return DSC_STORE_UNAVAILABLE;
-    }
-    sqlite3_busy_timeout(*db, 5000);
-    return DSC_OK;
 }
 
 /* The pid recorded in a lock file by its holder; 0 when it cannot be read. */
@@ -237,43 +130,81 @@ static dsc_status take_lock(sq_store *s, dsc_error *err) {
     return DSC_OK;
 }
 
-/* Columns added after the first schema: a store made before gains them on open (an
- * ALTER that finds the column already there is the normal case, not an error). */
-static const char *const added_columns[] = {
-    "reservations ADD COLUMN owner TEXT",    "decisions ADD COLUMN key_id TEXT",
-    "reservations ADD COLUMN provider TEXT", "reservations ADD COLUMN model TEXT",
-    "reservations ADD COLUMN zone TEXT",     "reservations ADD COLUMN purpose TEXT",
-    "decisions ADD COLUMN zone TEXT",        "decisions ADD COLUMN purpose_class TEXT",
-    "decisions ADD COLUMN verdicts TEXT",    "decisions ADD COLUMN tags TEXT",
-    "decisions ADD COLUMN warnings TEXT",
-};
-
-static int add_columns(sqlite3 *db) {
-    for (size_t i = 0; i < sizeof added_columns / sizeof added_columns[0]; i++) {
-        char sql[128];
-        snprintf(sql, sizeof sql, "ALTER TABLE %s", added_columns[i]);
-        if (sqlite3_exec(db, sql, NULL, NULL, NULL) != SQLITE_OK &&
-            !strstr(sqlite3_errmsg(db), "duplicate column"))
-            return sqlite3_errcode(db);
+/* One integer from sql (?1 = arg); 0 when there is none. */
+static int64_t query_int(sqlite3 *db, const char *sql, int64_t arg) {
+    sqlite3_stmt *st = NULL;
+    int64_t v = 0;
+    if (sqlite3_prepare_v2(db, sql, -1, &st, NULL) == SQLITE_OK) {
+        sqlite3_bind_int64(st, 1, arg);
+        if (sqlite3_step(st) == SQLITE_ROW) v = sqlite3_column_int64(st, 0);
     }
-    return SQLITE_OK;
+    sqlite3_finalize(st);
+    return v;
 }
 
+static void roll_add(sq_store *s, int64_t at_us, int64_t subject, const dsc_amounts *a);
+
+/* The charges committed after the newest checkpoint, summed per hour and subject
+ * again (they are not in rollups yet). */
+static void reroll_tail(sq_store *s) {
+    sqlite3_stmt *st = NULL;
+    if (sqlite3_prepare_v2(s->db,
+                           "SELECT at_us, subject, energy_wh, gco2e, water_ml, pe_mj, cost, tokens,"
+                           " requests FROM events WHERE seq > ?1 AND type IN (3, 5)"
+                           " AND kind IS NOT NULL ORDER BY seq",
+                           -1, &st, NULL) != SQLITE_OK)
+        return;
+    sqlite3_bind_int64(st, 1, s->checkpoint_seq);
+    while (sqlite3_step(st) == SQLITE_ROW) {
+        dsc_amounts a;
+        for (int m = 0; m < DSC_METRIC_COUNT; m++)
+            a.v[m] = sqlite3_column_int64(st, 2 + m);
+        roll_add(s, sqlite3_column_int64(st, 0), sqlite3_column_int64(st, 1), &a);
+    }
+    sqlite3_finalize(st);
+}
+
+/* The newest event, checkpoint and time written, read once at open. */
+static void read_positions(sq_store *s) {
+    s->last_seq = query_int(s->db, "SELECT coalesce(max(seq), 0) FROM events", 0);
+    s->charge_seq = s->last_seq; /* no charge is newer than the newest event */
+    s->checkpoint_seq = query_int(s->db, "SELECT coalesce(max(seq), 0) FROM checkpoints", 0);
+    s->checkpoint_at =
+        query_int(s->db, "SELECT at_us FROM checkpoints WHERE seq = ?1", s->checkpoint_seq);
+    s->held_from = query_int(s->db,
+                             "SELECT coalesce(max(held_from), 1) FROM checkpoints"
+                             " WHERE seq = ?1",
+                             s->checkpoint_seq);
+    if (s->held_from < 1) s->held_from = 1;
+    int64_t at = query_int(s->db, "SELECT coalesce(max(max_at_us), 0) FROM checkpoints", 0);
+    int64_t tail = query_int(s->db, "SELECT coalesce(max(at_us), 0) FROM events WHERE seq > ?1",
+                             s->checkpoint_seq);
+    s->max_at_us = tail > at ? tail : at;
+    s->retained_from = query_int(s->db, "SELECT coalesce(min(seq), 1) FROM events", 0);
+    reroll_tail(s);
+}
+
+static void sql_open(sqlite3_context *ctx, int argc, sqlite3_value **argv);
+
 static dsc_status setup_db(sq_store *s, dsc_error *err) {
-    char pragmas[128];
+    char pragmas[128], msg[256];
     snprintf(pragmas, sizeof pragmas,
              "PRAGMA journal_mode=WAL; PRAGMA synchronous=%s;"
              " PRAGMA cache_size=-32768;",
              s->durability == DSC_DURABILITY_OFF ? "OFF" : "FULL");
     if (sqlite3_exec(s->db, pragmas, NULL, NULL, NULL) != SQLITE_OK)
-        return db_error(s->db, "setting WAL mode", err);
-    if (sqlite3_exec(s->db, schema_sql, NULL, NULL, NULL) != SQLITE_OK)
-        return db_error(s->db, "creating the schema", err);
-    if (add_columns(s->db) != SQLITE_OK) return db_error(s->db, "adding columns", err);
+        return dsc__sq_db_error(s->db, "setting WAL mode", err);
+    if (dsc__sq_schema(s->db, msg, sizeof msg) != SQLITE_OK)
+        return dsc_error_set(err, DSC_STORE_UNAVAILABLE,
+                             "ledger store: creating or migrating the schema: %s", msg);
+    if (sqlite3_create_function(s->db, "dsc_open", 1, SQLITE_UTF8, s, sql_open, NULL, NULL) !=
+        SQLITE_OK)
+        return dsc__sq_db_error(s->db, "registering dsc_open", err);
     for (int i = 0; i < ST_COUNT; i++)
         if (sqlite3_prepare_v3(s->db, stmt_sql[i], -1, SQLITE_PREPARE_PERSISTENT, &s->st[i],
                                NULL) != SQLITE_OK)
-            return db_error(s->db, "preparing statements", err);
+            return dsc__sq_db_error(s->db, "preparing statements", err);
+    read_positions(s);
     return DSC_OK;
 }
 
@@ -288,6 +219,7 @@ static dsc__store *sq_open(const char *path, const dsc__store_options *o, dsc_er
     s->base.type = &dsc__store_sqlite;
     s->durability = o->durability;
     s->batch_ms = o->batch_ms > 0 ? o->batch_ms : 10;
+    s->retention_us = o->retention_us;
     s->healthy = true;
     s->lock_fd = -1;
     snprintf(s->path, sizeof s->path, "%s", path);
@@ -295,18 +227,16 @@ static dsc__store *sq_open(const char *path, const dsc__store_options *o, dsc_er
     pthread_mutex_init(&s->dbmu, NULL);
     pthread_mutex_init(&s->rmu, NULL);
     pthread_cond_init(&s->nonempty, NULL);
+    dsc__strmap_init(&s->names.map);
+    dsc__strmap_init(&s->subjects.map);
+    dsc__strmap_init(&s->open);
+    dsc__strmap_init(&s->roll);
     make_parent(path);
-    if (take_lock(s, err) != DSC_OK || open_conn(path, &s->db, err) != DSC_OK ||
+    if (take_lock(s, err) != DSC_OK || dsc__sq_open_conn(path, &s->db, err) != DSC_OK ||
         setup_db(s, err) != DSC_OK) {
         sq_close(&s->base);
         return NULL;
     }
-    sqlite3_stmt *st = NULL;
-    if (sqlite3_prepare_v2(s->db, "SELECT coalesce(max(seq), 0) FROM charges", -1, &st, NULL) ==
-            SQLITE_OK &&
-        sqlite3_step(st) == SQLITE_ROW)
-        s->charge_seq = sqlite3_column_int64(st, 0);
-    sqlite3_finalize(st);
     return &s->base;
 }
 
@@ -324,16 +254,16 @@ static void bind_text(sqlite3_stmt *st, int i, const char *v) {
         sqlite3_bind_null(st, i);
 }
 
+static void bind_id(sqlite3_stmt *st, int i, int64_t id) {
+    if (id)
+        sqlite3_bind_int64(st, i, id);
+    else
+        sqlite3_bind_null(st, i);
+}
+
 static void bind_amounts(sqlite3_stmt *st, int first, const dsc_amounts *a) {
     for (int m = 0; m < DSC_METRIC_COUNT; m++)
         sqlite3_bind_int64(st, first + m, a->v[m]);
-}
-
-static void bind_subject(sqlite3_stmt *st, int first, const dsc__rec_subject *s) {
-    bind_text(st, first, s->org);
-    bind_text(st, first + 1, s->team);
-    bind_text(st, first + 2, s->user);
-    bind_text(st, first + 3, s->key);
 }
 
 /* Every statement binds all its parameters each time, so bindings are not cleared. */
@@ -343,60 +273,120 @@ static int step(sqlite3_stmt *st) {
     return rc == SQLITE_DONE ? SQLITE_OK : rc;
 }
 
-static int write_reserve(sq_store *s, const dsc__rec *r) {
-    sqlite3_stmt *st = s->st[ST_RES_INSERT];
-    bind_text(st, 1, r->reservation_id);
-    bind_text(st, 2, r->request_id);
-    bind_subject(st, 3, &r->subject);
-    sqlite3_bind_int64(st, 7, r->at_us);
-    sqlite3_bind_int64(st, 8, r->expires_us);
-    bind_text(st, 9, r->state);
-    bind_amounts(st, 10, &r->amounts);
-    const dsc__rec_decision *d = r->with_decision ? &r->u.decision : NULL;
-    bind_text(st, 17, d ? d->key_id : "");
-    bind_text(st, 18, d ? d->provider : "");
-    bind_text(st, 19, d ? d->model : "");
-    bind_text(st, 20, d ? d->zone : "");
-    bind_text(st, 21, d ? d->purpose : "");
-    return step(st);
+/* --- interning ------------------------------------------------------------------ */
+
+struct dsc__sq_name {
+    int64_t id;
+    char key[];
+};
+typedef struct dsc__sq_name sq_name;
+
+/* The cache is dropped (and refilled as ids are used) past this many entries. */
+#define INTERN_MAX 65536
+
+static void free_name(void *val, void *ud) {
+    (void)ud;
+    free(val);
 }
 
-/* The reservation's new state, with what this record charged added to it. A plain
- * UPDATE finds the row with one seek; only a reservation the store never had (an
- * unreserved settle) takes the INSERT ... ON CONFLICT path. */
-static int write_state(sq_store *s, const dsc__rec *r) {
-    static const dsc_amounts zero = {{0}};
-    const dsc_amounts *charged = r->charge_kind ? &r->amounts : &zero;
-    sqlite3_stmt *st = s->st[ST_RES_UPDATE];
-    bind_text(st, 1, r->reservation_id);
-    bind_text(st, 2, r->state);
-    sqlite3_bind_int64(st, 3, r->at_us);
-    bind_amounts(st, 4, charged);
-    int rc = step(st);
-    if (rc != SQLITE_OK || sqlite3_changes(s->db) > 0) return rc;
-    st = s->st[ST_RES_UPSERT];
-    bind_text(st, 1, r->reservation_id);
-    bind_text(st, 2, r->request_id);
-    bind_subject(st, 3, &r->subject);
-    sqlite3_bind_int64(st, 7, r->at_us);
-    bind_text(st, 8, r->state);
-    sqlite3_bind_int64(st, 9, r->at_us);
-    bind_amounts(st, 10, charged);
-    return step(st);
+static void intern_clear(dsc__sq_intern *in) {
+    dsc__strmap_each(&in->map, free_name, NULL);
+    dsc__strmap_destroy(&in->map);
+    dsc__strmap_init(&in->map);
+    in->n_added = 0;
 }
 
-static int write_charge(sq_store *s, const dsc__rec *r) {
-    if (!r->charge_kind) return SQLITE_OK;
-    sqlite3_stmt *st = s->st[ST_CHARGE];
-    sqlite3_bind_int64(st, 1, r->at_us);
-    bind_text(st, 2, r->charge_kind);
-    bind_text(st, 3, r->reservation_id);
-    bind_subject(st, 4, &r->subject);
-    bind_amounts(st, 8, &r->amounts);
-    int rc = step(st);
-    if (rc == SQLITE_OK) s->batch_charge_seq = sqlite3_last_insert_rowid(s->db);
+static void intern_free(dsc__sq_intern *in) {
+    intern_clear(in);
+    dsc__strmap_destroy(&in->map);
+    free(in->added);
+}
+
+/* The batch rolled back: the ids it added are gone from the file, so from memory. */
+static void intern_rollback(dsc__sq_intern *in) {
+    for (size_t i = 0; i < in->n_added; i++) {
+        dsc__strmap_del_if(&in->map, in->added[i]->key, in->added[i]);
+        free(in->added[i]);
+    }
+    in->n_added = 0;
+}
+
+/* Remember key -> id (and that this batch added it). Out of memory, it is not
+ * remembered: the next use looks it up again. */
+static void intern_remember(dsc__sq_intern *in, const char *key, int64_t id) {
+    size_t n = strlen(key);
+    if (in->n_added == in->cap_added) {
+        size_t cap = in->cap_added ? in->cap_added * 2 : 64;
+        sq_name **a = realloc(in->added, cap * sizeof *a);
+        if (!a) return;
+        in->added = a;
+        in->cap_added = cap;
+    }
+    sq_name *e = malloc(sizeof *e + n + 1);
+    if (!e) return;
+    e->id = id;
+    memcpy(e->key, key, n + 1);
+    if (dsc__strmap_put(&in->map, e->key, e) != DSC_OK) {
+        free(e);
+        return;
+    }
+    in->added[in->n_added++] = e;
+}
+
+/* The id of the row get finds with vals bound (1..n), else of the one add inserts. */
+static int intern_row(sq_store *s, int get, int add, const char *const *vals, int n, int64_t *id) {
+    sqlite3_stmt *st = s->st[get];
+    for (int i = 0; i < n; i++)
+        sqlite3_bind_text(st, i + 1, vals[i], -1, SQLITE_STATIC);
+    int rc = sqlite3_step(st);
+    if (rc == SQLITE_ROW) *id = sqlite3_column_int64(st, 0);
+    sqlite3_reset(st);
+    if (rc == SQLITE_ROW) return SQLITE_OK;
+    if (rc != SQLITE_DONE) return rc;
+    st = s->st[add];
+    for (int i = 0; i < n; i++)
+        sqlite3_bind_text(st, i + 1, vals[i], -1, SQLITE_STATIC);
+    if ((rc = step(st)) == SQLITE_OK) *id = sqlite3_last_insert_rowid(s->db);
     return rc;
 }
+
+/* The id of name in names (0 for "": stored as NULL). */
+static int name_id(sq_store *s, const char *name, int64_t *id) {
+    *id = 0;
+    if (!name || !name[0]) return SQLITE_OK;
+    sq_name *e = dsc__strmap_get(&s->names.map, name);
+    if (e) {
+        *id = e->id;
+        return SQLITE_OK;
+    }
+    int rc = intern_row(s, ST_NAME_GET, ST_NAME_ADD, &name, 1, id);
+    if (rc == SQLITE_OK) intern_remember(&s->names, name, *id);
+    return rc;
+}
+
+/* The id of a subject tuple in subjects (absent levels are ""). */
+static int subject_id(sq_store *s, const dsc__rec_subject *subj, int64_t *id) {
+    char key[4 * DSC_NAME_MAX + 4];
+    snprintf(key, sizeof key, "%s\x1f%s\x1f%s\x1f%s", subj->org, subj->team, subj->user, subj->key);
+    sq_name *e = dsc__strmap_get(&s->subjects.map, key);
+    if (e) {
+        *id = e->id;
+        return SQLITE_OK;
+    }
+    const char *vals[4] = {subj->org, subj->team, subj->user, subj->key};
+    int rc = intern_row(s, ST_SUBJECT_GET, ST_SUBJECT_ADD, vals, 4, id);
+    if (rc == SQLITE_OK) intern_remember(&s->subjects, key, *id);
+    return rc;
+}
+
+/* Bind the interned id of name to parameter i; the first failure is kept in *rc. */
+static void bind_name(sq_store *s, sqlite3_stmt *st, int i, const char *name, int *rc) {
+    int64_t id = 0;
+    if (*rc == SQLITE_OK) *rc = name_id(s, name, &id);
+    bind_id(st, i, id);
+}
+
+/* --- writing events ------------------------------------------------------------- */
 
 /* The estimate's warnings as a JSON array of their names ('["model-not-in-catalogue"]')
  * into buf; "" when there are none (the column is then NULL). */
@@ -416,49 +406,103 @@ static const char *warnings_json(unsigned bits, char *buf, size_t cap) {
     return buf;
 }
 
-static int write_decision(sq_store *s, const dsc__rec *r) {
-    const dsc__rec_decision *d = &r->u.decision;
-    sqlite3_stmt *st = s->st[ST_DECISION];
-    bind_text(st, 1, d->decision_id);
-    bind_text(st, 2, d->request_id);
-    sqlite3_bind_int64(st, 3, r->at_us);
-    bind_subject(st, 4, &r->subject);
-    bind_text(st, 8, d->purpose);
-    bind_text(st, 9, d->provider);
-    bind_text(st, 10, d->model);
-    sqlite3_bind_int64(st, 11, d->input_tokens);
-    sqlite3_bind_int64(st, 12, d->output_tokens);
-    sqlite3_bind_int64(st, 13, d->est_energy_wh);
-    sqlite3_bind_int64(st, 14, d->est_gco2e);
-    sqlite3_bind_int64(st, 15, d->est_water_ml);
-    bind_text(st, 16, d->outcome);
-    bind_text(st, 17, d->policy);
-    bind_text(st, 18, d->policy_version);
-    bind_text(st, 19, d->reason);
-    bind_text(st, 20, r->reservation_id);
-    bind_text(st, 21, d->key_id);
-    bind_text(st, 22, d->zone);
-    bind_text(st, 23, d->purpose_class);
-    bind_text(st, 24, d->verdicts);
-    bind_text(st, 25, d->tags);
+/* A decision's own columns (22..35 of ST_EVENT). */
+static void bind_decision(sq_store *s, sqlite3_stmt *st, const dsc__rec_decision *d, int *rc) {
+    bind_text(st, 22, d->decision_id);
+    bind_name(s, st, 23, d->outcome, rc);
+    bind_name(s, st, 24, d->policy, rc);
+    bind_name(s, st, 25, d->policy_version, rc);
+    bind_name(s, st, 26, d->reason, rc);
+    bind_name(s, st, 27, d->purpose_class, rc);
+    bind_name(s, st, 28, d->verdicts, rc);
+    bind_name(s, st, 29, d->tags, rc);
     char warnings[256];
-    bind_text(st, 26, warnings_json(d->warnings, warnings, sizeof warnings));
-    return step(st);
+    bind_name(s, st, 30, warnings_json(d->warnings, warnings, sizeof warnings), rc);
+    sqlite3_bind_int64(st, 31, d->input_tokens);
+    sqlite3_bind_int64(st, 32, d->output_tokens);
+    sqlite3_bind_int64(st, 33, d->est_energy_wh);
+    sqlite3_bind_int64(st, 34, d->est_gco2e);
+    sqlite3_bind_int64(st, 35, d->est_water_ml);
+}
+
+static int event_type(const dsc__rec *r) {
+    switch (r->type) {
+    case DSC__REC_RESERVE:
+        return r->with_decision ? DSC__EV_HOLD_DECISION : DSC__EV_HOLD;
+    case DSC__REC_SETTLE:
+        return DSC__EV_SETTLE;
+    case DSC__REC_CANCEL:
+        return DSC__EV_CANCEL;
+    case DSC__REC_EXPIRE:
+        return DSC__EV_EXPIRE;
+    default:
+        return DSC__EV_DECISION;
+    }
+}
+
+/* One events row for a hold, settle, cancel, expiry or decision. u.decision carries
+ * what a hold was for on every one of them (owner = key_id, provider, model, zone,
+ * purpose), and the decision itself on a decision or a hold that has one. */
+/* An unreserved settle's id, once: a repeat fails with a constraint (the record's own
+ * fault), as the ledger cannot recall ids it did not make. */
+static int write_unreserved(sq_store *s, const dsc__rec *r) {
+    if (r->type != DSC__REC_SETTLE || !r->charge_kind || strcmp(r->charge_kind, "unreserved"))
+        return SQLITE_OK;
+    dsc__sq_bind_rid(s->st[ST_UNRESERVED], 1, r->reservation_id);
+    return step(s->st[ST_UNRESERVED]);
+}
+
+static int write_event(sq_store *s, const dsc__rec *r, int64_t *seq, int64_t *subj) {
+    static const dsc_amounts zero = {{0}};
+    sqlite3_stmt *st = s->st[ST_EVENT];
+    const dsc__rec_decision *d = &r->u.decision;
+    int type = event_type(r), rc = SQLITE_OK;
+    bool hold = type == DSC__EV_HOLD || type == DSC__EV_HOLD_DECISION;
+    bool finish = type >= DSC__EV_SETTLE && type <= DSC__EV_EXPIRE;
+    int64_t subject = 0;
+    sqlite3_clear_bindings(st);
+    sqlite3_bind_int64(st, 1, r->at_us);
+    sqlite3_bind_int64(st, 2, type);
+    dsc__sq_bind_rid(st, 3, r->reservation_id);
+    rc = subject_id(s, &r->subject, &subject);
+    bind_id(st, 4, subject);
+    if (finish) {
+        bind_name(s, st, 5, r->state, &rc);
+        bind_name(s, st, 6, r->charge_kind, &rc);
+        const struct dsc__sq_open *h = dsc__strmap_get(&s->open, r->reservation_id);
+        if (h) sqlite3_bind_int64(st, 7, h->seq); /* the hold, when it is open */
+    }
+    if (hold || finish) bind_amounts(st, 8, hold || r->charge_kind ? &r->amounts : &zero);
+    bind_name(s, st, 15, d->key_id, &rc);
+    if (hold) sqlite3_bind_int64(st, 16, r->expires_us);
+    if (hold || type == DSC__EV_DECISION)
+        bind_text(st, 17, hold && r->request_id[0] ? r->request_id : d->request_id);
+    bind_name(s, st, 18, d->provider, &rc);
+    bind_name(s, st, 19, d->model, &rc);
+    bind_name(s, st, 20, d->zone, &rc);
+    bind_name(s, st, 21, d->purpose, &rc);
+    if (type == DSC__EV_HOLD_DECISION || type == DSC__EV_DECISION) bind_decision(s, st, d, &rc);
+    if (rc != SQLITE_OK) return rc;
+    if ((rc = step(st)) != SQLITE_OK) return rc;
+    s->last_seq = *seq = sqlite3_last_insert_rowid(s->db);
+    /* known open at once, so that a settle later in the batch names it (forgotten
+     * again if the batch rolls back) */
+    if (hold) dsc__sq_hold_open(s, r->reservation_id, *seq);
+    *subj = subject;
+    if (r->at_us > s->max_at_us) s->max_at_us = r->at_us;
+    return SQLITE_OK;
 }
 
 static int write_budget(sq_store *s, const dsc__rec *r) {
     const dsc__rec_budget *b = &r->u.budget;
-    if (r->type == DSC__REC_BUDGET_DELETE) {
-        sqlite3_bind_int64(s->st[ST_BUDGET_DELETE], 1, b->id);
-        return step(s->st[ST_BUDGET_DELETE]);
-    }
-    sqlite3_stmt *st = s->st[ST_BUDGET_UPSERT];
-    sqlite3_bind_int64(st, 1, b->id);
-    bind_text(st, 2, b->selector);
-    bind_text(st, 3, dsc_metric_name(b->metric));
-    bind_text(st, 4, b->window);
-    sqlite3_bind_int64(st, 5, b->limit);
-    sqlite3_bind_int64(st, 6, r->at_us);
+    sqlite3_stmt *st = s->st[ST_BUDGET];
+    sqlite3_bind_int64(st, 1, r->at_us);
+    sqlite3_bind_int(st, 2, r->type == DSC__REC_BUDGET_DELETE);
+    sqlite3_bind_int64(st, 3, b->id);
+    bind_text(st, 4, b->selector);
+    bind_text(st, 5, dsc_metric_name(b->metric));
+    bind_text(st, 6, b->window);
+    sqlite3_bind_int64(st, 7, r->type == DSC__REC_BUDGET_DELETE ? 0 : b->limit);
     return step(st);
 }
 
@@ -466,26 +510,182 @@ static bool own_fault(int rc) {
     return (rc & 0xff) == SQLITE_CONSTRAINT;
 }
 
-static int write_rec(sq_store *s, const dsc__rec *r) {
+static int write_rec(sq_store *s, size_t i, const dsc__rec *r) {
+    s->batch_seq[i] = s->batch_subject[i] = 0;
+    if (r->type >= DSC__REC_BUDGET_SET) return write_budget(s, r);
+    int rc = write_unreserved(s, r);
+    if (rc == SQLITE_OK) rc = write_event(s, r, &s->batch_seq[i], &s->batch_subject[i]);
+    /* a hold and its decision are one row: nothing a validated record can break */
+    return rc == SQLITE_OK || r->type != DSC__REC_RESERVE || !own_fault(rc) ? rc : SQLITE_ERROR;
+}
+
+/* --- open holds and rollups ---------------------------------------------------- */
+
+void dsc__sq_hold_open(dsc__sq_store *s, const char *id, int64_t seq) {
+    size_t n = strlen(id);
+    struct dsc__sq_open *e = malloc(sizeof *e + n + 1);
+    if (!e) return; /* the next checkpoint keeps the older bound: see oldest_open */
+    e->seq = seq;
+    memcpy(e->key, id, n + 1);
+    free(dsc__strmap_del(&s->open, id));
+    if (dsc__strmap_put(&s->open, e->key, e) != DSC_OK) {
+        free(e);
+        s->holds_known = false;
+    }
+}
+
+static void hold_closed(sq_store *s, const char *id) {
+    free(dsc__strmap_del(&s->open, id));
+}
+
+static void oldest_of(void *val, void *ud) {
+    int64_t *min = ud;
+    const struct dsc__sq_open *e = val;
+    if (e->seq < *min) *min = e->seq;
+}
+
+/* The seq from which a restart must look for open holds. */
+static int64_t oldest_open(sq_store *s) {
+    int64_t min = s->last_seq + 1;
+    dsc__strmap_each(&s->open, oldest_of, &min);
+    if (!s->holds_known && s->held_from < min) min = s->held_from;
+    return min;
+}
+
+typedef struct sq_roll {
+    int64_t hour_us, subject;
+    dsc_amounts sums;
+    char key[48];
+} sq_roll;
+
+/* Count a committed charge into its hour's sums (flushed at the next checkpoint). Out
+ * of memory, the store stops taking checkpoints (rollups_lost) rather than lose it. */
+static void roll_add(sq_store *s, int64_t at_us, int64_t subject, const dsc_amounts *a) {
+    int64_t hour = dsc__sq_hour_of(at_us);
+    char key[48];
+    snprintf(key, sizeof key, "%lld:%lld", (long long)hour, (long long)subject);
+    sq_roll *r = dsc__strmap_get(&s->roll, key);
+    if (!r) {
+        if (!(r = calloc(1, sizeof *r))) {
+            s->rollups_lost = true;
+            return;
+        }
+        r->hour_us = hour;
+        r->subject = subject;
+        memcpy(r->key, key, sizeof key);
+        if (dsc__strmap_put(&s->roll, r->key, r) != DSC_OK) {
+            free(r);
+            s->rollups_lost = true;
+            return;
+        }
+    }
+    for (int m = 0; m < DSC_METRIC_COUNT; m++)
+        r->sums.v[m] = dsc__sq_add(r->sums.v[m], a->v[m]);
+}
+
+typedef struct flush_ctx {
+    sq_store *s;
     int rc;
-    switch (r->type) {
-    case DSC__REC_RESERVE:
-        rc = write_reserve(s, r);
-        if (rc != SQLITE_OK || !r->with_decision) return rc;
-        rc = write_decision(s, r);
-        /* the hold is written: a decision refused on its own would leave it without
-         * its journal, so any failure fails the batch (decisions have no constraint
-         * a validated record can break, so this does not happen in practice) */
-        return rc == SQLITE_OK || !own_fault(rc) ? rc : SQLITE_ERROR;
-    case DSC__REC_SETTLE:
-    case DSC__REC_CANCEL:
-    case DSC__REC_EXPIRE:
-        rc = write_charge(s, r);
-        return rc == SQLITE_OK ? write_state(s, r) : rc;
-    case DSC__REC_DECISION:
-        return write_decision(s, r);
-    default:
-        return write_budget(s, r);
+} flush_ctx;
+
+static void flush_one(void *val, void *ud) {
+    flush_ctx *f = ud;
+    const sq_roll *r = val;
+    if (f->rc != SQLITE_OK) return;
+    sqlite3_stmt *st = f->s->st[ST_ROLLUP];
+    sqlite3_bind_int64(st, 1, r->hour_us);
+    sqlite3_bind_int64(st, 2, r->subject);
+    bind_amounts(st, 3, &r->sums);
+    f->rc = step(st);
+}
+
+/* A checkpoint, when one is due, before the batch's own rows: the sums of the charges
+ * committed since the last one into rollups, then the checkpoints row (its seq: every
+ * event up to it is rolled up). *written tells the caller to forget the sums once the
+ * batch commits. */
+static int write_checkpoint(sq_store *s, int64_t now_us, bool *written, int64_t *held_from) {
+    *written = false;
+    int64_t since = s->last_seq - s->checkpoint_seq;
+    if (s->rollups_lost || since <= 0 ||
+        (since < DSC__SQ_CHECKPOINT_EVERY && now_us - s->checkpoint_at < DSC__SQ_CHECKPOINT_US))
+        return SQLITE_OK;
+    flush_ctx f = {s, SQLITE_OK};
+    dsc__strmap_each(&s->roll, flush_one, &f);
+    if (f.rc != SQLITE_OK) return f.rc;
+    sqlite3_stmt *st = s->st[ST_CHECKPOINT];
+    *held_from = oldest_open(s);
+    sqlite3_bind_int64(st, 1, s->last_seq);
+    sqlite3_bind_int64(st, 2, now_us);
+    sqlite3_bind_int64(st, 3, s->max_at_us);
+    sqlite3_bind_int64(st, 4, *held_from);
+    int rc = step(st);
+    *written = rc == SQLITE_OK;
+    return rc;
+}
+
+static void checkpoint_done(sq_store *s, int64_t seq, int64_t now_us, int64_t held_from) {
+    s->checkpoint_seq = seq;
+    s->checkpoint_at = now_us;
+    s->held_from = held_from;
+    dsc__strmap_each(&s->roll, free_name, NULL);
+    dsc__strmap_destroy(&s->roll);
+    dsc__strmap_init(&s->roll);
+}
+
+/* dsc_open(rid): whether the stored reservation id (a blob of its hex digits, or its
+ * text) is a hold still open, for the purge. */
+static void sql_open(sqlite3_context *ctx, int argc, sqlite3_value **argv) {
+    (void)argc;
+    sq_store *s = sqlite3_user_data(ctx);
+    char id[DSC_RESERVATION_ID_MAX] = "";
+    if (sqlite3_value_type(argv[0]) == SQLITE_BLOB) {
+        static const char hex[] = "0123456789abcdef";
+        const unsigned char *b = sqlite3_value_blob(argv[0]);
+        int n = sqlite3_value_bytes(argv[0]);
+        if (n > 0 && 2 * n + 2 <= (int)sizeof id) {
+            id[0] = 'r';
+            for (int i = 0; i < n; i++)
+                id[1 + 2 * i] = hex[b[i] >> 4], id[2 + 2 * i] = hex[b[i] & 15];
+            id[1 + 2 * n] = '\0';
+        }
+    } else if (sqlite3_value_type(argv[0]) == SQLITE_TEXT) {
+        snprintf(id, sizeof id, "%s", (const char *)sqlite3_value_text(argv[0]));
+    }
+    sqlite3_result_int(ctx, id[0] && dsc__strmap_get(&s->open, id) != NULL);
+}
+
+/* With a retention, at a checkpoint: drop up to DSC__SQ_PURGE_CHUNK of the oldest
+ * events that are rolled up (before the checkpoint), older than the retention (before
+ * the seq the checkpoints give for that time) and not an open hold. *to is where the
+ * next purge starts once this batch commits. */
+static int purge(sq_store *s, int64_t now_us, int64_t checkpoint, int64_t *to) {
+    *to = s->retained_from;
+    if (s->retention_us <= 0 || !s->holds_known) return SQLITE_OK;
+    int64_t end = dsc__sq_first_seq_at(s->db, now_us - s->retention_us);
+    if (end > checkpoint + 1) end = checkpoint + 1;
+    if (end > s->retained_from + DSC__SQ_PURGE_CHUNK) end = s->retained_from + DSC__SQ_PURGE_CHUNK;
+    if (end <= s->retained_from) return SQLITE_OK;
+    sqlite3_stmt *st = s->st[ST_PURGE];
+    sqlite3_bind_int64(st, 1, s->retained_from);
+    sqlite3_bind_int64(st, 2, end);
+    int rc = step(st);
+    if (rc == SQLITE_OK) { /* every event dropped is older than this */
+        sqlite3_bind_int64(s->st[ST_PURGED], 1, now_us - s->retention_us);
+        rc = step(s->st[ST_PURGED]);
+    }
+    if (rc == SQLITE_OK) *to = end;
+    return rc;
+}
+
+/* After a commit: the holds it opened and closed, the charges it made. */
+static void batch_committed(sq_store *s, dsc__rec **recs, size_t n) {
+    for (size_t i = 0; i < n; i++) {
+        const dsc__rec *r = recs[i];
+        if (r->status != DSC_OK || !s->batch_seq[i]) continue;
+        if (r->type != DSC__REC_RESERVE && r->type != DSC__REC_DECISION) {
+            hold_closed(s, r->reservation_id);
+            if (r->charge_kind) roll_add(s, r->at_us, s->batch_subject[i], &r->amounts);
+        }
     }
 }
 
@@ -517,16 +717,50 @@ static void reclaim_wal(sq_store *s) {
     if (rc == SQLITE_OK && free_bytes(s) >= RECOVERED_FREE) s->recovering = false;
 }
 
+/* The writer's positions before a batch, restored when it rolls back. */
+typedef struct positions {
+    int64_t last_seq, max_at_us, checkpoint_seq;
+} positions;
+
+static void hold_closed(sq_store *s, const char *id);
+
+static void batch_failed(sq_store *s, const positions *p, dsc__rec **recs, size_t n) {
+    for (size_t i = 0; i < n; i++) /* the holds it wrote are not there */
+        if (recs[i]->type == DSC__REC_RESERVE && s->batch_seq[i])
+            hold_closed(s, recs[i]->reservation_id);
+    s->last_seq = p->last_seq;
+    s->max_at_us = p->max_at_us;
+    s->checkpoint_seq = p->checkpoint_seq;
+    intern_rollback(&s->names);
+    intern_rollback(&s->subjects);
+}
+
+/* The latest at_us of the batch: its time for the checkpoint. */
+static int64_t batch_time(dsc__rec **recs, size_t n) {
+    int64_t now = 0;
+    for (size_t i = 0; i < n; i++)
+        if (recs[i]->at_us > now) now = recs[i]->at_us;
+    return now;
+}
+
 /* Write and commit recs[0..n); fills every status. Returns whether it committed. */
 static bool write_batch(sq_store *s, dsc__rec **recs, size_t n) {
     char msg[DSC_ERROR_MESSAGE_MAX] = "";
     pthread_mutex_lock(&s->dbmu);
     reclaim_wal(s);
-    s->batch_charge_seq = 0;
+    if (s->names.map.len > INTERN_MAX) intern_clear(&s->names);
+    if (s->subjects.map.len > INTERN_MAX) intern_clear(&s->subjects);
+    s->names.n_added = s->subjects.n_added = 0;
+    positions before = {s->last_seq, s->max_at_us, s->checkpoint_seq};
+    int64_t now = batch_time(recs, n), checkpoint = s->last_seq, held_from = 0;
+    int64_t retained = s->retained_from;
+    bool checkpointed = false;
     int rc = step(s->st[ST_BEGIN]);
+    if (rc == SQLITE_OK) rc = write_checkpoint(s, now, &checkpointed, &held_from);
+    if (rc == SQLITE_OK && checkpointed) rc = purge(s, now, checkpoint, &retained);
     for (size_t i = 0; rc == SQLITE_OK && i < n; i++) {
         recs[i]->status = DSC_OK;
-        int r = write_rec(s, recs[i]);
+        int r = write_rec(s, i, recs[i]);
         if (r == SQLITE_OK) continue;
         if (!own_fault(r)) {
             rc = r;
@@ -537,11 +771,16 @@ static bool write_batch(sq_store *s, dsc__rec **recs, size_t n) {
                  sqlite3_errmsg(s->db));
     }
     if (rc == SQLITE_OK) rc = step(s->st[ST_COMMIT]);
-    if (rc == SQLITE_OK && s->batch_charge_seq) s->charge_seq = s->batch_charge_seq;
-    if (rc != SQLITE_OK) {
+    if (rc == SQLITE_OK) {
+        s->charge_seq = s->last_seq;
+        if (checkpointed) checkpoint_done(s, checkpoint, now, held_from);
+        s->retained_from = retained;
+        batch_committed(s, recs, n);
+    } else {
         snprintf(msg, sizeof msg, "ledger store unavailable (%s): %s; nothing was recorded",
                  sqlite3_errstr(rc), sqlite3_errmsg(s->db));
         if (!sqlite3_get_autocommit(s->db)) step(s->st[ST_ROLLBACK]);
+        batch_failed(s, &before, recs, n);
         s->recovering = true;
     }
     reclaim_wal(s);
@@ -595,17 +834,26 @@ static void wait_for_work(sq_store *s) {
     }
 }
 
-/* Take the queue into s->batch (qmu held); returns how many. */
+/* At most this many records per batch: a transaction stays short, and checkpoints
+ * (taken between batches) stay about DSC__SQ_CHECKPOINT_EVERY events apart. */
+#define BATCH_MAX DSC__SQ_CHECKPOINT_EVERY
+
+/* Take the queue (at most BATCH_MAX of it) into s->batch (qmu held); returns how many. */
 static size_t take_batch(sq_store *s) {
     size_t n = 0;
-    for (dsc__rec *r = s->head; r; r = r->next)
+    for (dsc__rec *r = s->head; r && n < BATCH_MAX; r = r->next)
         n++;
     if (n > s->batch_cap) {
         dsc__rec **b = realloc(s->batch, n * 2 * sizeof *b);
-        if (!b)
+        if (b) s->batch = b;
+        int64_t *q = b ? realloc(s->batch_seq, n * 2 * sizeof *q) : NULL;
+        if (q) s->batch_seq = q;
+        int64_t *j = q ? realloc(s->batch_subject, n * 2 * sizeof *j) : NULL;
+        if (j) s->batch_subject = j;
+        if (!j)
             n = s->batch_cap; /* take what fits; the rest waits */
         else
-            s->batch = b, s->batch_cap = n * 2;
+            s->batch_cap = n * 2;
     }
     dsc__rec *r = s->head;
     for (size_t i = 0; i < n; i++, r = r->next)
@@ -613,7 +861,7 @@ static size_t take_batch(sq_store *s) {
     s->head = r;
     if (!r) s->tail = NULL;
     s->waiters = 0;
-    for (; r; r = r->next) /* what did not fit (out of memory): rarely anything */
+    for (; r; r = r->next) /* what did not fit (BATCH_MAX, or out of memory) */
         s->waiters += r->waited || r->done_fn;
     return n;
 }
@@ -757,7 +1005,8 @@ static dsc_status sq_exec(dsc__store *base, const char *sql, dsc_error *err) {
     sq_store *s = (sq_store *)base;
     pthread_mutex_lock(&s->dbmu);
     dsc_status st = DSC_OK;
-    if (sqlite3_exec(s->db, sql, NULL, NULL, NULL) != SQLITE_OK) st = db_error(s->db, sql, err);
+    if (sqlite3_exec(s->db, sql, NULL, NULL, NULL) != SQLITE_OK)
+        st = dsc__sq_db_error(s->db, sql, err);
     pthread_mutex_unlock(&s->dbmu);
     return st;
 }
@@ -781,340 +1030,20 @@ static void sq_close(dsc__store *base) {
     sqlite3_close(s->db);
     sqlite3_close(s->rdb);
     free(s->batch);
+    free(s->batch_seq);
+    free(s->batch_subject);
+    dsc__strmap_each(&s->open, free_name, NULL);
+    dsc__strmap_destroy(&s->open);
+    dsc__strmap_each(&s->roll, free_name, NULL);
+    dsc__strmap_destroy(&s->roll);
+    intern_free(&s->names);
+    intern_free(&s->subjects);
     pthread_mutex_destroy(&s->qmu);
     pthread_mutex_destroy(&s->dbmu);
     pthread_mutex_destroy(&s->rmu);
     pthread_cond_destroy(&s->nonempty);
     if (s->lock_fd >= 0) close(s->lock_fd); /* releases the lock, after the last write */
     free(s);
-}
-
-/* --- reading back ---------------------------------------------------------------- */
-
-static void col_text(sqlite3_stmt *st, int i, char *dst, size_t max) {
-    const unsigned char *v = sqlite3_column_text(st, i);
-    snprintf(dst, max, "%s", v ? (const char *)v : "");
-}
-
-static void col_amounts(sqlite3_stmt *st, int first, dsc_amounts *a) {
-    for (int m = 0; m < DSC_METRIC_COUNT; m++)
-        a->v[m] = sqlite3_column_int64(st, first + m);
-}
-
-static void col_subject(sqlite3_stmt *st, int first, dsc__rec_subject *s) {
-    col_text(st, first, s->org, sizeof s->org);
-    col_text(st, first + 1, s->team, sizeof s->team);
-    col_text(st, first + 2, s->user, sizeof s->user);
-    col_text(st, first + 3, s->key, sizeof s->key);
-}
-
-typedef dsc_status (*row_fn)(dsc__store_loader *ld, sqlite3_stmt *st, dsc__rec *rec);
-
-/* Run sql (binding at most one int64), calling fn for every row. */
-/* Run sql on db and hand each row to fn; with bind, arg is ?1 and texts (NULL-ended,
- * may be NULL) are ?2, ?3, ... */
-/* Run the prepared st (on db) and hand each row to fn; with bind, arg is ?1 and texts
- * (NULL-ended, may be NULL) are ?2, ?3, ... st is reset, not finalized. */
-static dsc_status each_row_stmt(sqlite3 *db, sqlite3_stmt *st, bool bind, int64_t arg,
-                                const char *const *texts, dsc__store_loader *ld, row_fn fn,
-                                dsc_error *err) {
-    dsc__rec *rec = calloc(1, sizeof *rec);
-    if (!rec) return dsc_error_set(err, DSC_NOMEM, "out of memory loading the ledger");
-    dsc_status res = DSC_OK;
-    if (bind) sqlite3_bind_int64(st, 1, arg);
-    for (int i = 0; bind && texts && texts[i]; i++)
-        sqlite3_bind_text(st, i + 2, texts[i], -1, SQLITE_STATIC);
-    int rc;
-    while ((rc = sqlite3_step(st)) == SQLITE_ROW)
-        if ((res = fn(ld, st, rec)) != DSC_OK) {
-            dsc_error_set(err, res, "ledger store: rebuilding the counters failed (%s)",
-                          dsc_status_message(res));
-            goto out;
-        }
-    if (rc != SQLITE_DONE) res = db_error(db, "loading", err);
-out:
-    sqlite3_reset(st);
-    free(rec);
-    return res;
-}
-
-static dsc_status each_row_bound(sqlite3 *db, const char *sql, bool bind, int64_t arg,
-                                 const char *const *texts, dsc__store_loader *ld, row_fn fn,
-                                 dsc_error *err) {
-    sqlite3_stmt *st = NULL;
-    if (sqlite3_prepare_v2(db, sql, -1, &st, NULL) != SQLITE_OK)
-        return db_error(db, "loading", err);
-    dsc_status res = each_row_stmt(db, st, bind, arg, texts, ld, fn, err);
-    sqlite3_finalize(st);
-    return res;
-}
-
-static dsc_status each_row(sq_store *s, const char *sql, bool bind, int64_t arg,
-                           dsc__store_loader *ld, row_fn fn, dsc_error *err) {
-    return each_row_bound(s->db, sql, bind, arg, NULL, ld, fn, err);
-}
-
-static dsc_status row_budget(dsc__store_loader *ld, sqlite3_stmt *st, dsc__rec *rec) {
-    dsc__rec_budget *b = &rec->u.budget;
-    b->id = sqlite3_column_int64(st, 0);
-    col_text(st, 1, b->selector, sizeof b->selector);
-    if (dsc_metric_parse((const char *)sqlite3_column_text(st, 2), &b->metric) != DSC_OK)
-        return DSC_OK; /* an unknown metric: skipped */
-    col_text(st, 3, b->window, sizeof b->window);
-    b->limit = sqlite3_column_int64(st, 4);
-    return ld->budget(ld->ud, b);
-}
-
-/* HOLD_WHAT from column first on, into rec's decision fields. */
-static void col_what(sqlite3_stmt *st, int first, dsc__rec *rec) {
-    dsc__rec_decision *d = &rec->u.decision;
-    col_text(st, first, d->key_id, sizeof d->key_id);
-    col_text(st, first + 1, d->provider, sizeof d->provider);
-    col_text(st, first + 2, d->model, sizeof d->model);
-    col_text(st, first + 3, d->zone, sizeof d->zone);
-    col_text(st, first + 4, d->purpose, sizeof d->purpose);
-}
-
-static dsc_status row_held(dsc__store_loader *ld, sqlite3_stmt *st, dsc__rec *rec) {
-    col_text(st, 0, rec->reservation_id, sizeof rec->reservation_id);
-    col_text(st, 1, rec->request_id, sizeof rec->request_id);
-    col_subject(st, 2, &rec->subject);
-    rec->expires_us = sqlite3_column_int64(st, 7);
-    col_amounts(st, 8, &rec->amounts);
-    col_what(st, 8 + DSC_METRIC_COUNT, rec);
-    return ld->held(ld->ud, rec, sqlite3_column_int64(st, 6));
-}
-
-static dsc_status row_finished(dsc__store_loader *ld, sqlite3_stmt *st, dsc__rec *rec) {
-    col_text(st, 0, rec->reservation_id, sizeof rec->reservation_id);
-    col_text(st, 1, rec->request_id, sizeof rec->request_id);
-    col_subject(st, 2, &rec->subject);
-    char buf[16];
-    col_text(st, 6, buf, sizeof buf);
-    rec->state = buf;
-    col_amounts(st, 8, &rec->amounts);
-    col_what(st, 8 + DSC_METRIC_COUNT, rec);
-    dsc_status res = ld->finished(ld->ud, rec, sqlite3_column_int64(st, 7));
-    rec->state = NULL;
-    return res;
-}
-
-static dsc_status row_charge(dsc__store_loader *ld, sqlite3_stmt *st, dsc__rec *rec) {
-    rec->at_us = sqlite3_column_int64(st, 0);
-    col_subject(st, 1, &rec->subject);
-    col_amounts(st, 5, &rec->amounts);
-    return ld->charge(ld->ud, rec);
-}
-
-/* Reload at most finished_max finished reservations: the bound on finished_us. */
-static int64_t newest_finished_bound(sq_store *s, const dsc__store_loader *ld) {
-    sqlite3_stmt *st = NULL;
-    int64_t since = ld->finished_since_us;
-    if (!ld->finished_max ||
-        sqlite3_prepare_v2(s->db,
-                           "SELECT finished_us FROM reservations WHERE finished_us >= ?1"
-                           " ORDER BY finished_us DESC LIMIT 1 OFFSET ?2",
-                           -1, &st, NULL) != SQLITE_OK)
-        goto out;
-    sqlite3_bind_int64(st, 1, since);
-    sqlite3_bind_int64(st, 2, (sqlite3_int64)ld->finished_max);
-    if (sqlite3_step(st) == SQLITE_ROW) since = sqlite3_column_int64(st, 0) + 1;
-out:
-    sqlite3_finalize(st);
-    return since;
-}
-
-static dsc_status sq_load(dsc__store *base, dsc__store_loader *ld, dsc_error *err) {
-    sq_store *s = (sq_store *)base;
-    dsc_status res = each_row(s,
-                              "SELECT id, selector, metric, window, limit_micro FROM budgets"
-                              " ORDER BY id",
-                              false, 0, ld, row_budget, err);
-    if (res != DSC_OK) return res;
-    if (ld->budgets_done) ld->budgets_done(ld->ud, ld);
-    res = each_row(
-        s,
-        "SELECT id, request_id, org, team, user, key, created_us, expires_us, " METRIC_COLS(
-            "held_") ", " HOLD_WHAT " FROM reservations WHERE state = 'held'",
-        false, 0, ld, row_held, err);
-    if (res != DSC_OK) return res;
-    ld->finished_since_us = newest_finished_bound(s, ld);
-    res = each_row(s,
-                   "SELECT id, request_id, org, team, user, key, state, finished_us, " METRIC_COLS(
-                       "charged_") ", " HOLD_WHAT " FROM reservations WHERE finished_us >= ?1"
-                                   " AND state <> 'held' ORDER BY finished_us",
-                   true, ld->finished_since_us, ld, row_finished, err);
-    if (res != DSC_OK) return res;
-    return each_row(s,
-                    "SELECT at_us, org, team, user, key, " METRIC_COLS(
-                        "") " FROM charges"
-                            " WHERE seq >= (SELECT min(seq) FROM charges WHERE at_us >= ?1)"
-                            " ORDER BY seq",
-                    true, ld->since_us, ld, row_charge, err);
-}
-
-static dsc_status sq_find_reservation(dsc__store *base, const char *id, dsc__rec *out,
-                                      const char **state) {
-    sq_store *s = (sq_store *)base;
-    static const char sql[] = "SELECT org, team, user, key, state, " METRIC_COLS(
-        "charged_") ", " HOLD_WHAT " FROM reservations WHERE id = ?";
-    static const char *const states[] = {"held", "settled", "cancelled", "expired", "released"};
-    dsc_status res = DSC_UNKNOWN_RESERVATION;
-    sqlite3_stmt *st = NULL;
-    pthread_mutex_lock(&s->rmu);
-    if (!s->rdb && open_conn(s->path, &s->rdb, NULL) != DSC_OK) goto out;
-    if (sqlite3_prepare_v2(s->rdb, sql, -1, &st, NULL) != SQLITE_OK) goto out;
-    sqlite3_bind_text(st, 1, id, -1, SQLITE_STATIC);
-    if (sqlite3_step(st) != SQLITE_ROW) goto out;
-    col_subject(st, 0, &out->subject);
-    const char *v = (const char *)sqlite3_column_text(st, 4);
-    for (size_t i = 0; v && i < sizeof states / sizeof states[0]; i++)
-        if (strcmp(v, states[i]) == 0) *state = states[i];
-    col_amounts(st, 5, &out->amounts);
-    col_what(st, 5 + DSC_METRIC_COUNT, out);
-    res = *state ? DSC_OK : DSC_UNKNOWN_RESERVATION;
-out:
-    sqlite3_finalize(st);
-    pthread_mutex_unlock(&s->rmu);
-    return res;
-}
-
-typedef struct replay_ctx {
-    dsc_status (*fn)(void *ud, const dsc__rec *charge);
-    void *ud;
-    int64_t last_seq;
-    bool any;
-} replay_ctx;
-
-static dsc_status replay_charge(void *ud, const dsc__rec *charge) {
-    replay_ctx *c = ud;
-    return c->fn(c->ud, charge);
-}
-
-/* A replayed charge: its seq (the last column), then the charge itself. */
-static dsc_status row_replay(dsc__store_loader *ld, sqlite3_stmt *st, dsc__rec *rec) {
-    replay_ctx *c = ((replay_ctx *)ld->ud);
-    c->last_seq = sqlite3_column_int64(st, 5 + DSC_METRIC_COUNT);
-    c->any = true;
-    return row_charge(ld, st, rec);
-}
-
-/* The replay's SQL: the charges from the first at or after ?1 (or, with after_seq,
- * those after it), less those filter rules out; its subject values become ?2, ?3, ...
- * in texts. */
-static void replay_sql(const dsc__replay_filter *f, char *sql, size_t cap, const char *texts[5]) {
-    static const char *const cols[4] = {"org", "team", "user", "key"};
-    static const char head[] =
-        "SELECT at_us, org, team, user, key, " METRIC_COLS("") ", seq FROM charges WHERE ";
-    size_t n = 0, len = (size_t)snprintf(sql, cap, "%s%s != 0", head, dsc_metric_name(f->metric));
-    if (f->after_seq > 0) /* a seek on the rowid: the window's start is far behind */
-        len += (size_t)snprintf(sql + len, cap - len, " AND seq > %lld AND at_us >= ?1",
-                                (long long)f->after_seq);
-    else
-        len += (size_t)snprintf(sql + len, cap - len,
-                                " AND seq >= (SELECT min(seq) FROM charges WHERE at_us >= ?1)");
-    for (int i = 0; i < 4 && len < cap; i++) {
-        if (!f->subject[i]) continue;
-        if (!f->subject[i][0]) {
-            len += (size_t)snprintf(sql + len, cap - len, " AND %s IS NOT NULL", cols[i]);
-            continue;
-        }
-        texts[n++] = f->subject[i];
-        len += (size_t)snprintf(sql + len, cap - len, " AND %s = ?%zu", cols[i], n + 1);
-    }
-    if (len < cap) snprintf(sql + len, cap - len, " ORDER BY seq");
-    texts[n] = NULL;
-}
-
-/* Replay the charges st selects (on db) through fn. */
-static dsc_status replay_stmt(sqlite3 *db, sqlite3_stmt *st, int64_t since_us,
-                              const char *const *texts,
-                              dsc_status (*fn)(void *ud, const dsc__rec *charge), void *ud,
-                              int64_t *last_seq) {
-    replay_ctx ctx = {fn, ud, 0, false};
-    dsc__store_loader ld = {.ud = &ctx, .charge = replay_charge};
-    dsc_status res = each_row_stmt(db, st, true, since_us, texts, &ld, row_replay, NULL);
-    if (ctx.any && last_seq) *last_seq = ctx.last_seq;
-    return res;
-}
-
-static dsc_status sq_replay(dsc__store *base, int64_t since_us, const dsc__replay_filter *filter,
-                            dsc_status (*fn)(void *ud, const dsc__rec *charge), void *ud,
-                            int64_t *last_seq) {
-    sq_store *s = (sq_store *)base;
-    char sql[600];
-    const char *texts[5];
-    replay_sql(filter, sql, sizeof sql, texts);
-    sqlite3_stmt *st = NULL;
-    pthread_mutex_lock(&s->dbmu);
-    dsc_status res = DSC_STORE_UNAVAILABLE;
-    if (sqlite3_prepare_v2(s->db, sql, -1, &st, NULL) == SQLITE_OK)
-        res = replay_stmt(s->db, st, since_us, texts, fn, ud, last_seq);
-    sqlite3_finalize(st);
-    pthread_mutex_unlock(&s->dbmu);
-    return res;
-}
-
-/* The reader's prepared statement for sql (rmu held, rdb open), prepared once. */
-static sqlite3_stmt *reader_stmt(sq_store *s, const char *sql) {
-    enum { N = sizeof s->rcache / sizeof s->rcache[0] };
-    for (int i = 0; i < N; i++)
-        if (s->rcache[i].sql && strcmp(s->rcache[i].sql, sql) == 0) return s->rcache[i].st;
-    int i = s->rcache_next++ % N;
-    sqlite3_finalize(s->rcache[i].st);
-    free(s->rcache[i].sql);
-    s->rcache[i].st = NULL;
-    s->rcache[i].sql = NULL;
-    sqlite3_stmt *st = NULL;
-    char *copy = strdup(sql);
-    if (!copy ||
-        sqlite3_prepare_v3(s->rdb, sql, -1, SQLITE_PREPARE_PERSISTENT, &st, NULL) != SQLITE_OK) {
-        free(copy);
-        sqlite3_finalize(st);
-        return NULL;
-    }
-    s->rcache[i].st = st;
-    s->rcache[i].sql = copy;
-    return st;
-}
-
-/* One read transaction on the reader: the newest charge's seq, then the replay, both
- * of the same snapshot; *last_seq is that seq. */
-static dsc_status replay_snapshot(sq_store *s, int64_t since_us, const dsc__replay_filter *filter,
-                                  dsc_status (*fn)(void *ud, const dsc__rec *charge), void *ud,
-                                  int64_t *last_seq) {
-    char sql[600];
-    const char *texts[5];
-    replay_sql(filter, sql, sizeof sql, texts);
-    sqlite3_stmt *newest = reader_stmt(s, "SELECT coalesce(max(seq), 0) FROM charges");
-    if (!newest || sqlite3_step(newest) != SQLITE_ROW) {
-        if (newest) sqlite3_reset(newest);
-        return DSC_STORE_UNAVAILABLE;
-    }
-    int64_t snapshot = sqlite3_column_int64(newest, 0);
-    sqlite3_reset(newest);
-    sqlite3_stmt *st = reader_stmt(s, sql);
-    if (!st) return DSC_STORE_UNAVAILABLE;
-    dsc_status res = replay_stmt(s->rdb, st, since_us, texts, fn, ud, NULL);
-    sqlite3_clear_bindings(st); /* the texts were the caller's */
-    if (res == DSC_OK) *last_seq = snapshot;
-    return res;
-}
-
-static dsc_status sq_replay_read(dsc__store *base, int64_t since_us,
-                                 const dsc__replay_filter *filter,
-                                 dsc_status (*fn)(void *ud, const dsc__rec *charge), void *ud,
-                                 int64_t *last_seq) {
-    sq_store *s = (sq_store *)base;
-    pthread_mutex_lock(&s->rmu);
-    dsc_status res = DSC_STORE_UNAVAILABLE;
-    if ((s->rdb || open_conn(s->path, &s->rdb, NULL) == DSC_OK) &&
-        sqlite3_exec(s->rdb, "BEGIN", NULL, NULL, NULL) == SQLITE_OK) {
-        res = replay_snapshot(s, since_us, filter, fn, ud, last_seq);
-        sqlite3_exec(s->rdb, "COMMIT", NULL, NULL, NULL);
-    }
-    pthread_mutex_unlock(&s->rmu);
-    return res;
 }
 
 /* --- the backend ----------------------------------------------------------------- */
@@ -1128,14 +1057,14 @@ const dsc__store_type dsc__store_sqlite = {
     .name = "sqlite",
     .accepts = sq_accepts,
     .open = sq_open,
-    .load = sq_load,
+    .load = dsc__sq_load,
     .start = sq_start,
     .append = sq_enqueue,
     .wait = sq_wait,
-    .history = sq_replay_read,
-    .history_tail = sq_replay,
+    .history = dsc__sq_replay_read,
+    .history_tail = dsc__sq_replay,
     .charge_seq = sq_charge_seq,
-    .find_reservation = sq_find_reservation,
+    .find_reservation = dsc__sq_find_reservation,
     .healthy = sq_healthy,
     .counts = sq_counts,
     .exec = sq_exec,

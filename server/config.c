@@ -100,6 +100,8 @@ static const config_key config_keys[] = {
          "estimation method of requests that name none: ecologits or discern"),
     ENUM("failure_mode", KEY_ENUM, failure_mode, mode_names,
          "store unavailable: closed refuses checks, open allows them unenforced"),
+    NUM("journal_retention_days", journal_retention_days, 0, 36500, "DAYS",
+        "drop raw store events older than this once rolled up into hours (0 = keep forever)"),
     NUM("store_free_warn_bytes", store_free_warn_bytes, 0, INT64_C(1) << 50, "BYTES",
         "warn when the store's file system has less free (0 = never)"),
     NUM("workers", workers, 0, 256, "N", "worker threads (0 = one per core)"),

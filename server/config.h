@@ -67,6 +67,7 @@ typedef struct dsc_server_config {
     uint32_t unix_reserved_connections;   /* Unix peers may exceed max_connections by this */
     uint32_t idle_timeout_s;              /* since the last complete message */
     uint32_t frame_timeout_s;             /* a message must complete within this */
+    int64_t journal_retention_days;       /* drop raw events older, once rolled up (0 = keep) */
     int64_t store_free_warn_bytes;        /* warn below this free on the store's disk */
     uint32_t policy_time_budget_us;       /* per policy evaluation */
     uint32_t policy_memory_mb;            /* cap of each worker's Lua state */

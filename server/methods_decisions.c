@@ -1,7 +1,7 @@
 /*
  * methods_decisions.c - decisions.list: the decision journal, read back by scope.
  *
- * Reads the `decisions` table of the store file on a connection of its own per call
+ * Reads the `decisions` view of the store file on a connection of its own per call
  * (WAL: a reader never blocks the ledger's writer; the call is a reader's or a
  * manager's, not on the hot path), filtered in SQL by the caller's scope and the
  * request's subject, time range and outcome, paged by the journal's seq: `next` is
@@ -31,7 +31,8 @@ static const char list_sql[] =
     " provider, model, input_tokens, output_tokens, est_energy_wh, est_gco2e, est_water_ml,"
     " outcome, policy, policy_version, reason, verdicts, tags, reservation_id, zone"
     " FROM decisions"
-    " WHERE seq > ?1 AND at_us >= ?2 AND at_us < ?3 AND (?4 IS NULL OR outcome = ?4)"
+    " WHERE seq > max(?1, (SELECT coalesce(max(seq), 0) FROM checkpoints WHERE max_at_us < ?2))"
+    " AND at_us >= ?2 AND at_us < ?3 AND (?4 IS NULL OR outcome = ?4)"
     " AND (?5 IS NULL OR org = ?5) AND (?6 IS NULL OR team = ?6)"
     " AND (?7 IS NULL OR user = ?7) AND (?8 IS NULL OR key = ?8)"
     " ORDER BY seq LIMIT ?9";

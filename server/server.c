@@ -444,6 +444,7 @@ static dsc_status open_ledger(dsc_server *srv, dsc_error *err) {
     for (int i = 0; i < 3; i++)
         if (strcmp(srv->cfg.durability, names[i]) == 0) lc.durability = durabilities[i];
     lc.timezone = srv->cfg.timezone;
+    lc.journal_retention_s = srv->cfg.journal_retention_days * 86400;
     srv->ledger = dsc_ledger_new(&lc, err);
     if (!srv->ledger) return err->code;
     struct timeval second = {1, 0};

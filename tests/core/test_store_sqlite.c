@@ -2,6 +2,7 @@
  * decisions are journaled, a full disk fails cleanly and recovers, and a process
  * killed with SIGKILL loses no acknowledged settle and duplicates none. */
 #include "discern/ledger.h"
+#include "discern/report.h"
 #include "ledger_calls.h"
 
 #include "../../core/ledger_internal.h"
@@ -1134,7 +1135,7 @@ static const char old_schema[] =
     "INSERT INTO charges(at_us, kind, reservation_id, org, team, user, gco2e)"
     " VALUES(1736942401000000, 'settle', 'r00000000000000a2', 'acme', 'infra', 'ana', 3000000);";
 
-Test(store_sqlite, a_file_of_the_previous_schema_reloads_and_gets_the_partial_index) {
+Test(store_sqlite, a_file_of_the_previous_schema_becomes_an_event_log_with_no_index_on_events) {
     char path[600];
     temp_db(path, sizeof path);
     exec_sql(path, old_schema);
@@ -1156,13 +1157,16 @@ Test(store_sqlite, a_file_of_the_previous_schema_reloads_and_gets_the_partial_in
         DSC_OK);
     cr_assert_eq(kind.kind, DSC_SETTLE_RESERVED);
     dsc_ledger_free(l);
-    cr_assert_eq(query_int(path, "SELECT count(*) FROM sqlite_master"
-                                 " WHERE name = 'reservations_finished'"),
-                 0);
-    cr_assert_eq(query_int(path, "SELECT count(*) FROM sqlite_master"
-                                 " WHERE name = 'reservations_finished_at'"),
-                 1);
+    cr_assert_eq(query_int(path,
+                           "SELECT count(*) FROM sqlite_master WHERE type = 'table'"
+                           " AND name IN ('reservations', 'charges', 'decisions', 'budgets')"),
+                 0, "the old tables are views now");
+    cr_assert_eq(query_int(path, "SELECT count(*) FROM sqlite_master WHERE type = 'index'"
+                                 " AND tbl_name = 'events'"),
+                 0, "nothing but the seq is indexed on the hot path");
+    cr_assert_eq(query_int(path, "SELECT value FROM meta WHERE key = 'schema_version'"), 3);
     cr_assert_eq(query_int(path, "SELECT count(*) FROM reservations WHERE state = 'settled'"), 2);
+    cr_assert_eq(query_int(path, "SELECT count(*) FROM charges WHERE kind = 'settle'"), 2);
 }
 
 static dsc_decision_record allow_decision(const char *id) {
@@ -1511,7 +1515,7 @@ Test(store_sqlite, a_store_written_at_ed891d2_migrates_on_open_and_keeps_its_hol
     cr_assert_eq(dsc_ledger_hold_get(l, "r00062bbd6abf5000", &h), DSC_OK);
     cr_assert(h.open);
     cr_assert_str_eq(h.owner, "", "no owner before keys");
-    cr_assert_str_eq(h.model, "", "the old rows did not keep what a hold was for");
+    cr_assert_str_eq(h.model, "gpt-4o", "what the hold was for comes from its check's decision");
     dsc_error err;
     dsc_settle_out out;
     dsc_amounts two = amt(DSC_METRIC_GCO2E, 2 * M);
@@ -1543,4 +1547,352 @@ Test(store_sqlite, a_store_written_at_ed891d2_migrates_on_open_and_keeps_its_hol
     cr_assert_eq(b.used, 5 * M, "3 g settled before, 2 g after the migration");
     cr_assert_eq(b.held, 0);
     dsc_ledger_free(l);
+}
+
+/* tests/data/store-f80df70.sql is the sqlite3 .dump of a store file written by
+ * discernd at commit f80df70 (the last schema before the event log) through the CLI:
+ * budgets team:* gco2e month 100 and org:acme/user:ana energy_wh rolling:1h 50 (and
+ * user:tmp set then deleted), checks for acme/infra/ana (req-held, still held;
+ * req-settle, settled), acme/infra/bo (req-cancel, cancelled), acme/web/cy
+ * (req-expire: expired with ttl 1 s, charged, then settled late; req-noreserve and
+ * req-after, decisions only), and one API key. */
+#define F0 1796164391453206LL /* req-held's created_us */
+#define HELD_RID "r619a1c330d65b71624450305ecc33ecf5897"
+#define SETTLED_RID "r619a1c330d660347b7780045ae056cc84972"
+#define CANCELLED_RID "r619a1c330d67d453b4576def6433d6b552c5"
+#define LATE_RID "r619a1c330d687614e44bb5471a3392524b2d"
+
+static void load_dump(const char *path, const char *name) {
+    char dump[600];
+    snprintf(dump, sizeof dump, "%s/tests/data/%s", DISCERN_SOURCE_DIR, name);
+    FILE *f = fopen(dump, "r");
+    cr_assert(f, "%s", dump);
+    static char sql[1 << 16];
+    size_t n = fread(sql, 1, sizeof sql - 1, f);
+    fclose(f);
+    cr_assert(n > 0 && n < sizeof sql - 1, "%s: %zu bytes", dump, n);
+    sql[n] = '\0';
+    exec_sql(path, sql);
+}
+
+static dsc_settle_kind settle_kind_of(dsc_ledger *l, const char *rid) {
+    dsc_error err;
+    dsc_settle_out out;
+    dsc_amounts one = amt(DSC_METRIC_GCO2E, M);
+    cr_assert_eq(settle_as(l, (dsc_settle_req){rid, &one, NULL, NULL}, &out, NULL, &err), DSC_OK,
+                 "%s: %s", rid, err.message);
+    return out.kind;
+}
+
+Test(store_sqlite,
+     a_store_written_at_f80df70_migrates_keeping_holds_charges_decisions_budgets_keys) {
+    char path[600];
+    temp_db(path, sizeof path);
+    load_dump(path, "store-f80df70.sql");
+    fake_clock clk = {F0 + 60 * S};
+    dsc_ledger *l = open_at(path, &clk, 0);
+    dsc_budget_state st[4];
+    dsc_budget_state b = find(st, preview(l, st, 4), "team:*");
+    cr_assert_eq(b.used, 211714, "the settle is replayed");
+    cr_assert_eq(b.held, 523739, "the open hold is reloaded");
+    dsc_hold_info h;
+    cr_assert_eq(dsc_ledger_hold_get(l, HELD_RID, &h), DSC_OK);
+    cr_assert(h.open);
+    cr_assert_str_eq(h.owner, "admin");
+    cr_assert_str_eq(h.model, "gpt-4o");
+    char id[DSC_RESERVATION_ID_MAX];
+    dsc_amounts one = amt(DSC_METRIC_GCO2E, M);
+    dsc_error err;
+    cr_assert_eq(reserve_as(l, (dsc_reserve_req){&ana, &one, 60, "req-settle", NULL}, id, NULL, 0,
+                            NULL, NULL, &err),
+                 DSC_OK, "%s", err.message);
+    cr_assert_str_eq(id, SETTLED_RID, "a finished hold answers its repeated check");
+    cr_assert_eq(settle_kind_of(l, SETTLED_RID), DSC_SETTLE_REPEATED);
+    cr_assert_eq(settle_kind_of(l, LATE_RID), DSC_SETTLE_REPEATED);
+    cr_assert_eq(settle_kind_of(l, HELD_RID), DSC_SETTLE_RESERVED);
+    dsc_ledger_free(l);
+    cr_assert_eq(query_int(path, "SELECT count(*) FROM budgets"), 2, "user:tmp stays deleted");
+    cr_assert_eq(query_int(path, "SELECT count(*) FROM keys"), 1);
+    cr_assert_eq(query_int(path, "SELECT count(*) FROM admin_journal"), 5);
+    cr_assert_eq(query_int(path, "SELECT count(*) FROM decisions"), 6);
+    cr_assert_eq(query_int(path, "SELECT count(*) FROM decisions WHERE reservation_id = '" LATE_RID
+                                 "' AND json_extract(tags, '$.ticket') IS NULL"),
+                 1);
+    cr_assert_eq(
+        query_int(path,
+                  "SELECT count(*) FROM decisions WHERE"
+                  " json_extract(tags, '$.ticket') = 'T-1' AND reservation_id = '" SETTLED_RID "'"),
+        1);
+    cr_assert_eq(query_int(path, "SELECT count(*) FROM reservations"), 4);
+    cr_assert_eq(query_int(path, "SELECT count(*) FROM reservations WHERE id = '" CANCELLED_RID
+                                 "' AND state = 'cancelled' AND charged_gco2e = 0"),
+                 1);
+    cr_assert_eq(query_int(path, "SELECT charged_gco2e FROM reservations WHERE id = '" LATE_RID
+                                 "' AND state = 'settled'"),
+                 107706, "expire 523739, then late -416033");
+    cr_assert_eq(query_int(path, "SELECT sum(gco2e) FROM charges WHERE kind = 'settle'"),
+                 211714 + 1 * M);
+    l = open_at(path, &clk, 0);
+    b = find(st, preview(l, st, 4), "team:*");
+    cr_assert_eq(b.used, 211714 + 1 * M, "charged before and after the migration");
+    cr_assert_eq(b.held, 0);
+    dsc_ledger_free(l);
+}
+
+/* --- checkpoints and hourly rollups ------------------------------------------------- */
+
+static const char *const rolled_windows[] = {"month", "day", "rolling:30h", "rolling:1h",
+                                             "rate:1000/1h"};
+enum { N_ROLLED = sizeof rolled_windows / sizeof *rolled_windows };
+static const dsc_subject rolled_subjects[] = {{.org = "acme", .team = "infra", .user = "ana"},
+                                              {.org = "acme", .team = "web", .user = "bob"},
+                                              {.org = "beta", .team = "infra", .user = "cy"}};
+
+static void budget_for(dsc_ledger *l, const char *sel, dsc_metric m, const char *window) {
+    dsc_error err;
+    cr_assert_eq(
+        dsc_ledger_budget(l, &(dsc_budget_req){sel, m, window, 1e9, false}, NULL, NULL, &err),
+        DSC_OK, "%s %s: %s", sel, window, err.message);
+}
+
+/* The used and held of every budget of subject s's preview, in preview order. */
+static size_t usage_of(dsc_ledger *l, const dsc_subject *s, dsc_budget_state *st, size_t max) {
+    size_t n = 0;
+    cr_assert_eq(dsc_ledger_preview(l, s, NULL, st, max, &n, NULL), DSC_OK);
+    cr_assert_leq(n, max);
+    return n;
+}
+
+/* Fill a store with 6000 settles over five hours (far more than a checkpoint's worth,
+ * every hour rolled up), charging gco2e and energy_wh alike, with budgets on gco2e
+ * counting them live; one hold stays open throughout, one finishes at the end. */
+static dsc_ledger *open_retaining(const char *path, fake_clock *clk, int64_t retention_s) {
+    dsc_ledger_config cfg = {.store_path = path,
+                             .now_us = fake_now,
+                             .clock_ud = clk,
+                             .journal_retention_s = retention_s};
+    dsc_error err;
+    dsc_ledger *l = dsc_ledger_new(&cfg, &err);
+    cr_assert(l, "%s", err.message);
+    return l;
+}
+
+static dsc_ledger *fill_retaining(const char *path, fake_clock *clk, int windows,
+                                  int64_t retention_s, char held[DSC_RESERVATION_ID_MAX],
+                                  char settled[DSC_RESERVATION_ID_MAX]) {
+    dsc_ledger *l = open_retaining(path, clk, retention_s);
+    for (int w = 0; w < windows; w++) {
+        budget_for(l, "team:*", DSC_METRIC_GCO2E, rolled_windows[w]);
+        budget_for(l, "user:ana", DSC_METRIC_GCO2E, rolled_windows[w]);
+    }
+    dsc_error err;
+    dsc_amounts hold = amt(DSC_METRIC_GCO2E, 2 * M);
+    cr_assert_eq(reserve_as(l, (dsc_reserve_req){&ana, &hold, 7 * 86400, "req-open", NULL}, held,
+                            NULL, 0, NULL, NULL, &err),
+                 DSC_OK, "%s", err.message);
+    for (int i = 0; i < 6000; i++) {
+        clk->now += 3 * S;
+        dsc_amounts a = amt(DSC_METRIC_GCO2E, (i % 7 + 1) * M);
+        a.v[DSC_METRIC_ENERGY_WH] = a.v[DSC_METRIC_GCO2E];
+        char rid[32];
+        snprintf(rid, sizeof rid, "u-%d", i);
+        cr_assert_eq(settle_as(l, (dsc_settle_req){rid, &a, &rolled_subjects[i % 3], NULL}, NULL,
+                               NULL, &err),
+                     DSC_OK, "%s", err.message);
+    }
+    cr_assert_eq(reserve_as(l, (dsc_reserve_req){&ana, &hold, 600, "req-done", NULL}, settled, NULL,
+                            0, NULL, NULL, &err),
+                 DSC_OK, "%s", err.message);
+    dsc_amounts both = hold;
+    both.v[DSC_METRIC_ENERGY_WH] = both.v[DSC_METRIC_GCO2E];
+    cr_assert_eq(settle_as(l, (dsc_settle_req){settled, &both, NULL, NULL}, NULL, NULL, &err),
+                 DSC_OK);
+    clk->now += 20 * 60 * S; /* the newest hour is partial: its charges are read one by one */
+    return l;
+}
+
+static dsc_ledger *fill_hours(const char *path, fake_clock *clk, int windows,
+                              char held[DSC_RESERVATION_ID_MAX],
+                              char settled[DSC_RESERVATION_ID_MAX]) {
+    return fill_retaining(path, clk, windows, 0, held, settled);
+}
+
+Test(store_sqlite, a_new_budget_reads_rolled_up_hours_and_counts_exactly_what_every_charge_counts) {
+    char path[600], held[DSC_RESERVATION_ID_MAX], settled[DSC_RESERVATION_ID_MAX];
+    temp_db(path, sizeof path);
+    fake_clock clk = {T0 + 1234 * S}; /* not on the hour */
+    dsc_ledger *l = fill_hours(path, &clk, N_ROLLED, held, settled);
+    cr_assert_gt(query_int(path, "SELECT count(*) FROM checkpoints"), 1);
+    cr_assert_gt(query_int(path, "SELECT count(*) FROM rollups"), 3 * 5);
+    for (int w = 0; w < N_ROLLED; w++) { /* the same budgets on energy_wh, created now */
+        budget_for(l, "team:*", DSC_METRIC_ENERGY_WH, rolled_windows[w]);
+        budget_for(l, "user:ana", DSC_METRIC_ENERGY_WH, rolled_windows[w]);
+    }
+    for (int i = 0; i < 3; i++) {
+        dsc_budget_state st[64];
+        size_t n = usage_of(l, &rolled_subjects[i], st, 64), compared = 0;
+        for (size_t a = 0; a < n; a++)
+            for (size_t b = 0; b < n; b++)
+                if (st[a].metric == DSC_METRIC_GCO2E && st[b].metric == DSC_METRIC_ENERGY_WH &&
+                    !strcmp(st[a].selector, st[b].selector) &&
+                    !strcmp(st[a].window, st[b].window)) {
+                    cr_assert_eq(st[b].used, st[a].used, "%s %s: %lld from the store, %lld live",
+                                 st[a].selector, st[a].window, (long long)st[b].used,
+                                 (long long)st[a].used);
+                    cr_assert_gt(st[a].used, 0, "%s %s counts", st[a].selector, st[a].window);
+                    compared++;
+                }
+        cr_assert_eq(compared * 2, n);
+    }
+    dsc_ledger_free(l);
+}
+
+/* The rate window of rolled_windows is last. */
+Test(store_sqlite, a_restart_reads_the_checkpoint_and_the_tail_and_keeps_counters_and_holds) {
+    char path[600], held[DSC_RESERVATION_ID_MAX], settled[DSC_RESERVATION_ID_MAX];
+    temp_db(path, sizeof path);
+    fake_clock clk = {T0 + 1234 * S};
+    /* no rate window: its reach (a million hours) would read every charge one by one */
+    dsc_ledger *l = fill_hours(path, &clk, N_ROLLED - 1, held, settled);
+    dsc_budget_state before[3][32], after[32];
+    size_t n[3];
+    for (int i = 0; i < 3; i++)
+        n[i] = usage_of(l, &rolled_subjects[i], before[i], 32);
+    dsc_ledger_free(l);
+    cr_assert_gt(query_int(path, "SELECT min(held_from) FROM checkpoints"), 0);
+    cr_assert_eq(query_int(path, "SELECT max(held_from) FROM checkpoints"),
+                 query_int(path, "SELECT min(seq) FROM events WHERE type = 1"),
+                 "every checkpoint knows the open hold from the start");
+    l = open_at(path, &clk, 0);
+    for (int i = 0; i < 3; i++) {
+        cr_assert_eq(usage_of(l, &rolled_subjects[i], after, 32), n[i]);
+        for (size_t k = 0; k < n[i]; k++)
+            cr_assert(after[k].used == before[i][k].used && after[k].held == before[i][k].held,
+                      "%s %s %s: used %lld held %lld after, %lld %lld before", after[k].selector,
+                      dsc_metric_name(after[k].metric), after[k].window, (long long)after[k].used,
+                      (long long)after[k].held, (long long)before[i][k].used,
+                      (long long)before[i][k].held);
+    }
+    dsc_hold_info h;
+    cr_assert_eq(dsc_ledger_hold_get(l, held, &h), DSC_OK, "the hold from before every checkpoint");
+    cr_assert(h.open);
+    cr_assert_eq(settle_kind_of(l, settled), DSC_SETTLE_REPEATED, "the finished one is known");
+    cr_assert_eq(settle_kind_of(l, held), DSC_SETTLE_RESERVED);
+    dsc_ledger_free(l);
+}
+
+/* The raw answer: hour, "org:O/team:T", sum(gco2e) from every charge in [since, until). */
+static size_t raw_by_team_hour(const char *path, int64_t since, int64_t until, dsc_report_row *rows,
+                               size_t max) {
+    sqlite3 *db;
+    sqlite3_stmt *st;
+    cr_assert_eq(sqlite3_open(path, &db), SQLITE_OK);
+    cr_assert_eq(sqlite3_prepare_v2(db,
+                                    "SELECT at_us / 3600000000 * 3600, 'org:' || org || '/team:' ||"
+                                    " team, sum(gco2e) FROM charges WHERE at_us >= ?1 AND"
+                                    " at_us < ?2 GROUP BY 1, 2 ORDER BY 1, 2",
+                                    -1, &st, NULL),
+                 SQLITE_OK);
+    sqlite3_bind_int64(st, 1, since * S);
+    sqlite3_bind_int64(st, 2, until * S);
+    size_t n = 0;
+    while (sqlite3_step(st) == SQLITE_ROW && n < max) {
+        rows[n].period_start = sqlite3_column_int64(st, 0);
+        snprintf(rows[n].group, sizeof rows[n].group, "%s", sqlite3_column_text(st, 1));
+        rows[n++].value = sqlite3_column_int64(st, 2);
+    }
+    sqlite3_finalize(st);
+    sqlite3_close(db);
+    return n;
+}
+
+Test(store_sqlite, a_report_from_the_hour_reads_rollups_and_sums_exactly_what_every_charge_sums) {
+    char path[600], held[DSC_RESERVATION_ID_MAX], settled[DSC_RESERVATION_ID_MAX];
+    temp_db(path, sizeof path);
+    fake_clock clk = {T0 + 1234 * S};
+    dsc_ledger *l = fill_hours(path, &clk, 1, held, settled);
+    dsc_ledger_free(l);
+    cr_assert_gt(query_int(path, "SELECT count(*) FROM rollups"), 3 * 4);
+    int64_t since = T0 / S, until = clk.now / S - 1800; /* the end: inside an hour */
+    dsc_report_query q = {.by = DSC_REPORT_BY_TEAM,
+                          .period = DSC_REPORT_HOUR,
+                          .metric = DSC_METRIC_GCO2E,
+                          .since = since,
+                          .until = until};
+    dsc_report rep;
+    dsc_error err;
+    cr_assert_eq(dsc_report_run(path, &q, &rep, &err), DSC_OK, "%s", err.message);
+    static dsc_report_row raw[64];
+    size_t n = raw_by_team_hour(path, since, until, raw, 64);
+    cr_assert_gt(n, 6);
+    cr_assert_eq(rep.n, n);
+    for (size_t i = 0; i < n; i++) {
+        cr_assert_eq(rep.rows[i].period_start, raw[i].period_start);
+        cr_assert_str_eq(rep.rows[i].group, raw[i].group);
+        cr_assert_eq(rep.rows[i].value, raw[i].value, "%s at %lld: %lld, every charge: %lld",
+                     raw[i].group, (long long)raw[i].period_start, (long long)rep.rows[i].value,
+                     (long long)raw[i].value);
+    }
+    dsc_report_clear(&rep);
+}
+
+Test(store_sqlite, retention_drops_old_rolled_up_events_and_keeps_rollups_open_holds_and_counters) {
+    char path[600], held[DSC_RESERVATION_ID_MAX], settled[DSC_RESERVATION_ID_MAX];
+    temp_db(path, sizeof path);
+    fake_clock clk = {T0 + 1234 * S};
+    /* two hours: more than the reach of the rolling:1h window (which needs each charge) */
+    dsc_ledger *l = fill_retaining(path, &clk, N_ROLLED - 1, 7200, held, settled);
+    dsc_budget_state before[32], after[32];
+    size_t n = usage_of(l, &rolled_subjects[0], before, 32);
+    dsc_ledger_free(l);
+    int64_t events = query_int(path, "SELECT count(*) FROM events WHERE type = 3");
+    cr_assert_lt(events, 6000 * 3 / 5, "%lld of 6001 settles left", (long long)events);
+    cr_assert_gt(events, 2 * 3600 / 3, "the last two hours are all there");
+    cr_assert_eq(query_int(path, "SELECT count(*) FROM events WHERE type IN (1, 2)"), 2,
+                 "the hold open since the start is kept, and the last hour's");
+    cr_assert_eq(query_int(path, "SELECT min(hour_us) FROM rollups"),
+                 (T0 + 1234 * S) / (3600 * S) * (3600 * S), "the first hour is still rolled up");
+    cr_assert_eq(query_int(path, "SELECT count(*) FROM reservations WHERE state = 'held'"), 1);
+    l = open_retaining(path, &clk, 7200);
+    cr_assert_eq(usage_of(l, &rolled_subjects[0], after, 32), n);
+    for (size_t k = 0; k < n; k++)
+        cr_assert(after[k].used == before[k].used && after[k].held == before[k].held,
+                  "%s %s: used %lld after, %lld before", after[k].selector, after[k].window,
+                  (long long)after[k].used, (long long)before[k].used);
+    budget_for(l, "team:*", DSC_METRIC_ENERGY_WH, "month"); /* from rollups alone */
+    size_t m = usage_of(l, &rolled_subjects[0], after, 32);
+    int64_t gco2e = -1, energy = -2;
+    for (size_t k = 0; k < m; k++)
+        if (!strcmp(after[k].selector, "team:*") && !strcmp(after[k].window, "month"))
+            *(after[k].metric == DSC_METRIC_GCO2E ? &gco2e : &energy) = after[k].used;
+    cr_assert_eq(energy, gco2e, "the month from dropped events' hours: %lld vs %lld",
+                 (long long)energy, (long long)gco2e);
+    dsc_hold_info h;
+    cr_assert_eq(dsc_ledger_hold_get(l, held, &h), DSC_OK);
+    cr_assert(h.open);
+    dsc_ledger_free(l);
+}
+
+/* The ledger cannot recall an id it did not make, so a repeated unreserved settle
+ * that memory has forgotten is refused by the store, never charged twice. */
+Test(store_sqlite, an_unreserved_settle_repeated_after_memory_forgot_it_is_refused_not_charged) {
+    char path[600];
+    temp_db(path, sizeof path);
+    fake_clock clk = {T0};
+    dsc_ledger *l = open_at(path, &clk, 1);
+    dsc_error err;
+    dsc_amounts a = amt(DSC_METRIC_GCO2E, 4 * M);
+    dsc_settle_out kind;
+    cr_assert_eq(settle_as(l, (dsc_settle_req){"ext-42", &a, &ana, NULL}, &kind, NULL, &err),
+                 DSC_OK, "%s", err.message);
+    cr_assert_eq(kind.kind, DSC_SETTLE_UNRESERVED);
+    dsc_ledger_free(l);
+    clk.now += 3600 * S; /* a restart an hour later: nothing finished is remembered */
+    l = open_at(path, &clk, 1);
+    cr_assert_neq(settle_as(l, (dsc_settle_req){"ext-42", &a, &ana, NULL}, &kind, NULL, &err),
+                  DSC_OK, "the repeat is refused");
+    dsc_ledger_free(l);
+    cr_assert_eq(query_int(path, "SELECT count(*) FROM charges WHERE reservation_id = 'ext-42'"),
+                 1);
+    cr_assert_eq(query_int(path, "SELECT sum(gco2e) FROM charges"), 4 * M);
 }

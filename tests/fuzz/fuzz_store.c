@@ -5,8 +5,9 @@
  * file would hold them, then a ledger is opened on it, as at start, and its
  * counters are listed.
  *
- * Input: records, each one byte picking the table (budgets, reservations, charges)
- * then one value per column: a type byte and its bytes (NULL, a small integer, an
+ * Input: records, each one byte picking the table (budget_log, events, checkpoints,
+ * rollups, names, subjects: the event log of core/store_sqlite_schema.c) then one
+ * value per column: a type byte and its bytes (NULL, a small integer, an
  * 8-byte integer, a double, a short text, or a word the store uses: a state, kind,
  * metric or window). Records the schema refuses (NOT NULL, UNIQUE) are skipped.
  */
@@ -20,8 +21,9 @@
 #include <string.h>
 #include <unistd.h>
 
-static const char *const tables[] = {"budgets", "reservations", "charges"};
-#define N_TABLES 3
+static const char *const tables[] = {"budget_log", "events", "checkpoints",
+                                     "rollups",    "names",  "subjects"};
+#define N_TABLES 6
 
 static const char *const words[] = {
     "held",     "settled",   "cancelled", "expired",  "settle", "late",       "unreserved",

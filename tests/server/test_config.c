@@ -360,6 +360,20 @@ Test(config, a_flag_sets_what_its_key_sets_in_the_file) {
     cr_assert_eq(from_args(&cfg, 3, underscore, &help, &err), DSC_BAD_REQUEST);
 }
 
+Test(config, journal_retention_days_keeps_everything_by_default_and_takes_whole_days) {
+    dsc_server_config cfg;
+    dsc_server_config_default(&cfg);
+    cr_assert_eq(cfg.journal_retention_days, 0);
+    const char *argv[] = {"discernd", "--journal-retention-days", "90"};
+    dsc_error err;
+    bool help;
+    cr_assert_eq(from_args(&cfg, 3, argv, &help, &err), DSC_OK, "%s", err.message);
+    cr_assert_eq(cfg.journal_retention_days, 90);
+    const char *bad[] = {"discernd", "--journal-retention-days", "-1"};
+    cr_assert_eq(from_args(&cfg, 3, bad, &help, &err), DSC_BAD_REQUEST);
+    cr_assert(strstr(err.message, "journal_retention_days"), "%s", err.message);
+}
+
 Test(config, every_key_of_the_shipped_file_is_in_the_operations_reference) {
     char keys[64][64];
     size_t n = shipped_keys(keys, 64);

@@ -171,6 +171,9 @@ typedef struct dsc_ledger_config {
     int64_t retain_s;  /* finished reservations kept in memory for idempotent
                           replies; 0 = 600 s (a store answers older ones) */
     size_t retain_max; /* and at most this many of them; 0 = 100 000 */
+    /* The store drops raw events older than this once they are rolled up into hours;
+     * 0 = it keeps them forever. */
+    int64_t journal_retention_s;
 } dsc_ledger_config;
 
 /* Open a ledger: parse cfg, open (create) the store and rebuild counters from it.
