@@ -1286,6 +1286,24 @@ dsc_status dsc_ledger_record(dsc_ledger *l, const dsc_decision_record *rec, cons
     return dsc__done_now(decision_impl(l, rec, &d, err), &d);
 }
 
+static dsc_status sync_impl(dsc_ledger *l, dsc__done *done, dsc_error *err) {
+    if (!l->store) return DSC_OK;
+    dsc__rec *rec = calloc(1, sizeof *rec);
+    if (!rec) return dsc_error_set(err, DSC_NOMEM, "out of memory");
+    rec->type = DSC__REC_SYNC;
+    pthread_mutex_lock(&l->mu);
+    dsc__rec *wait = NULL;
+    dsc_status st = enqueue_as(l, rec, false, done, &wait); /* never acked: it is the wait */
+    pthread_mutex_unlock(&l->mu);
+    if (st != DSC_OK) return dsc_error_set(err, st, "the ledger store is failing");
+    return wait_rec(l, wait, err);
+}
+
+dsc_status dsc_ledger_sync(dsc_ledger *l, const dsc_done *done, dsc_error *err) {
+    dsc__done d = done_from(done);
+    return dsc__done_now(sync_impl(l, &d, err), &d);
+}
+
 void dsc_ledger_stats_get(dsc_ledger *l, dsc_ledger_stats *out) {
     memset(out, 0, sizeof *out);
     pthread_mutex_lock(&l->mu);

@@ -307,7 +307,8 @@ void dsc__ledger_apply(void *ud, dsc__rec **recs, size_t n) {
     pthread_mutex_unlock(&l->mu);
     /* budgets last: a new one replays every charge committed so far, this batch's too */
     for (size_t i = 0; i < n; i++) {
-        if (recs[i]->type < DSC__REC_BUDGET_SET) continue;
+        if (recs[i]->type != DSC__REC_BUDGET_SET && recs[i]->type != DSC__REC_BUDGET_DELETE)
+            continue;
         if (recs[i]->status == DSC_OK) {
             apply_budget(l, recs[i]);
         } else {

@@ -43,7 +43,8 @@ typedef enum dsc__rec_type {
     DSC__REC_EXPIRE,       /* reservation expired: charge (expire) or released */
     DSC__REC_DECISION,     /* a decisions row */
     DSC__REC_BUDGET_SET,   /* budgets row upsert */
-    DSC__REC_BUDGET_DELETE /* budgets row delete */
+    DSC__REC_BUDGET_DELETE, /* budgets row delete */
+    DSC__REC_SYNC           /* nothing to write: done once the records before it are */
 } dsc__rec_type;
 
 typedef struct dsc__rec_subject {

@@ -512,6 +512,7 @@ static bool own_fault(int rc) {
 
 static int write_rec(sq_store *s, size_t i, const dsc__rec *r) {
     s->batch_seq[i] = s->batch_subject[i] = 0;
+    if (r->type == DSC__REC_SYNC) return SQLITE_OK;
     if (r->type >= DSC__REC_BUDGET_SET) return write_budget(s, r);
     int rc = write_unreserved(s, r);
     if (rc == SQLITE_OK) rc = write_event(s, r, &s->batch_seq[i], &s->batch_subject[i]);

@@ -222,13 +222,13 @@ static dsc_status pack_rows(sqlite3_stmt *st, const list_args *a, msgpack_packer
     return res;
 }
 
-static dsc_status query(dsc__call *c, const list_args *a, msgpack_packer *pk, dsc_error *err) {
+static dsc_status query(const char *store, const list_args *a, msgpack_packer *pk, dsc_error *err) {
     sqlite3 *db = NULL;
     sqlite3_stmt *st = NULL;
     bool more = false;
     int64_t last = 0;
     dsc_status res = DSC_STORE_UNAVAILABLE;
-    if (sqlite3_open_v2(c->srv->cfg.store, &db, SQLITE_OPEN_READONLY, NULL) != SQLITE_OK ||
+    if (sqlite3_open_v2(store, &db, SQLITE_OPEN_READONLY, NULL) != SQLITE_OK ||
         sqlite3_busy_timeout(db, 2000) != SQLITE_OK ||
         sqlite3_prepare_v2(db, list_sql, -1, &st, NULL) != SQLITE_OK) {
         dsc_error_set(err, res, "decision journal: %s", db ? sqlite3_errmsg(db) : "cannot open");
@@ -402,6 +402,33 @@ static dsc_status query_stream(dsc__call *c, const list_args *a, dsc_error *err)
     return st;
 }
 
+/* A check's hold is acknowledged before its commit: the journal is read once what was
+ * queued before this call is committed (dsc_ledger_sync), so a caller lists its own
+ * decisions. */
+typedef struct synced_job {
+    dsc__job job; /* first */
+    list_args a;
+} synced_job;
+
+static dsc_status finish_synced(dsc__job *job, dsc_status st, const dsc_error *st_err,
+                                msgpack_packer *pk, dsc_error *err) {
+    if (st != DSC_OK) {
+        *err = *st_err;
+        return st;
+    }
+    return query(job->w->srv->cfg.store, &((synced_job *)job)->a, pk, err);
+}
+
+static dsc_status query_synced(dsc__call *c, const list_args *a, dsc_error *err) {
+    synced_job *j = (synced_job *)dsc__job_defer(c, sizeof *j, finish_synced);
+    if (!j) return dsc_error_set(err, DSC_NOMEM, "out of memory for decisions.list");
+    j->a = *a;
+    dsc_done done = {dsc__job_done, dsc__job_slot(&j->job, 0)};
+    dsc_status st = dsc_ledger_sync(c->srv->ledger, &done, err);
+    if (st != DSC_OK) dsc__job_unslot(&j->job);
+    return st;
+}
+
 dsc_status dsc__m_decisions_list(dsc__call *c, const msgpack_object *p, msgpack_packer *pk,
                                  dsc_error *err) {
     list_args a;
@@ -410,6 +437,7 @@ dsc_status dsc__m_decisions_list(dsc__call *c, const msgpack_object *p, msgpack_
     if (!c->srv->cfg.store[0])
         return dsc_error_set(err, DSC_STORE_UNAVAILABLE,
                              "this server has no store: decisions are not journaled");
+    (void)pk;
     if (c->srv->redis) return query_stream(c, &a, err);
-    return query(c, &a, pk, err);
+    return query_synced(c, &a, err);
 }

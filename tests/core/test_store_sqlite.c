@@ -1896,3 +1896,46 @@ Test(store_sqlite, an_unreserved_settle_repeated_after_memory_forgot_it_is_refus
                  1);
     cr_assert_eq(query_int(path, "SELECT sum(gco2e) FROM charges"), 4 * M);
 }
+
+/* durability full: a check is answered before its record commits (the writer waits up
+ * to batch_ms for a record someone waits on); dsc_ledger_sync is that record, so a
+ * reader of the file sees every decision answered before it, and its done runs once. */
+Test(store_sqlite, sync_returns_once_every_decision_answered_before_it_is_readable) {
+    char path[600];
+    temp_db(path, sizeof path);
+    dsc_ledger_config cfg = {.store_path = path, .batch_ms = 30000};
+    dsc_error err;
+    dsc_ledger *l = dsc_ledger_new(&cfg, &err);
+    cr_assert(l, "%s", err.message);
+    char rid[DSC_RESERVATION_ID_MAX];
+    dsc_amounts a = amt(DSC_METRIC_GCO2E, 5 * M);
+    dsc_decision_record d = allow_decision("d-sync-1");
+    cr_assert_eq(reserve_as(l, (dsc_reserve_req){&ana, &a, 60, "q-sync-1", &d}, rid, NULL, 0, NULL,
+                            NULL, &err),
+                 DSC_OK, "%s", err.message);
+    cr_assert_eq(query_int(path, "SELECT count(*) FROM decisions"), 0,
+                 "answered, not committed yet (the writer waits for a waited record)");
+    cr_assert_eq(dsc_ledger_sync(l, NULL, &err), DSC_OK, "%s", err.message);
+    cr_assert_eq(query_int(path, "SELECT count(*) FROM decisions"), 1);
+    d = allow_decision("d-sync-2");
+    cr_assert_eq(reserve_as(l, (dsc_reserve_req){&ana, &a, 60, "q-sync-2", &d}, rid, NULL, 0, NULL,
+                            NULL, &err),
+                 DSC_OK, "%s", err.message);
+    completion c = {PTHREAD_MUTEX_INITIALIZER, PTHREAD_COND_INITIALIZER, 0, DSC_INTERNAL};
+    cr_assert_eq(dsc_ledger_sync(l, &(dsc_done){on_done, &c}, &err), DSC_OK, "%s", err.message);
+    wait_calls(&c, 1);
+    cr_assert_eq(c.st, DSC_OK);
+    cr_assert_eq(query_int(path, "SELECT count(*) FROM decisions"), 2);
+    dsc_ledger_free(l);
+}
+
+Test(store_sqlite, sync_without_a_store_is_immediate) {
+    dsc_error err;
+    dsc_ledger *l = dsc_ledger_new(&(dsc_ledger_config){0}, &err);
+    cr_assert(l, "%s", err.message);
+    completion c = {PTHREAD_MUTEX_INITIALIZER, PTHREAD_COND_INITIALIZER, 0, DSC_INTERNAL};
+    cr_assert_eq(dsc_ledger_sync(l, &(dsc_done){on_done, &c}, &err), DSC_OK);
+    cr_assert_eq(c.calls, 1, "done ran before the return");
+    cr_assert_eq(dsc_ledger_sync(l, NULL, &err), DSC_OK);
+    dsc_ledger_free(l);
+}

@@ -390,6 +390,13 @@ dsc_status dsc_ledger_hold_get(dsc_ledger *l, const char *reservation_id, dsc_ho
 dsc_status dsc_ledger_record(dsc_ledger *l, const dsc_decision_record *rec, const dsc_done *done,
                              dsc_error *err);
 
+/* A barrier: done (or, without one, the return) once everything queued before this
+ * call is committed, under every durability, so that a reader of the store (the
+ * decision journal) sees it. Holds are acknowledged before their commit, so a reader
+ * that must see the caller's own decisions syncs first. Immediate without a store.
+ * DSC_STORE_UNAVAILABLE when the commit fails. */
+dsc_status dsc_ledger_sync(dsc_ledger *l, const dsc_done *done, dsc_error *err);
+
 /* --- health --------------------------------------------------------------------- */
 
 typedef struct dsc_ledger_stats {
