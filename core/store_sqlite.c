@@ -62,8 +62,11 @@ static const char *const stmt_sql[ST_COUNT] = {
     [ST_SUBJECT_GET] = "SELECT id FROM subjects WHERE org = ?1 AND team = ?2 AND user = ?3"
                        " AND key = ?4",
     [ST_SUBJECT_ADD] = "INSERT INTO subjects(org, team, user, key) VALUES(?1, ?2, ?3, ?4)",
-    [ST_CHECKPOINT] = "INSERT INTO checkpoints(seq, at_us, max_at_us, held_from)"
-                      " VALUES(?1, ?2, ?3, ?4)",
+    [ST_CHECKPOINT] =
+        "INSERT INTO checkpoints(seq, at_us, max_at_us, held_from, max_rid)"
+        " VALUES(?1, ?2, ?3, ?4, (SELECT coalesce(max(m), x'') FROM (SELECT max_rid AS m"
+        " FROM checkpoints WHERE seq = ?5 UNION ALL SELECT substr(rid, 1, 6) FROM events"
+        " WHERE seq > ?5 AND seq <= ?1 AND type IN (1, 2) AND length(rid) = 18)))",
     [ST_ROLLUP] = "INSERT INTO rollups VALUES(?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9)"
                   " ON CONFLICT(hour_us, subject) DO UPDATE SET"
                   " energy_wh = energy_wh + excluded.energy_wh, gco2e = gco2e + excluded.gco2e,"
@@ -619,6 +622,7 @@ static int write_checkpoint(sq_store *s, int64_t now_us, bool *written, int64_t 
     sqlite3_bind_int64(st, 2, now_us);
     sqlite3_bind_int64(st, 3, s->max_at_us);
     sqlite3_bind_int64(st, 4, *held_from);
+    sqlite3_bind_int64(st, 5, s->checkpoint_seq); /* the newest hold id: see hold_range */
     int rc = step(st);
     *written = rc == SQLITE_OK;
     return rc;

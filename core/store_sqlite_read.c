@@ -63,6 +63,9 @@ static const char find_sql[] =
     "SELECT e.type, " SUBJECT ", st.name, " AMOUNTS("e") ", " WHAT " FROM events e"
     JOIN_SUBJECT("e") " LEFT JOIN names st ON st.id = e.state" JOIN_WHAT("e")
     " WHERE e.rid = ?2 AND e.seq >= ?1 AND e.type BETWEEN 1 AND 5 ORDER BY e.seq";
+static const char find_hold_sql[] =
+    "SELECT seq FROM events WHERE seq BETWEEN ?1 AND ?2 AND rid = ?3 AND type IN (1, 2)"
+    " LIMIT 1";
 // clang-format on
 
 int64_t dsc__sq_first_seq_at(sqlite3 *db, int64_t at_us) {
@@ -266,16 +269,61 @@ dsc_status dsc__sq_load(dsc__store *base, dsc__store_loader *ld, dsc_error *err)
 
 /* --- a forgotten reservation ------------------------------------------------------ */
 
-/* The first seq that can hold the hold of id: the ledger's ids start with a counter
- * seeded from the clock (µs) when it opened, so a hold is never older than its
- * counter, less an hour of slack for clocks that moved; 1 for other ids. */
-static int64_t hold_bound(sqlite3 *db, const char *id) {
-    if (strlen(id) != 37) return 1;
-    char counter[13];
-    memcpy(counter, id + 1, 12);
-    counter[12] = '\0';
-    int64_t at = (int64_t)strtoull(counter, NULL, 16);
-    return dsc__sq_first_seq_at(db, at - 3600 * US);
+/* The 12 hex digits of an id's counter as the 6 bytes the log stores them in. */
+static bool hex_counter(const char *hex, unsigned char out[6]) {
+    for (int i = 0; i < 12; i++) {
+        char c = hex[i];
+        int v = c >= '0' && c <= '9' ? c - '0' : c >= 'a' && c <= 'f' ? c - 'a' + 10 : -1;
+        if (v < 0) return false;
+        if (i % 2 == 0)
+            out[i / 2] = (unsigned char)(v << 4);
+        else
+            out[i / 2] |= (unsigned char)v;
+    }
+    return true;
+}
+
+/* The seqs that can hold the hold of id, [*from, *to]: the ledger's ids start with a
+ * counter that grows in the log's order, and each checkpoint keeps the largest counter
+ * of a hold up to its seq (max_rid), so the hold lies after the last checkpoint below
+ * its counter and at or before the first one at or above it: at most the events of
+ * one checkpoint interval, whatever the id (a made-up one costs no more). Ids of an
+ * older shape come only from a migrated file, whose events all precede its first
+ * checkpoint (written by the migration). */
+static void hold_range(sqlite3 *db, const char *id, int64_t *from, int64_t *to) {
+    static const char *const sql[3] = {
+        "SELECT seq + 1 FROM checkpoints WHERE max_rid < ?1 ORDER BY max_rid DESC, seq DESC"
+        " LIMIT 1",
+        "SELECT seq FROM checkpoints WHERE max_rid >= ?1 ORDER BY max_rid, seq LIMIT 1",
+        "SELECT min(seq) FROM checkpoints WHERE ?1 IS NULL"};
+    *from = 1, *to = INT64_MAX;
+    unsigned char counter[6];
+    bool ours = strlen(id) == 37 && hex_counter(id + 1, counter);
+    int64_t *bound[3] = {from, to, to};
+    for (int i = ours ? 0 : 2; i < (ours ? 2 : 3); i++) {
+        sqlite3_stmt *st = NULL;
+        if (sqlite3_prepare_v2(db, sql[i], -1, &st, NULL) == SQLITE_OK &&
+            (ours ? sqlite3_bind_blob(st, 1, counter, sizeof counter, SQLITE_STATIC)
+                  : sqlite3_bind_null(st, 1)) == SQLITE_OK &&
+            sqlite3_step(st) == SQLITE_ROW && sqlite3_column_type(st, 0) != SQLITE_NULL)
+            *bound[i] = sqlite3_column_int64(st, 0);
+        sqlite3_finalize(st);
+    }
+}
+
+/* The seq of id's hold, 0 when the log has none: found within hold_range. */
+static int64_t hold_seq(sqlite3 *db, const char *id) {
+    int64_t from, to, seq = 0;
+    hold_range(db, id, &from, &to);
+    sqlite3_stmt *st = NULL;
+    if (sqlite3_prepare_v2(db, find_hold_sql, -1, &st, NULL) == SQLITE_OK) {
+        sqlite3_bind_int64(st, 1, from);
+        sqlite3_bind_int64(st, 2, to);
+        dsc__sq_bind_rid(st, 3, id);
+        if (sqlite3_step(st) == SQLITE_ROW) seq = sqlite3_column_int64(st, 0);
+    }
+    sqlite3_finalize(st);
+    return seq;
 }
 
 typedef struct found {
@@ -320,7 +368,9 @@ dsc_status dsc__sq_find_reservation(dsc__store *base, const char *id, dsc__rec *
     pthread_mutex_lock(&s->rmu);
     if (!s->rdb && dsc__sq_open_conn(s->path, &s->rdb, NULL) != DSC_OK) goto out;
     if (sqlite3_prepare_v2(s->rdb, find_sql, -1, &st, NULL) != SQLITE_OK) goto out;
-    sqlite3_bind_int64(st, 1, hold_bound(s->rdb, id));
+    int64_t hold = hold_seq(s->rdb, id);
+    if (!hold) goto out;
+    sqlite3_bind_int64(st, 1, hold);
     dsc__sq_bind_rid(st, 2, id);
     if (each_row_stmt(s->rdb, st, NULL, 0, NULL, &f, row_found, NULL) != DSC_OK) goto out;
     res = f.any && *state ? DSC_OK : DSC_UNKNOWN_RESERVATION;

@@ -1939,3 +1939,54 @@ Test(store_sqlite, sync_without_a_store_is_immediate) {
     cr_assert_eq(dsc_ledger_sync(l, NULL, &err), DSC_OK);
     dsc_ledger_free(l);
 }
+
+/* A settle of a finished reservation that memory forgot finds its hold between the
+ * two checkpoints around its id's counter, across many checkpoints; an id with a real
+ * counter but made-up random digits is unknown, not charged. */
+Test(store_sqlite, forgotten_holds_are_found_between_the_checkpoints_around_their_ids) {
+    char path[600];
+    temp_db(path, sizeof path);
+    fake_clock clk = {T0};
+    dsc_ledger_config cfg = {.store_path = path,
+                             .durability = DSC_DURABILITY_OFF,
+                             .now_us = fake_now,
+                             .clock_ud = &clk,
+                             .retain_s = 1};
+    dsc_error err;
+    dsc_ledger *l = dsc_ledger_new(&cfg, &err);
+    cr_assert(l, "%s", err.message);
+    enum { PAIRS = 10000 }; /* 20 000 events: several checkpoints of 4096 */
+    enum { EVERY = 97, SAMPLED = PAIRS / EVERY + 1 };
+    static char rids[SAMPLED][DSC_RESERVATION_ID_MAX];
+    dsc_amounts a = amt(DSC_METRIC_GCO2E, 5);
+    for (int i = 0; i < PAIRS; i++) {
+        char rid[DSC_RESERVATION_ID_MAX];
+        cr_assert_eq(reserve_as(l, (dsc_reserve_req){&ana, &a, 60, NULL, NULL}, rid, NULL, 0, NULL,
+                                NULL, &err),
+                     DSC_OK, "%s", err.message);
+        cr_assert_eq(settle_as(l, (dsc_settle_req){rid, &a, NULL, NULL}, NULL, NULL, &err), DSC_OK,
+                     "%s", err.message);
+        if (i % EVERY == 0) memcpy(rids[i / EVERY], rid, sizeof rid);
+    }
+    cr_assert_eq(dsc_ledger_sync(l, NULL, &err), DSC_OK, "%s", err.message);
+    cr_assert_geq(query_int(path, "SELECT count(*) FROM checkpoints"), 3);
+    clk.now += 10 * S;
+    dsc_ledger_tick(l);
+    dsc_ledger_stats stats;
+    dsc_ledger_stats_get(l, &stats);
+    cr_assert_eq(stats.reservations, 0, "forgotten by memory");
+    for (int k = 0; k < SAMPLED; k++) {
+        dsc_settle_out out;
+        cr_assert_eq(settle_as(l, (dsc_settle_req){rids[k], &a, (dsc_subject *)&ana, NULL}, &out,
+                               NULL, &err),
+                     DSC_OK, "%s: %s", rids[k], err.message);
+        cr_assert_eq(out.kind, DSC_SETTLE_REPEATED, "%s", rids[k]);
+    }
+    char forged[DSC_RESERVATION_ID_MAX];
+    memcpy(forged, rids[SAMPLED / 2], sizeof forged);
+    forged[20] = forged[20] == 'a' ? 'b' : 'a'; /* same counter, other random digits */
+    cr_assert_eq(
+        settle_as(l, (dsc_settle_req){forged, &a, (dsc_subject *)&ana, NULL}, NULL, NULL, &err),
+        DSC_UNKNOWN_RESERVATION, "%s", err.message);
+    dsc_ledger_free(l);
+}
