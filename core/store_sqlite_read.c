@@ -292,8 +292,8 @@ static bool hex_counter(const char *hex, unsigned char out[6]) {
  * checkpoint (written by the migration). */
 static void hold_range(sqlite3 *db, const char *id, int64_t *from, int64_t *to) {
     static const char *const sql[3] = {
-        "SELECT seq + 1 FROM checkpoints WHERE max_rid < ?1 ORDER BY max_rid DESC, seq DESC"
-        " LIMIT 1",
+        ("SELECT seq + 1 FROM checkpoints WHERE max_rid < ?1"
+         " ORDER BY max_rid DESC, seq DESC LIMIT 1"),
         "SELECT seq FROM checkpoints WHERE max_rid >= ?1 ORDER BY max_rid, seq LIMIT 1",
         "SELECT min(seq) FROM checkpoints WHERE ?1 IS NULL"};
     *from = 1, *to = INT64_MAX;
