@@ -78,7 +78,10 @@ static const char *const stmt_sql[ST_COUNT] = {
                  " AND NOT (type IN (1, 2) AND dsc_open(rid))",
     [ST_PURGED] = "INSERT OR REPLACE INTO meta VALUES('purged_before_us', ?1)",
     [ST_UNRESERVED] = "INSERT INTO unreserved VALUES(?1)",
-    [ST_BEGIN] = "BEGIN",
+    /* IMMEDIATE: the write lock first, waiting (busy_timeout) for another connection
+     * to the file (the keys' table) to commit; a deferred BEGIN that reads first
+     * fails at once with SQLITE_BUSY when that connection committed meanwhile */
+    [ST_BEGIN] = "BEGIN IMMEDIATE",
     [ST_COMMIT] = "COMMIT",
     [ST_ROLLBACK] = "ROLLBACK"};
 
