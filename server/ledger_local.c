@@ -33,7 +33,8 @@ static dsc_status record(dsc__worker *w, const dsc_decision_record *rec, const d
 }
 
 static dsc_status settle(dsc__worker *w, const dsc_settle_req *req, dsc_settle_out *out,
-                         const dsc_done *done, dsc_error *err) {
+                         dsc__settle_states *states, const dsc_done *done, dsc_error *err) {
+    (void)states; /* read after the commit, from the ledger's memory */
     return dsc_ledger_settle(w->srv->ledger, req, out, done, err);
 }
 

@@ -31,6 +31,16 @@
 typedef struct dsc__worker dsc__worker;
 typedef struct dsc_server dsc_server;
 
+/* The budget states a settle's reply carries (the subject's budgets after it). A
+ * store that reads its counters in the settle's own call fills v (at most max),
+ * sets n and filled by the time done runs; otherwise filled stays false and the
+ * caller reads them itself. */
+typedef struct dsc__settle_states {
+    dsc_budget_state *v;
+    size_t max, n;
+    bool filled;
+} dsc__settle_states;
+
 typedef struct dsc__ledger_ops {
     const char *name; /* "local", "redis" */
     bool ordered;     /* a read sent after a write sees it (one connection in order);
@@ -45,7 +55,7 @@ typedef struct dsc__ledger_ops {
     dsc_status (*record)(dsc__worker *w, const dsc_decision_record *rec, const dsc_done *done,
                          dsc_error *err);
     dsc_status (*settle)(dsc__worker *w, const dsc_settle_req *req, dsc_settle_out *out,
-                         const dsc_done *done, dsc_error *err);
+                         dsc__settle_states *states, const dsc_done *done, dsc_error *err);
     dsc_status (*cancel)(dsc__worker *w, const dsc_cancel_req *req, const dsc_done *done,
                          dsc_error *err);
     dsc_status (*budget)(dsc__worker *w, const dsc_budget_req *req, const dsc_done *done,

@@ -184,9 +184,10 @@ typedef struct pending {
     size_t max;
     dsc_reserve_out *rout; /* reserve */
     dsc_settle_out *sout;  /* settle */
-    dsc_hold_info *hold;   /* hold_get */
-    dsc_hold_info own;     /* reserve: what the hold is for, kept once it is held */
-    bool budget_remove;    /* budget: the change, applied again when a reload lost it */
+    dsc__settle_states *sstates;
+    dsc_hold_info *hold; /* hold_get */
+    dsc_hold_info own;   /* reserve: what the hold is for, kept once it is held */
+    bool budget_remove;  /* budget: the change, applied again when a reload lost it */
     dsc_budget_info binfo;
     double blimit;
 } pending;
@@ -200,6 +201,7 @@ static pending *pending_new(dsc__worker *w, const dsc_done *done, dsc_error *err
     p->w = w;
     p->done = *done;
     p->k.n = 0;
+    p->sstates = NULL;
     return p;
 }
 
@@ -439,6 +441,20 @@ static dsc_status record(dsc__worker *w, const dsc_decision_record *rec, const d
 
 /* ---------------------------------------------------------------- settle -- */
 
+/* settle.lua answered the counters after the settle: the reply's budget states
+ * (matched with the actual usage as the request; the reply's carry none). */
+static void settle_states(pending *p, const dsc__redis_settle_out *o) {
+    dsc__settle_states *s = p->sstates;
+    if (!s || o->n != p->k.n) return;
+    s->n = 0;
+    for (size_t i = 0; i < o->n && i < s->max; i++, s->n++) {
+        s->v[i] = p->k.states[i];
+        s->v[i].request = 0;
+        state_from(&s->v[i], &o->counters[i], &p->k.c[i].window);
+    }
+    s->filled = true;
+}
+
 static void on_settle(void *ud, dsc_status st, const dsc__redis_settle_out *o,
                       const dsc_error *err) {
     pending *p = ud;
@@ -455,6 +471,7 @@ static void on_settle(void *ud, dsc_status st, const dsc__redis_settle_out *o,
         finish_status(p, DSC_FORBIDDEN, "%s", "field 'reservation': held by another key");
     else {
         if (p->sout) p->sout->kind = kinds[o->kind];
+        settle_states(p, o);
         finish(p, DSC_OK, NULL);
     }
 }
@@ -465,7 +482,7 @@ static const char *owner_arg(const char *key_id) {
 }
 
 static dsc_status settle(dsc__worker *w, const dsc_settle_req *req, dsc_settle_out *out,
-                         const dsc_done *done, dsc_error *err) {
+                         dsc__settle_states *states, const dsc_done *done, dsc_error *err) {
     dsc__redis *r = conn_of(w, err);
     if (!r) return DSC_STORE_UNAVAILABLE;
     pending *p = pending_new(w, done, err);
@@ -473,6 +490,7 @@ static dsc_status settle(dsc__worker *w, const dsc_settle_req *req, dsc_settle_o
     dsc_status st = match(w, req->subject_if_unknown, req->actual, &p->k, err);
     if (st == DSC_OK) {
         p->sout = out;
+        p->sstates = req->subject_if_unknown ? states : NULL;
         dsc__redis_settle_req rq = {
             .reservation_id = req->reservation_id,
             .owner_key = owner_arg(req->key_id),

@@ -108,6 +108,61 @@ Test(integration_redis, one_replica_holds_settles_and_cancels_with_every_counter
     th_redis_cleanup(&r);
 }
 
+/* How many EVALSHA the Redis at c ran since its last CONFIG RESETSTAT. */
+static long long evalsha_calls(redisContext *c) {
+    redisReply *rep = redisCommand(c, "INFO commandstats");
+    cr_assert(rep && rep->type == REDIS_REPLY_STRING, "INFO commandstats");
+    const char *at = strstr(rep->str, "cmdstat_evalsha:calls=");
+    long long n = at ? strtoll(at + strlen("cmdstat_evalsha:calls="), NULL, 10) : 0;
+    freeReplyObject(rep);
+    return n;
+}
+
+#define SETTLES 40
+
+Test(integration_redis, a_settle_reply_reads_its_budget_states_in_the_settle_script) {
+    th_redis r;
+    th_redis_start(&r, NULL);
+    th_server s;
+    start_on(&s, &r, NULL);
+    cr_assert(healthz_becomes(&s, 200, 5000), "never healthy on Redis");
+    th_client *a = th_connect_admin(&s);
+    json_t *res, *resp = th_ok(a, "budget.set",
+                               "{\"selector\": \"team:*\", \"metric\": \"tokens\", "
+                               "\"window\": \"day\", \"limit\": 100000}",
+                               &res);
+    json_decref(resp);
+    static char ids[SETTLES][64];
+    for (int i = 0; i < SETTLES; i++) {
+        resp = th_ok(a, "check", CHECK, &res);
+        snprintf(ids[i], sizeof ids[i], "%s", th_str(res, "reservation"));
+        json_decref(resp);
+    }
+    redisContext *rc = th_redis_connect(&r);
+    th_redis_int(rc, "CONFIG RESETSTAT");
+    int64_t t0 = th_now_ms();
+    for (int i = 0; i < SETTLES; i++) {
+        char params[256];
+        snprintf(params, sizeof params,
+                 "{\"reservation\": \"%s\", \"input_tokens\": 100, \"output_tokens\": 50}", ids[i]);
+        resp = th_ok(a, "settle", params, &res);
+        json_t *b = budget_named(res, "tokens");
+        cr_assert_eq(th_num(b, "used"), 150 * (i + 1), "the reply shows this settle's charge");
+        cr_assert_eq(th_num(b, "held"), 200 * (SETTLES - i - 1));
+        json_decref(resp);
+    }
+    long long calls = evalsha_calls(rc), sweeps = (th_now_ms() - t0) / 1000 + 2;
+    /* one call per settle, and worker 0's once-a-second sweep meanwhile; a state read
+     * of its own after each settle would make it 2 per settle */
+    cr_assert(calls >= SETTLES && calls <= SETTLES + sweeps, "%lld script calls for %d settles",
+              calls, SETTLES);
+    redisFree(rc);
+    th_client_free(a);
+    cr_assert_eq(th_server_stop(&s), 0);
+    th_server_cleanup(&s);
+    th_redis_cleanup(&r);
+}
+
 Test(integration_redis, a_budget_and_its_usage_survive_a_replica_restart_in_redis) {
     th_redis r;
     th_redis_start(&r, NULL);
