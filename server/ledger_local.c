@@ -7,9 +7,10 @@
 #include "server_internal.h"
 
 static dsc_status preview(dsc__worker *w, const dsc_subject *s, const dsc_amounts *request,
-                          dsc_budget_state *out, size_t max, size_t *n, const dsc_done *done,
-                          bool *later, dsc_error *err) {
+                          bool recent_ok, dsc_budget_state *out, size_t max, size_t *n,
+                          const dsc_done *done, bool *later, dsc_error *err) {
     (void)done;
+    (void)recent_ok; /* the ledger's memory is always current */
     *later = false;
     return dsc_ledger_preview(w->srv->ledger, s, request, out, max, n, err);
 }

@@ -45,9 +45,11 @@ typedef struct dsc__ledger_ops {
     const char *name; /* "local", "redis" */
     bool ordered;     /* a read sent after a write sees it (one connection in order);
                          else a write's effect may wait for its commit */
+    /* recent_ok: the states may be ones the store read up to its configured age ago
+     * (a check's policies); false: as of now (budget.get). */
     dsc_status (*preview)(dsc__worker *w, const dsc_subject *s, const dsc_amounts *request,
-                          dsc_budget_state *out, size_t max, size_t *n, const dsc_done *done,
-                          bool *later, dsc_error *err);
+                          bool recent_ok, dsc_budget_state *out, size_t max, size_t *n,
+                          const dsc_done *done, bool *later, dsc_error *err);
     dsc_status (*hold_get)(dsc__worker *w, const char *id, dsc_hold_info *out, const dsc_done *done,
                            bool *later, dsc_error *err);
     dsc_status (*reserve)(dsc__worker *w, const dsc_reserve_req *req, dsc_reserve_out *out,

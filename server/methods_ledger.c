@@ -534,7 +534,7 @@ static dsc_status run_check(dsc__call *c, check_job *j, dsc_error *err) {
     dsc_done done = {on_check_states, j};
     keep_call(&j->call, j->key_id, sizeof j->key_id, c);
     dsc__job_slot(&j->job, 1);
-    st = c->srv->lops->preview(c->w, &a->subject.subject, &o->amounts, o->states, PREVIEW_MAX,
+    st = c->srv->lops->preview(c->w, &a->subject.subject, &o->amounts, true, o->states, PREVIEW_MAX,
                                &o->n_states, &done, &later, err);
     if (later) return DSC_OK;
     dsc__job_unslot(&j->job);
@@ -912,8 +912,8 @@ dsc_status dsc__m_budget_get(dsc__call *c, const msgpack_object *p, msgpack_pack
     if (st != DSC_OK) return st;
     bool later = false;
     dsc_done done = {dsc__job_done, dsc__job_slot(&j->job, 0)};
-    st = c->srv->lops->preview(c->w, &j->s.subject, NULL, j->states, PREVIEW_MAX, &j->n, &done,
-                               &later, err);
+    st = c->srv->lops->preview(c->w, &j->s.subject, NULL, false, j->states, PREVIEW_MAX, &j->n,
+                               &done, &later, err);
     if (!later) dsc__job_unslot(&j->job);
     return st;
 }
