@@ -56,5 +56,5 @@ static bool healthy(dsc_server *srv) {
 }
 
 const dsc__ledger_ops dsc__ledger_local = {
-    "local", false, preview, hold_get, reserve, record, settle, cancel, budget, healthy,
+    "local", preview, hold_get, reserve, record, settle, cancel, budget, healthy,
 };

@@ -43,8 +43,6 @@ typedef struct dsc__settle_states {
 
 typedef struct dsc__ledger_ops {
     const char *name; /* "local", "redis" */
-    bool ordered;     /* a read sent after a write sees it (one connection in order);
-                         else a write's effect may wait for its commit */
     /* recent_ok: the states may be ones the store read up to its configured age ago
      * (a check's policies); false: as of now (budget.get). */
     dsc_status (*preview)(dsc__worker *w, const dsc_subject *s, const dsc_amounts *request,

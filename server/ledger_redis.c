@@ -873,7 +873,7 @@ static bool healthy(dsc_server *srv) {
 }
 
 const dsc__ledger_ops dsc__ledger_redis = {
-    "redis", true, preview, hold_get, reserve, record, settle, cancel, budget, healthy,
+    "redis", preview, hold_get, reserve, record, settle, cancel, budget, healthy,
 };
 
 /* ------------------------------------------------------------ lifecycle -- */
