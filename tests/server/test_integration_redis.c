@@ -164,7 +164,8 @@ Test(integration_redis, a_settle_reply_reads_its_budget_states_in_the_settle_scr
     for (int i = 0; i < SETTLES; i++) {
         char params[256];
         snprintf(params, sizeof params,
-                 "{\"reservation\": \"%s\", \"input_tokens\": 100, \"output_tokens\": 50}", ids[i]);
+                 "{\"reservation\": \"%.63s\", \"input_tokens\": 100, \"output_tokens\": 50}",
+                 ids[i]);
         resp = th_ok(a, "settle", params, &res);
         json_t *b = budget_named(res, "tokens");
         cr_assert_eq(th_num(b, "used"), 150 * (i + 1), "the reply shows this settle's charge");
