@@ -90,6 +90,9 @@ static const config_key config_keys[] = {
            "(\"\" = memory only)"),
     STRING("redis_prefix", KEY_PREFIX, redis_prefix, "PREFIX",
            "prefix of every Redis key (a Redis store; password: DISCERN_REDIS_PASSWORD)"),
+    NUM("redis_state_max_age_ms", redis_state_max_age_ms, 0, 10000, "MILLISECONDS",
+        "a Redis store: the usage a check's policies see may be this old (0 = read each "
+        "time); holds are still checked exactly"),
     ENUM("durability", KEY_ENUM_STR, durability, durability_names,
          "full: committed before the reply (a check's hold: queued); batch: queued; off: no fsync"),
     STRING("timezone", KEY_TZ, timezone, "TZ",
@@ -153,6 +156,7 @@ void dsc_server_config_default(dsc_server_config *cfg) {
     strcpy(cfg->store, "var/discern.db");
     strcpy(cfg->durability, "full");
     strcpy(cfg->redis_prefix, "discern:");
+    cfg->redis_state_max_age_ms = 100;
     strcpy(cfg->policies, "policies");
     strcpy(cfg->timezone, "UTC");
     cfg->log_level = DSC_LOG_INFO;

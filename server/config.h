@@ -48,6 +48,7 @@ typedef struct dsc_server_config {
     char http[DSC_CONFIG_STR_MAX];      /* "host:port"; "" = no HTTP listener */
     char store[DSC_CONFIG_STR_MAX];     /* SQLite file or Redis URL; "" = memory only */
     char redis_prefix[64];              /* a Redis store's keys: "{<prefix>}..." */
+    int64_t redis_state_max_age_ms;     /* a check's budget states may be this old (Redis) */
     char durability[16];                /* "full", "batch", "off" */
     char policies[DSC_CONFIG_STR_MAX];  /* policy folder */
     char data[DSC_CONFIG_STR_MAX];      /* catalogue folder; "" = the installed one */

@@ -7,9 +7,10 @@
 #include "server_internal.h"
 
 static dsc_status preview(dsc__worker *w, const dsc_subject *s, const dsc_amounts *request,
-                          dsc_budget_state *out, size_t max, size_t *n, const dsc_done *done,
-                          bool *later, dsc_error *err) {
+                          bool recent_ok, dsc_budget_state *out, size_t max, size_t *n,
+                          const dsc_done *done, bool *later, dsc_error *err) {
     (void)done;
+    (void)recent_ok; /* the ledger's memory is always current */
     *later = false;
     return dsc_ledger_preview(w->srv->ledger, s, request, out, max, n, err);
 }
@@ -33,7 +34,8 @@ static dsc_status record(dsc__worker *w, const dsc_decision_record *rec, const d
 }
 
 static dsc_status settle(dsc__worker *w, const dsc_settle_req *req, dsc_settle_out *out,
-                         const dsc_done *done, dsc_error *err) {
+                         dsc__settle_states *states, const dsc_done *done, dsc_error *err) {
+    (void)states; /* read after the commit, from the ledger's memory */
     return dsc_ledger_settle(w->srv->ledger, req, out, done, err);
 }
 
@@ -54,5 +56,5 @@ static bool healthy(dsc_server *srv) {
 }
 
 const dsc__ledger_ops dsc__ledger_local = {
-    "local", false, preview, hold_get, reserve, record, settle, cancel, budget, healthy,
+    "local", preview, hold_get, reserve, record, settle, cancel, budget, healthy,
 };

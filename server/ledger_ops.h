@@ -31,13 +31,23 @@
 typedef struct dsc__worker dsc__worker;
 typedef struct dsc_server dsc_server;
 
+/* The budget states a settle's reply carries (the subject's budgets after it). A
+ * store that reads its counters in the settle's own call fills v (at most max),
+ * sets n and filled by the time done runs; otherwise filled stays false and the
+ * caller reads them itself. */
+typedef struct dsc__settle_states {
+    dsc_budget_state *v;
+    size_t max, n;
+    bool filled;
+} dsc__settle_states;
+
 typedef struct dsc__ledger_ops {
     const char *name; /* "local", "redis" */
-    bool ordered;     /* a read sent after a write sees it (one connection in order);
-                         else a write's effect may wait for its commit */
+    /* recent_ok: the states may be ones the store read up to its configured age ago
+     * (a check's policies); false: as of now (budget.get). */
     dsc_status (*preview)(dsc__worker *w, const dsc_subject *s, const dsc_amounts *request,
-                          dsc_budget_state *out, size_t max, size_t *n, const dsc_done *done,
-                          bool *later, dsc_error *err);
+                          bool recent_ok, dsc_budget_state *out, size_t max, size_t *n,
+                          const dsc_done *done, bool *later, dsc_error *err);
     dsc_status (*hold_get)(dsc__worker *w, const char *id, dsc_hold_info *out, const dsc_done *done,
                            bool *later, dsc_error *err);
     dsc_status (*reserve)(dsc__worker *w, const dsc_reserve_req *req, dsc_reserve_out *out,
@@ -45,7 +55,7 @@ typedef struct dsc__ledger_ops {
     dsc_status (*record)(dsc__worker *w, const dsc_decision_record *rec, const dsc_done *done,
                          dsc_error *err);
     dsc_status (*settle)(dsc__worker *w, const dsc_settle_req *req, dsc_settle_out *out,
-                         const dsc_done *done, dsc_error *err);
+                         dsc__settle_states *states, const dsc_done *done, dsc_error *err);
     dsc_status (*cancel)(dsc__worker *w, const dsc_cancel_req *req, const dsc_done *done,
                          dsc_error *err);
     dsc_status (*budget)(dsc__worker *w, const dsc_budget_req *req, const dsc_done *done,

@@ -39,6 +39,7 @@
 #define SWEEP_MAX 1000      /* expired holds finished per sweep call */
 #define STATES_MAX 64
 #define HOLDS_KEPT 65536 /* what this replica's own holds were for, newest kept */
+#define RECENT_MAX 16384 /* counters whose last state read is kept (then all dropped) */
 #define DSC__COUNTER_NAME_MAX (3 * DSC_SELECTOR_MAX + DSC_WINDOW_MAX + 32)
 
 struct dsc__redis_shared {
@@ -53,6 +54,9 @@ struct dsc__redis_shared {
     dsc__strmap holds;                    /* reservation id -> what it was for (its own holds) */
     char (*ring)[DSC_RESERVATION_ID_MAX]; /* their ids, oldest first, for eviction */
     size_t ring_head;
+    int64_t recent_max_age_us; /* redis_state_max_age_ms; 0: no recent states used */
+    pthread_mutex_t recent_mu; /* guards recent */
+    dsc__strmap recent;        /* counter name -> its last state read from Redis */
 };
 
 /* ------------------------------------------------------------------ names -- */
@@ -104,6 +108,70 @@ static void state_from(dsc_budget_state *b, const dsc__redis_counter_state *r,
     b->would_exceed = b->used + b->held + b->request > b->limit;
     b->retry_after_s = dsc_window_wait_s(win, b->used + b->held, b->request, b->limit, b->resets_at,
                                          dsc__now_us() / 1000000);
+}
+
+/* ---------------------------------------------------------- recent states -- */
+
+/* Every reply that reads counters (state, reserve, settle) leaves each one's state
+ * here with the time it was read; a check's policies take them while they are
+ * younger than redis_state_max_age_ms instead of a state.lua call of their own.
+ * What is admitted is never decided here: reserve.lua checks every counter again,
+ * atomically, in Redis. */
+typedef struct recent_state {
+    dsc__redis_counter_state s;
+    int64_t at_us;
+    char name[]; /* the map's key */
+} recent_state;
+
+static void recent_free(void *val, void *ud) {
+    (void)ud;
+    free(val);
+}
+
+static void recent_put(dsc__redis_shared *rs, const char *name, const dsc__redis_counter_state *s,
+                       int64_t at_us) {
+    if (rs->recent_max_age_us <= 0) return;
+    pthread_mutex_lock(&rs->recent_mu);
+    recent_state *r = dsc__strmap_get(&rs->recent, name);
+    if (!r) {
+        if (rs->recent.len >= RECENT_MAX) { /* bounded: start again */
+            dsc__strmap_each(&rs->recent, recent_free, NULL);
+            dsc__strmap_destroy(&rs->recent);
+            dsc__strmap_init(&rs->recent);
+        }
+        size_t len = strlen(name) + 1;
+        if ((r = malloc(sizeof *r + len))) {
+            memcpy(r->name, name, len);
+            r->at_us = INT64_MIN;
+            if (dsc__strmap_put(&rs->recent, r->name, r) != DSC_OK) {
+                free(r);
+                r = NULL;
+            }
+        }
+    }
+    if (r && at_us >= r->at_us) r->s = *s, r->at_us = at_us;
+    pthread_mutex_unlock(&rs->recent_mu);
+}
+
+/* Every counter of k as recently read: young enough, and its window not reset since
+ * (a reset counts from Redis's clock: resets_at is when it next goes down). */
+static bool recent_get(dsc__redis_shared *rs, const counters *k, dsc__redis_counter_state *out) {
+    int64_t now = dsc__now_us();
+    bool all = rs->recent_max_age_us > 0;
+    pthread_mutex_lock(&rs->recent_mu);
+    for (size_t i = 0; all && i < k->n; i++) {
+        recent_state *r = dsc__strmap_get(&rs->recent, k->names[i]);
+        all = r && now - r->at_us <= rs->recent_max_age_us && now / 1000000 < r->s.resets_at;
+        if (all) out[i] = r->s;
+    }
+    pthread_mutex_unlock(&rs->recent_mu);
+    return all;
+}
+
+static void recent_keep(dsc__redis_shared *rs, const counters *k, size_t from,
+                        const dsc__redis_counter_state *s, size_t n, int64_t at_us) {
+    for (size_t i = 0; i < n && from + i < k->n; i++)
+        recent_put(rs, k->names[from + i], &s[i], at_us);
 }
 
 static dsc__redis *conn_of(dsc__worker *w, dsc_error *err) {
@@ -184,9 +252,11 @@ typedef struct pending {
     size_t max;
     dsc_reserve_out *rout; /* reserve */
     dsc_settle_out *sout;  /* settle */
-    dsc_hold_info *hold;   /* hold_get */
-    dsc_hold_info own;     /* reserve: what the hold is for, kept once it is held */
-    bool budget_remove;    /* budget: the change, applied again when a reload lost it */
+    dsc__settle_states *sstates;
+    int64_t sent_us;     /* when the call was made: what it reads is at least this recent */
+    dsc_hold_info *hold; /* hold_get */
+    dsc_hold_info own;   /* reserve: what the hold is for, kept once it is held */
+    bool budget_remove;  /* budget: the change, applied again when a reload lost it */
     dsc_budget_info binfo;
     double blimit;
 } pending;
@@ -200,6 +270,8 @@ static pending *pending_new(dsc__worker *w, const dsc_done *done, dsc_error *err
     p->w = w;
     p->done = *done;
     p->k.n = 0;
+    p->sstates = NULL;
+    p->sent_us = dsc__now_us();
     return p;
 }
 
@@ -244,14 +316,15 @@ static char *journal_text(const dsc_decision_record *d, const char *reservation)
 
 static void on_state(void *ud, dsc_status st, const dsc__redis_answer *a, const dsc_error *err) {
     pending *p = ud;
+    if (st == DSC_OK) recent_keep(p->w->srv->redis, &p->k, 0, a->counters, p->k.n, p->sent_us);
     for (size_t i = 0; st == DSC_OK && i < p->k.n && i < p->max; i++)
         state_from(&p->out[i], &a->counters[i], &p->k.c[i].window);
     finish(p, st, err);
 }
 
 static dsc_status preview(dsc__worker *w, const dsc_subject *s, const dsc_amounts *request,
-                          dsc_budget_state *out, size_t max, size_t *n, const dsc_done *done,
-                          bool *later, dsc_error *err) {
+                          bool recent_ok, dsc_budget_state *out, size_t max, size_t *n,
+                          const dsc_done *done, bool *later, dsc_error *err) {
     *later = false;
     dsc__redis *r = conn_of(w, err);
     if (!r) return DSC_STORE_UNAVAILABLE;
@@ -261,6 +334,13 @@ static dsc_status preview(dsc__worker *w, const dsc_subject *s, const dsc_amount
     if (st == DSC_OK) {
         *n = p->k.n;
         memcpy(out, p->k.states, (p->k.n < max ? p->k.n : max) * sizeof *out);
+    }
+    dsc__redis_counter_state recent[STATES_MAX];
+    if (st == DSC_OK && recent_ok && recent_get(w->srv->redis, &p->k, recent)) {
+        for (size_t i = 0; i < p->k.n && i < max; i++)
+            state_from(&out[i], &recent[i], &p->k.c[i].window);
+        free(p);
+        return DSC_OK;
     }
     if (st != DSC_OK || p->k.n == 0) {
         free(p);
@@ -343,6 +423,7 @@ static void on_reserve(void *ud, dsc_status st, const dsc__redis_reserve_out *o,
     }
     switch (o->kind) {
     case DSC_REDIS_HELD:
+        recent_keep(p->w->srv->redis, &p->k, 0, o->counters, o->n, p->sent_us);
         holds_keep(p->w->srv->redis, &p->own);
         finish(p, DSC_OK, NULL);
         return;
@@ -351,6 +432,7 @@ static void on_reserve(void *ud, dsc_status st, const dsc__redis_reserve_out *o,
         finish(p, DSC_OK, NULL);
         return;
     case DSC_REDIS_REFUSED:
+        recent_keep(p->w->srv->redis, &p->k, o->refused, o->counters, 1, p->sent_us);
         out->reservation_id[0] = '\0';
         out->n_exceeded = 1;
         if (out->exceeded && out->max_exceeded > 0) {
@@ -439,6 +521,21 @@ static dsc_status record(dsc__worker *w, const dsc_decision_record *rec, const d
 
 /* ---------------------------------------------------------------- settle -- */
 
+/* settle.lua answered the counters after the settle: the reply's budget states
+ * (matched with the actual usage as the request; the reply's carry none). */
+static void settle_states(pending *p, const dsc__redis_settle_out *o) {
+    dsc__settle_states *s = p->sstates;
+    if (o->n == p->k.n) recent_keep(p->w->srv->redis, &p->k, 0, o->counters, o->n, p->sent_us);
+    if (!s || o->n != p->k.n) return;
+    s->n = 0;
+    for (size_t i = 0; i < o->n && i < s->max; i++, s->n++) {
+        s->v[i] = p->k.states[i];
+        s->v[i].request = 0;
+        state_from(&s->v[i], &o->counters[i], &p->k.c[i].window);
+    }
+    s->filled = true;
+}
+
 static void on_settle(void *ud, dsc_status st, const dsc__redis_settle_out *o,
                       const dsc_error *err) {
     pending *p = ud;
@@ -455,6 +552,7 @@ static void on_settle(void *ud, dsc_status st, const dsc__redis_settle_out *o,
         finish_status(p, DSC_FORBIDDEN, "%s", "field 'reservation': held by another key");
     else {
         if (p->sout) p->sout->kind = kinds[o->kind];
+        settle_states(p, o);
         finish(p, DSC_OK, NULL);
     }
 }
@@ -465,7 +563,7 @@ static const char *owner_arg(const char *key_id) {
 }
 
 static dsc_status settle(dsc__worker *w, const dsc_settle_req *req, dsc_settle_out *out,
-                         const dsc_done *done, dsc_error *err) {
+                         dsc__settle_states *states, const dsc_done *done, dsc_error *err) {
     dsc__redis *r = conn_of(w, err);
     if (!r) return DSC_STORE_UNAVAILABLE;
     pending *p = pending_new(w, done, err);
@@ -473,6 +571,7 @@ static dsc_status settle(dsc__worker *w, const dsc_settle_req *req, dsc_settle_o
     dsc_status st = match(w, req->subject_if_unknown, req->actual, &p->k, err);
     if (st == DSC_OK) {
         p->sout = out;
+        p->sstates = req->subject_if_unknown ? states : NULL;
         dsc__redis_settle_req rq = {
             .reservation_id = req->reservation_id,
             .owner_key = owner_arg(req->key_id),
@@ -774,7 +873,7 @@ static bool healthy(dsc_server *srv) {
 }
 
 const dsc__ledger_ops dsc__ledger_redis = {
-    "redis", true, preview, hold_get, reserve, record, settle, cancel, budget, healthy,
+    "redis", preview, hold_get, reserve, record, settle, cancel, budget, healthy,
 };
 
 /* ------------------------------------------------------------ lifecycle -- */
@@ -821,7 +920,10 @@ dsc_status dsc__ledger_redis_open(dsc_server *srv, dsc_error *err) {
     srv->redis = rs;
     pthread_mutex_init(&rs->sync_mu, NULL);
     pthread_mutex_init(&rs->holds_mu, NULL);
+    pthread_mutex_init(&rs->recent_mu, NULL);
     dsc__strmap_init(&rs->holds);
+    dsc__strmap_init(&rs->recent);
+    rs->recent_max_age_us = srv->cfg.redis_state_max_age_ms * 1000;
     if (!(rs->ring = calloc(HOLDS_KEPT, sizeof *rs->ring)))
         return dsc_error_set(err, DSC_NOMEM, "out of memory for the Redis store");
     atomic_init(&rs->loaded, -1);
@@ -880,6 +982,9 @@ void dsc__ledger_redis_free(dsc_server *srv) {
     for (size_t i = 0; rs->ring && i < HOLDS_KEPT; i++)
         if (rs->ring[i][0]) holds_forget_locked(rs, rs->ring[i]);
     dsc__strmap_destroy(&rs->holds);
+    dsc__strmap_each(&rs->recent, recent_free, NULL);
+    dsc__strmap_destroy(&rs->recent);
+    pthread_mutex_destroy(&rs->recent_mu);
     free(rs->ring);
     pthread_mutex_destroy(&rs->holds_mu);
     pthread_mutex_destroy(&srv->redis->sync_mu);

@@ -534,7 +534,7 @@ static dsc_status run_check(dsc__call *c, check_job *j, dsc_error *err) {
     dsc_done done = {on_check_states, j};
     keep_call(&j->call, j->key_id, sizeof j->key_id, c);
     dsc__job_slot(&j->job, 1);
-    st = c->srv->lops->preview(c->w, &a->subject.subject, &o->amounts, o->states, PREVIEW_MAX,
+    st = c->srv->lops->preview(c->w, &a->subject.subject, &o->amounts, true, o->states, PREVIEW_MAX,
                                &o->n_states, &done, &later, err);
     if (later) return DSC_OK;
     dsc__job_unslot(&j->job);
@@ -678,8 +678,7 @@ typedef struct settle_job {
     dsc_hold_info hold;
     dsc__call call; /* for the part after the hold's lookup */
     char key_id[DSC__KEY_ID_MAX];
-    bool have_states; /* states read from the store after the settle */
-    size_t n_states;
+    dsc__settle_states sts; /* the states after the settle, when the store's call read them */
     dsc_budget_state states[PREVIEW_MAX];
 } settle_job;
 
@@ -763,44 +762,18 @@ static dsc_status settle_hold(dsc__call *c, settle_job *j, bool known, dsc_error
     dsc_settle_req req = {a->reservation, &j->actual, j->has_subject ? &s->subject : NULL,
                           caller_key(c)};
     dsc_done done = {dsc__job_done, dsc__job_slot(&j->job, 0)};
-    st = c->srv->lops->settle(c->w, &req, &j->out, &done, err);
+    j->sts = (dsc__settle_states){j->states, PREVIEW_MAX, 0, false};
+    st = c->srv->lops->settle(c->w, &req, &j->out, &j->sts, &done, err);
     if (st != DSC_OK) dsc__job_unslot(&j->job);
-    return st;
-}
-
-/* The states after the settle (sent behind it on the same connection) are in. */
-static void on_settle_states(void *ud, dsc_status st, const dsc_error *err) {
-    (void)err;
-    settle_job *j = ud;
-    j->have_states = st == DSC_OK;
-    if (!j->have_states) j->n_states = 0;
-    dsc__job_done(&j->job.slots[1], DSC_OK, NULL);
-}
-
-/* The store answered the hold's lookup (slot 1): settle, then read the states. */
-/* Settle; where a read sent after it sees it (ops->ordered), read the reply's states
- * right behind it, done through slot 1 (*later), instead of in finish_settle. */
-static dsc_status settle_then_read(dsc__call *c, settle_job *j, bool known, bool *later,
-                                   dsc_error *err) {
-    dsc_status st = settle_hold(c, j, known, err);
-    *later = false;
-    if (st != DSC_OK || !j->has_subject || !c->srv->lops->ordered) return st;
-    dsc_error ignored;
-    j->have_states = true;
-    if (c->srv->lops->preview(c->w, &j->a.subject.subject, NULL, j->states, PREVIEW_MAX,
-                              &j->n_states, &(dsc_done){on_settle_states, j}, later,
-                              &ignored) != DSC_OK)
-        j->have_states = false, j->n_states = 0;
     return st;
 }
 
 static void on_settle_hold(void *ud, dsc_status st, const dsc_error *st_err) {
     settle_job *j = ud;
     dsc_error err = st == DSC_OK ? (dsc_error){0} : *st_err;
-    bool later = false;
     if (st == DSC_OK || st == DSC_UNKNOWN_RESERVATION)
-        st = settle_then_read(&j->call, j, st == DSC_OK, &later, &err);
-    if (!later) dsc__job_done(&j->job.slots[1], st, &err);
+        st = settle_hold(&j->call, j, st == DSC_OK, &err);
+    dsc__job_done(&j->job.slots[1], st, &err);
 }
 
 static const char *settle_kind_name(dsc_settle_kind k) {
@@ -825,8 +798,8 @@ static dsc_status finish_settle(dsc__job *job, dsc_status st, const dsc_error *s
         return st;
     }
     dsc_budget_state *states = j->states;
-    size_t n = j->n_states;
-    if (!j->have_states &&
+    size_t n = j->sts.n;
+    if (!j->sts.filled &&
         (!j->has_subject || dsc_ledger_preview(job->w->srv->ledger, &j->a.subject.subject, NULL,
                                                states, PREVIEW_MAX, &n, NULL) != DSC_OK))
         n = 0;
@@ -866,8 +839,8 @@ dsc_status dsc__m_settle(dsc__call *c, const msgpack_object *p, msgpack_packer *
         return st;
     }
     dsc_error_clear(err);
-    st = settle_then_read(c, j, st == DSC_OK, &later, err); /* slot 1: the states */
-    if (!later) dsc__job_unslot(&j->job);
+    st = settle_hold(c, j, st == DSC_OK, err);
+    dsc__job_unslot(&j->job);
     return st;
 }
 
@@ -939,8 +912,8 @@ dsc_status dsc__m_budget_get(dsc__call *c, const msgpack_object *p, msgpack_pack
     if (st != DSC_OK) return st;
     bool later = false;
     dsc_done done = {dsc__job_done, dsc__job_slot(&j->job, 0)};
-    st = c->srv->lops->preview(c->w, &j->s.subject, NULL, j->states, PREVIEW_MAX, &j->n, &done,
-                               &later, err);
+    st = c->srv->lops->preview(c->w, &j->s.subject, NULL, false, j->states, PREVIEW_MAX, &j->n,
+                               &done, &later, err);
     if (!later) dsc__job_unslot(&j->job);
     return st;
 }

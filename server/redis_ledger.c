@@ -153,7 +153,7 @@ dsc_status dsc__redis_parse_reserve(const redisReply *rep, size_t n, dsc__redis_
     return DSC_OK;
 }
 
-dsc_status dsc__redis_parse_settle(const redisReply *rep, dsc__redis_settle_out *out,
+dsc_status dsc__redis_parse_settle(const redisReply *rep, size_t n, dsc__redis_settle_out *out,
                                    dsc_error *err) {
     static const char *const kinds[] = {"settle",     "repeated", "late",
                                         "unreserved", "unknown",  "forbidden"};
@@ -167,9 +167,14 @@ dsc_status dsc__redis_parse_settle(const redisReply *rep, dsc__redis_settle_out 
     if (k < 0) return malformed(err, "unknown answer");
     out->kind = (dsc__redis_settle_kind)k;
     bool charges = out->kind <= DSC_REDIS_UNRESERVED;
-    if (rep->elements != (charges ? 1 + DSC_METRIC_COUNT : 1)) return malformed(err, kind);
-    for (int m = 0; charges && m < DSC_METRIC_COUNT; m++)
+    if (!charges) return rep->elements == 1 ? DSC_OK : malformed(err, kind);
+    if (n > DSC_REDIS_COUNTERS_MAX || rep->elements != 1 + DSC_METRIC_COUNT + 3 * n)
+        return malformed(err, kind);
+    for (int m = 0; m < DSC_METRIC_COUNT; m++)
         if (!num(rep->element[1 + m], &out->charged.v[m])) return malformed(err, kind);
+    out->n = n;
+    if (!states_into(rep->element + 1 + DSC_METRIC_COUNT, n, out->counters))
+        return malformed(err, kind);
     return DSC_OK;
 }
 
@@ -202,7 +207,7 @@ static void on_settle_reply(void *ud, dsc_status st, const redisReply *rep, cons
     if (st != DSC_OK)
         dsc_error_set(&err, st, "%s", msg);
     else
-        st = dsc__redis_parse_settle(rep, &out, &err);
+        st = dsc__redis_parse_settle(rep, p->n, &out, &err);
     fn(p->ud, st, st == DSC_OK ? &out : NULL, &err);
     free(p);
 }

@@ -97,6 +97,9 @@ typedef enum dsc__redis_settle_kind {
 typedef struct dsc__redis_settle_out {
     dsc__redis_settle_kind kind;
     dsc_amounts charged; /* what the reservation is charged in total now */
+    dsc__redis_counter_state counters[DSC_REDIS_COUNTERS_MAX]; /* SETTLED .. UNRESERVED: the
+                                               request's counters after the settle */
+    size_t n;
 } dsc__redis_settle_out;
 
 /* Completions: st DSC_OK with out filled, or an error (out NULL) with err. */
@@ -116,8 +119,8 @@ dsc_status dsc__redis_settle(dsc__redis *r, const dsc__redis_settle_req *req,
 /* Read reserve.lua's answer for a request of n counters (exposed for tests). */
 dsc_status dsc__redis_parse_reserve(const redisReply *rep, size_t n, dsc__redis_reserve_out *out,
                                     dsc_error *err);
-/* Read settle.lua's answer (exposed for tests). */
-dsc_status dsc__redis_parse_settle(const redisReply *rep, dsc__redis_settle_out *out,
+/* Read settle.lua's answer for a request of n counters (exposed for tests). */
+dsc_status dsc__redis_parse_settle(const redisReply *rep, size_t n, dsc__redis_settle_out *out,
                                    dsc_error *err);
 
 /* ------------------------------------------------- the other scripts' calls -- */

@@ -13,6 +13,9 @@
 -- charged directly, {'unreserved', ...}, or {'unknown'} when n is 0. A reservation
 -- taken by another owner key answers {'forbidden'} (owner '*' is any key: an admin).
 -- Every finished reservation is kept retain_s seconds so a repeated settle answers the same on every replica.
+-- After the charges of every answer but 'unknown' and 'forbidden' come the n given
+-- counters as of now (used_i, held_i, resets_i, after this settle): the settle
+-- reply's budget states, without a state.lua call of their own.
 local id, owner, retain_s, detail, maxlen = ARGV[1], ARGV[2], ARGV[3], ARGV[4], ARGV[5]
 local actual = {}
 for m = 1, 7 do
@@ -24,13 +27,23 @@ if not off or not n or n < 0 or #ARGV ~= 14 + 5 * n then
   return redis.error_reply('bad_request settle arguments')
 end
 
+local now = now_us()
+
 local function answer(kind, charged)
   local r = {kind}
   for m = 1, 7 do r[m + 1] = int(charged[m] or 0) end
+  for i = 1, n do
+    local b = 14 + (i - 1) * 5
+    local w = {k = ARGV[b + 2], s = tonumber(ARGV[b + 3]), r = tonumber(ARGV[b + 4])}
+    if not w.s or not w.r then return redis.error_reply('bad_request counter ' .. i) end
+    local used, resets, held = advance(tag .. 'c:' .. ARGV[b + 1], w, off, now)
+    r[#r + 1] = int(used)
+    r[#r + 1] = int(held)
+    r[#r + 1] = int(resets)
+  end
   return r
 end
 
-local now = now_us()
 local h = redis.call('HMGET', tag .. 'h:' .. id, 'st', 'd')
 if not h[1] then
   if n == 0 then return {'unknown'} end

@@ -374,6 +374,20 @@ Test(config, journal_retention_days_keeps_everything_by_default_and_takes_whole_
     cr_assert(strstr(err.message, "journal_retention_days"), "%s", err.message);
 }
 
+Test(config, redis_state_max_age_ms_is_100_by_default_and_bounded) {
+    dsc_server_config cfg;
+    dsc_server_config_default(&cfg);
+    cr_assert_eq(cfg.redis_state_max_age_ms, 100);
+    const char *argv[] = {"discernd", "--redis-state-max-age-ms", "0"};
+    dsc_error err;
+    bool help;
+    cr_assert_eq(from_args(&cfg, 3, argv, &help, &err), DSC_OK, "%s", err.message);
+    cr_assert_eq(cfg.redis_state_max_age_ms, 0);
+    const char *bad[] = {"discernd", "--redis-state-max-age-ms", "10001"};
+    cr_assert_eq(from_args(&cfg, 3, bad, &help, &err), DSC_BAD_REQUEST);
+    cr_assert(strstr(err.message, "redis_state_max_age_ms"), "%s", err.message);
+}
+
 Test(config, every_key_of_the_shipped_file_is_in_the_operations_reference) {
     char keys[64][64];
     size_t n = shipped_keys(keys, 64);

@@ -108,6 +108,159 @@ Test(integration_redis, one_replica_holds_settles_and_cancels_with_every_counter
     th_redis_cleanup(&r);
 }
 
+/* How many EVALSHA the Redis at c ran since its last CONFIG RESETSTAT. */
+static long long evalsha_calls(redisContext *c) {
+    redisReply *rep = redisCommand(c, "INFO commandstats");
+    cr_assert(rep && rep->type == REDIS_REPLY_STRING, "INFO commandstats");
+    const char *at = strstr(rep->str, "cmdstat_evalsha:calls=");
+    long long n = at ? strtoll(at + strlen("cmdstat_evalsha:calls="), NULL, 10) : 0;
+    freeReplyObject(rep);
+    return n;
+}
+
+/* Checks until one is allowed (the first may meet the definitions' first load). */
+static void first_allowed_check(th_client *a) {
+    bool allowed = false;
+    char why[256] = "";
+    for (int tries = 0; !allowed && tries < 200; tries++) {
+        json_t *res, *resp = th_ok(a, "check", CHECK, &res);
+        allowed = th_str_or_empty(res, "reservation")[0] != '\0';
+        snprintf(why, sizeof why, "%s", th_str_or_empty(res, "reason"));
+        json_decref(resp);
+        if (!allowed) th_sleep_ms(10);
+    }
+    cr_assert(allowed, "no check was allowed: %s", why);
+}
+
+#define SETTLES 40
+
+Test(integration_redis, a_settle_reply_reads_its_budget_states_in_the_settle_script) {
+    th_redis r;
+    th_redis_start(&r, NULL);
+    th_server s;
+    start_on(&s, &r, NULL);
+    cr_assert(healthz_becomes(&s, 200, 5000), "never healthy on Redis");
+    th_client *a = th_connect_admin(&s);
+    json_t *res, *resp = th_ok(a, "budget.set",
+                               "{\"selector\": \"team:*\", \"metric\": \"tokens\", "
+                               "\"window\": \"day\", \"limit\": 100000}",
+                               &res);
+    json_decref(resp);
+    static char ids[SETTLES][64];
+    /* the first checks may meet the definitions' first load (a 'stale' answer) */
+    for (int i = 0, tries = 0; i < SETTLES && tries < 200; tries++) {
+        resp = th_ok(a, "check", CHECK, &res);
+        snprintf(ids[i], sizeof ids[i], "%s", th_str_or_empty(res, "reservation"));
+        json_decref(resp);
+        if (ids[i][0])
+            i++;
+        else
+            th_sleep_ms(10);
+    }
+    cr_assert(ids[SETTLES - 1][0], "the checks were not all allowed");
+    redisContext *rc = th_redis_connect(&r);
+    th_redis_int(rc, "CONFIG RESETSTAT");
+    int64_t t0 = th_now_ms();
+    for (int i = 0; i < SETTLES; i++) {
+        char params[256];
+        snprintf(params, sizeof params,
+                 "{\"reservation\": \"%.63s\", \"input_tokens\": 100, \"output_tokens\": 50}",
+                 ids[i]);
+        resp = th_ok(a, "settle", params, &res);
+        json_t *b = budget_named(res, "tokens");
+        cr_assert_eq(th_num(b, "used"), 150 * (i + 1), "the reply shows this settle's charge");
+        cr_assert_eq(th_num(b, "held"), 200 * (SETTLES - i - 1));
+        json_decref(resp);
+    }
+    long long calls = evalsha_calls(rc), sweeps = (th_now_ms() - t0) / 1000 + 2;
+    /* one call per settle, and worker 0's once-a-second sweep meanwhile; a state read
+     * of its own after each settle would make it 2 per settle */
+    cr_assert(calls >= SETTLES && calls <= SETTLES + sweeps, "%lld script calls for %d settles",
+              calls, SETTLES);
+    redisFree(rc);
+    th_client_free(a);
+    cr_assert_eq(th_server_stop(&s), 0);
+    th_server_cleanup(&s);
+    th_redis_cleanup(&r);
+}
+
+/* The script calls of n checks in a row on one discernd (extra config) on r. */
+static long long script_calls_of_checks(th_redis *r, const char *extra, int n,
+                                        long long *elapsed_ms) {
+    th_server s;
+    start_on(&s, r, extra);
+    cr_assert(healthz_becomes(&s, 200, 5000), "never healthy on Redis");
+    th_client *a = th_connect_admin(&s);
+    json_t *res;
+    json_decref(th_ok(a, "budget.set",
+                      "{\"selector\": \"team:*\", \"metric\": \"tokens\", "
+                      "\"window\": \"day\", \"limit\": 1000000}",
+                      &res));
+    first_allowed_check(a);
+    redisContext *rc = th_redis_connect(r);
+    th_redis_int(rc, "CONFIG RESETSTAT");
+    int64_t t0 = th_now_ms();
+    for (int i = 0; i < n; i++) {
+        json_t *resp = th_ok(a, "check", CHECK, &res);
+        cr_assert_str_eq(th_str(res, "decision"), "allow", "%s", th_str_or_empty(res, "reason"));
+        json_decref(resp);
+    }
+    long long calls = evalsha_calls(rc);
+    *elapsed_ms = th_now_ms() - t0;
+    redisFree(rc);
+    th_client_free(a);
+    cr_assert_eq(th_server_stop(&s), 0);
+    th_server_cleanup(&s);
+    return calls;
+}
+
+#define CHECKS 30
+
+Test(integration_redis, checks_in_a_row_take_their_budget_states_from_the_last_reply) {
+    th_redis r;
+    th_redis_start(&r, NULL);
+    long long ms, calls = script_calls_of_checks(&r, NULL, CHECKS, &ms);
+    /* one reserve per check; the states come from the previous check's reserve reply
+     * (younger than 100 ms), plus worker 0's sweep once a second */
+    cr_assert(calls >= CHECKS && calls <= CHECKS + ms / 1000 + 2,
+              "%lld script calls for %d checks in %lld ms", calls, CHECKS, ms);
+    calls = script_calls_of_checks(&r, "redis_state_max_age_ms = 0", CHECKS, &ms);
+    cr_assert_geq(calls, 2 * CHECKS, "with 0 every check reads its states: %lld calls", calls);
+    th_redis_cleanup(&r);
+}
+
+Test(integration_redis, usage_charged_elsewhere_reaches_the_policies_within_the_max_age) {
+    th_redis r;
+    th_redis_start(&r, NULL);
+    th_server s;
+    start_on(&s, &r, "redis_state_max_age_ms = 200");
+    cr_assert(healthz_becomes(&s, 200, 5000), "never healthy on Redis");
+    th_client *a = th_connect_admin(&s);
+    json_t *res, *resp;
+    json_decref(th_ok(a, "budget.set",
+                      "{\"selector\": \"team:*\", \"metric\": \"tokens\", "
+                      "\"window\": \"day\", \"limit\": 1000000}",
+                      &res));
+    first_allowed_check(a);
+    /* another replica's charge, as Redis sees it: 5000 tokens used */
+    redisContext *rc = th_redis_connect(&r);
+    th_redis_int(rc, "HSET %s u 5000000000", COUNTER);
+    resp = th_ok(a, "budget.get", "{" SUBJECT "}", &res);
+    cr_assert_eq(th_num(budget_named(res, "tokens"), "used"), 5000, "budget.get reads now");
+    json_decref(resp);
+    th_sleep_ms(250);
+    resp = th_ok(a, "check", CHECK, &res);
+    cr_assert_eq(th_num(budget_named(res, "tokens"), "used"), 5000,
+                 "a check's states older than the max age are read again: %g",
+                 th_num(budget_named(res, "tokens"), "used"));
+    json_decref(resp);
+    redisFree(rc);
+    th_client_free(a);
+    cr_assert_eq(th_server_stop(&s), 0);
+    th_server_cleanup(&s);
+    th_redis_cleanup(&r);
+}
+
 Test(integration_redis, a_budget_and_its_usage_survive_a_replica_restart_in_redis) {
     th_redis r;
     th_redis_start(&r, NULL);

@@ -114,16 +114,31 @@ Test(redis_ledger, settle_answers_carry_seven_charges_and_others_none) {
     redisReply *e[] = {s_("late"), s_("0"), s_("40"), s_("0"), s_("0"), s_("0"), s_("0"), s_("0")};
     redisReply rep = arr(e, 8);
     dsc__redis_settle_out out;
-    cr_assert_eq(dsc__redis_parse_settle(&rep, &out, NULL), DSC_OK);
+    cr_assert_eq(dsc__redis_parse_settle(&rep, 0, &out, NULL), DSC_OK);
     cr_assert_eq(out.kind, DSC_REDIS_LATE);
     cr_assert_eq(out.charged.v[DSC_METRIC_GCO2E], 40);
     redisReply *f[] = {s_("forbidden")};
     redisReply rf = arr(f, 1);
-    cr_assert_eq(dsc__redis_parse_settle(&rf, &out, NULL), DSC_OK);
+    cr_assert_eq(dsc__redis_parse_settle(&rf, 0, &out, NULL), DSC_OK);
     cr_assert_eq(out.kind, DSC_REDIS_FORBIDDEN);
     redisReply *missing[] = {s_("settle"), s_("1")};
     redisReply rm = arr(missing, 2);
-    cr_assert_eq(dsc__redis_parse_settle(&rm, &out, NULL), DSC_STORE_UNAVAILABLE);
+    cr_assert_eq(dsc__redis_parse_settle(&rm, 0, &out, NULL), DSC_STORE_UNAVAILABLE);
+}
+
+Test(redis_ledger, settle_answers_carry_each_counters_state_after_the_charges) {
+    redisReply *e[] = {s_("settle"), s_("0"), s_("40"), s_("0"), s_("0"),         s_("0"),
+                       s_("0"),      s_("0"), s_("90"), s_("5"), s_("1700000000")};
+    redisReply rep = arr(e, 11);
+    dsc__redis_settle_out out;
+    cr_assert_eq(dsc__redis_parse_settle(&rep, 1, &out, NULL), DSC_OK);
+    cr_assert_eq(out.n, 1);
+    cr_assert_eq(out.counters[0].used, 90);
+    cr_assert_eq(out.counters[0].held, 5);
+    cr_assert_eq(out.counters[0].resets_at, 1700000000);
+    /* a counter more or less than the request named is a malformed reply */
+    cr_assert_eq(dsc__redis_parse_settle(&rep, 0, &out, NULL), DSC_STORE_UNAVAILABLE);
+    cr_assert_eq(dsc__redis_parse_settle(&rep, 2, &out, NULL), DSC_STORE_UNAVAILABLE);
 }
 
 /* -------------------------------------------------------- against Redis -- */
@@ -200,7 +215,8 @@ Test(redis_ledger, a_reserve_and_its_settle_round_trip_through_redis) {
     cr_assert_eq(d.r.kind, DSC_REDIS_REPEAT);
     cr_assert_str_eq(d.r.reservation_id, "res-1");
 
-    dsc__redis_settle_req sq = {.reservation_id = "res-1", .owner_key = "k1"};
+    dsc__redis_settle_req sq = {
+        .reservation_id = "res-1", .owner_key = "k1", .counters = c, .n = 2};
     sq.actual.v[DSC_METRIC_GCO2E] = 450;
     sq.actual.v[DSC_METRIC_REQUESTS] = 1;
     d = (done){0};
@@ -209,6 +225,11 @@ Test(redis_ledger, a_reserve_and_its_settle_round_trip_through_redis) {
     cr_assert_eq(d.st, DSC_OK, "%s", d.message);
     cr_assert_eq(d.s.kind, DSC_REDIS_SETTLED);
     cr_assert_eq(d.s.charged.v[DSC_METRIC_GCO2E], 450);
+    cr_assert_eq(d.s.n, 2); /* the counters after the settle, in the same answer */
+    cr_assert_eq(d.s.counters[0].used, 450);
+    cr_assert_eq(d.s.counters[0].held, 0);
+    cr_assert_eq(d.s.counters[1].used, 1);
+    cr_assert_eq(d.s.counters[1].held, 0);
 
     rq.reservation_id = "res-3", rq.request_id = NULL;
     c[0].amount = 551; /* 450 used + 551 > 1000 */
