@@ -466,14 +466,18 @@ static int write_event(sq_store *s, const dsc__rec *r, int64_t *seq, int64_t *su
     sqlite3_clear_bindings(st);
     sqlite3_bind_int64(st, 1, r->at_us);
     sqlite3_bind_int64(st, 2, type);
-    dsc__sq_bind_rid(st, 3, r->reservation_id);
     rc = subject_id(s, &r->subject, &subject);
     bind_id(st, 4, subject);
+    /* a settle, cancel or expiry of an open hold names it by its seq only (the views
+     * and reads take the id from the hold); any other event carries the id */
+    const struct dsc__sq_open *h = finish ? dsc__strmap_get(&s->open, r->reservation_id) : NULL;
+    if (h)
+        sqlite3_bind_int64(st, 7, h->seq);
+    else
+        dsc__sq_bind_rid(st, 3, r->reservation_id);
     if (finish) {
         bind_name(s, st, 5, r->state, &rc);
         bind_name(s, st, 6, r->charge_kind, &rc);
-        const struct dsc__sq_open *h = dsc__strmap_get(&s->open, r->reservation_id);
-        if (h) sqlite3_bind_int64(st, 7, h->seq); /* the hold, when it is open */
     }
     if (hold || finish) bind_amounts(st, 8, hold || r->charge_kind ? &r->amounts : &zero);
     bind_name(s, st, 15, d->key_id, &rc);

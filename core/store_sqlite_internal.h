@@ -124,8 +124,12 @@ typedef struct dsc__sq_store {
     int rcache_next;
 } dsc__sq_store;
 
+/* SQL: the stored reservation id of event t, where k is t's hold joined on k.seq =
+ * t.hold (a settle, cancel or expiry of a hold the writer knew names it by seq only). */
+#define DSC__SQ_RID_OF(t, k) "ifnull(" t ".rid, " k ".rid)"
+
 /* The schema version this code writes (meta.schema_version). */
-#define DSC__SQ_SCHEMA_VERSION 3
+#define DSC__SQ_SCHEMA_VERSION 4
 
 /* Bind reservation id to st's parameter i: an id the ledger makes ("r" + an even number
  * of lowercase hex digits) as the blob of those bytes (half the size), any other id as

@@ -1164,7 +1164,7 @@ Test(store_sqlite, a_file_of_the_previous_schema_becomes_an_event_log_with_no_in
     cr_assert_eq(query_int(path, "SELECT count(*) FROM sqlite_master WHERE type = 'index'"
                                  " AND tbl_name = 'events'"),
                  0, "nothing but the seq is indexed on the hot path");
-    cr_assert_eq(query_int(path, "SELECT value FROM meta WHERE key = 'schema_version'"), 3);
+    cr_assert_eq(query_int(path, "SELECT value FROM meta WHERE key = 'schema_version'"), 4);
     cr_assert_eq(query_int(path, "SELECT count(*) FROM reservations WHERE state = 'settled'"), 2);
     cr_assert_eq(query_int(path, "SELECT count(*) FROM charges WHERE kind = 'settle'"), 2);
 }
@@ -1988,5 +1988,64 @@ Test(store_sqlite, forgotten_holds_are_found_between_the_checkpoints_around_thei
     cr_assert_eq(
         settle_as(l, (dsc_settle_req){forged, &a, (dsc_subject *)&ana, NULL}, NULL, NULL, &err),
         DSC_UNKNOWN_RESERVATION, "%s", err.message);
+    dsc_ledger_free(l);
+}
+
+/* --- the size of an event row ------------------------------------------------------- */
+
+static int64_t count_where(const char *path, const char *fmt, const char *rid) {
+    char sql[512];
+    snprintf(sql, sizeof sql, fmt, rid);
+    return query_int(path, sql);
+}
+
+Test(store_sqlite, a_settle_cancel_or_expiry_names_its_hold_by_seq_only_and_views_show_its_id) {
+    char path[600];
+    temp_db(path, sizeof path);
+    fake_clock clk = {T0};
+    dsc_ledger *l = open_at(path, &clk, 1);
+    dsc_error err;
+    char settled[DSC_RESERVATION_ID_MAX], cancelled[DSC_RESERVATION_ID_MAX],
+        expired[DSC_RESERVATION_ID_MAX];
+    dsc_amounts a = amt(DSC_METRIC_GCO2E, 5 * M);
+    char *ids[] = {settled, cancelled, expired};
+    for (int i = 0; i < 3; i++)
+        cr_assert_eq(reserve_as(l, (dsc_reserve_req){&ana, &a, i == 2 ? 1 : 60, NULL, NULL}, ids[i],
+                                NULL, 0, NULL, NULL, &err),
+                     DSC_OK, "%s", err.message);
+    cr_assert_eq(settle_as(l, (dsc_settle_req){settled, &a, NULL, NULL}, NULL, NULL, &err), DSC_OK);
+    cr_assert_eq(dsc_ledger_cancel(l, &(dsc_cancel_req){cancelled, NULL}, NULL, &err), DSC_OK);
+    clk.now += 10 * S;
+    dsc_ledger_tick(l);
+    cr_assert_eq(dsc_ledger_sync(l, NULL, &err), DSC_OK, "%s", err.message);
+    dsc_ledger_free(l);
+    cr_assert_eq(query_int(path, "SELECT count(*) FROM events WHERE type IN (3, 4, 5)"), 3);
+    cr_assert_eq(query_int(path, "SELECT count(*) FROM events f JOIN events h ON h.seq = f.hold"
+                                 " WHERE f.type IN (3, 4, 5) AND f.rid IS NULL"
+                                 " AND h.type IN (1, 2) AND h.rid IS NOT NULL"),
+                 3, "each names its hold, no copy of the id");
+    cr_assert_eq(count_where(path,
+                             "SELECT count(*) FROM charges WHERE kind = 'settle'"
+                             " AND reservation_id = '%s' AND gco2e = 5000000",
+                             settled),
+                 1);
+    const char *state[] = {"settled", "cancelled", "expired"};
+    for (int i = 0; i < 3; i++) {
+        char fmt[200];
+        snprintf(fmt, sizeof fmt,
+                 "SELECT count(*) FROM reservations WHERE id = '%%s' AND state = '%s'", state[i]);
+        cr_assert_eq(count_where(path, fmt, ids[i]), 1, "%s %s", ids[i], state[i]);
+    }
+    cr_assert_eq(query_int(path, "SELECT count(*) FROM reservations"), 3);
+    /* after a restart, and once memory forgot them, each is still known as finished */
+    l = open_at(path, &clk, 1);
+    clk.now += 10 * S;
+    dsc_ledger_tick(l);
+    dsc_settle_out out;
+    cr_assert_eq(settle_as(l, (dsc_settle_req){settled, &a, NULL, NULL}, &out, NULL, &err), DSC_OK,
+                 "%s", err.message);
+    cr_assert_eq(out.kind, DSC_SETTLE_REPEATED);
+    cr_assert_eq(dsc_ledger_cancel(l, &(dsc_cancel_req){cancelled, NULL}, NULL, &err), DSC_OK, "%s",
+                 err.message);
     dsc_ledger_free(l);
 }
