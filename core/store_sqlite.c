@@ -469,7 +469,8 @@ static int write_event(sq_store *s, const dsc__rec *r, int64_t *seq, int64_t *su
     rc = subject_id(s, &r->subject, &subject);
     bind_id(st, 4, subject);
     /* a settle, cancel or expiry of an open hold names it by its seq only (the views
-     * and reads take the id from the hold); any other event carries the id */
+     * and reads take the id, the owner and what it was for from the hold); any other
+     * event carries them */
     const struct dsc__sq_open *h = finish ? dsc__strmap_get(&s->open, r->reservation_id) : NULL;
     if (h)
         sqlite3_bind_int64(st, 7, h->seq);
@@ -480,14 +481,16 @@ static int write_event(sq_store *s, const dsc__rec *r, int64_t *seq, int64_t *su
         bind_name(s, st, 6, r->charge_kind, &rc);
     }
     if (hold || finish) bind_amounts(st, 8, hold || r->charge_kind ? &r->amounts : &zero);
-    bind_name(s, st, 15, d->key_id, &rc);
     if (hold) sqlite3_bind_int64(st, 16, r->expires_us);
     if (hold || type == DSC__EV_DECISION)
         bind_text(st, 17, hold && r->request_id[0] ? r->request_id : d->request_id);
-    bind_name(s, st, 18, d->provider, &rc);
-    bind_name(s, st, 19, d->model, &rc);
-    bind_name(s, st, 20, d->zone, &rc);
-    bind_name(s, st, 21, d->purpose, &rc);
+    if (!h) { /* what the hold was for: the hold named has it */
+        bind_name(s, st, 15, d->key_id, &rc);
+        bind_name(s, st, 18, d->provider, &rc);
+        bind_name(s, st, 19, d->model, &rc);
+        bind_name(s, st, 20, d->zone, &rc);
+        bind_name(s, st, 21, d->purpose, &rc);
+    }
     if (type == DSC__EV_HOLD_DECISION || type == DSC__EV_DECISION) bind_decision(s, st, d, &rc);
     if (rc != SQLITE_OK) return rc;
     if ((rc = step(st)) != SQLITE_OK) return rc;

@@ -31,6 +31,13 @@ typedef dsc__sq_store sq_store;
     " LEFT JOIN names ow ON ow.id = " t ".owner LEFT JOIN names pr ON pr.id = " t ".provider" \
     " LEFT JOIN names mo ON mo.id = " t ".model LEFT JOIN names zo ON zo.id = " t ".zone" \
     " LEFT JOIN names pu ON pu.id = " t ".purpose"
+/* the same for a finishing event t whose hold is k: the hold's, else t's own */
+#define OF(t, k, c) "ifnull(" k "." c ", " t "." c ")"
+#define JOIN_WHAT_OF(t, k) \
+    " LEFT JOIN names ow ON ow.id = " OF(t, k, "owner") " LEFT JOIN names pr ON pr.id = " \
+    OF(t, k, "provider") " LEFT JOIN names mo ON mo.id = " OF(t, k, "model") \
+    " LEFT JOIN names zo ON zo.id = " OF(t, k, "zone") " LEFT JOIN names pu ON pu.id = " \
+    OF(t, k, "purpose")
 
 static const char budgets_sql[] =
     "SELECT id, selector, metric, window, limit_micro FROM budgets ORDER BY id";
@@ -52,7 +59,7 @@ static const char finished_sql[] =
     " LEFT JOIN events k ON k.seq = e.hold WHERE e.type IN (3, 4, 5) AND e.seq >= ?1"
     " AND " DSC__SQ_RID_OF("e", "k") " IS NOT NULL GROUP BY 1) fin"
     " JOIN events f ON f.seq = fin.last LEFT JOIN events h ON h.seq = fin.hold"
-    " LEFT JOIN names st ON st.id = f.state" JOIN_SUBJECT("f") JOIN_WHAT("f")
+    " LEFT JOIN names st ON st.id = f.state" JOIN_SUBJECT("f") JOIN_WHAT_OF("f", "h")
     " WHERE f.at_us >= ?2 ORDER BY f.at_us DESC LIMIT ?3) ORDER BY fin_at";
 /* the charges: at_us, subject, amounts, seq; as hourly sums with seq 0 */
 #define CHARGES_HEAD \

@@ -2009,10 +2009,14 @@ Test(store_sqlite, a_settle_cancel_or_expiry_names_its_hold_by_seq_only_and_view
         expired[DSC_RESERVATION_ID_MAX];
     dsc_amounts a = amt(DSC_METRIC_GCO2E, 5 * M);
     char *ids[] = {settled, cancelled, expired};
-    for (int i = 0; i < 3; i++)
-        cr_assert_eq(reserve_as(l, (dsc_reserve_req){&ana, &a, i == 2 ? 1 : 60, NULL, NULL}, ids[i],
+    const char *dids[] = {"d1", "d2", "d3"};
+    for (int i = 0; i < 3; i++) {
+        dsc_decision_record d = {
+            .decision_id = dids[i], .subject = ana, .key_id = "k_1", .model = "m"};
+        cr_assert_eq(reserve_as(l, (dsc_reserve_req){&ana, &a, i == 2 ? 1 : 60, NULL, &d}, ids[i],
                                 NULL, 0, NULL, NULL, &err),
                      DSC_OK, "%s", err.message);
+    }
     cr_assert_eq(settle_as(l, (dsc_settle_req){settled, &a, NULL, NULL}, NULL, NULL, &err), DSC_OK);
     cr_assert_eq(dsc_ledger_cancel(l, &(dsc_cancel_req){cancelled, NULL}, NULL, &err), DSC_OK);
     clk.now += 10 * S;
@@ -2029,6 +2033,12 @@ Test(store_sqlite, a_settle_cancel_or_expiry_names_its_hold_by_seq_only_and_view
                                  " WHERE f.type IN (3, 4, 5) AND f.rid IS NULL"
                                  " AND h.type IN (1, 2) AND h.rid IS NOT NULL"),
                  3, "each names its hold, no copy of the id");
+    cr_assert_eq(query_int(path, "SELECT count(*) FROM events WHERE type IN (3, 4, 5)"
+                                 " AND hold IS NOT NULL AND owner IS NULL AND model IS NULL"),
+                 3, "nor of its owner and what it was for");
+    cr_assert_eq(query_int(path, "SELECT count(*) FROM reservations WHERE owner = 'k_1'"
+                                 " AND model = 'm'"),
+                 3);
     cr_assert_eq(count_where(path,
                              "SELECT count(*) FROM charges WHERE kind = 'settle'"
                              " AND reservation_id = '%s' AND gco2e = 5000000",
@@ -2045,7 +2055,15 @@ Test(store_sqlite, a_settle_cancel_or_expiry_names_its_hold_by_seq_only_and_view
         cr_assert_eq(count_where(path, fmt, ids[i]), 1, "%s %s", ids[i], state[i]);
     }
     cr_assert_eq(query_int(path, "SELECT count(*) FROM reservations"), 3);
-    /* after a restart, and once memory forgot them, each is still known as finished */
+    /* after a restart the finished ones are reloaded with their hold's owner, and once
+     * memory forgot them each is still known as finished */
+    l = open_at(path, &clk, 3600);
+    dsc_hold_info h;
+    cr_assert_eq(dsc_ledger_hold_get(l, settled, &h), DSC_OK);
+    cr_assert(!h.open);
+    cr_assert_str_eq(h.owner, "k_1");
+    cr_assert_str_eq(h.model, "m");
+    dsc_ledger_free(l);
     l = open_at(path, &clk, 1);
     clk.now += 10 * S;
     dsc_ledger_tick(l);
