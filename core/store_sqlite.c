@@ -190,11 +190,12 @@ static void read_positions(sq_store *s) {
 static void sql_open(sqlite3_context *ctx, int argc, sqlite3_value **argv);
 
 static dsc_status setup_db(sq_store *s, dsc_error *err) {
-    char pragmas[128], msg[256];
+    char pragmas[160], msg[256];
+    /* the page size takes only on a new file (before its first table) */
     snprintf(pragmas, sizeof pragmas,
-             "PRAGMA journal_mode=WAL; PRAGMA synchronous=%s;"
+             "PRAGMA page_size=%d; PRAGMA journal_mode=WAL; PRAGMA synchronous=%s;"
              " PRAGMA cache_size=-32768;",
-             s->durability == DSC_DURABILITY_OFF ? "OFF" : "FULL");
+             DSC__SQ_PAGE_SIZE, s->durability == DSC_DURABILITY_OFF ? "OFF" : "FULL");
     if (sqlite3_exec(s->db, pragmas, NULL, NULL, NULL) != SQLITE_OK)
         return dsc__sq_db_error(s->db, "setting WAL mode", err);
     if (dsc__sq_schema(s->db, msg, sizeof msg) != SQLITE_OK)

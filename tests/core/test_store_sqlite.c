@@ -2136,3 +2136,18 @@ Test(store_sqlite, a_store_written_at_744e429_opens_with_its_holds_charges_and_f
     cr_assert_eq(b.held, 0);
     dsc_ledger_free(l);
 }
+
+/* a commit writes whole pages: a new file has small ones, an older file keeps its own */
+Test(store_sqlite, a_new_store_has_2_kib_pages_and_an_older_file_keeps_its_page_size) {
+    char path[600], old[600];
+    temp_db(path, sizeof path);
+    dsc_ledger_free(open_at(path, NULL, 0));
+    cr_assert_eq(query_int(path, "PRAGMA page_size"), 2048);
+    temp_db(old, sizeof old);
+    load_dump(old, "store-744e429.sql");
+    cr_assert_eq(query_int(old, "PRAGMA page_size"), 4096);
+    fake_clock clk = {T0 + 20 * S};
+    dsc_ledger_free(open_at(old, &clk, 0));
+    cr_assert_eq(query_int(old, "PRAGMA page_size"), 4096);
+    cr_assert_eq(query_int(old, "SELECT count(*) FROM reservations"), 5);
+}
