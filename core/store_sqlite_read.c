@@ -302,10 +302,11 @@ static bool hex_counter(const char *hex, unsigned char out[6]) {
  * older shape come only from a migrated file, whose events all precede its first
  * checkpoint (written by the migration). */
 static void hold_range(sqlite3 *db, const char *id, int64_t *from, int64_t *to) {
-    static const char *const sql[3] = {
+    static const char before[] =
         "SELECT seq + 1 FROM checkpoints WHERE max_rid < ?1 ORDER BY max_rid DESC, seq DESC"
-        " LIMIT 1",
-        "SELECT seq FROM checkpoints WHERE max_rid >= ?1 ORDER BY max_rid, seq LIMIT 1",
+        " LIMIT 1";
+    static const char *const sql[3] = {
+        before, "SELECT seq FROM checkpoints WHERE max_rid >= ?1 ORDER BY max_rid, seq LIMIT 1",
         "SELECT min(seq) FROM checkpoints WHERE ?1 IS NULL"};
     *from = 1, *to = INT64_MAX;
     unsigned char counter[6];
