@@ -22,6 +22,8 @@
  *            settles, from 2 threads with 512 checks or settles in flight; wall rate and process
  * CPU (all threads, the writer's SQLite work included) per check and settle checks1  the same with
  * dsc_ledger_reserve with a decision (hold + decision, one record)
+ *   checks1-16  checks1 with 16 in flight: small commits, like a server's few
+ *            connections (what a commit writes is per page, not per record)
  */
 #include "discern/ledger.h"
 
@@ -98,15 +100,21 @@ static double writer_cpu_s(void) {
     return total;
 }
 
-/* Bytes this process passed to write() and pwrite() so far (/proc/self/io wchar). */
-static long long written_bytes(void) {
+/* A counter of /proc/self/io so far: "wchar" (bytes passed to write() and pwrite()) or
+ * "write_bytes" (bytes of the page cache it dirtied for storage: whole 4 KiB pages). */
+static long long io_count(const char *name) {
     FILE *f = fopen("/proc/self/io", "r");
-    char line[128];
+    char line[128], fmt[48];
     long long v = -1;
+    snprintf(fmt, sizeof fmt, "%s: %%lld", name);
     while (f && fgets(line, sizeof line, f))
-        if (sscanf(line, "wchar: %lld", &v) == 1) break;
+        if (sscanf(line, fmt, &v) == 1) break;
     if (f) fclose(f);
     return v;
+}
+
+static long long written_bytes(void) {
+    return io_count("wchar");
 }
 
 static long long file_bytes(const char *path) {
@@ -429,6 +437,7 @@ typedef struct check_run {
     char (*rids)[DSC_RESERVATION_ID_MAX];
     int n, nthreads, phase; /* 0 checks, 1 settles */
     bool one_record;        /* dsc_ledger_reserve with a decision: hold + decision in one */
+    int inflight;           /* checks or settles in flight */
     sem_t slots;
     long done, calls;
     int failures;
@@ -511,8 +520,9 @@ static void *check_submitter(void *arg) {
 static void check_phase(check_run *r, int phase, double *wall, double *cpu, double *wcpu) {
     r->phase = phase;
     r->done = r->calls = 0;
-    /* 512 checks or settles in flight: a check as two records takes two slots */
-    sem_init(&r->slots, 0, phase == 0 && !r->one_record ? 1024 : 512);
+    /* inflight checks or settles: a check as two records takes two slots */
+    sem_init(&r->slots, 0,
+             (unsigned)(phase == 0 && !r->one_record ? 2 : 1) * (unsigned)r->inflight);
     pthread_t t[2];
     check_worker w[2] = {{r, 0}, {r, 1}};
     double t0 = now_s(), c0 = cpu_s(), w0 = writer_cpu_s();
@@ -531,42 +541,44 @@ static void check_phase(check_run *r, int phase, double *wall, double *cpu, doub
     sem_destroy(&r->slots);
 }
 
-static void bench_checks(const char *dir, bool one_record) {
+static void bench_checks(const char *dir, bool one_record, int inflight) {
     char path[1024];
     snprintf(path, sizeof path, "%s/checks.db", dir);
     unlink(path);
     dsc_ledger *l = open_ledger(path, DSC_DURABILITY_FULL, NULL, NULL);
     three_budgets(l);
-    check_run r = {.l = l, .n = 64000, .nthreads = 2, .one_record = one_record};
+    check_run r = {
+        .l = l, .n = 64000, .nthreads = 2, .one_record = one_record, .inflight = inflight};
     r.rids = calloc((size_t)r.n, sizeof *r.rids);
     double cw, cc, sw, sc, cwr, swr;
     dsc_ledger_stats s0, s1, s2;
     dsc_ledger_stats_get(l, &s0);
-    long long w0 = written_bytes();
+    long long w0 = written_bytes(), b0 = io_count("write_bytes");
     check_phase(&r, 0, &cw, &cc, &cwr);
     dsc_ledger_stats_get(l, &s1);
     check_phase(&r, 1, &sw, &sc, &swr);
     dsc_ledger_stats_get(l, &s2);
-    printf("%s: %d checks (%s, async, full): %.0f /s, %.2f us CPU each "
+    printf("%s: %d checks (%s, async, full, %d in flight): %.0f /s, %.2f us CPU each "
            "(writer %.2f), %.0f records/commit; their settles: %.0f /s, %.2f us CPU each "
            "(writer %.2f), %.0f records/commit; check+settle %.2f us CPU (writer %.2f); "
            "failures %d\n",
            one_record ? "checks1" : "checks", r.n,
-           one_record ? "hold and decision in one record" : "reserve + decision", r.n / cw,
-           cc * 1e6 / r.n, cwr * 1e6 / r.n,
+           one_record ? "hold and decision in one record" : "reserve + decision", inflight,
+           r.n / cw, cc * 1e6 / r.n, cwr * 1e6 / r.n,
            (double)(s1.store_records - s0.store_records) /
                (double)(s1.store_batches - s0.store_batches),
            r.n / sw, sc * 1e6 / r.n, swr * 1e6 / r.n,
            (double)(s2.store_records - s1.store_records) /
                (double)(s2.store_batches - s1.store_batches),
            (cc + sc) * 1e6 / r.n, (cwr + swr) * 1e6 / r.n, r.failures);
-    long long wrote = written_bytes() - w0;
+    long long wrote = written_bytes() - w0, blocks = io_count("write_bytes") - b0;
     dsc_ledger_free(l);
     free(r.rids);
     printf("%s: bytes written per check+settle (WAL appends and their checkpoints into the "
-           "database) %.0f; database %.0f bytes per check+settle (%lld bytes)\n",
-           one_record ? "checks1" : "checks", (double)wrote / r.n, (double)file_bytes(path) / r.n,
-           file_bytes(path));
+           "database) %.0f, of storage (write_bytes) %.0f; database %.0f bytes per check+settle"
+           " (%lld bytes)\n",
+           one_record ? "checks1" : "checks", (double)wrote / r.n, (double)blocks / r.n,
+           (double)file_bytes(path) / r.n, file_bytes(path));
 }
 
 /* --- rss ---------------------------------------------------------------------- */
@@ -869,8 +881,9 @@ int main(int argc, char **argv) {
         bench_durable_async(dir, 1024);
     }
     if (wants(argc, argv, "durable")) bench_durable(dir);
-    if (wants(argc, argv, "checks")) bench_checks(dir, false);
-    if (wants(argc, argv, "checks1")) bench_checks(dir, true);
+    if (wants(argc, argv, "checks")) bench_checks(dir, false, 512);
+    if (wants(argc, argv, "checks1")) bench_checks(dir, true, 512);
+    if (wants(argc, argv, "checks1-16")) bench_checks(dir, true, 16);
     if (wants(argc, argv, "restart")) bench_restart(dir, 14 * 86400);
     for (int i = 2; i < argc; i++)
         if (strcmp(argv[i], "fill") == 0)

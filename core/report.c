@@ -102,7 +102,8 @@ static void bind_opt(sqlite3_stmt *st, int i, const char *v) {
 
 /* The hours [?1, ?6) from rollups, then the charges from seq ?7 on that are newer than
  * the rolled-up ones (seq > ?8) or at or after ?6; by model or purpose (which rollups
- * do not keep) ?6 = ?1 and ?8 = 0: every charge one by one. */
+ * do not keep) ?6 = ?1 and ?8 = 0: every charge one by one, with what it was for from
+ * the hold it names (a charge of a hold the writer knew carries only its seq). */
 static int build_sql(const dsc_report_query *q, char *sql, size_t cap) {
     const char *m = dsc_metric_name(q->metric);
     return snprintf(
@@ -110,8 +111,9 @@ static int build_sql(const dsc_report_query *q, char *sql, size_t cap) {
         "SELECT %s AS p, %s AS g, sum(u.v) FROM (SELECT r.hour_us AS at_us,"
         " r.subject AS subject, r.%s AS v, NULL AS provider, NULL AS model,"
         " NULL AS purpose FROM rollups r WHERE r.hour_us >= ?1 AND r.hour_us < ?6"
-        " UNION ALL SELECT e.at_us, e.subject, e.%s, e.provider, e.model, e.purpose"
-        " FROM events e WHERE e.type IN (3, 5) AND e.kind IS NOT NULL"
+        " UNION ALL SELECT e.at_us, e.subject, e.%s, ifnull(h.provider, e.provider),"
+        " ifnull(h.model, e.model), ifnull(h.purpose, e.purpose) FROM events e"
+        " LEFT JOIN events h ON h.seq = e.hold WHERE e.type IN (3, 5) AND e.kind IS NOT NULL"
         " AND e.seq >= ?7 AND (e.seq > ?8 OR e.at_us >= ?6) AND e.at_us >= ?1"
         " AND e.at_us < ?2) u LEFT JOIN subjects s ON s.id = u.subject"
         " LEFT JOIN names pr ON pr.id = u.provider LEFT JOIN names mo ON mo.id = u.model"

@@ -193,11 +193,12 @@ static void read_positions(sq_store *s) {
 static void sql_open(sqlite3_context *ctx, int argc, sqlite3_value **argv);
 
 static dsc_status setup_db(sq_store *s, dsc_error *err) {
-    char pragmas[128], msg[256];
+    char pragmas[160], msg[256];
+    /* the page size takes only on a new file (before its first table) */
     snprintf(pragmas, sizeof pragmas,
-             "PRAGMA journal_mode=WAL; PRAGMA synchronous=%s;"
+             "PRAGMA page_size=%d; PRAGMA journal_mode=WAL; PRAGMA synchronous=%s;"
              " PRAGMA cache_size=-32768;",
-             s->durability == DSC_DURABILITY_OFF ? "OFF" : "FULL");
+             DSC__SQ_PAGE_SIZE, s->durability == DSC_DURABILITY_OFF ? "OFF" : "FULL");
     if (sqlite3_exec(s->db, pragmas, NULL, NULL, NULL) != SQLITE_OK)
         return dsc__sq_db_error(s->db, "setting WAL mode", err);
     if (dsc__sq_schema(s->db, msg, sizeof msg) != SQLITE_OK)
@@ -469,24 +470,31 @@ static int write_event(sq_store *s, const dsc__rec *r, int64_t *seq, int64_t *su
     sqlite3_clear_bindings(st);
     sqlite3_bind_int64(st, 1, r->at_us);
     sqlite3_bind_int64(st, 2, type);
-    dsc__sq_bind_rid(st, 3, r->reservation_id);
     rc = subject_id(s, &r->subject, &subject);
     bind_id(st, 4, subject);
+    /* a settle, cancel or expiry of an open hold names it by its seq only (the views
+     * and reads take the id, the owner and what it was for from the hold); any other
+     * event carries them */
+    const struct dsc__sq_open *h = finish ? dsc__strmap_get(&s->open, r->reservation_id) : NULL;
+    if (h)
+        sqlite3_bind_int64(st, 7, h->seq);
+    else
+        dsc__sq_bind_rid(st, 3, r->reservation_id);
     if (finish) {
         bind_name(s, st, 5, r->state, &rc);
         bind_name(s, st, 6, r->charge_kind, &rc);
-        const struct dsc__sq_open *h = dsc__strmap_get(&s->open, r->reservation_id);
-        if (h) sqlite3_bind_int64(st, 7, h->seq); /* the hold, when it is open */
     }
     if (hold || finish) bind_amounts(st, 8, hold || r->charge_kind ? &r->amounts : &zero);
-    bind_name(s, st, 15, d->key_id, &rc);
     if (hold) sqlite3_bind_int64(st, 16, r->expires_us);
     if (hold || type == DSC__EV_DECISION)
         bind_text(st, 17, hold && r->request_id[0] ? r->request_id : d->request_id);
-    bind_name(s, st, 18, d->provider, &rc);
-    bind_name(s, st, 19, d->model, &rc);
-    bind_name(s, st, 20, d->zone, &rc);
-    bind_name(s, st, 21, d->purpose, &rc);
+    if (!h) { /* what the hold was for: the hold named has it */
+        bind_name(s, st, 15, d->key_id, &rc);
+        bind_name(s, st, 18, d->provider, &rc);
+        bind_name(s, st, 19, d->model, &rc);
+        bind_name(s, st, 20, d->zone, &rc);
+        bind_name(s, st, 21, d->purpose, &rc);
+    }
     if (type == DSC__EV_HOLD_DECISION || type == DSC__EV_DECISION) bind_decision(s, st, d, &rc);
     if (rc != SQLITE_OK) return rc;
     if ((rc = step(st)) != SQLITE_OK) return rc;

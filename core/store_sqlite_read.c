@@ -31,6 +31,13 @@ typedef dsc__sq_store sq_store;
     " LEFT JOIN names ow ON ow.id = " t ".owner LEFT JOIN names pr ON pr.id = " t ".provider" \
     " LEFT JOIN names mo ON mo.id = " t ".model LEFT JOIN names zo ON zo.id = " t ".zone" \
     " LEFT JOIN names pu ON pu.id = " t ".purpose"
+/* the same for a finishing event t whose hold is k: the hold's, else t's own */
+#define OF(t, k, c) "ifnull(" k "." c ", " t "." c ")"
+#define JOIN_WHAT_OF(t, k) \
+    " LEFT JOIN names ow ON ow.id = " OF(t, k, "owner") " LEFT JOIN names pr ON pr.id = " \
+    OF(t, k, "provider") " LEFT JOIN names mo ON mo.id = " OF(t, k, "model") \
+    " LEFT JOIN names zo ON zo.id = " OF(t, k, "zone") " LEFT JOIN names pu ON pu.id = " \
+    OF(t, k, "purpose")
 
 static const char budgets_sql[] =
     "SELECT id, selector, metric, window, limit_micro FROM budgets ORDER BY id";
@@ -39,17 +46,20 @@ static const char held_sql[] =
     "SELECT " RID("r") ", r.request_id, " SUBJECT ", r.at_us, r.expires_us, " AMOUNTS("r") ", " WHAT
     ", r.seq FROM events r" JOIN_SUBJECT("r") JOIN_WHAT("r")
     " WHERE r.type IN (1, 2) AND r.seq >= ?1 AND r.rid NOT IN (SELECT rid FROM events"
-    " WHERE type IN (3, 4, 5) AND seq >= ?1 AND rid IS NOT NULL) ORDER BY r.seq";
+    " WHERE type IN (3, 4, 5) AND seq >= ?1 AND rid IS NOT NULL) AND r.seq NOT IN (SELECT hold"
+    " FROM events WHERE type IN (3, 4, 5) AND seq >= ?1 AND hold IS NOT NULL) ORDER BY r.seq";
 /* ?1: the first seq of the finished ones' events, ?2: finished since, ?3: how many;
  * the request id from the hold each event names */
 static const char finished_sql[] =
-    "SELECT * FROM (SELECT " RID("f") ", h.request_id, " SUBJECT ", st.name, f.at_us AS fin_at, "
-    AMOUNTS("fin") ", " WHAT " FROM (SELECT rid, max(seq) AS last, max(hold) AS hold,"
-    " sum(energy_wh) AS energy_wh, sum(gco2e) AS gco2e, sum(water_ml) AS water_ml,"
-    " sum(pe_mj) AS pe_mj, sum(cost) AS cost, sum(tokens) AS tokens, sum(requests) AS requests"
-    " FROM events WHERE type IN (3, 4, 5) AND seq >= ?1 AND rid IS NOT NULL GROUP BY rid) fin"
+    "SELECT * FROM (SELECT " RID("fin") ", h.request_id, " SUBJECT ", st.name, f.at_us AS fin_at, "
+    AMOUNTS("fin") ", " WHAT " FROM (SELECT " DSC__SQ_RID_OF("e", "k") " AS rid, max(e.seq) AS last,"
+    " max(e.hold) AS hold, sum(e.energy_wh) AS energy_wh, sum(e.gco2e) AS gco2e,"
+    " sum(e.water_ml) AS water_ml, sum(e.pe_mj) AS pe_mj, sum(e.cost) AS cost,"
+    " sum(e.tokens) AS tokens, sum(e.requests) AS requests FROM events e"
+    " LEFT JOIN events k ON k.seq = e.hold WHERE e.type IN (3, 4, 5) AND e.seq >= ?1"
+    " AND " DSC__SQ_RID_OF("e", "k") " IS NOT NULL GROUP BY 1) fin"
     " JOIN events f ON f.seq = fin.last LEFT JOIN events h ON h.seq = fin.hold"
-    " LEFT JOIN names st ON st.id = f.state" JOIN_SUBJECT("f") JOIN_WHAT("f")
+    " LEFT JOIN names st ON st.id = f.state" JOIN_SUBJECT("f") JOIN_WHAT_OF("f", "h")
     " WHERE f.at_us >= ?2 ORDER BY f.at_us DESC LIMIT ?3) ORDER BY fin_at";
 /* the charges: at_us, subject, amounts, seq; as hourly sums with seq 0 */
 #define CHARGES_HEAD \
@@ -62,7 +72,8 @@ static const char finished_sql[] =
 static const char find_sql[] =
     "SELECT e.type, " SUBJECT ", st.name, " AMOUNTS("e") ", " WHAT " FROM events e"
     JOIN_SUBJECT("e") " LEFT JOIN names st ON st.id = e.state" JOIN_WHAT("e")
-    " WHERE e.rid = ?2 AND e.seq >= ?1 AND e.type BETWEEN 1 AND 5 ORDER BY e.seq";
+    " WHERE (e.rid = ?2 OR e.hold = ?1) AND e.seq >= ?1 AND e.type BETWEEN 1 AND 5"
+    " ORDER BY e.seq";
 static const char find_hold_sql[] =
     "SELECT seq FROM events WHERE seq BETWEEN ?1 AND ?2 AND rid = ?3 AND type IN (1, 2)"
     " LIMIT 1";

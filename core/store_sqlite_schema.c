@@ -68,7 +68,8 @@ static const char tables_sql[] =
     "CREATE TABLE IF NOT EXISTS rollups(hour_us INTEGER NOT NULL, subject INTEGER NOT NULL, "
     AMOUNT_DEFS("") ", PRIMARY KEY(hour_us, subject)) WITHOUT ROWID;";
 
-#define RID(t) "CASE typeof(" t ".rid) WHEN 'blob' THEN 'r' || lower(hex(" t ".rid)) ELSE " t ".rid END"
+#define RID_TEXT(x) "CASE typeof(" x ") WHEN 'blob' THEN 'r' || lower(hex(" x ")) ELSE " x " END"
+#define RID(t) RID_TEXT(t ".rid")
 #define NAME(alias, t, col) " LEFT JOIN names " alias " ON " alias ".id = " t "." col
 #define SUBJECT_OF(t) " LEFT JOIN subjects s ON s.id = " t ".subject"
 #define SUBJECT_COLS                                                                               \
@@ -93,9 +94,9 @@ static const char views_sql[] =
     "DROP VIEW IF EXISTS reservations; DROP VIEW IF EXISTS budgets;"
     "DROP VIEW IF EXISTS usage_by_team_month;"
     "CREATE VIEW charges AS SELECT e.seq AS seq, e.at_us AS at_us, k.name AS kind, "
-    RID("e") " AS reservation_id, " SUBJECT_COLS ", " AMOUNTS_OF("e", "")
-    " FROM events e JOIN names k ON k.id = e.kind" SUBJECT_OF("e")
-    " WHERE e.type IN (3, 5) AND e.kind IS NOT NULL;"
+    RID_TEXT(DSC__SQ_RID_OF("e", "h")) " AS reservation_id, " SUBJECT_COLS ", " AMOUNTS_OF("e", "")
+    " FROM events e JOIN names k ON k.id = e.kind LEFT JOIN events h ON h.seq = e.hold"
+    SUBJECT_OF("e") " WHERE e.type IN (3, 5) AND e.kind IS NOT NULL;"
     "CREATE VIEW decisions AS SELECT e.seq AS seq, e.decision_id AS decision_id,"
     " e.request_id AS request_id, e.at_us AS at_us, " SUBJECT_COLS ", pu.name AS purpose,"
     " pr.name AS provider, mo.name AS model, e.input_tokens AS input_tokens,"
@@ -111,8 +112,10 @@ static const char views_sql[] =
     NAME("ta", "e", "tags") NAME("wa", "e", "warnings")
     " WHERE e.type IN (2, 6);"
     /* A reservation's state is that of its newest settle, cancel or expiry event. */
-    "CREATE VIEW reservations AS WITH fin AS (SELECT rid, max(seq) AS last, " SUMS_OF("")
-    " FROM events WHERE type IN (3, 4, 5) GROUP BY rid)"
+    "CREATE VIEW reservations AS WITH fe AS (SELECT " DSC__SQ_RID_OF("e", "h") " AS rid,"
+    " e.seq AS seq, " AMOUNTS_OF("e", "") " FROM events e LEFT JOIN events h ON h.seq = e.hold"
+    " WHERE e.type IN (3, 4, 5)), fin AS (SELECT rid, max(seq) AS last, " SUMS_OF("")
+    " FROM fe GROUP BY rid)"
     " SELECT " RID("r") " AS id, r.request_id AS request_id, " SUBJECT_COLS ","
     " r.at_us AS created_us, r.expires_us AS expires_us, ifnull(st.name, 'held') AS state,"
     " f.at_us AS finished_us, " AMOUNTS_OF("r", "held_") ", " CHARGED_OF("fin") ","
@@ -122,7 +125,7 @@ static const char views_sql[] =
     NAME("st", "f", "state") SUBJECT_OF("r") NAME("ow", "r", "owner")
     NAME("pr", "r", "provider") NAME("mo", "r", "model") NAME("zo", "r", "zone")
     NAME("pu", "r", "purpose") " WHERE r.type IN (1, 2)"
-    " UNION ALL SELECT " RID("f") ", NULL, " SUBJECT_COLS ", f.at_us, NULL, st.name, f.at_us,"
+    " UNION ALL SELECT " RID("fin") ", NULL, " SUBJECT_COLS ", f.at_us, NULL, st.name, f.at_us,"
     " 0, 0, 0, 0, 0, 0, 0, " CHARGED_OF("fin") ", ow.name, pr.name, mo.name, zo.name, pu.name"
     " FROM fin JOIN events f ON f.seq = fin.last" NAME("st", "f", "state") SUBJECT_OF("f")
     NAME("ow", "f", "owner") NAME("pr", "f", "provider") NAME("mo", "f", "model")
@@ -141,6 +144,10 @@ static const char views_sql[] =
     " WHERE e.type IN (3, 5) AND e.kind IS NOT NULL"
     " AND e.seq > (SELECT coalesce(max(seq), 0) FROM checkpoints)) u"
     " LEFT JOIN subjects s ON s.id = u.subject GROUP BY s.org, s.team, month;";
+
+/* Schema 3's settle, cancel and expiry rows carried their hold's id as well as its seq:
+ * the id goes (schema 4), the views take it from the hold. */
+#define SHRINK_SQL "UPDATE events SET rid = NULL WHERE type IN (3, 4, 5) AND hold IS NOT NULL;"
 
 /* --- migrating schema 1 ------------------------------------------------------------- */
 
@@ -277,7 +284,7 @@ static const char copy_sql[] =
     " SELECT updated_us, 0, id, selector, metric, window, limit_micro FROM old_budgets"
     " ORDER BY id;"
     "DROP TABLE old_budgets; DROP TABLE old_reservations; DROP TABLE old_charges;"
-    "DROP TABLE old_decisions;";
+    "DROP TABLE old_decisions;" SHRINK_SQL;
 // clang-format on
 
 /* Whether a reservation id is one the ledger makes: "r" + an even number of lowercase

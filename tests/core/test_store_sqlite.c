@@ -1164,7 +1164,7 @@ Test(store_sqlite, a_file_of_the_previous_schema_becomes_an_event_log_with_no_in
     cr_assert_eq(query_int(path, "SELECT count(*) FROM sqlite_master WHERE type = 'index'"
                                  " AND tbl_name = 'events'"),
                  0, "nothing but the seq is indexed on the hot path");
-    cr_assert_eq(query_int(path, "SELECT value FROM meta WHERE key = 'schema_version'"), 3);
+    cr_assert_eq(query_int(path, "SELECT value FROM meta WHERE key = 'schema_version'"), 4);
     cr_assert_eq(query_int(path, "SELECT count(*) FROM reservations WHERE state = 'settled'"), 2);
     cr_assert_eq(query_int(path, "SELECT count(*) FROM charges WHERE kind = 'settle'"), 2);
 }
@@ -1989,4 +1989,165 @@ Test(store_sqlite, forgotten_holds_are_found_between_the_checkpoints_around_thei
         settle_as(l, (dsc_settle_req){forged, &a, (dsc_subject *)&ana, NULL}, NULL, NULL, &err),
         DSC_UNKNOWN_RESERVATION, "%s", err.message);
     dsc_ledger_free(l);
+}
+
+/* --- the size of an event row ------------------------------------------------------- */
+
+static int64_t count_where(const char *path, const char *fmt, const char *rid) {
+    char sql[512];
+    snprintf(sql, sizeof sql, fmt, rid);
+    return query_int(path, sql);
+}
+
+Test(store_sqlite, a_settle_cancel_or_expiry_names_its_hold_by_seq_only_and_views_show_its_id) {
+    char path[600];
+    temp_db(path, sizeof path);
+    fake_clock clk = {T0};
+    dsc_ledger *l = open_at(path, &clk, 1);
+    dsc_error err;
+    char settled[DSC_RESERVATION_ID_MAX], cancelled[DSC_RESERVATION_ID_MAX],
+        expired[DSC_RESERVATION_ID_MAX];
+    dsc_amounts a = amt(DSC_METRIC_GCO2E, 5 * M);
+    char *ids[] = {settled, cancelled, expired};
+    const char *dids[] = {"d1", "d2", "d3"};
+    for (int i = 0; i < 3; i++) {
+        dsc_decision_record d = {
+            .decision_id = dids[i], .subject = ana, .key_id = "k_1", .model = "m"};
+        cr_assert_eq(reserve_as(l, (dsc_reserve_req){&ana, &a, i == 2 ? 1 : 60, NULL, &d}, ids[i],
+                                NULL, 0, NULL, NULL, &err),
+                     DSC_OK, "%s", err.message);
+    }
+    cr_assert_eq(settle_as(l, (dsc_settle_req){settled, &a, NULL, NULL}, NULL, NULL, &err), DSC_OK);
+    cr_assert_eq(dsc_ledger_cancel(l, &(dsc_cancel_req){cancelled, NULL}, NULL, &err), DSC_OK);
+    clk.now += 10 * S;
+    dsc_ledger_tick(l);
+    cr_assert_eq(dsc_ledger_sync(l, NULL, &err), DSC_OK, "%s", err.message);
+    dsc_amounts two = amt(DSC_METRIC_GCO2E, 2 * M);
+    dsc_settle_out late;
+    cr_assert_eq(settle_as(l, (dsc_settle_req){expired, &two, NULL, NULL}, &late, NULL, &err),
+                 DSC_OK, "%s", err.message);
+    cr_assert_eq(late.kind, DSC_SETTLE_LATE);
+    dsc_ledger_free(l);
+    cr_assert_eq(query_int(path, "SELECT count(*) FROM events WHERE type IN (3, 4, 5)"), 4);
+    cr_assert_eq(query_int(path, "SELECT count(*) FROM events f JOIN events h ON h.seq = f.hold"
+                                 " WHERE f.type IN (3, 4, 5) AND f.rid IS NULL"
+                                 " AND h.type IN (1, 2) AND h.rid IS NOT NULL"),
+                 3, "each names its hold, no copy of the id");
+    cr_assert_eq(query_int(path, "SELECT count(*) FROM events WHERE type IN (3, 4, 5)"
+                                 " AND hold IS NOT NULL AND owner IS NULL AND model IS NULL"),
+                 3, "nor of its owner and what it was for");
+    cr_assert_eq(query_int(path, "SELECT count(*) FROM reservations WHERE owner = 'k_1'"
+                                 " AND model = 'm'"),
+                 3);
+    cr_assert_eq(count_where(path,
+                             "SELECT count(*) FROM charges WHERE kind = 'settle'"
+                             " AND reservation_id = '%s' AND gco2e = 5000000",
+                             settled),
+                 1);
+    cr_assert_eq(
+        count_where(path, "SELECT charged_gco2e FROM reservations WHERE id = '%s'", expired), 2 * M,
+        "the expiry (by seq) and the late settle (by id) are one reservation");
+    const char *state[] = {"settled", "cancelled", "settled"};
+    for (int i = 0; i < 3; i++) {
+        char fmt[200];
+        snprintf(fmt, sizeof fmt,
+                 "SELECT count(*) FROM reservations WHERE id = '%%s' AND state = '%s'", state[i]);
+        cr_assert_eq(count_where(path, fmt, ids[i]), 1, "%s %s", ids[i], state[i]);
+    }
+    cr_assert_eq(query_int(path, "SELECT count(*) FROM reservations"), 3);
+    /* after a restart the finished ones are reloaded with their hold's owner, and once
+     * memory forgot them each is still known as finished */
+    l = open_at(path, &clk, 3600);
+    dsc_hold_info h;
+    cr_assert_eq(dsc_ledger_hold_get(l, settled, &h), DSC_OK);
+    cr_assert(!h.open);
+    cr_assert_str_eq(h.owner, "k_1");
+    cr_assert_str_eq(h.model, "m");
+    dsc_ledger_free(l);
+    l = open_at(path, &clk, 1);
+    clk.now += 10 * S;
+    dsc_ledger_tick(l);
+    dsc_settle_out out;
+    cr_assert_eq(settle_as(l, (dsc_settle_req){settled, &a, NULL, NULL}, &out, NULL, &err), DSC_OK,
+                 "%s", err.message);
+    cr_assert_eq(out.kind, DSC_SETTLE_REPEATED);
+    cr_assert_eq(dsc_ledger_cancel(l, &(dsc_cancel_req){cancelled, NULL}, NULL, &err), DSC_OK, "%s",
+                 err.message);
+    dsc_ledger_free(l);
+}
+
+/* tests/data/store-744e429.sql is the sqlite3 .dump of a store file written by the
+ * ledger at commit 744e429 (schema 3: each settle, cancel and expiry row also carried
+ * its hold's id), through its API with the clock at T0: budget team:* gco2e month
+ * 100; holds of 5 g for acme/infra/ana with the decisions of their checks (key k_1,
+ * openai gpt-4o): req-held (ttl 3600 s, still held), req-settle (settled at 3 g),
+ * req-cancel (cancelled), req-expire (ttl 1 s: expired at T0 + 10 s, charged 5 g,
+ * then settled late at 2 g); the unreserved settle u-1 of 1 g; decision d-only. */
+#define V3_HELD "r2bbd6abf5000e5768fc5c3f4988aa47f3d3c"
+#define V3_SETTLED "r2bbd6abf5001050e1653bfa6d7bfbe0ce316"
+#define V3_CANCELLED "r2bbd6abf50024339766e8f8710cb4ad70dd1"
+#define V3_LATE "r2bbd6abf5003d397b7aca8d5b03d9afe284f"
+
+Test(store_sqlite, a_store_written_at_744e429_opens_with_its_holds_charges_and_finished_ids) {
+    char path[600];
+    temp_db(path, sizeof path);
+    load_dump(path, "store-744e429.sql");
+    fake_clock clk = {T0 + 20 * S};
+    dsc_ledger *l = open_at(path, &clk, 1);
+    dsc_budget_state st[4];
+    dsc_budget_state b = find(st, preview(l, st, 4), "team:*");
+    cr_assert_eq(b.used, 6 * M, "3 settled, 5 expired - 3 late, 1 unreserved");
+    cr_assert_eq(b.held, 5 * M, "the open hold is reloaded");
+    dsc_hold_info h;
+    cr_assert_eq(dsc_ledger_hold_get(l, V3_HELD, &h), DSC_OK);
+    cr_assert(h.open);
+    cr_assert_str_eq(h.owner, "k_1");
+    cr_assert_str_eq(h.model, "gpt-4o");
+    clk.now += 10 * S;
+    dsc_ledger_tick(l); /* memory forgets the finished ones: the store recalls them */
+    cr_assert_eq(settle_kind_of(l, V3_SETTLED), DSC_SETTLE_REPEATED);
+    cr_assert_eq(settle_kind_of(l, V3_LATE), DSC_SETTLE_REPEATED);
+    dsc_error err;
+    cr_assert_eq(dsc_ledger_cancel(l, &(dsc_cancel_req){V3_CANCELLED, NULL}, NULL, &err), DSC_OK,
+                 "%s", err.message);
+    cr_assert_eq(settle_kind_of(l, V3_HELD), DSC_SETTLE_RESERVED);
+    dsc_amounts one = amt(DSC_METRIC_GCO2E, M);
+    cr_assert_neq(settle_as(l, (dsc_settle_req){"u-1", &one, &ana, NULL}, NULL, NULL, &err), DSC_OK,
+                  "an unreserved id is not charged twice");
+    dsc_ledger_free(l);
+    cr_assert_eq(query_int(path, "SELECT value FROM meta WHERE key = 'schema_version'"), 4);
+    cr_assert_eq(query_int(path, "SELECT count(*) FROM reservations"), 5);
+    cr_assert_eq(query_int(path, "SELECT count(*) FROM reservations WHERE id = '" V3_HELD
+                                 "' AND state = 'settled' AND charged_gco2e = 1000000"),
+                 1, "settled after the upgrade: a row of the new shape joins the old hold");
+    cr_assert_eq(query_int(path, "SELECT charged_gco2e FROM reservations WHERE id = '" V3_LATE
+                                 "' AND state = 'settled'"),
+                 2 * M);
+    cr_assert_eq(query_int(path, "SELECT count(*) FROM reservations WHERE id = '" V3_CANCELLED
+                                 "' AND state = 'cancelled'"),
+                 1);
+    cr_assert_eq(query_int(path, "SELECT count(*) FROM charges WHERE reservation_id = '" V3_HELD
+                                 "' AND kind = 'settle'"),
+                 1);
+    cr_assert_eq(query_int(path, "SELECT count(*) FROM decisions"), 5);
+    l = open_at(path, &clk, 1);
+    b = find(st, preview(l, st, 4), "team:*");
+    cr_assert_eq(b.used, 7 * M, "charged before and after the upgrade");
+    cr_assert_eq(b.held, 0);
+    dsc_ledger_free(l);
+}
+
+/* a commit writes whole pages: a new file has small ones, an older file keeps its own */
+Test(store_sqlite, a_new_store_has_2_kib_pages_and_an_older_file_keeps_its_page_size) {
+    char path[600], old[600];
+    temp_db(path, sizeof path);
+    dsc_ledger_free(open_at(path, NULL, 0));
+    cr_assert_eq(query_int(path, "PRAGMA page_size"), 2048);
+    temp_db(old, sizeof old);
+    load_dump(old, "store-744e429.sql");
+    cr_assert_eq(query_int(old, "PRAGMA page_size"), 4096);
+    fake_clock clk = {T0 + 20 * S};
+    dsc_ledger_free(open_at(old, &clk, 0));
+    cr_assert_eq(query_int(old, "PRAGMA page_size"), 4096);
+    cr_assert_eq(query_int(old, "SELECT count(*) FROM reservations"), 5);
 }
