@@ -18,9 +18,10 @@
  * the expired holds of every replica (sweep.lua finishes each exactly once).
  *
  * A reserve carries the definitions' version; Redis answers 'stale' when they
- * changed since, the hold is not taken, a reload starts and the call reports
- * store_unavailable (failure_mode decides), so a limit that changed is never
- * checked against an old copy.
+ * changed since and the hold is not taken: the worker reads the definitions at once
+ * on its own connection and matches and sends the hold again (at most twice), so a
+ * limit that changed is never checked against an old copy and the client never sees
+ * the change (store_unavailable only when they keep changing faster than that).
  */
 #include "ledger_ops.h"
 #include "redis_ledger.h"
@@ -259,6 +260,9 @@ typedef struct pending {
     bool budget_remove;  /* budget: the change, applied again when a reload lost it */
     dsc_budget_info binfo;
     double blimit;
+    dsc_reserve_req rreq; /* reserve: sent again after a 'stale' (the caller's, kept until done) */
+    char *detail;         /* reserve: the decision's journal text (owned) */
+    int retries;          /* reserve: 'stale' answers retried so far */
 } pending;
 
 static pending *pending_new(dsc__worker *w, const dsc_done *done, dsc_error *err) {
@@ -272,12 +276,19 @@ static pending *pending_new(dsc__worker *w, const dsc_done *done, dsc_error *err
     p->k.n = 0;
     p->sstates = NULL;
     p->sent_us = dsc__now_us();
+    p->detail = NULL;
+    p->retries = 0;
     return p;
+}
+
+static void pending_free(pending *p) {
+    if (p) free(p->detail);
+    free(p);
 }
 
 static void finish(pending *p, dsc_status st, const dsc_error *err) {
     p->done.fn(p->done.ud, st, err);
-    free(p);
+    pending_free(p);
 }
 
 static void finish_status(pending *p, dsc_status st, const char *fmt, const char *what) {
@@ -413,6 +424,10 @@ static dsc_status hold_get(dsc__worker *w, const char *id, dsc_hold_info *out, c
 
 /* ---------------------------------------------------------------- reserve -- */
 
+#define STALE_RETRIES 2 /* a hold answered 'stale' is matched and sent again this often */
+
+static void retry_stale(pending *p);
+
 static void on_reserve(void *ud, dsc_status st, const dsc__redis_reserve_out *o,
                        const dsc_error *err) {
     pending *p = ud;
@@ -442,9 +457,7 @@ static void on_reserve(void *ud, dsc_status st, const dsc__redis_reserve_out *o,
         finish_status(p, DSC_BUDGET_EXCEEDED, "%s", "a budget would be exceeded");
         return;
     case DSC_REDIS_STALE:
-        atomic_store(&p->w->srv->redis->reload, true);
-        finish_status(p, DSC_STORE_UNAVAILABLE, "%s",
-                      "redis: the budget definitions changed meanwhile; retry");
+        retry_stale(p);
         return;
     }
 }
@@ -459,6 +472,32 @@ static void new_reservation_id(char out[DSC_RESERVATION_ID_MAX]) {
     dsc_random_hex(b, sizeof b, out + 1);
 }
 
+/* Match p's request against the definitions this replica has now and send it, with
+ * their version (a first call, or again after a 'stale'). */
+static dsc_status send_reserve(pending *p, dsc_error *err) {
+    dsc__worker *w = p->w;
+    const dsc_reserve_req *req = &p->rreq;
+    dsc__redis *r = conn_of(w, err);
+    if (!r) return DSC_STORE_UNAVAILABLE;
+    int64_t version = atomic_load(&w->srv->redis->loaded);
+    dsc_status st = match(w, req->subject, req->amounts, &p->k, err);
+    if (st != DSC_OK) return st;
+    dsc__redis_reserve_req rq = {
+        .version = version < 0 ? 0 : version,
+        .reservation_id = p->rout->reservation_id,
+        .request_id = req->request_id,
+        .owner_key = req->decision ? req->decision->key_id : NULL,
+        .ttl_us = req->ttl_s * 1000000,
+        .tz_offset_s = w->srv->redis->tz_offset_s,
+        .journal = p->detail,
+        .journal_max = p->detail ? JOURNAL_MAX : 0,
+        .counters = p->k.c,
+        .n = p->k.n,
+    };
+    p->sent_us = dsc__now_us();
+    return dsc__redis_reserve(r, &rq, on_reserve, p, err);
+}
+
 static dsc_status reserve(dsc__worker *w, const dsc_reserve_req *req, dsc_reserve_out *out,
                           const dsc_done *done, dsc_error *err) {
     dsc__redis *r = conn_of(w, err);
@@ -466,36 +505,55 @@ static dsc_status reserve(dsc__worker *w, const dsc_reserve_req *req, dsc_reserv
     if (req->ttl_s <= 0) return dsc_error_set(err, DSC_BAD_REQUEST, "field 'ttl_s': must be > 0");
     pending *p = pending_new(w, done, err);
     if (!p) return DSC_NOMEM;
-    int64_t version = atomic_load(&w->srv->redis->loaded);
-    dsc_status st = match(w, req->subject, req->amounts, &p->k, err);
-    char *detail = NULL;
+    dsc_status st = DSC_OK;
     new_reservation_id(out->reservation_id);
     out->n_exceeded = 0;
-    if (st == DSC_OK && !out->reservation_id[0])
+    if (!out->reservation_id[0])
         st = dsc_error_set(err, DSC_IO, "no random bytes for a reservation id");
     if (st == DSC_OK && req->decision &&
-        !(detail = journal_text(req->decision, out->reservation_id)))
+        !(p->detail = journal_text(req->decision, out->reservation_id)))
         st = dsc_error_set(err, DSC_NOMEM, "out of memory for the journal");
     if (st == DSC_OK) {
         p->rout = out;
+        p->rreq = *req;
         hold_of(&p->own, out->reservation_id, req);
-        dsc__redis_reserve_req rq = {
-            .version = version < 0 ? 0 : version,
-            .reservation_id = out->reservation_id,
-            .request_id = req->request_id,
-            .owner_key = req->decision ? req->decision->key_id : NULL,
-            .ttl_us = req->ttl_s * 1000000,
-            .tz_offset_s = w->srv->redis->tz_offset_s,
-            .journal = detail,
-            .journal_max = detail ? JOURNAL_MAX : 0,
-            .counters = p->k.c,
-            .n = p->k.n,
-        };
-        st = dsc__redis_reserve(r, &rq, on_reserve, p, err);
+        st = send_reserve(p, err);
     }
-    free(detail);
-    if (st != DSC_OK) free(p);
+    if (st != DSC_OK) pending_free(p);
     return st;
+}
+
+/* A 'stale' answer: Redis has budget definitions newer than the ones the hold was
+ * matched with, and held nothing. The replica reads them at once on this worker's
+ * connection, and the hold is matched and sent again (at most STALE_RETRIES times),
+ * so a budget change never reaches the client as store_unavailable. */
+static void apply_defs(dsc_server *srv, const dsc__redis_answer *a);
+
+static void on_stale_defs(void *ud, dsc_status st, const dsc__redis_answer *a,
+                          const dsc_error *err) {
+    pending *p = ud;
+    dsc_error e;
+    if (st != DSC_OK) {
+        atomic_store(&p->w->srv->redis->reload, true);
+        finish(p, st, err);
+        return;
+    }
+    apply_defs(p->w->srv, a);
+    if ((st = send_reserve(p, &e)) != DSC_OK) finish(p, st, &e);
+}
+
+static void retry_stale(pending *p) {
+    dsc_error e;
+    dsc_status st = DSC_STORE_UNAVAILABLE;
+    if (p->retries++ >= STALE_RETRIES) {
+        atomic_store(&p->w->srv->redis->reload, true);
+        finish_status(p, st, "%s", "redis: the budget definitions kept changing meanwhile; retry");
+        return;
+    }
+    if (!conn_of(p->w, &e) || (st = dsc__redis_defs(p->w->redis, on_stale_defs, p, &e)) != DSC_OK) {
+        atomic_store(&p->w->srv->redis->reload, true);
+        finish(p, st, &e);
+    }
 }
 
 /* ---------------------------------------------------------------- record -- */
@@ -708,6 +766,29 @@ static void sync_defs(dsc_server *srv, def *defs, size_t n) {
     free(have);
 }
 
+/* Make the local definitions the ones of defs.lua's answer a, unless they are at its
+ * version already. */
+static void apply_defs(dsc_server *srv, const dsc__redis_answer *a) {
+    dsc__redis_shared *rs = srv->redis;
+    pthread_mutex_lock(&rs->sync_mu);
+    if (a->version != atomic_load(&rs->loaded)) {
+        def *defs = calloc(a->n ? a->n : 1, sizeof *defs);
+        size_t n = 0;
+        for (size_t i = 0; defs && i < a->n; i++)
+            if (def_parse(a->defs[2 * i + 1]->str, &defs[n])) n++;
+        if (defs) {
+            sync_defs(srv, defs, n);
+            atomic_store(&rs->loaded, a->version);
+            dsc_log_write(&srv->log, DSC_LOG_INFO, "budgets_loaded", "version=%lld budgets=%zu",
+                          (long long)a->version, n);
+        } else {
+            atomic_store(&rs->reload, true);
+        }
+        free(defs);
+    }
+    pthread_mutex_unlock(&rs->sync_mu);
+}
+
 /* One reload at a time (the definitions and the keys, two replies); news meanwhile
  * asks for one more after it. */
 static void reload_defs(dsc__worker *w);
@@ -730,23 +811,7 @@ static void on_defs(void *ud, dsc_status st, const dsc__redis_answer *a, const d
         reload_done(w);
         return;
     }
-    pthread_mutex_lock(&rs->sync_mu);
-    if (a->version != atomic_load(&rs->loaded)) {
-        def *defs = calloc(a->n ? a->n : 1, sizeof *defs);
-        size_t n = 0;
-        for (size_t i = 0; defs && i < a->n; i++)
-            if (def_parse(a->defs[2 * i + 1]->str, &defs[n])) n++;
-        if (defs) {
-            sync_defs(srv, defs, n);
-            atomic_store(&rs->loaded, a->version);
-            dsc_log_write(&srv->log, DSC_LOG_INFO, "budgets_loaded", "version=%lld budgets=%zu",
-                          (long long)a->version, n);
-        } else {
-            atomic_store(&rs->reload, true);
-        }
-        free(defs);
-    }
-    pthread_mutex_unlock(&rs->sync_mu);
+    apply_defs(srv, a);
     reload_done(w);
 }
 

@@ -432,3 +432,51 @@ Test(integration_replicas, one_decisions_query_answers_for_the_decisions_of_ever
     free_all(c, REPLICAS);
     cluster_stop(&k);
 }
+
+Test(integration_replicas, checks_on_one_replica_never_see_store_unavailable_for_budget_changes) {
+    cluster k;
+    cluster_start(&k, NULL, "workers = 2\n");
+    th_client *c[REPLICAS];
+    connect_all(&k, c);
+    set_budget(c[0], "requests", 30);
+    cr_assert_geq(budgets_everywhere(&k, c, 1, 2000), 0);
+    enum { CLIENTS = 4, ROUNDS = 40 };
+    th_client *b[CLIENTS];
+    for (int i = 0; i < CLIENTS; i++)
+        b[i] = th_connect_admin(&k.s[1]);
+    int allowed = 0;
+    uint32_t msgid = 5000;
+    for (int round = 0; round < ROUNDS; round++) {
+        /* a change through replica 0 while replica 1's clients check: every check
+         * races the definitions' reload */
+        char params[256];
+        snprintf(params, sizeof params,
+                 "{\"selector\": \"user:*\", \"metric\": \"gco2e\", \"window\": \"day\", "
+                 "\"limit\": %d}",
+                 1000 + round);
+        th_send_request(c[0], msgid, "budget.set", params);
+        for (int i = 0; i < CLIENTS; i++)
+            th_send_request(b[i], msgid + 1 + (uint32_t)i, "check", CHECK);
+        json_t *r = th_read(c[0], 5000);
+        cr_assert_not_null(th_result(r), "budget.set: %s", th_error_message(r));
+        json_decref(r);
+        for (int i = 0; i < CLIENTS; i++) {
+            r = th_read(b[i], 5000);
+            cr_assert_not_null(r, "client %d: no reply", i);
+            json_t *res = th_result(r);
+            cr_assert_not_null(res, "round %d client %d: %s %s", round, i, th_error_code(r),
+                               th_error_message(r));
+            allowed += strcmp(th_str(res, "decision"), "allow") == 0;
+            json_decref(r);
+        }
+        msgid += CLIENTS + 1;
+    }
+    cr_assert_eq(allowed, 30, "%d allowed over a budget of 30 requests", allowed);
+    json_t *keep, *st = budget_state(c[2], "requests", &keep);
+    cr_assert_not_null(st);
+    cr_assert_eq(th_num(st, "held") + th_num(st, "used"), 30);
+    json_decref(keep);
+    free_all(b, CLIENTS);
+    free_all(c, REPLICAS);
+    cluster_stop(&k);
+}
