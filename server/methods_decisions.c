@@ -285,9 +285,11 @@ static bool row_matches(const list_args *a, json_t *o, const char *outcome) {
 }
 
 /* One journaled decision as decisions.list answers it. A 'refuse' entry is a hold
- * the counters refused after the policies allowed: the ledger's refusal. */
+ * the counters refused after the policies allowed: the ledger's refusal. A 'reserve'
+ * names its hold, and so does the 'decision' of a repeated request_id (the first). */
 static void pack_detail(msgpack_packer *pk, json_t *o, const char *event, int64_t seq) {
-    bool refused = strcmp(event, "refuse") == 0, resv = strcmp(event, "reserve") == 0;
+    bool refused = strcmp(event, "refuse") == 0;
+    bool resv = !refused && jstr(o, "reservation_id")[0] != '\0';
     static const char *const parts[] = {"org", "team", "user", "key"};
     msgpack_pack_map(pk, 19 + resv);
     pack_str_field(pk, "decision_id", jstr(o, "decision_id"));

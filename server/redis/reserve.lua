@@ -9,7 +9,8 @@
 -- was read at. A different version in Redis answers {'stale', version}: the replica
 -- reloads the definitions and asks again, so a hold is never checked against a
 -- limit that changed. A request_id seen before answers {'repeat', id, state,
--- expires_us} without holding twice, whichever replica took the first one.
+-- expires_us} without holding twice, whichever replica took the first one; its
+-- decision is journaled (event 'decision') naming that first reservation.
 -- Otherwise every counter is brought to now (Redis TIME) and checked: when any
 -- would exceed its limit nothing is held and the answer is {'refused', i, used,
 -- held, resets_at} for the first counter i (1-based) that would; when all fit each
@@ -30,6 +31,11 @@ if request_id ~= '' then
   if prior then
     local h = redis.call('HMGET', tag .. 'h:' .. prior, 'st', 'd')
     local ex = h[2] and cjson.decode(h[2]).ex or '0'
+    if detail ~= '' then -- the repeated check is journaled, naming the first hold
+      local named = string.gsub(detail, '"reservation_id":"' .. id .. '"',
+                                '"reservation_id":"' .. prior .. '"', 1)
+      journal(maxlen, 'decision', id, named)
+    end
     return {'repeat', prior, h[1] or 'expired', ex}
   end
 end

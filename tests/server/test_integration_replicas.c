@@ -480,3 +480,48 @@ Test(integration_replicas, checks_on_one_replica_never_see_store_unavailable_for
     free_all(c, REPLICAS);
     cluster_stop(&k);
 }
+
+#define CHECK_REQ                                                                                  \
+    "{" SUBJECT ", \"provider\": \"openai\", \"model\": \"gpt-4o\", \"input_tokens\": 100, "       \
+    "\"output_tokens\": 100, \"purpose\": \"chat\", \"request_id\": \"req-7\"}"
+
+/* The same check (one request_id) through a then b: how many decisions the journal
+ * lists through b afterwards, each of them naming the first reservation. */
+static size_t repeated_request_journal(th_client *a, th_client *b) {
+    json_t *res, *r = th_ok(a, "check", CHECK_REQ, &res);
+    char first[64];
+    snprintf(first, sizeof first, "%s", th_str(res, "reservation"));
+    json_decref(r);
+    r = th_ok(b, "check", CHECK_REQ, &res);
+    cr_assert_str_eq(th_str(res, "reservation"), first, "a repeat answers the first hold");
+    json_decref(r);
+    r = th_ok(b, "decisions.list", "{}", &res);
+    json_t *d, *list = json_object_get(res, "decisions");
+    size_t i, n = json_array_size(list);
+    json_array_foreach(list, i, d) {
+        cr_assert_str_eq(th_str(d, "outcome"), "allow");
+        cr_assert_str_eq(th_str(d, "reservation"), first, "decision %zu names the first hold", i);
+    }
+    json_decref(r);
+    return n;
+}
+
+Test(integration_replicas, a_repeated_request_id_is_journaled_naming_the_first_hold_as_on_sqlite) {
+    th_server sq;
+    th_server_start(&sq, NULL);
+    th_client *a = th_connect_admin(&sq), *b = th_connect_admin(&sq);
+    size_t on_sqlite = repeated_request_journal(a, b);
+    th_client_free(a);
+    th_client_free(b);
+    th_server_stop(&sq);
+    th_server_cleanup(&sq);
+    cr_assert_eq(on_sqlite, 2, "the SQLite store journals both decisions");
+    cluster k;
+    cluster_start(&k, NULL, NULL);
+    th_client *c[REPLICAS];
+    connect_all(&k, c);
+    cr_assert_eq(repeated_request_journal(c[0], c[1]), on_sqlite,
+                 "the Redis store journals what the SQLite store does");
+    free_all(c, REPLICAS);
+    cluster_stop(&k);
+}
