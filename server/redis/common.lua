@@ -203,3 +203,48 @@ local function finish(id, d, state, charged, retain_s)
     redis.call('EXPIRE', tag .. 'rq:' .. d.rq, math.max(tonumber(retain_s) or 600, 1))
   end
 end
+
+-- Hourly rollups: what reports and a new budget's past usage read. <tag>ru:<hour>
+-- (hour: unix seconds of its start, by Redis TIME) is a hash whose fields are JSON
+-- arrays {org, team, user, key, provider, model, purpose} (a charge's subject and
+-- what its hold was for) and whose values are the 7 metrics' sums of that hour's
+-- charges, "v1,...,v7" (micro-units; a late settle's correction may be negative).
+-- Each hour's hash is kept ROLLUP_TTL seconds (400 days: a year's window and then
+-- some) from its first charge.
+local ROLLUP_TTL = 400 * DAY
+
+local function rollup(now, group, charge)
+  if not group or group == '' then return end
+  local any = false
+  for m = 1, 7 do any = any or (tonumber(charge[m]) or 0) ~= 0 end
+  if not any then return end
+  local key = tag .. 'ru:' .. int(floor_div(now, 3600 * US) * 3600)
+  local old = redis.call('HGET', key, group)
+  local v, i = {}, 1
+  if old then
+    for x in string.gmatch(old, '[^,]+') do
+      v[i] = tonumber(x) or 0
+      i = i + 1
+    end
+  end
+  for m = 1, 7 do v[m] = int((v[m] or 0) + (tonumber(charge[m]) or 0)) end
+  redis.call('HSET', key, group, table.concat(v, ','))
+  if not old then redis.call('EXPIRE', key, ROLLUP_TTL) end
+end
+
+-- The rollup group of reservation id and what it held of each metric (a table of 7,
+-- or nil), from the check's decision kept with its hold (field j; its 'held');
+-- nil when it has none.
+local function hold_charge(id)
+  local j = redis.call('HGET', tag .. 'h:' .. id, 'j')
+  if not j or j == '' then return nil end
+  local ok, o = pcall(cjson.decode, j)
+  if not ok or type(o) ~= 'table' then return nil end
+  local g = {}
+  for i, k in ipairs({'org', 'team', 'user', 'key', 'provider', 'model', 'purpose'}) do
+    g[i] = type(o[k]) == 'string' and o[k] or ''
+  end
+  local held = nil
+  if type(o.held) == 'table' and #o.held == 7 then held = o.held end
+  return cjson.encode(g), held
+end

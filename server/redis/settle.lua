@@ -10,9 +10,13 @@
 -- nothing changes, {'repeated', charged_1..7}. Cancelled, expired or released: the
 -- difference between actual and what it was charged is charged now, {'late', ...}.
 -- Unknown (never reserved, or forgotten after retain_s): the n counters given are
--- charged directly, {'unreserved', ...}, or {'unknown'} when n is 0. A reservation
+-- charged directly, {'unreserved', ...}, or {'unknown'} when n is 0 and no subject's
+-- group (journal_detail) is given. A reservation
 -- taken by another owner key answers {'forbidden'} (owner '*' is any key: an admin).
 -- Every finished reservation is kept retain_s seconds so a repeated settle answers the same on every replica.
+-- What is charged goes to the hour's rollup (common.lua), under the group of the
+-- check that took the hold; an unknown id's under journal_detail, the group of the
+-- subject charged (a JSON array, as rollup keeps it).
 -- After the charges of every answer but 'unknown' and 'forbidden' come the n given
 -- counters as of now (used_i, held_i, resets_i, after this settle): the settle
 -- reply's budget states, without a state.lua call of their own.
@@ -46,7 +50,7 @@ end
 
 local h = redis.call('HMGET', tag .. 'h:' .. id, 'st', 'd')
 if not h[1] then
-  if n == 0 then return {'unknown'} end
+  if n == 0 and detail == '' then return {'unknown'} end
   local d = {c = {}, tz = off, rq = '', ow = owner, ex = int(now)}
   for i = 1, n do
     local b = 14 + (i - 1) * 5
@@ -57,6 +61,7 @@ if not h[1] then
   release_hold(d, now, actual)
   finish(id, d, 'settled', actual, retain_s)
   journal(maxlen, 'settle', id, detail)
+  rollup(now, detail, actual)
   return answer('unreserved', actual)
 end
 
@@ -82,4 +87,5 @@ local g = {}
 for m = 1, 7 do g[m] = int(actual[m]) end
 finish(id, d, 'settled', g, retain_s)
 journal(maxlen, 'settle', id, detail)
+rollup(now, (hold_charge(id)), delta)
 return answer(kind, actual)

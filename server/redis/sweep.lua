@@ -6,7 +6,7 @@
 -- releases it (state released). At most max holds are finished per call, oldest
 -- expiry first, by Redis TIME. Every live replica may call it: each hold leaves
 -- <tag>exp in the same atomic step that finishes it, so it is finished exactly
--- once. Answers {count, id1, id2, ...}.
+-- once. What an expiry charges goes to the hour's rollup. Answers {count, id1, id2, ...}.
 local policy, max, retain_s, maxlen = ARGV[1], tonumber(ARGV[2]), ARGV[3], ARGV[4]
 if (policy ~= 'charge' and policy ~= 'release') or not max or max < 1 then
   return redis.error_reply('bad_request sweep arguments')
@@ -26,12 +26,19 @@ for _, id in ipairs(due) do
       for _, c in ipairs(d.c) do charge[c.m + 1] = math.max(charge[c.m + 1], tonumber(c.a)) end
       for m = 1, 7 do g[m] = int(charge[m]) end
     end
+    -- what the check held of every metric is what the expiry charges (a late settle
+    -- then charges the difference), also of the metrics no budget counts
+    local group, held = hold_charge(id)
+    if charge and held then
+      for m = 1, 7 do g[m] = int(tonumber(held[m]) or 0) end
+    end
     for _, c in ipairs(d.c) do
       local key, w = tag .. 'c:' .. c.n, stored_window(c)
       advance(key, w, d.tz, now)
       redis.call('HINCRBY', key, 'h', int(-tonumber(c.a)))
       if charge then add_used(key, w, now, tonumber(c.a)) end
     end
+    if charge then rollup(now, group, held or charge) end
     finish(id, d, charge and 'expired' or 'released', g, retain_s)
     journal(maxlen, charge and 'expire' or 'release', id, '')
     reply[1] = reply[1] + 1
