@@ -306,6 +306,25 @@ static dsc_status parse_hold(const redisReply *rep, dsc__redis_answer *out, dsc_
     return DSC_OK;
 }
 
+/* {next_hour, next_cursor, now_s, then triples hour, group, sums}: all strings. */
+static dsc_status parse_rollups(const redisReply *rep, dsc__redis_answer *out, dsc_error *err) {
+    if (rep->type == REDIS_REPLY_ERROR) {
+        const char *kind;
+        return answer_head(rep, &kind, err);
+    }
+    if (rep->type != REDIS_REPLY_ARRAY || rep->elements < 3 || (rep->elements - 3) % 3)
+        return malformed(err, "rollups");
+    for (size_t i = 0; i < rep->elements; i++)
+        if (rep->element[i]->type != REDIS_REPLY_STRING) return malformed(err, "rollups");
+    if (!num(rep->element[0], &out->next_hour) || !num(rep->element[2], &out->now_s) ||
+        !rep->element[1]->len)
+        return malformed(err, "rollups");
+    out->cursor = rep->element[1]->str;
+    out->n = (rep->elements - 3) / 3;
+    out->rows = (const redisReply *const *)rep->element + 3;
+    return DSC_OK;
+}
+
 dsc_status dsc__redis_parse_answer(dsc__redis_script script, const redisReply *rep, size_t n,
                                    dsc__redis_answer *out, dsc_error *err) {
     memset(out, 0, sizeof *out);
@@ -357,6 +376,8 @@ dsc_status dsc__redis_parse_answer(dsc__redis_script script, const redisReply *r
         out->n = (rep->elements - 1) / 2;
         out->defs = (const redisReply *const *)rep->element + 1;
         return DSC_OK;
+    case DSC_REDIS_ROLLUPS:
+        return parse_rollups(rep, out, err);
     default:
         return malformed(err, "no such script");
     }
@@ -480,4 +501,13 @@ dsc_status dsc__redis_record(dsc__redis *r, const char *decision_id, const char 
     args a = {0};
     add_str(&a, decision_id), add_str(&a, journal), add_int(&a, journal_max);
     return send_answer(r, DSC_REDIS_RECORD, &a, 0, fn, ud, err);
+}
+
+dsc_status dsc__redis_rollups(dsc__redis *r, int64_t from_hour, int64_t to_hour, const char *cursor,
+                              int64_t budget, dsc__redis_answer_fn fn, void *ud, dsc_error *err) {
+    if (from_hour % 3600 || !cursor || !cursor[0] || budget < 1 || budget > 10000)
+        return dsc_error_set(err, DSC_BAD_REQUEST, "rollups: from an hour's start, a cursor");
+    args a = {0};
+    add_int(&a, from_hour), add_int(&a, to_hour), add_str(&a, cursor), add_int(&a, budget);
+    return send_answer(r, DSC_REDIS_ROLLUPS, &a, 0, fn, ud, err);
 }

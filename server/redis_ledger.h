@@ -153,6 +153,11 @@ typedef struct dsc__redis_answer {
     const char *last;              /* journal: the last entry read ("" when none); defs holds n
                                       triples event, id, detail (borrowed) */
     dsc__redis_hold_out hold;      /* hold */
+    /* rollups: n triples hour, group, sums in rows (borrowed); where the next page
+     * starts (next_hour >= to: done) and Redis's clock (unix seconds) */
+    const redisReply *const *rows;
+    int64_t next_hour, now_s;
+    const char *cursor;
 } dsc__redis_answer;
 
 typedef void (*dsc__redis_answer_fn)(void *ud, dsc_status st, const dsc__redis_answer *out,
@@ -190,6 +195,12 @@ dsc_status dsc__redis_hold(dsc__redis *r, const char *id, dsc__redis_answer_fn f
 dsc_status dsc__redis_record(dsc__redis *r, const char *decision_id, const char *journal,
                              int64_t journal_max, dsc__redis_answer_fn fn, void *ud,
                              dsc_error *err);
+
+/* Read the hourly rollups of the hours [from_hour, to_hour) (unix seconds of hour
+ * starts) from the HSCAN cursor within from_hour ("0": its start), about budget
+ * fields at most (rollups.lua): out->rows, out->n, out->next_hour, out->cursor. */
+dsc_status dsc__redis_rollups(dsc__redis *r, int64_t from_hour, int64_t to_hour, const char *cursor,
+                              int64_t budget, dsc__redis_answer_fn fn, void *ud, dsc_error *err);
 
 /* Read one script's answer (exposed for tests). */
 dsc_status dsc__redis_parse_answer(dsc__redis_script script, const redisReply *rep, size_t n,

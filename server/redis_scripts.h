@@ -24,7 +24,8 @@
     XX(DEFS, "defs")                                                                               \
     XX(KEY, "key")                                                                                 \
     XX(KEYRING, "keyring")                                                                         \
-    XX(JOURNAL, "journal")
+    XX(JOURNAL, "journal")                                                                         \
+    XX(ROLLUPS, "rollups")
 
 typedef enum dsc__redis_script {
 #define DSC_REDIS_SCRIPT_ENUM(name, file) DSC_REDIS_##name,
