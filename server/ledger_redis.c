@@ -300,8 +300,12 @@ static void finish_status(pending *p, dsc_status st, const char *fmt, const char
 /* ---------------------------------------------------------------- journal -- */
 
 /* The journal text of a decision (JSON): what decisions.list reads back, and what
- * a settle through another replica reads of the hold it took. */
-static char *journal_text(const dsc_decision_record *d, const char *reservation) {
+ * a settle through another replica reads of the hold it took. held (NULL: none)
+ * adds "held", the amount of each metric (dsc_metric order, micro-units): what an
+ * expiry charges whatever budgets apply (the hourly rollups, server/redis/common.lua,
+ * take it from there). */
+static char *journal_text(const dsc_decision_record *d, const char *reservation,
+                          const dsc_amounts *held) {
     const dsc_subject *s = &d->subject;
 #define S(x) ((x) ? (x) : "")
     json_t *o = json_pack(
@@ -318,7 +322,11 @@ static char *journal_text(const dsc_decision_record *d, const char *reservation)
         "purpose_class", S(d->purpose_class), "verdicts", S(d->verdicts), "tags", S(d->tags),
         "warnings", (int)d->warnings);
 #undef S
-    char *text = o ? json_dumps(o, JSON_COMPACT) : NULL;
+    json_t *a = held && o ? json_array() : NULL;
+    for (int m = 0; a && m < DSC_METRIC_COUNT; m++)
+        json_array_append_new(a, json_integer((json_int_t)held->v[m]));
+    char *text =
+        o && (!held || json_object_set_new(o, "held", a) == 0) ? json_dumps(o, JSON_COMPACT) : NULL;
     json_decref(o);
     return text;
 }
@@ -511,7 +519,7 @@ static dsc_status reserve(dsc__worker *w, const dsc_reserve_req *req, dsc_reserv
     if (!out->reservation_id[0])
         st = dsc_error_set(err, DSC_IO, "no random bytes for a reservation id");
     if (st == DSC_OK && req->decision &&
-        !(p->detail = journal_text(req->decision, out->reservation_id)))
+        !(p->detail = journal_text(req->decision, out->reservation_id, req->amounts)))
         st = dsc_error_set(err, DSC_NOMEM, "out of memory for the journal");
     if (st == DSC_OK) {
         p->rout = out;
@@ -567,7 +575,7 @@ static dsc_status record(dsc__worker *w, const dsc_decision_record *rec, const d
                          dsc_error *err) {
     dsc__redis *r = conn_of(w, err);
     if (!r) return DSC_STORE_UNAVAILABLE;
-    char *detail = journal_text(rec, rec->reservation_id);
+    char *detail = journal_text(rec, rec->reservation_id, NULL);
     pending *p = detail ? pending_new(w, done, err) : NULL;
     dsc_status st = p ? dsc__redis_record(r, rec->decision_id ? rec->decision_id : "", detail,
                                           JOURNAL_MAX, on_done, p, err)
@@ -620,6 +628,20 @@ static const char *owner_arg(const char *key_id) {
     return key_id ? key_id : "*";
 }
 
+/* The hourly rollup's group (server/redis/common.lua) of a charge to s without a
+ * hold: {org, team, user, key, provider, model, purpose}, what it was for unknown.
+ * "" for none; NULL when out of memory. */
+static char *subject_group(const dsc_subject *s) {
+    if (!s) return strdup("");
+#define S(x) ((x) ? (x) : "")
+    json_t *a =
+        json_pack("[s,s,s,s,s,s,s]", S(s->org), S(s->team), S(s->user), S(s->key), "", "", "");
+#undef S
+    char *text = a ? json_dumps(a, JSON_COMPACT) : NULL;
+    json_decref(a);
+    return text;
+}
+
 static dsc_status settle(dsc__worker *w, const dsc_settle_req *req, dsc_settle_out *out,
                          dsc__settle_states *states, const dsc_done *done, dsc_error *err) {
     dsc__redis *r = conn_of(w, err);
@@ -627,6 +649,8 @@ static dsc_status settle(dsc__worker *w, const dsc_settle_req *req, dsc_settle_o
     pending *p = pending_new(w, done, err);
     if (!p) return DSC_NOMEM;
     dsc_status st = match(w, req->subject_if_unknown, req->actual, &p->k, err);
+    if (st == DSC_OK && !(p->detail = subject_group(req->subject_if_unknown)))
+        st = dsc_error_set(err, DSC_NOMEM, "out of memory for a settle");
     if (st == DSC_OK) {
         p->sout = out;
         p->sstates = req->subject_if_unknown ? states : NULL;
@@ -636,14 +660,14 @@ static dsc_status settle(dsc__worker *w, const dsc_settle_req *req, dsc_settle_o
             .actual = *req->actual,
             .retain_s = RETAIN_S,
             .tz_offset_s = w->srv->redis->tz_offset_s,
-            .journal = "",
+            .journal = p->detail, /* the group an unknown id's charge is rolled up in */
             .journal_max = JOURNAL_MAX,
             .counters = p->k.c,
             .n = p->k.n,
         };
         st = dsc__redis_settle(r, &rq, on_settle, p, err);
     }
-    if (st != DSC_OK) free(p);
+    if (st != DSC_OK) pending_free(p);
     return st;
 }
 

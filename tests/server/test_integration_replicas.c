@@ -525,3 +525,109 @@ Test(integration_replicas, a_repeated_request_id_is_journaled_naming_the_first_h
     free_all(c, REPLICAS);
     cluster_stop(&k);
 }
+
+/* A check of user (team) for model and purpose through c; its reservation into resv. */
+static void check_for(th_client *c, const char *team, const char *user, const char *model,
+                      const char *purpose, int ttl_s, char resv[64]) {
+    char params[512];
+    snprintf(params, sizeof params,
+             "{\"subject\": {\"org\": \"acme\", \"team\": \"%s\", \"user\": \"%s\"}, "
+             "\"provider\": \"openai\", \"model\": \"%s\", \"input_tokens\": 100, "
+             "\"output_tokens\": 200, \"purpose\": \"%s\", \"ttl_s\": %d}",
+             team, user, model, purpose, ttl_s);
+    json_t *res, *r = th_ok(c, "check", params, &res);
+    cr_assert_str_eq(th_str(res, "decision"), "allow");
+    snprintf(resv, 64, "%s", th_str(res, "reservation"));
+    json_decref(r);
+}
+
+/* Settle resv with output_tokens through c; the kind of settle it was into kind. */
+static void settle_kind(th_client *c, const char *resv, int output_tokens, char kind[16]) {
+    char params[256];
+    snprintf(params, sizeof params,
+             "{\"reservation\": \"%s\", \"input_tokens\": 100, \"output_tokens\": %d}", resv,
+             output_tokens);
+    json_t *res, *r = th_ok(c, "settle", params, &res);
+    snprintf(kind, 16, "%s", th_str(res, "settled"));
+    json_decref(r);
+}
+
+static void settle_out(th_client *c, const char *resv, int output_tokens) {
+    char kind[16];
+    settle_kind(c, resv, output_tokens, kind);
+}
+
+/* The charges of the report comparison, through a and b (two replicas, or one
+ * server twice), and two one-second holds that expire: the first one's reservation
+ * is in late. */
+static void report_charges(th_client *a, th_client *b, char late[64]) {
+    char resv[64];
+    check_for(a, "infra", "ana", "gpt-4o", "chat", 60, resv);
+    settle_out(b, resv, 50);
+    check_for(b, "infra", "bob", "gpt-4o-mini", "code-review", 60, resv);
+    settle_out(a, resv, 120);
+    check_for(a, "data", "cy", "gpt-4o", "chat", 60, resv);
+    settle_out(a, resv, 300);
+    json_t *res; /* an unreserved settle: charged to the subject given */
+    json_decref(th_ok(b, "settle",
+                      "{\"reservation\": \"own-1\", \"subject\": {\"org\": \"acme\", \"team\": "
+                      "\"data\", \"user\": \"cy\"}, \"provider\": \"openai\", \"model\": "
+                      "\"gpt-4o\", \"input_tokens\": 10, \"output_tokens\": 20}",
+                      &res));
+    check_for(b, "infra", "dan", "gpt-4o", "chat", 1, late);     /* expires, charged */
+    check_for(a, "data", "eve", "gpt-4o-mini", "chat", 1, resv); /* expires, never settled */
+}
+
+static json_t *report_rows(th_client *c, const char *by, const char *metric) {
+    char params[128];
+    snprintf(params, sizeof params, "{\"by\": \"%s\", \"period\": \"day\", \"metric\": \"%s\"}", by,
+             metric);
+    json_t *res, *r = th_ok(c, "report", params, &res);
+    json_t *rows = json_incref(json_object_get(res, "rows"));
+    json_decref(r);
+    return rows;
+}
+
+Test(integration_replicas, a_report_through_any_replica_gives_what_the_sqlite_store_gives) {
+    th_server sq;
+    th_server_start(&sq, NULL);
+    th_client *sa = th_connect_admin(&sq), *sb = th_connect_admin(&sq);
+    cluster k;
+    cluster_start(&k, NULL, NULL);
+    th_client *c[REPLICAS];
+    connect_all(&k, c);
+    char late_sq[64], late_rd[64];
+    report_charges(sa, sb, late_sq);
+    report_charges(c[0], c[1], late_rd);
+    th_sleep_ms(2600); /* both one-second holds expire and are charged */
+    json_t *res;
+    json_decref(th_ok(sa, "check", CHECK, &res)); /* the SQLite ledger expires on its calls */
+    json_decref(th_ok(c[0], "check", CHECK, &res));
+    char kind[2][16]; /* late: the difference to what the expiry charged */
+    settle_kind(sb, late_sq, 10, kind[0]);
+    settle_kind(c[1], late_rd, 10, kind[1]);
+    cr_assert_str_eq(kind[0], "late", "the SQLite store expired the hold");
+    cr_assert_str_eq(kind[1], "late", "the Redis store expired the hold");
+    th_sleep_ms(300); /* the SQLite writer's last commit */
+    static const char *const bys[] = {"team", "user", "model", "purpose"};
+    static const char *const metrics[] = {"tokens", "gco2e", "requests", "energy_wh"};
+    for (int i = 0; i < 4; i++)
+        for (int m = 0; m < 4; m++) {
+            json_t *want = report_rows(sa, bys[i], metrics[m]);
+            json_t *got = report_rows(c[2], bys[i], metrics[m]);
+            char *w = json_dumps(want, JSON_COMPACT), *g = json_dumps(got, JSON_COMPACT);
+            cr_assert(json_array_size(want) > 0);
+            cr_assert(json_equal(want, got), "by %s of %s: SQLite %s, Redis %s", bys[i], metrics[m],
+                      w, g);
+            free(w);
+            free(g);
+            json_decref(want);
+            json_decref(got);
+        }
+    th_client_free(sa);
+    th_client_free(sb);
+    th_server_stop(&sq);
+    th_server_cleanup(&sq);
+    free_all(c, REPLICAS);
+    cluster_stop(&k);
+}
