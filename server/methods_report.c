@@ -166,20 +166,6 @@ static bool group_of(const dsc_report_query *q, json_t *a, char *out, size_t cap
     return true;
 }
 
-/* The metric's sum of "v1,...,v7"; false when malformed. */
-static bool sum_of(const char *sums, dsc_metric m, int64_t *out) {
-    const char *s = sums;
-    for (int i = 0; i < DSC_METRIC_COUNT; i++) {
-        char *end;
-        long long v = strtoll(s, &end, 10);
-        if (end == s || (*end != ',' && *end != '\0')) return false;
-        if (i == (int)m) *out = v;
-        if (*end == '\0') return i >= (int)m;
-        s = end + 1;
-    }
-    return true;
-}
-
 static int64_t period_of(dsc_report_period p, int64_t hour) {
     static const dsc_window_kind kinds[] = {DSC_WINDOW_DAY, DSC_WINDOW_DAY, DSC_WINDOW_WEEK,
                                             DSC_WINDOW_MONTH};
@@ -197,8 +183,8 @@ static dsc_status add_field(rollup_job *j, int64_t hour, const char *field, cons
     char group[DSC_REPORT_GROUP_MAX];
     int64_t v = 0;
     json_t *a = json_loads(field, 0, NULL);
-    bool in =
-        json_is_array(a) && group_of(q, a, group, sizeof group) && sum_of(sums, q->metric, &v);
+    bool in = json_is_array(a) && group_of(q, a, group, sizeof group) &&
+              dsc__redis_rollup_sum(sums, q->metric, &v);
     json_decref(a);
     if (!in) return DSC_OK;
     char key[sizeof((agg *)0)->key];

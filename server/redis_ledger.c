@@ -511,3 +511,49 @@ dsc_status dsc__redis_rollups(dsc__redis *r, int64_t from_hour, int64_t to_hour,
     add_int(&a, from_hour), add_int(&a, to_hour), add_str(&a, cursor), add_int(&a, budget);
     return send_answer(r, DSC_REDIS_ROLLUPS, &a, 0, fn, ud, err);
 }
+
+#define SEED_ARGS_MAX 131072 /* strings of a new budget's counters' past usage */
+
+dsc_status dsc__redis_budget_seeded(dsc__redis *r, const char *id, const char *definition,
+                                    int32_t tz_offset_s, const dsc_window *w,
+                                    const char *const *seed, size_t n, dsc__redis_answer_fn fn,
+                                    void *ud, dsc_error *err) {
+    const char *kind = window_kind(w);
+    if (!id || !id[0] || !definition || !definition[0] || !kind || n > SEED_ARGS_MAX)
+        return dsc_error_set(err, DSC_BAD_REQUEST, "budget: a definition, a window, a seed");
+    args a = {0}; /* the fixed part; the seed's strings follow it */
+    add_str(&a, id), add_str(&a, definition), add_int(&a, tz_offset_s), add_str(&a, kind);
+    add_int(&a, w->span_us), add_int(&a, w->rate_micro);
+    const char **v = malloc(((size_t)a.n + n) * sizeof *v);
+    answer_pending *p = malloc(sizeof *p);
+    if (!v || !p) {
+        free(v);
+        free(p);
+        return dsc_error_set(err, DSC_NOMEM, "out of memory for a Redis call");
+    }
+    memcpy(v, a.v, (size_t)a.n * sizeof *v);
+    memcpy(v + a.n, seed, n * sizeof *v);
+    *p = (answer_pending){fn, ud, DSC_REDIS_BUDGET, 0};
+    dsc_status st = dsc__redis_eval(r, DSC_REDIS_BUDGET, a.n + (int)n, v, on_answer_reply, p);
+    free(v);
+    if (st != DSC_OK) {
+        free(p);
+        return dsc_error_set(err, st, "%s",
+                             st == DSC_NOMEM ? "out of memory for a Redis call"
+                                             : dsc__redis_last_error(r));
+    }
+    return DSC_OK;
+}
+
+bool dsc__redis_rollup_sum(const char *sums, dsc_metric m, int64_t *out) {
+    const char *s = sums;
+    for (int i = 0; i < DSC_METRIC_COUNT; i++) {
+        char *end;
+        errno = 0;
+        long long v = strtoll(s, &end, 10);
+        if (end == s || errno || *end != (i + 1 < DSC_METRIC_COUNT ? ',' : '\0')) return false;
+        if (i == (int)m) *out = v;
+        s = end + 1;
+    }
+    return true;
+}

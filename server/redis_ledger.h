@@ -177,6 +177,15 @@ dsc_status dsc__redis_sweep(dsc__redis *r, bool charge, int64_t max, int64_t ret
  * out->version is the budgets version after it. */
 dsc_status dsc__redis_budget(dsc__redis *r, const char *id, const char *definition,
                              dsc__redis_answer_fn fn, void *ud, dsc_error *err);
+/* Set a new budget's definition as dsc__redis_budget does, and start its counters
+ * from usage already in its window (budget.lua): window w (calendar or rolling) in
+ * offset tz_offset_s; seed is n strings, per counter "<name> <m>" then m pairs
+ * "<hour_s> <amount>" (the hourly rollups' sums of the budget's metric for the
+ * subjects of that counter), each as its own string. */
+dsc_status dsc__redis_budget_seeded(dsc__redis *r, const char *id, const char *definition,
+                                    int32_t tz_offset_s, const dsc_window *w,
+                                    const char *const *seed, size_t n, dsc__redis_answer_fn fn,
+                                    void *ud, dsc_error *err);
 /* Read every budget definition (defs.lua): out->version, out->n pairs in out->defs. */
 dsc_status dsc__redis_defs(dsc__redis *r, dsc__redis_answer_fn fn, void *ud, dsc_error *err);
 /* Store one API key's entry (key.lua): out->version is the keys version after it. */
@@ -201,6 +210,10 @@ dsc_status dsc__redis_record(dsc__redis *r, const char *decision_id, const char 
  * fields at most (rollups.lua): out->rows, out->n, out->next_hour, out->cursor. */
 dsc_status dsc__redis_rollups(dsc__redis *r, int64_t from_hour, int64_t to_hour, const char *cursor,
                               int64_t budget, dsc__redis_answer_fn fn, void *ud, dsc_error *err);
+
+/* The sum of metric m in a rollup's value "v1,...,v7" (dsc_metric order); false when
+ * it is not 7 integers. */
+bool dsc__redis_rollup_sum(const char *sums, dsc_metric m, int64_t *out);
 
 /* Read one script's answer (exposed for tests). */
 dsc_status dsc__redis_parse_answer(dsc__redis_script script, const redisReply *rep, size_t n,
