@@ -263,6 +263,7 @@ typedef struct pending {
     dsc_reserve_req rreq; /* reserve: sent again after a 'stale' (the caller's, kept until done) */
     char *detail;         /* reserve: the decision's journal text (owned) */
     int retries;          /* reserve: 'stale' answers retried so far */
+    struct seed *sd;      /* budget: a new budget's past usage, being read */
 } pending;
 
 static pending *pending_new(dsc__worker *w, const dsc_done *done, dsc_error *err) {
@@ -278,11 +279,15 @@ static pending *pending_new(dsc__worker *w, const dsc_done *done, dsc_error *err
     p->sent_us = dsc__now_us();
     p->detail = NULL;
     p->retries = 0;
+    p->sd = NULL;
     return p;
 }
 
+static void seed_free(struct seed *sd);
+
 static void pending_free(pending *p) {
     if (p) free(p->detail);
+    if (p) seed_free(p->sd);
     free(p);
 }
 
@@ -916,6 +921,205 @@ static void on_budget(void *ud, dsc_status st, const dsc__redis_answer *a, const
     finish(p, st, err);
 }
 
+/* ---------------------------------------------------- a new budget's past -- */
+
+/* A new budget counts the usage already in its window, as on SQLite: before its
+ * definition goes to Redis, the replica reads the hourly rollups of the hours that
+ * begin in the window (rollups.lua), gives each subject's sums of the budget's metric
+ * to the counter that subject falls in (matched by this replica's copy of the
+ * definitions, which has the new budget already), and budget.lua sets the
+ * definition and those counters in one step. Calendar and rolling windows; a rate
+ * window (a token bucket) starts full. */
+#define SEED_PAIRS_MAX 32768 /* (hour, amount) pairs of one new budget's counters */
+#define SEED_PAGE 2000       /* rollup fields read per call */
+#define SEED_CALLS 64
+
+typedef struct seed_counter {
+    char name[DSC__COUNTER_NAME_MAX]; /* the map's key */
+    size_t n, cap;
+    int64_t (*pairs)[2]; /* hour, amount; hours ascending */
+} seed_counter;
+
+typedef struct seed {
+    dsc_window win;
+    char id[DSC__COUNTER_NAME_MAX];
+    char *text;        /* the definition */
+    dsc__strmap index; /* counter name -> seed_counter */
+    seed_counter **v;
+    size_t n, cap, pairs;
+    int64_t to_hour;
+    int calls;
+} seed;
+
+static void seed_free(seed *sd) {
+    if (!sd) return;
+    for (size_t i = 0; i < sd->n; i++) {
+        free(sd->v[i]->pairs);
+        free(sd->v[i]);
+    }
+    free(sd->v);
+    dsc__strmap_destroy(&sd->index);
+    free(sd->text);
+    free(sd);
+}
+
+static const char *part_of(json_t *a, size_t i) {
+    const char *v = json_string_value(json_array_get(a, i));
+    return v && v[0] ? v : NULL;
+}
+
+/* The name of the counter of the new budget (p->binfo) that subject s falls in; false
+ * when the budget does not count s. */
+static bool seed_counter_of(pending *p, const dsc_subject *s, char *out, size_t cap) {
+    dsc_budget_state st[STATES_MAX];
+    size_t n = 0;
+    const dsc_budget_info *b = &p->binfo;
+    if (dsc_ledger_preview(p->w->srv->ledger, s, NULL, st, STATES_MAX, &n, NULL) != DSC_OK)
+        return false;
+    for (size_t i = 0; i < n && i < STATES_MAX; i++)
+        if (st[i].metric == b->metric && strcmp(st[i].selector, b->selector) == 0 &&
+            strcmp(st[i].window, b->window) == 0) {
+            snprintf(out, cap, "%s|%s|%s#%s", b->selector, dsc_metric_name(b->metric), b->window,
+                     st[i].counter);
+            return true;
+        }
+    return false;
+}
+
+static seed_counter *seed_counter_get(seed *sd, const char *name) {
+    seed_counter *c = dsc__strmap_get(&sd->index, name);
+    if (c) return c;
+    if (sd->n == sd->cap) {
+        size_t cap = sd->cap ? 2 * sd->cap : 16;
+        seed_counter **v = realloc(sd->v, cap * sizeof *v);
+        if (!v) return NULL;
+        sd->v = v, sd->cap = cap;
+    }
+    if (!(c = calloc(1, sizeof *c))) return NULL;
+    snprintf(c->name, sizeof c->name, "%s", name);
+    if (dsc__strmap_put(&sd->index, c->name, c) != DSC_OK) {
+        free(c);
+        return NULL;
+    }
+    return sd->v[sd->n++] = c;
+}
+
+/* Add one rollup field {org, team, user, key, ...} -> "v1,...,v7" of hour. */
+static dsc_status seed_field(pending *p, int64_t hour, const char *field, const char *sums) {
+    seed *sd = p->sd;
+    json_t *a = json_loads(field, 0, NULL);
+    dsc_subject s = {part_of(a, 0), part_of(a, 1), part_of(a, 2), part_of(a, 3)};
+    char name[DSC__COUNTER_NAME_MAX];
+    int64_t x = 0;
+    bool counts = json_is_array(a) && dsc__redis_rollup_sum(sums, p->binfo.metric, &x) &&
+                  seed_counter_of(p, &s, name, sizeof name);
+    json_decref(a);
+    if (!counts || x == 0) return DSC_OK;
+    seed_counter *c = seed_counter_get(sd, name);
+    if (!c) return DSC_NOMEM;
+    if (c->n && c->pairs[c->n - 1][0] == hour) {
+        c->pairs[c->n - 1][1] += x;
+        return DSC_OK;
+    }
+    if (sd->pairs == SEED_PAIRS_MAX) return DSC_TOO_LARGE;
+    if (c->n == c->cap) {
+        size_t cap = c->cap ? 2 * c->cap : 8;
+        int64_t(*np)[2] = realloc(c->pairs, cap * sizeof *np);
+        if (!np) return DSC_NOMEM;
+        c->pairs = np, c->cap = cap;
+    }
+    c->pairs[c->n][0] = hour, c->pairs[c->n][1] = x;
+    c->n++, sd->pairs++;
+    return DSC_OK;
+}
+
+/* Send the definition with every counter's past usage (budget.lua). */
+static dsc_status seed_send(pending *p, dsc_error *err) {
+    seed *sd = p->sd;
+    size_t n = 2 * sd->n + 2 * sd->pairs, k = 0;
+    const char **v = malloc((n ? n : 1) * sizeof *v);
+    char(*num)[24] = malloc((n ? n : 1) * sizeof *num);
+    dsc_status st = v && num ? DSC_OK : dsc_error_set(err, DSC_NOMEM, "out of memory for a budget");
+    for (size_t i = 0; st == DSC_OK && i < sd->n; i++) {
+        const seed_counter *c = sd->v[i];
+        v[k++] = c->name;
+        snprintf(num[k], sizeof num[k], "%zu", c->n), v[k] = num[k], k++;
+        for (size_t j = 0; j < c->n; j++) {
+            snprintf(num[k], sizeof num[k], "%lld", (long long)c->pairs[j][0]), v[k] = num[k], k++;
+            snprintf(num[k], sizeof num[k], "%lld", (long long)c->pairs[j][1]), v[k] = num[k], k++;
+        }
+    }
+    if (st == DSC_OK && !conn_of(p->w, err)) st = DSC_STORE_UNAVAILABLE;
+    if (st == DSC_OK)
+        st = dsc__redis_budget_seeded(p->w->redis, sd->id, sd->text, p->w->srv->redis->tz_offset_s,
+                                      &sd->win, v, k, on_budget, p, err);
+    free(v);
+    free(num);
+    return st;
+}
+
+static dsc_status seed_read(pending *p, int64_t from, const char *cursor, dsc_error *err);
+
+static void on_seed_rollups(void *ud, dsc_status st, const dsc__redis_answer *a,
+                            const dsc_error *st_err) {
+    pending *p = ud;
+    dsc_error err = st == DSC_OK ? (dsc_error){0} : *st_err;
+    for (size_t i = 0; st == DSC_OK && i < a->n; i++) {
+        st = seed_field(p, strtoll(a->rows[3 * i]->str, NULL, 10), a->rows[3 * i + 1]->str,
+                        a->rows[3 * i + 2]->str);
+        if (st != DSC_OK)
+            dsc_error_set(&err, st,
+                          st == DSC_TOO_LARGE
+                              ? "budget: its window's usage has more than %d subject-hours"
+                              : "out of memory reading a new budget's usage (%d)",
+                          SEED_PAIRS_MAX);
+    }
+    if (st == DSC_OK && a->next_hour < p->sd->to_hour) {
+        st = ++p->sd->calls > SEED_CALLS
+                 ? dsc_error_set(&err, DSC_STORE_UNAVAILABLE, "budget: too many rollup pages")
+                 : seed_read(p, a->next_hour, a->cursor, &err);
+        if (st == DSC_OK) return;
+    } else if (st == DSC_OK && (st = seed_send(p, &err)) == DSC_OK) {
+        return;
+    }
+    reload_defs(p->w); /* the local copy changed first: put Redis's back */
+    finish(p, st, &err);
+}
+
+static dsc_status seed_read(pending *p, int64_t from, const char *cursor, dsc_error *err) {
+    if (!conn_of(p->w, err)) return DSC_STORE_UNAVAILABLE;
+    return dsc__redis_rollups(p->w->redis, from, p->sd->to_hour, cursor, SEED_PAGE, on_seed_rollups,
+                              p, err);
+}
+
+/* Start reading the past usage of a new budget with a calendar or rolling window
+ * (*text is then the seed's); *started false (nothing sent) for a rate window. */
+static dsc_status seed_start(pending *p, const char *id, char **text, bool *started,
+                             dsc_error *err) {
+    dsc_window win;
+    *started = false;
+    if (dsc_window_parse(p->binfo.window, &win, err) != DSC_OK) return err->code;
+    if (win.kind == DSC_WINDOW_RATE) return DSC_OK;
+    seed *sd = calloc(1, sizeof *sd);
+    if (!sd) return dsc_error_set(err, DSC_NOMEM, "out of memory for a new budget");
+    sd->win = win;
+    sd->text = *text;
+    *text = NULL;
+    snprintf(sd->id, sizeof sd->id, "%s", id);
+    dsc__strmap_init(&sd->index);
+    p->sd = sd;
+    int64_t now = dsc__now_us() / 1000000, from = now - win.span_us / 1000000, end;
+    if (win.kind != DSC_WINDOW_ROLLING) {
+        dsc_tz tz = {false, p->w->srv->redis->tz_offset_s};
+        dsc_window_period(&win, &tz, now, &from, &end);
+    }
+    from = (from + 3599) / 3600 * 3600 - 3600; /* an hour early: Redis's clock decides */
+    sd->to_hour = now + 7200;
+    dsc_status st = seed_read(p, from, "0", err);
+    *started = st == DSC_OK;
+    return st;
+}
+
 static dsc_status budget(dsc__worker *w, const dsc_budget_req *req, const dsc_done *done,
                          dsc_error *err) {
     dsc__redis *r = conn_of(w, err);
@@ -926,6 +1130,8 @@ static dsc_status budget(dsc__worker *w, const dsc_budget_req *req, const dsc_do
     /* The local copy validates and normalises the change (and is corrected by a
      * reload should Redis refuse it). */
     pthread_mutex_lock(&srv->redis->sync_mu);
+    bool is_new = !req->remove && dsc_ledger_budget_get(srv->ledger, req->selector, req->metric,
+                                                        req->window, &info, NULL) != DSC_OK;
     dsc_status st = req->remove ? dsc_ledger_budget_get(srv->ledger, req->selector, req->metric,
                                                         req->window, &info, err)
                                 : DSC_OK;
@@ -937,17 +1143,20 @@ static dsc_status budget(dsc__worker *w, const dsc_budget_req *req, const dsc_do
     if (!req->remove && !(text = definition_text(&info, req->limit)))
         return dsc_error_set(err, DSC_NOMEM, "out of memory for a budget definition");
     pending *p = pending_new(w, done, err);
+    bool started = false;
     if (p) {
         p->binfo = info;
         p->blimit = req->limit;
         p->budget_remove = req->remove;
-        st = dsc__redis_budget(r, id, req->remove ? "" : text, on_budget, p, err);
+        if (is_new) st = seed_start(p, id, &text, &started, err);
+        if (st == DSC_OK && !started)
+            st = dsc__redis_budget(r, id, req->remove ? "" : text, on_budget, p, err);
     } else {
         st = DSC_NOMEM;
     }
     free(text);
     if (st != DSC_OK) {
-        free(p);
+        pending_free(p);
         reload_defs(w);
     }
     return st;

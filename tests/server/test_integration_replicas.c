@@ -631,3 +631,68 @@ Test(integration_replicas, a_report_through_any_replica_gives_what_the_sqlite_st
     free_all(c, REPLICAS);
     cluster_stop(&k);
 }
+
+/* The used of the budget of window that applies to ana of team infra, through c,
+ * once c has it (bounded: 1 s, then -1). */
+static double used_of(th_client *c, const char *window) {
+    double used = -1;
+    for (int64_t end = th_now_ms() + 1000; used < 0 && th_now_ms() < end;) {
+        json_t *res, *b, *r = th_ok(c, "budget.get", "{" SUBJECT "}", &res);
+        size_t i;
+        json_array_foreach(json_object_get(res, "budgets"), i, b) {
+            if (strcmp(th_str(b, "window"), window) == 0) used = th_num(b, "used");
+        }
+        json_decref(r);
+        if (used < 0) th_sleep_ms(10);
+    }
+    return used;
+}
+
+/* Charges through a and b, then two new budgets of team infra through b: what they
+ * count as used, as used[0] (day) and used[1] (rolling:2h). */
+static void new_budgets_after_charges(th_client *a, th_client *b, double used[2]) {
+    char resv[64];
+    check_for(a, "infra", "ana", "gpt-4o", "chat", 60, resv);
+    settle_out(b, resv, 50);
+    check_for(b, "infra", "bob", "gpt-4o-mini", "chat", 60, resv);
+    settle_out(a, resv, 120);
+    check_for(a, "data", "cy", "gpt-4o", "chat", 60, resv); /* another team: not counted */
+    settle_out(a, resv, 300);
+    th_sleep_ms(300); /* the SQLite writer's commit: a new budget replays what is stored */
+    json_t *res;
+    json_decref(th_ok(b, "budget.set",
+                      "{\"selector\": \"team:infra\", \"metric\": \"tokens\", \"window\": "
+                      "\"day\", \"limit\": 1000000}",
+                      &res));
+    json_decref(th_ok(b, "budget.set",
+                      "{\"selector\": \"team:infra\", \"metric\": \"tokens\", \"window\": "
+                      "\"rolling:2h\", \"limit\": 1000000}",
+                      &res));
+    used[0] = used_of(a, "day");
+    used[1] = used_of(a, "rolling:2h");
+}
+
+Test(integration_replicas, a_new_budget_counts_its_windows_usage_so_far_as_on_sqlite) {
+    th_server sq;
+    th_server_start(&sq, NULL);
+    th_client *sa = th_connect_admin(&sq), *sb = th_connect_admin(&sq);
+    double want[2];
+    new_budgets_after_charges(sa, sb, want);
+    th_client_free(sa);
+    th_client_free(sb);
+    th_server_stop(&sq);
+    th_server_cleanup(&sq);
+    cr_assert_eq(want[0], 100 + 50 + 100 + 120, "SQLite counts the day so far: %g", want[0]);
+    cr_assert_eq(want[1], want[0]);
+    cluster k;
+    cluster_start(&k, NULL, NULL);
+    th_client *c[REPLICAS];
+    connect_all(&k, c);
+    double got[2];
+    new_budgets_after_charges(c[0], c[1], got);
+    cr_assert_eq(got[0], want[0], "day: Redis %g, SQLite %g", got[0], want[0]);
+    cr_assert_eq(got[1], want[1], "rolling:2h: Redis %g, SQLite %g", got[1], want[1]);
+    cr_assert_eq(used_of(c[2], "day"), want[0], "every replica reads the same counter");
+    free_all(c, REPLICAS);
+    cluster_stop(&k);
+}
