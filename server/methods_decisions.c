@@ -263,12 +263,6 @@ typedef struct journal_job {
     int reads;
 } journal_job;
 
-static int64_t seq_of_id(const char *id) {
-    long long ms = 0, seq = 0;
-    if (sscanf(id, "%lld-%lld", &ms, &seq) != 2) return 0;
-    return (int64_t)ms << 20 | (seq & 0xfffff);
-}
-
 static const char *jstr(json_t *o, const char *k) {
     const char *v = json_string_value(json_object_get(o, k));
     return v ? v : "";
@@ -366,23 +360,23 @@ static void on_journal(void *ud, dsc_status st, const dsc__redis_answer *ans,
         json_t *o = json_loads(ans->defs[3 * i + 2]->str, 0, NULL);
         const char *outcome = strcmp(event, "refuse") == 0 ? "refuse" : jstr(o, "outcome");
         if (o && row_matches(&j->a, o, outcome)) {
-            pack_detail(&j->pk, o, event, seq_of_id(id));
+            pack_detail(&j->pk, o, event, dsc__redis_seq_of_id(id));
             j->n++;
-            if (j->n == j->a.limit) j->next = seq_of_id(id);
+            if (j->n == j->a.limit) j->next = dsc__redis_seq_of_id(id);
         }
         json_decref(o);
     }
     bool go_on = st == DSC_OK && j->n < j->a.limit && ans->last[0];
-    if (go_on && ++j->reads < CHUNKS_MAX && read_chunk(j, seq_of_id(ans->last), &err) == DSC_OK)
+    if (go_on && ++j->reads < CHUNKS_MAX &&
+        read_chunk(j, dsc__redis_seq_of_id(ans->last), &err) == DSC_OK)
         return;
-    if (go_on) j->next = seq_of_id(ans->last); /* scanned enough for one page */
+    if (go_on) j->next = dsc__redis_seq_of_id(ans->last); /* scanned enough for one page */
     dsc__job_done(&j->job.slots[0], st, &err);
 }
 
 static dsc_status read_chunk(journal_job *j, int64_t after, dsc_error *err) {
     char start[48];
-    snprintf(start, sizeof start, "%lld-%lld", (long long)(after >> 20),
-             (long long)(after & 0xfffff));
+    dsc__redis_id_of_seq(after, start, sizeof start);
     if (!j->job.w->redis) return dsc_error_set(err, DSC_STORE_UNAVAILABLE, "redis: no connection");
     return dsc__redis_journal(j->job.w->redis, start, CHUNK, on_journal, j, err);
 }

@@ -325,6 +325,22 @@ static dsc_status parse_rollups(const redisReply *rep, dsc__redis_answer *out, d
     return DSC_OK;
 }
 
+/* {'ok'} (add), or {last_id, then rows of 6 strings} (read). */
+static dsc_status parse_admin(const redisReply *rep, dsc__redis_answer *out, dsc_error *err) {
+    if (rep->type == REDIS_REPLY_ERROR) {
+        const char *kind;
+        return answer_head(rep, &kind, err);
+    }
+    if (rep->type != REDIS_REPLY_ARRAY || rep->elements < 1 || (rep->elements - 1) % 6)
+        return malformed(err, "admin");
+    for (size_t i = 0; i < rep->elements; i++)
+        if (rep->element[i]->type != REDIS_REPLY_STRING) return malformed(err, "admin");
+    out->last = rep->element[0]->str;
+    out->n = (rep->elements - 1) / 6;
+    out->rows = (const redisReply *const *)rep->element + 1;
+    return DSC_OK;
+}
+
 dsc_status dsc__redis_parse_answer(dsc__redis_script script, const redisReply *rep, size_t n,
                                    dsc__redis_answer *out, dsc_error *err) {
     memset(out, 0, sizeof *out);
@@ -378,6 +394,8 @@ dsc_status dsc__redis_parse_answer(dsc__redis_script script, const redisReply *r
         return DSC_OK;
     case DSC_REDIS_ROLLUPS:
         return parse_rollups(rep, out, err);
+    case DSC_REDIS_ADMIN:
+        return parse_admin(rep, out, err);
     default:
         return malformed(err, "no such script");
     }
@@ -556,4 +574,30 @@ bool dsc__redis_rollup_sum(const char *sums, dsc_metric m, int64_t *out) {
         s = end + 1;
     }
     return true;
+}
+
+dsc_status dsc__redis_admin_add(dsc__redis *r, const char *by, const char *action,
+                                const char *target, const char *detail, int64_t max,
+                                dsc__redis_answer_fn fn, void *ud, dsc_error *err) {
+    args a = {0};
+    add_str(&a, "add"), add_str(&a, by), add_str(&a, action), add_str(&a, target);
+    add_str(&a, detail), add_int(&a, max > 0 ? max : 1);
+    return send_answer(r, DSC_REDIS_ADMIN, &a, 0, fn, ud, err);
+}
+
+dsc_status dsc__redis_admin_read(dsc__redis *r, const char *start, int64_t count,
+                                 dsc__redis_answer_fn fn, void *ud, dsc_error *err) {
+    args a = {0};
+    add_str(&a, "read"), add_str(&a, start), add_int(&a, count);
+    return send_answer(r, DSC_REDIS_ADMIN, &a, 0, fn, ud, err);
+}
+
+int64_t dsc__redis_seq_of_id(const char *id) {
+    long long ms = 0, seq = 0;
+    if (sscanf(id, "%lld-%lld", &ms, &seq) != 2) return 0;
+    return (int64_t)ms << 20 | (seq & 0xfffff);
+}
+
+void dsc__redis_id_of_seq(int64_t seq, char *out, size_t cap) {
+    snprintf(out, cap, "%lld-%lld", (long long)(seq >> 20), (long long)(seq & 0xfffff));
 }

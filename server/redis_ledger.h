@@ -211,6 +211,22 @@ dsc_status dsc__redis_record(dsc__redis *r, const char *decision_id, const char 
 dsc_status dsc__redis_rollups(dsc__redis *r, int64_t from_hour, int64_t to_hour, const char *cursor,
                               int64_t budget, dsc__redis_answer_fn fn, void *ud, dsc_error *err);
 
+/* Append one change to the admin journal (admin.lua add), capped near max entries. */
+dsc_status dsc__redis_admin_add(dsc__redis *r, const char *by, const char *action,
+                                const char *target, const char *detail, int64_t max,
+                                dsc__redis_answer_fn fn, void *ud, dsc_error *err);
+/* Read at most count changes of the admin journal after entry start ("0-0": the
+ * first) (admin.lua read): out->n rows of 6 strings in out->rows (id, at_us, by,
+ * action, target, detail), out->last. */
+dsc_status dsc__redis_admin_read(dsc__redis *r, const char *start, int64_t count,
+                                 dsc__redis_answer_fn fn, void *ud, dsc_error *err);
+
+/* A stream entry id "<ms>-<seq>" as one integer (ms << 20 | seq), what the journals'
+ * readers call seq; 0 when malformed. */
+int64_t dsc__redis_seq_of_id(const char *id);
+/* The entry id of such an integer, into out. */
+void dsc__redis_id_of_seq(int64_t seq, char *out, size_t cap);
+
 /* The sum of metric m in a rollup's value "v1,...,v7" (dsc_metric order); false when
  * it is not 7 integers. */
 bool dsc__redis_rollup_sum(const char *sums, dsc_metric m, int64_t *out);

@@ -25,7 +25,8 @@
     XX(KEY, "key")                                                                                 \
     XX(KEYRING, "keyring")                                                                         \
     XX(JOURNAL, "journal")                                                                         \
-    XX(ROLLUPS, "rollups")
+    XX(ROLLUPS, "rollups")                                                                         \
+    XX(ADMIN, "admin")
 
 typedef enum dsc__redis_script {
 #define DSC_REDIS_SCRIPT_ENUM(name, file) DSC_REDIS_##name,

@@ -2,7 +2,7 @@
 #   cmake -DSRC=<server/redis> -DOUT=<file.c> -P embed.cmake
 # Each script is common.lua followed by its own file, so the text SCRIPT LOAD sends
 # is self-contained and the shared helpers exist once in the source tree.
-set(names reserve settle cancel sweep budget state record hold defs key keyring journal rollups)
+set(names reserve settle cancel sweep budget state record hold defs key keyring journal rollups admin)
 file(READ ${SRC}/common.lua common HEX)
 set(body "/* Generated from the scripts in server/redis/ by server/redis/embed.cmake: do not edit. */\n")
 string(APPEND body "#include \"redis_scripts.h\"\n\n")
