@@ -79,6 +79,11 @@ void dsc__ledger_redis_free(dsc_server *srv);
  * Redis, so every replica knows it; done once Redis has it. */
 dsc_status dsc__ledger_redis_key_put(dsc__worker *w, const char *id, const dsc_done *done,
                                      dsc_error *err);
+/* A Redis store: append a key or budget change made by key `by` to the admin journal
+ * every replica shares (stream <tag>admin); a failure is logged (the change itself is
+ * made and its reply must not lie about it). */
+void dsc__ledger_redis_admin(dsc__worker *w, const char *by, const char *action,
+                             const char *target, const char *detail);
 /* The store's URL without its password, for logs. */
 void dsc__ledger_redis_describe(const dsc_server *srv, char *out, size_t cap);
 

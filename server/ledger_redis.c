@@ -897,6 +897,25 @@ dsc_status dsc__ledger_redis_key_put(dsc__worker *w, const char *id, const dsc_d
     return st;
 }
 
+#define ADMIN_MAX 100000 /* admin journal entries kept (XADD MAXLEN ~) */
+
+static void on_admin(void *ud, dsc_status st, const dsc__redis_answer *a, const dsc_error *err) {
+    (void)a;
+    dsc__worker *w = ud;
+    if (st != DSC_OK)
+        dsc_log_write(&w->srv->log, DSC_LOG_ERROR, "journal_failed", "message=\"%s\"",
+                      err->message);
+}
+
+void dsc__ledger_redis_admin(dsc__worker *w, const char *by, const char *action, const char *target,
+                             const char *detail) {
+    dsc_error err;
+    if (!conn_of(w, &err) || dsc__redis_admin_add(w->redis, by, action, target, detail, ADMIN_MAX,
+                                                  on_admin, w, &err) != DSC_OK)
+        dsc_log_write(&w->srv->log, DSC_LOG_ERROR, "journal_failed", "action=%s message=\"%s\"",
+                      action, err.message);
+}
+
 /* Redis has the change at version v. The local copy is in step when it was at v - 1
  * (every change before this one is in it); a reload that read a version before v
  * dropped this change from it, so it is applied again. */

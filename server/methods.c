@@ -79,6 +79,7 @@ static const char *const report_params[] = {"subject", "by",    "period", "metri
 static const char *const key_create_params[] = {"role", "scope", "label", "expires_at", NULL};
 static const char *const scope_params[] = {"scope", NULL};
 static const char *const key_id_params[] = {"key_id", NULL};
+static const char *const page_params[] = {"after", "limit", NULL};
 static const char *const grid_params[] = {"zone", "gco2e_per_kwh", "valid_until", "forecast", NULL};
 
 static dsc_status m_ping(call *c, const msgpack_object *params, msgpack_packer *pk, dsc_error *err);
@@ -108,6 +109,7 @@ static const method methods[] = {
     {"key.create", dsc__m_key_create, MANAGER, M_SCOPED, key_create_params},
     {"key.list", dsc__m_key_list, MANAGER, M_SCOPED, scope_params},
     {"key.revoke", dsc__m_key_revoke, MANAGER, M_SCOPED, key_id_params},
+    {"admin_journal.list", dsc__m_admin_journal_list, ADMIN_ONLY, 0, page_params},
     {"grid.set", dsc__m_grid_set, ADMIN_ONLY, M_STATE, grid_params},
     {"policy.reload", dsc__m_policy_reload, ADMIN_ONLY, 0, no_params},
 };

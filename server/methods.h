@@ -65,6 +65,8 @@ dsc_status dsc__m_key_create(dsc__call *c, const msgpack_object *p, msgpack_pack
                              dsc_error *err);
 dsc_status dsc__m_key_list(dsc__call *c, const msgpack_object *p, msgpack_packer *pk,
                            dsc_error *err);
+dsc_status dsc__m_admin_journal_list(dsc__call *c, const msgpack_object *p, msgpack_packer *pk,
+                                     dsc_error *err);
 dsc_status dsc__m_key_revoke(dsc__call *c, const msgpack_object *p, msgpack_packer *pk,
                              dsc_error *err);
 dsc_status dsc__m_decisions_list(dsc__call *c, const msgpack_object *p, msgpack_packer *pk,

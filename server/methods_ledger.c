@@ -981,13 +981,17 @@ typedef struct budget_job {
 } budget_job;
 
 /* The admin journal row of a committed budget change (a failure is logged: the change
- * itself is in effect and its reply must not lie about it). */
-static void journal_budget(dsc_server *srv, const budget_job *j, const char *action) {
+ * itself is in effect and its reply must not lie about it); with a Redis store, the
+ * journal every replica shares. */
+static void journal_budget(dsc__worker *w, const budget_job *j, const char *action) {
+    dsc_server *srv = w->srv;
     char detail[96];
     dsc_error err;
     snprintf(detail, sizeof detail, "metric=%s window=%s limit=%g", dsc_metric_name(j->metric),
              j->window, j->limit);
-    if (dsc__keys_journal(srv->keys, j->by, action, j->selector, detail, &err) != DSC_OK)
+    if (srv->redis)
+        dsc__ledger_redis_admin(w, j->by, action, j->selector, detail);
+    else if (dsc__keys_journal(srv->keys, j->by, action, j->selector, detail, &err) != DSC_OK)
         dsc_log_write(&srv->log, DSC_LOG_ERROR, "journal_failed", "action=%s message=\"%s\"",
                       action, err.message);
 }
@@ -1010,7 +1014,7 @@ static dsc_status finish_budget_set(dsc__job *job, dsc_status st, const dsc_erro
     dsc_log_write(&srv->log, DSC_LOG_INFO, "budget_set",
                   "selector=%s metric=%s window=%s limit=%g by=%s", info.selector,
                   dsc_metric_name(j->metric), info.window, j->limit, j->by);
-    journal_budget(srv, j, "budget.set");
+    journal_budget(job->w, j, "budget.set");
     msgpack_pack_map(pk, 2);
     dsc__pack_key(pk, "budget");
     pack_budget_info(pk, &info);
@@ -1032,7 +1036,7 @@ static dsc_status finish_budget_delete(dsc__job *job, dsc_status st, const dsc_e
     dsc_log_write(&job->w->srv->log, DSC_LOG_INFO, "budget_delete",
                   "selector=%s metric=%s window=%s by=%s", j->selector, dsc_metric_name(j->metric),
                   j->window, j->by);
-    journal_budget(job->w->srv, j, "budget.delete");
+    journal_budget(job->w, j, "budget.delete");
     msgpack_pack_map(pk, 1);
     dsc__pack_key(pk, "deleted");
     msgpack_pack_true(pk);

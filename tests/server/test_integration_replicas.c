@@ -696,3 +696,88 @@ Test(integration_replicas, a_new_budget_counts_its_windows_usage_so_far_as_on_sq
     free_all(c, REPLICAS);
     cluster_stop(&k);
 }
+
+/* The admin journal through c once it lists n changes (bounded: 1 s); kept in *keep. */
+static json_t *changes_within(th_client *c, size_t n, json_t **keep) {
+    json_t *res = NULL;
+    *keep = NULL;
+    for (int64_t end = th_now_ms() + 1000; th_now_ms() < end; th_sleep_ms(10)) {
+        json_decref(*keep);
+        *keep = th_ok(c, "admin_journal.list", "{}", &res);
+        if (json_array_size(json_object_get(res, "changes")) >= n) break;
+    }
+    return json_object_get(res, "changes");
+}
+
+/* A key made through a, a budget set through b and deleted through a again. */
+static void admin_changes(const th_server *a_srv, th_client *a, th_client *b, char id[24]) {
+    char token[72];
+    th_create_key(a_srv, "client", "org:acme", token, id);
+    json_t *res;
+    json_decref(th_ok(b, "budget.set",
+                      "{\"selector\": \"team:infra\", \"metric\": \"tokens\", \"window\": "
+                      "\"day\", \"limit\": 1000}",
+                      &res));
+    size_t seen = 0; /* a replica has another's change within a second */
+    for (int64_t end = th_now_ms() + 1000; seen == 0 && th_now_ms() < end; th_sleep_ms(10)) {
+        json_t *r = th_ok(a, "budget.list", "{}", &res);
+        seen = json_array_size(json_object_get(res, "budgets"));
+        json_decref(r);
+    }
+    json_decref(th_ok(a, "budget.delete",
+                      "{\"selector\": \"team:infra\", \"metric\": \"tokens\", \"window\": "
+                      "\"day\"}",
+                      &res));
+}
+
+static void assert_changes(json_t *changes, const char *key_id, const char *store) {
+    static const char *const actions[] = {"key.create", "budget.set", "budget.delete"};
+    const char *targets[] = {key_id, "team:infra", "team:infra"};
+    cr_assert_eq(json_array_size(changes), 3, "%s: %zu changes", store, json_array_size(changes));
+    for (size_t i = 0; i < 3; i++) {
+        json_t *ch = json_array_get(changes, i);
+        cr_assert_str_eq(th_str(ch, "action"), actions[i], "%s: change %zu", store, i);
+        cr_assert_str_eq(th_str(ch, "target"), targets[i], "%s: change %zu", store, i);
+        cr_assert_str_eq(th_str(ch, "by_key"), "admin", "%s: change %zu", store, i);
+    }
+    cr_assert_str_eq(th_str(json_array_get(changes, 1), "detail"),
+                     "metric=tokens window=day limit=1000");
+}
+
+Test(integration_replicas, the_admin_journal_of_any_replica_lists_the_changes_made_through_all) {
+    th_server sq;
+    th_server_start(&sq, NULL);
+    th_client *sa = th_connect_admin(&sq), *sb = th_connect_admin(&sq);
+    char id[24];
+    admin_changes(&sq, sa, sb, id);
+    json_t *keep;
+    assert_changes(changes_within(sa, 3, &keep), id, "SQLite");
+    json_decref(keep);
+    th_client_free(sa);
+    th_client_free(sb);
+    th_server_stop(&sq);
+    th_server_cleanup(&sq);
+    cluster k;
+    cluster_start(&k, NULL, NULL);
+    th_client *c[REPLICAS];
+    connect_all(&k, c);
+    admin_changes(&k.s[0], c[0], c[1], id);
+    for (int i = 0; i < REPLICAS; i++) {
+        assert_changes(changes_within(c[i], 3, &keep), id, "Redis");
+        json_decref(keep);
+    }
+    json_t *res, *r = th_ok(c[2], "admin_journal.list", "{\"limit\": 2}", &res);
+    cr_assert_eq(json_array_size(json_object_get(res, "changes")), 2);
+    char params[64];
+    snprintf(params, sizeof params, "{\"after\": %lld}",
+             (long long)json_integer_value(json_object_get(res, "next")));
+    json_decref(r);
+    r = th_ok(c[2], "admin_journal.list", params, &res);
+    json_t *rest = json_object_get(res, "changes");
+    cr_assert_eq(json_array_size(rest), 1, "the next page has the last change");
+    cr_assert_str_eq(th_str(json_array_get(rest, 0), "action"), "budget.delete");
+    cr_assert(json_is_null(json_object_get(res, "next")));
+    json_decref(r);
+    free_all(c, REPLICAS);
+    cluster_stop(&k);
+}
