@@ -949,14 +949,14 @@ static void on_budget(void *ud, dsc_status st, const dsc__redis_answer *a, const
  * definitions, which has the new budget already), and budget.lua sets the
  * definition and those counters in one step. Calendar and rolling windows; a rate
  * window (a token bucket) starts full. */
-#define SEED_PAIRS_MAX 32768 /* (hour, amount) pairs of one new budget's counters */
+#define SEED_PAIRS_MAX 50000 /* (hour, amount) pairs of one new budget's counters */
 #define SEED_PAGE 2000       /* rollup fields read per call */
 #define SEED_CALLS 64
 
 typedef struct seed_counter {
     char name[DSC__COUNTER_NAME_MAX]; /* the map's key */
     size_t n, cap;
-    int64_t (*pairs)[2]; /* hour, amount; hours ascending */
+    int64_t (*pairs)[2]; /* hour, amount; hours ascending, one per slot (same_slot) */
 } seed_counter;
 
 typedef struct seed {
@@ -1023,6 +1023,16 @@ static seed_counter *seed_counter_get(seed *sd, const char *name) {
     return sd->v[sd->n++] = c;
 }
 
+/* Whether the hours a and b (a first) count as one for the new budget's counter:
+ * every hour of a calendar period (budget.lua sums them; they begin at or after the
+ * period's start), the hours of one rolling bucket. So a counter sends at most 31
+ * pairs, whatever its window's length. */
+static bool same_slot(const seed *sd, int64_t a, int64_t b) {
+    if (sd->win.kind != DSC_WINDOW_ROLLING) return true;
+    int64_t width = sd->win.span_us / DSC_WINDOW_BUCKETS;
+    return width > 0 && a * 1000000 / width == b * 1000000 / width;
+}
+
 /* Add one rollup field {org, team, user, key, ...} -> "v1,...,v7" of hour. */
 static dsc_status seed_field(pending *p, int64_t hour, const char *field, const char *sums) {
     seed *sd = p->sd;
@@ -1036,7 +1046,7 @@ static dsc_status seed_field(pending *p, int64_t hour, const char *field, const 
     if (!counts || x == 0) return DSC_OK;
     seed_counter *c = seed_counter_get(sd, name);
     if (!c) return DSC_NOMEM;
-    if (c->n && c->pairs[c->n - 1][0] == hour) {
+    if (c->n && same_slot(sd, c->pairs[c->n - 1][0], hour)) {
         c->pairs[c->n - 1][1] += x;
         return DSC_OK;
     }
@@ -1089,7 +1099,7 @@ static void on_seed_rollups(void *ud, dsc_status st, const dsc__redis_answer *a,
         if (st != DSC_OK)
             dsc_error_set(&err, st,
                           st == DSC_TOO_LARGE
-                              ? "budget: its window's usage has more than %d subject-hours"
+                              ? "budget: its window's usage needs more than %d counter sums"
                               : "out of memory reading a new budget's usage (%d)",
                           SEED_PAIRS_MAX);
     }
@@ -1132,7 +1142,8 @@ static dsc_status seed_start(pending *p, const char *id, char **text, bool *star
         dsc_tz tz = {false, p->w->srv->redis->tz_offset_s};
         dsc_window_period(&win, &tz, now, &from, &end);
     }
-    from = (from + 3599) / 3600 * 3600 - 3600; /* an hour early: Redis's clock decides */
+    from = (from + 3599) / 3600 * 3600;               /* the hours that begin in the window */
+    if (win.kind == DSC_WINDOW_ROLLING) from -= 3600; /* an hour early: Redis's clock decides */
     sd->to_hour = now + 7200;
     dsc_status st = seed_read(p, from, "0", err);
     *started = st == DSC_OK;

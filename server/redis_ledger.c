@@ -530,7 +530,7 @@ dsc_status dsc__redis_rollups(dsc__redis *r, int64_t from_hour, int64_t to_hour,
     return send_answer(r, DSC_REDIS_ROLLUPS, &a, 0, fn, ud, err);
 }
 
-#define SEED_ARGS_MAX 131072 /* strings of a new budget's counters' past usage */
+#define SEED_ARGS_MAX 262144 /* strings of a new budget's counters' past usage */
 
 dsc_status dsc__redis_budget_seeded(dsc__redis *r, const char *id, const char *definition,
                                     int32_t tz_offset_s, const dsc_window *w,

@@ -11,8 +11,9 @@
 -- message is told 'stale' on its next hold. Answers {id, version}.
 --
 -- The second form is a new budget that counts the usage already in its window: for
--- each counter, the hourly rollups' sums of its metric (hour_s: the hour's start)
--- for the subjects it counts. In the same step as the definition (no replica charges
+-- each counter, the hourly rollups' sums of its metric for the subjects it counts,
+-- each pair the sum of hours that count alike (hour_s: the first one's start; all
+-- the hours of a calendar period, the hours of one rolling bucket). In the same step as the definition (no replica charges
 -- the counter before it), a calendar counter's used becomes the sum of the hours
 -- that begin in its current period (by Redis TIME), a rolling counter's buckets
 -- become those hours' sums, each in the bucket of its hour's start (what is held
