@@ -101,6 +101,43 @@ Test(redis_ledger, answers_outside_the_contract_are_malformed_not_read) {
     expect_malformed(&r8, 1);
 }
 
+Test(redis_ledger, rollup_and_admin_pages_are_read_only_in_their_shape) {
+    dsc__redis_answer a;
+    dsc_error err = {0};
+    redisReply *page[] = {s_("7200"), s_("0"),          s_("1800000000"),
+                          s_("3600"), s_("[\"acme\"]"), s_("1,2,3,4,5,6,7")};
+    redisReply r1 = arr(page, 6);
+    cr_assert_eq(dsc__redis_parse_answer(DSC_REDIS_ROLLUPS, &r1, 0, &a, &err), DSC_OK, "%s",
+                 err.message);
+    cr_assert_eq(a.next_hour, 7200);
+    cr_assert_eq(a.n, 1);
+    cr_assert_str_eq(a.rows[2]->str, "1,2,3,4,5,6,7");
+    redisReply r2 = arr(page, 5); /* a row cut short */
+    cr_assert_eq(dsc__redis_parse_answer(DSC_REDIS_ROLLUPS, &r2, 0, &a, &err),
+                 DSC_STORE_UNAVAILABLE);
+    redisReply *num_row[] = {s_("7200"), s_("0"), s_("1"), i_(3600), s_("[]"), s_("1")};
+    redisReply r3 = arr(num_row, 6);
+    cr_assert_eq(dsc__redis_parse_answer(DSC_REDIS_ROLLUPS, &r3, 0, &a, &err),
+                 DSC_STORE_UNAVAILABLE);
+    redisReply *change[] = {s_("1-0"),        s_("1-0"),    s_("5"), s_("admin"),
+                            s_("budget.set"), s_("team:*"), s_("")};
+    redisReply r4 = arr(change, 7);
+    cr_assert_eq(dsc__redis_parse_answer(DSC_REDIS_ADMIN, &r4, 0, &a, &err), DSC_OK);
+    cr_assert_eq(a.n, 1);
+    redisReply r5 = arr(change, 6);
+    cr_assert_eq(dsc__redis_parse_answer(DSC_REDIS_ADMIN, &r5, 0, &a, &err), DSC_STORE_UNAVAILABLE);
+    int64_t v = 0;
+    cr_assert(dsc__redis_rollup_sum("1,2,3,4,5,6,7", DSC_METRIC_COUNT - 1, &v));
+    cr_assert_eq(v, 7);
+    cr_assert_not(dsc__redis_rollup_sum("1,2,3", 0, &v), "fewer than 7 sums");
+    cr_assert_not(dsc__redis_rollup_sum("1,2,3,4,5,6,7,8", 0, &v), "more than 7 sums");
+    cr_assert_not(dsc__redis_rollup_sum("1,x,3,4,5,6,7", 0, &v));
+    cr_assert_eq(dsc__redis_seq_of_id("5-3"), (5LL << 20) | 3);
+    char id[48];
+    dsc__redis_id_of_seq((5LL << 20) | 3, id, sizeof id);
+    cr_assert_str_eq(id, "5-3");
+}
+
 Test(redis_ledger, a_script_error_reply_is_a_bad_request_or_unavailable) {
     redisReply rep = {.type = REDIS_REPLY_ERROR, .str = "bad_request counter 1", .len = 21};
     dsc__redis_reserve_out out;
