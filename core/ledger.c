@@ -4,33 +4,36 @@
  * No lock is common to calls on disjoint counters. Which lock guards what, in the
  * order they are taken (a thread holding one may take only those below it):
  *
- *   1. budgets_mu (rwlock): budgets, selectors, the live and dead lists, the budget
- *      epoch. Read by every call (reserve, settle, cancel, preview, tick, the
- *      writer's apply); written only when a budget appears, changes or goes.
- *   2. a shard's mu (DSC__SHARDS of them, never two at once): its reservations and
- *      request ids, expiry heap, finished list and stats, and every field of the
- *      reservations in it. An id names its shard (its last hex digit; a hold taken
- *      for a request_id goes to that request's shard), so a settle finds it at once.
- *   3. journal_mu (with a store only): a new hold's id order is taken, the hold
+ *   1. a shard's mu (DSC__SHARDS of them; one at a time, but for a budget change):
+ *      its reservations and request ids, expiry heap, finished list, stats, its
+ *      cache of counters, and every field of the reservations in it. An id names its
+ *      shard (its last hex digit): a hold taken for a request_id goes to that
+ *      request's shard, any other to the shard of the CPU the caller runs on, so
+ *      threads on different cores do not meet there. The budgets (selectors, the
+ *      live and dead lists, limits, the epoch) are read under any one shard's lock
+ *      and changed only under all of them, taken in index order (dsc__budgets_write):
+ *      a budget changes rarely, and the hot path then takes no lock for it at all.
+ *   2. journal_mu (with a store only): a new hold's id order is taken, the hold
  *      indexed and its record queued in one step, so ids reach the log in the order
  *      of their counters whatever the threads (lost_hold and the store's search for
- *      a forgotten hold count on it). The store's queue lock is taken inside it, and
+ *      a forgotten hold count on it). The store's queue lock, taken inside it,
  *      serialises every record anyway.
- *   4. a shard of the counters' index (cmap, by the hash of a counter's key), then
- *      counters_new_mu while a new counter joins its budget's list.
- *   5. a counter's mu: its holds and window. A reserve locks every counter of its
+ *   3. a shard of the counters' index (cmap, by the hash of a counter's key), then
+ *      counters_new_mu while a new counter joins its budget's list. Only a shard's
+ *      first use of a counter comes here: it then caches it.
+ *   4. a counter's mu: its holds and window. A reserve locks every counter of its
  *      subject, sorted by address, so the all-or-nothing check over every matching
  *      budget and the holds it takes are atomic and two reserves never deadlock;
  *      everything else locks one counter at a time, releasing a hold and charging
  *      its usage in one step (dsc__reservation_release_charge) so no reserve sees a
  *      counter between the two.
- *   6. the store's own queue lock (dsc__store_enqueue), innermost; the writer calls
+ *   5. the store's own queue lock (dsc__store_enqueue), innermost; the writer calls
  *      dsc__ledger_apply holding none of its locks, and no store is ever read under
  *      any of these (the reader thread and the blocking calls read it unlocked).
  *
- * reader_mu only starts the reader thread and nests with nothing. Shard stats are
- * summed by dsc_ledger_stats_get; expire_all reads each shard's earliest expiry from
- * an atomic and locks only the shards with a hold due.
+ * reader_mu only starts the reader thread and nests with nothing. The shards' stats
+ * are summed by dsc_ledger_stats_get; expire_all reads each shard's earliest expiry
+ * from an atomic and locks only the shards with a hold due.
  *
  * A reservation moves HELD -> SETTLING -> SETTLED (or CANCELLING -> CANCELLED,
  * EXPIRING -> EXPIRED/RELEASED). The -ING states mean "written to the store, not
@@ -46,13 +49,14 @@
  * the shards) so that repeated settles and reserves get the same answer; with a
  * store, older ones are looked up there.
  */
-#define _GNU_SOURCE /* pthread_rwlockattr_setkind_np */
+#define _GNU_SOURCE /* sched_getcpu */
 #include "ledger_internal.h"
 
 #include "discern/random.h"
 
 #include <ctype.h>
 #include <math.h>
+#include <sched.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -200,6 +204,21 @@ dsc__shard *dsc__shard_of(dsc_ledger *l, const char *id) {
     if (n == RID_LEN && id[0] == 'r' && hex_value(id[n - 1]) >= 0)
         return &l->shards[hex_value(id[n - 1]) & (DSC__SHARDS - 1)];
     return &l->shards[dsc__strmap_hash(id) & (DSC__SHARDS - 1)];
+}
+
+dsc__shard *dsc__shard_here(dsc_ledger *l) {
+    int cpu = sched_getcpu(); /* from the vDSO: a few ns */
+    return &l->shards[(cpu < 0 ? 0 : (unsigned)cpu) & (DSC__SHARDS - 1)];
+}
+
+void dsc__budgets_write(dsc_ledger *l) {
+    for (size_t i = 0; i < DSC__SHARDS; i++)
+        pthread_mutex_lock(&l->shards[i].mu);
+}
+
+void dsc__budgets_done(dsc_ledger *l) {
+    for (size_t i = DSC__SHARDS; i-- > 0;)
+        pthread_mutex_unlock(&l->shards[i].mu);
 }
 
 /* The shard a new hold for request_id goes to (its request map entry is there too). */
@@ -380,7 +399,7 @@ static bool hits_have(const dsc__hit *hits, size_t n, const dsc__counter *c) {
  * in one step, so that no reserve ever sees a counter with the hold gone and the
  * usage not there yet. Budgets changed since the hold: usage goes to the budgets
  * that apply now, as a restart would count it; on failure (out of memory), to those
- * of the hold. budgets_mu is held (read). */
+ * of the hold. r's shard lock is held. */
 void dsc__reservation_release_charge(dsc_ledger *l, dsc__reservation *r, bool release,
                                      const dsc_amounts *a, int64_t at_us) {
     dsc__hit hits[DSC__HITS_MAX];
@@ -388,8 +407,8 @@ void dsc__reservation_release_charge(dsc_ledger *l, dsc__reservation *r, bool re
     dsc_subject s = {r->org, r->team, r->user, r->key};
     for (int m = 0; a && m < DSC_METRIC_COUNT; m++)
         r->charged.v[m] += a->v[m];
-    bool moved =
-        a && r->epoch != l->budget_epoch && dsc__match(l, &s, true, hits, &nh, NULL) == DSC_OK;
+    bool moved = a && r->epoch != l->budget_epoch &&
+                 dsc__match(l, r->shard, &s, true, hits, &nh, NULL) == DSC_OK;
     for (size_t i = 0; i < r->n; i++) {
         dsc__counter *c = r->counters[i];
         pthread_mutex_lock(&c->mu);
@@ -460,7 +479,7 @@ static void forget_old(dsc_ledger *l, dsc__shard *sh, int64_t now) {
 
 /* --- expiry ------------------------------------------------------------------ */
 
-/* (sh->mu and budgets_mu held) */
+/* (sh->mu held) */
 static bool expire_one(dsc_ledger *l, dsc__reservation *r, int64_t now) {
     dsc_amounts charge = {{0}};
     if (l->expired == DSC_EXPIRED_CHARGE) charge = r->held;
@@ -485,7 +504,7 @@ static bool expire_one(dsc_ledger *l, dsc__reservation *r, int64_t now) {
     return true;
 }
 
-/* Expire what is due in sh (sh->mu and budgets_mu held). */
+/* Expire what is due in sh (sh->mu held). */
 static size_t expire_due(dsc_ledger *l, dsc__shard *sh, int64_t now) {
     size_t n = 0;
     while (sh->heap_n && sh->heap[0]->expires_us <= now) {
@@ -495,7 +514,7 @@ static size_t expire_due(dsc_ledger *l, dsc__shard *sh, int64_t now) {
     return n;
 }
 
-/* Expire what is due in every shard (budgets_mu held, no shard lock): a shard whose
+/* Expire what is due in every shard (no shard lock held): a shard whose
  * earliest expiry is still to come is skipped without taking its lock, so a reserve
  * normally looks at DSC__SHARDS atomics and locks nothing here. */
 static size_t expire_all(dsc_ledger *l, int64_t now) {
@@ -625,16 +644,7 @@ static dsc_status config_apply(dsc_ledger *l, const dsc_ledger_config *cfg, dsc_
 /* The ledger's locks and shards, empty; false when a lock cannot be made (nothing is
  * left to destroy then). */
 static bool locks_init(dsc_ledger *l) {
-    /* a budget change must not starve behind a steady stream of readers; no thread
-     * ever takes budgets_mu twice, so writer preference cannot deadlock */
-    pthread_rwlockattr_t attr;
-    int rc = pthread_rwlockattr_init(&attr);
-#ifdef __GLIBC__
-    rc |= pthread_rwlockattr_setkind_np(&attr, PTHREAD_RWLOCK_PREFER_WRITER_NONRECURSIVE_NP);
-#endif
-    rc |= pthread_rwlock_init(&l->budgets_mu, &attr);
-    pthread_rwlockattr_destroy(&attr);
-    rc |= pthread_mutex_init(&l->counters_new_mu, NULL);
+    int rc = pthread_mutex_init(&l->counters_new_mu, NULL);
     rc |= pthread_mutex_init(&l->reader_mu, NULL);
     rc |= pthread_mutex_init(&l->journal_mu, NULL);
     for (size_t i = 0; i < DSC__CMAP_SHARDS; i++) {
@@ -647,6 +657,7 @@ static bool locks_init(dsc_ledger *l) {
         rc |= pthread_mutex_init(&sh->mu, NULL);
         dsc__strmap_init(&sh->reservations);
         dsc__strmap_init(&sh->requests);
+        dsc__strmap_init(&sh->counters);
         atomic_init(&sh->next_expiry, INT64_MAX);
     }
     return rc == 0; /* Linux's pthread inits with default attributes cannot fail */
@@ -657,6 +668,7 @@ static void locks_destroy(dsc_ledger *l) {
         dsc__shard *sh = &l->shards[i];
         dsc__strmap_destroy(&sh->reservations);
         dsc__strmap_destroy(&sh->requests);
+        dsc__strmap_destroy(&sh->counters);
         free(sh->heap);
         pthread_mutex_destroy(&sh->mu);
     }
@@ -667,7 +679,6 @@ static void locks_destroy(dsc_ledger *l) {
     pthread_mutex_destroy(&l->reader_mu);
     pthread_mutex_destroy(&l->journal_mu);
     pthread_mutex_destroy(&l->counters_new_mu);
-    pthread_rwlock_destroy(&l->budgets_mu);
 }
 
 dsc_ledger *dsc_ledger_new(const dsc_ledger_config *cfg, dsc_error *err) {
@@ -770,13 +781,14 @@ dsc_status dsc_ledger_preview(dsc_ledger *l, const dsc_subject *subject, const d
     if (st != DSC_OK) return st;
     dsc__hit hits[DSC__HITS_MAX];
     size_t nh = 0;
-    pthread_rwlock_rdlock(&l->budgets_mu);
     int64_t now = dsc__ledger_now(l);
     expire_all(l, now);
-    st = dsc__match(l, subject, false, hits, &nh, err);
+    dsc__shard *sh = dsc__shard_here(l);
+    pthread_mutex_lock(&sh->mu);
+    st = dsc__match(l, sh, subject, false, hits, &nh, err);
     for (size_t i = 0; st == DSC_OK && i < nh && i < max; i++)
         fill_state(l, &hits[i], subject, request->v[hits[i].b->metric], now, false, &out[i]);
-    pthread_rwlock_unlock(&l->budgets_mu);
+    pthread_mutex_unlock(&sh->mu);
     if (n) *n = nh;
     return st;
 }
@@ -786,8 +798,8 @@ static int counter_name_cmp(const void *a, const void *b) {
     return strcmp(x->key + x->name_off, y->key + y->name_off);
 }
 
-/* b's counters ordered by name, from the skip-th, appended to out[*n..max) (budgets_mu
- * held; the list is copied under counters_new_mu, as a reserve may be adding one). */
+/* b's counters ordered by name, from the skip-th, appended to out[*n..max) (a shard's
+ * lock held; the list is copied under counters_new_mu, as a reserve may be adding one). */
 static dsc_status budget_counter_states(dsc_ledger *l, dsc__budget *b, size_t skip, int64_t now,
                                         dsc_budget_state *out, size_t max, size_t *n) {
     pthread_mutex_lock(&l->counters_new_mu);
@@ -816,9 +828,10 @@ dsc_status dsc_ledger_counter_list(dsc_ledger *l, size_t offset, dsc_budget_stat
     size_t got = 0, seen = 0;
     dsc_status st = DSC_OK;
     if (!out) max = 0;
-    pthread_rwlock_rdlock(&l->budgets_mu);
     int64_t now = dsc__ledger_now(l);
     expire_all(l, now);
+    dsc__shard *sh = dsc__shard_here(l);
+    pthread_mutex_lock(&sh->mu);
     for (size_t i = 0; i < l->n_live; i++) {
         dsc__budget *b = l->live[i];
         size_t first = seen, nc = counters_of(l, b);
@@ -827,7 +840,7 @@ dsc_status dsc_ledger_counter_list(dsc_ledger *l, size_t offset, dsc_budget_stat
         size_t skip = offset > first ? offset - first : 0;
         st = budget_counter_states(l, b, skip, now, out, max, &got);
     }
-    pthread_rwlock_unlock(&l->budgets_mu);
+    pthread_mutex_unlock(&sh->mu);
     if (n) *n = st == DSC_OK ? got : 0;
     if (total) *total = seen;
     if (st != DSC_OK) return dsc_error_set(err, st, "out of memory listing counters");
@@ -1021,7 +1034,7 @@ static dsc__rec *journal_rec(dsc__reservation *r, dsc__rec *dec) {
 
 /* Publish r, whose holds are on its counters: its id's order, its index, and with a
  * store its record rec queued, all in one step under journal_mu, so that ids reach
- * the log in the order of their counters (sh->mu and budgets_mu held). On failure
+ * the log in the order of their counters (sh->mu held). On failure
  * the holds are released and r is gone.
  *
  * A hold is acknowledged once queued under every durability while the store is
@@ -1102,7 +1115,7 @@ static dsc_status reserve_repeated(dsc_ledger *l, dsc__reservation *r, dsc__rec 
     return DSC_OK;
 }
 
-/* Take a new hold for subject in sh (sh->mu and budgets_mu held): match, check and
+/* Take a new hold for subject in sh (sh->mu held): match, check and
  * hold, then publish. */
 static dsc_status reserve_new(dsc_ledger *l, dsc__shard *sh, const uint8_t *random,
                               const dsc_subject *subject, const dsc_amounts *amounts, int64_t now,
@@ -1116,7 +1129,7 @@ static dsc_status reserve_new(dsc_ledger *l, dsc__shard *sh, const uint8_t *rand
     if (decision)
         what = (dsc__hold_what){decision->provider, decision->model, decision->zone,
                                 decision->purpose};
-    dsc_status st = dsc__match(l, subject, true, hits, &nh, err);
+    dsc_status st = dsc__match(l, sh, subject, true, hits, &nh, err);
     dsc__reservation *r = NULL;
     if (st == DSC_OK && !(r = hold_make(sh, (size_t)(sh - l->shards), random, subject, amounts, now,
                                         ttl_s, request_id, &what, hits, nh)))
@@ -1159,10 +1172,9 @@ static dsc_status reserve_impl(dsc_ledger *l, const dsc_reserve_req *req, dsc_re
         return dsc_error_set(err, DSC_IO, "no random bytes for a reservation id");
     dsc__rec *dec = decision_rec(l, req->decision, &st, err), *rec = NULL;
     if (st != DSC_OK) return st;
-    /* a request's hold lives in the request's shard; any other in one drawn at random */
-    dsc__shard *sh =
-        request_id ? request_shard(l, request_id) : &l->shards[random[0] & (DSC__SHARDS - 1)];
-    pthread_rwlock_rdlock(&l->budgets_mu);
+    /* a request's hold lives in the request's shard; any other in the shard of the CPU
+     * the caller runs on, so threads on different cores share no shard */
+    dsc__shard *sh = request_id ? request_shard(l, request_id) : dsc__shard_here(l);
     int64_t now = dsc__ledger_now(l);
     expire_all(l, now);
     pthread_mutex_lock(&sh->mu);
@@ -1176,7 +1188,6 @@ static dsc_status reserve_impl(dsc_ledger *l, const dsc_reserve_req *req, dsc_re
         st = reserve_new(l, sh, random, subject, req->amounts, now, req->ttl_s, request_id,
                          req->decision, dec, out, done, &rec, err);
     pthread_mutex_unlock(&sh->mu);
-    pthread_rwlock_unlock(&l->budgets_mu);
     if (st == DSC_OK) st = wait_rec(l, rec, err);
     return st;
 }
@@ -1222,12 +1233,11 @@ dsc_status dsc__reservation_recall(dsc_ledger *l, const char *id) {
     size_t nh = 0;
     dsc__reservation *r = NULL;
     dsc__shard *sh = dsc__shard_of(l, id);
-    pthread_rwlock_rdlock(&l->budgets_mu);
     pthread_mutex_lock(&sh->mu);
     st = DSC_OK;
     if (shard_find(sh, id)) goto out; /* recalled meanwhile */
     st = DSC_NOMEM;
-    if (dsc__match(l, &s, true, hits, &nh, NULL) != DSC_OK) goto out;
+    if (dsc__match(l, sh, &s, true, hits, &nh, NULL) != DSC_OK) goto out;
     if (!(r = dsc__reservation_new(id, NULL, &s, &what, hits, nh))) goto out;
     r->charged = row->amounts;
     r->state = rs;
@@ -1240,7 +1250,6 @@ dsc_status dsc__reservation_recall(dsc_ledger *l, const char *id) {
     st = DSC_OK;
 out:
     pthread_mutex_unlock(&sh->mu);
-    pthread_rwlock_unlock(&l->budgets_mu);
     free(row);
     return st;
 }
@@ -1268,7 +1277,7 @@ static dsc_status unreserved(dsc_ledger *l, const char *id, const dsc_subject *s
                              "ledger but is not known; an unreserved settle needs an id of "
                              "its own",
                              id);
-    dsc_status st = dsc__match(l, s, true, hits, &nh, err);
+    dsc_status st = dsc__match(l, dsc__shard_of(l, id), s, true, hits, &nh, err);
     if (st != DSC_OK) return st;
     dsc__reservation *r = dsc__reservation_new(id, NULL, s, NULL, hits, nh);
     if (!r || dsc__reservation_index(l, r) != DSC_OK) {
@@ -1314,7 +1323,7 @@ static const char *kind_charge_name(dsc_settle_kind k) {
     return k == DSC_SETTLE_RESERVED ? "settle" : k == DSC_SETTLE_LATE ? "late" : "unreserved";
 }
 
-/* Start settling r with actual (its shard's lock and budgets_mu held); *rec set when the caller
+/* Start settling r with actual (its shard's lock held); *rec set when the caller
  * must wait. */
 static dsc_status settle_begin(dsc_ledger *l, dsc__reservation *r, dsc_settle_kind kind,
                                const dsc_amounts *actual, int64_t now, dsc__done *done,
@@ -1374,13 +1383,11 @@ static dsc_status settle_impl(dsc_ledger *l, const dsc__recall *rc, bool may_rec
     dsc__rec *rec = NULL;
     dsc_status st = DSC_OK;
     dsc__shard *sh = dsc__shard_of(l, rc->id);
-    pthread_rwlock_rdlock(&l->budgets_mu);
     pthread_mutex_lock(&sh->mu);
     int64_t now = dsc__ledger_now(l);
     dsc__reservation *r = shard_find(sh, rc->id);
     if (!r && may_recall && l->store && dsc__ledger_made(rc->id)) {
         pthread_mutex_unlock(&sh->mu);
-        pthread_rwlock_unlock(&l->budgets_mu);
         return recall_then(l, rc, done, err);
     }
     if (!r && (st = unreserved(l, rc->id, &s, &r, err)) != DSC_OK) goto out;
@@ -1392,7 +1399,6 @@ static dsc_status settle_impl(dsc_ledger *l, const dsc__recall *rc, bool may_rec
     st = settle_begin(l, r, k, &rc->actual, now, done, &rec, err);
 out:
     pthread_mutex_unlock(&sh->mu);
-    pthread_rwlock_unlock(&l->budgets_mu);
     if (st == DSC_OK) st = wait_rec(l, rec, err);
     return st;
 }
@@ -1435,7 +1441,7 @@ dsc_status dsc_ledger_settle(dsc_ledger *l, const dsc_settle_req *req, dsc_settl
     return dsc__done_now(settle_impl(l, &rc, true, &d, err), &d);
 }
 
-/* Start cancelling a held r (its shard's lock and budgets_mu held); *rec set when the caller must
+/* Start cancelling a held r (its shard's lock held); *rec set when the caller must
  * wait. */
 static dsc_status cancel_begin(dsc_ledger *l, dsc__reservation *r, int64_t now, dsc__done *done,
                                dsc__rec **wait_rec, dsc_error *err) {
@@ -1462,13 +1468,11 @@ static dsc_status cancel_impl(dsc_ledger *l, const dsc__recall *rc, bool may_rec
     dsc__rec *rec = NULL;
     dsc_status st = DSC_OK;
     dsc__shard *sh = dsc__shard_of(l, rc->id);
-    pthread_rwlock_rdlock(&l->budgets_mu);
     pthread_mutex_lock(&sh->mu);
     int64_t now = dsc__ledger_now(l);
     dsc__reservation *r = shard_find(sh, rc->id);
     if (!r && may_recall && l->store && dsc__ledger_made(rc->id)) {
         pthread_mutex_unlock(&sh->mu);
-        pthread_rwlock_unlock(&l->budgets_mu);
         return recall_then(l, rc, done, err);
     }
     if (!r)
@@ -1476,7 +1480,6 @@ static dsc_status cancel_impl(dsc_ledger *l, const dsc__recall *rc, bool may_rec
     else if ((st = check_key(rc, r, err)) == DSC_OK && r->state == RS_HELD)
         st = cancel_begin(l, r, now, done, &rec, err);
     pthread_mutex_unlock(&sh->mu);
-    pthread_rwlock_unlock(&l->budgets_mu);
     if (st == DSC_OK) st = wait_rec(l, rec, err);
     return st;
 }
@@ -1526,7 +1529,6 @@ dsc_status dsc_ledger_hold_get(dsc_ledger *l, const char *reservation_id, dsc_ho
 
 size_t dsc_ledger_tick(dsc_ledger *l) {
     size_t n = 0;
-    pthread_rwlock_rdlock(&l->budgets_mu);
     int64_t now = dsc__ledger_now(l);
     for (size_t i = 0; i < DSC__SHARDS; i++) {
         dsc__shard *sh = &l->shards[i];
@@ -1535,7 +1537,6 @@ size_t dsc_ledger_tick(dsc_ledger *l) {
         forget_old(l, sh, now);
         pthread_mutex_unlock(&sh->mu);
     }
-    pthread_rwlock_unlock(&l->budgets_mu);
     return n;
 }
 
@@ -1637,9 +1638,10 @@ dsc_status dsc_ledger_sync(dsc_ledger *l, const dsc_done *done, dsc_error *err) 
 
 void dsc_ledger_stats_get(dsc_ledger *l, dsc_ledger_stats *out) {
     memset(out, 0, sizeof *out);
-    pthread_rwlock_rdlock(&l->budgets_mu);
+    dsc__shard *here = dsc__shard_here(l);
+    pthread_mutex_lock(&here->mu);
     out->budgets = l->n_live;
-    pthread_rwlock_unlock(&l->budgets_mu);
+    pthread_mutex_unlock(&here->mu);
     out->counters = atomic_load(&l->n_counters);
     out->decisions = atomic_load(&l->decisions);
     for (size_t i = 0; i < DSC__SHARDS; i++) {

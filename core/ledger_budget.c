@@ -113,7 +113,7 @@ static dsc__cmap *cmap_of(dsc_ledger *l, const char *key) {
     return &l->cmap[dsc__strmap_hash(key) & (DSC__CMAP_SHARDS - 1)];
 }
 
-/* Index c (budgets_mu held for writing). */
+/* Index c (every shard locked, or opening). */
 static dsc_status cmap_put(dsc_ledger *l, dsc__counter *c) {
     dsc__cmap *m = cmap_of(l, c->key);
     pthread_mutex_lock(&m->mu);
@@ -123,7 +123,10 @@ static dsc_status cmap_put(dsc_ledger *l, dsc__counter *c) {
     return st;
 }
 
+/* Unindex c, and drop it from every shard's cache (every shard locked, or opening). */
 static void cmap_del(dsc_ledger *l, dsc__counter *c) {
+    for (size_t i = 0; i < DSC__SHARDS; i++)
+        dsc__strmap_del_if(&l->shards[i].counters, c->key, c);
     dsc__cmap *m = cmap_of(l, c->key);
     pthread_mutex_lock(&m->mu);
     bool gone = dsc__strmap_del_if(&m->map, c->key, c) != NULL;
@@ -323,14 +326,19 @@ bool dsc__budget_applies(const dsc__budget *b, const dsc_subject *s) {
     return strcmp(cand, b->selector) == 0;
 }
 
-/* b's counter named key (off: where its name starts), found or, with create, made
- * (budgets_mu held for reading: the counter's index shard is locked here, and the
- * budget's counter list under counters_new_mu, as other readers may add to it). */
-static dsc__counter *counter_get(dsc_ledger *l, dsc__budget *b, const char *key, size_t off,
-                                 bool create, bool *nomem) {
+/* b's counter named key (off: where its name starts), found or, with create, made:
+ * first in the cache of sh (whose lock the caller holds; NULL: none), then in the
+ * counters' index, whose shard is locked here (the budget's counter list under
+ * counters_new_mu, as holders of other shards may add to it). A counter found there
+ * joins sh's cache, so that a shard's calls on counters it has seen take no lock
+ * but their own. */
+static dsc__counter *counter_get(dsc_ledger *l, dsc__shard *sh, dsc__budget *b, const char *key,
+                                 size_t off, bool create, bool *nomem) {
+    dsc__counter *c = sh ? dsc__strmap_get(&sh->counters, key) : NULL;
+    if (c) return c;
     dsc__cmap *m = cmap_of(l, key);
     pthread_mutex_lock(&m->mu);
-    dsc__counter *c = dsc__strmap_get(&m->map, key);
+    c = dsc__strmap_get(&m->map, key);
     if (!c && create) {
         pthread_mutex_lock(&l->counters_new_mu);
         c = counter_new(&m->map, b, key, off);
@@ -339,32 +347,33 @@ static dsc__counter *counter_get(dsc_ledger *l, dsc__budget *b, const char *key,
         *nomem = !c;
     }
     pthread_mutex_unlock(&m->mu);
+    if (c && sh) dsc__strmap_put(&sh->counters, c->key, c); /* out of memory: uncached */
     return c;
 }
 
-static dsc_status add_hits(dsc_ledger *l, dsc__sel_slot *slot, const dsc_subject *s, bool create,
-                           dsc__hit *hits, size_t *n) {
+static dsc_status add_hits(dsc_ledger *l, dsc__shard *sh, dsc__sel_slot *slot, const dsc_subject *s,
+                           bool create, dsc__hit *hits, size_t *n) {
     char key[DSC__COUNTER_KEY_MAX];
     bool nomem = false;
     for (dsc__budget *b = slot->head; b; b = b->next_sel) {
         if (*n == DSC__HITS_MAX) return DSC_TOO_LARGE;
         size_t off = dsc__counter_key(b, s, key, sizeof key);
-        dsc__counter *c = counter_get(l, b, key, off, create, &nomem);
+        dsc__counter *c = counter_get(l, sh, b, key, off, create, &nomem);
         if (nomem) return DSC_NOMEM;
         hits[(*n)++] = (dsc__hit){b, c};
     }
     return DSC_OK;
 }
 
-dsc_status dsc__match(dsc_ledger *l, const dsc_subject *s, bool create, dsc__hit *hits, size_t *n,
-                      dsc_error *err) {
+dsc_status dsc__match(dsc_ledger *l, dsc__shard *sh, const dsc_subject *s, bool create,
+                      dsc__hit *hits, size_t *n, dsc_error *err) {
     char cand[DSC__SHAPES][CAND_MAX];
     size_t nc = candidates(l, s, cand);
     *n = 0;
     for (size_t i = 0; i < nc; i++) {
         dsc__sel_slot *slot = dsc__strmap_get(&l->sels, cand[i]);
         if (!slot) continue;
-        dsc_status st = add_hits(l, slot, s, create, hits, n);
+        dsc_status st = add_hits(l, sh, slot, s, create, hits, n);
         if (st == DSC_TOO_LARGE)
             return dsc_error_set(err, st, "more than %d budgets apply to one subject",
                                  DSC__HITS_MAX);
@@ -481,7 +490,7 @@ dsc_status dsc__budget_persist(dsc_ledger *l, dsc__rec *rec, dsc__done *done, ds
     return st;
 }
 
-/* Create b or change the limit of its twin (budgets_mu held for writing); b is
+/* Create b or change the limit of its twin (every shard locked); b is
  * consumed. */
 static dsc_status budget_apply_set(dsc_ledger *l, dsc__budget *b, dsc_budget_info *out,
                                    dsc_error *err) {
@@ -527,27 +536,28 @@ static dsc_status budget_set_impl(dsc_ledger *l, const char *selector, dsc_metri
     dsc__budget *b = NULL;
     if ((st = budget_prepare(selector, metric, window, &b, err)) != DSC_OK) return st;
     b->limit = micro;
-    pthread_rwlock_wrlock(&l->budgets_mu);
+    dsc__budgets_write(l);
     dsc__budget *old = dsc__strmap_get(&l->budgets, b->ident);
     bool is_new = !old;
     b->id = old ? old->id : l->next_budget_id++;
     int64_t now = dsc__ledger_now(l);
     if (!l->store) {
         st = budget_apply_set(l, b, out, err);
-        pthread_rwlock_unlock(&l->budgets_mu);
+        dsc__budgets_done(l);
         return st;
     }
-    pthread_rwlock_unlock(&l->budgets_mu);
+    dsc__budgets_done(l);
     st = budget_set_stored(l, budget_rec(DSC__REC_BUDGET_SET, b, b->id, micro, now), is_new, done,
                            err);
     if (st == DSC_OK && !done->queued) { /* waited: report the budget now in effect */
-        pthread_rwlock_rdlock(&l->budgets_mu);
+        dsc__shard *here = dsc__shard_here(l);
+        pthread_mutex_lock(&here->mu);
         dsc__budget *applied = dsc__strmap_get(&l->budgets, b->ident);
         if (applied)
             budget_info(applied, out);
         else
             st = dsc_error_set(err, DSC_NOMEM, "out of memory indexing a budget");
-        pthread_rwlock_unlock(&l->budgets_mu);
+        pthread_mutex_unlock(&here->mu);
     }
     free(b);
     return st;
@@ -558,10 +568,11 @@ static dsc_status budget_delete_impl(dsc_ledger *l, const char *selector, dsc_me
     dsc__budget *key = NULL;
     dsc_status st = budget_prepare(selector, metric, window, &key, err);
     if (st != DSC_OK) return st;
-    pthread_rwlock_rdlock(&l->budgets_mu);
+    dsc__shard *here = dsc__shard_here(l);
+    pthread_mutex_lock(&here->mu);
     dsc__budget *b = dsc__strmap_get(&l->budgets, key->ident);
     int64_t id = b ? b->id : 0, now = dsc__ledger_now(l);
-    pthread_rwlock_unlock(&l->budgets_mu);
+    pthread_mutex_unlock(&here->mu);
     if (!b) {
         st = dsc_error_set(err, DSC_UNKNOWN_BUDGET, "no budget '%s' on %s over '%s'", key->selector,
                            dsc_metric_name(metric), key->window_text);
@@ -571,10 +582,10 @@ static dsc_status budget_delete_impl(dsc_ledger *l, const char *selector, dsc_me
         st = dsc__budget_persist(l, budget_rec(DSC__REC_BUDGET_DELETE, key, id, 0, now), done, err);
         goto out;
     }
-    pthread_rwlock_wrlock(&l->budgets_mu);
+    dsc__budgets_write(l);
     b = dsc__strmap_get(&l->budgets, key->ident);
     if (b && b->id == id) dsc__budget_remove(l, b);
-    pthread_rwlock_unlock(&l->budgets_mu);
+    dsc__budgets_done(l);
 out:
     free(key);
     return st;
@@ -596,14 +607,15 @@ dsc_status dsc_ledger_budget_get(dsc_ledger *l, const char *selector, dsc_metric
     dsc__budget *key = NULL;
     dsc_status st = budget_prepare(selector, metric, window, &key, err);
     if (st != DSC_OK) return st;
-    pthread_rwlock_rdlock(&l->budgets_mu);
+    dsc__shard *here = dsc__shard_here(l);
+    pthread_mutex_lock(&here->mu);
     dsc__budget *b = dsc__strmap_get(&l->budgets, key->ident);
     if (b)
         budget_info(b, out);
     else
         st = dsc_error_set(err, DSC_UNKNOWN_BUDGET, "no budget '%s' on %s over '%s'", key->selector,
                            dsc_metric_name(metric), key->window_text);
-    pthread_rwlock_unlock(&l->budgets_mu);
+    pthread_mutex_unlock(&here->mu);
     free(key);
     return st;
 }
@@ -611,10 +623,11 @@ dsc_status dsc_ledger_budget_get(dsc_ledger *l, const char *selector, dsc_metric
 size_t dsc_ledger_budget_list(dsc_ledger *l, size_t offset, dsc_budget_info *out, size_t max,
                               size_t *total) {
     size_t n = 0;
-    pthread_rwlock_rdlock(&l->budgets_mu);
+    dsc__shard *here = dsc__shard_here(l);
+    pthread_mutex_lock(&here->mu);
     for (size_t i = offset; out && i < l->n_live && n < max; i++)
         budget_info(l->live[i], &out[n++]);
     if (total) *total = l->n_live;
-    pthread_rwlock_unlock(&l->budgets_mu);
+    pthread_mutex_unlock(&here->mu);
     return n;
 }

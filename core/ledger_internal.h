@@ -4,9 +4,10 @@
  * selectors, counters) and ledger_store.c (store records, apply after commit,
  * rebuild on open). Not public.
  *
- * Locking (the order is written down once, in ledger.c's header comment): budgets
- * behind a rwlock, reservations in DSC__SHARDS shards with a mutex each, the
- * counters' index in DSC__CMAP_SHARDS shards, each counter with its own mutex.
+ * Locking (the order is written down once, in ledger.c's header comment):
+ * reservations in DSC__SHARDS shards with a mutex each (budgets: read under any one,
+ * changed under all), the counters' index in DSC__CMAP_SHARDS shards, each counter
+ * with its own mutex.
  */
 #ifndef DISCERN_LEDGER_INTERNAL_H
 #define DISCERN_LEDGER_INTERNAL_H
@@ -121,9 +122,11 @@ struct dsc__shard {
     dsc__strmap requests;     /* request id -> reservation (a request's shard is its hold's) */
     dsc__reservation **heap;  /* expiry min-heap */
     size_t heap_n, heap_cap;
-    _Atomic int64_t next_expiry;               /* the heap's earliest expires_us (INT64_MAX: empty),
-                                                  read without the lock to skip a shard with none due */
-    dsc__reservation *fhead, *ftail;           /* the finished list, oldest first */
+    _Atomic int64_t next_expiry;     /* the heap's earliest expires_us (INT64_MAX: empty),
+                                        read without the lock to skip a shard with none due */
+    dsc__reservation *fhead, *ftail; /* the finished list, oldest first */
+    dsc__strmap counters;            /* the counters its holds have used: key -> counter (a cache of
+                                        the counters' index, dropped with a budget) */
     size_t n_held, n_reservations, n_finished; /* this shard's share of the stats */
     uint64_t settles, expired;
     char pad[64]; /* no false sharing with the next shard's mutex */
@@ -137,8 +140,6 @@ typedef struct dsc__cmap {
 } dsc__cmap;
 
 struct dsc_ledger {
-    pthread_rwlock_t budgets_mu;     /* budgets, selectors, live/dead lists, epoch (writers:
-                                        a budget appears, changes or goes) */
     pthread_mutex_t counters_new_mu; /* a budget's counter list while a counter is added */
     pthread_mutex_t reader_mu;       /* starting the reader thread */
     dsc_durability durability;
@@ -148,6 +149,8 @@ struct dsc_ledger {
     void *clock_ud;
     int64_t retain_us;
     size_t retain_max;
+    /* The budgets: read under any one shard's lock, changed under all of them
+     * (dsc__budgets_write). */
     dsc__strmap budgets; /* ident -> budget */
     dsc__strmap sels;    /* selector -> dsc__sel_slot */
     dsc__budget **live;  /* ordered by id */
@@ -207,9 +210,11 @@ dsc_status dsc__budget_insert(dsc_ledger *l, dsc__budget *b);
 /* Remove b from the indexes and keep it on the dead list. */
 void dsc__budget_remove(dsc_ledger *l, dsc__budget *b);
 /* The budgets that apply to subject (validated), with counters; create: make the
- * missing counters. DSC_TOO_LARGE beyond DSC__HITS_MAX, DSC_NOMEM. */
-dsc_status dsc__match(dsc_ledger *l, const dsc_subject *s, bool create, dsc__hit *hits, size_t *n,
-                      dsc_error *err);
+ * missing counters. sh: the shard whose lock the caller holds (its cache of counters is
+ * looked in first and filled), NULL while opening. DSC_TOO_LARGE beyond DSC__HITS_MAX,
+ * DSC_NOMEM. */
+dsc_status dsc__match(dsc_ledger *l, dsc__shard *sh, const dsc_subject *s, bool create,
+                      dsc__hit *hits, size_t *n, dsc_error *err);
 /* The counter key "<id>#<name>" of b for subject s into key; returns the name's
  * offset in key. */
 size_t dsc__counter_key(const dsc__budget *b, const dsc_subject *s, char *key, size_t len);
@@ -261,11 +266,17 @@ dsc_status dsc__reservation_index(dsc_ledger *l, dsc__reservation *r);
 /* Add or remove r's holds on its counters (sign +1 / -1). */
 void dsc__reservation_hold(dsc__reservation *r, int sign);
 /* Release r's holds (release) and charge a (NULL: nothing) at at_us, each counter in
- * one step under its own lock (r's shard lock and budgets_mu held). */
+ * one step under its own lock (r's shard lock held). */
 void dsc__reservation_release_charge(dsc_ledger *l, dsc__reservation *r, bool release,
                                      const dsc_amounts *a, int64_t at_us);
 /* The shard that indexes (or would index) reservation id. */
 dsc__shard *dsc__shard_of(dsc_ledger *l, const char *id);
+/* The shard of the CPU the caller runs on: a hold without a request id goes there,
+ * and a call that only reads the budgets locks it. */
+dsc__shard *dsc__shard_here(dsc_ledger *l);
+/* Take every shard's lock, in index order, to change the budgets; and release them. */
+void dsc__budgets_write(dsc_ledger *l);
+void dsc__budgets_done(dsc_ledger *l);
 dsc_status dsc__heap_push(dsc_ledger *l, dsc__reservation *r);
 void dsc__heap_remove(dsc_ledger *l, dsc__reservation *r);
 /* Move r to a final state, onto the finished list. */
@@ -294,14 +305,14 @@ dsc_status dsc__ledger_store_open(dsc_ledger *l, const dsc_ledger_config *cfg, d
 struct dsc__budget_history *dsc__budget_history_read(dsc_ledger *l, const dsc__rec_budget *rb);
 /* Free a history that will not be applied; NULL is a no-op. */
 void dsc__budget_history_free(struct dsc__budget_history *h);
-/* The writer's callback: apply a finished batch to memory (takes budgets_mu, then
- * each record's shard lock). */
+/* The writer's callback: apply a finished batch to memory (takes each record's shard
+ * lock). */
 void dsc__ledger_apply(void *ud, dsc__rec **recs, size_t n);
 /* A zeroed record of type with r's id and subject filled (NULL: DSC_NOMEM). */
 dsc__rec *dsc__rec_for(dsc__rec_type type, const dsc__reservation *r, int64_t at_us);
 /* Set rec's type, time, reservation id, request id and subject from r. */
 void dsc__rec_fill(dsc__rec *rec, dsc__rec_type type, const dsc__reservation *r, int64_t at_us);
-/* Apply the outcome of one record (r's shard lock and budgets_mu held). */
+/* Apply the outcome of one record (r's shard lock held). */
 void dsc__apply_settle(dsc_ledger *l, dsc__reservation *r, const dsc_amounts *delta, int64_t at_us,
                        bool ok);
 void dsc__apply_cancel(dsc_ledger *l, dsc__reservation *r, int64_t at_us, bool ok);

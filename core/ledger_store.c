@@ -71,7 +71,7 @@ void dsc__rec_fill(dsc__rec *rec, dsc__rec_type type, const dsc__reservation *r,
     put(rec->subject.key, DSC_NAME_MAX, r->key);
 }
 
-/* --- applying outcomes (r's shard lock and budgets_mu held)
+/* --- applying outcomes (r's shard lock held)
  * ---------------------------------------------- */
 
 static void back_to_held(dsc_ledger *l, dsc__reservation *r) {
@@ -142,8 +142,7 @@ static void apply_locked(dsc_ledger *l, dsc__reservation *r, dsc__rec *rec) {
     }
 }
 
-/* Apply one record to its reservation, under the reservation's shard lock
- * (budgets_mu held). */
+/* Apply one record to its reservation, under the reservation's shard lock. */
 static void apply_one(dsc_ledger *l, dsc__rec *rec) {
     if (rec->type >= DSC__REC_DECISION || rec->acked) return;
     dsc__shard *sh = dsc__shard_of(l, rec->reservation_id);
@@ -279,7 +278,7 @@ static void apply_budget(dsc_ledger *l, dsc__rec *rec) {
     const dsc__rec_budget *rb = &rec->u.budget;
     char ident[DSC_SELECTOR_MAX + DSC_WINDOW_MAX + 16];
     dsc__budget_ident(ident, sizeof ident, rb->selector, rb->metric, rb->window);
-    pthread_rwlock_wrlock(&l->budgets_mu);
+    dsc__budgets_write(l);
     dsc__budget *old = dsc__strmap_get(&l->budgets, ident);
     int64_t now = dsc__ledger_now(l);
     struct dsc__budget_history *h = rb->history;
@@ -289,29 +288,27 @@ static void apply_budget(dsc_ledger *l, dsc__rec *rec) {
             dsc__budget_remove(l, old);
         else if (rec->type == DSC__REC_BUDGET_SET)
             old->limit = rb->limit;
-        pthread_rwlock_unlock(&l->budgets_mu);
+        dsc__budgets_done(l);
         dsc__budget_history_free(h); /* read for nothing: another set created it first */
         return;
     }
-    pthread_rwlock_unlock(&l->budgets_mu);
+    dsc__budgets_done(l);
     if (!h && !(h = history_new(l, rb))) return;
     dsc__budget *b = history_finish(h, now);
-    pthread_rwlock_wrlock(&l->budgets_mu);
+    dsc__budgets_write(l);
     if (dsc__strmap_get(&l->budgets, ident) || dsc__budget_insert(l, b) != DSC_OK) {
         dsc__budget_drop_counters(b);
         free(b);
     }
-    pthread_rwlock_unlock(&l->budgets_mu);
+    dsc__budgets_done(l);
 }
 
 void dsc__ledger_apply(void *ud, dsc__rec **recs, size_t n) {
     dsc_ledger *l = ud;
-    pthread_rwlock_rdlock(&l->budgets_mu);
     for (size_t i = 0; i < n; i++)
         if (recs[i]->status == DSC_OK) apply_one(l, recs[i]);
     for (size_t i = n; i-- > 0;) /* failures are undone newest first */
         if (recs[i]->status != DSC_OK) apply_one(l, recs[i]);
-    pthread_rwlock_unlock(&l->budgets_mu);
     /* budgets last: a new one replays every charge committed so far, this batch's too */
     for (size_t i = 0; i < n; i++) {
         if (recs[i]->type != DSC__REC_BUDGET_SET && recs[i]->type != DSC__REC_BUDGET_DELETE)
@@ -357,7 +354,7 @@ static dsc__reservation *load_reservation(rebuild *rb, const dsc__rec *rec) {
     dsc_subject s = subject_of(&rec->subject);
     dsc__hit hits[DSC__HITS_MAX];
     size_t nh = 0;
-    if (dsc__match(rb->l, &s, true, hits, &nh, NULL) != DSC_OK) return NULL;
+    if (dsc__match(rb->l, NULL, &s, true, hits, &nh, NULL) != DSC_OK) return NULL;
     const dsc__rec_decision *d = &rec->u.decision;
     dsc__hold_what what = {d->provider, d->model, d->zone, d->purpose};
     dsc__reservation *r =
@@ -407,7 +404,7 @@ static dsc_status load_charge(void *ud, const dsc__rec *rec) {
         if (dsc__check_name("org", s.org, NULL) || dsc__check_name("team", s.team, NULL) ||
             dsc__check_name("user", s.user, NULL) || dsc__check_name("key", s.key, NULL))
             return DSC_OK; /* not a subject the ledger could have written: skipped */
-        dsc_status st = dsc__match(rb->l, &s, true, rb->hits, &rb->nh, NULL);
+        dsc_status st = dsc__match(rb->l, NULL, &s, true, rb->hits, &rb->nh, NULL);
         if (st != DSC_OK) return st;
         rb->last = rec->subject;
         rb->have_last = true;
