@@ -39,6 +39,7 @@
 #include <malloc.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/resource.h>
 #include <sys/stat.h>
 #include <time.h>
 #include <unistd.h>
@@ -72,6 +73,15 @@ static double cpu_s(void) {
     struct timespec ts;
     clock_gettime(CLOCK_PROCESS_CPUTIME_ID, &ts);
     return (double)ts.tv_sec + (double)ts.tv_nsec / 1e9;
+}
+
+/* Times this process blocked (voluntary context switches): a thread waiting for a
+ * lock another holds sleeps in the kernel, so this counts lock waits, whatever share
+ * of the cores the machine leaves to the run. */
+static long blocked_count(void) {
+    struct rusage ru;
+    getrusage(RUSAGE_SELF, &ru);
+    return ru.ru_nvcsw;
 }
 
 /* CPU seconds of the store's writer thread (named "dsc-store"), from /proc. */
@@ -206,6 +216,7 @@ static void pairs_run(int threads, bool own_orgs) {
     atomic_int failures = 0;
     pair_run runs[2];
     pthread_t tids[2];
+    long w0 = blocked_count();
     double t0 = now_s(), c0 = cpu_s();
     for (int t = 0; t < threads; t++) {
         runs[t] = (pair_run){l, t * 500, N / threads, own_orgs, &failures};
@@ -214,11 +225,14 @@ static void pairs_run(int threads, bool own_orgs) {
     for (int t = 0; t < threads; t++)
         pthread_join(tids[t], NULL);
     double dt = now_s() - t0, dc = cpu_s() - c0;
+    long waits = blocked_count() - w0 - threads; /* each thread's join: one each */
     printf("pairs: %d reserve+settle pairs, memory, %d thread%s%s, 3 budgets each: %.0f "
-           "pairs/s (%.2f us/pair CPU, %d failed)\n",
+           "pairs/s (%.2f us/pair CPU, %.0f pairs per CPU-second, %ld lock waits, %d failed)\n",
            N, threads, threads == 1 ? "" : "s",
-           threads == 1 ? "" : own_orgs ? " (orgs, teams, users apart)" : " (orgs, teams shared)",
-           N / dt, dc * 1e6 / N, atomic_load(&failures));
+           threads == 1 ? ""
+           : own_orgs   ? " (orgs, teams, users apart)"
+                        : " (orgs, teams shared)",
+           N / dt, dc * 1e6 / N, N / dc, waits < 0 ? 0 : waits, atomic_load(&failures));
     dsc_ledger_free(l);
 }
 
