@@ -1015,7 +1015,7 @@ static dsc_status enqueue(dsc_ledger *l, dsc__rec *rec, dsc__done *done, dsc__re
 
 /* The record of a new hold (with a store), in dec (its decision, already copied in)
  * when given, built before the hold's id has its order (hold_publish copies it in);
- * NULL when out of memory (dec is then freed). */
+ * NULL when out of memory (only without a dec). */
 static dsc__rec *journal_rec(dsc__reservation *r, dsc__rec *dec) {
     dsc__rec *rec = dec;
     if (rec) {
