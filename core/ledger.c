@@ -45,9 +45,9 @@
  * crash before that commit is charged by its settle as unreserved usage.
  *
  * Expiry uses a min-heap on expires_us per shard; finished reservations stay on a
- * FIFO list per shard for retain_s (at most retain_max of them, split evenly among
- * the shards) so that repeated settles and reserves get the same answer; with a
- * store, older ones are looked up there.
+ * FIFO list per shard for retain_s (at most retain_max of them in all, the oldest of
+ * a shard above its even share forgotten first) so that repeated settles and reserves get the same
+ * answer; with a store, older ones are looked up there.
  */
 #define _GNU_SOURCE /* sched_getcpu */
 #include "ledger_internal.h"
@@ -440,7 +440,7 @@ static void finished_unlink(dsc__reservation *r) {
         sh->ftail = r->fprev;
     r->fprev = r->fnext = NULL;
     r->finished_us = 0;
-    sh->n_finished--;
+    atomic_store_explicit(&sh->n_finished, sh->n_finished - 1, memory_order_relaxed);
 }
 
 void dsc__reservation_finish(dsc_ledger *l, dsc__reservation *r, dsc__rstate st, int64_t at_us) {
@@ -457,7 +457,7 @@ void dsc__reservation_finish(dsc_ledger *l, dsc__reservation *r, dsc__rstate st,
     else
         sh->fhead = r;
     sh->ftail = r;
-    sh->n_finished++;
+    atomic_store_explicit(&sh->n_finished, sh->n_finished + 1, memory_order_relaxed);
 }
 
 void dsc__reservation_drop(dsc_ledger *l, dsc__reservation *r) {
@@ -469,11 +469,22 @@ void dsc__reservation_drop(dsc_ledger *l, dsc__reservation *r) {
     free(r);
 }
 
-/* Forget sh's finished reservations older than retain_s, and its oldest while it
- * keeps more than its share of retain_max (sh->mu held). */
+/* Whether the ledger keeps more than retain_max finished reservations, sh more than
+ * its even share of them: only then are the other shards' counts summed (a relaxed
+ * read each, so the bound may be passed by the few finishing meanwhile). */
+static bool too_many_finished(dsc_ledger *l, dsc__shard *sh) {
+    size_t mine = atomic_load_explicit(&sh->n_finished, memory_order_relaxed);
+    if (mine <= l->retain_max / DSC__SHARDS) return false;
+    size_t total = 0;
+    for (size_t i = 0; i < DSC__SHARDS && total <= l->retain_max; i++)
+        total += atomic_load_explicit(&l->shards[i].n_finished, memory_order_relaxed);
+    return total > l->retain_max;
+}
+
+/* Forget sh's finished reservations older than retain_s, and its oldest while the
+ * ledger keeps more than retain_max and sh more than its share (sh->mu held). */
 static void forget_old(dsc_ledger *l, dsc__shard *sh, int64_t now) {
-    size_t max = (l->retain_max + DSC__SHARDS - 1) / DSC__SHARDS;
-    while (sh->fhead && (sh->n_finished > max || sh->fhead->finished_us < now - l->retain_us))
+    while (sh->fhead && (sh->fhead->finished_us < now - l->retain_us || too_many_finished(l, sh)))
         dsc__reservation_drop(l, sh->fhead);
 }
 

@@ -127,7 +127,8 @@ struct dsc__shard {
     dsc__reservation *fhead, *ftail; /* the finished list, oldest first */
     dsc__strmap counters;            /* the counters its holds have used: key -> counter (a cache of
                                         the counters' index, dropped with a budget) */
-    size_t n_held, n_reservations, n_finished; /* this shard's share of the stats */
+    size_t n_held, n_reservations;   /* this shard's share of the stats */
+    _Atomic size_t n_finished;       /* written under mu, read by any (forget_old) */
     uint64_t settles, expired;
     char pad[64]; /* no false sharing with the next shard's mutex */
 };

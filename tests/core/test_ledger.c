@@ -1009,3 +1009,37 @@ Test(ledger, a_settle_or_cancel_by_another_key_is_refused_and_changes_nothing) {
     cr_assert_eq(state_of(l, &ana, "*").used, M);
     dsc_ledger_free(l);
 }
+
+/* A finished reservation is remembered (a repeated settle answers "repeated") until
+ * retain_max of them are, whichever shards they are in, also when they are all in one
+ * (one thread on one core); beyond that one is forgotten. */
+Test(ledger, finished_reservations_are_remembered_up_to_retain_max_in_all) {
+    fake_clock clk = {T0};
+    dsc_ledger_config cfg = {.now_us = fake_now, .clock_ud = &clk, .retain_max = 64};
+    dsc_ledger *l = dsc_ledger_new(&cfg, NULL);
+    cr_assert(l);
+    budget(l, "team:*", DSC_METRIC_TOKENS, "day", 1e6);
+    enum { N = 64 };
+    char rid[N + 1][DSC_RESERVATION_ID_MAX];
+    dsc_amounts one = amt(DSC_METRIC_TOKENS, M);
+    for (int i = 0; i <= N; i++) {
+        cr_assert_eq(reserve_as(l, (dsc_reserve_req){&ana, &one, 60, NULL, NULL}, rid[i], NULL, 0,
+                                NULL, NULL, NULL),
+                     DSC_OK);
+        cr_assert_eq(settle_as(l, (dsc_settle_req){rid[i], &one, NULL, NULL}, NULL, NULL, NULL),
+                     DSC_OK);
+        clk.now += 1000;
+    }
+    dsc_ledger_tick(l);
+    int repeated = 0, unknown = 0;
+    for (int i = 0; i <= N; i++) {
+        dsc_settle_out out;
+        dsc_status st = settle_as(l, (dsc_settle_req){rid[i], &one, NULL, NULL}, &out, NULL, NULL);
+        repeated += st == DSC_OK && out.kind == DSC_SETTLE_REPEATED;
+        unknown += st == DSC_UNKNOWN_RESERVATION;
+    }
+    cr_assert_eq(repeated, N, "%d of %d remembered", repeated, N + 1);
+    cr_assert_eq(unknown, 1);
+    cr_assert_eq(state_of(l, &ana, "team:*").used, (N + 1) * M);
+    dsc_ledger_free(l);
+}
