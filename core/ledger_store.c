@@ -71,8 +71,7 @@ void dsc__rec_fill(dsc__rec *rec, dsc__rec_type type, const dsc__reservation *r,
     put(rec->subject.key, DSC_NAME_MAX, r->key);
 }
 
-/* --- applying outcomes (r's shard lock held)
- * ---------------------------------------------- */
+/* --- applying outcomes (r's shard lock held) ---------------------------- */
 
 static void back_to_held(dsc_ledger *l, dsc__reservation *r) {
     r->state = r->prev;
