@@ -880,7 +880,7 @@ Test(ledger, reserve_journal_without_a_store_holds_counts_the_decision_and_repor
     dsc_ledger_free(l);
 }
 
-Test(ledger, reservation_ids_are_96_random_bits_and_a_guess_of_their_shape_charges_nothing) {
+Test(ledger, reservation_ids_are_92_random_bits_and_a_guess_of_their_shape_charges_nothing) {
     fake_clock clk;
     dsc_ledger *l = open_ledger(&clk, DSC_EXPIRED_CHARGE);
     budget(l, "team:*", DSC_METRIC_TOKENS, "day", 1000);
@@ -896,7 +896,8 @@ Test(ledger, reservation_ids_are_96_random_bits_and_a_guess_of_their_shape_charg
     cr_assert_eq(strlen(a), 37);
     cr_assert_eq(a[0], 'r');
     cr_assert_str_neq(a, b);
-    /* Ids are in order (their first 12 hex digits), the 24 after them random. */
+    /* Ids are in order (their first 12 hex digits), the 23 after them random (the last
+     * names the ledger shard that holds it). */
     cr_assert_lt(memcmp(a, b, 13), 0);
     cr_assert_neq(memcmp(a + 13, b + 13, 24), 0);
     /* The next id's order part with a made-up random part is a guess that fails. */
