@@ -1,9 +1,39 @@
 /*
  * ledger.c - the reserve -> settle -> cancel protocol over budgets (see ledger.h).
  *
- * Everything lives under one mutex: a reserve is a handful of hash lookups and
- * additions, far shorter than any I/O, so one lock keeps the all-or-nothing check
- * and the holds atomic without ordering problems between budgets.
+ * No lock is common to calls on disjoint counters. Which lock guards what, in the
+ * order they are taken (a thread holding one may take only those below it):
+ *
+ *   1. a shard's mu (DSC__SHARDS of them; one at a time, but for a budget change):
+ *      its reservations and request ids, expiry heap, finished list, stats, its
+ *      cache of counters, and every field of the reservations in it. An id names its
+ *      shard (its last hex digit): a hold taken for a request_id goes to that
+ *      request's shard, any other to the shard of the CPU the caller runs on, so
+ *      threads on different cores do not meet there. The budgets (selectors, the
+ *      live and dead lists, limits, the epoch) are read under any one shard's lock
+ *      and changed only under all of them, taken in index order (dsc__budgets_write):
+ *      a budget changes rarely, and the hot path then takes no lock for it at all.
+ *   2. journal_mu (with a store only): a new hold's id order is taken, the hold
+ *      indexed and its record queued in one step, so ids reach the log in the order
+ *      of their counters whatever the threads (lost_hold and the store's search for
+ *      a forgotten hold count on it). The store's queue lock, taken inside it,
+ *      serialises every record anyway.
+ *   3. a shard of the counters' index (cmap, by the hash of a counter's key), then
+ *      counters_new_mu while a new counter joins its budget's list. Only a shard's
+ *      first use of a counter comes here: it then caches it.
+ *   4. a counter's mu: its holds and window. A reserve locks every counter of its
+ *      subject, sorted by address, so the all-or-nothing check over every matching
+ *      budget and the holds it takes are atomic and two reserves never deadlock;
+ *      everything else locks one counter at a time, releasing a hold and charging
+ *      its usage in one step (dsc__reservation_release_charge) so no reserve sees a
+ *      counter between the two.
+ *   5. the store's own queue lock (dsc__store_enqueue), innermost; the writer calls
+ *      dsc__ledger_apply holding none of its locks, and no store is ever read under
+ *      any of these (the reader thread and the blocking calls read it unlocked).
+ *
+ * reader_mu only starts the reader thread and nests with nothing. The shards' stats
+ * are summed by dsc_ledger_stats_get; expire_all reads each shard's earliest expiry
+ * from an atomic and locks only the shards with a hold due.
  *
  * A reservation moves HELD -> SETTLING -> SETTLED (or CANCELLING -> CANCELLED,
  * EXPIRING -> EXPIRED/RELEASED). The -ING states mean "written to the store, not
@@ -14,16 +44,19 @@
  * settle's commit makes it durable, the log being ordered), and a hold lost in a
  * crash before that commit is charged by its settle as unreserved usage.
  *
- * Expiry uses a min-heap on expires_us; finished reservations stay on a FIFO list
- * for retain_s (at most retain_max of them) so that repeated settles and reserves
- * get the same answer; with a store, older ones are looked up there.
+ * Expiry uses a min-heap on expires_us per shard; finished reservations stay on a
+ * FIFO list per shard for retain_s (at most retain_max of them in all, the oldest of
+ * a shard above its even share forgotten first) so that repeated settles and reserves get the same
+ * answer; with a store, older ones are looked up there.
  */
+#define _GNU_SOURCE /* sched_getcpu */
 #include "ledger_internal.h"
 
 #include "discern/random.h"
 
 #include <ctype.h>
 #include <math.h>
+#include <sched.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -137,56 +170,134 @@ int64_t dsc__ledger_now(dsc_ledger *l) {
     return l->now_us(l->clock_ud);
 }
 
-static void heap_set(dsc_ledger *l, size_t i, dsc__reservation *r) {
-    l->heap[i] = r;
+/* --- shards ------------------------------------------------------------------- */
+
+#define RID_RANDOM_BYTES 12 /* 96 bits: an id cannot be guessed */
+#define RID_ORDER_HEX 12    /* then a counter seeded from the clock, in front */
+#define RID_LEN (1 + RID_ORDER_HEX + 2 * RID_RANDOM_BYTES)
+#define RID_ORDER_MASK ((UINT64_C(1) << (4 * RID_ORDER_HEX)) - 1)
+#define RID_ORDER_HALF (UINT64_C(1) << (4 * RID_ORDER_HEX - 1))
+#define HOLD_TTL_MAX_S (7 * 86400) /* the longest a hold may live */
+
+static bool rid_order(const char *id, uint64_t *out);
+
+/* An entry of l->moved: the key is its own copy of the id. */
+typedef struct moved_id {
+    size_t shard;
+    char id[];
+} moved_id;
+
+static int hex_value(char c) {
+    return c >= '0' && c <= '9' ? c - '0' : c >= 'a' && c <= 'f' ? c - 'a' + 10 : -1;
+}
+
+/* The shard of id: for an id of the ledger's shape, its last hex digit (a new id's is
+ * set to its shard: see new_rid); for one loaded from a store written before that
+ * whose request id chose another shard, the one recorded at open; for any other id
+ * (an unreserved settle's own), a hash of it. */
+dsc__shard *dsc__shard_of(dsc_ledger *l, const char *id) {
+    if (l->moved.len) {
+        const moved_id *m = dsc__strmap_get(&l->moved, id);
+        if (m) return &l->shards[m->shard];
+    }
+    size_t n = strlen(id);
+    if (n == RID_LEN && id[0] == 'r' && hex_value(id[n - 1]) >= 0)
+        return &l->shards[hex_value(id[n - 1]) & (DSC__SHARDS - 1)];
+    return &l->shards[dsc__strmap_hash(id) & (DSC__SHARDS - 1)];
+}
+
+dsc__shard *dsc__shard_here(dsc_ledger *l) {
+    int cpu = sched_getcpu(); /* from the vDSO: a few ns */
+    return &l->shards[(cpu < 0 ? 0 : (unsigned)cpu) & (DSC__SHARDS - 1)];
+}
+
+void dsc__budgets_write(dsc_ledger *l) {
+    for (size_t i = 0; i < DSC__SHARDS; i++)
+        pthread_mutex_lock(&l->shards[i].mu);
+}
+
+void dsc__budgets_done(dsc_ledger *l) {
+    for (size_t i = DSC__SHARDS; i-- > 0;)
+        pthread_mutex_unlock(&l->shards[i].mu);
+}
+
+/* The shard a new hold for request_id goes to (its request map entry is there too). */
+static dsc__shard *request_shard(dsc_ledger *l, const char *request_id) {
+    return &l->shards[dsc__strmap_hash(request_id) & (DSC__SHARDS - 1)];
+}
+
+/* The reservation id in its shard, which the caller holds locked; NULL when absent. */
+static dsc__reservation *shard_find(dsc__shard *sh, const char *id) {
+    return dsc__strmap_get(&sh->reservations, id);
+}
+
+/* --- heap ---------------------------------------------------------------------- */
+
+static void heap_set(dsc__shard *sh, size_t i, dsc__reservation *r) {
+    sh->heap[i] = r;
     r->heap_idx = i;
 }
 
-static void heap_up(dsc_ledger *l, size_t i) {
-    dsc__reservation *r = l->heap[i];
-    while (i > 0 && l->heap[(i - 1) / 2]->expires_us > r->expires_us) {
-        heap_set(l, i, l->heap[(i - 1) / 2]);
+static void heap_up(dsc__shard *sh, size_t i) {
+    dsc__reservation *r = sh->heap[i];
+    while (i > 0 && sh->heap[(i - 1) / 2]->expires_us > r->expires_us) {
+        heap_set(sh, i, sh->heap[(i - 1) / 2]);
         i = (i - 1) / 2;
     }
-    heap_set(l, i, r);
+    heap_set(sh, i, r);
 }
 
-static void heap_down(dsc_ledger *l, size_t i) {
-    dsc__reservation *r = l->heap[i];
+static void heap_down(dsc__shard *sh, size_t i) {
+    dsc__reservation *r = sh->heap[i];
     for (;;) {
         size_t c = 2 * i + 1;
-        if (c >= l->heap_n) break;
-        if (c + 1 < l->heap_n && l->heap[c + 1]->expires_us < l->heap[c]->expires_us) c++;
-        if (l->heap[c]->expires_us >= r->expires_us) break;
-        heap_set(l, i, l->heap[c]);
+        if (c >= sh->heap_n) break;
+        if (c + 1 < sh->heap_n && sh->heap[c + 1]->expires_us < sh->heap[c]->expires_us) c++;
+        if (sh->heap[c]->expires_us >= r->expires_us) break;
+        heap_set(sh, i, sh->heap[c]);
         i = c;
     }
-    heap_set(l, i, r);
+    heap_set(sh, i, r);
+}
+
+/* Publish the heap's earliest expiry for the lock-free look of expire_all. */
+static void heap_publish(dsc__shard *sh) {
+    atomic_store_explicit(&sh->next_expiry, sh->heap_n ? sh->heap[0]->expires_us : INT64_MAX,
+                          memory_order_relaxed);
 }
 
 dsc_status dsc__heap_push(dsc_ledger *l, dsc__reservation *r) {
-    if (l->heap_n == l->heap_cap) {
-        size_t cap = l->heap_cap ? l->heap_cap * 2 : 256;
-        dsc__reservation **h = realloc(l->heap, cap * sizeof *h);
+    (void)l;
+    dsc__shard *sh = r->shard;
+    if (sh->heap_n == sh->heap_cap) {
+        size_t cap = sh->heap_cap ? sh->heap_cap * 2 : 256;
+        dsc__reservation **h = realloc(sh->heap, cap * sizeof *h);
         if (!h) return DSC_NOMEM;
-        l->heap = h;
-        l->heap_cap = cap;
+        sh->heap = h;
+        sh->heap_cap = cap;
     }
-    l->heap[l->heap_n++] = r;
-    heap_up(l, l->heap_n - 1);
+    sh->heap[sh->heap_n++] = r;
+    heap_up(sh, sh->heap_n - 1);
+    heap_publish(sh);
     return DSC_OK;
 }
 
 void dsc__heap_remove(dsc_ledger *l, dsc__reservation *r) {
+    (void)l;
+    dsc__shard *sh = r->shard;
     size_t i = r->heap_idx;
     if (i == SIZE_MAX) return;
     r->heap_idx = SIZE_MAX;
-    dsc__reservation *last = l->heap[--l->heap_n];
-    if (i == l->heap_n) return;
-    heap_set(l, i, last);
-    heap_up(l, i);
-    heap_down(l, last->heap_idx);
+    dsc__reservation *last = sh->heap[--sh->heap_n];
+    if (i != sh->heap_n) {
+        heap_set(sh, i, last);
+        heap_up(sh, i);
+        heap_down(sh, last->heap_idx);
+    }
+    heap_publish(sh);
 }
+
+/* --- reservations ---------------------------------------------------------------- */
 
 static size_t str_size(const char *s) {
     return s && *s ? strlen(s) + 1 : 1;
@@ -231,11 +342,15 @@ dsc__reservation *dsc__reservation_new(const char *id, const char *request_id, c
 }
 
 dsc_status dsc__reservation_index(dsc_ledger *l, dsc__reservation *r) {
+    dsc__shard *sh = r->shard ? r->shard : dsc__shard_of(l, r->id);
+    r->shard = sh;
     r->epoch = l->budget_epoch; /* every reservation is indexed right after matching */
-    if (dsc__strmap_put(&l->reservations, r->id, r) != DSC_OK) return DSC_NOMEM;
-    if (!r->request_id[0] || dsc__strmap_get(&l->requests, r->request_id)) return DSC_OK;
-    if (dsc__strmap_put(&l->requests, r->request_id, r) == DSC_OK) return DSC_OK;
-    dsc__strmap_del(&l->reservations, r->id);
+    if (dsc__strmap_put(&sh->reservations, r->id, r) != DSC_OK) return DSC_NOMEM;
+    sh->n_reservations++;
+    if (!r->request_id[0] || dsc__strmap_get(&sh->requests, r->request_id)) return DSC_OK;
+    if (dsc__strmap_put(&sh->requests, r->request_id, r) == DSC_OK) return DSC_OK;
+    dsc__strmap_del(&sh->reservations, r->id);
+    sh->n_reservations--;
     return DSC_NOMEM;
 }
 
@@ -254,83 +369,128 @@ static int64_t sat_sub(int64_t a, int64_t b) {
     return b < 0 ? INT64_MAX : INT64_MIN;
 }
 
+/* Add (sign +1) or remove (-1) v on c's holds (c->mu held). */
+static void counter_hold(dsc__counter *c, int64_t v, int sign) {
+    c->held = sign > 0 ? sat_add(c->held, v) : sat_sub(c->held, v);
+}
+
 void dsc__reservation_hold(dsc__reservation *r, int sign) {
     for (size_t i = 0; i < r->n; i++) {
         dsc__counter *c = r->counters[i];
-        int64_t v = r->held.v[c->b->metric];
-        c->held = sign > 0 ? sat_add(c->held, v) : sat_sub(c->held, v);
+        pthread_mutex_lock(&c->mu);
+        counter_hold(c, r->held.v[c->b->metric], sign);
+        pthread_mutex_unlock(&c->mu);
     }
 }
 
+/* Charge a to c at at_us (c->mu held). */
 static void charge_counter(dsc_ledger *l, dsc__counter *c, const dsc_amounts *a, int64_t at_us) {
     int64_t v = a->v[c->b->metric];
     if (v) dsc_window_counter_add(&c->wc, &c->b->win, &l->tz, v, at_us);
 }
 
-void dsc__reservation_charge(dsc_ledger *l, dsc__reservation *r, const dsc_amounts *a,
-                             int64_t at_us) {
-    for (int m = 0; m < DSC_METRIC_COUNT; m++)
-        r->charged.v[m] += a->v[m];
+static bool hits_have(const dsc__hit *hits, size_t n, const dsc__counter *c) {
+    for (size_t i = 0; i < n; i++)
+        if (hits[i].c == c) return true;
+    return false;
+}
+
+/* Release r's holds (release) and charge a at at_us, each counter under its own lock
+ * in one step, so that no reserve ever sees a counter with the hold gone and the
+ * usage not there yet. Budgets changed since the hold: usage goes to the budgets
+ * that apply now, as a restart would count it; on failure (out of memory), to those
+ * of the hold. r's shard lock is held. */
+void dsc__reservation_release_charge(dsc_ledger *l, dsc__reservation *r, bool release,
+                                     const dsc_amounts *a, int64_t at_us) {
     dsc__hit hits[DSC__HITS_MAX];
     size_t nh = 0;
     dsc_subject s = {r->org, r->team, r->user, r->key};
-    /* Budgets changed since the hold: usage goes to the budgets that apply now, as a
-     * restart would count it. On failure (out of memory), to those of the hold. */
-    if (r->epoch != l->budget_epoch && dsc__match(l, &s, true, hits, &nh, NULL) == DSC_OK) {
-        for (size_t i = 0; i < nh; i++)
-            charge_counter(l, hits[i].c, a, at_us);
-        return;
+    for (int m = 0; a && m < DSC_METRIC_COUNT; m++)
+        r->charged.v[m] += a->v[m];
+    bool moved = a && r->epoch != l->budget_epoch &&
+                 dsc__match(l, r->shard, &s, true, hits, &nh, NULL) == DSC_OK;
+    for (size_t i = 0; i < r->n; i++) {
+        dsc__counter *c = r->counters[i];
+        pthread_mutex_lock(&c->mu);
+        if (release) counter_hold(c, r->held.v[c->b->metric], -1);
+        if (a && (!moved || hits_have(hits, nh, c))) charge_counter(l, c, a, at_us);
+        pthread_mutex_unlock(&c->mu);
     }
-    for (size_t i = 0; i < r->n; i++)
-        charge_counter(l, r->counters[i], a, at_us);
+    for (size_t i = 0; moved && i < nh; i++) {
+        bool done = false;
+        for (size_t j = 0; j < r->n && !done; j++)
+            done = r->counters[j] == hits[i].c;
+        if (done) continue;
+        pthread_mutex_lock(&hits[i].c->mu);
+        charge_counter(l, hits[i].c, a, at_us);
+        pthread_mutex_unlock(&hits[i].c->mu);
+    }
 }
 
-static void finished_unlink(dsc_ledger *l, dsc__reservation *r) {
+static void finished_unlink(dsc__reservation *r) {
+    dsc__shard *sh = r->shard;
     if (!r->finished_us) return;
     if (r->fprev)
         r->fprev->fnext = r->fnext;
     else
-        l->fhead = r->fnext;
+        sh->fhead = r->fnext;
     if (r->fnext)
         r->fnext->fprev = r->fprev;
     else
-        l->ftail = r->fprev;
+        sh->ftail = r->fprev;
     r->fprev = r->fnext = NULL;
     r->finished_us = 0;
-    l->n_finished--;
+    atomic_store_explicit(&sh->n_finished, sh->n_finished - 1, memory_order_relaxed);
 }
 
 void dsc__reservation_finish(dsc_ledger *l, dsc__reservation *r, dsc__rstate st, int64_t at_us) {
-    if (r->prev == RS_HELD || r->state == RS_HELD) l->n_held--;
+    (void)l;
+    dsc__shard *sh = r->shard;
+    if (r->prev == RS_HELD || r->state == RS_HELD) sh->n_held--;
     r->state = st;
-    finished_unlink(l, r);
+    finished_unlink(r);
     r->finished_us = at_us > 0 ? at_us : 1;
-    r->fprev = l->ftail;
+    r->fprev = sh->ftail;
     r->fnext = NULL;
-    if (l->ftail)
-        l->ftail->fnext = r;
+    if (sh->ftail)
+        sh->ftail->fnext = r;
     else
-        l->fhead = r;
-    l->ftail = r;
-    l->n_finished++;
+        sh->fhead = r;
+    sh->ftail = r;
+    atomic_store_explicit(&sh->n_finished, sh->n_finished + 1, memory_order_relaxed);
 }
 
 void dsc__reservation_drop(dsc_ledger *l, dsc__reservation *r) {
+    dsc__shard *sh = r->shard;
     dsc__heap_remove(l, r);
-    finished_unlink(l, r);
-    dsc__strmap_del_if(&l->reservations, r->id, r);
-    if (r->request_id[0]) dsc__strmap_del_if(&l->requests, r->request_id, r);
+    finished_unlink(r);
+    if (dsc__strmap_del_if(&sh->reservations, r->id, r)) sh->n_reservations--;
+    if (r->request_id[0]) dsc__strmap_del_if(&sh->requests, r->request_id, r);
     free(r);
 }
 
-static void forget_old(dsc_ledger *l, int64_t now) {
-    while (l->fhead &&
-           (l->n_finished > l->retain_max || l->fhead->finished_us < now - l->retain_us))
-        dsc__reservation_drop(l, l->fhead);
+/* Whether the ledger keeps more than retain_max finished reservations, sh more than
+ * its even share of them: only then are the other shards' counts summed (a relaxed
+ * read each, so the bound may be passed by the few finishing meanwhile). */
+static bool too_many_finished(dsc_ledger *l, dsc__shard *sh) {
+    size_t mine = atomic_load_explicit(&sh->n_finished, memory_order_relaxed);
+    if (mine <= l->retain_max / DSC__SHARDS) return false;
+    size_t total = 0;
+    for (size_t i = 0; i < DSC__SHARDS && total <= l->retain_max; i++)
+        total += atomic_load_explicit(&l->shards[i].n_finished, memory_order_relaxed);
+    return total > l->retain_max;
+}
+
+/* Forget sh's finished reservations older than retain_s, and its oldest while the
+ * ledger keeps more than retain_max and sh more than its share (sh->mu held). */
+static void forget_old(dsc_ledger *l, dsc__shard *sh, int64_t now) {
+    while (sh->fhead && (sh->fhead->finished_us < now - l->retain_us || too_many_finished(l, sh)))
+        dsc__reservation_drop(l, sh->fhead);
 }
 
 /* --- expiry ------------------------------------------------------------------ */
 
+/* (sh->mu held) */
 static bool expire_one(dsc_ledger *l, dsc__reservation *r, int64_t now) {
     dsc_amounts charge = {{0}};
     if (l->expired == DSC_EXPIRED_CHARGE) charge = r->held;
@@ -355,23 +515,32 @@ static bool expire_one(dsc_ledger *l, dsc__reservation *r, int64_t now) {
     return true;
 }
 
-static size_t expire_due(dsc_ledger *l, int64_t now) {
+/* Expire what is due in sh (sh->mu held). */
+static size_t expire_due(dsc_ledger *l, dsc__shard *sh, int64_t now) {
     size_t n = 0;
-    while (l->heap_n && l->heap[0]->expires_us <= now) {
-        if (!expire_one(l, l->heap[0], now)) break;
+    while (sh->heap_n && sh->heap[0]->expires_us <= now) {
+        if (!expire_one(l, sh->heap[0], now)) break;
         n++;
     }
     return n;
 }
 
-/* --- ids a crash may have lost ------------------------------------------------- */
+/* Expire what is due in every shard (no shard lock held): a shard whose
+ * earliest expiry is still to come is skipped without taking its lock, so a reserve
+ * normally looks at DSC__SHARDS atomics and locks nothing here. */
+static size_t expire_all(dsc_ledger *l, int64_t now) {
+    size_t n = 0;
+    for (size_t i = 0; i < DSC__SHARDS; i++) {
+        dsc__shard *sh = &l->shards[i];
+        if (atomic_load_explicit(&sh->next_expiry, memory_order_relaxed) > now) continue;
+        pthread_mutex_lock(&sh->mu);
+        n += expire_due(l, sh, now);
+        pthread_mutex_unlock(&sh->mu);
+    }
+    return n;
+}
 
-#define RID_RANDOM_BYTES 12 /* 96 bits: an id cannot be guessed */
-#define RID_ORDER_HEX 12    /* then a counter seeded from the clock, in front */
-#define RID_LEN (1 + RID_ORDER_HEX + 2 * RID_RANDOM_BYTES)
-#define RID_ORDER_MASK ((UINT64_C(1) << (4 * RID_ORDER_HEX)) - 1)
-#define RID_ORDER_HALF (UINT64_C(1) << (4 * RID_ORDER_HEX - 1))
-#define HOLD_TTL_MAX_S (7 * 86400) /* the longest a hold may live */
+/* --- ids a crash may have lost ------------------------------------------------- */
 
 /* Whether order a comes after b on the counter's 48-bit circle (it wraps every
  * 8.9 years of microseconds: half the circle either way is "after" or "before"). */
@@ -390,28 +559,58 @@ static bool rid_order(const char *id, uint64_t *out) {
     return true;
 }
 
-void dsc__ledger_loaded_rid(dsc_ledger *l, const char *id) {
+/* A loaded r whose request id's shard is not its id's (written before ids named their
+ * shard) goes to the request's shard, and l->moved says so. */
+static dsc_status place_loaded(dsc_ledger *l, dsc__reservation *r) {
+    if (!r->request_id[0]) return DSC_OK;
+    dsc__shard *sh = request_shard(l, r->request_id);
+    if (dsc__shard_of(l, r->id) == sh) return DSC_OK;
+    moved_id *m = malloc(sizeof *m + strlen(r->id) + 1);
+    if (!m) return DSC_NOMEM;
+    m->shard = (size_t)(sh - l->shards);
+    strcpy(m->id, r->id);
+    if (dsc__strmap_put(&l->moved, m->id, m) != DSC_OK) {
+        free(m);
+        return DSC_NOMEM;
+    }
+    r->shard = sh;
+    return DSC_OK;
+}
+
+static void free_moved(void *val, void *ud) {
+    (void)ud;
+    free(val);
+}
+
+static void moved_free(dsc_ledger *l) {
+    dsc__strmap_each(&l->moved, free_moved, NULL);
+    dsc__strmap_destroy(&l->moved);
+}
+
+dsc_status dsc__ledger_loaded(dsc_ledger *l, dsc__reservation *r) {
     uint64_t v;
-    if (!rid_order(id, &v)) return;
-    if (!l->have_durable_rid || order_after(v, l->durable_rid)) l->durable_rid = v;
-    l->have_durable_rid = true;
+    if (rid_order(r->id, &v)) {
+        if (!l->have_durable_rid || order_after(v, l->durable_rid)) l->durable_rid = v;
+        l->have_durable_rid = true;
+    }
+    return place_loaded(l, r);
 }
 
 /* After the store is loaded: this ledger's ids start after every stored one (also
  * when the clock went back), and the ids between the newest stored one and the
  * first of this run are the ones a crash can have lost. A check is acknowledged once
- * its hold is queued (journal_reserve) and the log is ordered, so a lost hold's id
- * comes after every durable one; a previous run made it, so it comes before ours.
- * With no hold stored (none open, none finished within retain_s), the gap reaches
- * back as long as the longest hold lives (HOLD_TTL_MAX_S). */
+ * its hold is queued (journal_reserve), its id's order taken in the same step under
+ * journal_mu, and the log is ordered, so a lost hold's id comes after every durable
+ * one, also with holds taken on many threads at once; a previous run made it, so it
+ * comes before ours. With no hold stored (none open, none finished within retain_s),
+ * the gap reaches back as long as the longest hold lives (HOLD_TTL_MAX_S). */
 static void lost_gap_open(dsc_ledger *l) {
-    uint64_t start = l->next_rid & RID_ORDER_MASK;
-    if (l->have_durable_rid && !order_after(start, l->durable_rid)) {
+    uint64_t start = atomic_load(&l->next_rid) & RID_ORDER_MASK;
+    if (l->have_durable_rid && !order_after(start, l->durable_rid))
         start = (l->durable_rid + 1) & RID_ORDER_MASK;
-        l->next_rid = start;
-    }
     if (!l->have_durable_rid)
         l->durable_rid = (start - (uint64_t)HOLD_TTL_MAX_S * 1000000) & RID_ORDER_MASK;
+    atomic_store(&l->next_rid, start);
     l->start_rid = start;
     l->lost_gap = true;
 }
@@ -453,6 +652,46 @@ static dsc_status config_apply(dsc_ledger *l, const dsc_ledger_config *cfg, dsc_
     return dsc_tz_parse(cfg->timezone, &l->tz, err);
 }
 
+/* The ledger's locks and shards, empty; false when a lock cannot be made (nothing is
+ * left to destroy then). */
+static bool locks_init(dsc_ledger *l) {
+    int rc = pthread_mutex_init(&l->counters_new_mu, NULL);
+    rc |= pthread_mutex_init(&l->reader_mu, NULL);
+    rc |= pthread_mutex_init(&l->journal_mu, NULL);
+    for (size_t i = 0; i < DSC__CMAP_SHARDS; i++) {
+        rc |= pthread_mutex_init(&l->cmap[i].mu, NULL);
+        dsc__strmap_init(&l->cmap[i].map);
+    }
+    atomic_init(&l->next_rid, (uint64_t)dsc__ledger_now(l));
+    for (size_t i = 0; i < DSC__SHARDS; i++) {
+        dsc__shard *sh = &l->shards[i];
+        rc |= pthread_mutex_init(&sh->mu, NULL);
+        dsc__strmap_init(&sh->reservations);
+        dsc__strmap_init(&sh->requests);
+        dsc__strmap_init(&sh->counters);
+        atomic_init(&sh->next_expiry, INT64_MAX);
+    }
+    return rc == 0; /* Linux's pthread inits with default attributes cannot fail */
+}
+
+static void locks_destroy(dsc_ledger *l) {
+    for (size_t i = 0; i < DSC__SHARDS; i++) {
+        dsc__shard *sh = &l->shards[i];
+        dsc__strmap_destroy(&sh->reservations);
+        dsc__strmap_destroy(&sh->requests);
+        dsc__strmap_destroy(&sh->counters);
+        free(sh->heap);
+        pthread_mutex_destroy(&sh->mu);
+    }
+    for (size_t i = 0; i < DSC__CMAP_SHARDS; i++) {
+        dsc__strmap_destroy(&l->cmap[i].map);
+        pthread_mutex_destroy(&l->cmap[i].mu);
+    }
+    pthread_mutex_destroy(&l->reader_mu);
+    pthread_mutex_destroy(&l->journal_mu);
+    pthread_mutex_destroy(&l->counters_new_mu);
+}
+
 dsc_ledger *dsc_ledger_new(const dsc_ledger_config *cfg, dsc_error *err) {
     dsc_ledger_config none = {0};
     if (!cfg) cfg = &none;
@@ -461,19 +700,19 @@ dsc_ledger *dsc_ledger_new(const dsc_ledger_config *cfg, dsc_error *err) {
         dsc_error_set(err, DSC_NOMEM, "out of memory allocating the ledger");
         return NULL;
     }
-    if (pthread_mutex_init(&l->mu, NULL) != 0) {
-        free(l);
-        dsc_error_set(err, DSC_INTERNAL, "cannot create the ledger's mutex");
-        return NULL;
-    }
     dsc__strmap_init(&l->budgets);
     dsc__strmap_init(&l->sels);
-    dsc__strmap_init(&l->counters);
-    dsc__strmap_init(&l->reservations);
-    dsc__strmap_init(&l->requests);
+    dsc__strmap_init(&l->moved);
     l->next_budget_id = 1;
-    if (config_apply(l, cfg, err) != DSC_OK) goto fail;
-    l->next_rid = (uint64_t)dsc__ledger_now(l);
+    if (config_apply(l, cfg, err) != DSC_OK) {
+        free(l);
+        return NULL;
+    }
+    if (!locks_init(l)) {
+        free(l);
+        dsc_error_set(err, DSC_INTERNAL, "cannot create the ledger's locks");
+        return NULL;
+    }
     if (cfg->store_path) {
         if (dsc__ledger_store_open(l, cfg, err)) goto fail;
         lost_gap_open(l);
@@ -493,22 +732,21 @@ void dsc_ledger_free(dsc_ledger *l) {
     if (!l) return;
     dsc__reader_stop(l);        /* its last budgets go to the store's queue */
     dsc__store_close(l->store); /* drains the queue, applying the last batch */
-    dsc__strmap_each(&l->reservations, free_reservation, NULL);
+    for (size_t i = 0; i < DSC__SHARDS; i++)
+        dsc__strmap_each(&l->shards[i].reservations, free_reservation, NULL);
     dsc__budgets_free(l);
     dsc__strmap_destroy(&l->budgets);
     dsc__strmap_destroy(&l->sels);
-    dsc__strmap_destroy(&l->counters);
-    dsc__strmap_destroy(&l->reservations);
-    dsc__strmap_destroy(&l->requests);
-    free(l->heap);
-    pthread_mutex_destroy(&l->mu);
+    moved_free(l);
+    locks_destroy(l);
     free(l);
 }
 
 /* --- preview and reserve ------------------------------------------------------ */
 
+/* The state of budget h for s (h->c->mu held when locked, else taken here). */
 static void fill_state(dsc_ledger *l, const dsc__hit *h, const dsc_subject *s, int64_t request,
-                       int64_t now, dsc_budget_state *out) {
+                       int64_t now, bool locked, dsc_budget_state *out) {
     const dsc__budget *b = h->b;
     copy_str(out->selector, sizeof out->selector, b->selector);
     copy_str(out->window, sizeof out->window, b->window_text);
@@ -523,9 +761,11 @@ static void fill_state(dsc_ledger *l, const dsc__hit *h, const dsc_subject *s, i
     out->limit = b->limit;
     out->used = out->held = 0;
     if (h->c) {
+        if (!locked) pthread_mutex_lock(&h->c->mu);
         out->used = dsc_window_counter_used(&h->c->wc, &b->win, &l->tz, now);
         out->held = h->c->held;
         out->resets_at = dsc_window_counter_resets_at(&h->c->wc, &b->win, now);
+        if (!locked) pthread_mutex_unlock(&h->c->mu);
     } else if (b->win.kind <= DSC_WINDOW_YEAR) {
         int64_t start;
         dsc_window_period(&b->win, &l->tz, now / 1000000, &start, &out->resets_at);
@@ -552,13 +792,14 @@ dsc_status dsc_ledger_preview(dsc_ledger *l, const dsc_subject *subject, const d
     if (st != DSC_OK) return st;
     dsc__hit hits[DSC__HITS_MAX];
     size_t nh = 0;
-    pthread_mutex_lock(&l->mu);
     int64_t now = dsc__ledger_now(l);
-    expire_due(l, now);
-    st = dsc__match(l, subject, false, hits, &nh, err);
+    expire_all(l, now);
+    dsc__shard *sh = dsc__shard_here(l);
+    pthread_mutex_lock(&sh->mu);
+    st = dsc__match(l, sh, subject, false, hits, &nh, err);
     for (size_t i = 0; st == DSC_OK && i < nh && i < max; i++)
-        fill_state(l, &hits[i], subject, request->v[hits[i].b->metric], now, &out[i]);
-    pthread_mutex_unlock(&l->mu);
+        fill_state(l, &hits[i], subject, request->v[hits[i].b->metric], now, false, &out[i]);
+    pthread_mutex_unlock(&sh->mu);
     if (n) *n = nh;
     return st;
 }
@@ -568,19 +809,29 @@ static int counter_name_cmp(const void *a, const void *b) {
     return strcmp(x->key + x->name_off, y->key + y->name_off);
 }
 
-/* b's counters ordered by name, from the skip-th, appended to out[*n..max) (mu held). */
+/* b's counters ordered by name, from the skip-th, appended to out[*n..max) (a shard's
+ * lock held; the list is copied under counters_new_mu, as a reserve may be adding one). */
 static dsc_status budget_counter_states(dsc_ledger *l, dsc__budget *b, size_t skip, int64_t now,
                                         dsc_budget_state *out, size_t max, size_t *n) {
-    dsc__counter **v = malloc(b->n_counters * sizeof *v);
-    if (!v) return DSC_NOMEM;
+    pthread_mutex_lock(&l->counters_new_mu);
+    dsc__counter **v = malloc((b->n_counters ? b->n_counters : 1) * sizeof *v);
     size_t k = 0;
-    for (dsc__counter *c = b->counters; c && k < b->n_counters; c = c->next)
+    for (dsc__counter *c = b->counters; v && c && k < b->n_counters; c = c->next)
         v[k++] = c;
+    pthread_mutex_unlock(&l->counters_new_mu);
+    if (!v) return DSC_NOMEM;
     qsort(v, k, sizeof *v, counter_name_cmp);
     for (size_t i = skip; i < k && *n < max; i++)
-        fill_state(l, &(dsc__hit){b, v[i]}, NULL, 0, now, &out[(*n)++]);
+        fill_state(l, &(dsc__hit){b, v[i]}, NULL, 0, now, false, &out[(*n)++]);
     free(v);
     return DSC_OK;
+}
+
+static size_t counters_of(dsc_ledger *l, const dsc__budget *b) {
+    pthread_mutex_lock(&l->counters_new_mu);
+    size_t n = b->n_counters;
+    pthread_mutex_unlock(&l->counters_new_mu);
+    return n;
 }
 
 dsc_status dsc_ledger_counter_list(dsc_ledger *l, size_t offset, dsc_budget_state *out, size_t max,
@@ -588,25 +839,27 @@ dsc_status dsc_ledger_counter_list(dsc_ledger *l, size_t offset, dsc_budget_stat
     size_t got = 0, seen = 0;
     dsc_status st = DSC_OK;
     if (!out) max = 0;
-    pthread_mutex_lock(&l->mu);
     int64_t now = dsc__ledger_now(l);
-    expire_due(l, now);
+    expire_all(l, now);
+    dsc__shard *sh = dsc__shard_here(l);
+    pthread_mutex_lock(&sh->mu);
     for (size_t i = 0; i < l->n_live; i++) {
         dsc__budget *b = l->live[i];
-        size_t first = seen;
-        seen += b->n_counters;
-        if (st != DSC_OK || got == max || seen <= offset || b->n_counters == 0) continue;
+        size_t first = seen, nc = counters_of(l, b);
+        seen += nc;
+        if (st != DSC_OK || got == max || seen <= offset || nc == 0) continue;
         size_t skip = offset > first ? offset - first : 0;
         st = budget_counter_states(l, b, skip, now, out, max, &got);
     }
-    pthread_mutex_unlock(&l->mu);
+    pthread_mutex_unlock(&sh->mu);
     if (n) *n = st == DSC_OK ? got : 0;
     if (total) *total = seen;
     if (st != DSC_OK) return dsc_error_set(err, st, "out of memory listing counters");
     return DSC_OK;
 }
 
-/* The budgets amounts would exceed, into exceeded; how many there are. */
+/* The budgets amounts would exceed, into exceeded; how many there are (the counters
+ * of hits locked). */
 static size_t find_exceeded(dsc_ledger *l, const dsc__hit *hits, size_t nh, const dsc_subject *s,
                             const dsc_amounts *a, int64_t now, dsc_budget_state *exceeded,
                             size_t max) {
@@ -616,10 +869,30 @@ static size_t find_exceeded(dsc_ledger *l, const dsc__hit *hits, size_t nh, cons
         int64_t req = a->v[h->b->metric];
         int64_t used = dsc_window_counter_used(&h->c->wc, &h->b->win, &l->tz, now);
         if (sat_add(sat_add(used, h->c->held), req) <= h->b->limit) continue;
-        if (n < max) fill_state(l, h, s, req, now, &exceeded[n]);
+        if (n < max) fill_state(l, h, s, req, now, true, &exceeded[n]);
         n++;
     }
     return n;
+}
+
+static int counter_addr_cmp(const void *a, const void *b) {
+    uintptr_t x = (uintptr_t) * (dsc__counter *const *)a,
+              y = (uintptr_t) * (dsc__counter *const *)b;
+    return x < y ? -1 : x > y;
+}
+
+/* Lock the counters of hits in the one global order (by address), into order[]. */
+static void lock_counters(const dsc__hit *hits, size_t nh, dsc__counter **order) {
+    for (size_t i = 0; i < nh; i++)
+        order[i] = hits[i].c;
+    if (nh > 1) qsort(order, nh, sizeof *order, counter_addr_cmp);
+    for (size_t i = 0; i < nh; i++)
+        pthread_mutex_lock(&order[i]->mu);
+}
+
+static void unlock_counters(dsc__counter **order, size_t nh) {
+    for (size_t i = nh; i-- > 0;)
+        pthread_mutex_unlock(&order[i]->mu);
 }
 
 static dsc_status reserve_validate(const dsc_subject *s, const dsc_amounts *a, int64_t ttl_s,
@@ -636,50 +909,88 @@ static dsc_status reserve_validate(const dsc_subject *s, const dsc_amounts *a, i
     return DSC_OK;
 }
 
-/* "r" + 12 hex digits of a counter + 24 random hex digits. The counter only orders
- * the ids (seeded from the clock at open, so later ids sort later across restarts):
- * the store's reservations table is keyed by id, and ids in order append to its
- * B-tree instead of dirtying a random page per hold (measured: random ids alone cost
- * about 20 us of server CPU per check + settle at pipeline 1). The random part is
- * what makes an id unguessable. */
-static dsc_status new_rid(dsc_ledger *l, char id[DSC_RESERVATION_ID_MAX]) {
+/* A new id without its order yet: "r" + 12 hex digits of a counter (zeros until
+ * rid_order_set) + 24 hex digits, random but the last, which names the hold's shard
+ * (see dsc__shard_of): 92 random bits, what makes an id unguessable. */
+static void rid_make(const uint8_t random[RID_RANDOM_BYTES], size_t shard,
+                     char id[DSC_RESERVATION_ID_MAX]) {
     static const char hex[] = "0123456789abcdef";
-    uint8_t b[RID_RANDOM_BYTES];
-    if (dsc_random_bytes(b, sizeof b, NULL) != DSC_OK) return DSC_IO;
-    uint64_t v = l->next_rid++;
     id[0] = 'r';
-    for (int i = RID_ORDER_HEX; i >= 1; i--, v >>= 4)
-        id[i] = hex[v & 15];
-    dsc_random_hex(b, sizeof b, id + 1 + RID_ORDER_HEX);
-    return DSC_OK;
+    memset(id + 1, '0', RID_ORDER_HEX);
+    dsc_random_hex(random, RID_RANDOM_BYTES, id + 1 + RID_ORDER_HEX);
+    id[RID_LEN - 1] = hex[shard & 15];
+    id[RID_LEN] = '\0';
 }
 
-/* Create, index and hold a new reservation (mu held). */
-static dsc_status hold_new(dsc_ledger *l, const dsc_subject *s, const dsc_amounts *a, int64_t now,
-                           int64_t ttl_s, const char *request_id, const dsc__hold_what *what,
-                           const dsc__hit *hits, size_t nh, dsc__reservation **out) {
+/* The next order counter into id's first 12 hex digits. The counter orders the ids
+ * (seeded from the clock at open, so later ids sort later across restarts): the store
+ * keys holds by id, and ids in order append to its B-tree instead of dirtying a
+ * random page per hold (measured: random ids alone cost about 20 us of server CPU per
+ * check + settle at pipeline 1). With a store it is taken under journal_mu, with the
+ * hold's record queued in the same step. */
+static void rid_order_set(dsc_ledger *l, char *id) {
+    static const char hex[] = "0123456789abcdef";
+    uint64_t v = atomic_fetch_add_explicit(&l->next_rid, 1, memory_order_relaxed);
+    for (int i = RID_ORDER_HEX; i >= 1; i--, v >>= 4)
+        id[i] = hex[v & 15];
+}
+
+/* The random part of a new id, drawn before any lock is taken. */
+static dsc_status rid_random(uint8_t random[RID_RANDOM_BYTES]) {
+    return dsc_random_bytes(random, RID_RANDOM_BYTES, NULL) == DSC_OK ? DSC_OK : DSC_IO;
+}
+
+/* A new reservation of sh, its id without its order, not indexed yet. */
+static dsc__reservation *hold_make(dsc__shard *sh, size_t shard,
+                                   const uint8_t random[RID_RANDOM_BYTES], const dsc_subject *s,
+                                   const dsc_amounts *a, int64_t now, int64_t ttl_s,
+                                   const char *request_id, const dsc__hold_what *what,
+                                   const dsc__hit *hits, size_t nh) {
     char id[DSC_RESERVATION_ID_MAX];
-    do {
-        if (new_rid(l, id) != DSC_OK) return DSC_IO;
-    } while (dsc__strmap_get(&l->reservations, id)); /* 2^-96 per id: practically never */
+    rid_make(random, shard, id);
     dsc__reservation *r = dsc__reservation_new(id, request_id, s, what, hits, nh);
-    if (!r) return DSC_NOMEM;
+    if (!r) return NULL;
+    r->shard = sh;
     r->state = RS_HELD;
     r->held = *a;
     r->created_us = now;
     r->expires_us = now + ttl_s * 1000000;
-    if (dsc__reservation_index(l, r) != DSC_OK) goto fail;
-    if (dsc__heap_push(l, r) != DSC_OK) goto fail_index;
-    dsc__reservation_hold(r, +1);
-    l->n_held++;
-    *out = r;
-    return DSC_OK;
-fail_index:
-    dsc__strmap_del(&l->reservations, r->id);
-    if (dsc__strmap_get(&l->requests, r->request_id) == r)
-        dsc__strmap_del(&l->requests, r->request_id);
-fail:
-    free(r);
+    return r;
+}
+
+/* Check r against its counters and, when every budget has room, put its holds on
+ * them: all or nothing, under the counters' locks taken in the one global order.
+ * DSC_BUDGET_EXCEEDED with the budgets that have none in exceeded. */
+static dsc_status hold_check(dsc_ledger *l, dsc__reservation *r, const dsc_subject *subject,
+                             const dsc__hit *hits, size_t nh, int64_t now,
+                             dsc_budget_state *exceeded, size_t max_exceeded, size_t *n_exceeded,
+                             dsc_error *err) {
+    dsc__counter *order[DSC__HITS_MAX];
+    lock_counters(hits, nh, order);
+    size_t nx = find_exceeded(l, hits, nh, subject, &r->held, now, exceeded, max_exceeded);
+    for (size_t i = 0; !nx && i < nh; i++)
+        counter_hold(hits[i].c, r->held.v[hits[i].b->metric], +1);
+    unlock_counters(order, nh);
+    if (n_exceeded) *n_exceeded = nx;
+    if (!nx) return DSC_OK;
+    return dsc_error_set(err, DSC_BUDGET_EXCEEDED, "%zu budget%s would be exceeded", nx,
+                         nx == 1 ? "" : "s");
+}
+
+/* Give r its order and index it in its shard and expiry heap (sh->mu held). */
+static dsc_status hold_index(dsc_ledger *l, dsc__reservation *r) {
+    do
+        rid_order_set(l, r->id);
+    while (shard_find(r->shard, r->id)); /* orders are never reused: practically never */
+    if (dsc__reservation_index(l, r) != DSC_OK) return DSC_NOMEM;
+    if (dsc__heap_push(l, r) == DSC_OK) {
+        r->shard->n_held++;
+        return DSC_OK;
+    }
+    dsc__strmap_del(&r->shard->reservations, r->id);
+    r->shard->n_reservations--;
+    if (dsc__strmap_get(&r->shard->requests, r->request_id) == r)
+        dsc__strmap_del(&r->shard->requests, r->request_id);
     return DSC_NOMEM;
 }
 
@@ -692,8 +1003,8 @@ static bool acked_when_queued(const dsc_ledger *l) {
     return l->durability != DSC_DURABILITY_FULL;
 }
 
-/* Queue rec with done's completion (mu held). Not acked: *wait_rec is set when the
- * caller must wait, else done hears of the commit. Acked (acknowledged once queued):
+/* Queue rec with done's completion (its shard's lock held, if any). Not acked: *wait_rec is set
+ * when the caller must wait, else done hears of the commit. Acked (acknowledged once queued):
  * neither. rec belongs to the store once this returns DSC_OK. */
 static dsc_status enqueue_as(dsc_ledger *l, dsc__rec *rec, bool acked, dsc__done *done,
                              dsc__rec **wait_rec) {
@@ -708,22 +1019,15 @@ static dsc_status enqueue_as(dsc_ledger *l, dsc__rec *rec, bool acked, dsc__done
     return DSC_OK;
 }
 
-/* Queue rec as the ledger's durability says (mu held); see enqueue_as. */
+/* Queue rec as the ledger's durability says; see enqueue_as. */
 static dsc_status enqueue(dsc_ledger *l, dsc__rec *rec, dsc__done *done, dsc__rec **wait_rec) {
     return enqueue_as(l, rec, acked_when_queued(l), done, wait_rec);
 }
 
-/* Journal a new hold (mu held), in dec (its decision, already copied in) when given;
- * dec is consumed either way. Acknowledged once queued under every durability while
- * the store is healthy: the hold is in memory, so it already keeps concurrent checks
- * from overshooting, and the log is ordered, so the settle that waits for its own
- * commit makes this record durable too (one commit wait per decision, not two). A
- * crash before the commit loses the hold; its settle is then charged as unreserved
- * (see lost_hold). While the last commit failed, a reserve under durability full
- * waits for its own commit as a settle does: it is refused while the store fails,
- * and the first one after the store recovers goes through (no probe to wait for). */
-static dsc_status journal_reserve(dsc_ledger *l, dsc__reservation *r, dsc__rec *dec,
-                                  dsc__done *done, dsc__rec **wait_rec, dsc_error *err) {
+/* The record of a new hold (with a store), in dec (its decision, already copied in)
+ * when given, built before the hold's id has its order (hold_publish copies it in);
+ * NULL when out of memory (only without a dec). */
+static dsc__rec *journal_rec(dsc__reservation *r, dsc__rec *dec) {
     dsc__rec *rec = dec;
     if (rec) {
         dsc__rec_fill(rec, DSC__REC_RESERVE, r, r->created_us);
@@ -736,17 +1040,42 @@ static dsc_status journal_reserve(dsc_ledger *l, dsc__reservation *r, dsc__rec *
         rec->expires_us = r->expires_us;
         rec->state = "held";
     }
-    bool acked = acked_when_queued(l) || dsc__store_healthy(l->store);
-    dsc_status st = rec ? enqueue_as(l, rec, acked, done, wait_rec) : DSC_NOMEM;
-    if (st != DSC_OK) {
-        dsc__apply_reserve_failed(l, r);
-        return dsc_error_set(err, st,
-                             st == DSC_NOMEM ? "out of memory"
-                                             : "the ledger store is failing; nothing was reserved");
+    return rec;
+}
+
+/* Publish r, whose holds are on its counters: its id's order, its index, and with a
+ * store its record rec queued, all in one step under journal_mu, so that ids reach
+ * the log in the order of their counters (sh->mu held). On failure
+ * the holds are released and r is gone.
+ *
+ * A hold is acknowledged once queued under every durability while the store is
+ * healthy (acked): the hold is in memory, so it already keeps concurrent checks from
+ * overshooting, and the log is ordered, so the settle that waits for its own commit
+ * makes this record durable too (one commit wait per decision, not two). A crash
+ * before the commit loses the hold; its settle is then charged as unreserved (see
+ * lost_hold). While the last commit failed, a reserve under durability full waits
+ * for its own commit as a settle does: it is refused while the store fails, and the
+ * first one after the store recovers goes through (no probe to wait for). */
+static dsc_status hold_publish(dsc_ledger *l, dsc__reservation *r, dsc__rec *rec, bool acked,
+                               dsc__done *done, dsc__rec **wait_rec, dsc_error *err) {
+    if (rec) pthread_mutex_lock(&l->journal_mu);
+    dsc_status st = hold_index(l, r);
+    if (st == DSC_OK && rec) {
+        copy_str(rec->reservation_id, sizeof rec->reservation_id, r->id);
+        st = enqueue_as(l, rec, acked, done, wait_rec);
+        if (st != DSC_OK) dsc__apply_reserve_failed(l, r); /* indexed: dropped with its holds */
+    } else if (st != DSC_OK) {
+        free(rec);
+        dsc__reservation_hold(r, -1);
+        free(r);
     }
-    r->committing = !acked;
-    if (dec) l->decisions++;
-    return DSC_OK;
+    if (rec) pthread_mutex_unlock(&l->journal_mu);
+    if (st == DSC_OK) {
+        r->committing = rec && !acked;
+        return DSC_OK;
+    }
+    if (st == DSC_NOMEM) return dsc_error_set(err, st, "out of memory holding a reservation");
+    return dsc_error_set(err, st, "the ledger store is failing; nothing was reserved");
 }
 
 static dsc_status wait_rec(dsc_ledger *l, dsc__rec *rec, dsc_error *err) {
@@ -775,7 +1104,7 @@ static dsc__rec *decision_rec(dsc_ledger *l, const dsc_decision_record *d, dsc_s
     return NULL;
 }
 
-/* A repeated request_id (mu held): the same reservation, and the decision (if any)
+/* A repeated request_id (the shard's lock held): the same reservation, and the decision (if any)
  * journaled alone, naming it; dec is consumed. */
 static dsc_status reserve_repeated(dsc_ledger *l, dsc__reservation *r, dsc__rec *dec, int64_t now,
                                    char reservation_id[DSC_RESERVATION_ID_MAX], dsc__done *done,
@@ -793,68 +1122,83 @@ static dsc_status reserve_repeated(dsc_ledger *l, dsc__reservation *r, dsc__rec 
     if (enqueue(l, dec, done, wait_rec) != DSC_OK)
         return dsc_error_set(err, DSC_STORE_UNAVAILABLE,
                              "the ledger store is failing; the decision was not journaled");
-    l->decisions++;
+    atomic_fetch_add_explicit(&l->decisions, 1, memory_order_relaxed);
     return DSC_OK;
 }
 
-static dsc_status reserve_impl(dsc_ledger *l, const dsc_subject *subject,
-                               const dsc_amounts *amounts, int64_t ttl_s, const char *request_id,
-                               char reservation_id[DSC_RESERVATION_ID_MAX],
-                               dsc_budget_state *exceeded, size_t max_exceeded, size_t *n_exceeded,
-                               const dsc_decision_record *decision, dsc__done *done,
-                               dsc_error *err) {
-    dsc_subject none = {0};
-    if (!subject) subject = &none;
-    if (n_exceeded) *n_exceeded = 0;
-    if (!amounts) return dsc_error_set(err, DSC_BAD_REQUEST, "field 'amounts' is missing");
-    if (!reservation_id)
-        return dsc_error_set(err, DSC_BAD_REQUEST, "no buffer for the reservation id");
-    if (!exceeded) max_exceeded = 0;
-    dsc_status st = reserve_validate(subject, amounts, ttl_s, request_id, err);
-    if (st != DSC_OK) return st;
-    dsc__rec *dec = decision_rec(l, decision, &st, err);
-    if (st != DSC_OK) return st;
-    if (request_id && !*request_id) request_id = NULL;
+/* Take a new hold for subject in sh (sh->mu held): match, check and
+ * hold, then publish. */
+static dsc_status reserve_new(dsc_ledger *l, dsc__shard *sh, const uint8_t *random,
+                              const dsc_subject *subject, const dsc_amounts *amounts, int64_t now,
+                              int64_t ttl_s, const char *request_id,
+                              const dsc_decision_record *decision, dsc__rec *dec,
+                              dsc_reserve_out *out, dsc__done *done, dsc__rec **wait_rec,
+                              dsc_error *err) {
     dsc__hit hits[DSC__HITS_MAX];
     size_t nh = 0;
-    dsc__reservation *r = NULL;
-    dsc__rec *rec = NULL;
-    pthread_mutex_lock(&l->mu);
-    int64_t now = dsc__ledger_now(l);
-    expire_due(l, now);
-    forget_old(l, now);
-    if (request_id && (r = dsc__strmap_get(&l->requests, request_id))) {
-        st = reserve_repeated(l, r, dec, now, reservation_id, done, &rec, err);
-        dec = NULL;
-        goto out;
-    }
-    if ((st = dsc__match(l, subject, true, hits, &nh, err)) != DSC_OK) goto out;
-    size_t nx = find_exceeded(l, hits, nh, subject, amounts, now, exceeded, max_exceeded);
-    if (n_exceeded) *n_exceeded = nx;
-    if (nx) {
-        st = dsc_error_set(err, DSC_BUDGET_EXCEEDED, "%zu budget%s would be exceeded", nx,
-                           nx == 1 ? "" : "s");
-        goto out;
-    }
     dsc__hold_what what = {0};
     if (decision)
         what = (dsc__hold_what){decision->provider, decision->model, decision->zone,
                                 decision->purpose};
-    st = hold_new(l, subject, amounts, now, ttl_s, request_id, &what, hits, nh, &r);
+    dsc_status st = dsc__match(l, sh, subject, true, hits, &nh, err);
+    dsc__reservation *r = NULL;
+    if (st == DSC_OK && !(r = hold_make(sh, (size_t)(sh - l->shards), random, subject, amounts, now,
+                                        ttl_s, request_id, &what, hits, nh)))
+        st = dsc_error_set(err, DSC_NOMEM, "out of memory holding a reservation");
+    if (st == DSC_OK)
+        st = hold_check(l, r, subject, hits, nh, now, out->exceeded, out->max_exceeded,
+                        &out->n_exceeded, err);
     if (st != DSC_OK) {
-        dsc_error_set(err, st,
-                      st == DSC_IO ? "no random bytes for a reservation id"
-                                   : "out of memory holding a reservation");
-        goto out;
+        free(r);
+        free(dec);
+        return st;
     }
-    copy_str(reservation_id, DSC_RESERVATION_ID_MAX, r->id);
     if (decision && decision->key_id) copy_str(r->owner, sizeof r->owner, decision->key_id);
-    if (l->store) st = journal_reserve(l, r, dec, done, &rec, err);
-    dec = NULL;
-out:
-    if (st == DSC_OK && decision && !l->store) l->decisions++;
-    pthread_mutex_unlock(&l->mu);
-    free(dec);
+    dsc__rec *rec = l->store ? journal_rec(r, dec) : NULL;
+    if (l->store && !rec) {
+        dsc__reservation_hold(r, -1);
+        free(r);
+        return dsc_error_set(err, DSC_NOMEM, "out of memory");
+    }
+    if (!l->store) free(dec);
+    bool acked = l->store && (acked_when_queued(l) || dsc__store_healthy(l->store));
+    st = hold_publish(l, r, rec, acked, done, wait_rec, err);
+    if (st != DSC_OK) return st;
+    copy_str(out->reservation_id, DSC_RESERVATION_ID_MAX, r->id);
+    if (decision) atomic_fetch_add_explicit(&l->decisions, 1, memory_order_relaxed);
+    return DSC_OK;
+}
+
+static dsc_status reserve_impl(dsc_ledger *l, const dsc_reserve_req *req, dsc_reserve_out *out,
+                               dsc__done *done, dsc_error *err) {
+    const dsc_subject none = {0}, *subject = req->subject ? req->subject : &none;
+    const char *request_id = req->request_id && *req->request_id ? req->request_id : NULL;
+    out->n_exceeded = 0;
+    if (!out->exceeded) out->max_exceeded = 0;
+    if (!req->amounts) return dsc_error_set(err, DSC_BAD_REQUEST, "field 'amounts' is missing");
+    dsc_status st = reserve_validate(subject, req->amounts, req->ttl_s, request_id, err);
+    if (st != DSC_OK) return st;
+    uint8_t random[RID_RANDOM_BYTES];
+    if (rid_random(random) != DSC_OK)
+        return dsc_error_set(err, DSC_IO, "no random bytes for a reservation id");
+    dsc__rec *dec = decision_rec(l, req->decision, &st, err), *rec = NULL;
+    if (st != DSC_OK) return st;
+    /* a request's hold lives in the request's shard; any other in the shard of the CPU
+     * the caller runs on, so threads on different cores share no shard */
+    dsc__shard *sh = request_id ? request_shard(l, request_id) : dsc__shard_here(l);
+    int64_t now = dsc__ledger_now(l);
+    expire_all(l, now);
+    pthread_mutex_lock(&sh->mu);
+    forget_old(l, sh, now);
+    dsc__reservation *r = request_id ? dsc__strmap_get(&sh->requests, request_id) : NULL;
+    if (r) {
+        st = reserve_repeated(l, r, dec, now, out->reservation_id, done, &rec, err);
+        if (st == DSC_OK && req->decision && !l->store)
+            atomic_fetch_add_explicit(&l->decisions, 1, memory_order_relaxed);
+    } else
+        st = reserve_new(l, sh, random, subject, req->amounts, now, req->ttl_s, request_id,
+                         req->decision, dec, out, done, &rec, err);
+    pthread_mutex_unlock(&sh->mu);
     if (st == DSC_OK) st = wait_rec(l, rec, err);
     return st;
 }
@@ -877,10 +1221,7 @@ dsc_status dsc_ledger_reserve(dsc_ledger *l, const dsc_reserve_req *req, dsc_res
                               const dsc_done *done, dsc_error *err) {
     if (!req || !out) return dsc_error_set(err, DSC_BAD_REQUEST, "no reserve request or reply");
     dsc__done d = done_from(done);
-    return dsc__done_now(reserve_impl(l, req->subject, req->amounts, req->ttl_s, req->request_id,
-                                      out->reservation_id, out->exceeded, out->max_exceeded,
-                                      &out->n_exceeded, req->decision, &d, err),
-                         &d);
+    return dsc__done_now(reserve_impl(l, req, out, &d, err), &d);
 }
 
 /* --- settle and cancel ---------------------------------------------------------- */
@@ -902,11 +1243,12 @@ dsc_status dsc__reservation_recall(dsc_ledger *l, const char *id) {
     dsc__hit hits[DSC__HITS_MAX];
     size_t nh = 0;
     dsc__reservation *r = NULL;
-    pthread_mutex_lock(&l->mu);
+    dsc__shard *sh = dsc__shard_of(l, id);
+    pthread_mutex_lock(&sh->mu);
     st = DSC_OK;
-    if (dsc__strmap_get(&l->reservations, id)) goto out; /* recalled meanwhile */
+    if (shard_find(sh, id)) goto out; /* recalled meanwhile */
     st = DSC_NOMEM;
-    if (dsc__match(l, &s, true, hits, &nh, NULL) != DSC_OK) goto out;
+    if (dsc__match(l, sh, &s, true, hits, &nh, NULL) != DSC_OK) goto out;
     if (!(r = dsc__reservation_new(id, NULL, &s, &what, hits, nh))) goto out;
     r->charged = row->amounts;
     r->state = rs;
@@ -918,7 +1260,7 @@ dsc_status dsc__reservation_recall(dsc_ledger *l, const char *id) {
     dsc__reservation_finish(l, r, rs, dsc__ledger_now(l));
     st = DSC_OK;
 out:
-    pthread_mutex_unlock(&l->mu);
+    pthread_mutex_unlock(&sh->mu);
     free(row);
     return st;
 }
@@ -935,7 +1277,7 @@ bool dsc__ledger_made(const char *id) {
     return true;
 }
 
-/* A reservation object for a settle of an unknown id (mu held). */
+/* A reservation object for a settle of an unknown id (its shard's lock held). */
 static dsc_status unreserved(dsc_ledger *l, const char *id, const dsc_subject *s,
                              dsc__reservation **out, dsc_error *err) {
     dsc__hit hits[DSC__HITS_MAX];
@@ -946,7 +1288,7 @@ static dsc_status unreserved(dsc_ledger *l, const char *id, const dsc_subject *s
                              "ledger but is not known; an unreserved settle needs an id of "
                              "its own",
                              id);
-    dsc_status st = dsc__match(l, s, true, hits, &nh, err);
+    dsc_status st = dsc__match(l, dsc__shard_of(l, id), s, true, hits, &nh, err);
     if (st != DSC_OK) return st;
     dsc__reservation *r = dsc__reservation_new(id, NULL, s, NULL, hits, nh);
     if (!r || dsc__reservation_index(l, r) != DSC_OK) {
@@ -958,7 +1300,7 @@ static dsc_status unreserved(dsc_ledger *l, const char *id, const dsc_subject *s
     return DSC_OK;
 }
 
-/* What settling r means now: its kind, and DSC_OK to go on (mu held). */
+/* What settling r means now: its kind, and DSC_OK to go on (its shard's lock held). */
 static dsc_status settle_kind(dsc__reservation *r, dsc_settle_kind *kind, dsc_error *err) {
     switch (r->state) {
     case RS_NONE:
@@ -992,7 +1334,8 @@ static const char *kind_charge_name(dsc_settle_kind k) {
     return k == DSC_SETTLE_RESERVED ? "settle" : k == DSC_SETTLE_LATE ? "late" : "unreserved";
 }
 
-/* Start settling r with actual (mu held); *rec set when the caller must wait. */
+/* Start settling r with actual (its shard's lock held); *rec set when the caller
+ * must wait. */
 static dsc_status settle_begin(dsc_ledger *l, dsc__reservation *r, dsc_settle_kind kind,
                                const dsc_amounts *actual, int64_t now, dsc__done *done,
                                dsc__rec **wait_rec, dsc_error *err) {
@@ -1024,7 +1367,7 @@ static dsc_status settle_begin(dsc_ledger *l, dsc__reservation *r, dsc_settle_ki
     return DSC_OK;
 }
 
-/* A hold taken by another key is not the caller's to settle or cancel (mu held). */
+/* A hold taken by another key is not the caller's to settle or cancel (its shard's lock held). */
 static dsc_status check_key(const dsc__recall *rc, const dsc__reservation *r, dsc_error *err) {
     if (!rc->check_key || r->state == RS_NONE || strcmp(r->owner, rc->key_id) == 0) return DSC_OK;
     return dsc_error_set(err, DSC_FORBIDDEN, "field 'reservation': '%s' is held by another key",
@@ -1050,11 +1393,12 @@ static dsc_status settle_impl(dsc_ledger *l, const dsc__recall *rc, bool may_rec
     dsc_settle_kind k = DSC_SETTLE_RESERVED;
     dsc__rec *rec = NULL;
     dsc_status st = DSC_OK;
-    pthread_mutex_lock(&l->mu);
+    dsc__shard *sh = dsc__shard_of(l, rc->id);
+    pthread_mutex_lock(&sh->mu);
     int64_t now = dsc__ledger_now(l);
-    dsc__reservation *r = dsc__strmap_get(&l->reservations, rc->id);
+    dsc__reservation *r = shard_find(sh, rc->id);
     if (!r && may_recall && l->store && dsc__ledger_made(rc->id)) {
-        pthread_mutex_unlock(&l->mu);
+        pthread_mutex_unlock(&sh->mu);
         return recall_then(l, rc, done, err);
     }
     if (!r && (st = unreserved(l, rc->id, &s, &r, err)) != DSC_OK) goto out;
@@ -1065,7 +1409,7 @@ static dsc_status settle_impl(dsc_ledger *l, const dsc__recall *rc, bool may_rec
     if (st != DSC_OK || k == DSC_SETTLE_REPEATED) goto out;
     st = settle_begin(l, r, k, &rc->actual, now, done, &rec, err);
 out:
-    pthread_mutex_unlock(&l->mu);
+    pthread_mutex_unlock(&sh->mu);
     if (st == DSC_OK) st = wait_rec(l, rec, err);
     return st;
 }
@@ -1108,7 +1452,8 @@ dsc_status dsc_ledger_settle(dsc_ledger *l, const dsc_settle_req *req, dsc_settl
     return dsc__done_now(settle_impl(l, &rc, true, &d, err), &d);
 }
 
-/* Start cancelling a held r (mu held); *rec set when the caller must wait. */
+/* Start cancelling a held r (its shard's lock held); *rec set when the caller must
+ * wait. */
 static dsc_status cancel_begin(dsc_ledger *l, dsc__reservation *r, int64_t now, dsc__done *done,
                                dsc__rec **wait_rec, dsc_error *err) {
     dsc__heap_remove(l, r);
@@ -1133,18 +1478,19 @@ static dsc_status cancel_impl(dsc_ledger *l, const dsc__recall *rc, bool may_rec
                               dsc__done *done, dsc_error *err) {
     dsc__rec *rec = NULL;
     dsc_status st = DSC_OK;
-    pthread_mutex_lock(&l->mu);
+    dsc__shard *sh = dsc__shard_of(l, rc->id);
+    pthread_mutex_lock(&sh->mu);
     int64_t now = dsc__ledger_now(l);
-    dsc__reservation *r = dsc__strmap_get(&l->reservations, rc->id);
+    dsc__reservation *r = shard_find(sh, rc->id);
     if (!r && may_recall && l->store && dsc__ledger_made(rc->id)) {
-        pthread_mutex_unlock(&l->mu);
+        pthread_mutex_unlock(&sh->mu);
         return recall_then(l, rc, done, err);
     }
     if (!r)
         st = dsc_error_set(err, DSC_UNKNOWN_RESERVATION, "reservation '%s' is unknown", rc->id);
     else if ((st = check_key(rc, r, err)) == DSC_OK && r->state == RS_HELD)
         st = cancel_begin(l, r, now, done, &rec, err);
-    pthread_mutex_unlock(&l->mu);
+    pthread_mutex_unlock(&sh->mu);
     if (st == DSC_OK) st = wait_rec(l, rec, err);
     return st;
 }
@@ -1168,8 +1514,9 @@ dsc_status dsc_ledger_cancel(dsc_ledger *l, const dsc_cancel_req *req, const dsc
 
 dsc_status dsc_ledger_hold_get(dsc_ledger *l, const char *reservation_id, dsc_hold_info *out) {
     if (!reservation_id) return DSC_UNKNOWN_RESERVATION;
-    pthread_mutex_lock(&l->mu);
-    dsc__reservation *r = dsc__strmap_get(&l->reservations, reservation_id);
+    dsc__shard *sh = dsc__shard_of(l, reservation_id);
+    pthread_mutex_lock(&sh->mu);
+    dsc__reservation *r = shard_find(sh, reservation_id);
     bool found = r && r->state != RS_NONE; /* RS_NONE: an unreserved settle, not a hold */
     if (found) {
         memset(out, 0, sizeof *out);
@@ -1187,16 +1534,20 @@ dsc_status dsc_ledger_hold_get(dsc_ledger *l, const char *reservation_id, dsc_ho
         out->expires_us = r->expires_us;
         out->open = r->state == RS_HELD;
     }
-    pthread_mutex_unlock(&l->mu);
+    pthread_mutex_unlock(&sh->mu);
     return found ? DSC_OK : DSC_UNKNOWN_RESERVATION;
 }
 
 size_t dsc_ledger_tick(dsc_ledger *l) {
-    pthread_mutex_lock(&l->mu);
+    size_t n = 0;
     int64_t now = dsc__ledger_now(l);
-    size_t n = expire_due(l, now);
-    forget_old(l, now);
-    pthread_mutex_unlock(&l->mu);
+    for (size_t i = 0; i < DSC__SHARDS; i++) {
+        dsc__shard *sh = &l->shards[i];
+        pthread_mutex_lock(&sh->mu);
+        n += expire_due(l, sh, now);
+        forget_old(l, sh, now);
+        pthread_mutex_unlock(&sh->mu);
+    }
     return n;
 }
 
@@ -1260,19 +1611,13 @@ static dsc_status decision_impl(dsc_ledger *l, const dsc_decision_record *d, dsc
     dsc_status st = decision_copy(d, rec, err);
     if (st != DSC_OK || !l->store) {
         free(rec);
-        if (st == DSC_OK) {
-            pthread_mutex_lock(&l->mu);
-            l->decisions++;
-            pthread_mutex_unlock(&l->mu);
-        }
+        if (st == DSC_OK) atomic_fetch_add_explicit(&l->decisions, 1, memory_order_relaxed);
         return st;
     }
-    pthread_mutex_lock(&l->mu);
     rec->at_us = d->at_us ? d->at_us : dsc__ledger_now(l);
-    l->decisions++;
+    atomic_fetch_add_explicit(&l->decisions, 1, memory_order_relaxed);
     dsc__rec *wait = NULL;
     st = enqueue(l, rec, done, &wait);
-    pthread_mutex_unlock(&l->mu);
     if (st != DSC_OK)
         return dsc_error_set(err, st,
                              "the ledger store is failing; the decision was not "
@@ -1291,10 +1636,8 @@ static dsc_status sync_impl(dsc_ledger *l, dsc__done *done, dsc_error *err) {
     dsc__rec *rec = calloc(1, sizeof *rec);
     if (!rec) return dsc_error_set(err, DSC_NOMEM, "out of memory");
     rec->type = DSC__REC_SYNC;
-    pthread_mutex_lock(&l->mu);
     dsc__rec *wait = NULL;
     dsc_status st = enqueue_as(l, rec, false, done, &wait); /* never acked: it is the wait */
-    pthread_mutex_unlock(&l->mu);
     if (st != DSC_OK) return dsc_error_set(err, st, "the ledger store is failing");
     return wait_rec(l, wait, err);
 }
@@ -1306,15 +1649,21 @@ dsc_status dsc_ledger_sync(dsc_ledger *l, const dsc_done *done, dsc_error *err) 
 
 void dsc_ledger_stats_get(dsc_ledger *l, dsc_ledger_stats *out) {
     memset(out, 0, sizeof *out);
-    pthread_mutex_lock(&l->mu);
+    dsc__shard *here = dsc__shard_here(l);
+    pthread_mutex_lock(&here->mu);
     out->budgets = l->n_live;
-    out->counters = l->n_counters;
-    out->holds = l->n_held;
-    out->reservations = l->reservations.len;
-    out->decisions = l->decisions;
-    out->settles = l->settles;
-    out->expired = l->expired_count;
-    pthread_mutex_unlock(&l->mu);
+    pthread_mutex_unlock(&here->mu);
+    out->counters = atomic_load(&l->n_counters);
+    out->decisions = atomic_load(&l->decisions);
+    for (size_t i = 0; i < DSC__SHARDS; i++) {
+        dsc__shard *sh = &l->shards[i];
+        pthread_mutex_lock(&sh->mu);
+        out->holds += sh->n_held;
+        out->reservations += sh->n_reservations;
+        out->settles += sh->settles;
+        out->expired += sh->expired;
+        pthread_mutex_unlock(&sh->mu);
+    }
     out->store_ok = true;
     if (l->store) {
         dsc__store_counts(l->store, &out->store_batches, &out->store_records, &out->store_failures);

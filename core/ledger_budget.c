@@ -108,6 +108,32 @@ static dsc_status live_append(dsc_ledger *l, dsc__budget *b) {
     return DSC_OK;
 }
 
+/* The shard of the counters' index that holds key. */
+static dsc__cmap *cmap_of(dsc_ledger *l, const char *key) {
+    return &l->cmap[dsc__strmap_hash(key) & (DSC__CMAP_SHARDS - 1)];
+}
+
+/* Index c (every shard locked, or opening). */
+static dsc_status cmap_put(dsc_ledger *l, dsc__counter *c) {
+    dsc__cmap *m = cmap_of(l, c->key);
+    pthread_mutex_lock(&m->mu);
+    dsc_status st = dsc__strmap_put(&m->map, c->key, c);
+    pthread_mutex_unlock(&m->mu);
+    if (st == DSC_OK) atomic_fetch_add_explicit(&l->n_counters, 1, memory_order_relaxed);
+    return st;
+}
+
+/* Unindex c, and drop it from every shard's cache (every shard locked, or opening). */
+static void cmap_del(dsc_ledger *l, dsc__counter *c) {
+    for (size_t i = 0; i < DSC__SHARDS; i++)
+        dsc__strmap_del_if(&l->shards[i].counters, c->key, c);
+    dsc__cmap *m = cmap_of(l, c->key);
+    pthread_mutex_lock(&m->mu);
+    bool gone = dsc__strmap_del_if(&m->map, c->key, c) != NULL;
+    pthread_mutex_unlock(&m->mu);
+    if (gone) atomic_fetch_sub_explicit(&l->n_counters, 1, memory_order_relaxed);
+}
+
 dsc_status dsc__budget_insert(dsc_ledger *l, dsc__budget *b) {
     dsc__sel_slot *slot = dsc__strmap_get(&l->sels, b->selector);
     bool new_slot = !slot;
@@ -118,10 +144,8 @@ dsc_status dsc__budget_insert(dsc_ledger *l, dsc__budget *b) {
     }
     if (dsc__strmap_put(&l->budgets, b->ident, b) != DSC_OK) goto fail_sel;
     if (live_append(l, b) != DSC_OK) goto fail_ident;
-    for (dsc__counter *c = b->counters; c; c = c->next) {
-        if (dsc__strmap_put(&l->counters, c->key, c) != DSC_OK) goto fail_counters;
-        l->n_counters++;
-    }
+    for (dsc__counter *c = b->counters; c; c = c->next)
+        if (cmap_put(l, c) != DSC_OK) goto fail_counters;
     l->budget_epoch++;
     b->next_sel = slot->head;
     slot->head = b;
@@ -130,7 +154,7 @@ dsc_status dsc__budget_insert(dsc_ledger *l, dsc__budget *b) {
     return DSC_OK;
 fail_counters:
     for (dsc__counter *c = b->counters; c; c = c->next)
-        if (dsc__strmap_del_if(&l->counters, c->key, c)) l->n_counters--;
+        cmap_del(l, c);
     for (size_t i = 0; i < l->n_live; i++)
         if (l->live[i] == b) {
             memmove(&l->live[i], &l->live[i + 1], (l->n_live - i - 1) * sizeof *l->live);
@@ -171,10 +195,8 @@ void dsc__budget_remove(dsc_ledger *l, dsc__budget *b) {
             l->n_live--;
             break;
         }
-    for (dsc__counter *c = b->counters; c; c = c->next) {
-        dsc__strmap_del(&l->counters, c->key);
-        l->n_counters--;
-    }
+    for (dsc__counter *c = b->counters; c; c = c->next)
+        cmap_del(l, c);
     b->next_dead = l->dead;
     l->dead = b;
 }
@@ -265,6 +287,10 @@ size_t dsc__counter_key(const dsc__budget *b, const dsc_subject *s, char *key, s
 static dsc__counter *counter_new(dsc__strmap *map, dsc__budget *b, const char *key, size_t off) {
     dsc__counter *c = calloc(1, sizeof *c + strlen(key) + 1);
     if (!c) return NULL;
+    if (pthread_mutex_init(&c->mu, NULL) != 0) {
+        free(c);
+        return NULL;
+    }
     c->b = b;
     strcpy(c->key, key);
     c->name_off = off;
@@ -276,6 +302,7 @@ static dsc__counter *counter_new(dsc__strmap *map, dsc__budget *b, const char *k
     return c;
 fail:
     dsc_window_counter_destroy(&c->wc);
+    pthread_mutex_destroy(&c->mu);
     free(c);
     return NULL;
 }
@@ -299,31 +326,54 @@ bool dsc__budget_applies(const dsc__budget *b, const dsc_subject *s) {
     return strcmp(cand, b->selector) == 0;
 }
 
-static dsc_status add_hits(dsc_ledger *l, dsc__sel_slot *slot, const dsc_subject *s, bool create,
-                           dsc__hit *hits, size_t *n) {
+/* b's counter named key (off: where its name starts), found or, with create, made:
+ * first in the cache of sh (whose lock the caller holds; NULL: none), then in the
+ * counters' index, whose shard is locked here (the budget's counter list under
+ * counters_new_mu, as holders of other shards may add to it). A counter found there
+ * joins sh's cache, so that a shard's calls on counters it has seen take no lock
+ * but their own. */
+static dsc__counter *counter_get(dsc_ledger *l, dsc__shard *sh, dsc__budget *b, const char *key,
+                                 size_t off, bool create, bool *nomem) {
+    dsc__counter *c = sh ? dsc__strmap_get(&sh->counters, key) : NULL;
+    if (c) return c;
+    dsc__cmap *m = cmap_of(l, key);
+    pthread_mutex_lock(&m->mu);
+    c = dsc__strmap_get(&m->map, key);
+    if (!c && create) {
+        pthread_mutex_lock(&l->counters_new_mu);
+        c = counter_new(&m->map, b, key, off);
+        pthread_mutex_unlock(&l->counters_new_mu);
+        if (c) atomic_fetch_add_explicit(&l->n_counters, 1, memory_order_relaxed);
+        *nomem = !c;
+    }
+    pthread_mutex_unlock(&m->mu);
+    if (c && sh) dsc__strmap_put(&sh->counters, c->key, c); /* out of memory: uncached */
+    return c;
+}
+
+static dsc_status add_hits(dsc_ledger *l, dsc__shard *sh, dsc__sel_slot *slot, const dsc_subject *s,
+                           bool create, dsc__hit *hits, size_t *n) {
     char key[DSC__COUNTER_KEY_MAX];
+    bool nomem = false;
     for (dsc__budget *b = slot->head; b; b = b->next_sel) {
         if (*n == DSC__HITS_MAX) return DSC_TOO_LARGE;
         size_t off = dsc__counter_key(b, s, key, sizeof key);
-        dsc__counter *c = dsc__strmap_get(&l->counters, key);
-        if (!c && create) {
-            if (!(c = counter_new(&l->counters, b, key, off))) return DSC_NOMEM;
-            l->n_counters++;
-        }
+        dsc__counter *c = counter_get(l, sh, b, key, off, create, &nomem);
+        if (nomem) return DSC_NOMEM;
         hits[(*n)++] = (dsc__hit){b, c};
     }
     return DSC_OK;
 }
 
-dsc_status dsc__match(dsc_ledger *l, const dsc_subject *s, bool create, dsc__hit *hits, size_t *n,
-                      dsc_error *err) {
+dsc_status dsc__match(dsc_ledger *l, dsc__shard *sh, const dsc_subject *s, bool create,
+                      dsc__hit *hits, size_t *n, dsc_error *err) {
     char cand[DSC__SHAPES][CAND_MAX];
     size_t nc = candidates(l, s, cand);
     *n = 0;
     for (size_t i = 0; i < nc; i++) {
         dsc__sel_slot *slot = dsc__strmap_get(&l->sels, cand[i]);
         if (!slot) continue;
-        dsc_status st = add_hits(l, slot, s, create, hits, n);
+        dsc_status st = add_hits(l, sh, slot, s, create, hits, n);
         if (st == DSC_TOO_LARGE)
             return dsc_error_set(err, st, "more than %d budgets apply to one subject",
                                  DSC__HITS_MAX);
@@ -336,6 +386,7 @@ void dsc__budget_drop_counters(dsc__budget *b) {
     for (dsc__counter *c = b->counters, *next; c; c = next) {
         next = c->next;
         dsc_window_counter_destroy(&c->wc);
+        pthread_mutex_destroy(&c->mu);
         free(c);
     }
     b->counters = NULL;
@@ -424,9 +475,7 @@ dsc_status dsc__budget_persist(dsc_ledger *l, dsc__rec *rec, dsc__done *done, ds
     bool wait = !done->fn;
     rec->done_fn = done->fn;
     rec->done_ud = done->ud;
-    pthread_mutex_lock(&l->mu);
     dsc_status st = dsc__store_enqueue(l->store, rec, wait);
-    pthread_mutex_unlock(&l->mu);
     if (st != DSC_OK && rec->type == DSC__REC_BUDGET_SET) { /* never reaches the writer */
         dsc__budget_history_free(rec->u.budget.history);
         rec->u.budget.history = NULL;
@@ -441,7 +490,8 @@ dsc_status dsc__budget_persist(dsc_ledger *l, dsc__rec *rec, dsc__done *done, ds
     return st;
 }
 
-/* Create b or change the limit of its twin (mu held); b is consumed. */
+/* Create b or change the limit of its twin (every shard locked); b is
+ * consumed. */
 static dsc_status budget_apply_set(dsc_ledger *l, dsc__budget *b, dsc_budget_info *out,
                                    dsc_error *err) {
     dsc__budget *old = dsc__strmap_get(&l->budgets, b->ident);
@@ -486,28 +536,28 @@ static dsc_status budget_set_impl(dsc_ledger *l, const char *selector, dsc_metri
     dsc__budget *b = NULL;
     if ((st = budget_prepare(selector, metric, window, &b, err)) != DSC_OK) return st;
     b->limit = micro;
-    pthread_mutex_lock(&l->mu);
+    dsc__budgets_write(l);
     dsc__budget *old = dsc__strmap_get(&l->budgets, b->ident);
     bool is_new = !old;
     b->id = old ? old->id : l->next_budget_id++;
     int64_t now = dsc__ledger_now(l);
-    pthread_mutex_unlock(&l->mu);
     if (!l->store) {
-        pthread_mutex_lock(&l->mu);
         st = budget_apply_set(l, b, out, err);
-        pthread_mutex_unlock(&l->mu);
+        dsc__budgets_done(l);
         return st;
     }
+    dsc__budgets_done(l);
     st = budget_set_stored(l, budget_rec(DSC__REC_BUDGET_SET, b, b->id, micro, now), is_new, done,
                            err);
     if (st == DSC_OK && !done->queued) { /* waited: report the budget now in effect */
-        pthread_mutex_lock(&l->mu);
+        dsc__shard *here = dsc__shard_here(l);
+        pthread_mutex_lock(&here->mu);
         dsc__budget *applied = dsc__strmap_get(&l->budgets, b->ident);
         if (applied)
             budget_info(applied, out);
         else
             st = dsc_error_set(err, DSC_NOMEM, "out of memory indexing a budget");
-        pthread_mutex_unlock(&l->mu);
+        pthread_mutex_unlock(&here->mu);
     }
     free(b);
     return st;
@@ -518,10 +568,11 @@ static dsc_status budget_delete_impl(dsc_ledger *l, const char *selector, dsc_me
     dsc__budget *key = NULL;
     dsc_status st = budget_prepare(selector, metric, window, &key, err);
     if (st != DSC_OK) return st;
-    pthread_mutex_lock(&l->mu);
+    dsc__shard *here = dsc__shard_here(l);
+    pthread_mutex_lock(&here->mu);
     dsc__budget *b = dsc__strmap_get(&l->budgets, key->ident);
     int64_t id = b ? b->id : 0, now = dsc__ledger_now(l);
-    pthread_mutex_unlock(&l->mu);
+    pthread_mutex_unlock(&here->mu);
     if (!b) {
         st = dsc_error_set(err, DSC_UNKNOWN_BUDGET, "no budget '%s' on %s over '%s'", key->selector,
                            dsc_metric_name(metric), key->window_text);
@@ -531,10 +582,10 @@ static dsc_status budget_delete_impl(dsc_ledger *l, const char *selector, dsc_me
         st = dsc__budget_persist(l, budget_rec(DSC__REC_BUDGET_DELETE, key, id, 0, now), done, err);
         goto out;
     }
-    pthread_mutex_lock(&l->mu);
+    dsc__budgets_write(l);
     b = dsc__strmap_get(&l->budgets, key->ident);
     if (b && b->id == id) dsc__budget_remove(l, b);
-    pthread_mutex_unlock(&l->mu);
+    dsc__budgets_done(l);
 out:
     free(key);
     return st;
@@ -556,14 +607,15 @@ dsc_status dsc_ledger_budget_get(dsc_ledger *l, const char *selector, dsc_metric
     dsc__budget *key = NULL;
     dsc_status st = budget_prepare(selector, metric, window, &key, err);
     if (st != DSC_OK) return st;
-    pthread_mutex_lock(&l->mu);
+    dsc__shard *here = dsc__shard_here(l);
+    pthread_mutex_lock(&here->mu);
     dsc__budget *b = dsc__strmap_get(&l->budgets, key->ident);
     if (b)
         budget_info(b, out);
     else
         st = dsc_error_set(err, DSC_UNKNOWN_BUDGET, "no budget '%s' on %s over '%s'", key->selector,
                            dsc_metric_name(metric), key->window_text);
-    pthread_mutex_unlock(&l->mu);
+    pthread_mutex_unlock(&here->mu);
     free(key);
     return st;
 }
@@ -571,10 +623,11 @@ dsc_status dsc_ledger_budget_get(dsc_ledger *l, const char *selector, dsc_metric
 size_t dsc_ledger_budget_list(dsc_ledger *l, size_t offset, dsc_budget_info *out, size_t max,
                               size_t *total) {
     size_t n = 0;
-    pthread_mutex_lock(&l->mu);
+    dsc__shard *here = dsc__shard_here(l);
+    pthread_mutex_lock(&here->mu);
     for (size_t i = offset; out && i < l->n_live && n < max; i++)
         budget_info(l->live[i], &out[n++]);
     if (total) *total = l->n_live;
-    pthread_mutex_unlock(&l->mu);
+    pthread_mutex_unlock(&here->mu);
     return n;
 }

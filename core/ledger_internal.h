@@ -4,9 +4,10 @@
  * selectors, counters) and ledger_store.c (store records, apply after commit,
  * rebuild on open). Not public.
  *
- * Locking: one mutex (dsc_ledger.mu) guards everything below; the store's writer
- * takes it once per batch to apply committed records. The store queue's own lock
- * nests inside mu, never the other way round.
+ * Locking (the order is written down once, in ledger.c's header comment):
+ * reservations in DSC__SHARDS shards with a mutex each (budgets: read under any one,
+ * changed under all), the counters' index in DSC__CMAP_SHARDS shards, each counter
+ * with its own mutex.
  */
 #ifndef DISCERN_LEDGER_INTERNAL_H
 #define DISCERN_LEDGER_INTERNAL_H
@@ -17,6 +18,7 @@
 #include "strmap_internal.h"
 
 #include <pthread.h>
+#include <stdatomic.h>
 #include <stddef.h>
 
 typedef enum dsc__level { LV_ALL, LV_ORG, LV_TEAM, LV_USER, LV_KEY, LV_COUNT } dsc__level;
@@ -35,12 +37,13 @@ typedef struct dsc__budget {
     bool any;                     /* "<level>:*" */
     struct dsc__budget *next_sel; /* budgets sharing one selector */
     struct dsc__budget *next_dead;
-    dsc__counter *counters; /* this budget's counters */
+    dsc__counter *counters; /* this budget's counters (grown under counters_new_mu) */
     size_t n_counters;      /* how many */
     char ident[];           /* selector|metric|window, the budgets map's key */
 } dsc__budget;
 
 struct dsc__counter {
+    pthread_mutex_t mu; /* guards held and wc */
     dsc__budget *b;
     int64_t held;
     dsc_window_counter wc;
@@ -68,7 +71,10 @@ typedef enum dsc__rstate {
     RS_RELEASED /* expired and released */
 } dsc__rstate;
 
+typedef struct dsc__shard dsc__shard;
+
 typedef struct dsc__reservation {
+    dsc__shard *shard; /* the shard that indexes it: its mutex guards every field */
     char id[DSC_RESERVATION_ID_MAX];
     char request_id[DSC_NAME_MAX];
     char owner[DSC_NAME_MAX]; /* the key id that took the hold ("" = none) */
@@ -105,8 +111,38 @@ dsc_status dsc__done_now(dsc_status st, const dsc__done *done);
 #define DSC__HITS_MAX 256 /* budgets that may apply to one subject */
 #define DSC__SHAPES 15    /* "*", "org:*", "org:x", then 4 per team/user/key level */
 
-struct dsc_ledger {
+#define DSC__SHARDS 16      /* reservation shards (a power of two: an id names its own) */
+#define DSC__CMAP_SHARDS 64 /* shards of the counters' index */
+
+/* A share of the reservations, by id (see dsc__shard_of): its mutex guards the maps,
+ * the expiry heap, the finished list, the id orders and every reservation in it. */
+struct dsc__shard {
     pthread_mutex_t mu;
+    dsc__strmap reservations; /* id -> reservation */
+    dsc__strmap requests;     /* request id -> reservation (a request's shard is its hold's) */
+    dsc__reservation **heap;  /* expiry min-heap */
+    size_t heap_n, heap_cap;
+    _Atomic int64_t next_expiry;     /* the heap's earliest expires_us (INT64_MAX: empty),
+                                        read without the lock to skip a shard with none due */
+    dsc__reservation *fhead, *ftail; /* the finished list, oldest first */
+    dsc__strmap counters;            /* the counters its holds have used: key -> counter (a cache of
+                                        the counters' index, dropped with a budget) */
+    size_t n_held, n_reservations;   /* this shard's share of the stats */
+    _Atomic size_t n_finished;       /* written under mu, read by any (forget_old) */
+    uint64_t settles, expired;
+    char pad[64]; /* no false sharing with the next shard's mutex */
+};
+
+/* A share of the counters' index, by the hash of a counter's key. */
+typedef struct dsc__cmap {
+    pthread_mutex_t mu;
+    dsc__strmap map; /* key -> counter */
+    char pad[64];
+} dsc__cmap;
+
+struct dsc_ledger {
+    pthread_mutex_t counters_new_mu; /* a budget's counter list while a counter is added */
+    pthread_mutex_t reader_mu;       /* starting the reader thread */
     dsc_durability durability;
     dsc_expired_policy expired;
     dsc_tz tz;
@@ -114,27 +150,32 @@ struct dsc_ledger {
     void *clock_ud;
     int64_t retain_us;
     size_t retain_max;
-    dsc__strmap budgets;  /* ident -> budget */
-    dsc__strmap sels;     /* selector -> dsc__sel_slot */
-    dsc__strmap counters; /* key -> counter */
-    dsc__strmap reservations, requests;
-    dsc__budget **live; /* ordered by id */
+    /* The budgets: read under any one shard's lock, changed under all of them
+     * (dsc__budgets_write). */
+    dsc__strmap budgets; /* ident -> budget */
+    dsc__strmap sels;    /* selector -> dsc__sel_slot */
+    dsc__budget **live;  /* ordered by id */
     size_t n_live, cap_live;
-    dsc__budget *dead; /* deleted budgets: their counters may still be held */
-    size_t n_counters;
+    dsc__budget *dead;               /* deleted budgets: their counters may still be held */
     size_t shape_count[DSC__SHAPES]; /* live budgets per selector shape */
     uint64_t budget_epoch;           /* bumped whenever a budget appears or goes */
     int64_t next_budget_id;
-    uint64_t next_rid;    /* orders reservation ids (see new_rid in ledger.c) */
-    uint64_t durable_rid; /* the newest id order the store gave back at open */
-    uint64_t start_rid;   /* the id order this ledger began with: ids between the
-                             two can only be holds lost in a crash (lost_hold) */
-    bool have_durable_rid, lost_gap;
-    dsc__reservation **heap; /* expiry min-heap */
-    size_t heap_n, heap_cap, n_held;
-    dsc__reservation *fhead, *ftail;
-    size_t n_finished;
-    uint64_t decisions, settles, expired_count;
+    dsc__cmap cmap[DSC__CMAP_SHARDS];
+    dsc__shard shards[DSC__SHARDS];
+    /* ids loaded from a store written before ids named their shard, whose request id
+     * lives in another one: id -> its shard. Built at open, read-only after. */
+    dsc__strmap moved;
+    /* With a store, a new hold's id order is taken and its record queued under
+     * journal_mu, so ids reach the log in the order of their counters (lost_hold and
+     * the store's search for a forgotten hold count on it). */
+    pthread_mutex_t journal_mu;
+    _Atomic uint64_t next_rid;       /* orders reservation ids (see new_rid in ledger.c) */
+    uint64_t durable_rid;            /* the newest id order the store gave back at open */
+    uint64_t start_rid;              /* the id order this ledger began with: ids between the
+                                        two can only be holds lost in a crash (lost_hold) */
+    bool have_durable_rid, lost_gap; /* fixed at open, read-only after */
+    _Atomic size_t n_counters;
+    _Atomic uint64_t decisions;
     dsc__store *store;
     struct dsc__reader *reader; /* reads new budgets' history for the async calls (lazy) */
 };
@@ -170,9 +211,11 @@ dsc_status dsc__budget_insert(dsc_ledger *l, dsc__budget *b);
 /* Remove b from the indexes and keep it on the dead list. */
 void dsc__budget_remove(dsc_ledger *l, dsc__budget *b);
 /* The budgets that apply to subject (validated), with counters; create: make the
- * missing counters. DSC_TOO_LARGE beyond DSC__HITS_MAX, DSC_NOMEM. */
-dsc_status dsc__match(dsc_ledger *l, const dsc_subject *s, bool create, dsc__hit *hits, size_t *n,
-                      dsc_error *err);
+ * missing counters. sh: the shard whose lock the caller holds (its cache of counters is
+ * looked in first and filled), NULL while opening. DSC_TOO_LARGE beyond DSC__HITS_MAX,
+ * DSC_NOMEM. */
+dsc_status dsc__match(dsc_ledger *l, dsc__shard *sh, const dsc_subject *s, bool create,
+                      dsc__hit *hits, size_t *n, dsc_error *err);
 /* The counter key "<id>#<name>" of b for subject s into key; returns the name's
  * offset in key. */
 size_t dsc__counter_key(const dsc__budget *b, const dsc_subject *s, char *key, size_t len);
@@ -196,14 +239,15 @@ int64_t dsc__ledger_now(dsc_ledger *l);
 dsc__reservation *dsc__reservation_new(const char *id, const char *request_id, const dsc_subject *s,
                                        const dsc__hold_what *what, const dsc__hit *hits, size_t n);
 /* Bring a finished reservation the ledger forgot back from the store (no lock held:
- * the store is read on the calling thread, then mu is taken to index it). DSC_OK when
+ * the store is read on the calling thread, then its shard is locked to index it). DSC_OK when
  * it is in memory afterwards; DSC_UNKNOWN_RESERVATION when the store has none. */
 dsc_status dsc__reservation_recall(dsc_ledger *l, const char *id);
 /* Whether id has the shape of a reservation id made by a ledger. */
 bool dsc__ledger_made(const char *id);
-/* Note a reservation id read back from the store while opening (the newest one
- * bounds the ids a crash may have lost). */
-void dsc__ledger_loaded_rid(dsc_ledger *l, const char *id);
+/* Note a reservation read back from the store while opening, before it is indexed:
+ * its id bounds the ids of its shard a crash may have lost, and its shard is chosen
+ * (see place_loaded in ledger.c). DSC_NOMEM. */
+dsc_status dsc__ledger_loaded(dsc_ledger *l, dsc__reservation *r);
 /* A settle or cancel of a forgotten reservation, with its request copied: the reader
  * thread recalls it from the store and then runs it with done. */
 typedef struct dsc__recall {
@@ -217,13 +261,23 @@ typedef struct dsc__recall {
 } dsc__recall;
 /* Run a recalled settle or cancel (the reader thread, no lock held). */
 dsc_status dsc__recall_run(dsc_ledger *l, const dsc__recall *rc, dsc__done *done, dsc_error *err);
-/* Index r by id and request id; DSC_NOMEM. */
+/* Index r by id and request id in its shard (r->shard, else the id's), whose lock
+ * the caller holds; DSC_NOMEM. */
 dsc_status dsc__reservation_index(dsc_ledger *l, dsc__reservation *r);
 /* Add or remove r's holds on its counters (sign +1 / -1). */
 void dsc__reservation_hold(dsc__reservation *r, int sign);
-/* Charge amounts to r's counters at at_us. */
-void dsc__reservation_charge(dsc_ledger *l, dsc__reservation *r, const dsc_amounts *a,
-                             int64_t at_us);
+/* Release r's holds (release) and charge a (NULL: nothing) at at_us, each counter in
+ * one step under its own lock (r's shard lock held). */
+void dsc__reservation_release_charge(dsc_ledger *l, dsc__reservation *r, bool release,
+                                     const dsc_amounts *a, int64_t at_us);
+/* The shard that indexes (or would index) reservation id. */
+dsc__shard *dsc__shard_of(dsc_ledger *l, const char *id);
+/* The shard of the CPU the caller runs on: a hold without a request id goes there,
+ * and a call that only reads the budgets locks it. */
+dsc__shard *dsc__shard_here(dsc_ledger *l);
+/* Take every shard's lock, in index order, to change the budgets; and release them. */
+void dsc__budgets_write(dsc_ledger *l);
+void dsc__budgets_done(dsc_ledger *l);
 dsc_status dsc__heap_push(dsc_ledger *l, dsc__reservation *r);
 void dsc__heap_remove(dsc_ledger *l, dsc__reservation *r);
 /* Move r to a final state, onto the finished list. */
@@ -252,13 +306,14 @@ dsc_status dsc__ledger_store_open(dsc_ledger *l, const dsc_ledger_config *cfg, d
 struct dsc__budget_history *dsc__budget_history_read(dsc_ledger *l, const dsc__rec_budget *rb);
 /* Free a history that will not be applied; NULL is a no-op. */
 void dsc__budget_history_free(struct dsc__budget_history *h);
-/* The writer's callback: apply a finished batch to memory (takes mu). */
+/* The writer's callback: apply a finished batch to memory (takes each record's shard
+ * lock). */
 void dsc__ledger_apply(void *ud, dsc__rec **recs, size_t n);
 /* A zeroed record of type with r's id and subject filled (NULL: DSC_NOMEM). */
 dsc__rec *dsc__rec_for(dsc__rec_type type, const dsc__reservation *r, int64_t at_us);
 /* Set rec's type, time, reservation id, request id and subject from r. */
 void dsc__rec_fill(dsc__rec *rec, dsc__rec_type type, const dsc__reservation *r, int64_t at_us);
-/* Apply the outcome of one record (under mu). */
+/* Apply the outcome of one record (r's shard lock held). */
 void dsc__apply_settle(dsc_ledger *l, dsc__reservation *r, const dsc_amounts *delta, int64_t at_us,
                        bool ok);
 void dsc__apply_cancel(dsc_ledger *l, dsc__reservation *r, int64_t at_us, bool ok);

@@ -66,7 +66,7 @@ static void *reader_main(void *arg) {
     return NULL;
 }
 
-/* The reader, started on first use (mu held). */
+/* The reader, started on first use (reader_mu held). */
 static dsc__reader *reader_get(dsc_ledger *l) {
     if (l->reader) return l->reader;
     dsc__reader *r = calloc(1, sizeof *r);
@@ -86,9 +86,9 @@ static dsc__reader *reader_get(dsc_ledger *l) {
 }
 
 static dsc_status submit(dsc_ledger *l, task *t) {
-    pthread_mutex_lock(&l->mu);
+    pthread_mutex_lock(&l->reader_mu);
     dsc__reader *r = reader_get(l);
-    pthread_mutex_unlock(&l->mu);
+    pthread_mutex_unlock(&l->reader_mu);
     if (!r) {
         free(t);
         return DSC_INTERNAL;

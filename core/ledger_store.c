@@ -71,7 +71,7 @@ void dsc__rec_fill(dsc__rec *rec, dsc__rec_type type, const dsc__reservation *r,
     put(rec->subject.key, DSC_NAME_MAX, r->key);
 }
 
-/* --- applying outcomes (mu held) ---------------------------------------------- */
+/* --- applying outcomes (r's shard lock held) ---------------------------- */
 
 static void back_to_held(dsc_ledger *l, dsc__reservation *r) {
     r->state = r->prev;
@@ -87,9 +87,8 @@ void dsc__apply_settle(dsc_ledger *l, dsc__reservation *r, const dsc_amounts *de
             back_to_held(l, r);
         return;
     }
-    if (r->prev == RS_HELD) dsc__reservation_hold(r, -1);
-    dsc__reservation_charge(l, r, delta, at_us);
-    l->settles++;
+    dsc__reservation_release_charge(l, r, r->prev == RS_HELD, delta, at_us);
+    r->shard->settles++;
     dsc__reservation_finish(l, r, RS_SETTLED, at_us);
 }
 
@@ -108,9 +107,8 @@ void dsc__apply_expire(dsc_ledger *l, dsc__reservation *r, const dsc_amounts *ch
         back_to_held(l, r);
         return;
     }
-    dsc__reservation_hold(r, -1);
-    dsc__reservation_charge(l, r, charge, at_us);
-    l->expired_count++;
+    dsc__reservation_release_charge(l, r, true, charge, at_us);
+    r->shard->expired++;
     dsc__reservation_finish(l, r, l->expired == DSC_EXPIRED_CHARGE ? RS_EXPIRED : RS_RELEASED,
                             at_us);
 }
@@ -118,14 +116,11 @@ void dsc__apply_expire(dsc_ledger *l, dsc__reservation *r, const dsc_amounts *ch
 void dsc__apply_reserve_failed(dsc_ledger *l, dsc__reservation *r) {
     if (r->state != RS_HELD) return;
     dsc__reservation_hold(r, -1);
-    l->n_held--;
+    r->shard->n_held--;
     dsc__reservation_drop(l, r);
 }
 
-static void apply_one(dsc_ledger *l, dsc__rec *rec) {
-    if (rec->type >= DSC__REC_DECISION || rec->acked) return;
-    dsc__reservation *r = dsc__strmap_get(&l->reservations, rec->reservation_id);
-    if (!r) return;
+static void apply_locked(dsc_ledger *l, dsc__reservation *r, dsc__rec *rec) {
     bool ok = rec->status == DSC_OK;
     switch (rec->type) {
     case DSC__REC_RESERVE:
@@ -144,6 +139,16 @@ static void apply_one(dsc_ledger *l, dsc__rec *rec) {
     default:
         break;
     }
+}
+
+/* Apply one record to its reservation, under the reservation's shard lock. */
+static void apply_one(dsc_ledger *l, dsc__rec *rec) {
+    if (rec->type >= DSC__REC_DECISION || rec->acked) return;
+    dsc__shard *sh = dsc__shard_of(l, rec->reservation_id);
+    pthread_mutex_lock(&sh->mu);
+    dsc__reservation *r = dsc__strmap_get(&sh->reservations, rec->reservation_id);
+    if (r) apply_locked(l, r, rec);
+    pthread_mutex_unlock(&sh->mu);
 }
 
 /* --- budgets changed through the writer ------------------------------------------ */
@@ -272,7 +277,7 @@ static void apply_budget(dsc_ledger *l, dsc__rec *rec) {
     const dsc__rec_budget *rb = &rec->u.budget;
     char ident[DSC_SELECTOR_MAX + DSC_WINDOW_MAX + 16];
     dsc__budget_ident(ident, sizeof ident, rb->selector, rb->metric, rb->window);
-    pthread_mutex_lock(&l->mu);
+    dsc__budgets_write(l);
     dsc__budget *old = dsc__strmap_get(&l->budgets, ident);
     int64_t now = dsc__ledger_now(l);
     struct dsc__budget_history *h = rb->history;
@@ -282,29 +287,27 @@ static void apply_budget(dsc_ledger *l, dsc__rec *rec) {
             dsc__budget_remove(l, old);
         else if (rec->type == DSC__REC_BUDGET_SET)
             old->limit = rb->limit;
-        pthread_mutex_unlock(&l->mu);
+        dsc__budgets_done(l);
         dsc__budget_history_free(h); /* read for nothing: another set created it first */
         return;
     }
-    pthread_mutex_unlock(&l->mu);
+    dsc__budgets_done(l);
     if (!h && !(h = history_new(l, rb))) return;
     dsc__budget *b = history_finish(h, now);
-    pthread_mutex_lock(&l->mu);
+    dsc__budgets_write(l);
     if (dsc__strmap_get(&l->budgets, ident) || dsc__budget_insert(l, b) != DSC_OK) {
         dsc__budget_drop_counters(b);
         free(b);
     }
-    pthread_mutex_unlock(&l->mu);
+    dsc__budgets_done(l);
 }
 
 void dsc__ledger_apply(void *ud, dsc__rec **recs, size_t n) {
     dsc_ledger *l = ud;
-    pthread_mutex_lock(&l->mu);
     for (size_t i = 0; i < n; i++)
         if (recs[i]->status == DSC_OK) apply_one(l, recs[i]);
     for (size_t i = n; i-- > 0;) /* failures are undone newest first */
         if (recs[i]->status != DSC_OK) apply_one(l, recs[i]);
-    pthread_mutex_unlock(&l->mu);
     /* budgets last: a new one replays every charge committed so far, this batch's too */
     for (size_t i = 0; i < n; i++) {
         if (recs[i]->type != DSC__REC_BUDGET_SET && recs[i]->type != DSC__REC_BUDGET_DELETE)
@@ -350,15 +353,14 @@ static dsc__reservation *load_reservation(rebuild *rb, const dsc__rec *rec) {
     dsc_subject s = subject_of(&rec->subject);
     dsc__hit hits[DSC__HITS_MAX];
     size_t nh = 0;
-    if (dsc__match(rb->l, &s, true, hits, &nh, NULL) != DSC_OK) return NULL;
+    if (dsc__match(rb->l, NULL, &s, true, hits, &nh, NULL) != DSC_OK) return NULL;
     const dsc__rec_decision *d = &rec->u.decision;
     dsc__hold_what what = {d->provider, d->model, d->zone, d->purpose};
     dsc__reservation *r =
         dsc__reservation_new(rec->reservation_id, rec->request_id, &s, &what, hits, nh);
     if (!r) return NULL;
     snprintf(r->owner, sizeof r->owner, "%s", d->key_id);
-    dsc__ledger_loaded_rid(rb->l, r->id);
-    if (dsc__reservation_index(rb->l, r) != DSC_OK) {
+    if (dsc__ledger_loaded(rb->l, r) != DSC_OK || dsc__reservation_index(rb->l, r) != DSC_OK) {
         free(r);
         return NULL;
     }
@@ -374,7 +376,7 @@ static dsc_status load_held(void *ud, const dsc__rec *rec, int64_t created_us) {
     r->created_us = created_us;
     r->expires_us = rec->expires_us;
     dsc__reservation_hold(r, +1);
-    rb->l->n_held++;
+    r->shard->n_held++;
     return dsc__heap_push(rb->l, r);
 }
 
@@ -401,7 +403,7 @@ static dsc_status load_charge(void *ud, const dsc__rec *rec) {
         if (dsc__check_name("org", s.org, NULL) || dsc__check_name("team", s.team, NULL) ||
             dsc__check_name("user", s.user, NULL) || dsc__check_name("key", s.key, NULL))
             return DSC_OK; /* not a subject the ledger could have written: skipped */
-        dsc_status st = dsc__match(rb->l, &s, true, rb->hits, &rb->nh, NULL);
+        dsc_status st = dsc__match(rb->l, NULL, &s, true, rb->hits, &rb->nh, NULL);
         if (st != DSC_OK) return st;
         rb->last = rec->subject;
         rb->have_last = true;

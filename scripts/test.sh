@@ -46,9 +46,13 @@ rc=0
 bash bench/crash.sh --rounds 1 --bin build-test/bin --tamper >/dev/null 2>&1 || rc=$?
 [ "$rc" = 1 ] || { echo "bench/crash.sh --tamper: exit $rc, expected 1 (a lost settle)" >&2; exit 1; }
 
-# The threaded server again under ThreadSanitizer: discernd is instrumented and the
-# integration tests fail on any report it logs (see tests/server/CMakeLists.txt).
+# The threaded server and the ledger's threads again under ThreadSanitizer: discernd
+# is instrumented and the integration tests fail on any report it logs (see
+# tests/server/CMakeLists.txt); core/test_ledger_tsan, a plain program (Criterion
+# cannot run under TSan), runs the ledger's threads in memory and over a store and
+# fails on the first report (halt_on_error), in a few seconds.
 cmake -S . -B build-tsan -DDISCERN_WERROR=ON -DDISCERN_TSAN=ON -DDISCERN_BENCH=OFF \
   -DCMAKE_BUILD_TYPE=RelWithDebInfo
 cmake --build build-tsan -j"$jobs"
-TSAN_OPTIONS=halt_on_error=1 ctest --test-dir build-tsan --output-on-failure -j"$jobs" -R '^server/'
+TSAN_OPTIONS=halt_on_error=1 ctest --test-dir build-tsan --output-on-failure -j"$jobs" \
+  -R '^(server/|core/test_ledger_tsan$)'

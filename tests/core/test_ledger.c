@@ -646,6 +646,106 @@ Test(ledger, eight_threads_reserving_against_one_budget_never_exceed_it) {
     dsc_ledger_free(r.l);
 }
 
+/* Eight threads on overlapping subjects: one org shared by all, four teams each shared
+ * by two threads, a user each; the org and team budgets both bind (four teams' limits
+ * add up to more than the org's). */
+#define CROWD_TEAMS 4
+
+typedef struct crowd {
+    dsc_ledger *l;
+    _Atomic int64_t charged[CROWD_TEAMS]; /* settled per team */
+    _Atomic int stop, violations, refused, held_ok, next;
+} crowd;
+
+static dsc_subject crowd_subject(int i, char user[16]) {
+    static const char *const teams[CROWD_TEAMS] = {"t0", "t1", "t2", "t3"};
+    snprintf(user, 16, "u%d", i);
+    return (dsc_subject){.org = "acme", .team = teams[i % CROWD_TEAMS], .user = user};
+}
+
+static void *crowd_worker(void *arg) {
+    crowd *c = arg;
+    int me = atomic_fetch_add(&c->next, 1);
+    char user[16];
+    dsc_subject s = crowd_subject(me, user);
+    unsigned seed = (unsigned)me * 2654435761u + 1;
+    for (int i = 0; i < 4000; i++) {
+        seed = seed * 1103515245u + 12345u;
+        int64_t want = (int64_t)(seed >> 16) % 40 + 1;
+        dsc_amounts a = amt(DSC_METRIC_GCO2E, want * M);
+        char rid[DSC_RESERVATION_ID_MAX];
+        if (reserve_as(c->l, (dsc_reserve_req){&s, &a, 60, NULL, NULL}, rid, NULL, 0, NULL, NULL,
+                       NULL) != DSC_OK) {
+            c->refused++;
+            continue;
+        }
+        c->held_ok++;
+        if ((seed >> 4) % 4 == 0) {
+            cr_assert_eq(dsc_ledger_cancel(c->l, &(dsc_cancel_req){rid, NULL}, NULL, NULL), DSC_OK);
+            continue;
+        }
+        int64_t actual = (int64_t)(seed >> 8) % (want * M + 1); /* at most what it held */
+        dsc_amounts act = amt(DSC_METRIC_GCO2E, actual);
+        cr_assert_eq(settle_as(c->l, (dsc_settle_req){rid, &act, NULL, NULL}, NULL, NULL, NULL),
+                     DSC_OK);
+        c->charged[me % CROWD_TEAMS] += actual;
+    }
+    return NULL;
+}
+
+/* Every budget of every subject, over and over: used + held never above its limit. */
+static void *crowd_watcher(void *arg) {
+    crowd *c = arg;
+    for (int i = 0; !c->stop; i = (i + 1) % 8) {
+        char user[16];
+        dsc_subject s = crowd_subject(i, user);
+        dsc_budget_state st[4];
+        size_t n = 0;
+        dsc_ledger_preview(c->l, &s, NULL, st, 4, &n, NULL);
+        for (size_t k = 0; k < n && k < 4; k++)
+            if (st[k].used + st[k].held > st[k].limit) c->violations++;
+    }
+    return NULL;
+}
+
+Test(ledger,
+     eight_threads_on_shared_org_and_team_budgets_never_overshoot_and_used_is_what_was_charged) {
+    fake_clock clk;
+    crowd c = {.l = open_ledger(&clk, DSC_EXPIRED_CHARGE)};
+    budget(c.l, "org:*", DSC_METRIC_GCO2E, "year", 3000);
+    budget(c.l, "team:*", DSC_METRIC_GCO2E, "year", 1000);
+    pthread_t w, t[8];
+    pthread_create(&w, NULL, crowd_watcher, &c);
+    for (int i = 0; i < 8; i++)
+        pthread_create(&t[i], NULL, crowd_worker, &c);
+    for (int i = 0; i < 8; i++)
+        pthread_join(t[i], NULL);
+    c.stop = 1;
+    pthread_join(w, NULL);
+    cr_assert_eq(c.violations, 0, "used + held exceeded a limit %d times", c.violations);
+    cr_assert_gt(c.refused, 0, "the budgets never bound: the test proves nothing");
+    cr_assert_gt(c.held_ok, 0);
+    int64_t total = 0;
+    for (int team = 0; team < CROWD_TEAMS; team++) {
+        char user[16];
+        dsc_subject s = crowd_subject(team, user);
+        dsc_budget_state st = state_of(c.l, &s, "team:*");
+        cr_assert_eq(st.held, 0);
+        cr_assert_eq(st.used, c.charged[team], "team t%d: used %lld, charged %lld", team,
+                     (long long)st.used, (long long)c.charged[team]);
+        cr_assert_leq(st.used, st.limit);
+        total += c.charged[team];
+    }
+    char user[16];
+    dsc_subject s = crowd_subject(0, user);
+    dsc_budget_state org = state_of(c.l, &s, "org:*");
+    cr_assert_eq(org.held, 0);
+    cr_assert_eq(org.used, total, "org: used %lld, charged %lld", (long long)org.used,
+                 (long long)total);
+    cr_assert_leq(org.used, org.limit);
+    dsc_ledger_free(c.l);
+}
+
 Test(ledger, usage_settled_after_a_budget_appears_counts_on_it) {
     fake_clock clk;
     dsc_ledger *l = open_ledger(&clk, DSC_EXPIRED_CHARGE);
@@ -780,7 +880,7 @@ Test(ledger, reserve_journal_without_a_store_holds_counts_the_decision_and_repor
     dsc_ledger_free(l);
 }
 
-Test(ledger, reservation_ids_are_96_random_bits_and_a_guess_of_their_shape_charges_nothing) {
+Test(ledger, reservation_ids_are_92_random_bits_and_a_guess_of_their_shape_charges_nothing) {
     fake_clock clk;
     dsc_ledger *l = open_ledger(&clk, DSC_EXPIRED_CHARGE);
     budget(l, "team:*", DSC_METRIC_TOKENS, "day", 1000);
@@ -796,7 +896,8 @@ Test(ledger, reservation_ids_are_96_random_bits_and_a_guess_of_their_shape_charg
     cr_assert_eq(strlen(a), 37);
     cr_assert_eq(a[0], 'r');
     cr_assert_str_neq(a, b);
-    /* Ids are in order (their first 12 hex digits), the 24 after them random. */
+    /* Ids are in order (their first 12 hex digits), the 23 after them random (the last
+     * names the ledger shard that holds it). */
     cr_assert_lt(memcmp(a, b, 13), 0);
     cr_assert_neq(memcmp(a + 13, b + 13, 24), 0);
     /* The next id's order part with a made-up random part is a guess that fails. */
@@ -907,5 +1008,39 @@ Test(ledger, a_settle_or_cancel_by_another_key_is_refused_and_changes_nothing) {
                  "no key given: an admin may");
     cr_assert_eq(kind.kind, DSC_SETTLE_RESERVED);
     cr_assert_eq(state_of(l, &ana, "*").used, M);
+    dsc_ledger_free(l);
+}
+
+/* A finished reservation is remembered (a repeated settle answers "repeated") until
+ * retain_max of them are, whichever shards they are in, also when they are all in one
+ * (one thread on one core); beyond that one is forgotten. */
+Test(ledger, finished_reservations_are_remembered_up_to_retain_max_in_all) {
+    fake_clock clk = {T0};
+    dsc_ledger_config cfg = {.now_us = fake_now, .clock_ud = &clk, .retain_max = 64};
+    dsc_ledger *l = dsc_ledger_new(&cfg, NULL);
+    cr_assert(l);
+    budget(l, "team:*", DSC_METRIC_TOKENS, "day", 1e6);
+    enum { N = 64 };
+    char rid[N + 1][DSC_RESERVATION_ID_MAX];
+    dsc_amounts one = amt(DSC_METRIC_TOKENS, M);
+    for (int i = 0; i <= N; i++) {
+        cr_assert_eq(reserve_as(l, (dsc_reserve_req){&ana, &one, 60, NULL, NULL}, rid[i], NULL, 0,
+                                NULL, NULL, NULL),
+                     DSC_OK);
+        cr_assert_eq(settle_as(l, (dsc_settle_req){rid[i], &one, NULL, NULL}, NULL, NULL, NULL),
+                     DSC_OK);
+        clk.now += 1000;
+    }
+    dsc_ledger_tick(l);
+    int repeated = 0, unknown = 0;
+    for (int i = 0; i <= N; i++) {
+        dsc_settle_out out;
+        dsc_status st = settle_as(l, (dsc_settle_req){rid[i], &one, NULL, NULL}, &out, NULL, NULL);
+        repeated += st == DSC_OK && out.kind == DSC_SETTLE_REPEATED;
+        unknown += st == DSC_UNKNOWN_RESERVATION;
+    }
+    cr_assert_eq(repeated, N, "%d of %d remembered", repeated, N + 1);
+    cr_assert_eq(unknown, 1);
+    cr_assert_eq(state_of(l, &ana, "team:*").used, (N + 1) * M);
     dsc_ledger_free(l);
 }
