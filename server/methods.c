@@ -125,10 +125,6 @@ bool dsc__method_exists(const char *name, size_t len) {
     return find_method(name, len) != NULL;
 }
 
-void dsc__pack_key(msgpack_packer *pk, const char *key) {
-    dsc_rpc_pack_cstr(pk, key);
-}
-
 void dsc__pack_impacts(msgpack_packer *pk, const dsc_impacts *im) {
     msgpack_pack_map(pk, 5);
     dsc__pack_key(pk, "energy_kwh");

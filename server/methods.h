@@ -74,8 +74,10 @@ dsc_status dsc__m_report(dsc__call *c, const msgpack_object *p, msgpack_packer *
 
 /* Shared by the handlers: pack a dsc_impacts as a map of {min, max} ranges. */
 void dsc__pack_impacts(msgpack_packer *pk, const dsc_impacts *im);
-/* Pack a NUL-terminated key. */
-void dsc__pack_key(msgpack_packer *pk, const char *key);
+/* Pack a NUL-terminated key (inline, so that a literal key's length is a constant). */
+static inline void dsc__pack_key(msgpack_packer *pk, const char *key) {
+    dsc_rpc_pack_cstr(pk, key);
+}
 /* Read provider, model, tokens, latency_s, zone and the extras below from params
  * into in, with the strings stored in a. */
 typedef struct dsc__estimate_args {

@@ -27,8 +27,7 @@
 /* ------------------------------------------------------------------- packing -- */
 
 static void pack_api(msgpack_packer *pk, const char *key, int64_t micro) {
-    dsc__pack_key(pk, key);
-    msgpack_pack_double(pk, dsc_amount_to_api(micro));
+    dsc_rpc_pack_key_double(pk, key, dsc_amount_to_api(micro));
 }
 
 static void pack_budget_state(msgpack_packer *pk, const dsc_budget_state *b) {

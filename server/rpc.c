@@ -133,19 +133,57 @@ dsc_status dsc_rpc_request_parse(const msgpack_object *obj, dsc_rpc_request *req
     return st != DSC_OK ? st : parse_params(&a[3], req, err);
 }
 
-int dsc_rpc_pack_cstr(msgpack_packer *pk, const char *s) {
-    size_t n = strlen(s);
+/* A reply is mostly short keys and doubles: msgpack-c hands the packer's callback a
+ * short string's header and body as two writes and every value as one. These pack
+ * a short string, a key with its double, and a {min, max} range with one write
+ * each, the same bytes (profile and measurements: docs/benchmarks.md, "The rest of
+ * the request: the worker"). */
+#define FIXSTR_MAX 31
+
+/* The 9 bytes of msgpack's float 64 (0xcb, big-endian IEEE 754), as
+ * msgpack_pack_double writes them. */
+static unsigned char *put_double(unsigned char *b, double d) {
+    uint64_t u;
+    memcpy(&u, &d, sizeof u);
+    *b++ = 0xcb;
+    for (int i = 7; i >= 0; i--)
+        *b++ = (unsigned char)(u >> (i * 8));
+    return b;
+}
+
+static unsigned char *put_fixstr(unsigned char *b, const char *s, size_t n) {
+    *b++ = (unsigned char)(0xa0 | n);
+    memcpy(b, s, n);
+    return b + n;
+}
+
+int dsc_rpc_pack_strn(msgpack_packer *pk, const char *s, size_t n) {
+    if (n <= FIXSTR_MAX) {
+        unsigned char b[1 + FIXSTR_MAX];
+        return pk->callback(pk->data, (const char *)b, (size_t)(put_fixstr(b, s, n) - b));
+    }
     if (msgpack_pack_str(pk, n) != 0) return -1;
     return msgpack_pack_str_body(pk, s, n);
 }
 
+int dsc_rpc_pack_key_double(msgpack_packer *pk, const char *key, double d) {
+    size_t n = strlen(key);
+    if (n > FIXSTR_MAX) {
+        int r = dsc_rpc_pack_strn(pk, key, n);
+        return r | msgpack_pack_double(pk, d);
+    }
+    unsigned char b[1 + FIXSTR_MAX + 9];
+    unsigned char *e = put_double(put_fixstr(b, key, n), d);
+    return pk->callback(pk->data, (const char *)b, (size_t)(e - b));
+}
+
 int dsc_rpc_pack_range(msgpack_packer *pk, double min, double max) {
-    int r = msgpack_pack_map(pk, 2);
-    r |= dsc_rpc_pack_cstr(pk, "min");
-    r |= msgpack_pack_double(pk, min);
-    r |= dsc_rpc_pack_cstr(pk, "max");
-    r |= msgpack_pack_double(pk, max);
-    return r ? -1 : 0;
+    unsigned char b[1 + 2 * (4 + 9)];
+    unsigned char *e = b;
+    *e++ = 0x82; /* fixmap of 2 */
+    e = put_double(put_fixstr(e, "min", 3), min);
+    e = put_double(put_fixstr(e, "max", 3), max);
+    return pk->callback(pk->data, (const char *)b, (size_t)(e - b));
 }
 
 int dsc_rpc_pack_result_begin(msgpack_packer *pk, uint32_t msgid) {
@@ -344,6 +382,14 @@ dsc_status dsc_rpc_get_map(const msgpack_object *map, const char *key, bool requ
 
 int dsc_rpc_out_write(void *out, const char *buf, size_t len) {
     dsc_rpc_out *o = out;
+    msgpack_sbuffer *sb = o->sb;
+    /* Called for every value packed: the common case (room left, under cap) first. */
+    if (len && !o->failed && len <= sb->alloc - sb->size && len <= o->cap &&
+        sb->size <= o->cap - len) {
+        memcpy(sb->data + sb->size, buf, len);
+        sb->size += len;
+        return 0;
+    }
     if (o->failed || len > o->cap || o->sb->size > o->cap - len ||
         msgpack_sbuffer_write(o->sb, buf, len) != 0) {
         o->failed = true;
