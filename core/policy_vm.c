@@ -255,10 +255,17 @@ dsc_policy_set *dsc_policy_vm_set(const dsc_policy_vm *vm) {
     return vm->set;
 }
 
+static void copy_str(char *dst, size_t n, const char *src) {
+    size_t len = strlen(src);
+    if (len >= n) len = n - 1;
+    memcpy(dst, src, len);
+    dst[len] = '\0';
+}
+
 static int class_of(lua_State *L) {
     dsc_policy_vm *vm = dsc__vm_of(L);
     dsc__purpose_class(L, vm, lua_touserdata(L, 1));
-    snprintf(vm->class_buf, sizeof vm->class_buf, "%s", lua_tostring(L, -1));
+    copy_str(vm->class_buf, sizeof vm->class_buf, lua_tostring(L, -1));
     return 0;
 }
 
@@ -273,13 +280,6 @@ const char *dsc_policy_vm_purpose_class(dsc_policy_vm *vm, const char *purpose) 
 }
 
 /* --- deciding --- */
-
-static void copy_str(char *dst, size_t n, const char *src) {
-    size_t len = strlen(src);
-    if (len >= n) len = n - 1;
-    memcpy(dst, src, len);
-    dst[len] = '\0';
-}
 
 /* Protected: call policy i's decide(req, ctx) and record its answer in vm->scratch. */
 static int l_run_policy(lua_State *L) {

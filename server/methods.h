@@ -72,6 +72,9 @@ dsc_status dsc__m_decisions_list(dsc__call *c, const msgpack_object *p, msgpack_
 /* Usage reports (methods_report.c). */
 dsc_status dsc__m_report(dsc__call *c, const msgpack_object *p, msgpack_packer *pk, dsc_error *err);
 
+/* Copy src into dst (cap bytes with the NUL), cut at cap - 1 bytes: what
+ * snprintf(dst, cap, "%s", src) does, without printf's set-up on every request. */
+void dsc__copy_str(char *dst, size_t cap, const char *src);
 /* Shared by the handlers: pack a dsc_impacts as a map of {min, max} ranges. */
 void dsc__pack_impacts(msgpack_packer *pk, const dsc_impacts *im);
 /* Pack a NUL-terminated key (inline, so that a literal key's length is a constant). */

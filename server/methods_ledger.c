@@ -227,7 +227,7 @@ typedef struct check_job {
 /* Keep what the rest of a call needs after its handler returned. */
 static void keep_call(dsc__call *copy, char *key_id, size_t cap, const dsc__call *c) {
     *copy = *c;
-    snprintf(key_id, cap, "%s", c->key_id);
+    dsc__copy_str(key_id, cap, c->key_id);
     copy->key_id = key_id;
     copy->scope = NULL; /* read with the params, before the wait */
 }
@@ -298,7 +298,7 @@ static dsc_status reserve(dsc__call *c, check_job *j, dsc_error *err) {
                            a->request_id[0] ? a->request_id : NULL, &j->rec};
     dsc_done done = {dsc__job_done, dsc__job_slot(&j->job, 0)};
     dsc_status st = c->srv->lops->reserve(c->w, &req, out, &done, err);
-    snprintf(o->reservation, sizeof o->reservation, "%s", st == DSC_OK ? out->reservation_id : "");
+    dsc__copy_str(o->reservation, sizeof o->reservation, st == DSC_OK ? out->reservation_id : "");
     if (st == DSC_OK) {
         o->expires_at = dsc__now_us() / 1000000 + a->ttl_s;
         return DSC_OK;
@@ -477,8 +477,8 @@ static void tags_json(const tags_buf *t, char *out, size_t cap) {
  * tags. Shadow verdicts are counted and a shadow refusal logged. */
 static void audit(dsc__call *c, check_job *j) {
     const dsc_decision *d = &c->w->decision;
-    snprintf(j->purpose_class, sizeof j->purpose_class, "%s",
-             dsc_policy_vm_purpose_class(c->w->vm, j->a.purpose));
+    dsc__copy_str(j->purpose_class, sizeof j->purpose_class,
+                  dsc_policy_vm_purpose_class(c->w->vm, j->a.purpose));
     verdicts_json(d, j->verdicts, sizeof j->verdicts);
     tags_json(&j->a.tags, j->tags_json, sizeof j->tags_json);
     for (int i = 0; i < d->n_verdicts; i++) {
@@ -622,7 +622,7 @@ static dsc_status finish_check(dsc__job *job, dsc_status st, const dsc_error *st
         st = DSC_OK;
     } else if (st == DSC_OK && j->o.reservation[0]) {
         /* a repeated request_id: the store names the first hold */
-        snprintf(j->o.reservation, sizeof j->o.reservation, "%s", j->rout.reservation_id);
+        dsc__copy_str(j->o.reservation, sizeof j->o.reservation, j->rout.reservation_id);
     }
     if (st == DSC_STORE_UNAVAILABLE && srv->cfg.failure_mode == DSC_FAIL_OPEN) {
         /* A failed commit released the hold: allowed, but nothing enforces it. */
@@ -682,10 +682,10 @@ typedef struct settle_job {
 } settle_job;
 
 static void subject_from_hold(subject_buf *s, const dsc_hold_info *h) {
-    snprintf(s->org, FIELD_MAX, "%s", h->org);
-    snprintf(s->team, FIELD_MAX, "%s", h->team);
-    snprintf(s->user, FIELD_MAX, "%s", h->user);
-    snprintf(s->key, FIELD_MAX, "%s", h->key);
+    dsc__copy_str(s->org, FIELD_MAX, h->org);
+    dsc__copy_str(s->team, FIELD_MAX, h->team);
+    dsc__copy_str(s->user, FIELD_MAX, h->user);
+    dsc__copy_str(s->key, FIELD_MAX, h->key);
     s->subject = (dsc_subject){s->org, s->team, s->user, s->key};
 }
 
@@ -742,9 +742,9 @@ static dsc_status settle_hold(dsc__call *c, settle_job *j, bool known, dsc_error
             "model to charge it",
             a->reservation);
     if (known) {
-        snprintf(a->est.provider, sizeof a->est.provider, "%s", h->provider);
-        snprintf(a->est.model, sizeof a->est.model, "%s", h->model);
-        snprintf(a->est.zone, sizeof a->est.zone, "%.*s", (int)sizeof a->est.zone - 1, h->zone);
+        dsc__copy_str(a->est.provider, sizeof a->est.provider, h->provider);
+        dsc__copy_str(a->est.model, sizeof a->est.model, h->model);
+        dsc__copy_str(a->est.zone, sizeof a->est.zone, h->zone);
         a->est.in.provider = a->est.provider;
         a->est.in.model = a->est.model;
         a->est.in.zone = a->est.zone[0] ? a->est.zone : NULL;

@@ -235,8 +235,20 @@ const msgpack_object *dsc_rpc_field(const msgpack_object *map, const char *key) 
 
 static bool is_allowed(const char *const *allowed, const char *k, size_t n) {
     for (; *allowed; allowed++)
-        if (strlen(*allowed) == n && memcmp(*allowed, k, n) == 0) return true;
+        if ((n == 0 || (*allowed)[0] == k[0]) && strlen(*allowed) == n &&
+            memcmp(*allowed, k, n) == 0)
+            return true;
     return false;
+}
+
+bool dsc_rpc_keys_known(const msgpack_object *map, const char *const *allowed) {
+    if (!map || map->type != MSGPACK_OBJECT_MAP) return true;
+    for (uint32_t i = 0; i < map->via.map.size; i++) {
+        const msgpack_object *k = &map->via.map.ptr[i].key;
+        if (k->type != MSGPACK_OBJECT_STR || !is_allowed(allowed, k->via.str.ptr, k->via.str.size))
+            return false;
+    }
+    return true;
 }
 
 dsc_status dsc_rpc_check_keys(const msgpack_object *map, const char *const *allowed,

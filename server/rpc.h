@@ -93,6 +93,9 @@ int dsc_rpc_pack_range(msgpack_packer *pk, double min, double max);
  * never silently ignored. */
 dsc_status dsc_rpc_check_keys(const msgpack_object *map, const char *const *allowed,
                               const char *where, dsc_error *err);
+/* True when dsc_rpc_check_keys would pass map: the test alone, without the text
+ * of where (a caller formats it only when the answer is false). */
+bool dsc_rpc_keys_known(const msgpack_object *map, const char *const *allowed);
 /* The value of key in map (a MAP object), or NULL when absent. */
 const msgpack_object *dsc_rpc_field(const msgpack_object *map, const char *key);
 /* Copy string field key into out (cap bytes with the NUL). Absent: out = "" and
