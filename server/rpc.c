@@ -135,10 +135,29 @@ dsc_status dsc_rpc_request_parse(const msgpack_object *obj, dsc_rpc_request *req
 
 /* A reply is mostly short keys and doubles: msgpack-c hands the packer's callback a
  * short string's header and body as two writes and every value as one. These pack
- * a short string, a key with its double, and a {min, max} range with one write
- * each, the same bytes (profile and measurements: docs/benchmarks.md, "The rest of
- * the request: the worker"). */
+ * a short string, a key with its double, and a {min, max} range as one piece each,
+ * the same bytes, built in place in the reply buffer when the packer writes through
+ * dsc_rpc_out_write and there is room (no call through the callback), else in a
+ * stack buffer handed to the callback (profile and measurements: docs/benchmarks.md,
+ * "The rest of the request: the worker"). */
 #define FIXSTR_MAX 31
+
+/* Where the next n bytes of pk's output are built: in place at the end of the reply
+ * buffer when they fit under its cap, else tmp. */
+static unsigned char *piece_begin(msgpack_packer *pk, size_t n, unsigned char *tmp) {
+    if (pk->callback != dsc_rpc_out_write) return tmp;
+    dsc_rpc_out *o = pk->data;
+    msgpack_sbuffer *sb = o->sb;
+    if (o->failed || n > sb->alloc - sb->size || n > o->cap || sb->size > o->cap - n) return tmp;
+    return (unsigned char *)sb->data + sb->size;
+}
+
+/* Finish the piece b..e begun by piece_begin. Returns 0 or -1 (the callback's). */
+static int piece_end(msgpack_packer *pk, unsigned char *b, unsigned char *e, unsigned char *tmp) {
+    if (b == tmp) return pk->callback(pk->data, (const char *)tmp, (size_t)(e - tmp));
+    ((dsc_rpc_out *)pk->data)->sb->size += (size_t)(e - b);
+    return 0;
+}
 
 /* The 9 bytes of msgpack's float 64 (0xcb, big-endian IEEE 754), as
  * msgpack_pack_double writes them. */
@@ -159,8 +178,9 @@ static unsigned char *put_fixstr(unsigned char *b, const char *s, size_t n) {
 
 int dsc_rpc_pack_strn(msgpack_packer *pk, const char *s, size_t n) {
     if (n <= FIXSTR_MAX) {
-        unsigned char b[1 + FIXSTR_MAX];
-        return pk->callback(pk->data, (const char *)b, (size_t)(put_fixstr(b, s, n) - b));
+        unsigned char tmp[1 + FIXSTR_MAX];
+        unsigned char *b = piece_begin(pk, 1 + n, tmp);
+        return piece_end(pk, b, put_fixstr(b, s, n), tmp);
     }
     if (msgpack_pack_str(pk, n) != 0) return -1;
     return msgpack_pack_str_body(pk, s, n);
@@ -172,18 +192,18 @@ int dsc_rpc_pack_key_double(msgpack_packer *pk, const char *key, double d) {
         int r = dsc_rpc_pack_strn(pk, key, n);
         return r | msgpack_pack_double(pk, d);
     }
-    unsigned char b[1 + FIXSTR_MAX + 9];
-    unsigned char *e = put_double(put_fixstr(b, key, n), d);
-    return pk->callback(pk->data, (const char *)b, (size_t)(e - b));
+    unsigned char tmp[1 + FIXSTR_MAX + 9];
+    unsigned char *b = piece_begin(pk, 1 + n + 9, tmp);
+    return piece_end(pk, b, put_double(put_fixstr(b, key, n), d), tmp);
 }
 
 int dsc_rpc_pack_range(msgpack_packer *pk, double min, double max) {
-    unsigned char b[1 + 2 * (4 + 9)];
-    unsigned char *e = b;
+    unsigned char tmp[1 + 2 * (4 + 9)];
+    unsigned char *b = piece_begin(pk, sizeof tmp, tmp), *e = b;
     *e++ = 0x82; /* fixmap of 2 */
     e = put_double(put_fixstr(e, "min", 3), min);
     e = put_double(put_fixstr(e, "max", 3), max);
-    return pk->callback(pk->data, (const char *)b, (size_t)(e - b));
+    return piece_end(pk, b, e, tmp);
 }
 
 int dsc_rpc_pack_result_begin(msgpack_packer *pk, uint32_t msgid) {

@@ -87,6 +87,17 @@ Test(rpc_out, one_write_strings_keys_and_ranges_are_the_bytes_msgpack_c_packs) {
                          ds[di], got.size, want.size);
             cr_assert_eq(memcmp(got.data, want.data, want.size), 0,
                          "length %zu, value %g: bytes differ from msgpack-c's", n, ds[di]);
+            /* through another packer's callback (not built in place): the same */
+            msgpack_sbuffer plain;
+            msgpack_sbuffer_init(&plain);
+            msgpack_packer_init(&pk, &plain, msgpack_sbuffer_write);
+            dsc_rpc_pack_strn(&pk, s, n);
+            dsc_rpc_pack_key_double(&pk, key, ds[di]);
+            dsc_rpc_pack_range(&pk, ds[di], -ds[di]);
+            cr_assert_eq(plain.size, want.size);
+            cr_assert_eq(memcmp(plain.data, want.data, want.size), 0,
+                         "length %zu, value %g: a plain sbuffer's bytes differ", n, ds[di]);
+            msgpack_sbuffer_destroy(&plain);
             msgpack_sbuffer_destroy(&want);
             msgpack_sbuffer_destroy(&got);
         }
