@@ -94,9 +94,6 @@ dsc_status dsc__read_estimate_args(const dsc__call *c, const msgpack_object *p,
  * water, modality; and the server's live grid. */
 dsc_status dsc__read_estimate_extras(const dsc__call *c, const msgpack_object *p,
                                      dsc_estimate_input *in, dsc_error *err);
-/* Pack the DSC__ESTIMATE_CONTEXT_KEYS keys method, scope, assumptions and warnings. */
-#define DSC__ESTIMATE_CONTEXT_KEYS 4
-void dsc__pack_estimate_context(msgpack_packer *pk, const dsc_estimate *est);
 
 /* A request's subject, its strings in place (methods_ledger.c). */
 typedef struct dsc__subject_buf {

@@ -558,11 +558,12 @@ static size_t context_keys(bool wanted) {
     return wanted ? DSC__ESTIMATE_CONTEXT_KEYS : 0;
 }
 
-static void pack_context(msgpack_packer *pk, const dsc_estimate *est, bool wanted) {
-    if (wanted) dsc__pack_estimate_context(pk, est);
+static void pack_context(msgpack_packer *pk, dsc__worker *w, const dsc_estimate *est, bool wanted) {
+    if (wanted) dsc__context_pack(pk, &w->context_cache, est);
 }
 
-static void pack_check(msgpack_packer *pk, const check_out *o, const check_args *a) {
+static void pack_check(msgpack_packer *pk, dsc__worker *w, const check_out *o,
+                       const check_args *a) {
     bool with_budgets = a->budgets;
     const decision_summary *d = &o->decision;
     bool retry = d->outcome == DSC_POLICY_THROTTLE && d->retry_after_s > 0;
@@ -584,7 +585,7 @@ static void pack_check(msgpack_packer *pk, const check_out *o, const check_args 
     dsc__pack_impacts(pk, &o->est.total);
     dsc__pack_key(pk, "zone");
     dsc_rpc_pack_cstr(pk, o->est.zone);
-    pack_context(pk, &o->est, a->context);
+    pack_context(pk, w, &o->est, a->context);
     pack_check_budgets(pk, o, with_budgets);
     if (retry) {
         dsc__pack_key(pk, "retry_after_s");
@@ -637,7 +638,7 @@ static dsc_status finish_check(dsc__job *job, dsc_status st, const dsc_error *st
         *err = *st_err;
         return st;
     }
-    pack_check(pk, &j->o, &j->a);
+    pack_check(pk, job->w, &j->o, &j->a);
     dsc__count_decision(job->w, j->o.decision.outcome, j->o.decision.policy, j->a.purpose,
                         j->o.unenforced, dsc__now_us() - job->started_us);
     return DSC_OK;
@@ -814,7 +815,7 @@ static dsc_status finish_settle(dsc__job *job, dsc_status st, const dsc_error *s
     pack_amounts(pk, j->out.kind == DSC_SETTLE_REPEATED ? &nothing : &j->actual);
     dsc__pack_key(pk, "estimate");
     dsc__pack_impacts(pk, &j->est.total);
-    pack_context(pk, &j->est, j->a.context);
+    pack_context(pk, job->w, &j->est, j->a.context);
     pack_budget_states(pk, states, n);
     return DSC_OK;
 }
