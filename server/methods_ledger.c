@@ -408,22 +408,21 @@ static void jb_raw(jbuf *b, const char *s, size_t n) {
 }
 
 /* A JSON string of at most max bytes of s: quotes, backslashes and control bytes
- * escaped. */
+ * escaped, the runs between them copied whole. */
 static void jb_str(jbuf *b, const char *s, size_t max) {
     static const char hex[] = "0123456789abcdef";
     jb_raw(b, "\"", 1);
-    for (size_t i = 0; s[i] && i < max; i++) {
+    size_t i = 0, run = 0;
+    for (; s[i] && i < max; i++) {
         unsigned char ch = (unsigned char)s[i];
+        if (ch != '"' && ch != '\\' && ch >= 0x20) continue;
+        jb_raw(b, s + run, i - run);
         char esc[6] = {'\\', 'u', '0', '0', hex[ch >> 4], hex[ch & 15]};
-        if (ch == '"' || ch == '\\') {
-            esc[1] = (char)ch;
-            jb_raw(b, esc, 2);
-        } else if (ch < 0x20) {
-            jb_raw(b, esc, 6);
-        } else {
-            jb_raw(b, (const char *)&ch, 1);
-        }
+        if (ch == '"' || ch == '\\') esc[1] = (char)ch;
+        jb_raw(b, esc, ch < 0x20 ? 6 : 2);
+        run = i + 1;
     }
+    jb_raw(b, s + run, i - run);
     jb_raw(b, "\"", 1);
 }
 

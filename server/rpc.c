@@ -244,10 +244,12 @@ int dsc_rpc_pack_error_notification(msgpack_packer *pk, const dsc_error *err) {
 const msgpack_object *dsc_rpc_field(const msgpack_object *map, const char *key) {
     if (!map || map->type != MSGPACK_OBJECT_MAP) return NULL;
     size_t klen = strlen(key);
+    /* Most fields a handler asks for are absent: the first byte rules out nearly every
+     * key of the same length without a call to memcmp. */
     for (uint32_t i = 0; i < map->via.map.size; i++) {
         const msgpack_object *k = &map->via.map.ptr[i].key;
         if (k->type == MSGPACK_OBJECT_STR && k->via.str.size == klen &&
-            memcmp(k->via.str.ptr, key, klen) == 0)
+            (klen == 0 || k->via.str.ptr[0] == key[0]) && memcmp(k->via.str.ptr, key, klen) == 0)
             return &map->via.map.ptr[i].val;
     }
     return NULL;
