@@ -159,6 +159,10 @@ typedef struct dsc__req_prev {
     char provider[DSC_POLICY_NAME_MAX], model[DSC_POLICY_MODEL_MAX], purpose[256];
 } dsc__req_prev;
 
+/* Purposes whose classes a VM remembers, and the longest purpose remembered. */
+#define DSC__CLASS_MEMO_N 8
+#define DSC__CLASS_MEMO_PURPOSE 64
+
 struct dsc_policy_vm {
     dsc__sandbox sb; /* first member: the extra space points at it and at the VM */
     lua_State *L;
@@ -193,7 +197,15 @@ struct dsc_policy_vm {
     int purposes_ref;     /* normalised purpose -> class */
     int models_ref;       /* provider -> {read-only list, name -> model, sizes} */
     char default_class[32];
-    char class_buf[32];         /* for dsc_policy_vm_purpose_class */
+    char class_buf[32]; /* for dsc_policy_vm_purpose_class */
+    /* The classes of the last purposes seen (a check asks for its purpose's class up
+     * to three times: req.purpose_class, the journal, the metrics): the class of a
+     * purpose is fixed for a VM, whose purposes map never changes. */
+    struct {
+        char purpose[DSC__CLASS_MEMO_PURPOSE];
+        char klass[32];
+    } class_memo[DSC__CLASS_MEMO_N];
+    int class_memo_n, class_memo_next;
     const dsc_policy_input *in; /* the request under review, during decide */
     int current;                /* index of the policy running */
     dsc_policy_verdict scratch; /* what the running policy answered */

@@ -107,7 +107,27 @@ static int lookup_words(lua_State *L, int map, char **words, int i, int j) {
 
 /* The class of a purpose: the whole normalised text when listed, else the leftmost
  * longest run of its words that is listed, else the default class. */
-void dsc__purpose_class(lua_State *L, dsc_policy_vm *vm, const char *purpose) {
+/* The remembered class of purpose, or NULL. */
+static const char *memo_find(const dsc_policy_vm *vm, const char *purpose) {
+    if (!purpose) return NULL;
+    for (int i = 0; i < vm->class_memo_n; i++)
+        if (strcmp(vm->class_memo[i].purpose, purpose) == 0) return vm->class_memo[i].klass;
+    return NULL;
+}
+
+/* Remember klass for purpose (the oldest entry gives way); a purpose too long to
+ * keep is computed every time. */
+static void memo_put(dsc_policy_vm *vm, const char *purpose, const char *klass) {
+    size_t n = strlen(purpose), k = strlen(klass);
+    if (n >= sizeof vm->class_memo[0].purpose || k >= sizeof vm->class_memo[0].klass) return;
+    int i = vm->class_memo_next;
+    memcpy(vm->class_memo[i].purpose, purpose, n + 1);
+    memcpy(vm->class_memo[i].klass, klass, k + 1);
+    vm->class_memo_next = (i + 1) % DSC__CLASS_MEMO_N;
+    if (vm->class_memo_n < DSC__CLASS_MEMO_N) vm->class_memo_n++;
+}
+
+static void purpose_class_compute(lua_State *L, dsc_policy_vm *vm, const char *purpose) {
     char norm[PURPOSE_MAX], *words[PURPOSE_WORDS];
     int n = 0;
     lua_rawgeti(L, LUA_REGISTRYINDEX, vm->purposes_ref);
@@ -126,6 +146,16 @@ void dsc__purpose_class(lua_State *L, dsc_policy_vm *vm, const char *purpose) {
     lua_pushstring(L, vm->default_class);
 found:
     lua_remove(L, map);
+}
+
+void dsc__purpose_class(lua_State *L, dsc_policy_vm *vm, const char *purpose) {
+    const char *klass = memo_find(vm, purpose);
+    if (klass) {
+        lua_pushstring(L, klass);
+        return;
+    }
+    purpose_class_compute(L, vm, purpose);
+    if (purpose) memo_put(vm, purpose, lua_tostring(L, -1));
 }
 
 /* --- the catalogue as oracle: what-if estimates and model lists --- */
@@ -255,14 +285,23 @@ dsc_policy_set *dsc_policy_vm_set(const dsc_policy_vm *vm) {
     return vm->set;
 }
 
+static void copy_str(char *dst, size_t n, const char *src) {
+    size_t len = strlen(src);
+    if (len >= n) len = n - 1;
+    memcpy(dst, src, len);
+    dst[len] = '\0';
+}
+
 static int class_of(lua_State *L) {
     dsc_policy_vm *vm = dsc__vm_of(L);
     dsc__purpose_class(L, vm, lua_touserdata(L, 1));
-    snprintf(vm->class_buf, sizeof vm->class_buf, "%s", lua_tostring(L, -1));
+    copy_str(vm->class_buf, sizeof vm->class_buf, lua_tostring(L, -1));
     return 0;
 }
 
 const char *dsc_policy_vm_purpose_class(dsc_policy_vm *vm, const char *purpose) {
+    const char *klass = memo_find(vm, purpose);
+    if (klass) return klass;
     lua_pushcfunction(vm->L, class_of);
     lua_pushlightuserdata(vm->L, (void *)purpose);
     if (lua_pcall(vm->L, 1, 0, 0) != LUA_OK) {
@@ -273,13 +312,6 @@ const char *dsc_policy_vm_purpose_class(dsc_policy_vm *vm, const char *purpose) 
 }
 
 /* --- deciding --- */
-
-static void copy_str(char *dst, size_t n, const char *src) {
-    size_t len = strlen(src);
-    if (len >= n) len = n - 1;
-    memcpy(dst, src, len);
-    dst[len] = '\0';
-}
 
 /* Protected: call policy i's decide(req, ctx) and record its answer in vm->scratch. */
 static int l_run_policy(lua_State *L) {

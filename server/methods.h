@@ -74,10 +74,15 @@ dsc_status dsc__m_decisions_list(dsc__call *c, const msgpack_object *p, msgpack_
 /* Usage reports (methods_report.c). */
 dsc_status dsc__m_report(dsc__call *c, const msgpack_object *p, msgpack_packer *pk, dsc_error *err);
 
+/* Copy src into dst (cap bytes with the NUL), cut at cap - 1 bytes: what
+ * snprintf(dst, cap, "%s", src) does, without printf's set-up on every request. */
+void dsc__copy_str(char *dst, size_t cap, const char *src);
 /* Shared by the handlers: pack a dsc_impacts as a map of {min, max} ranges. */
 void dsc__pack_impacts(msgpack_packer *pk, const dsc_impacts *im);
-/* Pack a NUL-terminated key. */
-void dsc__pack_key(msgpack_packer *pk, const char *key);
+/* Pack a NUL-terminated key (inline, so that a literal key's length is a constant). */
+static inline void dsc__pack_key(msgpack_packer *pk, const char *key) {
+    dsc_rpc_pack_cstr(pk, key);
+}
 /* Read provider, model, tokens, latency_s, zone and the extras below from params
  * into in, with the strings stored in a. */
 typedef struct dsc__estimate_args {
@@ -91,9 +96,6 @@ dsc_status dsc__read_estimate_args(const dsc__call *c, const msgpack_object *p,
  * water, modality; and the server's live grid. */
 dsc_status dsc__read_estimate_extras(const dsc__call *c, const msgpack_object *p,
                                      dsc_estimate_input *in, dsc_error *err);
-/* Pack the DSC__ESTIMATE_CONTEXT_KEYS keys method, scope, assumptions and warnings. */
-#define DSC__ESTIMATE_CONTEXT_KEYS 4
-void dsc__pack_estimate_context(msgpack_packer *pk, const dsc_estimate *est);
 
 /* A request's subject, its strings in place (methods_ledger.c). */
 typedef struct dsc__subject_buf {

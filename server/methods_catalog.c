@@ -3,8 +3,8 @@
  * estimate, models.list, zones.list, grid.set (admin), policy.reload (admin).
  *
  * Each handler works on the worker's current state (dispatch syncs it: M_STATE), so a reload
- * never changes the catalogue under a request. The estimate's params reader and the
- * packer of its method/scope/assumptions/warnings are shared with check and settle.
+ * never changes the catalogue under a request. The estimate's params reader is shared
+ * with check and settle, like the packer of its context (context.c).
  */
 #include "methods.h"
 
@@ -97,78 +97,6 @@ dsc_status dsc__read_estimate_args(const dsc__call *c, const msgpack_object *p,
     return DSC_OK;
 }
 
-static void pack_str_or_nil(msgpack_packer *pk, const char *s) {
-    if (s)
-        dsc_rpc_pack_cstr(pk, s);
-    else
-        msgpack_pack_nil(pk);
-}
-
-/* The n names as an array of strings. */
-static void pack_names(msgpack_packer *pk, const char *const *names, int n) {
-    msgpack_pack_array(pk, (size_t)n);
-    for (int i = 0; i < n; i++)
-        dsc_rpc_pack_cstr(pk, names[i]);
-}
-
-static void pack_scope(msgpack_packer *pk, const dsc_estimate *est) {
-    const char *names[8];
-    int n = dsc_estimate_includes(est, names, 8);
-    msgpack_pack_map(pk, 4);
-    dsc__pack_key(pk, "boundary");
-    dsc_rpc_pack_cstr(pk, dsc_scope_name(est->scope));
-    dsc__pack_key(pk, "carbon");
-    dsc_rpc_pack_cstr(pk, dsc_carbon_name(est->carbon));
-    dsc__pack_key(pk, "water");
-    dsc_rpc_pack_cstr(pk, dsc_water_name(est->water));
-    dsc__pack_key(pk, "includes");
-    pack_names(pk, names, n);
-}
-
-static void pack_assumptions(msgpack_packer *pk, const dsc_estimate *est) {
-    const dsc_estimate_assumptions *a = &est->assumptions;
-    msgpack_pack_map(pk, 13);
-    dsc__pack_key(pk, "modality");
-    dsc_rpc_pack_cstr(pk, dsc_modality_name(a->modality));
-    dsc__pack_key(pk, "accelerator");
-    dsc_rpc_pack_cstr(pk, a->accelerator);
-    dsc__pack_key(pk, "precision_bits");
-    msgpack_pack_double(pk, a->precision_bits);
-    dsc__pack_key(pk, "batch");
-    dsc_rpc_pack_range(pk, a->batch.min, a->batch.max);
-    dsc__pack_key(pk, "active_params_b");
-    dsc_rpc_pack_range(pk, a->active_params_b.min, a->active_params_b.max);
-    dsc__pack_key(pk, "total_params_b");
-    dsc_rpc_pack_range(pk, a->total_params_b.min, a->total_params_b.max);
-    dsc__pack_key(pk, "params_source");
-    dsc_rpc_pack_cstr(pk, a->params_source);
-    dsc__pack_key(pk, "zone");
-    dsc_rpc_pack_cstr(pk, est->zone);
-    dsc__pack_key(pk, "zone_source");
-    dsc_rpc_pack_cstr(pk, a->zone_source);
-    dsc__pack_key(pk, "grid_source");
-    dsc_rpc_pack_cstr(pk, a->grid_source);
-    dsc__pack_key(pk, "gco2e_per_kwh");
-    msgpack_pack_double(pk, a->gco2e_per_kwh);
-    dsc__pack_key(pk, "pue");
-    dsc_rpc_pack_range(pk, a->pue.min, a->pue.max);
-    dsc__pack_key(pk, "lifecycle_source");
-    pack_str_or_nil(pk, a->lifecycle_source);
-}
-
-void dsc__pack_estimate_context(msgpack_packer *pk, const dsc_estimate *est) {
-    const char *warnings[8];
-    int nw = dsc_estimate_warning_names(est->warnings, warnings, 8);
-    dsc__pack_key(pk, "method");
-    dsc_rpc_pack_cstr(pk, dsc_method_name(est->method));
-    dsc__pack_key(pk, "scope");
-    pack_scope(pk, est);
-    dsc__pack_key(pk, "assumptions");
-    pack_assumptions(pk, est);
-    dsc__pack_key(pk, "warnings");
-    pack_names(pk, warnings, nw);
-}
-
 dsc_status dsc__m_estimate(dsc__call *c, const msgpack_object *p, msgpack_packer *pk,
                            dsc_error *err) {
     dsc__estimate_args a;
@@ -185,7 +113,7 @@ dsc_status dsc__m_estimate(dsc__call *c, const msgpack_object *p, msgpack_packer
     dsc__pack_impacts(pk, &est.embodied);
     dsc__pack_key(pk, "zone");
     dsc_rpc_pack_cstr(pk, est.zone);
-    dsc__pack_estimate_context(pk, &est);
+    dsc__context_pack(pk, &c->w->context_cache, &est);
     return DSC_OK;
 }
 

@@ -27,8 +27,7 @@
 /* ------------------------------------------------------------------- packing -- */
 
 static void pack_api(msgpack_packer *pk, const char *key, int64_t micro) {
-    dsc__pack_key(pk, key);
-    msgpack_pack_double(pk, dsc_amount_to_api(micro));
+    dsc_rpc_pack_key_double(pk, key, dsc_amount_to_api(micro));
 }
 
 static void pack_budget_state(msgpack_packer *pk, const dsc_budget_state *b) {
@@ -228,7 +227,7 @@ typedef struct check_job {
 /* Keep what the rest of a call needs after its handler returned. */
 static void keep_call(dsc__call *copy, char *key_id, size_t cap, const dsc__call *c) {
     *copy = *c;
-    snprintf(key_id, cap, "%s", c->key_id);
+    dsc__copy_str(key_id, cap, c->key_id);
     copy->key_id = key_id;
     copy->scope = NULL; /* read with the params, before the wait */
 }
@@ -299,7 +298,7 @@ static dsc_status reserve(dsc__call *c, check_job *j, dsc_error *err) {
                            a->request_id[0] ? a->request_id : NULL, &j->rec};
     dsc_done done = {dsc__job_done, dsc__job_slot(&j->job, 0)};
     dsc_status st = c->srv->lops->reserve(c->w, &req, out, &done, err);
-    snprintf(o->reservation, sizeof o->reservation, "%s", st == DSC_OK ? out->reservation_id : "");
+    dsc__copy_str(o->reservation, sizeof o->reservation, st == DSC_OK ? out->reservation_id : "");
     if (st == DSC_OK) {
         o->expires_at = dsc__now_us() / 1000000 + a->ttl_s;
         return DSC_OK;
@@ -409,22 +408,21 @@ static void jb_raw(jbuf *b, const char *s, size_t n) {
 }
 
 /* A JSON string of at most max bytes of s: quotes, backslashes and control bytes
- * escaped. */
+ * escaped, the runs between them copied whole. */
 static void jb_str(jbuf *b, const char *s, size_t max) {
     static const char hex[] = "0123456789abcdef";
     jb_raw(b, "\"", 1);
-    for (size_t i = 0; s[i] && i < max; i++) {
+    size_t i = 0, run = 0;
+    for (; s[i] && i < max; i++) {
         unsigned char ch = (unsigned char)s[i];
+        if (ch != '"' && ch != '\\' && ch >= 0x20) continue;
+        jb_raw(b, s + run, i - run);
         char esc[6] = {'\\', 'u', '0', '0', hex[ch >> 4], hex[ch & 15]};
-        if (ch == '"' || ch == '\\') {
-            esc[1] = (char)ch;
-            jb_raw(b, esc, 2);
-        } else if (ch < 0x20) {
-            jb_raw(b, esc, 6);
-        } else {
-            jb_raw(b, (const char *)&ch, 1);
-        }
+        if (ch == '"' || ch == '\\') esc[1] = (char)ch;
+        jb_raw(b, esc, ch < 0x20 ? 6 : 2);
+        run = i + 1;
     }
+    jb_raw(b, s + run, i - run);
     jb_raw(b, "\"", 1);
 }
 
@@ -478,8 +476,8 @@ static void tags_json(const tags_buf *t, char *out, size_t cap) {
  * tags. Shadow verdicts are counted and a shadow refusal logged. */
 static void audit(dsc__call *c, check_job *j) {
     const dsc_decision *d = &c->w->decision;
-    snprintf(j->purpose_class, sizeof j->purpose_class, "%s",
-             dsc_policy_vm_purpose_class(c->w->vm, j->a.purpose));
+    dsc__copy_str(j->purpose_class, sizeof j->purpose_class,
+                  dsc_policy_vm_purpose_class(c->w->vm, j->a.purpose));
     verdicts_json(d, j->verdicts, sizeof j->verdicts);
     tags_json(&j->a.tags, j->tags_json, sizeof j->tags_json);
     for (int i = 0; i < d->n_verdicts; i++) {
@@ -559,11 +557,12 @@ static size_t context_keys(bool wanted) {
     return wanted ? DSC__ESTIMATE_CONTEXT_KEYS : 0;
 }
 
-static void pack_context(msgpack_packer *pk, const dsc_estimate *est, bool wanted) {
-    if (wanted) dsc__pack_estimate_context(pk, est);
+static void pack_context(msgpack_packer *pk, dsc__worker *w, const dsc_estimate *est, bool wanted) {
+    if (wanted) dsc__context_pack(pk, &w->context_cache, est);
 }
 
-static void pack_check(msgpack_packer *pk, const check_out *o, const check_args *a) {
+static void pack_check(msgpack_packer *pk, dsc__worker *w, const check_out *o,
+                       const check_args *a) {
     bool with_budgets = a->budgets;
     const decision_summary *d = &o->decision;
     bool retry = d->outcome == DSC_POLICY_THROTTLE && d->retry_after_s > 0;
@@ -585,7 +584,7 @@ static void pack_check(msgpack_packer *pk, const check_out *o, const check_args 
     dsc__pack_impacts(pk, &o->est.total);
     dsc__pack_key(pk, "zone");
     dsc_rpc_pack_cstr(pk, o->est.zone);
-    pack_context(pk, &o->est, a->context);
+    pack_context(pk, w, &o->est, a->context);
     pack_check_budgets(pk, o, with_budgets);
     if (retry) {
         dsc__pack_key(pk, "retry_after_s");
@@ -623,7 +622,7 @@ static dsc_status finish_check(dsc__job *job, dsc_status st, const dsc_error *st
         st = DSC_OK;
     } else if (st == DSC_OK && j->o.reservation[0]) {
         /* a repeated request_id: the store names the first hold */
-        snprintf(j->o.reservation, sizeof j->o.reservation, "%s", j->rout.reservation_id);
+        dsc__copy_str(j->o.reservation, sizeof j->o.reservation, j->rout.reservation_id);
     }
     if (st == DSC_STORE_UNAVAILABLE && srv->cfg.failure_mode == DSC_FAIL_OPEN) {
         /* A failed commit released the hold: allowed, but nothing enforces it. */
@@ -638,7 +637,7 @@ static dsc_status finish_check(dsc__job *job, dsc_status st, const dsc_error *st
         *err = *st_err;
         return st;
     }
-    pack_check(pk, &j->o, &j->a);
+    pack_check(pk, job->w, &j->o, &j->a);
     dsc__count_decision(job->w, j->o.decision.outcome, j->o.decision.policy, j->a.purpose,
                         j->o.unenforced, dsc__now_us() - job->started_us);
     return DSC_OK;
@@ -683,10 +682,10 @@ typedef struct settle_job {
 } settle_job;
 
 static void subject_from_hold(subject_buf *s, const dsc_hold_info *h) {
-    snprintf(s->org, FIELD_MAX, "%s", h->org);
-    snprintf(s->team, FIELD_MAX, "%s", h->team);
-    snprintf(s->user, FIELD_MAX, "%s", h->user);
-    snprintf(s->key, FIELD_MAX, "%s", h->key);
+    dsc__copy_str(s->org, FIELD_MAX, h->org);
+    dsc__copy_str(s->team, FIELD_MAX, h->team);
+    dsc__copy_str(s->user, FIELD_MAX, h->user);
+    dsc__copy_str(s->key, FIELD_MAX, h->key);
     s->subject = (dsc_subject){s->org, s->team, s->user, s->key};
 }
 
@@ -743,9 +742,9 @@ static dsc_status settle_hold(dsc__call *c, settle_job *j, bool known, dsc_error
             "model to charge it",
             a->reservation);
     if (known) {
-        snprintf(a->est.provider, sizeof a->est.provider, "%s", h->provider);
-        snprintf(a->est.model, sizeof a->est.model, "%s", h->model);
-        snprintf(a->est.zone, sizeof a->est.zone, "%.*s", (int)sizeof a->est.zone - 1, h->zone);
+        dsc__copy_str(a->est.provider, sizeof a->est.provider, h->provider);
+        dsc__copy_str(a->est.model, sizeof a->est.model, h->model);
+        dsc__copy_str(a->est.zone, sizeof a->est.zone, h->zone);
         a->est.in.provider = a->est.provider;
         a->est.in.model = a->est.model;
         a->est.in.zone = a->est.zone[0] ? a->est.zone : NULL;
@@ -815,7 +814,7 @@ static dsc_status finish_settle(dsc__job *job, dsc_status st, const dsc_error *s
     pack_amounts(pk, j->out.kind == DSC_SETTLE_REPEATED ? &nothing : &j->actual);
     dsc__pack_key(pk, "estimate");
     dsc__pack_impacts(pk, &j->est.total);
-    pack_context(pk, &j->est, j->a.context);
+    pack_context(pk, job->w, &j->est, j->a.context);
     pack_budget_states(pk, states, n);
     return DSC_OK;
 }

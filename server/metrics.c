@@ -86,9 +86,35 @@ void dsc__count_policy(dsc__worker *w) {
     w->vm_errors_seen = st.errors;
 }
 
+/* v in lower-case hex without leading zeros (printf's %x) at p; returns the end. */
+static char *put_hex(char *p, uint64_t v) {
+    char digits[16];
+    int n = 0;
+    do {
+        digits[n++] = "0123456789abcdef"[v & 15];
+        v >>= 4;
+    } while (v);
+    while (n)
+        *p++ = digits[--n];
+    return p;
+}
+
+/* "d-<time us>-<worker>-<seq>" in hex, written by hand: snprintf cost a check more
+ * than a thousand instructions here (docs/benchmarks.md). */
 void dsc__new_decision_id(dsc__worker *w, char *out, size_t cap) {
-    snprintf(out, cap, "d-%" PRIx64 "-%x-%" PRIx64, (uint64_t)dsc__now_us(), (unsigned)w->index,
-             ++w->decision_seq);
+    char id[3 * 17 + 2], *p = id;
+    *p++ = 'd';
+    *p++ = '-';
+    p = put_hex(p, (uint64_t)dsc__now_us());
+    *p++ = '-';
+    p = put_hex(p, (uint64_t)(unsigned)w->index);
+    *p++ = '-';
+    p = put_hex(p, ++w->decision_seq);
+    *p = '\0';
+    if (!cap) return;
+    size_t n = (size_t)(p - id) < cap ? (size_t)(p - id) : cap - 1;
+    memcpy(out, id, n);
+    out[n] = '\0';
 }
 
 /* ----------------------------------------------------------------- exposition -- */

@@ -133,19 +133,77 @@ dsc_status dsc_rpc_request_parse(const msgpack_object *obj, dsc_rpc_request *req
     return st != DSC_OK ? st : parse_params(&a[3], req, err);
 }
 
-int dsc_rpc_pack_cstr(msgpack_packer *pk, const char *s) {
-    size_t n = strlen(s);
+/* A reply is mostly short keys and doubles: msgpack-c hands the packer's callback a
+ * short string's header and body as two writes and every value as one. These pack
+ * a short string, a key with its double, and a {min, max} range as one piece each,
+ * the same bytes, built in place in the reply buffer when the packer writes through
+ * dsc_rpc_out_write and there is room (no call through the callback), else in a
+ * stack buffer handed to the callback (profile and measurements: docs/benchmarks.md,
+ * "The rest of the request: the worker"). */
+#define FIXSTR_MAX 31
+
+/* Where the next n bytes of pk's output are built: in place at the end of the reply
+ * buffer when they fit under its cap, else tmp. */
+static unsigned char *piece_begin(msgpack_packer *pk, size_t n, unsigned char *tmp) {
+    if (pk->callback != dsc_rpc_out_write) return tmp;
+    dsc_rpc_out *o = pk->data;
+    msgpack_sbuffer *sb = o->sb;
+    if (o->failed || n > sb->alloc - sb->size || n > o->cap || sb->size > o->cap - n) return tmp;
+    return (unsigned char *)sb->data + sb->size;
+}
+
+/* Finish the piece b..e begun by piece_begin. Returns 0 or -1 (the callback's). */
+static int piece_end(msgpack_packer *pk, unsigned char *b, unsigned char *e, unsigned char *tmp) {
+    if (b == tmp) return pk->callback(pk->data, (const char *)tmp, (size_t)(e - tmp));
+    ((dsc_rpc_out *)pk->data)->sb->size += (size_t)(e - b);
+    return 0;
+}
+
+/* The 9 bytes of msgpack's float 64 (0xcb, big-endian IEEE 754), as
+ * msgpack_pack_double writes them. */
+static unsigned char *put_double(unsigned char *b, double d) {
+    uint64_t u;
+    memcpy(&u, &d, sizeof u);
+    *b++ = 0xcb;
+    for (int i = 7; i >= 0; i--)
+        *b++ = (unsigned char)(u >> (i * 8));
+    return b;
+}
+
+static unsigned char *put_fixstr(unsigned char *b, const char *s, size_t n) {
+    *b++ = (unsigned char)(0xa0 | n);
+    memcpy(b, s, n);
+    return b + n;
+}
+
+int dsc_rpc_pack_strn(msgpack_packer *pk, const char *s, size_t n) {
+    if (n <= FIXSTR_MAX) {
+        unsigned char tmp[1 + FIXSTR_MAX];
+        unsigned char *b = piece_begin(pk, 1 + n, tmp);
+        return piece_end(pk, b, put_fixstr(b, s, n), tmp);
+    }
     if (msgpack_pack_str(pk, n) != 0) return -1;
     return msgpack_pack_str_body(pk, s, n);
 }
 
+int dsc_rpc_pack_key_double(msgpack_packer *pk, const char *key, double d) {
+    size_t n = strlen(key);
+    if (n > FIXSTR_MAX) {
+        int r = dsc_rpc_pack_strn(pk, key, n);
+        return r | msgpack_pack_double(pk, d);
+    }
+    unsigned char tmp[1 + FIXSTR_MAX + 9];
+    unsigned char *b = piece_begin(pk, 1 + n + 9, tmp);
+    return piece_end(pk, b, put_double(put_fixstr(b, key, n), d), tmp);
+}
+
 int dsc_rpc_pack_range(msgpack_packer *pk, double min, double max) {
-    int r = msgpack_pack_map(pk, 2);
-    r |= dsc_rpc_pack_cstr(pk, "min");
-    r |= msgpack_pack_double(pk, min);
-    r |= dsc_rpc_pack_cstr(pk, "max");
-    r |= msgpack_pack_double(pk, max);
-    return r ? -1 : 0;
+    unsigned char tmp[1 + 2 * (4 + 9)];
+    unsigned char *b = piece_begin(pk, sizeof tmp, tmp), *e = b;
+    *e++ = 0x82; /* fixmap of 2 */
+    e = put_double(put_fixstr(e, "min", 3), min);
+    e = put_double(put_fixstr(e, "max", 3), max);
+    return piece_end(pk, b, e, tmp);
 }
 
 int dsc_rpc_pack_result_begin(msgpack_packer *pk, uint32_t msgid) {
@@ -186,10 +244,12 @@ int dsc_rpc_pack_error_notification(msgpack_packer *pk, const dsc_error *err) {
 const msgpack_object *dsc_rpc_field(const msgpack_object *map, const char *key) {
     if (!map || map->type != MSGPACK_OBJECT_MAP) return NULL;
     size_t klen = strlen(key);
+    /* Most fields a handler asks for are absent: the first byte rules out nearly every
+     * key of the same length without a call to memcmp. */
     for (uint32_t i = 0; i < map->via.map.size; i++) {
         const msgpack_object *k = &map->via.map.ptr[i].key;
         if (k->type == MSGPACK_OBJECT_STR && k->via.str.size == klen &&
-            memcmp(k->via.str.ptr, key, klen) == 0)
+            (klen == 0 || k->via.str.ptr[0] == key[0]) && memcmp(k->via.str.ptr, key, klen) == 0)
             return &map->via.map.ptr[i].val;
     }
     return NULL;
@@ -197,8 +257,20 @@ const msgpack_object *dsc_rpc_field(const msgpack_object *map, const char *key) 
 
 static bool is_allowed(const char *const *allowed, const char *k, size_t n) {
     for (; *allowed; allowed++)
-        if (strlen(*allowed) == n && memcmp(*allowed, k, n) == 0) return true;
+        if ((n == 0 || (*allowed)[0] == k[0]) && strlen(*allowed) == n &&
+            memcmp(*allowed, k, n) == 0)
+            return true;
     return false;
+}
+
+bool dsc_rpc_keys_known(const msgpack_object *map, const char *const *allowed) {
+    if (!map || map->type != MSGPACK_OBJECT_MAP) return true;
+    for (uint32_t i = 0; i < map->via.map.size; i++) {
+        const msgpack_object *k = &map->via.map.ptr[i].key;
+        if (k->type != MSGPACK_OBJECT_STR || !is_allowed(allowed, k->via.str.ptr, k->via.str.size))
+            return false;
+    }
+    return true;
 }
 
 dsc_status dsc_rpc_check_keys(const msgpack_object *map, const char *const *allowed,
@@ -344,6 +416,14 @@ dsc_status dsc_rpc_get_map(const msgpack_object *map, const char *key, bool requ
 
 int dsc_rpc_out_write(void *out, const char *buf, size_t len) {
     dsc_rpc_out *o = out;
+    msgpack_sbuffer *sb = o->sb;
+    /* Called for every value packed: the common case (room left, under cap) first. */
+    if (len && !o->failed && len <= sb->alloc - sb->size && len <= o->cap &&
+        sb->size <= o->cap - len) {
+        memcpy(sb->data + sb->size, buf, len);
+        sb->size += len;
+        return 0;
+    }
     if (o->failed || len > o->cap || o->sb->size > o->cap - len ||
         msgpack_sbuffer_write(o->sb, buf, len) != 0) {
         o->failed = true;

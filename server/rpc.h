@@ -28,6 +28,7 @@
 #include <stdbool.h>
 #include <stddef.h>
 #include <stdint.h>
+#include <string.h>
 
 typedef enum dsc_rpc_kind {
     DSC_RPC_REQUEST = 0,
@@ -73,9 +74,17 @@ int dsc_rpc_pack_result_begin(msgpack_packer *pk, uint32_t msgid);
 int dsc_rpc_pack_error(msgpack_packer *pk, uint32_t msgid, const dsc_error *err);
 /* Pack the notification [2, "error", [{code, message}]] (no msgid to answer). */
 int dsc_rpc_pack_error_notification(msgpack_packer *pk, const dsc_error *err);
-/* Pack a NUL-terminated string as str. */
-int dsc_rpc_pack_cstr(msgpack_packer *pk, const char *s);
-/* Pack a {min, max} map. */
+/* Pack s[0..n) as str: the bytes of msgpack_pack_str + _str_body, written with one
+ * call of the packer's callback when n < 32. Returns 0 or -1. */
+int dsc_rpc_pack_strn(msgpack_packer *pk, const char *s, size_t n);
+/* Pack a NUL-terminated string as str (inline: a literal's length is known when
+ * compiled). */
+static inline int dsc_rpc_pack_cstr(msgpack_packer *pk, const char *s) {
+    return dsc_rpc_pack_strn(pk, s, strlen(s));
+}
+/* Pack key (a str) then d (float 64), one write for a key under 32 bytes. */
+int dsc_rpc_pack_key_double(msgpack_packer *pk, const char *key, double d);
+/* Pack a {min, max} map of two float 64, with one write. */
 int dsc_rpc_pack_range(msgpack_packer *pk, double min, double max);
 
 /* DSC_OK when every key of map (a MAP object; anything else passes) is one of
@@ -84,6 +93,9 @@ int dsc_rpc_pack_range(msgpack_packer *pk, double min, double max);
  * never silently ignored. */
 dsc_status dsc_rpc_check_keys(const msgpack_object *map, const char *const *allowed,
                               const char *where, dsc_error *err);
+/* True when dsc_rpc_check_keys would pass map: the test alone, without the text
+ * of where (a caller formats it only when the answer is false). */
+bool dsc_rpc_keys_known(const msgpack_object *map, const char *const *allowed);
 /* The value of key in map (a MAP object), or NULL when absent. */
 const msgpack_object *dsc_rpc_field(const msgpack_object *map, const char *key);
 /* Copy string field key into out (cap bytes with the NUL). Absent: out = "" and

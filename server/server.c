@@ -120,6 +120,7 @@ static dsc_status worker_init(dsc_server *srv, dsc__worker *w, int index, dsc_er
     w->index = index;
     pthread_mutex_init(&w->lock, NULL);
     pthread_mutex_init(&w->labels_lock, NULL);
+    dsc__context_cache_init(&w->context_cache);
     if (!msgpack_zone_init(&w->zone, 8192)) return dsc_error_set(err, DSC_NOMEM, "worker zone");
     w->rcap = srv->cfg.limits.max_message_bytes + DSC__READ_CHUNK;
     if (!(w->rbuf = malloc(w->rcap))) return dsc_error_set(err, DSC_NOMEM, "worker read buffer");

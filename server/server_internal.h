@@ -10,6 +10,7 @@
 #include "accept.h"
 #include "authlimit.h"
 #include "config.h"
+#include "context.h"
 #include "jobs.h"
 #include "keys.h"
 #include "ledger_ops.h"
@@ -92,9 +93,10 @@ struct dsc__worker {
     dsc__job_cache job_cache[DSC__JOB_CACHE_SIZES]; /* worker thread only */
     char *spare_out; /* a sent connection's output buffer, for the next */
     size_t spare_out_cap;
-    uint64_t vm_errors_seen;     /* policy errors of the current VM already counted */
-    uint64_t decision_seq;       /* for decision ids */
-    pthread_mutex_t labels_lock; /* guards labels (this worker writes, /metrics reads) */
+    uint64_t vm_errors_seen;          /* policy errors of the current VM already counted */
+    uint64_t decision_seq;            /* for decision ids */
+    dsc__context_cache context_cache; /* the estimate contexts it packed last */
+    pthread_mutex_t labels_lock;      /* guards labels (this worker writes, /metrics reads) */
     dsc__label_count labels[DSC__LABELS_MAX];
     int n_labels;
     struct dsc__redis *redis; /* a Redis store: this loop's connection (ledger_redis.c) */

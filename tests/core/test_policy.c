@@ -1330,3 +1330,39 @@ Test(policy, what_if_results_stay_distinct_within_a_request_read_only_and_reused
     cr_assert_lt(st.memory_in_use, before + 64 * 1024, "%zu -> %zu", before, st.memory_in_use);
     dsc_policy_vm_free(vm);
 }
+
+Test(policy, purpose_classes_stay_right_when_more_purposes_than_the_vm_remembers_alternate) {
+    put("a.lua", POLICY("return allow(req.purpose_class)"));
+    put("purposes.lua", "return { default = 'productive', classes = {\n"
+                        "  essential = {'health'}, discretionary = {'entertainment'} } }\n");
+    dsc_policy_vm *vm = vm_for(NULL);
+    /* 20 purposes (more than the 8 the VM remembers) in turn, three rounds: every
+     * answer is the class of its own purpose, whether remembered or computed again */
+    char purpose[80];
+    dsc_estimate e = est_g(4.0);
+    dsc_policy_input in = request(&e);
+    dsc_decision d;
+    for (int round = 0; round < 3; round++)
+        for (int i = 0; i < 20; i++) {
+            const char *want = i % 3 == 0   ? "essential"
+                               : i % 3 == 1 ? "discretionary"
+                                            : "productive";
+            snprintf(purpose, sizeof purpose, "%s %d",
+                     i % 3 == 0   ? "health"
+                     : i % 3 == 1 ? "entertainment"
+                                  : "knitting",
+                     i);
+            cr_assert_str_eq(dsc_policy_vm_purpose_class(vm, purpose), want, "'%s', round %d",
+                             purpose, round);
+            in.purpose = purpose;
+            cr_assert_eq(dsc_policy_vm_decide(vm, &in, &d), DSC_OK, "%s", d.reason);
+            cr_assert_str_eq(d.reason, want, "req.purpose_class of '%s', round %d", purpose, round);
+        }
+    /* one too long to remember is still classed */
+    memset(purpose, 'x', sizeof purpose - 1);
+    memcpy(purpose, "health ", 7);
+    purpose[sizeof purpose - 1] = '\0';
+    cr_assert_str_eq(dsc_policy_vm_purpose_class(vm, purpose), "essential");
+    cr_assert_str_eq(dsc_policy_vm_purpose_class(vm, NULL), "productive");
+    dsc_policy_vm_free(vm);
+}

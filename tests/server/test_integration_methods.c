@@ -405,6 +405,34 @@ Test(methods, check_then_settle_lands_in_the_journal_with_its_decision_record) {
     th_client_free(c);
 }
 
+/* "d-<time in µs>-<worker>-<seq>", hex: the worker's sequence counts up by one. */
+static void split_decision_id(const char *id, unsigned long long *us, unsigned *worker,
+                              unsigned long long *seq) {
+    char tail;
+    cr_assert_eq(sscanf(id, "d-%llx-%x-%llx%c", us, worker, seq, &tail), 3, "decision_id '%s'", id);
+    for (const char *p = id + 2; *p; p++)
+        cr_assert(*p == '-' || (*p >= '0' && *p <= '9') || (*p >= 'a' && *p <= 'f'),
+                  "decision_id '%s': not lower-case hex", id);
+}
+
+Test(methods, decision_ids_are_hex_time_worker_and_a_sequence_counting_up) {
+    th_client *c = th_connect_admin(&srv);
+    unsigned long long us[2], seq[2];
+    unsigned worker[2];
+    for (int i = 0; i < 2; i++) {
+        json_t *res, *r = th_ok(c, "check", CHECK(", \"reserve\": false"), &res);
+        split_decision_id(th_str(res, "decision_id"), &us[i], &worker[i], &seq[i]);
+        json_decref(r);
+    }
+    double now_us = (double)time(NULL) * 1e6;
+    cr_assert((double)us[1] > now_us - 60e6 && (double)us[1] < now_us + 60e6,
+              "time %llu us is not now", us[1]);
+    cr_assert_geq(us[1], us[0]);
+    cr_assert_eq(worker[1], worker[0], "one connection, one worker");
+    cr_assert_eq(seq[1], seq[0] + 1);
+    th_client_free(c);
+}
+
 Test(methods, check_reply_carries_budget_states_only_when_asked_for) {
     th_client *a = admin(&srv);
     const char *budgets[] = {

@@ -378,7 +378,7 @@ Test(trust, shadow_verdicts_and_tags_are_journaled_and_listed) {
     th_client *c = th_connect_as(&srv, token);
     r = th_ok(c, "check",
               "{" REQ ", \"purpose\": \"code-review\", \"zone\": \"FRA\", \"tags\": {\"ticket\": "
-              "\"T-\\\"1\\\\\"}}",
+              "\"T-\\\"1\\\\ \\u0001\\t end\"}}",
               &res);
     cr_assert_str_eq(th_str_or_empty(res, "decision"), "allow");
     json_decref(r);
@@ -392,7 +392,7 @@ Test(trust, shadow_verdicts_and_tags_are_journaled_and_listed) {
     cr_assert_not_null(d, "%s", json_dumps(res, 0));
     cr_assert_str_eq(th_str_or_empty(d, "key_id"), id);
     cr_assert_str_eq(th_str_or_empty(d, "zone"), "FRA");
-    cr_assert_str_eq(th_str_or_empty(json_object_get(d, "tags"), "ticket"), "T-\"1\\");
+    cr_assert_str_eq(th_str_or_empty(json_object_get(d, "tags"), "ticket"), "T-\"1\\ \x01\t end");
     cr_assert_str_eq(th_str_or_empty(d, "purpose_class"), "productive");
     json_t *v, *verdicts = json_object_get(d, "verdicts");
     size_t i;

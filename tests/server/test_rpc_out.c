@@ -45,3 +45,77 @@ Test(rpc_out, after_one_failed_write_every_later_write_fails_too) {
     cr_assert(o.failed);
     msgpack_sbuffer_destroy(&sb);
 }
+
+/* What msgpack-c itself writes for the same values, through a plain sbuffer. */
+static void reference_pack(msgpack_sbuffer *sb, const char *s, size_t n, double d) {
+    msgpack_packer pk;
+    msgpack_packer_init(&pk, sb, msgpack_sbuffer_write);
+    msgpack_pack_str_with_body(&pk, s, n);
+    msgpack_pack_str_with_body(&pk, s, n);
+    msgpack_pack_double(&pk, d);
+    msgpack_pack_map(&pk, 2);
+    msgpack_pack_str_with_body(&pk, "min", 3);
+    msgpack_pack_double(&pk, d);
+    msgpack_pack_str_with_body(&pk, "max", 3);
+    msgpack_pack_double(&pk, -d);
+}
+
+Test(rpc_out, one_write_strings_keys_and_ranges_are_the_bytes_msgpack_c_packs) {
+    char s[301];
+    for (size_t i = 0; i < sizeof s; i++)
+        s[i] = (char)('a' + i % 26);
+    const double ds[] = {0.0, -0.0, 1.5, -3.25e-12, 6.02e23, 1.0 / 0.0, 123456789.125};
+    const size_t lens[] = {0, 1, 3, 30, 31, 32, 33, 255, 256, 300};
+    for (size_t li = 0; li < sizeof lens / sizeof lens[0]; li++) {
+        for (size_t di = 0; di < sizeof ds / sizeof ds[0]; di++) {
+            size_t n = lens[li];
+            char key[301];
+            memcpy(key, s, n);
+            key[n] = '\0';
+            msgpack_sbuffer want, got;
+            msgpack_sbuffer_init(&want);
+            msgpack_sbuffer_init(&got);
+            reference_pack(&want, s, n, ds[di]);
+            dsc_rpc_out o = {&got, SIZE_MAX, false};
+            msgpack_packer pk;
+            msgpack_packer_init(&pk, &o, dsc_rpc_out_write);
+            cr_assert_eq(dsc_rpc_pack_strn(&pk, s, n), 0);
+            cr_assert_eq(dsc_rpc_pack_key_double(&pk, key, ds[di]), 0);
+            cr_assert_eq(dsc_rpc_pack_range(&pk, ds[di], -ds[di]), 0);
+            cr_assert_not(o.failed);
+            cr_assert_eq(got.size, want.size, "length %zu, value %g: %zu bytes, msgpack-c %zu", n,
+                         ds[di], got.size, want.size);
+            cr_assert_eq(memcmp(got.data, want.data, want.size), 0,
+                         "length %zu, value %g: bytes differ from msgpack-c's", n, ds[di]);
+            /* through another packer's callback (not built in place): the same */
+            msgpack_sbuffer plain;
+            msgpack_sbuffer_init(&plain);
+            msgpack_packer_init(&pk, &plain, msgpack_sbuffer_write);
+            dsc_rpc_pack_strn(&pk, s, n);
+            dsc_rpc_pack_key_double(&pk, key, ds[di]);
+            dsc_rpc_pack_range(&pk, ds[di], -ds[di]);
+            cr_assert_eq(plain.size, want.size);
+            cr_assert_eq(memcmp(plain.data, want.data, want.size), 0,
+                         "length %zu, value %g: a plain sbuffer's bytes differ", n, ds[di]);
+            msgpack_sbuffer_destroy(&plain);
+            msgpack_sbuffer_destroy(&want);
+            msgpack_sbuffer_destroy(&got);
+        }
+    }
+}
+
+Test(rpc_out, a_one_write_range_past_the_cap_fails_whole_and_leaves_no_bytes) {
+    msgpack_sbuffer sb;
+    msgpack_sbuffer_init(&sb);
+    dsc_rpc_out o = {&sb, 20, false}; /* a range is 27 bytes */
+    msgpack_packer pk;
+    msgpack_packer_init(&pk, &o, dsc_rpc_out_write);
+    cr_assert_eq(dsc_rpc_pack_key_double(&pk, "min", 1.0), 0); /* 13 bytes: fits */
+    cr_assert_eq(sb.size, 13);
+    cr_assert_neq(dsc_rpc_pack_range(&pk, 1.0, 2.0), 0);
+    cr_assert(o.failed);
+    cr_assert_eq(sb.size, 13, "a refused write left %zu bytes", sb.size - 13);
+    cr_assert_neq(dsc_rpc_pack_strn(&pk, "x", 1), 0); /* fits, but the reply is broken */
+    cr_assert_eq(sb.size, 13);
+    msgpack_sbuffer_destroy(&sb);
+}

@@ -126,14 +126,14 @@ typedef struct dsc_decision {
 
 /* Counters of one VM since its creation (read by the server's /metrics). */
 typedef struct dsc_policy_stats {
-    uint64_t decisions;   /* dsc_policy_vm_decide calls */
-    uint64_t evaluations; /* policy calls */
-    uint64_t errors;      /* policy calls that raised (all causes below included) */
-    uint64_t timeouts;    /* ... because the time budget ran out */
-    uint64_t memory;      /* ... because the memory cap was hit */
+    uint64_t decisions;        /* dsc_policy_vm_decide calls */
+    uint64_t evaluations;      /* policy calls */
+    uint64_t errors;           /* policy calls that raised (all causes below included) */
+    uint64_t timeouts;         /* ... because the time budget ran out */
+    uint64_t memory;           /* ... because the memory cap was hit */
     uint64_t watchdog_signals; /* evaluations that outlived a watchdog tick (~1 ms): the
                                   time budget's hook was switched on by a signal */
-    size_t memory_in_use; /* bytes held by the Lua state now */
+    size_t memory_in_use;      /* bytes held by the Lua state now */
 } dsc_policy_stats;
 
 /* Compile every policy of dir (every *.lua except *_test.lua and purposes.lua, in
@@ -171,7 +171,8 @@ void dsc_policy_vm_stats(const dsc_policy_vm *vm, dsc_policy_stats *out);
 /* The VM's set (borrowed). */
 dsc_policy_set *dsc_policy_vm_set(const dsc_policy_vm *vm);
 /* The class of a free-text purpose under the VM's purposes.lua ("essential",
- * "productive", "discretionary", ...); never NULL. */
+ * "productive", "discretionary", ...); never NULL, valid until the next call (the VM
+ * remembers the classes of its last few purposes). */
 const char *dsc_policy_vm_purpose_class(dsc_policy_vm *vm, const char *purpose);
 
 /* "allow", "throttle", "refuse" or "abstain". */

@@ -1,0 +1,94 @@
+#!/usr/bin/env bash
+# instructions.sh - instructions discernd executes per request, counted by callgrind.
+#
+#   bench/instructions.sh [--requests N] [--depth D] [--connections C] [--store none]
+#                         [--durability full|batch|off] [--discernd PATH] [--no-build]
+#                         [--keep-logs]
+#
+# Starts discernd (shipped policies, one worker, a SQLite store unless --store none,
+# durability batch by default) under valgrind's callgrind twice, sets one budget
+# through the API, sends N and then 2N requests of loadgen's default workload (check
+# with reserve, then the settle of each hold) on C connections (default 1) with D in
+# flight each, stops it with SIGTERM and reads the instructions callgrind collected
+# over all its threads. The difference between the two runs over the N extra
+# requests is what one request costs in the steady state (start-up, the catalogue
+# and the policies' compilation cancel out).
+#
+# Why: this machine's speed moves by 2x within minutes, so CPU time per request
+# cannot show a change of 5 %; an instruction count does not depend on the load.
+# It leaves out what the kernel does (system calls are counted once, not their
+# work), so it measures the user-space side of a change. --discernd counts another
+# build (e.g. the one before a change).
+set -euo pipefail
+
+root=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
+requests=4000
+depth=1
+connections=1
+durability=batch
+store_path=discern.db
+build=1
+keep_logs=0
+discernd_bin=
+
+die() { echo "instructions.sh: $*" >&2; exit 2; }
+while [ $# -gt 0 ]; do
+    case "$1" in
+        --requests) [ $# -ge 2 ] || die "--requests needs a value"; requests=$2; shift ;;
+        --depth) [ $# -ge 2 ] || die "--depth needs a value"; depth=$2; shift ;;
+        --connections) [ $# -ge 2 ] || die "--connections needs a value"; connections=$2; shift ;;
+        --durability) [ $# -ge 2 ] || die "--durability needs a value"; durability=$2; shift ;;
+        --store) [ $# -ge 2 ] || die "--store needs a value"; shift
+                 [ "$1" = none ] || die "--store: expected none, got '$1'"; store_path= ;;
+        --discernd) [ $# -ge 2 ] || die "--discernd needs a path"; discernd_bin=$2; shift ;;
+        --no-build) build=0 ;;
+        --keep-logs) keep_logs=1 ;;
+        -h|--help) sed -n '2,21p' "${BASH_SOURCE[0]}" | sed 's/^# \{0,1\}//'; exit 0 ;;
+        *) die "unknown option '$1' (see --help)" ;;
+    esac
+    shift
+done
+[[ "$requests" =~ ^[0-9]+$ ]] && [ "$requests" -ge 100 ] || die "--requests: expected >= 100"
+[[ "$depth" =~ ^[0-9]+$ ]] && [ "$depth" -ge 1 ] && [ "$depth" -le 64 ] || die "--depth: expected 1..64"
+[[ "$connections" =~ ^[0-9]+$ ]] && [ "$connections" -ge 1 ] && [ "$connections" -le 100 ] ||
+    die "--connections: expected 1..100"
+case "$durability" in full|batch|off) ;; *) die "--durability: expected full, batch or off" ;; esac
+command -v valgrind >/dev/null || die "valgrind not found (apt-get install valgrind)"
+
+source "$root/bench/lib.sh"
+bench_init discern-instr
+build_release discernd loadgen
+[ -z "$discernd_bin" ] || [ -x "$discernd_bin" ] || die "no discernd at $discernd_bin"
+
+token=instr-$$-$RANDOM
+workers=1
+start_tenths=600 # valgrind: the catalogue loads slowly
+
+instructions() { # instructions N: what a discernd that served N requests executed
+    local dir=$tmp/run-$1 log
+    log=$dir/callgrind.log
+    mkdir -p "$dir"
+    pin_server=(valgrind --tool=callgrind --callgrind-out-file="$dir/callgrind.out"
+        --log-file="$log")
+    start_discernd "$dir"
+    timeout 300 "$bin/loadgen" --port "$dsc_port" --setup-budgets one --admin-token "$token" \
+        --timeout 200 >"$dir/setup.log" 2>&1 || { cat "$dir/setup.log"; die "budget setup failed"; }
+    timeout 900 "$bin/loadgen" --port "$dsc_port" -c "$connections" -P "$depth" -n "$1" \
+        --timeout 800 --kv >"$dir/loadgen.log" 2>&1 || { cat "$dir/loadgen.log"; die "loadgen failed"; }
+    grep -q 'errors=0 ' "$dir/loadgen.log" || { cat "$dir/loadgen.log"; die "requests failed"; }
+    kill "$dsc_pid"
+    wait "$dsc_pid" 2>/dev/null || true
+    sed -n 's/.*Collected : \([0-9]*\).*/\1/p' "$log" | tail -1
+}
+
+no_store=
+[ -n "$store_path" ] || no_store=" --store none"
+echo "command: bench/instructions.sh --requests $requests --depth $depth --connections" \
+    "$connections --durability $durability$no_store${discernd_bin:+ --discernd $discernd_bin}"
+echo "commit: $(git -C "$root" rev-parse --short HEAD 2>/dev/null || echo unknown)"
+i1=$(instructions "$requests")
+i2=$(instructions $((2 * requests)))
+[ -n "$i1" ] && [ -n "$i2" ] || die "no instruction count from callgrind (see --keep-logs)"
+python3 -c "
+i1, i2, n = $i1, $i2, $requests
+print(f'{n} requests: {i1} instructions; {2 * n}: {i2}; per request: {(i2 - i1) / n:.0f}')"
