@@ -363,6 +363,44 @@ static void copy_field(char *out, size_t cap, json_t *o, const char *key) {
     snprintf(out, cap, "%s", v ? v : "");
 }
 
+/* A hold's facts as reserve packs them (dsc__redis_facts_pack), in this order. */
+#define HOLD_FACTS(h)                                                                              \
+    { h->org, h->team, h->user, h->key, h->provider, h->model, h->zone, h->purpose }
+#define HOLD_FACTS_CAPS(h)                                                                         \
+    {                                                                                              \
+        sizeof h->org, sizeof h->team, sizeof h->user, sizeof h->key, sizeof h->provider,          \
+            sizeof h->model, sizeof h->zone, sizeof h->purpose                                     \
+    }
+#define HOLD_FACTS_N 8
+
+static bool facts_pack(const dsc_hold_info *h, char *out, size_t cap) {
+    const char *const v[HOLD_FACTS_N] = HOLD_FACTS(h);
+    return dsc__redis_facts_pack(out, cap, v, HOLD_FACTS_N);
+}
+
+/* The facts read back into h; a hold taken by an earlier version keeps the journal
+ * text of its check instead (JSON), read by name. Unreadable facts leave them "". */
+static void facts_unpack(dsc_hold_info *h, const char *text, size_t len) {
+    char *const v[HOLD_FACTS_N] = HOLD_FACTS(h);
+    const size_t caps[HOLD_FACTS_N] = HOLD_FACTS_CAPS(h);
+    if (len > 0 && text[0] == '{') {
+        static const char *const names[HOLD_FACTS_N] = {"org",      "team",  "user", "key",
+                                                        "provider", "model", "zone", "purpose"};
+        json_t *o = json_loadb(text, len, 0, NULL);
+        for (int i = 0; i < HOLD_FACTS_N; i++)
+            copy_field(v[i], caps[i], o, names[i]);
+        json_decref(o);
+        return;
+    }
+    const char *p = text, *end = text + len;
+    for (int i = 0; i < HOLD_FACTS_N; i++)
+        if (!dsc__redis_facts_next(&p, end, v[i], caps[i])) {
+            for (int j = 0; j < HOLD_FACTS_N; j++)
+                v[j][0] = '\0';
+            return;
+        }
+}
+
 static void on_hold(void *ud, dsc_status st, const dsc__redis_answer *a, const dsc_error *err) {
     pending *p = ud;
     if (st != DSC_OK) {
@@ -375,16 +413,7 @@ static void on_hold(void *ud, dsc_status st, const dsc__redis_answer *a, const d
         return;
     }
     dsc_hold_info *h = p->hold;
-    json_t *o = json_loads(a->hold.detail, 0, NULL);
-    copy_field(h->org, sizeof h->org, o, "org");
-    copy_field(h->team, sizeof h->team, o, "team");
-    copy_field(h->user, sizeof h->user, o, "user");
-    copy_field(h->key, sizeof h->key, o, "key");
-    copy_field(h->provider, sizeof h->provider, o, "provider");
-    copy_field(h->model, sizeof h->model, o, "model");
-    copy_field(h->zone, sizeof h->zone, o, "zone");
-    copy_field(h->purpose, sizeof h->purpose, o, "purpose");
-    json_decref(o);
+    facts_unpack(h, a->hold.detail, a->hold.detail_len);
     snprintf(h->owner, sizeof h->owner, "%s", a->hold.owner);
     h->expires_us = a->hold.expires_us;
     h->open = strcmp(a->hold.state, "held") == 0;
@@ -476,9 +505,14 @@ static dsc_status reserve(dsc__worker *w, const dsc_reserve_req *req, dsc_reserv
     if (st == DSC_OK && req->decision &&
         !(detail = journal_text(req->decision, out->reservation_id)))
         st = dsc_error_set(err, DSC_NOMEM, "out of memory for the journal");
+    char facts[DSC_REDIS_FACTS_MAX];
     if (st == DSC_OK) {
         p->rout = out;
         hold_of(&p->own, out->reservation_id, req);
+        if (!facts_pack(&p->own, facts, sizeof facts))
+            st = dsc_error_set(err, DSC_TOO_LARGE, "%s", "subject: too long to keep with a hold");
+    }
+    if (st == DSC_OK) {
         dsc__redis_reserve_req rq = {
             .version = version < 0 ? 0 : version,
             .reservation_id = out->reservation_id,
@@ -487,6 +521,7 @@ static dsc_status reserve(dsc__worker *w, const dsc_reserve_req *req, dsc_reserv
             .ttl_us = req->ttl_s * 1000000,
             .tz_offset_s = w->srv->redis->tz_offset_s,
             .journal = detail,
+            .hold_facts = facts,
             .journal_max = detail ? JOURNAL_MAX : 0,
             .counters = p->k.c,
             .n = p->k.n,

@@ -67,6 +67,42 @@ static dsc_status add_counters(args *a, const dsc__redis_counter *c, size_t n, b
     return DSC_OK;
 }
 
+/* ------------------------------------------------------------------ facts -- */
+
+bool dsc__redis_facts_pack(char *out, size_t cap, const char *const *v, size_t n) {
+    size_t at = 0;
+    if (cap == 0) return false;
+    out[0] = '\0';
+    for (size_t i = 0; i < n; i++) {
+        const char *s = v[i] ? v[i] : "";
+        size_t len = strlen(s);
+        int w = snprintf(out + at, cap - at, "%zu:", len);
+        if (w < 0 || (size_t)w >= cap - at || len >= cap - at - (size_t)w) return false;
+        at += (size_t)w;
+        memcpy(out + at, s, len);
+        at += len;
+        out[at] = '\0';
+    }
+    return true;
+}
+
+bool dsc__redis_facts_next(const char **p, const char *end, char *out, size_t cap) {
+    const char *s = *p;
+    size_t len = 0;
+    if (s >= end || *s < '0' || *s > '9') return false;
+    for (; s < end && *s >= '0' && *s <= '9'; s++) {
+        len = len * 10 + (size_t)(*s - '0');
+        if (len > DSC_REDIS_FACTS_MAX) return false;
+    }
+    if (s >= end || *s != ':' || len > (size_t)(end - s - 1) || len >= cap ||
+        memchr(s + 1, '\0', len))
+        return false;
+    memcpy(out, s + 1, len);
+    out[len] = '\0';
+    *p = s + 1 + len;
+    return true;
+}
+
 /* ---------------------------------------------------------------- replies -- */
 
 static dsc_status malformed(dsc_error *err, const char *what) {
@@ -234,7 +270,8 @@ dsc_status dsc__redis_reserve(dsc__redis *r, const dsc__redis_reserve_req *req,
     args a = {0};
     add_int(&a, req->version), add_str(&a, req->reservation_id), add_str(&a, req->request_id);
     add_int(&a, req->ttl_us), add_int(&a, req->tz_offset_s), add_str(&a, req->owner_key);
-    add_str(&a, req->journal), add_int(&a, req->journal_max), add_int(&a, (int64_t)req->n);
+    add_str(&a, req->journal), add_str(&a, req->hold_facts), add_int(&a, req->journal_max);
+    add_int(&a, (int64_t)req->n);
     dsc_status st = add_counters(&a, req->counters, req->n, true, err);
     if (st != DSC_OK) return st;
     return send(r, DSC_REDIS_RESERVE, &a, (void (*)(void))fn, ud, req->n, on_reserve_reply, err);
@@ -302,6 +339,7 @@ static dsc_status parse_hold(const redisReply *rep, dsc__redis_answer *out, dsc_
         return malformed(err, "hold");
     memcpy(h->owner, e[1]->str, e[1]->len + 1);
     h->detail = e[3]->str;
+    h->detail_len = e[3]->len;
     h->known = true;
     return DSC_OK;
 }

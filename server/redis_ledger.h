@@ -49,10 +49,21 @@ typedef struct dsc__redis_reserve_req {
     int64_t ttl_us;             /* > 0 */
     int32_t tz_offset_s;        /* calendar windows */
     const char *journal;        /* the decision's record; NULL: none */
+    const char *hold_facts;     /* what the hold is for (dsc__redis_facts_pack); NULL: none */
     int64_t journal_max;        /* the journal stream's cap; 0: not journaled */
     const dsc__redis_counter *counters;
     size_t n;
 } dsc__redis_reserve_req;
+
+/* A hold's facts, kept with it in Redis for a settle through another replica: n
+ * strings, each as "<length>:<bytes>" one after the other (no separator a field
+ * could contain). */
+#define DSC_REDIS_FACTS_MAX 1024
+/* Pack n strings (NULL is "") into out; false when they do not fit cap. */
+bool dsc__redis_facts_pack(char *out, size_t cap, const char *const *v, size_t n);
+/* Unpack the next field of *p (up to end) into out (cap bytes, NUL-terminated) and
+ * advance *p; false when what is there is no field or does not fit. */
+bool dsc__redis_facts_next(const char **p, const char *end, char *out, size_t cap);
 
 typedef enum dsc__redis_reserve_kind {
     DSC_REDIS_HELD,    /* every counter holds amount now */
@@ -133,13 +144,14 @@ typedef enum dsc__redis_cancel_kind {
     DSC_REDIS_CANCEL_FINISHED /* no longer held (settled, cancelled, expired): no change */
 } dsc__redis_cancel_kind;
 
-/* A hold as hold.lua reads it: its state, owner key, expiry and the journal text of
- * the check that took it. */
+/* A hold as hold.lua reads it: its state, owner key, expiry and its facts (or, for a
+ * hold taken by an earlier version, the journal text of the check that took it). */
 typedef struct dsc__redis_hold_out {
     bool known;
     char state[16], owner[DSC_NAME_MAX];
     int64_t expires_us;
     const char *detail; /* borrowed for the completion ("" when none) */
+    size_t detail_len;
 } dsc__redis_hold_out;
 
 /* What a call of the scripts below answers, for the completion (st DSC_OK). */

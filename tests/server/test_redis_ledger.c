@@ -247,3 +247,43 @@ Test(redis_ledger, a_reserve_and_its_settle_round_trip_through_redis) {
     event_base_free(base);
     th_redis_cleanup(&srv);
 }
+
+/* ------------------------------------------------------------ hold facts -- */
+
+Test(redis_ledger, hold_facts_unpack_to_what_was_packed_whatever_the_bytes) {
+    const char *const v[] = {"org:acme",
+                             "",
+                             "12:34",
+                             NULL,
+                             "a\x1f"
+                             "b",
+                             "x"};
+    char packed[128];
+    cr_assert(dsc__redis_facts_pack(packed, sizeof packed, v, 6));
+    cr_assert_str_eq(packed, "8:org:acme0:5:12:340:3:a\x1f"
+                             "b1:x");
+    const char *p = packed, *end = packed + strlen(packed);
+    for (int i = 0; i < 6; i++) {
+        char out[16];
+        cr_assert(dsc__redis_facts_next(&p, end, out, sizeof out), "field %d", i);
+        cr_assert_str_eq(out, v[i] ? v[i] : "", "field %d", i);
+    }
+    cr_assert_eq(p, end);
+    char small[8];
+    cr_assert_not(dsc__redis_facts_pack(small, sizeof small, v, 1), "8:org:acme needs 11 bytes");
+}
+
+Test(redis_ledger, hold_facts_that_lie_about_their_length_are_not_read) {
+    static const char *const bad[] = {
+        "", "x", "5:abc", "3abc", ":abc", "99999999999999999999:a", "4:abcd"};
+    for (size_t i = 0; i < sizeof bad / sizeof *bad; i++) {
+        const char *p = bad[i], *end = bad[i] + strlen(bad[i]);
+        char out[4]; /* "4:abcd" does not fit 4 bytes with its NUL */
+        cr_assert_not(dsc__redis_facts_next(&p, end, out, sizeof out), "'%s' was read", bad[i]);
+        cr_assert_eq(p, bad[i], "'%s' moved the cursor", bad[i]);
+    }
+    const char nul[] = "2:a\0b";
+    const char *p = nul;
+    char out[8];
+    cr_assert_not(dsc__redis_facts_next(&p, nul + 5, out, sizeof out), "a NUL inside a field");
+}
