@@ -325,6 +325,41 @@ Test(store_redis, the_journal_text_is_written_once_and_the_hold_keeps_its_facts)
     th_redis_cleanup(&srv);
 }
 
+/* dsc__redis_eval formats the protocol itself: arguments that look like the
+ * protocol, empty ones and long ones arrive as they were given. */
+Test(store_redis, arguments_reach_the_script_byte_for_byte) {
+    th_redis srv;
+    th_redis_start(&srv, NULL);
+    replica p;
+    replica_open(&p, &srv);
+    static char big[70000];
+    memset(big, 'x', sizeof big - 1);
+    const char *details[] = {"a\r\n$3\r\nGET\r\n*1\r\n", "", big};
+    redisContext *c = th_redis_connect(&srv);
+    for (int i = 0; i < 3; i++) {
+        const char *argv[] = {"d1", details[i], "1000"};
+        answer a = {0};
+        cr_assert_eq(dsc__redis_eval(p.r, DSC_REDIS_RECORD, 3, argv, on_answer, &a), DSC_OK);
+        for (long long end = mono_ms() + 5000; !a.done && mono_ms() < end;)
+            event_base_loop(p.base, EVLOOP_ONCE);
+        cr_assert_str_eq(a.el[0], "ok", "%s", a.message);
+        redisReply *x = redisCommand(c, "XREVRANGE {discern:}journal + - COUNT 1");
+        cr_assert(x && x->type == REDIS_REPLY_ARRAY && x->elements == 1);
+        redisReply *f = x->element[0]->element[1];
+        if (details[i][0]) {
+            cr_assert_eq(f->elements, 6);
+            cr_assert_eq(f->element[5]->len, strlen(details[i]));
+            cr_assert(memcmp(f->element[5]->str, details[i], strlen(details[i])) == 0);
+        } else {
+            cr_assert_eq(f->elements, 4, "an empty detail is left out");
+        }
+        freeReplyObject(x);
+    }
+    redisFree(c);
+    replica_close(&p);
+    th_redis_cleanup(&srv);
+}
+
 /* settle.lua answers the states of the counters it has just charged from what it
  * wrote, without reading them again: one HMGET of the hold, one per counter. */
 Test(store_redis, a_settle_reads_each_counter_it_charges_once) {
