@@ -34,7 +34,7 @@ static void add_str(args *a, const char *s) {
 }
 
 static void add_int(args *a, int64_t x) {
-    snprintf(a->num[a->n], sizeof a->num[a->n], "%lld", (long long)x);
+    *dsc__redis_put_int(a->num[a->n], x) = '\0';
     a->v[a->n] = a->num[a->n];
     a->n++;
 }

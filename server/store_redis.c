@@ -221,9 +221,25 @@ static void on_call_reply(redisAsyncContext *ac, void *reply, void *privdata) {
     complete(k, rp);
 }
 
+char *dsc__redis_put_int(char *p, int64_t v) {
+    char tmp[20];
+    uint64_t u = v < 0 ? 0 - (uint64_t)v : (uint64_t)v;
+    int n = 0;
+    do {
+        tmp[n++] = (char)('0' + u % 10);
+        u /= 10;
+    } while (u);
+    if (v < 0) *p++ = '-';
+    while (n)
+        *p++ = tmp[--n];
+    return p;
+}
+
 /* One bulk string of the protocol ("$<len>\r\n<bytes>\r\n") at p; its end. */
 static char *put_bulk(char *p, const char *s, size_t n) {
-    p += sprintf(p, "$%zu\r\n", n);
+    *p++ = '$';
+    p = dsc__redis_put_int(p, (int64_t)n);
+    *p++ = '\r', *p++ = '\n';
     memcpy(p, s, n);
     p[n] = '\r', p[n + 1] = '\n';
     return p + n + 2;
@@ -245,7 +261,10 @@ dsc_status dsc__redis_eval(dsc__redis *r, dsc__redis_script script, int argc,
         bytes += strlen(argv[i]) + 26; /* "$" <= 20 digits "\r\n" <bytes> "\r\n" */
     call *k = calloc(1, sizeof *k + bytes);
     if (!k) return DSC_NOMEM;
-    char *p = k->cmd + sprintf(k->cmd, "*%d\r\n", argc + 4);
+    char *p = k->cmd;
+    *p++ = '*';
+    p = dsc__redis_put_int(p, argc + 4);
+    *p++ = '\r', *p++ = '\n';
     for (int i = 0; i < 4; i++) {
         size_t n = strlen(head[i]);
         p = put_bulk(p, head[i], n);
