@@ -287,3 +287,14 @@ Test(redis_ledger, hold_facts_that_lie_about_their_length_are_not_read) {
     char out[8];
     cr_assert_not(dsc__redis_facts_next(&p, nul + 5, out, sizeof out), "a NUL inside a field");
 }
+
+Test(redis_ledger, numbers_are_written_in_decimal_at_both_ends_of_the_range) {
+    static const int64_t v[] = {0, 7, -7, 1000000, INT64_MAX, INT64_MIN};
+    static const char *const want[] = {
+        "0", "7", "-7", "1000000", "9223372036854775807", "-9223372036854775808"};
+    for (size_t i = 0; i < sizeof v / sizeof *v; i++) {
+        char out[24];
+        *dsc__redis_put_int(out, v[i]) = '\0';
+        cr_assert_str_eq(out, want[i]);
+    }
+}
