@@ -34,11 +34,11 @@
 #include <stdlib.h>
 #include <string.h>
 
-#define JOURNAL_MAX 1000000 /* decision journal entries kept (XADD MAXLEN ~) */
-#define RETAIN_S 600        /* a finished hold answers repeats this long */
-#define SWEEP_MAX 1000      /* expired holds finished per sweep call */
-#define STATES_MAX 64
-#define HOLDS_KEPT 65536 /* what this replica's own holds were for, newest kept */
+#define JOURNAL_MAX 1000000               /* decision journal entries kept (XADD MAXLEN ~) */
+#define RETAIN_S 600                      /* a finished hold answers repeats this long */
+#define SWEEP_MAX 1000                    /* expired holds finished per sweep call */
+#define STATES_MAX DSC_REDIS_COUNTERS_MAX /* more budgets on one subject are refused */
+#define HOLDS_KEPT 65536                  /* what this replica's own holds were for, newest kept */
 #define RECENT_MAX 16384 /* counters whose last state read is kept (then all dropped) */
 #define DSC__COUNTER_NAME_MAX (3 * DSC_SELECTOR_MAX + DSC_WINDOW_MAX + 32)
 

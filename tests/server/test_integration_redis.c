@@ -335,3 +335,31 @@ Test(integration_redis, decisions_list_reads_back_every_byte_the_journal_escaped
     th_server_cleanup(&s);
     th_redis_cleanup(&r);
 }
+
+/* A reserve carries at most 32 counters: a subject that 33 budgets apply to is
+ * refused, naming the bound, and holds nothing. */
+Test(integration_redis, a_subject_under_more_budgets_than_a_reserve_carries_is_refused) {
+    th_redis r;
+    th_redis_start(&r, NULL);
+    th_server s;
+    start_on(&s, &r, NULL);
+    cr_assert(healthz_becomes(&s, 200, 5000), "never healthy on Redis");
+    th_client *a = th_connect_admin(&s);
+    for (int i = 0; i < 33; i++) {
+        char params[160];
+        snprintf(params, sizeof params,
+                 "{\"selector\": \"%s\", \"metric\": \"tokens\", \"window\": \"rolling:%dm\", "
+                 "\"limit\": 100000}",
+                 i % 2 ? "team:*" : "org:*", i + 1);
+        json_t *res;
+        json_decref(th_ok(a, "budget.set", params, &res));
+    }
+    th_fails(a, "check", CHECK, "too_large", "33 budgets apply, a Redis store takes at most 32");
+    redisContext *rc = th_redis_connect(&r);
+    cr_assert_eq(th_redis_int(rc, "ZCARD {discern:}exp"), 0, "nothing held");
+    redisFree(rc);
+    th_client_free(a);
+    cr_assert_eq(th_server_stop(&s), 0);
+    th_server_cleanup(&s);
+    th_redis_cleanup(&r);
+}
