@@ -86,21 +86,73 @@ bool dsc__redis_facts_pack(char *out, size_t cap, const char *const *v, size_t n
     return true;
 }
 
-bool dsc__redis_facts_next(const char **p, const char *end, char *out, size_t cap) {
+bool dsc__redis_facts_span(const char **p, const char *end, const char **field, size_t *len) {
     const char *s = *p;
-    size_t len = 0;
+    size_t n = 0;
     if (s >= end || *s < '0' || *s > '9') return false;
     for (; s < end && *s >= '0' && *s <= '9'; s++) {
-        len = len * 10 + (size_t)(*s - '0');
-        if (len > DSC_REDIS_FACTS_MAX) return false;
+        n = n * 10 + (size_t)(*s - '0');
+        if (n > (size_t)(end - s)) return false; /* longer than what is left: no overflow */
     }
-    if (s >= end || *s != ':' || len > (size_t)(end - s - 1) || len >= cap ||
-        memchr(s + 1, '\0', len))
-        return false;
-    memcpy(out, s + 1, len);
-    out[len] = '\0';
-    *p = s + 1 + len;
+    if (s >= end || *s != ':' || n > (size_t)(end - s - 1)) return false;
+    *field = s + 1, *len = n;
+    *p = s + 1 + n;
     return true;
+}
+
+bool dsc__redis_facts_next(const char **p, const char *end, char *out, size_t cap) {
+    const char *at = *p, *f;
+    size_t len;
+    if (!dsc__redis_facts_span(&at, end, &f, &len) || len >= cap || memchr(f, '\0', len))
+        return false;
+    memcpy(out, f, len);
+    out[len] = '\0';
+    *p = at;
+    return true;
+}
+
+/* A packed integer field: decimal digits, an optional '-' first. */
+static json_t *journal_int(const char *f, size_t n) {
+    char num[24];
+    if (n == 0 || n >= sizeof num) return NULL;
+    memcpy(num, f, n);
+    num[n] = '\0';
+    char *stop;
+    errno = 0;
+    long long x = strtoll(num, &stop, 10);
+    return errno || *stop != '\0' ? NULL : json_integer(x);
+}
+
+json_t *dsc__redis_journal_load(const char *text, size_t len) {
+    if (len > 0 && text[0] == '{') return json_loadb(text, len, 0, NULL);
+#define JOURNAL_IS_I 1
+#define JOURNAL_IS_S 0
+#define JOURNAL_NAME(name, kind) #name,
+#define JOURNAL_INT(name, kind) JOURNAL_IS_##kind,
+    static const char *const names[] = {DSC_REDIS_JOURNAL_FIELDS(JOURNAL_NAME)};
+    static const bool ints[] = {DSC_REDIS_JOURNAL_FIELDS(JOURNAL_INT)};
+#undef JOURNAL_NAME
+#undef JOURNAL_INT
+#undef JOURNAL_IS_I
+#undef JOURNAL_IS_S
+    json_t *o = json_object();
+    const char *p = text, *end = text + len;
+    for (size_t i = 0; o && i < sizeof names / sizeof *names; i++) {
+        const char *f;
+        size_t n;
+        json_t *v = NULL;
+        if (dsc__redis_facts_span(&p, end, &f, &n))
+            v = ints[i] ? journal_int(f, n) : json_stringn_nocheck(f, n);
+        if (!v || json_object_set_new(o, names[i], v) != 0) {
+            json_decref(o);
+            return NULL;
+        }
+    }
+    if (o && p != end) { /* more than the fields: not a record of this version */
+        json_decref(o);
+        return NULL;
+    }
+    return o;
 }
 
 /* ---------------------------------------------------------------- replies -- */

@@ -22,6 +22,7 @@
 #include "discern/ledger.h"
 #include "discern/window.h"
 
+#include <jansson.h>
 #include <stddef.h>
 #include <stdint.h>
 
@@ -55,15 +56,30 @@ typedef struct dsc__redis_reserve_req {
     size_t n;
 } dsc__redis_reserve_req;
 
-/* A hold's facts, kept with it in Redis for a settle through another replica: n
- * strings, each as "<length>:<bytes>" one after the other (no separator a field
- * could contain). */
+/* Packed fields, what Redis keeps instead of JSON (a hold's facts, a decision in the
+ * journal): n strings, each as "<length>:<bytes>" one after the other (no
+ * separator a field could contain, nothing escaped). */
 #define DSC_REDIS_FACTS_MAX 1024
 /* Pack n strings (NULL is "") into out; false when they do not fit cap. */
 bool dsc__redis_facts_pack(char *out, size_t cap, const char *const *v, size_t n);
 /* Unpack the next field of *p (up to end) into out (cap bytes, NUL-terminated) and
  * advance *p; false when what is there is no field or does not fit. */
 bool dsc__redis_facts_next(const char **p, const char *end, char *out, size_t cap);
+/* The same without a copy: the field's bytes at *field, its length *len. */
+bool dsc__redis_facts_span(const char **p, const char *end, const char **field, size_t *len);
+
+/* A decision in the journal: its fields' values packed in this order (S a string, I
+ * an integer in decimal), no names. */
+#define DSC_REDIS_JOURNAL_FIELDS(XX)                                                               \
+    XX(decision_id, S)                                                                             \
+    XX(request_id, S) XX(at_us, I) XX(org, S) XX(team, S) XX(user, S) XX(key, S) XX(purpose, S)    \
+        XX(provider, S) XX(model, S) XX(input_tokens, I) XX(output_tokens, I) XX(est_energy_wh, I) \
+            XX(est_gco2e, I) XX(est_water_ml, I) XX(outcome, S) XX(policy, S)                      \
+                XX(policy_version, S) XX(reason, S) XX(reservation_id, S) XX(key_id, S)            \
+                    XX(zone, S) XX(purpose_class, S) XX(verdicts, S) XX(tags, S) XX(warnings, I)
+/* A journaled decision as a JSON object of those names (a record journaled as JSON
+ * text by an earlier version is read as it is); NULL when text is neither. */
+json_t *dsc__redis_journal_load(const char *text, size_t len);
 
 typedef enum dsc__redis_reserve_kind {
     DSC_REDIS_HELD,    /* every counter holds amount now */

@@ -15,7 +15,7 @@
 -- held, resets_at} for the first counter i (1-based) that would; when all fit each
 -- counter's held grows by its amount, the reservation is written with its expiry in
 -- <tag>exp, and the answer is {'ok', id, expires_us, used1, held1, resets1, ...}.
--- journal_detail (the check's decision, JSON text) is journaled once, in the stream:
+-- journal_detail (the check's decision, packed: server/redis_ledger.h) is journaled once:
 -- as 'reserve', or as 'refuse' when a counter refused (the policies allowed, the
 -- counters did not). hold_facts (what the hold is for, a few short fields; see
 -- server/redis_ledger.h) is kept with the hold: hold.lua reads it for a settle

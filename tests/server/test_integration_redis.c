@@ -304,9 +304,9 @@ Test(integration_redis, a_malformed_redis_url_is_a_config_error_naming_the_part)
     cr_assert(!strstr(out, "s3cret"), "the password was printed: %s", out);
 }
 
-/* The journal text is written by hand (server/ledger_redis.c): quotes, backslashes,
- * control bytes and UTF-8 in a decision's fields come back from decisions.list as
- * they went in, also inside the JSON text of its tags. */
+/* The journal keeps a decision's fields packed, not as JSON (server/ledger_redis.c):
+ * quotes, backslashes, control bytes and UTF-8 in them come back from
+ * decisions.list as they went in, also inside the JSON text of its tags. */
 Test(integration_redis, decisions_list_reads_back_every_byte_the_journal_escaped) {
     th_redis r;
     th_redis_start(&r, NULL);

@@ -298,3 +298,60 @@ Test(redis_ledger, numbers_are_written_in_decimal_at_both_ends_of_the_range) {
         cr_assert_str_eq(out, want[i]);
     }
 }
+
+/* --------------------------------------------------------- journal records -- */
+
+Test(redis_ledger, a_packed_journal_record_loads_as_named_typed_fields) {
+    const char *const v[] = {"d-1",
+                             "",
+                             "1700000000000000",
+                             "acme",
+                             "infra",
+                             "ana",
+                             "",
+                             "chat",
+                             "openai",
+                             "gpt-4o",
+                             "100",
+                             "20",
+                             "5",
+                             "-3",
+                             "0",
+                             "allow",
+                             "budgets",
+                             "v1",
+                             "a \"quoted\" reason",
+                             "r1",
+                             "k1",
+                             "FRA",
+                             "productive",
+                             "[{\"policy\":\"budgets\"}]",
+                             "{}",
+                             "3"};
+    char text[1024];
+    cr_assert(dsc__redis_facts_pack(text, sizeof text, v, sizeof v / sizeof *v));
+    json_t *o = dsc__redis_journal_load(text, strlen(text));
+    cr_assert_not_null(o);
+    cr_assert_str_eq(json_string_value(json_object_get(o, "decision_id")), "d-1");
+    cr_assert_eq(json_integer_value(json_object_get(o, "at_us")), 1700000000000000LL);
+    cr_assert_eq(json_integer_value(json_object_get(o, "est_gco2e")), -3);
+    cr_assert_str_eq(json_string_value(json_object_get(o, "reason")), "a \"quoted\" reason");
+    cr_assert_str_eq(json_string_value(json_object_get(o, "verdicts")),
+                     "[{\"policy\":\"budgets\"}]");
+    cr_assert_eq(json_integer_value(json_object_get(o, "warnings")), 3);
+    json_decref(o);
+
+    const char old[] = "{\"decision_id\":\"d-0\",\"at_us\":5}";
+    o = dsc__redis_journal_load(old, strlen(old));
+    cr_assert_str_eq(json_string_value(json_object_get(o, "decision_id")), "d-0",
+                     "a record of an earlier version, JSON, is read as it is");
+    json_decref(o);
+
+    char bad[1100];
+    snprintf(bad, sizeof bad, "%s1:x", text);
+    cr_assert_null(dsc__redis_journal_load(bad, strlen(bad)), "one field too many");
+    cr_assert_null(dsc__redis_journal_load(text, strlen(text) - 2), "cut short");
+    const char *const nonnum[] = {"d", "", "12x"};
+    cr_assert(dsc__redis_facts_pack(bad, sizeof bad, nonnum, 3));
+    cr_assert_null(dsc__redis_journal_load(bad, strlen(bad)), "at_us is no integer");
+}
