@@ -72,11 +72,31 @@ bool dsc__redis_facts_span(const char **p, const char *end, const char **field, 
  * an integer in decimal), no names. */
 #define DSC_REDIS_JOURNAL_FIELDS(XX)                                                               \
     XX(decision_id, S)                                                                             \
-    XX(request_id, S) XX(at_us, I) XX(org, S) XX(team, S) XX(user, S) XX(key, S) XX(purpose, S)    \
-        XX(provider, S) XX(model, S) XX(input_tokens, I) XX(output_tokens, I) XX(est_energy_wh, I) \
-            XX(est_gco2e, I) XX(est_water_ml, I) XX(outcome, S) XX(policy, S)                      \
-                XX(policy_version, S) XX(reason, S) XX(reservation_id, S) XX(key_id, S)            \
-                    XX(zone, S) XX(purpose_class, S) XX(verdicts, S) XX(tags, S) XX(warnings, I)
+    XX(request_id, S)                                                                              \
+    XX(at_us, I)                                                                                   \
+    XX(org, S)                                                                                     \
+    XX(team, S)                                                                                    \
+    XX(user, S)                                                                                    \
+    XX(key, S)                                                                                     \
+    XX(purpose, S)                                                                                 \
+    XX(provider, S)                                                                                \
+    XX(model, S)                                                                                   \
+    XX(input_tokens, I)                                                                            \
+    XX(output_tokens, I)                                                                           \
+    XX(est_energy_wh, I)                                                                           \
+    XX(est_gco2e, I)                                                                               \
+    XX(est_water_ml, I)                                                                            \
+    XX(outcome, S)                                                                                 \
+    XX(policy, S)                                                                                  \
+    XX(policy_version, S)                                                                          \
+    XX(reason, S)                                                                                  \
+    XX(reservation_id, S)                                                                          \
+    XX(key_id, S)                                                                                  \
+    XX(zone, S)                                                                                    \
+    XX(purpose_class, S)                                                                           \
+    XX(verdicts, S)                                                                                \
+    XX(tags, S)                                                                                    \
+    XX(warnings, I)
 /* A journaled decision as a JSON object of those names (a record journaled as JSON
  * text by an earlier version is read as it is); NULL when text is neither. */
 json_t *dsc__redis_journal_load(const char *text, size_t len);
