@@ -35,11 +35,11 @@
 #include <stdlib.h>
 #include <string.h>
 
-#define JOURNAL_MAX 1000000 /* decision journal entries kept (XADD MAXLEN ~) */
-#define RETAIN_S 600        /* a finished hold answers repeats this long */
-#define SWEEP_MAX 1000      /* expired holds finished per sweep call */
-#define STATES_MAX 64
-#define HOLDS_KEPT 65536 /* what this replica's own holds were for, newest kept */
+#define JOURNAL_MAX 1000000               /* decision journal entries kept (XADD MAXLEN ~) */
+#define RETAIN_S 600                      /* a finished hold answers repeats this long */
+#define SWEEP_MAX 1000                    /* expired holds finished per sweep call */
+#define STATES_MAX DSC_REDIS_COUNTERS_MAX /* more budgets on one subject are refused */
+#define HOLDS_KEPT 65536                  /* what this replica's own holds were for, newest kept */
 #define RECENT_MAX 16384 /* counters whose last state read is kept (then all dropped) */
 #define DSC__COUNTER_NAME_MAX (3 * DSC_SELECTOR_MAX + DSC_WINDOW_MAX + 32)
 
@@ -75,6 +75,26 @@ static void budget_id(char *out, size_t cap, const char *selector, dsc_metric m,
     snprintf(out, cap, "%s|%s|%s", selector, dsc_metric_name(m), window);
 }
 
+/* src (NULL: "") into dst, cut to cap - 1 bytes; what snprintf "%s" does, without
+ * parsing a format (the reserve's hot path copies eight of them). */
+static void copy_str(char *dst, size_t cap, const char *src) {
+    size_t n = src ? strnlen(src, cap - 1) : 0;
+    memcpy(dst, src ? src : "", n);
+    dst[n] = '\0';
+}
+
+/* A counter's Redis name, "<selector>|<metric>|<window>#<counter>" (cut to cap). */
+static void counter_name(char *out, size_t cap, const dsc_budget_state *b) {
+    const char *const parts[] = {b->selector, "|",       dsc_metric_name(b->metric), "|", b->window,
+                                 "#",         b->counter};
+    size_t at = 0;
+    for (size_t i = 0; i < sizeof parts / sizeof *parts && at + 1 < cap; i++) {
+        copy_str(out + at, cap - at, parts[i]);
+        at += strlen(out + at);
+    }
+    out[at] = '\0';
+}
+
 /* The Redis counters of the budgets that apply to s (from the local definitions),
  * with the amount of each one's metric that request would hold. */
 static dsc_status match(dsc__worker *w, const dsc_subject *s, const dsc_amounts *request,
@@ -88,8 +108,7 @@ static dsc_status match(dsc__worker *w, const dsc_subject *s, const dsc_amounts 
                              DSC_REDIS_COUNTERS_MAX);
     for (size_t i = 0; i < n; i++) {
         const dsc_budget_state *b = &k->states[i];
-        snprintf(k->names[i], sizeof k->names[i], "%s|%s|%s#%s", b->selector,
-                 dsc_metric_name(b->metric), b->window, b->counter);
+        counter_name(k->names[i], sizeof k->names[i], b);
         k->c[i] = (dsc__redis_counter){
             .name = k->names[i], .limit = b->limit, .amount = b->request, .metric = b->metric};
         if (dsc_window_parse(b->window, &k->c[i].window, err) != DSC_OK) return err->code;
@@ -218,10 +237,6 @@ static bool holds_find(dsc__redis_shared *rs, const char *id, dsc_hold_info *out
     return h != NULL;
 }
 
-static void copy_str(char *dst, size_t cap, const char *src) {
-    snprintf(dst, cap, "%s", src ? src : "");
-}
-
 /* The hold of a reserve, as holds_keep keeps it. */
 static void hold_of(dsc_hold_info *h, const char *id, const dsc_reserve_req *req) {
     const dsc_decision_record *d = req->decision;
@@ -262,6 +277,7 @@ typedef struct pending {
     double blimit;
     dsc_reserve_req rreq; /* reserve: sent again after a 'stale' (the caller's, kept until done) */
     char *detail;         /* reserve: the decision's journal text (owned) */
+    char *facts;          /* reserve: what the hold is for, packed (owned) */
     int retries;          /* reserve: 'stale' answers retried so far */
     struct seed *sd;      /* budget: a new budget's past usage, being read */
 } pending;
@@ -278,6 +294,7 @@ static pending *pending_new(dsc__worker *w, const dsc_done *done, dsc_error *err
     p->sstates = NULL;
     p->sent_us = dsc__now_us();
     p->detail = NULL;
+    p->facts = NULL;
     p->retries = 0;
     p->sd = NULL;
     return p;
@@ -287,6 +304,7 @@ static void seed_free(struct seed *sd);
 
 static void pending_free(pending *p) {
     if (p) free(p->detail);
+    if (p) free(p->facts);
     if (p) seed_free(p->sd);
     free(p);
 }
@@ -304,35 +322,41 @@ static void finish_status(pending *p, dsc_status st, const char *fmt, const char
 
 /* ---------------------------------------------------------------- journal -- */
 
-/* The journal text of a decision (JSON): what decisions.list reads back, and what
- * a settle through another replica reads of the hold it took. held (NULL: none)
- * adds "held", the amount of each metric (dsc_metric order, micro-units): what an
- * expiry charges whatever budgets apply (the hourly rollups, server/redis/common.lua,
- * take it from there). */
-static char *journal_text(const dsc_decision_record *d, const char *reservation,
-                          const dsc_amounts *held) {
+/* The journal record of a decision: its fields' values packed in the order of
+ * DSC_REDIS_JOURNAL_FIELDS (redis_ledger.h), no names, nothing escaped; what
+ * decisions.list reads back through dsc__redis_journal_load. About half the bytes
+ * of the same record as JSON, and no object to build: the check's hot path writes
+ * one per decision and Redis keeps and appends to its AOF each byte. */
+static char *journal_text(const dsc_decision_record *d, const char *reservation) {
     const dsc_subject *s = &d->subject;
-#define S(x) ((x) ? (x) : "")
-    json_t *o = json_pack(
-        "{s:s, s:s, s:I, s:s, s:s, s:s, s:s, s:s, s:s, s:s, s:I, s:I, s:I, s:I, s:I, s:s, s:s, "
-        "s:s, s:s, s:s, s:s, s:s, s:s, s:s, s:s, s:i}",
-        "decision_id", S(d->decision_id), "request_id", S(d->request_id), "at_us",
-        (json_int_t)(d->at_us ? d->at_us : dsc__now_us()), "org", S(s->org), "team", S(s->team),
-        "user", S(s->user), "key", S(s->key), "purpose", S(d->purpose), "provider", S(d->provider),
-        "model", S(d->model), "input_tokens", (json_int_t)d->input_tokens, "output_tokens",
-        (json_int_t)d->output_tokens, "est_energy_wh", (json_int_t)d->est_energy_wh, "est_gco2e",
-        (json_int_t)d->est_gco2e, "est_water_ml", (json_int_t)d->est_water_ml, "outcome",
-        S(d->outcome), "policy", S(d->policy), "policy_version", S(d->policy_version), "reason",
-        S(d->reason), "reservation_id", S(reservation), "key_id", S(d->key_id), "zone", S(d->zone),
-        "purpose_class", S(d->purpose_class), "verdicts", S(d->verdicts), "tags", S(d->tags),
-        "warnings", (int)d->warnings);
-#undef S
-    json_t *a = held && o ? json_array() : NULL;
-    for (int m = 0; a && m < DSC_METRIC_COUNT; m++)
-        json_array_append_new(a, json_integer((json_int_t)held->v[m]));
-    char *text =
-        o && (!held || json_object_set_new(o, "held", a) == 0) ? json_dumps(o, JSON_COMPACT) : NULL;
-    json_decref(o);
+    char nums[7][24];
+    const int64_t ints[7] = {d->at_us ? d->at_us : dsc__now_us(),
+                             d->input_tokens,
+                             d->output_tokens,
+                             d->est_energy_wh,
+                             d->est_gco2e,
+                             d->est_water_ml,
+                             (int64_t)d->warnings};
+    for (int i = 0; i < 7; i++)
+        *dsc__redis_put_int(nums[i], ints[i]) = '\0';
+    const char *const v[] = {
+        d->decision_id, d->request_id, nums[0],     s->org,     s->team,          s->user,
+        s->key,         d->purpose,    d->provider, d->model,   nums[1],          nums[2],
+        nums[3],        nums[4],       nums[5],     d->outcome, d->policy,        d->policy_version,
+        d->reason,      reservation,   d->key_id,   d->zone,    d->purpose_class, d->verdicts,
+        d->tags,        nums[6]};
+#define JOURNAL_COUNT(name, kind) +1
+    _Static_assert(sizeof v / sizeof *v == 0 DSC_REDIS_JOURNAL_FIELDS(JOURNAL_COUNT),
+                   "one value per journal field, in their order");
+#undef JOURNAL_COUNT
+    size_t cap = 1;
+    for (size_t i = 0; i < sizeof v / sizeof *v; i++)
+        cap += (v[i] ? strlen(v[i]) : 0) + 21;
+    char *text = malloc(cap);
+    if (text && !dsc__redis_facts_pack(text, cap, v, sizeof v / sizeof *v)) {
+        free(text);
+        text = NULL;
+    }
     return text;
 }
 
@@ -387,6 +411,58 @@ static void copy_field(char *out, size_t cap, json_t *o, const char *key) {
     snprintf(out, cap, "%s", v ? v : "");
 }
 
+/* A hold's facts as reserve packs them (dsc__redis_facts_pack), in this order. */
+#define HOLD_FACTS(h)                                                                              \
+    { h->org, h->team, h->user, h->key, h->provider, h->model, h->zone, h->purpose }
+#define HOLD_FACTS_CAPS(h)                                                                         \
+    {                                                                                              \
+        sizeof h->org, sizeof h->team, sizeof h->user, sizeof h->key, sizeof h->provider,          \
+            sizeof h->model, sizeof h->zone, sizeof h->purpose                                     \
+    }
+#define HOLD_FACTS_N 8
+
+/* The facts reserve keeps with a hold (malloc'd; NULL: too long or out of memory):
+ * the HOLD_FACTS strings, then what the check held of each metric (dsc_metric order,
+ * micro-units), which an expiry charges and the hourly rollups count
+ * (server/redis/common.lua, hold_charge); facts_unpack reads only the strings. */
+static char *facts_pack(const dsc_hold_info *h, const dsc_amounts *held) {
+    char nums[DSC_METRIC_COUNT][24];
+    const char *v[HOLD_FACTS_N + DSC_METRIC_COUNT] = HOLD_FACTS(h);
+    for (int m = 0; m < DSC_METRIC_COUNT; m++) {
+        *dsc__redis_put_int(nums[m], held->v[m]) = '\0';
+        v[HOLD_FACTS_N + m] = nums[m];
+    }
+    char *out = malloc(DSC_REDIS_FACTS_MAX);
+    if (out && !dsc__redis_facts_pack(out, DSC_REDIS_FACTS_MAX, v, sizeof v / sizeof *v)) {
+        free(out);
+        out = NULL;
+    }
+    return out;
+}
+
+/* The facts read back into h; a hold taken by an earlier version keeps the journal
+ * text of its check instead (JSON), read by name. Unreadable facts leave them "". */
+static void facts_unpack(dsc_hold_info *h, const char *text, size_t len) {
+    char *const v[HOLD_FACTS_N] = HOLD_FACTS(h);
+    const size_t caps[HOLD_FACTS_N] = HOLD_FACTS_CAPS(h);
+    if (len > 0 && text[0] == '{') {
+        static const char *const names[HOLD_FACTS_N] = {"org",      "team",  "user", "key",
+                                                        "provider", "model", "zone", "purpose"};
+        json_t *o = json_loadb(text, len, 0, NULL);
+        for (int i = 0; i < HOLD_FACTS_N; i++)
+            copy_field(v[i], caps[i], o, names[i]);
+        json_decref(o);
+        return;
+    }
+    const char *p = text, *end = text + len;
+    for (int i = 0; i < HOLD_FACTS_N; i++)
+        if (!dsc__redis_facts_next(&p, end, v[i], caps[i])) {
+            for (int j = 0; j < HOLD_FACTS_N; j++)
+                v[j][0] = '\0';
+            return;
+        }
+}
+
 static void on_hold(void *ud, dsc_status st, const dsc__redis_answer *a, const dsc_error *err) {
     pending *p = ud;
     if (st != DSC_OK) {
@@ -399,16 +475,7 @@ static void on_hold(void *ud, dsc_status st, const dsc__redis_answer *a, const d
         return;
     }
     dsc_hold_info *h = p->hold;
-    json_t *o = json_loads(a->hold.detail, 0, NULL);
-    copy_field(h->org, sizeof h->org, o, "org");
-    copy_field(h->team, sizeof h->team, o, "team");
-    copy_field(h->user, sizeof h->user, o, "user");
-    copy_field(h->key, sizeof h->key, o, "key");
-    copy_field(h->provider, sizeof h->provider, o, "provider");
-    copy_field(h->model, sizeof h->model, o, "model");
-    copy_field(h->zone, sizeof h->zone, o, "zone");
-    copy_field(h->purpose, sizeof h->purpose, o, "purpose");
-    json_decref(o);
+    facts_unpack(h, a->hold.detail, a->hold.detail_len);
     snprintf(h->owner, sizeof h->owner, "%s", a->hold.owner);
     h->expires_us = a->hold.expires_us;
     h->open = strcmp(a->hold.state, "held") == 0;
@@ -503,6 +570,7 @@ static dsc_status send_reserve(pending *p, dsc_error *err) {
         .ttl_us = req->ttl_s * 1000000,
         .tz_offset_s = w->srv->redis->tz_offset_s,
         .journal = p->detail,
+        .hold_facts = p->facts,
         .journal_max = p->detail ? JOURNAL_MAX : 0,
         .counters = p->k.c,
         .n = p->k.n,
@@ -524,14 +592,16 @@ static dsc_status reserve(dsc__worker *w, const dsc_reserve_req *req, dsc_reserv
     if (!out->reservation_id[0])
         st = dsc_error_set(err, DSC_IO, "no random bytes for a reservation id");
     if (st == DSC_OK && req->decision &&
-        !(p->detail = journal_text(req->decision, out->reservation_id, req->amounts)))
+        !(p->detail = journal_text(req->decision, out->reservation_id)))
         st = dsc_error_set(err, DSC_NOMEM, "out of memory for the journal");
     if (st == DSC_OK) {
         p->rout = out;
         p->rreq = *req;
         hold_of(&p->own, out->reservation_id, req);
-        st = send_reserve(p, err);
+        if (!(p->facts = facts_pack(&p->own, req->amounts)))
+            st = dsc_error_set(err, DSC_TOO_LARGE, "%s", "subject: too long to keep with a hold");
     }
+    if (st == DSC_OK) st = send_reserve(p, err);
     if (st != DSC_OK) pending_free(p);
     return st;
 }
@@ -580,7 +650,7 @@ static dsc_status record(dsc__worker *w, const dsc_decision_record *rec, const d
                          dsc_error *err) {
     dsc__redis *r = conn_of(w, err);
     if (!r) return DSC_STORE_UNAVAILABLE;
-    char *detail = journal_text(rec, rec->reservation_id, NULL);
+    char *detail = journal_text(rec, rec->reservation_id);
     pending *p = detail ? pending_new(w, done, err) : NULL;
     dsc_status st = p ? dsc__redis_record(r, rec->decision_id ? rec->decision_id : "", detail,
                                           JOURNAL_MAX, on_done, p, err)
@@ -911,9 +981,14 @@ void dsc__ledger_redis_admin(dsc__worker *w, const char *by, const char *action,
                              const char *detail) {
     dsc_error err;
     if (!conn_of(w, &err) || dsc__redis_admin_add(w->redis, by, action, target, detail, ADMIN_MAX,
-                                                  on_admin, w, &err) != DSC_OK)
+                                                  on_admin, w, &err) != DSC_OK) {
         dsc_log_write(&w->srv->log, DSC_LOG_ERROR, "journal_failed", "action=%s message=\"%s\"",
                       action, err.message);
+        return;
+    }
+    /* in Redis before the change's reply goes out: a change the caller then makes
+     * through another replica is journaled after this one */
+    dsc__redis_flush(w->redis);
 }
 
 /* Redis has the change at version v. The local copy is in step when it was at v - 1

@@ -357,7 +357,7 @@ static void on_journal(void *ud, dsc_status st, const dsc__redis_answer *ans,
     dsc_error err = st == DSC_OK ? (dsc_error){0} : *st_err;
     for (size_t i = 0; st == DSC_OK && i < ans->n && j->n < j->a.limit; i++) {
         const char *event = ans->defs[3 * i]->str, *id = ans->defs[3 * i + 1]->str;
-        json_t *o = json_loads(ans->defs[3 * i + 2]->str, 0, NULL);
+        json_t *o = dsc__redis_journal_load(ans->defs[3 * i + 2]->str, ans->defs[3 * i + 2]->len);
         const char *outcome = strcmp(event, "refuse") == 0 ? "refuse" : jstr(o, "outcome");
         if (o && row_matches(&j->a, o, outcome)) {
             pack_detail(&j->pk, o, event, dsc__redis_seq_of_id(id));

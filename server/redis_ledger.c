@@ -34,7 +34,7 @@ static void add_str(args *a, const char *s) {
 }
 
 static void add_int(args *a, int64_t x) {
-    snprintf(a->num[a->n], sizeof a->num[a->n], "%lld", (long long)x);
+    *dsc__redis_put_int(a->num[a->n], x) = '\0';
     a->v[a->n] = a->num[a->n];
     a->n++;
 }
@@ -65,6 +65,94 @@ static dsc_status add_counters(args *a, const dsc__redis_counter *c, size_t n, b
         add_int(a, c[i].metric);
     }
     return DSC_OK;
+}
+
+/* ------------------------------------------------------------------ facts -- */
+
+bool dsc__redis_facts_pack(char *out, size_t cap, const char *const *v, size_t n) {
+    size_t at = 0;
+    if (cap == 0) return false;
+    out[0] = '\0';
+    for (size_t i = 0; i < n; i++) {
+        const char *s = v[i] ? v[i] : "";
+        size_t len = strlen(s);
+        int w = snprintf(out + at, cap - at, "%zu:", len);
+        if (w < 0 || (size_t)w >= cap - at || len >= cap - at - (size_t)w) return false;
+        at += (size_t)w;
+        memcpy(out + at, s, len);
+        at += len;
+        out[at] = '\0';
+    }
+    return true;
+}
+
+bool dsc__redis_facts_span(const char **p, const char *end, const char **field, size_t *len) {
+    const char *s = *p;
+    size_t n = 0;
+    if (s >= end || *s < '0' || *s > '9') return false;
+    for (; s < end && *s >= '0' && *s <= '9'; s++) {
+        n = n * 10 + (size_t)(*s - '0');
+        if (n > (size_t)(end - s)) return false; /* longer than what is left: no overflow */
+    }
+    if (s >= end || *s != ':' || n > (size_t)(end - s - 1)) return false;
+    *field = s + 1, *len = n;
+    *p = s + 1 + n;
+    return true;
+}
+
+bool dsc__redis_facts_next(const char **p, const char *end, char *out, size_t cap) {
+    const char *at = *p, *f;
+    size_t len;
+    if (!dsc__redis_facts_span(&at, end, &f, &len) || len >= cap || memchr(f, '\0', len))
+        return false;
+    memcpy(out, f, len);
+    out[len] = '\0';
+    *p = at;
+    return true;
+}
+
+/* A packed integer field: decimal digits, an optional '-' first. */
+static json_t *journal_int(const char *f, size_t n) {
+    char num[24];
+    if (n == 0 || n >= sizeof num) return NULL;
+    memcpy(num, f, n);
+    num[n] = '\0';
+    char *stop;
+    errno = 0;
+    long long x = strtoll(num, &stop, 10);
+    return errno || *stop != '\0' ? NULL : json_integer(x);
+}
+
+json_t *dsc__redis_journal_load(const char *text, size_t len) {
+    if (len > 0 && text[0] == '{') return json_loadb(text, len, 0, NULL);
+#define JOURNAL_IS_I 1
+#define JOURNAL_IS_S 0
+#define JOURNAL_NAME(name, kind) #name,
+#define JOURNAL_INT(name, kind) JOURNAL_IS_##kind,
+    static const char *const names[] = {DSC_REDIS_JOURNAL_FIELDS(JOURNAL_NAME)};
+    static const bool ints[] = {DSC_REDIS_JOURNAL_FIELDS(JOURNAL_INT)};
+#undef JOURNAL_NAME
+#undef JOURNAL_INT
+#undef JOURNAL_IS_I
+#undef JOURNAL_IS_S
+    json_t *o = json_object();
+    const char *p = text, *end = text + len;
+    for (size_t i = 0; o && i < sizeof names / sizeof *names; i++) {
+        const char *f;
+        size_t n;
+        json_t *v = NULL;
+        if (dsc__redis_facts_span(&p, end, &f, &n))
+            v = ints[i] ? journal_int(f, n) : json_stringn_nocheck(f, n);
+        if (!v || json_object_set_new(o, names[i], v) != 0) {
+            json_decref(o);
+            return NULL;
+        }
+    }
+    if (o && p != end) { /* more than the fields: not a record of this version */
+        json_decref(o);
+        return NULL;
+    }
+    return o;
 }
 
 /* ---------------------------------------------------------------- replies -- */
@@ -234,7 +322,8 @@ dsc_status dsc__redis_reserve(dsc__redis *r, const dsc__redis_reserve_req *req,
     args a = {0};
     add_int(&a, req->version), add_str(&a, req->reservation_id), add_str(&a, req->request_id);
     add_int(&a, req->ttl_us), add_int(&a, req->tz_offset_s), add_str(&a, req->owner_key);
-    add_str(&a, req->journal), add_int(&a, req->journal_max), add_int(&a, (int64_t)req->n);
+    add_str(&a, req->journal), add_str(&a, req->hold_facts), add_int(&a, req->journal_max);
+    add_int(&a, (int64_t)req->n);
     dsc_status st = add_counters(&a, req->counters, req->n, true, err);
     if (st != DSC_OK) return st;
     return send(r, DSC_REDIS_RESERVE, &a, (void (*)(void))fn, ud, req->n, on_reserve_reply, err);
@@ -302,6 +391,7 @@ static dsc_status parse_hold(const redisReply *rep, dsc__redis_answer *out, dsc_
         return malformed(err, "hold");
     memcpy(h->owner, e[1]->str, e[1]->len + 1);
     h->detail = e[3]->str;
+    h->detail_len = e[3]->len;
     h->known = true;
     return DSC_OK;
 }

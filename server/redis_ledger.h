@@ -22,6 +22,7 @@
 #include "discern/ledger.h"
 #include "discern/window.h"
 
+#include <jansson.h>
 #include <stddef.h>
 #include <stdint.h>
 
@@ -49,10 +50,57 @@ typedef struct dsc__redis_reserve_req {
     int64_t ttl_us;             /* > 0 */
     int32_t tz_offset_s;        /* calendar windows */
     const char *journal;        /* the decision's record; NULL: none */
+    const char *hold_facts;     /* what the hold is for (dsc__redis_facts_pack); NULL: none */
     int64_t journal_max;        /* the journal stream's cap; 0: not journaled */
     const dsc__redis_counter *counters;
     size_t n;
 } dsc__redis_reserve_req;
+
+/* Packed fields, what Redis keeps instead of JSON (a hold's facts, a decision in the
+ * journal): n strings, each as "<length>:<bytes>" one after the other (no
+ * separator a field could contain, nothing escaped). */
+#define DSC_REDIS_FACTS_MAX 1024
+/* Pack n strings (NULL is "") into out; false when they do not fit cap. */
+bool dsc__redis_facts_pack(char *out, size_t cap, const char *const *v, size_t n);
+/* Unpack the next field of *p (up to end) into out (cap bytes, NUL-terminated) and
+ * advance *p; false when what is there is no field or does not fit. */
+bool dsc__redis_facts_next(const char **p, const char *end, char *out, size_t cap);
+/* The same without a copy: the field's bytes at *field, its length *len. */
+bool dsc__redis_facts_span(const char **p, const char *end, const char **field, size_t *len);
+
+/* A decision in the journal: its fields' values packed in this order (S a string, I
+ * an integer in decimal), no names. reserve.lua renames the reservation of a
+ * repeated check's record by its place, the 20th field: keep reservation_id there. */
+#define DSC_REDIS_JOURNAL_FIELDS(XX)                                                               \
+    XX(decision_id, S)                                                                             \
+    XX(request_id, S)                                                                              \
+    XX(at_us, I)                                                                                   \
+    XX(org, S)                                                                                     \
+    XX(team, S)                                                                                    \
+    XX(user, S)                                                                                    \
+    XX(key, S)                                                                                     \
+    XX(purpose, S)                                                                                 \
+    XX(provider, S)                                                                                \
+    XX(model, S)                                                                                   \
+    XX(input_tokens, I)                                                                            \
+    XX(output_tokens, I)                                                                           \
+    XX(est_energy_wh, I)                                                                           \
+    XX(est_gco2e, I)                                                                               \
+    XX(est_water_ml, I)                                                                            \
+    XX(outcome, S)                                                                                 \
+    XX(policy, S)                                                                                  \
+    XX(policy_version, S)                                                                          \
+    XX(reason, S)                                                                                  \
+    XX(reservation_id, S)                                                                          \
+    XX(key_id, S)                                                                                  \
+    XX(zone, S)                                                                                    \
+    XX(purpose_class, S)                                                                           \
+    XX(verdicts, S)                                                                                \
+    XX(tags, S)                                                                                    \
+    XX(warnings, I)
+/* A journaled decision as a JSON object of those names (a record journaled as JSON
+ * text by an earlier version is read as it is); NULL when text is neither. */
+json_t *dsc__redis_journal_load(const char *text, size_t len);
 
 typedef enum dsc__redis_reserve_kind {
     DSC_REDIS_HELD,    /* every counter holds amount now */
@@ -133,13 +181,14 @@ typedef enum dsc__redis_cancel_kind {
     DSC_REDIS_CANCEL_FINISHED /* no longer held (settled, cancelled, expired): no change */
 } dsc__redis_cancel_kind;
 
-/* A hold as hold.lua reads it: its state, owner key, expiry and the journal text of
- * the check that took it. */
+/* A hold as hold.lua reads it: its state, owner key, expiry and its facts (or, for a
+ * hold taken by an earlier version, the journal text of the check that took it). */
 typedef struct dsc__redis_hold_out {
     bool known;
     char state[16], owner[DSC_NAME_MAX];
     int64_t expires_us;
     const char *detail; /* borrowed for the completion ("" when none) */
+    size_t detail_len;
 } dsc__redis_hold_out;
 
 /* What a call of the scripts below answers, for the completion (st DSC_OK). */

@@ -43,13 +43,13 @@ typedef struct call {
     struct call *prev, *next;
     dsc__redis *r;
     dsc__redis_script script;
-    int argc;          /* of argv, with the 4 leading EVALSHA sha 1 key */
-    const char **argv; /* argv[4..] point into one owned block */
-    size_t *lens;
     dsc__redis_reply_fn fn;
     void *ud;
     int64_t sent_us;
-    bool retried; /* sent again after NOSCRIPT */
+    bool retried;   /* sent again after NOSCRIPT */
+    size_t sha_at;  /* where the script's sha is in cmd (40 bytes), 0: none there */
+    size_t cmd_len; /* the whole EVALSHA in the protocol's own form, formatted once */
+    char cmd[];
 } call;
 
 struct dsc__redis {
@@ -141,9 +141,6 @@ static void link_call(dsc__redis *r, call *k) {
 }
 
 static void call_free(call *k) {
-    if (!k) return;
-    free(k->argv);
-    free(k->lens);
     free(k);
 }
 
@@ -188,12 +185,11 @@ static void on_call_reply(redisAsyncContext *ac, void *reply, void *privdata);
 
 static bool send_call(call *k) {
     dsc__redis *r = k->r;
-    k->argv[1] = r->sha[k->script];
-    k->lens[1] = strlen(r->sha[k->script]);
+    if (k->sha_at && strlen(r->sha[k->script]) == 40) /* as loaded last */
+        memcpy(k->cmd + k->sha_at, r->sha[k->script], 40);
     k->sent_us = mono_us();
     return r->cmd.state == READY && r->cmd.ac &&
-           redisAsyncCommandArgv(r->cmd.ac, on_call_reply, k, k->argc, k->argv, k->lens) ==
-               REDIS_OK;
+           redisAsyncFormattedCommand(r->cmd.ac, on_call_reply, k, k->cmd, k->cmd_len) == REDIS_OK;
 }
 
 static void on_reload(redisAsyncContext *ac, void *reply, void *privdata) {
@@ -225,31 +221,59 @@ static void on_call_reply(redisAsyncContext *ac, void *reply, void *privdata) {
     complete(k, rp);
 }
 
+char *dsc__redis_put_int(char *p, int64_t v) {
+    char tmp[20];
+    uint64_t u = v < 0 ? 0 - (uint64_t)v : (uint64_t)v;
+    int n = 0;
+    do {
+        tmp[n++] = (char)('0' + u % 10);
+        u /= 10;
+    } while (u);
+    if (v < 0) *p++ = '-';
+    while (n)
+        *p++ = tmp[--n];
+    return p;
+}
+
+/* One bulk string of the protocol ("$<len>\r\n<bytes>\r\n") at p; its end. */
+static char *put_bulk(char *p, const char *s, size_t n) {
+    *p++ = '$';
+    p = dsc__redis_put_int(p, (int64_t)n);
+    *p++ = '\r', *p++ = '\n';
+    memcpy(p, s, n);
+    p[n] = '\r', p[n + 1] = '\n';
+    return p + n + 2;
+}
+
+/* The call is formatted here, once, into the block that holds it: EVALSHA sha 1
+ * key0 argv..., as the protocol sends it (the same bytes go again after a
+ * NOSCRIPT, with the sha as loaded then). One allocation, no copy of the arguments
+ * beside it. */
 dsc_status dsc__redis_eval(dsc__redis *r, dsc__redis_script script, int argc,
                            const char *const *argv, dsc__redis_reply_fn fn, void *ud) {
     if (r->cmd.state != READY || (unsigned)script >= DSC_REDIS_SCRIPT_COUNT || argc < 0)
         return DSC_STORE_UNAVAILABLE;
-    size_t bytes = 0;
+    const char *head[] = {"EVALSHA", r->sha[script], "1", r->key0};
+    size_t bytes = 24 + 4 * 26;
+    for (int i = 0; i < 4; i++)
+        bytes += strlen(head[i]);
     for (int i = 0; i < argc; i++)
-        bytes += strlen(argv[i]) + 1;
-    call *k = calloc(1, sizeof *k);
-    if (k) k->argv = malloc(((size_t)argc + 4) * sizeof *k->argv + bytes + 1);
-    if (k) k->lens = malloc(((size_t)argc + 4) * sizeof *k->lens);
-    if (!k || !k->argv || !k->lens) {
-        call_free(k);
-        return DSC_NOMEM;
+        bytes += strlen(argv[i]) + 26; /* "$" <= 20 digits "\r\n" <bytes> "\r\n" */
+    call *k = calloc(1, sizeof *k + bytes);
+    if (!k) return DSC_NOMEM;
+    char *p = k->cmd;
+    *p++ = '*';
+    p = dsc__redis_put_int(p, argc + 4);
+    *p++ = '\r', *p++ = '\n';
+    for (int i = 0; i < 4; i++) {
+        size_t n = strlen(head[i]);
+        p = put_bulk(p, head[i], n);
+        if (i == 1 && n == 40) k->sha_at = (size_t)(p - k->cmd) - 42;
     }
-    char *p = (char *)(k->argv + argc + 4);
-    k->argv[0] = "EVALSHA", k->argv[2] = "1", k->argv[3] = r->key0;
-    k->lens[0] = 7, k->lens[2] = 1, k->lens[3] = strlen(r->key0);
-    for (int i = 0; i < argc; i++) {
-        size_t n = strlen(argv[i]);
-        memcpy(p, argv[i], n + 1);
-        k->argv[4 + i] = p;
-        k->lens[4 + i] = n;
-        p += n + 1;
-    }
-    k->r = r, k->script = script, k->argc = argc + 4, k->fn = fn, k->ud = ud;
+    for (int i = 0; i < argc; i++)
+        p = put_bulk(p, argv[i], strlen(argv[i]));
+    k->cmd_len = (size_t)(p - k->cmd);
+    k->r = r, k->script = script, k->fn = fn, k->ud = ud;
     if (!send_call(k)) {
         call_free(k);
         return DSC_STORE_UNAVAILABLE;
@@ -277,16 +301,29 @@ static void became_ready(conn *c) {
     if (r->on_ready) r->on_ready(r->ud, true);
 }
 
-/* A reply of the handshake: privdata is 1 + the script index, or 0 for AUTH/SELECT. */
+static bool send_after_auth(conn *c);
+
+/* A reply of the handshake: privdata is 1 + the script index, 0 for SELECT, -1 for
+ * AUTH (the rest is sent once AUTH has succeeded: Redis drops an unauthenticated
+ * connection that sends a bulk longer than 16 KiB, as a SCRIPT LOAD is). */
 static void on_handshake(redisAsyncContext *ac, void *reply, void *privdata) {
     conn *c = ac->data;
     redisReply *rp = reply;
     intptr_t which = (intptr_t)privdata;
     if (!rp || c->state != LOADING) return; /* the connection is going away */
     if (rp->type == REDIS_REPLY_ERROR) {
-        set_error(c->r, which ? "SCRIPT LOAD" : "AUTH/SELECT", rp->str);
+        set_error(c->r, which > 0 ? "SCRIPT LOAD" : "AUTH/SELECT", rp->str);
         c->state = DOWN;
         redisAsyncDisconnect(ac);
+        return;
+    }
+    if (which < 0) {
+        c->loading--;
+        if (!send_after_auth(c)) {
+            set_error(c->r, "handshake", "cannot queue commands");
+            c->state = DOWN;
+            redisAsyncDisconnect(ac);
+        }
         return;
     }
     if (which > 0 && rp->type == REDIS_REPLY_STRING && rp->len == 40)
@@ -312,18 +349,12 @@ static void on_sub(redisAsyncContext *ac, void *reply, void *privdata) {
     }
 }
 
-static bool send_handshake(conn *c) {
+/* SELECT, the scripts (or SUBSCRIBE), once the connection may send them. */
+static bool send_after_auth(conn *c) {
     dsc__redis *r = c->r;
     redisAsyncContext *ac = c->ac;
     bool ok = true;
-    c->loading = 0;
-    if (r->url.password[0]) {
-        bool user = r->url.user[0] != '\0';
-        const char *argv[] = {"AUTH", user ? r->url.user : r->url.password, r->url.password};
-        ok = redisAsyncCommandArgv(ac, on_handshake, 0, user ? 3 : 2, argv, NULL) == REDIS_OK;
-        c->loading++;
-    }
-    if (ok && r->url.db > 0 && !c->subscriber) {
+    if (r->url.db > 0 && !c->subscriber) {
         char db[16];
         snprintf(db, sizeof db, "%d", r->url.db);
         const char *argv[] = {"SELECT", db};
@@ -341,6 +372,18 @@ static bool send_handshake(conn *c) {
         ok = redisAsyncCommandArgv(ac, on_sub, NULL, 2, argv, NULL) == REDIS_OK;
     }
     return ok;
+}
+
+/* AUTH first when there is a password, the rest from its reply (on_handshake). */
+static bool send_handshake(conn *c) {
+    dsc__redis *r = c->r;
+    c->loading = 0;
+    if (!r->url.password[0]) return send_after_auth(c);
+    bool user = r->url.user[0] != '\0';
+    const char *argv[] = {"AUTH", user ? r->url.user : r->url.password, r->url.password};
+    c->loading++;
+    return redisAsyncCommandArgv(c->ac, on_handshake, (void *)(intptr_t)-1, user ? 3 : 2, argv,
+                                 NULL) == REDIS_OK;
 }
 
 static void on_connect(const redisAsyncContext *ac, int status) {
@@ -474,6 +517,10 @@ dsc__redis *dsc__redis_new(struct event_base *base, const dsc__redis_config *cfg
     conn_start(&r->cmd);
     if (r->on_budgets) conn_start(&r->sub);
     return r;
+}
+
+void dsc__redis_flush(dsc__redis *r) {
+    if (r->cmd.state == READY && r->cmd.ac) redisAsyncHandleWrite(r->cmd.ac);
 }
 
 bool dsc__redis_ready(const dsc__redis *r) {

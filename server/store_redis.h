@@ -64,6 +64,13 @@ dsc__redis *dsc__redis_new(struct event_base *base, const dsc__redis_config *cfg
  * ready, fn is not called. DSC_NOMEM likewise. */
 dsc_status dsc__redis_eval(dsc__redis *r, dsc__redis_script script, int argc,
                            const char *const *argv, dsc__redis_reply_fn fn, void *ud);
+/* v in decimal at p (at most 20 bytes, no NUL); the end. What the calls' numbers
+ * are written with: a script call's arguments are mostly numbers. */
+char *dsc__redis_put_int(char *p, int64_t v);
+/* Write the calls queued on r now (as far as the socket takes them without
+ * blocking) rather than at the loop's next turn: a call made before a reply is then
+ * in Redis's hands before the reply's reader can act on it elsewhere. */
+void dsc__redis_flush(dsc__redis *r);
 /* Whether calls can be sent (connected, authenticated, scripts loaded). */
 bool dsc__redis_ready(const dsc__redis *r);
 /* Why the connection is not ready ("" when it is). */

@@ -12,7 +12,9 @@
 --   <tag>bid            last budget id handed out
 --   <tag>c:<counter>    hash: one counter (u used, h held, p period start / t last
 --                       refill / b<index> rolling buckets)
---   <tag>h:<id>         hash: one reservation (st state, d JSON detail)
+--   <tag>h:<id>         hash: one reservation (st state, d JSON: its counters,
+--                       owner, expiry; g JSON: what it was charged, once finished;
+--                       j: what it was for, the facts a settle elsewhere needs)
 --   <tag>rq:<request>   request id -> reservation id (idempotent checks)
 --   <tag>exp            sorted set: held reservation ids by expiry (unix µs)
 --   <tag>journal        stream: the decision journal of every replica (capped)
@@ -42,34 +44,14 @@ local function int(x)
   return string.format('%d', x)
 end
 
--- Days since 1970-01-01 of a civil date (proleptic Gregorian, m 1..12).
-local function days_from_civil(y, m, d)
-  if m <= 2 then y = y - 1 end
-  local era = floor_div(y, 400)
-  local yoe = y - era * 400
-  local mp = m > 2 and m - 3 or m + 9
-  local doy = floor_div(153 * mp + 2, 5) + d - 1
-  local doe = yoe * 365 + floor_div(yoe, 4) - floor_div(yoe, 100) + doy
-  return era * 146097 + doe - 719468
-end
-
-local function civil_from_days(z)
-  z = z + 719468
-  local era = floor_div(z, 146097)
-  local doe = z - era * 146097
-  local yoe = floor_div(doe - floor_div(doe, 1460) + floor_div(doe, 36524) - floor_div(doe, 146096), 365)
-  local doy = doe - (365 * yoe + floor_div(yoe, 4) - floor_div(yoe, 100))
-  local mp = floor_div(5 * doy + 2, 153)
-  local m = mp < 10 and mp + 3 or mp - 9
-  local y = yoe + era * 400
-  if m <= 2 then y = y + 1 end
-  return y, m
-end
-
 -- The calendar period [start, end) in unix seconds of kind containing t (seconds),
--- in a fixed offset off (seconds east of UTC).
+-- in a fixed offset off (seconds east of UTC). Days are counted from 1970-01-01 in
+-- the proleptic Gregorian calendar (Howard Hinnant's civil_from_days), with integer
+-- divisions written as (a - a % b) / b: no function call on the hot path.
+local MONTH_DAYS = {31, 28, 31, 30, 31, 30, 31, 31, 30, 31, 30, 31}
 local function period(kind, off, t)
-  local z = floor_div(t + off, DAY)
+  local x = t + off
+  local z = (x - x % DAY) / DAY
   local zs, ze
   if kind == 'day' then
     zs, ze = z, z + 1
@@ -77,12 +59,27 @@ local function period(kind, off, t)
     zs = z - ((z + 3) % 7) -- 1970-01-01 was a Thursday; weeks start on Monday
     ze = zs + 7
   else
-    local y, m = civil_from_days(z)
+    local zz = z + 719468
+    local era = (zz - zz % 146097) / 146097
+    local doe = zz - era * 146097
+    local a = doe - (doe - doe % 1460) / 1460 + (doe - doe % 36524) / 36524 - (doe - doe % 146096) / 146096
+    local yoe = (a - a % 365) / 365
+    local doy = doe - (365 * yoe + (yoe - yoe % 4) / 4 - (yoe - yoe % 100) / 100)
+    local b = 5 * doy + 2
+    local mp = (b - b % 153) / 153
+    local c = 153 * mp + 2
+    local mday = doy - (c - c % 5) / 5 -- 0-based day of the month
+    local m = mp < 10 and mp + 3 or mp - 9
+    local y = yoe + era * 400
+    if m <= 2 then y = y + 1 end
+    local leap = (y % 4 == 0 and y % 100 ~= 0) or y % 400 == 0
     if kind == 'month' then
-      zs = days_from_civil(y, m, 1)
-      ze = m == 12 and days_from_civil(y + 1, 1, 1) or days_from_civil(y, m + 1, 1)
+      zs = z - mday
+      ze = zs + ((m == 2 and leap) and 29 or MONTH_DAYS[m])
     else
-      zs, ze = days_from_civil(y, 1, 1), days_from_civil(y + 1, 1, 1)
+      zs = z - mday
+      for k = 1, m - 1 do zs = zs - ((k == 2 and leap) and 29 or MONTH_DAYS[k]) end
+      ze = zs + (leap and 366 or 365)
     end
   end
   return zs * DAY - off, ze * DAY - off
@@ -106,7 +103,8 @@ local function advance(key, w, off, now)
       redis.call('HSET', key, 'u', 0, 'p', s)
       return 0, e, held
     end
-    return math.max(tonumber(f[1]) or 0, 0), e, held
+    local used = tonumber(f[1]) or 0
+    return used > 0 and used or 0, e, held
   elseif w.k == 'rolling' then
     local width = floor_div(w.s, BUCKETS)
     local head = floor_div(now, width)
@@ -154,27 +152,34 @@ local function advance(key, w, off, now)
 end
 
 -- Add amount (may be negative: a correction) to counter key at now, after advance.
--- A calendar or rate counter never goes below zero.
-local function add_used(key, w, now, amount)
-  if amount == 0 then return end
+-- A calendar or rate counter never goes below zero. Answers the counter's used
+-- after it for a calendar window (what HINCRBY answered), nil otherwise.
+local function add_used(key, w, now, amount, used)
   if w.k == 'rolling' then
-    redis.call('HINCRBY', key, 'b' .. int(floor_div(now, floor_div(w.s, BUCKETS))), int(amount))
-    return
+    if amount ~= 0 then
+      redis.call('HINCRBY', key, 'b' .. int(floor_div(now, floor_div(w.s, BUCKETS))), int(amount))
+    end
+    return nil
   end
+  if amount == 0 then return used end
   local u = redis.call('HINCRBY', key, 'u', int(amount))
-  if u < 0 then redis.call('HSET', key, 'u', 0) end
+  if u < 0 then
+    redis.call('HSET', key, 'u', 0)
+    u = 0
+  end
+  return u
 end
 
 -- Append one event to the journal stream, capped near maxlen entries.
 local function journal(maxlen, kind, id, extra)
   local n = tonumber(maxlen) or 0
   if n <= 0 then return end
-  local args = {'XADD', tag .. 'journal', 'MAXLEN', '~', int(n), '*', 'event', kind, 'id', id}
   if extra and extra ~= '' then
-    args[#args + 1] = 'detail'
-    args[#args + 1] = extra
+    redis.call('XADD', tag .. 'journal', 'MAXLEN', '~', int(n), '*', 'event', kind, 'id', id,
+               'detail', extra)
+  else
+    redis.call('XADD', tag .. 'journal', 'MAXLEN', '~', int(n), '*', 'event', kind, 'id', id)
   end
-  redis.call(unpack(args))
 end
 
 -- A reservation's counter keeps its window as text (JSON numbers lose digits).
@@ -182,26 +187,42 @@ local function stored_window(c)
   return {k = c.k, s = tonumber(c.s), r = tonumber(c.r)}
 end
 
+-- Counters a script has brought to now and changed since, by key: {used, resets,
+-- held, tz_offset} as they are after the change, so that an answer about the same counter
+-- needs no second read (calendar windows only: a rolling or rate counter's used
+-- and reset time are read again).
+local known = {}
+
 -- Charge or release every counter of a held reservation d at now: used += charge[m]
 -- (the metric's charge, a table indexed by metric), held -= what was held.
 local function release_hold(d, now, charge)
   for _, c in ipairs(d.c) do
     local key, w = tag .. 'c:' .. c.n, stored_window(c)
-    advance(key, w, d.tz, now)
-    redis.call('HINCRBY', key, 'h', int(-tonumber(c.a)))
-    if charge then add_used(key, w, now, charge[c.m + 1] or 0) end
+    local used, resets = advance(key, w, d.tz, now)
+    local held = redis.call('HINCRBY', key, 'h', int(-tonumber(c.a)))
+    if charge then used = add_used(key, w, now, charge[c.m + 1] or 0, used) end
+    if is_calendar(w) and used then known[key] = {used, resets, held, d.tz} end
   end
 end
 
--- The reservation's record after it leaves the held state.
+-- What a finished reservation was charged, as kept in its field g: seven amounts.
+local function charged_of(h_g, d)
+  local g = h_g and cjson.decode(h_g) or d.g or {}
+  local out = {}
+  for m = 1, 7 do out[m] = tonumber(g[m] or 0) or 0 end
+  return out
+end
+
+-- The reservation's record after it leaves the held state: its state and what it
+-- was charged (g, JSON); the rest of it (d, j) stays as the reserve wrote it.
 local function finish(id, d, state, charged, retain_s)
-  d.g = charged
-  redis.call('HSET', tag .. 'h:' .. id, 'st', state, 'd', cjson.encode(d))
+  local keep = math.max(tonumber(retain_s) or 600, 1)
+  local g = {}
+  for m = 1, 7 do g[m] = int(charged[m] or 0) end
+  redis.call('HSET', tag .. 'h:' .. id, 'st', state, 'g', cjson.encode(g))
   redis.call('ZREM', tag .. 'exp', id)
-  redis.call('EXPIRE', tag .. 'h:' .. id, math.max(tonumber(retain_s) or 600, 1))
-  if d.rq and d.rq ~= '' then
-    redis.call('EXPIRE', tag .. 'rq:' .. d.rq, math.max(tonumber(retain_s) or 600, 1))
-  end
+  redis.call('EXPIRE', tag .. 'h:' .. id, keep)
+  if d.rq and d.rq ~= '' then redis.call('EXPIRE', tag .. 'rq:' .. d.rq, keep) end
 end
 
 -- Hourly rollups: what reports and a new budget's past usage read. <tag>ru:<hour>
@@ -232,19 +253,49 @@ local function rollup(now, group, charge)
   if not old then redis.call('EXPIRE', key, ROLLUP_TTL) end
 end
 
+-- Packed fields (server/redis_ledger.h, dsc__redis_facts_pack): "<length>:<bytes>"
+-- one after the other. Answers the fields as a table, or nil when s is not that.
+local function unpack_fields(s)
+  local out, at, len = {}, 1, #s
+  while at <= len do
+    local colon = string.find(s, ':', at, true)
+    local n = colon and tonumber(string.sub(s, at, colon - 1))
+    if not n or colon + n > len then return nil end
+    out[#out + 1] = string.sub(s, colon + 1, colon + n)
+    at = colon + n + 1
+  end
+  return out
+end
+
+local function pack_fields(t)
+  local parts = {}
+  for i, v in ipairs(t) do parts[i] = #v .. ':' .. v end
+  return table.concat(parts)
+end
+
 -- The rollup group of reservation id and what it held of each metric (a table of 7,
--- or nil), from the check's decision kept with its hold (field j; its 'held');
--- nil when it has none.
+-- or nil), from the facts kept with its hold (field j: org, team, user, key,
+-- provider, model, zone, purpose, then the 7 amounts held; a hold taken by an
+-- earlier version keeps its check's journal text there, JSON); nil when it has none.
 local function hold_charge(id)
   local j = redis.call('HGET', tag .. 'h:' .. id, 'j')
   if not j or j == '' then return nil end
-  local ok, o = pcall(cjson.decode, j)
-  if not ok or type(o) ~= 'table' then return nil end
-  local g = {}
-  for i, k in ipairs({'org', 'team', 'user', 'key', 'provider', 'model', 'purpose'}) do
-    g[i] = type(o[k]) == 'string' and o[k] or ''
+  local g, held = {}, nil
+  if string.sub(j, 1, 1) == '{' then
+    local ok, o = pcall(cjson.decode, j)
+    if not ok or type(o) ~= 'table' then return nil end
+    for i, k in ipairs({'org', 'team', 'user', 'key', 'provider', 'model', 'purpose'}) do
+      g[i] = type(o[k]) == 'string' and o[k] or ''
+    end
+    if type(o.held) == 'table' and #o.held == 7 then held = o.held end
+  else
+    local f = unpack_fields(j)
+    if not f or #f < 8 then return nil end
+    g = {f[1], f[2], f[3], f[4], f[5], f[6], f[8]}
+    if #f == 15 then
+      held = {}
+      for m = 1, 7 do held[m] = tonumber(f[8 + m]) or 0 end
+    end
   end
-  local held = nil
-  if type(o.held) == 'table' and #o.held == 7 then held = o.held end
   return cjson.encode(g), held
 end

@@ -38,17 +38,24 @@ local function answer(kind, charged)
   for m = 1, 7 do r[m + 1] = int(charged[m] or 0) end
   for i = 1, n do
     local b = 14 + (i - 1) * 5
-    local w = {k = ARGV[b + 2], s = tonumber(ARGV[b + 3]), r = tonumber(ARGV[b + 4])}
-    if not w.s or not w.r then return redis.error_reply('bad_request counter ' .. i) end
-    local used, resets, held = advance(tag .. 'c:' .. ARGV[b + 1], w, off, now)
-    r[#r + 1] = int(used)
-    r[#r + 1] = int(held)
-    r[#r + 1] = int(resets)
+    local key = tag .. 'c:' .. ARGV[b + 1]
+    local k = known[key]
+    local used, resets, held
+    if k and k[4] == off then
+      used, resets, held = k[1], k[2], k[3]
+    else
+      local w = {k = ARGV[b + 2], s = tonumber(ARGV[b + 3]), r = tonumber(ARGV[b + 4])}
+      if not w.s or not w.r then return redis.error_reply('bad_request counter ' .. i) end
+      used, resets, held = advance(key, w, off, now)
+    end
+    r[#r + 1] = used
+    r[#r + 1] = held
+    r[#r + 1] = resets
   end
   return r
 end
 
-local h = redis.call('HMGET', tag .. 'h:' .. id, 'st', 'd')
+local h = redis.call('HMGET', tag .. 'h:' .. id, 'st', 'd', 'g')
 if not h[1] then
   if n == 0 and detail == '' then return {'unknown'} end
   local d = {c = {}, tz = off, rq = '', ow = owner, ex = int(now)}
@@ -67,8 +74,7 @@ end
 
 local d = cjson.decode(h[2])
 if d.ow and d.ow ~= '' and owner ~= '*' and d.ow ~= owner then return {'forbidden'} end
-local charged = {}
-for m = 1, 7 do charged[m] = tonumber(d.g and d.g[m] or 0) or 0 end
+local charged = charged_of(h[3], d)
 if h[1] == 'settled' then return answer('repeated', charged) end
 
 local kind, delta = 'settle', {}
@@ -79,13 +85,11 @@ else
   kind = 'late'
   for _, c in ipairs(d.c) do
     local key, w = tag .. 'c:' .. c.n, stored_window(c)
-    advance(key, w, d.tz, now)
-    add_used(key, w, now, delta[c.m + 1] or 0)
+    local used = advance(key, w, d.tz, now)
+    add_used(key, w, now, delta[c.m + 1] or 0, used)
   end
 end
-local g = {}
-for m = 1, 7 do g[m] = int(actual[m]) end
-finish(id, d, 'settled', g, retain_s)
+finish(id, d, 'settled', actual, retain_s)
 journal(maxlen, 'settle', id, detail)
 rollup(now, (hold_charge(id)), delta)
 return answer(kind, actual)

@@ -303,3 +303,63 @@ Test(integration_redis, a_malformed_redis_url_is_a_config_error_naming_the_part)
     cr_assert(strstr(out, "store: the port is not in [1, 65535]"), "%s", out);
     cr_assert(!strstr(out, "s3cret"), "the password was printed: %s", out);
 }
+
+/* The journal keeps a decision's fields packed, not as JSON (server/ledger_redis.c):
+ * quotes, backslashes, control bytes and UTF-8 in them come back from
+ * decisions.list as they went in, also inside the JSON text of its tags. */
+Test(integration_redis, decisions_list_reads_back_every_byte_the_journal_escaped) {
+    th_redis r;
+    th_redis_start(&r, NULL);
+    th_server s;
+    start_on(&s, &r, NULL);
+    cr_assert(healthz_becomes(&s, 200, 5000), "not connected to Redis");
+    th_client *a = th_connect_admin(&s);
+    json_t *res;
+    json_decref(th_ok(a, "check",
+                      "{\"subject\": {\"org\": \"acme\", \"team\": \"infra\", "
+                      "\"user\": \"a\\\"n\\\\a\\u00e9\\u2713\"}, \"provider\": "
+                      "\"openai\", \"model\": \"gpt-4o\", \"input_tokens\": 100, "
+                      "\"output_tokens\": 100, \"purpose\": \"chat\", \"tags\": {\"ticket\": "
+                      "\"T-\\\"1\\\\\\u0001\\n\\u00e9\"}}",
+                      &res));
+    json_t *rep = th_ok(a, "decisions.list", "{}", &res);
+    json_t *row = json_array_get(json_object_get(res, "decisions"), 0);
+    cr_assert_not_null(row, "no decision listed");
+    cr_assert_str_eq(th_str(json_object_get(row, "subject"), "user"),
+                     "a\"n\\a\xc3\xa9\xe2\x9c\x93");
+    cr_assert_str_eq(th_str(json_object_get(row, "tags"), "ticket"), "T-\"1\\\x01\n\xc3\xa9");
+    cr_assert_str_eq(th_str(row, "model"), "gpt-4o");
+    json_decref(rep);
+    th_client_free(a);
+    cr_assert_eq(th_server_stop(&s), 0);
+    th_server_cleanup(&s);
+    th_redis_cleanup(&r);
+}
+
+/* A reserve carries at most 32 counters: a subject that 33 budgets apply to is
+ * refused, naming the bound, and holds nothing. */
+Test(integration_redis, a_subject_under_more_budgets_than_a_reserve_carries_is_refused) {
+    th_redis r;
+    th_redis_start(&r, NULL);
+    th_server s;
+    start_on(&s, &r, NULL);
+    cr_assert(healthz_becomes(&s, 200, 5000), "never healthy on Redis");
+    th_client *a = th_connect_admin(&s);
+    for (int i = 0; i < 33; i++) {
+        char params[160];
+        snprintf(params, sizeof params,
+                 "{\"selector\": \"%s\", \"metric\": \"tokens\", \"window\": \"rolling:%dm\", "
+                 "\"limit\": 100000}",
+                 i % 2 ? "team:*" : "org:*", i + 1);
+        json_t *res;
+        json_decref(th_ok(a, "budget.set", params, &res));
+    }
+    th_fails(a, "check", CHECK, "too_large", "33 budgets apply, a Redis store takes at most 32");
+    redisContext *rc = th_redis_connect(&r);
+    cr_assert_eq(th_redis_int(rc, "ZCARD {discern:}exp"), 0, "nothing held");
+    redisFree(rc);
+    th_client_free(a);
+    cr_assert_eq(th_server_stop(&s), 0);
+    th_server_cleanup(&s);
+    th_redis_cleanup(&r);
+}

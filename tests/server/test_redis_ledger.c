@@ -284,3 +284,111 @@ Test(redis_ledger, a_reserve_and_its_settle_round_trip_through_redis) {
     event_base_free(base);
     th_redis_cleanup(&srv);
 }
+
+/* ------------------------------------------------------------ hold facts -- */
+
+Test(redis_ledger, hold_facts_unpack_to_what_was_packed_whatever_the_bytes) {
+    const char *const v[] = {"org:acme",
+                             "",
+                             "12:34",
+                             NULL,
+                             "a\x1f"
+                             "b",
+                             "x"};
+    char packed[128];
+    cr_assert(dsc__redis_facts_pack(packed, sizeof packed, v, 6));
+    cr_assert_str_eq(packed, "8:org:acme0:5:12:340:3:a\x1f"
+                             "b1:x");
+    const char *p = packed, *end = packed + strlen(packed);
+    for (int i = 0; i < 6; i++) {
+        char out[16];
+        cr_assert(dsc__redis_facts_next(&p, end, out, sizeof out), "field %d", i);
+        cr_assert_str_eq(out, v[i] ? v[i] : "", "field %d", i);
+    }
+    cr_assert_eq(p, end);
+    char small[8];
+    cr_assert_not(dsc__redis_facts_pack(small, sizeof small, v, 1), "8:org:acme needs 11 bytes");
+}
+
+Test(redis_ledger, hold_facts_that_lie_about_their_length_are_not_read) {
+    static const char *const bad[] = {
+        "", "x", "5:abc", "3abc", ":abc", "99999999999999999999:a", "4:abcd"};
+    for (size_t i = 0; i < sizeof bad / sizeof *bad; i++) {
+        const char *p = bad[i], *end = bad[i] + strlen(bad[i]);
+        char out[4]; /* "4:abcd" does not fit 4 bytes with its NUL */
+        cr_assert_not(dsc__redis_facts_next(&p, end, out, sizeof out), "'%s' was read", bad[i]);
+        cr_assert_eq(p, bad[i], "'%s' moved the cursor", bad[i]);
+    }
+    const char nul[] = "2:a\0b";
+    const char *p = nul;
+    char out[8];
+    cr_assert_not(dsc__redis_facts_next(&p, nul + 5, out, sizeof out), "a NUL inside a field");
+}
+
+Test(redis_ledger, numbers_are_written_in_decimal_at_both_ends_of_the_range) {
+    static const int64_t v[] = {0, 7, -7, 1000000, INT64_MAX, INT64_MIN};
+    static const char *const want[] = {
+        "0", "7", "-7", "1000000", "9223372036854775807", "-9223372036854775808"};
+    for (size_t i = 0; i < sizeof v / sizeof *v; i++) {
+        char out[24];
+        *dsc__redis_put_int(out, v[i]) = '\0';
+        cr_assert_str_eq(out, want[i]);
+    }
+}
+
+/* --------------------------------------------------------- journal records -- */
+
+Test(redis_ledger, a_packed_journal_record_loads_as_named_typed_fields) {
+    const char *const v[] = {"d-1",
+                             "",
+                             "1700000000000000",
+                             "acme",
+                             "infra",
+                             "ana",
+                             "",
+                             "chat",
+                             "openai",
+                             "gpt-4o",
+                             "100",
+                             "20",
+                             "5",
+                             "-3",
+                             "0",
+                             "allow",
+                             "budgets",
+                             "v1",
+                             "a \"quoted\" reason",
+                             "r1",
+                             "k1",
+                             "FRA",
+                             "productive",
+                             "[{\"policy\":\"budgets\"}]",
+                             "{}",
+                             "3"};
+    char text[1024];
+    cr_assert(dsc__redis_facts_pack(text, sizeof text, v, sizeof v / sizeof *v));
+    json_t *o = dsc__redis_journal_load(text, strlen(text));
+    cr_assert_not_null(o);
+    cr_assert_str_eq(json_string_value(json_object_get(o, "decision_id")), "d-1");
+    cr_assert_eq(json_integer_value(json_object_get(o, "at_us")), 1700000000000000LL);
+    cr_assert_eq(json_integer_value(json_object_get(o, "est_gco2e")), -3);
+    cr_assert_str_eq(json_string_value(json_object_get(o, "reason")), "a \"quoted\" reason");
+    cr_assert_str_eq(json_string_value(json_object_get(o, "verdicts")),
+                     "[{\"policy\":\"budgets\"}]");
+    cr_assert_eq(json_integer_value(json_object_get(o, "warnings")), 3);
+    json_decref(o);
+
+    const char old[] = "{\"decision_id\":\"d-0\",\"at_us\":5}";
+    o = dsc__redis_journal_load(old, strlen(old));
+    cr_assert_str_eq(json_string_value(json_object_get(o, "decision_id")), "d-0",
+                     "a record of an earlier version, JSON, is read as it is");
+    json_decref(o);
+
+    char bad[1100];
+    snprintf(bad, sizeof bad, "%s1:x", text);
+    cr_assert_null(dsc__redis_journal_load(bad, strlen(bad)), "one field too many");
+    cr_assert_null(dsc__redis_journal_load(text, strlen(text) - 2), "cut short");
+    const char *const nonnum[] = {"d", "", "12x"};
+    cr_assert(dsc__redis_facts_pack(bad, sizeof bad, nonnum, 3));
+    cr_assert_null(dsc__redis_journal_load(bad, strlen(bad)), "at_us is no integer");
+}

@@ -173,7 +173,8 @@ static answer reserve(replica *p, const char *version, const char *id, const cha
                       long long ttl_us, const counter *c, int n) {
     args a = {0};
     arg(&a, "%s", version), arg(&a, "%s", id), arg(&a, "%s", request_id);
-    arg(&a, "%lld", ttl_us), arg(&a, "0"), arg(&a, "key-1"), arg(&a, ""), arg(&a, "1000");
+    arg(&a, "%lld", ttl_us), arg(&a, "0"), arg(&a, "key-1"), arg(&a, ""), arg(&a, "");
+    arg(&a, "1000");
     arg(&a, "%d", n);
     for (int i = 0; i < n; i++) {
         arg(&a, "%s", c[i].name), arg(&a, "%s", c[i].kind), arg(&a, "%lld", c[i].span);
@@ -286,6 +287,114 @@ Test(store_redis, a_settle_through_another_replica_charges_once_and_repeats_answ
     cr_assert_str_eq(cancel(&b, "r1").el[0], "settled", "a settled hold cannot be cancelled");
     replica_close(&a);
     replica_close(&b);
+    th_redis_cleanup(&srv);
+}
+
+/* A hold keeps its facts, not the decision's journal text: that is written once, to
+ * the journal stream. */
+Test(store_redis, the_journal_text_is_written_once_and_the_hold_keeps_its_facts) {
+    th_redis srv;
+    th_redis_start(&srv, NULL);
+    replica p;
+    replica_open(&p, &srv);
+    args a = {0};
+    arg(&a, "0"), arg(&a, "r1"), arg(&a, ""), arg(&a, "60000000"), arg(&a, "0"), arg(&a, "k");
+    arg(&a, "{\"decision_id\":\"d1\",\"verdicts\":\"[]\"}"), arg(&a, "3:acm0:"), arg(&a, "1000");
+    arg(&a, "1"), arg(&a, "%s", TEAM.name), arg(&a, "month"), arg(&a, "0"), arg(&a, "0");
+    arg(&a, "1000"), arg(&a, "600"), arg(&a, "1");
+    answer r = call(&p, DSC_REDIS_RESERVE, &a);
+    cr_assert_str_eq(r.el[0], "ok", "%s", r.message);
+    redisContext *c = th_redis_connect(&srv);
+    redisReply *j = redisCommand(c, "HGET {discern:}h:r1 j");
+    cr_assert(j && j->type == REDIS_REPLY_STRING);
+    cr_assert_str_eq(j->str, "3:acm0:");
+    freeReplyObject(j);
+    redisReply *x = redisCommand(c, "XRANGE {discern:}journal - +");
+    cr_assert(x && x->type == REDIS_REPLY_ARRAY && x->elements == 1);
+    redisReply *f = x->element[0]->element[1];
+    cr_assert_eq(f->elements, 6, "event, id, detail");
+    cr_assert_str_eq(f->element[5]->str, "{\"decision_id\":\"d1\",\"verdicts\":\"[]\"}");
+    freeReplyObject(x);
+    args h = {0};
+    arg(&h, "r1");
+    answer held = call(&p, DSC_REDIS_HOLD, &h);
+    cr_assert_str_eq(held.el[0], "held");
+    cr_assert_str_eq(held.el[3], "3:acm0:", "hold.lua answers the facts");
+    redisFree(c);
+    replica_close(&p);
+    th_redis_cleanup(&srv);
+}
+
+/* dsc__redis_eval formats the protocol itself: arguments that look like the
+ * protocol, empty ones and long ones arrive as they were given. */
+Test(store_redis, arguments_reach_the_script_byte_for_byte) {
+    th_redis srv;
+    th_redis_start(&srv, NULL);
+    replica p;
+    replica_open(&p, &srv);
+    static char big[70000];
+    memset(big, 'x', sizeof big - 1);
+    const char *details[] = {"a\r\n$3\r\nGET\r\n*1\r\n", "", big};
+    redisContext *c = th_redis_connect(&srv);
+    for (int i = 0; i < 3; i++) {
+        const char *argv[] = {"d1", details[i], "1000"};
+        answer a = {0};
+        cr_assert_eq(dsc__redis_eval(p.r, DSC_REDIS_RECORD, 3, argv, on_answer, &a), DSC_OK);
+        for (long long end = mono_ms() + 5000; !a.done && mono_ms() < end;)
+            event_base_loop(p.base, EVLOOP_ONCE);
+        cr_assert_str_eq(a.el[0], "ok", "%s", a.message);
+        redisReply *x = redisCommand(c, "XREVRANGE {discern:}journal + - COUNT 1");
+        cr_assert(x && x->type == REDIS_REPLY_ARRAY && x->elements == 1);
+        redisReply *f = x->element[0]->element[1];
+        if (details[i][0]) {
+            cr_assert_eq(f->elements, 6);
+            cr_assert_eq(f->element[5]->len, strlen(details[i]));
+            cr_assert(memcmp(f->element[5]->str, details[i], strlen(details[i])) == 0);
+        } else {
+            cr_assert_eq(f->elements, 4, "an empty detail is left out");
+        }
+        freeReplyObject(x);
+    }
+    redisFree(c);
+    replica_close(&p);
+    th_redis_cleanup(&srv);
+}
+
+/* settle.lua answers the states of the counters it has just charged from what it
+ * wrote, without reading them again: one HMGET of the hold, one per counter. */
+Test(store_redis, a_settle_reads_each_counter_it_charges_once) {
+    th_redis srv;
+    th_redis_start(&srv, NULL);
+    replica p;
+    replica_open(&p, &srv);
+    cr_assert_str_eq(reserve(&p, "0", "r1", "", 60000000, &TEAM, 1).el[0], "ok");
+    redisContext *c = th_redis_connect(&srv);
+    redisReply *ok = redisCommand(c, "CONFIG RESETSTAT");
+    freeReplyObject(ok);
+    args a = {0};
+    arg(&a, "r1"), arg(&a, "key-1"), arg(&a, "600"), arg(&a, ""), arg(&a, "1000");
+    for (int m = 0; m < 7; m++)
+        arg(&a, "%d", m == 1 ? 250 : 0);
+    arg(&a, "0"), arg(&a, "1"), arg(&a, "%s", TEAM.name), arg(&a, "month"), arg(&a, "0");
+    arg(&a, "0"), arg(&a, "1");
+    answer s = call(&p, DSC_REDIS_SETTLE, &a);
+    cr_assert_str_eq(s.el[0], "settle", "%s", s.message);
+    cr_assert_eq(s.n, 1 + 7 + 3);
+    cr_assert_str_eq(s.el[8], "250", "used after the settle");
+    cr_assert_str_eq(s.el[9], "0", "held after the settle");
+    redisReply *info = redisCommand(c, "INFO commandstats");
+    cr_assert(info && info->type == REDIS_REPLY_STRING);
+    const char *hm = strstr(info->str, "cmdstat_hmget:calls=");
+    cr_assert_not_null(hm);
+    cr_assert_eq(atoi(hm + strlen("cmdstat_hmget:calls=")), 2, "the hold, then the counter once");
+    freeReplyObject(info);
+    long long used, held, resets;
+    state(&p, &TEAM, &used, &held, &resets);
+    cr_assert_eq(used, 250);
+    cr_assert_eq(held, 0);
+    cr_assert_eq(atoll(s.el[10]), resets, "the settle's reset time is the state's");
+    redisFree(c);
+    replica_close(&p);
     th_redis_cleanup(&srv);
 }
 
@@ -493,6 +602,66 @@ Test(store_redis, calendar_windows_reset_at_the_instants_core_window_computes) {
                          kinds[k], zones[z], s.el[3], (long long)end);
         }
     replica_close(&p);
+    th_redis_cleanup(&srv);
+}
+
+/* The scripts' period() (server/redis/common.lua) against core/window.c at every
+ * day boundary from 1968 to 2104 and a second either side, in five offsets: run as
+ * one EVAL of the scripts' shared text with a loop of its own. */
+Test(store_redis, calendar_periods_match_core_window_on_every_day_boundary_of_136_years) {
+    th_redis srv;
+    th_redis_start(&srv, NULL);
+    redisContext *c = th_redis_connect(&srv);
+    const char *text = dsc__redis_script_texts[DSC_REDIS_STATE];
+    const char *own = strstr(text, "-- state.lua");
+    cr_assert_not_null(own);
+    static const char loop[] = "local out = {}\n"
+                               "for t = tonumber(ARGV[3]), tonumber(ARGV[4]), 86400 do\n"
+                               "  for dt = -1, 1 do\n"
+                               "    local s, e = period(ARGV[1], tonumber(ARGV[2]), t + dt)\n"
+                               "    out[#out + 1] = s\n"
+                               "    out[#out + 1] = e\n"
+                               "  end\n"
+                               "end\n"
+                               "return out\n";
+    size_t n = (size_t)(own - text);
+    char *script = malloc(n + sizeof loop);
+    cr_assert_not_null(script);
+    memcpy(script, text, n);
+    memcpy(script + n, loop, sizeof loop);
+    static const char *const kinds[] = {"day", "week", "month", "year"};
+    static const int offsets[] = {0, 7200, -19800, 50400, -43200};
+    const long long from = -2 * 365 * 86400LL, to = 134LL * 365 * 86400;
+    long long checked = 0;
+    for (int k = 0; k < 4; k++)
+        for (int z = 0; z < 5; z++) {
+            dsc_window w;
+            cr_assert_eq(dsc_window_parse(kinds[k], &w, NULL), DSC_OK);
+            dsc_tz tz = {.offset_s = offsets[z]};
+            long long first = from - offsets[z];
+            redisReply *rep = redisCommand(c, "EVAL %s 1 %s %s %d %lld %lld", script, KEY0,
+                                           kinds[k], offsets[z], first, to);
+            cr_assert(rep && rep->type == REDIS_REPLY_ARRAY, "%s",
+                      rep && rep->str ? rep->str : "no reply");
+            size_t i = 0;
+            for (long long t = first; t <= to; t += 86400)
+                for (int dt = -1; dt <= 1; dt++, i += 2) {
+                    int64_t start, end;
+                    dsc_window_period(&w, &tz, t + dt, &start, &end);
+                    cr_assert(i + 1 < rep->elements);
+                    cr_assert(rep->element[i]->integer == start &&
+                                  rep->element[i + 1]->integer == end,
+                              "%s at %lld (offset %d): Redis [%lld, %lld), core [%lld, %lld)",
+                              kinds[k], t + dt, offsets[z], rep->element[i]->integer,
+                              rep->element[i + 1]->integer, (long long)start, (long long)end);
+                    checked++;
+                }
+            cr_assert_eq(i, rep->elements);
+            freeReplyObject(rep);
+        }
+    cr_assert_gt(checked, 900000);
+    free(script);
+    redisFree(c);
     th_redis_cleanup(&srv);
 }
 
