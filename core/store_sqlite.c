@@ -383,10 +383,22 @@ static int name_id(sq_store *s, const char *name, int64_t *id) {
     return rc;
 }
 
+/* The levels of subj joined by 0x1f into key (no formatting on the hot path). */
+static void subject_key(const dsc__rec_subject *subj, char key[4 * DSC_NAME_MAX + 4]) {
+    const char *const parts[4] = {subj->org, subj->team, subj->user, subj->key};
+    size_t len = 0;
+    for (int i = 0; i < 4; i++) {
+        size_t n = strnlen(parts[i], DSC_NAME_MAX - 1);
+        memcpy(key + len, parts[i], n);
+        len += n;
+        key[len++] = i < 3 ? '\x1f' : '\0';
+    }
+}
+
 /* The id of a subject tuple in subjects (absent levels are ""). */
 static int subject_id(sq_store *s, const dsc__rec_subject *subj, int64_t *id) {
     char key[4 * DSC_NAME_MAX + 4];
-    snprintf(key, sizeof key, "%s\x1f%s\x1f%s\x1f%s", subj->org, subj->team, subj->user, subj->key);
+    subject_key(subj, key);
     sq_name *e = dsc__strmap_get(&s->subjects.map, key);
     if (e) {
         *id = e->id;
@@ -708,12 +720,23 @@ typedef struct sq_roll {
     char key[48];
 } sq_roll;
 
+/* The key of an hour and subject: both as 16 hex digits (no formatting per charge). */
+static void roll_key(int64_t hour, int64_t subject, char key[48]) {
+    static const char hex[] = "0123456789abcdef";
+    uint64_t v[2] = {(uint64_t)hour, (uint64_t)subject};
+    for (int k = 0; k < 2; k++)
+        for (int i = 0; i < 16; i++)
+            key[k * 17 + i] = hex[(v[k] >> (60 - 4 * i)) & 15];
+    key[16] = ':';
+    key[33] = '\0';
+}
+
 /* Count a committed charge into its hour's sums (flushed at the next checkpoint). Out
  * of memory, the store stops taking checkpoints (rollups_lost) rather than lose it. */
 static void roll_add(sq_store *s, int64_t at_us, int64_t subject, const dsc_amounts *a) {
     int64_t hour = dsc__sq_hour_of(at_us);
     char key[48];
-    snprintf(key, sizeof key, "%lld:%lld", (long long)hour, (long long)subject);
+    roll_key(hour, subject, key);
     sq_roll *r = dsc__strmap_get(&s->roll, key);
     if (!r) {
         if (!(r = calloc(1, sizeof *r))) {
