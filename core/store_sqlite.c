@@ -6,15 +6,14 @@
  * queued record, appends one row per record to the event log (store_sqlite_schema.c),
  * or one row for a hold and its finish when both are in the batch (at one decision
  * per commit a check's hold and its settle usually are), in one transaction, commits
- * (one fsync per batch with synchronous=FULL), then lets the ledger apply the batch and wakes the callers waiting on it. Strings an
- * event repeats (subjects, models, reasons, ...) are interned: the writer keeps the
- * ids it has used in memory, so the hot path appends one row and runs no SELECT. A
- * failed statement that is the record's own fault (a constraint) fails only that
- * record; an I/O error (SQLITE_FULL, IOERR, READONLY, ...) rolls the whole batch back
- * and fails every record in it with DSC_STORE_UNAVAILABLE (and forgets the ids
- * interned by it). While the store is failing, the writer probes it every second so
- * that it recovers by itself. Reads (reload, history, recall) are in
- * store_sqlite_read.c.
+ * (one fsync per batch with synchronous=FULL), then lets the ledger apply the batch and wakes the
+ * callers waiting on it. Strings an event repeats (subjects, models, reasons, ...) are interned:
+ * the writer keeps the ids it has used in memory, so the hot path appends one row and runs no
+ * SELECT. A failed statement that is the record's own fault (a constraint) fails only that record;
+ * an I/O error (SQLITE_FULL, IOERR, READONLY, ...) rolls the whole batch back and fails every
+ * record in it with DSC_STORE_UNAVAILABLE (and forgets the ids interned by it). While the store is
+ * failing, the writer probes it every second so that it recovers by itself. Reads (reload, history,
+ * recall) are in store_sqlite_read.c.
  *
  * A full disk: the WAL grows until the checkpoint at 1000 pages (4 MiB), which a
  * nearly full disk never lets it reach, and a failed commit leaves it at its size.
@@ -309,6 +308,7 @@ static void free_name(void *val, void *ud) {
 }
 
 static void intern_clear(dsc__sq_intern *in) {
+    memset(in->memo, 0, sizeof in->memo);
     dsc__strmap_each(&in->map, free_name, NULL);
     dsc__strmap_destroy(&in->map);
     dsc__strmap_init(&in->map);
@@ -323,6 +323,7 @@ static void intern_free(dsc__sq_intern *in) {
 
 /* The batch rolled back: the ids it added are gone from the file, so from memory. */
 static void intern_rollback(dsc__sq_intern *in) {
+    memset(in->memo, 0, sizeof in->memo);
     for (size_t i = 0; i < in->n_added; i++) {
         dsc__strmap_del_if(&in->map, in->added[i]->key, in->added[i]);
         free(in->added[i]);
@@ -332,24 +333,25 @@ static void intern_rollback(dsc__sq_intern *in) {
 
 /* Remember key -> id (and that this batch added it). Out of memory, it is not
  * remembered: the next use looks it up again. */
-static void intern_remember(dsc__sq_intern *in, const char *key, int64_t id) {
+static sq_name *intern_remember(dsc__sq_intern *in, const char *key, int64_t id) {
     size_t n = strlen(key);
     if (in->n_added == in->cap_added) {
         size_t cap = in->cap_added ? in->cap_added * 2 : 64;
         sq_name **a = realloc(in->added, cap * sizeof *a);
-        if (!a) return;
+        if (!a) return NULL;
         in->added = a;
         in->cap_added = cap;
     }
     sq_name *e = malloc(sizeof *e + n + 1);
-    if (!e) return;
+    if (!e) return NULL;
     e->id = id;
     memcpy(e->key, key, n + 1);
     if (dsc__strmap_put(&in->map, e->key, e) != DSC_OK) {
         free(e);
-        return;
+        return NULL;
     }
     in->added[in->n_added++] = e;
+    return e;
 }
 
 /* The id of the row get finds with vals bound (1..n), else of the one add inserts. */
@@ -369,17 +371,22 @@ static int intern_row(sq_store *s, int get, int add, const char *const *vals, in
     return rc;
 }
 
-/* The id of name in names (0 for "": stored as NULL). */
-static int name_id(sq_store *s, const char *name, int64_t *id) {
+/* The id of name in names (0 for "": stored as NULL). field: the column it is for;
+ * a column mostly repeats its last name (a model, a policy, a reason), which is
+ * then found by one comparison, without hashing it. */
+static int name_id(sq_store *s, int field, const char *name, int64_t *id) {
     *id = 0;
     if (!name || !name[0]) return SQLITE_OK;
-    sq_name *e = dsc__strmap_get(&s->names.map, name);
+    sq_name **memo = &s->names.memo[field % DSC__SQ_MEMO];
+    sq_name *e = *memo;
+    if (!e || strcmp(e->key, name) != 0) e = dsc__strmap_get(&s->names.map, name);
     if (e) {
+        *memo = e;
         *id = e->id;
         return SQLITE_OK;
     }
     int rc = intern_row(s, ST_NAME_GET, ST_NAME_ADD, &name, 1, id);
-    if (rc == SQLITE_OK) intern_remember(&s->names, name, *id);
+    if (rc == SQLITE_OK) *memo = intern_remember(&s->names, name, *id);
     return rc;
 }
 
@@ -413,7 +420,7 @@ static int subject_id(sq_store *s, const dsc__rec_subject *subj, int64_t *id) {
 /* Bind the interned id of name to parameter i; the first failure is kept in *rc. */
 static void bind_name(sq_store *s, sqlite3_stmt *st, int i, const char *name, int *rc) {
     int64_t id = 0;
-    if (*rc == SQLITE_OK) *rc = name_id(s, name, &id);
+    if (*rc == SQLITE_OK) *rc = name_id(s, i, name, &id);
     bind_id(st, i, id);
 }
 
@@ -1031,20 +1038,21 @@ static bool batch_room(sq_store *s, size_t n) {
     return true;
 }
 
-/* Take the queue (at most BATCH_MAX of it) into s->batch (qmu held); returns how many. */
+/* Take the queue (at most BATCH_MAX of it) into s->batch (qmu held); returns how many.
+ * One walk of the list: each record is far from the next in memory. */
 static size_t take_batch(sq_store *s) {
-    size_t n = 0;
-    for (dsc__rec *r = s->head; r && n < BATCH_MAX; r = r->next)
-        n++;
+    size_t n = s->queued < BATCH_MAX ? s->queued : BATCH_MAX;
     if (!batch_room(s, n)) n = s->batch_cap; /* take what fits; the rest waits */
     dsc__rec *r = s->head;
-    for (size_t i = 0; i < n; i++, r = r->next)
+    size_t waiters = 0;
+    for (size_t i = 0; i < n; i++, r = r->next) {
         s->batch[i] = r;
+        waiters += r->waited || r->done_fn;
+    }
     s->head = r;
     if (!r) s->tail = NULL;
-    s->waiters = 0;
-    for (; r; r = r->next) /* what did not fit (BATCH_MAX, or out of memory) */
-        s->waiters += r->waited || r->done_fn;
+    s->queued -= n;
+    s->waiters -= waiters; /* those left (BATCH_MAX, or out of memory) */
     return n;
 }
 
@@ -1151,6 +1159,7 @@ static dsc_status sq_enqueue(dsc__store *base, dsc__rec *rec, bool wait) {
         s->head = rec;
     s->tail = rec;
     s->waiters += wait || rec->done_fn;
+    s->queued++;
     pthread_cond_signal(&s->nonempty);
     pthread_mutex_unlock(&s->qmu);
     return DSC_OK;

@@ -74,8 +74,10 @@ enum {
 
 /* Strings (or subject tuples) interned by the writer: text -> id, in memory, so the
  * hot path finds every id it has used before without a SELECT. */
+#define DSC__SQ_MEMO 64 /* the last name of each column (by its parameter number) */
 typedef struct dsc__sq_intern {
-    dsc__strmap map;             /* key -> dsc__sq_name (its key points into it) */
+    dsc__strmap map;                         /* key -> dsc__sq_name (its key points into it) */
+    struct dsc__sq_name *memo[DSC__SQ_MEMO]; /* entries of map, or NULL */
     struct dsc__sq_name **added; /* this batch's new entries: forgotten if it rolls back */
     size_t n_added, cap_added;
 } dsc__sq_intern;
@@ -139,6 +141,7 @@ typedef struct dsc__sq_store {
     pthread_cond_t nonempty;
     dsc__rec *head, *tail;
     size_t waiters; /* queued records whose caller waits for the commit (waited or done) */
+    size_t queued;  /* records on the queue */
     bool stop, healthy, started;
     pthread_t writer;
     dsc__store_apply_fn apply;
