@@ -2220,6 +2220,92 @@ Test(store_sqlite, a_store_written_at_744e429_opens_with_its_holds_charges_and_f
     dsc_ledger_free(l);
 }
 
+/* tests/data/store-7f87fcc.sql is the sqlite3 .dump of a store file written by the
+ * ledger at commit 7f87fcc (schema 4: a settle, cancel or expiry of an open hold names
+ * it by seq), through its API with the clock at T0, each hold committed before what
+ * finishes it: budget team:* gco2e month 100; holds of 5 g for acme/infra/ana with the
+ * decisions of their checks (key k_1, openai gpt-4o, zone FRA): req-held (ttl 3600 s,
+ * still held), req-settle (settled at 3 g), req-cancel (cancelled), req-expire (ttl
+ * 1 s: expired at T0 + 10 s, charged 5 g); at T0 + 130 s req-expire settled late at
+ * 2 g, the unreserved settle u-1 of 1 g and decision d-only (a checkpoint and its
+ * rollups); at T0 + 250 s req-tail held and settled at 4 g (after the last
+ * checkpoint). */
+#define V4_HELD "r2bbd6abf500046b6b99e959a8c26611fa85b"
+#define V4_SETTLED "r2bbd6abf500147a8ed92a6257df6b54d855d"
+#define V4_CANCELLED "r2bbd6abf5002520a9dbf79ef4ce28b12f2d7"
+#define V4_LATE "r2bbd6abf500304974eada0171a048f177de2"
+#define V4_TAIL "r2bbd6abf50042cca609c376b13412682fda0"
+
+Test(store_sqlite, a_store_written_at_7f87fcc_gets_schema_5_and_keeps_every_event_and_counter) {
+    char path[600];
+    temp_db(path, sizeof path);
+    load_dump(path, "store-7f87fcc.sql");
+    int64_t events = query_int(path, "SELECT count(*) FROM events");
+    fake_clock clk = {T0 + 400 * S};
+    dsc_ledger *l = open_at(path, &clk, 1);
+    dsc_budget_state st[4];
+    dsc_budget_state b = find(st, preview(l, st, 4), "team:*");
+    cr_assert_eq(b.used, 10 * M, "3 settled, 5 expired - 3 late, 1 unreserved, 4 in the tail");
+    cr_assert_eq(b.held, 5 * M, "the open hold is reloaded");
+    dsc_hold_info h;
+    cr_assert_eq(dsc_ledger_hold_get(l, V4_HELD, &h), DSC_OK);
+    cr_assert(h.open);
+    cr_assert_str_eq(h.owner, "k_1");
+    cr_assert_str_eq(h.model, "gpt-4o");
+    clk.now += 10 * S;
+    dsc_ledger_tick(l); /* memory forgets the finished ones: the store recalls them */
+    cr_assert_eq(settle_kind_of(l, V4_SETTLED), DSC_SETTLE_REPEATED);
+    cr_assert_eq(settle_kind_of(l, V4_LATE), DSC_SETTLE_REPEATED);
+    cr_assert_eq(settle_kind_of(l, V4_TAIL), DSC_SETTLE_REPEATED);
+    dsc_error err;
+    cr_assert_eq(dsc_ledger_cancel(l, &(dsc_cancel_req){V4_CANCELLED, NULL}, NULL, &err), DSC_OK,
+                 "%s", err.message);
+    dsc_amounts one = amt(DSC_METRIC_GCO2E, M);
+    cr_assert_neq(settle_as(l, (dsc_settle_req){"u-1", &one, &ana, NULL}, NULL, NULL, &err), DSC_OK,
+                  "an unreserved id is not charged twice");
+    dsc_ledger_free(l);
+    cr_assert_eq(query_int(path, "SELECT value FROM meta WHERE key = 'schema_version'"), 5);
+    cr_assert_eq(query_int(path, "SELECT count(*) FROM events"), events, "nothing rewritten");
+    cr_assert_eq(query_int(path, "SELECT count(*) FROM events WHERE finish_after_us IS NOT NULL"
+                                 " OR held_gco2e IS NOT NULL"),
+                 0);
+    cr_assert_eq(query_int(path, "SELECT count(*) FROM reservations"), 6, "5 holds and u-1");
+    cr_assert_eq(query_int(path, "SELECT sum(gco2e) FROM charges"), 10 * M);
+    cr_assert_eq(query_int(path, "SELECT sum(gco2e) FROM usage_by_team_month"), 10 * M);
+    cr_assert_eq(query_int(path, "SELECT count(*) FROM decisions"), 6);
+    cr_assert_eq(query_int(path, "SELECT count(*) FROM reservations WHERE state = 'held'"
+                                 " AND id = '" V4_HELD "' AND held_gco2e = 5000000"),
+                 1);
+    /* the old hold settled, and a new hold finished with its settle, in one batch */
+    dsc_ledger_config cfg = {.store_path = path,
+                             .now_us = fake_now,
+                             .clock_ud = &clk,
+                             .durability = DSC_DURABILITY_BATCH,
+                             .batch_ms = 500};
+    l = dsc_ledger_new(&cfg, &err);
+    cr_assert(l, "%s", err.message);
+    char rid[DSC_RESERVATION_ID_MAX];
+    dsc_amounts five = amt(DSC_METRIC_GCO2E, 5 * M);
+    dsc_decision_record d = {.decision_id = "d-new", .subject = ana, .key_id = "k_1"};
+    cr_assert_eq(settle_as(l, (dsc_settle_req){V4_HELD, &one, NULL, NULL}, NULL, NULL, &err),
+                 DSC_OK, "%s", err.message);
+    cr_assert_eq(
+        reserve_as(l, (dsc_reserve_req){&ana, &five, 60, NULL, &d}, rid, NULL, 0, NULL, NULL, &err),
+        DSC_OK, "%s", err.message);
+    cr_assert_eq(settle_as(l, (dsc_settle_req){rid, &five, NULL, NULL}, NULL, NULL, &err), DSC_OK,
+                 "%s", err.message);
+    dsc_ledger_free(l);
+    cr_assert_eq(query_int(path, "SELECT count(*) FROM events WHERE type = 7"), 1);
+    cr_assert_eq(query_int(path, "SELECT count(*) FROM reservations WHERE state = 'settled'"
+                                 " AND id = '" V4_HELD "' AND charged_gco2e = 1000000"),
+                 1, "a settle of the new code names the old hold");
+    l = open_at(path, &clk, 1);
+    b = find(st, preview(l, st, 4), "team:*");
+    cr_assert_eq(b.used, 16 * M, "charged before and after the upgrade");
+    cr_assert_eq(b.held, 0);
+    dsc_ledger_free(l);
+}
+
 /* a commit writes whole pages: a new file has small ones, an older file keeps its own */
 Test(store_sqlite, a_new_store_has_2_kib_pages_and_an_older_file_keeps_its_page_size) {
     char path[600], old[600];
