@@ -194,7 +194,9 @@ static void read_positions(sq_store *s) {
                              s->checkpoint_seq);
     if (s->held_from < 1) s->held_from = 1;
     int64_t at = query_int(s->db, "SELECT coalesce(max(max_at_us), 0) FROM checkpoints", 0);
-    int64_t tail = query_int(s->db, "SELECT coalesce(max(at_us), 0) FROM events WHERE seq > ?1",
+    int64_t tail = query_int(s->db,
+                             "SELECT coalesce(max(" DSC__SQ_FIN_AT("e") "), 0) FROM events e"
+                                                                        " WHERE seq > ?1",
                              s->checkpoint_seq);
     s->max_at_us = tail > at ? tail : at;
     s->retained_from = query_int(s->db, "SELECT coalesce(min(seq), 1) FROM events", 0);

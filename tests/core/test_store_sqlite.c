@@ -2009,8 +2009,8 @@ static int64_t count_where(const char *path, const char *fmt, const char *rid) {
     return query_int(path, sql);
 }
 
-/* Three holds of 5 g with their checks' decisions (key k_1, model m) made at T0 and a
- * fourth without a decision: at T0 + 5 s the first is settled at 5 g, the second
+/* Three holds of 5 g with their checks' decisions (key k_1, provider p, model m) made
+ * at T0 and a fourth without a decision: at T0 + 5 s the first is settled at 5 g, the second
  * cancelled, the fourth settled at 1 g; the third (ttl 1 s) expires at T0 + 10 s
  * (charged 5 g) and is settled late at 2 g. commit_holds_first: the holds are
  * committed before anything finishes them (each finish then names its hold by seq);
@@ -2032,8 +2032,11 @@ static void finish_four(const char *path, fake_clock *clk, bool commit_holds_fir
     dsc_amounts a = amt(DSC_METRIC_GCO2E, 5 * M), one = amt(DSC_METRIC_GCO2E, M);
     const char *dids[] = {"d1", "d2", "d3"};
     for (int i = 0; i < 4; i++) {
-        dsc_decision_record d = {
-            .decision_id = i < 3 ? dids[i] : NULL, .subject = ana, .key_id = "k_1", .model = "m"};
+        dsc_decision_record d = {.decision_id = i < 3 ? dids[i] : NULL,
+                                 .subject = ana,
+                                 .key_id = "k_1",
+                                 .provider = "p",
+                                 .model = "m"};
         cr_assert_eq(
             reserve_as(l, (dsc_reserve_req){&ana, &a, i == 2 ? 1 : 60, NULL, i < 3 ? &d : NULL},
                        ids[i], NULL, 0, NULL, NULL, &err),
@@ -2095,6 +2098,20 @@ static void views_show_four(const char *path, fake_clock *clk,
                  3);
     cr_assert_eq(query_int(path, "SELECT sum(gco2e) FROM charges"), (5 + 1 + 2) * M);
     cr_assert_eq(query_int(path, "SELECT sum(gco2e) FROM usage_by_team_month"), (5 + 1 + 2) * M);
+    dsc_report_query q = {.by = DSC_REPORT_BY_MODEL,
+                          .period = DSC_REPORT_DAY,
+                          .metric = DSC_METRIC_GCO2E,
+                          .since = T0 / S - 3600,
+                          .until = T0 / S + 3600};
+    dsc_report rep;
+    dsc_error rerr;
+    cr_assert_eq(dsc_report_run(path, &q, &rep, &rerr), DSC_OK, "%s", rerr.message);
+    cr_assert_eq(rep.n, 2, "model m and no model");
+    cr_assert_str_eq(rep.rows[0].group, "", "the hold without a decision");
+    cr_assert_eq(rep.rows[0].value, M);
+    cr_assert_str_eq(rep.rows[1].group, "p/m");
+    cr_assert_eq(rep.rows[1].value, (5 + 5 - 3) * M, "settled, expired, late");
+    dsc_report_clear(&rep);
     /* after a restart the finished ones are reloaded with their hold's owner and the
      * charges counted again, and once memory forgot them each is still known finished */
     dsc_ledger *l = open_at(path, clk, 3600);
