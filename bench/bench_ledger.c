@@ -27,6 +27,8 @@
  *   pairs1   checks1's checks, each followed at once by its settle, 512 in flight: a
  *            hold and its settle meet in one batch (one row per decision)
  *   pairs1-16  pairs1 with 16 in flight
+ *   pairs1-1   4 000 pairs, one in flight: one decision per commit (a server at
+ *            pipeline 1 with few connections), where a commit writes whole pages
  */
 #include "discern/ledger.h"
 
@@ -593,7 +595,12 @@ static void bench_paired(const char *dir, int inflight) {
     unlink(path);
     dsc_ledger *l = open_ledger(path, DSC_DURABILITY_FULL, NULL, NULL);
     three_budgets(l);
-    check_run r = {.l = l, .n = 64000, .nthreads = 2, .one_record = true, .inflight = inflight};
+    /* one pair in flight is one commit (and fsync) per decision: fewer of them */
+    check_run r = {.l = l,
+                   .n = inflight > 1 ? 64000 : 4000,
+                   .nthreads = 2,
+                   .one_record = true,
+                   .inflight = inflight};
     r.rids = calloc((size_t)r.n, sizeof *r.rids);
     double w, c, wr;
     dsc_ledger_stats s0, s1;
@@ -920,6 +927,7 @@ int main(int argc, char **argv) {
     if (wants(argc, argv, "checks1-16")) bench_checks(dir, true, 16);
     if (wants(argc, argv, "pairs1")) bench_paired(dir, 512);
     if (wants(argc, argv, "pairs1-16")) bench_paired(dir, 16);
+    if (wants(argc, argv, "pairs1-1")) bench_paired(dir, 1);
     if (wants(argc, argv, "restart")) bench_restart(dir, 14 * 86400);
     for (int i = 2; i < argc; i++)
         if (strcmp(argv[i], "fill") == 0)
