@@ -21,10 +21,10 @@
  * (docs/operations.md); they are recreated on every open.
  *
  * A file of schema 2 to 4 gets schema 5's columns (ALTER TABLE ADD COLUMN: its rows
- * stay as they are). A file of schema 1 (the tables budgets, reservations, charges and decisions, at
- * any of their column sets since ed891d2) is migrated on open, in one transaction:
- * its rows become events in time order, its budgets budget_log rows, and its tables
- * are dropped; keys and admin_journal (server/keys.c) are not touched.
+ * stay as they are). A file of schema 1 (the tables budgets, reservations, charges and decisions,
+ * at any of their column sets since ed891d2) is migrated on open, in one transaction: its rows
+ * become events in time order, its budgets budget_log rows, and its tables are dropped; keys and
+ * admin_journal (server/keys.c) are not touched.
  */
 #include "store_sqlite_internal.h"
 
@@ -42,9 +42,10 @@
     " outcome, policy, policy_version, reason, purpose_class, verdicts, tags, warnings,"           \
     " input_tokens, output_tokens, est_energy_wh, est_gco2e, est_water_ml"
 
-/* Schema 5's columns, last (a row that does not use them stores nothing of them): a
- * hold finished in the batch that wrote it is one row, its finish's time as the
- * delta from at_us and what it held beside what it charged. */
+/* Schema 5's columns, last (ALTER TABLE adds them to an older file): a hold finished
+ * in the batch that wrote it is one row, its finish's time as the delta from at_us
+ * and what it held beside what it charged. Every row written since stores a header
+ * byte for each of them, NULL or not (SQLite omits no trailing NULL). */
 #define ADDED_COLS "finish_after_us INTEGER, " AMOUNT_DEFS("held_")
 
 static const char tables_sql[] =
@@ -56,7 +57,8 @@ static const char tables_sql[] =
     "INSERT OR IGNORE INTO event_types VALUES(1, 'hold'), (2, 'hold+decision'), (3, 'settle'),"
     " (4, 'cancel'), (5, 'expire'), (6, 'decision'), (7, 'hold+decision+finish'),"
     " (8, 'hold+finish');"
-    /* Columns a settle row needs come first: a row stores every column up to its last. */
+    /* Columns a settle row needs come first (every row stores a header byte for each
+     * column, NULL or not). */
     "CREATE TABLE IF NOT EXISTS events(seq INTEGER PRIMARY KEY, at_us INTEGER NOT NULL,"
     " type INTEGER NOT NULL, rid, subject INTEGER, state INTEGER, kind INTEGER, hold INTEGER, "
     AMOUNT_DEFS("") ", owner INTEGER, expires_us INTEGER, request_id TEXT, provider INTEGER,"
