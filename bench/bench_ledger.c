@@ -26,6 +26,11 @@
  * dsc_ledger_reserve with a decision (hold + decision, one record)
  *   checks1-16  checks1 with 16 in flight: small commits, like a server's few
  *            connections (what a commit writes is per page, not per record)
+ *   pairs1   checks1's checks, each followed at once by its settle, 512 in flight: a
+ *            hold and its settle meet in one batch (one row per decision)
+ *   pairs1-16  pairs1 with 16 in flight
+ *   pairs1-1   4 000 pairs, one in flight: one decision per commit (a server at
+ *            pipeline 1 with few connections), where a commit writes whole pages
  */
 #include "discern/ledger.h"
 
@@ -465,7 +470,7 @@ static void bench_durable(const char *dir) {
 typedef struct check_run {
     dsc_ledger *l;
     char (*rids)[DSC_RESERVATION_ID_MAX];
-    int n, nthreads, phase; /* 0 checks, 1 settles */
+    int n, nthreads, phase; /* 0 checks, 1 settles, 2 each check then its settle */
     bool one_record;        /* dsc_ledger_reserve with a decision: hold + decision in one */
     int inflight;           /* checks or settles in flight */
     sem_t slots;
@@ -533,9 +538,9 @@ static void *check_submitter(void *arg) {
     for (int i = w->index; i < r->n; i += r->nthreads) {
         dsc_subject s;
         subject_of(i, org, team, user, &s);
-        if (r->phase == 0) {
+        if (r->phase == 0 || r->phase == 2) {
             one_check(r, i, &s, &a);
-            continue;
+            if (r->phase == 0) continue;
         }
         sem_wait(&r->slots);
         __atomic_add_fetch(&r->calls, 1, __ATOMIC_RELAXED);
@@ -609,6 +614,42 @@ static void bench_checks(const char *dir, bool one_record, int inflight) {
            " (%lld bytes)\n",
            one_record ? "checks1" : "checks", (double)wrote / r.n, (double)blocks / r.n,
            (double)file_bytes(path) / r.n, file_bytes(path));
+}
+
+/* pairs1: each check's settle submitted right after it, so that a hold and its settle
+ * meet in one batch (as at one decision per commit, where the settle is what the
+ * commit waits for): the store writes one row per decision. */
+static void bench_paired(const char *dir, int inflight) {
+    char path[1024];
+    snprintf(path, sizeof path, "%s/pairs.db", dir);
+    unlink(path);
+    dsc_ledger *l = open_ledger(path, DSC_DURABILITY_FULL, NULL, NULL);
+    three_budgets(l);
+    /* one pair in flight is one commit (and fsync) per decision: fewer of them */
+    check_run r = {.l = l,
+                   .n = inflight > 1 ? 64000 : 4000,
+                   .nthreads = 2,
+                   .one_record = true,
+                   .inflight = inflight};
+    r.rids = calloc((size_t)r.n, sizeof *r.rids);
+    double w, c, wr;
+    dsc_ledger_stats s0, s1;
+    dsc_ledger_stats_get(l, &s0);
+    long long w0 = written_bytes(), b0 = io_count("write_bytes");
+    check_phase(&r, 2, &w, &c, &wr);
+    dsc_ledger_stats_get(l, &s1);
+    long long wrote = written_bytes() - w0, blocks = io_count("write_bytes") - b0;
+    dsc_ledger_free(l);
+    free(r.rids);
+    printf("pairs1: %d checks each followed by its settle (async, full, %d in flight): %.0f "
+           "pairs/s, %.2f us CPU per check+settle (writer %.2f), %.0f records/commit; bytes "
+           "written per check+settle %.0f, of storage (write_bytes) %.0f; database %.0f bytes "
+           "per check+settle (%lld bytes); failures %d\n",
+           r.n, inflight, r.n / w, c * 1e6 / r.n, wr * 1e6 / r.n,
+           (double)(s1.store_records - s0.store_records) /
+               (double)(s1.store_batches - s0.store_batches),
+           (double)wrote / r.n, (double)blocks / r.n, (double)file_bytes(path) / r.n,
+           file_bytes(path), r.failures);
 }
 
 /* --- rss ---------------------------------------------------------------------- */
@@ -914,6 +955,9 @@ int main(int argc, char **argv) {
     if (wants(argc, argv, "checks")) bench_checks(dir, false, 512);
     if (wants(argc, argv, "checks1")) bench_checks(dir, true, 512);
     if (wants(argc, argv, "checks1-16")) bench_checks(dir, true, 16);
+    if (wants(argc, argv, "pairs1")) bench_paired(dir, 512);
+    if (wants(argc, argv, "pairs1-16")) bench_paired(dir, 16);
+    if (wants(argc, argv, "pairs1-1")) bench_paired(dir, 1);
     if (wants(argc, argv, "restart")) bench_restart(dir, 14 * 86400);
     for (int i = 2; i < argc; i++)
         if (strcmp(argv[i], "fill") == 0)

@@ -2,7 +2,8 @@
  * report.c - usage reports summed from the store's charge events (see
  * discern/report.h), and a thread that runs them off the caller's thread.
  *
- * The SQL reads the settle and expiry rows of the event log (store_sqlite_schema.c),
+ * The SQL reads the charges of the event log (store_sqlite_schema.c: settles, expiries
+ * and holds finished with them in one row, at their finish's time),
  * each of which names its subject and what its hold was for (provider, model,
  * purpose), from the newest checkpoint before the period on (the log has no index on
  * time). A report by team or user from the start of an hour takes the whole hours
@@ -111,15 +112,18 @@ static int build_sql(const dsc_report_query *q, char *sql, size_t cap) {
         "SELECT %s AS p, %s AS g, sum(u.v) FROM (SELECT r.hour_us AS at_us,"
         " r.subject AS subject, r.%s AS v, NULL AS provider, NULL AS model,"
         " NULL AS purpose FROM rollups r WHERE r.hour_us >= ?1 AND r.hour_us < ?6"
-        " UNION ALL SELECT e.at_us, e.subject, e.%s, ifnull(h.provider, e.provider),"
-        " ifnull(h.model, e.model), ifnull(h.purpose, e.purpose) FROM events e"
-        " LEFT JOIN events h ON h.seq = e.hold WHERE e.type IN (3, 5) AND e.kind IS NOT NULL"
-        " AND e.seq >= ?7 AND (e.seq > ?8 OR e.at_us >= ?6) AND e.at_us >= ?1"
-        " AND e.at_us < ?2) u LEFT JOIN subjects s ON s.id = u.subject"
-        " LEFT JOIN names pr ON pr.id = u.provider LEFT JOIN names mo ON mo.id = u.model"
-        " LEFT JOIN names pu ON pu.id = u.purpose"
-        " WHERE (?3 IS NULL OR s.org = ?3) AND (?4 IS NULL OR s.team = ?4)"
-        " AND (?5 IS NULL OR s.user = ?5) GROUP BY p, g ORDER BY p, g LIMIT %d",
+        " UNION ALL SELECT " DSC__SQ_FIN_AT(
+            "e") " AS t, e.subject, e.%s,"
+                 " ifnull(h.provider, e.provider), ifnull(h.model, e.model),"
+                 " ifnull(h.purpose, e.purpose) FROM events e LEFT JOIN events h ON h.seq = e.hold"
+                 " WHERE e.type IN (" DSC__SQ_CHARGE_TYPES
+                 ") AND e.kind IS NOT NULL AND e.seq >= ?7"
+                 " AND (e.seq > ?8 OR t >= ?6) AND t >= ?1 AND t < ?2) u"
+                 " LEFT JOIN subjects s ON s.id = u.subject"
+                 " LEFT JOIN names pr ON pr.id = u.provider LEFT JOIN names mo ON mo.id = u.model"
+                 " LEFT JOIN names pu ON pu.id = u.purpose"
+                 " WHERE (?3 IS NULL OR s.org = ?3) AND (?4 IS NULL OR s.team = ?4)"
+                 " AND (?5 IS NULL OR s.user = ?5) GROUP BY p, g ORDER BY p, g LIMIT %d",
         period_sql[q->period], group_sql[q->by], m, m, DSC_REPORT_ROWS_MAX + 1);
 }
 

@@ -3,17 +3,17 @@
  *
  * The "sqlite" backend of store.h (dsc__store_sqlite): every target that is not a URI.
  * One file in WAL mode. One writer thread owns the write connection: it takes every
- * queued record, appends one row per record to the event log (store_sqlite_schema.c)
- * in one transaction and commits (one fsync per batch with synchronous=FULL), then
- * lets the ledger apply the batch and wakes the callers waiting on it. Strings an
- * event repeats (subjects, models, reasons, ...) are interned: the writer keeps the
- * ids it has used in memory, so the hot path appends one row and runs no SELECT. A
- * failed statement that is the record's own fault (a constraint) fails only that
- * record; an I/O error (SQLITE_FULL, IOERR, READONLY, ...) rolls the whole batch back
- * and fails every record in it with DSC_STORE_UNAVAILABLE (and forgets the ids
- * interned by it). While the store is failing, the writer probes it every second so
- * that it recovers by itself. Reads (reload, history, recall) are in
- * store_sqlite_read.c.
+ * queued record, appends one row per record to the event log (store_sqlite_schema.c),
+ * or one row for a hold and its finish when both are in the batch (at one decision
+ * per commit a check's hold and its settle usually are), in one transaction, commits
+ * (one fsync per batch with synchronous=FULL), then lets the ledger apply the batch and wakes the
+ * callers waiting on it. Strings an event repeats (subjects, models, reasons, ...) are interned:
+ * the writer keeps the ids it has used in memory, so the hot path appends one row and runs no
+ * SELECT. A failed statement that is the record's own fault (a constraint) fails only that record;
+ * an I/O error (SQLITE_FULL, IOERR, READONLY, ...) rolls the whole batch back and fails every
+ * record in it with DSC_STORE_UNAVAILABLE (and forgets the ids interned by it). While the store is
+ * failing, the writer probes it every second so that it recovers by itself. Reads (reload, history,
+ * recall) are in store_sqlite_read.c.
  *
  * A full disk: the WAL grows until the checkpoint at 1000 pages (4 MiB), which a
  * nearly full disk never lets it reach, and a failed commit leaves it at its size.
@@ -53,8 +53,16 @@ static const char *const stmt_sql[ST_COUNT] = {
         " water_ml, pe_mj, cost, tokens, requests, owner, expires_us, request_id,"
         " provider, model, zone, purpose, decision_id, outcome, policy,"
         " policy_version, reason, purpose_class, verdicts, tags, warnings,"
-        " input_tokens, output_tokens, est_energy_wh, est_gco2e, est_water_ml)"
-        " VALUES(?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?)",
+        " input_tokens, output_tokens, est_energy_wh, est_gco2e, est_water_ml,"
+        " finish_after_us, held_energy_wh, held_gco2e, held_water_ml, held_pe_mj, held_cost,"
+        " held_tokens, held_requests)"
+        " VALUES(?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,"
+        "?,?,?,?,?,?,?,?)",
+    /* a settle, cancel or expiry of a hold the writer knows open: the hot path's second
+     * row binds 13 values, not 43 */
+    [ST_FINISH] = "INSERT INTO events(at_us, type, subject, state, kind, hold, energy_wh, gco2e,"
+                  " water_ml, pe_mj, cost, tokens, requests)"
+                  " VALUES(?,?,?,?,?,?,?,?,?,?,?,?,?)",
     [ST_BUDGET] = "INSERT INTO budget_log(at_us, deleted, budget_id, selector, metric, window,"
                   " limit_micro) VALUES(?,?,?,?,?,?,?)",
     [ST_NAME_GET] = "SELECT id FROM names WHERE name = ?1",
@@ -66,7 +74,8 @@ static const char *const stmt_sql[ST_COUNT] = {
         "INSERT INTO checkpoints(seq, at_us, max_at_us, held_from, max_rid)"
         " VALUES(?1, ?2, ?3, ?4, (SELECT coalesce(max(m), x'') FROM (SELECT max_rid AS m"
         " FROM checkpoints WHERE seq = ?5 UNION ALL SELECT substr(rid, 1, 6) FROM events"
-        " WHERE seq > ?5 AND seq <= ?1 AND type IN (1, 2) AND length(rid) = 18)))",
+        " WHERE seq > ?5 AND seq <= ?1 AND type IN (" DSC__SQ_HOLD_TYPES
+        ") AND length(rid) = 18)))",
     [ST_ROLLUP] = "INSERT INTO rollups VALUES(?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9)"
                   " ON CONFLICT(hour_us, subject) DO UPDATE SET"
                   " energy_wh = energy_wh + excluded.energy_wh, gco2e = gco2e + excluded.gco2e,"
@@ -155,9 +164,11 @@ static void roll_add(sq_store *s, int64_t at_us, int64_t subject, const dsc_amou
 static void reroll_tail(sq_store *s) {
     sqlite3_stmt *st = NULL;
     if (sqlite3_prepare_v2(s->db,
-                           "SELECT at_us, subject, energy_wh, gco2e, water_ml, pe_mj, cost, tokens,"
-                           " requests FROM events WHERE seq > ?1 AND type IN (3, 5)"
-                           " AND kind IS NOT NULL ORDER BY seq",
+                           "SELECT " DSC__SQ_FIN_AT(
+                               "e") ", subject, energy_wh, gco2e, water_ml,"
+                                    " pe_mj, cost, tokens, requests FROM events e WHERE seq > ?1"
+                                    " AND type IN (" DSC__SQ_CHARGE_TYPES ") AND kind IS NOT NULL"
+                                    " ORDER BY seq",
                            -1, &st, NULL) != SQLITE_OK)
         return;
     sqlite3_bind_int64(st, 1, s->checkpoint_seq);
@@ -183,7 +194,9 @@ static void read_positions(sq_store *s) {
                              s->checkpoint_seq);
     if (s->held_from < 1) s->held_from = 1;
     int64_t at = query_int(s->db, "SELECT coalesce(max(max_at_us), 0) FROM checkpoints", 0);
-    int64_t tail = query_int(s->db, "SELECT coalesce(max(at_us), 0) FROM events WHERE seq > ?1",
+    int64_t tail = query_int(s->db,
+                             "SELECT coalesce(max(" DSC__SQ_FIN_AT("e") "), 0) FROM events e"
+                                                                        " WHERE seq > ?1",
                              s->checkpoint_seq);
     s->max_at_us = tail > at ? tail : at;
     s->retained_from = query_int(s->db, "SELECT coalesce(min(seq), 1) FROM events", 0);
@@ -297,6 +310,7 @@ static void free_name(void *val, void *ud) {
 }
 
 static void intern_clear(dsc__sq_intern *in) {
+    memset(in->memo, 0, sizeof in->memo);
     dsc__strmap_each(&in->map, free_name, NULL);
     dsc__strmap_destroy(&in->map);
     dsc__strmap_init(&in->map);
@@ -311,6 +325,7 @@ static void intern_free(dsc__sq_intern *in) {
 
 /* The batch rolled back: the ids it added are gone from the file, so from memory. */
 static void intern_rollback(dsc__sq_intern *in) {
+    memset(in->memo, 0, sizeof in->memo);
     for (size_t i = 0; i < in->n_added; i++) {
         dsc__strmap_del_if(&in->map, in->added[i]->key, in->added[i]);
         free(in->added[i]);
@@ -320,24 +335,25 @@ static void intern_rollback(dsc__sq_intern *in) {
 
 /* Remember key -> id (and that this batch added it). Out of memory, it is not
  * remembered: the next use looks it up again. */
-static void intern_remember(dsc__sq_intern *in, const char *key, int64_t id) {
+static sq_name *intern_remember(dsc__sq_intern *in, const char *key, int64_t id) {
     size_t n = strlen(key);
     if (in->n_added == in->cap_added) {
         size_t cap = in->cap_added ? in->cap_added * 2 : 64;
         sq_name **a = realloc(in->added, cap * sizeof *a);
-        if (!a) return;
+        if (!a) return NULL;
         in->added = a;
         in->cap_added = cap;
     }
     sq_name *e = malloc(sizeof *e + n + 1);
-    if (!e) return;
+    if (!e) return NULL;
     e->id = id;
     memcpy(e->key, key, n + 1);
     if (dsc__strmap_put(&in->map, e->key, e) != DSC_OK) {
         free(e);
-        return;
+        return NULL;
     }
     in->added[in->n_added++] = e;
+    return e;
 }
 
 /* The id of the row get finds with vals bound (1..n), else of the one add inserts. */
@@ -357,24 +373,41 @@ static int intern_row(sq_store *s, int get, int add, const char *const *vals, in
     return rc;
 }
 
-/* The id of name in names (0 for "": stored as NULL). */
-static int name_id(sq_store *s, const char *name, int64_t *id) {
+/* The id of name in names (0 for "": stored as NULL). field: the column it is for;
+ * a column mostly repeats its last name (a model, a policy, a reason), which is
+ * then found by one comparison, without hashing it. */
+static int name_id(sq_store *s, int field, const char *name, int64_t *id) {
     *id = 0;
     if (!name || !name[0]) return SQLITE_OK;
-    sq_name *e = dsc__strmap_get(&s->names.map, name);
+    sq_name **memo = &s->names.memo[field % DSC__SQ_MEMO];
+    sq_name *e = *memo;
+    if (!e || strcmp(e->key, name) != 0) e = dsc__strmap_get(&s->names.map, name);
     if (e) {
+        *memo = e;
         *id = e->id;
         return SQLITE_OK;
     }
     int rc = intern_row(s, ST_NAME_GET, ST_NAME_ADD, &name, 1, id);
-    if (rc == SQLITE_OK) intern_remember(&s->names, name, *id);
+    if (rc == SQLITE_OK) *memo = intern_remember(&s->names, name, *id);
     return rc;
+}
+
+/* The levels of subj joined by 0x1f into key (no formatting on the hot path). */
+static void subject_key(const dsc__rec_subject *subj, char key[4 * DSC_NAME_MAX + 4]) {
+    const char *const parts[4] = {subj->org, subj->team, subj->user, subj->key};
+    size_t len = 0;
+    for (int i = 0; i < 4; i++) {
+        size_t n = strnlen(parts[i], DSC_NAME_MAX - 1);
+        memcpy(key + len, parts[i], n);
+        len += n;
+        key[len++] = i < 3 ? '\x1f' : '\0';
+    }
 }
 
 /* The id of a subject tuple in subjects (absent levels are ""). */
 static int subject_id(sq_store *s, const dsc__rec_subject *subj, int64_t *id) {
     char key[4 * DSC_NAME_MAX + 4];
-    snprintf(key, sizeof key, "%s\x1f%s\x1f%s\x1f%s", subj->org, subj->team, subj->user, subj->key);
+    subject_key(subj, key);
     sq_name *e = dsc__strmap_get(&s->subjects.map, key);
     if (e) {
         *id = e->id;
@@ -389,7 +422,7 @@ static int subject_id(sq_store *s, const dsc__rec_subject *subj, int64_t *id) {
 /* Bind the interned id of name to parameter i; the first failure is kept in *rc. */
 static void bind_name(sq_store *s, sqlite3_stmt *st, int i, const char *name, int *rc) {
     int64_t id = 0;
-    if (*rc == SQLITE_OK) *rc = name_id(s, name, &id);
+    if (*rc == SQLITE_OK) *rc = name_id(s, i, name, &id);
     bind_id(st, i, id);
 }
 
@@ -432,9 +465,11 @@ static void bind_decision(sq_store *s, sqlite3_stmt *st, const dsc__rec_decision
     sqlite3_bind_int64(st, 35, d->est_water_ml);
 }
 
-static int event_type(const dsc__rec *r) {
+/* The type of r's row; fin: the finish of r (a hold) written in the same row. */
+static int event_type(const dsc__rec *r, const dsc__rec *fin) {
     switch (r->type) {
     case DSC__REC_RESERVE:
+        if (fin) return r->with_decision ? DSC__EV_HOLD_DECISION_FINISH : DSC__EV_HOLD_FINISH;
         return r->with_decision ? DSC__EV_HOLD_DECISION : DSC__EV_HOLD;
     case DSC__REC_SETTLE:
         return DSC__EV_SETTLE;
@@ -447,9 +482,6 @@ static int event_type(const dsc__rec *r) {
     }
 }
 
-/* One events row for a hold, settle, cancel, expiry or decision. u.decision carries
- * what a hold was for on every one of them (owner = key_id, provider, model, zone,
- * purpose), and the decision itself on a decision or a hold that has one. */
 /* An unreserved settle's id, once: a repeat fails with a constraint (the record's own
  * fault), as the ledger cannot recall ids it did not make. */
 static int write_unreserved(sq_store *s, const dsc__rec *r) {
@@ -459,51 +491,92 @@ static int write_unreserved(sq_store *s, const dsc__rec *r) {
     return step(s->st[ST_UNRESERVED]);
 }
 
-static int write_event(sq_store *s, const dsc__rec *r, int64_t *seq, int64_t *subj) {
-    static const dsc_amounts zero = {{0}};
+static const dsc_amounts zero_amounts = {{0}};
+
+/* What a finish charged (a cancel or a release: nothing). */
+static const dsc_amounts *charged(const dsc__rec *fin) {
+    return fin->charge_kind ? &fin->amounts : &zero_amounts;
+}
+
+/* A settle, cancel or expiry of an open hold: it names the hold by seq only (the views
+ * and reads take the id, the owner and what it was for from the hold). */
+static int write_finish(sq_store *s, const dsc__rec *r, int64_t hold, int64_t subject) {
+    sqlite3_stmt *st = s->st[ST_FINISH];
+    int rc = SQLITE_OK;
+    sqlite3_bind_int64(st, 1, r->at_us);
+    sqlite3_bind_int(st, 2, event_type(r, NULL));
+    bind_id(st, 3, subject);
+    bind_name(s, st, 4, r->state, &rc);
+    bind_name(s, st, 5, r->charge_kind, &rc);
+    sqlite3_bind_int64(st, 6, hold);
+    bind_amounts(st, 7, charged(r));
+    return rc == SQLITE_OK ? step(st) : rc;
+}
+
+/* Any other event, in ST_EVENT: a hold (with its check's decision; with its finish
+ * when fin is in the same batch), a finish of a hold the writer does not know open,
+ * a decision. u.decision carries what a hold was for (owner = key_id, provider,
+ * model, zone, purpose), and the decision itself on a decision or a hold that has
+ * one. */
+static int write_row(sq_store *s, const dsc__rec *r, const dsc__rec *fin, int64_t subject) {
     sqlite3_stmt *st = s->st[ST_EVENT];
     const dsc__rec_decision *d = &r->u.decision;
-    int type = event_type(r), rc = SQLITE_OK;
-    bool hold = type == DSC__EV_HOLD || type == DSC__EV_HOLD_DECISION;
-    bool finish = type >= DSC__EV_SETTLE && type <= DSC__EV_EXPIRE;
-    int64_t subject = 0;
+    int type = event_type(r, fin), rc = SQLITE_OK;
+    bool hold = r->type == DSC__REC_RESERVE, finish = !hold && type != DSC__EV_DECISION;
     sqlite3_clear_bindings(st);
     sqlite3_bind_int64(st, 1, r->at_us);
-    sqlite3_bind_int64(st, 2, type);
-    rc = subject_id(s, &r->subject, &subject);
+    sqlite3_bind_int(st, 2, type);
+    dsc__sq_bind_rid(st, 3, r->reservation_id);
     bind_id(st, 4, subject);
-    /* a settle, cancel or expiry of an open hold names it by its seq only (the views
-     * and reads take the id, the owner and what it was for from the hold); any other
-     * event carries them */
-    const struct dsc__sq_open *h = finish ? dsc__strmap_get(&s->open, r->reservation_id) : NULL;
-    if (h)
-        sqlite3_bind_int64(st, 7, h->seq);
-    else
-        dsc__sq_bind_rid(st, 3, r->reservation_id);
-    if (finish) {
-        bind_name(s, st, 5, r->state, &rc);
-        bind_name(s, st, 6, r->charge_kind, &rc);
+    const dsc__rec *f = fin ? fin : finish ? r : NULL; /* what finished the hold */
+    if (f) {
+        bind_name(s, st, 5, f->state, &rc);
+        bind_name(s, st, 6, f->charge_kind, &rc);
     }
-    if (hold || finish) bind_amounts(st, 8, hold || r->charge_kind ? &r->amounts : &zero);
+    if (hold || finish) bind_amounts(st, 8, f ? charged(f) : &r->amounts);
     if (hold) sqlite3_bind_int64(st, 16, r->expires_us);
     if (hold || type == DSC__EV_DECISION)
         bind_text(st, 17, hold && r->request_id[0] ? r->request_id : d->request_id);
-    if (!h) { /* what the hold was for: the hold named has it */
-        bind_name(s, st, 15, d->key_id, &rc);
-        bind_name(s, st, 18, d->provider, &rc);
-        bind_name(s, st, 19, d->model, &rc);
-        bind_name(s, st, 20, d->zone, &rc);
-        bind_name(s, st, 21, d->purpose, &rc);
+    bind_name(s, st, 15, d->key_id, &rc);
+    bind_name(s, st, 18, d->provider, &rc);
+    bind_name(s, st, 19, d->model, &rc);
+    bind_name(s, st, 20, d->zone, &rc);
+    bind_name(s, st, 21, d->purpose, &rc);
+    if (type == DSC__EV_HOLD_DECISION || type == DSC__EV_HOLD_DECISION_FINISH ||
+        type == DSC__EV_DECISION)
+        bind_decision(s, st, d, &rc);
+    if (fin) {
+        sqlite3_bind_int64(st, 36, fin->at_us - r->at_us);
+        bind_amounts(st, 37, &r->amounts);
     }
-    if (type == DSC__EV_HOLD_DECISION || type == DSC__EV_DECISION) bind_decision(s, st, d, &rc);
+    return rc == SQLITE_OK ? step(st) : rc;
+}
+
+/* One events row for rec i of the batch (a hold, a settle, cancel, expiry or a
+ * decision), and for the finish of a hold in the same batch with it. */
+static int write_event(sq_store *s, dsc__rec **recs, size_t i) {
+    const dsc__rec *r = recs[i];
+    dsc__sq_slot *slot = &s->slots[i];
+    const dsc__rec *fin = slot->finish >= 0 ? recs[slot->finish] : NULL;
+    bool finish = r->type != DSC__REC_RESERVE && r->type != DSC__REC_DECISION;
+    int64_t subject = 0;
+    int rc = subject_id(s, &r->subject, &subject);
     if (rc != SQLITE_OK) return rc;
-    if ((rc = step(st)) != SQLITE_OK) return rc;
-    s->last_seq = *seq = sqlite3_last_insert_rowid(s->db);
-    /* known open at once, so that a settle later in the batch names it (forgotten
-     * again if the batch rolls back) */
-    if (hold) dsc__sq_hold_open(s, r->reservation_id, *seq);
-    *subj = subject;
+    const struct dsc__sq_open *h = finish ? dsc__strmap_get(&s->open, r->reservation_id) : NULL;
+    rc = h ? write_finish(s, r, h->seq, subject) : write_row(s, r, fin, subject);
+    if (rc != SQLITE_OK) return rc;
+    s->last_seq = slot->seq = sqlite3_last_insert_rowid(s->db);
+    slot->subject = subject;
     if (r->at_us > s->max_at_us) s->max_at_us = r->at_us;
+    if (fin) {
+        s->slots[slot->finish].seq = slot->seq;
+        s->slots[slot->finish].subject = subject;
+        if (fin->at_us > s->max_at_us) s->max_at_us = fin->at_us;
+    } else if (r->type == DSC__REC_RESERVE) {
+        /* known open at once, so that a settle later in the batch names it (forgotten
+         * again if the batch rolls back) */
+        dsc__sq_hold_open(s, r->reservation_id, slot->seq);
+    }
     return SQLITE_OK;
 }
 
@@ -524,45 +597,128 @@ static bool own_fault(int rc) {
     return (rc & 0xff) == SQLITE_CONSTRAINT;
 }
 
-static int write_rec(sq_store *s, size_t i, const dsc__rec *r) {
-    s->batch_seq[i] = s->batch_subject[i] = 0;
+static int write_rec(sq_store *s, dsc__rec **recs, size_t i) {
+    const dsc__rec *r = recs[i];
+    if (s->slots[i].with_hold) return SQLITE_OK; /* in its hold's row */
+    s->slots[i].seq = s->slots[i].subject = 0;
     if (r->type == DSC__REC_SYNC) return SQLITE_OK;
     if (r->type >= DSC__REC_BUDGET_SET) return write_budget(s, r);
     int rc = write_unreserved(s, r);
-    if (rc == SQLITE_OK) rc = write_event(s, r, &s->batch_seq[i], &s->batch_subject[i]);
+    if (rc == SQLITE_OK) rc = write_event(s, recs, i);
     /* a hold and its decision are one row: nothing a validated record can break */
     return rc == SQLITE_OK || r->type != DSC__REC_RESERVE || !own_fault(rc) ? rc : SQLITE_ERROR;
 }
 
+/* Pair each finish (settle, cancel, expiry) with its hold when both are in the batch,
+ * so that they are written as one row: holds go into s->holds by id, each finish
+ * looks its id up. The table is left empty again. */
+static void pair_finishes(sq_store *s, dsc__rec **recs, size_t n) {
+    size_t mask = s->holds_cap - 1;
+    for (size_t i = 0; i < n; i++) {
+        const dsc__rec *r = recs[i];
+        s->slots[i] = (dsc__sq_slot){.finish = -1};
+        bool finish =
+            r->type == DSC__REC_SETTLE || r->type == DSC__REC_CANCEL || r->type == DSC__REC_EXPIRE;
+        if ((r->type != DSC__REC_RESERVE && !finish) || !r->reservation_id[0]) continue;
+        size_t h = dsc__strmap_hash(r->reservation_id) & mask;
+        for (; s->holds[h]; h = (h + 1) & mask) {
+            size_t k = (size_t)s->holds[h] - 1;
+            if (!finish || s->slots[k].finish >= 0 ||
+                strcmp(recs[k]->reservation_id, r->reservation_id) != 0)
+                continue;
+            s->slots[k].finish = (int32_t)i;
+            s->slots[i].with_hold = true;
+            break;
+        }
+        if (!finish) {
+            s->holds[h] = (int32_t)i + 1;
+            s->slots[i].pos = (uint32_t)h;
+        }
+    }
+    for (size_t i = 0; i < n; i++) /* empty again */
+        if (recs[i]->type == DSC__REC_RESERVE && recs[i]->reservation_id[0])
+            s->holds[s->slots[i].pos] = 0;
+}
+
 /* --- open holds and rollups ---------------------------------------------------- */
 
-void dsc__sq_hold_open(dsc__sq_store *s, const char *id, int64_t seq) {
-    size_t n = strlen(id);
-    struct dsc__sq_open *e = malloc(sizeof *e + n + 1);
-    if (!e) return; /* the next checkpoint keeps the older bound: see oldest_open */
-    e->seq = seq;
-    memcpy(e->key, id, n + 1);
-    free(dsc__strmap_del(&s->open, id));
-    if (dsc__strmap_put(&s->open, e->key, e) != DSC_OK) {
+/* Unused entries kept for the next holds (no malloc per hold); more are freed. */
+#define OPEN_SPARE 4096
+
+static void open_unlink(sq_store *s, struct dsc__sq_open *e) {
+    if (e->prev)
+        e->prev->next = e->next;
+    else
+        s->open_first = e->next;
+    if (e->next)
+        e->next->prev = e->prev;
+    else
+        s->open_last = e->prev;
+}
+
+static void open_release(sq_store *s, struct dsc__sq_open *e) {
+    if (s->open_spare >= OPEN_SPARE) {
         free(e);
-        s->holds_known = false;
+        return;
     }
+    e->next = s->open_free;
+    s->open_free = e;
+    s->open_spare++;
+}
+
+/* Put e on the list in seq order: at the end, as holds are written (and loaded) in
+ * seq order; walking back only if one ever comes out of order. */
+static void open_link(sq_store *s, struct dsc__sq_open *e) {
+    struct dsc__sq_open *after = s->open_last;
+    while (after && after->seq > e->seq)
+        after = after->prev;
+    e->prev = after;
+    e->next = after ? after->next : s->open_first;
+    if (e->next)
+        e->next->prev = e;
+    else
+        s->open_last = e;
+    if (after)
+        after->next = e;
+    else
+        s->open_first = e;
 }
 
 static void hold_closed(sq_store *s, const char *id) {
-    free(dsc__strmap_del(&s->open, id));
+    struct dsc__sq_open *e = dsc__strmap_del(&s->open, id);
+    if (!e) return;
+    open_unlink(s, e);
+    open_release(s, e);
 }
 
-static void oldest_of(void *val, void *ud) {
-    int64_t *min = ud;
-    const struct dsc__sq_open *e = val;
-    if (e->seq < *min) *min = e->seq;
+void dsc__sq_hold_open(dsc__sq_store *s, const char *id, int64_t seq) {
+    size_t n = strlen(id);
+    struct dsc__sq_open *e = s->open_free;
+    if (e) {
+        s->open_free = e->next;
+        s->open_spare--;
+    } else {
+        e = malloc(sizeof *e);
+    }
+    if (!e || n >= sizeof e->key) { /* not known open: the checkpoints keep the older bound */
+        free(e);
+        s->holds_known = false;
+        return;
+    }
+    e->seq = seq;
+    memcpy(e->key, id, n + 1);
+    hold_closed(s, id);
+    if (dsc__strmap_put(&s->open, e->key, e) != DSC_OK) {
+        open_release(s, e);
+        s->holds_known = false;
+        return;
+    }
+    open_link(s, e);
 }
 
 /* The seq from which a restart must look for open holds. */
 static int64_t oldest_open(sq_store *s) {
-    int64_t min = s->last_seq + 1;
-    dsc__strmap_each(&s->open, oldest_of, &min);
+    int64_t min = s->open_first ? s->open_first->seq : s->last_seq + 1;
     if (!s->holds_known && s->held_from < min) min = s->held_from;
     return min;
 }
@@ -573,12 +729,23 @@ typedef struct sq_roll {
     char key[48];
 } sq_roll;
 
+/* The key of an hour and subject: both as 16 hex digits (no formatting per charge). */
+static void roll_key(int64_t hour, int64_t subject, char key[48]) {
+    static const char hex[] = "0123456789abcdef";
+    uint64_t v[2] = {(uint64_t)hour, (uint64_t)subject};
+    for (int k = 0; k < 2; k++)
+        for (int i = 0; i < 16; i++)
+            key[k * 17 + i] = hex[(v[k] >> (60 - 4 * i)) & 15];
+    key[16] = ':';
+    key[33] = '\0';
+}
+
 /* Count a committed charge into its hour's sums (flushed at the next checkpoint). Out
  * of memory, the store stops taking checkpoints (rollups_lost) rather than lose it. */
 static void roll_add(sq_store *s, int64_t at_us, int64_t subject, const dsc_amounts *a) {
     int64_t hour = dsc__sq_hour_of(at_us);
     char key[48];
-    snprintf(key, sizeof key, "%lld:%lld", (long long)hour, (long long)subject);
+    roll_key(hour, subject, key);
     sq_roll *r = dsc__strmap_get(&s->roll, key);
     if (!r) {
         if (!(r = calloc(1, sizeof *r))) {
@@ -697,10 +864,11 @@ static int purge(sq_store *s, int64_t now_us, int64_t checkpoint, int64_t *to) {
 static void batch_committed(sq_store *s, dsc__rec **recs, size_t n) {
     for (size_t i = 0; i < n; i++) {
         const dsc__rec *r = recs[i];
-        if (r->status != DSC_OK || !s->batch_seq[i]) continue;
+        const dsc__sq_slot *slot = &s->slots[i];
+        if (r->status != DSC_OK || !slot->seq) continue;
         if (r->type != DSC__REC_RESERVE && r->type != DSC__REC_DECISION) {
-            hold_closed(s, r->reservation_id);
-            if (r->charge_kind) roll_add(s, r->at_us, s->batch_subject[i], &r->amounts);
+            if (!slot->with_hold) hold_closed(s, r->reservation_id);
+            if (r->charge_kind) roll_add(s, r->at_us, slot->subject, &r->amounts);
         }
     }
 }
@@ -738,11 +906,9 @@ typedef struct positions {
     int64_t last_seq, max_at_us, checkpoint_seq;
 } positions;
 
-static void hold_closed(sq_store *s, const char *id);
-
 static void batch_failed(sq_store *s, const positions *p, dsc__rec **recs, size_t n) {
     for (size_t i = 0; i < n; i++) /* the holds it wrote are not there */
-        if (recs[i]->type == DSC__REC_RESERVE && s->batch_seq[i])
+        if (recs[i]->type == DSC__REC_RESERVE && s->slots[i].seq)
             hold_closed(s, recs[i]->reservation_id);
     s->last_seq = p->last_seq;
     s->max_at_us = p->max_at_us;
@@ -774,9 +940,10 @@ static bool write_batch(sq_store *s, dsc__rec **recs, size_t n) {
     int rc = step(s->st[ST_BEGIN]);
     if (rc == SQLITE_OK) rc = write_checkpoint(s, now, &checkpointed, &held_from);
     if (rc == SQLITE_OK && checkpointed) rc = purge(s, now, checkpoint, &retained);
+    pair_finishes(s, recs, n);
     for (size_t i = 0; rc == SQLITE_OK && i < n; i++) {
         recs[i]->status = DSC_OK;
-        int r = write_rec(s, i, recs[i]);
+        int r = write_rec(s, recs, i);
         if (r == SQLITE_OK) continue;
         if (!own_fault(r)) {
             rc = r;
@@ -854,31 +1021,40 @@ static void wait_for_work(sq_store *s) {
  * (taken between batches) stay about DSC__SQ_CHECKPOINT_EVERY events apart. */
 #define BATCH_MAX DSC__SQ_CHECKPOINT_EVERY
 
-/* Take the queue (at most BATCH_MAX of it) into s->batch (qmu held); returns how many. */
+/* Room for n records in a batch (qmu held); false when out of memory. */
+static bool batch_room(sq_store *s, size_t n) {
+    if (n <= s->batch_cap) return true;
+    size_t cap = n * 2, holds = 16;
+    while (holds < 2 * cap)
+        holds *= 2;
+    dsc__rec **b = realloc(s->batch, cap * sizeof *b);
+    if (b) s->batch = b;
+    dsc__sq_slot *slots = b ? realloc(s->slots, cap * sizeof *slots) : NULL;
+    if (slots) s->slots = slots;
+    int32_t *h = slots ? calloc(holds, sizeof *h) : NULL;
+    if (!h) return false;
+    free(s->holds);
+    s->holds = h;
+    s->holds_cap = holds;
+    s->batch_cap = cap;
+    return true;
+}
+
+/* Take the queue (at most BATCH_MAX of it) into s->batch (qmu held); returns how many.
+ * One walk of the list: each record is far from the next in memory. */
 static size_t take_batch(sq_store *s) {
-    size_t n = 0;
-    for (dsc__rec *r = s->head; r && n < BATCH_MAX; r = r->next)
-        n++;
-    if (n > s->batch_cap) {
-        dsc__rec **b = realloc(s->batch, n * 2 * sizeof *b);
-        if (b) s->batch = b;
-        int64_t *q = b ? realloc(s->batch_seq, n * 2 * sizeof *q) : NULL;
-        if (q) s->batch_seq = q;
-        int64_t *j = q ? realloc(s->batch_subject, n * 2 * sizeof *j) : NULL;
-        if (j) s->batch_subject = j;
-        if (!j)
-            n = s->batch_cap; /* take what fits; the rest waits */
-        else
-            s->batch_cap = n * 2;
-    }
+    size_t n = s->queued < BATCH_MAX ? s->queued : BATCH_MAX;
+    if (!batch_room(s, n)) n = s->batch_cap; /* take what fits; the rest waits */
     dsc__rec *r = s->head;
-    for (size_t i = 0; i < n; i++, r = r->next)
+    size_t waiters = 0;
+    for (size_t i = 0; i < n; i++, r = r->next) {
         s->batch[i] = r;
+        waiters += r->waited || r->done_fn;
+    }
     s->head = r;
     if (!r) s->tail = NULL;
-    s->waiters = 0;
-    for (; r; r = r->next) /* what did not fit (BATCH_MAX, or out of memory) */
-        s->waiters += r->waited || r->done_fn;
+    s->queued -= n;
+    s->waiters -= waiters; /* those left (BATCH_MAX, or out of memory) */
     return n;
 }
 
@@ -985,6 +1161,7 @@ static dsc_status sq_enqueue(dsc__store *base, dsc__rec *rec, bool wait) {
         s->head = rec;
     s->tail = rec;
     s->waiters += wait || rec->done_fn;
+    s->queued++;
     pthread_cond_signal(&s->nonempty);
     pthread_mutex_unlock(&s->qmu);
     return DSC_OK;
@@ -1039,6 +1216,8 @@ static void sq_close(dsc__store *base) {
     }
     for (int i = 0; i < ST_COUNT; i++)
         sqlite3_finalize(s->st[i]);
+    for (int i = 0; i < DSC__SQ_RD_COUNT; i++)
+        sqlite3_finalize(s->rst[i]);
     for (int i = 0; i < 8; i++) {
         sqlite3_finalize(s->rcache[i].st);
         free(s->rcache[i].sql);
@@ -1046,9 +1225,14 @@ static void sq_close(dsc__store *base) {
     sqlite3_close(s->db);
     sqlite3_close(s->rdb);
     free(s->batch);
-    free(s->batch_seq);
-    free(s->batch_subject);
+    free(s->slots);
+    free(s->holds);
     dsc__strmap_each(&s->open, free_name, NULL);
+    while (s->open_free) {
+        struct dsc__sq_open *e = s->open_free;
+        s->open_free = e->next;
+        free(e);
+    }
     dsc__strmap_destroy(&s->open);
     dsc__strmap_each(&s->roll, free_name, NULL);
     dsc__strmap_destroy(&s->roll);

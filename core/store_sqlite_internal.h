@@ -14,6 +14,7 @@
 
 #include <pthread.h>
 #include <sqlite3.h>
+#include <stdbool.h>
 #include <stddef.h>
 #include <stdint.h>
 
@@ -24,12 +25,27 @@ enum {
     DSC__EV_SETTLE = 3,        /* a charge of kind settle, late or unreserved */
     DSC__EV_CANCEL = 4,        /* a hold released by its client */
     DSC__EV_EXPIRE = 5,        /* a hold past its ttl: charged (expire) or released */
-    DSC__EV_DECISION = 6       /* a decision that took no new hold */
+    DSC__EV_DECISION = 6,      /* a decision that took no new hold */
+    /* a hold finished (settled, cancelled, expired) in the batch that wrote it, as one
+     * row: the finish's state, kind and charge, its time as finish_after_us, what it
+     * held in held_* */
+    DSC__EV_HOLD_DECISION_FINISH = 7,
+    DSC__EV_HOLD_FINISH = 8 /* the same without a decision */
 };
+
+/* SQL: the event types that are a hold, a finish of one, a charge (with a kind), a
+ * decision; and the time of a finish on row t (a hold finished in its batch has it as
+ * a delta). */
+#define DSC__SQ_HOLD_TYPES "1, 2, 7, 8"
+#define DSC__SQ_FINISH_TYPES "3, 4, 5, 7, 8"
+#define DSC__SQ_CHARGE_TYPES "3, 5, 7, 8"
+#define DSC__SQ_DECISION_TYPES "2, 6, 7"
+#define DSC__SQ_FIN_AT(t) "(" t ".at_us + ifnull(" t ".finish_after_us, 0))"
 
 /* The writer's prepared statements. */
 enum {
     ST_EVENT,
+    ST_FINISH,
     ST_BUDGET,
     ST_NAME_GET,
     ST_NAME_ADD,
@@ -46,19 +62,41 @@ enum {
     ST_COUNT
 };
 
+/* The reader's statements for the recall of a forgotten reservation, prepared once. */
+enum {
+    DSC__SQ_RD_FIND,      /* the events of a hold */
+    DSC__SQ_RD_FIND_HOLD, /* its hold's seq, within the range of the two below */
+    DSC__SQ_RD_BELOW,     /* the checkpoint after the last one below an id's counter */
+    DSC__SQ_RD_ABOVE,     /* the first one at or above it */
+    DSC__SQ_RD_FIRST,     /* the first checkpoint (ids of an older shape precede it) */
+    DSC__SQ_RD_COUNT
+};
+
 /* Strings (or subject tuples) interned by the writer: text -> id, in memory, so the
  * hot path finds every id it has used before without a SELECT. */
+#define DSC__SQ_MEMO 64 /* the last name of each column (by its parameter number) */
 typedef struct dsc__sq_intern {
-    dsc__strmap map;             /* key -> dsc__sq_name (its key points into it) */
+    dsc__strmap map;                         /* key -> dsc__sq_name (its key points into it) */
+    struct dsc__sq_name *memo[DSC__SQ_MEMO]; /* entries of map, or NULL */
     struct dsc__sq_name **added; /* this batch's new entries: forgotten if it rolls back */
     size_t n_added, cap_added;
 } dsc__sq_intern;
 
-/* An open hold the writer knows: its hold event's seq, keyed by its id. */
+/* An open hold the writer knows: its hold event's seq, keyed by its id, on a list in
+ * seq order (holds open in the order they are written, so the oldest is the first). */
 struct dsc__sq_open {
     int64_t seq;
-    char key[];
+    struct dsc__sq_open *prev, *next; /* the list in seq order; next: also the free list */
+    char key[DSC_RESERVATION_ID_MAX];
 };
+
+/* What the writer knows of each record of a batch. */
+typedef struct dsc__sq_slot {
+    int64_t seq, subject; /* its event's seq and subject id (0: none) */
+    int32_t finish;       /* a hold: the index of its finish in the batch (-1: none) */
+    uint32_t pos;         /* a hold: its place in dsc__sq_store.holds */
+    bool with_hold;       /* a finish written in its hold's row */
+} dsc__sq_slot;
 
 /* The page size of a new file. A commit appends every page it changed to the WAL
  * (usually the last leaf of events, a few rows), so with few records per commit the
@@ -103,6 +141,7 @@ typedef struct dsc__sq_store {
     pthread_cond_t nonempty;
     dsc__rec *head, *tail;
     size_t waiters; /* queued records whose caller waits for the commit (waited or done) */
+    size_t queued;  /* records on the queue */
     bool stop, healthy, started;
     pthread_t writer;
     dsc__store_apply_fn apply;
@@ -119,14 +158,19 @@ typedef struct dsc__sq_store {
     bool holds_known;                      /* open lists every open hold (the load filled it) */
     bool rollups_lost;                     /* out of memory summing a charge: no more checkpoints */
     dsc__strmap open;                      /* open holds: reservation id -> dsc__sq_open (seq) */
-    dsc__strmap roll;                      /* charges since the checkpoint: hour:subject -> sums */
-    int64_t *batch_seq, *batch_subject;    /* each record's event seq and subject (0: none) */
-    int64_t retention_us;                  /* > 0: drop rolled-up events older than this */
-    int64_t retained_from;                 /* the oldest event seq that may still be there */
-    struct {                               /* the reader's prepared statements, by SQL */
+    struct dsc__sq_open *open_first, *open_last, *open_free; /* seq order; unused entries */
+    size_t open_spare;                                       /* entries on open_free */
+    dsc__strmap roll;      /* charges since the checkpoint: hour:subject -> sums */
+    dsc__sq_slot *slots;   /* per record of the batch (batch_cap of them) */
+    int32_t *holds;        /* the batch's holds by id: index + 1, 0 = empty */
+    size_t holds_cap;      /* a power of two, at least 2 * batch_cap */
+    int64_t retention_us;  /* > 0: drop rolled-up events older than this */
+    int64_t retained_from; /* the oldest event seq that may still be there */
+    struct {               /* the reader's prepared statements, by SQL */
         sqlite3_stmt *st;
         char *sql;
     } rcache[8];
+    sqlite3_stmt *rst[DSC__SQ_RD_COUNT]; /* the reader's recall statements (lazy) */
     int rcache_next;
 } dsc__sq_store;
 
@@ -135,7 +179,7 @@ typedef struct dsc__sq_store {
 #define DSC__SQ_RID_OF(t, k) "ifnull(" t ".rid, " k ".rid)"
 
 /* The schema version this code writes (meta.schema_version). */
-#define DSC__SQ_SCHEMA_VERSION 4
+#define DSC__SQ_SCHEMA_VERSION 5
 
 /* Bind reservation id to st's parameter i: an id the ledger makes ("r" + an even number
  * of lowercase hex digits) as the blob of those bytes (half the size), any other id as

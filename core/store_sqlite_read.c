@@ -51,20 +51,21 @@ static const char held_sql[] =
 /* ?1: the first seq of the finished ones' events, ?2: finished since, ?3: how many;
  * the request id from the hold each event names */
 static const char finished_sql[] =
-    "SELECT * FROM (SELECT " RID("fin") ", h.request_id, " SUBJECT ", st.name, f.at_us AS fin_at, "
+    "SELECT * FROM (SELECT " RID("fin") ", ifnull(h.request_id, f.request_id), " SUBJECT ","
+    " st.name, " DSC__SQ_FIN_AT("f") " AS fin_at, "
     AMOUNTS("fin") ", " WHAT " FROM (SELECT " DSC__SQ_RID_OF("e", "k") " AS rid, max(e.seq) AS last,"
     " max(e.hold) AS hold, sum(e.energy_wh) AS energy_wh, sum(e.gco2e) AS gco2e,"
     " sum(e.water_ml) AS water_ml, sum(e.pe_mj) AS pe_mj, sum(e.cost) AS cost,"
     " sum(e.tokens) AS tokens, sum(e.requests) AS requests FROM events e"
-    " LEFT JOIN events k ON k.seq = e.hold WHERE e.type IN (3, 4, 5) AND e.seq >= ?1"
+    " LEFT JOIN events k ON k.seq = e.hold WHERE e.type IN (" DSC__SQ_FINISH_TYPES ") AND e.seq >= ?1"
     " AND " DSC__SQ_RID_OF("e", "k") " IS NOT NULL GROUP BY 1) fin"
     " JOIN events f ON f.seq = fin.last LEFT JOIN events h ON h.seq = fin.hold"
     " LEFT JOIN names st ON st.id = f.state" JOIN_SUBJECT("f") JOIN_WHAT_OF("f", "h")
-    " WHERE f.at_us >= ?2 ORDER BY f.at_us DESC LIMIT ?3) ORDER BY fin_at";
+    " WHERE fin_at >= ?2 ORDER BY fin_at DESC LIMIT ?3) ORDER BY fin_at";
 /* the charges: at_us, subject, amounts, seq; as hourly sums with seq 0 */
 #define CHARGES_HEAD \
-    "SELECT e.at_us, " SUBJECT ", " AMOUNTS("e") ", e.seq FROM events e" JOIN_SUBJECT("e") \
-    " WHERE e.type IN (3, 5) AND e.kind IS NOT NULL"
+    "SELECT " DSC__SQ_FIN_AT("e") ", " SUBJECT ", " AMOUNTS("e") ", e.seq FROM events e" \
+    JOIN_SUBJECT("e") " WHERE e.type IN (" DSC__SQ_CHARGE_TYPES ") AND e.kind IS NOT NULL"
 #define ROLLUPS_HEAD \
     "SELECT r.hour_us, " SUBJECT ", " AMOUNTS("r") ", 0 FROM rollups r" JOIN_SUBJECT("r") \
     " WHERE 1"
@@ -72,10 +73,12 @@ static const char finished_sql[] =
 static const char find_sql[] =
     "SELECT e.type, " SUBJECT ", st.name, " AMOUNTS("e") ", " WHAT " FROM events e"
     JOIN_SUBJECT("e") " LEFT JOIN names st ON st.id = e.state" JOIN_WHAT("e")
-    " WHERE (e.rid = ?2 OR e.hold = ?1) AND e.seq >= ?1 AND e.type BETWEEN 1 AND 5"
+    " WHERE (e.rid = ?2 OR e.hold = ?1) AND e.seq >= ?1 AND e.type IN (" DSC__SQ_HOLD_TYPES ", "
+    DSC__SQ_FINISH_TYPES ")"
     " ORDER BY e.seq";
 static const char find_hold_sql[] =
-    "SELECT seq FROM events WHERE seq BETWEEN ?1 AND ?2 AND rid = ?3 AND type IN (1, 2)"
+    "SELECT seq FROM events WHERE seq BETWEEN ?1 AND ?2 AND rid = ?3"
+    " AND type IN (" DSC__SQ_HOLD_TYPES ")"
     " LIMIT 1";
 // clang-format on
 
@@ -266,9 +269,11 @@ dsc_status dsc__sq_load(dsc__store *base, dsc__store_loader *ld, dsc_error *err)
     if (res != DSC_OK) return res;
     if (ld->budgets_done) ld->budgets_done(ld->ud, ld);
     held_ctx h = {s, ld};
-    if ((res = each_row(s->db, held_sql, &s->held_from, 1, &h, row_held, err)) != DSC_OK)
+    s->holds_known = true; /* unless one cannot be remembered (dsc__sq_hold_open) */
+    if ((res = each_row(s->db, held_sql, &s->held_from, 1, &h, row_held, err)) != DSC_OK) {
+        s->holds_known = false;
         return res;
-    s->holds_known = true;
+    }
     if ((res = load_finished(s, ld, err)) != DSC_OK) return res;
     dsc__replay_filter every = {.hourly_before_us = ld->hourly_before_us};
     res = scan_charges(s, s->db, false, ld->since_us, &every, -1, load_charge, ld, NULL);
@@ -301,39 +306,60 @@ static bool hex_counter(const char *hex, unsigned char out[6]) {
  * one checkpoint interval, whatever the id (a made-up one costs no more). Ids of an
  * older shape come only from a migrated file, whose events all precede its first
  * checkpoint (written by the migration). */
-static void hold_range(sqlite3 *db, const char *id, int64_t *from, int64_t *to) {
-    static const char *const sql[3] = {
-        ("SELECT seq + 1 FROM checkpoints WHERE max_rid < ?1"
-         " ORDER BY max_rid DESC, seq DESC LIMIT 1"),
+static const char *const recall_sql[DSC__SQ_RD_COUNT] = {
+    [DSC__SQ_RD_FIND] = find_sql,
+    [DSC__SQ_RD_FIND_HOLD] = find_hold_sql,
+    [DSC__SQ_RD_BELOW] = "SELECT seq + 1 FROM checkpoints WHERE max_rid < ?1"
+                         " ORDER BY max_rid DESC, seq DESC LIMIT 1",
+    [DSC__SQ_RD_ABOVE] =
         "SELECT seq FROM checkpoints WHERE max_rid >= ?1 ORDER BY max_rid, seq LIMIT 1",
-        "SELECT min(seq) FROM checkpoints WHERE ?1 IS NULL"};
+    [DSC__SQ_RD_FIRST] = "SELECT min(seq) FROM checkpoints"};
+
+/* The reader's statement i of recall_sql (rmu held, rdb open), prepared once. */
+static sqlite3_stmt *recall_stmt(sq_store *s, int i) {
+    if (!s->rst[i] && sqlite3_prepare_v3(s->rdb, recall_sql[i], -1, SQLITE_PREPARE_PERSISTENT,
+                                         &s->rst[i], NULL) != SQLITE_OK) {
+        sqlite3_finalize(s->rst[i]);
+        s->rst[i] = NULL;
+    }
+    return s->rst[i];
+}
+
+/* Statement i with the blob b[0..n) (NULL: nothing) bound to ?1: its one integer into
+ * *v when it has a row with one. */
+static void recall_int(sq_store *s, int i, const unsigned char *b, int n, int64_t *v) {
+    sqlite3_stmt *st = recall_stmt(s, i);
+    if (!st) return;
+    if (b) sqlite3_bind_blob(st, 1, b, n, SQLITE_STATIC);
+    if (sqlite3_step(st) == SQLITE_ROW && sqlite3_column_type(st, 0) != SQLITE_NULL)
+        *v = sqlite3_column_int64(st, 0);
+    sqlite3_reset(st);
+    sqlite3_clear_bindings(st);
+}
+
+static void hold_range(sq_store *s, const char *id, int64_t *from, int64_t *to) {
     *from = 1, *to = INT64_MAX;
     unsigned char counter[6];
-    bool ours = strlen(id) == 37 && hex_counter(id + 1, counter);
-    int64_t *bound[3] = {from, to, to};
-    for (int i = ours ? 0 : 2; i < (ours ? 2 : 3); i++) {
-        sqlite3_stmt *st = NULL;
-        if (sqlite3_prepare_v2(db, sql[i], -1, &st, NULL) == SQLITE_OK &&
-            (ours ? sqlite3_bind_blob(st, 1, counter, sizeof counter, SQLITE_STATIC)
-                  : sqlite3_bind_null(st, 1)) == SQLITE_OK &&
-            sqlite3_step(st) == SQLITE_ROW && sqlite3_column_type(st, 0) != SQLITE_NULL)
-            *bound[i] = sqlite3_column_int64(st, 0);
-        sqlite3_finalize(st);
+    if (strlen(id) == 37 && hex_counter(id + 1, counter)) {
+        recall_int(s, DSC__SQ_RD_BELOW, counter, sizeof counter, from);
+        recall_int(s, DSC__SQ_RD_ABOVE, counter, sizeof counter, to);
+    } else {
+        recall_int(s, DSC__SQ_RD_FIRST, NULL, 0, to);
     }
 }
 
 /* The seq of id's hold, 0 when the log has none: found within hold_range. */
-static int64_t hold_seq(sqlite3 *db, const char *id) {
+static int64_t hold_seq(sq_store *s, const char *id) {
     int64_t from, to, seq = 0;
-    hold_range(db, id, &from, &to);
-    sqlite3_stmt *st = NULL;
-    if (sqlite3_prepare_v2(db, find_hold_sql, -1, &st, NULL) == SQLITE_OK) {
-        sqlite3_bind_int64(st, 1, from);
-        sqlite3_bind_int64(st, 2, to);
-        dsc__sq_bind_rid(st, 3, id);
-        if (sqlite3_step(st) == SQLITE_ROW) seq = sqlite3_column_int64(st, 0);
-    }
-    sqlite3_finalize(st);
+    hold_range(s, id, &from, &to);
+    sqlite3_stmt *st = recall_stmt(s, DSC__SQ_RD_FIND_HOLD);
+    if (!st) return 0;
+    sqlite3_bind_int64(st, 1, from);
+    sqlite3_bind_int64(st, 2, to);
+    dsc__sq_bind_rid(st, 3, id);
+    if (sqlite3_step(st) == SQLITE_ROW) seq = sqlite3_column_int64(st, 0);
+    sqlite3_reset(st);
+    sqlite3_clear_bindings(st); /* the id was the caller's */
     return seq;
 }
 
@@ -372,21 +398,20 @@ dsc_status dsc__sq_find_reservation(dsc__store *base, const char *id, dsc__rec *
                                     const char **state) {
     sq_store *s = (sq_store *)base;
     dsc_status res = DSC_UNKNOWN_RESERVATION;
-    sqlite3_stmt *st = NULL;
     found f = {out, state, false, false};
     *state = NULL;
     memset(&out->amounts, 0, sizeof out->amounts);
     pthread_mutex_lock(&s->rmu);
     if (!s->rdb && dsc__sq_open_conn(s->path, &s->rdb, NULL) != DSC_OK) goto out;
-    if (sqlite3_prepare_v2(s->rdb, find_sql, -1, &st, NULL) != SQLITE_OK) goto out;
-    int64_t hold = hold_seq(s->rdb, id);
+    sqlite3_stmt *st = recall_stmt(s, DSC__SQ_RD_FIND);
+    int64_t hold = st ? hold_seq(s, id) : 0;
     if (!hold) goto out;
     sqlite3_bind_int64(st, 1, hold);
     dsc__sq_bind_rid(st, 2, id);
-    if (each_row_stmt(s->rdb, st, NULL, 0, NULL, &f, row_found, NULL) != DSC_OK) goto out;
-    res = f.any && *state ? DSC_OK : DSC_UNKNOWN_RESERVATION;
+    dsc_status r = each_row_stmt(s->rdb, st, NULL, 0, NULL, &f, row_found, NULL);
+    sqlite3_clear_bindings(st);
+    if (r == DSC_OK && f.any && *state) res = DSC_OK;
 out:
-    sqlite3_finalize(st);
     pthread_mutex_unlock(&s->rmu);
     return res;
 }
@@ -477,7 +502,8 @@ static dsc_status scan_charges(sq_store *s, sqlite3 *db, bool cached, int64_t si
     dsc_status res = DSC_OK;
     if (f->after_seq > 0) {
         c.started = true;
-        snprintf(sql, sizeof sql, "%s%s AND e.seq > ?2 AND e.at_us >= ?1 ORDER BY e.seq",
+        snprintf(sql, sizeof sql,
+                 "%s%s AND e.seq > ?2 AND " DSC__SQ_FIN_AT("e") " >= ?1 ORDER BY e.seq",
                  CHARGES_HEAD, ce);
         res = run_scan(s, db, cached, sql, ints, texts, &c);
     } else {
@@ -512,9 +538,11 @@ static dsc_status scan_charges(sq_store *s, sqlite3 *db, bool cached, int64_t si
             ints[1] = dsc__sq_first_seq_at(db, r);
             ints[2] = r;
             ints[3] = cp_seq;
-            snprintf(sql, sizeof sql,
-                     "%s%s AND e.seq >= ?2 AND (e.seq > ?4 OR e.at_us >= ?3) ORDER BY e.seq",
-                     CHARGES_HEAD, ce);
+            snprintf(
+                sql, sizeof sql,
+                "%s%s AND e.seq >= ?2 AND (e.seq > ?4 OR " DSC__SQ_FIN_AT("e") " >= ?3)"
+                                                                               " ORDER BY e.seq",
+                CHARGES_HEAD, ce);
         } else {
             ints[1] = dsc__sq_first_seq_at(db, since_us);
             snprintf(sql, sizeof sql, "%s%s AND e.seq >= ?2 ORDER BY e.seq", CHARGES_HEAD, ce);

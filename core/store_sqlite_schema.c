@@ -4,7 +4,8 @@
  *
  * The ledger's changes are one append-only table, `events` (one row per hold, settle,
  * cancel, expiry or decision, keyed by an INTEGER PRIMARY KEY in commit order; a
- * settle, cancel or expiry names the seq of its hold when the writer knew it), and
+ * settle, cancel or expiry names the seq of its hold when the writer knew it; a hold
+ * finished in the batch that writes it is one row with its finish, types 7 and 8), and
  * `budget_log` (one row per budget set or delete). Nothing on the hot path is ever
  * updated and `events` has no secondary index: a row is one append to one B-tree.
  * Repeated strings live once in `names` (models, purposes, outcomes, reasons, key
@@ -19,10 +20,11 @@
  * `reservations`, `budgets` and `usage_by_team_month` give the rows their old shape back
  * (docs/operations.md); they are recreated on every open.
  *
- * A file of schema 1 (the tables budgets, reservations, charges and decisions, at
- * any of their column sets since ed891d2) is migrated on open, in one transaction:
- * its rows become events in time order, its budgets budget_log rows, and its tables
- * are dropped; keys and admin_journal (server/keys.c) are not touched.
+ * A file of schema 2 to 4 gets schema 5's columns (ALTER TABLE ADD COLUMN: its rows
+ * stay as they are). A file of schema 1 (the tables budgets, reservations, charges and decisions,
+ * at any of their column sets since ed891d2) is migrated on open, in one transaction: its rows
+ * become events in time order, its budgets budget_log rows, and its tables are dropped; keys and
+ * admin_journal (server/keys.c) are not touched.
  */
 #include "store_sqlite_internal.h"
 
@@ -40,6 +42,12 @@
     " outcome, policy, policy_version, reason, purpose_class, verdicts, tags, warnings,"           \
     " input_tokens, output_tokens, est_energy_wh, est_gco2e, est_water_ml"
 
+/* Schema 5's columns, last (ALTER TABLE adds them to an older file): a hold finished
+ * in the batch that wrote it is one row, its finish's time as the delta from at_us
+ * and what it held beside what it charged. Every row written since stores a header
+ * byte for each of them, NULL or not (SQLite omits no trailing NULL). */
+#define ADDED_COLS "finish_after_us INTEGER, " AMOUNT_DEFS("held_")
+
 static const char tables_sql[] =
     "CREATE TABLE IF NOT EXISTS meta(key TEXT PRIMARY KEY, value TEXT);"
     "CREATE TABLE IF NOT EXISTS names(id INTEGER PRIMARY KEY, name TEXT NOT NULL UNIQUE);"
@@ -47,15 +55,18 @@ static const char tables_sql[] =
     " team TEXT NOT NULL, user TEXT NOT NULL, key TEXT NOT NULL, UNIQUE(org, team, user, key));"
     "CREATE TABLE IF NOT EXISTS event_types(id INTEGER PRIMARY KEY, name TEXT NOT NULL);"
     "INSERT OR IGNORE INTO event_types VALUES(1, 'hold'), (2, 'hold+decision'), (3, 'settle'),"
-    " (4, 'cancel'), (5, 'expire'), (6, 'decision');"
-    /* Columns a settle row needs come first: a row stores every column up to its last. */
+    " (4, 'cancel'), (5, 'expire'), (6, 'decision'), (7, 'hold+decision+finish'),"
+    " (8, 'hold+finish');"
+    /* Columns a settle row needs come first (every row stores a header byte for each
+     * column, NULL or not). */
     "CREATE TABLE IF NOT EXISTS events(seq INTEGER PRIMARY KEY, at_us INTEGER NOT NULL,"
     " type INTEGER NOT NULL, rid, subject INTEGER, state INTEGER, kind INTEGER, hold INTEGER, "
     AMOUNT_DEFS("") ", owner INTEGER, expires_us INTEGER, request_id TEXT, provider INTEGER,"
     " model INTEGER, zone INTEGER, purpose INTEGER, decision_id TEXT, outcome INTEGER,"
     " policy INTEGER, policy_version INTEGER, reason INTEGER, purpose_class INTEGER,"
     " verdicts INTEGER, tags INTEGER, warnings INTEGER, input_tokens INTEGER,"
-    " output_tokens INTEGER, est_energy_wh INTEGER, est_gco2e INTEGER, est_water_ml INTEGER);"
+    " output_tokens INTEGER, est_energy_wh INTEGER, est_gco2e INTEGER, est_water_ml INTEGER,"
+    " " ADDED_COLS ");"
     "CREATE TABLE IF NOT EXISTS budget_log(seq INTEGER PRIMARY KEY, at_us INTEGER NOT NULL,"
     " deleted INTEGER NOT NULL, budget_id INTEGER NOT NULL, selector TEXT NOT NULL,"
     " metric TEXT NOT NULL, window TEXT NOT NULL, limit_micro INTEGER NOT NULL);"
@@ -89,14 +100,23 @@ static const char tables_sql[] =
     " ifnull(" t ".cost, 0) AS charged_cost, ifnull(" t ".tokens, 0) AS charged_tokens,"           \
     " ifnull(" t ".requests, 0) AS charged_requests"
 
+#define FIN_AT(t) DSC__SQ_FIN_AT(t)
+/* what a hold held: a row finished with its hold keeps it in held_*, beside the charge */
+#define HELD_OF(t)                                                                                 \
+    "ifnull(" t ".held_energy_wh, " t ".energy_wh) AS held_energy_wh, ifnull(" t ".held_gco2e, "    \
+    t ".gco2e) AS held_gco2e, ifnull(" t ".held_water_ml, " t ".water_ml) AS held_water_ml,"       \
+    " ifnull(" t ".held_pe_mj, " t ".pe_mj) AS held_pe_mj, ifnull(" t ".held_cost, " t ".cost)"    \
+    " AS held_cost, ifnull(" t ".held_tokens, " t ".tokens) AS held_tokens, ifnull(" t            \
+    ".held_requests, " t ".requests) AS held_requests"
+
 static const char views_sql[] =
     "DROP VIEW IF EXISTS charges; DROP VIEW IF EXISTS decisions;"
     "DROP VIEW IF EXISTS reservations; DROP VIEW IF EXISTS budgets;"
     "DROP VIEW IF EXISTS usage_by_team_month;"
-    "CREATE VIEW charges AS SELECT e.seq AS seq, e.at_us AS at_us, k.name AS kind, "
+    "CREATE VIEW charges AS SELECT e.seq AS seq, " FIN_AT("e") " AS at_us, k.name AS kind, "
     RID_TEXT(DSC__SQ_RID_OF("e", "h")) " AS reservation_id, " SUBJECT_COLS ", " AMOUNTS_OF("e", "")
     " FROM events e JOIN names k ON k.id = e.kind LEFT JOIN events h ON h.seq = e.hold"
-    SUBJECT_OF("e") " WHERE e.type IN (3, 5) AND e.kind IS NOT NULL;"
+    SUBJECT_OF("e") " WHERE e.type IN (" DSC__SQ_CHARGE_TYPES ") AND e.kind IS NOT NULL;"
     "CREATE VIEW decisions AS SELECT e.seq AS seq, e.decision_id AS decision_id,"
     " e.request_id AS request_id, e.at_us AS at_us, " SUBJECT_COLS ", pu.name AS purpose,"
     " pr.name AS provider, mo.name AS model, e.input_tokens AS input_tokens,"
@@ -110,27 +130,28 @@ static const char views_sql[] =
     NAME("pv", "e", "policy_version") NAME("re", "e", "reason") NAME("ow", "e", "owner")
     NAME("zo", "e", "zone") NAME("pc", "e", "purpose_class") NAME("ve", "e", "verdicts")
     NAME("ta", "e", "tags") NAME("wa", "e", "warnings")
-    " WHERE e.type IN (2, 6);"
+    " WHERE e.type IN (" DSC__SQ_DECISION_TYPES ");"
     /* A reservation's state is that of its newest settle, cancel or expiry event. */
     "CREATE VIEW reservations AS WITH fe AS (SELECT " DSC__SQ_RID_OF("e", "h") " AS rid,"
     " e.seq AS seq, " AMOUNTS_OF("e", "") " FROM events e LEFT JOIN events h ON h.seq = e.hold"
-    " WHERE e.type IN (3, 4, 5)), fin AS (SELECT rid, max(seq) AS last, " SUMS_OF("")
-    " FROM fe GROUP BY rid)"
+    " WHERE e.type IN (" DSC__SQ_FINISH_TYPES ")), fin AS (SELECT rid, max(seq) AS last, "
+    SUMS_OF("") " FROM fe GROUP BY rid)"
     " SELECT " RID("r") " AS id, r.request_id AS request_id, " SUBJECT_COLS ","
     " r.at_us AS created_us, r.expires_us AS expires_us, ifnull(st.name, 'held') AS state,"
-    " f.at_us AS finished_us, " AMOUNTS_OF("r", "held_") ", " CHARGED_OF("fin") ","
+    " " FIN_AT("f") " AS finished_us, " HELD_OF("r") ", " CHARGED_OF("fin") ","
     " ow.name AS owner, pr.name AS provider, mo.name AS model, zo.name AS zone,"
     " pu.name AS purpose"
     " FROM events r LEFT JOIN fin ON fin.rid = r.rid LEFT JOIN events f ON f.seq = fin.last"
     NAME("st", "f", "state") SUBJECT_OF("r") NAME("ow", "r", "owner")
     NAME("pr", "r", "provider") NAME("mo", "r", "model") NAME("zo", "r", "zone")
-    NAME("pu", "r", "purpose") " WHERE r.type IN (1, 2)"
-    " UNION ALL SELECT " RID("fin") ", NULL, " SUBJECT_COLS ", f.at_us, NULL, st.name, f.at_us,"
-    " 0, 0, 0, 0, 0, 0, 0, " CHARGED_OF("fin") ", ow.name, pr.name, mo.name, zo.name, pu.name"
+    NAME("pu", "r", "purpose") " WHERE r.type IN (" DSC__SQ_HOLD_TYPES ")"
+    " UNION ALL SELECT " RID("fin") ", NULL, " SUBJECT_COLS ", " FIN_AT("f") ", NULL, st.name, "
+    FIN_AT("f") ", 0, 0, 0, 0, 0, 0, 0, " CHARGED_OF("fin") ", ow.name, pr.name, mo.name,"
+    " zo.name, pu.name"
     " FROM fin JOIN events f ON f.seq = fin.last" NAME("st", "f", "state") SUBJECT_OF("f")
     NAME("ow", "f", "owner") NAME("pr", "f", "provider") NAME("mo", "f", "model")
     NAME("zo", "f", "zone") NAME("pu", "f", "purpose")
-    " WHERE fin.rid NOT IN (SELECT rid FROM events WHERE type IN (1, 2));"
+    " WHERE fin.rid NOT IN (SELECT rid FROM events WHERE type IN (" DSC__SQ_HOLD_TYPES "));"
     "CREATE VIEW budgets AS SELECT b.budget_id AS id, b.selector AS selector,"
     " b.metric AS metric, b.window AS window, b.limit_micro AS limit_micro,"
     " b.at_us AS updated_us FROM budget_log b WHERE b.deleted = 0 AND b.seq ="
@@ -140,8 +161,8 @@ static const char views_sql[] =
     "CREATE VIEW usage_by_team_month AS SELECT " SUBJECT_COLS ","
     " strftime('%Y-%m', u.at_us / 1000000, 'unixepoch') AS month, " SUMS_OF("")
     " FROM (SELECT hour_us AS at_us, subject, " AMOUNTS_OF("r", "") " FROM rollups r"
-    " UNION ALL SELECT e.at_us, e.subject, " AMOUNTS_OF("e", "") " FROM events e"
-    " WHERE e.type IN (3, 5) AND e.kind IS NOT NULL"
+    " UNION ALL SELECT " FIN_AT("e") ", e.subject, " AMOUNTS_OF("e", "") " FROM events e"
+    " WHERE e.type IN (" DSC__SQ_CHARGE_TYPES ") AND e.kind IS NOT NULL"
     " AND e.seq > (SELECT coalesce(max(seq), 0) FROM checkpoints)) u"
     " LEFT JOIN subjects s ON s.id = u.subject GROUP BY s.org, s.team, month;";
 
@@ -368,12 +389,30 @@ static int migrate(sqlite3 *db, char *msg, size_t cap) {
     return rc;
 }
 
+/* Schema 5's columns on a file of schema 2 to 4 (ALTER TABLE: the rows stay as they
+ * are, and read as NULL in them). */
+static int add_columns(sqlite3 *db, char *msg, size_t cap) {
+    static const char *const cols[] = {"finish_after_us", "held_energy_wh", "held_gco2e",
+                                       "held_water_ml",   "held_pe_mj",     "held_cost",
+                                       "held_tokens",     "held_requests"};
+    int rc = SQLITE_OK;
+    for (size_t i = 0; rc == SQLITE_OK && i < sizeof cols / sizeof cols[0]; i++) {
+        char sql[128];
+        snprintf(sql, sizeof sql, "ALTER TABLE events ADD COLUMN %s INTEGER", cols[i]);
+        if (sqlite3_exec(db, sql, NULL, NULL, NULL) != SQLITE_OK &&
+            !strstr(sqlite3_errmsg(db), "duplicate column"))
+            rc = exec(db, sql, msg, cap); /* the error again, into msg */
+    }
+    return rc;
+}
+
 int dsc__sq_schema(sqlite3 *db, char *msg, size_t cap) {
     int rc = sqlite3_create_function(db, "dsc_rid", 1, SQLITE_UTF8 | SQLITE_DETERMINISTIC, NULL,
                                      sql_rid, NULL, NULL);
     if (rc == SQLITE_OK) rc = exec(db, "BEGIN IMMEDIATE", msg, cap);
     if (rc != SQLITE_OK) return rc;
     rc = old_schema(db) ? migrate(db, msg, cap) : exec(db, tables_sql, msg, cap);
+    if (rc == SQLITE_OK) rc = add_columns(db, msg, cap);
     if (rc == SQLITE_OK) rc = exec(db, views_sql, msg, cap);
     if (rc == SQLITE_OK) {
         char sql[96];

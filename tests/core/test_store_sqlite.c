@@ -11,6 +11,7 @@
 #include <fcntl.h>
 #include <pthread.h>
 #include <signal.h>
+#include <stdarg.h>
 #include <sqlite3.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -1164,7 +1165,7 @@ Test(store_sqlite, a_file_of_the_previous_schema_becomes_an_event_log_with_no_in
     cr_assert_eq(query_int(path, "SELECT count(*) FROM sqlite_master WHERE type = 'index'"
                                  " AND tbl_name = 'events'"),
                  0, "nothing but the seq is indexed on the hot path");
-    cr_assert_eq(query_int(path, "SELECT value FROM meta WHERE key = 'schema_version'"), 4);
+    cr_assert_eq(query_int(path, "SELECT value FROM meta WHERE key = 'schema_version'"), 5);
     cr_assert_eq(query_int(path, "SELECT count(*) FROM reservations WHERE state = 'settled'"), 2);
     cr_assert_eq(query_int(path, "SELECT count(*) FROM charges WHERE kind = 'settle'"), 2);
 }
@@ -1848,7 +1849,7 @@ Test(store_sqlite, retention_drops_old_rolled_up_events_and_keeps_rollups_open_h
     int64_t events = query_int(path, "SELECT count(*) FROM events WHERE type = 3");
     cr_assert_lt(events, 6000 * 3 / 5, "%lld of 6001 settles left", (long long)events);
     cr_assert_gt(events, 2 * 3600 / 3, "the last two hours are all there");
-    cr_assert_eq(query_int(path, "SELECT count(*) FROM events WHERE type IN (1, 2)"), 2,
+    cr_assert_eq(query_int(path, "SELECT count(*) FROM events WHERE type IN (1, 2, 7, 8)"), 2,
                  "the hold open since the start is kept, and the last hour's");
     cr_assert_eq(query_int(path, "SELECT min(hour_us) FROM rollups"),
                  (T0 + 1234 * S) / (3600 * S) * (3600 * S), "the first hour is still rolled up");
@@ -1993,87 +1994,186 @@ Test(store_sqlite, forgotten_holds_are_found_between_the_checkpoints_around_thei
 
 /* --- the size of an event row ------------------------------------------------------- */
 
+static int64_t query_fmt(const char *path, const char *fmt, ...) {
+    char sql[512];
+    va_list ap;
+    va_start(ap, fmt);
+    vsnprintf(sql, sizeof sql, fmt, ap);
+    va_end(ap);
+    return query_int(path, sql);
+}
+
 static int64_t count_where(const char *path, const char *fmt, const char *rid) {
     char sql[512];
     snprintf(sql, sizeof sql, fmt, rid);
     return query_int(path, sql);
 }
 
-Test(store_sqlite, a_settle_cancel_or_expiry_names_its_hold_by_seq_only_and_views_show_its_id) {
-    char path[600];
-    temp_db(path, sizeof path);
-    fake_clock clk = {T0};
-    dsc_ledger *l = open_at(path, &clk, 1);
+/* Three holds of 5 g with their checks' decisions (key k_1, provider p, model m) made
+ * at T0 and a fourth without a decision: at T0 + 5 s the first is settled at 5 g, the second
+ * cancelled, the fourth settled at 1 g; the third (ttl 1 s) expires at T0 + 10 s
+ * (charged 5 g) and is settled late at 2 g. commit_holds_first: the holds are
+ * committed before anything finishes them (each finish then names its hold by seq);
+ * else everything but the late settle is one batch (durability batch), so that each
+ * hold and its finish are one row. */
+static void finish_four(const char *path, fake_clock *clk, bool commit_holds_first,
+                        char ids[4][DSC_RESERVATION_ID_MAX]) {
+    dsc_ledger_config cfg = {.store_path = path,
+                             .now_us = fake_now,
+                             .clock_ud = clk,
+                             .retain_s = 1,
+                             .durability =
+                                 commit_holds_first ? DSC_DURABILITY_FULL : DSC_DURABILITY_BATCH,
+                             .batch_ms = commit_holds_first ? 0 : 500};
     dsc_error err;
-    char settled[DSC_RESERVATION_ID_MAX], cancelled[DSC_RESERVATION_ID_MAX],
-        expired[DSC_RESERVATION_ID_MAX];
-    dsc_amounts a = amt(DSC_METRIC_GCO2E, 5 * M);
-    char *ids[] = {settled, cancelled, expired};
+    dsc_ledger *l = dsc_ledger_new(&cfg, &err);
+    cr_assert(l, "%s", err.message);
+    budget_for(l, "*", DSC_METRIC_GCO2E, "year");
+    dsc_amounts a = amt(DSC_METRIC_GCO2E, 5 * M), one = amt(DSC_METRIC_GCO2E, M);
     const char *dids[] = {"d1", "d2", "d3"};
-    for (int i = 0; i < 3; i++) {
-        dsc_decision_record d = {
-            .decision_id = dids[i], .subject = ana, .key_id = "k_1", .model = "m"};
-        cr_assert_eq(reserve_as(l, (dsc_reserve_req){&ana, &a, i == 2 ? 1 : 60, NULL, &d}, ids[i],
-                                NULL, 0, NULL, NULL, &err),
-                     DSC_OK, "%s", err.message);
+    for (int i = 0; i < 4; i++) {
+        dsc_decision_record d = {.decision_id = i < 3 ? dids[i] : NULL,
+                                 .subject = ana,
+                                 .key_id = "k_1",
+                                 .provider = "p",
+                                 .model = "m"};
+        cr_assert_eq(
+            reserve_as(l, (dsc_reserve_req){&ana, &a, i == 2 ? 1 : 60, NULL, i < 3 ? &d : NULL},
+                       ids[i], NULL, 0, NULL, NULL, &err),
+            DSC_OK, "%s", err.message);
     }
-    cr_assert_eq(settle_as(l, (dsc_settle_req){settled, &a, NULL, NULL}, NULL, NULL, &err), DSC_OK);
-    cr_assert_eq(dsc_ledger_cancel(l, &(dsc_cancel_req){cancelled, NULL}, NULL, &err), DSC_OK);
-    clk.now += 10 * S;
+    if (commit_holds_first) cr_assert_eq(dsc_ledger_sync(l, NULL, &err), DSC_OK, "%s", err.message);
+    clk->now += 5 * S;
+    cr_assert_eq(settle_as(l, (dsc_settle_req){ids[0], &a, NULL, NULL}, NULL, NULL, &err), DSC_OK);
+    cr_assert_eq(dsc_ledger_cancel(l, &(dsc_cancel_req){ids[1], NULL}, NULL, &err), DSC_OK);
+    cr_assert_eq(settle_as(l, (dsc_settle_req){ids[3], &one, NULL, NULL}, NULL, NULL, &err),
+                 DSC_OK);
+    clk->now += 5 * S;
     dsc_ledger_tick(l);
     cr_assert_eq(dsc_ledger_sync(l, NULL, &err), DSC_OK, "%s", err.message);
     dsc_amounts two = amt(DSC_METRIC_GCO2E, 2 * M);
     dsc_settle_out late;
-    cr_assert_eq(settle_as(l, (dsc_settle_req){expired, &two, NULL, NULL}, &late, NULL, &err),
+    cr_assert_eq(settle_as(l, (dsc_settle_req){ids[2], &two, NULL, NULL}, &late, NULL, &err),
                  DSC_OK, "%s", err.message);
     cr_assert_eq(late.kind, DSC_SETTLE_LATE);
     dsc_ledger_free(l);
-    cr_assert_eq(query_int(path, "SELECT count(*) FROM events WHERE type IN (3, 4, 5)"), 4);
-    cr_assert_eq(query_int(path, "SELECT count(*) FROM events f JOIN events h ON h.seq = f.hold"
-                                 " WHERE f.type IN (3, 4, 5) AND f.rid IS NULL"
-                                 " AND h.type IN (1, 2) AND h.rid IS NOT NULL"),
-                 3, "each names its hold, no copy of the id");
-    cr_assert_eq(query_int(path, "SELECT count(*) FROM events WHERE type IN (3, 4, 5)"
-                                 " AND hold IS NOT NULL AND owner IS NULL AND model IS NULL"),
-                 3, "nor of its owner and what it was for");
+}
+
+/* What the views, a restart and the recall of forgotten ones make of finish_four,
+ * whichever rows it wrote. */
+static void views_show_four(const char *path, fake_clock *clk,
+                            char ids[4][DSC_RESERVATION_ID_MAX]) {
+    cr_assert_eq(query_fmt(path,
+                           "SELECT count(*) FROM reservations WHERE held_gco2e = 5000000"
+                           " AND created_us = %lld",
+                           (long long)T0),
+                 4);
     cr_assert_eq(query_int(path, "SELECT count(*) FROM reservations WHERE owner = 'k_1'"
                                  " AND model = 'm'"),
-                 3);
-    cr_assert_eq(count_where(path,
-                             "SELECT count(*) FROM charges WHERE kind = 'settle'"
-                             " AND reservation_id = '%s' AND gco2e = 5000000",
-                             settled),
-                 1);
+                 3, "what the checks' holds were for");
+    cr_assert_eq(query_fmt(path,
+                           "SELECT count(*) FROM charges WHERE kind = 'settle'"
+                           " AND reservation_id = '%s' AND gco2e = 5000000 AND at_us = %lld",
+                           ids[0], (long long)(T0 + 5 * S)),
+                 1, "charged when it was settled");
     cr_assert_eq(
-        count_where(path, "SELECT charged_gco2e FROM reservations WHERE id = '%s'", expired), 2 * M,
-        "the expiry (by seq) and the late settle (by id) are one reservation");
-    const char *state[] = {"settled", "cancelled", "settled"};
-    for (int i = 0; i < 3; i++) {
+        query_fmt(path, "SELECT count(*) FROM reservations WHERE id = '%s' AND finished_us = %lld",
+                  ids[0], (long long)(T0 + 5 * S)),
+        1);
+    cr_assert_eq(
+        count_where(path, "SELECT charged_gco2e FROM reservations WHERE id = '%s'", ids[2]), 2 * M,
+        "the expiry and the late settle (by id) are one reservation");
+    cr_assert_eq(
+        count_where(path, "SELECT charged_gco2e FROM reservations WHERE id = '%s'", ids[3]), M);
+    const char *state[] = {"settled", "cancelled", "settled", "settled"};
+    for (int i = 0; i < 4; i++) {
         char fmt[200];
         snprintf(fmt, sizeof fmt,
                  "SELECT count(*) FROM reservations WHERE id = '%%s' AND state = '%s'", state[i]);
         cr_assert_eq(count_where(path, fmt, ids[i]), 1, "%s %s", ids[i], state[i]);
     }
-    cr_assert_eq(query_int(path, "SELECT count(*) FROM reservations"), 3);
-    /* after a restart the finished ones are reloaded with their hold's owner, and once
-     * memory forgot them each is still known as finished */
-    l = open_at(path, &clk, 3600);
+    cr_assert_eq(query_int(path, "SELECT count(*) FROM reservations"), 4);
+    cr_assert_eq(query_int(path, "SELECT count(*) FROM decisions WHERE reservation_id IS NOT NULL"
+                                 " AND key_id = 'k_1'"),
+                 3);
+    cr_assert_eq(query_int(path, "SELECT sum(gco2e) FROM charges"), (5 + 1 + 2) * M);
+    cr_assert_eq(query_int(path, "SELECT sum(gco2e) FROM usage_by_team_month"), (5 + 1 + 2) * M);
+    dsc_report_query q = {.by = DSC_REPORT_BY_MODEL,
+                          .period = DSC_REPORT_DAY,
+                          .metric = DSC_METRIC_GCO2E,
+                          .since = T0 / S - 3600,
+                          .until = T0 / S + 3600};
+    dsc_report rep;
+    dsc_error rerr;
+    cr_assert_eq(dsc_report_run(path, &q, &rep, &rerr), DSC_OK, "%s", rerr.message);
+    cr_assert_eq(rep.n, 2, "model m and no model");
+    cr_assert_str_eq(rep.rows[0].group, "", "the hold without a decision");
+    cr_assert_eq(rep.rows[0].value, M);
+    cr_assert_str_eq(rep.rows[1].group, "p/m");
+    cr_assert_eq(rep.rows[1].value, (5 + 5 - 3) * M, "settled, expired, late");
+    dsc_report_clear(&rep);
+    /* after a restart the finished ones are reloaded with their hold's owner and the
+     * charges counted again, and once memory forgot them each is still known finished */
+    dsc_ledger *l = open_at(path, clk, 3600);
     dsc_hold_info h;
-    cr_assert_eq(dsc_ledger_hold_get(l, settled, &h), DSC_OK);
+    cr_assert_eq(dsc_ledger_hold_get(l, ids[0], &h), DSC_OK);
     cr_assert(!h.open);
     cr_assert_str_eq(h.owner, "k_1");
     cr_assert_str_eq(h.model, "m");
+    dsc_budget_state st[4];
+    cr_assert_eq(find(st, preview(l, st, 4), "*").used, (5 + 1 + 2) * M);
     dsc_ledger_free(l);
-    l = open_at(path, &clk, 1);
-    clk.now += 10 * S;
+    l = open_at(path, clk, 1);
+    clk->now += 10 * S;
     dsc_ledger_tick(l);
+    dsc_error err;
     dsc_settle_out out;
-    cr_assert_eq(settle_as(l, (dsc_settle_req){settled, &a, NULL, NULL}, &out, NULL, &err), DSC_OK,
-                 "%s", err.message);
-    cr_assert_eq(out.kind, DSC_SETTLE_REPEATED);
-    cr_assert_eq(dsc_ledger_cancel(l, &(dsc_cancel_req){cancelled, NULL}, NULL, &err), DSC_OK, "%s",
+    dsc_amounts a = amt(DSC_METRIC_GCO2E, 5 * M);
+    for (int i = 0; i < 4; i += 3) {
+        cr_assert_eq(settle_as(l, (dsc_settle_req){ids[i], &a, NULL, NULL}, &out, NULL, &err),
+                     DSC_OK, "%s", err.message);
+        cr_assert_eq(out.kind, DSC_SETTLE_REPEATED);
+    }
+    cr_assert_eq(dsc_ledger_cancel(l, &(dsc_cancel_req){ids[1], NULL}, NULL, &err), DSC_OK, "%s",
                  err.message);
     dsc_ledger_free(l);
+}
+
+Test(store_sqlite, a_settle_cancel_or_expiry_names_its_hold_by_seq_only_and_views_show_its_id) {
+    char path[600], ids[4][DSC_RESERVATION_ID_MAX];
+    temp_db(path, sizeof path);
+    fake_clock clk = {T0};
+    finish_four(path, &clk, true, ids);
+    cr_assert_eq(query_int(path, "SELECT count(*) FROM events WHERE type IN (3, 4, 5)"), 5);
+    cr_assert_eq(query_int(path, "SELECT count(*) FROM events f JOIN events h ON h.seq = f.hold"
+                                 " WHERE f.type IN (3, 4, 5) AND f.rid IS NULL"
+                                 " AND h.type IN (1, 2) AND h.rid IS NOT NULL"),
+                 4, "each names its hold, no copy of the id");
+    cr_assert_eq(query_int(path, "SELECT count(*) FROM events WHERE type IN (3, 4, 5)"
+                                 " AND hold IS NOT NULL AND owner IS NULL AND model IS NULL"),
+                 4, "nor of its owner and what it was for");
+    views_show_four(path, &clk, ids);
+}
+
+Test(store_sqlite, a_hold_finished_in_the_batch_that_writes_it_is_one_row_that_the_views_split) {
+    char path[600], ids[4][DSC_RESERVATION_ID_MAX];
+    temp_db(path, sizeof path);
+    fake_clock clk = {T0};
+    finish_four(path, &clk, false, ids);
+    cr_assert_eq(query_int(path, "SELECT count(*) FROM events"), 5,
+                 "four rows and the late settle");
+    cr_assert_eq(query_int(path, "SELECT count(*) FROM events WHERE type = 7"), 3);
+    cr_assert_eq(query_int(path,
+                           "SELECT count(*) FROM events WHERE type = 8 AND decision_id IS NULL"
+                           " AND held_gco2e = 5000000 AND gco2e = 1000000"),
+                 1, "the hold without a decision, what it held beside what it charged");
+    cr_assert_eq(query_int(path, "SELECT count(*) FROM events WHERE type IN (7, 8)"
+                                 " AND finish_after_us = 5000000"),
+                 3, "settled and cancelled 5 s after the hold");
+    cr_assert_eq(query_int(path, "SELECT count(*) FROM events WHERE type = 3 AND rid IS NOT NULL"
+                                 " AND hold IS NULL"),
+                 1, "the late settle names the reservation by id");
+    views_show_four(path, &clk, ids);
 }
 
 /* tests/data/store-744e429.sql is the sqlite3 .dump of a store file written by the
@@ -2115,7 +2215,7 @@ Test(store_sqlite, a_store_written_at_744e429_opens_with_its_holds_charges_and_f
     cr_assert_neq(settle_as(l, (dsc_settle_req){"u-1", &one, &ana, NULL}, NULL, NULL, &err), DSC_OK,
                   "an unreserved id is not charged twice");
     dsc_ledger_free(l);
-    cr_assert_eq(query_int(path, "SELECT value FROM meta WHERE key = 'schema_version'"), 4);
+    cr_assert_eq(query_int(path, "SELECT value FROM meta WHERE key = 'schema_version'"), 5);
     cr_assert_eq(query_int(path, "SELECT count(*) FROM reservations"), 5);
     cr_assert_eq(query_int(path, "SELECT count(*) FROM reservations WHERE id = '" V3_HELD
                                  "' AND state = 'settled' AND charged_gco2e = 1000000"),
@@ -2133,6 +2233,92 @@ Test(store_sqlite, a_store_written_at_744e429_opens_with_its_holds_charges_and_f
     l = open_at(path, &clk, 1);
     b = find(st, preview(l, st, 4), "team:*");
     cr_assert_eq(b.used, 7 * M, "charged before and after the upgrade");
+    cr_assert_eq(b.held, 0);
+    dsc_ledger_free(l);
+}
+
+/* tests/data/store-7f87fcc.sql is the sqlite3 .dump of a store file written by the
+ * ledger at commit 7f87fcc (schema 4: a settle, cancel or expiry of an open hold names
+ * it by seq), through its API with the clock at T0, each hold committed before what
+ * finishes it: budget team:* gco2e month 100; holds of 5 g for acme/infra/ana with the
+ * decisions of their checks (key k_1, openai gpt-4o, zone FRA): req-held (ttl 3600 s,
+ * still held), req-settle (settled at 3 g), req-cancel (cancelled), req-expire (ttl
+ * 1 s: expired at T0 + 10 s, charged 5 g); at T0 + 130 s req-expire settled late at
+ * 2 g, the unreserved settle u-1 of 1 g and decision d-only (a checkpoint and its
+ * rollups); at T0 + 250 s req-tail held and settled at 4 g (after the last
+ * checkpoint). */
+#define V4_HELD "r2bbd6abf500046b6b99e959a8c26611fa85b"
+#define V4_SETTLED "r2bbd6abf500147a8ed92a6257df6b54d855d"
+#define V4_CANCELLED "r2bbd6abf5002520a9dbf79ef4ce28b12f2d7"
+#define V4_LATE "r2bbd6abf500304974eada0171a048f177de2"
+#define V4_TAIL "r2bbd6abf50042cca609c376b13412682fda0"
+
+Test(store_sqlite, a_store_written_at_7f87fcc_gets_schema_5_and_keeps_every_event_and_counter) {
+    char path[600];
+    temp_db(path, sizeof path);
+    load_dump(path, "store-7f87fcc.sql");
+    int64_t events = query_int(path, "SELECT count(*) FROM events");
+    fake_clock clk = {T0 + 400 * S};
+    dsc_ledger *l = open_at(path, &clk, 1);
+    dsc_budget_state st[4];
+    dsc_budget_state b = find(st, preview(l, st, 4), "team:*");
+    cr_assert_eq(b.used, 10 * M, "3 settled, 5 expired - 3 late, 1 unreserved, 4 in the tail");
+    cr_assert_eq(b.held, 5 * M, "the open hold is reloaded");
+    dsc_hold_info h;
+    cr_assert_eq(dsc_ledger_hold_get(l, V4_HELD, &h), DSC_OK);
+    cr_assert(h.open);
+    cr_assert_str_eq(h.owner, "k_1");
+    cr_assert_str_eq(h.model, "gpt-4o");
+    clk.now += 10 * S;
+    dsc_ledger_tick(l); /* memory forgets the finished ones: the store recalls them */
+    cr_assert_eq(settle_kind_of(l, V4_SETTLED), DSC_SETTLE_REPEATED);
+    cr_assert_eq(settle_kind_of(l, V4_LATE), DSC_SETTLE_REPEATED);
+    cr_assert_eq(settle_kind_of(l, V4_TAIL), DSC_SETTLE_REPEATED);
+    dsc_error err;
+    cr_assert_eq(dsc_ledger_cancel(l, &(dsc_cancel_req){V4_CANCELLED, NULL}, NULL, &err), DSC_OK,
+                 "%s", err.message);
+    dsc_amounts one = amt(DSC_METRIC_GCO2E, M);
+    cr_assert_neq(settle_as(l, (dsc_settle_req){"u-1", &one, &ana, NULL}, NULL, NULL, &err), DSC_OK,
+                  "an unreserved id is not charged twice");
+    dsc_ledger_free(l);
+    cr_assert_eq(query_int(path, "SELECT value FROM meta WHERE key = 'schema_version'"), 5);
+    cr_assert_eq(query_int(path, "SELECT count(*) FROM events"), events, "nothing rewritten");
+    cr_assert_eq(query_int(path, "SELECT count(*) FROM events WHERE finish_after_us IS NOT NULL"
+                                 " OR held_gco2e IS NOT NULL"),
+                 0);
+    cr_assert_eq(query_int(path, "SELECT count(*) FROM reservations"), 6, "5 holds and u-1");
+    cr_assert_eq(query_int(path, "SELECT sum(gco2e) FROM charges"), 10 * M);
+    cr_assert_eq(query_int(path, "SELECT sum(gco2e) FROM usage_by_team_month"), 10 * M);
+    cr_assert_eq(query_int(path, "SELECT count(*) FROM decisions"), 6);
+    cr_assert_eq(query_int(path, "SELECT count(*) FROM reservations WHERE state = 'held'"
+                                 " AND id = '" V4_HELD "' AND held_gco2e = 5000000"),
+                 1);
+    /* the old hold settled, and a new hold finished with its settle, in one batch */
+    dsc_ledger_config cfg = {.store_path = path,
+                             .now_us = fake_now,
+                             .clock_ud = &clk,
+                             .durability = DSC_DURABILITY_BATCH,
+                             .batch_ms = 500};
+    l = dsc_ledger_new(&cfg, &err);
+    cr_assert(l, "%s", err.message);
+    char rid[DSC_RESERVATION_ID_MAX];
+    dsc_amounts five = amt(DSC_METRIC_GCO2E, 5 * M);
+    dsc_decision_record d = {.decision_id = "d-new", .subject = ana, .key_id = "k_1"};
+    cr_assert_eq(settle_as(l, (dsc_settle_req){V4_HELD, &one, NULL, NULL}, NULL, NULL, &err),
+                 DSC_OK, "%s", err.message);
+    cr_assert_eq(
+        reserve_as(l, (dsc_reserve_req){&ana, &five, 60, NULL, &d}, rid, NULL, 0, NULL, NULL, &err),
+        DSC_OK, "%s", err.message);
+    cr_assert_eq(settle_as(l, (dsc_settle_req){rid, &five, NULL, NULL}, NULL, NULL, &err), DSC_OK,
+                 "%s", err.message);
+    dsc_ledger_free(l);
+    cr_assert_eq(query_int(path, "SELECT count(*) FROM events WHERE type = 7"), 1);
+    cr_assert_eq(query_int(path, "SELECT count(*) FROM reservations WHERE state = 'settled'"
+                                 " AND id = '" V4_HELD "' AND charged_gco2e = 1000000"),
+                 1, "a settle of the new code names the old hold");
+    l = open_at(path, &clk, 1);
+    b = find(st, preview(l, st, 4), "team:*");
+    cr_assert_eq(b.used, 16 * M, "charged before and after the upgrade");
     cr_assert_eq(b.held, 0);
     dsc_ledger_free(l);
 }
