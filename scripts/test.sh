@@ -35,6 +35,11 @@ cmake --build build-test -j"$jobs"
 ASAN_OPTIONS=detect_leaks=1:abort_on_error=1 UBSAN_OPTIONS=print_stacktrace=1:halt_on_error=1 \
   ctest --test-dir build-test --output-on-failure -j"$jobs"
 
+# The Release build (-O3) the benchmarks and `scripts/up.sh` use, warnings as errors
+# too: the optimiser sees paths (maybe-uninitialized) the sanitizer build does not.
+cmake -S . -B build-rel-check -DDISCERN_WERROR=ON -DCMAKE_BUILD_TYPE=Release -DBUILD_TESTING=OFF
+cmake --build build-rel-check -j"$jobs"
+
 # Every parser under libFuzzer for a short fixed run on its corpus (bench/fuzz.sh
 # --minutes N runs them longer).
 bash bench/fuzz.sh --runs 5000 --jobs "$jobs"

@@ -208,7 +208,7 @@ static dsc_status answer_head(const redisReply *rep, const char **kind, dsc_erro
 
 dsc_status dsc__redis_parse_reserve(const redisReply *rep, size_t n, dsc__redis_reserve_out *out,
                                     dsc_error *err) {
-    const char *kind;
+    const char *kind = "";
     dsc_status st = answer_head(rep, &kind, err);
     if (st != DSC_OK) return st;
     memset(out, 0, sizeof *out);
@@ -245,7 +245,7 @@ dsc_status dsc__redis_parse_settle(const redisReply *rep, size_t n, dsc__redis_s
                                    dsc_error *err) {
     static const char *const kinds[] = {"settle",     "repeated", "late",
                                         "unreserved", "unknown",  "forbidden"};
-    const char *kind;
+    const char *kind = "";
     dsc_status st = answer_head(rep, &kind, err);
     if (st != DSC_OK) return st;
     memset(out, 0, sizeof *out);
@@ -351,7 +351,7 @@ dsc_status dsc__redis_settle(dsc__redis *r, const dsc__redis_settle_req *req,
 /* ------------------------------------------------- the other scripts' calls -- */
 
 static dsc_status parse_cancel(const redisReply *rep, dsc__redis_answer *out, dsc_error *err) {
-    const char *kind;
+    const char *kind = "";
     dsc_status st = answer_head(rep, &kind, err);
     if (st != DSC_OK) return st;
     if (rep->elements != 1) return malformed(err, "cancel");
@@ -378,7 +378,7 @@ static dsc_status numbered(const redisReply *rep, int64_t *first, dsc_error *err
 }
 
 static dsc_status parse_hold(const redisReply *rep, dsc__redis_answer *out, dsc_error *err) {
-    const char *kind;
+    const char *kind = "";
     dsc_status st = answer_head(rep, &kind, err);
     if (st != DSC_OK) return st;
     dsc__redis_hold_out *h = &out->hold;
