@@ -1220,6 +1220,7 @@ static dsc__done done_from(const dsc_done *d) {
 dsc_status dsc_ledger_reserve(dsc_ledger *l, const dsc_reserve_req *req, dsc_reserve_out *out,
                               const dsc_done *done, dsc_error *err) {
     if (!req || !out) return dsc_error_set(err, DSC_BAD_REQUEST, "no reserve request or reply");
+    dsc__ledger_room(l);
     dsc__done d = done_from(done);
     return dsc__done_now(reserve_impl(l, req, out, &d, err), &d);
 }
@@ -1437,6 +1438,7 @@ static dsc_status recall_from(const char *id, const char *key_id, dsc__recall *r
 dsc_status dsc_ledger_settle(dsc_ledger *l, const dsc_settle_req *req, dsc_settle_out *out,
                              const dsc_done *done, dsc_error *err) {
     if (!req) return dsc_error_set(err, DSC_BAD_REQUEST, "no settle request");
+    dsc__ledger_room(l);
     dsc_subject none = {0};
     const dsc_subject *s = req->subject_if_unknown ? req->subject_if_unknown : &none;
     dsc__recall rc = {.kind = out ? &out->kind : NULL};
@@ -1505,6 +1507,7 @@ dsc_status dsc__recall_run(dsc_ledger *l, const dsc__recall *rc, dsc__done *done
 dsc_status dsc_ledger_cancel(dsc_ledger *l, const dsc_cancel_req *req, const dsc_done *done,
                              dsc_error *err) {
     if (!req) return dsc_error_set(err, DSC_BAD_REQUEST, "no cancel request");
+    dsc__ledger_room(l);
     dsc__recall rc = {.cancel = true};
     dsc_status st = recall_from(req->reservation_id, req->key_id, &rc, err);
     if (st != DSC_OK) return st;
@@ -1627,6 +1630,7 @@ static dsc_status decision_impl(dsc_ledger *l, const dsc_decision_record *d, dsc
 
 dsc_status dsc_ledger_record(dsc_ledger *l, const dsc_decision_record *rec, const dsc_done *done,
                              dsc_error *err) {
+    dsc__ledger_room(l);
     dsc__done d = done_from(done);
     return dsc__done_now(decision_impl(l, rec, &d, err), &d);
 }

@@ -594,6 +594,7 @@ out:
 dsc_status dsc_ledger_budget(dsc_ledger *l, const dsc_budget_req *req, dsc_budget_info *out,
                              const dsc_done *done, dsc_error *err) {
     if (!req) return dsc_error_set(err, DSC_BAD_REQUEST, "no budget request");
+    dsc__ledger_room(l);
     dsc__done d = {done ? done->fn : NULL, done ? done->ud : NULL, false};
     dsc_status st = req->remove
                         ? budget_delete_impl(l, req->selector, req->metric, req->window, &d, err)

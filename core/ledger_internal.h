@@ -182,6 +182,11 @@ struct dsc_ledger {
 
 typedef struct dsc__reader dsc__reader;
 
+/* Before an entry point takes any lock: wait while the store's queue is full. */
+static inline void dsc__ledger_room(dsc_ledger *l) {
+    if (l->store) dsc__store_room(l->store);
+}
+
 /* --- ledger_budget.c -------------------------------------------------------- */
 /* Persist a budget change (no lock held): wait for it, or with done->fn queue it and
  * let the store call done once it is committed and applied (done->queued is then

@@ -46,6 +46,10 @@ dsc_status dsc__store_enqueue(dsc__store *s, dsc__rec *rec, bool wait) {
     return s->type->append(s, rec, wait);
 }
 
+void dsc__store_room(dsc__store *s) {
+    if (s->type->room) s->type->room(s);
+}
+
 dsc_status dsc__store_wait(dsc__store *s, dsc__rec *rec) {
     return s->type->wait(s, rec);
 }

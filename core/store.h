@@ -35,14 +35,14 @@
 typedef struct dsc__store dsc__store;
 
 typedef enum dsc__rec_type {
-    DSC__REC_RESERVE,      /* a new hold: reservations row (+ decisions row: with_decision;
-                              its key_id is the hold's owner and provider, model, zone,
-                              purpose what it was for, also when loading held ones) */
-    DSC__REC_SETTLE,       /* a charge (kind settle/late/unreserved) + reservation state */
-    DSC__REC_CANCEL,       /* reservation state cancelled */
-    DSC__REC_EXPIRE,       /* reservation expired: charge (expire) or released */
-    DSC__REC_DECISION,     /* a decisions row */
-    DSC__REC_BUDGET_SET,   /* budgets row upsert */
+    DSC__REC_RESERVE,       /* a new hold: reservations row (+ decisions row: with_decision;
+                               its key_id is the hold's owner and provider, model, zone,
+                               purpose what it was for, also when loading held ones) */
+    DSC__REC_SETTLE,        /* a charge (kind settle/late/unreserved) + reservation state */
+    DSC__REC_CANCEL,        /* reservation state cancelled */
+    DSC__REC_EXPIRE,        /* reservation expired: charge (expire) or released */
+    DSC__REC_DECISION,      /* a decisions row */
+    DSC__REC_BUDGET_SET,    /* budgets row upsert */
     DSC__REC_BUDGET_DELETE, /* budgets row delete */
     DSC__REC_SYNC           /* nothing to write: done once the records before it are */
 } dsc__rec_type;
@@ -163,6 +163,9 @@ typedef struct dsc__store_type {
     dsc_status (*start)(dsc__store *s, dsc__store_apply_fn apply, void *ud, dsc_error *err);
     /* Append rec (see dsc__store_enqueue). Takes only the backend's own locks. */
     dsc_status (*append)(dsc__store *s, dsc__rec *rec, bool wait);
+    /* Wait, holding no lock of the ledger's, while the backend has as many records
+     * queued as it keeps (NULL: no bound). */
+    void (*room)(dsc__store *s);
     /* Block until a waited rec's batch is done; its status. */
     dsc_status (*wait)(dsc__store *s, dsc__rec *rec);
     /* A new budget's history: the charges at or after since_us passing filter, from
@@ -230,6 +233,10 @@ dsc_status dsc__store_start(dsc__store *s, dsc__store_apply_fn apply, void *ud, 
  * DSC_STORE_UNAVAILABLE returned. Callable with the ledger's mutex held (a backend
  * takes only its own locks). */
 dsc_status dsc__store_enqueue(dsc__store *s, dsc__rec *rec, bool wait);
+/* Wait while the backend's queue is full (its writer's pace bounds the memory queued
+ * records take). Called by the ledger's entry points before they take any lock; a
+ * no-op on the backend's own threads. */
+void dsc__store_room(dsc__store *s);
 /* Block until rec's batch is done (committed and applied, or failed); its status. */
 dsc_status dsc__store_wait(dsc__store *s, dsc__rec *rec);
 /* Whether the last batch committed. */

@@ -247,6 +247,7 @@ static dsc__store *sq_open(const char *path, const dsc__store_options *o, dsc_er
     pthread_mutex_init(&s->dbmu, NULL);
     pthread_mutex_init(&s->rmu, NULL);
     pthread_cond_init(&s->nonempty, NULL);
+    pthread_cond_init(&s->room, NULL);
     dsc__strmap_init(&s->names.map);
     dsc__strmap_init(&s->subjects.map);
     dsc__strmap_init(&s->open);
@@ -1020,6 +1021,9 @@ static void wait_for_work(sq_store *s) {
 /* At most this many records per batch: a transaction stays short, and checkpoints
  * (taken between batches) stay about DSC__SQ_CHECKPOINT_EVERY events apart. */
 #define BATCH_MAX DSC__SQ_CHECKPOINT_EVERY
+/* At most about this many records wait on the queue: callers beyond it wait in
+ * sq_room for the writer, so memory follows the disk's pace, not the callers'. */
+#define QUEUE_MAX (4 * BATCH_MAX)
 
 /* Room for n records in a batch (qmu held); false when out of memory. */
 static bool batch_room(sq_store *s, size_t n) {
@@ -1055,6 +1059,7 @@ static size_t take_batch(sq_store *s) {
     if (!r) s->tail = NULL;
     s->queued -= n;
     s->waiters -= waiters; /* those left (BATCH_MAX, or out of memory) */
+    if (s->queued < QUEUE_MAX) pthread_cond_broadcast(&s->room);
     return n;
 }
 
@@ -1167,6 +1172,17 @@ static dsc_status sq_enqueue(dsc__store *base, dsc__rec *rec, bool wait) {
     return DSC_OK;
 }
 
+/* The writer's pace as backpressure: wait while QUEUE_MAX records are queued. Never
+ * on the writer itself (its callbacks may call the ledger), nor once it stops. */
+static void sq_room(dsc__store *base) {
+    sq_store *s = (sq_store *)base;
+    if (!s->started || pthread_equal(pthread_self(), s->writer)) return;
+    pthread_mutex_lock(&s->qmu);
+    while (s->queued >= QUEUE_MAX && !s->stop)
+        pthread_cond_wait(&s->room, &s->qmu);
+    pthread_mutex_unlock(&s->qmu);
+}
+
 static dsc_status sq_wait(dsc__store *base, dsc__rec *rec) {
     sq_store *s = (sq_store *)base;
     pthread_mutex_lock(&s->qmu);
@@ -1211,6 +1227,7 @@ static void sq_close(dsc__store *base) {
         pthread_mutex_lock(&s->qmu);
         s->stop = true;
         pthread_cond_signal(&s->nonempty);
+        pthread_cond_broadcast(&s->room);
         pthread_mutex_unlock(&s->qmu);
         pthread_join(s->writer, NULL);
     }
@@ -1242,6 +1259,7 @@ static void sq_close(dsc__store *base) {
     pthread_mutex_destroy(&s->dbmu);
     pthread_mutex_destroy(&s->rmu);
     pthread_cond_destroy(&s->nonempty);
+    pthread_cond_destroy(&s->room);
     if (s->lock_fd >= 0) close(s->lock_fd); /* releases the lock, after the last write */
     free(s);
 }
@@ -1260,6 +1278,7 @@ const dsc__store_type dsc__store_sqlite = {
     .load = dsc__sq_load,
     .start = sq_start,
     .append = sq_enqueue,
+    .room = sq_room,
     .wait = sq_wait,
     .history = dsc__sq_replay_read,
     .history_tail = dsc__sq_replay,

@@ -139,6 +139,7 @@ typedef struct dsc__sq_store {
     int lock_fd; /* flock()ed "<path>.lock" while open; -1 before */
     pthread_mutex_t qmu, dbmu, rmu;
     pthread_cond_t nonempty;
+    pthread_cond_t room; /* the queue fell below DSC__SQ_QUEUE_MAX (see sq_room) */
     dsc__rec *head, *tail;
     size_t waiters; /* queued records whose caller waits for the commit (waited or done) */
     size_t queued;  /* records on the queue */

@@ -13,6 +13,7 @@
 #include <signal.h>
 #include <stdarg.h>
 #include <sqlite3.h>
+#include <stdatomic.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -2336,4 +2337,57 @@ Test(store_sqlite, a_new_store_has_2_kib_pages_and_an_older_file_keeps_its_page_
     dsc_ledger_free(open_at(old, &clk, 0));
     cr_assert_eq(query_int(old, "PRAGMA page_size"), 4096);
     cr_assert_eq(query_int(old, "SELECT count(*) FROM reservations"), 5);
+}
+
+/* --- backpressure: the queue the writer has not taken yet is bounded ------------ */
+
+typedef struct producer {
+    dsc_ledger *l;
+    int n;
+    _Atomic int done;
+    _Atomic int failed;
+} producer;
+
+static void *produce(void *ud) {
+    producer *p = ud;
+    dsc_decision_record d = {
+        .decision_id = "d", .subject = ana, .outcome = "allow", .policy = "carbon"};
+    for (int i = 0; i < p->n; i++) {
+        dsc_error err;
+        if (dsc_ledger_record(p->l, &d, NULL, &err) != DSC_OK) p->failed++;
+        p->done++;
+    }
+    return NULL;
+}
+
+Test(store_sqlite, callers_wait_for_the_writer_once_its_queue_is_full_and_nothing_is_lost) {
+    char path[600];
+    temp_db(path, sizeof path);
+    dsc_ledger_config cfg = {.store_path = path, .durability = DSC_DURABILITY_OFF};
+    dsc_error err;
+    dsc_ledger *l = dsc_ledger_new(&cfg, &err);
+    cr_assert(l, "%s", err.message);
+    /* another connection holds the write lock: the writer's next batch waits for it */
+    sqlite3 *db;
+    cr_assert_eq(sqlite3_open(path, &db), SQLITE_OK);
+    cr_assert_eq(sqlite3_exec(db, "BEGIN IMMEDIATE", NULL, NULL, NULL), SQLITE_OK);
+    enum { N = 60000, QUEUE_BOUND = 4 * 4096, ONE_BATCH = 4096 };
+    producer p = {.l = l, .n = N};
+    pthread_t t;
+    cr_assert_eq(pthread_create(&t, NULL, produce, &p), 0);
+    int seen = -1;
+    for (int i = 0; i < 40 && seen != p.done; i++) { /* until it stops advancing */
+        seen = p.done;
+        nanosleep(&(struct timespec){0, 50000000L}, NULL);
+    }
+    int stalled = p.done;
+    cr_assert_lt(stalled, N, "%d records were queued while the writer could not write", stalled);
+    cr_assert_leq(stalled, QUEUE_BOUND + ONE_BATCH + 1, "the queue grew to %d", stalled);
+    cr_assert_eq(sqlite3_exec(db, "COMMIT", NULL, NULL, NULL), SQLITE_OK);
+    sqlite3_close(db);
+    pthread_join(t, NULL);
+    cr_assert_eq(p.done, N);
+    cr_assert_eq(p.failed, 0);
+    dsc_ledger_free(l);
+    cr_assert_eq(query_int(path, "SELECT count(*) FROM decisions"), N, "every record committed");
 }
