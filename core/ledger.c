@@ -299,17 +299,17 @@ void dsc__heap_remove(dsc_ledger *l, dsc__reservation *r) {
 
 /* --- reservations ---------------------------------------------------------------- */
 
-static size_t str_size(const char *s) {
-    return s && *s ? strlen(s) + 1 : 1;
+/* The bytes s takes in a reservation's tail: at most max - 1 characters and a NUL
+ * ("" for NULL). */
+static size_t str_size(const char *s, size_t max) {
+    return s && *s ? strnlen(s, max - 1) + 1 : 1;
 }
 
-static const char *put_str(char **tail, const char *s) {
+static const char *put_str(char **tail, const char *s, size_t max) {
     char *start = *tail;
-    size_t n = str_size(s);
-    if (s && *s)
-        memcpy(start, s, n);
-    else
-        start[0] = '\0';
+    size_t n = str_size(s, max);
+    if (n > 1) memcpy(start, s, n - 1);
+    start[n - 1] = '\0';
     *tail += n;
     return start;
 }
@@ -318,26 +318,29 @@ dsc__reservation *dsc__reservation_new(const char *id, const char *request_id, c
                                        const dsc__hold_what *what, const dsc__hit *hits, size_t n) {
     dsc__hold_what none = {0};
     const dsc__hold_what *w = what ? what : &none;
-    size_t strs = str_size(s->org) + str_size(s->team) + str_size(s->user) + str_size(s->key) +
-                  str_size(w->provider) + str_size(w->model) + str_size(w->zone) +
-                  str_size(w->purpose);
+    const size_t m = DSC_NAME_MAX, u = SIZE_MAX; /* the ids were kept to a name's length */
+    size_t strs = str_size(request_id, m) + str_size(w->owner, m) + str_size(s->org, u) +
+                  str_size(s->team, u) + str_size(s->user, u) + str_size(s->key, u) +
+                  str_size(w->provider, u) + str_size(w->model, u) + str_size(w->zone, u) +
+                  str_size(w->purpose, u);
     dsc__reservation *r = calloc(1, sizeof *r + n * sizeof r->counters[0] + strs);
     if (!r) return NULL;
     copy_str(r->id, sizeof r->id, id);
-    if (request_id) copy_str(r->request_id, sizeof r->request_id, request_id);
     r->heap_idx = SIZE_MAX;
     r->n = n;
     for (size_t i = 0; i < n; i++)
         r->counters[i] = hits[i].c;
     char *tail = (char *)&r->counters[n];
-    r->org = put_str(&tail, s->org);
-    r->team = put_str(&tail, s->team);
-    r->user = put_str(&tail, s->user);
-    r->key = put_str(&tail, s->key);
-    r->provider = put_str(&tail, w->provider);
-    r->model = put_str(&tail, w->model);
-    r->zone = put_str(&tail, w->zone);
-    r->purpose = put_str(&tail, w->purpose);
+    r->request_id = put_str(&tail, request_id, m);
+    r->owner = put_str(&tail, w->owner, m);
+    r->org = put_str(&tail, s->org, u);
+    r->team = put_str(&tail, s->team, u);
+    r->user = put_str(&tail, s->user, u);
+    r->key = put_str(&tail, s->key, u);
+    r->provider = put_str(&tail, w->provider, u);
+    r->model = put_str(&tail, w->model, u);
+    r->zone = put_str(&tail, w->zone, u);
+    r->purpose = put_str(&tail, w->purpose, u);
     return r;
 }
 
@@ -1139,7 +1142,7 @@ static dsc_status reserve_new(dsc_ledger *l, dsc__shard *sh, const uint8_t *rand
     dsc__hold_what what = {0};
     if (decision)
         what = (dsc__hold_what){decision->provider, decision->model, decision->zone,
-                                decision->purpose};
+                                decision->purpose, decision->key_id};
     dsc_status st = dsc__match(l, sh, subject, true, hits, &nh, err);
     dsc__reservation *r = NULL;
     if (st == DSC_OK && !(r = hold_make(sh, (size_t)(sh - l->shards), random, subject, amounts, now,
@@ -1153,7 +1156,6 @@ static dsc_status reserve_new(dsc_ledger *l, dsc__shard *sh, const uint8_t *rand
         free(dec);
         return st;
     }
-    if (decision && decision->key_id) copy_str(r->owner, sizeof r->owner, decision->key_id);
     dsc__rec *rec = l->store ? journal_rec(r, dec) : NULL;
     if (l->store && !rec) {
         dsc__reservation_hold(r, -1);
@@ -1239,7 +1241,7 @@ dsc_status dsc__reservation_recall(dsc_ledger *l, const char *id) {
     }
     dsc_subject s = {row->subject.org, row->subject.team, row->subject.user, row->subject.key};
     const dsc__rec_decision *d = &row->u.decision;
-    dsc__hold_what what = {d->provider, d->model, d->zone, d->purpose};
+    dsc__hold_what what = {d->provider, d->model, d->zone, d->purpose, d->key_id};
     dsc__hit hits[DSC__HITS_MAX];
     size_t nh = 0;
     dsc__reservation *r = NULL;
@@ -1252,7 +1254,6 @@ dsc_status dsc__reservation_recall(dsc_ledger *l, const char *id) {
     if (!(r = dsc__reservation_new(id, NULL, &s, &what, hits, nh))) goto out;
     r->charged = row->amounts;
     r->state = rs;
-    copy_str(r->owner, sizeof r->owner, d->key_id);
     if (dsc__reservation_index(l, r) != DSC_OK) {
         free(r);
         goto out;

@@ -27,9 +27,9 @@ typedef struct dsc__counter dsc__counter;
 
 typedef struct dsc__budget {
     int64_t id;
-    char selector[DSC_SELECTOR_MAX];
+    const char *selector; /* into the allocation's tail, after ident */
     dsc_metric metric;
-    char window_text[DSC_WINDOW_MAX];
+    const char *window_text; /* the same */
     dsc_window win;
     int64_t limit;
     dsc__level level;
@@ -39,7 +39,8 @@ typedef struct dsc__budget {
     struct dsc__budget *next_dead;
     dsc__counter *counters; /* this budget's counters (grown under counters_new_mu) */
     size_t n_counters;      /* how many */
-    char ident[];           /* selector|metric|window, the budgets map's key */
+    char ident[];           /* selector|metric|window, the budgets map's key; then the selector and
+                               the window text, each with its NUL */
 } dsc__budget;
 
 struct dsc__counter {
@@ -76,16 +77,16 @@ typedef struct dsc__shard dsc__shard;
 typedef struct dsc__reservation {
     dsc__shard *shard; /* the shard that indexes it: its mutex guards every field */
     char id[DSC_RESERVATION_ID_MAX];
-    char request_id[DSC_NAME_MAX];
-    char owner[DSC_NAME_MAX]; /* the key id that took the hold ("" = none) */
     dsc__rstate state, prev;
     uint64_t epoch;  /* budget_epoch when counters[] was resolved */
     bool committing; /* its reserve record is not committed yet (and waited for) */
     int64_t created_us, expires_us, finished_us;
     dsc_amounts held, charged;
-    size_t heap_idx;                               /* SIZE_MAX when not in the expiry heap */
-    struct dsc__reservation *fprev, *fnext;        /* the finished list, oldest first */
-    const char *org, *team, *user, *key;           /* into the allocation's tail */
+    size_t heap_idx;                        /* SIZE_MAX when not in the expiry heap */
+    struct dsc__reservation *fprev, *fnext; /* the finished list, oldest first */
+    const char *request_id;                 /* into the allocation's tail ("" = none) */
+    const char *owner;                   /* the key id that took the hold ("" = none), the same */
+    const char *org, *team, *user, *key; /* the same */
     const char *provider, *model, *zone, *purpose; /* what the hold was for, the same */
     size_t n;
     dsc__counter *counters[]; /* then the subject strings */
@@ -111,8 +112,9 @@ dsc_status dsc__done_now(dsc_status st, const dsc__done *done);
 #define DSC__HITS_MAX 256 /* budgets that may apply to one subject */
 #define DSC__SHAPES 15    /* "*", "org:*", "org:x", then 4 per team/user/key level */
 
-#define DSC__SHARDS 16      /* reservation shards (a power of two: an id names its own) */
-#define DSC__CMAP_SHARDS 64 /* shards of the counters' index */
+#define DSC__SHARDS 16            /* reservation shards (a power of two: an id names its own) */
+#define DSC__CMAP_SHARDS 64       /* shards of the counters' index */
+#define DSC__SHARD_CACHE_MAX 2048 /* counters a shard's cache holds before it starts afresh */
 
 /* A share of the reservations, by id (see dsc__shard_of): its mutex guards the maps,
  * the expiry heap, the finished list, the id orders and every reservation in it. */
@@ -126,7 +128,8 @@ struct dsc__shard {
                                         read without the lock to skip a shard with none due */
     dsc__reservation *fhead, *ftail; /* the finished list, oldest first */
     dsc__strmap counters;            /* the counters its holds have used: key -> counter (a cache of
-                                        the counters' index, dropped with a budget) */
+                                        the counters' index, dropped with a budget, at most
+                                        DSC__SHARD_CACHE_MAX) */
     size_t n_held, n_reservations;   /* this shard's share of the stats */
     _Atomic size_t n_finished;       /* written under mu, read by any (forget_old) */
     uint64_t settles, expired;
@@ -227,9 +230,9 @@ int64_t dsc__window_reach(const dsc__budget *b);
 void dsc__budgets_free(dsc_ledger *l);
 
 /* What a hold was for (any field may be NULL): its check's provider, model, zone and
- * purpose. */
+ * purpose, and the key id that took it (its owner). */
 typedef struct dsc__hold_what {
-    const char *provider, *model, *zone, *purpose;
+    const char *provider, *model, *zone, *purpose, *owner;
 } dsc__hold_what;
 
 /* --- ledger.c ------------------------------------------------------------------ */

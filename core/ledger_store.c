@@ -355,11 +355,10 @@ static dsc__reservation *load_reservation(rebuild *rb, const dsc__rec *rec) {
     size_t nh = 0;
     if (dsc__match(rb->l, NULL, &s, true, hits, &nh, NULL) != DSC_OK) return NULL;
     const dsc__rec_decision *d = &rec->u.decision;
-    dsc__hold_what what = {d->provider, d->model, d->zone, d->purpose};
+    dsc__hold_what what = {d->provider, d->model, d->zone, d->purpose, d->key_id};
     dsc__reservation *r =
         dsc__reservation_new(rec->reservation_id, rec->request_id, &s, &what, hits, nh);
     if (!r) return NULL;
-    snprintf(r->owner, sizeof r->owner, "%s", d->key_id);
     if (dsc__ledger_loaded(rb->l, r) != DSC_OK || dsc__reservation_index(rb->l, r) != DSC_OK) {
         free(r);
         return NULL;
