@@ -21,11 +21,14 @@
  *   3. a shard of the counters' index (cmap, by the hash of a counter's key), then
  *      counters_new_mu while a new counter joins its budget's list. Only a shard's
  *      first use of a counter comes here: it then caches it.
- *   4. a counter's mu: its holds and window. A reserve locks every counter of its
- *      subject, sorted by address, so the all-or-nothing check over every matching
- *      budget and the holds it takes are atomic and two reserves never deadlock;
- *      everything else locks one counter at a time, releasing a hold and charging
- *      its usage in one step (dsc__reservation_release_charge) so no reserve sees a
+ *   4. a counter's lock: its holds and window. The counters share DSC__COUNTER_LOCKS
+ *      mutexes, a counter's picked by a hash of its address (dsc__counter_lock_of),
+ *      rather than one each (40 bytes in every counter). A reserve locks the locks of
+ *      every counter of its subject, sorted by index and each once, so the
+ *      all-or-nothing check over every matching budget and the holds it takes are
+ *      atomic and two reserves never deadlock; everything else locks one counter at a
+ *      time (never two: they may share a lock), releasing a hold and charging its
+ *      usage in one step (dsc__reservation_release_charge) so no reserve sees a
  *      counter between the two.
  *   5. the store's own queue lock (dsc__store_enqueue), innermost; the writer calls
  *      dsc__ledger_apply holding none of its locks, and no store is ever read under
@@ -372,21 +375,34 @@ static int64_t sat_sub(int64_t a, int64_t b) {
     return b < 0 ? INT64_MAX : INT64_MIN;
 }
 
-/* Add (sign +1) or remove (-1) v on c's holds (c->mu held). */
+size_t dsc__counter_lock_of(const dsc__counter *c) {
+    uint64_t h = (uint64_t)(uintptr_t)c * 0x9E3779B97F4A7C15ull; /* Fibonacci hashing */
+    return (size_t)(h >> 54) & (DSC__COUNTER_LOCKS - 1);         /* the top 10 bits */
+}
+
+void dsc__counter_lock(dsc_ledger *l, const dsc__counter *c) {
+    pthread_mutex_lock(&l->counter_locks[dsc__counter_lock_of(c)].mu);
+}
+
+void dsc__counter_unlock(dsc_ledger *l, const dsc__counter *c) {
+    pthread_mutex_unlock(&l->counter_locks[dsc__counter_lock_of(c)].mu);
+}
+
+/* Add (sign +1) or remove (-1) v on c's holds (c's lock held). */
 static void counter_hold(dsc__counter *c, int64_t v, int sign) {
     c->held = sign > 0 ? sat_add(c->held, v) : sat_sub(c->held, v);
 }
 
-void dsc__reservation_hold(dsc__reservation *r, int sign) {
+void dsc__reservation_hold(dsc_ledger *l, dsc__reservation *r, int sign) {
     for (size_t i = 0; i < r->n; i++) {
         dsc__counter *c = r->counters[i];
-        pthread_mutex_lock(&c->mu);
+        dsc__counter_lock(l, c);
         counter_hold(c, r->held.v[c->b->metric], sign);
-        pthread_mutex_unlock(&c->mu);
+        dsc__counter_unlock(l, c);
     }
 }
 
-/* Charge a to c at at_us (c->mu held). */
+/* Charge a to c at at_us (c's lock held). */
 static void charge_counter(dsc_ledger *l, dsc__counter *c, const dsc_amounts *a, int64_t at_us) {
     int64_t v = a->v[c->b->metric];
     if (v) dsc_window_counter_add(&c->wc, &c->b->win, &l->tz, v, at_us);
@@ -414,19 +430,19 @@ void dsc__reservation_release_charge(dsc_ledger *l, dsc__reservation *r, bool re
                  dsc__match(l, r->shard, &s, true, hits, &nh, NULL) == DSC_OK;
     for (size_t i = 0; i < r->n; i++) {
         dsc__counter *c = r->counters[i];
-        pthread_mutex_lock(&c->mu);
+        dsc__counter_lock(l, c);
         if (release) counter_hold(c, r->held.v[c->b->metric], -1);
         if (a && (!moved || hits_have(hits, nh, c))) charge_counter(l, c, a, at_us);
-        pthread_mutex_unlock(&c->mu);
+        dsc__counter_unlock(l, c);
     }
     for (size_t i = 0; moved && i < nh; i++) {
         bool done = false;
         for (size_t j = 0; j < r->n && !done; j++)
             done = r->counters[j] == hits[i].c;
         if (done) continue;
-        pthread_mutex_lock(&hits[i].c->mu);
+        dsc__counter_lock(l, hits[i].c);
         charge_counter(l, hits[i].c, a, at_us);
-        pthread_mutex_unlock(&hits[i].c->mu);
+        dsc__counter_unlock(l, hits[i].c);
     }
 }
 
@@ -665,6 +681,8 @@ static bool locks_init(dsc_ledger *l) {
         rc |= pthread_mutex_init(&l->cmap[i].mu, NULL);
         dsc__strmap_init(&l->cmap[i].map);
     }
+    for (size_t i = 0; i < DSC__COUNTER_LOCKS; i++)
+        rc |= pthread_mutex_init(&l->counter_locks[i].mu, NULL);
     atomic_init(&l->next_rid, (uint64_t)dsc__ledger_now(l));
     for (size_t i = 0; i < DSC__SHARDS; i++) {
         dsc__shard *sh = &l->shards[i];
@@ -690,6 +708,8 @@ static void locks_destroy(dsc_ledger *l) {
         dsc__strmap_destroy(&l->cmap[i].map);
         pthread_mutex_destroy(&l->cmap[i].mu);
     }
+    for (size_t i = 0; i < DSC__COUNTER_LOCKS; i++)
+        pthread_mutex_destroy(&l->counter_locks[i].mu);
     pthread_mutex_destroy(&l->reader_mu);
     pthread_mutex_destroy(&l->journal_mu);
     pthread_mutex_destroy(&l->counters_new_mu);
@@ -747,7 +767,7 @@ void dsc_ledger_free(dsc_ledger *l) {
 
 /* --- preview and reserve ------------------------------------------------------ */
 
-/* The state of budget h for s (h->c->mu held when locked, else taken here). */
+/* The state of budget h for s (h->c's lock held when locked, else taken here). */
 static void fill_state(dsc_ledger *l, const dsc__hit *h, const dsc_subject *s, int64_t request,
                        int64_t now, bool locked, dsc_budget_state *out) {
     const dsc__budget *b = h->b;
@@ -764,11 +784,11 @@ static void fill_state(dsc_ledger *l, const dsc__hit *h, const dsc_subject *s, i
     out->limit = b->limit;
     out->used = out->held = 0;
     if (h->c) {
-        if (!locked) pthread_mutex_lock(&h->c->mu);
+        if (!locked) dsc__counter_lock(l, h->c);
         out->used = dsc_window_counter_used(&h->c->wc, &b->win, &l->tz, now);
         out->held = h->c->held;
         out->resets_at = dsc_window_counter_resets_at(&h->c->wc, &b->win, now);
-        if (!locked) pthread_mutex_unlock(&h->c->mu);
+        if (!locked) dsc__counter_unlock(l, h->c);
     } else if (b->win.kind <= DSC_WINDOW_YEAR) {
         int64_t start;
         dsc_window_period(&b->win, &l->tz, now / 1000000, &start, &out->resets_at);
@@ -878,24 +898,28 @@ static size_t find_exceeded(dsc_ledger *l, const dsc__hit *hits, size_t nh, cons
     return n;
 }
 
-static int counter_addr_cmp(const void *a, const void *b) {
-    uintptr_t x = (uintptr_t) * (dsc__counter *const *)a,
-              y = (uintptr_t) * (dsc__counter *const *)b;
+static int lock_index_cmp(const void *a, const void *b) {
+    size_t x = *(const size_t *)a, y = *(const size_t *)b;
     return x < y ? -1 : x > y;
 }
 
-/* Lock the counters of hits in the one global order (by address), into order[]. */
-static void lock_counters(const dsc__hit *hits, size_t nh, dsc__counter **order) {
+/* Lock the counters of hits: their locks in the one global order (by index), each
+ * once though counters share it, into order[]; returns how many. */
+static size_t lock_counters(dsc_ledger *l, const dsc__hit *hits, size_t nh, size_t *order) {
     for (size_t i = 0; i < nh; i++)
-        order[i] = hits[i].c;
-    if (nh > 1) qsort(order, nh, sizeof *order, counter_addr_cmp);
+        order[i] = dsc__counter_lock_of(hits[i].c);
+    if (nh > 1) qsort(order, nh, sizeof *order, lock_index_cmp);
+    size_t n = 0;
     for (size_t i = 0; i < nh; i++)
-        pthread_mutex_lock(&order[i]->mu);
+        if (n == 0 || order[n - 1] != order[i]) order[n++] = order[i];
+    for (size_t i = 0; i < n; i++)
+        pthread_mutex_lock(&l->counter_locks[order[i]].mu);
+    return n;
 }
 
-static void unlock_counters(dsc__counter **order, size_t nh) {
-    for (size_t i = nh; i-- > 0;)
-        pthread_mutex_unlock(&order[i]->mu);
+static void unlock_counters(dsc_ledger *l, const size_t *order, size_t n) {
+    for (size_t i = n; i-- > 0;)
+        pthread_mutex_unlock(&l->counter_locks[order[i]].mu);
 }
 
 static dsc_status reserve_validate(const dsc_subject *s, const dsc_amounts *a, int64_t ttl_s,
@@ -968,12 +992,12 @@ static dsc_status hold_check(dsc_ledger *l, dsc__reservation *r, const dsc_subje
                              const dsc__hit *hits, size_t nh, int64_t now,
                              dsc_budget_state *exceeded, size_t max_exceeded, size_t *n_exceeded,
                              dsc_error *err) {
-    dsc__counter *order[DSC__HITS_MAX];
-    lock_counters(hits, nh, order);
+    size_t order[DSC__HITS_MAX];
+    size_t nl = lock_counters(l, hits, nh, order);
     size_t nx = find_exceeded(l, hits, nh, subject, &r->held, now, exceeded, max_exceeded);
     for (size_t i = 0; !nx && i < nh; i++)
         counter_hold(hits[i].c, r->held.v[hits[i].b->metric], +1);
-    unlock_counters(order, nh);
+    unlock_counters(l, order, nl);
     if (n_exceeded) *n_exceeded = nx;
     if (!nx) return DSC_OK;
     return dsc_error_set(err, DSC_BUDGET_EXCEEDED, "%zu budget%s would be exceeded", nx,
@@ -1069,7 +1093,7 @@ static dsc_status hold_publish(dsc_ledger *l, dsc__reservation *r, dsc__rec *rec
         if (st != DSC_OK) dsc__apply_reserve_failed(l, r); /* indexed: dropped with its holds */
     } else if (st != DSC_OK) {
         free(rec);
-        dsc__reservation_hold(r, -1);
+        dsc__reservation_hold(l, r, -1);
         free(r);
     }
     if (rec) pthread_mutex_unlock(&l->journal_mu);
@@ -1158,7 +1182,7 @@ static dsc_status reserve_new(dsc_ledger *l, dsc__shard *sh, const uint8_t *rand
     }
     dsc__rec *rec = l->store ? journal_rec(r, dec) : NULL;
     if (l->store && !rec) {
-        dsc__reservation_hold(r, -1);
+        dsc__reservation_hold(l, r, -1);
         free(r);
         return dsc_error_set(err, DSC_NOMEM, "out of memory");
     }

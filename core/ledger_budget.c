@@ -286,10 +286,6 @@ size_t dsc__counter_key(const dsc__budget *b, const dsc_subject *s, char *key, s
 static dsc__counter *counter_new(dsc__strmap *map, dsc__budget *b, const char *key, size_t off) {
     dsc__counter *c = calloc(1, sizeof *c + strlen(key) + 1);
     if (!c) return NULL;
-    if (pthread_mutex_init(&c->mu, NULL) != 0) {
-        free(c);
-        return NULL;
-    }
     c->b = b;
     strcpy(c->key, key);
     c->name_off = off;
@@ -301,7 +297,6 @@ static dsc__counter *counter_new(dsc__strmap *map, dsc__budget *b, const char *k
     return c;
 fail:
     dsc_window_counter_destroy(&c->wc);
-    pthread_mutex_destroy(&c->mu);
     free(c);
     return NULL;
 }
@@ -396,7 +391,6 @@ void dsc__budget_drop_counters(dsc__budget *b) {
     for (dsc__counter *c = b->counters, *next; c; c = next) {
         next = c->next;
         dsc_window_counter_destroy(&c->wc);
-        pthread_mutex_destroy(&c->mu);
         free(c);
     }
     b->counters = NULL;

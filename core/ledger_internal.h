@@ -6,8 +6,8 @@
  *
  * Locking (the order is written down once, in ledger.c's header comment):
  * reservations in DSC__SHARDS shards with a mutex each (budgets: read under any one,
- * changed under all), the counters' index in DSC__CMAP_SHARDS shards, each counter
- * with its own mutex.
+ * changed under all), the counters' index in DSC__CMAP_SHARDS shards, the counters
+ * under DSC__COUNTER_LOCKS locks chosen by their address.
  */
 #ifndef DISCERN_LEDGER_INTERNAL_H
 #define DISCERN_LEDGER_INTERNAL_H
@@ -43,8 +43,7 @@ typedef struct dsc__budget {
                                the window text, each with its NUL */
 } dsc__budget;
 
-struct dsc__counter {
-    pthread_mutex_t mu; /* guards held and wc */
+struct dsc__counter { /* held and wc are guarded by its lock (dsc__counter_lock) */
     dsc__budget *b;
     int64_t held;
     dsc_window_counter wc;
@@ -136,6 +135,14 @@ struct dsc__shard {
     char pad[64]; /* no false sharing with the next shard's mutex */
 };
 
+#define DSC__COUNTER_LOCKS 1024 /* the counters' locks (a power of two), chosen by address */
+
+/* One of the counters' locks, alone on its cache line. */
+typedef union dsc__lock_line {
+    pthread_mutex_t mu;
+    char line[64];
+} dsc__lock_line;
+
 /* A share of the counters' index, by the hash of a counter's key. */
 typedef struct dsc__cmap {
     pthread_mutex_t mu;
@@ -165,6 +172,9 @@ struct dsc_ledger {
     int64_t next_budget_id;
     dsc__cmap cmap[DSC__CMAP_SHARDS];
     dsc__shard shards[DSC__SHARDS];
+    /* A counter's holds and window are guarded by the lock its address picks: a mutex
+     * in each of 100 000 counters cost 4 MB, these 64 KB. */
+    dsc__lock_line counter_locks[DSC__COUNTER_LOCKS];
     /* ids loaded from a store written before ids named their shard, whose request id
      * lives in another one: id -> its shard. Built at open, read-only after. */
     dsc__strmap moved;
@@ -237,6 +247,11 @@ typedef struct dsc__hold_what {
 
 /* --- ledger.c ------------------------------------------------------------------ */
 int64_t dsc__ledger_now(dsc_ledger *l);
+/* The index of c's lock in l->counter_locks (a hash of its address). */
+size_t dsc__counter_lock_of(const dsc__counter *c);
+/* Lock and unlock c alone (no other counter's lock held: two counters may share one). */
+void dsc__counter_lock(dsc_ledger *l, const dsc__counter *c);
+void dsc__counter_unlock(dsc_ledger *l, const dsc__counter *c);
 /* A reservation object for subject over the given counters (not indexed yet); what
  * may be NULL. */
 dsc__reservation *dsc__reservation_new(const char *id, const char *request_id, const dsc_subject *s,
@@ -268,7 +283,7 @@ dsc_status dsc__recall_run(dsc_ledger *l, const dsc__recall *rc, dsc__done *done
  * the caller holds; DSC_NOMEM. */
 dsc_status dsc__reservation_index(dsc_ledger *l, dsc__reservation *r);
 /* Add or remove r's holds on its counters (sign +1 / -1). */
-void dsc__reservation_hold(dsc__reservation *r, int sign);
+void dsc__reservation_hold(dsc_ledger *l, dsc__reservation *r, int sign);
 /* Release r's holds (release) and charge a (NULL: nothing) at at_us, each counter in
  * one step under its own lock (r's shard lock held). */
 void dsc__reservation_release_charge(dsc_ledger *l, dsc__reservation *r, bool release,

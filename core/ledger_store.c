@@ -97,7 +97,7 @@ void dsc__apply_cancel(dsc_ledger *l, dsc__reservation *r, int64_t at_us, bool o
         back_to_held(l, r);
         return;
     }
-    dsc__reservation_hold(r, -1);
+    dsc__reservation_hold(l, r, -1);
     dsc__reservation_finish(l, r, RS_CANCELLED, at_us);
 }
 
@@ -115,7 +115,7 @@ void dsc__apply_expire(dsc_ledger *l, dsc__reservation *r, const dsc_amounts *ch
 
 void dsc__apply_reserve_failed(dsc_ledger *l, dsc__reservation *r) {
     if (r->state != RS_HELD) return;
-    dsc__reservation_hold(r, -1);
+    dsc__reservation_hold(l, r, -1);
     r->shard->n_held--;
     dsc__reservation_drop(l, r);
 }
@@ -374,7 +374,7 @@ static dsc_status load_held(void *ud, const dsc__rec *rec, int64_t created_us) {
     r->held = rec->amounts;
     r->created_us = created_us;
     r->expires_us = rec->expires_us;
-    dsc__reservation_hold(r, +1);
+    dsc__reservation_hold(rb->l, r, +1);
     r->shard->n_held++;
     return dsc__heap_push(rb->l, r);
 }

@@ -1092,6 +1092,7 @@ Test(ledger, a_shards_counter_cache_stays_bounded_and_a_counter_it_dropped_keeps
 Test(ledger, a_budgets_and_a_holds_strings_live_in_their_allocation_not_in_fixed_arrays) {
     /* bench/memory.sh's target counts on it: 100 000 budgets and remembered holds */
     cr_assert_lt(sizeof(dsc__budget), DSC_SELECTOR_MAX);
+    cr_assert_lt(sizeof(dsc__counter), 80, "a counter has no mutex of its own");
     cr_assert_lt(sizeof(dsc__reservation), DSC_RESERVATION_ID_MAX + 2 * DSC_NAME_MAX +
                                                2 * sizeof(dsc_amounts) + 18 * sizeof(void *));
     fake_clock clk;
@@ -1122,5 +1123,44 @@ Test(ledger, a_budgets_and_a_holds_strings_live_in_their_allocation_not_in_fixed
     dsc_hold_info h;
     cr_assert_eq(dsc_ledger_hold_get(l, r1, &h), DSC_OK);
     cr_assert_str_eq(h.owner, key, "the longest owner comes back whole");
+    dsc_ledger_free(l);
+}
+
+Test(ledger, a_reserve_over_counters_that_share_a_lock_takes_it_once_and_holds_on_each,
+     .timeout = 20) {
+    fake_clock clk;
+    dsc_ledger *l = open_ledger(&clk, DSC_EXPIRED_CHARGE);
+    enum { N = 200 }; /* 200 counters over 1 024 locks: some share one */
+    char win[16];
+    for (int i = 1; i <= N; i++) {
+        snprintf(win, sizeof win, "rolling:%dm", i);
+        budget(l, "user:ana", DSC_METRIC_REQUESTS, win, 1);
+    }
+    dsc_amounts one = amt(DSC_METRIC_REQUESTS, M);
+    char rid[DSC_RESERVATION_ID_MAX];
+    cr_assert_eq(
+        reserve_as(l, (dsc_reserve_req){&ana, &one, 60, "q", NULL}, rid, NULL, 0, NULL, NULL, NULL),
+        DSC_OK);
+    dsc__reservation *r = dsc__strmap_get(&dsc__shard_of(l, rid)->reservations, rid);
+    cr_assert(r);
+    cr_assert_eq(r->n, N);
+    bool shared = false;
+    for (size_t i = 0; i < r->n && !shared; i++)
+        for (size_t j = i + 1; j < r->n && !shared; j++)
+            shared = dsc__counter_lock_of(r->counters[i]) == dsc__counter_lock_of(r->counters[j]);
+    cr_assert(shared, "two of the counters share a lock");
+    dsc_budget_state st[N];
+    size_t n = 0;
+    cr_assert_eq(dsc_ledger_preview(l, &ana, NULL, st, N, &n, NULL), DSC_OK);
+    cr_assert_eq(n, N);
+    for (size_t i = 0; i < n; i++)
+        cr_assert_eq(st[i].held, M, "budget %zu (%s)", i, st[i].window);
+    size_t nex = 0;
+    cr_assert_eq(reserve_as(l, (dsc_reserve_req){&ana, &one, 60, NULL, NULL}, rid, NULL, 0, &nex,
+                            NULL, NULL),
+                 DSC_BUDGET_EXCEEDED);
+    cr_assert_eq(nex, N);
+    cr_assert_eq(dsc_ledger_cancel(l, &(dsc_cancel_req){r->id, NULL}, NULL, NULL), DSC_OK);
+    cr_assert_eq(state_of(l, &ana, "user:ana").held, 0);
     dsc_ledger_free(l);
 }
