@@ -20,7 +20,8 @@
  *      serialises every record anyway.
  *   3. a shard of the counters' index (cmap, by the hash of a counter's key), then
  *      counters_new_mu while a new counter joins its budget's list. Only a shard's
- *      first use of a counter comes here: it then caches it.
+ *      first use of a counter comes here: it then caches it (at most
+ *      DSC__SHARD_CACHE_MAX; a full cache starts afresh).
  *   4. a counter's lock: its holds and window. The counters share DSC__COUNTER_LOCKS
  *      mutexes, a counter's picked by a hash of its address (dsc__counter_lock_of),
  *      rather than one each (40 bytes in every counter). A reserve locks the locks of
