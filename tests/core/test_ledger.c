@@ -1126,41 +1126,65 @@ Test(ledger, a_budgets_and_a_holds_strings_live_in_their_allocation_not_in_fixed
     dsc_ledger_free(l);
 }
 
+/* The counter named key ("<budget id>#<name>"), from the counters' index. */
+static dsc__counter *counter_named(dsc_ledger *l, const char *key) {
+    return dsc__strmap_get(&l->cmap[dsc__strmap_hash(key) & (DSC__CMAP_SHARDS - 1)].map, key);
+}
+
 Test(ledger, a_reserve_over_counters_that_share_a_lock_takes_it_once_and_holds_on_each,
      .timeout = 20) {
     fake_clock clk;
     dsc_ledger *l = open_ledger(&clk, DSC_EXPIRED_CHARGE);
-    enum { N = 200 }; /* 200 counters over 1 024 locks: some share one */
-    char win[16];
-    for (int i = 1; i <= N; i++) {
-        snprintf(win, sizeof win, "rolling:%dm", i);
-        budget(l, "user:ana", DSC_METRIC_REQUESTS, win, 1);
-    }
+    budget(l, "user:*", DSC_METRIC_REQUESTS, "day", 1); /* budget 1 */
+    budget(l, "key:*", DSC_METRIC_REQUESTS, "day", 1);  /* budget 2 */
+    enum { N = 1200 }; /* more counters of each budget than there are locks */
     dsc_amounts one = amt(DSC_METRIC_REQUESTS, M);
-    char rid[DSC_RESERVATION_ID_MAX];
-    cr_assert_eq(
-        reserve_as(l, (dsc_reserve_req){&ana, &one, 60, "q", NULL}, rid, NULL, 0, NULL, NULL, NULL),
-        DSC_OK);
-    dsc__reservation *r = dsc__strmap_get(&dsc__shard_of(l, rid)->reservations, rid);
-    cr_assert(r);
-    cr_assert_eq(r->n, N);
-    bool shared = false;
-    for (size_t i = 0; i < r->n && !shared; i++)
-        for (size_t j = i + 1; j < r->n && !shared; j++)
-            shared = dsc__counter_lock_of(r->counters[i]) == dsc__counter_lock_of(r->counters[j]);
-    cr_assert(shared, "two of the counters share a lock");
-    dsc_budget_state st[N];
-    size_t n = 0;
-    cr_assert_eq(dsc_ledger_preview(l, &ana, NULL, st, N, &n, NULL), DSC_OK);
-    cr_assert_eq(n, N);
-    for (size_t i = 0; i < n; i++)
-        cr_assert_eq(st[i].held, M, "budget %zu (%s)", i, st[i].window);
+    char name[32], rid[DSC_RESERVATION_ID_MAX];
+    for (int i = 0; i < 2 * N; i++) { /* the users' counters, then the keys' */
+        char v[16];
+        snprintf(v, sizeof v, "%c%d", i < N ? 'u' : 'k', i % N);
+        dsc_subject s = {.org = "acme", .user = i < N ? v : NULL, .key = i < N ? NULL : v};
+        cr_assert_eq(reserve_as(l, (dsc_reserve_req){&s, &one, 60, NULL, NULL}, rid, NULL, 0, NULL,
+                                NULL, NULL),
+                     DSC_OK);
+        cr_assert_eq(dsc_ledger_cancel(l, &(dsc_cancel_req){rid, NULL}, NULL, NULL), DSC_OK);
+    }
+    int user = -1, key = -1; /* a user and a key whose counters share a lock */
+    size_t lock_of_user[DSC__COUNTER_LOCKS];
+    for (size_t k = 0; k < DSC__COUNTER_LOCKS; k++)
+        lock_of_user[k] = SIZE_MAX;
+    for (int i = 0; i < N; i++) {
+        snprintf(name, sizeof name, "1#org:acme/user:u%d", i);
+        dsc__counter *c = counter_named(l, name);
+        cr_assert(c, "%s", name);
+        lock_of_user[dsc__counter_lock_of(c)] = (size_t)i;
+    }
+    for (int j = 0; j < N && key < 0; j++) {
+        snprintf(name, sizeof name, "2#org:acme/key:k%d", j);
+        dsc__counter *c = counter_named(l, name);
+        cr_assert(c, "%s", name);
+        size_t u = lock_of_user[dsc__counter_lock_of(c)];
+        if (u != SIZE_MAX) user = (int)u, key = j;
+    }
+    cr_assert_geq(key, 0, "a user's counter and a key's share a lock");
+    char u[16], k[16];
+    snprintf(u, sizeof u, "u%d", user);
+    snprintf(k, sizeof k, "k%d", key);
+    dsc_subject both = {.org = "acme", .user = u, .key = k};
+    cr_assert_eq(reserve_as(l, (dsc_reserve_req){&both, &one, 60, NULL, NULL}, rid, NULL, 0, NULL,
+                            NULL, NULL),
+                 DSC_OK, "the shared lock is taken once");
+    cr_assert_eq(state_of(l, &both, "user:*").held, M);
+    cr_assert_eq(state_of(l, &both, "key:*").held, M);
     size_t nex = 0;
-    cr_assert_eq(reserve_as(l, (dsc_reserve_req){&ana, &one, 60, NULL, NULL}, rid, NULL, 0, &nex,
+    char rid2[DSC_RESERVATION_ID_MAX];
+    cr_assert_eq(reserve_as(l, (dsc_reserve_req){&both, &one, 60, NULL, NULL}, rid2, NULL, 0, &nex,
                             NULL, NULL),
                  DSC_BUDGET_EXCEEDED);
-    cr_assert_eq(nex, N);
-    cr_assert_eq(dsc_ledger_cancel(l, &(dsc_cancel_req){r->id, NULL}, NULL, NULL), DSC_OK);
-    cr_assert_eq(state_of(l, &ana, "user:ana").held, 0);
+    cr_assert_eq(nex, 2);
+    cr_assert_eq(settle_as(l, (dsc_settle_req){rid, &one, NULL, NULL}, NULL, NULL, NULL), DSC_OK);
+    cr_assert_eq(state_of(l, &both, "user:*").used, M);
+    cr_assert_eq(state_of(l, &both, "key:*").used, M);
+    cr_assert_eq(state_of(l, &both, "key:*").held, 0);
     dsc_ledger_free(l);
 }
