@@ -20,12 +20,16 @@
  *      serialises every record anyway.
  *   3. a shard of the counters' index (cmap, by the hash of a counter's key), then
  *      counters_new_mu while a new counter joins its budget's list. Only a shard's
- *      first use of a counter comes here: it then caches it.
- *   4. a counter's mu: its holds and window. A reserve locks every counter of its
- *      subject, sorted by address, so the all-or-nothing check over every matching
- *      budget and the holds it takes are atomic and two reserves never deadlock;
- *      everything else locks one counter at a time, releasing a hold and charging
- *      its usage in one step (dsc__reservation_release_charge) so no reserve sees a
+ *      first use of a counter comes here: it then caches it (at most
+ *      DSC__SHARD_CACHE_MAX; a full cache starts afresh).
+ *   4. a counter's lock: its holds and window. The counters share DSC__COUNTER_LOCKS
+ *      mutexes, a counter's picked by a hash of its address (dsc__counter_lock_of),
+ *      rather than one each (40 bytes in every counter). A reserve locks the locks of
+ *      every counter of its subject, sorted by index and each once, so the
+ *      all-or-nothing check over every matching budget and the holds it takes are
+ *      atomic and two reserves never deadlock; everything else locks one counter at a
+ *      time (never two: they may share a lock), releasing a hold and charging its
+ *      usage in one step (dsc__reservation_release_charge) so no reserve sees a
  *      counter between the two.
  *   5. the store's own queue lock (dsc__store_enqueue), innermost; the writer calls
  *      dsc__ledger_apply holding none of its locks, and no store is ever read under
@@ -299,17 +303,17 @@ void dsc__heap_remove(dsc_ledger *l, dsc__reservation *r) {
 
 /* --- reservations ---------------------------------------------------------------- */
 
-static size_t str_size(const char *s) {
-    return s && *s ? strlen(s) + 1 : 1;
+/* The bytes s takes in a reservation's tail: at most max - 1 characters and a NUL
+ * ("" for NULL). */
+static size_t str_size(const char *s, size_t max) {
+    return s && *s ? strnlen(s, max - 1) + 1 : 1;
 }
 
-static const char *put_str(char **tail, const char *s) {
+static const char *put_str(char **tail, const char *s, size_t max) {
     char *start = *tail;
-    size_t n = str_size(s);
-    if (s && *s)
-        memcpy(start, s, n);
-    else
-        start[0] = '\0';
+    size_t n = str_size(s, max);
+    if (n > 1) memcpy(start, s, n - 1);
+    start[n - 1] = '\0';
     *tail += n;
     return start;
 }
@@ -318,26 +322,29 @@ dsc__reservation *dsc__reservation_new(const char *id, const char *request_id, c
                                        const dsc__hold_what *what, const dsc__hit *hits, size_t n) {
     dsc__hold_what none = {0};
     const dsc__hold_what *w = what ? what : &none;
-    size_t strs = str_size(s->org) + str_size(s->team) + str_size(s->user) + str_size(s->key) +
-                  str_size(w->provider) + str_size(w->model) + str_size(w->zone) +
-                  str_size(w->purpose);
+    const size_t m = DSC_NAME_MAX, u = SIZE_MAX; /* the ids were kept to a name's length */
+    size_t strs = str_size(request_id, m) + str_size(w->owner, m) + str_size(s->org, u) +
+                  str_size(s->team, u) + str_size(s->user, u) + str_size(s->key, u) +
+                  str_size(w->provider, u) + str_size(w->model, u) + str_size(w->zone, u) +
+                  str_size(w->purpose, u);
     dsc__reservation *r = calloc(1, sizeof *r + n * sizeof r->counters[0] + strs);
     if (!r) return NULL;
     copy_str(r->id, sizeof r->id, id);
-    if (request_id) copy_str(r->request_id, sizeof r->request_id, request_id);
     r->heap_idx = SIZE_MAX;
     r->n = n;
     for (size_t i = 0; i < n; i++)
         r->counters[i] = hits[i].c;
     char *tail = (char *)&r->counters[n];
-    r->org = put_str(&tail, s->org);
-    r->team = put_str(&tail, s->team);
-    r->user = put_str(&tail, s->user);
-    r->key = put_str(&tail, s->key);
-    r->provider = put_str(&tail, w->provider);
-    r->model = put_str(&tail, w->model);
-    r->zone = put_str(&tail, w->zone);
-    r->purpose = put_str(&tail, w->purpose);
+    r->request_id = put_str(&tail, request_id, m);
+    r->owner = put_str(&tail, w->owner, m);
+    r->org = put_str(&tail, s->org, u);
+    r->team = put_str(&tail, s->team, u);
+    r->user = put_str(&tail, s->user, u);
+    r->key = put_str(&tail, s->key, u);
+    r->provider = put_str(&tail, w->provider, u);
+    r->model = put_str(&tail, w->model, u);
+    r->zone = put_str(&tail, w->zone, u);
+    r->purpose = put_str(&tail, w->purpose, u);
     return r;
 }
 
@@ -369,21 +376,34 @@ static int64_t sat_sub(int64_t a, int64_t b) {
     return b < 0 ? INT64_MAX : INT64_MIN;
 }
 
-/* Add (sign +1) or remove (-1) v on c's holds (c->mu held). */
+size_t dsc__counter_lock_of(const dsc__counter *c) {
+    uint64_t h = (uint64_t)(uintptr_t)c * 0x9E3779B97F4A7C15ull; /* Fibonacci hashing */
+    return (size_t)(h >> 54) & (DSC__COUNTER_LOCKS - 1);         /* the top 10 bits */
+}
+
+void dsc__counter_lock(dsc_ledger *l, const dsc__counter *c) {
+    pthread_mutex_lock(&l->counter_locks[dsc__counter_lock_of(c)].mu);
+}
+
+void dsc__counter_unlock(dsc_ledger *l, const dsc__counter *c) {
+    pthread_mutex_unlock(&l->counter_locks[dsc__counter_lock_of(c)].mu);
+}
+
+/* Add (sign +1) or remove (-1) v on c's holds (c's lock held). */
 static void counter_hold(dsc__counter *c, int64_t v, int sign) {
     c->held = sign > 0 ? sat_add(c->held, v) : sat_sub(c->held, v);
 }
 
-void dsc__reservation_hold(dsc__reservation *r, int sign) {
+void dsc__reservation_hold(dsc_ledger *l, dsc__reservation *r, int sign) {
     for (size_t i = 0; i < r->n; i++) {
         dsc__counter *c = r->counters[i];
-        pthread_mutex_lock(&c->mu);
+        dsc__counter_lock(l, c);
         counter_hold(c, r->held.v[c->b->metric], sign);
-        pthread_mutex_unlock(&c->mu);
+        dsc__counter_unlock(l, c);
     }
 }
 
-/* Charge a to c at at_us (c->mu held). */
+/* Charge a to c at at_us (c's lock held). */
 static void charge_counter(dsc_ledger *l, dsc__counter *c, const dsc_amounts *a, int64_t at_us) {
     int64_t v = a->v[c->b->metric];
     if (v) dsc_window_counter_add(&c->wc, &c->b->win, &l->tz, v, at_us);
@@ -411,19 +431,19 @@ void dsc__reservation_release_charge(dsc_ledger *l, dsc__reservation *r, bool re
                  dsc__match(l, r->shard, &s, true, hits, &nh, NULL) == DSC_OK;
     for (size_t i = 0; i < r->n; i++) {
         dsc__counter *c = r->counters[i];
-        pthread_mutex_lock(&c->mu);
+        dsc__counter_lock(l, c);
         if (release) counter_hold(c, r->held.v[c->b->metric], -1);
         if (a && (!moved || hits_have(hits, nh, c))) charge_counter(l, c, a, at_us);
-        pthread_mutex_unlock(&c->mu);
+        dsc__counter_unlock(l, c);
     }
     for (size_t i = 0; moved && i < nh; i++) {
         bool done = false;
         for (size_t j = 0; j < r->n && !done; j++)
             done = r->counters[j] == hits[i].c;
         if (done) continue;
-        pthread_mutex_lock(&hits[i].c->mu);
+        dsc__counter_lock(l, hits[i].c);
         charge_counter(l, hits[i].c, a, at_us);
-        pthread_mutex_unlock(&hits[i].c->mu);
+        dsc__counter_unlock(l, hits[i].c);
     }
 }
 
@@ -662,6 +682,8 @@ static bool locks_init(dsc_ledger *l) {
         rc |= pthread_mutex_init(&l->cmap[i].mu, NULL);
         dsc__strmap_init(&l->cmap[i].map);
     }
+    for (size_t i = 0; i < DSC__COUNTER_LOCKS; i++)
+        rc |= pthread_mutex_init(&l->counter_locks[i].mu, NULL);
     atomic_init(&l->next_rid, (uint64_t)dsc__ledger_now(l));
     for (size_t i = 0; i < DSC__SHARDS; i++) {
         dsc__shard *sh = &l->shards[i];
@@ -687,6 +709,8 @@ static void locks_destroy(dsc_ledger *l) {
         dsc__strmap_destroy(&l->cmap[i].map);
         pthread_mutex_destroy(&l->cmap[i].mu);
     }
+    for (size_t i = 0; i < DSC__COUNTER_LOCKS; i++)
+        pthread_mutex_destroy(&l->counter_locks[i].mu);
     pthread_mutex_destroy(&l->reader_mu);
     pthread_mutex_destroy(&l->journal_mu);
     pthread_mutex_destroy(&l->counters_new_mu);
@@ -744,7 +768,7 @@ void dsc_ledger_free(dsc_ledger *l) {
 
 /* --- preview and reserve ------------------------------------------------------ */
 
-/* The state of budget h for s (h->c->mu held when locked, else taken here). */
+/* The state of budget h for s (h->c's lock held when locked, else taken here). */
 static void fill_state(dsc_ledger *l, const dsc__hit *h, const dsc_subject *s, int64_t request,
                        int64_t now, bool locked, dsc_budget_state *out) {
     const dsc__budget *b = h->b;
@@ -761,11 +785,11 @@ static void fill_state(dsc_ledger *l, const dsc__hit *h, const dsc_subject *s, i
     out->limit = b->limit;
     out->used = out->held = 0;
     if (h->c) {
-        if (!locked) pthread_mutex_lock(&h->c->mu);
+        if (!locked) dsc__counter_lock(l, h->c);
         out->used = dsc_window_counter_used(&h->c->wc, &b->win, &l->tz, now);
         out->held = h->c->held;
         out->resets_at = dsc_window_counter_resets_at(&h->c->wc, &b->win, now);
-        if (!locked) pthread_mutex_unlock(&h->c->mu);
+        if (!locked) dsc__counter_unlock(l, h->c);
     } else if (b->win.kind <= DSC_WINDOW_YEAR) {
         int64_t start;
         dsc_window_period(&b->win, &l->tz, now / 1000000, &start, &out->resets_at);
@@ -875,24 +899,28 @@ static size_t find_exceeded(dsc_ledger *l, const dsc__hit *hits, size_t nh, cons
     return n;
 }
 
-static int counter_addr_cmp(const void *a, const void *b) {
-    uintptr_t x = (uintptr_t) * (dsc__counter *const *)a,
-              y = (uintptr_t) * (dsc__counter *const *)b;
+static int lock_index_cmp(const void *a, const void *b) {
+    size_t x = *(const size_t *)a, y = *(const size_t *)b;
     return x < y ? -1 : x > y;
 }
 
-/* Lock the counters of hits in the one global order (by address), into order[]. */
-static void lock_counters(const dsc__hit *hits, size_t nh, dsc__counter **order) {
+/* Lock the counters of hits: their locks in the one global order (by index), each
+ * once though counters share it, into order[]; returns how many. */
+static size_t lock_counters(dsc_ledger *l, const dsc__hit *hits, size_t nh, size_t *order) {
     for (size_t i = 0; i < nh; i++)
-        order[i] = hits[i].c;
-    if (nh > 1) qsort(order, nh, sizeof *order, counter_addr_cmp);
+        order[i] = dsc__counter_lock_of(hits[i].c);
+    if (nh > 1) qsort(order, nh, sizeof *order, lock_index_cmp);
+    size_t n = 0;
     for (size_t i = 0; i < nh; i++)
-        pthread_mutex_lock(&order[i]->mu);
+        if (n == 0 || order[n - 1] != order[i]) order[n++] = order[i];
+    for (size_t i = 0; i < n; i++)
+        pthread_mutex_lock(&l->counter_locks[order[i]].mu);
+    return n;
 }
 
-static void unlock_counters(dsc__counter **order, size_t nh) {
-    for (size_t i = nh; i-- > 0;)
-        pthread_mutex_unlock(&order[i]->mu);
+static void unlock_counters(dsc_ledger *l, const size_t *order, size_t n) {
+    for (size_t i = n; i-- > 0;)
+        pthread_mutex_unlock(&l->counter_locks[order[i]].mu);
 }
 
 static dsc_status reserve_validate(const dsc_subject *s, const dsc_amounts *a, int64_t ttl_s,
@@ -965,12 +993,12 @@ static dsc_status hold_check(dsc_ledger *l, dsc__reservation *r, const dsc_subje
                              const dsc__hit *hits, size_t nh, int64_t now,
                              dsc_budget_state *exceeded, size_t max_exceeded, size_t *n_exceeded,
                              dsc_error *err) {
-    dsc__counter *order[DSC__HITS_MAX];
-    lock_counters(hits, nh, order);
+    size_t order[DSC__HITS_MAX];
+    size_t nl = lock_counters(l, hits, nh, order);
     size_t nx = find_exceeded(l, hits, nh, subject, &r->held, now, exceeded, max_exceeded);
     for (size_t i = 0; !nx && i < nh; i++)
         counter_hold(hits[i].c, r->held.v[hits[i].b->metric], +1);
-    unlock_counters(order, nh);
+    unlock_counters(l, order, nl);
     if (n_exceeded) *n_exceeded = nx;
     if (!nx) return DSC_OK;
     return dsc_error_set(err, DSC_BUDGET_EXCEEDED, "%zu budget%s would be exceeded", nx,
@@ -1066,7 +1094,7 @@ static dsc_status hold_publish(dsc_ledger *l, dsc__reservation *r, dsc__rec *rec
         if (st != DSC_OK) dsc__apply_reserve_failed(l, r); /* indexed: dropped with its holds */
     } else if (st != DSC_OK) {
         free(rec);
-        dsc__reservation_hold(r, -1);
+        dsc__reservation_hold(l, r, -1);
         free(r);
     }
     if (rec) pthread_mutex_unlock(&l->journal_mu);
@@ -1139,7 +1167,7 @@ static dsc_status reserve_new(dsc_ledger *l, dsc__shard *sh, const uint8_t *rand
     dsc__hold_what what = {0};
     if (decision)
         what = (dsc__hold_what){decision->provider, decision->model, decision->zone,
-                                decision->purpose};
+                                decision->purpose, decision->key_id};
     dsc_status st = dsc__match(l, sh, subject, true, hits, &nh, err);
     dsc__reservation *r = NULL;
     if (st == DSC_OK && !(r = hold_make(sh, (size_t)(sh - l->shards), random, subject, amounts, now,
@@ -1153,10 +1181,9 @@ static dsc_status reserve_new(dsc_ledger *l, dsc__shard *sh, const uint8_t *rand
         free(dec);
         return st;
     }
-    if (decision && decision->key_id) copy_str(r->owner, sizeof r->owner, decision->key_id);
     dsc__rec *rec = l->store ? journal_rec(r, dec) : NULL;
     if (l->store && !rec) {
-        dsc__reservation_hold(r, -1);
+        dsc__reservation_hold(l, r, -1);
         free(r);
         return dsc_error_set(err, DSC_NOMEM, "out of memory");
     }
@@ -1240,7 +1267,7 @@ dsc_status dsc__reservation_recall(dsc_ledger *l, const char *id) {
     }
     dsc_subject s = {row->subject.org, row->subject.team, row->subject.user, row->subject.key};
     const dsc__rec_decision *d = &row->u.decision;
-    dsc__hold_what what = {d->provider, d->model, d->zone, d->purpose};
+    dsc__hold_what what = {d->provider, d->model, d->zone, d->purpose, d->key_id};
     dsc__hit hits[DSC__HITS_MAX];
     size_t nh = 0;
     dsc__reservation *r = NULL;
@@ -1253,7 +1280,6 @@ dsc_status dsc__reservation_recall(dsc_ledger *l, const char *id) {
     if (!(r = dsc__reservation_new(id, NULL, &s, &what, hits, nh))) goto out;
     r->charged = row->amounts;
     r->state = rs;
-    copy_str(r->owner, sizeof r->owner, d->key_id);
     if (dsc__reservation_index(l, r) != DSC_OK) {
         free(r);
         goto out;

@@ -81,7 +81,6 @@ static dsc_status parse_selector_checked(const char *text, dsc__budget *b, dsc_e
                              "field 'selector': '%.60s' is not '*', '<level>:<name|*>' or "
                              "'org:<name>/<level>:<name|*>' (level org|team|user|key)",
                              text ? text : "(null)");
-    strcpy(b->selector, text);
     return DSC_OK;
 }
 
@@ -287,10 +286,6 @@ size_t dsc__counter_key(const dsc__budget *b, const dsc_subject *s, char *key, s
 static dsc__counter *counter_new(dsc__strmap *map, dsc__budget *b, const char *key, size_t off) {
     dsc__counter *c = calloc(1, sizeof *c + strlen(key) + 1);
     if (!c) return NULL;
-    if (pthread_mutex_init(&c->mu, NULL) != 0) {
-        free(c);
-        return NULL;
-    }
     c->b = b;
     strcpy(c->key, key);
     c->name_off = off;
@@ -302,7 +297,6 @@ static dsc__counter *counter_new(dsc__strmap *map, dsc__budget *b, const char *k
     return c;
 fail:
     dsc_window_counter_destroy(&c->wc);
-    pthread_mutex_destroy(&c->mu);
     free(c);
     return NULL;
 }
@@ -326,6 +320,17 @@ bool dsc__budget_applies(const dsc__budget *b, const dsc_subject *s) {
     return strcmp(cand, b->selector) == 0;
 }
 
+/* Cache c in sh (its lock held). A full cache starts afresh: the counters in use come
+ * back at their next call, so it holds the shard's working set in bounded memory. Out
+ * of memory: c stays uncached. */
+static void cache_put(dsc__shard *sh, dsc__counter *c) {
+    if (sh->counters.len >= DSC__SHARD_CACHE_MAX) {
+        dsc__strmap_destroy(&sh->counters);
+        dsc__strmap_init(&sh->counters);
+    }
+    dsc__strmap_put(&sh->counters, c->key, c);
+}
+
 /* b's counter named key (off: where its name starts), found or, with create, made:
  * first in the cache of sh (whose lock the caller holds; NULL: none), then in the
  * counters' index, whose shard is locked here (the budget's counter list under
@@ -347,7 +352,7 @@ static dsc__counter *counter_get(dsc_ledger *l, dsc__shard *sh, dsc__budget *b, 
         *nomem = !c;
     }
     pthread_mutex_unlock(&m->mu);
-    if (c && sh) dsc__strmap_put(&sh->counters, c->key, c); /* out of memory: uncached */
+    if (c && sh) cache_put(sh, c);
     return c;
 }
 
@@ -386,7 +391,6 @@ void dsc__budget_drop_counters(dsc__budget *b) {
     for (dsc__counter *c = b->counters, *next; c; c = next) {
         next = c->next;
         dsc_window_counter_destroy(&c->wc);
-        pthread_mutex_destroy(&c->mu);
         free(c);
     }
     b->counters = NULL;
@@ -429,14 +433,17 @@ dsc_status dsc__budget_new(const char *selector, dsc_metric metric, const char *
     dsc_status st = parse_selector_checked(selector, &tmp, err);
     if (st == DSC_OK) st = dsc_window_parse(window, &tmp.win, err);
     if (st != DSC_OK) return st;
-    snprintf(tmp.window_text, sizeof tmp.window_text, "%s", window);
     tmp.metric = metric;
-    char ident[DSC_SELECTOR_MAX + DSC_WINDOW_MAX + 16];
-    dsc__budget_ident(ident, sizeof ident, tmp.selector, metric, tmp.window_text);
-    dsc__budget *b = malloc(sizeof *b + strlen(ident) + 1);
+    char wtext[DSC_WINDOW_MAX], ident[DSC_SELECTOR_MAX + DSC_WINDOW_MAX + 16];
+    snprintf(wtext, sizeof wtext, "%s", window);
+    dsc__budget_ident(ident, sizeof ident, selector, metric, wtext);
+    size_t ilen = strlen(ident), slen = strlen(selector), wlen = strlen(wtext);
+    dsc__budget *b = malloc(sizeof *b + ilen + 1 + slen + 1 + wlen + 1);
     if (!b) return dsc_error_set(err, DSC_NOMEM, "out of memory creating a budget");
     memcpy(b, &tmp, sizeof tmp);
-    strcpy(b->ident, ident);
+    memcpy(b->ident, ident, ilen + 1);
+    b->selector = memcpy(b->ident + ilen + 1, selector, slen + 1);
+    b->window_text = memcpy(b->ident + ilen + 1 + slen + 1, wtext, wlen + 1);
     *out = b;
     return DSC_OK;
 }

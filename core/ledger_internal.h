@@ -6,8 +6,8 @@
  *
  * Locking (the order is written down once, in ledger.c's header comment):
  * reservations in DSC__SHARDS shards with a mutex each (budgets: read under any one,
- * changed under all), the counters' index in DSC__CMAP_SHARDS shards, each counter
- * with its own mutex.
+ * changed under all), the counters' index in DSC__CMAP_SHARDS shards, the counters
+ * under DSC__COUNTER_LOCKS locks chosen by their address.
  */
 #ifndef DISCERN_LEDGER_INTERNAL_H
 #define DISCERN_LEDGER_INTERNAL_H
@@ -27,9 +27,9 @@ typedef struct dsc__counter dsc__counter;
 
 typedef struct dsc__budget {
     int64_t id;
-    char selector[DSC_SELECTOR_MAX];
+    const char *selector; /* into the allocation's tail, after ident */
     dsc_metric metric;
-    char window_text[DSC_WINDOW_MAX];
+    const char *window_text; /* the same */
     dsc_window win;
     int64_t limit;
     dsc__level level;
@@ -39,11 +39,11 @@ typedef struct dsc__budget {
     struct dsc__budget *next_dead;
     dsc__counter *counters; /* this budget's counters (grown under counters_new_mu) */
     size_t n_counters;      /* how many */
-    char ident[];           /* selector|metric|window, the budgets map's key */
+    char ident[];           /* selector|metric|window, the budgets map's key; then the selector and
+                               the window text, each with its NUL */
 } dsc__budget;
 
-struct dsc__counter {
-    pthread_mutex_t mu; /* guards held and wc */
+struct dsc__counter { /* held and wc are guarded by its lock (dsc__counter_lock) */
     dsc__budget *b;
     int64_t held;
     dsc_window_counter wc;
@@ -76,16 +76,16 @@ typedef struct dsc__shard dsc__shard;
 typedef struct dsc__reservation {
     dsc__shard *shard; /* the shard that indexes it: its mutex guards every field */
     char id[DSC_RESERVATION_ID_MAX];
-    char request_id[DSC_NAME_MAX];
-    char owner[DSC_NAME_MAX]; /* the key id that took the hold ("" = none) */
     dsc__rstate state, prev;
     uint64_t epoch;  /* budget_epoch when counters[] was resolved */
     bool committing; /* its reserve record is not committed yet (and waited for) */
     int64_t created_us, expires_us, finished_us;
     dsc_amounts held, charged;
-    size_t heap_idx;                               /* SIZE_MAX when not in the expiry heap */
-    struct dsc__reservation *fprev, *fnext;        /* the finished list, oldest first */
-    const char *org, *team, *user, *key;           /* into the allocation's tail */
+    size_t heap_idx;                        /* SIZE_MAX when not in the expiry heap */
+    struct dsc__reservation *fprev, *fnext; /* the finished list, oldest first */
+    const char *request_id;                 /* into the allocation's tail ("" = none) */
+    const char *owner;                   /* the key id that took the hold ("" = none), the same */
+    const char *org, *team, *user, *key; /* the same */
     const char *provider, *model, *zone, *purpose; /* what the hold was for, the same */
     size_t n;
     dsc__counter *counters[]; /* then the subject strings */
@@ -111,8 +111,9 @@ dsc_status dsc__done_now(dsc_status st, const dsc__done *done);
 #define DSC__HITS_MAX 256 /* budgets that may apply to one subject */
 #define DSC__SHAPES 15    /* "*", "org:*", "org:x", then 4 per team/user/key level */
 
-#define DSC__SHARDS 16      /* reservation shards (a power of two: an id names its own) */
-#define DSC__CMAP_SHARDS 64 /* shards of the counters' index */
+#define DSC__SHARDS 16            /* reservation shards (a power of two: an id names its own) */
+#define DSC__CMAP_SHARDS 64       /* shards of the counters' index */
+#define DSC__SHARD_CACHE_MAX 2048 /* counters a shard's cache holds before it starts afresh */
 
 /* A share of the reservations, by id (see dsc__shard_of): its mutex guards the maps,
  * the expiry heap, the finished list, the id orders and every reservation in it. */
@@ -126,12 +127,21 @@ struct dsc__shard {
                                         read without the lock to skip a shard with none due */
     dsc__reservation *fhead, *ftail; /* the finished list, oldest first */
     dsc__strmap counters;            /* the counters its holds have used: key -> counter (a cache of
-                                        the counters' index, dropped with a budget) */
+                                        the counters' index, dropped with a budget, at most
+                                        DSC__SHARD_CACHE_MAX) */
     size_t n_held, n_reservations;   /* this shard's share of the stats */
     _Atomic size_t n_finished;       /* written under mu, read by any (forget_old) */
     uint64_t settles, expired;
     char pad[64]; /* no false sharing with the next shard's mutex */
 };
+
+#define DSC__COUNTER_LOCKS 1024 /* the counters' locks (a power of two), chosen by address */
+
+/* One of the counters' locks, alone on its cache line. */
+typedef union dsc__lock_line {
+    pthread_mutex_t mu;
+    char line[64];
+} dsc__lock_line;
 
 /* A share of the counters' index, by the hash of a counter's key. */
 typedef struct dsc__cmap {
@@ -162,6 +172,9 @@ struct dsc_ledger {
     int64_t next_budget_id;
     dsc__cmap cmap[DSC__CMAP_SHARDS];
     dsc__shard shards[DSC__SHARDS];
+    /* A counter's holds and window are guarded by the lock its address picks: a mutex
+     * in each of 100 000 counters cost 4 MB, these 64 KB. */
+    dsc__lock_line counter_locks[DSC__COUNTER_LOCKS];
     /* ids loaded from a store written before ids named their shard, whose request id
      * lives in another one: id -> its shard. Built at open, read-only after. */
     dsc__strmap moved;
@@ -232,13 +245,18 @@ int64_t dsc__window_reach(const dsc__budget *b);
 void dsc__budgets_free(dsc_ledger *l);
 
 /* What a hold was for (any field may be NULL): its check's provider, model, zone and
- * purpose. */
+ * purpose, and the key id that took it (its owner). */
 typedef struct dsc__hold_what {
-    const char *provider, *model, *zone, *purpose;
+    const char *provider, *model, *zone, *purpose, *owner;
 } dsc__hold_what;
 
 /* --- ledger.c ------------------------------------------------------------------ */
 int64_t dsc__ledger_now(dsc_ledger *l);
+/* The index of c's lock in l->counter_locks (a hash of its address). */
+size_t dsc__counter_lock_of(const dsc__counter *c);
+/* Lock and unlock c alone (no other counter's lock held: two counters may share one). */
+void dsc__counter_lock(dsc_ledger *l, const dsc__counter *c);
+void dsc__counter_unlock(dsc_ledger *l, const dsc__counter *c);
 /* A reservation object for subject over the given counters (not indexed yet); what
  * may be NULL. */
 dsc__reservation *dsc__reservation_new(const char *id, const char *request_id, const dsc_subject *s,
@@ -270,7 +288,7 @@ dsc_status dsc__recall_run(dsc_ledger *l, const dsc__recall *rc, dsc__done *done
  * the caller holds; DSC_NOMEM. */
 dsc_status dsc__reservation_index(dsc_ledger *l, dsc__reservation *r);
 /* Add or remove r's holds on its counters (sign +1 / -1). */
-void dsc__reservation_hold(dsc__reservation *r, int sign);
+void dsc__reservation_hold(dsc_ledger *l, dsc__reservation *r, int sign);
 /* Release r's holds (release) and charge a (NULL: nothing) at at_us, each counter in
  * one step under its own lock (r's shard lock held). */
 void dsc__reservation_release_charge(dsc_ledger *l, dsc__reservation *r, bool release,

@@ -97,7 +97,7 @@ void dsc__apply_cancel(dsc_ledger *l, dsc__reservation *r, int64_t at_us, bool o
         back_to_held(l, r);
         return;
     }
-    dsc__reservation_hold(r, -1);
+    dsc__reservation_hold(l, r, -1);
     dsc__reservation_finish(l, r, RS_CANCELLED, at_us);
 }
 
@@ -115,7 +115,7 @@ void dsc__apply_expire(dsc_ledger *l, dsc__reservation *r, const dsc_amounts *ch
 
 void dsc__apply_reserve_failed(dsc_ledger *l, dsc__reservation *r) {
     if (r->state != RS_HELD) return;
-    dsc__reservation_hold(r, -1);
+    dsc__reservation_hold(l, r, -1);
     r->shard->n_held--;
     dsc__reservation_drop(l, r);
 }
@@ -355,11 +355,10 @@ static dsc__reservation *load_reservation(rebuild *rb, const dsc__rec *rec) {
     size_t nh = 0;
     if (dsc__match(rb->l, NULL, &s, true, hits, &nh, NULL) != DSC_OK) return NULL;
     const dsc__rec_decision *d = &rec->u.decision;
-    dsc__hold_what what = {d->provider, d->model, d->zone, d->purpose};
+    dsc__hold_what what = {d->provider, d->model, d->zone, d->purpose, d->key_id};
     dsc__reservation *r =
         dsc__reservation_new(rec->reservation_id, rec->request_id, &s, &what, hits, nh);
     if (!r) return NULL;
-    snprintf(r->owner, sizeof r->owner, "%s", d->key_id);
     if (dsc__ledger_loaded(rb->l, r) != DSC_OK || dsc__reservation_index(rb->l, r) != DSC_OK) {
         free(r);
         return NULL;
@@ -375,7 +374,7 @@ static dsc_status load_held(void *ud, const dsc__rec *rec, int64_t created_us) {
     r->held = rec->amounts;
     r->created_us = created_us;
     r->expires_us = rec->expires_us;
-    dsc__reservation_hold(r, +1);
+    dsc__reservation_hold(rb->l, r, +1);
     r->shard->n_held++;
     return dsc__heap_push(rb->l, r);
 }

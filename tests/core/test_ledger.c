@@ -3,6 +3,8 @@
 #include "discern/ledger.h"
 #include "ledger_calls.h"
 
+#include "../../core/ledger_internal.h"
+
 #include <criterion/criterion.h>
 #include <pthread.h>
 #include <stdatomic.h>
@@ -1042,5 +1044,147 @@ Test(ledger, finished_reservations_are_remembered_up_to_retain_max_in_all) {
     cr_assert_eq(repeated, N, "%d of %d remembered", repeated, N + 1);
     cr_assert_eq(unknown, 1);
     cr_assert_eq(state_of(l, &ana, "team:*").used, (N + 1) * M);
+    dsc_ledger_free(l);
+}
+
+/* A request id whose hold goes to shard 0 (the shard is the hash of the request id). */
+static void request_in_shard0(char *buf, size_t len, int *next) {
+    do
+        snprintf(buf, len, "q%d", (*next)++);
+    while ((dsc__strmap_hash(buf) & (DSC__SHARDS - 1)) != 0);
+}
+
+Test(ledger, a_shards_counter_cache_stays_bounded_and_a_counter_it_dropped_keeps_its_usage) {
+    fake_clock clk;
+    dsc_ledger *l = open_ledger(&clk, DSC_EXPIRED_CHARGE);
+    budget(l, "user:*", DSC_METRIC_REQUESTS, "day", 1);
+    enum { N = DSC__SHARD_CACHE_MAX + 100 };
+    dsc_amounts one = amt(DSC_METRIC_REQUESTS, M);
+    char user[16], req[24], rid[DSC_RESERVATION_ID_MAX];
+    int next = 0;
+    for (int i = 0; i < N; i++) {
+        snprintf(user, sizeof user, "u%d", i);
+        request_in_shard0(req, sizeof req, &next);
+        dsc_subject s = {.org = "acme", .team = "infra", .user = user};
+        cr_assert_eq(reserve_as(l, (dsc_reserve_req){&s, &one, 60, req, NULL}, rid, NULL, 0, NULL,
+                                NULL, NULL),
+                     DSC_OK);
+        cr_assert_eq(settle_as(l, (dsc_settle_req){rid, &one, NULL, NULL}, NULL, NULL, NULL),
+                     DSC_OK);
+        cr_assert_leq(l->shards[0].counters.len, DSC__SHARD_CACHE_MAX, "after %d users", i + 1);
+    }
+    dsc_ledger_stats stats;
+    dsc_ledger_stats_get(l, &stats);
+    cr_assert_eq(stats.counters, N, "every user has one counter, cached or not");
+    dsc_subject first = {.org = "acme", .team = "infra", .user = "u0"};
+    snprintf(req, sizeof req, "1#org:acme/user:u%d", N - 1);
+    cr_assert_not_null(dsc__strmap_get(&l->shards[0].counters, req), "the newest is cached");
+    cr_assert_null(dsc__strmap_get(&l->shards[0].counters, "1#org:acme/user:u0"),
+                   "u0's counter left the cache");
+    request_in_shard0(req, sizeof req, &next);
+    cr_assert_eq(reserve_as(l, (dsc_reserve_req){&first, &one, 60, req, NULL}, rid, NULL, 0, NULL,
+                            NULL, NULL),
+                 DSC_BUDGET_EXCEEDED, "the counter found again is the one that was charged");
+    cr_assert_eq(state_of(l, &first, "user:*").used, M);
+    dsc_ledger_free(l);
+}
+
+Test(ledger, a_budgets_and_a_holds_strings_live_in_their_allocation_not_in_fixed_arrays) {
+    /* bench/memory.sh's target counts on it: 100 000 budgets and remembered holds */
+    cr_assert_lt(sizeof(dsc__budget), DSC_SELECTOR_MAX);
+    cr_assert_lt(sizeof(dsc__counter), 80, "a counter has no mutex of its own");
+    cr_assert_lt(sizeof(dsc__reservation), DSC_RESERVATION_ID_MAX + 2 * DSC_NAME_MAX +
+                                               2 * sizeof(dsc_amounts) + 18 * sizeof(void *));
+    fake_clock clk;
+    dsc_ledger *l = open_ledger(&clk, DSC_EXPIRED_CHARGE);
+    char sel[DSC_SELECTOR_MAX], req[DSC_NAME_MAX], key[DSC_NAME_MAX];
+    memset(req, 'r', sizeof req - 1);
+    req[sizeof req - 1] = '\0';
+    memset(key, 'k', sizeof key - 1);
+    key[sizeof key - 1] = '\0';
+    snprintf(sel, sizeof sel, "org:%.54s/user:%.63s", key, req); /* 127 characters */
+    cr_assert_eq(strlen(sel), DSC_SELECTOR_MAX - 1);
+    budget(l, sel, DSC_METRIC_REQUESTS, "rolling:1h", 5);
+    dsc_budget_info info;
+    cr_assert_eq(dsc_ledger_budget_get(l, sel, DSC_METRIC_REQUESTS, "rolling:1h", &info, NULL),
+                 DSC_OK);
+    cr_assert_str_eq(info.selector, sel);
+    cr_assert_str_eq(info.window, "rolling:1h");
+    dsc_amounts one = amt(DSC_METRIC_REQUESTS, M);
+    dsc_decision_record rec = {.decision_id = "d-1", .subject = ana, .key_id = key};
+    char r1[DSC_RESERVATION_ID_MAX], r2[DSC_RESERVATION_ID_MAX];
+    cr_assert_eq(
+        reserve_as(l, (dsc_reserve_req){&ana, &one, 60, req, &rec}, r1, NULL, 0, NULL, NULL, NULL),
+        DSC_OK);
+    cr_assert_eq(
+        reserve_as(l, (dsc_reserve_req){&ana, &one, 60, req, NULL}, r2, NULL, 0, NULL, NULL, NULL),
+        DSC_OK);
+    cr_assert_str_eq(r1, r2, "the longest request id finds its hold");
+    dsc_hold_info h;
+    cr_assert_eq(dsc_ledger_hold_get(l, r1, &h), DSC_OK);
+    cr_assert_str_eq(h.owner, key, "the longest owner comes back whole");
+    dsc_ledger_free(l);
+}
+
+/* The counter named key ("<budget id>#<name>"), from the counters' index. */
+static dsc__counter *counter_named(dsc_ledger *l, const char *key) {
+    return dsc__strmap_get(&l->cmap[dsc__strmap_hash(key) & (DSC__CMAP_SHARDS - 1)].map, key);
+}
+
+Test(ledger, a_reserve_over_counters_that_share_a_lock_takes_it_once_and_holds_on_each,
+     .timeout = 20) {
+    fake_clock clk;
+    dsc_ledger *l = open_ledger(&clk, DSC_EXPIRED_CHARGE);
+    budget(l, "user:*", DSC_METRIC_REQUESTS, "day", 1); /* budget 1 */
+    budget(l, "key:*", DSC_METRIC_REQUESTS, "day", 1);  /* budget 2 */
+    enum { N = 1200 }; /* more counters of each budget than there are locks */
+    dsc_amounts one = amt(DSC_METRIC_REQUESTS, M);
+    char name[32], rid[DSC_RESERVATION_ID_MAX];
+    for (int i = 0; i < 2 * N; i++) { /* the users' counters, then the keys' */
+        char v[16];
+        snprintf(v, sizeof v, "%c%d", i < N ? 'u' : 'k', i % N);
+        dsc_subject s = {.org = "acme", .user = i < N ? v : NULL, .key = i < N ? NULL : v};
+        cr_assert_eq(reserve_as(l, (dsc_reserve_req){&s, &one, 60, NULL, NULL}, rid, NULL, 0, NULL,
+                                NULL, NULL),
+                     DSC_OK);
+        cr_assert_eq(dsc_ledger_cancel(l, &(dsc_cancel_req){rid, NULL}, NULL, NULL), DSC_OK);
+    }
+    int user = -1, key = -1; /* a user and a key whose counters share a lock */
+    size_t lock_of_user[DSC__COUNTER_LOCKS];
+    for (size_t k = 0; k < DSC__COUNTER_LOCKS; k++)
+        lock_of_user[k] = SIZE_MAX;
+    for (int i = 0; i < N; i++) {
+        snprintf(name, sizeof name, "1#org:acme/user:u%d", i);
+        dsc__counter *c = counter_named(l, name);
+        cr_assert(c, "%s", name);
+        lock_of_user[dsc__counter_lock_of(c)] = (size_t)i;
+    }
+    for (int j = 0; j < N && key < 0; j++) {
+        snprintf(name, sizeof name, "2#org:acme/key:k%d", j);
+        dsc__counter *c = counter_named(l, name);
+        cr_assert(c, "%s", name);
+        size_t u = lock_of_user[dsc__counter_lock_of(c)];
+        if (u != SIZE_MAX) user = (int)u, key = j;
+    }
+    cr_assert_geq(key, 0, "a user's counter and a key's share a lock");
+    char u[16], k[16];
+    snprintf(u, sizeof u, "u%d", user);
+    snprintf(k, sizeof k, "k%d", key);
+    dsc_subject both = {.org = "acme", .user = u, .key = k};
+    cr_assert_eq(reserve_as(l, (dsc_reserve_req){&both, &one, 60, NULL, NULL}, rid, NULL, 0, NULL,
+                            NULL, NULL),
+                 DSC_OK, "the shared lock is taken once");
+    cr_assert_eq(state_of(l, &both, "user:*").held, M);
+    cr_assert_eq(state_of(l, &both, "key:*").held, M);
+    size_t nex = 0;
+    char rid2[DSC_RESERVATION_ID_MAX];
+    cr_assert_eq(reserve_as(l, (dsc_reserve_req){&both, &one, 60, NULL, NULL}, rid2, NULL, 0, &nex,
+                            NULL, NULL),
+                 DSC_BUDGET_EXCEEDED);
+    cr_assert_eq(nex, 2);
+    cr_assert_eq(settle_as(l, (dsc_settle_req){rid, &one, NULL, NULL}, NULL, NULL, NULL), DSC_OK);
+    cr_assert_eq(state_of(l, &both, "user:*").used, M);
+    cr_assert_eq(state_of(l, &both, "key:*").used, M);
+    cr_assert_eq(state_of(l, &both, "key:*").held, 0);
     dsc_ledger_free(l);
 }
