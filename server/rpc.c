@@ -255,6 +255,30 @@ const msgpack_object *dsc_rpc_field(const msgpack_object *map, const char *key) 
     return NULL;
 }
 
+static bool name_listed(const dsc_rpc_name *names, size_t n, const msgpack_object *k) {
+    if (k->type != MSGPACK_OBJECT_STR || k->via.str.size == 0) return false;
+    for (size_t j = 0; j < n; j++)
+        if (names[j].len == k->via.str.size && names[j].s[0] == k->via.str.ptr[0] &&
+            memcmp(names[j].s, k->via.str.ptr, names[j].len) == 0)
+            return true;
+    return false;
+}
+
+const msgpack_object *dsc_rpc_pick(const msgpack_object *map, const dsc_rpc_name *names, size_t n,
+                                   msgpack_object_kv *kv, msgpack_object *out) {
+    if (!map || map->type != MSGPACK_OBJECT_MAP) return map;
+    uint32_t got = 0;
+    for (uint32_t i = 0; i < map->via.map.size; i++) {
+        if (!name_listed(names, n, &map->via.map.ptr[i].key)) continue;
+        if (got == n) return map; /* a key repeated: the whole map answers the same */
+        kv[got++] = map->via.map.ptr[i];
+    }
+    out->type = MSGPACK_OBJECT_MAP;
+    out->via.map.size = got;
+    out->via.map.ptr = kv;
+    return out;
+}
+
 static bool is_allowed(const char *const *allowed, const char *k, size_t n) {
     for (; *allowed; allowed++)
         if ((n == 0 || (*allowed)[0] == k[0]) && strlen(*allowed) == n &&
