@@ -508,3 +508,35 @@ Test(rpc, a_pick_with_a_repeated_key_past_its_room_answers_with_the_whole_map) {
     msgpack_zone_free(zone);
     msgpack_sbuffer_destroy(&b.sb);
 }
+
+Test(rpc, a_key_is_known_only_when_all_its_bytes_are_a_listed_name) {
+    static const char *const known[] = {"reserve", "purpose", NULL};
+    static const char *const keys[] = {"reserv", "reservee", "reserve\0x", "", "purposf"};
+    static const size_t lens[] = {6, 8, 9, 0, 7};
+    for (size_t i = 0; i < sizeof lens / sizeof lens[0]; i++) {
+        buf b;
+        buf_init(&b);
+        msgpack_pack_map(&b.pk, 1);
+        dsc_rpc_pack_strn(&b.pk, keys[i], lens[i]);
+        msgpack_pack_true(&b.pk);
+        msgpack_zone *zone = msgpack_zone_new(1024);
+        msgpack_object map;
+        cr_assert_eq(dsc_rpc_decode((const uint8_t *)b.sb.data, b.sb.size, zone, &map), DSC_OK);
+        cr_assert_not(dsc_rpc_keys_known(&map, known), "key %zu taken as known", i);
+        msgpack_zone_free(zone);
+        msgpack_sbuffer_destroy(&b.sb);
+    }
+    buf b;
+    buf_init(&b);
+    msgpack_pack_map(&b.pk, 2);
+    pack_str(&b.pk, "purpose");
+    msgpack_pack_true(&b.pk);
+    pack_str(&b.pk, "reserve");
+    msgpack_pack_true(&b.pk);
+    msgpack_zone *zone = msgpack_zone_new(1024);
+    msgpack_object map;
+    cr_assert_eq(dsc_rpc_decode((const uint8_t *)b.sb.data, b.sb.size, zone, &map), DSC_OK);
+    cr_assert(dsc_rpc_keys_known(&map, known));
+    msgpack_zone_free(zone);
+    msgpack_sbuffer_destroy(&b.sb);
+}
