@@ -49,31 +49,14 @@ typedef struct table {
     size_t mask;
 } table;
 
-/* Mix n bytes of s into h eight at a time (a multiply and a shift per word, the
- * length in the last word), then the tail byte by byte: fewer instructions per
- * look-up than a byte-wise hash, and a look-up happens several times per request. */
-static uint64_t hash_bytes(uint64_t h, const char *s, size_t n) {
-    const uint64_t k = 0x9e3779b97f4a7c15ull;
-    for (; n >= 8; s += 8, n -= 8) {
-        uint64_t w;
-        memcpy(&w, s, 8);
-        h = (h ^ w) * k;
-        h ^= h >> 29;
-    }
-    uint64_t w = (uint64_t)n << 56;
-    for (size_t i = 0; i < n; i++)
-        w |= (uint64_t)(unsigned char)s[i] << (8 * i);
-    h = (h ^ w) * k;
-    return h ^ (h >> 29);
-}
-
-/* The tail word carries the length: ("ab","c") and ("a","bc") hash apart. */
 static uint64_t hash_pair(const char *a, const char *b) {
-    uint64_t h = hash_bytes(0x2545f4914f6cdd1dull, a, strlen(a));
-    h = hash_bytes(h, b, strlen(b));
-    h ^= h >> 32;
-    h *= 0xd6e8feb86659fd93ull;
-    return h ^ (h >> 32);
+    uint64_t h = 1469598103934665603ull; /* FNV-1a 64 */
+    for (const unsigned char *p = (const unsigned char *)a; *p; p++)
+        h = (h ^ *p) * 1099511628211ull;
+    h = (h ^ 0xffu) * 1099511628211ull; /* separator: ("ab","c") != ("a","bc") */
+    for (const unsigned char *p = (const unsigned char *)b; *p; p++)
+        h = (h ^ *p) * 1099511628211ull;
+    return h;
 }
 
 static int table_init(table *t, size_t n) {

@@ -290,18 +290,11 @@ const msgpack_object *dsc_rpc_pick(const msgpack_object *map, const dsc_rpc_name
     return out;
 }
 
-/* Whether name (a C string) is the n bytes of k: compared in one walk that stops at
- * the first difference or at name's end (no strlen of every candidate). */
-static bool name_is(const char *name, const char *k, size_t n) {
-    size_t j = 0;
-    while (j < n && name[j] && name[j] == k[j])
-        j++;
-    return j == n && name[n] == '\0';
-}
-
 static bool is_allowed(const char *const *allowed, const char *k, size_t n) {
     for (; *allowed; allowed++)
-        if (name_is(*allowed, k, n)) return true;
+        if ((n == 0 || (*allowed)[0] == k[0]) && strlen(*allowed) == n &&
+            memcmp(*allowed, k, n) == 0)
+            return true;
     return false;
 }
 
