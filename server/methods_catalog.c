@@ -55,9 +55,28 @@ static dsc_status read_choices(const msgpack_object *p, dsc_estimate_input *in, 
     return DSC_OK;
 }
 
-dsc_status dsc__read_estimate_extras(const dsc__call *c, const msgpack_object *p,
+/* The optional fields of an estimate, most of them absent in a request: picked from
+ * the params in one pass, then read from the few present. */
+static const dsc_rpc_name extra_names[] = {DSC_RPC_NAME("method"),
+                                           DSC_RPC_NAME("scope"),
+                                           DSC_RPC_NAME("carbon"),
+                                           DSC_RPC_NAME("water"),
+                                           DSC_RPC_NAME("modality"),
+                                           DSC_RPC_NAME("cached_input_tokens"),
+                                           DSC_RPC_NAME("reasoning_tokens"),
+                                           DSC_RPC_NAME("images"),
+                                           DSC_RPC_NAME("image_size"),
+                                           DSC_RPC_NAME("parameters_b"),
+                                           DSC_RPC_NAME("active_parameters_b"),
+                                           DSC_RPC_NAME("total_parameters_b")};
+#define EXTRA_NAMES (sizeof extra_names / sizeof extra_names[0])
+
+dsc_status dsc__read_estimate_extras(const dsc__call *c, const msgpack_object *params,
                                      dsc_estimate_input *in, dsc_error *err) {
     dsc_status st;
+    msgpack_object_kv kv[EXTRA_NAMES];
+    msgpack_object picked;
+    const msgpack_object *p = dsc_rpc_pick(params, extra_names, EXTRA_NAMES, kv, &picked);
     in->method = c->srv->cfg.estimate_method;
     if ((st = read_choices(p, in, err)) ||
         (st = dsc_rpc_get_int(p, "cached_input_tokens", false, 0, DSC__TOKENS_MAX,

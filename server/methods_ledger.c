@@ -162,14 +162,25 @@ typedef struct check_args {
     int64_t ttl_s;
 } check_args;
 
-static dsc_status read_check_args(dsc__call *c, const msgpack_object *p, check_args *a,
+/* The check's own fields (the subject and the estimate's are read by their readers),
+ * picked from the params in one pass. */
+static const dsc_rpc_name check_names[] = {DSC_RPC_NAME("purpose"), DSC_RPC_NAME("tags"),
+                                           DSC_RPC_NAME("reserve"), DSC_RPC_NAME("budgets"),
+                                           DSC_RPC_NAME("context"), DSC_RPC_NAME("request_id"),
+                                           DSC_RPC_NAME("ttl_s")};
+#define CHECK_NAMES (sizeof check_names / sizeof check_names[0])
+
+static dsc_status read_check_args(dsc__call *c, const msgpack_object *params, check_args *a,
                                   dsc_error *err) {
     dsc_status st;
+    msgpack_object_kv kv[CHECK_NAMES];
+    msgpack_object picked;
+    const msgpack_object *p = dsc_rpc_pick(params, check_names, CHECK_NAMES, kv, &picked);
     a->reserve = true;
     a->context = true;
     a->ttl_s = c->srv->cfg.hold_ttl_s;
-    if ((st = dsc__read_subject(p, true, c->scope, &a->subject, err)) ||
-        (st = dsc__read_estimate_args(c, p, &a->est, true, err)) ||
+    if ((st = dsc__read_subject(params, true, c->scope, &a->subject, err)) ||
+        (st = dsc__read_estimate_args(c, params, &a->est, true, err)) ||
         (st = dsc_rpc_get_str(p, "purpose", true, a->purpose, sizeof a->purpose, err)) ||
         (st = read_tags(p, &a->tags, err)) ||
         (st = dsc_rpc_get_bool(p, "reserve", false, &a->reserve, err)) ||

@@ -242,7 +242,7 @@ int dsc_rpc_pack_error_notification(msgpack_packer *pk, const dsc_error *err) {
 }
 
 const msgpack_object *dsc_rpc_field(const msgpack_object *map, const char *key) {
-    if (!map || map->type != MSGPACK_OBJECT_MAP) return NULL;
+    if (!map || map->type != MSGPACK_OBJECT_MAP || map->via.map.size == 0) return NULL;
     size_t klen = strlen(key);
     /* Most fields a handler asks for are absent: the first byte rules out nearly every
      * key of the same length without a call to memcmp. */
@@ -253,6 +253,41 @@ const msgpack_object *dsc_rpc_field(const msgpack_object *map, const char *key) 
             return &map->via.map.ptr[i].val;
     }
     return NULL;
+}
+
+/* A key's bit in a pick's filter: its length and first byte, so that most keys of
+ * the params are passed over without a comparison with each name. */
+static uint64_t name_bit(const char *s, size_t len) {
+    return 1ull << ((len * 7u + (unsigned char)s[0]) & 63u);
+}
+
+static bool name_listed(const dsc_rpc_name *names, size_t n, const msgpack_object *k) {
+    for (size_t j = 0; j < n; j++)
+        if (names[j].len == k->via.str.size && names[j].s[0] == k->via.str.ptr[0] &&
+            memcmp(names[j].s, k->via.str.ptr, names[j].len) == 0)
+            return true;
+    return false;
+}
+
+const msgpack_object *dsc_rpc_pick(const msgpack_object *map, const dsc_rpc_name *names, size_t n,
+                                   msgpack_object_kv *kv, msgpack_object *out) {
+    if (!map || map->type != MSGPACK_OBJECT_MAP) return map;
+    uint64_t filter = 0;
+    for (size_t j = 0; j < n; j++)
+        filter |= name_bit(names[j].s, names[j].len);
+    uint32_t got = 0;
+    for (uint32_t i = 0; i < map->via.map.size; i++) {
+        const msgpack_object *k = &map->via.map.ptr[i].key;
+        if (k->type != MSGPACK_OBJECT_STR || k->via.str.size == 0 ||
+            !(filter & name_bit(k->via.str.ptr, k->via.str.size)) || !name_listed(names, n, k))
+            continue;
+        if (got == n) return map; /* a key repeated: the whole map answers the same */
+        kv[got++] = map->via.map.ptr[i];
+    }
+    out->type = MSGPACK_OBJECT_MAP;
+    out->via.map.size = got;
+    out->via.map.ptr = kv;
+    return out;
 }
 
 static bool is_allowed(const char *const *allowed, const char *k, size_t n) {

@@ -98,6 +98,21 @@ dsc_status dsc_rpc_check_keys(const msgpack_object *map, const char *const *allo
 bool dsc_rpc_keys_known(const msgpack_object *map, const char *const *allowed);
 /* The value of key in map (a MAP object), or NULL when absent. */
 const msgpack_object *dsc_rpc_field(const msgpack_object *map, const char *key);
+/* A field name with its length, for dsc_rpc_pick: DSC_RPC_NAME("images"). */
+typedef struct dsc_rpc_name {
+    const char *s;
+    uint32_t len;
+} dsc_rpc_name;
+#define DSC_RPC_NAME(lit)                                                                          \
+    { lit, sizeof lit - 1 }
+/* The entries of map whose key is one of names[0..n), in map's order, as a map object
+ * over kv (room for n entries) at *out; returns out, or map itself when map is not a
+ * MAP or holds more than n such entries (a key repeated). One pass over map: a reader
+ * of several optional fields, most of them absent, then looks each up among the few
+ * present instead of scanning the whole params for every one. The getters read the
+ * result as they read map, with the same answers and errors. */
+const msgpack_object *dsc_rpc_pick(const msgpack_object *map, const dsc_rpc_name *names, size_t n,
+                                   msgpack_object_kv *kv, msgpack_object *out);
 /* Copy string field key into out (cap bytes with the NUL). Absent: out = "" and
  * DSC_OK unless required; required and empty: DSC_BAD_REQUEST. Wrong type, longer than cap - 1, a
  * NUL byte or invalid UTF-8: DSC_BAD_REQUEST naming the field. */

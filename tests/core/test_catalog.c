@@ -241,6 +241,31 @@ Test(catalog, iteration_is_ordered_and_stops_at_the_end) {
     dsc_catalog_free(cat);
 }
 
+Test(catalog, every_record_is_found_by_its_own_names_and_not_by_a_split_moved_by_one_byte) {
+    dsc_catalog *cat = load_shipped();
+    char a[512], b[512];
+    for (size_t i = 0; i < dsc_catalog_model_count(cat); i++) {
+        const dsc_model *m = dsc_catalog_model_at(cat, i);
+        cr_assert_eq(dsc_catalog_model(cat, m->provider, m->name), m, "%s", m->name);
+        /* the same bytes split one later and one earlier: another key */
+        snprintf(a, sizeof a, "%s%c", m->provider, m->name[0]);
+        cr_assert_null(dsc_catalog_model(cat, a, m->name + 1), "%s|%s", a, m->name + 1);
+        size_t n = strlen(m->provider);
+        snprintf(a, sizeof a, "%.*s", (int)(n - 1), m->provider);
+        snprintf(b, sizeof b, "%c%s", m->provider[n - 1], m->name);
+        cr_assert_null(dsc_catalog_model(cat, a, b), "%s|%s", a, b);
+    }
+    for (size_t i = 0; i < dsc_catalog_zone_count(cat); i++) {
+        const dsc_zone *z = dsc_catalog_zone_at(cat, i);
+        cr_assert_eq(dsc_catalog_zone(cat, z->name), z, "%s", z->name);
+    }
+    for (size_t i = 0; i < dsc_catalog_provider_count(cat); i++) {
+        const dsc_provider *p = dsc_catalog_provider_at(cat, i);
+        cr_assert_eq(dsc_catalog_provider(cat, p->name), p, "%s", p->name);
+    }
+    dsc_catalog_free(cat);
+}
+
 /* ---- suggestions ---- */
 
 Test(catalog, edit_distance_is_levenshtein_ignoring_case) {

@@ -441,3 +441,102 @@ Test(rpc, check_keys_names_the_first_key_not_listed_and_passes_a_map_of_listed_o
     msgpack_zone_free(zone);
     msgpack_sbuffer_destroy(&b.sb);
 }
+
+static const dsc_rpc_name picked_names[] = {DSC_RPC_NAME("images"), DSC_RPC_NAME("scope"),
+                                            DSC_RPC_NAME("image")};
+
+Test(rpc, a_pick_keeps_the_listed_fields_in_order_and_the_getters_answer_as_on_the_whole_map) {
+    buf b;
+    buf_init(&b);
+    msgpack_pack_map(&b.pk, 5);
+    pack_str(&b.pk, "model");
+    pack_str(&b.pk, "gpt-4o");
+    pack_str(&b.pk, "scope");
+    msgpack_pack_int(&b.pk, 3);
+    pack_str(&b.pk, "imagez");
+    msgpack_pack_int(&b.pk, 1);
+    pack_str(&b.pk, "images");
+    msgpack_pack_int(&b.pk, 2);
+    pack_str(&b.pk, "");
+    msgpack_pack_int(&b.pk, 4);
+    msgpack_zone *zone = msgpack_zone_new(1024);
+    msgpack_object map, picked;
+    cr_assert_eq(dsc_rpc_decode((const uint8_t *)b.sb.data, b.sb.size, zone, &map), DSC_OK);
+    msgpack_object_kv kv[3];
+    const msgpack_object *p = dsc_rpc_pick(&map, picked_names, 3, kv, &picked);
+    cr_assert_eq(p, &picked);
+    cr_assert_eq(p->via.map.size, 2,
+                 "only scope and images: 'imagez', model and '' are not listed");
+    cr_assert_eq(p->via.map.ptr[0].key.via.str.size, 5); /* scope first, as in the map */
+    int64_t n = 0;
+    cr_assert_eq(dsc_rpc_get_int(p, "images", false, 0, 9, &n, NULL), DSC_OK);
+    cr_assert_eq(n, 2);
+    dsc_error err;
+    char text[8];
+    cr_assert_eq(dsc_rpc_get_str(p, "scope", false, text, sizeof text, &err), DSC_BAD_REQUEST);
+    cr_assert_str_eq(err.message, "field 'scope': expected a string, got integer");
+    cr_assert_eq(dsc_rpc_get_str(p, "image", false, text, sizeof text, &err), DSC_OK);
+    cr_assert_str_eq(text, "", "absent stays absent");
+    msgpack_zone_free(zone);
+    msgpack_sbuffer_destroy(&b.sb);
+}
+
+Test(rpc, a_pick_with_a_repeated_key_past_its_room_answers_with_the_whole_map) {
+    buf b;
+    buf_init(&b);
+    msgpack_pack_map(&b.pk, 4);
+    for (int i = 0; i < 3; i++) {
+        pack_str(&b.pk, "images");
+        msgpack_pack_int(&b.pk, 10 + i);
+    }
+    pack_str(&b.pk, "scope");
+    pack_str(&b.pk, "all");
+    msgpack_zone *zone = msgpack_zone_new(1024);
+    msgpack_object map, picked;
+    cr_assert_eq(dsc_rpc_decode((const uint8_t *)b.sb.data, b.sb.size, zone, &map), DSC_OK);
+    msgpack_object_kv kv[3];
+    const msgpack_object *p = dsc_rpc_pick(&map, picked_names, 3, kv, &picked);
+    cr_assert_eq(p, &map, "the scope would not have fitted");
+    char text[8];
+    cr_assert_eq(dsc_rpc_get_str(p, "scope", false, text, sizeof text, NULL), DSC_OK);
+    cr_assert_str_eq(text, "all");
+    int64_t n = 0;
+    cr_assert_eq(dsc_rpc_get_int(p, "images", false, 0, 99, &n, NULL), DSC_OK);
+    cr_assert_eq(n, 10, "the first of a repeated key, as dsc_rpc_field answers");
+    msgpack_object nil = {.type = MSGPACK_OBJECT_NIL};
+    cr_assert_eq(dsc_rpc_pick(&nil, picked_names, 3, kv, &picked), &nil);
+    msgpack_zone_free(zone);
+    msgpack_sbuffer_destroy(&b.sb);
+}
+
+Test(rpc, a_key_is_known_only_when_all_its_bytes_are_a_listed_name) {
+    static const char *const known[] = {"reserve", "purpose", NULL};
+    static const char *const keys[] = {"reserv", "reservee", "reserve\0x", "", "purposf"};
+    static const size_t lens[] = {6, 8, 9, 0, 7};
+    for (size_t i = 0; i < sizeof lens / sizeof lens[0]; i++) {
+        buf b;
+        buf_init(&b);
+        msgpack_pack_map(&b.pk, 1);
+        dsc_rpc_pack_strn(&b.pk, keys[i], lens[i]);
+        msgpack_pack_true(&b.pk);
+        msgpack_zone *zone = msgpack_zone_new(1024);
+        msgpack_object map;
+        cr_assert_eq(dsc_rpc_decode((const uint8_t *)b.sb.data, b.sb.size, zone, &map), DSC_OK);
+        cr_assert_not(dsc_rpc_keys_known(&map, known), "key %zu taken as known", i);
+        msgpack_zone_free(zone);
+        msgpack_sbuffer_destroy(&b.sb);
+    }
+    buf b;
+    buf_init(&b);
+    msgpack_pack_map(&b.pk, 2);
+    pack_str(&b.pk, "purpose");
+    msgpack_pack_true(&b.pk);
+    pack_str(&b.pk, "reserve");
+    msgpack_pack_true(&b.pk);
+    msgpack_zone *zone = msgpack_zone_new(1024);
+    msgpack_object map;
+    cr_assert_eq(dsc_rpc_decode((const uint8_t *)b.sb.data, b.sb.size, zone, &map), DSC_OK);
+    cr_assert(dsc_rpc_keys_known(&map, known));
+    msgpack_zone_free(zone);
+    msgpack_sbuffer_destroy(&b.sb);
+}

@@ -15,7 +15,10 @@
 #include <stdint.h>
 
 /* Fill buf with n bytes from getrandom(2) (blocking until the kernel's pool is
- * seeded, retried on EINTR). DSC_IO naming the reason when the kernel refuses. */
+ * seeded, retried on EINTR). Up to 32 bytes come from a per-thread buffer of kernel
+ * bytes refilled 256 at a time (each byte handed out once, wiped as it goes, dropped
+ * in a forked child); more go to the kernel directly. DSC_IO naming the reason when
+ * the kernel refuses. */
 dsc_status dsc_random_bytes(void *buf, size_t n, dsc_error *err);
 /* Write the n bytes of b as 2 * n lowercase hex digits plus a NUL into out. */
 void dsc_random_hex(const uint8_t *b, size_t n, char *out);
