@@ -273,12 +273,12 @@ local function pack_fields(t)
   return table.concat(parts)
 end
 
--- The rollup group of reservation id and what it held of each metric (a table of 7,
--- or nil), from the facts kept with its hold (field j: org, team, user, key,
+-- The rollup group of a reservation and what it held of each metric (a table of 7,
+-- or nil), from j, the facts kept with its hold (field j: org, team, user, key,
 -- provider, model, zone, purpose, then the 7 amounts held; a hold taken by an
 -- earlier version keeps its check's journal text there, JSON); nil when it has none.
-local function hold_charge(id)
-  local j = redis.call('HGET', tag .. 'h:' .. id, 'j')
+-- The caller reads j in the HMGET that reads the hold's state: no call of its own.
+local function hold_charge(j)
   if not j or j == '' then return nil end
   local g, held = {}, nil
   if string.sub(j, 1, 1) == '{' then

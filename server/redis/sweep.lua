@@ -15,7 +15,7 @@ local now = now_us()
 local due = redis.call('ZRANGEBYSCORE', tag .. 'exp', '-inf', int(now), 'LIMIT', 0, max)
 local reply = {0}
 for _, id in ipairs(due) do
-  local h = redis.call('HMGET', tag .. 'h:' .. id, 'st', 'd')
+  local h = redis.call('HMGET', tag .. 'h:' .. id, 'st', 'd', 'j')
   redis.call('ZREM', tag .. 'exp', id)
   if h[1] == 'held' then
     local d = cjson.decode(h[2])
@@ -28,7 +28,7 @@ for _, id in ipairs(due) do
     end
     -- what the check held of every metric is what the expiry charges (a late settle
     -- then charges the difference), also of the metrics no budget counts
-    local group, held = hold_charge(id)
+    local group, held = hold_charge(h[3])
     if charge and held then
       for m = 1, 7 do g[m] = int(tonumber(held[m]) or 0) end
     end
