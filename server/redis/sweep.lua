@@ -34,9 +34,9 @@ for _, id in ipairs(due) do
     end
     for _, c in ipairs(d.c) do
       local key, w = tag .. 'c:' .. c.n, stored_window(c)
-      advance(key, w, d.tz, now)
-      redis.call('HINCRBY', key, 'h', int(-tonumber(c.a)))
-      if charge then add_used(key, w, now, tonumber(c.a)) end
+      local used, _, held, at_head = advance(key, w, d.tz, now)
+      put_counter(key, w, now, used, held, at_head or 0, -tonumber(c.a),
+                  charge and tonumber(c.a) or 0)
     end
     if charge then rollup(now, group, held or charge) end
     finish(id, d, charge and 'expired' or 'released', g, retain_s)

@@ -434,6 +434,8 @@ Test(store_redis, a_settle_reads_each_counter_it_charges_once) {
     cr_assert_str_eq(s.el[9], "0", "held after the settle");
     cr_assert_eq(calls_of(c, "hmget"), 2, "the hold, then the counter once");
     cr_assert_eq(calls_of(c, "hget"), 0, "the hold's facts come with its HMGET");
+    cr_assert_eq(calls_of(c, "hincrby"), 0, "held and used are written from what was read");
+    cr_assert_eq(calls_of(c, "hset"), 2, "one HSET of the counter, one of the hold");
     long long used, held, resets;
     state(&p, &TEAM, &used, &held, &resets);
     cr_assert_eq(used, 250);
