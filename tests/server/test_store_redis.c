@@ -446,6 +446,49 @@ Test(store_redis, a_settle_reads_each_counter_it_charges_once) {
     th_redis_cleanup(&srv);
 }
 
+/* A rolling upgrade: a hold as the previous scripts wrote it (a hash: state, the
+ * hold as JSON, its check's facts as JSON; held counted on its counter) is settled
+ * by these, charged once and rolled up under its check's group. */
+Test(store_redis, a_hold_written_by_the_previous_scripts_settles_and_is_rolled_up) {
+    th_redis srv;
+    th_redis_start(&srv, NULL);
+    replica p;
+    replica_open(&p, &srv);
+    redisContext *c = th_redis_connect(&srv);
+    const char *d = "{\"c\":[{\"n\":\"org:acme/team:infra/1\",\"k\":\"month\",\"s\":\"0\","
+                    "\"r\":\"0\",\"m\":1,\"a\":\"600\"}],\"tz\":0,\"rq\":\"\",\"ow\":\"key-1\","
+                    "\"ex\":\"99999999999999999\"}";
+    const char *j = "{\"org\":\"org:acme\",\"team\":\"team:infra\",\"user\":\"\",\"key\":\"key-1\","
+                    "\"provider\":\"openai\",\"model\":\"gpt-4o\",\"purpose\":\"code-review\"}";
+    redisReply *r = redisCommand(c, "HSET {discern:}h:old1 st held d %s j %s", d, j);
+    freeReplyObject(r);
+    r = redisCommand(c, "HSET {discern:}c:org:acme/team:infra/1 h 600");
+    freeReplyObject(r);
+    r = redisCommand(c, "ZADD {discern:}exp 99999999999999999 old1");
+    freeReplyObject(r);
+    answer s = settle(&p, "old1", 250);
+    cr_assert_str_eq(s.el[0], "settle", "%s", s.message);
+    cr_assert_str_eq(s.el[2], "250");
+    cr_assert_str_eq(settle(&p, "old1", 250).el[0], "repeated");
+    long long used, held;
+    state(&p, &TEAM, &used, &held, NULL);
+    cr_assert_eq(used, 250);
+    cr_assert_eq(held, 0);
+    redisReply *keys = redisCommand(c, "KEYS {discern:}ru:*");
+    cr_assert(keys && keys->type == REDIS_REPLY_ARRAY && keys->elements == 1);
+    redisReply *all = redisCommand(c, "HGETALL %s", keys->element[0]->str);
+    cr_assert(all && all->type == REDIS_REPLY_ARRAY && all->elements == 2);
+    cr_assert_str_eq(all->element[0]->str,
+                     "[\"org:acme\",\"team:infra\",\"\",\"key-1\",\"openai\",\"gpt-4o\","
+                     "\"code-review\"]");
+    cr_assert_str_eq(all->element[1]->str, "0,250,0,0,0,0,0");
+    freeReplyObject(all);
+    freeReplyObject(keys);
+    redisFree(c);
+    replica_close(&p);
+    th_redis_cleanup(&srv);
+}
+
 Test(store_redis, a_cancel_releases_and_a_late_settle_charges_the_actual) {
     th_redis srv;
     th_redis_start(&srv, NULL);
