@@ -76,9 +76,13 @@ bool dsc__redis_facts_pack(char *out, size_t cap, const char *const *v, size_t n
     for (size_t i = 0; i < n; i++) {
         const char *s = v[i] ? v[i] : "";
         size_t len = strlen(s);
-        int w = snprintf(out + at, cap - at, "%zu:", len);
-        if (w < 0 || (size_t)w >= cap - at || len >= cap - at - (size_t)w) return false;
-        at += (size_t)w;
+        char num[24]; /* the length in decimal and ':', without a printf */
+        char *e = dsc__redis_put_int(num, (int64_t)len);
+        *e++ = ':';
+        size_t w = (size_t)(e - num);
+        if (w >= cap - at || len >= cap - at - w) return false;
+        memcpy(out + at, num, w);
+        at += w;
         memcpy(out + at, s, len);
         at += len;
         out[at] = '\0';
