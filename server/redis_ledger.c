@@ -90,6 +90,50 @@ bool dsc__redis_facts_pack(char *out, size_t cap, const char *const *v, size_t n
     return true;
 }
 
+/* s as a JSON string at out (room for 6 bytes per byte of s and 2); its end. */
+static char *put_json_string(char *out, const char *s) {
+    static const char hex[] = "0123456789ABCDEF";
+    *out++ = '"';
+    for (; *s; s++) {
+        unsigned char c = (unsigned char)*s;
+        const char *named = c == '"'    ? "\\\""
+                            : c == '\\' ? "\\\\"
+                            : c == '\b' ? "\\b"
+                            : c == '\f' ? "\\f"
+                            : c == '\n' ? "\\n"
+                            : c == '\r' ? "\\r"
+                            : c == '\t' ? "\\t"
+                                        : NULL;
+        if (named) {
+            *out++ = named[0], *out++ = named[1];
+        } else if (c < 0x20) {
+            memcpy(out, "\\u00", 4);
+            out[4] = hex[c >> 4], out[5] = hex[c & 15];
+            out += 6;
+        } else {
+            *out++ = (char)c;
+        }
+    }
+    *out++ = '"';
+    return out;
+}
+
+char *dsc__redis_group_text(const char *const *v) {
+    size_t cap = 3;
+    for (int i = 0; i < DSC_REDIS_GROUP_PARTS; i++)
+        cap += 6 * strlen(v[i] ? v[i] : "") + 3;
+    char *out = malloc(cap), *p = out;
+    if (!out) return NULL;
+    *p++ = '[';
+    for (int i = 0; i < DSC_REDIS_GROUP_PARTS; i++) {
+        if (i) *p++ = ',';
+        p = put_json_string(p, v[i] ? v[i] : "");
+    }
+    *p++ = ']';
+    *p = '\0';
+    return out;
+}
+
 bool dsc__redis_facts_span(const char **p, const char *end, const char **field, size_t *len) {
     const char *s = *p;
     size_t n = 0;
