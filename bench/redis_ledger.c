@@ -13,6 +13,7 @@
  *   tag decisions=N seconds=S decisions_per_s=R refused=N used=U held=H limit=L overshoot=no
  * and its own CPU seconds; bench/redis_store.sh reads Redis's CPU time around it.
  */
+#include "redis_ledger.h"
 #include "store_redis.h"
 
 #include <event2/event.h>
@@ -48,6 +49,10 @@ static double now_s(void) {
 }
 
 static void start_decision(slot *s);
+
+/* What discernd keeps with a hold (packed in main): subject, provider, model, zone,
+ * purpose, then what the check held of each metric; a settle's hourly rollup reads it. */
+static char facts[256];
 
 /* What discernd journals with a hold: the decision's audit record (about 250 bytes). */
 static const char detail[] =
@@ -115,6 +120,7 @@ static void start_decision(slot *s) {
                           "0",
                           "bench",
                           detail,
+                          facts,
                           "1000000",
                           "3",
                           "org:bench/team:t/1",
@@ -138,7 +144,7 @@ static void start_decision(slot *s) {
                           "9000000000000",
                           amount,
                           "1"};
-    if (dsc__redis_eval(b->r[s->conn], DSC_REDIS_RESERVE, 30, argv, on_reserved, s) != DSC_OK)
+    if (dsc__redis_eval(b->r[s->conn], DSC_REDIS_RESERVE, 31, argv, on_reserved, s) != DSC_OK)
         b->errors++;
 }
 
@@ -185,6 +191,10 @@ int main(int argc, char **argv) {
     b.tag = arg_str(argc, argv, "--tag", "run");
     b.rng = (unsigned)time(NULL) ^ (unsigned)b.connections;
     double seconds = (double)arg_int(argc, argv, "--seconds", 5);
+    static const char *const fv[] = {"org:bench", "team:t", "user:u",      "bench", "openai",
+                                     "gpt-4o",    "FR",     "code-review", "1834",  "712",
+                                     "0",         "5",      "2210",        "800",   "1"};
+    if (!dsc__redis_facts_pack(facts, sizeof facts, fv, sizeof fv / sizeof *fv)) return 1;
     dsc__store_url url;
     dsc_error err;
     if (dsc__store_url_parse("--url", arg_str(argc, argv, "--url", ""), &url, &err) != DSC_OK ||

@@ -708,13 +708,8 @@ static const char *owner_arg(const char *key_id) {
  * "" for none; NULL when out of memory. */
 static char *subject_group(const dsc_subject *s) {
     if (!s) return strdup("");
-#define S(x) ((x) ? (x) : "")
-    json_t *a =
-        json_pack("[s,s,s,s,s,s,s]", S(s->org), S(s->team), S(s->user), S(s->key), "", "", "");
-#undef S
-    char *text = a ? json_dumps(a, JSON_COMPACT) : NULL;
-    json_decref(a);
-    return text;
+    const char *v[DSC_REDIS_GROUP_PARTS] = {s->org, s->team, s->user, s->key, "", "", ""};
+    return dsc__redis_group_text(v);
 }
 
 static dsc_status settle(dsc__worker *w, const dsc_settle_req *req, dsc_settle_out *out,

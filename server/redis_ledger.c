@@ -76,14 +76,62 @@ bool dsc__redis_facts_pack(char *out, size_t cap, const char *const *v, size_t n
     for (size_t i = 0; i < n; i++) {
         const char *s = v[i] ? v[i] : "";
         size_t len = strlen(s);
-        int w = snprintf(out + at, cap - at, "%zu:", len);
-        if (w < 0 || (size_t)w >= cap - at || len >= cap - at - (size_t)w) return false;
-        at += (size_t)w;
+        char num[24]; /* the length in decimal and ':', without a printf */
+        char *e = dsc__redis_put_int(num, (int64_t)len);
+        *e++ = ':';
+        size_t w = (size_t)(e - num);
+        if (w >= cap - at || len >= cap - at - w) return false;
+        memcpy(out + at, num, w);
+        at += w;
         memcpy(out + at, s, len);
         at += len;
         out[at] = '\0';
     }
     return true;
+}
+
+/* s as a JSON string at out (room for 6 bytes per byte of s and 2); its end. */
+static char *put_json_string(char *out, const char *s) {
+    static const char hex[] = "0123456789ABCDEF";
+    *out++ = '"';
+    for (; *s; s++) {
+        unsigned char c = (unsigned char)*s;
+        const char *named = c == '"'    ? "\\\""
+                            : c == '\\' ? "\\\\"
+                            : c == '\b' ? "\\b"
+                            : c == '\f' ? "\\f"
+                            : c == '\n' ? "\\n"
+                            : c == '\r' ? "\\r"
+                            : c == '\t' ? "\\t"
+                                        : NULL;
+        if (named) {
+            *out++ = named[0], *out++ = named[1];
+        } else if (c < 0x20) {
+            memcpy(out, "\\u00", 4);
+            out[4] = hex[c >> 4], out[5] = hex[c & 15];
+            out += 6;
+        } else {
+            *out++ = (char)c;
+        }
+    }
+    *out++ = '"';
+    return out;
+}
+
+char *dsc__redis_group_text(const char *const *v) {
+    size_t cap = 3;
+    for (int i = 0; i < DSC_REDIS_GROUP_PARTS; i++)
+        cap += 6 * strlen(v[i] ? v[i] : "") + 3;
+    char *out = malloc(cap), *p = out;
+    if (!out) return NULL;
+    *p++ = '[';
+    for (int i = 0; i < DSC_REDIS_GROUP_PARTS; i++) {
+        if (i) *p++ = ',';
+        p = put_json_string(p, v[i] ? v[i] : "");
+    }
+    *p++ = ']';
+    *p = '\0';
+    return out;
 }
 
 bool dsc__redis_facts_span(const char **p, const char *end, const char **field, size_t *len) {

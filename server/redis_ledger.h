@@ -62,6 +62,12 @@ typedef struct dsc__redis_reserve_req {
 #define DSC_REDIS_FACTS_MAX 1024
 /* Pack n strings (NULL is "") into out; false when they do not fit cap. */
 bool dsc__redis_facts_pack(char *out, size_t cap, const char *const *v, size_t n);
+/* The hourly rollups' group (server/redis/common.lua): the 7 strings (NULL is "";
+ * valid UTF-8) as a JSON array, byte for byte what jansson's compact dump writes
+ * (\" \\ \b \f \n \r \t, other control bytes \u00XX, everything else as it is),
+ * without building a jansson value. malloc'd; NULL when out of memory. */
+#define DSC_REDIS_GROUP_PARTS 7
+char *dsc__redis_group_text(const char *const *v);
 /* Unpack the next field of *p (up to end) into out (cap bytes, NUL-terminated) and
  * advance *p; false when what is there is no field or does not fit. */
 bool dsc__redis_facts_next(const char **p, const char *end, char *out, size_t cap);

@@ -109,24 +109,27 @@ local function advance(key, w, off, now)
     local width = floor_div(w.s, BUCKETS)
     local head = floor_div(now, width)
     local all = redis.call('HGETALL', key)
-    local used, oldest, held = 0, nil, 0
+    local used, oldest, held, at_head = 0, nil, 0, 0
     for i = 1, #all, 2 do
-      local idx = tonumber(string.match(all[i], '^b(%-?%d+)$') or '')
-      if all[i] == 'h' then
+      local f = all[i]
+      if f == 'h' then
         held = tonumber(all[i + 1]) or 0
-      elseif idx then
-        if idx < head - BUCKETS then
-          redis.call('HDEL', key, all[i])
+      elseif string.byte(f) == 98 then -- 'b<index>': a bucket
+        local idx = tonumber(string.sub(f, 2))
+        if not idx then -- not a bucket's name: left alone
+        elseif idx < head - BUCKETS then
+          redis.call('HDEL', key, f)
         else
-          local v = tonumber(all[i + 1])
+          local v = tonumber(all[i + 1]) or 0
           used = used + v
+          if idx == head then at_head = v end
           if v > 0 and (not oldest or idx < oldest) then oldest = idx end
         end
       end
     end
     local resets = math.ceil(now / US)
     if oldest then resets = math.ceil((oldest + BUCKETS + 1) * width / US) end
-    return math.max(used, 0), resets, held
+    return math.max(used, 0), resets, held, at_head
   end
   -- rate: a token bucket refilling r per s; u is what is taken, t when it was last
   -- brought up to date (the fraction of a micro-unit owed is kept in t)
@@ -187,6 +190,32 @@ local function stored_window(c)
   return {k = c.k, s = tonumber(c.s), r = tonumber(c.r)}
 end
 
+-- Write what advance read back changed, in one HSET: held grows by dh, and used by
+-- charge (may be negative: a correction; a calendar or rate counter never goes below
+-- zero, a rolling one is charged in its head bucket, whose value advance answered as
+-- at_head). The same as HINCRBY of each, one call instead of two. Answers the
+-- counter's used after it (nil for a rolling window) and its held.
+local function put_counter(key, w, now, used, held, at_head, dh, charge)
+  local h = held + dh
+  if w.k == 'rolling' then
+    if charge ~= 0 then
+      local b = 'b' .. int(floor_div(now, floor_div(w.s, BUCKETS)))
+      redis.call('HSET', key, 'h', int(h), b, int(at_head + charge))
+    else
+      redis.call('HSET', key, 'h', int(h))
+    end
+    return nil, h
+  end
+  if charge == 0 then
+    redis.call('HSET', key, 'h', int(h))
+    return used, h
+  end
+  local u = used + charge
+  if u < 0 then u = 0 end
+  redis.call('HSET', key, 'h', int(h), 'u', int(u))
+  return u, h
+end
+
 -- Counters a script has brought to now and changed since, by key: {used, resets,
 -- held, tz_offset} as they are after the change, so that an answer about the same counter
 -- needs no second read (calendar windows only: a rolling or rate counter's used
@@ -198,9 +227,9 @@ local known = {}
 local function release_hold(d, now, charge)
   for _, c in ipairs(d.c) do
     local key, w = tag .. 'c:' .. c.n, stored_window(c)
-    local used, resets = advance(key, w, d.tz, now)
-    local held = redis.call('HINCRBY', key, 'h', int(-tonumber(c.a)))
-    if charge then used = add_used(key, w, now, charge[c.m + 1] or 0, used) end
+    local used, resets, held, at_head = advance(key, w, d.tz, now)
+    used, held = put_counter(key, w, now, used, held, at_head or 0, -tonumber(c.a),
+                             charge and charge[c.m + 1] or 0)
     if is_calendar(w) and used then known[key] = {used, resets, held, d.tz} end
   end
 end
@@ -273,12 +302,12 @@ local function pack_fields(t)
   return table.concat(parts)
 end
 
--- The rollup group of reservation id and what it held of each metric (a table of 7,
--- or nil), from the facts kept with its hold (field j: org, team, user, key,
+-- The rollup group of a reservation and what it held of each metric (a table of 7,
+-- or nil), from j, the facts kept with its hold (field j: org, team, user, key,
 -- provider, model, zone, purpose, then the 7 amounts held; a hold taken by an
 -- earlier version keeps its check's journal text there, JSON); nil when it has none.
-local function hold_charge(id)
-  local j = redis.call('HGET', tag .. 'h:' .. id, 'j')
+-- The caller reads j in the HMGET that reads the hold's state: no call of its own.
+local function hold_charge(j)
   if not j or j == '' then return nil end
   local g, held = {}, nil
   if string.sub(j, 1, 1) == '{' then

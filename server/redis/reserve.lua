@@ -28,8 +28,15 @@ if not ttl_us or ttl_us <= 0 or not off or not n or n < 0 or #ARGV ~= 10 + 7 * n
   return redis.error_reply('bad_request reserve arguments')
 end
 
-if request_id ~= '' then
-  local prior = redis.call('GET', tag .. 'rq:' .. request_id)
+-- The request id is claimed in the same call that looks it up (SET NX GET): an
+-- answer that holds nothing (stale, refused, an error) gives the claim back.
+local rq = request_id ~= '' and tag .. 'rq:' .. request_id
+local function unclaimed(r)
+  if rq then redis.call('DEL', rq) end
+  return r
+end
+if rq then
+  local prior = redis.call('SET', rq, id, 'NX', 'GET')
   if prior then
     local h = redis.call('HMGET', tag .. 'h:' .. prior, 'st', 'd')
     local ex = h[2] and cjson.decode(h[2]).ex or '0'
@@ -44,10 +51,10 @@ if request_id ~= '' then
   end
 end
 if redis.call('EXISTS', tag .. 'h:' .. id) == 1 then
-  return redis.error_reply('bad_request reservation id in use')
+  return unclaimed(redis.error_reply('bad_request reservation id in use'))
 end
 local current = redis.call('GET', KEYS[1]) or '0'
-if current ~= version then return {'stale', current} end
+if current ~= version then return unclaimed({'stale', current}) end
 
 local now = now_us()
 local expires = now + ttl_us
@@ -58,12 +65,12 @@ for i = 1, n do
   local w = {k = ARGV[b + 2], s = tonumber(ARGV[b + 3]), r = tonumber(ARGV[b + 4])}
   local l, a, m = tonumber(ARGV[b + 5]), tonumber(ARGV[b + 6]), tonumber(ARGV[b + 7])
   if not l or not a or a < 0 or not m or not w.s or not w.r then
-    return redis.error_reply('bad_request counter ' .. i)
+    return unclaimed(redis.error_reply('bad_request counter ' .. i))
   end
   local used, resets, held = advance(tag .. 'c:' .. ARGV[b + 1], w, off, now)
   if used + held + a > l then
     if detail ~= '' then journal(maxlen, 'refuse', id, detail) end
-    return {'refused', i, used, held, resets}
+    return unclaimed({'refused', i, used, held, resets})
   end
   held_c[i] = {n = ARGV[b + 1], k = w.k, s = int(w.s), r = int(w.r), m = m, a = int(a)}
   reply[3 * i + 1] = used
@@ -75,6 +82,5 @@ for _, c in ipairs(held_c) do redis.call('HINCRBY', tag .. 'c:' .. c.n, 'h', c.a
 local d = {c = held_c, tz = off, rq = request_id, ow = owner, ex = reply[3]}
 redis.call('HSET', tag .. 'h:' .. id, 'st', 'held', 'd', cjson.encode(d), 'j', facts)
 redis.call('ZADD', tag .. 'exp', reply[3], id)
-if request_id ~= '' then redis.call('SET', tag .. 'rq:' .. request_id, id) end
 journal(maxlen, 'reserve', id, detail)
 return reply

@@ -55,7 +55,7 @@ local function answer(kind, charged)
   return r
 end
 
-local h = redis.call('HMGET', tag .. 'h:' .. id, 'st', 'd', 'g')
+local h = redis.call('HMGET', tag .. 'h:' .. id, 'st', 'd', 'g', 'j')
 if not h[1] then
   if n == 0 and detail == '' then return {'unknown'} end
   local d = {c = {}, tz = off, rq = '', ow = owner, ex = int(now)}
@@ -91,5 +91,5 @@ else
 end
 finish(id, d, 'settled', actual, retain_s)
 journal(maxlen, 'settle', id, detail)
-rollup(now, (hold_charge(id)), delta)
+rollup(now, (hold_charge(h[4])), delta)
 return answer(kind, actual)

@@ -15,7 +15,7 @@ local now = now_us()
 local due = redis.call('ZRANGEBYSCORE', tag .. 'exp', '-inf', int(now), 'LIMIT', 0, max)
 local reply = {0}
 for _, id in ipairs(due) do
-  local h = redis.call('HMGET', tag .. 'h:' .. id, 'st', 'd')
+  local h = redis.call('HMGET', tag .. 'h:' .. id, 'st', 'd', 'j')
   redis.call('ZREM', tag .. 'exp', id)
   if h[1] == 'held' then
     local d = cjson.decode(h[2])
@@ -28,15 +28,15 @@ for _, id in ipairs(due) do
     end
     -- what the check held of every metric is what the expiry charges (a late settle
     -- then charges the difference), also of the metrics no budget counts
-    local group, held = hold_charge(id)
+    local group, held = hold_charge(h[3])
     if charge and held then
       for m = 1, 7 do g[m] = int(tonumber(held[m]) or 0) end
     end
     for _, c in ipairs(d.c) do
       local key, w = tag .. 'c:' .. c.n, stored_window(c)
-      advance(key, w, d.tz, now)
-      redis.call('HINCRBY', key, 'h', int(-tonumber(c.a)))
-      if charge then add_used(key, w, now, tonumber(c.a)) end
+      local used, _, held, at_head = advance(key, w, d.tz, now)
+      put_counter(key, w, now, used, held, at_head or 0, -tonumber(c.a),
+                  charge and tonumber(c.a) or 0)
     end
     if charge then rollup(now, group, held or charge) end
     finish(id, d, charge and 'expired' or 'released', g, retain_s)

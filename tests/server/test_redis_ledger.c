@@ -8,6 +8,8 @@
 #include "redis_ledger.h"
 
 #include <criterion/criterion.h>
+#include <jansson.h>
+#include <stdlib.h>
 #include <event2/event.h>
 #include <string.h>
 #include <time.h>
@@ -391,4 +393,32 @@ Test(redis_ledger, a_packed_journal_record_loads_as_named_typed_fields) {
     const char *const nonnum[] = {"d", "", "12x"};
     cr_assert(dsc__redis_facts_pack(bad, sizeof bad, nonnum, 3));
     cr_assert_null(dsc__redis_journal_load(bad, strlen(bad)), "at_us is no integer");
+}
+
+/* The group of a charge without a hold is written without jansson, and must be the
+ * same hash field as jansson wrote before (a rolling upgrade adds to the same sums):
+ * every byte below 0x80, quotes, backslashes and multi-byte UTF-8 compared. */
+Test(redis_ledger, a_rollup_group_is_the_text_jansson_writes_for_every_byte) {
+    char one[2] = {0};
+    const char *samples[] = {"org:acme", "", "team \"q\" \\ /x", "caf\xc3\xa9 \xe2\x82\xac",
+                             "\x7f\x1f\x01 end"};
+    for (int c = 1; c < 0x80 + 5; c++) {
+        const char *part = samples[0];
+        if (c < 0x80) {
+            one[0] = (char)c;
+            part = one;
+        } else {
+            part = samples[c - 0x80];
+        }
+        const char *v[DSC_REDIS_GROUP_PARTS] = {"org:acme", part, NULL, "key-1", "", part, ""};
+        json_t *a = json_pack("[s,s,s,s,s,s,s]", v[0], v[1], "", v[3], v[4], v[5], v[6]);
+        cr_assert_not_null(a, "byte %d", c);
+        char *want = json_dumps(a, JSON_COMPACT);
+        char *got = dsc__redis_group_text(v);
+        cr_assert_not_null(got);
+        cr_assert_str_eq(got, want, "byte %d", c);
+        free(got);
+        free(want);
+        json_decref(a);
+    }
 }

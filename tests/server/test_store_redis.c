@@ -267,6 +267,57 @@ Test(store_redis, a_request_id_seen_before_answers_the_first_hold_on_any_replica
     th_redis_cleanup(&srv);
 }
 
+/* Calls of one command since the last CONFIG RESETSTAT (0 when it was not called). */
+static int calls_of(redisContext *c, const char *command) {
+    redisReply *info = redisCommand(c, "INFO commandstats");
+    cr_assert(info && info->type == REDIS_REPLY_STRING);
+    char field[64];
+    snprintf(field, sizeof field, "cmdstat_%s:calls=", command);
+    const char *at = strstr(info->str, field);
+    int n = at ? atoi(at + strlen(field)) : 0;
+    freeReplyObject(info);
+    return n;
+}
+
+static void reset_stats(redisContext *c) {
+    redisReply *ok = redisCommand(c, "CONFIG RESETSTAT");
+    freeReplyObject(ok);
+}
+
+/* A reserve looks its request id up and claims it in one SET; a reserve that holds
+ * nothing (refused, stale) gives the claim back, so the request may be asked again. */
+Test(store_redis, a_request_id_is_claimed_in_one_call_and_given_back_when_nothing_is_held) {
+    th_redis srv;
+    th_redis_start(&srv, NULL);
+    replica p;
+    replica_open(&p, &srv);
+    redisContext *c = th_redis_connect(&srv);
+    reset_stats(c);
+    cr_assert_str_eq(reserve(&p, "0", "r1", "q1", 60000000, &TEAM, 1).el[0], "ok");
+    cr_assert_eq(calls_of(c, "get"), 1, "only the budgets version is read with GET");
+    cr_assert_eq(calls_of(c, "set"), 1, "the request id is looked up and claimed at once");
+    cr_assert_eq(th_redis_int(c, "EXISTS {discern:}rq:q1"), 1);
+    counter big = TEAM;
+    big.amount = 500; /* 600 held + 500 > 1000 */
+    cr_assert_str_eq(reserve(&p, "0", "r2", "q2", 60000000, &big, 1).el[0], "refused");
+    cr_assert_eq(th_redis_int(c, "EXISTS {discern:}rq:q2"), 0, "a refusal keeps no claim");
+    cr_assert_str_eq(reserve(&p, "7", "r3", "q3", 60000000, &TEAM, 1).el[0], "stale");
+    cr_assert_eq(th_redis_int(c, "EXISTS {discern:}rq:q3"), 0, "a stale answer keeps no claim");
+    big.amount = 100;
+    answer again = reserve(&p, "0", "r4", "q2", 60000000, &big, 1);
+    cr_assert_str_eq(again.el[0], "ok", "the refused request asked again is held: %s", again.el[0]);
+    answer rep = reserve(&p, "0", "r5", "q1", 60000000, &TEAM, 1);
+    cr_assert_str_eq(rep.el[0], "repeat");
+    cr_assert_str_eq(rep.el[1], "r1");
+    redisReply *first = redisCommand(c, "GET {discern:}rq:q1");
+    cr_assert(first && first->type == REDIS_REPLY_STRING);
+    cr_assert_str_eq(first->str, "r1", "a repeat leaves the first claim");
+    freeReplyObject(first);
+    redisFree(c);
+    replica_close(&p);
+    th_redis_cleanup(&srv);
+}
+
 Test(store_redis, a_settle_through_another_replica_charges_once_and_repeats_answer_the_same) {
     th_redis srv;
     th_redis_start(&srv, NULL);
@@ -369,8 +420,7 @@ Test(store_redis, a_settle_reads_each_counter_it_charges_once) {
     replica_open(&p, &srv);
     cr_assert_str_eq(reserve(&p, "0", "r1", "", 60000000, &TEAM, 1).el[0], "ok");
     redisContext *c = th_redis_connect(&srv);
-    redisReply *ok = redisCommand(c, "CONFIG RESETSTAT");
-    freeReplyObject(ok);
+    reset_stats(c);
     args a = {0};
     arg(&a, "r1"), arg(&a, "key-1"), arg(&a, "600"), arg(&a, ""), arg(&a, "1000");
     for (int m = 0; m < 7; m++)
@@ -382,17 +432,58 @@ Test(store_redis, a_settle_reads_each_counter_it_charges_once) {
     cr_assert_eq(s.n, 1 + 7 + 3);
     cr_assert_str_eq(s.el[8], "250", "used after the settle");
     cr_assert_str_eq(s.el[9], "0", "held after the settle");
-    redisReply *info = redisCommand(c, "INFO commandstats");
-    cr_assert(info && info->type == REDIS_REPLY_STRING);
-    const char *hm = strstr(info->str, "cmdstat_hmget:calls=");
-    cr_assert_not_null(hm);
-    cr_assert_eq(atoi(hm + strlen("cmdstat_hmget:calls=")), 2, "the hold, then the counter once");
-    freeReplyObject(info);
+    cr_assert_eq(calls_of(c, "hmget"), 2, "the hold, then the counter once");
+    cr_assert_eq(calls_of(c, "hget"), 0, "the hold's facts come with its HMGET");
+    cr_assert_eq(calls_of(c, "hincrby"), 0, "held and used are written from what was read");
+    cr_assert_eq(calls_of(c, "hset"), 2, "one HSET of the counter, one of the hold");
     long long used, held, resets;
     state(&p, &TEAM, &used, &held, &resets);
     cr_assert_eq(used, 250);
     cr_assert_eq(held, 0);
     cr_assert_eq(atoll(s.el[10]), resets, "the settle's reset time is the state's");
+    redisFree(c);
+    replica_close(&p);
+    th_redis_cleanup(&srv);
+}
+
+/* A rolling upgrade: a hold as the previous scripts wrote it (a hash: state, the
+ * hold as JSON, its check's facts as JSON; held counted on its counter) is settled
+ * by these, charged once and rolled up under its check's group. */
+Test(store_redis, a_hold_written_by_the_previous_scripts_settles_and_is_rolled_up) {
+    th_redis srv;
+    th_redis_start(&srv, NULL);
+    replica p;
+    replica_open(&p, &srv);
+    redisContext *c = th_redis_connect(&srv);
+    const char *d = "{\"c\":[{\"n\":\"org:acme/team:infra/1\",\"k\":\"month\",\"s\":\"0\","
+                    "\"r\":\"0\",\"m\":1,\"a\":\"600\"}],\"tz\":0,\"rq\":\"\",\"ow\":\"key-1\","
+                    "\"ex\":\"99999999999999999\"}";
+    const char *j = "{\"org\":\"org:acme\",\"team\":\"team:infra\",\"user\":\"\",\"key\":\"key-1\","
+                    "\"provider\":\"openai\",\"model\":\"gpt-4o\",\"purpose\":\"code-review\"}";
+    redisReply *r = redisCommand(c, "HSET {discern:}h:old1 st held d %s j %s", d, j);
+    freeReplyObject(r);
+    r = redisCommand(c, "HSET {discern:}c:org:acme/team:infra/1 h 600");
+    freeReplyObject(r);
+    r = redisCommand(c, "ZADD {discern:}exp 99999999999999999 old1");
+    freeReplyObject(r);
+    answer s = settle(&p, "old1", 250);
+    cr_assert_str_eq(s.el[0], "settle", "%s", s.message);
+    cr_assert_str_eq(s.el[2], "250");
+    cr_assert_str_eq(settle(&p, "old1", 250).el[0], "repeated");
+    long long used, held;
+    state(&p, &TEAM, &used, &held, NULL);
+    cr_assert_eq(used, 250);
+    cr_assert_eq(held, 0);
+    redisReply *keys = redisCommand(c, "KEYS {discern:}ru:*");
+    cr_assert(keys && keys->type == REDIS_REPLY_ARRAY && keys->elements == 1);
+    redisReply *all = redisCommand(c, "HGETALL %s", keys->element[0]->str);
+    cr_assert(all && all->type == REDIS_REPLY_ARRAY && all->elements == 2);
+    cr_assert_str_eq(all->element[0]->str,
+                     "[\"org:acme\",\"team:infra\",\"\",\"key-1\",\"openai\",\"gpt-4o\","
+                     "\"code-review\"]");
+    cr_assert_str_eq(all->element[1]->str, "0,250,0,0,0,0,0");
+    freeReplyObject(all);
+    freeReplyObject(keys);
     redisFree(c);
     replica_close(&p);
     th_redis_cleanup(&srv);
