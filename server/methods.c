@@ -134,6 +134,19 @@ void dsc__copy_str(char *dst, size_t cap, const char *src) {
     dst[n] = '\0';
 }
 
+void dsc__pack_page(msgpack_packer *pk, const char *name, int64_t n, const msgpack_sbuffer *rows,
+                    int64_t next) {
+    msgpack_pack_map(pk, 2);
+    dsc__pack_key(pk, name);
+    msgpack_pack_array(pk, (size_t)n);
+    pk->callback(pk->data, rows->data, rows->size); /* through the reply buffer */
+    dsc__pack_key(pk, "next");
+    if (next)
+        msgpack_pack_int64(pk, next);
+    else
+        msgpack_pack_nil(pk);
+}
+
 void dsc__pack_impacts(msgpack_packer *pk, const dsc_impacts *im) {
     msgpack_pack_map(pk, 5);
     dsc__pack_key(pk, "energy_kwh");

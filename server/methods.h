@@ -79,6 +79,10 @@ dsc_status dsc__m_report(dsc__call *c, const msgpack_object *p, msgpack_packer *
 void dsc__copy_str(char *dst, size_t cap, const char *src);
 /* Shared by the handlers: pack a dsc_impacts as a map of {min, max} ranges. */
 void dsc__pack_impacts(msgpack_packer *pk, const dsc_impacts *im);
+/* A page of a listing: {name: [n packed rows], next: next or nil (0 = the last page)};
+ * rows holds the n rows already packed. */
+void dsc__pack_page(msgpack_packer *pk, const char *name, int64_t n, const msgpack_sbuffer *rows,
+                    int64_t next);
 /* Pack a NUL-terminated key (inline, so that a literal key's length is a constant). */
 static inline void dsc__pack_key(msgpack_packer *pk, const char *key) {
     dsc_rpc_pack_cstr(pk, key);

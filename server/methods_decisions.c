@@ -332,19 +332,10 @@ static void pack_detail(msgpack_packer *pk, json_t *o, const char *event, int64_
 static dsc_status finish_journal(dsc__job *job, dsc_status st, const dsc_error *st_err,
                                  msgpack_packer *pk, dsc_error *err) {
     journal_job *j = (journal_job *)job;
-    if (st == DSC_OK) {
-        msgpack_pack_map(pk, 2);
-        dsc__pack_key(pk, "decisions");
-        msgpack_pack_array(pk, (size_t)j->n);
-        pk->callback(pk->data, j->rows.data, j->rows.size);
-        dsc__pack_key(pk, "next");
-        if (j->next)
-            msgpack_pack_int64(pk, j->next);
-        else
-            msgpack_pack_nil(pk);
-    } else {
+    if (st == DSC_OK)
+        dsc__pack_page(pk, "decisions", j->n, &j->rows, j->next);
+    else
         *err = *st_err;
-    }
     msgpack_sbuffer_destroy(&j->rows);
     return st;
 }

@@ -285,15 +285,7 @@ static dsc_status journal_sqlite(const char *store, int64_t after, int64_t limit
     if (rc != SQLITE_ROW && rc != SQLITE_DONE) {
         res = dsc_error_set(err, DSC_STORE_UNAVAILABLE, "admin journal: %s", sqlite3_errstr(rc));
     } else {
-        msgpack_pack_map(pk, 2);
-        dsc__pack_key(pk, "changes");
-        msgpack_pack_array(pk, (size_t)n);
-        pk->callback(pk->data, rows.data, rows.size);
-        dsc__pack_key(pk, "next");
-        if (more)
-            msgpack_pack_int64(pk, last);
-        else
-            msgpack_pack_nil(pk);
+        dsc__pack_page(pk, "changes", n, &rows, more ? last : 0);
     }
     msgpack_sbuffer_destroy(&rows);
 out:
@@ -313,19 +305,10 @@ typedef struct admin_job {
 static dsc_status finish_admin(dsc__job *job, dsc_status st, const dsc_error *st_err,
                                msgpack_packer *pk, dsc_error *err) {
     admin_job *j = (admin_job *)job;
-    if (st == DSC_OK) {
-        msgpack_pack_map(pk, 2);
-        dsc__pack_key(pk, "changes");
-        msgpack_pack_array(pk, (size_t)j->n);
-        pk->callback(pk->data, j->rows.data, j->rows.size);
-        dsc__pack_key(pk, "next");
-        if (j->next)
-            msgpack_pack_int64(pk, j->next);
-        else
-            msgpack_pack_nil(pk);
-    } else {
+    if (st == DSC_OK)
+        dsc__pack_page(pk, "changes", j->n, &j->rows, j->next);
+    else
         *err = *st_err;
-    }
     msgpack_sbuffer_destroy(&j->rows);
     return st;
 }

@@ -463,19 +463,22 @@ static dsc_status parse_rollups(const redisReply *rep, dsc__redis_answer *out, d
     return DSC_OK;
 }
 
-/* {'ok'} (add), or {last_id, then rows of 6 strings} (read). */
-static dsc_status parse_admin(const redisReply *rep, dsc__redis_answer *out, dsc_error *err) {
+/* {last_id, then rows of width strings}: a page of a stream (the journal, the admin
+ * journal); what names the reply in errors. An admin journal add answers {'ok'}. */
+static dsc_status parse_page(const redisReply *rep, size_t width, const char *what,
+                             dsc__redis_answer *out, const redisReply *const **rows,
+                             dsc_error *err) {
     if (rep->type == REDIS_REPLY_ERROR) {
         const char *kind;
         return answer_head(rep, &kind, err);
     }
-    if (rep->type != REDIS_REPLY_ARRAY || rep->elements < 1 || (rep->elements - 1) % 6)
-        return malformed(err, "admin");
+    if (rep->type != REDIS_REPLY_ARRAY || rep->elements < 1 || (rep->elements - 1) % width)
+        return malformed(err, what);
     for (size_t i = 0; i < rep->elements; i++)
-        if (rep->element[i]->type != REDIS_REPLY_STRING) return malformed(err, "admin");
+        if (rep->element[i]->type != REDIS_REPLY_STRING) return malformed(err, what);
     out->last = rep->element[0]->str;
-    out->n = (rep->elements - 1) / 6;
-    out->rows = (const redisReply *const *)rep->element + 1;
+    out->n = (rep->elements - 1) / width;
+    *rows = (const redisReply *const *)rep->element + 1;
     return DSC_OK;
 }
 
@@ -509,18 +512,7 @@ dsc_status dsc__redis_parse_answer(dsc__redis_script script, const redisReply *r
     case DSC_REDIS_KEY:
         return numbered(rep, &out->version, err);
     case DSC_REDIS_JOURNAL:
-        if (rep->type == REDIS_REPLY_ERROR) {
-            const char *kind;
-            return answer_head(rep, &kind, err);
-        }
-        if (rep->type != REDIS_REPLY_ARRAY || rep->elements < 1 || (rep->elements - 1) % 3)
-            return malformed(err, "journal");
-        for (size_t i = 0; i < rep->elements; i++)
-            if (rep->element[i]->type != REDIS_REPLY_STRING) return malformed(err, "journal");
-        out->last = rep->element[0]->str;
-        out->n = (rep->elements - 1) / 3;
-        out->defs = (const redisReply *const *)rep->element + 1;
-        return DSC_OK;
+        return parse_page(rep, 3, "journal", out, &out->defs, err);
     case DSC_REDIS_DEFS:
     case DSC_REDIS_KEYRING:
         if ((st = numbered(rep, &out->version, err)) != DSC_OK) return st;
@@ -533,7 +525,7 @@ dsc_status dsc__redis_parse_answer(dsc__redis_script script, const redisReply *r
     case DSC_REDIS_ROLLUPS:
         return parse_rollups(rep, out, err);
     case DSC_REDIS_ADMIN:
-        return parse_admin(rep, out, err);
+        return parse_page(rep, 6, "admin", out, &out->rows, err);
     default:
         return malformed(err, "no such script");
     }
