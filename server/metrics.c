@@ -84,6 +84,9 @@ void dsc__count_policy(dsc__worker *w) {
     if (st.errors < w->vm_errors_seen) w->vm_errors_seen = 0; /* a new VM after reload */
     add(&w->counters.policy_errors, st.errors - w->vm_errors_seen);
     w->vm_errors_seen = st.errors;
+    if (st.watchdog_signals < w->vm_signals_seen) w->vm_signals_seen = 0;
+    add(&w->counters.policy_slow, st.watchdog_signals - w->vm_signals_seen);
+    w->vm_signals_seen = st.watchdog_signals;
 }
 
 /* v in lower-case hex without leading zeros (printf's %x) at p; returns the end. */
@@ -362,6 +365,10 @@ char *dsc__metrics_render(dsc_server *srv, size_t *len) {
     put_counter(&t, "discern_policy_errors_total",
                 "Policy evaluations that raised, timed out or ran out of memory.",
                 SUM_FIELD(srv, policy_errors));
+    put_counter(&t, "discern_policy_watchdog_signals_total",
+                "Policy evaluations that outlived a watchdog tick (about 1 ms) and then ran "
+                "counted until policy_time_budget_us.",
+                SUM_FIELD(srv, policy_slow));
     put_counter(&t, "discern_requests_total",
                 "MessagePack-RPC requests and notifications dispatched.", SUM_FIELD(srv, requests));
     put_counter(&t, "discern_errors_total", "Error replies.", SUM_FIELD(srv, errors));

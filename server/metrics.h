@@ -28,6 +28,7 @@ typedef struct dsc__counters {
     atomic_uint_fast64_t decisions[4];    /* by dsc_policy_outcome (ALLOW..REFUSE) */
     atomic_uint_fast64_t unenforced;      /* allowed with the store down, failure_mode open */
     atomic_uint_fast64_t policy_errors;   /* this worker's VMs, summed over reloads */
+    atomic_uint_fast64_t policy_slow;     /* evaluations that outlived a watchdog tick, the same */
     atomic_uint_fast64_t latency[DSC__LATENCY_BUCKETS + 1]; /* checks per bucket (+Inf last) */
     atomic_uint_fast64_t latency_sum_us;
     atomic_uint_fast64_t store_ops, store_us; /* ledger calls that touch the store */

@@ -94,6 +94,7 @@ struct dsc__worker {
     char *spare_out; /* a sent connection's output buffer, for the next */
     size_t spare_out_cap;
     uint64_t vm_errors_seen;          /* policy errors of the current VM already counted */
+    uint64_t vm_signals_seen;         /* its watchdog signals already counted */
     uint64_t decision_seq;            /* for decision ids */
     dsc__context_cache context_cache; /* the estimate contexts it packed last */
     pthread_mutex_t labels_lock;      /* guards labels (this worker writes, /metrics reads) */
