@@ -348,19 +348,24 @@ static void on_settle_reply(void *ud, dsc_status st, const redisReply *rep, cons
     free(p);
 }
 
+/* Call script with a's arguments, on_reply getting p (malloc'd, NULL: out of memory),
+ * which is freed here when the call cannot be sent. */
+static dsc_status eval_with(dsc__redis *r, dsc__redis_script script, const args *a,
+                            dsc__redis_reply_fn on_reply, void *p, dsc_error *err) {
+    if (!p) return dsc_error_set(err, DSC_NOMEM, "out of memory for a Redis call");
+    dsc_status st = dsc__redis_eval(r, script, a->n, a->v, on_reply, p);
+    if (st == DSC_OK) return DSC_OK;
+    free(p);
+    return dsc_error_set(err, st, "%s",
+                         st == DSC_NOMEM ? "out of memory for a Redis call"
+                                         : dsc__redis_last_error(r));
+}
+
 static dsc_status send(dsc__redis *r, dsc__redis_script script, args *a, void (*fn)(void), void *ud,
                        size_t n, dsc__redis_reply_fn on_reply, dsc_error *err) {
     pending *p = malloc(sizeof *p);
-    if (!p) return dsc_error_set(err, DSC_NOMEM, "out of memory for a Redis call");
-    *p = (pending){fn, ud, n};
-    dsc_status st = dsc__redis_eval(r, script, a->n, a->v, on_reply, p);
-    if (st != DSC_OK) {
-        free(p);
-        return dsc_error_set(err, st, "%s",
-                             st == DSC_NOMEM ? "out of memory for a Redis call"
-                                             : dsc__redis_last_error(r));
-    }
-    return DSC_OK;
+    if (p) *p = (pending){fn, ud, n};
+    return eval_with(r, script, a, on_reply, p, err);
 }
 
 dsc_status dsc__redis_reserve(dsc__redis *r, const dsc__redis_reserve_req *req,
@@ -553,16 +558,8 @@ static void on_answer_reply(void *ud, dsc_status st, const redisReply *rep, cons
 static dsc_status send_answer(dsc__redis *r, dsc__redis_script script, args *a, size_t n,
                               dsc__redis_answer_fn fn, void *ud, dsc_error *err) {
     answer_pending *p = malloc(sizeof *p);
-    if (!p) return dsc_error_set(err, DSC_NOMEM, "out of memory for a Redis call");
-    *p = (answer_pending){fn, ud, script, n};
-    dsc_status st = dsc__redis_eval(r, script, a->n, a->v, on_answer_reply, p);
-    if (st != DSC_OK) {
-        free(p);
-        return dsc_error_set(err, st, "%s",
-                             st == DSC_NOMEM ? "out of memory for a Redis call"
-                                             : dsc__redis_last_error(r));
-    }
-    return DSC_OK;
+    if (p) *p = (answer_pending){fn, ud, script, n};
+    return eval_with(r, script, a, on_answer_reply, p, err);
 }
 
 dsc_status dsc__redis_cancel(dsc__redis *r, const char *id, const char *owner_key, int64_t retain_s,
