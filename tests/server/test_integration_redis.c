@@ -49,13 +49,19 @@ static bool healthz_becomes(const th_server *s, int want, int ms) {
     return false;
 }
 
+/* A fresh Redis r, a discernd s on it (extra config lines may be NULL) once /healthz
+ * says it is connected, and an admin client of s. */
+static th_client *serve_on_redis(th_redis *r, th_server *s, const char *extra) {
+    th_redis_start(r, NULL);
+    start_on(s, r, extra);
+    cr_assert(healthz_becomes(s, 200, 5000), "never healthy on Redis");
+    return th_connect_admin(s);
+}
+
 Test(integration_redis, one_replica_holds_settles_and_cancels_with_every_counter_in_redis) {
     th_redis r;
-    th_redis_start(&r, NULL);
     th_server s;
-    start_on(&s, &r, NULL);
-    cr_assert(healthz_becomes(&s, 200, 5000), "never healthy on Redis");
-    th_client *a = th_connect_admin(&s);
+    th_client *a = serve_on_redis(&r, &s, NULL);
     json_t *res, *resp = th_ok(a, "budget.set",
                                "{\"selector\": \"team:*\", \"metric\": \"tokens\", "
                                "\"window\": \"day\", \"limit\": 500}",
@@ -136,11 +142,8 @@ static void first_allowed_check(th_client *a) {
 
 Test(integration_redis, a_settle_reply_reads_its_budget_states_in_the_settle_script) {
     th_redis r;
-    th_redis_start(&r, NULL);
     th_server s;
-    start_on(&s, &r, NULL);
-    cr_assert(healthz_becomes(&s, 200, 5000), "never healthy on Redis");
-    th_client *a = th_connect_admin(&s);
+    th_client *a = serve_on_redis(&r, &s, NULL);
     json_t *res, *resp = th_ok(a, "budget.set",
                                "{\"selector\": \"team:*\", \"metric\": \"tokens\", "
                                "\"window\": \"day\", \"limit\": 100000}",
@@ -231,11 +234,8 @@ Test(integration_redis, checks_in_a_row_take_their_budget_states_from_the_last_r
 
 Test(integration_redis, usage_charged_elsewhere_reaches_the_policies_within_the_max_age) {
     th_redis r;
-    th_redis_start(&r, NULL);
     th_server s;
-    start_on(&s, &r, "redis_state_max_age_ms = 200");
-    cr_assert(healthz_becomes(&s, 200, 5000), "never healthy on Redis");
-    th_client *a = th_connect_admin(&s);
+    th_client *a = serve_on_redis(&r, &s, "redis_state_max_age_ms = 200");
     json_t *res, *resp;
     json_decref(th_ok(a, "budget.set",
                       "{\"selector\": \"team:*\", \"metric\": \"tokens\", "
@@ -263,11 +263,8 @@ Test(integration_redis, usage_charged_elsewhere_reaches_the_policies_within_the_
 
 Test(integration_redis, a_budget_and_its_usage_survive_a_replica_restart_in_redis) {
     th_redis r;
-    th_redis_start(&r, NULL);
     th_server s;
-    start_on(&s, &r, NULL);
-    cr_assert(healthz_becomes(&s, 200, 5000));
-    th_client *a = th_connect_admin(&s);
+    th_client *a = serve_on_redis(&r, &s, NULL);
     json_t *res, *resp = th_ok(a, "budget.set",
                                "{\"selector\": \"org:acme\", \"metric\": \"requests\", "
                                "\"window\": \"day\", \"limit\": 2}",
@@ -309,11 +306,8 @@ Test(integration_redis, a_malformed_redis_url_is_a_config_error_naming_the_part)
  * decisions.list as they went in, also inside the JSON text of its tags. */
 Test(integration_redis, decisions_list_reads_back_every_byte_the_journal_escaped) {
     th_redis r;
-    th_redis_start(&r, NULL);
     th_server s;
-    start_on(&s, &r, NULL);
-    cr_assert(healthz_becomes(&s, 200, 5000), "not connected to Redis");
-    th_client *a = th_connect_admin(&s);
+    th_client *a = serve_on_redis(&r, &s, NULL);
     json_t *res;
     json_decref(th_ok(a, "check",
                       "{\"subject\": {\"org\": \"acme\", \"team\": \"infra\", "
@@ -340,11 +334,8 @@ Test(integration_redis, decisions_list_reads_back_every_byte_the_journal_escaped
  * refused, naming the bound, and holds nothing. */
 Test(integration_redis, a_subject_under_more_budgets_than_a_reserve_carries_is_refused) {
     th_redis r;
-    th_redis_start(&r, NULL);
     th_server s;
-    start_on(&s, &r, NULL);
-    cr_assert(healthz_becomes(&s, 200, 5000), "never healthy on Redis");
-    th_client *a = th_connect_admin(&s);
+    th_client *a = serve_on_redis(&r, &s, NULL);
     for (int i = 0; i < 33; i++) {
         char params[160];
         snprintf(params, sizeof params,
