@@ -42,6 +42,8 @@ static const cli_command commands[] = {
     {"stats", cli_stats, SRV, "the server's counters"},
     {"key", cli_key, ADM, "create, list and revoke API keys (key create|list|revoke)"},
     {"decisions", cli_decisions, SRV, "the decision journal: who asked, what was answered, why"},
+    {"admin-journal", cli_admin_journal, ADM,
+     "who created and revoked keys, set and deleted budgets, and when"},
     {"report", cli_report, ADM, "usage by team, user, model or purpose per day, week, month"},
     {"ping", cli_ping, SRV, "is discernd there?"},
     {"policy", cli_policy, CLI_USES_DATA,

@@ -100,6 +100,7 @@ int cli_ping(cli_ctx *cx, int argc, char **argv);
 int cli_exec(cli_ctx *cx, int argc, char **argv);
 int cli_key(cli_ctx *cx, int argc, char **argv);
 int cli_decisions(cli_ctx *cx, int argc, char **argv);
+int cli_admin_journal(cli_ctx *cx, int argc, char **argv);
 int cli_report(cli_ctx *cx, int argc, char **argv);
 
 #endif

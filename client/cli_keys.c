@@ -7,6 +7,7 @@
  *   discern key revoke --key-id ID
  *   discern decisions [--org --team --user --subject-key] [--since T] [--until T]
  *                     [--outcome O] [--limit N] [--after SEQ]
+ *   discern admin-journal [--limit N] [--after SEQ]   who changed keys and budgets
  *
  * Flags, output (--json) and exit codes as the other server commands (cli_server.h);
  * key commands send --admin-token when given, else the --key of a manager.
@@ -66,6 +67,22 @@ static const char decisions_help[] =
     "  --outcome O           allow, throttle or refuse\n"
     "\n"
     "  --server ADDR --timeout MS --key K --json   as for the other commands\n"
+    "\n"
+    "exit codes: 0 ok, 2 usage, 4 server unreachable, 1 other errors\n";
+
+static const char admin_journal_usage[] =
+    "usage: discern admin-journal [--limit N] [--after SEQ]\n";
+
+static const char admin_journal_help[] =
+    "\n"
+    "The admin journal, oldest first: every key created or revoked and every budget\n"
+    "set or deleted, with when, the key id that did it (admin for the admin token)\n"
+    "and what changed. Admin only. On a Redis store it lists the changes made\n"
+    "through every replica. Pages of --limit (default 100, at most 1000), the next\n"
+    "one with --after (printed at the end when there is more).\n"
+    "\n"
+    "  --server ADDR --timeout MS --admin-token T --key K --json   as for the other\n"
+    "                        commands (an admin's key or the admin token)\n"
     "\n"
     "exit codes: 0 ok, 2 usage, 4 server unreachable, 1 other errors\n";
 
@@ -283,6 +300,58 @@ int cli_decisions(cli_ctx *cx, int argc, char **argv) {
     dsc_status st = dsc_client_decisions_list(c, &rq, &ds, &err);
     rc = st != DSC_OK ? cli_fail_status(cx, st, &err) : print_decisions(cx, &ds);
     dsc_client_decisions_clear(&ds);
+    dsc_client_free(c);
+    return rc;
+}
+
+/* -------------------------------------------------------------- admin journal -- */
+
+static json_t *change_json(const dsc_client_admin_change *c) {
+    return json_pack("{s:I, s:f, s:s, s:s, s:s, s:s}", "seq", (json_int_t)c->seq, "at", c->at,
+                     "by_key", c->by_key, "action", c->action, "target", c->target, "detail",
+                     c->detail);
+}
+
+static int print_changes(const cli_ctx *cx, const dsc_client_admin_journal *aj) {
+    if (cx->json) {
+        json_t *arr = json_array();
+        for (size_t i = 0; i < aj->count; i++)
+            json_array_append_new(arr, change_json(&aj->items[i]));
+        json_t *j = json_pack("{s:o}", "changes", arr);
+        if (aj->next) json_object_set_new(j, "next", json_integer(aj->next));
+        return cli_print_json(cx, j);
+    }
+    if (aj->count == 0) puts("no changes");
+    for (size_t i = 0; i < aj->count; i++) {
+        const dsc_client_admin_change *c = &aj->items[i];
+        char when[32];
+        time_t t = (time_t)c->at;
+        struct tm tm;
+        strftime(when, sizeof when, "%Y-%m-%d %H:%M:%S", gmtime_r(&t, &tm));
+        printf("%s  %-13s %-12s %s%s%s\n", when, c->action, c->by_key, c->target,
+               c->detail[0] ? "  " : "", c->detail);
+    }
+    if (aj->next) printf("more: --after %lld\n", (long long)aj->next);
+    return CLI_EXIT_OK;
+}
+
+int cli_admin_journal(cli_ctx *cx, int argc, char **argv) {
+    dsc_client_admin_journal_request rq = {0};
+    const char *limit = NULL, *after = NULL;
+    cli_flag f[] = {{.name = "--limit", .value = &limit}, {.name = "--after", .value = &after}};
+    int rc = cli_parse(cx, argc, argv, NULL, f, sizeof f / sizeof f[0], NULL);
+    if (rc != CLI_EXIT_OK) return rc;
+    if (cx->help) return help(admin_journal_usage, admin_journal_help);
+    if ((limit && (rc = cli_parse_count(cx, "--limit", limit, &rq.limit))) ||
+        (after && (rc = cli_parse_count(cx, "--after", after, &rq.after))))
+        return rc;
+    dsc_client *c = cli_connect(cx, true, &rc);
+    if (!c) return rc;
+    dsc_client_admin_journal aj = {0};
+    dsc_error err;
+    dsc_status st = dsc_client_admin_journal_list(c, &rq, &aj, &err);
+    rc = st != DSC_OK ? cli_fail_status(cx, st, &err) : print_changes(cx, &aj);
+    dsc_client_admin_journal_clear(&aj);
     dsc_client_free(c);
     return rc;
 }

@@ -655,6 +655,11 @@ dsc_status dsc_client_decisions_list(dsc_client *c, const dsc_client_decisions_r
     return one(c, DSC_CALL_DECISIONS_LIST, rq, out, err);
 }
 
+dsc_status dsc_client_admin_journal_list(dsc_client *c, const dsc_client_admin_journal_request *rq,
+                                         dsc_client_admin_journal *out, dsc_error *err) {
+    return one(c, DSC_CALL_ADMIN_JOURNAL_LIST, rq, out, err);
+}
+
 dsc_status dsc_client_report_get(dsc_client *c, const dsc_client_report_request *rq,
                                  dsc_client_report *out, dsc_error *err) {
     return one(c, DSC_CALL_REPORT, rq, out, err);

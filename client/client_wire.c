@@ -244,6 +244,17 @@ static dsc_status enc_decisions(msgpack_packer *pk, const void *rq, const dsc__e
     return pack_result(rc, err);
 }
 
+static dsc_status enc_admin_journal(msgpack_packer *pk, const void *rq, const dsc__encode_ctx *ctx,
+                                    dsc_error *err) {
+    (void)ctx;
+    static const dsc_client_admin_journal_request none;
+    const dsc_client_admin_journal_request *q = rq ? rq : &none;
+    int rc = open_params(pk, (size_t)((q->limit > 0) + (q->after > 0)));
+    if (q->limit > 0) rc |= pack_kv_int(pk, "limit", q->limit);
+    if (q->after > 0) rc |= pack_kv_int(pk, "after", q->after);
+    return pack_result(rc, err);
+}
+
 static dsc_status enc_report(msgpack_packer *pk, const void *rq, const dsc__encode_ctx *ctx,
                              dsc_error *err) {
     (void)ctx;
@@ -826,6 +837,27 @@ static void clear_decisions(void *out) {
     dsc_client_decisions_clear(out);
 }
 
+static void decode_admin_change(const msgpack_object *m, void *out) {
+    dsc_client_admin_change *c = out;
+    opt_int(m, "seq", &c->seq);
+    opt_num(m, "at", &c->at);
+    opt_str(m, "by_key", c->by_key, sizeof c->by_key);
+    opt_str(m, "action", c->action, sizeof c->action);
+    opt_str(m, "target", c->target, sizeof c->target);
+    opt_str(m, "detail", c->detail, sizeof c->detail);
+}
+
+static dsc_status dec_admin_journal(const msgpack_object *m, void *out, dsc_error *err) {
+    dsc_client_admin_journal *r = out;
+    opt_int(m, "next", &r->next);
+    return decode_list(m, "admin_journal.list", "changes", sizeof *r->items, (void **)&r->items,
+                       &r->count, decode_admin_change, err);
+}
+
+static void clear_admin_journal(void *out) {
+    dsc_client_admin_journal_clear(out);
+}
+
 static void decode_report_row(const msgpack_object *m, void *out) {
     dsc_client_report_row *r = out;
     opt_int(m, "period_start", &r->period_start);
@@ -896,6 +928,8 @@ static const dsc__method methods[DSC__CALL_COUNT] = {
                                  sizeof(dsc_client_decisions), clear_decisions, true},
     [DSC_CALL_REPORT] = {"report", enc_report, dec_report, sizeof(dsc_client_report), clear_report,
                          true},
+    [DSC_CALL_ADMIN_JOURNAL_LIST] = {"admin_journal.list", enc_admin_journal, dec_admin_journal,
+                                     sizeof(dsc_client_admin_journal), clear_admin_journal, true},
     [DSC__CALL_AUTH] = {"auth", enc_auth, dec_auth, 0, NULL, true},
 };
 
@@ -935,6 +969,14 @@ void dsc_client_decisions_clear(dsc_client_decisions *d) {
     d->items = NULL;
     d->count = 0;
     d->next = 0;
+}
+
+void dsc_client_admin_journal_clear(dsc_client_admin_journal *j) {
+    if (!j) return;
+    free(j->items);
+    j->items = NULL;
+    j->count = 0;
+    j->next = 0;
 }
 
 void dsc_client_budgets_clear(dsc_client_budgets *b) {

@@ -20,7 +20,7 @@
 #include <stdint.h>
 
 /* Internal methods after the public ones. */
-enum { DSC__CALL_AUTH = DSC_CALL_REPORT + 1, DSC__CALL_COUNT };
+enum { DSC__CALL_AUTH = DSC_CALL_ADMIN_JOURNAL_LIST + 1, DSC__CALL_COUNT };
 
 /* Per-call context the encoders need (the generated idempotency key). */
 typedef struct dsc__encode_ctx {

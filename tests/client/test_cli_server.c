@@ -49,11 +49,11 @@ static run_result run(const char *server, const char *const *args) {
 
 Test(cli_server, every_server_command_has_help_and_exits_zero) {
     const char *cmds[][2] = {
-        {"check", NULL},      {"exec", NULL},     {"settle", NULL},   {"cancel", NULL},
-        {"budget", NULL},     {"budget", "list"}, {"budget", "get"},  {"budget", "set"},
-        {"budget", "delete"}, {"grid", NULL},     {"grid", "set"},    {"reload", NULL},
-        {"stats", NULL},      {"ping", NULL},     {"key", NULL},      {"key", "create"},
-        {"key", "list"},      {"key", "revoke"},  {"decisions", NULL}};
+        {"check", NULL},      {"exec", NULL},     {"settle", NULL},    {"cancel", NULL},
+        {"budget", NULL},     {"budget", "list"}, {"budget", "get"},   {"budget", "set"},
+        {"budget", "delete"}, {"grid", NULL},     {"grid", "set"},     {"reload", NULL},
+        {"stats", NULL},      {"ping", NULL},     {"key", NULL},       {"key", "create"},
+        {"key", "list"},      {"key", "revoke"},  {"decisions", NULL}, {"admin-journal", NULL}};
     for (size_t i = 0; i < sizeof cmds / sizeof cmds[0]; i++) {
         run_result r = cmds[i][1] ? RUN(NULL, cmds[i][0], cmds[i][1], "--help")
                                   : RUN(NULL, cmds[i][0], "--help");
@@ -586,6 +586,64 @@ Test(cli_server, keys_are_created_used_listed_revoked_and_decisions_are_shown) {
     r = RUN(addr, "key", "create", "--role", "client", ADMIN);
     cr_assert_eq(r.code, 2);
     run_has(r.err, "--scope");
+    run_free(&r);
+    th_server_cleanup(&s);
+}
+
+Test(cli_server, the_admin_journal_lists_who_changed_keys_and_budgets_oldest_first_in_pages) {
+    th_server s;
+    char addr[64];
+    real_server(&s, addr, sizeof addr);
+    run_result r = RUN(addr, "key", "create", "--role", "reader", "--scope", "org:acme", ADMIN);
+    cr_assert_eq(r.code, 0, "%s", r.err);
+    char reader[96], id[32];
+    token_of(r.out, reader, sizeof reader);
+    cr_assert_eq(sscanf(r.out, "key %31s", id), 1);
+    run_free(&r);
+    ok(RUN(addr, "budget", "set", "--selector", "team:infra", "--metric", "gco2e", "--window",
+           "month", "--limit", "1000", ADMIN),
+       NULL);
+    r = RUN(addr, "admin-journal", "--json", ADMIN);
+    cr_assert_eq(r.code, 0, "%s", r.err);
+    json_t *j = json_loads(r.out, 0, NULL);
+    cr_assert_not_null(j, "%s", r.out);
+    json_t *changes = json_object_get(j, "changes");
+    /* the harness's own key first, then the reader key, then the budget */
+    size_t n = json_array_size(changes);
+    cr_assert_geq(n, 2, "%s", r.out);
+    json_t *k = json_array_get(changes, n - 2), *b = json_array_get(changes, n - 1);
+    cr_assert_str_eq(json_string_value(json_object_get(k, "action")), "key.create");
+    cr_assert_str_eq(json_string_value(json_object_get(k, "target")), id);
+    cr_assert_str_eq(json_string_value(json_object_get(k, "by_key")), "admin");
+    cr_assert_str_eq(json_string_value(json_object_get(k, "detail")), "role=reader scope=org:acme");
+    cr_assert_str_eq(json_string_value(json_object_get(b, "action")), "budget.set");
+    cr_assert_str_eq(json_string_value(json_object_get(b, "target")), "team:infra");
+    cr_assert_lt(json_integer_value(json_object_get(k, "seq")),
+                 json_integer_value(json_object_get(b, "seq")));
+    json_decref(j);
+    run_free(&r);
+    r = RUN(addr, "admin-journal", "--limit", "1", ADMIN);
+    cr_assert_eq(r.code, 0, "%s", r.err);
+    run_has(r.out, "key.create");
+    run_has(r.out, "more: --after ");
+    cr_assert_null(strstr(r.out, "budget.set"), "%s", r.out);
+    long long after = 0;
+    cr_assert_eq(sscanf(strstr(r.out, "more: --after ") + 14, "%lld", &after), 1);
+    run_free(&r);
+    char after_s[32];
+    snprintf(after_s, sizeof after_s, "%lld", after);
+    r = RUN(addr, "admin-journal", "--after", after_s, "--limit", "1000", ADMIN);
+    cr_assert_eq(r.code, 0, "%s", r.err);
+    run_has(r.out, "budget.set");
+    run_has(r.out, "metric=gco2e window=month");
+    run_free(&r);
+    r = RUN(addr, "admin-journal", "--key", reader);
+    cr_assert_eq(r.code, 1, "%s", r.out);
+    run_has(r.err, "not open to a reader key (unauthorized)");
+    run_free(&r);
+    r = RUN(addr, "admin-journal", "--limit", "many", ADMIN);
+    cr_assert_eq(r.code, 2);
+    run_has(r.err, "--limit");
     run_free(&r);
     th_server_cleanup(&s);
 }

@@ -403,6 +403,28 @@ typedef struct dsc_client_decisions {
 
 void dsc_client_decisions_clear(dsc_client_decisions *d);
 
+typedef struct dsc_client_admin_journal_request {
+    int64_t limit, after; /* 0 = server default (100) / from the start */
+} dsc_client_admin_journal_request;
+
+/* One admin change: a key created or revoked, a budget set or deleted. */
+typedef struct dsc_client_admin_change {
+    int64_t seq;
+    double at;        /* unix seconds */
+    char by_key[24];  /* the key id that made it; "admin" or "anonymous" */
+    char action[24];  /* key.create, key.revoke, budget.set, budget.delete */
+    char target[200]; /* the key id or the budget's selector */
+    char detail[256]; /* "role=R scope=S" or "metric=M window=W limit=L" */
+} dsc_client_admin_change;
+
+typedef struct dsc_client_admin_journal {
+    dsc_client_admin_change *items; /* owned; release with dsc_client_admin_journal_clear */
+    size_t count;
+    int64_t next; /* the `after` of the next page; 0 = this was the last */
+} dsc_client_admin_journal;
+
+void dsc_client_admin_journal_clear(dsc_client_admin_journal *j);
+
 /* Create a key (admin, or a manager inside its scope); out->token is its secret. */
 dsc_status dsc_client_key_create(dsc_client *c, const dsc_client_key_request *rq,
                                  dsc_client_key *out, dsc_error *err);
@@ -414,6 +436,9 @@ dsc_status dsc_client_key_revoke(dsc_client *c, const char *key_id, dsc_error *e
 /* One page of the decision journal, inside the caller's scope. */
 dsc_status dsc_client_decisions_list(dsc_client *c, const dsc_client_decisions_request *rq,
                                      dsc_client_decisions *out, dsc_error *err);
+/* One page of the admin journal, oldest first (admin only). */
+dsc_status dsc_client_admin_journal_list(dsc_client *c, const dsc_client_admin_journal_request *rq,
+                                         dsc_client_admin_journal *out, dsc_error *err);
 
 typedef struct dsc_client_report_request {
     const char *by;             /* "team", "user", "model" or "purpose" (required) */
@@ -465,6 +490,7 @@ typedef enum dsc_client_method {
     DSC_CALL_KEY_REVOKE,     /* const char (key id)                none */
     DSC_CALL_DECISIONS_LIST, /* dsc_client_decisions_request      dsc_client_decisions */
     DSC_CALL_REPORT,         /* dsc_client_report_request         dsc_client_report */
+    DSC_CALL_ADMIN_JOURNAL_LIST, /* dsc_client_admin_journal_request  dsc_client_admin_journal */
 } dsc_client_method;
 
 /* One call of a pipeline: the caller sets method, request and result (result may
