@@ -234,6 +234,10 @@ char *dsc__redis_put_int(char *p, int64_t v) {
         *p++ = (char)('0' + u);
         return p;
     }
+    if (u < 100) { /* most: the lengths of a call's arguments */
+        *p++ = pairs[u * 2], *p++ = pairs[u * 2 + 1];
+        return p;
+    }
     char tmp[20];
     int n = 20;
     while (u >= 100) {
@@ -245,8 +249,9 @@ char *dsc__redis_put_int(char *p, int64_t v) {
         tmp[--n] = pairs[u * 2 + 1], tmp[--n] = pairs[u * 2];
     else
         tmp[--n] = (char)('0' + u);
-    memcpy(p, tmp + n, (size_t)(20 - n));
-    return p + 20 - n;
+    while (n < 20)
+        *p++ = tmp[n++];
+    return p;
 }
 
 /* One bulk string of the protocol ("$<len>\r\n<bytes>\r\n") at p; its end. */
