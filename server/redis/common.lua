@@ -337,7 +337,8 @@ end
 -- or nil), from j, the facts kept with its hold (field j: org, team, user, key,
 -- provider, model, zone, purpose, then the 7 amounts held; a hold taken by an
 -- earlier version keeps its check's journal text there, JSON); nil when it has none.
--- The caller reads j in the HMGET that reads the hold's state: no call of its own.
+-- Read only for a hold of the previous scripts (its group) and by the sweep (what
+-- an expiry charges): a settle takes the group the replica wrote with the hold.
 local function hold_charge(j)
   if not j or j == '' then return nil end
   local g, held = {}, nil
