@@ -480,6 +480,39 @@ static void old_hold(redisContext *c, const char *id, const char *state, const c
     freeReplyObject(r);
 }
 
+/* The same for a rolling window: the settle answers its used, held and reset time
+ * from the buckets it wrote, the same as a state read after it, with one HGETALL. */
+Test(store_redis, a_settle_reads_a_rolling_counter_once_and_answers_its_state) {
+    th_redis srv;
+    th_redis_start(&srv, NULL);
+    replica p;
+    replica_open(&p, &srv);
+    const counter roll = {"org:acme/user:u/3", "rolling", 3600000000LL, 0, 1000000, 600, 1};
+    cr_assert_str_eq(reserve(&p, "0", "r1", "", 60000000, &roll, 1).el[0], "ok");
+    redisContext *c = th_redis_connect(&srv);
+    reset_stats(c);
+    args a = {0};
+    arg(&a, "r1"), arg(&a, "key-1"), arg(&a, "600"), arg(&a, ""), arg(&a, "1000");
+    for (int m = 0; m < 7; m++)
+        arg(&a, "%d", m == 1 ? 250 : 0);
+    arg(&a, "0"), arg(&a, "1"), arg(&a, "%s", roll.name), arg(&a, "rolling");
+    arg(&a, "%lld", roll.span), arg(&a, "0"), arg(&a, "1");
+    answer s = call(&p, DSC_REDIS_SETTLE, &a);
+    cr_assert_str_eq(s.el[0], "settle", "%s", s.message);
+    cr_assert_eq(s.n, 1 + 7 + 3);
+    cr_assert_eq(calls_of(c, "hgetall"), 1, "the counter read once");
+    long long used, held, resets;
+    state(&p, &roll, &used, &held, &resets);
+    cr_assert_eq(used, 250);
+    cr_assert_eq(held, 0);
+    cr_assert_eq(atoll(s.el[8]), used, "the settle's used is the state's");
+    cr_assert_eq(atoll(s.el[9]), held, "the settle's held is the state's");
+    cr_assert_eq(atoll(s.el[10]), resets, "the settle's reset time is the state's");
+    redisFree(c);
+    replica_close(&p);
+    th_redis_cleanup(&srv);
+}
+
 /* A rolling upgrade: a hold as the previous scripts wrote it (a hash: state, the
  * hold as JSON, its check's facts as JSON; held counted on its counter) is settled
  * by these, charged once and rolled up under its check's group. */
