@@ -55,7 +55,7 @@ static void start_decision(slot *s);
 static char facts[256];
 
 /* What discernd journals with a hold: the decision's audit record, packed the way
- * discernd packs it (DSC_REDIS_JOURNAL_FIELDS, server/ledger_redis.c), about 250 bytes;
+ * discernd packs it (DSC_REDIS_JOURNAL_FIELDS, server/ledger_redis.c), 237 bytes;
  * and the hold's rollup group (dsc__redis_group_text). */
 static char detail[1024];
 static char *group;
