@@ -54,12 +54,11 @@ static void start_decision(slot *s);
  * purpose, then what the check held of each metric; a settle's hourly rollup reads it. */
 static char facts[256];
 
-/* What discernd journals with a hold: the decision's audit record (about 250 bytes). */
-static const char detail[] =
-    "{\"request_id\":\"\",\"purpose\":\"code-review\",\"provider\":\"openai\",\"model\":"
-    "\"gpt-4o\",\"outcome\":\"allow\",\"policy\":\"budgets\",\"policy_version\":"
-    "\"3f2a9c\",\"reason\":\"within every budget\",\"input_tokens\":1200,\"output_tokens\":"
-    "800,\"est_energy_wh\":1834,\"est_gco2e\":712,\"est_water_ml\":2210}";
+/* What discernd journals with a hold: the decision's audit record, packed the way
+ * discernd packs it (DSC_REDIS_JOURNAL_FIELDS, server/ledger_redis.c), 237 bytes;
+ * and the hold's rollup group (dsc__redis_group_text). */
+static char detail[1024];
+static char *group;
 
 static double cpu_s(void) {
     struct rusage ru;
@@ -121,6 +120,7 @@ static void start_decision(slot *s) {
                           "bench",
                           detail,
                           facts,
+                          group,
                           "1000000",
                           "3",
                           "org:bench/team:t/1",
@@ -144,7 +144,7 @@ static void start_decision(slot *s) {
                           "9000000000000",
                           amount,
                           "1"};
-    if (dsc__redis_eval(b->r[s->conn], DSC_REDIS_RESERVE, 31, argv, on_reserved, s) != DSC_OK)
+    if (dsc__redis_eval(b->r[s->conn], DSC_REDIS_RESERVE, 32, argv, on_reserved, s) != DSC_OK)
         b->errors++;
 }
 
@@ -195,6 +195,36 @@ int main(int argc, char **argv) {
                                      "gpt-4o",    "FR",     "code-review", "1834",  "712",
                                      "0",         "5",      "2210",        "800",   "1"};
     if (!dsc__redis_facts_pack(facts, sizeof facts, fv, sizeof fv / sizeof *fv)) return 1;
+    static const char *const jv[] = {"d-0123456789abcdef",
+                                     "",
+                                     "1764633600000000",
+                                     "org:bench",
+                                     "team:t",
+                                     "user:u",
+                                     "bench",
+                                     "code-review",
+                                     "openai",
+                                     "gpt-4o",
+                                     "1200",
+                                     "800",
+                                     "1834",
+                                     "712",
+                                     "2210",
+                                     "allow",
+                                     "budgets",
+                                     "3f2a9c",
+                                     "within every budget",
+                                     "r-0123456789abcdef",
+                                     "bench",
+                                     "FR",
+                                     "engineering",
+                                     "[]",
+                                     "[]",
+                                     "0"};
+    if (!dsc__redis_facts_pack(detail, sizeof detail, jv, sizeof jv / sizeof *jv)) return 1;
+    const char *gv[DSC_REDIS_GROUP_PARTS] = {"org:bench", "team:t", "user:u",     "bench",
+                                             "openai",    "gpt-4o", "code-review"};
+    if (!(group = dsc__redis_group_text(gv))) return 1;
     dsc__store_url url;
     dsc_error err;
     if (dsc__store_url_parse("--url", arg_str(argc, argv, "--url", ""), &url, &err) != DSC_OK ||
@@ -249,5 +279,6 @@ int main(int argc, char **argv) {
     free(b.r);
     free(slots);
     event_base_free(b.base);
+    free(group);
     return b.errors ? 1 : 0;
 }

@@ -278,6 +278,7 @@ typedef struct pending {
     dsc_reserve_req rreq; /* reserve: sent again after a 'stale' (the caller's, kept until done) */
     char *detail;         /* reserve: the decision's journal text (owned) */
     char *facts;          /* reserve: what the hold is for, packed (owned) */
+    char *group;          /* reserve: its hourly rollup group, JSON text (owned) */
     int retries;          /* reserve: 'stale' answers retried so far */
     struct seed *sd;      /* budget: a new budget's past usage, being read */
 } pending;
@@ -295,6 +296,7 @@ static pending *pending_new(dsc__worker *w, const dsc_done *done, dsc_error *err
     p->sent_us = dsc__now_us();
     p->detail = NULL;
     p->facts = NULL;
+    p->group = NULL;
     p->retries = 0;
     p->sd = NULL;
     return p;
@@ -305,6 +307,7 @@ static void seed_free(struct seed *sd);
 static void pending_free(pending *p) {
     if (p) free(p->detail);
     if (p) free(p->facts);
+    if (p) free(p->group);
     if (p) seed_free(p->sd);
     free(p);
 }
@@ -440,6 +443,15 @@ static char *facts_pack(const dsc_hold_info *h, const dsc_amounts *held) {
     return out;
 }
 
+/* The hourly rollup's group (server/redis/common.lua) that the hold's settle or
+ * expiry is rolled up in: {org, team, user, key, provider, model, purpose}, the same
+ * text as an unknown id's (subject_group). malloc'd; NULL when out of memory. */
+static char *hold_group(const dsc_hold_info *h) {
+    const char *v[DSC_REDIS_GROUP_PARTS] = {h->org,      h->team,  h->user,   h->key,
+                                            h->provider, h->model, h->purpose};
+    return dsc__redis_group_text(v);
+}
+
 /* The facts read back into h; a hold taken by an earlier version keeps the journal
  * text of its check instead (JSON), read by name. Unreadable facts leave them "". */
 static void facts_unpack(dsc_hold_info *h, const char *text, size_t len) {
@@ -571,6 +583,7 @@ static dsc_status send_reserve(pending *p, dsc_error *err) {
         .tz_offset_s = w->srv->redis->tz_offset_s,
         .journal = p->detail,
         .hold_facts = p->facts,
+        .hold_group = p->group,
         .journal_max = p->detail ? JOURNAL_MAX : 0,
         .counters = p->k.c,
         .n = p->k.n,
@@ -600,6 +613,8 @@ static dsc_status reserve(dsc__worker *w, const dsc_reserve_req *req, dsc_reserv
         hold_of(&p->own, out->reservation_id, req);
         if (!(p->facts = facts_pack(&p->own, req->amounts)))
             st = dsc_error_set(err, DSC_TOO_LARGE, "%s", "subject: too long to keep with a hold");
+        else if (!(p->group = hold_group(&p->own)))
+            st = dsc_error_set(err, DSC_NOMEM, "%s", "out of memory for a hold");
     }
     if (st == DSC_OK) st = send_reserve(p, err);
     if (st != DSC_OK) pending_free(p);

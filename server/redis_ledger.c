@@ -375,7 +375,8 @@ dsc_status dsc__redis_reserve(dsc__redis *r, const dsc__redis_reserve_req *req,
     args a = {0};
     add_int(&a, req->version), add_str(&a, req->reservation_id), add_str(&a, req->request_id);
     add_int(&a, req->ttl_us), add_int(&a, req->tz_offset_s), add_str(&a, req->owner_key);
-    add_str(&a, req->journal), add_str(&a, req->hold_facts), add_int(&a, req->journal_max);
+    add_str(&a, req->journal), add_str(&a, req->hold_facts), add_str(&a, req->hold_group);
+    add_int(&a, req->journal_max);
     add_int(&a, (int64_t)req->n);
     dsc_status st = add_counters(&a, req->counters, req->n, true, err);
     if (st != DSC_OK) return st;

@@ -51,6 +51,7 @@ typedef struct dsc__redis_reserve_req {
     int32_t tz_offset_s;        /* calendar windows */
     const char *journal;        /* the decision's record; NULL: none */
     const char *hold_facts;     /* what the hold is for (dsc__redis_facts_pack); NULL: none */
+    const char *hold_group;     /* its rollup group (dsc__redis_group_text); NULL: none */
     int64_t journal_max;        /* the journal stream's cap; 0: not journaled */
     const dsc__redis_counter *counters;
     size_t n;

@@ -221,17 +221,36 @@ static void on_call_reply(redisAsyncContext *ac, void *reply, void *privdata) {
     complete(k, rp);
 }
 
+/* Two decimal digits at a time (one division per pair): every argument's length and
+ * every number of a call is written here. */
+static const char pairs[] = "00010203040506070809101112131415161718192021222324252627282930313233"
+                            "34353637383940414243444546474849505152535455565758596061626364656667"
+                            "6869707172737475767778798081828384858687888990919293949596979899";
+
 char *dsc__redis_put_int(char *p, int64_t v) {
-    char tmp[20];
     uint64_t u = v < 0 ? 0 - (uint64_t)v : (uint64_t)v;
-    int n = 0;
-    do {
-        tmp[n++] = (char)('0' + u % 10);
-        u /= 10;
-    } while (u);
     if (v < 0) *p++ = '-';
-    while (n)
-        *p++ = tmp[--n];
+    if (u < 10) {
+        *p++ = (char)('0' + u);
+        return p;
+    }
+    if (u < 100) { /* most: the lengths of a call's arguments */
+        *p++ = pairs[u * 2], *p++ = pairs[u * 2 + 1];
+        return p;
+    }
+    char tmp[20];
+    int n = 20;
+    while (u >= 100) {
+        unsigned d = (unsigned)(u % 100) * 2;
+        u /= 100;
+        tmp[--n] = pairs[d + 1], tmp[--n] = pairs[d];
+    }
+    if (u >= 10)
+        tmp[--n] = pairs[u * 2 + 1], tmp[--n] = pairs[u * 2];
+    else
+        tmp[--n] = (char)('0' + u);
+    while (n < 20)
+        *p++ = tmp[n++];
     return p;
 }
 
@@ -245,6 +264,10 @@ static char *put_bulk(char *p, const char *s, size_t n) {
     return p + n + 2;
 }
 
+/* Arguments whose lengths dsc__redis_eval keeps from sizing the call to writing it
+ * (a reserve over 32 counters has 235); the rest are measured twice. */
+#define EVAL_LENGTHS 256
+
 /* The call is formatted here, once, into the block that holds it: EVALSHA sha 1
  * key0 argv..., as the protocol sends it (the same bytes go again after a
  * NOSCRIPT, with the sha as loaded then). One allocation, no copy of the arguments
@@ -254,24 +277,27 @@ dsc_status dsc__redis_eval(dsc__redis *r, dsc__redis_script script, int argc,
     if (r->cmd.state != READY || (unsigned)script >= DSC_REDIS_SCRIPT_COUNT || argc < 0)
         return DSC_STORE_UNAVAILABLE;
     const char *head[] = {"EVALSHA", r->sha[script], "1", r->key0};
-    size_t bytes = 24 + 4 * 26;
+    size_t hlen[4], alen[EVAL_LENGTHS], bytes = 24 + 4 * 26;
     for (int i = 0; i < 4; i++)
-        bytes += strlen(head[i]);
-    for (int i = 0; i < argc; i++)
-        bytes += strlen(argv[i]) + 26; /* "$" <= 20 digits "\r\n" <bytes> "\r\n" */
-    call *k = calloc(1, sizeof *k + bytes);
+        bytes += hlen[i] = strlen(head[i]);
+    for (int i = 0; i < argc; i++) { /* "$" <= 20 digits "\r\n" <bytes> "\r\n" */
+        size_t n = strlen(argv[i]);
+        if (i < EVAL_LENGTHS) alen[i] = n;
+        bytes += n + 26;
+    }
+    call *k = malloc(sizeof *k + bytes);
     if (!k) return DSC_NOMEM;
+    memset(k, 0, sizeof *k); /* the header; the command is written below */
     char *p = k->cmd;
     *p++ = '*';
     p = dsc__redis_put_int(p, argc + 4);
     *p++ = '\r', *p++ = '\n';
     for (int i = 0; i < 4; i++) {
-        size_t n = strlen(head[i]);
-        p = put_bulk(p, head[i], n);
-        if (i == 1 && n == 40) k->sha_at = (size_t)(p - k->cmd) - 42;
+        p = put_bulk(p, head[i], hlen[i]);
+        if (i == 1 && hlen[i] == 40) k->sha_at = (size_t)(p - k->cmd) - 42;
     }
     for (int i = 0; i < argc; i++)
-        p = put_bulk(p, argv[i], strlen(argv[i]));
+        p = put_bulk(p, argv[i], i < EVAL_LENGTHS ? alen[i] : strlen(argv[i]));
     k->cmd_len = (size_t)(p - k->cmd);
     k->r = r, k->script = script, k->fn = fn, k->ud = ud;
     if (!send_call(k)) {

@@ -7,12 +7,11 @@
 -- admin), and {'<state>'} (settled, cancelled, expired, released) for one that is no
 -- longer held, changing nothing.
 local id, owner, retain_s, maxlen = ARGV[1], ARGV[2], ARGV[3], ARGV[4]
-local h = redis.call('HMGET', tag .. 'h:' .. id, 'st', 'd')
-if not h[1] then return {'unknown'} end
-local d = cjson.decode(h[2])
-if d.ow and d.ow ~= '' and owner ~= '*' and d.ow ~= owner then return {'forbidden'} end
-if h[1] ~= 'held' then return {h[1]} end
-release_hold(d, now_us(), nil)
-finish(id, d, 'cancelled', d.g or {}, retain_s)
+local h, old = load_hold(id)
+if not h then return {'unknown'} end
+if h[H_OW] ~= '' and owner ~= '*' and h[H_OW] ~= owner then return {'forbidden'} end
+if h[H_ST] ~= 'held' then return {h[H_ST]} end
+release_hold(h, now_us(), nil)
+finish(id, h, 'cancelled', {}, retain_s, true, old)
 journal(maxlen, 'cancel', id, '')
 return {'cancelled'}

@@ -12,11 +12,13 @@
 --   <tag>bid            last budget id handed out
 --   <tag>c:<counter>    hash: one counter (u used, h held, p period start / t last
 --                       refill / b<index> rolling buckets)
---   <tag>h:<id>         hash: one reservation (st state, d JSON: its counters,
---                       owner, expiry; g JSON: what it was charged, once finished;
---                       j: what it was for, the facts a settle elsewhere needs)
+--   <tag>hd:<id>        string: one reservation, a MessagePack array (see "Holds"
+--                       below): state, owner, expiry, counters, what it was for
+--   <tag>hx             sorted set: held reservation ids by expiry (unix µs)
+--   <tag>h:<id>, <tag>exp  the same as written by the previous scripts (a hash st,
+--                       d JSON, g JSON, j; its own expiry set): still read, settled,
+--                       cancelled and swept, and rewritten as hd when finished
 --   <tag>rq:<request>   request id -> reservation id (idempotent checks)
---   <tag>exp            sorted set: held reservation ids by expiry (unix µs)
 --   <tag>journal        stream: the decision journal of every replica (capped)
 --   <tag>keys           hash: API key id -> its entry (hash, role, scope; no token)
 --   <tag>kver           API keys version (INCR on every change)
@@ -93,7 +95,9 @@ end
 -- Bring counter key to now: reset a calendar period, drop rolling buckets that left
 -- the window, refill a token bucket. Returns used (>= 0), when it next goes down
 -- (unix seconds) and what is held on it, read in the same call (each redis.call
--- costs a few µs: the hot path counts them).
+-- costs a few µs: the hot path counts them). A rolling window also answers its head
+-- bucket's value, the sum of its buckets (may be below zero after a correction) and
+-- the oldest bucket holding a charge (nil: none), which put_counter goes on from.
 local function advance(key, w, off, now)
   if is_calendar(w) then
     local s, e = period(w.k, off, floor_div(now, US))
@@ -129,7 +133,7 @@ local function advance(key, w, off, now)
     end
     local resets = math.ceil(now / US)
     if oldest then resets = math.ceil((oldest + BUCKETS + 1) * width / US) end
-    return math.max(used, 0), resets, held, at_head
+    return math.max(used, 0), resets, held, at_head, used, oldest
   end
   -- rate: a token bucket refilling r per s; u is what is taken, t when it was last
   -- brought up to date (the fraction of a micro-unit owed is kept in t)
@@ -185,73 +189,100 @@ local function journal(maxlen, kind, id, extra)
   end
 end
 
--- A reservation's counter keeps its window as text (JSON numbers lose digits).
-local function stored_window(c)
-  return {k = c.k, s = tonumber(c.s), r = tonumber(c.r)}
-end
-
 -- Write what advance read back changed, in one HSET: held grows by dh, and used by
 -- charge (may be negative: a correction; a calendar or rate counter never goes below
 -- zero, a rolling one is charged in its head bucket, whose value advance answered as
 -- at_head). The same as HINCRBY of each, one call instead of two. Answers the
--- counter's used after it (nil for a rolling window) and its held.
-local function put_counter(key, w, now, used, held, at_head, dh, charge)
+-- counter's used, held and reset time after it; the reset time is nil when it
+-- cannot be told without reading again (a rate window, a rolling window whose
+-- oldest charged bucket was emptied). The rest are what advance answered.
+local function put_counter(key, w, now, used, resets, held, at_head, raw, oldest, dh, charge)
   local h = held + dh
   if w.k == 'rolling' then
-    if charge ~= 0 then
-      local b = 'b' .. int(floor_div(now, floor_div(w.s, BUCKETS)))
-      redis.call('HSET', key, 'h', int(h), b, int(at_head + charge))
-    else
+    if charge == 0 then
       redis.call('HSET', key, 'h', int(h))
+      return used, h, resets
     end
-    return nil, h
+    local width = floor_div(w.s, BUCKETS)
+    local head = floor_div(now, width)
+    local v = at_head + charge
+    redis.call('HSET', key, 'h', int(h), 'b' .. int(head), int(v))
+    if v > 0 then
+      oldest = oldest or head
+    elseif oldest == head then
+      return nil, h, nil
+    end
+    raw = raw + charge
+    if oldest then resets = math.ceil((oldest + BUCKETS + 1) * width / US) end
+    return raw > 0 and raw or 0, h, resets
   end
+  local calendar = is_calendar(w)
   if charge == 0 then
     redis.call('HSET', key, 'h', int(h))
-    return used, h
+    return used, h, calendar and resets or nil
   end
   local u = used + charge
   if u < 0 then u = 0 end
   redis.call('HSET', key, 'h', int(h), 'u', int(u))
-  return u, h
+  return u, h, calendar and resets or nil
 end
 
 -- Counters a script has brought to now and changed since, by key: {used, resets,
--- held, tz_offset} as they are after the change, so that an answer about the same counter
--- needs no second read (calendar windows only: a rolling or rate counter's used
--- and reset time are read again).
+-- held, tz_offset} as they are after the change, so that an answer about the same
+-- counter needs no second read (a rate counter's, or a rolling one's whose oldest
+-- charged bucket was emptied, are read again).
 local known = {}
 
--- Charge or release every counter of a held reservation d at now: used += charge[m]
+-- Bring counter key to now and change it: held += dh, used += charge. Answers its
+-- used and held after it, and remembers them in known.
+local function touch(key, w, off, now, dh, charge)
+  local used, resets, held, at_head, raw, oldest = advance(key, w, off, now)
+  local h
+  used, h, resets = put_counter(key, w, now, used, resets, held, at_head or 0, raw, oldest, dh,
+                                charge)
+  if resets then known[key] = {used, resets, h, off} end
+  return used, h
+end
+
+-- Holds. <tag>hd:<id> is a string: one reservation packed with cmsgpack (no JSON,
+-- no hash fields to read one by one), the array
+--   {state, owner, expires_us, request_id, tz_offset_s, group, facts, charged,
+--    then 6 per counter: name, kind, span_us, rate_micro, metric, amount}
+-- group is the hourly rollups' group of what the hold is for (JSON text, as the
+-- replica wrote it), facts what hold.lua answers (server/redis_ledger.h), charged
+-- {} while held and what it was charged (7 amounts) once finished. A held one is in
+-- <tag>hx by expiry; a finished one expires retain_s after it finished.
+local H_ST, H_OW, H_EX, H_RQ, H_TZ, H_GROUP, H_FACTS, H_CHARGED, H_C = 1, 2, 3, 4, 5, 6, 7, 8, 9
+
+-- Charge or release every counter of held reservation rec at now: used += charge[m]
 -- (the metric's charge, a table indexed by metric), held -= what was held.
-local function release_hold(d, now, charge)
-  for _, c in ipairs(d.c) do
-    local key, w = tag .. 'c:' .. c.n, stored_window(c)
-    local used, resets, held, at_head = advance(key, w, d.tz, now)
-    used, held = put_counter(key, w, now, used, held, at_head or 0, -tonumber(c.a),
-                             charge and charge[c.m + 1] or 0)
-    if is_calendar(w) and used then known[key] = {used, resets, held, d.tz} end
+local function release_hold(rec, now, charge)
+  local off = rec[H_TZ]
+  for i = H_C, #rec, 6 do
+    touch(tag .. 'c:' .. rec[i], {k = rec[i + 1], s = rec[i + 2], r = rec[i + 3]}, off, now,
+          -rec[i + 5], charge and charge[rec[i + 4] + 1] or 0)
   end
 end
 
--- What a finished reservation was charged, as kept in its field g: seven amounts.
-local function charged_of(h_g, d)
-  local g = h_g and cjson.decode(h_g) or d.g or {}
-  local out = {}
-  for m = 1, 7 do out[m] = tonumber(g[m] or 0) or 0 end
+-- What a reservation was charged: seven amounts (zeros while held).
+local function charged_of(rec)
+  local g, out = rec[H_CHARGED], {}
+  for m = 1, 7 do out[m] = tonumber(g[m]) or 0 end
   return out
 end
 
--- The reservation's record after it leaves the held state: its state and what it
--- was charged (g, JSON); the rest of it (d, j) stays as the reserve wrote it.
-local function finish(id, d, state, charged, retain_s)
+-- The reservation's record after it leaves the held state, kept retain_s seconds in
+-- one SET: its state and what it was charged. was_held: it leaves its expiry set
+-- (<tag>exp for a hold of the previous scripts, old, whose hash is deleted).
+local function finish(id, rec, state, charged, retain_s, was_held, old)
   local keep = math.max(tonumber(retain_s) or 600, 1)
   local g = {}
-  for m = 1, 7 do g[m] = int(charged[m] or 0) end
-  redis.call('HSET', tag .. 'h:' .. id, 'st', state, 'g', cjson.encode(g))
-  redis.call('ZREM', tag .. 'exp', id)
-  redis.call('EXPIRE', tag .. 'h:' .. id, keep)
-  if d.rq and d.rq ~= '' then redis.call('EXPIRE', tag .. 'rq:' .. d.rq, keep) end
+  for m = 1, 7 do g[m] = tonumber(charged[m]) or 0 end
+  rec[H_ST], rec[H_CHARGED] = state, g
+  redis.call('SET', tag .. 'hd:' .. id, cmsgpack.pack(rec), 'EX', keep)
+  if was_held then redis.call('ZREM', tag .. (old and 'exp' or 'hx'), id) end
+  if old then redis.call('DEL', tag .. 'h:' .. id) end
+  if rec[H_RQ] ~= '' then redis.call('EXPIRE', tag .. 'rq:' .. rec[H_RQ], keep) end
 end
 
 -- Hourly rollups: what reports and a new budget's past usage read. <tag>ru:<hour>
@@ -306,7 +337,8 @@ end
 -- or nil), from j, the facts kept with its hold (field j: org, team, user, key,
 -- provider, model, zone, purpose, then the 7 amounts held; a hold taken by an
 -- earlier version keeps its check's journal text there, JSON); nil when it has none.
--- The caller reads j in the HMGET that reads the hold's state: no call of its own.
+-- Read only for a hold of the previous scripts (its group) and by the sweep (what
+-- an expiry charges): a settle takes the group the replica wrote with the hold.
 local function hold_charge(j)
   if not j or j == '' then return nil end
   local g, held = {}, nil
@@ -327,4 +359,26 @@ local function hold_charge(j)
     end
   end
   return cjson.encode(g), held
+end
+
+-- Reservation id's record as the array of "Holds" above, and whether it was written
+-- by the previous scripts (a hash <tag>h:<id>: st, d JSON, g JSON, j), read into the
+-- same array; nil when Redis knows neither. only_old: look at the old form only.
+local function load_hold(id, only_old)
+  if not only_old then
+    local s = redis.call('GET', tag .. 'hd:' .. id)
+    if s then return cmsgpack.unpack(s), false end
+  end
+  local h = redis.call('HMGET', tag .. 'h:' .. id, 'st', 'd', 'g', 'j')
+  if not h[1] then return nil end
+  local d = cjson.decode(h[2])
+  local g = h[3] and cjson.decode(h[3]) or d.g or {}
+  local rec = {h[1], d.ow or '', tonumber(d.ex) or 0, d.rq or '', tonumber(d.tz) or 0,
+               hold_charge(h[4]) or '', h[4] or '', g}
+  for _, c in ipairs(d.c) do
+    local i = #rec
+    rec[i + 1], rec[i + 2], rec[i + 3] = c.n, c.k, tonumber(c.s)
+    rec[i + 4], rec[i + 5], rec[i + 6] = tonumber(c.r), tonumber(c.m), tonumber(c.a)
+  end
+  return rec, true
 end

@@ -8,7 +8,6 @@
 -- them), '' when it was charged without a hold. A hold taken by an earlier version
 -- has the journal text of its check (JSON) there instead.
 if #ARGV ~= 1 then return redis.error_reply('bad_request hold arguments') end
-local h = redis.call('HMGET', tag .. 'h:' .. ARGV[1], 'st', 'd', 'j')
-if not h[1] then return {'unknown'} end
-local d = cjson.decode(h[2])
-return {h[1], d.ow or '', d.ex or '0', h[3] or ''}
+local h = load_hold(ARGV[1])
+if not h then return {'unknown'} end
+return {h[H_ST], h[H_OW], int(h[H_EX]), h[H_FACTS]}

@@ -55,41 +55,44 @@ local function answer(kind, charged)
   return r
 end
 
-local h = redis.call('HMGET', tag .. 'h:' .. id, 'st', 'd', 'g', 'j')
-if not h[1] then
+local h, old = load_hold(id)
+if not h then
   if n == 0 and detail == '' then return {'unknown'} end
-  local d = {c = {}, tz = off, rq = '', ow = owner, ex = int(now)}
+  local rec = {'settling', owner, now, '', off, detail, '', {}}
   for i = 1, n do
     local b = 14 + (i - 1) * 5
-    d.c[i] = {n = ARGV[b + 1], k = ARGV[b + 2], s = ARGV[b + 3], r = ARGV[b + 4],
-              m = tonumber(ARGV[b + 5]), a = '0'}
+    local c = H_C + (i - 1) * 6
+    rec[c], rec[c + 1], rec[c + 2] = ARGV[b + 1], ARGV[b + 2], tonumber(ARGV[b + 3])
+    rec[c + 3], rec[c + 4], rec[c + 5] = tonumber(ARGV[b + 4]), tonumber(ARGV[b + 5]), 0
+    if not rec[c + 2] or not rec[c + 3] or not rec[c + 4] then
+      return redis.error_reply('bad_request counter ' .. i)
+    end
   end
-  redis.call('HSET', tag .. 'h:' .. id, 'st', 'settling', 'd', cjson.encode(d))
-  release_hold(d, now, actual)
-  finish(id, d, 'settled', actual, retain_s)
+  release_hold(rec, now, actual)
+  finish(id, rec, 'settled', actual, retain_s, false, false)
   journal(maxlen, 'settle', id, detail)
   rollup(now, detail, actual)
   return answer('unreserved', actual)
 end
 
-local d = cjson.decode(h[2])
-if d.ow and d.ow ~= '' and owner ~= '*' and d.ow ~= owner then return {'forbidden'} end
-local charged = charged_of(h[3], d)
-if h[1] == 'settled' then return answer('repeated', charged) end
+if h[H_OW] ~= '' and owner ~= '*' and h[H_OW] ~= owner then return {'forbidden'} end
+local charged = charged_of(h)
+if h[H_ST] == 'settled' then return answer('repeated', charged) end
 
 local kind, delta = 'settle', {}
 for m = 1, 7 do delta[m] = actual[m] - charged[m] end
-if h[1] == 'held' then
-  release_hold(d, now, delta)
+local held = h[H_ST] == 'held'
+if held then
+  release_hold(h, now, delta)
 else
   kind = 'late'
-  for _, c in ipairs(d.c) do
-    local key, w = tag .. 'c:' .. c.n, stored_window(c)
-    local used = advance(key, w, d.tz, now)
-    add_used(key, w, now, delta[c.m + 1] or 0, used)
+  for c = H_C, #h, 6 do
+    local key, w = tag .. 'c:' .. h[c], {k = h[c + 1], s = h[c + 2], r = h[c + 3]}
+    local used = advance(key, w, h[H_TZ], now)
+    add_used(key, w, now, delta[h[c + 4] + 1] or 0, used)
   end
 end
-finish(id, d, 'settled', actual, retain_s)
+finish(id, h, 'settled', actual, retain_s, held, old)
 journal(maxlen, 'settle', id, detail)
-rollup(now, (hold_charge(h[4])), delta)
+rollup(now, h[H_GROUP], delta)
 return answer(kind, actual)

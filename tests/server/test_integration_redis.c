@@ -347,7 +347,7 @@ Test(integration_redis, a_subject_under_more_budgets_than_a_reserve_carries_is_r
     }
     th_fails(a, "check", CHECK, "too_large", "33 budgets apply, a Redis store takes at most 32");
     redisContext *rc = th_redis_connect(&r);
-    cr_assert_eq(th_redis_int(rc, "ZCARD {discern:}exp"), 0, "nothing held");
+    cr_assert_eq(th_redis_int(rc, "ZCARD {discern:}hx"), 0, "nothing held");
     redisFree(rc);
     th_client_free(a);
     cr_assert_eq(th_server_stop(&s), 0);

@@ -338,6 +338,25 @@ Test(redis_ledger, numbers_are_written_in_decimal_at_both_ends_of_the_range) {
     }
 }
 
+/* Every width from 1 to 19 digits, and each value below 100000, as printf writes it. */
+Test(redis_ledger, numbers_of_every_width_are_written_as_printf_writes_them) {
+    char out[24], want[24];
+    for (int64_t v = -100000; v <= 100000; v++) {
+        *dsc__redis_put_int(out, v) = '\0';
+        snprintf(want, sizeof want, "%lld", (long long)v);
+        cr_assert_str_eq(out, want);
+    }
+    for (int64_t p = 10; p <= INT64_MAX / 10; p *= 10)
+        for (int64_t d = -1; d <= 1; d++) {
+            *dsc__redis_put_int(out, p + d) = '\0';
+            snprintf(want, sizeof want, "%lld", (long long)(p + d));
+            cr_assert_str_eq(out, want);
+            *dsc__redis_put_int(out, -(p + d)) = '\0';
+            snprintf(want, sizeof want, "%lld", (long long)-(p + d));
+            cr_assert_str_eq(out, want);
+        }
+}
+
 /* --------------------------------------------------------- journal records -- */
 
 Test(redis_ledger, a_packed_journal_record_loads_as_named_typed_fields) {

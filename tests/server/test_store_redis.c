@@ -174,7 +174,7 @@ static answer reserve(replica *p, const char *version, const char *id, const cha
     args a = {0};
     arg(&a, "%s", version), arg(&a, "%s", id), arg(&a, "%s", request_id);
     arg(&a, "%lld", ttl_us), arg(&a, "0"), arg(&a, "key-1"), arg(&a, ""), arg(&a, "");
-    arg(&a, "1000");
+    arg(&a, ""), arg(&a, "1000");
     arg(&a, "%d", n);
     for (int i = 0; i < n; i++) {
         arg(&a, "%s", c[i].name), arg(&a, "%s", c[i].kind), arg(&a, "%lld", c[i].span);
@@ -295,7 +295,9 @@ Test(store_redis, a_request_id_is_claimed_in_one_call_and_given_back_when_nothin
     reset_stats(c);
     cr_assert_str_eq(reserve(&p, "0", "r1", "q1", 60000000, &TEAM, 1).el[0], "ok");
     cr_assert_eq(calls_of(c, "get"), 1, "only the budgets version is read with GET");
-    cr_assert_eq(calls_of(c, "set"), 1, "the request id is looked up and claimed at once");
+    cr_assert_eq(calls_of(c, "set"), 2,
+                 "the request id is looked up and claimed at once, the hold written in one SET NX");
+    cr_assert_eq(calls_of(c, "exists"), 0, "the hold's SET NX tells an id in use");
     cr_assert_eq(th_redis_int(c, "EXISTS {discern:}rq:q1"), 1);
     counter big = TEAM;
     big.amount = 500; /* 600 held + 500 > 1000 */
@@ -350,16 +352,18 @@ Test(store_redis, the_journal_text_is_written_once_and_the_hold_keeps_its_facts)
     replica_open(&p, &srv);
     args a = {0};
     arg(&a, "0"), arg(&a, "r1"), arg(&a, ""), arg(&a, "60000000"), arg(&a, "0"), arg(&a, "k");
-    arg(&a, "{\"decision_id\":\"d1\",\"verdicts\":\"[]\"}"), arg(&a, "3:acm0:"), arg(&a, "1000");
+    arg(&a, "{\"decision_id\":\"d1\",\"verdicts\":\"[]\"}"), arg(&a, "3:acm0:"), arg(&a, "[]");
+    arg(&a, "1000");
     arg(&a, "1"), arg(&a, "%s", TEAM.name), arg(&a, "month"), arg(&a, "0"), arg(&a, "0");
     arg(&a, "1000"), arg(&a, "600"), arg(&a, "1");
     answer r = call(&p, DSC_REDIS_RESERVE, &a);
     cr_assert_str_eq(r.el[0], "ok", "%s", r.message);
     redisContext *c = th_redis_connect(&srv);
-    redisReply *j = redisCommand(c, "HGET {discern:}h:r1 j");
-    cr_assert(j && j->type == REDIS_REPLY_STRING);
-    cr_assert_str_eq(j->str, "3:acm0:");
+    redisReply *j = redisCommand(c, "TYPE {discern:}hd:r1");
+    cr_assert(j && j->type == REDIS_REPLY_STATUS);
+    cr_assert_str_eq(j->str, "string", "the hold is one string key");
     freeReplyObject(j);
+    cr_assert_eq(th_redis_int(c, "EXISTS {discern:}h:r1"), 0, "nothing in the previous form");
     redisReply *x = redisCommand(c, "XRANGE {discern:}journal - +");
     cr_assert(x && x->type == REDIS_REPLY_ARRAY && x->elements == 1);
     redisReply *f = x->element[0]->element[1];
@@ -432,14 +436,77 @@ Test(store_redis, a_settle_reads_each_counter_it_charges_once) {
     cr_assert_eq(s.n, 1 + 7 + 3);
     cr_assert_str_eq(s.el[8], "250", "used after the settle");
     cr_assert_str_eq(s.el[9], "0", "held after the settle");
-    cr_assert_eq(calls_of(c, "hmget"), 2, "the hold, then the counter once");
-    cr_assert_eq(calls_of(c, "hget"), 0, "the hold's facts come with its HMGET");
+    cr_assert_eq(calls_of(c, "get"), 1, "the hold and its facts in one GET");
+    cr_assert_eq(calls_of(c, "hmget"), 1, "the counter once");
+    cr_assert_eq(calls_of(c, "hget"), 0, "the hold's facts come with it");
     cr_assert_eq(calls_of(c, "hincrby"), 0, "held and used are written from what was read");
-    cr_assert_eq(calls_of(c, "hset"), 2, "one HSET of the counter, one of the hold");
+    cr_assert_eq(calls_of(c, "hset"), 1, "one HSET of the counter");
+    cr_assert_eq(calls_of(c, "set"), 1, "the finished hold with its expiry in one SET");
+    cr_assert_eq(calls_of(c, "expire"), 0, "no EXPIRE of its own");
     long long used, held, resets;
     state(&p, &TEAM, &used, &held, &resets);
     cr_assert_eq(used, 250);
     cr_assert_eq(held, 0);
+    cr_assert_eq(atoll(s.el[10]), resets, "the settle's reset time is the state's");
+    redisFree(c);
+    replica_close(&p);
+    th_redis_cleanup(&srv);
+}
+
+/* A hold on TEAM's counter as the previous scripts wrote it: a hash (state, the hold
+ * as JSON, its check's facts as JSON; charged: g, or NULL while held) in the sorted
+ * set {discern:}exp by its expiry (unix µs), its 600 held counted on the counter. */
+static void old_hold(redisContext *c, const char *id, const char *state, const char *expires,
+                     const char *charged) {
+    char d[512];
+    snprintf(d, sizeof d,
+             "{\"c\":[{\"n\":\"org:acme/team:infra/1\",\"k\":\"month\",\"s\":\"0\","
+             "\"r\":\"0\",\"m\":1,\"a\":\"600\"}],\"tz\":0,\"rq\":\"\",\"ow\":\"key-1\","
+             "\"ex\":\"%s\"}",
+             expires);
+    const char *j = "{\"org\":\"org:acme\",\"team\":\"team:infra\",\"user\":\"\",\"key\":\"key-1\","
+                    "\"provider\":\"openai\",\"model\":\"gpt-4o\",\"purpose\":\"code-review\"}";
+    redisReply *r = redisCommand(c, "HSET {discern:}h:%s st %s d %s j %s", id, state, d, j);
+    cr_assert(r && r->type == REDIS_REPLY_INTEGER);
+    freeReplyObject(r);
+    if (charged) {
+        r = redisCommand(c, "HSET {discern:}h:%s g %s", id, charged);
+        freeReplyObject(r);
+        return;
+    }
+    r = redisCommand(c, "HINCRBY {discern:}c:org:acme/team:infra/1 h 600");
+    freeReplyObject(r);
+    r = redisCommand(c, "ZADD {discern:}exp %s %s", expires, id);
+    freeReplyObject(r);
+}
+
+/* The same for a rolling window: the settle answers its used, held and reset time
+ * from the buckets it wrote, the same as a state read after it, with one HGETALL. */
+Test(store_redis, a_settle_reads_a_rolling_counter_once_and_answers_its_state) {
+    th_redis srv;
+    th_redis_start(&srv, NULL);
+    replica p;
+    replica_open(&p, &srv);
+    const counter roll = {"org:acme/user:u/3", "rolling", 3600000000LL, 0, 1000000, 600, 1};
+    cr_assert_str_eq(reserve(&p, "0", "r1", "", 60000000, &roll, 1).el[0], "ok");
+    redisContext *c = th_redis_connect(&srv);
+    reset_stats(c);
+    args a = {0};
+    arg(&a, "r1"), arg(&a, "key-1"), arg(&a, "600"), arg(&a, ""), arg(&a, "1000");
+    for (int m = 0; m < 7; m++)
+        arg(&a, "%d", m == 1 ? 250 : 0);
+    arg(&a, "0"), arg(&a, "1"), arg(&a, "%s", roll.name), arg(&a, "rolling");
+    arg(&a, "%lld", roll.span), arg(&a, "0"), arg(&a, "1");
+    answer s = call(&p, DSC_REDIS_SETTLE, &a);
+    cr_assert_str_eq(s.el[0], "settle", "%s", s.message);
+    cr_assert_eq(s.n, 1 + 7 + 3);
+    cr_assert_eq(calls_of(c, "hgetall"), 1, "the counter read once");
+    long long used, held, resets;
+    state(&p, &roll, &used, &held, &resets);
+    cr_assert_eq(used, 250);
+    cr_assert_eq(held, 0);
+    cr_assert_eq(atoll(s.el[8]), used, "the settle's used is the state's");
+    cr_assert_eq(atoll(s.el[9]), held, "the settle's held is the state's");
     cr_assert_eq(atoll(s.el[10]), resets, "the settle's reset time is the state's");
     redisFree(c);
     replica_close(&p);
@@ -455,20 +522,12 @@ Test(store_redis, a_hold_written_by_the_previous_scripts_settles_and_is_rolled_u
     replica p;
     replica_open(&p, &srv);
     redisContext *c = th_redis_connect(&srv);
-    const char *d = "{\"c\":[{\"n\":\"org:acme/team:infra/1\",\"k\":\"month\",\"s\":\"0\","
-                    "\"r\":\"0\",\"m\":1,\"a\":\"600\"}],\"tz\":0,\"rq\":\"\",\"ow\":\"key-1\","
-                    "\"ex\":\"99999999999999999\"}";
-    const char *j = "{\"org\":\"org:acme\",\"team\":\"team:infra\",\"user\":\"\",\"key\":\"key-1\","
-                    "\"provider\":\"openai\",\"model\":\"gpt-4o\",\"purpose\":\"code-review\"}";
-    redisReply *r = redisCommand(c, "HSET {discern:}h:old1 st held d %s j %s", d, j);
-    freeReplyObject(r);
-    r = redisCommand(c, "HSET {discern:}c:org:acme/team:infra/1 h 600");
-    freeReplyObject(r);
-    r = redisCommand(c, "ZADD {discern:}exp 99999999999999999 old1");
-    freeReplyObject(r);
+    old_hold(c, "old1", "held", "99999999999999999", NULL);
     answer s = settle(&p, "old1", 250);
     cr_assert_str_eq(s.el[0], "settle", "%s", s.message);
     cr_assert_str_eq(s.el[2], "250");
+    cr_assert_eq(th_redis_int(c, "EXISTS {discern:}h:old1"), 0, "the old form is gone");
+    cr_assert_eq(th_redis_int(c, "ZCARD {discern:}exp"), 0, "and out of its expiry set");
     cr_assert_str_eq(settle(&p, "old1", 250).el[0], "repeated");
     long long used, held;
     state(&p, &TEAM, &used, &held, NULL);
@@ -484,6 +543,44 @@ Test(store_redis, a_hold_written_by_the_previous_scripts_settles_and_is_rolled_u
     cr_assert_str_eq(all->element[1]->str, "0,250,0,0,0,0,0");
     freeReplyObject(all);
     freeReplyObject(keys);
+    redisFree(c);
+    replica_close(&p);
+    th_redis_cleanup(&srv);
+}
+
+/* A rolling upgrade: holds the previous scripts wrote are cancelled and expired by
+ * these (the sweep reads their expiry set too), and a record they finished answers
+ * a repeated settle with what it was charged. */
+Test(store_redis, holds_written_by_the_previous_scripts_cancel_expire_and_repeat) {
+    th_redis srv;
+    th_redis_start(&srv, NULL);
+    replica p;
+    replica_open(&p, &srv);
+    redisContext *c = th_redis_connect(&srv);
+    old_hold(c, "old1", "held", "99999999999999999", NULL);
+    old_hold(c, "old2", "held", "1", NULL);
+    old_hold(c, "old3", "settled", "1", "[\"0\",\"300\",\"0\",\"0\",\"0\",\"0\",\"0\"]");
+    long long used, held;
+    state(&p, &TEAM, &used, &held, NULL);
+    cr_assert_eq(held, 1200);
+    cr_assert_str_eq(cancel(&p, "old1").el[0], "cancelled");
+    cr_assert_str_eq(cancel(&p, "old1").el[0], "cancelled", "a second cancel changes nothing");
+    answer sw = sweep(&p, "charge", 10);
+    cr_assert_str_eq(sw.el[0], "1", "the expired old hold is swept: %s", sw.message);
+    cr_assert_str_eq(sw.el[1], "old2");
+    cr_assert_str_eq(sweep(&p, "charge", 10).el[0], "0", "exactly once");
+    state(&p, &TEAM, &used, &held, NULL);
+    cr_assert_eq(held, 0, "both holds released");
+    cr_assert_eq(used, 600, "the expired one charged what it held");
+    answer late = settle(&p, "old2", 250);
+    cr_assert_str_eq(late.el[0], "late", "%s", late.message);
+    state(&p, &TEAM, &used, &held, NULL);
+    cr_assert_eq(used, 250, "a late settle of it charges the difference");
+    answer rep = settle(&p, "old3", 999);
+    cr_assert_str_eq(rep.el[0], "repeated", "%s", rep.message);
+    cr_assert_str_eq(rep.el[2], "300", "the old record's charge");
+    cr_assert_eq(th_redis_int(c, "ZCARD {discern:}exp"), 0);
+    cr_assert_eq(th_redis_int(c, "EXISTS {discern:}h:old1 {discern:}h:old2"), 0);
     redisFree(c);
     replica_close(&p);
     th_redis_cleanup(&srv);
