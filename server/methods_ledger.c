@@ -375,8 +375,10 @@ static dsc_status decide(dsc__call *c, const check_args *a, check_out *o, dsc_er
 }
 
 /* The list price of the request's model (aliases share it); NULL when unpriced. */
-static const dsc_price *request_price(dsc__call *c, const dsc__estimate_args *e) {
-    return dsc_catalog_price(c->w->state->catalog, e->in.provider, e->in.model);
+/* The list price of the model est was computed for (by the worker's catalogue, just
+ * before): the estimate names its record, so no second look-up by name. */
+static const dsc_price *request_price(dsc__call *c, const dsc_estimate *est) {
+    return dsc_catalog_model_price(c->w->state->catalog, est->model);
 }
 
 /* A cost budget cannot be kept for a model without a list price: rather than hold
@@ -534,7 +536,7 @@ static dsc_status run_check(dsc__call *c, check_job *j, dsc_error *err) {
     check_out *o = &j->o;
     dsc_status st = dsc_estimate_compute(c->w->state->catalog, &a->est.in, &o->est, err);
     if (st != DSC_OK) return st;
-    const dsc_price *price = request_price(c, &a->est);
+    const dsc_price *price = request_price(c, &o->est);
     j->priced = price != NULL;
     dsc_amounts_from_estimate(
         &o->est, a->est.in.input_tokens, a->est.in.output_tokens,
@@ -772,7 +774,7 @@ static dsc_status settle_hold(dsc__call *c, settle_job *j, bool known, dsc_error
     dsc_status st = dsc_estimate_compute(c->w->state->catalog, &a->est.in, &j->est, err);
     if (st != DSC_OK) return st;
     dsc_amounts_from_estimate(&j->est, a->est.in.input_tokens, a->est.in.output_tokens,
-                              dsc_price_cost_micro(request_price(c, &a->est),
+                              dsc_price_cost_micro(request_price(c, &j->est),
                                                    a->est.in.input_tokens, a->est.in.output_tokens),
                               &j->actual);
     const subject_buf *s = &a->subject;
