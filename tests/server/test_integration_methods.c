@@ -1018,20 +1018,21 @@ Test(methods, metrics_export_each_wildcard_counter_with_its_usage_after_a_settle
 }
 
 /* A settle's reply carries every budget of its subject as the settle left it, the
- * states budget.get reads after it, up to the 64 a reply holds (the local ledger's
- * states are read when the reply is packed, not kept in the job). */
-Test(methods, a_settle_reply_carries_the_state_of_every_budget_of_its_subject_up_to_64) {
+ * states budget.get reads after it (the local ledger's states are read when the reply
+ * is packed, not kept in the job). 40 budgets: a reserve holds each counter's lock at
+ * once, and ThreadSanitizer follows at most 64 locks held by one thread. */
+Test(methods, a_settle_reply_carries_the_state_of_every_budget_of_its_subject) {
     th_client *a = admin(&srv);
     static const char *const sel[] = {"*", "org:*", "team:*", "user:*"};
-    static const char *const win[] = {"day", "week", "month", "year"};
+    static const char *const win[] = {"day", "month"};
     static const char *const met[] = {"tokens", "requests", "gco2e", "energy_wh", "water_ml"};
     json_t *res, *r;
-    for (int i = 0; i < 4 * 4 * 5; i++) {
+    for (int i = 0; i < 4 * 2 * 5; i++) {
         char p[200];
         snprintf(p, sizeof p,
                  "{\"selector\": \"%s\", \"metric\": \"%s\", \"window\": \"%s\", "
                  "\"limit\": 1000000000}",
-                 sel[i % 4], met[i / 16], win[i / 4 % 4]);
+                 sel[i % 4], met[i / 8], win[i / 4 % 2]);
         json_decref(th_ok(a, "budget.set", p, &res));
     }
     r = th_ok(a, "check", CHECK(""), &res);
@@ -1044,8 +1045,8 @@ Test(methods, a_settle_reply_carries_the_state_of_every_budget_of_its_subject_up
     json_t *budgets = json_object_get(res, "budgets"), *gres,
            *g = th_ok(a, "budget.get", "{" SUBJECT "}", &gres);
     json_t *after = json_object_get(gres, "budgets");
-    cr_assert_eq(json_array_size(budgets), 64, "80 budgets apply, a reply carries 64");
-    cr_assert_eq(json_array_size(after), 64);
+    cr_assert_eq(json_array_size(budgets), 40, "every budget that applies");
+    cr_assert_eq(json_array_size(after), 40);
     size_t i;
     json_t *b;
     int tokens = 0;
@@ -1060,7 +1061,7 @@ Test(methods, a_settle_reply_carries_the_state_of_every_budget_of_its_subject_up
         tokens++;
         cr_assert_eq(th_num(b, "used"), 400, "%s %s", th_str(b, "selector"), th_str(b, "window"));
     }
-    cr_assert_gt(tokens, 0);
+    cr_assert_eq(tokens, 8);
     json_decref(g);
     json_decref(r);
     th_client_free(a);
