@@ -1058,6 +1058,15 @@ const dsc_price *dsc_catalog_price(const dsc_catalog *cat, const char *provider,
     return &cat->prices[cat->price_of_model[i]];
 }
 
+const dsc_price *dsc_catalog_model_price(const dsc_catalog *cat, const dsc_model *m) {
+    if (!cat) return NULL;
+    uintptr_t at = (uintptr_t)m, first = (uintptr_t)cat->models;
+    if (!cat->price_of_model || !m || at < first || at >= first + cat->n_models * sizeof *m)
+        return NULL;
+    uint32_t p = cat->price_of_model[(at - first) / sizeof *m];
+    return p == NONE ? NULL : &cat->prices[p];
+}
+
 const char *dsc_catalog_currency(const dsc_catalog *cat) {
     return cat ? cat->currency : "";
 }

@@ -435,6 +435,7 @@ static dsc_status compute_ecologits(const dsc_catalog *cat, const dsc_estimate_i
     fill(out, &lo, &hi);
     memcpy(out->zone, r.zone->name, sizeof out->zone);
     out->warnings = r.model->warnings;
+    out->model = r.model;
     ecologits_assumptions(&r, in, out);
     return DSC_OK;
 }
@@ -679,6 +680,7 @@ static dsc_status compute_discern(const dsc_catalog *cat, const dsc_estimate_inp
     discern_bound(&x, in, 1, &out->bound[1], &hi);
     fill(out, &lo, &hi);
     memcpy(out->zone, x.zone->name, sizeof out->zone);
+    out->model = x.model;
     discern_assumptions(&x, in, out);
     return DSC_OK;
 }

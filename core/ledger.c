@@ -61,6 +61,7 @@
 #include <ctype.h>
 #include <math.h>
 #include <sched.h>
+#include <stddef.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -1116,18 +1117,32 @@ static dsc_status wait_rec(dsc_ledger *l, dsc__rec *rec, dsc_error *err) {
 
 static dsc_status decision_copy(const dsc_decision_record *d, dsc__rec *rec, dsc_error *err);
 
+/* A record for a decision: only its header zeroed, the decision's fields are all
+ * written by decision_copy (zeroing the whole ~5 KiB record cost more than the rest
+ * of the reserve). NULL when out of memory. */
+static dsc__rec *decision_rec_alloc(void) {
+    dsc__rec *rec = malloc(sizeof *rec);
+    if (rec) memset(rec, 0, offsetof(dsc__rec, u));
+    return rec;
+}
+
 /* The record a check's decision goes into, validated (before anything is held); NULL
- * with *st DSC_OK when there is none to write. */
+ * with *st DSC_OK when there is none to write (no decision, or no store: then its
+ * fields are only checked, nothing is allocated or copied). */
 static dsc__rec *decision_rec(dsc_ledger *l, const dsc_decision_record *d, dsc_status *st,
                               dsc_error *err) {
     *st = DSC_OK;
     if (!d) return NULL;
-    dsc__rec *rec = calloc(1, sizeof *rec);
+    if (!l->store) {
+        *st = decision_copy(d, NULL, err);
+        return NULL;
+    }
+    dsc__rec *rec = decision_rec_alloc();
     if (!rec) {
         *st = dsc_error_set(err, DSC_NOMEM, "out of memory journaling a decision");
         return NULL;
     }
-    if ((*st = decision_copy(d, rec, err)) == DSC_OK && l->store) return rec;
+    if ((*st = decision_copy(d, rec, err)) == DSC_OK) return rec;
     free(rec);
     return NULL;
 }
@@ -1582,6 +1597,7 @@ size_t dsc_ledger_tick(dsc_ledger *l) {
 
 /* --- decisions and stats ------------------------------------------------------- */
 
+/* Check v's length against max and, when dst is given, copy it there. */
 static dsc_status copy_field(const char *field, const char *v, char *dst, size_t max,
                              dsc_error *err) {
     if (!v) v = "";
@@ -1589,39 +1605,45 @@ static dsc_status copy_field(const char *field, const char *v, char *dst, size_t
     if (n >= max)
         return dsc_error_set(err, DSC_BAD_REQUEST, "field '%s': longer than %zu characters", field,
                              max - 1);
-    memcpy(dst, v, n + 1);
+    if (dst) memcpy(dst, v, n + 1);
     return DSC_OK;
 }
 
+/* Where a decision's string goes in a record, and its room. */
+#define DECISION_FIELD(name, v, member)                                                            \
+    { name, v, offsetof(dsc__rec, member), sizeof(((dsc__rec *)0)->member) }
+
+/* Validate d's strings and, when rec is given, copy d into it (every field of
+ * rec->u.decision, the reservation id and the subject). */
 static dsc_status decision_copy(const dsc_decision_record *d, dsc__rec *rec, dsc_error *err) {
-    dsc__rec_decision *o = &rec->u.decision;
     dsc_subject s = d->subject;
     dsc_status st = check_subject(&s, err);
     const struct {
         const char *name, *v;
-        char *dst;
-        size_t max;
-    } f[] = {{"decision_id", d->decision_id, o->decision_id, sizeof o->decision_id},
-             {"request_id", d->request_id, o->request_id, sizeof o->request_id},
-             {"purpose", d->purpose, o->purpose, sizeof o->purpose},
-             {"provider", d->provider, o->provider, sizeof o->provider},
-             {"model", d->model, o->model, sizeof o->model},
-             {"outcome", d->outcome, o->outcome, sizeof o->outcome},
-             {"policy", d->policy, o->policy, sizeof o->policy},
-             {"policy_version", d->policy_version, o->policy_version, sizeof o->policy_version},
-             {"reason", d->reason, o->reason, sizeof o->reason},
-             {"reservation_id", d->reservation_id, rec->reservation_id, sizeof rec->reservation_id},
-             {"key_id", d->key_id, o->key_id, sizeof o->key_id},
-             {"zone", d->zone, o->zone, sizeof o->zone},
-             {"purpose_class", d->purpose_class, o->purpose_class, sizeof o->purpose_class},
-             {"verdicts", d->verdicts, o->verdicts, sizeof o->verdicts},
-             {"tags", d->tags, o->tags, sizeof o->tags},
-             {"org", s.org, rec->subject.org, DSC_NAME_MAX},
-             {"team", s.team, rec->subject.team, DSC_NAME_MAX},
-             {"user", s.user, rec->subject.user, DSC_NAME_MAX},
-             {"key", s.key, rec->subject.key, DSC_NAME_MAX}};
+        size_t off, max;
+    } f[] = {DECISION_FIELD("decision_id", d->decision_id, u.decision.decision_id),
+             DECISION_FIELD("request_id", d->request_id, u.decision.request_id),
+             DECISION_FIELD("purpose", d->purpose, u.decision.purpose),
+             DECISION_FIELD("provider", d->provider, u.decision.provider),
+             DECISION_FIELD("model", d->model, u.decision.model),
+             DECISION_FIELD("outcome", d->outcome, u.decision.outcome),
+             DECISION_FIELD("policy", d->policy, u.decision.policy),
+             DECISION_FIELD("policy_version", d->policy_version, u.decision.policy_version),
+             DECISION_FIELD("reason", d->reason, u.decision.reason),
+             DECISION_FIELD("reservation_id", d->reservation_id, reservation_id),
+             DECISION_FIELD("key_id", d->key_id, u.decision.key_id),
+             DECISION_FIELD("zone", d->zone, u.decision.zone),
+             DECISION_FIELD("purpose_class", d->purpose_class, u.decision.purpose_class),
+             DECISION_FIELD("verdicts", d->verdicts, u.decision.verdicts),
+             DECISION_FIELD("tags", d->tags, u.decision.tags),
+             DECISION_FIELD("org", s.org, subject.org),
+             DECISION_FIELD("team", s.team, subject.team),
+             DECISION_FIELD("user", s.user, subject.user),
+             DECISION_FIELD("key", s.key, subject.key)};
     for (size_t i = 0; st == DSC_OK && i < sizeof f / sizeof f[0]; i++)
-        st = copy_field(f[i].name, f[i].v, f[i].dst, f[i].max, err);
+        st = copy_field(f[i].name, f[i].v, rec ? (char *)rec + f[i].off : NULL, f[i].max, err);
+    if (!rec) return st;
+    dsc__rec_decision *o = &rec->u.decision;
     o->input_tokens = d->input_tokens;
     o->output_tokens = d->output_tokens;
     o->est_energy_wh = d->est_energy_wh;
@@ -1634,15 +1656,13 @@ static dsc_status decision_copy(const dsc_decision_record *d, dsc__rec *rec, dsc
 static dsc_status decision_impl(dsc_ledger *l, const dsc_decision_record *d, dsc__done *done,
                                 dsc_error *err) {
     if (!d) return dsc_error_set(err, DSC_BAD_REQUEST, "field 'decision' is missing");
-    dsc__rec *rec = calloc(1, sizeof *rec);
-    if (!rec) return dsc_error_set(err, DSC_NOMEM, "out of memory journaling a decision");
-    rec->type = DSC__REC_DECISION;
-    dsc_status st = decision_copy(d, rec, err);
-    if (st != DSC_OK || !l->store) {
-        free(rec);
+    dsc_status st;
+    dsc__rec *rec = decision_rec(l, d, &st, err);
+    if (!rec) {
         if (st == DSC_OK) atomic_fetch_add_explicit(&l->decisions, 1, memory_order_relaxed);
         return st;
     }
+    rec->type = DSC__REC_DECISION;
     rec->at_us = d->at_us ? d->at_us : dsc__ledger_now(l);
     atomic_fetch_add_explicit(&l->decisions, 1, memory_order_relaxed);
     dsc__rec *wait = NULL;

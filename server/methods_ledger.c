@@ -375,8 +375,10 @@ static dsc_status decide(dsc__call *c, const check_args *a, check_out *o, dsc_er
 }
 
 /* The list price of the request's model (aliases share it); NULL when unpriced. */
-static const dsc_price *request_price(dsc__call *c, const dsc__estimate_args *e) {
-    return dsc_catalog_price(c->w->state->catalog, e->in.provider, e->in.model);
+/* The list price of the model est was computed for (by the worker's catalogue, just
+ * before): the estimate names its record, so no second look-up by name. */
+static const dsc_price *request_price(dsc__call *c, const dsc_estimate *est) {
+    return dsc_catalog_model_price(c->w->state->catalog, est->model);
 }
 
 /* A cost budget cannot be kept for a model without a list price: rather than hold
@@ -534,7 +536,7 @@ static dsc_status run_check(dsc__call *c, check_job *j, dsc_error *err) {
     check_out *o = &j->o;
     dsc_status st = dsc_estimate_compute(c->w->state->catalog, &a->est.in, &o->est, err);
     if (st != DSC_OK) return st;
-    const dsc_price *price = request_price(c, &a->est);
+    const dsc_price *price = request_price(c, &o->est);
     j->priced = price != NULL;
     dsc_amounts_from_estimate(
         &o->est, a->est.in.input_tokens, a->est.in.output_tokens,
@@ -688,9 +690,17 @@ typedef struct settle_job {
     dsc_hold_info hold;
     dsc__call call; /* for the part after the hold's lookup */
     char key_id[DSC__KEY_ID_MAX];
-    dsc__settle_states sts; /* the states after the settle, when the store's call read them */
-    dsc_budget_state states[PREVIEW_MAX];
+    dsc__settle_states sts;    /* the states after the settle, when the store's call read them */
+    dsc_budget_state states[]; /* settle_room(srv) of them */
 } settle_job;
+
+/* The budget states a settle's job has room for: as many as the store's settle call
+ * may fill (a Redis store reads them in its call). The local ledger never fills them
+ * (finish_settle reads its memory when the reply is packed), so its jobs carry none:
+ * 64 states are 22 KiB, and a server waiting for a commit keeps hundreds of settles. */
+static size_t settle_room(const dsc_server *srv) {
+    return srv->lops == &dsc__ledger_local ? 0 : PREVIEW_MAX;
+}
 
 static void subject_from_hold(subject_buf *s, const dsc_hold_info *h) {
     dsc__copy_str(s->org, FIELD_MAX, h->org);
@@ -764,7 +774,7 @@ static dsc_status settle_hold(dsc__call *c, settle_job *j, bool known, dsc_error
     dsc_status st = dsc_estimate_compute(c->w->state->catalog, &a->est.in, &j->est, err);
     if (st != DSC_OK) return st;
     dsc_amounts_from_estimate(&j->est, a->est.in.input_tokens, a->est.in.output_tokens,
-                              dsc_price_cost_micro(request_price(c, &a->est),
+                              dsc_price_cost_micro(request_price(c, &j->est),
                                                    a->est.in.input_tokens, a->est.in.output_tokens),
                               &j->actual);
     const subject_buf *s = &a->subject;
@@ -772,7 +782,7 @@ static dsc_status settle_hold(dsc__call *c, settle_job *j, bool known, dsc_error
     dsc_settle_req req = {a->reservation, &j->actual, j->has_subject ? &s->subject : NULL,
                           caller_key(c)};
     dsc_done done = {dsc__job_done, dsc__job_slot(&j->job, 0)};
-    j->sts = (dsc__settle_states){j->states, PREVIEW_MAX, 0, false};
+    j->sts = (dsc__settle_states){j->states, settle_room(c->srv), 0, false};
     st = c->srv->lops->settle(c->w, &req, &j->out, &j->sts, &done, err);
     if (st != DSC_OK) dsc__job_unslot(&j->job);
     return st;
@@ -807,13 +817,14 @@ static dsc_status finish_settle(dsc__job *job, dsc_status st, const dsc_error *s
         *err = *st_err;
         return st;
     }
-    dsc_budget_state *states = j->states;
-    size_t n = j->sts.n;
+    /* the states the store's call filled in the job, else the ledger's read here */
+    dsc_budget_state mine[PREVIEW_MAX], *states = j->sts.filled ? j->states : mine;
+    size_t n = j->sts.n, max = j->sts.filled ? j->sts.max : PREVIEW_MAX;
     if (!j->sts.filled &&
         (!j->has_subject || dsc_ledger_preview(job->w->srv->ledger, &j->a.subject.subject, NULL,
-                                               states, PREVIEW_MAX, &n, NULL) != DSC_OK))
+                                               states, max, &n, NULL) != DSC_OK))
         n = 0;
-    if (n > PREVIEW_MAX) n = PREVIEW_MAX;
+    if (n > max) n = max;
     msgpack_pack_map(pk, 5 + context_keys(j->a.context));
     dsc__pack_key(pk, "reservation");
     dsc_rpc_pack_cstr(pk, j->a.reservation);
@@ -833,7 +844,8 @@ static dsc_status finish_settle(dsc__job *job, dsc_status st, const dsc_error *s
 dsc_status dsc__m_settle(dsc__call *c, const msgpack_object *p, msgpack_packer *pk,
                          dsc_error *err) {
     (void)pk;
-    settle_job *j = (settle_job *)dsc__job_defer(c, sizeof *j, finish_settle);
+    settle_job *j = (settle_job *)dsc__job_defer(
+        c, sizeof *j + settle_room(c->srv) * sizeof j->states[0], finish_settle);
     if (!j) return dsc_error_set(err, DSC_NOMEM, "out of memory for a settle");
     memset((char *)j + sizeof j->job, 0, offsetof(settle_job, states) - sizeof j->job);
     dsc_status st = read_settle_args(c, p, j, err);

@@ -473,6 +473,30 @@ Test(catalog, shipped_prices_are_found_by_model_and_alias) {
     dsc_catalog_free(cat);
 }
 
+/* A model's record finds the price its names find, for every model and alias; no
+ * record (or one of another catalogue) has none. */
+Test(catalog, a_model_record_has_the_price_its_name_and_aliases_have) {
+    dsc_catalog *cat = load_shipped(), *other = load_shipped();
+    size_t priced = 0;
+    for (size_t i = 0; i < dsc_catalog_model_count(cat); i++) {
+        const dsc_model *m = dsc_catalog_model_at(cat, i);
+        const dsc_price *p = dsc_catalog_price(cat, m->provider, m->name);
+        cr_assert_eq(dsc_catalog_model_price(cat, m), p, "%s/%s", m->provider, m->name);
+        cr_assert_null(dsc_catalog_model_price(other, m), "%s/%s", m->provider, m->name);
+        priced += p != NULL;
+    }
+    cr_assert_geq(priced, 10);
+    for (size_t i = 0; i < dsc_catalog_alias_count(cat); i++) {
+        const dsc_alias *a = dsc_catalog_alias_at(cat, i);
+        cr_assert_eq(dsc_catalog_model_price(cat, dsc_catalog_model(cat, a->provider, a->name)),
+                     dsc_catalog_price(cat, a->provider, a->name), "%s/%s", a->provider, a->name);
+    }
+    cr_assert_null(dsc_catalog_model_price(cat, NULL));
+    cr_assert_null(dsc_catalog_model_price(NULL, dsc_catalog_model_at(cat, 0)));
+    dsc_catalog_free(other);
+    dsc_catalog_free(cat);
+}
+
 Test(catalog, cost_is_tokens_times_price_in_micro_units) {
     dsc_price p = {.input_per_mtok = 2.5, .output_per_mtok = 10.0};
     cr_assert_eq(dsc_price_cost_micro(&p, 1000, 500), 7500); /* $0.0075 */

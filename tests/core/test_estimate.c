@@ -386,6 +386,26 @@ static dsc_estimate compute_ok(const dsc_estimate_input *in) {
     return est;
 }
 
+/* The estimate names the catalogue's record of its model (an alias's target), so a
+ * caller needs no second look-up by name; none for a model the discern method only
+ * guesses, and none when the estimate fails. */
+Test(estimate, an_estimate_names_its_model_record_and_none_for_a_fallback) {
+    dsc_estimate est;
+    dsc_estimate_input in = request("anthropic", "claude-opus-4-1", 500);
+    cr_assert_eq(dsc_estimate_compute(cat, &in, &est, NULL), DSC_OK);
+    cr_assert_eq(est.model, dsc_catalog_model(cat, "anthropic", "claude-opus-4-1-20250805"));
+    cr_assert_not_null(est.model);
+    in = discern("openai", "gpt-4o", 100, 500);
+    est = compute_ok(&in);
+    cr_assert_eq(est.model, dsc_catalog_model(cat, "openai", "gpt-4o"));
+    in = discern("openai", "no-such-model-at-all", 100, 500);
+    est = compute_ok(&in);
+    cr_assert_null(est.model, "a fallback class is no record of the catalogue");
+    in = request("openai", "no-such-model-at-all", 500);
+    cr_assert_neq(dsc_estimate_compute(cat, &in, &est, NULL), DSC_OK);
+    cr_assert_null(est.model);
+}
+
 /* The range holds the disclosed value and is at most 6 wide (max / min). */
 static void expect_brackets(const char *what, dsc_range r, double disclosed) {
     cr_assert(r.min <= disclosed && disclosed <= r.max, "%s: %.4g not in [%.4g, %.4g]", what,

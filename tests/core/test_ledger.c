@@ -882,6 +882,49 @@ Test(ledger, reserve_journal_without_a_store_holds_counts_the_decision_and_repor
     dsc_ledger_free(l);
 }
 
+/* Without a store a decision is only checked, never copied: a field too long is still
+ * refused by name, holds nothing and counts no decision, and the longest that fits
+ * goes through. */
+Test(ledger, a_decision_field_too_long_is_refused_by_name_without_a_store_and_holds_nothing) {
+    fake_clock clk = {T0};
+    dsc_ledger *l = open_ledger(&clk, DSC_EXPIRED_CHARGE);
+    budget(l, "user:*", DSC_METRIC_GCO2E, "day", 10);
+    char reason[600], verdicts[2049];
+    memset(reason, 'x', sizeof reason - 1);
+    reason[sizeof reason - 1] = '\0';
+    memset(verdicts, ' ', sizeof verdicts - 1);
+    verdicts[sizeof verdicts - 1] = '\0';
+    dsc_decision_record d = {.decision_id = "d1", .subject = ana, .reason = reason};
+    char rid[DSC_RESERVATION_ID_MAX];
+    dsc_amounts a = amt(DSC_METRIC_GCO2E, 4 * M);
+    dsc_error err;
+    cr_assert_eq(
+        reserve_as(l, (dsc_reserve_req){&ana, &a, 60, NULL, &d}, rid, NULL, 0, NULL, NULL, &err),
+        DSC_BAD_REQUEST);
+    cr_assert(strstr(err.message, "'reason'"), "%s", err.message);
+    cr_assert_eq(dsc_ledger_record(l, &d, NULL, &err), DSC_BAD_REQUEST);
+    cr_assert(strstr(err.message, "'reason'"), "%s", err.message);
+    d.reason = "fits";
+    d.verdicts = verdicts;
+    cr_assert_eq(dsc_ledger_record(l, &d, NULL, &err), DSC_BAD_REQUEST);
+    cr_assert(strstr(err.message, "'verdicts'"), "%s", err.message);
+    cr_assert_eq(state_of(l, &ana, "user:*").held, 0);
+    dsc_ledger_stats stats;
+    dsc_ledger_stats_get(l, &stats);
+    cr_assert_eq(stats.decisions, 0);
+    verdicts[sizeof verdicts - 2] = '\0'; /* 2047 bytes: the most that fits */
+    reason[511] = '\0';
+    d.reason = reason;
+    cr_assert_eq(
+        reserve_as(l, (dsc_reserve_req){&ana, &a, 60, NULL, &d}, rid, NULL, 0, NULL, NULL, &err),
+        DSC_OK, "%s", err.message);
+    cr_assert_eq(dsc_ledger_record(l, &d, NULL, &err), DSC_OK, "%s", err.message);
+    dsc_ledger_stats_get(l, &stats);
+    cr_assert_eq(stats.decisions, 2);
+    cr_assert_eq(state_of(l, &ana, "user:*").held, 4 * M);
+    dsc_ledger_free(l);
+}
+
 Test(ledger, reservation_ids_are_92_random_bits_and_a_guess_of_their_shape_charges_nothing) {
     fake_clock clk;
     dsc_ledger *l = open_ledger(&clk, DSC_EXPIRED_CHARGE);

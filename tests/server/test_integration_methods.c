@@ -1017,6 +1017,56 @@ Test(methods, metrics_export_each_wildcard_counter_with_its_usage_after_a_settle
     free(body);
 }
 
+/* A settle's reply carries every budget of its subject as the settle left it, the
+ * states budget.get reads after it (the local ledger's states are read when the reply
+ * is packed, not kept in the job). 40 budgets: a reserve holds each counter's lock at
+ * once, and ThreadSanitizer follows at most 64 locks held by one thread. */
+Test(methods, a_settle_reply_carries_the_state_of_every_budget_of_its_subject) {
+    th_client *a = admin(&srv);
+    static const char *const sel[] = {"*", "org:*", "team:*", "user:*"};
+    static const char *const win[] = {"day", "month"};
+    static const char *const met[] = {"tokens", "requests", "gco2e", "energy_wh", "water_ml"};
+    json_t *res, *r;
+    for (int i = 0; i < 4 * 2 * 5; i++) {
+        char p[200];
+        snprintf(p, sizeof p,
+                 "{\"selector\": \"%s\", \"metric\": \"%s\", \"window\": \"%s\", "
+                 "\"limit\": 1000000000}",
+                 sel[i % 4], met[i / 8], win[i / 4 % 2]);
+        json_decref(th_ok(a, "budget.set", p, &res));
+    }
+    r = th_ok(a, "check", CHECK(""), &res);
+    char params[256];
+    snprintf(params, sizeof params,
+             "{\"reservation\": \"%s\", \"input_tokens\": 100, \"output_tokens\": 300}",
+             th_str(res, "reservation"));
+    json_decref(r);
+    r = th_ok(a, "settle", params, &res);
+    json_t *budgets = json_object_get(res, "budgets"), *gres,
+           *g = th_ok(a, "budget.get", "{" SUBJECT "}", &gres);
+    json_t *after = json_object_get(gres, "budgets");
+    cr_assert_eq(json_array_size(budgets), 40, "every budget that applies");
+    cr_assert_eq(json_array_size(after), 40);
+    size_t i;
+    json_t *b;
+    int tokens = 0;
+    json_array_foreach(budgets, i, b) {
+        json_t *same = json_array_get(after, i);
+        cr_assert_str_eq(th_str(b, "selector"), th_str(same, "selector"));
+        cr_assert_str_eq(th_str(b, "metric"), th_str(same, "metric"));
+        cr_assert_str_eq(th_str(b, "window"), th_str(same, "window"));
+        cr_assert_eq(th_num(b, "used"), th_num(same, "used"));
+        cr_assert_eq(th_num(b, "held"), 0);
+        if (strcmp(th_str(b, "metric"), "tokens") != 0) continue;
+        tokens++;
+        cr_assert_eq(th_num(b, "used"), 400, "%s %s", th_str(b, "selector"), th_str(b, "window"));
+    }
+    cr_assert_eq(tokens, 8);
+    json_decref(g);
+    json_decref(r);
+    th_client_free(a);
+}
+
 /* ------------------------------------------------------ unix admin by uid -- */
 
 Test(unix_admin, a_unix_peer_with_an_allowed_uid_is_admin_without_a_token, .timeout = 30) {

@@ -242,6 +242,226 @@ Test(rpc, random_garbage_never_reads_past_its_buffer) {
     }
 }
 
+/* --- the decoder against msgpack_unpack ----------------------------------------- */
+
+/* Whether two trees are the same: types, values, and strings at the same place (an
+ * empty one's pointer is never read). */
+static bool same_tree(const msgpack_object *a, const msgpack_object *b) {
+    if (a->type != b->type) return false;
+    switch (a->type) {
+    case MSGPACK_OBJECT_NIL:
+        return true;
+    case MSGPACK_OBJECT_BOOLEAN:
+        return a->via.boolean == b->via.boolean;
+    case MSGPACK_OBJECT_POSITIVE_INTEGER:
+        return a->via.u64 == b->via.u64;
+    case MSGPACK_OBJECT_NEGATIVE_INTEGER:
+        return a->via.i64 == b->via.i64;
+    case MSGPACK_OBJECT_FLOAT32:
+    case MSGPACK_OBJECT_FLOAT64:
+        return memcmp(&a->via.f64, &b->via.f64, sizeof a->via.f64) == 0;
+    case MSGPACK_OBJECT_STR:
+    case MSGPACK_OBJECT_BIN:
+        return a->via.str.size == b->via.str.size &&
+               (a->via.str.size == 0 || a->via.str.ptr == b->via.str.ptr);
+    case MSGPACK_OBJECT_EXT:
+        return a->via.ext.type == b->via.ext.type && a->via.ext.size == b->via.ext.size &&
+               (a->via.ext.size == 0 || a->via.ext.ptr == b->via.ext.ptr);
+    case MSGPACK_OBJECT_ARRAY:
+        if (a->via.array.size != b->via.array.size) return false;
+        for (uint32_t i = 0; i < a->via.array.size; i++)
+            if (!same_tree(&a->via.array.ptr[i], &b->via.array.ptr[i])) return false;
+        return true;
+    case MSGPACK_OBJECT_MAP:
+        if (a->via.map.size != b->via.map.size) return false;
+        for (uint32_t i = 0; i < a->via.map.size; i++)
+            if (!same_tree(&a->via.map.ptr[i].key, &b->via.map.ptr[i].key) ||
+                !same_tree(&a->via.map.ptr[i].val, &b->via.map.ptr[i].val))
+                return false;
+        return true;
+    }
+    return false;
+}
+
+static uint64_t rng_next(uint64_t *s) {
+    *s ^= *s << 13;
+    *s ^= *s >> 7;
+    *s ^= *s << 17;
+    return *s;
+}
+
+/* A header with an n-byte big-endian value, in the widest form when wide. */
+static void raw_header(buf *b, uint8_t type, uint64_t v, int n) {
+    uint8_t h[9] = {type};
+    for (int i = 0; i < n; i++)
+        h[1 + i] = (uint8_t)(v >> (8 * (n - 1 - i)));
+    msgpack_sbuffer_write(&b->sb, (const char *)h, (size_t)(1 + n));
+}
+
+static void pack_random(buf *b, uint64_t *s, int depth) {
+    static const char bytes[300] = "some text that is long enough for every string we pack here";
+    uint64_t r = rng_next(s), v = rng_next(s);
+    size_t len = (size_t)(v % (v & 1 ? 40 : 300));
+    int kind = (int)(r % (depth > 6 ? 14 : 18));
+    switch (kind) {
+    case 0:
+        msgpack_pack_nil(&b->pk);
+        break;
+    case 1:
+        (v & 1 ? msgpack_pack_true : msgpack_pack_false)(&b->pk);
+        break;
+    case 2:
+        msgpack_pack_uint64(&b->pk, v >> (r % 64));
+        break;
+    case 3:
+        msgpack_pack_int64(&b->pk, (int64_t)v >> (r % 64));
+        break;
+    case 4: /* every width of signed and unsigned, non-negative values included */
+        raw_header(b, (uint8_t)(0xcc + r % 8), v, 1 << (r % 4));
+        break;
+    case 5:
+        msgpack_pack_float(&b->pk, (float)((int64_t)v % 100000) / 7.0f);
+        break;
+    case 6:
+        msgpack_pack_double(&b->pk, (double)(int64_t)v / 3.0);
+        break;
+    case 7:
+        msgpack_pack_str_with_body(&b->pk, bytes, len);
+        break;
+    case 8:
+        msgpack_pack_bin_with_body(&b->pk, bytes, len);
+        break;
+    case 9:
+        msgpack_pack_ext_with_body(&b->pk, bytes, len % 20, (int8_t)v);
+        break;
+    case 10: /* str32, bin32, ext32 */
+        raw_header(b, (uint8_t)(r & 2 ? 0xdb : 0xc6), len, 4);
+        msgpack_sbuffer_write(&b->sb, bytes, len);
+        break;
+    case 11:
+        raw_header(b, 0xc9, len, 4);
+        msgpack_sbuffer_write(&b->sb, (const char *)&v, 1);
+        msgpack_sbuffer_write(&b->sb, bytes, len);
+        break;
+    case 12:
+        msgpack_pack_int8(&b->pk, (int8_t)v);
+        break;
+    case 13:
+        msgpack_pack_fix_int16(&b->pk, (int16_t)v);
+        break;
+    default: { /* containers, in every header form */
+        uint32_t n = (uint32_t)(v % (r & 8 ? 4 : 20));
+        bool map = kind & 1;
+        if (r & 16)
+            raw_header(b, (uint8_t)(map ? 0xdf : 0xdd), n, 4);
+        else if (r & 32)
+            raw_header(b, (uint8_t)(map ? 0xde : 0xdc), n, 2);
+        else
+            (map ? msgpack_pack_map : msgpack_pack_array)(&b->pk, n);
+        for (uint32_t i = 0; i < n * (map ? 2u : 1u); i++)
+            pack_random(b, s, depth + 1);
+    }
+    }
+}
+
+typedef struct decoded {
+    dsc_status ours;
+    msgpack_unpack_return theirs;
+    bool same; /* both decoded and the trees are the same */
+} decoded;
+
+static decoded decode_both(const uint8_t *data, size_t len) {
+    msgpack_zone *za = msgpack_zone_new(1024), *zb = msgpack_zone_new(1024);
+    msgpack_object a, b;
+    size_t off = 0;
+    decoded d = {dsc_rpc_decode(data, len, za, &a),
+                 msgpack_unpack((const char *)data, len, &off, zb, &b), false};
+    if (d.theirs == MSGPACK_UNPACK_SUCCESS && off != len) d.theirs = MSGPACK_UNPACK_EXTRA_BYTES;
+    d.same = d.ours == DSC_OK && d.theirs == MSGPACK_UNPACK_SUCCESS && same_tree(&a, &b);
+    msgpack_zone_free(za);
+    msgpack_zone_free(zb);
+    return d;
+}
+
+/* Where both decode, the trees are the same; a message msgpack-c refuses is refused,
+ * and out of memory only where msgpack-c runs out too (its 32 open containers; for a
+ * count that cannot fit in the bytes left it allocates and fails, the decoder says
+ * DSC_PARSE at once). */
+static void expect_as_msgpack_c(const uint8_t *data, size_t len, const char *what, int round) {
+    uint8_t *copy = malloc(len ? len : 1); /* exact size, so ASan sees an overread */
+    memcpy(copy, data, len);
+    /* msgpack-c allocates what a count declares before it reads the items: ask it only
+     * when every count fits in the bytes there are (the scanner, limited to them, says
+     * so), and otherwise expect the decoder to refuse without allocating */
+    dsc_rpc_limits lim = {len, DSC_RPC_DEPTH_CAP, UINT32_MAX, UINT32_MAX, UINT32_MAX};
+    dsc_rpc_scanner sc;
+    dsc_rpc_scanner_reset(&sc);
+    size_t size = 0;
+    if (dsc_rpc_scan(&sc, &lim, copy, len, &size, NULL) == DSC_RPC_BROKEN) {
+        msgpack_zone *z = msgpack_zone_new(1024);
+        msgpack_object o;
+        dsc_status st = dsc_rpc_decode(copy, len, z, &o);
+        cr_assert(st == DSC_PARSE || st == DSC_NOMEM, "%s %d: %d", what, round, st);
+        msgpack_zone_free(z);
+        free(copy);
+        return;
+    }
+    decoded d = decode_both(copy, len);
+    free(copy);
+    bool theirs_ok = d.theirs == MSGPACK_UNPACK_SUCCESS;
+    cr_assert_eq(d.ours == DSC_OK, theirs_ok, "%s %d: ours %d, msgpack-c %d", what, round, d.ours,
+                 d.theirs);
+    if (theirs_ok) cr_assert(d.same, "%s %d: the trees differ", what, round);
+    if (d.ours == DSC_NOMEM)
+        cr_assert_eq(d.theirs, MSGPACK_UNPACK_NOMEM_ERROR, "%s %d", what, round);
+    if (!theirs_ok && d.theirs != MSGPACK_UNPACK_NOMEM_ERROR)
+        cr_assert_eq(d.ours, DSC_PARSE, "%s %d", what, round);
+}
+
+Test(rpc, the_decoder_builds_msgpack_c_s_tree_for_every_type_and_refuses_what_it_refuses) {
+    uint64_t s = 0x9e3779b97f4a7c15ull;
+    for (int round = 0; round < 3000; round++) {
+        buf b;
+        buf_init(&b);
+        pack_random(&b, &s, 0);
+        const uint8_t *data = (const uint8_t *)b.sb.data;
+        expect_as_msgpack_c(data, b.sb.size, "whole", round);
+        for (int cut = 0; cut < 4; cut++) /* truncated */
+            expect_as_msgpack_c(data, rng_next(&s) % (b.sb.size + 1), "truncated", round);
+        uint8_t *bent = malloc(b.sb.size + 1); /* a byte changed, and one byte too many */
+        memcpy(bent, data, b.sb.size);
+        bent[b.sb.size] = 0;
+        expect_as_msgpack_c(bent, b.sb.size + 1, "trailing byte", round);
+        for (int flip = 0; flip < 4; flip++) {
+            size_t at = rng_next(&s) % b.sb.size;
+            uint8_t was = bent[at];
+            bent[at] = (uint8_t)rng_next(&s);
+            expect_as_msgpack_c(bent, b.sb.size, "bent", round);
+            bent[at] = was;
+        }
+        free(bent);
+        msgpack_sbuffer_destroy(&b.sb);
+    }
+}
+
+/* 32 open containers fit, the 33rd (an empty one too) is out of room, as in msgpack-c. */
+Test(rpc, the_decoder_runs_out_of_room_past_32_open_containers_as_msgpack_c_does) {
+    for (int depth = 28; depth <= 36; depth++)
+        for (int inner = 0; inner < 3; inner++) { /* [[...[x]...]] with x nil, [] or {} */
+            uint8_t msg[64];
+            size_t n = 0;
+            for (int i = 0; i < depth; i++)
+                msg[n++] = 0x91;
+            msg[n++] = inner == 0 ? 0xc0 : inner == 1 ? 0x90 : 0x80;
+            decoded d = decode_both(msg, n);
+            bool fits = inner == 0 ? depth <= 32 : depth <= 31;
+            cr_assert_eq(d.ours, fits ? DSC_OK : DSC_NOMEM, "depth %d inner %d", depth, inner);
+            cr_assert_eq(d.theirs, fits ? MSGPACK_UNPACK_SUCCESS : MSGPACK_UNPACK_NOMEM_ERROR,
+                         "depth %d inner %d", depth, inner);
+            cr_assert_eq(d.same, fits);
+        }
+}
+
 static dsc_status parse_bytes(const void *data, size_t len, dsc_rpc_request *req, dsc_error *err) {
     size_t size = 0;
     cr_assert_eq(scan_all(data, len, &size, err), DSC_RPC_FRAME);

@@ -185,6 +185,9 @@ const dsc_model *dsc_catalog_provider_models(const dsc_catalog *cat, const char 
 
 /* The list price of a model (or alias); NULL when prices.json does not price it. */
 const dsc_price *dsc_catalog_price(const dsc_catalog *cat, const char *provider, const char *model);
+/* The same for a model record of cat (dsc_estimate.model, dsc_catalog_model): no
+ * look-up by name; NULL for NULL or a record of another catalogue. */
+const dsc_price *dsc_catalog_model_price(const dsc_catalog *cat, const dsc_model *m);
 /* The currency of the prices ("USD"); "" when no prices.json was loaded. */
 const char *dsc_catalog_currency(const dsc_catalog *cat);
 /* What a request costs at price p, in micro-units of the currency (1 USD = 1 000 000),

@@ -136,6 +136,9 @@ typedef struct dsc_estimate {
     dsc_water water;
     dsc_estimate_assumptions assumptions;
     dsc_estimate_bound bound[2]; /* [0] = min run, [1] = max run */
+    /* The catalogue's record of the model (an alias's target), NULL when the catalogue
+     * does not list it (the discern method's fallback); lives as long as the catalogue. */
+    const struct dsc_model *model;
 } dsc_estimate;
 
 /* Compute the footprint of in into out. Returns DSC_OK, or DSC_BAD_REQUEST /
