@@ -2,11 +2,11 @@
  * rpc.h - MessagePack-RPC framing for discernd: a bounded, resumable scanner for
  * incoming bytes, request decoding, response packing and typed parameter getters.
  *
- * Incoming bytes are never decoded before the scanner of discern/rpc_scan.h (shared
- * with the client library) has walked them. Only then is the message decoded
- * (dsc_rpc_decode: one walk that builds msgpack-c's object tree, as msgpack_unpack
- * would) into a zone, with strings pointing into the caller's buffer (zero copy).
- * The decoded tree costs at most max_objects * sizeof(msgpack_object) bytes.
+ * Incoming bytes are never handed to msgpack-c before the scanner of
+ * discern/rpc_scan.h (shared with the client library) has walked them. Only then is
+ * the message unpacked, into a zone, with strings pointing into the caller's buffer
+ * (zero copy). The decoded tree costs at most max_objects * sizeof(msgpack_object)
+ * bytes.
  *
  *   dsc_rpc_scanner sc; dsc_rpc_scanner_reset(&sc);
  *   switch (dsc_rpc_scan(&sc, &lim, buf, len, &size, &err)) {
@@ -46,9 +46,8 @@ typedef struct dsc_rpc_request {
     const msgpack_object *params; /* the single map, or NULL for [] */
 } dsc_rpc_request;
 
-/* Decode a message the scanner accepted into zone, the tree msgpack_unpack makes;
- * strings point into buf, which must outlive obj. Safe on any bytes. Returns DSC_OK,
- * DSC_NOMEM (the zone, or more than 32 open containers, as msgpack-c) or DSC_PARSE. */
+/* Unpack a message the scanner accepted into zone; strings point into buf, which
+ * must outlive obj. Returns DSC_OK or DSC_NOMEM / DSC_PARSE. */
 dsc_status dsc_rpc_decode(const uint8_t *buf, size_t size, msgpack_zone *zone, msgpack_object *obj);
 /* Check that obj is [0, msgid, method, [map]] or [2, method, [map]] and fill req.
  * Returns DSC_OK or DSC_BAD_REQUEST naming what is wrong. */
