@@ -451,15 +451,7 @@ void dsc__reservation_release_charge(dsc_ledger *l, dsc__reservation *r, bool re
 static void finished_unlink(dsc__reservation *r) {
     dsc__shard *sh = r->shard;
     if (!r->finished_us) return;
-    if (r->fprev)
-        r->fprev->fnext = r->fnext;
-    else
-        sh->fhead = r->fnext;
-    if (r->fnext)
-        r->fnext->fprev = r->fprev;
-    else
-        sh->ftail = r->fprev;
-    r->fprev = r->fnext = NULL;
+    dsc__dlist_unlink(&sh->finished, &r->finished_link);
     r->finished_us = 0;
     atomic_store_explicit(&sh->n_finished, sh->n_finished - 1, memory_order_relaxed);
 }
@@ -471,13 +463,7 @@ void dsc__reservation_finish(dsc_ledger *l, dsc__reservation *r, dsc__rstate st,
     r->state = st;
     finished_unlink(r);
     r->finished_us = at_us > 0 ? at_us : 1;
-    r->fprev = sh->ftail;
-    r->fnext = NULL;
-    if (sh->ftail)
-        sh->ftail->fnext = r;
-    else
-        sh->fhead = r;
-    sh->ftail = r;
+    dsc__dlist_append(&sh->finished, &r->finished_link);
     atomic_store_explicit(&sh->n_finished, sh->n_finished + 1, memory_order_relaxed);
 }
 
@@ -505,8 +491,10 @@ static bool too_many_finished(dsc_ledger *l, dsc__shard *sh) {
 /* Forget sh's finished reservations older than retain_s, and its oldest while the
  * ledger keeps more than retain_max and sh more than its share (sh->mu held). */
 static void forget_old(dsc_ledger *l, dsc__shard *sh, int64_t now) {
-    while (sh->fhead && (sh->fhead->finished_us < now - l->retain_us || too_many_finished(l, sh)))
-        dsc__reservation_drop(l, sh->fhead);
+    dsc__reservation *r;
+    while ((r = DSC__DLIST_ENTRY(sh->finished.head, dsc__reservation, finished_link)) &&
+           (r->finished_us < now - l->retain_us || too_many_finished(l, sh)))
+        dsc__reservation_drop(l, r);
 }
 
 /* --- expiry ------------------------------------------------------------------ */

@@ -14,6 +14,7 @@
 
 #include "discern/ledger.h"
 #include "discern/window.h"
+#include "dlist_internal.h"
 #include "store.h"
 #include "strmap_internal.h"
 
@@ -81,9 +82,9 @@ typedef struct dsc__reservation {
     bool committing; /* its reserve record is not committed yet (and waited for) */
     int64_t created_us, expires_us, finished_us;
     dsc_amounts held, charged;
-    size_t heap_idx;                        /* SIZE_MAX when not in the expiry heap */
-    struct dsc__reservation *fprev, *fnext; /* the finished list, oldest first */
-    const char *request_id;                 /* into the allocation's tail ("" = none) */
+    size_t heap_idx;                     /* SIZE_MAX when not in the expiry heap */
+    dsc__dlink finished_link;            /* in its shard's finished list */
+    const char *request_id;              /* into the allocation's tail ("" = none) */
     const char *owner;                   /* the key id that took the hold ("" = none), the same */
     const char *org, *team, *user, *key; /* the same */
     const char *provider, *model, *zone, *purpose; /* what the hold was for, the same */
@@ -123,14 +124,14 @@ struct dsc__shard {
     dsc__strmap requests;     /* request id -> reservation (a request's shard is its hold's) */
     dsc__reservation **heap;  /* expiry min-heap */
     size_t heap_n, heap_cap;
-    _Atomic int64_t next_expiry;     /* the heap's earliest expires_us (INT64_MAX: empty),
-                                        read without the lock to skip a shard with none due */
-    dsc__reservation *fhead, *ftail; /* the finished list, oldest first */
-    dsc__strmap counters;            /* the counters its holds have used: key -> counter (a cache of
-                                        the counters' index, dropped with a budget, at most
-                                        DSC__SHARD_CACHE_MAX) */
-    size_t n_held, n_reservations;   /* this shard's share of the stats */
-    _Atomic size_t n_finished;       /* written under mu, read by any (forget_old) */
+    _Atomic int64_t next_expiry;   /* the heap's earliest expires_us (INT64_MAX: empty),
+                                      read without the lock to skip a shard with none due */
+    dsc__dlist finished;           /* finished reservations, oldest first */
+    dsc__strmap counters;          /* the counters its holds have used: key -> counter (a cache of
+                                      the counters' index, dropped with a budget, at most
+                                      DSC__SHARD_CACHE_MAX) */
+    size_t n_held, n_reservations; /* this shard's share of the stats */
+    _Atomic size_t n_finished;     /* written under mu, read by any (forget_old) */
     uint64_t settles, expired;
     char pad[64]; /* no false sharing with the next shard's mutex */
 };

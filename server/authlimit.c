@@ -10,6 +10,7 @@
  */
 #include "authlimit.h"
 
+#include "dlist_internal.h"
 #include "strmap_internal.h"
 
 #include <arpa/inet.h>
@@ -31,13 +32,13 @@ typedef struct entry {
     int64_t next_us;            /* the earliest turn of its next attempt */
     uint64_t epoch;             /* the report interval its interval count belongs to */
     uint32_t interval_failures; /* failures in that interval */
-    struct entry *older, *newer;
+    dsc__dlink link;            /* in the list by last failure */
 } entry;
 
 struct dsc__authlimit {
     pthread_mutex_t lock;
     dsc__strmap map;
-    entry *oldest, *newest; /* by last failure */
+    dsc__dlist by_failure; /* entries by last failure, oldest first */
     size_t n;
     int64_t global_next_us; /* the earliest turn of the next TCP attempt while over */
     int64_t second;         /* the current second of the global count */
@@ -62,9 +63,9 @@ dsc__authlimit *dsc__authlimit_new(void) {
 
 void dsc__authlimit_free(dsc__authlimit *l) {
     if (!l) return;
-    for (entry *e = l->oldest, *next; e; e = next) {
-        next = e->newer;
-        free(e);
+    for (dsc__dlink *n = l->by_failure.head, *next; n; n = next) {
+        next = n->next;
+        free(DSC__DLIST_ENTRY(n, entry, link));
     }
     dsc__strmap_destroy(&l->map);
     pthread_mutex_destroy(&l->lock);
@@ -97,30 +98,9 @@ const char *dsc__authlimit_key(int fd, char *key, size_t cap) {
 
 /* ------------------------------------------------------------------ entries -- */
 
-static void unlink_entry(dsc__authlimit *l, entry *e) {
-    if (e->older)
-        e->older->newer = e->newer;
-    else
-        l->oldest = e->newer;
-    if (e->newer)
-        e->newer->older = e->older;
-    else
-        l->newest = e->older;
-    e->older = e->newer = NULL;
-}
-
-static void append_entry(dsc__authlimit *l, entry *e) {
-    e->older = l->newest;
-    if (l->newest)
-        l->newest->newer = e;
-    else
-        l->oldest = e;
-    l->newest = e;
-}
-
 static void drop_oldest(dsc__authlimit *l) {
-    entry *e = l->oldest;
-    unlink_entry(l, e);
+    entry *e = DSC__DLIST_ENTRY(l->by_failure.head, entry, link);
+    dsc__dlist_unlink(&l->by_failure, &e->link);
     dsc__strmap_del_if(&l->map, e->key, e);
     free(e);
     l->n--;
@@ -145,7 +125,7 @@ static entry *lookup_or_add(dsc__authlimit *l, const char *key, int64_t now_us) 
         free(e);
         return NULL;
     }
-    append_entry(l, e);
+    dsc__dlist_append(&l->by_failure, &e->link);
     l->n++;
     return e;
 }
@@ -227,8 +207,8 @@ void dsc__authlimit_failed(dsc__authlimit *l, const char *key, int64_t now_us) {
     if (e) {
         e->failures++;
         e->last_failure_us = now_us;
-        unlink_entry(l, e);
-        append_entry(l, e);
+        dsc__dlist_unlink(&l->by_failure, &e->link);
+        dsc__dlist_append(&l->by_failure, &e->link);
         /* The first failure over the free ones starts the waiting. */
         if (e->failures >= DSC__AUTHLIMIT_FREE)
             e->next_us = max64(e->next_us, now_us + gap_of(e->failures));

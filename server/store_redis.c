@@ -15,6 +15,8 @@
  */
 #include "store_redis.h"
 
+#include "dlist_internal.h"
+
 #include <event2/event.h>
 #include <hiredis/adapters/libevent.h>
 #include <hiredis/async.h>
@@ -40,7 +42,7 @@ typedef struct conn {
 } conn;
 
 typedef struct call {
-    struct call *prev, *next;
+    dsc__dlink link; /* in the owner's calls in flight */
     dsc__redis *r;
     dsc__redis_script script;
     dsc__redis_reply_fn fn;
@@ -62,7 +64,7 @@ struct dsc__redis {
     void (*on_budgets)(void *ud, int64_t version);
     void *ud;
     conn cmd, sub;
-    call *head, *tail; /* in flight, oldest first */
+    dsc__dlist calls; /* in flight, oldest first */
     struct event *watch;
     char last_error[256];
     uint64_t connects;
@@ -118,28 +120,6 @@ static void drop(conn *c, const char *why) {
 
 /* ------------------------------------------------------------------- calls -- */
 
-static void unlink_call(dsc__redis *r, call *k) {
-    if (k->prev)
-        k->prev->next = k->next;
-    else
-        r->head = k->next;
-    if (k->next)
-        k->next->prev = k->prev;
-    else
-        r->tail = k->prev;
-    k->prev = k->next = NULL;
-}
-
-static void link_call(dsc__redis *r, call *k) {
-    k->prev = r->tail;
-    k->next = NULL;
-    if (r->tail)
-        r->tail->next = k;
-    else
-        r->head = k;
-    r->tail = k;
-}
-
 static void call_free(call *k) {
     free(k);
 }
@@ -168,7 +148,7 @@ static void leave_if_readonly(dsc__redis *r, const redisReply *reply) {
 
 static void complete(call *k, const redisReply *reply) {
     dsc__redis *r = k->r;
-    unlink_call(r, k);
+    dsc__dlist_unlink(&r->calls, &k->link);
     if (reply) leave_if_readonly(r, reply);
     if (reply && reply->type != REDIS_REPLY_ERROR) r->cmd.failures = 0;
     if (!reply)
@@ -304,7 +284,7 @@ dsc_status dsc__redis_eval(dsc__redis *r, dsc__redis_script script, int argc,
         call_free(k);
         return DSC_STORE_UNAVAILABLE;
     }
-    link_call(r, k);
+    dsc__dlist_append(&r->calls, &k->link);
     return DSC_OK;
 }
 
@@ -466,7 +446,8 @@ static void watch_conn(conn *c, int64_t now) {
     int64_t limit = (int64_t)r->timeout_ms * 1000;
     if ((c->state == CONNECTING || c->state == LOADING) && now - c->since_us > limit)
         drop(c, "no answer to the handshake in time");
-    else if (c->state == READY && !c->subscriber && r->head && now - r->head->sent_us > limit)
+    else if (c->state == READY && !c->subscriber && r->calls.head &&
+             now - DSC__DLIST_ENTRY(r->calls.head, call, link)->sent_us > limit)
         drop(c, "no reply in time");
 }
 
