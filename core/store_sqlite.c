@@ -1122,8 +1122,8 @@ static bool batch_room(sq_store *s, size_t n) {
  * from the next in memory. */
 static size_t take_batch(sq_store *s) {
     size_t c = s->n_carry, n = s->queued < BATCH_MAX ? s->queued : BATCH_MAX;
-    if (!batch_room(s, c + n)) n = s->batch_cap - c;  /* take what fits; the rest waits */
-    memcpy(s->batch, s->carry, c * sizeof *s->batch); /* the carry is never above batch_cap */
+    if (!batch_room(s, c + n)) n = s->batch_cap - c;         /* take what fits; the rest waits */
+    if (c) memcpy(s->batch, s->carry, c * sizeof *s->batch); /* c <= batch_cap */
     s->n_carry = 0;
     dsc__rec *r = s->head;
     size_t waiters = 0;
@@ -1243,14 +1243,18 @@ static dsc_status sq_enqueue(dsc__store *base, dsc__rec *rec, bool wait) {
         return DSC_INTERNAL;
     }
     rec->next = NULL;
+    bool was_empty = !s->head, waiter = wait || rec->done_fn;
     if (s->tail)
         s->tail->next = rec;
     else
         s->head = rec;
     s->tail = rec;
-    s->waiters += wait || rec->done_fn;
+    s->waiters += waiter;
     s->queued++;
-    pthread_cond_signal(&s->nonempty);
+    /* The writer waits for a first record (wait_for_work) or, gathering under full, for
+     * one someone waits on (gather_unwaited): waking it for a hold nobody waits on
+     * would cost it a context switch per check for nothing. */
+    if (was_empty || waiter) pthread_cond_signal(&s->nonempty);
     pthread_mutex_unlock(&s->qmu);
     return DSC_OK;
 }
