@@ -944,10 +944,9 @@ static int64_t mono_us(void) {
 
 /* Whether the writer may keep r, a hold of the batch whose finish is not in it, back
  * for the next batch (now: mono_us()): a hold acknowledged once queued that nobody
- * waits on, under durability full (batch and off promise a commit within batch_ms of
- * the call). */
+ * waits on, under durability full or batch (off writes as fast as it can). */
 static bool carryable(const sq_store *s, const dsc__rec *r, const dsc__sq_slot *slot, int64_t now) {
-    return s->durability == DSC_DURABILITY_FULL && r->type == DSC__REC_RESERVE && r->acked &&
+    return s->durability != DSC_DURABILITY_OFF && r->type == DSC__REC_RESERVE && r->acked &&
            !r->waited && !r->done_fn && slot->finish < 0 && r->reservation_id[0] &&
            (!r->carried || (r->carried < CARRY_MAX &&
                             now - r->carried_at < CARRY_AGE_BATCHES * s->batch_ms * 1000LL));
@@ -963,13 +962,13 @@ static bool may_carry(dsc__rec **recs, size_t n) {
     return true;
 }
 
-/* Under durability full a check's hold is acknowledged once queued and its settle comes
- * after the reply, so under load it misses the hold's batch by a commit or more and
- * the decision costs two rows. The writer keeps such holds back, batch after batch
- * (they come first in the next), until their settle is in the batch with them (the
- * pair is one row), they are CARRY_AGE_BATCHES * batch_ms old, or the store stops or
- * fails (may: read under qmu). Only holds after the last hold the batch writes: holds
- * still reach the log in the order of their ids (lost_hold in ledger.c, hold_range in
+/* A check's hold is acknowledged once queued and its settle comes after the reply, so
+ * under load it misses the hold's batch by a commit or more (under full; under batch,
+ * whenever a batch_ms boundary falls between them) and the decision costs two rows. The writer
+ * keeps such holds back, batch after batch (they come first in the next), until their settle is in
+ * the batch with them (the pair is one row), they are CARRY_AGE_BATCHES * batch_ms old, or the
+ * store stops or fails (may: read under qmu). Only holds after the last hold the batch writes:
+ * holds still reach the log in the order of their ids (lost_hold in ledger.c, hold_range in
  * store_sqlite_read.c and the checkpoints count on it), and a settle is in its hold's
  * batch or a later one. Moves them from recs[0..n) (paired) to s->carry; returns how
  * many records are left. */

@@ -2177,14 +2177,16 @@ Test(store_sqlite, a_hold_finished_in_the_batch_that_writes_it_is_one_row_that_t
     views_show_four(path, &clk, ids);
 }
 
-/* Under durability full a check's hold is acknowledged once queued, and its settle
- * comes after the reply: a batch later. The writer keeps the hold back until its
- * settle is in the batch with it (one row), but a sync keeps nothing back. */
-Test(store_sqlite, under_full_a_hold_kept_back_a_batch_meets_its_later_settle_in_one_row) {
+/* A check's hold is acknowledged once queued, and its settle comes after the reply: a
+ * batch later. The writer keeps the hold back until its settle is in the batch with
+ * it (one row), but a sync keeps nothing back. */
+static void hold_meets_its_later_settle(dsc_durability durability) {
     char path[600];
     temp_db(path, sizeof path);
-    dsc_ledger *l = open_at(path, NULL, 0);
+    dsc_ledger_config cfg = {.store_path = path, .durability = durability};
     dsc_error err;
+    dsc_ledger *l = dsc_ledger_new(&cfg, &err);
+    cr_assert(l, "%s", err.message);
     char rid[DSC_RESERVATION_ID_MAX];
     dsc_amounts a = amt(DSC_METRIC_GCO2E, 5 * M), charged = amt(DSC_METRIC_GCO2E, 2 * M);
     cr_assert_eq(
@@ -2198,6 +2200,7 @@ Test(store_sqlite, under_full_a_hold_kept_back_a_batch_meets_its_later_settle_in
     cr_assert_eq(query_int(path, "SELECT count(*) FROM events"), 0, "the hold is kept back");
     cr_assert_eq(settle_as(l, (dsc_settle_req){rid, &charged, NULL, NULL}, NULL, NULL, &err),
                  DSC_OK, "%s", err.message);
+    cr_assert_eq(dsc_ledger_sync(l, NULL, &err), DSC_OK, "%s", err.message);
     cr_assert_eq(query_int(path, "SELECT count(*) FROM events"), 1);
     cr_assert_eq(query_int(path, "SELECT count(*) FROM events WHERE type = 8 AND gco2e = 2000000"
                                  " AND held_gco2e = 5000000"),
@@ -2213,6 +2216,14 @@ Test(store_sqlite, under_full_a_hold_kept_back_a_batch_meets_its_later_settle_in
     cr_assert_eq(query_int(path, "SELECT count(*) FROM reservations WHERE state = 'held'"), 1,
                  "the hold is in the file once the sync returns");
     dsc_ledger_free(l);
+}
+
+Test(store_sqlite, under_full_a_hold_kept_back_meets_its_later_settle_in_one_row) {
+    hold_meets_its_later_settle(DSC_DURABILITY_FULL);
+}
+
+Test(store_sqlite, under_batch_a_hold_kept_back_meets_its_later_settle_in_one_row) {
+    hold_meets_its_later_settle(DSC_DURABILITY_BATCH);
 }
 
 /* A hold nobody settles is not kept back for ever: the writer writes it after a few
