@@ -4,8 +4,8 @@
  * The "sqlite" backend of store.h (dsc__store_sqlite): every target that is not a URI.
  * One file in WAL mode. One writer thread owns the write connection: it takes every
  * queued record, appends one row per record to the event log (store_sqlite_schema.c),
- * or one row for a hold and its finish when both are in the batch (at one decision
- * per commit a check's hold and its settle usually are), in one transaction, commits
+ * or one row for a hold and its finish when both are in the batch (a hold nobody waits
+ * on is kept back a few batches for its settle: carry_holds), in one transaction, commits
  * (one fsync per batch with synchronous=FULL), then lets the ledger apply the batch and wakes the
  * callers waiting on it. Strings an event repeats (subjects, models, reasons, ...) are interned:
  * the writer keeps the ids it has used in memory, so the hot path appends one row and runs no
@@ -786,16 +786,12 @@ static void flush_one(void *val, void *ud) {
  * committed since the last one into rollups, then the checkpoints row (its seq: every
  * event up to it is rolled up). *written tells the caller to forget the sums once the
  * batch commits. */
-static bool checkpoint_due(const sq_store *s, int64_t now_us) {
-    int64_t since = s->last_seq - s->checkpoint_seq;
-    return !s->rollups_lost && since > 0 &&
-           (since >= DSC__SQ_CHECKPOINT_EVERY ||
-            now_us - s->checkpoint_at >= DSC__SQ_CHECKPOINT_US);
-}
-
 static int write_checkpoint(sq_store *s, int64_t now_us, bool *written, int64_t *held_from) {
     *written = false;
-    if (!checkpoint_due(s, now_us)) return SQLITE_OK;
+    int64_t since = s->last_seq - s->checkpoint_seq;
+    if (s->rollups_lost || since <= 0 ||
+        (since < DSC__SQ_CHECKPOINT_EVERY && now_us - s->checkpoint_at < DSC__SQ_CHECKPOINT_US))
+        return SQLITE_OK;
     flush_ctx f = {s, SQLITE_OK};
     dsc__strmap_each(&s->roll, flush_one, &f);
     if (f.rc != SQLITE_OK) return f.rc;
