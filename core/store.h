@@ -79,7 +79,9 @@ typedef struct dsc__rec {
     bool with_decision; /* a RESERVE that also carries its check's decision */
     bool acked;         /* acknowledged once queued (durability batch, off): its effect was applied
                            when it was queued and its outcome is only counted */
-    pthread_cond_t cv;  /* a waited record's own wake-up: no thundering herd */
+    unsigned char carried;      /* batches the writer kept this hold back (store_sqlite.c) */
+    int64_t carried_at;         /* when the writer first kept it back (its monotonic µs) */
+    pthread_cond_t cv;          /* a waited record's own wake-up: no thundering herd */
     dsc_ledger_done_fn done_fn; /* async completion, or NULL */
     void *done_ud;
     dsc_status status; /* filled when done */

@@ -4,8 +4,8 @@
  * The "sqlite" backend of store.h (dsc__store_sqlite): every target that is not a URI.
  * One file in WAL mode. One writer thread owns the write connection: it takes every
  * queued record, appends one row per record to the event log (store_sqlite_schema.c),
- * or one row for a hold and its finish when both are in the batch (at one decision
- * per commit a check's hold and its settle usually are), in one transaction, commits
+ * or one row for a hold and its finish when both are in the batch (a hold nobody waits
+ * on is kept back a few batches for its settle: carry_holds), in one transaction, commits
  * (one fsync per batch with synchronous=FULL), then lets the ledger apply the batch and wakes the
  * callers waiting on it. Strings an event repeats (subjects, models, reasons, ...) are interned:
  * the writer keeps the ids it has used in memory, so the hot path appends one row and runs no
@@ -926,7 +926,74 @@ static int64_t batch_time(dsc__rec **recs, size_t n) {
     return now;
 }
 
-/* Write and commit recs[0..n); fills every status. Returns whether it committed. */
+/* A hold is kept back at most this many batches, and at most CARRY_AGE_BATCHES times
+ * batch_ms after it was first (by the writer's monotonic clock, not the ledger's, which
+ * a test may stop). */
+#define CARRY_MAX 64
+#define CARRY_AGE_BATCHES 4
+
+static int64_t mono_us(void) {
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (int64_t)ts.tv_sec * 1000000 + ts.tv_nsec / 1000;
+}
+
+/* Whether the writer may keep r, a hold of the batch whose finish is not in it, back
+ * for the next batch (now: mono_us()): a hold acknowledged once queued that nobody
+ * waits on, under durability full or batch (off writes as fast as it can). */
+static bool carryable(const sq_store *s, const dsc__rec *r, const dsc__sq_slot *slot, int64_t now) {
+    return s->durability != DSC_DURABILITY_OFF && r->type == DSC__REC_RESERVE && r->acked &&
+           !r->waited && !r->done_fn && slot->finish < 0 && r->reservation_id[0] &&
+           (!r->carried || (r->carried < CARRY_MAX &&
+                            now - r->carried_at < CARRY_AGE_BATCHES * s->batch_ms * 1000LL));
+}
+
+/* Whether the batch may keep holds back: not with a sync (which promises everything
+ * before it) or a decision that names a hold (a repeated check's). */
+static bool may_carry(dsc__rec **recs, size_t n) {
+    for (size_t i = 0; i < n; i++)
+        if (recs[i]->type == DSC__REC_SYNC ||
+            (recs[i]->type == DSC__REC_DECISION && recs[i]->reservation_id[0]))
+            return false;
+    return true;
+}
+
+/* A check's hold is acknowledged once queued and its settle comes after the reply, so
+ * under load it misses the hold's batch by a commit or more (under full; under batch,
+ * whenever a batch_ms boundary falls between them) and the decision costs two rows. The writer
+ * keeps such holds back, batch after batch (they come first in the next), until their settle is in
+ * the batch with them (the pair is one row), they are CARRY_AGE_BATCHES * batch_ms old, or the
+ * store stops or fails (may: read under qmu). Only holds after the last hold the batch writes:
+ * holds still reach the log in the order of their ids (lost_hold in ledger.c, hold_range in
+ * store_sqlite_read.c and the checkpoints count on it), and a settle is in its hold's
+ * batch or a later one. Moves them from recs[0..n) (paired) to s->carry; returns how
+ * many records are left. */
+static size_t carry_holds(sq_store *s, dsc__rec **recs, size_t n, bool may) {
+    int64_t now = mono_us();
+    if (!may || !may_carry(recs, n)) return n;
+    size_t from = 0; /* after the last hold written */
+    for (size_t i = n; i-- > 0 && !from;)
+        if (recs[i]->type == DSC__REC_RESERVE && !carryable(s, recs[i], &s->slots[i], now))
+            from = i + 1;
+    size_t k = from;
+    for (size_t i = from; i < n; i++) /* new places (UINT32_MAX: kept back) */
+        s->slots[i].pos = carryable(s, recs[i], &s->slots[i], now) ? UINT32_MAX : (uint32_t)k++;
+    for (size_t i = from, j = from; k < n && i < n; i++) {
+        dsc__sq_slot slot = s->slots[i];
+        if (slot.pos == UINT32_MAX) {
+            if (!recs[i]->carried++) recs[i]->carried_at = now;
+            s->carry[s->n_carry++] = recs[i];
+            continue;
+        }
+        if (slot.finish >= 0) slot.finish = (int32_t)s->slots[slot.finish].pos;
+        recs[j] = recs[i];
+        s->slots[j++] = slot;
+    }
+    return k;
+}
+
+/* Write and commit recs[0..n), paired (pair_finishes); fills every status. Returns
+ * whether it committed. */
 static bool write_batch(sq_store *s, dsc__rec **recs, size_t n) {
     char msg[DSC_ERROR_MESSAGE_MAX] = "";
     pthread_mutex_lock(&s->dbmu);
@@ -941,7 +1008,6 @@ static bool write_batch(sq_store *s, dsc__rec **recs, size_t n) {
     int rc = step(s->st[ST_BEGIN]);
     if (rc == SQLITE_OK) rc = write_checkpoint(s, now, &checkpointed, &held_from);
     if (rc == SQLITE_OK && checkpointed) rc = purge(s, now, checkpoint, &retained);
-    pair_finishes(s, recs, n);
     for (size_t i = 0; rc == SQLITE_OK && i < n; i++) {
         recs[i]->status = DSC_OK;
         int r = write_rec(s, recs, i);
@@ -998,7 +1064,7 @@ enum { PROBE_MS = 1000 };
 
 /* Wait for work (qmu held); probes a failing store every PROBE_MS meanwhile. */
 static void wait_for_work(sq_store *s) {
-    while (!s->head && !s->stop) {
+    while (!s->head && !s->n_carry && !s->stop) {
         if (s->healthy) {
             pthread_cond_wait(&s->nonempty, &s->qmu);
             continue;
@@ -1033,7 +1099,9 @@ static bool batch_room(sq_store *s, size_t n) {
         holds *= 2;
     dsc__rec **b = realloc(s->batch, cap * sizeof *b);
     if (b) s->batch = b;
-    dsc__sq_slot *slots = b ? realloc(s->slots, cap * sizeof *slots) : NULL;
+    dsc__rec **c = b ? realloc(s->carry, cap * sizeof *c) : NULL;
+    if (c) s->carry = c;
+    dsc__sq_slot *slots = c ? realloc(s->slots, cap * sizeof *slots) : NULL;
     if (slots) s->slots = slots;
     int32_t *h = slots ? calloc(holds, sizeof *h) : NULL;
     if (!h) return false;
@@ -1044,15 +1112,18 @@ static bool batch_room(sq_store *s, size_t n) {
     return true;
 }
 
-/* Take the queue (at most BATCH_MAX of it) into s->batch (qmu held); returns how many.
- * One walk of the list: each record is far from the next in memory. */
+/* Take the holds kept back by the last batch, then the queue (at most BATCH_MAX of it),
+ * into s->batch (qmu held); returns how many. One walk of the list: each record is far
+ * from the next in memory. */
 static size_t take_batch(sq_store *s) {
-    size_t n = s->queued < BATCH_MAX ? s->queued : BATCH_MAX;
-    if (!batch_room(s, n)) n = s->batch_cap; /* take what fits; the rest waits */
+    size_t c = s->n_carry, n = s->queued < BATCH_MAX ? s->queued : BATCH_MAX;
+    if (!batch_room(s, c + n)) n = s->batch_cap - c;         /* take what fits; the rest waits */
+    if (c) memcpy(s->batch, s->carry, c * sizeof *s->batch); /* c <= batch_cap */
+    s->n_carry = 0;
     dsc__rec *r = s->head;
     size_t waiters = 0;
     for (size_t i = 0; i < n; i++, r = r->next) {
-        s->batch[i] = r;
+        s->batch[c + i] = r;
         waiters += r->waited || r->done_fn;
     }
     s->head = r;
@@ -1060,7 +1131,7 @@ static size_t take_batch(sq_store *s) {
     s->queued -= n;
     s->waiters -= waiters; /* those left (BATCH_MAX, or out of memory) */
     if (s->queued < QUEUE_MAX) pthread_cond_broadcast(&s->room);
-    return n;
+    return c + n;
 }
 
 /* Durability full, qmu held: a queue that nobody waits on (holds acknowledged once
@@ -1107,7 +1178,7 @@ static void *writer_main(void *arg) {
     pthread_mutex_lock(&s->qmu);
     for (;;) {
         wait_for_work(s);
-        if (!s->head) break; /* stopping with nothing left */
+        if (!s->head && !s->n_carry) break; /* stopping with nothing left */
         if (s->durability == DSC_DURABILITY_BATCH && !s->stop) {
             pthread_mutex_unlock(&s->qmu); /* let a batch gather */
             sleep_ms(s->batch_ms);
@@ -1116,7 +1187,14 @@ static void *writer_main(void *arg) {
             gather_unwaited(s);
         }
         size_t n = take_batch(s);
+        bool may = !s->stop && s->healthy;
         pthread_mutex_unlock(&s->qmu);
+        pair_finishes(s, s->batch, n);
+        n = carry_holds(s, s->batch, n, may);
+        if (!n) { /* every record kept back: gather again */
+            pthread_mutex_lock(&s->qmu);
+            continue;
+        }
         bool ok = write_batch(s, s->batch, n);
         set_healthy(s, ok);
         if (s->apply) s->apply(s->apply_ud, s->batch, n);
@@ -1160,14 +1238,18 @@ static dsc_status sq_enqueue(dsc__store *base, dsc__rec *rec, bool wait) {
         return DSC_INTERNAL;
     }
     rec->next = NULL;
+    bool was_empty = !s->head, waiter = wait || rec->done_fn;
     if (s->tail)
         s->tail->next = rec;
     else
         s->head = rec;
     s->tail = rec;
-    s->waiters += wait || rec->done_fn;
+    s->waiters += waiter;
     s->queued++;
-    pthread_cond_signal(&s->nonempty);
+    /* The writer waits for a first record (wait_for_work) or, gathering under full, for
+     * one someone waits on (gather_unwaited): waking it for a hold nobody waits on
+     * would cost it a context switch per check for nothing. */
+    if (was_empty || waiter) pthread_cond_signal(&s->nonempty);
     pthread_mutex_unlock(&s->qmu);
     return DSC_OK;
 }
@@ -1242,6 +1324,7 @@ static void sq_close(dsc__store *base) {
     sqlite3_close(s->db);
     sqlite3_close(s->rdb);
     free(s->batch);
+    free(s->carry);
     free(s->slots);
     free(s->holds);
     dsc__strmap_each(&s->open, free_name, NULL);

@@ -149,6 +149,8 @@ typedef struct dsc__sq_store {
     void *apply_ud;
     dsc__rec **batch;
     size_t batch_cap;
+    dsc__rec **carry; /* holds kept back for the next batch (batch_cap of them) */
+    size_t n_carry;
     uint64_t batches, records, failures;
     bool recovering;    /* a commit failed: checkpoint and truncate the WAL (writer only) */
     int64_t charge_seq; /* the newest event committed: every charge is at or before it */

@@ -2177,6 +2177,84 @@ Test(store_sqlite, a_hold_finished_in_the_batch_that_writes_it_is_one_row_that_t
     views_show_four(path, &clk, ids);
 }
 
+/* A check's hold is acknowledged once queued, and its settle comes after the reply: a
+ * batch later. The writer keeps the hold back until its settle is in the batch with
+ * it (one row), but a sync keeps nothing back. */
+static void hold_meets_its_later_settle(dsc_durability durability) {
+    char path[600];
+    temp_db(path, sizeof path);
+    dsc_ledger_config cfg = {.store_path = path, .durability = durability};
+    dsc_error err;
+    dsc_ledger *l = dsc_ledger_new(&cfg, &err);
+    cr_assert(l, "%s", err.message);
+    char rid[DSC_RESERVATION_ID_MAX];
+    dsc_amounts a = amt(DSC_METRIC_GCO2E, 5 * M), charged = amt(DSC_METRIC_GCO2E, 2 * M);
+    cr_assert_eq(
+        reserve_as(l, (dsc_reserve_req){&ana, &a, 60, "q1", NULL}, rid, NULL, 0, NULL, NULL, &err),
+        DSC_OK, "%s", err.message);
+    /* a record someone waits on: the hold's batch is committed without it */
+    cr_assert_eq(dsc_ledger_budget(l, &(dsc_budget_req){"*", DSC_METRIC_GCO2E, "day", 100, false},
+                                   NULL, NULL, &err),
+                 DSC_OK, "%s", err.message);
+    cr_assert_eq(query_int(path, "SELECT count(*) FROM budget_log"), 1);
+    cr_assert_eq(query_int(path, "SELECT count(*) FROM events"), 0, "the hold is kept back");
+    cr_assert_eq(settle_as(l, (dsc_settle_req){rid, &charged, NULL, NULL}, NULL, NULL, &err),
+                 DSC_OK, "%s", err.message);
+    cr_assert_eq(dsc_ledger_sync(l, NULL, &err), DSC_OK, "%s", err.message);
+    cr_assert_eq(query_int(path, "SELECT count(*) FROM events"), 1);
+    cr_assert_eq(query_int(path, "SELECT count(*) FROM events WHERE type = 8 AND gco2e = 2000000"
+                                 " AND held_gco2e = 5000000"),
+                 1, "the hold and its settle in one row");
+    cr_assert_eq(query_int(path, "SELECT count(*) FROM reservations WHERE state = 'settled'"
+                                 " AND held_gco2e = 5000000 AND charged_gco2e = 2000000"),
+                 1);
+    /* a sync promises every record before it: nothing is kept back past it */
+    cr_assert_eq(
+        reserve_as(l, (dsc_reserve_req){&ana, &a, 60, "q2", NULL}, rid, NULL, 0, NULL, NULL, &err),
+        DSC_OK, "%s", err.message);
+    cr_assert_eq(dsc_ledger_sync(l, NULL, &err), DSC_OK, "%s", err.message);
+    cr_assert_eq(query_int(path, "SELECT count(*) FROM reservations WHERE state = 'held'"), 1,
+                 "the hold is in the file once the sync returns");
+    dsc_ledger_free(l);
+}
+
+Test(store_sqlite, under_full_a_hold_kept_back_meets_its_later_settle_in_one_row) {
+    hold_meets_its_later_settle(DSC_DURABILITY_FULL);
+}
+
+Test(store_sqlite, under_batch_a_hold_kept_back_meets_its_later_settle_in_one_row) {
+    hold_meets_its_later_settle(DSC_DURABILITY_BATCH);
+}
+
+/* A hold nobody settles is not kept back for ever: the writer writes it after a few
+ * batches (CARRY_MAX) or batch_ms (CARRY_AGE_BATCHES), which bounds what a crash can
+ * lose of acknowledged holds. */
+Test(store_sqlite, under_full_a_hold_nobody_settles_is_written_after_a_few_batches) {
+    char path[600];
+    temp_db(path, sizeof path);
+    dsc_ledger *l = open_at(path, NULL, 0);
+    dsc_error err;
+    char rid[DSC_RESERVATION_ID_MAX];
+    dsc_amounts a = amt(DSC_METRIC_GCO2E, 5 * M);
+    struct timespec t0, t1;
+    clock_gettime(CLOCK_MONOTONIC, &t0);
+    cr_assert_eq(
+        reserve_as(l, (dsc_reserve_req){&ana, &a, 60, "q1", NULL}, rid, NULL, 0, NULL, NULL, &err),
+        DSC_OK, "%s", err.message);
+    /* waited records keep coming (a batch each), the hold's settle never does */
+    for (int i = 0; i < 2000 && !query_int(path, "SELECT count(*) FROM events"); i++)
+        cr_assert_eq(
+            dsc_ledger_budget(l, &(dsc_budget_req){"*", DSC_METRIC_GCO2E, "day", 100 + i, false},
+                              NULL, NULL, &err),
+            DSC_OK, "%s", err.message);
+    clock_gettime(CLOCK_MONOTONIC, &t1);
+    double ms = (double)(t1.tv_sec - t0.tv_sec) * 1e3 + (double)(t1.tv_nsec - t0.tv_nsec) / 1e6;
+    cr_assert_eq(query_int(path, "SELECT count(*) FROM events WHERE type = 1"), 1);
+    cr_assert_lt(query_int(path, "SELECT count(*) FROM budget_log"), 2000,
+                 "written before the batches ran out (%.1f ms)", ms);
+    dsc_ledger_free(l);
+}
+
 /* tests/data/store-744e429.sql is the sqlite3 .dump of a store file written by the
  * ledger at commit 744e429 (schema 3: each settle, cancel and expiry row also carried
  * its hold's id), through its API with the clock at T0: budget team:* gco2e month
