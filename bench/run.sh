@@ -31,7 +31,10 @@
 # bytes per decision: for discernd what it wrote to storage (/proc/PID/io write_bytes:
 # the WAL plus the pages checkpointed into the database) and the database file's
 # growth; for Redis `always` the growth of its AOF. Decisions for these byte counts
-# come from discernd's own `stats` (warm-up included, like the bytes).
+# come from discernd's own `stats` (warm-up included, like the bytes). For discernd
+# on SQLite also the store writer thread's own CPU per decision (store CPU us/dec:
+# /proc/PID/task/TID/stat of the thread named dsc-store, warm-up included), the store
+# share of the CPU column.
 #
 # Servers run on the CPUs in $SERVER_CPUS and the load generators on $CLIENT_CPUS
 # (taskset; default: the last CPU for clients, the others for servers). Every run
@@ -163,26 +166,41 @@ except Exception:
 write_bytes() { sed -n 's/^write_bytes: //p' "/proc/$1/io" 2>/dev/null || true; }
 file_bytes() { stat -c %s "$1" 2>/dev/null || echo 0; }
 
+# store_ticks PID: utime + stime of PID's store writer thread (dsc-store), in clock
+# ticks; empty when it has none (no store, or a Redis store).
+store_ticks() {
+    local t
+    for t in /proc/"$1"/task/*; do
+        [ "$(cat "$t/comm" 2>/dev/null)" = dsc-store ] || continue
+        awk '{ sub(/^.*\) /, ""); print $12 + $13 }' "$t/stat"
+        return
+    done
+}
+
 run_discernd() { # run_discernd DUR DEPTH -> $result (loadgen's RESULT line + bytes)
     local pid=${dsc_pids[$1]} port=${dsc_ports[$1]} db=${dsc_dirs[$1]}/$store_path
-    local out=$tmp/loadgen-$scenario-$1-P$2.log n0 n1 w0 w1 s0 s1
+    local out=$tmp/loadgen-$scenario-$1-P$2.log n0 n1 w0 w1 s0 s1 t0 t1
     n0=$(decisions_so_far "$port"); w0=$(write_bytes "$pid"); s0=$(file_bytes "$db")
+    t0=$(store_ticks "$pid")
     timeout $((${duration%.*} + 30)) "${pin_client[@]}" "$bin/loadgen" --port "$port" \
         -c "$connections" -P "$2" -d "$duration" --warmup 1 --method "$method" \
         --settle "$settle" --server-pid "$pid" --kv >"$out" 2>&1 || true
     n1=$(decisions_so_far "$port"); w1=$(write_bytes "$pid"); s1=$(file_bytes "$db")
+    t1=$(store_ticks "$pid")
     result=$(grep '^RESULT ' "$out" || true)
     [ -n "$result" ] || { cat "$out"; die "loadgen produced no result"; }
     if ! grep -q 'errors=0 ' <<<"$result"; then
         echo "warning: discernd run with errors ($scenario, $1, P$2):" >&2
         sed -n '/^errors/,$p' "$out" | head -12 >&2
     fi
-    local wpd=- dpd=-
+    local wpd=- dpd=- spd=-
     if [ -n "$n0" ] && [ -n "$n1" ] && [ "$n1" -gt "$n0" ] && [ -n "$w0" ] && [ -n "$w1" ]; then
         wpd=$(( (w1 - w0) / (n1 - n0) ))
         dpd=$(( (s1 - s0) / (n1 - n0) ))
+        [ -n "$t0" ] && [ -n "$t1" ] &&
+            spd=$(echo "($t1 - $t0) * 1000000 / $(getconf CLK_TCK) / ($n1 - $n0)" | bc -l)
     fi
-    result="$result written_bpd=$wpd db_bpd=$dpd"
+    result="$result written_bpd=$wpd db_bpd=$dpd store_cpu_us=$spd"
 }
 
 kv() { sed -n "s/.* $1=\([^ ]*\).*/\1/p" <<<" $2"; }
@@ -282,7 +300,7 @@ start_redis noaof --appendonly no
 
 rows=()
 add_row() { # add_row SCENARIO SERVER: from $result
-    rows+=("$1|$2|$(kv check_rps "$result")|$(kv rps "$result")|$(kv server_cpu_us "$result")|$(kv p50_us "$result")|$(kv p99_us "$result")|$(kv written_bpd "$result")|$(kv db_bpd "$result")|$(kv errors "$result")|$(kv redis_cpu_us "$result")|$(kv overshoot "$result")")
+    rows+=("$1|$2|$(kv check_rps "$result")|$(kv rps "$result")|$(kv server_cpu_us "$result")|$(kv p50_us "$result")|$(kv p99_us "$result")|$(kv written_bpd "$result")|$(kv db_bpd "$result")|$(kv errors "$result")|$(kv redis_cpu_us "$result")|$(kv overshoot "$result")|$(kv store_cpu_us "$result")")
 }
 
 # --- discernd on a Redis store -----------------------------------------------------
@@ -411,6 +429,7 @@ import sys
 # both would reach each CPU-bound on a core of its own; it holds better than the rates
 # on a shared machine. written B/dec: discernd's storage writes (/proc/PID/io
 # write_bytes: WAL + checkpoints), Redis's AOF growth; db B/dec: database file growth.
+# store CPU us/dec: discernd's SQLite writer thread alone, per decision.
 method = sys.argv[1]
 rows = [r.split("|") for r in sys.argv[2:]]
 
@@ -437,8 +456,9 @@ for r in rows:
 redis_rows = any(r[10] for r in rows)
 extra_head = " Redis CPU us/dec | overshoot |" if redis_rows else ""
 print("| scenario | server | decisions/s | requests/s | x always | x pair | CPU us/decision | "
-      "CPU x always | p50 ms | p99 ms | written B/dec | db B/dec | errors |" + extra_head)
-print("|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|" +
+      "store CPU us/dec | CPU x always | p50 ms | p99 ms | written B/dec | db B/dec | errors |" +
+      extra_head)
+print("|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|" +
       ("---:|---|" if redis_rows else ""))
 for r in rows:
     dec, cpu = per_decision(r)
@@ -449,9 +469,11 @@ for r in rows:
         return f"{float(v) / 1000:.3f}" if num(v) is not None else "-"
     cpu_ratio = f"{single[1] / cpu:.2f}" if single and single[1] and cpu else "-"
     tail = f" {r[10] or '-'} | {r[11] or '-'} |" if redis_rows else ""
+    store = f"{num(r[12]):.1f}" if len(r) > 12 and num(r[12]) is not None else "-"
     print((f"| {r[0]} | {r[1]} | {dec or 0:,.0f} | {num(r[3]) or 0:,.0f} | {ratio(single)} | "
-           f"{ratio(pair)} | {cpu:.1f} | {cpu_ratio} | {ms(r[5])} | {ms(r[6])} | {r[7]} | "
-           f"{r[8]} | {r[9]} |" if cpu is not None else
+           f"{ratio(pair)} | {cpu:.1f} | {store} | {cpu_ratio} | {ms(r[5])} | {ms(r[6])} | "
+           f"{r[7]} | {r[8]} | {r[9]} |" if cpu is not None else
            f"| {r[0]} | {r[1]} | {dec or 0:,.0f} | {num(r[3]) or 0:,.0f} | {ratio(single)} | "
-           f"{ratio(pair)} | - | - | {ms(r[5])} | {ms(r[6])} | {r[7]} | {r[8]} | {r[9]} |") + tail)
+           f"{ratio(pair)} | - | {store} | - | {ms(r[5])} | {ms(r[6])} | {r[7]} | {r[8]} | "
+           f"{r[9]} |") + tail)
 EOF
