@@ -92,6 +92,18 @@ local function is_calendar(w)
   return w.k == 'day' or w.k == 'week' or w.k == 'month' or w.k == 'year'
 end
 
+-- The period last computed of each kind in this call, {off, now, start, end}:
+-- every counter of one call is brought to the same now (one TIME per script), so a
+-- subject's several budgets of one kind and offset compute its period once.
+local periods = {}
+local function period_now(kind, off, now)
+  local p = periods[kind]
+  if p and p[1] == off and p[2] == now then return p[3], p[4] end
+  local s, e = period(kind, off, floor_div(now, US))
+  periods[kind] = {off, now, s, e}
+  return s, e
+end
+
 -- Bring counter key to now: reset a calendar period, drop rolling buckets that left
 -- the window, refill a token bucket. Returns used (>= 0), when it next goes down
 -- (unix seconds) and what is held on it, read in the same call (each redis.call
@@ -100,7 +112,7 @@ end
 -- the oldest bucket holding a charge (nil: none), which put_counter goes on from.
 local function advance(key, w, off, now)
   if is_calendar(w) then
-    local s, e = period(w.k, off, floor_div(now, US))
+    local s, e = period_now(w.k, off, now)
     local f = redis.call('HMGET', key, 'u', 'p', 'h')
     local held = tonumber(f[3]) or 0
     if tonumber(f[2]) ~= s then
