@@ -21,6 +21,7 @@
 #include <hiredis/adapters/libevent.h>
 #include <hiredis/async.h>
 #include <netdb.h>
+#include <stddef.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -413,6 +414,119 @@ static void on_disconnect(const redisAsyncContext *ac, int status) {
     lost(c);
 }
 
+/* Reply objects in one block. A reply's first chunk starts with its root; tail is
+ * the chunk allocated from (in the first chunk), next the chain to free. */
+typedef struct rchunk {
+    struct rchunk *next, *tail;
+    size_t used, cap;
+    max_align_t data[];
+} rchunk;
+
+#define RALIGN(n) (((n) + sizeof(max_align_t) - 1) & ~(sizeof(max_align_t) - 1))
+#define RCHUNK_MIN 512
+
+static rchunk *rchunk_of(void *root) {
+    return (rchunk *)((char *)root - offsetof(rchunk, data));
+}
+
+static rchunk *rchunk_new(size_t cap) {
+    rchunk *c = malloc(sizeof *c + cap);
+    if (!c) return NULL;
+    c->next = NULL;
+    c->tail = c;
+    c->used = 0;
+    c->cap = cap;
+    return c;
+}
+
+static void *rchunk_alloc(rchunk *first, size_t n) {
+    rchunk *t = first->tail;
+    n = RALIGN(n);
+    if (t->cap - t->used < n) {
+        rchunk *c = rchunk_new(n > 2 * t->cap ? n : 2 * t->cap);
+        if (!c) return NULL;
+        t->next = c;
+        first->tail = t = c;
+    }
+    void *p = (unsigned char *)t->data + t->used;
+    t->used += n;
+    return p;
+}
+
+/* The block of the reply a nested task belongs to: its root's (set on the root's
+ * task before any element is read). */
+static rchunk *reply_block(const redisReadTask *task) {
+    while (task->parent)
+        task = task->parent;
+    return rchunk_of(task->obj);
+}
+
+/* A new element of type: the root of a new reply (in a new block with extra bytes
+ * more for its text or elements), or one more in the block of its reply. */
+static redisReply *reply_element(const redisReadTask *task, int type, size_t extra,
+                                 rchunk **block) {
+    rchunk *first;
+    if (task->parent) {
+        first = reply_block(task);
+    } else {
+        size_t want = RALIGN(sizeof(redisReply)) + RALIGN(extra);
+        if (!(first = rchunk_new(want < RCHUNK_MIN ? RCHUNK_MIN : want))) return NULL;
+    }
+    redisReply *r = rchunk_alloc(first, sizeof *r); /* a root: at the block's start */
+    if (!r) return NULL;
+    memset(r, 0, sizeof *r);
+    r->type = type;
+    if (task->parent) ((redisReply *)task->parent->obj)->element[task->idx] = r;
+    *block = first;
+    return r;
+}
+
+static void *reply_string(const redisReadTask *task, char *str, size_t len) {
+    rchunk *block;
+    redisReply *r = reply_element(task, task->type, len + 1, &block);
+    char *buf = r ? rchunk_alloc(block, len + 1) : NULL;
+    if (!buf) return NULL;
+    memcpy(buf, str, len);
+    buf[len] = '\0';
+    r->str = buf;
+    r->len = len;
+    return r;
+}
+
+static void *reply_array(const redisReadTask *task, int elements) {
+    size_t n = elements > 0 ? (size_t)elements : 0;
+    rchunk *block;
+    redisReply *r = reply_element(task, REDIS_REPLY_ARRAY,
+                                  n * (sizeof(redisReply) + sizeof(redisReply *) + 16), &block);
+    if (!r || !n) return r;
+    if (!(r->element = rchunk_alloc(block, n * sizeof *r->element))) return NULL;
+    memset(r->element, 0, n * sizeof *r->element);
+    r->elements = n;
+    return r;
+}
+
+static void *reply_integer(const redisReadTask *task, long long value) {
+    rchunk *block;
+    redisReply *r = reply_element(task, REDIS_REPLY_INTEGER, 0, &block);
+    if (r) r->integer = value;
+    return r;
+}
+
+static void *reply_nil(const redisReadTask *task) {
+    rchunk *block;
+    return reply_element(task, REDIS_REPLY_NIL, 0, &block);
+}
+
+static void reply_free(void *root) {
+    for (rchunk *c = root ? rchunk_of(root) : NULL, *next; c; c = next) {
+        next = c->next;
+        free(c);
+    }
+}
+
+redisReplyObjectFunctions dsc__redis_reply_functions = {reply_string, reply_array, reply_integer,
+                                                        reply_nil, reply_free};
+
 static void conn_start(conn *c) {
     dsc__redis *r = c->r;
     redisAsyncContext *ac = r->url.kind == DSC_STORE_REDIS_UNIX
@@ -426,6 +540,7 @@ static void conn_start(conn *c) {
         return;
     }
     ac->data = c;
+    ac->c.reader->fn = &dsc__redis_reply_functions;
     c->ac = ac;
     set_state(c, CONNECTING);
     if (redisLibeventAttach(ac, r->base) != REDIS_OK ||

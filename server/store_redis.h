@@ -56,6 +56,12 @@ typedef struct dsc__redis_config {
     void *ud;
 } dsc__redis_config;
 
+/* The reply objects of every connection: the redisReply tree hiredis builds, in
+ * one block per reply (grown in chunks when a reply is larger) instead of two
+ * mallocs per element, freed at once. Set on a reader's fn; only a whole reply
+ * (the tree's root) is ever freed, as hiredis does. */
+extern redisReplyObjectFunctions dsc__redis_reply_functions;
+
 /* Connect on base (a TCP host name is resolved here, once). The connection goes on
  * in the background; NULL with err (DSC_BAD_REQUEST naming the store, DSC_NOMEM). */
 dsc__redis *dsc__redis_new(struct event_base *base, const dsc__redis_config *cfg, dsc_error *err);

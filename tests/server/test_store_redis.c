@@ -1102,3 +1102,74 @@ Test(store_redis, the_journal_stream_holds_each_event_once_and_stays_capped) {
     replica_close(&p);
     th_redis_cleanup(&srv);
 }
+
+/* ------------------------------------------------------ reply objects in a block -- */
+
+static void same_reply(const redisReply *a, const redisReply *b) {
+    cr_assert_eq(a->type, b->type);
+    cr_assert_eq(a->integer, b->integer);
+    cr_assert_eq(a->len, b->len);
+    cr_assert_eq(a->elements, b->elements);
+    if (a->str)
+        cr_assert_eq(memcmp(a->str, b->str, a->len + 1), 0);
+    else
+        cr_assert_null(b->str);
+    for (size_t i = 0; i < a->elements; i++)
+        same_reply(a->element[i], b->element[i]);
+}
+
+static void *read_reply(redisReplyObjectFunctions *fn, const char *buf, size_t len) {
+    redisReader *rd = fn ? redisReaderCreateWithFunctions(fn) : redisReaderCreate();
+    cr_assert_not_null(rd);
+    void *reply = NULL;
+    cr_assert_eq(redisReaderFeed(rd, buf, len), REDIS_OK);
+    cr_assert_eq(redisReaderGetReply(rd, &reply), REDIS_OK);
+    cr_assert_not_null(reply);
+    redisReaderFree(rd);
+    return reply;
+}
+
+Test(store_redis, a_reply_built_in_one_block_reads_as_hiredis_builds_it) {
+    static char big[20000];
+    memset(big, 'x', sizeof big - 1);
+    char buf[40000];
+    int n = snprintf(buf, sizeof buf,
+                     "*7\r\n$2\r\nok\r\n:-42\r\n$-1\r\n*0\r\n+OK\r\n-ERR no\r\n"
+                     "*3\r\n*2\r\n$0\r\n\r\n:7\r\n$%zu\r\n%s\r\n$3\r\nend\r\n",
+                     sizeof big - 1, big);
+    cr_assert(n > 0 && (size_t)n < sizeof buf);
+    redisReply *want = read_reply(NULL, buf, (size_t)n);
+    redisReply *got = read_reply(&dsc__redis_reply_functions, buf, (size_t)n);
+    same_reply(want, got);
+    cr_assert_eq(got->element[6]->element[1]->len, sizeof big - 1);
+    freeReplyObject(want);
+    dsc__redis_reply_functions.freeObject(got);
+
+    /* one element at a time, a reply at a time: each reply its own block */
+    redisReader *rd = redisReaderCreateWithFunctions(&dsc__redis_reply_functions);
+    for (int i = 0; i < n; i++)
+        cr_assert_eq(redisReaderFeed(rd, buf + i, 1), REDIS_OK);
+    cr_assert_eq(redisReaderFeed(rd, ":1\r\n", 4), REDIS_OK);
+    void *a = NULL, *b = NULL;
+    cr_assert_eq(redisReaderGetReply(rd, &a), REDIS_OK);
+    cr_assert_eq(redisReaderGetReply(rd, &b), REDIS_OK);
+    want = read_reply(NULL, buf, (size_t)n);
+    same_reply(want, a);
+    cr_assert_eq(((redisReply *)b)->type, REDIS_REPLY_INTEGER);
+    cr_assert_eq(((redisReply *)b)->integer, 1);
+    freeReplyObject(want);
+    dsc__redis_reply_functions.freeObject(a);
+    dsc__redis_reply_functions.freeObject(b);
+    redisReaderFree(rd);
+}
+
+Test(store_redis, a_malformed_reply_is_an_error_and_its_partial_block_is_freed) {
+    redisReader *rd = redisReaderCreateWithFunctions(&dsc__redis_reply_functions);
+    const char *bad = "*3\r\n$2\r\nok\r\n*2\r\n:1\r\n?what\r\n";
+    cr_assert_eq(redisReaderFeed(rd, bad, strlen(bad)), REDIS_OK);
+    void *reply = NULL;
+    cr_assert_eq(redisReaderGetReply(rd, &reply), REDIS_ERR);
+    cr_assert_null(reply);
+    cr_assert(strstr(rd->errstr, "Protocol error") != NULL, "errstr: %s", rd->errstr);
+    redisReaderFree(rd); /* ASan: the partial reply's block freed once, nothing leaked */
+}
