@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # instructions.sh - instructions discernd executes per request, counted by callgrind.
 #
-#   bench/instructions.sh [--requests N] [--depth D] [--connections C] [--store none]
+#   bench/instructions.sh [--requests N] [--depth D] [--connections C] [--store none|redis]
 #                         [--durability full|batch|off] [--discernd PATH] [--no-build]
 #                         [--keep-logs]
 #
@@ -18,7 +18,10 @@
 # cannot show a change of 5 %; an instruction count does not depend on the load.
 # It leaves out what the kernel does (system calls are counted once, not their
 # work), so it measures the user-space side of a change. --discernd counts another
-# build (e.g. the one before a change).
+# build (e.g. the one before a change). --store redis starts a redis-server (no
+# persistence) on a free loopback port in the temporary folder, points discernd at
+# it (store = "redis://127.0.0.1:PORT") and empties it before each run; it is
+# stopped by pid on exit.
 set -euo pipefail
 
 root=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
@@ -27,6 +30,7 @@ depth=1
 connections=1
 durability=batch
 store_path=discern.db
+redis=0
 build=1
 keep_logs=0
 discernd_bin=
@@ -39,11 +43,12 @@ while [ $# -gt 0 ]; do
         --connections) [ $# -ge 2 ] || die "--connections needs a value"; connections=$2; shift ;;
         --durability) [ $# -ge 2 ] || die "--durability needs a value"; durability=$2; shift ;;
         --store) [ $# -ge 2 ] || die "--store needs a value"; shift
-                 [ "$1" = none ] || die "--store: expected none, got '$1'"; store_path= ;;
+                 case "$1" in none) store_path= ;; redis) store_path= redis=1 ;;
+                     *) die "--store: expected none or redis, got '$1'" ;; esac ;;
         --discernd) [ $# -ge 2 ] || die "--discernd needs a path"; discernd_bin=$2; shift ;;
         --no-build) build=0 ;;
         --keep-logs) keep_logs=1 ;;
-        -h|--help) sed -n '2,21p' "${BASH_SOURCE[0]}" | sed 's/^# \{0,1\}//'; exit 0 ;;
+        -h|--help) sed -n '2,24p' "${BASH_SOURCE[0]}" | sed 's/^# \{0,1\}//'; exit 0 ;;
         *) die "unknown option '$1' (see --help)" ;;
     esac
     shift
@@ -54,6 +59,8 @@ done
     die "--connections: expected 1..100"
 case "$durability" in full|batch|off) ;; *) die "--durability: expected full, batch or off" ;; esac
 command -v valgrind >/dev/null || die "valgrind not found (apt-get install valgrind)"
+[ "$redis" = 0 ] || command -v redis-server >/dev/null ||
+    die "redis-server not found (scripts/deps.sh)"
 
 source "$root/bench/lib.sh"
 bench_init discern-instr
@@ -63,6 +70,16 @@ build_release discernd loadgen
 token=instr-$$-$RANDOM
 workers=1
 start_tenths=600 # valgrind: the catalogue loads slowly
+store_line=()
+if [ "$redis" = 1 ]; then
+    redis_port=$(python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])')
+    redis-server --bind 127.0.0.1 --port "$redis_port" --dir "$tmp" --save '' --appendonly no \
+        --daemonize no --logfile "$tmp/redis.log" &
+    pids+=("$!")
+    for _ in $(seq 100); do redis-cli -p "$redis_port" PING >/dev/null 2>&1 && break; sleep 0.05; done
+    redis-cli -p "$redis_port" PING >/dev/null || die "redis-server did not start (see $tmp/redis.log)"
+    store_line=("store = \"redis://127.0.0.1:$redis_port\"")
+fi
 
 instructions() { # instructions N: what a discernd that served N requests executed
     local dir=$tmp/run-$1 log
@@ -70,7 +87,8 @@ instructions() { # instructions N: what a discernd that served N requests execut
     mkdir -p "$dir"
     pin_server=(valgrind --tool=callgrind --callgrind-out-file="$dir/callgrind.out"
         --log-file="$log")
-    start_discernd "$dir"
+    [ "$redis" = 0 ] || redis-cli -p "$redis_port" FLUSHALL >/dev/null
+    start_discernd "$dir" "${store_line[@]+"${store_line[@]}"}"
     timeout 300 "$bin/loadgen" --port "$dsc_port" --setup-budgets one --admin-token "$token" \
         --timeout 200 >"$dir/setup.log" 2>&1 || { cat "$dir/setup.log"; die "budget setup failed"; }
     timeout 900 "$bin/loadgen" --port "$dsc_port" -c "$connections" -P "$depth" -n "$1" \
@@ -83,6 +101,7 @@ instructions() { # instructions N: what a discernd that served N requests execut
 
 no_store=
 [ -n "$store_path" ] || no_store=" --store none"
+[ "$redis" = 0 ] || no_store=" --store redis"
 echo "command: bench/instructions.sh --requests $requests --depth $depth --connections" \
     "$connections --durability $durability$no_store${discernd_bin:+ --discernd $discernd_bin}"
 echo "commit: $(git -C "$root" rev-parse --short HEAD 2>/dev/null || echo unknown)"
