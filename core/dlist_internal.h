@@ -41,6 +41,20 @@ static inline void dsc__dlist_append(dsc__dlist *l, dsc__dlink *n) {
     l->tail = n;
 }
 
+/* Insert n (not in any list) right after at, which is in l; at NULL: as the head. */
+static inline void dsc__dlist_insert_after(dsc__dlist *l, dsc__dlink *at, dsc__dlink *n) {
+    n->prev = at;
+    n->next = at ? at->next : l->head;
+    if (n->next)
+        n->next->prev = n;
+    else
+        l->tail = n;
+    if (at)
+        at->next = n;
+    else
+        l->head = n;
+}
+
 /* Take n (in l) out of l; n's links are cleared. */
 static inline void dsc__dlist_unlink(dsc__dlist *l, dsc__dlink *n) {
     if (n->prev)

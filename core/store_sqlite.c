@@ -646,61 +646,49 @@ static void pair_finishes(sq_store *s, dsc__rec **recs, size_t n) {
 /* Unused entries kept for the next holds (no malloc per hold); more are freed. */
 #define OPEN_SPARE 4096
 
-static void open_unlink(sq_store *s, struct dsc__sq_open *e) {
-    if (e->prev)
-        e->prev->next = e->next;
-    else
-        s->open_first = e->next;
-    if (e->next)
-        e->next->prev = e->prev;
-    else
-        s->open_last = e->prev;
-}
+/* The open hold whose link n is (NULL for NULL). */
+#define OPEN_OF(n) DSC__DLIST_ENTRY((n), struct dsc__sq_open, link)
 
 static void open_release(sq_store *s, struct dsc__sq_open *e) {
     if (s->open_spare >= OPEN_SPARE) {
         free(e);
         return;
     }
-    e->next = s->open_free;
+    e->link.next = s->open_free ? &s->open_free->link : NULL;
     s->open_free = e;
     s->open_spare++;
+}
+
+/* An unused entry off the free list; NULL when there is none. */
+static struct dsc__sq_open *open_spare_take(sq_store *s) {
+    struct dsc__sq_open *e = s->open_free;
+    if (e) {
+        s->open_free = OPEN_OF(e->link.next);
+        s->open_spare--;
+    }
+    return e;
 }
 
 /* Put e on the list in seq order: at the end, as holds are written (and loaded) in
  * seq order; walking back only if one ever comes out of order. */
 static void open_link(sq_store *s, struct dsc__sq_open *e) {
-    struct dsc__sq_open *after = s->open_last;
-    while (after && after->seq > e->seq)
+    dsc__dlink *after = s->open_list.tail;
+    while (after && OPEN_OF(after)->seq > e->seq)
         after = after->prev;
-    e->prev = after;
-    e->next = after ? after->next : s->open_first;
-    if (e->next)
-        e->next->prev = e;
-    else
-        s->open_last = e;
-    if (after)
-        after->next = e;
-    else
-        s->open_first = e;
+    dsc__dlist_insert_after(&s->open_list, after, &e->link);
 }
 
 static void hold_closed(sq_store *s, const char *id) {
     struct dsc__sq_open *e = dsc__strmap_del(&s->open, id);
     if (!e) return;
-    open_unlink(s, e);
+    dsc__dlist_unlink(&s->open_list, &e->link);
     open_release(s, e);
 }
 
 void dsc__sq_hold_open(dsc__sq_store *s, const char *id, int64_t seq) {
     size_t n = strlen(id);
-    struct dsc__sq_open *e = s->open_free;
-    if (e) {
-        s->open_free = e->next;
-        s->open_spare--;
-    } else {
-        e = malloc(sizeof *e);
-    }
+    struct dsc__sq_open *e = open_spare_take(s);
+    if (!e) e = malloc(sizeof *e);
     if (!e || n >= sizeof e->key) { /* not known open: the checkpoints keep the older bound */
         free(e);
         s->holds_known = false;
@@ -719,7 +707,8 @@ void dsc__sq_hold_open(dsc__sq_store *s, const char *id, int64_t seq) {
 
 /* The seq from which a restart must look for open holds. */
 static int64_t oldest_open(sq_store *s) {
-    int64_t min = s->open_first ? s->open_first->seq : s->last_seq + 1;
+    const struct dsc__sq_open *first = OPEN_OF(s->open_list.head);
+    int64_t min = first ? first->seq : s->last_seq + 1;
     if (!s->holds_known && s->held_from < min) min = s->held_from;
     return min;
 }
@@ -1328,11 +1317,8 @@ static void sq_close(dsc__store *base) {
     free(s->slots);
     free(s->holds);
     dsc__strmap_each(&s->open, free_name, NULL);
-    while (s->open_free) {
-        struct dsc__sq_open *e = s->open_free;
-        s->open_free = e->next;
+    for (struct dsc__sq_open *e; (e = open_spare_take(s));)
         free(e);
-    }
     dsc__strmap_destroy(&s->open);
     dsc__strmap_each(&s->roll, free_name, NULL);
     dsc__strmap_destroy(&s->roll);

@@ -9,6 +9,7 @@
 #ifndef DISCERN_STORE_SQLITE_INTERNAL_H
 #define DISCERN_STORE_SQLITE_INTERNAL_H
 
+#include "dlist_internal.h"
 #include "store.h"
 #include "strmap_internal.h"
 
@@ -86,7 +87,7 @@ typedef struct dsc__sq_intern {
  * seq order (holds open in the order they are written, so the oldest is the first). */
 struct dsc__sq_open {
     int64_t seq;
-    struct dsc__sq_open *prev, *next; /* the list in seq order; next: also the free list */
+    dsc__dlink link; /* in the list in seq order; link.next: also the free list */
     char key[DSC_RESERVATION_ID_MAX];
 };
 
@@ -161,15 +162,16 @@ typedef struct dsc__sq_store {
     bool holds_known;                      /* open lists every open hold (the load filled it) */
     bool rollups_lost;                     /* out of memory summing a charge: no more checkpoints */
     dsc__strmap open;                      /* open holds: reservation id -> dsc__sq_open (seq) */
-    struct dsc__sq_open *open_first, *open_last, *open_free; /* seq order; unused entries */
-    size_t open_spare;                                       /* entries on open_free */
-    dsc__strmap roll;      /* charges since the checkpoint: hour:subject -> sums */
-    dsc__sq_slot *slots;   /* per record of the batch (batch_cap of them) */
-    int32_t *holds;        /* the batch's holds by id: index + 1, 0 = empty */
-    size_t holds_cap;      /* a power of two, at least 2 * batch_cap */
-    int64_t retention_us;  /* > 0: drop rolled-up events older than this */
-    int64_t retained_from; /* the oldest event seq that may still be there */
-    struct {               /* the reader's prepared statements, by SQL */
+    dsc__dlist open_list;                  /* the open holds in seq order */
+    struct dsc__sq_open *open_free;        /* unused entries, chained by link.next */
+    size_t open_spare;                     /* entries on open_free */
+    dsc__strmap roll;                      /* charges since the checkpoint: hour:subject -> sums */
+    dsc__sq_slot *slots;                   /* per record of the batch (batch_cap of them) */
+    int32_t *holds;                        /* the batch's holds by id: index + 1, 0 = empty */
+    size_t holds_cap;                      /* a power of two, at least 2 * batch_cap */
+    int64_t retention_us;                  /* > 0: drop rolled-up events older than this */
+    int64_t retained_from;                 /* the oldest event seq that may still be there */
+    struct {                               /* the reader's prepared statements, by SQL */
         sqlite3_stmt *st;
         char *sql;
     } rcache[8];
