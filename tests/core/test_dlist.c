@@ -51,3 +51,15 @@ Test(dlist, appended_items_keep_their_order_and_any_one_unlinks_from_either_end_
     cr_assert_null(l.tail);
     cr_assert_null(DSC__DLIST_ENTRY(l.head, item, link), "the entry of no link is NULL");
 }
+
+Test(dlist, an_item_inserted_after_another_or_at_the_head_takes_that_place) {
+    item it[4] = {{1, {0}}, {2, {0}}, {3, {0}}, {4, {0}}};
+    dsc__dlist l = {0};
+    dsc__dlist_insert_after(&l, NULL, &it[2].link);        /* into an empty list */
+    dsc__dlist_insert_after(&l, NULL, &it[0].link);        /* at the head */
+    dsc__dlist_insert_after(&l, &it[2].link, &it[3].link); /* after the tail */
+    dsc__dlist_insert_after(&l, &it[0].link, &it[1].link); /* between */
+    char got[64];
+    order_of(&l, got, sizeof got);
+    cr_assert_str_eq(got, "1 2 3 4|4 3 2 1");
+}
