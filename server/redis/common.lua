@@ -1,7 +1,7 @@
 -- common.lua - what every discern ledger script shares: keys, the clock, windows,
--- counters and the journal. The loader (server/redis_scripts.c) puts this text in
--- front of each script before SCRIPT LOAD, so each EVALSHA body is self-contained
--- and the helpers exist once.
+-- counters and the journal. The build (server/redis/embed.cmake, which generates
+-- redis_scripts.c) puts this text in front of each script for SCRIPT LOAD, so each
+-- EVALSHA body is self-contained and the helpers exist once.
 --
 -- Keys. KEYS[1] is always "<tag>ver", the budgets' version counter, where <tag> is
 -- "{<prefix>}" (prefix "discern:" by default): every key of one deployment shares
