@@ -1108,12 +1108,6 @@ static dsc_status decision_copy(const dsc_decision_record *d, dsc__rec *rec, dsc
 /* A record for a decision: only its header zeroed, the decision's fields are all
  * written by decision_copy (zeroing the whole ~5 KiB record cost more than the rest
  * of the reserve). NULL when out of memory. */
-static dsc__rec *decision_rec_alloc(void) {
-    dsc__rec *rec = malloc(sizeof *rec);
-    if (rec) memset(rec, 0, offsetof(dsc__rec, u));
-    return rec;
-}
-
 /* The record a check's decision goes into, validated (before anything is held); NULL
  * with *st DSC_OK when there is none to write (no decision, or no store: then its
  * fields are only checked, nothing is allocated or copied). */
@@ -1125,7 +1119,7 @@ static dsc__rec *decision_rec(dsc_ledger *l, const dsc_decision_record *d, dsc_s
         *st = decision_copy(d, NULL, err);
         return NULL;
     }
-    dsc__rec *rec = decision_rec_alloc();
+    dsc__rec *rec = dsc__rec_alloc();
     if (!rec) {
         *st = dsc_error_set(err, DSC_NOMEM, "out of memory journaling a decision");
         return NULL;

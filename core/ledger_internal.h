@@ -333,7 +333,12 @@ void dsc__budget_history_free(struct dsc__budget_history *h);
 /* The writer's callback: apply a finished batch to memory (takes each record's shard
  * lock). */
 void dsc__ledger_apply(void *ud, dsc__rec **recs, size_t n);
-/* A zeroed record of type with r's id and subject filled (NULL: DSC_NOMEM). */
+/* A record with its header (everything before u) zeroed and u left for the caller
+ * to fill: calloc would clear the 5 KiB of a decision's text buffers on every
+ * record. */
+dsc__rec *dsc__rec_alloc(void);
+/* A record of type with r's id, subject and what it was for filled, everything else
+ * empty (NULL: DSC_NOMEM). */
 dsc__rec *dsc__rec_for(dsc__rec_type type, const dsc__reservation *r, int64_t at_us);
 /* Set rec's type, time, reservation id, request id and subject from r. */
 void dsc__rec_fill(dsc__rec *rec, dsc__rec_type type, const dsc__reservation *r, int64_t at_us);

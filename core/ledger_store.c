@@ -11,6 +11,7 @@
 #include "ledger_internal.h"
 
 #include <stdio.h>
+#include <stddef.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -42,10 +43,27 @@ static void fill_what(dsc__rec *rec, const dsc__reservation *r) {
     put(d->purpose, sizeof d->purpose, r->purpose ? r->purpose : "");
 }
 
+dsc__rec *dsc__rec_alloc(void) {
+    dsc__rec *rec = malloc(sizeof *rec);
+    if (rec) memset(rec, 0, offsetof(dsc__rec, u));
+    return rec;
+}
+
+/* The decision fields fill_what leaves alone, empty: their text is read only up to
+ * its NUL, so clearing the first byte does what zeroing the 5 KiB would. */
+static void clear_rest(dsc__rec_decision *d) {
+    char *text[] = {d->decision_id, d->request_id,    d->outcome,  d->policy, d->policy_version,
+                    d->reason,      d->purpose_class, d->verdicts, d->tags};
+    for (size_t i = 0; i < sizeof text / sizeof text[0]; i++)
+        text[i][0] = '\0';
+    memset(&d->input_tokens, 0, sizeof *d - offsetof(dsc__rec_decision, input_tokens));
+}
+
 dsc__rec *dsc__rec_for(dsc__rec_type type, const dsc__reservation *r, int64_t at_us) {
-    dsc__rec *rec = calloc(1, sizeof *rec);
+    dsc__rec *rec = dsc__rec_alloc();
     if (rec) {
         dsc__rec_fill(rec, type, r, at_us);
+        clear_rest(&rec->u.decision);
         fill_what(rec, r);
     }
     return rec;

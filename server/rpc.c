@@ -186,8 +186,7 @@ int dsc_rpc_pack_strn(msgpack_packer *pk, const char *s, size_t n) {
     return msgpack_pack_str_body(pk, s, n);
 }
 
-int dsc_rpc_pack_key_double(msgpack_packer *pk, const char *key, double d) {
-    size_t n = strlen(key);
+int dsc_rpc_pack_keyn_double(msgpack_packer *pk, const char *key, size_t n, double d) {
     if (n > FIXSTR_MAX) {
         int r = dsc_rpc_pack_strn(pk, key, n);
         return r | msgpack_pack_double(pk, d);
@@ -206,12 +205,27 @@ int dsc_rpc_pack_range(msgpack_packer *pk, double min, double max) {
     return piece_end(pk, b, e, tmp);
 }
 
+/* msgid as msgpack_pack_uint32 writes it: the shortest unsigned form. */
+static unsigned char *put_uint32(unsigned char *b, uint32_t v) {
+    int bytes = v < 0x80 ? 0 : v <= 0xff ? 1 : v <= 0xffff ? 2 : 4;
+    if (bytes == 0) {
+        *b++ = (unsigned char)v;
+        return b;
+    }
+    *b++ = bytes == 1 ? 0xcc : bytes == 2 ? 0xcd : 0xce;
+    for (int i = bytes - 1; i >= 0; i--)
+        *b++ = (unsigned char)(v >> (i * 8));
+    return b;
+}
+
 int dsc_rpc_pack_result_begin(msgpack_packer *pk, uint32_t msgid) {
-    int r = msgpack_pack_array(pk, 4);
-    r |= msgpack_pack_uint8(pk, 1);
-    r |= msgpack_pack_uint32(pk, msgid);
-    r |= msgpack_pack_nil(pk);
-    return r ? -1 : 0;
+    unsigned char tmp[1 + 1 + 5 + 1];
+    unsigned char *b = piece_begin(pk, sizeof tmp, tmp), *e = b;
+    *e++ = 0x94; /* fixarray of 4 */
+    *e++ = 0x01; /* response */
+    e = put_uint32(e, msgid);
+    *e++ = 0xc0; /* no error */
+    return piece_end(pk, b, e, tmp) ? -1 : 0;
 }
 
 static int pack_error_map(msgpack_packer *pk, const dsc_error *err) {

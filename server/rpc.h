@@ -68,7 +68,8 @@ typedef struct dsc_rpc_out {
 } dsc_rpc_out;
 int dsc_rpc_out_write(void *out, const char *buf, size_t len);
 
-/* Pack [1, msgid, nil, then the caller packs the result map. Returns 0 or -1. */
+/* Pack [1, msgid, nil, (one write) then the caller packs the result map. Returns 0
+ * or -1. */
 int dsc_rpc_pack_result_begin(msgpack_packer *pk, uint32_t msgid);
 /* Pack [1, msgid, {code, message}, nil]. */
 int dsc_rpc_pack_error(msgpack_packer *pk, uint32_t msgid, const dsc_error *err);
@@ -82,8 +83,12 @@ int dsc_rpc_pack_strn(msgpack_packer *pk, const char *s, size_t n);
 static inline int dsc_rpc_pack_cstr(msgpack_packer *pk, const char *s) {
     return dsc_rpc_pack_strn(pk, s, strlen(s));
 }
-/* Pack key (a str) then d (float 64), one write for a key under 32 bytes. */
-int dsc_rpc_pack_key_double(msgpack_packer *pk, const char *key, double d);
+/* Pack key[0..n) (a str) then d (float 64), one write for a key under 32 bytes. */
+int dsc_rpc_pack_keyn_double(msgpack_packer *pk, const char *key, size_t n, double d);
+/* The same for a NUL-terminated key (inline, as dsc_rpc_pack_cstr). */
+static inline int dsc_rpc_pack_key_double(msgpack_packer *pk, const char *key, double d) {
+    return dsc_rpc_pack_keyn_double(pk, key, strlen(key), d);
+}
 /* Pack a {min, max} map of two float 64, with one write. */
 int dsc_rpc_pack_range(msgpack_packer *pk, double min, double max);
 

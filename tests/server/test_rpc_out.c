@@ -119,3 +119,45 @@ Test(rpc_out, a_one_write_range_past_the_cap_fails_whole_and_leaves_no_bytes) {
     cr_assert_eq(sb.size, 13);
     msgpack_sbuffer_destroy(&sb);
 }
+
+Test(rpc_out, a_result_header_is_the_bytes_msgpack_c_packs_for_every_size_of_msgid) {
+    const uint32_t ids[] = {0, 1, 127, 128, 255, 256, 65535, 65536, 16777216, UINT32_MAX};
+    for (size_t i = 0; i < sizeof ids / sizeof ids[0]; i++) {
+        msgpack_sbuffer want, got, plain;
+        msgpack_sbuffer_init(&want);
+        msgpack_sbuffer_init(&got);
+        msgpack_sbuffer_init(&plain);
+        msgpack_packer pk;
+        msgpack_packer_init(&pk, &want, msgpack_sbuffer_write);
+        msgpack_pack_array(&pk, 4);
+        msgpack_pack_uint8(&pk, 1);
+        msgpack_pack_uint32(&pk, ids[i]);
+        msgpack_pack_nil(&pk);
+        dsc_rpc_out o = {&got, SIZE_MAX, false};
+        msgpack_packer_init(&pk, &o, dsc_rpc_out_write);
+        cr_assert_eq(dsc_rpc_pack_result_begin(&pk, ids[i]), 0);
+        msgpack_packer_init(&pk, &plain, msgpack_sbuffer_write); /* not built in place */
+        cr_assert_eq(dsc_rpc_pack_result_begin(&pk, ids[i]), 0);
+        cr_assert_eq(got.size, want.size, "msgid %u: %zu bytes, msgpack-c %zu", ids[i], got.size,
+                     want.size);
+        cr_assert_eq(memcmp(got.data, want.data, want.size), 0, "msgid %u: bytes differ", ids[i]);
+        cr_assert_eq(plain.size, want.size);
+        cr_assert_eq(memcmp(plain.data, want.data, want.size), 0, "msgid %u: plain differs",
+                     ids[i]);
+        msgpack_sbuffer_destroy(&want);
+        msgpack_sbuffer_destroy(&got);
+        msgpack_sbuffer_destroy(&plain);
+    }
+}
+
+Test(rpc_out, a_result_header_past_the_cap_fails_and_leaves_no_bytes) {
+    msgpack_sbuffer sb;
+    msgpack_sbuffer_init(&sb);
+    dsc_rpc_out o = {&sb, 5, false}; /* msgid 70000 makes a 8-byte header */
+    msgpack_packer pk;
+    msgpack_packer_init(&pk, &o, dsc_rpc_out_write);
+    cr_assert_neq(dsc_rpc_pack_result_begin(&pk, 70000), 0);
+    cr_assert(o.failed);
+    cr_assert_eq(sb.size, 0);
+    msgpack_sbuffer_destroy(&sb);
+}
