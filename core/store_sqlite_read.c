@@ -9,7 +9,10 @@
  * started when the log had an index on at_us. The reload: budgets (the budgets view),
  * holds with no settle, cancel or expiry after them, the newest finished reservations
  * (their newest event's state, the sum of what they were charged, the request id of
- * their hold), then the charges of the longest budget window in commit order.
+ * their hold), then the charges of the longest budget window in commit order. A new
+ * budget's history reads the rolled-up hours per subject and hour, or, for a budget
+ * over every value of a level (team:*), summed per value and span of its window
+ * (scan_by_level: a subject id indexes its value, no join), then the raw tail.
  */
 #include "store_sqlite_internal.h"
 
