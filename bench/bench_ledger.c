@@ -18,7 +18,9 @@
  *            default 10,000,000) spread over 30 days, written with durability off and
  *            a journal retention of D days (default 0: none); then the store's bytes
  *            per decision, dsc_ledger_new over it, and a new team:* budget over all of
- *            it in effect (the file stays as DIR/fill-N[-D].db)
+ *            it in effect, then a new team:* rolling:30d one (the file stays as
+ *            DIR/fill-N[-D].db; a later run reuses it when DIR/fill-N[-D].db.done
+ *            says its fill ran to the end, and fills anew otherwise)
  *   checks   what a server's check + settle costs the ledger with durability full:
  *            64 000 checks (async reserve + async decision record) then their
  *            settles, from 2 threads with 512 checks or settles in flight; wall rate and process
@@ -738,23 +740,44 @@ static void fill_decisions(dsc_ledger *l, int64_t *now, int64_t step, long n) {
     }
 }
 
-static void bench_fill(const char *dir, long n, long days) {
-    char path[1024], wal[1100];
-    if (days > 0)
-        snprintf(path, sizeof path, "%s/fill-%ld-%ld.db", dir, n, days);
-    else
-        snprintf(path, sizeof path, "%s/fill-%ld.db", dir, n);
+/* DIR/fill-N[-D].db of a fill that ran to its end has DIR/fill-N[-D].db.done beside it,
+ * holding the fill's clock at its end: written (renamed into place) only after the
+ * ledger that filled it was closed, so a fill cut short is never taken for one. */
+static bool fill_done_read(const char *done, int64_t *end) {
+    FILE *f = fopen(done, "r");
+    if (!f) return false;
+    long long v = 0;
+    bool ok = fscanf(f, "%lld", &v) == 1 && v > 0;
+    fclose(f);
+    *end = v;
+    return ok;
+}
+
+static void fill_done_write(const char *done, int64_t end) {
+    char tmp[1200];
+    snprintf(tmp, sizeof tmp, "%s.tmp", done);
+    FILE *f = fopen(tmp, "w");
+    if (!f) return;
+    bool ok = fprintf(f, "%lld\n", (long long)end) > 0;
+    if (fclose(f) == 0 && ok) rename(tmp, done);
+}
+
+/* Write n decisions into a new file at path (what was there is removed first);
+ * *clk is left at the fill's end. */
+static void fill_new(const char *path, const char *done, long n, long days, clock_state *clk) {
+    char wal[1100];
     snprintf(wal, sizeof wal, "%s-wal", path);
+    unlink(done);
     unlink(path);
     unlink(wal);
     struct timespec ts;
     clock_gettime(CLOCK_REALTIME, &ts);
     int64_t end = (int64_t)ts.tv_sec * 1000000, span = 30 * 86400LL * 1000000;
-    clock_state clk = {end - span};
+    clk->now = end - span;
     dsc_ledger_config cfg = {.store_path = path,
                              .durability = DSC_DURABILITY_OFF,
                              .now_us = bench_clock,
-                             .clock_ud = &clk,
+                             .clock_ud = clk,
                              .journal_retention_s = days * 86400};
     dsc_error err;
     dsc_ledger *l = dsc_ledger_new(&cfg, &err);
@@ -765,23 +788,27 @@ static void bench_fill(const char *dir, long n, long days) {
     set_budget(l, "org:*", DSC_METRIC_GCO2E, "month", 1e12);
     set_budget(l, "user:*", DSC_METRIC_REQUESTS, "day", 1e12);
     double t0 = now_s();
-    fill_decisions(l, &clk.now, span / n, n);
+    fill_decisions(l, &clk->now, span / n, n);
     dsc_ledger_free(l);
     double fill = now_s() - t0;
+    fill_done_write(done, clk->now);
     long long db = file_bytes(path);
     printf("fill: %ld decisions (hold + decision, settle) over 30 days written in %.1f s "
            "(durability off, retention %ld days, %.0f /s): database %lld bytes, %.0f bytes "
            "per decision\n",
            n, fill, days, n / fill, db, (double)db / n);
-    t0 = now_s();
-    l = open_ledger(path, DSC_DURABILITY_FULL, bench_clock, &clk);
-    double opened = now_s() - t0;
-    dsc_ledger_stats stats;
-    dsc_ledger_stats_get(l, &stats);
-    printf("fill: dsc_ledger_new over %ld decisions took %.2f s (%zu reservations reloaded)\n", n,
-           opened, stats.reservations);
-    t0 = now_s();
-    set_budget(l, "team:*", DSC_METRIC_GCO2E, "month", 1e12); /* waits until in effect */
+}
+
+static void remove_budget(dsc_ledger *l, const char *sel, dsc_metric m, const char *w) {
+    dsc_ledger_budget(l, &(dsc_budget_req){sel, m, w, 0, true}, NULL, NULL, NULL);
+}
+
+/* Time a new team:* gco2e budget over window w until it is in effect, print what team0
+ * counts, then remove it again (so the file can be timed once more). */
+static void time_new_budget(dsc_ledger *l, long n, const char *w) {
+    remove_budget(l, "team:*", DSC_METRIC_GCO2E, w); /* left by a run cut short */
+    double t0 = now_s();
+    set_budget(l, "team:*", DSC_METRIC_GCO2E, w, 1e12); /* waits until in effect */
     double budget = now_s() - t0;
     dsc_budget_state st[8];
     size_t k = 0;
@@ -792,9 +819,33 @@ static void bench_fill(const char *dir, long n, long days) {
     int64_t used = 0;
     for (size_t i = 0; i < k && i < 8; i++)
         if (strcmp(st[i].selector, "team:*") == 0) used = st[i].used;
-    printf("fill: a new team:* gco2e month budget over %ld decisions in effect after %.3f s "
+    printf("fill: a new team:* gco2e %s budget over %ld decisions in effect after %.3f s "
            "(team0 counts %.0f g)\n",
-           n, budget, (double)used / M);
+           w, n, budget, (double)used / M);
+    remove_budget(l, "team:*", DSC_METRIC_GCO2E, w);
+}
+
+static void bench_fill(const char *dir, long n, long days) {
+    char path[1024], done[1100];
+    if (days > 0)
+        snprintf(path, sizeof path, "%s/fill-%ld-%ld.db", dir, n, days);
+    else
+        snprintf(path, sizeof path, "%s/fill-%ld.db", dir, n);
+    snprintf(done, sizeof done, "%s.done", path);
+    clock_state clk;
+    if (file_bytes(path) > 0 && fill_done_read(done, &clk.now))
+        printf("fill: reusing %s (complete), %lld bytes\n", path, file_bytes(path));
+    else
+        fill_new(path, done, n, days, &clk);
+    double t0 = now_s();
+    dsc_ledger *l = open_ledger(path, DSC_DURABILITY_FULL, bench_clock, &clk);
+    double opened = now_s() - t0;
+    dsc_ledger_stats stats;
+    dsc_ledger_stats_get(l, &stats);
+    printf("fill: dsc_ledger_new over %ld decisions took %.2f s (%zu reservations reloaded)\n", n,
+           opened, stats.reservations);
+    time_new_budget(l, n, "month");
+    time_new_budget(l, n, "rolling:30d");
     dsc_ledger_free(l);
 }
 

@@ -200,12 +200,37 @@ static bool counts_hours_alike(const dsc__budget *b, const dsc_tz *tz) {
     return false;
 }
 
-/* The charges b can apply to, as a store pre-filter; names point into bufs. */
-static void replay_filter_of(const dsc__budget *b, const dsc_tz *tz, dsc__replay_filter *f,
-                             char bufs[2][DSC_SELECTOR_MAX]) {
+/* For b over every value of a level (team:*) that counts hours alike: the spans its
+ * window counts by, so the store may sum the rolled-up hours per value and span (a
+ * calendar window: its current period, earlier hours being earlier periods; a rolling
+ * one: its buckets, from the one holding since). */
+static void by_level_of(const dsc__budget *b, const dsc_tz *tz, int64_t now, int64_t since,
+                        dsc__replay_filter *f) {
+    if (!b->any || b->level == LV_ALL || !f->hourly_before_us) return;
+    if (b->win.kind == DSC_WINDOW_ROLLING) {
+        int64_t w = b->win.span_us / DSC_WINDOW_BUCKETS;
+        f->by_from_us = since - ((since % w) + w) % w;
+        f->by_span_us = w;
+        f->by_until_us = INT64_MAX;
+    } else {
+        const int64_t us = 1000000;
+        int64_t start, end;
+        dsc_window_period(&b->win, tz, now / us - (now % us < 0), &start, &end);
+        f->by_from_us = start * us;
+        f->by_until_us = end * us;
+        f->by_span_us = f->by_until_us - f->by_from_us;
+    }
+    f->by_level = (int)b->level;
+}
+
+/* The charges b can apply to, as a store pre-filter, read from since on at now; names
+ * point into bufs. */
+static void replay_filter_of(const dsc__budget *b, const dsc_tz *tz, int64_t now, int64_t since,
+                             dsc__replay_filter *f, char bufs[2][DSC_SELECTOR_MAX]) {
     memset(f, 0, sizeof *f);
     f->metric = b->metric;
     f->hourly_before_us = counts_hours_alike(b, tz) ? INT64_MAX : 0;
+    by_level_of(b, tz, now, since, f);
     if (b->level == LV_ALL) return;
     const char *part = b->selector; /* "[org:<org>/]<level>:<value>" */
     if (b->qualified) {
@@ -258,9 +283,9 @@ static dsc_status history_replay(struct dsc__budget_history *h, int64_t now, boo
     dsc__budget *b = h->br.b;
     dsc__replay_filter filter;
     char bufs[2][DSC_SELECTOR_MAX];
-    replay_filter_of(b, &h->br.l->tz, &filter, bufs);
-    filter.after_seq = h->seq;
     int64_t since = now - dsc__window_reach(b);
+    replay_filter_of(b, &h->br.l->tz, now, since, &filter, bufs);
+    filter.after_seq = h->seq;
     dsc__store *store = h->br.l->store;
     dsc_status st =
         reader ? dsc__store_replay_read(store, since, &filter, replay_into_budget, &h->br, &h->seq)

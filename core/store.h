@@ -136,6 +136,14 @@ typedef struct dsc__replay_filter {
      * calendar window in an hour-aligned timezone, a rolling one of whole-hour
      * buckets); 0 = each charge on its own. */
     int64_t hourly_before_us;
+    /* 1-4 (org, team, user, key): the budget counts every value of that level apart
+     * and alike (team:*), so the rolled-up hours may come as one sum per value (with
+     * its org, the only other level set) and span: the hours in [by_from_us,
+     * by_until_us) by spans of by_span_us from by_from_us, each at its start, the
+     * hours before by_from_us as one sum at the first hour read (a calendar period
+     * before the current one). 0 = per subject and hour. Only with hourly_before_us. */
+    int by_level;
+    int64_t by_from_us, by_span_us, by_until_us;
 } dsc__replay_filter;
 
 /* Called for each charge a replay reads, in commit order; non-OK stops it. */

@@ -9,7 +9,10 @@
  * started when the log had an index on at_us. The reload: budgets (the budgets view),
  * holds with no settle, cancel or expiry after them, the newest finished reservations
  * (their newest event's state, the sum of what they were charged, the request id of
- * their hold), then the charges of the longest budget window in commit order.
+ * their hold), then the charges of the longest budget window in commit order. A new
+ * budget's history reads the rolled-up hours per subject and hour, or, for a budget
+ * over every value of a level (team:*), summed per value and span of its window
+ * (scan_by_level: a subject id indexes its value, no join), then the raw tail.
  */
 #include "store_sqlite_internal.h"
 
@@ -462,24 +465,220 @@ static void scan_conds(const dsc__replay_filter *f, int metric, const char *t, c
     texts[n] = NULL;
 }
 
-static dsc_status run_scan(sq_store *s, sqlite3 *db, bool cached, const char *sql,
-                           const int64_t ints[4], const char *const *texts, charge_scan *c) {
+static int64_t floor_hour(int64_t t) {
+    return dsc__sq_hour_of(t);
+}
+
+/* --- a budget over a whole level: rolled-up hours summed per value ----------------- */
+
+/* The values of a level a new team:* budget counts apart (with their org), each a
+ * group; the subjects' ids index their group, so that the rollups are read without a
+ * join and summed per group and span. The hours before by_from_us (earlier calendar
+ * periods) only make the counters of the groups seen there, which start again from
+ * zero at by_from_us: their read stops once every group was seen. Declined (the
+ * caller reads per subject and hour) when the ids are too sparse to index, a sum from
+ * by_from_us on is negative (a calendar counter clamps each charge at zero: only their
+ * order would count them alike), a rolled-up hour lies at or past by_until_us, or the
+ * sums would take too much memory. */
+typedef struct level_group {
+    char org[DSC_NAME_MAX], value[DSC_NAME_MAX];
+} level_group;
+
+typedef struct level_sums {
+    const dsc__replay_filter *f;
+    int32_t *group_of; /* subject id -> its group + 1 (0: not counted) */
+    int64_t n_ids;
+    level_group *groups;
+    size_t n_groups, cap;
+    int64_t lo, n_spans; /* span 0: the hours before by_from_us; span k: the k-th from it */
+    int64_t *sums;       /* [span * n_groups + group] */
+    size_t n_seen;       /* groups seen before by_from_us */
+    bool declined, all_seen;
+} level_sums;
+
+#define LEVEL_SPARSE(n) (4 * (n) + 1024) /* ids beyond this for n subjects: too sparse */
+#define LEVEL_CELLS_MAX (1 << 22)
+
+static dsc_status row_level_group(void *ctx, sqlite3_stmt *st, dsc__rec *rec) {
+    (void)rec;
+    level_sums *ls = ctx;
+    int64_t id = sqlite3_column_int64(st, 0);
+    if (id < 0 || id >= ls->n_ids) return DSC_OK;
+    level_group g;
+    col_text(st, 1, g.org, sizeof g.org);
+    col_text(st, 2, g.value, sizeof g.value);
+    level_group *last = ls->n_groups ? &ls->groups[ls->n_groups - 1] : NULL;
+    if (!last || strcmp(last->org, g.org) || strcmp(last->value, g.value)) {
+        if (ls->n_groups == ls->cap) {
+            size_t cap = ls->cap ? 2 * ls->cap : 64;
+            level_group *more = realloc(ls->groups, cap * sizeof *more);
+            if (!more) return DSC_NOMEM;
+            ls->groups = more, ls->cap = cap;
+        }
+        ls->groups[ls->n_groups++] = g;
+    }
+    ls->group_of[id] = (int32_t)ls->n_groups;
+    return DSC_OK;
+}
+
+/* A row before by_from_us: the first one of its group is kept (any will do). */
+static dsc_status row_level_seen(void *ctx, sqlite3_stmt *st, dsc__rec *rec) {
+    (void)rec;
+    level_sums *ls = ctx;
+    int64_t id = sqlite3_column_int64(st, 1);
+    if (id < 0 || id >= ls->n_ids || !ls->group_of[id]) return DSC_OK;
+    int64_t *cell = &ls->sums[ls->group_of[id] - 1];
+    if (*cell) return DSC_OK;
+    *cell = sqlite3_column_int64(st, 2);
+    if (++ls->n_seen < ls->n_groups) return DSC_OK;
+    ls->all_seen = true;
+    return DSC_STORE_UNAVAILABLE; /* stops the read: nothing more to learn from it */
+}
+
+static dsc_status row_level_sum(void *ctx, sqlite3_stmt *st, dsc__rec *rec) {
+    (void)rec;
+    level_sums *ls = ctx;
+    int64_t hour = sqlite3_column_int64(st, 0), id = sqlite3_column_int64(st, 1);
+    int64_t v = sqlite3_column_int64(st, 2);
+    if (id < 0 || id >= ls->n_ids || !ls->group_of[id]) return DSC_OK;
+    if (v < 0 || hour >= ls->f->by_until_us) {
+        ls->declined = true;
+        return DSC_STORE_UNAVAILABLE; /* stops the read; not an error of the caller's */
+    }
+    int64_t k = 1 + (hour - ls->f->by_from_us) / ls->f->by_span_us;
+    int64_t *cell = &ls->sums[k * (int64_t)ls->n_groups + ls->group_of[id] - 1];
+    *cell = dsc__sq_add(*cell, v);
+    return DSC_OK;
+}
+
+/* The reader's cached statement for sql, or one prepared on db. */
+static sqlite3_stmt *scan_stmt(sq_store *s, sqlite3 *db, bool cached, const char *sql) {
     sqlite3_stmt *st = NULL;
-    if (cached)
-        st = reader_stmt(s, sql);
-    else if (sqlite3_prepare_v2(db, sql, -1, &st, NULL) != SQLITE_OK)
-        sqlite3_finalize(st), st = NULL;
-    if (!st) return DSC_STORE_UNAVAILABLE;
-    dsc_status res = each_row_stmt(db, st, ints, 4, texts, c, row_charge, NULL);
+    if (cached) return reader_stmt(s, sql);
+    if (sqlite3_prepare_v2(db, sql, -1, &st, NULL) != SQLITE_OK) sqlite3_finalize(st), st = NULL;
+    return st;
+}
+
+static void scan_done(sqlite3_stmt *st, bool cached) {
     if (cached)
         sqlite3_clear_bindings(st); /* the texts were the caller's */
     else
         sqlite3_finalize(st);
+}
+
+/* Run sql (ints at ?1..?4, texts after) on db with fn for each row. */
+static dsc_status scan_rows(sq_store *s, sqlite3 *db, bool cached, const char *sql,
+                            const int64_t ints[4], const char *const *texts, void *ctx, row_fn fn) {
+    sqlite3_stmt *st = scan_stmt(s, db, cached, sql);
+    if (!st) return DSC_STORE_UNAVAILABLE;
+    dsc_status res = each_row_stmt(db, st, ints, 4, texts, ctx, fn, NULL);
+    scan_done(st, cached);
     return res;
 }
 
-static int64_t floor_hour(int64_t t) {
-    return dsc__sq_hour_of(t);
+/* The groups of ls, from the subjects f lets through; declined when their ids are
+ * too sparse to index. */
+static dsc_status level_groups(sq_store *s, sqlite3 *db, bool cached, level_sums *ls) {
+    static const char *const cols[5] = {"", "org", "team", "user", "key"};
+    int64_t n = 0, max_id = 0;
+    sqlite3_stmt *st = scan_stmt(s, db, cached, "SELECT count(*), max(id) FROM subjects");
+    if (!st) return DSC_STORE_UNAVAILABLE;
+    if (sqlite3_step(st) == SQLITE_ROW)
+        n = sqlite3_column_int64(st, 0), max_id = sqlite3_column_int64(st, 1);
+    sqlite3_reset(st);
+    scan_done(st, cached);
+    if (max_id < 0 || max_id > LEVEL_SPARSE(n)) {
+        ls->declined = true;
+        return DSC_OK;
+    }
+    ls->n_ids = max_id + 1;
+    if (!(ls->group_of = calloc((size_t)ls->n_ids, sizeof *ls->group_of))) return DSC_NOMEM;
+    char conds[400], sql[700];
+    const char *texts[5];
+    scan_conds(ls->f, -1, "s", conds, sizeof conds, texts);
+    snprintf(sql, sizeof sql, "SELECT s.id, s.org, s.%s FROM subjects s WHERE 1%s ORDER BY 2, 3",
+             cols[ls->f->by_level], conds);
+    int64_t none[4] = {0, 0, 0, 0};
+    return scan_rows(s, db, cached, sql, none, texts, ls, row_level_group);
+}
+
+/* Sum the rolled-up hours [lo, until) of metric into ls's groups and spans. */
+static dsc_status level_read(sq_store *s, sqlite3 *db, bool cached, int metric, int64_t until,
+                             level_sums *ls) {
+    const dsc__replay_filter *f = ls->f;
+    int64_t spans = until > f->by_from_us ? (until - f->by_from_us - 1) / f->by_span_us + 1 : 0;
+    ls->n_spans = 1 + spans;
+    if (!ls->n_groups) return DSC_OK;
+    if (ls->n_spans > LEVEL_CELLS_MAX / (int64_t)ls->n_groups) {
+        ls->declined = true;
+        return DSC_OK;
+    }
+    ls->sums = calloc((size_t)(ls->n_spans * (int64_t)ls->n_groups), sizeof *ls->sums);
+    if (!ls->sums) return DSC_NOMEM;
+    char sql[300];
+    const char *m = dsc_metric_name(metric);
+    snprintf(sql, sizeof sql,
+             "SELECT hour_us, subject, %s FROM rollups WHERE hour_us >= ?1 AND hour_us < ?2"
+             " AND %s != 0",
+             m, m);
+    int64_t from = f->by_from_us;
+    dsc_status res = DSC_OK;
+    if (ls->lo < from) {
+        int64_t before[4] = {ls->lo, from < until ? from : until, 0, 0};
+        res = scan_rows(s, db, cached, sql, before, NULL, ls, row_level_seen);
+        if (ls->all_seen) res = DSC_OK;
+    }
+    int64_t ints[4] = {ls->lo > from ? ls->lo : from, until, 0, 0};
+    if (res == DSC_OK && ints[0] < until)
+        res = scan_rows(s, db, cached, sql, ints, NULL, ls, row_level_sum);
+    return ls->declined ? DSC_OK : res;
+}
+
+/* Hand ls's sums to c's fn, span by span, each at its span's start. */
+static dsc_status level_emit(level_sums *ls, int metric, charge_scan *c) {
+    dsc__rec *rec = calloc(1, sizeof *rec);
+    if (!rec) return DSC_NOMEM;
+    const dsc__replay_filter *f = ls->f;
+    dsc_status res = DSC_OK;
+    for (int64_t k = 0; k < ls->n_spans && res == DSC_OK; k++)
+        for (size_t g = 0; g < ls->n_groups && res == DSC_OK; g++) {
+            int64_t v = ls->sums[k * (int64_t)ls->n_groups + (int64_t)g];
+            if (!v) continue;
+            memset(&rec->subject, 0, sizeof rec->subject);
+            snprintf(rec->subject.org, sizeof rec->subject.org, "%s", ls->groups[g].org);
+            char *level[5] = {NULL, rec->subject.org, rec->subject.team, rec->subject.user,
+                              rec->subject.key};
+            snprintf(level[f->by_level], DSC_NAME_MAX, "%s", ls->groups[g].value);
+            memset(&rec->amounts, 0, sizeof rec->amounts);
+            rec->amounts.v[metric] = v;
+            rec->at_us = k ? f->by_from_us + (k - 1) * f->by_span_us : ls->lo;
+            res = c->fn(c->ud, rec);
+        }
+    free(rec);
+    return res;
+}
+
+/* The rolled-up hours [lo, until) as one sum per value of f's level and span, through
+ * c; *declined when they must be read per subject and hour instead (nothing given). */
+static dsc_status scan_by_level(sq_store *s, sqlite3 *db, bool cached, const dsc__replay_filter *f,
+                                int metric, int64_t lo, int64_t until, charge_scan *c,
+                                bool *declined) {
+    level_sums ls = {.f = f, .lo = lo};
+    dsc_status res = DSC_OK;
+    if (metric < 0 || f->by_level < 1 || f->by_level > 4 || f->by_span_us <= 0) ls.declined = true;
+    if (!ls.declined) res = level_groups(s, db, cached, &ls);
+    if (res == DSC_OK && !ls.declined) res = level_read(s, db, cached, metric, until, &ls);
+    if (res == DSC_OK && !ls.declined) res = level_emit(&ls, metric, c);
+    *declined = ls.declined;
+    free(ls.group_of);
+    free(ls.groups);
+    free(ls.sums);
+    return res;
+}
+
+static dsc_status run_scan(sq_store *s, sqlite3 *db, bool cached, const char *sql,
+                           const int64_t ints[4], const char *const *texts, charge_scan *c) {
+    return scan_rows(s, db, cached, sql, ints, texts, c, row_charge);
 }
 
 /* The charges at or after since_us that f lets through, in commit order, through fn.
@@ -534,7 +733,10 @@ static dsc_status scan_charges(sq_store *s, sqlite3 *db, bool cached, int64_t si
                      " ORDER BY r.hour_us",
                      ROLLUPS_HEAD, cr);
             c.started = true;
-            res = run_scan(s, db, cached, sql, sums, texts, &c);
+            bool declined = true;
+            if (f->by_level)
+                res = scan_by_level(s, db, cached, f, metric, sums[0], r, &c, &declined);
+            if (res == DSC_OK && declined) res = run_scan(s, db, cached, sql, sums, texts, &c);
             ints[1] = dsc__sq_first_seq_at(db, r);
             ints[2] = r;
             ints[3] = cp_seq;

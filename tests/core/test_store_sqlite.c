@@ -1783,6 +1783,154 @@ Test(store_sqlite, a_restart_reads_the_checkpoint_and_the_tail_and_keeps_counter
     dsc_ledger_free(l);
 }
 
+/* --- a new budget over a whole level, from rollups summed per value ---------------- */
+
+#define FEB1 (1738368000LL * S) /* 2025-02-01T00:00:00Z */
+
+static const char *const level_windows[] = {"month", "day", "rolling:30h", "rolling:30d"};
+static const char *const level_selectors[] = {"team:*", "org:*", "user:*", "org:acme/team:*"};
+enum { N_LEVEL_WINDOWS = 4, N_LEVEL_SELECTORS = 4 };
+static const dsc_subject level_subjects[] = {{.org = "acme", .team = "infra", .user = "ana"},
+                                             {.org = "acme", .team = "web", .user = "bob"},
+                                             {.org = "beta", .team = "infra", .user = "cy"},
+                                             {.org = "beta", .team = "ops", .user = "dee"}};
+
+static void level_budgets(dsc_ledger *l, dsc_metric m) {
+    for (int s = 0; s < N_LEVEL_SELECTORS; s++)
+        for (int w = 0; w < N_LEVEL_WINDOWS; w++)
+            budget_for(l, level_selectors[s], m, level_windows[w]);
+}
+
+/* n unreserved settles 3 s apart from the clock on, charging gco2e and energy_wh
+ * alike; dee (beta/ops) only before February. */
+static void settle_levels(dsc_ledger *l, fake_clock *clk, int n) {
+    dsc_error err;
+    for (int i = 0; i < n; i++) {
+        clk->now += 3 * S;
+        const dsc_subject *s = &level_subjects[i % 4];
+        if (i % 4 == 3 && clk->now >= FEB1) s = &level_subjects[i % 3];
+        dsc_amounts a = amt(DSC_METRIC_GCO2E, (i % 5 + 1) * M);
+        a.v[DSC_METRIC_ENERGY_WH] = a.v[DSC_METRIC_GCO2E];
+        char rid[32];
+        snprintf(rid, sizeof rid, "lv-%lld-%d", (long long)clk->now, i);
+        cr_assert_eq(settle_as(l, (dsc_settle_req){rid, &a, s, NULL}, NULL, NULL, &err), DSC_OK,
+                     "%s", err.message);
+    }
+}
+
+/* Every counter of l: those of energy_wh budgets into mine, the others into theirs. */
+static void counters_by_metric(dsc_ledger *l, dsc_budget_state *mine, size_t *n_mine,
+                               dsc_budget_state *theirs, size_t *n_theirs, size_t max) {
+    dsc_budget_state all[256];
+    size_t n = 0, total = 0;
+    cr_assert_eq(dsc_ledger_counter_list(l, 0, all, 256, &n, &total, NULL), DSC_OK);
+    cr_assert_eq(n, total);
+    *n_mine = *n_theirs = 0;
+    for (size_t i = 0; i < n; i++) {
+        bool energy = all[i].metric == DSC_METRIC_ENERGY_WH;
+        size_t *k = energy ? n_mine : n_theirs;
+        cr_assert_lt(*k, max);
+        (energy ? mine : theirs)[(*k)++] = all[i];
+    }
+}
+
+/* Each energy_wh counter of l has its gco2e twin (the same budget and counter) with
+ * the same used and reset time, and the other way round; returns how many counted
+ * something. */
+static size_t assert_counters_twin(dsc_ledger *l) {
+    dsc_budget_state mine[128], theirs[128];
+    size_t n_mine, n_theirs, counted = 0;
+    counters_by_metric(l, mine, &n_mine, theirs, &n_theirs, 128);
+    cr_assert_eq(n_mine, n_theirs, "%zu counters from the store, %zu live", n_mine, n_theirs);
+    for (size_t i = 0; i < n_mine; i++) {
+        size_t j = 0;
+        while (j < n_theirs && (strcmp(mine[i].selector, theirs[j].selector) ||
+                                strcmp(mine[i].window, theirs[j].window) ||
+                                strcmp(mine[i].counter, theirs[j].counter)))
+            j++;
+        cr_assert_lt(j, n_theirs, "%s %s %s has no twin", mine[i].selector, mine[i].window,
+                     mine[i].counter);
+        cr_assert_eq(mine[i].used, theirs[j].used, "%s %s %s: %lld from the store, %lld live",
+                     mine[i].selector, mine[i].window, mine[i].counter, (long long)mine[i].used,
+                     (long long)theirs[j].used);
+        cr_assert_eq(mine[i].resets_at, theirs[j].resets_at, "%s %s %s resets alike",
+                     mine[i].selector, mine[i].window, mine[i].counter);
+        counted += mine[i].used > 0;
+    }
+    return counted;
+}
+
+Test(
+    store_sqlite,
+    a_new_budget_over_rolled_up_hours_the_raw_tail_and_a_months_start_counts_what_a_live_one_counts) {
+    char path[600];
+    temp_db(path, sizeof path);
+    fake_clock clk = {FEB1 - 2 * 3600 * S - 1234 * S}; /* January's last hours, then February */
+    dsc_ledger *l = open_at(path, &clk, 0);
+    level_budgets(l, DSC_METRIC_GCO2E);
+    settle_levels(l, &clk, 6000); /* five hours: many checkpoints, every hour rolled up */
+    clk.now += 20 * 60 * S;       /* the newest hour is partial: its charges are read one by one */
+    cr_assert_gt(query_int(path, "SELECT count(*) FROM rollups"), 4 * 4);
+    cr_assert_gt(query_int(path, "SELECT count(*) FROM events WHERE seq >"
+                                 " (SELECT max(seq) FROM checkpoints)"),
+                 0, "a tail not rolled up yet");
+    level_budgets(l, DSC_METRIC_ENERGY_WH);
+    size_t counted = assert_counters_twin(l);
+    cr_assert_gt(counted, 20, "most counters count something");
+    dsc_budget_state st[64];
+    size_t n = usage_of(l, &level_subjects[3], st, 64), zero = 0;
+    for (size_t i = 0; i < n; i++) /* dee's team charged only in January */
+        zero += !strcmp(st[i].window, "month") && !strcmp(st[i].selector, "team:*") && !st[i].used;
+    cr_assert_eq(zero, 2, "beta/ops has a month counter at zero on both metrics");
+    dsc_ledger_free(l);
+}
+
+Test(store_sqlite,
+     a_new_budget_over_subject_ids_too_sparse_to_index_counts_what_the_restart_counts) {
+    char path[600];
+    temp_db(path, sizeof path);
+    fake_clock clk = {FEB1 + 1234 * S};
+    dsc_ledger *l = open_at(path, &clk, 0);
+    level_budgets(l, DSC_METRIC_GCO2E);
+    settle_levels(l, &clk, 2000);
+    dsc_error err;
+    cr_assert_eq(dsc__ledger_store_exec(l,
+                                        "INSERT INTO subjects(id, org, team, user, key)"
+                                        " VALUES(1099511627776, 'gamma', 'far', 'zed', '')",
+                                        &err),
+                 DSC_OK, "%s", err.message);
+    const dsc_subject far = {.org = "gamma", .team = "far2", .user = "zoe"};
+    dsc_amounts a = amt(DSC_METRIC_GCO2E, 9 * M);
+    a.v[DSC_METRIC_ENERGY_WH] = a.v[DSC_METRIC_GCO2E];
+    for (int i = 0; i < 50; i++) {
+        clk.now += 3 * S;
+        char rid[32];
+        snprintf(rid, sizeof rid, "far-%d", i);
+        cr_assert_eq(settle_as(l, (dsc_settle_req){rid, &a, &far, NULL}, NULL, NULL, &err), DSC_OK,
+                     "%s", err.message);
+    }
+    settle_levels(l, &clk, 2000);
+    clk.now += 20 * 60 * S;
+    cr_assert_gt(query_int(path, "SELECT max(id) FROM subjects"), 1099511627776LL);
+    cr_assert_gt(query_int(path, "SELECT count(*) FROM rollups r JOIN subjects s"
+                                 " ON s.id = r.subject WHERE s.team = 'far2'"),
+                 0, "the far subject's hours are rolled up");
+    level_budgets(l, DSC_METRIC_ENERGY_WH);
+    cr_assert_gt(assert_counters_twin(l), 20);
+    dsc_budget_state before[64], after[64];
+    size_t n = usage_of(l, &far, before, 64);
+    cr_assert_gt(find(before, n, "team:*").used, 0, "the far team counts");
+    dsc_ledger_free(l);
+    l = open_at(path, &clk, 0);
+    cr_assert_eq(usage_of(l, &far, after, 64), n);
+    for (size_t k = 0; k < n; k++)
+        cr_assert_eq(after[k].used, before[k].used, "%s %s %s: %lld after the restart, %lld new",
+                     after[k].selector, dsc_metric_name(after[k].metric), after[k].window,
+                     (long long)after[k].used, (long long)before[k].used);
+    cr_assert_gt(assert_counters_twin(l), 20, "and the restart counts what both counted");
+    dsc_ledger_free(l);
+}
+
 /* The raw answer: hour, "org:O/team:T", sum(gco2e) from every charge in [since, until). */
 static size_t raw_by_team_hour(const char *path, int64_t since, int64_t until, dsc_report_row *rows,
                                size_t max) {
