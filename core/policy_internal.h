@@ -191,6 +191,10 @@ struct dsc_policy_vm {
     int budget_pool_n;    /* how many pool entries exist */
     int budgets_filled;   /* -1 = not yet this request, else how many are filled */
     int budgets_shown;    /* how many entries the array proxy holds now */
+    int exceed_ref;       /* read-only array proxy over exceed_data_ref */
+    int exceed_data_ref;  /* ctx.budgets("would_exceed"): the proxies of those exceeded */
+    int exceed_shown;     /* how many entries exceed_data_ref holds now */
+    bool exceed_filled;   /* exceed_data_ref is this request's */
     int whatif_pool_ref;  /* what-if results: {proxy, data, 5 metric data tables} each */
     int whatif_pool_n;    /* how many pool entries exist */
     int whatif_used;      /* how many this request has handed out */

@@ -410,16 +410,38 @@ static int opt_field(lua_State *L, int t, int opt) {
     return lua_gettable(L, t);
 }
 
+/* Copy the string at the top of the stack into dst (n bytes), cut to fit. */
+static void copy_top(lua_State *L, char *dst, size_t n) {
+    size_t len;
+    const char *s = lua_tolstring(L, -1, &len);
+    if (len >= n) len = n - 1;
+    memcpy(dst, s, len);
+    dst[len] = '\0';
+}
+
 static void copy_field(lua_State *L, int t, int opt, char *dst, size_t n) {
-    if (opt_field(L, t, opt) == LUA_TSTRING) {
-        size_t len;
-        const char *s = lua_tolstring(L, -1, &len);
-        if (len >= n) len = n - 1;
-        memcpy(dst, s, len);
-        dst[len] = '\0';
-    } else if (!lua_isnil(L, -1)) {
+    if (opt_field(L, t, opt) == LUA_TSTRING)
+        copy_top(L, dst, n);
+    else if (!lua_isnil(L, -1))
         luaL_error(L, "field '%s' must be a string, got %s", opt_names[opt], luaL_typename(L, -1));
+    lua_pop(L, 1);
+}
+
+/* suggest = "model" (of the request's provider) or {provider=, model=}. The string
+ * form spares a policy a table per answer. */
+static void read_suggest(lua_State *L, int t, dsc__decision *d) {
+    int st = opt_field(L, t, OPT_SUGGEST);
+    if (st == LUA_TSTRING) {
+        copy_top(L, d->suggest_model, sizeof d->suggest_model);
+    } else if (st == LUA_TTABLE) {
+        int s = lua_gettop(L);
+        copy_field(L, s, OPT_PROVIDER, d->suggest_provider, sizeof d->suggest_provider);
+        copy_field(L, s, OPT_MODEL, d->suggest_model, sizeof d->suggest_model);
+    } else if (st != LUA_TNIL) {
+        luaL_error(L, "field 'suggest' must be a model name or a table {provider=, model=}, got %s",
+                   luaL_typename(L, -1));
     }
+    if (st != LUA_TNIL && !d->suggest_model[0]) luaL_error(L, "field 'suggest' needs a 'model'");
     lua_pop(L, 1);
 }
 
@@ -433,16 +455,7 @@ static void read_options(lua_State *L, int t, dsc__decision *d) {
         d->retry_after_s = (int64_t)(v + 0.999999);
     }
     lua_pop(L, 1);
-    int st = opt_field(L, t, OPT_SUGGEST);
-    if (st == LUA_TTABLE) {
-        int s = lua_gettop(L);
-        copy_field(L, s, OPT_PROVIDER, d->suggest_provider, sizeof d->suggest_provider);
-        copy_field(L, s, OPT_MODEL, d->suggest_model, sizeof d->suggest_model);
-        if (!d->suggest_model[0]) luaL_error(L, "field 'suggest' needs a 'model'");
-    } else if (st != LUA_TNIL) {
-        luaL_error(L, "field 'suggest' must be a table {provider=, model=}");
-    }
-    lua_pop(L, 1);
+    read_suggest(L, t, d);
 }
 
 /* allow(reason [, opts]) / allow{reason=, ...}: likewise refuse and throttle. */

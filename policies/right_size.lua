@@ -1,7 +1,8 @@
 -- right_size.lua: point to a smaller model when it would do the job for far less.
 --
 -- When a smaller model of the same provider would cost less than a third of this
--- request's carbon footprint, the answer carries a suggestion {provider, model}. For
+-- request's carbon footprint, the answer suggests it (suggest = "name": a model of
+-- the request's provider; {provider =, model =} names another provider's). For
 -- discretionary purposes the request is also throttled: use the smaller model now, or
 -- retry later.
 --
@@ -11,8 +12,8 @@
 -- name ("claude-opus-4-1" arrives as "claude-opus-4-1-20250805"), so an alias gets
 -- the same advice as the model it names. ctx.estimate is this request's footprint (ranges per metric:
 -- ctx.estimate.gco2e.max, in grams), and calling it asks "what if":
--- ctx.estimate{model = "x"} estimates the same request on another model (nil and a
--- message when the model is unknown).
+-- ctx.estimate("x") estimates the same request on another model (nil and a message
+-- when the model is unknown; ctx.estimate{model =, zone =, ...} changes other fields).
 
 local RATIO = 1 / 3          -- suggest when the smaller model costs under this share
 local RETRY_AFTER = 300      -- seconds, for throttled discretionary requests
@@ -34,7 +35,7 @@ local function smaller_model(ctx, provider, current, footprint)
         local m = models[i]
         if m.params_b > 0 and m.params_b ~= tried then
             tried = m.params_b
-            local alt = ctx.estimate{model = m.name}
+            local alt = ctx.estimate(m.name)
             if alt and alt.gco2e.max < footprint * RATIO then return m, alt end
         end
     end
@@ -52,7 +53,7 @@ return {
         local m, alt = smaller_model(ctx, req.provider, current, footprint)
         if not m then return nil end
 
-        local suggest = {provider = req.provider, model = m.name}
+        local suggest = m.name -- of the request's provider
         local why = format("%s would need %.3g g CO2e instead of %.3g g",
             m.name, alt.gco2e.max, footprint)
         if req.purpose_class == "discretionary" then
