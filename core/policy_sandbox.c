@@ -462,8 +462,9 @@ static void read_options(lua_State *L, int t, dsc__decision *d) {
 static int make_decision(lua_State *L, dsc_policy_outcome outcome) {
     lua_settop(L, 2);
     dsc__decision *d = lua_newuserdatauv(L, sizeof *d, 0);
-    memset(d, 0, sizeof *d);
-    d->outcome = outcome;
+    d->outcome = outcome; /* the strings are read up to their NUL: no memset of 460 bytes */
+    d->retry_after_s = 0;
+    d->reason[0] = d->suggest_provider[0] = d->suggest_model[0] = '\0';
     int ud = lua_gettop(L);
     if (lua_type(L, 1) == LUA_TTABLE) {
         read_options(L, 1, d);
@@ -473,6 +474,7 @@ static int make_decision(lua_State *L, dsc_policy_outcome outcome) {
             const char *s = luaL_checklstring(L, 1, &len);
             if (len >= sizeof d->reason) len = sizeof d->reason - 1;
             memcpy(d->reason, s, len);
+            d->reason[len] = '\0';
         }
         if (lua_type(L, 2) == LUA_TTABLE)
             read_options(L, 2, d);

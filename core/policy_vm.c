@@ -313,7 +313,7 @@ const char *dsc_policy_vm_purpose_class(dsc_policy_vm *vm, const char *purpose) 
 
 /* --- deciding --- */
 
-/* Protected: call policy i's decide(req, ctx) and record its answer in vm->scratch. */
+/* Protected: call policy i's decide(req, ctx) and record its answer in *vm->verdict. */
 static int l_run_policy(lua_State *L) {
     dsc_policy_vm *vm = dsc__vm_of(L);
     int i = (int)lua_tointeger(L, 1);
@@ -321,7 +321,7 @@ static int l_run_policy(lua_State *L) {
     lua_rawgeti(L, LUA_REGISTRYINDEX, vm->req_ref);
     lua_rawgeti(L, LUA_REGISTRYINDEX, vm->ctx_ref);
     lua_call(L, 2, 1);
-    dsc_policy_verdict *v = &vm->scratch;
+    dsc_policy_verdict *v = vm->verdict;
     if (lua_isnil(L, -1)) {
         v->outcome = DSC_POLICY_ABSTAIN;
         return 0;
@@ -338,9 +338,9 @@ static int l_run_policy(lua_State *L) {
     }
     v->outcome = d->outcome;
     v->retry_after_s = d->retry_after_s;
-    memcpy(v->reason, d->reason, sizeof v->reason);
-    memcpy(v->suggest_provider, d->suggest_provider, sizeof v->suggest_provider);
-    memcpy(v->suggest_model, d->suggest_model, sizeof v->suggest_model);
+    copy_str(v->reason, sizeof v->reason, d->reason); /* up to the NUL: most are short */
+    copy_str(v->suggest_provider, sizeof v->suggest_provider, d->suggest_provider);
+    copy_str(v->suggest_model, sizeof v->suggest_model, d->suggest_model);
     if (v->suggest_model[0] && !v->suggest_provider[0])
         copy_str(v->suggest_provider, sizeof v->suggest_provider, vm->in->provider);
     return 0;
@@ -348,7 +348,7 @@ static int l_run_policy(lua_State *L) {
 
 static void error_verdict(dsc_policy_vm *vm, int i, int st, bool timed_out, const char *msg) {
     const dsc__policy_file *f = &vm->set->files[i];
-    dsc_policy_verdict *v = &vm->scratch;
+    dsc_policy_verdict *v = vm->verdict;
     vm->stats.errors++;
     v->error = true;
     v->outcome = f->on_error;
@@ -367,7 +367,8 @@ static void error_verdict(dsc_policy_vm *vm, int i, int st, bool timed_out, cons
 static void run_one(dsc_policy_vm *vm, int i, dsc_policy_verdict *out) {
     lua_State *L = vm->L;
     const dsc__policy_file *f = &vm->set->files[i];
-    dsc_policy_verdict *v = &vm->scratch;
+    dsc_policy_verdict *v = out;
+    vm->verdict = out; /* written in place: a verdict is 500 bytes */
     v->outcome = DSC_POLICY_ABSTAIN;
     v->error = false;
     v->retry_after_s = 0;
@@ -387,7 +388,6 @@ static void run_one(dsc_policy_vm *vm, int i, dsc_policy_verdict *out) {
         lua_gc(L, LUA_GCCOLLECT); /* whatever the failed call piled up goes now */
     }
     lua_settop(L, 0);
-    *out = *v;
     copy_str(out->policy, sizeof out->policy, f->name);
     out->shadow = f->shadow;
 }
@@ -407,14 +407,14 @@ static void combine(dsc_decision *out) {
     }
     const dsc_policy_verdict *w = &out->verdicts[best];
     out->outcome = w->outcome;
-    memcpy(out->reason, w->reason, sizeof out->reason);
-    memcpy(out->policy, w->policy, sizeof out->policy);
+    copy_str(out->reason, sizeof out->reason, w->reason);
+    copy_str(out->policy, sizeof out->policy, w->policy);
     out->retry_after_s = w->retry_after_s;
     if (w->suggest_model[0]) sugg = best;
     if (sugg >= 0) {
-        memcpy(out->suggest_provider, out->verdicts[sugg].suggest_provider,
-               sizeof out->suggest_provider);
-        memcpy(out->suggest_model, out->verdicts[sugg].suggest_model, sizeof out->suggest_model);
+        copy_str(out->suggest_provider, sizeof out->suggest_provider,
+                 out->verdicts[sugg].suggest_provider);
+        copy_str(out->suggest_model, sizeof out->suggest_model, out->verdicts[sugg].suggest_model);
     }
 }
 

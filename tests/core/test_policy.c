@@ -427,6 +427,23 @@ Test(policy, suggest_may_name_a_model_of_the_request_provider_as_a_plain_string)
     dsc_policy_vm_free(vm);
 }
 
+Test(policy, a_decision_read_by_its_policy_shows_its_outcome_reason_retry_and_suggestion) {
+    put("a.lua",
+        POLICY("local a = throttle{retry_after = 2, reason = 'wait', suggest = 'small'}\n"
+               "  local b = allow('r', {suggest = {provider = 'p', model = 'm'}})\n"
+               "  local c = refuse()\n"
+               "  local long = allow(string.rep('x', 300))\n"
+               "  return allow(string.format('%s %s %d %s [%s] | %s %s %s | %s [%s] %s %s | %d',"
+               " a.outcome, a.reason, a.retry_after, a.suggest.model, a.suggest.provider,"
+               " b.suggest.provider, b.suggest.model, tostring(b), c.outcome, c.reason,"
+               " tostring(c.suggest), tostring(c), #long.reason))"));
+    dsc_policy_vm *vm = vm_for(NULL);
+    dsc_decision d = decide(vm);
+    cr_assert_str_eq(d.reason,
+                     "throttle wait 2 small [] | p m allow(r) | refuse [] nil refuse() | 255");
+    dsc_policy_vm_free(vm);
+}
+
 Test(policy, string_format_writes_what_printf_writes) {
     put("a.lua", POLICY("return allow(string.format('%.' .. req.input_tokens .. 'g|%d|%s|%%', "
                         "ctx.estimate.gco2e.max, req.output_tokens, req.model))"));
