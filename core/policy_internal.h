@@ -210,9 +210,8 @@ struct dsc_policy_vm {
         char klass[32];
     } class_memo[DSC__CLASS_MEMO_N];
     int class_memo_n, class_memo_next;
-    const dsc_policy_input *in;  /* the request under review, during decide */
-    int current;                 /* index of the policy running */
-    dsc_policy_verdict *verdict; /* where the running policy's answer goes */
+    const dsc_policy_input *in; /* the request under review, during decide */
+    int current;                /* index of the policy running */
     dsc_policy_stats stats;
     /* what each budget pool entry's data table holds now: a refill writes only the
      * fields that changed since the last request */
