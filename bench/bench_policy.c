@@ -8,7 +8,8 @@
  * carbon budgets and a per-user rate budget apply, the purpose is productive, the
  * model has smaller siblings (so right-size runs its what-if estimates). It runs
  * twice: the set as shipped (grid-aware disabled) and all four policies enabled
- * (a copy of the folder with grid-aware switched on, a live grid value set).
+ * (a copy of the folder with grid-aware switched on, a live grid value set); a folder
+ * without grid_aware.lua runs only the first.
  * Prints the median, p99 and max per evaluation, the evaluations the time budget's
  * watchdog had to signal (those that outlived a tick, e.g. descheduled), and the Lua
  * state's memory and the process RSS after the first 1% and at the end (no growth =
@@ -22,6 +23,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <time.h>
+#include <unistd.h>
 
 #define BUCKET_NS 10
 #define BUCKETS 100000 /* up to 1 ms in 10 ns steps; slower goes in the last bucket */
@@ -66,8 +68,12 @@ static dsc_budget_state budget(const char *sel, const char *counter, dsc_metric 
     return b;
 }
 
-/* Copy dir to a temporary folder with grid-aware enabled; returns the folder. */
+/* Copy dir to a temporary folder with grid-aware enabled; returns the folder, or NULL
+ * when dir has no grid_aware.lua to switch on (the second run is then skipped). */
 static const char *all_four(const char *dir, char *tmp, size_t n) {
+    char grid[4096];
+    snprintf(grid, sizeof grid, "%s/grid_aware.lua", dir);
+    if (access(grid, R_OK) != 0) return NULL;
     snprintf(tmp, n, "/tmp/discern-bench-XXXXXX");
     if (!mkdtemp(tmp)) return NULL;
     char cmd[8192];

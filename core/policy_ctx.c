@@ -7,9 +7,9 @@
  * ctx.budget or ctx.budgets in a request fills pooled tables, in API units
  * (micro-units / 1e6).
  *
- * ctx: estimate (ranges per metric; callable for what-if), budget(selector, metric),
- * budgets(), grid(zone), grid_forecast(zone), models(provider), model(name, provider),
- * now(), log(...),
+ * ctx: estimate (ranges per metric; callable for what-if: estimate(model) or
+ * estimate{...}), budget(selector, metric), budgets() and budgets("would_exceed"),
+ * grid(zone), grid_forecast(zone), models(provider), model(name, provider), now(), log(...),
  * purpose_class(purpose). See docs/policies.md.
  *
  * The per-request fills set fields through keys interned once per VM (vm->keys_ref):
@@ -418,30 +418,52 @@ static int arg_field(lua_State *L, int keys, int k) {
     return lua_gettable(L, 2);
 }
 
-/* ctx.estimate{provider=, model=, input_tokens=, output_tokens=, zone=}: what-if. */
-static int l_whatif(lua_State *L) {
-    dsc_policy_vm *vm = dsc__vm_of(L);
-    const dsc_policy_input *in = input_of(L, vm);
-    luaL_checktype(L, 2, LUA_TTABLE);
+/* The what-if question for this request: the request itself, on its estimate's method
+ * and scope (compare like with like). */
+static dsc_estimate_input whatif_base(const dsc_policy_input *in) {
     dsc_estimate_input q = {.provider = in->provider,
                             .model = in->model,
                             .input_tokens = in->input_tokens,
                             .output_tokens = in->output_tokens,
                             .zone = in->zone,
                             .method = DSC_METHOD_ECOLOGITS};
-    lua_settop(L, 2);
-    if (in->estimate) { /* compare like with like: the request's method and scope */
+    if (in->estimate) {
         q.method = in->estimate->method;
         q.scope = in->estimate->scope;
         q.carbon = in->estimate->carbon;
         q.water = in->estimate->water;
     }
+    return q;
+}
+
+/* Read the fields of the argument table at 2 into q. */
+static void whatif_fields(lua_State *L, dsc_policy_vm *vm, dsc_estimate_input *q) {
     int keys = push_keys(L, vm);
-    if (arg_field(L, keys, K_PROVIDER) != LUA_TNIL) q.provider = luaL_checkstring(L, -1);
-    if (arg_field(L, keys, K_MODEL) != LUA_TNIL) q.model = luaL_checkstring(L, -1);
-    if (arg_field(L, keys, K_ZONE) != LUA_TNIL) q.zone = luaL_checkstring(L, -1);
-    if (arg_field(L, keys, K_INPUT_TOKENS) != LUA_TNIL) q.input_tokens = luaL_checkinteger(L, -1);
-    if (arg_field(L, keys, K_OUTPUT_TOKENS) != LUA_TNIL) q.output_tokens = luaL_checkinteger(L, -1);
+    if (arg_field(L, keys, K_PROVIDER) != LUA_TNIL) q->provider = luaL_checkstring(L, -1);
+    if (arg_field(L, keys, K_MODEL) != LUA_TNIL) q->model = luaL_checkstring(L, -1);
+    if (arg_field(L, keys, K_ZONE) != LUA_TNIL) q->zone = luaL_checkstring(L, -1);
+    if (arg_field(L, keys, K_INPUT_TOKENS) != LUA_TNIL) q->input_tokens = luaL_checkinteger(L, -1);
+    if (arg_field(L, keys, K_OUTPUT_TOKENS) != LUA_TNIL)
+        q->output_tokens = luaL_checkinteger(L, -1);
+}
+
+/* ctx.estimate(model) or ctx.estimate{provider=, model=, input_tokens=, output_tokens=,
+ * zone=}: what-if. The string form asks only for another model of the request's
+ * provider, without a table to build. */
+static int l_whatif(lua_State *L) {
+    dsc_policy_vm *vm = dsc__vm_of(L);
+    dsc_estimate_input q = whatif_base(input_of(L, vm));
+    int t = lua_type(L, 2);
+    lua_settop(L, 2);
+    if (t == LUA_TSTRING)
+        q.model = lua_tostring(L, 2);
+    else if (t == LUA_TTABLE)
+        whatif_fields(L, vm, &q);
+    else
+        return luaL_error(L,
+                          "ctx.estimate: argument 'model' must be a model name or a table "
+                          "{provider=, model=, ...}, got %s",
+                          lua_typename(L, t));
     if (!vm->oracle.estimate) return luaL_error(L, "what-if estimates need a catalogue");
     dsc_estimate est;
     dsc_error err = {0};
@@ -515,32 +537,44 @@ static void fill_budget(lua_State *L, int keys, int t, const dsc_budget_state *b
 #undef CHANGED
 }
 
-/* Make pool entry i (1-based) exist: pool[2i-1] = data table, pool[2i] = its proxy. */
+/* Make pool entries up to i (1-based) exist: pool[2i-1] = data table, pool[2i] = its
+ * proxy. ctx.budgets("would_exceed") may ask for entry i before the ones under it. */
 static void pool_entry(lua_State *L, dsc_policy_vm *vm, int pool, int i) {
-    if (i <= vm->budget_pool_n) return;
-    lua_createtable(L, 0, 12);
-    dsc__sandbox_readonly(L, -1, "budget");
-    lua_rawseti(L, pool, 2 * i);
-    lua_rawseti(L, pool, 2 * i - 1);
-    vm->budget_shown_state[i - 1].metric = DSC__METRIC_NONE; /* fresh: fill every field */
-    vm->budget_pool_n = i;
+    while (vm->budget_pool_n < i) {
+        int j = vm->budget_pool_n + 1;
+        lua_createtable(L, 0, 12);
+        dsc__sandbox_readonly(L, -1, "budget");
+        lua_rawseti(L, pool, 2 * j);
+        lua_rawseti(L, pool, 2 * j - 1);
+        vm->budget_shown_state[j - 1].metric = DSC__METRIC_NONE; /* fresh: fill every field */
+        vm->budget_pool_n = j;
+    }
+}
+
+/* Make pool entry i (1-based) exist and hold budget i of this request. */
+static void fill_entry(lua_State *L, dsc_policy_vm *vm, int pool, int keys, int i) {
+    pool_entry(L, vm, pool, i);
+    lua_rawgeti(L, pool, 2 * i - 1);
+    fill_budget(L, keys, lua_gettop(L), &vm->in->budgets[i - 1], &vm->budget_shown_state[i - 1]);
+    lua_pop(L, 1);
+}
+
+/* The request's budgets, as many as the pool holds. */
+static int budget_count(const dsc_policy_input *in) {
+    return in->n_budgets < DSC__BUDGET_POOL_MAX ? in->n_budgets : DSC__BUDGET_POOL_MAX;
 }
 
 /* Fill the budget tables for this request, once. */
 static void ensure_budgets(lua_State *L, dsc_policy_vm *vm) {
     if (vm->budgets_filled >= 0) return;
-    const dsc_policy_input *in = input_of(L, vm);
-    int n = in->n_budgets < DSC__BUDGET_POOL_MAX ? in->n_budgets : DSC__BUDGET_POOL_MAX;
+    int n = budget_count(input_of(L, vm));
     push_ref(L, vm->budget_pool_ref);
     int pool = lua_gettop(L);
     push_ref(L, vm->budgets_data_ref);
     int arr = lua_gettop(L);
     int keys = push_keys(L, vm);
     for (int i = 1; i <= n; i++) {
-        pool_entry(L, vm, pool, i);
-        lua_rawgeti(L, pool, 2 * i - 1);
-        fill_budget(L, keys, lua_gettop(L), &in->budgets[i - 1], &vm->budget_shown_state[i - 1]);
-        lua_pop(L, 1);
+        fill_entry(L, vm, pool, keys, i);
         if (i <= vm->budgets_shown) continue; /* arr[i] is pool entry i's proxy already */
         lua_rawgeti(L, pool, 2 * i);
         lua_rawseti(L, arr, i);
@@ -554,10 +588,49 @@ static void ensure_budgets(lua_State *L, dsc_policy_vm *vm) {
     lua_settop(L, pool - 1);
 }
 
+/* Fill the array of the budgets this request would exceed, once: only their tables are
+ * filled, and most requests exceed none, so the array stays empty and nothing is. */
+static void ensure_exceeded(lua_State *L, dsc_policy_vm *vm) {
+    if (vm->exceed_filled) return;
+    const dsc_policy_input *in = input_of(L, vm);
+    int n = budget_count(in), k = 0;
+    push_ref(L, vm->budget_pool_ref);
+    int pool = lua_gettop(L);
+    push_ref(L, vm->exceed_data_ref);
+    int arr = lua_gettop(L);
+    int keys = push_keys(L, vm);
+    for (int i = 1; i <= n; i++) {
+        if (!in->budgets[i - 1].would_exceed) continue;
+        fill_entry(L, vm, pool, keys, i);
+        lua_rawgeti(L, pool, 2 * i);
+        lua_rawseti(L, arr, ++k);
+    }
+    for (int i = vm->exceed_shown; i > k; i--) {
+        lua_pushnil(L);
+        lua_rawseti(L, arr, i);
+    }
+    vm->exceed_shown = k;
+    vm->exceed_filled = true;
+    lua_settop(L, pool - 1);
+}
+
+/* ctx.budgets() every budget of the request; ctx.budgets("would_exceed") those this
+ * request would exceed, in the same order. */
 static int l_budgets(lua_State *L) {
     dsc_policy_vm *vm = dsc__vm_of(L);
-    ensure_budgets(L, vm);
-    push_ref(L, vm->budgets_ref);
+    if (lua_isnoneornil(L, 1)) {
+        ensure_budgets(L, vm);
+        push_ref(L, vm->budgets_ref);
+        return 1;
+    }
+    if (lua_type(L, 1) != LUA_TSTRING)
+        return luaL_error(L, "ctx.budgets: argument 'filter' must be a string, got %s",
+                          luaL_typename(L, 1));
+    if (strcmp(lua_tostring(L, 1), "would_exceed") != 0)
+        return luaL_error(L, "ctx.budgets: unknown filter '%s' (expected \"would_exceed\")",
+                          lua_tostring(L, 1));
+    ensure_exceeded(L, vm);
+    push_ref(L, vm->exceed_ref);
     return 1;
 }
 
@@ -889,6 +962,12 @@ int dsc__ctx_build(lua_State *L) {
     vm->budgets_ref = new_ref(L);
     lua_pop(L, 1);
     lua_newtable(L);
+    vm->exceed_data_ref = new_ref(L);
+    push_ref(L, vm->exceed_data_ref);
+    dsc__sandbox_readonly(L, -1, "ctx.budgets(\"would_exceed\")");
+    vm->exceed_ref = new_ref(L);
+    lua_pop(L, 1);
+    lua_newtable(L);
     vm->budget_pool_ref = new_ref(L);
     lua_newtable(L);
     vm->models_ref = new_ref(L);
@@ -947,6 +1026,7 @@ int dsc__ctx_fill(lua_State *L) {
     lua_pop(L, 1);
     clear_tags(L, vm);
     vm->budgets_filled = -1;
+    vm->exceed_filled = false;
     vm->whatif_used = 0;
     return 0;
 }

@@ -191,6 +191,10 @@ struct dsc_policy_vm {
     int budget_pool_n;    /* how many pool entries exist */
     int budgets_filled;   /* -1 = not yet this request, else how many are filled */
     int budgets_shown;    /* how many entries the array proxy holds now */
+    int exceed_ref;       /* read-only array proxy over exceed_data_ref */
+    int exceed_data_ref;  /* ctx.budgets("would_exceed"): the proxies of those exceeded */
+    int exceed_shown;     /* how many entries exceed_data_ref holds now */
+    bool exceed_filled;   /* exceed_data_ref is this request's */
     int whatif_pool_ref;  /* what-if results: {proxy, data, 5 metric data tables} each */
     int whatif_pool_n;    /* how many pool entries exist */
     int whatif_used;      /* how many this request has handed out */
@@ -208,7 +212,6 @@ struct dsc_policy_vm {
     int class_memo_n, class_memo_next;
     const dsc_policy_input *in; /* the request under review, during decide */
     int current;                /* index of the policy running */
-    dsc_policy_verdict scratch; /* what the running policy answered */
     dsc_policy_stats stats;
     /* what each budget pool entry's data table holds now: a refill writes only the
      * fields that changed since the last request */

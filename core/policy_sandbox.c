@@ -410,16 +410,38 @@ static int opt_field(lua_State *L, int t, int opt) {
     return lua_gettable(L, t);
 }
 
+/* Copy the string at the top of the stack into dst (n bytes), cut to fit. */
+static void copy_top(lua_State *L, char *dst, size_t n) {
+    size_t len;
+    const char *s = lua_tolstring(L, -1, &len);
+    if (len >= n) len = n - 1;
+    memcpy(dst, s, len);
+    dst[len] = '\0';
+}
+
 static void copy_field(lua_State *L, int t, int opt, char *dst, size_t n) {
-    if (opt_field(L, t, opt) == LUA_TSTRING) {
-        size_t len;
-        const char *s = lua_tolstring(L, -1, &len);
-        if (len >= n) len = n - 1;
-        memcpy(dst, s, len);
-        dst[len] = '\0';
-    } else if (!lua_isnil(L, -1)) {
+    if (opt_field(L, t, opt) == LUA_TSTRING)
+        copy_top(L, dst, n);
+    else if (!lua_isnil(L, -1))
         luaL_error(L, "field '%s' must be a string, got %s", opt_names[opt], luaL_typename(L, -1));
+    lua_pop(L, 1);
+}
+
+/* suggest = "model" (of the request's provider) or {provider=, model=}. The string
+ * form spares a policy a table per answer. */
+static void read_suggest(lua_State *L, int t, dsc__decision *d) {
+    int st = opt_field(L, t, OPT_SUGGEST);
+    if (st == LUA_TSTRING) {
+        copy_top(L, d->suggest_model, sizeof d->suggest_model);
+    } else if (st == LUA_TTABLE) {
+        int s = lua_gettop(L);
+        copy_field(L, s, OPT_PROVIDER, d->suggest_provider, sizeof d->suggest_provider);
+        copy_field(L, s, OPT_MODEL, d->suggest_model, sizeof d->suggest_model);
+    } else if (st != LUA_TNIL) {
+        luaL_error(L, "field 'suggest' must be a model name or a table {provider=, model=}, got %s",
+                   luaL_typename(L, -1));
     }
+    if (st != LUA_TNIL && !d->suggest_model[0]) luaL_error(L, "field 'suggest' needs a 'model'");
     lua_pop(L, 1);
 }
 
@@ -433,24 +455,16 @@ static void read_options(lua_State *L, int t, dsc__decision *d) {
         d->retry_after_s = (int64_t)(v + 0.999999);
     }
     lua_pop(L, 1);
-    int st = opt_field(L, t, OPT_SUGGEST);
-    if (st == LUA_TTABLE) {
-        int s = lua_gettop(L);
-        copy_field(L, s, OPT_PROVIDER, d->suggest_provider, sizeof d->suggest_provider);
-        copy_field(L, s, OPT_MODEL, d->suggest_model, sizeof d->suggest_model);
-        if (!d->suggest_model[0]) luaL_error(L, "field 'suggest' needs a 'model'");
-    } else if (st != LUA_TNIL) {
-        luaL_error(L, "field 'suggest' must be a table {provider=, model=}");
-    }
-    lua_pop(L, 1);
+    read_suggest(L, t, d);
 }
 
 /* allow(reason [, opts]) / allow{reason=, ...}: likewise refuse and throttle. */
 static int make_decision(lua_State *L, dsc_policy_outcome outcome) {
     lua_settop(L, 2);
     dsc__decision *d = lua_newuserdatauv(L, sizeof *d, 0);
-    memset(d, 0, sizeof *d);
-    d->outcome = outcome;
+    d->outcome = outcome; /* the strings are read up to their NUL: no memset of 460 bytes */
+    d->retry_after_s = 0;
+    d->reason[0] = d->suggest_provider[0] = d->suggest_model[0] = '\0';
     int ud = lua_gettop(L);
     if (lua_type(L, 1) == LUA_TTABLE) {
         read_options(L, 1, d);
@@ -460,6 +474,7 @@ static int make_decision(lua_State *L, dsc_policy_outcome outcome) {
             const char *s = luaL_checklstring(L, 1, &len);
             if (len >= sizeof d->reason) len = sizeof d->reason - 1;
             memcpy(d->reason, s, len);
+            d->reason[len] = '\0';
         }
         if (lua_type(L, 2) == LUA_TTABLE)
             read_options(L, 2, d);

@@ -313,42 +313,38 @@ const char *dsc_policy_vm_purpose_class(dsc_policy_vm *vm, const char *purpose) 
 
 /* --- deciding --- */
 
-/* Protected: call policy i's decide(req, ctx) and record its answer in vm->scratch. */
-static int l_run_policy(lua_State *L) {
-    dsc_policy_vm *vm = dsc__vm_of(L);
-    int i = (int)lua_tointeger(L, 1);
-    lua_rawgeti(L, LUA_REGISTRYINDEX, vm->decide_ref[i]);
-    lua_rawgeti(L, LUA_REGISTRYINDEX, vm->req_ref);
-    lua_rawgeti(L, LUA_REGISTRYINDEX, vm->ctx_ref);
-    lua_call(L, 2, 1);
-    dsc_policy_verdict *v = &vm->scratch;
-    if (lua_isnil(L, -1)) {
-        v->outcome = DSC_POLICY_ABSTAIN;
-        return 0;
-    }
+/* Record in v the answer of policy i at the top of the stack. Returns NULL, or the
+ * error (in bad, n bytes) when it is not a decision. Raises nothing: it runs outside the
+ * protected call, which now calls decide itself (a C function between them cost a
+ * call frame and a lua_call per policy). */
+static const char *read_answer(dsc_policy_vm *vm, int i, dsc_policy_verdict *v, char *bad,
+                               size_t n) {
+    lua_State *L = vm->L;
+    if (lua_isnil(L, -1)) return NULL; /* abstain */
     const dsc__decision *d = dsc__sandbox_todecision(L, -1);
     if (!d) {
         lua_Debug ar;
+        const char *type = luaL_typename(L, -1);
         lua_rawgeti(L, LUA_REGISTRYINDEX, vm->decide_ref[i]);
         lua_getinfo(L, ">S", &ar);
-        return luaL_error(L,
-                          "%s:%d: decide returned a %s; expected allow(), throttle{}, "
-                          "refuse() or nil",
-                          vm->set->files[i].file, ar.linedefined, luaL_typename(L, -1));
+        snprintf(bad, n,
+                 "%s:%d: decide returned a %s; expected allow(), throttle{}, refuse() or nil",
+                 vm->set->files[i].file, ar.linedefined, type);
+        return bad;
     }
     v->outcome = d->outcome;
     v->retry_after_s = d->retry_after_s;
-    memcpy(v->reason, d->reason, sizeof v->reason);
-    memcpy(v->suggest_provider, d->suggest_provider, sizeof v->suggest_provider);
-    memcpy(v->suggest_model, d->suggest_model, sizeof v->suggest_model);
+    copy_str(v->reason, sizeof v->reason, d->reason); /* up to the NUL: most are short */
+    copy_str(v->suggest_provider, sizeof v->suggest_provider, d->suggest_provider);
+    copy_str(v->suggest_model, sizeof v->suggest_model, d->suggest_model);
     if (v->suggest_model[0] && !v->suggest_provider[0])
         copy_str(v->suggest_provider, sizeof v->suggest_provider, vm->in->provider);
-    return 0;
+    return NULL;
 }
 
-static void error_verdict(dsc_policy_vm *vm, int i, int st, bool timed_out, const char *msg) {
+static void error_verdict(dsc_policy_vm *vm, int i, dsc_policy_verdict *v, int st, bool timed_out,
+                          const char *msg) {
     const dsc__policy_file *f = &vm->set->files[i];
-    dsc_policy_verdict *v = &vm->scratch;
     vm->stats.errors++;
     v->error = true;
     v->outcome = f->on_error;
@@ -364,32 +360,35 @@ static void error_verdict(dsc_policy_vm *vm, int i, int st, bool timed_out, cons
     }
 }
 
-static void run_one(dsc_policy_vm *vm, int i, dsc_policy_verdict *out) {
+/* Run policy i's decide(req, ctx) under the time budget; its verdict goes in v (written
+ * in place: a verdict is 500 bytes). */
+static void run_one(dsc_policy_vm *vm, int i, dsc_policy_verdict *v) {
     lua_State *L = vm->L;
     const dsc__policy_file *f = &vm->set->files[i];
-    dsc_policy_verdict *v = &vm->scratch;
     v->outcome = DSC_POLICY_ABSTAIN;
     v->error = false;
     v->retry_after_s = 0;
     v->reason[0] = v->suggest_provider[0] = v->suggest_model[0] = '\0';
     vm->current = i;
     lua_pushcfunction(L, dsc__sandbox_msgh);
-    lua_pushcfunction(L, l_run_policy);
-    lua_pushinteger(L, i);
+    lua_rawgeti(L, LUA_REGISTRYINDEX, vm->decide_ref[i]);
+    lua_rawgeti(L, LUA_REGISTRYINDEX, vm->req_ref);
+    lua_rawgeti(L, LUA_REGISTRYINDEX, vm->ctx_ref);
     dsc__sandbox_arm(L, vm->limits.time_budget_ns);
-    int st = lua_pcall(L, 1, 0, 1);
+    int st = lua_pcall(L, 2, 1, 1);
     bool timed_out = vm->sb.expired;
     dsc__sandbox_disarm(L);
     vm->stats.evaluations++;
-    if (st != LUA_OK) {
-        error_verdict(vm, i, st, timed_out, lua_tostring(L, -1));
+    char bad[DSC_POLICY_REASON_MAX - 16]; /* fits in the reason after "policy error: " */
+    const char *msg = st == LUA_OK ? read_answer(vm, i, v, bad, sizeof bad) : lua_tostring(L, -1);
+    if (msg) {
+        error_verdict(vm, i, v, st == LUA_OK ? LUA_ERRRUN : st, timed_out, msg);
         lua_settop(L, 0);
         lua_gc(L, LUA_GCCOLLECT); /* whatever the failed call piled up goes now */
     }
     lua_settop(L, 0);
-    *out = *v;
-    copy_str(out->policy, sizeof out->policy, f->name);
-    out->shadow = f->shadow;
+    copy_str(v->policy, sizeof v->policy, f->name);
+    v->shadow = f->shadow;
 }
 
 static void combine(dsc_decision *out) {
@@ -407,14 +406,14 @@ static void combine(dsc_decision *out) {
     }
     const dsc_policy_verdict *w = &out->verdicts[best];
     out->outcome = w->outcome;
-    memcpy(out->reason, w->reason, sizeof out->reason);
-    memcpy(out->policy, w->policy, sizeof out->policy);
+    copy_str(out->reason, sizeof out->reason, w->reason);
+    copy_str(out->policy, sizeof out->policy, w->policy);
     out->retry_after_s = w->retry_after_s;
     if (w->suggest_model[0]) sugg = best;
     if (sugg >= 0) {
-        memcpy(out->suggest_provider, out->verdicts[sugg].suggest_provider,
-               sizeof out->suggest_provider);
-        memcpy(out->suggest_model, out->verdicts[sugg].suggest_model, sizeof out->suggest_model);
+        copy_str(out->suggest_provider, sizeof out->suggest_provider,
+                 out->verdicts[sugg].suggest_provider);
+        copy_str(out->suggest_model, sizeof out->suggest_model, out->verdicts[sugg].suggest_model);
     }
 }
 

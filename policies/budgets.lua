@@ -19,7 +19,8 @@
 --                             rate budget, when the next token it needs is there
 --   would_exceed              used + held + request > limit
 -- The ledger computed all of this before the policies ran, so this policy only has to
--- explain it.
+-- explain it. ctx.budgets("would_exceed") lists only the budgets with would_exceed
+-- set, in the same order: most requests fit, so this policy usually has nothing to read.
 
 -- Units for the messages.
 local UNITS = {
@@ -47,18 +48,16 @@ return {
 
     decide = function(req, ctx)
         local wait -- the rate budget that needs the longest wait, if any
-        for _, b in ipairs(ctx.budgets()) do
-            if b.would_exceed then -- most requests fit: one field read per budget
-                if not is_rate(b) then
-                    -- The first exceeded budget is enough to say no; name it and say
-                    -- when it resets so the user knows what to do.
-                    return refuse(string.format(
-                        "budget %s (%s per %s) would be exceeded: %s used of %s, this request needs %s; resets %s",
-                        b.counter, b.metric, b.window, amount(b, b.used + b.held),
-                        amount(b, b.limit), amount(b, b.request), utc(b.resets_at)))
-                end
-                if not wait or b.retry_after > wait.retry_after then wait = b end
+        for _, b in ipairs(ctx.budgets("would_exceed")) do
+            if not is_rate(b) then
+                -- The first exceeded budget is enough to say no; name it and say
+                -- when it resets so the user knows what to do.
+                return refuse(string.format(
+                    "budget %s (%s per %s) would be exceeded: %s used of %s, this request needs %s; resets %s",
+                    b.counter, b.metric, b.window, amount(b, b.used + b.held),
+                    amount(b, b.limit), amount(b, b.request), utc(b.resets_at)))
             end
+            if not wait or b.retry_after > wait.retry_after then wait = b end
         end
         if wait then
             -- Not when the bucket is full again, but when it has room for this request:

@@ -385,7 +385,7 @@ static double format_case(unsigned *seed, int i) {
 Test(policy, decision_options_are_checked_naming_the_field) {
     put("a.lua", POLICY("return allow{reason = 5}"));
     put("b.lua", POLICY("return throttle{retry_after = -1}"));
-    put("c.lua", POLICY("return allow{suggest = 'x'}"));
+    put("c.lua", POLICY("return allow{suggest = true}"));
     put("d.lua", POLICY("return allow('r', {suggest = {provider = 'p'}})"));
     put("e.lua", POLICY("return throttle(setmetatable({}, {__index = {reason = 'inherited', "
                         "retry_after = 2.5, suggest = {model = 'small'}}}))"));
@@ -395,14 +395,52 @@ Test(policy, decision_options_are_checked_naming_the_field) {
               d.verdicts[0].reason);
     cr_assert(strstr(d.verdicts[1].reason, "field 'retry_after' must be a number of seconds"), "%s",
               d.verdicts[1].reason);
-    cr_assert(strstr(d.verdicts[2].reason, "field 'suggest' must be a table"), "%s",
-              d.verdicts[2].reason);
+    cr_assert(strstr(d.verdicts[2].reason,
+                     "field 'suggest' must be a model name or a table {provider=, model=}, got "
+                     "boolean"),
+              "%s", d.verdicts[2].reason);
     cr_assert(strstr(d.verdicts[3].reason, "field 'suggest' needs a 'model'"), "%s",
               d.verdicts[3].reason);
     cr_assert_str_eq(d.verdicts[4].reason, "inherited");
     cr_assert_eq(d.verdicts[4].retry_after_s, 3);
     cr_assert_str_eq(d.verdicts[4].suggest_model, "small");
     cr_assert_str_eq(d.verdicts[4].suggest_provider, "openai", "the request's provider");
+    dsc_policy_vm_free(vm);
+}
+
+Test(policy, suggest_may_name_a_model_of_the_request_provider_as_a_plain_string) {
+    put("a.lua", POLICY("return allow('smaller', {suggest = 'gpt-4o-mini'})"));
+    put("b.lua", POLICY("return throttle{retry_after = 1, suggest = 'small'}"));
+    put("c.lua", POLICY("return allow{suggest = ''}"));
+    put("d.lua", POLICY("return allow{suggest = 5}"));
+    dsc_policy_vm *vm = vm_for(NULL);
+    dsc_decision d = decide(vm);
+    cr_assert_str_eq(d.verdicts[0].suggest_model, "gpt-4o-mini");
+    cr_assert_str_eq(d.verdicts[0].suggest_provider, "openai", "the request's provider");
+    cr_assert_str_eq(d.verdicts[1].suggest_model, "small");
+    cr_assert_str_eq(d.verdicts[1].suggest_provider, "openai");
+    cr_assert(strstr(d.verdicts[2].reason, "field 'suggest' needs a 'model'"), "%s",
+              d.verdicts[2].reason);
+    cr_assert(strstr(d.verdicts[3].reason, "field 'suggest' must be a model name or a table"), "%s",
+              d.verdicts[3].reason);
+    cr_assert(strstr(d.verdicts[3].reason, "got number"), "%s", d.verdicts[3].reason);
+    dsc_policy_vm_free(vm);
+}
+
+Test(policy, a_decision_read_by_its_policy_shows_its_outcome_reason_retry_and_suggestion) {
+    put("a.lua",
+        POLICY("local a = throttle{retry_after = 2, reason = 'wait', suggest = 'small'}\n"
+               "  local b = allow('r', {suggest = {provider = 'p', model = 'm'}})\n"
+               "  local c = refuse()\n"
+               "  local long = allow(string.rep('x', 300))\n"
+               "  return allow(string.format('%s %s %d %s [%s] | %s %s %s | %s [%s] %s %s | %d',"
+               " a.outcome, a.reason, a.retry_after, a.suggest.model, a.suggest.provider,"
+               " b.suggest.provider, b.suggest.model, tostring(b), c.outcome, c.reason,"
+               " tostring(c.suggest), tostring(c), #long.reason))"));
+    dsc_policy_vm *vm = vm_for(NULL);
+    dsc_decision d = decide(vm);
+    cr_assert_str_eq(d.reason,
+                     "throttle wait 2 small [] | p m allow(r) | refuse [] nil refuse() | 255");
     dsc_policy_vm_free(vm);
 }
 
@@ -512,6 +550,57 @@ Test(policy, ctx_budgets_lists_each_request_own_budgets_as_their_number_changes)
         cr_assert_eq(dsc_policy_vm_decide(vm, &in, &d), DSC_OK);
         cr_assert_str_eq(d.reason, steps[i].want, "step %zu", i);
     }
+    dsc_policy_vm_free(vm);
+}
+
+Test(policy, ctx_budgets_would_exceed_lists_only_the_exceeded_budgets_in_order) {
+    /* the filter is read first, so a later budget's table is asked for before earlier ones */
+    put("a.lua", POLICY("local s = {} for i, b in ipairs(ctx.budgets('would_exceed')) do\n"
+                        "    s[i] = b.counter .. (b.would_exceed and '!' or '?') end\n"
+                        "  local all = {} for i, b in ipairs(ctx.budgets()) do\n"
+                        "    all[i] = b.counter end\n"
+                        "  return allow(#ctx.budgets('would_exceed') .. ' ' .. table.concat(s, ',')"
+                        " .. ' / ' .. table.concat(all, ','))"));
+    dsc_policy_vm *vm = vm_for(NULL);
+    dsc_budget_state bs[] = {budget("org:acme", "org:acme", DSC_METRIC_ENERGY_WH, 1000, 10),
+                             budget("team:*", "team:infra", DSC_METRIC_GCO2E, 50, 48),
+                             budget("user:*", "user:ana", DSC_METRIC_REQUESTS, 10, 9)};
+    dsc_estimate e = est_g(4.0);
+    dsc_policy_input in = request(&e);
+    in.budgets = bs;
+    static const struct {
+        int n;
+        bool org_over;
+        const char *want;
+    } steps[] = {{3, false, "2 team:infra!,user:ana! / org:acme,team:infra,user:ana"},
+                 {1, false, "0  / org:acme"},
+                 {3, true, "3 org:acme!,team:infra!,user:ana! / org:acme,team:infra,user:ana"},
+                 {2, false, "1 team:infra! / org:acme,team:infra"}};
+    for (size_t i = 0; i < sizeof steps / sizeof steps[0]; i++) {
+        in.n_budgets = steps[i].n;
+        bs[0].would_exceed = steps[i].org_over;
+        dsc_decision d;
+        cr_assert_eq(dsc_policy_vm_decide(vm, &in, &d), DSC_OK);
+        cr_assert_str_eq(d.reason, steps[i].want, "step %zu", i);
+    }
+    dsc_policy_vm_free(vm);
+}
+
+Test(policy, ctx_budgets_refuses_an_unknown_filter_or_one_not_a_string_naming_it) {
+    put("a.lua", POLICY("return allow(tostring(#ctx.budgets('nope')))"));
+    put("b.lua", POLICY("return allow(tostring(#ctx.budgets(5)))"));
+    put("c.lua", POLICY("local ok = pcall(function() ctx.budgets('would_exceed')[1] = 1 end)\n"
+                        "  return allow(tostring(ok))"));
+    dsc_policy_vm *vm = vm_for(NULL);
+    dsc_decision d = decide(vm);
+    cr_assert(d.verdicts[0].error);
+    cr_assert(strstr(d.verdicts[0].reason,
+                     "ctx.budgets: unknown filter 'nope' (expected \"would_exceed\")"),
+              "%s", d.verdicts[0].reason);
+    cr_assert(d.verdicts[1].error);
+    cr_assert(strstr(d.verdicts[1].reason, "argument 'filter' must be a string, got number"), "%s",
+              d.verdicts[1].reason);
+    cr_assert_str_eq(d.verdicts[2].reason, "false", "the list is read-only");
     dsc_policy_vm_free(vm);
 }
 
@@ -637,6 +726,52 @@ Test(policy, what_if_estimates_and_model_lists_come_from_the_oracle) {
     dsc_policy_vm_set_oracle(vm, &o);
     dsc_decision d = decide(vm);
     cr_assert_str_eq(d.reason, "gpt-4o-mini 0.5 nil unknown model 'nope' nil", "%s", d.reason);
+    dsc_policy_vm_free(vm);
+}
+
+Test(policy, ctx_estimate_of_a_model_name_estimates_the_request_on_that_model) {
+    put("a.lua", POLICY("local alt = ctx.estimate('gpt-4o-mini')\n"
+                        "  local same = ctx.estimate{model = 'gpt-4o-mini'}\n"
+                        "  local bad, err = ctx.estimate('nope')\n"
+                        "  return allow(string.format('%.1f %s %s %s', alt.gco2e.max,"
+                        " tostring(alt.gco2e.max == same.gco2e.max), tostring(bad), err))"));
+    put("b.lua", POLICY("return allow(tostring(ctx.estimate(true)))"));
+    put("c.lua", POLICY("return allow(tostring(ctx.estimate()))"));
+    dsc_policy_vm *vm = vm_for(NULL);
+    dsc_policy_oracle o = {NULL, fake_estimate, fake_models, NULL};
+    dsc_policy_vm_set_oracle(vm, &o);
+    dsc_decision d = decide(vm);
+    cr_assert_str_eq(d.verdicts[0].reason, "0.5 true nil unknown model 'nope'", "%s",
+                     d.verdicts[0].reason);
+    for (int i = 1; i <= 2; i++) {
+        cr_assert(d.verdicts[i].error, "%s", d.verdicts[i].reason);
+        cr_assert(strstr(d.verdicts[i].reason, "ctx.estimate: argument 'model' must be a model "
+                                               "name or a table"),
+                  "%s", d.verdicts[i].reason);
+    }
+    cr_assert(strstr(d.verdicts[1].reason, "got boolean"), "%s", d.verdicts[1].reason);
+    cr_assert(strstr(d.verdicts[2].reason, "got no value"), "%s", d.verdicts[2].reason);
+    dsc_policy_vm_free(vm);
+}
+
+/* An oracle answering with the output tokens it was asked for, in the gwp. */
+static dsc_status tokens_estimate(void *ud, const dsc_estimate_input *in, dsc_estimate *out,
+                                  dsc_error *err) {
+    (void)ud;
+    (void)err;
+    memset(out, 0, sizeof *out);
+    out->total.gwp_kgco2eq.max = (double)in->output_tokens / 1000.0;
+    return DSC_OK;
+}
+
+Test(policy, ctx_estimate_of_a_model_name_keeps_the_request_tokens) {
+    put("a.lua",
+        POLICY("return allow(string.format('%.0f', ctx.estimate('gpt-4o-mini').gco2e.max))"));
+    dsc_policy_vm *vm = vm_for(NULL);
+    dsc_policy_oracle o = {NULL, tokens_estimate, fake_models, NULL};
+    dsc_policy_vm_set_oracle(vm, &o);
+    dsc_decision d = decide(vm);
+    cr_assert_str_eq(d.reason, "800", "%s", d.reason);
     dsc_policy_vm_free(vm);
 }
 
