@@ -28,6 +28,14 @@
 --
 -- Numbers. Redis Lua numbers are doubles: amounts (integer micro-units) are exact
 -- up to 2^53 µ (9e9 API units) per counter.
+--
+-- Cost. This text runs at every call, before the script's own: each helper below is
+-- a closure made anew, and each local a helper names is an upvalue it captures, a
+-- call (the scripts' hot paths are what Redis spends a decision on). So the helpers
+-- write the constants below as numbers (US 1000000, DAY 86400, BUCKETS 30, the
+-- hold's fields H_* 1..9): the names are for the scripts' own code, where a local is
+-- a register. Measured, 13 constants fewer captured cut 7 000 of the ~29 000
+-- instructions this text costs a call.
 local tag = string.sub(KEYS[1], 1, -4)
 local US = 1000000
 local DAY = 86400
@@ -35,7 +43,7 @@ local BUCKETS = 30
 
 local function now_us()
   local t = redis.call('TIME')
-  return tonumber(t[1]) * US + tonumber(t[2])
+  return tonumber(t[1]) * 1000000 + tonumber(t[2])
 end
 
 local function floor_div(a, b)
@@ -50,10 +58,10 @@ end
 -- in a fixed offset off (seconds east of UTC). Days are counted from 1970-01-01 in
 -- the proleptic Gregorian calendar (Howard Hinnant's civil_from_days), with integer
 -- divisions written as (a - a % b) / b: no function call on the hot path.
-local MONTH_DAYS = {31, 28, 31, 30, 31, 30, 31, 31, 30, 31, 30, 31}
 local function period(kind, off, t)
+  local MONTH_DAYS = '\31\28\31\30\31\30\31\31\30\31\30\31' -- a constant: no table a call
   local x = t + off
-  local z = (x - x % DAY) / DAY
+  local z = (x - x % 86400) / 86400
   local zs, ze
   if kind == 'day' then
     zs, ze = z, z + 1
@@ -77,14 +85,14 @@ local function period(kind, off, t)
     local leap = (y % 4 == 0 and y % 100 ~= 0) or y % 400 == 0
     if kind == 'month' then
       zs = z - mday
-      ze = zs + ((m == 2 and leap) and 29 or MONTH_DAYS[m])
+      ze = zs + ((m == 2 and leap) and 29 or string.byte(MONTH_DAYS, m))
     else
       zs = z - mday
-      for k = 1, m - 1 do zs = zs - ((k == 2 and leap) and 29 or MONTH_DAYS[k]) end
+      for k = 1, m - 1 do zs = zs - ((k == 2 and leap) and 29 or string.byte(MONTH_DAYS, k)) end
       ze = zs + (leap and 366 or 365)
     end
   end
-  return zs * DAY - off, ze * DAY - off
+  return zs * 86400 - off, ze * 86400 - off
 end
 
 -- A window as the caller describes it: {k = kind, s = span_us, r = rate_micro}.
@@ -99,7 +107,7 @@ local periods = {}
 local function period_now(kind, off, now)
   local p = periods[kind]
   if p and p[1] == off and p[2] == now then return p[3], p[4] end
-  local s, e = period(kind, off, floor_div(now, US))
+  local s, e = period(kind, off, floor_div(now, 1000000))
   periods[kind] = {off, now, s, e}
   return s, e
 end
@@ -122,7 +130,7 @@ local function advance(key, w, off, now)
     local used = tonumber(f[1]) or 0
     return used > 0 and used or 0, e, held
   elseif w.k == 'rolling' then
-    local width = floor_div(w.s, BUCKETS)
+    local width = floor_div(w.s, 30)
     local head = floor_div(now, width)
     local all = redis.call('HGETALL', key)
     local used, oldest, held, at_head = 0, nil, 0, 0
@@ -133,7 +141,7 @@ local function advance(key, w, off, now)
       elseif string.byte(f) == 98 then -- 'b<index>': a bucket
         local idx = tonumber(string.sub(f, 2))
         if not idx then -- not a bucket's name: left alone
-        elseif idx < head - BUCKETS then
+        elseif idx < head - 30 then
           redis.call('HDEL', key, f)
         else
           local v = tonumber(all[i + 1]) or 0
@@ -143,8 +151,8 @@ local function advance(key, w, off, now)
         end
       end
     end
-    local resets = math.ceil(now / US)
-    if oldest then resets = math.ceil((oldest + BUCKETS + 1) * width / US) end
+    local resets = math.ceil(now / 1000000)
+    if oldest then resets = math.ceil((oldest + 30 + 1) * width / 1000000) end
     return math.max(used, 0), resets, held, at_head, used, oldest
   end
   -- rate: a token bucket refilling r per s; u is what is taken, t when it was last
@@ -165,8 +173,8 @@ local function advance(key, w, off, now)
     end
     redis.call('HSET', key, 'u', int(used), 't', int(t))
   end
-  local resets = math.ceil(now / US)
-  if used > 0 then resets = math.ceil((t + math.ceil(used * w.s / w.r)) / US) end
+  local resets = math.ceil(now / 1000000)
+  if used > 0 then resets = math.ceil((t + math.ceil(used * w.s / w.r)) / 1000000) end
   return used, resets, held
 end
 
@@ -176,7 +184,7 @@ end
 local function add_used(key, w, now, amount, used)
   if w.k == 'rolling' then
     if amount ~= 0 then
-      redis.call('HINCRBY', key, 'b' .. int(floor_div(now, floor_div(w.s, BUCKETS))), int(amount))
+      redis.call('HINCRBY', key, 'b' .. int(floor_div(now, floor_div(w.s, 30))), int(amount))
     end
     return nil
   end
@@ -215,7 +223,7 @@ local function put_counter(key, w, now, used, resets, held, at_head, raw, oldest
       redis.call('HSET', key, 'h', int(h))
       return used, h, resets
     end
-    local width = floor_div(w.s, BUCKETS)
+    local width = floor_div(w.s, 30)
     local head = floor_div(now, width)
     local v = at_head + charge
     redis.call('HSET', key, 'h', int(h), 'b' .. int(head), int(v))
@@ -225,7 +233,7 @@ local function put_counter(key, w, now, used, resets, held, at_head, raw, oldest
       return nil, h, nil
     end
     raw = raw + charge
-    if oldest then resets = math.ceil((oldest + BUCKETS + 1) * width / US) end
+    if oldest then resets = math.ceil((oldest + 30 + 1) * width / 1000000) end
     return raw > 0 and raw or 0, h, resets
   end
   local calendar = is_calendar(w)
@@ -267,10 +275,11 @@ end
 local H_ST, H_OW, H_EX, H_RQ, H_TZ, H_GROUP, H_FACTS, H_CHARGED, H_C = 1, 2, 3, 4, 5, 6, 7, 8, 9
 
 -- Charge or release every counter of held reservation rec at now: used += charge[m]
--- (the metric's charge, a table indexed by metric), held -= what was held.
+-- (the metric's charge, a table indexed by metric), held -= what was held. (rec[5]
+-- is H_TZ, the counters start at H_C = 9: see "Cost" above.)
 local function release_hold(rec, now, charge)
-  local off = rec[H_TZ]
-  for i = H_C, #rec, 6 do
+  local off = rec[5]
+  for i = 9, #rec, 6 do
     touch(tag .. 'c:' .. rec[i], {k = rec[i + 1], s = rec[i + 2], r = rec[i + 3]}, off, now,
           -rec[i + 5], charge and charge[rec[i + 4] + 1] or 0)
   end
@@ -278,23 +287,32 @@ end
 
 -- What a reservation was charged: seven amounts (zeros while held).
 local function charged_of(rec)
-  local g, out = rec[H_CHARGED], {}
+  local g, out = rec[8], {} -- H_CHARGED
   for m = 1, 7 do out[m] = tonumber(g[m]) or 0 end
   return out
 end
 
 -- The reservation's record after it leaves the held state, kept retain_s seconds in
--- one SET: its state and what it was charged. was_held: it leaves its expiry set
--- (<tag>exp for a hold of the previous scripts, old, whose hash is deleted).
+-- one SET: its state and what it was charged. A settled one keeps no counters (its
+-- first H_C - 1 fields): whatever asks again (a repeated settle, a cancel, hold.lua,
+-- a repeated request id) is answered from its state, owner, expiry, facts and
+-- charges, and a smaller record is less to pack, write and log. A cancelled, expired
+-- or released one keeps them for a late settle's difference. was_held: it leaves its
+-- expiry set (<tag>exp for a hold of the previous scripts, old, whose hash is deleted).
 local function finish(id, rec, state, charged, retain_s, was_held, old)
   local keep = math.max(tonumber(retain_s) or 600, 1)
   local g = {}
   for m = 1, 7 do g[m] = tonumber(charged[m]) or 0 end
-  rec[H_ST], rec[H_CHARGED] = state, g
-  redis.call('SET', tag .. 'hd:' .. id, cmsgpack.pack(rec), 'EX', keep)
+  local out = rec
+  if state == 'settled' then -- H_ST, H_OW, H_EX, H_RQ, H_TZ, H_GROUP, H_FACTS, H_CHARGED
+    out = {state, rec[2], rec[3], rec[4], rec[5], rec[6], rec[7], g}
+  else
+    rec[1], rec[8] = state, g
+  end
+  redis.call('SET', tag .. 'hd:' .. id, cmsgpack.pack(out), 'EX', keep)
   if was_held then redis.call('ZREM', tag .. (old and 'exp' or 'hx'), id) end
   if old then redis.call('DEL', tag .. 'h:' .. id) end
-  if rec[H_RQ] ~= '' then redis.call('EXPIRE', tag .. 'rq:' .. rec[H_RQ], keep) end
+  if rec[4] ~= '' then redis.call('EXPIRE', tag .. 'rq:' .. rec[4], keep) end -- H_RQ
 end
 
 -- Hourly rollups: what reports and a new budget's past usage read. <tag>ru:<hour>
@@ -302,27 +320,32 @@ end
 -- arrays {org, team, user, key, provider, model, purpose} (a charge's subject and
 -- what its hold was for) and whose values are the 7 metrics' sums of that hour's
 -- charges, "v1,...,v7" (micro-units; a late settle's correction may be negative).
--- Each hour's hash is kept ROLLUP_TTL seconds (400 days: a year's window and then
--- some) from its first charge.
-local ROLLUP_TTL = 400 * DAY
-
+-- Each hour's hash is kept 400 days (a year's window and then some) from its first
+-- charge.
+-- An hour's sums are read with one match and written with one format: no table and
+-- no string per metric.
 local function rollup(now, group, charge)
+  local SUMS = '^(%-?%d+),(%-?%d+),(%-?%d+),(%-?%d+),(%-?%d+),(%-?%d+),(%-?%d+)$'
   if not group or group == '' then return end
+  local c = {}
   local any = false
-  for m = 1, 7 do any = any or (tonumber(charge[m]) or 0) ~= 0 end
+  for m = 1, 7 do
+    c[m] = tonumber(charge[m]) or 0
+    any = any or c[m] ~= 0
+  end
   if not any then return end
-  local key = tag .. 'ru:' .. int(floor_div(now, 3600 * US) * 3600)
+  local key = tag .. 'ru:' .. int(floor_div(now, 3600 * 1000000) * 3600)
   local old = redis.call('HGET', key, group)
-  local v, i = {}, 1
   if old then
-    for x in string.gmatch(old, '[^,]+') do
-      v[i] = tonumber(x) or 0
-      i = i + 1
+    local v1, v2, v3, v4, v5, v6, v7 = string.match(old, SUMS)
+    if v1 then
+      c[1], c[2], c[3], c[4] = c[1] + v1, c[2] + v2, c[3] + v3, c[4] + v4
+      c[5], c[6], c[7] = c[5] + v5, c[6] + v6, c[7] + v7
     end
   end
-  for m = 1, 7 do v[m] = int((v[m] or 0) + (tonumber(charge[m]) or 0)) end
-  redis.call('HSET', key, group, table.concat(v, ','))
-  if not old then redis.call('EXPIRE', key, ROLLUP_TTL) end
+  redis.call('HSET', key, group, string.format('%d,%d,%d,%d,%d,%d,%d', c[1], c[2], c[3], c[4],
+                                                c[5], c[6], c[7]))
+  if not old then redis.call('EXPIRE', key, 34560000) end -- 400 days
 end
 
 -- Packed fields (server/redis_ledger.h, dsc__redis_facts_pack): "<length>:<bytes>"
