@@ -46,10 +46,6 @@ local function now_us()
   return tonumber(t[1]) * 1000000 + tonumber(t[2])
 end
 
-local function floor_div(a, b)
-  return math.floor(a / b)
-end
-
 local function int(x)
   return string.format('%d', x)
 end
@@ -107,7 +103,7 @@ local periods = {}
 local function period_now(kind, off, now)
   local p = periods[kind]
   if p and p[1] == off and p[2] == now then return p[3], p[4] end
-  local s, e = period(kind, off, floor_div(now, 1000000))
+  local s, e = period(kind, off, math.floor(now / 1000000))
   periods[kind] = {off, now, s, e}
   return s, e
 end
@@ -130,8 +126,8 @@ local function advance(key, w, off, now)
     local used = tonumber(f[1]) or 0
     return used > 0 and used or 0, e, held
   elseif w.k == 'rolling' then
-    local width = floor_div(w.s, 30)
-    local head = floor_div(now, width)
+    local width = math.floor(w.s / 30)
+    local head = math.floor(now / width)
     local all = redis.call('HGETALL', key)
     local used, oldest, held, at_head = 0, nil, 0, 0
     for i = 1, #all, 2 do
@@ -184,7 +180,7 @@ end
 local function add_used(key, w, now, amount, used)
   if w.k == 'rolling' then
     if amount ~= 0 then
-      redis.call('HINCRBY', key, 'b' .. int(floor_div(now, floor_div(w.s, 30))), int(amount))
+      redis.call('HINCRBY', key, 'b' .. int(math.floor(now / math.floor(w.s / 30))), int(amount))
     end
     return nil
   end
@@ -223,8 +219,8 @@ local function put_counter(key, w, now, used, resets, held, at_head, raw, oldest
       redis.call('HSET', key, 'h', int(h))
       return used, h, resets
     end
-    local width = floor_div(w.s, 30)
-    local head = floor_div(now, width)
+    local width = math.floor(w.s / 30)
+    local head = math.floor(now / width)
     local v = at_head + charge
     redis.call('HSET', key, 'h', int(h), 'b' .. int(head), int(v))
     if v > 0 then
@@ -334,7 +330,8 @@ local function rollup(now, group, charge)
     any = any or c[m] ~= 0
   end
   if not any then return end
-  local key = tag .. 'ru:' .. int(floor_div(now, 3600 * 1000000) * 3600)
+  -- the hour's start in unix seconds (3600 * 1000000 µs an hour)
+  local key = tag .. 'ru:' .. int(math.floor(now / 3600000000) * 3600)
   local old = redis.call('HGET', key, group)
   if old then
     local v1, v2, v3, v4, v5, v6, v7 = string.match(old, SUMS)

@@ -35,7 +35,7 @@ local now = now_us()
 
 local function answer(kind, charged)
   local r = {kind}
-  for m = 1, 7 do r[m + 1] = int(charged[m] or 0) end
+  for m = 1, 7 do r[m + 1] = charged[m] or 0 end -- integer replies: no string to format
   for i = 1, n do
     local b = 14 + (i - 1) * 5
     local key = tag .. 'c:' .. ARGV[b + 1]
