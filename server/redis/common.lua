@@ -177,14 +177,15 @@ local function advance(key, w, off, now)
 end
 
 -- Append one event to the journal stream, capped near maxlen entries.
+-- (n goes as a number: Redis writes an integer's digits itself, no string is made.)
 local function journal(maxlen, kind, id, extra)
-  local n = tonumber(maxlen) or 0
+  local n = math.floor(tonumber(maxlen) or 0)
   if n <= 0 then return end
   if extra and extra ~= '' then
-    redis.call('XADD', tag .. 'journal', 'MAXLEN', '~', int(n), '*', 'event', kind, 'id', id,
+    redis.call('XADD', tag .. 'journal', 'MAXLEN', '~', n, '*', 'event', kind, 'id', id,
                'detail', extra)
   else
-    redis.call('XADD', tag .. 'journal', 'MAXLEN', '~', int(n), '*', 'event', kind, 'id', id)
+    redis.call('XADD', tag .. 'journal', 'MAXLEN', '~', n, '*', 'event', kind, 'id', id)
   end
 end
 

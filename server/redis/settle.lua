@@ -76,11 +76,18 @@ if not h then
 end
 
 if h[H_OW] ~= '' and owner ~= '*' and h[H_OW] ~= owner then return {'forbidden'} end
-local charged = charged_of(h)
-if h[H_ST] == 'settled' then return answer('repeated', charged) end
+if h[H_ST] == 'settled' then return answer('repeated', charged_of(h)) end
 
-local kind, delta = 'settle', {}
-for m = 1, 7 do delta[m] = actual[m] - charged[m] end
+-- what is charged now: actual less what was charged before (nothing, while held)
+local kind, delta, before = 'settle', actual, h[H_CHARGED]
+for m = 1, 7 do
+  if (tonumber(before[m]) or 0) ~= 0 then
+    local charged = charged_of(h)
+    delta = {}
+    for k = 1, 7 do delta[k] = actual[k] - charged[k] end
+    break
+  end
+end
 local held = h[H_ST] == 'held'
 if held then
   release_hold(h, now, delta)
