@@ -55,9 +55,10 @@ end
 -- The calendar period [start, end) in unix seconds of kind containing t (seconds),
 -- in a fixed offset off (seconds east of UTC). Days are counted from 1970-01-01 in
 -- the proleptic Gregorian calendar (Howard Hinnant's civil_from_days), with integer
--- divisions written as (a - a % b) / b: no function call on the hot path.
+-- divisions written as (a - a % b) / b: no function call on the hot path. A month
+-- has 31 and 30 days in turn from January, again from August (February apart):
+-- 30 + (m + m // 8) % 2, arithmetic rather than a table made at every call.
 local function period(kind, off, t)
-  local MONTH_DAYS = '\31\28\31\30\31\30\31\31\30\31\30\31' -- a constant: no table a call
   local x = t + off
   local z = (x - x % 86400) / 86400
   local zs, ze
@@ -83,10 +84,12 @@ local function period(kind, off, t)
     local leap = (y % 4 == 0 and y % 100 ~= 0) or y % 400 == 0
     if kind == 'month' then
       zs = z - mday
-      ze = zs + ((m == 2 and leap) and 29 or string.byte(MONTH_DAYS, m))
+      ze = zs + (m == 2 and (leap and 29 or 28) or 30 + (m + (m - m % 8) / 8) % 2)
     else
       zs = z - mday
-      for k = 1, m - 1 do zs = zs - ((k == 2 and leap) and 29 or string.byte(MONTH_DAYS, k)) end
+      for k = 1, m - 1 do
+        zs = zs - (k == 2 and (leap and 29 or 28) or 30 + (k + (k - k % 8) / 8) % 2)
+      end
       ze = zs + (leap and 366 or 365)
     end
   end
@@ -196,7 +199,8 @@ end
 -- group is the hourly rollups' group of what the hold is for (JSON text, as the
 -- replica wrote it), facts what hold.lua answers (server/redis_ledger.h), charged
 -- {} while held and what it was charged (7 amounts) once finished. A held one is in
--- <tag>hx by expiry; a finished one expires retain_s after it finished.
+-- <tag>hx by expiry; a finished one expires retain_s after it finished, and a
+-- settled one keeps only the first 8 fields (finish, charge.lua).
 local H_ST, H_OW, H_EX, H_RQ, H_TZ, H_GROUP, H_FACTS, H_CHARGED, H_C = 1, 2, 3, 4, 5, 6, 7, 8, 9
 
 -- Packed fields (server/redis_ledger.h, dsc__redis_facts_pack): "<length>:<bytes>"
