@@ -895,6 +895,8 @@ Test(store_redis, calendar_periods_match_core_window_on_every_day_boundary_of_13
     th_redis srv;
     th_redis_start(&srv, NULL);
     redisContext *c = th_redis_connect(&srv);
+    /* each EVAL below runs ~150 000 periods: seconds on a loaded machine, not 1 */
+    redisSetTimeout(c, (struct timeval){30, 0});
     const char *text = dsc__redis_script_texts[DSC_REDIS_STATE];
     const char *own = strstr(text, "-- state.lua");
     cr_assert_not_null(own);
