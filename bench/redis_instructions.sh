@@ -3,7 +3,7 @@
 # on the Redis store, counted by callgrind.
 #
 #   bench/redis_instructions.sh [--requests N] [--depth D] [--connections C] [--aof on|off]
-#                               [--discernd PATH] [--no-build] [--keep-logs]
+#                               [--state-age MS] [--discernd PATH] [--no-build] [--keep-logs]
 #
 # Twice, in a temporary folder: starts redis-server under valgrind's callgrind on a
 # free loopback port (no RDB saves; --aof on, the default: appendonly yes,
@@ -18,9 +18,10 @@
 # commands" is the part spent reading and running the calls (processInputBuffer:
 # the scripts, the commands they call, the AOF buffer), without the timers and the
 # socket writes, which grow with the run's length in seconds, not in decisions.
-# discernd runs with redis_state_max_age_ms = 10000, so a check reads no state of
-# its own, as on a counter many checks a second touch (two script calls per
-# decision, whatever the machine's speed of the moment).
+# discernd runs with redis_state_max_age_ms = 10000 (--state-age), so a check reads
+# no state of its own, as on a counter many checks a second touch (two script calls
+# per decision, whatever the machine's speed of the moment); --state-age 0 makes
+# every check read its counters first (three calls, as on a counter seldom touched).
 #
 # Why: Redis's CPU per decision moves with the machine's load; an instruction count
 # does not. It leaves out the kernel's work (a write or fsync counts once, not what
@@ -34,6 +35,7 @@ requests=2000
 depth=1
 connections=1
 aof=on
+state_age=10000
 build=1
 keep_logs=0
 discernd_bin=
@@ -45,10 +47,11 @@ while [ $# -gt 0 ]; do
         --depth) [ $# -ge 2 ] || die "--depth needs a value"; depth=$2; shift ;;
         --connections) [ $# -ge 2 ] || die "--connections needs a value"; connections=$2; shift ;;
         --aof) [ $# -ge 2 ] || die "--aof needs a value"; aof=$2; shift ;;
+        --state-age) [ $# -ge 2 ] || die "--state-age needs a value"; state_age=$2; shift ;;
         --discernd) [ $# -ge 2 ] || die "--discernd needs a path"; discernd_bin=$2; shift ;;
         --no-build) build=0 ;;
         --keep-logs) keep_logs=1 ;;
-        -h|--help) sed -n '2,29p' "${BASH_SOURCE[0]}" | sed 's/^# \{0,1\}//'; exit 0 ;;
+        -h|--help) sed -n '2,30p' "${BASH_SOURCE[0]}" | sed 's/^# \{0,1\}//'; exit 0 ;;
         *) die "unknown option '$1' (see --help)" ;;
     esac
     shift
@@ -58,6 +61,7 @@ done
 [[ "$connections" =~ ^[0-9]+$ ]] && [ "$connections" -ge 1 ] && [ "$connections" -le 100 ] ||
     die "--connections: expected 1..100"
 case "$aof" in on|off) ;; *) die "--aof: expected on or off" ;; esac
+[[ "$state_age" =~ ^[0-9]+$ ]] && [ "$state_age" -le 10000 ] || die "--state-age: expected 0..10000"
 command -v valgrind >/dev/null || die "valgrind not found (apt-get install valgrind)"
 command -v redis-server >/dev/null || die "redis-server not found (scripts/deps.sh)"
 
@@ -100,7 +104,7 @@ run_once() {
     mkdir -p "$dir"
     start_redis "$dir"
     start_discernd "$dir/discernd" "store = \"redis://127.0.0.1:$redis_port\"" \
-        "redis_state_max_age_ms = 10000"
+        "redis_state_max_age_ms = $state_age"
     # discernd answers store_unavailable until its connections to the slowed Redis are up
     for _ in $(seq 60); do
         timeout 300 "$bin/loadgen" --port "$dsc_port" --setup-budgets one --admin-token "$token" \
@@ -122,7 +126,7 @@ run_once() {
 }
 
 echo "command: bench/redis_instructions.sh --requests $requests --depth $depth --connections" \
-    "$connections --aof $aof${discernd_bin:+ --discernd $discernd_bin}"
+    "$connections --aof $aof --state-age $state_age${discernd_bin:+ --discernd $discernd_bin}"
 echo "commit: $(git -C "$root" rev-parse --short HEAD 2>/dev/null || echo unknown);" \
     "redis-server $(redis-server --version | sed 's/.*v=\([^ ]*\).*/\1/')"
 run_once "$requests"
