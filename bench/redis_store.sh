@@ -3,6 +3,7 @@
 # two replicas sharing one Redis can overshoot a budget.
 #
 #   bench/redis_store.sh [--seconds S] [--connections N] [--pipeline N] [--no-build]
+#                        [--redis-ledger PATH]
 #
 # Starts one redis-server (appendonly yes, appendfsync everysec, no RDB saves) on a
 # free loopback port in a temporary folder and runs bench/redis_ledger, which drives
@@ -14,8 +15,9 @@
 #                 refuse: decisions/s, and whether used + held ever passed the limit
 #   peer          bench/redis_check.lua with redis-benchmark (one call per decision):
 #                 the machine's speed of the moment, to read the other rows against
-# Redis's CPU comes from /proc/<pid>/stat around each run. Every process started
-# here is stopped by pid on exit.
+# Redis's CPU comes from /proc/<pid>/stat around each run. --redis-ledger runs
+# another build's bench/redis_ledger (the scripts it embeds: e.g. the ones before a
+# change). Every process started here is stopped by pid on exit.
 set -euo pipefail
 
 root=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
@@ -24,6 +26,7 @@ connections=8
 pipeline=16
 build=1
 keep_logs=0
+ledger_bin=
 
 die() { echo "redis_store.sh: $*" >&2; exit 2; }
 
@@ -33,7 +36,8 @@ while [ $# -gt 0 ]; do
         --connections) [ $# -ge 2 ] || die "--connections needs a value"; connections=$2; shift ;;
         --pipeline) [ $# -ge 2 ] || die "--pipeline needs a value"; pipeline=$2; shift ;;
         --no-build) build=0 ;;
-        --help|-h) sed -n '2,16p' "${BASH_SOURCE[0]}" | sed 's/^# \{0,1\}//'; exit 0 ;;
+        --redis-ledger) [ $# -ge 2 ] || die "--redis-ledger needs a path"; ledger_bin=$2; shift ;;
+        --help|-h) sed -n '2,20p' "${BASH_SOURCE[0]}" | sed 's/^# \{0,1\}//'; exit 0 ;;
         *) die "unknown option '$1' (see --help)" ;;
     esac
     shift
@@ -42,6 +46,8 @@ done
 source "$root/bench/lib.sh"
 bench_init discern-redis-bench
 build_release redis_ledger
+ledger=${ledger_bin:-$bin/redis_ledger}
+[ -x "$ledger" ] || die "no redis_ledger at $ledger"
 command -v redis-server >/dev/null || die "redis-server is not installed (scripts/deps.sh)"
 
 port=$(python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])')
@@ -83,7 +89,7 @@ printf '%-34s %12s %18s %20s %10s\n' "row" "decisions/s" "Redis CPU us/dec" "rep
 peer_row
 
 r0=$(cpu_of "$redis_pid")
-out=$("$bin/redis_ledger" --url "$url" --connections "$connections" --pipeline "$pipeline" \
+out=$("$ledger" --url "$url" --connections "$connections" --pipeline "$pipeline" \
       --seconds "$seconds" --tag one)
 r1=$(cpu_of "$redis_pid")
 n=$(field decisions "$out")
@@ -94,10 +100,10 @@ printf '%-34s %12s %18.1f %20.1f %10s\n' "one replica (Redis store)" "$(field de
 redis-cli -p "$port" flushall >/dev/null
 limit=20000000 # 20 units in holds of 1000..1999 micro: refused well before the run ends
 r0=$(cpu_of "$redis_pid")
-"$bin/redis_ledger" --url "$url" --connections "$connections" --pipeline "$pipeline" \
+"$ledger" --url "$url" --connections "$connections" --pipeline "$pipeline" \
     --seconds "$seconds" --limit "$limit" --tag a >"$tmp/a.out" &
 a=$!
-"$bin/redis_ledger" --url "$url" --connections "$connections" --pipeline "$pipeline" \
+"$ledger" --url "$url" --connections "$connections" --pipeline "$pipeline" \
     --seconds "$seconds" --limit "$limit" --tag b >"$tmp/b.out" &
 b=$!
 wait "$a" "$b"

@@ -57,21 +57,21 @@ if seed.w then
   for _, c in ipairs(seed) do
     local key = tag .. 'c:' .. c.n
     if is_calendar(w) then
-      local s = period(w.k, seed.off, floor_div(now, US))
+      local s = period(w.k, seed.off, math.floor(now / US))
       local used = 0
       for _, h in ipairs(c.h) do
         if h[1] >= s then used = used + h[2] end
       end
       redis.call('HSET', key, 'u', int(math.max(used, 0)), 'p', s)
     else
-      local width = floor_div(w.s, BUCKETS)
-      local head = floor_div(now, width)
+      local width = math.floor(w.s / BUCKETS)
+      local head = math.floor(now / width)
       local fields = redis.call('HKEYS', key)
       for _, f in ipairs(fields) do
         if string.match(f, '^b%-?%d+$') then redis.call('HDEL', key, f) end
       end
       for _, h in ipairs(c.h) do
-        local idx = floor_div(h[1] * US, width)
+        local idx = math.floor(h[1] * US / width)
         if idx >= head - BUCKETS and idx <= head and h[2] ~= 0 then
           redis.call('HINCRBY', key, 'b' .. int(idx), int(h[2]))
         end

@@ -57,7 +57,7 @@ if current ~= version then return unclaimed({'stale', current}) end
 
 local now = now_us()
 local expires = now + ttl_us
-local reply = {'ok', id, int(expires)}
+local reply = {'ok', id, expires} -- numbers: Redis writes an integer's digits
 local rec = {'held', owner, expires, request_id, off, group, facts, {}}
 for i = 1, n do
   local b = 11 + (i - 1) * 7

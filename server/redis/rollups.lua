@@ -13,7 +13,7 @@ if #ARGV ~= 4 or not from or not to or not budget or budget < 1 or budget > 1000
     from % 3600 ~= 0 then
   return redis.error_reply('bad_request rollups arguments')
 end
-local reply = {'', '', int(floor_div(now_us(), US))}
+local reply = {'', '', int(math.floor(now_us() / US))}
 local hour, read, passed = from, 0, 0
 while hour < to and read < budget and passed < 744 do
   local page = redis.call('HSCAN', tag .. 'ru:' .. int(hour), cursor, 'COUNT', budget - read)

@@ -33,28 +33,8 @@ end
 
 local now = now_us()
 
-local function answer(kind, charged)
-  local r = {kind}
-  for m = 1, 7 do r[m + 1] = int(charged[m] or 0) end
-  for i = 1, n do
-    local b = 14 + (i - 1) * 5
-    local key = tag .. 'c:' .. ARGV[b + 1]
-    local k = known[key]
-    local used, resets, held
-    if k and k[4] == off then
-      used, resets, held = k[1], k[2], k[3]
-    else
-      local w = {k = ARGV[b + 2], s = tonumber(ARGV[b + 3]), r = tonumber(ARGV[b + 4])}
-      if not w.s or not w.r then return redis.error_reply('bad_request counter ' .. i) end
-      used, resets, held = advance(key, w, off, now)
-    end
-    r[#r + 1] = used
-    r[#r + 1] = held
-    r[#r + 1] = resets
-  end
-  return r
-end
-
+-- What is charged and how (kind), by the reservation's state; then the answer.
+local kind, charged
 local h, old = load_hold(id)
 if not h then
   if n == 0 and detail == '' then return {'unknown'} end
@@ -72,27 +52,56 @@ if not h then
   finish(id, rec, 'settled', actual, retain_s, false, false)
   journal(maxlen, 'settle', id, detail)
   rollup(now, detail, actual)
-  return answer('unreserved', actual)
-end
-
-if h[H_OW] ~= '' and owner ~= '*' and h[H_OW] ~= owner then return {'forbidden'} end
-local charged = charged_of(h)
-if h[H_ST] == 'settled' then return answer('repeated', charged) end
-
-local kind, delta = 'settle', {}
-for m = 1, 7 do delta[m] = actual[m] - charged[m] end
-local held = h[H_ST] == 'held'
-if held then
-  release_hold(h, now, delta)
+  kind, charged = 'unreserved', actual
+elseif h[H_OW] ~= '' and owner ~= '*' and h[H_OW] ~= owner then
+  return {'forbidden'}
+elseif h[H_ST] == 'settled' then
+  kind, charged = 'repeated', charged_of(h)
 else
-  kind = 'late'
-  for c = H_C, #h, 6 do
-    local key, w = tag .. 'c:' .. h[c], {k = h[c + 1], s = h[c + 2], r = h[c + 3]}
-    local used = advance(key, w, h[H_TZ], now)
-    add_used(key, w, now, delta[h[c + 4] + 1] or 0, used)
+  -- what is charged now: actual less what was charged before (nothing, while held)
+  local delta, before = actual, h[H_CHARGED]
+  for m = 1, 7 do
+    if (tonumber(before[m]) or 0) ~= 0 then
+      local was = charged_of(h)
+      delta = {}
+      for k = 1, 7 do delta[k] = actual[k] - was[k] end
+      break
+    end
   end
+  local held = h[H_ST] == 'held'
+  if held then
+    release_hold(h, now, delta)
+  else
+    for c = H_C, #h, 6 do
+      local key, w = tag .. 'c:' .. h[c], {k = h[c + 1], s = h[c + 2], r = h[c + 3]}
+      local used = advance(key, w, h[H_TZ], now)
+      add_used(key, w, now, delta[h[c + 4] + 1] or 0, used)
+    end
+  end
+  finish(id, h, 'settled', actual, retain_s, held, old)
+  journal(maxlen, 'settle', id, detail)
+  rollup(now, h[H_GROUP], delta)
+  kind, charged = held and 'settle' or 'late', actual
 end
-finish(id, h, 'settled', actual, retain_s, held, old)
-journal(maxlen, 'settle', id, detail)
-rollup(now, h[H_GROUP], delta)
-return answer(kind, actual)
+
+-- The charges (integer replies: no string to format), then each given counter's
+-- used, held and reset time: from what this call wrote (known), else read.
+local r = {kind}
+for m = 1, 7 do r[m + 1] = charged[m] or 0 end
+for i = 1, n do
+  local b = 14 + (i - 1) * 5
+  local key = tag .. 'c:' .. ARGV[b + 1]
+  local k = known[key]
+  local used, resets, held
+  if k and k[4] == off then
+    used, resets, held = k[1], k[2], k[3]
+  else
+    local w = {k = ARGV[b + 2], s = tonumber(ARGV[b + 3]), r = tonumber(ARGV[b + 4])}
+    if not w.s or not w.r then return redis.error_reply('bad_request counter ' .. i) end
+    used, resets, held = advance(key, w, off, now)
+  end
+  r[#r + 1] = used
+  r[#r + 1] = held
+  r[#r + 1] = resets
+end
+return r

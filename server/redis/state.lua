@@ -17,8 +17,8 @@ for i = 1, n do
   local w = {k = ARGV[b + 2], s = tonumber(ARGV[b + 3]), r = tonumber(ARGV[b + 4])}
   if not w.s or not w.r then return redis.error_reply('bad_request counter ' .. i) end
   local used, resets, held = advance(key, w, off, now)
-  reply[#reply + 1] = int(used)
-  reply[#reply + 1] = int(held)
-  reply[#reply + 1] = int(resets)
+  reply[#reply + 1] = used -- integer replies: no string to format
+  reply[#reply + 1] = held
+  reply[#reply + 1] = resets
 end
 return reply

@@ -343,6 +343,101 @@ Test(store_redis, a_settle_through_another_replica_charges_once_and_repeats_answ
     th_redis_cleanup(&srv);
 }
 
+/* Fields of the record a finished hold is kept as ({discern:}hd:<id>, a packed array). */
+static long long record_fields(redisContext *c, const char *id) {
+    redisReply *r = redisCommand(c, "EVAL %s 1 {discern:}hd:%s",
+                                 "return #cmsgpack.unpack(redis.call('GET', KEYS[1]))", id);
+    cr_assert(r && r->type == REDIS_REPLY_INTEGER, "%s", r ? r->str : "no reply");
+    long long n = r->integer;
+    freeReplyObject(r);
+    return n;
+}
+
+/* A settled hold is kept without its counters (state, owner, expiry, request id,
+ * offset, group, facts, charges): a repeated settle, a cancel and hold.lua answer
+ * from those as before. A cancelled one keeps its counters for a late settle. */
+Test(store_redis, a_settled_hold_kept_without_its_counters_answers_a_repeated_settle_the_same) {
+    th_redis srv;
+    th_redis_start(&srv, NULL);
+    replica p;
+    replica_open(&p, &srv);
+    redisContext *c = th_redis_connect(&srv);
+    const counter both[] = {TEAM, ORG};
+    cr_assert_str_eq(reserve(&p, "0", "r1", "", 60000000, both, 2).el[0], "ok");
+    cr_assert_eq(record_fields(c, "r1"), 8 + 2 * 6, "a held hold keeps its counters");
+    answer s = settle(&p, "r1", 250);
+    cr_assert_str_eq(s.el[0], "settle", "%s", s.message);
+    cr_assert_eq(record_fields(c, "r1"), 8, "a settled one keeps 8 fields");
+    answer again = settle(&p, "r1", 999);
+    cr_assert_str_eq(again.el[0], "repeated");
+    for (int m = 1; m <= 7; m++)
+        cr_assert_str_eq(again.el[m], s.el[m], "charge %d as the first settle answered", m);
+    cr_assert_str_eq(cancel(&p, "r1").el[0], "settled");
+    args a = {0};
+    arg(&a, "r1");
+    answer h = call(&p, DSC_REDIS_HOLD, &a);
+    cr_assert_str_eq(h.el[0], "settled", "%s", h.message);
+    cr_assert_str_eq(h.el[1], "key-1", "its owner");
+    long long used, held;
+    state(&p, &ORG, &used, &held, NULL);
+    cr_assert_eq(used, 250);
+    cr_assert_eq(held, 0);
+    cr_assert_str_eq(reserve(&p, "0", "r2", "", 60000000, both, 2).el[0], "ok");
+    cr_assert_str_eq(cancel(&p, "r2").el[0], "cancelled");
+    cr_assert_eq(record_fields(c, "r2"), 8 + 2 * 6, "a cancelled hold keeps its counters");
+    redisFree(c);
+    replica_close(&p);
+    th_redis_cleanup(&srv);
+}
+
+/* A reserve of amount on TEAM for group, then its settle of seven actual amounts. */
+static void charge_group(replica *p, const char *id, const char *group, const long long *actual) {
+    args a = {0};
+    arg(&a, "0"), arg(&a, "%s", id), arg(&a, ""), arg(&a, "60000000"), arg(&a, "0");
+    arg(&a, "key-1"), arg(&a, ""), arg(&a, ""), arg(&a, "%s", group), arg(&a, "1000");
+    arg(&a, "1"), arg(&a, "%s", TEAM.name), arg(&a, "month"), arg(&a, "0"), arg(&a, "0");
+    arg(&a, "1000000"), arg(&a, "10"), arg(&a, "1");
+    answer r = call(p, DSC_REDIS_RESERVE, &a);
+    cr_assert_str_eq(r.el[0], "ok", "%s", r.message);
+    args b = {0};
+    arg(&b, "%s", id), arg(&b, "key-1"), arg(&b, "600"), arg(&b, ""), arg(&b, "1000");
+    for (int m = 0; m < 7; m++)
+        arg(&b, "%lld", actual[m]);
+    arg(&b, "0"), arg(&b, "0");
+    answer s = call(p, DSC_REDIS_SETTLE, &b);
+    cr_assert_str_eq(s.el[0], "settle", "%s", s.message);
+}
+
+/* An hour's rollup of a group is the sum of each of its charges, metric by metric
+ * (a correction included); another group has its own sums. */
+Test(store_redis, an_hours_rollup_adds_each_charge_metric_by_metric) {
+    th_redis srv;
+    th_redis_start(&srv, NULL);
+    replica p;
+    replica_open(&p, &srv);
+    redisContext *c = th_redis_connect(&srv);
+    const long long a1[7] = {1, 20, 300, 4000, 50000, 600000, 7000000};
+    const long long a2[7] = {7, 6, 5, 4, 3, 2, 1};
+    charge_group(&p, "g1", "[\"a\"]", a1);
+    charge_group(&p, "g2", "[\"a\"]", a2);
+    charge_group(&p, "g3", "[\"b\"]", a2);
+    answer late = settle(&p, "g1", 5); /* settled already: repeats, adds nothing */
+    cr_assert_str_eq(late.el[0], "repeated");
+    redisReply *keys = redisCommand(c, "KEYS {discern:}ru:*");
+    cr_assert(keys && keys->type == REDIS_REPLY_ARRAY && keys->elements == 1);
+    redisReply *v = redisCommand(c, "HMGET %s [\"a\"] [\"b\"]", keys->element[0]->str);
+    cr_assert(v && v->type == REDIS_REPLY_ARRAY && v->elements == 2);
+    cr_assert_str_eq(v->element[0]->str, "8,26,305,4004,50003,600002,7000001");
+    cr_assert_str_eq(v->element[1]->str, "7,6,5,4,3,2,1");
+    freeReplyObject(v);
+    cr_assert_gt(th_redis_int(c, "TTL %s", keys->element[0]->str), 300 * 86400,
+                 "an hour is kept for a year's window and more");
+    freeReplyObject(keys);
+    redisFree(c);
+    replica_close(&p);
+    th_redis_cleanup(&srv);
+}
+
 /* A hold keeps its facts, not the decision's journal text: that is written once, to
  * the journal stream. */
 Test(store_redis, the_journal_text_is_written_once_and_the_hold_keeps_its_facts) {
@@ -800,6 +895,8 @@ Test(store_redis, calendar_periods_match_core_window_on_every_day_boundary_of_13
     th_redis srv;
     th_redis_start(&srv, NULL);
     redisContext *c = th_redis_connect(&srv);
+    /* each EVAL below runs ~150 000 periods: seconds on a loaded machine, not 1 */
+    redisSetTimeout(c, (struct timeval){30, 0});
     const char *text = dsc__redis_script_texts[DSC_REDIS_STATE];
     const char *own = strstr(text, "-- state.lua");
     cr_assert_not_null(own);
