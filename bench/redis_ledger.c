@@ -148,12 +148,18 @@ static void start_decision(slot *s) {
         b->errors++;
 }
 
+/* A number of state.lua's answer: an integer reply, or digits from older scripts. */
+static long long reply_number(const redisReply *r) {
+    if (r->type == REDIS_REPLY_INTEGER) return r->integer;
+    return r->type == REDIS_REPLY_STRING && r->str ? atoll(r->str) : 0;
+}
+
 static void on_state(void *ud, dsc_status st, const redisReply *rep, const char *msg) {
     long long *out = ud;
     (void)msg;
     if (st == DSC_OK && rep && rep->type == REDIS_REPLY_ARRAY && rep->elements == 4) {
-        out[0] = atoll(rep->element[1]->str);
-        out[1] = atoll(rep->element[2]->str);
+        out[0] = reply_number(rep->element[1]);
+        out[1] = reply_number(rep->element[2]);
     }
     out[2] = 1;
 }
