@@ -65,11 +65,14 @@ static const char *const stmt_sql[ST_COUNT] = {
                   " VALUES(?,?,?,?,?,?,?,?,?,?,?,?,?)",
     [ST_BUDGET] = "INSERT INTO budget_log(at_us, deleted, budget_id, selector, metric, window,"
                   " limit_micro) VALUES(?,?,?,?,?,?,?)",
+    /* a string missing from memory is nearly always new to the file (memory forgets only
+     * after a restart, a rollback or INTERN_MAX): insert first, look up on conflict */
     [ST_NAME_GET] = "SELECT id FROM names WHERE name = ?1",
-    [ST_NAME_ADD] = "INSERT INTO names(name) VALUES(?1)",
+    [ST_NAME_ADD] = "INSERT INTO names(name) VALUES(?1) ON CONFLICT DO NOTHING",
     [ST_SUBJECT_GET] = "SELECT id FROM subjects WHERE org = ?1 AND team = ?2 AND user = ?3"
                        " AND key = ?4",
-    [ST_SUBJECT_ADD] = "INSERT INTO subjects(org, team, user, key) VALUES(?1, ?2, ?3, ?4)",
+    [ST_SUBJECT_ADD] = "INSERT INTO subjects(org, team, user, key) VALUES(?1, ?2, ?3, ?4)"
+                       " ON CONFLICT DO NOTHING",
     [ST_CHECKPOINT] =
         "INSERT INTO checkpoints(seq, at_us, max_at_us, held_from, max_rid)"
         " VALUES(?1, ?2, ?3, ?4, (SELECT coalesce(max(m), x'') FROM (SELECT max_rid AS m"
@@ -312,6 +315,7 @@ static void free_name(void *val, void *ud) {
 
 static void intern_clear(dsc__sq_intern *in) {
     memset(in->memo, 0, sizeof in->memo);
+    in->warnings = NULL;
     dsc__strmap_each(&in->map, free_name, NULL);
     dsc__strmap_destroy(&in->map);
     dsc__strmap_init(&in->map);
@@ -327,6 +331,7 @@ static void intern_free(dsc__sq_intern *in) {
 /* The batch rolled back: the ids it added are gone from the file, so from memory. */
 static void intern_rollback(dsc__sq_intern *in) {
     memset(in->memo, 0, sizeof in->memo);
+    in->warnings = NULL;
     for (size_t i = 0; i < in->n_added; i++) {
         dsc__strmap_del_if(&in->map, in->added[i]->key, in->added[i]);
         free(in->added[i]);
@@ -357,21 +362,26 @@ static sq_name *intern_remember(dsc__sq_intern *in, const char *key, int64_t id)
     return e;
 }
 
-/* The id of the row get finds with vals bound (1..n), else of the one add inserts. */
+/* The id of the row add inserts with vals bound (1..n), else (it is there already) of
+ * the one get finds. */
 static int intern_row(sq_store *s, int get, int add, const char *const *vals, int n, int64_t *id) {
-    sqlite3_stmt *st = s->st[get];
+    sqlite3_stmt *st = s->st[add];
     for (int i = 0; i < n; i++)
         sqlite3_bind_text(st, i + 1, vals[i], -1, SQLITE_STATIC);
-    int rc = sqlite3_step(st);
+    int rc = step(st);
+    if (rc != SQLITE_OK) return rc;
+    if (sqlite3_changes(s->db) == 1) {
+        *id = sqlite3_last_insert_rowid(s->db);
+        return SQLITE_OK;
+    }
+    st = s->st[get];
+    for (int i = 0; i < n; i++)
+        sqlite3_bind_text(st, i + 1, vals[i], -1, SQLITE_STATIC);
+    rc = sqlite3_step(st);
     if (rc == SQLITE_ROW) *id = sqlite3_column_int64(st, 0);
     sqlite3_reset(st);
-    if (rc == SQLITE_ROW) return SQLITE_OK;
-    if (rc != SQLITE_DONE) return rc;
-    st = s->st[add];
-    for (int i = 0; i < n; i++)
-        sqlite3_bind_text(st, i + 1, vals[i], -1, SQLITE_STATIC);
-    if ((rc = step(st)) == SQLITE_OK) *id = sqlite3_last_insert_rowid(s->db);
-    return rc;
+    if (rc == SQLITE_DONE) rc = SQLITE_CORRUPT; /* a conflict without the row */
+    return rc == SQLITE_ROW ? SQLITE_OK : rc;
 }
 
 /* The id of name in names (0 for "": stored as NULL). field: the column it is for;
@@ -447,6 +457,21 @@ static const char *warnings_json(unsigned bits, char *buf, size_t cap) {
     return buf;
 }
 
+/* Bind the interned id of the warnings' JSON to parameter i: the last set's id is kept
+ * by its bits, so a repeat is neither formatted nor looked up. */
+static void bind_warnings(sq_store *s, sqlite3_stmt *st, int i, unsigned bits, int *rc) {
+    dsc__sq_intern *in = &s->names;
+    if (!bits || (in->warnings && in->warnings_bits == bits)) {
+        bind_id(st, i, bits ? in->warnings->id : 0);
+        return;
+    }
+    char json[256];
+    bind_name(s, st, i, warnings_json(bits, json, sizeof json), rc);
+    sq_name *e = in->memo[i % DSC__SQ_MEMO]; /* what bind_name found or added */
+    in->warnings = *rc == SQLITE_OK && e && strcmp(e->key, json) == 0 ? e : NULL;
+    in->warnings_bits = bits;
+}
+
 /* A decision's own columns (22..35 of ST_EVENT). */
 static void bind_decision(sq_store *s, sqlite3_stmt *st, const dsc__rec_decision *d, int *rc) {
     bind_text(st, 22, d->decision_id);
@@ -457,8 +482,7 @@ static void bind_decision(sq_store *s, sqlite3_stmt *st, const dsc__rec_decision
     bind_name(s, st, 27, d->purpose_class, rc);
     bind_name(s, st, 28, d->verdicts, rc);
     bind_name(s, st, 29, d->tags, rc);
-    char warnings[256];
-    bind_name(s, st, 30, warnings_json(d->warnings, warnings, sizeof warnings), rc);
+    bind_warnings(s, st, 30, d->warnings, rc);
     sqlite3_bind_int64(st, 31, d->input_tokens);
     sqlite3_bind_int64(st, 32, d->output_tokens);
     sqlite3_bind_int64(st, 33, d->est_energy_wh);

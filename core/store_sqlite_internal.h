@@ -79,6 +79,8 @@ enum {
 typedef struct dsc__sq_intern {
     dsc__strmap map;                         /* key -> dsc__sq_name (its key points into it) */
     struct dsc__sq_name *memo[DSC__SQ_MEMO]; /* entries of map, or NULL */
+    struct dsc__sq_name *warnings;           /* names: the entry of the last warnings set */
+    unsigned warnings_bits;                  /* and its DSC_WARN_* bits */
     struct dsc__sq_name **added; /* this batch's new entries: forgotten if it rolls back */
     size_t n_added, cap_added;
 } dsc__sq_intern;
