@@ -315,7 +315,7 @@ static void free_name(void *val, void *ud) {
 
 static void intern_clear(dsc__sq_intern *in) {
     memset(in->memo, 0, sizeof in->memo);
-    in->warnings = NULL;
+    memset(in->warnings, 0, sizeof in->warnings);
     dsc__strmap_each(&in->map, free_name, NULL);
     dsc__strmap_destroy(&in->map);
     dsc__strmap_init(&in->map);
@@ -331,7 +331,7 @@ static void intern_free(dsc__sq_intern *in) {
 /* The batch rolled back: the ids it added are gone from the file, so from memory. */
 static void intern_rollback(dsc__sq_intern *in) {
     memset(in->memo, 0, sizeof in->memo);
-    in->warnings = NULL;
+    memset(in->warnings, 0, sizeof in->warnings);
     for (size_t i = 0; i < in->n_added; i++) {
         dsc__strmap_del_if(&in->map, in->added[i]->key, in->added[i]);
         free(in->added[i]);
@@ -457,19 +457,18 @@ static const char *warnings_json(unsigned bits, char *buf, size_t cap) {
     return buf;
 }
 
-/* Bind the interned id of the warnings' JSON to parameter i: the last set's id is kept
- * by its bits, so a repeat is neither formatted nor looked up. */
+/* Bind the interned id of the warnings' JSON to parameter i: each set's id is kept by
+ * its bits, so a set seen before is neither formatted nor looked up. */
 static void bind_warnings(sq_store *s, sqlite3_stmt *st, int i, unsigned bits, int *rc) {
-    dsc__sq_intern *in = &s->names;
-    if (!bits || (in->warnings && in->warnings_bits == bits)) {
-        bind_id(st, i, bits ? in->warnings->id : 0);
+    sq_name **known = bits < DSC__SQ_WARNINGS ? &s->names.warnings[bits] : NULL;
+    if (!bits || (known && *known)) {
+        bind_id(st, i, bits ? (*known)->id : 0);
         return;
     }
     char json[256];
     bind_name(s, st, i, warnings_json(bits, json, sizeof json), rc);
-    sq_name *e = in->memo[i % DSC__SQ_MEMO]; /* what bind_name found or added */
-    in->warnings = *rc == SQLITE_OK && e && strcmp(e->key, json) == 0 ? e : NULL;
-    in->warnings_bits = bits;
+    sq_name *e = s->names.memo[i % DSC__SQ_MEMO]; /* what bind_name found or added */
+    if (known && *rc == SQLITE_OK && e && strcmp(e->key, json) == 0) *known = e;
 }
 
 /* A decision's own columns (22..35 of ST_EVENT). */
