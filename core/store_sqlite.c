@@ -47,6 +47,19 @@
 
 typedef dsc__sq_store sq_store;
 
+/* A checkpoint adds its hours' sums to rollups ROLL_MANY rows per statement (a
+ * statement's own overhead is paid once for all of them), the rest one by one. */
+#define ROLL_MANY 16
+#define ROLL_ROW "(?, ?, ?, ?, ?, ?, ?, ?, ?)"
+#define ROLL_ROWS4 ROLL_ROW "," ROLL_ROW "," ROLL_ROW "," ROLL_ROW
+#define ROLL_ROWS ROLL_ROWS4 "," ROLL_ROWS4 "," ROLL_ROWS4 "," ROLL_ROWS4 /* ROLL_MANY */
+#define ROLL_UPSERT                                                                                \
+    " ON CONFLICT(hour_us, subject) DO UPDATE SET"                                                 \
+    " energy_wh = energy_wh + excluded.energy_wh, gco2e = gco2e + excluded.gco2e,"                 \
+    " water_ml = water_ml + excluded.water_ml, pe_mj = pe_mj + excluded.pe_mj,"                    \
+    " cost = cost + excluded.cost, tokens = tokens + excluded.tokens,"                             \
+    " requests = requests + excluded.requests"
+
 static const char *const stmt_sql[ST_COUNT] = {
     [ST_EVENT] =
         "INSERT INTO events(at_us, type, rid, subject, state, kind, hold, energy_wh, gco2e,"
@@ -79,12 +92,8 @@ static const char *const stmt_sql[ST_COUNT] = {
         " FROM checkpoints WHERE seq = ?5 UNION ALL SELECT substr(rid, 1, 6) FROM events"
         " WHERE seq > ?5 AND seq <= ?1 AND type IN (" DSC__SQ_HOLD_TYPES
         ") AND length(rid) = 18)))",
-    [ST_ROLLUP] = "INSERT INTO rollups VALUES(?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9)"
-                  " ON CONFLICT(hour_us, subject) DO UPDATE SET"
-                  " energy_wh = energy_wh + excluded.energy_wh, gco2e = gco2e + excluded.gco2e,"
-                  " water_ml = water_ml + excluded.water_ml, pe_mj = pe_mj + excluded.pe_mj,"
-                  " cost = cost + excluded.cost, tokens = tokens + excluded.tokens,"
-                  " requests = requests + excluded.requests",
+    [ST_ROLLUP] = "INSERT INTO rollups VALUES" ROLL_ROW ROLL_UPSERT,
+    [ST_ROLLUP_MANY] = "INSERT INTO rollups VALUES" ROLL_ROWS ROLL_UPSERT,
     /* old events in [?1, ?2), but the holds still open */
     [ST_PURGE] = "DELETE FROM events WHERE seq >= ?1 AND seq < ?2"
                  " AND NOT (type IN (1, 2) AND dsc_open(rid))",
@@ -781,17 +790,37 @@ static void roll_add(sq_store *s, int64_t at_us, int64_t subject, const dsc_amou
 typedef struct flush_ctx {
     sq_store *s;
     int rc;
+    int n;                             /* sums waiting in pending */
+    const sq_roll *pending[ROLL_MANY]; /* written once ROLL_MANY wait, or at the end */
 } flush_ctx;
+
+/* Bind r's hour, subject and sums as row k (from 0) of st. */
+static void bind_roll(sqlite3_stmt *st, int k, const sq_roll *r) {
+    sqlite3_bind_int64(st, 9 * k + 1, r->hour_us);
+    sqlite3_bind_int64(st, 9 * k + 2, r->subject);
+    bind_amounts(st, 9 * k + 3, &r->sums);
+}
 
 static void flush_one(void *val, void *ud) {
     flush_ctx *f = ud;
-    const sq_roll *r = val;
     if (f->rc != SQLITE_OK) return;
-    sqlite3_stmt *st = f->s->st[ST_ROLLUP];
-    sqlite3_bind_int64(st, 1, r->hour_us);
-    sqlite3_bind_int64(st, 2, r->subject);
-    bind_amounts(st, 3, &r->sums);
-    f->rc = step(st);
+    f->pending[f->n++] = val;
+    if (f->n < ROLL_MANY) return;
+    for (int k = 0; k < ROLL_MANY; k++)
+        bind_roll(f->s->st[ST_ROLLUP_MANY], k, f->pending[k]);
+    f->rc = step(f->s->st[ST_ROLLUP_MANY]);
+    f->n = 0;
+}
+
+/* Every hour's sums into rollups. */
+static int flush_rollups(sq_store *s) {
+    flush_ctx f = {.s = s, .rc = SQLITE_OK};
+    dsc__strmap_each(&s->roll, flush_one, &f);
+    for (int k = 0; f.rc == SQLITE_OK && k < f.n; k++) {
+        bind_roll(s->st[ST_ROLLUP], 0, f.pending[k]);
+        f.rc = step(s->st[ST_ROLLUP]);
+    }
+    return f.rc;
 }
 
 /* A checkpoint, when one is due, before the batch's own rows: the sums of the charges
@@ -804,9 +833,8 @@ static int write_checkpoint(sq_store *s, int64_t now_us, bool *written, int64_t 
     if (s->rollups_lost || since <= 0 ||
         (since < DSC__SQ_CHECKPOINT_EVERY && now_us - s->checkpoint_at < DSC__SQ_CHECKPOINT_US))
         return SQLITE_OK;
-    flush_ctx f = {s, SQLITE_OK};
-    dsc__strmap_each(&s->roll, flush_one, &f);
-    if (f.rc != SQLITE_OK) return f.rc;
+    int rc = flush_rollups(s);
+    if (rc != SQLITE_OK) return rc;
     sqlite3_stmt *st = s->st[ST_CHECKPOINT];
     *held_from = oldest_open(s);
     sqlite3_bind_int64(st, 1, s->last_seq);
@@ -814,7 +842,7 @@ static int write_checkpoint(sq_store *s, int64_t now_us, bool *written, int64_t 
     sqlite3_bind_int64(st, 3, s->max_at_us);
     sqlite3_bind_int64(st, 4, *held_from);
     sqlite3_bind_int64(st, 5, s->checkpoint_seq); /* the newest hold id: see hold_range */
-    int rc = step(st);
+    rc = step(st);
     *written = rc == SQLITE_OK;
     return rc;
 }

@@ -54,6 +54,7 @@ enum {
     ST_SUBJECT_ADD,
     ST_CHECKPOINT,
     ST_ROLLUP,
+    ST_ROLLUP_MANY,
     ST_PURGE,
     ST_PURGED,
     ST_UNRESERVED,

@@ -2596,3 +2596,39 @@ Test(store_sqlite, a_name_first_written_by_a_batch_that_rolled_back_is_written_a
                                  " AND " WARNINGS_ARE("6")),
                  1, "the names the failed batch added are there again");
 }
+
+Test(store_sqlite, a_checkpoint_adds_every_subjects_sums_to_rollups_however_many_there_are) {
+    char path[600];
+    temp_db(path, sizeof path);
+    fake_clock clk = {T0};
+    dsc_ledger *l = open_at(path, &clk, 0);
+    enum { USERS = 41 }; /* more than one statement's rows, and some left over */
+    static dsc_subject subjects[USERS];
+    static char users[USERS][16];
+    dsc_error err;
+    for (int n = 0; n < 2 * USERS; n++) {
+        int i = n % USERS;
+        snprintf(users[i], sizeof users[i], "u%d", i);
+        subjects[i] = (dsc_subject){.org = "acme", .team = "infra", .user = users[i]};
+        char rid[32];
+        snprintf(rid, sizeof rid, "u-%d", n);
+        dsc_amounts a = amt(DSC_METRIC_GCO2E, (i + 1) * M);
+        cr_assert_eq(settle_as(l, (dsc_settle_req){rid, &a, &subjects[i], NULL}, NULL, NULL, &err),
+                     DSC_OK, "%s", err.message);
+    }
+    clk.now += 120 * S; /* the next batch takes a checkpoint: every sum so far is flushed */
+    dsc_subject late = {.org = "acme", .team = "infra", .user = "late"};
+    dsc_amounts one = amt(DSC_METRIC_GCO2E, M);
+    cr_assert_eq(settle_as(l, (dsc_settle_req){"u-late", &one, &late, NULL}, NULL, NULL, &err),
+                 DSC_OK, "%s", err.message);
+    dsc_ledger_free(l);
+    cr_assert_eq(query_int(path, "SELECT count(*) FROM (SELECT s.user FROM rollups r"
+                                 " JOIN subjects s ON s.id = r.subject WHERE s.user != 'late'"
+                                 " GROUP BY s.user HAVING sum(r.gco2e) = 2000000 *"
+                                 " (CAST(substr(s.user, 2) AS INTEGER) + 1))"),
+                 USERS, "each subject's two charges, rolled up");
+    cr_assert_eq(query_int(path, "SELECT count(*) FROM rollups r JOIN subjects s"
+                                 " ON s.id = r.subject WHERE s.user != 'late'"
+                                 " AND r.requests != 0"),
+                 0, "no other metric");
+}
