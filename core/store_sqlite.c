@@ -787,13 +787,6 @@ static void roll_add(sq_store *s, int64_t at_us, int64_t subject, const dsc_amou
         r->sums.v[m] = dsc__sq_add(r->sums.v[m], a->v[m]);
 }
 
-typedef struct flush_ctx {
-    sq_store *s;
-    int rc;
-    int n;                             /* sums waiting in pending */
-    const sq_roll *pending[ROLL_MANY]; /* written once ROLL_MANY wait, or at the end */
-} flush_ctx;
-
 /* Bind r's hour, subject and sums as row k (from 0) of st. */
 static void bind_roll(sqlite3_stmt *st, int k, const sq_roll *r) {
     sqlite3_bind_int64(st, 9 * k + 1, r->hour_us);
@@ -801,26 +794,51 @@ static void bind_roll(sqlite3_stmt *st, int k, const sq_roll *r) {
     bind_amounts(st, 9 * k + 3, &r->sums);
 }
 
-static void flush_one(void *val, void *ud) {
-    flush_ctx *f = ud;
-    if (f->rc != SQLITE_OK) return;
-    f->pending[f->n++] = val;
-    if (f->n < ROLL_MANY) return;
-    for (int k = 0; k < ROLL_MANY; k++)
-        bind_roll(f->s->st[ST_ROLLUP_MANY], k, f->pending[k]);
-    f->rc = step(f->s->st[ST_ROLLUP_MANY]);
-    f->n = 0;
+typedef struct roll_list {
+    const sq_roll **v;
+    size_t n;
+} roll_list;
+
+static void list_roll(void *val, void *ud) {
+    roll_list *l = ud;
+    l->v[l->n++] = val;
 }
 
-/* Every hour's sums into rollups. */
-static int flush_rollups(sq_store *s) {
-    flush_ctx f = {.s = s, .rc = SQLITE_OK};
-    dsc__strmap_each(&s->roll, flush_one, &f);
-    for (int k = 0; f.rc == SQLITE_OK && k < f.n; k++) {
-        bind_roll(s->st[ST_ROLLUP], 0, f.pending[k]);
-        f.rc = step(s->st[ST_ROLLUP]);
+static int roll_order(const void *a, const void *b) {
+    const sq_roll *x = *(const sq_roll *const *)a, *y = *(const sq_roll *const *)b;
+    if (x->hour_us != y->hour_us) return x->hour_us < y->hour_us ? -1 : 1;
+    return (x->subject > y->subject) - (x->subject < y->subject);
+}
+
+/* v[0..n) into rollups: ROLL_MANY rows per statement, the rest one by one. */
+static int write_rolls(sq_store *s, const sq_roll **v, size_t n) {
+    int rc = SQLITE_OK;
+    size_t i = 0;
+    for (; rc == SQLITE_OK && n - i >= ROLL_MANY; i += ROLL_MANY) {
+        for (int k = 0; k < ROLL_MANY; k++)
+            bind_roll(s->st[ST_ROLLUP_MANY], k, v[i + (size_t)k]);
+        rc = step(s->st[ST_ROLLUP_MANY]);
     }
-    return f.rc;
+    for (; rc == SQLITE_OK && i < n; i++) {
+        bind_roll(s->st[ST_ROLLUP], 0, v[i]);
+        rc = step(s->st[ST_ROLLUP]);
+    }
+    return rc;
+}
+
+/* Every hour's sums into rollups, in key order: the rows a checkpoint adds (subjects
+ * get their ids in the order they first come) go to the right edge of the table's
+ * B-tree, which packs its pages instead of splitting them in the middle. *skipped:
+ * out of memory for the order, nothing was written (the checkpoint waits). */
+static int flush_rollups(sq_store *s, bool *skipped) {
+    roll_list l = {malloc((s->roll.len ? s->roll.len : 1) * sizeof *l.v), 0};
+    *skipped = !l.v;
+    if (!l.v) return SQLITE_OK;
+    dsc__strmap_each(&s->roll, list_roll, &l);
+    qsort(l.v, l.n, sizeof *l.v, roll_order);
+    int rc = write_rolls(s, l.v, l.n);
+    free(l.v);
+    return rc;
 }
 
 /* A checkpoint, when one is due, before the batch's own rows: the sums of the charges
@@ -833,8 +851,9 @@ static int write_checkpoint(sq_store *s, int64_t now_us, bool *written, int64_t 
     if (s->rollups_lost || since <= 0 ||
         (since < DSC__SQ_CHECKPOINT_EVERY && now_us - s->checkpoint_at < DSC__SQ_CHECKPOINT_US))
         return SQLITE_OK;
-    int rc = flush_rollups(s);
-    if (rc != SQLITE_OK) return rc;
+    bool skipped;
+    int rc = flush_rollups(s, &skipped);
+    if (rc != SQLITE_OK || skipped) return rc;
     sqlite3_stmt *st = s->st[ST_CHECKPOINT];
     *held_from = oldest_open(s);
     sqlite3_bind_int64(st, 1, s->last_seq);
