@@ -2564,8 +2564,9 @@ Test(store_sqlite, many_distinct_names_and_subjects_in_turn_each_read_back_as_wr
 Test(store_sqlite, a_name_first_written_by_a_batch_that_rolled_back_is_written_again) {
     char path[600];
     temp_db(path, sizeof path);
+    /* a long batch: the two decisions below are queued well within one */
     dsc_ledger_config cfg = {
-        .store_path = path, .durability = DSC_DURABILITY_BATCH, .batch_ms = 300};
+        .store_path = path, .durability = DSC_DURABILITY_BATCH, .batch_ms = 1000};
     dsc_error err;
     dsc_ledger *l = dsc_ledger_new(&cfg, &err);
     cr_assert(l, "%s", err.message);
