@@ -2508,8 +2508,8 @@ static dsc_status record_named(dsc_ledger *l, const char *id, const char *user, 
 /* The warnings of DSC_WARN_* bits 0..2 as the views show them: SQL true when the
  * decision's warnings column holds exactly the names of bits b. */
 #define WARNINGS_ARE(b)                                                                            \
-    "ifnull(json_array_length(warnings), 0) = ((" b ") & 1) + ((" b ") >> 1 & 1) + ((" b             \
-    ") >> 2 & 1) AND (ifnull(warnings, '') LIKE '%model-arch-not-released%') = ((" b ") & 1)"       \
+    "ifnull(json_array_length(warnings), 0) = ((" b ") & 1) + ((" b ") >> 1 & 1) + ((" b           \
+    ") >> 2 & 1) AND (ifnull(warnings, '') LIKE '%model-arch-not-released%') = ((" b ") & 1)"      \
     " AND (ifnull(warnings, '') LIKE '%model-arch-multimodal%') = ((" b ") >> 1 & 1)"              \
     " AND (ifnull(warnings, '') LIKE '%model-not-in-catalogue%') = ((" b ") >> 2 & 1)"
 
