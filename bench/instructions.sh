@@ -3,7 +3,7 @@
 #
 #   bench/instructions.sh [--requests N] [--depth D] [--connections C] [--store none|redis]
 #                         [--durability full|batch|off] [--discernd PATH] [--no-build]
-#                         [--keep-logs]
+#                         [--writer] [--keep-logs]
 #
 # Starts discernd (shipped policies, one worker, a SQLite store unless --store none,
 # durability batch by default) under valgrind's callgrind twice, sets one budget
@@ -21,7 +21,10 @@
 # build (e.g. the one before a change). --store redis starts a redis-server (no
 # persistence) on a free loopback port in the temporary folder, points discernd at
 # it (store = "redis://127.0.0.1:PORT") and empties it before each run; it is
-# stopped by pid on exit.
+# stopped by pid on exit. --writer also counts the SQLite store's writer thread
+# ("dsc-store": the thread that runs writer_main) on its own (callgrind
+# --separate-threads=yes) and reports its instructions per request beside the whole
+# process's.
 set -euo pipefail
 
 root=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
@@ -33,6 +36,7 @@ store_path=discern.db
 redis=0
 build=1
 keep_logs=0
+writer=0
 discernd_bin=
 
 die() { echo "instructions.sh: $*" >&2; exit 2; }
@@ -48,7 +52,8 @@ while [ $# -gt 0 ]; do
         --discernd) [ $# -ge 2 ] || die "--discernd needs a path"; discernd_bin=$2; shift ;;
         --no-build) build=0 ;;
         --keep-logs) keep_logs=1 ;;
-        -h|--help) sed -n '2,24p' "${BASH_SOURCE[0]}" | sed 's/^# \{0,1\}//'; exit 0 ;;
+        --writer) writer=1 ;;
+        -h|--help) sed -n '2,27p' "${BASH_SOURCE[0]}" | sed 's/^# \{0,1\}//'; exit 0 ;;
         *) die "unknown option '$1' (see --help)" ;;
     esac
     shift
@@ -61,6 +66,7 @@ case "$durability" in full|batch|off) ;; *) die "--durability: expected full, ba
 command -v valgrind >/dev/null || die "valgrind not found (apt-get install valgrind)"
 [ "$redis" = 0 ] || command -v redis-server >/dev/null ||
     die "redis-server not found (scripts/deps.sh)"
+[ "$writer" = 0 ] || [ -n "$store_path" ] || die "--writer needs the SQLite store"
 
 source "$root/bench/lib.sh"
 bench_init discern-instr
@@ -81,12 +87,22 @@ if [ "$redis" = 1 ]; then
     store_line=("store = \"redis://127.0.0.1:$redis_port\"")
 fi
 
+# writer_instructions DIR: what the thread that ran writer_main executed (the totals of
+# its own file of a --separate-threads run).
+writer_instructions() {
+    local f
+    f=$(grep -l '^c\{0,1\}fn=.* writer_main$' "$1"/callgrind.out-* 2>/dev/null | head -1)
+    [ -n "$f" ] || return 0
+    sed -n 's/^\(summary\|totals\): \([0-9]*\).*/\2/p' "$f" | head -1
+}
+
 instructions() { # instructions N: what a discernd that served N requests executed
     local dir=$tmp/run-$1 log
     log=$dir/callgrind.log
     mkdir -p "$dir"
     pin_server=(valgrind --tool=callgrind --callgrind-out-file="$dir/callgrind.out"
         --log-file="$log")
+    [ "$writer" = 0 ] || pin_server+=(--separate-threads=yes)
     [ "$redis" = 0 ] || redis-cli -p "$redis_port" FLUSHALL >/dev/null
     start_discernd "$dir" "${store_line[@]+"${store_line[@]}"}"
     timeout 300 "$bin/loadgen" --port "$dsc_port" --setup-budgets one --admin-token "$token" \
@@ -96,18 +112,27 @@ instructions() { # instructions N: what a discernd that served N requests execut
     grep -q 'errors=0 ' "$dir/loadgen.log" || { cat "$dir/loadgen.log"; die "requests failed"; }
     kill "$dsc_pid"
     wait "$dsc_pid" 2>/dev/null || true
-    sed -n 's/.*Collected : \([0-9]*\).*/\1/p' "$log" | tail -1
+    echo "$(sed -n 's/.*Collected : \([0-9]*\).*/\1/p' "$log" | tail -1)" \
+        "$([ "$writer" = 0 ] || writer_instructions "$dir")"
 }
 
 no_store=
 [ -n "$store_path" ] || no_store=" --store none"
 [ "$redis" = 0 ] || no_store=" --store redis"
+writer_opt=
+[ "$writer" = 0 ] || writer_opt=" --writer"
 echo "command: bench/instructions.sh --requests $requests --depth $depth --connections" \
-    "$connections --durability $durability$no_store${discernd_bin:+ --discernd $discernd_bin}"
+    "$connections --durability $durability$no_store${writer_opt}${discernd_bin:+ --discernd $discernd_bin}"
 echo "commit: $(git -C "$root" rev-parse --short HEAD 2>/dev/null || echo unknown)"
-i1=$(instructions "$requests")
-i2=$(instructions $((2 * requests)))
+read -r i1 w1 <<<"$(instructions "$requests")"
+read -r i2 w2 <<<"$(instructions $((2 * requests)))"
 [ -n "$i1" ] && [ -n "$i2" ] || die "no instruction count from callgrind (see --keep-logs)"
 python3 -c "
 i1, i2, n = $i1, $i2, $requests
 print(f'{n} requests: {i1} instructions; {2 * n}: {i2}; per request: {(i2 - i1) / n:.0f}')"
+[ "$writer" = 0 ] || {
+    [ -n "${w1:-}" ] && [ -n "${w2:-}" ] || die "no count for the writer thread (see --keep-logs)"
+    python3 -c "
+w1, w2, n = $w1, $w2, $requests
+print(f'writer thread (dsc-store): {w1}; {w2}; per request: {(w2 - w1) / n:.0f}')"
+}

@@ -47,6 +47,19 @@
 
 typedef dsc__sq_store sq_store;
 
+/* A checkpoint adds its hours' sums to rollups ROLL_MANY rows per statement (a
+ * statement's own overhead is paid once for all of them), the rest one by one. */
+#define ROLL_MANY 16
+#define ROLL_ROW "(?, ?, ?, ?, ?, ?, ?, ?, ?)"
+#define ROLL_ROWS4 ROLL_ROW "," ROLL_ROW "," ROLL_ROW "," ROLL_ROW
+#define ROLL_ROWS ROLL_ROWS4 "," ROLL_ROWS4 "," ROLL_ROWS4 "," ROLL_ROWS4 /* ROLL_MANY */
+#define ROLL_UPSERT                                                                                \
+    " ON CONFLICT(hour_us, subject) DO UPDATE SET"                                                 \
+    " energy_wh = energy_wh + excluded.energy_wh, gco2e = gco2e + excluded.gco2e,"                 \
+    " water_ml = water_ml + excluded.water_ml, pe_mj = pe_mj + excluded.pe_mj,"                    \
+    " cost = cost + excluded.cost, tokens = tokens + excluded.tokens,"                             \
+    " requests = requests + excluded.requests"
+
 static const char *const stmt_sql[ST_COUNT] = {
     [ST_EVENT] =
         "INSERT INTO events(at_us, type, rid, subject, state, kind, hold, energy_wh, gco2e,"
@@ -65,23 +78,22 @@ static const char *const stmt_sql[ST_COUNT] = {
                   " VALUES(?,?,?,?,?,?,?,?,?,?,?,?,?)",
     [ST_BUDGET] = "INSERT INTO budget_log(at_us, deleted, budget_id, selector, metric, window,"
                   " limit_micro) VALUES(?,?,?,?,?,?,?)",
+    /* a string missing from memory is nearly always new to the file (memory forgets only
+     * after a restart, a rollback or INTERN_MAX): insert first, look up on conflict */
     [ST_NAME_GET] = "SELECT id FROM names WHERE name = ?1",
-    [ST_NAME_ADD] = "INSERT INTO names(name) VALUES(?1)",
+    [ST_NAME_ADD] = "INSERT INTO names(name) VALUES(?1) ON CONFLICT DO NOTHING",
     [ST_SUBJECT_GET] = "SELECT id FROM subjects WHERE org = ?1 AND team = ?2 AND user = ?3"
                        " AND key = ?4",
-    [ST_SUBJECT_ADD] = "INSERT INTO subjects(org, team, user, key) VALUES(?1, ?2, ?3, ?4)",
+    [ST_SUBJECT_ADD] = "INSERT INTO subjects(org, team, user, key) VALUES(?1, ?2, ?3, ?4)"
+                       " ON CONFLICT DO NOTHING",
     [ST_CHECKPOINT] =
         "INSERT INTO checkpoints(seq, at_us, max_at_us, held_from, max_rid)"
         " VALUES(?1, ?2, ?3, ?4, (SELECT coalesce(max(m), x'') FROM (SELECT max_rid AS m"
         " FROM checkpoints WHERE seq = ?5 UNION ALL SELECT substr(rid, 1, 6) FROM events"
         " WHERE seq > ?5 AND seq <= ?1 AND type IN (" DSC__SQ_HOLD_TYPES
         ") AND length(rid) = 18)))",
-    [ST_ROLLUP] = "INSERT INTO rollups VALUES(?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9)"
-                  " ON CONFLICT(hour_us, subject) DO UPDATE SET"
-                  " energy_wh = energy_wh + excluded.energy_wh, gco2e = gco2e + excluded.gco2e,"
-                  " water_ml = water_ml + excluded.water_ml, pe_mj = pe_mj + excluded.pe_mj,"
-                  " cost = cost + excluded.cost, tokens = tokens + excluded.tokens,"
-                  " requests = requests + excluded.requests",
+    [ST_ROLLUP] = "INSERT INTO rollups VALUES" ROLL_ROW ROLL_UPSERT,
+    [ST_ROLLUP_MANY] = "INSERT INTO rollups VALUES" ROLL_ROWS ROLL_UPSERT,
     /* old events in [?1, ?2), but the holds still open */
     [ST_PURGE] = "DELETE FROM events WHERE seq >= ?1 AND seq < ?2"
                  " AND NOT (type IN (1, 2) AND dsc_open(rid))",
@@ -312,6 +324,7 @@ static void free_name(void *val, void *ud) {
 
 static void intern_clear(dsc__sq_intern *in) {
     memset(in->memo, 0, sizeof in->memo);
+    memset(in->warnings, 0, sizeof in->warnings);
     dsc__strmap_each(&in->map, free_name, NULL);
     dsc__strmap_destroy(&in->map);
     dsc__strmap_init(&in->map);
@@ -327,6 +340,7 @@ static void intern_free(dsc__sq_intern *in) {
 /* The batch rolled back: the ids it added are gone from the file, so from memory. */
 static void intern_rollback(dsc__sq_intern *in) {
     memset(in->memo, 0, sizeof in->memo);
+    memset(in->warnings, 0, sizeof in->warnings);
     for (size_t i = 0; i < in->n_added; i++) {
         dsc__strmap_del_if(&in->map, in->added[i]->key, in->added[i]);
         free(in->added[i]);
@@ -357,21 +371,26 @@ static sq_name *intern_remember(dsc__sq_intern *in, const char *key, int64_t id)
     return e;
 }
 
-/* The id of the row get finds with vals bound (1..n), else of the one add inserts. */
+/* The id of the row add inserts with vals bound (1..n), else (it is there already) of
+ * the one get finds. */
 static int intern_row(sq_store *s, int get, int add, const char *const *vals, int n, int64_t *id) {
-    sqlite3_stmt *st = s->st[get];
+    sqlite3_stmt *st = s->st[add];
     for (int i = 0; i < n; i++)
         sqlite3_bind_text(st, i + 1, vals[i], -1, SQLITE_STATIC);
-    int rc = sqlite3_step(st);
+    int rc = step(st);
+    if (rc != SQLITE_OK) return rc;
+    if (sqlite3_changes(s->db) == 1) {
+        *id = sqlite3_last_insert_rowid(s->db);
+        return SQLITE_OK;
+    }
+    st = s->st[get];
+    for (int i = 0; i < n; i++)
+        sqlite3_bind_text(st, i + 1, vals[i], -1, SQLITE_STATIC);
+    rc = sqlite3_step(st);
     if (rc == SQLITE_ROW) *id = sqlite3_column_int64(st, 0);
     sqlite3_reset(st);
-    if (rc == SQLITE_ROW) return SQLITE_OK;
-    if (rc != SQLITE_DONE) return rc;
-    st = s->st[add];
-    for (int i = 0; i < n; i++)
-        sqlite3_bind_text(st, i + 1, vals[i], -1, SQLITE_STATIC);
-    if ((rc = step(st)) == SQLITE_OK) *id = sqlite3_last_insert_rowid(s->db);
-    return rc;
+    if (rc == SQLITE_DONE) rc = SQLITE_CORRUPT; /* a conflict without the row */
+    return rc == SQLITE_ROW ? SQLITE_OK : rc;
 }
 
 /* The id of name in names (0 for "": stored as NULL). field: the column it is for;
@@ -447,6 +466,20 @@ static const char *warnings_json(unsigned bits, char *buf, size_t cap) {
     return buf;
 }
 
+/* Bind the interned id of the warnings' JSON to parameter i: each set's id is kept by
+ * its bits, so a set seen before is neither formatted nor looked up. */
+static void bind_warnings(sq_store *s, sqlite3_stmt *st, int i, unsigned bits, int *rc) {
+    sq_name **known = bits < DSC__SQ_WARNINGS ? &s->names.warnings[bits] : NULL;
+    if (!bits || (known && *known)) {
+        bind_id(st, i, bits ? (*known)->id : 0);
+        return;
+    }
+    char json[256];
+    bind_name(s, st, i, warnings_json(bits, json, sizeof json), rc);
+    sq_name *e = s->names.memo[i % DSC__SQ_MEMO]; /* what bind_name found or added */
+    if (known && *rc == SQLITE_OK && e && strcmp(e->key, json) == 0) *known = e;
+}
+
 /* A decision's own columns (22..35 of ST_EVENT). */
 static void bind_decision(sq_store *s, sqlite3_stmt *st, const dsc__rec_decision *d, int *rc) {
     bind_text(st, 22, d->decision_id);
@@ -457,8 +490,7 @@ static void bind_decision(sq_store *s, sqlite3_stmt *st, const dsc__rec_decision
     bind_name(s, st, 27, d->purpose_class, rc);
     bind_name(s, st, 28, d->verdicts, rc);
     bind_name(s, st, 29, d->tags, rc);
-    char warnings[256];
-    bind_name(s, st, 30, warnings_json(d->warnings, warnings, sizeof warnings), rc);
+    bind_warnings(s, st, 30, d->warnings, rc);
     sqlite3_bind_int64(st, 31, d->input_tokens);
     sqlite3_bind_int64(st, 32, d->output_tokens);
     sqlite3_bind_int64(st, 33, d->est_energy_wh);
@@ -755,20 +787,58 @@ static void roll_add(sq_store *s, int64_t at_us, int64_t subject, const dsc_amou
         r->sums.v[m] = dsc__sq_add(r->sums.v[m], a->v[m]);
 }
 
-typedef struct flush_ctx {
-    sq_store *s;
-    int rc;
-} flush_ctx;
+/* Bind r's hour, subject and sums as row k (from 0) of st. */
+static void bind_roll(sqlite3_stmt *st, int k, const sq_roll *r) {
+    sqlite3_bind_int64(st, 9 * k + 1, r->hour_us);
+    sqlite3_bind_int64(st, 9 * k + 2, r->subject);
+    bind_amounts(st, 9 * k + 3, &r->sums);
+}
 
-static void flush_one(void *val, void *ud) {
-    flush_ctx *f = ud;
-    const sq_roll *r = val;
-    if (f->rc != SQLITE_OK) return;
-    sqlite3_stmt *st = f->s->st[ST_ROLLUP];
-    sqlite3_bind_int64(st, 1, r->hour_us);
-    sqlite3_bind_int64(st, 2, r->subject);
-    bind_amounts(st, 3, &r->sums);
-    f->rc = step(st);
+typedef struct roll_list {
+    const sq_roll **v;
+    size_t n;
+} roll_list;
+
+static void list_roll(void *val, void *ud) {
+    roll_list *l = ud;
+    l->v[l->n++] = val;
+}
+
+static int roll_order(const void *a, const void *b) {
+    const sq_roll *x = *(const sq_roll *const *)a, *y = *(const sq_roll *const *)b;
+    if (x->hour_us != y->hour_us) return x->hour_us < y->hour_us ? -1 : 1;
+    return (x->subject > y->subject) - (x->subject < y->subject);
+}
+
+/* v[0..n) into rollups: ROLL_MANY rows per statement, the rest one by one. */
+static int write_rolls(sq_store *s, const sq_roll **v, size_t n) {
+    int rc = SQLITE_OK;
+    size_t i = 0;
+    for (; rc == SQLITE_OK && n - i >= ROLL_MANY; i += ROLL_MANY) {
+        for (int k = 0; k < ROLL_MANY; k++)
+            bind_roll(s->st[ST_ROLLUP_MANY], k, v[i + (size_t)k]);
+        rc = step(s->st[ST_ROLLUP_MANY]);
+    }
+    for (; rc == SQLITE_OK && i < n; i++) {
+        bind_roll(s->st[ST_ROLLUP], 0, v[i]);
+        rc = step(s->st[ST_ROLLUP]);
+    }
+    return rc;
+}
+
+/* Every hour's sums into rollups, in key order: the rows a checkpoint adds (subjects
+ * get their ids in the order they first come) go to the right edge of the table's
+ * B-tree, which packs its pages instead of splitting them in the middle. *skipped:
+ * out of memory for the order, nothing was written (the checkpoint waits). */
+static int flush_rollups(sq_store *s, bool *skipped) {
+    roll_list l = {malloc((s->roll.len ? s->roll.len : 1) * sizeof *l.v), 0};
+    *skipped = !l.v;
+    if (!l.v) return SQLITE_OK;
+    dsc__strmap_each(&s->roll, list_roll, &l);
+    qsort(l.v, l.n, sizeof *l.v, roll_order);
+    int rc = write_rolls(s, l.v, l.n);
+    free(l.v);
+    return rc;
 }
 
 /* A checkpoint, when one is due, before the batch's own rows: the sums of the charges
@@ -781,9 +851,9 @@ static int write_checkpoint(sq_store *s, int64_t now_us, bool *written, int64_t 
     if (s->rollups_lost || since <= 0 ||
         (since < DSC__SQ_CHECKPOINT_EVERY && now_us - s->checkpoint_at < DSC__SQ_CHECKPOINT_US))
         return SQLITE_OK;
-    flush_ctx f = {s, SQLITE_OK};
-    dsc__strmap_each(&s->roll, flush_one, &f);
-    if (f.rc != SQLITE_OK) return f.rc;
+    bool skipped;
+    int rc = flush_rollups(s, &skipped);
+    if (rc != SQLITE_OK || skipped) return rc;
     sqlite3_stmt *st = s->st[ST_CHECKPOINT];
     *held_from = oldest_open(s);
     sqlite3_bind_int64(st, 1, s->last_seq);
@@ -791,7 +861,7 @@ static int write_checkpoint(sq_store *s, int64_t now_us, bool *written, int64_t 
     sqlite3_bind_int64(st, 3, s->max_at_us);
     sqlite3_bind_int64(st, 4, *held_from);
     sqlite3_bind_int64(st, 5, s->checkpoint_seq); /* the newest hold id: see hold_range */
-    int rc = step(st);
+    rc = step(st);
     *written = rc == SQLITE_OK;
     return rc;
 }

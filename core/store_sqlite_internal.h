@@ -54,6 +54,7 @@ enum {
     ST_SUBJECT_ADD,
     ST_CHECKPOINT,
     ST_ROLLUP,
+    ST_ROLLUP_MANY,
     ST_PURGE,
     ST_PURGED,
     ST_UNRESERVED,
@@ -75,10 +76,12 @@ enum {
 
 /* Strings (or subject tuples) interned by the writer: text -> id, in memory, so the
  * hot path finds every id it has used before without a SELECT. */
-#define DSC__SQ_MEMO 64 /* the last name of each column (by its parameter number) */
+#define DSC__SQ_MEMO 64     /* the last name of each column (by its parameter number) */
+#define DSC__SQ_WARNINGS 64 /* the warnings' JSON of each set of DSC_WARN_* bits below it */
 typedef struct dsc__sq_intern {
     dsc__strmap map;                         /* key -> dsc__sq_name (its key points into it) */
     struct dsc__sq_name *memo[DSC__SQ_MEMO]; /* entries of map, or NULL */
+    struct dsc__sq_name *warnings[DSC__SQ_WARNINGS]; /* names: entries of map by bits, or NULL */
     struct dsc__sq_name **added; /* this batch's new entries: forgotten if it rolls back */
     size_t n_added, cap_added;
 } dsc__sq_intern;

@@ -2619,3 +2619,165 @@ Test(store_sqlite, callers_wait_for_the_writer_once_its_queue_is_full_and_nothin
     dsc_ledger_free(l);
     cr_assert_eq(query_int(path, "SELECT count(*) FROM decisions"), N, "every record committed");
 }
+
+/* --- interning: the ids the writer keeps in memory ------------------------------ */
+
+/* A decision for user, its reason and model copied into buffers of the caller's: the
+ * same name arrives through a different pointer each time. */
+typedef struct named_decision {
+    char id[32], user[32], reason[512], model[32];
+    dsc_decision_record d;
+} named_decision;
+
+static void name_decision(named_decision *n, const char *id, const char *user, const char *reason,
+                          const char *model, unsigned warnings) {
+    snprintf(n->id, sizeof n->id, "%s", id);
+    snprintf(n->user, sizeof n->user, "%s", user);
+    snprintf(n->reason, sizeof n->reason, "%s", reason);
+    snprintf(n->model, sizeof n->model, "%s", model);
+    n->d = (dsc_decision_record){.decision_id = n->id,
+                                 .subject = {.org = "acme", .team = "infra", .user = n->user},
+                                 .provider = "openai",
+                                 .model = n->model,
+                                 .outcome = "allow",
+                                 .policy = "budgets",
+                                 .reason = n->reason,
+                                 .warnings = warnings};
+}
+
+static dsc_status record_named(dsc_ledger *l, const char *id, const char *user, const char *reason,
+                               const char *model, unsigned warnings) {
+    named_decision n;
+    name_decision(&n, id, user, reason, model, warnings);
+    dsc_error err;
+    return dsc_ledger_record(l, &n.d, NULL, &err);
+}
+
+/* The warnings of DSC_WARN_* bits 0..2 as the views show them: SQL true when the
+ * decision's warnings column holds exactly the names of bits b. */
+#define WARNINGS_ARE(b)                                                                            \
+    "ifnull(json_array_length(warnings), 0) = ((" b ") & 1) + ((" b ") >> 1 & 1) + ((" b           \
+    ") >> 2 & 1) AND (ifnull(warnings, '') LIKE '%model-arch-not-released%') = ((" b ") & 1)"      \
+    " AND (ifnull(warnings, '') LIKE '%model-arch-multimodal%') = ((" b ") >> 1 & 1)"              \
+    " AND (ifnull(warnings, '') LIKE '%model-not-in-catalogue%') = ((" b ") >> 2 & 1)"
+
+Test(store_sqlite, names_and_subjects_already_in_the_file_keep_their_ids_after_a_restart) {
+    char path[600];
+    temp_db(path, sizeof path);
+    dsc_ledger *l = open_at(path, NULL, 0);
+    cr_assert_eq(record_named(l, "d1", "ana", "within budget", "gpt-4o", 5), DSC_OK);
+    dsc_ledger_free(l);
+    l = open_at(path, NULL, 0); /* memory knows no id now; the file knows them all */
+    cr_assert_eq(record_named(l, "d2", "ana", "within budget", "gpt-4o", 5), DSC_OK);
+    cr_assert_eq(record_named(l, "d3", "bo", "a new reason", "gpt-4o", 2), DSC_OK);
+    dsc_ledger_free(l);
+    cr_assert_eq(query_int(path, "SELECT count(*) FROM names WHERE name = 'within budget'"), 1);
+    cr_assert_eq(query_int(path, "SELECT count(*) FROM names WHERE name = 'gpt-4o'"), 1);
+    cr_assert_eq(query_int(path, "SELECT count(*) FROM subjects WHERE user = 'ana'"), 1);
+    cr_assert_eq(query_int(path, "SELECT count(*) FROM decisions WHERE decision_id IN ('d1', 'd2')"
+                                 " AND user = 'ana' AND reason = 'within budget'"
+                                 " AND model = 'gpt-4o' AND " WARNINGS_ARE("5")),
+                 2);
+    cr_assert_eq(query_int(path, "SELECT count(*) FROM decisions WHERE decision_id = 'd3'"
+                                 " AND user = 'bo' AND reason = 'a new reason'"
+                                 " AND model = 'gpt-4o' AND " WARNINGS_ARE("2")),
+                 1);
+}
+
+Test(store_sqlite, many_distinct_names_and_subjects_in_turn_each_read_back_as_written) {
+    char path[600];
+    temp_db(path, sizeof path);
+    dsc_ledger *l = open_at(path, NULL, 0);
+    enum { N = 600, REASONS = 150, USERS = 120 }; /* more than any column's last-name memo */
+    static const char *const models[] = {"gpt-4o", "gpt-4o-mini", "claude-3-haiku"};
+    for (int i = 0; i < N; i++) {
+        char id[32], user[32], reason[64];
+        snprintf(id, sizeof id, "d%d", i);
+        snprintf(user, sizeof user, "u%d", i % USERS);
+        snprintf(reason, sizeof reason, "reason %d", i % REASONS);
+        cr_assert_eq(record_named(l, id, user, reason, models[i % 3], (unsigned)i % 8), DSC_OK);
+    }
+    dsc_ledger_free(l);
+#define I "CAST(substr(decision_id, 2) AS INTEGER)"
+    cr_assert_eq(query_int(path, "SELECT count(*) FROM decisions WHERE user = 'u' || (" I " % 120)"
+                                 " AND reason = 'reason ' || (" I " % 150) AND model ="
+                                 " CASE " I " % 3 WHEN 0 THEN 'gpt-4o' WHEN 1 THEN 'gpt-4o-mini'"
+                                 " ELSE 'claude-3-haiku' END AND " WARNINGS_ARE(I " % 8")),
+                 N, "every decision reads back its own names");
+#undef I
+    cr_assert_eq(query_int(path, "SELECT count(*) FROM names WHERE name LIKE 'reason %'"), REASONS);
+    cr_assert_eq(query_int(path, "SELECT count(*) FROM subjects"), USERS, "each subject once");
+}
+
+Test(store_sqlite, a_name_first_written_by_a_batch_that_rolled_back_is_written_again) {
+    char path[600];
+    temp_db(path, sizeof path);
+    /* a long batch: the two decisions below are queued well within one */
+    dsc_ledger_config cfg = {
+        .store_path = path, .durability = DSC_DURABILITY_BATCH, .batch_ms = 1000};
+    dsc_error err;
+    dsc_ledger *l = dsc_ledger_new(&cfg, &err);
+    cr_assert(l, "%s", err.message);
+    cr_assert_eq(record_named(l, "d0", "ana", "within budget", "gpt-4o", 0), DSC_OK);
+    cr_assert_eq(dsc_ledger_sync(l, NULL, &err), DSC_OK, "%s", err.message);
+    /* the file may not grow any more: as if the disk were full */
+    cr_assert_eq(dsc__ledger_store_exec(l, "PRAGMA max_page_count = 1", &err), DSC_OK);
+    /* one batch: a decision whose new warnings set fits, one whose verdicts cannot */
+    named_decision big;
+    name_decision(&big, "d-big", "ana", "within budget", "gpt-4o", 0);
+    static char verdicts[2000];
+    memset(verdicts, 'v', sizeof verdicts - 1);
+    big.d.verdicts = verdicts;
+    cr_assert_eq(record_named(l, "d-lost", "ana", "within budget", "gpt-4o", 6), DSC_OK);
+    cr_assert_eq(dsc_ledger_record(l, &big.d, NULL, &err), DSC_OK, "%s", err.message);
+    cr_assert_neq(dsc_ledger_sync(l, NULL, &err), DSC_OK, "the store never filled up");
+    cr_assert_eq(dsc__ledger_store_exec(l, "PRAGMA max_page_count = 1073741823", &err), DSC_OK);
+    dsc_status st = DSC_STORE_UNAVAILABLE;
+    for (int i = 0; i < 100 && st != DSC_OK; i++) { /* until the writer's probe succeeds */
+        nanosleep(&(struct timespec){0, 50000000L}, NULL);
+        st = record_named(l, "d-again", "ana", "within budget", "gpt-4o", 6);
+    }
+    cr_assert_eq(st, DSC_OK);
+    dsc_ledger_free(l);
+    cr_assert_eq(query_int(path, "SELECT count(*) FROM decisions WHERE decision_id = 'd-lost'"), 0,
+                 "the batch rolled back");
+    cr_assert_eq(query_int(path, "SELECT count(*) FROM decisions WHERE decision_id = 'd-again'"
+                                 " AND " WARNINGS_ARE("6")),
+                 1, "the names the failed batch added are there again");
+}
+
+Test(store_sqlite, a_checkpoint_adds_every_subjects_sums_to_rollups_however_many_there_are) {
+    char path[600];
+    temp_db(path, sizeof path);
+    fake_clock clk = {T0};
+    dsc_ledger *l = open_at(path, &clk, 0);
+    enum { USERS = 41 }; /* more than one statement's rows, and some left over */
+    static dsc_subject subjects[USERS];
+    static char users[USERS][16];
+    dsc_error err;
+    for (int n = 0; n < 2 * USERS; n++) {
+        int i = n % USERS;
+        snprintf(users[i], sizeof users[i], "u%d", i);
+        subjects[i] = (dsc_subject){.org = "acme", .team = "infra", .user = users[i]};
+        char rid[32];
+        snprintf(rid, sizeof rid, "u-%d", n);
+        dsc_amounts a = amt(DSC_METRIC_GCO2E, (i + 1) * M);
+        cr_assert_eq(settle_as(l, (dsc_settle_req){rid, &a, &subjects[i], NULL}, NULL, NULL, &err),
+                     DSC_OK, "%s", err.message);
+    }
+    clk.now += 120 * S; /* the next batch takes a checkpoint: every sum so far is flushed */
+    dsc_subject late = {.org = "acme", .team = "infra", .user = "late"};
+    dsc_amounts one = amt(DSC_METRIC_GCO2E, M);
+    cr_assert_eq(settle_as(l, (dsc_settle_req){"u-late", &one, &late, NULL}, NULL, NULL, &err),
+                 DSC_OK, "%s", err.message);
+    dsc_ledger_free(l);
+    cr_assert_eq(query_int(path, "SELECT count(*) FROM (SELECT s.user FROM rollups r"
+                                 " JOIN subjects s ON s.id = r.subject WHERE s.user != 'late'"
+                                 " GROUP BY s.user HAVING sum(r.gco2e) = 2000000 *"
+                                 " (CAST(substr(s.user, 2) AS INTEGER) + 1))"),
+                 USERS, "each subject's two charges, rolled up");
+    cr_assert_eq(query_int(path, "SELECT count(*) FROM rollups r JOIN subjects s"
+                                 " ON s.id = r.subject WHERE s.user != 'late'"
+                                 " AND r.requests != 0"),
+                 0, "no other metric");
+}
