@@ -78,12 +78,7 @@ workers=1
 start_tenths=600 # valgrind: the catalogue loads slowly
 store_line=()
 if [ "$redis" = 1 ]; then
-    redis_port=$(python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])')
-    redis-server --bind 127.0.0.1 --port "$redis_port" --dir "$tmp" --save '' --appendonly no \
-        --daemonize no --logfile "$tmp/redis.log" &
-    pids+=("$!")
-    for _ in $(seq 100); do redis-cli -p "$redis_port" PING >/dev/null 2>&1 && break; sleep 0.05; done
-    redis-cli -p "$redis_port" PING >/dev/null || die "redis-server did not start (see $tmp/redis.log)"
+    redis_up "$tmp" --appendonly no
     store_line=("store = \"redis://127.0.0.1:$redis_port\"")
 fi
 

@@ -106,6 +106,33 @@ cpu_ticks() {
     awk '{ sub(/^.*\) /, ""); print $12 + $13 }' "/proc/$1/stat"
 }
 
+# cpu_seconds PID: cpu_ticks in seconds.
+cpu_seconds() {
+    awk -v t="$(cpu_ticks "$1")" -v hz="$(getconf CLK_TCK)" 'BEGIN { print t / hz }'
+}
+
 free_port() {
     python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])'
+}
+
+# redis_up DIR [redis-server options]: a redis-server on a free 127.0.0.1 port with
+# no RDB saves, its files in DIR, run under the array $redis_prefix when set
+# (valgrind, taskset); waits at most $redis_tenths (default 50) tenths of a second
+# for its PING; sets $redis_pid and $redis_port (stopped by pid on exit).
+redis_up() {
+    local dir=$1
+    shift
+    command -v redis-server >/dev/null || die "redis-server not found (scripts/deps.sh)"
+    mkdir -p "$dir"
+    redis_port=$(free_port)
+    "${redis_prefix[@]+"${redis_prefix[@]}"}" redis-server --bind 127.0.0.1 --port "$redis_port" \
+        --dir "$dir" --save '' --daemonize no --logfile "$dir/redis.log" "$@" &
+    redis_pid=$!
+    pids+=("$redis_pid")
+    for _ in $(seq "${redis_tenths:-50}"); do
+        redis-cli -p "$redis_port" PING >/dev/null 2>&1 && return 0
+        kill -0 "$redis_pid" 2>/dev/null || break
+        sleep 0.1
+    done
+    die "redis-server did not start (see $dir/redis.log)"
 }

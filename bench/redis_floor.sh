@@ -47,27 +47,21 @@ source "$root/bench/lib.sh"
 bench_init discern-redis-floor
 build_release redis_ledger
 
-port=$(python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])')
-redis-server --bind 127.0.0.1 --port "$port" --dir "$tmp" --save '' --appendonly "$appendonly" \
-    --appendfsync everysec --daemonize no --logfile "$tmp/redis.log" &
-redis_pid=$!
-pids+=("$redis_pid")
-for _ in $(seq 100); do redis-cli -p "$port" PING >/dev/null 2>&1 && break; sleep 0.05; done
-redis-cli -p "$port" PING >/dev/null || die "redis-server did not start (see $tmp/redis.log)"
+redis_up "$tmp" --appendonly "$appendonly" --appendfsync everysec
+port=$redis_port
 sha=$(redis-cli -p "$port" SCRIPT LOAD "$(cat "$root/bench/redis_floor.lua")")
 [[ "$sha" =~ ^[0-9a-f]{40}$ ]] || die "SCRIPT LOAD failed: $sha"
 
-cpu_of() { awk -v hz="$(getconf CLK_TCK)" '{ print ($14 + $15) / hz }' "/proc/$1/stat"; }
 per() { python3 -c "print(f'{($2 - $1) * 1e6 / $3:.2f}')"; }
 
 # row PART K: N / K calls of PART with K decisions each; prints Redis µs per decision.
 row() {
     local part=$1 k=$2 calls=$((requests / $2)) r0 r1
-    r0=$(cpu_of "$redis_pid")
+    r0=$(cpu_seconds "$redis_pid")
     redis-benchmark -p "$port" -c 8 -P 16 -n "$calls" -r 100000000 -q \
         EVALSHA "$sha" 0 "$part" "__rand_int__" "$k" >"$tmp/bench-$part-$k.log" 2>&1 ||
         { cat "$tmp/bench-$part-$k.log"; die "redis-benchmark failed"; }
-    r1=$(cpu_of "$redis_pid")
+    r1=$(cpu_seconds "$redis_pid")
     per "$r0" "$r1" $((calls * k))
 }
 
@@ -81,10 +75,10 @@ set1=$(row settle 1)
 resk=$(row reserve "$batch")
 setk=$(row settle "$batch")
 redis-cli -p "$port" FLUSHALL >/dev/null
-r0=$(cpu_of "$redis_pid")
+r0=$(cpu_seconds "$redis_pid")
 "$bin/redis_ledger" --url "redis://127.0.0.1:$port" --connections 8 --pipeline 16 --seconds 5 \
     >"$tmp/ledger.log" 2>&1 || { cat "$tmp/ledger.log"; die "redis_ledger failed"; }
-r1=$(cpu_of "$redis_pid")
+r1=$(cpu_seconds "$redis_pid")
 n=$(sed -n 's/.*decisions=\([0-9]*\) .*/\1/p' "$tmp/ledger.log" | tail -1)
 [ -n "$n" ] && [ "$n" -gt 0 ] || { cat "$tmp/ledger.log"; die "no decisions from redis_ledger"; }
 store=$(per "$r0" "$r1" "$n")

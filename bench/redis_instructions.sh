@@ -81,18 +81,10 @@ persist=(--appendonly no)
 # $redis_port.
 start_redis() {
     local dir=$1
-    redis_port=$(free_port)
-    valgrind --tool=callgrind --callgrind-out-file="$dir/callgrind.out" \
-        --log-file="$dir/callgrind.log" redis-server --bind 127.0.0.1 --port "$redis_port" \
-        --dir "$dir" --save '' "${persist[@]}" --daemonize no --logfile "$dir/redis.log" &
-    redis_pid=$!
-    pids+=("$redis_pid")
-    for _ in $(seq 600); do
-        redis-cli -p "$redis_port" PING >/dev/null 2>&1 && return 0
-        kill -0 "$redis_pid" 2>/dev/null || break
-        sleep 0.1
-    done
-    die "redis-server did not start (see --keep-logs)"
+    redis_prefix=(valgrind --tool=callgrind --callgrind-out-file="$dir/callgrind.out"
+        --log-file="$dir/callgrind.log")
+    redis_tenths=600
+    redis_up "$dir" "${persist[@]}"
 }
 
 # checks LOG: the checks loadgen saw answered.

@@ -50,18 +50,9 @@ ledger=${ledger_bin:-$bin/redis_ledger}
 [ -x "$ledger" ] || die "no redis_ledger at $ledger"
 command -v redis-server >/dev/null || die "redis-server is not installed (scripts/deps.sh)"
 
-port=$(python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])')
-redis-server --port "$port" --bind 127.0.0.1 --dir "$tmp" --save '' --appendonly yes \
-    --appendfsync everysec --logfile "$tmp/redis.log" --daemonize no &
-redis_pid=$!
-pids+=("$redis_pid")
-for _ in $(seq 100); do redis-cli -p "$port" ping >/dev/null 2>&1 && break; sleep 0.05; done
-redis-cli -p "$port" ping >/dev/null || die "redis-server did not start (see $tmp/redis.log)"
+redis_up "$tmp" --appendonly yes --appendfsync everysec
+port=$redis_port
 
-# CPU seconds (user + system) of a pid so far.
-cpu_of() {
-    awk -v hz="$(getconf CLK_TCK)" '{ print ($14 + $15) / hz }' "/proc/$1/stat"
-}
 
 field() { sed -n "s/.*$1=\([^ ]*\).*/\1/p" <<<"$2"; }
 
@@ -74,10 +65,10 @@ peer_row() {
     redis-cli -p "$port" HSET factors:gpt-4o in 10 out 400 >/dev/null
     redis-cli -p "$port" HSET budget:1 used 0 limit 1000000000000000000 >/dev/null
     sha=$(redis-cli -p "$port" SCRIPT LOAD "$(cat "$root/bench/redis_check.lua")")
-    r0=$(cpu_of "$redis_pid")
+    r0=$(cpu_seconds "$redis_pid")
     line=$(timeout $((seconds * 10 + 30)) redis-benchmark -p "$port" -c "$connections" -P "$pipeline" \
         -n "$n" -q EVALSHA "$sha" 1 budget:1 gpt-4o 1200 800 | tr '\r' '\n' | tail -1)
-    r1=$(cpu_of "$redis_pid")
+    r1=$(cpu_seconds "$redis_pid")
     printf '%-34s %12s %18.1f %20s %10s\n' "peer: redis_check.lua, one call" \
         "$(sed -n 's/.*: \([0-9.]*\) requests per second.*/\1/p' <<<"$line" | cut -d. -f1)" \
         "$(echo "($r1 - $r0) * 1000000 / $n" | bc -l)" "-" "-"
@@ -88,10 +79,10 @@ echo "redis-server $(redis-server --version | sed 's/.*v=\([^ ]*\).*/\1/'), appe
 printf '%-34s %12s %18s %20s %10s\n' "row" "decisions/s" "Redis CPU us/dec" "replica CPU us/dec" "overshoot"
 peer_row
 
-r0=$(cpu_of "$redis_pid")
+r0=$(cpu_seconds "$redis_pid")
 out=$("$ledger" --url "$url" --connections "$connections" --pipeline "$pipeline" \
       --seconds "$seconds" --tag one)
-r1=$(cpu_of "$redis_pid")
+r1=$(cpu_seconds "$redis_pid")
 n=$(field decisions "$out")
 printf '%-34s %12s %18.1f %20.1f %10s\n' "one replica (Redis store)" "$(field decisions_per_s "$out")" \
     "$(echo "($r1 - $r0) * 1000000 / $n" | bc -l)" \
@@ -99,7 +90,7 @@ printf '%-34s %12s %18.1f %20.1f %10s\n' "one replica (Redis store)" "$(field de
 
 redis-cli -p "$port" flushall >/dev/null
 limit=20000000 # 20 units in holds of 1000..1999 micro: refused well before the run ends
-r0=$(cpu_of "$redis_pid")
+r0=$(cpu_seconds "$redis_pid")
 "$ledger" --url "$url" --connections "$connections" --pipeline "$pipeline" \
     --seconds "$seconds" --limit "$limit" --tag a >"$tmp/a.out" &
 a=$!
@@ -107,7 +98,7 @@ a=$!
     --seconds "$seconds" --limit "$limit" --tag b >"$tmp/b.out" &
 b=$!
 wait "$a" "$b"
-r1=$(cpu_of "$redis_pid")
+r1=$(cpu_seconds "$redis_pid")
 oa=$(cat "$tmp/a.out") ob=$(cat "$tmp/b.out")
 n=$(( $(field decisions "$oa") + $(field decisions "$ob") ))
 rate=$(echo "$(field decisions_per_s "$oa") + $(field decisions_per_s "$ob")" | bc -l)

@@ -206,25 +206,18 @@ run_discernd() { # run_discernd DUR DEPTH -> $result (loadgen's RESULT line + by
 kv() { sed -n "s/.* $1=\([^ ]*\).*/\1/p" <<<" $2"; }
 
 # --- Redis -------------------------------------------------------------------------
-declare -A redis_pid redis_port
+declare -A redis_pids redis_ports
 sha=
 reserve_sha=
 settle_sha=
 start_redis() { # start_redis NAME [redis-server options]
-    local name=$1 dir=$tmp/redis-$1 port
+    local name=$1 port
     shift
-    mkdir -p "$dir"
-    port=$(free_port)
-    "${pin_server[@]}" redis-server --bind 127.0.0.1 --port "$port" --dir "$dir" \
-        --save '' --daemonize no --logfile "$dir/redis.log" "$@" &
-    redis_pid[$name]=$!
-    redis_port[$name]=$port
-    pids+=("${redis_pid[$name]}")
-    for _ in $(seq 100); do
-        redis-cli -p "$port" PING >/dev/null 2>&1 && break
-        sleep 0.05
-    done
-    redis-cli -p "$port" PING >/dev/null || die "redis-server ($name) did not start"
+    redis_prefix=("${pin_server[@]}")
+    redis_up "$tmp/redis-$name" "$@"
+    port=$redis_port
+    redis_pids[$name]=$redis_pid
+    redis_ports[$name]=$port
     sha=$(redis-cli -p "$port" SCRIPT LOAD "$(cat "$root/bench/redis_check.lua")")
     reserve_sha=$(redis-cli -p "$port" SCRIPT LOAD "$(cat "$root/bench/redis_reserve.lua")")
     settle_sha=$(redis-cli -p "$port" SCRIPT LOAD "$(cat "$root/bench/redis_settle.lua")")
@@ -239,12 +232,12 @@ start_redis() { # start_redis NAME [redis-server options]
 aof_bytes() { du -sb "$tmp/redis-$1" 2>/dev/null | cut -f1; }
 
 evalsha_stat() { # evalsha_stat NAME FIELD: calls or failed_calls since the last RESETSTAT
-    redis-cli -p "${redis_port[$1]}" INFO commandstats | tr -d '\r' |
+    redis-cli -p "${redis_ports[$1]}" INFO commandstats | tr -d '\r' |
         sed -n "s/^cmdstat_evalsha:\(.*,\)\{0,1\}$2=\([0-9]*\).*/\2/p"
 }
 
 run_redis() { # run_redis NAME DEPTH KEYS -> loadgen-style RESULT line in $result
-    local name=$1 depth=$2 keys=$3 port=${redis_port[$1]} pid=${redis_pid[$1]}
+    local name=$1 depth=$2 keys=$3 port=${redis_ports[$1]} pid=${redis_pids[$1]}
     local args=(-p "$port" -c "$connections" -P "$depth" --csv)
     local cmd=(EVALSHA "$sha" 1)
     if [ "$keys" = 1 ]; then cmd+=(budget:000000000000); else args+=(-r "$keys"); cmd+=(budget:__rand_int__); fi
@@ -271,7 +264,7 @@ print('RESULT rps=%.0f check_rps=%.0f p50_us=%.1f p99_us=%.1f errors=${failed:-0
 }
 
 run_redis_pair() { # run_redis_pair NAME DEPTH KEYS -> RESULT line in $result
-    local name=$1 port=${redis_port[$1]} pid=${redis_pid[$1]} out=$tmp/pair-$scenario-P$2.log
+    local name=$1 port=${redis_ports[$1]} pid=${redis_pids[$1]} out=$tmp/pair-$scenario-P$2.log
     local a0 a1 calls
     redis-cli -p "$port" CONFIG RESETSTAT >/dev/null
     a0=$(aof_bytes "$name")
@@ -307,11 +300,11 @@ add_row() { # add_row SCENARIO SERVER: from $result
 if [[ "$stores" == *redis* ]]; then
     start_redis everysec --appendonly yes --appendfsync everysec --auto-aof-rewrite-percentage 0
 fi
-redis_url() { echo "redis://127.0.0.1:${redis_port[everysec]}"; }
+redis_url() { echo "redis://127.0.0.1:${redis_ports[everysec]}"; }
 
 start_redis_replicas() { # start_redis_replicas SCENARIO N: N discernd on the everysec Redis
     local i
-    redis-cli -p "${redis_port[everysec]}" FLUSHALL >/dev/null
+    redis-cli -p "${redis_ports[everysec]}" FLUSHALL >/dev/null
     for ((i = 0; i < $2; i++)); do
         store_path= start_discernd "$tmp/$1-redis$i" "store = \"$(redis_url)\""
         dsc_pids[redis$i]=$dsc_pid dsc_ports[redis$i]=$dsc_port dsc_dirs[redis$i]=$tmp/$1-redis$i
@@ -324,7 +317,7 @@ start_redis_replicas() { # start_redis_replicas SCENARIO N: N discernd on the ev
 # discernd's CPU and Redis's CPU per decision apart.
 run_redis_store() {
     local depth=$1 n=$2 i r0 r1 c=$((connections / $2)) total=0 cpu=0 p50=0 p99=0 errs=0
-    local rpid=${redis_pid[everysec]}
+    local rpid=${redis_pids[everysec]}
     r0=$(cpu_ticks "$rpid")
     for ((i = 0; i < n; i++)); do
         timeout $((${duration%.*} + 30)) "${pin_client[@]}" "$bin/loadgen" --port "${dsc_ports[redis$i]}" \
@@ -356,7 +349,7 @@ print('RESULT rps=%.0f check_rps=%.0f p50_us=%s p99_us=%s errors=%d server_cpu_u
 # overshoot_check: two replicas, one small budget, loadgen on both, then every counter
 # in Redis: used + held must stay within the limit. Appends overshoot= to $result.
 overshoot_check() {
-    local i port=${redis_port[everysec]} limit=2000 bad
+    local i port=${redis_ports[everysec]} limit=2000 bad
     redis-cli -p "$port" FLUSHALL >/dev/null
     timeout 60 "${pin_client[@]}" "$bin/loadgen" --port "${dsc_ports[redis0]}" --setup-budgets one \
         --admin-token "$token" --budget-metric requests --budget-window month \

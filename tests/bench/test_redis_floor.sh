@@ -11,25 +11,18 @@
 set -euo pipefail
 root=$(cd "$(dirname "${BASH_SOURCE[0]}")/../.." && pwd)
 ledger=${1:?usage: test_redis_floor.sh REDIS_LEDGER_BINARY}
-command -v redis-server >/dev/null || { echo "redis-server not found (scripts/deps.sh)"; exit 1; }
-tmp=$(mktemp -d "${TMPDIR:-/tmp}/discern-redis-floor.XXXXXX")
-pid= mon=
-cleanup() {
-    for p in $mon $pid; do kill "$p" 2>/dev/null || true; wait "$p" 2>/dev/null || true; done
-    rm -rf "$tmp"
-}
-trap cleanup EXIT
-port=$(python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])')
-redis-server --bind 127.0.0.1 --port "$port" --dir "$tmp" --save '' --appendonly no \
-    --daemonize no --logfile "$tmp/redis.log" &
-pid=$!
-cli() { redis-cli -p "$port" "$@"; }
-for _ in $(seq 100); do cli PING >/dev/null 2>&1 && break; sleep 0.05; done
 fail() { echo "FAIL: $*"; exit 1; }
+die() { fail "$@"; }
+keep_logs=0
+source "$root/bench/lib.sh"
+bench_init discern-redis-floor
+redis_up "$tmp" --appendonly no
+port=$redis_port
+cli() { redis-cli -p "$port" "$@"; }
 
 # monitor FILE: record what scripts run until stop_monitor.
-monitor() { cli MONITOR >"$1" 2>/dev/null & mon=$!; sleep 0.3; }
-stop_monitor() { sleep 0.3; kill "$mon"; wait "$mon" 2>/dev/null || true; mon=; }
+monitor() { cli MONITOR >"$1" 2>/dev/null & mon=$!; pids+=("$mon"); sleep 0.3; }
+stop_monitor() { sleep 0.3; stop_pid "$mon"; }
 # per_decision FILE N: "COUNT COMMAND" per decision of the commands scripts ran.
 per_decision() {
     awk -v n="$2" '$3 == "lua]" { c[toupper($4)]++ }

@@ -11,22 +11,15 @@
 set -euo pipefail
 root=$(cd "$(dirname "${BASH_SOURCE[0]}")/../.." && pwd)
 pair=${1:?usage: test_redis_pair.sh REDIS_PAIR_BINARY}
-command -v redis-server >/dev/null || { echo "redis-server not found (scripts/deps.sh)"; exit 1; }
-tmp=$(mktemp -d "${TMPDIR:-/tmp}/discern-redis-test.XXXXXX")
-pid=
-cleanup() {
-    [ -z "$pid" ] || { kill "$pid" 2>/dev/null || true; wait "$pid" 2>/dev/null || true; }
-    rm -rf "$tmp"
-}
-trap cleanup EXIT
-port=$(python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])')
-redis-server --bind 127.0.0.1 --port "$port" --dir "$tmp" --save '' --appendonly no \
-    --daemonize no --logfile "$tmp/redis.log" &
-pid=$!
-cli() { redis-cli -p "$port" "$@"; }
-for _ in $(seq 100); do cli PING >/dev/null 2>&1 && break; sleep 0.05; done
-
 fail() { echo "FAIL: $*"; exit 1; }
+die() { fail "$@"; }
+keep_logs=0
+source "$root/bench/lib.sh"
+bench_init discern-redis-test
+redis_up "$tmp" --appendonly no
+port=$redis_port pid=$redis_pid
+cli() { redis-cli -p "$port" "$@"; }
+
 expect() { # expect WHAT GOT WANT
     [ "$2" = "$3" ] || fail "$1: got '$2', want '$3'"
 }
