@@ -18,7 +18,9 @@
 # cannot show a change of 5 %; an instruction count does not depend on the load.
 # It leaves out what the kernel does (system calls are counted once, not their
 # work), so it measures the user-space side of a change. --discernd counts another
-# build (e.g. the one before a change). --store redis starts a redis-server (no
+# build (e.g. the one before a change) with this checkout's policies: a build older
+# than the policies' API refuses them at start; run its own checkout's script then.
+# --store redis starts a redis-server (no
 # persistence) on a free loopback port in the temporary folder, points discernd at
 # it (store = "redis://127.0.0.1:PORT") and empties it before each run; it is
 # stopped by pid on exit. --writer also counts the SQLite store's writer thread
@@ -53,7 +55,7 @@ while [ $# -gt 0 ]; do
         --no-build) build=0 ;;
         --keep-logs) keep_logs=1 ;;
         --writer) writer=1 ;;
-        -h|--help) sed -n '2,27p' "${BASH_SOURCE[0]}" | sed 's/^# \{0,1\}//'; exit 0 ;;
+        -h|--help) sed -n '2,28p' "${BASH_SOURCE[0]}" | sed 's/^# \{0,1\}//'; exit 0 ;;
         *) die "unknown option '$1' (see --help)" ;;
     esac
     shift
@@ -101,10 +103,10 @@ instructions() { # instructions N: what a discernd that served N requests execut
     [ "$redis" = 0 ] || redis-cli -p "$redis_port" FLUSHALL >/dev/null
     start_discernd "$dir" "${store_line[@]+"${store_line[@]}"}"
     timeout 300 "$bin/loadgen" --port "$dsc_port" --setup-budgets one --admin-token "$token" \
-        --timeout 200 >"$dir/setup.log" 2>&1 || { cat "$dir/setup.log"; die "budget setup failed"; }
+        --timeout 200 >"$dir/setup.log" 2>&1 || { cat "$dir/setup.log" >&2; die "budget setup failed"; }
     timeout 900 "$bin/loadgen" --port "$dsc_port" -c "$connections" -P "$depth" -n "$1" \
-        --timeout 800 --kv >"$dir/loadgen.log" 2>&1 || { cat "$dir/loadgen.log"; die "loadgen failed"; }
-    grep -q 'errors=0 ' "$dir/loadgen.log" || { cat "$dir/loadgen.log"; die "requests failed"; }
+        --timeout 800 --kv >"$dir/loadgen.log" 2>&1 || { cat "$dir/loadgen.log" >&2; die "loadgen failed"; }
+    grep -q 'errors=0 ' "$dir/loadgen.log" || { cat "$dir/loadgen.log" >&2; die "requests failed"; }
     kill "$dsc_pid"
     wait "$dsc_pid" 2>/dev/null || true
     echo "$(sed -n 's/.*Collected : \([0-9]*\).*/\1/p' "$log" | tail -1)" \
@@ -119,8 +121,11 @@ writer_opt=
 echo "command: bench/instructions.sh --requests $requests --depth $depth --connections" \
     "$connections --durability $durability$no_store${writer_opt}${discernd_bin:+ --discernd $discernd_bin}"
 echo "commit: $(git -C "$root" rev-parse --short HEAD 2>/dev/null || echo unknown)"
-read -r i1 w1 <<<"$(instructions "$requests")"
-read -r i2 w2 <<<"$(instructions $((2 * requests)))"
+# (assigned first: a failure inside the substitution then stops the script)
+out1=$(instructions "$requests")
+out2=$(instructions $((2 * requests)))
+read -r i1 w1 <<<"$out1"
+read -r i2 w2 <<<"$out2"
 [ -n "$i1" ] && [ -n "$i2" ] || die "no instruction count from callgrind (see --keep-logs)"
 python3 -c "
 i1, i2, n = $i1, $i2, $requests

@@ -96,7 +96,7 @@ wait_file() {
     local file=$1 pid=$2 log=$3 tenths=$4 why=$5
     for _ in $(seq "$tenths"); do
         [ -s "$file" ] && return 0
-        kill -0 "$pid" 2>/dev/null || { cat "$log"; die "$why"; }
+        kill -0 "$pid" 2>/dev/null || { cat "$log" >&2; die "$why"; }
         sleep 0.1
     done
 }
