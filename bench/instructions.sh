@@ -55,7 +55,7 @@ while [ $# -gt 0 ]; do
         --no-build) build=0 ;;
         --keep-logs) keep_logs=1 ;;
         --writer) writer=1 ;;
-        -h|--help) sed -n '2,28p' "${BASH_SOURCE[0]}" | sed 's/^# \{0,1\}//'; exit 0 ;;
+        -h|--help) sed -n '2,29p' "${BASH_SOURCE[0]}" | sed 's/^# \{0,1\}//'; exit 0 ;;
         *) die "unknown option '$1' (see --help)" ;;
     esac
     shift
