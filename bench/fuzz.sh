@@ -27,7 +27,7 @@ keep=
 targets=(rpc reply config catalog window policy query store)
 
 die() { echo "fuzz.sh: $*" >&2; exit 2; }
-usage() { sed -n '2,17p' "$0" | sed 's/^# \{0,1\}//'; }
+usage() { sed -n '2,16p' "$0" | sed 's/^# \{0,1\}//'; }
 
 while [ $# -gt 0 ]; do
     case $1 in

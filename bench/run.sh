@@ -55,7 +55,7 @@ durabilities=full,batch
 stores=sqlite
 
 usage() {
-    sed -n '2,29p' "${BASH_SOURCE[0]}" | sed 's/^# \{0,1\}//'
+    sed -n '2,41p' "${BASH_SOURCE[0]}" | sed 's/^# \{0,1\}//'
     cat <<'EOF'
 Options:
   --quick          2 s per run (a smoke test of the harness, not a measurement)
