@@ -479,7 +479,8 @@ static int64_t floor_hour(int64_t t) {
  * caller reads per subject and hour) when the ids are too sparse to index, a sum from
  * by_from_us on is negative (a calendar counter clamps each charge at zero: only their
  * order would count them alike), a rolled-up hour lies at or past by_until_us, or the
- * sums would take too much memory. */
+ * index or the sums would take too much memory (over LEVEL_IDS_MAX ids or
+ * LEVEL_CELLS_MAX sums, or an allocation fails): the per-subject read needs none of it. */
 typedef struct level_group {
     char org[DSC_NAME_MAX], value[DSC_NAME_MAX];
 } level_group;
@@ -497,7 +498,8 @@ typedef struct level_sums {
 } level_sums;
 
 #define LEVEL_SPARSE(n) (4 * (n) + 1024) /* ids beyond this for n subjects: too sparse */
-#define LEVEL_CELLS_MAX (1 << 22)
+#define LEVEL_CELLS_MAX (1 << 22) /* sums: 32 MiB */
+#define LEVEL_IDS_MAX (1 << 23)   /* the subjects' index: 32 MiB */
 
 static dsc_status row_level_group(void *ctx, sqlite3_stmt *st, dsc__rec *rec) {
     (void)rec;
@@ -587,7 +589,7 @@ static dsc_status level_groups(sq_store *s, sqlite3 *db, bool cached, level_sums
         n = sqlite3_column_int64(st, 0), max_id = sqlite3_column_int64(st, 1);
     sqlite3_reset(st);
     scan_done(st, cached);
-    if (max_id < 0 || max_id > LEVEL_SPARSE(n)) {
+    if (max_id < 0 || max_id > LEVEL_SPARSE(n) || max_id >= LEVEL_IDS_MAX) {
         ls->declined = true;
         return DSC_OK;
     }
@@ -634,10 +636,8 @@ static dsc_status level_read(sq_store *s, sqlite3 *db, bool cached, int metric, 
     return ls->declined ? DSC_OK : res;
 }
 
-/* Hand ls's sums to c's fn, span by span, each at its span's start. */
-static dsc_status level_emit(level_sums *ls, int metric, charge_scan *c) {
-    dsc__rec *rec = calloc(1, sizeof *rec);
-    if (!rec) return DSC_NOMEM;
+/* Hand ls's sums to c's fn through rec, span by span, each at its span's start. */
+static dsc_status level_emit(level_sums *ls, int metric, dsc__rec *rec, charge_scan *c) {
     const dsc__replay_filter *f = ls->f;
     dsc_status res = DSC_OK;
     for (int64_t k = 0; k < ls->n_spans && res == DSC_OK; k++)
@@ -654,22 +654,27 @@ static dsc_status level_emit(level_sums *ls, int metric, charge_scan *c) {
             rec->at_us = k ? f->by_from_us + (k - 1) * f->by_span_us : ls->lo;
             res = c->fn(c->ud, rec);
         }
-    free(rec);
     return res;
 }
 
 /* The rolled-up hours [lo, until) as one sum per value of f's level and span, through
- * c; *declined when they must be read per subject and hour instead (nothing given). */
+ * c; *declined when they must be read per subject and hour instead (nothing given):
+ * also when a step before the first sum is handed over fails (out of memory, a
+ * statement), which the per-subject read then meets again or not. */
 static dsc_status scan_by_level(sq_store *s, sqlite3 *db, bool cached, const dsc__replay_filter *f,
                                 int metric, int64_t lo, int64_t until, charge_scan *c,
                                 bool *declined) {
     level_sums ls = {.f = f, .lo = lo};
     dsc_status res = DSC_OK;
+    dsc__rec *rec = NULL;
     if (metric < 0 || f->by_level < 1 || f->by_level > 4 || f->by_span_us <= 0) ls.declined = true;
     if (!ls.declined) res = level_groups(s, db, cached, &ls);
     if (res == DSC_OK && !ls.declined) res = level_read(s, db, cached, metric, until, &ls);
-    if (res == DSC_OK && !ls.declined) res = level_emit(&ls, metric, c);
+    if (res == DSC_OK && !ls.declined && !(rec = calloc(1, sizeof *rec))) res = DSC_NOMEM;
+    if (res != DSC_OK) ls.declined = true, res = DSC_OK;
+    if (!ls.declined) res = level_emit(&ls, metric, rec, c);
     *declined = ls.declined;
+    free(rec);
     free(ls.group_of);
     free(ls.groups);
     free(ls.sums);

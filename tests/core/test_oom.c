@@ -1,6 +1,7 @@
 /*
  * test_oom.c - out of memory along core's main paths: catalogue load, estimate,
- * ledger reserve/settle (in memory and with a store), policy load and evaluation.
+ * ledger reserve/settle (in memory and with a store), a team budget's history read from
+ * rolled-up hours, policy load and evaluation.
  * For every n, the n-th allocation of the operation is refused (tests/support/oom.c,
  * linked with --wrap): the operation returns an error, leaks nothing (ASan's leak
  * check at exit), and the same operation then succeeds. The loop ends at the first
@@ -12,6 +13,8 @@
 #include "discern/estimate.h"
 #include "discern/ledger.h"
 #include "discern/policy.h"
+
+#include "../../core/store.h"
 
 #include <criterion/criterion.h>
 #include <stdio.h>
@@ -173,4 +176,88 @@ Test(oom, policy_load_and_decide_fail_cleanly_and_then_decide) {
         }
     }
     cr_assert_gt(n, 1);
+}
+
+static int64_t fake_now(void *ud) { return *(int64_t *)ud; }
+
+#define S 1000000LL
+#define FEB1 1769904000LL /* 2026-02-01T00:00:00Z, in seconds */
+#define MAR1 1772323200LL
+
+/* Each team's sum of the charges a replay hands over: team "a" in [0], "b" in [1]. */
+static dsc_status sum_by_team(void *ud, const dsc__rec *charge) {
+    int64_t *sums = ud;
+    sums[strcmp(charge->subject.team, "a") != 0] += charge->amounts.v[DSC_METRIC_GCO2E];
+    return DSC_OK;
+}
+
+/* A store of 6000 settles 3 s apart from February 1st (5 h, past a checkpoint: hours rolled up
+ * and a raw tail) for three users of teams a and b; want: each team's gco2e. */
+static void fill_teams(const char *path, int64_t want[2]) {
+    int64_t now = (FEB1 + 1234) * S;
+    dsc_ledger_config cfg = {.store_path = path, .now_us = fake_now, .clock_ud = &now};
+    dsc_error err;
+    dsc_ledger *l = dsc_ledger_new(&cfg, &err);
+    cr_assert(l, "%s", err.message);
+    static const dsc_subject who[3] = {{.org = "o", .team = "a", .user = "u1"},
+                                       {.org = "o", .team = "a", .user = "u2"},
+                                       {.org = "o", .team = "b", .user = "u3"}};
+    want[0] = want[1] = 0;
+    for (int i = 0; i < 6000; i++) {
+        now += 3 * S;
+        dsc_amounts a = grams((i % 5 + 1) * 1000000);
+        char rid[32];
+        snprintf(rid, sizeof rid, "x-%d", i);
+        dsc_settle_req s = {.reservation_id = rid, .actual = &a, .subject_if_unknown = &who[i % 3]};
+        cr_assert_eq(dsc_ledger_settle(l, &s, NULL, NULL, &err), DSC_OK, "%s", err.message);
+        want[i % 3 == 2] += a.v[DSC_METRIC_GCO2E];
+    }
+    dsc_ledger_free(l);
+}
+
+/* A new team:* budget's history over rolled-up hours is summed per team in memory
+ * sized by the subjects and the spans (the index of subjects, the teams, the sums);
+ * when one of those allocations is refused, the store reads the hours per subject
+ * instead: the history still counts every charge, and the writer need not read it
+ * again. */
+Test(oom, a_team_budgets_history_reads_per_subject_when_its_sums_per_team_cannot_be_allocated) {
+    char dir[] = "/tmp/dsc-oom.XXXXXX", path[64];
+    cr_assert(mkdtemp(dir));
+    snprintf(path, sizeof path, "%s/l.db", dir);
+    int64_t want[2];
+    fill_teams(path, want);
+    dsc__store_options o = {.durability = DSC_DURABILITY_FULL};
+    dsc_error err;
+    dsc__store *st = dsc__store_open(path, &o, &err);
+    cr_assert(st, "%s", err.message);
+    const char *team_any[4] = {NULL, "", NULL, NULL};
+    dsc__replay_filter f = {.metric = DSC_METRIC_GCO2E,
+                            .hourly_before_us = INT64_MAX,
+                            .by_level = 2,
+                            .by_from_us = FEB1 * S,
+                            .by_span_us = (MAR1 - FEB1) * S,
+                            .by_until_us = MAR1 * S};
+    memcpy(f.subject, team_any, sizeof f.subject);
+    long n, coped = 0;
+    for (n = 1; n < MAX_N; n++) {
+        int64_t sums[2] = {0, 0}, seq = 0;
+        oom_fail_at(n);
+        dsc_status res = dsc__store_replay_read(st, FEB1 * S, &f, sum_by_team, sums, &seq);
+        bool hit = oom_stop();
+        if (res == DSC_OK) {
+            cr_assert_eq(sums[0], want[0], "allocation %ld refused: team a", n);
+            cr_assert_eq(sums[1], want[1], "allocation %ld refused: team b", n);
+            coped += hit;
+        } else {
+            cr_assert(hit, "%s", dsc_status_wire(res));
+            cr_assert(res == DSC_NOMEM || res == DSC_STORE_UNAVAILABLE, "allocation %ld: %s", n,
+                      dsc_status_wire(res));
+        }
+        if (!hit) break;
+    }
+    cr_assert_gt(n, 3);
+    cr_assert_geq(coped, 3, "%ld refused allocations left the history whole", coped);
+    dsc__store_close(st);
+    remove_store(path);
+    cr_assert_eq(rmdir(dir), 0);
 }
