@@ -178,7 +178,9 @@ Test(oom, policy_load_and_decide_fail_cleanly_and_then_decide) {
     cr_assert_gt(n, 1);
 }
 
-static int64_t fake_now(void *ud) { return *(int64_t *)ud; }
+static int64_t fake_now(void *ud) {
+    return *(int64_t *)ud;
+}
 
 #define S 1000000LL
 #define FEB1 1769904000LL /* 2026-02-01T00:00:00Z, in seconds */
