@@ -480,8 +480,15 @@ static void bind_warnings(sq_store *s, sqlite3_stmt *st, int i, unsigned bits, i
     if (known && *rc == SQLITE_OK && e && strcmp(e->key, json) == 0) *known = e;
 }
 
-/* A decision's own columns (22..35 of ST_EVENT). */
-static void bind_decision(sq_store *s, sqlite3_stmt *st, const dsc__rec_decision *d, int *rc) {
+/* The estimate's column i, NULL when it is what the row's hold holds (held: NULL
+ * without one): the views read it from the hold's amounts then. */
+static void bind_est(sqlite3_stmt *st, int i, int64_t est, const dsc_amounts *held, dsc_metric m) {
+    if (!held || held->v[m] != est) sqlite3_bind_int64(st, i, est);
+}
+
+/* A decision's own columns (22..35 of ST_EVENT); held: the amounts of the row's hold. */
+static void bind_decision(sq_store *s, sqlite3_stmt *st, const dsc__rec_decision *d,
+                          const dsc_amounts *held, int *rc) {
     bind_text(st, 22, d->decision_id);
     bind_name(s, st, 23, d->outcome, rc);
     bind_name(s, st, 24, d->policy, rc);
@@ -493,9 +500,9 @@ static void bind_decision(sq_store *s, sqlite3_stmt *st, const dsc__rec_decision
     bind_warnings(s, st, 30, d->warnings, rc);
     sqlite3_bind_int64(st, 31, d->input_tokens);
     sqlite3_bind_int64(st, 32, d->output_tokens);
-    sqlite3_bind_int64(st, 33, d->est_energy_wh);
-    sqlite3_bind_int64(st, 34, d->est_gco2e);
-    sqlite3_bind_int64(st, 35, d->est_water_ml);
+    bind_est(st, 33, d->est_energy_wh, held, DSC_METRIC_ENERGY_WH);
+    bind_est(st, 34, d->est_gco2e, held, DSC_METRIC_GCO2E);
+    bind_est(st, 35, d->est_water_ml, held, DSC_METRIC_WATER_ML);
 }
 
 /* The type of r's row; fin: the finish of r (a hold) written in the same row. */
@@ -577,7 +584,7 @@ static int write_row(sq_store *s, const dsc__rec *r, const dsc__rec *fin, int64_
     bind_name(s, st, 21, d->purpose, &rc);
     if (type == DSC__EV_HOLD_DECISION || type == DSC__EV_HOLD_DECISION_FINISH ||
         type == DSC__EV_DECISION)
-        bind_decision(s, st, d, &rc);
+        bind_decision(s, st, d, hold ? &r->amounts : NULL, &rc);
     if (fin) {
         sqlite3_bind_int64(st, 36, fin->at_us - r->at_us);
         bind_amounts(st, 37, &r->amounts);

@@ -109,6 +109,10 @@ static const char tables_sql[] =
     " AS held_cost, ifnull(" t ".held_tokens, " t ".tokens) AS held_tokens, ifnull(" t            \
     ".held_requests, " t ".requests) AS held_requests"
 
+/* a decision's estimate: NULL when it is what the row's hold holds (held_* in a row
+ * finished with its hold, else the row's amounts) */
+#define EST_OF(t, m) "coalesce(" t ".est_" m ", " t ".held_" m ", " t "." m ") AS est_" m
+
 static const char views_sql[] =
     "DROP VIEW IF EXISTS charges; DROP VIEW IF EXISTS decisions;"
     "DROP VIEW IF EXISTS reservations; DROP VIEW IF EXISTS budgets;"
@@ -120,8 +124,8 @@ static const char views_sql[] =
     "CREATE VIEW decisions AS SELECT e.seq AS seq, e.decision_id AS decision_id,"
     " e.request_id AS request_id, e.at_us AS at_us, " SUBJECT_COLS ", pu.name AS purpose,"
     " pr.name AS provider, mo.name AS model, e.input_tokens AS input_tokens,"
-    " e.output_tokens AS output_tokens, e.est_energy_wh AS est_energy_wh,"
-    " e.est_gco2e AS est_gco2e, e.est_water_ml AS est_water_ml, oc.name AS outcome,"
+    " e.output_tokens AS output_tokens, " EST_OF("e", "energy_wh") ", " EST_OF("e", "gco2e") ","
+    " " EST_OF("e", "water_ml") ", oc.name AS outcome,"
     " po.name AS policy, pv.name AS policy_version, re.name AS reason, "
     RID("e") " AS reservation_id, ow.name AS key_id, zo.name AS zone,"
     " pc.name AS purpose_class, ve.name AS verdicts, ta.name AS tags, wa.name AS warnings"

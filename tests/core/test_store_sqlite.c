@@ -218,6 +218,56 @@ Test(store_sqlite, decisions_are_journaled_with_their_reasons) {
                  1);
 }
 
+/* A check's estimate is what its hold holds, as a rule: the event row then leaves it
+ * NULL and the decisions view reads the hold's amounts, in a row of the hold alone or
+ * of the hold with its settle; an estimate unlike the hold is stored as it is. */
+Test(store_sqlite, a_decisions_estimate_equal_to_its_hold_is_read_from_the_hold) {
+    char path[600];
+    temp_db(path, sizeof path);
+    dsc_ledger *l = open_at(path, NULL, 0);
+    dsc_amounts held = amt(DSC_METRIC_GCO2E, 1500000);
+    held.v[DSC_METRIC_ENERGY_WH] = 4100000;
+    held.v[DSC_METRIC_WATER_ML] = 9000000;
+    dsc_decision_record d = {.decision_id = "d-open",
+                             .subject = ana,
+                             .model = "gpt-4o",
+                             .est_energy_wh = 4100000,
+                             .est_gco2e = 1500000,
+                             .est_water_ml = 9000000,
+                             .outcome = "allow"};
+    dsc_error err;
+    char open_rid[DSC_RESERVATION_ID_MAX], settled_rid[DSC_RESERVATION_ID_MAX];
+    dsc_reserve_req r = {.subject = &ana, .amounts = &held, .ttl_s = 600, .decision = &d};
+    cr_assert_eq(reserve_as(l, r, open_rid, NULL, 0, NULL, NULL, &err), DSC_OK, "%s", err.message);
+    d.decision_id = "d-settled";
+    cr_assert_eq(reserve_as(l, r, settled_rid, NULL, 0, NULL, NULL, &err), DSC_OK, "%s",
+                 err.message);
+    dsc_amounts actual = amt(DSC_METRIC_GCO2E, 700000);
+    cr_assert_eq(settle_as(l, (dsc_settle_req){settled_rid, &actual, NULL, NULL}, NULL, NULL, &err),
+                 DSC_OK, "%s", err.message);
+    d.decision_id = "d-other";
+    d.est_water_ml = 8000000; /* not what the hold holds */
+    cr_assert_eq(reserve_as(l, r, NULL, NULL, 0, NULL, NULL, &err), DSC_OK, "%s", err.message);
+    dsc_ledger_free(l);
+    cr_assert_eq(query_int(path, "SELECT count(*) FROM events WHERE decision_id IN ('d-open',"
+                                 " 'd-settled') AND est_gco2e IS NULL AND est_energy_wh IS NULL"
+                                 " AND est_water_ml IS NULL"),
+                 2, "the estimate is not stored twice");
+    cr_assert_eq(query_int(path, "SELECT type FROM events WHERE decision_id = 'd-settled'"), 7,
+                 "the hold, its decision and its settle in one row");
+    cr_assert_eq(query_int(path, "SELECT count(*) FROM events WHERE decision_id = 'd-other'"
+                                 " AND est_water_ml = 8000000 AND est_gco2e IS NULL"),
+                 1);
+    cr_assert_eq(query_int(path, "SELECT count(*) FROM decisions WHERE decision_id IN ('d-open',"
+                                 " 'd-settled') AND est_energy_wh = 4100000 AND est_gco2e ="
+                                 " 1500000 AND est_water_ml = 9000000"),
+                 2);
+    cr_assert_eq(query_int(path, "SELECT est_water_ml FROM decisions WHERE decision_id ="
+                                 " 'd-other'"),
+                 8000000);
+    cr_assert_eq(query_int(path, "SELECT count(*) FROM charges WHERE gco2e = 700000"), 1);
+}
+
 Test(store_sqlite, full_disk_fails_the_settle_keeps_memory_and_recovers) {
     char path[600];
     temp_db(path, sizeof path);
