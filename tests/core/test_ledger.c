@@ -14,14 +14,6 @@
 #define S 1000000LL
 #define M DSC_MICRO
 
-typedef struct fake_clock {
-    _Atomic int64_t now;
-} fake_clock;
-
-static int64_t fake_now(void *ud) {
-    return ((fake_clock *)ud)->now;
-}
-
 /* 2025-01-15 12:00:00 UTC */
 #define T0 (1736942400LL * S)
 

@@ -7,6 +7,7 @@
  * check at exit), and the same operation then succeeds. The loop ends at the first
  * n the operation no longer reaches.
  */
+#include "ledger_calls.h"
 #include "oom.h"
 
 #include "discern/catalog.h"
@@ -178,10 +179,6 @@ Test(oom, policy_load_and_decide_fail_cleanly_and_then_decide) {
     cr_assert_gt(n, 1);
 }
 
-static int64_t fake_now(void *ud) {
-    return *(int64_t *)ud;
-}
-
 #define S 1000000LL
 #define FEB1 1769904000LL /* 2026-02-01T00:00:00Z, in seconds */
 #define MAR1 1772323200LL
@@ -196,8 +193,8 @@ static dsc_status sum_by_team(void *ud, const dsc__rec *charge) {
 /* A store of 6000 settles 3 s apart from February 1st (5 h, past a checkpoint: hours rolled up
  * and a raw tail) for three users of teams a and b; want: each team's gco2e. */
 static void fill_teams(const char *path, int64_t want[2]) {
-    int64_t now = (FEB1 + 1234) * S;
-    dsc_ledger_config cfg = {.store_path = path, .now_us = fake_now, .clock_ud = &now};
+    fake_clock clk = {(FEB1 + 1234) * S};
+    dsc_ledger_config cfg = {.store_path = path, .now_us = fake_now, .clock_ud = &clk};
     dsc_error err;
     dsc_ledger *l = dsc_ledger_new(&cfg, &err);
     cr_assert(l, "%s", err.message);
@@ -206,7 +203,7 @@ static void fill_teams(const char *path, int64_t want[2]) {
                                        {.org = "o", .team = "b", .user = "u3"}};
     want[0] = want[1] = 0;
     for (int i = 0; i < 6000; i++) {
-        now += 3 * S;
+        clk.now += 3 * S;
         dsc_amounts a = grams((i % 5 + 1) * 1000000);
         char rid[32];
         snprintf(rid, sizeof rid, "x-%d", i);

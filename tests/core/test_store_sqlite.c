@@ -26,14 +26,6 @@
 #define M DSC_MICRO
 #define T0 (1736942400LL * S) /* 2025-01-15T12:00:00Z */
 
-typedef struct fake_clock {
-    int64_t now;
-} fake_clock;
-
-static int64_t fake_now(void *ud) {
-    return ((fake_clock *)ud)->now;
-}
-
 /* A fresh database path under the build tree's ledger-tests/ (kept for inspection). */
 static void temp_db(char *path, size_t len) {
     char dir[512];
