@@ -88,10 +88,7 @@ static const char *const stmt_sql[ST_COUNT] = {
                        " ON CONFLICT DO NOTHING",
     [ST_CHECKPOINT] =
         "INSERT INTO checkpoints(seq, at_us, max_at_us, held_from, max_rid)"
-        " VALUES(?1, ?2, ?3, ?4, (SELECT coalesce(max(m), x'') FROM (SELECT max_rid AS m"
-        " FROM checkpoints WHERE seq = ?5 UNION ALL SELECT substr(rid, 1, 6) FROM events"
-        " WHERE seq > ?5 AND seq <= ?1 AND type IN (" DSC__SQ_HOLD_TYPES
-        ") AND length(rid) = 18)))",
+        " VALUES(?1, ?2, ?3, ?4, ?5)",
     [ST_ROLLUP] = "INSERT INTO rollups VALUES" ROLL_ROW ROLL_UPSERT,
     [ST_ROLLUP_MANY] = "INSERT INTO rollups VALUES" ROLL_ROWS ROLL_UPSERT,
     /* old events in [?1, ?2), but the holds still open */
@@ -193,6 +190,35 @@ static void reroll_tail(sq_store *s) {
     sqlite3_finalize(st);
 }
 
+/* The largest counter of a hold so far, which the next checkpoint stores: the newest
+ * checkpoint's and those of the holds after it (the writer then adds its own). */
+static void read_max_rid(sq_store *s) {
+    sqlite3_stmt *st = NULL;
+    s->max_rid_len = 0;
+    if (sqlite3_prepare_v2(s->db,
+                           "SELECT max(m) FROM (SELECT max_rid AS m FROM checkpoints WHERE seq = ?1"
+                           " UNION ALL SELECT substr(rid, 1, 6) FROM events WHERE seq > ?1"
+                           " AND type IN (" DSC__SQ_HOLD_TYPES ") AND length(rid) = 18)",
+                           -1, &st, NULL) != SQLITE_OK)
+        return;
+    sqlite3_bind_int64(st, 1, s->checkpoint_seq);
+    if (sqlite3_step(st) == SQLITE_ROW && sqlite3_column_type(st, 0) == SQLITE_BLOB &&
+        sqlite3_column_bytes(st, 0) == DSC__SQ_COUNTER_BYTES) {
+        memcpy(s->max_rid, sqlite3_column_blob(st, 0), DSC__SQ_COUNTER_BYTES);
+        s->max_rid_len = DSC__SQ_COUNTER_BYTES;
+    }
+    sqlite3_finalize(st);
+}
+
+/* A hold committed: its id's counter into max_rid when it is the largest. */
+static void note_rid(sq_store *s, const char *id) {
+    unsigned char b[32];
+    if (dsc__sq_pack_rid(id, b) != DSC__SQ_RID_BYTES) return;
+    if (s->max_rid_len && memcmp(b, s->max_rid, DSC__SQ_COUNTER_BYTES) <= 0) return;
+    memcpy(s->max_rid, b, DSC__SQ_COUNTER_BYTES);
+    s->max_rid_len = DSC__SQ_COUNTER_BYTES;
+}
+
 /* The newest event, checkpoint and time written, read once at open. */
 static void read_positions(sq_store *s) {
     s->last_seq = query_int(s->db, "SELECT coalesce(max(seq), 0) FROM events", 0);
@@ -212,6 +238,7 @@ static void read_positions(sq_store *s) {
                              s->checkpoint_seq);
     s->max_at_us = tail > at ? tail : at;
     s->retained_from = query_int(s->db, "SELECT coalesce(min(seq), 1) FROM events", 0);
+    read_max_rid(s);
     reroll_tail(s);
 }
 
@@ -867,7 +894,10 @@ static int write_checkpoint(sq_store *s, int64_t now_us, bool *written, int64_t 
     sqlite3_bind_int64(st, 2, now_us);
     sqlite3_bind_int64(st, 3, s->max_at_us);
     sqlite3_bind_int64(st, 4, *held_from);
-    sqlite3_bind_int64(st, 5, s->checkpoint_seq); /* the newest hold id: see hold_range */
+    if (s->max_rid_len) /* the largest counter of a hold up to seq: see hold_range */
+        sqlite3_bind_blob(st, 5, s->max_rid, s->max_rid_len, SQLITE_STATIC);
+    else
+        sqlite3_bind_zeroblob(st, 5, 0);
     rc = step(st);
     *written = rc == SQLITE_OK;
     return rc;
@@ -933,6 +963,7 @@ static void batch_committed(sq_store *s, dsc__rec **recs, size_t n) {
         const dsc__rec *r = recs[i];
         const dsc__sq_slot *slot = &s->slots[i];
         if (r->status != DSC_OK || !slot->seq) continue;
+        if (r->type == DSC__REC_RESERVE) note_rid(s, r->reservation_id);
         if (r->type != DSC__REC_RESERVE && r->type != DSC__REC_DECISION) {
             if (!slot->with_hold) hold_closed(s, r->reservation_id);
             if (r->charge_kind) roll_add(s, r->at_us, slot->subject, &r->amounts);

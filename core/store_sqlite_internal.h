@@ -108,6 +108,11 @@ typedef struct dsc__sq_slot {
  * less than SQLite's 4 KiB for 2-3 % more file (docs/benchmarks.md). */
 #define DSC__SQ_PAGE_SIZE 2048
 
+/* The stored length of an id the ledger makes ("r" + 36 hex digits): its first 6
+ * bytes are its counter, which grows in the log's order. */
+#define DSC__SQ_RID_BYTES 18
+#define DSC__SQ_COUNTER_BYTES 6
+
 /* Write a checkpoint row after this many events, or when the last is this old (in a
  * batch's transaction). */
 #define DSC__SQ_CHECKPOINT_EVERY 4096
@@ -162,6 +167,8 @@ typedef struct dsc__sq_store {
     int64_t last_seq, max_at_us;           /* the newest event, the latest at_us written */
     int64_t checkpoint_seq, checkpoint_at; /* the newest checkpoint's seq and time */
     int64_t held_from;                     /* the newest checkpoint's: no open hold is older */
+    unsigned char max_rid[DSC__SQ_COUNTER_BYTES]; /* the next checkpoint's max_rid ... */
+    int max_rid_len;                              /* ... (0: x'', no hold of the ledger's) */
     bool holds_known;                      /* open lists every open hold (the load filled it) */
     bool rollups_lost;                     /* out of memory summing a charge: no more checkpoints */
     dsc__strmap open;                      /* open holds: reservation id -> dsc__sq_open (seq) */
@@ -193,6 +200,9 @@ typedef struct dsc__sq_store {
  * of lowercase hex digits) as the blob of those bytes (half the size), any other id as
  * its text, "" as NULL. The views turn the blob back into the same text. */
 void dsc__sq_bind_rid(sqlite3_stmt *st, int i, const char *id);
+/* id packed into out as dsc__sq_bind_rid stores it (its hex digits as bytes); its
+ * length, 0 when it is stored as text. */
+size_t dsc__sq_pack_rid(const char *id, unsigned char out[32]);
 
 /* Create the schema in db, or migrate a file of an older schema to it, in one
  * transaction; SQLITE_OK, or an error with msg filled. */

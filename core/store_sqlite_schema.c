@@ -325,8 +325,7 @@ static int hexval(char c) {
     return c <= '9' ? c - '0' : c - 'a' + 10;
 }
 
-/* id packed into out (the hex digits as bytes); its length, 0 when not packable. */
-static size_t pack_rid(const char *id, unsigned char out[32]) {
+size_t dsc__sq_pack_rid(const char *id, unsigned char out[32]) {
     size_t n = strlen(id);
     if (n > 65 || !packable(id, n)) return 0;
     for (size_t i = 0; i < (n - 1) / 2; i++)
@@ -336,7 +335,7 @@ static size_t pack_rid(const char *id, unsigned char out[32]) {
 
 void dsc__sq_bind_rid(sqlite3_stmt *st, int i, const char *id) {
     unsigned char b[32];
-    size_t n = id ? pack_rid(id, b) : 0;
+    size_t n = id ? dsc__sq_pack_rid(id, b) : 0;
     if (n)
         sqlite3_bind_blob(st, i, b, (int)n, SQLITE_TRANSIENT);
     else if (id && id[0])
@@ -350,7 +349,7 @@ static void sql_rid(sqlite3_context *ctx, int argc, sqlite3_value **argv) {
     (void)argc;
     const char *id = (const char *)sqlite3_value_text(argv[0]);
     unsigned char b[32];
-    size_t n = id ? pack_rid(id, b) : 0;
+    size_t n = id ? dsc__sq_pack_rid(id, b) : 0;
     if (n)
         sqlite3_result_blob(ctx, b, (int)n, SQLITE_TRANSIENT);
     else if (id && id[0])

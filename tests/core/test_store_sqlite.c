@@ -2185,6 +2185,52 @@ Test(store_sqlite, forgotten_holds_are_found_between_the_checkpoints_around_thei
     dsc_ledger_free(l);
 }
 
+/* Reserve and settle n pairs of 5 g on l for ana. */
+static void pairs(dsc_ledger *l, int n) {
+    dsc_amounts a = amt(DSC_METRIC_GCO2E, 5);
+    dsc_error err;
+    for (int i = 0; i < n; i++) {
+        char rid[DSC_RESERVATION_ID_MAX];
+        cr_assert_eq(reserve_as(l, (dsc_reserve_req){&ana, &a, 60, NULL, NULL}, rid, NULL, 0, NULL,
+                                NULL, &err),
+                     DSC_OK, "%s", err.message);
+        cr_assert_eq(settle_as(l, (dsc_settle_req){rid, &a, NULL, NULL}, NULL, NULL, &err), DSC_OK,
+                     "%s", err.message);
+    }
+    cr_assert_eq(dsc_ledger_sync(l, NULL, &err), DSC_OK, "%s", err.message);
+}
+
+/* The writer keeps the largest counter of a hold in memory for the next checkpoint;
+ * across a restart between two checkpoints, each one still stores the largest counter
+ * of any hold up to its seq (what the recall of a forgotten hold relies on). */
+Test(store_sqlite, each_checkpoint_keeps_the_largest_counter_of_a_hold_up_to_it_across_a_restart) {
+    char path[600];
+    temp_db(path, sizeof path);
+    fake_clock clk = {T0};
+    dsc_ledger_config cfg = {
+        .store_path = path, .durability = DSC_DURABILITY_OFF, .now_us = fake_now, .clock_ud = &clk};
+    dsc_error err;
+    dsc_ledger *l = dsc_ledger_new(&cfg, &err);
+    cr_assert(l, "%s", err.message);
+    pairs(l, 6000); /* a checkpoint, then events after it */
+    dsc_ledger_free(l);
+    int64_t before = query_int(path, "SELECT count(*) FROM checkpoints");
+    cr_assert_geq(before, 1);
+    cr_assert_gt(query_int(path, "SELECT max(seq) FROM events"),
+                 query_int(path, "SELECT max(seq) FROM checkpoints"), "holds after the checkpoint");
+    l = dsc_ledger_new(&cfg, &err);
+    cr_assert(l, "%s", err.message);
+    clk.now += 120 * S; /* the first batch takes a checkpoint before its own holds */
+    pairs(l, 9000);
+    dsc_ledger_free(l);
+    cr_assert_geq(query_int(path, "SELECT count(*) FROM checkpoints"), before + 2);
+    cr_assert_eq(query_int(path, "SELECT count(*) FROM checkpoints WHERE length(max_rid) != 6"), 0);
+    cr_assert_eq(query_int(path, "SELECT count(*) FROM checkpoints c WHERE c.max_rid IS NOT"
+                                 " (SELECT max(substr(rid, 1, 6)) FROM events e WHERE e.seq <= c.seq"
+                                 " AND e.type IN (1, 2, 7, 8) AND length(e.rid) = 18)"),
+                 0, "a checkpoint's max_rid is the largest counter up to it");
+}
+
 /* --- the size of an event row ------------------------------------------------------- */
 
 static int64_t query_fmt(const char *path, const char *fmt, ...) {
