@@ -86,9 +86,8 @@ static const char *const stmt_sql[ST_COUNT] = {
                        " AND key = ?4",
     [ST_SUBJECT_ADD] = "INSERT INTO subjects(org, team, user, key) VALUES(?1, ?2, ?3, ?4)"
                        " ON CONFLICT DO NOTHING",
-    [ST_CHECKPOINT] =
-        "INSERT INTO checkpoints(seq, at_us, max_at_us, held_from, max_rid)"
-        " VALUES(?1, ?2, ?3, ?4, ?5)",
+    [ST_CHECKPOINT] = "INSERT INTO checkpoints(seq, at_us, max_at_us, held_from, max_rid)"
+                      " VALUES(?1, ?2, ?3, ?4, ?5)",
     [ST_ROLLUP] = "INSERT INTO rollups VALUES" ROLL_ROW ROLL_UPSERT,
     [ST_ROLLUP_MANY] = "INSERT INTO rollups VALUES" ROLL_ROWS ROLL_UPSERT,
     /* old events in [?1, ?2), but the holds still open */
@@ -934,16 +933,21 @@ static void sql_open(sqlite3_context *ctx, int argc, sqlite3_value **argv) {
     sqlite3_result_int(ctx, id[0] && dsc__strmap_get(&s->open, id) != NULL);
 }
 
-/* With a retention, at a checkpoint: drop up to DSC__SQ_PURGE_CHUNK of the oldest
- * events that are rolled up (before the checkpoint), older than the retention (before
- * the seq the checkpoints give for that time) and not an open hold. *to is where the
- * next purge starts once this batch commits. */
-static int purge(sq_store *s, int64_t now_us, int64_t checkpoint, int64_t *to) {
+/* With a retention, at a checkpoint and in the batches after it while more is left:
+ * drop up to DSC__SQ_PURGE_CHUNK of the oldest events that are rolled up (before the
+ * checkpoint), older than the retention (before the seq the checkpoints give for that
+ * time) and not an open hold. *to is where the next purge starts once this batch
+ * commits; *more whether it stopped at the chunk. */
+static int purge(sq_store *s, int64_t now_us, int64_t checkpoint, int64_t *to, bool *more) {
     *to = s->retained_from;
+    *more = false;
     if (s->retention_us <= 0 || !s->holds_known) return SQLITE_OK;
     int64_t end = dsc__sq_first_seq_at(s->db, now_us - s->retention_us);
     if (end > checkpoint + 1) end = checkpoint + 1;
-    if (end > s->retained_from + DSC__SQ_PURGE_CHUNK) end = s->retained_from + DSC__SQ_PURGE_CHUNK;
+    if (end > s->retained_from + DSC__SQ_PURGE_CHUNK) {
+        end = s->retained_from + DSC__SQ_PURGE_CHUNK;
+        *more = true;
+    }
     if (end <= s->retained_from) return SQLITE_OK;
     sqlite3_stmt *st = s->st[ST_PURGE];
     sqlite3_bind_int64(st, 1, s->retained_from);
@@ -1101,10 +1105,11 @@ static bool write_batch(sq_store *s, dsc__rec **recs, size_t n) {
     positions before = {s->last_seq, s->max_at_us, s->checkpoint_seq};
     int64_t now = batch_time(recs, n), checkpoint = s->last_seq, held_from = 0;
     int64_t retained = s->retained_from;
-    bool checkpointed = false;
+    bool checkpointed = false, more = s->purge_more;
     int rc = step(s->st[ST_BEGIN]);
     if (rc == SQLITE_OK) rc = write_checkpoint(s, now, &checkpointed, &held_from);
-    if (rc == SQLITE_OK && checkpointed) rc = purge(s, now, checkpoint, &retained);
+    if (rc == SQLITE_OK && now && (checkpointed || more)) /* now: 0 in a batch of syncs */
+        rc = purge(s, now, checkpointed ? checkpoint : s->checkpoint_seq, &retained, &more);
     for (size_t i = 0; rc == SQLITE_OK && i < n; i++) {
         recs[i]->status = DSC_OK;
         int r = write_rec(s, recs, i);
@@ -1122,6 +1127,7 @@ static bool write_batch(sq_store *s, dsc__rec **recs, size_t n) {
         s->charge_seq = s->last_seq;
         if (checkpointed) checkpoint_done(s, checkpoint, now, held_from);
         s->retained_from = retained;
+        s->purge_more = more;
         batch_committed(s, recs, n);
     } else {
         snprintf(msg, sizeof msg, "ledger store unavailable (%s): %s; nothing was recorded",
@@ -1181,9 +1187,9 @@ static void wait_for_work(sq_store *s) {
     }
 }
 
-/* At most this many records per batch: a transaction stays short, and checkpoints
- * (taken between batches) stay about DSC__SQ_CHECKPOINT_EVERY events apart. */
-#define BATCH_MAX DSC__SQ_CHECKPOINT_EVERY
+/* At most this many records per batch: a transaction stays short (checkpoints, taken
+ * between batches, are at most this many events late). */
+#define BATCH_MAX 4096
 /* At most about this many records wait on the queue: callers beyond it wait in
  * sq_room for the writer, so memory follows the disk's pace, not the callers'. */
 #define QUEUE_MAX (4 * BATCH_MAX)

@@ -115,7 +115,7 @@ typedef struct dsc__sq_slot {
 
 /* Write a checkpoint row after this many events, or when the last is this old (in a
  * batch's transaction). */
-#define DSC__SQ_CHECKPOINT_EVERY 4096
+#define DSC__SQ_CHECKPOINT_EVERY 32768
 #define DSC__SQ_CHECKPOINT_US (60 * 1000000LL)
 #define DSC__SQ_HOUR_US (3600 * 1000000LL)
 /* The start of the hour of t (µs); times a hostile file holds far outside any real
@@ -135,8 +135,9 @@ static inline int64_t dsc__sq_add(int64_t a, int64_t b) {
     return b > 0 ? INT64_MAX : INT64_MIN;
 }
 
-/* At most this many old events dropped per checkpoint (twice what one brings). */
-#define DSC__SQ_PURGE_CHUNK (2 * DSC__SQ_CHECKPOINT_EVERY)
+/* At most this many old events dropped per batch (a checkpoint's worth of them goes
+ * over the batches after it). */
+#define DSC__SQ_PURGE_CHUNK 8192
 
 typedef struct dsc__sq_store {
     dsc__store base;   /* first: the operations */
@@ -169,19 +170,20 @@ typedef struct dsc__sq_store {
     int64_t held_from;                     /* the newest checkpoint's: no open hold is older */
     unsigned char max_rid[DSC__SQ_COUNTER_BYTES]; /* the next checkpoint's max_rid ... */
     int max_rid_len;                              /* ... (0: x'', no hold of the ledger's) */
-    bool holds_known;                      /* open lists every open hold (the load filled it) */
-    bool rollups_lost;                     /* out of memory summing a charge: no more checkpoints */
-    dsc__strmap open;                      /* open holds: reservation id -> dsc__sq_open (seq) */
-    dsc__dlist open_list;                  /* the open holds in seq order */
-    struct dsc__sq_open *open_free;        /* unused entries, chained by link.next */
-    size_t open_spare;                     /* entries on open_free */
-    dsc__strmap roll;                      /* charges since the checkpoint: hour:subject -> sums */
-    dsc__sq_slot *slots;                   /* per record of the batch (batch_cap of them) */
-    int32_t *holds;                        /* the batch's holds by id: index + 1, 0 = empty */
-    size_t holds_cap;                      /* a power of two, at least 2 * batch_cap */
-    int64_t retention_us;                  /* > 0: drop rolled-up events older than this */
-    int64_t retained_from;                 /* the oldest event seq that may still be there */
-    struct {                               /* the reader's prepared statements, by SQL */
+    bool holds_known;               /* open lists every open hold (the load filled it) */
+    bool rollups_lost;              /* out of memory summing a charge: no more checkpoints */
+    dsc__strmap open;               /* open holds: reservation id -> dsc__sq_open (seq) */
+    dsc__dlist open_list;           /* the open holds in seq order */
+    struct dsc__sq_open *open_free; /* unused entries, chained by link.next */
+    size_t open_spare;              /* entries on open_free */
+    dsc__strmap roll;               /* charges since the checkpoint: hour:subject -> sums */
+    dsc__sq_slot *slots;            /* per record of the batch (batch_cap of them) */
+    int32_t *holds;                 /* the batch's holds by id: index + 1, 0 = empty */
+    size_t holds_cap;               /* a power of two, at least 2 * batch_cap */
+    int64_t retention_us;           /* > 0: drop rolled-up events older than this */
+    int64_t retained_from;          /* the oldest event seq that may still be there */
+    bool purge_more;                /* the last purge stopped at its chunk */
+    struct {                        /* the reader's prepared statements, by SQL */
         sqlite3_stmt *st;
         char *sql;
     } rcache[8];

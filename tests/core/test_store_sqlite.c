@@ -6,6 +6,7 @@
 #include "ledger_calls.h"
 
 #include "../../core/ledger_internal.h"
+#include "../../core/store_sqlite_internal.h"
 
 #include <criterion/criterion.h>
 #include <fcntl.h>
@@ -2147,14 +2148,14 @@ Test(store_sqlite, forgotten_holds_are_found_between_the_checkpoints_around_thei
     dsc_error err;
     dsc_ledger *l = dsc_ledger_new(&cfg, &err);
     cr_assert(l, "%s", err.message);
-    /* at least 13 000 events (a pair is one row when its settle shares its hold's
-     * batch, two otherwise): three checkpoints of 4096 or more */
+    /* a minute between every 3000 pairs: four checkpoints or more */
     enum { PAIRS = 13000 };
     enum { EVERY = 97, SAMPLED = PAIRS / EVERY + 1 };
     static char rids[SAMPLED][DSC_RESERVATION_ID_MAX];
     dsc_amounts a = amt(DSC_METRIC_GCO2E, 5);
     for (int i = 0; i < PAIRS; i++) {
         char rid[DSC_RESERVATION_ID_MAX];
+        if (i && i % 3000 == 0) clk.now += 61 * S;
         cr_assert_eq(reserve_as(l, (dsc_reserve_req){&ana, &a, 60, NULL, NULL}, rid, NULL, 0, NULL,
                                 NULL, &err),
                      DSC_OK, "%s", err.message);
@@ -2185,12 +2186,14 @@ Test(store_sqlite, forgotten_holds_are_found_between_the_checkpoints_around_thei
     dsc_ledger_free(l);
 }
 
-/* Reserve and settle n pairs of 5 g on l for ana. */
-static void pairs(dsc_ledger *l, int n) {
+/* Reserve and settle n pairs of 5 g on l for ana, the clock a minute on (a checkpoint
+ * in the next batch) after the first half. */
+static void pairs(dsc_ledger *l, fake_clock *clk, int n) {
     dsc_amounts a = amt(DSC_METRIC_GCO2E, 5);
     dsc_error err;
     for (int i = 0; i < n; i++) {
         char rid[DSC_RESERVATION_ID_MAX];
+        if (i == n / 2) clk->now += 61 * S;
         cr_assert_eq(reserve_as(l, (dsc_reserve_req){&ana, &a, 60, NULL, NULL}, rid, NULL, 0, NULL,
                                 NULL, &err),
                      DSC_OK, "%s", err.message);
@@ -2212,7 +2215,7 @@ Test(store_sqlite, each_checkpoint_keeps_the_largest_counter_of_a_hold_up_to_it_
     dsc_error err;
     dsc_ledger *l = dsc_ledger_new(&cfg, &err);
     cr_assert(l, "%s", err.message);
-    pairs(l, 6000); /* a checkpoint, then events after it */
+    pairs(l, &clk, 6000); /* a checkpoint, then events after it */
     dsc_ledger_free(l);
     int64_t before = query_int(path, "SELECT count(*) FROM checkpoints");
     cr_assert_geq(before, 1);
@@ -2221,14 +2224,63 @@ Test(store_sqlite, each_checkpoint_keeps_the_largest_counter_of_a_hold_up_to_it_
     l = dsc_ledger_new(&cfg, &err);
     cr_assert(l, "%s", err.message);
     clk.now += 120 * S; /* the first batch takes a checkpoint before its own holds */
-    pairs(l, 9000);
+    pairs(l, &clk, 9000);
     dsc_ledger_free(l);
     cr_assert_geq(query_int(path, "SELECT count(*) FROM checkpoints"), before + 2);
     cr_assert_eq(query_int(path, "SELECT count(*) FROM checkpoints WHERE length(max_rid) != 6"), 0);
-    cr_assert_eq(query_int(path, "SELECT count(*) FROM checkpoints c WHERE c.max_rid IS NOT"
-                                 " (SELECT max(substr(rid, 1, 6)) FROM events e WHERE e.seq <= c.seq"
-                                 " AND e.type IN (1, 2, 7, 8) AND length(e.rid) = 18)"),
+    cr_assert_eq(query_int(path,
+                           "SELECT count(*) FROM checkpoints c WHERE c.max_rid IS NOT"
+                           " (SELECT max(substr(rid, 1, 6)) FROM events e WHERE e.seq <= c.seq"
+                           " AND e.type IN (1, 2, 7, 8) AND length(e.rid) = 18)"),
                  0, "a checkpoint's max_rid is the largest counter up to it");
+}
+
+static uint64_t batches_of(dsc_ledger *l) {
+    dsc_ledger_stats st;
+    dsc_ledger_stats_get(l, &st);
+    return st.store_batches;
+}
+
+/* Old events beyond one purge's chunk go over the batches after the checkpoint, at
+ * most a chunk each, not in one long transaction; every charge stays counted. */
+Test(store_sqlite, a_purge_longer_than_its_chunk_goes_on_over_the_batches_after_the_checkpoint) {
+    char path[600];
+    temp_db(path, sizeof path);
+    fake_clock clk = {T0};
+    dsc_ledger *l = open_retaining(path, &clk, 3600);
+    budget_for(l, "user:ana", DSC_METRIC_GCO2E, "month");
+    pairs(l, &clk, 20000);
+    char old[128]; /* the events before the clock jumps */
+    snprintf(old, sizeof old, "SELECT count(*) FROM events WHERE at_us < %lld",
+             (long long)(T0 + 1800 * S));
+    int64_t before = query_int(path, old), left = before, used = -1;
+    cr_assert_gt(before, 2 * DSC__SQ_PURGE_CHUNK, "%lld old events", (long long)before);
+    clk.now += 2 * 3600 * S; /* the next batch takes a checkpoint and starts the purge */
+    uint64_t from = batches_of(l);
+    dsc_amounts a = amt(DSC_METRIC_GCO2E, 5);
+    dsc_error err;
+    int steps = 0;
+    for (; left > 0 && steps < 20; steps++) {
+        char id[32];
+        snprintf(id, sizeof id, "late-%d", steps);
+        uint64_t b = batches_of(l);
+        cr_assert_eq(settle_as(l, (dsc_settle_req){id, &a, &ana, NULL}, NULL, NULL, &err), DSC_OK,
+                     "%s", err.message);
+        cr_assert_eq(dsc_ledger_sync(l, NULL, &err), DSC_OK, "%s", err.message);
+        int64_t now_left = query_int(path, old);
+        cr_assert_lt(now_left, left, "step %d: no progress from %lld", steps, (long long)left);
+        cr_assert_leq(left - now_left, (int64_t)(batches_of(l) - b) * DSC__SQ_PURGE_CHUNK);
+        left = now_left;
+    }
+    cr_assert_eq(left, 0, "%lld old events left", (long long)left);
+    cr_assert_geq(batches_of(l) - from,
+                  (uint64_t)((before + DSC__SQ_PURGE_CHUNK - 1) / DSC__SQ_PURGE_CHUNK));
+    dsc_budget_state st[4];
+    size_t n = usage_of(l, &ana, st, 4);
+    for (size_t k = 0; k < n; k++)
+        if (!strcmp(st[k].window, "month")) used = st[k].used;
+    cr_assert_eq(used, (20000 + steps) * 5, "every charge counted: %lld", (long long)used);
+    dsc_ledger_free(l);
 }
 
 /* --- the size of an event row ------------------------------------------------------- */
