@@ -961,18 +961,29 @@ static int purge(sq_store *s, int64_t now_us, int64_t checkpoint, int64_t *to, b
     return rc;
 }
 
-/* After a commit: the holds it opened and closed, the charges it made. */
+/* Whether id (a hold's) has a larger counter than top's (NULL: none yet), compared
+ * as the lower-case hex digits of the ids the ledger makes. */
+static bool counter_above(const char *id, const char *top) {
+    if (strlen(id) != 2 * DSC__SQ_RID_BYTES + 1) return false;
+    return !top || memcmp(id + 1, top + 1, 2 * DSC__SQ_COUNTER_BYTES) > 0;
+}
+
+/* After a commit: the holds it opened and closed, the charges it made, the largest
+ * counter of its holds (packed once per batch, not once per hold). */
 static void batch_committed(sq_store *s, dsc__rec **recs, size_t n) {
+    const char *top = NULL;
     for (size_t i = 0; i < n; i++) {
         const dsc__rec *r = recs[i];
         const dsc__sq_slot *slot = &s->slots[i];
         if (r->status != DSC_OK || !slot->seq) continue;
-        if (r->type == DSC__REC_RESERVE) note_rid(s, r->reservation_id);
+        if (r->type == DSC__REC_RESERVE && counter_above(r->reservation_id, top))
+            top = r->reservation_id;
         if (r->type != DSC__REC_RESERVE && r->type != DSC__REC_DECISION) {
             if (!slot->with_hold) hold_closed(s, r->reservation_id);
             if (r->charge_kind) roll_add(s, r->at_us, slot->subject, &r->amounts);
         }
     }
+    if (top) note_rid(s, top);
 }
 
 /* --- the writer ----------------------------------------------------------------- */
