@@ -115,7 +115,7 @@ typedef struct dsc__sq_slot {
 
 /* Write a checkpoint row after this many events, or when the last is this old (in a
  * batch's transaction). */
-#define DSC__SQ_CHECKPOINT_EVERY 32768
+#define DSC__SQ_CHECKPOINT_EVERY 65536
 #define DSC__SQ_CHECKPOINT_US (60 * 1000000LL)
 #define DSC__SQ_HOUR_US (3600 * 1000000LL)
 /* The start of the hour of t (µs); times a hostile file holds far outside any real
