@@ -154,14 +154,18 @@ static dsc_status take_lock(sq_store *s, dsc_error *err) {
 }
 
 /* One integer from sql (?1 = arg); 0 when there is none. */
-static int64_t query_int(sqlite3 *db, const char *sql, int64_t arg) {
+/* The integer sql (one row, ?1 = arg) gives; 0, and *ok false, when it fails. */
+static int64_t query_int(sqlite3 *db, const char *sql, int64_t arg, bool *ok) {
     sqlite3_stmt *st = NULL;
     int64_t v = 0;
+    int rc = SQLITE_ERROR;
     if (sqlite3_prepare_v2(db, sql, -1, &st, NULL) == SQLITE_OK) {
         sqlite3_bind_int64(st, 1, arg);
-        if (sqlite3_step(st) == SQLITE_ROW) v = sqlite3_column_int64(st, 0);
+        rc = sqlite3_step(st);
+        if (rc == SQLITE_ROW) v = sqlite3_column_int64(st, 0);
     }
     sqlite3_finalize(st);
+    if (rc != SQLITE_ROW && rc != SQLITE_DONE) *ok = false;
     return v;
 }
 
@@ -169,7 +173,7 @@ static void roll_add(sq_store *s, int64_t at_us, int64_t subject, const dsc_amou
 
 /* The charges committed after the newest checkpoint, summed per hour and subject
  * again (they are not in rollups yet). */
-static void reroll_tail(sq_store *s) {
+static bool reroll_tail(sq_store *s) {
     sqlite3_stmt *st = NULL;
     if (sqlite3_prepare_v2(s->db,
                            "SELECT " DSC__SQ_FIN_AT(
@@ -178,20 +182,22 @@ static void reroll_tail(sq_store *s) {
                                     " AND type IN (" DSC__SQ_CHARGE_TYPES ") AND kind IS NOT NULL"
                                     " ORDER BY seq",
                            -1, &st, NULL) != SQLITE_OK)
-        return;
+        return false;
     sqlite3_bind_int64(st, 1, s->checkpoint_seq);
-    while (sqlite3_step(st) == SQLITE_ROW) {
+    int rc;
+    while ((rc = sqlite3_step(st)) == SQLITE_ROW) {
         dsc_amounts a;
         for (int m = 0; m < DSC_METRIC_COUNT; m++)
             a.v[m] = sqlite3_column_int64(st, 2 + m);
         roll_add(s, sqlite3_column_int64(st, 0), sqlite3_column_int64(st, 1), &a);
     }
     sqlite3_finalize(st);
+    return rc == SQLITE_DONE;
 }
 
 /* The largest counter of a hold so far, which the next checkpoint stores: the newest
  * checkpoint's and those of the holds after it (the writer then adds its own). */
-static void read_max_rid(sq_store *s) {
+static bool read_max_rid(sq_store *s) {
     sqlite3_stmt *st = NULL;
     s->max_rid_len = 0;
     if (sqlite3_prepare_v2(s->db,
@@ -199,14 +205,16 @@ static void read_max_rid(sq_store *s) {
                            " UNION ALL SELECT substr(rid, 1, 6) FROM events WHERE seq > ?1"
                            " AND type IN (" DSC__SQ_HOLD_TYPES ") AND length(rid) = 18)",
                            -1, &st, NULL) != SQLITE_OK)
-        return;
+        return false;
     sqlite3_bind_int64(st, 1, s->checkpoint_seq);
-    if (sqlite3_step(st) == SQLITE_ROW && sqlite3_column_type(st, 0) == SQLITE_BLOB &&
+    int rc = sqlite3_step(st);
+    if (rc == SQLITE_ROW && sqlite3_column_type(st, 0) == SQLITE_BLOB &&
         sqlite3_column_bytes(st, 0) == DSC__SQ_COUNTER_BYTES) {
         memcpy(s->max_rid, sqlite3_column_blob(st, 0), DSC__SQ_COUNTER_BYTES);
         s->max_rid_len = DSC__SQ_COUNTER_BYTES;
     }
     sqlite3_finalize(st);
+    return rc == SQLITE_ROW;
 }
 
 /* A hold committed: its id's counter into max_rid when it is the largest. */
@@ -218,27 +226,28 @@ static void note_rid(sq_store *s, const char *id) {
     s->max_rid_len = DSC__SQ_COUNTER_BYTES;
 }
 
-/* The newest event, checkpoint and time written, read once at open. */
-static void read_positions(sq_store *s) {
-    s->last_seq = query_int(s->db, "SELECT coalesce(max(seq), 0) FROM events", 0);
+/* The newest event, checkpoint and time written, read once at open; false when a
+ * read failed (the open fails rather than write from wrong positions). */
+static bool read_positions(sq_store *s) {
+    bool ok = true;
+    s->last_seq = query_int(s->db, "SELECT coalesce(max(seq), 0) FROM events", 0, &ok);
     s->charge_seq = s->last_seq; /* no charge is newer than the newest event */
-    s->checkpoint_seq = query_int(s->db, "SELECT coalesce(max(seq), 0) FROM checkpoints", 0);
+    s->checkpoint_seq = query_int(s->db, "SELECT coalesce(max(seq), 0) FROM checkpoints", 0, &ok);
     s->checkpoint_at =
-        query_int(s->db, "SELECT at_us FROM checkpoints WHERE seq = ?1", s->checkpoint_seq);
+        query_int(s->db, "SELECT at_us FROM checkpoints WHERE seq = ?1", s->checkpoint_seq, &ok);
     s->held_from = query_int(s->db,
                              "SELECT coalesce(max(held_from), 1) FROM checkpoints"
                              " WHERE seq = ?1",
-                             s->checkpoint_seq);
+                             s->checkpoint_seq, &ok);
     if (s->held_from < 1) s->held_from = 1;
-    int64_t at = query_int(s->db, "SELECT coalesce(max(max_at_us), 0) FROM checkpoints", 0);
+    int64_t at = query_int(s->db, "SELECT coalesce(max(max_at_us), 0) FROM checkpoints", 0, &ok);
     int64_t tail = query_int(s->db,
                              "SELECT coalesce(max(" DSC__SQ_FIN_AT("e") "), 0) FROM events e"
                                                                         " WHERE seq > ?1",
-                             s->checkpoint_seq);
+                             s->checkpoint_seq, &ok);
     s->max_at_us = tail > at ? tail : at;
-    s->retained_from = query_int(s->db, "SELECT coalesce(min(seq), 1) FROM events", 0);
-    read_max_rid(s);
-    reroll_tail(s);
+    s->retained_from = query_int(s->db, "SELECT coalesce(min(seq), 1) FROM events", 0, &ok);
+    return ok && read_max_rid(s) && reroll_tail(s);
 }
 
 static void sql_open(sqlite3_context *ctx, int argc, sqlite3_value **argv);
@@ -262,7 +271,7 @@ static dsc_status setup_db(sq_store *s, dsc_error *err) {
         if (sqlite3_prepare_v3(s->db, stmt_sql[i], -1, SQLITE_PREPARE_PERSISTENT, &s->st[i],
                                NULL) != SQLITE_OK)
             return dsc__sq_db_error(s->db, "preparing statements", err);
-    read_positions(s);
+    if (!read_positions(s)) return dsc__sq_db_error(s->db, "reading the log's positions", err);
     return DSC_OK;
 }
 

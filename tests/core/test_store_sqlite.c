@@ -2235,6 +2235,34 @@ Test(store_sqlite, each_checkpoint_keeps_the_largest_counter_of_a_hold_up_to_it_
                  0, "a checkpoint's max_rid is the largest counter up to it");
 }
 
+/* A log the open cannot read (a damaged page of events) fails the open, saying what it
+ * was reading, rather than writing on from wrong positions. */
+Test(store_sqlite, an_unreadable_log_fails_the_open_and_says_what_it_was_reading) {
+    char path[600];
+    temp_db(path, sizeof path);
+    fake_clock clk = {T0};
+    dsc_ledger_config cfg = {
+        .store_path = path, .durability = DSC_DURABILITY_OFF, .now_us = fake_now, .clock_ud = &clk};
+    dsc_error err;
+    dsc_ledger *l = dsc_ledger_new(&cfg, &err);
+    cr_assert(l, "%s", err.message);
+    pairs(l, &clk, 3000);
+    dsc_ledger_free(l);
+    int64_t root = query_int(path, "SELECT rootpage FROM sqlite_master WHERE name = 'events'");
+    int64_t page = query_int(path, "PRAGMA page_size");
+    cr_assert(root > 1 && page > 0 && page <= 65536);
+    static unsigned char junk[65536];
+    memset(junk, 0xa5, sizeof junk);
+    int fd = open(path, O_WRONLY);
+    cr_assert_geq(fd, 0);
+    cr_assert_eq(pwrite(fd, junk, (size_t)page, (off_t)((root - 1) * page)), page);
+    close(fd);
+    l = dsc_ledger_new(&cfg, &err);
+    cr_assert_null(l, "opened a store whose log cannot be read");
+    cr_assert_eq(err.code, DSC_STORE_UNAVAILABLE);
+    cr_assert(strstr(err.message, "reading the log's positions"), "%s", err.message);
+}
+
 static uint64_t batches_of(dsc_ledger *l) {
     dsc_ledger_stats st;
     dsc_ledger_stats_get(l, &st);
